@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# One image for both processes: `node dist/apps/api/...` (default) or the worker (see compose).
+
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+ENV PUPPETEER_SKIP_DOWNLOAD=true
+COPY package.json package-lock.json .puppeteerrc.cjs ./
+RUN npm ci --no-audit --no-fund
+COPY nest-cli.json tsconfig.json ./
+COPY apps ./apps
+COPY libs ./libs
+RUN npm run build && npm prune --omit=dev --no-audit --no-fund
+
+FROM node:20-bookworm-slim AS runtime
+# Debian's Chromium for the whatsapp-web.js engine, tini as PID 1 so signals reach node and
+# Chromium's zombies are reaped, fonts so media previews render.
+RUN apt-get update \
+  && apt-get install -y --no-install-recommends chromium tini fonts-liberation ca-certificates \
+  && rm -rf /var/lib/apt/lists/*
+ENV NODE_ENV=production \
+    PUPPETEER_SKIP_DOWNLOAD=true \
+    PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium \
+    WWEBJS_DATA_DIR=/data/wwebjs \
+    PORT=3000
+WORKDIR /app
+COPY --from=build /app/package.json /app/.puppeteerrc.cjs ./
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+RUN mkdir -p /data/wwebjs && chown -R node:node /data
+USER node
+VOLUME ["/data/wwebjs"]
+EXPOSE 3000
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["node", "dist/apps/api/apps/api/src/main.js"]

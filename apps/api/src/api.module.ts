@@ -1,0 +1,53 @@
+import { DynamicModule, Module, type OnApplicationBootstrap } from '@nestjs/common';
+import { APP_FILTER, APP_INTERCEPTOR } from '@nestjs/core';
+import { LoggerModule } from 'nestjs-pino';
+import { AppExceptionFilter, EnvelopeInterceptor, loggerParams } from '@app/common';
+import { AppConfig, AppConfigModule, type AppConfigOptions } from '@app/config';
+import { QueueModule } from '@app/queue';
+import { SessionRepository, StatusStoreModule } from '@app/status-store';
+import { ApiKeyGuard } from './auth/api-key.guard.js';
+import { MessagesController } from './messages/messages.controller.js';
+import { MessagesService } from './messages/messages.service.js';
+import { SessionsController } from './sessions/sessions.controller.js';
+import { SessionsService } from './sessions/sessions.service.js';
+
+/**
+ * The public HTTP api: validates and accepts sends, reads statuses. Stateless; holds no
+ * WhatsApp client (it does not load libs/whatsapp).
+ */
+@Module({})
+export class ApiModule implements OnApplicationBootstrap {
+  constructor(
+    private readonly config: AppConfig,
+    private readonly sessions: SessionRepository,
+  ) {}
+
+  static forRoot(config: AppConfigOptions = {}): DynamicModule {
+    return {
+      module: ApiModule,
+      imports: [
+        AppConfigModule.forRoot(config),
+        LoggerModule.forRootAsync({
+          inject: [AppConfig],
+          useFactory: (c: AppConfig) =>
+            loggerParams({ production: c.isProduction, level: c.LOG_LEVEL }),
+        }),
+        StatusStoreModule,
+        QueueModule,
+      ],
+      controllers: [MessagesController, SessionsController],
+      providers: [
+        ApiKeyGuard,
+        MessagesService,
+        SessionsService,
+        { provide: APP_INTERCEPTOR, useClass: EnvelopeInterceptor },
+        { provide: APP_FILTER, useClass: AppExceptionFilter },
+      ],
+    };
+  }
+
+  /** The default session exists from the first boot, whichever process starts first. */
+  async onApplicationBootstrap(): Promise<void> {
+    await this.sessions.register(this.config.DEFAULT_SESSION_ID);
+  }
+}

@@ -1,0 +1,34 @@
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import { createValidationPipe } from '@app/common';
+import { AppConfig } from '@app/config';
+
+/** Everything main.ts sets on the app, shared with the tests so they run what production runs. */
+export function configureApi(app: NestExpressApplication): void {
+  const config = app.get(AppConfig);
+  app.useBodyParser('json', { limit: '1mb' });
+  app.useGlobalPipes(createValidationPipe());
+  app.enableShutdownHooks();
+  app.set('trust proxy', 'loopback');
+  app.disable('x-powered-by');
+  if (config.CORS_ORIGINS) {
+    app.enableCors({ origin: config.CORS_ORIGINS.split(',').map((origin) => origin.trim()) });
+  }
+
+  const document = SwaggerModule.createDocument(
+    app,
+    new DocumentBuilder()
+      .setTitle('WhatsApp gateway')
+      .setDescription(
+        'Send WhatsApp text and media messages from linked sessions. Every answer is an envelope: ' +
+          '`{ "ok": true, "data": ... }` or `{ "ok": false, "error": { "code", "message" } }`.',
+      )
+      .setVersion('1')
+      .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
+      .build(),
+  );
+  SwaggerModule.setup('docs', app, document, {
+    jsonDocumentUrl: 'api/openapi',
+    swaggerOptions: { persistAuthorization: true },
+  });
+}

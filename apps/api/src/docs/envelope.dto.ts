@@ -1,0 +1,55 @@
+import { applyDecorators, type Type } from '@nestjs/common';
+import { ApiExtraModels, ApiProperty, ApiResponse, getSchemaPath } from '@nestjs/swagger';
+import { ERROR_STATUS } from '@app/common';
+
+export class ErrorBodyDto {
+  @ApiProperty({ enum: Object.keys(ERROR_STATUS), example: 'BAD_REQUEST' })
+  code: string;
+  @ApiProperty({
+    example: 'to must be a phone number of 7 to 15 digits or a group id ending in @g.us',
+  })
+  message: string;
+  @ApiProperty({
+    required: false,
+    description: 'Present on INTERNAL errors; the same id is in the server log',
+  })
+  errorId?: string;
+}
+
+export class ErrorEnvelopeDto {
+  @ApiProperty({ example: false })
+  ok: false;
+  @ApiProperty({ type: ErrorBodyDto })
+  error: ErrorBodyDto;
+}
+
+/** Documents a `{ ok: true, data: <model> }` answer (or `data: <model>[]` with isArray). */
+export function ApiEnvelope(
+  model: Type<unknown>,
+  options: { status?: number; description?: string; isArray?: boolean } = {},
+) {
+  const data = options.isArray
+    ? { type: 'array', items: { $ref: getSchemaPath(model) } }
+    : { $ref: getSchemaPath(model) };
+  return applyDecorators(
+    ApiExtraModels(model),
+    ApiResponse({
+      status: options.status ?? 200,
+      description: options.description,
+      schema: {
+        type: 'object',
+        required: ['ok', 'data'],
+        properties: { ok: { type: 'boolean', example: true }, data },
+      },
+    }),
+  );
+}
+
+/** Documents error answers of a route, each with the envelope. */
+export function ApiErrors(...statuses: { status: number; description: string }[]) {
+  return applyDecorators(
+    ...statuses.map(({ status, description }) =>
+      ApiResponse({ status, description, type: ErrorEnvelopeDto }),
+    ),
+  );
+}

@@ -1,0 +1,26 @@
+import 'reflect-metadata';
+import { Logger } from 'nestjs-pino';
+import { NestFactory } from '@nestjs/core';
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import { AppConfig, ConfigError } from '@app/config';
+import { ApiModule } from './api.module.js';
+import { configureApi } from './configure-api.js';
+
+async function bootstrap(): Promise<void> {
+  const app = await NestFactory.create<NestExpressApplication>(ApiModule.forRoot(), {
+    abortOnError: false,
+    bufferLogs: true,
+    bodyParser: false,
+  });
+  app.useLogger(app.get(Logger));
+  configureApi(app);
+  const config = app.get(AppConfig);
+  await app.listen(config.PORT);
+  app.get(Logger).log(`api listening on :${config.PORT} (docs at /docs)`, 'Api');
+}
+
+bootstrap().catch((err: unknown) => {
+  if (err instanceof ConfigError) console.error(err.message);
+  else console.error('api failed to start:', err);
+  process.exit(1);
+});

@@ -1,0 +1,16 @@
+import { ValidateBy, type ValidationOptions } from 'class-validator';
+import { toChatId } from '@app/common';
+
+/** `to`: a phone number (7-15 digits; +, spaces, dashes allowed) or a group id `...@g.us`. */
+export const IsRecipient = (options?: ValidationOptions) =>
+  ValidateBy(
+    {
+      name: 'isRecipient',
+      validator: {
+        validate: (value: unknown) => typeof value === 'string' && toChatId(value) !== null,
+        defaultMessage: () =>
+          'to must be a phone number of 7 to 15 digits (E.164) or a group id ending in @g.us',
+      },
+    },
+    options,
+  );

@@ -1,0 +1,49 @@
+import { ApiProperty } from '@nestjs/swagger';
+import type { MessageStatus, MessageType, PublicMessage } from '@app/status-store';
+
+class MessageErrorDto {
+  @ApiProperty({
+    example: 'NOT_ON_WHATSAPP',
+    description:
+      'NOT_ON_WHATSAPP, MEDIA_FETCH_FAILED, MEDIA_TOO_LARGE, SESSION_LOGGED_OUT, EXPIRED or SEND_FAILED',
+  })
+  code: string;
+  @ApiProperty({ example: '4915123456789 is not on WhatsApp' })
+  message: string;
+}
+
+/** A message record as the API shows it. */
+export class MessageDto implements PublicMessage {
+  @ApiProperty({ example: '6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11' })
+  id: string;
+  @ApiProperty({ example: 'main' })
+  sessionId: string;
+  @ApiProperty({ example: '+49 151 2345 6789' })
+  to: string;
+  @ApiProperty({ enum: ['text', 'media'], example: 'text' })
+  type: MessageType;
+  @ApiProperty({
+    enum: ['queued', 'sending', 'sent', 'delivered', 'read', 'failed'],
+    example: 'queued',
+  })
+  status: MessageStatus;
+  @ApiProperty({
+    type: MessageErrorDto,
+    nullable: true,
+    example: null,
+    description: 'Last error; set on failed messages and while retrying',
+  })
+  error: MessageErrorDto | null;
+  @ApiProperty({ example: 0, description: 'Engine calls made so far' })
+  attempts: number;
+  @ApiProperty({ example: '2026-11-24T10:00:00.000Z' })
+  createdAt: string;
+  @ApiProperty({ nullable: true, example: null, type: String })
+  sentAt: string | null;
+  @ApiProperty({ nullable: true, example: null, type: String })
+  deliveredAt: string | null;
+  @ApiProperty({ nullable: true, example: null, type: String })
+  readAt: string | null;
+  @ApiProperty({ nullable: true, example: null, type: String })
+  failedAt: string | null;
+}

@@ -1,0 +1,88 @@
+import { Body, Controller, Get, HttpCode, Param, Post, Req } from '@nestjs/common';
+import { ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { createHash } from 'node:crypto';
+import type { Request } from 'express';
+import { AppError } from '@app/common';
+import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
+import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { MessageDto } from './message.dto.js';
+import { MessagesService, type SendContext } from './messages.service.js';
+import { SendMediaDto, SendTextDto } from './send-message.dto.js';
+
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+const SEND_ERRORS = ApiErrors(
+  { status: 400, description: 'Invalid body, unknown field or malformed Idempotency-Key' },
+  { status: 404, description: 'The session does not exist' },
+  { status: 409, description: 'Idempotency-Key reused with a different request' },
+  { status: 413, description: 'Body larger than 1 MiB' },
+  { status: 503, description: 'No worker is running; nothing was queued' },
+);
+
+const IDEMPOTENCY_HEADER = ApiHeader({
+  name: 'Idempotency-Key',
+  required: false,
+  description:
+    'Repeating a request with the same key within 24 h returns the original message instead of sending again',
+  example: 'order-1042-confirmation',
+});
+
+@ApiTags('messages')
+@ApiKeyAuth()
+@Controller('api/v1/messages')
+export class MessagesController {
+  constructor(private readonly messages: MessagesService) {}
+
+  @Post('text')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Queue a text message',
+    description: 'Answers at once; follow the status with GET /api/v1/messages/{id}.',
+  })
+  @IDEMPOTENCY_HEADER
+  @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
+  @SEND_ERRORS
+  sendText(@Body() dto: SendTextDto, @Req() req: Request) {
+    return this.messages.enqueueText(dto, sendContext(req));
+  }
+
+  @Post('media')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Queue a media message',
+    description: 'The worker downloads mediaUrl itself (size and address limits apply).',
+  })
+  @IDEMPOTENCY_HEADER
+  @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
+  @SEND_ERRORS
+  sendMedia(@Body() dto: SendMediaDto, @Req() req: Request) {
+    return this.messages.enqueueMedia(dto, sendContext(req));
+  }
+
+  @Get(':id')
+  @ApiOperation({ summary: 'A message and its status' })
+  @ApiEnvelope(MessageDto)
+  @ApiErrors(
+    { status: 400, description: 'Not a message id' },
+    { status: 404, description: 'No such message' },
+  )
+  get(@Param('id') id: string) {
+    return this.messages.get(id);
+  }
+}
+
+function sendContext(req: Request): SendContext {
+  const idempotencyKey = req.headers['idempotency-key'] as string | undefined;
+  if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
+    throw new AppError('BAD_REQUEST', 'Idempotency-Key must be 1-255 visible ASCII characters');
+  }
+  const apiKey = req.headers['x-api-key'];
+  return {
+    callerScope: createHash('sha256')
+      .update(String(apiKey ?? 'anonymous'))
+      .digest('hex')
+      .slice(0, 16),
+    idempotencyKey,
+    requestId: typeof req.id === 'string' ? req.id : undefined,
+  };
+}

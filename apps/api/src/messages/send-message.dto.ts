@@ -1,0 +1,82 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { IsNotEmpty, IsOptional, IsString, IsUrl, Matches, MaxLength } from 'class-validator';
+import { SESSION_ID_PATTERN } from '@app/common';
+import { IsRecipient } from './is-recipient.decorator.js';
+
+const NOT_BLANK = /\S/;
+
+/** Fields every send shares. */
+export class SendBaseDto {
+  @ApiPropertyOptional({
+    description: 'Session to send from; the active session when omitted',
+    example: 'main',
+    pattern: SESSION_ID_PATTERN.source,
+  })
+  @IsOptional()
+  @IsString()
+  @Matches(SESSION_ID_PATTERN, {
+    message: 'sessionId must be 1-64 letters, digits, _ or -, starting with a letter or digit',
+  })
+  sessionId?: string;
+
+  @ApiProperty({
+    description:
+      'Phone number in international format (digits, optional +, spaces or dashes), or a group id',
+    examples: {
+      phone: { value: '+49 151 2345 6789' },
+      group: { value: '120363012345678901@g.us' },
+    },
+    example: '+49 151 2345 6789',
+  })
+  @IsString()
+  @IsRecipient()
+  to: string;
+}
+
+export class SendTextDto extends SendBaseDto {
+  @ApiProperty({
+    description: 'Message text, 1 to 4096 characters',
+    example: 'Your code is 123456',
+    maxLength: 4096,
+  })
+  @IsString()
+  @Matches(NOT_BLANK, { message: 'text must not be empty' })
+  @MaxLength(4096)
+  text: string;
+}
+
+export class SendMediaDto extends SendBaseDto {
+  @ApiProperty({
+    description: 'Absolute http(s) URL the worker downloads the file from',
+    example: 'https://example.com/invoice-1042.pdf',
+  })
+  @IsString()
+  @IsNotEmpty()
+  @MaxLength(2048)
+  @IsUrl(
+    { protocols: ['http', 'https'], require_protocol: true, require_tld: false },
+    { message: 'mediaUrl must be an absolute http(s) URL' },
+  )
+  mediaUrl: string;
+
+  @ApiPropertyOptional({
+    description: 'Caption shown under the media',
+    example: 'Invoice 1042',
+    maxLength: 1024,
+  })
+  @IsOptional()
+  @IsString()
+  @MaxLength(1024)
+  caption?: string;
+
+  @ApiPropertyOptional({
+    description: 'File name shown to the recipient',
+    example: 'invoice-1042.pdf',
+    maxLength: 255,
+  })
+  @IsOptional()
+  @IsString()
+  @MaxLength(255)
+  @Matches(/^[^/\\\0]+$/, { message: 'filename must not contain slashes' })
+  filename?: string;
+}

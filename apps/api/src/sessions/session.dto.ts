@@ -1,0 +1,47 @@
+import { ApiProperty } from '@nestjs/swagger';
+import type { SessionStatus } from '@app/status-store';
+
+const STATUSES = [
+  'STARTING',
+  'QR',
+  'PAIRING_CODE',
+  'AUTHENTICATED',
+  'LOADING',
+  'READY',
+  'DISCONNECTED',
+  'FAILED',
+  'STOPPED',
+];
+
+/** A session's status as the API shows it (the raw QR string is served only as an image). */
+export class SessionStatusDto {
+  @ApiProperty({ example: 'main' })
+  id: string;
+  @ApiProperty({ enum: STATUSES, example: 'READY' })
+  status: SessionStatus;
+  @ApiProperty({ enum: ['running', 'stopped'], example: 'running' })
+  desired: string;
+  @ApiProperty({ example: true, description: 'Used when a send omits sessionId' })
+  active: boolean;
+  @ApiProperty({ example: true, description: 'A QR code is waiting to be scanned' })
+  hasQr: boolean;
+  @ApiProperty({ nullable: true, type: String, example: '4915123456789' })
+  phone: string | null;
+  @ApiProperty({ nullable: true, type: String, example: 'Sales desk' })
+  pushname: string | null;
+  @ApiProperty({ nullable: true, type: Number, example: null })
+  loadingPercent: number | null;
+  @ApiProperty({ nullable: true, type: String, example: null })
+  lastError: string | null;
+  @ApiProperty({ nullable: true, type: String, example: null })
+  nextRetryAt: string | null;
+  @ApiProperty({
+    nullable: true,
+    type: String,
+    example: 'worker-1-4242-a1b2c3',
+    description: 'Worker that drives the session',
+  })
+  worker: string | null;
+  @ApiProperty({ nullable: true, type: String, example: '2026-11-24T10:00:00.000Z' })
+  updatedAt: string | null;
+}

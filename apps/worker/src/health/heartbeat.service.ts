@@ -1,0 +1,51 @@
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type BeforeApplicationShutdown,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
+import { hostname } from 'node:os';
+import { AppConfig } from '@app/config';
+import { WorkerRepository, type WorkerInfo } from '@app/status-store';
+import { WORKER_ID } from '@app/whatsapp';
+
+/** Publishes this worker's heartbeat so the api knows a worker is alive before accepting sends. */
+@Injectable()
+export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly log = new Logger(HeartbeatService.name);
+  private timer?: NodeJS.Timeout;
+  private readonly info: WorkerInfo;
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly workers: WorkerRepository,
+    @Inject(WORKER_ID) workerId: string,
+  ) {
+    this.info = {
+      id: workerId,
+      host: hostname(),
+      pid: process.pid,
+      version: process.env.npm_package_version ?? '0.0.0',
+      startedAt: new Date().toISOString(),
+    };
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    await this.beat();
+    this.timer = setInterval(() => void this.beat(), this.config.WORKER_HEARTBEAT_MS);
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    clearInterval(this.timer);
+    await this.workers.remove(this.info.id).catch(() => undefined);
+  }
+
+  private async beat(): Promise<void> {
+    try {
+      await this.workers.beat(this.info, this.config.workerStaleAfterMs);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'heartbeat not written');
+    }
+  }
+}

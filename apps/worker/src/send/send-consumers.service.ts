@@ -1,0 +1,134 @@
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type BeforeApplicationShutdown,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
+import { getSharedConfigToken } from '@nestjs/bullmq';
+import { DelayedError, UnrecoverableError, Worker, type Job, type QueueOptions } from 'bullmq';
+import { AppConfig } from '@app/config';
+import { JobName, sendQueueName, type JobPayloads } from '@app/queue';
+import { MessageRepository } from '@app/status-store';
+import { EngineError, SessionManager } from '@app/whatsapp';
+import { SendService } from './send.service.js';
+
+/** How long a job that found its session not READY waits before it is looked at again. */
+const NOT_READY_RETRY_MS = 1_000;
+
+type Handlers = {
+  [N in JobName]: (sessionId: string, job: Job<JobPayloads[N]>, token?: string) => Promise<unknown>;
+};
+
+/**
+ * One BullMQ worker per session, concurrency 1, consuming only while that session is READY
+ * (paused otherwise, so waiting jobs do not burn retries).
+ */
+@Injectable()
+export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly log = new Logger(SendConsumers.name);
+  private readonly workers = new Map<string, Worker>();
+  private readonly handlers: Handlers = {
+    [JobName.SendMessage]: (sessionId, job, token) => this.sendMessage(sessionId, job, token),
+  };
+
+  constructor(
+    @Inject(getSharedConfigToken()) private readonly bullOptions: QueueOptions,
+    private readonly config: AppConfig,
+    private readonly sessions: SessionManager,
+    private readonly messages: MessageRepository,
+    private readonly sender: SendService,
+  ) {
+    // Refuse to boot with a job name nobody processes (a typed map makes this a compile
+    // error too; this catches a name added through a cast).
+    const missing = Object.values(JobName).filter((name) => !this.handlers[name]);
+    if (missing.length) throw new Error(`no processor for job names: ${missing.join(', ')}`);
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    this.sessions.on('ready', (sessionId) => this.resume(sessionId));
+    this.sessions.on('unready', (sessionId) => this.pause(sessionId));
+    await this.sessions.startAll();
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    // Let the send in flight finish, then stop the engines (their state writes still need Redis).
+    await Promise.all([...this.workers.values()].map((worker) => worker.close()));
+    this.workers.clear();
+    await this.sessions.onApplicationShutdown();
+  }
+
+  private resume(sessionId: string): void {
+    const existing = this.workers.get(sessionId);
+    if (existing) {
+      existing.resume();
+      return;
+    }
+    const worker = new Worker(
+      sendQueueName(sessionId),
+      (job, token) => this.process(sessionId, job, token),
+      {
+        ...this.bullOptions,
+        concurrency: 1,
+        autorun: false,
+      },
+    );
+    worker.on('failed', (job, err) => void this.onFailed(job, err));
+    worker.on('error', (err) =>
+      this.log.warn({ sessionId, err: err.message }, 'queue worker error'),
+    );
+    this.workers.set(sessionId, worker);
+    void worker
+      .run()
+      .catch((err: Error) =>
+        this.log.error({ sessionId, err: err.message }, 'queue worker stopped'),
+      );
+  }
+
+  private pause(sessionId: string): void {
+    // Do not wait here: the send in flight finishes on its own.
+    void this.workers.get(sessionId)?.pause(true);
+  }
+
+  private process(sessionId: string, job: Job, token?: string): Promise<unknown> {
+    const handler = this.handlers[job.name as JobName];
+    if (!handler) throw new UnrecoverableError(`unknown job name ${job.name}`);
+    return handler(sessionId, job, token);
+  }
+
+  private async sendMessage(
+    sessionId: string,
+    job: Job<JobPayloads[JobName.SendMessage]>,
+    token?: string,
+  ) {
+    const attempt = {
+      number: job.attemptsMade + 1,
+      max: job.opts.attempts ?? this.config.SEND_ATTEMPTS,
+    };
+    try {
+      const outcome = await this.sender.send(sessionId, job.data.messageId, attempt);
+      if (outcome === 'not-ready') {
+        // The session dropped between fetching the job and sending: wait without using an attempt.
+        await job.moveToDelayed(Date.now() + NOT_READY_RETRY_MS, token);
+        throw new DelayedError();
+      }
+      return outcome;
+    } catch (err) {
+      if (err instanceof EngineError && err.permanent)
+        throw new UnrecoverableError(`${err.code}: ${err.message}`);
+      throw err;
+    }
+  }
+
+  /** A job that failed outside our own handling (stalled too often): make it visible on the message. */
+  private async onFailed(job: Job | undefined, err: Error): Promise<void> {
+    if (!job || job.name !== JobName.SendMessage || err instanceof DelayedError) return;
+    const exhausted =
+      job.attemptsMade >= (job.opts.attempts ?? 1) || err instanceof UnrecoverableError;
+    if (!exhausted) return;
+    const record = await this.messages.get(job.data.messageId).catch(() => null);
+    if (record && (record.status === 'queued' || record.status === 'sending')) {
+      await this.messages.markFailed(record.id, { code: 'SEND_FAILED', message: err.message });
+    }
+  }
+}

@@ -1,0 +1,141 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AppConfig } from '@app/config';
+import { MessageRepository, type MessageRecord } from '@app/status-store';
+import {
+  EngineError,
+  MediaFetcher,
+  SessionManager,
+  mediaFingerprint,
+  textFingerprint,
+  toError,
+  type OutgoingMedia,
+  type WhatsAppEngine,
+} from '@app/whatsapp';
+
+export interface SendAttempt {
+  /** 1 for the first try. */
+  number: number;
+  max: number;
+}
+
+export type SendOutcome =
+  'sent' | 'already-sent' | 'recovered' | 'already-failed' | 'expired' | 'missing' | 'not-ready';
+
+const FINAL_OR_SENT = new Set(['sent', 'delivered', 'read']);
+
+/**
+ * Sends one queued message through its session's engine, at most once: the engine id is
+ * saved the moment the engine returns, and a message found `sending` without one (the worker
+ * died mid-send) is first looked for in the chat before it is sent again.
+ */
+@Injectable()
+export class SendService {
+  private readonly log = new Logger(SendService.name);
+  /** When each session last called its engine to send (for SEND_MIN_INTERVAL_MS). */
+  private readonly lastSendAt = new Map<string, number>();
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly messages: MessageRepository,
+    private readonly sessions: SessionManager,
+    private readonly media: MediaFetcher,
+  ) {}
+
+  async send(sessionId: string, messageId: string, attempt: SendAttempt): Promise<SendOutcome> {
+    const record = await this.messages.get(messageId);
+    if (!record) {
+      this.log.warn({ sessionId, messageId }, 'job for an unknown message; dropped');
+      return 'missing';
+    }
+    if (record.engineMessageId || FINAL_OR_SENT.has(record.status)) return 'already-sent';
+    if (record.status === 'failed') return 'already-failed';
+    if (Date.now() - Date.parse(record.createdAt) > this.config.MESSAGE_TTL_MS) {
+      await this.messages.markFailed(messageId, {
+        code: 'EXPIRED',
+        message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`,
+      });
+      return 'expired';
+    }
+    const engine = this.sessions.engine(sessionId);
+    if (!engine || !this.sessions.isReady(sessionId)) return 'not-ready';
+
+    try {
+      const media = record.type === 'media' ? await this.fetchMedia(record) : null;
+      const fingerprint = media ? mediaFingerprint(media.data) : textFingerprint(record.text ?? '');
+      if (record.status === 'sending' && record.sendingAt) {
+        const found = await engine.findSentMessage(
+          record.chatId,
+          fingerprint,
+          new Date(record.sendingAt),
+        );
+        if (found) {
+          this.log.warn(
+            { sessionId, messageId, engineMessageId: found },
+            'found an interrupted send in the chat; not sending again',
+          );
+          await this.messages.markSent(record, found);
+          return 'recovered';
+        }
+      }
+      await this.waitForInterval(sessionId);
+      await this.messages.markSending(messageId, record.attempts + 1);
+      this.lastSendAt.set(sessionId, Date.now());
+      const engineMessageId = await this.callEngine(engine, record, media);
+      await this.messages.markSent(record, engineMessageId);
+      this.log.log(
+        {
+          sessionId,
+          messageId,
+          engineMessageId,
+          attempt: attempt.number,
+          ...(this.config.LOG_MESSAGE_BODIES ? { text: record.text } : {}),
+        },
+        'message sent',
+      );
+      return 'sent';
+    } catch (thrown) {
+      const err =
+        thrown instanceof EngineError
+          ? thrown
+          : new EngineError('SEND_FAILED', toError(thrown).message, false);
+      const error = { code: err.code, message: err.message };
+      if (err.permanent || attempt.number >= attempt.max) {
+        await this.messages.markFailed(messageId, error);
+        this.log.warn(
+          { sessionId, messageId, attempt: attempt.number, code: err.code, err: err.message },
+          'send failed',
+        );
+      } else {
+        await this.messages.markRetrying(messageId, error);
+        this.log.warn(
+          { sessionId, messageId, attempt: attempt.number, code: err.code, err: err.message },
+          'send failed, retrying',
+        );
+      }
+      throw err;
+    }
+  }
+
+  private async fetchMedia(record: MessageRecord): Promise<OutgoingMedia> {
+    const fetched = await this.media.fetch(record.mediaUrl ?? '', record.filename);
+    return { ...fetched, caption: record.caption ?? undefined };
+  }
+
+  private callEngine(
+    engine: WhatsAppEngine,
+    record: MessageRecord,
+    media: OutgoingMedia | null,
+  ): Promise<string> {
+    return media
+      ? engine.sendMedia(record.chatId, media)
+      : engine.sendText(record.chatId, record.text ?? '');
+  }
+
+  private async waitForInterval(sessionId: string): Promise<void> {
+    const last = this.lastSendAt.get(sessionId);
+    if (last === undefined) return;
+    const wait = last + this.config.SEND_MIN_INTERVAL_MS - Date.now();
+    if (wait > 0) await sleep(wait);
+  }
+}

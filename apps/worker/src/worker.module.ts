@@ -1,0 +1,35 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { LoggerModule } from 'nestjs-pino';
+import { loggerParams } from '@app/common';
+import { AppConfig, AppConfigModule, type AppConfigOptions } from '@app/config';
+import { StatusStoreModule } from '@app/status-store';
+import { QueueModule } from '@app/queue';
+import { WhatsAppModule } from '@app/whatsapp';
+import { HeartbeatService } from './health/heartbeat.service.js';
+import { SendConsumers } from './send/send-consumers.service.js';
+import { SendService } from './send/send.service.js';
+
+/**
+ * The worker: drives the WhatsApp engines of its sessions, consumes their send queues and
+ * publishes its heartbeat. It serves no public API.
+ */
+@Module({})
+export class WorkerModule {
+  static forRoot(config: AppConfigOptions = {}): DynamicModule {
+    return {
+      module: WorkerModule,
+      imports: [
+        AppConfigModule.forRoot(config),
+        LoggerModule.forRootAsync({
+          inject: [AppConfig],
+          useFactory: (c: AppConfig) =>
+            loggerParams({ production: c.isProduction, level: c.LOG_LEVEL }),
+        }),
+        StatusStoreModule,
+        QueueModule,
+        WhatsAppModule,
+      ],
+      providers: [HeartbeatService, SendService, SendConsumers],
+    };
+  }
+}

@@ -1,0 +1,38 @@
+/** Error codes of the public contract (DESIGN.md, Contracts). */
+export const ERROR_STATUS = {
+  BAD_REQUEST: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  CONFLICT: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  RATE_LIMITED: 429,
+  INTERNAL: 500,
+  UNAVAILABLE: 503,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** Codes a failed message carries in its `error.code`. */
+export type SendErrorCode =
+  | 'NOT_ON_WHATSAPP'
+  | 'MEDIA_FETCH_FAILED'
+  | 'MEDIA_TOO_LARGE'
+  | 'SESSION_LOGGED_OUT'
+  | 'EXPIRED'
+  | 'SEND_FAILED';
+
+/** A typed error thrown by services; the exception filter maps its code to an HTTP status. */
+export class AppError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AppError';
+  }
+
+  get status(): number {
+    return ERROR_STATUS[this.code];
+  }
+}

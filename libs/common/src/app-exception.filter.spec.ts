@@ -1,0 +1,69 @@
+import { BadRequestException, NotFoundException, StreamableFile } from '@nestjs/common';
+import { lastValueFrom, of } from 'rxjs';
+import { AppError } from './app-error.js';
+import { toErrorEnvelope } from './app-exception.filter.js';
+import { EnvelopeInterceptor } from './envelope.js';
+
+describe('toErrorEnvelope', () => {
+  it('maps an AppError code to its status', () => {
+    expect(toErrorEnvelope(new AppError('NOT_FOUND', 'Session x does not exist'))).toEqual({
+      status: 404,
+      body: { ok: false, error: { code: 'NOT_FOUND', message: 'Session x does not exist' } },
+    });
+    expect(toErrorEnvelope(new AppError('UNAVAILABLE', 'no worker')).status).toBe(503);
+  });
+
+  it("maps Nest's own HTTP exceptions to codes", () => {
+    expect(toErrorEnvelope(new NotFoundException('Cannot GET /x')).body.error).toEqual({
+      code: 'NOT_FOUND',
+      message: 'Cannot GET /x',
+    });
+    expect(
+      toErrorEnvelope(new BadRequestException(['a is bad', 'b is bad'])).body.error.message,
+    ).toBe('a is bad; b is bad');
+  });
+
+  it('maps body-parser errors to 400 and 413', () => {
+    const tooLarge = Object.assign(new Error('too large'), {
+      status: 413,
+      expose: true,
+      type: 'entity.too.large',
+    });
+    const badJson = Object.assign(new Error('Unexpected token'), {
+      status: 400,
+      expose: true,
+      type: 'entity.parse.failed',
+    });
+    expect(toErrorEnvelope(tooLarge)).toMatchObject({
+      status: 413,
+      body: { error: { code: 'PAYLOAD_TOO_LARGE' } },
+    });
+    expect(toErrorEnvelope(badJson)).toMatchObject({
+      status: 400,
+      body: { error: { code: 'BAD_REQUEST' } },
+    });
+  });
+
+  it('hides an unknown error behind an errorId, without its message or stack', () => {
+    const result = toErrorEnvelope(new TypeError('secret internals at foo.ts:12'));
+    expect(result.status).toBe(500);
+    expect(result.body.error.code).toBe('INTERNAL');
+    expect(result.body.error.errorId).toBe(result.errorId);
+    expect(JSON.stringify(result.body)).not.toContain('secret internals');
+  });
+});
+
+describe('EnvelopeInterceptor', () => {
+  const run = (value: unknown) =>
+    lastValueFrom(new EnvelopeInterceptor().intercept({} as never, { handle: () => of(value) }));
+
+  it('wraps data in { ok: true, data }', async () => {
+    expect(await run({ id: 1 })).toEqual({ ok: true, data: { id: 1 } });
+    expect(await run(undefined)).toEqual({ ok: true, data: null });
+  });
+
+  it('leaves files alone', async () => {
+    const file = new StreamableFile(Buffer.from('png'));
+    expect(await run(file)).toBe(file);
+  });
+});

@@ -1,0 +1,183 @@
+import { Transform } from 'class-transformer';
+import {
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsOptional,
+  IsString,
+  IsUrl,
+  Matches,
+  Max,
+  Min,
+  MinLength,
+  ValidateIf,
+} from 'class-validator';
+
+/** The API key shipped in .env.example; production refuses to start with it. */
+export const EXAMPLE_API_KEY = 'change-me-to-a-long-random-string';
+
+const SESSION_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+// Environment values are strings; these turn the well-formed ones into numbers and booleans
+// and leave anything else as it was, so the validator reports it with the variable's name.
+const toInt = () =>
+  Transform(({ value }) =>
+    typeof value === 'string' && /^\s*\d+\s*$/.test(value) ? Number(value) : value,
+  );
+const toBool = () =>
+  Transform(({ value }) => {
+    if (typeof value !== 'string') return value;
+    const v = value.trim().toLowerCase();
+    if (['true', '1', 'yes'].includes(v)) return true;
+    if (['false', '0', 'no', ''].includes(v)) return false;
+    return value;
+  });
+const emptyAsUnset = () =>
+  Transform(({ value }) => (typeof value === 'string' && value.trim() === '' ? undefined : value));
+
+/**
+ * The whole environment of both processes, typed. Field names are the variable names so a
+ * validation problem names the variable the operator has to fix.
+ */
+export class AppConfig {
+  @IsIn(['development', 'production', 'test'])
+  NODE_ENV: 'development' | 'production' | 'test' = 'development';
+
+  @toInt()
+  @IsInt()
+  @Min(1)
+  @Max(65535)
+  PORT = 3000;
+
+  @emptyAsUnset()
+  @IsOptional()
+  @IsString()
+  @MinLength(8)
+  API_KEY?: string;
+
+  @IsUrl({ protocols: ['redis', 'rediss'], require_tld: false, require_protocol: true })
+  REDIS_URL = 'redis://127.0.0.1:6379';
+
+  @Matches(/^[A-Za-z0-9_{}-]{1,32}$/, { message: 'must be 1-32 of letters, digits, _ - { }' })
+  REDIS_PREFIX = 'wa';
+
+  @IsString()
+  @MinLength(1)
+  WWEBJS_DATA_DIR = '.data/wwebjs';
+
+  @emptyAsUnset()
+  @IsOptional()
+  @IsUrl({ require_tld: false, require_protocol: true })
+  BASE_URL?: string;
+
+  @Matches(SESSION_ID_RE, { message: 'must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$' })
+  DEFAULT_SESSION_ID = 'main';
+
+  @emptyAsUnset()
+  @IsOptional()
+  @IsString()
+  @MinLength(8)
+  WORKER_TOKEN?: string;
+
+  @IsString()
+  @MinLength(1)
+  ADMIN_USERNAME = 'admin';
+
+  @emptyAsUnset()
+  @IsOptional()
+  @IsString()
+  ADMIN_PASSWORD?: string;
+
+  @emptyAsUnset()
+  @IsOptional()
+  @IsString()
+  CORS_ORIGINS?: string;
+
+  @emptyAsUnset()
+  @IsOptional()
+  @IsString()
+  PUPPETEER_EXECUTABLE_PATH?: string;
+
+  @IsIn(['wwebjs', 'sandbox'])
+  WA_ENGINE: 'wwebjs' | 'sandbox' = 'wwebjs';
+
+  @toInt()
+  @IsInt()
+  @Min(0)
+  @Max(3_600_000)
+  SEND_MIN_INTERVAL_MS = 1500;
+
+  @toInt()
+  @IsInt()
+  @Min(1)
+  @Max(50)
+  SEND_ATTEMPTS = 5;
+
+  @toInt()
+  @IsInt()
+  @Min(0)
+  @Max(3_600_000)
+  SEND_BACKOFF_MS = 2000;
+
+  @toInt()
+  @IsInt()
+  @Min(1000)
+  MESSAGE_TTL_MS = 86_400_000;
+
+  @toInt()
+  @IsInt()
+  @Min(1024)
+  @Max(2 * 1024 * 1024 * 1024)
+  MEDIA_MAX_BYTES = 16 * 1024 * 1024;
+
+  @toInt()
+  @IsInt()
+  @Min(100)
+  @Max(600_000)
+  MEDIA_TIMEOUT_MS = 30_000;
+
+  @toBool()
+  @IsBoolean()
+  MEDIA_ALLOW_PRIVATE_URLS = false;
+
+  @Transform(({ value }) =>
+    value === 'manual'
+      ? 'manual'
+      : typeof value === 'string' && /^\s*\d+\s*$/.test(value)
+        ? Number(value)
+        : value,
+  )
+  @ValidateIf((_, v) => v !== 'manual')
+  @IsInt({ message: 'SANDBOX_LINK_DELAY_MS must be a number of milliseconds or "manual"' })
+  @Min(0)
+  @Max(600_000)
+  SANDBOX_LINK_DELAY_MS: number | 'manual' = 3000;
+
+  @toInt()
+  @IsInt()
+  @Min(0)
+  @Max(600_000)
+  SANDBOX_ACK_DELAY_MS = 1000;
+
+  @toInt()
+  @IsInt()
+  @Min(200)
+  @Max(600_000)
+  WORKER_HEARTBEAT_MS = 5000;
+
+  @toBool()
+  @IsBoolean()
+  LOG_MESSAGE_BODIES = false;
+
+  @IsIn(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+  LOG_LEVEL = 'info';
+
+  get isProduction(): boolean {
+    return this.NODE_ENV === 'production';
+  }
+
+  /** A worker is considered dead when its heartbeat is older than this. */
+  get workerStaleAfterMs(): number {
+    return this.WORKER_HEARTBEAT_MS * 3;
+  }
+}

@@ -1,0 +1,106 @@
+import { ConfigError, EXAMPLE_API_KEY, parseConfig } from './index.js';
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    parseConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  return [];
+}
+
+describe('parseConfig', () => {
+  it('applies the documented defaults to an empty environment', () => {
+    const config = parseConfig({});
+    expect(config).toMatchObject({
+      PORT: 3000,
+      WA_ENGINE: 'wwebjs',
+      SEND_MIN_INTERVAL_MS: 1500,
+      SEND_ATTEMPTS: 5,
+      SEND_BACKOFF_MS: 2000,
+      MESSAGE_TTL_MS: 86_400_000,
+      MEDIA_MAX_BYTES: 16 * 1024 * 1024,
+      MEDIA_TIMEOUT_MS: 30_000,
+      MEDIA_ALLOW_PRIVATE_URLS: false,
+      SANDBOX_LINK_DELAY_MS: 3000,
+      REDIS_PREFIX: 'wa',
+      DEFAULT_SESSION_ID: 'main',
+    });
+  });
+
+  it('converts numbers, booleans and the manual link delay', () => {
+    const config = parseConfig({
+      PORT: '8080',
+      MEDIA_ALLOW_PRIVATE_URLS: 'true',
+      SANDBOX_LINK_DELAY_MS: 'manual',
+      WA_ENGINE: 'sandbox',
+    });
+    expect(config.PORT).toBe(8080);
+    expect(config.MEDIA_ALLOW_PRIVATE_URLS).toBe(true);
+    expect(config.SANDBOX_LINK_DELAY_MS).toBe('manual');
+    expect(config.WA_ENGINE).toBe('sandbox');
+  });
+
+  it('names every bad variable, one line each', () => {
+    const lines = problems({
+      PORT: 'eighty',
+      WA_ENGINE: 'baileys',
+      SEND_ATTEMPTS: '0',
+      MEDIA_ALLOW_PRIVATE_URLS: 'maybe',
+      DEFAULT_SESSION_ID: '../etc',
+      SANDBOX_LINK_DELAY_MS: 'soon',
+      REDIS_URL: 'http://localhost',
+    });
+    for (const name of [
+      'PORT',
+      'WA_ENGINE',
+      'SEND_ATTEMPTS',
+      'MEDIA_ALLOW_PRIVATE_URLS',
+      'DEFAULT_SESSION_ID',
+      'SANDBOX_LINK_DELAY_MS',
+      'REDIS_URL',
+    ]) {
+      expect(
+        lines.filter((line) => line.startsWith(name)),
+        name,
+      ).toHaveLength(1);
+    }
+    expect(lines.find((line) => line.startsWith('PORT'))).toContain('"eighty"');
+  });
+
+  it('refuses production without an API key or with the example one', () => {
+    expect(problems({ NODE_ENV: 'production' })).toEqual([
+      'API_KEY is required when NODE_ENV=production',
+    ]);
+    expect(problems({ NODE_ENV: 'production', API_KEY: EXAMPLE_API_KEY })[0]).toMatch(
+      /\.env\.example/,
+    );
+    expect(problems({ NODE_ENV: 'production', API_KEY: 'a-real-long-random-key' })).toEqual([]);
+  });
+
+  it('never echoes a secret value in a problem line', () => {
+    const lines = problems({ API_KEY: 'short', WORKER_TOKEN: 'tiny' });
+    expect(lines).toHaveLength(2);
+    expect(lines.join('\n')).not.toMatch(/short|tiny/);
+  });
+});
+
+describe('.env.example', () => {
+  it('documents every variable AppConfig reads, and only those', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { AppConfig } = await import('./index.js');
+    const example = await readFile(new URL('../../../.env.example', import.meta.url), 'utf8');
+    const documented = [...example.matchAll(/^([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]).sort();
+    expect(documented).toEqual(Object.keys(new AppConfig()).sort());
+    // Each variable has a comment line somewhere above it.
+    expect(example).toMatch(/^# /m);
+  });
+
+  it('parses as a valid development configuration', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { parseEnv } = await import('node:util');
+    const example = await readFile(new URL('../../../.env.example', import.meta.url), 'utf8');
+    expect(() => parseConfig(parseEnv(example))).not.toThrow();
+  });
+});

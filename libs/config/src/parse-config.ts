@@ -1,0 +1,40 @@
+import { plainToInstance } from 'class-transformer';
+import { validateSync } from 'class-validator';
+import { AppConfig, EXAMPLE_API_KEY } from './app-config.js';
+
+/** Thrown at boot when the environment is invalid: one readable line per problem. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const KNOWN = new Set(Object.keys(new AppConfig()));
+
+/** Builds the typed config from an environment; throws ConfigError listing every problem. */
+export function parseConfig(env: Record<string, string | undefined>): AppConfig {
+  const raw: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) {
+    // Unset and empty values fall back to the defaults; empty strings in .env are common.
+    if (KNOWN.has(name) && value !== undefined && value !== '') raw[name] = value;
+  }
+  const config = plainToInstance(AppConfig, raw, { exposeDefaultValues: true });
+  const problems = validateSync(config, { forbidUnknownValues: false }).map((error) => {
+    const name = error.property;
+    const reasons = Object.values(error.constraints ?? {}).map((text) =>
+      text.startsWith(`${name} `) ? text.slice(name.length + 1) : text,
+    );
+    // Never echo a secret back, even a malformed one.
+    const secret = /KEY|TOKEN|PASSWORD/.test(name);
+    const shown = raw[name] === undefined || secret ? '' : ` (got "${raw[name]}")`;
+    return `${name} ${reasons.join('; ')}${shown}`;
+  });
+  if (config.NODE_ENV === 'production') {
+    if (!config.API_KEY) problems.push('API_KEY is required when NODE_ENV=production');
+    else if (config.API_KEY === EXAMPLE_API_KEY)
+      problems.push('API_KEY still has the value from .env.example; set a long random key');
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}

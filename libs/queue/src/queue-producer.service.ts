@@ -1,0 +1,61 @@
+import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { getSharedConfigToken } from '@nestjs/bullmq';
+import { Queue, type JobsOptions, type QueueOptions } from 'bullmq';
+import { JobName, sendQueueName, type JobPayloads } from './jobs.js';
+
+export interface SendJobOptions {
+  /** Our message id: BullMQ refuses a second job with the same id, so a message is queued once. */
+  jobId: string;
+  attempts: number;
+  backoffMs: number;
+}
+
+/** Adds jobs to the per-session send queues. Queues are opened on first use and kept. */
+@Injectable()
+export class QueueProducer implements OnApplicationShutdown {
+  private readonly queues = new Map<string, Queue>();
+
+  constructor(@Inject(getSharedConfigToken()) private readonly options: QueueOptions) {}
+
+  queueFor(sessionId: string): Queue {
+    const name = sendQueueName(sessionId);
+    let queue = this.queues.get(name);
+    if (!queue) {
+      queue = new Queue(name, this.options);
+      queue.on('error', () => undefined); // surfaced through the rejected add() instead
+      this.queues.set(name, queue);
+    }
+    return queue;
+  }
+
+  async enqueue<N extends JobName>(
+    sessionId: string,
+    name: N,
+    data: JobPayloads[N],
+    options: SendJobOptions,
+  ): Promise<void> {
+    const jobOptions: JobsOptions = {
+      jobId: options.jobId,
+      attempts: options.attempts,
+      backoff: { type: 'exponential', delay: options.backoffMs },
+      removeOnComplete: { age: 24 * 3600, count: 10_000 },
+      removeOnFail: { age: 7 * 24 * 3600 },
+    };
+    await this.queueFor(sessionId).add(name, data, jobOptions);
+  }
+
+  /** Jobs of a session not yet finished (waiting, delayed or active). */
+  async pendingCount(sessionId: string): Promise<number> {
+    return this.queueFor(sessionId).getJobCountByTypes(
+      'waiting',
+      'delayed',
+      'active',
+      'prioritized',
+    );
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await Promise.all([...this.queues.values()].map((queue) => queue.close()));
+    this.queues.clear();
+  }
+}

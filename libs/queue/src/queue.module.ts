@@ -1,0 +1,37 @@
+import { Global, Inject, Module, type OnApplicationShutdown } from '@nestjs/common';
+import { BullModule, getSharedConfigToken } from '@nestjs/bullmq';
+import type { QueueOptions } from 'bullmq';
+import { AppConfig } from '@app/config';
+import { RedisKeys, createRedis } from '@app/status-store';
+import { QueueProducer } from './queue-producer.service.js';
+
+/**
+ * BullMQ wiring shared by api and worker: one connection and the key prefix (under the
+ * status-store's hash-tagged root), registered through @nestjs/bullmq's shared config.
+ */
+@Global()
+@Module({
+  imports: [
+    BullModule.forRootAsync({
+      inject: [AppConfig, RedisKeys],
+      useFactory: (config: AppConfig, keys: RedisKeys) => ({
+        prefix: keys.bullPrefix(),
+        // Workers need maxRetriesPerRequest: null; the same connection serves the producer.
+        connection: createRedis(config.REDIS_URL, { blocking: true, name: 'bullmq' }),
+      }),
+    }),
+  ],
+  providers: [QueueProducer],
+  exports: [QueueProducer, BullModule],
+})
+export class QueueModule implements OnApplicationShutdown {
+  constructor(@Inject(getSharedConfigToken()) private readonly options: QueueOptions) {}
+
+  async onApplicationShutdown(): Promise<void> {
+    const connection = this.options.connection as {
+      quit?: () => Promise<unknown>;
+      disconnect?: () => void;
+    };
+    await connection.quit?.().catch(() => connection.disconnect?.());
+  }
+}

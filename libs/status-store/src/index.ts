@@ -1,0 +1,12 @@
+// Every Redis key the system reads or writes, behind typed repositories. Only this lib talks
+// to Redis directly; keys are built by RedisKeys and nowhere else.
+export * from './redis-keys.js';
+export * from './redis-connection.js';
+export * from './status-store.tokens.js';
+export * from './status-store.module.js';
+export * from './message-record.js';
+export * from './message.repository.js';
+export * from './session-state.js';
+export * from './session.repository.js';
+export * from './worker.repository.js';
+export * from './idempotency.repository.js';

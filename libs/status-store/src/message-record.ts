@@ -1,0 +1,91 @@
+import type { SendErrorCode } from '@app/common';
+
+export type MessageStatus = 'queued' | 'sending' | 'sent' | 'delivered' | 'read' | 'failed';
+export type MessageType = 'text' | 'media';
+
+/** Order in which a message moves forward; a status never moves back. */
+export const STATUS_RANK: Record<Exclude<MessageStatus, 'failed'>, number> = {
+  queued: 0,
+  sending: 1,
+  sent: 2,
+  delivered: 3,
+  read: 4,
+};
+
+export interface MessageError {
+  code: SendErrorCode | string;
+  message: string;
+}
+
+/** A message as stored: what was asked, and where it is now. */
+export interface MessageRecord {
+  id: string;
+  sessionId: string;
+  to: string;
+  chatId: string;
+  type: MessageType;
+  status: MessageStatus;
+  error: MessageError | null;
+  attempts: number;
+  createdAt: string;
+  sendingAt: string | null;
+  sentAt: string | null;
+  deliveredAt: string | null;
+  readAt: string | null;
+  failedAt: string | null;
+  engineMessageId: string | null;
+  text: string | null;
+  mediaUrl: string | null;
+  caption: string | null;
+  filename: string | null;
+}
+
+export type NewMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'to' | 'chatId' | 'type'> &
+  Partial<Pick<MessageRecord, 'text' | 'mediaUrl' | 'caption' | 'filename'>>;
+
+/** What the API shows of a record (the body and engine internals stay inside). */
+export interface PublicMessage {
+  id: string;
+  sessionId: string;
+  to: string;
+  type: MessageType;
+  status: MessageStatus;
+  error: MessageError | null;
+  attempts: number;
+  createdAt: string;
+  sentAt: string | null;
+  deliveredAt: string | null;
+  readAt: string | null;
+  failedAt: string | null;
+}
+
+export function toPublicMessage(record: MessageRecord): PublicMessage {
+  const {
+    id,
+    sessionId,
+    to,
+    type,
+    status,
+    error,
+    attempts,
+    createdAt,
+    sentAt,
+    deliveredAt,
+    readAt,
+    failedAt,
+  } = record;
+  return {
+    id,
+    sessionId,
+    to,
+    type,
+    status,
+    error,
+    attempts,
+    createdAt,
+    sentAt,
+    deliveredAt,
+    readAt,
+    failedAt,
+  };
+}

@@ -1,0 +1,41 @@
+/** What the owning worker last saw of a session's WhatsApp client (DESIGN.md, Sessions). */
+export type SessionStatus =
+  | 'STARTING'
+  | 'QR'
+  | 'PAIRING_CODE'
+  | 'AUTHENTICATED'
+  | 'LOADING'
+  | 'READY'
+  | 'DISCONNECTED'
+  | 'FAILED'
+  | 'STOPPED';
+
+export type DesiredState = 'running' | 'stopped';
+
+export interface ObservedSession {
+  status: SessionStatus;
+  qr?: string | null;
+  pairingCode?: string | null;
+  phone?: string | null;
+  pushname?: string | null;
+  loadingPercent?: number | null;
+  lastError?: string | null;
+  nextRetryAt?: string | null;
+}
+
+export interface SessionView {
+  id: string;
+  desired: DesiredState;
+  restartGeneration: number;
+  status: SessionStatus;
+  qr: string | null;
+  pairingCode: string | null;
+  phone: string | null;
+  pushname: string | null;
+  loadingPercent: number | null;
+  lastError: string | null;
+  nextRetryAt: string | null;
+  worker: string | null;
+  createdAt: string | null;
+  updatedAt: string | null;
+}

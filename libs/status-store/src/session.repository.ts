@@ -1,0 +1,118 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import { RedisKeys } from './redis-keys.js';
+import { REDIS } from './status-store.tokens.js';
+import type { DesiredState, ObservedSession, SessionStatus, SessionView } from './session-state.js';
+
+// Fields that describe one observed state only; a new state clears those it does not set.
+const TRANSIENT_FIELDS = [
+  'qr',
+  'pairingCode',
+  'loadingPercent',
+  'lastError',
+  'nextRetryAt',
+] as const;
+
+/** The session registry: desired state (set by the api) and observed state (by the owner). */
+@Injectable()
+export class SessionRepository {
+  constructor(
+    @Inject(REDIS) private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+  ) {}
+
+  /** Registers a session if it is not yet; returns true when it was new. */
+  async register(sessionId: string, now = new Date()): Promise<boolean> {
+    const results = await this.redis
+      .multi()
+      .sadd(this.keys.sessions(), sessionId)
+      .hsetnx(this.keys.session(sessionId), 'desired', 'running')
+      .hsetnx(this.keys.session(sessionId), 'restartGeneration', '0')
+      .hsetnx(this.keys.session(sessionId), 'createdAt', now.toISOString())
+      .hsetnx(this.keys.session(sessionId), 'status', 'STOPPED')
+      .exec();
+    return results?.[0]?.[1] === 1;
+  }
+
+  async exists(sessionId: string): Promise<boolean> {
+    return (await this.redis.sismember(this.keys.sessions(), sessionId)) === 1;
+  }
+
+  async ids(): Promise<string[]> {
+    return (await this.redis.smembers(this.keys.sessions())).sort();
+  }
+
+  async get(sessionId: string): Promise<SessionView | null> {
+    if (!(await this.exists(sessionId))) return null;
+    return toView(sessionId, await this.redis.hgetall(this.keys.session(sessionId)));
+  }
+
+  async list(): Promise<SessionView[]> {
+    const ids = await this.ids();
+    if (ids.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.hgetall(this.keys.session(id));
+    const results = (await pipeline.exec()) ?? [];
+    return ids.map((id, i) => toView(id, (results[i]?.[1] as Record<string, string>) ?? {}));
+  }
+
+  async setDesired(sessionId: string, desired: DesiredState): Promise<void> {
+    await this.redis.hset(this.keys.session(sessionId), 'desired', desired);
+    await this.redis.publish(this.keys.sessionEvents(), sessionId);
+  }
+
+  /** Written by the owning worker whenever its engine changes state. */
+  async setObserved(
+    sessionId: string,
+    observed: ObservedSession,
+    workerId: string,
+    now = new Date(),
+  ) {
+    const fields: Record<string, string> = {
+      status: observed.status,
+      worker: workerId,
+      updatedAt: now.toISOString(),
+    };
+    const cleared: string[] = [];
+    for (const field of ['phone', 'pushname', ...TRANSIENT_FIELDS] as const) {
+      const value = observed[field];
+      if (value !== undefined && value !== null) fields[field] = String(value);
+      else if ((TRANSIENT_FIELDS as readonly string[]).includes(field)) cleared.push(field);
+    }
+    const multi = this.redis.multi().hset(this.keys.session(sessionId), fields);
+    if (cleared.length) multi.hdel(this.keys.session(sessionId), ...cleared);
+    await multi.exec();
+  }
+
+  async status(sessionId: string): Promise<SessionStatus | null> {
+    return (await this.redis.hget(this.keys.session(sessionId), 'status')) as SessionStatus | null;
+  }
+
+  async getActive(defaultSessionId: string): Promise<string> {
+    return (await this.redis.get(this.keys.activeSession())) ?? defaultSessionId;
+  }
+
+  async setActive(sessionId: string): Promise<void> {
+    await this.redis.set(this.keys.activeSession(), sessionId);
+  }
+}
+
+function toView(id: string, hash: Record<string, string>): SessionView {
+  const text = (field: string) => hash[field] || null;
+  return {
+    id,
+    desired: (hash.desired as DesiredState) ?? 'running',
+    restartGeneration: Number(hash.restartGeneration ?? 0),
+    status: (hash.status as SessionStatus) ?? 'STOPPED',
+    qr: text('qr'),
+    pairingCode: text('pairingCode'),
+    phone: text('phone'),
+    pushname: text('pushname'),
+    loadingPercent: hash.loadingPercent ? Number(hash.loadingPercent) : null,
+    lastError: text('lastError'),
+    nextRetryAt: text('nextRetryAt'),
+    worker: text('worker'),
+    createdAt: text('createdAt'),
+    updatedAt: text('updatedAt'),
+  };
+}

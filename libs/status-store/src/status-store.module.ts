@@ -1,0 +1,57 @@
+import { Global, Inject, Logger, Module, type OnApplicationShutdown } from '@nestjs/common';
+import { AppConfig } from '@app/config';
+import type { Redis } from 'ioredis';
+import { createRedis } from './redis-connection.js';
+import { RedisKeys } from './redis-keys.js';
+import { REDIS } from './status-store.tokens.js';
+import { MessageRepository } from './message.repository.js';
+import { SessionRepository } from './session.repository.js';
+import { WorkerRepository } from './worker.repository.js';
+import { IdempotencyRepository } from './idempotency.repository.js';
+
+/** Redis connection, key builder and the repositories in front of every Redis key. */
+@Global()
+@Module({
+  providers: [
+    {
+      provide: REDIS,
+      inject: [AppConfig],
+      useFactory: (config: AppConfig) => {
+        const redis = createRedis(config.REDIS_URL, { name: 'status-store' });
+        const log = new Logger('Redis');
+        // Without a listener ioredis prints every reconnect error; one line per kind is enough.
+        let lastError = '';
+        redis.on('error', (err: Error) => {
+          if (err.message !== lastError) log.warn(`redis: ${err.message}`);
+          lastError = err.message;
+        });
+        redis.on('ready', () => (lastError = ''));
+        return redis;
+      },
+    },
+    {
+      provide: RedisKeys,
+      inject: [AppConfig],
+      useFactory: (config: AppConfig) => new RedisKeys(config.REDIS_PREFIX),
+    },
+    MessageRepository,
+    SessionRepository,
+    WorkerRepository,
+    IdempotencyRepository,
+  ],
+  exports: [
+    REDIS,
+    RedisKeys,
+    MessageRepository,
+    SessionRepository,
+    WorkerRepository,
+    IdempotencyRepository,
+  ],
+})
+export class StatusStoreModule implements OnApplicationShutdown {
+  constructor(@Inject(REDIS) private readonly redis: Redis) {}
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+}

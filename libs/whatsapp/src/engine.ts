@@ -1,0 +1,68 @@
+import type { EventEmitter } from 'node:events';
+import type { SendErrorCode } from '@app/common';
+import type { ObservedSession } from '@app/status-store';
+
+export type AckStatus = 'sent' | 'delivered' | 'read';
+
+export interface OutgoingMedia {
+  data: Buffer;
+  mimetype: string;
+  filename: string;
+  caption?: string;
+}
+
+export interface IncomingMessage {
+  engineMessageId: string;
+  from: string;
+  body: string;
+  timestamp: string;
+}
+
+/** Events every engine emits; the session manager turns them into Redis writes. */
+export interface EngineEvents {
+  state: [ObservedSession];
+  ack: [engineMessageId: string, status: AckStatus];
+  message: [IncomingMessage];
+}
+
+/**
+ * The one seam between the session manager and WhatsApp. One instance drives one session.
+ * `start` returns once the client is launching; progress arrives as `state` events.
+ */
+export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
+  readonly sessionId: string;
+  readonly kind: 'wwebjs' | 'sandbox';
+  start(): Promise<void>;
+  /** Closes the client and keeps the link (auth data) for the next start. */
+  stop(): Promise<void>;
+  /** Unlinks the device and deletes its auth data. */
+  logout(): Promise<void>;
+  sendText(chatId: string, text: string): Promise<string>;
+  sendMedia(chatId: string, media: OutgoingMedia): Promise<string>;
+  /**
+   * Looks for a message we sent to `chatId` since `since` whose content has `fingerprint`
+   * (DESIGN.md Sending 6): the answer to "did WhatsApp take it before we crashed?".
+   */
+  findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null>;
+}
+
+/**
+ * A failed engine call. `permanent` errors fail the message at once (no retry); the others
+ * are retried with backoff.
+ */
+export class EngineError extends Error {
+  constructor(
+    readonly code: SendErrorCode,
+    message: string,
+    readonly permanent: boolean,
+  ) {
+    super(message);
+    this.name = 'EngineError';
+  }
+}
+
+/** Turns whatever an engine or library threw (strings included) into an Error. */
+export function toError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  return new Error(typeof thrown === 'string' ? thrown : JSON.stringify(thrown));
+}

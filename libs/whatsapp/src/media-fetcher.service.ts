@@ -1,0 +1,135 @@
+import { Injectable } from '@nestjs/common';
+import http from 'node:http';
+import https from 'node:https';
+import { basename } from 'node:path';
+import { fileTypeFromBuffer } from 'file-type';
+import { RequestFilteringHttpAgent, RequestFilteringHttpsAgent } from 'request-filtering-agent';
+import { AppConfig } from '@app/config';
+import { EngineError, type OutgoingMedia } from './engine.js';
+
+const MAX_REDIRECTS = 5;
+
+/**
+ * Downloads a message's media for the worker (never MessageMedia.fromUrl): http(s) only, a
+ * time limit, the size cap enforced while streaming, and every hop, redirects included,
+ * connected through an agent that refuses private, loopback, link-local and metadata
+ * addresses unless MEDIA_ALLOW_PRIVATE_URLS is set (the check runs on the resolved IP, so
+ * DNS tricks do not get around it).
+ */
+@Injectable()
+export class MediaFetcher {
+  private readonly httpAgent: http.Agent;
+  private readonly httpsAgent: https.Agent;
+
+  constructor(private readonly config: AppConfig) {
+    const filter = {
+      allowPrivateIPAddress: config.MEDIA_ALLOW_PRIVATE_URLS,
+      allowMetaIPAddress: config.MEDIA_ALLOW_PRIVATE_URLS,
+      keepAlive: false,
+    };
+    this.httpAgent = new RequestFilteringHttpAgent(filter);
+    this.httpsAgent = new RequestFilteringHttpsAgent(filter);
+  }
+
+  async fetch(url: string, filename?: string | null): Promise<Omit<OutgoingMedia, 'caption'>> {
+    const deadline = AbortSignal.timeout(this.config.MEDIA_TIMEOUT_MS);
+    let current = new URL(url);
+    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+      if (current.protocol !== 'http:' && current.protocol !== 'https:') {
+        throw fetchFailed(`only http(s) media URLs are allowed, got ${current.protocol}`);
+      }
+      const result = await this.get(current, deadline);
+      if ('redirect' in result) {
+        current = new URL(result.redirect, current);
+        continue;
+      }
+      const type = await fileTypeFromBuffer(result.data);
+      const headerType = result.contentType?.split(';')[0].trim() || undefined;
+      return {
+        data: result.data,
+        mimetype: type?.mime ?? headerType ?? 'application/octet-stream',
+        filename: filename || basename(current.pathname) || `file${type ? '.' + type.ext : ''}`,
+      };
+    }
+    throw fetchFailed(`more than ${MAX_REDIRECTS} redirects`);
+  }
+
+  private get(
+    url: URL,
+    signal: AbortSignal,
+  ): Promise<{ data: Buffer; contentType?: string } | { redirect: string }> {
+    const max = this.config.MEDIA_MAX_BYTES;
+    const client = url.protocol === 'https:' ? https : http;
+    const agent = url.protocol === 'https:' ? this.httpsAgent : this.httpAgent;
+    return new Promise((resolve, reject) => {
+      const request = client.get(
+        url,
+        { agent, signal, headers: { 'user-agent': 'whatsapp-gateway/media' } },
+        (response) => {
+          const status = response.statusCode ?? 0;
+          if (status >= 300 && status < 400 && response.headers.location) {
+            response.resume();
+            return resolve({ redirect: response.headers.location });
+          }
+          if (status < 200 || status >= 300) {
+            response.resume();
+            return reject(
+              fetchFailed(`media URL answered HTTP ${status}`, status >= 400 && status < 500),
+            );
+          }
+          const declared = Number(response.headers['content-length'] ?? 0);
+          if (declared > max) {
+            response.destroy();
+            return reject(tooLarge(max));
+          }
+          const chunks: Buffer[] = [];
+          let size = 0;
+          response.on('data', (chunk: Buffer) => {
+            size += chunk.length;
+            if (size > max) {
+              response.destroy();
+              reject(tooLarge(max));
+              return;
+            }
+            chunks.push(chunk);
+          });
+          response.on('end', () =>
+            resolve({ data: Buffer.concat(chunks), contentType: response.headers['content-type'] }),
+          );
+          response.on('error', (err) =>
+            reject(fetchFailed(`media download broke off: ${err.message}`, false)),
+          );
+        },
+      );
+      request.on('error', (err) => {
+        if (signal.aborted)
+          return reject(
+            fetchFailed(
+              `media download took longer than ${this.config.MEDIA_TIMEOUT_MS} ms`,
+              false,
+            ),
+          );
+        // The filtering agent refuses forbidden addresses with a descriptive message.
+        const refused = /not allowed|forbidden|private|meta/i.test(err.message);
+        reject(
+          fetchFailed(
+            refused ? `media URL refused: ${err.message}` : `media URL unreachable: ${err.message}`,
+            refused,
+          ),
+        );
+      });
+    });
+  }
+}
+
+function fetchFailed(message: string, permanent = true): EngineError {
+  return new EngineError('MEDIA_FETCH_FAILED', message, permanent);
+}
+
+function tooLarge(max: number): EngineError {
+  return new EngineError(
+    'MEDIA_TOO_LARGE',
+    `media is larger than MEDIA_MAX_BYTES (${max} bytes)`,
+    true,
+  );
+}

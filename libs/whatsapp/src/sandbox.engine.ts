@@ -1,0 +1,154 @@
+import { EventEmitter } from 'node:events';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  EngineError,
+  type EngineEvents,
+  type OutgoingMedia,
+  type WhatsAppEngine,
+} from './engine.js';
+import { mediaFingerprint, textFingerprint } from './fingerprint.js';
+
+export interface SandboxOptions {
+  /** The session's own folder (WWEBJS_DATA_DIR/session-<id>); holds the "linked" marker. */
+  sessionDir: string;
+  linkDelayMs: number | 'manual';
+  ackDelayMs: number;
+}
+
+export interface SandboxSend {
+  engineMessageId: string;
+  chatId: string;
+  fingerprint: string;
+  at: Date;
+}
+
+const LINK_MARKER = 'sandbox-linked.json';
+
+/**
+ * A WhatsApp stand-in: no phone, no browser. Shows a QR, links itself after a delay (or on
+ * `link()`), takes sends and acks them sent → delivered → read. Numbers starting with 000
+ * are "not on WhatsApp". For trying the API and for client applications' own CI.
+ */
+export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAppEngine {
+  readonly kind = 'sandbox' as const;
+  /** Every message this engine accepted, oldest first (also what findSentMessage searches). */
+  readonly sends: SandboxSend[] = [];
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private ready = false;
+  private running = false;
+  private failures: EngineError[] = [];
+
+  constructor(
+    readonly sessionId: string,
+    private readonly options: SandboxOptions,
+  ) {
+    super();
+  }
+
+  async start(): Promise<void> {
+    this.running = true;
+    this.emit('state', { status: 'STARTING' });
+    if (await this.isLinked()) {
+      this.later(0, () => this.becomeReady());
+      return;
+    }
+    this.emit('state', {
+      status: 'QR',
+      qr: `sandbox:${this.sessionId}:${randomBytes(12).toString('base64url')}`,
+    });
+    if (this.options.linkDelayMs !== 'manual')
+      this.later(this.options.linkDelayMs, () => void this.link());
+  }
+
+  /** Links the session as if its QR had been scanned. */
+  async link(): Promise<void> {
+    if (!this.running || this.ready) return;
+    await mkdir(this.options.sessionDir, { recursive: true });
+    await writeFile(
+      join(this.options.sessionDir, LINK_MARKER),
+      JSON.stringify({ linkedAt: new Date().toISOString() }),
+    );
+    this.emit('state', { status: 'AUTHENTICATED' });
+    this.becomeReady();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.ready = false;
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+    this.emit('state', { status: 'STOPPED' });
+  }
+
+  async logout(): Promise<void> {
+    await this.stop();
+    await rm(join(this.options.sessionDir, LINK_MARKER), { force: true });
+  }
+
+  /** Test hook: the next sends throw these errors, in order, before anything is sent. */
+  failNextSends(...errors: EngineError[]): void {
+    this.failures.push(...errors);
+  }
+
+  async sendText(chatId: string, text: string): Promise<string> {
+    return this.accept(chatId, textFingerprint(text));
+  }
+
+  async sendMedia(chatId: string, media: OutgoingMedia): Promise<string> {
+    return this.accept(chatId, mediaFingerprint(media.data));
+  }
+
+  async findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null> {
+    const found = this.sends.find(
+      (send) => send.chatId === chatId && send.fingerprint === fingerprint && send.at >= since,
+    );
+    return found?.engineMessageId ?? null;
+  }
+
+  private accept(chatId: string, fingerprint: string): string {
+    if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
+    const failure = this.failures.shift();
+    if (failure) throw failure;
+    if (/^000/.test(chatId)) {
+      throw new EngineError(
+        'NOT_ON_WHATSAPP',
+        `${chatId.split('@')[0]} is not on WhatsApp (sandbox: numbers starting 000)`,
+        true,
+      );
+    }
+    const engineMessageId = `sandbox_${randomUUID()}`;
+    this.sends.push({ engineMessageId, chatId, fingerprint, at: new Date() });
+    const delay = this.options.ackDelayMs;
+    this.later(0, () => this.emit('ack', engineMessageId, 'sent'));
+    this.later(delay, () => this.emit('ack', engineMessageId, 'delivered'));
+    this.later(delay * 2, () => this.emit('ack', engineMessageId, 'read'));
+    return engineMessageId;
+  }
+
+  private becomeReady(): void {
+    if (!this.running) return;
+    this.ready = true;
+    this.emit('state', {
+      status: 'READY',
+      phone: '15550000000',
+      pushname: `Sandbox ${this.sessionId}`,
+    });
+  }
+
+  private async isLinked(): Promise<boolean> {
+    return stat(join(this.options.sessionDir, LINK_MARKER)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  private later(ms: number, fn: () => void): void {
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      fn();
+    }, ms);
+    this.timers.add(timer);
+  }
+}

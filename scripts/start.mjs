@@ -1,0 +1,152 @@
+#!/usr/bin/env node
+// `npm start`: installs and builds when needed, makes sure Redis answers (starting a local
+// redis-server with AOF under .data/redis when it can), then runs api and worker together.
+// `--watch` (npm run dev:all) runs both through `nest start --watch` instead of the build.
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { parseEnv } from 'node:util';
+
+const root = new URL('..', import.meta.url).pathname;
+const watch = process.argv.includes('--watch');
+const say = (line) => console.log(`[start] ${line}`);
+const fail = (line) => {
+  console.error(`[start] ${line}`);
+  process.exit(1);
+};
+const run = (cmd, args) => {
+  const result = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
+  if (result.status !== 0) fail(`${cmd} ${args.join(' ')} failed`);
+};
+
+if (!existsSync(join(root, 'node_modules'))) {
+  say('installing dependencies (npm ci)');
+  run('npm', ['ci', '--no-audit', '--no-fund']);
+}
+if (!existsSync(join(root, '.env')) && existsSync(join(root, '.env.example'))) {
+  copyFileSync(join(root, '.env.example'), join(root, '.env'));
+  say('created .env from .env.example; edit it to configure the gateway');
+}
+const fileEnv = parseEnv(readFileSync(join(root, '.env'), 'utf8'));
+const env = (name, fallback) => process.env[name] ?? fileEnv[name] ?? fallback;
+
+if (!watch && isStale()) {
+  say('building (npm run build)');
+  run('npm', ['run', 'build']);
+  writeFileSync(join(root, 'dist', '.build-stamp'), new Date().toISOString());
+}
+
+const redisUrl = new URL(env('REDIS_URL', 'redis://127.0.0.1:6379'));
+const children = [];
+if (!(await redisAnswers(redisUrl))) {
+  const local = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(redisUrl.hostname);
+  const hasServer = spawnSync('redis-server', ['--version']).status === 0;
+  if (!local || !hasServer) {
+    fail(
+      `Redis does not answer at ${redisUrl.host}; start one (e.g. apt-get install redis-server) or set REDIS_URL in .env`,
+    );
+  }
+  const dir = join(root, '.data', 'redis');
+  mkdirSync(dir, { recursive: true });
+  say(`no Redis at ${redisUrl.host}; starting redis-server there with AOF, data in .data/redis`);
+  children.push(
+    spawn(
+      'redis-server',
+      [
+        '--port',
+        redisUrl.port || '6379',
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        dir,
+        '--appendonly',
+        'yes',
+        '--save',
+        '',
+      ],
+      {
+        cwd: root,
+        stdio: ['ignore', 'ignore', 'inherit'],
+      },
+    ),
+  );
+  for (let i = 0; i < 50 && !(await redisAnswers(redisUrl)); i++)
+    await new Promise((r) => setTimeout(r, 100));
+  if (!(await redisAnswers(redisUrl))) fail('redis-server did not come up');
+}
+
+const commands = watch
+  ? [
+      ['npx', ['nest', 'start', 'api', '--watch']],
+      ['npx', ['nest', 'start', 'worker', '--watch']],
+    ]
+  : [
+      ['node', ['dist/apps/api/apps/api/src/main.js']],
+      ['node', ['dist/apps/worker/apps/worker/src/main.js']],
+    ];
+const apps = commands.map(([cmd, args]) => spawn(cmd, args, { cwd: root, stdio: 'inherit' }));
+children.unshift(...apps);
+say(
+  `api on http://localhost:${env('PORT', '3000')} (docs: /docs), worker with WA_ENGINE=${env('WA_ENGINE', 'wwebjs')}`,
+);
+
+let stopping = false;
+const stop = (code) => {
+  if (stopping) return;
+  stopping = true;
+  // Apps first (they flush to Redis on shutdown), Redis last.
+  for (const child of apps) child.kill('SIGTERM');
+  Promise.all(
+    apps.map(
+      (child) => new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r))),
+    ),
+  ).then(() => {
+    for (const child of children) if (!apps.includes(child)) child.kill('SIGTERM');
+    process.exit(code);
+  });
+};
+process.on('SIGINT', () => stop(0));
+process.on('SIGTERM', () => stop(0));
+for (const child of apps) child.on('exit', (code) => stop(code ?? 1));
+
+function isStale() {
+  const stamp = join(root, 'dist', '.build-stamp');
+  if (!existsSync(stamp)) return true;
+  const built = statSync(stamp).mtimeMs;
+  const newer = (dir) =>
+    readdirSync(dir, { withFileTypes: true }).some((entry) => {
+      const path = join(dir, entry.name);
+      return entry.isDirectory() ? newer(path) : statSync(path).mtimeMs > built;
+    });
+  return (
+    ['apps', 'libs'].some((dir) => newer(join(root, dir))) ||
+    statSync(join(root, 'package-lock.json')).mtimeMs > built
+  );
+}
+
+function redisAnswers(url) {
+  return new Promise((resolve) => {
+    const socket = connect({
+      host: url.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(url.port || 6379),
+    });
+    const done = (ok) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    // A password-protected Redis answers NOAUTH: it is there all the same.
+    socket.on('data', (data) => done(/^(\+PONG|-NOAUTH)/.test(data.toString())));
+  });
+}
