@@ -1,8 +1,8 @@
 import { defineConfig } from 'vitest/config';
-import tsconfigPaths from 'vite-tsconfig-paths';
 
 export default defineConfig({
-  plugins: [tsconfigPaths()],
+  // @app/<lib> aliases come from tsconfig.json's paths.
+  resolve: { tsconfigPaths: true },
   test: {
     globals: true,
     root: './',
