@@ -22,6 +22,7 @@ export interface SandboxSend {
   chatId: string;
   fingerprint: string;
   at: Date;
+  media?: { mimetype: string; filename: string; size: number; caption?: string };
 }
 
 const LINK_MARKER = 'sandbox-linked.json';
@@ -97,7 +98,12 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
   }
 
   async sendMedia(chatId: string, media: OutgoingMedia): Promise<string> {
-    return this.accept(chatId, mediaFingerprint(media.data));
+    return this.accept(chatId, mediaFingerprint(media.data), {
+      mimetype: media.mimetype,
+      filename: media.filename,
+      size: media.data.length,
+      caption: media.caption,
+    });
   }
 
   async findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null> {
@@ -107,7 +113,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     return found?.engineMessageId ?? null;
   }
 
-  private accept(chatId: string, fingerprint: string): string {
+  private accept(chatId: string, fingerprint: string, media?: SandboxSend['media']): string {
     if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
     const failure = this.failures.shift();
     if (failure) throw failure;
@@ -119,7 +125,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
       );
     }
     const engineMessageId = `sandbox_${randomUUID()}`;
-    this.sends.push({ engineMessageId, chatId, fingerprint, at: new Date() });
+    this.sends.push({ engineMessageId, chatId, fingerprint, at: new Date(), media });
     const delay = this.options.ackDelayMs;
     this.later(0, () => this.emit('ack', engineMessageId, 'sent'));
     this.later(delay, () => this.emit('ack', engineMessageId, 'delivered'));

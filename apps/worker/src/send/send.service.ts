@@ -135,7 +135,10 @@ export class SendService {
   private async waitForInterval(sessionId: string): Promise<void> {
     const last = this.lastSendAt.get(sessionId);
     if (last === undefined) return;
-    const wait = last + this.config.SEND_MIN_INTERVAL_MS - Date.now();
-    if (wait > 0) await sleep(wait);
+    // Timers may fire a millisecond early; loop until the interval has really passed.
+    for (let wait = last + this.config.SEND_MIN_INTERVAL_MS - Date.now(); wait > 0;) {
+      await sleep(wait);
+      wait = last + this.config.SEND_MIN_INTERVAL_MS - Date.now();
+    }
   }
 }

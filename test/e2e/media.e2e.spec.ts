@@ -1,0 +1,162 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mediaFingerprint } from '@app/whatsapp';
+import { Stack } from '../support/stack.js';
+
+// A real 1x1 PNG, served as application/octet-stream so the type must be sniffed from the bytes.
+const PNG = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==',
+  'base64',
+);
+
+let server: Server;
+let base = '';
+const hits = new Map<string, number>();
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    hits.set(req.url ?? '', (hits.get(req.url ?? '') ?? 0) + 1);
+    switch (req.url) {
+      case '/pixel':
+        res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(PNG);
+        return;
+      case '/redirect':
+        res.writeHead(302, { location: '/pixel' }).end();
+        return;
+      case '/big':
+        res
+          .writeHead(200, { 'content-type': 'application/octet-stream' })
+          .end(Buffer.alloc(8192, 1));
+        return;
+      case '/big-chunked':
+        // No content-length: the cap has to be enforced while streaming.
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        for (let i = 0; i < 8; i++) res.write(Buffer.alloc(1024, 2));
+        res.end();
+        return;
+      case '/broken':
+        res.writeHead(503).end('try later');
+        return;
+      case '/slow':
+        return; // never answers
+      default:
+        res.writeHead(404).end('not here');
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+});
+
+const sendMedia = (stack: Stack, path: string, extra: Record<string, unknown> = {}) =>
+  stack.call('POST', '/api/v1/messages/media', {
+    to: '4915123450000',
+    mediaUrl: base + path,
+    ...extra,
+  });
+
+describe('media with MEDIA_ALLOW_PRIVATE_URLS=true', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({
+      MEDIA_ALLOW_PRIVATE_URLS: 'true',
+      MEDIA_MAX_BYTES: '4096',
+      MEDIA_TIMEOUT_MS: '300',
+      SEND_ATTEMPTS: '2',
+      SEND_BACKOFF_MS: '20',
+    });
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it('downloads the file, sniffs its type and sends it with caption and filename', async () => {
+    const { status, body } = await sendMedia(stack, '/pixel', {
+      caption: 'a pixel',
+      filename: 'dot.png',
+    });
+    expect(status).toBe(202);
+    expect(body.data.type).toBe('media');
+    await stack.waitForStatus(body.data.id, 'read');
+    const sent = stack.sandbox().sends.at(-1)!;
+    expect(sent.fingerprint).toBe(mediaFingerprint(PNG));
+    expect(sent.media).toEqual({
+      mimetype: 'image/png',
+      filename: 'dot.png',
+      size: PNG.length,
+      caption: 'a pixel',
+    });
+  });
+
+  it('follows a redirect', async () => {
+    const { body } = await sendMedia(stack, '/redirect');
+    await stack.waitForStatus(body.data.id, 'read');
+    expect(stack.sandbox().sends.at(-1)!.media).toMatchObject({
+      mimetype: 'image/png',
+      filename: 'pixel',
+    });
+  });
+
+  it('fails a file over MEDIA_MAX_BYTES with MEDIA_TOO_LARGE, by header and while streaming', async () => {
+    for (const path of ['/big', '/big-chunked']) {
+      const { body } = await sendMedia(stack, path);
+      const failed = await stack.waitForStatus(body.data.id, 'failed');
+      expect(failed.error.code, path).toBe('MEDIA_TOO_LARGE');
+    }
+  });
+
+  it('fails a 404 with MEDIA_FETCH_FAILED without retrying', async () => {
+    const before = hits.get('/gone') ?? 0;
+    const { body } = await sendMedia(stack, '/gone');
+    const failed = await stack.waitForStatus(body.data.id, 'failed');
+    expect(failed.error.code).toBe('MEDIA_FETCH_FAILED');
+    expect(failed.error.message).toContain('404');
+    expect((hits.get('/gone') ?? 0) - before).toBe(1);
+  });
+
+  it('retries a 5xx and a timeout, then fails with MEDIA_FETCH_FAILED', async () => {
+    for (const path of ['/broken', '/slow']) {
+      const before = hits.get(path) ?? 0;
+      const { body } = await sendMedia(stack, path);
+      const failed = await stack.waitForStatus(body.data.id, 'failed');
+      expect(failed.error.code, path).toBe('MEDIA_FETCH_FAILED');
+      expect((hits.get(path) ?? 0) - before, path).toBe(2);
+    }
+  });
+});
+
+describe('media with private URLs refused (the default)', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start();
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it('refuses a loopback URL with MEDIA_FETCH_FAILED and never connects to it', async () => {
+    const before = hits.get('/pixel') ?? 0;
+    const { status, body } = await sendMedia(stack, '/pixel');
+    expect(status).toBe(202);
+    const failed = await stack.waitForStatus(body.data.id, 'failed');
+    expect(failed.error.code).toBe('MEDIA_FETCH_FAILED');
+    expect(failed.attempts).toBe(0);
+    expect(hits.get('/pixel') ?? 0).toBe(before);
+    expect(stack.sandbox().sends).toHaveLength(0);
+  });
+
+  // Loopback targets only: the tests never send traffic off this machine, even if the filter broke.
+  it.each(['http://[::1]:9/x', 'http://localhost:9/x', 'http://127.0.0.2:9/x'])(
+    'refuses %s',
+    async (mediaUrl) => {
+      const { body } = await stack.call('POST', '/api/v1/messages/media', {
+        to: '4915123450000',
+        mediaUrl,
+      });
+      const failed = await stack.waitForStatus(body.data.id, 'failed');
+      expect(failed.error.code).toBe('MEDIA_FETCH_FAILED');
+      expect(failed.error.message).toMatch(/refused/);
+    },
+  );
+});

@@ -1,0 +1,248 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { MessageRepository } from '@app/status-store';
+import { QueueProducer, JobName } from '@app/queue';
+import { EngineError, textFingerprint } from '@app/whatsapp';
+import { SendService } from '../../apps/worker/src/send/send.service.js';
+import { eventually } from '../support/eventually.js';
+import { Stack } from '../support/stack.js';
+
+const sendText = (stack: Stack, to: string, text: string, headers: Record<string, string> = {}) =>
+  stack.call('POST', '/api/v1/messages/text', { to, text }, headers);
+
+describe('pacing', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ SEND_MIN_INTERVAL_MS: '300' });
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it('spaces 5 sends of one session at least SEND_MIN_INTERVAL_MS apart at the engine', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++)
+      ids.push((await sendText(stack, `491510000000${i}`, `paced ${i}`)).body.data.id);
+    for (const id of ids) await stack.waitForStatus(id, 'read', 15_000);
+    const times = stack.sandbox().sends.map((send) => send.at.getTime());
+    expect(times).toHaveLength(5);
+    for (let i = 1; i < times.length; i++)
+      expect(times[i] - times[i - 1]).toBeGreaterThanOrEqual(300);
+  });
+});
+
+describe('retries and duplicates', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ SEND_ATTEMPTS: '3', SEND_BACKOFF_MS: '20' });
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it('retries a transient engine error with backoff and sends once', async () => {
+    stack
+      .sandbox()
+      .failNextSends(
+        new EngineError('SEND_FAILED', 'socket hang up', false),
+        new EngineError('SEND_FAILED', 'socket hang up', false),
+      );
+    const { body } = await sendText(stack, '4915111111111', 'retry me');
+    const sent = await stack.waitForStatus(body.data.id, 'read');
+    expect(sent.attempts).toBe(3);
+    expect(sent.error).toBeNull();
+    expect(
+      stack.sandbox().sends.filter((send) => send.chatId === '4915111111111@c.us'),
+    ).toHaveLength(1);
+  });
+
+  it('fails with SEND_FAILED once every attempt is used up', async () => {
+    const boom = () => new EngineError('SEND_FAILED', 'engine exploded', false);
+    stack.sandbox().failNextSends(boom(), boom(), boom());
+    const { body } = await sendText(stack, '4915122222222', 'doomed');
+    const failed = await stack.waitForStatus(body.data.id, 'failed');
+    expect(failed.attempts).toBe(3);
+    expect(failed.error).toEqual({ code: 'SEND_FAILED', message: 'engine exploded' });
+  });
+
+  it('does not retry a permanent error', async () => {
+    stack.sandbox().failNextSends(new EngineError('NOT_ON_WHATSAPP', 'not on WhatsApp', true));
+    const { body } = await sendText(stack, '4915133333333', 'nobody');
+    const failed = await stack.waitForStatus(body.data.id, 'failed');
+    expect(failed.attempts).toBe(1);
+    expect(failed.error.code).toBe('NOT_ON_WHATSAPP');
+  });
+
+  it('completes a job re-run after the engine returned without sending again', async () => {
+    const { body } = await sendText(stack, '4915144444444', 'once only');
+    await stack.waitForStatus(body.data.id, 'read');
+    const queue = stack.worker!.get(QueueProducer).queueFor('main');
+    await eventually(async () => expect(await queue.getJobState(body.data.id)).toBe('completed'));
+    // Run the same job again, as a stalled or replayed job would be.
+    await (await queue.getJob(body.data.id))!.remove();
+    await stack.api!.get(QueueProducer).enqueue(
+      'main',
+      JobName.SendMessage,
+      { messageId: body.data.id },
+      {
+        jobId: body.data.id,
+        attempts: 3,
+        backoffMs: 20,
+      },
+    );
+    await eventually(async () => {
+      const job = await queue.getJob(body.data.id);
+      expect(job?.returnvalue).toBe('already-sent');
+    });
+    expect(
+      stack.sandbox().sends.filter((send) => send.chatId === '4915144444444@c.us'),
+    ).toHaveLength(1);
+  });
+
+  it('finds a send interrupted after WhatsApp took it and records it instead of sending again', async () => {
+    const messages = stack.worker!.get(MessageRepository);
+    const sandbox = stack.sandbox();
+    const record = await messages.create({
+      id: '00000000-0000-4000-8000-000000000001',
+      sessionId: 'main',
+      to: '4915155555555',
+      chatId: '4915155555555@c.us',
+      type: 'text',
+      text: 'half sent',
+    });
+    await messages.markSending(record.id, 1);
+    // WhatsApp took it, then the worker died before saving the engine id.
+    const engineMessageId = await sandbox.sendText(record.chatId, 'half sent');
+    const outcome = await stack
+      .worker!.get(SendService)
+      .send('main', record.id, { number: 2, max: 3 });
+    expect(outcome).toBe('recovered');
+    expect(sandbox.sends.filter((send) => send.chatId === record.chatId)).toHaveLength(1);
+    const after = await messages.get(record.id);
+    expect(after).toMatchObject({ status: 'sent', engineMessageId });
+  });
+
+  it('sends an interrupted message that WhatsApp never took', async () => {
+    const messages = stack.worker!.get(MessageRepository);
+    const record = await messages.create({
+      id: '00000000-0000-4000-8000-000000000002',
+      sessionId: 'main',
+      to: '4915166666666',
+      chatId: '4915166666666@c.us',
+      type: 'text',
+      text: 'never arrived',
+    });
+    await messages.markSending(record.id, 1);
+    const outcome = await stack
+      .worker!.get(SendService)
+      .send('main', record.id, { number: 2, max: 3 });
+    expect(outcome).toBe('sent');
+    const sends = stack.sandbox().sends.filter((send) => send.chatId === record.chatId);
+    expect(sends.map((send) => send.fingerprint)).toEqual([textFingerprint('never arrived')]);
+  });
+});
+
+describe('idempotency', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start();
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it('returns the original message for a repeated Idempotency-Key and sends once', async () => {
+    const headers = { 'Idempotency-Key': 'order-1042' };
+    const first = await sendText(stack, '4915177777777', 'order 1042 shipped', headers);
+    const second = await sendText(stack, '4915177777777', 'order 1042 shipped', headers);
+    expect(first.status).toBe(202);
+    expect(second.status).toBe(202);
+    expect(second.body.data.id).toBe(first.body.data.id);
+    await stack.waitForStatus(first.body.data.id, 'read');
+    const third = await sendText(stack, '4915177777777', 'order 1042 shipped', headers);
+    expect(third.body.data).toMatchObject({ id: first.body.data.id, status: 'read' });
+    expect(
+      stack.sandbox().sends.filter((send) => send.chatId === '4915177777777@c.us'),
+    ).toHaveLength(1);
+  });
+
+  it('answers 409 when a key is reused with a different request', async () => {
+    const headers = { 'Idempotency-Key': 'order-2000' };
+    await sendText(stack, '4915188888888', 'first body', headers);
+    const reused = await sendText(stack, '4915188888888', 'another body', headers);
+    expect(reused.status).toBe(409);
+    expect(reused.body.error.code).toBe('CONFLICT');
+  });
+
+  it('gives concurrent requests with one key one message', async () => {
+    const headers = { 'Idempotency-Key': 'burst-1' };
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, () => sendText(stack, '4915199999999', 'burst', headers)),
+    );
+    expect(new Set(answers.map((answer) => answer.body.data.id)).size).toBe(1);
+    expect(answers.every((answer) => answer.status === 202)).toBe(true);
+  });
+});
+
+describe('a session that is not READY', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ SANDBOX_LINK_DELAY_MS: 'manual' });
+  });
+  afterAll(() => stack.close());
+
+  it('keeps its messages queued, without using attempts, until it is READY', async () => {
+    await eventually(async () => {
+      const status = await stack.call('GET', '/api/v1/sessions/main/status');
+      expect(status.body.data.status).toBe('QR');
+    });
+    const { body } = await sendText(stack, '4915100000001', 'waiting');
+    // Give a (wrongly) running consumer time to pick the job up before looking.
+    await sleep(400);
+    const waiting = await stack.call('GET', `/api/v1/messages/${body.data.id}`);
+    expect(waiting.body.data).toMatchObject({ status: 'queued', attempts: 0 });
+    expect(stack.sandbox().sends).toHaveLength(0);
+
+    await stack.sandbox().link();
+    const read = await stack.waitForStatus(body.data.id, 'read');
+    expect(read.attempts).toBe(1);
+  });
+});
+
+describe('message TTL', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ SANDBOX_LINK_DELAY_MS: 'manual', MESSAGE_TTL_MS: '1000' });
+  });
+  afterAll(() => stack.close());
+
+  it('fails a message not sent within MESSAGE_TTL_MS with EXPIRED instead of sending it late', async () => {
+    const { body } = await sendText(stack, '4915100000002', 'too late');
+    await sleep(1100);
+    await stack.sandbox().link();
+    const failed = await stack.waitForStatus(body.data.id, 'failed');
+    expect(failed.error.code).toBe('EXPIRED');
+    expect(stack.sandbox().sends).toHaveLength(0);
+  });
+});
+
+describe('without a live worker', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({}, { worker: false });
+  });
+  afterAll(() => stack.close());
+
+  it('answers 503 UNAVAILABLE and queues nothing', async () => {
+    const answer = await sendText(stack, '4915100000003', 'nobody home');
+    expect(answer.status).toBe(503);
+    expect(answer.body).toMatchObject({ ok: false, error: { code: 'UNAVAILABLE' } });
+    expect(await stack.redis.keys(`${stack.keys.root}:msg:*`)).toEqual([]);
+    expect(await stack.api!.get(QueueProducer).pendingCount('main')).toBe(0);
+  });
+
+  it('answers 503 once the last worker stops', async () => {
+    await stack.startWorker();
+    await eventually(async () =>
+      expect((await sendText(stack, '4915100000004', 'now')).status).toBe(202),
+    );
+    await stack.stopWorker();
+    expect((await sendText(stack, '4915100000005', 'gone')).status).toBe(503);
+  });
+});
