@@ -212,6 +212,14 @@ describe('message TTL', () => {
   });
   afterAll(() => stack.close());
 
+  it('expires a message waiting for a session that never becomes READY', async () => {
+    const { body } = await sendText(stack, '4915100000006', 'nobody links');
+    const failed = await stack.waitForStatus(body.data.id, 'failed', 5_000);
+    expect(failed.error.code).toBe('EXPIRED');
+    expect(failed.error.message).toContain('not ready');
+    expect(await stack.worker!.get(QueueProducer).pendingCount('main')).toBe(0);
+  });
+
   it('fails a message not sent within MESSAGE_TTL_MS with EXPIRED instead of sending it late', async () => {
     const { body } = await sendText(stack, '4915100000002', 'too late');
     await sleep(1100);

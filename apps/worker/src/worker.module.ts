@@ -6,6 +6,7 @@ import { StatusStoreModule } from '@app/status-store';
 import { QueueModule } from '@app/queue';
 import { WhatsAppModule } from '@app/whatsapp';
 import { HeartbeatService } from './health/heartbeat.service.js';
+import { ExpirySweeper } from './send/expiry-sweeper.service.js';
 import { SendConsumers } from './send/send-consumers.service.js';
 import { SendService } from './send/send.service.js';
 
@@ -29,7 +30,7 @@ export class WorkerModule {
         QueueModule,
         WhatsAppModule,
       ],
-      providers: [HeartbeatService, SendService, SendConsumers],
+      providers: [HeartbeatService, SendService, SendConsumers, ExpirySweeper],
     };
   }
 }

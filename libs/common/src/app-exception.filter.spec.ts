@@ -44,6 +44,17 @@ describe('toErrorEnvelope', () => {
     });
   });
 
+  it('maps Redis being unreachable to 503 UNAVAILABLE', () => {
+    const gaveUp = Object.assign(new Error('Reached the max retries per request limit'), {
+      name: 'MaxRetriesPerRequestError',
+    });
+    expect(toErrorEnvelope(gaveUp)).toMatchObject({
+      status: 503,
+      body: { error: { code: 'UNAVAILABLE' } },
+    });
+    expect(toErrorEnvelope(new Error('Connection is closed.')).status).toBe(503);
+  });
+
   it('hides an unknown error behind an errorId, without its message or stack', () => {
     const result = toErrorEnvelope(new TypeError('secret internals at foo.ts:12'));
     expect(result.status).toBe(500);

@@ -54,6 +54,15 @@ export function toErrorEnvelope(exception: unknown): {
         : 'Request body could not be read';
     return { status: 400, body: { ok: false, error: { code: 'BAD_REQUEST', message } } };
   }
+  if (isRedisUnavailable(exception)) {
+    return {
+      status: 503,
+      body: {
+        ok: false,
+        error: { code: 'UNAVAILABLE', message: 'Storage (Redis) is unavailable; retry shortly' },
+      },
+    };
+  }
   const errorId = randomUUID();
   return {
     status: 500,
@@ -67,6 +76,16 @@ export function toErrorEnvelope(exception: unknown): {
       },
     },
   };
+}
+
+/** ioredis gave up on a command: Redis is down or unreachable, which is a 503, not a bug. */
+function isRedisUnavailable(exception: unknown): boolean {
+  const err = exception as { name?: string; message?: string; code?: string };
+  return (
+    err?.name === 'MaxRetriesPerRequestError' ||
+    /^(Connection is closed|Stream isn't writeable)/.test(err?.message ?? '') ||
+    err?.code === 'ECONNREFUSED'
+  );
 }
 
 /** The one place errors become HTTP answers: `{ ok: false, error: { code, message } }`. */

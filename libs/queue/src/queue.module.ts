@@ -16,8 +16,9 @@ import { QueueProducer } from './queue-producer.service.js';
       inject: [AppConfig, RedisKeys],
       useFactory: (config: AppConfig, keys: RedisKeys) => ({
         prefix: keys.bullPrefix(),
-        // Workers need maxRetriesPerRequest: null; the same connection serves the producer.
-        connection: createRedis(config.REDIS_URL, { blocking: true, name: 'bullmq' }),
+        // Fails fast (a send during a Redis outage is a quick 503, not a hung request);
+        // workers open their own blocking connection.
+        connection: createRedis(config.REDIS_URL, { name: 'bullmq-producer' }),
       }),
     }),
   ],

@@ -9,7 +9,8 @@ import { getSharedConfigToken } from '@nestjs/bullmq';
 import { DelayedError, UnrecoverableError, Worker, type Job, type QueueOptions } from 'bullmq';
 import { AppConfig } from '@app/config';
 import { JobName, sendQueueName, type JobPayloads } from '@app/queue';
-import { MessageRepository } from '@app/status-store';
+import { MessageRepository, createRedis } from '@app/status-store';
+import type { Redis } from 'ioredis';
 import { EngineError, SessionManager } from '@app/whatsapp';
 import { SendService } from './send.service.js';
 
@@ -28,6 +29,8 @@ type Handlers = {
 export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly log = new Logger(SendConsumers.name);
   private readonly workers = new Map<string, Worker>();
+  /** BullMQ workers block on Redis and must retry forever: their own connection. */
+  private connection?: Redis;
   private readonly handlers: Handlers = {
     [JobName.SendMessage]: (sessionId, job, token) => this.sendMessage(sessionId, job, token),
   };
@@ -46,8 +49,8 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   async onApplicationBootstrap(): Promise<void> {
-    this.sessions.on('ready', (sessionId) => this.resume(sessionId));
-    this.sessions.on('unready', (sessionId) => this.pause(sessionId));
+    this.sessions.on('ready', (sessionId) => this.guard(sessionId, () => this.resume(sessionId)));
+    this.sessions.on('unready', (sessionId) => this.guard(sessionId, () => this.pause(sessionId)));
     await this.sessions.startAll();
   }
 
@@ -56,6 +59,19 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
     await Promise.all([...this.workers.values()].map((worker) => worker.close()));
     this.workers.clear();
     await this.sessions.onApplicationShutdown();
+    await this.connection?.quit().catch(() => this.connection?.disconnect());
+  }
+
+  /** An event handler must not throw into the engine that emitted the event. */
+  private guard(sessionId: string, action: () => void): void {
+    try {
+      action();
+    } catch (err) {
+      this.log.error(
+        { sessionId, err: (err as Error).message },
+        'queue consumer could not follow the session state',
+      );
+    }
   }
 
   private resume(sessionId: string): void {
@@ -64,11 +80,16 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
       existing.resume();
       return;
     }
+    this.connection ??= createRedis(this.config.REDIS_URL, {
+      blocking: true,
+      name: 'bullmq-worker',
+    });
     const worker = new Worker(
       sendQueueName(sessionId),
       (job, token) => this.process(sessionId, job, token),
       {
         ...this.bullOptions,
+        connection: this.connection,
         concurrency: 1,
         autorun: false,
       },

@@ -1,0 +1,77 @@
+import {
+  Injectable,
+  Logger,
+  type BeforeApplicationShutdown,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
+import { AppConfig } from '@app/config';
+import { QueueProducer } from '@app/queue';
+import { MessageRepository } from '@app/status-store';
+import { SessionManager } from '@app/whatsapp';
+
+/** Jobs looked at per session and sweep; older ones are reached on later sweeps. */
+const BATCH = 500;
+
+/**
+ * Fails messages that waited longer than MESSAGE_TTL_MS in the queue of a session that is not
+ * READY (a READY session's consumer expires them itself when it picks them up), so a session
+ * that never comes back does not leave its messages `queued` forever.
+ */
+@Injectable()
+export class ExpirySweeper implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly log = new Logger(ExpirySweeper.name);
+  private timer?: NodeJS.Timeout;
+  private running = false;
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly sessions: SessionManager,
+    private readonly queues: QueueProducer,
+    private readonly messages: MessageRepository,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    const every = Math.max(250, Math.min(60_000, Math.floor(this.config.MESSAGE_TTL_MS / 4)));
+    this.timer = setInterval(() => void this.sweep(), every);
+  }
+
+  beforeApplicationShutdown(): void {
+    clearInterval(this.timer);
+  }
+
+  async sweep(now = Date.now()): Promise<number> {
+    if (this.running) return 0;
+    this.running = true;
+    let expired = 0;
+    try {
+      for (const sessionId of this.sessions.ownedSessionIds()) {
+        if (this.sessions.isReady(sessionId)) continue;
+        const jobs = await this.queues
+          .queueFor(sessionId)
+          .getJobs(['waiting', 'prioritized', 'delayed'], 0, BATCH - 1, true);
+        for (const job of jobs) {
+          if (!job?.id || now - job.timestamp <= this.config.MESSAGE_TTL_MS) continue;
+          const record = await this.messages.get(job.data.messageId);
+          if (
+            record &&
+            (record.status === 'queued' || record.status === 'sending') &&
+            !record.engineMessageId
+          ) {
+            await this.messages.markFailed(record.id, {
+              code: 'EXPIRED',
+              message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms); session ${sessionId} was not ready`,
+            });
+            expired++;
+          }
+          await job.remove().catch(() => undefined);
+        }
+      }
+      if (expired) this.log.warn({ expired }, 'expired messages of sessions that are not ready');
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'expiry sweep failed');
+    } finally {
+      this.running = false;
+    }
+    return expired;
+  }
+}

@@ -1,0 +1,168 @@
+import { access, constants, readFile, readlink, stat, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { delimiter, join, resolve } from 'node:path';
+
+/** Names tried on the PATH, best first, when PUPPETEER_EXECUTABLE_PATH is not set. */
+export const CHROMIUM_NAMES = [
+  'chromium',
+  'chromium-browser',
+  'google-chrome',
+  'google-chrome-stable',
+] as const;
+
+/** What Chromium's ProcessSingleton leaves in a profile folder while a browser owns it. */
+export const PROFILE_LOCK_FILES = ['SingletonLock', 'SingletonSocket', 'SingletonCookie'] as const;
+
+export interface FindChromiumOptions {
+  /** PUPPETEER_EXECUTABLE_PATH (from AppConfig); when set it is the only candidate. */
+  configured?: string;
+  /** The search path; PATH of this process unless given. */
+  searchPath?: string;
+}
+
+/**
+ * The Chromium (or Chrome) binary to launch: the configured one if it is an executable file,
+ * else the first of CHROMIUM_NAMES found on the PATH; null when there is none.
+ */
+export async function findChromium(options: FindChromiumOptions = {}): Promise<string | null> {
+  // A configured path that does not work is a mistake to report, not a reason to pick another.
+  if (options.configured) {
+    return (await isExecutableFile(options.configured)) ? options.configured : null;
+  }
+  // PATH is the OS's, not the app's configuration, so it is read here rather than in AppConfig.
+  const dirs = (options.searchPath ?? process.env.PATH ?? '').split(delimiter).filter(Boolean);
+  for (const name of CHROMIUM_NAMES) {
+    for (const dir of dirs) {
+      const candidate = join(dir, name);
+      if (await isExecutableFile(candidate)) return candidate;
+    }
+  }
+  return null;
+}
+
+/** The session's FAILED reason when findChromium found nothing. */
+export function chromiumNotFoundMessage(configured?: string): string {
+  if (configured) {
+    return (
+      `PUPPETEER_EXECUTABLE_PATH is set to ${configured}, which is not an executable file; ` +
+      'point it at a Chromium or Chrome binary'
+    );
+  }
+  return (
+    'no Chromium found: set PUPPETEER_EXECUTABLE_PATH to a Chromium or Chrome binary, or ' +
+    `install one of ${CHROMIUM_NAMES.join(', ')} on the PATH`
+  );
+}
+
+export type ProfileLockCheck =
+  /** No SingletonLock: nothing to do (leftover socket/cookie links were removed). */
+  | { state: 'free' }
+  /** A lock no live Chromium owns was removed; `owner` is what the lock named. */
+  | { state: 'removed'; owner: string | null }
+  /** A live process on this host holds the profile: launching now would fail. */
+  | { state: 'in-use'; pid: number };
+
+export interface ProfileLockOptions {
+  /** This host's name (os.hostname() unless given). */
+  hostname?: string;
+  /** Whether a pid is alive (process.kill(pid, 0) unless given). */
+  isAlive?: (pid: number) => boolean;
+  /**
+   * Whether process `pid` runs with this profile folder: true/false from its command line, or
+   * null when that cannot be read (then a live pid counts as the owner).
+   */
+  usesProfile?: (pid: number, profileDir: string) => Promise<boolean | null>;
+}
+
+/**
+ * Removes Chromium's Singleton* files from a profile folder unless a live browser owns it.
+ * SingletonLock is a symlink to `<hostname>-<pid>`: a lock naming another host (the container
+ * was recreated), a dead pid, or a pid that is not a Chromium using this profile is stale.
+ * A stale lock makes Chromium refuse the profile ("in use by another computer"), which would
+ * keep the session FAILED forever.
+ */
+export async function removeStaleProfileLocks(
+  profileDir: string,
+  options: ProfileLockOptions = {},
+): Promise<ProfileLockCheck> {
+  const lockPath = join(profileDir, 'SingletonLock');
+  let owner: string | null;
+  try {
+    owner = await readlink(lockPath);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      await removeLockFiles(profileDir);
+      return { state: 'free' };
+    }
+    if (code !== 'EINVAL') throw err;
+    owner = null; // not a symlink: nothing names an owner, so nothing can own it
+  }
+
+  const pid = owner === null ? null : ownerPid(owner, options.hostname ?? hostname());
+  if (pid !== null && pid !== process.pid && (options.isAlive ?? isAlive)(pid)) {
+    // After a container restart the hostname is the same and low pids are reused, so a live
+    // pid only counts when it is a process using this very profile.
+    const uses = await (options.usesProfile ?? usesProfile)(pid, profileDir);
+    if (uses !== false) return { state: 'in-use', pid };
+  }
+  await removeLockFiles(profileDir);
+  return { state: 'removed', owner };
+}
+
+/** The pid a lock target names when it names this host, else null. */
+function ownerPid(owner: string, ourHost: string): number | null {
+  const match = /^(.+)-(\d+)$/.exec(owner);
+  if (!match || match[1] !== ourHost) return null;
+  const pid = Number(match[2]);
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: the process exists but belongs to another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function usesProfile(pid: number, profileDir: string): Promise<boolean | null> {
+  let args: string[];
+  try {
+    args = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+  } catch {
+    return null; // no /proc (macOS) or not readable
+  }
+  const wanted = resolve(profileDir);
+  return args.some(
+    (arg, i) =>
+      (arg.startsWith('--user-data-dir=') &&
+        resolve(arg.slice('--user-data-dir='.length)) === wanted) ||
+      (arg === '--user-data-dir' && args[i + 1] !== undefined && resolve(args[i + 1]) === wanted),
+  );
+}
+
+async function removeLockFiles(profileDir: string): Promise<void> {
+  for (const name of PROFILE_LOCK_FILES) {
+    const path = join(profileDir, name);
+    try {
+      // unlink removes the link itself; its target is usually long gone.
+      await unlink(path);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err;
+    }
+  }
+}
+
+async function isExecutableFile(path: string): Promise<boolean> {
+  try {
+    if (!(await stat(path)).isFile()) return false;
+    await access(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
