@@ -37,6 +37,7 @@ export class Stack {
 
   private constructor(readonly env: Record<string, string>) {
     this.redis = new Redis(env.REDIS_URL);
+    this.redis.on('error', () => undefined); // chaos tests stop Redis on purpose
     this.keys = new RedisKeys(env.REDIS_PREFIX);
   }
 

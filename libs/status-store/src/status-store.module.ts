@@ -1,4 +1,4 @@
-import { Global, Inject, Logger, Module, type OnApplicationShutdown } from '@nestjs/common';
+import { Global, Inject, Module, type OnApplicationShutdown } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
 import { createRedis } from './redis-connection.js';
@@ -16,18 +16,7 @@ import { IdempotencyRepository } from './idempotency.repository.js';
     {
       provide: REDIS,
       inject: [AppConfig],
-      useFactory: (config: AppConfig) => {
-        const redis = createRedis(config.REDIS_URL, { name: 'status-store' });
-        const log = new Logger('Redis');
-        // Without a listener ioredis prints every reconnect error; one line per kind is enough.
-        let lastError = '';
-        redis.on('error', (err: Error) => {
-          if (err.message !== lastError) log.warn(`redis: ${err.message}`);
-          lastError = err.message;
-        });
-        redis.on('ready', () => (lastError = ''));
-        return redis;
-      },
+      useFactory: (config: AppConfig) => createRedis(config.REDIS_URL, { name: 'status-store' }),
     },
     {
       provide: RedisKeys,
