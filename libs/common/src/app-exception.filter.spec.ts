@@ -1,4 +1,9 @@
-import { BadRequestException, NotFoundException, StreamableFile } from '@nestjs/common';
+import {
+  BadRequestException,
+  HttpException,
+  NotFoundException,
+  StreamableFile,
+} from '@nestjs/common';
 import { lastValueFrom, of } from 'rxjs';
 import { AppError } from './app-error.js';
 import { toErrorEnvelope } from './app-exception.filter.js';
@@ -21,6 +26,29 @@ describe('toErrorEnvelope', () => {
     expect(
       toErrorEnvelope(new BadRequestException(['a is bad', 'b is bad'])).body.error.message,
     ).toBe('a is bad; b is bad');
+  });
+
+  it('uses its own words for body-parser errors wrapped by Nest, never the parser text', () => {
+    const cause = Object.assign(
+      new SyntaxError('Unexpected token \'s\', "secret" is not valid JSON'),
+      {
+        status: 400,
+        expose: true,
+        type: 'entity.parse.failed',
+      },
+    );
+    const wrapped = new BadRequestException(cause.message, { cause });
+    expect(toErrorEnvelope(wrapped).body.error).toEqual({
+      code: 'BAD_REQUEST',
+      message: 'Request body is not valid JSON',
+    });
+  });
+
+  it('answers statuses outside the contract table (415, 405) as 400 BAD_REQUEST', () => {
+    expect(toErrorEnvelope(new HttpException('Unsupported Media Type', 415))).toMatchObject({
+      status: 400,
+      body: { error: { code: 'BAD_REQUEST' } },
+    });
   });
 
   it('maps body-parser errors to 400 and 413', () => {
@@ -76,5 +104,18 @@ describe('EnvelopeInterceptor', () => {
   it('leaves files alone', async () => {
     const file = new StreamableFile(Buffer.from('png'));
     expect(await run(file)).toBe(file);
+  });
+});
+
+describe('assertPlainBody', () => {
+  it('accepts an ordinary body and refuses deep nesting and prototype-named keys', async () => {
+    const { assertPlainBody } = await import('./validation.js');
+    expect(() => assertPlainBody({ to: '1', text: 'x', list: [[{ a: 1 }]] })).not.toThrow();
+    let deep: unknown = 1;
+    for (let i = 0; i < 5000; i++) deep = [deep];
+    expect(() => assertPlainBody({ deep })).toThrow(/nested deeper/);
+    expect(() => assertPlainBody(JSON.parse('{"constructor":{"prototype":{}}}'))).toThrow(
+      /constructor should not exist/,
+    );
   });
 });

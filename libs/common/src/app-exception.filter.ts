@@ -20,9 +20,14 @@ export function toErrorEnvelope(exception: unknown): {
       body: { ok: false, error: { code: exception.code, message: exception.message } },
     };
   }
+  // Body-parser and URL errors arrive raw or, from Nest 12, wrapped with the raw one as cause.
+  const requestError = describeRequestError(
+    exception instanceof HttpException ? exception.cause : exception,
+  );
+  if (requestError) return requestError;
   if (exception instanceof HttpException) {
     const status = exception.getStatus();
-    const code = CODE_BY_STATUS[status] ?? (status >= 500 ? 'INTERNAL' : 'BAD_REQUEST');
+    const known = CODE_BY_STATUS[status];
     const response = exception.getResponse();
     const raw =
       typeof response === 'string' ? response : (response as { message?: unknown }).message;
@@ -31,28 +36,10 @@ export function toErrorEnvelope(exception: unknown): {
       : typeof raw === 'string'
         ? raw
         : exception.message;
-    return {
-      status: code === 'BAD_REQUEST' && status >= 500 ? 400 : status,
-      body: { ok: false, error: { code, message } },
-    };
-  }
-  // body-parser errors (invalid JSON, body too large) carry a status and an expose flag.
-  const bodyError = exception as { status?: number; type?: string; expose?: boolean };
-  if (bodyError?.expose && typeof bodyError.status === 'number' && bodyError.status < 500) {
-    if (bodyError.status === 413) {
-      return {
-        status: 413,
-        body: {
-          ok: false,
-          error: { code: 'PAYLOAD_TOO_LARGE', message: 'Request body is larger than the limit' },
-        },
-      };
-    }
-    const message =
-      bodyError.type === 'entity.parse.failed'
-        ? 'Request body is not valid JSON'
-        : 'Request body could not be read';
-    return { status: 400, body: { ok: false, error: { code: 'BAD_REQUEST', message } } };
+    if (known) return { status, body: { ok: false, error: { code: known, message } } };
+    // A status outside the contract's table (405, 415, 431...): the nearest code decides it.
+    if (status < 500)
+      return { status: 400, body: { ok: false, error: { code: 'BAD_REQUEST', message } } };
   }
   if (isRedisUnavailable(exception)) {
     return {
@@ -76,6 +63,26 @@ export function toErrorEnvelope(exception: unknown): {
       },
     },
   };
+}
+
+/** Our own words for malformed requests (the parser's would echo parts of the body). */
+function describeRequestError(error: unknown): { status: number; body: ErrorEnvelope } | undefined {
+  const err = error as { status?: number; type?: string; expose?: boolean } | undefined;
+  const answer = (status: number, code: ErrorCode, message: string) => ({
+    status,
+    body: { ok: false as const, error: { code, message } },
+  });
+  if (error instanceof URIError)
+    return answer(400, 'BAD_REQUEST', 'Malformed percent-encoding in the URL');
+  if (!err?.expose || typeof err.status !== 'number' || err.status >= 500) return undefined;
+  if (err.type === 'entity.too.large')
+    return answer(413, 'PAYLOAD_TOO_LARGE', 'Request body is larger than 1 MiB');
+  if (err.type === 'entity.parse.failed')
+    return answer(400, 'BAD_REQUEST', 'Request body is not valid JSON');
+  if (err.type === 'encoding.unsupported')
+    return answer(400, 'BAD_REQUEST', 'Unsupported Content-Encoding');
+  if (err.type === 'charset.unsupported') return answer(400, 'BAD_REQUEST', 'Unsupported charset');
+  return answer(400, 'BAD_REQUEST', 'Request body could not be read');
 }
 
 /** ioredis gave up on a command: Redis is down or unreachable, which is a 503, not a bug. */

@@ -1,0 +1,162 @@
+import { Stack, TEST_API_KEY } from '../support/stack.js';
+
+/**
+ * One malformed request. `body` is sent as JSON; `raw` is sent as it is (for bodies that are
+ * not JSON). A header set to null is left out (x-api-key and content-type are sent by default).
+ */
+interface BadRequest {
+  name: string;
+  method: 'GET' | 'POST';
+  path: string;
+  body?: unknown;
+  raw?: string;
+  headers?: Record<string, string | null>;
+  status: number;
+  code: string;
+}
+
+const TEXT = '/api/v1/messages/text';
+const MEDIA = '/api/v1/messages/media';
+const TO = '4915123456789';
+const PDF = 'https://example.com/invoice.pdf';
+const UNKNOWN_ID = '6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11';
+
+const text = (fields: Record<string, unknown>) => ({ to: TO, text: 'hello', ...fields });
+const media = (fields: Record<string, unknown>) => ({ to: TO, mediaUrl: PDF, ...fields });
+
+// One row per line reads as a table; prettier would spread each row over nine lines.
+// prettier-ignore
+const BAD_REQUESTS: BadRequest[] = [
+  // The body as a whole
+  { name: 'invalid JSON', method: 'POST', path: TEXT, raw: '{"to": "4915', status: 400, code: 'BAD_REQUEST' },
+  { name: 'a JSON array as body', method: 'POST', path: TEXT, raw: '[]', status: 400, code: 'BAD_REQUEST' },
+  { name: 'an array of a valid send as body', method: 'POST', path: TEXT, body: [text({})], status: 400, code: 'BAD_REQUEST' },
+  { name: 'a JSON string as body', method: 'POST', path: TEXT, raw: '"hello"', status: 400, code: 'BAD_REQUEST' },
+  { name: 'a JSON number as body', method: 'POST', path: TEXT, raw: '42', status: 400, code: 'BAD_REQUEST' },
+  { name: 'a JSON null as body', method: 'POST', path: TEXT, raw: 'null', status: 400, code: 'BAD_REQUEST' },
+  { name: 'an empty body', method: 'POST', path: TEXT, raw: '', status: 400, code: 'BAD_REQUEST' },
+  { name: 'a text send as text/plain', method: 'POST', path: TEXT, raw: JSON.stringify(text({})), headers: { 'content-type': 'text/plain' }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'a text send as a form', method: 'POST', path: TEXT, raw: `to=${TO}&text=hello`, headers: { 'content-type': 'application/x-www-form-urlencoded' }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'a gzip content-encoding on a plain body', method: 'POST', path: TEXT, body: text({}), headers: { 'content-encoding': 'gzip' }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'a body over 1 MiB', method: 'POST', path: TEXT, body: text({ text: 'x'.repeat(1024 * 1024 + 1) }), status: 413, code: 'PAYLOAD_TOO_LARGE' },
+  { name: 'an unknown extra field', method: 'POST', path: TEXT, body: text({ priority: 'high' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'an unknown field named like an Object method', method: 'POST', path: TEXT, body: text({ toString: 1 }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a __proto__ key', method: 'POST', path: TEXT, raw: `{"to":"${TO}","text":"hi","__proto__":{"admin":true}}`, status: 400, code: 'BAD_REQUEST' },
+  { name: 'JSON nested 2000 levels deep', method: 'POST', path: TEXT, raw: `{"to":"${TO}","text":"hi","nested":${'['.repeat(2000)}${']'.repeat(2000)}}`, status: 400, code: 'BAD_REQUEST' },
+  { name: 'an unsupported content-encoding', method: 'POST', path: TEXT, body: text({}), headers: { 'content-encoding': 'compress' }, status: 400, code: 'BAD_REQUEST' },
+
+  // to
+  { name: 'missing to', method: 'POST', path: TEXT, body: { text: 'hello' }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'to as an empty string', method: 'POST', path: TEXT, body: text({ to: '' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'to of 6 digits', method: 'POST', path: TEXT, body: text({ to: '123456' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'to of 16 digits', method: 'POST', path: TEXT, body: text({ to: '1234567890123456' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'to with letters', method: 'POST', path: TEXT, body: text({ to: '+49 151 abc 6789' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'to as a number', method: 'POST', path: TEXT, body: text({ to: 4915123456789 }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'to as an array', method: 'POST', path: TEXT, body: text({ to: [TO] }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'to as an object', method: 'POST', path: TEXT, body: text({ to: { phone: TO } }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'to as null', method: 'POST', path: TEXT, body: text({ to: null }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a group id with a wrong suffix', method: 'POST', path: TEXT, body: text({ to: '120363012345678901@g.com' }), status: 400, code: 'BAD_REQUEST' },
+
+  // text
+  { name: 'missing text', method: 'POST', path: TEXT, body: { to: TO }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'empty text', method: 'POST', path: TEXT, body: text({ text: '' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'whitespace-only text', method: 'POST', path: TEXT, body: text({ text: ' \n\t ' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'text of 4097 characters', method: 'POST', path: TEXT, body: text({ text: 'x'.repeat(4097) }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'text as a number', method: 'POST', path: TEXT, body: text({ text: 42 }), status: 400, code: 'BAD_REQUEST' },
+
+  // media
+  { name: 'mediaUrl missing', method: 'POST', path: MEDIA, body: { to: TO }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'a relative mediaUrl', method: 'POST', path: MEDIA, body: media({ mediaUrl: '/files/invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'an ftp:// mediaUrl', method: 'POST', path: MEDIA, body: media({ mediaUrl: 'ftp://example.com/invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a javascript: mediaUrl', method: 'POST', path: MEDIA, body: media({ mediaUrl: 'javascript:alert(1)' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a file:///etc/passwd mediaUrl', method: 'POST', path: MEDIA, body: media({ mediaUrl: 'file:///etc/passwd' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'mediaUrl as a number', method: 'POST', path: MEDIA, body: media({ mediaUrl: 42 }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a caption of 1025 characters', method: 'POST', path: MEDIA, body: media({ caption: 'x'.repeat(1025) }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a filename with a slash', method: 'POST', path: MEDIA, body: media({ filename: '../invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a filename with a backslash', method: 'POST', path: MEDIA, body: media({ filename: '..\\invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },
+
+  // sessionId
+  { name: 'sessionId ../etc', method: 'POST', path: TEXT, body: text({ sessionId: '../etc' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'sessionId a/b', method: 'POST', path: TEXT, body: text({ sessionId: 'a/b' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'sessionId as an empty string', method: 'POST', path: TEXT, body: text({ sessionId: '' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'sessionId of 65 characters', method: 'POST', path: TEXT, body: text({ sessionId: 's'.repeat(65) }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'sessionId as a number', method: 'POST', path: TEXT, body: text({ sessionId: 1 }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'an unknown session in a text send', method: 'POST', path: TEXT, body: text({ sessionId: 'nosuch' }), status: 404, code: 'NOT_FOUND' },
+  { name: 'an unknown session in a media send', method: 'POST', path: MEDIA, body: media({ sessionId: 'nosuch' }), status: 404, code: 'NOT_FOUND' },
+
+  // headers
+  { name: 'a send without x-api-key', method: 'POST', path: TEXT, body: text({}), headers: { 'x-api-key': null }, status: 401, code: 'UNAUTHORIZED' },
+  { name: 'a send with a wrong x-api-key', method: 'POST', path: TEXT, body: text({}), headers: { 'x-api-key': `${TEST_API_KEY}x` }, status: 401, code: 'UNAUTHORIZED' },
+  { name: 'a send with an empty x-api-key', method: 'POST', path: TEXT, body: text({}), headers: { 'x-api-key': '' }, status: 401, code: 'UNAUTHORIZED' },
+  { name: 'a message read without x-api-key', method: 'GET', path: `/api/v1/messages/${UNKNOWN_ID}`, headers: { 'x-api-key': null }, status: 401, code: 'UNAUTHORIZED' },
+  { name: 'a session list with a wrong x-api-key', method: 'GET', path: '/api/v1/sessions', headers: { 'x-api-key': 'wrong' }, status: 401, code: 'UNAUTHORIZED' },
+  { name: 'an Idempotency-Key of 300 characters', method: 'POST', path: TEXT, body: text({}), headers: { 'idempotency-key': 'k'.repeat(300) }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'an Idempotency-Key with a space', method: 'POST', path: TEXT, body: text({}), headers: { 'idempotency-key': 'order 1042' }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'an empty Idempotency-Key', method: 'POST', path: MEDIA, body: media({}), headers: { 'idempotency-key': '' }, status: 400, code: 'BAD_REQUEST' },
+
+  // reads and routes
+  { name: 'a message id that is not a UUID', method: 'GET', path: '/api/v1/messages/not-a-uuid', status: 400, code: 'BAD_REQUEST' },
+  { name: 'an unknown message UUID', method: 'GET', path: `/api/v1/messages/${UNKNOWN_ID}`, status: 404, code: 'NOT_FOUND' },
+  { name: 'a message id with broken percent-encoding', method: 'GET', path: '/api/v1/messages/%E0%A4%A', status: 400, code: 'BAD_REQUEST' },
+  { name: 'a session status of ..%2Fetc', method: 'GET', path: '/api/v1/sessions/..%2Fetc/status', status: 400, code: 'BAD_REQUEST' },
+  { name: 'the status of an unknown session', method: 'GET', path: '/api/v1/sessions/nosuch/status', status: 404, code: 'NOT_FOUND' },
+  { name: 'an unknown route', method: 'GET', path: '/api/v1/nope', status: 404, code: 'NOT_FOUND' },
+  { name: 'a send to an unknown message type', method: 'POST', path: '/api/v1/messages/sticker', body: text({}), status: 404, code: 'NOT_FOUND' },
+];
+
+describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await Stack.start();
+    // With the worker alive, a bad request that slipped through would be accepted (and
+    // counted below) rather than refused with 503.
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  // Our own fetch rather than stack.call: rows need raw bodies and leaving headers out.
+  async function send(row: BadRequest): Promise<{ status: number; body: any }> {
+    const payload = row.raw ?? (row.body === undefined ? undefined : JSON.stringify(row.body));
+    const headers: Record<string, string> = { 'x-api-key': TEST_API_KEY };
+    if (payload !== undefined) headers['content-type'] = 'application/json';
+    for (const [name, value] of Object.entries(row.headers ?? {})) {
+      if (value === null) delete headers[name];
+      else headers[name] = value;
+    }
+    const response = await fetch(stack.url + row.path, {
+      method: row.method,
+      headers,
+      body: payload,
+    });
+    const text = await response.text();
+    let body: unknown = text;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      // not JSON: the envelope assertion below shows the text
+    }
+    return { status: response.status, body };
+  }
+
+  it.each(BAD_REQUESTS)('answers $status $code to $name', async (row) => {
+    const answer = await send(row);
+    expect({ status: answer.status, body: answer.body }).toMatchObject({
+      status: row.status,
+      body: { ok: false, error: { code: row.code, message: expect.any(String) } },
+    });
+  });
+
+  it('creates no message for any of the bad requests', async () => {
+    expect(await stack.redis.keys(`${stack.keys.root}:msg:*`)).toEqual([]);
+  });
+
+  // Proves the key pattern above would have seen a message had one been created.
+  it('counts a valid send under the same key pattern', async () => {
+    const answer = await stack.call('POST', TEXT, text({}));
+    expect(answer.status).toBe(202);
+    expect(await stack.redis.keys(`${stack.keys.root}:msg:*`)).toEqual([
+      stack.keys.message(answer.body.data.id),
+    ]);
+  });
+});
