@@ -11,7 +11,17 @@ async function bootstrap(): Promise<void> {
   });
   app.useLogger(app.get(Logger));
   app.enableShutdownHooks();
-  app.get(Logger).log('worker started', 'Worker');
+  const log = app.get(Logger);
+  // whatsapp-web.js has async listeners nobody awaits (e.g. re-injection after navigation);
+  // one of them rejecting must not take every other session down with the process.
+  process.on('unhandledRejection', (reason) =>
+    log.error(
+      { err: reason instanceof Error ? reason.message : String(reason) },
+      'unhandled rejection',
+      'Worker',
+    ),
+  );
+  log.log('worker started', 'Worker');
 }
 
 bootstrap().catch((err: unknown) => {

@@ -13,6 +13,8 @@ export function createRedis(url: string, options: { blocking?: boolean; name: st
     connectionName: options.name,
     maxRetriesPerRequest: options.blocking ? null : 2,
     connectTimeout: 5_000,
+    // Commands issued in the same tick share one write: far fewer syscalls under load.
+    enableAutoPipelining: !options.blocking,
     retryStrategy: (times) => Math.min(times * 200, 2_000),
   };
   const redis = new Redis(url, base);

@@ -1,0 +1,654 @@
+import { EventEmitter } from 'node:events';
+import { rm } from 'node:fs/promises';
+import { Logger } from '@nestjs/common';
+import wweb from 'whatsapp-web.js';
+import { AppError } from '@app/common';
+import type { ObservedSession, SessionStatus } from '@app/status-store';
+import {
+  chromiumNotFoundMessage,
+  findChromium,
+  removeStaleProfileLocks,
+  type ProfileLockCheck,
+} from './chromium.js';
+import {
+  EngineError,
+  toError,
+  type AckStatus,
+  type EngineEvents,
+  type OutgoingMedia,
+  type WhatsAppEngine,
+} from './engine.js';
+import { textFingerprint } from './fingerprint.js';
+import { sessionDir } from './session-paths.js';
+
+const { Client, LocalAuth, MessageMedia } = wweb;
+
+/** The options handed to whatsapp-web.js's Client (built fresh for every client). */
+export type WwebjsClientOptions = wweb.ClientOptions;
+
+/** The parts of a whatsapp-web.js Message this engine reads. */
+export interface WwebjsMessageLike {
+  id: { _serialized: string; fromMe?: boolean };
+  fromMe?: boolean;
+  from?: string;
+  body?: string;
+  /** Unix seconds. */
+  timestamp?: number;
+  ack?: number;
+  hasMedia?: boolean;
+  isStatus?: boolean;
+}
+
+export interface WwebjsChatLike {
+  fetchMessages(options: { limit?: number; fromMe?: boolean }): Promise<WwebjsMessageLike[]>;
+}
+
+export interface WwebjsBrowserLike {
+  on(event: 'disconnected', listener: () => void): unknown;
+  process?(): {
+    exitCode: number | null;
+    signalCode: NodeJS.Signals | null;
+    kill(signal?: NodeJS.Signals): boolean;
+  } | null;
+}
+
+/** The slice of whatsapp-web.js's Client the engine uses; tests script one of these. */
+export interface ClientLike extends EventEmitter {
+  info?: { wid?: { user?: string }; pushname?: string };
+  pupBrowser?: WwebjsBrowserLike | null;
+  initialize(): Promise<void>;
+  destroy(): Promise<void>;
+  logout(): Promise<void>;
+  sendMessage(
+    chatId: string,
+    content: string | wweb.MessageMedia,
+    options?: wweb.MessageSendOptions,
+  ): Promise<WwebjsMessageLike | undefined | null>;
+  getNumberId(number: string): Promise<{ _serialized: string } | null>;
+  getChatById(chatId: string): Promise<WwebjsChatLike | undefined>;
+  requestPairingCode(phoneNumber: string, showNotification?: boolean): Promise<string>;
+}
+
+export interface WwebjsEngineOptions {
+  /** WWEBJS_DATA_DIR; LocalAuth keeps the profile in `<dataDir>/session-<sessionId>`. */
+  dataDir: string;
+  /** PUPPETEER_EXECUTABLE_PATH; else Chromium is looked for on the PATH. */
+  executablePath?: string;
+  /** Restart when no new QR arrives for this long while the QR is shown. */
+  qrStallMs?: number;
+  /** Restart when `ready` does not follow `authenticated` within this long. */
+  readyTimeoutMs?: number;
+  /** Fail (with backoff) when a launched client shows no sign of life for this long. */
+  startTimeoutMs?: number;
+  /** First delay after a failure; doubles per consecutive failure up to backoffMaxMs. */
+  backoffBaseMs?: number;
+  backoffMaxMs?: number;
+  /** How long destroy()/logout() of a client may take before its Chromium is killed. */
+  destroyTimeoutMs?: number;
+  createClient?: (options: WwebjsClientOptions) => ClientLike;
+  findChromium?: (configured: string | undefined) => Promise<string | null>;
+  prepareProfile?: (profileDir: string) => Promise<ProfileLockCheck>;
+  /** Chromium's sandbox cannot run as root; defaults to process.getuid() === 0. */
+  runningAsRoot?: boolean;
+}
+
+export const WWEBJS_ENGINE_DEFAULTS = {
+  qrStallMs: 90_000,
+  readyTimeoutMs: 120_000,
+  startTimeoutMs: 180_000,
+  backoffBaseMs: 5_000,
+  backoffMaxMs: 300_000,
+  destroyTimeoutMs: 15_000,
+} as const;
+
+/** whatsapp-web.js MessageAck levels that move a sent message forward. */
+export function ackStatus(ack: number): AckStatus | null {
+  switch (ack) {
+    case 1: // ACK_SERVER
+      return 'sent';
+    case 2: // ACK_DEVICE
+      return 'delivered';
+    case 3: // ACK_READ
+    case 4: // ACK_PLAYED
+      return 'read';
+    default: // ACK_ERROR (-1), ACK_PENDING (0)
+      return null;
+  }
+}
+
+// sendSeen would mark the recipient's chat read (and broke sends in 1.34.x, "markedUnread");
+// waitUntilMsgSent returns only once WhatsApp took the message, not when it was queued locally.
+const SEND_OPTIONS: wweb.MessageSendOptions = { sendSeen: false, waitUntilMsgSent: true };
+const ACK_ERROR = -1;
+const FIND_LIMIT = 50;
+const FIND_SLACK_MS = 5_000;
+
+type Watchdog = 'start' | 'qr' | 'ready';
+
+/**
+ * The real engine: whatsapp-web.js driving a system Chromium. One client at a time; every
+ * failure destroys it (awaited, with a kill as the last resort) and restarts with capped
+ * exponential backoff until stop() or logout().
+ */
+export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsAppEngine {
+  readonly kind = 'wwebjs' as const;
+  private readonly log = new Logger(WwebjsEngine.name);
+  private readonly settings: Required<
+    Omit<WwebjsEngineOptions, 'dataDir' | 'executablePath' | 'runningAsRoot'>
+  > & { runningAsRoot: boolean };
+  private readonly profileDir: string;
+  private client?: ClientLike;
+  /** Bumped whenever the current client is given up; callbacks of older clients compare it. */
+  private attempt = 0;
+  private running = false;
+  private status: SessionStatus = 'STOPPED';
+  private consecutiveFailures = 0;
+  private pairing = false;
+  private pairingCode: string | null = null;
+  private restartTimer?: NodeJS.Timeout;
+  private readonly watchdogs = new Map<Watchdog, NodeJS.Timeout>();
+  private readonly pending = new Set<Promise<void>>();
+
+  constructor(
+    readonly sessionId: string,
+    private readonly options: WwebjsEngineOptions,
+  ) {
+    super();
+    this.profileDir = sessionDir(options.dataDir, sessionId);
+    this.settings = {
+      ...WWEBJS_ENGINE_DEFAULTS,
+      createClient: (clientOptions) => new Client(clientOptions),
+      findChromium: (configured) => findChromium({ configured }),
+      prepareProfile: (profileDir) => removeStaleProfileLocks(profileDir),
+      ...definedOnly(options),
+      runningAsRoot: options.runningAsRoot ?? process.getuid?.() === 0,
+    };
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    this.consecutiveFailures = 0;
+    this.launch();
+  }
+
+  async stop(): Promise<void> {
+    await this.shutDown();
+    this.setState({ status: 'STOPPED' });
+  }
+
+  async logout(): Promise<void> {
+    await this.shutDown(async (client) => {
+      // Tells WhatsApp to drop the linked device. Without a live page it cannot; the auth data
+      // is deleted below all the same and the phone lists the device until it expires.
+      await withTimeout(client.logout(), this.settings.destroyTimeoutMs).catch(() => undefined);
+    });
+    try {
+      await rm(this.profileDir, { recursive: true, force: true, maxRetries: 3 });
+    } finally {
+      this.setState({ status: 'STOPPED' });
+    }
+  }
+
+  /** Links by phone number instead of QR: WhatsApp shows a notification, the user types the code. */
+  async requestPairingCode(phone: string): Promise<string> {
+    const digits = phone.replace(/[\s()+-]/g, '');
+    if (!/^\d{7,15}$/.test(digits)) {
+      throw new AppError('BAD_REQUEST', 'phone must be 7-15 digits in international format');
+    }
+    const client = this.client;
+    if (!client || (this.status !== 'QR' && this.status !== 'PAIRING_CODE')) {
+      throw new AppError(
+        'CONFLICT',
+        `session ${this.sessionId} is not waiting to be linked (status ${this.status})`,
+      );
+    }
+    const attempt = this.attempt;
+    this.pairing = true;
+    this.clearWatchdog('qr');
+    let code: string;
+    try {
+      code = await client.requestPairingCode(digits, true);
+    } catch (thrown) {
+      if (attempt === this.attempt) this.pairing = false;
+      throw toError(thrown);
+    }
+    if (attempt === this.attempt) this.showPairingCode(code);
+    return code;
+  }
+
+  async sendText(chatId: string, text: string): Promise<string> {
+    return this.send(chatId, (client, target) => client.sendMessage(target, text, SEND_OPTIONS));
+  }
+
+  async sendMedia(chatId: string, media: OutgoingMedia): Promise<string> {
+    return this.send(chatId, (client, target) =>
+      client.sendMessage(
+        target,
+        new MessageMedia(media.mimetype, media.data.toString('base64'), media.filename),
+        { ...SEND_OPTIONS, caption: media.caption },
+      ),
+    );
+  }
+
+  async findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null> {
+    const client = this.readyClient();
+    try {
+      const target = await this.resolveChatId(client, chatId);
+      if (!target) return null;
+      const chat = await client.getChatById(target);
+      if (!chat) return null;
+      const messages = await chat.fetchMessages({ limit: FIND_LIMIT, fromMe: true });
+      const notBefore = since.getTime() - FIND_SLACK_MS;
+      const found = messages.find(
+        (msg) =>
+          (msg.timestamp ?? 0) * 1000 >= notBefore &&
+          // A send WhatsApp refused was not delivered: sending again is right.
+          msg.ack !== ACK_ERROR &&
+          messageFingerprints(msg).includes(fingerprint),
+      );
+      return found?.id._serialized ?? null;
+    } catch (thrown) {
+      if (thrown instanceof EngineError) throw thrown;
+      // Transient: answering "not found" here could send a message twice.
+      throw new EngineError(
+        'SEND_FAILED',
+        `could not look for an earlier send: ${toError(thrown).message}`,
+        false,
+      );
+    }
+  }
+
+  private launch(lastError?: string): void {
+    const attempt = ++this.attempt;
+    this.track(
+      this.runClient(attempt, lastError).catch((thrown) => this.recover(attempt, toError(thrown))),
+    );
+  }
+
+  private async runClient(attempt: number, lastError?: string): Promise<void> {
+    this.setState({ status: 'STARTING', lastError: lastError ?? null });
+    const configured = this.options.executablePath;
+    const executablePath = await this.settings.findChromium(configured);
+    if (attempt !== this.attempt) return;
+    if (!executablePath) {
+      // Retrying cannot make a binary appear; the session waits for a fix and a new start().
+      this.running = false;
+      this.setState({
+        status: 'FAILED',
+        lastError: chromiumNotFoundMessage(configured),
+        nextRetryAt: null,
+      });
+      return;
+    }
+    const lock = await this.settings.prepareProfile(this.profileDir);
+    if (attempt !== this.attempt) return;
+    if (lock.state === 'in-use') {
+      throw new Error(`the session's Chromium profile is in use by live process ${lock.pid}`);
+    }
+
+    const client = this.settings.createClient(this.clientOptions(executablePath));
+    this.client = client;
+    this.listen(client, attempt);
+    this.armWatchdog('start', this.settings.startTimeoutMs, attempt, () =>
+      this.recover(attempt, this.stalledError()),
+    );
+    try {
+      await client.initialize();
+    } catch (thrown) {
+      if (attempt === this.attempt) return this.recover(attempt, toError(thrown));
+      // Given up meanwhile; a browser launched after that destroy must not be left running.
+      return this.destroyClient(client);
+    }
+    if (attempt !== this.attempt) return this.destroyClient(client);
+    client.pupBrowser?.on('disconnected', () => {
+      void this.recover(attempt, new Error('Chromium disconnected (it crashed or was killed)'));
+    });
+  }
+
+  private clientOptions(executablePath: string): WwebjsClientOptions {
+    const args = [
+      '--disable-background-networking',
+      '--disable-dev-shm-usage',
+      '--no-first-run',
+      '--disable-gpu',
+    ];
+    if (this.settings.runningAsRoot) args.unshift('--no-sandbox');
+    // A new object every time: the Client merges its defaults into the options it is given.
+    return {
+      authStrategy: new LocalAuth({ clientId: this.sessionId, dataPath: this.options.dataDir }),
+      webVersionCache: { type: 'none' },
+      puppeteer: {
+        executablePath,
+        headless: true,
+        args,
+        // Nest's shutdown hooks close the browser; Puppeteer must not race them on signals.
+        handleSIGINT: false,
+        handleSIGTERM: false,
+        handleSIGHUP: false,
+      },
+    };
+  }
+
+  private listen(client: ClientLike, attempt: number): void {
+    const current = () => attempt === this.attempt && this.running;
+    const startStalled = () => void this.recover(attempt, this.stalledError());
+
+    client.on('qr', (qr: string) => {
+      // Once a pairing code was asked for, the QR WhatsApp Web keeps rotating is not shown.
+      if (!current() || this.pairing) return;
+      this.clearWatchdog('start');
+      this.armWatchdog('qr', this.settings.qrStallMs, attempt, () => {
+        if (this.status !== 'QR') return;
+        void this.restartNow(
+          attempt,
+          `the QR code stopped refreshing for ${seconds(this.settings.qrStallMs)}; restarted`,
+        );
+      });
+      this.setState({ status: 'QR', qr });
+    });
+
+    client.on('code', (code: string) => {
+      if (current()) this.showPairingCode(code);
+    });
+
+    client.on('authenticated', () => {
+      if (!current()) return;
+      this.clearWatchdog('start');
+      this.clearWatchdog('qr');
+      this.armWatchdog('ready', this.settings.readyTimeoutMs, attempt, () => {
+        void this.restartNow(
+          attempt,
+          `authenticated but not ready within ${seconds(this.settings.readyTimeoutMs)}; restarted`,
+        );
+      });
+      this.setState({ status: 'AUTHENTICATED' });
+    });
+
+    client.on('loading_screen', (percent: number | string) => {
+      // Offline-delivery progress can still tick after ready; flipping back to LOADING would
+      // pause sends until a `ready` that never comes.
+      if (!current() || this.status === 'READY') return;
+      if (!this.watchdogs.has('ready')) {
+        // Progress before authentication: the start watchdog now measures a stall, not a total.
+        this.armWatchdog('start', this.settings.startTimeoutMs, attempt, startStalled);
+      }
+      const loadingPercent = Number(percent);
+      this.setState({
+        status: 'LOADING',
+        loadingPercent: Number.isFinite(loadingPercent) ? loadingPercent : null,
+      });
+    });
+
+    client.on('ready', () => {
+      if (!current()) return;
+      this.clearWatchdog('start');
+      this.clearWatchdog('qr');
+      this.clearWatchdog('ready');
+      this.consecutiveFailures = 0;
+      this.pairing = false;
+      this.pairingCode = null;
+      this.setState({
+        status: 'READY',
+        phone: client.info?.wid?.user ?? null,
+        pushname: client.info?.pushname ?? null,
+      });
+    });
+
+    client.on('disconnected', (reason: unknown) => {
+      if (reason === 'LOGOUT') void this.unlinked(attempt);
+      else void this.recover(attempt, new Error(`WhatsApp Web disconnected (${String(reason)})`));
+    });
+
+    client.on('auth_failure', (message: unknown) => {
+      void this.recover(attempt, new Error(`authentication failed: ${String(message ?? '')}`));
+    });
+
+    client.on('message_ack', (msg: WwebjsMessageLike, ack: number) => {
+      if (attempt !== this.attempt || !(msg?.id?.fromMe ?? msg?.fromMe)) return;
+      const status = ackStatus(ack);
+      if (status) this.emit('ack', msg.id._serialized, status);
+    });
+
+    client.on('message', (msg: WwebjsMessageLike) => {
+      // Status updates of contacts arrive as messages from status@broadcast; they are not chats.
+      if (attempt !== this.attempt || msg.isStatus || msg.from === 'status@broadcast') return;
+      this.emit('message', {
+        engineMessageId: msg.id._serialized,
+        from: msg.from ?? '',
+        body: msg.body ?? '',
+        timestamp: new Date((msg.timestamp ?? 0) * 1000).toISOString(),
+      });
+    });
+  }
+
+  /** Gives up the current client after a failure and restarts it after a backoff delay. */
+  private async recover(attempt: number, error: Error): Promise<void> {
+    if (attempt !== this.attempt || !this.running) return;
+    const mine = await this.dropClient();
+    if (mine !== this.attempt || !this.running) return;
+    const delay = Math.min(
+      this.settings.backoffMaxMs,
+      this.settings.backoffBaseMs * 2 ** this.consecutiveFailures,
+    );
+    this.consecutiveFailures++;
+    this.setState({
+      status: 'FAILED',
+      lastError: error.message,
+      nextRetryAt: new Date(Date.now() + delay).toISOString(),
+    });
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (mine === this.attempt && this.running) this.launch(error.message);
+    }, delay);
+  }
+
+  /** Watchdog restarts: the browser works, WhatsApp Web got stuck; no backoff needed. */
+  private async restartNow(attempt: number, reason: string): Promise<void> {
+    if (attempt !== this.attempt || !this.running) return;
+    const mine = await this.dropClient();
+    if (mine === this.attempt && this.running) this.launch(reason);
+  }
+
+  /** The phone removed this linked device: its auth data is useless, so it is deleted. */
+  private async unlinked(attempt: number): Promise<void> {
+    if (attempt !== this.attempt || !this.running) return;
+    this.running = false;
+    this.setState({
+      status: 'DISCONNECTED',
+      lastError:
+        'the phone unlinked this device (WhatsApp > Linked devices); its auth data was ' +
+        'deleted, start the session again to link it with a new QR code',
+    });
+    await this.dropClient();
+    await rm(this.profileDir, { recursive: true, force: true, maxRetries: 3 }).catch((err: Error) =>
+      this.log.warn({ sessionId: this.sessionId, err: err.message }, 'auth data not deleted'),
+    );
+  }
+
+  /** Invalidates the current client and destroys it; returns the new attempt number. */
+  private async dropClient(): Promise<number> {
+    const mine = ++this.attempt;
+    this.clearTimers();
+    this.pairing = false;
+    this.pairingCode = null;
+    const client = this.client;
+    this.client = undefined;
+    if (client) await this.destroyClient(client);
+    return mine;
+  }
+
+  /** stop() and logout(): no client, no timers, no restart, and nothing left in flight. */
+  private async shutDown(before?: (client: ClientLike) => Promise<void>): Promise<void> {
+    const client = this.client;
+    this.running = false;
+    this.attempt++;
+    this.clearTimers();
+    this.client = undefined;
+    if (client) {
+      await before?.(client);
+      await this.destroyClient(client);
+    }
+    // A launch still inside initialize() ends once its browser is gone; wait, but not forever.
+    await withTimeout(Promise.allSettled([...this.pending]), this.settings.destroyTimeoutMs).catch(
+      () => undefined,
+    );
+  }
+
+  private destroyClient(client: ClientLike): Promise<void> {
+    return this.track(
+      (async () => {
+        const browser = safely(() => client.pupBrowser?.process?.() ?? null);
+        try {
+          await withTimeout(client.destroy(), this.settings.destroyTimeoutMs);
+        } catch (thrown) {
+          this.log.warn(
+            { sessionId: this.sessionId, err: toError(thrown).message },
+            'client destroy failed',
+          );
+        }
+        // Last resort so no Chromium outlives its session.
+        if (browser && browser.exitCode === null && browser.signalCode === null) {
+          browser.kill('SIGKILL');
+        }
+      })(),
+    );
+  }
+
+  private async send(
+    chatId: string,
+    sendTo: (client: ClientLike, target: string) => Promise<WwebjsMessageLike | undefined | null>,
+  ): Promise<string> {
+    const client = this.readyClient();
+    try {
+      const target = await this.resolveChatId(client, chatId);
+      if (!target) {
+        throw new EngineError(
+          'NOT_ON_WHATSAPP',
+          `${chatId.split('@')[0]} is not on WhatsApp`,
+          true,
+        );
+      }
+      const sent = await sendTo(client, target);
+      if (!sent?.id?._serialized) {
+        // It may still have gone out; the retry looks for it in the chat before resending.
+        throw new EngineError(
+          'SEND_FAILED',
+          'WhatsApp Web returned no message for the send',
+          false,
+        );
+      }
+      if (sent.ack === ACK_ERROR) {
+        throw new EngineError('SEND_FAILED', 'WhatsApp refused the message (ack error)', false);
+      }
+      return sent.id._serialized;
+    } catch (thrown) {
+      if (thrown instanceof EngineError) throw thrown;
+      throw new EngineError('SEND_FAILED', toError(thrown).message, false);
+    }
+  }
+
+  /**
+   * The chat to use for `chatId`: for a phone chat the id WhatsApp registered the number
+   * under (it can differ, e.g. Brazil's ninth digit), or null when it is not on WhatsApp.
+   */
+  private async resolveChatId(client: ClientLike, chatId: string): Promise<string | null> {
+    if (!chatId.endsWith('@c.us')) return chatId;
+    const numberId = await client.getNumberId(chatId);
+    return numberId ? numberId._serialized : null;
+  }
+
+  private readyClient(): ClientLike {
+    if (this.status !== 'READY' || !this.client) {
+      throw new EngineError(
+        'SEND_FAILED',
+        `session ${this.sessionId} is not ready (status ${this.status})`,
+        false,
+      );
+    }
+    return this.client;
+  }
+
+  private stalledError(): Error {
+    return new Error(
+      `WhatsApp Web made no progress for ${seconds(this.settings.startTimeoutMs)} while starting`,
+    );
+  }
+
+  private showPairingCode(code: string): void {
+    // The same code arrives both as requestPairingCode's answer and as a `code` event.
+    if (code === this.pairingCode && this.status === 'PAIRING_CODE') return;
+    this.pairing = true;
+    this.pairingCode = code;
+    this.clearWatchdog('start');
+    this.clearWatchdog('qr');
+    this.setState({ status: 'PAIRING_CODE', pairingCode: code });
+  }
+
+  private setState(state: ObservedSession): void {
+    this.status = state.status;
+    this.emit('state', state);
+  }
+
+  private armWatchdog(name: Watchdog, ms: number, attempt: number, fire: () => void): void {
+    this.clearWatchdog(name);
+    const timer = setTimeout(() => {
+      this.watchdogs.delete(name);
+      if (attempt === this.attempt && this.running) fire();
+    }, ms);
+    this.watchdogs.set(name, timer);
+  }
+
+  private clearWatchdog(name: Watchdog): void {
+    const timer = this.watchdogs.get(name);
+    if (timer) clearTimeout(timer);
+    this.watchdogs.delete(name);
+  }
+
+  private clearTimers(): void {
+    for (const name of [...this.watchdogs.keys()]) this.clearWatchdog(name);
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
+  }
+
+  private track(work: Promise<void>): Promise<void> {
+    this.pending.add(work);
+    void work.finally(() => this.pending.delete(work));
+    return work;
+  }
+}
+
+function messageFingerprints(msg: WwebjsMessageLike): string[] {
+  const fingerprints: string[] = [];
+  // whatsapp-web.js exposes WhatsApp's own base64 sha256 of the media as _data.filehash.
+  const filehash = (msg as { _data?: { filehash?: unknown } })._data?.filehash;
+  if (typeof filehash === 'string' && filehash) fingerprints.push(`media:${filehash}`);
+  if (!msg.hasMedia) fingerprints.push(textFingerprint(msg.body ?? ''));
+  return fingerprints;
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([work, expired]).finally(() => clearTimeout(timer));
+}
+
+function seconds(ms: number): string {
+  return `${Math.round(ms / 100) / 10}s`;
+}
+
+function safely<T>(read: () => T): T | null {
+  try {
+    return read();
+  } catch {
+    return null;
+  }
+}
+
+function definedOnly<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(
+    Object.entries(value).filter(([, entry]) => entry !== undefined),
+  ) as Partial<T>;
+}
