@@ -165,6 +165,18 @@ export class AppConfig {
   @Max(600_000)
   WORKER_HEARTBEAT_MS = 5000;
 
+  @toInt()
+  @IsInt()
+  @Min(1)
+  @Max(1000)
+  WORKER_MAX_SESSIONS = 50;
+
+  @toInt()
+  @IsInt()
+  @Min(1)
+  @Max(50)
+  SESSION_START_CONCURRENCY = 2;
+
   @toBool()
   @IsBoolean()
   LOG_MESSAGE_BODIES = false;
