@@ -10,3 +10,5 @@ export * from './session-state.js';
 export * from './session.repository.js';
 export * from './worker.repository.js';
 export * from './idempotency.repository.js';
+export * from './lease.repository.js';
+export * from './event.repository.js';

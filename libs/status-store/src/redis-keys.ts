@@ -50,6 +50,14 @@ export class RedisKeys {
   worker(workerId: string): string {
     return `${this.root}:worker:${workerId}`;
   }
+  /** The worker that owns (drives) a session, while its lease lasts. */
+  lease(sessionId: string): string {
+    return `${this.root}:lease:${sessionId}`;
+  }
+  /** Stream of incoming messages and acks, for webhooks and anything else that follows them. */
+  events(): string {
+    return `${this.root}:events`;
+  }
   /** Pub/sub channel on which session changes are announced. */
   sessionEvents(): string {
     return `${this.root}:events:sessions`;

@@ -10,7 +10,12 @@ export type SessionStatus =
   | 'FAILED'
   | 'STOPPED';
 
-export type DesiredState = 'running' | 'stopped';
+export type DesiredState = 'running' | 'stopped' | 'deleted';
+
+/** Commands the api records and the owning worker carries out, each a counter. */
+export type SessionCommand = 'restart' | 'logout' | 'pairing' | 'link';
+
+export type CommandGenerations = Record<SessionCommand, { requested: number; applied: number }>;
 
 export interface ObservedSession {
   status: SessionStatus;
@@ -27,6 +32,9 @@ export interface SessionView {
   id: string;
   desired: DesiredState;
   restartGeneration: number;
+  commands: CommandGenerations;
+  /** Phone number of the latest pairing-code request. */
+  pairingPhone: string | null;
   status: SessionStatus;
   qr: string | null;
   pairingCode: string | null;

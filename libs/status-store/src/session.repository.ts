@@ -2,7 +2,16 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
-import type { DesiredState, ObservedSession, SessionStatus, SessionView } from './session-state.js';
+import type {
+  CommandGenerations,
+  DesiredState,
+  ObservedSession,
+  SessionCommand,
+  SessionStatus,
+  SessionView,
+} from './session-state.js';
+
+const COMMANDS: SessionCommand[] = ['restart', 'logout', 'pairing', 'link'];
 
 // Fields that describe one observed state only; a new state clears those it does not set.
 const TRANSIENT_FIELDS = [
@@ -27,7 +36,6 @@ export class SessionRepository {
       .multi()
       .sadd(this.keys.sessions(), sessionId)
       .hsetnx(this.keys.session(sessionId), 'desired', 'running')
-      .hsetnx(this.keys.session(sessionId), 'restartGeneration', '0')
       .hsetnx(this.keys.session(sessionId), 'createdAt', now.toISOString())
       .hsetnx(this.keys.session(sessionId), 'status', 'STOPPED')
       .exec();
@@ -58,7 +66,48 @@ export class SessionRepository {
 
   async setDesired(sessionId: string, desired: DesiredState): Promise<void> {
     await this.redis.hset(this.keys.session(sessionId), 'desired', desired);
+    await this.announce(sessionId);
+  }
+
+  /** Records a command for the owner to carry out (now, or whenever it next reconciles). */
+  async request(
+    sessionId: string,
+    command: SessionCommand,
+    fields: Record<string, string> = {},
+  ): Promise<number> {
+    const key = this.keys.session(sessionId);
+    const results = await this.redis
+      .multi()
+      .hset(key, { ...fields, [`${command}Requested`]: new Date().toISOString() })
+      .hincrby(key, `${command}Generation`, 1)
+      .exec();
+    await this.announce(sessionId);
+    return Number(results?.[1]?.[1] ?? 0);
+  }
+
+  /** The owner has carried out a command up to `generation`. */
+  async markApplied(sessionId: string, command: SessionCommand, generation: number): Promise<void> {
+    await this.redis.hset(this.keys.session(sessionId), `${command}Applied`, String(generation));
+  }
+
+  /** Forgets a session entirely (its messages stay readable until they expire). */
+  async unregister(sessionId: string): Promise<void> {
+    await this.redis
+      .multi()
+      .srem(this.keys.sessions(), sessionId)
+      .del(this.keys.session(sessionId))
+      .exec();
+    await this.announce(sessionId);
+  }
+
+  /** Tells the workers (pub/sub) that a session's desired state or commands changed. */
+  async announce(sessionId: string): Promise<void> {
     await this.redis.publish(this.keys.sessionEvents(), sessionId);
+  }
+
+  /** The channel `announce` publishes on (subscribers need a connection of their own). */
+  get channel(): string {
+    return this.keys.sessionEvents();
   }
 
   /** Written by the owning worker whenever its engine changes state. */
@@ -103,6 +152,16 @@ function toView(id: string, hash: Record<string, string>): SessionView {
     id,
     desired: (hash.desired as DesiredState) ?? 'running',
     restartGeneration: Number(hash.restartGeneration ?? 0),
+    commands: Object.fromEntries(
+      COMMANDS.map((command) => [
+        command,
+        {
+          requested: Number(hash[`${command}Generation`] ?? 0),
+          applied: Number(hash[`${command}Applied`] ?? 0),
+        },
+      ]),
+    ) as CommandGenerations,
+    pairingPhone: text('pairingPhone'),
     status: (hash.status as SessionStatus) ?? 'STOPPED',
     qr: text('qr'),
     pairingCode: text('pairingCode'),

@@ -8,6 +8,8 @@ import { MessageRepository } from './message.repository.js';
 import { SessionRepository } from './session.repository.js';
 import { WorkerRepository } from './worker.repository.js';
 import { IdempotencyRepository } from './idempotency.repository.js';
+import { LeaseRepository } from './lease.repository.js';
+import { EventRepository } from './event.repository.js';
 
 /** Redis connection, key builder and the repositories in front of every Redis key. */
 @Global()
@@ -27,6 +29,8 @@ import { IdempotencyRepository } from './idempotency.repository.js';
     SessionRepository,
     WorkerRepository,
     IdempotencyRepository,
+    LeaseRepository,
+    EventRepository,
   ],
   exports: [
     REDIS,
@@ -35,6 +39,8 @@ import { IdempotencyRepository } from './idempotency.repository.js';
     SessionRepository,
     WorkerRepository,
     IdempotencyRepository,
+    LeaseRepository,
+    EventRepository,
   ],
 })
 export class StatusStoreModule implements OnApplicationShutdown {

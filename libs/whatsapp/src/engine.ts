@@ -44,6 +44,10 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
    * (DESIGN.md Sending 6): the answer to "did WhatsApp take it before we crashed?".
    */
   findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null>;
+  /** Links by phone number: resolves with the code the user types on the phone. */
+  requestPairingCode(phone: string): Promise<string>;
+  /** Sandbox only: link now, as if the QR had been scanned. */
+  link?(): Promise<void>;
 }
 
 /**

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { AppError } from '@app/common';
 import {
   EngineError,
   type EngineEvents,
@@ -22,6 +23,8 @@ export interface SandboxSend {
   chatId: string;
   fingerprint: string;
   at: Date;
+  /** performance.now() at the call, for measuring intervals without wall-clock steps. */
+  atMonotonic: number;
   media?: { mimetype: string; filename: string; size: number; caption?: string };
 }
 
@@ -61,6 +64,20 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     });
     if (this.options.linkDelayMs !== 'manual')
       this.later(this.options.linkDelayMs, () => void this.link());
+  }
+
+  /** Shows a made-up pairing code, then links as a scanned QR would (after the link delay). */
+  async requestPairingCode(phone: string): Promise<string> {
+    if (!/^\d{7,15}$/.test(phone.replace(/[\s()+-]/g, ''))) {
+      throw new AppError('BAD_REQUEST', 'phone must be 7-15 digits in international format');
+    }
+    if (!this.running || this.ready)
+      throw new AppError('CONFLICT', `session ${this.sessionId} is not waiting to be linked`);
+    const code = randomBytes(4).toString('hex').toUpperCase();
+    this.emit('state', { status: 'PAIRING_CODE', pairingCode: code });
+    if (this.options.linkDelayMs !== 'manual')
+      this.later(this.options.linkDelayMs, () => void this.link());
+    return code;
   }
 
   /** Links the session as if its QR had been scanned. */
@@ -125,7 +142,14 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
       );
     }
     const engineMessageId = `sandbox_${randomUUID()}`;
-    this.sends.push({ engineMessageId, chatId, fingerprint, at: new Date(), media });
+    this.sends.push({
+      engineMessageId,
+      chatId,
+      fingerprint,
+      at: new Date(),
+      atMonotonic: performance.now(),
+      media,
+    });
     const delay = this.options.ackDelayMs;
     this.later(0, () => this.emit('ack', engineMessageId, 'sent'));
     this.later(delay, () => this.emit('ack', engineMessageId, 'delivered'));

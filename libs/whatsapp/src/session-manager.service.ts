@@ -1,21 +1,41 @@
 import { EventEmitter } from 'node:events';
+import { readdir, rm } from 'node:fs/promises';
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import { isValidSessionId } from '@app/common';
 import { AppConfig } from '@app/config';
-import { MessageRepository, SessionRepository, type ObservedSession } from '@app/status-store';
-import type { WhatsAppEngine } from './engine.js';
+import {
+  EventRepository,
+  LeaseRepository,
+  MessageRepository,
+  SessionRepository,
+  createRedis,
+  type ObservedSession,
+  type SessionCommand,
+  type SessionStatus,
+  type SessionView,
+} from '@app/status-store';
+import { toError, type WhatsAppEngine } from './engine.js';
 import { EngineFactory } from './engine-factory.js';
+import { sessionDir } from './session-paths.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
 export interface SessionManagerEvents {
   /** The session's engine is READY and can take sends. */
   ready: [sessionId: string];
-  /** The session left READY (or stopped). */
+  /** The session left READY (or stopped, or is no longer ours). */
   unready: [sessionId: string];
 }
 
+/** How long a starting session holds a start slot before the next one may launch. */
+const START_SLOT_MS = 60_000;
+
 /**
- * Runs one engine per session this worker drives and mirrors what each engine reports into
- * Redis (observed state, acks). The send consumers follow its ready/unready events.
+ * Drives the sessions this worker owns. It reconciles each registered session's desired
+ * state and commands (recorded in Redis by the api) with its engine: on a pub/sub nudge, and
+ * on every heartbeat so a lost nudge costs seconds. Ownership is a lease in Redis: renewed
+ * with the heartbeat, and losing it stops the engine at once, so two workers never drive one
+ * session. Engine events become observed state, acks and stream events in Redis.
  */
 @Injectable()
 export class SessionManager
@@ -24,48 +44,44 @@ export class SessionManager
 {
   private readonly log = new Logger(SessionManager.name);
   private readonly engines = new Map<string, WhatsAppEngine>();
+  private readonly statuses = new Map<string, SessionStatus>();
   private readonly readySessions = new Set<string>();
+  private readonly startQueue: string[] = [];
+  private startsRunning = 0;
+  private subscriber?: Redis;
+  private timer?: NodeJS.Timeout;
+  private reconciling?: Promise<void>;
+  private reconcileAgain = false;
+  private stopped = false;
 
   constructor(
     private readonly config: AppConfig,
     private readonly factory: EngineFactory,
     private readonly sessions: SessionRepository,
     private readonly messages: MessageRepository,
-    @Inject(WORKER_ID) private readonly workerId: string,
+    private readonly leases: LeaseRepository,
+    private readonly events: EventRepository,
+    @Inject(WORKER_ID) readonly workerId: string,
   ) {
     super();
   }
 
-  /** Registers the default session on first boot and starts every registered session. */
+  /** Registers the default session and any linked session found on disk, then takes work. */
   async startAll(): Promise<void> {
     await this.sessions.register(this.config.DEFAULT_SESSION_ID);
-    for (const sessionId of await this.sessions.ids()) await this.start(sessionId);
-  }
-
-  async start(sessionId: string): Promise<WhatsAppEngine> {
-    const running = this.engines.get(sessionId);
-    if (running) return running;
-    const engine = this.factory.create(sessionId);
-    this.engines.set(sessionId, engine);
-    engine.on('state', (state) => void this.onState(sessionId, state));
-    engine.on('ack', (engineMessageId, status) => {
-      this.messages
-        .applyEngineAck(sessionId, engineMessageId, status)
-        .catch((err: Error) =>
-          this.log.warn({ sessionId, engineMessageId, err: err.message }, 'ack not recorded'),
-        );
+    // A Redis that lost its data must not make the worker forget phones linked on this disk.
+    for (const sessionId of await this.sessionsOnDisk()) {
+      if (await this.sessions.register(sessionId))
+        this.log.warn({ sessionId }, 'registered a session found on disk');
+    }
+    this.subscriber = createRedis(this.config.REDIS_URL, {
+      blocking: true,
+      name: 'session-events',
     });
-    await engine.start();
-    return engine;
-  }
-
-  async stop(sessionId: string): Promise<void> {
-    const engine = this.engines.get(sessionId);
-    if (!engine) return;
-    await engine.stop();
-    engine.removeAllListeners();
-    this.engines.delete(sessionId);
-    this.setReady(sessionId, false);
+    this.subscriber.on('message', () => this.reconcile());
+    await this.subscriber.subscribe(this.sessions.channel);
+    this.timer = setInterval(() => void this.tick(), this.config.WORKER_HEARTBEAT_MS);
+    await this.reconcile();
   }
 
   engine(sessionId: string): WhatsAppEngine | undefined {
@@ -76,24 +92,277 @@ export class SessionManager
     return this.readySessions.has(sessionId);
   }
 
+  status(sessionId: string): SessionStatus | undefined {
+    return this.statuses.get(sessionId);
+  }
+
   ownedSessionIds(): string[] {
     return [...this.engines.keys()];
   }
 
+  /** Stops every engine and hands the leases back so another worker can take over at once. */
   async onApplicationShutdown(): Promise<void> {
-    await Promise.all(this.ownedSessionIds().map((sessionId) => this.stop(sessionId)));
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
+    await this.reconciling?.catch(() => undefined);
+    await Promise.all(
+      this.ownedSessionIds().map(async (sessionId) => {
+        await this.stopEngine(sessionId);
+        await this.leases.release(sessionId, this.workerId).catch(() => undefined);
+      }),
+    );
   }
 
-  private async onState(sessionId: string, state: ObservedSession): Promise<void> {
+  /** Runs a reconciliation now (coalescing with one in progress). */
+  reconcile(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    if (this.reconciling) {
+      this.reconcileAgain = true;
+      return this.reconciling;
+    }
+    this.reconciling = (async () => {
+      do {
+        this.reconcileAgain = false;
+        try {
+          await this.reconcileOnce();
+        } catch (err) {
+          this.log.warn({ err: toError(err).message }, 'reconciliation failed; will retry');
+        }
+      } while (this.reconcileAgain && !this.stopped);
+    })().finally(() => (this.reconciling = undefined));
+    return this.reconciling;
+  }
+
+  private async tick(): Promise<void> {
+    try {
+      const lost = await this.leases.renew(this.ownedSessionIds(), this.workerId, this.leaseTtl());
+      for (const sessionId of lost) {
+        this.log.warn({ sessionId }, 'lost the lease of a session; stopping its engine');
+        await this.stopEngine(sessionId);
+      }
+    } catch (err) {
+      this.log.warn({ err: toError(err).message }, 'lease renewal failed');
+    }
+    await this.reconcile();
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    const registered = new Map(
+      (await this.sessions.list()).map((session) => [session.id, session]),
+    );
+    // Ours but unregistered behind our back (Redis flushed): stop driving it.
+    for (const sessionId of this.ownedSessionIds()) {
+      if (!registered.has(sessionId)) {
+        await this.stopEngine(sessionId);
+        await this.leases.release(sessionId, this.workerId);
+      }
+    }
+    const holders = await this.leases.holders([...registered.keys()]);
+    let owned = this.engines.size;
+    for (const [index, session] of [...registered.values()].entries()) {
+      if (this.stopped) return;
+      const holder = holders[index];
+      if (this.engines.has(session.id)) {
+        await this.reconcileOwned(session);
+        continue;
+      }
+      if (holder !== null && holder !== this.workerId) continue;
+      if (session.desired === 'running' && owned >= this.config.WORKER_MAX_SESSIONS) continue;
+      if (
+        holder === null &&
+        !(await this.leases.acquire(session.id, this.workerId, this.leaseTtl()))
+      )
+        continue;
+      if (session.desired === 'running') owned++;
+      await this.reconcileUnowned(session);
+    }
+  }
+
+  /** A session we hold the lease of but run no engine for. */
+  private async reconcileUnowned(session: SessionView): Promise<void> {
+    if (session.desired === 'deleted') return this.purge(session.id);
+    if (session.desired === 'stopped') {
+      await this.sessions.setObserved(session.id, { status: 'STOPPED' }, this.workerId);
+      await this.leases.release(session.id, this.workerId);
+      return;
+    }
+    // A logout asked for while nobody ran the session: the auth data goes before the start.
+    if (this.pending(session, 'logout')) {
+      await rm(sessionDir(this.config.WWEBJS_DATA_DIR, session.id), {
+        recursive: true,
+        force: true,
+      });
+      await this.sessions.markApplied(session.id, 'logout', session.commands.logout.requested);
+    }
+    // A fresh start is what a restart command asks for.
+    if (this.pending(session, 'restart')) {
+      await this.sessions.markApplied(session.id, 'restart', session.commands.restart.requested);
+    }
+    this.createEngine(session.id);
+  }
+
+  private async reconcileOwned(session: SessionView): Promise<void> {
+    const engine = this.engines.get(session.id)!;
+    if (session.desired === 'deleted') {
+      await this.stopEngine(session.id);
+      return this.purge(session.id);
+    }
+    if (session.desired === 'stopped') {
+      await this.stopEngine(session.id);
+      await this.leases.release(session.id, this.workerId);
+      return;
+    }
+    if (this.pending(session, 'logout')) {
+      this.log.log({ sessionId: session.id }, 'logging out');
+      await this.stopEngine(session.id, (e) => e.logout());
+      await this.sessions.markApplied(session.id, 'logout', session.commands.logout.requested);
+      await this.sessions.markApplied(session.id, 'restart', session.commands.restart.requested);
+      this.createEngine(session.id);
+      return;
+    }
+    if (this.pending(session, 'restart')) {
+      this.log.log({ sessionId: session.id }, 'reconnecting');
+      await this.stopEngine(session.id);
+      await this.sessions.markApplied(session.id, 'restart', session.commands.restart.requested);
+      this.createEngine(session.id);
+      return;
+    }
+    if (this.pending(session, 'pairing')) {
+      await this.sessions.markApplied(session.id, 'pairing', session.commands.pairing.requested);
+      try {
+        await engine.requestPairingCode(session.pairingPhone ?? '');
+      } catch (err) {
+        await this.sessions.setObserved(
+          session.id,
+          {
+            status: this.statuses.get(session.id) ?? 'STARTING',
+            lastError: `pairing code: ${toError(err).message}`,
+          },
+          this.workerId,
+        );
+      }
+    }
+    if (this.pending(session, 'link')) {
+      await this.sessions.markApplied(session.id, 'link', session.commands.link.requested);
+      await engine.link?.();
+    }
+  }
+
+  private pending(session: SessionView, command: SessionCommand): boolean {
+    return session.commands[command].requested > session.commands[command].applied;
+  }
+
+  /** Stops, deletes the auth data and unregisters a session marked for deletion. */
+  private async purge(sessionId: string): Promise<void> {
+    this.log.log({ sessionId }, 'deleting session');
+    await rm(sessionDir(this.config.WWEBJS_DATA_DIR, sessionId), { recursive: true, force: true });
+    await this.sessions.unregister(sessionId);
+    await this.leases.release(sessionId, this.workerId);
+  }
+
+  private createEngine(sessionId: string): void {
+    const engine = this.factory.create(sessionId);
+    this.engines.set(sessionId, engine);
+    engine.on('state', (state) => void this.onState(sessionId, engine, state));
+    engine.on(
+      'ack',
+      (engineMessageId, status) => void this.onAck(sessionId, engineMessageId, status),
+    );
+    engine.on('message', (message) => {
+      this.events
+        .append({ type: 'message', sessionId, ...message })
+        .catch((err) =>
+          this.log.warn({ sessionId, err: toError(err).message }, 'incoming message not recorded'),
+        );
+    });
+    this.startQueue.push(sessionId);
+    this.pumpStarts();
+  }
+
+  /** Starts queued engines, SESSION_START_CONCURRENCY at a time (one Chromium launch each). */
+  private pumpStarts(): void {
+    while (
+      this.startsRunning < this.config.SESSION_START_CONCURRENCY &&
+      this.startQueue.length > 0
+    ) {
+      const sessionId = this.startQueue.shift()!;
+      const engine = this.engines.get(sessionId);
+      if (!engine) continue;
+      this.startsRunning++;
+      void this.startEngine(sessionId, engine).finally(() => {
+        this.startsRunning--;
+        this.pumpStarts();
+      });
+    }
+  }
+
+  private async startEngine(sessionId: string, engine: WhatsAppEngine): Promise<void> {
+    try {
+      await engine.start();
+    } catch (err) {
+      await this.onState(sessionId, engine, { status: 'FAILED', lastError: toError(err).message });
+      return;
+    }
+    // The slot is held until the session got past STARTING (its Chromium is up), or a bound.
+    const deadline = Date.now() + START_SLOT_MS;
+    while (
+      this.engines.get(sessionId) === engine &&
+      this.statuses.get(sessionId) === 'STARTING' &&
+      Date.now() < deadline
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  private async stopEngine(
+    sessionId: string,
+    how: (engine: WhatsAppEngine) => Promise<void> = (e) => e.stop(),
+  ) {
+    const engine = this.engines.get(sessionId);
+    if (!engine) return;
+    this.engines.delete(sessionId);
+    this.setReady(sessionId, false);
+    try {
+      await how(engine);
+    } catch (err) {
+      this.log.warn({ sessionId, err: toError(err).message }, 'engine did not stop cleanly');
+    }
+    engine.removeAllListeners();
+    this.statuses.delete(sessionId);
+  }
+
+  private async onState(
+    sessionId: string,
+    engine: WhatsAppEngine,
+    state: ObservedSession,
+  ): Promise<void> {
+    // A replaced engine's late events (a STOPPED from the old one) must not overwrite the new one's.
+    if (this.engines.get(sessionId) !== engine && state.status !== 'STOPPED') return;
+    if (this.engines.get(sessionId) === engine) this.statuses.set(sessionId, state.status);
     this.log.log(
       { sessionId, status: state.status, lastError: state.lastError ?? undefined },
       'session state',
     );
-    this.setReady(sessionId, state.status === 'READY');
+    this.setReady(sessionId, this.engines.get(sessionId) === engine && state.status === 'READY');
     try {
       await this.sessions.setObserved(sessionId, state, this.workerId);
     } catch (err) {
-      this.log.warn({ sessionId, err: (err as Error).message }, 'session state not recorded');
+      this.log.warn({ sessionId, err: toError(err).message }, 'session state not recorded');
+    }
+  }
+
+  private async onAck(
+    sessionId: string,
+    engineMessageId: string,
+    status: 'sent' | 'delivered' | 'read',
+  ) {
+    try {
+      const messageId = await this.messages.applyEngineAck(sessionId, engineMessageId, status);
+      if (messageId) await this.events.append({ type: 'ack', sessionId, messageId, status });
+    } catch (err) {
+      this.log.warn({ sessionId, engineMessageId, err: toError(err).message }, 'ack not recorded');
     }
   }
 
@@ -102,5 +371,19 @@ export class SessionManager
     if (ready) this.readySessions.add(sessionId);
     else this.readySessions.delete(sessionId);
     this.emit(ready ? 'ready' : 'unready', sessionId);
+  }
+
+  private leaseTtl(): number {
+    return this.config.workerStaleAfterMs;
+  }
+
+  private async sessionsOnDisk(): Promise<string[]> {
+    const entries = await readdir(this.config.WWEBJS_DATA_DIR, { withFileTypes: true }).catch(
+      () => [],
+    );
+    return entries
+      .filter((entry) => entry.isDirectory() && entry.name.startsWith('session-'))
+      .map((entry) => entry.name.slice('session-'.length))
+      .filter(isValidSessionId);
   }
 }

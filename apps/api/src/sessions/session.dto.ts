@@ -25,6 +25,13 @@ export class SessionStatusDto {
   active: boolean;
   @ApiProperty({ example: true, description: 'A QR code is waiting to be scanned' })
   hasQr: boolean;
+  @ApiProperty({
+    nullable: true,
+    type: String,
+    example: null,
+    description: 'Set while status is PAIRING_CODE',
+  })
+  pairingCode: string | null;
   @ApiProperty({ nullable: true, type: String, example: '4915123456789' })
   phone: string | null;
   @ApiProperty({ nullable: true, type: String, example: 'Sales desk' })

@@ -1,9 +1,19 @@
 import { Injectable } from '@nestjs/common';
+import { setTimeout as sleep } from 'node:timers/promises';
+import QRCode from 'qrcode';
 import { AppError, assertSessionId } from '@app/common';
 import { AppConfig } from '@app/config';
 import { SessionRepository, type SessionView } from '@app/status-store';
 import type { SessionStatusDto } from './session.dto.js';
+import type { SessionCommandAcceptedDto } from './session-commands.dto.js';
 
+/** How long a pairing-code request waits for the owning worker to produce the code. */
+const PAIRING_WAIT_MS = 20_000;
+
+/**
+ * Sessions as the api sees them: it records desired state and commands in Redis; the worker
+ * that owns a session carries them out (DESIGN.md, Sessions). It never touches an engine.
+ */
 @Injectable()
 export class SessionsService {
   constructor(
@@ -12,19 +22,116 @@ export class SessionsService {
   ) {}
 
   async list(): Promise<SessionStatusDto[]> {
-    const [sessions, active] = await Promise.all([
-      this.sessions.list(),
-      this.sessions.getActive(this.config.DEFAULT_SESSION_ID),
-    ]);
-    return sessions.map((session) => toStatus(session, active));
+    const [sessions, active] = await Promise.all([this.sessions.list(), this.active()]);
+    return sessions
+      .filter((s) => s.desired !== 'deleted')
+      .map((session) => toStatus(session, active));
   }
 
   async status(sessionId: string): Promise<SessionStatusDto> {
+    return toStatus(await this.existing(sessionId), await this.active());
+  }
+
+  async create(sessionId: string): Promise<SessionStatusDto> {
+    assertSessionId(sessionId);
+    if (!(await this.sessions.register(sessionId)))
+      throw new AppError('CONFLICT', `Session ${sessionId} already exists`);
+    await this.sessions.announce(sessionId);
+    return this.status(sessionId);
+  }
+
+  async reconnect(sessionId: string): Promise<SessionCommandAcceptedDto> {
+    await this.existing(sessionId);
+    await this.sessions.request(sessionId, 'restart');
+    return accepted(sessionId, 'reconnect');
+  }
+
+  async logout(sessionId: string): Promise<SessionCommandAcceptedDto> {
+    await this.existing(sessionId);
+    await this.sessions.request(sessionId, 'logout');
+    return accepted(sessionId, 'logout');
+  }
+
+  async remove(sessionId: string): Promise<SessionCommandAcceptedDto> {
+    await this.existing(sessionId);
+    await this.sessions.setDesired(sessionId, 'deleted');
+    return accepted(sessionId, 'delete');
+  }
+
+  /** Sandbox only: links the session now, as a scanned QR would. */
+  async link(sessionId: string): Promise<SessionCommandAcceptedDto> {
+    if (this.config.WA_ENGINE !== 'sandbox')
+      throw new AppError('CONFLICT', 'Linking without a phone works with the sandbox engine only');
+    await this.existing(sessionId);
+    await this.sessions.request(sessionId, 'link');
+    return accepted(sessionId, 'link');
+  }
+
+  /** Asks the owning worker for a pairing code and waits for it to appear. */
+  async requestPairingCode(sessionId: string, phone: string): Promise<{ pairingCode: string }> {
+    const session = await this.existing(sessionId);
+    if (session.status === 'READY')
+      throw new AppError('CONFLICT', `Session ${sessionId} is already linked`);
+    const digits = phone.replace(/[\s()+-]/g, '');
+    const generation = await this.sessions.request(sessionId, 'pairing', { pairingPhone: digits });
+    const deadline = Date.now() + PAIRING_WAIT_MS;
+    while (Date.now() < deadline) {
+      await sleep(100);
+      const now = await this.sessions.get(sessionId);
+      if (!now) break;
+      if (now.commands.pairing.applied >= generation) {
+        if (now.pairingCode) return { pairingCode: now.pairingCode };
+        if (now.lastError?.startsWith('pairing code:'))
+          throw new AppError('CONFLICT', now.lastError);
+      }
+    }
+    throw new AppError(
+      'UNAVAILABLE',
+      `No worker produced a pairing code for ${sessionId} in time; is the session running?`,
+    );
+  }
+
+  /** The current QR as a PNG, for a person to scan. */
+  async qrPng(sessionId: string): Promise<Buffer> {
+    const session = await this.existing(sessionId);
+    if (!session.qr)
+      throw new AppError(
+        'NOT_FOUND',
+        `Session ${sessionId} has no QR code to scan (status ${session.status})`,
+      );
+    return QRCode.toBuffer(session.qr, {
+      type: 'png',
+      margin: 2,
+      width: 320,
+      errorCorrectionLevel: 'M',
+    });
+  }
+
+  async active(): Promise<string> {
+    return this.sessions.getActive(this.config.DEFAULT_SESSION_ID);
+  }
+
+  async setActive(sessionId: string): Promise<{ id: string }> {
+    await this.existing(sessionId);
+    await this.sessions.setActive(sessionId);
+    return { id: sessionId };
+  }
+
+  private async existing(sessionId: string): Promise<SessionView> {
     assertSessionId(sessionId);
     const session = await this.sessions.get(sessionId);
-    if (!session) throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
-    return toStatus(session, await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
+    if (!session || session.desired === 'deleted')
+      throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
+    return session;
   }
+}
+
+function accepted(id: string, command: string): SessionCommandAcceptedDto {
+  return {
+    id,
+    command,
+    message: 'The owning worker carries this out; follow GET /api/v1/sessions/{id}/status',
+  };
 }
 
 function toStatus(session: SessionView, activeId: string): SessionStatusDto {
@@ -46,6 +153,7 @@ function toStatus(session: SessionView, activeId: string): SessionStatusDto {
     desired,
     active: id === activeId,
     hasQr: Boolean(session.qr),
+    pairingCode: session.status === 'PAIRING_CODE' ? session.pairingCode : null,
     phone,
     pushname,
     loadingPercent,

@@ -32,7 +32,7 @@ const FINAL_OR_SENT = new Set(['sent', 'delivered', 'read']);
 @Injectable()
 export class SendService {
   private readonly log = new Logger(SendService.name);
-  /** When each session last called its engine to send (for SEND_MIN_INTERVAL_MS). */
+  /** When each session last called its engine (monotonic clock: immune to wall-clock steps). */
   private readonly lastSendAt = new Map<string, number>();
 
   constructor(
@@ -80,7 +80,7 @@ export class SendService {
       }
       await this.waitForInterval(sessionId);
       await this.messages.markSending(messageId, record.attempts + 1);
-      this.lastSendAt.set(sessionId, Date.now());
+      this.lastSendAt.set(sessionId, performance.now());
       const engineMessageId = await this.callEngine(engine, record, media);
       await this.messages.markSent(record, engineMessageId);
       this.log.log(
@@ -136,9 +136,9 @@ export class SendService {
     const last = this.lastSendAt.get(sessionId);
     if (last === undefined) return;
     // Timers may fire a millisecond early; loop until the interval has really passed.
-    for (let wait = last + this.config.SEND_MIN_INTERVAL_MS - Date.now(); wait > 0;) {
+    for (let wait = last + this.config.SEND_MIN_INTERVAL_MS - performance.now(); wait > 0;) {
       await sleep(wait);
-      wait = last + this.config.SEND_MIN_INTERVAL_MS - Date.now();
+      wait = last + this.config.SEND_MIN_INTERVAL_MS - performance.now();
     }
   }
 }

@@ -1,0 +1,60 @@
+import { ApiProperty } from '@nestjs/swagger';
+import { IsString, Matches } from 'class-validator';
+import { SESSION_ID_PATTERN } from '@app/common';
+
+const SESSION_ID_MESSAGE =
+  'id must be 1-64 letters, digits, _ or -, starting with a letter or digit';
+
+export class CreateSessionDto {
+  @ApiProperty({
+    example: 'sales',
+    pattern: SESSION_ID_PATTERN.source,
+    description: 'New session id; becomes a folder name',
+  })
+  @IsString()
+  @Matches(SESSION_ID_PATTERN, { message: SESSION_ID_MESSAGE })
+  id: string;
+}
+
+export class SetActiveSessionDto {
+  @ApiProperty({ example: 'sales', description: 'Session used when a send omits sessionId' })
+  @IsString()
+  @Matches(SESSION_ID_PATTERN, { message: SESSION_ID_MESSAGE })
+  id: string;
+}
+
+export class PairingCodeRequestDto {
+  @ApiProperty({
+    example: '+49 151 2345 6789',
+    description: 'The phone to link, in international format',
+  })
+  @IsString()
+  @Matches(/^\+?[\d\s()-]{7,24}$/, {
+    message: 'phone must be a phone number in international format',
+  })
+  phone: string;
+}
+
+export class PairingCodeDto {
+  @ApiProperty({
+    example: 'K7QX9M2A',
+    description: 'Type this on the phone: Linked devices → Link with phone number',
+  })
+  pairingCode: string;
+}
+
+export class ActiveSessionDto {
+  @ApiProperty({ example: 'main' })
+  id: string;
+}
+
+export class SessionCommandAcceptedDto {
+  @ApiProperty({ example: 'sales' })
+  id: string;
+  @ApiProperty({ example: 'reconnect', enum: ['create', 'reconnect', 'logout', 'delete'] })
+  command: string;
+  @ApiProperty({
+    example: 'The owning worker carries this out; follow GET /api/v1/sessions/{id}/status',
+  })
+  message: string;
+}

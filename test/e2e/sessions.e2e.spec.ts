@@ -1,0 +1,168 @@
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SessionManager } from '@app/whatsapp';
+import { eventually } from '../support/eventually.js';
+import { Stack } from '../support/stack.js';
+
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+describe('session lifecycle through the API (sandbox engine, manual linking)', () => {
+  let stack: Stack;
+  const status = async (id: string) =>
+    (await stack.call('GET', `/api/v1/sessions/${id}/status`)).body;
+  const waitFor = (id: string, wanted: string, timeoutMs = 10_000) =>
+    eventually(async () => {
+      const body = await status(id);
+      expect(body.data?.status, JSON.stringify(body)).toBe(wanted);
+      return body.data;
+    }, timeoutMs);
+
+  beforeAll(async () => {
+    stack = await Stack.start({ SANDBOX_LINK_DELAY_MS: 'manual' });
+  });
+  afterAll(() => stack.close());
+
+  it('creates a session, shows its QR as a PNG, links it, and refuses a duplicate', async () => {
+    const created = await stack.call('POST', '/api/v1/sessions', { id: 'sales' });
+    expect(created.status).toBe(201);
+    expect(created.body.data.id).toBe('sales');
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'sales' })).body.error.code).toBe(
+      'CONFLICT',
+    );
+
+    await waitFor('sales', 'QR');
+    const qr = await fetch(`${stack.url}/api/v1/sessions/sales/qr`, {
+      headers: { 'x-api-key': stack.env.API_KEY },
+    });
+    expect(qr.status).toBe(200);
+    expect(qr.headers.get('content-type')).toBe('image/png');
+    expect(Buffer.from(await qr.arrayBuffer()).subarray(0, 8)).toEqual(PNG_SIGNATURE);
+
+    expect((await stack.call('POST', '/api/v1/sessions/sales/link')).status).toBe(202);
+    const ready = await waitFor('sales', 'READY');
+    expect(ready).toMatchObject({ phone: '15550000000', hasQr: false, worker: expect.any(String) });
+    const noQr = await stack.call('GET', '/api/v1/sessions/sales/qr');
+    expect(noQr.status).toBe(404);
+    expect(noQr.body.error.message).toContain('READY');
+  });
+
+  it('reconnects: a new engine starts and comes back READY without a new scan', async () => {
+    const before = stack.sandbox('sales');
+    expect((await stack.call('POST', '/api/v1/sessions/sales/reconnect')).status).toBe(202);
+    await eventually(() => expect(stack.sandbox('sales')).not.toBe(before));
+    await waitFor('sales', 'READY');
+  });
+
+  it('logs out: the link is deleted and the session shows a new QR', async () => {
+    const marker = join(stack.env.WWEBJS_DATA_DIR, 'session-sales', 'sandbox-linked.json');
+    expect(existsSync(marker)).toBe(true);
+    expect((await stack.call('POST', '/api/v1/sessions/sales/logout')).status).toBe(202);
+    await waitFor('sales', 'QR');
+    expect(existsSync(marker)).toBe(false);
+  });
+
+  it('gives a pairing code for linking by phone number', async () => {
+    const answer = await stack.call('POST', '/api/v1/sessions/sales/pairing-code', {
+      phone: '+49 151 2345 6789',
+    });
+    expect(answer.status).toBe(200);
+    expect(answer.body.data.pairingCode).toMatch(/^[0-9A-F]{8}$/);
+    const shown = await waitFor('sales', 'PAIRING_CODE');
+    expect(shown.pairingCode).toBe(answer.body.data.pairingCode);
+    const bad = await stack.call('POST', '/api/v1/sessions/sales/pairing-code', {
+      phone: 'call me',
+    });
+    expect(bad.status).toBe(400);
+  });
+
+  it('switches the active session used by sends without sessionId', async () => {
+    expect((await stack.call('GET', '/api/v1/sessions/active')).body.data).toEqual({ id: 'main' });
+    expect((await stack.call('PUT', '/api/v1/sessions/active', { id: 'sales' })).body.data).toEqual(
+      { id: 'sales' },
+    );
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915123456789',
+      text: 'from sales',
+    });
+    expect(sent.body.data.sessionId).toBe('sales');
+    const list = (await stack.call('GET', '/api/v1/sessions')).body.data;
+    expect(list.find((s: { id: string }) => s.id === 'sales').active).toBe(true);
+    expect((await stack.call('PUT', '/api/v1/sessions/active', { id: 'nosuch' })).status).toBe(404);
+    await stack.call('PUT', '/api/v1/sessions/active', { id: 'main' });
+  });
+
+  it('deletes a session: stopped, its folder purged, unregistered', async () => {
+    expect((await stack.call('DELETE', '/api/v1/sessions/sales')).status).toBe(202);
+    expect((await stack.call('GET', '/api/v1/sessions/sales/status')).status).toBe(404);
+    await eventually(async () => {
+      expect(await stack.redis.sismember(stack.keys.sessions(), 'sales')).toBe(0);
+      expect(existsSync(join(stack.env.WWEBJS_DATA_DIR, 'session-sales'))).toBe(false);
+      expect(stack.worker!.get(SessionManager).ownedSessionIds()).not.toContain('sales');
+    });
+    const list = (await stack.call('GET', '/api/v1/sessions')).body.data.map(
+      (s: { id: string }) => s.id,
+    );
+    expect(list).not.toContain('sales');
+  });
+
+  it.each([
+    ['GET', '/api/v1/sessions/..%2Fetc/status'],
+    ['GET', '/api/v1/sessions/a%20b/qr'],
+    ['POST', '/api/v1/sessions/-x/logout'],
+    ['DELETE', '/api/v1/sessions/.hidden'],
+  ])(
+    'refuses the malformed session id in %s %s with 400 before it reaches Redis or disk',
+    async (method, path) => {
+      const answer = await stack.call(method, path);
+      expect(answer.status).toBe(400);
+      expect(answer.body.error.code).toBe('BAD_REQUEST');
+    },
+  );
+
+  it('refuses a path-traversal id on create, and no key or folder is made for it', async () => {
+    for (const id of ['../etc', 'a/b', '..', 'x'.repeat(65)]) {
+      expect((await stack.call('POST', '/api/v1/sessions', { id })).status).toBe(400);
+    }
+    const keys = await stack.redis.keys(`${stack.keys.root}*`);
+    expect(keys.filter((key) => key.includes('..') || key.includes('/'))).toEqual([]);
+    expect(existsSync(join(stack.env.WWEBJS_DATA_DIR, '..', 'session-..'))).toBe(false);
+  });
+});
+
+describe('commands and links survive worker restarts', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ SANDBOX_LINK_DELAY_MS: 'manual' });
+    await eventually(async () =>
+      expect((await stack.call('GET', '/api/v1/sessions/main/status')).body.data.status).toBe('QR'),
+    );
+    await stack.call('POST', '/api/v1/sessions/main/link');
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it('restores a linked session after a worker restart without a new scan', async () => {
+    await stack.stopWorker();
+    await stack.startWorker();
+    await stack.waitReady();
+  });
+
+  it('carries out a logout given while no worker ran', async () => {
+    await stack.stopWorker();
+    expect((await stack.call('POST', '/api/v1/sessions/main/logout')).status).toBe(202);
+    await stack.startWorker();
+    await eventually(async () =>
+      expect((await stack.call('GET', '/api/v1/sessions/main/status')).body.data.status).toBe('QR'),
+    );
+  });
+
+  it('registers a linked session found on disk but missing from Redis', async () => {
+    await stack.stopWorker();
+    await mkdir(join(stack.env.WWEBJS_DATA_DIR, 'session-found'), { recursive: true });
+    await stack.startWorker();
+    await eventually(async () =>
+      expect((await stack.call('GET', '/api/v1/sessions/found/status')).status).toBe(200),
+    );
+  });
+});
