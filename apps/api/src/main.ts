@@ -2,9 +2,11 @@ import 'reflect-metadata';
 import { Logger } from 'nestjs-pino';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
-import { AppConfig, ConfigError } from '@app/config';
+import { AppConfig, ConfigError, exitOnInvalidConfig } from '@app/config';
 import { ApiModule } from './api.module.js';
 import { configureApi } from './configure-api.js';
+
+exitOnInvalidConfig('api');
 
 async function bootstrap(): Promise<void> {
   const app = await NestFactory.create<NestExpressApplication>(ApiModule.forRoot(), {

@@ -1,8 +1,10 @@
 import 'reflect-metadata';
 import { Logger } from 'nestjs-pino';
 import { NestFactory } from '@nestjs/core';
-import { ConfigError } from '@app/config';
+import { ConfigError, exitOnInvalidConfig } from '@app/config';
 import { WorkerModule } from './worker.module.js';
+
+exitOnInvalidConfig('worker');
 
 async function bootstrap(): Promise<void> {
   const app = await NestFactory.createApplicationContext(WorkerModule.forRoot(), {

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFileSync } from 'node:fs';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AppError } from '@app/common';
 import {
@@ -29,6 +30,8 @@ export interface SandboxSend {
 }
 
 const LINK_MARKER = 'sandbox-linked.json';
+/** The sandbox's "chat history": one JSON line per accepted send. */
+const SEND_LOG = 'sandbox-sends.jsonl';
 
 /**
  * A WhatsApp stand-in: no phone, no browser. Shows a QR, links itself after a delay (or on
@@ -37,7 +40,7 @@ const LINK_MARKER = 'sandbox-linked.json';
  */
 export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAppEngine {
   readonly kind = 'sandbox' as const;
-  /** Every message this engine accepted, oldest first (also what findSentMessage searches). */
+  /** Every message this session accepted, oldest first, across restarts (its "chat history"). */
   readonly sends: SandboxSend[] = [];
   private readonly timers = new Set<NodeJS.Timeout>();
   private ready = false;
@@ -54,6 +57,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
   async start(): Promise<void> {
     this.running = true;
     this.emit('state', { status: 'STARTING' });
+    await this.loadSendLog();
     if (await this.isLinked()) {
       this.later(0, () => this.becomeReady());
       return;
@@ -142,19 +146,38 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
       );
     }
     const engineMessageId = `sandbox_${randomUUID()}`;
-    this.sends.push({
+    const send = {
       engineMessageId,
       chatId,
       fingerprint,
       at: new Date(),
       atMonotonic: performance.now(),
       media,
-    });
+    };
+    // Written before the send "succeeds", as WhatsApp's chat history would be: a worker that
+    // takes this session over after a crash finds it there (DESIGN.md Sending 6).
+    appendFileSync(this.sendLogPath(), JSON.stringify(send) + '\n');
+    this.sends.push(send);
     const delay = this.options.ackDelayMs;
     this.later(0, () => this.emit('ack', engineMessageId, 'sent'));
     this.later(delay, () => this.emit('ack', engineMessageId, 'delivered'));
     this.later(delay * 2, () => this.emit('ack', engineMessageId, 'read'));
     return engineMessageId;
+  }
+
+  private sendLogPath(): string {
+    return join(this.options.sessionDir, SEND_LOG);
+  }
+
+  private async loadSendLog(): Promise<void> {
+    await mkdir(this.options.sessionDir, { recursive: true });
+    const text = await readFile(this.sendLogPath(), 'utf8').catch(() => '');
+    this.sends.length = 0;
+    for (const line of text.split('\n')) {
+      if (!line.trim()) continue;
+      const send = JSON.parse(line) as SandboxSend & { at: string };
+      this.sends.push({ ...send, at: new Date(send.at), atMonotonic: Number.NaN });
+    }
   }
 
   private becomeReady(): void {

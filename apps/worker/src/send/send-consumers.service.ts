@@ -91,6 +91,10 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
         ...this.bullOptions,
         connection: this.connection,
         concurrency: 1,
+        // A job whose worker died is handed to the next owner after at most ~2 x 15 s.
+        lockDuration: 15_000,
+        stalledInterval: 15_000,
+        maxStalledCount: 2,
         autorun: false,
       },
     );
