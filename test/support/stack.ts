@@ -13,6 +13,7 @@ import { SandboxEngine, SessionManager } from '@app/whatsapp';
 import { ApiModule } from '../../apps/api/src/api.module.js';
 import { configureApi } from '../../apps/api/src/configure-api.js';
 import { WorkerModule } from '../../apps/worker/src/worker.module.js';
+import { WorkerHttpServer } from '../../apps/worker/src/health/worker-http.server.js';
 import { eventually } from './eventually.js';
 
 export const TEST_API_KEY = 'test-api-key-0123456789';
@@ -59,6 +60,7 @@ export class Stack {
       SEND_MIN_INTERVAL_MS: '0',
       SEND_BACKOFF_MS: '50',
       WORKER_HEARTBEAT_MS: '500',
+      WORKER_HEALTH_PORT: '0',
       ...env,
     });
     await stack.startApi();
@@ -83,6 +85,13 @@ export class Stack {
       { logger: false, abortOnError: false },
     );
     this.worker.enableShutdownHooks();
+  }
+
+  /** Base URL of the worker's own health and metrics port (it binds a free port in tests). */
+  get workerUrl(): string {
+    const port = this.worker?.get(WorkerHttpServer).port;
+    if (!port) throw new Error('no worker running');
+    return `http://127.0.0.1:${port}`;
   }
 
   async stopWorker(): Promise<void> {
@@ -129,13 +138,14 @@ export class Stack {
     return { status: response.status, headers: response.headers, body: parsed as T };
   }
 
-  /** Polls a message until its status is `status` (or fails with the last record seen). */
-  async waitForStatus(messageId: string, status: string, timeoutMs = 10_000) {
+  /** Polls a message until its status is `status` (or one of them); fails with the last record seen. */
+  async waitForStatus(messageId: string, status: string | string[], timeoutMs = 10_000) {
+    const wanted = Array.isArray(status) ? status : [status];
     return eventually(async () => {
       const answer = await this.call('GET', `/api/v1/messages/${messageId}`);
-      if (answer.body?.data?.status !== status) {
+      if (!wanted.includes(answer.body?.data?.status)) {
         throw new Error(
-          `message ${messageId} is ${JSON.stringify(answer.body?.data)} not ${status}`,
+          `message ${messageId} is ${JSON.stringify(answer.body?.data)} not ${wanted.join('/')}`,
         );
       }
       return answer.body.data;

@@ -1,15 +1,22 @@
 import { DynamicModule, Module, type OnApplicationBootstrap } from '@nestjs/common';
 import { APP_FILTER, APP_INTERCEPTOR } from '@nestjs/core';
+import { TerminusModule } from '@nestjs/terminus';
 import { LoggerModule } from 'nestjs-pino';
 import { AppExceptionFilter, EnvelopeInterceptor, loggerParams } from '@app/common';
 import { AppConfig, AppConfigModule, type AppConfigOptions } from '@app/config';
 import { QueueModule } from '@app/queue';
 import { SessionRepository, StatusStoreModule } from '@app/status-store';
+import { AdminModule } from './admin/admin.module.js';
 import { ApiKeyGuard } from './auth/api-key.guard.js';
+import { HealthController } from './health/health.controller.js';
+import { HealthService } from './health/health.service.js';
 import { MessagesController } from './messages/messages.controller.js';
 import { MessagesService } from './messages/messages.service.js';
+import { ApiMetricsModule } from './metrics/metrics.module.js';
 import { SessionsController } from './sessions/sessions.controller.js';
 import { SessionsService } from './sessions/sessions.service.js';
+import { WorkersController } from './workers/workers.controller.js';
+import { WorkersService } from './workers/workers.service.js';
 
 /**
  * The public HTTP api: validates and accepts sends, reads statuses. Stateless; holds no
@@ -34,12 +41,17 @@ export class ApiModule implements OnApplicationBootstrap {
         }),
         StatusStoreModule,
         QueueModule,
+        TerminusModule,
+        ApiMetricsModule,
+        AdminModule.forRoot(config),
       ],
-      controllers: [MessagesController, SessionsController],
+      controllers: [MessagesController, SessionsController, WorkersController, HealthController],
       providers: [
         ApiKeyGuard,
         MessagesService,
         SessionsService,
+        WorkersService,
+        HealthService,
         { provide: APP_INTERCEPTOR, useClass: EnvelopeInterceptor },
         { provide: APP_FILTER, useClass: AppExceptionFilter },
       ],

@@ -2,6 +2,8 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { createValidationPipe } from '@app/common';
 import { AppConfig } from '@app/config';
+import { ADMIN_SECURITY } from './admin/admin-auth.decorator.js';
+import { configureAdmin } from './admin/configure-admin.js';
 
 /** Everything main.ts sets on the app, shared with the tests so they run what production runs. */
 export function configureApi(app: NestExpressApplication): void {
@@ -14,6 +16,7 @@ export function configureApi(app: NestExpressApplication): void {
   if (config.CORS_ORIGINS) {
     app.enableCors({ origin: config.CORS_ORIGINS.split(',').map((origin) => origin.trim()) });
   }
+  configureAdmin(app);
 
   const document = SwaggerModule.createDocument(
     app,
@@ -25,6 +28,7 @@ export function configureApi(app: NestExpressApplication): void {
       )
       .setVersion('1')
       .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
+      .addBasicAuth({ type: 'http', scheme: 'basic' }, ADMIN_SECURITY)
       .build(),
   );
   SwaggerModule.setup('docs', app, document, {

@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { Logger } from 'nestjs-pino';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
+import { armShutdownDeadline } from '@app/common';
 import { AppConfig, ConfigError, exitOnInvalidConfig } from '@app/config';
 import { ApiModule } from './api.module.js';
 import { configureApi } from './configure-api.js';
@@ -17,6 +18,9 @@ async function bootstrap(): Promise<void> {
   app.useLogger(app.get(Logger));
   configureApi(app);
   const config = app.get(AppConfig);
+  armShutdownDeadline(config.SHUTDOWN_TIMEOUT_MS, () =>
+    app.get(Logger).error('shutdown took longer than SHUTDOWN_TIMEOUT_MS; exiting anyway', 'Api'),
+  );
   await app.listen(config.PORT);
   app.get(Logger).log(`api listening on :${config.PORT} (docs at /docs)`, 'Api');
 }

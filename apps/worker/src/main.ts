@@ -1,7 +1,8 @@
 import 'reflect-metadata';
 import { Logger } from 'nestjs-pino';
 import { NestFactory } from '@nestjs/core';
-import { ConfigError, exitOnInvalidConfig } from '@app/config';
+import { armShutdownDeadline } from '@app/common';
+import { AppConfig, ConfigError, exitOnInvalidConfig } from '@app/config';
 import { WorkerModule } from './worker.module.js';
 
 exitOnInvalidConfig('worker');
@@ -14,6 +15,9 @@ async function bootstrap(): Promise<void> {
   app.useLogger(app.get(Logger));
   app.enableShutdownHooks();
   const log = app.get(Logger);
+  armShutdownDeadline(app.get(AppConfig).SHUTDOWN_TIMEOUT_MS, () =>
+    log.error('shutdown took longer than SHUTDOWN_TIMEOUT_MS; exiting anyway', 'Worker'),
+  );
   // whatsapp-web.js has async listeners nobody awaits (e.g. re-injection after navigation);
   // one of them rejecting must not take every other session down with the process.
   process.on('unhandledRejection', (reason) =>

@@ -1,4 +1,5 @@
 import { DynamicModule, Module } from '@nestjs/common';
+import { TerminusModule } from '@nestjs/terminus';
 import { LoggerModule } from 'nestjs-pino';
 import { loggerParams } from '@app/common';
 import { AppConfig, AppConfigModule, type AppConfigOptions } from '@app/config';
@@ -6,13 +7,17 @@ import { StatusStoreModule } from '@app/status-store';
 import { QueueModule } from '@app/queue';
 import { WhatsAppModule } from '@app/whatsapp';
 import { HeartbeatService } from './health/heartbeat.service.js';
+import { WorkerHealth } from './health/worker-health.service.js';
+import { WorkerHttpServer } from './health/worker-http.server.js';
+import { WorkerMetricsModule } from './metrics/worker-metrics.module.js';
 import { ExpirySweeper } from './send/expiry-sweeper.service.js';
 import { SendConsumers } from './send/send-consumers.service.js';
 import { SendService } from './send/send.service.js';
 
 /**
  * The worker: drives the WhatsApp engines of its sessions, consumes their send queues and
- * publishes its heartbeat. It serves no public API.
+ * publishes its heartbeat. It serves no public API: only its own small health and metrics
+ * port (WorkerHttpServer).
  */
 @Module({})
 export class WorkerModule {
@@ -29,8 +34,17 @@ export class WorkerModule {
         StatusStoreModule,
         QueueModule,
         WhatsAppModule,
+        TerminusModule,
+        WorkerMetricsModule,
       ],
-      providers: [HeartbeatService, SendService, SendConsumers, ExpirySweeper],
+      providers: [
+        HeartbeatService,
+        SendService,
+        SendConsumers,
+        ExpirySweeper,
+        WorkerHealth,
+        WorkerHttpServer,
+      ],
     };
   }
 }

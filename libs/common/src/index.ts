@@ -6,3 +6,4 @@ export * from './app-exception.filter.js';
 export * from './validation.js';
 export * from './chat-id.js';
 export * from './logging.js';
+export * from './shutdown-deadline.js';

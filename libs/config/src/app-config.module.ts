@@ -1,5 +1,7 @@
 import { DynamicModule, Global, Module } from '@nestjs/common';
 import { ConfigModule } from '@nestjs/config';
+import { existsSync, readFileSync } from 'node:fs';
+import { parseEnv } from 'node:util';
 import { AppConfig } from './app-config.js';
 import { parseConfig } from './parse-config.js';
 
@@ -36,4 +38,16 @@ export class AppConfigModule {
       exports: [AppConfig],
     };
   }
+}
+
+/**
+ * The AppConfig that AppConfigModule.forRoot(options) provides, available before Nest builds
+ * the module graph: for routes mounted or not depending on config (the admin pages). Reads
+ * .env below process.env, as ConfigModule does.
+ */
+export function loadAppConfig(options: AppConfigOptions = {}): AppConfig {
+  const readEnvFile = options.readEnvFile ?? true;
+  if (!readEnvFile && options.overrides) return parseConfig(options.overrides);
+  const fileEnv = readEnvFile && existsSync('.env') ? parseEnv(readFileSync('.env', 'utf8')) : {};
+  return parseConfig({ ...fileEnv, ...process.env, ...options.overrides });
 }

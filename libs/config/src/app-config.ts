@@ -79,6 +79,34 @@ export class AppConfig {
   @MinLength(8)
   WORKER_TOKEN?: string;
 
+  /** The worker's own HTTP port (/health/*, /metrics); 0 picks a free port (tests). */
+  @toInt()
+  @IsInt()
+  @Min(0)
+  @Max(65535)
+  WORKER_HEALTH_PORT = 3001;
+
+  /** Bearer token for /metrics on both processes; unset = the api's /metrics is open. */
+  @emptyAsUnset()
+  @IsOptional()
+  @IsString()
+  @MinLength(8)
+  METRICS_TOKEN?: string;
+
+  /** The worker is not ready after its event loop lagged more than this since the last check. */
+  @toInt()
+  @IsInt()
+  @Min(10)
+  @Max(60_000)
+  WORKER_MAX_EVENT_LOOP_LAG_MS = 1000;
+
+  /** An engine in STARTING for longer than this counts as stuck (the worker is not ready). */
+  @toInt()
+  @IsInt()
+  @Min(100)
+  @Max(3_600_000)
+  WORKER_STUCK_STARTING_MS = 300_000;
+
   @IsString()
   @MinLength(1)
   ADMIN_USERNAME = 'admin';
@@ -176,6 +204,12 @@ export class AppConfig {
   @Min(1)
   @Max(50)
   SESSION_START_CONCURRENCY = 2;
+
+  @toInt()
+  @IsInt()
+  @Min(1000)
+  @Max(600_000)
+  SHUTDOWN_TIMEOUT_MS = 30_000;
 
   @toBool()
   @IsBoolean()

@@ -9,6 +9,8 @@ export interface WorkerInfo {
   pid: number;
   version: string;
   startedAt: string;
+  /** Sessions this worker drives, as of its last beat. */
+  sessions: string[];
 }
 
 export interface LiveWorker extends WorkerInfo {
@@ -27,7 +29,11 @@ export class WorkerRepository {
     await this.redis
       .multi()
       .zadd(this.keys.workers(), now, info.id)
-      .hset(this.keys.worker(info.id), { ...info, pid: String(info.pid) })
+      .hset(this.keys.worker(info.id), {
+        ...info,
+        pid: String(info.pid),
+        sessions: JSON.stringify(info.sessions),
+      })
       .pexpire(this.keys.worker(info.id), ttlMs)
       // Forget workers dead for long, so the set does not grow with every restart.
       .zremrangebyscore(this.keys.workers(), '-inf', now - 24 * 3600_000)
@@ -40,6 +46,11 @@ export class WorkerRepository {
       .zrem(this.keys.workers(), workerId)
       .del(this.keys.worker(workerId))
       .exec();
+  }
+
+  /** Redis answers (the readiness probes of both processes). */
+  async ping(): Promise<void> {
+    await this.redis.ping();
   }
 
   async countLive(staleAfterMs: number, now = Date.now()): Promise<number> {
@@ -62,9 +73,19 @@ export class WorkerRepository {
         pid: Number(hash.pid ?? 0),
         version: hash.version ?? '',
         startedAt: hash.startedAt ?? '',
+        sessions: parseSessions(hash.sessions),
         lastBeatAt: new Date(Number(entries[i + 1])).toISOString(),
       });
     }
     return workers;
+  }
+}
+
+function parseSessions(raw: string | undefined): string[] {
+  try {
+    const parsed: unknown = JSON.parse(raw ?? '[]');
+    return Array.isArray(parsed) ? parsed.filter((id) => typeof id === 'string') : [];
+  } catch {
+    return [];
   }
 }

@@ -8,18 +8,22 @@ import {
 import { hostname } from 'node:os';
 import { AppConfig } from '@app/config';
 import { WorkerRepository, type WorkerInfo } from '@app/status-store';
-import { WORKER_ID } from '@app/whatsapp';
+import { SessionManager, WORKER_ID } from '@app/whatsapp';
 
-/** Publishes this worker's heartbeat so the api knows a worker is alive before accepting sends. */
+/**
+ * Publishes this worker's heartbeat (with the sessions it drives) so the api knows a worker
+ * is alive before accepting sends, and can list workers.
+ */
 @Injectable()
 export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly log = new Logger(HeartbeatService.name);
   private timer?: NodeJS.Timeout;
-  private readonly info: WorkerInfo;
+  private readonly info: Omit<WorkerInfo, 'sessions'>;
 
   constructor(
     private readonly config: AppConfig,
     private readonly workers: WorkerRepository,
+    private readonly sessions: SessionManager,
     @Inject(WORKER_ID) workerId: string,
   ) {
     this.info = {
@@ -43,7 +47,10 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
 
   private async beat(): Promise<void> {
     try {
-      await this.workers.beat(this.info, this.config.workerStaleAfterMs);
+      await this.workers.beat(
+        { ...this.info, sessions: this.sessions.ownedSessionIds() },
+        this.config.workerStaleAfterMs,
+      );
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'heartbeat not written');
     }

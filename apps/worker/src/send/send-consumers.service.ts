@@ -129,6 +129,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
     const attempt = {
       number: job.attemptsMade + 1,
       max: job.opts.attempts ?? this.config.SEND_ATTEMPTS,
+      requestId: job.data.requestId,
     };
     try {
       const outcome = await this.sender.send(sessionId, job.data.messageId, attempt);

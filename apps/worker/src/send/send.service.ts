@@ -12,11 +12,14 @@ import {
   type OutgoingMedia,
   type WhatsAppEngine,
 } from '@app/whatsapp';
+import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 
 export interface SendAttempt {
   /** 1 for the first try. */
   number: number;
   max: number;
+  /** The id of the api request that queued the message, carried into the worker's log lines. */
+  requestId?: string;
 }
 
 export type SendOutcome =
@@ -40,6 +43,7 @@ export class SendService {
     private readonly messages: MessageRepository,
     private readonly sessions: SessionManager,
     private readonly media: MediaFetcher,
+    private readonly metrics: WorkerMetrics,
   ) {}
 
   async send(sessionId: string, messageId: string, attempt: SendAttempt): Promise<SendOutcome> {
@@ -55,6 +59,7 @@ export class SendService {
         code: 'EXPIRED',
         message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`,
       });
+      this.metrics.sendFailed(sessionId, 'EXPIRED', true);
       return 'expired';
     }
     const engine = this.sessions.engine(sessionId);
@@ -75,20 +80,27 @@ export class SendService {
             'found an interrupted send in the chat; not sending again',
           );
           await this.messages.markSent(record, found);
+          this.metrics.messageRecovered(sessionId);
           return 'recovered';
         }
       }
       await this.waitForInterval(sessionId);
       await this.messages.markSending(messageId, record.attempts + 1);
-      this.lastSendAt.set(sessionId, performance.now());
-      const engineMessageId = await this.callEngine(engine, record, media);
+      const endSend = this.metrics.startSend(sessionId, record.createdAt);
+      // Measured from the end of this call: a pause (GC, load) between taking the time and
+      // calling the engine can then only widen the gap, never shrink it below the interval.
+      const engineMessageId = await this.callEngine(engine, record, media).finally(() =>
+        this.lastSendAt.set(sessionId, performance.now()),
+      );
       await this.messages.markSent(record, engineMessageId);
+      endSend();
       this.log.log(
         {
           sessionId,
           messageId,
           engineMessageId,
           attempt: attempt.number,
+          requestId: attempt.requestId,
           ...(this.config.LOG_MESSAGE_BODIES ? { text: record.text } : {}),
         },
         'message sent',
@@ -102,14 +114,30 @@ export class SendService {
       const error = { code: err.code, message: err.message };
       if (err.permanent || attempt.number >= attempt.max) {
         await this.messages.markFailed(messageId, error);
+        this.metrics.sendFailed(sessionId, err.code, true);
         this.log.warn(
-          { sessionId, messageId, attempt: attempt.number, code: err.code, err: err.message },
+          {
+            sessionId,
+            messageId,
+            requestId: attempt.requestId,
+            attempt: attempt.number,
+            code: err.code,
+            err: err.message,
+          },
           'send failed',
         );
       } else {
         await this.messages.markRetrying(messageId, error);
+        this.metrics.sendFailed(sessionId, err.code, false);
         this.log.warn(
-          { sessionId, messageId, attempt: attempt.number, code: err.code, err: err.message },
+          {
+            sessionId,
+            messageId,
+            requestId: attempt.requestId,
+            attempt: attempt.number,
+            code: err.code,
+            err: err.message,
+          },
           'send failed, retrying',
         );
       }

@@ -1,0 +1,232 @@
+import {
+  Body,
+  Controller,
+  Delete,
+  Get,
+  Header,
+  HttpCode,
+  Param,
+  Post,
+  Put,
+  Req,
+  Res,
+  StreamableFile,
+} from '@nestjs/common';
+import { ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
+import type { Request, Response } from 'express';
+import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { MessageDto } from '../messages/message.dto.js';
+import { MessagesService } from '../messages/messages.service.js';
+import { SessionStatusDto } from '../sessions/session.dto.js';
+import {
+  ActiveSessionDto,
+  CreateSessionDto,
+  PairingCodeDto,
+  PairingCodeRequestDto,
+  SessionCommandAcceptedDto,
+  SetActiveSessionDto,
+} from '../sessions/session-commands.dto.js';
+import { SessionsService } from '../sessions/sessions.service.js';
+import { AdminAccess } from './admin-access.service.js';
+import { AdminAuth, AdminCsrf } from './admin-auth.decorator.js';
+import {
+  AdminSessionDetailDto,
+  AdminSessionDto,
+  AdminTestMessageDto,
+  CsrfTokenDto,
+} from './admin.dto.js';
+import { AdminService } from './admin.service.js';
+
+const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
+const UNKNOWN = ApiErrors(
+  { status: 400, description: 'Malformed session id' },
+  { status: 404, description: 'No such session' },
+);
+
+/** The JSON routes the admin pages call (polling, actions, test sends). */
+@ApiTags('admin')
+@AdminAuth()
+@Controller('api/admin')
+export class AdminApiController {
+  constructor(
+    private readonly admin: AdminService,
+    private readonly sessions: SessionsService,
+    private readonly messages: MessagesService,
+    private readonly access: AdminAccess,
+  ) {}
+
+  @Get('csrf-token')
+  @Header('Cache-Control', 'no-store')
+  @ApiOperation({
+    summary: 'A CSRF token for the state-changing admin routes',
+    description:
+      'Also sets the matching cookie. Send the token as x-csrf-token on POST, PUT and DELETE.',
+  })
+  @ApiEnvelope(CsrfTokenDto)
+  csrfToken(@Req() req: Request, @Res({ passthrough: true }) res: Response): CsrfTokenDto {
+    return { token: this.access.csrfToken(req, res) };
+  }
+
+  @Get('sessions')
+  @Header('Cache-Control', 'no-store')
+  @ApiOperation({
+    summary: 'Every session with its status and message counts',
+    description: 'Counts cover each session’s newest 500 messages.',
+  })
+  @ApiEnvelope(AdminSessionDto, { isArray: true })
+  list() {
+    return this.admin.overview();
+  }
+
+  @Post('sessions')
+  @AdminCsrf()
+  @ApiOperation({ summary: 'Create a session; a worker starts it and shows a QR' })
+  @ApiEnvelope(SessionStatusDto, { status: 201 })
+  @ApiErrors(
+    { status: 400, description: 'Malformed id' },
+    { status: 409, description: 'A session with this id exists' },
+  )
+  create(@Body() dto: CreateSessionDto) {
+    return this.sessions.create(dto.id);
+  }
+
+  @Put('active')
+  @AdminCsrf()
+  @ApiOperation({ summary: 'Choose the active session (used when a send omits sessionId)' })
+  @ApiEnvelope(ActiveSessionDto)
+  @UNKNOWN
+  setActive(@Body() dto: SetActiveSessionDto) {
+    return this.sessions.setActive(dto.id);
+  }
+
+  @Get('sessions/:id')
+  @Header('Cache-Control', 'no-store')
+  @ApiOperation({
+    summary: 'One session: status, message counts and its 20 newest messages',
+    description: 'The session page polls this.',
+  })
+  @SESSION_ID
+  @ApiEnvelope(AdminSessionDetailDto)
+  @UNKNOWN
+  detail(@Param('id') id: string) {
+    return this.admin.detail(id);
+  }
+
+  @Get('sessions/:id/qr')
+  @Header('Cache-Control', 'no-store')
+  @ApiOperation({ summary: 'The QR code to scan, as a PNG (404 once linked)' })
+  @SESSION_ID
+  @ApiProduces('image/png')
+  @ApiResponse({
+    status: 200,
+    description: 'PNG image',
+    content: { 'image/png': { schema: { type: 'string', format: 'binary' } } },
+  })
+  @ApiErrors(
+    { status: 400, description: 'Malformed session id' },
+    { status: 404, description: 'No such session, or no QR right now' },
+  )
+  async qr(@Param('id') id: string) {
+    return new StreamableFile(await this.sessions.qrPng(id), {
+      type: 'image/png',
+      disposition: 'inline',
+    });
+  }
+
+  @Post('sessions/:id/pairing-code')
+  @HttpCode(200)
+  @AdminCsrf()
+  @ApiOperation({
+    summary: 'Link by phone number instead of QR',
+    description: 'Waits up to 20 s for the worker to produce the code.',
+  })
+  @SESSION_ID
+  @ApiEnvelope(PairingCodeDto)
+  @ApiErrors(
+    { status: 404, description: 'No such session' },
+    { status: 409, description: 'Already linked, or not waiting to be linked' },
+    { status: 503, description: 'No worker produced a code in time' },
+  )
+  pairingCode(@Param('id') id: string, @Body() dto: PairingCodeRequestDto) {
+    return this.sessions.requestPairingCode(id, dto.phone);
+  }
+
+  @Post('sessions/:id/reconnect')
+  @HttpCode(202)
+  @AdminCsrf()
+  @ApiOperation({ summary: 'Restart the session (keeps the link)' })
+  @SESSION_ID
+  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
+  @UNKNOWN
+  reconnect(@Param('id') id: string) {
+    return this.sessions.reconnect(id);
+  }
+
+  @Post('sessions/:id/logout')
+  @HttpCode(202)
+  @AdminCsrf()
+  @ApiOperation({ summary: 'Unlink the phone and delete its login; a new QR follows' })
+  @SESSION_ID
+  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
+  @UNKNOWN
+  logout(@Param('id') id: string) {
+    return this.sessions.logout(id);
+  }
+
+  @Post('sessions/:id/link')
+  @HttpCode(202)
+  @AdminCsrf()
+  @ApiOperation({ summary: 'Sandbox only: link now, as if the QR had been scanned' })
+  @SESSION_ID
+  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
+  @ApiErrors(
+    { status: 404, description: 'No such session' },
+    { status: 409, description: 'Not the sandbox engine' },
+  )
+  link(@Param('id') id: string) {
+    return this.sessions.link(id);
+  }
+
+  @Delete('sessions/:id')
+  @HttpCode(202)
+  @AdminCsrf()
+  @ApiOperation({ summary: 'Stop the session, delete its login and unregister it' })
+  @SESSION_ID
+  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
+  @UNKNOWN
+  remove(@Param('id') id: string) {
+    return this.sessions.remove(id);
+  }
+
+  @Post('sessions/:id/messages')
+  @HttpCode(202)
+  @AdminCsrf()
+  @ApiOperation({
+    summary: 'Send a test text message from this session',
+    description:
+      'Goes the same way as POST /api/v1/messages/text: 503 when no worker is running. Follow it with GET /api/admin/messages/{id}.',
+  })
+  @SESSION_ID
+  @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
+  @ApiErrors(
+    { status: 400, description: 'Invalid body or session id' },
+    { status: 404, description: 'No such session' },
+    { status: 503, description: 'No worker is running; nothing was queued' },
+  )
+  sendTest(@Param('id') id: string, @Body() dto: AdminTestMessageDto) {
+    return this.admin.sendTest(id, dto);
+  }
+
+  @Get('messages/:id')
+  @Header('Cache-Control', 'no-store')
+  @ApiOperation({ summary: 'A message and its status (the test-message form polls this)' })
+  @ApiParam({ name: 'id', example: '6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11' })
+  @ApiEnvelope(MessageDto)
+  @ApiErrors(
+    { status: 400, description: 'Not a message id' },
+    { status: 404, description: 'No such message' },
+  )
+  message(@Param('id') id: string) {
+    return this.messages.get(id);
+  }
+}

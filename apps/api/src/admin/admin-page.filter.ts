@@ -1,0 +1,56 @@
+import { ArgumentsHost, Catch, ExceptionFilter, Injectable, Logger } from '@nestjs/common';
+import type { Response } from 'express';
+import { toErrorEnvelope } from '@app/common';
+import { AppConfig } from '@app/config';
+import { AdminAccess } from './admin-access.service.js';
+import { AdminViews } from './admin-views.service.js';
+
+const HEADINGS: Record<number, string> = {
+  400: 'That request was not understood',
+  401: 'Sign in required',
+  403: 'Refused',
+  404: 'Not found',
+  503: 'Unavailable',
+};
+
+/** Errors on the admin pages as an HTML page (same status and words as the JSON envelope). */
+@Catch()
+@Injectable()
+export class AdminPageFilter implements ExceptionFilter {
+  private readonly log = new Logger('Admin');
+
+  constructor(
+    private readonly views: AdminViews,
+    private readonly access: AdminAccess,
+    private readonly config: AppConfig,
+  ) {}
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const res = host.switchToHttp().getResponse<Response>();
+    const { status, body, errorId } = toErrorEnvelope(exception);
+    if (errorId) this.log.error({ errorId, err: exception }, 'admin page failed');
+    if (res.headersSent) return;
+    const hint =
+      status === 403
+        ? 'If you sent a form from this site, reload the page and try again.'
+        : status === 401
+          ? 'This page needs the admin username and password (ADMIN_USERNAME, ADMIN_PASSWORD).'
+          : '';
+    res
+      .status(status)
+      .type('html')
+      .setHeader('Cache-Control', 'no-store')
+      .send(
+        this.views.render('error', {
+          title: HEADINGS[status] ?? 'Something went wrong',
+          heading: HEADINGS[status] ?? 'Something went wrong',
+          status,
+          message: body.error.message,
+          errorId: body.error.errorId,
+          hint,
+          sandbox: this.config.WA_ENGINE === 'sandbox',
+          open: !this.access.protected,
+        }),
+      );
+  }
+}

@@ -1,0 +1,237 @@
+import { Controller, Get, Param, Post, Req, Res, UseFilters, type Type } from '@nestjs/common';
+import { ApiExcludeController } from '@nestjs/swagger';
+import { plainToInstance } from 'class-transformer';
+import { validateSync } from 'class-validator';
+import type { Request, Response } from 'express';
+import { AppError } from '@app/common';
+import { AppConfig } from '@app/config';
+import {
+  CreateSessionDto,
+  PairingCodeRequestDto,
+  SetActiveSessionDto,
+} from '../sessions/session-commands.dto.js';
+import { SessionsService } from '../sessions/sessions.service.js';
+import { AdminAccess, CSRF_FIELD } from './admin-access.service.js';
+import { AdminAuth } from './admin-auth.decorator.js';
+import { AdminPageFilter } from './admin-page.filter.js';
+import { AdminViews, linkPhase, problemText } from './admin-views.service.js';
+import { AdminTestMessageDto, COUNT_WINDOW } from './admin.dto.js';
+import { AdminService } from './admin.service.js';
+
+const FLASH_COOKIE = 'wa-admin-flash';
+
+interface Flash {
+  kind: 'ok' | 'error';
+  text: string;
+}
+
+/**
+ * The server-rendered admin pages. Every action is a plain form post that redirects back with a
+ * flash message, so the pages work without JavaScript; admin.js turns some into fetch calls.
+ */
+@ApiExcludeController()
+@AdminAuth()
+@UseFilters(AdminPageFilter)
+@Controller('admin')
+export class AdminPagesController {
+  constructor(
+    private readonly admin: AdminService,
+    private readonly sessions: SessionsService,
+    private readonly views: AdminViews,
+    private readonly access: AdminAccess,
+    private readonly config: AppConfig,
+  ) {}
+
+  @Get()
+  async index(@Req() req: Request, @Res() res: Response): Promise<void> {
+    const sessions = (await this.admin.overview()).map((session) => ({
+      ...session,
+      problem: problemText(session),
+    }));
+    this.page(req, res, 'index', {
+      title: 'Sessions',
+      nav: 'sessions',
+      sessions,
+      activeId: sessions.find((session) => session.active)?.id ?? (await this.sessions.active()),
+      countWindow: COUNT_WINDOW,
+    });
+  }
+
+  @Get('sessions/:id')
+  async session(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+    const session = await this.admin.detail(id);
+    this.page(req, res, 'session', {
+      title: `Session ${session.id}`,
+      nav: 'sessions',
+      session,
+      phase: linkPhase(session),
+      problem: problemText(session),
+      countWindow: COUNT_WINDOW,
+    });
+  }
+
+  @Post('sessions')
+  async create(@Req() req: Request, @Res() res: Response): Promise<void> {
+    const form = formOf(req);
+    let created: string | undefined;
+    await this.act(
+      req,
+      res,
+      () => (created ? `/admin/sessions/${created}` : '/admin'),
+      async () => {
+        const { id } = validForm(CreateSessionDto, { id: form.id?.trim() });
+        await this.sessions.create(id);
+        created = id;
+        return `Session ${id} created; a worker starts it and shows a QR code`;
+      },
+    );
+  }
+
+  @Post('active')
+  async setActive(@Req() req: Request, @Res() res: Response): Promise<void> {
+    await this.act(req, res, '/admin', async () => {
+      const { id } = validForm(SetActiveSessionDto, { id: formOf(req).id });
+      await this.sessions.setActive(id);
+      return `${id} is now the active session`;
+    });
+  }
+
+  @Post('sessions/:id/reconnect')
+  async reconnect(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+    await this.act(req, res, sessionPage(id), async () => {
+      await this.sessions.reconnect(id);
+      return `Reconnecting ${id}`;
+    });
+  }
+
+  @Post('sessions/:id/logout')
+  async logout(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+    await this.act(req, res, sessionPage(id), async () => {
+      await this.sessions.logout(id);
+      return `Logging ${id} out; a new QR code follows`;
+    });
+  }
+
+  @Post('sessions/:id/link')
+  async link(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+    await this.act(req, res, sessionPage(id), async () => {
+      await this.sessions.link(id);
+      return `Linking ${id} (sandbox)`;
+    });
+  }
+
+  @Post('sessions/:id/pairing-code')
+  async pairingCode(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+    await this.act(req, res, sessionPage(id), async () => {
+      const { phone } = validForm(PairingCodeRequestDto, { phone: formOf(req).phone });
+      const { pairingCode } = await this.sessions.requestPairingCode(id, phone);
+      return `Pairing code ${pairingCode}: on the phone, Linked devices → Link with phone number`;
+    });
+  }
+
+  @Post('sessions/:id/test-message')
+  async testMessage(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+    await this.act(req, res, sessionPage(id), async () => {
+      const form = formOf(req);
+      const dto = validForm(AdminTestMessageDto, { to: form.to, text: form.text });
+      const message = await this.admin.sendTest(id, dto);
+      return `Test message ${message.id} queued`;
+    });
+  }
+
+  @Post('sessions/:id/delete')
+  async remove(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+    let deleted = false;
+    await this.act(
+      req,
+      res,
+      () => (deleted ? '/admin' : sessionPage(id)),
+      async () => {
+        if (formOf(req).confirm !== id)
+          throw new AppError('BAD_REQUEST', `Type the session id ${id} to confirm the deletion`);
+        await this.sessions.remove(id);
+        deleted = true;
+        return `Session ${id} deleted`;
+      },
+    );
+  }
+
+  private page(req: Request, res: Response, view: string, data: Record<string, unknown>) {
+    const html = this.views.render(view, {
+      ...data,
+      csrfToken: this.access.csrfToken(req, res),
+      csrfField: CSRF_FIELD,
+      flash: takeFlash(req, res),
+      sandbox: this.config.WA_ENGINE === 'sandbox',
+      open: !this.access.protected,
+      engine: this.config.WA_ENGINE,
+    });
+    res.status(200).type('html').setHeader('Cache-Control', 'no-store').send(html);
+  }
+
+  /** Runs a form action and redirects (303) with its outcome as a flash message. */
+  private async act(
+    req: Request,
+    res: Response,
+    back: string | (() => string),
+    action: () => Promise<string>,
+  ): Promise<void> {
+    let flash: Flash;
+    try {
+      flash = { kind: 'ok', text: await action() };
+    } catch (err) {
+      // Our own errors are the operator's to read; anything else goes to the error page.
+      if (!(err instanceof AppError)) throw err;
+      flash = { kind: 'error', text: err.message };
+    }
+    res.cookie(FLASH_COOKIE, JSON.stringify({ ...flash, text: flash.text.slice(0, 500) }), {
+      httpOnly: true,
+      sameSite: 'strict',
+      secure: req.secure,
+      path: '/admin',
+      maxAge: 60_000,
+    });
+    res.redirect(303, typeof back === 'function' ? back() : back);
+  }
+}
+
+// A cookie rather than the query string: a link cannot make the page say things it did not.
+function takeFlash(req: Request, res: Response): Flash | undefined {
+  const raw = (req.cookies as Record<string, string> | undefined)?.[FLASH_COOKIE];
+  if (!raw) return undefined;
+  res.clearCookie(FLASH_COOKIE, { path: '/admin' });
+  try {
+    const flash = JSON.parse(raw) as Flash;
+    return (flash.kind === 'ok' || flash.kind === 'error') && typeof flash.text === 'string'
+      ? flash
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function sessionPage(id: string): string {
+  return `/admin/sessions/${encodeURIComponent(id)}`;
+}
+
+function formOf(req: Request): Record<string, string | undefined> {
+  const body = (req.body ?? {}) as Record<string, unknown>;
+  return Object.fromEntries(
+    Object.entries(body).map(([key, value]) => [
+      key,
+      typeof value === 'string' ? value : undefined,
+    ]),
+  );
+}
+
+/** Validates form fields with the same DTO (and messages) the JSON routes use. */
+function validForm<T extends object>(dto: Type<T>, fields: Record<string, unknown>): T {
+  const instance = plainToInstance(dto, fields);
+  const errors = validateSync(instance, { forbidUnknownValues: true });
+  if (errors.length > 0)
+    throw new AppError(
+      'BAD_REQUEST',
+      errors.flatMap((error) => Object.values(error.constraints ?? {})).join('; '),
+    );
+  return instance;
+}

@@ -1,0 +1,123 @@
+import { Injectable } from '@nestjs/common';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Handlebars from 'handlebars';
+
+/** Where the views and the static files are, beside this file in src and in dist alike. */
+export const VIEWS_DIR = fileURLToPath(new URL('./views/', import.meta.url));
+export const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
+
+/** Badge colour of a session status (the same table is in public/admin.js). */
+const SESSION_TONE: Record<string, string> = {
+  READY: 'ok',
+  QR: 'wait',
+  PAIRING_CODE: 'wait',
+  STARTING: 'wait',
+  AUTHENTICATED: 'wait',
+  LOADING: 'wait',
+  FAILED: 'bad',
+  DISCONNECTED: 'bad',
+  STOPPED: 'off',
+};
+const MESSAGE_TONE: Record<string, string> = {
+  queued: 'wait',
+  sending: 'info',
+  sent: 'ok',
+  delivered: 'ok',
+  read: 'ok',
+  failed: 'bad',
+};
+
+/** The part of the page a session's status calls for (the same rule is in public/admin.js). */
+export function linkPhase(session: { status: string; hasQr: boolean }): string {
+  switch (session.status) {
+    case 'READY':
+      return 'linked';
+    case 'QR':
+      return session.hasQr ? 'qr' : 'connecting';
+    case 'PAIRING_CODE':
+      return 'pairing';
+    case 'FAILED':
+    case 'DISCONNECTED':
+      return 'problem';
+    case 'STOPPED':
+      return 'stopped';
+    default:
+      return 'connecting';
+  }
+}
+
+/** `2026-11-24 10:00:05 UTC`: unambiguous for an operator reading it from any time zone. */
+export function formatTime(iso: unknown): string {
+  if (typeof iso !== 'string' || !iso) return '–';
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime())
+    ? iso
+    : `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+}
+
+/** Handlebars views of the admin pages, compiled once at boot: layout + one view per page. */
+@Injectable()
+export class AdminViews {
+  private readonly hbs = Handlebars.create();
+  private readonly views = new Map<string, Handlebars.TemplateDelegate>();
+  /** Content hashes of the static files, appended to their URLs so browsers never run stale ones. */
+  readonly assetVersions: Record<string, string> = {};
+
+  constructor() {
+    const hbs = this.hbs;
+    hbs.registerHelper('eq', (a: unknown, b: unknown) => a === b);
+    hbs.registerHelper('sessionTone', (status: string) => SESSION_TONE[status] ?? 'off');
+    hbs.registerHelper('messageTone', (status: string) => MESSAGE_TONE[status] ?? 'off');
+    hbs.registerHelper('time', (iso: unknown) => formatTime(iso));
+    hbs.registerHelper('phone', (digits: unknown) =>
+      typeof digits === 'string' && digits ? `+${digits}` : '–',
+    );
+    hbs.registerHelper('or', (value: unknown, fallback: unknown) => value || fallback);
+    hbs.registerHelper('shortId', (id: unknown) => (typeof id === 'string' ? id.slice(0, 8) : ''));
+    // `hidden` unless the current phase is one of the space-separated `phases`.
+    hbs.registerHelper('hiddenUnless', (phase: string, phases: string) =>
+      phases.split(' ').includes(phase) ? '' : 'hidden',
+    );
+    hbs.registerHelper('problem', (session: { lastError?: string; nextRetryAt?: string }) =>
+      problemText(session),
+    );
+    for (const file of readdirSync(join(VIEWS_DIR, 'partials'))) {
+      hbs.registerPartial(
+        file.replace(/\.hbs$/, ''),
+        readFileSync(join(VIEWS_DIR, 'partials', file), 'utf8'),
+      );
+    }
+    for (const file of readdirSync(VIEWS_DIR).filter((name) => name.endsWith('.hbs'))) {
+      this.views.set(
+        file.replace(/\.hbs$/, ''),
+        hbs.compile(readFileSync(join(VIEWS_DIR, file), 'utf8'), { strict: false }),
+      );
+    }
+    for (const file of readdirSync(PUBLIC_DIR)) {
+      this.assetVersions[file.replace(/\W/g, '_')] = createHash('sha256')
+        .update(readFileSync(join(PUBLIC_DIR, file)))
+        .digest('hex')
+        .slice(0, 10);
+    }
+  }
+
+  /** Renders `view` inside the layout. */
+  render(view: string, context: Record<string, unknown>): string {
+    const template = this.views.get(view);
+    const layout = this.views.get('layout');
+    if (!template || !layout) throw new Error(`no admin view ${view}`);
+    const data = { ...context, assets: this.assetVersions };
+    return layout({ ...data, body: template(data) });
+  }
+}
+
+/** "error · next try at …" for a failed or disconnected session (also built in admin.js). */
+export function problemText(session: { lastError?: string | null; nextRetryAt?: string | null }) {
+  if (!session.lastError) return '';
+  return session.nextRetryAt
+    ? `${session.lastError} · next try ${formatTime(session.nextRetryAt)}`
+    : session.lastError;
+}

@@ -1,0 +1,55 @@
+import {
+  Injectable,
+  Logger,
+  Module,
+  type DynamicModule,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
+import { AppConfig, loadAppConfig, type AppConfigOptions } from '@app/config';
+import { MessagesService } from '../messages/messages.service.js';
+import { SessionsService } from '../sessions/sessions.service.js';
+import { AdminAccess } from './admin-access.service.js';
+import { AdminApiController } from './admin-api.controller.js';
+import { AdminPagesController } from './admin-pages.controller.js';
+import { AdminViews } from './admin-views.service.js';
+import { AdminService } from './admin.service.js';
+import { QueueBoard } from './queue-board.service.js';
+
+/** An unprotected admin never reaches production: without a password it is not mounted. */
+export function isAdminMounted(config: AppConfig): boolean {
+  return !(config.isProduction && !config.ADMIN_PASSWORD);
+}
+
+@Injectable()
+class AdminNotMountedNotice implements OnApplicationBootstrap {
+  onApplicationBootstrap(): void {
+    new Logger('Admin').warn(
+      'ADMIN_PASSWORD is not set: /admin and /api/admin are not mounted (NODE_ENV=production)',
+    );
+  }
+}
+
+/**
+ * The admin: server-rendered pages under /admin, their JSON routes under /api/admin and
+ * bull-board under /admin/queues (mounted by configureAdmin).
+ */
+@Module({})
+export class AdminModule {
+  static forRoot(options: AppConfigOptions = {}): DynamicModule {
+    if (!isAdminMounted(loadAppConfig(options)))
+      return { module: AdminModule, providers: [AdminNotMountedNotice] };
+    return {
+      module: AdminModule,
+      controllers: [AdminApiController, AdminPagesController],
+      providers: [
+        AdminAccess,
+        AdminViews,
+        AdminService,
+        QueueBoard,
+        // Stateless services, also provided here so this module stands on its own.
+        SessionsService,
+        MessagesService,
+      ],
+    };
+  }
+}

@@ -1,0 +1,329 @@
+/* global document, window, fetch, setTimeout, FormData, CSS */
+// Admin pages: live status, QR refresh, and actions sent with fetch. Same-origin file, no
+// inline script (the CSP forbids it). The pages work without it; this makes them live.
+'use strict';
+
+(() => {
+  const csrfToken = document.querySelector('meta[name="csrf-token"]')?.content ?? '';
+
+  // The same tables as admin-views.service.ts.
+  const SESSION_TONE = {
+    READY: 'ok',
+    QR: 'wait',
+    PAIRING_CODE: 'wait',
+    STARTING: 'wait',
+    AUTHENTICATED: 'wait',
+    LOADING: 'wait',
+    FAILED: 'bad',
+    DISCONNECTED: 'bad',
+    STOPPED: 'off',
+  };
+  const MESSAGE_TONE = {
+    queued: 'wait',
+    sending: 'info',
+    sent: 'ok',
+    delivered: 'ok',
+    read: 'ok',
+    failed: 'bad',
+  };
+  const FINAL_MESSAGE_STATUSES = new Set(['read', 'failed']);
+
+  function linkPhase(session) {
+    switch (session.status) {
+      case 'READY':
+        return 'linked';
+      case 'QR':
+        return session.hasQr ? 'qr' : 'connecting';
+      case 'PAIRING_CODE':
+        return 'pairing';
+      case 'FAILED':
+      case 'DISCONNECTED':
+        return 'problem';
+      case 'STOPPED':
+        return 'stopped';
+      default:
+        return 'connecting';
+    }
+  }
+
+  function formatTime(iso) {
+    if (!iso) return '–';
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return iso;
+    return `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+  }
+
+  function problemText(session) {
+    if (!session.lastError) return '';
+    return session.nextRetryAt
+      ? `${session.lastError} · next try ${formatTime(session.nextRetryAt)}`
+      : session.lastError;
+  }
+
+  /** Calls an /api/admin route; resolves with `data`, rejects with the envelope's message. */
+  async function api(method, url, body) {
+    const headers = { accept: 'application/json' };
+    if (method !== 'GET') headers['x-csrf-token'] = csrfToken;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const response = await fetch(url, {
+      method,
+      headers,
+      credentials: 'same-origin',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let envelope = null;
+    try {
+      envelope = await response.json();
+    } catch {
+      // not JSON: described below by the status
+    }
+    if (!response.ok || !envelope || envelope.ok !== true) {
+      const error = new Error(
+        envelope?.error?.message ?? `Request failed (HTTP ${response.status})`,
+      );
+      error.status = response.status;
+      throw error;
+    }
+    return envelope.data;
+  }
+
+  const flashBox = document.querySelector('[data-flash]');
+  function flash(kind, text) {
+    if (!flashBox) return;
+    flashBox.className = `flash flash-${kind}`;
+    flashBox.textContent = text;
+    flashBox.hidden = false;
+  }
+
+  function setBadge(element, status, tones) {
+    if (!element) return;
+    element.textContent = status;
+    element.className = element.className.replace(/\bbadge-(ok|wait|bad|off|info)\b/g, '').trim();
+    element.classList.add(`badge-${tones[status] ?? 'off'}`);
+  }
+
+  function setText(root, name, text) {
+    for (const element of root.querySelectorAll(`[data-bind="${name}"]`)) {
+      if (element.textContent !== text) element.textContent = text;
+    }
+  }
+
+  function show(root, name, visible) {
+    for (const element of root.querySelectorAll(`[data-bind="${name}"]`)) element.hidden = !visible;
+  }
+
+  /** Updates every bound field of one session inside `root`. */
+  function renderSession(root, session) {
+    for (const badge of root.querySelectorAll('[data-bind="status"]'))
+      setBadge(badge, session.status, SESSION_TONE);
+    setText(root, 'phone', session.phone ? `+${session.phone}` : '–');
+    setText(root, 'pushname', session.pushname || '–');
+    setText(root, 'pushnameParen', session.pushname ? ` (${session.pushname})` : '');
+    setText(root, 'worker', session.worker || 'none');
+    setText(root, 'updatedAt', formatTime(session.updatedAt));
+    const problem = problemText(session);
+    setText(root, 'problem', problem);
+    show(root, 'problem', Boolean(problem));
+    const loading = session.status === 'LOADING';
+    show(root, 'loading', loading);
+    setText(root, 'loadingText', `Syncing chats ${session.loadingPercent ?? 0}%`);
+    for (const bar of root.querySelectorAll('[data-bind="loadingBar"]'))
+      bar.value = session.loadingPercent ?? 0;
+    show(root, 'activePill', session.active);
+    root.classList.toggle('is-active', Boolean(session.active) && root.matches('.session-card'));
+    if (session.counts) {
+      for (const [name, value] of Object.entries(session.counts)) {
+        const element = root.querySelector(`[data-count="${name}"]`);
+        if (element) element.textContent = String(value);
+      }
+    }
+  }
+
+  /** Runs `task` now and then every `intervalMs`, skipping while the tab is hidden. */
+  function every(intervalMs, task) {
+    const tick = async () => {
+      if (!document.hidden) {
+        try {
+          await task();
+        } catch (err) {
+          if (err.status === 401) return; // signed out: stop polling
+        }
+      }
+      setTimeout(tick, intervalMs);
+    };
+    setTimeout(tick, intervalMs);
+  }
+
+  // ---- Sessions list: badges and counts stay current.
+  const list = document.querySelector('[data-live-list]');
+  if (list) {
+    every(3000, async () => {
+      const sessions = await api('GET', list.dataset.liveList);
+      for (const session of sessions) {
+        const card = list.querySelector(`[data-session="${CSS.escape(session.id)}"]`);
+        if (card) renderSession(card, session);
+      }
+      const active = sessions.find((session) => session.active);
+      const activeLabel = document.querySelector('[data-active-id]');
+      if (active && activeLabel) activeLabel.textContent = active.id;
+    });
+  }
+
+  // ---- One session: status, QR, pairing code and recent messages.
+  const live = document.querySelector('[data-live-session]');
+  let refreshSession = async () => {};
+  if (live) {
+    const sessionId = live.dataset.liveSession;
+    const base = `/api/admin/sessions/${encodeURIComponent(sessionId)}`;
+    const qr = live.querySelector('[data-qr]');
+
+    const renderPhase = (session) => {
+      const phase = linkPhase(session);
+      for (const block of live.querySelectorAll('[data-phases]'))
+        block.hidden = !block.dataset.phases.split(' ').includes(phase);
+      if (phase === 'qr' && qr && qr.dataset.version !== session.updatedAt) {
+        // A new QR (or a new state of the same session): fetch the image again.
+        qr.dataset.version = session.updatedAt ?? '';
+        qr.src = `${base}/qr?v=${encodeURIComponent(session.updatedAt ?? Date.now())}`;
+      }
+      if (session.pairingCode) setText(live, 'pairingCode', session.pairingCode);
+    };
+
+    const renderMessages = (messages) => {
+      const body = live.querySelector('[data-messages]');
+      if (!body) return;
+      const rows = messages.map((message) => {
+        const row = document.createElement('tr');
+        const cell = (text, className) => {
+          const td = document.createElement('td');
+          if (className) td.className = className;
+          if (text !== undefined) td.textContent = text;
+          row.append(td);
+          return td;
+        };
+        cell(formatTime(message.createdAt), 'nowrap');
+        cell(message.to, 'nowrap');
+        const badge = document.createElement('span');
+        badge.className = 'badge';
+        setBadge(badge, message.status, MESSAGE_TONE);
+        cell(undefined).append(badge);
+        cell(
+          message.error
+            ? `${message.error.code}: ${message.error.message}`
+            : `${message.type}${message.attempts ? `, ${message.attempts} attempt(s)` : ''}`,
+        );
+        const code = document.createElement('code');
+        code.textContent = message.id.slice(0, 8);
+        code.title = message.id;
+        cell(undefined).append(code);
+        return row;
+      });
+      if (rows.length === 0) {
+        const row = document.createElement('tr');
+        row.className = 'empty-row';
+        const td = document.createElement('td');
+        td.colSpan = 5;
+        td.textContent = 'No messages yet.';
+        row.append(td);
+        rows.push(row);
+      }
+      body.replaceChildren(...rows);
+    };
+
+    refreshSession = async () => {
+      let session;
+      try {
+        session = await api('GET', base);
+      } catch (err) {
+        if (err.status === 404) flash('error', `Session ${sessionId} no longer exists.`);
+        throw err;
+      }
+      renderSession(live, session);
+      renderPhase(session);
+      renderMessages(session.recentMessages ?? []);
+    };
+    every(1500, refreshSession);
+  }
+
+  // ---- A test message: follow its status until read or failed.
+  const testResult = document.querySelector('[data-test-result]');
+  let followed = 0;
+  async function followMessage(message) {
+    if (!testResult) return;
+    const run = ++followed;
+    const render = (current) => {
+      testResult.hidden = false;
+      testResult.querySelector('[data-msg="id"]').textContent = current.id;
+      setBadge(testResult.querySelector('[data-msg="status"]'), current.status, MESSAGE_TONE);
+      const detail = current.error
+        ? `${current.error.code}: ${current.error.message}`
+        : current.readAt
+          ? `read ${formatTime(current.readAt)}`
+          : current.deliveredAt
+            ? `delivered ${formatTime(current.deliveredAt)}`
+            : current.sentAt
+              ? `sent ${formatTime(current.sentAt)}`
+              : `queued ${formatTime(current.createdAt)}`;
+      testResult.querySelector('[data-msg="detail"]').textContent = detail;
+    };
+    render(message);
+    const url = `/api/admin/messages/${encodeURIComponent(message.id)}`;
+    let current = message;
+    let delay = 500;
+    while (run === followed && !FINAL_MESSAGE_STATUSES.has(current.status)) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay = Math.min(delay * 1.2, 5000);
+      try {
+        current = await api('GET', url);
+        render(current);
+      } catch (err) {
+        if (err.status === 404 || err.status === 401) return;
+      }
+    }
+  }
+
+  // ---- Forms with data-api go through fetch; the page stays and updates itself.
+  document.addEventListener('submit', async (event) => {
+    const form = event.target.closest?.('form[data-api]');
+    if (!form) return;
+    event.preventDefault();
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
+    const fields = {};
+    for (const [name, value] of new FormData(form)) {
+      if (name !== '_csrf' && typeof value === 'string') fields[name] = value;
+    }
+    const button = form.querySelector('button[type="submit"]');
+    button?.setAttribute('aria-busy', 'true');
+    if (button) button.disabled = true;
+    try {
+      const data = await api(
+        'POST',
+        form.dataset.api,
+        Object.keys(fields).length ? fields : undefined,
+      );
+      if (form.hasAttribute('data-test-message')) {
+        flash('ok', `Test message ${data.id} queued`);
+        followMessage(data);
+      } else if (data?.pairingCode) {
+        flash('ok', `Pairing code ${data.pairingCode}: enter it on the phone`);
+      } else {
+        flash('ok', describeCommand(data));
+      }
+      await refreshSession().catch(() => undefined);
+    } catch (err) {
+      flash('error', err.message);
+    } finally {
+      button?.removeAttribute('aria-busy');
+      if (button) button.disabled = false;
+    }
+  });
+
+  function describeCommand(data) {
+    const words = {
+      reconnect: 'Reconnecting',
+      logout: 'Logging out',
+      link: 'Linking',
+    };
+    return data?.command ? `${words[data.command] ?? data.command} ${data.id}…` : 'Done';
+  }
+})();

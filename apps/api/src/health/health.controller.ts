@@ -1,0 +1,43 @@
+import { Controller, Get, Res } from '@nestjs/common';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { HealthCheck } from '@nestjs/terminus';
+import type { Response } from 'express';
+import { HealthService, type HealthAnswer } from './health.service.js';
+
+/**
+ * Open probes for Docker and Kubernetes. They answer terminus's usual shape, not our
+ * `{ ok, data }` envelope: probes and monitors read the status code, and a 503 must name the
+ * failing indicator rather than become a generic UNAVAILABLE error.
+ */
+@ApiTags('health')
+@Controller('health')
+export class HealthController {
+  constructor(private readonly health: HealthService) {}
+
+  @Get('live')
+  @HealthCheck()
+  @ApiOperation({
+    summary: 'Liveness: the process serves HTTP',
+    description: 'No dependency is checked: restart the process only when this fails.',
+  })
+  async live(@Res() res: Response): Promise<void> {
+    send(res, await this.health.live());
+  }
+
+  @Get('ready')
+  @HealthCheck()
+  @ApiOperation({
+    summary: 'Readiness: Redis answers and at least one worker heartbeat is fresh',
+    description:
+      'Answers 503 naming the failing indicator (`redis`, `workers`) in `error` and `details`; ' +
+      'this api refuses sends with 503 in the same situations.',
+  })
+  async ready(@Res() res: Response): Promise<void> {
+    send(res, await this.health.ready());
+  }
+}
+
+// @Res(): the answer bypasses the envelope interceptor (see the class comment).
+function send(res: Response, answer: HealthAnswer): void {
+  res.status(answer.status).json(answer.body);
+}

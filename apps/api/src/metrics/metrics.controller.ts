@@ -1,0 +1,37 @@
+import { Controller, Get, Res, UseGuards } from '@nestjs/common';
+import { ApiOkResponse, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
+import type { Response } from 'express';
+import { register } from 'prom-client';
+import { ApiErrors } from '../docs/envelope.dto.js';
+import { MetricsTokenGuard } from './metrics-token.guard.js';
+
+/** Prometheus text at /metrics (the path is set by PrometheusModule.register). */
+@ApiTags('metrics')
+@UseGuards(MetricsTokenGuard)
+@Controller()
+export class MetricsController {
+  @Get()
+  @ApiOperation({
+    summary: 'Prometheus metrics of this api process',
+    description:
+      'Needs `Authorization: Bearer <METRICS_TOKEN>` when METRICS_TOKEN is set; open otherwise. ' +
+      'Message, queue and session metrics are on the workers’ own /metrics.',
+  })
+  @ApiProduces('text/plain')
+  @ApiOkResponse({
+    description: 'Prometheus text exposition format 0.0.4',
+    schema: {
+      type: 'string',
+      example:
+        '# HELP http_requests_total HTTP requests answered, by route and status\n' +
+        '# TYPE http_requests_total counter\n' +
+        'http_requests_total{method="POST",route="/api/v1/messages/text",status="202"} 42\n',
+    },
+  })
+  @ApiErrors({ status: 401, description: 'METRICS_TOKEN is set and was not given' })
+  async index(@Res() res: Response): Promise<void> {
+    // @Res(): Prometheus text, not our JSON envelope.
+    res.setHeader('Content-Type', register.contentType);
+    res.send(await register.metrics());
+  }
+}

@@ -1,0 +1,24 @@
+import { ApiProperty } from '@nestjs/swagger';
+import type { LiveWorker } from '@app/status-store';
+
+/** A live worker as the API shows it (one whose heartbeat is fresh). */
+export class WorkerDto implements LiveWorker {
+  @ApiProperty({ example: 'worker-1-4242-a1b2c3', description: 'host-pid-random' })
+  id: string;
+  @ApiProperty({ example: 'worker-1' })
+  host: string;
+  @ApiProperty({ example: 4242 })
+  pid: number;
+  @ApiProperty({ example: '0.1.0' })
+  version: string;
+  @ApiProperty({ example: '2026-11-24T09:58:12.000Z' })
+  startedAt: string;
+  @ApiProperty({
+    type: [String],
+    example: ['main', 'support'],
+    description: 'Sessions this worker drives, as of its last heartbeat',
+  })
+  sessions: string[];
+  @ApiProperty({ example: '2026-11-24T10:00:00.000Z' })
+  lastBeatAt: string;
+}

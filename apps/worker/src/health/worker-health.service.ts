@@ -1,0 +1,129 @@
+import {
+  Inject,
+  Injectable,
+  ServiceUnavailableException,
+  type BeforeApplicationShutdown,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
+import {
+  HealthCheckService,
+  HealthIndicatorService,
+  type HealthCheckResult,
+  type HealthIndicatorFunction,
+} from '@nestjs/terminus';
+import { AppConfig } from '@app/config';
+import { SessionRepository, WorkerRepository } from '@app/status-store';
+import { SessionManager, WORKER_ID } from '@app/whatsapp';
+import { withTimeout } from './with-timeout.js';
+
+/** A probe answer: terminus's own result and the status code it stands for. */
+export interface HealthAnswer {
+  status: 200 | 503;
+  body: HealthCheckResult;
+}
+
+const REDIS_TIMEOUT_MS = 1_000;
+/** How often the event loop is sampled: a timer that fires late measures the lag. */
+const LAG_SAMPLE_MS = 100;
+
+/**
+ * The worker's probes. Live: the process answers. Ready: Redis answers, the event loop is not
+ * lagging (its longest delay since the previous check under WORKER_MAX_EVENT_LOOP_LAG_MS), and no engine of
+ * this worker has been STARTING for longer than WORKER_STUCK_STARTING_MS (the wwebjs engine's
+ * own watchdogs restart a start long before that, so this means the engine is wedged).
+ */
+@Injectable()
+export class WorkerHealth implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private lagTimer?: NodeJS.Timeout;
+  /** The longest event-loop lag seen since the previous readiness check. */
+  private maxLagMs = 0;
+
+  constructor(
+    private readonly health: HealthCheckService,
+    private readonly indicator: HealthIndicatorService,
+    private readonly config: AppConfig,
+    private readonly workers: WorkerRepository,
+    private readonly sessions: SessionManager,
+    private readonly registry: SessionRepository,
+    @Inject(WORKER_ID) private readonly workerId: string,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    let due = performance.now() + LAG_SAMPLE_MS;
+    this.lagTimer = setInterval(() => {
+      const now = performance.now();
+      this.maxLagMs = Math.max(this.maxLagMs, now - due);
+      due = now + LAG_SAMPLE_MS;
+    }, LAG_SAMPLE_MS);
+    this.lagTimer.unref();
+  }
+
+  beforeApplicationShutdown(): void {
+    clearInterval(this.lagTimer);
+  }
+
+  live(): Promise<HealthAnswer> {
+    return this.run([]);
+  }
+
+  ready(): Promise<HealthAnswer> {
+    return this.run([
+      () =>
+        this.indicator
+          .check('redis')
+          .attempt(() => this.workers.ping())
+          .withTimeout(REDIS_TIMEOUT_MS),
+      () => this.eventLoop(),
+      () => this.engines(),
+    ]);
+  }
+
+  private eventLoop() {
+    const check = this.indicator.check('eventLoop');
+    const maxMs = this.config.WORKER_MAX_EVENT_LOOP_LAG_MS;
+    // The worst delay, not a percentile: one long block is the thing to see. (Not
+    // perf_hooks' histogram: its reset() forgets the block that follows it.)
+    const lagMs = Math.round(this.maxLagMs);
+    this.maxLagMs = 0;
+    return lagMs > maxMs
+      ? check.down({ lagMs, maxMs, message: `event loop lag ${lagMs} ms over ${maxMs} ms` })
+      : check.up({ lagMs, maxMs });
+  }
+
+  private async engines() {
+    const check = this.indicator.check('engines');
+    const boundMs = this.config.WORKER_STUCK_STARTING_MS;
+    const owned = this.sessions.ownedSessionIds();
+    try {
+      const views = await withTimeout(
+        Promise.all(owned.map((sessionId) => this.registry.get(sessionId))),
+        REDIS_TIMEOUT_MS,
+      );
+      const now = Date.now();
+      const stuck = views
+        .filter(
+          (view) =>
+            view?.worker === this.workerId &&
+            view.status === 'STARTING' &&
+            view.updatedAt !== null &&
+            now - Date.parse(view.updatedAt) > boundMs,
+        )
+        .map((view) => view!.id);
+      return stuck.length
+        ? check.down({ stuck, message: `STARTING for over ${boundMs} ms: ${stuck.join(', ')}` })
+        : check.up({ sessions: owned.length });
+    } catch (err) {
+      return check.down({ message: `session states unreadable: ${(err as Error).message}` });
+    }
+  }
+
+  /** terminus throws its failed result as a 503 exception; we answer it as it is. */
+  private async run(indicators: HealthIndicatorFunction[]): Promise<HealthAnswer> {
+    try {
+      return { status: 200, body: await this.health.check(indicators) };
+    } catch (err) {
+      if (!(err instanceof ServiceUnavailableException)) throw err;
+      return { status: 503, body: err.getResponse() as HealthCheckResult };
+    }
+  }
+}

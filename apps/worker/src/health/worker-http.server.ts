@@ -1,0 +1,139 @@
+import {
+  Injectable,
+  Logger,
+  type BeforeApplicationShutdown,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { ErrorCode } from '@app/common';
+import { AppConfig } from '@app/config';
+import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
+import { WorkerHealth } from './worker-health.service.js';
+
+const digest = (value: string) => createHash('sha256').update(value).digest();
+const BEARER = /^Bearer\s+(\S+)\s*$/i;
+
+/**
+ * The worker's own small HTTP port (WORKER_HEALTH_PORT): open /health/live and /health/ready,
+ * and /metrics. Every route outside /health/ needs `Authorization: Bearer WORKER_TOKEN`
+ * (/metrics also takes METRICS_TOKEN, so one scrape config serves api and workers). A route
+ * with no token configured is refused in production and open elsewhere. node:http rather than
+ * a second Nest HTTP app: three routes do not need a framework, and the terminus checks are
+ * plain providers of the worker's context.
+ */
+@Injectable()
+export class WorkerHttpServer implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly log = new Logger(WorkerHttpServer.name);
+  private server?: Server;
+  private readonly workerToken?: Buffer;
+  private readonly metricsToken?: Buffer;
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly health: WorkerHealth,
+    private readonly metrics: WorkerMetrics,
+  ) {
+    if (config.WORKER_TOKEN) this.workerToken = digest(config.WORKER_TOKEN);
+    if (config.METRICS_TOKEN) this.metricsToken = digest(config.METRICS_TOKEN);
+  }
+
+  /** The port actually bound (WORKER_HEALTH_PORT=0 picks one). */
+  get port(): number {
+    return (this.server?.address() as AddressInfo | null)?.port ?? 0;
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    if (!this.workerToken) {
+      const metrics = this.metricsToken ? ' (/metrics takes METRICS_TOKEN)' : '';
+      this.log.warn(
+        this.config.isProduction
+          ? `WORKER_TOKEN is not set: worker routes other than /health are refused${metrics}`
+          : `WORKER_TOKEN is not set: worker routes other than /health are open (development only)${metrics}`,
+      );
+    }
+    const server = createServer((req, res) => void this.handle(req, res));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.config.WORKER_HEALTH_PORT, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    this.log.log(`health and metrics on :${this.port}`);
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const path = new URL(req.url ?? '/', 'http://worker').pathname;
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.setHeader('Allow', 'GET, HEAD');
+        return sendError(res, 400, 'BAD_REQUEST', 'Only GET and HEAD are served here');
+      }
+      if (path === '/health/live' || path === '/health/ready') {
+        const { status, body } = await (path === '/health/live'
+          ? this.health.live()
+          : this.health.ready());
+        return sendJson(res, status, body);
+      }
+      if (path !== '/health' && !path.startsWith('/health/') && !this.authorized(path, req)) {
+        res.setHeader('WWW-Authenticate', 'Bearer realm="worker"');
+        return sendError(res, 401, 'UNAUTHORIZED', 'Missing or wrong Authorization: Bearer token');
+      }
+      if (path === '/metrics') {
+        const { contentType, body } = await this.metrics.render();
+        res.writeHead(200, { 'Content-Type': contentType, 'Cache-Control': 'no-store' });
+        res.end(body);
+        return;
+      }
+      sendError(res, 404, 'NOT_FOUND', `No route ${path}`);
+    } catch (err) {
+      const errorId = randomUUID();
+      this.log.error({ errorId, err: (err as Error).message }, 'worker http route failed');
+      if (!res.headersSent) sendError(res, 500, 'INTERNAL', 'Internal error', errorId);
+      else res.end();
+    }
+  }
+
+  private authorized(path: string, req: IncomingMessage): boolean {
+    const accepted = [this.workerToken, path === '/metrics' ? this.metricsToken : undefined].filter(
+      (token): token is Buffer => token !== undefined,
+    );
+    if (accepted.length === 0) return !this.config.isProduction;
+    const given = BEARER.exec(req.headers.authorization ?? '')?.[1];
+    if (!given) return false;
+    const givenDigest = digest(given);
+    // Compare with every accepted token, so the time taken says nothing about which matched.
+    return accepted.map((token) => timingSafeEqual(givenDigest, token)).includes(true);
+  }
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Cache-Control': 'no-cache, no-store, must-revalidate',
+  });
+  res.end(JSON.stringify(body));
+}
+
+function sendError(
+  res: ServerResponse,
+  status: number,
+  code: ErrorCode,
+  message: string,
+  errorId?: string,
+): void {
+  sendJson(res, status, { ok: false, error: { code, message, ...(errorId ? { errorId } : {}) } });
+}

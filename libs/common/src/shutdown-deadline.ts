@@ -1,0 +1,15 @@
+/**
+ * Arms a hard deadline once a stop signal arrives: Nest's shutdown hooks get
+ * SHUTDOWN_TIMEOUT_MS to finish (requests, the send in flight, closing browsers), then the
+ * process exits anyway so an orchestrator never has to SIGKILL it mid-write.
+ */
+export function armShutdownDeadline(timeoutMs: number, onExpired: () => void): void {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      setTimeout(() => {
+        onExpired();
+        process.exit(1);
+      }, timeoutMs).unref();
+    });
+  }
+}

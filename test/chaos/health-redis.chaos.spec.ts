@@ -1,0 +1,66 @@
+import { eventually } from '../support/eventually.js';
+import { parsePrometheus } from '../support/prometheus.js';
+import { RedisServer } from '../support/redis-server.js';
+import { Stack } from '../support/stack.js';
+
+describe('readiness follows Redis (stopped and restarted, AOF on)', () => {
+  let redis: RedisServer;
+  let stack: Stack;
+
+  beforeAll(async () => {
+    redis = await RedisServer.start();
+    stack = await Stack.start({ REDIS_URL: redis.url, WORKER_HEARTBEAT_MS: '300' });
+    await stack.waitReady();
+  });
+  afterAll(async () => {
+    await redis.up().catch(() => undefined);
+    await stack.close();
+    await redis.destroy();
+  });
+
+  const probe = async (url: string) => {
+    const response = await fetch(url);
+    return { status: response.status, body: (await response.json()) as any };
+  };
+
+  it('makes api and worker not ready, naming redis, while Redis is down (still live and scrapable), and ready again without a process restart', async () => {
+    const api = stack.api;
+    const worker = stack.worker;
+    const apiReady = `${stack.url}/health/ready`;
+    const workerReady = `${stack.workerUrl}/health/ready`;
+    expect((await probe(apiReady)).status).toBe(200);
+    expect((await probe(workerReady)).status).toBe(200);
+
+    await redis.down();
+    for (const url of [apiReady, workerReady]) {
+      const down = await eventually(async () => {
+        const answer = await probe(url);
+        expect(answer.status).toBe(503);
+        return answer;
+      }, 10_000);
+      expect(down.body.status).toBe('error');
+      expect(down.body.error.redis.status).toBe('down');
+    }
+    // Liveness does not depend on Redis: an orchestrator must not restart the processes for it.
+    expect((await probe(`${stack.url}/health/live`)).status).toBe(200);
+    expect((await probe(`${stack.workerUrl}/health/live`)).status).toBe(200);
+    // A scrape still answers (without the gauges read from Redis) before Prometheus gives up.
+    const startedAt = Date.now();
+    const scrape = await fetch(`${stack.workerUrl}/metrics`);
+    expect(scrape.status).toBe(200);
+    const samples = parsePrometheus(await scrape.text());
+    expect(Date.now() - startedAt).toBeLessThan(5_000);
+    expect(samples.some((sample) => sample.name === 'wa_queue_depth')).toBe(false);
+
+    await redis.up();
+    for (const url of [apiReady, workerReady]) {
+      await eventually(async () => {
+        const answer = await probe(url);
+        expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+      }, 20_000);
+    }
+    // The same api and worker instances recovered: nothing was restarted.
+    expect(stack.api).toBe(api);
+    expect(stack.worker).toBe(worker);
+  });
+});

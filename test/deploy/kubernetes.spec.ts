@@ -1,0 +1,78 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { AppConfig } from '@app/config';
+
+const DIR = new URL('../../deploy/kubernetes/', import.meta.url).pathname;
+
+// kubernetes-models validates each object against the Kubernetes OpenAPI schema, offline.
+const MODELS: Record<string, () => Promise<new (data: any) => { validate(): void }>> = {
+  'v1/ConfigMap': async () => (await import('kubernetes-models/v1/ConfigMap')).ConfigMap,
+  'v1/Secret': async () => (await import('kubernetes-models/v1/Secret')).Secret,
+  'v1/Service': async () => (await import('kubernetes-models/v1/Service')).Service,
+  'apps/v1/Deployment': async () =>
+    (await import('kubernetes-models/apps/v1/Deployment')).Deployment,
+  'apps/v1/StatefulSet': async () =>
+    (await import('kubernetes-models/apps/v1/StatefulSet')).StatefulSet,
+};
+
+function manifests(): { file: string; object: any }[] {
+  return readdirSync(DIR)
+    .filter((file) => file.endsWith('.yaml') && file !== 'kustomization.yaml')
+    .flatMap((file) =>
+      parseAllDocuments(readFileSync(join(DIR, file), 'utf8')).map((doc) => {
+        if (doc.errors.length) throw new Error(`${file}: ${doc.errors[0].message}`);
+        return { file, object: doc.toJS() };
+      }),
+    );
+}
+
+describe('deploy/kubernetes', () => {
+  it('holds only objects that validate against the Kubernetes schema', async () => {
+    const all = manifests();
+    expect(all.length).toBeGreaterThanOrEqual(8);
+    for (const { file, object } of all) {
+      const load = MODELS[`${object.apiVersion}/${object.kind}`];
+      expect(load, `${file}: no validator for ${object.apiVersion}/${object.kind}`).toBeDefined();
+      const Model = await load();
+      expect(
+        () => new Model(object).validate(),
+        `${file} ${object.kind} ${object.metadata?.name}`,
+      ).not.toThrow();
+    }
+  });
+
+  it('lists every manifest in kustomization.yaml', () => {
+    const kustomization = parseAllDocuments(
+      readFileSync(join(DIR, 'kustomization.yaml'), 'utf8'),
+    )[0].toJS();
+    const files = readdirSync(DIR).filter(
+      (file) => file.endsWith('.yaml') && file !== 'kustomization.yaml',
+    );
+    expect([...kustomization.resources].sort()).toEqual(files.sort());
+  });
+
+  it('configures every variable of .env.example in the ConfigMap or the Secret, and nothing else', () => {
+    const all = manifests();
+    const configMap = all.find(({ object }) => object.kind === 'ConfigMap')!.object;
+    const secret = all.find(({ object }) => object.kind === 'Secret')!.object;
+    const configured = [...Object.keys(configMap.data), ...Object.keys(secret.stringData)].sort();
+    expect(configured).toEqual(Object.keys(new AppConfig()).sort());
+  });
+
+  it('probes api and worker on the health routes and gives each worker pod its own data volume', () => {
+    const all = manifests().map(({ object }) => object);
+    const api = all.find((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-api'));
+    const worker = all.find((o) => o.kind === 'StatefulSet' && o.metadata.name.endsWith('-worker'));
+    const apiContainer = api.spec.template.spec.containers[0];
+    expect(apiContainer.readinessProbe.httpGet.path).toBe('/health/ready');
+    expect(apiContainer.livenessProbe.httpGet.path).toBe('/health/live');
+    expect(api.spec.replicas).toBeGreaterThan(1);
+    const workerContainer = worker.spec.template.spec.containers[0];
+    expect(workerContainer.readinessProbe.httpGet.path).toBe('/health/ready');
+    expect(workerContainer.volumeMounts.map((m: any) => m.mountPath)).toContain('/data/wwebjs');
+    expect(worker.spec.volumeClaimTemplates[0].metadata.name).toBe('wwebjs-data');
+    const redis = all.find((o) => o.kind === 'StatefulSet' && o.metadata.name.endsWith('-redis'));
+    expect(redis.spec.template.spec.containers[0].args).toContain('--appendonly');
+  });
+});

@@ -1,0 +1,335 @@
+import { eventually } from '../support/eventually.js';
+import { Stack } from '../support/stack.js';
+
+const USER = 'admin';
+const PASSWORD = 'correct horse battery staple';
+const basic = (user: string, password: string) =>
+  `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+
+interface Answer {
+  status: number;
+  headers: Headers;
+  text: string;
+  json: any;
+}
+
+/** Raw HTTP against the stack, with Basic Auth unless told otherwise. */
+async function request(
+  stack: Stack,
+  method: string,
+  path: string,
+  options: {
+    auth?: string | null;
+    json?: unknown;
+    form?: Record<string, string>;
+    headers?: Record<string, string>;
+  } = {},
+): Promise<Answer> {
+  const headers: Record<string, string> = { ...options.headers };
+  const auth = options.auth === undefined ? basic(USER, PASSWORD) : options.auth;
+  if (auth) headers.authorization = auth;
+  let body: string | undefined;
+  if (options.json !== undefined) {
+    headers['content-type'] = 'application/json';
+    body = JSON.stringify(options.json);
+  } else if (options.form) {
+    headers['content-type'] = 'application/x-www-form-urlencoded';
+    body = new URLSearchParams(options.form).toString();
+  }
+  const response = await fetch(stack.url + path, { method, headers, body, redirect: 'manual' });
+  const text = await response.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: response.status, headers: response.headers, text, json };
+}
+
+/** `name=value` pairs of the Set-Cookie headers, ready for a Cookie header. */
+function cookiesOf(answer: Answer): string {
+  return answer.headers
+    .getSetCookie()
+    .map((cookie) => cookie.split(';')[0])
+    .join('; ');
+}
+
+/** A CSRF token and its cookie, as the pages get them. */
+async function csrf(stack: Stack): Promise<{ token: string; cookie: string }> {
+  const answer = await request(stack, 'GET', '/api/admin/csrf-token');
+  expect(answer.status).toBe(200);
+  return { token: answer.json.data.token, cookie: cookiesOf(answer) };
+}
+
+describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({
+      ADMIN_USERNAME: USER,
+      ADMIN_PASSWORD: PASSWORD,
+      SANDBOX_LINK_DELAY_MS: 'manual',
+    });
+  });
+  afterAll(() => stack.close());
+
+  it.each(['/admin', '/admin/sessions/main', '/api/admin/sessions', '/admin/queues'])(
+    'answers %s without credentials with 401 and a Basic WWW-Authenticate challenge',
+    async (path) => {
+      const answer = await request(stack, 'GET', path, { auth: null });
+      expect(answer.status).toBe(401);
+      expect(answer.headers.get('www-authenticate')).toMatch(/^Basic realm="[^"]+"/);
+      expect(answer.text).not.toContain('main</');
+    },
+  );
+
+  it('refuses a wrong password, a wrong user and a malformed header with 401', async () => {
+    for (const auth of [basic(USER, 'wrong'), basic('root', PASSWORD), 'Basic !!!', 'Bearer x']) {
+      const answer = await request(stack, 'GET', '/api/admin/sessions', { auth });
+      expect(answer.status, auth).toBe(401);
+      expect(answer.json.error.code).toBe('UNAUTHORIZED');
+    }
+  });
+
+  it('serves the sessions page with a strict CSP, security headers and the sandbox banner', async () => {
+    const answer = await request(stack, 'GET', '/admin');
+    expect(answer.status).toBe(200);
+    expect(answer.headers.get('content-type')).toMatch(/^text\/html/);
+    const csp = answer.headers.get('content-security-policy') ?? '';
+    expect(csp).toContain("default-src 'none'");
+    expect(csp).toContain("script-src 'self'");
+    expect(csp).toContain("style-src 'self'");
+    expect(csp).toContain("frame-ancestors 'none'");
+    expect(csp).not.toContain('unsafe-inline');
+    expect(answer.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(answer.headers.get('cache-control')).toBe('no-store');
+    expect(answer.text).toContain('No real WhatsApp messages are sent');
+    expect(answer.text).not.toContain('These pages are open');
+    expect(answer.text).toContain('href="/admin/sessions/main"');
+    // No inline script or style anywhere on the page.
+    expect(answer.text).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/);
+    expect(answer.text).not.toMatch(/<style|\sstyle=/);
+  });
+
+  it('serves the static assets only with credentials', async () => {
+    expect((await request(stack, 'GET', '/admin/assets/admin.js', { auth: null })).status).toBe(
+      401,
+    );
+    const script = await request(stack, 'GET', '/admin/assets/admin.js');
+    expect(script.status).toBe(200);
+    expect(script.headers.get('content-type')).toMatch(/javascript/);
+    expect((await request(stack, 'GET', '/admin/assets/admin.css')).status).toBe(200);
+  });
+
+  it('refuses a forged cross-site form post (no token, foreign Origin) with 403', async () => {
+    const forged = await request(stack, 'POST', '/admin/sessions', {
+      form: { id: 'forged' },
+      headers: { origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' },
+    });
+    expect(forged.status).toBe(403);
+    const json = await request(stack, 'POST', '/api/admin/sessions', {
+      json: { id: 'forged' },
+      headers: { origin: 'https://evil.example' },
+    });
+    expect(json.status).toBe(403);
+    expect(json.json.error.code).toBe('FORBIDDEN');
+    expect((await stack.call('GET', '/api/v1/sessions/forged/status')).status).toBe(404);
+  });
+
+  it('refuses a state change without a CSRF token, or with a valid token from another site', async () => {
+    const noToken = await request(stack, 'POST', '/api/admin/sessions', { json: { id: 'x1' } });
+    expect(noToken.status).toBe(403);
+    expect(noToken.json.error.message).toContain('CSRF');
+
+    const { token, cookie } = await csrf(stack);
+    const wrongToken = await request(stack, 'POST', '/api/admin/sessions', {
+      json: { id: 'x1' },
+      headers: { cookie, 'x-csrf-token': `${token}x` },
+    });
+    expect(wrongToken.status).toBe(403);
+
+    const foreign = await request(stack, 'POST', '/api/admin/sessions', {
+      json: { id: 'x1' },
+      headers: { cookie, 'x-csrf-token': token, origin: 'https://evil.example' },
+    });
+    expect(foreign.status).toBe(403);
+    const sameSite = await request(stack, 'POST', '/api/admin/sessions', {
+      json: { id: 'x1' },
+      headers: { cookie, 'x-csrf-token': token, 'sec-fetch-site': 'same-site' },
+    });
+    expect(sameSite.status).toBe(403);
+
+    // A token minted for another user (or without auth) does not count either.
+    const ok = await request(stack, 'POST', '/api/admin/sessions', {
+      json: { id: 'x1' },
+      headers: {
+        cookie,
+        'x-csrf-token': token,
+        origin: stack.url,
+        'sec-fetch-site': 'same-origin',
+      },
+    });
+    expect(ok.status).toBe(201);
+    expect(ok.json.data.id).toBe('x1');
+  });
+
+  it('creates a session with a form post and redirects to its page with a flash message', async () => {
+    const page = await request(stack, 'GET', '/admin');
+    const token = /name="csrf-token" content="([^"]+)"/.exec(page.text)?.[1];
+    expect(token).toBeTruthy();
+    const cookie = cookiesOf(page);
+    const posted = await request(stack, 'POST', '/admin/sessions', {
+      form: { _csrf: token!, id: 'sales' },
+      headers: { cookie, origin: stack.url },
+    });
+    expect(posted.status).toBe(303);
+    expect(posted.headers.get('location')).toBe('/admin/sessions/sales');
+    const next = await request(stack, 'GET', '/admin/sessions/sales', {
+      headers: { cookie: `${cookie}; ${cookiesOf(posted)}` },
+    });
+    expect(next.status).toBe(200);
+    expect(next.text).toContain('Session sales created');
+    expect(next.text).toContain('Link now (sandbox)');
+
+    const duplicate = await request(stack, 'POST', '/admin/sessions', {
+      form: { _csrf: token!, id: 'sales' },
+      headers: { cookie },
+    });
+    expect(duplicate.status).toBe(303);
+    expect(decodeURIComponent(cookiesOf(duplicate))).toContain('already exists');
+  });
+
+  it('answers an unknown session page with an HTML 404', async () => {
+    const answer = await request(stack, 'GET', '/admin/sessions/nosuch');
+    expect(answer.status).toBe(404);
+    expect(answer.text).toContain('Session nosuch does not exist');
+  });
+
+  it('links, sends a test message through the public send path, and follows it to read', async () => {
+    const { token, cookie } = await csrf(stack);
+    const headers = { cookie, 'x-csrf-token': token };
+    await eventually(async () =>
+      expect((await request(stack, 'GET', '/api/admin/sessions/main')).json.data.status).toBe('QR'),
+    );
+    const qr = await request(stack, 'GET', '/api/admin/sessions/main/qr');
+    expect(qr.status).toBe(200);
+    expect(qr.headers.get('content-type')).toBe('image/png');
+    expect(
+      (await request(stack, 'POST', '/api/admin/sessions/main/link', { headers })).status,
+    ).toBe(202);
+    await stack.waitReady('main');
+
+    const sent = await request(stack, 'POST', '/api/admin/sessions/main/messages', {
+      json: { to: '+49 151 2345 6789', text: 'admin test' },
+      headers,
+    });
+    expect(sent.status).toBe(202);
+    expect(sent.json.data).toMatchObject({ sessionId: 'main', status: 'queued' });
+    await eventually(async () => {
+      const message = await request(stack, 'GET', `/api/admin/messages/${sent.json.data.id}`);
+      expect(message.json.data.status).toBe('read');
+    });
+    const detail = (await request(stack, 'GET', '/api/admin/sessions/main')).json.data;
+    expect(detail.counts).toMatchObject({ sent: 1, failed: 0, queued: 0, window: 500 });
+    expect(detail.recentMessages[0].id).toBe(sent.json.data.id);
+
+    const invalid = await request(stack, 'POST', '/api/admin/sessions/main/messages', {
+      json: { to: 'nobody', text: '' },
+      headers,
+    });
+    expect(invalid.status).toBe(400);
+    expect(invalid.json.error.code).toBe('BAD_REQUEST');
+  });
+
+  it('lists every session’s send queue in bull-board, including sessions created later', async () => {
+    const page = await request(stack, 'GET', '/admin/queues');
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('<base href="/admin/queues/"');
+    const { token, cookie } = await csrf(stack);
+    await request(stack, 'POST', '/api/admin/sessions', {
+      json: { id: 'later' },
+      headers: { cookie, 'x-csrf-token': token },
+    });
+    await eventually(async () => {
+      const queues = await request(stack, 'GET', '/admin/queues/api/queues?activeQueue=&page=1');
+      expect(queues.status).toBe(200);
+      const names = (queues.json.queues as { name: string }[]).map((queue) => queue.name);
+      expect(names.some((name) => name.endsWith('send-main'))).toBe(true);
+      expect(names.some((name) => name.endsWith('send-later'))).toBe(true);
+    }, 8000);
+  });
+
+  it('documents the /api/admin routes under the admin tag with Basic Auth and the CSRF header', async () => {
+    const spec = (await stack.call('GET', '/api/openapi')).body;
+    expect(spec.components.securitySchemes.admin).toEqual({ type: 'http', scheme: 'basic' });
+    const adminPaths = Object.keys(spec.paths).filter((path) => path.startsWith('/api/admin'));
+    expect(adminPaths.length).toBeGreaterThan(5);
+    expect(Object.keys(spec.paths).some((path) => path.startsWith('/admin'))).toBe(false);
+    for (const path of adminPaths) {
+      for (const [method, operation] of Object.entries<any>(spec.paths[path])) {
+        expect(operation.tags, `${method} ${path}`).toEqual(['admin']);
+        expect(operation.security, `${method} ${path}`).toContainEqual({ admin: [] });
+        if (method !== 'get') {
+          expect(
+            operation.parameters.map((p: { name: string }) => p.name),
+            `${method} ${path}`,
+          ).toContain('x-csrf-token');
+        }
+      }
+    }
+  });
+
+  it('refuses a test message with 503 when no worker is running, as the public API does', async () => {
+    const { token, cookie } = await csrf(stack);
+    await stack.stopWorker();
+    await eventually(async () => {
+      const answer = await request(stack, 'POST', '/api/admin/sessions/main/messages', {
+        json: { to: '4915123456789', text: 'nobody home' },
+        headers: { cookie, 'x-csrf-token': token },
+      });
+      expect(answer.status).toBe(503);
+      expect(answer.json.error.code).toBe('UNAVAILABLE');
+    });
+  });
+});
+
+describe('admin pages without ADMIN_PASSWORD', () => {
+  it('work in development, with a warning that they are open', async () => {
+    const stack = await Stack.start({ NODE_ENV: 'development' }, { worker: false });
+    try {
+      const page = await request(stack, 'GET', '/admin', { auth: null });
+      expect(page.status).toBe(200);
+      expect(page.text).toContain('These pages are open to anyone');
+      expect((await request(stack, 'GET', '/api/admin/sessions', { auth: null })).status).toBe(200);
+      // Still no state change without the CSRF token.
+      const forged = await request(stack, 'POST', '/api/admin/sessions', {
+        auth: null,
+        json: { id: 'forged' },
+      });
+      expect(forged.status).toBe(403);
+    } finally {
+      await stack.close();
+    }
+  });
+
+  it('are not mounted at all in production', async () => {
+    const stack = await Stack.start({ NODE_ENV: 'production' }, { worker: false });
+    try {
+      for (const path of [
+        '/admin',
+        '/admin/sessions/main',
+        '/api/admin/sessions',
+        '/admin/queues',
+        '/admin/assets/admin.js',
+      ]) {
+        expect((await request(stack, 'GET', path, { auth: null })).status, path).toBe(404);
+      }
+      const spec = (await stack.call('GET', '/api/openapi')).body;
+      expect(Object.keys(spec.paths).filter((path) => path.includes('admin'))).toEqual([]);
+      // The public API is unaffected.
+      expect((await stack.call('GET', '/api/v1/sessions')).status).toBe(200);
+    } finally {
+      await stack.close();
+    }
+  });
+});

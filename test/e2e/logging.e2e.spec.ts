@@ -1,0 +1,95 @@
+import type { ChildProcess } from 'node:child_process';
+import { eventually } from '../support/eventually.js';
+import { freePort } from '../support/global-setup.js';
+import { Stack } from '../support/stack.js';
+import { ensureBuilt, exited, spawnApp } from '../support/worker-process.js';
+
+const API_KEY = 'logging-test-api-key-7f3a9c';
+const SECRET_TEXT = 'the-one-time-code-is-902114';
+
+describe('production logs of the built api and worker', () => {
+  let stack: Stack;
+  let port: number;
+  const processes: ChildProcess[] = [];
+  const output: string[] = [];
+
+  beforeAll(async () => {
+    ensureBuilt('api');
+    ensureBuilt('worker');
+    stack = await Stack.start({}, { worker: false });
+    port = await freePort();
+    const env = {
+      ...stack.env,
+      NODE_ENV: 'production',
+      LOG_LEVEL: 'info',
+      API_KEY,
+      WORKER_TOKEN: 'logging-test-worker-token',
+      PORT: String(port),
+    };
+    for (const app of ['api', 'worker'] as const) {
+      const child = spawnApp(app, env, ['ignore', 'pipe', 'pipe']);
+      child.stdout!.on('data', (chunk: Buffer) => output.push(chunk.toString()));
+      child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()));
+      processes.push(child);
+    }
+    await eventually(
+      async () => expect((await fetch(`http://127.0.0.1:${port}/health/live`)).status).toBe(200),
+      20_000,
+    );
+  }, 120_000);
+  afterAll(async () => {
+    for (const child of processes) child.kill('SIGTERM');
+    await Promise.all(processes.map(exited));
+    await stack.close();
+  });
+
+  it('writes JSON lines carrying the request id into the worker, and never an API key, credentials or a body', async () => {
+    const send = () =>
+      fetch(`http://127.0.0.1:${port}/api/v1/messages/text`, {
+        method: 'POST',
+        headers: {
+          'x-api-key': API_KEY,
+          'content-type': 'application/json',
+          'x-request-id': 'req-logging-42',
+        },
+        body: JSON.stringify({ to: '4915123456789', text: SECRET_TEXT }),
+      });
+    const accepted = await eventually(async () => {
+      const answer = await send();
+      expect(answer.status).toBe(202);
+      return answer;
+    }, 20_000);
+    expect(accepted.headers.get('x-request-id')).toBe('req-logging-42');
+    await fetch(`http://127.0.0.1:${port}/api/v1/sessions`, {
+      headers: {
+        'x-api-key': 'a-wrong-key-that-must-not-be-logged',
+        authorization: 'Basic YWRtaW46aHVudGVyMg==',
+      },
+    });
+
+    const lines = await eventually(() => {
+      const parsed = output
+        .join('')
+        .split('\n')
+        .filter((line) => line.trim())
+        .map((line) => JSON.parse(line) as Record<string, any>);
+      expect(
+        parsed.some((line) => line.msg === 'message sent' && line.requestId === 'req-logging-42'),
+      ).toBe(true);
+      return parsed;
+    }, 20_000);
+    const requestLine = lines.find((line) => line.req?.id === 'req-logging-42');
+    expect(requestLine?.res?.statusCode).toBe(202);
+    expect(requestLine?.req.headers['x-api-key']).toBe('[redacted]');
+
+    const all = output.join('');
+    for (const secret of [
+      API_KEY,
+      'a-wrong-key-that-must-not-be-logged',
+      'YWRtaW46aHVudGVyMg==',
+      SECRET_TEXT,
+    ]) {
+      expect(all, secret).not.toContain(secret);
+    }
+  });
+});
