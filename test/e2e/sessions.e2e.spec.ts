@@ -166,3 +166,50 @@ describe('commands and links survive worker restarts', () => {
     );
   });
 });
+
+describe('ownership', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ WORKER_HEARTBEAT_MS: '200' });
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it('holds the lease of the sessions it drives and stops an engine at once when another worker holds its lease', async () => {
+    const manager = stack.worker!.get(SessionManager);
+    expect(await stack.redis.get(stack.keys.lease('main'))).toBe(manager.workerId);
+    // Another worker took the lease (ours expired while we were stalled, say).
+    await stack.redis.set(stack.keys.lease('main'), 'some-other-worker', 'PX', 60_000);
+    await eventually(() => expect(manager.ownedSessionIds()).not.toContain('main'));
+    expect(manager.isReady('main')).toBe(false);
+    // Once the other worker is gone for good, this one takes the session back.
+    await stack.redis.del(stack.keys.lease('main'));
+    await stack.waitReady();
+    expect(await stack.redis.get(stack.keys.lease('main'))).toBe(manager.workerId);
+  });
+
+  it('writes incoming messages and acks to the event stream', async () => {
+    const { EventRepository } = await import('@app/status-store');
+    stack.sandbox().emit('message', {
+      engineMessageId: 'in-1',
+      from: '4915123456789@c.us',
+      body: 'hello gateway',
+      timestamp: new Date().toISOString(),
+    });
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915123456789',
+      text: 'hi',
+    });
+    await stack.waitForStatus(sent.body.data.id, 'read');
+    const events = await stack.worker!.get(EventRepository).latest(20);
+    expect(events).toContainEqual(
+      expect.objectContaining({ type: 'message', sessionId: 'main', engineMessageId: 'in-1' }),
+    );
+    expect(events).toContainEqual({
+      type: 'ack',
+      sessionId: 'main',
+      messageId: sent.body.data.id,
+      status: 'read',
+    });
+  });
+});

@@ -1,0 +1,112 @@
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { Test } from '@nestjs/testing';
+import { inject } from 'vitest';
+import { AppConfigModule } from '@app/config';
+import { REDIS, RedisKeys, SessionRepository, StatusStoreModule } from '@app/status-store';
+import type { Redis } from 'ioredis';
+import type { INestApplicationContext } from '@nestjs/common';
+import { eventually } from '../../../test/support/eventually.js';
+import { EngineFactory } from './engine-factory.js';
+import type { EngineEvents } from './engine.js';
+import { SessionManager } from './session-manager.service.js';
+import { WORKER_ID } from './whatsapp.tokens.js';
+
+/** An engine that stays STARTING until the test lets it show a QR. */
+class HeldEngine extends EventEmitter<EngineEvents> {
+  readonly kind = 'sandbox' as const;
+  constructor(
+    readonly sessionId: string,
+    private readonly starting: Set<string>,
+  ) {
+    super();
+  }
+  async start() {
+    this.starting.add(this.sessionId);
+    this.emit('state', { status: 'STARTING' });
+  }
+  release() {
+    this.starting.delete(this.sessionId);
+    this.emit('state', { status: 'QR', qr: 'qr' });
+  }
+  async stop() {
+    this.emit('state', { status: 'STOPPED' });
+  }
+  async logout() {}
+  async sendText(): Promise<string> {
+    return '';
+  }
+  async sendMedia(): Promise<string> {
+    return '';
+  }
+  async findSentMessage() {
+    return null;
+  }
+  async requestPairingCode(): Promise<string> {
+    return '';
+  }
+}
+
+describe('SessionManager', () => {
+  let app: INestApplicationContext;
+  const starting = new Set<string>();
+  const engines = new Map<string, HeldEngine>();
+  let maxStarting = 0;
+
+  beforeAll(async () => {
+    const prefix = `t${randomBytes(5).toString('hex')}`;
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        AppConfigModule.forRoot({
+          readEnvFile: false,
+          overrides: {
+            REDIS_URL: inject('redisUrl'),
+            REDIS_PREFIX: prefix,
+            SESSION_START_CONCURRENCY: '2',
+            WORKER_HEARTBEAT_MS: '60000',
+            WWEBJS_DATA_DIR: `/tmp/${prefix}`,
+          },
+        }),
+        StatusStoreModule,
+      ],
+      providers: [
+        SessionManager,
+        { provide: WORKER_ID, useValue: 'worker-under-test' },
+        {
+          provide: EngineFactory,
+          useValue: {
+            create: (sessionId: string) => {
+              const engine = new HeldEngine(sessionId, starting);
+              engine.on('state', () => (maxStarting = Math.max(maxStarting, starting.size)));
+              engines.set(sessionId, engine);
+              return engine;
+            },
+          },
+        },
+      ],
+    }).compile();
+    app = await moduleRef.init();
+  });
+  afterAll(async () => {
+    await app.get(SessionManager).onApplicationShutdown();
+    const redis = app.get<Redis>(REDIS);
+    const keys = await redis.keys(`${app.get(RedisKeys).root}*`);
+    if (keys.length) await redis.del(...keys);
+    await app.close();
+  });
+
+  it('starts sessions SESSION_START_CONCURRENCY at a time, each holding its slot until it leaves STARTING', async () => {
+    const sessions = app.get(SessionRepository);
+    for (const id of ['a', 'b', 'c', 'd', 'e']) await sessions.register(id);
+    await app.get(SessionManager).startAll();
+    // main + a..e = 6 sessions; only 2 may be starting at once.
+    await eventually(() => expect(starting.size).toBe(2));
+    while (engines.size < 6 || starting.size > 0) {
+      const next = [...starting][0];
+      if (next) engines.get(next)!.release();
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    }
+    expect(engines.size).toBe(6);
+    expect(maxStarting).toBe(2);
+  });
+});
