@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { NestFactory } from '@nestjs/core';
 import type { INestApplicationContext } from '@nestjs/common';
 import type { NestExpressApplication } from '@nestjs/platform-express';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
-import { RedisKeys } from '@app/status-store';
+import { RedisKeys, createRedis } from '@app/status-store';
 import { SandboxEngine, SessionManager } from '@app/whatsapp';
 import { ApiModule } from '../../apps/api/src/api.module.js';
 import { configureApi } from '../../apps/api/src/configure-api.js';
@@ -37,7 +37,7 @@ export class Stack {
   readonly keys: RedisKeys;
 
   private constructor(readonly env: Record<string, string>) {
-    this.redis = new Redis(env.REDIS_URL);
+    this.redis = createRedis(env.REDIS_URL, { name: 'test' });
     this.redis.on('error', () => undefined); // chaos tests stop Redis on purpose
     this.keys = new RedisKeys(env.REDIS_PREFIX);
   }

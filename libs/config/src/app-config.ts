@@ -10,8 +10,10 @@ import {
   Max,
   Min,
   MinLength,
+  ValidateBy,
   ValidateIf,
 } from 'class-validator';
+import { parseRedisUrl } from './redis-url.js';
 
 /** The API key shipped in .env.example; production refuses to start with it. */
 export const EXAMPLE_API_KEY = 'change-me-to-a-long-random-string';
@@ -55,7 +57,14 @@ export class AppConfig {
   @MinLength(8)
   API_KEY?: string;
 
-  @IsUrl({ protocols: ['redis', 'rediss'], require_tld: false, require_protocol: true })
+  @ValidateBy({
+    name: 'isRedisUrl',
+    validator: {
+      validate: (value: unknown) => typeof value === 'string' && parseRedisUrl(value) !== null,
+      defaultMessage: () =>
+        'must be redis://host:port, rediss://..., redis+sentinel://host:port,.../masterName or redis+cluster://host:port,...',
+    },
+  })
   REDIS_URL = 'redis://127.0.0.1:6379';
 
   @Matches(/^[A-Za-z0-9_{}-]{1,32}$/, { message: 'must be 1-32 of letters, digits, _ - { }' })

@@ -4,3 +4,4 @@ export * from './app-config.js';
 export * from './parse-config.js';
 export * from './app-config.module.js';
 export * from './check-config.js';
+export * from './redis-url.js';

@@ -104,3 +104,47 @@ describe('.env.example', () => {
     expect(() => parseConfig(parseEnv(example))).not.toThrow();
   });
 });
+
+describe('parseRedisUrl', () => {
+  it('reads one server, a Sentinel set and a Cluster', async () => {
+    const { parseRedisUrl } = await import('./index.js');
+    expect(parseRedisUrl('redis://127.0.0.1:6379')).toMatchObject({ mode: 'standalone' });
+    expect(parseRedisUrl('rediss://:pw@redis.example:6380/2')).toMatchObject({
+      mode: 'standalone',
+      tls: true,
+    });
+    expect(parseRedisUrl('redis+sentinel://:secret@s1:26379,s2,[::1]:26380/mymaster/3')).toEqual({
+      mode: 'sentinel',
+      url: 'redis+sentinel://:secret@s1:26379,s2,[::1]:26380/mymaster/3',
+      nodes: [
+        { host: 's1', port: 26379 },
+        { host: 's2', port: 26379 },
+        { host: '::1', port: 26380 },
+      ],
+      masterName: 'mymaster',
+      username: undefined,
+      password: 'secret',
+      db: 3,
+      tls: false,
+    });
+    expect(parseRedisUrl('redis+cluster://n1:7000,n2:7001')).toMatchObject({
+      mode: 'cluster',
+      nodes: [
+        { host: 'n1', port: 7000 },
+        { host: 'n2', port: 7001 },
+      ],
+    });
+  });
+
+  it.each([
+    'http://x',
+    'redis+sentinel://s1:26379',
+    'redis+cluster://n1:7000/extra',
+    'redis+cluster://n1:99999',
+    'redis:// space',
+  ])('refuses %s', async (url) => {
+    const { parseRedisUrl } = await import('./index.js');
+    expect(parseRedisUrl(url)).toBeNull();
+    expect(() => parseConfig({ REDIS_URL: url })).toThrow(/REDIS_URL/);
+  });
+});

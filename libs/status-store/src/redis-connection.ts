@@ -1,23 +1,53 @@
 import { Logger } from '@nestjs/common';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { parseRedisUrl } from '@app/config';
 
 const log = new Logger('Redis');
 
 /**
- * Opens an ioredis client for a REDIS_URL. `blocking` clients (BullMQ workers) must retry
- * forever; request-path clients give up after a few retries so an outage is a quick 503.
- * Connection errors are logged once per kind (ioredis would print each reconnect attempt).
+ * Opens an ioredis client for REDIS_URL: one server, a Sentinel set or a Cluster. `blocking`
+ * clients (BullMQ workers, subscribers) must retry forever; request-path clients give up
+ * after a few retries so an outage is a quick 503. Connection errors are logged once per kind
+ * (ioredis would print every reconnect attempt).
+ *
+ * A Cluster client is returned typed as Redis: it answers the same commands, and every key we
+ * use shares one hash tag ({prefix}), so multi-key commands and scripts stay in one slot.
  */
 export function createRedis(url: string, options: { blocking?: boolean; name: string }): Redis {
+  const target = parseRedisUrl(url);
+  if (!target) throw new Error('REDIS_URL is not a Redis URL');
   const base: RedisOptions = {
     connectionName: options.name,
     maxRetriesPerRequest: options.blocking ? null : 2,
     connectTimeout: 5_000,
+    retryStrategy: (times) => Math.min(times * 200, 2_000),
     // Commands issued in the same tick share one write: far fewer syscalls under load.
     enableAutoPipelining: !options.blocking,
-    retryStrategy: (times) => Math.min(times * 200, 2_000),
   };
-  const redis = new Redis(url, base);
+  const auth = {
+    username: target.username,
+    password: target.password,
+    ...(target.tls ? { tls: {} } : {}),
+  };
+  let redis: Redis;
+  if (target.mode === 'standalone') {
+    redis = new Redis(url, base);
+  } else if (target.mode === 'sentinel') {
+    redis = new Redis({
+      ...base,
+      ...auth,
+      sentinels: target.nodes,
+      name: target.masterName,
+      db: target.db,
+      sentinelPassword: target.password,
+    });
+  } else {
+    redis = new Cluster(target.nodes, {
+      redisOptions: { ...base, ...auth },
+      clusterRetryStrategy: base.retryStrategy,
+      enableAutoPipelining: base.enableAutoPipelining,
+    }) as unknown as Redis;
+  }
   let lastError = '';
   redis.on('error', (err: Error) => {
     if (err.message !== lastError) log.warn(`${options.name}: ${err.message}`);
