@@ -167,6 +167,12 @@ describe('operations: health, workers and metrics', () => {
 
     const after = await scrape();
     expect(sampleValue(after, 'wa_messages_total', sent)).toBe(sentBefore + 1);
+    for (const status of ['delivered', 'read']) {
+      const labels = { session: 'main', status, code: '' };
+      expect(sampleValue(after, 'wa_messages_total', labels), status).toBe(
+        sampleValue(before, 'wa_messages_total', labels) + 1,
+      );
+    }
     expect(
       sampleValue(after, 'wa_messages_total', {
         session: 'main',

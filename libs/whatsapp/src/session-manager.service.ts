@@ -25,6 +25,12 @@ export interface SessionManagerEvents {
   ready: [sessionId: string];
   /** The session left READY (or stopped, or is no longer ours). */
   unready: [sessionId: string];
+  /** A new engine was created for the session (its first, or a restart's). */
+  engine: [sessionId: string];
+  /** The session's current engine reported a state. */
+  state: [sessionId: string, status: SessionStatus];
+  /** A delivered or read ack for one of our messages. */
+  ack: [sessionId: string, status: 'delivered' | 'read'];
 }
 
 /** How long a starting session holds a start slot before the next one may launch. */
@@ -265,6 +271,7 @@ export class SessionManager
   private createEngine(sessionId: string): void {
     const engine = this.factory.create(sessionId);
     this.engines.set(sessionId, engine);
+    this.emit('engine', sessionId);
     engine.on('state', (state) => void this.onState(sessionId, engine, state));
     engine.on(
       'ack',
@@ -340,7 +347,10 @@ export class SessionManager
   ): Promise<void> {
     // A replaced engine's late events (a STOPPED from the old one) must not overwrite the new one's.
     if (this.engines.get(sessionId) !== engine && state.status !== 'STOPPED') return;
-    if (this.engines.get(sessionId) === engine) this.statuses.set(sessionId, state.status);
+    if (this.engines.get(sessionId) === engine) {
+      this.statuses.set(sessionId, state.status);
+      this.emit('state', sessionId, state.status);
+    }
     this.log.log(
       { sessionId, status: state.status, lastError: state.lastError ?? undefined },
       'session state',
@@ -360,7 +370,10 @@ export class SessionManager
   ) {
     try {
       const messageId = await this.messages.applyEngineAck(sessionId, engineMessageId, status);
-      if (messageId) await this.events.append({ type: 'ack', sessionId, messageId, status });
+      if (!messageId) return;
+      // `sent` is counted where the send returns; acks add what happened after.
+      if (status !== 'sent') this.emit('ack', sessionId, status);
+      await this.events.append({ type: 'ack', sessionId, messageId, status });
     } catch (err) {
       this.log.warn({ sessionId, engineMessageId, err: toError(err).message }, 'ack not recorded');
     }

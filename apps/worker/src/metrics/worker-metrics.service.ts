@@ -1,14 +1,9 @@
-import {
-  Injectable,
-  Logger,
-  type BeforeApplicationShutdown,
-  type OnApplicationBootstrap,
-} from '@nestjs/common';
+import { Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
 import { InjectMetric } from '@willsoto/nestjs-prometheus';
 import { register, type Counter, type Gauge, type Histogram } from 'prom-client';
 import { QueueProducer } from '@app/queue';
 import { SessionRepository, type SessionStatus } from '@app/status-store';
-import { SessionManager, type WhatsAppEngine } from '@app/whatsapp';
+import { SessionManager } from '@app/whatsapp';
 import { withTimeout } from '../health/with-timeout.js';
 
 export const METRIC = {
@@ -32,8 +27,6 @@ export const SESSION_STATES: SessionStatus[] = [
   'STOPPED',
 ];
 
-/** How often new engines are looked for, to follow their state changes (engine restarts). */
-const WATCH_ENGINES_MS = 1_000;
 /** A scrape answers within this even while Redis is away (the gauges are then left out). */
 const READ_TIMEOUT_MS = 2_000;
 
@@ -42,11 +35,8 @@ const READ_TIMEOUT_MS = 2_000;
  * queue depth and session states are read from Redis when /metrics is scraped.
  */
 @Injectable()
-export class WorkerMetrics implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class WorkerMetrics implements OnApplicationBootstrap {
   private readonly log = new Logger(WorkerMetrics.name);
-  private readonly watched = new WeakSet<WhatsAppEngine>();
-  private readonly seenSessions = new Set<string>();
-  private timer?: NodeJS.Timeout;
 
   constructor(
     @InjectMetric(METRIC.messages)
@@ -62,12 +52,7 @@ export class WorkerMetrics implements OnApplicationBootstrap, BeforeApplicationS
   ) {}
 
   onApplicationBootstrap(): void {
-    this.timer = setInterval(() => this.watchEngines(), WATCH_ENGINES_MS);
-    this.timer.unref();
-  }
-
-  beforeApplicationShutdown(): void {
-    clearInterval(this.timer);
+    this.followSessions();
   }
 
   /**
@@ -101,7 +86,6 @@ export class WorkerMetrics implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   private async refresh(): Promise<void> {
-    this.watchEngines();
     const owned = this.sessions.ownedSessionIds();
     const readings = await Promise.all(
       owned.map(async (sessionId) => {
@@ -132,25 +116,26 @@ export class WorkerMetrics implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   /**
-   * Follows each engine's state events to count restarts: an engine going back to STARTING
-   * after another state, or a session's engine replaced by a new one. An engine's first start
-   * is not a restart. SessionManager announces no new engines, so they are looked for every
-   * second: a restart within an engine's first second is not seen.
+   * Counts engine restarts from the session manager's events: a new engine for a session that
+   * had one, or an engine going back to STARTING after another state. A first start is not one.
    */
-  private watchEngines(): void {
-    for (const sessionId of this.sessions.ownedSessionIds()) {
-      const engine = this.sessions.engine(sessionId);
-      if (!engine || this.watched.has(engine)) continue;
-      this.watched.add(engine);
-      if (this.seenSessions.has(sessionId)) this.engineRestarts.inc({ session: sessionId });
-      this.seenSessions.add(sessionId);
-      let previous: SessionStatus | undefined;
-      // SessionManager removes every listener of an engine it stops, this one included.
-      engine.on('state', ({ status }) => {
-        if (status === 'STARTING' && previous !== undefined && previous !== 'STARTING')
-          this.engineRestarts.inc({ session: sessionId });
-        previous = status;
-      });
-    }
+  private followSessions(): void {
+    const seen = new Set<string>();
+    const previous = new Map<string, SessionStatus>();
+    this.sessions.on('engine', (sessionId) => {
+      if (seen.has(sessionId)) this.engineRestarts.inc({ session: sessionId });
+      seen.add(sessionId);
+      previous.delete(sessionId);
+    });
+    this.sessions.on('state', (sessionId, status) => {
+      const before = previous.get(sessionId);
+      if (status === 'STARTING' && before !== undefined && before !== 'STARTING') {
+        this.engineRestarts.inc({ session: sessionId });
+      }
+      previous.set(sessionId, status);
+    });
+    this.sessions.on('ack', (sessionId, status) =>
+      this.messages.inc({ session: sessionId, status, code: '' }),
+    );
   }
 }

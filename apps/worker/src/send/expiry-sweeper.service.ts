@@ -8,6 +8,7 @@ import { AppConfig } from '@app/config';
 import { QueueProducer } from '@app/queue';
 import { MessageRepository } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
+import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 
 /** Jobs looked at per session and sweep; older ones are reached on later sweeps. */
 const BATCH = 500;
@@ -28,6 +29,7 @@ export class ExpirySweeper implements OnApplicationBootstrap, BeforeApplicationS
     private readonly sessions: SessionManager,
     private readonly queues: QueueProducer,
     private readonly messages: MessageRepository,
+    private readonly metrics: WorkerMetrics,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -61,6 +63,7 @@ export class ExpirySweeper implements OnApplicationBootstrap, BeforeApplicationS
               code: 'EXPIRED',
               message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms); session ${sessionId} was not ready`,
             });
+            this.metrics.sendFailed(sessionId, 'EXPIRED', true);
             expired++;
           }
           await job.remove().catch(() => undefined);
