@@ -29,6 +29,7 @@ COPY --from=build /app/dist ./dist
 RUN mkdir -p /data/wwebjs && chown -R node:node /data
 USER node
 VOLUME ["/data/wwebjs"]
-EXPOSE 3000
+# 3000: the api; 3001: a worker's health and metrics port (WORKER_HEALTH_PORT).
+EXPOSE 3000 3001
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["node", "dist/apps/api/apps/api/src/main.js"]

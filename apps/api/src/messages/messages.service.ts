@@ -72,9 +72,13 @@ export class MessagesService {
       target.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
     const chatId = toChatId(target.to);
     if (!chatId) throw new AppError('BAD_REQUEST', 'to is not a phone number or group id');
-    if (!(await this.sessions.exists(sessionId)))
-      throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
-    if ((await this.workers.countLive(this.config.workerStaleAfterMs)) === 0) {
+    // Both checks in one round trip (the client pipelines commands issued together).
+    const [exists, liveWorkers] = await Promise.all([
+      this.sessions.exists(sessionId),
+      this.workers.countLive(this.config.workerStaleAfterMs),
+    ]);
+    if (!exists) throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
+    if (liveWorkers === 0) {
       throw new AppError('UNAVAILABLE', 'No worker is running; the message was not accepted');
     }
 
