@@ -159,7 +159,7 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
     });
     expect(sameSite.status).toBe(403);
 
-    // A token minted for another user (or without auth) does not count either.
+    // The same token and cookie from this site are accepted.
     const ok = await request(stack, 'POST', '/api/admin/sessions', {
       json: { id: 'x1' },
       headers: {
@@ -197,6 +197,36 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
     });
     expect(duplicate.status).toBe(303);
     expect(decodeURIComponent(cookiesOf(duplicate))).toContain('already exists');
+  });
+
+  it('gives a pairing code through the JSON route and through the form', async () => {
+    const { token, cookie } = await csrf(stack);
+    await eventually(async () =>
+      expect((await request(stack, 'GET', '/api/admin/sessions/sales')).json.data.status).toBe(
+        'QR',
+      ),
+    );
+    const answer = await request(stack, 'POST', '/api/admin/sessions/sales/pairing-code', {
+      json: { phone: '+49 151 2345 6789' },
+      headers: { cookie, 'x-csrf-token': token },
+    });
+    expect(answer.status).toBe(200);
+    expect(answer.json.data.pairingCode).toMatch(/^[0-9A-F]{8}$/);
+    await eventually(async () =>
+      expect((await request(stack, 'GET', '/api/admin/sessions/sales')).json.data).toMatchObject({
+        status: 'PAIRING_CODE',
+        pairingCode: answer.json.data.pairingCode,
+      }),
+    );
+    const page = await request(stack, 'GET', '/admin/sessions/sales');
+    expect(page.text).toContain(answer.json.data.pairingCode);
+
+    const form = await request(stack, 'POST', '/admin/sessions/sales/pairing-code', {
+      form: { _csrf: token, phone: 'call me' },
+      headers: { cookie },
+    });
+    expect(form.status).toBe(303);
+    expect(decodeURIComponent(cookiesOf(form))).toContain('phone must be a phone number');
   });
 
   it('answers an unknown session page with an HTML 404', async () => {

@@ -58,8 +58,9 @@ describe('session lifecycle through the API (sandbox engine, manual linking)', (
     const marker = join(stack.env.WWEBJS_DATA_DIR, 'session-sales', 'sandbox-linked.json');
     expect(existsSync(marker)).toBe(true);
     expect((await stack.call('POST', '/api/v1/sessions/sales/logout')).status).toBe(202);
-    await waitFor('sales', 'QR');
+    const waiting = await waitFor('sales', 'QR');
     expect(existsSync(marker)).toBe(false);
+    expect(waiting).toMatchObject({ phone: null, pushname: null, hasQr: true });
   });
 
   it('gives a pairing code for linking by phone number', async () => {

@@ -123,6 +123,9 @@ export class SessionRepository {
       updatedAt: now.toISOString(),
     };
     const cleared: string[] = [];
+    // Waiting for a scan means no phone is linked: the previous one's number must not linger.
+    if (observed.status === 'QR' || observed.status === 'PAIRING_CODE')
+      cleared.push('phone', 'pushname');
     for (const field of ['phone', 'pushname', ...TRANSIENT_FIELDS] as const) {
       const value = observed[field];
       if (value !== undefined && value !== null) fields[field] = String(value);

@@ -49,6 +49,20 @@ export function linkPhase(session: { status: string; hasQr: boolean }): string {
   }
 }
 
+interface LinkFacts {
+  status: string;
+  phone?: string | null;
+  pushname?: string | null;
+}
+
+/**
+ * Whether the phone and name on record still describe the session: the registry keeps the
+ * last ones after a logout, and a session waiting for a scan is linked to nobody.
+ */
+export function showsLink(session: LinkFacts): boolean {
+  return session.status !== 'QR' && session.status !== 'PAIRING_CODE';
+}
+
 /** `2026-11-24 10:00:05 UTC`: unambiguous for an operator reading it from any time zone. */
 export function formatTime(iso: unknown): string {
   if (typeof iso !== 'string' || !iso) return '–';
@@ -74,6 +88,12 @@ export class AdminViews {
     hbs.registerHelper('time', (iso: unknown) => formatTime(iso));
     hbs.registerHelper('phone', (digits: unknown) =>
       typeof digits === 'string' && digits ? `+${digits}` : '–',
+    );
+    hbs.registerHelper('linkedPhone', (session: LinkFacts) =>
+      showsLink(session) && session.phone ? `+${session.phone}` : '–',
+    );
+    hbs.registerHelper('linkedName', (session: LinkFacts) =>
+      showsLink(session) && session.pushname ? session.pushname : '–',
     );
     hbs.registerHelper('or', (value: unknown, fallback: unknown) => value || fallback);
     hbs.registerHelper('shortId', (id: unknown) => (typeof id === 'string' ? id.slice(0, 8) : ''));

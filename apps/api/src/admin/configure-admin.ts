@@ -54,8 +54,11 @@ export function configureAdmin(app: NestExpressApplication): void {
   // same-origin, not helmet's no-referrer: with no-referrer Chromium sends `Origin: null` on
   // our own form posts, which the same-origin check then (rightly) refuses.
   const referrerPolicy = { policy: 'same-origin' as const };
-  const adminHeaders = helmet({ contentSecurityPolicy: ADMIN_CSP, referrerPolicy });
-  const queuesHeaders = helmet({ contentSecurityPolicy: QUEUES_CSP, referrerPolicy });
+  // No HSTS from here: TLS ends at the operator's proxy, which decides it for the whole host
+  // (helmet's default includes subdomains for a year).
+  const shared = { referrerPolicy, strictTransportSecurity: false };
+  const adminHeaders = helmet({ ...shared, contentSecurityPolicy: ADMIN_CSP });
+  const queuesHeaders = helmet({ ...shared, contentSecurityPolicy: QUEUES_CSP });
   app.use(ADMIN_PATHS, (req: Request, res: Response, next: NextFunction) =>
     (isQueuesPath(req.originalUrl) ? queuesHeaders : adminHeaders)(req, res, next),
   );
@@ -72,7 +75,8 @@ export function configureAdmin(app: NestExpressApplication): void {
     access.middleware(),
     express.static(PUBLIC_DIR, { index: false, maxAge: '1d', immutable: true }),
   );
-  app.use('/admin', express.urlencoded({ extended: false, limit: '16kb' }));
+  // Forms only: a 4096-character test message percent-encoded can take 36 KiB.
+  app.use('/admin', express.urlencoded({ extended: false, limit: '64kb' }));
 }
 
 function isQueuesPath(url: string): boolean {

@@ -116,8 +116,10 @@
   function renderSession(root, session) {
     for (const badge of root.querySelectorAll('[data-bind="status"]'))
       setBadge(badge, session.status, SESSION_TONE);
-    setText(root, 'phone', session.phone ? `+${session.phone}` : '–');
-    setText(root, 'pushname', session.pushname || '–');
+    // After a logout the registry still holds the old phone: not shown while waiting for a scan.
+    const linked = session.status !== 'QR' && session.status !== 'PAIRING_CODE';
+    setText(root, 'phone', linked && session.phone ? `+${session.phone}` : '–');
+    setText(root, 'pushname', (linked && session.pushname) || '–');
     setText(root, 'pushnameParen', session.pushname ? ` (${session.pushname})` : '');
     setText(root, 'worker', session.worker || 'none');
     setText(root, 'updatedAt', formatTime(session.updatedAt));
@@ -146,7 +148,8 @@
         try {
           await task();
         } catch (err) {
-          if (err.status === 401) return; // signed out: stop polling
+          // Signed out, or the session is gone: polling would only repeat the error.
+          if (err.status === 401 || err.status === 404) return;
         }
       }
       setTimeout(tick, intervalMs);
@@ -163,6 +166,9 @@
         const card = list.querySelector(`[data-session="${CSS.escape(session.id)}"]`);
         if (card) renderSession(card, session);
       }
+      const shown = list.querySelectorAll('[data-session]').length;
+      if (sessions.length !== shown)
+        flash('info', 'Sessions were added or removed elsewhere; reload the page to see them.');
       const active = sessions.find((session) => session.active);
       const activeLabel = document.querySelector('[data-active-id]');
       if (active && activeLabel) activeLabel.textContent = active.id;
