@@ -53,7 +53,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   };
 }
 
-async function answers(url: string): Promise<boolean> {
+/** Whether a Redis answers PING at `url` (one try, no retries). */
+export async function answers(url: string): Promise<boolean> {
   const redis = new Redis(url, {
     lazyConnect: true,
     maxRetriesPerRequest: 0,

@@ -2,9 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import { eventually } from './eventually.js';
-import { freePort } from './global-setup.js';
+import { answers, freePort } from './global-setup.js';
 
 /** A private redis-server with AOF on a free port, for tests that stop and restart Redis. */
 export class RedisServer {
@@ -45,18 +44,7 @@ export class RedisServer {
       { stdio: 'ignore' },
     );
     await eventually(async () => {
-      const client = new Redis(this.url, {
-        lazyConnect: true,
-        retryStrategy: () => null,
-        maxRetriesPerRequest: 0,
-      });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-        await client.ping();
-      } finally {
-        client.disconnect();
-      }
+      if (!(await answers(this.url))) throw new Error(`redis-server on ${this.port} not up yet`);
     });
   }
 

@@ -2,9 +2,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import { eventually } from './eventually.js';
-import { freePort } from './global-setup.js';
+import { answers, freePort } from './global-setup.js';
 
 /** Private redis-server processes (loopback only) forming a Sentinel set or a Cluster. */
 export class RedisTopology {
@@ -28,7 +27,7 @@ export class RedisTopology {
       '--dir',
       dir,
     ]);
-    await answers(masterPort);
+    await up(masterPort);
     const conf = join(dir, 'sentinel.conf');
     await writeFile(
       conf,
@@ -40,7 +39,7 @@ export class RedisTopology {
       ].join('\n') + '\n',
     );
     const sentinel = startServer([conf, '--sentinel']);
-    await answers(sentinelPort);
+    await up(sentinelPort);
     return new RedisTopology(
       `redis+sentinel://127.0.0.1:${sentinelPort}/mymaster`,
       [master, sentinel],
@@ -70,7 +69,7 @@ export class RedisTopology {
         dir,
       ]),
     );
-    for (const port of ports) await answers(port);
+    for (const port of ports) await up(port);
     const created = spawnSync(
       'redis-cli',
       [
@@ -117,21 +116,9 @@ function startServer(args: string[]): ChildProcess {
   return spawn('redis-server', args, { stdio: 'ignore' });
 }
 
-async function answers(port: number): Promise<void> {
+async function up(port: number): Promise<void> {
   await eventually(async () => {
-    const client = new Redis({
-      port,
-      host: '127.0.0.1',
-      lazyConnect: true,
-      retryStrategy: () => null,
-      maxRetriesPerRequest: 0,
-    });
-    client.on('error', () => undefined);
-    try {
-      await client.connect();
-      await client.ping();
-    } finally {
-      client.disconnect();
-    }
+    if (!(await answers(`redis://127.0.0.1:${port}`)))
+      throw new Error(`redis-server on ${port} not up yet`);
   });
 }

@@ -1,14 +1,17 @@
 /** What the owning worker last saw of a session's WhatsApp client (DESIGN.md, Sessions). */
-export type SessionStatus =
-  | 'STARTING'
-  | 'QR'
-  | 'PAIRING_CODE'
-  | 'AUTHENTICATED'
-  | 'LOADING'
-  | 'READY'
-  | 'DISCONNECTED'
-  | 'FAILED'
-  | 'STOPPED';
+export const SESSION_STATUSES = [
+  'STARTING',
+  'QR',
+  'PAIRING_CODE',
+  'AUTHENTICATED',
+  'LOADING',
+  'READY',
+  'DISCONNECTED',
+  'FAILED',
+  'STOPPED',
+] as const;
+
+export type SessionStatus = (typeof SESSION_STATUSES)[number];
 
 export type DesiredState = 'running' | 'stopped' | 'deleted';
 

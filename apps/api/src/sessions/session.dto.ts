@@ -1,23 +1,11 @@
 import { ApiProperty } from '@nestjs/swagger';
-import type { SessionStatus } from '@app/status-store';
-
-const STATUSES = [
-  'STARTING',
-  'QR',
-  'PAIRING_CODE',
-  'AUTHENTICATED',
-  'LOADING',
-  'READY',
-  'DISCONNECTED',
-  'FAILED',
-  'STOPPED',
-];
+import { SESSION_STATUSES, type SessionStatus } from '@app/status-store';
 
 /** A session's status as the API shows it (the raw QR string is served only as an image). */
 export class SessionStatusDto {
   @ApiProperty({ example: 'main' })
   id: string;
-  @ApiProperty({ enum: STATUSES, example: 'READY' })
+  @ApiProperty({ enum: SESSION_STATUSES, example: 'READY' })
   status: SessionStatus;
   @ApiProperty({ enum: ['running', 'stopped'], example: 'running' })
   desired: string;

@@ -2,7 +2,7 @@ import { Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common'
 import { InjectMetric } from '@willsoto/nestjs-prometheus';
 import { register, type Counter, type Gauge, type Histogram } from 'prom-client';
 import { QueueProducer } from '@app/queue';
-import { SessionRepository, type SessionStatus } from '@app/status-store';
+import { SESSION_STATUSES, SessionRepository, type SessionStatus } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
 import { withTimeout } from '../health/with-timeout.js';
 
@@ -14,18 +14,6 @@ export const METRIC = {
   sessionState: 'wa_session_state',
   engineRestarts: 'wa_engine_restarts_total',
 } as const;
-
-export const SESSION_STATES: SessionStatus[] = [
-  'STARTING',
-  'QR',
-  'PAIRING_CODE',
-  'AUTHENTICATED',
-  'LOADING',
-  'READY',
-  'DISCONNECTED',
-  'FAILED',
-  'STOPPED',
-];
 
 /** A scrape answers within this even while Redis is away (the gauges are then left out). */
 const READ_TIMEOUT_MS = 2_000;
@@ -107,7 +95,7 @@ export class WorkerMetrics implements OnApplicationBootstrap {
     for (const reading of readings) {
       if (!reading) continue;
       this.queueDepth.set({ session: reading.sessionId }, reading.depth);
-      for (const state of SESSION_STATES)
+      for (const state of SESSION_STATUSES)
         this.sessionState.set(
           { session: reading.sessionId, state },
           state === reading.status ? 1 : 0,
