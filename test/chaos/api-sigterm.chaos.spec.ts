@@ -1,0 +1,40 @@
+import { eventually } from '../support/eventually.js';
+import { freePort } from '../support/global-setup.js';
+import { Stack } from '../support/stack.js';
+import { ensureBuilt, exited, spawnApp } from '../support/worker-process.js';
+
+describe('SIGTERM to the api with a request in flight', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    ensureBuilt('api');
+    // No worker: a pairing-code request then waits its full 20 s for a code, a slow request.
+    stack = await Stack.start({}, { worker: false });
+  }, 120_000);
+  afterAll(() => stack.close());
+
+  it('stops accepting connections, finishes the request in flight, then exits', async () => {
+    const port = await freePort();
+    const api = spawnApp('api', { ...stack.env, PORT: String(port), SHUTDOWN_TIMEOUT_MS: '40000' });
+    const base = `http://127.0.0.1:${port}`;
+    await eventually(
+      async () => expect((await fetch(`${base}/health/live`)).status).toBe(200),
+      20_000,
+    );
+
+    const inFlight = fetch(`${base}/api/v1/sessions/main/pairing-code`, {
+      method: 'POST',
+      headers: { 'x-api-key': stack.env.API_KEY, 'content-type': 'application/json' },
+      body: JSON.stringify({ phone: '+49 151 2345 6789' }),
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500)); // let the request reach the handler
+    api.kill('SIGTERM');
+    await eventually(async () => {
+      await expect(fetch(`${base}/health/live`)).rejects.toThrow();
+    }, 5_000);
+
+    const answer = await inFlight;
+    expect(answer.status).toBe(503);
+    expect((await answer.json()).error.code).toBe('UNAVAILABLE');
+    expect(await exited(api)).toEqual({ code: null, signal: 'SIGTERM' });
+  }, 60_000);
+});
