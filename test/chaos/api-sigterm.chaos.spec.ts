@@ -1,12 +1,11 @@
 import { eventually } from '../support/eventually.js';
 import { freePort } from '../support/global-setup.js';
 import { Stack } from '../support/stack.js';
-import { ensureBuilt, exited, spawnApp } from '../support/worker-process.js';
+import { exited, spawnApp } from '../support/worker-process.js';
 
 describe('SIGTERM to the api with a request in flight', () => {
   let stack: Stack;
   beforeAll(async () => {
-    ensureBuilt('api');
     // No worker: a pairing-code request then waits its full 20 s for a code, a slow request.
     stack = await Stack.start({}, { worker: false });
   }, 120_000);

@@ -4,14 +4,13 @@ import type { ChildProcess } from 'node:child_process';
 import { textFingerprint } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { Stack } from '../support/stack.js';
-import { ensureWorkerBuilt, exited, spawnWorker } from '../support/worker-process.js';
+import { exited, spawnWorker } from '../support/worker-process.js';
 
 describe('SIGTERM to a worker with messages in flight', () => {
   let stack: Stack;
   const children: ChildProcess[] = [];
 
   beforeAll(async () => {
-    ensureWorkerBuilt();
     stack = await Stack.start(
       { SEND_MIN_INTERVAL_MS: '250', SHUTDOWN_TIMEOUT_MS: '10000', WORKER_HEARTBEAT_MS: '2000' },
       { worker: false },

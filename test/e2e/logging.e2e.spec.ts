@@ -2,7 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { eventually } from '../support/eventually.js';
 import { freePort } from '../support/global-setup.js';
 import { Stack } from '../support/stack.js';
-import { ensureBuilt, exited, spawnApp } from '../support/worker-process.js';
+import { exited, spawnApp } from '../support/worker-process.js';
 
 const API_KEY = 'logging-test-api-key-7f3a9c';
 const SECRET_TEXT = 'the-one-time-code-is-902114';
@@ -14,8 +14,6 @@ describe('production logs of the built api and worker', () => {
   const output: string[] = [];
 
   beforeAll(async () => {
-    ensureBuilt('api');
-    ensureBuilt('worker');
     stack = await Stack.start({}, { worker: false });
     port = await freePort();
     const env = {

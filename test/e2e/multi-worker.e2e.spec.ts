@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { textFingerprint } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { Stack } from '../support/stack.js';
-import { ensureWorkerBuilt, spawnWorker } from '../support/worker-process.js';
+import { spawnWorker } from '../support/worker-process.js';
 
 const SESSIONS = ['main', 's1', 's2', 's3', 's4', 's5'];
 
@@ -27,7 +27,6 @@ describe('two worker processes sharing six sessions', () => {
     (await stack.call('GET', `/api/v1/sessions/${id}/status`)).body.data;
 
   beforeAll(async () => {
-    ensureWorkerBuilt();
     stack = await Stack.start(
       { WORKER_HEARTBEAT_MS: '300', SEND_MIN_INTERVAL_MS: '300', SANDBOX_ACK_DELAY_MS: '20' },
       { worker: false },

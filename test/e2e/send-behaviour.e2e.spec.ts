@@ -254,3 +254,28 @@ describe('without a live worker', () => {
     expect((await sendText(stack, '4915100000005', 'gone')).status).toBe(503);
   });
 });
+
+describe('message retention', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ MESSAGE_TTL_MS: '1000', MESSAGE_RETENTION_MS: '1500' });
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it('keeps a record MESSAGE_RETENTION_MS from creation, then it is gone', async () => {
+    const { body } = await sendText(stack, '4915100000007', 'short-lived');
+    await stack.waitForStatus(body.data.id, 'read');
+    const ttl = await stack.redis.pttl(stack.keys.message(body.data.id));
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(1500);
+    await eventually(
+      async () =>
+        expect((await stack.call('GET', `/api/v1/messages/${body.data.id}`)).status).toBe(404),
+      5_000,
+    );
+    // The session's index forgets it on the next create.
+    await sendText(stack, '4915100000008', 'next');
+    expect(await stack.redis.zscore(stack.keys.sessionMessages('main'), body.data.id)).toBeNull();
+  });
+});

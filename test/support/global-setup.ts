@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { TestProject } from 'vitest/node';
+import { ensureBuilt } from './worker-process.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -48,6 +49,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
     console.log(`tests: no Redis at ${wanted}; started one at ${url}`);
   }
   project.provide('redisUrl', url);
+  // Tests that run real api/worker processes need the build; done once here, before any test
+  // file starts, so parallel files never rebuild dist under each other's feet.
+  ensureBuilt('api');
+  ensureBuilt('worker');
   return async () => {
     server?.kill('SIGTERM');
   };

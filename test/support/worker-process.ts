@@ -19,8 +19,6 @@ export function ensureBuilt(app: App): void {
   if (result.status !== 0) throw new Error(`${app} build failed: ${result.stdout}${result.stderr}`);
 }
 
-export const ensureWorkerBuilt = () => ensureBuilt('worker');
-
 /** A real, built process of one app, for tests that signal it or read its output. */
 export function spawnApp(
   app: App,

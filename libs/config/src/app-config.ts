@@ -163,6 +163,11 @@ export class AppConfig {
 
   @toInt()
   @IsInt()
+  @Min(1000)
+  MESSAGE_RETENTION_MS = 30 * 86_400_000;
+
+  @toInt()
+  @IsInt()
   @Min(1024)
   @Max(2 * 1024 * 1024 * 1024)
   MEDIA_MAX_BYTES = 16 * 1024 * 1024;

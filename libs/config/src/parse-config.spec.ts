@@ -69,6 +69,12 @@ describe('parseConfig', () => {
     expect(lines.find((line) => line.startsWith('PORT'))).toContain('"eighty"');
   });
 
+  it('refuses a retention shorter than the queue TTL', () => {
+    expect(problems({ MESSAGE_TTL_MS: '600000', MESSAGE_RETENTION_MS: '60000' })[0]).toMatch(
+      /MESSAGE_RETENTION_MS/,
+    );
+  });
+
   it('refuses production without an API key or with the example one', () => {
     expect(problems({ NODE_ENV: 'production' })).toEqual([
       'API_KEY is required when NODE_ENV=production',

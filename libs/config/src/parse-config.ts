@@ -30,6 +30,11 @@ export function parseConfig(env: Record<string, string | undefined>): AppConfig 
     const shown = raw[name] === undefined || secret ? '' : ` (got "${raw[name]}")`;
     return `${name} ${reasons.join('; ')}${shown}`;
   });
+  if (problems.length === 0 && config.MESSAGE_RETENTION_MS < config.MESSAGE_TTL_MS) {
+    problems.push(
+      'MESSAGE_RETENTION_MS must be at least MESSAGE_TTL_MS (a record must outlive its queue time)',
+    );
+  }
   if (config.NODE_ENV === 'production') {
     if (!config.API_KEY) problems.push('API_KEY is required when NODE_ENV=production');
     else if (config.API_KEY === EXAMPLE_API_KEY)

@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
 import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
@@ -40,6 +41,7 @@ export class MessageRepository {
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
     private readonly keys: RedisKeys,
+    private readonly config: AppConfig,
   ) {}
 
   async create(message: NewMessage, now = new Date()): Promise<MessageRecord> {
@@ -60,10 +62,18 @@ export class MessageRepository {
       failedAt: null,
       engineMessageId: null,
     };
+    const retention = this.config.MESSAGE_RETENTION_MS;
     await this.redis
       .multi()
       .hset(this.keys.message(record.id), serialize(record))
+      // Records are kept MESSAGE_RETENTION_MS from creation, then Redis drops them itself.
+      .pexpire(this.keys.message(record.id), retention)
       .zadd(this.keys.sessionMessages(record.sessionId), now.getTime(), record.id)
+      .zremrangebyscore(
+        this.keys.sessionMessages(record.sessionId),
+        '-inf',
+        now.getTime() - retention,
+      )
       .exec();
     return record;
   }
@@ -125,7 +135,7 @@ export class MessageRepository {
         sentAt: now.toISOString(),
         error: '',
       })
-      .set(mapKey, record.id, 'PX', MAPPING_TTL_MS)
+      .set(mapKey, record.id, 'PX', this.config.MESSAGE_RETENTION_MS)
       .get(pendingKey)
       .del(pendingKey)
       .exec();
@@ -177,8 +187,6 @@ export class MessageRepository {
   }
 }
 
-/** Engine-id mappings outlive any ack we care about (read receipts can take days). */
-const MAPPING_TTL_MS = 30 * 24 * 3600_000;
 const PENDING_ACK_TTL_MS = 10 * 60_000;
 
 const NULLABLE: (keyof MessageRecord)[] = [
