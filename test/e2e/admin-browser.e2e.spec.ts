@@ -3,6 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { SessionRepository, type ObservedSession } from '@app/status-store';
+import { SessionManager } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { Stack } from '../support/stack.js';
 
@@ -125,8 +126,14 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     await page.click('[data-link-now]');
     await waitForBadge(page, 'READY');
     expect(await sameDocument()).toBe(true);
-    expect(await page.locator('img[data-qr]').isVisible()).toBe(false);
-    expect(await page.locator('.link-card').textContent()).toContain('+15550000000');
+    // The badge, the QR and the link card are updated by one poll but rendered separately.
+    await page.waitForFunction(
+      () =>
+        !(document.querySelector('img[data-qr]') as HTMLElement | null)?.checkVisibility?.() &&
+        (document.querySelector('.link-card')?.textContent ?? '').includes('+15550000000'),
+      undefined,
+      { timeout: 15_000 },
+    );
     await page.screenshot({ path: join(ARTIFACTS, '03-linked.png'), fullPage: true });
 
     // A test message, followed live until read.
@@ -155,8 +162,11 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     await page.waitForFunction(() =>
       document.querySelector('[data-flash]')?.textContent?.includes('Reconnecting'),
     );
-    await eventually(() => expect(stack.sandbox('browser')).not.toBe(engineBefore));
-    await stack.waitReady('browser');
+    await eventually(() => expect(stack.sandbox('browser')).not.toBe(engineBefore), 20_000);
+    await eventually(
+      () => expect(stack.worker!.get(SessionManager).isReady('browser')).toBe(true),
+      20_000,
+    );
     // READY again, as reported after the restart (not the READY from before it).
     await page.waitForFunction(
       (before) =>

@@ -51,8 +51,12 @@ export class SessionRepository {
   }
 
   async get(sessionId: string): Promise<SessionView | null> {
-    if (!(await this.exists(sessionId))) return null;
-    return toView(sessionId, await this.redis.hgetall(this.keys.session(sessionId)));
+    const [member, hash] = await Promise.all([
+      this.exists(sessionId),
+      this.redis.hgetall(this.keys.session(sessionId)),
+    ]);
+    // Unregistered between the two reads: gone, not a fresh session with default fields.
+    return member && hash.createdAt ? toView(sessionId, hash) : null;
   }
 
   async list(): Promise<SessionView[]> {
@@ -61,7 +65,12 @@ export class SessionRepository {
     const pipeline = this.redis.pipeline();
     for (const id of ids) pipeline.hgetall(this.keys.session(id));
     const results = (await pipeline.exec()) ?? [];
-    return ids.map((id, i) => toView(id, (results[i]?.[1] as Record<string, string>) ?? {}));
+    // A session unregistered between SMEMBERS and HGETALL has no hash left: leave it out
+    // rather than show it with default fields (as a running session, say).
+    return ids.flatMap((id, i) => {
+      const hash = (results[i]?.[1] as Record<string, string>) ?? {};
+      return hash.createdAt ? [toView(id, hash)] : [];
+    });
   }
 
   async setDesired(sessionId: string, desired: DesiredState): Promise<void> {
