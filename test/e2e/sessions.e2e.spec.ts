@@ -214,3 +214,27 @@ describe('ownership', () => {
     });
   });
 });
+
+describe('state writes after a delete', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start();
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it('leaves nothing of a deleted session behind, so a new one by that name starts clean', async () => {
+    const { SessionRepository } = await import('@app/status-store');
+    await stack.call('POST', '/api/v1/sessions', { id: 'gone' });
+    await stack.waitReady('gone');
+    await stack.call('DELETE', '/api/v1/sessions/gone');
+    await eventually(async () =>
+      expect(await stack.redis.sismember(stack.keys.sessions(), 'gone')).toBe(0),
+    );
+    // A late event of the stopped engine arrives after the purge.
+    await stack
+      .worker!.get(SessionRepository)
+      .setObserved('gone', { status: 'READY', phone: '1' }, 'late-worker');
+    expect(await stack.redis.exists(stack.keys.session('gone'))).toBe(0);
+  });
+});

@@ -13,6 +13,17 @@ import type {
 
 const COMMANDS: SessionCommand[] = ['restart', 'logout', 'pairing', 'link'];
 
+// Writes observed state only while the session is registered: a late event of an engine
+// being stopped for a deleted session must not leave a half hash behind.
+// KEYS: registry set, session hash; ARGV: session id, fields to set (JSON), fields to clear (JSON)
+const SET_OBSERVED = `
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], unpack(cjson.decode(ARGV[2])))
+local cleared = cjson.decode(ARGV[3])
+if #cleared > 0 then redis.call('HDEL', KEYS[2], unpack(cleared)) end
+return 1
+`;
+
 // Fields that describe one observed state only; a new state clears those it does not set.
 const TRANSIENT_FIELDS = [
   'qr',
@@ -140,9 +151,15 @@ export class SessionRepository {
       if (value !== undefined && value !== null) fields[field] = String(value);
       else if ((TRANSIENT_FIELDS as readonly string[]).includes(field)) cleared.push(field);
     }
-    const multi = this.redis.multi().hset(this.keys.session(sessionId), fields);
-    if (cleared.length) multi.hdel(this.keys.session(sessionId), ...cleared);
-    await multi.exec();
+    await this.redis.eval(
+      SET_OBSERVED,
+      2,
+      this.keys.sessions(),
+      this.keys.session(sessionId),
+      sessionId,
+      JSON.stringify(Object.entries(fields).flat()),
+      JSON.stringify(cleared),
+    );
   }
 
   async status(sessionId: string): Promise<SessionStatus | null> {
