@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { QueueProducer } from '@app/queue';
 import { SessionManager } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { Stack } from '../support/stack.js';
@@ -236,5 +237,37 @@ describe('state writes after a delete', () => {
       .worker!.get(SessionRepository)
       .setObserved('gone', { status: 'READY', phone: '1' }, 'late-worker');
     expect(await stack.redis.exists(stack.keys.session('gone'))).toBe(0);
+  });
+});
+
+describe('deleting a session with queued messages', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ SANDBOX_LINK_DELAY_MS: 'manual' });
+  });
+  afterAll(() => stack.close());
+
+  it('fails each message still queued with SESSION_LOGGED_OUT and removes the queue', async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'doomed' });
+    await eventually(async () =>
+      expect((await stack.call('GET', '/api/v1/sessions/doomed/status')).body.data.status).toBe(
+        'QR',
+      ),
+    );
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const answer = await stack.call('POST', '/api/v1/messages/text', {
+        sessionId: 'doomed',
+        to: '4915123456789',
+        text: `m${i}`,
+      });
+      ids.push(answer.body.data.id);
+    }
+    await stack.call('DELETE', '/api/v1/sessions/doomed');
+    for (const id of ids) {
+      const failed = await stack.waitForStatus(id, 'failed');
+      expect(failed.error.code).toBe('SESSION_LOGGED_OUT');
+    }
+    expect(await stack.api!.get(QueueProducer).pendingCount('doomed')).toBe(0);
   });
 });

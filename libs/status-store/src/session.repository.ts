@@ -53,6 +53,15 @@ export class SessionRepository {
     return results?.[0]?.[1] === 1;
   }
 
+  /** Registered and not being deleted: a send to it may be queued. */
+  async acceptsSends(sessionId: string): Promise<boolean> {
+    const [member, desired] = await Promise.all([
+      this.exists(sessionId),
+      this.redis.hget(this.keys.session(sessionId), 'desired'),
+    ]);
+    return member && desired !== 'deleted';
+  }
+
   async exists(sessionId: string): Promise<boolean> {
     return (await this.redis.sismember(this.keys.sessions(), sessionId)) === 1;
   }

@@ -29,6 +29,8 @@ export interface SessionManagerEvents {
   engine: [sessionId: string];
   /** The session's current engine reported a state. */
   state: [sessionId: string, status: SessionStatus];
+  /** The session was deleted and unregistered by this worker. */
+  deleted: [sessionId: string];
   /** A delivered or read ack for one of our messages. */
   ack: [sessionId: string, status: 'delivered' | 'read'];
 }
@@ -266,6 +268,7 @@ export class SessionManager
     await rm(sessionDir(this.config.WWEBJS_DATA_DIR, sessionId), { recursive: true, force: true });
     await this.sessions.unregister(sessionId);
     await this.leases.release(sessionId, this.workerId);
+    this.emit('deleted', sessionId);
   }
 
   private createEngine(sessionId: string): void {

@@ -74,7 +74,7 @@ export class MessagesService {
     if (!chatId) throw new AppError('BAD_REQUEST', 'to is not a phone number or group id');
     // Both checks in one round trip (the client pipelines commands issued together).
     const [exists, liveWorkers] = await Promise.all([
-      this.sessions.exists(sessionId),
+      this.sessions.acceptsSends(sessionId),
       this.workers.countLive(this.config.workerStaleAfterMs),
     ]);
     if (!exists) throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);

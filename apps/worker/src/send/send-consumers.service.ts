@@ -8,7 +8,7 @@ import {
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { DelayedError, UnrecoverableError, Worker, type Job, type QueueOptions } from 'bullmq';
 import { AppConfig } from '@app/config';
-import { JobName, sendQueueName, type JobPayloads } from '@app/queue';
+import { JobName, QueueProducer, sendQueueName, type JobPayloads } from '@app/queue';
 import { MessageRepository, createRedis } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import { EngineError, SessionManager } from '@app/whatsapp';
@@ -41,6 +41,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
     private readonly sessions: SessionManager,
     private readonly messages: MessageRepository,
     private readonly sender: SendService,
+    private readonly queues: QueueProducer,
   ) {
     // Refuse to boot with a job name nobody processes (a typed map makes this a compile
     // error too; this catches a name added through a cast).
@@ -51,6 +52,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
   async onApplicationBootstrap(): Promise<void> {
     this.sessions.on('ready', (sessionId) => this.guard(sessionId, () => this.resume(sessionId)));
     this.sessions.on('unready', (sessionId) => this.guard(sessionId, () => this.pause(sessionId)));
+    this.sessions.on('deleted', (sessionId) => void this.dropQueue(sessionId));
     await this.sessions.startAll();
   }
 
@@ -108,6 +110,38 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
       .catch((err: Error) =>
         this.log.error({ sessionId, err: err.message }, 'queue worker stopped'),
       );
+  }
+
+  /**
+   * A deleted session's messages can never be sent: each still queued fails with
+   * SESSION_LOGGED_OUT (visible on the message), then the queue itself is removed.
+   */
+  private async dropQueue(sessionId: string): Promise<void> {
+    try {
+      await this.workers.get(sessionId)?.close();
+      this.workers.delete(sessionId);
+      const queue = this.queues.queueFor(sessionId);
+      const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed']);
+      for (const job of jobs) {
+        const record = job ? await this.messages.get(job.data.messageId) : null;
+        if (
+          record &&
+          (record.status === 'queued' || record.status === 'sending') &&
+          !record.engineMessageId
+        ) {
+          await this.messages.markFailed(record.id, {
+            code: 'SESSION_LOGGED_OUT',
+            message: `session ${sessionId} was deleted before the message was sent`,
+          });
+        }
+      }
+      await queue.obliterate({ force: true });
+    } catch (err) {
+      this.log.warn(
+        { sessionId, err: (err as Error).message },
+        'queue of a deleted session not cleared',
+      );
+    }
   }
 
   private pause(sessionId: string): void {
