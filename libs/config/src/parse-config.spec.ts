@@ -67,6 +67,12 @@ describe('parseConfig', () => {
       ).toHaveLength(1);
     }
     expect(lines.find((line) => line.startsWith('PORT'))).toContain('"eighty"');
+    expect(lines.find((line) => line.startsWith('SEND_ATTEMPTS'))).toBe(
+      'SEND_ATTEMPTS must not be less than 1 (got "0")',
+    );
+    expect(problems({ SEND_ATTEMPTS: 'zero' })).toEqual([
+      'SEND_ATTEMPTS must be an integer number (got "zero")',
+    ]);
   });
 
   it('refuses a retention shorter than the queue TTL', () => {

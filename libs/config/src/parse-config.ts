@@ -22,7 +22,10 @@ export function parseConfig(env: Record<string, string | undefined>): AppConfig 
   const config = plainToInstance(AppConfig, raw, { exposeDefaultValues: true });
   const problems = validateSync(config, { forbidUnknownValues: false }).map((error) => {
     const name = error.property;
-    const reasons = Object.values(error.constraints ?? {}).map((text) =>
+    const constraints = error.constraints ?? {};
+    // A value of the wrong type fails its range checks too; only the type is worth saying.
+    const typeOnly = constraints.isInt ?? constraints.isBoolean;
+    const reasons = (typeOnly ? [typeOnly] : Object.values(constraints)).map((text) =>
       text.startsWith(`${name} `) ? text.slice(name.length + 1) : text,
     );
     // Never echo a secret back, even a malformed one.
