@@ -1,0 +1,62 @@
+import { Stack } from '../support/stack.js';
+
+describe('the OpenAPI document', () => {
+  let stack: Stack;
+  let document: any;
+  beforeAll(async () => {
+    stack = await Stack.start({}, { worker: false });
+    document = (await stack.call('GET', '/api/openapi')).body;
+  });
+  afterAll(() => stack.close());
+
+  const operations = () =>
+    Object.entries(document.paths as Record<string, Record<string, any>>).flatMap(
+      ([path, methods]) =>
+        Object.entries(methods).map(([method, operation]) => ({ path, method, operation })),
+    );
+
+  it('documents every route with a summary, a tag and a success answer', () => {
+    expect(operations().length).toBeGreaterThan(20);
+    for (const { path, method, operation } of operations()) {
+      const where = `${method.toUpperCase()} ${path}`;
+      expect(operation.summary, where).toBeTruthy();
+      expect(operation.tags?.length, where).toBeGreaterThan(0);
+      expect(
+        Object.keys(operation.responses).some((status) => /^2\d\d$/.test(status)),
+        where,
+      ).toBe(true);
+    }
+  });
+
+  it('puts the API-key scheme on every /api/v1 route and documents its 401', () => {
+    expect(document.components.securitySchemes['api-key']).toMatchObject({
+      type: 'apiKey',
+      in: 'header',
+      name: 'x-api-key',
+    });
+    for (const { path, method, operation } of operations().filter(({ path }) =>
+      path.startsWith('/api/v1/'),
+    )) {
+      const where = `${method.toUpperCase()} ${path}`;
+      expect(operation.security, where).toContainEqual({ 'api-key': [] });
+      expect(operation.responses['401'], where).toBeDefined();
+    }
+  });
+
+  it('gives every field of every JSON request body an example', () => {
+    const schemas = document.components.schemas as Record<string, any>;
+    for (const { path, method, operation } of operations()) {
+      const ref = operation.requestBody?.content?.['application/json']?.schema?.$ref as
+        string | undefined;
+      if (!ref) continue;
+      const schema = schemas[ref.split('/').pop()!];
+      const properties = Object.entries(schema.properties ?? {}) as [string, any][];
+      for (const [name, property] of properties) {
+        expect(
+          property.example ?? property.examples,
+          `${method.toUpperCase()} ${path} body.${name}`,
+        ).toBeDefined();
+      }
+    }
+  });
+});
