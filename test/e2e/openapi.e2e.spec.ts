@@ -59,4 +59,12 @@ describe('the OpenAPI document', () => {
       }
     }
   });
+
+  it('documents the METRICS_TOKEN bearer scheme on /metrics', () => {
+    expect(document.components.securitySchemes['metrics-token']).toMatchObject({
+      type: 'http',
+      scheme: 'bearer',
+    });
+    expect(document.paths['/metrics'].get.security).toContainEqual({ 'metrics-token': [] });
+  });
 });

@@ -3,6 +3,7 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { createValidationPipe } from '@app/common';
 import { AppConfig } from '@app/config';
 import { ADMIN_SECURITY } from './admin/admin-auth.decorator.js';
+import { METRICS_SECURITY } from './metrics/metrics.controller.js';
 import { configureAdmin } from './admin/configure-admin.js';
 
 /** Everything main.ts sets on the app, shared with the tests so they run what production runs. */
@@ -29,6 +30,10 @@ export function configureApi(app: NestExpressApplication): void {
       .setVersion('1')
       .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
       .addBasicAuth({ type: 'http', scheme: 'basic' }, ADMIN_SECURITY)
+      .addBearerAuth(
+        { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN' },
+        METRICS_SECURITY,
+      )
       .build(),
   );
   SwaggerModule.setup('docs', app, document, {

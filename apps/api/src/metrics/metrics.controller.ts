@@ -1,13 +1,20 @@
-import { Controller, Get, Res, UseGuards } from '@nestjs/common';
-import { ApiOkResponse, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
+import { applyDecorators, Controller, Get, Res, UseGuards } from '@nestjs/common';
+import { ApiBearerAuth, ApiOkResponse, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { register } from 'prom-client';
 import { ApiErrors } from '../docs/envelope.dto.js';
 import { MetricsTokenGuard } from './metrics-token.guard.js';
 
+/** The Swagger name of the METRICS_TOKEN bearer scheme (registered in configure-api.ts). */
+export const METRICS_SECURITY = 'metrics-token';
+
+/** Guards a route with METRICS_TOKEN and documents the bearer scheme, in one decorator. */
+const MetricsAuth = () =>
+  applyDecorators(UseGuards(MetricsTokenGuard), ApiBearerAuth(METRICS_SECURITY));
+
 /** Prometheus text at /metrics (the path is set by PrometheusModule.register). */
 @ApiTags('metrics')
-@UseGuards(MetricsTokenGuard)
+@MetricsAuth()
 @Controller()
 export class MetricsController {
   @Get()
