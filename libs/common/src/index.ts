@@ -7,3 +7,4 @@ export * from './validation.js';
 export * from './chat-id.js';
 export * from './logging.js';
 export * from './shutdown-deadline.js';
+export * from './health-probe.js';

@@ -2,7 +2,8 @@ import { Controller, Get, Res } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { HealthCheck } from '@nestjs/terminus';
 import type { Response } from 'express';
-import { HealthService, type HealthAnswer } from './health.service.js';
+import type { HealthAnswer } from '@app/common';
+import { HealthService } from './health.service.js';
 
 /**
  * Open probes for Docker and Kubernetes. They answer terminus's usual shape, not our

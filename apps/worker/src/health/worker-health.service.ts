@@ -1,28 +1,16 @@
 import {
   Inject,
   Injectable,
-  ServiceUnavailableException,
   type BeforeApplicationShutdown,
   type OnApplicationBootstrap,
 } from '@nestjs/common';
-import {
-  HealthCheckService,
-  HealthIndicatorService,
-  type HealthCheckResult,
-  type HealthIndicatorFunction,
-} from '@nestjs/terminus';
+import { HealthCheckService, HealthIndicatorService } from '@nestjs/terminus';
+import { PROBE_TIMEOUT_MS, redisIndicator, runHealthCheck, type HealthAnswer } from '@app/common';
 import { AppConfig } from '@app/config';
 import { SessionRepository, WorkerRepository } from '@app/status-store';
 import { SessionManager, WORKER_ID } from '@app/whatsapp';
 import { withTimeout } from './with-timeout.js';
 
-/** A probe answer: terminus's own result and the status code it stands for. */
-export interface HealthAnswer {
-  status: 200 | 503;
-  body: HealthCheckResult;
-}
-
-const REDIS_TIMEOUT_MS = 1_000;
 /** How often the event loop is sampled: a timer that fires late measures the lag. */
 const LAG_SAMPLE_MS = 100;
 
@@ -63,16 +51,12 @@ export class WorkerHealth implements OnApplicationBootstrap, BeforeApplicationSh
   }
 
   live(): Promise<HealthAnswer> {
-    return this.run([]);
+    return runHealthCheck(this.health, []);
   }
 
   ready(): Promise<HealthAnswer> {
-    return this.run([
-      () =>
-        this.indicator
-          .check('redis')
-          .attempt(() => this.workers.ping())
-          .withTimeout(REDIS_TIMEOUT_MS),
+    return runHealthCheck(this.health, [
+      redisIndicator(this.indicator, () => this.workers.ping()),
       () => this.eventLoop(),
       () => this.engines(),
     ]);
@@ -97,7 +81,7 @@ export class WorkerHealth implements OnApplicationBootstrap, BeforeApplicationSh
     try {
       const views = await withTimeout(
         Promise.all(owned.map((sessionId) => this.registry.get(sessionId))),
-        REDIS_TIMEOUT_MS,
+        PROBE_TIMEOUT_MS,
       );
       const now = Date.now();
       const stuck = views
@@ -114,16 +98,6 @@ export class WorkerHealth implements OnApplicationBootstrap, BeforeApplicationSh
         : check.up({ sessions: owned.length });
     } catch (err) {
       return check.down({ message: `session states unreadable: ${(err as Error).message}` });
-    }
-  }
-
-  /** terminus throws its failed result as a 503 exception; we answer it as it is. */
-  private async run(indicators: HealthIndicatorFunction[]): Promise<HealthAnswer> {
-    try {
-      return { status: 200, body: await this.health.check(indicators) };
-    } catch (err) {
-      if (!(err instanceof ServiceUnavailableException)) throw err;
-      return { status: 503, body: err.getResponse() as HealthCheckResult };
     }
   }
 }

@@ -112,35 +112,21 @@ export class SendService {
           ? thrown
           : new EngineError('SEND_FAILED', toError(thrown).message, false);
       const error = { code: err.code, message: err.message };
-      if (err.permanent || attempt.number >= attempt.max) {
-        await this.messages.markFailed(messageId, error);
-        this.metrics.sendFailed(sessionId, err.code, true);
-        this.log.warn(
-          {
-            sessionId,
-            messageId,
-            requestId: attempt.requestId,
-            attempt: attempt.number,
-            code: err.code,
-            err: err.message,
-          },
-          'send failed',
-        );
-      } else {
-        await this.messages.markRetrying(messageId, error);
-        this.metrics.sendFailed(sessionId, err.code, false);
-        this.log.warn(
-          {
-            sessionId,
-            messageId,
-            requestId: attempt.requestId,
-            attempt: attempt.number,
-            code: err.code,
-            err: err.message,
-          },
-          'send failed, retrying',
-        );
-      }
+      const final = err.permanent || attempt.number >= attempt.max;
+      if (final) await this.messages.markFailed(messageId, error);
+      else await this.messages.markRetrying(messageId, error);
+      this.metrics.sendFailed(sessionId, err.code, final);
+      this.log.warn(
+        {
+          sessionId,
+          messageId,
+          requestId: attempt.requestId,
+          attempt: attempt.number,
+          code: err.code,
+          err: err.message,
+        },
+        final ? 'send failed' : 'send failed, retrying',
+      );
       throw err;
     }
   }
