@@ -30,7 +30,7 @@ const MESSAGE_TONE: Record<string, string> = {
   failed: 'bad',
 };
 
-/** The part of the page a session's status calls for (the same rule is in public/admin.js). */
+/** The part of the page a session's status calls for (sent to admin.js as `phase`). */
 export function linkPhase(session: { status: string; hasQr: boolean }): string {
   switch (session.status) {
     case 'READY':
@@ -47,20 +47,6 @@ export function linkPhase(session: { status: string; hasQr: boolean }): string {
     default:
       return 'connecting';
   }
-}
-
-interface LinkFacts {
-  status: string;
-  phone?: string | null;
-  pushname?: string | null;
-}
-
-/**
- * Whether the phone and name on record still describe the session: the registry keeps the
- * last ones after a logout, and a session waiting for a scan is linked to nobody.
- */
-export function showsLink(session: LinkFacts): boolean {
-  return session.status !== 'QR' && session.status !== 'PAIRING_CODE';
 }
 
 /** `2026-11-24 10:00:05 UTC`: unambiguous for an operator reading it from any time zone. */
@@ -83,17 +69,23 @@ export class AdminViews {
   constructor() {
     const hbs = this.hbs;
     hbs.registerHelper('eq', (a: unknown, b: unknown) => a === b);
+    // The same tables for admin.js, so the browser colours badges by the server's rule.
+    hbs.registerHelper('tonesJson', () =>
+      JSON.stringify({ session: SESSION_TONE, message: MESSAGE_TONE }),
+    );
     hbs.registerHelper('sessionTone', (status: string) => SESSION_TONE[status] ?? 'off');
     hbs.registerHelper('messageTone', (status: string) => MESSAGE_TONE[status] ?? 'off');
     hbs.registerHelper('time', (iso: unknown) => formatTime(iso));
     hbs.registerHelper('phone', (digits: unknown) =>
       typeof digits === 'string' && digits ? `+${digits}` : '–',
     );
-    hbs.registerHelper('linkedPhone', (session: LinkFacts) =>
-      showsLink(session) && session.phone ? `+${session.phone}` : '–',
+    // The registry clears phone and name while a session waits for a scan.
+    hbs.registerHelper('linkedPhone', (session: { phone?: string | null }) =>
+      session.phone ? `+${session.phone}` : '–',
     );
-    hbs.registerHelper('linkedName', (session: LinkFacts) =>
-      showsLink(session) && session.pushname ? session.pushname : '–',
+    hbs.registerHelper(
+      'linkedName',
+      (session: { pushname?: string | null }) => session.pushname || '–',
     );
     hbs.registerHelper('or', (value: unknown, fallback: unknown) => value || fallback);
     hbs.registerHelper('shortId', (id: unknown) => (typeof id === 'string' ? id.slice(0, 8) : ''));

@@ -26,6 +26,12 @@ export class MessageCountsDto {
 export class AdminSessionDto extends SessionStatusDto {
   @ApiProperty({ type: MessageCountsDto })
   counts: MessageCountsDto;
+  @ApiProperty({
+    enum: ['qr', 'pairing', 'linked', 'connecting', 'problem', 'stopped'],
+    example: 'linked',
+    description: 'Which part of the session page the status calls for',
+  })
+  phase: string;
 }
 
 export class AdminSessionDetailDto extends AdminSessionDto {

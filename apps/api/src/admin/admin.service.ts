@@ -16,6 +16,7 @@ import {
   type AdminTestMessageDto,
   type MessageCountsDto,
 } from './admin.dto.js';
+import { linkPhase } from './admin-views.service.js';
 
 const RECENT_MESSAGES = 20;
 
@@ -73,5 +74,5 @@ function withCounts(session: SessionStatusDto, records: MessageRecord[]): AdminS
     if (status === 'queued' || status === 'sending' || status === 'failed') counts[status]++;
     else counts.sent++;
   }
-  return { ...session, counts };
+  return { ...session, counts, phase: linkPhase(session) };
 }

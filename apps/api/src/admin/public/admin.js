@@ -6,45 +6,11 @@
 (() => {
   const csrfToken = document.querySelector('meta[name="csrf-token"]')?.content ?? '';
 
-  // The same tables as admin-views.service.ts.
-  const SESSION_TONE = {
-    READY: 'ok',
-    QR: 'wait',
-    PAIRING_CODE: 'wait',
-    STARTING: 'wait',
-    AUTHENTICATED: 'wait',
-    LOADING: 'wait',
-    FAILED: 'bad',
-    DISCONNECTED: 'bad',
-    STOPPED: 'off',
-  };
-  const MESSAGE_TONE = {
-    queued: 'wait',
-    sending: 'info',
-    sent: 'ok',
-    delivered: 'ok',
-    read: 'ok',
-    failed: 'bad',
-  };
+  // Badge colours, by the server's own table (admin-views.service.ts renders it here).
+  const TONES = JSON.parse(document.body.dataset.tones || '{"session":{},"message":{}}');
+  const SESSION_TONE = TONES.session;
+  const MESSAGE_TONE = TONES.message;
   const FINAL_MESSAGE_STATUSES = new Set(['read', 'failed']);
-
-  function linkPhase(session) {
-    switch (session.status) {
-      case 'READY':
-        return 'linked';
-      case 'QR':
-        return session.hasQr ? 'qr' : 'connecting';
-      case 'PAIRING_CODE':
-        return 'pairing';
-      case 'FAILED':
-      case 'DISCONNECTED':
-        return 'problem';
-      case 'STOPPED':
-        return 'stopped';
-      default:
-        return 'connecting';
-    }
-  }
 
   function formatTime(iso) {
     if (!iso) return '–';
@@ -116,10 +82,8 @@
   function renderSession(root, session) {
     for (const badge of root.querySelectorAll('[data-bind="status"]'))
       setBadge(badge, session.status, SESSION_TONE);
-    // After a logout the registry still holds the old phone: not shown while waiting for a scan.
-    const linked = session.status !== 'QR' && session.status !== 'PAIRING_CODE';
-    setText(root, 'phone', linked && session.phone ? `+${session.phone}` : '–');
-    setText(root, 'pushname', (linked && session.pushname) || '–');
+    setText(root, 'phone', session.phone ? `+${session.phone}` : '–');
+    setText(root, 'pushname', session.pushname || '–');
     setText(root, 'pushnameParen', session.pushname ? ` (${session.pushname})` : '');
     setText(root, 'worker', session.worker || 'none');
     setText(root, 'updatedAt', formatTime(session.updatedAt));
@@ -184,7 +148,7 @@
     const qr = live.querySelector('[data-qr]');
 
     const renderPhase = (session) => {
-      const phase = linkPhase(session);
+      const phase = session.phase;
       for (const block of live.querySelectorAll('[data-phases]'))
         block.hidden = !block.dataset.phases.split(' ').includes(phase);
       if (phase === 'qr' && qr && qr.dataset.version !== session.updatedAt) {
