@@ -109,6 +109,14 @@ describe('.env.example', () => {
     expect(example).toMatch(/^# /m);
   });
 
+  it('every variable is also in the README', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { AppConfig } = await import('./index.js');
+    const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8');
+    const missing = Object.keys(new AppConfig()).filter((name) => !readme.includes(`\`${name}\``));
+    expect(missing).toEqual([]);
+  });
+
   it('parses as a valid development configuration', async () => {
     const { readFile } = await import('node:fs/promises');
     const { parseEnv } = await import('node:util');
