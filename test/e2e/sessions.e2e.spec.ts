@@ -189,31 +189,6 @@ describe('ownership', () => {
     await stack.waitReady();
     expect(await stack.redis.get(stack.keys.lease('main'))).toBe(manager.workerId);
   });
-
-  it('writes incoming messages and acks to the event stream', async () => {
-    const { EventRepository } = await import('@app/status-store');
-    stack.sandbox().emit('message', {
-      engineMessageId: 'in-1',
-      from: '4915123456789@c.us',
-      body: 'hello gateway',
-      timestamp: new Date().toISOString(),
-    });
-    const sent = await stack.call('POST', '/api/v1/messages/text', {
-      to: '4915123456789',
-      text: 'hi',
-    });
-    await stack.waitForStatus(sent.body.data.id, 'read');
-    const events = await stack.worker!.get(EventRepository).latest(20);
-    expect(events).toContainEqual(
-      expect.objectContaining({ type: 'message', sessionId: 'main', engineMessageId: 'in-1' }),
-    );
-    expect(events).toContainEqual({
-      type: 'ack',
-      sessionId: 'main',
-      messageId: sent.body.data.id,
-      status: 'read',
-    });
-  });
 });
 
 describe('state writes after a delete', () => {

@@ -10,6 +10,8 @@ import { AdminModule } from './admin/admin.module.js';
 import { ApiKeyGuard } from './auth/api-key.guard.js';
 import { HealthController } from './health/health.controller.js';
 import { HealthService } from './health/health.service.js';
+import { InboxController } from './inbox/inbox.controller.js';
+import { InboxService } from './inbox/inbox.service.js';
 import { MessagesController } from './messages/messages.controller.js';
 import { MessagesService } from './messages/messages.service.js';
 import { ApiMetricsModule } from './metrics/metrics.module.js';
@@ -45,11 +47,18 @@ export class ApiModule implements OnApplicationBootstrap {
         ApiMetricsModule,
         AdminModule.forRoot(config),
       ],
-      controllers: [MessagesController, SessionsController, WorkersController, HealthController],
+      controllers: [
+        MessagesController,
+        SessionsController,
+        InboxController,
+        WorkersController,
+        HealthController,
+      ],
       providers: [
         ApiKeyGuard,
         MessagesService,
         SessionsService,
+        InboxService,
         WorkersService,
         HealthService,
         { provide: APP_INTERCEPTOR, useClass: EnvelopeInterceptor },

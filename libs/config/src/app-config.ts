@@ -19,6 +19,8 @@ import { parseRedisUrl } from './redis-url.js';
 export const EXAMPLE_API_KEY = 'change-me-to-a-long-random-string';
 
 const SESSION_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+/** A Standard Webhooks secret: whsec_ and base64 of 24-64 bytes. */
+export const WEBHOOK_SECRET_RE = /^whsec_[A-Za-z0-9+/]{32,88}={0,2}$/;
 
 // Environment values are strings; these turn the well-formed ones into numbers and booleans
 // and leave anything else as it was, so the validator reports it with the variable's name.
@@ -201,6 +203,71 @@ export class AppConfig {
   @Max(600_000)
   SANDBOX_ACK_DELAY_MS = 1000;
 
+  /** Incoming media bytes stay readable through the api this long (then Redis drops them). */
+  @toInt()
+  @IsInt()
+  @Min(1000)
+  @Max(7 * 86_400_000)
+  INCOMING_MEDIA_TTL_MS = 3_600_000;
+
+  /** Webhook targets for every session's events, comma-separated http(s) URLs. */
+  @emptyAsUnset()
+  @IsOptional()
+  @ValidateBy({
+    name: 'isUrlList',
+    validator: {
+      validate: (value: unknown) =>
+        typeof value === 'string' &&
+        value.split(',').every((url) => /^https?:\/\/[^\s,]+$/.test(url.trim())),
+      defaultMessage: () => 'must be comma-separated http:// or https:// URLs',
+    },
+  })
+  WEBHOOK_URLS?: string;
+
+  /** Signing secret of the WEBHOOK_URLS targets (Standard Webhooks: whsec_ + base64). */
+  @emptyAsUnset()
+  @IsOptional()
+  @Matches(WEBHOOK_SECRET_RE, {
+    message: 'must be whsec_ followed by base64 of 24 to 64 random bytes',
+  })
+  WEBHOOK_SECRET?: string;
+
+  @toInt()
+  @IsInt()
+  @Min(1)
+  @Max(30)
+  WEBHOOK_MAX_ATTEMPTS = 10;
+
+  /** First retry delay of a webhook delivery; doubles per retry (with jitter), capped at 1 h. */
+  @toInt()
+  @IsInt()
+  @Min(10)
+  @Max(3_600_000)
+  WEBHOOK_BACKOFF_MS = 15_000;
+
+  @toInt()
+  @IsInt()
+  @Min(100)
+  @Max(120_000)
+  WEBHOOK_TIMEOUT_MS = 10_000;
+
+  /** Deliveries one worker makes at once (each session+target still has one in flight). */
+  @toInt()
+  @IsInt()
+  @Min(1)
+  @Max(1000)
+  WEBHOOK_CONCURRENCY = 50;
+
+  @toBool()
+  @IsBoolean()
+  WEBHOOK_ALLOW_PRIVATE_URLS = false;
+
+  /** Events and delivery records are kept this long (failed ones stay replayable until then). */
+  @toInt()
+  @IsInt()
+  @Min(60_000)
+  WEBHOOK_RETENTION_MS = 7 * 86_400_000;
+
   @toInt()
   @IsInt()
   @Min(200)
@@ -237,6 +304,13 @@ export class AppConfig {
   }
 
   /** A worker is considered dead when its heartbeat is older than this. */
+  get webhookUrls(): string[] {
+    return (this.WEBHOOK_URLS ?? '')
+      .split(',')
+      .map((url) => url.trim())
+      .filter(Boolean);
+  }
+
   get workerStaleAfterMs(): number {
     return this.WORKER_HEARTBEAT_MS * 3;
   }

@@ -29,7 +29,7 @@ export function parseConfig(env: Record<string, string | undefined>): AppConfig 
       text.startsWith(`${name} `) ? text.slice(name.length + 1) : text,
     );
     // Never echo a secret back, even a malformed one.
-    const secret = /KEY|TOKEN|PASSWORD/.test(name);
+    const secret = /KEY|TOKEN|PASSWORD|SECRET/.test(name);
     const shown = raw[name] === undefined || secret ? '' : ` (got "${raw[name]}")`;
     return `${name} ${reasons.join('; ')}${shown}`;
   });
@@ -37,6 +37,9 @@ export function parseConfig(env: Record<string, string | undefined>): AppConfig 
     problems.push(
       'MESSAGE_RETENTION_MS must be at least MESSAGE_TTL_MS (a record must outlive its queue time)',
     );
+  }
+  if (config.WEBHOOK_URLS && !config.WEBHOOK_SECRET) {
+    problems.push('WEBHOOK_SECRET is required when WEBHOOK_URLS is set (receivers verify with it)');
   }
   if (config.NODE_ENV === 'production') {
     if (!config.API_KEY) problems.push('API_KEY is required when NODE_ENV=production');

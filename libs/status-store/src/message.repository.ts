@@ -10,6 +10,7 @@ import {
   type MessageStatus,
   type NewMessage,
 } from './message-record.js';
+import { EventScriptArgs, LuaScript, withEventPublishing } from './event-script.js';
 
 const TIMESTAMP_FIELD: Partial<Record<MessageStatus, keyof MessageRecord>> = {
   sending: 'sendingAt',
@@ -19,18 +20,80 @@ const TIMESTAMP_FIELD: Partial<Record<MessageStatus, keyof MessageRecord>> = {
   failed: 'failedAt',
 };
 
+// Every script below changes a record and, in the same script, publishes the message.status
+// event with a snapshot of the record (event-script.ts): no change without its event, and
+// events in the order of the changes. Own arguments start at ARGV[7].
+const SNAPSHOT = `local function snapshot() return { snapshot = hash_table(KEYS[1]) } end
+`;
+
+// KEYS[1] message, [2] session index; ARGV[7] fields (JSON, flat), [8] retention ms,
+// [9] score (ms), [10] index cutoff (ms), [11] message id, [12] session id
+const CREATE = new LuaScript(
+  withEventPublishing(
+    SNAPSHOT +
+      `
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[10])
+publish_event(ARGV[12], 'message.status', snapshot)
+return 1
+`,
+  ),
+);
+
+// Sets fields of an existing record. KEYS[1] message; ARGV[7] fields (JSON, flat)
+const UPDATE = new LuaScript(
+  withEventPublishing(
+    SNAPSHOT +
+      `
+local session_id = redis.call('HGET', KEYS[1], 'sessionId')
+if not session_id then return 0 end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
+publish_event(session_id, 'message.status', snapshot)
+return 1
+`,
+  ),
+);
+
+// WhatsApp took the message: the engine id is saved (what stops a second send), the ack index
+// written, and an ack that raced ahead is handed back. KEYS[1] message, [2] engine-id map,
+// [3] pending ack; ARGV[7] fields (JSON, flat), [8] message id, [9] map ttl (ms)
+const MARK_SENT = new LuaScript(
+  withEventPublishing(
+    SNAPSHOT +
+      `
+local session_id = redis.call('HGET', KEYS[1], 'sessionId')
+if not session_id then return false end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
+redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
+local pending = redis.call('GET', KEYS[3])
+redis.call('DEL', KEYS[3])
+publish_event(session_id, 'message.status', snapshot)
+return pending
+`,
+  ),
+);
+
 // Moves a message forward only: a late or repeated ack never takes `read` back to
 // `delivered`, and nothing moves a `failed` message. Atomic so two acks cannot interleave.
-// KEYS[1] message; ARGV: status, rank, timestamp field, timestamp, rank table as "s=r,..."
-const ADVANCE_SCRIPT = `
+// KEYS[1] message; ARGV[7] status, [8] rank, [9] timestamp field, [10] timestamp,
+// [11] rank table as "s=r,..."
+const ADVANCE = new LuaScript(
+  withEventPublishing(
+    SNAPSHOT +
+      `
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current or current == 'failed' then return 0 end
 local ranks = {}
-for s, r in string.gmatch(ARGV[5], '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
-if ranks[current] >= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], ARGV[3], ARGV[4])
+for s, r in string.gmatch(ARGV[11], '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
+if ranks[current] >= tonumber(ARGV[8]) then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[7], ARGV[9], ARGV[10])
+publish_event(redis.call('HGET', KEYS[1], 'sessionId'), 'message.status', snapshot)
 return 1
-`;
+`,
+  ),
+);
 const RANK_TABLE = Object.entries(STATUS_RANK)
   .map(([status, rank]) => `${status}=${rank}`)
   .join(',');
@@ -42,6 +105,7 @@ export class MessageRepository {
     @Inject(REDIS) private readonly redis: Redis,
     private readonly keys: RedisKeys,
     private readonly config: AppConfig,
+    private readonly events: EventScriptArgs,
   ) {}
 
   async create(message: NewMessage, now = new Date()): Promise<MessageRecord> {
@@ -63,24 +127,26 @@ export class MessageRepository {
       engineMessageId: null,
     };
     const retention = this.config.MESSAGE_RETENTION_MS;
-    await this.redis
-      .multi()
-      .hset(this.keys.message(record.id), serialize(record))
-      // Records are kept MESSAGE_RETENTION_MS from creation, then Redis drops them itself.
-      .pexpire(this.keys.message(record.id), retention)
-      .zadd(this.keys.sessionMessages(record.sessionId), now.getTime(), record.id)
-      .zremrangebyscore(
-        this.keys.sessionMessages(record.sessionId),
-        '-inf',
+    // Records are kept MESSAGE_RETENTION_MS from creation, then Redis drops them itself.
+    await CREATE.run(
+      this.redis,
+      [this.keys.message(record.id), this.keys.sessionMessages(record.sessionId)],
+      [
+        ...this.events.build(now),
+        JSON.stringify(Object.entries(serialize(record)).flat()),
+        retention,
+        now.getTime(),
         now.getTime() - retention,
-      )
-      .exec();
+        record.id,
+        record.sessionId,
+      ],
+    );
     return record;
   }
 
   async get(messageId: string): Promise<MessageRecord | null> {
     const hash = await this.redis.hgetall(this.keys.message(messageId));
-    return hash.status ? deserialize(hash) : null;
+    return hash.status ? parseMessageRecord(hash) : null;
   }
 
   async delete(message: Pick<MessageRecord, 'id' | 'sessionId'>): Promise<void> {
@@ -93,27 +159,24 @@ export class MessageRepository {
 
   /** The engine call is about to happen: remembered so a crash here can be detected later. */
   async markSending(messageId: string, attempts: number, now = new Date()): Promise<void> {
-    await this.redis.hset(this.keys.message(messageId), {
-      status: 'sending',
-      sendingAt: now.toISOString(),
-      attempts: String(attempts),
-    });
+    await this.update(
+      messageId,
+      { status: 'sending', sendingAt: now.toISOString(), attempts: String(attempts) },
+      now,
+    );
   }
 
   /** A try failed but another will follow: back to queued, the error visible meanwhile. */
   async markRetrying(messageId: string, error: MessageError): Promise<void> {
-    await this.redis.hset(this.keys.message(messageId), {
-      status: 'queued',
-      error: JSON.stringify(error),
-    });
+    await this.update(messageId, { status: 'queued', error: JSON.stringify(error) });
   }
 
   async markFailed(messageId: string, error: MessageError, now = new Date()): Promise<void> {
-    await this.redis.hset(this.keys.message(messageId), {
-      status: 'failed',
-      error: JSON.stringify(error),
-      failedAt: now.toISOString(),
-    });
+    await this.update(
+      messageId,
+      { status: 'failed', error: JSON.stringify(error), failedAt: now.toISOString() },
+      now,
+    );
   }
 
   /**
@@ -125,21 +188,29 @@ export class MessageRepository {
     engineMessageId: string,
     now = new Date(),
   ) {
-    const mapKey = this.keys.engineMessage(record.sessionId, engineMessageId);
-    const pendingKey = this.keys.pendingAck(record.sessionId, engineMessageId);
-    const results = await this.redis
-      .multi()
-      .hset(this.keys.message(record.id), {
-        engineMessageId,
-        status: 'sent',
-        sentAt: now.toISOString(),
-        error: '',
-      })
-      .set(mapKey, record.id, 'PX', this.config.MESSAGE_RETENTION_MS)
-      .get(pendingKey)
-      .del(pendingKey)
-      .exec();
-    const pending = results?.[2]?.[1] as string | null | undefined;
+    const pending = (await MARK_SENT.run(
+      this.redis,
+      [
+        this.keys.message(record.id),
+        this.keys.engineMessage(record.sessionId, engineMessageId),
+        this.keys.pendingAck(record.sessionId, engineMessageId),
+      ],
+      [
+        ...this.events.build(now),
+        JSON.stringify([
+          'engineMessageId',
+          engineMessageId,
+          'status',
+          'sent',
+          'sentAt',
+          now.toISOString(),
+          'error',
+          '',
+        ]),
+        record.id,
+        this.config.MESSAGE_RETENTION_MS,
+      ],
+    )) as string | null;
     if (pending) await this.advance(record.id, pending as MessageStatus, now);
   }
 
@@ -168,17 +239,31 @@ export class MessageRepository {
   async advance(messageId: string, status: MessageStatus, now = new Date()): Promise<boolean> {
     if (status === 'failed') throw new Error('use markFailed for failures');
     const field = TIMESTAMP_FIELD[status] ?? 'updatedAt';
-    const changed = await this.redis.eval(
-      ADVANCE_SCRIPT,
-      1,
-      this.keys.message(messageId),
-      status,
-      String(STATUS_RANK[status]),
-      field,
-      now.toISOString(),
-      RANK_TABLE,
+    const changed = await ADVANCE.run(
+      this.redis,
+      [this.keys.message(messageId)],
+      [
+        ...this.events.build(now),
+        status,
+        String(STATUS_RANK[status]),
+        field,
+        now.toISOString(),
+        RANK_TABLE,
+      ],
     );
     return changed === 1;
+  }
+
+  private async update(
+    messageId: string,
+    fields: Record<string, string>,
+    now = new Date(),
+  ): Promise<void> {
+    await UPDATE.run(
+      this.redis,
+      [this.keys.message(messageId)],
+      [...this.events.build(now), JSON.stringify(Object.entries(fields).flat())],
+    );
   }
 
   /** The newest message ids of a session, newest first. */
@@ -211,7 +296,7 @@ function serialize(record: MessageRecord): Record<string, string> {
   return hash;
 }
 
-function deserialize(hash: Record<string, string>): MessageRecord {
+export function parseMessageRecord(hash: Record<string, string>): MessageRecord {
   const record = {
     id: hash.id,
     sessionId: hash.sessionId,

@@ -54,9 +54,75 @@ export class RedisKeys {
   lease(sessionId: string): string {
     return `${this.root}:lease:${sessionId}`;
   }
-  /** Stream of incoming messages and acks, for webhooks and anything else that follows them. */
-  events(): string {
-    return `${this.root}:events`;
+  /** A message a session received (JSON), by our id. */
+  incoming(messageId: string): string {
+    return `${this.root}:in:${messageId}`;
+  }
+  /** The bytes of an incoming message's media, kept INCOMING_MEDIA_TTL_MS. */
+  incomingMedia(messageId: string): string {
+    return `${this.root}:in-media:${messageId}`;
+  }
+  /** Sorted set of the ids of a session's incoming messages by arrival time. */
+  sessionInbox(sessionId: string): string {
+    return `${this.root}:session-in:${sessionId}`;
+  }
+  /** Sandbox only: messages the api asked the session's engine to "receive" (FIFO of JSON). */
+  sandboxIncoming(sessionId: string): string {
+    return `${this.root}:sandbox-in:${sessionId}`;
+  }
+  /** A session's own webhook targets (JSON array). */
+  webhookTargets(sessionId: string): string {
+    return `${this.root}:wh:targets:${sessionId}`;
+  }
+  webhookEvent(eventId: string): string {
+    return `${this.root}:wh:event:${eventId}`;
+  }
+  webhookDelivery(deliveryId: string): string {
+    return `${this.root}:wh:delivery:${deliveryId}`;
+  }
+  /** The deliveries of one session to one target, oldest first; the first is in flight. */
+  webhookChain(sessionId: string, targetId: string): string {
+    return `${this.root}:wh:chain:${sessionId}:${targetId}`;
+  }
+  /** Set of the chains that hold deliveries (what the sweeper walks). */
+  webhookChains(): string {
+    return `${this.root}:wh:chains`;
+  }
+  /** Deliveries that just became the head of their chain and need a delivery job. */
+  webhookNewHeads(): string {
+    return `${this.root}:wh:new-heads`;
+  }
+  /** Pub/sub channel that wakes the workers' webhook schedulers. */
+  webhookKick(): string {
+    return `${this.root}:wh:kick`;
+  }
+  /** Failed (exhausted or refused) deliveries by failure time. */
+  webhookFailed(): string {
+    return `${this.root}:wh:failed`;
+  }
+  /** The newest deliveries of all sessions, by creation time. */
+  webhookRecent(): string {
+    return `${this.root}:wh:recent`;
+  }
+  webhookSessionRecent(sessionId: string): string {
+    return `${this.root}:wh:recent:${sessionId}`;
+  }
+  /**
+   * The key prefixes the event-publishing Lua script builds keys from (a script fans an event
+   * out to targets it only learns inside Redis). Each must equal the builder above.
+   */
+  webhookScriptPrefixes(): Record<string, string> {
+    return {
+      targets: this.webhookTargets(''),
+      event: this.webhookEvent(''),
+      delivery: this.webhookDelivery(''),
+      chain: `${this.root}:wh:chain:`,
+      chains: this.webhookChains(),
+      heads: this.webhookNewHeads(),
+      kick: this.webhookKick(),
+      recent: this.webhookRecent(),
+      sessionRecent: this.webhookSessionRecent(''),
+    };
   }
   /** Pub/sub channel on which session changes are announced. */
   sessionEvents(): string {

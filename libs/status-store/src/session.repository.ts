@@ -2,6 +2,8 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
+import type { SandboxIncoming } from './incoming-record.js';
+import { EventScriptArgs, LuaScript, withEventPublishing } from './event-script.js';
 import type {
   CommandGenerations,
   DesiredState,
@@ -14,15 +16,20 @@ import type {
 const COMMANDS: SessionCommand[] = ['restart', 'logout', 'pairing', 'link'];
 
 // Writes observed state only while the session is registered: a late event of an engine
-// being stopped for a deleted session must not leave a half hash behind.
-// KEYS: registry set, session hash; ARGV: session id, fields to set (JSON), fields to clear (JSON)
-const SET_OBSERVED = `
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], unpack(cjson.decode(ARGV[2])))
-local cleared = cjson.decode(ARGV[3])
+// being stopped for a deleted session must not leave a half hash behind. Publishes the
+// session.status event with a snapshot in the same script (event-script.ts).
+// KEYS: registry set, session hash; ARGV[7] session id, [8] fields to set (JSON),
+// [9] fields to clear (JSON)
+const SET_OBSERVED = new LuaScript(
+  withEventPublishing(`
+if redis.call('SISMEMBER', KEYS[1], ARGV[7]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], unpack(cjson.decode(ARGV[8])))
+local cleared = cjson.decode(ARGV[9])
 if #cleared > 0 then redis.call('HDEL', KEYS[2], unpack(cleared)) end
+publish_event(ARGV[7], 'session.status', function() return { snapshot = hash_table(KEYS[2]) } end)
 return 1
-`;
+`),
+);
 
 // Fields that describe one observed state only; a new state clears those it does not set.
 const TRANSIENT_FIELDS = [
@@ -39,6 +46,7 @@ export class SessionRepository {
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
     private readonly keys: RedisKeys,
+    private readonly events: EventScriptArgs,
   ) {}
 
   /** Registers a session if it is not yet; returns true when it was new. */
@@ -76,7 +84,7 @@ export class SessionRepository {
       this.redis.hgetall(this.keys.session(sessionId)),
     ]);
     // Unregistered between the two reads: gone, not a fresh session with default fields.
-    return member && hash.createdAt ? toView(sessionId, hash) : null;
+    return member && hash.createdAt ? toSessionView(sessionId, hash) : null;
   }
 
   async list(): Promise<SessionView[]> {
@@ -89,7 +97,7 @@ export class SessionRepository {
     // rather than show it with default fields (as a running session, say).
     return ids.flatMap((id, i) => {
       const hash = (results[i]?.[1] as Record<string, string>) ?? {};
-      return hash.createdAt ? [toView(id, hash)] : [];
+      return hash.createdAt ? [toSessionView(id, hash)] : [];
     });
   }
 
@@ -125,6 +133,7 @@ export class SessionRepository {
       .multi()
       .srem(this.keys.sessions(), sessionId)
       .del(this.keys.session(sessionId))
+      .del(this.keys.sandboxIncoming(sessionId))
       .exec();
     await this.announce(sessionId);
   }
@@ -160,15 +169,28 @@ export class SessionRepository {
       if (value !== undefined && value !== null) fields[field] = String(value);
       else if ((TRANSIENT_FIELDS as readonly string[]).includes(field)) cleared.push(field);
     }
-    await this.redis.eval(
-      SET_OBSERVED,
-      2,
-      this.keys.sessions(),
-      this.keys.session(sessionId),
-      sessionId,
-      JSON.stringify(Object.entries(fields).flat()),
-      JSON.stringify(cleared),
+    await SET_OBSERVED.run(
+      this.redis,
+      [this.keys.sessions(), this.keys.session(sessionId)],
+      [
+        ...this.events.build(now),
+        sessionId,
+        JSON.stringify(Object.entries(fields).flat()),
+        JSON.stringify(cleared),
+      ],
     );
+  }
+
+  /** Sandbox only: queues a message for the session's engine to receive, and nudges the owner. */
+  async pushSandboxIncoming(sessionId: string, message: SandboxIncoming): Promise<void> {
+    await this.redis.rpush(this.keys.sandboxIncoming(sessionId), JSON.stringify(message));
+    await this.announce(sessionId);
+  }
+
+  /** Takes the messages queued for a sandbox session's engine, oldest first. */
+  async takeSandboxIncoming(sessionId: string, count = 100): Promise<SandboxIncoming[]> {
+    const taken = await this.redis.lpop(this.keys.sandboxIncoming(sessionId), count);
+    return (taken ?? []).map((json) => JSON.parse(json) as SandboxIncoming);
   }
 
   async status(sessionId: string): Promise<SessionStatus | null> {
@@ -184,7 +206,7 @@ export class SessionRepository {
   }
 }
 
-function toView(id: string, hash: Record<string, string>): SessionView {
+export function toSessionView(id: string, hash: Record<string, string>): SessionView {
   const text = (field: string) => hash[field] || null;
   return {
     id,

@@ -9,7 +9,10 @@ import { SessionRepository } from './session.repository.js';
 import { WorkerRepository } from './worker.repository.js';
 import { IdempotencyRepository } from './idempotency.repository.js';
 import { LeaseRepository } from './lease.repository.js';
-import { EventRepository } from './event.repository.js';
+import { EventScriptArgs } from './event-script.js';
+import { IncomingRepository } from './incoming.repository.js';
+import { WebhookRepository, webhookTargetId } from './webhook.repository.js';
+import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
 
 /** Redis connection, key builder and the repositories in front of every Redis key. */
 @Global()
@@ -25,12 +28,28 @@ import { EventRepository } from './event.repository.js';
       inject: [AppConfig],
       useFactory: (config: AppConfig) => new RedisKeys(config.REDIS_PREFIX),
     },
+    {
+      // The leading arguments of every script that publishes an event (event-script.ts).
+      provide: EventScriptArgs,
+      inject: [AppConfig, RedisKeys],
+      useFactory: (config: AppConfig, keys: RedisKeys) =>
+        new EventScriptArgs(
+          keys,
+          config.webhookUrls.map((url) => ({
+            id: webhookTargetId('global', url),
+            url,
+            events: [...WEBHOOK_EVENT_TYPES],
+          })),
+          config.WEBHOOK_RETENTION_MS,
+        ),
+    },
     MessageRepository,
     SessionRepository,
     WorkerRepository,
     IdempotencyRepository,
     LeaseRepository,
-    EventRepository,
+    IncomingRepository,
+    WebhookRepository,
   ],
   exports: [
     REDIS,
@@ -40,7 +59,8 @@ import { EventRepository } from './event.repository.js';
     WorkerRepository,
     IdempotencyRepository,
     LeaseRepository,
-    EventRepository,
+    IncomingRepository,
+    WebhookRepository,
   ],
 })
 export class StatusStoreModule implements OnApplicationShutdown {

@@ -16,11 +16,13 @@ export class EngineFactory {
         sessionDir: sessionDir(this.config.WWEBJS_DATA_DIR, sessionId),
         linkDelayMs: this.config.SANDBOX_LINK_DELAY_MS,
         ackDelayMs: this.config.SANDBOX_ACK_DELAY_MS,
+        mediaMaxBytes: this.config.MEDIA_MAX_BYTES,
       });
     }
     return new WwebjsEngine(sessionId, {
       dataDir: this.config.WWEBJS_DATA_DIR,
       executablePath: this.config.PUPPETEER_EXECUTABLE_PATH,
+      mediaMaxBytes: this.config.MEDIA_MAX_BYTES,
     });
   }
 }

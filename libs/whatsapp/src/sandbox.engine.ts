@@ -7,12 +7,17 @@ import { AppError } from '@app/common';
 import {
   EngineError,
   type EngineEvents,
+  type IncomingMessage,
+  type IncomingType,
   type OutgoingMedia,
   type WhatsAppEngine,
 } from './engine.js';
+import type { SandboxIncoming } from '@app/status-store';
 import { mediaFingerprint, textFingerprint } from './fingerprint.js';
 
 export interface SandboxOptions {
+  /** Media of a received message larger than this is reported without its bytes. */
+  mediaMaxBytes?: number;
   /** The session's own folder (WWEBJS_DATA_DIR/session-<id>); holds the "linked" marker. */
   sessionDir: string;
   linkDelayMs: number | 'manual';
@@ -107,6 +112,43 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
   async logout(): Promise<void> {
     await this.stop();
     await rm(join(this.options.sessionDir, LINK_MARKER), { force: true });
+  }
+
+  /**
+   * Receives a message as if someone had sent it to this session's phone (the api's
+   * sandbox/incoming route): emitted like a real engine's incoming message.
+   */
+  receive(input: SandboxIncoming): void {
+    if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
+    const sender = `${input.from}@c.us`;
+    const chatId = input.groupId ?? sender;
+    const message: IncomingMessage = {
+      engineMessageId: input.engineMessageId,
+      chatId,
+      from: input.fromMe ? '15550000000@c.us' : sender,
+      fromPhone: input.fromMe ? '15550000000' : input.from,
+      fromMe: input.fromMe ?? false,
+      isGroup: chatId.endsWith('@g.us'),
+      type: sandboxType(input),
+      body: input.text ?? '',
+      timestamp: new Date().toISOString(),
+      quotedId: input.quotedId ?? null,
+      ...(input.location ? { location: input.location } : {}),
+      ...(input.reaction ? { reaction: input.reaction } : {}),
+    };
+    if (input.media) {
+      const data = Buffer.from(input.media.dataBase64, 'base64');
+      const max = this.options.mediaMaxBytes ?? Infinity;
+      message.media = {
+        mimetype: input.media.mimetype,
+        filename: input.media.filename ?? null,
+        size: data.length,
+        ...(data.length > max
+          ? { error: `media is larger than MEDIA_MAX_BYTES (${max} bytes)` }
+          : { data }),
+      };
+    }
+    this.emit('message', message);
   }
 
   /** Test hook: the next sends throw these errors, in order, before anything is sent. */
@@ -204,4 +246,13 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     }, ms);
     this.timers.add(timer);
   }
+}
+
+function sandboxType(input: SandboxIncoming): IncomingType {
+  if (input.reaction) return 'reaction';
+  if (input.location) return 'location';
+  if (!input.media) return 'text';
+  const [kind] = input.media.mimetype.split('/');
+  if (kind === 'image' || kind === 'video' || kind === 'audio') return kind;
+  return 'document';
 }

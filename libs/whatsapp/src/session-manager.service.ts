@@ -5,18 +5,21 @@ import type { Redis } from 'ioredis';
 import { isValidSessionId } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
-  EventRepository,
+  IncomingRepository,
   LeaseRepository,
   MessageRepository,
   SessionRepository,
   createRedis,
+  incomingMessageId,
+  type IncomingRecord,
   type ObservedSession,
   type SessionCommand,
   type SessionStatus,
   type SessionView,
 } from '@app/status-store';
-import { toError, type WhatsAppEngine } from './engine.js';
+import { toError, type IncomingMessage, type WhatsAppEngine } from './engine.js';
 import { EngineFactory } from './engine-factory.js';
+import { SandboxEngine } from './sandbox.engine.js';
 import { sessionDir } from './session-paths.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
@@ -31,6 +34,8 @@ export interface SessionManagerEvents {
   state: [sessionId: string, status: SessionStatus];
   /** The session was deleted and unregistered by this worker. */
   deleted: [sessionId: string];
+  /** A message the session received was recorded. */
+  received: [sessionId: string];
   /** A delivered or read ack for one of our messages. */
   ack: [sessionId: string, status: 'delivered' | 'read'];
 }
@@ -68,7 +73,7 @@ export class SessionManager
     private readonly sessions: SessionRepository,
     private readonly messages: MessageRepository,
     private readonly leases: LeaseRepository,
-    private readonly events: EventRepository,
+    private readonly incoming: IncomingRepository,
     @Inject(WORKER_ID) readonly workerId: string,
   ) {
     super();
@@ -256,6 +261,11 @@ export class SessionManager
       await this.sessions.markApplied(session.id, 'link', session.commands.link.requested);
       await engine.link?.();
     }
+    if (engine instanceof SandboxEngine && this.readySessions.has(session.id)) {
+      for (const message of await this.sessions.takeSandboxIncoming(session.id)) {
+        engine.receive(message);
+      }
+    }
   }
 
   private pending(session: SessionView, command: SessionCommand): boolean {
@@ -280,13 +290,7 @@ export class SessionManager
       'ack',
       (engineMessageId, status) => void this.onAck(sessionId, engineMessageId, status),
     );
-    engine.on('message', (message) => {
-      this.events
-        .append({ type: 'message', sessionId, ...message })
-        .catch((err) =>
-          this.log.warn({ sessionId, err: toError(err).message }, 'incoming message not recorded'),
-        );
-    });
+    engine.on('message', (message) => void this.onMessage(sessionId, message));
     this.startQueue.push(sessionId);
     this.pumpStarts();
   }
@@ -376,9 +380,51 @@ export class SessionManager
       if (!messageId) return;
       // `sent` is counted where the send returns; acks add what happened after.
       if (status !== 'sent') this.emit('ack', sessionId, status);
-      await this.events.append({ type: 'ack', sessionId, messageId, status });
     } catch (err) {
       this.log.warn({ sessionId, engineMessageId, err: toError(err).message }, 'ack not recorded');
+    }
+  }
+
+  /** Records a message the session received (retried briefly: Redis may blink). */
+  private async onMessage(sessionId: string, message: IncomingMessage): Promise<void> {
+    const now = new Date();
+    const { media, location, vcards, reaction, ...fields } = message;
+    const record: IncomingRecord = {
+      ...fields,
+      id: incomingMessageId(sessionId, message.engineMessageId),
+      sessionId,
+      direction: message.fromMe ? 'out' : 'in',
+      receivedAt: now.toISOString(),
+      location: location ?? null,
+      vcards: vcards ?? null,
+      reaction: reaction ?? null,
+      media: media
+        ? {
+            mimetype: media.mimetype,
+            filename: media.filename,
+            size: media.size ?? media.data?.length ?? null,
+            available: Boolean(media.data),
+            error: media.error ?? null,
+            expiresAt: media.data
+              ? new Date(now.getTime() + this.config.INCOMING_MEDIA_TTL_MS).toISOString()
+              : null,
+          }
+        : null,
+    };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        if (await this.incoming.record(record, media?.data, now)) this.emit('received', sessionId);
+        return;
+      } catch (err) {
+        if (attempt >= 5 || this.stopped) {
+          this.log.error(
+            { sessionId, messageId: record.id, err: toError(err).message },
+            'incoming message not recorded',
+          );
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
+      }
     }
   }
 

@@ -16,6 +16,7 @@ import {
   type WwebjsClientOptions,
   type WwebjsEngineOptions,
   type WwebjsMessageLike,
+  type WwebjsReactionLike,
 } from './wwebjs.engine.js';
 
 const QR_STALL = 1_000;
@@ -27,7 +28,7 @@ const DESTROY_TIMEOUT = 500;
 
 /** A whatsapp-web.js Client stand-in: tests emit its events and script its methods. */
 class FakeClient extends EventEmitter implements ClientLike {
-  info = { wid: { user: '4915100000001' }, pushname: 'Shop' };
+  info = { wid: { user: '4915100000001', _serialized: '4915100000001@c.us' }, pushname: 'Shop' };
   pupBrowser: (EventEmitter & { process(): FakeBrowserProcess | null }) | null = null;
   browserProcess: FakeBrowserProcess | null = null;
   destroyed = 0;
@@ -53,6 +54,10 @@ class FakeClient extends EventEmitter implements ClientLike {
   }));
   getChatById = vi.fn(async (_chatId: string): Promise<WwebjsChatLike | undefined> => undefined);
   requestPairingCode = vi.fn(async (_phone: string, _notify?: boolean) => 'WXYZ1234');
+  getContactLidAndPhone = vi.fn(
+    async (userIds: string[]): Promise<{ lid?: string; pn?: string }[]> =>
+      userIds.map((lid) => ({ lid })),
+  );
 
   constructor(readonly options: WwebjsClientOptions) {
     super();
@@ -240,33 +245,6 @@ describe('WwebjsEngine events', () => {
     await h.engine.stop();
   });
 
-  it('emits incoming messages with an ISO timestamp and skips status broadcasts', async () => {
-    const h = harness();
-    const client = await startReady(h);
-    client.emit('message', {
-      id: { _serialized: 'false_4915122@c.us_IN1', fromMe: false },
-      from: '4915122@c.us',
-      body: 'hi',
-      timestamp: 1_767_225_600,
-    });
-    client.emit('message', {
-      id: { _serialized: 'false_status@broadcast_IN2', fromMe: false },
-      from: 'status@broadcast',
-      body: 'story',
-      timestamp: 1_767_225_600,
-      isStatus: true,
-    });
-    expect(h.messages).toEqual([
-      {
-        engineMessageId: 'false_4915122@c.us_IN1',
-        from: '4915122@c.us',
-        body: 'hi',
-        timestamp: '2026-01-01T00:00:00.000Z',
-      },
-    ]);
-    await h.engine.stop();
-  });
-
   it('turns a LOGOUT disconnect into DISCONNECTED, deletes the auth data and does not restart', async () => {
     const profile = sessionDir(dataDir, 'main');
     await mkdir(profile, { recursive: true });
@@ -312,6 +290,550 @@ describe('WwebjsEngine events', () => {
     expect(h.createClient).toHaveBeenCalledTimes(2);
     expect(h.last().status).toBe('STARTING');
     await h.engine.stop();
+  });
+});
+
+describe('WwebjsEngine incoming messages', () => {
+  const CHAT = '4915122@c.us';
+  const GROUP = '120363012345678901@g.us';
+  const OWN = '4915100000001@c.us';
+  const SENT_AT = 1_767_225_600;
+  const AT_ISO = '2026-01-01T00:00:00.000Z';
+
+  /** A whatsapp-web.js Message as the `message` event hands it over (text from CHAT). */
+  function received(stanza: string, fields: Partial<WwebjsMessageLike> = {}): WwebjsMessageLike {
+    return {
+      id: { _serialized: `false_${CHAT}_${stanza}`, fromMe: false },
+      fromMe: false,
+      from: CHAT,
+      to: OWN,
+      type: 'chat',
+      body: '',
+      timestamp: SENT_AT,
+      hasMedia: false,
+      hasQuotedMsg: false,
+      isStatus: false,
+      ...fields,
+    };
+  }
+
+  /** The IncomingMessage of a text from CHAT, to spread the differences onto. */
+  function text(stanza: string, body: string): IncomingMessage {
+    return {
+      engineMessageId: `false_${CHAT}_${stanza}`,
+      chatId: CHAT,
+      from: CHAT,
+      fromPhone: '4915122',
+      fromMe: false,
+      isGroup: false,
+      type: 'text',
+      body,
+      timestamp: AT_ISO,
+      quotedId: null,
+    };
+  }
+
+  const base64 = (bytes: Buffer) => bytes.toString('base64');
+
+  it('emits a text with chat, sender phone and an ISO timestamp, and skips status broadcasts', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    client.emit('message', received('IN1', { body: 'hi' }));
+    client.emit(
+      'message',
+      received('IN2', {
+        id: { _serialized: 'false_status@broadcast_IN2', fromMe: false },
+        from: 'status@broadcast',
+        body: 'story',
+        isStatus: true,
+      }),
+    );
+    await settle();
+    expect(h.messages).toEqual([text('IN1', 'hi')]);
+    await h.engine.stop();
+  });
+
+  it('maps whatsapp-web.js types onto incoming types, unknown ones to other', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const types = ['ptt', 'audio', 'video', 'sticker', 'document', 'poll_creation'];
+    for (const [index, type] of types.entries()) {
+      client.emit('message', received(`T${index}`, { type }));
+    }
+    await settle();
+    expect(h.messages.map((message) => message.type)).toEqual([
+      'voice',
+      'audio',
+      'video',
+      'sticker',
+      'document',
+      'other',
+    ]);
+    await h.engine.stop();
+  });
+
+  it('emits a group message with the group as chat and the author as sender', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    client.emit(
+      'message',
+      received('G1', {
+        id: { _serialized: `false_${GROUP}_G1_4915133@c.us`, fromMe: false },
+        from: GROUP,
+        author: '4915133@c.us',
+        body: 'hello all',
+      }),
+    );
+    await settle();
+    expect(h.messages).toEqual([
+      {
+        ...text('G1', 'hello all'),
+        engineMessageId: `false_${GROUP}_G1_4915133@c.us`,
+        chatId: GROUP,
+        from: '4915133@c.us',
+        fromPhone: '4915133',
+        isGroup: true,
+      },
+    ]);
+    await h.engine.stop();
+  });
+
+  it('emits a reply with the serialized id of the quoted message', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const getQuotedMessage = vi.fn(async () => ({ id: { _serialized: `true_${CHAT}_3EB0ORIG` } }));
+    client.emit('message', received('R1', { body: 'yes', hasQuotedMsg: true, getQuotedMessage }));
+    client.emit(
+      'message',
+      received('R2', {
+        body: 'and?',
+        hasQuotedMsg: true,
+        getQuotedMessage: vi.fn(async () => Promise.reject(new Error('Evaluation failed'))),
+      }),
+    );
+    await settle();
+    expect(h.messages).toEqual([
+      { ...text('R1', 'yes'), quotedId: `true_${CHAT}_3EB0ORIG` },
+      { ...text('R2', 'and?'), quotedId: null },
+    ]);
+    await h.engine.stop();
+  });
+
+  it('emits a location with coordinates, name and address, without the thumbnail body', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    client.emit(
+      'message',
+      received('L1', {
+        type: 'location',
+        body: '/9j/4AAQSkZJRgABAQ',
+        // index.d.ts says strings; Location.js keeps the numbers WhatsApp sends.
+        location: { latitude: 52.52, longitude: '13.405', name: 'Shop', address: 'Main St 1' },
+      }),
+    );
+    await settle();
+    expect(h.messages).toEqual([
+      {
+        ...text('L1', ''),
+        type: 'location',
+        location: { latitude: 52.52, longitude: 13.405, name: 'Shop', address: 'Main St 1' },
+      },
+    ]);
+    await h.engine.stop();
+  });
+
+  it('emits a shared contact with its vCards', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const vcard = 'BEGIN:VCARD\nVERSION:3.0\nFN:Ann\nTEL;waid=4915144:+49 151 44\nEND:VCARD';
+    client.emit('message', received('C1', { type: 'vcard', body: vcard, vCards: [vcard] }));
+    client.emit(
+      'message',
+      received('C2', { type: 'multi_vcard', body: '', vCards: [vcard, vcard] }),
+    );
+    await settle();
+    expect(h.messages).toEqual([
+      { ...text('C1', ''), type: 'contact', vcards: [vcard] },
+      { ...text('C2', ''), type: 'contact', vcards: [vcard, vcard] },
+    ]);
+    await h.engine.stop();
+  });
+
+  it('emits a reaction with its emoji, target message, chat and sender', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const reaction: WwebjsReactionLike = {
+      id: { _serialized: `false_${CHAT}_REACT1`, fromMe: false, remote: CHAT, id: 'REACT1' },
+      msgId: { _serialized: `true_${CHAT}_3EB0ORIG`, fromMe: true, remote: CHAT, id: '3EB0ORIG' },
+      reaction: '👍',
+      senderId: CHAT,
+      timestamp: SENT_AT,
+    };
+    client.emit('message_reaction', reaction);
+    await settle(); // Chats are processed side by side; settling fixes the order across them.
+    // Keys crossing from the page outside getMessageModel: remote a Wid object, no _serialized.
+    client.emit('message_reaction', {
+      id: { fromMe: true, remote: { _serialized: GROUP }, id: 'REACT2' },
+      msgId: {
+        fromMe: false,
+        remote: { _serialized: GROUP },
+        id: 'G1',
+        participant: { _serialized: '4915133@c.us' },
+      },
+      reaction: '',
+      senderId: OWN,
+      timestamp: SENT_AT + 1.5,
+    } satisfies WwebjsReactionLike);
+    await settle();
+    expect(h.messages).toEqual([
+      {
+        engineMessageId: `false_${CHAT}_REACT1`,
+        chatId: CHAT,
+        from: CHAT,
+        fromPhone: '4915122',
+        fromMe: false,
+        isGroup: false,
+        type: 'reaction',
+        body: '',
+        timestamp: AT_ISO,
+        quotedId: null,
+        reaction: { emoji: '👍', targetId: `true_${CHAT}_3EB0ORIG` },
+      },
+      {
+        engineMessageId: `true_${GROUP}_REACT2`,
+        chatId: GROUP,
+        from: OWN,
+        fromPhone: '4915100000001',
+        fromMe: true,
+        isGroup: true,
+        type: 'reaction',
+        body: '',
+        timestamp: '2026-01-01T00:00:01.500Z',
+        quotedId: null,
+        reaction: { emoji: '', targetId: `false_${GROUP}_G1_4915133@c.us` },
+      },
+    ]);
+    await h.engine.stop();
+  });
+
+  it('downloads media and emits its bytes with mimetype, filename, size and caption', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const bytes = Buffer.from('%PDF-1.7 invoice bytes');
+    const downloadMedia = vi.fn(async () => ({
+      mimetype: 'application/pdf',
+      data: base64(bytes),
+      filename: 'invoice.pdf',
+      filesize: bytes.length,
+    }));
+    client.emit(
+      'message',
+      received('M1', {
+        type: 'document',
+        body: 'the invoice',
+        hasMedia: true,
+        _data: { size: bytes.length, mimetype: 'application/pdf' },
+        downloadMedia,
+      }),
+    );
+    await settle();
+    expect(downloadMedia).toHaveBeenCalledTimes(1);
+    expect(h.messages).toEqual([
+      {
+        ...text('M1', 'the invoice'),
+        type: 'document',
+        media: {
+          mimetype: 'application/pdf',
+          filename: 'invoice.pdf',
+          size: bytes.length,
+          data: bytes,
+        },
+      },
+    ]);
+    expect(h.messages[0].media?.data?.equals(bytes)).toBe(true);
+    await h.engine.stop();
+  });
+
+  it('does not download media WhatsApp says is over the cap, and tells why', async () => {
+    const h = harness({ mediaMaxBytes: 1_000 });
+    const client = await startReady(h);
+    const downloadMedia = vi.fn(async () => ({ mimetype: 'video/mp4', data: 'AAAA' }));
+    client.emit(
+      'message',
+      received('M2', {
+        type: 'video',
+        hasMedia: true,
+        _data: { size: 1_001, mimetype: 'video/mp4' },
+        downloadMedia,
+      }),
+    );
+    await settle();
+    expect(downloadMedia).not.toHaveBeenCalled();
+    expect(h.messages).toEqual([
+      {
+        ...text('M2', ''),
+        type: 'video',
+        media: {
+          mimetype: 'video/mp4',
+          filename: null,
+          size: 1_001,
+          error: 'media is 1001 bytes, over the 1000-byte limit',
+        },
+      },
+    ]);
+    await h.engine.stop();
+  });
+
+  it('drops downloaded bytes that turn out to be over the cap', async () => {
+    const h = harness({ mediaMaxBytes: 4 });
+    const client = await startReady(h);
+    client.emit(
+      'message',
+      received('M3', {
+        type: 'image',
+        hasMedia: true,
+        downloadMedia: async () => ({ mimetype: 'image/jpeg', data: base64(Buffer.alloc(5)) }),
+      }),
+    );
+    await settle();
+    expect(h.messages).toEqual([
+      {
+        ...text('M3', ''),
+        type: 'image',
+        media: {
+          mimetype: 'image/jpeg',
+          filename: null,
+          size: 5,
+          error: 'media is 5 bytes, over the 4-byte limit',
+        },
+      },
+    ]);
+    await h.engine.stop();
+  });
+
+  it('still emits a media message whose download throws or finds nothing, with the reason', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    client.emit(
+      'message',
+      received('M4', {
+        type: 'image',
+        body: 'look',
+        hasMedia: true,
+        _data: { mimetype: 'image/jpeg' },
+        downloadMedia: async () => Promise.reject(new Error('Evaluation failed: 404')),
+      }),
+    );
+    client.emit(
+      'message',
+      received('M5', { type: 'audio', hasMedia: true, downloadMedia: async () => undefined }),
+    );
+    await settle();
+    expect(h.messages).toEqual([
+      {
+        ...text('M4', 'look'),
+        type: 'image',
+        media: {
+          mimetype: 'image/jpeg',
+          filename: null,
+          size: null,
+          error: 'download failed: Evaluation failed: 404',
+        },
+      },
+      {
+        ...text('M5', ''),
+        type: 'audio',
+        media: {
+          mimetype: 'application/octet-stream',
+          filename: null,
+          size: null,
+          error: 'download failed: WhatsApp Web returned no media',
+        },
+      },
+    ]);
+    await h.engine.stop();
+  });
+
+  it('resolves a @lid sender to its phone number through getContactLidAndPhone', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    client.getContactLidAndPhone.mockResolvedValueOnce([
+      { lid: '211234567890123@lid', pn: '4915155@c.us' },
+    ]);
+    client.emit(
+      'message',
+      received('LID1', {
+        id: { _serialized: 'false_211234567890123@lid_LID1', fromMe: false },
+        from: '211234567890123@lid',
+        body: 'from a lid',
+      }),
+    );
+    await settle();
+    expect(client.getContactLidAndPhone).toHaveBeenCalledWith(['211234567890123@lid']);
+    expect(h.messages).toEqual([
+      {
+        ...text('LID1', 'from a lid'),
+        engineMessageId: 'false_211234567890123@lid_LID1',
+        chatId: '211234567890123@lid',
+        from: '211234567890123@lid',
+        fromPhone: '4915155',
+      },
+    ]);
+    await h.engine.stop();
+  });
+
+  it('emits a @lid sender with fromPhone null when the phone lookup throws', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    client.getContactLidAndPhone.mockRejectedValueOnce(new Error('Evaluation failed'));
+    client.emit(
+      'message',
+      received('LID2', {
+        id: { _serialized: `false_${GROUP}_LID2_211234567890123@lid`, fromMe: false },
+        from: GROUP,
+        author: '211234567890123@lid',
+        body: 'still here',
+      }),
+    );
+    await settle();
+    expect(h.messages).toEqual([
+      {
+        ...text('LID2', 'still here'),
+        engineMessageId: `false_${GROUP}_LID2_211234567890123@lid`,
+        chatId: GROUP,
+        from: '211234567890123@lid',
+        fromPhone: null,
+        isGroup: true,
+      },
+    ]);
+    await h.engine.stop();
+  });
+
+  it('emits a message sent from the phone (message_create, fromMe) after a short hold', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    client.emit('message_create', {
+      id: { _serialized: `true_${CHAT}_3A0PHONE`, fromMe: true },
+      fromMe: true,
+      from: OWN,
+      to: CHAT,
+      type: 'chat',
+      body: 'typed on the phone',
+      timestamp: SENT_AT,
+    } satisfies WwebjsMessageLike);
+    // An incoming message fires message_create too; it is emitted once, through `message`.
+    client.emit('message_create', received('IN3', { body: 'not twice' }));
+    await settle();
+    expect(h.messages).toEqual([]);
+
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(h.messages).toEqual([
+      {
+        engineMessageId: `true_${CHAT}_3A0PHONE`,
+        chatId: CHAT,
+        from: OWN,
+        fromPhone: '4915100000001',
+        fromMe: true,
+        isGroup: false,
+        type: 'text',
+        body: 'typed on the phone',
+        timestamp: AT_ISO,
+        quotedId: null,
+      },
+    ]);
+    await h.engine.stop();
+  });
+
+  it("does not emit message_create of the engine's own sends, before or after they return", async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const created = (stanza: string): WwebjsMessageLike => ({
+      id: { _serialized: `true_${CHAT}_${stanza}`, fromMe: true },
+      fromMe: true,
+      from: OWN,
+      to: CHAT,
+      type: 'chat',
+      body: 'code 1234',
+      timestamp: SENT_AT,
+    });
+    // WhatsApp Web adds the message (message_create) and only then waits for the server.
+    client.sendMessage.mockImplementationOnce(async () => {
+      client.emit('message_create', created('3EB0SLOW'));
+      await new Promise((done) => setTimeout(done, 3_000));
+      return { id: { _serialized: `true_${CHAT}_3EB0SLOW`, fromMe: true }, ack: 1 };
+    });
+    const slow = h.engine.sendText(CHAT, 'code 1234');
+    await vi.advanceTimersByTimeAsync(3_000);
+    await expect(slow).resolves.toBe(`true_${CHAT}_3EB0SLOW`);
+
+    await h.engine.sendText(CHAT, 'code 5678');
+    client.emit('message_create', created('3EB0SENT'));
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(h.messages).toEqual([]);
+    await h.engine.stop();
+  });
+
+  it('emits an image and a text of one chat in arrival order though the image downloads first', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const photo = Buffer.from([0xff, 0xd8, 0xff, 0xe0]);
+    client.emit(
+      'message',
+      received('IMG', {
+        type: 'image',
+        hasMedia: true,
+        downloadMedia: async () => {
+          await new Promise((done) => setTimeout(done, 2_000));
+          return { mimetype: 'image/jpeg', data: base64(photo) };
+        },
+      }),
+    );
+    client.emit('message', received('TXT', { body: 'did you see it?' }));
+    // Another chat does not wait for this one's download.
+    client.emit(
+      'message',
+      received('OTHER', {
+        id: { _serialized: 'false_4915166@c.us_OTHER', fromMe: false },
+        from: '4915166@c.us',
+        body: 'meanwhile',
+      }),
+    );
+    await settle();
+    expect(h.messages.map((message) => message.engineMessageId)).toEqual([
+      'false_4915166@c.us_OTHER',
+    ]);
+
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(h.messages.slice(1)).toEqual([
+      {
+        ...text('IMG', ''),
+        type: 'image',
+        media: { mimetype: 'image/jpeg', filename: null, size: 4, data: photo },
+      },
+      text('TXT', 'did you see it?'),
+    ]);
+    await h.engine.stop();
+  });
+
+  it('does not emit messages still being processed when the client is given up', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    client.emit('message', received('LATE', { body: 'late' }));
+    client.emit('message_create', {
+      id: { _serialized: `true_${CHAT}_3A0HELD`, fromMe: true },
+      fromMe: true,
+      from: OWN,
+      to: CHAT,
+      type: 'chat',
+      body: 'held',
+      timestamp: SENT_AT,
+    } satisfies WwebjsMessageLike);
+    await h.engine.stop();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(h.messages).toEqual([]);
+    client.emit('message', received('AFTER', { body: 'after stop' }));
+    await settle();
+    expect(h.messages).toEqual([]);
   });
 });
 

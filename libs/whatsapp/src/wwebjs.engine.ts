@@ -15,6 +15,9 @@ import {
   toError,
   type AckStatus,
   type EngineEvents,
+  type IncomingMedia,
+  type IncomingMessage,
+  type IncomingType,
   type OutgoingMedia,
   type WhatsAppEngine,
 } from './engine.js';
@@ -30,13 +33,63 @@ export type WwebjsClientOptions = wweb.ClientOptions;
 export interface WwebjsMessageLike {
   id: { _serialized: string; fromMe?: boolean };
   fromMe?: boolean;
+  /** The chat of a received message; for one we sent, our own id. */
   from?: string;
+  /** The chat of a message we sent (from the phone or through the engine). */
+  to?: string;
+  /** The member who wrote a group message. */
+  author?: string;
+  /** whatsapp-web.js MessageTypes: 'chat', 'image', 'ptt', 'vcard', ... */
+  type?: string;
   body?: string;
   /** Unix seconds. */
   timestamp?: number;
   ack?: number;
   hasMedia?: boolean;
+  hasQuotedMsg?: boolean;
   isStatus?: boolean;
+  /** index.d.ts types the coordinates as strings; Location.js keeps WhatsApp's numbers. */
+  location?: {
+    latitude: number | string;
+    longitude: number | string;
+    name?: string;
+    address?: string;
+  };
+  vCards?: string[];
+  /** WhatsApp Web's own message model, as whatsapp-web.js received it. */
+  _data?: { size?: unknown; mimetype?: unknown; filename?: unknown; filehash?: unknown };
+  downloadMedia?(): Promise<WwebjsMediaLike | undefined | null>;
+  getQuotedMessage?(): Promise<{ id?: { _serialized?: string } } | undefined | null>;
+}
+
+/** whatsapp-web.js's MessageMedia: base64 data. */
+export interface WwebjsMediaLike {
+  mimetype?: string;
+  data?: string;
+  filename?: string | null;
+  filesize?: number | null;
+}
+
+/**
+ * A message key as whatsapp-web.js hands it over in a Reaction. It crosses from the page
+ * without going through getMessageModel, so `remote` may still be a Wid object.
+ */
+export interface WwebjsMessageKeyLike {
+  _serialized?: string;
+  fromMe?: boolean;
+  remote?: string | { _serialized?: string };
+  id?: string;
+  participant?: string | { _serialized?: string };
+}
+
+/** whatsapp-web.js's Reaction (message_reaction): `reaction` '' when it was taken back. */
+export interface WwebjsReactionLike {
+  id?: WwebjsMessageKeyLike;
+  msgId?: WwebjsMessageKeyLike;
+  reaction?: string;
+  senderId?: string;
+  /** Unix seconds (with a fraction). */
+  timestamp?: number;
 }
 
 export interface WwebjsChatLike {
@@ -54,7 +107,7 @@ export interface WwebjsBrowserLike {
 
 /** The slice of whatsapp-web.js's Client the engine uses; tests script one of these. */
 export interface ClientLike extends EventEmitter {
-  info?: { wid?: { user?: string }; pushname?: string };
+  info?: { wid?: { user?: string; _serialized?: string }; pushname?: string };
   pupBrowser?: WwebjsBrowserLike | null;
   initialize(): Promise<void>;
   destroy(): Promise<void>;
@@ -67,6 +120,8 @@ export interface ClientLike extends EventEmitter {
   getNumberId(number: string): Promise<{ _serialized: string } | null>;
   getChatById(chatId: string): Promise<WwebjsChatLike | undefined>;
   requestPairingCode(phoneNumber: string, showNotification?: boolean): Promise<string>;
+  /** `pn` is the phone id (`...@c.us`) of a `...@lid` user, when WhatsApp knows it. */
+  getContactLidAndPhone?(userIds: string[]): Promise<{ lid?: string; pn?: string }[]>;
 }
 
 export interface WwebjsEngineOptions {
@@ -85,6 +140,8 @@ export interface WwebjsEngineOptions {
   backoffMaxMs?: number;
   /** How long destroy()/logout() of a client may take before its Chromium is killed. */
   destroyTimeoutMs?: number;
+  /** Incoming media larger than this is not downloaded (the message still is emitted). */
+  mediaMaxBytes?: number;
   createClient?: (options: WwebjsClientOptions) => ClientLike;
   findChromium?: (configured: string | undefined) => Promise<string | null>;
   prepareProfile?: (profileDir: string) => Promise<ProfileLockCheck>;
@@ -99,6 +156,7 @@ export const WWEBJS_ENGINE_DEFAULTS = {
   backoffBaseMs: 5_000,
   backoffMaxMs: 300_000,
   destroyTimeoutMs: 15_000,
+  mediaMaxBytes: 16 * 1024 * 1024,
 } as const;
 
 /** whatsapp-web.js MessageAck levels that move a sent message forward. */
@@ -122,6 +180,14 @@ const SEND_OPTIONS: wweb.MessageSendOptions = { sendSeen: false, waitUntilMsgSen
 const ACK_ERROR = -1;
 const FIND_LIMIT = 50;
 const FIND_SLACK_MS = 5_000;
+// message_create also fires for our own sends, before sendMessage resolves (waitUntilMsgSent
+// waits for the server): a fromMe message is held this long, and while a send is in flight.
+const FROM_ME_DELAY_MS = 1_000;
+const FROM_ME_MAX_WAIT_MS = 60_000;
+const OWN_SENT_LIMIT = 1_000;
+const LOOKUP_TIMEOUT_MS = 10_000;
+const MEDIA_DOWNLOAD_TIMEOUT_MS = 120_000;
+const STATUS_BROADCAST = 'status@broadcast';
 
 type Watchdog = 'start' | 'qr' | 'ready';
 
@@ -148,6 +214,14 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private restartTimer?: NodeJS.Timeout;
   private readonly watchdogs = new Map<Watchdog, NodeJS.Timeout>();
   private readonly pending = new Set<Promise<void>>();
+  /** Timers messages wait on, with what ends the wait early when the client is given up. */
+  private readonly holds = new Map<NodeJS.Timeout, () => void>();
+  /** Per chat, the end of its processing chain: messages are emitted in arrival order. */
+  private readonly chatQueues = new Map<string, Promise<void>>();
+  /** Engine ids of our recent sends, oldest first, so message_create can skip them. */
+  private readonly ownSent = new Set<string>();
+  private readonly sendsInFlight = new Set<number>();
+  private sendCount = 0;
 
   constructor(
     readonly sessionId: string,
@@ -411,15 +485,225 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     });
 
     client.on('message', (msg: WwebjsMessageLike) => {
-      // Status updates of contacts arrive as messages from status@broadcast; they are not chats.
-      if (attempt !== this.attempt || msg.isStatus || msg.from === 'status@broadcast') return;
-      this.emit('message', {
-        engineMessageId: msg.id._serialized,
-        from: msg.from ?? '',
-        body: msg.body ?? '',
-        timestamp: new Date((msg.timestamp ?? 0) * 1000).toISOString(),
+      // Our own messages arrive through message_create only.
+      if (attempt !== this.attempt || (msg.fromMe ?? msg.id.fromMe) || isStatus(msg)) return;
+      this.enqueue(msg.from ?? '', attempt, () => this.toIncoming(client, msg, false));
+    });
+
+    client.on('message_create', (msg: WwebjsMessageLike) => {
+      // Sent from the phone itself, or by this engine (skipped: the caller knows those).
+      if (attempt !== this.attempt || !(msg.fromMe ?? msg.id.fromMe) || isStatus(msg)) return;
+      const engineMessageId = msg.id._serialized;
+      if (this.ownSent.has(engineMessageId)) return;
+      const sendsBefore = this.sendCount;
+      this.enqueue(msg.to ?? '', attempt, async () => {
+        await this.waitOutOwnSends(attempt, sendsBefore);
+        if (attempt !== this.attempt || this.ownSent.has(engineMessageId)) return null;
+        return this.toIncoming(client, msg, true);
       });
     });
+
+    client.on('message_reaction', (reaction: WwebjsReactionLike) => {
+      if (attempt !== this.attempt) return;
+      const chatId = widOf(reaction.msgId?.remote) ?? widOf(reaction.id?.remote) ?? '';
+      if (chatId === STATUS_BROADCAST) return;
+      this.enqueue(chatId, attempt, () => this.toReaction(client, reaction, chatId));
+    });
+  }
+
+  /** Maps a whatsapp-web.js message onto IncomingMessage; lookups that fail leave gaps. */
+  private async toIncoming(
+    client: ClientLike,
+    msg: WwebjsMessageLike,
+    fromMe: boolean,
+  ): Promise<IncomingMessage> {
+    const chatId = (fromMe ? msg.to : msg.from) ?? '';
+    const isGroup = chatId.endsWith('@g.us');
+    const ownId = client.info?.wid?._serialized;
+    const from = fromMe
+      ? (ownId ?? msg.author ?? msg.from ?? '')
+      : ((isGroup ? msg.author : msg.from) ?? '');
+    const type = incomingType(msg.type);
+    const ownPhone = fromMe ? phoneOfUser(client.info?.wid?.user) : null;
+    const [fromPhone, quotedId, media] = await Promise.all([
+      ownPhone ?? this.phoneOf(client, from),
+      this.quotedIdOf(msg),
+      this.mediaOf(msg),
+    ]);
+    const incoming: IncomingMessage = {
+      engineMessageId: msg.id._serialized,
+      chatId,
+      from,
+      fromPhone,
+      fromMe,
+      isGroup,
+      type,
+      // A location's body is its JPEG thumbnail and a vCard's is the card: neither is text.
+      body: type === 'location' || type === 'contact' ? '' : (msg.body ?? ''),
+      timestamp: isoTime(msg.timestamp),
+      quotedId,
+    };
+    const location = locationOf(msg);
+    if (location) incoming.location = location;
+    if (type === 'contact') incoming.vcards = msg.vCards ?? [];
+    if (media) incoming.media = media;
+    return incoming;
+  }
+
+  private async toReaction(
+    client: ClientLike,
+    reaction: WwebjsReactionLike,
+    chatId: string,
+  ): Promise<IncomingMessage> {
+    const from = reaction.senderId ?? '';
+    const fromMe = reaction.id?.fromMe ?? false;
+    const ownPhone = fromMe ? phoneOfUser(client.info?.wid?.user) : null;
+    return {
+      engineMessageId: serializedKey(reaction.id) ?? '',
+      chatId,
+      from,
+      fromPhone: ownPhone ?? (await this.phoneOf(client, from)),
+      fromMe,
+      isGroup: chatId.endsWith('@g.us'),
+      type: 'reaction',
+      body: '',
+      timestamp: isoTime(reaction.timestamp),
+      quotedId: null,
+      reaction: { emoji: reaction.reaction ?? '', targetId: serializedKey(reaction.msgId) ?? '' },
+    };
+  }
+
+  /** The phone number (digits) behind a user id, or null when WhatsApp does not tell. */
+  private async phoneOf(client: ClientLike, userId: string): Promise<string | null> {
+    if (userId.endsWith('@c.us')) return phoneOfUser(userId);
+    if (!userId.endsWith('@lid') || !client.getContactLidAndPhone) return null;
+    try {
+      const [entry] = await withTimeout(client.getContactLidAndPhone([userId]), LOOKUP_TIMEOUT_MS);
+      return entry?.pn?.endsWith('@c.us') ? phoneOfUser(entry.pn) : null;
+    } catch (thrown) {
+      this.log.debug(
+        { sessionId: this.sessionId, userId, err: toError(thrown).message },
+        'phone number lookup of a lid failed',
+      );
+      return null;
+    }
+  }
+
+  /**
+   * `_data.quotedStanzaID` holds only the bare stanza id (no chat, no fromMe), so the
+   * serialized id comes from getQuotedMessage, which WhatsApp Web rebuilds from the quote.
+   */
+  private async quotedIdOf(msg: WwebjsMessageLike): Promise<string | null> {
+    if (!msg.hasQuotedMsg || !msg.getQuotedMessage) return null;
+    try {
+      const quoted = await withTimeout(msg.getQuotedMessage(), LOOKUP_TIMEOUT_MS);
+      return quoted?.id?._serialized ?? null;
+    } catch (thrown) {
+      this.log.debug(
+        {
+          sessionId: this.sessionId,
+          engineMessageId: msg.id._serialized,
+          err: toError(thrown).message,
+        },
+        'quoted message lookup failed',
+      );
+      return null;
+    }
+  }
+
+  /** Downloads the media of a message, up to mediaMaxBytes; a failure is told, not thrown. */
+  private async mediaOf(msg: WwebjsMessageLike): Promise<IncomingMedia | undefined> {
+    if (!msg.hasMedia) return undefined;
+    const cap = this.settings.mediaMaxBytes;
+    const knownSize = finiteNumber(msg._data?.size);
+    const described: IncomingMedia = {
+      mimetype: nonEmptyString(msg._data?.mimetype) ?? 'application/octet-stream',
+      filename: nonEmptyString(msg._data?.filename),
+      size: knownSize,
+    };
+    if (knownSize !== null && knownSize > cap) {
+      return { ...described, error: tooLarge(knownSize, cap) };
+    }
+    let downloaded: WwebjsMediaLike | undefined | null;
+    try {
+      downloaded = await withTimeout(
+        msg.downloadMedia?.() ?? Promise.resolve(undefined),
+        MEDIA_DOWNLOAD_TIMEOUT_MS,
+      );
+    } catch (thrown) {
+      const error = `download failed: ${toError(thrown).message}`;
+      this.log.warn(
+        { sessionId: this.sessionId, engineMessageId: msg.id._serialized, err: error },
+        'media not downloaded',
+      );
+      return { ...described, error };
+    }
+    if (!downloaded?.data) {
+      // whatsapp-web.js answers undefined for media expired or deleted on the phone.
+      return { ...described, error: 'download failed: WhatsApp Web returned no media' };
+    }
+    const mimetype = nonEmptyString(downloaded.mimetype) ?? described.mimetype;
+    const filename = nonEmptyString(downloaded.filename) ?? described.filename;
+    const size = Buffer.byteLength(downloaded.data, 'base64');
+    if (size > cap) return { mimetype, filename, size, error: tooLarge(size, cap) };
+    return { mimetype, filename, size, data: Buffer.from(downloaded.data, 'base64') };
+  }
+
+  /**
+   * Chains `build` behind the messages of the same chat that arrived earlier, so a text that
+   * follows an image is not emitted before the image's download finished.
+   */
+  private enqueue(
+    chatId: string,
+    attempt: number,
+    build: () => Promise<IncomingMessage | null>,
+  ): void {
+    const previous = this.chatQueues.get(chatId) ?? Promise.resolve();
+    const next = previous.then(async () => {
+      try {
+        const incoming = await build();
+        if (incoming && attempt === this.attempt) this.emit('message', incoming);
+      } catch (thrown) {
+        this.log.warn(
+          { sessionId: this.sessionId, chatId, err: toError(thrown).message },
+          'incoming message dropped',
+        );
+      }
+    });
+    this.chatQueues.set(chatId, next);
+    void next.finally(() => {
+      if (this.chatQueues.get(chatId) === next) this.chatQueues.delete(chatId);
+    });
+    this.track(next);
+  }
+
+  /** Holds a fromMe message until the sends that were in flight when it arrived returned. */
+  private async waitOutOwnSends(attempt: number, sendsBefore: number): Promise<void> {
+    const deadline = Date.now() + FROM_ME_MAX_WAIT_MS;
+    do {
+      // A hold started after the client was given up would outlive stop()'s clearTimers.
+      if (attempt !== this.attempt) return;
+      await this.hold(FROM_ME_DELAY_MS);
+    } while (Date.now() < deadline && [...this.sendsInFlight].some((send) => send <= sendsBefore));
+  }
+
+  /** Resolves after `ms`, or at once when the timers are cleared (the client was given up). */
+  private hold(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.holds.delete(timer);
+        resolve();
+      }, ms);
+      this.holds.set(timer, resolve);
+    });
+  }
+
+  private rememberOwnSend(engineMessageId: string): void {
+    this.ownSent.add(engineMessageId);
+    if (this.ownSent.size > OWN_SENT_LIMIT) {
+      const oldest = this.ownSent.values().next().value;
+      if (oldest !== undefined) this.ownSent.delete(oldest);
+    }
   }
 
   /** Gives up the current client after a failure and restarts it after a backoff delay. */
@@ -470,6 +754,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private async dropClient(): Promise<number> {
     const mine = ++this.attempt;
     this.clearTimers();
+    // Chains of the old client finish on their own; their messages are not emitted.
+    this.chatQueues.clear();
     this.pairing = false;
     this.pairingCode = null;
     const client = this.client;
@@ -484,6 +770,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     this.running = false;
     this.attempt++;
     this.clearTimers();
+    this.chatQueues.clear();
     this.client = undefined;
     if (client) {
       await before?.(client);
@@ -520,6 +807,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     sendTo: (client: ClientLike, target: string) => Promise<WwebjsMessageLike | undefined | null>,
   ): Promise<string> {
     const client = this.readyClient();
+    const send = ++this.sendCount;
+    this.sendsInFlight.add(send);
     try {
       const target = await this.resolveChatId(client, chatId);
       if (!target) {
@@ -530,6 +819,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         );
       }
       const sent = await sendTo(client, target);
+      if (sent?.id?._serialized) this.rememberOwnSend(sent.id._serialized);
       if (!sent?.id?._serialized) {
         // It may still have gone out; the retry looks for it in the chat before resending.
         throw new EngineError(
@@ -545,6 +835,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     } catch (thrown) {
       if (thrown instanceof EngineError) throw thrown;
       throw new EngineError('SEND_FAILED', toError(thrown).message, false);
+    } finally {
+      this.sendsInFlight.delete(send);
     }
   }
 
@@ -609,6 +901,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     for (const name of [...this.watchdogs.keys()]) this.clearWatchdog(name);
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
+    for (const [timer, release] of this.holds) {
+      clearTimeout(timer);
+      release();
+    }
+    this.holds.clear();
   }
 
   private track(work: Promise<void>): Promise<void> {
@@ -621,10 +918,80 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
 function messageFingerprints(msg: WwebjsMessageLike): string[] {
   const fingerprints: string[] = [];
   // whatsapp-web.js exposes WhatsApp's own base64 sha256 of the media as _data.filehash.
-  const filehash = (msg as { _data?: { filehash?: unknown } })._data?.filehash;
+  const filehash = msg._data?.filehash;
   if (typeof filehash === 'string' && filehash) fingerprints.push(`media:${filehash}`);
   if (!msg.hasMedia) fingerprints.push(textFingerprint(msg.body ?? ''));
   return fingerprints;
+}
+
+/** Status updates of contacts arrive as messages of status@broadcast; they are not chats. */
+function isStatus(msg: WwebjsMessageLike): boolean {
+  return Boolean(msg.isStatus) || msg.from === STATUS_BROADCAST || msg.to === STATUS_BROADCAST;
+}
+
+const INCOMING_TYPE_OF = new Map<string, IncomingType>([
+  ['chat', 'text'],
+  ['image', 'image'],
+  ['video', 'video'],
+  ['audio', 'audio'],
+  ['ptt', 'voice'],
+  ['document', 'document'],
+  ['sticker', 'sticker'],
+  ['location', 'location'],
+  ['vcard', 'contact'],
+  ['multi_vcard', 'contact'],
+]);
+
+function incomingType(type: string | undefined): IncomingType {
+  return (type && INCOMING_TYPE_OF.get(type)) || 'other';
+}
+
+function locationOf(msg: WwebjsMessageLike): IncomingMessage['location'] | undefined {
+  if (!msg.location) return undefined;
+  const latitude = Number(msg.location.latitude);
+  const longitude = Number(msg.location.longitude);
+  if (!Number.isFinite(latitude) || !Number.isFinite(longitude)) return undefined;
+  const location: NonNullable<IncomingMessage['location']> = { latitude, longitude };
+  if (msg.location.name) location.name = msg.location.name;
+  if (msg.location.address) location.address = msg.location.address;
+  return location;
+}
+
+/** The digits of a phone user id (`4915...@c.us`, a device suffix `:12` dropped), or null. */
+function phoneOfUser(userId: string | undefined): string | null {
+  const user = userId?.split('@')[0].split(':')[0];
+  return user && /^\d+$/.test(user) ? user : null;
+}
+
+function widOf(wid: string | { _serialized?: string } | undefined): string | undefined {
+  return typeof wid === 'string' ? wid : wid?._serialized;
+}
+
+/** A message key's serialized id, rebuilt from its parts when only those crossed over. */
+function serializedKey(key: WwebjsMessageKeyLike | undefined): string | null {
+  if (!key) return null;
+  if (key._serialized) return key._serialized;
+  const remote = widOf(key.remote);
+  if (!remote || !key.id) return null;
+  const participant = widOf(key.participant);
+  return `${Boolean(key.fromMe)}_${remote}_${key.id}${participant ? `_${participant}` : ''}`;
+}
+
+function isoTime(unixSeconds: number | undefined): string {
+  const ms = unixSeconds ? unixSeconds * 1000 : Date.now();
+  return new Date(ms).toISOString();
+}
+
+function tooLarge(size: number, cap: number): string {
+  return `media is ${size} bytes, over the ${cap}-byte limit`;
+}
+
+function finiteNumber(value: unknown): number | null {
+  return typeof value === 'number' && Number.isFinite(value) ? value : null;
+}
+
+function nonEmptyString(value: unknown): string | null {
+  return typeof value === 'string' && value ? value : null;
 }
 
 function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {

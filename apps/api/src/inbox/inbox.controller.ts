@@ -1,0 +1,106 @@
+import {
+  Body,
+  Controller,
+  Get,
+  HttpCode,
+  Param,
+  Post,
+  Query,
+  StreamableFile,
+} from '@nestjs/common';
+import { ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
+import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import {
+  ConversationPageDto,
+  IncomingMessageDto,
+  ListMessagesQueryDto,
+  SandboxIncomingAcceptedDto,
+  SandboxIncomingDto,
+} from './inbox.dto.js';
+import { InboxService } from './inbox.service.js';
+
+const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
+const INCOMING_ID = ApiParam({
+  name: 'id',
+  example: 'in_3f9a1c0e5b7d2a4c6e8f0a1b',
+  description: 'Id of a received message',
+});
+
+@ApiTags('incoming')
+@ApiKeyAuth()
+@Controller('api/v1')
+export class InboxController {
+  constructor(private readonly inbox: InboxService) {}
+
+  @Get('sessions/:id/messages')
+  @ApiOperation({
+    summary: "A session's messages, received and sent, newest first",
+    description: "Pages with `before` = the previous page's `next`. Kept MESSAGE_RETENTION_MS.",
+  })
+  @SESSION_ID
+  @ApiEnvelope(ConversationPageDto)
+  @ApiErrors(
+    { status: 400, description: 'Malformed session id, filter or cursor' },
+    { status: 404, description: 'No such session' },
+  )
+  list(@Param('id') id: string, @Query() query: ListMessagesQueryDto) {
+    return this.inbox.list(id, query);
+  }
+
+  @Get('incoming/:id')
+  @ApiOperation({ summary: 'A received message' })
+  @INCOMING_ID
+  @ApiEnvelope(IncomingMessageDto)
+  @ApiErrors(
+    { status: 400, description: 'Not the id of a received message' },
+    { status: 404, description: 'No such message' },
+  )
+  get(@Param('id') id: string) {
+    return this.inbox.get(id);
+  }
+
+  @Get('messages/:id/media')
+  @ApiOperation({
+    summary: 'The media of a received message',
+    description: 'Served with its content type for INCOMING_MEDIA_TTL_MS after arrival.',
+  })
+  @INCOMING_ID
+  @ApiProduces('application/octet-stream')
+  @ApiResponse({
+    status: 200,
+    description: 'The bytes, with the content type of the media',
+    content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } },
+  })
+  @ApiErrors(
+    { status: 400, description: 'Not the id of a received message' },
+    { status: 404, description: 'No such message, no media, or the media expired' },
+  )
+  async media(@Param('id') id: string) {
+    const { data, record } = await this.inbox.media(id);
+    return new StreamableFile(data, {
+      type: record.media!.mimetype,
+      disposition: `inline; filename="${(record.media!.filename ?? record.id).replace(/[^\w.-]/g, '_')}"`,
+      length: data.length,
+    });
+  }
+
+  @Post('sessions/:id/sandbox/incoming')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Sandbox only: the session receives a message, as if someone sent it',
+    description:
+      'For testing inbound flows: it is recorded, listed and sent to webhooks like a real one once the session is READY.',
+  })
+  @SESSION_ID
+  @ApiEnvelope(SandboxIncomingAcceptedDto, { status: 202 })
+  @ApiErrors(
+    { status: 400, description: 'Invalid body' },
+    { status: 404, description: 'No such session' },
+    { status: 409, description: 'Not the sandbox engine' },
+    { status: 413, description: 'media larger than MEDIA_MAX_BYTES' },
+  )
+  injectSandbox(@Param('id') id: string, @Body() dto: SandboxIncomingDto) {
+    return this.inbox.injectSandbox(id, dto);
+  }
+}

@@ -1,0 +1,280 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { Transform, Type } from 'class-transformer';
+import {
+  IsBase64,
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsLatitude,
+  IsLongitude,
+  IsOptional,
+  IsString,
+  Matches,
+  Max,
+  MaxLength,
+  Min,
+  MinLength,
+  ValidateNested,
+} from 'class-validator';
+import {
+  INCOMING_TYPES,
+  type IncomingMediaInfo,
+  type IncomingRecord,
+  type IncomingType,
+} from '@app/status-store';
+
+export class ListMessagesQueryDto {
+  @ApiPropertyOptional({
+    enum: ['in', 'out'],
+    example: 'in',
+    description: 'in: received; out: sent (through the api, or on the phone). Default: both',
+  })
+  @IsOptional()
+  @IsIn(['in', 'out'])
+  direction?: 'in' | 'out';
+
+  @ApiPropertyOptional({ example: '4915123456789@c.us', description: 'Only this chat' })
+  @IsOptional()
+  @IsString()
+  @MaxLength(128)
+  chatId?: string;
+
+  @ApiPropertyOptional({
+    example: 'MTc2NDU4NDAwMDAwMDppbl8xYTJi',
+    description: 'The `next` cursor of the previous page',
+  })
+  @IsOptional()
+  @IsString()
+  @MaxLength(200)
+  before?: string;
+
+  @ApiPropertyOptional({ example: 50, minimum: 1, maximum: 200, default: 50 })
+  @IsOptional()
+  @Transform(({ value }) =>
+    typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value,
+  )
+  @IsInt()
+  @Min(1)
+  @Max(200)
+  limit?: number;
+}
+
+class LocationDto {
+  @ApiProperty({ example: 52.520008 })
+  @IsLatitude()
+  latitude: number;
+  @ApiProperty({ example: 13.404954 })
+  @IsLongitude()
+  longitude: number;
+  @ApiPropertyOptional({ example: 'Alexanderplatz' })
+  @IsOptional()
+  @IsString()
+  @MaxLength(256)
+  name?: string;
+  @ApiPropertyOptional({ example: '10178 Berlin' })
+  @IsOptional()
+  @IsString()
+  @MaxLength(512)
+  address?: string;
+}
+
+class ReactionDto {
+  @ApiProperty({ example: '👍', description: "'' takes a reaction back" })
+  @IsString()
+  @MaxLength(16)
+  emoji: string;
+  @ApiProperty({
+    example: 'true_4915123456789@c.us_3EB0C767D26A1D3B4F',
+    description: 'Engine id of the message reacted to',
+  })
+  @IsString()
+  @MinLength(1)
+  @MaxLength(256)
+  targetId: string;
+}
+
+class IncomingMediaDto implements IncomingMediaInfo {
+  @ApiProperty({ example: 'image/jpeg' })
+  mimetype: string;
+  @ApiProperty({ nullable: true, type: String, example: 'photo.jpg' })
+  filename: string | null;
+  @ApiProperty({ nullable: true, type: Number, example: 48213 })
+  size: number | null;
+  @ApiProperty({ example: true, description: 'GET /api/v1/messages/{id}/media serves the bytes' })
+  available: boolean;
+  @ApiProperty({
+    nullable: true,
+    type: String,
+    example: null,
+    description: 'Why the bytes were not kept',
+  })
+  error: string | null;
+  @ApiProperty({ nullable: true, type: String, example: '2026-12-01T11:00:00.000Z' })
+  expiresAt: string | null;
+}
+
+/** A message a session received (or one written on the phone itself). */
+export class IncomingMessageDto implements IncomingRecord {
+  @ApiProperty({ example: 'in_3f9a1c0e5b7d2a4c6e8f0a1b' })
+  id: string;
+  @ApiProperty({ example: 'main' })
+  sessionId: string;
+  @ApiProperty({ enum: ['in', 'out'], example: 'in' })
+  direction: 'in' | 'out';
+  @ApiProperty({ example: 'false_4915123456789@c.us_3EB0C767D26A1D3B4F' })
+  engineMessageId: string;
+  @ApiProperty({ example: '4915123456789@c.us', description: 'The chat (a group: ...@g.us)' })
+  chatId: string;
+  @ApiProperty({
+    example: '4915123456789@c.us',
+    description: 'The sender (in a group: the member)',
+  })
+  from: string;
+  @ApiProperty({ nullable: true, type: String, example: '4915123456789' })
+  fromPhone: string | null;
+  @ApiProperty({ example: false })
+  fromMe: boolean;
+  @ApiProperty({ example: false })
+  isGroup: boolean;
+  @ApiProperty({ enum: INCOMING_TYPES, example: 'text' })
+  type: IncomingType;
+  @ApiProperty({ example: 'Is my order on its way?', description: 'Text or caption' })
+  body: string;
+  @ApiProperty({ example: '2026-12-01T10:00:00.000Z', description: 'When it was sent' })
+  timestamp: string;
+  @ApiProperty({ example: '2026-12-01T10:00:00.412Z' })
+  receivedAt: string;
+  @ApiProperty({
+    nullable: true,
+    type: String,
+    example: null,
+    description: 'Engine id of the message replied to',
+  })
+  quotedId: string | null;
+  @ApiProperty({ nullable: true, type: LocationDto, example: null })
+  location: LocationDto | null;
+  @ApiProperty({ nullable: true, type: [String], example: null })
+  vcards: string[] | null;
+  @ApiProperty({ nullable: true, type: ReactionDto, example: null })
+  reaction: ReactionDto | null;
+  @ApiProperty({ nullable: true, type: IncomingMediaDto, example: null })
+  media: IncomingMediaDto | null;
+}
+
+export class ConversationEntryDto extends IncomingMessageDto {
+  @ApiProperty({
+    enum: ['received', 'sent'],
+    example: 'received',
+    description:
+      'received: the fields above; sent: a message sent through the api (the fields of GET /api/v1/messages/{id})',
+  })
+  kind: 'received' | 'sent';
+}
+
+export class ConversationPageDto {
+  @ApiProperty({ type: [ConversationEntryDto], description: 'Newest first' })
+  items: ConversationEntryDto[];
+  @ApiProperty({
+    nullable: true,
+    type: String,
+    example: null,
+    description: 'Cursor of the next (older) page; null at the end',
+  })
+  next: string | null;
+}
+
+class SandboxMediaDto {
+  @ApiProperty({ example: 'image/png' })
+  @IsString()
+  @Matches(/^[\w.+-]+\/[\w.+-]+$/, { message: 'media.mimetype must be a MIME type like image/png' })
+  mimetype: string;
+  @ApiPropertyOptional({ example: 'dot.png' })
+  @IsOptional()
+  @IsString()
+  @MaxLength(255)
+  filename?: string;
+  @ApiProperty({
+    example:
+      'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==',
+  })
+  @IsBase64()
+  @MaxLength(1_000_000)
+  dataBase64: string;
+}
+
+/** A message for a sandbox session to receive, as if someone had sent it to the phone. */
+export class SandboxIncomingDto {
+  @ApiProperty({ example: '4915123456789', description: "Sender's phone number (7-15 digits)" })
+  @IsString()
+  @Matches(/^\+?\d{7,15}$/, { message: 'from must be a phone number of 7 to 15 digits' })
+  from: string;
+
+  @ApiPropertyOptional({ example: 'Is my order on its way?' })
+  @IsOptional()
+  @IsString()
+  @MaxLength(4096)
+  text?: string;
+
+  @ApiPropertyOptional({ example: '120363025246125486@g.us', description: 'Arrives in this group' })
+  @IsOptional()
+  @Matches(/^\d{5,40}(-\d{5,20})?@g\.us$/, {
+    message: 'groupId must be a group id ending in @g.us',
+  })
+  groupId?: string;
+
+  @ApiPropertyOptional({ example: false, description: 'Written on the phone itself' })
+  @IsOptional()
+  @IsBoolean()
+  fromMe?: boolean;
+
+  @ApiPropertyOptional({
+    example: 'sandbox_6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11',
+    description: 'Engine id of the message it replies to',
+  })
+  @IsOptional()
+  @IsString()
+  @MaxLength(256)
+  quotedId?: string;
+
+  @ApiPropertyOptional({
+    type: LocationDto,
+    example: { latitude: 52.520008, longitude: 13.404954, name: 'Alexanderplatz' },
+  })
+  @IsOptional()
+  @ValidateNested()
+  @Type(() => LocationDto)
+  location?: LocationDto;
+
+  @ApiPropertyOptional({
+    type: ReactionDto,
+    example: { emoji: '👍', targetId: 'sandbox_6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11' },
+  })
+  @IsOptional()
+  @ValidateNested()
+  @Type(() => ReactionDto)
+  reaction?: ReactionDto;
+
+  @ApiPropertyOptional({
+    type: SandboxMediaDto,
+    example: {
+      mimetype: 'image/png',
+      filename: 'dot.png',
+      dataBase64:
+        'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==',
+    },
+  })
+  @IsOptional()
+  @ValidateNested()
+  @Type(() => SandboxMediaDto)
+  media?: SandboxMediaDto;
+}
+
+export class SandboxIncomingAcceptedDto {
+  @ApiProperty({
+    example: 'in_3f9a1c0e5b7d2a4c6e8f0a1b',
+    description: 'Id the message is listed under',
+  })
+  id: string;
+  @ApiProperty({ example: 'sandbox_in_2b7c0d1e-3f4a-4b5c-8d6e-7f8091a2b3c4' })
+  engineMessageId: string;
+}

@@ -1,0 +1,100 @@
+import { Injectable } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import { AppError, assertSessionId } from '@app/common';
+import { AppConfig } from '@app/config';
+import {
+  IncomingRepository,
+  SessionRepository,
+  incomingMessageId,
+  parseCursor,
+  type ConversationPage,
+  type IncomingRecord,
+} from '@app/status-store';
+import type { ListMessagesQueryDto, SandboxIncomingDto } from './inbox.dto.js';
+
+const INCOMING_ID = /^in_[0-9a-f]{24}$/;
+
+/** What sessions received: the conversation list, incoming media, and sandbox injection. */
+@Injectable()
+export class InboxService {
+  constructor(
+    private readonly config: AppConfig,
+    private readonly sessions: SessionRepository,
+    private readonly incoming: IncomingRepository,
+  ) {}
+
+  async list(sessionId: string, query: ListMessagesQueryDto): Promise<ConversationPage> {
+    await this.existing(sessionId);
+    try {
+      parseCursor(query.before);
+    } catch (err) {
+      throw new AppError('BAD_REQUEST', (err as Error).message);
+    }
+    return this.incoming.conversation({
+      sessionId,
+      direction: query.direction,
+      chatId: query.chatId,
+      before: query.before,
+      limit: query.limit ?? 50,
+    });
+  }
+
+  async get(messageId: string): Promise<IncomingRecord> {
+    if (!INCOMING_ID.test(messageId))
+      throw new AppError('BAD_REQUEST', 'id must be the id of a received message (in_...)');
+    const record = await this.incoming.get(messageId);
+    if (!record) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
+    return record;
+  }
+
+  /** The bytes of a received message's media, with its type, while they are kept. */
+  async media(messageId: string): Promise<{ data: Buffer; record: IncomingRecord }> {
+    const record = await this.get(messageId);
+    if (!record.media) throw new AppError('NOT_FOUND', `Message ${messageId} has no media`);
+    if (!record.media.available)
+      throw new AppError(
+        'NOT_FOUND',
+        `The media of ${messageId} was not kept: ${record.media.error}`,
+      );
+    const data = await this.incoming.media(messageId);
+    if (!data)
+      throw new AppError(
+        'NOT_FOUND',
+        `The media of ${messageId} expired (kept INCOMING_MEDIA_TTL_MS after arrival)`,
+      );
+    return { data, record };
+  }
+
+  /** Sandbox only: the session's engine receives this message as if it had been sent to it. */
+  async injectSandbox(sessionId: string, dto: SandboxIncomingDto) {
+    if (this.config.WA_ENGINE !== 'sandbox')
+      throw new AppError(
+        'CONFLICT',
+        'Injecting incoming messages works with the sandbox engine only',
+      );
+    await this.existing(sessionId);
+    if (!dto.text && !dto.media && !dto.location && !dto.reaction)
+      throw new AppError('BAD_REQUEST', 'give at least one of text, media, location or reaction');
+    if (
+      dto.media &&
+      Buffer.byteLength(dto.media.dataBase64, 'base64') > this.config.MEDIA_MAX_BYTES
+    )
+      throw new AppError(
+        'PAYLOAD_TOO_LARGE',
+        `media is larger than MEDIA_MAX_BYTES (${this.config.MEDIA_MAX_BYTES} bytes)`,
+      );
+    const engineMessageId = `sandbox_in_${randomUUID()}`;
+    await this.sessions.pushSandboxIncoming(sessionId, {
+      ...dto,
+      from: dto.from.replace(/^\+/, ''),
+      engineMessageId,
+    });
+    return { id: incomingMessageId(sessionId, engineMessageId), engineMessageId };
+  }
+
+  private async existing(sessionId: string): Promise<void> {
+    assertSessionId(sessionId);
+    if (!(await this.sessions.exists(sessionId)))
+      throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
+  }
+}

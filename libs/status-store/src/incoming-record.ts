@@ -1,0 +1,68 @@
+/** What an incoming message is, as far as the gateway tells it apart. */
+export const INCOMING_TYPES = [
+  'text',
+  'image',
+  'video',
+  'audio',
+  'voice',
+  'document',
+  'sticker',
+  'location',
+  'contact',
+  'reaction',
+  'other',
+] as const;
+export type IncomingType = (typeof INCOMING_TYPES)[number];
+
+/** Media of a received message: what it is, and whether its bytes can be fetched from us. */
+export interface IncomingMediaInfo {
+  mimetype: string;
+  filename: string | null;
+  size: number | null;
+  /** The bytes are kept (GET /api/v1/messages/:id/media) until expiresAt. */
+  available: boolean;
+  /** Why they are not (too large, download failed). */
+  error: string | null;
+  expiresAt: string | null;
+}
+
+/**
+ * A message a linked session saw arrive (`direction: in`), or one written on the phone itself
+ * (`direction: out`, `fromMe`). Kept MESSAGE_RETENTION_MS like the messages we send.
+ */
+export interface IncomingRecord {
+  /** Our id (in_...): derived from the session and the engine id, so a repeat is one record. */
+  id: string;
+  sessionId: string;
+  direction: 'in' | 'out';
+  engineMessageId: string;
+  chatId: string;
+  from: string;
+  fromPhone: string | null;
+  fromMe: boolean;
+  isGroup: boolean;
+  type: IncomingType;
+  body: string;
+  timestamp: string;
+  receivedAt: string;
+  quotedId: string | null;
+  location: { latitude: number; longitude: number; name?: string; address?: string } | null;
+  vcards: string[] | null;
+  reaction: { emoji: string; targetId: string } | null;
+  media: IncomingMediaInfo | null;
+}
+
+/** Sandbox only: a message the api hands to a session's engine to receive, as if sent to it. */
+export interface SandboxIncoming {
+  engineMessageId: string;
+  /** Sender's phone number, digits only. */
+  from: string;
+  text?: string;
+  /** A group the message arrives in (`...@g.us`); `from` is then the member. */
+  groupId?: string;
+  fromMe?: boolean;
+  quotedId?: string;
+  location?: { latitude: number; longitude: number; name?: string; address?: string };
+  reaction?: { emoji: string; targetId: string };
+  media?: { mimetype: string; filename?: string; dataBase64: string };
+}

@@ -1,0 +1,219 @@
+import { createHash } from 'node:crypto';
+import { Inject, Injectable } from '@nestjs/common';
+import { AppConfig } from '@app/config';
+import type { Redis } from 'ioredis';
+import { EventScriptArgs, LuaScript, withEventPublishing } from './event-script.js';
+import type { IncomingRecord } from './incoming-record.js';
+import { toPublicMessage, type PublicMessage } from './message-record.js';
+import { parseMessageRecord } from './message.repository.js';
+import { RedisKeys } from './redis-keys.js';
+import { REDIS } from './status-store.tokens.js';
+
+// Records a received message once (a repeated engine event is a no-op), indexes it, keeps its
+// media bytes for a while, and publishes message.received in the same script.
+// KEYS[1] record, [2] session inbox, [3] media; ARGV[7] record JSON, [8] retention ms,
+// [9] score ms, [10] index cutoff ms, [11] id, [12] session id, [13] media ttl ms, [14] bytes
+const RECORD = new LuaScript(
+  withEventPublishing(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[7], 'PX', ARGV[8])
+redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[10])
+if #ARGV[14] > 0 then redis.call('SET', KEYS[3], ARGV[14], 'PX', ARGV[13]) end
+publish_event(ARGV[12], 'message.received', function() return { dataJson = ARGV[7] } end)
+return 1
+`),
+);
+
+/** One entry of a session's conversation list: a message received, or one we sent. */
+export type ConversationEntry =
+  | (IncomingRecord & { kind: 'received' })
+  | (PublicMessage & { kind: 'sent'; direction: 'out'; chatId: string });
+
+export interface ConversationQuery {
+  sessionId: string;
+  direction?: 'in' | 'out';
+  chatId?: string;
+  /** Cursor from a previous page's `next`. */
+  before?: string;
+  limit: number;
+}
+
+export interface ConversationPage {
+  items: ConversationEntry[];
+  /** Pass as `before` for the next (older) page; null at the end. */
+  next: string | null;
+}
+
+/** Entries read per source per round while paging; a filter scans at most SCAN_LIMIT. */
+const BATCH = 100;
+const SCAN_LIMIT = 5_000;
+
+interface Position {
+  score: number;
+  id: string;
+}
+
+/** Our id for a message the engine reports: the same engine event always maps to one record. */
+export function incomingMessageId(sessionId: string, engineMessageId: string): string {
+  const digest = createHash('sha256').update(`${sessionId}\n${engineMessageId}`).digest('hex');
+  return `in_${digest.slice(0, 24)}`;
+}
+
+/** Received messages, their media bytes, and the session's conversation list. */
+@Injectable()
+export class IncomingRepository {
+  constructor(
+    @Inject(REDIS) private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+    private readonly config: AppConfig,
+    private readonly events: EventScriptArgs,
+  ) {}
+
+  /** Stores a received message (once); returns false when it was already recorded. */
+  async record(record: IncomingRecord, media?: Buffer, now = new Date()): Promise<boolean> {
+    const retention = this.config.MESSAGE_RETENTION_MS;
+    const recorded = await RECORD.run(
+      this.redis,
+      [
+        this.keys.incoming(record.id),
+        this.keys.sessionInbox(record.sessionId),
+        this.keys.incomingMedia(record.id),
+      ],
+      [
+        ...this.events.build(now),
+        JSON.stringify(record),
+        retention,
+        now.getTime(),
+        now.getTime() - retention,
+        record.id,
+        record.sessionId,
+        this.config.INCOMING_MEDIA_TTL_MS,
+        // ioredis sends a Buffer argument as raw bytes.
+        (media ?? Buffer.alloc(0)) as unknown as string,
+      ],
+    );
+    return recorded === 1;
+  }
+
+  async get(messageId: string): Promise<IncomingRecord | null> {
+    const json = await this.redis.get(this.keys.incoming(messageId));
+    return json ? (JSON.parse(json) as IncomingRecord) : null;
+  }
+
+  /** The media bytes of a received message, while they are kept. */
+  async media(messageId: string): Promise<Buffer | null> {
+    return this.redis.getBuffer(this.keys.incomingMedia(messageId));
+  }
+
+  /**
+   * A session's messages, received and sent, newest first. The cursor is the position of the
+   * last entry returned (time, id), so paging is stable while new messages arrive.
+   */
+  async conversation(query: ConversationQuery): Promise<ConversationPage> {
+    const sources = [this.keys.sessionInbox(query.sessionId)];
+    // Messages we sent are only "out"; the inbox holds both (fromMe: written on the phone).
+    if (query.direction !== 'in') sources.push(this.keys.sessionMessages(query.sessionId));
+    let cursor: Position = parseCursor(query.before) ?? { score: Infinity, id: '' };
+    const items: ConversationEntry[] = [];
+    let scanned = 0;
+    while (items.length < query.limit && scanned < SCAN_LIMIT) {
+      const candidates = await this.candidates(sources, cursor);
+      if (candidates.length === 0) return { items, next: null };
+      const entries = await this.load(query.sessionId, candidates);
+      for (const [index, position] of candidates.entries()) {
+        scanned++;
+        cursor = position;
+        const entry = entries[index];
+        if (entry && matches(entry, query)) items.push(entry);
+        if (items.length === query.limit) break;
+      }
+    }
+    return { items, next: formatCursor(cursor) };
+  }
+
+  /** The next entries after `cursor`, newest first, merged from every source in order. */
+  private async candidates(sources: string[], cursor: Position): Promise<Position[]> {
+    const pipeline = this.redis.pipeline();
+    for (const key of sources) {
+      const max = cursor.score === Infinity ? '+inf' : String(cursor.score);
+      // Entries at the cursor's own time are read whole and filtered by id below.
+      if (cursor.score !== Infinity) pipeline.zrangebyscore(key, max, max);
+      pipeline.zrevrangebyscore(
+        key,
+        cursor.score === Infinity ? '+inf' : `(${cursor.score}`,
+        '-inf',
+        'WITHSCORES',
+        'LIMIT',
+        0,
+        BATCH,
+      );
+    }
+    const results = ((await pipeline.exec()) ?? []).map(([err, value]) => {
+      if (err) throw err;
+      return value as string[];
+    });
+    const positions: Position[] = [];
+    // When a source returned a full batch, nothing older than its last entry is known yet.
+    let floor = -Infinity;
+    let at = 0;
+    for (let s = 0; s < sources.length; s++) {
+      if (cursor.score !== Infinity) {
+        for (const id of results[at++]) {
+          if (id < cursor.id) positions.push({ score: cursor.score, id });
+        }
+      }
+      const page = results[at++];
+      for (let i = 0; i < page.length; i += 2)
+        positions.push({ id: page[i], score: Number(page[i + 1]) });
+      if (page.length === BATCH * 2) floor = Math.max(floor, Number(page[page.length - 1]));
+    }
+    return positions
+      .filter((position) => position.score >= floor)
+      .sort((a, b) => b.score - a.score || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+  }
+
+  private async load(
+    sessionId: string,
+    positions: Position[],
+  ): Promise<(ConversationEntry | null)[]> {
+    const pipeline = this.redis.pipeline();
+    for (const { id } of positions) {
+      if (id.startsWith('in_')) pipeline.get(this.keys.incoming(id));
+      else pipeline.hgetall(this.keys.message(id));
+    }
+    const results = (await pipeline.exec()) ?? [];
+    return positions.map(({ id }, index): ConversationEntry | null => {
+      const value = results[index]?.[1];
+      if (id.startsWith('in_')) {
+        return typeof value === 'string'
+          ? { ...(JSON.parse(value) as IncomingRecord), kind: 'received' }
+          : null;
+      }
+      const hash = value as Record<string, string> | undefined;
+      if (!hash?.status || hash.sessionId !== sessionId) return null;
+      const record = parseMessageRecord(hash);
+      return { ...toPublicMessage(record), kind: 'sent', direction: 'out', chatId: record.chatId };
+    });
+  }
+}
+
+function matches(entry: ConversationEntry, query: ConversationQuery): boolean {
+  if (query.direction && entry.direction !== query.direction) return false;
+  return !query.chatId || entry.chatId === query.chatId;
+}
+
+function formatCursor(position: Position): string | null {
+  if (position.score === Infinity) return null;
+  return Buffer.from(`${position.score}:${position.id}`).toString('base64url');
+}
+
+/** Reads a cursor; undefined when absent, throws on a malformed one. */
+export function parseCursor(cursor: string | undefined): Position | undefined {
+  if (cursor === undefined) return undefined;
+  const match = /^(\d{1,16}):([A-Za-z0-9_-]{1,80})$/.exec(
+    Buffer.from(cursor, 'base64url').toString('utf8'),
+  );
+  if (!match) throw new RangeError('before is not a cursor this api returned');
+  return { score: Number(match[1]), id: match[2] };
+}

@@ -1,0 +1,326 @@
+import { createHash } from 'node:crypto';
+import { Inject, Injectable } from '@nestjs/common';
+import { AppConfig } from '@app/config';
+import type { Redis } from 'ioredis';
+import { LuaScript } from './event-script.js';
+import type { IncomingRecord } from './incoming-record.js';
+import { toPublicMessage } from './message-record.js';
+import { parseMessageRecord } from './message.repository.js';
+import { RedisKeys } from './redis-keys.js';
+import { toSessionView } from './session.repository.js';
+import { REDIS } from './status-store.tokens.js';
+import {
+  WEBHOOK_EVENT_TYPES,
+  type DeliveryRecord,
+  type DeliveryStatus,
+  type StoredEvent,
+  type WebhookPayload,
+  type WebhookTarget,
+} from './webhook-event.js';
+
+/** A target's id: stable for its URL, so the same URL keeps its chain and its deliveries. */
+export function webhookTargetId(scope: WebhookTarget['scope'], url: string): string {
+  return `${scope === 'global' ? 'g' : 's'}${createHash('sha256').update(url).digest('hex').slice(0, 12)}`;
+}
+
+// A delivery is done (delivered or failed for good): it leaves the head of its chain and the
+// next one, if any, becomes the head. Only the head can leave (a repeated call is a no-op).
+// KEYS[1] chain, [2] chains set, [3] new heads set; ARGV[1] delivery id. Returns the new head.
+const FINISH = new LuaScript(`
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
+local head = redis.call('LINDEX', KEYS[1], 0)
+if head then
+  redis.call('SADD', KEYS[3], head)
+  return head
+end
+redis.call('SREM', KEYS[2], KEYS[1])
+return false
+`);
+
+// Puts a failed delivery back at the end of its chain. KEYS[1] delivery, [2] chain, [3] chains
+// set, [4] new heads, [5] failed index, [6] event; ARGV[1] id, [2] retention ms, [3] kick
+// channel. Returns 1, or an error word.
+const REPLAY = new LuaScript(`
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status ~= 'failed' then return 'not-failed' end
+if redis.call('EXISTS', KEYS[6]) == 0 then return 'event-gone' end
+redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', '0')
+redis.call('HDEL', KEYS[1], 'failedAt', 'nextAttemptAt')
+redis.call('HINCRBY', KEYS[1], 'replays', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[6], ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[1])
+if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
+  redis.call('SADD', KEYS[4], ARGV[1])
+  redis.call('SADD', KEYS[3], KEYS[2])
+  redis.call('PUBLISH', ARGV[3], '1')
+end
+return 1
+`);
+
+export type ReplayResult = 'replayed' | 'missing' | 'not-failed' | 'event-gone';
+
+export interface DeliveryQuery {
+  status?: DeliveryStatus;
+  sessionId?: string;
+  limit: number;
+}
+
+/** Webhook targets, stored events, deliveries and their per-(session, target) chains. */
+@Injectable()
+export class WebhookRepository {
+  private readonly global: WebhookTarget[];
+
+  constructor(
+    @Inject(REDIS) private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+    private readonly config: AppConfig,
+  ) {
+    this.global = config.webhookUrls.map((url) => ({
+      id: webhookTargetId('global', url),
+      url,
+      events: [...WEBHOOK_EVENT_TYPES],
+      secret: config.WEBHOOK_SECRET ?? '',
+      includeQr: false,
+      scope: 'global',
+    }));
+  }
+
+  /** The WEBHOOK_URLS targets (every session's events go to them). */
+  globalTargets(): WebhookTarget[] {
+    return this.global;
+  }
+
+  async sessionTargets(sessionId: string): Promise<WebhookTarget[]> {
+    const json = await this.redis.get(this.keys.webhookTargets(sessionId));
+    return json ? (JSON.parse(json) as WebhookTarget[]) : [];
+  }
+
+  /** Replaces a session's targets; an empty list removes them. */
+  async setSessionTargets(sessionId: string, targets: WebhookTarget[]): Promise<void> {
+    const key = this.keys.webhookTargets(sessionId);
+    if (targets.length === 0) await this.redis.del(key);
+    else await this.redis.set(key, JSON.stringify(targets));
+  }
+
+  async target(sessionId: string, targetId: string): Promise<WebhookTarget | null> {
+    const global = this.global.find((target) => target.id === targetId);
+    if (global) return global;
+    return (await this.sessionTargets(sessionId)).find((target) => target.id === targetId) ?? null;
+  }
+
+  async event(eventId: string): Promise<StoredEvent | null> {
+    const json = await this.redis.get(this.keys.webhookEvent(eventId));
+    return json ? (JSON.parse(json) as StoredEvent) : null;
+  }
+
+  async delivery(deliveryId: string): Promise<DeliveryRecord | null> {
+    const hash = await this.redis.hgetall(this.keys.webhookDelivery(deliveryId));
+    return hash.id ? toDelivery(hash) : null;
+  }
+
+  /** Counts an attempt about to be made; returns its number (1 for the first). */
+  async startAttempt(deliveryId: string, now = new Date()): Promise<number> {
+    const key = this.keys.webhookDelivery(deliveryId);
+    const [[, attempts]] = (await this.redis
+      .multi()
+      .hincrby(key, 'attempts', 1)
+      .hset(key, 'lastAttemptAt', now.toISOString())
+      .exec()) as [[Error | null, number]];
+    return attempts;
+  }
+
+  async markDelivered(
+    deliveryId: string,
+    outcome: { statusCode: number; latencyMs: number },
+    now = new Date(),
+  ): Promise<void> {
+    await this.redis.hset(this.keys.webhookDelivery(deliveryId), {
+      status: 'delivered',
+      deliveredAt: now.toISOString(),
+      lastStatusCode: String(outcome.statusCode),
+      latencyMs: String(outcome.latencyMs),
+      lastError: '',
+      nextAttemptAt: '',
+    });
+  }
+
+  /** An attempt failed and another follows at `nextAttemptAt`. */
+  async markRetrying(
+    deliveryId: string,
+    outcome: { statusCode: number | null; error: string; nextAttemptAt: Date },
+  ): Promise<void> {
+    await this.redis.hset(this.keys.webhookDelivery(deliveryId), {
+      lastStatusCode: outcome.statusCode === null ? '' : String(outcome.statusCode),
+      lastError: outcome.error,
+      nextAttemptAt: outcome.nextAttemptAt.toISOString(),
+    });
+  }
+
+  /** Failed for good (refused, or out of attempts): listed for replay until it expires. */
+  async markFailed(
+    deliveryId: string,
+    outcome: { statusCode: number | null; error: string },
+    now = new Date(),
+  ): Promise<void> {
+    const failed = this.keys.webhookFailed();
+    await this.redis
+      .multi()
+      .hset(this.keys.webhookDelivery(deliveryId), {
+        status: 'failed',
+        failedAt: now.toISOString(),
+        lastStatusCode: outcome.statusCode === null ? '' : String(outcome.statusCode),
+        lastError: outcome.error,
+        nextAttemptAt: '',
+      })
+      .zadd(failed, now.getTime(), deliveryId)
+      .zremrangebyscore(failed, '-inf', now.getTime() - this.config.WEBHOOK_RETENTION_MS)
+      .exec();
+  }
+
+  /** Takes a finished delivery off its chain; returns the chain's next delivery, if any. */
+  async finish(delivery: Pick<DeliveryRecord, 'id' | 'sessionId' | 'targetId'>) {
+    return (await FINISH.run(
+      this.redis,
+      [
+        this.keys.webhookChain(delivery.sessionId, delivery.targetId),
+        this.keys.webhookChains(),
+        this.keys.webhookNewHeads(),
+      ],
+      [delivery.id],
+    )) as string | null;
+  }
+
+  async replay(deliveryId: string): Promise<ReplayResult> {
+    const delivery = await this.delivery(deliveryId);
+    if (!delivery) return 'missing';
+    const result = await REPLAY.run(
+      this.redis,
+      [
+        this.keys.webhookDelivery(deliveryId),
+        this.keys.webhookChain(delivery.sessionId, delivery.targetId),
+        this.keys.webhookChains(),
+        this.keys.webhookNewHeads(),
+        this.keys.webhookFailed(),
+        this.keys.webhookEvent(delivery.eventId),
+      ],
+      [deliveryId, this.config.WEBHOOK_RETENTION_MS, this.keys.webhookKick()],
+    );
+    return result === 1 ? 'replayed' : (result as ReplayResult);
+  }
+
+  /** Takes up to `count` deliveries that became heads and still need a job. */
+  async takeNewHeads(count: number): Promise<string[]> {
+    return this.redis.spop(this.keys.webhookNewHeads(), count);
+  }
+
+  async returnNewHeads(deliveryIds: string[]): Promise<void> {
+    if (deliveryIds.length) await this.redis.sadd(this.keys.webhookNewHeads(), ...deliveryIds);
+  }
+
+  /** The head (in-flight delivery) of every chain that holds deliveries, with its length. */
+  async chainHeads(): Promise<{ chain: string; head: string | null; length: number }[]> {
+    const chains = await this.redis.smembers(this.keys.webhookChains());
+    if (chains.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const chain of chains) pipeline.lindex(chain, 0).llen(chain);
+    const results = (await pipeline.exec()) ?? [];
+    return chains.map((chain, i) => ({
+      chain,
+      head: (results[2 * i]?.[1] as string | null) ?? null,
+      length: Number(results[2 * i + 1]?.[1] ?? 0),
+    }));
+  }
+
+  /** Deliveries newest first: failed ones from their own index, others from the recent list. */
+  async list(query: DeliveryQuery): Promise<DeliveryRecord[]> {
+    const index =
+      query.status === 'failed'
+        ? this.keys.webhookFailed()
+        : query.sessionId
+          ? this.keys.webhookSessionRecent(query.sessionId)
+          : this.keys.webhookRecent();
+    const found: DeliveryRecord[] = [];
+    // Filters read further than the limit, in pages, up to a bound.
+    for (let offset = 0; found.length < query.limit && offset < 5_000; offset += 200) {
+      const ids = await this.redis.zrevrange(index, offset, offset + 199);
+      if (ids.length === 0) break;
+      const pipeline = this.redis.pipeline();
+      for (const id of ids) pipeline.hgetall(this.keys.webhookDelivery(id));
+      for (const [, hash] of (await pipeline.exec()) ?? []) {
+        const record = (hash as Record<string, string>)?.id
+          ? toDelivery(hash as Record<string, string>)
+          : null;
+        if (!record) continue;
+        if (query.status && record.status !== query.status) continue;
+        if (query.sessionId && record.sessionId !== query.sessionId) continue;
+        found.push(record);
+        if (found.length === query.limit) break;
+      }
+    }
+    return found;
+  }
+}
+
+/** The JSON a target receives for an event (the same bytes on every retry). */
+export function renderEvent(
+  event: StoredEvent,
+  target: Pick<WebhookTarget, 'includeQr'>,
+  baseUrl = '',
+): WebhookPayload {
+  const { id, type, timestamp, sessionId } = event;
+  let data: unknown = null;
+  if (type === 'message.status' && event.snapshot) {
+    data = toPublicMessage(parseMessageRecord(event.snapshot));
+  } else if (type === 'session.status' && event.snapshot) {
+    const view = toSessionView(sessionId, event.snapshot);
+    data = {
+      id: view.id,
+      status: view.status,
+      phone: view.phone,
+      pushname: view.pushname,
+      pairingCode: view.pairingCode,
+      loadingPercent: view.loadingPercent,
+      lastError: view.lastError,
+      nextRetryAt: view.nextRetryAt,
+      worker: view.worker,
+      updatedAt: view.updatedAt,
+      ...(target.includeQr ? { qr: view.qr } : {}),
+    };
+  } else if (type === 'message.received' && event.dataJson) {
+    const record = JSON.parse(event.dataJson) as IncomingRecord;
+    data = {
+      ...record,
+      media: record.media && {
+        ...record.media,
+        url: record.media.available ? `${baseUrl}/api/v1/messages/${record.id}/media` : null,
+      },
+    };
+  }
+  return { id, type, timestamp, sessionId, data };
+}
+
+function toDelivery(hash: Record<string, string>): DeliveryRecord {
+  const text = (field: string) => hash[field] || null;
+  const number = (field: string) => (hash[field] ? Number(hash[field]) : null);
+  return {
+    id: hash.id,
+    eventId: hash.eventId,
+    eventType: hash.eventType as DeliveryRecord['eventType'],
+    sessionId: hash.sessionId,
+    targetId: hash.targetId,
+    url: hash.url,
+    status: hash.status as DeliveryStatus,
+    attempts: Number(hash.attempts ?? 0),
+    createdAt: hash.createdAt,
+    lastAttemptAt: text('lastAttemptAt'),
+    lastStatusCode: number('lastStatusCode'),
+    lastError: text('lastError'),
+    nextAttemptAt: text('nextAttemptAt'),
+    deliveredAt: text('deliveredAt'),
+    failedAt: text('failedAt'),
+    latencyMs: number('latencyMs'),
+    replays: Number(hash.replays ?? 0),
+  };
+}

@@ -1,0 +1,232 @@
+import { IncomingRepository, incomingMessageId } from '@app/status-store';
+import { eventually } from '../support/eventually.js';
+import { Stack } from '../support/stack.js';
+
+const PNG = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==',
+  'base64',
+);
+
+describe('incoming messages', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ MEDIA_MAX_BYTES: '2048' });
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  const inject = (body: Record<string, unknown>, sessionId = 'main') =>
+    stack.call('POST', `/api/v1/sessions/${sessionId}/sandbox/incoming`, body);
+
+  const received = (id: string) =>
+    eventually(async () => {
+      const answer = await stack.call('GET', `/api/v1/incoming/${id}`);
+      expect(answer.status).toBe(200);
+      return answer.body.data;
+    });
+
+  it('records an injected text with sender, chat and type, and lists it newest first', async () => {
+    const answer = await inject({ from: '+4915123456789', text: 'Is my order on its way?' });
+    expect(answer.status).toBe(202);
+    const record = await received(answer.body.data.id);
+    expect(record).toMatchObject({
+      id: answer.body.data.id,
+      sessionId: 'main',
+      direction: 'in',
+      chatId: '4915123456789@c.us',
+      from: '4915123456789@c.us',
+      fromPhone: '4915123456789',
+      fromMe: false,
+      isGroup: false,
+      type: 'text',
+      body: 'Is my order on its way?',
+      quotedId: null,
+      media: null,
+    });
+    const list = await stack.call('GET', '/api/v1/sessions/main/messages?direction=in');
+    expect(list.status).toBe(200);
+    expect(list.body.data.items[0]).toMatchObject({ id: record.id, kind: 'received' });
+  });
+
+  it('keeps group author, reply, location and reaction fields', async () => {
+    const group = await inject({
+      from: '4915100000001',
+      groupId: '120363025246125486@g.us',
+      text: 'in the group',
+      quotedId: 'sandbox_earlier',
+    });
+    expect(await received(group.body.data.id)).toMatchObject({
+      chatId: '120363025246125486@g.us',
+      from: '4915100000001@c.us',
+      isGroup: true,
+      quotedId: 'sandbox_earlier',
+    });
+    const location = await inject({
+      from: '4915100000002',
+      location: { latitude: 52.520008, longitude: 13.404954, name: 'Alexanderplatz' },
+    });
+    expect(await received(location.body.data.id)).toMatchObject({
+      type: 'location',
+      location: { latitude: 52.520008, longitude: 13.404954, name: 'Alexanderplatz' },
+    });
+    const reaction = await inject({
+      from: '4915100000002',
+      reaction: { emoji: '👍', targetId: 'sandbox_abc' },
+    });
+    expect(await received(reaction.body.data.id)).toMatchObject({
+      type: 'reaction',
+      reaction: { emoji: '👍', targetId: 'sandbox_abc' },
+    });
+  });
+
+  it('keeps incoming media and serves it with its content type', async () => {
+    const answer = await inject({
+      from: '4915100000003',
+      text: 'a dot',
+      media: { mimetype: 'image/png', filename: 'dot.png', dataBase64: PNG.toString('base64') },
+    });
+    const record = await received(answer.body.data.id);
+    expect(record).toMatchObject({
+      type: 'image',
+      body: 'a dot',
+      media: { mimetype: 'image/png', filename: 'dot.png', size: PNG.length, available: true },
+    });
+    const response = await fetch(`${stack.url}/api/v1/messages/${record.id}/media`, {
+      headers: { 'x-api-key': 'test-api-key-0123456789' },
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toBe('image/png');
+    expect(Buffer.from(await response.arrayBuffer())).toEqual(PNG);
+    // Once Redis has dropped the bytes, the answer says so.
+    await stack.redis.del(stack.keys.incomingMedia(record.id));
+    const expired = await stack.call('GET', `/api/v1/messages/${record.id}/media`);
+    expect(expired.status).toBe(404);
+    expect(expired.body.error.message).toMatch(/expired/);
+  });
+
+  it('refuses media over MEDIA_MAX_BYTES with 413 before anything is queued', async () => {
+    const answer = await inject({
+      from: '4915100000004',
+      media: { mimetype: 'image/png', dataBase64: Buffer.alloc(4096).toString('base64') },
+    });
+    expect(answer.status).toBe(413);
+    expect(answer.body.error.code).toBe('PAYLOAD_TOO_LARGE');
+  });
+
+  it('records a repeated engine event once', async () => {
+    const message = {
+      engineMessageId: 'false_4915100000005@c.us_REPEAT',
+      chatId: '4915100000005@c.us',
+      from: '4915100000005@c.us',
+      fromPhone: '4915100000005',
+      fromMe: false,
+      isGroup: false,
+      type: 'text' as const,
+      body: 'twice',
+      timestamp: new Date().toISOString(),
+      quotedId: null,
+    };
+    stack.sandbox().emit('message', message);
+    stack.sandbox().emit('message', message);
+    const id = incomingMessageId('main', message.engineMessageId);
+    await received(id);
+    const inbox = await stack.redis.zrange(stack.keys.sessionInbox('main'), 0, -1);
+    expect(inbox.filter((entry) => entry === id)).toHaveLength(1);
+  });
+
+  it('pages through received and sent messages newest first without gaps or repeats', async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'paging' });
+    await stack.waitReady('paging');
+    const expected: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const answer = await inject({ from: '4915100000006', text: `in ${i}` }, 'paging');
+      await received(answer.body.data.id);
+      expected.unshift(answer.body.data.id);
+      const sent = await stack.call('POST', '/api/v1/messages/text', {
+        sessionId: 'paging',
+        to: '4915100000007',
+        text: `out ${i}`,
+      });
+      expected.unshift(sent.body.data.id);
+    }
+    const seen: string[] = [];
+    let before: string | null = null;
+    do {
+      const query: string = before ? `&before=${before}` : '';
+      const page = await stack.call('GET', `/api/v1/sessions/paging/messages?limit=3${query}`);
+      expect(page.status).toBe(200);
+      expect(page.body.data.items.length).toBeLessThanOrEqual(3);
+      seen.push(...page.body.data.items.map((item: { id: string }) => item.id));
+      before = page.body.data.next;
+    } while (before);
+    expect(seen).toEqual(expected);
+
+    const outgoing = await stack.call('GET', '/api/v1/sessions/paging/messages?direction=out');
+    expect(outgoing.body.data.items.map((item: { kind: string }) => item.kind)).toEqual(
+      Array(4).fill('sent'),
+    );
+    const chat = await stack.call(
+      'GET',
+      `/api/v1/sessions/paging/messages?chatId=${encodeURIComponent('4915100000006@c.us')}`,
+    );
+    expect(chat.body.data.items).toHaveLength(4);
+    expect(
+      chat.body.data.items.every((item: { direction: string }) => item.direction === 'in'),
+    ).toBe(true);
+  });
+
+  it('answers bad list and inject requests with 400/404/409 in the envelope', async () => {
+    const cases: [string, string, unknown, number][] = [
+      ['GET', '/api/v1/sessions/main/messages?direction=sideways', undefined, 400],
+      ['GET', '/api/v1/sessions/main/messages?limit=0', undefined, 400],
+      ['GET', '/api/v1/sessions/main/messages?limit=abc', undefined, 400],
+      ['GET', '/api/v1/sessions/main/messages?before=not-a-cursor', undefined, 400],
+      ['GET', '/api/v1/sessions/main/messages?unknown=1', undefined, 400],
+      ['GET', '/api/v1/sessions/nope/messages', undefined, 404],
+      ['GET', '/api/v1/sessions/bad%20id/messages', undefined, 400],
+      ['GET', '/api/v1/incoming/not-an-id', undefined, 400],
+      ['GET', '/api/v1/incoming/in_000000000000000000000000', undefined, 404],
+      ['GET', '/api/v1/messages/in_000000000000000000000000/media', undefined, 404],
+      ['POST', '/api/v1/sessions/main/sandbox/incoming', { from: '4915100000008' }, 400],
+      ['POST', '/api/v1/sessions/main/sandbox/incoming', { from: 'abc', text: 'x' }, 400],
+      ['POST', '/api/v1/sessions/main/sandbox/incoming', { from: '4915100000008', text: 5 }, 400],
+      [
+        'POST',
+        '/api/v1/sessions/main/sandbox/incoming',
+        { from: '4915100000008', location: { latitude: 123, longitude: 0 } },
+        400,
+      ],
+      ['POST', '/api/v1/sessions/nope/sandbox/incoming', { from: '4915100000008', text: 'x' }, 404],
+    ];
+    for (const [method, path, body, status] of cases) {
+      const answer = await stack.call(method, path, body);
+      expect({ path, body, status: answer.status }).toEqual({ path, body, status });
+      expect(answer.body.ok).toBe(false);
+    }
+  });
+
+  it('keeps incoming messages for MESSAGE_RETENTION_MS', async () => {
+    const answer = await inject({ from: '4915100000009', text: 'retained' });
+    const record = await received(answer.body.data.id);
+    const ttl = await stack.redis.pttl(stack.keys.incoming(record.id));
+    expect(ttl).toBeGreaterThan(29 * 86_400_000);
+    expect(await stack.worker!.get(IncomingRepository).get(record.id)).toEqual(record);
+  });
+});
+
+describe('incoming messages on another engine', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ WA_ENGINE: 'wwebjs' }, { worker: false });
+  });
+  afterAll(() => stack.close());
+
+  it('refuses sandbox injection with 409 when the engine is not the sandbox', async () => {
+    const answer = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915100000010',
+      text: 'x',
+    });
+    expect(answer.status).toBe(409);
+    expect(answer.body.error.code).toBe('CONFLICT');
+  });
+});
