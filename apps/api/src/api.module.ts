@@ -17,6 +17,8 @@ import { MessagesService } from './messages/messages.service.js';
 import { ApiMetricsModule } from './metrics/metrics.module.js';
 import { SessionsController } from './sessions/sessions.controller.js';
 import { SessionsService } from './sessions/sessions.service.js';
+import { WebhooksController } from './webhooks/webhooks.controller.js';
+import { WebhooksService } from './webhooks/webhooks.service.js';
 import { WorkersController } from './workers/workers.controller.js';
 import { WorkersService } from './workers/workers.service.js';
 
@@ -51,6 +53,7 @@ export class ApiModule implements OnApplicationBootstrap {
         MessagesController,
         SessionsController,
         InboxController,
+        WebhooksController,
         WorkersController,
         HealthController,
       ],
@@ -59,6 +62,7 @@ export class ApiModule implements OnApplicationBootstrap {
         MessagesService,
         SessionsService,
         InboxService,
+        WebhooksService,
         WorkersService,
         HealthService,
         { provide: APP_INTERCEPTOR, useClass: EnvelopeInterceptor },

@@ -13,10 +13,13 @@ import { WorkerMetricsModule } from './metrics/worker-metrics.module.js';
 import { ExpirySweeper } from './send/expiry-sweeper.service.js';
 import { SendConsumers } from './send/send-consumers.service.js';
 import { SendService } from './send/send.service.js';
+import { WebhookConsumer } from './webhooks/webhook-consumer.service.js';
+import { WebhookDeliveryService } from './webhooks/webhook-delivery.service.js';
+import { WebhookSender } from './webhooks/webhook-sender.service.js';
 
 /**
- * The worker: drives the WhatsApp engines of its sessions, consumes their send queues and
- * publishes its heartbeat. It serves no public API: only its own small health and metrics
+ * The worker: drives the WhatsApp engines of its sessions, consumes their send queues,
+ * delivers webhooks and publishes its heartbeat. It serves no public API: only its own small health and metrics
  * port (WorkerHttpServer).
  */
 @Module({})
@@ -42,6 +45,9 @@ export class WorkerModule {
         SendService,
         SendConsumers,
         ExpirySweeper,
+        WebhookSender,
+        WebhookDeliveryService,
+        WebhookConsumer,
         WorkerHealth,
         WorkerHttpServer,
       ],

@@ -8,3 +8,4 @@ export * from './chat-id.js';
 export * from './logging.js';
 export * from './shutdown-deadline.js';
 export * from './health-probe.js';
+export * from './ssrf.js';

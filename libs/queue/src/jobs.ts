@@ -5,11 +5,28 @@
  */
 export enum JobName {
   SendMessage = 'send-message',
+  DeliverWebhook = 'deliver-webhook',
 }
 
 export interface JobPayloads {
   [JobName.SendMessage]: { messageId: string; requestId?: string };
+  [JobName.DeliverWebhook]: { deliveryId: string; sessionId: string; targetId: string };
 }
+
+/** Which jobs each kind of queue carries: a consumer must process every one of its names. */
+export const QUEUE_JOBS = {
+  send: [JobName.SendMessage],
+  webhooks: [JobName.DeliverWebhook],
+} as const satisfies Record<string, readonly JobName[]>;
+
+export type SendJobName = (typeof QUEUE_JOBS.send)[number];
+export type WebhookJobName = (typeof QUEUE_JOBS.webhooks)[number];
+
+/**
+ * One queue carries every webhook delivery; order per (session, target) is kept by the
+ * delivery chains in Redis (one job per chain at a time), not by the queue.
+ */
+export const WEBHOOK_QUEUE = 'webhooks';
 
 export type JobPayload<N extends JobName> = JobPayloads[N];
 

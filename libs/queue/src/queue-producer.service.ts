@@ -1,7 +1,7 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { Queue, type JobsOptions, type QueueOptions } from 'bullmq';
-import { JobName, sendQueueName, type JobPayloads } from './jobs.js';
+import { JobName, WEBHOOK_QUEUE, sendQueueName, type JobPayloads } from './jobs.js';
 
 export interface SendJobOptions {
   /** Our message id: BullMQ refuses a second job with the same id, so a message is queued once. */
@@ -18,7 +18,39 @@ export class QueueProducer implements OnApplicationShutdown {
   constructor(@Inject(getSharedConfigToken()) private readonly options: QueueOptions) {}
 
   queueFor(sessionId: string): Queue {
-    const name = sendQueueName(sessionId);
+    return this.queue(sendQueueName(sessionId));
+  }
+
+  /** The queue of webhook deliveries (one for all sessions). */
+  webhookQueue(): Queue {
+    return this.queue(WEBHOOK_QUEUE);
+  }
+
+  /**
+   * Adds one job per delivery that heads its chain. The job id is the delivery id, so a
+   * delivery already waiting or in flight is not added twice.
+   */
+  async enqueueDeliveries(
+    deliveries: JobPayloads[JobName.DeliverWebhook][],
+    attempts: number,
+  ): Promise<void> {
+    if (deliveries.length === 0) return;
+    await this.webhookQueue().addBulk(
+      deliveries.map((data) => ({
+        name: JobName.DeliverWebhook,
+        data,
+        opts: {
+          jobId: data.deliveryId,
+          // Retries are the job's own (moved to delayed); this only bounds stalls.
+          attempts,
+          removeOnComplete: true,
+          removeOnFail: true,
+        },
+      })),
+    );
+  }
+
+  private queue(name: string): Queue {
     let queue = this.queues.get(name);
     if (!queue) {
       queue = new Queue(name, this.options);

@@ -44,6 +44,7 @@ local function publish_event(session_id, event_type, make_event)
       if not written then
         local event = make_event()
         event.id, event.type, event.timestamp, event.sessionId = event_id, event_type, now_iso, session_id
+        event.sequence = redis.call('INCR', P.sequence .. session_id)
         redis.call('SET', P.event .. event_id, cjson.encode(event), 'PX', retention)
         written = true
       end

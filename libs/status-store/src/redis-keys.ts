@@ -74,6 +74,10 @@ export class RedisKeys {
   webhookTargets(sessionId: string): string {
     return `${this.root}:wh:targets:${sessionId}`;
   }
+  /** Counter numbering the events of a session. */
+  webhookSequence(sessionId: string): string {
+    return `${this.root}:wh:seq:${sessionId}`;
+  }
   webhookEvent(eventId: string): string {
     return `${this.root}:wh:event:${eventId}`;
   }
@@ -83,6 +87,13 @@ export class RedisKeys {
   /** The deliveries of one session to one target, oldest first; the first is in flight. */
   webhookChain(sessionId: string, targetId: string): string {
     return `${this.root}:wh:chain:${sessionId}:${targetId}`;
+  }
+  /** The session and target of a chain key (null for anything else). */
+  parseWebhookChain(key: string): { sessionId: string; targetId: string } | null {
+    const prefix = `${this.root}:wh:chain:`;
+    if (!key.startsWith(prefix)) return null;
+    const [sessionId, targetId, extra] = key.slice(prefix.length).split(':');
+    return sessionId && targetId && extra === undefined ? { sessionId, targetId } : null;
   }
   /** Set of the chains that hold deliveries (what the sweeper walks). */
   webhookChains(): string {
@@ -115,8 +126,9 @@ export class RedisKeys {
     return {
       targets: this.webhookTargets(''),
       event: this.webhookEvent(''),
+      sequence: this.webhookSequence(''),
       delivery: this.webhookDelivery(''),
-      chain: `${this.root}:wh:chain:`,
+      chain: this.webhookChain('', '').slice(0, -1),
       chains: this.webhookChains(),
       heads: this.webhookNewHeads(),
       kick: this.webhookKick(),

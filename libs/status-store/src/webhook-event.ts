@@ -14,6 +14,8 @@ export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
  */
 export interface StoredEvent {
   id: string;
+  /** Numbers the events of a session: 1, 2, 3... in the order of their changes. */
+  sequence: number;
   type: WebhookEventType;
   timestamp: string;
   sessionId: string;
@@ -25,6 +27,7 @@ export interface StoredEvent {
 /** What a receiver gets, one JSON object per delivery. */
 export interface WebhookPayload {
   id: string;
+  sequence: number;
   type: WebhookEventType;
   timestamp: string;
   sessionId: string;

@@ -24,15 +24,13 @@ export function webhookTargetId(scope: WebhookTarget['scope'], url: string): str
 }
 
 // A delivery is done (delivered or failed for good): it leaves the head of its chain and the
-// next one, if any, becomes the head. Only the head can leave (a repeated call is a no-op).
-// KEYS[1] chain, [2] chains set, [3] new heads set; ARGV[1] delivery id. Returns the new head.
+// next one, if any, becomes the head (the caller adds its job; should it crash first, the
+// sweeper finds a head without a job). Only the head can leave: a repeated call is a no-op.
+// KEYS[1] chain, [2] chains set; ARGV[1] delivery id. Returns the new head.
 const FINISH = new LuaScript(`
 if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
 local head = redis.call('LINDEX', KEYS[1], 0)
-if head then
-  redis.call('SADD', KEYS[3], head)
-  return head
-end
+if head then return head end
 redis.call('SREM', KEYS[2], KEYS[1])
 return false
 `);
@@ -58,6 +56,14 @@ if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
 end
 return 1
 `);
+
+export interface ChainHead {
+  sessionId: string;
+  targetId: string;
+  /** The delivery in flight (null: the chain just emptied). */
+  head: string | null;
+  length: number;
+}
 
 export type ReplayResult = 'replayed' | 'missing' | 'not-failed' | 'event-gone';
 
@@ -183,11 +189,7 @@ export class WebhookRepository {
   async finish(delivery: Pick<DeliveryRecord, 'id' | 'sessionId' | 'targetId'>) {
     return (await FINISH.run(
       this.redis,
-      [
-        this.keys.webhookChain(delivery.sessionId, delivery.targetId),
-        this.keys.webhookChains(),
-        this.keys.webhookNewHeads(),
-      ],
+      [this.keys.webhookChain(delivery.sessionId, delivery.targetId), this.keys.webhookChains()],
       [delivery.id],
     )) as string | null;
   }
@@ -211,8 +213,19 @@ export class WebhookRepository {
   }
 
   /** Takes up to `count` deliveries that became heads and still need a job. */
-  async takeNewHeads(count: number): Promise<string[]> {
-    return this.redis.spop(this.keys.webhookNewHeads(), count);
+  async takeNewHeads(
+    count: number,
+  ): Promise<{ deliveryId: string; sessionId: string; targetId: string }[]> {
+    const ids = await this.redis.spop(this.keys.webhookNewHeads(), count);
+    if (ids.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.hmget(this.keys.webhookDelivery(id), 'sessionId', 'targetId');
+    const results = (await pipeline.exec()) ?? [];
+    // A delivery that expired meanwhile has nothing left to deliver.
+    return ids.flatMap((deliveryId, i) => {
+      const [sessionId, targetId] = (results[i]?.[1] as (string | null)[]) ?? [];
+      return sessionId && targetId ? [{ deliveryId, sessionId, targetId }] : [];
+    });
   }
 
   async returnNewHeads(deliveryIds: string[]): Promise<void> {
@@ -220,17 +233,23 @@ export class WebhookRepository {
   }
 
   /** The head (in-flight delivery) of every chain that holds deliveries, with its length. */
-  async chainHeads(): Promise<{ chain: string; head: string | null; length: number }[]> {
+  async chainHeads(): Promise<ChainHead[]> {
     const chains = await this.redis.smembers(this.keys.webhookChains());
     if (chains.length === 0) return [];
     const pipeline = this.redis.pipeline();
     for (const chain of chains) pipeline.lindex(chain, 0).llen(chain);
     const results = (await pipeline.exec()) ?? [];
-    return chains.map((chain, i) => ({
-      chain,
-      head: (results[2 * i]?.[1] as string | null) ?? null,
-      length: Number(results[2 * i + 1]?.[1] ?? 0),
-    }));
+    return chains.flatMap((chain, i) => {
+      const parsed = this.keys.parseWebhookChain(chain);
+      if (!parsed) return [];
+      return [
+        {
+          ...parsed,
+          head: (results[2 * i]?.[1] as string | null) ?? null,
+          length: Number(results[2 * i + 1]?.[1] ?? 0),
+        },
+      ];
+    });
   }
 
   /** Deliveries newest first: failed ones from their own index, others from the recent list. */
@@ -269,7 +288,7 @@ export function renderEvent(
   target: Pick<WebhookTarget, 'includeQr'>,
   baseUrl = '',
 ): WebhookPayload {
-  const { id, type, timestamp, sessionId } = event;
+  const { id, sequence, type, timestamp, sessionId } = event;
   let data: unknown = null;
   if (type === 'message.status' && event.snapshot) {
     data = toPublicMessage(parseMessageRecord(event.snapshot));
@@ -298,7 +317,7 @@ export function renderEvent(
       },
     };
   }
-  return { id, type, timestamp, sessionId, data };
+  return { id, sequence, type, timestamp, sessionId, data };
 }
 
 function toDelivery(hash: Record<string, string>): DeliveryRecord {

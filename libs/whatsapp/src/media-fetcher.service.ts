@@ -3,7 +3,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { basename } from 'node:path';
 import { fileTypeFromBuffer } from 'file-type';
-import { RequestFilteringHttpAgent, RequestFilteringHttpsAgent } from 'request-filtering-agent';
+import { createSafeAgents } from '@app/common';
 import { AppConfig } from '@app/config';
 import { EngineError, type OutgoingMedia } from './engine.js';
 
@@ -22,13 +22,9 @@ export class MediaFetcher {
   private readonly httpsAgent: https.Agent;
 
   constructor(private readonly config: AppConfig) {
-    const filter = {
-      allowPrivateIPAddress: config.MEDIA_ALLOW_PRIVATE_URLS,
-      allowMetaIPAddress: config.MEDIA_ALLOW_PRIVATE_URLS,
-      keepAlive: false,
-    };
-    this.httpAgent = new RequestFilteringHttpAgent(filter);
-    this.httpsAgent = new RequestFilteringHttpsAgent(filter);
+    const agents = createSafeAgents(config.MEDIA_ALLOW_PRIVATE_URLS);
+    this.httpAgent = agents.http;
+    this.httpsAgent = agents.https;
   }
 
   async fetch(url: string, filename?: string | null): Promise<Omit<OutgoingMedia, 'caption'>> {

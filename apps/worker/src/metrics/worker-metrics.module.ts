@@ -55,6 +55,22 @@ import { METRIC, WorkerMetrics } from './worker-metrics.service.js';
       help: 'Engines that started again after their first start (reconnects, watchdogs, restarts)',
       labelNames: ['session'],
     }),
+    makeCounterProvider({
+      name: METRIC.webhookDeliveries,
+      help: 'Webhook delivery attempts by result (delivered, retry, failed) and event type',
+      labelNames: ['result', 'event'],
+    }),
+    makeHistogramProvider({
+      name: METRIC.webhookLatency,
+      help: 'Seconds from an event to its successful delivery',
+      labelNames: ['event'],
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600, 21600],
+    }),
+    makeGaugeProvider({
+      name: METRIC.webhookBacklog,
+      help: 'Webhook deliveries waiting (in flight included), by target id, all sessions',
+      labelNames: ['target'],
+    }),
     WorkerMetrics,
   ],
   exports: [WorkerMetrics],

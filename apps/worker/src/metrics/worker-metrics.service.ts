@@ -13,6 +13,9 @@ export const METRIC = {
   queueDepth: 'wa_queue_depth',
   sessionState: 'wa_session_state',
   engineRestarts: 'wa_engine_restarts_total',
+  webhookDeliveries: 'wa_webhook_deliveries_total',
+  webhookLatency: 'wa_webhook_delivery_latency_seconds',
+  webhookBacklog: 'wa_webhook_backlog',
 } as const;
 
 /** A scrape answers within this even while Redis is away (the gauges are then left out). */
@@ -34,6 +37,10 @@ export class WorkerMetrics implements OnApplicationBootstrap {
     @InjectMetric(METRIC.queueDepth) private readonly queueDepth: Gauge<'session'>,
     @InjectMetric(METRIC.sessionState) private readonly sessionState: Gauge<'session' | 'state'>,
     @InjectMetric(METRIC.engineRestarts) private readonly engineRestarts: Counter<'session'>,
+    @InjectMetric(METRIC.webhookDeliveries)
+    private readonly webhookDeliveries: Counter<'result' | 'event'>,
+    @InjectMetric(METRIC.webhookLatency) private readonly webhookLatency: Histogram<'event'>,
+    @InjectMetric(METRIC.webhookBacklog) private readonly webhookBacklog: Gauge<'target'>,
     private readonly sessions: SessionManager,
     private readonly registry: SessionRepository,
     private readonly queues: QueueProducer,
@@ -65,6 +72,23 @@ export class WorkerMetrics implements OnApplicationBootstrap {
   /** A send failed: `final` when the message is now `failed`, else it will be retried. */
   sendFailed(sessionId: string, code: string, final: boolean): void {
     this.messages.inc({ session: sessionId, status: final ? 'failed' : 'retrying', code });
+  }
+
+  /** A webhook attempt ended; `latencyMs` (event to delivery) when it was delivered. */
+  webhookAttempt(
+    delivery: { eventType: string },
+    result: 'delivered' | 'retry' | 'failed',
+    latencyMs?: number,
+  ): void {
+    this.webhookDeliveries.inc({ result, event: delivery.eventType });
+    if (latencyMs !== undefined)
+      this.webhookLatency.observe({ event: delivery.eventType }, latencyMs / 1000);
+  }
+
+  /** Deliveries waiting per target (all sessions), as the webhook sweeper last counted them. */
+  setWebhookBacklog(byTarget: Map<string, number>): void {
+    this.webhookBacklog.reset();
+    for (const [target, count] of byTarget) this.webhookBacklog.set({ target }, count);
   }
 
   /** Everything /metrics shows, with the gauges read now. */

@@ -8,7 +8,14 @@ import {
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { DelayedError, UnrecoverableError, Worker, type Job, type QueueOptions } from 'bullmq';
 import { AppConfig } from '@app/config';
-import { JobName, QueueProducer, sendQueueName, type JobPayloads } from '@app/queue';
+import {
+  JobName,
+  QUEUE_JOBS,
+  QueueProducer,
+  sendQueueName,
+  type JobPayloads,
+  type SendJobName,
+} from '@app/queue';
 import { MessageRepository, createRedis } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import { EngineError, SessionManager } from '@app/whatsapp';
@@ -18,7 +25,11 @@ import { SendService } from './send.service.js';
 const NOT_READY_RETRY_MS = 1_000;
 
 type Handlers = {
-  [N in JobName]: (sessionId: string, job: Job<JobPayloads[N]>, token?: string) => Promise<unknown>;
+  [N in SendJobName]: (
+    sessionId: string,
+    job: Job<JobPayloads[N]>,
+    token?: string,
+  ) => Promise<unknown>;
 };
 
 /**
@@ -45,7 +56,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
   ) {
     // Refuse to boot with a job name nobody processes (a typed map makes this a compile
     // error too; this catches a name added through a cast).
-    const missing = Object.values(JobName).filter((name) => !this.handlers[name]);
+    const missing = QUEUE_JOBS.send.filter((name) => !this.handlers[name]);
     if (missing.length) throw new Error(`no processor for job names: ${missing.join(', ')}`);
   }
 
@@ -150,7 +161,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   private process(sessionId: string, job: Job, token?: string): Promise<unknown> {
-    const handler = this.handlers[job.name as JobName];
+    const handler = this.handlers[job.name as SendJobName];
     if (!handler) throw new UnrecoverableError(`unknown job name ${job.name}`);
     return handler(sessionId, job, token);
   }

@@ -1,0 +1,238 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { Transform } from 'class-transformer';
+import {
+  ArrayMinSize,
+  ArrayUnique,
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsOptional,
+  IsString,
+  Matches,
+  Max,
+  MaxLength,
+  Min,
+} from 'class-validator';
+import { WEBHOOK_SECRET_RE } from '@app/config';
+import {
+  SESSION_STATUSES,
+  WEBHOOK_EVENT_TYPES,
+  type DeliveryRecord,
+  type DeliveryStatus,
+  type WebhookEventType,
+} from '@app/status-store';
+import { IncomingMessageDto } from '../inbox/inbox.dto.js';
+import { MessageDto } from '../messages/message.dto.js';
+
+const SECRET_EXAMPLE = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+
+/** A webhook target of one session, as sent to PUT /api/v1/sessions/{id}/webhooks. */
+export class WebhookTargetInputDto {
+  @ApiProperty({ example: 'https://example.com/whatsapp/events', maxLength: 2048 })
+  @IsString()
+  @MaxLength(2048)
+  url: string;
+
+  @ApiProperty({
+    enum: WEBHOOK_EVENT_TYPES,
+    isArray: true,
+    example: ['message.received', 'message.status'],
+  })
+  @ArrayMinSize(1)
+  @ArrayUnique()
+  @IsIn(WEBHOOK_EVENT_TYPES, { each: true })
+  events: WebhookEventType[];
+
+  @ApiPropertyOptional({
+    example: SECRET_EXAMPLE,
+    description:
+      'Standard Webhooks signing secret (whsec_ + base64 of 24-64 bytes). Omitted: the current one of this URL is kept, or a new one is made',
+  })
+  @IsOptional()
+  @Matches(WEBHOOK_SECRET_RE, {
+    message: 'secret must be whsec_ followed by base64 of 24 to 64 random bytes',
+  })
+  secret?: string;
+
+  @ApiPropertyOptional({
+    example: false,
+    default: false,
+    description: 'session.status events carry the raw QR string (to render your own QR)',
+  })
+  @IsOptional()
+  @IsBoolean()
+  includeQr?: boolean;
+}
+
+export class WebhookTargetDto {
+  @ApiProperty({ example: 's3f9a1c0e5b7d', description: 'Stable for the URL' })
+  id: string;
+  @ApiProperty({ example: 'https://example.com/whatsapp/events' })
+  url: string;
+  @ApiProperty({ enum: WEBHOOK_EVENT_TYPES, isArray: true, example: ['message.received'] })
+  events: WebhookEventType[];
+  @ApiProperty({
+    example: SECRET_EXAMPLE,
+    description: 'In full only in the answer to PUT; GET shows its first characters',
+  })
+  secret: string;
+  @ApiProperty({ example: false })
+  includeQr: boolean;
+  @ApiProperty({
+    enum: ['global', 'session'],
+    example: 'session',
+    description: 'global: from WEBHOOK_URLS (read-only here)',
+  })
+  scope: 'global' | 'session';
+}
+
+export class DeliveryQueryDto {
+  @ApiPropertyOptional({ enum: ['pending', 'delivered', 'failed'], example: 'failed' })
+  @IsOptional()
+  @IsIn(['pending', 'delivered', 'failed'])
+  status?: DeliveryStatus;
+
+  @ApiPropertyOptional({ example: 'main' })
+  @IsOptional()
+  @Matches(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, { message: 'sessionId must be a session id' })
+  sessionId?: string;
+
+  @ApiPropertyOptional({ example: 50, minimum: 1, maximum: 200, default: 50 })
+  @IsOptional()
+  @Transform(({ value }) =>
+    typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value,
+  )
+  @IsInt()
+  @Min(1)
+  @Max(200)
+  limit?: number;
+}
+
+export class DeliveryDto implements DeliveryRecord {
+  @ApiProperty({ example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c8_s3f9a1c0e5b7d' })
+  id: string;
+  @ApiProperty({
+    example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c8',
+    description: 'Also the webhook-id header',
+  })
+  eventId: string;
+  @ApiProperty({ enum: WEBHOOK_EVENT_TYPES, example: 'message.status' })
+  eventType: WebhookEventType;
+  @ApiProperty({ example: 'main' })
+  sessionId: string;
+  @ApiProperty({ example: 's3f9a1c0e5b7d' })
+  targetId: string;
+  @ApiProperty({ example: 'https://example.com/whatsapp/events' })
+  url: string;
+  @ApiProperty({ enum: ['pending', 'delivered', 'failed'], example: 'failed' })
+  status: DeliveryStatus;
+  @ApiProperty({ example: 10 })
+  attempts: number;
+  @ApiProperty({ example: '2026-12-01T10:00:00.000Z' })
+  createdAt: string;
+  @ApiProperty({ nullable: true, type: String, example: '2026-12-01T12:08:11.000Z' })
+  lastAttemptAt: string | null;
+  @ApiProperty({ nullable: true, type: Number, example: 503, description: 'null: no answer' })
+  lastStatusCode: number | null;
+  @ApiProperty({ nullable: true, type: String, example: 'answered HTTP 503: upstream down' })
+  lastError: string | null;
+  @ApiProperty({ nullable: true, type: String, example: null })
+  nextAttemptAt: string | null;
+  @ApiProperty({ nullable: true, type: String, example: null })
+  deliveredAt: string | null;
+  @ApiProperty({ nullable: true, type: String, example: '2026-12-01T12:08:11.000Z' })
+  failedAt: string | null;
+  @ApiProperty({
+    nullable: true,
+    type: Number,
+    example: null,
+    description: 'ms from event to delivery',
+  })
+  latencyMs: number | null;
+  @ApiProperty({ example: 0 })
+  replays: number;
+}
+
+class EventEnvelopeDto {
+  @ApiProperty({
+    example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c8',
+    description: 'Equals the webhook-id header; the same on every retry',
+  })
+  id: string;
+  @ApiProperty({
+    example: 42,
+    description: "Numbers the session's events in the order of their changes (all event types)",
+  })
+  sequence: number;
+  @ApiProperty({ example: '2026-12-01T10:00:00.000Z', description: 'When the change happened' })
+  timestamp: string;
+  @ApiProperty({ example: 'main' })
+  sessionId: string;
+}
+
+export class MessageStatusEventDto extends EventEnvelopeDto {
+  @ApiProperty({ enum: ['message.status'], example: 'message.status' })
+  type: 'message.status';
+  @ApiProperty({
+    type: MessageDto,
+    description: 'The message record after the change, with its error code when failed',
+  })
+  data: MessageDto;
+}
+
+class ReceivedMediaDto {
+  @ApiProperty({
+    nullable: true,
+    type: String,
+    example: '/api/v1/messages/in_3f9a1c0e5b7d2a4c6e8f0a1b/media',
+    description: 'Where to fetch the bytes (with x-api-key); BASE_URL-prefixed when set',
+  })
+  url: string | null;
+}
+
+export class MessageReceivedEventDto extends EventEnvelopeDto {
+  @ApiProperty({ enum: ['message.received'], example: 'message.received' })
+  type: 'message.received';
+  @ApiProperty({
+    type: IncomingMessageDto,
+    description: 'The received message; media also has `url`',
+  })
+  data: IncomingMessageDto & { media: ReceivedMediaDto | null };
+}
+
+class SessionEventDataDto {
+  @ApiProperty({ example: 'main' })
+  id: string;
+  @ApiProperty({ enum: SESSION_STATUSES, example: 'READY' })
+  status: string;
+  @ApiProperty({ nullable: true, type: String, example: '4915123456789' })
+  phone: string | null;
+  @ApiProperty({ nullable: true, type: String, example: 'Sales desk' })
+  pushname: string | null;
+  @ApiProperty({ nullable: true, type: String, example: null })
+  pairingCode: string | null;
+  @ApiProperty({ nullable: true, type: Number, example: null })
+  loadingPercent: number | null;
+  @ApiProperty({ nullable: true, type: String, example: null })
+  lastError: string | null;
+  @ApiProperty({ nullable: true, type: String, example: null })
+  nextRetryAt: string | null;
+  @ApiProperty({ nullable: true, type: String, example: 'worker-1-4242-a1b2c3' })
+  worker: string | null;
+  @ApiProperty({ nullable: true, type: String, example: '2026-12-01T10:00:00.000Z' })
+  updatedAt: string | null;
+  @ApiPropertyOptional({
+    nullable: true,
+    type: String,
+    example: null,
+    description: 'Only for targets with includeQr',
+  })
+  qr?: string | null;
+}
+
+export class SessionStatusEventDto extends EventEnvelopeDto {
+  @ApiProperty({ enum: ['session.status'], example: 'session.status' })
+  type: 'session.status';
+  @ApiProperty({ type: SessionEventDataDto })
+  data: SessionEventDataDto;
+}

@@ -1,0 +1,133 @@
+import {
+  Body,
+  Controller,
+  Get,
+  HttpCode,
+  Param,
+  ParseArrayPipe,
+  Post,
+  Put,
+  Query,
+} from '@nestjs/common';
+import { ApiBody, ApiExtraModels, ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
+import { AppError } from '@app/common';
+import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
+import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import {
+  DeliveryDto,
+  DeliveryQueryDto,
+  MessageReceivedEventDto,
+  MessageStatusEventDto,
+  SessionStatusEventDto,
+  WebhookTargetDto,
+  WebhookTargetInputDto,
+} from './webhook.dto.js';
+import { WebhooksService } from './webhooks.service.js';
+
+const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
+const DELIVERY_ID = ApiParam({
+  name: 'id',
+  example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c8_s3f9a1c0e5b7d',
+  description: 'Delivery id',
+});
+
+// The body is a JSON array; its items are validated as the global pipe validates objects.
+const TARGETS_BODY = new ParseArrayPipe({
+  items: WebhookTargetInputDto,
+  whitelist: true,
+  forbidNonWhitelisted: true,
+  forbidUnknownValues: true,
+  exceptionFactory: (messages: unknown) =>
+    new AppError(
+      'BAD_REQUEST',
+      [messages]
+        .flat()
+        .map((message) =>
+          String(message).replace(
+            'Validation failed (parsable array expected)',
+            'the body must be a JSON array of targets',
+          ),
+        )
+        .join('; '),
+    ),
+});
+
+@ApiTags('webhooks')
+@ApiKeyAuth()
+@ApiExtraModels(MessageReceivedEventDto, MessageStatusEventDto, SessionStatusEventDto)
+@Controller('api/v1')
+export class WebhooksController {
+  constructor(private readonly webhooks: WebhooksService) {}
+
+  @Get('sessions/:id/webhooks')
+  @ApiOperation({
+    summary: "Where a session's events go",
+    description: "WEBHOOK_URLS targets (scope global) and the session's own. Secrets shortened.",
+  })
+  @SESSION_ID
+  @ApiEnvelope(WebhookTargetDto, { isArray: true })
+  @ApiErrors(
+    { status: 400, description: 'Malformed session id' },
+    { status: 404, description: 'No such session' },
+  )
+  targets(@Param('id') id: string) {
+    return this.webhooks.targets(id);
+  }
+
+  @Put('sessions/:id/webhooks')
+  @ApiOperation({
+    summary: "Replace a session's own webhook targets",
+    description:
+      'Each target gets the events it lists (message.received, message.status, session.status; schemas MessageReceivedEventDto, MessageStatusEventDto, SessionStatusEventDto), signed per Standard Webhooks with its secret, in order per session and target, retried with backoff. An empty array removes them. The answer shows the secrets in full.',
+  })
+  @SESSION_ID
+  @ApiBody({ type: [WebhookTargetInputDto] })
+  @ApiEnvelope(WebhookTargetDto, { isArray: true })
+  @ApiErrors(
+    { status: 400, description: 'Invalid target: URL, private address, events, secret' },
+    { status: 404, description: 'No such session' },
+  )
+  setTargets(@Param('id') id: string, @Body(TARGETS_BODY) targets: WebhookTargetInputDto[]) {
+    return this.webhooks.setTargets(id, targets);
+  }
+
+  @Get('webhooks/deliveries')
+  @ApiOperation({
+    summary: 'Webhook deliveries, newest first',
+    description: 'status=failed lists those that gave up (kept WEBHOOK_RETENTION_MS, replayable).',
+  })
+  @ApiEnvelope(DeliveryDto, { isArray: true })
+  @ApiErrors({ status: 400, description: 'Invalid filter' })
+  deliveries(@Query() query: DeliveryQueryDto) {
+    return this.webhooks.deliveries(query);
+  }
+
+  @Get('webhooks/deliveries/:id')
+  @ApiOperation({ summary: 'One delivery: attempts, last answer, next try' })
+  @DELIVERY_ID
+  @ApiEnvelope(DeliveryDto)
+  @ApiErrors(
+    { status: 400, description: 'Not a delivery id' },
+    { status: 404, description: 'No such delivery' },
+  )
+  delivery(@Param('id') id: string) {
+    return this.webhooks.delivery(id);
+  }
+
+  @Post('webhooks/deliveries/:id/replay')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Deliver a failed delivery again',
+    description: 'Queued behind what its session and target have pending; same webhook-id.',
+  })
+  @DELIVERY_ID
+  @ApiEnvelope(DeliveryDto, { status: 202 })
+  @ApiErrors(
+    { status: 400, description: 'Not a delivery id' },
+    { status: 404, description: 'No such delivery' },
+    { status: 409, description: 'Not failed, or its event expired' },
+  )
+  replay(@Param('id') id: string) {
+    return this.webhooks.replay(id);
+  }
+}

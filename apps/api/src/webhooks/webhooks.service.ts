@@ -1,0 +1,110 @@
+import { Injectable } from '@nestjs/common';
+import { randomBytes } from 'node:crypto';
+import { AppError, assertSessionId, urlProblem } from '@app/common';
+import { AppConfig } from '@app/config';
+import {
+  SessionRepository,
+  WebhookRepository,
+  webhookTargetId,
+  type DeliveryRecord,
+  type WebhookTarget,
+} from '@app/status-store';
+import type { DeliveryQueryDto, WebhookTargetDto, WebhookTargetInputDto } from './webhook.dto.js';
+
+const MAX_TARGETS = 10;
+const DELIVERY_ID = /^evt_[0-9a-z]{9}[0-9a-f]{16}_[gs][0-9a-f]{12}$/;
+
+/** Webhook targets of sessions, and the deliveries made to them (listing, replay). */
+@Injectable()
+export class WebhooksService {
+  constructor(
+    private readonly config: AppConfig,
+    private readonly sessions: SessionRepository,
+    private readonly webhooks: WebhookRepository,
+  ) {}
+
+  /** The targets a session's events go to: WEBHOOK_URLS first, then its own. Secrets hidden. */
+  async targets(sessionId: string): Promise<WebhookTargetDto[]> {
+    await this.existing(sessionId);
+    const own = await this.webhooks.sessionTargets(sessionId);
+    return [...this.webhooks.globalTargets(), ...own].map((target) => ({
+      ...view(target),
+      secret: `${target.secret.slice(0, 10)}…`,
+    }));
+  }
+
+  /** Replaces a session's own targets. Secrets in full in the answer (and only there). */
+  async setTargets(sessionId: string, input: WebhookTargetInputDto[]): Promise<WebhookTargetDto[]> {
+    await this.existing(sessionId);
+    if (input.length > MAX_TARGETS)
+      throw new AppError('BAD_REQUEST', `a session has at most ${MAX_TARGETS} webhook targets`);
+    const urls = new Set<string>();
+    for (const [index, target] of input.entries()) {
+      const problem = urlProblem(target.url, this.config.WEBHOOK_ALLOW_PRIVATE_URLS);
+      if (problem) throw new AppError('BAD_REQUEST', `[${index}] url ${problem}`);
+      if (urls.has(target.url))
+        throw new AppError('BAD_REQUEST', `[${index}] url ${target.url} is listed twice`);
+      urls.add(target.url);
+    }
+    const current = new Map(
+      (await this.webhooks.sessionTargets(sessionId)).map((target) => [target.url, target]),
+    );
+    const targets: WebhookTarget[] = input.map((target) => ({
+      id: webhookTargetId('session', target.url),
+      url: target.url,
+      events: target.events,
+      // Kept when omitted, so a client can change events without re-keying its receiver.
+      secret:
+        target.secret ??
+        current.get(target.url)?.secret ??
+        `whsec_${randomBytes(32).toString('base64')}`,
+      includeQr: target.includeQr ?? false,
+      scope: 'session',
+    }));
+    await this.webhooks.setSessionTargets(sessionId, targets);
+    return targets.map(view);
+  }
+
+  async deliveries(query: DeliveryQueryDto): Promise<DeliveryRecord[]> {
+    return this.webhooks.list({
+      status: query.status,
+      sessionId: query.sessionId,
+      limit: query.limit ?? 50,
+    });
+  }
+
+  async delivery(deliveryId: string): Promise<DeliveryRecord> {
+    if (!DELIVERY_ID.test(deliveryId))
+      throw new AppError('BAD_REQUEST', 'id must be a delivery id (evt_..._...)');
+    const delivery = await this.webhooks.delivery(deliveryId);
+    if (!delivery) throw new AppError('NOT_FOUND', `Delivery ${deliveryId} does not exist`);
+    return delivery;
+  }
+
+  /** Puts a failed delivery back in line (after what its target has pending). */
+  async replay(deliveryId: string): Promise<DeliveryRecord> {
+    await this.delivery(deliveryId);
+    const result = await this.webhooks.replay(deliveryId);
+    if (result === 'missing')
+      throw new AppError('NOT_FOUND', `Delivery ${deliveryId} does not exist`);
+    if (result === 'not-failed')
+      throw new AppError(
+        'CONFLICT',
+        `Delivery ${deliveryId} has not failed; only failed ones are replayed`,
+      );
+    if (result === 'event-gone')
+      throw new AppError('CONFLICT', `The event of ${deliveryId} expired (WEBHOOK_RETENTION_MS)`);
+    return this.delivery(deliveryId);
+  }
+
+  private async existing(sessionId: string): Promise<void> {
+    assertSessionId(sessionId);
+    if (!(await this.sessions.exists(sessionId)))
+      throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
+  }
+}
+
+function view(target: WebhookTarget): WebhookTargetDto {
+  const { id, url, events, secret, includeQr, scope } = target;
+  return { id, url, events, secret, includeQr, scope };
+}

@@ -1,0 +1,210 @@
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type BeforeApplicationShutdown,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
+import { getSharedConfigToken } from '@nestjs/bullmq';
+import { DelayedError, UnrecoverableError, Worker, type Job, type QueueOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { AppConfig } from '@app/config';
+import {
+  JobName,
+  QUEUE_JOBS,
+  QueueProducer,
+  WEBHOOK_QUEUE,
+  type JobPayloads,
+  type WebhookJobName,
+} from '@app/queue';
+import { RedisKeys, WebhookRepository, createRedis } from '@app/status-store';
+import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
+import { WebhookDeliveryService, type DeliveryJob } from './webhook-delivery.service.js';
+
+/** How often the chains are walked for heads without a job (after a crash) and the backlog. */
+const SWEEP_MS = 10_000;
+const SWEEP_BATCH = 200;
+
+type Handlers = {
+  [N in WebhookJobName]: (job: Job<JobPayloads[N]>, token?: string) => Promise<unknown>;
+};
+
+/**
+ * Delivers webhooks: one BullMQ worker on the webhook queue (WEBHOOK_CONCURRENCY at once,
+ * never two of one session+target chain, since only a chain's head has a job). Heads are
+ * scheduled when an event creates them (pub/sub nudge), when a delivery finishes (its
+ * successor), and by a periodic sweep that repairs whatever a crash left without a job.
+ */
+@Injectable()
+export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly log = new Logger(WebhookConsumer.name);
+  private worker?: Worker;
+  private connection?: Redis;
+  private subscriber?: Redis;
+  private timer?: NodeJS.Timeout;
+  private draining?: Promise<void>;
+  private drainAgain = false;
+  private stopped = false;
+  private readonly handlers: Handlers = {
+    [JobName.DeliverWebhook]: (job, token) => this.deliver(job, token),
+  };
+
+  constructor(
+    @Inject(getSharedConfigToken()) private readonly bullOptions: QueueOptions,
+    private readonly config: AppConfig,
+    private readonly keys: RedisKeys,
+    private readonly webhooks: WebhookRepository,
+    private readonly deliveries: WebhookDeliveryService,
+    private readonly queues: QueueProducer,
+    private readonly metrics: WorkerMetrics,
+  ) {
+    const missing = QUEUE_JOBS.webhooks.filter((name) => !this.handlers[name]);
+    if (missing.length) throw new Error(`no processor for job names: ${missing.join(', ')}`);
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    // Blocking BullMQ and pub/sub connections retry forever: one each, whatever the load.
+    this.connection = createRedis(this.config.REDIS_URL, { blocking: true, name: 'webhooks' });
+    this.worker = new Worker(WEBHOOK_QUEUE, (job, token) => this.process(job, token), {
+      ...this.bullOptions,
+      connection: this.connection,
+      concurrency: this.config.WEBHOOK_CONCURRENCY,
+      // A delivery whose worker died is picked up again after ~2 x 15 s (lock renewed meanwhile).
+      lockDuration: 15_000,
+      stalledInterval: 15_000,
+      maxStalledCount: 5,
+      autorun: false,
+    });
+    this.worker.on('failed', (job, err) => void this.onFailed(job, err));
+    this.worker.on('error', (err) => this.log.warn({ err: err.message }, 'webhook worker error'));
+    void this.worker
+      .run()
+      .catch((err: Error) => this.log.error({ err: err.message }, 'webhook worker stopped'));
+    this.subscriber = createRedis(this.config.REDIS_URL, { blocking: true, name: 'webhook-kick' });
+    this.subscriber.on('message', () => void this.drain());
+    await this.subscriber.subscribe(this.keys.webhookKick());
+    this.timer = setInterval(() => void this.sweep(), SWEEP_MS);
+    void this.sweep();
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
+    await this.draining?.catch(() => undefined);
+    // Lets deliveries in flight finish (each bounded by WEBHOOK_TIMEOUT_MS).
+    await this.worker?.close();
+    await this.connection?.quit().catch(() => this.connection?.disconnect());
+  }
+
+  /** Gives a job to every delivery that became the head of its chain (coalesced). */
+  drain(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    if (this.draining) {
+      this.drainAgain = true;
+      return this.draining;
+    }
+    this.draining = (async () => {
+      do {
+        this.drainAgain = false;
+        try {
+          for (;;) {
+            const heads = await this.webhooks.takeNewHeads(500);
+            if (heads.length === 0) break;
+            await this.schedule(heads).catch(async (err: Error) => {
+              await this.webhooks.returnNewHeads(heads.map((head) => head.deliveryId));
+              throw err;
+            });
+          }
+        } catch (err) {
+          this.log.warn(
+            { err: (err as Error).message },
+            'webhook heads not scheduled; the sweep retries',
+          );
+        }
+      } while (this.drainAgain && !this.stopped);
+    })().finally(() => (this.draining = undefined));
+    return this.draining;
+  }
+
+  /**
+   * Every chain's head should have a job: a head without one (the worker died between
+   * finishing a delivery and scheduling the next) gets it now. Also counts the backlog.
+   */
+  async sweep(): Promise<void> {
+    try {
+      const chains = await this.webhooks.chainHeads();
+      const backlog = new Map<string, number>();
+      for (const chain of chains)
+        backlog.set(chain.targetId, (backlog.get(chain.targetId) ?? 0) + chain.length);
+      this.metrics.setWebhookBacklog(backlog);
+      const queue = this.queues.webhookQueue();
+      for (let i = 0; i < chains.length; i += SWEEP_BATCH) {
+        const batch = chains.slice(i, i + SWEEP_BATCH).filter((chain) => chain.head);
+        const states = await Promise.all(batch.map((chain) => queue.getJobState(chain.head!)));
+        const orphans = batch.filter((_, index) => states[index] === 'unknown');
+        await this.schedule(
+          orphans.map((chain) => ({
+            deliveryId: chain.head!,
+            sessionId: chain.sessionId,
+            targetId: chain.targetId,
+          })),
+        );
+      }
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'webhook sweep failed');
+    }
+    await this.drain();
+  }
+
+  private schedule(jobs: DeliveryJob[]): Promise<void> {
+    // Exhausting these needs a delivery to crash its worker repeatedly (see onFailed).
+    return this.queues.enqueueDeliveries(jobs, this.config.WEBHOOK_MAX_ATTEMPTS);
+  }
+
+  private process(job: Job, token?: string): Promise<unknown> {
+    const handler = this.handlers[job.name as WebhookJobName];
+    if (!handler) throw new UnrecoverableError(`unknown job name ${job.name}`);
+    return handler(job, token);
+  }
+
+  private async deliver(job: Job<DeliveryJob>, token?: string): Promise<unknown> {
+    const outcome = await this.deliveries.deliver(job.data);
+    if (outcome.result === 'retry') {
+      // The same job waits: the chain's later deliveries stay behind it.
+      await job.moveToDelayed(outcome.retryAt, token);
+      throw new DelayedError();
+    }
+    if (outcome.next) {
+      await this.schedule([{ ...job.data, deliveryId: outcome.next }]);
+    }
+    return outcome.result;
+  }
+
+  /** A job that broke outside the delivery's own handling (stalled, Redis errors) too often. */
+  private async onFailed(job: Job | undefined, err: Error): Promise<void> {
+    if (!job || err instanceof DelayedError) return;
+    if (job.attemptsMade < (job.opts.attempts ?? 1) && !(err instanceof UnrecoverableError)) return;
+    const data = job.data as DeliveryJob;
+    try {
+      const delivery = await this.webhooks.delivery(data.deliveryId);
+      if (delivery?.status === 'pending') {
+        await this.webhooks.markFailed(data.deliveryId, {
+          statusCode: delivery.lastStatusCode,
+          error: `delivery broke off: ${err.message}`,
+        });
+      }
+      const next = await this.webhooks.finish({
+        id: data.deliveryId,
+        sessionId: data.sessionId,
+        targetId: data.targetId,
+      });
+      if (next) await this.schedule([{ ...data, deliveryId: next }]);
+    } catch (failure) {
+      this.log.warn(
+        { deliveryId: data.deliveryId, err: (failure as Error).message },
+        'failed webhook job not recorded; the sweep retries it',
+      );
+    }
+  }
+}

@@ -1,0 +1,110 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { AppConfig } from '@app/config';
+import type { JobName, JobPayloads } from '@app/queue';
+import { WebhookRepository, renderEvent } from '@app/status-store';
+import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
+import { WebhookSender, type AttemptOutcome } from './webhook-sender.service.js';
+
+/** The longest wait between two attempts, and the longest Retry-After honoured. */
+const MAX_BACKOFF_MS = 3_600_000;
+const MAX_RETRY_AFTER_MS = 24 * 3_600_000;
+
+export type DeliveryJob = JobPayloads[JobName.DeliverWebhook];
+
+export type DeliveryResult =
+  | { result: 'delivered' | 'failed' | 'done'; next: string | null }
+  | { result: 'retry'; retryAt: number };
+
+/**
+ * Makes one attempt of the delivery at the head of a (session, target) chain. Delivered, or
+ * failed for good, it leaves the chain and the next delivery of that chain is returned; a
+ * retryable failure keeps it at the head (nothing behind it overtakes) until `retryAt`.
+ */
+@Injectable()
+export class WebhookDeliveryService {
+  private readonly log = new Logger(WebhookDeliveryService.name);
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly webhooks: WebhookRepository,
+    private readonly sender: WebhookSender,
+    private readonly metrics: WorkerMetrics,
+  ) {}
+
+  async deliver(job: DeliveryJob): Promise<DeliveryResult> {
+    const delivery = await this.webhooks.delivery(job.deliveryId);
+    // Expired (retention) or already done: only the chain needs to move on.
+    if (!delivery || delivery.status !== 'pending') return this.done(job, 'done');
+    const [target, event] = await Promise.all([
+      this.webhooks.target(delivery.sessionId, delivery.targetId),
+      this.webhooks.event(delivery.eventId),
+    ]);
+    if (!target || !event) {
+      const error = !target ? 'the target was removed' : 'the event expired';
+      await this.webhooks.markFailed(delivery.id, { statusCode: null, error });
+      this.metrics.webhookAttempt(delivery, 'failed');
+      return this.done(job, 'failed');
+    }
+    const attempt = await this.webhooks.startAttempt(delivery.id);
+    const body = JSON.stringify(renderEvent(event, target, this.config.BASE_URL ?? ''));
+    const outcome = await this.sender.post(target, event.id, body);
+    if (outcome.ok) {
+      const latencyMs = Math.max(0, Date.now() - Date.parse(event.timestamp));
+      await this.webhooks.markDelivered(delivery.id, {
+        statusCode: outcome.statusCode!,
+        latencyMs,
+      });
+      this.metrics.webhookAttempt(delivery, 'delivered', latencyMs);
+      return this.done(job, 'delivered');
+    }
+    if (outcome.retryable && attempt < this.config.WEBHOOK_MAX_ATTEMPTS) {
+      const retryAt = Date.now() + this.retryDelay(attempt, outcome);
+      await this.webhooks.markRetrying(delivery.id, {
+        statusCode: outcome.statusCode,
+        error: outcome.error ?? 'failed',
+        nextAttemptAt: new Date(retryAt),
+      });
+      this.metrics.webhookAttempt(delivery, 'retry');
+      this.log.warn(
+        { deliveryId: delivery.id, url: target.url, attempt, err: outcome.error },
+        'webhook delivery failed, retrying',
+      );
+      return { result: 'retry', retryAt };
+    }
+    const error = outcome.retryable
+      ? `${outcome.error} (gave up after ${attempt} attempts)`
+      : (outcome.error ?? 'failed');
+    await this.webhooks.markFailed(delivery.id, { statusCode: outcome.statusCode, error });
+    this.metrics.webhookAttempt(delivery, 'failed');
+    this.log.warn(
+      { deliveryId: delivery.id, url: target.url, attempt, err: error },
+      'webhook delivery failed',
+    );
+    return this.done(job, 'failed');
+  }
+
+  /**
+   * Exponential from WEBHOOK_BACKOFF_MS with jitter (half fixed, half random, so receivers
+   * that failed together do not retry together), at least what Retry-After asks.
+   */
+  retryDelay(attempt: number, outcome: Pick<AttemptOutcome, 'retryAfterMs'>): number {
+    const exponential = Math.min(
+      MAX_BACKOFF_MS,
+      this.config.WEBHOOK_BACKOFF_MS * 2 ** (attempt - 1),
+    );
+    const jittered = exponential / 2 + Math.random() * (exponential / 2);
+    return Math.round(Math.max(jittered, Math.min(outcome.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS)));
+  }
+
+  private async done(
+    job: DeliveryJob,
+    result: 'delivered' | 'failed' | 'done',
+  ): Promise<DeliveryResult> {
+    const next = await this.webhooks.finish({
+      id: job.deliveryId,
+      sessionId: job.sessionId,
+      targetId: job.targetId,
+    });
+    return { result, next };
+  }
+}

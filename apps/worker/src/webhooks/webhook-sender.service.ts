@@ -1,0 +1,138 @@
+import { Injectable } from '@nestjs/common';
+import http from 'node:http';
+import https from 'node:https';
+import { Webhook } from 'standardwebhooks';
+import { createSafeAgents } from '@app/common';
+import { AppConfig } from '@app/config';
+import type { WebhookTarget } from '@app/status-store';
+
+/** What one attempt came to. `retryable` follows the Standard Webhooks retry rules. */
+export interface AttemptOutcome {
+  ok: boolean;
+  /** null: no HTTP answer (network error, timeout, refused address). */
+  statusCode: number | null;
+  retryable: boolean;
+  /** From a Retry-After header on 429/503, in ms. */
+  retryAfterMs: number | null;
+  error: string | null;
+  durationMs: number;
+}
+
+/** How much of a receiver's error answer is kept for the delivery record. */
+const ERROR_BODY_BYTES = 512;
+
+/**
+ * Posts one signed event to one target: Standard Webhooks headers (webhook-id,
+ * webhook-timestamp, webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">),
+ * a time limit, no redirects followed, and the connection refused to private addresses
+ * unless WEBHOOK_ALLOW_PRIVATE_URLS.
+ */
+@Injectable()
+export class WebhookSender {
+  private readonly agents: { http: http.Agent; https: https.Agent };
+
+  constructor(private readonly config: AppConfig) {
+    this.agents = createSafeAgents(config.WEBHOOK_ALLOW_PRIVATE_URLS);
+  }
+
+  async post(target: WebhookTarget, eventId: string, body: string): Promise<AttemptOutcome> {
+    const startedAt = performance.now();
+    const now = new Date();
+    const headers = {
+      'content-type': 'application/json',
+      'user-agent': 'whatsapp-gateway/webhooks',
+      'webhook-id': eventId,
+      'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
+      'webhook-signature': new Webhook(target.secret).sign(eventId, now, body),
+    };
+    const outcome = await this.request(target.url, headers, body);
+    return { ...outcome, durationMs: Math.round(performance.now() - startedAt) };
+  }
+
+  private request(
+    url: string,
+    headers: Record<string, string>,
+    body: string,
+  ): Promise<Omit<AttemptOutcome, 'durationMs'>> {
+    const timeoutMs = this.config.WEBHOOK_TIMEOUT_MS;
+    return new Promise((resolve) => {
+      let parsed: URL;
+      try {
+        parsed = new URL(url);
+      } catch {
+        return resolve(noAnswer(`${url} is not a URL`, false));
+      }
+      const client = parsed.protocol === 'https:' ? https : http;
+      const agent = parsed.protocol === 'https:' ? this.agents.https : this.agents.http;
+      const request = client.request(
+        parsed,
+        {
+          method: 'POST',
+          agent,
+          headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+          signal: AbortSignal.timeout(timeoutMs),
+        },
+        (response) => {
+          const statusCode = response.statusCode ?? 0;
+          const chunks: Buffer[] = [];
+          let size = 0;
+          response.on('data', (chunk: Buffer) => {
+            if (size < ERROR_BODY_BYTES) chunks.push(chunk);
+            size += chunk.length;
+          });
+          response.on('error', () => undefined);
+          response.on('close', () => {
+            const text = Buffer.concat(chunks).toString('utf8').slice(0, ERROR_BODY_BYTES);
+            resolve(answered(statusCode, response.headers['retry-after'], text));
+          });
+        },
+      );
+      request.on('error', (err) => {
+        if (err.name === 'AbortError' || err.name === 'TimeoutError')
+          return resolve(noAnswer(`no answer within WEBHOOK_TIMEOUT_MS (${timeoutMs} ms)`, true));
+        // The filtering agent refuses forbidden addresses with a descriptive message.
+        const refused = /not allowed|forbidden|private|meta/i.test(err.message);
+        resolve(
+          noAnswer(
+            refused ? `target refused: ${err.message}` : `unreachable: ${err.message}`,
+            !refused,
+          ),
+        );
+      });
+      request.end(body);
+    });
+  }
+}
+
+function noAnswer(error: string, retryable: boolean): Omit<AttemptOutcome, 'durationMs'> {
+  return { ok: false, statusCode: null, retryable, retryAfterMs: null, error };
+}
+
+function answered(
+  statusCode: number,
+  retryAfter: string | undefined,
+  text: string,
+): Omit<AttemptOutcome, 'durationMs'> {
+  if (statusCode >= 200 && statusCode < 300)
+    return { ok: true, statusCode, retryable: false, retryAfterMs: null, error: null };
+  const retryable = statusCode >= 500 || statusCode === 408 || statusCode === 429;
+  const reason =
+    statusCode >= 300 && statusCode < 400
+      ? `answered HTTP ${statusCode} (redirects are not followed)`
+      : `answered HTTP ${statusCode}${text ? `: ${text.replace(/\s+/g, ' ').trim()}` : ''}`;
+  return {
+    ok: false,
+    statusCode,
+    retryable,
+    retryAfterMs: retryable ? parseRetryAfter(retryAfter) : null,
+    error: reason,
+  };
+}
+
+/** Retry-After as seconds or an HTTP date, in ms from now; null when absent or unreadable. */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): number | null {
+  if (!value) return null;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? null : Math.max(0, at - now);
+}

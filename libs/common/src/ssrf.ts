@@ -1,0 +1,74 @@
+import http from 'node:http';
+import https from 'node:https';
+import { BlockList, isIP } from 'node:net';
+import { RequestFilteringHttpAgent, RequestFilteringHttpsAgent } from 'request-filtering-agent';
+
+/**
+ * HTTP agents that refuse to connect to private, loopback, link-local and cloud-metadata
+ * addresses (request-filtering-agent checks the resolved IP at connect time, so a DNS name
+ * pointing inside is refused too). Media downloads and webhook deliveries go through them.
+ */
+export function createSafeAgents(allowPrivate: boolean): { http: http.Agent; https: https.Agent } {
+  const options = {
+    allowPrivateIPAddress: allowPrivate,
+    allowMetaIPAddress: allowPrivate,
+    keepAlive: false,
+  };
+  return {
+    http: new RequestFilteringHttpAgent(options),
+    https: new RequestFilteringHttpsAgent(options),
+  };
+}
+
+// Addresses no public URL names (RFC 6890 special-purpose ranges that matter for SSRF).
+const INTERNAL = new BlockList();
+for (const [network, prefix] of [
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['224.0.0.0', 3],
+] as const)
+  INTERNAL.addSubnet(network, prefix, 'ipv4');
+for (const [network, prefix] of [
+  ['::', 128],
+  ['::1', 128],
+  ['::ffff:0:0', 96],
+  ['64:ff9b::', 96],
+  ['fc00::', 7],
+  ['fe80::', 10],
+  ['ff00::', 8],
+] as const)
+  INTERNAL.addSubnet(network, prefix, 'ipv6');
+
+/**
+ * Why a URL may not be called from the server, or null when it may. Names are only refused
+ * when they are plainly local; what a name resolves to is checked when connecting
+ * (createSafeAgents). The WHATWG parser has already turned 127.1 or 0x7f000001 into 127.0.0.1.
+ */
+export function urlProblem(value: string, allowPrivate: boolean): string | null {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return 'is not a URL';
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return 'must be http:// or https://';
+  if (url.username || url.password) return 'must not carry a user name or password';
+  if (allowPrivate) return null;
+  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  const family = isIP(host);
+  if (family === 0) {
+    return host === 'localhost' || host.endsWith('.localhost') || host.endsWith('.internal')
+      ? 'names a local host (private addresses are refused)'
+      : null;
+  }
+  return INTERNAL.check(host, family === 4 ? 'ipv4' : 'ipv6')
+    ? `names a private, loopback or reserved address (${host})`
+    : null;
+}

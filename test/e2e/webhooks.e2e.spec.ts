@@ -1,0 +1,351 @@
+import { eventually } from '../support/eventually.js';
+import { Stack } from '../support/stack.js';
+import { WebhookReceiver } from '../support/webhook-receiver.js';
+
+const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+const OTHER_SECRET = 'whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCBrZXkh';
+
+const WEBHOOK_ENV = {
+  WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+  WEBHOOK_BACKOFF_MS: '20',
+  WEBHOOK_TIMEOUT_MS: '2000',
+};
+
+const setTargets = (stack: Stack, targets: unknown, sessionId = 'main') =>
+  stack.call('PUT', `/api/v1/sessions/${sessionId}/webhooks`, targets);
+
+const statusesOf = (events: any[], messageId: string) =>
+  events
+    .filter((event) => event.type === 'message.status' && event.data.id === messageId)
+    .map((event) => event.data.status);
+
+describe('webhooks', () => {
+  let stack: Stack;
+  const receivers: WebhookReceiver[] = [];
+  const receiver = async (...args: Parameters<typeof WebhookReceiver.start>) => {
+    const started = await WebhookReceiver.start(...args);
+    receivers.push(started);
+    return started;
+  };
+
+  beforeAll(async () => {
+    stack = await Stack.start(WEBHOOK_ENV);
+    await stack.waitReady();
+  });
+  afterEach(async () => {
+    await setTargets(stack, []);
+    for (const r of receivers.splice(0)) await r.close();
+  });
+  afterAll(() => stack.close());
+
+  it("delivers a text's whole life in order, each signed so standardwebhooks verifies it", async () => {
+    const hook = await receiver();
+    const put = await setTargets(stack, [
+      { url: hook.url, events: ['message.status'], secret: SECRET },
+    ]);
+    expect(put.status).toBe(200);
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915123456789',
+      text: 'hello',
+    });
+    const id = sent.body.data.id;
+    await eventually(() =>
+      expect(statusesOf(hook.events(), id)).toEqual([
+        'queued',
+        'sending',
+        'sent',
+        'delivered',
+        'read',
+      ]),
+    );
+    const verified = hook.verified(SECRET);
+    expect(verified).toHaveLength(5);
+    for (const request of hook.requests)
+      expect(request.headers['webhook-id']).toBe(request.body.id);
+    const sequences = hook.events().map((event) => event.sequence);
+    expect(sequences).toEqual([...sequences].sort((a, b) => a - b));
+    expect(hook.events()[4]).toMatchObject({
+      type: 'message.status',
+      sessionId: 'main',
+      data: { id, status: 'read', to: '4915123456789', error: null },
+    });
+    expect(() => hook.verified(OTHER_SECRET)).toThrow();
+  });
+
+  it('sends an injected incoming message as message.received and lists it', async () => {
+    const hook = await receiver();
+    await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
+    const injected = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915111111111',
+      text: 'where is my order?',
+    });
+    await eventually(() => expect(hook.events()).toHaveLength(1));
+    expect(hook.verified(SECRET)[0]).toMatchObject({
+      type: 'message.received',
+      sessionId: 'main',
+      data: {
+        id: injected.body.data.id,
+        direction: 'in',
+        from: '4915111111111@c.us',
+        body: 'where is my order?',
+        type: 'text',
+      },
+    });
+    const list = await stack.call('GET', '/api/v1/sessions/main/messages?direction=in&limit=1');
+    expect(list.body.data.items[0].id).toBe(injected.body.data.id);
+  });
+
+  it('retries 500 three times, then delivers once: 4 attempts with the same webhook-id', async () => {
+    const hook = await receiver((n) => (n <= 3 ? 500 : 200));
+    await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
+    await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915122222222',
+      text: 'retry me',
+    });
+    await eventually(() => expect(hook.requests).toHaveLength(4));
+    expect(new Set(hook.requests.map((r) => r.headers['webhook-id'])).size).toBe(1);
+    const [delivery] = (
+      await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=main&limit=1')
+    ).body.data;
+    expect(delivery).toMatchObject({ status: 'delivered', attempts: 4, lastStatusCode: 200 });
+    expect(delivery.id).toBe(`${hook.requests[0].headers['webhook-id']}_${delivery.targetId}`);
+  });
+
+  it('takes a 400 as final, lists it as failed, and delivers it on replay with the same id', async () => {
+    const hook = await receiver((n) => (n === 1 ? 400 : 200));
+    await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
+    await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915133333333',
+      text: 'refused once',
+    });
+    const failed = await eventually(async () => {
+      const list = await stack.call('GET', '/api/v1/webhooks/deliveries?status=failed');
+      const found = list.body.data.find((d: any) => d.url === hook.url);
+      expect(found).toBeDefined();
+      return found;
+    });
+    expect(failed).toMatchObject({ attempts: 1, lastStatusCode: 400 });
+    expect(failed.lastError).toMatch(/HTTP 400/);
+    expect(hook.requests).toHaveLength(1);
+
+    const replay = await stack.call('POST', `/api/v1/webhooks/deliveries/${failed.id}/replay`);
+    expect(replay.status).toBe(202);
+    await eventually(async () => {
+      const one = await stack.call('GET', `/api/v1/webhooks/deliveries/${failed.id}`);
+      expect(one.body.data).toMatchObject({ status: 'delivered', replays: 1 });
+    });
+    expect(hook.requests).toHaveLength(2);
+    expect(hook.requests[1].headers['webhook-id']).toBe(hook.requests[0].headers['webhook-id']);
+    const again = await stack.call('POST', `/api/v1/webhooks/deliveries/${failed.id}/replay`);
+    expect(again.status).toBe(409);
+  });
+
+  it('waits at least what Retry-After asks after a 429', async () => {
+    const hook = await receiver((n) =>
+      n === 1 ? { status: 429, headers: { 'retry-after': '1' } } : 200,
+    );
+    await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
+    await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915144444444',
+      text: 'slow down',
+    });
+    await eventually(() => expect(hook.requests).toHaveLength(2));
+    expect(hook.requests[1].at - hook.requests[0].at).toBeGreaterThanOrEqual(950);
+  });
+
+  it('keeps delivering to one target and sending while another target never answers', async () => {
+    const stuck = await receiver(() => 'hang');
+    const healthy = await receiver();
+    await setTargets(stack, [
+      { url: stuck.url, events: ['message.status'], secret: SECRET },
+      { url: healthy.url, events: ['message.status'], secret: SECRET },
+    ]);
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const sent = await stack.call('POST', '/api/v1/messages/text', {
+        to: `491515555555${i}`,
+        text: `while stuck ${i}`,
+      });
+      ids.push(sent.body.data.id);
+    }
+    for (const id of ids) await stack.waitForStatus(id, 'read');
+    await eventually(() => {
+      for (const id of ids)
+        expect(statusesOf(healthy.events(), id)).toEqual([
+          'queued',
+          'sending',
+          'sent',
+          'delivered',
+          'read',
+        ]);
+    });
+    // The stuck target still holds its first event; nothing behind it overtook it.
+    expect(stuck.events()).toHaveLength(1);
+    expect(stuck.events()[0].data).toMatchObject({ id: ids[0], status: 'queued' });
+  });
+
+  it('sends session.status on every change, with the QR only to targets that ask for it', async () => {
+    const plain = await receiver();
+    const withQr = await receiver();
+    await setTargets(stack, [
+      { url: plain.url, events: ['session.status'], secret: SECRET },
+      { url: withQr.url, events: ['session.status'], secret: SECRET, includeQr: true },
+    ]);
+    await stack.call('POST', '/api/v1/sessions/main/logout');
+    const seen = (hook: WebhookReceiver) => hook.events().map((event) => event.data.status);
+    await eventually(() => {
+      expect(seen(plain)).toContain('QR');
+      expect(seen(plain).at(-1)).toBe('READY');
+      expect(seen(withQr).at(-1)).toBe('READY');
+    });
+    expect(seen(plain)).toEqual(seen(withQr));
+    const qrOf = (hook: WebhookReceiver) =>
+      hook.events().find((event) => event.data.status === 'QR').data;
+    expect(qrOf(plain)).not.toHaveProperty('qr');
+    expect(qrOf(withQr).qr).toMatch(/^sandbox:main:/);
+    await stack.waitReady();
+  });
+
+  it('keeps a target secret when a PUT omits it, makes one when new, and hides it on GET', async () => {
+    const first = await setTargets(stack, [
+      { url: 'http://127.0.0.1:9/a', events: ['message.status'], secret: SECRET },
+      { url: 'http://127.0.0.1:9/b', events: ['message.status'] },
+    ]);
+    expect(first.body.data[0].secret).toBe(SECRET);
+    expect(first.body.data[1].secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
+    const second = await setTargets(stack, [
+      { url: 'http://127.0.0.1:9/a', events: ['message.received', 'message.status'] },
+    ]);
+    expect(second.body.data[0]).toMatchObject({
+      secret: SECRET,
+      events: ['message.received', 'message.status'],
+      scope: 'session',
+    });
+    const got = await stack.call('GET', '/api/v1/sessions/main/webhooks');
+    expect(got.body.data).toHaveLength(1);
+    expect(got.body.data[0].secret).toBe(`${SECRET.slice(0, 10)}…`);
+  });
+
+  it('answers bad targets, filters and delivery ids with 400/404/409 in the envelope', async () => {
+    const target = { url: 'https://example.com/hook', events: ['message.status'] };
+    const cases: [string, string, unknown, number][] = [
+      ['PUT', '/api/v1/sessions/main/webhooks', { ...target }, 400],
+      ['PUT', '/api/v1/sessions/main/webhooks', [{ ...target, url: 'not a url' }], 400],
+      ['PUT', '/api/v1/sessions/main/webhooks', [{ ...target, url: 'ftp://example.com/x' }], 400],
+      ['PUT', '/api/v1/sessions/main/webhooks', [{ ...target, events: [] }], 400],
+      ['PUT', '/api/v1/sessions/main/webhooks', [{ ...target, events: ['message.sent'] }], 400],
+      ['PUT', '/api/v1/sessions/main/webhooks', [{ ...target, secret: 'hunter2' }], 400],
+      ['PUT', '/api/v1/sessions/main/webhooks', [{ ...target, extra: 1 }], 400],
+      ['PUT', '/api/v1/sessions/main/webhooks', [target, target], 400],
+      [
+        'PUT',
+        '/api/v1/sessions/main/webhooks',
+        Array(11)
+          .fill(0)
+          .map((_, i) => ({ ...target, url: `https://example.com/${i}` })),
+        400,
+      ],
+      ['PUT', '/api/v1/sessions/nope/webhooks', [target], 404],
+      ['GET', '/api/v1/sessions/nope/webhooks', undefined, 404],
+      ['GET', '/api/v1/webhooks/deliveries?status=lost', undefined, 400],
+      ['GET', '/api/v1/webhooks/deliveries?limit=1000', undefined, 400],
+      ['GET', '/api/v1/webhooks/deliveries?sessionId=a%20b', undefined, 400],
+      ['GET', '/api/v1/webhooks/deliveries/nope', undefined, 400],
+      [
+        'GET',
+        '/api/v1/webhooks/deliveries/evt_000000000aaaaaaaaaaaaaaaa_s000000000000',
+        undefined,
+        404,
+      ],
+      [
+        'POST',
+        '/api/v1/webhooks/deliveries/evt_000000000aaaaaaaaaaaaaaaa_s000000000000/replay',
+        undefined,
+        404,
+      ],
+    ];
+    for (const [method, path, body, status] of cases) {
+      const answer = await stack.call(method, path, body);
+      expect({ path, body, status: answer.status }).toEqual({ path, body, status });
+      expect(answer.body.ok).toBe(false);
+    }
+  });
+});
+
+describe('webhook targets on private addresses', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({}, { worker: false });
+  });
+  afterAll(() => stack.close());
+
+  it('refuses loopback, private, link-local and metadata targets unless allowed', async () => {
+    for (const url of [
+      'http://127.0.0.1/hook',
+      'http://127.1/hook',
+      'http://0x7f000001/hook',
+      'http://2130706433/hook',
+      'http://[::1]/hook',
+      'http://[::ffff:127.0.0.1]/hook',
+      'http://10.1.2.3/hook',
+      'http://192.168.0.10/hook',
+      'http://169.254.169.254/latest/meta-data',
+      'http://[fd00::1]/hook',
+      'http://[fe80::1]/hook',
+      'http://0.0.0.0/hook',
+      'http://localhost:8080/hook',
+      'http://user:pw@example.com/hook',
+    ]) {
+      const answer = await setTargets(stack, [{ url, events: ['message.status'] }]);
+      expect({ url, status: answer.status }).toEqual({ url, status: 400 });
+      expect(answer.body.error.code).toBe('BAD_REQUEST');
+    }
+    const ok = await setTargets(stack, [
+      { url: 'https://example.com/hook', events: ['session.status'] },
+    ]);
+    expect(ok.status).toBe(200);
+  });
+});
+
+describe('global webhook targets', () => {
+  let stack: Stack;
+  let hook: WebhookReceiver;
+  beforeAll(async () => {
+    hook = await WebhookReceiver.start();
+    stack = await Stack.start({ ...WEBHOOK_ENV, WEBHOOK_URLS: hook.url, WEBHOOK_SECRET: SECRET });
+    await stack.waitReady();
+  });
+  afterAll(async () => {
+    await stack.close();
+    await hook.close();
+  });
+
+  it('sends every session event to WEBHOOK_URLS, signed with WEBHOOK_SECRET, without the QR', async () => {
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915166666666',
+      text: 'x',
+    });
+    await stack.waitForStatus(sent.body.data.id, 'read');
+    await eventually(() =>
+      expect(statusesOf(hook.events(), sent.body.data.id)).toEqual([
+        'queued',
+        'sending',
+        'sent',
+        'delivered',
+        'read',
+      ]),
+    );
+    const types = new Set(hook.verified(SECRET).map((event) => event.type));
+    expect(types).toContain('session.status');
+    const qr = hook.events().find((event) => event.data.status === 'QR');
+    expect(qr?.data).not.toHaveProperty('qr');
+    const targets = await stack.call('GET', '/api/v1/sessions/main/webhooks');
+    expect(targets.body.data).toEqual([
+      expect.objectContaining({
+        url: hook.url,
+        scope: 'global',
+        secret: `${SECRET.slice(0, 10)}…`,
+      }),
+    ]);
+  });
+});
