@@ -1,4 +1,6 @@
+import { WebhookConsumer } from '../../apps/worker/src/webhooks/webhook-consumer.service.js';
 import { eventually } from '../support/eventually.js';
+import { parsePrometheus } from '../support/prometheus.js';
 import { Stack } from '../support/stack.js';
 import { WebhookReceiver } from '../support/webhook-receiver.js';
 
@@ -204,6 +206,38 @@ describe('webhooks', () => {
     expect(qrOf(plain)).not.toHaveProperty('qr');
     expect(qrOf(withQr).qr).toMatch(/^sandbox:main:/);
     await stack.waitReady();
+  });
+
+  it('counts deliveries by result, their latency, and the backlog per target in the worker metrics', async () => {
+    const scrape = async () =>
+      parsePrometheus(await (await fetch(`${stack.workerUrl}/metrics`)).text());
+    const value = (samples: Awaited<ReturnType<typeof scrape>>, name: string, labels = {}) =>
+      samples
+        .filter(
+          (s) => s.name === name && Object.entries(labels).every(([key, v]) => s.labels[key] === v),
+        )
+        .reduce((sum, s) => sum + s.value, 0);
+    const before = await scrape();
+    const hook = await receiver((n) => (n === 1 ? 503 : n === 2 ? 'hang' : 200));
+    await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
+    for (const text of ['one', 'two', 'three'])
+      await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+        from: '4915177777777',
+        text,
+      });
+    // First attempt 503 (retry), second hangs: all three wait in the target's chain.
+    await eventually(() => expect(hook.requests).toHaveLength(2));
+    const target = (await stack.call('GET', '/api/v1/sessions/main/webhooks')).body.data[0].id;
+    await stack.worker!.get(WebhookConsumer).sweep();
+    const during = await scrape();
+    expect(value(during, 'wa_webhook_backlog', { target })).toBe(3);
+    expect(
+      value(during, 'wa_webhook_deliveries_total', { result: 'retry', event: 'message.received' }) -
+        value(before, 'wa_webhook_deliveries_total', {
+          result: 'retry',
+          event: 'message.received',
+        }),
+    ).toBe(1);
   });
 
   it('keeps a target secret when a PUT omits it, makes one when new, and hides it on GET', async () => {

@@ -38,8 +38,6 @@ for (const [network, prefix] of [
 for (const [network, prefix] of [
   ['::', 128],
   ['::1', 128],
-  ['::ffff:0:0', 96],
-  ['64:ff9b::', 96],
   ['fc00::', 7],
   ['fe80::', 10],
   ['ff00::', 8],
@@ -68,6 +66,10 @@ export function urlProblem(value: string, allowPrivate: boolean): string | null 
       ? 'names a local host (private addresses are refused)'
       : null;
   }
+  // IPv4 written as IPv6 (::ffff:7f00:1, NAT64) is refused whatever it names: no public
+  // target needs that spelling. (BlockList would match such subnets against every IPv4.)
+  if (family === 6 && /^(::ffff:|64:ff9b::)/.test(host))
+    return `names an IPv4 address in IPv6 form (${host})`;
   return INTERNAL.check(host, family === 4 ? 'ipv4' : 'ipv6')
     ? `names a private, loopback or reserved address (${host})`
     : null;

@@ -554,6 +554,38 @@ describe('WwebjsEngine incoming messages', () => {
     await h.engine.stop();
   });
 
+  it('downloads at most two media of a session at a time, across chats', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const releases: (() => void)[] = [];
+    const downloadMedia = vi.fn(
+      () =>
+        new Promise<{ mimetype: string; data: string }>((resolve) =>
+          releases.push(() =>
+            resolve({ mimetype: 'image/jpeg', data: base64(Buffer.from('jpg')) }),
+          ),
+        ),
+    );
+    for (const chat of ['4915100000001@c.us', '4915100000002@c.us', '4915100000003@c.us'])
+      client.emit(
+        'message',
+        received(`D-${chat}`, { from: chat, type: 'image', hasMedia: true, downloadMedia }),
+      );
+    await settle();
+    expect(downloadMedia).toHaveBeenCalledTimes(2);
+    releases.shift()!();
+    await settle();
+    expect(downloadMedia).toHaveBeenCalledTimes(3);
+    for (const release of releases.splice(0)) release();
+    await settle();
+    expect(h.messages.map((message) => message.chatId).sort()).toEqual([
+      '4915100000001@c.us',
+      '4915100000002@c.us',
+      '4915100000003@c.us',
+    ]);
+    await h.engine.stop();
+  });
+
   it('does not download media WhatsApp says is over the cap, and tells why', async () => {
     const h = harness({ mediaMaxBytes: 1_000 });
     const client = await startReady(h);

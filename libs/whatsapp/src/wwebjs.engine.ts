@@ -187,6 +187,8 @@ const FROM_ME_MAX_WAIT_MS = 60_000;
 const OWN_SENT_LIMIT = 1_000;
 const LOOKUP_TIMEOUT_MS = 10_000;
 const MEDIA_DOWNLOAD_TIMEOUT_MS = 120_000;
+// Each download holds its media twice (base64 from the page, then bytes): bounded per session.
+const MEDIA_DOWNLOADS = 2;
 const STATUS_BROADCAST = 'status@broadcast';
 
 type Watchdog = 'start' | 'qr' | 'ready';
@@ -222,6 +224,9 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private readonly ownSent = new Set<string>();
   private readonly sendsInFlight = new Set<number>();
   private sendCount = 0;
+  /** Media downloads running, and those waiting for a slot (memory: MEDIA_DOWNLOADS x cap). */
+  private downloads = 0;
+  private readonly downloadQueue: (() => void)[] = [];
 
   constructor(
     readonly sessionId: string,
@@ -626,9 +631,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     }
     let downloaded: WwebjsMediaLike | undefined | null;
     try {
-      downloaded = await withTimeout(
-        msg.downloadMedia?.() ?? Promise.resolve(undefined),
-        MEDIA_DOWNLOAD_TIMEOUT_MS,
+      downloaded = await this.downloadSlot(() =>
+        withTimeout(msg.downloadMedia?.() ?? Promise.resolve(undefined), MEDIA_DOWNLOAD_TIMEOUT_MS),
       );
     } catch (thrown) {
       const error = `download failed: ${toError(thrown).message}`;
@@ -647,6 +651,19 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     const size = Buffer.byteLength(downloaded.data, 'base64');
     if (size > cap) return { mimetype, filename, size, error: tooLarge(size, cap) };
     return { mimetype, filename, size, data: Buffer.from(downloaded.data, 'base64') };
+  }
+
+  /** Runs a media download when fewer than MEDIA_DOWNLOADS of this session's are running. */
+  private async downloadSlot<T>(download: () => Promise<T>): Promise<T> {
+    if (this.downloads >= MEDIA_DOWNLOADS)
+      await new Promise<void>((resolve) => this.downloadQueue.push(resolve));
+    this.downloads++;
+    try {
+      return await download();
+    } finally {
+      this.downloads--;
+      this.downloadQueue.shift()?.();
+    }
   }
 
   /**

@@ -1,0 +1,41 @@
+import { urlProblem } from './ssrf.js';
+
+describe('urlProblem', () => {
+  it.each([
+    'http://127.0.0.1/',
+    'http://127.1/',
+    'http://0x7f000001/',
+    'http://2130706433/',
+    'http://017700000001/',
+    'http://0.0.0.0/',
+    'http://[::1]/',
+    'http://[::]/',
+    'http://[::ffff:127.0.0.1]/',
+    'http://[::ffff:7f00:1]/',
+    'http://10.0.0.1/',
+    'http://172.16.5.4/',
+    'http://192.168.1.1/',
+    'http://100.64.0.1/',
+    'http://169.254.169.254/latest/meta-data/',
+    'http://[fd00:ec2::254]/',
+    'http://[fe80::1]/',
+    'http://localhost/',
+    'http://api.localhost/',
+    'http://metadata.google.internal/',
+  ])('refuses %s by default and allows it when private addresses are allowed', (url) => {
+    expect(urlProblem(url, false)).toMatch(/private|local|IPv6 form/);
+    expect(urlProblem(url, true)).toBeNull();
+  });
+
+  it.each(['https://example.com/hook', 'http://8.8.8.8/x', 'https://[2606:4700::1111]/'])(
+    'allows the public %s',
+    (url) => expect(urlProblem(url, false)).toBeNull(),
+  );
+
+  it('refuses what is not an http(s) URL, and credentials in it, whatever is allowed', () => {
+    expect(urlProblem('not a url', true)).toBe('is not a URL');
+    expect(urlProblem('ftp://example.com/x', true)).toBe('must be http:// or https://');
+    expect(urlProblem('file:///etc/passwd', true)).toBe('must be http:// or https://');
+    expect(urlProblem('https://user:pw@example.com/', true)).toMatch(/user name or password/);
+  });
+});
