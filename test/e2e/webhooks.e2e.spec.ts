@@ -95,6 +95,11 @@ describe('webhooks', () => {
     });
     const list = await stack.call('GET', '/api/v1/sessions/main/messages?direction=in&limit=1');
     expect(list.body.data.items[0].id).toBe(injected.body.data.id);
+    // Delivered everywhere: the event is not kept for the whole retention.
+    const eventKey = stack.keys.webhookEvent(hook.events()[0].id);
+    await eventually(async () =>
+      expect(await stack.redis.pttl(eventKey)).toBeLessThanOrEqual(3_600_000),
+    );
   });
 
   it('retries 500 three times, then delivers once: 4 attempts with the same webhook-id', async () => {
@@ -140,6 +145,37 @@ describe('webhooks', () => {
     expect(hook.requests[1].headers['webhook-id']).toBe(hook.requests[0].headers['webhook-id']);
     const again = await stack.call('POST', `/api/v1/webhooks/deliveries/${failed.id}/replay`);
     expect(again.status).toBe(409);
+  });
+
+  it('keeps delivered deliveries and their event an hour, failed ones for WEBHOOK_RETENTION_MS', async () => {
+    const ok = await receiver();
+    const refusing = await receiver(() => 410);
+    await setTargets(stack, [
+      { url: ok.url, events: ['message.received'], secret: SECRET },
+      { url: refusing.url, events: ['message.received'], secret: SECRET },
+    ]);
+    await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915188888888',
+      text: 'kept how long?',
+    });
+    await eventually(() => {
+      expect(ok.events()).toHaveLength(1);
+      expect(refusing.events()).toHaveLength(1);
+    });
+    const eventId = ok.events()[0].id;
+    const deliveries = await eventually(async () => {
+      const list = (await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=main&limit=2'))
+        .body.data;
+      expect(list.map((d: any) => d.status).sort()).toEqual(['delivered', 'failed']);
+      return list;
+    });
+    const ttl = (key: string) => stack.redis.pttl(key);
+    const delivered = deliveries.find((d: any) => d.status === 'delivered');
+    const failed = deliveries.find((d: any) => d.status === 'failed');
+    expect(await ttl(stack.keys.webhookDelivery(delivered.id))).toBeLessThanOrEqual(3_600_000);
+    expect(await ttl(stack.keys.webhookDelivery(failed.id))).toBeGreaterThan(6 * 86_400_000);
+    // The failed delivery may be replayed: its event stays as long.
+    expect(await ttl(stack.keys.webhookEvent(eventId))).toBeGreaterThan(6 * 86_400_000);
   });
 
   it('waits at least what Retry-After asks after a 429', async () => {

@@ -45,9 +45,12 @@ local function publish_event(session_id, event_type, make_event)
         local event = make_event()
         event.id, event.type, event.timestamp, event.sessionId = event_id, event_type, now_iso, session_id
         event.sequence = redis.call('INCR', P.sequence .. session_id)
-        redis.call('SET', P.event .. event_id, cjson.encode(event), 'PX', retention)
+        redis.call('HSET', P.event .. event_id, 'json', cjson.encode(event))
+        redis.call('PEXPIRE', P.event .. event_id, retention)
         written = true
       end
+      -- Deliveries still to make; the event is kept for retention while any is.
+      redis.call('HINCRBY', P.event .. event_id, 'pending', 1)
       local id = event_id .. '_' .. t.id
       local key = P.delivery .. id
       redis.call('HSET', key, 'id', id, 'eventId', event_id, 'eventType', event_type,

@@ -47,12 +47,30 @@ redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', '0')
 redis.call('HDEL', KEYS[1], 'failedAt', 'nextAttemptAt')
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('HINCRBY', KEYS[6], 'pending', 1)
 redis.call('PEXPIRE', KEYS[6], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
 if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
   redis.call('SADD', KEYS[4], ARGV[1])
   redis.call('SADD', KEYS[3], KEYS[2])
   redis.call('PUBLISH', ARGV[3], '1')
+end
+return 1
+`);
+
+/**
+ * How long a delivered delivery (and an event none of whose deliveries is pending or failed)
+ * stays readable. Failed ones stay WEBHOOK_RETENTION_MS, for replay; delivered ones only need
+ * to be seen for a while, and at 1,000 events/s a week of them would not fit in memory.
+ */
+export const DELIVERED_KEEP_MS = 3_600_000;
+
+// KEYS[1] delivery, [2] event; ARGV[1] fields (JSON, flat), [2] keep ms
+const DELIVERED = new LuaScript(`
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('HINCRBY', KEYS[2], 'pending', -1) <= 0 and redis.call('PTTL', KEYS[2]) > tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 return 1
 `);
@@ -117,7 +135,7 @@ export class WebhookRepository {
   }
 
   async event(eventId: string): Promise<StoredEvent | null> {
-    const json = await this.redis.get(this.keys.webhookEvent(eventId));
+    const json = await this.redis.hget(this.keys.webhookEvent(eventId), 'json');
     return json ? (JSON.parse(json) as StoredEvent) : null;
   }
 
@@ -137,19 +155,33 @@ export class WebhookRepository {
     return attempts;
   }
 
+  /** Delivered: kept DELIVERED_KEEP_MS; its event too once nothing else needs it. */
   async markDelivered(
-    deliveryId: string,
+    delivery: Pick<DeliveryRecord, 'id' | 'eventId'>,
     outcome: { statusCode: number; latencyMs: number },
     now = new Date(),
   ): Promise<void> {
-    await this.redis.hset(this.keys.webhookDelivery(deliveryId), {
-      status: 'delivered',
-      deliveredAt: now.toISOString(),
-      lastStatusCode: String(outcome.statusCode),
-      latencyMs: String(outcome.latencyMs),
-      lastError: '',
-      nextAttemptAt: '',
-    });
+    await DELIVERED.run(
+      this.redis,
+      [this.keys.webhookDelivery(delivery.id), this.keys.webhookEvent(delivery.eventId)],
+      [
+        JSON.stringify([
+          'status',
+          'delivered',
+          'deliveredAt',
+          now.toISOString(),
+          'lastStatusCode',
+          String(outcome.statusCode),
+          'latencyMs',
+          String(outcome.latencyMs),
+          'lastError',
+          '',
+          'nextAttemptAt',
+          '',
+        ]),
+        DELIVERED_KEEP_MS,
+      ],
+    );
   }
 
   /** An attempt failed and another follows at `nextAttemptAt`. */

@@ -50,7 +50,7 @@ export class WebhookDeliveryService {
     const outcome = await this.sender.post(target, event.id, body);
     if (outcome.ok) {
       const latencyMs = Math.max(0, Date.now() - Date.parse(event.timestamp));
-      await this.webhooks.markDelivered(delivery.id, {
+      await this.webhooks.markDelivered(delivery, {
         statusCode: outcome.statusCode!,
         latencyMs,
       });
