@@ -279,3 +279,35 @@ describe('message retention', () => {
     expect(await stack.redis.zscore(stack.keys.sessionMessages('main'), body.data.id)).toBeNull();
   });
 });
+
+describe('giving up on a message', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({}, { worker: false });
+  });
+  afterAll(() => stack.close());
+
+  it('fails only a message that is still unsent, atomically, whoever gives up on it', async () => {
+    const messages = stack.api!.get(MessageRepository);
+    const error = { code: 'EXPIRED', message: 'too late' };
+    const base = { sessionId: 'main', to: '4915100000001', chatId: '4915100000001@c.us' };
+    await messages.create({ ...base, id: 'queued-one', type: 'text', text: 'a' });
+    await messages.create({ ...base, id: 'sending-one', type: 'text', text: 'b' });
+    await messages.markSending('sending-one', 1);
+    await messages.create({ ...base, id: 'taken-one', type: 'text', text: 'c' });
+    await messages.markSending('taken-one', 1);
+    // WhatsApp took it (engine id saved) while another path decided to give up.
+    await messages.markSent({ id: 'taken-one', sessionId: 'main' }, 'engine-1');
+    await messages.advance('taken-one', 'delivered');
+
+    expect(await messages.failIfUnsent('queued-one', error)).toBe(true);
+    expect(await messages.failIfUnsent('sending-one', error)).toBe(true);
+    expect(await messages.failIfUnsent('taken-one', error)).toBe(false);
+    expect(await messages.failIfUnsent('queued-one', error)).toBe(false);
+    expect(await messages.failIfUnsent('missing-one', error)).toBe(false);
+
+    expect(await messages.get('queued-one')).toMatchObject({ status: 'failed', error });
+    expect(await messages.get('sending-one')).toMatchObject({ status: 'failed', error });
+    expect(await messages.get('taken-one')).toMatchObject({ status: 'delivered', error: null });
+  });
+});

@@ -94,6 +94,22 @@ return 1
 `,
   ),
 );
+// Fails a message only while it is still unsent (queued or sending, no engine id): the one
+// rule for every path that gives up on a message (expiry, a deleted session, a job that
+// broke off), checked and applied atomically. KEYS[1] message; ARGV[7] fields (JSON, flat)
+const FAIL_IF_UNSENT = new LuaScript(
+  withEventPublishing(
+    SNAPSHOT +
+      `
+local status, engine_id, session_id = unpack(redis.call('HMGET', KEYS[1], 'status', 'engineMessageId', 'sessionId'))
+if (status ~= 'queued' and status ~= 'sending') or (engine_id and engine_id ~= '') then return 0 end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
+publish_event(session_id, 'message.status', snapshot)
+return 1
+`,
+  ),
+);
+
 const RANK_TABLE = Object.entries(STATUS_RANK)
   .map(([status, rank]) => `${status}=${rank}`)
   .join(',');
@@ -177,6 +193,26 @@ export class MessageRepository {
       { status: 'failed', error: JSON.stringify(error), failedAt: now.toISOString() },
       now,
     );
+  }
+
+  /** Fails the message if it is still unsent; returns whether it did. */
+  async failIfUnsent(messageId: string, error: MessageError, now = new Date()): Promise<boolean> {
+    const failed = await FAIL_IF_UNSENT.run(
+      this.redis,
+      [this.keys.message(messageId)],
+      [
+        ...this.events.build(now),
+        JSON.stringify([
+          'status',
+          'failed',
+          'error',
+          JSON.stringify(error),
+          'failedAt',
+          now.toISOString(),
+        ]),
+      ],
+    );
+    return failed === 1;
   }
 
   /**

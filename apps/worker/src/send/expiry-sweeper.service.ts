@@ -53,16 +53,11 @@ export class ExpirySweeper implements OnApplicationBootstrap, BeforeApplicationS
           .getJobs(['waiting', 'prioritized', 'delayed'], 0, BATCH - 1, true);
         for (const job of jobs) {
           if (!job?.id || now - job.timestamp <= this.config.MESSAGE_TTL_MS) continue;
-          const record = await this.messages.get(job.data.messageId);
-          if (
-            record &&
-            (record.status === 'queued' || record.status === 'sending') &&
-            !record.engineMessageId
-          ) {
-            await this.messages.markFailed(record.id, {
-              code: 'EXPIRED',
-              message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms); session ${sessionId} was not ready`,
-            });
+          const failed = await this.messages.failIfUnsent(job.data.messageId, {
+            code: 'EXPIRED',
+            message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms); session ${sessionId} was not ready`,
+          });
+          if (failed) {
             this.metrics.sendFailed(sessionId, 'EXPIRED', true);
             expired++;
           }

@@ -134,17 +134,11 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
       const queue = this.queues.queueFor(sessionId);
       const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed']);
       for (const job of jobs) {
-        const record = job ? await this.messages.get(job.data.messageId) : null;
-        if (
-          record &&
-          (record.status === 'queued' || record.status === 'sending') &&
-          !record.engineMessageId
-        ) {
-          await this.messages.markFailed(record.id, {
-            code: 'SESSION_LOGGED_OUT',
-            message: `session ${sessionId} was deleted before the message was sent`,
-          });
-        }
+        if (!job) continue;
+        await this.messages.failIfUnsent(job.data.messageId, {
+          code: 'SESSION_LOGGED_OUT',
+          message: `session ${sessionId} was deleted before the message was sent`,
+        });
       }
       await queue.obliterate({ force: true });
     } catch (err) {
@@ -197,9 +191,13 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
     const exhausted =
       job.attemptsMade >= (job.opts.attempts ?? 1) || err instanceof UnrecoverableError;
     if (!exhausted) return;
-    const record = await this.messages.get(job.data.messageId).catch(() => null);
-    if (record && (record.status === 'queued' || record.status === 'sending')) {
-      await this.messages.markFailed(record.id, { code: 'SEND_FAILED', message: err.message });
-    }
+    await this.messages
+      .failIfUnsent(job.data.messageId, { code: 'SEND_FAILED', message: err.message })
+      .catch((failure: Error) =>
+        this.log.warn(
+          { messageId: job.data.messageId, err: failure.message },
+          'failed job not recorded on its message',
+        ),
+      );
   }
 }

@@ -55,10 +55,11 @@ export class SendService {
     if (record.engineMessageId || FINAL_OR_SENT.has(record.status)) return 'already-sent';
     if (record.status === 'failed') return 'already-failed';
     if (Date.now() - Date.parse(record.createdAt) > this.config.MESSAGE_TTL_MS) {
-      await this.messages.markFailed(messageId, {
+      const expired = await this.messages.failIfUnsent(messageId, {
         code: 'EXPIRED',
         message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`,
       });
+      if (!expired) return 'already-sent';
       this.metrics.sendFailed(sessionId, 'EXPIRED', true);
       return 'expired';
     }
