@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { MessageRepository } from '@app/status-store';
+import { MessageRepository, PacingRepository } from '@app/status-store';
 import { QueueProducer, JobName } from '@app/queue';
 import { EngineError, textFingerprint } from '@app/whatsapp';
 import { SendService } from '../../apps/worker/src/send/send.service.js';
@@ -26,6 +26,30 @@ describe('pacing', () => {
     expect(times).toHaveLength(5);
     for (let i = 1; i < times.length; i++)
       expect(times[i] - times[i - 1]).toBeGreaterThanOrEqual(300);
+  });
+});
+
+describe('pacing across owners', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ SEND_MIN_INTERVAL_MS: '1500' });
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it("paces a session's first send on this worker against the last send of its previous owner", async () => {
+    // Another worker sent on this session just now (it recorded the time in Redis, then died);
+    // this worker has never sent on it, so only Redis knows.
+    await stack.worker!.get(PacingRepository).recordSend('main', 1500);
+    const previousSendAt = Number(await stack.redis.get(stack.keys.lastSend('main')));
+    const { body } = await sendText(stack, '4915199999999', 'after a takeover');
+    await stack.waitForStatus(body.data.id, ['sent', 'delivered', 'read']);
+    const sent = stack.sandbox().sends.at(-1)!;
+    expect(sent.at.getTime() - previousSendAt).toBeGreaterThanOrEqual(1500);
+    // And this send is recorded for whoever sends next.
+    expect(Number(await stack.redis.get(stack.keys.lastSend('main')))).toBeGreaterThanOrEqual(
+      sent.at.getTime() - 5,
+    );
   });
 });
 

@@ -50,6 +50,10 @@ export class RedisKeys {
   worker(workerId: string): string {
     return `${this.root}:worker:${workerId}`;
   }
+  /** When the session's last engine send ended (Redis server time, ms): pacing across owners. */
+  lastSend(sessionId: string): string {
+    return `${this.root}:last-send:${sessionId}`;
+  }
   /** The worker that owns (drives) a session, while its lease lasts. */
   lease(sessionId: string): string {
     return `${this.root}:lease:${sessionId}`;

@@ -11,6 +11,7 @@ import { IdempotencyRepository } from './idempotency.repository.js';
 import { LeaseRepository } from './lease.repository.js';
 import { EventScriptArgs } from './event-script.js';
 import { IncomingRepository } from './incoming.repository.js';
+import { PacingRepository } from './pacing.repository.js';
 import { WebhookRepository, webhookTargetId } from './webhook.repository.js';
 import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
 
@@ -50,6 +51,7 @@ import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
     LeaseRepository,
     IncomingRepository,
     WebhookRepository,
+    PacingRepository,
   ],
   exports: [
     REDIS,
@@ -61,6 +63,7 @@ import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
     LeaseRepository,
     IncomingRepository,
     WebhookRepository,
+    PacingRepository,
   ],
 })
 export class StatusStoreModule implements OnApplicationShutdown {

@@ -1,7 +1,7 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppConfig } from '@app/config';
-import { MessageRepository, type MessageRecord } from '@app/status-store';
+import { MessageRepository, PacingRepository, type MessageRecord } from '@app/status-store';
 import {
   EngineError,
   MediaFetcher,
@@ -41,6 +41,7 @@ export class SendService {
   constructor(
     private readonly config: AppConfig,
     private readonly messages: MessageRepository,
+    private readonly pacing: PacingRepository,
     private readonly sessions: SessionManager,
     private readonly media: MediaFetcher,
     private readonly metrics: WorkerMetrics,
@@ -91,7 +92,7 @@ export class SendService {
       // Measured from the end of this call: a pause (GC, load) between taking the time and
       // calling the engine can then only widen the gap, never shrink it below the interval.
       const engineMessageId = await this.callEngine(engine, record, media).finally(() =>
-        this.lastSendAt.set(sessionId, performance.now()),
+        this.recordSend(sessionId),
       );
       await this.messages.markSent(record, engineMessageId);
       endSend();
@@ -147,13 +148,33 @@ export class SendService {
       : engine.sendText(record.chatId, record.text ?? '');
   }
 
+  /**
+   * Waits until SEND_MIN_INTERVAL_MS has passed since the session's last engine call: on this
+   * worker's monotonic clock (immune to wall-clock steps), and in Redis, where the last send
+   * of a previous owner of the session is recorded (a takeover is paced too).
+   */
   private async waitForInterval(sessionId: string): Promise<void> {
+    const interval = this.config.SEND_MIN_INTERVAL_MS;
+    if (interval === 0) return;
     const last = this.lastSendAt.get(sessionId);
-    if (last === undefined) return;
     // Timers may fire a millisecond early; loop until the interval has really passed.
-    for (let wait = last + this.config.SEND_MIN_INTERVAL_MS - performance.now(); wait > 0;) {
+    for (let wait = last === undefined ? 0 : last + interval - performance.now(); wait > 0;) {
       await sleep(wait);
-      wait = last + this.config.SEND_MIN_INTERVAL_MS - performance.now();
+      wait = last! + interval - performance.now();
     }
+    for (let wait = await this.pacing.waitMs(sessionId, interval); wait > 0;) {
+      await sleep(wait);
+      wait = await this.pacing.waitMs(sessionId, interval);
+    }
+  }
+
+  private async recordSend(sessionId: string): Promise<void> {
+    this.lastSendAt.set(sessionId, performance.now());
+    const interval = this.config.SEND_MIN_INTERVAL_MS;
+    if (interval === 0) return;
+    await this.pacing.recordSend(sessionId, interval).catch((err: Error) =>
+      // The local clock still paces this worker; only a takeover right now could be early.
+      this.log.warn({ sessionId, err: err.message }, 'last send time not recorded in Redis'),
+    );
   }
 }
