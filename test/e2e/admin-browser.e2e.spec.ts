@@ -6,6 +6,7 @@ import { SessionRepository, type ObservedSession } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { Stack } from '../support/stack.js';
+import { WebhookReceiver } from '../support/webhook-receiver.js';
 
 // Debian's Chromium (installed by .ci/run); never a downloaded browser.
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -80,6 +81,8 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       ADMIN_PASSWORD: PASSWORD,
       SANDBOX_LINK_DELAY_MS: 'manual',
       SANDBOX_ACK_DELAY_MS: '300',
+      WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+      WEBHOOK_BACKOFF_MS: '20',
     });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -213,6 +216,95 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     await context.close();
     expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 120_000);
+
+  it('receives a test message with the form, lists it, and replays its failed delivery', async () => {
+    // Refuses the first delivery (400: final, so it fails), accepts the replay.
+    const hook = await WebhookReceiver.start((n) => (n === 1 ? 400 : 200));
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 1280, height: 860 },
+    });
+    try {
+      await watch(context, problems);
+      const page = await context.newPage();
+      await page.goto(`${stack.url}/admin/sessions/main`);
+      await waitForBadge(page, 'QR');
+      await page.click('[data-link-now]');
+      await waitForBadge(page, 'READY');
+      const put = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
+        { url: hook.url, events: ['message.received'] },
+      ]);
+      expect(put.status).toBe(200);
+      // The targets table follows the poll: the new target shows without a reload.
+      await page.waitForFunction(
+        (url) => document.querySelector('[data-targets] .url')?.textContent === url,
+        hook.url,
+        { timeout: 10_000 },
+      );
+      await page.evaluate(() => ((window as unknown as { marker: number }).marker = 7));
+
+      await page.fill('#receive-from', '+49 151 2345 6789');
+      await page.fill('#receive-text', 'Is my order on its way?');
+      await page.click('[data-receive-test] button[type="submit"]');
+      await page.waitForFunction(
+        () => document.querySelector('[data-flash]')?.textContent?.includes('received'),
+        undefined,
+        { timeout: 10_000 },
+      );
+      const firstRow = page.locator('[data-incoming] tr').first();
+      await page.waitForFunction(
+        () =>
+          document.querySelector('[data-incoming] tr .preview')?.textContent ===
+          'Is my order on its way?',
+        undefined,
+        { timeout: 10_000 },
+      );
+      expect(await firstRow.locator('td').nth(1).textContent()).toBe('+4915123456789');
+      expect(await firstRow.locator('td').nth(2).textContent()).toBe('text');
+
+      // Its delivery was refused: a red "failed" badge with the answer, and a Replay button.
+      const delivery = page.locator('[data-deliveries] tr').first();
+      await page.waitForFunction(
+        () => document.querySelector('[data-deliveries] .badge')?.textContent === 'failed',
+        undefined,
+        { timeout: 10_000 },
+      );
+      expect(await delivery.locator('.badge').getAttribute('class')).toBe('badge badge-bad');
+      expect(await delivery.locator('.answer').textContent()).toBe('answered HTTP 400: nope 400');
+      expect(await delivery.locator('.event').textContent()).toBe('message.received');
+      await page.screenshot({
+        path: join(ARTIFACTS, '12-session-webhooks-failed.png'),
+        fullPage: true,
+      });
+
+      await delivery.getByRole('button', { name: 'Replay' }).click();
+      await page.waitForFunction(
+        () => document.querySelector('[data-flash]')?.textContent?.includes('queued again'),
+        undefined,
+        { timeout: 10_000 },
+      );
+      await page.waitForFunction(
+        () => document.querySelector('[data-deliveries] .badge')?.textContent === 'delivered',
+        undefined,
+        { timeout: 10_000 },
+      );
+      expect(await delivery.locator('.badge').getAttribute('class')).toBe('badge badge-ok');
+      expect(await delivery.locator('.answer').textContent()).toBe('HTTP 200');
+      expect(await delivery.getByRole('button', { name: 'Replay' }).count()).toBe(0);
+      expect(hook.requests).toHaveLength(2);
+      expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(7);
+      // Never a webhook secret on the page.
+      expect(await page.content()).not.toContain('whsec_');
+
+      await page.screenshot({ path: '/tmp/admin-session-webhooks.png', fullPage: true });
+      await page.screenshot({ path: join(ARTIFACTS, '13-session-webhooks.png'), fullPage: true });
+    } finally {
+      await context.close();
+      await stack.call('PUT', '/api/v1/sessions/main/webhooks', []);
+      await hook.close();
+    }
+    expect(problems).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
 
   it('fits a phone screen', async () => {
     const context = await browser.newContext({

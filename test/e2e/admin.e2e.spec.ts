@@ -1,5 +1,6 @@
 import { eventually } from '../support/eventually.js';
 import { Stack } from '../support/stack.js';
+import { WebhookReceiver } from '../support/webhook-receiver.js';
 
 const USER = 'admin';
 const PASSWORD = 'correct horse battery staple';
@@ -320,6 +321,314 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
       expect(answer.status).toBe(503);
       expect(answer.json.error.code).toBe('UNAVAILABLE');
     });
+  });
+});
+
+describe('the session page: received messages and webhooks (sandbox engine)', () => {
+  const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+  const GLOBAL_SECRET = 'whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCBrZXkh';
+  const PNG =
+    'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==';
+  const UNKNOWN_DELIVERY = 'evt_000000000aaaaaaaaaaaaaaaa_s000000000000';
+  let stack: Stack;
+  let hook: WebhookReceiver;
+  let globalHook: WebhookReceiver;
+  let globalUrl: string;
+  let headers: Record<string, string>;
+
+  const detail = async () => {
+    const answer = await request(stack, 'GET', '/api/admin/sessions/main');
+    expect(answer.status).toBe(200);
+    return answer.json.data;
+  };
+
+  beforeAll(async () => {
+    // The session's own target refuses the first delivery (400: final), then accepts.
+    hook = await WebhookReceiver.start((n) => (n === 1 ? 400 : 200));
+    globalHook = await WebhookReceiver.start();
+    // WEBHOOK_URLS may carry a password in the URL: a secret the page must not show either.
+    globalUrl = globalHook.url.replace('http://', 'http://ops:pa55word@');
+    stack = await Stack.start({
+      ADMIN_USERNAME: USER,
+      ADMIN_PASSWORD: PASSWORD,
+      WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+      WEBHOOK_BACKOFF_MS: '20',
+      WEBHOOK_URLS: globalUrl,
+      WEBHOOK_SECRET: GLOBAL_SECRET,
+    });
+    await stack.waitReady();
+    const { token, cookie } = await csrf(stack);
+    headers = { cookie, 'x-csrf-token': token };
+  });
+  afterAll(async () => {
+    await stack?.close();
+    await hook?.close();
+    await globalHook?.close();
+  });
+
+  it('receives a test message through the admin route and lists it in the JSON and the page', async () => {
+    const answer = await request(stack, 'POST', '/api/admin/sessions/main/sandbox/incoming', {
+      json: { from: '+49 (151) 2345-6789', text: 'Where is my parcel?' },
+      headers,
+    });
+    expect(answer.status).toBe(202);
+    expect(answer.json.data.id).toMatch(/^in_[0-9a-f]{24}$/);
+    const received = await eventually(async () => {
+      const [newest] = (await detail()).recentIncoming;
+      expect(newest?.id).toBe(answer.json.data.id);
+      return newest;
+    });
+    expect(received).toEqual({
+      id: answer.json.data.id,
+      chatId: '4915123456789@c.us',
+      from: '4915123456789@c.us',
+      fromPhone: '4915123456789',
+      isGroup: false,
+      type: 'text',
+      timestamp: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+      receivedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+      preview: 'Where is my parcel?',
+      media: null,
+    });
+    const page = await request(stack, 'GET', '/admin/sessions/main');
+    expect(page.text).toContain('Last 10 received messages');
+    expect(page.text).toContain('<td class="preview">Where is my parcel?</td>');
+    expect(page.text).toContain('<td class="nowrap">+4915123456789</td>');
+    expect(page.text).toContain('Receive a test message from');
+  });
+
+  it('shows a group message with media by type and size, and cuts a long text', async () => {
+    const long = `${'ab '.repeat(100)}end`;
+    const injected = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915100000001',
+      groupId: '120363025246125486@g.us',
+      text: long,
+      media: { mimetype: 'image/png', filename: 'dot.png', dataBase64: PNG },
+    });
+    expect(injected.status).toBe(202);
+    const size = Buffer.from(PNG, 'base64').length;
+    const received = await eventually(async () => {
+      const [newest] = (await detail()).recentIncoming;
+      expect(newest?.id).toBe(injected.body.data.id);
+      return newest;
+    });
+    const preview = `${'ab '.repeat(100).replace(/ $/, '')}`.slice(0, 159);
+    expect(received).toMatchObject({
+      chatId: '120363025246125486@g.us',
+      fromPhone: '4915100000001',
+      isGroup: true,
+      type: 'image',
+      preview: `${preview}…`,
+      media: { mimetype: 'image/png', size },
+    });
+    expect(Object.keys(received.media)).toEqual(['mimetype', 'size']);
+    expect(received.preview).toHaveLength(160);
+    const page = await request(stack, 'GET', '/admin/sessions/main');
+    expect(page.text).toContain(
+      '<td class="nowrap">+4915100000001 <span class="tag" title="120363025246125486@g.us">group</span></td>',
+    );
+    expect(page.text).toContain(`image<span class="cell-note">image/png · ${size} B</span>`);
+    // The media bytes need an API key: the page does not link to them.
+    expect(page.text).not.toContain('/media');
+  });
+
+  it('refuses a test message without CSRF (403), with a bad body (400), for an unknown session (404)', async () => {
+    const before = (await detail()).recentIncoming.length;
+    const noToken = await request(stack, 'POST', '/api/admin/sessions/main/sandbox/incoming', {
+      json: { from: '4915123456789', text: 'forged' },
+    });
+    expect(noToken.status).toBe(403);
+    expect(noToken.json).toMatchObject({ ok: false, error: { code: 'FORBIDDEN' } });
+    const foreign = await request(stack, 'POST', '/api/admin/sessions/main/sandbox/incoming', {
+      json: { from: '4915123456789', text: 'forged' },
+      headers: { ...headers, origin: 'https://evil.example' },
+    });
+    expect(foreign.status).toBe(403);
+    for (const body of [
+      { from: 'nobody', text: 'x' },
+      { from: '4915123456789', text: '' },
+      { from: '4915123456789' },
+      { from: '4915123456789', text: 'x', groupId: '120363025246125486@g.us' },
+    ]) {
+      const bad = await request(stack, 'POST', '/api/admin/sessions/main/sandbox/incoming', {
+        json: body,
+        headers,
+      });
+      expect(bad.status, JSON.stringify(body)).toBe(400);
+      expect(bad.json.ok).toBe(false);
+      expect(bad.json.error.code).toBe('BAD_REQUEST');
+    }
+    const unknown = await request(stack, 'POST', '/api/admin/sessions/nosuch/sandbox/incoming', {
+      json: { from: '4915123456789', text: 'x' },
+      headers,
+    });
+    expect(unknown.status).toBe(404);
+    expect(unknown.json.error).toMatchObject({
+      code: 'NOT_FOUND',
+      message: 'Session nosuch does not exist',
+    });
+    const malformed = await request(stack, 'POST', '/api/admin/sessions/-x/sandbox/incoming', {
+      json: { from: '4915123456789', text: 'x' },
+      headers,
+    });
+    expect(malformed.status).toBe(400);
+    expect((await detail()).recentIncoming).toHaveLength(before);
+  });
+
+  it('lists the webhook targets, global and own, without any secret in the JSON or the page', async () => {
+    const put = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
+      { url: hook.url, events: ['message.received'], secret: SECRET },
+    ]);
+    expect(put.status).toBe(200);
+    const data = await detail();
+    expect(data.webhookTargets).toEqual([
+      {
+        id: expect.stringMatching(/^g[0-9a-f]{12}$/),
+        url: globalHook.url.replace('http://', 'http://ops:***@'),
+        events: ['message.received', 'message.status', 'session.status'],
+        includeQr: false,
+        scope: 'global',
+      },
+      {
+        id: put.body.data[0].id,
+        url: hook.url,
+        events: ['message.received'],
+        includeQr: false,
+        scope: 'session',
+      },
+    ]);
+    const page = await request(stack, 'GET', '/admin/sessions/main');
+    expect(page.text).toContain(`<td class="url">${hook.url}</td>`);
+    expect(page.text).toContain('<code class="event">message.received</code>');
+    for (const shown of [JSON.stringify(data), page.text]) {
+      expect(shown).not.toContain('whsec_');
+      expect(shown).not.toContain(SECRET.slice(6, 16));
+      expect(shown).not.toContain(GLOBAL_SECRET.slice(6, 16));
+      expect(shown).not.toContain('pa55word');
+      expect(shown).not.toMatch(/"secret"/);
+    }
+  });
+
+  it('lists a failed delivery with its badge and answer, and replays it through the admin route', async () => {
+    await request(stack, 'POST', '/api/admin/sessions/main/sandbox/incoming', {
+      json: { from: '4915133333333', text: 'refused once' },
+      headers,
+    });
+    const failed = await eventually(async () => {
+      const found = (await detail()).recentDeliveries.find((d: any) => d.url === hook.url);
+      expect(found?.status).toBe('failed');
+      return found;
+    });
+    expect(failed).toMatchObject({
+      sessionId: 'main',
+      eventType: 'message.received',
+      attempts: 1,
+      lastStatusCode: 400,
+      lastError: 'answered HTTP 400: nope 400',
+      replays: 0,
+    });
+    // The global target's deliveries are listed too, with the URL's password masked.
+    const all = (await detail()).recentDeliveries;
+    expect(all.length).toBeLessThanOrEqual(20);
+    expect(
+      all.some((d: any) => d.url === globalHook.url.replace('http://', 'http://ops:***@')),
+    ).toBe(true);
+    expect(JSON.stringify(all)).not.toContain('pa55word');
+
+    const page = await request(stack, 'GET', '/admin/sessions/main');
+    expect(page.text).toContain('<span class="badge badge-bad">failed</span>');
+    expect(page.text).toContain('<td class="answer">answered HTTP 400: nope 400</td>');
+    const replayPath = `/api/admin/sessions/main/deliveries/${failed.id}/replay`;
+    expect(page.text).toContain(`data-api="${replayPath}"`);
+    expect(page.text).not.toContain('pa55word');
+
+    const noToken = await request(stack, 'POST', replayPath);
+    expect(noToken.status).toBe(403);
+    expect(noToken.json.error.code).toBe('FORBIDDEN');
+    for (const [path, status, code] of [
+      ['/api/admin/sessions/main/deliveries/nope/replay', 400, 'BAD_REQUEST'],
+      [`/api/admin/sessions/main/deliveries/${UNKNOWN_DELIVERY}/replay`, 404, 'NOT_FOUND'],
+      [`/api/admin/sessions/other/deliveries/${failed.id}/replay`, 404, 'NOT_FOUND'],
+      [`/api/admin/sessions/-x/deliveries/${failed.id}/replay`, 400, 'BAD_REQUEST'],
+    ] as const) {
+      const answer = await request(stack, 'POST', path, { headers });
+      expect(answer.status, path).toBe(status);
+      expect(answer.json, path).toMatchObject({ ok: false, error: { code } });
+    }
+    expect(hook.requests).toHaveLength(1);
+
+    const replay = await request(stack, 'POST', replayPath, { headers });
+    expect(replay.status).toBe(202);
+    expect(replay.json.data).toMatchObject({ id: failed.id, replays: 1 });
+    expect(['pending', 'delivered']).toContain(replay.json.data.status);
+    const delivered = await eventually(async () => {
+      const found = (await detail()).recentDeliveries.find((d: any) => d.id === failed.id);
+      expect(found.status).toBe('delivered');
+      return found;
+    });
+    expect(delivered).toMatchObject({ attempts: 1, lastStatusCode: 200, lastError: null });
+    expect(hook.requests).toHaveLength(2);
+    expect(hook.requests[1].headers['webhook-id']).toBe(hook.requests[0].headers['webhook-id']);
+
+    const again = await request(stack, 'POST', replayPath, { headers });
+    expect(again.status).toBe(409);
+    expect(again.json).toMatchObject({ ok: false, error: { code: 'CONFLICT' } });
+  });
+
+  it('replays with a plain form post (no JavaScript) and redirects back with a flash message', async () => {
+    hook.answerWith(() => 400);
+    await request(stack, 'POST', '/api/admin/sessions/main/sandbox/incoming', {
+      json: { from: '4915144444444', text: 'refused again' },
+      headers,
+    });
+    const failed = await eventually(async () => {
+      const found = (await detail()).recentDeliveries.find(
+        (d: any) => d.url === hook.url && d.status === 'failed',
+      );
+      expect(found).toBeDefined();
+      return found;
+    });
+    hook.answerWith(() => 200);
+    const page = await request(stack, 'GET', '/admin/sessions/main');
+    const token = /name="csrf-token" content="([^"]+)"/.exec(page.text)![1];
+    const posted = await request(
+      stack,
+      'POST',
+      `/admin/sessions/main/deliveries/${failed.id}/replay`,
+      { form: { _csrf: token }, headers: { cookie: cookiesOf(page), origin: stack.url } },
+    );
+    expect(posted.status).toBe(303);
+    expect(posted.headers.get('location')).toBe('/admin/sessions/main');
+    expect(decodeURIComponent(cookiesOf(posted))).toContain(`Delivery ${failed.id} queued again`);
+    await eventually(async () =>
+      expect((await detail()).recentDeliveries.find((d: any) => d.id === failed.id).status).toBe(
+        'delivered',
+      ),
+    );
+  });
+});
+
+describe('the session page on another engine than the sandbox', () => {
+  it('has no receive form and refuses the admin test-message injection with 409', async () => {
+    const stack = await Stack.start(
+      { WA_ENGINE: 'wwebjs', ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD },
+      { worker: false },
+    );
+    try {
+      const page = await request(stack, 'GET', '/admin/sessions/main');
+      expect(page.status).toBe(200);
+      expect(page.text).toContain('Last 10 received messages');
+      expect(page.text).not.toContain('Receive a test message');
+      const { token, cookie } = await csrf(stack);
+      const answer = await request(stack, 'POST', '/api/admin/sessions/main/sandbox/incoming', {
+        json: { from: '4915123456789', text: 'x' },
+        headers: { cookie, 'x-csrf-token': token },
+      });
+      expect(answer.status).toBe(409);
+      expect(answer.json).toMatchObject({ ok: false, error: { code: 'CONFLICT' } });
+    } finally {
+      await stack.close();
+    }
   });
 });
 

@@ -74,3 +74,15 @@ export function urlProblem(value: string, allowPrivate: boolean): string | null 
     ? `names a private, loopback or reserved address (${host})`
     : null;
 }
+
+/** A URL safe to show: a password in it (https://user:pass@host, allowed in WEBHOOK_URLS) masked. */
+export function redactUrl(value: string): string {
+  try {
+    const url = new URL(value);
+    if (!url.password) return value;
+    url.password = '***';
+    return url.toString();
+  } catch {
+    return value;
+  }
+}

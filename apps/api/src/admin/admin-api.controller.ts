@@ -15,6 +15,7 @@ import {
 import { ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { SandboxIncomingAcceptedDto } from '../inbox/inbox.dto.js';
 import { MessageDto } from '../messages/message.dto.js';
 import { MessagesService } from '../messages/messages.service.js';
 import { SessionStatusDto } from '../sessions/session.dto.js';
@@ -27,11 +28,13 @@ import {
   SetActiveSessionDto,
 } from '../sessions/session-commands.dto.js';
 import { SessionsService } from '../sessions/sessions.service.js';
+import { DeliveryDto } from '../webhooks/webhook.dto.js';
 import { AdminAccess } from './admin-access.service.js';
 import { AdminAuth, AdminCsrf } from './admin-auth.decorator.js';
 import {
   AdminSessionDetailDto,
   AdminSessionDto,
+  AdminTestIncomingDto,
   AdminTestMessageDto,
   CsrfTokenDto,
 } from './admin.dto.js';
@@ -102,8 +105,9 @@ export class AdminApiController {
   @Get('sessions/:id')
   @Header('Cache-Control', 'no-store')
   @ApiOperation({
-    summary: 'One session: status, message counts and its 20 newest messages',
-    description: 'The session page polls this.',
+    summary:
+      'One session: status, message counts, newest messages sent and received, webhook targets and deliveries',
+    description: 'The session page polls this. Webhook secrets are never included.',
   })
   @SESSION_ID
   @ApiEnvelope(AdminSessionDetailDto)
@@ -215,6 +219,49 @@ export class AdminApiController {
   )
   sendTest(@Param('id') id: string, @Body() dto: AdminTestMessageDto) {
     return this.admin.sendTest(id, dto);
+  }
+
+  @Post('sessions/:id/sandbox/incoming')
+  @HttpCode(202)
+  @AdminCsrf()
+  @ApiOperation({
+    summary: 'Sandbox only: the session receives a test text, as if someone sent it',
+    description:
+      'Goes the same way as POST /api/v1/sessions/{id}/sandbox/incoming: recorded, listed and sent to webhooks once the session is READY.',
+  })
+  @SESSION_ID
+  @ApiEnvelope(SandboxIncomingAcceptedDto, { status: 202 })
+  @ApiErrors(
+    { status: 400, description: 'Invalid body or session id' },
+    { status: 404, description: 'No such session' },
+    { status: 409, description: 'Not the sandbox engine' },
+  )
+  receiveTest(@Param('id') id: string, @Body() dto: AdminTestIncomingDto) {
+    return this.admin.receiveTest(id, dto);
+  }
+
+  @Post('sessions/:id/deliveries/:deliveryId/replay')
+  @HttpCode(202)
+  @AdminCsrf()
+  @ApiOperation({
+    summary: "Deliver one of the session's failed webhook deliveries again",
+    description:
+      'As POST /api/v1/webhooks/deliveries/{id}/replay: queued behind what its target has pending, same webhook-id.',
+  })
+  @SESSION_ID
+  @ApiParam({
+    name: 'deliveryId',
+    example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c8_s3f9a1c0e5b7d',
+    description: 'Delivery id',
+  })
+  @ApiEnvelope(DeliveryDto, { status: 202, description: 'Pending again' })
+  @ApiErrors(
+    { status: 400, description: 'Malformed session or delivery id' },
+    { status: 404, description: 'No such delivery for this session' },
+    { status: 409, description: 'Not failed, or its event expired' },
+  )
+  replayDelivery(@Param('id') id: string, @Param('deliveryId') deliveryId: string) {
+    return this.admin.replayDelivery(id, deliveryId);
   }
 
   @Get('messages/:id')

@@ -15,7 +15,13 @@ import { AdminAccess, CSRF_FIELD } from './admin-access.service.js';
 import { AdminAuth } from './admin-auth.decorator.js';
 import { AdminPageFilter } from './admin-page.filter.js';
 import { AdminViews, linkPhase, problemText } from './admin-views.service.js';
-import { AdminTestMessageDto, COUNT_WINDOW } from './admin.dto.js';
+import {
+  AdminTestIncomingDto,
+  AdminTestMessageDto,
+  COUNT_WINDOW,
+  RECENT_DELIVERIES,
+  RECENT_INCOMING,
+} from './admin.dto.js';
 import { AdminService } from './admin.service.js';
 
 const FLASH_COOKIE = 'wa-admin-flash';
@@ -67,6 +73,8 @@ export class AdminPagesController {
       phase: linkPhase(session),
       problem: problemText(session),
       countWindow: COUNT_WINDOW,
+      recentIncomingLimit: RECENT_INCOMING,
+      recentDeliveriesLimit: RECENT_DELIVERIES,
     });
   }
 
@@ -136,6 +144,29 @@ export class AdminPagesController {
       const dto = validForm(AdminTestMessageDto, { to: form.to, text: form.text });
       const message = await this.admin.sendTest(id, dto);
       return `Test message ${message.id} queued`;
+    });
+  }
+
+  @Post('sessions/:id/sandbox/incoming')
+  async receiveTest(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+    await this.act(req, res, sessionPage(id), async () => {
+      const form = formOf(req);
+      const dto = validForm(AdminTestIncomingDto, { from: form.from, text: form.text });
+      const { id: messageId } = await this.admin.receiveTest(id, dto);
+      return `Test message ${messageId} received`;
+    });
+  }
+
+  @Post('sessions/:id/deliveries/:deliveryId/replay')
+  async replayDelivery(
+    @Param('id') id: string,
+    @Param('deliveryId') deliveryId: string,
+    @Req() req: Request,
+    @Res() res: Response,
+  ) {
+    await this.act(req, res, sessionPage(id), async () => {
+      await this.admin.replayDelivery(id, deliveryId);
+      return `Delivery ${deliveryId} queued again`;
     });
   }
 

@@ -29,6 +29,11 @@ const MESSAGE_TONE: Record<string, string> = {
   read: 'ok',
   failed: 'bad',
 };
+const DELIVERY_TONE: Record<string, string> = {
+  pending: 'wait',
+  delivered: 'ok',
+  failed: 'bad',
+};
 
 /** The part of the page a session's status calls for (sent to admin.js as `phase`). */
 export function linkPhase(session: { status: string; hasQr: boolean }): string {
@@ -71,10 +76,20 @@ export class AdminViews {
     hbs.registerHelper('eq', (a: unknown, b: unknown) => a === b);
     // The same tables for admin.js, so the browser colours badges by the server's rule.
     hbs.registerHelper('tonesJson', () =>
-      JSON.stringify({ session: SESSION_TONE, message: MESSAGE_TONE }),
+      JSON.stringify({ session: SESSION_TONE, message: MESSAGE_TONE, delivery: DELIVERY_TONE }),
     );
     hbs.registerHelper('sessionTone', (status: string) => SESSION_TONE[status] ?? 'off');
     hbs.registerHelper('messageTone', (status: string) => MESSAGE_TONE[status] ?? 'off');
+    hbs.registerHelper('deliveryTone', (status: string) => DELIVERY_TONE[status] ?? 'off');
+    hbs.registerHelper('deliveryAnswer', (delivery: DeliveryAnswerFields) =>
+      deliveryAnswer(delivery),
+    );
+    hbs.registerHelper('sender', (message: { from: string; fromPhone: string | null }) =>
+      message.fromPhone ? `+${message.fromPhone}` : message.from,
+    );
+    hbs.registerHelper('mediaText', (media: { mimetype: string; size: number | null }) =>
+      mediaText(media),
+    );
     hbs.registerHelper('time', (iso: unknown) => formatTime(iso));
     hbs.registerHelper('phone', (digits: unknown) =>
       typeof digits === 'string' && digits ? `+${digits}` : '–',
@@ -132,4 +147,32 @@ export function problemText(session: { lastError?: string | null; nextRetryAt?: 
   return session.nextRetryAt
     ? `${session.lastError} · next try ${formatTime(session.nextRetryAt)}`
     : session.lastError;
+}
+
+type DeliveryAnswerFields = {
+  status: string;
+  lastStatusCode: number | null;
+  lastError: string | null;
+  nextAttemptAt: string | null;
+};
+
+/** What a delivery's receiver last answered, and when the next try is (also built in admin.js). */
+export function deliveryAnswer(delivery: DeliveryAnswerFields): string {
+  const answer =
+    delivery.lastError ||
+    (delivery.lastStatusCode === null ? '–' : `HTTP ${delivery.lastStatusCode}`);
+  return delivery.status === 'pending' && delivery.nextAttemptAt
+    ? `${answer} · next try ${formatTime(delivery.nextAttemptAt)}`
+    : answer;
+}
+
+/** `image/png · 48.2 KB` (also built in admin.js). */
+export function mediaText(media: { mimetype: string; size: number | null }): string {
+  return media.size === null ? media.mimetype : `${media.mimetype} · ${formatBytes(media.size)}`;
+}
+
+function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }

@@ -1,7 +1,11 @@
-import { ApiProperty, PickType } from '@nestjs/swagger';
+import { ApiProperty, OmitType, PickType } from '@nestjs/swagger';
+import { Transform } from 'class-transformer';
+import { IsString, Matches, MaxLength, MinLength } from 'class-validator';
+import { IncomingMessageDto } from '../inbox/inbox.dto.js';
 import { MessageDto } from '../messages/message.dto.js';
 import { SendTextDto } from '../messages/send-message.dto.js';
 import { SessionStatusDto } from '../sessions/session.dto.js';
+import { DeliveryDto, WebhookTargetDto } from '../webhooks/webhook.dto.js';
 
 /** How many of a session's newest messages the admin counts cover. */
 export const COUNT_WINDOW = 500;
@@ -34,13 +38,90 @@ export class AdminSessionDto extends SessionStatusDto {
   phase: string;
 }
 
+/** How many received messages and webhook deliveries the session page shows. */
+export const RECENT_INCOMING = 10;
+export const RECENT_DELIVERIES = 20;
+/** Longest message preview on the session page. */
+export const PREVIEW_LENGTH = 160;
+
+export class AdminIncomingMediaDto {
+  @ApiProperty({ example: 'image/jpeg' })
+  mimetype: string;
+  @ApiProperty({ nullable: true, type: Number, example: 48213, description: 'Bytes' })
+  size: number | null;
+}
+
+/** A received message as the session page lists it: who, what, and a short preview. */
+export class AdminIncomingMessageDto extends PickType(IncomingMessageDto, [
+  'id',
+  'chatId',
+  'from',
+  'fromPhone',
+  'isGroup',
+  'type',
+  'timestamp',
+  'receivedAt',
+] as const) {
+  @ApiProperty({
+    example: 'Is my order on its way?',
+    description: `Text or caption cut to ${PREVIEW_LENGTH} characters; a location's name or coordinates; a reaction's emoji`,
+  })
+  preview: string;
+  @ApiProperty({
+    nullable: true,
+    type: AdminIncomingMediaDto,
+    example: null,
+    description: 'Only type and size: the bytes need an API key (GET /api/v1/messages/{id}/media)',
+  })
+  media: AdminIncomingMediaDto | null;
+}
+
+/** A webhook target without its secret: the admin pages never show one. */
+export class AdminWebhookTargetDto extends OmitType(WebhookTargetDto, ['secret'] as const) {}
+
 export class AdminSessionDetailDto extends AdminSessionDto {
   @ApiProperty({ type: [MessageDto], description: 'The 20 newest messages, newest first' })
   recentMessages: MessageDto[];
+  @ApiProperty({
+    type: [AdminIncomingMessageDto],
+    description: `The ${RECENT_INCOMING} newest received messages, newest first`,
+  })
+  recentIncoming: AdminIncomingMessageDto[];
+  @ApiProperty({
+    type: [AdminWebhookTargetDto],
+    description: "Where the session's events go: WEBHOOK_URLS (scope global), then its own",
+  })
+  webhookTargets: AdminWebhookTargetDto[];
+  @ApiProperty({
+    type: [DeliveryDto],
+    description: `The session's ${RECENT_DELIVERIES} newest webhook deliveries, newest first`,
+  })
+  recentDeliveries: DeliveryDto[];
 }
 
 /** A test message from the admin page: the same path as POST /api/v1/messages/text. */
 export class AdminTestMessageDto extends PickType(SendTextDto, ['to', 'text'] as const) {}
+
+/** Sandbox only: a text the session receives, as if someone had sent it to the phone. */
+export class AdminTestIncomingDto {
+  @ApiProperty({
+    example: '+49 151 2345 6789',
+    description: "Sender's phone number, 7-15 digits; spaces, dashes and brackets are ignored",
+  })
+  // Typed as a person writes it (the form's placeholder has spaces); the sandbox wants digits.
+  @Transform(({ value }: { value: unknown }) =>
+    typeof value === 'string' ? value.replace(/[\s().-]/g, '') : value,
+  )
+  @IsString()
+  @Matches(/^\+?\d{7,15}$/, { message: 'from must be a phone number of 7 to 15 digits' })
+  from: string;
+
+  @ApiProperty({ example: 'Is my order on its way?', minLength: 1, maxLength: 4096 })
+  @IsString()
+  @MinLength(1, { message: 'text must not be empty' })
+  @MaxLength(4096)
+  text: string;
+}
 
 export class CsrfTokenDto {
   @ApiProperty({

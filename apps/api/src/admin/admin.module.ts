@@ -6,8 +6,10 @@ import {
   type OnApplicationBootstrap,
 } from '@nestjs/common';
 import { AppConfig, loadAppConfig, type AppConfigOptions } from '@app/config';
+import { InboxService } from '../inbox/inbox.service.js';
 import { MessagesService } from '../messages/messages.service.js';
 import { SessionsService } from '../sessions/sessions.service.js';
+import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { AdminAccess } from './admin-access.service.js';
 import { AdminApiController } from './admin-api.controller.js';
 import { AdminPagesController } from './admin-pages.controller.js';
@@ -49,6 +51,8 @@ export class AdminModule {
         // Stateless services, also provided here so this module stands on its own.
         SessionsService,
         MessagesService,
+        InboxService,
+        WebhooksService,
       ],
     };
   }

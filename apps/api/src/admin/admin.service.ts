@@ -1,19 +1,29 @@
 import { Injectable } from '@nestjs/common';
-import { assertSessionId } from '@app/common';
+import { AppError, assertSessionId } from '@app/common';
 import {
   MessageRepository,
   toPublicMessage,
+  type DeliveryRecord,
+  type IncomingRecord,
   type MessageRecord,
   type PublicMessage,
 } from '@app/status-store';
+import { InboxService } from '../inbox/inbox.service.js';
 import { MessagesService } from '../messages/messages.service.js';
 import { SessionsService } from '../sessions/sessions.service.js';
 import type { SessionStatusDto } from '../sessions/session.dto.js';
+import { WebhooksService } from '../webhooks/webhooks.service.js';
 import {
   COUNT_WINDOW,
+  PREVIEW_LENGTH,
+  RECENT_DELIVERIES,
+  RECENT_INCOMING,
+  type AdminIncomingMessageDto,
   type AdminSessionDetailDto,
   type AdminSessionDto,
+  type AdminTestIncomingDto,
   type AdminTestMessageDto,
+  type AdminWebhookTargetDto,
   type MessageCountsDto,
 } from './admin.dto.js';
 import { linkPhase } from './admin-views.service.js';
@@ -27,6 +37,8 @@ export class AdminService {
     private readonly sessions: SessionsService,
     private readonly messages: MessagesService,
     private readonly records: MessageRepository,
+    private readonly inbox: InboxService,
+    private readonly webhooks: WebhooksService,
   ) {}
 
   async overview(): Promise<AdminSessionDto[]> {
@@ -38,11 +50,46 @@ export class AdminService {
 
   async detail(sessionId: string): Promise<AdminSessionDetailDto> {
     const session = await this.sessions.status(sessionId);
-    const newest = await this.newest(sessionId);
+    const [newest, incoming, targets, deliveries] = await Promise.all([
+      this.newest(sessionId),
+      this.inbox.list(sessionId, { direction: 'in', limit: RECENT_INCOMING }),
+      this.webhooks.targets(sessionId),
+      this.webhooks.deliveries({ sessionId, limit: RECENT_DELIVERIES }),
+    ]);
     return {
       ...withCounts(session, newest),
       recentMessages: newest.slice(0, RECENT_MESSAGES).map(toPublicMessage),
+      // direction 'in' lists received entries only; the guard keeps the type narrow.
+      // Targets and deliveries come with secrets removed and URL passwords masked.
+      recentIncoming: incoming.items.flatMap((entry) =>
+        entry.kind === 'received' ? [toIncomingSummary(entry)] : [],
+      ),
+      webhookTargets: targets.map(
+        ({ id, url, events, includeQr, scope }): AdminWebhookTargetDto => ({
+          id,
+          url,
+          events,
+          includeQr,
+          scope,
+        }),
+      ),
+      recentDeliveries: deliveries,
     };
+  }
+
+  /** Replays a failed delivery of this session (the page's Replay button). */
+  async replayDelivery(sessionId: string, deliveryId: string): Promise<DeliveryRecord> {
+    assertSessionId(sessionId);
+    const delivery = await this.webhooks.delivery(deliveryId);
+    // Another session's delivery is not on this page: as unknown here as a missing one.
+    if (delivery.sessionId !== sessionId)
+      throw new AppError('NOT_FOUND', `Session ${sessionId} has no delivery ${deliveryId}`);
+    return this.webhooks.replay(deliveryId);
+  }
+
+  /** Sandbox only: the session receives a text, as if someone had sent it to the phone. */
+  async receiveTest(sessionId: string, dto: AdminTestIncomingDto) {
+    return this.inbox.injectSandbox(sessionId, { from: dto.from, text: dto.text });
   }
 
   /** Queues a message exactly as the public API does (same checks, same 503 without a worker). */
@@ -75,4 +122,34 @@ function withCounts(session: SessionStatusDto, records: MessageRecord[]): AdminS
     else counts.sent++;
   }
   return { ...session, counts, phase: linkPhase(session) };
+}
+
+function toIncomingSummary(record: IncomingRecord): AdminIncomingMessageDto {
+  const { id, chatId, from, fromPhone, isGroup, type, timestamp, receivedAt } = record;
+  return {
+    id,
+    chatId,
+    from,
+    fromPhone,
+    isGroup,
+    type,
+    timestamp,
+    receivedAt,
+    preview: preview(record),
+    media: record.media && { mimetype: record.media.mimetype, size: record.media.size },
+  };
+}
+
+function preview(record: IncomingRecord): string {
+  const { location, reaction } = record;
+  const text =
+    record.body ||
+    (location
+      ? location.name || location.address || `${location.latitude}, ${location.longitude}`
+      : reaction?.emoji || '');
+  // By code point, so an emoji is never cut in half.
+  const chars = Array.from(text.replace(/\s+/g, ' ').trim());
+  return chars.length > PREVIEW_LENGTH
+    ? `${chars.slice(0, PREVIEW_LENGTH - 1).join('')}…`
+    : chars.join('');
 }

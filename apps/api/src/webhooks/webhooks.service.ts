@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
-import { AppError, assertSessionId, urlProblem } from '@app/common';
+import { AppError, assertSessionId, redactUrl, urlProblem } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
   SessionRepository,
@@ -29,6 +29,7 @@ export class WebhooksService {
     const own = await this.webhooks.sessionTargets(sessionId);
     return [...this.webhooks.globalTargets(), ...own].map((target) => ({
       ...view(target),
+      url: redactUrl(target.url),
       secret: `${target.secret.slice(0, 10)}…`,
     }));
   }
@@ -66,11 +67,12 @@ export class WebhooksService {
   }
 
   async deliveries(query: DeliveryQueryDto): Promise<DeliveryRecord[]> {
-    return this.webhooks.list({
+    const deliveries = await this.webhooks.list({
       status: query.status,
       sessionId: query.sessionId,
       limit: query.limit ?? 50,
     });
+    return deliveries.map((delivery) => ({ ...delivery, url: redactUrl(delivery.url) }));
   }
 
   async delivery(deliveryId: string): Promise<DeliveryRecord> {
@@ -78,7 +80,7 @@ export class WebhooksService {
       throw new AppError('BAD_REQUEST', 'id must be a delivery id (evt_..._...)');
     const delivery = await this.webhooks.delivery(deliveryId);
     if (!delivery) throw new AppError('NOT_FOUND', `Delivery ${deliveryId} does not exist`);
-    return delivery;
+    return { ...delivery, url: redactUrl(delivery.url) };
   }
 
   /** Puts a failed delivery back in line (after what its target has pending). */

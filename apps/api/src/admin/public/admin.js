@@ -10,6 +10,7 @@
   const TONES = JSON.parse(document.body.dataset.tones || '{"session":{},"message":{}}');
   const SESSION_TONE = TONES.session;
   const MESSAGE_TONE = TONES.message;
+  const DELIVERY_TONE = TONES.delivery ?? {};
   const FINAL_MESSAGE_STATUSES = new Set(['read', 'failed']);
 
   function formatTime(iso) {
@@ -24,6 +25,67 @@
     return session.nextRetryAt
       ? `${session.lastError} · next try ${formatTime(session.nextRetryAt)}`
       : session.lastError;
+  }
+
+  // The same rules as admin-views.service.ts (deliveryAnswer, mediaText).
+  function deliveryAnswer(delivery) {
+    const answer =
+      delivery.lastError ||
+      (delivery.lastStatusCode === null ? '–' : `HTTP ${delivery.lastStatusCode}`);
+    return delivery.status === 'pending' && delivery.nextAttemptAt
+      ? `${answer} · next try ${formatTime(delivery.nextAttemptAt)}`
+      : answer;
+  }
+
+  function formatBytes(bytes) {
+    if (bytes < 1024) return `${bytes} B`;
+    if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+    return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  function mediaText(media) {
+    return media.size === null ? media.mimetype : `${media.mimetype} · ${formatBytes(media.size)}`;
+  }
+
+  /** An element with a class and text. */
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  /**
+   * Replaces the rows of `body` with one per item (or an "empty" row), only when the items
+   * changed: a poll must not take the focus off a button the operator is about to press.
+   */
+  function renderRows(body, items, emptyText, buildRow) {
+    if (!body) return;
+    const signature = JSON.stringify(items);
+    if (body.dataset.signature === signature) return;
+    body.dataset.signature = signature;
+    const rows = items.map(buildRow);
+    if (rows.length === 0) {
+      const row = element('tr', 'empty-row');
+      const td = element('td', '', emptyText);
+      td.colSpan = body.closest('table').querySelectorAll('thead th').length;
+      row.append(td);
+      rows.push(row);
+    }
+    body.replaceChildren(...rows);
+  }
+
+  /** A table row; `cells` are text, a node, or [className, ...text or nodes]. */
+  function tableRow(cells) {
+    const row = document.createElement('tr');
+    for (const cell of cells) {
+      const td = document.createElement('td');
+      const [className, ...content] = Array.isArray(cell) ? cell : ['', cell];
+      if (className) td.className = className;
+      td.append(...content.filter((part) => part !== undefined && part !== null));
+      row.append(td);
+    }
+    return row;
   }
 
   /** Calls an /api/admin route; resolves with `data`, rejects with the envelope's message. */
@@ -200,6 +262,85 @@
       body.replaceChildren(...rows);
     };
 
+    const renderIncoming = (messages) =>
+      renderRows(
+        live.querySelector('[data-incoming]'),
+        messages,
+        'No messages received yet.',
+        (message) => {
+          const group = message.isGroup ? element('span', 'tag', 'group') : undefined;
+          if (group) group.title = message.chatId;
+          const id = element('code', '', message.id.slice(0, 8));
+          id.title = message.id;
+          return tableRow([
+            ['nowrap', formatTime(message.receivedAt)],
+            [
+              'nowrap',
+              message.fromPhone ? `+${message.fromPhone}` : message.from,
+              group ? ' ' : undefined,
+              group,
+            ],
+            [
+              '',
+              message.type,
+              message.media ? element('span', 'cell-note', mediaText(message.media)) : undefined,
+            ],
+            ['preview', message.preview],
+            id,
+          ]);
+        },
+      );
+
+    const renderTargets = (targets) =>
+      renderRows(
+        live.querySelector('[data-targets]'),
+        targets,
+        `No webhook targets. Set them with PUT /api/v1/sessions/${sessionId}/webhooks, or for every session with WEBHOOK_URLS.`,
+        (target) =>
+          tableRow([
+            ['url', target.url],
+            ['', ...target.events.flatMap((event) => [element('code', 'event', event), ' '])],
+            ['nowrap', target.includeQr ? 'included' : '–'],
+            element('span', 'tag', target.scope),
+          ]),
+      );
+
+    const replayForm = (delivery) => {
+      const path = `sessions/${encodeURIComponent(sessionId)}/deliveries/${encodeURIComponent(delivery.id)}/replay`;
+      const form = element('form');
+      form.method = 'post';
+      form.action = `/admin/${path}`;
+      form.dataset.api = `/api/admin/${path}`;
+      form.dataset.replay = '';
+      const button = element('button', 'btn btn-sm', 'Replay');
+      button.type = 'submit';
+      form.append(button);
+      return form;
+    };
+
+    const renderDeliveries = (deliveries) =>
+      renderRows(
+        live.querySelector('[data-deliveries]'),
+        deliveries,
+        'No deliveries yet.',
+        (delivery) => {
+          const badge = element('span', 'badge');
+          setBadge(badge, delivery.status, DELIVERY_TONE);
+          return tableRow([
+            ['nowrap', formatTime(delivery.createdAt)],
+            [
+              '',
+              element('code', 'event', delivery.eventType),
+              element('span', 'cell-note url', delivery.url),
+            ],
+            badge,
+            ['num', String(delivery.attempts)],
+            ['answer', deliveryAnswer(delivery)],
+            ['nowrap', delivery.status === 'failed' ? replayForm(delivery) : undefined],
+          ]);
+        },
+      );
+
     refreshSession = async () => {
       let session;
       try {
@@ -211,6 +352,9 @@
       renderSession(live, session);
       renderPhase(session);
       renderMessages(session.recentMessages ?? []);
+      renderIncoming(session.recentIncoming ?? []);
+      renderTargets(session.webhookTargets ?? []);
+      renderDeliveries(session.recentDeliveries ?? []);
     };
     every(1500, refreshSession);
   }
@@ -274,6 +418,10 @@
       if (form.hasAttribute('data-test-message')) {
         flash('ok', `Test message ${data.id} queued`);
         followMessage(data);
+      } else if (form.hasAttribute('data-receive-test')) {
+        flash('ok', `Test message ${data.id} received`);
+      } else if (form.hasAttribute('data-replay')) {
+        flash('ok', `Delivery ${data.id} queued again`);
       } else if (data?.pairingCode) {
         flash('ok', `Pairing code ${data.pairingCode}: enter it on the phone`);
       } else {
