@@ -7,6 +7,9 @@ import { Stack } from '../support/stack.js';
 import { spawnWorker } from '../support/worker-process.js';
 
 const SESSIONS = ['main', 's1', 's2', 's3', 's4', 's5'];
+const PACKAGE_VERSION = JSON.parse(
+  readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+).version as string;
 
 describe('two worker processes sharing six sessions', () => {
   let stack: Stack;
@@ -54,6 +57,12 @@ describe('two worker processes sharing six sessions', () => {
     expect(new Set(Object.values(owners)).size).toBe(2);
     // The observed owner agrees with the lease: one driver per session.
     for (const id of SESSIONS) expect((await sessionStatus(id)).worker).toBe(owners[id]);
+    // Started as `node dist/...` (no npm_package_version): the version still comes from package.json.
+    const listed = (await stack.call('GET', '/api/v1/workers')).body.data;
+    expect(listed.map((worker: { version: string }) => worker.version)).toEqual([
+      PACKAGE_VERSION,
+      PACKAGE_VERSION,
+    ]);
 
     // Worker ids are host-pid-random.
     const firstId = Object.values(owners).find((owner) => owner?.includes(`-${first.pid}-`))!;

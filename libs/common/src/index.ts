@@ -9,3 +9,4 @@ export * from './logging.js';
 export * from './shutdown-deadline.js';
 export * from './health-probe.js';
 export * from './ssrf.js';
+export * from './app-version.js';

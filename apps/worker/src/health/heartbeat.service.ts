@@ -6,6 +6,7 @@ import {
   type OnApplicationBootstrap,
 } from '@nestjs/common';
 import { hostname } from 'node:os';
+import { appVersion } from '@app/common';
 import { AppConfig } from '@app/config';
 import { WorkerRepository, type WorkerInfo } from '@app/status-store';
 import { SessionManager, WORKER_ID } from '@app/whatsapp';
@@ -30,7 +31,7 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
       id: workerId,
       host: hostname(),
       pid: process.pid,
-      version: process.env.npm_package_version ?? '0.0.0',
+      version: appVersion(),
       startedAt: new Date().toISOString(),
     };
   }
