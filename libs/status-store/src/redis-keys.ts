@@ -47,6 +47,10 @@ export class RedisKeys {
   workers(): string {
     return `${this.root}:workers`;
   }
+  /** Workers asked to hand their sessions to the others (drain). */
+  drainingWorkers(): string {
+    return `${this.root}:workers:draining`;
+  }
   worker(workerId: string): string {
     return `${this.root}:worker:${workerId}`;
   }

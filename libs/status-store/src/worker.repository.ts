@@ -15,6 +15,8 @@ export interface WorkerInfo {
 
 export interface LiveWorker extends WorkerInfo {
   lastBeatAt: string;
+  /** Asked to hand its sessions to the others: it holds none and takes none. */
+  draining: boolean;
 }
 
 /** Worker heartbeats: the api asks here whether any worker is alive before accepting a send. */
@@ -45,7 +47,43 @@ export class WorkerRepository {
       .multi()
       .zrem(this.keys.workers(), workerId)
       .del(this.keys.worker(workerId))
+      .srem(this.keys.drainingWorkers(), workerId)
       .exec();
+  }
+
+  /** Marks a worker draining (or not); returns false when no such worker is live. */
+  async setDraining(workerId: string, draining: boolean, staleAfterMs: number, now = Date.now()) {
+    const beat = await this.redis.zscore(this.keys.workers(), workerId);
+    if (beat === null || Number(beat) < now - staleAfterMs) return false;
+    if (draining) await this.redis.sadd(this.keys.drainingWorkers(), workerId);
+    else await this.redis.srem(this.keys.drainingWorkers(), workerId);
+    return true;
+  }
+
+  /**
+   * What placement needs, in one round trip: how many live workers take sessions, and whether
+   * `workerId` is draining. Draining workers left behind by a crash are forgotten here.
+   */
+  async placement(
+    workerId: string,
+    staleAfterMs: number,
+    now = Date.now(),
+  ): Promise<{ takingWorkers: number; draining: boolean }> {
+    const [live, draining] = (await this.redis
+      .multi()
+      .zrangebyscore(this.keys.workers(), now - staleAfterMs, '+inf')
+      .smembers(this.keys.drainingWorkers())
+      .exec()) as [[Error | null, string[]], [Error | null, string[]]];
+    const drainingIds = new Set(draining[1]);
+    const liveIds = new Set(live[1]);
+    const gone = [...drainingIds].filter((id) => !liveIds.has(id));
+    if (gone.length) await this.redis.srem(this.keys.drainingWorkers(), ...gone);
+    // This worker counts even before its first heartbeat is written.
+    liveIds.add(workerId);
+    return {
+      takingWorkers: [...liveIds].filter((id) => !drainingIds.has(id)).length,
+      draining: drainingIds.has(workerId),
+    };
   }
 
   /** Redis answers (the readiness probes of both processes). */
@@ -64,6 +102,7 @@ export class WorkerRepository {
       '+inf',
       'WITHSCORES',
     );
+    const draining = new Set(await this.redis.smembers(this.keys.drainingWorkers()));
     const workers: LiveWorker[] = [];
     for (let i = 0; i < entries.length; i += 2) {
       const hash = await this.redis.hgetall(this.keys.worker(entries[i]));
@@ -75,6 +114,7 @@ export class WorkerRepository {
         startedAt: hash.startedAt ?? '',
         sessions: parseSessions(hash.sessions),
         lastBeatAt: new Date(Number(entries[i + 1])).toISOString(),
+        draining: draining.has(entries[i]),
       });
     }
     return workers;

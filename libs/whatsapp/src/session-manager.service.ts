@@ -9,6 +9,7 @@ import {
   LeaseRepository,
   MessageRepository,
   SessionRepository,
+  WorkerRepository,
   createRedis,
   incomingMessageId,
   type IncomingRecord,
@@ -73,6 +74,7 @@ export class SessionManager
     private readonly sessions: SessionRepository,
     private readonly messages: MessageRepository,
     private readonly leases: LeaseRepository,
+    private readonly workers: WorkerRepository,
     private readonly incoming: IncomingRepository,
     @Inject(WORKER_ID) readonly workerId: string,
   ) {
@@ -120,12 +122,15 @@ export class SessionManager
     clearInterval(this.timer);
     await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
     await this.reconciling?.catch(() => undefined);
+    const handedBack = this.ownedSessionIds();
     await Promise.all(
-      this.ownedSessionIds().map(async (sessionId) => {
+      handedBack.map(async (sessionId) => {
         await this.stopEngine(sessionId);
         await this.leases.release(sessionId, this.workerId).catch(() => undefined);
       }),
     );
+    // The other workers take them over now, not at their next heartbeat.
+    if (handedBack.length) await this.sessions.announce(handedBack[0]).catch(() => undefined);
   }
 
   /** Runs a reconciliation now (coalescing with one in progress). */
@@ -162,9 +167,11 @@ export class SessionManager
   }
 
   private async reconcileOnce(): Promise<void> {
-    const registered = new Map(
-      (await this.sessions.list()).map((session) => [session.id, session]),
-    );
+    const [list, placement] = await Promise.all([
+      this.sessions.list(),
+      this.workers.placement(this.workerId, this.config.workerStaleAfterMs),
+    ]);
+    const registered = new Map(list.map((session) => [session.id, session]));
     // Ours but unregistered behind our back (Redis flushed): stop driving it.
     for (const sessionId of this.ownedSessionIds()) {
       if (!registered.has(sessionId)) {
@@ -172,6 +179,12 @@ export class SessionManager
         await this.leases.release(sessionId, this.workerId);
       }
     }
+    const share = fairShare(
+      list.filter((session) => session.desired === 'running').length,
+      placement,
+      this.config.WORKER_MAX_SESSIONS,
+    );
+    const shed = await this.shedTo(share, placement.draining);
     const holders = await this.leases.holders([...registered.keys()]);
     let owned = this.engines.size;
     for (const [index, session] of [...registered.values()].entries()) {
@@ -181,8 +194,9 @@ export class SessionManager
         await this.reconcileOwned(session);
         continue;
       }
-      if (holder !== null && holder !== this.workerId) continue;
-      if (session.desired === 'running' && owned >= this.config.WORKER_MAX_SESSIONS) continue;
+      if (shed.has(session.id) || (holder !== null && holder !== this.workerId)) continue;
+      // Taking only up to a fair share leaves the rest to workers with fewer sessions.
+      if (session.desired === 'running' && owned >= share) continue;
       if (
         holder === null &&
         !(await this.leases.acquire(session.id, this.workerId, this.leaseTtl()))
@@ -191,6 +205,27 @@ export class SessionManager
       if (session.desired === 'running') owned++;
       await this.reconcileUnowned(session);
     }
+  }
+
+  /**
+   * Hands sessions back while this worker holds more than its share: all at once when it is
+   * draining, else a few per round (each one costs its new owner a Chromium start). Sessions
+   * not READY go first. The others are nudged so they take them over at once.
+   */
+  private async shedTo(share: number, draining: boolean): Promise<Set<string>> {
+    const excess = this.engines.size - share;
+    if (excess <= 0) return new Set();
+    const count = draining ? excess : Math.min(excess, this.config.SESSION_START_CONCURRENCY);
+    const chosen = this.ownedSessionIds()
+      .sort((a, b) => Number(this.readySessions.has(a)) - Number(this.readySessions.has(b)))
+      .slice(0, count);
+    for (const sessionId of chosen) {
+      this.log.log({ sessionId, share, draining }, 'handing a session to another worker');
+      await this.stopEngine(sessionId);
+      await this.leases.release(sessionId, this.workerId);
+    }
+    await this.sessions.announce(chosen[0]);
+    return new Set(chosen);
   }
 
   /** A session we hold the lease of but run no engine for. */
@@ -448,4 +483,18 @@ export class SessionManager
       .map((entry) => entry.name.slice('session-'.length))
       .filter(isValidSessionId);
   }
+}
+
+/**
+ * How many running sessions this worker should drive: an even share of the fleet among the
+ * live workers that take sessions (itself included), within WORKER_MAX_SESSIONS; none while
+ * it drains.
+ */
+export function fairShare(
+  runningSessions: number,
+  placement: { takingWorkers: number; draining: boolean },
+  maxSessions: number,
+): number {
+  if (placement.draining) return 0;
+  return Math.min(maxSessions, Math.ceil(runningSessions / Math.max(1, placement.takingWorkers)));
 }

@@ -9,7 +9,7 @@ import type { INestApplicationContext } from '@nestjs/common';
 import { eventually } from '../../../test/support/eventually.js';
 import { EngineFactory } from './engine-factory.js';
 import type { EngineEvents } from './engine.js';
-import { SessionManager } from './session-manager.service.js';
+import { SessionManager, fairShare } from './session-manager.service.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
 /** An engine that stays STARTING until the test lets it show a QR. */
@@ -108,5 +108,21 @@ describe('SessionManager', () => {
     }
     expect(engines.size).toBe(6);
     expect(maxStarting).toBe(2);
+  });
+});
+
+describe('fairShare', () => {
+  it('is an even share of the running sessions among taking workers, within the maximum', () => {
+    expect(fairShare(7, { takingWorkers: 2, draining: false }, 50)).toBe(4);
+    expect(fairShare(200, { takingWorkers: 4, draining: false }, 50)).toBe(50);
+    expect(fairShare(200, { takingWorkers: 3, draining: false }, 50)).toBe(50);
+    expect(fairShare(9, { takingWorkers: 3, draining: false }, 2)).toBe(2);
+    // No worker counted yet (its heartbeat not written): it alone takes them.
+    expect(fairShare(5, { takingWorkers: 0, draining: false }, 50)).toBe(5);
+    expect(fairShare(0, { takingWorkers: 2, draining: false }, 50)).toBe(0);
+  });
+
+  it('is nothing while the worker drains', () => {
+    expect(fairShare(7, { takingWorkers: 1, draining: true }, 50)).toBe(0);
   });
 });

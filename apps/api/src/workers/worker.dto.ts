@@ -21,4 +21,9 @@ export class WorkerDto implements LiveWorker {
   sessions: string[];
   @ApiProperty({ example: '2026-11-24T10:00:00.000Z' })
   lastBeatAt: string;
+  @ApiProperty({
+    example: false,
+    description: 'Handing its sessions to the other workers; it takes none',
+  })
+  draining: boolean;
 }

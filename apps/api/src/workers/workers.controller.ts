@@ -1,9 +1,15 @@
-import { Controller, Get } from '@nestjs/common';
-import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
+import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { WorkerDto } from './worker.dto.js';
 import { WorkersService } from './workers.service.js';
+
+const WORKER_ID = ApiParam({
+  name: 'id',
+  example: 'worker-1-4242-a1b2c3',
+  description: 'A worker id from GET /api/v1/workers',
+});
 
 @ApiTags('workers')
 @ApiKeyAuth()
@@ -22,5 +28,34 @@ export class WorkersController {
   @ApiErrors({ status: 503, description: 'Redis is unavailable' })
   list() {
     return this.workers.listLive();
+  }
+
+  @Post(':id/drain')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Drain a worker: its sessions move to the other workers now',
+    description:
+      'The worker stops its engines, hands back their leases and takes no session until undrained. Other workers take them over at once (their QR-less restore needs the login on their disk or in a shared store).',
+  })
+  @WORKER_ID
+  @ApiEnvelope(WorkerDto, { status: 202 })
+  @ApiErrors(
+    { status: 400, description: 'Malformed worker id' },
+    { status: 404, description: 'No live worker with this id' },
+  )
+  drain(@Param('id') id: string) {
+    return this.workers.setDraining(id, true);
+  }
+
+  @Delete(':id/drain')
+  @ApiOperation({ summary: 'Undrain a worker: it takes sessions again' })
+  @WORKER_ID
+  @ApiEnvelope(WorkerDto)
+  @ApiErrors(
+    { status: 400, description: 'Malformed worker id' },
+    { status: 404, description: 'No live worker with this id' },
+  )
+  undrain(@Param('id') id: string) {
+    return this.workers.setDraining(id, false);
   }
 }

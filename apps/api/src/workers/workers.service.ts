@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
+import { AppError } from '@app/common';
 import { AppConfig } from '@app/config';
-import { WorkerRepository } from '@app/status-store';
+import { SessionRepository, WorkerRepository } from '@app/status-store';
 import type { WorkerDto } from './worker.dto.js';
 
 @Injectable()
@@ -8,10 +9,27 @@ export class WorkersService {
   constructor(
     private readonly config: AppConfig,
     private readonly workers: WorkerRepository,
+    private readonly sessions: SessionRepository,
   ) {}
 
   /** Workers whose heartbeat is fresher than WORKER_HEARTBEAT_MS × 3. */
   listLive(): Promise<WorkerDto[]> {
     return this.workers.listLive(this.config.workerStaleAfterMs);
+  }
+
+  /**
+   * Drains a worker: it hands its sessions to the other workers at once and takes no new
+   * ones (before maintenance, or to move sessions off a node); `draining: false` undoes it.
+   */
+  async setDraining(workerId: string, draining: boolean): Promise<WorkerDto> {
+    if (!/^[\w.-]{1,200}$/.test(workerId))
+      throw new AppError('BAD_REQUEST', 'id must be a worker id as GET /api/v1/workers lists it');
+    if (!(await this.workers.setDraining(workerId, draining, this.config.workerStaleAfterMs)))
+      throw new AppError('NOT_FOUND', `No live worker ${workerId}`);
+    // Every worker reconciles now: the drained one sheds, the others take over.
+    await this.sessions.announce(workerId);
+    const worker = (await this.listLive()).find((live) => live.id === workerId);
+    if (!worker) throw new AppError('NOT_FOUND', `No live worker ${workerId}`);
+    return worker;
   }
 }

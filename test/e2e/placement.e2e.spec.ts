@@ -1,0 +1,108 @@
+import type { ChildProcess } from 'node:child_process';
+import { eventually } from '../support/eventually.js';
+import { Stack } from '../support/stack.js';
+import { exited, spawnWorker } from '../support/worker-process.js';
+
+const SESSIONS = ['main', 'p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p7'];
+
+describe('placement: an even share per worker, and drain', () => {
+  let stack: Stack;
+  const workers: ChildProcess[] = [];
+
+  const holdersByWorker = async (): Promise<Map<string, string[]>> => {
+    const byWorker = new Map<string, string[]>();
+    for (const id of SESSIONS) {
+      const holder = await stack.redis.get(stack.keys.lease(id));
+      if (holder) byWorker.set(holder, [...(byWorker.get(holder) ?? []), id]);
+    }
+    return byWorker;
+  };
+  const workerIdOf = async (child: ChildProcess): Promise<string> =>
+    eventually(async () => {
+      const live = (await stack.call('GET', '/api/v1/workers')).body.data as { id: string }[];
+      const found = live.find((worker) => worker.id.includes(`-${child.pid}-`));
+      expect(found).toBeDefined();
+      return found!.id;
+    }, 20_000);
+  const allReady = () =>
+    eventually(async () => {
+      for (const id of SESSIONS) {
+        const status = (await stack.call('GET', `/api/v1/sessions/${id}/status`)).body.data;
+        expect({ id, status: status.status }).toEqual({ id, status: 'READY' });
+      }
+    }, 30_000);
+
+  beforeAll(async () => {
+    stack = await Stack.start(
+      { WORKER_HEARTBEAT_MS: '300', SESSION_START_CONCURRENCY: '4' },
+      { worker: false },
+    );
+    for (const id of SESSIONS.slice(1)) await stack.call('POST', '/api/v1/sessions', { id });
+  });
+  afterAll(async () => {
+    for (const child of workers) if (child.exitCode === null) child.kill('SIGKILL');
+    await Promise.all(workers.map(exited));
+    await stack.close();
+  });
+
+  it('spreads sessions evenly when a worker joins, and moves them all off a drained worker', async () => {
+    const first = spawnWorker(stack.env);
+    workers.push(first);
+    const firstId = await workerIdOf(first);
+    await allReady();
+    expect((await holdersByWorker()).get(firstId)).toHaveLength(SESSIONS.length);
+
+    // A second worker: the first hands sessions over until each holds its share (4 of 8).
+    const second = spawnWorker(stack.env);
+    workers.push(second);
+    const secondId = await workerIdOf(second);
+    await eventually(async () => {
+      const byWorker = await holdersByWorker();
+      expect(byWorker.get(firstId)).toHaveLength(4);
+      expect(byWorker.get(secondId)).toHaveLength(4);
+    }, 30_000);
+    await allReady();
+
+    // Drain the first: everything moves to the second at once, and the first takes nothing.
+    const drainedAt = performance.now();
+    const drained = await stack.call('POST', `/api/v1/workers/${firstId}/drain`);
+    expect(drained.status).toBe(202);
+    expect(drained.body.data).toMatchObject({ id: firstId, draining: true });
+    await eventually(async () => {
+      const byWorker = await holdersByWorker();
+      expect(byWorker.get(secondId)).toHaveLength(SESSIONS.length);
+    }, 20_000);
+    console.log(
+      `drain moved ${SESSIONS.length} leases in ${Math.round(performance.now() - drainedAt)} ms`,
+    );
+    await allReady();
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      sessionId: 'p3',
+      to: '4915123456789',
+      text: 'after the drain',
+    });
+    await stack.waitForStatus(sent.body.data.id, 'read', 20_000);
+    const listed = (await stack.call('GET', '/api/v1/workers')).body.data;
+    expect(listed.find((worker: { id: string }) => worker.id === firstId)).toMatchObject({
+      draining: true,
+      sessions: [],
+    });
+
+    // Undrained, it gets its share back.
+    const undrained = await stack.call('DELETE', `/api/v1/workers/${firstId}/drain`);
+    expect(undrained.body.data.draining).toBe(false);
+    await eventually(async () => {
+      const byWorker = await holdersByWorker();
+      expect(byWorker.get(firstId)).toHaveLength(4);
+      expect(byWorker.get(secondId)).toHaveLength(4);
+    }, 30_000);
+  }, 180_000);
+
+  it('answers a drain of an unknown or malformed worker id with 404 / 400', async () => {
+    const unknown = await stack.call('POST', '/api/v1/workers/no-such-worker-1-abc/drain');
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.code).toBe('NOT_FOUND');
+    const malformed = await stack.call('POST', `/api/v1/workers/${'x'.repeat(300)}/drain`);
+    expect(malformed.status).toBe(400);
+  });
+});
