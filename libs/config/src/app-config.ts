@@ -203,6 +203,50 @@ export class AppConfig {
   @Max(600_000)
   SANDBOX_ACK_DELAY_MS = 1000;
 
+  /** Where WhatsApp logins live: the worker's disk (local), or Redis / S3 for any worker. */
+  @IsIn(['local', 'redis', 's3'])
+  AUTH_STORE: 'local' | 'redis' | 's3' = 'local';
+
+  /** With a redis or s3 store: how often a READY session's login is backed up. */
+  @toInt()
+  @IsInt()
+  @Min(60_000)
+  @Max(86_400_000)
+  AUTH_BACKUP_INTERVAL_MS = 300_000;
+
+  @emptyAsUnset()
+  @IsOptional()
+  @Matches(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { message: 'must be an S3 bucket name' })
+  AUTH_S3_BUCKET?: string;
+
+  @IsString()
+  @MinLength(1)
+  AUTH_S3_REGION = 'us-east-1';
+
+  /** An S3-compatible endpoint (MinIO, R2, ...); unset = AWS. */
+  @emptyAsUnset()
+  @IsOptional()
+  @IsUrl({ require_tld: false, require_protocol: true })
+  AUTH_S3_ENDPOINT?: string;
+
+  @toBool()
+  @IsBoolean()
+  AUTH_S3_FORCE_PATH_STYLE = false;
+
+  /** Unset: the AWS SDK's own credential chain (environment, instance role, ...). */
+  @emptyAsUnset()
+  @IsOptional()
+  @IsString()
+  AUTH_S3_ACCESS_KEY_ID?: string;
+
+  @emptyAsUnset()
+  @IsOptional()
+  @IsString()
+  AUTH_S3_SECRET_ACCESS_KEY?: string;
+
+  @Matches(/^[A-Za-z0-9!_.*'()/-]{0,200}$/, { message: 'must be an S3 key prefix' })
+  AUTH_S3_PREFIX = 'whatsapp-gateway/auth/';
+
   /** Incoming media bytes stay readable through the api this long (then Redis drops them). */
   @toInt()
   @IsInt()

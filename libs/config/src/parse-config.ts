@@ -38,6 +38,12 @@ export function parseConfig(env: Record<string, string | undefined>): AppConfig 
       'MESSAGE_RETENTION_MS must be at least MESSAGE_TTL_MS (a record must outlive its queue time)',
     );
   }
+  if (config.AUTH_STORE === 's3' && !config.AUTH_S3_BUCKET) {
+    problems.push('AUTH_S3_BUCKET is required when AUTH_STORE=s3');
+  }
+  if (Boolean(config.AUTH_S3_ACCESS_KEY_ID) !== Boolean(config.AUTH_S3_SECRET_ACCESS_KEY)) {
+    problems.push('AUTH_S3_ACCESS_KEY_ID and AUTH_S3_SECRET_ACCESS_KEY go together');
+  }
   if (config.WEBHOOK_URLS && !config.WEBHOOK_SECRET) {
     problems.push('WEBHOOK_SECRET is required when WEBHOOK_URLS is set (receivers verify with it)');
   }

@@ -12,6 +12,7 @@ export * from './worker.repository.js';
 export * from './idempotency.repository.js';
 export * from './lease.repository.js';
 export * from './pacing.repository.js';
+export * from './auth-archive.repository.js';
 export * from './event-script.js';
 export * from './incoming-record.js';
 export * from './incoming.repository.js';

@@ -58,6 +58,10 @@ export class RedisKeys {
   lastSend(sessionId: string): string {
     return `${this.root}:last-send:${sessionId}`;
   }
+  /** A session's WhatsApp login archive (AUTH_STORE=redis): `current` and the last good one. */
+  authArchive(sessionId: string, slot: 'current' | 'previous'): string {
+    return `${this.root}:auth:${sessionId}:${slot}`;
+  }
   /** The worker that owns (drives) a session, while its lease lasts. */
   lease(sessionId: string): string {
     return `${this.root}:lease:${sessionId}`;

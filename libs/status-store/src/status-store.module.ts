@@ -12,6 +12,7 @@ import { LeaseRepository } from './lease.repository.js';
 import { EventScriptArgs } from './event-script.js';
 import { IncomingRepository } from './incoming.repository.js';
 import { PacingRepository } from './pacing.repository.js';
+import { AuthArchiveRepository } from './auth-archive.repository.js';
 import { WebhookRepository, webhookTargetId } from './webhook.repository.js';
 import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
 
@@ -52,6 +53,7 @@ import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
     IncomingRepository,
     WebhookRepository,
     PacingRepository,
+    AuthArchiveRepository,
   ],
   exports: [
     REDIS,
@@ -64,6 +66,7 @@ import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
     IncomingRepository,
     WebhookRepository,
     PacingRepository,
+    AuthArchiveRepository,
   ],
 })
 export class StatusStoreModule implements OnApplicationShutdown {

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/config';
+import { AuthStore } from './auth-store.js';
 import type { WhatsAppEngine } from './engine.js';
 import { SandboxEngine } from './sandbox.engine.js';
 import { sessionDir } from './session-paths.js';
@@ -8,7 +9,10 @@ import { WwebjsEngine } from './wwebjs.engine.js';
 /** Creates the engine WA_ENGINE names for a session. */
 @Injectable()
 export class EngineFactory {
-  constructor(private readonly config: AppConfig) {}
+  constructor(
+    private readonly config: AppConfig,
+    private readonly authStore: AuthStore,
+  ) {}
 
   create(sessionId: string): WhatsAppEngine {
     if (this.config.WA_ENGINE === 'sandbox') {
@@ -17,12 +21,15 @@ export class EngineFactory {
         linkDelayMs: this.config.SANDBOX_LINK_DELAY_MS,
         ackDelayMs: this.config.SANDBOX_ACK_DELAY_MS,
         mediaMaxBytes: this.config.MEDIA_MAX_BYTES,
+        authStore: this.authStore,
       });
     }
     return new WwebjsEngine(sessionId, {
       dataDir: this.config.WWEBJS_DATA_DIR,
       executablePath: this.config.PUPPETEER_EXECUTABLE_PATH,
       mediaMaxBytes: this.config.MEDIA_MAX_BYTES,
+      authStore: this.authStore,
+      backupIntervalMs: this.config.AUTH_BACKUP_INTERVAL_MS,
     });
   }
 }

@@ -13,9 +13,12 @@ import {
   type WhatsAppEngine,
 } from './engine.js';
 import type { SandboxIncoming } from '@app/status-store';
+import type { AuthStore } from './auth-store.js';
 import { mediaFingerprint, textFingerprint } from './fingerprint.js';
 
 export interface SandboxOptions {
+  /** With a remote store (AUTH_STORE=redis|s3) the "linked" marker lives there, not on disk. */
+  authStore?: AuthStore;
   /** Media of a received message larger than this is reported without its bytes. */
   mediaMaxBytes?: number;
   /** The session's own folder (WWEBJS_DATA_DIR/session-<id>); holds the "linked" marker. */
@@ -92,16 +95,20 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
   /** Links the session as if its QR had been scanned. */
   async link(): Promise<void> {
     if (!this.running || this.ready) return;
+    const marker = JSON.stringify({ linkedAt: new Date().toISOString() });
     await mkdir(this.options.sessionDir, { recursive: true });
-    await writeFile(
-      join(this.options.sessionDir, LINK_MARKER),
-      JSON.stringify({ linkedAt: new Date().toISOString() }),
-    );
+    await writeFile(join(this.options.sessionDir, LINK_MARKER), marker);
+    await this.options.authStore?.save(this.sessionId, Buffer.from(marker));
     this.emit('state', { status: 'AUTHENTICATED' });
     this.becomeReady();
   }
 
   async stop(): Promise<void> {
+    // A clean stop backs the login up, as the wwebjs engine does.
+    if (this.ready && this.options.authStore?.remote) {
+      const marker = await readFile(join(this.options.sessionDir, LINK_MARKER)).catch(() => null);
+      if (marker) await this.options.authStore.save(this.sessionId, marker).catch(() => undefined);
+    }
     this.running = false;
     this.ready = false;
     for (const timer of this.timers) clearTimeout(timer);
@@ -110,8 +117,10 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
   }
 
   async logout(): Promise<void> {
+    this.ready = false;
     await this.stop();
     await rm(join(this.options.sessionDir, LINK_MARKER), { force: true });
+    await this.options.authStore?.delete(this.sessionId);
   }
 
   /**
@@ -233,6 +242,14 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
   }
 
   private async isLinked(): Promise<boolean> {
+    const store = this.options.authStore;
+    if (store?.remote) {
+      // Restored from the store, as RemoteAuth restores a real login onto this worker's disk.
+      const marker = await store.load(this.sessionId);
+      if (!marker) return false;
+      await writeFile(join(this.options.sessionDir, LINK_MARKER), marker);
+      return true;
+    }
     return stat(join(this.options.sessionDir, LINK_MARKER)).then(
       () => true,
       () => false,

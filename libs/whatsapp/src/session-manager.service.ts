@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { isValidSessionId } from '@app/common';
@@ -19,6 +20,7 @@ import {
   type SessionView,
 } from '@app/status-store';
 import { toError, type IncomingMessage, type WhatsAppEngine } from './engine.js';
+import { AuthStore } from './auth-store.js';
 import { EngineFactory } from './engine-factory.js';
 import { SandboxEngine } from './sandbox.engine.js';
 import { sessionDir } from './session-paths.js';
@@ -71,6 +73,7 @@ export class SessionManager
   constructor(
     private readonly config: AppConfig,
     private readonly factory: EngineFactory,
+    private readonly authStore: AuthStore,
     private readonly sessions: SessionRepository,
     private readonly messages: MessageRepository,
     private readonly leases: LeaseRepository,
@@ -238,10 +241,7 @@ export class SessionManager
     }
     // A logout asked for while nobody ran the session: the auth data goes before the start.
     if (this.pending(session, 'logout')) {
-      await rm(sessionDir(this.config.WWEBJS_DATA_DIR, session.id), {
-        recursive: true,
-        force: true,
-      });
+      await this.deleteLogin(session.id);
       await this.sessions.markApplied(session.id, 'logout', session.commands.logout.requested);
     }
     // A fresh start is what a restart command asks for.
@@ -310,10 +310,20 @@ export class SessionManager
   /** Stops, deletes the auth data and unregisters a session marked for deletion. */
   private async purge(sessionId: string): Promise<void> {
     this.log.log({ sessionId }, 'deleting session');
-    await rm(sessionDir(this.config.WWEBJS_DATA_DIR, sessionId), { recursive: true, force: true });
+    await this.deleteLogin(sessionId);
     await this.sessions.unregister(sessionId);
     await this.leases.release(sessionId, this.workerId);
     this.emit('deleted', sessionId);
+  }
+
+  /** A login goes everywhere it is kept: this worker's disk and the shared store. */
+  private async deleteLogin(sessionId: string): Promise<void> {
+    await rm(sessionDir(this.config.WWEBJS_DATA_DIR, sessionId), { recursive: true, force: true });
+    await rm(join(this.config.WWEBJS_DATA_DIR, `RemoteAuth-${sessionId}`), {
+      recursive: true,
+      force: true,
+    });
+    await this.authStore.delete(sessionId);
   }
 
   private createEngine(sessionId: string): void {

@@ -9,6 +9,7 @@ import type { INestApplicationContext } from '@nestjs/common';
 import { eventually } from '../../../test/support/eventually.js';
 import { EngineFactory } from './engine-factory.js';
 import type { EngineEvents } from './engine.js';
+import { AuthStore } from './auth-store.js';
 import { SessionManager, fairShare } from './session-manager.service.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
@@ -72,6 +73,7 @@ describe('SessionManager', () => {
       providers: [
         SessionManager,
         { provide: WORKER_ID, useValue: 'worker-under-test' },
+        { provide: AuthStore, useValue: new AuthStore(null, 'local') },
         {
           provide: EngineFactory,
           useValue: {

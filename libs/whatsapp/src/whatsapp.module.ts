@@ -1,4 +1,8 @@
 import { Module } from '@nestjs/common';
+import { AppConfig } from '@app/config';
+import { AuthArchiveRepository } from '@app/status-store';
+import { AuthStore } from './auth-store.js';
+import { S3AuthArchives } from './s3-auth-archives.js';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { EngineFactory } from './engine-factory.js';
@@ -13,10 +17,24 @@ import { WORKER_ID } from './whatsapp.tokens.js';
       provide: WORKER_ID,
       useFactory: () => `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
     },
+    {
+      // Logins on the worker's disk (local), or off it for any worker to restore.
+      provide: AuthStore,
+      inject: [AppConfig, AuthArchiveRepository],
+      useFactory: (config: AppConfig, redisArchives: AuthArchiveRepository) =>
+        new AuthStore(
+          config.AUTH_STORE === 'redis'
+            ? redisArchives
+            : config.AUTH_STORE === 's3'
+              ? new S3AuthArchives(config)
+              : null,
+          config.AUTH_STORE,
+        ),
+    },
     EngineFactory,
     MediaFetcher,
     SessionManager,
   ],
-  exports: [SessionManager, MediaFetcher, WORKER_ID],
+  exports: [SessionManager, MediaFetcher, AuthStore, WORKER_ID],
 })
 export class WhatsAppModule {}

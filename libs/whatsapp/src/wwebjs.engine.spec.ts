@@ -1,16 +1,18 @@
 import { EventEmitter } from 'node:events';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import wweb from 'whatsapp-web.js';
 import { AppError } from '@app/common';
-import type { ObservedSession } from '@app/status-store';
+import type { AuthArchiveCopy, ObservedSession } from '@app/status-store';
+import { AuthStore, type AuthArchives } from './auth-store.js';
 import { EngineError, type AckStatus, type IncomingMessage } from './engine.js';
 import { mediaFingerprint, textFingerprint } from './fingerprint.js';
 import { sessionDir } from './session-paths.js';
 import {
   WwebjsEngine,
+  remoteStore,
   type ClientLike,
   type WwebjsChatLike,
   type WwebjsClientOptions,
@@ -1275,5 +1277,61 @@ describe('WwebjsEngine findSentMessage', () => {
       h.engine.findSentMessage('4915122@c.us', textFingerprint('x'), since),
     ).rejects.toMatchObject({ code: 'SEND_FAILED', permanent: false });
     await h.engine.stop();
+  });
+});
+
+describe('WwebjsEngine with a remote login store', () => {
+  const memoryStore = () => {
+    const copies = new Map<string, AuthArchiveCopy>();
+    const archives: AuthArchives = {
+      read: async (sessionId, slot) => copies.get(`${sessionId}/${slot}`) ?? null,
+      write: async (sessionId, data, sha256) => {
+        const current = copies.get(`${sessionId}/current`);
+        if (current) copies.set(`${sessionId}/previous`, current);
+        copies.set(`${sessionId}/current`, { data, sha256, savedAt: '' });
+      },
+      delete: async (sessionId) => {
+        copies.delete(`${sessionId}/current`);
+        copies.delete(`${sessionId}/previous`);
+      },
+    };
+    return new AuthStore(archives, 'redis');
+  };
+
+  it("gives whatsapp-web.js RemoteAuth a store that saves, finds, extracts and deletes the session's archive", async () => {
+    const store = memoryStore();
+    const dir = await mkdtemp(join(tmpdir(), 'wwebjs-remote-'));
+    const adapter = remoteStore(store, 'sales', dir);
+    expect(await adapter.sessionExists()).toBe(false);
+    // RemoteAuth zips the profile to <dataPath>/RemoteAuth-<id>.zip, then calls save().
+    await writeFile(join(dir, 'RemoteAuth-sales.zip'), 'zip bytes v1');
+    await adapter.save({ session: 'RemoteAuth-sales' });
+    expect(await adapter.sessionExists()).toBe(true);
+    const target = join(dir, 'restored.zip');
+    await adapter.extract({ session: 'RemoteAuth-sales', path: target });
+    expect(await readFile(target, 'utf8')).toBe('zip bytes v1');
+    await adapter.delete();
+    expect(await adapter.sessionExists()).toBe(false);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('launches the client with RemoteAuth, not LocalAuth, and its profile outside session-<id>', async () => {
+    const options: WwebjsClientOptions[] = [];
+    const engine = new WwebjsEngine('main', {
+      dataDir,
+      authStore: memoryStore(),
+      backupIntervalMs: 60_000,
+      createClient: (clientOptions) => {
+        options.push(clientOptions);
+        return new FakeClient(clientOptions);
+      },
+      findChromium: async () => '/usr/bin/chromium',
+      prepareProfile: async () => ({ state: 'free' }),
+      runningAsRoot: true,
+    });
+    await engine.start();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(options[0]?.authStrategy).toBeInstanceOf(wweb.RemoteAuth);
+    await engine.stop();
   });
 });

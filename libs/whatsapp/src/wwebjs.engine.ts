@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
-import { rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { Logger } from '@nestjs/common';
 import wweb from 'whatsapp-web.js';
 import { AppError } from '@app/common';
@@ -22,9 +23,10 @@ import {
   type WhatsAppEngine,
 } from './engine.js';
 import { textFingerprint } from './fingerprint.js';
+import type { AuthStore } from './auth-store.js';
 import { sessionDir } from './session-paths.js';
 
-const { Client, LocalAuth, MessageMedia } = wweb;
+const { Client, LocalAuth, MessageMedia, RemoteAuth } = wweb;
 
 /** The options handed to whatsapp-web.js's Client (built fresh for every client). */
 export type WwebjsClientOptions = wweb.ClientOptions;
@@ -120,6 +122,8 @@ export interface ClientLike extends EventEmitter {
   getNumberId(number: string): Promise<{ _serialized: string } | null>;
   getChatById(chatId: string): Promise<WwebjsChatLike | undefined>;
   requestPairingCode(phoneNumber: string, showNotification?: boolean): Promise<string>;
+  /** RemoteAuth's backup, run on a clean stop. */
+  authStrategy?: { storeRemoteSession?(): Promise<void> };
   /** `pn` is the phone id (`...@c.us`) of a `...@lid` user, when WhatsApp knows it. */
   getContactLidAndPhone?(userIds: string[]): Promise<{ lid?: string; pn?: string }[]>;
 }
@@ -142,6 +146,10 @@ export interface WwebjsEngineOptions {
   destroyTimeoutMs?: number;
   /** Incoming media larger than this is not downloaded (the message still is emitted). */
   mediaMaxBytes?: number;
+  /** A remote store (AUTH_STORE=redis|s3): the login is kept there through RemoteAuth. */
+  authStore?: AuthStore;
+  /** How often RemoteAuth backs a READY session's login up (at least 60 s). */
+  backupIntervalMs?: number;
   createClient?: (options: WwebjsClientOptions) => ClientLike;
   findChromium?: (configured: string | undefined) => Promise<string | null>;
   prepareProfile?: (profileDir: string) => Promise<ProfileLockCheck>;
@@ -202,7 +210,10 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   readonly kind = 'wwebjs' as const;
   private readonly log = new Logger(WwebjsEngine.name);
   private readonly settings: Required<
-    Omit<WwebjsEngineOptions, 'dataDir' | 'executablePath' | 'runningAsRoot'>
+    Omit<
+      WwebjsEngineOptions,
+      'dataDir' | 'executablePath' | 'runningAsRoot' | 'authStore' | 'backupIntervalMs'
+    >
   > & { runningAsRoot: boolean };
   private readonly profileDir: string;
   private client?: ClientLike;
@@ -233,7 +244,10 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     private readonly options: WwebjsEngineOptions,
   ) {
     super();
-    this.profileDir = sessionDir(options.dataDir, sessionId);
+    // RemoteAuth unpacks the stored login into its own folder, LocalAuth keeps session-<id>.
+    this.profileDir = options.authStore?.remote
+      ? join(options.dataDir, `RemoteAuth-${sessionId}`)
+      : sessionDir(options.dataDir, sessionId);
     this.settings = {
       ...WWEBJS_ENGINE_DEFAULTS,
       createClient: (clientOptions) => new Client(clientOptions),
@@ -252,7 +266,20 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   }
 
   async stop(): Promise<void> {
-    await this.shutDown();
+    const backUp = this.status === 'READY' && this.options.authStore?.remote;
+    await this.shutDown(async (client) => {
+      // A clean stop backs the login up, so the next owner starts from the newest copy.
+      if (backUp && client.authStrategy?.storeRemoteSession)
+        await withTimeout(
+          client.authStrategy.storeRemoteSession(),
+          this.settings.destroyTimeoutMs,
+        ).catch((thrown) =>
+          this.log.warn(
+            { sessionId: this.sessionId, err: toError(thrown).message },
+            'login not backed up on stop',
+          ),
+        );
+    });
     this.setState({ status: 'STOPPED' });
   }
 
@@ -264,6 +291,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     });
     try {
       await rm(this.profileDir, { recursive: true, force: true, maxRetries: 3 });
+      await this.options.authStore?.delete(this.sessionId);
     } finally {
       this.setState({ status: 'STOPPED' });
     }
@@ -395,7 +423,14 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     if (this.settings.runningAsRoot) args.unshift('--no-sandbox');
     // A new object every time: the Client merges its defaults into the options it is given.
     return {
-      authStrategy: new LocalAuth({ clientId: this.sessionId, dataPath: this.options.dataDir }),
+      authStrategy: this.options.authStore?.remote
+        ? new RemoteAuth({
+            clientId: this.sessionId,
+            dataPath: this.options.dataDir,
+            store: remoteStore(this.options.authStore, this.sessionId, this.options.dataDir),
+            backupSyncIntervalMs: Math.max(60_000, this.options.backupIntervalMs ?? 300_000),
+          })
+        : new LocalAuth({ clientId: this.sessionId, dataPath: this.options.dataDir }),
       webVersionCache: { type: 'none' },
       puppeteer: {
         executablePath,
@@ -1035,4 +1070,29 @@ function definedOnly<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(
     Object.entries(value).filter(([, entry]) => entry !== undefined),
   ) as Partial<T>;
+}
+
+/**
+ * whatsapp-web.js RemoteAuth's store, over ours: RemoteAuth zips the profile to
+ * `<dataPath>/RemoteAuth-<id>.zip` and hands only the name to save(); extract() writes the
+ * archive where RemoteAuth unzips it. The copy found by sessionExists() is the one extracted.
+ */
+export function remoteStore(store: AuthStore, sessionId: string, dataDir: string) {
+  let found: Buffer | null = null;
+  return {
+    sessionExists: async () => {
+      found = await store.load(sessionId);
+      return found !== null;
+    },
+    extract: async ({ path }: { session: string; path: string }) => {
+      const archive = found ?? (await store.load(sessionId));
+      found = null;
+      if (!archive) throw new Error(`the login archive of ${sessionId} disappeared`);
+      await writeFile(path, archive);
+    },
+    save: async ({ session }: { session: string }) => {
+      await store.save(sessionId, await readFile(join(resolve(dataDir), `${session}.zip`)));
+    },
+    delete: async () => store.delete(sessionId),
+  };
 }
