@@ -8,11 +8,15 @@ import { RequestFilteringHttpAgent, RequestFilteringHttpsAgent } from 'request-f
  * addresses (request-filtering-agent checks the resolved IP at connect time, so a DNS name
  * pointing inside is refused too). Media downloads and webhook deliveries go through them.
  */
-export function createSafeAgents(allowPrivate: boolean): { http: http.Agent; https: https.Agent } {
+export function createSafeAgents(
+  allowPrivate: boolean,
+  keepAlive = false,
+): { http: http.Agent; https: https.Agent } {
+  // A kept-alive socket was checked when it connected; it is reused only for its own host.
   const options = {
     allowPrivateIPAddress: allowPrivate,
     allowMetaIPAddress: allowPrivate,
-    keepAlive: false,
+    keepAlive,
   };
   return {
     http: new RequestFilteringHttpAgent(options),

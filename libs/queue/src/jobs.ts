@@ -10,7 +10,8 @@ export enum JobName {
 
 export interface JobPayloads {
   [JobName.SendMessage]: { messageId: string; requestId?: string };
-  [JobName.DeliverWebhook]: { deliveryId: string; sessionId: string; targetId: string };
+  /** A chain's job: it delivers the chain's deliveries in order, one at a time. */
+  [JobName.DeliverWebhook]: { sessionId: string; targetId: string };
 }
 
 /** Which jobs each kind of queue carries: a consumer must process every one of its names. */
@@ -24,7 +25,7 @@ export type WebhookJobName = (typeof QUEUE_JOBS.webhooks)[number];
 
 /**
  * One queue carries every webhook delivery; order per (session, target) is kept by the
- * delivery chains in Redis (one job per chain at a time), not by the queue.
+ * delivery chains in Redis, each worked by at most one job at a time (its id names the chain).
  */
 export const WEBHOOK_QUEUE = 'webhooks';
 
@@ -33,4 +34,10 @@ export type JobPayload<N extends JobName> = JobPayloads[N];
 /** Each session has its own queue so one session's backlog or outage never delays another. */
 export function sendQueueName(sessionId: string): string {
   return `send-${sessionId}`;
+}
+
+/** The job id of a (session, target) chain: one job per chain exists at a time. */
+export function webhookChainJobId(chain: { sessionId: string; targetId: string }): string {
+  // BullMQ refuses ':' in custom ids; session and target ids hold no '.'.
+  return `chain.${chain.sessionId}.${chain.targetId}`;
 }

@@ -1,7 +1,13 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { Queue, type JobsOptions, type QueueOptions } from 'bullmq';
-import { JobName, WEBHOOK_QUEUE, sendQueueName, type JobPayloads } from './jobs.js';
+import {
+  JobName,
+  WEBHOOK_QUEUE,
+  sendQueueName,
+  webhookChainJobId,
+  type JobPayloads,
+} from './jobs.js';
 
 export interface SendJobOptions {
   /** Our message id: BullMQ refuses a second job with the same id, so a message is queued once. */
@@ -27,21 +33,18 @@ export class QueueProducer implements OnApplicationShutdown {
   }
 
   /**
-   * Adds one job per delivery that heads its chain. The job id is the delivery id, so a
-   * delivery already waiting or in flight is not added twice.
+   * Gives each chain a job. The job id names the chain, so a chain whose job is waiting,
+   * delayed or running is not given a second one.
    */
-  async enqueueDeliveries(
-    deliveries: JobPayloads[JobName.DeliverWebhook][],
-    attempts: number,
-  ): Promise<void> {
-    if (deliveries.length === 0) return;
+  async enqueueChains(chains: JobPayloads[JobName.DeliverWebhook][], attempts: number) {
+    if (chains.length === 0) return;
     await this.webhookQueue().addBulk(
-      deliveries.map((data) => ({
+      chains.map((data) => ({
         name: JobName.DeliverWebhook,
         data,
         opts: {
-          jobId: data.deliveryId,
-          // Retries are the job's own (moved to delayed); this only bounds stalls.
+          jobId: webhookChainJobId(data),
+          // Retries are the chain's own (the job moves itself to delayed); this bounds stalls.
           attempts,
           removeOnComplete: true,
           removeOnFail: true,

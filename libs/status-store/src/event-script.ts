@@ -19,8 +19,8 @@ export interface ScriptTarget {
  * the event once and fans it out to the session's targets and the global ones in the same
  * script as the change, so an event exists exactly when its change does and events of one
  * session are ordered as their changes were. Each matching target gets a delivery appended to
- * its (session, target) chain; a chain that was empty gets a new head, announced for the
- * workers to schedule.
+ * its (session, target) chain; a chain that was empty is announced for the workers to give
+ * it a job.
  *
  * ARGV[1] key prefixes (JSON), [2] global targets (JSON), [3] event id, [4] now (ms),
  * [5] now (ISO), [6] retention (ms); a script's own arguments start at ARGV[7].
@@ -59,7 +59,8 @@ local function publish_event(session_id, event_type, make_event)
       redis.call('PEXPIRE', key, retention)
       local chain = P.chain .. session_id .. ':' .. t.id
       if redis.call('RPUSH', chain, id) == 1 then
-        redis.call('SADD', P.heads, id)
+        -- The chain needs a job again: named by session and target.
+        redis.call('SADD', P.heads, session_id .. ':' .. t.id)
         redis.call('SADD', P.chains, chain)
         heads = heads + 1
       end

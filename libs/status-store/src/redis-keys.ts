@@ -111,7 +111,7 @@ export class RedisKeys {
   webhookChains(): string {
     return `${this.root}:wh:chains`;
   }
-  /** Deliveries that just became the head of their chain and need a delivery job. */
+  /** Chains (`session:target`) that just got their first delivery and need a job. */
   webhookNewHeads(): string {
     return `${this.root}:wh:new-heads`;
   }

@@ -36,8 +36,8 @@ return false
 `);
 
 // Puts a failed delivery back at the end of its chain. KEYS[1] delivery, [2] chain, [3] chains
-// set, [4] new heads, [5] failed index, [6] event; ARGV[1] id, [2] retention ms, [3] kick
-// channel. Returns 1, or an error word.
+// set, [4] chains needing a job, [5] failed index, [6] event; ARGV[1] id, [2] retention ms,
+// [3] kick channel, [4] the chain as session:target. Returns 1, or an error word.
 const REPLAY = new LuaScript(`
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
@@ -51,7 +51,7 @@ redis.call('HINCRBY', KEYS[6], 'pending', 1)
 redis.call('PEXPIRE', KEYS[6], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
 if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
-  redis.call('SADD', KEYS[4], ARGV[1])
+  redis.call('SADD', KEYS[4], ARGV[4])
   redis.call('SADD', KEYS[3], KEYS[2])
   redis.call('PUBLISH', ARGV[3], '1')
 end
@@ -74,6 +74,12 @@ if redis.call('HINCRBY', KEYS[2], 'pending', -1) <= 0 and redis.call('PTTL', KEY
 end
 return 1
 `);
+
+/** The deliveries of one session to one target: delivered one at a time, in order. */
+export interface DeliveryChain {
+  sessionId: string;
+  targetId: string;
+}
 
 export interface ChainHead {
   sessionId: string;
@@ -239,29 +245,36 @@ export class WebhookRepository {
         this.keys.webhookFailed(),
         this.keys.webhookEvent(delivery.eventId),
       ],
-      [deliveryId, this.config.WEBHOOK_RETENTION_MS, this.keys.webhookKick()],
+      [
+        deliveryId,
+        this.config.WEBHOOK_RETENTION_MS,
+        this.keys.webhookKick(),
+        `${delivery.sessionId}:${delivery.targetId}`,
+      ],
     );
     return result === 1 ? 'replayed' : (result as ReplayResult);
   }
 
-  /** Takes up to `count` deliveries that became heads and still need a job. */
-  async takeNewHeads(
-    count: number,
-  ): Promise<{ deliveryId: string; sessionId: string; targetId: string }[]> {
-    const ids = await this.redis.spop(this.keys.webhookNewHeads(), count);
-    if (ids.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const id of ids) pipeline.hmget(this.keys.webhookDelivery(id), 'sessionId', 'targetId');
-    const results = (await pipeline.exec()) ?? [];
-    // A delivery that expired meanwhile has nothing left to deliver.
-    return ids.flatMap((deliveryId, i) => {
-      const [sessionId, targetId] = (results[i]?.[1] as (string | null)[]) ?? [];
-      return sessionId && targetId ? [{ deliveryId, sessionId, targetId }] : [];
+  /** Takes up to `count` chains that got their first delivery and need a job. */
+  async takeNewHeads(count: number): Promise<DeliveryChain[]> {
+    const members = await this.redis.spop(this.keys.webhookNewHeads(), count);
+    return members.flatMap((member) => {
+      const [sessionId, targetId] = member.split(':');
+      return sessionId && targetId ? [{ sessionId, targetId }] : [];
     });
   }
 
-  async returnNewHeads(deliveryIds: string[]): Promise<void> {
-    if (deliveryIds.length) await this.redis.sadd(this.keys.webhookNewHeads(), ...deliveryIds);
+  /** The delivery in flight of a chain (its head), if the chain holds any. */
+  async chainHead(chain: DeliveryChain): Promise<string | null> {
+    return this.redis.lindex(this.keys.webhookChain(chain.sessionId, chain.targetId), 0);
+  }
+
+  async returnNewHeads(chains: DeliveryChain[]): Promise<void> {
+    if (chains.length)
+      await this.redis.sadd(
+        this.keys.webhookNewHeads(),
+        ...chains.map((chain) => `${chain.sessionId}:${chain.targetId}`),
+      );
   }
 
   /** The head (in-flight delivery) of every chain that holds deliveries, with its length. */

@@ -14,26 +14,30 @@ import {
   QUEUE_JOBS,
   QueueProducer,
   WEBHOOK_QUEUE,
+  webhookChainJobId,
   type JobPayloads,
   type WebhookJobName,
 } from '@app/queue';
-import { RedisKeys, WebhookRepository, createRedis } from '@app/status-store';
+import { RedisKeys, WebhookRepository, createRedis, type DeliveryChain } from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
-import { WebhookDeliveryService, type DeliveryJob } from './webhook-delivery.service.js';
+import { WebhookDeliveryService } from './webhook-delivery.service.js';
 
 /** How often the chains are walked for heads without a job (after a crash) and the backlog. */
 const SWEEP_MS = 10_000;
 const SWEEP_BATCH = 200;
+/** A chain's job steps back in line after this many deliveries or this long. */
+const CHAIN_SLICE_DELIVERIES = 100;
+const CHAIN_SLICE_MS = 2_000;
 
 type Handlers = {
   [N in WebhookJobName]: (job: Job<JobPayloads[N]>, token?: string) => Promise<unknown>;
 };
 
 /**
- * Delivers webhooks: one BullMQ worker on the webhook queue (WEBHOOK_CONCURRENCY at once,
- * never two of one session+target chain, since only a chain's head has a job). Heads are
- * scheduled when an event creates them (pub/sub nudge), when a delivery finishes (its
- * successor), and by a periodic sweep that repairs whatever a crash left without a job.
+ * Delivers webhooks: one BullMQ worker on the webhook queue, one job per (session, target)
+ * chain (its id names the chain, so a chain never has two), WEBHOOK_CONCURRENCY chains at
+ * once. A chain gets its job when an event makes it non-empty (pub/sub nudge), when its job
+ * completes with deliveries left, and from a periodic sweep that repairs what a crash left.
  */
 @Injectable()
 export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicationShutdown {
@@ -46,7 +50,7 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
   private drainAgain = false;
   private stopped = false;
   private readonly handlers: Handlers = {
-    [JobName.DeliverWebhook]: (job, token) => this.deliver(job, token),
+    [JobName.DeliverWebhook]: (job, token) => this.deliverChain(job, token),
   };
 
   constructor(
@@ -76,6 +80,7 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
       autorun: false,
     });
     this.worker.on('failed', (job, err) => void this.onFailed(job, err));
+    this.worker.on('completed', (job) => void this.onCompleted(job as Job<DeliveryChain>));
     this.worker.on('error', (err) => this.log.warn({ err: err.message }, 'webhook worker error'));
     void this.worker
       .run()
@@ -112,7 +117,7 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
             const heads = await this.webhooks.takeNewHeads(500);
             if (heads.length === 0) break;
             await this.schedule(heads).catch(async (err: Error) => {
-              await this.webhooks.returnNewHeads(heads.map((head) => head.deliveryId));
+              await this.webhooks.returnNewHeads(heads);
               throw err;
             });
           }
@@ -141,15 +146,10 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
       const queue = this.queues.webhookQueue();
       for (let i = 0; i < chains.length; i += SWEEP_BATCH) {
         const batch = chains.slice(i, i + SWEEP_BATCH).filter((chain) => chain.head);
-        const states = await Promise.all(batch.map((chain) => queue.getJobState(chain.head!)));
-        const orphans = batch.filter((_, index) => states[index] === 'unknown');
-        await this.schedule(
-          orphans.map((chain) => ({
-            deliveryId: chain.head!,
-            sessionId: chain.sessionId,
-            targetId: chain.targetId,
-          })),
+        const states = await Promise.all(
+          batch.map((chain) => queue.getJobState(webhookChainJobId(chain))),
         );
+        await this.schedule(batch.filter((_, index) => states[index] === 'unknown'));
       }
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'webhook sweep failed');
@@ -157,9 +157,12 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
     await this.drain();
   }
 
-  private schedule(jobs: DeliveryJob[]): Promise<void> {
-    // Exhausting these needs a delivery to crash its worker repeatedly (see onFailed).
-    return this.queues.enqueueDeliveries(jobs, this.config.WEBHOOK_MAX_ATTEMPTS);
+  private schedule(chains: DeliveryChain[]): Promise<void> {
+    // Exhausting these needs a chain's job to crash its worker repeatedly (see onFailed).
+    return this.queues.enqueueChains(
+      chains.map(({ sessionId, targetId }) => ({ sessionId, targetId })),
+      this.config.WEBHOOK_MAX_ATTEMPTS,
+    );
   }
 
   private process(job: Job, token?: string): Promise<unknown> {
@@ -168,41 +171,62 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
     return handler(job, token);
   }
 
-  private async deliver(job: Job<DeliveryJob>, token?: string): Promise<unknown> {
-    const outcome = await this.deliveries.deliver(job.data);
-    if (outcome.result === 'retry') {
-      // The same job waits: the chain's later deliveries stay behind it.
-      await job.moveToDelayed(outcome.retryAt, token);
-      throw new DelayedError();
+  /**
+   * Works through a chain in order: each delivery is made (or given up) before the next. A
+   * retry parks the whole chain until its time; after a batch the job steps back in line so
+   * other chains get their turn.
+   */
+  private async deliverChain(job: Job<DeliveryChain>, token?: string): Promise<unknown> {
+    const chain = job.data;
+    const yieldAt = performance.now() + CHAIN_SLICE_MS;
+    let head = await this.webhooks.chainHead(chain);
+    for (let made = 0; head; made++) {
+      if (made >= CHAIN_SLICE_DELIVERIES || performance.now() > yieldAt) {
+        await job.moveToDelayed(Date.now(), token);
+        throw new DelayedError();
+      }
+      const outcome = await this.deliveries.deliver({ ...chain, deliveryId: head });
+      if (outcome.result === 'retry') {
+        await job.moveToDelayed(outcome.retryAt, token);
+        throw new DelayedError();
+      }
+      head = outcome.next;
     }
-    if (outcome.next) {
-      await this.schedule([{ ...job.data, deliveryId: outcome.next }]);
-    }
-    return outcome.result;
+    return 'empty';
   }
 
-  /** A job that broke outside the delivery's own handling (stalled, Redis errors) too often. */
+  /**
+   * A delivery added between the chain's last pop and its job's completion found the job
+   * still there and was not given one: a chain that holds deliveries gets its job again.
+   */
+  private async onCompleted(job: Job<DeliveryChain>): Promise<void> {
+    try {
+      if (await this.webhooks.chainHead(job.data)) await this.schedule([job.data]);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'chain not rescheduled; the sweep will');
+    }
+  }
+
+  /** A chain's job that broke outside the delivery's own handling (stalled, Redis errors). */
   private async onFailed(job: Job | undefined, err: Error): Promise<void> {
     if (!job || err instanceof DelayedError) return;
     if (job.attemptsMade < (job.opts.attempts ?? 1) && !(err instanceof UnrecoverableError)) return;
-    const data = job.data as DeliveryJob;
+    const chain = job.data as DeliveryChain;
     try {
-      const delivery = await this.webhooks.delivery(data.deliveryId);
-      if (delivery?.status === 'pending') {
-        await this.webhooks.markFailed(data.deliveryId, {
+      // The delivery it was stuck on fails (listed, replayable); the chain goes on.
+      const head = await this.webhooks.chainHead(chain);
+      const delivery = head ? await this.webhooks.delivery(head) : null;
+      if (head && delivery?.status === 'pending') {
+        await this.webhooks.markFailed(head, {
           statusCode: delivery.lastStatusCode,
           error: `delivery broke off: ${err.message}`,
         });
       }
-      const next = await this.webhooks.finish({
-        id: data.deliveryId,
-        sessionId: data.sessionId,
-        targetId: data.targetId,
-      });
-      if (next) await this.schedule([{ ...data, deliveryId: next }]);
+      if (head) await this.webhooks.finish({ ...chain, id: head });
+      await this.schedule([chain]);
     } catch (failure) {
       this.log.warn(
-        { deliveryId: data.deliveryId, err: (failure as Error).message },
+        { ...chain, err: (failure as Error).message },
         'failed webhook job not recorded; the sweep retries it',
       );
     }

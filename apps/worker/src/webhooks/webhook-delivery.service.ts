@@ -1,7 +1,6 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { AppConfig } from '@app/config';
-import type { JobName, JobPayloads } from '@app/queue';
-import { WebhookRepository, renderEvent } from '@app/status-store';
+import { WebhookRepository, renderEvent, type DeliveryChain } from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { WebhookSender, type AttemptOutcome } from './webhook-sender.service.js';
 
@@ -9,7 +8,8 @@ import { WebhookSender, type AttemptOutcome } from './webhook-sender.service.js'
 const MAX_BACKOFF_MS = 3_600_000;
 const MAX_RETRY_AFTER_MS = 24 * 3_600_000;
 
-export type DeliveryJob = JobPayloads[JobName.DeliverWebhook];
+/** The delivery at the head of a chain. */
+export type DeliveryJob = DeliveryChain & { deliveryId: string };
 
 export type DeliveryResult =
   | { result: 'delivered' | 'failed' | 'done'; next: string | null }

@@ -32,7 +32,14 @@ export class WebhookSender {
   private readonly agents: { http: http.Agent; https: https.Agent };
 
   constructor(private readonly config: AppConfig) {
-    this.agents = createSafeAgents(config.WEBHOOK_ALLOW_PRIVATE_URLS);
+    // Kept alive: each chain posts one event after another to the same receiver, and a new
+    // TLS handshake per event would cap a chain at a few events per second.
+    this.agents = createSafeAgents(config.WEBHOOK_ALLOW_PRIVATE_URLS, true);
+  }
+
+  onApplicationShutdown(): void {
+    this.agents.http.destroy();
+    this.agents.https.destroy();
   }
 
   async post(target: WebhookTarget, eventId: string, body: string): Promise<AttemptOutcome> {
