@@ -419,3 +419,49 @@ describe('global webhook targets', () => {
     ]);
   });
 });
+
+describe('a global target that never answers, with few delivery slots', () => {
+  let stack: Stack;
+  let stuck: WebhookReceiver;
+  let healthy: WebhookReceiver;
+  beforeAll(async () => {
+    stuck = await WebhookReceiver.start(() => 'hang');
+    healthy = await WebhookReceiver.start();
+    stack = await Stack.start({
+      ...WEBHOOK_ENV,
+      WEBHOOK_TIMEOUT_MS: '30000',
+      WEBHOOK_CONCURRENCY: '4',
+      WEBHOOK_URLS: stuck.url,
+      WEBHOOK_SECRET: SECRET,
+    });
+    await stack.waitReady();
+  });
+  afterAll(async () => {
+    await stack.close();
+    await stuck.close();
+    await healthy.close();
+  });
+
+  it('holds only its part of the slots: other targets are delivered while it hangs on every session', async () => {
+    // Five sessions, so five chains hang on the stuck target: more than the 4 slots.
+    for (const id of ['h1', 'h2', 'h3', 'h4']) await stack.call('POST', '/api/v1/sessions', { id });
+    for (const id of ['h1', 'h2', 'h3', 'h4']) await stack.waitReady(id);
+    await eventually(() => expect(stuck.requests.length).toBeGreaterThanOrEqual(1));
+    await setTargets(stack, [{ url: healthy.url, events: ['message.status'], secret: SECRET }]);
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000042',
+      text: 'past a stuck target',
+    });
+    await eventually(() =>
+      expect(statusesOf(healthy.events(), sent.body.data.id)).toEqual([
+        'queued',
+        'sending',
+        'sent',
+        'delivered',
+        'read',
+      ]),
+    );
+    // WEBHOOK_CONCURRENCY 4 gives one target at most 1 slot: one request hangs, not four.
+    expect(stuck.requests).toHaveLength(1);
+  });
+});

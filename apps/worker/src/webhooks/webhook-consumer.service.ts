@@ -28,6 +28,8 @@ const SWEEP_BATCH = 200;
 /** A chain's job steps back in line after this many deliveries or this long. */
 const CHAIN_SLICE_DELIVERIES = 100;
 const CHAIN_SLICE_MS = 2_000;
+/** A chain whose target has all its slots busy looks again after about this long. */
+const BUSY_TARGET_WAIT_MS = 200;
 
 type Handlers = {
   [N in WebhookJobName]: (job: Job<JobPayloads[N]>, token?: string) => Promise<unknown>;
@@ -49,6 +51,9 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
   private draining?: Promise<void>;
   private drainAgain = false;
   private stopped = false;
+  /** Deliveries in flight per target on this worker, and the most one target may have. */
+  private readonly inFlight = new Map<string, number>();
+  private readonly perTargetSlots: number;
   private readonly handlers: Handlers = {
     [JobName.DeliverWebhook]: (job, token) => this.deliverChain(job, token),
   };
@@ -62,6 +67,7 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
     private readonly queues: QueueProducer,
     private readonly metrics: WorkerMetrics,
   ) {
+    this.perTargetSlots = Math.max(1, Math.ceil(config.WEBHOOK_CONCURRENCY / 5));
     const missing = QUEUE_JOBS.webhooks.filter((name) => !this.handlers[name]);
     if (missing.length) throw new Error(`no processor for job names: ${missing.join(', ')}`);
   }
@@ -185,7 +191,14 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
         await job.moveToDelayed(Date.now(), token);
         throw new DelayedError();
       }
-      const outcome = await this.deliveries.deliver({ ...chain, deliveryId: head });
+      // One target that hangs must not take every slot from the others.
+      if (!this.takeSlot(chain.targetId)) {
+        await job.moveToDelayed(Date.now() + BUSY_TARGET_WAIT_MS * (1 + Math.random()), token);
+        throw new DelayedError();
+      }
+      const outcome = await this.deliveries
+        .deliver({ ...chain, deliveryId: head })
+        .finally(() => this.releaseSlot(chain.targetId));
       if (outcome.result === 'retry') {
         await job.moveToDelayed(outcome.retryAt, token);
         throw new DelayedError();
@@ -193,6 +206,20 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
       head = outcome.next;
     }
     return 'empty';
+  }
+
+  /** A delivery slot for `targetId`, if it holds fewer than its part of the concurrency. */
+  private takeSlot(targetId: string): boolean {
+    const busy = this.inFlight.get(targetId) ?? 0;
+    if (busy >= this.perTargetSlots) return false;
+    this.inFlight.set(targetId, busy + 1);
+    return true;
+  }
+
+  private releaseSlot(targetId: string): void {
+    const busy = (this.inFlight.get(targetId) ?? 1) - 1;
+    if (busy > 0) this.inFlight.set(targetId, busy);
+    else this.inFlight.delete(targetId);
   }
 
   /**
