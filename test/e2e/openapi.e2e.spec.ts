@@ -1,3 +1,4 @@
+import { createConfig, lintFromString } from '@redocly/openapi-core';
 import { Stack } from '../support/stack.js';
 
 describe('the OpenAPI document', () => {
@@ -58,6 +59,18 @@ describe('the OpenAPI document', () => {
         ).toBeDefined();
       }
     }
+  });
+
+  it('passes redocly lint with the recommended rules without an error', async () => {
+    const problems = await lintFromString({
+      source: JSON.stringify(document),
+      absoluteRef: 'openapi.json',
+      config: await createConfig({ extends: ['recommended'] }),
+    });
+    const errors = problems
+      .filter((problem) => problem.severity === 'error')
+      .map((problem) => `${problem.ruleId}: ${problem.message} at ${problem.location[0]?.pointer}`);
+    expect(errors).toEqual([]);
   });
 
   it('documents the METRICS_TOKEN bearer scheme on /metrics', () => {

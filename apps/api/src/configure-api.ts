@@ -28,6 +28,7 @@ export function configureApi(app: NestExpressApplication): void {
           '`{ "ok": true, "data": ... }` or `{ "ok": false, "error": { "code", "message" } }`.',
       )
       .setVersion('1')
+      .addServer(config.BASE_URL ?? '/')
       .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
       .addBasicAuth({ type: 'http', scheme: 'basic' }, ADMIN_SECURITY)
       .addBearerAuth(

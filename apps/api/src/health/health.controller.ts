@@ -20,6 +20,8 @@ export class HealthController {
   @ApiOperation({
     summary: 'Liveness: the process serves HTTP',
     description: 'No dependency is checked: restart the process only when this fails.',
+    // Open on purpose (probes carry no credentials); said explicitly so clients know.
+    security: [],
   })
   async live(@Res() res: Response): Promise<void> {
     send(res, await this.health.live());
@@ -32,6 +34,7 @@ export class HealthController {
     description:
       'Answers 503 naming the failing indicator (`redis`, `workers`) in `error` and `details`; ' +
       'this api refuses sends with 503 in the same situations.',
+    security: [],
   })
   async ready(@Res() res: Response): Promise<void> {
     send(res, await this.health.ready());

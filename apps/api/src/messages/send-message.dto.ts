@@ -21,11 +21,7 @@ export class SendBaseDto {
 
   @ApiProperty({
     description:
-      'Phone number in international format (digits, optional +, spaces or dashes), or a group id',
-    examples: {
-      phone: { value: '+49 151 2345 6789' },
-      group: { value: '120363012345678901@g.us' },
-    },
+      'Phone number in international format (digits, optional +, spaces or dashes), or a group id such as `120363012345678901@g.us`',
     example: '+49 151 2345 6789',
   })
   @IsString()
