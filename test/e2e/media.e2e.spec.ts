@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mediaFingerprint } from '@app/whatsapp';
+import { eventually } from '../support/eventually.js';
 import { Stack } from '../support/stack.js';
 
 // A real 1x1 PNG, served as application/octet-stream so the type must be sniffed from the bytes.
@@ -123,7 +124,37 @@ describe('media with MEDIA_ALLOW_PRIVATE_URLS=true', () => {
       const failed = await stack.waitForStatus(body.data.id, 'failed');
       expect(failed.error.code, path).toBe('MEDIA_FETCH_FAILED');
       expect((hits.get(path) ?? 0) - before, path).toBe(2);
+      // Both tries show, though neither reached the engine.
+      expect(failed).toMatchObject({ attempts: 2, nextAttemptAt: null });
     }
+  });
+});
+
+describe('a media download that keeps failing', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({
+      MEDIA_ALLOW_PRIVATE_URLS: 'true',
+      SEND_ATTEMPTS: '3',
+      SEND_BACKOFF_MS: '5000',
+    });
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it('shows the failed download as a try, with its error and when the next one is due', async () => {
+    const { body } = await sendMedia(stack, '/broken');
+    const startedAt = Date.now();
+    const retrying = await eventually(async () => {
+      const answer = await stack.call('GET', `/api/v1/messages/${body.data.id}`);
+      expect(answer.body.data).toMatchObject({ status: 'queued', attempts: 1 });
+      return answer.body.data;
+    });
+    expect(retrying.error.code).toBe('MEDIA_FETCH_FAILED');
+    // BullMQ waits SEND_BACKOFF_MS before the second try.
+    const due = Date.parse(retrying.nextAttemptAt) - startedAt;
+    expect(due).toBeGreaterThan(4000);
+    expect(due).toBeLessThan(7000);
   });
 });
 
@@ -141,7 +172,8 @@ describe('media with private URLs refused (the default)', () => {
     expect(status).toBe(202);
     const failed = await stack.waitForStatus(body.data.id, 'failed');
     expect(failed.error.code).toBe('MEDIA_FETCH_FAILED');
-    expect(failed.attempts).toBe(0);
+    // One try, refused before connecting.
+    expect(failed.attempts).toBe(1);
     expect(hits.get('/pixel') ?? 0).toBe(before);
     expect(stack.sandbox().sends).toHaveLength(0);
   });

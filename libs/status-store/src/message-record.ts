@@ -33,6 +33,8 @@ export interface MessageRecord {
   deliveredAt: string | null;
   readAt: string | null;
   failedAt: string | null;
+  /** While a failed try waits for the next one: when that is due. */
+  nextAttemptAt: string | null;
   engineMessageId: string | null;
   text: string | null;
   mediaUrl: string | null;
@@ -57,6 +59,7 @@ export interface PublicMessage {
   deliveredAt: string | null;
   readAt: string | null;
   failedAt: string | null;
+  nextAttemptAt: string | null;
 }
 
 export function toPublicMessage(record: MessageRecord): PublicMessage {
@@ -73,6 +76,7 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     deliveredAt,
     readAt,
     failedAt,
+    nextAttemptAt,
   } = record;
   return {
     id,
@@ -87,5 +91,6 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     deliveredAt,
     readAt,
     failedAt,
+    nextAttemptAt,
   };
 }

@@ -140,6 +140,7 @@ export class MessageRepository {
       deliveredAt: null,
       readAt: null,
       failedAt: null,
+      nextAttemptAt: null,
       engineMessageId: null,
     };
     const retention = this.config.MESSAGE_RETENTION_MS;
@@ -177,20 +178,48 @@ export class MessageRepository {
   async markSending(messageId: string, attempts: number, now = new Date()): Promise<void> {
     await this.update(
       messageId,
-      { status: 'sending', sendingAt: now.toISOString(), attempts: String(attempts) },
+      {
+        status: 'sending',
+        sendingAt: now.toISOString(),
+        attempts: String(attempts),
+        nextAttemptAt: '',
+      },
       now,
     );
   }
 
-  /** A try failed but another will follow: back to queued, the error visible meanwhile. */
-  async markRetrying(messageId: string, error: MessageError): Promise<void> {
-    await this.update(messageId, { status: 'queued', error: JSON.stringify(error) });
+  /**
+   * A try failed but another follows at `nextAttemptAt`: back to queued, with the error and
+   * the tries made so far (a download that failed is a try too) visible meanwhile.
+   */
+  async markRetrying(
+    messageId: string,
+    error: MessageError,
+    retry: { attempts: number; nextAttemptAt: Date },
+  ): Promise<void> {
+    await this.update(messageId, {
+      status: 'queued',
+      error: JSON.stringify(error),
+      attempts: String(retry.attempts),
+      nextAttemptAt: retry.nextAttemptAt.toISOString(),
+    });
   }
 
-  async markFailed(messageId: string, error: MessageError, now = new Date()): Promise<void> {
+  async markFailed(
+    messageId: string,
+    error: MessageError,
+    now = new Date(),
+    attempts?: number,
+  ): Promise<void> {
     await this.update(
       messageId,
-      { status: 'failed', error: JSON.stringify(error), failedAt: now.toISOString() },
+      {
+        status: 'failed',
+        error: JSON.stringify(error),
+        failedAt: now.toISOString(),
+        nextAttemptAt: '',
+        ...(attempts === undefined ? {} : { attempts: String(attempts) }),
+      },
       now,
     );
   }
@@ -316,6 +345,7 @@ const NULLABLE: (keyof MessageRecord)[] = [
   'deliveredAt',
   'readAt',
   'failedAt',
+  'nextAttemptAt',
   'engineMessageId',
   'text',
   'mediaUrl',

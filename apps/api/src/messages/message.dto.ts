@@ -34,7 +34,10 @@ export class MessageDto implements PublicMessage {
     description: 'Last error; set on failed messages and while retrying',
   })
   error: MessageErrorDto | null;
-  @ApiProperty({ example: 0, description: 'Engine calls made so far' })
+  @ApiProperty({
+    example: 0,
+    description: 'Tries made so far (a media download that failed counts as one)',
+  })
   attempts: number;
   @ApiProperty({ example: '2026-11-24T10:00:00.000Z' })
   createdAt: string;
@@ -46,4 +49,11 @@ export class MessageDto implements PublicMessage {
   readAt: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })
   failedAt: string | null;
+  @ApiProperty({
+    nullable: true,
+    example: null,
+    type: String,
+    description: 'Set while a failed try waits to be retried (status queued, with the error)',
+  })
+  nextAttemptAt: string | null;
 }

@@ -115,8 +115,17 @@ export class SendService {
           : new EngineError('SEND_FAILED', toError(thrown).message, false);
       const error = { code: err.code, message: err.message };
       const final = err.permanent || attempt.number >= attempt.max;
-      if (final) await this.messages.markFailed(messageId, error);
-      else await this.messages.markRetrying(messageId, error);
+      // A try counts whether it failed at the download or at the engine.
+      const attempts = record.attempts + 1;
+      if (final) await this.messages.markFailed(messageId, error, new Date(), attempts);
+      else
+        await this.messages.markRetrying(messageId, error, {
+          attempts,
+          // BullMQ's exponential backoff: SEND_BACKOFF_MS doubled per failed attempt.
+          nextAttemptAt: new Date(
+            Date.now() + this.config.SEND_BACKOFF_MS * 2 ** (attempt.number - 1),
+          ),
+        });
       this.metrics.sendFailed(sessionId, err.code, final);
       this.log.warn(
         {
