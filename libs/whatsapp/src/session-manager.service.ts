@@ -435,10 +435,10 @@ export class SessionManager
     const now = new Date();
     const { media, location, vcards, reaction, ...fields } = message;
     const record: IncomingRecord = {
-      ...fields,
       id: incomingMessageId(sessionId, message.engineMessageId),
       sessionId,
       direction: message.fromMe ? 'out' : 'in',
+      ...fields,
       receivedAt: now.toISOString(),
       location: location ?? null,
       vcards: vcards ?? null,
