@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { SessionRepository, type ObservedSession } from '@app/status-store';
+import { SessionRepository, WorkerRepository, type ObservedSession } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { Stack } from '../support/stack.js';
@@ -340,6 +340,18 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     );
     try {
       const registry = still.api!.get(SessionRepository);
+      // The worker that wrote these states is alive (a silent one's sessions show DISCONNECTED).
+      await still.api!.get(WorkerRepository).beat(
+        {
+          id: 'worker-a1b2c3',
+          host: 'h',
+          pid: 1,
+          version: '0',
+          startedAt: '',
+          sessions: [],
+        },
+        600_000,
+      );
       const states: [string, ObservedSession][] = [
         ['linked', { status: 'READY', phone: '4915123456789', pushname: 'Front desk' }],
         ['syncing', { status: 'LOADING', loadingPercent: 45 }],

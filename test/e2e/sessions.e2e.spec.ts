@@ -246,3 +246,42 @@ describe('deleting a session with queued messages', () => {
     expect(await stack.api!.get(QueueProducer).pendingCount('doomed')).toBe(0);
   });
 });
+
+describe('a session whose owner stopped answering', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({}, { worker: false });
+  });
+  afterAll(() => stack.close());
+
+  it('is shown DISCONNECTED with its silent worker named, not READY, until another worker writes', async () => {
+    const { WorkerRepository } = await import('@app/status-store');
+    const key = stack.keys.session('main');
+    await stack.redis.hset(key, { status: 'READY', worker: 'worker-gone-1', phone: '15550000000' });
+    const dead = (await stack.call('GET', '/api/v1/sessions/main/status')).body.data;
+    expect(dead).toMatchObject({
+      status: 'DISCONNECTED',
+      worker: 'worker-gone-1',
+      workerAlive: false,
+    });
+    expect(dead.lastError).toMatch(/worker-gone-1 stopped answering/);
+    const listed = (await stack.call('GET', '/api/v1/sessions')).body.data;
+    expect(listed.find((s: { id: string }) => s.id === 'main').status).toBe('DISCONNECTED');
+
+    // A worker with a fresh heartbeat: its READY is believed.
+    await stack.api!.get(WorkerRepository).beat(
+      {
+        id: 'worker-alive-1',
+        host: 'h',
+        pid: 1,
+        version: '0',
+        startedAt: '',
+        sessions: ['main'],
+      },
+      60_000,
+    );
+    await stack.redis.hset(key, { worker: 'worker-alive-1' });
+    const alive = (await stack.call('GET', '/api/v1/sessions/main/status')).body.data;
+    expect(alive).toMatchObject({ status: 'READY', workerAlive: true, lastError: null });
+  });
+});

@@ -91,6 +91,11 @@ export class WorkerRepository {
     await this.redis.ping();
   }
 
+  /** Ids of the workers whose heartbeat is fresh. */
+  async liveIds(staleAfterMs: number, now = Date.now()): Promise<Set<string>> {
+    return new Set(await this.redis.zrangebyscore(this.keys.workers(), now - staleAfterMs, '+inf'));
+  }
+
   async countLive(staleAfterMs: number, now = Date.now()): Promise<number> {
     return this.redis.zcount(this.keys.workers(), now - staleAfterMs, '+inf');
   }

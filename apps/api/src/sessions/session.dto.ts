@@ -37,6 +37,12 @@ export class SessionStatusDto {
     description: 'Worker that drives the session',
   })
   worker: string | null;
+  @ApiProperty({
+    example: true,
+    description:
+      'The worker still sends heartbeats; when it does not, status shows DISCONNECTED until another worker takes the session over',
+  })
+  workerAlive: boolean;
   @ApiProperty({ nullable: true, type: String, example: '2026-11-24T10:00:00.000Z' })
   updatedAt: string | null;
 }

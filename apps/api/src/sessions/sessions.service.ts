@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import QRCode from 'qrcode';
 import { AppError, assertSessionId } from '@app/common';
 import { AppConfig } from '@app/config';
-import { SessionRepository, type SessionView } from '@app/status-store';
+import { SessionRepository, WorkerRepository, type SessionView } from '@app/status-store';
 import type { SessionStatusDto } from './session.dto.js';
 import type { SessionCommandAcceptedDto } from './session-commands.dto.js';
 
@@ -19,17 +19,51 @@ export class SessionsService {
   constructor(
     private readonly config: AppConfig,
     private readonly sessions: SessionRepository,
+    private readonly workers: WorkerRepository,
   ) {}
 
   async list(): Promise<SessionStatusDto[]> {
-    const [sessions, active] = await Promise.all([this.sessions.list(), this.active()]);
+    const [sessions, active, live] = await Promise.all([
+      this.sessions.list(),
+      this.active(),
+      this.liveWorkers(),
+    ]);
     return sessions
       .filter((s) => s.desired !== 'deleted')
-      .map((session) => toStatus(session, active));
+      .map((session) => this.toStatus(session, active, live));
   }
 
   async status(sessionId: string): Promise<SessionStatusDto> {
-    return toStatus(await this.existing(sessionId), await this.active());
+    const [session, active, live] = await Promise.all([
+      this.existing(sessionId),
+      this.active(),
+      this.liveWorkers(),
+    ]);
+    return this.toStatus(session, active, live);
+  }
+
+  private liveWorkers(): Promise<Set<string>> {
+    return this.workers.liveIds(this.config.workerStaleAfterMs);
+  }
+
+  /**
+   * What a session's owner last wrote, unless that owner has gone quiet: then the session is
+   * not trusted as READY (its lease is about to pass to another worker) and says why.
+   */
+  private toStatus(session: SessionView, activeId: string, live: Set<string>): SessionStatusDto {
+    const status = toStatus(session, activeId);
+    const workerAlive = session.worker !== null && live.has(session.worker);
+    if (session.worker && !workerAlive && session.status !== 'STOPPED') {
+      return {
+        ...status,
+        status: 'DISCONNECTED',
+        hasQr: false,
+        pairingCode: null,
+        lastError: `worker ${session.worker} stopped answering (no heartbeat for ${this.config.workerStaleAfterMs} ms); another worker takes the session over`,
+        workerAlive,
+      };
+    }
+    return { ...status, workerAlive };
   }
 
   async create(sessionId: string): Promise<SessionStatusDto> {
@@ -134,7 +168,7 @@ function accepted(id: string, command: string): SessionCommandAcceptedDto {
   };
 }
 
-function toStatus(session: SessionView, activeId: string): SessionStatusDto {
+function toStatus(session: SessionView, activeId: string): Omit<SessionStatusDto, 'workerAlive'> {
   const {
     id,
     status,
