@@ -75,4 +75,35 @@ describe('deploy/kubernetes', () => {
     const redis = all.find((o) => o.kind === 'StatefulSet' && o.metadata.name.endsWith('-redis'));
     expect(redis.spec.template.spec.containers[0].args).toContain('--appendonly');
   });
+
+  it('has a stateless layout: logins in Redis, workers a Deployment without a claim of their own', async () => {
+    const dir = new URL('../../deploy/kubernetes-stateless/', import.meta.url).pathname;
+    const kustomization = parseAllDocuments(
+      readFileSync(join(dir, 'kustomization.yaml'), 'utf8'),
+    )[0].toJS();
+    expect(kustomization.resources).toEqual(['../kubernetes', 'worker-deployment.yaml']);
+    const patches = kustomization.patches.map((p: { patch: string }) =>
+      parseAllDocuments(p.patch)[0].toJS(),
+    );
+    expect(patches).toContainEqual(
+      expect.objectContaining({
+        $patch: 'delete',
+        kind: 'StatefulSet',
+        metadata: { name: 'whatsapp-gateway-worker' },
+      }),
+    );
+    expect(patches).toContainEqual(
+      expect.objectContaining({ kind: 'ConfigMap', data: { AUTH_STORE: 'redis' } }),
+    );
+    const worker = parseAllDocuments(
+      readFileSync(join(dir, 'worker-deployment.yaml'), 'utf8'),
+    )[0].toJS();
+    const { Deployment } = await import('kubernetes-models/apps/v1/Deployment');
+    expect(() => new Deployment(worker).validate()).not.toThrow();
+    expect(worker.metadata.name).toBe('whatsapp-gateway-worker');
+    expect(worker.spec.template.spec.volumes.find((v: any) => v.name === 'wwebjs-data')).toEqual({
+      name: 'wwebjs-data',
+      emptyDir: { sizeLimit: '5Gi' },
+    });
+  });
 });
