@@ -64,6 +64,31 @@ describe('session lifecycle through the API (sandbox engine, manual linking)', (
     expect(waiting).toMatchObject({ phone: null, pushname: null, hasQr: true });
   });
 
+  it('keeps showing the QR, with the reason, when the phone rejects a pairing request', async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'pairfail' });
+    const waiting = await waitFor('pairfail', 'QR');
+    expect(waiting.hasQr).toBe(true);
+    // WhatsApp refuses the request (rate limits, a number it does not know...).
+    stack.sandbox('pairfail').requestPairingCode = async () => {
+      throw new Error('rate-overlimit');
+    };
+    const refused = await stack.call('POST', '/api/v1/sessions/pairfail/pairing-code', {
+      phone: '+49 151 2345 6789',
+    });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.message).toContain('rate-overlimit');
+    const after = (await stack.call('GET', '/api/v1/sessions/pairfail/status')).body.data;
+    expect(after).toMatchObject({ status: 'QR', hasQr: true });
+    expect(after.lastError).toContain('pairing code: rate-overlimit');
+    expect(
+      (
+        await fetch(`${stack.url}/api/v1/sessions/pairfail/qr`, {
+          headers: { 'x-api-key': stack.env.API_KEY },
+        })
+      ).status,
+    ).toBe(200);
+  });
+
   it('gives a pairing code for linking by phone number', async () => {
     const answer = await stack.call('POST', '/api/v1/sessions/sales/pairing-code', {
       phone: '+49 151 2345 6789',

@@ -154,6 +154,7 @@ export class SessionRepository {
     observed: ObservedSession,
     workerId: string,
     now = new Date(),
+    options: { keepOthers?: boolean } = {},
   ) {
     const fields: Record<string, string> = {
       status: observed.status,
@@ -169,6 +170,8 @@ export class SessionRepository {
       if (value !== undefined && value !== null) fields[field] = String(value);
       else if ((TRANSIENT_FIELDS as readonly string[]).includes(field)) cleared.push(field);
     }
+    // An addition to the current state (an error beside the QR shown): nothing is cleared.
+    if (options.keepOthers) cleared.length = 0;
     await SET_OBSERVED.run(
       this.redis,
       [this.keys.sessions(), this.keys.session(sessionId)],

@@ -282,6 +282,7 @@ export class SessionManager
       try {
         await engine.requestPairingCode(session.pairingPhone ?? '');
       } catch (err) {
+        // The state stays as it is (the QR still shown): only the error is added.
         await this.sessions.setObserved(
           session.id,
           {
@@ -289,6 +290,8 @@ export class SessionManager
             lastError: `pairing code: ${toError(err).message}`,
           },
           this.workerId,
+          new Date(),
+          { keepOthers: true },
         );
       }
     }

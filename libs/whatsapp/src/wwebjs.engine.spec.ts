@@ -1088,6 +1088,36 @@ describe('WwebjsEngine pairing by phone number', () => {
     await h.engine.stop();
   });
 
+  it('keeps the QR and its stall watchdog when WhatsApp rejects the pairing request', async () => {
+    const h = harness();
+    await h.engine.start();
+    await settle();
+    const client = h.client();
+    client.requestPairingCode.mockRejectedValue(new Error('rate-overlimit'));
+    client.emit('qr', 'qr-1');
+    await expect(h.engine.requestPairingCode('491510000001')).rejects.toThrow('rate-overlimit');
+    expect(h.last()).toMatchObject({ status: 'QR', qr: 'qr-1' });
+    // New QR codes are shown again, and a QR that stops refreshing still restarts the client.
+    client.emit('qr', 'qr-2');
+    expect(h.last()).toMatchObject({ status: 'QR', qr: 'qr-2' });
+    await vi.advanceTimersByTimeAsync(QR_STALL + 10);
+    expect(h.createClient).toHaveBeenCalledTimes(2);
+    await h.engine.stop();
+  });
+
+  it('restarts a QR that stops refreshing even when no new QR came after a rejected pairing request', async () => {
+    const h = harness();
+    await h.engine.start();
+    await settle();
+    const client = h.client();
+    client.requestPairingCode.mockRejectedValue(new Error('rejected'));
+    client.emit('qr', 'qr-1');
+    await expect(h.engine.requestPairingCode('491510000001')).rejects.toThrow('rejected');
+    await vi.advanceTimersByTimeAsync(QR_STALL + 10);
+    expect(h.createClient).toHaveBeenCalledTimes(2);
+    await h.engine.stop();
+  });
+
   it('refuses a malformed phone number and a session that is not waiting to be linked', async () => {
     const h = harness();
     await startReady(h);

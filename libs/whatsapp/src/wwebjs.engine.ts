@@ -317,7 +317,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     try {
       code = await client.requestPairingCode(digits, true);
     } catch (thrown) {
-      if (attempt === this.attempt) this.pairing = false;
+      if (attempt === this.attempt) {
+        this.pairing = false;
+        // Still showing the QR: its stall watchdog goes back on.
+        if (this.status === 'QR') this.armQrWatchdog(attempt);
+      }
       throw toError(thrown);
     }
     if (attempt === this.attempt) this.showPairingCode(code);
@@ -452,13 +456,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       // Once a pairing code was asked for, the QR WhatsApp Web keeps rotating is not shown.
       if (!current() || this.pairing) return;
       this.clearWatchdog('start');
-      this.armWatchdog('qr', this.settings.qrStallMs, attempt, () => {
-        if (this.status !== 'QR') return;
-        void this.restartNow(
-          attempt,
-          `the QR code stopped refreshing for ${seconds(this.settings.qrStallMs)}; restarted`,
-        );
-      });
+      this.armQrWatchdog(attempt);
       this.setState({ status: 'QR', qr });
     });
 
@@ -917,6 +915,17 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     return new Error(
       `WhatsApp Web made no progress for ${seconds(this.settings.startTimeoutMs)} while starting`,
     );
+  }
+
+  /** Restarts the client when the QR shown stops refreshing. */
+  private armQrWatchdog(attempt: number): void {
+    this.armWatchdog('qr', this.settings.qrStallMs, attempt, () => {
+      if (this.status !== 'QR') return;
+      void this.restartNow(
+        attempt,
+        `the QR code stopped refreshing for ${seconds(this.settings.qrStallMs)}; restarted`,
+      );
+    });
   }
 
   private showPairingCode(code: string): void {
