@@ -419,9 +419,10 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
       isGroup: true,
       type: 'image',
       preview: `${preview}…`,
-      media: { mimetype: 'image/png', size },
+      media: { mimetype: 'image/png', size, text: `image/png · ${size} B` },
     });
-    expect(Object.keys(received.media)).toEqual(['mimetype', 'size']);
+    // Type and size only: no link to the bytes, which need an API key.
+    expect(Object.keys(received.media)).toEqual(['mimetype', 'size', 'text']);
     expect(received.preview).toHaveLength(160);
     const page = await request(stack, 'GET', '/admin/sessions/main');
     expect(page.text).toContain(

@@ -1,6 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import type { SendErrorCode } from '@app/common';
-import type { IncomingType, ObservedSession } from '@app/status-store';
+import type { IncomingRecord, ObservedSession } from '@app/status-store';
 
 export { INCOMING_TYPES, type IncomingType } from '@app/status-store';
 
@@ -25,33 +25,27 @@ export interface IncomingMedia {
 }
 
 /**
- * A message a linked session saw arrive (or, with `fromMe`, one sent from the phone itself).
- * Engine ids are kept as the engine gives them; the session manager gives it our own id.
+ * A message a linked session saw arrive (or, with `fromMe`, one sent from the phone itself):
+ * the fields of the record the session manager keeps, as far as the engine knows them.
  */
-export interface IncomingMessage {
-  engineMessageId: string;
-  /** The chat it belongs to: the sender's chat, or the group's (`...@g.us`). */
-  chatId: string;
-  /** Who wrote it: the sender, or in a group the member (`...@c.us`, or `...@lid` unresolved). */
-  from: string;
-  /** The sender's phone number (digits), when WhatsApp lets us know it. */
-  fromPhone: string | null;
-  fromMe: boolean;
-  isGroup: boolean;
-  type: IncomingType;
-  /** Text, or the caption of a media message; '' when there is none. */
-  body: string;
-  /** ISO-8601. */
-  timestamp: string;
-  /** Engine id of the message this one replies to. */
-  quotedId: string | null;
-  location?: { latitude: number; longitude: number; name?: string; address?: string };
-  /** vCards of a shared contact (or several). */
+export type IncomingMessage = Pick<
+  IncomingRecord,
+  | 'engineMessageId'
+  | 'chatId'
+  | 'from'
+  | 'fromPhone'
+  | 'fromMe'
+  | 'isGroup'
+  | 'type'
+  | 'body'
+  | 'timestamp'
+  | 'quotedId'
+> & {
+  location?: NonNullable<IncomingRecord['location']>;
   vcards?: string[];
-  /** A reaction: `emoji` '' means the reaction was taken back. */
-  reaction?: { emoji: string; targetId: string };
+  reaction?: NonNullable<IncomingRecord['reaction']>;
   media?: IncomingMedia;
-}
+};
 
 /** Events every engine emits; the session manager turns them into Redis writes. */
 export interface EngineEvents {

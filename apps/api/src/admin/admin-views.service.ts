@@ -81,14 +81,8 @@ export class AdminViews {
     hbs.registerHelper('sessionTone', (status: string) => SESSION_TONE[status] ?? 'off');
     hbs.registerHelper('messageTone', (status: string) => MESSAGE_TONE[status] ?? 'off');
     hbs.registerHelper('deliveryTone', (status: string) => DELIVERY_TONE[status] ?? 'off');
-    hbs.registerHelper('deliveryAnswer', (delivery: DeliveryAnswerFields) =>
-      deliveryAnswer(delivery),
-    );
     hbs.registerHelper('sender', (message: { from: string; fromPhone: string | null }) =>
       message.fromPhone ? `+${message.fromPhone}` : message.from,
-    );
-    hbs.registerHelper('mediaText', (media: { mimetype: string; size: number | null }) =>
-      mediaText(media),
     );
     hbs.registerHelper('time', (iso: unknown) => formatTime(iso));
     hbs.registerHelper('phone', (digits: unknown) =>
@@ -156,7 +150,7 @@ type DeliveryAnswerFields = {
   nextAttemptAt: string | null;
 };
 
-/** What a delivery's receiver last answered, and when the next try is (also built in admin.js). */
+/** What a delivery's receiver last answered, and when the next try is (the page's wording). */
 export function deliveryAnswer(delivery: DeliveryAnswerFields): string {
   const answer =
     delivery.lastError ||
@@ -166,7 +160,7 @@ export function deliveryAnswer(delivery: DeliveryAnswerFields): string {
     : answer;
 }
 
-/** `image/png · 48.2 KB` (also built in admin.js). */
+/** `image/png · 48.2 KB`. */
 export function mediaText(media: { mimetype: string; size: number | null }): string {
   return media.size === null ? media.mimetype : `${media.mimetype} · ${formatBytes(media.size)}`;
 }

@@ -49,6 +49,14 @@ export class AdminIncomingMediaDto {
   mimetype: string;
   @ApiProperty({ nullable: true, type: Number, example: 48213, description: 'Bytes' })
   size: number | null;
+  @ApiProperty({ example: 'image/jpeg · 47.1 KB', description: 'As the page shows it' })
+  text: string;
+}
+
+/** A delivery with what its receiver last answered, worded as the page shows it. */
+export class AdminDeliveryDto extends DeliveryDto {
+  @ApiProperty({ example: 'answered HTTP 503: upstream down · next try 2026-12-01 12:08:11 UTC' })
+  answer: string;
 }
 
 /** A received message as the session page lists it: who, what, and a short preview. */
@@ -93,10 +101,10 @@ export class AdminSessionDetailDto extends AdminSessionDto {
   })
   webhookTargets: AdminWebhookTargetDto[];
   @ApiProperty({
-    type: [DeliveryDto],
+    type: [AdminDeliveryDto],
     description: `The session's ${RECENT_DELIVERIES} newest webhook deliveries, newest first`,
   })
-  recentDeliveries: DeliveryDto[];
+  recentDeliveries: AdminDeliveryDto[];
 }
 
 /** A test message from the admin page: the same path as POST /api/v1/messages/text. */

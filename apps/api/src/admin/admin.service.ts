@@ -26,7 +26,7 @@ import {
   type AdminWebhookTargetDto,
   type MessageCountsDto,
 } from './admin.dto.js';
-import { linkPhase } from './admin-views.service.js';
+import { deliveryAnswer, linkPhase, mediaText } from './admin-views.service.js';
 
 const RECENT_MESSAGES = 20;
 
@@ -73,7 +73,10 @@ export class AdminService {
           scope,
         }),
       ),
-      recentDeliveries: deliveries,
+      recentDeliveries: deliveries.map((delivery) => ({
+        ...delivery,
+        answer: deliveryAnswer(delivery),
+      })),
     };
   }
 
@@ -136,7 +139,11 @@ function toIncomingSummary(record: IncomingRecord): AdminIncomingMessageDto {
     timestamp,
     receivedAt,
     preview: preview(record),
-    media: record.media && { mimetype: record.media.mimetype, size: record.media.size },
+    media: record.media && {
+      mimetype: record.media.mimetype,
+      size: record.media.size,
+      text: mediaText(record.media),
+    },
   };
 }
 

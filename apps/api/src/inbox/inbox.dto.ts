@@ -1,18 +1,15 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { Transform, Type } from 'class-transformer';
+import { Type } from 'class-transformer';
 import {
   IsBase64,
   IsBoolean,
   IsIn,
-  IsInt,
   IsLatitude,
   IsLongitude,
   IsOptional,
   IsString,
   Matches,
-  Max,
   MaxLength,
-  Min,
   MinLength,
   ValidateNested,
 } from 'class-validator';
@@ -22,6 +19,7 @@ import {
   type IncomingRecord,
   type IncomingType,
 } from '@app/status-store';
+import { QueryLimit } from '../docs/query-limit.decorator.js';
 
 export class ListMessagesQueryDto {
   @ApiPropertyOptional({
@@ -48,14 +46,7 @@ export class ListMessagesQueryDto {
   @MaxLength(200)
   before?: string;
 
-  @ApiPropertyOptional({ example: 50, minimum: 1, maximum: 200, default: 50 })
-  @IsOptional()
-  @Transform(({ value }) =>
-    typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value,
-  )
-  @IsInt()
-  @Min(1)
-  @Max(200)
+  @QueryLimit()
   limit?: number;
 }
 

@@ -1,21 +1,17 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { Transform } from 'class-transformer';
+import { ApiProperty, ApiPropertyOptional, PickType } from '@nestjs/swagger';
 import {
   ArrayMinSize,
   ArrayUnique,
   IsBoolean,
   IsIn,
-  IsInt,
   IsOptional,
   IsString,
   Matches,
-  Max,
   MaxLength,
-  Min,
 } from 'class-validator';
+import { SESSION_ID_PATTERN } from '@app/common';
 import { WEBHOOK_SECRET_RE } from '@app/config';
 import {
-  SESSION_STATUSES,
   WEBHOOK_EVENT_TYPES,
   type DeliveryRecord,
   type DeliveryStatus,
@@ -23,6 +19,8 @@ import {
 } from '@app/status-store';
 import { IncomingMessageDto } from '../inbox/inbox.dto.js';
 import { MessageDto } from '../messages/message.dto.js';
+import { SessionStatusDto } from '../sessions/session.dto.js';
+import { QueryLimit } from '../docs/query-limit.decorator.js';
 
 const SECRET_EXAMPLE = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 
@@ -94,17 +92,10 @@ export class DeliveryQueryDto {
 
   @ApiPropertyOptional({ example: 'main' })
   @IsOptional()
-  @Matches(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, { message: 'sessionId must be a session id' })
+  @Matches(SESSION_ID_PATTERN, { message: 'sessionId must be a session id' })
   sessionId?: string;
 
-  @ApiPropertyOptional({ example: 50, minimum: 1, maximum: 200, default: 50 })
-  @IsOptional()
-  @Transform(({ value }) =>
-    typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value,
-  )
-  @IsInt()
-  @Min(1)
-  @Max(200)
+  @QueryLimit()
   limit?: number;
 }
 
@@ -200,27 +191,19 @@ export class MessageReceivedEventDto extends EventEnvelopeDto {
   data: IncomingMessageDto & { media: ReceivedMediaDto | null };
 }
 
-class SessionEventDataDto {
-  @ApiProperty({ example: 'main' })
-  id: string;
-  @ApiProperty({ enum: SESSION_STATUSES, example: 'READY' })
-  status: string;
-  @ApiProperty({ nullable: true, type: String, example: '4915123456789' })
-  phone: string | null;
-  @ApiProperty({ nullable: true, type: String, example: 'Sales desk' })
-  pushname: string | null;
-  @ApiProperty({ nullable: true, type: String, example: null })
-  pairingCode: string | null;
-  @ApiProperty({ nullable: true, type: Number, example: null })
-  loadingPercent: number | null;
-  @ApiProperty({ nullable: true, type: String, example: null })
-  lastError: string | null;
-  @ApiProperty({ nullable: true, type: String, example: null })
-  nextRetryAt: string | null;
-  @ApiProperty({ nullable: true, type: String, example: 'worker-1-4242-a1b2c3' })
-  worker: string | null;
-  @ApiProperty({ nullable: true, type: String, example: '2026-12-01T10:00:00.000Z' })
-  updatedAt: string | null;
+/** What session.status carries: the status fields of GET /api/v1/sessions/{id}/status. */
+class SessionEventDataDto extends PickType(SessionStatusDto, [
+  'id',
+  'status',
+  'phone',
+  'pushname',
+  'pairingCode',
+  'loadingPercent',
+  'lastError',
+  'nextRetryAt',
+  'worker',
+  'updatedAt',
+] as const) {
   @ApiPropertyOptional({
     nullable: true,
     type: String,

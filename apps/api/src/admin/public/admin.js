@@ -27,26 +27,6 @@
       : session.lastError;
   }
 
-  // The same rules as admin-views.service.ts (deliveryAnswer, mediaText).
-  function deliveryAnswer(delivery) {
-    const answer =
-      delivery.lastError ||
-      (delivery.lastStatusCode === null ? '–' : `HTTP ${delivery.lastStatusCode}`);
-    return delivery.status === 'pending' && delivery.nextAttemptAt
-      ? `${answer} · next try ${formatTime(delivery.nextAttemptAt)}`
-      : answer;
-  }
-
-  function formatBytes(bytes) {
-    if (bytes < 1024) return `${bytes} B`;
-    if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
-    return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
-  }
-
-  function mediaText(media) {
-    return media.size === null ? media.mimetype : `${media.mimetype} · ${formatBytes(media.size)}`;
-  }
-
   /** An element with a class and text. */
   function element(tag, className, text) {
     const node = document.createElement(tag);
@@ -283,7 +263,7 @@
             [
               '',
               message.type,
-              message.media ? element('span', 'cell-note', mediaText(message.media)) : undefined,
+              message.media ? element('span', 'cell-note', message.media.text) : undefined,
             ],
             ['preview', message.preview],
             id,
@@ -335,7 +315,7 @@
             ],
             badge,
             ['num', String(delivery.attempts)],
-            ['answer', deliveryAnswer(delivery)],
+            ['answer', delivery.answer],
             ['nowrap', delivery.status === 'failed' ? replayForm(delivery) : undefined],
           ]);
         },
