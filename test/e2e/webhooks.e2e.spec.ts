@@ -464,4 +464,17 @@ describe('a global target that never answers, with few delivery slots', () => {
     // WEBHOOK_CONCURRENCY 4 gives one target at most 1 slot: one request hangs, not four.
     expect(stuck.requests).toHaveLength(1);
   });
+
+  it('breaks off the hanging delivery when the worker shuts down, keeping it for the next worker', async () => {
+    const [hanging] = (
+      await stack.call('GET', '/api/v1/webhooks/deliveries?status=pending&limit=200')
+    ).body.data.filter((d: { url: string; attempts: number }) => d.url === stuck.url && d.attempts);
+    // WEBHOOK_TIMEOUT_MS is 30 s: a shutdown that waited for the receiver would outlast the test.
+    await stack.stopWorker();
+    const after = (await stack.call('GET', `/api/v1/webhooks/deliveries/${hanging.id}`)).body.data;
+    expect(after).toMatchObject({
+      status: 'pending',
+      lastError: expect.stringMatching(/shutting down/),
+    });
+  });
 });

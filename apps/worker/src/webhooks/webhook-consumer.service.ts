@@ -21,6 +21,7 @@ import {
 import { RedisKeys, WebhookRepository, createRedis, type DeliveryChain } from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { WebhookDeliveryService } from './webhook-delivery.service.js';
+import { WebhookSender } from './webhook-sender.service.js';
 
 /** How often the chains are walked for heads without a job (after a crash) and the backlog. */
 const SWEEP_MS = 10_000;
@@ -64,6 +65,7 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
     private readonly keys: RedisKeys,
     private readonly webhooks: WebhookRepository,
     private readonly deliveries: WebhookDeliveryService,
+    private readonly sender: WebhookSender,
     private readonly queues: QueueProducer,
     private readonly metrics: WorkerMetrics,
   ) {
@@ -103,7 +105,9 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
     clearInterval(this.timer);
     await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
     await this.draining?.catch(() => undefined);
-    // Lets deliveries in flight finish (each bounded by WEBHOOK_TIMEOUT_MS).
+    // Deliveries in flight are broken off (a hanging receiver must not hold the exit); each
+    // stays at the head of its chain and is made again by the next worker.
+    this.sender.abortAll();
     await this.worker?.close();
     await this.connection?.quit().catch(() => this.connection?.disconnect());
   }

@@ -30,11 +30,18 @@ const ERROR_BODY_BYTES = 512;
 @Injectable()
 export class WebhookSender {
   private readonly agents: { http: http.Agent; https: https.Agent };
+  /** Aborted on shutdown: a receiver that hangs must not hold the worker's exit. */
+  private readonly shutdown = new AbortController();
 
   constructor(private readonly config: AppConfig) {
     // Kept alive: each chain posts one event after another to the same receiver, and a new
     // TLS handshake per event would cap a chain at a few events per second.
     this.agents = createSafeAgents(config.WEBHOOK_ALLOW_PRIVATE_URLS, true);
+  }
+
+  /** Breaks off every request in flight; their deliveries are retried (at least once). */
+  abortAll(): void {
+    this.shutdown.abort();
   }
 
   onApplicationShutdown(): void {
@@ -77,7 +84,7 @@ export class WebhookSender {
           method: 'POST',
           agent,
           headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
-          signal: AbortSignal.timeout(timeoutMs),
+          signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), this.shutdown.signal]),
         },
         (response) => {
           const statusCode = response.statusCode ?? 0;
@@ -95,6 +102,8 @@ export class WebhookSender {
         },
       );
       request.on('error', (err) => {
+        if (this.shutdown.signal.aborted)
+          return resolve(noAnswer('broken off: the worker is shutting down', true));
         if (err.name === 'AbortError' || err.name === 'TimeoutError')
           return resolve(noAnswer(`no answer within WEBHOOK_TIMEOUT_MS (${timeoutMs} ms)`, true));
         // The filtering agent refuses forbidden addresses with a descriptive message.
