@@ -1,4 +1,4 @@
-/** Error codes of the public contract (DESIGN.md, Contracts). */
+/** Error codes of the public contract: the HTTP ones, and those a failed message carries. */
 export const ERROR_STATUS = {
   BAD_REQUEST: 400,
   UNAUTHORIZED: 401,

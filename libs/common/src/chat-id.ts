@@ -20,6 +20,12 @@ export function assertSessionId(value: unknown): string {
 const GROUP_ID = /^\d{5,40}(-\d{5,20})?@g\.us$/;
 const PHONE_SEPARATORS = /[ \-().]/g;
 
+/** A phone number as people write it (+, spaces, dashes, brackets) as 7-15 digits, or null. */
+export function phoneDigits(phone: string): string | null {
+  const digits = phone.trim().replace(PHONE_SEPARATORS, '').replace(/^\+/, '');
+  return /^\d{7,15}$/.test(digits) ? digits : null;
+}
+
 /**
  * Turns what a client sends as `to` into a WhatsApp chat id: a phone number (digits, with or
  * without +, spaces, dashes, brackets) becomes `<digits>@c.us`; a group id is kept as it is.
@@ -30,6 +36,6 @@ export function toChatId(to: string): string | null {
   if (GROUP_ID.test(trimmed)) return trimmed;
   const userJid = /^(\d{7,15})@(c\.us|s\.whatsapp\.net)$/.exec(trimmed);
   if (userJid) return `${userJid[1]}@c.us`;
-  const digits = trimmed.replace(PHONE_SEPARATORS, '').replace(/^\+/, '');
-  return /^\d{7,15}$/.test(digits) ? `${digits}@c.us` : null;
+  const digits = phoneDigits(trimmed);
+  return digits ? `${digits}@c.us` : null;
 }

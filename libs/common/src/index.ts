@@ -1,5 +1,5 @@
-// What api and worker share about the public contract: the error envelope and codes, the
-// validation pipe, and parsing of session ids and chat ids.
+// What api and worker share: the error envelope and codes, the validation pipe, parsing of
+// session ids, chat ids and phone numbers, and small helpers both processes need.
 export * from './app-error.js';
 export * from './envelope.js';
 export * from './app-exception.filter.js';
@@ -10,3 +10,5 @@ export * from './shutdown-deadline.js';
 export * from './health-probe.js';
 export * from './ssrf.js';
 export * from './app-version.js';
+export * from './with-timeout.js';
+export * from './secret.js';

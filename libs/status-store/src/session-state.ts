@@ -1,4 +1,4 @@
-/** What the owning worker last saw of a session's WhatsApp client (DESIGN.md, Sessions). */
+/** What the owning worker last saw of a session's WhatsApp client. */
 export const SESSION_STATUSES = [
   'STARTING',
   'QR',

@@ -70,7 +70,7 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
   sendMedia(chatId: string, media: OutgoingMedia): Promise<string>;
   /**
    * Looks for a message we sent to `chatId` since `since` whose content has `fingerprint`
-   * (DESIGN.md Sending 6): the answer to "did WhatsApp take it before we crashed?".
+   * (a worker that died mid-send): the answer to "did WhatsApp take it before we crashed?".
    */
   findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null>;
   /** Links by phone number: resolves with the code the user types on the phone. */

@@ -3,7 +3,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AppError } from '@app/common';
+import { AppError, phoneDigits } from '@app/common';
 import {
   EngineError,
   type EngineEvents,
@@ -80,7 +80,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
 
   /** Shows a made-up pairing code, then links as a scanned QR would (after the link delay). */
   async requestPairingCode(phone: string): Promise<string> {
-    if (!/^\d{7,15}$/.test(phone.replace(/[\s()+-]/g, ''))) {
+    if (!phoneDigits(phone)) {
       throw new AppError('BAD_REQUEST', 'phone must be 7-15 digits in international format');
     }
     if (!this.running || this.ready)
@@ -206,7 +206,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
       media,
     };
     // Written before the send "succeeds", as WhatsApp's chat history would be: a worker that
-    // takes this session over after a crash finds it there (DESIGN.md Sending 6).
+    // takes this session over after a crash finds it there and does not send again.
     appendFileSync(this.sendLogPath(), JSON.stringify(send) + '\n');
     this.sends.push(send);
     const delay = this.options.ackDelayMs;

@@ -3,7 +3,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Logger } from '@nestjs/common';
 import wweb from 'whatsapp-web.js';
-import { AppError } from '@app/common';
+import { AppError, phoneDigits, withTimeout } from '@app/common';
 import type { ObservedSession, SessionStatus } from '@app/status-store';
 import {
   chromiumNotFoundMessage,
@@ -299,8 +299,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
 
   /** Links by phone number instead of QR: WhatsApp shows a notification, the user types the code. */
   async requestPairingCode(phone: string): Promise<string> {
-    const digits = phone.replace(/[\s()+-]/g, '');
-    if (!/^\d{7,15}$/.test(digits)) {
+    const digits = phoneDigits(phone);
+    if (!digits) {
       throw new AppError('BAD_REQUEST', 'phone must be 7-15 digits in international format');
     }
     const client = this.client;
@@ -1053,14 +1053,6 @@ function finiteNumber(value: unknown): number | null {
 
 function nonEmptyString(value: unknown): string | null {
   return typeof value === 'string' && value ? value : null;
-}
-
-function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([work, expired]).finally(() => clearTimeout(timer));
 }
 
 function seconds(ms: number): string {

@@ -1,8 +1,8 @@
 import { Injectable, Logger } from '@nestjs/common';
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { doubleCsrf, type DoubleCsrfUtilities } from 'csrf-csrf';
 import type { NextFunction, Request, Response } from 'express';
-import { AppError, toErrorEnvelope } from '@app/common';
+import { AppError, toErrorEnvelope, Secret } from '@app/common';
 import { AppConfig } from '@app/config';
 
 export const CSRF_COOKIE = 'wa-admin-csrf';
@@ -11,8 +11,6 @@ export const CSRF_FIELD = '_csrf';
 const REALM = 'Basic realm="WhatsApp gateway admin", charset="UTF-8"';
 const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
-const digest = (value: string) => createHash('sha256').update(value, 'utf8').digest();
-
 /**
  * Who may use /admin and /api/admin: Basic Auth (when ADMIN_PASSWORD is set, compared in
  * constant time), and for state-changing requests a same-origin check plus a CSRF token
@@ -20,14 +18,14 @@ const digest = (value: string) => createHash('sha256').update(value, 'utf8').dig
  */
 @Injectable()
 export class AdminAccess {
-  private readonly expectedUser: Buffer;
-  private readonly expectedPassword?: Buffer;
+  private readonly expectedUser: Secret;
+  private readonly expectedPassword?: Secret;
   private readonly allowedOrigins = new Set<string>();
   private readonly csrf: DoubleCsrfUtilities;
 
   constructor(config: AppConfig) {
-    this.expectedUser = digest(config.ADMIN_USERNAME);
-    if (config.ADMIN_PASSWORD) this.expectedPassword = digest(config.ADMIN_PASSWORD);
+    this.expectedUser = new Secret(config.ADMIN_USERNAME);
+    if (config.ADMIN_PASSWORD) this.expectedPassword = new Secret(config.ADMIN_PASSWORD);
     else
       new Logger('Admin').warn(
         'ADMIN_PASSWORD is not set: /admin is open to anyone who reaches this port (development only)',
@@ -64,8 +62,8 @@ export class AdminAccess {
     if (!this.expectedPassword) return;
     const credentials = parseBasic(req.headers.authorization);
     // Both compared every time, and combined without short-circuit, so timing says nothing.
-    const userOk = timingSafeEqual(digest(credentials?.user ?? ''), this.expectedUser);
-    const passwordOk = timingSafeEqual(digest(credentials?.password ?? ''), this.expectedPassword);
+    const userOk = this.expectedUser.matches(credentials?.user);
+    const passwordOk = this.expectedPassword.matches(credentials?.password);
     if (credentials && Number(userOk) & Number(passwordOk)) return;
     res.setHeader('WWW-Authenticate', REALM);
     throw new AppError(

@@ -1,7 +1,7 @@
 import { ApiProperty, OmitType, PickType } from '@nestjs/swagger';
-import { Transform } from 'class-transformer';
-import { IsString, Matches, MaxLength, MinLength } from 'class-validator';
+import { IsString, MaxLength, MinLength } from 'class-validator';
 import { IncomingMessageDto } from '../inbox/inbox.dto.js';
+import { IsPhone } from '../messages/is-phone.decorator.js';
 import { MessageDto } from '../messages/message.dto.js';
 import { SendTextDto } from '../messages/send-message.dto.js';
 import { SessionStatusDto } from '../sessions/session.dto.js';
@@ -116,12 +116,8 @@ export class AdminTestIncomingDto {
     example: '+49 151 2345 6789',
     description: "Sender's phone number, 7-15 digits; spaces, dashes and brackets are ignored",
   })
-  // Typed as a person writes it (the form's placeholder has spaces); the sandbox wants digits.
-  @Transform(({ value }: { value: unknown }) =>
-    typeof value === 'string' ? value.replace(/[\s().-]/g, '') : value,
-  )
   @IsString()
-  @Matches(/^\+?\d{7,15}$/, { message: 'from must be a phone number of 7 to 15 digits' })
+  @IsPhone()
   from: string;
 
   @ApiProperty({ example: 'Is my order on its way?', minLength: 1, maxLength: 4096 })

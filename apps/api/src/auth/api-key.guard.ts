@@ -1,18 +1,15 @@
 import { CanActivate, ExecutionContext, Injectable, Logger } from '@nestjs/common';
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Request } from 'express';
-import { AppError } from '@app/common';
+import { AppError, Secret } from '@app/common';
 import { AppConfig } from '@app/config';
-
-const digest = (value: string) => createHash('sha256').update(value).digest();
 
 /** Checks `x-api-key` against API_KEY in constant time. */
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
-  private readonly expected?: Buffer;
+  private readonly expected?: Secret;
 
   constructor(config: AppConfig) {
-    if (config.API_KEY) this.expected = digest(config.API_KEY);
+    if (config.API_KEY) this.expected = new Secret(config.API_KEY);
     else
       new Logger('Auth').warn(
         'API_KEY is not set: /api/v1 accepts requests without a key (development only)',
@@ -24,8 +21,7 @@ export class ApiKeyGuard implements CanActivate {
     const header = context.switchToHttp().getRequest<Request>().headers['x-api-key'];
     const given = Array.isArray(header) ? header[0] : header;
     if (!given) throw new AppError('UNAUTHORIZED', 'Missing x-api-key header');
-    if (!timingSafeEqual(digest(given), this.expected))
-      throw new AppError('UNAUTHORIZED', 'Invalid API key');
+    if (!this.expected.matches(given)) throw new AppError('UNAUTHORIZED', 'Invalid API key');
     return true;
   }
 }

@@ -20,6 +20,7 @@ import {
   type IncomingType,
 } from '@app/status-store';
 import { QueryLimit } from '../docs/query-limit.decorator.js';
+import { IsPhone } from '../messages/is-phone.decorator.js';
 
 export class ListMessagesQueryDto {
   @ApiPropertyOptional({
@@ -195,9 +196,12 @@ class SandboxMediaDto {
 
 /** A message for a sandbox session to receive, as if someone had sent it to the phone. */
 export class SandboxIncomingDto {
-  @ApiProperty({ example: '4915123456789', description: "Sender's phone number (7-15 digits)" })
+  @ApiProperty({
+    example: '4915123456789',
+    description: "Sender's phone number (7-15 digits; +, spaces and dashes allowed)",
+  })
   @IsString()
-  @Matches(/^\+?\d{7,15}$/, { message: 'from must be a phone number of 7 to 15 digits' })
+  @IsPhone()
   from: string;
 
   @ApiPropertyOptional({ example: 'Is my order on its way?' })

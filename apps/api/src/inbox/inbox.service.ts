@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import { AppError, assertSessionId } from '@app/common';
+import { AppError, assertSessionId, phoneDigits } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
   IncomingRepository,
@@ -86,7 +86,7 @@ export class InboxService {
     const engineMessageId = `sandbox_in_${randomUUID()}`;
     await this.sessions.pushSandboxIncoming(sessionId, {
       ...dto,
-      from: dto.from.replace(/^\+/, ''),
+      from: phoneDigits(dto.from)!,
       engineMessageId,
     });
     return { id: incomingMessageId(sessionId, engineMessageId), engineMessageId };

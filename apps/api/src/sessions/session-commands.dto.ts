@@ -1,6 +1,7 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { IsString, Matches } from 'class-validator';
 import { SESSION_ID_PATTERN } from '@app/common';
+import { IsPhone } from '../messages/is-phone.decorator.js';
 
 const SESSION_ID_MESSAGE =
   'id must be 1-64 letters, digits, _ or -, starting with a letter or digit';
@@ -29,9 +30,7 @@ export class PairingCodeRequestDto {
     description: 'The phone to link, in international format',
   })
   @IsString()
-  @Matches(/^\+?[\d\s()-]{7,24}$/, {
-    message: 'phone must be a phone number in international format',
-  })
+  @IsPhone()
   phone: string;
 }
 

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { setTimeout as sleep } from 'node:timers/promises';
 import QRCode from 'qrcode';
-import { AppError, assertSessionId } from '@app/common';
+import { AppError, assertSessionId, phoneDigits } from '@app/common';
 import { AppConfig } from '@app/config';
 import { SessionRepository, WorkerRepository, type SessionView } from '@app/status-store';
 import type { SessionStatusDto } from './session.dto.js';
@@ -12,7 +12,7 @@ const PAIRING_WAIT_MS = 20_000;
 
 /**
  * Sessions as the api sees them: it records desired state and commands in Redis; the worker
- * that owns a session carries them out (DESIGN.md, Sessions). It never touches an engine.
+ * that owns a session carries them out. It never touches an engine.
  */
 @Injectable()
 export class SessionsService {
@@ -106,7 +106,9 @@ export class SessionsService {
     const session = await this.existing(sessionId);
     if (session.status === 'READY')
       throw new AppError('CONFLICT', `Session ${sessionId} is already linked`);
-    const digits = phone.replace(/[\s()+-]/g, '');
+    const digits = phoneDigits(phone);
+    if (!digits)
+      throw new AppError('BAD_REQUEST', 'phone must be 7-15 digits in international format');
     const generation = await this.sessions.request(sessionId, 'pairing', { pairingPhone: digits });
     const deadline = Date.now() + PAIRING_WAIT_MS;
     while (Date.now() < deadline) {

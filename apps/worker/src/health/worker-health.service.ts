@@ -5,11 +5,16 @@ import {
   type OnApplicationBootstrap,
 } from '@nestjs/common';
 import { HealthCheckService, HealthIndicatorService } from '@nestjs/terminus';
-import { PROBE_TIMEOUT_MS, redisIndicator, runHealthCheck, type HealthAnswer } from '@app/common';
+import {
+  PROBE_TIMEOUT_MS,
+  redisIndicator,
+  runHealthCheck,
+  type HealthAnswer,
+  withTimeout,
+} from '@app/common';
 import { AppConfig } from '@app/config';
 import { SessionRepository, WorkerRepository } from '@app/status-store';
 import { SessionManager, WORKER_ID } from '@app/whatsapp';
-import { withTimeout } from './with-timeout.js';
 
 /** How often the event loop is sampled: a timer that fires late measures the lag. */
 const LAG_SAMPLE_MS = 100;

@@ -4,16 +4,13 @@ import {
   type BeforeApplicationShutdown,
   type OnApplicationBootstrap,
 } from '@nestjs/common';
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ErrorCode } from '@app/common';
+import { Secret, bearerToken, type ErrorCode } from '@app/common';
 import { AppConfig } from '@app/config';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { WorkerHealth } from './worker-health.service.js';
-
-const digest = (value: string) => createHash('sha256').update(value).digest();
-const BEARER = /^Bearer\s+(\S+)\s*$/i;
 
 /**
  * The worker's own small HTTP port (WORKER_HEALTH_PORT): open /health/live and /health/ready,
@@ -27,16 +24,16 @@ const BEARER = /^Bearer\s+(\S+)\s*$/i;
 export class WorkerHttpServer implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly log = new Logger(WorkerHttpServer.name);
   private server?: Server;
-  private readonly workerToken?: Buffer;
-  private readonly metricsToken?: Buffer;
+  private readonly workerToken?: Secret;
+  private readonly metricsToken?: Secret;
 
   constructor(
     private readonly config: AppConfig,
     private readonly health: WorkerHealth,
     private readonly metrics: WorkerMetrics,
   ) {
-    if (config.WORKER_TOKEN) this.workerToken = digest(config.WORKER_TOKEN);
-    if (config.METRICS_TOKEN) this.metricsToken = digest(config.METRICS_TOKEN);
+    if (config.WORKER_TOKEN) this.workerToken = new Secret(config.WORKER_TOKEN);
+    if (config.METRICS_TOKEN) this.metricsToken = new Secret(config.METRICS_TOKEN);
   }
 
   /** The port actually bound (WORKER_HEALTH_PORT=0 picks one). */
@@ -109,14 +106,11 @@ export class WorkerHttpServer implements OnApplicationBootstrap, BeforeApplicati
 
   private authorized(path: string, req: IncomingMessage): boolean {
     const accepted = [this.workerToken, path === '/metrics' ? this.metricsToken : undefined].filter(
-      (token): token is Buffer => token !== undefined,
+      (token): token is Secret => token !== undefined,
     );
     if (accepted.length === 0) return !this.config.isProduction;
-    const given = BEARER.exec(req.headers.authorization ?? '')?.[1];
-    if (!given) return false;
-    const givenDigest = digest(given);
-    // Compare with every accepted token, so the time taken says nothing about which matched.
-    return accepted.map((token) => timingSafeEqual(givenDigest, token)).includes(true);
+    const given = bearerToken(req.headers.authorization);
+    return given !== undefined && Secret.matchesAny(accepted, given);
   }
 }
 

@@ -1,10 +1,10 @@
 import { Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
 import { InjectMetric } from '@willsoto/nestjs-prometheus';
 import { register, type Counter, type Gauge, type Histogram } from 'prom-client';
+import { withTimeout } from '@app/common';
 import { QueueProducer } from '@app/queue';
 import { SESSION_STATUSES, SessionRepository, type SessionStatus } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
-import { withTimeout } from '../health/with-timeout.js';
 
 export const METRIC = {
   messages: 'wa_messages_total',

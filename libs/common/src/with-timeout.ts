@@ -1,6 +1,7 @@
 /**
- * Rejects when `promise` takes longer than `ms`. Probes and scrapes must answer before their
- * own timeouts, even while Redis commands wait in ioredis's queue to be retried.
+ * Rejects when `promise` takes longer than `ms` (the work itself goes on). Probes and scrapes
+ * answer before their own timeouts while Redis commands wait in ioredis's retry queue; a
+ * WhatsApp Web call that hangs does not hold its caller forever.
  */
 export async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -1,0 +1,31 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest();
+const BEARER = /^Bearer\s+(\S+)\s*$/i;
+
+/**
+ * A configured secret (API key, token, password), kept as its SHA-256 digest and compared in
+ * constant time: digests have one length, so neither the time taken nor the length of what
+ * was given says anything about the secret.
+ */
+export class Secret {
+  private readonly digest: Buffer;
+
+  constructor(value: string) {
+    this.digest = sha256(value);
+  }
+
+  matches(given: string | null | undefined): boolean {
+    return timingSafeEqual(sha256(given ?? ''), this.digest);
+  }
+
+  /** Compared with every one, so the time taken says nothing about which matched. */
+  static matchesAny(secrets: Secret[], given: string | null | undefined): boolean {
+    return secrets.map((secret) => secret.matches(given)).includes(true);
+  }
+}
+
+/** The token of an `Authorization: Bearer <token>` header, if that is what it holds. */
+export function bearerToken(header: string | undefined): string | undefined {
+  return BEARER.exec(header ?? '')?.[1];
+}
