@@ -28,6 +28,13 @@ const toInt = () =>
   Transform(({ value }) =>
     typeof value === 'string' && /^\s*\d+\s*$/.test(value) ? Number(value) : value,
   );
+/** A whole number from `min` (to `max`), given as digits in the environment. */
+const IntRange =
+  (min: number, max?: number): PropertyDecorator =>
+  (target, property) => {
+    for (const decorate of [toInt(), IsInt(), Min(min), ...(max === undefined ? [] : [Max(max)])])
+      decorate(target, property as string);
+  };
 const toBool = () =>
   Transform(({ value }) => {
     if (typeof value !== 'string') return value;
@@ -47,10 +54,7 @@ export class AppConfig {
   @IsIn(['development', 'production', 'test'])
   NODE_ENV: 'development' | 'production' | 'test' = 'development';
 
-  @toInt()
-  @IsInt()
-  @Min(1)
-  @Max(65535)
+  @IntRange(1, 65535)
   PORT = 3000;
 
   @emptyAsUnset()
@@ -91,10 +95,7 @@ export class AppConfig {
   WORKER_TOKEN?: string;
 
   /** The worker's own HTTP port (/health/*, /metrics); 0 picks a free port (tests). */
-  @toInt()
-  @IsInt()
-  @Min(0)
-  @Max(65535)
+  @IntRange(0, 65535)
   WORKER_HEALTH_PORT = 3001;
 
   /** Bearer token for /metrics on both processes; unset = the api's /metrics is open. */
@@ -105,17 +106,11 @@ export class AppConfig {
   METRICS_TOKEN?: string;
 
   /** The worker is not ready after its event loop lagged more than this since the last check. */
-  @toInt()
-  @IsInt()
-  @Min(10)
-  @Max(60_000)
+  @IntRange(10, 60_000)
   WORKER_MAX_EVENT_LOOP_LAG_MS = 1000;
 
   /** An engine in STARTING for longer than this counts as stuck (the worker is not ready). */
-  @toInt()
-  @IsInt()
-  @Min(100)
-  @Max(3_600_000)
+  @IntRange(100, 3_600_000)
   WORKER_STUCK_STARTING_MS = 300_000;
 
   @IsString()
@@ -140,44 +135,25 @@ export class AppConfig {
   @IsIn(['wwebjs', 'sandbox'])
   WA_ENGINE: 'wwebjs' | 'sandbox' = 'wwebjs';
 
-  @toInt()
-  @IsInt()
-  @Min(0)
-  @Max(3_600_000)
+  @IntRange(0, 3_600_000)
   SEND_MIN_INTERVAL_MS = 1500;
 
-  @toInt()
-  @IsInt()
-  @Min(1)
-  @Max(50)
+  @IntRange(1, 50)
   SEND_ATTEMPTS = 5;
 
-  @toInt()
-  @IsInt()
-  @Min(0)
-  @Max(3_600_000)
+  @IntRange(0, 3_600_000)
   SEND_BACKOFF_MS = 2000;
 
-  @toInt()
-  @IsInt()
-  @Min(1000)
+  @IntRange(1000)
   MESSAGE_TTL_MS = 86_400_000;
 
-  @toInt()
-  @IsInt()
-  @Min(1000)
+  @IntRange(1000)
   MESSAGE_RETENTION_MS = 30 * 86_400_000;
 
-  @toInt()
-  @IsInt()
-  @Min(1024)
-  @Max(2 * 1024 * 1024 * 1024)
+  @IntRange(1024, 2 * 1024 * 1024 * 1024)
   MEDIA_MAX_BYTES = 16 * 1024 * 1024;
 
-  @toInt()
-  @IsInt()
-  @Min(100)
-  @Max(600_000)
+  @IntRange(100, 600_000)
   MEDIA_TIMEOUT_MS = 30_000;
 
   @toBool()
@@ -197,10 +173,7 @@ export class AppConfig {
   @Max(600_000)
   SANDBOX_LINK_DELAY_MS: number | 'manual' = 3000;
 
-  @toInt()
-  @IsInt()
-  @Min(0)
-  @Max(600_000)
+  @IntRange(0, 600_000)
   SANDBOX_ACK_DELAY_MS = 1000;
 
   /** Where WhatsApp logins live: the worker's disk (local), or Redis / S3 for any worker. */
@@ -208,10 +181,7 @@ export class AppConfig {
   AUTH_STORE: 'local' | 'redis' | 's3' = 'local';
 
   /** With a redis or s3 store: how often a READY session's login is backed up. */
-  @toInt()
-  @IsInt()
-  @Min(60_000)
-  @Max(86_400_000)
+  @IntRange(60_000, 86_400_000)
   AUTH_BACKUP_INTERVAL_MS = 300_000;
 
   @emptyAsUnset()
@@ -248,10 +218,7 @@ export class AppConfig {
   AUTH_S3_PREFIX = 'whatsapp-gateway/auth/';
 
   /** Incoming media bytes stay readable through the api this long (then Redis drops them). */
-  @toInt()
-  @IsInt()
-  @Min(1000)
-  @Max(7 * 86_400_000)
+  @IntRange(1000, 7 * 86_400_000)
   INCOMING_MEDIA_TTL_MS = 3_600_000;
 
   /** Webhook targets for every session's events, comma-separated http(s) URLs. */
@@ -276,30 +243,18 @@ export class AppConfig {
   })
   WEBHOOK_SECRET?: string;
 
-  @toInt()
-  @IsInt()
-  @Min(1)
-  @Max(30)
+  @IntRange(1, 30)
   WEBHOOK_MAX_ATTEMPTS = 10;
 
   /** First retry delay of a webhook delivery; doubles per retry (with jitter), capped at 1 h. */
-  @toInt()
-  @IsInt()
-  @Min(10)
-  @Max(3_600_000)
+  @IntRange(10, 3_600_000)
   WEBHOOK_BACKOFF_MS = 15_000;
 
-  @toInt()
-  @IsInt()
-  @Min(100)
-  @Max(120_000)
+  @IntRange(100, 120_000)
   WEBHOOK_TIMEOUT_MS = 10_000;
 
   /** Deliveries one worker makes at once (each session+target still has one in flight). */
-  @toInt()
-  @IsInt()
-  @Min(1)
-  @Max(1000)
+  @IntRange(1, 1000)
   WEBHOOK_CONCURRENCY = 50;
 
   @toBool()
@@ -307,33 +262,19 @@ export class AppConfig {
   WEBHOOK_ALLOW_PRIVATE_URLS = false;
 
   /** Events and delivery records are kept this long (failed ones stay replayable until then). */
-  @toInt()
-  @IsInt()
-  @Min(60_000)
+  @IntRange(60_000)
   WEBHOOK_RETENTION_MS = 7 * 86_400_000;
 
-  @toInt()
-  @IsInt()
-  @Min(200)
-  @Max(600_000)
+  @IntRange(200, 600_000)
   WORKER_HEARTBEAT_MS = 5000;
 
-  @toInt()
-  @IsInt()
-  @Min(1)
-  @Max(1000)
+  @IntRange(1, 1000)
   WORKER_MAX_SESSIONS = 50;
 
-  @toInt()
-  @IsInt()
-  @Min(1)
-  @Max(50)
+  @IntRange(1, 50)
   SESSION_START_CONCURRENCY = 2;
 
-  @toInt()
-  @IsInt()
-  @Min(1000)
-  @Max(600_000)
+  @IntRange(1000, 600_000)
   SHUTDOWN_TIMEOUT_MS = 30_000;
 
   @toBool()
