@@ -334,4 +334,29 @@ describe('giving up on a message', () => {
     expect(await messages.get('sending-one')).toMatchObject({ status: 'failed', error });
     expect(await messages.get('taken-one')).toMatchObject({ status: 'delivered', error: null });
   });
+
+  it("keeps the session's per-status counts as its messages move, without reading records", async () => {
+    const messages = stack.api!.get(MessageRepository);
+    const base = { sessionId: 'counted', to: '4915100000002', chatId: '4915100000002@c.us' };
+    for (const id of ['c1', 'c2', 'c3', 'c4', 'c5'])
+      await messages.create({ ...base, id, type: 'text', text: id });
+    expect(await messages.counts('counted')).toEqual({ queued: 5, sending: 0, sent: 0, failed: 0 });
+    await messages.markSending('c1', 1);
+    await messages.markSending('c2', 1);
+    await messages.markRetrying(
+      'c2',
+      { code: 'SEND_FAILED', message: 'x' },
+      {
+        attempts: 1,
+        nextAttemptAt: new Date(),
+      },
+    );
+    await messages.markSending('c3', 1);
+    await messages.markSent({ id: 'c3', sessionId: 'counted' }, 'engine-c3');
+    await messages.advance('c3', 'read');
+    await messages.advance('c3', 'delivered'); // late ack: no change, no count
+    await messages.failIfUnsent('c4', { code: 'EXPIRED', message: 'late' });
+    await messages.delete({ id: 'c5', sessionId: 'counted' });
+    expect(await messages.counts('counted')).toEqual({ queued: 1, sending: 1, sent: 1, failed: 1 });
+  });
 });

@@ -72,6 +72,13 @@ local function publish_event(session_id, event_type, make_event)
   end
   if heads > 0 then redis.call('PUBLISH', P.kick, '1') end
 end
+-- Keeps a session's per-status message counts as a message moves from one status to another.
+local function count_status(session_id, from, to)
+  if not session_id or from == to then return end
+  local key = P.counts .. session_id
+  if from then redis.call('HINCRBY', key, from, -1) end
+  if to then redis.call('HINCRBY', key, to, 1) end
+end
 local function hash_table(key)
   local flat = redis.call('HGETALL', key)
   local t = {}

@@ -36,6 +36,7 @@ redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[10])
+count_status(ARGV[12], nil, 'queued')
 publish_event(ARGV[12], 'message.status', snapshot)
 return 1
 `,
@@ -47,9 +48,10 @@ const UPDATE = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
       `
-local session_id = redis.call('HGET', KEYS[1], 'sessionId')
+local session_id, before = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status'))
 if not session_id then return 0 end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
+count_status(session_id, before, redis.call('HGET', KEYS[1], 'status'))
 publish_event(session_id, 'message.status', snapshot)
 return 1
 `,
@@ -63,9 +65,10 @@ const MARK_SENT = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
       `
-local session_id = redis.call('HGET', KEYS[1], 'sessionId')
+local session_id, before = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status'))
 if not session_id then return false end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
+count_status(session_id, before, 'sent')
 redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
 local pending = redis.call('GET', KEYS[3])
 redis.call('DEL', KEYS[3])
@@ -89,7 +92,9 @@ local ranks = {}
 for s, r in string.gmatch(ARGV[11], '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
 if ranks[current] >= tonumber(ARGV[8]) then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[7], ARGV[9], ARGV[10])
-publish_event(redis.call('HGET', KEYS[1], 'sessionId'), 'message.status', snapshot)
+local session_id = redis.call('HGET', KEYS[1], 'sessionId')
+count_status(session_id, current, ARGV[7])
+publish_event(session_id, 'message.status', snapshot)
 return 1
 `,
   ),
@@ -104,15 +109,37 @@ const FAIL_IF_UNSENT = new LuaScript(
 local status, engine_id, session_id = unpack(redis.call('HMGET', KEYS[1], 'status', 'engineMessageId', 'sessionId'))
 if (status ~= 'queued' and status ~= 'sending') or (engine_id and engine_id ~= '') then return 0 end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
+count_status(session_id, status, 'failed')
 publish_event(session_id, 'message.status', snapshot)
 return 1
 `,
   ),
 );
 
+// Forgets a record that was never queued (its job could not be added). KEYS[1] message,
+// [2] session index; ARGV[7] message id
+const DELETE = new LuaScript(
+  withEventPublishing(`
+local session_id, status = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status'))
+if not session_id then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[7])
+count_status(session_id, status, nil)
+return 1
+`),
+);
+
 const RANK_TABLE = Object.entries(STATUS_RANK)
   .map(([status, rank]) => `${status}=${rank}`)
   .join(',');
+
+export interface MessageCounts {
+  queued: number;
+  sending: number;
+  /** sent, delivered or read */
+  sent: number;
+  failed: number;
+}
 
 /** Message records: one hash per message, plus the engine-id index that acks use. */
 @Injectable()
@@ -167,11 +194,27 @@ export class MessageRepository {
   }
 
   async delete(message: Pick<MessageRecord, 'id' | 'sessionId'>): Promise<void> {
-    await this.redis
-      .multi()
-      .del(this.keys.message(message.id))
-      .zrem(this.keys.sessionMessages(message.sessionId), message.id)
-      .exec();
+    await DELETE.run(
+      this.redis,
+      [this.keys.message(message.id), this.keys.sessionMessages(message.sessionId)],
+      [...this.events.build(), message.id],
+    );
+  }
+
+  /**
+   * How many of a session's messages are in each status, kept by the scripts that move them
+   * (sent counts delivered and read too). Records that expired after MESSAGE_RETENTION_MS
+   * stay counted: these are totals since the session was created.
+   */
+  async counts(sessionId: string): Promise<MessageCounts> {
+    const hash = await this.redis.hgetall(this.keys.messageCounts(sessionId));
+    const n = (status: string) => Math.max(0, Number(hash[status] ?? 0));
+    return {
+      queued: n('queued'),
+      sending: n('sending'),
+      sent: n('sent') + n('delivered') + n('read'),
+      failed: n('failed'),
+    };
   }
 
   /** The engine call is about to happen: remembered so a crash here can be detected later. */

@@ -27,6 +27,10 @@ export class RedisKeys {
   pendingAck(sessionId: string, engineMessageId: string): string {
     return `${this.root}:pending-ack:${sessionId}:${engineMessageId}`;
   }
+  /** A session's messages by status (hash status -> count), kept by the status scripts. */
+  messageCounts(sessionId: string): string {
+    return `${this.root}:msg-counts:${sessionId}`;
+  }
   /** Sorted set of a session's message ids by creation time. */
   sessionMessages(sessionId: string): string {
     return `${this.root}:session-msgs:${sessionId}`;
@@ -146,6 +150,7 @@ export class RedisKeys {
       kick: this.webhookKick(),
       recent: this.webhookRecent(),
       sessionRecent: this.webhookSessionRecent(''),
+      counts: this.messageCounts(''),
     };
   }
   /** Pub/sub channel on which session changes are announced. */

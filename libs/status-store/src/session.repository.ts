@@ -134,6 +134,7 @@ export class SessionRepository {
       .srem(this.keys.sessions(), sessionId)
       .del(this.keys.session(sessionId))
       .del(this.keys.sandboxIncoming(sessionId))
+      .del(this.keys.messageCounts(sessionId))
       .exec();
     await this.announce(sessionId);
   }

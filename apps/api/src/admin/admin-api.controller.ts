@@ -74,7 +74,7 @@ export class AdminApiController {
   @Header('Cache-Control', 'no-store')
   @ApiOperation({
     summary: 'Every session with its status and message counts',
-    description: 'Counts cover each session’s newest 500 messages.',
+    description: 'Counts are of each session’s messages since it was created.',
   })
   @ApiEnvelope(AdminSessionDto, { isArray: true })
   list() {

@@ -18,7 +18,6 @@ import { AdminViews, linkPhase, problemText } from './admin-views.service.js';
 import {
   AdminTestIncomingDto,
   AdminTestMessageDto,
-  COUNT_WINDOW,
   RECENT_DELIVERIES,
   RECENT_INCOMING,
 } from './admin.dto.js';
@@ -59,7 +58,6 @@ export class AdminPagesController {
       nav: 'sessions',
       sessions,
       activeId: sessions.find((session) => session.active)?.id ?? (await this.sessions.active()),
-      countWindow: COUNT_WINDOW,
     });
   }
 
@@ -72,7 +70,6 @@ export class AdminPagesController {
       session,
       phase: linkPhase(session),
       problem: problemText(session),
-      countWindow: COUNT_WINDOW,
       recentIncomingLimit: RECENT_INCOMING,
       recentDeliveriesLimit: RECENT_DELIVERIES,
     });

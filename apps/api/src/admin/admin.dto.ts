@@ -1,4 +1,5 @@
 import { ApiProperty, OmitType, PickType } from '@nestjs/swagger';
+import type { MessageCounts } from '@app/status-store';
 import { IsString, MaxLength, MinLength } from 'class-validator';
 import { IncomingMessageDto } from '../inbox/inbox.dto.js';
 import { IsPhone } from '../messages/is-phone.decorator.js';
@@ -7,10 +8,8 @@ import { SendTextDto } from '../messages/send-message.dto.js';
 import { SessionStatusDto } from '../sessions/session.dto.js';
 import { DeliveryDto, WebhookTargetDto } from '../webhooks/webhook.dto.js';
 
-/** How many of a session's newest messages the admin counts cover. */
-export const COUNT_WINDOW = 500;
-
-export class MessageCountsDto {
+/** A session's messages by status, since it was created (kept as they move, not counted). */
+export class MessageCountsDto implements MessageCounts {
   @ApiProperty({ example: 2, description: 'Waiting to be sent (including retries)' })
   queued: number;
   @ApiProperty({ example: 0, description: 'Handed to WhatsApp, not yet acknowledged' })
@@ -19,11 +18,6 @@ export class MessageCountsDto {
   sent: number;
   @ApiProperty({ example: 1 })
   failed: number;
-  @ApiProperty({
-    example: COUNT_WINDOW,
-    description: 'The counts cover at most this many of the session’s newest messages',
-  })
-  window: number;
 }
 
 /** A session as the admin pages show it: its status plus message counts. */

@@ -14,7 +14,6 @@ import { SessionsService } from '../sessions/sessions.service.js';
 import type { SessionStatusDto } from '../sessions/session.dto.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
 import {
-  COUNT_WINDOW,
   PREVIEW_LENGTH,
   RECENT_DELIVERIES,
   RECENT_INCOMING,
@@ -44,21 +43,22 @@ export class AdminService {
   async overview(): Promise<AdminSessionDto[]> {
     const sessions = await this.sessions.list();
     return Promise.all(
-      sessions.map(async (session) => withCounts(session, await this.newest(session.id))),
+      sessions.map(async (session) => withCounts(session, await this.records.counts(session.id))),
     );
   }
 
   async detail(sessionId: string): Promise<AdminSessionDetailDto> {
     const session = await this.sessions.status(sessionId);
-    const [newest, incoming, targets, deliveries] = await Promise.all([
+    const [newest, counts, incoming, targets, deliveries] = await Promise.all([
       this.newest(sessionId),
+      this.records.counts(sessionId),
       this.inbox.list(sessionId, { direction: 'in', limit: RECENT_INCOMING }),
       this.webhooks.targets(sessionId),
       this.webhooks.deliveries({ sessionId, limit: RECENT_DELIVERIES }),
     ]);
     return {
-      ...withCounts(session, newest),
-      recentMessages: newest.slice(0, RECENT_MESSAGES).map(toPublicMessage),
+      ...withCounts(session, counts),
+      recentMessages: newest.map(toPublicMessage),
       // direction 'in' lists received entries only; the guard keeps the type narrow.
       // Targets and deliveries come with secrets removed and URL passwords masked.
       recentIncoming: incoming.items.flatMap((entry) =>
@@ -106,24 +106,13 @@ export class AdminService {
 
   /** The session's newest records; ids whose record expired are skipped. */
   private async newest(sessionId: string): Promise<MessageRecord[]> {
-    const ids = await this.records.recentIds(sessionId, COUNT_WINDOW);
+    const ids = await this.records.recentIds(sessionId, RECENT_MESSAGES);
     const records = await Promise.all(ids.map((id) => this.records.get(id)));
     return records.filter((record): record is MessageRecord => record !== null);
   }
 }
 
-function withCounts(session: SessionStatusDto, records: MessageRecord[]): AdminSessionDto {
-  const counts: MessageCountsDto = {
-    queued: 0,
-    sending: 0,
-    sent: 0,
-    failed: 0,
-    window: COUNT_WINDOW,
-  };
-  for (const { status } of records) {
-    if (status === 'queued' || status === 'sending' || status === 'failed') counts[status]++;
-    else counts.sent++;
-  }
+function withCounts(session: SessionStatusDto, counts: MessageCountsDto): AdminSessionDto {
   return { ...session, counts, phase: linkPhase(session) };
 }
 
