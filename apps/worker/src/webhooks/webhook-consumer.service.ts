@@ -112,7 +112,7 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
     await this.connection?.quit().catch(() => this.connection?.disconnect());
   }
 
-  /** Gives a job to every delivery that became the head of its chain (coalesced). */
+  /** Gives a job to every chain that just got its first delivery (coalesced). */
   drain(): Promise<void> {
     if (this.stopped) return Promise.resolve();
     if (this.draining) {
@@ -134,7 +134,7 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
         } catch (err) {
           this.log.warn(
             { err: (err as Error).message },
-            'webhook heads not scheduled; the sweep retries',
+            'webhook chains not scheduled; the sweep retries',
           );
         }
       } while (this.drainAgain && !this.stopped);
