@@ -35,6 +35,8 @@ export interface SessionManagerEvents {
   engine: [sessionId: string];
   /** The session's current engine reported a state. */
   state: [sessionId: string, status: SessionStatus];
+  /** This worker no longer drives the session (handed over, lease lost, stopped). */
+  released: [sessionId: string];
   /** The session was deleted and unregistered by this worker. */
   deleted: [sessionId: string];
   /** A message the session received was recorded. */
@@ -162,6 +164,7 @@ export class SessionManager
       for (const sessionId of lost) {
         this.log.warn({ sessionId }, 'lost the lease of a session; stopping its engine');
         await this.stopEngine(sessionId);
+        this.emit('released', sessionId);
       }
     } catch (err) {
       this.log.warn({ err: toError(err).message }, 'lease renewal failed');
@@ -177,10 +180,7 @@ export class SessionManager
     const registered = new Map(list.map((session) => [session.id, session]));
     // Ours but unregistered behind our back (Redis flushed): stop driving it.
     for (const sessionId of this.ownedSessionIds()) {
-      if (!registered.has(sessionId)) {
-        await this.stopEngine(sessionId);
-        await this.leases.release(sessionId, this.workerId);
-      }
+      if (!registered.has(sessionId)) await this.release(sessionId);
     }
     const share = fairShare(
       list.filter((session) => session.desired === 'running').length,
@@ -224,8 +224,7 @@ export class SessionManager
       .slice(0, count);
     for (const sessionId of chosen) {
       this.log.log({ sessionId, share, draining }, 'handing a session to another worker');
-      await this.stopEngine(sessionId);
-      await this.leases.release(sessionId, this.workerId);
+      await this.release(sessionId);
     }
     await this.sessions.announce(chosen[0]);
     return new Set(chosen);
@@ -257,11 +256,7 @@ export class SessionManager
       await this.stopEngine(session.id);
       return this.purge(session.id);
     }
-    if (session.desired === 'stopped') {
-      await this.stopEngine(session.id);
-      await this.leases.release(session.id, this.workerId);
-      return;
-    }
+    if (session.desired === 'stopped') return this.release(session.id);
     if (this.pending(session, 'logout')) {
       this.log.log({ sessionId: session.id }, 'logging out');
       await this.stopEngine(session.id, (e) => e.logout());
@@ -308,6 +303,13 @@ export class SessionManager
 
   private pending(session: SessionView, command: SessionCommand): boolean {
     return session.commands[command].requested > session.commands[command].applied;
+  }
+
+  /** Stops driving a session and hands its lease back: it is no longer this worker's. */
+  private async release(sessionId: string): Promise<void> {
+    await this.stopEngine(sessionId);
+    await this.leases.release(sessionId, this.workerId);
+    this.emit('released', sessionId);
   }
 
   /** Stops, deletes the auth data and unregisters a session marked for deletion. */

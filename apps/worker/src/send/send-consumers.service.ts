@@ -63,6 +63,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
   async onApplicationBootstrap(): Promise<void> {
     this.sessions.on('ready', (sessionId) => this.guard(sessionId, () => this.resume(sessionId)));
     this.sessions.on('unready', (sessionId) => this.guard(sessionId, () => this.pause(sessionId)));
+    this.sessions.on('released', (sessionId) => void this.closeConsumer(sessionId));
     this.sessions.on('deleted', (sessionId) => void this.dropQueue(sessionId));
     await this.sessions.startAll();
   }
@@ -120,6 +121,21 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
       .run()
       .catch((err: Error) =>
         this.log.error({ sessionId, err: err.message }, 'queue worker stopped'),
+      );
+  }
+
+  /**
+   * A session another worker now drives: its consumer (and the blocking Redis connection
+   * BullMQ opens for it) goes, rather than wait paused for a session that is not coming back.
+   */
+  private async closeConsumer(sessionId: string): Promise<void> {
+    const worker = this.workers.get(sessionId);
+    if (!worker) return;
+    this.workers.delete(sessionId);
+    await worker
+      .close()
+      .catch((err: Error) =>
+        this.log.warn({ sessionId, err: err.message }, 'queue consumer did not close cleanly'),
       );
   }
 
