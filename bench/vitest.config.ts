@@ -7,6 +7,8 @@ export default defineConfig({
     globals: true,
     root: './',
     include: ['bench/**/*.bench-run.ts'],
+    // Minutes of worker processes: run alone with `npm run bench:fleet`.
+    exclude: ['bench/fleet.bench-run.ts'],
     globalSetup: ['test/support/global-setup.ts'],
     testTimeout: 300_000,
     fileParallelism: false,
