@@ -34,7 +34,7 @@ local function publish_event(session_id, event_type, make_event)
     for _, t in ipairs(cjson.decode(own)) do targets[#targets + 1] = t end
   end
   local event_id, now_ms, now_iso, retention = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-  local written, heads = false, 0
+  local written, opened = false, 0
   for _, t in ipairs(targets) do
     local wants = false
     for _, e in ipairs(t.events) do
@@ -60,9 +60,9 @@ local function publish_event(session_id, event_type, make_event)
       local chain = P.chain .. session_id .. ':' .. t.id
       if redis.call('RPUSH', chain, id) == 1 then
         -- The chain needs a job again: named by session and target.
-        redis.call('SADD', P.heads, session_id .. ':' .. t.id)
+        redis.call('SADD', P.toSchedule, session_id .. ':' .. t.id)
         redis.call('SADD', P.chains, chain)
-        heads = heads + 1
+        opened = opened + 1
       end
       redis.call('ZADD', P.recent, now_ms, id)
       redis.call('ZREMRANGEBYRANK', P.recent, 0, -${RECENT_DELIVERIES + 1})
@@ -70,7 +70,7 @@ local function publish_event(session_id, event_type, make_event)
       redis.call('ZREMRANGEBYRANK', P.sessionRecent .. session_id, 0, -${RECENT_SESSION_DELIVERIES + 1})
     end
   end
-  if heads > 0 then redis.call('PUBLISH', P.kick, '1') end
+  if opened > 0 then redis.call('PUBLISH', P.kick, '1') end
 end
 -- Keeps a session's per-status message counts as a message moves from one status to another.
 local function count_status(session_id, from, to)

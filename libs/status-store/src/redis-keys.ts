@@ -116,8 +116,8 @@ export class RedisKeys {
     return `${this.root}:wh:chains`;
   }
   /** Chains (`session:target`) that just got their first delivery and need a job. */
-  webhookNewHeads(): string {
-    return `${this.root}:wh:new-heads`;
+  webhookChainsToSchedule(): string {
+    return `${this.root}:wh:to-schedule`;
   }
   /** Pub/sub channel that wakes the workers' webhook schedulers. */
   webhookKick(): string {
@@ -146,7 +146,7 @@ export class RedisKeys {
       delivery: this.webhookDelivery(''),
       chain: this.webhookChain('', '').slice(0, -1),
       chains: this.webhookChains(),
-      heads: this.webhookNewHeads(),
+      toSchedule: this.webhookChainsToSchedule(),
       kick: this.webhookKick(),
       recent: this.webhookRecent(),
       sessionRecent: this.webhookSessionRecent(''),

@@ -241,7 +241,7 @@ export class WebhookRepository {
         this.keys.webhookDelivery(deliveryId),
         this.keys.webhookChain(delivery.sessionId, delivery.targetId),
         this.keys.webhookChains(),
-        this.keys.webhookNewHeads(),
+        this.keys.webhookChainsToSchedule(),
         this.keys.webhookFailed(),
         this.keys.webhookEvent(delivery.eventId),
       ],
@@ -256,8 +256,8 @@ export class WebhookRepository {
   }
 
   /** Takes up to `count` chains that got their first delivery and need a job. */
-  async takeNewHeads(count: number): Promise<DeliveryChain[]> {
-    const members = await this.redis.spop(this.keys.webhookNewHeads(), count);
+  async takeChainsToSchedule(count: number): Promise<DeliveryChain[]> {
+    const members = await this.redis.spop(this.keys.webhookChainsToSchedule(), count);
     return members.flatMap((member) => {
       const [sessionId, targetId] = member.split(':');
       return sessionId && targetId ? [{ sessionId, targetId }] : [];
@@ -269,10 +269,10 @@ export class WebhookRepository {
     return this.redis.lindex(this.keys.webhookChain(chain.sessionId, chain.targetId), 0);
   }
 
-  async returnNewHeads(chains: DeliveryChain[]): Promise<void> {
+  async returnChainsToSchedule(chains: DeliveryChain[]): Promise<void> {
     if (chains.length)
       await this.redis.sadd(
-        this.keys.webhookNewHeads(),
+        this.keys.webhookChainsToSchedule(),
         ...chains.map((chain) => `${chain.sessionId}:${chain.targetId}`),
       );
   }

@@ -1,15 +1,15 @@
 import { Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import { AppError, assertSessionId, phoneDigits } from '@app/common';
+import { AppError, phoneDigits } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
   IncomingRepository,
   SessionRepository,
   incomingMessageId,
-  parseCursor,
   type ConversationPage,
   type IncomingRecord,
 } from '@app/status-store';
+import { SessionsService } from '../sessions/sessions.service.js';
 import type { ListMessagesQueryDto, SandboxIncomingDto } from './inbox.dto.js';
 
 const INCOMING_ID = /^in_[0-9a-f]{24}$/;
@@ -19,24 +19,26 @@ const INCOMING_ID = /^in_[0-9a-f]{24}$/;
 export class InboxService {
   constructor(
     private readonly config: AppConfig,
-    private readonly sessions: SessionRepository,
+    private readonly sessions: SessionsService,
+    private readonly registry: SessionRepository,
     private readonly incoming: IncomingRepository,
   ) {}
 
   async list(sessionId: string, query: ListMessagesQueryDto): Promise<ConversationPage> {
-    await this.existing(sessionId);
+    await this.sessions.existing(sessionId);
     try {
-      parseCursor(query.before);
+      return await this.incoming.conversation({
+        sessionId,
+        direction: query.direction,
+        chatId: query.chatId,
+        before: query.before,
+        limit: query.limit ?? 50,
+      });
     } catch (err) {
-      throw new AppError('BAD_REQUEST', (err as Error).message);
+      // A cursor this api did not hand out.
+      if (err instanceof RangeError) throw new AppError('BAD_REQUEST', err.message);
+      throw err;
     }
-    return this.incoming.conversation({
-      sessionId,
-      direction: query.direction,
-      chatId: query.chatId,
-      before: query.before,
-      limit: query.limit ?? 50,
-    });
   }
 
   async get(messageId: string): Promise<IncomingRecord> {
@@ -72,7 +74,7 @@ export class InboxService {
         'CONFLICT',
         'Injecting incoming messages works with the sandbox engine only',
       );
-    await this.existing(sessionId);
+    await this.sessions.existing(sessionId);
     if (!dto.text && !dto.media && !dto.location && !dto.reaction)
       throw new AppError('BAD_REQUEST', 'give at least one of text, media, location or reaction');
     if (
@@ -84,17 +86,11 @@ export class InboxService {
         `media is larger than MEDIA_MAX_BYTES (${this.config.MEDIA_MAX_BYTES} bytes)`,
       );
     const engineMessageId = `sandbox_in_${randomUUID()}`;
-    await this.sessions.pushSandboxIncoming(sessionId, {
+    await this.registry.pushSandboxIncoming(sessionId, {
       ...dto,
       from: phoneDigits(dto.from)!,
       engineMessageId,
     });
     return { id: incomingMessageId(sessionId, engineMessageId), engineMessageId };
-  }
-
-  private async existing(sessionId: string): Promise<void> {
-    assertSessionId(sessionId);
-    if (!(await this.sessions.exists(sessionId)))
-      throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
   }
 }

@@ -153,7 +153,8 @@ export class SessionsService {
     return { id: sessionId };
   }
 
-  private async existing(sessionId: string): Promise<SessionView> {
+  /** A registered session not being deleted, or 400 / 404. The one check every route makes. */
+  async existing(sessionId: string): Promise<SessionView> {
     assertSessionId(sessionId);
     const session = await this.sessions.get(sessionId);
     if (!session || session.desired === 'deleted')

@@ -1,14 +1,14 @@
 import { Injectable } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
-import { AppError, assertSessionId, redactUrl, urlProblem } from '@app/common';
+import { AppError, redactUrl, urlProblem } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
-  SessionRepository,
   WebhookRepository,
   webhookTargetId,
   type DeliveryRecord,
   type WebhookTarget,
 } from '@app/status-store';
+import { SessionsService } from '../sessions/sessions.service.js';
 import type { DeliveryQueryDto, WebhookTargetDto, WebhookTargetInputDto } from './webhook.dto.js';
 
 const MAX_TARGETS = 10;
@@ -19,13 +19,13 @@ const DELIVERY_ID = /^evt_[0-9a-z]{9}[0-9a-f]{16}_[gs][0-9a-f]{12}$/;
 export class WebhooksService {
   constructor(
     private readonly config: AppConfig,
-    private readonly sessions: SessionRepository,
+    private readonly sessions: SessionsService,
     private readonly webhooks: WebhookRepository,
   ) {}
 
   /** The targets a session's events go to: WEBHOOK_URLS first, then its own. Secrets hidden. */
   async targets(sessionId: string): Promise<WebhookTargetDto[]> {
-    await this.existing(sessionId);
+    await this.sessions.existing(sessionId);
     const own = await this.webhooks.sessionTargets(sessionId);
     return [...this.webhooks.globalTargets(), ...own].map((target) => ({
       ...view(target),
@@ -36,7 +36,7 @@ export class WebhooksService {
 
   /** Replaces a session's own targets. Secrets in full in the answer (and only there). */
   async setTargets(sessionId: string, input: WebhookTargetInputDto[]): Promise<WebhookTargetDto[]> {
-    await this.existing(sessionId);
+    await this.sessions.existing(sessionId);
     if (input.length > MAX_TARGETS)
       throw new AppError('BAD_REQUEST', `a session has at most ${MAX_TARGETS} webhook targets`);
     const urls = new Set<string>();
@@ -97,12 +97,6 @@ export class WebhooksService {
     if (result === 'event-gone')
       throw new AppError('CONFLICT', `The event of ${deliveryId} expired (WEBHOOK_RETENTION_MS)`);
     return this.delivery(deliveryId);
-  }
-
-  private async existing(sessionId: string): Promise<void> {
-    assertSessionId(sessionId);
-    if (!(await this.sessions.exists(sessionId)))
-      throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
   }
 }
 

@@ -23,7 +23,7 @@ import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { WebhookDeliveryService } from './webhook-delivery.service.js';
 import { WebhookSender } from './webhook-sender.service.js';
 
-/** How often the chains are walked for heads without a job (after a crash) and the backlog. */
+/** How often the chains are walked for one without a job (after a crash), and the backlog. */
 const SWEEP_MS = 10_000;
 const SWEEP_BATCH = 200;
 /** A chain's job steps back in line after this many deliveries or this long. */
@@ -124,10 +124,10 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
         this.drainAgain = false;
         try {
           for (;;) {
-            const heads = await this.webhooks.takeNewHeads(500);
-            if (heads.length === 0) break;
-            await this.schedule(heads).catch(async (err: Error) => {
-              await this.webhooks.returnNewHeads(heads);
+            const chains = await this.webhooks.takeChainsToSchedule(500);
+            if (chains.length === 0) break;
+            await this.schedule(chains).catch(async (err: Error) => {
+              await this.webhooks.returnChainsToSchedule(chains);
               throw err;
             });
           }
