@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { QueueProducer } from '@app/queue';
 import { SessionManager } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
-import { SendConsumers } from '../../apps/worker/src/send/send-consumers.service.js';
 import { Stack } from '../support/stack.js';
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -210,15 +209,21 @@ describe('ownership', () => {
     await stack.redis.set(stack.keys.lease('main'), 'some-other-worker', 'PX', 60_000);
     await eventually(() => expect(manager.ownedSessionIds()).not.toContain('main'));
     expect(manager.isReady('main')).toBe(false);
-    // Its queue consumer (and the Redis connection BullMQ holds for it) goes too.
-    const consumers = () =>
-      (stack.worker!.get(SendConsumers) as unknown as { workers: Map<string, unknown> }).workers;
-    await eventually(() => expect(consumers().has('main')).toBe(false));
+    // Its queue consumer goes too: it no longer listens for the session's jobs.
+    const listening = async () => {
+      const [, count] = (await stack.redis.call(
+        'PUBSUB',
+        'NUMSUB',
+        stack.keys.sendQueueBell('main'),
+      )) as [string, number];
+      return count > 0;
+    };
+    await eventually(async () => expect(await listening()).toBe(false));
     // Once the other worker is gone for good, this one takes the session back.
     await stack.redis.del(stack.keys.lease('main'));
     await stack.waitReady();
     expect(await stack.redis.get(stack.keys.lease('main'))).toBe(manager.workerId);
-    expect(consumers().has('main')).toBe(true);
+    await eventually(async () => expect(await listening()).toBe(true));
     const sent = await stack.call('POST', '/api/v1/messages/text', {
       to: '4915123456789',
       text: 'back',

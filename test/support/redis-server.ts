@@ -5,17 +5,25 @@ import { join } from 'node:path';
 import { eventually } from './eventually.js';
 import { answers, freePort } from './global-setup.js';
 
-/** A private redis-server with AOF on a free port, for tests that stop and restart Redis. */
+/**
+ * A private redis-server on a free port: with AOF for tests that stop and restart Redis, or
+ * without persistence for tests that only need a server to themselves.
+ */
 export class RedisServer {
   private process?: ChildProcess;
 
   private constructor(
     readonly port: number,
     readonly dir: string,
+    private readonly persistence: boolean,
   ) {}
 
-  static async start(): Promise<RedisServer> {
-    const server = new RedisServer(await freePort(), await mkdtemp(join(tmpdir(), 'wa-redis-')));
+  static async start({ persistence = true } = {}): Promise<RedisServer> {
+    const server = new RedisServer(
+      await freePort(),
+      await mkdtemp(join(tmpdir(), 'wa-redis-')),
+      persistence,
+    );
     await server.up();
     return server;
   }
@@ -35,7 +43,7 @@ export class RedisServer {
         '--dir',
         this.dir,
         '--appendonly',
-        'yes',
+        this.persistence ? 'yes' : 'no',
         '--appendfsync',
         'always',
         '--save',

@@ -13,6 +13,7 @@ import { WorkerMetricsModule } from './metrics/worker-metrics.module.js';
 import { ExpirySweeper } from './send/expiry-sweeper.service.js';
 import { SendConsumers } from './send/send-consumers.service.js';
 import { SendService } from './send/send.service.js';
+import { QueueDoorbells } from './send/queue-doorbells.service.js';
 import { WebhookConsumer } from './webhooks/webhook-consumer.service.js';
 import { WebhookDeliveryService } from './webhooks/webhook-delivery.service.js';
 import { WebhookSender } from './webhooks/webhook-sender.service.js';
@@ -43,6 +44,7 @@ export class WorkerModule {
       providers: [
         HeartbeatService,
         SendService,
+        QueueDoorbells,
         SendConsumers,
         ExpirySweeper,
         WebhookSender,

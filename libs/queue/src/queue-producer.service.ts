@@ -1,6 +1,7 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { Queue, type JobsOptions, type QueueOptions } from 'bullmq';
+import { SendQueueBell } from '@app/status-store';
 import {
   JobName,
   WEBHOOK_QUEUE,
@@ -21,7 +22,10 @@ export interface SendJobOptions {
 export class QueueProducer implements OnApplicationShutdown {
   private readonly queues = new Map<string, Queue>();
 
-  constructor(@Inject(getSharedConfigToken()) private readonly options: QueueOptions) {}
+  constructor(
+    @Inject(getSharedConfigToken()) private readonly options: QueueOptions,
+    private readonly bell: SendQueueBell,
+  ) {}
 
   queueFor(sessionId: string): Queue {
     return this.queue(sendQueueName(sessionId));
@@ -77,6 +81,9 @@ export class QueueProducer implements OnApplicationShutdown {
       removeOnFail: { age: 7 * 24 * 3600 },
     };
     await this.queueFor(sessionId).add(name, data, jobOptions);
+    // The session's consumer waits for this instead of blocking a Redis connection; were the
+    // ring lost, its periodic look at the queue still finds the job.
+    await this.bell.ring(sessionId);
   }
 
   /** Jobs of a session not yet finished (waiting, delayed or active). */

@@ -2,6 +2,8 @@
 // to Redis directly; keys are built by RedisKeys and nowhere else.
 export * from './redis-keys.js';
 export * from './redis-connection.js';
+export * from './redis-subscriber.js';
+export * from './send-queue-bell.js';
 export * from './status-store.tokens.js';
 export * from './status-store.module.js';
 export * from './message-record.js';

@@ -157,4 +157,8 @@ export class RedisKeys {
   sessionEvents(): string {
     return `${this.root}:events:sessions`;
   }
+  /** Pub/sub channel rung when a job is added to a session's send queue (wakes its consumer). */
+  sendQueueBell(sessionId: string): string {
+    return `${this.root}:events:send-queue:${sessionId}`;
+  }
 }

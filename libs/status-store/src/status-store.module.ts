@@ -15,6 +15,8 @@ import { PacingRepository } from './pacing.repository.js';
 import { AuthArchiveRepository } from './auth-archive.repository.js';
 import { WebhookRepository, webhookTargetId } from './webhook.repository.js';
 import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
+import { RedisSubscriber } from './redis-subscriber.js';
+import { SendQueueBell } from './send-queue-bell.js';
 
 /** Redis connection, key builder and the repositories in front of every Redis key. */
 @Global()
@@ -54,6 +56,8 @@ import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
     WebhookRepository,
     PacingRepository,
     AuthArchiveRepository,
+    RedisSubscriber,
+    SendQueueBell,
   ],
   exports: [
     REDIS,
@@ -67,6 +71,8 @@ import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
     WebhookRepository,
     PacingRepository,
     AuthArchiveRepository,
+    RedisSubscriber,
+    SendQueueBell,
   ],
 })
 export class StatusStoreModule implements OnApplicationShutdown {

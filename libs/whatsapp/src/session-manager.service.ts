@@ -2,7 +2,6 @@ import { EventEmitter } from 'node:events';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
-import type { Redis } from 'ioredis';
 import { isValidSessionId } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
@@ -10,8 +9,8 @@ import {
   LeaseRepository,
   MessageRepository,
   SessionRepository,
+  RedisSubscriber,
   WorkerRepository,
-  createRedis,
   incomingMessageId,
   type IncomingRecord,
   type ObservedSession,
@@ -66,7 +65,6 @@ export class SessionManager
   private readonly readySessions = new Set<string>();
   private readonly startQueue: string[] = [];
   private startsRunning = 0;
-  private subscriber?: Redis;
   private timer?: NodeJS.Timeout;
   private reconciling?: Promise<void>;
   private reconcileAgain = false;
@@ -81,6 +79,7 @@ export class SessionManager
     private readonly leases: LeaseRepository,
     private readonly workers: WorkerRepository,
     private readonly incoming: IncomingRepository,
+    private readonly subscriber: RedisSubscriber,
     @Inject(WORKER_ID) readonly workerId: string,
   ) {
     super();
@@ -94,12 +93,8 @@ export class SessionManager
       if (await this.sessions.register(sessionId))
         this.log.warn({ sessionId }, 'registered a session found on disk');
     }
-    this.subscriber = createRedis(this.config.REDIS_URL, {
-      blocking: true,
-      name: 'session-events',
-    });
-    this.subscriber.on('message', () => this.reconcile());
-    await this.subscriber.subscribe(this.sessions.channel);
+    this.subscriber.onReconnect(() => void this.reconcile());
+    await this.subscriber.subscribe(this.sessions.channel, () => void this.reconcile());
     this.timer = setInterval(() => void this.tick(), this.config.WORKER_HEARTBEAT_MS);
     await this.reconcile();
   }
@@ -125,7 +120,7 @@ export class SessionManager
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.timer);
-    await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
+    await this.subscriber.unsubscribe(this.sessions.channel);
     await this.reconciling?.catch(() => undefined);
     const handedBack = this.ownedSessionIds();
     await Promise.all(

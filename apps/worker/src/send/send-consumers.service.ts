@@ -20,9 +20,21 @@ import { MessageRepository, createRedis } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import { EngineError, SessionManager } from '@app/whatsapp';
 import { SendService } from './send.service.js';
+import { doorbellBackend } from './doorbell-backend.js';
+import { QueueDoorbells, type Doorbell } from './queue-doorbells.service.js';
 
 /** How long a job that found its session not READY waits before it is looked at again. */
 const NOT_READY_RETRY_MS = 1_000;
+/**
+ * How often an idle consumer looks at its queue without being rung: a safety net for jobs
+ * that arrive without a ring (added by another tool, or rung while the subscriber was down).
+ */
+const IDLE_LOOK_SECONDS = 15;
+
+interface Consumer {
+  worker: Worker;
+  doorbell: Doorbell;
+}
 
 type Handlers = {
   [N in SendJobName]: (
@@ -34,13 +46,14 @@ type Handlers = {
 
 /**
  * One BullMQ worker per session, concurrency 1, consuming only while that session is READY
- * (paused otherwise, so waiting jobs do not burn retries).
+ * (paused otherwise, so waiting jobs do not burn retries). None holds a Redis connection of
+ * its own: they share one, and wait on doorbells (QueueDoorbells) instead of blocking.
  */
 @Injectable()
 export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly log = new Logger(SendConsumers.name);
-  private readonly workers = new Map<string, Worker>();
-  /** BullMQ workers block on Redis and must retry forever: their own connection. */
+  private readonly consumers = new Map<string, Consumer>();
+  /** Shared by every session's BullMQ worker; it must retry forever, so not the request one. */
   private connection?: Redis;
   private readonly handlers: Handlers = {
     [JobName.SendMessage]: (sessionId, job, token) => this.sendMessage(sessionId, job, token),
@@ -53,6 +66,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
     private readonly messages: MessageRepository,
     private readonly sender: SendService,
     private readonly queues: QueueProducer,
+    private readonly doorbells: QueueDoorbells,
   ) {
     // Refuse to boot with a job name nobody processes (a typed map makes this a compile
     // error too; this catches a name added through a cast).
@@ -70,8 +84,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
 
   async beforeApplicationShutdown(): Promise<void> {
     // Let the send in flight finish, then stop the engines (their state writes still need Redis).
-    await Promise.all([...this.workers.values()].map((worker) => worker.close()));
-    this.workers.clear();
+    await Promise.all([...this.consumers.keys()].map((sessionId) => this.closeConsumer(sessionId)));
     await this.sessions.onApplicationShutdown();
     await this.connection?.quit().catch(() => this.connection?.disconnect());
   }
@@ -89,15 +102,18 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   private resume(sessionId: string): void {
-    const existing = this.workers.get(sessionId);
+    const existing = this.consumers.get(sessionId);
     if (existing) {
-      existing.resume();
+      void existing.worker.resume();
+      // Its fetch loop may be in a long wait that began while paused.
+      existing.doorbell.ring();
       return;
     }
     this.connection ??= createRedis(this.config.REDIS_URL, {
       blocking: true,
       name: 'bullmq-worker',
     });
+    const { doorbell, listening } = this.doorbells.open(sessionId);
     const worker = new Worker(
       sendQueueName(sessionId),
       (job, token) => this.process(sessionId, job, token),
@@ -109,34 +125,40 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
         lockDuration: 15_000,
         stalledInterval: 15_000,
         maxStalledCount: 2,
+        drainDelay: IDLE_LOOK_SECONDS,
         autorun: false,
       },
+      doorbellBackend(doorbell, this.connection),
     );
     worker.on('failed', (job, err) => void this.onFailed(job, err));
+    // A stalled job put back in line comes with no ring.
+    worker.on('stalled', () => doorbell.ring());
     worker.on('error', (err) =>
       this.log.warn({ sessionId, err: err.message }, 'queue worker error'),
     );
-    this.workers.set(sessionId, worker);
-    void worker
-      .run()
+    this.consumers.set(sessionId, { worker, doorbell });
+    // Fetch only once rings arrive, so a job added in between is not missed until the idle look.
+    void listening
+      .then(() => (worker.closing || worker.isRunning() ? undefined : worker.run()))
       .catch((err: Error) =>
         this.log.error({ sessionId, err: err.message }, 'queue worker stopped'),
       );
   }
 
   /**
-   * A session another worker now drives: its consumer (and the blocking Redis connection
-   * BullMQ opens for it) goes, rather than wait paused for a session that is not coming back.
+   * A session another worker now drives: its consumer goes (after the send in flight), rather
+   * than wait paused for a session that is not coming back.
    */
   private async closeConsumer(sessionId: string): Promise<void> {
-    const worker = this.workers.get(sessionId);
-    if (!worker) return;
-    this.workers.delete(sessionId);
-    await worker
+    const consumer = this.consumers.get(sessionId);
+    if (!consumer) return;
+    this.consumers.delete(sessionId);
+    await consumer.worker
       .close()
       .catch((err: Error) =>
         this.log.warn({ sessionId, err: err.message }, 'queue consumer did not close cleanly'),
       );
+    await this.doorbells.close(sessionId, consumer.doorbell);
   }
 
   /**
@@ -145,8 +167,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
    */
   private async dropQueue(sessionId: string): Promise<void> {
     try {
-      await this.workers.get(sessionId)?.close();
-      this.workers.delete(sessionId);
+      await this.closeConsumer(sessionId);
       const queue = this.queues.queueFor(sessionId);
       const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed']);
       for (const job of jobs) {
@@ -167,7 +188,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
 
   private pause(sessionId: string): void {
     // Do not wait here: the send in flight finishes on its own.
-    void this.workers.get(sessionId)?.pause(true);
+    void this.consumers.get(sessionId)?.worker.pause(true);
   }
 
   private process(sessionId: string, job: Job, token?: string): Promise<unknown> {

@@ -18,7 +18,13 @@ import {
   type JobPayloads,
   type WebhookJobName,
 } from '@app/queue';
-import { RedisKeys, WebhookRepository, createRedis, type DeliveryChain } from '@app/status-store';
+import {
+  RedisKeys,
+  RedisSubscriber,
+  WebhookRepository,
+  createRedis,
+  type DeliveryChain,
+} from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { WebhookDeliveryService } from './webhook-delivery.service.js';
 import { WebhookSender } from './webhook-sender.service.js';
@@ -47,7 +53,6 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
   private readonly log = new Logger(WebhookConsumer.name);
   private worker?: Worker;
   private connection?: Redis;
-  private subscriber?: Redis;
   private timer?: NodeJS.Timeout;
   private draining?: Promise<void>;
   private drainAgain = false;
@@ -63,6 +68,7 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
     @Inject(getSharedConfigToken()) private readonly bullOptions: QueueOptions,
     private readonly config: AppConfig,
     private readonly keys: RedisKeys,
+    private readonly subscriber: RedisSubscriber,
     private readonly webhooks: WebhookRepository,
     private readonly deliveries: WebhookDeliveryService,
     private readonly sender: WebhookSender,
@@ -93,9 +99,8 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
     void this.worker
       .run()
       .catch((err: Error) => this.log.error({ err: err.message }, 'webhook worker stopped'));
-    this.subscriber = createRedis(this.config.REDIS_URL, { blocking: true, name: 'webhook-kick' });
-    this.subscriber.on('message', () => void this.drain());
-    await this.subscriber.subscribe(this.keys.webhookKick());
+    this.subscriber.onReconnect(() => void this.drain());
+    await this.subscriber.subscribe(this.keys.webhookKick(), () => void this.drain());
     this.timer = setInterval(() => void this.sweep(), SWEEP_MS);
     void this.sweep();
   }
@@ -103,7 +108,7 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
   async beforeApplicationShutdown(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
-    await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
+    await this.subscriber.unsubscribe(this.keys.webhookKick());
     await this.draining?.catch(() => undefined);
     // Deliveries in flight are broken off (a hanging receiver must not hold the exit); each
     // stays at the head of its chain and is made again by the next worker.

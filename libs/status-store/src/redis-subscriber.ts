@@ -1,0 +1,81 @@
+import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
+import { once } from 'node:events';
+import type { Redis } from 'ioredis';
+import { AppConfig } from '@app/config';
+import { createRedis } from './redis-connection.js';
+
+type ChannelHandler = (channel: string) => void;
+
+/**
+ * The process's one pub/sub connection: every feature subscribes its channels here, so a
+ * worker holds one subscriber whatever the number of sessions or features. Opened on first
+ * use (the api never subscribes). After a reconnect ioredis subscribes again, but messages
+ * published meanwhile are lost: `onReconnect` handlers catch up on them.
+ */
+@Injectable()
+export class RedisSubscriber implements OnApplicationShutdown {
+  private readonly log = new Logger(RedisSubscriber.name);
+  private client?: Redis;
+  private readonly handlers = new Map<string, ChannelHandler>();
+  private readonly reconnectHandlers = new Set<() => void>();
+  private connectedOnce = false;
+  private closed = false;
+
+  constructor(private readonly config: AppConfig) {}
+
+  /** Calls `handler` for each message on `channel`; resolves once Redis confirmed it. */
+  async subscribe(channel: string, handler: ChannelHandler): Promise<void> {
+    if (this.closed) return;
+    this.handlers.set(channel, handler);
+    await (await this.connection()).subscribe(channel);
+  }
+
+  async unsubscribe(channel: string): Promise<void> {
+    if (!this.handlers.delete(channel) || this.closed) return;
+    await this.client?.unsubscribe(channel).catch((err: Error) => {
+      this.log.warn({ channel, err: err.message }, 'unsubscribe failed');
+    });
+  }
+
+  /** Called after the connection came back from an outage (not on the first connect). */
+  onReconnect(handler: () => void): void {
+    this.reconnectHandlers.add(handler);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.closed = true;
+    this.handlers.clear();
+    this.reconnectHandlers.clear();
+    await this.client?.quit().catch(() => this.client?.disconnect());
+  }
+
+  /**
+   * Resolves once the connection is ready: a SUBSCRIBE sent during ioredis's connect handshake
+   * can be interleaved with it and fail ("Connection in subscriber mode", ioredis#2037).
+   */
+  private async connection(): Promise<Redis> {
+    const client = this.client ?? this.open();
+    if (client.status !== 'ready') await once(client, 'ready');
+    return client;
+  }
+
+  private open(): Redis {
+    const client = createRedis(this.config.REDIS_URL, { blocking: true, name: 'subscriber' });
+    client.on('message', (channel: string) => {
+      try {
+        this.handlers.get(channel)?.(channel);
+      } catch (err) {
+        this.log.error({ channel, err: (err as Error).message }, 'subscriber handler failed');
+      }
+    });
+    client.on('ready', () => {
+      if (!this.connectedOnce) {
+        this.connectedOnce = true;
+        return;
+      }
+      for (const handler of this.reconnectHandlers) handler();
+    });
+    this.client = client;
+    return client;
+  }
+}
