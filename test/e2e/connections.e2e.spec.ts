@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
 import { JobName, sendQueueName } from '@app/queue';
 import { RedisServer } from '../support/redis-server.js';
@@ -7,6 +8,7 @@ import { Stack } from '../support/stack.js';
 import { exited, spawnWorker } from '../support/worker-process.js';
 
 const SESSIONS = 500;
+const HEARTBEAT_MS = 1000;
 const SESSION_IDS = Array.from({ length: SESSIONS }, (_, i) => `c${String(i).padStart(3, '0')}`);
 
 /** Connections open on the server, by client name (CLIENT LIST). */
@@ -36,7 +38,7 @@ describe('Redis connections of a worker do not grow with its sessions', () => {
         DEFAULT_SESSION_ID: SESSION_IDS[0],
         WORKER_MAX_SESSIONS: String(SESSIONS),
         SESSION_START_CONCURRENCY: '25',
-        WORKER_HEARTBEAT_MS: '1000',
+        WORKER_HEARTBEAT_MS: String(HEARTBEAT_MS),
       },
       { worker: false },
     );
@@ -93,6 +95,21 @@ describe('Redis connections of a worker do not grow with its sessions', () => {
     );
     for (let i = 0; i < ids.length; i += 2) expect(sentAt[i] <= sentAt[i + 1]).toBe(true);
   }, 150_000);
+
+  it('reads the whole registry only now and then once the fleet is settled', async () => {
+    const commandCalls = async (command: string): Promise<number> => {
+      const stats = (await stack.redis.info('commandstats')) as string;
+      return Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    };
+    await stack.redis.config('RESETSTAT');
+    // A window of six heartbeats of a quiet fleet (no sends, no session changes): what the
+    // worker reads in it is the point, so this waits a fixed time on purpose.
+    await sleep(6 * HEARTBEAT_MS);
+    // The leases of every registered session are read (MGET) by a full pass only; each
+    // heartbeat renews this worker's own leases and reads its own sessions.
+    expect(await commandCalls('mget')).toBeLessThanOrEqual(1);
+    expect(await commandCalls('hgetall')).toBeGreaterThanOrEqual(3 * SESSIONS);
+  });
 
   it('still sends a job added without ringing the doorbell (by another tool), on its idle look', async () => {
     // What bull-board's "retry" or a script with a bare BullMQ Queue does: no ring.

@@ -87,8 +87,9 @@ export class SessionRepository {
     return member && hash.createdAt ? toSessionView(sessionId, hash) : null;
   }
 
-  async list(): Promise<SessionView[]> {
-    const ids = await this.ids();
+  /** Every registered session, or only those of `only` that are registered. */
+  async list(only?: string[]): Promise<SessionView[]> {
+    const ids = only ?? (await this.ids());
     if (ids.length === 0) return [];
     const pipeline = this.redis.pipeline();
     for (const id of ids) pipeline.hgetall(this.keys.session(id));

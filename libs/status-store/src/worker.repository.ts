@@ -68,7 +68,7 @@ export class WorkerRepository {
     workerId: string,
     staleAfterMs: number,
     now = Date.now(),
-  ): Promise<{ takingWorkers: number; draining: boolean }> {
+  ): Promise<{ takingWorkers: number; draining: boolean; fleet: string; live: Set<string> }> {
     const [live, draining] = (await this.redis
       .multi()
       .zrangebyscore(this.keys.workers(), now - staleAfterMs, '+inf')
@@ -80,9 +80,13 @@ export class WorkerRepository {
     if (gone.length) await this.redis.srem(this.keys.drainingWorkers(), ...gone);
     // This worker counts even before its first heartbeat is written.
     liveIds.add(workerId);
+    const taking = [...liveIds].filter((id) => !drainingIds.has(id)).sort();
     return {
-      takingWorkers: [...liveIds].filter((id) => !drainingIds.has(id)).length,
+      takingWorkers: taking.length,
       draining: drainingIds.has(workerId),
+      // Which workers take sessions: when it changes, sessions may need to move.
+      fleet: taking.join(' '),
+      live: liveIds,
     };
   }
 

@@ -46,6 +46,8 @@ export interface SessionManagerEvents {
 
 /** How long a starting session holds a start slot before the next one may launch. */
 const START_SLOT_MS = 60_000;
+/** A quiet worker still reads the whole registry every this many heartbeats. */
+const FULL_RECONCILE_TICKS = 12;
 
 /**
  * Drives the sessions this worker owns. It reconciles each registered session's desired
@@ -67,7 +69,12 @@ export class SessionManager
   private startsRunning = 0;
   private timer?: NodeJS.Timeout;
   private reconciling?: Promise<void>;
-  private reconcileAgain = false;
+  /** The kind of reconciliation asked for while one ran: it runs next. */
+  private reconcileAgain?: ReconcileScope;
+  /** Set while the fleet has sessions nobody live drives: look at the registry every tick. */
+  private unsettled = true;
+  private fleet = '';
+  private ticksSinceFull = 0;
   private stopped = false;
 
   constructor(
@@ -133,22 +140,28 @@ export class SessionManager
     if (handedBack.length) await this.sessions.announce(handedBack[0]).catch(() => undefined);
   }
 
-  /** Runs a reconciliation now (coalescing with one in progress). */
-  reconcile(): Promise<void> {
+  /**
+   * Runs a reconciliation now (coalescing with one in progress): of every registered session
+   * (`all`), or of the sessions this worker drives (`owned`, what a quiet heartbeat needs).
+   */
+  reconcile(scope: ReconcileScope = 'all'): Promise<void> {
     if (this.stopped) return Promise.resolve();
     if (this.reconciling) {
-      this.reconcileAgain = true;
+      if (this.reconcileAgain !== 'all') this.reconcileAgain = scope;
       return this.reconciling;
     }
     this.reconciling = (async () => {
-      do {
-        this.reconcileAgain = false;
+      let next: ReconcileScope | undefined = scope;
+      while (next && !this.stopped) {
+        this.reconcileAgain = undefined;
         try {
-          await this.reconcileOnce();
+          await this.reconcileOnce(next);
         } catch (err) {
+          this.unsettled = true;
           this.log.warn({ err: toError(err).message }, 'reconciliation failed; will retry');
         }
-      } while (this.reconcileAgain && !this.stopped);
+        next = this.reconcileAgain;
+      }
     })().finally(() => (this.reconciling = undefined));
     return this.reconciling;
   }
@@ -164,14 +177,30 @@ export class SessionManager
     } catch (err) {
       this.log.warn({ err: toError(err).message }, 'lease renewal failed');
     }
-    await this.reconcile();
+    // The whole registry is read only when something may have to move: after a change was
+    // announced (pub/sub), while sessions wait for a driver, when workers came or went, and
+    // every FULL_RECONCILE_TICKS as a safety net. Otherwise a heartbeat costs Redis reads in
+    // proportion to this worker's own sessions, not to the fleet's.
+    const full = this.unsettled || ++this.ticksSinceFull >= FULL_RECONCILE_TICKS;
+    await this.reconcile(full ? 'all' : 'owned');
   }
 
-  private async reconcileOnce(): Promise<void> {
-    const [list, placement] = await Promise.all([
-      this.sessions.list(),
-      this.workers.placement(this.workerId, this.config.workerStaleAfterMs),
-    ]);
+  private async reconcileOnce(scope: ReconcileScope): Promise<void> {
+    const placement = await this.workers.placement(this.workerId, this.config.workerStaleAfterMs);
+    if (scope === 'owned' && placement.fleet === this.fleet) {
+      const owned = this.ownedSessionIds();
+      const views = await this.sessions.list(owned);
+      // One of ours was unregistered behind our back (Redis flushed): the full pass sees to it.
+      if (views.length < owned.length) return this.reconcileOnce('all');
+      for (const session of views) {
+        if (this.stopped) return;
+        if (this.engines.has(session.id)) await this.reconcileOwned(session);
+      }
+      return;
+    }
+    this.ticksSinceFull = 0;
+    this.fleet = placement.fleet;
+    const list = await this.sessions.list();
     const registered = new Map(list.map((session) => [session.id, session]));
     // Ours but unregistered behind our back (Redis flushed): stop driving it.
     for (const sessionId of this.ownedSessionIds()) {
@@ -185,6 +214,7 @@ export class SessionManager
     const shed = await this.shedTo(share, placement.draining);
     const holders = await this.leases.holders([...registered.keys()]);
     let owned = this.engines.size;
+    let waiting = 0;
     for (const [index, session] of [...registered.values()].entries()) {
       if (this.stopped) return;
       const holder = holders[index];
@@ -192,9 +222,18 @@ export class SessionManager
         await this.reconcileOwned(session);
         continue;
       }
-      if (shed.has(session.id) || (holder !== null && holder !== this.workerId)) continue;
+      // Running (or to be deleted) with no live worker behind it: someone has to take it.
+      const orphaned =
+        session.desired !== 'stopped' && (holder === null || !placement.live.has(holder));
+      if (shed.has(session.id) || (holder !== null && holder !== this.workerId)) {
+        if (orphaned) waiting++;
+        continue;
+      }
       // Taking only up to a fair share leaves the rest to workers with fewer sessions.
-      if (session.desired === 'running' && owned >= share) continue;
+      if (session.desired === 'running' && owned >= share) {
+        if (orphaned) waiting++;
+        continue;
+      }
       if (
         holder === null &&
         !(await this.leases.acquire(session.id, this.workerId, this.leaseTtl()))
@@ -203,6 +242,7 @@ export class SessionManager
       if (session.desired === 'running') owned++;
       await this.reconcileUnowned(session);
     }
+    this.unsettled = waiting > 0 || shed.size > 0;
   }
 
   /**
@@ -500,6 +540,8 @@ export class SessionManager
  * live workers that take sessions (itself included), within WORKER_MAX_SESSIONS; none while
  * it drains.
  */
+type ReconcileScope = 'all' | 'owned';
+
 export function fairShare(
   runningSessions: number,
   placement: { takingWorkers: number; draining: boolean },
