@@ -269,6 +269,19 @@ describe('without a live worker', () => {
     expect(await stack.api!.get(QueueProducer).pendingCount('main')).toBe(0);
   });
 
+  it('answers 404 for a session being deleted, and writes nothing', async () => {
+    await stack.redis.sadd(stack.keys.sessions(), 'going');
+    await stack.redis.hset(stack.keys.session('going'), 'desired', 'deleted');
+    const answer = await stack.call('POST', '/api/v1/messages/text', {
+      sessionId: 'going',
+      to: '4915100000003',
+      text: 'too late',
+    });
+    expect(answer.status).toBe(404);
+    expect(answer.body).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } });
+    expect(await stack.redis.keys(`${stack.keys.root}:msg*`)).toEqual([]);
+  });
+
   it('answers 503 once the last worker stops', async () => {
     await stack.startWorker();
     await eventually(async () =>

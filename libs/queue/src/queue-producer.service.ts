@@ -81,9 +81,10 @@ export class QueueProducer implements OnApplicationShutdown {
       removeOnFail: { age: 7 * 24 * 3600 },
     };
     await this.queueFor(sessionId).add(name, data, jobOptions);
-    // The session's consumer waits for this instead of blocking a Redis connection; were the
-    // ring lost, its periodic look at the queue still finds the job.
-    await this.bell.ring(sessionId);
+    // The session's consumer waits for this instead of blocking a Redis connection. Not
+    // awaited (the job is in Redis already): were the ring lost, the consumer's periodic look
+    // at its queue still finds the job.
+    void this.bell.ring(sessionId).catch(() => undefined);
   }
 
   /** Jobs of a session not yet finished (waiting, delayed or active). */

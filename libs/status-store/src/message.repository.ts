@@ -26,12 +26,20 @@ const TIMESTAMP_FIELD: Partial<Record<MessageStatus, keyof MessageRecord>> = {
 const SNAPSHOT = `local function snapshot() return { snapshot = hash_table(KEYS[1]) } end
 `;
 
-// KEYS[1] message, [2] session index; ARGV[7] fields (JSON, flat), [8] retention ms,
-// [9] score (ms), [10] index cutoff (ms), [11] message id, [12] session id
+// KEYS[1] message, [2] session index, [3] registered sessions, [4] session, [5] worker
+// heartbeats; ARGV[7] fields (JSON, flat), [8] retention ms, [9] score (ms), [10] index cutoff
+// (ms), [11] message id, [12] session id, [13] oldest live heartbeat (ms, or '' for no
+// checks). The session and a live worker are checked in the same round trip as the write.
 const CREATE = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
       `
+if ARGV[13] ~= '' then
+  if redis.call('SISMEMBER', KEYS[3], ARGV[12]) == 0 or redis.call('HGET', KEYS[4], 'desired') == 'deleted' then
+    return 'NO_SESSION'
+  end
+  if redis.call('ZCOUNT', KEYS[5], ARGV[13], '+inf') == 0 then return 'NO_WORKER' end
+end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
@@ -152,6 +160,19 @@ export class MessageRepository {
   ) {}
 
   async create(message: NewMessage, now = new Date()): Promise<MessageRecord> {
+    return (await this.createChecked(message, null, now)) as MessageRecord;
+  }
+
+  /**
+   * Records a new message `queued`, if its session accepts sends (registered, not being
+   * deleted) and a worker's heartbeat is newer than `liveSince` (ms); otherwise writes nothing
+   * and says which check failed. (`liveSince` null: no checks.)
+   */
+  async createChecked(
+    message: NewMessage,
+    liveSince: number | null,
+    now = new Date(),
+  ): Promise<MessageRecord | 'NO_SESSION' | 'NO_WORKER'> {
     const record: MessageRecord = {
       text: null,
       mediaUrl: null,
@@ -172,9 +193,15 @@ export class MessageRepository {
     };
     const retention = this.config.MESSAGE_RETENTION_MS;
     // Records are kept MESSAGE_RETENTION_MS from creation, then Redis drops them itself.
-    await CREATE.run(
+    const outcome = await CREATE.run(
       this.redis,
-      [this.keys.message(record.id), this.keys.sessionMessages(record.sessionId)],
+      [
+        this.keys.message(record.id),
+        this.keys.sessionMessages(record.sessionId),
+        this.keys.sessions(),
+        this.keys.session(record.sessionId),
+        this.keys.workers(),
+      ],
       [
         ...this.events.build(now),
         JSON.stringify(Object.entries(serialize(record)).flat()),
@@ -183,9 +210,10 @@ export class MessageRepository {
         now.getTime() - retention,
         record.id,
         record.sessionId,
+        liveSince ?? '',
       ],
     );
-    return record;
+    return outcome === 'NO_SESSION' || outcome === 'NO_WORKER' ? outcome : record;
   }
 
   async get(messageId: string): Promise<MessageRecord | null> {

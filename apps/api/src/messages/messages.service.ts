@@ -8,7 +8,6 @@ import {
   IdempotencyRepository,
   MessageRepository,
   SessionRepository,
-  WorkerRepository,
   toPublicMessage,
   type MessageRecord,
   type NewMessage,
@@ -33,7 +32,6 @@ export class MessagesService {
     private readonly config: AppConfig,
     private readonly messages: MessageRepository,
     private readonly sessions: SessionRepository,
-    private readonly workers: WorkerRepository,
     private readonly idempotency: IdempotencyRepository,
     private readonly producer: QueueProducer,
   ) {}
@@ -72,15 +70,6 @@ export class MessagesService {
       target.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
     const chatId = toChatId(target.to);
     if (!chatId) throw new AppError('BAD_REQUEST', 'to is not a phone number or group id');
-    // Both checks in one round trip (the client pipelines commands issued together).
-    const [exists, liveWorkers] = await Promise.all([
-      this.sessions.acceptsSends(sessionId),
-      this.workers.countLive(this.config.workerStaleAfterMs),
-    ]);
-    if (!exists) throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
-    if (liveWorkers === 0) {
-      throw new AppError('UNAVAILABLE', 'No worker is running; the message was not accepted');
-    }
 
     const messageId = randomUUID();
     const idempotencyKey = context.idempotencyKey;
@@ -105,13 +94,18 @@ export class MessagesService {
       }
     }
 
-    const record = await this.messages.create({
-      id: messageId,
-      sessionId,
-      to: target.to,
-      chatId,
-      ...content,
-    });
+    // The session and a live worker are checked by the write itself (one round trip).
+    const record = await this.messages.createChecked(
+      { id: messageId, sessionId, to: target.to, chatId, ...content },
+      Date.now() - this.config.workerStaleAfterMs,
+    );
+    if (record === 'NO_SESSION' || record === 'NO_WORKER') {
+      if (idempotencyKey)
+        await this.idempotency.release(context.callerScope, idempotencyKey).catch(() => undefined);
+      if (record === 'NO_SESSION')
+        throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
+      throw new AppError('UNAVAILABLE', 'No worker is running; the message was not accepted');
+    }
     try {
       await this.producer.enqueue(
         sessionId,
