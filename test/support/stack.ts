@@ -5,13 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NestFactory } from '@nestjs/core';
 import type { INestApplicationContext } from '@nestjs/common';
-import type { NestExpressApplication } from '@nestjs/platform-express';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { RedisKeys, createRedis } from '@app/status-store';
 import { SandboxEngine, SessionManager } from '@app/whatsapp';
 import { ApiModule } from '../../apps/api/src/api.module.js';
-import { configureApi } from '../../apps/api/src/configure-api.js';
+import { configureApi, httpAdapter } from '../../apps/api/src/configure-api.js';
 import { WorkerModule } from '../../apps/worker/src/worker.module.js';
 import { WorkerHttpServer } from '../../apps/worker/src/health/worker-http.server.js';
 import { eventually } from './eventually.js';
@@ -29,7 +29,7 @@ export interface ApiAnswer<T = any> {
  * this process with the sandbox engine, a fresh Redis key prefix and a fresh data folder.
  */
 export class Stack {
-  api?: NestExpressApplication;
+  api?: NestFastifyApplication;
   worker?: INestApplicationContext;
   url = '';
   /** A plain Redis client for assertions and cleanup under this stack's prefix. */
@@ -69,11 +69,12 @@ export class Stack {
   }
 
   async startApi(): Promise<void> {
-    const app = await NestFactory.create<NestExpressApplication>(
+    const app = await NestFactory.create<NestFastifyApplication>(
       ApiModule.forRoot({ overrides: this.env, readEnvFile: false }),
-      { bodyParser: false, logger: false, abortOnError: false },
+      httpAdapter(),
+      { logger: false, abortOnError: false },
     );
-    configureApi(app);
+    await configureApi(app);
     await app.listen(0, '127.0.0.1');
     this.api = app;
     this.url = await app.getUrl();

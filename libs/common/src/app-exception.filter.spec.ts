@@ -28,14 +28,11 @@ describe('toErrorEnvelope', () => {
     ).toBe('a is bad; b is bad');
   });
 
-  it('uses its own words for body-parser errors wrapped by Nest, never the parser text', () => {
+  it("uses its own words for Fastify's body errors wrapped by Nest, never the parser text", () => {
+    // Fastify's JSON parser: the SyntaxError itself, marked 400.
     const cause = Object.assign(
       new SyntaxError('Unexpected token \'s\', "secret" is not valid JSON'),
-      {
-        status: 400,
-        expose: true,
-        type: 'entity.parse.failed',
-      },
+      { statusCode: 400 },
     );
     const wrapped = new BadRequestException(cause.message, { cause });
     expect(toErrorEnvelope(wrapped).body.error).toEqual({
@@ -51,25 +48,26 @@ describe('toErrorEnvelope', () => {
     });
   });
 
-  it('maps body-parser errors to 400 and 413', () => {
-    const tooLarge = Object.assign(new Error('too large'), {
-      status: 413,
-      expose: true,
-      type: 'entity.too.large',
-    });
-    const badJson = Object.assign(new Error('Unexpected token'), {
-      status: 400,
-      expose: true,
-      type: 'entity.parse.failed',
-    });
-    expect(toErrorEnvelope(tooLarge)).toMatchObject({
+  it("maps Fastify's request errors to 400 and 413 by their code", () => {
+    const fastifyError = (code: string, statusCode: number) =>
+      Object.assign(new Error('parser words'), { code, statusCode });
+    expect(toErrorEnvelope(fastifyError('FST_ERR_CTP_BODY_TOO_LARGE', 413))).toMatchObject({
       status: 413,
       body: { error: { code: 'PAYLOAD_TOO_LARGE' } },
     });
-    expect(toErrorEnvelope(badJson)).toMatchObject({
-      status: 400,
-      body: { error: { code: 'BAD_REQUEST' } },
-    });
+    for (const code of [
+      'FST_ERR_CTP_INVALID_MEDIA_TYPE',
+      'FST_ERR_CTP_EMPTY_JSON_BODY',
+      'FST_ERR_BAD_URL',
+      'FST_ERR_SOMETHING_NEW',
+    ])
+      expect(toErrorEnvelope(fastifyError(code, 415))).toMatchObject({
+        status: 400,
+        body: { error: { code: 'BAD_REQUEST' } },
+      });
+    expect(
+      toErrorEnvelope(fastifyError('FST_ERR_CTP_INVALID_MEDIA_TYPE', 415)).body.error.message,
+    ).not.toContain('parser words');
   });
 
   it('maps Redis being unreachable to 503 UNAVAILABLE', () => {

@@ -1,6 +1,6 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import { AppError, ERROR_STATUS, type ErrorCode } from './app-error.js';
 import type { ErrorEnvelope } from './envelope.js';
 
@@ -65,24 +65,41 @@ export function toErrorEnvelope(exception: unknown): {
   };
 }
 
+/** Fastify's request errors (body parsing and the like), in our own words. */
+const FASTIFY_REQUEST_ERRORS: Record<string, [number, ErrorCode, string]> = {
+  FST_ERR_BAD_URL: [400, 'BAD_REQUEST', 'Malformed percent-encoding in the URL'],
+  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'PAYLOAD_TOO_LARGE', 'Request body is larger than 1 MiB'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: [
+    400,
+    'BAD_REQUEST',
+    'Unsupported Content-Type: send JSON (application/json)',
+  ],
+  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'BAD_REQUEST', 'Request body is empty'],
+  FST_ERR_CTP_INVALID_JSON_BODY: [400, 'BAD_REQUEST', 'Request body is not valid JSON'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [
+    400,
+    'BAD_REQUEST',
+    'Request body size did not match Content-Length',
+  ],
+};
+
 /** Our own words for malformed requests (the parser's would echo parts of the body). */
 function describeRequestError(error: unknown): { status: number; body: ErrorEnvelope } | undefined {
-  const err = error as { status?: number; type?: string; expose?: boolean } | undefined;
+  const err = error as { statusCode?: number; code?: string } | undefined;
   const answer = (status: number, code: ErrorCode, message: string) => ({
     status,
     body: { ok: false as const, error: { code, message } },
   });
   if (error instanceof URIError)
     return answer(400, 'BAD_REQUEST', 'Malformed percent-encoding in the URL');
-  if (!err?.expose || typeof err.status !== 'number' || err.status >= 500) return undefined;
-  if (err.type === 'entity.too.large')
-    return answer(413, 'PAYLOAD_TOO_LARGE', 'Request body is larger than 1 MiB');
-  if (err.type === 'entity.parse.failed')
+  const known = err?.code ? FASTIFY_REQUEST_ERRORS[err.code] : undefined;
+  if (known) return answer(...known);
+  // Fastify's JSON parser marks a syntax error (or a __proto__ key) with a 400.
+  if (error instanceof SyntaxError && err?.statusCode === 400)
     return answer(400, 'BAD_REQUEST', 'Request body is not valid JSON');
-  if (err.type === 'encoding.unsupported')
-    return answer(400, 'BAD_REQUEST', 'Unsupported Content-Encoding');
-  if (err.type === 'charset.unsupported') return answer(400, 'BAD_REQUEST', 'Unsupported charset');
-  return answer(400, 'BAD_REQUEST', 'Request body could not be read');
+  if (typeof err?.code === 'string' && err.code.startsWith('FST_ERR_') && err.statusCode! < 500)
+    return answer(400, 'BAD_REQUEST', 'Request could not be read');
+  return undefined;
 }
 
 /** ioredis gave up on a command: Redis is down or unreachable, which is a 503, not a bug. */
@@ -101,12 +118,12 @@ export class AppExceptionFilter implements ExceptionFilter {
   private readonly log = new Logger('Errors');
 
   catch(exception: unknown, host: ArgumentsHost): void {
-    const response = host.switchToHttp().getResponse<Response>();
+    const reply = host.switchToHttp().getResponse<FastifyReply>();
     const { status, body, errorId } = toErrorEnvelope(exception);
     if (errorId) this.log.error({ errorId, err: exception }, 'unhandled error');
-    if (response.headersSent) return;
+    if (reply.sent || reply.raw.headersSent) return;
     if (status === 401)
-      response.setHeader('WWW-Authenticate', response.getHeader('WWW-Authenticate') ?? 'ApiKey');
-    response.status(status).json(body);
+      reply.header('WWW-Authenticate', reply.getHeader('WWW-Authenticate') ?? 'ApiKey');
+    void reply.code(status).send(body);
   }
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import { RequestMethod } from '@nestjs/common';
 import type { Params } from 'nestjs-pino';
 
 export interface LoggingOptions {
@@ -17,6 +18,12 @@ export const REDACTED_PATHS = [
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,100}$/;
 
+/** The caller's x-request-id if it is sane, else a new UUID. */
+export function requestId(req: IncomingMessage): string {
+  const given = req.headers['x-request-id'];
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+}
+
 /**
  * pino through nestjs-pino for both processes: JSON lines in production, readable lines in
  * development, secrets redacted, and a request id (the caller's x-request-id if sane) on
@@ -24,6 +31,9 @@ const REQUEST_ID = /^[A-Za-z0-9._-]{1,100}$/;
  */
 export function loggerParams(options: LoggingOptions): Params {
   return {
+    // nestjs-pino's default route pattern ('{/*splat}') is handed to @fastify/middie as it is,
+    // which matches no request: every path, said the way the Fastify adapter converts.
+    forRoutes: [{ path: '{*path}', method: RequestMethod.ALL }],
     pinoHttp: {
       level: options.level,
       redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
@@ -38,12 +48,8 @@ export function loggerParams(options: LoggingOptions): Params {
                 ignore: 'pid,hostname',
               },
             },
-      genReqId: (req: IncomingMessage, res: ServerResponse) => {
-        const given = req.headers['x-request-id'];
-        const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
-        res.setHeader('x-request-id', id);
-        return id;
-      },
+      // The api's Fastify names each request (requestId) before pino-http sees it.
+      genReqId: (req: IncomingMessage) => requestId(req),
       customLogLevel: (_req, res, err) =>
         err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info',
       // Health probes every few seconds would drown everything else.

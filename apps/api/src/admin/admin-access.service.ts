@@ -1,8 +1,8 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { createHmac, randomBytes } from 'node:crypto';
-import { doubleCsrf, type DoubleCsrfUtilities } from 'csrf-csrf';
-import type { NextFunction, Request, Response } from 'express';
-import { AppError, toErrorEnvelope, Secret } from '@app/common';
+import Tokens from '@fastify/csrf';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { AppError, Secret } from '@app/common';
 import { AppConfig } from '@app/config';
 
 export const CSRF_COOKIE = 'wa-admin-csrf';
@@ -14,14 +14,14 @@ const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 /**
  * Who may use /admin and /api/admin: Basic Auth (when ADMIN_PASSWORD is set, compared in
  * constant time), and for state-changing requests a same-origin check plus a CSRF token
- * (double-submit cookie bound to the signed-in user, csrf-csrf).
+ * (@fastify/csrf: a secret in an httpOnly cookie, tokens bound to the signed-in user).
  */
 @Injectable()
 export class AdminAccess {
   private readonly expectedUser: Secret;
   private readonly expectedPassword?: Secret;
   private readonly allowedOrigins = new Set<string>();
-  private readonly csrf: DoubleCsrfUtilities;
+  private readonly tokens: Tokens.TokensUserinfo;
 
   constructor(config: AppConfig) {
     this.expectedUser = new Secret(config.ADMIN_USERNAME);
@@ -32,24 +32,12 @@ export class AdminAccess {
       );
     if (config.BASE_URL) this.allowedOrigins.add(new URL(config.BASE_URL).origin);
     // Derived from the password so every api replica accepts the others' tokens; without a
-    // password (development only) a per-process secret: a restart asks for a page reload.
-    const secret = config.ADMIN_PASSWORD
+    // password (development only) a per-process key: a restart asks for a page reload.
+    const hmacKey = config.ADMIN_PASSWORD
       ? createHmac('sha256', config.ADMIN_PASSWORD).update('wa-admin-csrf-secret').digest('hex')
       : randomBytes(32).toString('hex');
-    this.csrf = doubleCsrf({
-      getSecret: () => secret,
-      getSessionIdentifier: (req) => this.user(req) ?? 'open',
-      cookieName: CSRF_COOKIE,
-      // Not Secure: the api is often reached over plain http on a private network; the
-      // same-origin check below does not depend on the cookie.
-      cookieOptions: { sameSite: 'strict', httpOnly: true, secure: false, path: '/' },
-      getCsrfTokenFromRequest: (req) => {
-        const header = req.headers[CSRF_HEADER];
-        if (typeof header === 'string') return header;
-        const field = (req.body as Record<string, unknown> | undefined)?.[CSRF_FIELD];
-        return typeof field === 'string' ? field : undefined;
-      },
-    });
+    // Its typings declare a plain function and lose the userInfo overload: the cast restores it.
+    this.tokens = Tokens({ userInfo: true, hmacKey }) as Tokens.TokensUserinfo;
   }
 
   /** Whether Basic Auth is required (ADMIN_PASSWORD set). */
@@ -58,14 +46,14 @@ export class AdminAccess {
   }
 
   /** Throws UNAUTHORIZED (and sets WWW-Authenticate) unless the request may use the admin. */
-  authenticate(req: Request, res: Response): void {
+  authenticate(req: FastifyRequest, reply: FastifyReply): void {
     if (!this.expectedPassword) return;
     const credentials = parseBasic(req.headers.authorization);
     // Both compared every time, and combined without short-circuit, so timing says nothing.
     const userOk = this.expectedUser.matches(credentials?.user);
     const passwordOk = this.expectedPassword.matches(credentials?.password);
     if (credentials && Number(userOk) & Number(passwordOk)) return;
-    res.setHeader('WWW-Authenticate', REALM);
+    void reply.header('WWW-Authenticate', REALM);
     throw new AppError(
       'UNAUTHORIZED',
       credentials ? 'Wrong admin username or password' : 'Admin login required (Basic Auth)',
@@ -73,52 +61,48 @@ export class AdminAccess {
   }
 
   /** Throws FORBIDDEN when a state-changing request comes from another site. */
-  assertSameOrigin(req: Request): void {
+  assertSameOrigin(req: FastifyRequest): void {
     if (!UNSAFE_METHODS.has(req.method)) return;
     const reason = this.crossSiteReason(req);
     if (reason) throw new AppError('FORBIDDEN', `Cross-site request refused: ${reason}`);
   }
 
   /** Throws FORBIDDEN when a state-changing request lacks a valid CSRF token. */
-  assertCsrfToken(req: Request): void {
+  assertCsrfToken(req: FastifyRequest): void {
     if (!UNSAFE_METHODS.has(req.method)) return;
-    if (!this.csrf.validateRequest(req))
+    const secret = req.cookies[CSRF_COOKIE];
+    const token = csrfTokenOf(req);
+    if (!secret || !token || !this.tokens.verify(secret, token, this.user(req)))
       throw new AppError(
         'FORBIDDEN',
         `Missing or invalid CSRF token (send the ${CSRF_HEADER} header from GET /api/admin/csrf-token, or reload the page)`,
       );
   }
 
-  /** A CSRF token for forms and fetch calls; sets (or reuses) the matching cookie. */
-  csrfToken(req: Request, res: Response): string {
-    return this.csrf.generateCsrfToken(req, res, {
-      cookieOptions: { secure: req.secure },
-    });
+  /** A CSRF token for forms and fetch calls; sets (or reuses) the secret's cookie. */
+  csrfToken(req: FastifyRequest, reply: FastifyReply): string {
+    let secret = req.cookies[CSRF_COOKIE];
+    if (!secret) {
+      secret = this.tokens.secretSync();
+      // Not Secure on plain http: the api is often reached so on a private network; the
+      // same-origin check does not depend on the cookie.
+      void reply.setCookie(CSRF_COOKIE, secret, {
+        sameSite: 'strict',
+        httpOnly: true,
+        secure: req.protocol === 'https',
+        path: '/',
+      });
+    }
+    return this.tokens.create(secret, this.user(req));
   }
 
-  /**
-   * The same checks as a plain Express middleware, for what is served outside Nest's router
-   * (static assets, bull-board), which cannot carry our CSRF token: it relies on the
-   * same-origin check for state-changing requests.
-   */
-  middleware() {
-    return (req: Request, res: Response, next: NextFunction): void => {
-      try {
-        this.authenticate(req, res);
-        this.assertSameOrigin(req);
-        next();
-      } catch (err) {
-        const { status, body } = toErrorEnvelope(err);
-        res.status(status).json(body);
-      }
-    };
+  private user(req: FastifyRequest): string {
+    return (
+      (this.expectedPassword ? parseBasic(req.headers.authorization)?.user : undefined) ?? 'open'
+    );
   }
 
-  private user(req: Request): string | undefined {
-    return this.expectedPassword ? parseBasic(req.headers.authorization)?.user : undefined;
-  }
-
-  private crossSiteReason(req: Request): string | undefined {
+  private crossSiteReason(req: FastifyRequest): string | undefined {
     // Sent by every current browser: the strongest signal, and unforgeable by a page.
     const site = req.headers['sec-fetch-site'];
     if (site !== undefined && site !== 'same-origin' && site !== 'none')
@@ -135,6 +119,13 @@ export class AdminAccess {
       return undefined;
     return `Origin ${parsed.origin} is not this site`;
   }
+}
+
+function csrfTokenOf(req: FastifyRequest): string | undefined {
+  const header = req.headers[CSRF_HEADER];
+  if (typeof header === 'string') return header;
+  const field = (req.body as Record<string, unknown> | undefined)?.[CSRF_FIELD];
+  return typeof field === 'string' ? field : undefined;
 }
 
 function parseBasic(header: string | undefined): { user: string; password: string } | undefined {

@@ -13,7 +13,7 @@ import {
   StreamableFile,
 } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SandboxIncomingAcceptedDto } from '../inbox/inbox.dto.js';
 import { MessageDto } from '../messages/message.dto.js';
@@ -66,7 +66,10 @@ export class AdminApiController {
       'Also sets the matching cookie. Send the token as x-csrf-token on POST, PUT and DELETE.',
   })
   @ApiEnvelope(CsrfTokenDto)
-  csrfToken(@Req() req: Request, @Res({ passthrough: true }) res: Response): CsrfTokenDto {
+  csrfToken(
+    @Req() req: FastifyRequest,
+    @Res({ passthrough: true }) res: FastifyReply,
+  ): CsrfTokenDto {
     return { token: this.access.csrfToken(req, res) };
   }
 

@@ -1,5 +1,5 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AdminAccess } from './admin-access.service.js';
 
 /** Basic Auth, then for state-changing requests the same-origin check and the CSRF token. */
@@ -9,8 +9,8 @@ export class AdminAuthGuard implements CanActivate {
 
   canActivate(context: ExecutionContext): boolean {
     const http = context.switchToHttp();
-    const req = http.getRequest<Request>();
-    this.access.authenticate(req, http.getResponse<Response>());
+    const req = http.getRequest<FastifyRequest>();
+    this.access.authenticate(req, http.getResponse<FastifyReply>());
     this.access.assertSameOrigin(req);
     this.access.assertCsrfToken(req);
     return true;

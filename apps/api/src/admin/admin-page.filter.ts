@@ -1,5 +1,5 @@
 import { ArgumentsHost, Catch, ExceptionFilter, Injectable, Logger } from '@nestjs/common';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import { toErrorEnvelope } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AdminAccess } from './admin-access.service.js';
@@ -26,20 +26,20 @@ export class AdminPageFilter implements ExceptionFilter {
   ) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
-    const res = host.switchToHttp().getResponse<Response>();
+    const res = host.switchToHttp().getResponse<FastifyReply>();
     const { status, body, errorId } = toErrorEnvelope(exception);
     if (errorId) this.log.error({ errorId, err: exception }, 'admin page failed');
-    if (res.headersSent) return;
+    if (res.sent || res.raw.headersSent) return;
     const hint =
       status === 403
         ? 'If you sent a form from this site, reload the page and try again.'
         : status === 401
           ? 'This page needs the admin username and password (ADMIN_USERNAME, ADMIN_PASSWORD).'
           : '';
-    res
-      .status(status)
-      .type('html')
-      .setHeader('Cache-Control', 'no-store')
+    void res
+      .code(status)
+      .type('text/html; charset=utf-8')
+      .header('Cache-Control', 'no-store')
       .send(
         this.views.render('error', {
           title: HEADINGS[status] ?? 'Something went wrong',

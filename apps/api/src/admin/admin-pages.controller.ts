@@ -2,7 +2,7 @@ import { Controller, Get, Param, Post, Req, Res, UseFilters, type Type } from '@
 import { ApiExcludeController } from '@nestjs/swagger';
 import { plainToInstance } from 'class-transformer';
 import { validateSync } from 'class-validator';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
@@ -48,7 +48,7 @@ export class AdminPagesController {
   ) {}
 
   @Get()
-  async index(@Req() req: Request, @Res() res: Response): Promise<void> {
+  async index(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
     const sessions = (await this.admin.overview()).map((session) => ({
       ...session,
       problem: problemText(session),
@@ -62,7 +62,7 @@ export class AdminPagesController {
   }
 
   @Get('sessions/:id')
-  async session(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+  async session(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     const session = await this.admin.detail(id);
     this.page(req, res, 'session', {
       title: `Session ${session.id}`,
@@ -76,7 +76,7 @@ export class AdminPagesController {
   }
 
   @Post('sessions')
-  async create(@Req() req: Request, @Res() res: Response): Promise<void> {
+  async create(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
     const form = formOf(req);
     let created: string | undefined;
     await this.act(
@@ -93,7 +93,7 @@ export class AdminPagesController {
   }
 
   @Post('active')
-  async setActive(@Req() req: Request, @Res() res: Response): Promise<void> {
+  async setActive(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
     await this.act(req, res, '/admin', async () => {
       const { id } = validForm(SetActiveSessionDto, { id: formOf(req).id });
       await this.sessions.setActive(id);
@@ -102,7 +102,7 @@ export class AdminPagesController {
   }
 
   @Post('sessions/:id/reconnect')
-  async reconnect(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+  async reconnect(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     await this.act(req, res, sessionPage(id), async () => {
       await this.sessions.reconnect(id);
       return `Reconnecting ${id}`;
@@ -110,7 +110,7 @@ export class AdminPagesController {
   }
 
   @Post('sessions/:id/logout')
-  async logout(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+  async logout(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     await this.act(req, res, sessionPage(id), async () => {
       await this.sessions.logout(id);
       return `Logging ${id} out; a new QR code follows`;
@@ -118,7 +118,7 @@ export class AdminPagesController {
   }
 
   @Post('sessions/:id/link')
-  async link(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+  async link(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     await this.act(req, res, sessionPage(id), async () => {
       await this.sessions.link(id);
       return `Linking ${id} (sandbox)`;
@@ -126,7 +126,7 @@ export class AdminPagesController {
   }
 
   @Post('sessions/:id/pairing-code')
-  async pairingCode(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+  async pairingCode(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     await this.act(req, res, sessionPage(id), async () => {
       const { phone } = validForm(PairingCodeRequestDto, { phone: formOf(req).phone });
       const { pairingCode } = await this.sessions.requestPairingCode(id, phone);
@@ -135,7 +135,7 @@ export class AdminPagesController {
   }
 
   @Post('sessions/:id/test-message')
-  async testMessage(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+  async testMessage(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     await this.act(req, res, sessionPage(id), async () => {
       const form = formOf(req);
       const dto = validForm(AdminTestMessageDto, { to: form.to, text: form.text });
@@ -145,7 +145,7 @@ export class AdminPagesController {
   }
 
   @Post('sessions/:id/sandbox/incoming')
-  async receiveTest(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+  async receiveTest(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     await this.act(req, res, sessionPage(id), async () => {
       const form = formOf(req);
       const dto = validForm(AdminTestIncomingDto, { from: form.from, text: form.text });
@@ -158,8 +158,8 @@ export class AdminPagesController {
   async replayDelivery(
     @Param('id') id: string,
     @Param('deliveryId') deliveryId: string,
-    @Req() req: Request,
-    @Res() res: Response,
+    @Req() req: FastifyRequest,
+    @Res() res: FastifyReply,
   ) {
     await this.act(req, res, sessionPage(id), async () => {
       await this.admin.replayDelivery(id, deliveryId);
@@ -168,7 +168,7 @@ export class AdminPagesController {
   }
 
   @Post('sessions/:id/delete')
-  async remove(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+  async remove(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     let deleted = false;
     await this.act(
       req,
@@ -184,7 +184,12 @@ export class AdminPagesController {
     );
   }
 
-  private page(req: Request, res: Response, view: string, data: Record<string, unknown>) {
+  private page(
+    req: FastifyRequest,
+    res: FastifyReply,
+    view: string,
+    data: Record<string, unknown>,
+  ) {
     const html = this.views.render(view, {
       ...data,
       csrfToken: this.access.csrfToken(req, res),
@@ -194,13 +199,17 @@ export class AdminPagesController {
       open: !this.access.protected,
       engine: this.config.WA_ENGINE,
     });
-    res.status(200).type('html').setHeader('Cache-Control', 'no-store').send(html);
+    void res
+      .code(200)
+      .type('text/html; charset=utf-8')
+      .header('Cache-Control', 'no-store')
+      .send(html);
   }
 
   /** Runs a form action and redirects (303) with its outcome as a flash message. */
   private async act(
-    req: Request,
-    res: Response,
+    req: FastifyRequest,
+    res: FastifyReply,
     back: string | (() => string),
     action: () => Promise<string>,
   ): Promise<void> {
@@ -212,22 +221,22 @@ export class AdminPagesController {
       if (!(err instanceof AppError)) throw err;
       flash = { kind: 'error', text: err.message };
     }
-    res.cookie(FLASH_COOKIE, JSON.stringify({ ...flash, text: flash.text.slice(0, 500) }), {
+    void res.setCookie(FLASH_COOKIE, JSON.stringify({ ...flash, text: flash.text.slice(0, 500) }), {
       httpOnly: true,
       sameSite: 'strict',
-      secure: req.secure,
+      secure: req.protocol === 'https',
       path: '/admin',
-      maxAge: 60_000,
+      maxAge: 60, // seconds
     });
-    res.redirect(303, typeof back === 'function' ? back() : back);
+    void res.redirect(typeof back === 'function' ? back() : back, 303);
   }
 }
 
 // A cookie rather than the query string: a link cannot make the page say things it did not.
-function takeFlash(req: Request, res: Response): Flash | undefined {
-  const raw = (req.cookies as Record<string, string> | undefined)?.[FLASH_COOKIE];
+function takeFlash(req: FastifyRequest, res: FastifyReply): Flash | undefined {
+  const raw = req.cookies[FLASH_COOKIE];
   if (!raw) return undefined;
-  res.clearCookie(FLASH_COOKIE, { path: '/admin' });
+  void res.clearCookie(FLASH_COOKIE, { path: '/admin' });
   try {
     const flash = JSON.parse(raw) as Flash;
     return (flash.kind === 'ok' || flash.kind === 'error') && typeof flash.text === 'string'
@@ -242,7 +251,7 @@ function sessionPage(id: string): string {
   return `/admin/sessions/${encodeURIComponent(id)}`;
 }
 
-function formOf(req: Request): Record<string, string | undefined> {
+function formOf(req: FastifyRequest): Record<string, string | undefined> {
   const body = (req.body ?? {}) as Record<string, unknown>;
   return Object.fromEntries(
     Object.entries(body).map(([key, value]) => [

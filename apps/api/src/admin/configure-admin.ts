@@ -1,14 +1,18 @@
-import type { NestExpressApplication } from '@nestjs/platform-express';
-import cookieParser from 'cookie-parser';
-import express, { type NextFunction, type Request, type Response } from 'express';
-import helmet from 'helmet';
+import fastifyCookie from '@fastify/cookie';
+import fastifyHelmet from '@fastify/helmet';
+import fastifyStatic from '@fastify/static';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { toErrorEnvelope } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AdminAccess } from './admin-access.service.js';
 import { isAdminMounted } from './admin.module.js';
 import { PUBLIC_DIR } from './admin-views.service.js';
 import { QUEUES_PATH, QueueBoard } from './queue-board.service.js';
 
-const ADMIN_PATHS = ['/admin', '/api/admin'];
+const ASSETS_PATH = '/admin/assets';
+/** Forms only: a 4096-character test message percent-encoded can take 36 KiB. */
+const FORM_LIMIT = 64 * 1024;
 
 // The pages load one script, one stylesheet and same-origin images, and nothing inline.
 const ADMIN_CSP = {
@@ -43,44 +47,73 @@ const QUEUES_CSP = {
 };
 
 /**
- * Express-level parts of the admin: security headers, cookies, form bodies, static assets and
- * bull-board. Nothing is mounted when the admin module is not (production without a password).
+ * Fastify-level parts of the admin: security headers, cookies, form bodies, static assets and
+ * bull-board, each with its Fastify plugin. Nothing is mounted when the admin module is not
+ * (production without a password).
  */
-export function configureAdmin(app: NestExpressApplication): void {
+export async function configureAdmin(app: NestFastifyApplication): Promise<void> {
   if (!isAdminMounted(app.get(AppConfig))) return;
   const access = app.get(AdminAccess);
   const board = app.get(QueueBoard);
+  const server = app.getHttpAdapter().getInstance();
 
-  // same-origin, not helmet's no-referrer: with no-referrer Chromium sends `Origin: null` on
-  // our own form posts, which the same-origin check then (rightly) refuses.
-  const referrerPolicy = { policy: 'same-origin' as const };
-  // No HSTS from here: TLS ends at the operator's proxy, which decides it for the whole host
-  // (helmet's default includes subdomains for a year).
-  const shared = { referrerPolicy, strictTransportSecurity: false };
-  const adminHeaders = helmet({ ...shared, contentSecurityPolicy: ADMIN_CSP });
-  const queuesHeaders = helmet({ ...shared, contentSecurityPolicy: QUEUES_CSP });
-  app.use(ADMIN_PATHS, (req: Request, res: Response, next: NextFunction) =>
-    (isQueuesPath(req.originalUrl) ? queuesHeaders : adminHeaders)(req, res, next),
-  );
-  app.use(ADMIN_PATHS, cookieParser());
-  app.use(
-    QUEUES_PATH,
-    access.middleware(),
-    board.refresher(),
-    board.withoutRemoteFonts(),
-    board.router(),
-  );
-  app.use(
-    '/admin/assets',
-    access.middleware(),
-    express.static(PUBLIC_DIR, { index: false, maxAge: '1d', immutable: true }),
-  );
-  // Forms only: a 4096-character test message percent-encoded can take 36 KiB.
-  app.use('/admin', express.urlencoded({ extended: false, limit: '64kb' }));
+  await app.register(fastifyHelmet, {
+    global: false,
+    // same-origin, not helmet's no-referrer: with no-referrer Chromium sends `Origin: null` on
+    // our own form posts, which the same-origin check then (rightly) refuses.
+    referrerPolicy: { policy: 'same-origin' },
+    // No HSTS from here: TLS ends at the operator's proxy, which decides it for the whole host
+    // (helmet's default includes subdomains for a year).
+    strictTransportSecurity: false,
+  });
+  await app.register(fastifyCookie);
+  // Nest's own form parser for Fastify, with a tighter limit than JSON bodies.
+  app.useBodyParser('application/x-www-form-urlencoded', { bodyLimit: FORM_LIMIT });
+
+  server.addHook('onRequest', async (request, reply) => {
+    const path = pathOf(request);
+    if (!isUnder(path, '/admin') && !isUnder(path, '/api/admin')) return;
+    await reply.helmet({
+      contentSecurityPolicy: isUnder(path, QUEUES_PATH) ? QUEUES_CSP : ADMIN_CSP,
+    });
+    // What Nest's router does not serve (assets, bull-board) cannot carry our CSRF token: it
+    // gets Basic Auth and the same-origin check for state-changing requests.
+    if (isUnder(path, ASSETS_PATH) || isUnder(path, QUEUES_PATH)) {
+      if (!admitted(access, request, reply)) return reply;
+      if (isUnder(path, QUEUES_PATH)) await board.refresh();
+    }
+  });
+
+  await app.register(fastifyStatic, {
+    root: PUBLIC_DIR,
+    prefix: `${ASSETS_PATH}/`,
+    index: false,
+    maxAge: '1d',
+    immutable: true,
+    // Swagger UI and bull-board register their own static files.
+    decorateReply: false,
+  });
+  await app.register(board.plugin(), { prefix: QUEUES_PATH });
 }
 
-function isQueuesPath(url: string): boolean {
-  return (
-    url === QUEUES_PATH || url.startsWith(`${QUEUES_PATH}/`) || url.startsWith(`${QUEUES_PATH}?`)
-  );
+/** Whether the request may use the admin; if not, the error envelope is sent. */
+function admitted(access: AdminAccess, request: FastifyRequest, reply: FastifyReply): boolean {
+  try {
+    access.authenticate(request, reply);
+    access.assertSameOrigin(request);
+    return true;
+  } catch (err) {
+    const { status, body } = toErrorEnvelope(err);
+    void reply.code(status).send(body);
+    return false;
+  }
+}
+
+function pathOf(request: FastifyRequest): string {
+  const query = request.url.indexOf('?');
+  return query < 0 ? request.url : request.url.slice(0, query);
+}
+
+function isUnder(path: string, prefix: string): boolean {
+  return path === prefix || path.startsWith(`${prefix}/`);
 }

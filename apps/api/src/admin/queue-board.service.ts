@@ -1,8 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import { ExpressAdapter } from '@bull-board/express';
-import type { NextFunction, Request, Response } from 'express';
+import { FastifyAdapter } from '@bull-board/fastify';
+import type { FastifyPluginCallback } from 'fastify';
 import { AppConfig } from '@app/config';
 import { QueueProducer } from '@app/queue';
 import { SessionRepository } from '@app/status-store';
@@ -18,7 +18,7 @@ const REMOTE_FONTS = /<link[^>]+href="https:\/\/fonts\.googleapis\.com[^>]*>/g;
  */
 @Injectable()
 export class QueueBoard {
-  private readonly adapter = new ExpressAdapter();
+  private readonly adapter = new FastifyAdapter();
   private readonly board: ReturnType<typeof createBullBoard>;
   private refreshedAt = 0;
   private shown = '';
@@ -45,34 +45,22 @@ export class QueueBoard {
     });
   }
 
-  /** Express router of the board (mounted behind AdminAccess.middleware()). */
-  router() {
-    return this.adapter.getRouter() as (req: Request, res: Response, next: NextFunction) => void;
-  }
-
   /**
-   * Middleware: drops the Google Fonts stylesheet from the board's page, so the admin makes no
-   * third-party request (and works offline); the UI falls back to the system font.
+   * The board as a Fastify plugin (registered under QUEUES_PATH, behind the admin's access
+   * checks). Its page loses the Google Fonts stylesheet, so the admin makes no third-party
+   * request (and works offline); the UI falls back to the system font.
    */
-  withoutRemoteFonts() {
-    return (_req: Request, res: Response, next: NextFunction): void => {
-      const send = res.send.bind(res);
-      res.send = (body?: unknown) =>
-        send(typeof body === 'string' ? body.replace(REMOTE_FONTS, '') : body);
-      next();
-    };
-  }
-
-  /** Middleware: brings the queue list up to date with the session registry. */
-  refresher() {
-    return (_req: Request, _res: Response, next: NextFunction): void => {
-      this.refresh().then(
-        () => next(),
-        (err: unknown) => next(err),
+  plugin(): FastifyPluginCallback {
+    const board = this.adapter.registerPlugin();
+    return (fastify, options, done) => {
+      fastify.addHook('onSend', async (_request, _reply, payload) =>
+        typeof payload === 'string' ? payload.replace(REMOTE_FONTS, '') : payload,
       );
+      board(fastify, options, done);
     };
   }
 
+  /** Brings the queue list up to date with the session registry (at most every 2 s). */
   async refresh(now = Date.now()): Promise<void> {
     if (now - this.refreshedAt < REFRESH_MS) return;
     this.refreshedAt = now;

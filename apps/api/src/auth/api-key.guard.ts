@@ -1,5 +1,5 @@
 import { CanActivate, ExecutionContext, Injectable, Logger } from '@nestjs/common';
-import type { Request } from 'express';
+import type { FastifyRequest } from 'fastify';
 import { AppError, Secret } from '@app/common';
 import { AppConfig } from '@app/config';
 
@@ -18,7 +18,7 @@ export class ApiKeyGuard implements CanActivate {
 
   canActivate(context: ExecutionContext): boolean {
     if (!this.expected) return true;
-    const header = context.switchToHttp().getRequest<Request>().headers['x-api-key'];
+    const header = context.switchToHttp().getRequest<FastifyRequest>().headers['x-api-key'];
     const given = Array.isArray(header) ? header[0] : header;
     if (!given) throw new AppError('UNAUTHORIZED', 'Missing x-api-key header');
     if (!this.expected.matches(given)) throw new AppError('UNAUTHORIZED', 'Invalid API key');

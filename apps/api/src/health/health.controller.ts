@@ -1,7 +1,7 @@
 import { Controller, Get, Res } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { HealthCheck } from '@nestjs/terminus';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import type { HealthAnswer } from '@app/common';
 import { HealthService } from './health.service.js';
 
@@ -23,7 +23,7 @@ export class HealthController {
     // Open on purpose (probes carry no credentials); said explicitly so clients know.
     security: [],
   })
-  async live(@Res() res: Response): Promise<void> {
+  async live(@Res() res: FastifyReply): Promise<void> {
     send(res, await this.health.live());
   }
 
@@ -36,12 +36,12 @@ export class HealthController {
       'this api refuses sends with 503 in the same situations.',
     security: [],
   })
-  async ready(@Res() res: Response): Promise<void> {
+  async ready(@Res() res: FastifyReply): Promise<void> {
     send(res, await this.health.ready());
   }
 }
 
 // @Res(): the answer bypasses the envelope interceptor (see the class comment).
-function send(res: Response, answer: HealthAnswer): void {
-  res.status(answer.status).json(answer.body);
+function send(res: FastifyReply, answer: HealthAnswer): void {
+  void res.code(answer.status).send(answer.body);
 }

@@ -1,7 +1,7 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Req } from '@nestjs/common';
 import { ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { createHash } from 'node:crypto';
-import type { Request } from 'express';
+import type { FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
@@ -42,7 +42,7 @@ export class MessagesController {
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
-  sendText(@Body() dto: SendTextDto, @Req() req: Request) {
+  sendText(@Body() dto: SendTextDto, @Req() req: FastifyRequest) {
     return this.messages.enqueueText(dto, sendContext(req));
   }
 
@@ -55,7 +55,7 @@ export class MessagesController {
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
-  sendMedia(@Body() dto: SendMediaDto, @Req() req: Request) {
+  sendMedia(@Body() dto: SendMediaDto, @Req() req: FastifyRequest) {
     return this.messages.enqueueMedia(dto, sendContext(req));
   }
 
@@ -71,7 +71,7 @@ export class MessagesController {
   }
 }
 
-function sendContext(req: Request): SendContext {
+function sendContext(req: FastifyRequest): SendContext {
   const idempotencyKey = req.headers['idempotency-key'] as string | undefined;
   if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
     throw new AppError('BAD_REQUEST', 'Idempotency-Key must be 1-255 visible ASCII characters');
@@ -83,6 +83,7 @@ function sendContext(req: Request): SendContext {
       .digest('hex')
       .slice(0, 16),
     idempotencyKey,
-    requestId: typeof req.id === 'string' ? req.id : undefined,
+    // The id of the request's log lines and x-request-id header.
+    requestId: req.id,
   };
 }

@@ -1,5 +1,5 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, Secret, bearerToken } from '@app/common';
 import { AppConfig } from '@app/config';
 
@@ -15,9 +15,9 @@ export class MetricsTokenGuard implements CanActivate {
   canActivate(context: ExecutionContext): boolean {
     if (!this.expected) return true;
     const http = context.switchToHttp();
-    const given = bearerToken(http.getRequest<Request>().headers.authorization);
+    const given = bearerToken(http.getRequest<FastifyRequest>().headers.authorization);
     if (given && this.expected.matches(given)) return true;
-    http.getResponse<Response>().setHeader('WWW-Authenticate', 'Bearer realm="metrics"');
+    void http.getResponse<FastifyReply>().header('WWW-Authenticate', 'Bearer realm="metrics"');
     throw new AppError(
       'UNAUTHORIZED',
       given ? 'Invalid metrics token' : 'Missing Authorization: Bearer <METRICS_TOKEN>',

@@ -1,6 +1,6 @@
 import { applyDecorators, Controller, Get, Res, UseGuards } from '@nestjs/common';
 import { ApiBearerAuth, ApiOkResponse, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import { register } from 'prom-client';
 import { ApiErrors } from '../docs/envelope.dto.js';
 import { MetricsTokenGuard } from './metrics-token.guard.js';
@@ -36,9 +36,8 @@ export class MetricsController {
     },
   })
   @ApiErrors({ status: 401, description: 'METRICS_TOKEN is set and was not given' })
-  async index(@Res() res: Response): Promise<void> {
+  async index(@Res() res: FastifyReply): Promise<void> {
     // @Res(): Prometheus text, not our JSON envelope.
-    res.setHeader('Content-Type', register.contentType);
-    res.send(await register.metrics());
+    void res.header('Content-Type', register.contentType).send(await register.metrics());
   }
 }

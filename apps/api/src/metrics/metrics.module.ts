@@ -1,7 +1,7 @@
-import { Module, type MiddlewareConsumer, type NestModule } from '@nestjs/common';
+import { Module } from '@nestjs/common';
 import { PrometheusModule, makeCounterProvider } from '@willsoto/nestjs-prometheus';
 import { register } from 'prom-client';
-import { HTTP_REQUESTS, HttpMetricsMiddleware } from './http-metrics.middleware.js';
+import { HTTP_REQUESTS, HttpMetrics } from './http-metrics.js';
 import { MetricsController } from './metrics.controller.js';
 import { MetricsTokenGuard } from './metrics-token.guard.js';
 
@@ -25,11 +25,8 @@ import { MetricsTokenGuard } from './metrics-token.guard.js';
       help: 'HTTP requests answered, by route and status',
       labelNames: ['method', 'route', 'status'],
     }),
-    HttpMetricsMiddleware,
+    HttpMetrics,
   ],
+  exports: [HttpMetrics],
 })
-export class ApiMetricsModule implements NestModule {
-  configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(HttpMetricsMiddleware).forRoutes('{*path}');
-  }
-}
+export class ApiMetricsModule {}

@@ -1,0 +1,832 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import os from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { inject } from 'vitest';
+import { sendQueueName } from '@app/queue';
+import { RedisKeys, createRedis } from '@app/status-store';
+import { freePort } from '../test/support/global-setup.js';
+import { ensureBuilt, exited, spawnApp } from '../test/support/worker-process.js';
+
+/** Requests per closed-loop round. */
+const REQUESTS = Number(process.env.BENCH_INGEST_REQUESTS ?? 3000);
+/** Connections of the load generator (keep-alive), and requests in flight in the closed loop. */
+const CONCURRENCY = Number(process.env.BENCH_INGEST_CONCURRENCY ?? 50);
+/** Rounds of each server, alternating bare, ours, bare, ours, ... */
+const ROUNDS = Number(process.env.BENCH_INGEST_ROUNDS ?? 3);
+const RATE = Number(process.env.BENCH_INGEST_RATE ?? 500);
+const RATE_SECONDS = Number(process.env.BENCH_INGEST_RATE_SECONDS ?? 5);
+const PIPELINE_MESSAGES = Number(process.env.BENCH_PIPELINE_MESSAGES ?? 1000);
+/**
+ * Requests to each server before anything is measured (connections, JIT): our api still
+ * spends noticeably more CPU per request after 500 than after 1500.
+ */
+const WARMUP = Number(process.env.BENCH_INGEST_WARMUP ?? 2000);
+/** Set to a folder: the api runs with --cpu-prof and writes its profile there on exit. */
+const CPU_PROF_DIR = process.env.BENCH_INGEST_CPU_PROF_DIR;
+/** How long our worker may take to send what the api accepted before the bench gives up. */
+const DRAIN_LIMIT_MS = 120_000;
+const PATH = '/api/v1/messages/text';
+const SESSION = 'main';
+const RESULTS = new URL('./results/ingest.json', import.meta.url);
+const ROOT = new URL('..', import.meta.url).pathname;
+const API_MAIN = join(ROOT, 'dist/apps/api/apps/api/src/main.js');
+const BARE_SCRIPT = new URL('./bare-ingest.mjs', import.meta.url).pathname;
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+const API_KEY = randomBytes(24).toString('hex');
+
+const round = (value: number, digits = 1) => +value.toFixed(digits);
+const ratio = (ours: number, base: number) => round(ours / base, 2);
+
+/** User + system CPU of a process so far, in µs (clock-tick resolution: 10 ms at 100 Hz). */
+async function cpuMicros(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // Fields after "(comm)": state is field 3, utime 14 and stime 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLOCK_TICKS;
+}
+
+async function redisInfo(redis: Redis, section: string): Promise<Map<string, string>> {
+  const text = await redis.info(section);
+  return new Map(
+    text
+      .split('\r\n')
+      .filter((line) => line && !line.startsWith('#'))
+      .map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1)]),
+  );
+}
+
+async function redisCpuMicros(redis: Redis): Promise<number> {
+  const cpu = await redisInfo(redis, 'cpu');
+  return (Number(cpu.get('used_cpu_user')) + Number(cpu.get('used_cpu_sys'))) * 1e6;
+}
+
+async function usedMemory(redis: Redis): Promise<number> {
+  return Number((await redisInfo(redis, 'memory')).get('used_memory'));
+}
+
+async function memoryUsage(redis: Redis, key: string): Promise<number | null> {
+  const bytes = await redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0');
+  return bytes === null ? null : Number(bytes);
+}
+
+async function keysUnder(redis: Redis, root: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', `${root}*`, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== '0');
+  return keys;
+}
+
+/** Sum of MEMORY USAGE of every key under `root`: ours alone, whatever else uses the Redis. */
+async function bytesUnder(redis: Redis, root: string): Promise<{ keys: number; bytes: number }> {
+  const keys = await keysUnder(redis, root);
+  let bytes = 0;
+  for (let i = 0; i < keys.length; i += 500) {
+    const sizes = await Promise.all(keys.slice(i, i + 500).map((key) => memoryUsage(redis, key)));
+    bytes += sizes.reduce<number>((sum, size) => sum + (size ?? 0), 0);
+  }
+  return { keys: keys.length, bytes };
+}
+
+async function deleteUnder(redis: Redis, root: string): Promise<void> {
+  const keys = await keysUnder(redis, root);
+  for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
+}
+
+/** Keeps the last few KB a child wrote on a stream, to say why it died. */
+class Tail {
+  private lines: string[] = [];
+  constructor(stream: Readable | null) {
+    if (stream)
+      createInterface({ input: stream }).on('line', (line) => {
+        this.lines.push(line.slice(0, 500));
+        if (this.lines.length > 20) this.lines.shift();
+      });
+  }
+  toString(): string {
+    return this.lines.join('\n');
+  }
+}
+
+interface Server {
+  name: 'bare' | 'ours';
+  port: number;
+  pid: number;
+}
+
+interface Answer {
+  status: number;
+  body: string;
+}
+
+function post(agent: Agent, port: number, payload: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const outgoing = request(
+      {
+        host: '127.0.0.1',
+        port,
+        path: PATH,
+        method: 'POST',
+        agent,
+        headers: {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(payload),
+          'x-api-key': API_KEY,
+        },
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            body: Buffer.concat(chunks).toString('utf8'),
+          }),
+        );
+        response.on('error', reject);
+      },
+    );
+    outgoing.on('error', reject);
+    outgoing.end(payload);
+  });
+}
+
+let sequence = 0;
+/** A distinct, valid text to a 13-digit number (both servers accept it). */
+function payload(): string {
+  const n = sequence++;
+  return JSON.stringify({ to: `49151${String(n % 1e8).padStart(8, '0')}`, text: `bench ${n}` });
+}
+
+const keepAlive = () => new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+
+/** Tally of answers that were not 202 (status -> count, with one body of each). */
+class Refusals {
+  count = 0;
+  readonly byStatus: Record<string, { count: number; example: string }> = {};
+  add(answer: Answer | Error): void {
+    this.count++;
+    const key = answer instanceof Error ? `error ${answer.message}` : String(answer.status);
+    const example = answer instanceof Error ? '' : answer.body.slice(0, 200);
+    this.byStatus[key] ??= { count: 0, example };
+    this.byStatus[key].count++;
+  }
+}
+
+/** Posts `total` texts with CONCURRENCY in flight; returns the accepted message ids in order. */
+async function closedLoop(
+  server: Server,
+  total: number,
+  refusals: Refusals,
+): Promise<{ seconds: number; ids: string[] }> {
+  const agent = keepAlive();
+  const ids: string[] = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: Math.min(CONCURRENCY, total) }, async () => {
+      while (next < total) {
+        next++;
+        try {
+          const answer = await post(agent, server.port, payload());
+          if (answer.status === 202) ids.push(JSON.parse(answer.body).data.id);
+          else refusals.add(answer);
+        } catch (err) {
+          refusals.add(err as Error);
+        }
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  agent.destroy();
+  return { seconds, ids };
+}
+
+interface Spread {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+function spread(values: ArrayLike<number>): Spread {
+  const sorted = Float64Array.from(values).sort();
+  const at = (p: number) =>
+    sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+  const ms = (value: number) => round(value, 2);
+  return { p50: ms(at(50)), p90: ms(at(90)), p99: ms(at(99)), max: ms(sorted[sorted.length - 1]) };
+}
+
+/**
+ * Open loop: request i is due at start + i/RATE and is sent then, whether or not earlier ones
+ * were answered; its latency runs from when it was due (so a stalled server or a late timer
+ * counts against it) to its answer.
+ */
+async function openLoop(server: Server, refusals: Refusals) {
+  const total = RATE * RATE_SECONDS;
+  const agent = keepAlive();
+  const latencies = new Float64Array(total);
+  const pending: Promise<void>[] = [];
+  let maxDispatchLateMs = 0;
+  const startedAt = performance.now();
+  for (let next = 0; next < total;) {
+    const now = performance.now();
+    const due = Math.min(total, Math.floor(((now - startedAt) * RATE) / 1000) + 1);
+    for (; next < due; next++) {
+      const scheduledAt = startedAt + (next * 1000) / RATE;
+      maxDispatchLateMs = Math.max(maxDispatchLateMs, performance.now() - scheduledAt);
+      const index = next;
+      pending.push(
+        post(agent, server.port, payload()).then(
+          (answer) => {
+            latencies[index] = performance.now() - scheduledAt;
+            if (answer.status !== 202) refusals.add(answer);
+          },
+          (err: Error) => {
+            latencies[index] = performance.now() - scheduledAt;
+            refusals.add(err);
+          },
+        ),
+      );
+    }
+    if (next < total) await sleep(1);
+  }
+  const sentSeconds = (performance.now() - startedAt) / 1000;
+  await Promise.all(pending);
+  agent.destroy();
+  return {
+    requests: total,
+    targetPerSecond: RATE,
+    sentPerSecond: Math.round(total / sentSeconds),
+    maxDispatchLateMs: round(maxDispatchLateMs, 2),
+    latencyMs: spread(latencies),
+  };
+}
+
+interface RoundFigures {
+  round: number;
+  requests: number;
+  seconds: number;
+  acceptedPerSecond: number;
+  serverCpuUsPerRequest: number;
+  /** Redis is shared with whatever else runs on the machine: indicative only. */
+  redisCpuUsPerRequest: number;
+  /** Ours only: the worker's CPU from the round's start until it had sent everything. */
+  workerCpuUsPerMessage?: number;
+  drainSeconds?: number;
+}
+
+const results: Record<string, unknown> = {};
+const loadAverageAtStart = round(os.loadavg()[0], 2);
+
+describe('ingest benchmark: our api and worker (built, production) beside a bare node:http + BullMQ', () => {
+  const dataDir = { path: '' };
+  const redisUrl = inject('redisUrl');
+  const oursPrefix = `bi${randomBytes(5).toString('hex')}`;
+  const keys = new RedisKeys(oursPrefix);
+  const bareRoot = `{bb${randomBytes(5).toString('hex')}}`;
+  const rawRoot = `{br${randomBytes(5).toString('hex')}}`;
+  const children: { name: string; child: ChildProcess; stderr: Tail }[] = [];
+  let redis: Redis;
+  let bare: Server;
+  let ours: Server;
+  let workerPid = 0;
+  let appEnv: Record<string, string> = {};
+  /** Texts our api accepted so far: once the worker has sent them all, it is idle. */
+  let oursAccepted = 0;
+  const refusals = new Refusals();
+  let phasesDone = 0;
+
+  const startChild = (name: string, child: ChildProcess) => {
+    if (!child.pid) throw new Error(`${name} did not start`);
+    const entry = { name, child, stderr: new Tail(child.stderr) };
+    children.push(entry);
+    return entry;
+  };
+
+  const alive = (name: string) => {
+    const entry = children.find((c) => c.name === name)!;
+    if (entry.child.exitCode !== null || entry.child.signalCode !== null)
+      throw new Error(
+        `${name} exited (${entry.child.exitCode ?? entry.child.signalCode}):\n${entry.stderr}`,
+      );
+  };
+
+  /** The session's per-status counters (fields as count_status writes them). */
+  const counts = async () => {
+    const hash = await redis.hgetall(keys.messageCounts(SESSION));
+    const n = (status: string) => Number(hash[status] ?? 0);
+    return {
+      sentOrBeyond: n('sent') + n('delivered') + n('read'),
+      read: n('read'),
+      failed: n('failed'),
+    };
+  };
+
+  /** Waits until our worker has sent `total` messages (and, if `settled`, seen them read). */
+  const waitSent = async (total: number, settled: boolean, pollMs = 5) => {
+    const limit = performance.now() + DRAIN_LIMIT_MS;
+    for (;;) {
+      const now = await counts();
+      if (now.failed > 0) throw new Error(`${now.failed} messages failed`);
+      if ((settled ? now.read : now.sentOrBeyond) >= total) return;
+      if (performance.now() > limit)
+        throw new Error(`worker sent ${now.sentOrBeyond} of ${total} within ${DRAIN_LIMIT_MS} ms`);
+      alive('worker');
+      await sleep(pollMs);
+    }
+  };
+
+  /** Every request so far was answered 202; if not, says which and how the children are. */
+  const expectAllAccepted = () => {
+    if (refusals.count === 0) return;
+    const states = children.map(
+      ({ name, child, stderr }) =>
+        `${name} (port ${name === 'bare' ? bare?.port : name === 'api' ? ours?.port : '-'}): ` +
+        `${child.exitCode === null && child.signalCode === null ? 'running' : `exited ${child.exitCode ?? child.signalCode}`}` +
+        `${String(stderr) ? `, stderr:\n${stderr}` : ''}`,
+    );
+    expect(refusals.byStatus, states.join('\n')).toEqual({});
+  };
+
+  const accepted = (server: Server, ids: string[]) => {
+    if (server === ours) oursAccepted += ids.length;
+  };
+
+  beforeAll(async () => {
+    ensureBuilt('api');
+    ensureBuilt('worker');
+    redis = createRedis(redisUrl, { name: 'bench' });
+    dataDir.path = await mkdtemp(join(os.tmpdir(), 'wa-bench-ingest-'));
+    const apiPort = await freePort();
+    appEnv = {
+      NODE_ENV: 'production',
+      // Production's default level (spawnApp would otherwise set warn): a line per request.
+      LOG_LEVEL: 'info',
+      REDIS_URL: redisUrl,
+      REDIS_PREFIX: oursPrefix,
+      WA_ENGINE: 'sandbox',
+      SEND_MIN_INTERVAL_MS: '0',
+      SANDBOX_LINK_DELAY_MS: '20',
+      SANDBOX_ACK_DELAY_MS: '10',
+      PORT: String(apiPort),
+      WORKER_HEALTH_PORT: '0',
+      WWEBJS_DATA_DIR: dataDir.path,
+      // What production requires (API_KEY) or what a deployment sets (docker-compose's .env).
+      API_KEY,
+      ADMIN_PASSWORD: randomBytes(12).toString('hex'),
+      WORKER_TOKEN: randomBytes(12).toString('hex'),
+    };
+
+    const bareChild = startChild(
+      'bare',
+      spawn(process.execPath, [BARE_SCRIPT], {
+        env: {
+          PATH: process.env.PATH,
+          BARE_API_KEY: API_KEY,
+          REDIS_URL: redisUrl,
+          BARE_PREFIX: bareRoot,
+          PORT: '0',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
+    const barePort = new Promise<number>((resolve, reject) => {
+      createInterface({ input: bareChild.child.stdout! }).once('line', (line) => {
+        const port = Number(JSON.parse(line).port);
+        if (port > 0) resolve(port);
+        else reject(new Error(`bare-ingest printed ${line}`));
+      });
+      bareChild.child.once('exit', () =>
+        reject(new Error(`bare-ingest exited:\n${bareChild.stderr}`)),
+      );
+    });
+    barePort.catch(() => undefined); // awaited below, after the api and worker are spawned
+    const api = startChild(
+      'api',
+      CPU_PROF_DIR
+        ? // As spawnApp, plus the profiler; exiting on SIGTERM (not as Nest does, by the
+          // signal again) is what makes Node write the profile.
+          spawn(
+            process.execPath,
+            [
+              '--cpu-prof',
+              `--cpu-prof-dir=${CPU_PROF_DIR}`,
+              "--import=data:text/javascript,process.once('SIGTERM',()=>process.exit(0))",
+              API_MAIN,
+            ],
+            {
+              cwd: ROOT,
+              env: { PATH: process.env.PATH, ...appEnv },
+              stdio: ['ignore', 'ignore', 'pipe'],
+            },
+          )
+        : spawnApp('api', appEnv, ['ignore', 'ignore', 'pipe']),
+    );
+    const worker = startChild('worker', spawnApp('worker', appEnv, ['ignore', 'ignore', 'pipe']));
+    workerPid = worker.child.pid!;
+    bare = { name: 'bare', port: await barePort, pid: bareChild.child.pid! };
+    ours = { name: 'ours', port: apiPort, pid: api.child.pid! };
+
+    const bootLimit = performance.now() + 60_000;
+    for (;;) {
+      alive('api');
+      alive('worker');
+      const answer = await fetch(`http://127.0.0.1:${apiPort}/api/v1/sessions/${SESSION}/status`, {
+        headers: { 'x-api-key': API_KEY },
+      }).then(
+        async (response) => `${response.status} ${await response.text()}`,
+        (err: Error) => err.message,
+      );
+      if (answer.startsWith('200 ') && JSON.parse(answer.slice(4)).data?.status === 'READY') break;
+      if (performance.now() > bootLimit) throw new Error(`session ${SESSION} not READY: ${answer}`);
+      await sleep(100);
+    }
+
+    for (const server of [bare, ours]) {
+      const { ids } = await closedLoop(server, WARMUP, refusals);
+      accepted(server, ids);
+    }
+    await waitSent(oursAccepted, true);
+    expectAllAccepted();
+  }, 240_000);
+
+  afterAll(async () => {
+    try {
+      results.bench = 'ingest';
+      results.date = new Date().toISOString();
+      results.complete = phasesDone === 3;
+      results.machine = {
+        cpus: os.cpus().length,
+        cpuModel: os.cpus()[0]?.model,
+        node: process.version,
+        redis: redis ? (await redisInfo(redis, 'server')).get('redis_version') : undefined,
+        loadAverageAtStart,
+        loadAverageAtEnd: round(os.loadavg()[0], 2),
+      };
+      results.settings = {
+        requestsPerRound: REQUESTS,
+        concurrency: CONCURRENCY,
+        rounds: ROUNDS,
+        warmupRequests: WARMUP,
+        openLoopRate: RATE,
+        openLoopSeconds: RATE_SECONDS,
+        pipelineMessages: PIPELINE_MESSAGES,
+        clockTicksPerSecond: CLOCK_TICKS,
+        oursEnv: Object.fromEntries(
+          Object.entries(appEnv).filter(([name]) => !/KEY|TOKEN|PASSWORD|URL|DIR/.test(name)),
+        ),
+        cpuProfile: CPU_PROF_DIR ? 'api ran with --cpu-prof (slower)' : undefined,
+        note:
+          'ours = built api + worker processes (NODE_ENV=production, logs at info to /dev/null); ' +
+          'bare = bench/bare-ingest.mjs (node:http + one BullMQ add, no logs); raw = a BullMQ ' +
+          'Worker with a no-op processor in the bench process. Load comes from the bench ' +
+          'process; everything shares the cores, and the Redis with whatever else runs.',
+      };
+      const ordered = ['bench', 'date', 'complete', 'machine', 'settings'];
+      const output = Object.fromEntries([
+        ...ordered.map((key) => [key, results[key]]),
+        ...Object.entries(results).filter(([key]) => !ordered.includes(key)),
+      ]);
+      await mkdir(new URL('./', RESULTS), { recursive: true });
+      await writeFile(RESULTS, `${JSON.stringify(output, null, 2)}\n`);
+      console.log(table());
+      console.log(`BENCH ${JSON.stringify(output)}`);
+    } finally {
+      await Promise.all(children.map(({ child }) => stop(child)));
+      if (redis) {
+        for (const root of [keys.root, bareRoot, rawRoot]) await deleteUnder(redis, root);
+        await redis.quit();
+      }
+      if (dataDir.path) await rm(dataDir.path, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it(`pipeline: ${PIPELINE_MESSAGES} texts posted to ours until sent, beside raw BullMQ addBulk + a no-op Worker; Redis memory per message`, async () => {
+    // First of the three: BullMQ keeps the newest 10 000 completed jobs of ours, so later on
+    // each new job would push an old one out and hide its cost from the memory figures.
+    const n = PIPELINE_MESSAGES;
+    const base = await counts();
+    const usedBefore = await usedMemory(redis);
+    const underBefore = await bytesUnder(redis, keys.root);
+    const apiCpu = await cpuMicros(ours.pid);
+    const workerCpu = await cpuMicros(workerPid);
+    const started = performance.now();
+    const { seconds: postSeconds, ids } = await closedLoop(ours, n, refusals);
+    accepted(ours, ids);
+    const usedAccepted = await usedMemory(redis);
+    await waitSent(base.sentOrBeyond + n, false);
+    const sentSeconds = (performance.now() - started) / 1000;
+    await waitSent(base.read + n, true);
+    const apiCpuUs = (await cpuMicros(ours.pid)) - apiCpu;
+    const workerCpuUs = (await cpuMicros(workerPid)) - workerCpu;
+    const usedSettled = await usedMemory(redis);
+    const underSettled = await bytesUnder(redis, keys.root);
+    expectAllAccepted();
+    expect(ids).toHaveLength(n);
+
+    // Raw: the same number of jobs straight into a BullMQ queue and out through a Worker.
+    const producer = new Redis(redisUrl, { maxRetriesPerRequest: null });
+    const consumer = new Redis(redisUrl, { maxRetriesPerRequest: null });
+    const queue = new Queue(sendQueueName(SESSION), {
+      connection: producer,
+      prefix: `${rawRoot}:bull`,
+    });
+    let completed = 0;
+    let allDone!: () => void;
+    const done = new Promise<void>((resolve) => (allDone = resolve));
+    const worker = new Worker(sendQueueName(SESSION), async () => undefined, {
+      connection: consumer,
+      prefix: `${rawRoot}:bull`,
+      concurrency: 1,
+    });
+    worker.on('completed', () => {
+      if (++completed === n) allDone();
+    });
+    let raw: {
+      messages: number;
+      addBulkSeconds: number;
+      seconds: number;
+      messagesPerSecond: number;
+      benchProcessCpuUsPerMessage: number;
+    };
+    try {
+      await worker.waitUntilReady();
+      await sleep(100); // the worker is waiting for jobs
+      const benchCpu = process.cpuUsage();
+      const rawStarted = performance.now();
+      await queue.addBulk(
+        Array.from({ length: n }, (_, i) => ({
+          name: 'send-message',
+          data: { to: `49151${String(i).padStart(8, '0')}`, text: `raw ${i}` },
+          opts: { jobId: randomUUID(), removeOnComplete: true },
+        })),
+      );
+      const addSeconds = (performance.now() - rawStarted) / 1000;
+      await Promise.race([
+        done,
+        sleep(DRAIN_LIMIT_MS).then(() => {
+          throw new Error(`raw worker completed ${completed} of ${n}`);
+        }),
+      ]);
+      const rawSeconds = (performance.now() - rawStarted) / 1000;
+      const cpu = process.cpuUsage(benchCpu);
+      raw = {
+        messages: n,
+        addBulkSeconds: round(addSeconds, 3),
+        seconds: round(rawSeconds, 3),
+        messagesPerSecond: Math.round(n / rawSeconds),
+        benchProcessCpuUsPerMessage: Math.round((cpu.user + cpu.system) / n),
+      };
+    } finally {
+      await worker.close();
+      await queue.close();
+      producer.disconnect();
+      consumer.disconnect();
+    }
+
+    const oursFigures = {
+      messages: n,
+      postSeconds: round(postSeconds, 3),
+      acceptedPerSecond: Math.round(n / postSeconds),
+      seconds: round(sentSeconds, 3),
+      messagesPerSecond: Math.round(n / sentSeconds),
+      // Until every message was also acked delivered and read (the sandbox's acks).
+      apiCpuUsPerMessage: Math.round(apiCpuUs / n),
+      workerCpuUsPerMessage: Math.round(workerCpuUs / n),
+    };
+    results.pipeline = {
+      ours: oursFigures,
+      raw,
+      oursOverRaw: {
+        messagesPerSecond: ratio(oursFigures.messagesPerSecond, raw.messagesPerSecond),
+      },
+    };
+
+    // One of the batch, settled (read): its record and its BullMQ job (kept completed).
+    const sample = ids[Math.floor(ids.length / 2)];
+    const bareJob = (await keysUnder(redis, `${bareRoot}:bull:${sendQueueName(SESSION)}:`)).find(
+      (key) => /:[0-9a-f-]{36}$/.test(key),
+    );
+    results.memory = {
+      messages: n,
+      messageRecordBytes: await memoryUsage(redis, keys.message(sample)),
+      jobHashBytes: await memoryUsage(
+        redis,
+        `${keys.bullPrefix()}:${sendQueueName(SESSION)}:${sample}`,
+      ),
+      // The bare baseline's job (waiting: nothing consumes that queue), for comparison.
+      bareJobHashBytes: bareJob ? await memoryUsage(redis, bareJob) : null,
+      // INFO used_memory, whole Redis: whatever else runs against it adds noise.
+      usedMemoryBytesPerMessage: {
+        accepted: Math.round((usedAccepted - usedBefore) / n),
+        settled: Math.round((usedSettled - usedBefore) / n),
+      },
+      // MEMORY USAGE summed over every key under our prefix: ours alone.
+      prefixBytesPerMessage: Math.round((underSettled.bytes - underBefore.bytes) / n),
+      prefixKeysPerMessage: round((underSettled.keys - underBefore.keys) / n, 2),
+    };
+    phasesDone++;
+  });
+
+  it(`accepts ${REQUESTS} texts per round at concurrency ${CONCURRENCY}, ${ROUNDS} rounds each, alternating bare and ours`, async () => {
+    const rounds: Record<'bare' | 'ours', RoundFigures[]> = { bare: [], ours: [] };
+    for (let r = 1; r <= ROUNDS; r++) {
+      for (const server of [bare, ours]) {
+        const cpuBefore = await cpuMicros(server.pid);
+        const workerBefore = await cpuMicros(workerPid);
+        const redisBefore = await redisCpuMicros(redis);
+        const { seconds, ids } = await closedLoop(server, REQUESTS, refusals);
+        const cpuUs = (await cpuMicros(server.pid)) - cpuBefore;
+        const redisUs = (await redisCpuMicros(redis)) - redisBefore;
+        accepted(server, ids);
+        const figures: RoundFigures = {
+          round: r,
+          requests: REQUESTS,
+          seconds: round(seconds, 3),
+          acceptedPerSecond: Math.round(ids.length / seconds),
+          serverCpuUsPerRequest: Math.round(cpuUs / REQUESTS),
+          redisCpuUsPerRequest: Math.round(redisUs / REQUESTS),
+        };
+        if (server === ours) {
+          // The worker sends while the api accepts (as deployed); the next round starts idle.
+          const drainStarted = performance.now();
+          await waitSent(oursAccepted, true, 20);
+          figures.drainSeconds = round((performance.now() - drainStarted) / 1000, 2);
+          figures.workerCpuUsPerMessage = Math.round(
+            ((await cpuMicros(workerPid)) - workerBefore) / REQUESTS,
+          );
+        }
+        rounds[server.name].push(figures);
+        expectAllAccepted();
+        expect(ids).toHaveLength(REQUESTS);
+      }
+    }
+    const best = (list: RoundFigures[]) => ({
+      acceptedPerSecond: Math.max(...list.map((f) => f.acceptedPerSecond)),
+      serverCpuUsPerRequest: Math.min(...list.map((f) => f.serverCpuUsPerRequest)),
+      redisCpuUsPerRequest: Math.min(...list.map((f) => f.redisCpuUsPerRequest)),
+    });
+    const [bestBare, bestOurs] = [best(rounds.bare), best(rounds.ours)];
+    results.ingest = {
+      bare: { best: bestBare, rounds: rounds.bare },
+      ours: { best: bestOurs, rounds: rounds.ours },
+      oursOverBare: {
+        acceptedPerSecond: ratio(bestOurs.acceptedPerSecond, bestBare.acceptedPerSecond),
+        serverCpuUsPerRequest: ratio(
+          bestOurs.serverCpuUsPerRequest,
+          bestBare.serverCpuUsPerRequest,
+        ),
+        redisCpuUsPerRequest: ratio(bestOurs.redisCpuUsPerRequest, bestBare.redisCpuUsPerRequest),
+      },
+    };
+    phasesDone++;
+  });
+
+  it(`answers ${RATE} req/s for ${RATE_SECONDS} s (open loop): latency from each request's due time`, async () => {
+    const latency: Record<string, Awaited<ReturnType<typeof openLoop>>> = {};
+    for (const server of [bare, ours]) {
+      const before = refusals.count;
+      latency[server.name] = await openLoop(server, refusals);
+      if (server === ours) {
+        oursAccepted += latency.ours.requests - (refusals.count - before);
+        await waitSent(oursAccepted, true, 20);
+      }
+    }
+    results.latency = {
+      ...latency,
+      oursOverBare: {
+        p50: ratio(latency.ours.latencyMs.p50, latency.bare.latencyMs.p50),
+        p99: ratio(latency.ours.latencyMs.p99, latency.bare.latencyMs.p99),
+      },
+    };
+    expectAllAccepted();
+    phasesDone++;
+  });
+});
+
+/** SIGTERM, then SIGKILL if the process is still there after 10 s; resolves once it exited. */
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited(child);
+  clearTimeout(timer);
+}
+
+/** The figures as one readable table. */
+function table(): string {
+  const ingest = results.ingest as
+    | {
+        bare: { best: Record<string, number> };
+        ours: { best: Record<string, number> };
+        oursOverBare: Record<string, number>;
+      }
+    | undefined;
+  const latency = results.latency as
+    | (Record<'bare' | 'ours', Awaited<ReturnType<typeof openLoop>>> & {
+        oursOverBare: Record<string, number>;
+      })
+    | undefined;
+  const pipeline = results.pipeline as
+    | {
+        ours: Record<string, number>;
+        raw: Record<string, number>;
+        oursOverRaw: Record<string, number>;
+      }
+    | undefined;
+  const memory = results.memory as Record<string, unknown> | undefined;
+  const rows: (string | number | undefined)[][] = [['', 'bare', 'ours', 'ours/bare']];
+  if (ingest)
+    rows.push(
+      [
+        `accepted req/s (best of ${ROUNDS}, c=${CONCURRENCY})`,
+        ingest.bare.best.acceptedPerSecond,
+        ingest.ours.best.acceptedPerSecond,
+        ingest.oursOverBare.acceptedPerSecond,
+      ],
+      [
+        'server CPU µs/request (best)',
+        ingest.bare.best.serverCpuUsPerRequest,
+        ingest.ours.best.serverCpuUsPerRequest,
+        ingest.oursOverBare.serverCpuUsPerRequest,
+      ],
+      [
+        'Redis CPU µs/request (best; shared Redis)',
+        ingest.bare.best.redisCpuUsPerRequest,
+        ingest.ours.best.redisCpuUsPerRequest,
+        ingest.oursOverBare.redisCpuUsPerRequest,
+      ],
+    );
+  if (latency)
+    rows.push(
+      [
+        `latency p50 ms @ ${RATE}/s`,
+        latency.bare.latencyMs.p50,
+        latency.ours.latencyMs.p50,
+        latency.oursOverBare.p50,
+      ],
+      [
+        `latency p99 ms @ ${RATE}/s`,
+        latency.bare.latencyMs.p99,
+        latency.ours.latencyMs.p99,
+        latency.oursOverBare.p99,
+      ],
+      // The generator shares the cores: a late dispatch means the schedule was not kept.
+      [
+        'open loop sent req/s (latest dispatch ms)',
+        `${latency.bare.sentPerSecond} (${Math.round(latency.bare.maxDispatchLateMs)})`,
+        `${latency.ours.sentPerSecond} (${Math.round(latency.ours.maxDispatchLateMs)})`,
+        '',
+      ],
+    );
+  if (pipeline)
+    rows.push(
+      ['', 'raw', 'ours', 'ours/raw'],
+      [
+        `pipeline messages/s (${PIPELINE_MESSAGES})`,
+        pipeline.raw.messagesPerSecond,
+        pipeline.ours.messagesPerSecond,
+        pipeline.oursOverRaw.messagesPerSecond,
+      ],
+    );
+  if (memory) {
+    const used = memory.usedMemoryBytesPerMessage as Record<string, number>;
+    rows.push(
+      ['Redis bytes per message', 'bare', 'ours', ''],
+      ['message record (MEMORY USAGE)', '', memory.messageRecordBytes as number, ''],
+      [
+        'BullMQ job hash (MEMORY USAGE)',
+        memory.bareJobHashBytes as number,
+        memory.jobHashBytes as number,
+        '',
+      ],
+      ['all keys under our prefix', '', memory.prefixBytesPerMessage as number, ''],
+      ['used_memory accepted / settled', '', `${used.accepted} / ${used.settled}`, ''],
+    );
+  }
+  const widths = [0, 1, 2, 3].map((c) =>
+    Math.max(...rows.map((row) => String(row[c] ?? '').length)),
+  );
+  return [
+    `ingest benchmark (${os.cpus().length} cores, node ${process.version})`,
+    ...rows.map((row) =>
+      row
+        .map((cell, c) =>
+          c === 0 ? String(cell ?? '').padEnd(widths[c]) : String(cell ?? '').padStart(widths[c]),
+        )
+        .join('  '),
+    ),
+  ].join('\n');
+}
