@@ -64,6 +64,14 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: 'text of 4097 characters', method: 'POST', path: TEXT, body: text({ text: 'x'.repeat(4097) }), status: 400, code: 'BAD_REQUEST' },
   { name: 'text as a number', method: 'POST', path: TEXT, body: text({ text: 42 }), status: 400, code: 'BAD_REQUEST' },
 
+  // sendAt
+  { name: 'a sendAt in the past', method: 'POST', path: TEXT, body: text({ sendAt: '2020-01-01T00:00:00Z' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a sendAt 31 days ahead', method: 'POST', path: TEXT, body: text({ sendAt: new Date(Date.now() + 31 * 86_400_000).toISOString() }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a sendAt without a time zone', method: 'POST', path: TEXT, body: text({ sendAt: '2099-01-01T09:00:00' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a sendAt without a time', method: 'POST', path: TEXT, body: text({ sendAt: '2099-01-01' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a sendAt that is not a date', method: 'POST', path: MEDIA, body: media({ sendAt: 'tomorrow' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a sendAt as a number', method: 'POST', path: TEXT, body: text({ sendAt: 1893456000000 }), status: 400, code: 'BAD_REQUEST' },
+
   // media
   { name: 'mediaUrl missing', method: 'POST', path: MEDIA, body: { to: TO }, status: 400, code: 'BAD_REQUEST' },
   { name: 'a relative mediaUrl', method: 'POST', path: MEDIA, body: media({ mediaUrl: '/files/invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },

@@ -131,7 +131,7 @@ describe('retries and duplicates', () => {
       type: 'text',
       text: 'half sent',
     });
-    await messages.markSending(record.id, 1);
+    await messages.claimForSending(record.id, 1);
     // WhatsApp took it, then the worker died before saving the engine id.
     const engineMessageId = await sandbox.sendText(record.chatId, 'half sent');
     const outcome = await stack
@@ -153,7 +153,7 @@ describe('retries and duplicates', () => {
       type: 'text',
       text: 'never arrived',
     });
-    await messages.markSending(record.id, 1);
+    await messages.claimForSending(record.id, 1);
     const outcome = await stack
       .worker!.get(SendService)
       .send('main', record.id, { number: 2, max: 3 });
@@ -330,9 +330,9 @@ describe('giving up on a message', () => {
     const base = { sessionId: 'main', to: '4915100000001', chatId: '4915100000001@c.us' };
     await messages.create({ ...base, id: 'queued-one', type: 'text', text: 'a' });
     await messages.create({ ...base, id: 'sending-one', type: 'text', text: 'b' });
-    await messages.markSending('sending-one', 1);
+    await messages.claimForSending('sending-one', 1);
     await messages.create({ ...base, id: 'taken-one', type: 'text', text: 'c' });
-    await messages.markSending('taken-one', 1);
+    await messages.claimForSending('taken-one', 1);
     // WhatsApp took it (engine id saved) while another path decided to give up.
     await messages.markSent({ id: 'taken-one', sessionId: 'main' }, 'engine-1');
     await messages.advance('taken-one', 'delivered');
@@ -354,8 +354,8 @@ describe('giving up on a message', () => {
     for (const id of ['c1', 'c2', 'c3', 'c4', 'c5'])
       await messages.create({ ...base, id, type: 'text', text: id });
     expect(await messages.counts('counted')).toEqual({ queued: 5, sending: 0, sent: 0, failed: 0 });
-    await messages.markSending('c1', 1);
-    await messages.markSending('c2', 1);
+    await messages.claimForSending('c1', 1);
+    await messages.claimForSending('c2', 1);
     await messages.markRetrying(
       'c2',
       { code: 'SEND_FAILED', message: 'x' },
@@ -364,7 +364,7 @@ describe('giving up on a message', () => {
         nextAttemptAt: new Date(),
       },
     );
-    await messages.markSending('c3', 1);
+    await messages.claimForSending('c3', 1);
     await messages.markSent({ id: 'c3', sessionId: 'counted' }, 'engine-c3');
     await messages.advance('c3', 'read');
     await messages.advance('c3', 'delivered'); // late ack: no change, no count

@@ -15,6 +15,8 @@ export interface SendJobOptions {
   jobId: string;
   attempts: number;
   backoffMs: number;
+  /** Held back this long before it may be taken (a scheduled message). */
+  delayMs?: number;
 }
 
 /** Adds jobs to the per-session send queues. Queues are opened on first use and kept. */
@@ -77,6 +79,7 @@ export class QueueProducer implements OnApplicationShutdown {
       jobId: options.jobId,
       attempts: options.attempts,
       backoff: { type: 'exponential', delay: options.backoffMs },
+      delay: options.delayMs,
       removeOnComplete: { age: 24 * 3600, count: 10_000 },
       removeOnFail: { age: 7 * 24 * 3600 },
     };
@@ -85,6 +88,15 @@ export class QueueProducer implements OnApplicationShutdown {
     // awaited (the job is in Redis already): were the ring lost, the consumer's periodic look
     // at its queue still finds the job.
     void this.bell.ring(sessionId).catch(() => undefined);
+  }
+
+  /**
+   * Removes a job that is waiting or delayed (a cancelled message); a job already taken stays
+   * and its consumer finds the message cancelled.
+   */
+  async removeJob(sessionId: string, jobId: string): Promise<void> {
+    const job = await this.queueFor(sessionId).getJob(jobId);
+    await job?.remove().catch(() => undefined);
   }
 
   /** Jobs of a session not yet finished (waiting, delayed or active). */

@@ -1,10 +1,12 @@
 import type { SendErrorCode } from '@app/common';
 
-export type MessageStatus = 'queued' | 'sending' | 'sent' | 'delivered' | 'read' | 'failed';
+export type MessageStatus =
+  'scheduled' | 'queued' | 'sending' | 'sent' | 'delivered' | 'read' | 'failed' | 'cancelled';
 export type MessageType = 'text' | 'media';
 
 /** Order in which a message moves forward; a status never moves back. */
-export const STATUS_RANK: Record<Exclude<MessageStatus, 'failed'>, number> = {
+export const STATUS_RANK: Record<Exclude<MessageStatus, 'failed' | 'cancelled'>, number> = {
+  scheduled: 0,
   queued: 0,
   sending: 1,
   sent: 2,
@@ -28,11 +30,14 @@ export interface MessageRecord {
   error: MessageError | null;
   attempts: number;
   createdAt: string;
+  /** When a scheduled message is due (null: at once). */
+  sendAt: string | null;
   sendingAt: string | null;
   sentAt: string | null;
   deliveredAt: string | null;
   readAt: string | null;
   failedAt: string | null;
+  cancelledAt: string | null;
   /** While a failed try waits for the next one: when that is due. */
   nextAttemptAt: string | null;
   engineMessageId: string | null;
@@ -43,7 +48,7 @@ export interface MessageRecord {
 }
 
 export type NewMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'to' | 'chatId' | 'type'> &
-  Partial<Pick<MessageRecord, 'text' | 'mediaUrl' | 'caption' | 'filename'>>;
+  Partial<Pick<MessageRecord, 'text' | 'mediaUrl' | 'caption' | 'filename' | 'sendAt'>>;
 
 /** What the API shows of a record (the body and engine internals stay inside). */
 export interface PublicMessage {
@@ -55,10 +60,12 @@ export interface PublicMessage {
   error: MessageError | null;
   attempts: number;
   createdAt: string;
+  sendAt: string | null;
   sentAt: string | null;
   deliveredAt: string | null;
   readAt: string | null;
   failedAt: string | null;
+  cancelledAt: string | null;
   nextAttemptAt: string | null;
 }
 
@@ -72,10 +79,12 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     error,
     attempts,
     createdAt,
+    sendAt,
     sentAt,
     deliveredAt,
     readAt,
     failedAt,
+    cancelledAt,
     nextAttemptAt,
   } = record;
   return {
@@ -87,10 +96,12 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     error,
     attempts,
     createdAt,
+    sendAt,
     sentAt,
     deliveredAt,
     readAt,
     failedAt,
+    cancelledAt,
     nextAttemptAt,
   };
 }

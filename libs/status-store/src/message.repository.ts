@@ -29,7 +29,8 @@ const SNAPSHOT = `local function snapshot() return { snapshot = hash_table(KEYS[
 // KEYS[1] message, [2] session index, [3] registered sessions, [4] session, [5] worker
 // heartbeats; ARGV[7] fields (JSON, flat), [8] retention ms, [9] score (ms), [10] index cutoff
 // (ms), [11] message id, [12] session id, [13] oldest live heartbeat (ms, or '' for no
-// checks). The session and a live worker are checked in the same round trip as the write.
+// checks), [14] status (queued or scheduled). The session and a live worker are checked in
+// the same round trip as the write.
 const CREATE = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -44,7 +45,7 @@ redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[10])
-count_status(ARGV[12], nil, 'queued')
+count_status(ARGV[12], nil, ARGV[14])
 publish_event(ARGV[12], 'message.status', snapshot)
 return 1
 `,
@@ -95,7 +96,7 @@ const ADVANCE = new LuaScript(
     SNAPSHOT +
       `
 local current = redis.call('HGET', KEYS[1], 'status')
-if not current or current == 'failed' then return 0 end
+if not current or current == 'failed' or current == 'cancelled' then return 0 end
 local ranks = {}
 for s, r in string.gmatch(ARGV[11], '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
 if ranks[current] >= tonumber(ARGV[8]) then return 0 end
@@ -107,7 +108,7 @@ return 1
 `,
   ),
 );
-// Fails a message only while it is still unsent (queued or sending, no engine id): the one
+// Fails a message only while it is still unsent (scheduled, queued or sending, no engine id): the one
 // rule for every path that gives up on a message (expiry, a deleted session, a job that
 // broke off), checked and applied atomically. KEYS[1] message; ARGV[7] fields (JSON, flat)
 const FAIL_IF_UNSENT = new LuaScript(
@@ -115,11 +116,46 @@ const FAIL_IF_UNSENT = new LuaScript(
     SNAPSHOT +
       `
 local status, engine_id, session_id = unpack(redis.call('HMGET', KEYS[1], 'status', 'engineMessageId', 'sessionId'))
-if (status ~= 'queued' and status ~= 'sending') or (engine_id and engine_id ~= '') then return 0 end
+if (status ~= 'queued' and status ~= 'scheduled' and status ~= 'sending') or (engine_id and engine_id ~= '') then return 0 end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 count_status(session_id, status, 'failed')
 publish_event(session_id, 'message.status', snapshot)
 return 1
+`,
+  ),
+);
+
+// Takes a message for sending, only while it may still be sent: not cancelled, failed or
+// sent meanwhile (a cancel racing the consumer loses or wins here, never both). KEYS[1]
+// message; ARGV[7] fields (JSON, flat). Returns the status found.
+const CLAIM = new LuaScript(
+  withEventPublishing(
+    SNAPSHOT +
+      `
+local status, engine_id, session_id = unpack(redis.call('HMGET', KEYS[1], 'status', 'engineMessageId', 'sessionId'))
+if not status then return 'missing' end
+if (status ~= 'queued' and status ~= 'scheduled' and status ~= 'sending') or (engine_id and engine_id ~= '') then return status end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
+count_status(session_id, status, 'sending')
+publish_event(session_id, 'message.status', snapshot)
+return 'claimed'
+`,
+  ),
+);
+
+// Cancels a message not yet taken for sending. KEYS[1] message; ARGV[7] fields (JSON, flat).
+// Returns the status found ('cancelled' when this call cancelled it).
+const CANCEL = new LuaScript(
+  withEventPublishing(
+    SNAPSHOT +
+      `
+local status, session_id = unpack(redis.call('HMGET', KEYS[1], 'status', 'sessionId'))
+if not status then return 'missing' end
+if status ~= 'queued' and status ~= 'scheduled' then return status end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
+count_status(session_id, status, 'cancelled')
+publish_event(session_id, 'message.status', snapshot)
+return 'cancelled'
 `,
   ),
 );
@@ -178,8 +214,9 @@ export class MessageRepository {
       mediaUrl: null,
       caption: null,
       filename: null,
+      sendAt: null,
       ...message,
-      status: 'queued',
+      status: message.sendAt ? 'scheduled' : 'queued',
       error: null,
       attempts: 0,
       createdAt: now.toISOString(),
@@ -188,11 +225,14 @@ export class MessageRepository {
       deliveredAt: null,
       readAt: null,
       failedAt: null,
+      cancelledAt: null,
       nextAttemptAt: null,
       engineMessageId: null,
     };
-    const retention = this.config.MESSAGE_RETENTION_MS;
-    // Records are kept MESSAGE_RETENTION_MS from creation, then Redis drops them itself.
+    // Records are kept MESSAGE_RETENTION_MS from creation (from when they are due, if
+    // scheduled), then Redis drops them itself.
+    const due = record.sendAt ? Date.parse(record.sendAt) : now.getTime();
+    const retention = this.config.MESSAGE_RETENTION_MS + Math.max(0, due - now.getTime());
     const outcome = await CREATE.run(
       this.redis,
       [
@@ -211,6 +251,7 @@ export class MessageRepository {
         record.id,
         record.sessionId,
         liveSince ?? '',
+        record.status,
       ],
     );
     return outcome === 'NO_SESSION' || outcome === 'NO_WORKER' ? outcome : record;
@@ -238,25 +279,56 @@ export class MessageRepository {
     const hash = await this.redis.hgetall(this.keys.messageCounts(sessionId));
     const n = (status: string) => Math.max(0, Number(hash[status] ?? 0));
     return {
-      queued: n('queued'),
+      // Waiting to be sent, now or at their time.
+      queued: n('queued') + n('scheduled'),
       sending: n('sending'),
       sent: n('sent') + n('delivered') + n('read'),
       failed: n('failed'),
     };
   }
 
-  /** The engine call is about to happen: remembered so a crash here can be detected later. */
-  async markSending(messageId: string, attempts: number, now = new Date()): Promise<void> {
-    await this.update(
-      messageId,
-      {
-        status: 'sending',
-        sendingAt: now.toISOString(),
-        attempts: String(attempts),
-        nextAttemptAt: '',
-      },
-      now,
-    );
+  /**
+   * The engine call is about to happen (remembered so a crash here can be detected later):
+   * marks the message `sending` if it may still be sent; otherwise says what it is now
+   * (`cancelled`, `failed`, `sent`..., or `missing`). What a cancel is atomic against.
+   */
+  async claimForSending(
+    messageId: string,
+    attempts: number,
+    now = new Date(),
+  ): Promise<'claimed' | 'missing' | MessageStatus> {
+    return (await CLAIM.run(
+      this.redis,
+      [this.keys.message(messageId)],
+      [
+        ...this.events.build(now),
+        JSON.stringify([
+          'status',
+          'sending',
+          'sendingAt',
+          now.toISOString(),
+          'attempts',
+          String(attempts),
+          'nextAttemptAt',
+          '',
+        ]),
+      ],
+    )) as 'claimed' | 'missing' | MessageStatus;
+  }
+
+  /**
+   * Cancels a message still `queued` or `scheduled`; otherwise says what it is now (a message
+   * being sent or sent cannot be called back), or `missing`.
+   */
+  async cancel(messageId: string, now = new Date()): Promise<'missing' | MessageStatus> {
+    return (await CANCEL.run(
+      this.redis,
+      [this.keys.message(messageId)],
+      [
+        ...this.events.build(now),
+        JSON.stringify(['status', 'cancelled', 'cancelledAt', now.toISOString()]),
+      ],
+    )) as 'missing' | MessageStatus;
   }
 
   /**
@@ -373,7 +445,8 @@ export class MessageRepository {
 
   /** Moves the status forward if `status` ranks above the current one. */
   async advance(messageId: string, status: MessageStatus, now = new Date()): Promise<boolean> {
-    if (status === 'failed') throw new Error('use markFailed for failures');
+    if (status === 'failed' || status === 'cancelled')
+      throw new Error(`use markFailed or cancel for ${status}`);
     const field = TIMESTAMP_FIELD[status] ?? 'updatedAt';
     const changed = await ADVANCE.run(
       this.redis,
@@ -411,11 +484,13 @@ export class MessageRepository {
 const PENDING_ACK_TTL_MS = 10 * 60_000;
 
 const NULLABLE: (keyof MessageRecord)[] = [
+  'sendAt',
   'sendingAt',
   'sentAt',
   'deliveredAt',
   'readAt',
   'failedAt',
+  'cancelledAt',
   'nextAttemptAt',
   'engineMessageId',
   'text',

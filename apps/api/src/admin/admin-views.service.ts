@@ -22,12 +22,14 @@ const SESSION_TONE: Record<string, string> = {
   STOPPED: 'off',
 };
 const MESSAGE_TONE: Record<string, string> = {
+  scheduled: 'wait',
   queued: 'wait',
   sending: 'info',
   sent: 'ok',
   delivered: 'ok',
   read: 'ok',
   failed: 'bad',
+  cancelled: 'off',
 };
 const DELIVERY_TONE: Record<string, string> = {
   pending: 'wait',

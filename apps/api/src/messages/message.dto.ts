@@ -23,8 +23,10 @@ export class MessageDto implements PublicMessage {
   @ApiProperty({ enum: ['text', 'media'], example: 'text' })
   type: MessageType;
   @ApiProperty({
-    enum: ['queued', 'sending', 'sent', 'delivered', 'read', 'failed'],
+    enum: ['scheduled', 'queued', 'sending', 'sent', 'delivered', 'read', 'failed', 'cancelled'],
     example: 'queued',
+    description:
+      'scheduled (until sendAt) → queued → sending → sent → delivered → read, or failed; cancelled by DELETE before it was sent',
   })
   status: MessageStatus;
   @ApiProperty({
@@ -41,6 +43,13 @@ export class MessageDto implements PublicMessage {
   attempts: number;
   @ApiProperty({ example: '2026-11-24T10:00:00.000Z' })
   createdAt: string;
+  @ApiProperty({
+    nullable: true,
+    example: null,
+    type: String,
+    description: 'When a scheduled message is due (null: sent as soon as possible)',
+  })
+  sendAt: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })
   sentAt: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })
@@ -49,6 +58,8 @@ export class MessageDto implements PublicMessage {
   readAt: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })
   failedAt: string | null;
+  @ApiProperty({ nullable: true, example: null, type: String })
+  cancelledAt: string | null;
   @ApiProperty({
     nullable: true,
     example: null,

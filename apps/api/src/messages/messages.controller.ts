@@ -1,4 +1,4 @@
-import { Body, Controller, Get, HttpCode, Param, Post, Req } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Req } from '@nestjs/common';
 import { ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
@@ -57,6 +57,22 @@ export class MessagesController {
   @SEND_ERRORS
   sendMedia(@Body() dto: SendMediaDto, @Req() req: FastifyRequest) {
     return this.messages.enqueueMedia(dto, sendContext(req));
+  }
+
+  @Delete(':id')
+  @ApiOperation({
+    summary: 'Cancel a scheduled or queued message',
+    description:
+      'The message becomes `cancelled` and is never sent, even if its worker was about to take it. A message already being sent, sent or failed cannot be called back (409).',
+  })
+  @ApiEnvelope(MessageDto, { description: 'Cancelled: the message with status cancelled' })
+  @ApiErrors(
+    { status: 400, description: 'Not a message id' },
+    { status: 404, description: 'No such message' },
+    { status: 409, description: 'The message is being sent, was sent, failed or was cancelled' },
+  )
+  cancel(@Param('id') id: string) {
+    return this.messages.cancel(id);
   }
 
   @Get(':id')

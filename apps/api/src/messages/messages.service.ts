@@ -16,6 +16,8 @@ import {
 import type { SendMediaDto, SendTextDto } from './send-message.dto.js';
 
 const IDEMPOTENCY_TTL_MS = 24 * 3600_000;
+/** How far ahead a message may be scheduled. */
+const MAX_SCHEDULE_MS = 30 * 24 * 3600_000;
 const MESSAGE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export interface SendContext {
@@ -38,6 +40,24 @@ export class MessagesService {
 
   enqueueText(dto: SendTextDto, context: SendContext): Promise<PublicMessage> {
     return this.enqueue({ type: 'text', text: dto.text }, dto, context);
+  }
+
+  /** Cancels a message still scheduled or queued; one being sent or sent is a 409. */
+  async cancel(messageId: string): Promise<PublicMessage> {
+    if (!MESSAGE_ID.test(messageId))
+      throw new AppError('BAD_REQUEST', 'id must be a message id (a UUID)');
+    const outcome = await this.messages.cancel(messageId);
+    if (outcome === 'missing')
+      throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
+    const record = await this.messages.get(messageId);
+    if (!record) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
+    if (outcome !== 'cancelled')
+      throw new AppError(
+        'CONFLICT',
+        `Message ${messageId} is ${outcome}: only a scheduled or queued message can be cancelled`,
+      );
+    await this.producer.removeJob(record.sessionId, messageId);
+    return toPublicMessage(record);
   }
 
   enqueueMedia(dto: SendMediaDto, context: SendContext): Promise<PublicMessage> {
@@ -63,19 +83,20 @@ export class MessagesService {
 
   private async enqueue(
     content: Pick<NewMessage, 'type' | 'text' | 'mediaUrl' | 'caption' | 'filename'>,
-    target: { sessionId?: string; to: string },
+    target: { sessionId?: string; to: string; sendAt?: string },
     context: SendContext,
   ): Promise<PublicMessage> {
-    const sessionId =
-      target.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
     const chatId = toChatId(target.to);
     if (!chatId) throw new AppError('BAD_REQUEST', 'to is not a phone number or group id');
+    const sendAt = scheduledTime(target.sendAt);
+    const sessionId =
+      target.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
 
     const messageId = randomUUID();
     const idempotencyKey = context.idempotencyKey;
     if (idempotencyKey) {
       const requestHash = createHash('sha256')
-        .update(JSON.stringify({ sessionId, chatId, ...content }))
+        .update(JSON.stringify({ sessionId, chatId, ...content, sendAt: sendAt?.toISOString() }))
         .digest('hex');
       const existing = await this.idempotency.claim(
         context.callerScope,
@@ -96,7 +117,14 @@ export class MessagesService {
 
     // The session and a live worker are checked by the write itself (one round trip).
     const record = await this.messages.createChecked(
-      { id: messageId, sessionId, to: target.to, chatId, ...content },
+      {
+        id: messageId,
+        sessionId,
+        to: target.to,
+        chatId,
+        ...content,
+        sendAt: sendAt?.toISOString(),
+      },
       Date.now() - this.config.workerStaleAfterMs,
     );
     if (record === 'NO_SESSION' || record === 'NO_WORKER') {
@@ -115,6 +143,7 @@ export class MessagesService {
           jobId: messageId,
           attempts: this.config.SEND_ATTEMPTS,
           backoffMs: this.config.SEND_BACKOFF_MS,
+          delayMs: sendAt ? Math.max(0, sendAt.getTime() - Date.now()) : undefined,
         },
       );
     } catch (err) {
@@ -139,4 +168,16 @@ export class MessagesService {
       'A request with this Idempotency-Key is still in progress or failed; retry',
     );
   }
+}
+
+/** A send's `sendAt` as a time: in the future and at most 30 days ahead, or a 400. */
+function scheduledTime(sendAt: string | undefined, now = Date.now()): Date | undefined {
+  if (sendAt === undefined) return undefined;
+  const time = new Date(sendAt);
+  if (Number.isNaN(time.getTime())) throw new AppError('BAD_REQUEST', 'sendAt is not a valid time');
+  if (time.getTime() <= now)
+    throw new AppError('BAD_REQUEST', 'sendAt must be in the future (omit it to send at once)');
+  if (time.getTime() - now > MAX_SCHEDULE_MS)
+    throw new AppError('BAD_REQUEST', 'sendAt must be at most 30 days ahead');
+  return time;
 }

@@ -1,5 +1,13 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { IsNotEmpty, IsOptional, IsString, IsUrl, Matches, MaxLength } from 'class-validator';
+import {
+  IsISO8601,
+  IsNotEmpty,
+  IsOptional,
+  IsString,
+  IsUrl,
+  Matches,
+  MaxLength,
+} from 'class-validator';
 import { SESSION_ID_PATTERN } from '@app/common';
 import { IsRecipient } from './is-recipient.decorator.js';
 
@@ -27,6 +35,22 @@ export class SendBaseDto {
   @IsString()
   @IsRecipient()
   to: string;
+
+  @ApiPropertyOptional({
+    description:
+      'Send at this time (ISO-8601 with a time zone, in the future, at most 30 days ahead) instead of at once; the message is `scheduled` until then and can be cancelled with DELETE /api/v1/messages/{id}',
+    example: '2026-12-24T09:00:00+01:00',
+  })
+  @IsOptional()
+  @IsString()
+  @IsISO8601(
+    { strict: true, strictSeparator: true },
+    { message: 'sendAt must be an ISO-8601 date and time, such as 2026-12-24T09:00:00+01:00' },
+  )
+  @Matches(/T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i, {
+    message: 'sendAt must carry a time and a time zone (Z or ±hh:mm)',
+  })
+  sendAt?: string;
 }
 
 export class SendTextDto extends SendBaseDto {

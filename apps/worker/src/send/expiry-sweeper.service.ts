@@ -52,7 +52,9 @@ export class ExpirySweeper implements OnApplicationBootstrap, BeforeApplicationS
           .queueFor(sessionId)
           .getJobs(['waiting', 'prioritized', 'delayed'], 0, BATCH - 1, true);
         for (const job of jobs) {
-          if (!job?.id || now - job.timestamp <= this.config.MESSAGE_TTL_MS) continue;
+          // A scheduled message's time to live starts when it is due.
+          const due = (job?.timestamp ?? 0) + (job?.delay ?? 0);
+          if (!job?.id || now - due <= this.config.MESSAGE_TTL_MS) continue;
           const failed = await this.messages.failIfUnsent(job.data.messageId, {
             code: 'EXPIRED',
             message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms); session ${sessionId} was not ready`,

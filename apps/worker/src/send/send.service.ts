@@ -23,7 +23,14 @@ export interface SendAttempt {
 }
 
 export type SendOutcome =
-  'sent' | 'already-sent' | 'recovered' | 'already-failed' | 'expired' | 'missing' | 'not-ready';
+  | 'sent'
+  | 'already-sent'
+  | 'recovered'
+  | 'already-failed'
+  | 'cancelled'
+  | 'expired'
+  | 'missing'
+  | 'not-ready';
 
 const FINAL_OR_SENT = new Set(['sent', 'delivered', 'read']);
 
@@ -55,7 +62,9 @@ export class SendService {
     }
     if (record.engineMessageId || FINAL_OR_SENT.has(record.status)) return 'already-sent';
     if (record.status === 'failed') return 'already-failed';
-    if (Date.now() - Date.parse(record.createdAt) > this.config.MESSAGE_TTL_MS) {
+    if (record.status === 'cancelled') return 'cancelled';
+    // A scheduled message's time to live starts when it is due.
+    if (Date.now() - Date.parse(record.sendAt ?? record.createdAt) > this.config.MESSAGE_TTL_MS) {
       const expired = await this.messages.failIfUnsent(messageId, {
         code: 'EXPIRED',
         message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`,
@@ -87,7 +96,13 @@ export class SendService {
         }
       }
       await this.waitForInterval(sessionId);
-      await this.messages.markSending(messageId, record.attempts + 1);
+      const claim = await this.messages.claimForSending(messageId, record.attempts + 1);
+      if (claim !== 'claimed') {
+        // Cancelled (or finished elsewhere) since it was read: nothing is sent.
+        this.log.log({ sessionId, messageId, status: claim }, 'message not sent: no longer queued');
+        if (claim === 'cancelled') return 'cancelled';
+        return claim === 'failed' ? 'already-failed' : 'already-sent';
+      }
       const endSend = this.metrics.startSend(sessionId, record.createdAt);
       // Measured from the end of this call: a pause (GC, load) between taking the time and
       // calling the engine can then only widen the gap, never shrink it below the interval.
