@@ -17,12 +17,24 @@ interface BadRequest {
 
 const TEXT = '/api/v1/messages/text';
 const MEDIA = '/api/v1/messages/media';
+const LOCATION = '/api/v1/messages/location';
+const CONTACT = '/api/v1/messages/contact';
 const TO = '4915123456789';
 const PDF = 'https://example.com/invoice.pdf';
 const UNKNOWN_ID = '6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11';
 
 const text = (fields: Record<string, unknown>) => ({ to: TO, text: 'hello', ...fields });
 const media = (fields: Record<string, unknown>) => ({ to: TO, mediaUrl: PDF, ...fields });
+const place = (fields: Record<string, unknown>) => ({
+  to: TO,
+  latitude: 52.52,
+  longitude: 13.4,
+  ...fields,
+});
+const card = (fields: Record<string, unknown>) => ({
+  to: TO,
+  contacts: [{ name: 'Ann', phone: TO, ...fields }],
+});
 
 // One row per line reads as a table; prettier would spread each row over nine lines.
 // prettier-ignore
@@ -82,6 +94,23 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: 'a caption of 1025 characters', method: 'POST', path: MEDIA, body: media({ caption: 'x'.repeat(1025) }), status: 400, code: 'BAD_REQUEST' },
   { name: 'a filename with a slash', method: 'POST', path: MEDIA, body: media({ filename: '../invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },
   { name: 'a filename with a backslash', method: 'POST', path: MEDIA, body: media({ filename: '..\\invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },
+
+  // location
+  { name: 'a latitude of 91', method: 'POST', path: LOCATION, body: place({ latitude: 91 }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a longitude of -180.5', method: 'POST', path: LOCATION, body: place({ longitude: -180.5 }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a latitude as a string', method: 'POST', path: LOCATION, body: place({ latitude: '52.52' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a location without longitude', method: 'POST', path: LOCATION, body: { to: TO, latitude: 52.52 }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'a place name with a line break', method: 'POST', path: LOCATION, body: place({ name: 'Shop\nMitte' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'an address of 257 characters', method: 'POST', path: LOCATION, body: place({ address: 'a'.repeat(257) }), status: 400, code: 'BAD_REQUEST' },
+
+  // contact
+  { name: 'no contacts', method: 'POST', path: CONTACT, body: { to: TO, contacts: [] }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'two contacts', method: 'POST', path: CONTACT, body: { to: TO, contacts: [{ name: 'A', phone: TO }, { name: 'B', phone: TO }] }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'contacts as an object', method: 'POST', path: CONTACT, body: { to: TO, contacts: { name: 'A', phone: TO } }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'a contact with a bad phone', method: 'POST', path: CONTACT, body: card({ phone: '12' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a contact name with a line break (vCard injection)', method: 'POST', path: CONTACT, body: card({ name: 'Ann\nTEL:+1 555' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'an empty contact name', method: 'POST', path: CONTACT, body: card({ name: ' ' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'an unknown field in a contact', method: 'POST', path: CONTACT, body: card({ email: 'a@b.c' }), status: 400, code: 'BAD_REQUEST' },
 
   // sessionId
   { name: 'sessionId ../etc', method: 'POST', path: TEXT, body: text({ sessionId: '../etc' }), status: 400, code: 'BAD_REQUEST' },

@@ -2,7 +2,20 @@ import type { SendErrorCode } from '@app/common';
 
 export type MessageStatus =
   'scheduled' | 'queued' | 'sending' | 'sent' | 'delivered' | 'read' | 'failed' | 'cancelled';
-export type MessageType = 'text' | 'media';
+export type MessageType = 'text' | 'media' | 'location' | 'contact';
+
+export interface MessageLocation {
+  latitude: number;
+  longitude: number;
+  name?: string;
+  address?: string;
+}
+
+/** A contact card to send: a name and a phone number (international digits). */
+export interface MessageContact {
+  name: string;
+  phone: string;
+}
 
 /** Order in which a message moves forward; a status never moves back. */
 export const STATUS_RANK: Record<Exclude<MessageStatus, 'failed' | 'cancelled'>, number> = {
@@ -45,10 +58,19 @@ export interface MessageRecord {
   mediaUrl: string | null;
   caption: string | null;
   filename: string | null;
+  location: MessageLocation | null;
+  contact: MessageContact | null;
 }
 
-export type NewMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'to' | 'chatId' | 'type'> &
-  Partial<Pick<MessageRecord, 'text' | 'mediaUrl' | 'caption' | 'filename' | 'sendAt'>>;
+/** What a send asks for, by type. */
+export type MessageContent = Pick<MessageRecord, 'type'> &
+  Partial<
+    Pick<MessageRecord, 'text' | 'mediaUrl' | 'caption' | 'filename' | 'location' | 'contact'>
+  >;
+
+export type NewMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'to' | 'chatId'> &
+  MessageContent &
+  Partial<Pick<MessageRecord, 'sendAt'>>;
 
 /** What the API shows of a record (the body and engine internals stay inside). */
 export interface PublicMessage {

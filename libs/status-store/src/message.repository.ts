@@ -5,7 +5,9 @@ import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
 import {
   STATUS_RANK,
+  type MessageContact,
   type MessageError,
+  type MessageLocation,
   type MessageRecord,
   type MessageStatus,
   type NewMessage,
@@ -214,6 +216,8 @@ export class MessageRepository {
       mediaUrl: null,
       caption: null,
       filename: null,
+      location: null,
+      contact: null,
       sendAt: null,
       ...message,
       status: message.sendAt ? 'scheduled' : 'queued',
@@ -499,11 +503,14 @@ const NULLABLE: (keyof MessageRecord)[] = [
   'filename',
 ];
 
+/** Fields kept as JSON in the record's hash. */
+const JSON_FIELDS = new Set(['error', 'location', 'contact']);
+
 function serialize(record: MessageRecord): Record<string, string> {
   const hash: Record<string, string> = {};
   for (const [field, value] of Object.entries(record)) {
     if (value === null || value === undefined) continue;
-    hash[field] = field === 'error' ? JSON.stringify(value) : String(value);
+    hash[field] = JSON_FIELDS.has(field) ? JSON.stringify(value) : String(value);
   }
   return hash;
 }
@@ -519,6 +526,8 @@ export function parseMessageRecord(hash: Record<string, string>): MessageRecord 
     error: hash.error ? (JSON.parse(hash.error) as MessageError) : null,
     attempts: Number(hash.attempts ?? 0),
     createdAt: hash.createdAt,
+    location: hash.location ? (JSON.parse(hash.location) as MessageLocation) : null,
+    contact: hash.contact ? (JSON.parse(hash.contact) as MessageContact) : null,
   } as MessageRecord;
   for (const field of NULLABLE)
     (record as unknown as Record<string, unknown>)[field] = hash[field] || null;

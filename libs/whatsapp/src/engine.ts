@@ -1,10 +1,18 @@
 import type { EventEmitter } from 'node:events';
 import type { SendErrorCode } from '@app/common';
 import type { IncomingRecord, ObservedSession } from '@app/status-store';
+import type { OutgoingContact } from './vcard.js';
 
 export { INCOMING_TYPES, type IncomingType } from '@app/status-store';
 
 export type AckStatus = 'sent' | 'delivered' | 'read';
+
+export interface OutgoingLocation {
+  latitude: number;
+  longitude: number;
+  name?: string;
+  address?: string;
+}
 
 export interface OutgoingMedia {
   data: Buffer;
@@ -68,6 +76,9 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
   logout(): Promise<void>;
   sendText(chatId: string, text: string): Promise<string>;
   sendMedia(chatId: string, media: OutgoingMedia): Promise<string>;
+  sendLocation(chatId: string, location: OutgoingLocation): Promise<string>;
+  /** Sends a contact card (a vCard built by us). */
+  sendContact(chatId: string, contact: OutgoingContact): Promise<string>;
   /**
    * Looks for a message we sent to `chatId` since `since` whose content has `fingerprint`
    * (a worker that died mid-send): the answer to "did WhatsApp take it before we crashed?".

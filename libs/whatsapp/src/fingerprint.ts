@@ -8,3 +8,12 @@ export function textFingerprint(text: string): string {
 export function mediaFingerprint(data: Buffer): string {
   return `media:${createHash('sha256').update(data).digest('base64')}`;
 }
+
+export function locationFingerprint(latitude: number, longitude: number): string {
+  return `location:${Number(latitude).toFixed(6)},${Number(longitude).toFixed(6)}`;
+}
+
+/** A contact card is known by the phone number it carries. */
+export function contactFingerprint(phoneDigits: string): string {
+  return `contact:${phoneDigits}`;
+}

@@ -13,3 +13,4 @@ export * from './session-manager.service.js';
 export * from './session-paths.js';
 export * from './whatsapp.tokens.js';
 export * from './whatsapp.module.js';
+export * from './vcard.js';

@@ -9,12 +9,19 @@ import {
   type EngineEvents,
   type IncomingMessage,
   type IncomingType,
+  type OutgoingLocation,
   type OutgoingMedia,
   type WhatsAppEngine,
 } from './engine.js';
 import type { SandboxIncoming } from '@app/status-store';
 import type { AuthStore } from './auth-store.js';
-import { mediaFingerprint, textFingerprint } from './fingerprint.js';
+import {
+  contactFingerprint,
+  locationFingerprint,
+  mediaFingerprint,
+  textFingerprint,
+} from './fingerprint.js';
+import { contactVCard, type OutgoingContact } from './vcard.js';
 
 export interface SandboxOptions {
   /** With a remote store (AUTH_STORE=redis|s3) the "linked" marker lives there, not on disk. */
@@ -35,6 +42,8 @@ export interface SandboxSend {
   /** performance.now() at the call, for measuring intervals without wall-clock steps. */
   atMonotonic: number;
   media?: { mimetype: string; filename: string; size: number; caption?: string };
+  location?: OutgoingLocation;
+  vcard?: string;
 }
 
 const LINK_MARKER = 'sandbox-linked.json';
@@ -171,10 +180,24 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
 
   async sendMedia(chatId: string, media: OutgoingMedia): Promise<string> {
     return this.accept(chatId, mediaFingerprint(media.data), {
-      mimetype: media.mimetype,
-      filename: media.filename,
-      size: media.data.length,
-      caption: media.caption,
+      media: {
+        mimetype: media.mimetype,
+        filename: media.filename,
+        size: media.data.length,
+        caption: media.caption,
+      },
+    });
+  }
+
+  async sendLocation(chatId: string, location: OutgoingLocation): Promise<string> {
+    return this.accept(chatId, locationFingerprint(location.latitude, location.longitude), {
+      location,
+    });
+  }
+
+  async sendContact(chatId: string, contact: OutgoingContact): Promise<string> {
+    return this.accept(chatId, contactFingerprint(contact.phoneDigits), {
+      vcard: contactVCard(contact),
     });
   }
 
@@ -185,7 +208,11 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     return found?.engineMessageId ?? null;
   }
 
-  private accept(chatId: string, fingerprint: string, media?: SandboxSend['media']): string {
+  private accept(
+    chatId: string,
+    fingerprint: string,
+    content: Pick<SandboxSend, 'media' | 'location' | 'vcard'> = {},
+  ): string {
     if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
     const failure = this.failures.shift();
     if (failure) throw failure;
@@ -203,7 +230,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
       fingerprint,
       at: new Date(),
       atMonotonic: performance.now(),
-      media,
+      ...content,
     };
     // Written before the send "succeeds", as WhatsApp's chat history would be: a worker that
     // takes this session over after a crash finds it there and does not send again.

@@ -8,7 +8,12 @@ import { AppError } from '@app/common';
 import type { AuthArchiveCopy, ObservedSession } from '@app/status-store';
 import { AuthStore, type AuthArchives } from './auth-store.js';
 import { EngineError, type AckStatus, type IncomingMessage } from './engine.js';
-import { mediaFingerprint, textFingerprint } from './fingerprint.js';
+import {
+  contactFingerprint,
+  locationFingerprint,
+  mediaFingerprint,
+  textFingerprint,
+} from './fingerprint.js';
 import { sessionDir } from './session-paths.js';
 import {
   WwebjsEngine,
@@ -1213,6 +1218,77 @@ describe('WwebjsEngine sends', () => {
       code: 'SEND_FAILED',
       permanent: false,
     });
+    await h.engine.stop();
+  });
+});
+
+describe('WwebjsEngine locations and contact cards', () => {
+  it('sends a location as whatsapp-web.js Location with its name and address', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    await h.engine.sendLocation('4915122@c.us', {
+      latitude: 52.520008,
+      longitude: 13.404954,
+      name: 'Shop Mitte',
+      address: 'Alexanderplatz 1',
+    });
+    const [target, location, options] = client.sendMessage.mock.calls[0];
+    expect(target).toBe('4915122@c.us');
+    expect(location).toBeInstanceOf(wweb.Location);
+    expect(location).toMatchObject({
+      latitude: 52.520008,
+      longitude: 13.404954,
+      name: 'Shop Mitte',
+      address: 'Alexanderplatz 1',
+    });
+    expect(options).toMatchObject({ sendSeen: false });
+    await h.engine.stop();
+  });
+
+  it('sends a contact card as the vCard text, parsed into a card by whatsapp-web.js', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    await h.engine.sendContact('4915122@c.us', { name: 'Ann; Example', phoneDigits: '4915144' });
+    const [target, vcard, options] = client.sendMessage.mock.calls[0];
+    expect(target).toBe('4915122@c.us');
+    expect(vcard).toBe(
+      'BEGIN:VCARD\nVERSION:3.0\nFN:Ann\\; Example\nTEL;type=CELL;waid=4915144:+4915144\nEND:VCARD',
+    );
+    expect(options).toMatchObject({ parseVCards: true, sendSeen: false });
+    await h.engine.stop();
+  });
+
+  it('finds an interrupted location or contact send in the chat by its coordinates or number', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const now = Date.now() / 1000;
+    client.getChatById.mockResolvedValue({
+      fetchMessages: vi.fn(async () => [
+        {
+          id: { _serialized: 'pin', fromMe: true },
+          type: 'location',
+          body: '/9j/thumbnail',
+          location: { latitude: '52.520008', longitude: '13.404954' },
+          timestamp: now,
+        },
+        {
+          id: { _serialized: 'card', fromMe: true },
+          type: 'vcard',
+          body: 'BEGIN:VCARD\nVERSION:3.0\nFN:Ann\nTEL;type=CELL;waid=4915144:+49 151 44\nEND:VCARD',
+          timestamp: now,
+        },
+      ]),
+    });
+    const since = new Date(Date.now() - 1_000);
+    await expect(
+      h.engine.findSentMessage('4915122@c.us', locationFingerprint(52.520008, 13.404954), since),
+    ).resolves.toBe('pin');
+    await expect(
+      h.engine.findSentMessage('4915122@c.us', contactFingerprint('4915144'), since),
+    ).resolves.toBe('card');
+    await expect(
+      h.engine.findSentMessage('4915122@c.us', contactFingerprint('4915100'), since),
+    ).resolves.toBeNull();
     await h.engine.stop();
   });
 });

@@ -19,14 +19,16 @@ import {
   type IncomingMedia,
   type IncomingMessage,
   type IncomingType,
+  type OutgoingLocation,
   type OutgoingMedia,
   type WhatsAppEngine,
 } from './engine.js';
-import { textFingerprint } from './fingerprint.js';
+import { contactFingerprint, locationFingerprint, textFingerprint } from './fingerprint.js';
+import { contactVCard, type OutgoingContact } from './vcard.js';
 import type { AuthStore } from './auth-store.js';
 import { sessionDir } from './session-paths.js';
 
-const { Client, LocalAuth, MessageMedia, RemoteAuth } = wweb;
+const { Client, LocalAuth, Location, MessageMedia, RemoteAuth } = wweb;
 
 /** The options handed to whatsapp-web.js's Client (built fresh for every client). */
 export type WwebjsClientOptions = wweb.ClientOptions;
@@ -116,7 +118,7 @@ export interface ClientLike extends EventEmitter {
   logout(): Promise<void>;
   sendMessage(
     chatId: string,
-    content: string | wweb.MessageMedia,
+    content: string | wweb.MessageMedia | wweb.Location,
     options?: wweb.MessageSendOptions,
   ): Promise<WwebjsMessageLike | undefined | null>;
   getNumberId(number: string): Promise<{ _serialized: string } | null>;
@@ -339,6 +341,26 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         new MessageMedia(media.mimetype, media.data.toString('base64'), media.filename),
         { ...SEND_OPTIONS, caption: media.caption },
       ),
+    );
+  }
+
+  async sendLocation(chatId: string, location: OutgoingLocation): Promise<string> {
+    return this.send(chatId, (client, target) =>
+      client.sendMessage(
+        target,
+        new Location(location.latitude, location.longitude, {
+          name: location.name,
+          address: location.address,
+        }),
+        SEND_OPTIONS,
+      ),
+    );
+  }
+
+  async sendContact(chatId: string, contact: OutgoingContact): Promise<string> {
+    // A string starting BEGIN:VCARD is sent as a contact card (parseVCards, on by default).
+    return this.send(chatId, (client, target) =>
+      client.sendMessage(target, contactVCard(contact), { ...SEND_OPTIONS, parseVCards: true }),
     );
   }
 
@@ -981,6 +1003,13 @@ function messageFingerprints(msg: WwebjsMessageLike): string[] {
   // whatsapp-web.js exposes WhatsApp's own base64 sha256 of the media as _data.filehash.
   const filehash = msg._data?.filehash;
   if (typeof filehash === 'string' && filehash) fingerprints.push(`media:${filehash}`);
+  if (msg.type === 'location' && msg.location)
+    fingerprints.push(
+      locationFingerprint(Number(msg.location.latitude), Number(msg.location.longitude)),
+    );
+  // Our contact cards carry one number, as `waid=`.
+  const waid = msg.type === 'vcard' ? /waid=(\d+)/.exec(msg.body ?? '')?.[1] : undefined;
+  if (waid) fingerprints.push(contactFingerprint(waid));
   if (!msg.hasMedia) fingerprints.push(textFingerprint(msg.body ?? ''));
   return fingerprints;
 }

@@ -7,7 +7,7 @@ import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { MessageDto } from './message.dto.js';
 import { MessagesService, type SendContext } from './messages.service.js';
-import { SendMediaDto, SendTextDto } from './send-message.dto.js';
+import { SendContactDto, SendLocationDto, SendMediaDto, SendTextDto } from './send-message.dto.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
@@ -57,6 +57,32 @@ export class MessagesController {
   @SEND_ERRORS
   sendMedia(@Body() dto: SendMediaDto, @Req() req: FastifyRequest) {
     return this.messages.enqueueMedia(dto, sendContext(req));
+  }
+
+  @Post('location')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Queue a location',
+    description: 'A pin at latitude/longitude, with an optional place name and address.',
+  })
+  @IDEMPOTENCY_HEADER
+  @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
+  @SEND_ERRORS
+  sendLocation(@Body() dto: SendLocationDto, @Req() req: FastifyRequest) {
+    return this.messages.enqueueLocation(dto, sendContext(req));
+  }
+
+  @Post('contact')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Queue a contact card',
+    description: 'We build the vCard from the name and number; the recipient can message it.',
+  })
+  @IDEMPOTENCY_HEADER
+  @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
+  @SEND_ERRORS
+  sendContact(@Body() dto: SendContactDto, @Req() req: FastifyRequest) {
+    return this.messages.enqueueContact(dto, sendContext(req));
   }
 
   @Delete(':id')

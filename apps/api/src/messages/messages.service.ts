@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AppError, toChatId } from '@app/common';
+import { AppError, phoneDigits, toChatId } from '@app/common';
 import { AppConfig } from '@app/config';
 import { JobName, QueueProducer } from '@app/queue';
 import {
@@ -10,10 +10,15 @@ import {
   SessionRepository,
   toPublicMessage,
   type MessageRecord,
-  type NewMessage,
+  type MessageContent,
   type PublicMessage,
 } from '@app/status-store';
-import type { SendMediaDto, SendTextDto } from './send-message.dto.js';
+import type {
+  SendContactDto,
+  SendLocationDto,
+  SendMediaDto,
+  SendTextDto,
+} from './send-message.dto.js';
 
 const IDEMPOTENCY_TTL_MS = 24 * 3600_000;
 /** How far ahead a message may be scheduled. */
@@ -40,6 +45,22 @@ export class MessagesService {
 
   enqueueText(dto: SendTextDto, context: SendContext): Promise<PublicMessage> {
     return this.enqueue({ type: 'text', text: dto.text }, dto, context);
+  }
+
+  enqueueLocation(dto: SendLocationDto, context: SendContext): Promise<PublicMessage> {
+    const { latitude, longitude, name, address } = dto;
+    return this.enqueue(
+      { type: 'location', location: { latitude, longitude, name, address } },
+      dto,
+      context,
+    );
+  }
+
+  enqueueContact(dto: SendContactDto, context: SendContext): Promise<PublicMessage> {
+    const [card] = dto.contacts;
+    // Validated as a phone number, so the digits are there.
+    const phone = phoneDigits(card.phone)!;
+    return this.enqueue({ type: 'contact', contact: { name: card.name, phone } }, dto, context);
   }
 
   /** Cancels a message still scheduled or queued; one being sent or sent is a 409. */
@@ -82,7 +103,7 @@ export class MessagesService {
   }
 
   private async enqueue(
-    content: Pick<NewMessage, 'type' | 'text' | 'mediaUrl' | 'caption' | 'filename'>,
+    content: MessageContent,
     target: { sessionId?: string; to: string; sendAt?: string },
     context: SendContext,
   ): Promise<PublicMessage> {

@@ -1,6 +1,14 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { Type } from 'class-transformer';
 import {
+  ArrayMaxSize,
+  ArrayMinSize,
+  IsArray,
   IsISO8601,
+  IsNumber,
+  Max,
+  Min,
+  ValidateNested,
   IsNotEmpty,
   IsOptional,
   IsString,
@@ -9,9 +17,12 @@ import {
   MaxLength,
 } from 'class-validator';
 import { SESSION_ID_PATTERN } from '@app/common';
+import { IsPhone } from './is-phone.decorator.js';
 import { IsRecipient } from './is-recipient.decorator.js';
 
 const NOT_BLANK = /\S/;
+/** A line of text for a name or an address: no control characters (line breaks included). */
+const ONE_LINE = /^[^\p{Cc}]+$/u;
 
 /** Fields every send shares. */
 export class SendBaseDto {
@@ -99,4 +110,68 @@ export class SendMediaDto extends SendBaseDto {
   @MaxLength(255)
   @Matches(/^[^/\\\0]+$/, { message: 'filename must not contain slashes' })
   filename?: string;
+}
+
+export class SendLocationDto extends SendBaseDto {
+  @ApiProperty({ description: 'Latitude in degrees, -90 to 90', example: 52.520008 })
+  @IsNumber({ allowNaN: false, allowInfinity: false }, { message: 'latitude must be a number' })
+  @Min(-90)
+  @Max(90)
+  latitude: number;
+
+  @ApiProperty({ description: 'Longitude in degrees, -180 to 180', example: 13.404954 })
+  @IsNumber({ allowNaN: false, allowInfinity: false }, { message: 'longitude must be a number' })
+  @Min(-180)
+  @Max(180)
+  longitude: number;
+
+  @ApiPropertyOptional({ description: 'Name of the place', example: 'Shop Mitte', maxLength: 256 })
+  @IsOptional()
+  @IsString()
+  @MaxLength(256)
+  @Matches(ONE_LINE, { message: 'name must be one line of text' })
+  name?: string;
+
+  @ApiPropertyOptional({
+    description: 'Address shown under the name',
+    example: 'Alexanderplatz 1, 10178 Berlin',
+    maxLength: 256,
+  })
+  @IsOptional()
+  @IsString()
+  @MaxLength(256)
+  @Matches(ONE_LINE, { message: 'address must be one line of text' })
+  address?: string;
+}
+
+export class ContactCardDto {
+  @ApiProperty({ description: 'Name shown on the card', example: 'Ann Example', maxLength: 100 })
+  @IsString()
+  @Matches(NOT_BLANK, { message: 'name must not be empty' })
+  @MaxLength(100)
+  @Matches(ONE_LINE, { message: 'name must be one line of text' })
+  name: string;
+
+  @ApiProperty({
+    description: 'Phone number in international format',
+    example: '+49 151 2345 6789',
+  })
+  @IsString()
+  @IsPhone()
+  phone: string;
+}
+
+export class SendContactDto extends SendBaseDto {
+  @ApiProperty({
+    description:
+      'The contact card to send (we build its vCard). One card per message: WhatsApp Web sends several at once only from its own address book.',
+    type: [ContactCardDto],
+    example: [{ name: 'Ann Example', phone: '+49 151 2345 6789' }],
+  })
+  @IsArray()
+  @ArrayMinSize(1)
+  @ArrayMaxSize(1, { message: 'contacts must hold one contact card' })
+  @ValidateNested({ each: true })
+  @Type(() => ContactCardDto)
+  contacts: ContactCardDto[];
 }

@@ -6,6 +6,8 @@ import {
   EngineError,
   MediaFetcher,
   SessionManager,
+  contactFingerprint,
+  locationFingerprint,
   mediaFingerprint,
   textFingerprint,
   toError,
@@ -78,7 +80,7 @@ export class SendService {
 
     try {
       const media = record.type === 'media' ? await this.fetchMedia(record) : null;
-      const fingerprint = media ? mediaFingerprint(media.data) : textFingerprint(record.text ?? '');
+      const fingerprint = contentFingerprint(record, media);
       if (record.status === 'sending' && record.sendingAt) {
         const found = await engine.findSentMessage(
           record.chatId,
@@ -167,9 +169,14 @@ export class SendService {
     record: MessageRecord,
     media: OutgoingMedia | null,
   ): Promise<string> {
-    return media
-      ? engine.sendMedia(record.chatId, media)
-      : engine.sendText(record.chatId, record.text ?? '');
+    if (media) return engine.sendMedia(record.chatId, media);
+    if (record.location) return engine.sendLocation(record.chatId, record.location);
+    if (record.contact)
+      return engine.sendContact(record.chatId, {
+        name: record.contact.name,
+        phoneDigits: record.contact.phone,
+      });
+    return engine.sendText(record.chatId, record.text ?? '');
   }
 
   /**
@@ -201,4 +208,13 @@ export class SendService {
       this.log.warn({ sessionId, err: err.message }, 'last send time not recorded in Redis'),
     );
   }
+}
+
+/** What identifies the message in its chat, to find a send a crash interrupted. */
+function contentFingerprint(record: MessageRecord, media: OutgoingMedia | null): string {
+  if (media) return mediaFingerprint(media.data);
+  if (record.location)
+    return locationFingerprint(record.location.latitude, record.location.longitude);
+  if (record.contact) return contactFingerprint(record.contact.phone);
+  return textFingerprint(record.text ?? '');
 }
