@@ -95,6 +95,10 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: 'a filename with a slash', method: 'POST', path: MEDIA, body: media({ filename: '../invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },
   { name: 'a filename with a backslash', method: 'POST', path: MEDIA, body: media({ filename: '..\\invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },
 
+  // replyTo
+  { name: 'a replyTo that is no message id', method: 'POST', path: TEXT, body: text({ replyTo: 'hello there' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a replyTo of an unknown received message', method: 'POST', path: TEXT, body: text({ replyTo: 'in_000000000000000000000000' }), status: 404, code: 'NOT_FOUND' },
+
   // location
   { name: 'a latitude of 91', method: 'POST', path: LOCATION, body: place({ latitude: 91 }), status: 400, code: 'BAD_REQUEST' },
   { name: 'a longitude of -180.5', method: 'POST', path: LOCATION, body: place({ longitude: -180.5 }), status: 400, code: 'BAD_REQUEST' },

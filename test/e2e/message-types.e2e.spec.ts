@@ -1,3 +1,4 @@
+import { eventually } from '../support/eventually.js';
 import { Stack } from '../support/stack.js';
 
 describe('locations and contact cards (api + worker, sandbox engine)', () => {
@@ -57,5 +58,61 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
     expect(accepted.body.data).toMatchObject({ status: 'scheduled', sendAt });
     const cancelled = await stack.call('DELETE', `/api/v1/messages/${accepted.body.data.id}`);
     expect(cancelled.body.data.status).toBe('cancelled');
+  });
+
+  it('replies to a received message (in_...) and to one of ours, quoting them in WhatsApp', async () => {
+    const injected = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915100000204',
+      text: 'Is my order on its way?',
+    });
+    const incomingId = injected.body.data.id as string;
+    const received = await eventually(async () => {
+      const answer = await stack.call('GET', `/api/v1/incoming/${incomingId}`);
+      expect(answer.status).toBe(200);
+      return answer.body.data;
+    });
+
+    const reply = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000204',
+      text: 'Yes, it left this morning',
+      replyTo: incomingId,
+    });
+    expect(reply.status).toBe(202);
+    expect(reply.body.data.replyTo).toBe(incomingId);
+    await stack.waitForStatus(reply.body.data.id, 'read');
+    expect(lastSendTo('4915100000204')?.quotedMessageId).toBe(received.engineMessageId);
+
+    const followUp = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000204',
+      text: 'Tracking number: 42',
+      replyTo: reply.body.data.id,
+    });
+    await stack.waitForStatus(followUp.body.data.id, 'read');
+    // Our reply, as WhatsApp took it: the send that quoted the received message.
+    const quoted = stack
+      .sandbox()
+      .sends.find((sent) => sent.quotedMessageId === received.engineMessageId);
+    expect(quoted).toBeDefined();
+    expect(lastSendTo('4915100000204')?.quotedMessageId).toBe(quoted!.engineMessageId);
+  });
+
+  it('refuses a reply to an unknown message (404) or to a message of another chat (400)', async () => {
+    const unknown = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000205',
+      text: 'hi',
+      replyTo: '6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11',
+    });
+    expect(unknown.status).toBe(404);
+    const other = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000206',
+      text: 'for someone else',
+    });
+    const crossChat = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000205',
+      text: 'hi',
+      replyTo: other.body.data.id,
+    });
+    expect(crossChat.status).toBe(400);
+    expect(crossChat.body.error.message).toContain('not in this chat');
   });
 });

@@ -17,6 +17,13 @@ export interface MessageContact {
   phone: string;
 }
 
+const MESSAGE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Our ids of sent messages are UUIDs (received ones start `in_`). */
+export function isMessageId(value: string): boolean {
+  return MESSAGE_ID.test(value);
+}
+
 /** Order in which a message moves forward; a status never moves back. */
 export const STATUS_RANK: Record<Exclude<MessageStatus, 'failed' | 'cancelled'>, number> = {
   scheduled: 0,
@@ -60,6 +67,10 @@ export interface MessageRecord {
   filename: string | null;
   location: MessageLocation | null;
   contact: MessageContact | null;
+  /** The message this one quotes: our id, a received message's id (`in_...`) or WhatsApp's. */
+  replyTo: string | null;
+  /** WhatsApp's id of the quoted message, when known at acceptance (else found at send time). */
+  quotedEngineId: string | null;
 }
 
 /** What a send asks for, by type. */
@@ -70,7 +81,7 @@ export type MessageContent = Pick<MessageRecord, 'type'> &
 
 export type NewMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'to' | 'chatId'> &
   MessageContent &
-  Partial<Pick<MessageRecord, 'sendAt'>>;
+  Partial<Pick<MessageRecord, 'sendAt' | 'replyTo' | 'quotedEngineId'>>;
 
 /** What the API shows of a record (the body and engine internals stay inside). */
 export interface PublicMessage {
@@ -83,6 +94,7 @@ export interface PublicMessage {
   attempts: number;
   createdAt: string;
   sendAt: string | null;
+  replyTo: string | null;
   sentAt: string | null;
   deliveredAt: string | null;
   readAt: string | null;
@@ -102,6 +114,7 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     attempts,
     createdAt,
     sendAt,
+    replyTo,
     sentAt,
     deliveredAt,
     readAt,
@@ -119,6 +132,7 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     attempts,
     createdAt,
     sendAt,
+    replyTo,
     sentAt,
     deliveredAt,
     readAt,

@@ -218,6 +218,8 @@ export class MessageRepository {
       filename: null,
       location: null,
       contact: null,
+      replyTo: null,
+      quotedEngineId: null,
       sendAt: null,
       ...message,
       status: message.sendAt ? 'scheduled' : 'queued',
@@ -489,6 +491,8 @@ const PENDING_ACK_TTL_MS = 10 * 60_000;
 
 const NULLABLE: (keyof MessageRecord)[] = [
   'sendAt',
+  'replyTo',
+  'quotedEngineId',
   'sendingAt',
   'sentAt',
   'deliveredAt',

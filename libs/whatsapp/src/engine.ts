@@ -7,6 +7,12 @@ export { INCOMING_TYPES, type IncomingType } from '@app/status-store';
 
 export type AckStatus = 'sent' | 'delivered' | 'read';
 
+/** How a send is made, whatever its content. */
+export interface SendOptions {
+  /** WhatsApp's id of the message this one quotes (a reply). */
+  quotedMessageId?: string;
+}
+
 export interface OutgoingLocation {
   latitude: number;
   longitude: number;
@@ -74,11 +80,11 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
   stop(): Promise<void>;
   /** Unlinks the device and deletes its auth data. */
   logout(): Promise<void>;
-  sendText(chatId: string, text: string): Promise<string>;
-  sendMedia(chatId: string, media: OutgoingMedia): Promise<string>;
-  sendLocation(chatId: string, location: OutgoingLocation): Promise<string>;
+  sendText(chatId: string, text: string, options?: SendOptions): Promise<string>;
+  sendMedia(chatId: string, media: OutgoingMedia, options?: SendOptions): Promise<string>;
+  sendLocation(chatId: string, location: OutgoingLocation, options?: SendOptions): Promise<string>;
   /** Sends a contact card (a vCard built by us). */
-  sendContact(chatId: string, contact: OutgoingContact): Promise<string>;
+  sendContact(chatId: string, contact: OutgoingContact, options?: SendOptions): Promise<string>;
   /**
    * Looks for a message we sent to `chatId` since `since` whose content has `fingerprint`
    * (a worker that died mid-send): the answer to "did WhatsApp take it before we crashed?".

@@ -11,6 +11,7 @@ import {
   type IncomingType,
   type OutgoingLocation,
   type OutgoingMedia,
+  type SendOptions,
   type WhatsAppEngine,
 } from './engine.js';
 import type { SandboxIncoming } from '@app/status-store';
@@ -44,6 +45,7 @@ export interface SandboxSend {
   media?: { mimetype: string; filename: string; size: number; caption?: string };
   location?: OutgoingLocation;
   vcard?: string;
+  quotedMessageId?: string;
 }
 
 const LINK_MARKER = 'sandbox-linked.json';
@@ -174,12 +176,13 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     this.failures.push(...errors);
   }
 
-  async sendText(chatId: string, text: string): Promise<string> {
-    return this.accept(chatId, textFingerprint(text));
+  async sendText(chatId: string, text: string, options?: SendOptions): Promise<string> {
+    return this.accept(chatId, textFingerprint(text), { ...quoting(options) });
   }
 
-  async sendMedia(chatId: string, media: OutgoingMedia): Promise<string> {
+  async sendMedia(chatId: string, media: OutgoingMedia, options?: SendOptions): Promise<string> {
     return this.accept(chatId, mediaFingerprint(media.data), {
+      ...quoting(options),
       media: {
         mimetype: media.mimetype,
         filename: media.filename,
@@ -189,14 +192,24 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     });
   }
 
-  async sendLocation(chatId: string, location: OutgoingLocation): Promise<string> {
+  async sendLocation(
+    chatId: string,
+    location: OutgoingLocation,
+    options?: SendOptions,
+  ): Promise<string> {
     return this.accept(chatId, locationFingerprint(location.latitude, location.longitude), {
+      ...quoting(options),
       location,
     });
   }
 
-  async sendContact(chatId: string, contact: OutgoingContact): Promise<string> {
+  async sendContact(
+    chatId: string,
+    contact: OutgoingContact,
+    options?: SendOptions,
+  ): Promise<string> {
     return this.accept(chatId, contactFingerprint(contact.phoneDigits), {
+      ...quoting(options),
       vcard: contactVCard(contact),
     });
   }
@@ -211,7 +224,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
   private accept(
     chatId: string,
     fingerprint: string,
-    content: Pick<SandboxSend, 'media' | 'location' | 'vcard'> = {},
+    content: Pick<SandboxSend, 'media' | 'location' | 'vcard' | 'quotedMessageId'> = {},
   ): string {
     if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
     const failure = this.failures.shift();
@@ -299,4 +312,8 @@ function sandboxType(input: SandboxIncoming): IncomingType {
   const [kind] = input.media.mimetype.split('/');
   if (kind === 'image' || kind === 'video' || kind === 'audio') return kind;
   return 'document';
+}
+
+function quoting(options?: SendOptions): Pick<SandboxSend, 'quotedMessageId'> {
+  return options?.quotedMessageId ? { quotedMessageId: options.quotedMessageId } : {};
 }

@@ -1245,6 +1245,29 @@ describe('WwebjsEngine locations and contact cards', () => {
     await h.engine.stop();
   });
 
+  it("quotes the replied-to message through whatsapp-web.js's quotedMessageId", async () => {
+    const h = harness();
+    const client = await startReady(h);
+    await h.engine.sendText('4915122@c.us', 'Yes, it left this morning', {
+      quotedMessageId: 'false_4915122@c.us_3EB0ASK',
+    });
+    await h.engine.sendLocation(
+      '4915122@c.us',
+      { latitude: 1, longitude: 2 },
+      { quotedMessageId: 'false_4915122@c.us_3EB0WHERE' },
+    );
+    expect(client.sendMessage.mock.calls[0][2]).toMatchObject({
+      quotedMessageId: 'false_4915122@c.us_3EB0ASK',
+      sendSeen: false,
+    });
+    expect(client.sendMessage.mock.calls[1][2]).toMatchObject({
+      quotedMessageId: 'false_4915122@c.us_3EB0WHERE',
+    });
+    await h.engine.sendText('4915122@c.us', 'no quote');
+    expect(client.sendMessage.mock.calls[2][2]).not.toHaveProperty('quotedMessageId');
+    await h.engine.stop();
+  });
+
   it('sends a contact card as the vCard text, parsed into a card by whatsapp-web.js', async () => {
     const h = harness();
     const client = await startReady(h);

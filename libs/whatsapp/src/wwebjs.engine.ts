@@ -21,6 +21,7 @@ import {
   type IncomingType,
   type OutgoingLocation,
   type OutgoingMedia,
+  type SendOptions,
   type WhatsAppEngine,
 } from './engine.js';
 import { contactFingerprint, locationFingerprint, textFingerprint } from './fingerprint.js';
@@ -187,6 +188,13 @@ export function ackStatus(ack: number): AckStatus | null {
 // sendSeen would mark the recipient's chat read (and broke sends in 1.34.x, "markedUnread");
 // waitUntilMsgSent returns only once WhatsApp took the message, not when it was queued locally.
 const SEND_OPTIONS: wweb.MessageSendOptions = { sendSeen: false, waitUntilMsgSent: true };
+
+/** whatsapp-web.js's options for one send: ours, and the quoted message of a reply. */
+function sendOptions(options?: SendOptions): wweb.MessageSendOptions {
+  return options?.quotedMessageId
+    ? { ...SEND_OPTIONS, quotedMessageId: options.quotedMessageId }
+    : SEND_OPTIONS;
+}
 const ACK_ERROR = -1;
 const FIND_LIMIT = 50;
 const FIND_SLACK_MS = 5_000;
@@ -330,21 +338,27 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     return code;
   }
 
-  async sendText(chatId: string, text: string): Promise<string> {
-    return this.send(chatId, (client, target) => client.sendMessage(target, text, SEND_OPTIONS));
+  async sendText(chatId: string, text: string, options?: SendOptions): Promise<string> {
+    return this.send(chatId, (client, target) =>
+      client.sendMessage(target, text, sendOptions(options)),
+    );
   }
 
-  async sendMedia(chatId: string, media: OutgoingMedia): Promise<string> {
+  async sendMedia(chatId: string, media: OutgoingMedia, options?: SendOptions): Promise<string> {
     return this.send(chatId, (client, target) =>
       client.sendMessage(
         target,
         new MessageMedia(media.mimetype, media.data.toString('base64'), media.filename),
-        { ...SEND_OPTIONS, caption: media.caption },
+        { ...sendOptions(options), caption: media.caption },
       ),
     );
   }
 
-  async sendLocation(chatId: string, location: OutgoingLocation): Promise<string> {
+  async sendLocation(
+    chatId: string,
+    location: OutgoingLocation,
+    options?: SendOptions,
+  ): Promise<string> {
     return this.send(chatId, (client, target) =>
       client.sendMessage(
         target,
@@ -352,15 +366,22 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
           name: location.name,
           address: location.address,
         }),
-        SEND_OPTIONS,
+        sendOptions(options),
       ),
     );
   }
 
-  async sendContact(chatId: string, contact: OutgoingContact): Promise<string> {
+  async sendContact(
+    chatId: string,
+    contact: OutgoingContact,
+    options?: SendOptions,
+  ): Promise<string> {
     // A string starting BEGIN:VCARD is sent as a contact card (parseVCards, on by default).
     return this.send(chatId, (client, target) =>
-      client.sendMessage(target, contactVCard(contact), { ...SEND_OPTIONS, parseVCards: true }),
+      client.sendMessage(target, contactVCard(contact), {
+        ...sendOptions(options),
+        parseVCards: true,
+      }),
     );
   }
 

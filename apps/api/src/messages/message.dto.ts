@@ -50,6 +50,13 @@ export class MessageDto implements PublicMessage {
     description: 'When a scheduled message is due (null: sent as soon as possible)',
   })
   sendAt: string | null;
+  @ApiProperty({
+    nullable: true,
+    example: null,
+    type: String,
+    description: 'The message this one replies to (quotes), as given in the send',
+  })
+  replyTo: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })
   sentAt: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })

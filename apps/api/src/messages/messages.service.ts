@@ -6,8 +6,10 @@ import { AppConfig } from '@app/config';
 import { JobName, QueueProducer } from '@app/queue';
 import {
   IdempotencyRepository,
+  IncomingRepository,
   MessageRepository,
   SessionRepository,
+  isMessageId,
   toPublicMessage,
   type MessageRecord,
   type MessageContent,
@@ -23,7 +25,6 @@ import type {
 const IDEMPOTENCY_TTL_MS = 24 * 3600_000;
 /** How far ahead a message may be scheduled. */
 const MAX_SCHEDULE_MS = 30 * 24 * 3600_000;
-const MESSAGE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export interface SendContext {
   /** Whose keys idempotency keys are scoped to (a digest of the API key). */
@@ -40,6 +41,7 @@ export class MessagesService {
     private readonly messages: MessageRepository,
     private readonly sessions: SessionRepository,
     private readonly idempotency: IdempotencyRepository,
+    private readonly incoming: IncomingRepository,
     private readonly producer: QueueProducer,
   ) {}
 
@@ -65,7 +67,7 @@ export class MessagesService {
 
   /** Cancels a message still scheduled or queued; one being sent or sent is a 409. */
   async cancel(messageId: string): Promise<PublicMessage> {
-    if (!MESSAGE_ID.test(messageId))
+    if (!isMessageId(messageId))
       throw new AppError('BAD_REQUEST', 'id must be a message id (a UUID)');
     const outcome = await this.messages.cancel(messageId);
     if (outcome === 'missing')
@@ -95,7 +97,7 @@ export class MessagesService {
   }
 
   async get(messageId: string): Promise<PublicMessage> {
-    if (!MESSAGE_ID.test(messageId))
+    if (!isMessageId(messageId))
       throw new AppError('BAD_REQUEST', 'id must be a message id (a UUID)');
     const record = await this.messages.get(messageId);
     if (!record) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
@@ -104,7 +106,7 @@ export class MessagesService {
 
   private async enqueue(
     content: MessageContent,
-    target: { sessionId?: string; to: string; sendAt?: string },
+    target: { sessionId?: string; to: string; sendAt?: string; replyTo?: string },
     context: SendContext,
   ): Promise<PublicMessage> {
     const chatId = toChatId(target.to);
@@ -112,12 +114,23 @@ export class MessagesService {
     const sendAt = scheduledTime(target.sendAt);
     const sessionId =
       target.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
+    const quotedEngineId = target.replyTo
+      ? await this.quotedEngineId(target.replyTo, sessionId, chatId)
+      : null;
 
     const messageId = randomUUID();
     const idempotencyKey = context.idempotencyKey;
     if (idempotencyKey) {
       const requestHash = createHash('sha256')
-        .update(JSON.stringify({ sessionId, chatId, ...content, sendAt: sendAt?.toISOString() }))
+        .update(
+          JSON.stringify({
+            sessionId,
+            chatId,
+            ...content,
+            sendAt: sendAt?.toISOString(),
+            replyTo: target.replyTo,
+          }),
+        )
         .digest('hex');
       const existing = await this.idempotency.claim(
         context.callerScope,
@@ -145,6 +158,8 @@ export class MessagesService {
         chatId,
         ...content,
         sendAt: sendAt?.toISOString(),
+        replyTo: target.replyTo ?? null,
+        quotedEngineId,
       },
       Date.now() - this.config.workerStaleAfterMs,
     );
@@ -175,6 +190,31 @@ export class MessagesService {
       throw new AppError('UNAVAILABLE', `Queue unavailable: ${(err as Error).message}`);
     }
     return toPublicMessage(record);
+  }
+
+  /**
+   * WhatsApp's id of the message a reply quotes, as far as it is known now; our own message
+   * must be of the same session and chat (404 when unknown). One of ours not sent yet is
+   * looked up again when the reply is sent.
+   */
+  private async quotedEngineId(
+    replyTo: string,
+    sessionId: string,
+    chatId: string,
+  ): Promise<string | null> {
+    if (!isMessageId(replyTo) && !replyTo.startsWith('in_')) return replyTo;
+    const quoted = isMessageId(replyTo)
+      ? await this.messages.get(replyTo)
+      : await this.incoming.get(replyTo);
+    if (!quoted) throw new AppError('NOT_FOUND', `replyTo: message ${replyTo} does not exist`);
+    // A received message's chat may be a @lid alias of the number: only clear ids compare.
+    const comparable = /@(c|g)\.us$/.test(quoted.chatId);
+    if (quoted.sessionId !== sessionId || (comparable && quoted.chatId !== chatId))
+      throw new AppError(
+        'BAD_REQUEST',
+        `replyTo: message ${replyTo} is not in this chat of session ${sessionId}`,
+      );
+    return quoted.engineMessageId || null;
   }
 
   /** A concurrent request with the same key may still be writing its record. */

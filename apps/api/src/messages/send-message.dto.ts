@@ -23,6 +23,9 @@ import { IsRecipient } from './is-recipient.decorator.js';
 const NOT_BLANK = /\S/;
 /** A line of text for a name or an address: no control characters (line breaks included). */
 const ONE_LINE = /^[^\p{Cc}]+$/u;
+/** Our message id (a UUID), a received one (in_...), or WhatsApp's (`true_<chat>_<id>`). */
+const REPLY_TO =
+  /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|in_[A-Za-z0-9_-]+|(true|false)_[^\s_]+_[A-Za-z0-9]+(_[^\s]+)?)$/;
 
 /** Fields every send shares. */
 export class SendBaseDto {
@@ -62,6 +65,21 @@ export class SendBaseDto {
     message: 'sendAt must carry a time and a time zone (Z or ±hh:mm)',
   })
   sendAt?: string;
+
+  @ApiPropertyOptional({
+    description:
+      'Reply to (quote) a message of the same chat: one we sent (its id), one received (`in_...` from GET /api/v1/sessions/{id}/messages), or a WhatsApp message id',
+    example: 'in_3f6b0c4d2a1e9f8b7c6d5e4f3a2b1c0d',
+    maxLength: 200,
+  })
+  @IsOptional()
+  @IsString()
+  @MaxLength(200)
+  @Matches(REPLY_TO, {
+    message:
+      'replyTo must be a message id, a received message id (in_...) or a WhatsApp message id',
+  })
+  replyTo?: string;
 }
 
 export class SendTextDto extends SendBaseDto {

@@ -1,7 +1,12 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppConfig } from '@app/config';
-import { MessageRepository, PacingRepository, type MessageRecord } from '@app/status-store';
+import {
+  MessageRepository,
+  PacingRepository,
+  isMessageId,
+  type MessageRecord,
+} from '@app/status-store';
 import {
   EngineError,
   MediaFetcher,
@@ -12,6 +17,7 @@ import {
   textFingerprint,
   toError,
   type OutgoingMedia,
+  type SendOptions,
   type WhatsAppEngine,
 } from '@app/whatsapp';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
@@ -108,9 +114,10 @@ export class SendService {
       const endSend = this.metrics.startSend(sessionId, record.createdAt);
       // Measured from the end of this call: a pause (GC, load) between taking the time and
       // calling the engine can then only widen the gap, never shrink it below the interval.
-      const engineMessageId = await this.callEngine(engine, record, media).finally(() =>
-        this.recordSend(sessionId),
-      );
+      const quotedMessageId = await this.quotedMessageId(record);
+      const engineMessageId = await this.callEngine(engine, record, media, {
+        quotedMessageId,
+      }).finally(() => this.recordSend(sessionId));
       await this.messages.markSent(record, engineMessageId);
       endSend();
       this.log.log(
@@ -168,15 +175,39 @@ export class SendService {
     engine: WhatsAppEngine,
     record: MessageRecord,
     media: OutgoingMedia | null,
+    options: SendOptions,
   ): Promise<string> {
-    if (media) return engine.sendMedia(record.chatId, media);
-    if (record.location) return engine.sendLocation(record.chatId, record.location);
+    if (media) return engine.sendMedia(record.chatId, media, options);
+    if (record.location) return engine.sendLocation(record.chatId, record.location, options);
     if (record.contact)
-      return engine.sendContact(record.chatId, {
-        name: record.contact.name,
-        phoneDigits: record.contact.phone,
-      });
-    return engine.sendText(record.chatId, record.text ?? '');
+      return engine.sendContact(
+        record.chatId,
+        { name: record.contact.name, phoneDigits: record.contact.phone },
+        options,
+      );
+    return engine.sendText(record.chatId, record.text ?? '', options);
+  }
+
+  /**
+   * WhatsApp's id of the message a reply quotes. One of ours is quoted once it is sent: until
+   * then the reply waits (a retry), so replies keep the order of the conversation.
+   */
+  private async quotedMessageId(record: MessageRecord): Promise<string | undefined> {
+    if (record.quotedEngineId) return record.quotedEngineId;
+    if (!record.replyTo || !isMessageId(record.replyTo)) return undefined;
+    const quoted = await this.messages.get(record.replyTo);
+    if (quoted?.engineMessageId) return quoted.engineMessageId;
+    if (!quoted || quoted.status === 'failed' || quoted.status === 'cancelled')
+      throw new EngineError(
+        'SEND_FAILED',
+        `the message replied to (${record.replyTo}) was not sent: nothing to quote`,
+        true,
+      );
+    throw new EngineError(
+      'SEND_FAILED',
+      `the message replied to (${record.replyTo}) is not sent yet`,
+      false,
+    );
   }
 
   /**
