@@ -115,4 +115,48 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
     expect(crossChat.status).toBe(400);
     expect(crossChat.body.error.message).toContain('not in this chat');
   });
+
+  it('reacts to a received message and to one of ours, through the queue', async () => {
+    const injected = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915100000207',
+      text: 'Thanks a lot!',
+    });
+    const incomingId = injected.body.data.id as string;
+    const received = await eventually(async () => {
+      const answer = await stack.call('GET', `/api/v1/incoming/${incomingId}`);
+      expect(answer.status).toBe(200);
+      return answer.body.data;
+    });
+    const reaction = await stack.call('POST', `/api/v1/messages/${incomingId}/reaction`, {
+      emoji: '❤️',
+    });
+    expect(reaction.status).toBe(202);
+    expect(reaction.body.data).toMatchObject({ type: 'reaction', replyTo: incomingId });
+    await stack.waitForStatus(reaction.body.data.id, 'sent');
+    expect(lastSendTo('4915100000207')?.reaction).toEqual({
+      engineMessageId: received.engineMessageId,
+      emoji: '❤️',
+    });
+
+    const ours = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000207',
+      text: 'You are welcome',
+    });
+    await stack.waitForStatus(ours.body.data.id, 'read');
+    const taken = await stack.call('POST', `/api/v1/messages/${ours.body.data.id}/reaction`, {
+      emoji: '',
+    });
+    await stack.waitForStatus(taken.body.data.id, 'sent');
+    expect(lastSendTo('4915100000207')?.reaction?.emoji).toBe('');
+
+    for (const [id, body, status] of [
+      [incomingId, { emoji: 'nice' }, 400],
+      [incomingId, {}, 400],
+      ['6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11', { emoji: '👍' }, 404],
+      ['not-an-id', { emoji: '👍' }, 400],
+    ] as const) {
+      const answer = await stack.call('POST', `/api/v1/messages/${id}/reaction`, body);
+      expect({ id, status: answer.status }).toEqual({ id, status });
+    }
+  });
 });

@@ -2,7 +2,7 @@ import type { SendErrorCode } from '@app/common';
 
 export type MessageStatus =
   'scheduled' | 'queued' | 'sending' | 'sent' | 'delivered' | 'read' | 'failed' | 'cancelled';
-export type MessageType = 'text' | 'media' | 'location' | 'contact';
+export type MessageType = 'text' | 'media' | 'location' | 'contact' | 'reaction';
 
 export interface MessageLocation {
   latitude: number;
@@ -67,6 +67,8 @@ export interface MessageRecord {
   filename: string | null;
   location: MessageLocation | null;
   contact: MessageContact | null;
+  /** A reaction to the message `replyTo` names ('' takes ours back). */
+  reaction: { emoji: string } | null;
   /** The message this one quotes: our id, a received message's id (`in_...`) or WhatsApp's. */
   replyTo: string | null;
   /** WhatsApp's id of the quoted message, when known at acceptance (else found at send time). */
@@ -76,7 +78,10 @@ export interface MessageRecord {
 /** What a send asks for, by type. */
 export type MessageContent = Pick<MessageRecord, 'type'> &
   Partial<
-    Pick<MessageRecord, 'text' | 'mediaUrl' | 'caption' | 'filename' | 'location' | 'contact'>
+    Pick<
+      MessageRecord,
+      'text' | 'mediaUrl' | 'caption' | 'filename' | 'location' | 'contact' | 'reaction'
+    >
   >;
 
 export type NewMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'to' | 'chatId'> &

@@ -218,6 +218,7 @@ export class MessageRepository {
       filename: null,
       location: null,
       contact: null,
+      reaction: null,
       replyTo: null,
       quotedEngineId: null,
       sendAt: null,
@@ -508,7 +509,7 @@ const NULLABLE: (keyof MessageRecord)[] = [
 ];
 
 /** Fields kept as JSON in the record's hash. */
-const JSON_FIELDS = new Set(['error', 'location', 'contact']);
+const JSON_FIELDS = new Set(['error', 'location', 'contact', 'reaction']);
 
 function serialize(record: MessageRecord): Record<string, string> {
   const hash: Record<string, string> = {};
@@ -532,6 +533,7 @@ export function parseMessageRecord(hash: Record<string, string>): MessageRecord 
     createdAt: hash.createdAt,
     location: hash.location ? (JSON.parse(hash.location) as MessageLocation) : null,
     contact: hash.contact ? (JSON.parse(hash.contact) as MessageContact) : null,
+    reaction: hash.reaction ? (JSON.parse(hash.reaction) as { emoji: string }) : null,
   } as MessageRecord;
   for (const field of NULLABLE)
     (record as unknown as Record<string, unknown>)[field] = hash[field] || null;

@@ -13,6 +13,10 @@ export function locationFingerprint(latitude: number, longitude: number): string
   return `location:${Number(latitude).toFixed(6)},${Number(longitude).toFixed(6)}`;
 }
 
+export function reactionFingerprint(engineMessageId: string, emoji: string): string {
+  return `reaction:${engineMessageId}:${emoji}`;
+}
+
 /** A contact card is known by the phone number it carries. */
 export function contactFingerprint(phoneDigits: string): string {
   return `contact:${phoneDigits}`;

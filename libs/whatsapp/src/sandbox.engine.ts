@@ -20,6 +20,7 @@ import {
   contactFingerprint,
   locationFingerprint,
   mediaFingerprint,
+  reactionFingerprint,
   textFingerprint,
 } from './fingerprint.js';
 import { contactVCard, type OutgoingContact } from './vcard.js';
@@ -46,6 +47,7 @@ export interface SandboxSend {
   location?: OutgoingLocation;
   vcard?: string;
   quotedMessageId?: string;
+  reaction?: { engineMessageId: string; emoji: string };
 }
 
 const LINK_MARKER = 'sandbox-linked.json';
@@ -214,6 +216,12 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     });
   }
 
+  async react(chatId: string, engineMessageId: string, emoji: string): Promise<string> {
+    return this.accept(chatId, reactionFingerprint(engineMessageId, emoji), {
+      reaction: { engineMessageId, emoji },
+    });
+  }
+
   async findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null> {
     const found = this.sends.find(
       (send) => send.chatId === chatId && send.fingerprint === fingerprint && send.at >= since,
@@ -224,7 +232,10 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
   private accept(
     chatId: string,
     fingerprint: string,
-    content: Pick<SandboxSend, 'media' | 'location' | 'vcard' | 'quotedMessageId'> = {},
+    content: Pick<
+      SandboxSend,
+      'media' | 'location' | 'vcard' | 'quotedMessageId' | 'reaction'
+    > = {},
   ): string {
     if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
     const failure = this.failures.shift();
@@ -251,6 +262,8 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     this.sends.push(send);
     const delay = this.options.ackDelayMs;
     this.later(0, () => this.emit('ack', engineMessageId, 'sent'));
+    // WhatsApp reports no delivery or reading of a reaction.
+    if (content.reaction) return engineMessageId;
     this.later(delay, () => this.emit('ack', engineMessageId, 'delivered'));
     this.later(delay * 2, () => this.emit('ack', engineMessageId, 'read'));
     return engineMessageId;

@@ -60,6 +60,7 @@ class FakeClient extends EventEmitter implements ClientLike {
     _serialized: number,
   }));
   getChatById = vi.fn(async (_chatId: string): Promise<WwebjsChatLike | undefined> => undefined);
+  sendReaction = vi.fn(async (_messageId: string, _reaction: string): Promise<void> => {});
   requestPairingCode = vi.fn(async (_phone: string, _notify?: boolean) => 'WXYZ1234');
   getContactLidAndPhone = vi.fn(
     async (userIds: string[]): Promise<{ lid?: string; pn?: string }[]> =>
@@ -1265,6 +1266,20 @@ describe('WwebjsEngine locations and contact cards', () => {
     });
     await h.engine.sendText('4915122@c.us', 'no quote');
     expect(client.sendMessage.mock.calls[2][2]).not.toHaveProperty('quotedMessageId');
+    await h.engine.stop();
+  });
+
+  it('reacts through sendReaction on the message id, and names the reaction itself', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const id = await h.engine.react('4915122@c.us', 'false_4915122@c.us_3EB0THANKS', '👍');
+    expect(client.sendReaction).toHaveBeenCalledWith('false_4915122@c.us_3EB0THANKS', '👍');
+    expect(id).toMatch(/^reaction_false_4915122@c\.us_3EB0THANKS_/);
+    client.sendReaction.mockRejectedValueOnce('Evaluation failed: x');
+    await expect(h.engine.react('4915122@c.us', 'x', '👍')).rejects.toMatchObject({
+      code: 'SEND_FAILED',
+      permanent: false,
+    });
     await h.engine.stop();
   });
 

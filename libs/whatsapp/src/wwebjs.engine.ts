@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -123,6 +124,7 @@ export interface ClientLike extends EventEmitter {
     options?: wweb.MessageSendOptions,
   ): Promise<WwebjsMessageLike | undefined | null>;
   getNumberId(number: string): Promise<{ _serialized: string } | null>;
+  sendReaction(messageId: string, reaction: string): Promise<void>;
   getChatById(chatId: string): Promise<WwebjsChatLike | undefined>;
   requestPairingCode(phoneNumber: string, showNotification?: boolean): Promise<string>;
   /** RemoteAuth's backup, run on a clean stop. */
@@ -383,6 +385,17 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         parseVCards: true,
       }),
     );
+  }
+
+  async react(chatId: string, engineMessageId: string, emoji: string): Promise<string> {
+    const client = this.readyClient();
+    try {
+      await client.sendReaction(engineMessageId, emoji);
+    } catch (thrown) {
+      throw new EngineError('SEND_FAILED', `reaction not sent: ${toError(thrown).message}`, false);
+    }
+    // WhatsApp gives a reaction no message id of its own: ours names it (acks never come).
+    return `reaction_${engineMessageId}_${randomUUID()}`;
   }
 
   async findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null> {

@@ -7,7 +7,13 @@ import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { MessageDto } from './message.dto.js';
 import { MessagesService, type SendContext } from './messages.service.js';
-import { SendContactDto, SendLocationDto, SendMediaDto, SendTextDto } from './send-message.dto.js';
+import {
+  ReactionDto,
+  SendContactDto,
+  SendLocationDto,
+  SendMediaDto,
+  SendTextDto,
+} from './send-message.dto.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
@@ -83,6 +89,24 @@ export class MessagesController {
   @SEND_ERRORS
   sendContact(@Body() dto: SendContactDto, @Req() req: FastifyRequest) {
     return this.messages.enqueueContact(dto, sendContext(req));
+  }
+
+  @Post(':id/reaction')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'React to a message with an emoji',
+    description:
+      'To one we sent (its id) or one received (`in_...`). The reaction is queued like a message (type `reaction`); an empty emoji takes ours back.',
+  })
+  @IDEMPOTENCY_HEADER
+  @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
+  @ApiErrors(
+    { status: 400, description: 'Not a message id, or not an emoji' },
+    { status: 404, description: 'No such message' },
+    { status: 503, description: 'No worker is running; nothing was queued' },
+  )
+  react(@Param('id') id: string, @Body() dto: ReactionDto, @Req() req: FastifyRequest) {
+    return this.messages.react(id, dto, sendContext(req));
   }
 
   @Delete(':id')

@@ -16,6 +16,7 @@ import {
   type PublicMessage,
 } from '@app/status-store';
 import type {
+  ReactionDto,
   SendContactDto,
   SendLocationDto,
   SendMediaDto,
@@ -65,6 +66,27 @@ export class MessagesService {
     return this.enqueue({ type: 'contact', contact: { name: card.name, phone } }, dto, context);
   }
 
+  /**
+   * Reacts to a message of a session's chat, ours or a received one, as a message of its own
+   * (type `reaction`) through the session's queue.
+   */
+  async react(messageId: string, dto: ReactionDto, context: SendContext): Promise<PublicMessage> {
+    if (!isMessageId(messageId) && !messageId.startsWith('in_'))
+      throw new AppError(
+        'BAD_REQUEST',
+        'id must be a message id or a received message id (in_...)',
+      );
+    const target = isMessageId(messageId)
+      ? await this.messages.get(messageId)
+      : await this.incoming.get(messageId);
+    if (!target) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
+    return this.enqueue(
+      { type: 'reaction', reaction: { emoji: dto.emoji } },
+      { sessionId: target.sessionId, to: target.chatId, chatId: target.chatId, replyTo: messageId },
+      context,
+    );
+  }
+
   /** Cancels a message still scheduled or queued; one being sent or sent is a 409. */
   async cancel(messageId: string): Promise<PublicMessage> {
     if (!isMessageId(messageId))
@@ -106,10 +128,17 @@ export class MessagesService {
 
   private async enqueue(
     content: MessageContent,
-    target: { sessionId?: string; to: string; sendAt?: string; replyTo?: string },
+    target: {
+      sessionId?: string;
+      to: string;
+      /** The chat as WhatsApp names it, when known (a reaction's is its message's). */
+      chatId?: string;
+      sendAt?: string;
+      replyTo?: string;
+    },
     context: SendContext,
   ): Promise<PublicMessage> {
-    const chatId = toChatId(target.to);
+    const chatId = target.chatId ?? toChatId(target.to);
     if (!chatId) throw new AppError('BAD_REQUEST', 'to is not a phone number or group id');
     const sendAt = scheduledTime(target.sendAt);
     const sessionId =

@@ -193,3 +193,17 @@ export class SendContactDto extends SendBaseDto {
   @Type(() => ContactCardDto)
   contacts: ContactCardDto[];
 }
+
+export class ReactionDto {
+  @ApiProperty({
+    description: 'One emoji to react with; an empty string takes our reaction back',
+    example: '👍',
+    maxLength: 32,
+  })
+  @IsString()
+  @MaxLength(32)
+  @Matches(/^(\p{Extended_Pictographic}|\p{Emoji_Component}|\p{Emoji_Modifier}|\u200d|\ufe0f)*$/u, {
+    message: 'emoji must be an emoji (or empty, to take a reaction back)',
+  })
+  emoji: string;
+}

@@ -14,6 +14,7 @@ import {
   contactFingerprint,
   locationFingerprint,
   mediaFingerprint,
+  reactionFingerprint,
   textFingerprint,
   toError,
   type OutgoingMedia,
@@ -177,6 +178,11 @@ export class SendService {
     media: OutgoingMedia | null,
     options: SendOptions,
   ): Promise<string> {
+    if (record.reaction) {
+      if (!options.quotedMessageId)
+        throw new EngineError('SEND_FAILED', 'a reaction needs the message it reacts to', true);
+      return engine.react(record.chatId, options.quotedMessageId, record.reaction.emoji);
+    }
     if (media) return engine.sendMedia(record.chatId, media, options);
     if (record.location) return engine.sendLocation(record.chatId, record.location, options);
     if (record.contact)
@@ -247,5 +253,7 @@ function contentFingerprint(record: MessageRecord, media: OutgoingMedia | null):
   if (record.location)
     return locationFingerprint(record.location.latitude, record.location.longitude);
   if (record.contact) return contactFingerprint(record.contact.phone);
+  // Reacting twice with one emoji changes nothing: a reaction is never looked for.
+  if (record.reaction) return reactionFingerprint(record.replyTo ?? '', record.reaction.emoji);
   return textFingerprint(record.text ?? '');
 }
