@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { sessionDir, textFingerprint } from '@app/whatsapp';
 import { eventually } from '../test/support/eventually.js';
 import { answers, freePort } from '../test/support/global-setup.js';
 import { Stack } from '../test/support/stack.js';
+import { cpuMicros, redisInfo } from './measure.js';
 import { exited, spawnApp } from '../test/support/worker-process.js';
 
 const SESSIONS = Number(process.env.BENCH_FLEET_SESSIONS ?? 1000);
@@ -31,7 +32,6 @@ const SESSION_IDS = Array.from(
   (_, i) => `fleet-${String(i).padStart(4, '0')}`,
 );
 const RESULTS = new URL('./results/fleet.json', import.meta.url);
-const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
 const IDLE = 'idle';
 const PINO_LEVELS: Record<number, string> = { 40: 'warn', 50: 'error', 60: 'fatal' };
 
@@ -158,24 +158,6 @@ const mb = (kb: number) => round(kb / 1024);
 async function rssKb(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]);
-}
-
-/** User + system CPU of a process so far. */
-async function cpuMs(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  // Fields after "(comm)": state is field 3, utime 14 and stime 15.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
-}
-
-async function redisInfo(redis: Redis, section: string): Promise<Map<string, string>> {
-  const text = await redis.info(section);
-  return new Map(
-    text
-      .split('\r\n')
-      .filter((line) => line && !line.startsWith('#'))
-      .map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1)]),
-  );
 }
 
 async function usedMemoryMb(redis: Redis): Promise<number> {
@@ -851,3 +833,8 @@ describe(`fleet benchmark: ${SESSIONS} sandbox sessions over ${WORKERS} worker p
     phasesDone++;
   });
 });
+
+/** User + system CPU of a process so far, in ms. */
+async function cpuMs(pid: number): Promise<number> {
+  return (await cpuMicros(pid)) / 1000;
+}

@@ -1,6 +1,6 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { sendQueueName } from '@app/queue';
 import { RedisKeys, createRedis } from '@app/status-store';
 import { freePort } from '../test/support/global-setup.js';
 import { ensureBuilt, exited, spawnApp } from '../test/support/worker-process.js';
+import { CLOCK_TICKS, cpuMicros, redisInfo } from './measure.js';
 
 /** Requests per closed-loop round. */
 const REQUESTS = Number(process.env.BENCH_INGEST_REQUESTS ?? 3000);
@@ -39,29 +40,10 @@ const RESULTS = new URL('./results/ingest.json', import.meta.url);
 const ROOT = new URL('..', import.meta.url).pathname;
 const API_MAIN = join(ROOT, 'dist/apps/api/apps/api/src/main.js');
 const BARE_SCRIPT = new URL('./bare-ingest.mjs', import.meta.url).pathname;
-const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
 const API_KEY = randomBytes(24).toString('hex');
 
 const round = (value: number, digits = 1) => +value.toFixed(digits);
 const ratio = (ours: number, base: number) => round(ours / base, 2);
-
-/** User + system CPU of a process so far, in µs (clock-tick resolution: 10 ms at 100 Hz). */
-async function cpuMicros(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  // Fields after "(comm)": state is field 3, utime 14 and stime 15.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLOCK_TICKS;
-}
-
-async function redisInfo(redis: Redis, section: string): Promise<Map<string, string>> {
-  const text = await redis.info(section);
-  return new Map(
-    text
-      .split('\r\n')
-      .filter((line) => line && !line.startsWith('#'))
-      .map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1)]),
-  );
-}
 
 async function redisCpuMicros(redis: Redis): Promise<number> {
   const cpu = await redisInfo(redis, 'cpu');
