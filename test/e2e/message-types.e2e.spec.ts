@@ -25,6 +25,8 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
     });
     expect(accepted.status).toBe(202);
     expect(accepted.body.data).toMatchObject({ type: 'location', status: 'queued' });
+    // Every field of the record is in the answer, the ones not set as null.
+    expect(accepted.body.data).toMatchObject({ sendAt: null, replyTo: null, cancelledAt: null });
     await stack.waitForStatus(accepted.body.data.id, 'read');
     expect(lastSendTo('4915100000201')?.location).toEqual({
       latitude: 52.520008,

@@ -186,7 +186,7 @@ export class MessagesService {
         to: target.to,
         chatId,
         ...content,
-        sendAt: sendAt?.toISOString(),
+        sendAt: sendAt?.toISOString() ?? null,
         replyTo: target.replyTo ?? null,
         quotedEngineId,
       },
