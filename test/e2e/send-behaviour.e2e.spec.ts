@@ -29,6 +29,32 @@ describe('pacing', () => {
   });
 });
 
+describe('pacing with jitter', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ SEND_MIN_INTERVAL_MS: '150', SEND_JITTER_MS: '300' });
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it('varies the gaps between sends within SEND_MIN_INTERVAL_MS + SEND_JITTER_MS, never below the minimum', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 7; i++)
+      ids.push((await sendText(stack, `491510000010${i}`, `jittered ${i}`)).body.data.id);
+    for (const id of ids) await stack.waitForStatus(id, 'read', 15_000);
+    const times = stack.sandbox().sends.map((send) => send.atMonotonic);
+    const gaps = times.slice(1).map((time, i) => time - times[i]);
+    console.log(`gaps with jitter: ${gaps.map(Math.round).join(', ')} ms`);
+    for (const gap of gaps) {
+      expect(gap).toBeGreaterThanOrEqual(150);
+      // The drawn interval, plus the scheduling slack of a loaded test machine.
+      expect(gap).toBeLessThan(150 + 300 + 250);
+    }
+    // Six draws from 300 ms: the chance they all fall within 30 ms of each other is ~1e-5.
+    expect(Math.max(...gaps) - Math.min(...gaps)).toBeGreaterThan(30);
+  });
+});
+
 describe('pacing across owners', () => {
   let stack: Stack;
   beforeAll(async () => {

@@ -138,6 +138,9 @@ export class AppConfig {
   @IntRange(0, 3_600_000)
   SEND_MIN_INTERVAL_MS = 1500;
 
+  @IntRange(0, 3_600_000)
+  SEND_JITTER_MS = 0;
+
   @IntRange(1, 50)
   SEND_ATTEMPTS = 5;
 

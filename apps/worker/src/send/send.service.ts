@@ -217,12 +217,16 @@ export class SendService {
   }
 
   /**
-   * Waits until SEND_MIN_INTERVAL_MS has passed since the session's last engine call: on this
+   * Waits until SEND_MIN_INTERVAL_MS (plus this send's jitter) has passed since the session's last engine call: on this
    * worker's monotonic clock (immune to wall-clock steps), and in Redis, where the last send
    * of a previous owner of the session is recorded (a takeover is paced too).
    */
   private async waitForInterval(sessionId: string): Promise<void> {
-    const interval = this.config.SEND_MIN_INTERVAL_MS;
+    // SEND_JITTER_MS widens this send's interval by a random amount: the gaps between sends
+    // vary, and none is ever shorter than SEND_MIN_INTERVAL_MS.
+    const interval =
+      this.config.SEND_MIN_INTERVAL_MS +
+      Math.floor(Math.random() * (this.config.SEND_JITTER_MS + 1));
     if (interval === 0) return;
     const last = this.lastSendAt.get(sessionId);
     // Timers may fire a millisecond early; loop until the interval has really passed.
@@ -238,7 +242,8 @@ export class SendService {
 
   private async recordSend(sessionId: string): Promise<void> {
     this.lastSendAt.set(sessionId, performance.now());
-    const interval = this.config.SEND_MIN_INTERVAL_MS;
+    // Kept as long as the longest interval a next send may draw.
+    const interval = this.config.SEND_MIN_INTERVAL_MS + this.config.SEND_JITTER_MS;
     if (interval === 0) return;
     await this.pacing.recordSend(sessionId, interval).catch((err: Error) =>
       // The local clock still paces this worker; only a takeover right now could be early.
