@@ -161,4 +161,31 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
       expect({ id, status: answer.status }).toEqual({ id, status });
     }
   });
+
+  it('deletes one of our sent messages for everyone, and refuses what cannot be deleted', async () => {
+    const ours = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000208',
+      text: 'Wrong price, sorry',
+    });
+    await stack.waitForStatus(ours.body.data.id, 'read');
+    const taken = stack.sandbox().sends.find((sent) => sent.chatId === '4915100000208@c.us')!;
+    const revoke = await stack.call('POST', `/api/v1/messages/${ours.body.data.id}/revoke`);
+    expect(revoke.status).toBe(202);
+    expect(revoke.body.data).toMatchObject({ type: 'revoke', replyTo: ours.body.data.id });
+    await stack.waitForStatus(revoke.body.data.id, 'sent');
+    expect(lastSendTo('4915100000208')?.revoked).toBe(taken.engineMessageId);
+
+    const later = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000208',
+      text: 'not yet',
+      sendAt: new Date(Date.now() + 60_000).toISOString(),
+    });
+    const early = await stack.call('POST', `/api/v1/messages/${later.body.data.id}/revoke`);
+    expect(early.status).toBe(409);
+    expect(
+      (await stack.call('POST', '/api/v1/messages/6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11/revoke'))
+        .status,
+    ).toBe(404);
+    expect((await stack.call('POST', '/api/v1/messages/in_0000000000/revoke')).status).toBe(400);
+  });
 });

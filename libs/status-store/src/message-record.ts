@@ -2,7 +2,7 @@ import type { SendErrorCode } from '@app/common';
 
 export type MessageStatus =
   'scheduled' | 'queued' | 'sending' | 'sent' | 'delivered' | 'read' | 'failed' | 'cancelled';
-export type MessageType = 'text' | 'media' | 'location' | 'contact' | 'reaction';
+export type MessageType = 'text' | 'media' | 'location' | 'contact' | 'reaction' | 'revoke';
 
 export interface MessageLocation {
   latitude: number;

@@ -87,6 +87,8 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
   sendContact(chatId: string, contact: OutgoingContact, options?: SendOptions): Promise<string>;
   /** Reacts to the message `engineMessageId` of `chatId` ('' takes the reaction back). */
   react(chatId: string, engineMessageId: string, emoji: string): Promise<string>;
+  /** Deletes our message `engineMessageId` of `chatId` for everyone. */
+  revoke(chatId: string, engineMessageId: string): Promise<string>;
   /**
    * Looks for a message we sent to `chatId` since `since` whose content has `fingerprint`
    * (a worker that died mid-send): the answer to "did WhatsApp take it before we crashed?".

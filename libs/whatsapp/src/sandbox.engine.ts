@@ -48,6 +48,7 @@ export interface SandboxSend {
   vcard?: string;
   quotedMessageId?: string;
   reaction?: { engineMessageId: string; emoji: string };
+  revoked?: string;
 }
 
 const LINK_MARKER = 'sandbox-linked.json';
@@ -222,6 +223,12 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     });
   }
 
+  async revoke(chatId: string, engineMessageId: string): Promise<string> {
+    if (!this.sends.some((sent) => sent.engineMessageId === engineMessageId))
+      throw new EngineError('SEND_FAILED', `no message ${engineMessageId} to delete`, true);
+    return this.accept(chatId, `revoke:${engineMessageId}`, { revoked: engineMessageId });
+  }
+
   async findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null> {
     const found = this.sends.find(
       (send) => send.chatId === chatId && send.fingerprint === fingerprint && send.at >= since,
@@ -234,7 +241,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     fingerprint: string,
     content: Pick<
       SandboxSend,
-      'media' | 'location' | 'vcard' | 'quotedMessageId' | 'reaction'
+      'media' | 'location' | 'vcard' | 'quotedMessageId' | 'reaction' | 'revoked'
     > = {},
   ): string {
     if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
@@ -262,8 +269,8 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     this.sends.push(send);
     const delay = this.options.ackDelayMs;
     this.later(0, () => this.emit('ack', engineMessageId, 'sent'));
-    // WhatsApp reports no delivery or reading of a reaction.
-    if (content.reaction) return engineMessageId;
+    // WhatsApp reports no delivery or reading of a reaction or a deletion.
+    if (content.reaction || content.revoked) return engineMessageId;
     this.later(delay, () => this.emit('ack', engineMessageId, 'delivered'));
     this.later(delay * 2, () => this.emit('ack', engineMessageId, 'read'));
     return engineMessageId;

@@ -61,6 +61,8 @@ class FakeClient extends EventEmitter implements ClientLike {
   }));
   getChatById = vi.fn(async (_chatId: string): Promise<WwebjsChatLike | undefined> => undefined);
   sendReaction = vi.fn(async (_messageId: string, _reaction: string): Promise<void> => {});
+  deleteMessage = vi.fn(async (_everyone?: boolean): Promise<void> => {});
+  getMessageById = vi.fn(async (_messageId: string) => ({ delete: this.deleteMessage }));
   requestPairingCode = vi.fn(async (_phone: string, _notify?: boolean) => 'WXYZ1234');
   getContactLidAndPhone = vi.fn(
     async (userIds: string[]): Promise<{ lid?: string; pn?: string }[]> =>
@@ -1279,6 +1281,21 @@ describe('WwebjsEngine locations and contact cards', () => {
     await expect(h.engine.react('4915122@c.us', 'x', '👍')).rejects.toMatchObject({
       code: 'SEND_FAILED',
       permanent: false,
+    });
+    await h.engine.stop();
+  });
+
+  it('deletes our message for everyone through whatsapp-web.js, and fails for good if it is gone', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const id = await h.engine.revoke('4915122@c.us', 'true_4915122@c.us_3EB0OOPS');
+    expect(client.getMessageById).toHaveBeenCalledWith('true_4915122@c.us_3EB0OOPS');
+    expect(client.deleteMessage).toHaveBeenCalledWith(true);
+    expect(id).toMatch(/^revoke_true_4915122@c\.us_3EB0OOPS_/);
+    client.getMessageById.mockResolvedValueOnce(null as never);
+    await expect(h.engine.revoke('4915122@c.us', 'gone')).rejects.toMatchObject({
+      code: 'SEND_FAILED',
+      permanent: true,
     });
     await h.engine.stop();
   });

@@ -125,6 +125,7 @@ export interface ClientLike extends EventEmitter {
   ): Promise<WwebjsMessageLike | undefined | null>;
   getNumberId(number: string): Promise<{ _serialized: string } | null>;
   sendReaction(messageId: string, reaction: string): Promise<void>;
+  getMessageById(messageId: string): Promise<{ delete(everyone?: boolean): Promise<void> } | null>;
   getChatById(chatId: string): Promise<WwebjsChatLike | undefined>;
   requestPairingCode(phoneNumber: string, showNotification?: boolean): Promise<string>;
   /** RemoteAuth's backup, run on a clean stop. */
@@ -396,6 +397,20 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     }
     // WhatsApp gives a reaction no message id of its own: ours names it (acks never come).
     return `reaction_${engineMessageId}_${randomUUID()}`;
+  }
+
+  async revoke(chatId: string, engineMessageId: string): Promise<string> {
+    const client = this.readyClient();
+    let message: Awaited<ReturnType<ClientLike['getMessageById']>>;
+    try {
+      message = await client.getMessageById(engineMessageId);
+      if (message) await message.delete(true);
+    } catch (thrown) {
+      throw new EngineError('SEND_FAILED', `not deleted: ${toError(thrown).message}`, false);
+    }
+    if (!message)
+      throw new EngineError('SEND_FAILED', `WhatsApp Web has no message ${engineMessageId}`, true);
+    return `revoke_${engineMessageId}_${randomUUID()}`;
   }
 
   async findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null> {

@@ -20,7 +20,10 @@ export class MessageDto implements PublicMessage {
   sessionId: string;
   @ApiProperty({ example: '+49 151 2345 6789' })
   to: string;
-  @ApiProperty({ enum: ['text', 'media', 'location', 'contact', 'reaction'], example: 'text' })
+  @ApiProperty({
+    enum: ['text', 'media', 'location', 'contact', 'reaction', 'revoke'],
+    example: 'text',
+  })
   type: MessageType;
   @ApiProperty({
     enum: ['scheduled', 'queued', 'sending', 'sent', 'delivered', 'read', 'failed', 'cancelled'],

@@ -109,6 +109,25 @@ export class MessagesController {
     return this.messages.react(id, dto, sendContext(req));
   }
 
+  @Post(':id/revoke')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Delete one of our sent messages for everyone',
+    description:
+      'Queued like a message (type `revoke`). Only a message WhatsApp took can be deleted (409 otherwise: cancel a waiting one with DELETE); WhatsApp allows it for a limited time after sending.',
+  })
+  @IDEMPOTENCY_HEADER
+  @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
+  @ApiErrors(
+    { status: 400, description: 'Not one of our message ids' },
+    { status: 404, description: 'No such message' },
+    { status: 409, description: 'The message was not sent (yet)' },
+    { status: 503, description: 'No worker is running; nothing was queued' },
+  )
+  revoke(@Param('id') id: string, @Req() req: FastifyRequest) {
+    return this.messages.revoke(id, sendContext(req));
+  }
+
   @Delete(':id')
   @ApiOperation({
     summary: 'Cancel a scheduled or queued message',

@@ -87,6 +87,28 @@ export class MessagesService {
     );
   }
 
+  /**
+   * Deletes one of our messages for everyone, as a message of its own (type `revoke`) through
+   * the session's queue. Only a message WhatsApp took can be deleted: one still waiting is
+   * cancelled instead.
+   */
+  async revoke(messageId: string, context: SendContext): Promise<PublicMessage> {
+    if (!isMessageId(messageId))
+      throw new AppError('BAD_REQUEST', 'id must be one of our message ids (a UUID)');
+    const target = await this.messages.get(messageId);
+    if (!target) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
+    if (!target.engineMessageId)
+      throw new AppError(
+        'CONFLICT',
+        `Message ${messageId} is ${target.status}: only a sent message can be deleted (cancel one still waiting)`,
+      );
+    return this.enqueue(
+      { type: 'revoke' },
+      { sessionId: target.sessionId, to: target.to, chatId: target.chatId, replyTo: messageId },
+      context,
+    );
+  }
+
   /** Cancels a message still scheduled or queued; one being sent or sent is a 409. */
   async cancel(messageId: string): Promise<PublicMessage> {
     if (!isMessageId(messageId))

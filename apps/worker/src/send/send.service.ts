@@ -178,10 +178,12 @@ export class SendService {
     media: OutgoingMedia | null,
     options: SendOptions,
   ): Promise<string> {
-    if (record.reaction) {
+    if (record.reaction || record.type === 'revoke') {
       if (!options.quotedMessageId)
-        throw new EngineError('SEND_FAILED', 'a reaction needs the message it reacts to', true);
-      return engine.react(record.chatId, options.quotedMessageId, record.reaction.emoji);
+        throw new EngineError('SEND_FAILED', `a ${record.type} needs the message it acts on`, true);
+      return record.reaction
+        ? engine.react(record.chatId, options.quotedMessageId, record.reaction.emoji)
+        : engine.revoke(record.chatId, options.quotedMessageId);
     }
     if (media) return engine.sendMedia(record.chatId, media, options);
     if (record.location) return engine.sendLocation(record.chatId, record.location, options);
@@ -258,7 +260,8 @@ function contentFingerprint(record: MessageRecord, media: OutgoingMedia | null):
   if (record.location)
     return locationFingerprint(record.location.latitude, record.location.longitude);
   if (record.contact) return contactFingerprint(record.contact.phone);
-  // Reacting twice with one emoji changes nothing: a reaction is never looked for.
+  // Deleting or reacting twice changes nothing: neither is looked for in the chat.
+  if (record.type === 'revoke') return `revoke:${record.replyTo ?? ''}`;
   if (record.reaction) return reactionFingerprint(record.replyTo ?? '', record.reaction.emoji);
   return textFingerprint(record.text ?? '');
 }
