@@ -84,6 +84,21 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
     },
   );
 
+  it.each([
+    '/admin/queues/api/queues',
+    '/admin//queues/api/queues',
+    '/admin/queues/%61pi/queues',
+    '/%61dmin/queues/api/queues',
+    '/%61dmin/assets/admin.css',
+    '/admin/assets/admin.css',
+    '/admin//assets/admin.css',
+  ])('never serves %s (another spelling of a protected path) without credentials', async (path) => {
+    const answer = await request(stack, 'GET', path, { auth: null });
+    expect([401, 404]).toContain(answer.status);
+    expect(answer.text).not.toContain('send-main');
+    expect(answer.text).not.toContain('.badge');
+  });
+
   it('refuses a wrong password, a wrong user and a malformed header with 401', async () => {
     for (const auth of [basic(USER, 'wrong'), basic('root', PASSWORD), 'Basic !!!', 'Bearer x']) {
       const answer = await request(stack, 'GET', '/api/admin/sessions', { auth });

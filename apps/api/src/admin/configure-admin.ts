@@ -71,7 +71,9 @@ export async function configureAdmin(app: NestFastifyApplication): Promise<void>
   app.useBodyParser('application/x-www-form-urlencoded', { bodyLimit: FORM_LIMIT });
 
   server.addHook('onRequest', async (request, reply) => {
-    const path = pathOf(request);
+    // The route the request was matched to, not its raw URL: another spelling of a path
+    // (percent-encoded, doubled slashes) cannot reach a route without its checks.
+    const path = request.routeOptions.url ?? pathOf(request);
     if (!isUnder(path, '/admin') && !isUnder(path, '/api/admin')) return;
     await reply.helmet({
       contentSecurityPolicy: isUnder(path, QUEUES_PATH) ? QUEUES_CSP : ADMIN_CSP,
