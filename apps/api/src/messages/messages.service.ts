@@ -23,6 +23,9 @@ import type {
   SendTextDto,
 } from './send-message.dto.js';
 
+/** What a reply, a reaction or a deletion needs of the message it acts on. */
+type QuotedMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'chatId' | 'engineMessageId'>;
+
 const IDEMPOTENCY_TTL_MS = 24 * 3600_000;
 /** How far ahead a message may be scheduled. */
 const MAX_SCHEDULE_MS = 30 * 24 * 3600_000;
@@ -76,13 +79,10 @@ export class MessagesService {
         'BAD_REQUEST',
         'id must be a message id or a received message id (in_...)',
       );
-    const target = isMessageId(messageId)
-      ? await this.messages.get(messageId)
-      : await this.incoming.get(messageId);
-    if (!target) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
+    const target = await this.quotedMessage(messageId);
     return this.enqueue(
       { type: 'reaction', reaction: { emoji: dto.emoji } },
-      { sessionId: target.sessionId, to: target.chatId, chatId: target.chatId, replyTo: messageId },
+      { sessionId: target.sessionId, to: target.chatId, chatId: target.chatId, replyTo: target },
       context,
     );
   }
@@ -95,16 +95,15 @@ export class MessagesService {
   async revoke(messageId: string, context: SendContext): Promise<PublicMessage> {
     if (!isMessageId(messageId))
       throw new AppError('BAD_REQUEST', 'id must be one of our message ids (a UUID)');
-    const target = await this.messages.get(messageId);
-    if (!target) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
+    const target = await this.quotedMessage(messageId);
     if (!target.engineMessageId)
       throw new AppError(
         'CONFLICT',
-        `Message ${messageId} is ${target.status}: only a sent message can be deleted (cancel one still waiting)`,
+        `Message ${messageId} was not sent: only a sent message can be deleted (cancel one still waiting)`,
       );
     return this.enqueue(
       { type: 'revoke' },
-      { sessionId: target.sessionId, to: target.to, chatId: target.chatId, replyTo: messageId },
+      { sessionId: target.sessionId, to: target.chatId, chatId: target.chatId, replyTo: target },
       context,
     );
   }
@@ -156,7 +155,8 @@ export class MessagesService {
       /** The chat as WhatsApp names it, when known (a reaction's is its message's). */
       chatId?: string;
       sendAt?: string;
-      replyTo?: string;
+      /** An id as the client gave it, or the message already read by the caller. */
+      replyTo?: string | QuotedMessage;
     },
     context: SendContext,
   ): Promise<PublicMessage> {
@@ -165,6 +165,7 @@ export class MessagesService {
     const sendAt = scheduledTime(target.sendAt);
     const sessionId =
       target.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
+    const replyTo = typeof target.replyTo === 'string' ? target.replyTo : target.replyTo?.id;
     const quotedEngineId = target.replyTo
       ? await this.quotedEngineId(target.replyTo, sessionId, chatId)
       : null;
@@ -179,7 +180,7 @@ export class MessagesService {
             chatId,
             ...content,
             sendAt: sendAt?.toISOString(),
-            replyTo: target.replyTo,
+            replyTo,
           }),
         )
         .digest('hex');
@@ -209,7 +210,7 @@ export class MessagesService {
         chatId,
         ...content,
         sendAt: sendAt?.toISOString() ?? null,
-        replyTo: target.replyTo ?? null,
+        replyTo: replyTo ?? null,
         quotedEngineId,
       },
       Date.now() - this.config.workerStaleAfterMs,
@@ -249,23 +250,28 @@ export class MessagesService {
    * looked up again when the reply is sent.
    */
   private async quotedEngineId(
-    replyTo: string,
+    replyTo: string | QuotedMessage,
     sessionId: string,
     chatId: string,
   ): Promise<string | null> {
-    if (!isMessageId(replyTo) && !replyTo.startsWith('in_')) return replyTo;
-    const quoted = isMessageId(replyTo)
-      ? await this.messages.get(replyTo)
-      : await this.incoming.get(replyTo);
-    if (!quoted) throw new AppError('NOT_FOUND', `replyTo: message ${replyTo} does not exist`);
+    if (typeof replyTo === 'string' && !isMessageId(replyTo) && !replyTo.startsWith('in_'))
+      return replyTo;
+    const quoted = typeof replyTo === 'string' ? await this.quotedMessage(replyTo) : replyTo;
     // A received message's chat may be a @lid alias of the number: only clear ids compare.
     const comparable = /@(c|g)\.us$/.test(quoted.chatId);
     if (quoted.sessionId !== sessionId || (comparable && quoted.chatId !== chatId))
       throw new AppError(
         'BAD_REQUEST',
-        `replyTo: message ${replyTo} is not in this chat of session ${sessionId}`,
+        `replyTo: message ${quoted.id} is not in this chat of session ${sessionId}`,
       );
     return quoted.engineMessageId || null;
+  }
+
+  /** One of our messages (a UUID) or a received one (in_...), or a 404. */
+  private async quotedMessage(id: string): Promise<QuotedMessage> {
+    const quoted = isMessageId(id) ? await this.messages.get(id) : await this.incoming.get(id);
+    if (!quoted) throw new AppError('NOT_FOUND', `Message ${id} does not exist`);
+    return quoted;
   }
 
   /** A concurrent request with the same key may still be writing its record. */
