@@ -82,11 +82,14 @@ describe('placement: an even share per worker, and drain', () => {
       text: 'after the drain',
     });
     await stack.waitForStatus(sent.body.data.id, 'read', 20_000);
-    const listed = (await stack.call('GET', '/api/v1/workers')).body.data;
-    expect(listed.find((worker: { id: string }) => worker.id === firstId)).toMatchObject({
-      draining: true,
-      sessions: [],
-    });
+    // The listing shows what each worker reported at its last heartbeat.
+    await eventually(async () => {
+      const listed = (await stack.call('GET', '/api/v1/workers')).body.data;
+      expect(listed.find((worker: { id: string }) => worker.id === firstId)).toMatchObject({
+        draining: true,
+        sessions: [],
+      });
+    }, 5_000);
 
     // Undrained, it gets its share back.
     const undrained = await stack.call('DELETE', `/api/v1/workers/${firstId}/drain`);
