@@ -1,3 +1,4 @@
+import { createRedis } from '@app/status-store';
 import { eventually } from '../support/eventually.js';
 import { freePort } from '../support/global-setup.js';
 import { Stack } from '../support/stack.js';
@@ -6,10 +7,20 @@ import { exited, spawnApp } from '../support/worker-process.js';
 describe('SIGTERM to the api with a request in flight', () => {
   let stack: Stack;
   beforeAll(async () => {
-    // No worker: a pairing-code request then waits its full 20 s for a code, a slow request.
     stack = await Stack.start({}, { worker: false });
   }, 120_000);
   afterAll(() => stack.close());
+
+  /**
+   * A worker that holds the session's lease and takes calls but never answers: a pairing-code
+   * request then waits its full 20 s for a code, a slow request.
+   */
+  const silentOwner = async () => {
+    await stack.redis.set(stack.keys.lease('main'), 'silent-worker', 'PX', 60_000);
+    const listener = createRedis(stack.env.REDIS_URL, { blocking: true, name: 'silent-worker' });
+    await listener.subscribe(stack.keys.workerCalls('silent-worker'));
+    return listener;
+  };
 
   it('stops accepting connections, finishes the request in flight, then exits', async () => {
     const port = await freePort();
@@ -20,6 +31,7 @@ describe('SIGTERM to the api with a request in flight', () => {
       20_000,
     );
 
+    const owner = await silentOwner();
     const inFlight = fetch(`${base}/api/v1/sessions/main/pairing-code`, {
       method: 'POST',
       headers: { 'x-api-key': stack.env.API_KEY, 'content-type': 'application/json' },
@@ -35,5 +47,6 @@ describe('SIGTERM to the api with a request in flight', () => {
     expect(answer.status).toBe(503);
     expect((await answer.json()).error.code).toBe('UNAVAILABLE');
     expect(await exited(api)).toEqual({ code: null, signal: 'SIGTERM' });
+    owner.disconnect();
   }, 60_000);
 });

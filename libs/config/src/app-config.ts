@@ -141,6 +141,11 @@ export class AppConfig {
   @IntRange(0, 3_600_000)
   SEND_JITTER_MS = 0;
 
+  /** Look each number up before sending to it: NOT_ON_WHATSAPP instead of a silent drop. */
+  @toBool()
+  @IsBoolean()
+  SEND_CHECK_NUMBER = true;
+
   @IntRange(1, 50)
   SEND_ATTEMPTS = 5;
 

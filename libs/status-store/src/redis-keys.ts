@@ -157,6 +157,18 @@ export class RedisKeys {
   sessionEvents(): string {
     return `${this.root}:events:sessions`;
   }
+  /** Pub/sub channel on which a worker takes the calls made to the sessions it drives. */
+  workerCalls(workerId: string): string {
+    return `${this.root}:events:calls:${workerId}`;
+  }
+  /** Pub/sub channel on which one api process gets the answers to its calls. */
+  callReplies(callerId: string): string {
+    return `${this.root}:events:call-replies:${callerId}`;
+  }
+  /** A number lookup's answer, kept briefly (digits only). */
+  numberCheck(sessionId: string, digits: string): string {
+    return `${this.root}:number:${sessionId}:${digits}`;
+  }
   /** Pub/sub channel rung when a job is added to a session's send queue (wakes its consumer). */
   sendQueueBell(sessionId: string): string {
     return `${this.root}:events:send-queue:${sessionId}`;

@@ -4,12 +4,12 @@ import type { Redis } from 'ioredis';
 import { AppConfig } from '@app/config';
 import { createRedis } from './redis-connection.js';
 
-type ChannelHandler = (channel: string) => void;
+type ChannelHandler = (channel: string, message: string) => void;
 
 /**
  * The process's one pub/sub connection: every feature subscribes its channels here, so a
  * worker holds one subscriber whatever the number of sessions or features. Opened on first
- * use (the api never subscribes). After a reconnect ioredis subscribes again, but messages
+ * use (the api subscribes only when it makes a session call). After a reconnect ioredis subscribes again, but messages
  * published meanwhile are lost: `onReconnect` handlers catch up on them.
  */
 @Injectable()
@@ -61,9 +61,9 @@ export class RedisSubscriber implements OnApplicationShutdown {
 
   private open(): Redis {
     const client = createRedis(this.config.REDIS_URL, { blocking: true, name: 'subscriber' });
-    client.on('message', (channel: string) => {
+    client.on('message', (channel: string, message: string) => {
       try {
-        this.handlers.get(channel)?.(channel);
+        this.handlers.get(channel)?.(channel, message);
       } catch (err) {
         this.log.error({ channel, err: (err as Error).message }, 'subscriber handler failed');
       }

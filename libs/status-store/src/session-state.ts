@@ -15,8 +15,11 @@ export type SessionStatus = (typeof SESSION_STATUSES)[number];
 
 export type DesiredState = 'running' | 'stopped' | 'deleted';
 
-/** Commands the api records and the owning worker carries out, each a counter. */
-export type SessionCommand = 'restart' | 'logout' | 'pairing' | 'link';
+/**
+ * Commands the api records and the owning worker carries out, each a counter: intents kept
+ * on the session until a worker drives it (calls that need an answer now are SessionCalls).
+ */
+export type SessionCommand = 'restart' | 'logout' | 'link';
 
 export type CommandGenerations = Record<SessionCommand, { requested: number; applied: number }>;
 
@@ -36,8 +39,6 @@ export interface SessionView {
   desired: DesiredState;
   restartGeneration: number;
   commands: CommandGenerations;
-  /** Phone number of the latest pairing-code request. */
-  pairingPhone: string | null;
   status: SessionStatus;
   qr: string | null;
   pairingCode: string | null;

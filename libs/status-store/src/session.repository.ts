@@ -13,7 +13,7 @@ import type {
   SessionView,
 } from './session-state.js';
 
-const COMMANDS: SessionCommand[] = ['restart', 'logout', 'pairing', 'link'];
+const COMMANDS: SessionCommand[] = ['restart', 'logout', 'link'];
 
 // Writes observed state only while the session is registered: a late event of an engine
 // being stopped for a deleted session must not leave a half hash behind. Publishes the
@@ -108,15 +108,11 @@ export class SessionRepository {
   }
 
   /** Records a command for the owner to carry out (now, or whenever it next reconciles). */
-  async request(
-    sessionId: string,
-    command: SessionCommand,
-    fields: Record<string, string> = {},
-  ): Promise<number> {
+  async request(sessionId: string, command: SessionCommand): Promise<number> {
     const key = this.keys.session(sessionId);
     const results = await this.redis
       .multi()
-      .hset(key, { ...fields, [`${command}Requested`]: new Date().toISOString() })
+      .hset(key, `${command}Requested`, new Date().toISOString())
       .hincrby(key, `${command}Generation`, 1)
       .exec();
     await this.announce(sessionId);
@@ -192,6 +188,31 @@ export class SessionRepository {
     await this.announce(sessionId);
   }
 
+  /** A number lookup made through the session in the last `ttlMs`, if any. */
+  async cachedNumberCheck(
+    sessionId: string,
+    digits: string,
+  ): Promise<{ exists: boolean; chatId: string | null } | null> {
+    const raw = await this.redis.get(this.keys.numberCheck(sessionId, digits));
+    if (!raw) return null;
+    const parsed = JSON.parse(raw) as { exists: boolean; chatId: string | null };
+    return { exists: parsed.exists === true, chatId: parsed.chatId ?? null };
+  }
+
+  async cacheNumberCheck(
+    sessionId: string,
+    digits: string,
+    found: { exists: boolean; chatId: string | null },
+    ttlMs: number,
+  ): Promise<void> {
+    await this.redis.set(
+      this.keys.numberCheck(sessionId, digits),
+      JSON.stringify({ exists: found.exists, chatId: found.chatId }),
+      'PX',
+      ttlMs,
+    );
+  }
+
   /** Takes the messages queued for a sandbox session's engine, oldest first. */
   async takeSandboxIncoming(sessionId: string, count = 100): Promise<SandboxIncoming[]> {
     const taken = await this.redis.lpop(this.keys.sandboxIncoming(sessionId), count);
@@ -226,7 +247,6 @@ export function toSessionView(id: string, hash: Record<string, string>): Session
         },
       ]),
     ) as CommandGenerations,
-    pairingPhone: text('pairingPhone'),
     status: (hash.status as SessionStatus) ?? 'STOPPED',
     qr: text('qr'),
     pairingCode: text('pairingCode'),

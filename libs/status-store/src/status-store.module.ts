@@ -17,6 +17,7 @@ import { WebhookRepository, webhookTargetId } from './webhook.repository.js';
 import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
 import { RedisSubscriber } from './redis-subscriber.js';
 import { SendQueueBell } from './send-queue-bell.js';
+import { SessionCallClient, SessionCallServer } from './session-calls.js';
 
 /** Redis connection, key builder and the repositories in front of every Redis key. */
 @Global()
@@ -58,6 +59,8 @@ import { SendQueueBell } from './send-queue-bell.js';
     AuthArchiveRepository,
     RedisSubscriber,
     SendQueueBell,
+    SessionCallClient,
+    SessionCallServer,
   ],
   exports: [
     REDIS,
@@ -73,6 +76,8 @@ import { SendQueueBell } from './send-queue-bell.js';
     AuthArchiveRepository,
     RedisSubscriber,
     SendQueueBell,
+    SessionCallClient,
+    SessionCallServer,
   ],
 })
 export class StatusStoreModule implements OnApplicationShutdown {

@@ -22,6 +22,7 @@ export class EngineFactory {
         ackDelayMs: this.config.SANDBOX_ACK_DELAY_MS,
         mediaMaxBytes: this.config.MEDIA_MAX_BYTES,
         authStore: this.authStore,
+        checkNumber: this.config.SEND_CHECK_NUMBER,
       });
     }
     return new WwebjsEngine(sessionId, {
@@ -30,6 +31,7 @@ export class EngineFactory {
       mediaMaxBytes: this.config.MEDIA_MAX_BYTES,
       authStore: this.authStore,
       backupIntervalMs: this.config.AUTH_BACKUP_INTERVAL_MS,
+      checkNumber: this.config.SEND_CHECK_NUMBER,
     });
   }
 }

@@ -34,6 +34,12 @@ export interface SandboxOptions {
   sessionDir: string;
   linkDelayMs: number | 'manual';
   ackDelayMs: number;
+  /**
+   * SEND_CHECK_NUMBER. Numbers starting 000 have no account here: with the check a send to
+   * one fails NOT_ON_WHATSAPP; without it the send is taken and stays `sent`, as WhatsApp
+   * drops it.
+   */
+  checkNumber?: boolean;
 }
 
 export interface SandboxSend {
@@ -104,6 +110,17 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     if (this.options.linkDelayMs !== 'manual')
       this.later(this.options.linkDelayMs, () => void this.link());
     return code;
+  }
+
+  async checkNumber(digits: string): Promise<{ exists: boolean; chatId: string | null }> {
+    if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
+    const exists = this.exists(digits);
+    return { exists, chatId: exists ? `${digits}@c.us` : null };
+  }
+
+  /** Sandbox: every number has an account but those starting 000. */
+  private exists(digits: string): boolean {
+    return !digits.startsWith('000');
   }
 
   /** Links the session as if its QR had been scanned. */
@@ -247,7 +264,8 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
     const failure = this.failures.shift();
     if (failure) throw failure;
-    if (/^000/.test(chatId)) {
+    const noAccount = !this.exists(chatId.split('@')[0]);
+    if (noAccount && this.options.checkNumber !== false) {
       throw new EngineError(
         'NOT_ON_WHATSAPP',
         `${chatId.split('@')[0]} is not on WhatsApp (sandbox: numbers starting 000)`,
@@ -270,7 +288,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     const delay = this.options.ackDelayMs;
     this.later(0, () => this.emit('ack', engineMessageId, 'sent'));
     // WhatsApp reports no delivery or reading of a reaction or a deletion.
-    if (content.reaction || content.revoked) return engineMessageId;
+    if (content.reaction || content.revoked || noAccount) return engineMessageId;
     this.later(delay, () => this.emit('ack', engineMessageId, 'delivered'));
     this.later(delay * 2, () => this.emit('ack', engineMessageId, 'read'));
     return engineMessageId;

@@ -307,24 +307,6 @@ export class SessionManager
       this.createEngine(session.id);
       return;
     }
-    if (this.pending(session, 'pairing')) {
-      await this.sessions.markApplied(session.id, 'pairing', session.commands.pairing.requested);
-      try {
-        await engine.requestPairingCode(session.pairingPhone ?? '');
-      } catch (err) {
-        // The state stays as it is (the QR still shown): only the error is added.
-        await this.sessions.setObserved(
-          session.id,
-          {
-            status: this.statuses.get(session.id) ?? 'STARTING',
-            lastError: `pairing code: ${toError(err).message}`,
-          },
-          this.workerId,
-          new Date(),
-          { keepOthers: true },
-        );
-      }
-    }
     if (this.pending(session, 'link')) {
       await this.sessions.markApplied(session.id, 'link', session.commands.link.requested);
       await engine.link?.();

@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import { EngineFactory } from './engine-factory.js';
 import { MediaFetcher } from './media-fetcher.service.js';
 import { SessionManager } from './session-manager.service.js';
+import { SessionCallsHandler } from './session-calls.handler.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
 /** Engines, the session manager and the media fetcher: loaded by the worker only. */
@@ -34,6 +35,7 @@ import { WORKER_ID } from './whatsapp.tokens.js';
     EngineFactory,
     MediaFetcher,
     SessionManager,
+    SessionCallsHandler,
   ],
   exports: [SessionManager, MediaFetcher, AuthStore, WORKER_ID],
 })

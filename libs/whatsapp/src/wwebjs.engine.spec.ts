@@ -1175,6 +1175,30 @@ describe('WwebjsEngine sends', () => {
     await h.engine.stop();
   });
 
+  it('sends straight to the number, without a lookup, when SEND_CHECK_NUMBER is off', async () => {
+    const h = harness({ checkNumber: false });
+    const client = await startReady(h);
+    client.getNumberId.mockResolvedValue(null);
+    await h.engine.sendText('4915199@c.us', 'hi');
+    expect(client.getNumberId).not.toHaveBeenCalled();
+    expect(client.sendMessage.mock.calls[0][0]).toBe('4915199@c.us');
+    await h.engine.stop();
+  });
+
+  it('looks a number up through getNumberId for the number check', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    client.getNumberId.mockResolvedValueOnce({ _serialized: '5511987654321@c.us' });
+    await expect(h.engine.checkNumber('551187654321')).resolves.toEqual({
+      exists: true,
+      chatId: '5511987654321@c.us',
+    });
+    expect(client.getNumberId).toHaveBeenCalledWith('551187654321@c.us');
+    client.getNumberId.mockResolvedValueOnce(null);
+    await expect(h.engine.checkNumber('4915199')).resolves.toEqual({ exists: false, chatId: null });
+    await h.engine.stop();
+  });
+
   it('sends group messages without a number lookup', async () => {
     const h = harness();
     const client = await startReady(h);

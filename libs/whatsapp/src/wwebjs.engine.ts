@@ -154,6 +154,11 @@ export interface WwebjsEngineOptions {
   mediaMaxBytes?: number;
   /** A remote store (AUTH_STORE=redis|s3): the login is kept there through RemoteAuth. */
   authStore?: AuthStore;
+  /**
+   * SEND_CHECK_NUMBER: look a number up before sending to it, and fail with NOT_ON_WHATSAPP
+   * when it has no account (else WhatsApp drops such a message without a word).
+   */
+  checkNumber?: boolean;
   /** How often RemoteAuth backs a READY session's login up (at least 60 s). */
   backupIntervalMs?: number;
   createClient?: (options: WwebjsClientOptions) => ClientLike;
@@ -171,6 +176,7 @@ export const WWEBJS_ENGINE_DEFAULTS = {
   backoffMaxMs: 300_000,
   destroyTimeoutMs: 15_000,
   mediaMaxBytes: 16 * 1024 * 1024,
+  checkNumber: true,
 } as const;
 
 /** whatsapp-web.js MessageAck levels that move a sent message forward. */
@@ -339,6 +345,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     }
     if (attempt === this.attempt) this.showPairingCode(code);
     return code;
+  }
+
+  async checkNumber(digits: string): Promise<{ exists: boolean; chatId: string | null }> {
+    const numberId = await this.readyClient().getNumberId(`${digits}@c.us`);
+    return { exists: Boolean(numberId), chatId: numberId?._serialized ?? null };
   }
 
   async sendText(chatId: string, text: string, options?: SendOptions): Promise<string> {
@@ -966,7 +977,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
    * under (it can differ, e.g. Brazil's ninth digit), or null when it is not on WhatsApp.
    */
   private async resolveChatId(client: ClientLike, chatId: string): Promise<string | null> {
-    if (!chatId.endsWith('@c.us')) return chatId;
+    if (!chatId.endsWith('@c.us') || !this.settings.checkNumber) return chatId;
     const numberId = await client.getNumberId(chatId);
     return numberId ? numberId._serialized : null;
   }

@@ -42,6 +42,28 @@ export class PairingCodeDto {
   pairingCode: string;
 }
 
+export class NumberCheckDto {
+  @ApiProperty({ example: '4915123456789', description: 'The number looked up, digits only' })
+  number: string;
+
+  @ApiProperty({ example: true, description: 'Whether the number has a WhatsApp account' })
+  exists: boolean;
+
+  @ApiProperty({
+    example: '4915123456789@c.us',
+    nullable: true,
+    type: String,
+    description: 'The chat id WhatsApp knows the number by (null when it has no account)',
+  })
+  chatId: string | null;
+
+  @ApiProperty({
+    example: false,
+    description: 'Answered from a lookup of the last 10 minutes, without asking WhatsApp',
+  })
+  cached: boolean;
+}
+
 export class ActiveSessionDto {
   @ApiProperty({ example: 'main' })
   id: string;

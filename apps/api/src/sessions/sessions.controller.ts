@@ -16,6 +16,7 @@ import { SessionStatusDto } from './session.dto.js';
 import {
   ActiveSessionDto,
   CreateSessionDto,
+  NumberCheckDto,
   PairingCodeDto,
   PairingCodeRequestDto,
   SessionCommandAcceptedDto,
@@ -116,11 +117,35 @@ export class SessionsController {
   @ApiEnvelope(PairingCodeDto)
   @ApiErrors(
     { status: 404, description: 'No such session' },
-    { status: 409, description: 'Already linked, or not waiting to be linked' },
-    { status: 503, description: 'No worker produced a code in time' },
+    { status: 409, description: 'Already linked, not waiting to be linked, or refused' },
+    { status: 503, description: 'No worker drives the session, or none produced a code in time' },
   )
   pairingCode(@Param('id') id: string, @Body() dto: PairingCodeRequestDto) {
     return this.sessions.requestPairingCode(id, dto.phone);
+  }
+
+  @Get(':id/contacts/:number/exists')
+  @ApiOperation({
+    summary: 'Whether a number has WhatsApp',
+    description:
+      'Asks WhatsApp through the session (which must be READY); answers are kept 10 minutes. ' +
+      'Waits up to 10 s for the worker that drives the session.',
+  })
+  @SESSION_ID
+  @ApiParam({
+    name: 'number',
+    example: '4915123456789',
+    description: 'Phone number in international format, digits (a leading + is allowed)',
+  })
+  @ApiEnvelope(NumberCheckDto)
+  @ApiErrors(
+    { status: 400, description: 'Malformed session id or number' },
+    { status: 404, description: 'No such session' },
+    { status: 409, description: 'The session is not READY, or WhatsApp refused the lookup' },
+    { status: 503, description: 'No worker drives the session now, or it did not answer' },
+  )
+  checkNumber(@Param('id') id: string, @Param('number') number: string) {
+    return this.sessions.checkNumber(id, number);
   }
 
   @Post(':id/reconnect')

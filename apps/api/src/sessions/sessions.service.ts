@@ -1,14 +1,34 @@
 import { Injectable } from '@nestjs/common';
-import { setTimeout as sleep } from 'node:timers/promises';
 import QRCode from 'qrcode';
 import { AppError, assertSessionId, phoneDigits } from '@app/common';
 import { AppConfig } from '@app/config';
-import { SessionRepository, WorkerRepository, type SessionView } from '@app/status-store';
+import {
+  SessionCallClient,
+  SessionCallError,
+  SessionRepository,
+  WorkerRepository,
+  type SessionCallArgs,
+  type SessionCallName,
+  type SessionCallResult,
+  type SessionView,
+} from '@app/status-store';
 import type { SessionStatusDto } from './session.dto.js';
-import type { SessionCommandAcceptedDto } from './session-commands.dto.js';
+import type { NumberCheckDto, SessionCommandAcceptedDto } from './session-commands.dto.js';
 
 /** How long a pairing-code request waits for the owning worker to produce the code. */
 const PAIRING_WAIT_MS = 20_000;
+/** How long a number lookup waits for the owning worker's answer. */
+const NUMBER_CHECK_WAIT_MS = 10_000;
+/** How long a number lookup's answer is kept (accounts are rarely made or deleted). */
+export const NUMBER_CHECK_CACHE_MS = 10 * 60_000;
+
+/** What a failed session call answers over HTTP. */
+const CALL_FAILURE_CODES = {
+  NOT_DRIVEN: 'UNAVAILABLE',
+  TIMEOUT: 'UNAVAILABLE',
+  NOT_READY: 'CONFLICT',
+  REFUSED: 'CONFLICT',
+} as const;
 
 /**
  * Sessions as the api sees them: it records desired state and commands in Redis; the worker
@@ -20,6 +40,7 @@ export class SessionsService {
     private readonly config: AppConfig,
     private readonly sessions: SessionRepository,
     private readonly workers: WorkerRepository,
+    private readonly calls: SessionCallClient,
   ) {}
 
   async list(): Promise<SessionStatusDto[]> {
@@ -109,22 +130,35 @@ export class SessionsService {
     const digits = phoneDigits(phone);
     if (!digits)
       throw new AppError('BAD_REQUEST', 'phone must be 7-15 digits in international format');
-    const generation = await this.sessions.request(sessionId, 'pairing', { pairingPhone: digits });
-    const deadline = Date.now() + PAIRING_WAIT_MS;
-    while (Date.now() < deadline) {
-      await sleep(100);
-      const now = await this.sessions.get(sessionId);
-      if (!now) break;
-      if (now.commands.pairing.applied >= generation) {
-        if (now.pairingCode) return { pairingCode: now.pairingCode };
-        if (now.lastError?.startsWith('pairing code:'))
-          throw new AppError('CONFLICT', now.lastError);
-      }
+    return this.call(sessionId, 'pairingCode', { phone: digits }, PAIRING_WAIT_MS);
+  }
+
+  /** Whether a number has WhatsApp, as the session's client sees it; answers kept briefly. */
+  async checkNumber(sessionId: string, number: string): Promise<NumberCheckDto> {
+    await this.existing(sessionId);
+    const digits = phoneDigits(number);
+    if (!digits)
+      throw new AppError('BAD_REQUEST', 'number must be 7-15 digits in international format');
+    const cached = await this.sessions.cachedNumberCheck(sessionId, digits);
+    if (cached) return { number: digits, ...cached, cached: true };
+    const found = await this.call(sessionId, 'checkNumber', { digits }, NUMBER_CHECK_WAIT_MS);
+    await this.sessions.cacheNumberCheck(sessionId, digits, found, NUMBER_CHECK_CACHE_MS);
+    return { number: digits, ...found, cached: false };
+  }
+
+  private async call<N extends SessionCallName>(
+    sessionId: string,
+    name: N,
+    args: SessionCallArgs<N>,
+    timeoutMs: number,
+  ): Promise<SessionCallResult<N>> {
+    try {
+      return await this.calls.call(sessionId, name, args, timeoutMs);
+    } catch (err) {
+      if (!(err instanceof SessionCallError)) throw err;
+      const hint = err.failure === 'NOT_DRIVEN' ? '; is the session running?' : '';
+      throw new AppError(CALL_FAILURE_CODES[err.failure], `${err.message}${hint}`);
     }
-    throw new AppError(
-      'UNAVAILABLE',
-      `No worker produced a pairing code for ${sessionId} in time; is the session running?`,
-    );
   }
 
   /** The current QR as a PNG, for a person to scan. */

@@ -1,0 +1,103 @@
+import { eventually } from '../support/eventually.js';
+import { Stack } from '../support/stack.js';
+
+describe('number check: GET /api/v1/sessions/:id/contacts/:number/exists', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ SANDBOX_LINK_DELAY_MS: 'manual' });
+    await eventually(async () =>
+      expect((await stack.call('POST', '/api/v1/sessions/main/link')).status).toBe(202),
+    );
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  const check = (session: string, number: string) =>
+    stack.call('GET', `/api/v1/sessions/${session}/contacts/${number}/exists`);
+
+  it('asks the session, then answers from a brief cache', async () => {
+    const first = await check('main', '+4915123456789');
+    expect(first.status).toBe(200);
+    expect(first.body.data).toEqual({
+      number: '4915123456789',
+      exists: true,
+      chatId: '4915123456789@c.us',
+      cached: false,
+    });
+    const ttl = await stack.redis.pttl(stack.keys.numberCheck('main', '4915123456789'));
+    expect(ttl).toBeGreaterThan(9 * 60_000);
+    expect((await check('main', '4915123456789')).body.data).toMatchObject({
+      exists: true,
+      cached: true,
+    });
+  });
+
+  it('says a number without an account does not exist', async () => {
+    const answer = await check('main', '000123456789');
+    expect(answer.status).toBe(200);
+    expect(answer.body.data).toEqual({
+      number: '000123456789',
+      exists: false,
+      chatId: null,
+      cached: false,
+    });
+  });
+
+  it('answers a bad number 400, an unknown session 404, a session not READY 409', async () => {
+    const bad = await check('main', 'call-me');
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.message).toContain('number');
+    expect((await check('nosuch', '4915123456789')).status).toBe(404);
+
+    // A new session waits for its QR to be scanned.
+    await stack.call('POST', '/api/v1/sessions', { id: 'waiting' });
+    await eventually(async () =>
+      expect(await stack.redis.get(stack.keys.lease('waiting'))).toBeTruthy(),
+    );
+    const notReady = await eventually(async () => {
+      const answer = await check('waiting', '4915000000001');
+      expect(answer.status).toBe(409);
+      return answer;
+    });
+    expect(notReady.body.error.message).toContain('not READY');
+  });
+
+  it('answers 503 at once when the worker that holds the session is gone', async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'orphan' });
+    await eventually(async () =>
+      expect(await stack.redis.get(stack.keys.lease('orphan'))).toBeTruthy(),
+    );
+    // Its lease names a worker that died: nobody listens for its calls.
+    await stack.redis.set(stack.keys.lease('orphan'), 'gone-worker', 'PX', 60_000);
+    const started = performance.now();
+    const answer = await check('orphan', '4915123456789');
+    expect(answer.status).toBe(503);
+    expect(answer.body.error.code).toBe('UNAVAILABLE');
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+});
+
+describe('SEND_CHECK_NUMBER=false: no lookup before a send', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await Stack.start({ SEND_CHECK_NUMBER: 'false' });
+    await stack.waitReady();
+  });
+  afterAll(() => stack.close());
+
+  it('sends to a number without WhatsApp, which then stays at sent (WhatsApp drops it)', async () => {
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      to: '000123456789',
+      text: 'nobody home',
+    });
+    expect(sent.status).toBe(202);
+    await stack.waitForStatus(sent.body.data.id, 'sent');
+    const reached = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915123456789',
+      text: 'somebody home',
+    });
+    await stack.waitForStatus(reached.body.data.id, 'read');
+    const record = (await stack.call('GET', `/api/v1/messages/${sent.body.data.id}`)).body.data;
+    expect(record).toMatchObject({ status: 'sent', error: null });
+  });
+});
