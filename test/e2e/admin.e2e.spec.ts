@@ -189,6 +189,53 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
     expect(ok.json.data.id).toBe('x1');
   });
 
+  it('serves the session actions of /api/v1 under /api/admin behind the admin login only', async () => {
+    const apiKey = { 'x-api-key': stack.env.API_KEY };
+    // The admin set takes the admin login, not an API key; the public set the other way round.
+    const keyOnAdmin = await request(stack, 'POST', '/api/admin/sessions/main/reconnect', {
+      auth: null,
+      headers: apiKey,
+    });
+    expect(keyOnAdmin.status).toBe(401);
+    const loginOnPublic = await request(stack, 'POST', '/api/v1/sessions/main/reconnect');
+    expect(loginOnPublic.status).toBe(401);
+    expect(loginOnPublic.json.error.message).toContain('x-api-key');
+
+    // One definition: the same operations, the same answers, under both prefixes.
+    const doc = (await (await fetch(`${stack.url}/api/openapi`)).json()) as {
+      paths: Record<string, Record<string, { summary?: string; operationId?: string }>>;
+    };
+    const operations = (prefix: string, controller: string) =>
+      Object.entries(doc.paths)
+        .filter(([path]) => path.startsWith(prefix))
+        .flatMap(([path, ops]) =>
+          Object.entries(ops)
+            .filter(([, op]) => op.operationId?.startsWith(`${controller}_`))
+            .map(([method, op]) => `${method} ${path.slice(prefix.length)} ${op.summary}`),
+        );
+    const admin = operations('/api/admin/sessions', 'AdminSessionActionsController');
+    expect(admin).toEqual(
+      expect.arrayContaining([
+        'post  Create a session and start it',
+        'post /{id}/reconnect Restart the session (keeps the link)',
+        'post /{id}/pairing-code Link by phone number instead of QR',
+        'delete /{id} Stop the session, delete its login and unregister it',
+      ]),
+    );
+    expect(admin).toHaveLength(7);
+    const publicOnes = operations('/api/v1/sessions', 'SessionsController');
+    for (const action of admin) expect(publicOnes).toContain(action);
+
+    const { token, cookie } = await csrf(stack);
+    const qr = await request(stack, 'GET', '/api/admin/sessions/nosuch/qr');
+    expect(qr.status).toBe(404);
+    const reconnect = await request(stack, 'POST', '/api/admin/sessions/main/reconnect', {
+      headers: { cookie, 'x-csrf-token': token, origin: stack.url },
+    });
+    expect(reconnect.status).toBe(202);
+    expect(reconnect.json.data).toMatchObject({ id: 'main' });
+  });
+
   it('creates a session with a form post and redirects to its page with a flash message', async () => {
     const page = await request(stack, 'GET', '/admin');
     const token = /name="csrf-token" content="([^"]+)"/.exec(page.text)?.[1];

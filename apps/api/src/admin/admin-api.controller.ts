@@ -1,32 +1,11 @@
-import {
-  Body,
-  Controller,
-  Delete,
-  Get,
-  Header,
-  HttpCode,
-  Param,
-  Post,
-  Put,
-  Req,
-  Res,
-  StreamableFile,
-} from '@nestjs/common';
-import { ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Get, Header, HttpCode, Param, Post, Req, Res } from '@nestjs/common';
+import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SandboxIncomingAcceptedDto } from '../inbox/inbox.dto.js';
 import { MessageDto } from '../messages/message.dto.js';
 import { MessagesService } from '../messages/messages.service.js';
-import { SessionStatusDto } from '../sessions/session.dto.js';
-import {
-  ActiveSessionDto,
-  CreateSessionDto,
-  PairingCodeDto,
-  PairingCodeRequestDto,
-  SessionCommandAcceptedDto,
-  SetActiveSessionDto,
-} from '../sessions/session-commands.dto.js';
+import { SESSION_ID, SessionActions, UNKNOWN } from '../sessions/session-actions.js';
 import { SessionsService } from '../sessions/sessions.service.js';
 import { DeliveryDto } from '../webhooks/webhook.dto.js';
 import { AdminAccess } from './admin-access.service.js';
@@ -40,20 +19,27 @@ import {
 } from './admin.dto.js';
 import { AdminService } from './admin.service.js';
 
-const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
-const UNKNOWN = ApiErrors(
-  { status: 400, description: 'Malformed session id' },
-  { status: 404, description: 'No such session' },
-);
+/**
+ * The session actions of /api/v1/sessions (create, QR, pairing code, reconnect, logout, link,
+ * delete) for the admin pages: the same routes behind the admin login and CSRF token.
+ */
+@ApiTags('admin')
+@AdminAuth()
+@AdminCsrf({ forUnsafeMethods: true })
+@Controller('api/admin/sessions')
+export class AdminSessionActionsController extends SessionActions {
+  constructor(sessions: SessionsService) {
+    super(sessions);
+  }
+}
 
-/** The JSON routes the admin pages call (polling, actions, test sends). */
+/** The JSON routes only the admin pages call (polling, test sends, replays). */
 @ApiTags('admin')
 @AdminAuth()
 @Controller('api/admin')
 export class AdminApiController {
   constructor(
     private readonly admin: AdminService,
-    private readonly sessions: SessionsService,
     private readonly messages: MessagesService,
     private readonly access: AdminAccess,
   ) {}
@@ -84,27 +70,6 @@ export class AdminApiController {
     return this.admin.overview();
   }
 
-  @Post('sessions')
-  @AdminCsrf()
-  @ApiOperation({ summary: 'Create a session; a worker starts it and shows a QR' })
-  @ApiEnvelope(SessionStatusDto, { status: 201 })
-  @ApiErrors(
-    { status: 400, description: 'Malformed id' },
-    { status: 409, description: 'A session with this id exists' },
-  )
-  create(@Body() dto: CreateSessionDto) {
-    return this.sessions.create(dto.id);
-  }
-
-  @Put('active')
-  @AdminCsrf()
-  @ApiOperation({ summary: 'Choose the active session (used when a send omits sessionId)' })
-  @ApiEnvelope(ActiveSessionDto)
-  @UNKNOWN
-  setActive(@Body() dto: SetActiveSessionDto) {
-    return this.sessions.setActive(dto.id);
-  }
-
   @Get('sessions/:id')
   @Header('Cache-Control', 'no-store')
   @ApiOperation({
@@ -117,92 +82,6 @@ export class AdminApiController {
   @UNKNOWN
   detail(@Param('id') id: string) {
     return this.admin.detail(id);
-  }
-
-  @Get('sessions/:id/qr')
-  @Header('Cache-Control', 'no-store')
-  @ApiOperation({ summary: 'The QR code to scan, as a PNG (404 once linked)' })
-  @SESSION_ID
-  @ApiProduces('image/png')
-  @ApiResponse({
-    status: 200,
-    description: 'PNG image',
-    content: { 'image/png': { schema: { type: 'string', format: 'binary' } } },
-  })
-  @ApiErrors(
-    { status: 400, description: 'Malformed session id' },
-    { status: 404, description: 'No such session, or no QR right now' },
-  )
-  async qr(@Param('id') id: string) {
-    return new StreamableFile(await this.sessions.qrPng(id), {
-      type: 'image/png',
-      disposition: 'inline',
-    });
-  }
-
-  @Post('sessions/:id/pairing-code')
-  @HttpCode(200)
-  @AdminCsrf()
-  @ApiOperation({
-    summary: 'Link by phone number instead of QR',
-    description: 'Waits up to 20 s for the worker to produce the code.',
-  })
-  @SESSION_ID
-  @ApiEnvelope(PairingCodeDto)
-  @ApiErrors(
-    { status: 404, description: 'No such session' },
-    { status: 409, description: 'Already linked, or not waiting to be linked' },
-    { status: 503, description: 'No worker produced a code in time' },
-  )
-  pairingCode(@Param('id') id: string, @Body() dto: PairingCodeRequestDto) {
-    return this.sessions.requestPairingCode(id, dto.phone);
-  }
-
-  @Post('sessions/:id/reconnect')
-  @HttpCode(202)
-  @AdminCsrf()
-  @ApiOperation({ summary: 'Restart the session (keeps the link)' })
-  @SESSION_ID
-  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
-  @UNKNOWN
-  reconnect(@Param('id') id: string) {
-    return this.sessions.reconnect(id);
-  }
-
-  @Post('sessions/:id/logout')
-  @HttpCode(202)
-  @AdminCsrf()
-  @ApiOperation({ summary: 'Unlink the phone and delete its login; a new QR follows' })
-  @SESSION_ID
-  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
-  @UNKNOWN
-  logout(@Param('id') id: string) {
-    return this.sessions.logout(id);
-  }
-
-  @Post('sessions/:id/link')
-  @HttpCode(202)
-  @AdminCsrf()
-  @ApiOperation({ summary: 'Sandbox only: link now, as if the QR had been scanned' })
-  @SESSION_ID
-  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
-  @ApiErrors(
-    { status: 404, description: 'No such session' },
-    { status: 409, description: 'Not the sandbox engine' },
-  )
-  link(@Param('id') id: string) {
-    return this.sessions.link(id);
-  }
-
-  @Delete('sessions/:id')
-  @HttpCode(202)
-  @AdminCsrf()
-  @ApiOperation({ summary: 'Stop the session, delete its login and unregister it' })
-  @SESSION_ID
-  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
-  @UNKNOWN
-  remove(@Param('id') id: string) {
-    return this.sessions.remove(id);
   }
 
   @Post('sessions/:id/messages')

@@ -26,13 +26,17 @@ export const AdminAuth = () =>
     }),
   );
 
-/** Documents the CSRF token a state-changing admin route requires. */
-export const AdminCsrf = () =>
+/**
+ * Documents the CSRF token a state-changing admin route requires; on a controller that also
+ * has reading routes (`forUnsafeMethods`), as required on POST, PUT and DELETE only.
+ */
+export const AdminCsrf = (options: { forUnsafeMethods?: boolean } = {}) =>
   applyDecorators(
     ApiHeader({
       name: CSRF_HEADER,
-      required: true,
+      required: !options.forUnsafeMethods,
       description:
+        (options.forUnsafeMethods ? 'Required on POST, PUT and DELETE. ' : '') +
         'Token from GET /api/admin/csrf-token (the admin pages send it themselves); the cookie it sets must come along',
     }),
     ApiForbiddenResponse({

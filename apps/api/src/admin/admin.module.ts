@@ -11,7 +11,7 @@ import { MessagesService } from '../messages/messages.service.js';
 import { SessionsService } from '../sessions/sessions.service.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { AdminAccess } from './admin-access.service.js';
-import { AdminApiController } from './admin-api.controller.js';
+import { AdminApiController, AdminSessionActionsController } from './admin-api.controller.js';
 import { AdminPagesController } from './admin-pages.controller.js';
 import { AdminViews } from './admin-views.service.js';
 import { AdminService } from './admin.service.js';
@@ -42,7 +42,7 @@ export class AdminModule {
       return { module: AdminModule, providers: [AdminNotMountedNotice] };
     return {
       module: AdminModule,
-      controllers: [AdminApiController, AdminPagesController],
+      controllers: [AdminApiController, AdminSessionActionsController, AdminPagesController],
       providers: [
         AdminAccess,
         AdminViews,

@@ -1,60 +1,25 @@
-import {
-  Body,
-  Controller,
-  Delete,
-  Get,
-  HttpCode,
-  Param,
-  Post,
-  Put,
-  StreamableFile,
-} from '@nestjs/common';
-import { ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Get, Param, Put } from '@nestjs/common';
+import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SessionStatusDto } from './session.dto.js';
-import {
-  ActiveSessionDto,
-  CreateSessionDto,
-  NumberCheckDto,
-  PairingCodeDto,
-  PairingCodeRequestDto,
-  SessionCommandAcceptedDto,
-  SetActiveSessionDto,
-} from './session-commands.dto.js';
+import { ActiveSessionDto, NumberCheckDto, SetActiveSessionDto } from './session-commands.dto.js';
+import { SESSION_ID, SessionActions, UNKNOWN } from './session-actions.js';
 import { SessionsService } from './sessions.service.js';
-
-const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
-const UNKNOWN = ApiErrors(
-  { status: 400, description: 'Malformed session id' },
-  { status: 404, description: 'No such session' },
-);
 
 @ApiTags('sessions')
 @ApiKeyAuth()
 @Controller('api/v1/sessions')
-export class SessionsController {
-  constructor(private readonly sessions: SessionsService) {}
+export class SessionsController extends SessionActions {
+  constructor(sessions: SessionsService) {
+    super(sessions);
+  }
 
   @Get()
   @ApiOperation({ summary: 'Every registered session with its status' })
   @ApiEnvelope(SessionStatusDto, { isArray: true })
   list() {
     return this.sessions.list();
-  }
-
-  @Post()
-  @ApiOperation({
-    summary: 'Create a session and start it',
-    description: 'A worker picks it up and shows a QR to scan.',
-  })
-  @ApiEnvelope(SessionStatusDto, { status: 201, description: 'Registered; a worker starts it' })
-  @ApiErrors(
-    { status: 400, description: 'Malformed id' },
-    { status: 409, description: 'A session with this id exists' },
-  )
-  create(@Body() dto: CreateSessionDto) {
-    return this.sessions.create(dto.id);
   }
 
   @Get('active')
@@ -81,49 +46,6 @@ export class SessionsController {
     return this.sessions.status(id);
   }
 
-  @Get(':id/qr')
-  @ApiOperation({
-    summary: 'The QR code to scan, as a PNG',
-    description: 'Refreshes while the session waits; 404 once linked.',
-  })
-  @SESSION_ID
-  @ApiProduces('image/png')
-  @ApiResponse({
-    status: 200,
-    description: 'PNG image',
-    content: { 'image/png': { schema: { type: 'string', format: 'binary' } } },
-  })
-  @ApiErrors(
-    { status: 400, description: 'Malformed session id' },
-    {
-      status: 404,
-      description: 'No such session, or no QR right now (the message says the status)',
-    },
-  )
-  async qr(@Param('id') id: string) {
-    return new StreamableFile(await this.sessions.qrPng(id), {
-      type: 'image/png',
-      disposition: 'inline',
-    });
-  }
-
-  @Post(':id/pairing-code')
-  @HttpCode(200)
-  @ApiOperation({
-    summary: 'Link by phone number instead of QR',
-    description: 'Waits up to 20 s for the worker to produce the code.',
-  })
-  @SESSION_ID
-  @ApiEnvelope(PairingCodeDto)
-  @ApiErrors(
-    { status: 404, description: 'No such session' },
-    { status: 409, description: 'Already linked, not waiting to be linked, or refused' },
-    { status: 503, description: 'No worker drives the session, or none produced a code in time' },
-  )
-  pairingCode(@Param('id') id: string, @Body() dto: PairingCodeRequestDto) {
-    return this.sessions.requestPairingCode(id, dto.phone);
-  }
-
   @Get(':id/contacts/:number/exists')
   @ApiOperation({
     summary: 'Whether a number has WhatsApp',
@@ -146,51 +68,5 @@ export class SessionsController {
   )
   checkNumber(@Param('id') id: string, @Param('number') number: string) {
     return this.sessions.checkNumber(id, number);
-  }
-
-  @Post(':id/reconnect')
-  @HttpCode(202)
-  @ApiOperation({ summary: 'Restart the session (keeps the link)' })
-  @SESSION_ID
-  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
-  @UNKNOWN
-  reconnect(@Param('id') id: string) {
-    return this.sessions.reconnect(id);
-  }
-
-  @Post(':id/logout')
-  @HttpCode(202)
-  @ApiOperation({
-    summary: 'Unlink the phone and delete its login',
-    description: 'The session stays and shows a new QR.',
-  })
-  @SESSION_ID
-  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
-  @UNKNOWN
-  logout(@Param('id') id: string) {
-    return this.sessions.logout(id);
-  }
-
-  @Post(':id/link')
-  @HttpCode(202)
-  @ApiOperation({ summary: 'Sandbox only: link now, as if the QR had been scanned' })
-  @SESSION_ID
-  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
-  @ApiErrors(
-    { status: 404, description: 'No such session' },
-    { status: 409, description: 'Not the sandbox engine' },
-  )
-  link(@Param('id') id: string) {
-    return this.sessions.link(id);
-  }
-
-  @Delete(':id')
-  @HttpCode(202)
-  @ApiOperation({ summary: 'Stop the session, delete its login and unregister it' })
-  @SESSION_ID
-  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
-  @UNKNOWN
-  remove(@Param('id') id: string) {
-    return this.sessions.remove(id);
   }
 }
