@@ -1,15 +1,11 @@
 import { createRedis } from '@app/status-store';
 import { eventually } from '../support/eventually.js';
 import { freePort } from '../support/global-setup.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 import { exited, spawnApp } from '../support/worker-process.js';
 
 describe('SIGTERM to the api with a request in flight', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    stack = await Stack.start({}, { worker: false });
-  }, 120_000);
-  afterAll(() => stack.close());
+  const stack = useStack({}, { worker: false });
 
   /**
    * A worker that holds the session's lease and takes calls but never answers: a pairing-code

@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 import { WebhookReceiver } from '../support/webhook-receiver.js';
 import { exited, spawnWorker } from '../support/worker-process.js';
 
@@ -8,27 +8,23 @@ const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 const MESSAGES = 8;
 
 describe('webhook deliveries across a worker SIGKILL', () => {
-  let stack: Stack;
   let hook: WebhookReceiver;
   const workers: ChildProcess[] = [];
 
-  beforeAll(async () => {
-    stack = await Stack.start(
-      {
-        WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
-        WEBHOOK_BACKOFF_MS: '50',
-        WEBHOOK_MAX_ATTEMPTS: '30',
-        WEBHOOK_TIMEOUT_MS: '60000',
-        WORKER_HEARTBEAT_MS: '300',
-        SANDBOX_ACK_DELAY_MS: '10',
-      },
-      { worker: false },
-    );
-  });
+  const stack = useStack(
+    {
+      WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+      WEBHOOK_BACKOFF_MS: '50',
+      WEBHOOK_MAX_ATTEMPTS: '30',
+      WEBHOOK_TIMEOUT_MS: '60000',
+      WORKER_HEARTBEAT_MS: '300',
+      SANDBOX_ACK_DELAY_MS: '10',
+    },
+    { worker: false },
+  );
   afterAll(async () => {
     for (const child of workers) if (child.exitCode === null) child.kill('SIGKILL');
     await hook?.close();
-    await stack.close();
   });
 
   it('delivers every event once the next worker runs, in order, none lost', async () => {

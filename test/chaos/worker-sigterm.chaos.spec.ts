@@ -3,22 +3,18 @@ import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { textFingerprint } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 import { exited, spawnWorker } from '../support/worker-process.js';
 
 describe('SIGTERM to a worker with messages in flight', () => {
-  let stack: Stack;
   const children: ChildProcess[] = [];
 
-  beforeAll(async () => {
-    stack = await Stack.start(
-      { SEND_MIN_INTERVAL_MS: '250', SHUTDOWN_TIMEOUT_MS: '10000', WORKER_HEARTBEAT_MS: '2000' },
-      { worker: false },
-    );
-  }, 120_000);
+  const stack = useStack(
+    { SEND_MIN_INTERVAL_MS: '250', SHUTDOWN_TIMEOUT_MS: '10000', WORKER_HEARTBEAT_MS: '2000' },
+    { worker: false },
+  );
   afterAll(async () => {
     for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
-    await stack.close();
   });
 
   it('finishes the send in flight, hands its sessions back at once, exits in time, and nothing is sent twice', async () => {

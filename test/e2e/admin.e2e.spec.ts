@@ -1,5 +1,5 @@
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { Stack, useStack } from '../support/stack.js';
 import { WebhookReceiver } from '../support/webhook-receiver.js';
 
 const USER = 'admin';
@@ -64,15 +64,11 @@ async function csrf(stack: Stack): Promise<{ token: string; cookie: string }> {
 }
 
 describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    stack = await Stack.start({
-      ADMIN_USERNAME: USER,
-      ADMIN_PASSWORD: PASSWORD,
-      SANDBOX_LINK_DELAY_MS: 'manual',
-    });
+  const stack = useStack({
+    ADMIN_USERNAME: USER,
+    ADMIN_PASSWORD: PASSWORD,
+    SANDBOX_LINK_DELAY_MS: 'manual',
   });
-  afterAll(() => stack.close());
 
   it.each(['/admin', '/admin/sessions/main', '/api/admin/sessions', '/admin/queues'])(
     'answers %s without credentials with 401 and a Basic WWW-Authenticate challenge',

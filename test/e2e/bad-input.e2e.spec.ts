@@ -1,4 +1,4 @@
-import { Stack, TEST_API_KEY } from '../support/stack.js';
+import { TEST_API_KEY, useStack } from '../support/stack.js';
 
 /**
  * One malformed request. `body` is sent as JSON; `raw` is sent as it is (for bodies that are
@@ -146,15 +146,12 @@ const BAD_REQUESTS: BadRequest[] = [
 ];
 
 describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => {
-  let stack: Stack;
-
+  const stack = useStack();
   beforeAll(async () => {
-    stack = await Stack.start();
     // With the worker alive, a bad request that slipped through would be accepted (and
     // counted below) rather than refused with 503.
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   // Our own fetch rather than stack.call: rows need raw bodies and leaving headers out.
   async function send(row: BadRequest): Promise<{ status: number; body: any }> {

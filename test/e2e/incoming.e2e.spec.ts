@@ -1,6 +1,6 @@
 import { IncomingRepository, incomingMessageId } from '@app/status-store';
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 
 const PNG = Buffer.from(
   'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==',
@@ -8,12 +8,10 @@ const PNG = Buffer.from(
 );
 
 describe('incoming messages', () => {
-  let stack: Stack;
+  const stack = useStack({ MEDIA_MAX_BYTES: '2048' });
   beforeAll(async () => {
-    stack = await Stack.start({ MEDIA_MAX_BYTES: '2048' });
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   const inject = (body: Record<string, unknown>, sessionId = 'main') =>
     stack.call('POST', `/api/v1/sessions/${sessionId}/sandbox/incoming`, body);
@@ -215,11 +213,7 @@ describe('incoming messages', () => {
 });
 
 describe('incoming messages on another engine', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    stack = await Stack.start({ WA_ENGINE: 'wwebjs' }, { worker: false });
-  });
-  afterAll(() => stack.close());
+  const stack = useStack({ WA_ENGINE: 'wwebjs' }, { worker: false });
 
   it('refuses sandbox injection with 409 when the engine is not the sandbox', async () => {
     const answer = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {

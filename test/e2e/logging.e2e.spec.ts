@@ -1,20 +1,19 @@
 import type { ChildProcess } from 'node:child_process';
 import { eventually } from '../support/eventually.js';
 import { freePort } from '../support/global-setup.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 import { exited, spawnApp } from '../support/worker-process.js';
 
 const API_KEY = 'logging-test-api-key-7f3a9c';
 const SECRET_TEXT = 'the-one-time-code-is-902114';
 
 describe('production logs of the built api and worker', () => {
-  let stack: Stack;
   let port: number;
   const processes: ChildProcess[] = [];
   const output: string[] = [];
 
+  const stack = useStack({}, { worker: false });
   beforeAll(async () => {
-    stack = await Stack.start({}, { worker: false });
     port = await freePort();
     const env = {
       ...stack.env,
@@ -38,7 +37,6 @@ describe('production logs of the built api and worker', () => {
   afterAll(async () => {
     for (const child of processes) child.kill('SIGTERM');
     await Promise.all(processes.map(exited));
-    await stack.close();
   });
 
   it('writes JSON lines carrying the request id into the worker, and never an API key, credentials or a body', async () => {

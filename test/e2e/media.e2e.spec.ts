@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mediaFingerprint } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { Stack, useStack } from '../support/stack.js';
 
 // A real 1x1 PNG, served as application/octet-stream so the type must be sniffed from the bytes.
 const PNG = Buffer.from(
@@ -60,18 +60,16 @@ const sendMedia = (stack: Stack, path: string, extra: Record<string, unknown> = 
   });
 
 describe('media with MEDIA_ALLOW_PRIVATE_URLS=true', () => {
-  let stack: Stack;
+  const stack = useStack({
+    MEDIA_ALLOW_PRIVATE_URLS: 'true',
+    MEDIA_MAX_BYTES: '4096',
+    MEDIA_TIMEOUT_MS: '300',
+    SEND_ATTEMPTS: '2',
+    SEND_BACKOFF_MS: '20',
+  });
   beforeAll(async () => {
-    stack = await Stack.start({
-      MEDIA_ALLOW_PRIVATE_URLS: 'true',
-      MEDIA_MAX_BYTES: '4096',
-      MEDIA_TIMEOUT_MS: '300',
-      SEND_ATTEMPTS: '2',
-      SEND_BACKOFF_MS: '20',
-    });
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('downloads the file, sniffs its type and sends it with caption and filename', async () => {
     const { status, body } = await sendMedia(stack, '/pixel', {
@@ -131,16 +129,14 @@ describe('media with MEDIA_ALLOW_PRIVATE_URLS=true', () => {
 });
 
 describe('a media download that keeps failing', () => {
-  let stack: Stack;
+  const stack = useStack({
+    MEDIA_ALLOW_PRIVATE_URLS: 'true',
+    SEND_ATTEMPTS: '3',
+    SEND_BACKOFF_MS: '5000',
+  });
   beforeAll(async () => {
-    stack = await Stack.start({
-      MEDIA_ALLOW_PRIVATE_URLS: 'true',
-      SEND_ATTEMPTS: '3',
-      SEND_BACKOFF_MS: '5000',
-    });
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('shows the failed download as a try, with its error and when the next one is due', async () => {
     const { body } = await sendMedia(stack, '/broken');
@@ -159,12 +155,10 @@ describe('a media download that keeps failing', () => {
 });
 
 describe('media with private URLs refused (the default)', () => {
-  let stack: Stack;
+  const stack = useStack();
   beforeAll(async () => {
-    stack = await Stack.start();
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('refuses a loopback URL with MEDIA_FETCH_FAILED and never connects to it', async () => {
     const before = hits.get('/pixel') ?? 0;

@@ -1,13 +1,11 @@
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 
 describe('locations and contact cards (api + worker, sandbox engine)', () => {
-  let stack: Stack;
+  const stack = useStack();
   beforeAll(async () => {
-    stack = await Stack.start();
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   const lastSendTo = (phone: string) =>
     stack

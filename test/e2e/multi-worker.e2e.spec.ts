@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { textFingerprint } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 import { spawnWorker } from '../support/worker-process.js';
 
 const SESSIONS = ['main', 's1', 's2', 's3', 's4', 's5'];
@@ -12,7 +12,6 @@ const PACKAGE_VERSION = JSON.parse(
 ).version as string;
 
 describe('two worker processes sharing six sessions', () => {
-  let stack: Stack;
   const workers: ChildProcess[] = [];
 
   const startWorker = (maxSessions: number) => {
@@ -29,16 +28,15 @@ describe('two worker processes sharing six sessions', () => {
   const sessionStatus = async (id: string) =>
     (await stack.call('GET', `/api/v1/sessions/${id}/status`)).body.data;
 
+  const stack = useStack(
+    { WORKER_HEARTBEAT_MS: '300', SEND_MIN_INTERVAL_MS: '300', SANDBOX_ACK_DELAY_MS: '20' },
+    { worker: false },
+  );
   beforeAll(async () => {
-    stack = await Stack.start(
-      { WORKER_HEARTBEAT_MS: '300', SEND_MIN_INTERVAL_MS: '300', SANDBOX_ACK_DELAY_MS: '20' },
-      { worker: false },
-    );
     for (const id of SESSIONS.slice(1)) await stack.call('POST', '/api/v1/sessions', { id });
   }, 120_000);
   afterAll(async () => {
     for (const child of workers) if (child.exitCode === null) child.kill('SIGKILL');
-    await stack.close();
   });
 
   it('owns each session by exactly one worker, and after a SIGKILL the other takes over and sends every queued message once', async () => {

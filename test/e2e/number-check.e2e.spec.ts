@@ -1,16 +1,14 @@
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 
 describe('number check: GET /api/v1/sessions/:id/contacts/:number/exists', () => {
-  let stack: Stack;
+  const stack = useStack({ SANDBOX_LINK_DELAY_MS: 'manual' });
   beforeAll(async () => {
-    stack = await Stack.start({ SANDBOX_LINK_DELAY_MS: 'manual' });
     await eventually(async () =>
       expect((await stack.call('POST', '/api/v1/sessions/main/link')).status).toBe(202),
     );
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   const check = (session: string, number: string) =>
     stack.call('GET', `/api/v1/sessions/${session}/contacts/${number}/exists`);
@@ -78,12 +76,10 @@ describe('number check: GET /api/v1/sessions/:id/contacts/:number/exists', () =>
 });
 
 describe('SEND_CHECK_NUMBER=false: no lookup before a send', () => {
-  let stack: Stack;
+  const stack = useStack({ SEND_CHECK_NUMBER: 'false' });
   beforeAll(async () => {
-    stack = await Stack.start({ SEND_CHECK_NUMBER: 'false' });
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('sends to a number without WhatsApp, which then stays at sent (WhatsApp drops it)', async () => {
     const sent = await stack.call('POST', '/api/v1/messages/text', {

@@ -1,14 +1,12 @@
 import { createConfig, lintFromString } from '@redocly/openapi-core';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 
 describe('the OpenAPI document', () => {
-  let stack: Stack;
   let document: any;
+  const stack = useStack({}, { worker: false });
   beforeAll(async () => {
-    stack = await Stack.start({}, { worker: false });
     document = (await stack.call('GET', '/api/openapi')).body;
   });
-  afterAll(() => stack.close());
 
   const operations = () =>
     Object.entries(document.paths as Record<string, Record<string, any>>).flatMap(

@@ -3,7 +3,7 @@ import { WorkerRepository } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { parsePrometheus, sampleValue } from '../support/prometheus.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 
 const WORKER_TOKEN = 'worker-token-0123456789';
 const METRICS_TOKEN = 'metrics-token-0123456789';
@@ -23,18 +23,13 @@ const get = async (url: string, headers: Record<string, string> = {}) => {
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
 describe('operations: health, workers and metrics', () => {
-  let stack: Stack;
-
-  beforeAll(async () => {
-    stack = await Stack.start({
-      WORKER_HEARTBEAT_MS: String(HEARTBEAT_MS),
-      WORKER_TOKEN,
-      METRICS_TOKEN,
-    });
-    await stack.waitReady();
+  const stack = useStack({
+    WORKER_HEARTBEAT_MS: String(HEARTBEAT_MS),
+    WORKER_TOKEN,
+    METRICS_TOKEN,
   });
-  afterAll(async () => {
-    await stack.close();
+  beforeAll(async () => {
+    await stack.waitReady();
   });
 
   it('answers api liveness and readiness without an API key, in terminus shape, not enveloped', async () => {
@@ -286,17 +281,12 @@ describe('operations: health, workers and metrics', () => {
 });
 
 describe('operations: worker readiness', () => {
-  let stack: Stack;
-
-  beforeAll(async () => {
-    stack = await Stack.start({
-      WORKER_STUCK_STARTING_MS: '400',
-      WORKER_MAX_EVENT_LOOP_LAG_MS: '200',
-    });
-    await stack.waitReady();
+  const stack = useStack({
+    WORKER_STUCK_STARTING_MS: '400',
+    WORKER_MAX_EVENT_LOOP_LAG_MS: '200',
   });
-  afterAll(async () => {
-    await stack.close();
+  beforeAll(async () => {
+    await stack.waitReady();
   });
 
   const ready = () => get(`${stack.workerUrl}/health/ready`);

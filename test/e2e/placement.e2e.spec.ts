@@ -1,12 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 import { exited, spawnWorker } from '../support/worker-process.js';
 
 const SESSIONS = ['main', 'p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p7'];
 
 describe('placement: an even share per worker, and drain', () => {
-  let stack: Stack;
   const workers: ChildProcess[] = [];
 
   const holdersByWorker = async (): Promise<Map<string, string[]>> => {
@@ -32,17 +31,16 @@ describe('placement: an even share per worker, and drain', () => {
       }
     }, 30_000);
 
+  const stack = useStack(
+    { WORKER_HEARTBEAT_MS: '300', SESSION_START_CONCURRENCY: '4' },
+    { worker: false },
+  );
   beforeAll(async () => {
-    stack = await Stack.start(
-      { WORKER_HEARTBEAT_MS: '300', SESSION_START_CONCURRENCY: '4' },
-      { worker: false },
-    );
     for (const id of SESSIONS.slice(1)) await stack.call('POST', '/api/v1/sessions', { id });
   });
   afterAll(async () => {
     for (const child of workers) if (child.exitCode === null) child.kill('SIGKILL');
     await Promise.all(workers.map(exited));
-    await stack.close();
   });
 
   it('spreads sessions evenly when a worker joins, and moves them all off a drained worker', async () => {

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MessageRepository } from '@app/status-store';
 import { SendService } from '../../apps/worker/src/send/send.service.js';
-import { Stack } from '../support/stack.js';
+import { Stack, useStack } from '../support/stack.js';
 
 const send = (stack: Stack, to: string, text: string, sendAt?: Date) =>
   stack.call('POST', '/api/v1/messages/text', { to, text, sendAt: sendAt?.toISOString() });
@@ -9,13 +9,9 @@ const sendsTo = (stack: Stack, phone: string) =>
   stack.sandbox().sends.filter((sent) => sent.chatId === `${phone}@c.us`);
 
 describe('scheduled messages and cancelling', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    // A time to live shorter than the schedules below: it counts from when a message is due.
-    stack = await Stack.start({ MESSAGE_TTL_MS: '1500' });
-    await stack.waitReady();
-  });
-  afterAll(() => stack.close());
+  // A time to live shorter than the schedules below: it counts from when a message is due.
+  const stack = useStack({ MESSAGE_TTL_MS: '1500' });
+  beforeAll(() => stack.waitReady());
 
   it('holds a scheduled message until sendAt and sends it within 2 s after', async () => {
     const sendAt = new Date(Date.now() + 3_000);

@@ -4,18 +4,16 @@ import { QueueProducer, JobName } from '@app/queue';
 import { EngineError, textFingerprint } from '@app/whatsapp';
 import { SendService } from '../../apps/worker/src/send/send.service.js';
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { Stack, useStack } from '../support/stack.js';
 
 const sendText = (stack: Stack, to: string, text: string, headers: Record<string, string> = {}) =>
   stack.call('POST', '/api/v1/messages/text', { to, text }, headers);
 
 describe('pacing', () => {
-  let stack: Stack;
+  const stack = useStack({ SEND_MIN_INTERVAL_MS: '300' });
   beforeAll(async () => {
-    stack = await Stack.start({ SEND_MIN_INTERVAL_MS: '300' });
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('spaces 5 sends of one session at least SEND_MIN_INTERVAL_MS apart at the engine', async () => {
     const ids: string[] = [];
@@ -30,12 +28,10 @@ describe('pacing', () => {
 });
 
 describe('pacing with jitter', () => {
-  let stack: Stack;
+  const stack = useStack({ SEND_MIN_INTERVAL_MS: '150', SEND_JITTER_MS: '300' });
   beforeAll(async () => {
-    stack = await Stack.start({ SEND_MIN_INTERVAL_MS: '150', SEND_JITTER_MS: '300' });
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('varies the gaps between sends within SEND_MIN_INTERVAL_MS + SEND_JITTER_MS, never below the minimum', async () => {
     const ids: string[] = [];
@@ -56,12 +52,10 @@ describe('pacing with jitter', () => {
 });
 
 describe('pacing across owners', () => {
-  let stack: Stack;
+  const stack = useStack({ SEND_MIN_INTERVAL_MS: '1500' });
   beforeAll(async () => {
-    stack = await Stack.start({ SEND_MIN_INTERVAL_MS: '1500' });
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it("paces a session's first send on this worker against the last send of its previous owner", async () => {
     // Another worker sent on this session just now (it recorded the time in Redis, then died);
@@ -80,12 +74,10 @@ describe('pacing across owners', () => {
 });
 
 describe('retries and duplicates', () => {
-  let stack: Stack;
+  const stack = useStack({ SEND_ATTEMPTS: '3', SEND_BACKOFF_MS: '20' });
   beforeAll(async () => {
-    stack = await Stack.start({ SEND_ATTEMPTS: '3', SEND_BACKOFF_MS: '20' });
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('retries a transient engine error with backoff and sends once', async () => {
     stack
@@ -190,12 +182,10 @@ describe('retries and duplicates', () => {
 });
 
 describe('idempotency', () => {
-  let stack: Stack;
+  const stack = useStack();
   beforeAll(async () => {
-    stack = await Stack.start();
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('returns the original message for a repeated Idempotency-Key and sends once', async () => {
     const headers = { 'Idempotency-Key': 'order-1042' };
@@ -231,11 +221,7 @@ describe('idempotency', () => {
 });
 
 describe('a session that is not READY', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    stack = await Stack.start({ SANDBOX_LINK_DELAY_MS: 'manual' });
-  });
-  afterAll(() => stack.close());
+  const stack = useStack({ SANDBOX_LINK_DELAY_MS: 'manual' });
 
   it('keeps its messages queued, without using attempts, until it is READY', async () => {
     await eventually(async () => {
@@ -256,11 +242,7 @@ describe('a session that is not READY', () => {
 });
 
 describe('message TTL', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    stack = await Stack.start({ SANDBOX_LINK_DELAY_MS: 'manual', MESSAGE_TTL_MS: '1000' });
-  });
-  afterAll(() => stack.close());
+  const stack = useStack({ SANDBOX_LINK_DELAY_MS: 'manual', MESSAGE_TTL_MS: '1000' });
 
   it('expires a message waiting for a session that never becomes READY', async () => {
     const { body } = await sendText(stack, '4915100000006', 'nobody links');
@@ -281,11 +263,7 @@ describe('message TTL', () => {
 });
 
 describe('without a live worker', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    stack = await Stack.start({}, { worker: false });
-  });
-  afterAll(() => stack.close());
+  const stack = useStack({}, { worker: false });
 
   it('answers 503 UNAVAILABLE and queues nothing', async () => {
     const answer = await sendText(stack, '4915100000003', 'nobody home');
@@ -319,12 +297,10 @@ describe('without a live worker', () => {
 });
 
 describe('message retention', () => {
-  let stack: Stack;
+  const stack = useStack({ MESSAGE_TTL_MS: '1000', MESSAGE_RETENTION_MS: '1500' });
   beforeAll(async () => {
-    stack = await Stack.start({ MESSAGE_TTL_MS: '1000', MESSAGE_RETENTION_MS: '1500' });
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('keeps a record MESSAGE_RETENTION_MS from creation, then it is gone', async () => {
     const { body } = await sendText(stack, '4915100000007', 'short-lived');
@@ -344,11 +320,7 @@ describe('message retention', () => {
 });
 
 describe('giving up on a message', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    stack = await Stack.start({}, { worker: false });
-  });
-  afterAll(() => stack.close());
+  const stack = useStack({}, { worker: false });
 
   it('fails only a message that is still unsent, atomically, whoever gives up on it', async () => {
     const messages = stack.api!.get(MessageRepository);

@@ -1,13 +1,10 @@
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 
 describe('send path (api + worker, sandbox engine, real Redis and HTTP)', () => {
-  let stack: Stack;
-
+  const stack = useStack();
   beforeAll(async () => {
-    stack = await Stack.start();
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('accepts a text with 202 and the message reaches read', async () => {
     const answer = await stack.call('POST', '/api/v1/messages/text', {

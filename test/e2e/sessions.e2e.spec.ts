@@ -4,12 +4,11 @@ import { join } from 'node:path';
 import { QueueProducer } from '@app/queue';
 import { SessionManager } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
 describe('session lifecycle through the API (sandbox engine, manual linking)', () => {
-  let stack: Stack;
   const status = async (id: string) =>
     (await stack.call('GET', `/api/v1/sessions/${id}/status`)).body;
   const waitFor = (id: string, wanted: string, timeoutMs = 10_000) =>
@@ -19,10 +18,7 @@ describe('session lifecycle through the API (sandbox engine, manual linking)', (
       return body.data;
     }, timeoutMs);
 
-  beforeAll(async () => {
-    stack = await Stack.start({ SANDBOX_LINK_DELAY_MS: 'manual' });
-  });
-  afterAll(() => stack.close());
+  const stack = useStack({ SANDBOX_LINK_DELAY_MS: 'manual' });
 
   it('creates a session, shows its QR as a PNG, links it, and refuses a duplicate', async () => {
     const created = await stack.call('POST', '/api/v1/sessions', { id: 'sales' });
@@ -158,16 +154,14 @@ describe('session lifecycle through the API (sandbox engine, manual linking)', (
 });
 
 describe('commands and links survive worker restarts', () => {
-  let stack: Stack;
+  const stack = useStack({ SANDBOX_LINK_DELAY_MS: 'manual' });
   beforeAll(async () => {
-    stack = await Stack.start({ SANDBOX_LINK_DELAY_MS: 'manual' });
     await eventually(async () =>
       expect((await stack.call('GET', '/api/v1/sessions/main/status')).body.data.status).toBe('QR'),
     );
     await stack.call('POST', '/api/v1/sessions/main/link');
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('restores a linked session after a worker restart without a new scan', async () => {
     await stack.stopWorker();
@@ -195,12 +189,10 @@ describe('commands and links survive worker restarts', () => {
 });
 
 describe('ownership', () => {
-  let stack: Stack;
+  const stack = useStack({ WORKER_HEARTBEAT_MS: '200' });
   beforeAll(async () => {
-    stack = await Stack.start({ WORKER_HEARTBEAT_MS: '200' });
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('holds the lease of the sessions it drives and stops an engine at once when another worker holds its lease', async () => {
     const manager = stack.worker!.get(SessionManager);
@@ -233,12 +225,10 @@ describe('ownership', () => {
 });
 
 describe('state writes after a delete', () => {
-  let stack: Stack;
+  const stack = useStack();
   beforeAll(async () => {
-    stack = await Stack.start();
     await stack.waitReady();
   });
-  afterAll(() => stack.close());
 
   it('leaves nothing of a deleted session behind, so a new one by that name starts clean', async () => {
     const { SessionRepository } = await import('@app/status-store');
@@ -257,11 +247,7 @@ describe('state writes after a delete', () => {
 });
 
 describe('deleting a session with queued messages', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    stack = await Stack.start({ SANDBOX_LINK_DELAY_MS: 'manual' });
-  });
-  afterAll(() => stack.close());
+  const stack = useStack({ SANDBOX_LINK_DELAY_MS: 'manual' });
 
   it('fails each message still queued with SESSION_LOGGED_OUT and removes the queue', async () => {
     await stack.call('POST', '/api/v1/sessions', { id: 'doomed' });
@@ -289,11 +275,7 @@ describe('deleting a session with queued messages', () => {
 });
 
 describe('a session whose owner stopped answering', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    stack = await Stack.start({}, { worker: false });
-  });
-  afterAll(() => stack.close());
+  const stack = useStack({}, { worker: false });
 
   it('is shown DISCONNECTED with its silent worker named, not READY, until another worker writes', async () => {
     const { WorkerRepository } = await import('@app/status-store');

@@ -1,7 +1,7 @@
 import { WebhookConsumer } from '../../apps/worker/src/webhooks/webhook-consumer.service.js';
 import { eventually } from '../support/eventually.js';
 import { parsePrometheus } from '../support/prometheus.js';
-import { Stack } from '../support/stack.js';
+import { Stack, useStack } from '../support/stack.js';
 import { WebhookReceiver } from '../support/webhook-receiver.js';
 
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
@@ -22,7 +22,6 @@ const statusesOf = (events: any[], messageId: string) =>
     .map((event) => event.data.status);
 
 describe('webhooks', () => {
-  let stack: Stack;
   const receivers: WebhookReceiver[] = [];
   const receiver = async (...args: Parameters<typeof WebhookReceiver.start>) => {
     const started = await WebhookReceiver.start(...args);
@@ -30,15 +29,14 @@ describe('webhooks', () => {
     return started;
   };
 
+  const stack = useStack(WEBHOOK_ENV);
   beforeAll(async () => {
-    stack = await Stack.start(WEBHOOK_ENV);
     await stack.waitReady();
   });
   afterEach(async () => {
     await setTargets(stack, []);
     for (const r of receivers.splice(0)) await r.close();
   });
-  afterAll(() => stack.close());
 
   it("delivers a text's whole life in order, each signed so standardwebhooks verifies it", async () => {
     const hook = await receiver();
@@ -343,11 +341,7 @@ describe('webhooks', () => {
 });
 
 describe('webhook targets on private addresses', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    stack = await Stack.start({}, { worker: false });
-  });
-  afterAll(() => stack.close());
+  const stack = useStack({}, { worker: false });
 
   it('refuses loopback, private, link-local and metadata targets unless allowed', async () => {
     for (const url of [

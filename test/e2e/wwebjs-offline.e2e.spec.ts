@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { Stack, useStack } from '../support/stack.js';
 
 const CHROMIUM = process.env.PUPPETEER_EXECUTABLE_PATH ?? '/usr/bin/chromium';
 
@@ -39,14 +39,10 @@ describe.runIf(existsSync(CHROMIUM))(
 );
 
 describe('whatsapp-web.js engine without Chromium', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    stack = await Stack.start({
-      WA_ENGINE: 'wwebjs',
-      PUPPETEER_EXECUTABLE_PATH: '/nonexistent/chromium',
-    });
+  const stack = useStack({
+    WA_ENGINE: 'wwebjs',
+    PUPPETEER_EXECUTABLE_PATH: '/nonexistent/chromium',
   });
-  afterAll(() => stack.close());
 
   it('shows FAILED with an explanation instead of crashing the worker', async () => {
     const failed = await eventually(async () => {

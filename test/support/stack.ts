@@ -162,3 +162,33 @@ export class Stack {
     await rm(this.env.WWEBJS_DATA_DIR, { recursive: true, force: true });
   }
 }
+
+/**
+ * The one fixture of the tests: starts a Stack before the tests of the enclosing `describe`
+ * and closes it after them (after that describe's own `afterAll`s, which run first). The
+ * returned object stands for the started stack, so tests call `stack.call(...)` directly.
+ */
+export function useStack(
+  env: Record<string, string> = {},
+  options: { worker?: boolean } = {},
+): Stack {
+  let started: Stack | undefined;
+  beforeAll(async () => {
+    started = await Stack.start(env, options);
+  }, 120_000);
+  afterAll(async () => {
+    await started?.close();
+    started = undefined;
+  }, 60_000);
+  return new Proxy({} as Stack, {
+    get(_target, property) {
+      if (!started) throw new Error('the stack is used outside its describe, or before it started');
+      const value: unknown = Reflect.get(started, property, started);
+      return typeof value === 'function' ? value.bind(started) : value;
+    },
+    set(_target, property, value) {
+      if (!started) throw new Error('the stack is used outside its describe, or before it started');
+      return Reflect.set(started, property, value, started);
+    },
+  });
+}
