@@ -1,0 +1,381 @@
+import { Logger } from '@nestjs/common';
+import { loadAppConfig } from '@app/config';
+import type {
+  MessageError,
+  MessageRecord,
+  MessageRepository,
+  PacingRepository,
+} from '@app/status-store';
+import {
+  EngineError,
+  textFingerprint,
+  type MediaFetcher,
+  type SessionManager,
+  type WhatsAppEngine,
+} from '@app/whatsapp';
+import type { WorkerMetrics } from '../metrics/worker-metrics.service.js';
+import { SendService, type SendAttempt } from './send.service.js';
+
+/**
+ * SendService's decisions, one message at a time, against an in-memory message store and a
+ * scripted engine: what it sends, what it records, and what it refuses to send again.
+ */
+
+const NOW = Date.now();
+
+beforeAll(() => Logger.overrideLogger(false));
+afterAll(() => Logger.overrideLogger(['log', 'error', 'warn', 'debug', 'verbose']));
+
+function record(overrides: Partial<MessageRecord> = {}): MessageRecord {
+  return {
+    id: '6f1c0a52-0d4e-4a55-9a36-1f1f3a7a9e01',
+    sessionId: 'main',
+    to: '4915123456789',
+    chatId: '4915123456789@c.us',
+    type: 'text',
+    status: 'queued',
+    error: null,
+    attempts: 0,
+    createdAt: new Date(NOW - 1_000).toISOString(),
+    sendAt: null,
+    sendingAt: null,
+    sentAt: null,
+    deliveredAt: null,
+    readAt: null,
+    failedAt: null,
+    cancelledAt: null,
+    nextAttemptAt: null,
+    engineMessageId: null,
+    text: 'hello',
+    mediaUrl: null,
+    caption: null,
+    filename: null,
+    location: null,
+    contact: null,
+    reaction: null,
+    replyTo: null,
+    quotedEngineId: null,
+    ...overrides,
+  };
+}
+
+/** The parts of MessageRepository SendService uses, kept in a Map. */
+class MessageStore {
+  readonly records = new Map<string, MessageRecord>();
+  claim: 'claimed' | 'cancelled' | 'failed' | 'sent' = 'claimed';
+  readonly calls: string[] = [];
+
+  put(...records: MessageRecord[]) {
+    for (const r of records) this.records.set(r.id, r);
+  }
+  async get(id: string) {
+    return this.records.get(id) ?? null;
+  }
+  async failIfUnsent(id: string, error: MessageError) {
+    const r = this.records.get(id)!;
+    if (r.engineMessageId) return false;
+    this.records.set(id, { ...r, status: 'failed', error });
+    this.calls.push(`failIfUnsent ${error.code}`);
+    return true;
+  }
+  async claimForSending(id: string, attempts: number) {
+    this.calls.push(`claim ${attempts}`);
+    return this.claim;
+  }
+  async markSent(r: MessageRecord, engineMessageId: string) {
+    this.records.set(r.id, { ...this.records.get(r.id)!, status: 'sent', engineMessageId });
+    this.calls.push(`markSent ${engineMessageId}`);
+  }
+  async markFailed(id: string, error: MessageError, _at: Date, attempts: number) {
+    this.records.set(id, { ...this.records.get(id)!, status: 'failed', error, attempts });
+    this.calls.push(`markFailed ${error.code} ${attempts}`);
+  }
+  async markRetrying(
+    id: string,
+    error: MessageError,
+    retry: { attempts: number; nextAttemptAt: Date },
+  ) {
+    this.records.set(id, {
+      ...this.records.get(id)!,
+      error,
+      attempts: retry.attempts,
+      nextAttemptAt: retry.nextAttemptAt.toISOString(),
+    });
+    this.calls.push(`markRetrying ${error.code} ${retry.attempts}`);
+  }
+}
+
+function engineDouble() {
+  const engine = {
+    sendText: vi.fn(async () => 'true_4915123456789@c.us_TEXT'),
+    sendMedia: vi.fn(async () => 'true_4915123456789@c.us_MEDIA'),
+    sendLocation: vi.fn(async () => 'true_4915123456789@c.us_LOC'),
+    sendContact: vi.fn(async () => 'true_4915123456789@c.us_VCARD'),
+    react: vi.fn(async () => 'true_4915123456789@c.us_REACT'),
+    revoke: vi.fn(async () => 'true_4915123456789@c.us_REVOKE'),
+    findSentMessage: vi.fn(async (): Promise<string | null> => null),
+  };
+  return engine;
+}
+
+function harness(env: Record<string, string> = {}, options: { ready?: boolean } = {}) {
+  const config = loadAppConfig({
+    readEnvFile: false,
+    overrides: {
+      NODE_ENV: 'test',
+      SEND_MIN_INTERVAL_MS: '0',
+      SEND_BACKOFF_MS: '1000',
+      MESSAGE_TTL_MS: '60000',
+      ...env,
+    },
+  });
+  const store = new MessageStore();
+  const engine = engineDouble();
+  const pacing = { waitMs: vi.fn(async () => 0), recordSend: vi.fn(async () => undefined) };
+  const sessions = {
+    engine: () => engine as unknown as WhatsAppEngine,
+    isReady: () => options.ready ?? true,
+  };
+  const media = {
+    fetch: vi.fn(async () => ({
+      data: Buffer.from('%PDF-1.7'),
+      mimetype: 'application/pdf',
+      filename: 'invoice.pdf',
+    })),
+  };
+  const metrics = {
+    startSend: () => () => undefined,
+    messageRecovered: vi.fn(),
+    sendFailed: vi.fn(),
+  };
+  const service = new SendService(
+    config,
+    store as unknown as MessageRepository,
+    pacing as unknown as PacingRepository,
+    sessions as unknown as SessionManager,
+    media as unknown as MediaFetcher,
+    metrics as unknown as WorkerMetrics,
+  );
+  return { service, store, engine, pacing, media, metrics };
+}
+
+const first: SendAttempt = { number: 1, max: 3 };
+
+describe('SendService: what it does with the message it is handed', () => {
+  it.each([
+    ['an unknown message', null, 'missing'],
+    [
+      'a message with an engine id',
+      record({ engineMessageId: 'x', status: 'sending' }),
+      'already-sent',
+    ],
+    ['a delivered message', record({ status: 'delivered' }), 'already-sent'],
+    ['a failed message', record({ status: 'failed' }), 'already-failed'],
+    ['a cancelled message', record({ status: 'cancelled' }), 'cancelled'],
+  ] as const)('leaves %s alone (%s)', async (_name, stored, outcome) => {
+    const h = harness();
+    if (stored) h.store.put(stored);
+    await expect(h.service.send('main', record().id, first)).resolves.toBe(outcome);
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+    expect(h.store.calls).toEqual([]);
+  });
+
+  it('fails a message past MESSAGE_TTL_MS with EXPIRED instead of sending it', async () => {
+    const h = harness();
+    h.store.put(record({ createdAt: new Date(NOW - 120_000).toISOString() }));
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('expired');
+    expect(h.store.calls).toEqual(['failIfUnsent EXPIRED']);
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+  });
+
+  it("counts a scheduled message's time to live from sendAt", async () => {
+    const h = harness();
+    h.store.put(
+      record({
+        createdAt: new Date(NOW - 120_000).toISOString(),
+        sendAt: new Date(NOW - 1_000).toISOString(),
+      }),
+    );
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
+  });
+
+  it('sends nothing while the session is not READY (the job waits)', async () => {
+    const h = harness({}, { ready: false });
+    h.store.put(record());
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('not-ready');
+    expect(h.store.calls).toEqual([]);
+  });
+
+  it('claims, sends and records the engine id of a queued text', async () => {
+    const h = harness();
+    h.store.put(record());
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
+    expect(h.engine.sendText).toHaveBeenCalledWith('4915123456789@c.us', 'hello', {
+      quotedMessageId: undefined,
+    });
+    expect(h.store.calls).toEqual(['claim 1', 'markSent true_4915123456789@c.us_TEXT']);
+  });
+
+  it('does not send a message cancelled between reading and claiming it', async () => {
+    const h = harness();
+    h.store.put(record());
+    h.store.claim = 'cancelled';
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('cancelled');
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+  });
+
+  it('finds a send a crash interrupted in the chat and records it instead of sending again', async () => {
+    const h = harness();
+    const sendingAt = new Date(NOW - 5_000).toISOString();
+    h.store.put(record({ status: 'sending', sendingAt, attempts: 1 }));
+    h.engine.findSentMessage.mockResolvedValueOnce('true_4915123456789@c.us_FOUND');
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('recovered');
+    expect(h.engine.findSentMessage).toHaveBeenCalledWith(
+      '4915123456789@c.us',
+      textFingerprint('hello'),
+      new Date(sendingAt),
+    );
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+    expect(h.store.calls).toEqual(['markSent true_4915123456789@c.us_FOUND']);
+  });
+
+  it('sends an interrupted message again when the chat does not have it', async () => {
+    const h = harness();
+    h.store.put(record({ status: 'sending', sendingAt: new Date(NOW).toISOString(), attempts: 1 }));
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
+    expect(h.store.calls).toEqual(['claim 2', 'markSent true_4915123456789@c.us_TEXT']);
+  });
+});
+
+describe('SendService: failures and retries', () => {
+  it.each([
+    ['a transient error on the first of 3 tries', false, 1, 'markRetrying SEND_FAILED 1'],
+    ['a transient error on the last try', false, 3, 'markFailed SEND_FAILED 1'],
+    ['a permanent error on the first try', true, 1, 'markFailed SEND_FAILED 1'],
+  ] as const)('records %s', async (_name, permanent, number, recorded) => {
+    const h = harness();
+    h.store.put(record());
+    h.engine.sendText.mockRejectedValueOnce(new EngineError('SEND_FAILED', 'boom', permanent));
+    await expect(h.service.send('main', record().id, { number, max: 3 })).rejects.toMatchObject({
+      code: 'SEND_FAILED',
+      permanent,
+    });
+    expect(h.store.calls).toEqual(['claim 1', recorded]);
+    expect(h.metrics.sendFailed).toHaveBeenCalledWith(
+      'main',
+      'SEND_FAILED',
+      recorded.startsWith('markFailed'),
+    );
+  });
+
+  it('shows when the next try is due: SEND_BACKOFF_MS doubled per failed try', async () => {
+    const h = harness();
+    h.store.put(record({ attempts: 2 }));
+    h.engine.sendText.mockRejectedValueOnce(new EngineError('SEND_FAILED', 'busy', false));
+    const before = Date.now();
+    await expect(h.service.send('main', record().id, { number: 3, max: 5 })).rejects.toThrow();
+    const retrying = (await h.store.get(record().id))!;
+    expect(retrying.attempts).toBe(3);
+    const due = Date.parse(retrying.nextAttemptAt!) - before;
+    expect(due).toBeGreaterThanOrEqual(4_000);
+    expect(due).toBeLessThan(4_000 + 1_000);
+  });
+
+  it('turns anything else an engine throws into a transient SEND_FAILED', async () => {
+    const h = harness();
+    h.store.put(record());
+    h.engine.sendText.mockRejectedValueOnce('Evaluation failed: a string');
+    await expect(h.service.send('main', record().id, first)).rejects.toMatchObject({
+      code: 'SEND_FAILED',
+      permanent: false,
+      message: 'Evaluation failed: a string',
+    });
+  });
+
+  it('counts a failed media download as a try, before the engine is called', async () => {
+    const h = harness();
+    h.store.put(record({ type: 'media', text: null, mediaUrl: 'https://example.com/x.pdf' }));
+    h.media.fetch.mockRejectedValueOnce(new EngineError('MEDIA_FETCH_FAILED', 'HTTP 404', true));
+    await expect(h.service.send('main', record().id, first)).rejects.toMatchObject({
+      code: 'MEDIA_FETCH_FAILED',
+    });
+    expect(h.store.calls).toEqual(['markFailed MEDIA_FETCH_FAILED 1']);
+    expect(h.engine.sendMedia).not.toHaveBeenCalled();
+  });
+});
+
+describe('SendService: replies, reactions and deletions', () => {
+  const original = record({ id: '0b7e1c9a-8a55-4f0e-9d0b-6a0f3b7c2d11', text: 'original' });
+
+  it('quotes the WhatsApp id of one of our sent messages', async () => {
+    const h = harness();
+    h.store.put(
+      { ...original, status: 'sent', engineMessageId: 'true_x_ORIG' },
+      record({ replyTo: original.id }),
+    );
+    await h.service.send('main', record().id, first);
+    expect(h.engine.sendText).toHaveBeenCalledWith('4915123456789@c.us', 'hello', {
+      quotedMessageId: 'true_x_ORIG',
+    });
+  });
+
+  it('waits (a transient error) while the message replied to is not sent yet', async () => {
+    const h = harness();
+    h.store.put(original, record({ replyTo: original.id }));
+    await expect(h.service.send('main', record().id, first)).rejects.toMatchObject({
+      permanent: false,
+    });
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+  });
+
+  it('fails for good a reply to a message that failed', async () => {
+    const h = harness();
+    h.store.put({ ...original, status: 'failed' }, record({ replyTo: original.id }));
+    await expect(h.service.send('main', record().id, first)).rejects.toMatchObject({
+      permanent: true,
+    });
+  });
+
+  it('reacts and deletes through the engine on the quoted message', async () => {
+    const h = harness();
+    const reaction = record({
+      id: '1c1c1c1c-8a55-4f0e-9d0b-6a0f3b7c2d11',
+      type: 'reaction',
+      text: null,
+      reaction: { emoji: '👍' },
+      replyTo: 'in_abc',
+      quotedEngineId: 'false_x_THEIRS',
+    });
+    const revoke = record({
+      id: '2c2c2c2c-8a55-4f0e-9d0b-6a0f3b7c2d11',
+      type: 'revoke',
+      text: null,
+      replyTo: original.id,
+      quotedEngineId: 'true_x_ORIG',
+    });
+    h.store.put(reaction, revoke);
+    await h.service.send('main', reaction.id, first);
+    await h.service.send('main', revoke.id, first);
+    expect(h.engine.react).toHaveBeenCalledWith('4915123456789@c.us', 'false_x_THEIRS', '👍');
+    expect(h.engine.revoke).toHaveBeenCalledWith('4915123456789@c.us', 'true_x_ORIG');
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+  });
+});
+
+describe('SendService: pacing', () => {
+  it('spaces two sends of a session SEND_MIN_INTERVAL_MS apart, and asks Redis about other owners', async () => {
+    const h = harness({ SEND_MIN_INTERVAL_MS: '120' });
+    const second = record({ id: '3d3d3d3d-8a55-4f0e-9d0b-6a0f3b7c2d11' });
+    h.store.put(record(), second);
+    const at: number[] = [];
+    h.engine.sendText.mockImplementation(async () => {
+      at.push(performance.now());
+      return 'true_x_TEXT';
+    });
+    await h.service.send('main', record().id, first);
+    await h.service.send('main', second.id, first);
+    expect(at[1] - at[0]).toBeGreaterThanOrEqual(120);
+    expect(h.pacing.waitMs).toHaveBeenCalledWith('main', 120);
+    expect(h.pacing.recordSend).toHaveBeenCalledTimes(2);
+  });
+});
