@@ -14,12 +14,12 @@ import {
   incomingMessageId,
   type IncomingRecord,
   type ObservedSession,
-  type SessionCommand,
   type SessionStatus,
   type SessionView,
 } from '@app/status-store';
 import { toError, type IncomingMessage, type WhatsAppEngine } from './engine.js';
 import { AuthStore } from './auth-store.js';
+import { decide, decideDriven, type Decision } from './reconciler.js';
 import { EngineFactory } from './engine-factory.js';
 import { SandboxEngine } from './sandbox.engine.js';
 import { sessionDir } from './session-paths.js';
@@ -194,7 +194,7 @@ export class SessionManager
       if (views.length < owned.length) return this.reconcileOnce('all');
       for (const session of views) {
         if (this.stopped) return;
-        if (this.engines.has(session.id)) await this.reconcileOwned(session);
+        if (this.engines.has(session.id)) await this.carryOut(session, decideDriven(session));
       }
       return;
     }
@@ -218,29 +218,25 @@ export class SessionManager
     for (const [index, session] of [...registered.values()].entries()) {
       if (this.stopped) return;
       const holder = holders[index];
-      if (this.engines.has(session.id)) {
-        await this.reconcileOwned(session);
-        continue;
+      const decision = decide(session, {
+        driving: this.engines.has(session.id),
+        holder,
+        workerId: this.workerId,
+        live: placement.live,
+        shedding: shed.has(session.id),
+        atShare: owned >= share,
+      });
+      if (decision.action === 'wait') waiting++;
+      if (decision.action === 'wait' || decision.action === 'leave') continue;
+      if (!this.engines.has(session.id)) {
+        if (
+          holder === null &&
+          !(await this.leases.acquire(session.id, this.workerId, this.leaseTtl()))
+        )
+          continue;
+        if (decision.action === 'start') owned++;
       }
-      // Running (or to be deleted) with no live worker behind it: someone has to take it.
-      const orphaned =
-        session.desired !== 'stopped' && (holder === null || !placement.live.has(holder));
-      if (shed.has(session.id) || (holder !== null && holder !== this.workerId)) {
-        if (orphaned) waiting++;
-        continue;
-      }
-      // Taking only up to a fair share leaves the rest to workers with fewer sessions.
-      if (session.desired === 'running' && owned >= share) {
-        if (orphaned) waiting++;
-        continue;
-      }
-      if (
-        holder === null &&
-        !(await this.leases.acquire(session.id, this.workerId, this.leaseTtl()))
-      )
-        continue;
-      if (session.desired === 'running') owned++;
-      await this.reconcileUnowned(session);
+      await this.carryOut(session, decision);
     }
     this.unsettled = waiting > 0 || shed.size > 0;
   }
@@ -265,49 +261,53 @@ export class SessionManager
     return new Set(chosen);
   }
 
-  /** A session we hold the lease of but run no engine for. */
-  private async reconcileUnowned(session: SessionView): Promise<void> {
-    if (session.desired === 'deleted') return this.purge(session.id);
-    if (session.desired === 'stopped') {
-      await this.sessions.setObserved(session.id, { status: 'STOPPED' }, this.workerId);
-      await this.leases.release(session.id, this.workerId);
-      return;
+  /** Carries out what `decide` chose for a session (the lease is ours if it needs one). */
+  private async carryOut(session: SessionView, decision: Decision): Promise<void> {
+    const { id, commands } = session;
+    switch (decision.action) {
+      case 'purge':
+        if (decision.stopEngine) await this.stopEngine(id);
+        return this.purge(id);
+      case 'release':
+        return this.release(id);
+      case 'mark-stopped':
+        await this.sessions.setObserved(id, { status: 'STOPPED' }, this.workerId);
+        await this.leases.release(id, this.workerId);
+        return;
+      case 'logout':
+        this.log.log({ sessionId: id }, 'logging out');
+        await this.stopEngine(id, (e) => e.logout());
+        await this.sessions.markApplied(id, 'logout', commands.logout.requested);
+        await this.sessions.markApplied(id, 'restart', commands.restart.requested);
+        this.createEngine(id);
+        return;
+      case 'restart':
+        this.log.log({ sessionId: id }, 'reconnecting');
+        await this.stopEngine(id);
+        await this.sessions.markApplied(id, 'restart', commands.restart.requested);
+        this.createEngine(id);
+        return;
+      case 'start':
+        if (decision.deleteLoginFirst) {
+          await this.deleteLogin(id);
+          await this.sessions.markApplied(id, 'logout', commands.logout.requested);
+        }
+        if (decision.restartApplied)
+          await this.sessions.markApplied(id, 'restart', commands.restart.requested);
+        this.createEngine(id);
+        return;
+      case 'keep':
+        return this.keep(session, decision.link);
+      case 'leave':
+      case 'wait':
+        return;
     }
-    // A logout asked for while nobody ran the session: the auth data goes before the start.
-    if (this.pending(session, 'logout')) {
-      await this.deleteLogin(session.id);
-      await this.sessions.markApplied(session.id, 'logout', session.commands.logout.requested);
-    }
-    // A fresh start is what a restart command asks for.
-    if (this.pending(session, 'restart')) {
-      await this.sessions.markApplied(session.id, 'restart', session.commands.restart.requested);
-    }
-    this.createEngine(session.id);
   }
 
-  private async reconcileOwned(session: SessionView): Promise<void> {
+  /** A session driven here with nothing to change: a sandbox link, injected messages. */
+  private async keep(session: SessionView, link: boolean): Promise<void> {
     const engine = this.engines.get(session.id)!;
-    if (session.desired === 'deleted') {
-      await this.stopEngine(session.id);
-      return this.purge(session.id);
-    }
-    if (session.desired === 'stopped') return this.release(session.id);
-    if (this.pending(session, 'logout')) {
-      this.log.log({ sessionId: session.id }, 'logging out');
-      await this.stopEngine(session.id, (e) => e.logout());
-      await this.sessions.markApplied(session.id, 'logout', session.commands.logout.requested);
-      await this.sessions.markApplied(session.id, 'restart', session.commands.restart.requested);
-      this.createEngine(session.id);
-      return;
-    }
-    if (this.pending(session, 'restart')) {
-      this.log.log({ sessionId: session.id }, 'reconnecting');
-      await this.stopEngine(session.id);
-      await this.sessions.markApplied(session.id, 'restart', session.commands.restart.requested);
-      this.createEngine(session.id);
-      return;
-    }
-    if (this.pending(session, 'link')) {
+    if (link) {
       await this.sessions.markApplied(session.id, 'link', session.commands.link.requested);
       await engine.link?.();
     }
@@ -316,10 +316,6 @@ export class SessionManager
         engine.receive(message);
       }
     }
-  }
-
-  private pending(session: SessionView, command: SessionCommand): boolean {
-    return session.commands[command].requested > session.commands[command].applied;
   }
 
   /** Stops driving a session and hands its lease back: it is no longer this worker's. */
