@@ -5,11 +5,10 @@ import { join } from 'node:path';
 import { textFingerprint } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { S3Server } from '../support/s3-server.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 import { exited, spawnWorker } from '../support/worker-process.js';
 
 describe.each(['redis', 's3'] as const)('a session whose login is in %s', (kind) => {
-  let stack: Stack;
   let s3: S3Server | undefined;
   const workers: ChildProcess[] = [];
   const dirs: string[] = [];
@@ -30,24 +29,25 @@ describe.each(['redis', 's3'] as const)('a session whose login is in %s', (kind)
 
   beforeAll(async () => {
     s3 = kind === 's3' ? await S3Server.start() : undefined;
-    stack = await Stack.start(
-      {
-        ...(s3 ? s3.env() : { AUTH_STORE: 'redis' }),
-        // Nothing links by itself: a READY session after the takeover can only be a restore.
-        SANDBOX_LINK_DELAY_MS: 'manual',
-        WORKER_HEARTBEAT_MS: '300',
-        SEND_MIN_INTERVAL_MS: '0',
-        SANDBOX_ACK_DELAY_MS: '10',
-      },
-      { worker: false },
-    );
   });
+  afterAll(async () => {
+    await s3?.close();
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  });
+  const stack = useStack(
+    () => ({
+      ...(s3 ? s3.env() : { AUTH_STORE: 'redis' }),
+      // Nothing links by itself: a READY session after the takeover can only be a restore.
+      SANDBOX_LINK_DELAY_MS: 'manual',
+      WORKER_HEARTBEAT_MS: '300',
+      SEND_MIN_INTERVAL_MS: '0',
+      SANDBOX_ACK_DELAY_MS: '10',
+    }),
+    { worker: false },
+  );
   afterAll(async () => {
     for (const child of workers) if (child.exitCode === null) child.kill('SIGKILL');
     await Promise.all(workers.map(exited));
-    await stack.close();
-    await s3?.close();
-    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
   });
 
   it('comes back READY on another worker without a new link after its worker and disk are gone, and sends what was queued once', async () => {

@@ -1,22 +1,18 @@
 import { eventually } from '../support/eventually.js';
 import { parsePrometheus } from '../support/prometheus.js';
 import { RedisServer } from '../support/redis-server.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 
 describe('readiness follows Redis (stopped and restarted, AOF on)', () => {
   let redis: RedisServer;
-  let stack: Stack;
-
   beforeAll(async () => {
     redis = await RedisServer.start();
-    stack = await Stack.start({ REDIS_URL: redis.url, WORKER_HEARTBEAT_MS: '300' });
-    await stack.waitReady();
   });
-  afterAll(async () => {
-    await redis.up().catch(() => undefined);
-    await stack.close();
-    await redis.destroy();
-  });
+  afterAll(() => redis.destroy());
+  // Redis may be down when a test ends: it comes back before the stack closes.
+  const stack = useStack(() => ({ REDIS_URL: redis.url, WORKER_HEARTBEAT_MS: '300' }));
+  afterAll(() => redis.up().catch(() => undefined));
+  beforeAll(() => stack.waitReady());
 
   const probe = async (url: string) => {
     const response = await fetch(url);

@@ -5,7 +5,7 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 import { SessionRepository, WorkerRepository, type ObservedSession } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { Stack, useStack } from '../support/stack.js';
 import { WebhookReceiver } from '../support/webhook-receiver.js';
 
 // Debian's Chromium (installed by .ci/run); never a downloaded browser.
@@ -70,20 +70,19 @@ async function waitForQr(page: Page): Promise<void> {
 }
 
 describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, sandbox)', () => {
-  let stack: Stack;
   let browser: Browser;
   const problems: Problems = { console: [], page: [], csp: [] };
 
+  const stack = useStack({
+    ADMIN_USERNAME: USER,
+    ADMIN_PASSWORD: PASSWORD,
+    SANDBOX_LINK_DELAY_MS: 'manual',
+    SANDBOX_ACK_DELAY_MS: '300',
+    WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+    WEBHOOK_BACKOFF_MS: '20',
+  });
   beforeAll(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
-    stack = await Stack.start({
-      ADMIN_USERNAME: USER,
-      ADMIN_PASSWORD: PASSWORD,
-      SANDBOX_LINK_DELAY_MS: 'manual',
-      SANDBOX_ACK_DELAY_MS: '300',
-      WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
-      WEBHOOK_BACKOFF_MS: '20',
-    });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: ['--no-sandbox', '--disable-background-networking', '--disable-gpu', '--headless=new'],
@@ -91,7 +90,6 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
   }, 60_000);
   afterAll(async () => {
     await browser?.close();
-    await stack?.close();
   });
 
   it('links a session, sends a test message to read, reconnects and logs out without reloading', async () => {

@@ -388,7 +388,6 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
   const PNG =
     'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==';
   const UNKNOWN_DELIVERY = 'evt_000000000aaaaaaaaaaaaaaaa_s000000000000';
-  let stack: Stack;
   let hook: WebhookReceiver;
   let globalHook: WebhookReceiver;
   let globalUrl: string;
@@ -406,22 +405,23 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
     globalHook = await WebhookReceiver.start();
     // WEBHOOK_URLS may carry a password in the URL: a secret the page must not show either.
     globalUrl = globalHook.url.replace('http://', 'http://ops:pa55word@');
-    stack = await Stack.start({
-      ADMIN_USERNAME: USER,
-      ADMIN_PASSWORD: PASSWORD,
-      WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
-      WEBHOOK_BACKOFF_MS: '20',
-      WEBHOOK_URLS: globalUrl,
-      WEBHOOK_SECRET: GLOBAL_SECRET,
-    });
+  });
+  afterAll(async () => {
+    await hook?.close();
+    await globalHook?.close();
+  });
+  const stack = useStack(() => ({
+    ADMIN_USERNAME: USER,
+    ADMIN_PASSWORD: PASSWORD,
+    WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+    WEBHOOK_BACKOFF_MS: '20',
+    WEBHOOK_URLS: globalUrl,
+    WEBHOOK_SECRET: GLOBAL_SECRET,
+  }));
+  beforeAll(async () => {
     await stack.waitReady();
     const { token, cookie } = await csrf(stack);
     headers = { cookie, 'x-csrf-token': token };
-  });
-  afterAll(async () => {
-    await stack?.close();
-    await hook?.close();
-    await globalHook?.close();
   });
 
   it('receives a test message through the admin route and lists it in the JSON and the page', async () => {

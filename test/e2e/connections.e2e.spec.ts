@@ -4,7 +4,7 @@ import { Queue } from 'bullmq';
 import { JobName, sendQueueName } from '@app/queue';
 import { RedisServer } from '../support/redis-server.js';
 import { eventually } from '../support/eventually.js';
-import { Stack } from '../support/stack.js';
+import { useStack, type Stack } from '../support/stack.js';
 import { exited, spawnWorker } from '../support/worker-process.js';
 
 const SESSIONS = 500;
@@ -26,22 +26,24 @@ const total = (counts: Record<string, number>) =>
 
 describe('Redis connections of a worker do not grow with its sessions', () => {
   let redis: RedisServer;
-  let stack: Stack;
   let worker: ChildProcess | undefined;
 
   beforeAll(async () => {
     // A Redis of its own: every client on it is this test's api, this test, or the worker.
     redis = await RedisServer.start({ persistence: false });
-    stack = await Stack.start(
-      {
-        REDIS_URL: redis.url,
-        DEFAULT_SESSION_ID: SESSION_IDS[0],
-        WORKER_MAX_SESSIONS: String(SESSIONS),
-        SESSION_START_CONCURRENCY: '25',
-        WORKER_HEARTBEAT_MS: String(HEARTBEAT_MS),
-      },
-      { worker: false },
-    );
+  });
+  afterAll(() => redis?.destroy());
+  const stack = useStack(
+    () => ({
+      REDIS_URL: redis.url,
+      DEFAULT_SESSION_ID: SESSION_IDS[0],
+      WORKER_MAX_SESSIONS: String(SESSIONS),
+      SESSION_START_CONCURRENCY: '25',
+      WORKER_HEARTBEAT_MS: String(HEARTBEAT_MS),
+    }),
+    { worker: false },
+  );
+  beforeAll(async () => {
     for (const id of SESSION_IDS.slice(1)) {
       const created = await stack.call('POST', '/api/v1/sessions', { id });
       expect(created.status).toBe(201);
@@ -52,8 +54,6 @@ describe('Redis connections of a worker do not grow with its sessions', () => {
       worker.kill('SIGTERM');
       await exited(worker);
     }
-    await stack?.close();
-    await redis?.destroy();
   });
 
   it(`drives ${SESSIONS} sessions with under 10 connections, and each session still sends`, async () => {

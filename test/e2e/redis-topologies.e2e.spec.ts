@@ -1,22 +1,17 @@
 import { RedisTopology } from '../support/redis-topologies.js';
-import { Stack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 
 describe.each([
   ['a Sentinel set', () => RedisTopology.sentinel()],
   ['a Redis Cluster', () => RedisTopology.cluster()],
 ])('REDIS_URL naming %s', (_name, start) => {
   let topology: RedisTopology;
-  let stack: Stack;
-
   beforeAll(async () => {
     topology = await start();
-    stack = await Stack.start({ REDIS_URL: topology.url });
-    await stack.waitReady();
   }, 60_000);
-  afterAll(async () => {
-    await stack.close().catch(() => undefined);
-    await topology.destroy();
-  });
+  afterAll(() => topology.destroy());
+  const stack = useStack(() => ({ REDIS_URL: topology.url }));
+  beforeAll(() => stack.waitReady());
 
   it('accepts a message and takes it to read through BullMQ, pub/sub and the repositories', async () => {
     const { status, body } = await stack.call('POST', '/api/v1/messages/text', {

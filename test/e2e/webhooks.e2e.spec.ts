@@ -372,17 +372,17 @@ describe('webhook targets on private addresses', () => {
 });
 
 describe('global webhook targets', () => {
-  let stack: Stack;
   let hook: WebhookReceiver;
   beforeAll(async () => {
     hook = await WebhookReceiver.start();
-    stack = await Stack.start({ ...WEBHOOK_ENV, WEBHOOK_URLS: hook.url, WEBHOOK_SECRET: SECRET });
-    await stack.waitReady();
   });
-  afterAll(async () => {
-    await stack.close();
-    await hook.close();
-  });
+  afterAll(() => hook.close());
+  const stack = useStack(() => ({
+    ...WEBHOOK_ENV,
+    WEBHOOK_URLS: hook.url,
+    WEBHOOK_SECRET: SECRET,
+  }));
+  beforeAll(() => stack.waitReady());
 
   it('sends every session event to WEBHOOK_URLS, signed with WEBHOOK_SECRET, without the QR', async () => {
     const sent = await stack.call('POST', '/api/v1/messages/text', {
@@ -415,26 +415,24 @@ describe('global webhook targets', () => {
 });
 
 describe('a global target that never answers, with few delivery slots', () => {
-  let stack: Stack;
   let stuck: WebhookReceiver;
   let healthy: WebhookReceiver;
   beforeAll(async () => {
     stuck = await WebhookReceiver.start(() => 'hang');
     healthy = await WebhookReceiver.start();
-    stack = await Stack.start({
-      ...WEBHOOK_ENV,
-      WEBHOOK_TIMEOUT_MS: '30000',
-      WEBHOOK_CONCURRENCY: '4',
-      WEBHOOK_URLS: stuck.url,
-      WEBHOOK_SECRET: SECRET,
-    });
-    await stack.waitReady();
   });
   afterAll(async () => {
-    await stack.close();
     await stuck.close();
     await healthy.close();
   });
+  const stack = useStack(() => ({
+    ...WEBHOOK_ENV,
+    WEBHOOK_TIMEOUT_MS: '30000',
+    WEBHOOK_CONCURRENCY: '4',
+    WEBHOOK_URLS: stuck.url,
+    WEBHOOK_SECRET: SECRET,
+  }));
+  beforeAll(() => stack.waitReady());
 
   it('holds only its part of the slots: other targets are delivered while it hangs on every session', async () => {
     // Five sessions, so five chains hang on the stuck target: more than the 4 slots.

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { eventually } from '../support/eventually.js';
-import { Stack, useStack } from '../support/stack.js';
+import { useStack } from '../support/stack.js';
 
 const CHROMIUM = process.env.PUPPETEER_EXECUTABLE_PATH ?? '/usr/bin/chromium';
 
@@ -14,11 +14,7 @@ function chromiumProcessesOf(dataDir: string): string[] {
 describe.runIf(existsSync(CHROMIUM))(
   'whatsapp-web.js engine against real Chromium, offline',
   () => {
-    let stack: Stack;
-    beforeAll(async () => {
-      stack = await Stack.start({ WA_ENGINE: 'wwebjs', PUPPETEER_EXECUTABLE_PATH: CHROMIUM });
-    });
-    afterAll(() => stack?.close());
+    const stack = useStack({ WA_ENGINE: 'wwebjs', PUPPETEER_EXECUTABLE_PATH: CHROMIUM });
 
     it('ends FAILED with the network error, backs off, and leaves no Chromium after shutdown', async () => {
       const failed = await eventually(async () => {

@@ -165,16 +165,19 @@ export class Stack {
 
 /**
  * The one fixture of the tests: starts a Stack before the tests of the enclosing `describe`
- * and closes it after them (after that describe's own `afterAll`s, which run first). The
- * returned object stands for the started stack, so tests call `stack.call(...)` directly.
+ * and closes it after them. Hooks run in the order they are registered and `afterAll`s in
+ * reverse: something the stack needs (a Redis, a webhook receiver) is started by a
+ * `beforeAll` registered before `useStack` and stopped by an `afterAll` registered before it
+ * too, and `env` may then be a function read when the stack starts. The returned object
+ * stands for the started stack, so tests call `stack.call(...)` directly.
  */
 export function useStack(
-  env: Record<string, string> = {},
+  env: Record<string, string> | (() => Record<string, string>) = {},
   options: { worker?: boolean } = {},
 ): Stack {
   let started: Stack | undefined;
   beforeAll(async () => {
-    started = await Stack.start(env, options);
+    started = await Stack.start(typeof env === 'function' ? env() : env, options);
   }, 120_000);
   afterAll(async () => {
     await started?.close();
