@@ -181,6 +181,33 @@ describe('retries and duplicates', () => {
   });
 });
 
+describe('acks that arrive before the engine id is saved', () => {
+  const stack = useStack();
+  beforeAll(() => stack.waitReady());
+
+  it('applies every ack that races the saving of its engine id, none lost', async () => {
+    const messages = stack.worker!.get(MessageRepository);
+    for (let i = 0; i < 50; i++) {
+      const record = await messages.create({
+        id: `00000000-0000-4000-8000-1000000000${String(i).padStart(2, '0')}`,
+        sessionId: 'main',
+        to: '4915177777777',
+        chatId: '4915177777777@c.us',
+        type: 'text',
+        text: `race ${i}`,
+      });
+      await messages.claimForSending(record.id, 1);
+      const engineMessageId = `true_4915177777777@c.us_RACE${i}`;
+      // The ack looks for the engine id just before the send saves it (one connection, in order).
+      await Promise.all([
+        messages.applyEngineAck('main', engineMessageId, 'read'),
+        messages.markSent(record, engineMessageId),
+      ]);
+      expect({ i, status: (await messages.get(record.id))!.status }).toEqual({ i, status: 'read' });
+    }
+  });
+});
+
 describe('idempotency', () => {
   const stack = useStack();
   beforeAll(async () => {

@@ -89,6 +89,22 @@ return pending
   ),
 );
 
+// An ack by engine id: the message id it belongs to, or (when the send's id is not saved yet)
+// the ack parked for MARK_SENT to apply, keeping the highest. One script, so an ack cannot be
+// parked just after MARK_SENT looked for it (and be lost). KEYS[1] engine id -> message id,
+// [2] parked ack; ARGV[1] status, [2] its rank, [3] rank table as "s=r,...", [4] ttl ms.
+const ACK_OR_PARK = new LuaScript(`
+local message_id = redis.call('GET', KEYS[1])
+if message_id then return message_id end
+local previous = redis.call('GET', KEYS[2])
+local ranks = {}
+for s, r in string.gmatch(ARGV[3], '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
+if not previous or (ranks[previous] or -1) < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
+end
+return false
+`);
+
 // Moves a message forward only: a late or repeated ack never takes `read` back to
 // `delivered`, and nothing moves a `failed` message. Atomic so two acks cannot interleave.
 // KEYS[1] message; ARGV[7] status, [8] rank, [9] timestamp field, [10] timestamp,
@@ -436,16 +452,16 @@ export class MessageRepository {
     status: 'sent' | 'delivered' | 'read',
     now = new Date(),
   ): Promise<string | null> {
-    const messageId = await this.redis.get(this.keys.engineMessage(sessionId, engineMessageId));
-    if (!messageId) {
-      // Not ours (sent from the phone) or not saved yet: keep the highest ack briefly.
-      const pendingKey = this.keys.pendingAck(sessionId, engineMessageId);
-      const previous = await this.redis.get(pendingKey);
-      if (!previous || STATUS_RANK[status] > STATUS_RANK[previous as 'sent']) {
-        await this.redis.set(pendingKey, status, 'PX', PENDING_ACK_TTL_MS);
-      }
-      return null;
-    }
+    // Not ours (sent from the phone) or not saved yet: the highest ack is kept briefly.
+    const messageId = (await ACK_OR_PARK.run(
+      this.redis,
+      [
+        this.keys.engineMessage(sessionId, engineMessageId),
+        this.keys.pendingAck(sessionId, engineMessageId),
+      ],
+      [status, STATUS_RANK[status], RANK_TABLE, PENDING_ACK_TTL_MS],
+    )) as string | null;
+    if (!messageId) return null;
     await this.advance(messageId, status, now);
     return messageId;
   }
