@@ -7,6 +7,7 @@ import { ADMIN_SECURITY } from './admin/admin-auth.decorator.js';
 import { METRICS_SECURITY } from './metrics/metrics.controller.js';
 import { configureAdmin } from './admin/configure-admin.js';
 import { HttpMetrics } from './metrics/http-metrics.js';
+import { MEDIA_ROUTE, configureUploads } from './messages/media-upload.js';
 
 /** Largest request body (JSON or form) the api reads. */
 export const BODY_LIMIT = 1024 * 1024;
@@ -45,6 +46,7 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
     done();
   });
   server.addHook('onRequest', refuseUnreadableBodies);
+  await configureUploads(app, config);
   // A request still in flight when the server closes is answered with Connection: close, so
   // its connection does not hold the exit for the client's keep-alive time (Fastify keeps
   // idle connections 72 s; only those idle when closing starts are closed).
@@ -89,7 +91,7 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
 /**
  * Refuses, before its body is read, a request whose body we would misread: a compressed body
  * (Fastify does not inflate; it would parse the raw bytes), or a form posted anywhere but the
- * admin pages (the api takes JSON only).
+ * admin pages (the api takes JSON, and a file upload on the media route).
  */
 function refuseUnreadableBodies(
   request: FastifyRequest,
@@ -107,6 +109,16 @@ function refuseUnreadableBodies(
   )
     return done(
       new AppError('BAD_REQUEST', 'Unsupported Content-Type: send JSON (application/json)'),
+    );
+  if (
+    type?.toLowerCase().startsWith('multipart/form-data') &&
+    request.routeOptions.url !== MEDIA_ROUTE
+  )
+    return done(
+      new AppError(
+        'BAD_REQUEST',
+        `Unsupported Content-Type: multipart/form-data is taken by POST ${MEDIA_ROUTE} only; send JSON`,
+      ),
     );
   done();
 }

@@ -68,7 +68,18 @@ export function toErrorEnvelope(exception: unknown): {
 /** Fastify's request errors (body parsing and the like), in our own words. */
 const FASTIFY_REQUEST_ERRORS: Record<string, [number, ErrorCode, string]> = {
   FST_ERR_BAD_URL: [400, 'BAD_REQUEST', 'Malformed percent-encoding in the URL'],
-  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'PAYLOAD_TOO_LARGE', 'Request body is larger than 1 MiB'],
+  FST_ERR_CTP_BODY_TOO_LARGE: [
+    413,
+    'PAYLOAD_TOO_LARGE',
+    'Request body is too large (1 MiB; a file sent as mediaBase64 at most MEDIA_MAX_BYTES)',
+  ],
+  // @fastify/multipart (a file sent as multipart/form-data).
+  FST_REQ_FILE_TOO_LARGE: [413, 'PAYLOAD_TOO_LARGE', 'The file is larger than MEDIA_MAX_BYTES'],
+  FST_FILES_LIMIT: [413, 'PAYLOAD_TOO_LARGE', 'Send one file per request'],
+  FST_PARTS_LIMIT: [413, 'PAYLOAD_TOO_LARGE', 'Too many form fields'],
+  FST_FIELDS_LIMIT: [413, 'PAYLOAD_TOO_LARGE', 'Too many form fields'],
+  FST_INVALID_MULTIPART_CONTENT_TYPE: [400, 'BAD_REQUEST', 'The form is not multipart/form-data'],
+  FST_PROTO_VIOLATION: [400, 'BAD_REQUEST', 'Form field names must not be __proto__'],
   FST_ERR_CTP_INVALID_MEDIA_TYPE: [
     400,
     'BAD_REQUEST',

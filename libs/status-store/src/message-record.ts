@@ -11,6 +11,34 @@ export interface MessageLocation {
   address?: string;
 }
 
+/**
+ * How a media message is shown: as a file (`document`), a voice note (`voice`, audio only) or
+ * a sticker (`sticker`, images only); `viewOnce` photos and videos open once.
+ */
+export interface MediaOptions {
+  as?: 'document' | 'voice' | 'sticker';
+  viewOnce?: boolean;
+}
+
+/** Why a file cannot be shown as its options ask (WhatsApp would refuse or garble it). */
+export function mediaOptionProblem(options: MediaOptions | null, mimetype: string): string | null {
+  const kind = mimetype.split('/')[0];
+  if (options?.as === 'voice' && kind !== 'audio')
+    return `a voice note needs an audio file, not ${mimetype}`;
+  if (options?.as === 'sticker' && kind !== 'image')
+    return `a sticker needs an image, not ${mimetype}`;
+  if (options?.viewOnce && kind !== 'image' && kind !== 'video')
+    return `only a photo or a video can be view-once, not ${mimetype}`;
+  if (options?.viewOnce && options.as) return `a ${options.as} cannot be view-once`;
+  return null;
+}
+
+/** A file the client sent with the request; its bytes wait in Redis until it is sent. */
+export interface MessageUpload {
+  mimetype: string;
+  size: number;
+}
+
 /** A contact card to send: a name and a phone number (international digits). */
 export interface MessageContact {
   name: string;
@@ -65,6 +93,9 @@ export interface MessageRecord {
   mediaUrl: string | null;
   caption: string | null;
   filename: string | null;
+  /** Set when the file came with the request (no mediaUrl): its bytes are kept in Redis. */
+  upload: MessageUpload | null;
+  mediaOptions: MediaOptions | null;
   location: MessageLocation | null;
   contact: MessageContact | null;
   /** A reaction to the message `replyTo` names ('' takes ours back). */
@@ -80,7 +111,15 @@ export type MessageContent = Pick<MessageRecord, 'type'> &
   Partial<
     Pick<
       MessageRecord,
-      'text' | 'mediaUrl' | 'caption' | 'filename' | 'location' | 'contact' | 'reaction'
+      | 'text'
+      | 'mediaUrl'
+      | 'caption'
+      | 'filename'
+      | 'upload'
+      | 'mediaOptions'
+      | 'location'
+      | 'contact'
+      | 'reaction'
     >
   >;
 

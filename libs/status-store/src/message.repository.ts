@@ -7,8 +7,10 @@ import {
   STATUS_RANK,
   type MessageContact,
   type MessageError,
+  type MediaOptions,
   type MessageLocation,
   type MessageRecord,
+  type MessageUpload,
   type MessageStatus,
   type NewMessage,
 } from './message-record.js';
@@ -232,6 +234,8 @@ export class MessageRepository {
       mediaUrl: null,
       caption: null,
       filename: null,
+      upload: null,
+      mediaOptions: null,
       location: null,
       contact: null,
       reaction: null,
@@ -278,6 +282,22 @@ export class MessageRepository {
       ],
     );
     return outcome === 'NO_SESSION' || outcome === 'NO_WORKER' ? outcome : record;
+  }
+
+  /**
+   * Keeps the bytes of a file sent with the request until the message is sent (or fails, or
+   * is cancelled); `ttlMs` bounds it should nothing ever take it.
+   */
+  async saveUpload(messageId: string, data: Buffer, ttlMs: number): Promise<void> {
+    await this.redis.set(this.keys.messageUpload(messageId), data, 'PX', ttlMs);
+  }
+
+  async upload(messageId: string): Promise<Buffer | null> {
+    return this.redis.getBuffer(this.keys.messageUpload(messageId));
+  }
+
+  async dropUpload(messageId: string): Promise<void> {
+    await this.redis.del(this.keys.messageUpload(messageId));
   }
 
   async get(messageId: string): Promise<MessageRecord | null> {
@@ -525,7 +545,7 @@ const NULLABLE: (keyof MessageRecord)[] = [
 ];
 
 /** Fields kept as JSON in the record's hash. */
-const JSON_FIELDS = new Set(['error', 'location', 'contact', 'reaction']);
+const JSON_FIELDS = new Set(['error', 'location', 'contact', 'reaction', 'upload', 'mediaOptions']);
 
 function serialize(record: MessageRecord): Record<string, string> {
   const hash: Record<string, string> = {};
@@ -550,6 +570,8 @@ export function parseMessageRecord(hash: Record<string, string>): MessageRecord 
     location: hash.location ? (JSON.parse(hash.location) as MessageLocation) : null,
     contact: hash.contact ? (JSON.parse(hash.contact) as MessageContact) : null,
     reaction: hash.reaction ? (JSON.parse(hash.reaction) as { emoji: string }) : null,
+    upload: hash.upload ? (JSON.parse(hash.upload) as MessageUpload) : null,
+    mediaOptions: hash.mediaOptions ? (JSON.parse(hash.mediaOptions) as MediaOptions) : null,
   } as MessageRecord;
   for (const field of NULLABLE)
     (record as unknown as Record<string, unknown>)[field] = hash[field] || null;

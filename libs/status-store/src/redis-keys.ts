@@ -19,6 +19,10 @@ export class RedisKeys {
   message(messageId: string): string {
     return `${this.root}:msg:${messageId}`;
   }
+  /** The bytes of a file sent with a request, until the message is sent. */
+  messageUpload(messageId: string): string {
+    return `${this.root}:upload:${messageId}`;
+  }
   /** Maps an engine's message id back to ours (acks arrive with the engine id). */
   engineMessage(sessionId: string, engineMessageId: string): string {
     return `${this.root}:emsg:${sessionId}:${engineMessageId}`;

@@ -1,6 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import type { SendErrorCode } from '@app/common';
-import type { IncomingRecord, ObservedSession } from '@app/status-store';
+import type { IncomingRecord, MediaOptions, ObservedSession } from '@app/status-store';
 import type { OutgoingContact } from './vcard.js';
 
 export { INCOMING_TYPES, type IncomingType } from '@app/status-store';
@@ -20,7 +20,7 @@ export interface OutgoingLocation {
   address?: string;
 }
 
-export interface OutgoingMedia {
+export interface OutgoingMedia extends MediaOptions {
   data: Buffer;
   mimetype: string;
   filename: string;

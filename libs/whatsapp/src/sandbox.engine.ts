@@ -49,7 +49,14 @@ export interface SandboxSend {
   at: Date;
   /** performance.now() at the call, for measuring intervals without wall-clock steps. */
   atMonotonic: number;
-  media?: { mimetype: string; filename: string; size: number; caption?: string };
+  media?: {
+    mimetype: string;
+    filename: string;
+    size: number;
+    caption?: string;
+    as?: OutgoingMedia['as'];
+    viewOnce?: boolean;
+  };
   location?: OutgoingLocation;
   vcard?: string;
   quotedMessageId?: string;
@@ -208,6 +215,8 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
         filename: media.filename,
         size: media.data.length,
         caption: media.caption,
+        as: media.as,
+        viewOnce: media.viewOnce,
       },
     });
   }

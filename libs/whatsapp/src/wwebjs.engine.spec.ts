@@ -1230,6 +1230,27 @@ describe('WwebjsEngine sends', () => {
     await h.engine.stop();
   });
 
+  it.each([
+    [{ as: 'document' as const }, { sendMediaAsDocument: true }],
+    [{ as: 'voice' as const }, { sendAudioAsVoice: true }],
+    [{ as: 'sticker' as const }, { sendMediaAsSticker: true }],
+    [{ viewOnce: true }, { isViewOnce: true }],
+  ])('maps the media option %o onto whatsapp-web.js %o', async (option, flag) => {
+    const h = harness();
+    const client = await startReady(h);
+    await h.engine.sendMedia('4915122@c.us', {
+      data: Buffer.from('x'),
+      mimetype: 'image/png',
+      filename: 'a.png',
+      ...option,
+    });
+    const options = client.sendMessage.mock.calls[0][2] as Record<string, unknown>;
+    expect(options).toMatchObject(flag);
+    const flags = ['sendMediaAsDocument', 'sendAudioAsVoice', 'sendMediaAsSticker', 'isViewOnce'];
+    expect(flags.filter((name) => name in options)).toEqual(Object.keys(flag));
+    await h.engine.stop();
+  });
+
   it('turns any other throw, strings included, into a transient SEND_FAILED', async () => {
     const h = harness();
     const client = await startReady(h);

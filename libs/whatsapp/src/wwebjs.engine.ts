@@ -363,7 +363,14 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       client.sendMessage(
         target,
         new MessageMedia(media.mimetype, media.data.toString('base64'), media.filename),
-        { ...sendOptions(options), caption: media.caption },
+        {
+          ...sendOptions(options),
+          caption: media.caption,
+          ...(media.as === 'document' ? { sendMediaAsDocument: true } : {}),
+          ...(media.as === 'voice' ? { sendAudioAsVoice: true } : {}),
+          ...(media.as === 'sticker' ? { sendMediaAsSticker: true } : {}),
+          ...(media.viewOnce ? { isViewOnce: true } : {}),
+        },
       ),
     );
   }

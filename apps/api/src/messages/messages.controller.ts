@@ -1,5 +1,5 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Req } from '@nestjs/common';
-import { ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiConsumes, ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
@@ -21,7 +21,7 @@ const SEND_ERRORS = ApiErrors(
   { status: 400, description: 'Invalid body, unknown field or malformed Idempotency-Key' },
   { status: 404, description: 'The session does not exist' },
   { status: 409, description: 'Idempotency-Key reused with a different request' },
-  { status: 413, description: 'Body larger than 1 MiB' },
+  { status: 413, description: 'Body larger than 1 MiB (a file: larger than MEDIA_MAX_BYTES)' },
   { status: 503, description: 'No worker is running; nothing was queued' },
 );
 
@@ -56,8 +56,15 @@ export class MessagesController {
   @HttpCode(202)
   @ApiOperation({
     summary: 'Queue a media message',
-    description: 'The worker downloads mediaUrl itself (size and address limits apply).',
+    description:
+      'The file by URL (`mediaUrl`: the worker downloads it; size and address limits apply), ' +
+      'or sent with the request: `mediaBase64` with `mimetype` in JSON, or multipart/form-data ' +
+      'with the file in a part named `file` and the other fields as form fields. A file sent ' +
+      'with the request is kept in Redis until the message is sent, at most MEDIA_MAX_BYTES ' +
+      '(413 before anything is queued). `asDocument`, `asVoice` (audio), `asSticker` (images) ' +
+      'and `viewOnce` (photos, videos) say how it is shown; at most one of the first three.',
   })
+  @ApiConsumes('application/json', 'multipart/form-data')
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS

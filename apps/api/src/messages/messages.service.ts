@@ -10,7 +10,9 @@ import {
   MessageRepository,
   SessionRepository,
   isMessageId,
+  mediaOptionProblem,
   toPublicMessage,
+  type MediaOptions,
   type MessageRecord,
   type MessageContent,
   type PublicMessage,
@@ -123,19 +125,48 @@ export class MessagesService {
         `Message ${messageId} is ${outcome}: only a scheduled or queued message can be cancelled`,
       );
     await this.producer.removeJob(record.sessionId, messageId);
+    if (record.upload) await this.messages.dropUpload(messageId);
     return toPublicMessage(record);
   }
 
+  /** A file by URL (the worker downloads it), or sent with the request (kept in Redis). */
   enqueueMedia(dto: SendMediaDto, context: SendContext): Promise<PublicMessage> {
+    if (dto.mediaUrl !== undefined && dto.mediaBase64 !== undefined)
+      throw new AppError('BAD_REQUEST', 'give mediaUrl or mediaBase64, not both');
+    const as = (['asDocument', 'asVoice', 'asSticker'] as const).filter((flag) => dto[flag]);
+    if (as.length > 1)
+      throw new AppError('BAD_REQUEST', `${as.join(' and ')} exclude each other: choose one`);
+    const options: MediaOptions = {
+      ...(dto.asDocument ? { as: 'document' as const } : {}),
+      ...(dto.asVoice ? { as: 'voice' as const } : {}),
+      ...(dto.asSticker ? { as: 'sticker' as const } : {}),
+      ...(dto.viewOnce ? { viewOnce: true } : {}),
+    };
+    let file: Buffer | undefined;
+    if (dto.mediaBase64 !== undefined) {
+      file = Buffer.from(dto.mediaBase64, 'base64');
+      if (file.length === 0) throw new AppError('BAD_REQUEST', 'the file is empty');
+      if (file.length > this.config.MEDIA_MAX_BYTES)
+        throw new AppError(
+          'PAYLOAD_TOO_LARGE',
+          `The file is ${file.length} bytes, more than MEDIA_MAX_BYTES (${this.config.MEDIA_MAX_BYTES})`,
+        );
+    }
+    const mimetype = dto.mimetype?.toLowerCase();
+    const unsuitable = mimetype ? mediaOptionProblem(options, mimetype) : null;
+    if (unsuitable) throw new AppError('BAD_REQUEST', unsuitable);
     return this.enqueue(
       {
         type: 'media',
-        mediaUrl: dto.mediaUrl,
+        mediaUrl: dto.mediaUrl ?? null,
         caption: dto.caption ?? null,
         filename: dto.filename ?? null,
+        upload: file && mimetype ? { mimetype, size: file.length } : null,
+        mediaOptions: Object.keys(options).length ? options : null,
       },
       dto,
       context,
+      file,
     );
   }
 
@@ -159,6 +190,8 @@ export class MessagesService {
       replyTo?: string | QuotedMessage;
     },
     context: SendContext,
+    /** The bytes of a file sent with the request (content.upload describes it). */
+    file?: Buffer,
   ): Promise<PublicMessage> {
     const chatId = target.chatId ?? toChatId(target.to);
     if (!chatId) throw new AppError('BAD_REQUEST', 'to is not a phone number or group id');
@@ -181,6 +214,7 @@ export class MessagesService {
             ...content,
             sendAt: sendAt?.toISOString(),
             replyTo,
+            file: file ? createHash('sha256').update(file).digest('hex') : undefined,
           }),
         )
         .digest('hex');
@@ -201,6 +235,13 @@ export class MessagesService {
       }
     }
 
+    // Kept until sent; at most as long as the message may wait to be sent.
+    if (file)
+      await this.messages.saveUpload(
+        messageId,
+        file,
+        this.config.MESSAGE_TTL_MS + Math.max(0, (sendAt?.getTime() ?? 0) - Date.now()) + 60_000,
+      );
     // The session and a live worker are checked by the write itself (one round trip).
     const record = await this.messages.createChecked(
       {
@@ -216,6 +257,7 @@ export class MessagesService {
       Date.now() - this.config.workerStaleAfterMs,
     );
     if (record === 'NO_SESSION' || record === 'NO_WORKER') {
+      if (file) await this.messages.dropUpload(messageId).catch(() => undefined);
       if (idempotencyKey)
         await this.idempotency.release(context.callerScope, idempotencyKey).catch(() => undefined);
       if (record === 'NO_SESSION')
@@ -237,6 +279,7 @@ export class MessagesService {
     } catch (err) {
       // Not queued means not accepted: take the record back so nothing waits forever.
       await this.messages.delete(record).catch(() => undefined);
+      if (file) await this.messages.dropUpload(messageId).catch(() => undefined);
       if (idempotencyKey)
         await this.idempotency.release(context.callerScope, idempotencyKey).catch(() => undefined);
       throw new AppError('UNAVAILABLE', `Queue unavailable: ${(err as Error).message}`);

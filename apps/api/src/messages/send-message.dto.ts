@@ -1,9 +1,11 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { Type } from 'class-transformer';
+import { Transform, Type } from 'class-transformer';
 import {
   ArrayMaxSize,
   ArrayMinSize,
   IsArray,
+  IsBase64,
+  IsBoolean,
   IsISO8601,
   IsNumber,
   Max,
@@ -15,6 +17,7 @@ import {
   IsUrl,
   Matches,
   MaxLength,
+  ValidateIf,
 } from 'class-validator';
 import { SESSION_ID_PATTERN } from '@app/common';
 import { IsPhone } from './is-phone.decorator.js';
@@ -94,19 +97,48 @@ export class SendTextDto extends SendBaseDto {
   text: string;
 }
 
+/** A boolean from JSON, or from a multipart form field ("true" / "false"). */
+const FormBoolean = () =>
+  Transform(({ value }: { value: unknown }) =>
+    value === 'true' ? true : value === 'false' ? false : value,
+  );
+
 export class SendMediaDto extends SendBaseDto {
-  @ApiProperty({
-    description: 'Absolute http(s) URL the worker downloads the file from',
+  @ApiPropertyOptional({
+    description:
+      'Absolute http(s) URL the worker downloads the file from. Give either this or `mediaBase64`, or send the file as multipart/form-data (a `file` part).',
     example: 'https://example.com/invoice-1042.pdf',
   })
-  @IsString()
+  @ValidateIf((dto: SendMediaDto) => dto.mediaBase64 === undefined)
+  @IsString({ message: 'give mediaUrl, mediaBase64, or a file (multipart/form-data)' })
   @IsNotEmpty()
   @MaxLength(2048)
   @IsUrl(
     { protocols: ['http', 'https'], require_protocol: true, require_tld: false },
     { message: 'mediaUrl must be an absolute http(s) URL' },
   )
-  mediaUrl: string;
+  mediaUrl?: string;
+
+  @ApiPropertyOptional({
+    description:
+      'The file itself, base64-encoded (at most MEDIA_MAX_BYTES once decoded), with `mimetype`; instead of `mediaUrl`',
+    example: 'JVBERi0xLjcKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoK',
+  })
+  @IsOptional()
+  @IsString()
+  @IsBase64(undefined, { message: 'mediaBase64 must be base64 (RFC 4648, with padding)' })
+  mediaBase64?: string;
+
+  @ApiPropertyOptional({
+    description: 'The type of the file in `mediaBase64` (required with it)',
+    example: 'application/pdf',
+  })
+  @ValidateIf((dto: SendMediaDto) => dto.mediaBase64 !== undefined || dto.mimetype !== undefined)
+  @IsString({ message: 'mimetype is required with mediaBase64' })
+  @Matches(/^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,127}$/i, {
+    message: 'mimetype must be a media type such as application/pdf',
+  })
+  mimetype?: string;
 
   @ApiPropertyOptional({
     description: 'Caption shown under the media',
@@ -128,6 +160,36 @@ export class SendMediaDto extends SendBaseDto {
   @MaxLength(255)
   @Matches(/^[^/\\\0]+$/, { message: 'filename must not contain slashes' })
   filename?: string;
+
+  @ApiPropertyOptional({
+    description: 'Send as a file (document), not as a photo or video',
+    example: false,
+  })
+  @IsOptional()
+  @FormBoolean()
+  @IsBoolean()
+  asDocument?: boolean;
+
+  @ApiPropertyOptional({ description: 'Send an audio file as a voice note', example: false })
+  @IsOptional()
+  @FormBoolean()
+  @IsBoolean()
+  asVoice?: boolean;
+
+  @ApiPropertyOptional({ description: 'Send an image as a sticker', example: false })
+  @IsOptional()
+  @FormBoolean()
+  @IsBoolean()
+  asSticker?: boolean;
+
+  @ApiPropertyOptional({
+    description: 'A photo or video the recipient can open once',
+    example: false,
+  })
+  @IsOptional()
+  @FormBoolean()
+  @IsBoolean()
+  viewOnce?: boolean;
 }
 
 export class SendLocationDto extends SendBaseDto {

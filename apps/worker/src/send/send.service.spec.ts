@@ -50,6 +50,8 @@ function record(overrides: Partial<MessageRecord> = {}): MessageRecord {
     mediaUrl: null,
     caption: null,
     filename: null,
+    upload: null,
+    mediaOptions: null,
     location: null,
     contact: null,
     reaction: null,
@@ -64,7 +66,15 @@ class MessageStore {
   readonly records = new Map<string, MessageRecord>();
   claim: 'claimed' | 'cancelled' | 'failed' | 'sent' = 'claimed';
   readonly calls: string[] = [];
+  readonly uploads = new Map<string, Buffer>();
 
+  async upload(id: string) {
+    return this.uploads.get(id) ?? null;
+  }
+  async dropUpload(id: string) {
+    this.uploads.delete(id);
+    this.calls.push('dropUpload');
+  }
   put(...records: MessageRecord[]) {
     for (const r of records) this.records.set(r.id, r);
   }
@@ -300,6 +310,63 @@ describe('SendService: failures and retries', () => {
       code: 'MEDIA_FETCH_FAILED',
     });
     expect(h.store.calls).toEqual(['markFailed MEDIA_FETCH_FAILED 1']);
+    expect(h.engine.sendMedia).not.toHaveBeenCalled();
+  });
+});
+
+describe('SendService: files sent with the request', () => {
+  const upload = () =>
+    record({
+      type: 'media',
+      text: null,
+      filename: 'note.ogg',
+      upload: { mimetype: 'audio/ogg', size: 3 },
+      mediaOptions: { as: 'voice' },
+    });
+
+  it('sends the kept bytes with their options, then drops them', async () => {
+    const h = harness();
+    h.store.put(upload());
+    h.store.uploads.set(record().id, Buffer.from('ogg'));
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
+    expect(h.media.fetch).not.toHaveBeenCalled();
+    expect(h.engine.sendMedia).toHaveBeenCalledWith(
+      '4915123456789@c.us',
+      expect.objectContaining({ data: Buffer.from('ogg'), mimetype: 'audio/ogg', as: 'voice' }),
+      { quotedMessageId: undefined },
+    );
+    expect(h.store.calls).toEqual([
+      'claim 1',
+      'markSent true_4915123456789@c.us_MEDIA',
+      'dropUpload',
+    ]);
+  });
+
+  it('fails for good when the kept bytes are gone', async () => {
+    const h = harness();
+    h.store.put(upload());
+    await expect(h.service.send('main', record().id, first)).rejects.toMatchObject({
+      code: 'MEDIA_FETCH_FAILED',
+      permanent: true,
+    });
+    expect(h.store.calls).toEqual(['markFailed MEDIA_FETCH_FAILED 1', 'dropUpload']);
+  });
+
+  it('fails for good a downloaded file its options do not suit (a PDF as a voice note)', async () => {
+    const h = harness();
+    h.store.put(
+      record({
+        type: 'media',
+        text: null,
+        mediaUrl: 'https://example.com/x.pdf',
+        mediaOptions: { as: 'voice' },
+      }),
+    );
+    await expect(h.service.send('main', record().id, first)).rejects.toMatchObject({
+      code: 'SEND_FAILED',
+      permanent: true,
+      message: 'a voice note needs an audio file, not application/pdf',
+    });
     expect(h.engine.sendMedia).not.toHaveBeenCalled();
   });
 });

@@ -5,6 +5,7 @@ import {
   MessageRepository,
   PacingRepository,
   isMessageId,
+  mediaOptionProblem,
   type MessageRecord,
 } from '@app/status-store';
 import {
@@ -79,6 +80,7 @@ export class SendService {
         message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`,
       });
       if (!expired) return 'already-sent';
+      await this.dropUpload(record);
       this.metrics.sendFailed(sessionId, 'EXPIRED', true);
       return 'expired';
     }
@@ -100,6 +102,7 @@ export class SendService {
             'found an interrupted send in the chat; not sending again',
           );
           await this.messages.markSent(record, found);
+          await this.dropUpload(record);
           this.metrics.messageRecovered(sessionId);
           return 'recovered';
         }
@@ -120,6 +123,7 @@ export class SendService {
         quotedMessageId,
       }).finally(() => this.recordSend(sessionId));
       await this.messages.markSent(record, engineMessageId);
+      await this.dropUpload(record);
       endSend();
       this.log.log(
         {
@@ -142,8 +146,10 @@ export class SendService {
       const final = err.permanent || attempt.number >= attempt.max;
       // A try counts whether it failed at the download or at the engine.
       const attempts = record.attempts + 1;
-      if (final) await this.messages.markFailed(messageId, error, new Date(), attempts);
-      else
+      if (final) {
+        await this.messages.markFailed(messageId, error, new Date(), attempts);
+        await this.dropUpload(record);
+      } else
         await this.messages.markRetrying(messageId, error, {
           attempts,
           // BullMQ's exponential backoff: SEND_BACKOFF_MS doubled per failed attempt.
@@ -167,9 +173,32 @@ export class SendService {
     }
   }
 
+  /** The file of a media message: sent with the request (kept in Redis), or downloaded. */
   private async fetchMedia(record: MessageRecord): Promise<OutgoingMedia> {
-    const fetched = await this.media.fetch(record.mediaUrl ?? '', record.filename);
-    return { ...fetched, caption: record.caption ?? undefined };
+    let file: Omit<OutgoingMedia, 'caption'>;
+    if (record.upload) {
+      const data = await this.messages.upload(record.id);
+      if (!data)
+        throw new EngineError(
+          'MEDIA_FETCH_FAILED',
+          'the file sent with the request is no longer kept (expired)',
+          true,
+        );
+      file = { data, mimetype: record.upload.mimetype, filename: record.filename ?? 'file' };
+    } else {
+      file = await this.media.fetch(record.mediaUrl ?? '', record.filename);
+    }
+    const unsuitable = mediaOptionProblem(record.mediaOptions, file.mimetype);
+    if (unsuitable) throw new EngineError('SEND_FAILED', unsuitable, true);
+    return { ...file, ...record.mediaOptions, caption: record.caption ?? undefined };
+  }
+
+  /** A file sent with the request is dropped once its message is sent or has failed for good. */
+  private async dropUpload(record: MessageRecord): Promise<void> {
+    if (!record.upload) return;
+    await this.messages.dropUpload(record.id).catch((err: Error) => {
+      this.log.warn({ messageId: record.id, err: err.message }, 'uploaded file not dropped');
+    });
   }
 
   private callEngine(

@@ -1,0 +1,77 @@
+import multipart from '@fastify/multipart';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import type { FastifyRequest } from 'fastify';
+import { AppError } from '@app/common';
+import type { AppConfig } from '@app/config';
+
+/** The one route that takes a file with the request. */
+export const MEDIA_ROUTE = '/api/v1/messages/media';
+
+/** Form fields are named like the JSON fields; nothing else (no `__proto__`) is read. */
+const FIELD_NAME = /^[A-Za-z][A-Za-z0-9]{0,39}$/;
+
+/**
+ * The body limit of the media route: a file of MEDIA_MAX_BYTES as base64, plus the other
+ * fields. Every other route keeps the 1 MiB limit.
+ */
+export function mediaBodyLimit(mediaMaxBytes: number): number {
+  return Math.ceil(mediaMaxBytes / 3) * 4 + 64 * 1024;
+}
+
+/**
+ * Lets POST /api/v1/messages/media take its file in the request: as `mediaBase64` in JSON (a
+ * larger body limit on that route alone), or as multipart/form-data with a `file` part
+ * (@fastify/multipart, the file capped at MEDIA_MAX_BYTES while it streams in). A form is
+ * turned into the JSON body before validation, so both go through the same DTO and service.
+ */
+export async function configureUploads(
+  app: NestFastifyApplication,
+  config: AppConfig,
+): Promise<void> {
+  const server = app.getHttpAdapter().getInstance();
+  server.addHook('onRoute', (route) => {
+    if (route.url === MEDIA_ROUTE && route.method === 'POST')
+      route.bodyLimit = mediaBodyLimit(config.MEDIA_MAX_BYTES);
+  });
+  await app.register(multipart, {
+    limits: {
+      fileSize: config.MEDIA_MAX_BYTES,
+      files: 1,
+      fields: 20,
+      parts: 21,
+      fieldSize: 64 * 1024,
+      headerPairs: 100,
+    },
+  });
+  server.addHook('preValidation', async (request: FastifyRequest) => {
+    if (request.isMultipart() && request.routeOptions.url === MEDIA_ROUTE)
+      request.body = await formToBody(request);
+  });
+}
+
+/** The form's fields as the JSON body would carry them, the file as `mediaBase64`. */
+async function formToBody(request: FastifyRequest): Promise<Record<string, string>> {
+  const fields = new Map<string, string>();
+  let file: { data: Buffer; mimetype: string; filename: string } | undefined;
+  for await (const part of request.parts()) {
+    if (part.type === 'file') {
+      const data = await part.toBuffer();
+      if (part.fieldname !== 'file' || file)
+        throw new AppError('BAD_REQUEST', 'send one file, in a part named "file"');
+      file = { data, mimetype: part.mimetype, filename: part.filename };
+      continue;
+    }
+    if (!FIELD_NAME.test(part.fieldname))
+      throw new AppError('BAD_REQUEST', `unknown form field ${part.fieldname.slice(0, 40)}`);
+    fields.set(part.fieldname, String(part.value));
+  }
+  if (!file) throw new AppError('BAD_REQUEST', 'a multipart send needs a part named "file"');
+  if (fields.has('mediaUrl') || fields.has('mediaBase64'))
+    throw new AppError('BAD_REQUEST', 'send the file, or mediaUrl in JSON, not both');
+  return {
+    ...Object.fromEntries(fields),
+    mediaBase64: file.data.toString('base64'),
+    mimetype: fields.get('mimetype') ?? file.mimetype,
+    filename: fields.get('filename') ?? file.filename,
+  };
+}

@@ -1,0 +1,203 @@
+import { randomBytes } from 'node:crypto';
+import { eventually } from '../support/eventually.js';
+import { useStack } from '../support/stack.js';
+
+const MAX = 4096;
+const PNG = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==',
+  'base64',
+);
+
+describe('media sent with the request: base64 in JSON, or multipart/form-data', () => {
+  const stack = useStack({ MEDIA_MAX_BYTES: String(MAX) });
+  beforeAll(() => stack.waitReady());
+
+  const sentMedia = (messageId: string) =>
+    eventually(async () => {
+      const record = (await stack.call('GET', `/api/v1/messages/${messageId}`)).body.data;
+      expect(record.status).toBe('read');
+      const engineId = await stack.redis.hget(stack.keys.message(messageId), 'engineMessageId');
+      const send = stack.sandbox().sends.find((sent) => sent.engineMessageId === engineId);
+      expect(send?.media).toBeDefined();
+      return send!.media!;
+    });
+  const multipart = (
+    fields: Record<string, string>,
+    file?: { data: Buffer; type: string; name: string },
+  ) => {
+    const form = new FormData();
+    for (const [name, value] of Object.entries(fields)) form.append(name, value);
+    if (file)
+      form.append('file', new Blob([new Uint8Array(file.data)], { type: file.type }), file.name);
+    return fetch(`${stack.url}/api/v1/messages/media`, {
+      method: 'POST',
+      headers: { 'x-api-key': stack.env.API_KEY },
+      body: form,
+    }).then(async (response) => ({ status: response.status, body: await response.json() }));
+  };
+
+  it('sends a file given as mediaBase64, and drops its bytes from Redis once sent', async () => {
+    const data = randomBytes(3000);
+    const answer = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      mediaBase64: data.toString('base64'),
+      mimetype: 'application/pdf',
+      filename: 'invoice-1042.pdf',
+      caption: 'Invoice 1042',
+    });
+    expect(answer.status).toBe(202);
+    expect(answer.body.data).toMatchObject({ type: 'media', status: 'queued' });
+    const media = await sentMedia(answer.body.data.id);
+    expect(media).toMatchObject({
+      mimetype: 'application/pdf',
+      filename: 'invoice-1042.pdf',
+      size: 3000,
+      caption: 'Invoice 1042',
+    });
+    expect(await stack.redis.exists(stack.keys.messageUpload(answer.body.data.id))).toBe(0);
+  });
+
+  it('sends a file posted as multipart/form-data, with the form fields and options', async () => {
+    const answer = await multipart(
+      { to: '+49 151 2345 6789', caption: 'the receipt', asDocument: 'true' },
+      { data: PNG, type: 'image/png', name: 'receipt.png' },
+    );
+    expect(answer.status).toBe(202);
+    const media = await sentMedia(answer.body.data.id);
+    expect(media).toMatchObject({
+      mimetype: 'image/png',
+      filename: 'receipt.png',
+      size: PNG.length,
+      caption: 'the receipt',
+      as: 'document',
+    });
+  });
+
+  it('passes the sticker, voice and view-once options to the engine', async () => {
+    const sticker = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      mediaBase64: PNG.toString('base64'),
+      mimetype: 'image/png',
+      asSticker: true,
+    });
+    expect((await sentMedia(sticker.body.data.id)).as).toBe('sticker');
+    const once = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      mediaBase64: PNG.toString('base64'),
+      mimetype: 'image/png',
+      viewOnce: true,
+    });
+    expect((await sentMedia(once.body.data.id)).viewOnce).toBe(true);
+    const voice = await multipart(
+      { to: '4915123456789', asVoice: 'true' },
+      { data: randomBytes(500), type: 'audio/ogg', name: 'note.ogg' },
+    );
+    expect((await sentMedia(voice.body.data.id)).as).toBe('voice');
+  });
+
+  it('refuses a file over MEDIA_MAX_BYTES with 413 before anything is queued', async () => {
+    const before = await stack.redis.zcard(stack.keys.sessionMessages('main'));
+    const json = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      mediaBase64: randomBytes(MAX + 1).toString('base64'),
+      mimetype: 'application/pdf',
+    });
+    expect(json.status).toBe(413);
+    expect(json.body.error.code).toBe('PAYLOAD_TOO_LARGE');
+    const form = await multipart(
+      { to: '4915123456789' },
+      { data: randomBytes(MAX + 1), type: 'application/pdf', name: 'big.pdf' },
+    );
+    expect(form.status).toBe(413);
+    expect(form.body.error).toMatchObject({ code: 'PAYLOAD_TOO_LARGE' });
+    // Far over the limit: refused while the body is read.
+    const huge = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      mediaBase64: randomBytes(100_000).toString('base64'),
+      mimetype: 'application/pdf',
+    });
+    expect(huge.status).toBe(413);
+    expect(await stack.redis.zcard(stack.keys.sessionMessages('main'))).toBe(before);
+    expect(await stack.redis.keys(`${stack.keys.messageUpload('')}*`)).toEqual([]);
+  });
+
+  it.each<[string, Record<string, unknown>, string]>([
+    [
+      'a URL and a file',
+      {
+        mediaUrl: 'https://example.com/a.pdf',
+        mediaBase64: 'JVBERg==',
+        mimetype: 'application/pdf',
+      },
+      'not both',
+    ],
+    ['a file without its type', { mediaBase64: 'JVBERg==' }, 'mimetype'],
+    ['no file at all', {}, 'mediaUrl'],
+    [
+      'a file that is not base64',
+      { mediaBase64: 'not base64!', mimetype: 'application/pdf' },
+      'base64',
+    ],
+    ['an empty file', { mediaBase64: '', mimetype: 'application/pdf' }, 'empty'],
+    [
+      'two ways to show it',
+      { mediaBase64: 'JVBERg==', mimetype: 'image/png', asDocument: true, asSticker: true },
+      'exclude each other',
+    ],
+    [
+      'a picture as a voice note',
+      { mediaBase64: 'JVBERg==', mimetype: 'image/png', asVoice: true },
+      'audio',
+    ],
+    [
+      'a PDF to be viewed once',
+      { mediaBase64: 'JVBERg==', mimetype: 'application/pdf', viewOnce: true },
+      'view-once',
+    ],
+    ['a malformed type', { mediaBase64: 'JVBERg==', mimetype: 'pdf' }, 'mimetype'],
+  ])('answers 400 to %s', async (_case, body, words) => {
+    const answer = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      ...body,
+    });
+    expect(answer.status).toBe(400);
+    expect(JSON.stringify(answer.body.error)).toContain(words);
+  });
+
+  it('answers 400 to a form without a file, a stray field name, or sent to another route', async () => {
+    expect((await multipart({ to: '4915123456789' })).status).toBe(400);
+    const stray = await multipart(
+      { to: '4915123456789', 'x-y': '1' },
+      { data: PNG, type: 'image/png', name: 'a.png' },
+    );
+    expect(stray.status).toBe(400);
+    const form = new FormData();
+    form.append('to', '4915123456789');
+    form.append('text', 'hi');
+    const text = await fetch(`${stack.url}/api/v1/messages/text`, {
+      method: 'POST',
+      headers: { 'x-api-key': stack.env.API_KEY },
+      body: form,
+    });
+    expect(text.status).toBe(400);
+    expect(((await text.json()) as { error: { message: string } }).error.message).toContain(
+      'multipart/form-data',
+    );
+  });
+
+  it('drops the bytes of a scheduled upload that is cancelled', async () => {
+    const answer = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      mediaBase64: PNG.toString('base64'),
+      mimetype: 'image/png',
+      sendAt: new Date(Date.now() + 60_000).toISOString(),
+    });
+    expect(answer.status).toBe(202);
+    const key = stack.keys.messageUpload(answer.body.data.id);
+    expect(await stack.redis.exists(key)).toBe(1);
+    expect((await stack.call('DELETE', `/api/v1/messages/${answer.body.data.id}`)).status).toBe(
+      200,
+    );
+    expect(await stack.redis.exists(key)).toBe(0);
+  });
+});
