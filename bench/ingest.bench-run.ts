@@ -25,6 +25,9 @@ const ROUNDS = Number(process.env.BENCH_INGEST_ROUNDS ?? 3);
 const RATE = Number(process.env.BENCH_INGEST_RATE ?? 500);
 const RATE_SECONDS = Number(process.env.BENCH_INGEST_RATE_SECONDS ?? 5);
 const PIPELINE_MESSAGES = Number(process.env.BENCH_PIPELINE_MESSAGES ?? 1000);
+/** Texts accepted through POST /api/v1/messages/batch (in batches of BATCH_SIZE), and singly. */
+const BATCH_MESSAGES = Number(process.env.BENCH_BATCH_MESSAGES ?? 3000);
+const BATCH_SIZE = 1000;
 /**
  * Requests to each server before anything is measured (connections, JIT): our api still
  * spends noticeably more CPU per request after 500 than after 1500.
@@ -112,13 +115,13 @@ interface Answer {
   body: string;
 }
 
-function post(agent: Agent, port: number, payload: string): Promise<Answer> {
+function post(agent: Agent, port: number, payload: string, path = PATH): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const outgoing = request(
       {
         host: '127.0.0.1',
         port,
-        path: PATH,
+        path,
         method: 'POST',
         agent,
         headers: {
@@ -448,7 +451,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     try {
       results.bench = 'ingest';
       results.date = new Date().toISOString();
-      results.complete = phasesDone === 3;
+      results.complete = phasesDone === 4;
       results.machine = {
         cpus: os.cpus().length,
         cpuModel: os.cpus()[0]?.model,
@@ -696,6 +699,62 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     expectAllAccepted();
     phasesDone++;
   });
+
+  it(`batches: ${BATCH_MESSAGES} texts in batches of ${BATCH_SIZE}, beside as many single requests (ours)`, async () => {
+    const agent = keepAlive();
+    const measure = async (send: () => Promise<number>) => {
+      const apiCpu = await cpuMicros(ours.pid);
+      const started = performance.now();
+      const count = await send();
+      const seconds = (performance.now() - started) / 1000;
+      const cpuUs = (await cpuMicros(ours.pid)) - apiCpu;
+      oursAccepted += count;
+      await waitSent(oursAccepted, true, 20);
+      return {
+        messages: count,
+        seconds: round(seconds, 3),
+        acceptedPerSecond: Math.round(count / seconds),
+        apiCpuUsPerMessage: Math.round(cpuUs / count),
+      };
+    };
+    const single = await measure(async () => {
+      const { ids } = await closedLoop(ours, BATCH_MESSAGES, refusals);
+      return ids.length;
+    });
+    const batched = await measure(async () => {
+      let count = 0;
+      for (let sent = 0; sent < BATCH_MESSAGES; sent += BATCH_SIZE) {
+        const messages = Array.from(
+          { length: Math.min(BATCH_SIZE, BATCH_MESSAGES - sent) },
+          () => ({
+            type: 'text',
+            ...(JSON.parse(payload()) as object),
+          }),
+        );
+        const answer = await post(
+          agent,
+          ours.port,
+          JSON.stringify({ messages }),
+          '/api/v1/messages/batch',
+        );
+        if (answer.status === 202) count += (JSON.parse(answer.body).data.total as number) ?? 0;
+        else refusals.add(answer);
+      }
+      return count;
+    });
+    agent.destroy();
+    results.batches = {
+      batchSize: BATCH_SIZE,
+      single,
+      batched,
+      batchedOverSingle: {
+        acceptedPerSecond: ratio(batched.acceptedPerSecond, single.acceptedPerSecond),
+        apiCpuUsPerMessage: ratio(batched.apiCpuUsPerMessage, single.apiCpuUsPerMessage),
+      },
+    };
+    expectAllAccepted();
+    phasesDone++;
+  });
 });
 
 /** SIGTERM, then SIGKILL if the process is still there after 10 s; resolves once it exited. */
@@ -729,6 +788,8 @@ function table(): string {
       }
     | undefined;
   const memory = results.memory as Record<string, unknown> | undefined;
+  const batches = results.batches as
+    Record<'single' | 'batched' | 'batchedOverSingle', Record<string, number>> | undefined;
   const rows: (string | number | undefined)[][] = [['', 'bare', 'ours', 'ours/bare']];
   if (ingest)
     rows.push(
@@ -798,6 +859,22 @@ function table(): string {
       ['used_memory accepted / settled', '', `${used.accepted} / ${used.settled}`, ''],
     );
   }
+  if (batches)
+    rows.push(
+      ['', 'single', `batch of ${BATCH_SIZE}`, 'batch/single'],
+      [
+        `accepted messages/s (${BATCH_MESSAGES})`,
+        batches.single.acceptedPerSecond,
+        batches.batched.acceptedPerSecond,
+        batches.batchedOverSingle.acceptedPerSecond,
+      ],
+      [
+        'api CPU µs/message',
+        batches.single.apiCpuUsPerMessage,
+        batches.batched.apiCpuUsPerMessage,
+        batches.batchedOverSingle.apiCpuUsPerMessage,
+      ],
+    );
   const widths = [0, 1, 2, 3].map((c) =>
     Math.max(...rows.map((row) => String(row[c] ?? '').length)),
   );

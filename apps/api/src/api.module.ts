@@ -13,6 +13,7 @@ import { HealthService } from './health/health.service.js';
 import { InboxController } from './inbox/inbox.controller.js';
 import { InboxService } from './inbox/inbox.service.js';
 import { MessagesController } from './messages/messages.controller.js';
+import { BatchesController } from './messages/batches.controller.js';
 import { MessagesService } from './messages/messages.service.js';
 import { ApiMetricsModule } from './metrics/metrics.module.js';
 import { SessionsController } from './sessions/sessions.controller.js';
@@ -51,6 +52,7 @@ export class ApiModule implements OnApplicationBootstrap {
       ],
       controllers: [
         MessagesController,
+        BatchesController,
         SessionsController,
         InboxController,
         WebhooksController,

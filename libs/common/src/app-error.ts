@@ -22,11 +22,19 @@ export type SendErrorCode =
   | 'EXPIRED'
   | 'SEND_FAILED';
 
+/** One item of a request that was refused (in a batch, a message by its index). */
+export interface ErrorDetail {
+  index: number;
+  message: string;
+}
+
 /** A typed error thrown by services; the exception filter maps its code to an HTTP status. */
 export class AppError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
+    /** What went wrong, item by item (a batch's invalid messages by index). */
+    readonly details?: ErrorDetail[],
   ) {
     super(message);
     this.name = 'AppError';

@@ -17,7 +17,14 @@ export function toErrorEnvelope(exception: unknown): {
   if (exception instanceof AppError) {
     return {
       status: exception.status,
-      body: { ok: false, error: { code: exception.code, message: exception.message } },
+      body: {
+        ok: false,
+        error: {
+          code: exception.code,
+          message: exception.message,
+          ...(exception.details ? { details: exception.details } : {}),
+        },
+      },
     };
   }
   // Body-parser and URL errors arrive raw or, from Nest 12, wrapped with the raw one as cause.

@@ -6,7 +6,7 @@ import {
   StreamableFile,
 } from '@nestjs/common';
 import { Observable, map } from 'rxjs';
-import type { ErrorCode } from './app-error.js';
+import type { ErrorCode, ErrorDetail } from './app-error.js';
 
 export interface SuccessEnvelope<T> {
   ok: true;
@@ -15,7 +15,7 @@ export interface SuccessEnvelope<T> {
 
 export interface ErrorEnvelope {
   ok: false;
-  error: { code: ErrorCode; message: string; errorId?: string };
+  error: { code: ErrorCode; message: string; errorId?: string; details?: ErrorDetail[] };
 }
 
 /** Wraps every JSON answer of a controller in `{ ok: true, data }`. */

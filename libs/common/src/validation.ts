@@ -1,13 +1,14 @@
 import { ValidationError, ValidationPipe, type ArgumentMetadata } from '@nestjs/common';
 import { AppError } from './app-error.js';
 
-function describe(errors: ValidationError[], parent = ''): string[] {
+/** Each problem of a validation, named by the path of its field (`contacts.0.phone`). */
+export function describeValidationErrors(errors: ValidationError[], parent = ''): string[] {
   return errors.flatMap((error) => {
     const path = parent ? `${parent}.${error.property}` : error.property;
     const own = Object.values(error.constraints ?? {}).map((text) =>
       text.startsWith(error.property) ? `${parent ? parent + '.' : ''}${text}` : `${path}: ${text}`,
     );
-    return [...own, ...describe(error.children ?? [], path)];
+    return [...own, ...describeValidationErrors(error.children ?? [], path)];
   });
 }
 
@@ -57,6 +58,6 @@ export function createValidationPipe(): ValidationPipe {
     transformOptions: { enableImplicitConversion: false },
     forbidUnknownValues: true,
     exceptionFactory: (errors) =>
-      new AppError('BAD_REQUEST', describe(errors).join('; ') || 'Invalid request'),
+      new AppError('BAD_REQUEST', describeValidationErrors(errors).join('; ') || 'Invalid request'),
   });
 }

@@ -1,6 +1,6 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
-import { Queue, type JobsOptions, type QueueOptions } from 'bullmq';
+import { Queue, type QueueOptions } from 'bullmq';
 import { SendQueueBell } from '@app/status-store';
 import {
   JobName,
@@ -9,15 +9,6 @@ import {
   webhookChainJobId,
   type JobPayloads,
 } from './jobs.js';
-
-export interface SendJobOptions {
-  /** Our message id: BullMQ refuses a second job with the same id, so a message is queued once. */
-  jobId: string;
-  attempts: number;
-  backoffMs: number;
-  /** Held back this long before it may be taken (a scheduled message). */
-  delayMs?: number;
-}
 
 /** Adds jobs to the per-session send queues. Queues are opened on first use and kept. */
 @Injectable()
@@ -69,25 +60,39 @@ export class QueueProducer implements OnApplicationShutdown {
     return queue;
   }
 
-  async enqueue<N extends JobName>(
-    sessionId: string,
-    name: N,
-    data: JobPayloads[N],
-    options: SendJobOptions,
+  /**
+   * Queues one send job per message (`jobId` is the message id, so a message is queued once),
+   * with one `addBulk` per session queue: a batch of 1,000 costs a few round trips, not 1,000.
+   */
+  async enqueueSends(
+    sends: { sessionId: string; messageId: string; requestId?: string; delayMs?: number }[],
+    retry: { attempts: number; backoffMs: number },
   ): Promise<void> {
-    const jobOptions: JobsOptions = {
-      jobId: options.jobId,
-      attempts: options.attempts,
-      backoff: { type: 'exponential', delay: options.backoffMs },
-      delay: options.delayMs,
-      removeOnComplete: { age: 24 * 3600, count: 10_000 },
-      removeOnFail: { age: 7 * 24 * 3600 },
-    };
-    await this.queueFor(sessionId).add(name, data, jobOptions);
-    // The session's consumer waits for this instead of blocking a Redis connection. Not
-    // awaited (the job is in Redis already): were the ring lost, the consumer's periodic look
-    // at its queue still finds the job.
-    void this.bell.ring(sessionId).catch(() => undefined);
+    const bySession = new Map<string, typeof sends>();
+    for (const send of sends)
+      bySession.set(send.sessionId, [...(bySession.get(send.sessionId) ?? []), send]);
+    await Promise.all(
+      [...bySession].map(async ([sessionId, jobs]) => {
+        await this.queueFor(sessionId).addBulk(
+          jobs.map((send) => ({
+            name: JobName.SendMessage,
+            data: { messageId: send.messageId, requestId: send.requestId },
+            opts: {
+              jobId: send.messageId,
+              attempts: retry.attempts,
+              backoff: { type: 'exponential', delay: retry.backoffMs },
+              delay: send.delayMs,
+              removeOnComplete: { age: 24 * 3600, count: 10_000 },
+              removeOnFail: { age: 7 * 24 * 3600 },
+            },
+          })),
+        );
+        // The session's consumer waits for this instead of blocking a Redis connection. Not
+        // awaited (the jobs are in Redis already): were the ring lost, the consumer's periodic
+        // look at its queue still finds them.
+        void this.bell.ring(sessionId).catch(() => undefined);
+      }),
+    );
   }
 
   /**

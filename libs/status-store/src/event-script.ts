@@ -136,6 +136,26 @@ export class LuaScript {
     this.sha = createHash('sha1').update(source).digest('hex');
   }
 
+  /**
+   * Runs the script once per call in one pipeline (one round trip); each call's result or
+   * error in order. The script is loaded first, so no call meets NOSCRIPT.
+   */
+  async runMany(
+    redis: Redis,
+    calls: { keys: string[]; args: (string | number)[] }[],
+  ): Promise<unknown[]> {
+    if (calls.length === 0) return [];
+    await redis.script('LOAD', this.source);
+    const pipeline = redis.pipeline();
+    for (const call of calls)
+      pipeline.evalsha(this.sha, call.keys.length, ...call.keys, ...call.args);
+    const results = (await pipeline.exec()) ?? [];
+    return results.map(([err, result]) => {
+      if (err) throw err;
+      return result;
+    });
+  }
+
   async run(redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
     try {
       return await redis.evalsha(this.sha, keys.length, ...keys, ...args);

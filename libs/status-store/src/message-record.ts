@@ -104,6 +104,8 @@ export interface MessageRecord {
   replyTo: string | null;
   /** WhatsApp's id of the quoted message, when known at acceptance (else found at send time). */
   quotedEngineId: string | null;
+  /** The batch it came in (POST /api/v1/messages/batch), if any. */
+  batchId: string | null;
 }
 
 /** What a send asks for, by type. */
@@ -125,7 +127,7 @@ export type MessageContent = Pick<MessageRecord, 'type'> &
 
 export type NewMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'to' | 'chatId'> &
   MessageContent &
-  Partial<Pick<MessageRecord, 'sendAt' | 'replyTo' | 'quotedEngineId'>>;
+  Partial<Pick<MessageRecord, 'sendAt' | 'replyTo' | 'quotedEngineId' | 'batchId'>>;
 
 /** What the API shows of a record (the body and engine internals stay inside). */
 export interface PublicMessage {
@@ -139,6 +141,7 @@ export interface PublicMessage {
   createdAt: string;
   sendAt: string | null;
   replyTo: string | null;
+  batchId: string | null;
   sentAt: string | null;
   deliveredAt: string | null;
   readAt: string | null;
@@ -159,6 +162,7 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     createdAt,
     sendAt,
     replyTo,
+    batchId,
     sentAt,
     deliveredAt,
     readAt,
@@ -177,6 +181,7 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     createdAt,
     sendAt,
     replyTo,
+    batchId,
     sentAt,
     deliveredAt,
     readAt,

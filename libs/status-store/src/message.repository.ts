@@ -229,59 +229,51 @@ export class MessageRepository {
     liveSince: number | null,
     now = new Date(),
   ): Promise<MessageRecord | 'NO_SESSION' | 'NO_WORKER'> {
-    const record: MessageRecord = {
-      text: null,
-      mediaUrl: null,
-      caption: null,
-      filename: null,
-      upload: null,
-      mediaOptions: null,
-      location: null,
-      contact: null,
-      reaction: null,
-      replyTo: null,
-      quotedEngineId: null,
-      sendAt: null,
-      ...message,
-      status: message.sendAt ? 'scheduled' : 'queued',
-      error: null,
-      attempts: 0,
-      createdAt: now.toISOString(),
-      sendingAt: null,
-      sentAt: null,
-      deliveredAt: null,
-      readAt: null,
-      failedAt: null,
-      cancelledAt: null,
-      nextAttemptAt: null,
-      engineMessageId: null,
-    };
-    // Records are kept MESSAGE_RETENTION_MS from creation (from when they are due, if
-    // scheduled), then Redis drops them itself.
-    const due = record.sendAt ? Date.parse(record.sendAt) : now.getTime();
-    const retention = this.config.MESSAGE_RETENTION_MS + Math.max(0, due - now.getTime());
-    const outcome = await CREATE.run(
+    return (await this.createCheckedMany([message], liveSince, now))[0];
+  }
+
+  /**
+   * createChecked for many messages in one round trip (a pipeline of the same script): each
+   * is checked and written on its own, so the caller takes back those written if any was not.
+   */
+  async createCheckedMany(
+    messages: NewMessage[],
+    liveSince: number | null,
+    now = new Date(),
+  ): Promise<(MessageRecord | 'NO_SESSION' | 'NO_WORKER')[]> {
+    const records = messages.map((message) => newRecord(message, now));
+    const outcomes = await CREATE.runMany(
       this.redis,
-      [
-        this.keys.message(record.id),
-        this.keys.sessionMessages(record.sessionId),
-        this.keys.sessions(),
-        this.keys.session(record.sessionId),
-        this.keys.workers(),
-      ],
-      [
-        ...this.events.build(now),
-        JSON.stringify(Object.entries(serialize(record)).flat()),
-        retention,
-        now.getTime(),
-        now.getTime() - retention,
-        record.id,
-        record.sessionId,
-        liveSince ?? '',
-        record.status,
-      ],
+      records.map((record) => {
+        // Records are kept MESSAGE_RETENTION_MS from creation (from when they are due, if
+        // scheduled), then Redis drops them itself.
+        const due = record.sendAt ? Date.parse(record.sendAt) : now.getTime();
+        const retention = this.config.MESSAGE_RETENTION_MS + Math.max(0, due - now.getTime());
+        return {
+          keys: [
+            this.keys.message(record.id),
+            this.keys.sessionMessages(record.sessionId),
+            this.keys.sessions(),
+            this.keys.session(record.sessionId),
+            this.keys.workers(),
+          ],
+          args: [
+            ...this.events.build(now),
+            JSON.stringify(Object.entries(serialize(record)).flat()),
+            retention,
+            now.getTime(),
+            now.getTime() - retention,
+            record.id,
+            record.sessionId,
+            liveSince ?? '',
+            record.status,
+          ],
+        };
+      }),
     );
-    return outcome === 'NO_SESSION' || outcome === 'NO_WORKER' ? outcome : record;
+    return outcomes.map((outcome, i) =>
+      outcome === 'NO_SESSION' || outcome === 'NO_WORKER' ? outcome : records[i],
+    );
   }
 
   /**
@@ -528,6 +520,7 @@ const PENDING_ACK_TTL_MS = 10 * 60_000;
 
 const NULLABLE: (keyof MessageRecord)[] = [
   'sendAt',
+  'batchId',
   'replyTo',
   'quotedEngineId',
   'sendingAt',
@@ -576,4 +569,36 @@ export function parseMessageRecord(hash: Record<string, string>): MessageRecord 
   for (const field of NULLABLE)
     (record as unknown as Record<string, unknown>)[field] = hash[field] || null;
   return record;
+}
+
+/** A new message as first written: `queued`, or `scheduled` when it has a sendAt. */
+function newRecord(message: NewMessage, now: Date): MessageRecord {
+  return {
+    text: null,
+    mediaUrl: null,
+    caption: null,
+    filename: null,
+    upload: null,
+    mediaOptions: null,
+    location: null,
+    contact: null,
+    reaction: null,
+    replyTo: null,
+    quotedEngineId: null,
+    sendAt: null,
+    batchId: null,
+    ...message,
+    status: message.sendAt ? 'scheduled' : 'queued',
+    error: null,
+    attempts: 0,
+    createdAt: now.toISOString(),
+    sendingAt: null,
+    sentAt: null,
+    deliveredAt: null,
+    readAt: null,
+    failedAt: null,
+    cancelledAt: null,
+    nextAttemptAt: null,
+    engineMessageId: null,
+  };
 }

@@ -23,6 +23,14 @@ export class RedisKeys {
   messageUpload(messageId: string): string {
     return `${this.root}:upload:${messageId}`;
   }
+  /** A batch of messages accepted together (hash). */
+  batch(batchId: string): string {
+    return `${this.root}:batch:${batchId}`;
+  }
+  /** The ids of a batch's messages, in the order given. */
+  batchMessages(batchId: string): string {
+    return `${this.root}:batch-msgs:${batchId}`;
+  }
   /** Maps an engine's message id back to ours (acks arrive with the engine id). */
   engineMessage(sessionId: string, engineMessageId: string): string {
     return `${this.root}:emsg:${sessionId}:${engineMessageId}`;

@@ -17,6 +17,7 @@ import { WebhookRepository, webhookTargetId } from './webhook.repository.js';
 import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
 import { RedisSubscriber } from './redis-subscriber.js';
 import { SendQueueBell } from './send-queue-bell.js';
+import { BatchRepository } from './batch.repository.js';
 import { SessionCallClient, SessionCallServer } from './session-calls.js';
 
 /** Redis connection, key builder and the repositories in front of every Redis key. */
@@ -61,6 +62,7 @@ import { SessionCallClient, SessionCallServer } from './session-calls.js';
     SendQueueBell,
     SessionCallClient,
     SessionCallServer,
+    BatchRepository,
   ],
   exports: [
     REDIS,
@@ -78,6 +80,7 @@ import { SessionCallClient, SessionCallServer } from './session-calls.js';
     SendQueueBell,
     SessionCallClient,
     SessionCallServer,
+    BatchRepository,
   ],
 })
 export class StatusStoreModule implements OnApplicationShutdown {

@@ -2,6 +2,13 @@ import { applyDecorators, type Type } from '@nestjs/common';
 import { ApiExtraModels, ApiProperty, ApiResponse, getSchemaPath } from '@nestjs/swagger';
 import { ERROR_STATUS } from '@app/common';
 
+export class ErrorDetailDto {
+  @ApiProperty({ example: 3, description: 'Position of the item in the request (from 0)' })
+  index: number;
+  @ApiProperty({ example: 'to is not a phone number or group id' })
+  message: string;
+}
+
 export class ErrorBodyDto {
   @ApiProperty({ enum: Object.keys(ERROR_STATUS), example: 'BAD_REQUEST' })
   code: string;
@@ -14,6 +21,13 @@ export class ErrorBodyDto {
     description: 'Present on INTERNAL errors; the same id is in the server log',
   })
   errorId?: string;
+  @ApiProperty({
+    required: false,
+    type: ErrorDetailDto,
+    isArray: true,
+    description: 'Present when items of a request were refused (a batch): each by its index',
+  })
+  details?: ErrorDetailDto[];
 }
 
 export class ErrorEnvelopeDto {

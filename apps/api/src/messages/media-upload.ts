@@ -6,6 +6,9 @@ import type { AppConfig } from '@app/config';
 
 /** The one route that takes a file with the request. */
 export const MEDIA_ROUTE = '/api/v1/messages/media';
+/** A batch of up to 1,000 messages of up to 4,096 characters each. */
+export const BATCH_ROUTE = '/api/v1/messages/batch';
+export const BATCH_BODY_LIMIT = 8 * 1024 * 1024;
 
 /** Form fields are named like the JSON fields; nothing else (no `__proto__`) is read. */
 const FIELD_NAME = /^[A-Za-z][A-Za-z0-9]{0,39}$/;
@@ -19,7 +22,8 @@ export function mediaBodyLimit(mediaMaxBytes: number): number {
 }
 
 /**
- * Lets POST /api/v1/messages/media take its file in the request: as `mediaBase64` in JSON (a
+ * Larger bodies on two routes only (a batch; a file sent with the request), and lets
+ * POST /api/v1/messages/media take its file in the request: as `mediaBase64` in JSON (a
  * larger body limit on that route alone), or as multipart/form-data with a `file` part
  * (@fastify/multipart, the file capped at MEDIA_MAX_BYTES while it streams in). A form is
  * turned into the JSON body before validation, so both go through the same DTO and service.
@@ -32,6 +36,7 @@ export async function configureUploads(
   server.addHook('onRoute', (route) => {
     if (route.url === MEDIA_ROUTE && route.method === 'POST')
       route.bodyLimit = mediaBodyLimit(config.MEDIA_MAX_BYTES);
+    if (route.url === BATCH_ROUTE && route.method === 'POST') route.bodyLimit = BATCH_BODY_LIMIT;
   });
   await app.register(multipart, {
     limits: {

@@ -60,6 +60,13 @@ export class MessageDto implements PublicMessage {
     description: 'The message this one replies to (quotes), as given in the send',
   })
   replyTo: string | null;
+  @ApiProperty({
+    nullable: true,
+    example: null,
+    type: String,
+    description: 'The batch it came in (POST /api/v1/messages/batch), if any',
+  })
+  batchId: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })
   sentAt: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })

@@ -1,5 +1,5 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Req } from '@nestjs/common';
-import { ApiConsumes, ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiConsumes, ApiExtraModels, ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
@@ -11,9 +11,11 @@ import {
   ReactionDto,
   SendContactDto,
   SendLocationDto,
+  SendBatchDto,
   SendMediaDto,
   SendTextDto,
 } from './send-message.dto.js';
+import { BatchAcceptedDto } from './batch.dto.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
@@ -70,6 +72,35 @@ export class MessagesController {
   @SEND_ERRORS
   sendMedia(@Body() dto: SendMediaDto, @Req() req: FastifyRequest) {
     return this.messages.enqueueMedia(dto, sendContext(req));
+  }
+
+  @Post('batch')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Queue up to 1,000 messages at once',
+    description:
+      'All or nothing: every message is checked as its own route would check it before any is ' +
+      'queued. Each becomes a message of its own (same queue, pacing, statuses, webhooks); ' +
+      'follow the batch with GET /api/v1/batches/{id}. An Idempotency-Key is not taken here.',
+  })
+  @ApiExtraModels(SendTextDto, SendMediaDto, SendLocationDto, SendContactDto)
+  @ApiEnvelope(BatchAcceptedDto, { status: 202, description: 'Accepted and queued' })
+  @ApiErrors(
+    {
+      status: 400,
+      description: 'Invalid body, or invalid messages (each listed in error.details by index)',
+    },
+    { status: 404, description: 'A session does not exist' },
+    { status: 413, description: 'Body larger than 8 MiB' },
+    { status: 503, description: 'No worker is running; nothing was queued' },
+  )
+  sendBatch(@Body() dto: SendBatchDto, @Req() req: FastifyRequest) {
+    if (req.headers['idempotency-key'] !== undefined)
+      throw new AppError(
+        'BAD_REQUEST',
+        'Idempotency-Key is not taken on a batch: send each message on its own to use one',
+      );
+    return this.messages.enqueueBatch(dto, sendContext(req));
   }
 
   @Post('location')

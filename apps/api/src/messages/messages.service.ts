@@ -1,10 +1,19 @@
 import { Injectable } from '@nestjs/common';
 import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AppError, phoneDigits, toChatId } from '@app/common';
-import { AppConfig } from '@app/config';
-import { JobName, QueueProducer } from '@app/queue';
+import { plainToInstance } from 'class-transformer';
+import { validate } from 'class-validator';
 import {
+  AppError,
+  describeValidationErrors,
+  phoneDigits,
+  toChatId,
+  type ErrorDetail,
+} from '@app/common';
+import { AppConfig } from '@app/config';
+import { QueueProducer } from '@app/queue';
+import {
+  BatchRepository,
   IdempotencyRepository,
   IncomingRepository,
   MessageRepository,
@@ -15,15 +24,25 @@ import {
   type MediaOptions,
   type MessageRecord,
   type MessageContent,
+  type NewMessage,
   type PublicMessage,
 } from '@app/status-store';
-import type {
-  ReactionDto,
-  SendContactDto,
-  SendLocationDto,
-  SendMediaDto,
-  SendTextDto,
+import {
+  BATCH_TYPES,
+  type BatchType,
+  type ReactionDto,
+  type SendBatchDto,
+  type SendContactDto,
+  type SendLocationDto,
+  type SendMediaDto,
+  type SendTextDto,
 } from './send-message.dto.js';
+import type { BatchAcceptedDto, BatchStatusDto } from './batch.dto.js';
+
+type SendDto = SendTextDto | SendMediaDto | SendLocationDto | SendContactDto;
+
+/** A batch's messages are validated as the global pipe validates a route's body. */
+const VALIDATION = { whitelist: true, forbidNonWhitelisted: true, forbidUnknownValues: true };
 
 /** What a reply, a reaction or a deletion needs of the message it acts on. */
 type QuotedMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'chatId' | 'engineMessageId'>;
@@ -31,6 +50,38 @@ type QuotedMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'chatId' | 'engine
 const IDEMPOTENCY_TTL_MS = 24 * 3600_000;
 /** How far ahead a message may be scheduled. */
 const MAX_SCHEDULE_MS = 30 * 24 * 3600_000;
+
+/** Where a send goes, as the client gave it. */
+interface SendTarget {
+  sessionId?: string;
+  to: string;
+  /** The chat as WhatsApp names it, when known (a reaction's is its message's). */
+  chatId?: string;
+  sendAt?: string;
+  /** An id as the client gave it, or the message already read by the caller. */
+  replyTo?: string | QuotedMessage;
+}
+
+/** A send checked and ready to be written. */
+interface PreparedMessage {
+  message: NewMessage;
+  file?: Buffer;
+  sendAt?: Date;
+}
+
+/** What an Idempotency-Key is bound to: the request, not the id it was given. */
+function requestHash(prepared: PreparedMessage): string {
+  // The chat, not how `to` was spelled; the quoted id is looked up, not asked for.
+  const { id: _id, to: _to, quotedEngineId: _quoted, ...request } = prepared.message;
+  return createHash('sha256')
+    .update(
+      JSON.stringify({
+        ...request,
+        file: prepared.file ? createHash('sha256').update(prepared.file).digest('hex') : undefined,
+      }),
+    )
+    .digest('hex');
+}
 
 export interface SendContext {
   /** Whose keys idempotency keys are scoped to (a digest of the API key). */
@@ -49,26 +100,127 @@ export class MessagesService {
     private readonly idempotency: IdempotencyRepository,
     private readonly incoming: IncomingRepository,
     private readonly producer: QueueProducer,
+    private readonly batches: BatchRepository,
   ) {}
 
   enqueueText(dto: SendTextDto, context: SendContext): Promise<PublicMessage> {
-    return this.enqueue({ type: 'text', text: dto.text }, dto, context);
+    return this.enqueueOf('text', dto, context);
   }
 
   enqueueLocation(dto: SendLocationDto, context: SendContext): Promise<PublicMessage> {
-    const { latitude, longitude, name, address } = dto;
-    return this.enqueue(
-      { type: 'location', location: { latitude, longitude, name, address } },
-      dto,
-      context,
-    );
+    return this.enqueueOf('location', dto, context);
   }
 
   enqueueContact(dto: SendContactDto, context: SendContext): Promise<PublicMessage> {
-    const [card] = dto.contacts;
-    // Validated as a phone number, so the digits are there.
-    const phone = phoneDigits(card.phone)!;
-    return this.enqueue({ type: 'contact', contact: { name: card.name, phone } }, dto, context);
+    return this.enqueueOf('contact', dto, context);
+  }
+
+  /** A file by URL (the worker downloads it), or sent with the request (kept in Redis). */
+  enqueueMedia(dto: SendMediaDto, context: SendContext): Promise<PublicMessage> {
+    return this.enqueueOf('media', dto, context);
+  }
+
+  /**
+   * Accepts up to 1,000 messages at once, all or none: each is checked as its own route would
+   * check it, then all are written in one round trip and queued with one addBulk per session.
+   */
+  async enqueueBatch(dto: SendBatchDto, context: SendContext): Promise<BatchAcceptedDto> {
+    const problems: ErrorDetail[] = [];
+    const prepared: PreparedMessage[] = [];
+    for (const [index, item] of dto.messages.entries()) {
+      try {
+        const { type, ...fields } = item;
+        if (typeof type !== 'string' || !(type in BATCH_TYPES))
+          throw new AppError(
+            'BAD_REQUEST',
+            `type must be one of ${Object.keys(BATCH_TYPES).join(', ')}`,
+          );
+        const dtoClass: new () => SendDto = BATCH_TYPES[type as BatchType];
+        const send = plainToInstance(dtoClass, fields);
+        const errors = await validate(send, VALIDATION);
+        if (errors.length)
+          throw new AppError('BAD_REQUEST', describeValidationErrors(errors).join('; '));
+        const { content, file } = this.contentOf(type as BatchType, send);
+        prepared.push(
+          await this.prepare(
+            content,
+            { ...send, sessionId: send.sessionId ?? dto.sessionId },
+            file,
+          ),
+        );
+      } catch (err) {
+        if (!(err instanceof AppError) || err.status >= 500) throw err;
+        problems.push({ index, message: err.message });
+      }
+    }
+    if (problems.length)
+      throw new AppError(
+        'BAD_REQUEST',
+        `${problems.length} of ${dto.messages.length} messages are invalid; nothing was queued: ` +
+          problems
+            .slice(0, 5)
+            .map((problem) => `#${problem.index}: ${problem.message}`)
+            .join('; ') +
+          (problems.length > 5 ? '; …' : ''),
+        problems,
+      );
+    const batchId = randomUUID();
+    const records = await this.commit(prepared, context, batchId);
+    const latest = Math.max(
+      0,
+      ...prepared.map((item) => (item.sendAt?.getTime() ?? 0) - Date.now()),
+    );
+    await this.batches.save(
+      { id: batchId, createdAt: new Date().toISOString(), total: records.length },
+      records.map((record) => record.id),
+      this.config.MESSAGE_RETENTION_MS + latest,
+    );
+    return {
+      id: batchId,
+      total: records.length,
+      messages: records.map(({ id, sessionId, to, type, status }) => ({
+        id,
+        sessionId,
+        to,
+        type,
+        status,
+      })),
+    };
+  }
+
+  /** A batch and how many of its messages are in each status. */
+  async batch(batchId: string): Promise<BatchStatusDto> {
+    if (!isMessageId(batchId)) throw new AppError('BAD_REQUEST', 'id must be a batch id (a UUID)');
+    const batch = await this.batches.get(batchId);
+    if (!batch) throw new AppError('NOT_FOUND', `Batch ${batchId} does not exist`);
+    const counts = await this.batches.counts(batchId);
+    const waiting = counts.scheduled + counts.queued + counts.sending;
+    return { ...batch, counts, done: waiting === 0 };
+  }
+
+  private enqueueOf(type: BatchType, dto: SendDto, context: SendContext): Promise<PublicMessage> {
+    const { content, file } = this.contentOf(type, dto);
+    return this.enqueue(content, dto, context, file);
+  }
+
+  /** What a send of `type` asks for, checked beyond its DTO (and its file, decoded). */
+  private contentOf(type: BatchType, dto: SendDto): { content: MessageContent; file?: Buffer } {
+    switch (type) {
+      case 'text':
+        return { content: { type: 'text', text: (dto as SendTextDto).text } };
+      case 'location': {
+        const { latitude, longitude, name, address } = dto as SendLocationDto;
+        return { content: { type: 'location', location: { latitude, longitude, name, address } } };
+      }
+      case 'contact': {
+        const [card] = (dto as SendContactDto).contacts;
+        // Validated as a phone number, so the digits are there.
+        const phone = phoneDigits(card.phone)!;
+        return { content: { type: 'contact', contact: { name: card.name, phone } } };
+      }
+      case 'media':
+        return this.mediaContent(dto as SendMediaDto);
+    }
   }
 
   /**
@@ -129,8 +281,8 @@ export class MessagesService {
     return toPublicMessage(record);
   }
 
-  /** A file by URL (the worker downloads it), or sent with the request (kept in Redis). */
-  enqueueMedia(dto: SendMediaDto, context: SendContext): Promise<PublicMessage> {
+  /** A media send's content: its options checked, a file sent with it decoded and capped. */
+  private mediaContent(dto: SendMediaDto): { content: MessageContent; file?: Buffer } {
     if (dto.mediaUrl !== undefined && dto.mediaBase64 !== undefined)
       throw new AppError('BAD_REQUEST', 'give mediaUrl or mediaBase64, not both');
     const as = (['asDocument', 'asVoice', 'asSticker'] as const).filter((flag) => dto[flag]);
@@ -155,8 +307,8 @@ export class MessagesService {
     const mimetype = dto.mimetype?.toLowerCase();
     const unsuitable = mimetype ? mediaOptionProblem(options, mimetype) : null;
     if (unsuitable) throw new AppError('BAD_REQUEST', unsuitable);
-    return this.enqueue(
-      {
+    return {
+      content: {
         type: 'media',
         mediaUrl: dto.mediaUrl ?? null,
         caption: dto.caption ?? null,
@@ -164,10 +316,8 @@ export class MessagesService {
         upload: file && mimetype ? { mimetype, size: file.length } : null,
         mediaOptions: Object.keys(options).length ? options : null,
       },
-      dto,
-      context,
       file,
-    );
+    };
   }
 
   async get(messageId: string): Promise<PublicMessage> {
@@ -180,19 +330,50 @@ export class MessagesService {
 
   private async enqueue(
     content: MessageContent,
-    target: {
-      sessionId?: string;
-      to: string;
-      /** The chat as WhatsApp names it, when known (a reaction's is its message's). */
-      chatId?: string;
-      sendAt?: string;
-      /** An id as the client gave it, or the message already read by the caller. */
-      replyTo?: string | QuotedMessage;
-    },
+    target: SendTarget,
     context: SendContext,
     /** The bytes of a file sent with the request (content.upload describes it). */
     file?: Buffer,
   ): Promise<PublicMessage> {
+    const prepared = await this.prepare(content, target, file);
+    const idempotencyKey = context.idempotencyKey;
+    if (idempotencyKey) {
+      const existing = await this.idempotency.claim(
+        context.callerScope,
+        idempotencyKey,
+        { messageId: prepared.message.id, requestHash: requestHash(prepared) },
+        IDEMPOTENCY_TTL_MS,
+      );
+      if (existing) {
+        if (existing.requestHash !== requestHash(prepared)) {
+          throw new AppError(
+            'CONFLICT',
+            'Idempotency-Key was already used with a different request',
+          );
+        }
+        return toPublicMessage(await this.waitForRecord(existing.messageId));
+      }
+    }
+    try {
+      const [record] = await this.commit([prepared], context);
+      return toPublicMessage(record);
+    } catch (err) {
+      // Not accepted: the key may be used again.
+      if (idempotencyKey)
+        await this.idempotency.release(context.callerScope, idempotencyKey).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * Everything about a send that can be refused, checked before anything is written: the
+   * target, the schedule, the session, the message replied to.
+   */
+  private async prepare(
+    content: MessageContent,
+    target: SendTarget,
+    file?: Buffer,
+  ): Promise<PreparedMessage> {
     const chatId = target.chatId ?? toChatId(target.to);
     if (!chatId) throw new AppError('BAD_REQUEST', 'to is not a phone number or group id');
     const sendAt = scheduledTime(target.sendAt);
@@ -202,50 +383,9 @@ export class MessagesService {
     const quotedEngineId = target.replyTo
       ? await this.quotedEngineId(target.replyTo, sessionId, chatId)
       : null;
-
-    const messageId = randomUUID();
-    const idempotencyKey = context.idempotencyKey;
-    if (idempotencyKey) {
-      const requestHash = createHash('sha256')
-        .update(
-          JSON.stringify({
-            sessionId,
-            chatId,
-            ...content,
-            sendAt: sendAt?.toISOString(),
-            replyTo,
-            file: file ? createHash('sha256').update(file).digest('hex') : undefined,
-          }),
-        )
-        .digest('hex');
-      const existing = await this.idempotency.claim(
-        context.callerScope,
-        idempotencyKey,
-        { messageId, requestHash },
-        IDEMPOTENCY_TTL_MS,
-      );
-      if (existing) {
-        if (existing.requestHash !== requestHash) {
-          throw new AppError(
-            'CONFLICT',
-            'Idempotency-Key was already used with a different request',
-          );
-        }
-        return toPublicMessage(await this.waitForRecord(existing.messageId));
-      }
-    }
-
-    // Kept until sent; at most as long as the message may wait to be sent.
-    if (file)
-      await this.messages.saveUpload(
-        messageId,
-        file,
-        this.config.MESSAGE_TTL_MS + Math.max(0, (sendAt?.getTime() ?? 0) - Date.now()) + 60_000,
-      );
-    // The session and a live worker are checked by the write itself (one round trip).
-    const record = await this.messages.createChecked(
-      {
-        id: messageId,
+    return {
+      message: {
+        id: randomUUID(),
         sessionId,
         to: target.to,
         chatId,
@@ -254,37 +394,72 @@ export class MessagesService {
         replyTo: replyTo ?? null,
         quotedEngineId,
       },
+      file,
+      sendAt,
+    };
+  }
+
+  /**
+   * Writes prepared messages and queues them, all or none: the sessions and a live worker are
+   * checked by the writes themselves (one round trip for all), and what was written is taken
+   * back if any was refused or the queue could not take them.
+   */
+  private async commit(
+    prepared: PreparedMessage[],
+    context: SendContext,
+    batchId?: string,
+  ): Promise<MessageRecord[]> {
+    const uploads = prepared.filter((item) => item.file);
+    const dropUploads = () =>
+      Promise.all(
+        uploads.map((item) => this.messages.dropUpload(item.message.id).catch(() => undefined)),
+      );
+    // Kept until sent; at most as long as the message may wait to be sent.
+    for (const item of uploads)
+      await this.messages.saveUpload(
+        item.message.id,
+        item.file!,
+        this.config.MESSAGE_TTL_MS +
+          Math.max(0, (item.sendAt?.getTime() ?? 0) - Date.now()) +
+          60_000,
+      );
+    const outcomes = await this.messages.createCheckedMany(
+      prepared.map((item) => ({ ...item.message, batchId: batchId ?? null })),
       Date.now() - this.config.workerStaleAfterMs,
     );
-    if (record === 'NO_SESSION' || record === 'NO_WORKER') {
-      if (file) await this.messages.dropUpload(messageId).catch(() => undefined);
-      if (idempotencyKey)
-        await this.idempotency.release(context.callerScope, idempotencyKey).catch(() => undefined);
-      if (record === 'NO_SESSION')
+    const records = outcomes.filter(
+      (outcome): outcome is MessageRecord => typeof outcome !== 'string',
+    );
+    const takeBack = async () => {
+      await Promise.all(
+        records.map((record) => this.messages.delete(record).catch(() => undefined)),
+      );
+      await dropUploads();
+    };
+    const refused = outcomes.findIndex((outcome) => typeof outcome === 'string');
+    if (refused >= 0) {
+      await takeBack();
+      const { sessionId } = prepared[refused].message;
+      if (outcomes[refused] === 'NO_SESSION')
         throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
       throw new AppError('UNAVAILABLE', 'No worker is running; the message was not accepted');
     }
     try {
-      await this.producer.enqueue(
-        sessionId,
-        JobName.SendMessage,
-        { messageId, requestId: context.requestId },
-        {
-          jobId: messageId,
-          attempts: this.config.SEND_ATTEMPTS,
-          backoffMs: this.config.SEND_BACKOFF_MS,
-          delayMs: sendAt ? Math.max(0, sendAt.getTime() - Date.now()) : undefined,
-        },
+      await this.producer.enqueueSends(
+        prepared.map((item) => ({
+          sessionId: item.message.sessionId,
+          messageId: item.message.id,
+          requestId: context.requestId,
+          delayMs: item.sendAt ? Math.max(0, item.sendAt.getTime() - Date.now()) : undefined,
+        })),
+        { attempts: this.config.SEND_ATTEMPTS, backoffMs: this.config.SEND_BACKOFF_MS },
       );
     } catch (err) {
-      // Not queued means not accepted: take the record back so nothing waits forever.
-      await this.messages.delete(record).catch(() => undefined);
-      if (file) await this.messages.dropUpload(messageId).catch(() => undefined);
-      if (idempotencyKey)
-        await this.idempotency.release(context.callerScope, idempotencyKey).catch(() => undefined);
+      // Not queued means not accepted: take the records back so nothing waits forever.
+      await takeBack();
       throw new AppError('UNAVAILABLE', `Queue unavailable: ${(err as Error).message}`);
     }
-    return toPublicMessage(record);
+    return records;
   }
 
   /**

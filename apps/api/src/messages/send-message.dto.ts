@@ -1,4 +1,5 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { applyDecorators } from '@nestjs/common';
+import { ApiProperty, ApiPropertyOptional, getSchemaPath } from '@nestjs/swagger';
 import { Transform, Type } from 'class-transformer';
 import {
   ArrayMaxSize,
@@ -12,6 +13,7 @@ import {
   Min,
   ValidateNested,
   IsNotEmpty,
+  IsObject,
   IsOptional,
   IsString,
   IsUrl,
@@ -30,18 +32,20 @@ const ONE_LINE = /^[^\p{Cc}]+$/u;
 const REPLY_TO =
   /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|in_[A-Za-z0-9_-]+|(true|false)_[^\s_]+_[A-Za-z0-9]+(_[^\s]+)?)$/;
 
+/** An optional session id field, documented with `description`. */
+const SessionIdField = (description: string) =>
+  applyDecorators(
+    ApiPropertyOptional({ description, example: 'main', pattern: SESSION_ID_PATTERN.source }),
+    IsOptional(),
+    IsString(),
+    Matches(SESSION_ID_PATTERN, {
+      message: 'sessionId must be 1-64 letters, digits, _ or -, starting with a letter or digit',
+    }),
+  );
+
 /** Fields every send shares. */
 export class SendBaseDto {
-  @ApiPropertyOptional({
-    description: 'Session to send from; the active session when omitted',
-    example: 'main',
-    pattern: SESSION_ID_PATTERN.source,
-  })
-  @IsOptional()
-  @IsString()
-  @Matches(SESSION_ID_PATTERN, {
-    message: 'sessionId must be 1-64 letters, digits, _ or -, starting with a letter or digit',
-  })
+  @SessionIdField('Session to send from; the active session when omitted')
   sessionId?: string;
 
   @ApiProperty({
@@ -268,4 +272,54 @@ export class ReactionDto {
     message: 'emoji must be an emoji (or empty, to take a reaction back)',
   })
   emoji: string;
+}
+
+/** The message types a batch takes, each the body of its own route plus `type`. */
+export const BATCH_TYPES = {
+  text: SendTextDto,
+  media: SendMediaDto,
+  location: SendLocationDto,
+  contact: SendContactDto,
+} as const;
+
+export type BatchType = keyof typeof BATCH_TYPES;
+
+export class SendBatchDto {
+  @SessionIdField('Session of the messages that name none; the active session when omitted')
+  sessionId?: string;
+
+  @ApiProperty({
+    description:
+      'Up to 1,000 messages. Each is the body of POST /api/v1/messages/{type} plus `type` ' +
+      '(text, media, location or contact). All are checked before any is queued: one invalid ' +
+      'message refuses the batch with 400, listing each problem by index in `error.details`.',
+    type: 'array',
+    items: {
+      oneOf: Object.values(BATCH_TYPES).map((dto) => ({
+        allOf: [
+          { $ref: getSchemaPath(dto) },
+          {
+            type: 'object',
+            required: ['type'],
+            properties: { type: { type: 'string', enum: Object.keys(BATCH_TYPES) } },
+          },
+        ],
+      })),
+    },
+    example: [
+      { type: 'text', to: '+49 151 2345 6789', text: 'Your order 1042 has shipped' },
+      {
+        type: 'location',
+        to: '+49 151 2345 6790',
+        latitude: 52.520008,
+        longitude: 13.404954,
+        name: 'Shop Mitte',
+      },
+    ],
+  })
+  @IsArray()
+  @ArrayMinSize(1, { message: 'messages must hold at least one message' })
+  @ArrayMaxSize(1000, { message: 'messages must hold at most 1000 messages' })
+  @IsObject({ each: true, message: 'each of messages must be an object' })
+  messages: Record<string, unknown>[];
 }

@@ -57,6 +57,7 @@ function record(overrides: Partial<MessageRecord> = {}): MessageRecord {
     reaction: null,
     replyTo: null,
     quotedEngineId: null,
+    batchId: null,
     ...overrides,
   };
 }

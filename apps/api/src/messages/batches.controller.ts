@@ -1,0 +1,29 @@
+import { Controller, Get, Param } from '@nestjs/common';
+import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
+import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
+import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { BatchStatusDto } from './batch.dto.js';
+import { MessagesService } from './messages.service.js';
+
+@ApiTags('messages')
+@ApiKeyAuth()
+@Controller('api/v1/batches')
+export class BatchesController {
+  constructor(private readonly messages: MessagesService) {}
+
+  @Get(':id')
+  @ApiOperation({ summary: 'A batch: how many of its messages are in each status' })
+  @ApiParam({
+    name: 'id',
+    example: '0b7e1c9a-8a55-4f0e-9d0b-6a0f3b7c2d11',
+    description: 'Batch id',
+  })
+  @ApiEnvelope(BatchStatusDto)
+  @ApiErrors(
+    { status: 400, description: 'Not a batch id' },
+    { status: 404, description: 'No such batch (or its messages expired)' },
+  )
+  batch(@Param('id') id: string) {
+    return this.messages.batch(id);
+  }
+}

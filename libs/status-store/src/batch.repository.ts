@@ -1,0 +1,67 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import type { MessageStatus } from './message-record.js';
+import { RedisKeys } from './redis-keys.js';
+import { REDIS } from './status-store.tokens.js';
+
+export interface BatchRecord {
+  id: string;
+  createdAt: string;
+  total: number;
+}
+
+export type BatchCounts = Record<MessageStatus, number> & {
+  /** Records already dropped after MESSAGE_RETENTION_MS. */
+  expired: number;
+};
+
+const STATUSES: MessageStatus[] = [
+  'scheduled',
+  'queued',
+  'sending',
+  'sent',
+  'delivered',
+  'read',
+  'failed',
+  'cancelled',
+];
+
+/** Batches of messages accepted together: their ids, kept as long as the messages are. */
+@Injectable()
+export class BatchRepository {
+  constructor(
+    @Inject(REDIS) private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+  ) {}
+
+  async save(batch: BatchRecord, messageIds: string[], ttlMs: number): Promise<void> {
+    await this.redis
+      .multi()
+      .hset(this.keys.batch(batch.id), {
+        id: batch.id,
+        createdAt: batch.createdAt,
+        total: String(batch.total),
+      })
+      .pexpire(this.keys.batch(batch.id), ttlMs)
+      .rpush(this.keys.batchMessages(batch.id), ...messageIds)
+      .pexpire(this.keys.batchMessages(batch.id), ttlMs)
+      .exec();
+  }
+
+  async get(batchId: string): Promise<BatchRecord | null> {
+    const hash = await this.redis.hgetall(this.keys.batch(batchId));
+    if (!hash.id) return null;
+    return { id: hash.id, createdAt: hash.createdAt, total: Number(hash.total) };
+  }
+
+  /** How many of the batch's messages are in each status now (one round trip). */
+  async counts(batchId: string): Promise<BatchCounts> {
+    const ids = await this.redis.lrange(this.keys.batchMessages(batchId), 0, -1);
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.hget(this.keys.message(id), 'status');
+    const statuses = ((await pipeline.exec()) ?? []).map(([, status]) => status as string | null);
+    const counts = Object.fromEntries([...STATUSES, 'expired'].map((s) => [s, 0])) as BatchCounts;
+    for (const status of statuses) counts[(status as MessageStatus | null) ?? 'expired']++;
+    return counts;
+  }
+}
