@@ -127,6 +127,9 @@ export class MessagesService {
   async enqueueBatch(dto: SendBatchDto, context: SendContext): Promise<BatchAcceptedDto> {
     const problems: ErrorDetail[] = [];
     const prepared: PreparedMessage[] = [];
+    // Read once for the batch, not once per message.
+    const defaultSession =
+      dto.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
     for (const [index, item] of dto.messages.entries()) {
       try {
         const { type, ...fields } = item;
@@ -144,7 +147,7 @@ export class MessagesService {
         prepared.push(
           await this.prepare(
             content,
-            { ...send, sessionId: send.sessionId ?? dto.sessionId },
+            { ...send, sessionId: send.sessionId ?? defaultSession },
             file,
           ),
         );
