@@ -11,6 +11,7 @@ import { WorkerHealth } from './health/worker-health.service.js';
 import { WorkerHttpServer } from './health/worker-http.server.js';
 import { WorkerMetricsModule } from './metrics/worker-metrics.module.js';
 import { ExpirySweeper } from './send/expiry-sweeper.service.js';
+import { AckTimeoutSweeper } from './send/ack-timeout-sweeper.service.js';
 import { SendConsumers } from './send/send-consumers.service.js';
 import { SendService } from './send/send.service.js';
 import { QueueDoorbells } from './send/queue-doorbells.service.js';
@@ -47,6 +48,7 @@ export class WorkerModule {
         QueueDoorbells,
         SendConsumers,
         ExpirySweeper,
+        AckTimeoutSweeper,
         WebhookSender,
         WebhookDeliveryService,
         WebhookConsumer,

@@ -20,7 +20,9 @@ export type SendErrorCode =
   | 'MEDIA_TOO_LARGE'
   | 'SESSION_LOGGED_OUT'
   | 'EXPIRED'
-  | 'SEND_FAILED';
+  | 'SEND_FAILED'
+  /** WhatsApp restricts the session for now (error 463, a reach-out limit): it waits, then resumes. */
+  | 'RATE_LIMITED_BY_WHATSAPP';
 
 /** One item of a request that was refused (in a batch, a message by its index). */
 export interface ErrorDetail {

@@ -155,6 +155,10 @@ export class AppConfig {
   @IntRange(1000)
   MESSAGE_TTL_MS = 86_400_000;
 
+  /** A sent message with no server ack after this long is flagged (`ackOverdueAt`). */
+  @IntRange(1000, 7 * 86_400_000)
+  ACK_TIMEOUT_MS = 600_000;
+
   @IntRange(1000)
   MESSAGE_RETENTION_MS = 30 * 86_400_000;
 
@@ -183,6 +187,10 @@ export class AppConfig {
 
   @IntRange(0, 600_000)
   SANDBOX_ACK_DELAY_MS = 1000;
+
+  /** Sandbox only: how long a send to a 999463... number restricts the session (error 463). */
+  @IntRange(100, 24 * 3_600_000)
+  SANDBOX_RESTRICTION_MS = 60_000;
 
   /** Where WhatsApp logins live: the worker's disk (local), or Redis / S3 for any worker. */
   @IsIn(['local', 'redis', 's3'])

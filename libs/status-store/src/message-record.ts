@@ -106,6 +106,12 @@ export interface MessageRecord {
   quotedEngineId: string | null;
   /** The batch it came in (POST /api/v1/messages/batch), if any. */
   batchId: string | null;
+  /** When WhatsApp's server first acknowledged it (any ack from `sent` up). */
+  serverAckAt: string | null;
+  /** Set when no server ack came within ACK_TIMEOUT_MS of sending: it may be resent. */
+  ackOverdueAt: string | null;
+  /** The message this one sends again (POST /api/v1/messages/{id}/resend). */
+  resendOf: string | null;
 }
 
 /** What a send asks for, by type. */
@@ -127,7 +133,7 @@ export type MessageContent = Pick<MessageRecord, 'type'> &
 
 export type NewMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'to' | 'chatId'> &
   MessageContent &
-  Partial<Pick<MessageRecord, 'sendAt' | 'replyTo' | 'quotedEngineId' | 'batchId'>>;
+  Partial<Pick<MessageRecord, 'sendAt' | 'replyTo' | 'quotedEngineId' | 'batchId' | 'resendOf'>>;
 
 /** What the API shows of a record (the body and engine internals stay inside). */
 export interface PublicMessage {
@@ -142,6 +148,8 @@ export interface PublicMessage {
   sendAt: string | null;
   replyTo: string | null;
   batchId: string | null;
+  resendOf: string | null;
+  ackOverdueAt: string | null;
   sentAt: string | null;
   deliveredAt: string | null;
   readAt: string | null;
@@ -163,6 +171,8 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     sendAt,
     replyTo,
     batchId,
+    resendOf,
+    ackOverdueAt,
     sentAt,
     deliveredAt,
     readAt,
@@ -182,6 +192,8 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     sendAt,
     replyTo,
     batchId,
+    resendOf,
+    ackOverdueAt,
     sentAt,
     deliveredAt,
     readAt,

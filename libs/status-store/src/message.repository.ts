@@ -73,7 +73,8 @@ return 1
 
 // WhatsApp took the message: the engine id is saved (what stops a second send), the ack index
 // written, and an ack that raced ahead is handed back. KEYS[1] message, [2] engine-id map,
-// [3] pending ack; ARGV[7] fields (JSON, flat), [8] message id, [9] map ttl (ms)
+// [3] pending ack, [4] sent messages awaiting a server ack; ARGV[7] fields (JSON, flat),
+// [8] message id, [9] map ttl (ms), [10] now (ms), [11] now (ISO)
 const MARK_SENT = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -85,11 +86,26 @@ count_status(session_id, before, 'sent')
 redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
 local pending = redis.call('GET', KEYS[3])
 redis.call('DEL', KEYS[3])
+if pending then
+  redis.call('HSET', KEYS[1], 'serverAckAt', ARGV[11])
+else
+  redis.call('ZADD', KEYS[4], ARGV[10], ARGV[8])
+end
 publish_event(session_id, 'message.status', snapshot)
 return pending
 `,
   ),
 );
+
+// A sent message no server ack reached in time: flagged, unless an ack came meanwhile or it
+// moved on. KEYS[1] message, [2] awaiting a server ack; ARGV[1] message id, [2] now (ISO).
+const FLAG_ACK_OVERDUE = new LuaScript(`
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+local status, acked = unpack(redis.call('HMGET', KEYS[1], 'status', 'serverAckAt'))
+if status ~= 'sent' or acked then return 0 end
+redis.call('HSET', KEYS[1], 'ackOverdueAt', ARGV[2])
+return 1
+`);
 
 // An ack by engine id: the message id it belongs to, or (when the send's id is not saved yet)
 // the ack parked for MARK_SENT to apply, keeping the highest. One script, so an ack cannot be
@@ -109,8 +125,9 @@ return false
 
 // Moves a message forward only: a late or repeated ack never takes `read` back to
 // `delivered`, and nothing moves a `failed` message. Atomic so two acks cannot interleave.
-// KEYS[1] message; ARGV[7] status, [8] rank, [9] timestamp field, [10] timestamp,
-// [11] rank table as "s=r,..."
+// Any ack from `sent` up is WhatsApp's server acknowledging the message: it leaves the set of
+// those awaiting one. KEYS[1] message, [2] awaiting a server ack; ARGV[7] status, [8] rank,
+// [9] timestamp field, [10] timestamp, [11] rank table as "s=r,...", [12] message id
 const ADVANCE = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -119,6 +136,9 @@ local current = redis.call('HGET', KEYS[1], 'status')
 if not current or current == 'failed' or current == 'cancelled' then return 0 end
 local ranks = {}
 for s, r in string.gmatch(ARGV[11], '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
+if tonumber(ARGV[8]) >= ranks['sent'] and redis.call('ZREM', KEYS[2], ARGV[12]) == 1 then
+  redis.call('HSET', KEYS[1], 'serverAckAt', ARGV[10])
+end
 if ranks[current] >= tonumber(ARGV[8]) then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[7], ARGV[9], ARGV[10])
 local session_id = redis.call('HGET', KEYS[1], 'sessionId')
@@ -437,6 +457,7 @@ export class MessageRepository {
         this.keys.message(record.id),
         this.keys.engineMessage(record.sessionId, engineMessageId),
         this.keys.pendingAck(record.sessionId, engineMessageId),
+        this.keys.awaitingAck(),
       ],
       [
         ...this.events.build(now),
@@ -452,6 +473,8 @@ export class MessageRepository {
         ]),
         record.id,
         this.config.MESSAGE_RETENTION_MS,
+        now.getTime(),
+        now.toISOString(),
       ],
     )) as string | null;
     if (pending) await this.advance(record.id, pending as MessageStatus, now);
@@ -478,6 +501,29 @@ export class MessageRepository {
     return messageId;
   }
 
+  /**
+   * Flags the sent messages that no server ack reached within `timeoutMs` (`ackOverdueAt`),
+   * at most `limit` per call; returns the ids flagged.
+   */
+  async flagAckOverdue(timeoutMs: number, limit: number, now = new Date()): Promise<string[]> {
+    const ids = await this.redis.zrangebyscore(
+      this.keys.awaitingAck(),
+      '-inf',
+      now.getTime() - timeoutMs,
+      'LIMIT',
+      0,
+      limit,
+    );
+    const flagged = await FLAG_ACK_OVERDUE.runMany(
+      this.redis,
+      ids.map((id) => ({
+        keys: [this.keys.message(id), this.keys.awaitingAck()],
+        args: [id, now.toISOString()],
+      })),
+    );
+    return ids.filter((_, i) => flagged[i] === 1);
+  }
+
   /** Moves the status forward if `status` ranks above the current one. */
   async advance(messageId: string, status: MessageStatus, now = new Date()): Promise<boolean> {
     if (status === 'failed' || status === 'cancelled')
@@ -485,7 +531,7 @@ export class MessageRepository {
     const field = TIMESTAMP_FIELD[status] ?? 'updatedAt';
     const changed = await ADVANCE.run(
       this.redis,
-      [this.keys.message(messageId)],
+      [this.keys.message(messageId), this.keys.awaitingAck()],
       [
         ...this.events.build(now),
         status,
@@ -493,6 +539,7 @@ export class MessageRepository {
         field,
         now.toISOString(),
         RANK_TABLE,
+        messageId,
       ],
     );
     return changed === 1;
@@ -520,6 +567,9 @@ const PENDING_ACK_TTL_MS = 10 * 60_000;
 
 const NULLABLE: (keyof MessageRecord)[] = [
   'sendAt',
+  'serverAckAt',
+  'ackOverdueAt',
+  'resendOf',
   'batchId',
   'replyTo',
   'quotedEngineId',
@@ -587,6 +637,7 @@ function newRecord(message: NewMessage, now: Date): MessageRecord {
     quotedEngineId: null,
     sendAt: null,
     batchId: null,
+    resendOf: null,
     ...message,
     status: message.sendAt ? 'scheduled' : 'queued',
     error: null,
@@ -599,6 +650,8 @@ function newRecord(message: NewMessage, now: Date): MessageRecord {
     failedAt: null,
     cancelledAt: null,
     nextAttemptAt: null,
+    serverAckAt: null,
+    ackOverdueAt: null,
     engineMessageId: null,
   };
 }

@@ -23,6 +23,10 @@ export class RedisKeys {
   messageUpload(messageId: string): string {
     return `${this.root}:upload:${messageId}`;
   }
+  /** Sent messages no server ack has reached yet, by when they were sent (ms). */
+  awaitingAck(): string {
+    return `${this.root}:awaiting-ack`;
+  }
   /** A batch of messages accepted together (hash). */
   batch(batchId: string): string {
     return `${this.root}:batch:${batchId}`;

@@ -48,6 +48,9 @@ export interface SessionView {
   lastError: string | null;
   nextRetryAt: string | null;
   worker: string | null;
+  /** WhatsApp restricts sends until then (error 463); past times mean no restriction. */
+  restrictedUntil: string | null;
+  restriction: string | null;
   createdAt: string | null;
   updatedAt: string | null;
 }

@@ -146,6 +146,17 @@ export class SessionRepository {
     return this.keys.sessionEvents();
   }
 
+  /**
+   * WhatsApp restricts the session until `until` (error 463): its queue waits until then.
+   * Kept on the session so the status shows it, whichever worker drives it.
+   */
+  async setRestriction(sessionId: string, until: Date, reason: string): Promise<void> {
+    await this.redis.hset(this.keys.session(sessionId), {
+      restrictedUntil: until.toISOString(),
+      restriction: reason,
+    });
+  }
+
   /** Written by the owning worker whenever its engine changes state. */
   async setObserved(
     sessionId: string,
@@ -256,6 +267,8 @@ export function toSessionView(id: string, hash: Record<string, string>): Session
     lastError: text('lastError'),
     nextRetryAt: text('nextRetryAt'),
     worker: text('worker'),
+    restrictedUntil: text('restrictedUntil'),
+    restriction: text('restriction'),
     createdAt: text('createdAt'),
     updatedAt: text('updatedAt'),
   };

@@ -23,6 +23,7 @@ export class EngineFactory {
         mediaMaxBytes: this.config.MEDIA_MAX_BYTES,
         authStore: this.authStore,
         checkNumber: this.config.SEND_CHECK_NUMBER,
+        restrictionMs: this.config.SANDBOX_RESTRICTION_MS,
       });
     }
     return new WwebjsEngine(sessionId, {

@@ -117,6 +117,24 @@ export class EngineError extends Error {
   }
 }
 
+/** How long WhatsApp restrictions are waited out when WhatsApp does not say. */
+export const DEFAULT_RESTRICTION_MS = 60 * 60_000;
+
+/**
+ * WhatsApp refuses sends from the session for a while (error 463 and other "reach-out"
+ * limits). No message is at fault: the session's queue waits until `until`, then resumes,
+ * and no try is counted.
+ */
+export class SessionRestrictedError extends EngineError {
+  constructor(
+    message: string,
+    readonly until: Date,
+  ) {
+    super('RATE_LIMITED_BY_WHATSAPP', message, false);
+    this.name = 'SessionRestrictedError';
+  }
+}
+
 /** Turns whatever an engine or library threw (strings included) into an Error. */
 export function toError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;

@@ -24,6 +24,8 @@ function session(desired: DesiredState, pendingCommands: SessionCommand[] = []):
     lastError: null,
     nextRetryAt: null,
     worker: null,
+    restrictedUntil: null,
+    restriction: null,
     createdAt: null,
     updatedAt: null,
   };

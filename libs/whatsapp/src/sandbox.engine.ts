@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { AppError, phoneDigits } from '@app/common';
 import {
   EngineError,
+  SessionRestrictedError,
   type EngineEvents,
   type IncomingMessage,
   type IncomingType,
@@ -40,6 +41,8 @@ export interface SandboxOptions {
    * drops it.
    */
   checkNumber?: boolean;
+  /** SANDBOX_RESTRICTION_MS: a send to a 999463... number restricts the session this long. */
+  restrictionMs?: number;
 }
 
 export interface SandboxSend {
@@ -81,6 +84,8 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
   private ready = false;
   private running = false;
   private failures: EngineError[] = [];
+  private restrictedUntil?: Date;
+  private readonly restrictedBy = new Set<string>();
 
   constructor(
     readonly sessionId: string,
@@ -273,6 +278,19 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
     const failure = this.failures.shift();
     if (failure) throw failure;
+    const digits = chatId.split('@')[0];
+    // The first send to such a number restricts the session; once it ends, that number is taken.
+    if (digits.startsWith('999463') && !this.restrictedBy.has(digits)) {
+      this.restrictedBy.add(digits);
+      this.restrictedUntil = new Date(Date.now() + (this.options.restrictionMs ?? 60_000));
+    }
+    if (this.restrictedUntil && this.restrictedUntil.getTime() > Date.now())
+      throw new SessionRestrictedError(
+        'WhatsApp refused the send: error 463, this account may not reach out for now (sandbox)',
+        this.restrictedUntil,
+      );
+    // WhatsApp took it, and then nothing: no ack of any kind.
+    const unacknowledged = digits.startsWith('999000');
     const noAccount = !this.exists(chatId.split('@')[0]);
     if (noAccount && this.options.checkNumber !== false) {
       throw new EngineError(
@@ -295,6 +313,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     appendFileSync(this.sendLogPath(), JSON.stringify(send) + '\n');
     this.sends.push(send);
     const delay = this.options.ackDelayMs;
+    if (unacknowledged) return engineMessageId;
     this.later(0, () => this.emit('ack', engineMessageId, 'sent'));
     // WhatsApp reports no delivery or reading of a reaction or a deletion.
     if (content.reaction || content.revoked || noAccount) return engineMessageId;

@@ -7,7 +7,12 @@ import wweb from 'whatsapp-web.js';
 import { AppError } from '@app/common';
 import type { AuthArchiveCopy, ObservedSession } from '@app/status-store';
 import { AuthStore, type AuthArchives } from './auth-store.js';
-import { EngineError, type AckStatus, type IncomingMessage } from './engine.js';
+import {
+  EngineError,
+  SessionRestrictedError,
+  type AckStatus,
+  type IncomingMessage,
+} from './engine.js';
 import {
   contactFingerprint,
   locationFingerprint,
@@ -1248,6 +1253,20 @@ describe('WwebjsEngine sends', () => {
     expect(options).toMatchObject(flag);
     const flags = ['sendMediaAsDocument', 'sendAudioAsVoice', 'sendMediaAsSticker', 'isViewOnce'];
     expect(flags.filter((name) => name in options)).toEqual(Object.keys(flag));
+    await h.engine.stop();
+  });
+
+  it('turns WhatsApp error 463 into a restriction of the session, not a failure of the message', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    client.sendMessage.mockRejectedValueOnce(new Error('server returned error 463'));
+    const before = Date.now();
+    const error = await h.engine.sendText('4915122@c.us', 'hi').catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(SessionRestrictedError);
+    expect(error).toMatchObject({ code: 'RATE_LIMITED_BY_WHATSAPP', permanent: false });
+    expect((error as SessionRestrictedError).until.getTime()).toBeGreaterThanOrEqual(
+      before + 3_600_000,
+    );
     await h.engine.stop();
   });
 

@@ -13,7 +13,9 @@ import {
   type ProfileLockCheck,
 } from './chromium.js';
 import {
+  DEFAULT_RESTRICTION_MS,
   EngineError,
+  SessionRestrictedError,
   toError,
   type AckStatus,
   type EngineEvents,
@@ -167,6 +169,12 @@ export interface WwebjsEngineOptions {
   /** Chromium's sandbox cannot run as root; defaults to process.getuid() === 0. */
   runningAsRoot?: boolean;
 }
+
+/**
+ * What WhatsApp's refusals of an account (not of a message) look like in whatsapp-web.js:
+ * server error 463, the reach-out time-lock.
+ */
+const RESTRICTION = /\b463\b|reach-?out|time-?lock/i;
 
 export const WWEBJS_ENGINE_DEFAULTS = {
   qrStallMs: 90_000,
@@ -973,7 +981,14 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       return sent.id._serialized;
     } catch (thrown) {
       if (thrown instanceof EngineError) throw thrown;
-      throw new EngineError('SEND_FAILED', toError(thrown).message, false);
+      const err = toError(thrown);
+      // Error 463 and its kin: WhatsApp restricts the account, not this message.
+      if (RESTRICTION.test(err.message))
+        throw new SessionRestrictedError(
+          `WhatsApp restricts this account for now: ${err.message}`,
+          new Date(Date.now() + DEFAULT_RESTRICTION_MS),
+        );
+      throw new EngineError('SEND_FAILED', err.message, false);
     } finally {
       this.sendsInFlight.delete(send);
     }

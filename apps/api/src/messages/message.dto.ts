@@ -67,6 +67,21 @@ export class MessageDto implements PublicMessage {
     description: 'The batch it came in (POST /api/v1/messages/batch), if any',
   })
   batchId: string | null;
+  @ApiProperty({
+    nullable: true,
+    example: null,
+    type: String,
+    description: 'The message this one sends again (POST /api/v1/messages/{id}/resend)',
+  })
+  resendOf: string | null;
+  @ApiProperty({
+    nullable: true,
+    example: null,
+    type: String,
+    description:
+      "Set when WhatsApp's server had not acknowledged the sent message within ACK_TIMEOUT_MS; it may be resent",
+  })
+  ackOverdueAt: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })
   sentAt: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })

@@ -1,5 +1,12 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Req } from '@nestjs/common';
-import { ApiConsumes, ApiExtraModels, ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
+import {
+  ApiConsumes,
+  ApiExtraModels,
+  ApiHeader,
+  ApiOperation,
+  ApiParam,
+  ApiTags,
+} from '@nestjs/swagger';
 import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
@@ -164,6 +171,34 @@ export class MessagesController {
   )
   revoke(@Param('id') id: string, @Req() req: FastifyRequest) {
     return this.messages.revoke(id, sendContext(req));
+  }
+
+  @Post(':id/resend')
+  @HttpCode(202)
+  @ApiOperation({
+    summary: 'Send a message again',
+    description:
+      'A failed message, or a sent one WhatsApp never acknowledged (ackOverdueAt, after ' +
+      'ACK_TIMEOUT_MS), is queued again as a new message whose resendOf names the first.',
+  })
+  @ApiParam({
+    name: 'id',
+    example: '6f1c0a52-0d4e-4a55-9a36-1f1f3a7a9e01',
+    description: 'Message id',
+  })
+  @IDEMPOTENCY_HEADER
+  @ApiEnvelope(MessageDto, { status: 202, description: 'The new message, queued' })
+  @ApiErrors(
+    { status: 400, description: 'Not a message id' },
+    { status: 404, description: 'No such message' },
+    {
+      status: 409,
+      description: 'Neither failed nor overdue, or its file (sent with the request) is gone',
+    },
+    { status: 503, description: 'No worker is running; nothing was queued' },
+  )
+  resend(@Param('id') id: string, @Req() req: FastifyRequest) {
+    return this.messages.resend(id, sendContext(req));
   }
 
   @Delete(':id')

@@ -60,6 +60,8 @@ interface SendTarget {
   sendAt?: string;
   /** An id as the client gave it, or the message already read by the caller. */
   replyTo?: string | QuotedMessage;
+  /** The message this one sends again. */
+  resendOf?: string;
 }
 
 /** A send checked and ready to be written. */
@@ -265,6 +267,40 @@ export class MessagesService {
     );
   }
 
+  /**
+   * Sends a message again as a new message (`resendOf` names the first): one that failed, or
+   * one sent that WhatsApp's server never acknowledged within ACK_TIMEOUT_MS.
+   */
+  async resend(messageId: string, context: SendContext): Promise<PublicMessage> {
+    if (!isMessageId(messageId))
+      throw new AppError('BAD_REQUEST', 'id must be a message id (a UUID)');
+    const record = await this.messages.get(messageId);
+    if (!record) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
+    if (record.status !== 'failed' && !(record.status === 'sent' && record.ackOverdueAt))
+      throw new AppError(
+        'CONFLICT',
+        `Message ${messageId} is ${record.status}: only a failed message, or a sent one WhatsApp never acknowledged (ackOverdueAt), can be resent`,
+      );
+    if (record.upload)
+      throw new AppError(
+        'CONFLICT',
+        `The file sent with message ${messageId} is no longer kept: send it again with the file`,
+      );
+    const { type, text, mediaUrl, caption, filename, mediaOptions, location, contact, reaction } =
+      record;
+    return this.enqueue(
+      { type, text, mediaUrl, caption, filename, mediaOptions, location, contact, reaction },
+      {
+        sessionId: record.sessionId,
+        to: record.to,
+        chatId: record.chatId,
+        replyTo: record.replyTo ?? undefined,
+        resendOf: record.id,
+      },
+      context,
+    );
+  }
+
   /** Cancels a message still scheduled or queued; one being sent or sent is a 409. */
   async cancel(messageId: string): Promise<PublicMessage> {
     if (!isMessageId(messageId))
@@ -396,6 +432,7 @@ export class MessagesService {
         sendAt: sendAt?.toISOString() ?? null,
         replyTo: replyTo ?? null,
         quotedEngineId,
+        resendOf: target.resendOf ?? null,
       },
       file,
       sendAt,

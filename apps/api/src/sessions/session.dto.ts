@@ -2,6 +2,15 @@ import { ApiProperty } from '@nestjs/swagger';
 import { SESSION_STATUSES, type SessionStatus } from '@app/status-store';
 
 /** A session's status as the API shows it (the raw QR string is served only as an image). */
+export class SessionRestrictionDto {
+  @ApiProperty({ example: 'RATE_LIMITED_BY_WHATSAPP' })
+  code: 'RATE_LIMITED_BY_WHATSAPP';
+  @ApiProperty({ example: '2026-12-01T10:00:00.000Z', description: 'When sends resume' })
+  until: string;
+  @ApiProperty({ example: 'WhatsApp refused the send: error 463' })
+  message: string;
+}
+
 export class SessionStatusDto {
   @ApiProperty({ example: 'main' })
   id: string;
@@ -30,6 +39,13 @@ export class SessionStatusDto {
   lastError: string | null;
   @ApiProperty({ nullable: true, type: String, example: null })
   nextRetryAt: string | null;
+  @ApiProperty({
+    nullable: true,
+    type: SessionRestrictionDto,
+    description:
+      'WhatsApp restricts the session (error 463, a reach-out limit): its queue waits until `until`, then resumes; null when it does not',
+  })
+  restriction: SessionRestrictionDto | null;
   @ApiProperty({
     nullable: true,
     type: String,

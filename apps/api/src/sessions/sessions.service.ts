@@ -230,6 +230,14 @@ function toStatus(session: SessionView, activeId: string): Omit<SessionStatusDto
     loadingPercent,
     lastError,
     nextRetryAt,
+    restriction:
+      session.restrictedUntil && Date.parse(session.restrictedUntil) > Date.now()
+        ? {
+            code: 'RATE_LIMITED_BY_WHATSAPP',
+            until: session.restrictedUntil,
+            message: session.restriction ?? '',
+          }
+        : null,
     worker,
     updatedAt,
   };

@@ -9,6 +9,7 @@ import { QueueProducer } from '@app/queue';
 import { MessageRepository } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
+import { Periodic, sweepEvery } from './periodic.js';
 
 /** Jobs looked at per session and sweep; older ones are reached on later sweeps. */
 const BATCH = 500;
@@ -21,8 +22,7 @@ const BATCH = 500;
 @Injectable()
 export class ExpirySweeper implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly log = new Logger(ExpirySweeper.name);
-  private timer?: NodeJS.Timeout;
-  private running = false;
+  private readonly periodic = new Periodic();
 
   constructor(
     private readonly config: AppConfig,
@@ -33,17 +33,18 @@ export class ExpirySweeper implements OnApplicationBootstrap, BeforeApplicationS
   ) {}
 
   onApplicationBootstrap(): void {
-    const every = Math.max(250, Math.min(60_000, Math.floor(this.config.MESSAGE_TTL_MS / 4)));
-    this.timer = setInterval(() => void this.sweep(), every);
+    this.periodic.start(sweepEvery(this.config.MESSAGE_TTL_MS), () => this.expire(Date.now()));
   }
 
   beforeApplicationShutdown(): void {
-    clearInterval(this.timer);
+    this.periodic.stop();
   }
 
   async sweep(now = Date.now()): Promise<number> {
-    if (this.running) return 0;
-    this.running = true;
+    return (await this.periodic.run(() => this.expire(now), 0)) ?? 0;
+  }
+
+  private async expire(now: number): Promise<number> {
     let expired = 0;
     try {
       for (const sessionId of this.sessions.ownedSessionIds()) {
@@ -69,8 +70,6 @@ export class ExpirySweeper implements OnApplicationBootstrap, BeforeApplicationS
       if (expired) this.log.warn({ expired }, 'expired messages of sessions that are not ready');
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'expiry sweep failed');
-    } finally {
-      this.running = false;
     }
     return expired;
   }

@@ -18,7 +18,7 @@ import {
 } from '@app/queue';
 import { MessageRepository, createRedis } from '@app/status-store';
 import type { Redis } from 'ioredis';
-import { EngineError, SessionManager } from '@app/whatsapp';
+import { EngineError, SessionManager, SessionRestrictedError } from '@app/whatsapp';
 import { SendService } from './send.service.js';
 import { doorbellBackend } from './doorbell-backend.js';
 import { QueueDoorbells, type Doorbell } from './queue-doorbells.service.js';
@@ -34,6 +34,9 @@ const IDLE_LOOK_SECONDS = 15;
 interface Consumer {
   worker: Worker;
   doorbell: Doorbell;
+  /** WhatsApp restricts the session until then (error 463): the queue stays paused. */
+  restrictedUntil?: number;
+  restrictionTimer?: NodeJS.Timeout;
 }
 
 type Handlers = {
@@ -104,6 +107,8 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
   private resume(sessionId: string): void {
     const existing = this.consumers.get(sessionId);
     if (existing) {
+      // A restriction's timer resumes it once WhatsApp lets the session send again.
+      if ((existing.restrictedUntil ?? 0) > Date.now()) return;
       void existing.worker.resume();
       // Its fetch loop may be in a long wait that began while paused.
       existing.doorbell.ring();
@@ -153,6 +158,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
     const consumer = this.consumers.get(sessionId);
     if (!consumer) return;
     this.consumers.delete(sessionId);
+    clearTimeout(consumer.restrictionTimer);
     await consumer.worker
       .close()
       .catch((err: Error) =>
@@ -191,6 +197,25 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
     void this.consumers.get(sessionId)?.worker.pause(true);
   }
 
+  /**
+   * WhatsApp restricts the session until `until`: nothing more is taken from its queue until
+   * then (each send would only meet the same refusal), then it resumes if the session is READY.
+   */
+  private restrict(sessionId: string, until: Date): void {
+    const consumer = this.consumers.get(sessionId);
+    if (!consumer) return;
+    consumer.restrictedUntil = until.getTime();
+    clearTimeout(consumer.restrictionTimer);
+    this.pause(sessionId);
+    consumer.restrictionTimer = setTimeout(
+      () => {
+        consumer.restrictedUntil = undefined;
+        if (this.sessions.isReady(sessionId)) this.resume(sessionId);
+      },
+      Math.max(0, until.getTime() - Date.now()),
+    );
+  }
+
   private process(sessionId: string, job: Job, token?: string): Promise<unknown> {
     const handler = this.handlers[job.name as SendJobName];
     if (!handler) throw new UnrecoverableError(`unknown job name ${job.name}`);
@@ -216,6 +241,12 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
       }
       return outcome;
     } catch (err) {
+      if (err instanceof SessionRestrictedError) {
+        // Back in line for when the restriction ends, without using an attempt.
+        this.restrict(sessionId, err.until);
+        await job.moveToDelayed(err.until.getTime(), token);
+        throw new DelayedError();
+      }
       if (err instanceof EngineError && err.permanent)
         throw new UnrecoverableError(`${err.code}: ${err.message}`);
       throw err;

@@ -5,9 +5,11 @@ import type {
   MessageRecord,
   MessageRepository,
   PacingRepository,
+  SessionRepository,
 } from '@app/status-store';
 import {
   EngineError,
+  SessionRestrictedError,
   textFingerprint,
   type MediaFetcher,
   type SessionManager,
@@ -58,6 +60,9 @@ function record(overrides: Partial<MessageRecord> = {}): MessageRecord {
     replyTo: null,
     quotedEngineId: null,
     batchId: null,
+    serverAckAt: null,
+    ackOverdueAt: null,
+    resendOf: null,
     ...overrides,
   };
 }
@@ -142,6 +147,7 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
   });
   const store = new MessageStore();
   const engine = engineDouble();
+  const sessionStore = { setRestriction: vi.fn(async () => undefined) };
   const pacing = { waitMs: vi.fn(async () => 0), recordSend: vi.fn(async () => undefined) };
   const sessions = {
     engine: () => engine as unknown as WhatsAppEngine,
@@ -164,10 +170,11 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
     store as unknown as MessageRepository,
     pacing as unknown as PacingRepository,
     sessions as unknown as SessionManager,
+    sessionStore as unknown as SessionRepository,
     media as unknown as MediaFetcher,
     metrics as unknown as WorkerMetrics,
   );
-  return { service, store, engine, pacing, media, metrics };
+  return { service, store, engine, pacing, media, metrics, sessionStore };
 }
 
 const first: SendAttempt = { number: 1, max: 3 };
@@ -312,6 +319,21 @@ describe('SendService: failures and retries', () => {
     });
     expect(h.store.calls).toEqual(['markFailed MEDIA_FETCH_FAILED 1']);
     expect(h.engine.sendMedia).not.toHaveBeenCalled();
+  });
+});
+
+describe('SendService: WhatsApp restricts the session (error 463)', () => {
+  it('puts the message back without counting a try, and records the restriction on the session', async () => {
+    const h = harness();
+    h.store.put(record({ attempts: 1 }));
+    const until = new Date(NOW + 3_600_000);
+    h.engine.sendText.mockRejectedValueOnce(new SessionRestrictedError('error 463', until));
+    await expect(h.service.send('main', record().id, { number: 2, max: 3 })).rejects.toBeInstanceOf(
+      SessionRestrictedError,
+    );
+    expect(h.store.calls).toEqual(['claim 2', 'markRetrying RATE_LIMITED_BY_WHATSAPP 1']);
+    expect((await h.store.get(record().id))!.nextAttemptAt).toBe(until.toISOString());
+    expect(h.sessionStore.setRestriction).toHaveBeenCalledWith('main', until, 'error 463');
   });
 });
 

@@ -4,6 +4,7 @@ import { AppConfig } from '@app/config';
 import {
   MessageRepository,
   PacingRepository,
+  SessionRepository,
   isMessageId,
   mediaOptionProblem,
   type MessageRecord,
@@ -11,6 +12,7 @@ import {
 import {
   EngineError,
   MediaFetcher,
+  SessionRestrictedError,
   SessionManager,
   contactFingerprint,
   locationFingerprint,
@@ -60,6 +62,7 @@ export class SendService {
     private readonly messages: MessageRepository,
     private readonly pacing: PacingRepository,
     private readonly sessions: SessionManager,
+    private readonly sessionStore: SessionRepository,
     private readonly media: MediaFetcher,
     private readonly metrics: WorkerMetrics,
   ) {}
@@ -138,6 +141,21 @@ export class SendService {
       );
       return 'sent';
     } catch (thrown) {
+      if (thrown instanceof SessionRestrictedError) {
+        // No fault of this message: it waits with the session's queue, and no try is counted.
+        const error = { code: thrown.code, message: thrown.message };
+        await this.messages.markRetrying(messageId, error, {
+          attempts: record.attempts,
+          nextAttemptAt: thrown.until,
+        });
+        await this.sessionStore.setRestriction(sessionId, thrown.until, thrown.message);
+        this.metrics.sendFailed(sessionId, thrown.code, false);
+        this.log.warn(
+          { sessionId, messageId, until: thrown.until.toISOString(), err: thrown.message },
+          'WhatsApp restricts the session; its queue waits',
+        );
+        throw thrown;
+      }
       const err =
         thrown instanceof EngineError
           ? thrown

@@ -1,0 +1,113 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { eventually } from '../support/eventually.js';
+import { useStack } from '../support/stack.js';
+
+const RESTRICTION_MS = 1500;
+
+describe("WhatsApp's limits: a restricted session waits instead of failing its messages", () => {
+  const stack = useStack({ SANDBOX_RESTRICTION_MS: String(RESTRICTION_MS) });
+  beforeAll(() => stack.waitReady());
+
+  const send = async (to: string, text: string) =>
+    (await stack.call('POST', '/api/v1/messages/text', { to, text })).body.data.id as string;
+  const message = async (id: string) =>
+    (await stack.call('GET', `/api/v1/messages/${id}`)).body.data;
+
+  it('pauses the queue on error 463, shows why and until when, then sends everything once', async () => {
+    const first = await send('999463000001', 'to a new contact');
+    const restricted = await eventually(async () => {
+      const record = await message(first);
+      expect(record.error?.code).toBe('RATE_LIMITED_BY_WHATSAPP');
+      return record;
+    });
+    expect(restricted).toMatchObject({ status: 'queued', attempts: 0 });
+    const status = (await stack.call('GET', '/api/v1/sessions/main/status')).body.data;
+    expect(status.restriction).toMatchObject({ code: 'RATE_LIMITED_BY_WHATSAPP' });
+    const until = Date.parse(status.restriction.until);
+    expect(Date.parse(restricted.nextAttemptAt)).toBe(until);
+
+    // Sent meanwhile: they wait with the queue, neither failed nor tried.
+    const others = [
+      await send('4915100000101', 'meanwhile 1'),
+      await send('4915100000102', 'meanwhile 2'),
+    ];
+    await sleep(RESTRICTION_MS / 3);
+    for (const id of others)
+      expect(await message(id)).toMatchObject({ status: 'queued', attempts: 0, error: null });
+
+    for (const id of [first, ...others]) await stack.waitForStatus(id, 'read', 15_000);
+    const sends = stack.sandbox().sends;
+    for (const chat of ['999463000001', '4915100000101', '4915100000102']) {
+      const ofChat = sends.filter((sent) => sent.chatId === `${chat}@c.us`);
+      expect(ofChat).toHaveLength(1);
+      expect(ofChat[0].at.getTime()).toBeGreaterThanOrEqual(until);
+    }
+    expect((await message(first)).attempts).toBe(1);
+  });
+});
+
+describe('ACK_TIMEOUT_MS and resend', () => {
+  const stack = useStack({ ACK_TIMEOUT_MS: '1000' });
+  beforeAll(() => stack.waitReady());
+
+  it('flags a sent message WhatsApp never acknowledged, and resends it as a new message', async () => {
+    const lost = await stack.call('POST', '/api/v1/messages/text', {
+      to: '999000000001',
+      text: 'into the void',
+    });
+    const fine = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000201',
+      text: 'acknowledged',
+    });
+    await stack.waitForStatus(fine.body.data.id, 'read');
+    const flagged = await eventually(async () => {
+      const record = (await stack.call('GET', `/api/v1/messages/${lost.body.data.id}`)).body.data;
+      expect(record.ackOverdueAt).not.toBeNull();
+      return record;
+    }, 10_000);
+    expect(flagged.status).toBe('sent');
+    expect(Date.parse(flagged.ackOverdueAt) - Date.parse(flagged.sentAt)).toBeGreaterThanOrEqual(
+      1000,
+    );
+    const acknowledged = (await stack.call('GET', `/api/v1/messages/${fine.body.data.id}`)).body
+      .data;
+    expect(acknowledged.ackOverdueAt).toBeNull();
+
+    const resent = await stack.call('POST', `/api/v1/messages/${lost.body.data.id}/resend`);
+    expect(resent.status).toBe(202);
+    expect(resent.body.data).toMatchObject({
+      resendOf: lost.body.data.id,
+      to: '999000000001',
+      type: 'text',
+    });
+    expect(resent.body.data.id).not.toBe(lost.body.data.id);
+    await stack.waitForStatus(resent.body.data.id, 'sent');
+    const twice = stack.sandbox().sends.filter((sent) => sent.chatId === '999000000001@c.us');
+    expect(twice).toHaveLength(2);
+  });
+
+  it('resends a failed message, and refuses one that is fine, unknown or malformed', async () => {
+    const failed = await stack.call('POST', '/api/v1/messages/text', {
+      to: '000123456789',
+      text: 'no account',
+    });
+    await stack.waitForStatus(failed.body.data.id, 'failed');
+    const again = await stack.call('POST', `/api/v1/messages/${failed.body.data.id}/resend`);
+    expect(again.status).toBe(202);
+    expect(again.body.data.resendOf).toBe(failed.body.data.id);
+
+    const fine = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000202',
+      text: 'fine',
+    });
+    await stack.waitForStatus(fine.body.data.id, 'read');
+    const refused = await stack.call('POST', `/api/v1/messages/${fine.body.data.id}/resend`);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.message).toContain('ackOverdueAt');
+    expect(
+      (await stack.call('POST', '/api/v1/messages/00000000-0000-4000-8000-000000000000/resend'))
+        .status,
+    ).toBe(404);
+    expect((await stack.call('POST', '/api/v1/messages/nope/resend')).status).toBe(400);
+  });
+});
