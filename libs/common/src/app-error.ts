@@ -22,7 +22,10 @@ export type SendErrorCode =
   | 'EXPIRED'
   | 'SEND_FAILED'
   /** WhatsApp restricts the session for now (error 463, a reach-out limit): it waits, then resumes. */
-  | 'RATE_LIMITED_BY_WHATSAPP';
+  | 'RATE_LIMITED_BY_WHATSAPP'
+  /** Held back by the session's own limits (not a failure: it is sent when they allow). */
+  | 'QUIET_HOURS'
+  | 'DAILY_CAP';
 
 /** One item of a request that was refused (in a batch, a message by its index). */
 export interface ErrorDetail {

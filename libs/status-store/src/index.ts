@@ -22,3 +22,4 @@ export * from './incoming-record.js';
 export * from './incoming.repository.js';
 export * from './webhook-event.js';
 export * from './webhook.repository.js';
+export * from './session-limits.js';

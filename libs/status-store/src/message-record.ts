@@ -112,6 +112,8 @@ export interface MessageRecord {
   ackOverdueAt: string | null;
   /** The message this one sends again (POST /api/v1/messages/{id}/resend). */
   resendOf: string | null;
+  /** Show "typing…" this long before sending (within the pacing). */
+  typingMs: number | null;
 }
 
 /** What a send asks for, by type. */
@@ -133,7 +135,12 @@ export type MessageContent = Pick<MessageRecord, 'type'> &
 
 export type NewMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'to' | 'chatId'> &
   MessageContent &
-  Partial<Pick<MessageRecord, 'sendAt' | 'replyTo' | 'quotedEngineId' | 'batchId' | 'resendOf'>>;
+  Partial<
+    Pick<
+      MessageRecord,
+      'sendAt' | 'replyTo' | 'quotedEngineId' | 'batchId' | 'resendOf' | 'typingMs'
+    >
+  >;
 
 /** What the API shows of a record (the body and engine internals stay inside). */
 export interface PublicMessage {

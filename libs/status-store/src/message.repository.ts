@@ -614,6 +614,7 @@ export function parseMessageRecord(hash: Record<string, string>): MessageRecord 
     contact: hash.contact ? (JSON.parse(hash.contact) as MessageContact) : null,
     reaction: hash.reaction ? (JSON.parse(hash.reaction) as { emoji: string }) : null,
     upload: hash.upload ? (JSON.parse(hash.upload) as MessageUpload) : null,
+    typingMs: hash.typingMs ? Number(hash.typingMs) : null,
     mediaOptions: hash.mediaOptions ? (JSON.parse(hash.mediaOptions) as MediaOptions) : null,
   } as MessageRecord;
   for (const field of NULLABLE)
@@ -638,6 +639,7 @@ function newRecord(message: NewMessage, now: Date): MessageRecord {
     sendAt: null,
     batchId: null,
     resendOf: null,
+    typingMs: null,
     ...message,
     status: message.sendAt ? 'scheduled' : 'queued',
     error: null,

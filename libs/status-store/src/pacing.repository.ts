@@ -43,6 +43,21 @@ export class PacingRepository {
     return Number(await WAIT.run(this.redis, [this.keys.lastSend(sessionId)], [intervalMs]));
   }
 
+  /** How many messages the session sent on `day` (its limits' local date, YYYY-MM-DD). */
+  async sentOn(sessionId: string, day: string): Promise<number> {
+    return Number((await this.redis.get(this.keys.dailySends(sessionId, day))) ?? 0);
+  }
+
+  /** Counts a message sent on `day`; the count is kept two days. */
+  async countSend(sessionId: string, day: string): Promise<void> {
+    const key = this.keys.dailySends(sessionId, day);
+    await this.redis
+      .multi()
+      .incr(key)
+      .pexpire(key, 2 * 86_400_000)
+      .exec();
+  }
+
   /** An engine call of the session just ended. */
   async recordSend(sessionId: string, intervalMs: number): Promise<void> {
     await RECORD.run(this.redis, [this.keys.lastSend(sessionId)], [intervalMs]);

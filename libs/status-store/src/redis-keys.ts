@@ -23,6 +23,10 @@ export class RedisKeys {
   messageUpload(messageId: string): string {
     return `${this.root}:upload:${messageId}`;
   }
+  /** How many messages a session sent on a (local) day, for its daily cap. */
+  dailySends(sessionId: string, day: string): string {
+    return `${this.root}:daily-sends:${sessionId}:${day}`;
+  }
   /** Sent messages no server ack has reached yet, by when they were sent (ms). */
   awaitingAck(): string {
     return `${this.root}:awaiting-ack`;

@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { RedisKeys } from './redis-keys.js';
+import { NO_LIMITS, type SessionLimits } from './session-limits.js';
 import { REDIS } from './status-store.tokens.js';
 import type { SandboxIncoming } from './incoming-record.js';
 import { EventScriptArgs, LuaScript, withEventPublishing } from './event-script.js';
@@ -144,6 +145,16 @@ export class SessionRepository {
   /** The channel `announce` publishes on (subscribers need a connection of their own). */
   get channel(): string {
     return this.keys.sessionEvents();
+  }
+
+  /** A session's own sending limits (none set: NO_LIMITS). */
+  async limits(sessionId: string): Promise<SessionLimits> {
+    const raw = await this.redis.hget(this.keys.session(sessionId), 'limits');
+    return raw ? { ...NO_LIMITS, ...(JSON.parse(raw) as SessionLimits) } : NO_LIMITS;
+  }
+
+  async setLimits(sessionId: string, limits: SessionLimits): Promise<void> {
+    await this.redis.hset(this.keys.session(sessionId), 'limits', JSON.stringify(limits));
   }
 
   /**

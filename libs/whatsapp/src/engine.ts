@@ -94,6 +94,8 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
    * (a worker that died mid-send): the answer to "did WhatsApp take it before we crashed?".
    */
   findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null>;
+  /** Shows "typing…" in `chatId` for `ms`, then clears it; best effort (never throws). */
+  showTyping(chatId: string, ms: number): Promise<void>;
   /** Whether `digits` (a phone number) has a WhatsApp account, and the chat id it has there. */
   checkNumber(digits: string): Promise<{ exists: boolean; chatId: string | null }>;
   /** Links by phone number: resolves with the code the user types on the phone. */

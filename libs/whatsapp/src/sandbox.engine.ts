@@ -124,6 +124,15 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     return code;
   }
 
+  /** Sandbox: every "typing…" shown, for tests (when it began and ended, monotonic). */
+  readonly typing: { chatId: string; ms: number; from: number; to: number }[] = [];
+
+  async showTyping(chatId: string, ms: number): Promise<void> {
+    const from = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    this.typing.push({ chatId, ms, from, to: performance.now() });
+  }
+
   async checkNumber(digits: string): Promise<{ exists: boolean; chatId: string | null }> {
     if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
     const exists = this.exists(digits);

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFile, rm, writeFile } from 'node:fs/promises';
@@ -102,6 +103,8 @@ export interface WwebjsReactionLike {
 
 export interface WwebjsChatLike {
   fetchMessages(options: { limit?: number; fromMe?: boolean }): Promise<WwebjsMessageLike[]>;
+  sendStateTyping?(): Promise<unknown>;
+  clearState?(): Promise<unknown>;
 }
 
 export interface WwebjsBrowserLike {
@@ -353,6 +356,17 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     }
     if (attempt === this.attempt) this.showPairingCode(code);
     return code;
+  }
+
+  async showTyping(chatId: string, ms: number): Promise<void> {
+    try {
+      const chat = await this.readyClient().getChatById(chatId);
+      await chat?.sendStateTyping?.();
+      await sleep(ms);
+      await chat?.clearState?.();
+    } catch {
+      // "typing…" is a courtesy: a chat that cannot show it still gets the message.
+    }
   }
 
   async checkNumber(digits: string): Promise<{ exists: boolean; chatId: string | null }> {

@@ -62,6 +62,8 @@ interface SendTarget {
   replyTo?: string | QuotedMessage;
   /** The message this one sends again. */
   resendOf?: string;
+  /** Show "typing…" this long first. */
+  typingMs?: number;
 }
 
 /** A send checked and ready to be written. */
@@ -296,6 +298,7 @@ export class MessagesService {
         chatId: record.chatId,
         replyTo: record.replyTo ?? undefined,
         resendOf: record.id,
+        typingMs: record.typingMs ?? undefined,
       },
       context,
     );
@@ -433,6 +436,7 @@ export class MessagesService {
         replyTo: replyTo ?? null,
         quotedEngineId,
         resendOf: target.resendOf ?? null,
+        typingMs: target.typingMs || null,
       },
       file,
       sendAt,

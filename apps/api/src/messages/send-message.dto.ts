@@ -7,6 +7,7 @@ import {
   IsArray,
   IsBase64,
   IsBoolean,
+  IsInt,
   IsISO8601,
   IsNumber,
   Max,
@@ -31,6 +32,18 @@ const ONE_LINE = /^[^\p{Cc}]+$/u;
 /** Our message id (a UUID), a received one (in_...), or WhatsApp's (`true_<chat>_<id>`). */
 const REPLY_TO =
   /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|in_[A-Za-z0-9_-]+|(true|false)_[^\s_]+_[A-Za-z0-9]+(_[^\s]+)?)$/;
+
+/** A boolean from JSON, or from a multipart form field ("true" / "false"). */
+const FormBoolean = () =>
+  Transform(({ value }: { value: unknown }) =>
+    value === 'true' ? true : value === 'false' ? false : value,
+  );
+
+/** A whole number from JSON, or from a multipart form field ("1500"). */
+const FormInt = () =>
+  Transform(({ value }: { value: unknown }) =>
+    typeof value === 'string' && /^\d{1,9}$/.test(value) ? Number(value) : value,
+  );
 
 /** An optional session id field, documented with `description`. */
 const SessionIdField = (description: string) =>
@@ -87,6 +100,18 @@ export class SendBaseDto {
       'replyTo must be a message id, a received message id (in_...) or a WhatsApp message id',
   })
   replyTo?: string;
+
+  @ApiPropertyOptional({
+    description:
+      'Show "typing…" in the chat this many ms before the message is sent (0-30000). It is shown within the session\'s pacing, not added to it.',
+    example: 1500,
+  })
+  @IsOptional()
+  @FormInt()
+  @IsInt({ message: 'typingMs must be a whole number of milliseconds' })
+  @Min(0)
+  @Max(30_000)
+  typingMs?: number;
 }
 
 export class SendTextDto extends SendBaseDto {
@@ -100,12 +125,6 @@ export class SendTextDto extends SendBaseDto {
   @MaxLength(4096)
   text: string;
 }
-
-/** A boolean from JSON, or from a multipart form field ("true" / "false"). */
-const FormBoolean = () =>
-  Transform(({ value }: { value: unknown }) =>
-    value === 'true' ? true : value === 'false' ? false : value,
-  );
 
 export class SendMediaDto extends SendBaseDto {
   @ApiPropertyOptional({

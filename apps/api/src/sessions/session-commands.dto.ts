@@ -1,5 +1,16 @@
 import { ApiProperty } from '@nestjs/swagger';
-import { IsString, Matches } from 'class-validator';
+import { Type } from 'class-transformer';
+import {
+  IsInt,
+  IsObject,
+  IsString,
+  Matches,
+  Max,
+  MaxLength,
+  Min,
+  ValidateIf,
+  ValidateNested,
+} from 'class-validator';
 import { SESSION_ID_PATTERN } from '@app/common';
 import { IsPhone } from '../messages/is-phone.decorator.js';
 
@@ -78,4 +89,52 @@ export class SessionCommandAcceptedDto {
     example: 'The owning worker carries this out; follow GET /api/v1/sessions/{id}/status',
   })
   message: string;
+}
+
+const HHMM = /^([01]\d|2[0-3]):[0-5]\d$/;
+
+export class QuietHoursDto {
+  @ApiProperty({ example: '22:00', description: 'Start, HH:mm (24 h), local time' })
+  @IsString()
+  @Matches(HHMM, { message: 'quietHours.start must be a time such as 22:00' })
+  start: string;
+
+  @ApiProperty({
+    example: '07:00',
+    description: 'End, HH:mm (24 h), local time; before start means the next day',
+  })
+  @IsString()
+  @Matches(HHMM, { message: 'quietHours.end must be a time such as 07:00' })
+  end: string;
+
+  @ApiProperty({ example: 'Europe/Berlin', description: 'IANA time zone of both times' })
+  @IsString()
+  @MaxLength(64)
+  timeZone: string;
+}
+
+export class SessionLimitsDto {
+  @ApiProperty({
+    nullable: true,
+    type: Number,
+    example: 500,
+    description:
+      'At most this many messages a day (local days of quietHours.timeZone, else UTC); null: no cap',
+  })
+  @ValidateIf((dto: SessionLimitsDto) => dto.dailyCap !== null)
+  @IsInt({ message: 'dailyCap must be a whole number, or null for none' })
+  @Min(1)
+  @Max(1_000_000)
+  dailyCap: number | null;
+
+  @ApiProperty({
+    nullable: true,
+    type: QuietHoursDto,
+    description: 'No messages are sent in this window; null: none',
+  })
+  @ValidateIf((dto: SessionLimitsDto) => dto.quietHours !== null)
+  @IsObject({ message: 'quietHours must be an object, or null for none' })
+  @ValidateNested()
+  @Type(() => QuietHoursDto)
+  quietHours: QuietHoursDto | null;
 }

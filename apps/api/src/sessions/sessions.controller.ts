@@ -3,7 +3,12 @@ import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SessionStatusDto } from './session.dto.js';
-import { ActiveSessionDto, NumberCheckDto, SetActiveSessionDto } from './session-commands.dto.js';
+import {
+  ActiveSessionDto,
+  NumberCheckDto,
+  SessionLimitsDto,
+  SetActiveSessionDto,
+} from './session-commands.dto.js';
 import { SESSION_ID, SessionActions, UNKNOWN } from './session-actions.js';
 import { SessionsService } from './sessions.service.js';
 
@@ -44,6 +49,34 @@ export class SessionsController extends SessionActions {
   @UNKNOWN
   status(@Param('id') id: string) {
     return this.sessions.status(id);
+  }
+
+  @Get(':id/limits')
+  @ApiOperation({ summary: "A session's own sending limits: daily cap and quiet hours" })
+  @SESSION_ID
+  @ApiEnvelope(SessionLimitsDto)
+  @UNKNOWN
+  getLimits(@Param('id') id: string) {
+    return this.sessions.limits(id);
+  }
+
+  @Put(':id/limits')
+  @ApiOperation({
+    summary: "Set a session's own sending limits",
+    description:
+      'At most `dailyCap` messages a day, none during `quietHours` (both null: no limits). ' +
+      'Messages held back wait in the queue with error.code DAILY_CAP or QUIET_HOURS and ' +
+      'nextAttemptAt, and are sent when the limits allow; no try is counted. Workers read ' +
+      'the limits within a few seconds; a queue already held back waits until its hold ends.',
+  })
+  @SESSION_ID
+  @ApiEnvelope(SessionLimitsDto)
+  @ApiErrors(
+    { status: 400, description: 'Invalid limits (unknown time zone, same start and end...)' },
+    { status: 404, description: 'No such session' },
+  )
+  setLimits(@Param('id') id: string, @Body() dto: SessionLimitsDto) {
+    return this.sessions.setLimits(id, dto);
   }
 
   @Get(':id/contacts/:number/exists')

@@ -7,7 +7,9 @@ import {
   SessionCallError,
   SessionRepository,
   WorkerRepository,
+  isTimeZone,
   type SessionCallArgs,
+  type SessionLimits,
   type SessionCallName,
   type SessionCallResult,
   type SessionView,
@@ -131,6 +133,27 @@ export class SessionsService {
     if (!digits)
       throw new AppError('BAD_REQUEST', 'phone must be 7-15 digits in international format');
     return this.call(sessionId, 'pairingCode', { phone: digits }, PAIRING_WAIT_MS);
+  }
+
+  async limits(sessionId: string): Promise<SessionLimits> {
+    await this.existing(sessionId);
+    return this.sessions.limits(sessionId);
+  }
+
+  /** Replaces a session's own limits; the worker reads them within a few seconds. */
+  async setLimits(sessionId: string, limits: SessionLimits): Promise<SessionLimits> {
+    await this.existing(sessionId);
+    const quiet = limits.quietHours;
+    if (quiet && !isTimeZone(quiet.timeZone))
+      throw new AppError('BAD_REQUEST', `quietHours.timeZone ${quiet.timeZone} is not a time zone`);
+    if (quiet && quiet.start === quiet.end)
+      throw new AppError('BAD_REQUEST', 'quietHours.start and end must differ');
+    const clean: SessionLimits = {
+      dailyCap: limits.dailyCap,
+      quietHours: quiet ? { start: quiet.start, end: quiet.end, timeZone: quiet.timeZone } : null,
+    };
+    await this.sessions.setLimits(sessionId, clean);
+    return clean;
   }
 
   /** Whether a number has WhatsApp, as the session's client sees it; answers kept briefly. */

@@ -19,7 +19,7 @@ import {
 import { MessageRepository, createRedis } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import { EngineError, SessionManager, SessionRestrictedError } from '@app/whatsapp';
-import { SendService } from './send.service.js';
+import { SendHeldBack, SendService } from './send.service.js';
 import { doorbellBackend } from './doorbell-backend.js';
 import { QueueDoorbells, type Doorbell } from './queue-doorbells.service.js';
 
@@ -34,7 +34,7 @@ const IDLE_LOOK_SECONDS = 15;
 interface Consumer {
   worker: Worker;
   doorbell: Doorbell;
-  /** WhatsApp restricts the session until then (error 463): the queue stays paused. */
+  /** Held back until then (error 463, quiet hours, daily cap): the queue stays paused. */
   restrictedUntil?: number;
   restrictionTimer?: NodeJS.Timeout;
 }
@@ -198,10 +198,11 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   /**
-   * WhatsApp restricts the session until `until`: nothing more is taken from its queue until
-   * then (each send would only meet the same refusal), then it resumes if the session is READY.
+   * WhatsApp restricts the session, or its own limits hold it back, until `until`: nothing more
+   * is taken from its queue until then (each send would meet the same refusal), then it
+   * resumes if the session is READY.
    */
-  private restrict(sessionId: string, until: Date): void {
+  private holdUntil(sessionId: string, until: Date): void {
     const consumer = this.consumers.get(sessionId);
     if (!consumer) return;
     consumer.restrictedUntil = until.getTime();
@@ -241,9 +242,9 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
       }
       return outcome;
     } catch (err) {
-      if (err instanceof SessionRestrictedError) {
-        // Back in line for when the restriction ends, without using an attempt.
-        this.restrict(sessionId, err.until);
+      if (err instanceof SessionRestrictedError || err instanceof SendHeldBack) {
+        // Back in line for when the restriction or the hold ends, without using an attempt.
+        this.holdUntil(sessionId, err.until);
         await job.moveToDelayed(err.until.getTime(), token);
         throw new DelayedError();
       }

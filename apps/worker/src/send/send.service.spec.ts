@@ -5,8 +5,10 @@ import type {
   MessageRecord,
   MessageRepository,
   PacingRepository,
+  SessionLimits,
   SessionRepository,
 } from '@app/status-store';
+import { NO_LIMITS } from '@app/status-store';
 import {
   EngineError,
   SessionRestrictedError,
@@ -16,7 +18,7 @@ import {
   type WhatsAppEngine,
 } from '@app/whatsapp';
 import type { WorkerMetrics } from '../metrics/worker-metrics.service.js';
-import { SendService, type SendAttempt } from './send.service.js';
+import { SendHeldBack, SendService, type SendAttempt } from './send.service.js';
 
 /**
  * SendService's decisions, one message at a time, against an in-memory message store and a
@@ -63,6 +65,7 @@ function record(overrides: Partial<MessageRecord> = {}): MessageRecord {
     serverAckAt: null,
     ackOverdueAt: null,
     resendOf: null,
+    typingMs: null,
     ...overrides,
   };
 }
@@ -130,6 +133,7 @@ function engineDouble() {
     react: vi.fn(async () => 'true_4915123456789@c.us_REACT'),
     revoke: vi.fn(async () => 'true_4915123456789@c.us_REVOKE'),
     findSentMessage: vi.fn(async (): Promise<string | null> => null),
+    showTyping: vi.fn(async (_chatId: string, _ms: number) => undefined),
   };
   return engine;
 }
@@ -147,8 +151,16 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
   });
   const store = new MessageStore();
   const engine = engineDouble();
-  const sessionStore = { setRestriction: vi.fn(async () => undefined) };
-  const pacing = { waitMs: vi.fn(async () => 0), recordSend: vi.fn(async () => undefined) };
+  const sessionStore = {
+    setRestriction: vi.fn(async () => undefined),
+    limits: vi.fn(async (): Promise<SessionLimits> => NO_LIMITS),
+  };
+  const pacing = {
+    waitMs: vi.fn(async () => 0),
+    recordSend: vi.fn(async () => undefined),
+    sentOn: vi.fn(async () => 0),
+    countSend: vi.fn(async () => undefined),
+  };
   const sessions = {
     engine: () => engine as unknown as WhatsAppEngine,
     isReady: () => options.ready ?? true,
@@ -334,6 +346,65 @@ describe('SendService: WhatsApp restricts the session (error 463)', () => {
     expect(h.store.calls).toEqual(['claim 2', 'markRetrying RATE_LIMITED_BY_WHATSAPP 1']);
     expect((await h.store.get(record().id))!.nextAttemptAt).toBe(until.toISOString());
     expect(h.sessionStore.setRestriction).toHaveBeenCalledWith('main', until, 'error 463');
+  });
+});
+
+describe("SendService: the session's own limits", () => {
+  it('holds a message back during quiet hours, without a try, until they end', async () => {
+    const h = harness();
+    h.store.put(record());
+    // Quiet all day but the minute after now: whatever the clock says, now is inside.
+    const minute = new Date(Date.now() + 60_000).toISOString().slice(11, 16);
+    const after = new Date(Date.now() + 120_000).toISOString().slice(11, 16);
+    h.sessionStore.limits.mockResolvedValue({
+      dailyCap: null,
+      quietHours: { start: after, end: minute, timeZone: 'UTC' },
+    });
+    const held = await h.service.send('main', record().id, first).catch((err: unknown) => err);
+    expect(held).toBeInstanceOf(SendHeldBack);
+    expect(held).toMatchObject({ code: 'QUIET_HOURS' });
+    expect((held as SendHeldBack).until.getTime()).toBeLessThanOrEqual(Date.now() + 60_000);
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+    expect(h.store.calls).toEqual(['markRetrying QUIET_HOURS 0']);
+  });
+
+  it('counts sends towards the daily cap and holds the next one back until midnight', async () => {
+    const h = harness();
+    const second = record({ id: '4e4e4e4e-8a55-4f0e-9d0b-6a0f3b7c2d11' });
+    h.store.put(record(), second);
+    h.sessionStore.limits.mockResolvedValue({ dailyCap: 1, quietHours: null });
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
+    expect(h.pacing.countSend).toHaveBeenCalledWith('main', new Date().toISOString().slice(0, 10));
+    h.pacing.sentOn.mockResolvedValue(1);
+    const held = await h.service.send('main', second.id, first).catch((err: unknown) => err);
+    expect(held).toMatchObject({ code: 'DAILY_CAP' });
+    const midnight = new Date();
+    midnight.setUTCHours(24, 0, 0, 0);
+    expect((held as SendHeldBack).until.toISOString()).toBe(midnight.toISOString());
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+  });
+
+  it('shows "typing…" within the pacing, then sends', async () => {
+    const h = harness({ SEND_MIN_INTERVAL_MS: '200' });
+    const second = record({ id: '5f5f5f5f-8a55-4f0e-9d0b-6a0f3b7c2d11', typingMs: 150 });
+    h.store.put(record(), second);
+    const at: number[] = [];
+    h.engine.sendText.mockImplementation(async () => {
+      at.push(performance.now());
+      return 'true_x_TEXT';
+    });
+    let typingFrom = 0;
+    h.engine.showTyping.mockImplementation(async (_chat: string, ms: number) => {
+      typingFrom = performance.now();
+      await new Promise((resolve) => setTimeout(resolve, ms));
+    });
+    await h.service.send('main', record().id, first);
+    await h.service.send('main', second.id, first);
+    expect(h.engine.showTyping).toHaveBeenCalledWith('4915123456789@c.us', 150);
+    // Typing began inside the 200 ms gap, and the gap did not grow by the typing time.
+    expect(typingFrom - at[0]).toBeLessThan(200);
+    expect(at[1] - at[0]).toBeGreaterThanOrEqual(200);
+    expect(at[1] - at[0]).toBeLessThan(200 + 150);
   });
 });
 

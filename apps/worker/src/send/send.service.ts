@@ -5,6 +5,11 @@ import {
   MessageRepository,
   PacingRepository,
   SessionRepository,
+  limitsTimeZone,
+  localDay,
+  nextLocalMidnight,
+  quietUntil,
+  type SessionLimits,
   isMessageId,
   mediaOptionProblem,
   type MessageRecord,
@@ -44,6 +49,24 @@ export type SendOutcome =
   | 'missing'
   | 'not-ready';
 
+/** How long a session's limits are used before they are read again. */
+const LIMITS_CACHE_MS = 2_000;
+
+/**
+ * The session's own limits (quiet hours, daily cap) hold its sends back until `until`: not a
+ * failure, and no try is counted; the message waits with the queue.
+ */
+export class SendHeldBack extends Error {
+  constructor(
+    readonly until: Date,
+    readonly code: 'QUIET_HOURS' | 'DAILY_CAP',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'SendHeldBack';
+  }
+}
+
 const FINAL_OR_SENT = new Set(['sent', 'delivered', 'read']);
 
 /**
@@ -56,6 +79,7 @@ export class SendService {
   private readonly log = new Logger(SendService.name);
   /** When each session last called its engine (monotonic clock: immune to wall-clock steps). */
   private readonly lastSendAt = new Map<string, number>();
+  private readonly limits = new Map<string, { limits: SessionLimits; at: number }>();
 
   constructor(
     private readonly config: AppConfig,
@@ -110,7 +134,21 @@ export class SendService {
           return 'recovered';
         }
       }
-      await this.waitForInterval(sessionId);
+      const hold = await this.heldBack(sessionId, new Date());
+      if (hold) {
+        await this.messages.markRetrying(
+          messageId,
+          { code: hold.code, message: hold.message },
+          { attempts: record.attempts, nextAttemptAt: hold.until },
+        );
+        throw hold;
+      }
+      await this.waitForInterval(
+        sessionId,
+        record.typingMs
+          ? { ms: record.typingMs, show: () => engine.showTyping(record.chatId, record.typingMs!) }
+          : undefined,
+      );
       const claim = await this.messages.claimForSending(messageId, record.attempts + 1);
       if (claim !== 'claimed') {
         // Cancelled (or finished elsewhere) since it was read: nothing is sent.
@@ -127,6 +165,7 @@ export class SendService {
       }).finally(() => this.recordSend(sessionId));
       await this.messages.markSent(record, engineMessageId);
       await this.dropUpload(record);
+      await this.countTowardsCap(sessionId);
       endSend();
       this.log.log(
         {
@@ -141,6 +180,7 @@ export class SendService {
       );
       return 'sent';
     } catch (thrown) {
+      if (thrown instanceof SendHeldBack) throw thrown;
       if (thrown instanceof SessionRestrictedError) {
         // No fault of this message: it waits with the session's queue, and no try is counted.
         const error = { code: thrown.code, message: thrown.message };
@@ -211,6 +251,52 @@ export class SendService {
     return { ...file, ...record.mediaOptions, caption: record.caption ?? undefined };
   }
 
+  /**
+   * Whether the session's own limits hold sends back now: its quiet hours, or its daily cap
+   * reached (until the next local midnight, or the end of quiet hours if later).
+   */
+  private async heldBack(sessionId: string, now: Date): Promise<SendHeldBack | null> {
+    const limits = await this.limitsOf(sessionId);
+    const quiet = limits.quietHours ? quietUntil(limits.quietHours, now) : null;
+    if (quiet && limits.quietHours)
+      return new SendHeldBack(
+        quiet,
+        'QUIET_HOURS',
+        `quiet hours ${limits.quietHours.start}-${limits.quietHours.end} ${limits.quietHours.timeZone}: sent at ${quiet.toISOString()}`,
+      );
+    if (limits.dailyCap === null) return null;
+    const timeZone = limitsTimeZone(limits);
+    const sent = await this.pacing.sentOn(sessionId, localDay(timeZone, now));
+    if (sent < limits.dailyCap) return null;
+    const midnight = nextLocalMidnight(timeZone, now);
+    const after = limits.quietHours ? quietUntil(limits.quietHours, midnight) : null;
+    const until = after ?? midnight;
+    return new SendHeldBack(
+      until,
+      'DAILY_CAP',
+      `daily cap of ${limits.dailyCap} messages reached: sent at ${until.toISOString()}`,
+    );
+  }
+
+  /** A session's limits, read at most every LIMITS_CACHE_MS (they change rarely). */
+  private async limitsOf(sessionId: string): Promise<SessionLimits> {
+    const cached = this.limits.get(sessionId);
+    if (cached && performance.now() - cached.at < LIMITS_CACHE_MS) return cached.limits;
+    const limits = await this.sessionStore.limits(sessionId);
+    this.limits.set(sessionId, { limits, at: performance.now() });
+    return limits;
+  }
+
+  private async countTowardsCap(sessionId: string): Promise<void> {
+    const limits = await this.limitsOf(sessionId);
+    if (limits.dailyCap === null) return;
+    await this.pacing
+      .countSend(sessionId, localDay(limitsTimeZone(limits), new Date()))
+      .catch((err: Error) =>
+        this.log.warn({ sessionId, err: err.message }, 'send not counted towards the daily cap'),
+      );
+  }
+
   /** A file sent with the request is dropped once its message is sent or has failed for good. */
   private async dropUpload(record: MessageRecord): Promise<void> {
     if (!record.upload) return;
@@ -266,27 +352,34 @@ export class SendService {
   }
 
   /**
-   * Waits until SEND_MIN_INTERVAL_MS (plus this send's jitter) has passed since the session's last engine call: on this
-   * worker's monotonic clock (immune to wall-clock steps), and in Redis, where the last send
-   * of a previous owner of the session is recorded (a takeover is paced too).
+   * Waits until SEND_MIN_INTERVAL_MS (plus this send's jitter) has passed since the session's
+   * last engine call: on this worker's monotonic clock (immune to wall-clock steps), and in
+   * Redis, where the last send of a previous owner of the session is recorded (a takeover is
+   * paced too). A send's "typing…" (`typingMs`) is shown at the end of that wait, inside it:
+   * it lengthens the gap only when it is longer than what was left to wait.
    */
-  private async waitForInterval(sessionId: string): Promise<void> {
+  private async waitForInterval(
+    sessionId: string,
+    typing?: { ms: number; show: () => Promise<void> },
+  ): Promise<void> {
     // SEND_JITTER_MS widens this send's interval by a random amount: the gaps between sends
     // vary, and none is ever shorter than SEND_MIN_INTERVAL_MS.
     const interval =
       this.config.SEND_MIN_INTERVAL_MS +
       Math.floor(Math.random() * (this.config.SEND_JITTER_MS + 1));
-    if (interval === 0) return;
     const last = this.lastSendAt.get(sessionId);
+    const remaining = async () => {
+      if (interval === 0) return 0;
+      const local = last === undefined ? 0 : last + interval - performance.now();
+      return Math.max(local, await this.pacing.waitMs(sessionId, interval));
+    };
+    if (typing) {
+      const wait = await remaining();
+      if (wait > typing.ms) await sleep(wait - typing.ms);
+      await typing.show();
+    }
     // Timers may fire a millisecond early; loop until the interval has really passed.
-    for (let wait = last === undefined ? 0 : last + interval - performance.now(); wait > 0;) {
-      await sleep(wait);
-      wait = last! + interval - performance.now();
-    }
-    for (let wait = await this.pacing.waitMs(sessionId, interval); wait > 0;) {
-      await sleep(wait);
-      wait = await this.pacing.waitMs(sessionId, interval);
-    }
+    for (let wait = await remaining(); wait > 0; wait = await remaining()) await sleep(wait);
   }
 
   private async recordSend(sessionId: string): Promise<void> {

@@ -1,0 +1,84 @@
+/**
+ * A session's own sending limits (PUT /api/v1/sessions/{id}/limits), kept on the session:
+ * at most `dailyCap` messages a day, none during `quietHours`. Days and hours are those of
+ * `quietHours.timeZone` (UTC without quiet hours). Messages held back wait in the queue.
+ */
+export interface SessionLimits {
+  dailyCap: number | null;
+  quietHours: QuietHours | null;
+}
+
+export interface QuietHours {
+  /** 'HH:mm', 24 h; the window may span midnight (22:00 to 07:00). */
+  start: string;
+  end: string;
+  /** IANA time zone, such as Europe/Berlin. */
+  timeZone: string;
+}
+
+export const NO_LIMITS: SessionLimits = { dailyCap: null, quietHours: null };
+
+const MINUTES_A_DAY = 24 * 60;
+
+/** Whether `timeZone` is one Intl knows. */
+export function isTimeZone(timeZone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Minutes since local midnight in `timeZone` (seconds and milliseconds as a fraction). */
+function localMinutes(timeZone: string, now: Date): number {
+  const parts = new Intl.DateTimeFormat('en-GB', {
+    timeZone,
+    hour: '2-digit',
+    minute: '2-digit',
+    second: '2-digit',
+    hourCycle: 'h23',
+  }).formatToParts(now);
+  const part = (type: string) => Number(parts.find((p) => p.type === type)?.value ?? 0);
+  // Milliseconds are the same in every zone (offsets are whole minutes).
+  return (
+    part('hour') * 60 + part('minute') + (part('second') + now.getUTCMilliseconds() / 1000) / 60
+  );
+}
+
+function minutesOf(hhmm: string): number {
+  const [h, m] = hhmm.split(':').map(Number);
+  return h * 60 + m;
+}
+
+/** The local date in `timeZone`, as YYYY-MM-DD: the day a daily cap counts in. */
+export function localDay(timeZone: string, now: Date): string {
+  return new Intl.DateTimeFormat('en-CA', {
+    timeZone,
+    year: 'numeric',
+    month: '2-digit',
+    day: '2-digit',
+  }).format(now);
+}
+
+/** When the quiet hours around `now` end, or null when `now` is outside them. */
+export function quietUntil(quiet: QuietHours, now: Date): Date | null {
+  const t = localMinutes(quiet.timeZone, now);
+  const start = minutesOf(quiet.start);
+  const end = minutesOf(quiet.end);
+  const inside = start < end ? t >= start && t < end : t >= start || t < end;
+  if (!inside) return null;
+  const left = (end - t + MINUTES_A_DAY) % MINUTES_A_DAY;
+  return new Date(now.getTime() + Math.round(left * 60_000));
+}
+
+/** The next local midnight in `timeZone`: when a day's cap starts over. */
+export function nextLocalMidnight(timeZone: string, now: Date): Date {
+  const left = MINUTES_A_DAY - localMinutes(timeZone, now);
+  return new Date(now.getTime() + Math.round(left * 60_000));
+}
+
+/** The time zone a session's days are counted in. */
+export function limitsTimeZone(limits: SessionLimits): string {
+  return limits.quietHours?.timeZone ?? 'UTC';
+}
