@@ -1190,6 +1190,27 @@ describe('WwebjsEngine sends', () => {
     await h.engine.stop();
   });
 
+  it('shows typing through the chat, then clears it; a chat that cannot is no error', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const chat = {
+      fetchMessages: vi.fn(async () => []),
+      sendStateTyping: vi.fn(async () => true),
+      clearState: vi.fn(async () => true),
+    };
+    client.getChatById.mockResolvedValueOnce(chat);
+    await h.engine.showTyping('4915122@c.us', 50);
+    expect(client.getChatById).toHaveBeenCalledWith('4915122@c.us');
+    expect(chat.sendStateTyping).toHaveBeenCalledTimes(1);
+    expect(chat.clearState).toHaveBeenCalledTimes(1);
+    expect(chat.sendStateTyping.mock.invocationCallOrder[0]).toBeLessThan(
+      chat.clearState.mock.invocationCallOrder[0],
+    );
+    client.getChatById.mockRejectedValueOnce(new Error('Evaluation failed'));
+    await expect(h.engine.showTyping('4915122@c.us', 10)).resolves.toBeUndefined();
+    await h.engine.stop();
+  });
+
   it('looks a number up through getNumberId for the number check', async () => {
     const h = harness();
     const client = await startReady(h);
