@@ -137,8 +137,9 @@ export class LuaScript {
   }
 
   /**
-   * Runs the script once per call in one pipeline (one round trip); each call's result or
-   * error in order. The script is loaded first, so no call meets NOSCRIPT.
+   * Runs the script once per call in one pipeline (one round trip); each call's result in
+   * order. The script is loaded first; a node that still lacks it (a Cluster's other
+   * masters) gets those calls again one by one, by source.
    */
   async runMany(
     redis: Redis,
@@ -150,10 +151,14 @@ export class LuaScript {
     for (const call of calls)
       pipeline.evalsha(this.sha, call.keys.length, ...call.keys, ...call.args);
     const results = (await pipeline.exec()) ?? [];
-    return results.map(([err, result]) => {
-      if (err) throw err;
-      return result;
-    });
+    const out: unknown[] = [];
+    for (const [index, [err, result]] of results.entries()) {
+      if (!err) out.push(result);
+      else if (err.message?.startsWith('NOSCRIPT'))
+        out.push(await this.run(redis, calls[index].keys, calls[index].args));
+      else throw err;
+    }
+    return out;
   }
 
   async run(redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {

@@ -130,6 +130,7 @@ export class SessionLimitsDto {
   @ApiProperty({
     nullable: true,
     type: QuietHoursDto,
+    example: { start: '22:00', end: '07:00', timeZone: 'Europe/Berlin' },
     description: 'No messages are sent in this window; null: none',
   })
   @ValidateIf((dto: SessionLimitsDto) => dto.quietHours !== null)
