@@ -232,6 +232,25 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
     expect(reconnect.json.data).toMatchObject({ id: 'main' });
   });
 
+  it('shows a session WhatsApp restricts on the sessions page, with until when', async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'limited' });
+    const until = new Date(Date.now() + 3_600_000);
+    await stack.redis.hset(stack.keys.session('limited'), {
+      restrictedUntil: until.toISOString(),
+      restriction: 'error 463',
+    });
+    const page = await request(stack, 'GET', '/admin');
+    const card = page.text.slice(page.text.indexOf('data-session="limited"'));
+    const shown = `WhatsApp restricts sending (error 463) until ${until.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+    expect(card.slice(0, card.indexOf('</article>'))).toContain(shown);
+    const json = (await request(stack, 'GET', '/api/admin/sessions')).json.data;
+    expect(json.find((s: { id: string }) => s.id === 'limited').restriction).toMatchObject({
+      code: 'RATE_LIMITED_BY_WHATSAPP',
+      until: until.toISOString(),
+    });
+    await stack.call('DELETE', '/api/v1/sessions/limited');
+  });
+
   it('creates a session with a form post and redirects to its page with a flash message', async () => {
     const page = await request(stack, 'GET', '/admin');
     const token = /name="csrf-token" content="([^"]+)"/.exec(page.text)?.[1];

@@ -132,6 +132,11 @@
     const problem = problemText(session);
     setText(root, 'problem', problem);
     show(root, 'problem', Boolean(problem));
+    const restriction = session.restriction
+      ? `WhatsApp restricts sending (error 463) until ${formatTime(session.restriction.until)}: messages wait`
+      : '';
+    setText(root, 'restriction', restriction);
+    show(root, 'restriction', Boolean(restriction));
     const loading = session.status === 'LOADING';
     show(root, 'loading', loading);
     setText(root, 'loadingText', `Syncing chats ${session.loadingPercent ?? 0}%`);
