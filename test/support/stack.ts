@@ -61,6 +61,8 @@ export class Stack {
       SEND_BACKOFF_MS: '50',
       WORKER_HEARTBEAT_MS: '500',
       WORKER_HEALTH_PORT: '0',
+      // Tests poll fast; the rate limit is tested on its own (security.e2e.spec.ts).
+      RATE_LIMIT_PER_MINUTE: '0',
       ...env,
     });
     await stack.startApi();
@@ -71,7 +73,7 @@ export class Stack {
   async startApi(): Promise<void> {
     const app = await NestFactory.create<NestFastifyApplication>(
       ApiModule.forRoot({ overrides: this.env, readEnvFile: false }),
-      httpAdapter(),
+      httpAdapter(this.env.TRUST_PROXY),
       { logger: false, abortOnError: false },
     );
     await configureApi(app);

@@ -5,7 +5,12 @@ import { LoggerModule } from 'nestjs-pino';
 import { AppExceptionFilter, EnvelopeInterceptor, loggerParams } from '@app/common';
 import { AppConfig, AppConfigModule, type AppConfigOptions } from '@app/config';
 import { QueueModule } from '@app/queue';
-import { SessionRepository, StatusStoreModule } from '@app/status-store';
+import { REDIS, SessionRepository, StatusStoreModule } from '@app/status-store';
+import { ThrottlerStorageRedisService } from '@nest-lab/throttler-storage-redis';
+import { ThrottlerModule } from '@nestjs/throttler';
+import type { Redis } from 'ioredis';
+import { AuthFailures } from './auth/auth-failures.service.js';
+import { RATE_LIMIT, RateLimitGuard } from './auth/rate-limit.guard.js';
 import { AdminModule } from './admin/admin.module.js';
 import { ApiKeyGuard } from './auth/api-key.guard.js';
 import { HealthController } from './health/health.controller.js';
@@ -45,6 +50,16 @@ export class ApiModule implements OnApplicationBootstrap {
             loggerParams({ production: c.isProduction, level: c.LOG_LEVEL }),
         }),
         StatusStoreModule,
+        ThrottlerModule.forRootAsync({
+          inject: [AppConfig, REDIS],
+          useFactory: (c: AppConfig, redis: Redis) => ({
+            throttlers: [
+              { name: RATE_LIMIT, ttl: 60_000, limit: Math.max(1, c.RATE_LIMIT_PER_MINUTE) },
+            ],
+            // Counted in Redis, so every api replica shares the limit.
+            storage: new ThrottlerStorageRedisService(redis),
+          }),
+        }),
         QueueModule,
         TerminusModule,
         ApiMetricsModule,
@@ -61,6 +76,8 @@ export class ApiModule implements OnApplicationBootstrap {
       ],
       providers: [
         ApiKeyGuard,
+        RateLimitGuard,
+        AuthFailures,
         MessagesService,
         SessionsService,
         InboxService,

@@ -2,7 +2,7 @@ import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fa
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, createValidationPipe, requestId, toErrorEnvelope } from '@app/common';
-import { AppConfig } from '@app/config';
+import { AppConfig, parseTrustProxy } from '@app/config';
 import { ADMIN_SECURITY } from './admin/admin-auth.decorator.js';
 import { METRICS_SECURITY } from './metrics/metrics.controller.js';
 import { configureAdmin } from './admin/configure-admin.js';
@@ -14,15 +14,15 @@ export const BODY_LIMIT = 1024 * 1024;
 
 /**
  * The HTTP server under Nest: Fastify, for a lean hot path (`npm run bench`). Forwarded
- * headers are trusted from a proxy on the same host only, as before with Express.
+ * headers are believed from the proxies TRUST_PROXY names (by default one on this host).
  */
-export function httpAdapter(): FastifyAdapter {
+export function httpAdapter(trustProxy = 'loopback'): FastifyAdapter {
   return new FastifyAdapter({
     bodyLimit: BODY_LIMIT,
     // The id of every log line of a request, and its x-request-id header (set below).
     requestIdHeader: false,
     genReqId: requestId,
-    trustProxy: 'loopback',
+    trustProxy: trustedProxies(parseTrustProxy(trustProxy)),
     // A JSON body with a __proto__ or constructor.prototype key is refused, not cleaned.
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
@@ -32,6 +32,13 @@ export function httpAdapter(): FastifyAdapter {
       void reply.code(status).send(body);
     },
   });
+}
+
+/** TRUST_PROXY as Fastify takes it: a number of hops becomes a test of the hop. */
+function trustedProxies(
+  trust: boolean | number | string,
+): boolean | string | ((address: string, hop: number) => boolean) {
+  return typeof trust === 'number' ? (_address, hop) => hop < trust : trust;
 }
 
 /** Everything main.ts sets on the app, shared with the tests so they run what production runs. */

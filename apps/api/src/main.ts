@@ -3,17 +3,18 @@ import { Logger } from 'nestjs-pino';
 import { NestFactory } from '@nestjs/core';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { armShutdownDeadline } from '@app/common';
-import { AppConfig, ConfigError, exitOnInvalidConfig } from '@app/config';
+import { AppConfig, ConfigError, exitOnInvalidConfig, loadAppConfig } from '@app/config';
 import { ApiModule } from './api.module.js';
 import { configureApi, httpAdapter } from './configure-api.js';
 
 exitOnInvalidConfig('api');
 
 async function bootstrap(): Promise<void> {
-  const app = await NestFactory.create<NestFastifyApplication>(ApiModule.forRoot(), httpAdapter(), {
-    abortOnError: false,
-    bufferLogs: true,
-  });
+  const app = await NestFactory.create<NestFastifyApplication>(
+    ApiModule.forRoot(),
+    httpAdapter(loadAppConfig().TRUST_PROXY),
+    { abortOnError: false, bufferLogs: true },
+  );
   app.useLogger(app.get(Logger));
   await configureApi(app);
   const config = app.get(AppConfig);

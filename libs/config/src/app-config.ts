@@ -13,6 +13,7 @@ import {
   ValidateBy,
   ValidateIf,
 } from 'class-validator';
+import { isIP } from 'node:net';
 import { parseRedisUrl } from './redis-url.js';
 
 /** The API key shipped in .env.example; production refuses to start with it. */
@@ -43,6 +44,28 @@ const toBool = () =>
     if (['false', '0', 'no', ''].includes(v)) return false;
     return value;
   });
+const PROXY_KEYWORDS = new Set(['loopback', 'linklocal', 'uniquelocal']);
+/** TRUST_PROXY: true, false, a number of hops, or addresses / CIDRs / keywords, comma-separated. */
+export function parseTrustProxy(value: string): boolean | number | string {
+  const v = value.trim();
+  if (v === 'true' || v === 'false') return v === 'true';
+  if (/^\d{1,2}$/.test(v)) return Number(v);
+  return v;
+}
+function isTrustProxy(value: unknown): boolean {
+  if (typeof value !== 'string' || !value.trim()) return false;
+  const parsed = parseTrustProxy(value);
+  if (typeof parsed !== 'string') return true;
+  return parsed.split(',').every((part) => {
+    const [address, bits, extra] = part.trim().split('/');
+    if (extra !== undefined) return false;
+    if (PROXY_KEYWORDS.has(address) && bits === undefined) return true;
+    const version = isIP(address);
+    if (!version) return false;
+    return bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= (version === 4 ? 32 : 128));
+  });
+}
+
 const emptyAsUnset = () =>
   Transform(({ value }) => (typeof value === 'string' && value.trim() === '' ? undefined : value));
 
@@ -126,6 +149,25 @@ export class AppConfig {
   @IsOptional()
   @IsString()
   CORS_ORIGINS?: string;
+
+  /** Whose X-Forwarded-For to believe for the client's address (rate limits, logs). */
+  @ValidateBy({
+    name: 'isTrustProxy',
+    validator: {
+      validate: isTrustProxy,
+      defaultMessage: () =>
+        'TRUST_PROXY must be true, false, a number of proxy hops, or comma-separated addresses, CIDRs or loopback / linklocal / uniquelocal',
+    },
+  })
+  TRUST_PROXY = 'loopback';
+
+  /** Requests a minute per API key (and per admin user); 0 turns the limit off. */
+  @IntRange(0, 1_000_000)
+  RATE_LIMIT_PER_MINUTE = 600;
+
+  /** Failed API-key or admin logins a minute per client address before it must wait. */
+  @IntRange(1, 10_000)
+  AUTH_FAILURES_PER_MINUTE = 10;
 
   @emptyAsUnset()
   @IsOptional()

@@ -23,6 +23,17 @@ export class RedisKeys {
   messageUpload(messageId: string): string {
     return `${this.root}:upload:${messageId}`;
   }
+  /** Failed logins of one client address in the current minute. */
+  authFailures(address: string): string {
+    return `${this.root}:auth-fail:${address}`;
+  }
+  /**
+   * A rate-limit bucket (its storage adds a hash tag of its own around this, so the root's
+   * braces are left out).
+   */
+  rateLimit(name: string, tracker: string): string {
+    return `${this.root.slice(1, -1)}:rl:${name}:${tracker}`;
+  }
   /** How many messages a session sent on a (local) day, for its daily cap. */
   dailySends(sessionId: string, day: string): string {
     return `${this.root}:daily-sends:${sessionId}:${day}`;

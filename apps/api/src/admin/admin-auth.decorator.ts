@@ -8,6 +8,8 @@ import {
 import { ErrorEnvelopeDto } from '../docs/envelope.dto.js';
 import { CSRF_HEADER } from './admin-access.service.js';
 import { AdminAuthGuard } from './admin-auth.guard.js';
+import { ApiTooManyRequests } from '../auth/api-key-auth.decorator.js';
+import { RateLimitGuard } from '../auth/rate-limit.guard.js';
 
 /** Name of the Basic Auth security scheme in the OpenAPI document. */
 export const ADMIN_SECURITY = 'admin';
@@ -18,12 +20,13 @@ export const ADMIN_SECURITY = 'admin';
  */
 export const AdminAuth = () =>
   applyDecorators(
-    UseGuards(AdminAuthGuard),
+    UseGuards(AdminAuthGuard, RateLimitGuard),
     ApiBasicAuth(ADMIN_SECURITY),
     ApiUnauthorizedResponse({
       description: 'Missing or wrong admin credentials (Basic Auth)',
       type: ErrorEnvelopeDto,
     }),
+    ApiTooManyRequests(),
   );
 
 /**

@@ -10,7 +10,10 @@ import { InboxService } from '../inbox/inbox.service.js';
 import { MessagesService } from '../messages/messages.service.js';
 import { SessionsService } from '../sessions/sessions.service.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
+import { AuthFailures } from '../auth/auth-failures.service.js';
+import { RateLimitGuard } from '../auth/rate-limit.guard.js';
 import { AdminAccess } from './admin-access.service.js';
+import { AdminAuthGuard } from './admin-auth.guard.js';
 import { AdminApiController, AdminSessionActionsController } from './admin-api.controller.js';
 import { AdminPagesController } from './admin-pages.controller.js';
 import { AdminViews } from './admin-views.service.js';
@@ -49,6 +52,9 @@ export class AdminModule {
         AdminService,
         QueueBoard,
         // Stateless services, also provided here so this module stands on its own.
+        AuthFailures,
+        RateLimitGuard,
+        AdminAuthGuard,
         SessionsService,
         MessagesService,
         InboxService,

@@ -5,7 +5,7 @@ import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { toErrorEnvelope } from '@app/common';
 import { AppConfig } from '@app/config';
-import { AdminAccess } from './admin-access.service.js';
+import { AdminAuthGuard } from './admin-auth.guard.js';
 import { isAdminMounted } from './admin.module.js';
 import { PUBLIC_DIR } from './admin-views.service.js';
 import { QUEUES_PATH, QueueBoard } from './queue-board.service.js';
@@ -53,7 +53,7 @@ const QUEUES_CSP = {
  */
 export async function configureAdmin(app: NestFastifyApplication): Promise<void> {
   if (!isAdminMounted(app.get(AppConfig))) return;
-  const access = app.get(AdminAccess);
+  const guard = app.get(AdminAuthGuard);
   const board = app.get(QueueBoard);
   const server = app.getHttpAdapter().getInstance();
 
@@ -81,7 +81,7 @@ export async function configureAdmin(app: NestFastifyApplication): Promise<void>
     // What Nest's router does not serve (assets, bull-board) cannot carry our CSRF token: it
     // gets Basic Auth and the same-origin check for state-changing requests.
     if (isUnder(path, ASSETS_PATH) || isUnder(path, QUEUES_PATH)) {
-      if (!admitted(access, request, reply)) return reply;
+      if (!(await admitted(guard, request, reply))) return reply;
       if (isUnder(path, QUEUES_PATH)) await board.refresh();
     }
   });
@@ -99,10 +99,13 @@ export async function configureAdmin(app: NestFastifyApplication): Promise<void>
 }
 
 /** Whether the request may use the admin; if not, the error envelope is sent. */
-function admitted(access: AdminAccess, request: FastifyRequest, reply: FastifyReply): boolean {
+async function admitted(
+  guard: AdminAuthGuard,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): Promise<boolean> {
   try {
-    access.authenticate(request, reply);
-    access.assertSameOrigin(request);
+    await guard.admit(request, reply, false);
     return true;
   } catch (err) {
     const { status, body } = toErrorEnvelope(err);

@@ -1,12 +1,25 @@
 import { applyDecorators, UseGuards } from '@nestjs/common';
-import { ApiSecurity, ApiUnauthorizedResponse } from '@nestjs/swagger';
+import { ApiSecurity, ApiTooManyRequestsResponse, ApiUnauthorizedResponse } from '@nestjs/swagger';
 import { ErrorEnvelopeDto } from '../docs/envelope.dto.js';
 import { ApiKeyGuard } from './api-key.guard.js';
+import { RateLimitGuard } from './rate-limit.guard.js';
 
-/** Protects a controller or route with x-api-key and documents it, in one decorator. */
+/**
+ * Protects a controller or route with x-api-key, then the key's rate limit, and documents
+ * both, in one decorator.
+ */
 export const ApiKeyAuth = () =>
   applyDecorators(
-    UseGuards(ApiKeyGuard),
+    UseGuards(ApiKeyGuard, RateLimitGuard),
     ApiSecurity('api-key'),
     ApiUnauthorizedResponse({ description: 'Missing or wrong x-api-key', type: ErrorEnvelopeDto }),
+    ApiTooManyRequests(),
   );
+
+/** The 429 of the rate limits (per key or admin user, and per address for failed logins). */
+export const ApiTooManyRequests = () =>
+  ApiTooManyRequestsResponse({
+    description:
+      'RATE_LIMITED: over RATE_LIMIT_PER_MINUTE, or too many failed logins from this address; see Retry-After',
+    type: ErrorEnvelopeDto,
+  });

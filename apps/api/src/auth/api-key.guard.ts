@@ -1,14 +1,18 @@
 import { CanActivate, ExecutionContext, Injectable, Logger } from '@nestjs/common';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, Secret } from '@app/common';
 import { AppConfig } from '@app/config';
+import { AuthFailures } from './auth-failures.service.js';
 
 /** Checks `x-api-key` against API_KEY in constant time. */
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
   private readonly expected?: Secret;
 
-  constructor(config: AppConfig) {
+  constructor(
+    config: AppConfig,
+    private readonly failures: AuthFailures,
+  ) {
     if (config.API_KEY) this.expected = new Secret(config.API_KEY);
     else
       new Logger('Auth').warn(
@@ -16,12 +20,19 @@ export class ApiKeyGuard implements CanActivate {
       );
   }
 
-  canActivate(context: ExecutionContext): boolean {
+  async canActivate(context: ExecutionContext): Promise<boolean> {
     if (!this.expected) return true;
-    const header = context.switchToHttp().getRequest<FastifyRequest>().headers['x-api-key'];
+    const http = context.switchToHttp();
+    const request = http.getRequest<FastifyRequest>();
+    const header = request.headers['x-api-key'];
     const given = Array.isArray(header) ? header[0] : header;
     if (!given) throw new AppError('UNAUTHORIZED', 'Missing x-api-key header');
-    if (!this.expected.matches(given)) throw new AppError('UNAUTHORIZED', 'Invalid API key');
+    // An address that failed too often waits before any key of it is looked at.
+    await this.failures.assertNotBlocked(request, http.getResponse<FastifyReply>());
+    if (!this.expected.matches(given)) {
+      await this.failures.record(request);
+      throw new AppError('UNAUTHORIZED', 'Invalid API key');
+    }
     return true;
   }
 }

@@ -1,0 +1,93 @@
+import { useStack } from '../support/stack.js';
+
+const USER = 'admin';
+const PASSWORD = 'correct horse battery staple';
+const basic = (password: string) =>
+  `Basic ${Buffer.from(`${USER}:${password}`).toString('base64')}`;
+
+/** Raw HTTP against the stack, as some client address (X-Forwarded-For, believed from loopback). */
+async function get(
+  base: string,
+  path: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; headers: Headers; body: any }> {
+  const response = await fetch(`${base}${path}`, { headers });
+  return { status: response.status, headers: response.headers, body: await response.json() };
+}
+
+describe('rate limits: per API key, and failed logins per client address', () => {
+  const stack = useStack(
+    {
+      RATE_LIMIT_PER_MINUTE: '600',
+      AUTH_FAILURES_PER_MINUTE: '10',
+      ADMIN_USERNAME: USER,
+      ADMIN_PASSWORD: PASSWORD,
+    },
+    { worker: false },
+  );
+
+  it('answers the 601st request of a key in a minute with 429 RATE_LIMITED and Retry-After', async () => {
+    const key = { 'x-api-key': stack.env.API_KEY, 'x-forwarded-for': '203.0.113.10' };
+    const statuses: number[] = [];
+    for (let batch = 0; batch < 6; batch++)
+      statuses.push(
+        ...(await Promise.all(
+          Array.from({ length: batch < 5 ? 100 : 99 }, () =>
+            get(stack.url, '/api/v1/sessions', key).then((answer) => answer.status),
+          ),
+        )),
+      );
+    expect(statuses.filter((status) => status !== 200)).toEqual([]);
+    const six100th = await get(stack.url, '/api/v1/sessions', key);
+    expect(six100th.status).toBe(200);
+    expect(six100th.headers.get('x-ratelimit-remaining')).toBe('0');
+
+    const limited = await get(stack.url, '/api/v1/sessions', key);
+    expect(limited.status).toBe(429);
+    expect(limited.body.error.code).toBe('RATE_LIMITED');
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+
+    // The admin (another caller) is not affected.
+    const admin = await get(stack.url, '/api/admin/sessions', {
+      authorization: basic(PASSWORD),
+      'x-forwarded-for': '203.0.113.10',
+    });
+    expect(admin.status).toBe(200);
+  });
+
+  it('slows a key-guessing loop: past the limit an address waits, even with the right key', async () => {
+    const from = (address: string, apiKey: string) => ({
+      'x-api-key': apiKey,
+      'x-forwarded-for': address,
+    });
+    for (let i = 0; i < 10; i++) {
+      const wrong = await get(stack.url, '/api/v1/sessions', from('198.51.100.7', `guess-${i}`));
+      expect(wrong.status).toBe(401);
+    }
+    const blocked = await get(stack.url, '/api/v1/sessions', from('198.51.100.7', 'guess-10'));
+    expect(blocked.status).toBe(429);
+    expect(blocked.body.error.message).toContain('failed logins');
+    expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThan(0);
+    // Its guesses are no longer looked at: not even the right key gets in now.
+    const right = await get(stack.url, '/api/v1/sessions', from('198.51.100.7', stack.env.API_KEY));
+    expect(right.status).toBe(429);
+    // Another address is not affected.
+    const other = await get(stack.url, '/api/v1/workers', from('198.51.100.8', 'guess'));
+    expect(other.status).toBe(401);
+  });
+
+  it('slows an admin password-guessing loop the same way', async () => {
+    const as = (password: string) => ({
+      authorization: basic(password),
+      'x-forwarded-for': '192.0.2.44',
+    });
+    for (let i = 0; i < 10; i++)
+      expect((await get(stack.url, '/api/admin/sessions', as(`guess-${i}`))).status).toBe(401);
+    const blocked = await get(stack.url, '/api/admin/sessions', as(PASSWORD));
+    expect(blocked.status).toBe(429);
+    expect(blocked.body.error.code).toBe('RATE_LIMITED');
+    // bull-board's routes count and refuse the same way.
+    const board = await fetch(`${stack.url}/admin/queues/api/queues`, { headers: as(PASSWORD) });
+    expect(board.status).toBe(429);
+  });
+});
