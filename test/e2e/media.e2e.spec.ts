@@ -1,5 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { lookup } from 'node:dns/promises';
+import { hostname } from 'node:os';
 import { mediaFingerprint } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { Stack, useStack } from '../support/stack.js';
@@ -12,6 +14,11 @@ const PNG = Buffer.from(
 
 let server: Server;
 let base = '';
+/** What this machine's own name resolves to ('' when it does not). */
+const ownAddress = await lookup(hostname()).then(
+  (found) => found.address,
+  () => '',
+);
 const hits = new Map<string, number>();
 
 beforeAll(async () => {
@@ -23,6 +30,9 @@ beforeAll(async () => {
         return;
       case '/redirect':
         res.writeHead(302, { location: '/pixel' }).end();
+        return;
+      case '/redirect-to-ip':
+        res.writeHead(302, { location: `${base}/pixel` }).end();
         return;
       case '/big':
         res
@@ -160,29 +170,87 @@ describe('media with private URLs refused (the default)', () => {
     await stack.waitReady();
   });
 
-  it('refuses a loopback URL with MEDIA_FETCH_FAILED and never connects to it', async () => {
-    const before = hits.get('/pixel') ?? 0;
-    const { status, body } = await sendMedia(stack, '/pixel');
-    expect(status).toBe(202);
-    const failed = await stack.waitForStatus(body.data.id, 'failed');
-    expect(failed.error.code).toBe('MEDIA_FETCH_FAILED');
-    // One try, refused before connecting.
-    expect(failed.attempts).toBe(1);
-    expect(hits.get('/pixel') ?? 0).toBe(before);
-    expect(stack.sandbox().sends).toHaveLength(0);
+  // Every spelling of an address no public URL names: refused at once, with the reason, and
+  // nothing is queued or fetched (no traffic leaves this machine even if a check broke).
+  it.each([
+    'http://127.0.0.1/',
+    'http://127.1/',
+    'http://0x7f000001/',
+    'http://2130706433/',
+    'http://017700000001/',
+    'http://0.0.0.0/',
+    'http://[::1]/',
+    'http://[::ffff:127.0.0.1]/',
+    'http://10.0.0.1/',
+    'http://192.168.1.1/',
+    'http://169.254.169.254/latest/meta-data/',
+    'http://[fd00:ec2::254]/',
+    'http://[fe80::1]/',
+    'http://localhost/',
+    'http://metadata.google.internal/',
+  ])('refuses %s with 400 and the reason', async (mediaUrl) => {
+    const { status, body } = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123450000',
+      mediaUrl,
+    });
+    expect(status).toBe(400);
+    expect(body.error.message).toMatch(/^mediaUrl (names|must)/);
   });
 
-  // Loopback targets only: the tests never send traffic off this machine, even if the filter broke.
-  it.each(['http://[::1]:9/x', 'http://localhost:9/x', 'http://127.0.0.2:9/x'])(
-    'refuses %s',
-    async (mediaUrl) => {
-      const { body } = await stack.call('POST', '/api/v1/messages/media', {
+  // This machine's own name: no check of the name as written refuses it, but it resolves to
+  // one of its own addresses (loopback or private), which the agent refuses when connecting.
+  const ownName = hostname();
+  it.skipIf(!/^(127\.|10\.|172\.(1[6-9]|2\d|3[01])\.|192\.168\.)/.test(ownAddress))(
+    `refuses a name (${ownName}) resolving to a private address when connecting, never reaching it`,
+    async () => {
+      const before = hits.get('/pixel') ?? 0;
+      const port = new URL(base).port;
+      const { status, body } = await stack.call('POST', '/api/v1/messages/media', {
         to: '4915123450000',
-        mediaUrl,
+        mediaUrl: `http://${ownName}:${port}/pixel`,
       });
+      expect(status).toBe(202);
       const failed = await stack.waitForStatus(body.data.id, 'failed');
       expect(failed.error.code).toBe('MEDIA_FETCH_FAILED');
-      expect(failed.error.message).toMatch(/refused/);
+      expect(failed.error.message).toMatch(/private|not allowed/i);
+      // One try, refused before connecting.
+      expect(failed.attempts).toBe(1);
+      expect(hits.get('/pixel') ?? 0).toBe(before);
+      expect(stack.sandbox().sends).toHaveLength(0);
     },
   );
+});
+
+describe('MEDIA_ALLOWED_HOSTS: media only from the hosts listed, at every redirect', () => {
+  const stack = useStack({ MEDIA_ALLOW_PRIVATE_URLS: 'true', MEDIA_ALLOWED_HOSTS: 'localhost' });
+  beforeAll(() => stack.waitReady());
+  const port = () => new URL(base).port;
+
+  it('fetches from a listed host, refuses another at once', async () => {
+    const allowed = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123450000',
+      mediaUrl: `http://localhost:${port()}/pixel`,
+    });
+    expect(allowed.status).toBe(202);
+    await stack.waitForStatus(allowed.body.data.id, 'read');
+    const other = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123450000',
+      mediaUrl: `http://127.0.0.1:${port()}/pixel`,
+    });
+    expect(other.status).toBe(400);
+    expect(other.body.error.message).toContain('MEDIA_ALLOWED_HOSTS');
+  });
+
+  it('refuses a redirect from a listed host to one that is not', async () => {
+    const before = hits.get('/pixel') ?? 0;
+    const { status, body } = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123450000',
+      mediaUrl: `http://localhost:${port()}/redirect-to-ip`,
+    });
+    expect(status).toBe(202);
+    const failed = await stack.waitForStatus(body.data.id, 'failed');
+    expect(failed.error).toMatchObject({ code: 'MEDIA_FETCH_FAILED' });
+    expect(failed.error.message).toContain(`a redirect to 127.0.0.1:${port()}`);
+    expect(hits.get('/pixel') ?? 0).toBe(before);
+  });
 });

@@ -1,4 +1,4 @@
-import { urlProblem } from './ssrf.js';
+import { hostAllowed, urlProblem } from './ssrf.js';
 
 describe('urlProblem', () => {
   it.each([
@@ -37,5 +37,22 @@ describe('urlProblem', () => {
     expect(urlProblem('ftp://example.com/x', true)).toBe('must be http:// or https://');
     expect(urlProblem('file:///etc/passwd', true)).toBe('must be http:// or https://');
     expect(urlProblem('https://user:pw@example.com/', true)).toMatch(/user name or password/);
+  });
+});
+
+describe('hostAllowed', () => {
+  it.each<[string, string[], boolean]>([
+    ['https://cdn.example.com/a.png', [], true],
+    ['https://cdn.example.com/a.png', ['cdn.example.com'], true],
+    ['https://CDN.example.com./a.png', ['cdn.example.com'], true],
+    ['https://evil.com/a.png', ['cdn.example.com'], false],
+    ['https://cdn.example.com.evil.com/a.png', ['cdn.example.com'], false],
+    ['https://img.example.org/a.png', ['*.example.org'], true],
+    ['https://example.org/a.png', ['*.example.org'], false],
+    ['https://badexample.org/a.png', ['*.example.org'], false],
+    ['https://cdn.example.com/a.png', ['cdn.example.com:443'], true],
+    ['https://cdn.example.com:8443/a.png', ['cdn.example.com:443'], false],
+  ])('%s with %j: %s', (url, allowed, expected) => {
+    expect(hostAllowed(new URL(url), allowed)).toBe(expected);
   });
 });

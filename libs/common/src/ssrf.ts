@@ -90,3 +90,21 @@ export function redactUrl(value: string): string {
     return value;
   }
 }
+
+/**
+ * Whether `url`'s host is one of `allowed` (exact names, or `*.example.com` for the domain's
+ * subdomains; a `host:port` entry also pins the port). An empty list allows every host.
+ */
+export function hostAllowed(url: URL, allowed: string[]): boolean {
+  if (allowed.length === 0) return true;
+  const host = url.hostname
+    .replace(/^\[|\]$/g, '')
+    .toLowerCase()
+    .replace(/\.$/, '');
+  return allowed.some((entry) => {
+    const [name, port] = entry.split(/:(?=\d+$)/);
+    if (port !== undefined && port !== (url.port || (url.protocol === 'https:' ? '443' : '80')))
+      return false;
+    return name.startsWith('*.') ? host.endsWith(name.slice(1)) : host === name;
+  });
+}

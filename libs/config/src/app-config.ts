@@ -214,6 +214,23 @@ export class AppConfig {
   @IsBoolean()
   MEDIA_ALLOW_PRIVATE_URLS = false;
 
+  /** Media may only come from these hosts (comma-separated, `*.example.com` for subdomains). */
+  @emptyAsUnset()
+  @IsOptional()
+  @Matches(/^\s*(\*\.)?[a-z0-9.-]+(:\d+)?\s*(,\s*(\*\.)?[a-z0-9.-]+(:\d+)?\s*)*$/i, {
+    message:
+      'MEDIA_ALLOWED_HOSTS must be comma-separated host names, such as cdn.example.com,*.example.org',
+  })
+  MEDIA_ALLOWED_HOSTS?: string;
+
+  /** MEDIA_ALLOWED_HOSTS as a list (empty: any public host). */
+  get mediaAllowedHosts(): string[] {
+    return (this.MEDIA_ALLOWED_HOSTS ?? '')
+      .split(',')
+      .map((host) => host.trim().toLowerCase())
+      .filter(Boolean);
+  }
+
   @Transform(({ value }) =>
     value === 'manual'
       ? 'manual'

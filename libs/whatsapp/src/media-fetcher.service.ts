@@ -3,7 +3,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { basename } from 'node:path';
 import { fileTypeFromBuffer } from 'file-type';
-import { createSafeAgents } from '@app/common';
+import { createSafeAgents, hostAllowed, urlProblem } from '@app/common';
 import { AppConfig } from '@app/config';
 import { EngineError, type OutgoingMedia } from './engine.js';
 
@@ -34,6 +34,13 @@ export class MediaFetcher {
       if (current.protocol !== 'http:' && current.protocol !== 'https:') {
         throw fetchFailed(`only http(s) media URLs are allowed, got ${current.protocol}`);
       }
+      // Every hop, redirects included: the address as written, then the host allow-list;
+      // what a name resolves to is checked by the agent when it connects.
+      const where = hop === 0 ? 'the media URL' : `a redirect to ${current.host}`;
+      const problem = urlProblem(current.href, this.config.MEDIA_ALLOW_PRIVATE_URLS);
+      if (problem) throw fetchFailed(`${where} ${problem}`, true);
+      if (!hostAllowed(current, this.config.mediaAllowedHosts))
+        throw fetchFailed(`${where} names a host MEDIA_ALLOWED_HOSTS does not list`, true);
       const result = await this.get(current, deadline);
       if ('redirect' in result) {
         current = new URL(result.redirect, current);

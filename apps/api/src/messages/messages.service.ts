@@ -6,8 +6,10 @@ import { validate } from 'class-validator';
 import {
   AppError,
   describeValidationErrors,
+  hostAllowed,
   phoneDigits,
   toChatId,
+  urlProblem,
   type ErrorDetail,
 } from '@app/common';
 import { AppConfig } from '@app/config';
@@ -327,6 +329,13 @@ export class MessagesService {
   private mediaContent(dto: SendMediaDto): { content: MessageContent; file?: Buffer } {
     if (dto.mediaUrl !== undefined && dto.mediaBase64 !== undefined)
       throw new AppError('BAD_REQUEST', 'give mediaUrl or mediaBase64, not both');
+    if (dto.mediaUrl !== undefined) {
+      // Refused now with its reason; the worker checks again at every hop and connection.
+      const problem = urlProblem(dto.mediaUrl, this.config.MEDIA_ALLOW_PRIVATE_URLS);
+      if (problem) throw new AppError('BAD_REQUEST', `mediaUrl ${problem}`);
+      if (!hostAllowed(new URL(dto.mediaUrl), this.config.mediaAllowedHosts))
+        throw new AppError('BAD_REQUEST', 'mediaUrl names a host MEDIA_ALLOWED_HOSTS does not list');
+    }
     const as = (['asDocument', 'asVoice', 'asSticker'] as const).filter((flag) => dto[flag]);
     if (as.length > 1)
       throw new AppError('BAD_REQUEST', `${as.join(' and ')} exclude each other: choose one`);
