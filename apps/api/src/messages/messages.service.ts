@@ -334,7 +334,10 @@ export class MessagesService {
       const problem = urlProblem(dto.mediaUrl, this.config.MEDIA_ALLOW_PRIVATE_URLS);
       if (problem) throw new AppError('BAD_REQUEST', `mediaUrl ${problem}`);
       if (!hostAllowed(new URL(dto.mediaUrl), this.config.mediaAllowedHosts))
-        throw new AppError('BAD_REQUEST', 'mediaUrl names a host MEDIA_ALLOWED_HOSTS does not list');
+        throw new AppError(
+          'BAD_REQUEST',
+          'mediaUrl names a host MEDIA_ALLOWED_HOSTS does not list',
+        );
     }
     const as = (['asDocument', 'asVoice', 'asSticker'] as const).filter((flag) => dto[flag]);
     if (as.length > 1)
