@@ -50,7 +50,12 @@ export async function configureUploads(
   });
   server.addHook('preValidation', async (request: FastifyRequest) => {
     if (request.isMultipart() && request.routeOptions.url === MEDIA_ROUTE)
-      request.body = await formToBody(request);
+      request.body = await formToBody(request).catch((err: unknown) => {
+        // A malformed form (busboy's parse errors carry no status): the client's fault.
+        const status = (err as { statusCode?: number }).statusCode;
+        if (err instanceof AppError || (status && status < 500)) throw err;
+        throw new AppError('BAD_REQUEST', `The form could not be read: ${(err as Error).message}`);
+      });
   });
 }
 
