@@ -62,6 +62,47 @@ describe('every /api/v1 operation needs the API key', () => {
   });
 });
 
+describe('every /api/v1 operation refuses a revoked key and a key of the wrong scope', () => {
+  const stack = useStack({ AUTH_FAILURES_PER_MINUTE: '10000' }, { worker: false });
+
+  it('answers 401 to a revoked key and 403 FORBIDDEN to a key without the scope it needs', async () => {
+    const make = async (scopes: string[]) =>
+      (await stack.call('POST', '/api/v1/keys', { name: scopes.join('+'), scopes })).body.data as {
+        key: string;
+        record: { id: string };
+      };
+    const revoked = await make(['admin']);
+    await stack.call('DELETE', `/api/v1/keys/${revoked.record.id}`);
+    const reader = (await make(['read'])).key;
+    const sender = (await make(['send'])).key;
+    const operations = (await operationsOf(stack.url)).filter((op) =>
+      op.path.startsWith('/api/v1/'),
+    );
+    const call = async (op: Operation, key: string) => {
+      const withBody = !['GET', 'DELETE'].includes(op.method);
+      const response = await fetch(stack.url + fill(op.path, () => 'main'), {
+        method: op.method,
+        headers: withBody
+          ? { 'x-api-key': key, 'content-type': 'application/json' }
+          : { 'x-api-key': key },
+        body: withBody ? '{}' : undefined,
+      });
+      return { status: response.status, body: (await response.json()) as any };
+    };
+    for (const op of operations) {
+      const where = `${op.method} ${op.path}`;
+      const withRevoked = await call(op, revoked.key);
+      expect({ where, status: withRevoked.status }).toEqual({ where, status: 401 });
+      // No route takes both a read-only and a send-only key: one of them lacks its scope.
+      const answers = [await call(op, reader), await call(op, sender)];
+      const forbidden = answers.filter((answer) => answer.status === 403);
+      expect({ where, forbidden: forbidden.length > 0 }).toEqual({ where, forbidden: true });
+      for (const answer of forbidden)
+        expect(answer.body).toMatchObject({ ok: false, error: { code: 'FORBIDDEN' } });
+    }
+  });
+});
+
 describe('fuzzing every operation with generated requests', () => {
   const stack = useStack({ AUTH_FAILURES_PER_MINUTE: '10000', SANDBOX_LINK_DELAY_MS: 'manual' });
 

@@ -53,9 +53,11 @@ describe('batches: POST /api/v1/messages/batch and GET /api/v1/batches/:id', () 
       'main',
       'b1',
     ]);
+    // Done once none waits to be sent; read once every ack came.
     const done = await eventually(async () => {
       const status = await batchStatus(id);
       expect(status.data.done).toBe(true);
+      expect(status.data.counts.read).toBe(5);
       return status.data;
     }, 20_000);
     expect(done).toMatchObject({ id, total: 5, counts: { read: 5, queued: 0, failed: 0 } });

@@ -9,7 +9,7 @@ describe.each([
   beforeAll(async () => {
     topology = await start();
   }, 60_000);
-  afterAll(() => topology.destroy());
+  afterAll(() => topology?.destroy());
   const stack = useStack(() => ({ REDIS_URL: topology.url }));
   beforeAll(() => stack.waitReady());
 

@@ -117,8 +117,9 @@ function startServer(args: string[]): ChildProcess {
 }
 
 async function up(port: number): Promise<void> {
+  // Six servers start at once on two cores shared with other test files: give them time.
   await eventually(async () => {
     if (!(await answers(`redis://127.0.0.1:${port}`)))
       throw new Error(`redis-server on ${port} not up yet`);
-  });
+  }, 30_000);
 }

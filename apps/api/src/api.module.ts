@@ -10,6 +10,9 @@ import { ThrottlerStorageRedisService } from '@nest-lab/throttler-storage-redis'
 import { ThrottlerModule } from '@nestjs/throttler';
 import type { Redis } from 'ioredis';
 import { AuthFailures } from './auth/auth-failures.service.js';
+import { ApiKeys } from './auth/api-keys.service.js';
+import { ScopeGuard } from './auth/scope.guard.js';
+import { KeysController } from './auth/keys.controller.js';
 import { RATE_LIMIT, RateLimitGuard } from './auth/rate-limit.guard.js';
 import { AdminModule } from './admin/admin.module.js';
 import { ApiKeyGuard } from './auth/api-key.guard.js';
@@ -72,10 +75,13 @@ export class ApiModule implements OnApplicationBootstrap {
         InboxController,
         WebhooksController,
         WorkersController,
+        KeysController,
         HealthController,
       ],
       providers: [
         ApiKeyGuard,
+        ApiKeys,
+        ScopeGuard,
         RateLimitGuard,
         AuthFailures,
         MessagesService,

@@ -9,6 +9,7 @@ export * from './status-store.module.js';
 export * from './message-record.js';
 export * from './message.repository.js';
 export * from './batch.repository.js';
+export * from './api-key.repository.js';
 export * from './session-state.js';
 export * from './session-calls.js';
 export * from './session.repository.js';

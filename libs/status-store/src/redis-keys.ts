@@ -23,6 +23,14 @@ export class RedisKeys {
   messageUpload(messageId: string): string {
     return `${this.root}:upload:${messageId}`;
   }
+  /** An API key's record (its digest, never the key). */
+  apiKey(id: string): string {
+    return `${this.root}:api-key:${id}`;
+  }
+  /** Ids of every API key made. */
+  apiKeys(): string {
+    return `${this.root}:api-keys`;
+  }
   /** Failed logins of one client address in the current minute. */
   authFailures(address: string): string {
     return `${this.root}:auth-fail:${address}`;

@@ -18,6 +18,7 @@ import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
 import { RedisSubscriber } from './redis-subscriber.js';
 import { SendQueueBell } from './send-queue-bell.js';
 import { BatchRepository } from './batch.repository.js';
+import { ApiKeyRepository } from './api-key.repository.js';
 import { SessionCallClient, SessionCallServer } from './session-calls.js';
 
 /** Redis connection, key builder and the repositories in front of every Redis key. */
@@ -63,6 +64,7 @@ import { SessionCallClient, SessionCallServer } from './session-calls.js';
     SessionCallClient,
     SessionCallServer,
     BatchRepository,
+    ApiKeyRepository,
   ],
   exports: [
     REDIS,
@@ -81,6 +83,7 @@ import { SessionCallClient, SessionCallServer } from './session-calls.js';
     SessionCallClient,
     SessionCallServer,
     BatchRepository,
+    ApiKeyRepository,
   ],
 })
 export class StatusStoreModule implements OnApplicationShutdown {

@@ -1,8 +1,14 @@
 import { applyDecorators, UseGuards } from '@nestjs/common';
-import { ApiSecurity, ApiTooManyRequestsResponse, ApiUnauthorizedResponse } from '@nestjs/swagger';
+import {
+  ApiForbiddenResponse,
+  ApiSecurity,
+  ApiTooManyRequestsResponse,
+  ApiUnauthorizedResponse,
+} from '@nestjs/swagger';
 import { ErrorEnvelopeDto } from '../docs/envelope.dto.js';
 import { ApiKeyGuard } from './api-key.guard.js';
 import { RateLimitGuard } from './rate-limit.guard.js';
+import { ScopeGuard } from './scope.guard.js';
 
 /**
  * Protects a controller or route with x-api-key, then the key's rate limit, and documents
@@ -10,9 +16,13 @@ import { RateLimitGuard } from './rate-limit.guard.js';
  */
 export const ApiKeyAuth = () =>
   applyDecorators(
-    UseGuards(ApiKeyGuard, RateLimitGuard),
+    UseGuards(ApiKeyGuard, ScopeGuard, RateLimitGuard),
     ApiSecurity('api-key'),
     ApiUnauthorizedResponse({ description: 'Missing or wrong x-api-key', type: ErrorEnvelopeDto }),
+    ApiForbiddenResponse({
+      description: "FORBIDDEN: the key's scopes do not include what this route needs",
+      type: ErrorEnvelopeDto,
+    }),
     ApiTooManyRequests(),
   );
 

@@ -3,8 +3,12 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, Secret } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AuthFailures } from './auth-failures.service.js';
+import { ApiKeys } from './api-keys.service.js';
 
-/** Checks `x-api-key` against API_KEY in constant time. */
+/**
+ * Checks `x-api-key`: API_KEY (the bootstrap key, every scope) in constant time, else a key
+ * made through /api/v1/keys (by its digest). The caller becomes `request.principal`.
+ */
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
   private readonly expected?: Secret;
@@ -12,6 +16,7 @@ export class ApiKeyGuard implements CanActivate {
   constructor(
     config: AppConfig,
     private readonly failures: AuthFailures,
+    private readonly keys: ApiKeys,
   ) {
     if (config.API_KEY) this.expected = new Secret(config.API_KEY);
     else
@@ -29,10 +34,17 @@ export class ApiKeyGuard implements CanActivate {
     if (!given) throw new AppError('UNAUTHORIZED', 'Missing x-api-key header');
     // An address that failed too often waits before any key of it is looked at.
     await this.failures.assertNotBlocked(request, http.getResponse<FastifyReply>());
-    if (!this.expected.matches(given)) {
+    if (this.expected.matches(given)) {
+      // API_KEY, the bootstrap key of the environment, may do everything.
+      request.principal = { keyId: 'env', scopes: ['admin'] };
+      return true;
+    }
+    const principal = await this.keys.verify(given);
+    if (!principal) {
       await this.failures.record(request);
       throw new AppError('UNAUTHORIZED', 'Invalid API key');
     }
+    request.principal = principal;
     return true;
   }
 }

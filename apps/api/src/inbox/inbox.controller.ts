@@ -10,6 +10,7 @@ import {
 } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
+import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import {
   ConversationPageDto,
@@ -29,6 +30,7 @@ const INCOMING_ID = ApiParam({
 
 @ApiTags('incoming')
 @ApiKeyAuth()
+@ApiScopes({ write: 'sessions' })
 @Controller('api/v1')
 export class InboxController {
   constructor(private readonly inbox: InboxService) {}

@@ -1,12 +1,14 @@
 import { Controller, Get, Param } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
+import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { BatchStatusDto } from './batch.dto.js';
 import { MessagesService } from './messages.service.js';
 
 @ApiTags('messages')
 @ApiKeyAuth()
+@ApiScopes({ write: 'send' })
 @Controller('api/v1/batches')
 export class BatchesController {
   constructor(private readonly messages: MessagesService) {}

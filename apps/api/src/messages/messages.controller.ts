@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
+import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { MessageDto } from './message.dto.js';
 import { MessagesService, type SendContext } from './messages.service.js';
@@ -44,6 +45,7 @@ const IDEMPOTENCY_HEADER = ApiHeader({
 
 @ApiTags('messages')
 @ApiKeyAuth()
+@ApiScopes({ write: 'send' })
 @Controller('api/v1/messages')
 export class MessagesController {
   constructor(private readonly messages: MessagesService) {}
@@ -235,11 +237,17 @@ function sendContext(req: FastifyRequest): SendContext {
     throw new AppError('BAD_REQUEST', 'Idempotency-Key must be 1-255 visible ASCII characters');
   }
   const apiKey = req.headers['x-api-key'];
+  const keyId = req.principal?.keyId;
   return {
-    callerScope: createHash('sha256')
-      .update(String(apiKey ?? 'anonymous'))
-      .digest('hex')
-      .slice(0, 16),
+    // Idempotency keys are the caller's own: per API key made (by its id, so a rotation
+    // keeps them), or per the environment's key.
+    callerScope:
+      keyId && keyId !== 'env'
+        ? `key:${keyId}`
+        : createHash('sha256')
+            .update(String(apiKey ?? 'anonymous'))
+            .digest('hex')
+            .slice(0, 16),
     idempotencyKey,
     // The id of the request's log lines and x-request-id header.
     requestId: req.id,

@@ -1,6 +1,7 @@
 import { Body, Controller, Get, Param, Put } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
+import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SessionStatusDto } from './session.dto.js';
 import {
@@ -14,6 +15,7 @@ import { SessionsService } from './sessions.service.js';
 
 @ApiTags('sessions')
 @ApiKeyAuth()
+@ApiScopes({ write: 'sessions' })
 @Controller('api/v1/sessions')
 export class SessionsController extends SessionActions {
   constructor(sessions: SessionsService) {

@@ -12,6 +12,7 @@ import {
 import { ApiBody, ApiExtraModels, ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { AppError } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
+import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import {
   DeliveryDto,
@@ -54,6 +55,7 @@ const TARGETS_BODY = new ParseArrayPipe({
 
 @ApiTags('webhooks')
 @ApiKeyAuth()
+@ApiScopes({ write: 'sessions' })
 @ApiExtraModels(MessageReceivedEventDto, MessageStatusEventDto, SessionStatusEventDto)
 @Controller('api/v1')
 export class WebhooksController {

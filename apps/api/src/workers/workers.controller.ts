@@ -1,6 +1,7 @@
 import { Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
+import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { WorkerDto } from './worker.dto.js';
 import { WorkersService } from './workers.service.js';
@@ -13,6 +14,7 @@ const WORKER_ID = ApiParam({
 
 @ApiTags('workers')
 @ApiKeyAuth()
+@ApiScopes({ write: 'admin' })
 @Controller('api/v1/workers')
 export class WorkersController {
   constructor(private readonly workers: WorkersService) {}

@@ -1,0 +1,69 @@
+import { Injectable } from '@nestjs/common';
+import { createHash } from 'node:crypto';
+import { AppError } from '@app/common';
+import { ApiKeyRepository, type ApiKeyRecord, type ApiKeyScope } from '@app/status-store';
+
+/** How long a verified key is trusted before Redis is asked again (revocation elsewhere). */
+const CACHE_MS = 2_000;
+
+/** Who is calling: the bootstrap key of the environment, or a key made through /api/v1/keys. */
+export interface Principal {
+  /** `env` for API_KEY, else the key's id. */
+  keyId: string;
+  scopes: ApiKeyScope[];
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+  }
+}
+
+/** API keys made, listed, revoked and rotated through the api; verified with a short cache. */
+@Injectable()
+export class ApiKeys {
+  private readonly cache = new Map<string, { record: ApiKeyRecord | null; at: number }>();
+
+  constructor(private readonly keys: ApiKeyRepository) {}
+
+  async verify(key: string): Promise<Principal | null> {
+    const digest = createHash('sha256').update(key).digest('hex');
+    const cached = this.cache.get(digest);
+    let record: ApiKeyRecord | null;
+    if (cached && performance.now() - cached.at < CACHE_MS) record = cached.record;
+    else {
+      record = await this.keys.verify(key);
+      if (this.cache.size > 10_000) this.cache.clear();
+      this.cache.set(digest, { record, at: performance.now() });
+    }
+    return record ? { keyId: record.id, scopes: record.scopes } : null;
+  }
+
+  create(name: string, scopes: ApiKeyScope[]) {
+    return this.keys.create(name, [...new Set(scopes)]);
+  }
+
+  list(): Promise<ApiKeyRecord[]> {
+    return this.keys.list();
+  }
+
+  async revoke(id: string): Promise<ApiKeyRecord> {
+    const record = await this.keys.revoke(assertKeyId(id));
+    if (!record) throw new AppError('NOT_FOUND', `No API key ${id}`);
+    this.cache.clear();
+    return record;
+  }
+
+  async rotate(id: string) {
+    const rotated = await this.keys.rotate(assertKeyId(id));
+    if (!rotated) throw new AppError('NOT_FOUND', `No API key ${id} that is not revoked`);
+    this.cache.clear();
+    return rotated;
+  }
+}
+
+function assertKeyId(id: string): string {
+  if (!/^[0-9a-f]{16}$/.test(id))
+    throw new AppError('BAD_REQUEST', 'id must be an API key id (16 hex digits)');
+  return id;
+}

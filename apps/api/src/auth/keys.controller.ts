@@ -1,0 +1,62 @@
+import { Body, Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
+import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
+import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { ApiKeyAuth } from './api-key-auth.decorator.js';
+import { ApiKeys } from './api-keys.service.js';
+import { ApiKeyDto, CreateApiKeyDto, NewApiKeyDto } from './keys.dto.js';
+
+const KEY_ID = ApiParam({ name: 'id', example: '1a2b3c4d5e6f7a8b', description: 'API key id' });
+
+/** API keys as data; every route needs the admin scope (API_KEY, or a key made with it). */
+@ApiTags('keys')
+@ApiKeyAuth()
+@Controller('api/v1/keys')
+export class KeysController {
+  constructor(private readonly keys: ApiKeys) {}
+
+  @Post()
+  @ApiOperation({
+    summary: 'Make an API key',
+    description: 'The key is in this answer only; it is kept as a digest.',
+  })
+  @ApiEnvelope(NewApiKeyDto, { status: 201 })
+  @ApiErrors({ status: 400, description: 'Invalid name or scopes' })
+  create(@Body() dto: CreateApiKeyDto) {
+    return this.keys.create(dto.name, dto.scopes);
+  }
+
+  @Get()
+  @ApiOperation({ summary: 'Every API key made (never the keys, only their prefixes)' })
+  @ApiEnvelope(ApiKeyDto, { isArray: true })
+  list() {
+    return this.keys.list();
+  }
+
+  @Delete(':id')
+  @ApiOperation({ summary: 'Revoke an API key: it stops working within seconds' })
+  @KEY_ID
+  @ApiEnvelope(ApiKeyDto)
+  @ApiErrors(
+    { status: 400, description: 'Not a key id' },
+    { status: 404, description: 'No such key' },
+  )
+  revoke(@Param('id') id: string) {
+    return this.keys.revoke(id);
+  }
+
+  @Post(':id/rotate')
+  @HttpCode(200)
+  @ApiOperation({
+    summary: 'Give an API key a new secret',
+    description: 'Same id, name and scopes; the old secret stops working within seconds.',
+  })
+  @KEY_ID
+  @ApiEnvelope(NewApiKeyDto)
+  @ApiErrors(
+    { status: 400, description: 'Not a key id' },
+    { status: 404, description: 'No such key, or it is revoked' },
+  )
+  rotate(@Param('id') id: string) {
+    return this.keys.rotate(id);
+  }
+}

@@ -1,0 +1,47 @@
+import { CanActivate, ExecutionContext, Injectable, SetMetadata } from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
+import type { FastifyRequest } from 'fastify';
+import { AppError } from '@app/common';
+import type { ApiKeyScope } from '@app/status-store';
+
+const SCOPE = 'api-key-scope';
+const SCOPES = 'api-key-scopes';
+
+/**
+ * The scopes a controller's routes need: `read` for GET (unless given), `write` for the
+ * others. A controller without one needs `admin`: a route added later is closed by default.
+ */
+export const ApiScopes = (scopes: { read?: ApiKeyScope; write: ApiKeyScope }) =>
+  SetMetadata(SCOPES, scopes);
+
+/** The scope one route needs, over its controller's. */
+export const ApiScope = (scope: ApiKeyScope) => SetMetadata(SCOPE, scope);
+
+/** A key used outside its scopes gets 403 FORBIDDEN; `admin` holds every scope. */
+@Injectable()
+export class ScopeGuard implements CanActivate {
+  constructor(private readonly reflector: Reflector) {}
+
+  canActivate(context: ExecutionContext): boolean {
+    const request = context.switchToHttp().getRequest<FastifyRequest>();
+    const principal = request.principal;
+    if (!principal) return true; // no API_KEY configured: the api is open (development)
+    const needed = this.needed(context, request.method);
+    if (principal.scopes.includes('admin') || principal.scopes.includes(needed)) return true;
+    throw new AppError(
+      'FORBIDDEN',
+      `This key may ${principal.scopes.join(', ') || 'do nothing'}; this route needs the ${needed} scope`,
+    );
+  }
+
+  private needed(context: ExecutionContext, method: string): ApiKeyScope {
+    const own = this.reflector.get<ApiKeyScope | undefined>(SCOPE, context.getHandler());
+    if (own) return own;
+    const scopes = this.reflector.get<{ read?: ApiKeyScope; write: ApiKeyScope } | undefined>(
+      SCOPES,
+      context.getClass(),
+    );
+    if (!scopes) return 'admin';
+    return method === 'GET' || method === 'HEAD' ? (scopes.read ?? 'read') : scopes.write;
+  }
+}

@@ -1,0 +1,125 @@
+import { useStack } from '../support/stack.js';
+
+describe('API keys as data: made, scoped, revoked and rotated through /api/v1/keys', () => {
+  const stack = useStack();
+  beforeAll(() => stack.waitReady());
+
+  const as = (key: string) => ({ 'x-api-key': key });
+  const make = async (name: string, scopes: string[]) => {
+    const made = await stack.call('POST', '/api/v1/keys', { name, scopes });
+    expect(made.status).toBe(201);
+    return made.body.data as { key: string; record: { id: string; prefix: string } };
+  };
+
+  it('shows a key once, keeps only its digest, and lists keys by prefix', async () => {
+    const { key, record } = await make('shop backend', ['send', 'read']);
+    expect(key).toMatch(/^wag_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
+    expect(key.startsWith(record.prefix)).toBe(true);
+    const stored = await stack.redis.hgetall(stack.keys.apiKey(record.id));
+    expect(JSON.stringify(stored)).not.toContain(key.slice(13));
+    const listed = (await stack.call('GET', '/api/v1/keys')).body.data;
+    expect(listed.find((k: { id: string }) => k.id === record.id)).toMatchObject({
+      name: 'shop backend',
+      scopes: ['send', 'read'],
+      revokedAt: null,
+    });
+    expect(JSON.stringify(listed)).not.toContain(key.slice(13));
+  });
+
+  it('lets a key do what its scopes say, and answers 403 FORBIDDEN outside them', async () => {
+    const sender = (await make('sender', ['send'])).key;
+    const sent = await stack.call(
+      'POST',
+      '/api/v1/messages/text',
+      { to: '4915100000701', text: 'hi' },
+      as(sender),
+    );
+    expect(sent.status).toBe(202);
+    const read = await stack.call(
+      'GET',
+      `/api/v1/messages/${sent.body.data.id}`,
+      undefined,
+      as(sender),
+    );
+    expect(read.status).toBe(403);
+    expect(read.body.error).toMatchObject({ code: 'FORBIDDEN' });
+    expect(read.body.error.message).toContain('read');
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'x' }, as(sender))).status).toBe(
+      403,
+    );
+    expect((await stack.call('GET', '/api/v1/keys', undefined, as(sender))).status).toBe(403);
+
+    const reader = (await make('dashboard', ['read'])).key;
+    expect(
+      (await stack.call('GET', `/api/v1/messages/${sent.body.data.id}`, undefined, as(reader)))
+        .status,
+    ).toBe(200);
+    expect(
+      (
+        await stack.call(
+          'POST',
+          '/api/v1/messages/text',
+          { to: '4915100000702', text: 'no' },
+          as(reader),
+        )
+      ).status,
+    ).toBe(403);
+
+    // A key made with admin may make keys itself.
+    const admin = (await make('ops', ['admin'])).key;
+    expect(
+      (await stack.call('POST', '/api/v1/keys', { name: 'more', scopes: ['read'] }, as(admin)))
+        .status,
+    ).toBe(201);
+  });
+
+  it('stops a revoked key, and a rotated key keeps working only with its new secret', async () => {
+    const made = await make('temporary', ['read']);
+    expect((await stack.call('GET', '/api/v1/sessions', undefined, as(made.key))).status).toBe(200);
+    const rotated = await stack.call('POST', `/api/v1/keys/${made.record.id}/rotate`);
+    expect(rotated.status).toBe(200);
+    const fresh = rotated.body.data.key as string;
+    expect(fresh).not.toBe(made.key);
+    expect((await stack.call('GET', '/api/v1/sessions', undefined, as(made.key))).status).toBe(401);
+    expect((await stack.call('GET', '/api/v1/sessions', undefined, as(fresh))).status).toBe(200);
+
+    const revoked = await stack.call('DELETE', `/api/v1/keys/${made.record.id}`);
+    expect(revoked.body.data.revokedAt).not.toBeNull();
+    const refused = await stack.call('GET', '/api/v1/sessions', undefined, as(fresh));
+    expect(refused.status).toBe(401);
+    expect(refused.body.error.code).toBe('UNAUTHORIZED');
+    expect((await stack.call('POST', `/api/v1/keys/${made.record.id}/rotate`)).status).toBe(404);
+  });
+
+  it('scopes idempotency keys per API key', async () => {
+    const a = (await make('a', ['send', 'read'])).key;
+    const b = (await make('b', ['send', 'read'])).key;
+    const body = { to: '4915100000703', text: 'once per caller' };
+    const first = await stack.call('POST', '/api/v1/messages/text', body, {
+      ...as(a),
+      'Idempotency-Key': 'order-1',
+    });
+    const again = await stack.call('POST', '/api/v1/messages/text', body, {
+      ...as(a),
+      'Idempotency-Key': 'order-1',
+    });
+    const other = await stack.call('POST', '/api/v1/messages/text', body, {
+      ...as(b),
+      'Idempotency-Key': 'order-1',
+    });
+    expect(again.body.data.id).toBe(first.body.data.id);
+    expect(other.body.data.id).not.toBe(first.body.data.id);
+  });
+
+  it('refuses bad keys requests with 400 / 404', async () => {
+    expect((await stack.call('POST', '/api/v1/keys', { name: 'x', scopes: [] })).status).toBe(400);
+    expect((await stack.call('POST', '/api/v1/keys', { name: 'x', scopes: ['root'] })).status).toBe(
+      400,
+    );
+    expect((await stack.call('POST', '/api/v1/keys', { name: '', scopes: ['read'] })).status).toBe(
+      400,
+    );
+    expect((await stack.call('DELETE', '/api/v1/keys/nope')).status).toBe(400);
+    expect((await stack.call('DELETE', '/api/v1/keys/0123456789abcdef')).status).toBe(404);
+  });
+});
