@@ -13,6 +13,8 @@ import { AuthFailures } from './auth/auth-failures.service.js';
 import { ApiKeys } from './auth/api-keys.service.js';
 import { ScopeGuard } from './auth/scope.guard.js';
 import { KeysController } from './auth/keys.controller.js';
+import { AuditController } from './audit/audit.controller.js';
+import { AuditInterceptor } from './audit/audit.interceptor.js';
 import { RATE_LIMIT, RateLimitGuard } from './auth/rate-limit.guard.js';
 import { AdminModule } from './admin/admin.module.js';
 import { ApiKeyGuard } from './auth/api-key.guard.js';
@@ -76,10 +78,12 @@ export class ApiModule implements OnApplicationBootstrap {
         WebhooksController,
         WorkersController,
         KeysController,
+        AuditController,
         HealthController,
       ],
       providers: [
         ApiKeyGuard,
+        AuditInterceptor,
         ApiKeys,
         ScopeGuard,
         RateLimitGuard,

@@ -165,6 +165,10 @@ export class AppConfig {
   @IntRange(0, 1_000_000)
   RATE_LIMIT_PER_MINUTE = 600;
 
+  /** How long the audit log keeps an entry (90 days). */
+  @IntRange(60_000)
+  AUDIT_RETENTION_MS = 90 * 86_400_000;
+
   /** Failed API-key or admin logins a minute per client address before it must wait. */
   @IntRange(1, 10_000)
   AUTH_FAILURES_PER_MINUTE = 10;

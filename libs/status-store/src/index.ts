@@ -10,6 +10,7 @@ export * from './message-record.js';
 export * from './message.repository.js';
 export * from './batch.repository.js';
 export * from './api-key.repository.js';
+export * from './audit.repository.js';
 export * from './session-state.js';
 export * from './session-calls.js';
 export * from './session.repository.js';

@@ -23,6 +23,10 @@ export class RedisKeys {
   messageUpload(messageId: string): string {
     return `${this.root}:upload:${messageId}`;
   }
+  /** The audit log (a stream of administrative actions). */
+  audit(): string {
+    return `${this.root}:audit`;
+  }
   /** An API key's record (its digest, never the key). */
   apiKey(id: string): string {
     return `${this.root}:api-key:${id}`;

@@ -19,6 +19,7 @@ import { RedisSubscriber } from './redis-subscriber.js';
 import { SendQueueBell } from './send-queue-bell.js';
 import { BatchRepository } from './batch.repository.js';
 import { ApiKeyRepository } from './api-key.repository.js';
+import { AuditRepository } from './audit.repository.js';
 import { SessionCallClient, SessionCallServer } from './session-calls.js';
 
 /** Redis connection, key builder and the repositories in front of every Redis key. */
@@ -65,6 +66,7 @@ import { SessionCallClient, SessionCallServer } from './session-calls.js';
     SessionCallServer,
     BatchRepository,
     ApiKeyRepository,
+    AuditRepository,
   ],
   exports: [
     REDIS,
@@ -84,6 +86,7 @@ import { SessionCallClient, SessionCallServer } from './session-calls.js';
     SessionCallServer,
     BatchRepository,
     ApiKeyRepository,
+    AuditRepository,
   ],
 })
 export class StatusStoreModule implements OnApplicationShutdown {

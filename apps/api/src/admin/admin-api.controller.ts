@@ -1,3 +1,4 @@
+import { Audited } from '../audit/audit.interceptor.js';
 import { Body, Controller, Get, Header, HttpCode, Param, Post, Req, Res } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -26,6 +27,7 @@ import { AdminService } from './admin.service.js';
 @ApiTags('admin')
 @AdminAuth()
 @AdminCsrf({ forUnsafeMethods: true })
+@Audited()
 @Controller('api/admin/sessions')
 export class AdminSessionActionsController extends SessionActions {
   constructor(sessions: SessionsService) {
@@ -36,6 +38,7 @@ export class AdminSessionActionsController extends SessionActions {
 /** The JSON routes only the admin pages call (polling, test sends, replays). */
 @ApiTags('admin')
 @AdminAuth()
+@Audited()
 @Controller('api/admin')
 export class AdminApiController {
   constructor(

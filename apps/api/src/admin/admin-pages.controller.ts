@@ -1,3 +1,4 @@
+import { Audited } from '../audit/audit.interceptor.js';
 import { Controller, Get, Param, Post, Req, Res, UseFilters, type Type } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { plainToInstance } from 'class-transformer';
@@ -5,6 +6,7 @@ import { validateSync } from 'class-validator';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
 import { AppConfig } from '@app/config';
+import { AuditRepository } from '@app/status-store';
 import {
   CreateSessionDto,
   PairingCodeRequestDto,
@@ -30,6 +32,9 @@ interface Flash {
   text: string;
 }
 
+/** Entries on the audit page (the newest). */
+const AUDIT_PAGE = 100;
+
 /**
  * The server-rendered admin pages. Every action is a plain form post that redirects back with a
  * flash message, so the pages work without JavaScript; admin.js turns some into fetch calls.
@@ -37,6 +42,7 @@ interface Flash {
 @ApiExcludeController()
 @AdminAuth()
 @UseFilters(AdminPageFilter)
+@Audited()
 @Controller('admin')
 export class AdminPagesController {
   constructor(
@@ -45,6 +51,7 @@ export class AdminPagesController {
     private readonly views: AdminViews,
     private readonly access: AdminAccess,
     private readonly config: AppConfig,
+    private readonly audit: AuditRepository,
   ) {}
 
   @Get()
@@ -58,6 +65,20 @@ export class AdminPagesController {
       nav: 'sessions',
       sessions,
       activeId: sessions.find((session) => session.active)?.id ?? (await this.sessions.active()),
+    });
+  }
+
+  @Get('audit')
+  async auditLog(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
+    const entries = (await this.audit.list(AUDIT_PAGE)).map((entry) => ({
+      ...entry,
+      ok: entry.status < 400,
+    }));
+    this.page(req, res, 'audit', {
+      title: 'Audit log',
+      nav: 'audit',
+      entries,
+      retentionDays: Math.round(this.config.AUDIT_RETENTION_MS / 86_400_000),
     });
   }
 

@@ -11,6 +11,7 @@ import { MessagesService } from '../messages/messages.service.js';
 import { SessionsService } from '../sessions/sessions.service.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { AuthFailures } from '../auth/auth-failures.service.js';
+import { AuditInterceptor } from '../audit/audit.interceptor.js';
 import { RateLimitGuard } from '../auth/rate-limit.guard.js';
 import { AdminAccess } from './admin-access.service.js';
 import { AdminAuthGuard } from './admin-auth.guard.js';
@@ -53,6 +54,7 @@ export class AdminModule {
         QueueBoard,
         // Stateless services, also provided here so this module stands on its own.
         AuthFailures,
+        AuditInterceptor,
         RateLimitGuard,
         AdminAuthGuard,
         SessionsService,

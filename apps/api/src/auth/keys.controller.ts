@@ -1,3 +1,4 @@
+import { Audited } from '../audit/audit.interceptor.js';
 import { Body, Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
@@ -10,6 +11,7 @@ const KEY_ID = ApiParam({ name: 'id', example: '1a2b3c4d5e6f7a8b', description: 
 /** API keys as data; every route needs the admin scope (API_KEY, or a key made with it). */
 @ApiTags('keys')
 @ApiKeyAuth()
+@Audited()
 @Controller('api/v1/keys')
 export class KeysController {
   constructor(private readonly keys: ApiKeys) {}

@@ -1,3 +1,4 @@
+import { Audited } from '../audit/audit.interceptor.js';
 import { Body, Controller, Get, Param, Put } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
@@ -16,6 +17,7 @@ import { SessionsService } from './sessions.service.js';
 @ApiTags('sessions')
 @ApiKeyAuth()
 @ApiScopes({ write: 'sessions' })
+@Audited()
 @Controller('api/v1/sessions')
 export class SessionsController extends SessionActions {
   constructor(sessions: SessionsService) {

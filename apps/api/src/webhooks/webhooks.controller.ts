@@ -1,3 +1,4 @@
+import { Audited } from '../audit/audit.interceptor.js';
 import {
   Body,
   Controller,
@@ -57,6 +58,7 @@ const TARGETS_BODY = new ParseArrayPipe({
 @ApiKeyAuth()
 @ApiScopes({ write: 'sessions' })
 @ApiExtraModels(MessageReceivedEventDto, MessageStatusEventDto, SessionStatusEventDto)
+@Audited()
 @Controller('api/v1')
 export class WebhooksController {
   constructor(private readonly webhooks: WebhooksService) {}

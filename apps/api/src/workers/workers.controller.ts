@@ -1,3 +1,4 @@
+import { Audited } from '../audit/audit.interceptor.js';
 import { Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
@@ -15,6 +16,7 @@ const WORKER_ID = ApiParam({
 @ApiTags('workers')
 @ApiKeyAuth()
 @ApiScopes({ write: 'admin' })
+@Audited()
 @Controller('api/v1/workers')
 export class WorkersController {
   constructor(private readonly workers: WorkersService) {}

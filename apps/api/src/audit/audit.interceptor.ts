@@ -1,0 +1,72 @@
+import {
+  Injectable,
+  Logger,
+  UseInterceptors,
+  type CallHandler,
+  type ExecutionContext,
+  type NestInterceptor,
+} from '@nestjs/common';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Observable, tap } from 'rxjs';
+import { toErrorEnvelope } from '@app/common';
+import { AppConfig } from '@app/config';
+import { AuditRepository } from '@app/status-store';
+
+/** Who made a request: the API key (by id) or the admin user. */
+export function actorOf(request: FastifyRequest): string {
+  if (request.principal) return `key:${request.principal.keyId}`;
+  const basic = /^Basic\s+([A-Za-z0-9+/]+=*)\s*$/i.exec(request.headers.authorization ?? '');
+  if (basic) return `admin:${Buffer.from(basic[1], 'base64').toString('utf8').split(':')[0]}`;
+  return 'admin:(open)';
+}
+
+/**
+ * Writes every state-changing request of the routes it guards to the audit log: who, what
+ * (the route and its parameters, never a body: keys and secrets stay out), from where, when,
+ * and the status it got. Reads are not logged. A log write that fails never fails the request.
+ */
+@Injectable()
+export class AuditInterceptor implements NestInterceptor {
+  private readonly log = new Logger(AuditInterceptor.name);
+
+  constructor(
+    private readonly audit: AuditRepository,
+    private readonly config: AppConfig,
+  ) {}
+
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    const http = context.switchToHttp();
+    const request = http.getRequest<FastifyRequest>();
+    if (request.method === 'GET' || request.method === 'HEAD') return next.handle();
+    const reply = http.getResponse<FastifyReply>();
+    const write = (status: number) =>
+      void this.audit
+        .record(
+          {
+            actor: actorOf(request),
+            action: `${request.method} ${request.routeOptions.url ?? request.url}`,
+            target: Object.fromEntries(
+              Object.entries((request.params ?? {}) as Record<string, unknown>).map(([k, v]) => [
+                k,
+                String(v).slice(0, 200),
+              ]),
+            ),
+            from: request.ip,
+            status,
+          },
+          this.config.AUDIT_RETENTION_MS,
+        )
+        .catch((err: Error) =>
+          this.log.warn({ err: err.message }, 'admin action not written to the audit log'),
+        );
+    return next.handle().pipe(
+      tap({
+        next: () => write(reply.statusCode),
+        error: (err: unknown) => write(toErrorEnvelope(err).status),
+      }),
+    );
+  }
+}
+
+/** Audits a controller's state-changing routes. */
+export const Audited = () => UseInterceptors(AuditInterceptor);

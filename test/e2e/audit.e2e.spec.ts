@@ -1,0 +1,100 @@
+import { eventually } from '../support/eventually.js';
+import { useStack } from '../support/stack.js';
+
+const USER = 'admin';
+const PASSWORD = 'correct horse battery staple';
+const basic = `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`;
+
+describe('the audit log: admin actions and key changes', () => {
+  const stack = useStack(
+    { ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD, SANDBOX_LINK_DELAY_MS: 'manual' },
+    { worker: false },
+  );
+  const entries = async () => (await stack.call('GET', '/api/v1/audit?limit=200')).body.data;
+
+  it('records who changed which key, from where, with the result, and never the key', async () => {
+    const made = await stack.call(
+      'POST',
+      '/api/v1/keys',
+      { name: 'shop', scopes: ['send'] },
+      { 'x-forwarded-for': '203.0.113.9' },
+    );
+    const { key, record } = made.body.data;
+    await stack.call('DELETE', `/api/v1/keys/${record.id}`);
+    await stack.call('DELETE', '/api/v1/keys/0123456789abcdef'); // no such key: 404, still logged
+    await stack.call('GET', '/api/v1/keys'); // a read: not logged
+
+    const logged = await eventually(async () => {
+      const list = await entries();
+      expect(list.length).toBeGreaterThanOrEqual(3);
+      return list;
+    });
+    expect(logged.slice(0, 3)).toMatchObject([
+      {
+        actor: 'key:env',
+        action: 'DELETE /api/v1/keys/:id',
+        target: { id: '0123456789abcdef' },
+        status: 404,
+      },
+      {
+        actor: 'key:env',
+        action: 'DELETE /api/v1/keys/:id',
+        target: { id: record.id },
+        status: 200,
+      },
+      { actor: 'key:env', action: 'POST /api/v1/keys', from: '203.0.113.9', status: 201 },
+    ]);
+    expect(logged.some((entry: { action: string }) => entry.action.startsWith('GET'))).toBe(false);
+    expect(JSON.stringify(logged)).not.toContain(key.slice(13));
+    expect(Date.parse(logged[0].at)).toBeGreaterThan(Date.now() - 60_000);
+  });
+
+  it('records what the admin does through its pages and JSON routes, by admin user', async () => {
+    const csrf = await fetch(`${stack.url}/api/admin/csrf-token`, {
+      headers: { authorization: basic },
+    });
+    const token = ((await csrf.json()) as { data: { token: string } }).data.token;
+    const cookie = csrf.headers
+      .getSetCookie()
+      .map((c) => c.split(';')[0])
+      .join('; ');
+    const created = await fetch(`${stack.url}/api/admin/sessions`, {
+      method: 'POST',
+      headers: {
+        authorization: basic,
+        cookie,
+        'x-csrf-token': token,
+        origin: stack.url,
+        'content-type': 'application/json',
+      },
+      body: JSON.stringify({ id: 'audited' }),
+    });
+    expect(created.status).toBe(201);
+    await eventually(async () =>
+      expect((await entries())[0]).toMatchObject({
+        actor: `admin:${USER}`,
+        action: 'POST /api/admin/sessions',
+        status: 201,
+      }),
+    );
+    const page = await fetch(`${stack.url}/admin/audit`, { headers: { authorization: basic } });
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('POST /api/admin/sessions');
+    expect(html).toContain(`admin:${USER}`);
+  });
+
+  it('lists newest first in pages, for the admin scope only', async () => {
+    const all = await entries();
+    const first = (await stack.call('GET', '/api/v1/audit?limit=1')).body.data;
+    expect(first).toEqual([all[0]]);
+    const next = (await stack.call('GET', `/api/v1/audit?limit=1&before=${first[0].id}`)).body.data;
+    expect(next).toEqual([all[1]]);
+    expect((await stack.call('GET', '/api/v1/audit?before=nope')).status).toBe(400);
+    const reader = (await stack.call('POST', '/api/v1/keys', { name: 'r', scopes: ['read'] })).body
+      .data.key;
+    expect(
+      (await stack.call('GET', '/api/v1/audit', undefined, { 'x-api-key': reader })).status,
+    ).toBe(403);
+  });
+});
