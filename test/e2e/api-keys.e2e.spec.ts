@@ -111,6 +111,70 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
     expect(other.body.data.id).not.toBe(first.body.data.id);
   });
 
+  it('keeps a key limited to some sessions to those: sends, reads and management', async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'sales' });
+    await stack.waitReady('sales');
+    const made = await stack.call('POST', '/api/v1/keys', {
+      name: 'sales team',
+      scopes: ['send', 'read', 'sessions'],
+      sessions: ['sales'],
+    });
+    expect(made.body.data.record.sessions).toEqual(['sales']);
+    const key = as(made.body.data.key);
+    const text = (sessionId?: string) =>
+      stack.call(
+        'POST',
+        '/api/v1/messages/text',
+        { sessionId, to: '4915100000801', text: 'hi' },
+        key,
+      );
+
+    const own = await text('sales');
+    expect(own.status).toBe(202);
+    const other = await text('main');
+    expect(other.status).toBe(403);
+    expect(other.body.error.message).toContain('sales');
+    expect((await text()).status).toBe(403); // the active session is main
+    const mainMessage = (
+      await stack.call('POST', '/api/v1/messages/text', { to: '4915100000802', text: 'x' })
+    ).body.data.id;
+    expect(
+      (await stack.call('GET', `/api/v1/messages/${mainMessage}`, undefined, key)).status,
+    ).toBe(403);
+    expect(
+      (await stack.call('DELETE', `/api/v1/messages/${mainMessage}`, undefined, key)).status,
+    ).toBe(403);
+    expect(
+      (await stack.call('GET', `/api/v1/messages/${own.body.data.id}`, undefined, key)).status,
+    ).toBe(200);
+
+    const listed = (await stack.call('GET', '/api/v1/sessions', undefined, key)).body.data;
+    expect(listed.map((session: { id: string }) => session.id)).toEqual(['sales']);
+    expect((await stack.call('GET', '/api/v1/sessions/main/status', undefined, key)).status).toBe(
+      403,
+    );
+    expect((await stack.call('GET', '/api/v1/sessions/sales/status', undefined, key)).status).toBe(
+      200,
+    );
+    expect(
+      (await stack.call('POST', '/api/v1/sessions/main/reconnect', undefined, key)).status,
+    ).toBe(403);
+    expect((await stack.call('PUT', '/api/v1/sessions/active', { id: 'sales' }, key)).status).toBe(
+      403,
+    );
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'elsewhere' }, key)).status).toBe(
+      403,
+    );
+    const batch = await stack.call(
+      'POST',
+      '/api/v1/messages/batch',
+      { messages: [{ type: 'text', sessionId: 'main', to: '4915100000803', text: 'x' }] },
+      key,
+    );
+    expect(batch.status).toBe(400);
+    expect(batch.body.error.details[0].message).toContain('sales');
+  });
+
   it('refuses bad keys requests with 400 / 404', async () => {
     expect((await stack.call('POST', '/api/v1/keys', { name: 'x', scopes: [] })).status).toBe(400);
     expect((await stack.call('POST', '/api/v1/keys', { name: 'x', scopes: ['root'] })).status).toBe(
@@ -120,6 +184,15 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
       400,
     );
     expect((await stack.call('DELETE', '/api/v1/keys/nope')).status).toBe(400);
+    expect(
+      (
+        await stack.call('POST', '/api/v1/keys', {
+          name: 'x',
+          scopes: ['read'],
+          sessions: ['../x'],
+        })
+      ).status,
+    ).toBe(400);
     expect((await stack.call('DELETE', '/api/v1/keys/0123456789abcdef')).status).toBe(404);
   });
 });

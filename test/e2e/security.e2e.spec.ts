@@ -28,11 +28,18 @@ describe('rate limits: per API key, and failed logins per client address', () =>
 
   it('answers the 601st request of a key in a minute with 429 RATE_LIMITED and Retry-After', async () => {
     const key = { 'x-api-key': stack.env.API_KEY, 'x-forwarded-for': '203.0.113.10' };
+    // Another key, made with this one (its first request of the minute).
+    const made = await fetch(`${stack.url}/api/v1/keys`, {
+      method: 'POST',
+      headers: { ...key, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'other', scopes: ['read'] }),
+    });
+    const otherKey = ((await made.json()) as { data: { key: string } }).data.key;
     const statuses: number[] = [];
     for (let batch = 0; batch < 6; batch++)
       statuses.push(
         ...(await Promise.all(
-          Array.from({ length: batch < 5 ? 100 : 99 }, () =>
+          Array.from({ length: batch < 5 ? 100 : 98 }, () =>
             get(stack.url, '/api/v1/sessions', key).then((answer) => answer.status),
           ),
         )),
@@ -47,7 +54,12 @@ describe('rate limits: per API key, and failed logins per client address', () =>
     expect(limited.body.error.code).toBe('RATE_LIMITED');
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
 
-    // The admin (another caller) is not affected.
+    // Another key is not affected, nor the admin.
+    const other = await get(stack.url, '/api/v1/sessions', {
+      'x-api-key': otherKey,
+      'x-forwarded-for': '203.0.113.10',
+    });
+    expect(other.status).toBe(200);
     const admin = await get(stack.url, '/api/admin/sessions', {
       authorization: basic(PASSWORD),
       'x-forwarded-for': '203.0.113.10',

@@ -14,6 +14,8 @@ export interface ApiKeyRecord {
   /** The start of the key, enough to tell keys apart in a list (`wag_1a2b3c4d_...`). */
   prefix: string;
   scopes: ApiKeyScope[];
+  /** The sessions it may use; null: every session. */
+  sessions: string[] | null;
   createdAt: string;
   rotatedAt: string | null;
   revokedAt: string | null;
@@ -39,6 +41,7 @@ export class ApiKeyRepository {
   async create(
     name: string,
     scopes: ApiKeyScope[],
+    sessions: string[] | null = null,
     now = new Date(),
   ): Promise<{ record: ApiKeyRecord; key: string }> {
     const id = randomBytes(8).toString('hex');
@@ -48,6 +51,7 @@ export class ApiKeyRepository {
       name,
       prefix: key.slice(0, 13),
       scopes,
+      sessions,
       createdAt: now.toISOString(),
       rotatedAt: null,
       revokedAt: null,
@@ -123,6 +127,7 @@ function serialize(record: ApiKeyRecord): Record<string, string> {
     name: record.name,
     prefix: record.prefix,
     scopes: JSON.stringify(record.scopes),
+    ...(record.sessions ? { sessions: JSON.stringify(record.sessions) } : {}),
     createdAt: record.createdAt,
     ...(record.rotatedAt ? { rotatedAt: record.rotatedAt } : {}),
     ...(record.revokedAt ? { revokedAt: record.revokedAt } : {}),
@@ -135,6 +140,7 @@ function parse(hash: Record<string, string>): ApiKeyRecord {
     name: hash.name,
     prefix: hash.prefix,
     scopes: JSON.parse(hash.scopes ?? '[]') as ApiKeyScope[],
+    sessions: hash.sessions ? (JSON.parse(hash.sessions) as string[]) : null,
     createdAt: hash.createdAt,
     rotatedAt: hash.rotatedAt || null,
     revokedAt: hash.revokedAt || null,

@@ -36,7 +36,7 @@ export class ApiKeyGuard implements CanActivate {
     await this.failures.assertNotBlocked(request, http.getResponse<FastifyReply>());
     if (this.expected.matches(given)) {
       // API_KEY, the bootstrap key of the environment, may do everything.
-      request.principal = { keyId: 'env', scopes: ['admin'] };
+      request.principal = { keyId: 'env', scopes: ['admin'], sessions: null };
       return true;
     }
     const principal = await this.keys.verify(given);

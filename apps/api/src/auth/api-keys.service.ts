@@ -11,6 +11,17 @@ export interface Principal {
   /** `env` for API_KEY, else the key's id. */
   keyId: string;
   scopes: ApiKeyScope[];
+  /** The sessions it may use; null: every session. */
+  sessions: string[] | null;
+}
+
+/** Throws FORBIDDEN unless `principal` may use `sessionId`. */
+export function assertSessionAllowed(sessions: string[] | null | undefined, sessionId: string) {
+  if (sessions && !sessions.includes(sessionId))
+    throw new AppError(
+      'FORBIDDEN',
+      `This key may use session${sessions.length === 1 ? '' : 's'} ${sessions.join(', ')} only, not ${sessionId}`,
+    );
 }
 
 declare module 'fastify' {
@@ -36,11 +47,11 @@ export class ApiKeys {
       if (this.cache.size > 10_000) this.cache.clear();
       this.cache.set(digest, { record, at: performance.now() });
     }
-    return record ? { keyId: record.id, scopes: record.scopes } : null;
+    return record ? { keyId: record.id, scopes: record.scopes, sessions: record.sessions } : null;
   }
 
-  create(name: string, scopes: ApiKeyScope[]) {
-    return this.keys.create(name, [...new Set(scopes)]);
+  create(name: string, scopes: ApiKeyScope[], sessions?: string[]) {
+    return this.keys.create(name, [...new Set(scopes)], sessions ? [...new Set(sessions)] : null);
   }
 
   list(): Promise<ApiKeyRecord[]> {

@@ -24,7 +24,7 @@ export class KeysController {
   @ApiEnvelope(NewApiKeyDto, { status: 201 })
   @ApiErrors({ status: 400, description: 'Invalid name or scopes' })
   create(@Body() dto: CreateApiKeyDto) {
-    return this.keys.create(dto.name, dto.scopes);
+    return this.keys.create(dto.name, dto.scopes, dto.sessions);
   }
 
   @Get()

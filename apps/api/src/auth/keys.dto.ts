@@ -1,5 +1,14 @@
-import { ApiProperty } from '@nestjs/swagger';
-import { ArrayMaxSize, ArrayMinSize, IsArray, IsIn, IsString, Matches } from 'class-validator';
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import {
+  ArrayMaxSize,
+  ArrayMinSize,
+  IsArray,
+  IsIn,
+  IsOptional,
+  IsString,
+  Matches,
+} from 'class-validator';
+import { SESSION_ID_PATTERN } from '@app/common';
 import { API_KEY_SCOPES, type ApiKeyScope } from '@app/status-store';
 
 export class CreateApiKeyDto {
@@ -25,6 +34,17 @@ export class CreateApiKeyDto {
     message: `each scope must be one of ${API_KEY_SCOPES.join(', ')}`,
   })
   scopes: ApiKeyScope[];
+
+  @ApiPropertyOptional({
+    example: ['sales'],
+    description: 'The sessions the key may use (sends, reads, management); omitted: every session',
+  })
+  @IsOptional()
+  @IsArray()
+  @ArrayMinSize(1, { message: 'sessions must name at least one session, or be omitted' })
+  @ArrayMaxSize(100)
+  @Matches(SESSION_ID_PATTERN, { each: true, message: 'each of sessions must be a session id' })
+  sessions?: string[];
 }
 
 export class ApiKeyDto {
@@ -36,6 +56,13 @@ export class ApiKeyDto {
   prefix: string;
   @ApiProperty({ enum: API_KEY_SCOPES, isArray: true, example: ['send', 'read'] })
   scopes: ApiKeyScope[];
+  @ApiProperty({
+    nullable: true,
+    type: [String],
+    example: ['sales'],
+    description: 'null: every session',
+  })
+  sessions: string[] | null;
   @ApiProperty({ example: '2026-12-01T09:00:00.000Z' })
   createdAt: string;
   @ApiProperty({ nullable: true, type: String, example: null })

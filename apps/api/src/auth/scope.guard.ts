@@ -3,6 +3,7 @@ import { Reflector } from '@nestjs/core';
 import type { FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
 import type { ApiKeyScope } from '@app/status-store';
+import { assertSessionAllowed } from './api-keys.service.js';
 
 const SCOPE = 'api-key-scope';
 const SCOPES = 'api-key-scopes';
@@ -27,11 +28,33 @@ export class ScopeGuard implements CanActivate {
     const principal = request.principal;
     if (!principal) return true; // no API_KEY configured: the api is open (development)
     const needed = this.needed(context, request.method);
-    if (principal.scopes.includes('admin') || principal.scopes.includes(needed)) return true;
-    throw new AppError(
-      'FORBIDDEN',
-      `This key may ${principal.scopes.join(', ') || 'do nothing'}; this route needs the ${needed} scope`,
-    );
+    if (!principal.scopes.includes('admin') && !principal.scopes.includes(needed))
+      throw new AppError(
+        'FORBIDDEN',
+        `This key may ${principal.scopes.join(', ') || 'do nothing'}; this route needs the ${needed} scope`,
+      );
+    if (principal.sessions) this.assertSessions(request, principal.sessions);
+    return true;
+  }
+
+  /**
+   * A key limited to some sessions: a route naming a session (`/sessions/:id`, or creating
+   * one) must name one of them, and the default session, which is everyone's, is not its to
+   * change. Routes reaching a session through a message are checked where it is read.
+   */
+  private assertSessions(request: FastifyRequest, sessions: string[]): void {
+    const route = request.routeOptions.url ?? '';
+    const params = (request.params ?? {}) as Record<string, string>;
+    if (route === '/api/v1/sessions/active' && request.method !== 'GET')
+      throw new AppError(
+        'FORBIDDEN',
+        'A key limited to some sessions cannot change the active one',
+      );
+    if (route.includes('/sessions/:id')) assertSessionAllowed(sessions, params.id);
+    if (route === '/api/v1/sessions' && request.method === 'POST') {
+      const id = (request.body as { id?: unknown } | undefined)?.id;
+      if (typeof id === 'string') assertSessionAllowed(sessions, id);
+    }
   }
 
   private needed(context: ExecutionContext, method: string): ApiKeyScope {

@@ -7,8 +7,10 @@ import {
   Post,
   Query,
   StreamableFile,
+  Req,
 } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
+import type { FastifyRequest } from 'fastify';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
@@ -58,8 +60,8 @@ export class InboxController {
     { status: 400, description: 'Not the id of a received message' },
     { status: 404, description: 'No such message' },
   )
-  get(@Param('id') id: string) {
-    return this.inbox.get(id);
+  get(@Param('id') id: string, @Req() req: FastifyRequest) {
+    return this.inbox.get(id, req.principal?.sessions);
   }
 
   @Get('messages/:id/media')
@@ -78,8 +80,8 @@ export class InboxController {
     { status: 400, description: 'Not the id of a received message' },
     { status: 404, description: 'No such message, no media, or the media expired' },
   )
-  async media(@Param('id') id: string) {
-    const { data, record } = await this.inbox.media(id);
+  async media(@Param('id') id: string, @Req() req: FastifyRequest) {
+    const { data, record } = await this.inbox.media(id, req.principal?.sessions);
     return new StreamableFile(data, {
       type: record.media!.mimetype,
       disposition: `inline; filename="${(record.media!.filename ?? record.id).replace(/[^\w.-]/g, '_')}"`,

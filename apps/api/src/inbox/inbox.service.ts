@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { assertSessionAllowed } from '../auth/api-keys.service.js';
 import { randomUUID } from 'node:crypto';
 import { AppError, phoneDigits } from '@app/common';
 import { AppConfig } from '@app/config';
@@ -41,17 +42,21 @@ export class InboxService {
     }
   }
 
-  async get(messageId: string): Promise<IncomingRecord> {
+  async get(messageId: string, sessions?: string[] | null): Promise<IncomingRecord> {
     if (!INCOMING_ID.test(messageId))
       throw new AppError('BAD_REQUEST', 'id must be the id of a received message (in_...)');
     const record = await this.incoming.get(messageId);
     if (!record) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
+    assertSessionAllowed(sessions, record.sessionId);
     return record;
   }
 
   /** The bytes of a received message's media, with its type, while they are kept. */
-  async media(messageId: string): Promise<{ data: Buffer; record: IncomingRecord }> {
-    const record = await this.get(messageId);
+  async media(
+    messageId: string,
+    sessions?: string[] | null,
+  ): Promise<{ data: Buffer; record: IncomingRecord }> {
+    const record = await this.get(messageId, sessions);
     if (!record.media) throw new AppError('NOT_FOUND', `Message ${messageId} has no media`);
     if (!record.media.available)
       throw new AppError(

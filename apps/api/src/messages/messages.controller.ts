@@ -215,8 +215,8 @@ export class MessagesController {
     { status: 404, description: 'No such message' },
     { status: 409, description: 'The message is being sent, was sent, failed or was cancelled' },
   )
-  cancel(@Param('id') id: string) {
-    return this.messages.cancel(id);
+  cancel(@Param('id') id: string, @Req() req: FastifyRequest) {
+    return this.messages.cancel(id, req.principal?.sessions);
   }
 
   @Get(':id')
@@ -226,8 +226,8 @@ export class MessagesController {
     { status: 400, description: 'Not a message id' },
     { status: 404, description: 'No such message' },
   )
-  get(@Param('id') id: string) {
-    return this.messages.get(id);
+  get(@Param('id') id: string, @Req() req: FastifyRequest) {
+    return this.messages.get(id, req.principal?.sessions);
   }
 }
 
@@ -248,6 +248,7 @@ function sendContext(req: FastifyRequest): SendContext {
             .update(String(apiKey ?? 'anonymous'))
             .digest('hex')
             .slice(0, 16),
+    sessions: req.principal?.sessions,
     idempotencyKey,
     // The id of the request's log lines and x-request-id header.
     requestId: req.id,

@@ -40,6 +40,7 @@ import {
   type SendTextDto,
 } from './send-message.dto.js';
 import type { BatchAcceptedDto, BatchStatusDto } from './batch.dto.js';
+import { assertSessionAllowed } from '../auth/api-keys.service.js';
 
 type SendDto = SendTextDto | SendMediaDto | SendLocationDto | SendContactDto;
 
@@ -92,6 +93,8 @@ function requestHash(prepared: PreparedMessage): string {
 export interface SendContext {
   /** Whose keys idempotency keys are scoped to (a digest of the API key). */
   callerScope: string;
+  /** The sessions the caller's key may use (null or absent: every session). */
+  sessions?: string[] | null;
   idempotencyKey?: string;
   requestId?: string;
 }
@@ -155,6 +158,7 @@ export class MessagesService {
             content,
             { ...send, sessionId: send.sessionId ?? defaultSession },
             file,
+            context.sessions,
           ),
         );
       } catch (err) {
@@ -307,9 +311,10 @@ export class MessagesService {
   }
 
   /** Cancels a message still scheduled or queued; one being sent or sent is a 409. */
-  async cancel(messageId: string): Promise<PublicMessage> {
+  async cancel(messageId: string, sessions?: string[] | null): Promise<PublicMessage> {
     if (!isMessageId(messageId))
       throw new AppError('BAD_REQUEST', 'id must be a message id (a UUID)');
+    if (sessions) await this.get(messageId, sessions);
     const outcome = await this.messages.cancel(messageId);
     if (outcome === 'missing')
       throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
@@ -374,11 +379,12 @@ export class MessagesService {
     };
   }
 
-  async get(messageId: string): Promise<PublicMessage> {
+  async get(messageId: string, sessions?: string[] | null): Promise<PublicMessage> {
     if (!isMessageId(messageId))
       throw new AppError('BAD_REQUEST', 'id must be a message id (a UUID)');
     const record = await this.messages.get(messageId);
     if (!record) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
+    assertSessionAllowed(sessions, record.sessionId);
     return toPublicMessage(record);
   }
 
@@ -389,7 +395,7 @@ export class MessagesService {
     /** The bytes of a file sent with the request (content.upload describes it). */
     file?: Buffer,
   ): Promise<PublicMessage> {
-    const prepared = await this.prepare(content, target, file);
+    const prepared = await this.prepare(content, target, file, context.sessions);
     const idempotencyKey = context.idempotencyKey;
     if (idempotencyKey) {
       const existing = await this.idempotency.claim(
@@ -427,12 +433,14 @@ export class MessagesService {
     content: MessageContent,
     target: SendTarget,
     file?: Buffer,
+    sessions?: string[] | null,
   ): Promise<PreparedMessage> {
     const chatId = target.chatId ?? toChatId(target.to);
     if (!chatId) throw new AppError('BAD_REQUEST', 'to is not a phone number or group id');
     const sendAt = scheduledTime(target.sendAt);
     const sessionId =
       target.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
+    assertSessionAllowed(sessions, sessionId);
     const replyTo = typeof target.replyTo === 'string' ? target.replyTo : target.replyTo?.id;
     const quotedEngineId = target.replyTo
       ? await this.quotedEngineId(target.replyTo, sessionId, chatId)

@@ -1,5 +1,6 @@
 import { Audited } from '../audit/audit.interceptor.js';
-import { Body, Controller, Get, Param, Put } from '@nestjs/common';
+import { Body, Controller, Get, Param, Put, Req } from '@nestjs/common';
+import type { FastifyRequest } from 'fastify';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
@@ -27,8 +28,11 @@ export class SessionsController extends SessionActions {
   @Get()
   @ApiOperation({ summary: 'Every registered session with its status' })
   @ApiEnvelope(SessionStatusDto, { isArray: true })
-  list() {
-    return this.sessions.list();
+  async list(@Req() req: FastifyRequest) {
+    const sessions = req.principal?.sessions;
+    const all = await this.sessions.list();
+    // A key limited to some sessions sees those only.
+    return sessions ? all.filter((session) => sessions.includes(session.id)) : all;
   }
 
   @Get('active')
