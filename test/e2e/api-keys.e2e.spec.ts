@@ -1,3 +1,4 @@
+import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
 describe('API keys as data: made, scoped, revoked and rotated through /api/v1/keys', () => {
@@ -194,5 +195,90 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
       ).status,
     ).toBe(400);
     expect((await stack.call('DELETE', '/api/v1/keys/0123456789abcdef')).status).toBe(404);
+  });
+});
+
+describe('API keys on the admin pages', () => {
+  const PASSWORD = 'correct horse battery staple';
+  const auth = `Basic ${Buffer.from(`admin:${PASSWORD}`).toString('base64')}`;
+  const stack = useStack({ ADMIN_PASSWORD: PASSWORD }, { worker: false });
+
+  /** The page's CSRF token and cookie, as a browser would hold them. */
+  const session = async () => {
+    const page = await fetch(`${stack.url}/admin/keys`, { headers: { authorization: auth } });
+    expect(page.status).toBe(200);
+    const token = /name="csrf-token" content="([^"]+)"/.exec(await page.text())![1];
+    const cookie = page.headers
+      .getSetCookie()
+      .map((c) => c.split(';')[0])
+      .join('; ');
+    return { token, cookie };
+  };
+  const post = async (path: string, form: Record<string, string>) => {
+    const { token, cookie } = await session();
+    return fetch(`${stack.url}${path}`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: {
+        authorization: auth,
+        cookie,
+        origin: stack.url,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({ _csrf: token, ...form }).toString(),
+    });
+  };
+
+  it('makes a key (shown once), lists it by prefix, rotates and revokes it', async () => {
+    const made = await post('/admin/keys', {
+      name: 'crm',
+      scope_read: 'on',
+      sessions: 'main',
+    });
+    expect(made.status).toBe(200);
+    const html = await made.text();
+    const key = /data-new-key>(wag_[^<]+)</.exec(html)![1];
+    expect(
+      (await stack.call('GET', '/api/v1/sessions', undefined, { 'x-api-key': key })).status,
+    ).toBe(200);
+    const record = (await stack.call('GET', '/api/v1/keys')).body.data.find(
+      (k: { name: string }) => k.name === 'crm',
+    );
+    expect(record).toMatchObject({ scopes: ['read'], sessions: ['main'] });
+
+    const list = await (
+      await fetch(`${stack.url}/admin/keys`, { headers: { authorization: auth } })
+    ).text();
+    expect(list).toContain(record.prefix);
+    expect(list).not.toContain(key);
+
+    const rotated = await post(`/admin/keys/${record.id}/rotate`, {});
+    const fresh = /data-new-key>(wag_[^<]+)</.exec(await rotated.text())![1];
+    // Within seconds (the api trusts a verified key for up to 2 s).
+    await eventually(async () =>
+      expect(
+        (await stack.call('GET', '/api/v1/sessions', undefined, { 'x-api-key': key })).status,
+      ).toBe(401),
+    );
+
+    const revoked = await post(`/admin/keys/${record.id}/revoke`, {});
+    expect(revoked.status).toBe(303);
+    await eventually(async () =>
+      expect(
+        (await stack.call('GET', '/api/v1/sessions', undefined, { 'x-api-key': fresh })).status,
+      ).toBe(401),
+    );
+  });
+
+  it('refuses a key without scopes, or without the CSRF token', async () => {
+    const none = await post('/admin/keys', { name: 'nothing' });
+    expect(none.status).toBe(303); // back to the page with the reason as a flash
+    const forged = await fetch(`${stack.url}/admin/keys`, {
+      method: 'POST',
+      headers: { authorization: auth, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'name=x&scope_admin=on',
+    });
+    expect(forged.status).toBe(403);
+    expect((await stack.call('GET', '/api/v1/keys')).body.data).toHaveLength(1);
   });
 });

@@ -6,7 +6,9 @@ import { validateSync } from 'class-validator';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
 import { AppConfig } from '@app/config';
-import { AuditRepository } from '@app/status-store';
+import { API_KEY_SCOPES, AuditRepository } from '@app/status-store';
+import { ApiKeys } from '../auth/api-keys.service.js';
+import { CreateApiKeyDto } from '../auth/keys.dto.js';
 import {
   CreateSessionDto,
   PairingCodeRequestDto,
@@ -52,6 +54,7 @@ export class AdminPagesController {
     private readonly access: AdminAccess,
     private readonly config: AppConfig,
     private readonly audit: AuditRepository,
+    private readonly apiKeys: ApiKeys,
   ) {}
 
   @Get()
@@ -65,6 +68,55 @@ export class AdminPagesController {
       nav: 'sessions',
       sessions,
       activeId: sessions.find((session) => session.active)?.id ?? (await this.sessions.active()),
+    });
+  }
+
+  @Get('keys')
+  async keysPage(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
+    await this.keysView(req, res);
+  }
+
+  @Post('keys')
+  async makeKey(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
+    const form = formOf(req);
+    let made: { key: string; record: { name: string } };
+    try {
+      const dto = validForm(CreateApiKeyDto, {
+        name: form.name,
+        scopes: API_KEY_SCOPES.filter((scope) => form[`scope_${scope}`] === 'on'),
+        sessions: form.sessions?.trim()
+          ? form.sessions
+              .split(',')
+              .map((id) => id.trim())
+              .filter(Boolean)
+          : undefined,
+      });
+      made = await this.apiKeys.create(dto.name, dto.scopes, dto.sessions);
+    } catch (err) {
+      if (!(err instanceof AppError)) throw err;
+      return this.act(req, res, '/admin/keys', () => Promise.reject(err));
+    }
+    // Shown in this answer only (not through a redirect and a cookie).
+    await this.keysView(req, res, { name: made.record.name, key: made.key });
+  }
+
+  @Post('keys/:id/rotate')
+  async rotateKey(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
+    let rotated: { key: string; record: { name: string } };
+    try {
+      rotated = await this.apiKeys.rotate(id);
+    } catch (err) {
+      if (!(err instanceof AppError)) throw err;
+      return this.act(req, res, '/admin/keys', () => Promise.reject(err));
+    }
+    await this.keysView(req, res, { name: rotated.record.name, key: rotated.key });
+  }
+
+  @Post('keys/:id/revoke')
+  async revokeKey(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
+    await this.act(req, res, '/admin/keys', async () => {
+      const record = await this.apiKeys.revoke(id);
+      return `Key ${record.name} revoked`;
     });
   }
 
@@ -203,6 +255,19 @@ export class AdminPagesController {
         return `Session ${id} deleted`;
       },
     );
+  }
+
+  private async keysView(
+    req: FastifyRequest,
+    res: FastifyReply,
+    newKey?: { name: string; key: string },
+  ): Promise<void> {
+    this.page(req, res, 'keys', {
+      title: 'API keys',
+      nav: 'keys',
+      keys: (await this.apiKeys.list()).reverse(),
+      newKey,
+    });
   }
 
   private page(
