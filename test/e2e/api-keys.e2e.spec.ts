@@ -51,6 +51,10 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
     expect((await stack.call('GET', '/api/v1/keys', undefined, as(sender))).status).toBe(403);
 
     const reader = (await make('dashboard', ['read'])).key;
+    // Scanning a QR links a phone: not a read.
+    expect(
+      (await stack.call('GET', '/api/v1/sessions/main/qr', undefined, as(reader))).status,
+    ).toBe(403);
     expect(
       (await stack.call('GET', `/api/v1/messages/${sent.body.data.id}`, undefined, as(reader)))
         .status,
@@ -174,10 +178,34 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
     );
     expect(batch.status).toBe(400);
     expect(batch.body.error.details[0].message).toContain('sales');
+    const deliveries = await stack.call(
+      'GET',
+      '/api/v1/webhooks/deliveries?sessionId=main',
+      undefined,
+      key,
+    );
+    expect(deliveries.status).toBe(403);
+    expect((await stack.call('GET', '/api/v1/webhooks/deliveries', undefined, key)).status).toBe(
+      200,
+    );
+    expect(
+      (await stack.call('GET', '/api/v1/sessions/sales/qr', undefined, as(made.body.data.key)))
+        .status,
+    ).not.toBe(403);
   });
 
   it('refuses bad keys requests with 400 / 404', async () => {
     expect((await stack.call('POST', '/api/v1/keys', { name: 'x', scopes: [] })).status).toBe(400);
+    // An admin key could make itself unlimited keys: it cannot be limited to some sessions.
+    expect(
+      (
+        await stack.call('POST', '/api/v1/keys', {
+          name: 'x',
+          scopes: ['admin'],
+          sessions: ['main'],
+        })
+      ).status,
+    ).toBe(400);
     expect((await stack.call('POST', '/api/v1/keys', { name: 'x', scopes: ['root'] })).status).toBe(
       400,
     );

@@ -150,6 +150,12 @@ describe('batches: POST /api/v1/messages/batch and GET /api/v1/batches/:id', () 
       400,
     ],
     ['a message that is not an object', { messages: ['hello'] }, 400],
+    [
+      'a type named like an Object member',
+      { messages: [{ type: 'toString', to: '4915100000031' }] },
+      400,
+    ],
+    ['a type named __proto__', { messages: [{ type: '__proto__', to: '4915100000032' }] }, 400],
     ['no messages field', {}, 400],
   ])('answers %s with %i', async (_case, body, status) => {
     const answer = await stack.call('POST', '/api/v1/messages/batch', body);

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { MessageRepository } from '@app/status-store';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
@@ -84,6 +85,20 @@ describe('ACK_TIMEOUT_MS and resend', () => {
     await stack.waitForStatus(resent.body.data.id, 'sent');
     const twice = stack.sandbox().sends.filter((sent) => sent.chatId === '999000000001@c.us');
     expect(twice).toHaveLength(2);
+    // Once only: a second click does not send it a third time.
+    const again = await stack.call('POST', `/api/v1/messages/${lost.body.data.id}/resend`);
+    expect(again.status).toBe(409);
+
+    // A server ack that comes late clears the flag: the message is not to be resent.
+    const late = resent.body.data.id as string;
+    await eventually(async () =>
+      expect(
+        (await stack.call('GET', `/api/v1/messages/${late}`)).body.data.ackOverdueAt,
+      ).not.toBeNull(),
+    );
+    const engineId = (await stack.redis.hget(stack.keys.message(late), 'engineMessageId'))!;
+    await stack.worker!.get(MessageRepository).applyEngineAck('main', engineId, 'sent');
+    expect((await stack.call('GET', `/api/v1/messages/${late}`)).body.data.ackOverdueAt).toBeNull();
   });
 
   it('resends a failed message, and refuses one that is fine, unknown or malformed', async () => {

@@ -48,6 +48,10 @@ export class BatchRepository {
       .exec();
   }
 
+  async delete(batchId: string): Promise<void> {
+    await this.redis.del(this.keys.batch(batchId), this.keys.batchMessages(batchId));
+  }
+
   async get(batchId: string): Promise<BatchRecord | null> {
     const hash = await this.redis.hgetall(this.keys.batch(batchId));
     if (!hash.id) return null;

@@ -74,7 +74,8 @@ return 1
 // WhatsApp took the message: the engine id is saved (what stops a second send), the ack index
 // written, and an ack that raced ahead is handed back. KEYS[1] message, [2] engine-id map,
 // [3] pending ack, [4] sent messages awaiting a server ack; ARGV[7] fields (JSON, flat),
-// [8] message id, [9] map ttl (ms), [10] now (ms), [11] now (ISO)
+// [8] message id, [9] map ttl (ms), [10] now (ms), [11] now (ISO), [12] '1' when a server
+// ack is to be awaited (not for reactions, deletions or a send found in the chat)
 const MARK_SENT = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -88,7 +89,7 @@ local pending = redis.call('GET', KEYS[3])
 redis.call('DEL', KEYS[3])
 if pending then
   redis.call('HSET', KEYS[1], 'serverAckAt', ARGV[11])
-else
+elseif ARGV[12] == '1' then
   redis.call('ZADD', KEYS[4], ARGV[10], ARGV[8])
 end
 publish_event(session_id, 'message.status', snapshot)
@@ -136,8 +137,12 @@ local current = redis.call('HGET', KEYS[1], 'status')
 if not current or current == 'failed' or current == 'cancelled' then return 0 end
 local ranks = {}
 for s, r in string.gmatch(ARGV[11], '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
-if tonumber(ARGV[8]) >= ranks['sent'] and redis.call('ZREM', KEYS[2], ARGV[12]) == 1 then
-  redis.call('HSET', KEYS[1], 'serverAckAt', ARGV[10])
+if tonumber(ARGV[8]) >= ranks['sent'] then
+  redis.call('ZREM', KEYS[2], ARGV[12])
+  -- Even late (after it was flagged overdue): the server has it, so it is not to be resent.
+  if redis.call('HSETNX', KEYS[1], 'serverAckAt', ARGV[10]) == 1 then
+    redis.call('HDEL', KEYS[1], 'ackOverdueAt')
+  end
 end
 if ranks[current] >= tonumber(ARGV[8]) then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[7], ARGV[9], ARGV[10])
@@ -296,6 +301,18 @@ export class MessageRepository {
     );
   }
 
+  /** Marks a message as resent; false when it already was (HSETNX: one resend per message). */
+  async claimResend(messageId: string, now = new Date()): Promise<boolean> {
+    return (
+      (await this.redis.hsetnx(this.keys.message(messageId), 'resentAt', now.toISOString())) === 1
+    );
+  }
+
+  /** The resend was not accepted after all: the message may be resent again. */
+  async releaseResend(messageId: string): Promise<void> {
+    await this.redis.hdel(this.keys.message(messageId), 'resentAt');
+  }
+
   /**
    * Keeps the bytes of a file sent with the request until the message is sent (or fails, or
    * is cancelled); `ttlMs` bounds it should nothing ever take it.
@@ -446,10 +463,15 @@ export class MessageRepository {
    * WhatsApp took the message: saves the engine id at once (this is what stops a second send)
    * and applies an ack that may have raced ahead of this call.
    */
+  /**
+   * WhatsApp took the message. `awaitAck`: whether a server ack is to come (not for a
+   * reaction or a deletion, whose ids get none, nor for a send found in the chat after a crash).
+   */
   async markSent(
     record: Pick<MessageRecord, 'id' | 'sessionId'>,
     engineMessageId: string,
     now = new Date(),
+    awaitAck = true,
   ) {
     const pending = (await MARK_SENT.run(
       this.redis,
@@ -475,6 +497,7 @@ export class MessageRepository {
         this.config.MESSAGE_RETENTION_MS,
         now.getTime(),
         now.toISOString(),
+        awaitAck ? '1' : '0',
       ],
     )) as string | null;
     if (pending) await this.advance(record.id, pending as MessageStatus, now);

@@ -149,8 +149,24 @@ export class SessionRepository {
 
   /** A session's own sending limits (none set: NO_LIMITS). */
   async limits(sessionId: string): Promise<SessionLimits> {
-    const raw = await this.redis.hget(this.keys.session(sessionId), 'limits');
-    return raw ? { ...NO_LIMITS, ...(JSON.parse(raw) as SessionLimits) } : NO_LIMITS;
+    return (await this.sendHolds(sessionId)).limits;
+  }
+
+  /** What may hold a session's sends back: its limits, and a restriction by WhatsApp. */
+  async sendHolds(
+    sessionId: string,
+  ): Promise<{ limits: SessionLimits; restrictedUntil: Date | null; restriction: string }> {
+    const [raw, until, restriction] = await this.redis.hmget(
+      this.keys.session(sessionId),
+      'limits',
+      'restrictedUntil',
+      'restriction',
+    );
+    return {
+      limits: raw ? { ...NO_LIMITS, ...(JSON.parse(raw) as SessionLimits) } : NO_LIMITS,
+      restrictedUntil: until ? new Date(until) : null,
+      restriction: restriction ?? '',
+    };
   }
 
   async setLimits(sessionId: string, limits: SessionLimits): Promise<void> {

@@ -1291,6 +1291,18 @@ describe('WwebjsEngine sends', () => {
     await h.engine.stop();
   });
 
+  it('does not take a line number 463 in a stack trace for a restriction', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    client.sendMessage.mockRejectedValueOnce(
+      new Error('Evaluation failed: TypeError: x is undefined\n    at page.js:463:12'),
+    );
+    await expect(h.engine.sendText('4915122@c.us', 'hi')).rejects.toMatchObject({
+      code: 'SEND_FAILED',
+    });
+    await h.engine.stop();
+  });
+
   it('turns any other throw, strings included, into a transient SEND_FAILED', async () => {
     const h = harness();
     const client = await startReady(h);

@@ -175,9 +175,10 @@ export interface WwebjsEngineOptions {
 
 /**
  * What WhatsApp's refusals of an account (not of a message) look like in whatsapp-web.js:
- * server error 463, the reach-out time-lock.
+ * server error 463, the reach-out time-lock. 463 standing alone (not a line number of a stack
+ * trace such as `page.js:463:12`).
  */
-const RESTRICTION = /\b463\b|reach-?out|time-?lock/i;
+const RESTRICTION = /(?<![\w:./])463(?![\w:./])|reach-?out|time-?lock/i;
 
 export const WWEBJS_ENGINE_DEFAULTS = {
   qrStallMs: 90_000,

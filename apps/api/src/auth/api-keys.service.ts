@@ -51,6 +51,12 @@ export class ApiKeys {
   }
 
   create(name: string, scopes: ApiKeyScope[], sessions?: string[]) {
+    // admin holds every scope, keys included: limited to some sessions it would not stay so.
+    if (sessions && scopes.includes('admin'))
+      throw new AppError(
+        'BAD_REQUEST',
+        'An admin key cannot be limited to some sessions: it may make keys for every session',
+      );
     return this.keys.create(name, [...new Set(scopes)], sessions ? [...new Set(sessions)] : null);
   }
 

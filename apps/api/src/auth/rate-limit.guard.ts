@@ -43,9 +43,13 @@ export class RateLimitGuard extends ThrottlerGuard {
   }
 
   protected override async getTracker(request: FastifyRequest): Promise<string> {
-    const key = request.headers['x-api-key'];
-    if (typeof key === 'string' && key)
+    // The caller authentication established, never a header nothing checked.
+    const keyId = request.principal?.keyId;
+    if (keyId === 'env') {
+      const key = String(request.headers['x-api-key'] ?? '');
       return `key:${createHash('sha256').update(key).digest('hex').slice(0, 32)}`;
+    }
+    if (keyId) return `key:${keyId}`;
     const basic = /^Basic\s+([A-Za-z0-9+/]+=*)\s*$/i.exec(request.headers.authorization ?? '');
     if (basic) return `admin:${Buffer.from(basic[1], 'base64').toString('utf8').split(':')[0]}`;
     return `ip:${request.ip}`;

@@ -142,7 +142,7 @@ export class MessagesService {
     for (const [index, item] of dto.messages.entries()) {
       try {
         const { type, ...fields } = item;
-        if (typeof type !== 'string' || !(type in BATCH_TYPES))
+        if (typeof type !== 'string' || !Object.hasOwn(BATCH_TYPES, type))
           throw new AppError(
             'BAD_REQUEST',
             `type must be one of ${Object.keys(BATCH_TYPES).join(', ')}`,
@@ -178,16 +178,21 @@ export class MessagesService {
         problems,
       );
     const batchId = randomUUID();
-    const records = await this.commit(prepared, context, batchId);
     const latest = Math.max(
       0,
       ...prepared.map((item) => (item.sendAt?.getTime() ?? 0) - Date.now()),
     );
+    // The batch is written first: once its messages are queued, nothing may fail the request
+    // (a retry would send them all again).
     await this.batches.save(
-      { id: batchId, createdAt: new Date().toISOString(), total: records.length },
-      records.map((record) => record.id),
+      { id: batchId, createdAt: new Date().toISOString(), total: prepared.length },
+      prepared.map((item) => item.message.id),
       this.config.MESSAGE_RETENTION_MS + latest,
     );
+    const records = await this.commit(prepared, context, batchId).catch(async (err: unknown) => {
+      await this.batches.delete(batchId).catch(() => undefined);
+      throw err;
+    });
     return {
       id: batchId,
       total: records.length,
@@ -294,6 +299,12 @@ export class MessagesService {
         'CONFLICT',
         `The file sent with message ${messageId} is no longer kept: send it again with the file`,
       );
+    // One resend per message: two clicks must not send it twice more.
+    if (!(await this.messages.claimResend(record.id)))
+      throw new AppError(
+        'CONFLICT',
+        `Message ${messageId} was already resent (see the messages whose resendOf names it)`,
+      );
     const { type, text, mediaUrl, caption, filename, mediaOptions, location, contact, reaction } =
       record;
     return this.enqueue(
@@ -307,7 +318,10 @@ export class MessagesService {
         typingMs: record.typingMs ?? undefined,
       },
       context,
-    );
+    ).catch(async (err: unknown) => {
+      await this.messages.releaseResend(record.id).catch(() => undefined);
+      throw err;
+    });
   }
 
   /** Cancels a message still scheduled or queued; one being sent or sent is a 409. */

@@ -9,6 +9,7 @@ import {
   SessionCommandAcceptedDto,
 } from './session-commands.dto.js';
 import { SessionsService } from './sessions.service.js';
+import { ApiScope } from '../auth/scope.guard.js';
 
 export const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
 export const UNKNOWN = ApiErrors(
@@ -38,6 +39,8 @@ export abstract class SessionActions {
     return this.sessions.create(dto.id);
   }
 
+  // Scanning it links a phone to the session: as much as a pairing code, not a read.
+  @ApiScope('sessions')
   @Get(':id/qr')
   @Header('Cache-Control', 'no-store')
   @ApiOperation({

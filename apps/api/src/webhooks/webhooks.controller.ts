@@ -9,8 +9,10 @@ import {
   Post,
   Put,
   Query,
+  Req,
 } from '@nestjs/common';
 import { ApiBody, ApiExtraModels, ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
+import type { FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
@@ -102,8 +104,8 @@ export class WebhooksController {
   })
   @ApiEnvelope(DeliveryDto, { isArray: true })
   @ApiErrors({ status: 400, description: 'Invalid filter' })
-  deliveries(@Query() query: DeliveryQueryDto) {
-    return this.webhooks.deliveries(query);
+  deliveries(@Query() query: DeliveryQueryDto, @Req() req: FastifyRequest) {
+    return this.webhooks.deliveries(query, req.principal?.sessions);
   }
 
   @Get('webhooks/deliveries/:id')
@@ -114,8 +116,8 @@ export class WebhooksController {
     { status: 400, description: 'Not a delivery id' },
     { status: 404, description: 'No such delivery' },
   )
-  delivery(@Param('id') id: string) {
-    return this.webhooks.delivery(id);
+  delivery(@Param('id') id: string, @Req() req: FastifyRequest) {
+    return this.webhooks.delivery(id, req.principal?.sessions);
   }
 
   @Post('webhooks/deliveries/:id/replay')
@@ -131,7 +133,7 @@ export class WebhooksController {
     { status: 404, description: 'No such delivery' },
     { status: 409, description: 'Not failed, or its event expired' },
   )
-  replay(@Param('id') id: string) {
-    return this.webhooks.replay(id);
+  replay(@Param('id') id: string, @Req() req: FastifyRequest) {
+    return this.webhooks.replay(id, req.principal?.sessions);
   }
 }

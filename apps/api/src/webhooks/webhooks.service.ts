@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { assertSessionAllowed } from '../auth/api-keys.service.js';
 import { randomBytes } from 'node:crypto';
 import { AppError, redactUrl, urlProblem } from '@app/common';
 import { AppConfig } from '@app/config';
@@ -66,7 +67,10 @@ export class WebhooksService {
     return targets.map(view);
   }
 
-  async deliveries(query: DeliveryQueryDto): Promise<DeliveryRecord[]> {
+  async deliveries(query: DeliveryQueryDto, sessions?: string[] | null): Promise<DeliveryRecord[]> {
+    // A key limited to some sessions lists theirs: one named, or (none named) the first.
+    if (sessions && query.sessionId) assertSessionAllowed(sessions, query.sessionId);
+    if (sessions && !query.sessionId) query = { ...query, sessionId: sessions[0] };
     const deliveries = await this.webhooks.list({
       status: query.status,
       sessionId: query.sessionId,
@@ -75,17 +79,18 @@ export class WebhooksService {
     return deliveries.map((delivery) => ({ ...delivery, url: redactUrl(delivery.url) }));
   }
 
-  async delivery(deliveryId: string): Promise<DeliveryRecord> {
+  async delivery(deliveryId: string, sessions?: string[] | null): Promise<DeliveryRecord> {
     if (!DELIVERY_ID.test(deliveryId))
       throw new AppError('BAD_REQUEST', 'id must be a delivery id (evt_..._...)');
     const delivery = await this.webhooks.delivery(deliveryId);
     if (!delivery) throw new AppError('NOT_FOUND', `Delivery ${deliveryId} does not exist`);
+    assertSessionAllowed(sessions, delivery.sessionId);
     return { ...delivery, url: redactUrl(delivery.url) };
   }
 
   /** Puts a failed delivery back in line (after what its target has pending). */
-  async replay(deliveryId: string): Promise<DeliveryRecord> {
-    await this.delivery(deliveryId);
+  async replay(deliveryId: string, sessions?: string[] | null): Promise<DeliveryRecord> {
+    await this.delivery(deliveryId, sessions);
     const result = await this.webhooks.replay(deliveryId);
     if (result === 'missing')
       throw new AppError('NOT_FOUND', `Delivery ${deliveryId} does not exist`);

@@ -154,6 +154,11 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
   const sessionStore = {
     setRestriction: vi.fn(async () => undefined),
     limits: vi.fn(async (): Promise<SessionLimits> => NO_LIMITS),
+    sendHolds: vi.fn(async () => ({
+      limits: await sessionStore.limits(),
+      restrictedUntil: null as Date | null,
+      restriction: '',
+    })),
   };
   const pacing = {
     waitMs: vi.fn(async () => 0),

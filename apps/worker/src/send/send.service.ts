@@ -49,6 +49,8 @@ export type SendOutcome =
   | 'missing'
   | 'not-ready';
 
+type SendHolds = Awaited<ReturnType<SessionRepository['sendHolds']>>;
+
 /** How long a session's limits are used before they are read again. */
 const LIMITS_CACHE_MS = 2_000;
 
@@ -59,7 +61,7 @@ const LIMITS_CACHE_MS = 2_000;
 export class SendHeldBack extends Error {
   constructor(
     readonly until: Date,
-    readonly code: 'QUIET_HOURS' | 'DAILY_CAP',
+    readonly code: 'QUIET_HOURS' | 'DAILY_CAP' | 'RATE_LIMITED_BY_WHATSAPP',
     message: string,
   ) {
     super(message);
@@ -79,7 +81,7 @@ export class SendService {
   private readonly log = new Logger(SendService.name);
   /** When each session last called its engine (monotonic clock: immune to wall-clock steps). */
   private readonly lastSendAt = new Map<string, number>();
-  private readonly limits = new Map<string, { limits: SessionLimits; at: number }>();
+  private readonly holds = new Map<string, { holds: SendHolds; at: number }>();
 
   constructor(
     private readonly config: AppConfig,
@@ -128,7 +130,7 @@ export class SendService {
             { sessionId, messageId, engineMessageId: found },
             'found an interrupted send in the chat; not sending again',
           );
-          await this.messages.markSent(record, found);
+          await this.messages.markSent(record, found, new Date(), false);
           await this.dropUpload(record);
           this.metrics.messageRecovered(sessionId);
           return 'recovered';
@@ -163,7 +165,13 @@ export class SendService {
       const engineMessageId = await this.callEngine(engine, record, media, {
         quotedMessageId,
       }).finally(() => this.recordSend(sessionId));
-      await this.messages.markSent(record, engineMessageId);
+      await this.messages.markSent(
+        record,
+        engineMessageId,
+        new Date(),
+        // WhatsApp acks no reaction or deletion.
+        !record.reaction && record.type !== 'revoke',
+      );
       await this.dropUpload(record);
       await this.countTowardsCap(sessionId);
       endSend();
@@ -256,7 +264,14 @@ export class SendService {
    * reached (until the next local midnight, or the end of quiet hours if later).
    */
   private async heldBack(sessionId: string, now: Date): Promise<SendHeldBack | null> {
-    const limits = await this.limitsOf(sessionId);
+    const { limits, restrictedUntil, restriction } = await this.holdsOf(sessionId);
+    // WhatsApp's restriction, as recorded by whichever worker met it (a takeover honours it).
+    if (restrictedUntil && restrictedUntil > now)
+      return new SendHeldBack(
+        restrictedUntil,
+        'RATE_LIMITED_BY_WHATSAPP',
+        `${restriction || 'WhatsApp restricts this session'}; sends resume at ${restrictedUntil.toISOString()}`,
+      );
     const quiet = limits.quietHours ? quietUntil(limits.quietHours, now) : null;
     if (quiet && limits.quietHours)
       return new SendHeldBack(
@@ -278,13 +293,17 @@ export class SendService {
     );
   }
 
-  /** A session's limits, read at most every LIMITS_CACHE_MS (they change rarely). */
+  /** A session's limits and restriction, read at most every LIMITS_CACHE_MS. */
+  private async holdsOf(sessionId: string): Promise<SendHolds> {
+    const cached = this.holds.get(sessionId);
+    if (cached && performance.now() - cached.at < LIMITS_CACHE_MS) return cached.holds;
+    const holds = await this.sessionStore.sendHolds(sessionId);
+    this.holds.set(sessionId, { holds, at: performance.now() });
+    return holds;
+  }
+
   private async limitsOf(sessionId: string): Promise<SessionLimits> {
-    const cached = this.limits.get(sessionId);
-    if (cached && performance.now() - cached.at < LIMITS_CACHE_MS) return cached.limits;
-    const limits = await this.sessionStore.limits(sessionId);
-    this.limits.set(sessionId, { limits, at: performance.now() });
-    return limits;
+    return (await this.holdsOf(sessionId)).limits;
   }
 
   private async countTowardsCap(sessionId: string): Promise<void> {
