@@ -88,6 +88,31 @@ describe('rate limits: per API key, and failed logins per client address', () =>
     expect(other.status).toBe(401);
   });
 
+  it('tells apart at most the limit of guesses sent all at once, and never refuses right keys for their number', async () => {
+    const from = (address: string, apiKey: string) => ({
+      'x-api-key': apiKey,
+      'x-forwarded-for': address,
+    });
+    const burst = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        get(stack.url, '/api/v1/workers', from('198.51.100.20', `burst-${i}`)),
+      ),
+    );
+    const statuses = burst.map((answer) => answer.status);
+    expect(statuses.filter((status) => status === 401).length).toBeLessThanOrEqual(10);
+    expect(statuses.filter((status) => status === 429).length).toBeGreaterThanOrEqual(40);
+    const right = await Promise.all(
+      Array.from({ length: 50 }, () =>
+        get(stack.url, '/api/v1/workers', from('198.51.100.21', stack.env.API_KEY)),
+      ),
+    );
+    // (This key spent its rate limit above: what matters is that none is a failed-login refusal.)
+    const refusedAsGuesses = right.filter((answer) =>
+      String(answer.body.error?.message).includes('failed logins'),
+    );
+    expect(refusedAsGuesses).toEqual([]);
+  });
+
   it('slows an admin password-guessing loop the same way', async () => {
     const as = (password: string) => ({
       authorization: basic(password),

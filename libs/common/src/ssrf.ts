@@ -70,9 +70,10 @@ export function urlProblem(value: string, allowPrivate: boolean): string | null 
       ? 'names a local host (private addresses are refused)'
       : null;
   }
-  // IPv4 written as IPv6 (::ffff:7f00:1, NAT64) is refused whatever it names: no public
-  // target needs that spelling. (BlockList would match such subnets against every IPv4.)
-  if (family === 6 && /^(::ffff:|64:ff9b::)/.test(host))
+  // IPv4 written as IPv6 (::ffff:7f00:1, ::7f00:1, NAT64 64:ff9b::, 6to4 2002::) is refused
+  // whatever it names: no public target needs that spelling. (BlockList would match such
+  // subnets against every IPv4.)
+  if (family === 6 && /^(::ffff:|64:ff9b:|2002:|::[0-9a-f]{1,4}:[0-9a-f]{1,4}$)/.test(host))
     return `names an IPv4 address in IPv6 form (${host})`;
   return INTERNAL.check(host, family === 4 ? 'ipv4' : 'ipv6')
     ? `names a private, loopback or reserved address (${host})`

@@ -43,7 +43,13 @@ export class MediaFetcher {
         throw fetchFailed(`${where} names a host MEDIA_ALLOWED_HOSTS does not list`, true);
       const result = await this.get(current, deadline);
       if ('redirect' in result) {
-        current = new URL(result.redirect, current);
+        try {
+          current = new URL(result.redirect, current);
+        } catch {
+          throw fetchFailed(
+            `a redirect to an address that is not a URL (${result.redirect.slice(0, 100)})`,
+          );
+        }
         continue;
       }
       const type = await fileTypeFromBuffer(result.data);

@@ -1,11 +1,10 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AppError } from '@app/common';
 import { AuthFailures } from '../auth/auth-failures.service.js';
 import { AdminAccess } from './admin-access.service.js';
 
 /**
- * Basic Auth (an address that failed too often waits first), then for state-changing
+ * Basic Auth (an address over its failed-login limit gets 429), then for state-changing
  * requests the same-origin check and the CSRF token.
  */
 @Injectable()
@@ -28,14 +27,15 @@ export class AdminAuthGuard implements CanActivate {
   async admit(req: FastifyRequest, reply: FastifyReply, csrf = true): Promise<void> {
     // Credentials given: a login attempt (a browser first asks without, to get the prompt).
     const attempt = this.access.protected && Boolean(req.headers.authorization);
-    if (attempt) await this.failures.assertNotBlocked(req, reply);
+    let refused: unknown;
     try {
       this.access.authenticate(req, reply);
     } catch (err) {
-      if (attempt && err instanceof AppError && err.code === 'UNAUTHORIZED')
-        await this.failures.record(req);
-      throw err;
+      refused = err;
     }
+    // Over its failed-login limit, an address gets 429 whether the password was right or not.
+    if (attempt) await this.failures.check(req, reply, refused === undefined);
+    if (refused !== undefined) throw refused;
     this.access.assertSameOrigin(req);
     if (csrf) this.access.assertCsrfToken(req);
   }

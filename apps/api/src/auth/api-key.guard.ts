@@ -3,7 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, Secret } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AuthFailures } from './auth-failures.service.js';
-import { ApiKeys } from './api-keys.service.js';
+import { ApiKeys, type Principal } from './api-keys.service.js';
 
 /**
  * Checks `x-api-key`: API_KEY (the bootstrap key, every scope) in constant time, else a key
@@ -32,18 +32,13 @@ export class ApiKeyGuard implements CanActivate {
     const header = request.headers['x-api-key'];
     const given = Array.isArray(header) ? header[0] : header;
     if (!given) throw new AppError('UNAUTHORIZED', 'Missing x-api-key header');
-    // An address that failed too often waits before any key of it is looked at.
-    await this.failures.assertNotBlocked(request, http.getResponse<FastifyReply>());
-    if (this.expected.matches(given)) {
-      // API_KEY, the bootstrap key of the environment, may do everything.
-      request.principal = { keyId: 'env', scopes: ['admin'], sessions: null };
-      return true;
-    }
-    const principal = await this.keys.verify(given);
-    if (!principal) {
-      await this.failures.record(request);
-      throw new AppError('UNAUTHORIZED', 'Invalid API key');
-    }
+    // API_KEY, the bootstrap key of the environment, may do everything.
+    const principal: Principal | null = this.expected.matches(given)
+      ? { keyId: 'env', scopes: ['admin'], sessions: null }
+      : await this.keys.verify(given);
+    // An address over its failed-login limit gets 429 whether the key was right or not.
+    await this.failures.check(request, http.getResponse<FastifyReply>(), principal !== null);
+    if (!principal) throw new AppError('UNAUTHORIZED', 'Invalid API key');
     request.principal = principal;
     return true;
   }

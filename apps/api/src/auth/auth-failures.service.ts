@@ -3,16 +3,28 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import { AppError } from '@app/common';
 import { AppConfig } from '@app/config';
-import { REDIS, RedisKeys } from '@app/status-store';
+import { LuaScript, REDIS, RedisKeys } from '@app/status-store';
 
 /** How long failed logins are counted, and how long an address then waits. */
 const WINDOW_MS = 60_000;
 
+// Counts a failed login of an address and says how many its window holds, and for how long.
+// KEYS[1] counter; ARGV[1] window ms. (A TTL set only on a fresh key: works before Redis 7.)
+const ATTEMPT = new LuaScript(`
+local n = redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return { n, redis.call('PTTL', KEYS[1]) }
+`);
+
 /**
  * Failed logins (API key or admin Basic Auth) per client address, in Redis so every api
- * replica counts together. Past AUTH_FAILURES_PER_MINUTE an address is refused with 429
- * before its credentials are even looked at, until its minute is over: guessing is slowed
- * to that many tries a minute. The address is the one TRUST_PROXY makes `request.ip`.
+ * replica counts together. Credentials are checked first (locally, in constant time, or by
+ * digest), then: a wrong one is counted, and past AUTH_FAILURES_PER_MINUTE it is answered 429
+ * instead of 401; a right one from an address over the limit is answered 429 too. So however
+ * many guesses arrive at once, at most that many a minute are told apart from a refusal:
+ * a guess past the limit learns nothing, right or wrong. Right credentials cost one read,
+ * and many at once from one address are never refused for their number.
+ * The address is the one TRUST_PROXY makes `request.ip`.
  */
 @Injectable()
 export class AuthFailures {
@@ -22,22 +34,26 @@ export class AuthFailures {
     private readonly config: AppConfig,
   ) {}
 
-  /** Throws RATE_LIMITED (with Retry-After) while the request's address must wait. */
-  async assertNotBlocked(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  /**
+   * After the credentials were checked (`ok`): throws RATE_LIMITED (with Retry-After) when
+   * the address is over its limit; a wrong attempt is counted. Returns when the caller may go
+   * on (to let it in, or to answer 401).
+   */
+  async check(request: FastifyRequest, reply: FastifyReply, ok: boolean): Promise<void> {
     const key = this.keys.authFailures(request.ip);
-    const [count, ttlMs] = await Promise.all([this.redis.get(key), this.redis.pttl(key)]);
-    if (Number(count ?? 0) < this.config.AUTH_FAILURES_PER_MINUTE) return;
+    const [count, ttlMs] = ok
+      ? await Promise.all([
+          this.redis.get(key).then((value) => Number(value ?? 0)),
+          this.redis.pttl(key),
+        ])
+      : ((await ATTEMPT.run(this.redis, [key], [WINDOW_MS])) as [number, number]);
+    const limit = this.config.AUTH_FAILURES_PER_MINUTE;
+    if (ok ? count < limit : count <= limit) return;
     const seconds = Math.max(1, Math.ceil(ttlMs / 1000));
     void reply.header('Retry-After', String(seconds));
     throw new AppError(
       'RATE_LIMITED',
       `Too many failed logins from this address; retry in ${seconds} s`,
     );
-  }
-
-  /** Counts a failed login of the request's address (the first one starts its minute). */
-  async record(request: FastifyRequest): Promise<void> {
-    const key = this.keys.authFailures(request.ip);
-    await this.redis.multi().incr(key).pexpire(key, WINDOW_MS, 'NX').exec();
   }
 }

@@ -33,6 +33,13 @@ export async function configureUploads(
   config: AppConfig,
 ): Promise<void> {
   const server = app.getHttpAdapter().getInstance();
+  // The large bodies are read before Nest's guards run: a request without a key at all is
+  // refused before its body is (the key itself is checked by the guard, as everywhere).
+  server.addHook('onRequest', async (request) => {
+    const route = request.routeOptions.url;
+    if ((route === MEDIA_ROUTE || route === BATCH_ROUTE) && !request.headers['x-api-key'])
+      throw new AppError('UNAUTHORIZED', 'Missing x-api-key header');
+  });
   server.addHook('onRoute', (route) => {
     if (route.url === MEDIA_ROUTE && route.method === 'POST')
       route.bodyLimit = mediaBodyLimit(config.MEDIA_MAX_BYTES);
