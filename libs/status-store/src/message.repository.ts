@@ -98,6 +98,7 @@ return pending
   ),
 );
 
+// (Unlike the scripts above, it publishes no event: `ackOverdueAt` is read on the record.)
 // A sent message no server ack reached in time: flagged, unless an ack came meanwhile or it
 // moved on. KEYS[1] message, [2] awaiting a server ack; ARGV[1] message id, [2] now (ISO).
 const FLAG_ACK_OVERDUE = new LuaScript(`

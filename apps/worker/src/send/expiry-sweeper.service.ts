@@ -53,9 +53,16 @@ export class ExpirySweeper implements OnApplicationBootstrap, BeforeApplicationS
           .queueFor(sessionId)
           .getJobs(['waiting', 'prioritized', 'delayed'], 0, BATCH - 1, true);
         for (const job of jobs) {
-          // A scheduled message's time to live starts when it is due.
-          const due = (job?.timestamp ?? 0) + (job?.delay ?? 0);
-          if (!job?.id || now - due <= this.config.MESSAGE_TTL_MS) continue;
+          if (!job?.id) continue;
+          // Queued less than MESSAGE_TTL_MS ago: it cannot have expired (no read needed).
+          if (now - job.timestamp <= this.config.MESSAGE_TTL_MS) continue;
+          // A scheduled message's time to live starts when it is due; the record says when
+          // (a job's delay is rewritten when it is held back or waits for its session).
+          const record = await this.messages.get(job.data.messageId);
+          const due = record
+            ? Date.parse(record.sendAt ?? record.createdAt)
+            : job.timestamp + (job.delay ?? 0);
+          if (now - due <= this.config.MESSAGE_TTL_MS) continue;
           const failed = await this.messages.failIfUnsent(job.data.messageId, {
             code: 'EXPIRED',
             message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms); session ${sessionId} was not ready`,
