@@ -42,6 +42,20 @@ describe('quiet hours and days in a time zone', () => {
       '2026-07-01T21:00:00Z',
       '2026-07-02T05:00:00Z',
     ],
+    // Summer time begins in the night of 28 to 29 March 2026: 07:00 is then 05:00Z.
+    [
+      'across the change to summer time',
+      berlin('22:00', '07:00'),
+      '2026-03-28T21:30:00Z',
+      '2026-03-29T05:00:00Z',
+    ],
+    // It ends in the night of 24 to 25 October 2026: 07:00 is then 06:00Z.
+    [
+      'across the change back',
+      berlin('22:00', '07:00'),
+      '2026-10-24T20:30:00Z',
+      '2026-10-25T06:00:00Z',
+    ],
   ])('%s', (_case, quiet, now, until) => {
     expect(quietUntil(quiet, new Date(now))?.toISOString() ?? null).toBe(
       until ? new Date(until).toISOString() : null,
@@ -54,5 +68,9 @@ describe('quiet hours and days in a time zone', () => {
     expect(localDay('UTC', now)).toBe('2026-12-01');
     expect(nextLocalMidnight('Europe/Berlin', now).toISOString()).toBe('2026-12-02T23:00:00.000Z');
     expect(nextLocalMidnight('UTC', now).toISOString()).toBe('2026-12-02T00:00:00.000Z');
+    // The day after the change to summer time starts at 22:00Z, not 23:00Z.
+    expect(nextLocalMidnight('Europe/Berlin', new Date('2026-03-29T12:00:00Z')).toISOString()).toBe(
+      '2026-03-29T22:00:00.000Z',
+    );
   });
 });

@@ -61,6 +61,21 @@ export function localDay(timeZone: string, now: Date): string {
   }).format(now);
 }
 
+/**
+ * The instant, `minutesAhead` local minutes after `now`, whose local time is `target`
+ * (minutes since midnight): corrected once by the zone's own reading of it, so a change to or
+ * from summer time in between does not make it an hour early or late.
+ */
+function localInstant(timeZone: string, now: Date, minutesAhead: number, target: number): Date {
+  const candidate = now.getTime() + Math.round(minutesAhead * 60_000);
+  const drift =
+    ((((localMinutes(timeZone, new Date(candidate)) - target) % MINUTES_A_DAY) +
+      MINUTES_A_DAY * 1.5) %
+      MINUTES_A_DAY) -
+    MINUTES_A_DAY / 2;
+  return new Date(candidate - Math.round(drift * 60_000));
+}
+
 /** When the quiet hours around `now` end, or null when `now` is outside them. */
 export function quietUntil(quiet: QuietHours, now: Date): Date | null {
   const t = localMinutes(quiet.timeZone, now);
@@ -68,14 +83,12 @@ export function quietUntil(quiet: QuietHours, now: Date): Date | null {
   const end = minutesOf(quiet.end);
   const inside = start < end ? t >= start && t < end : t >= start || t < end;
   if (!inside) return null;
-  const left = (end - t + MINUTES_A_DAY) % MINUTES_A_DAY;
-  return new Date(now.getTime() + Math.round(left * 60_000));
+  return localInstant(quiet.timeZone, now, (end - t + MINUTES_A_DAY) % MINUTES_A_DAY, end);
 }
 
 /** The next local midnight in `timeZone`: when a day's cap starts over. */
 export function nextLocalMidnight(timeZone: string, now: Date): Date {
-  const left = MINUTES_A_DAY - localMinutes(timeZone, now);
-  return new Date(now.getTime() + Math.round(left * 60_000));
+  return localInstant(timeZone, now, MINUTES_A_DAY - localMinutes(timeZone, now), 0);
 }
 
 /** The time zone a session's days are counted in. */

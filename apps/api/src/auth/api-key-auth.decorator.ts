@@ -16,7 +16,8 @@ import { ScopeGuard } from './scope.guard.js';
  */
 export const ApiKeyAuth = () =>
   applyDecorators(
-    UseGuards(ApiKeyGuard, ScopeGuard, RateLimitGuard),
+    // Counted before its scope is checked: refused requests spend the key's limit too.
+    UseGuards(ApiKeyGuard, RateLimitGuard, ScopeGuard),
     ApiSecurity('api-key'),
     ApiUnauthorizedResponse({ description: 'Missing or wrong x-api-key', type: ErrorEnvelopeDto }),
     ApiForbiddenResponse({

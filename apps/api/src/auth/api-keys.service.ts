@@ -30,10 +30,16 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * Verified keys, by digest: one cache for the process, so a revoke or rotation made through
+ * the admin pages (which have an ApiKeys of their own) reaches the api's guard at once.
+ */
+const cache = new Map<string, { record: ApiKeyRecord | null; at: number }>();
+
 /** API keys made, listed, revoked and rotated through the api; verified with a short cache. */
 @Injectable()
 export class ApiKeys {
-  private readonly cache = new Map<string, { record: ApiKeyRecord | null; at: number }>();
+  private readonly cache = cache;
 
   constructor(private readonly keys: ApiKeyRepository) {}
 
