@@ -2,7 +2,7 @@ import { Injectable, Logger } from '@nestjs/common';
 import { createHmac, randomBytes } from 'node:crypto';
 import Tokens from '@fastify/csrf';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, Secret } from '@app/common';
+import { AppError, Secret, basicCredentials } from '@app/common';
 import { AppConfig } from '@app/config';
 
 export const CSRF_COOKIE = 'wa-admin-csrf';
@@ -48,7 +48,7 @@ export class AdminAccess {
   /** Throws UNAUTHORIZED (and sets WWW-Authenticate) unless the request may use the admin. */
   authenticate(req: FastifyRequest, reply: FastifyReply): void {
     if (!this.expectedPassword) return;
-    const credentials = parseBasic(req.headers.authorization);
+    const credentials = basicCredentials(req.headers.authorization);
     // Both compared every time, and combined without short-circuit, so timing says nothing.
     const userOk = this.expectedUser.matches(credentials?.user);
     const passwordOk = this.expectedPassword.matches(credentials?.password);
@@ -98,7 +98,8 @@ export class AdminAccess {
 
   private user(req: FastifyRequest): string {
     return (
-      (this.expectedPassword ? parseBasic(req.headers.authorization)?.user : undefined) ?? 'open'
+      (this.expectedPassword ? basicCredentials(req.headers.authorization)?.user : undefined) ??
+      'open'
     );
   }
 
@@ -126,13 +127,4 @@ function csrfTokenOf(req: FastifyRequest): string | undefined {
   if (typeof header === 'string') return header;
   const field = (req.body as Record<string, unknown> | undefined)?.[CSRF_FIELD];
   return typeof field === 'string' ? field : undefined;
-}
-
-function parseBasic(header: string | undefined): { user: string; password: string } | undefined {
-  const match = /^Basic\s+([A-Za-z0-9+/]+=*)\s*$/i.exec(header ?? '');
-  if (!match) return undefined;
-  const decoded = Buffer.from(match[1], 'base64').toString('utf8');
-  const colon = decoded.indexOf(':');
-  if (colon < 0) return undefined;
-  return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }

@@ -11,14 +11,7 @@ import { Observable, tap } from 'rxjs';
 import { toErrorEnvelope } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AuditRepository } from '@app/status-store';
-
-/** Who made a request: the API key (by id) or the admin user. */
-export function actorOf(request: FastifyRequest): string {
-  if (request.principal) return `key:${request.principal.keyId}`;
-  const basic = /^Basic\s+([A-Za-z0-9+/]+=*)\s*$/i.exec(request.headers.authorization ?? '');
-  if (basic) return `admin:${Buffer.from(basic[1], 'base64').toString('utf8').split(':')[0]}`;
-  return 'admin:(open)';
-}
+import { callerOf } from '../auth/api-keys.service.js';
 
 /**
  * Writes every state-changing request of the routes it guards to the audit log: who, what
@@ -43,7 +36,7 @@ export class AuditInterceptor implements NestInterceptor {
       void this.audit
         .record(
           {
-            actor: actorOf(request),
+            actor: callerOf(request),
             action: `${request.method} ${request.routeOptions.url ?? request.url}`,
             target: Object.fromEntries(
               Object.entries((request.params ?? {}) as Record<string, unknown>).map(([k, v]) => [

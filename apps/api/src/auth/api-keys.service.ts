@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { createHash } from 'node:crypto';
-import { AppError } from '@app/common';
+import type { FastifyRequest } from 'fastify';
+import { AppError, basicCredentials } from '@app/common';
 import { ApiKeyRepository, type ApiKeyRecord, type ApiKeyScope } from '@app/status-store';
 
 /** How long a verified key is trusted before Redis is asked again (revocation elsewhere). */
@@ -13,6 +14,16 @@ export interface Principal {
   scopes: ApiKeyScope[];
   /** The sessions it may use; null: every session. */
   sessions: string[] | null;
+}
+
+/**
+ * Who made a request, as authentication established it (never a header nothing checked):
+ * `key:<id>`, `key:env` (API_KEY) or `admin:<user>`. The audit log names callers so and the
+ * rate limit counts per caller.
+ */
+export function callerOf(request: FastifyRequest): string {
+  if (request.principal) return `key:${request.principal.keyId}`;
+  return `admin:${basicCredentials(request.headers.authorization)?.user ?? '(open)'}`;
 }
 
 /** Throws FORBIDDEN unless `principal` may use `sessionId`. */

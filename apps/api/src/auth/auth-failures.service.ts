@@ -41,15 +41,13 @@ export class AuthFailures {
    */
   async check(request: FastifyRequest, reply: FastifyReply, ok: boolean): Promise<void> {
     const key = this.keys.authFailures(request.ip);
+    // Right credentials (the hot path): one read; the wait is looked up only when refused.
     const [count, ttlMs] = ok
-      ? await Promise.all([
-          this.redis.get(key).then((value) => Number(value ?? 0)),
-          this.redis.pttl(key),
-        ])
+      ? [Number((await this.redis.get(key)) ?? 0), undefined]
       : ((await ATTEMPT.run(this.redis, [key], [WINDOW_MS])) as [number, number]);
     const limit = this.config.AUTH_FAILURES_PER_MINUTE;
     if (ok ? count < limit : count <= limit) return;
-    const seconds = Math.max(1, Math.ceil(ttlMs / 1000));
+    const seconds = Math.max(1, Math.ceil((ttlMs ?? (await this.redis.pttl(key))) / 1000));
     void reply.header('Retry-After', String(seconds));
     throw new AppError(
       'RATE_LIMITED',

@@ -8,11 +8,11 @@ import {
   type ThrottlerModuleOptions,
   type ThrottlerStorage,
 } from '@nestjs/throttler';
-import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
 import { AppConfig } from '@app/config';
 import { RedisKeys } from '@app/status-store';
+import { callerOf } from './api-keys.service.js';
 
 /**
  * The name of our one throttler (requests a minute per caller). `default` keeps the standard
@@ -43,16 +43,7 @@ export class RateLimitGuard extends ThrottlerGuard {
   }
 
   protected override async getTracker(request: FastifyRequest): Promise<string> {
-    // The caller authentication established, never a header nothing checked.
-    const keyId = request.principal?.keyId;
-    if (keyId === 'env') {
-      const key = String(request.headers['x-api-key'] ?? '');
-      return `key:${createHash('sha256').update(key).digest('hex').slice(0, 32)}`;
-    }
-    if (keyId) return `key:${keyId}`;
-    const basic = /^Basic\s+([A-Za-z0-9+/]+=*)\s*$/i.exec(request.headers.authorization ?? '');
-    if (basic) return `admin:${Buffer.from(basic[1], 'base64').toString('utf8').split(':')[0]}`;
-    return `ip:${request.ip}`;
+    return callerOf(request);
   }
 
   /** One bucket per caller for all routes, under our prefix (not one per route). */

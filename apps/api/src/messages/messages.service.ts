@@ -493,14 +493,17 @@ export class MessagesService {
         uploads.map((item) => this.messages.dropUpload(item.message.id).catch(() => undefined)),
       );
     // Kept until sent; at most as long as the message may wait to be sent.
-    for (const item of uploads)
-      await this.messages.saveUpload(
-        item.message.id,
-        item.file!,
-        this.config.MESSAGE_TTL_MS +
-          Math.max(0, (item.sendAt?.getTime() ?? 0) - Date.now()) +
-          60_000,
-      );
+    await Promise.all(
+      uploads.map((item) =>
+        this.messages.saveUpload(
+          item.message.id,
+          item.file!,
+          this.config.MESSAGE_TTL_MS +
+            Math.max(0, (item.sendAt?.getTime() ?? 0) - Date.now()) +
+            60_000,
+        ),
+      ),
+    );
     const outcomes = await this.messages.createCheckedMany(
       prepared.map((item) => ({ ...item.message, batchId: batchId ?? null })),
       Date.now() - this.config.workerStaleAfterMs,
