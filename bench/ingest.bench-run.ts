@@ -367,6 +367,8 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       SANDBOX_ACK_DELAY_MS: '10',
       PORT: String(apiPort),
       WORKER_HEALTH_PORT: '0',
+      // On, as in production, but far above what the bench sends: its cost is measured, never a 429.
+      RATE_LIMIT_PER_MINUTE: '1000000',
       WWEBJS_DATA_DIR: dataDir.path,
       // What production requires (API_KEY) or what a deployment sets (docker-compose's .env).
       API_KEY,

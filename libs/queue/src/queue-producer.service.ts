@@ -69,24 +69,31 @@ export class QueueProducer implements OnApplicationShutdown {
     retry: { attempts: number; backoffMs: number },
   ): Promise<void> {
     const bySession = new Map<string, typeof sends>();
-    for (const send of sends)
-      bySession.set(send.sessionId, [...(bySession.get(send.sessionId) ?? []), send]);
+    for (const send of sends) {
+      const jobs = bySession.get(send.sessionId);
+      if (jobs) jobs.push(send);
+      else bySession.set(send.sessionId, [send]);
+    }
     await Promise.all(
       [...bySession].map(async ([sessionId, jobs]) => {
-        await this.queueFor(sessionId).addBulk(
-          jobs.map((send) => ({
-            name: JobName.SendMessage,
-            data: { messageId: send.messageId, requestId: send.requestId },
-            opts: {
-              jobId: send.messageId,
-              attempts: retry.attempts,
-              backoff: { type: 'exponential', delay: retry.backoffMs },
-              delay: send.delayMs,
-              removeOnComplete: { age: 24 * 3600, count: 10_000 },
-              removeOnFail: { age: 7 * 24 * 3600 },
-            },
-          })),
-        );
+        const queue = this.queueFor(sessionId);
+        const job = (send: (typeof sends)[number]) => ({
+          name: JobName.SendMessage,
+          data: { messageId: send.messageId, requestId: send.requestId },
+          opts: {
+            jobId: send.messageId,
+            attempts: retry.attempts,
+            backoff: { type: 'exponential' as const, delay: retry.backoffMs },
+            delay: send.delayMs,
+            removeOnComplete: { age: 24 * 3600, count: 10_000 },
+            removeOnFail: { age: 7 * 24 * 3600 },
+          },
+        });
+        // One job is one script call; addBulk's pipeline would cost more than the job.
+        if (jobs.length === 1) {
+          const { name, data, opts } = job(jobs[0]);
+          await queue.add(name, data, opts);
+        } else await queue.addBulk(jobs.map(job));
         // The session's consumer waits for this instead of blocking a Redis connection. Not
         // awaited (the jobs are in Redis already): were the ring lost, the consumer's periodic
         // look at its queue still finds them.

@@ -138,27 +138,40 @@ export class LuaScript {
 
   /**
    * Runs the script once per call in one pipeline (one round trip); each call's result in
-   * order. The script is loaded first; a node that still lacks it (a Cluster's other
-   * masters) gets those calls again one by one, by source.
+   * order. One call is a plain EVALSHA (a pipeline costs more than it saves). Calls a node
+   * answers NOSCRIPT (a restarted Redis, a Cluster's other masters) are run again by source
+   * in a second pipeline, which loads the script there for the next time.
    */
   async runMany(
     redis: Redis,
     calls: { keys: string[]; args: (string | number)[] }[],
   ): Promise<unknown[]> {
     if (calls.length === 0) return [];
-    await redis.script('LOAD', this.source);
+    if (calls.length === 1) return [await this.run(redis, calls[0].keys, calls[0].args)];
     const pipeline = redis.pipeline();
     for (const call of calls)
       pipeline.evalsha(this.sha, call.keys.length, ...call.keys, ...call.args);
-    const results = (await pipeline.exec()) ?? [];
-    const out: unknown[] = [];
-    for (const [index, [err, result]] of results.entries()) {
-      if (!err) out.push(result);
-      else if (err.message?.startsWith('NOSCRIPT'))
-        out.push(await this.run(redis, calls[index].keys, calls[index].args));
-      else throw err;
+    const out = (await pipeline.exec()) ?? [];
+    const missing = out.flatMap(([err], index) =>
+      err?.message?.startsWith('NOSCRIPT') ? [index] : [],
+    );
+    if (missing.length) {
+      // Once per node that lacks the script: EVAL by source loads it there.
+      const again = redis.pipeline();
+      for (const index of missing)
+        again.eval(
+          this.source,
+          calls[index].keys.length,
+          ...calls[index].keys,
+          ...calls[index].args,
+        );
+      const rerun = (await again.exec()) ?? [];
+      for (const [i, index] of missing.entries()) out[index] = rerun[i];
     }
-    return out;
+    return out.map(([err, result]) => {
+      if (err) throw err;
+      return result;
+    });
   }
 
   async run(redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
