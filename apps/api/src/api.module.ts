@@ -6,7 +6,6 @@ import { AppExceptionFilter, EnvelopeInterceptor, loggerParams } from '@app/comm
 import { AppConfig, AppConfigModule, type AppConfigOptions } from '@app/config';
 import { QueueModule } from '@app/queue';
 import { REDIS, SessionRepository, StatusStoreModule } from '@app/status-store';
-import { ThrottlerStorageRedisService } from '@nest-lab/throttler-storage-redis';
 import { ThrottlerModule } from '@nestjs/throttler';
 import type { Redis } from 'ioredis';
 import { AuthFailures } from './auth/auth-failures.service.js';
@@ -15,7 +14,7 @@ import { ScopeGuard } from './auth/scope.guard.js';
 import { KeysController } from './auth/keys.controller.js';
 import { AuditController } from './audit/audit.controller.js';
 import { AuditInterceptor } from './audit/audit.interceptor.js';
-import { RATE_LIMIT, RateLimitGuard } from './auth/rate-limit.guard.js';
+import { RATE_LIMIT, RateLimitGuard, RateLimitStorage } from './auth/rate-limit.guard.js';
 import { AdminModule } from './admin/admin.module.js';
 import { ApiKeyGuard } from './auth/api-key.guard.js';
 import { HealthController } from './health/health.controller.js';
@@ -62,7 +61,7 @@ export class ApiModule implements OnApplicationBootstrap {
               { name: RATE_LIMIT, ttl: 60_000, limit: Math.max(1, c.RATE_LIMIT_PER_MINUTE) },
             ],
             // Counted in Redis, so every api replica shares the limit.
-            storage: new ThrottlerStorageRedisService(redis),
+            storage: new RateLimitStorage(redis),
           }),
         }),
         QueueModule,

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { stdSerializers } from 'pino';
 import { RequestMethod } from '@nestjs/common';
 import type { Params } from 'nestjs-pino';
 
@@ -37,6 +38,20 @@ export function loggerParams(options: LoggingOptions): Params {
     pinoHttp: {
       level: options.level,
       redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+      // What a request line needs, and nothing a line must not hold: no headers (keys,
+      // credentials, cookies), no body. Taken from the raw objects, not first copied whole.
+      wrapSerializers: false,
+      serializers: {
+        req: (req: IncomingMessage & { id?: unknown; originalUrl?: string }) => ({
+          id: req.id,
+          method: req.method,
+          // The middleware runner rewrites url below its mount point.
+          url: req.originalUrl ?? req.url,
+          remoteAddress: req.socket?.remoteAddress,
+        }),
+        res: (res: ServerResponse) => ({ statusCode: res.statusCode }),
+        err: stdSerializers.err,
+      },
       transport:
         options.production || options.level === 'silent'
           ? undefined

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from './redis-keys.js';
 import type { WebhookEventType } from './webhook-event.js';
@@ -98,7 +98,10 @@ export function withEventPublishing(body: string): string {
 
 /** Time-sortable, unique event id (also the Standard Webhooks `webhook-id`). */
 export function newEventId(now = Date.now()): string {
-  return `evt_${now.toString(36).padStart(9, '0')}${randomBytes(8).toString('hex')}`;
+  // 64 random bits from randomUUID (Node keeps a pool of entropy for it; randomBytes(8) per
+  // call costs a trip to the system's generator on every accepted message).
+  const uuid = randomUUID();
+  return `evt_${now.toString(36).padStart(9, '0')}${uuid.slice(0, 8)}${uuid.slice(9, 13)}${uuid.slice(24, 28)}`;
 }
 
 /** Builds the six leading ARGV every publishing script takes. */

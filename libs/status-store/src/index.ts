@@ -3,6 +3,7 @@
 export * from './redis-keys.js';
 export * from './redis-connection.js';
 export * from './redis-subscriber.js';
+export * from './invalidated-cache.js';
 export * from './send-queue-bell.js';
 export * from './status-store.tokens.js';
 export * from './status-store.module.js';

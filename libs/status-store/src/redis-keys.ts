@@ -212,6 +212,13 @@ export class RedisKeys {
   numberCheck(sessionId: string, digits: string): string {
     return `${this.root}:number:${sessionId}:${digits}`;
   }
+  /**
+   * Pub/sub channel naming the keys of a value kept in processes (an InvalidatedCache) that
+   * just changed in Redis: `what` names the kind of value.
+   */
+  changes(what: 'active-session' | 'auth-failures'): string {
+    return `${this.root}:events:changed:${what}`;
+  }
   /** Pub/sub channel rung when a job is added to a session's send queue (wakes its consumer). */
   sendQueueBell(sessionId: string): string {
     return `${this.root}:events:send-queue:${sessionId}`;

@@ -18,6 +18,7 @@ export class RedisSubscriber implements OnApplicationShutdown {
   private client?: Redis;
   private readonly handlers = new Map<string, ChannelHandler>();
   private readonly reconnectHandlers = new Set<() => void>();
+  private readonly disconnectHandlers = new Set<() => void>();
   private connectedOnce = false;
   private closed = false;
 
@@ -42,10 +43,16 @@ export class RedisSubscriber implements OnApplicationShutdown {
     this.reconnectHandlers.add(handler);
   }
 
+  /** Called when the connection is lost: messages published from then on are not seen. */
+  onDisconnect(handler: () => void): void {
+    this.disconnectHandlers.add(handler);
+  }
+
   async onApplicationShutdown(): Promise<void> {
     this.closed = true;
     this.handlers.clear();
     this.reconnectHandlers.clear();
+    this.disconnectHandlers.clear();
     await this.client?.quit().catch(() => this.client?.disconnect());
   }
 
@@ -74,6 +81,9 @@ export class RedisSubscriber implements OnApplicationShutdown {
         return;
       }
       for (const handler of this.reconnectHandlers) handler();
+    });
+    client.on('close', () => {
+      for (const handler of this.disconnectHandlers) handler();
     });
     this.client = client;
     return client;

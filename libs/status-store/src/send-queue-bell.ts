@@ -14,8 +14,23 @@ export class SendQueueBell {
     private readonly keys: RedisKeys,
   ) {}
 
-  async ring(sessionId: string): Promise<void> {
-    await this.redis.publish(this.keys.sendQueueBell(sessionId), '');
+  /** Rings not yet sent, by session: rings of one turn of the event loop are sent once. */
+  private readonly pending = new Map<string, Promise<void>>();
+
+  /**
+   * Rings the session's bell once the jobs added so far are in Redis (call it after adding).
+   * Many accepted messages in one turn of the event loop ring once, after all of them.
+   */
+  ring(sessionId: string): Promise<void> {
+    let ringing = this.pending.get(sessionId);
+    if (!ringing) {
+      ringing = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+        this.pending.delete(sessionId);
+        await this.redis.publish(this.keys.sendQueueBell(sessionId), '');
+      });
+      this.pending.set(sessionId, ringing);
+    }
+    return ringing;
   }
 
   channel(sessionId: string): string {

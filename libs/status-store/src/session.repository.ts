@@ -1,6 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { RedisKeys } from './redis-keys.js';
+import { InvalidatedCache } from './invalidated-cache.js';
+import { RedisSubscriber } from './redis-subscriber.js';
 import { NO_LIMITS, type SessionLimits } from './session-limits.js';
 import { REDIS } from './status-store.tokens.js';
 import type { SandboxIncoming } from './incoming-record.js';
@@ -44,11 +46,17 @@ const TRANSIENT_FIELDS = [
 /** The session registry: desired state (set by the api) and observed state (by the owner). */
 @Injectable()
 export class SessionRepository {
+  /** The active session, read once and kept until it is changed (the send path's default). */
+  private readonly active: InvalidatedCache<string | null>;
+
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
     private readonly keys: RedisKeys,
     private readonly events: EventScriptArgs,
-  ) {}
+    subscriber: RedisSubscriber,
+  ) {
+    this.active = new InvalidatedCache(subscriber, keys.changes('active-session'));
+  }
 
   /** Registers a session if it is not yet; returns true when it was new. */
   async register(sessionId: string, now = new Date()): Promise<boolean> {
@@ -262,11 +270,14 @@ export class SessionRepository {
   }
 
   async getActive(defaultSessionId: string): Promise<string> {
-    return (await this.redis.get(this.keys.activeSession())) ?? defaultSessionId;
+    const key = this.keys.activeSession();
+    return (await this.active.get(key, () => this.redis.get(key))) ?? defaultSessionId;
   }
 
   async setActive(sessionId: string): Promise<void> {
-    await this.redis.set(this.keys.activeSession(), sessionId);
+    const key = this.keys.activeSession();
+    await this.redis.set(key, sessionId);
+    await this.redis.publish(this.keys.changes('active-session'), key);
   }
 }
 

@@ -3,16 +3,18 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import { AppError } from '@app/common';
 import { AppConfig } from '@app/config';
-import { LuaScript, REDIS, RedisKeys } from '@app/status-store';
+import { InvalidatedCache, LuaScript, REDIS, RedisKeys, RedisSubscriber } from '@app/status-store';
 
 /** How long failed logins are counted, and how long an address then waits. */
 const WINDOW_MS = 60_000;
 
-// Counts a failed login of an address and says how many its window holds, and for how long.
-// KEYS[1] counter; ARGV[1] window ms. (A TTL set only on a fresh key: works before Redis 7.)
+// Counts a failed login of an address and says how many its window holds, and for how long;
+// tells every api process the count changed. KEYS[1] counter; ARGV[1] window ms, [2] the
+// channel of changes. (A TTL set only on a fresh key: works before Redis 7.)
 const ATTEMPT = new LuaScript(`
 local n = redis.call('INCR', KEYS[1])
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+redis.call('PUBLISH', ARGV[2], KEYS[1])
 return { n, redis.call('PTTL', KEYS[1]) }
 `);
 
@@ -23,16 +25,23 @@ return { n, redis.call('PTTL', KEYS[1]) }
  * instead of 401; a right one from an address over the limit is answered 429 too. So however
  * many guesses arrive at once, at most that many a minute are told apart from a refusal:
  * a guess past the limit learns nothing, right or wrong. Right credentials cost one read,
- * and many at once from one address are never refused for their number.
+ * and many at once from one address are never refused for their number. An address's count
+ * is read once and kept in the process until a failed login anywhere changes it (announced on
+ * a channel; at most 5 s), so right credentials usually cost no Redis read at all.
  * The address is the one TRUST_PROXY makes `request.ip`.
  */
 @Injectable()
 export class AuthFailures {
+  private readonly counts: InvalidatedCache<number>;
+
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
     private readonly keys: RedisKeys,
     private readonly config: AppConfig,
-  ) {}
+    subscriber: RedisSubscriber,
+  ) {
+    this.counts = new InvalidatedCache(subscriber, keys.changes('auth-failures'));
+  }
 
   /**
    * After the credentials were checked (`ok`): throws RATE_LIMITED (with Retry-After) when
@@ -41,11 +50,21 @@ export class AuthFailures {
    */
   async check(request: FastifyRequest, reply: FastifyReply, ok: boolean): Promise<void> {
     const key = this.keys.authFailures(request.ip);
-    // Right credentials (the hot path): one read; the wait is looked up only when refused.
-    const [count, ttlMs] = ok
-      ? [Number((await this.redis.get(key)) ?? 0), undefined]
-      : ((await ATTEMPT.run(this.redis, [key], [WINDOW_MS])) as [number, number]);
     const limit = this.config.AUTH_FAILURES_PER_MINUTE;
+    // Right credentials (the hot path): the count as kept, or one read; an address over the
+    // limit is read again (its window may have ended), and its wait only when refused.
+    const read = async () => Number((await this.redis.get(key)) ?? 0);
+    let count: number;
+    let ttlMs: number | undefined;
+    if (ok) {
+      count = await this.counts.get(key, read);
+      if (count >= limit) count = await read();
+    } else
+      [count, ttlMs] = (await ATTEMPT.run(
+        this.redis,
+        [key],
+        [WINDOW_MS, this.keys.changes('auth-failures')],
+      )) as [number, number];
     if (ok ? count < limit : count <= limit) return;
     const seconds = Math.max(1, Math.ceil((ttlMs ?? (await this.redis.pttl(key))) / 1000));
     void reply.header('Retry-After', String(seconds));
