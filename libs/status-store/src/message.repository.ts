@@ -109,48 +109,65 @@ redis.call('HSET', KEYS[1], 'ackOverdueAt', ARGV[2])
 return 1
 `);
 
-// An ack by engine id: the message id it belongs to, or (when the send's id is not saved yet)
-// the ack parked for MARK_SENT to apply, keeping the highest. One script, so an ack cannot be
-// parked just after MARK_SENT looked for it (and be lost). KEYS[1] engine id -> message id,
-// [2] parked ack; ARGV[1] status, [2] its rank, [3] rank table as "s=r,...", [4] ttl ms.
-const ACK_OR_PARK = new LuaScript(`
-local message_id = redis.call('GET', KEYS[1])
-if message_id then return message_id end
-local previous = redis.call('GET', KEYS[2])
-local ranks = {}
-for s, r in string.gmatch(ARGV[3], '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
-if not previous or (ranks[previous] or -1) < tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
-end
-return false
-`);
-
 // Moves a message forward only: a late or repeated ack never takes `read` back to
 // `delivered`, and nothing moves a `failed` message. Atomic so two acks cannot interleave.
 // Any ack from `sent` up is WhatsApp's server acknowledging the message: it leaves the set of
-// those awaiting one. KEYS[1] message, [2] awaiting a server ack; ARGV[7] status, [8] rank,
-// [9] timestamp field, [10] timestamp, [11] rank table as "s=r,...", [12] message id
+// those awaiting one. Returns 1 when the status changed.
+const ADVANCE_FN = `
+local function advance(key, message_id, awaiting, status, rank, field, at, rank_table)
+  local current = redis.call('HGET', key, 'status')
+  if not current or current == 'failed' or current == 'cancelled' then return 0 end
+  local ranks = {}
+  for s, r in string.gmatch(rank_table, '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
+  rank = tonumber(rank)
+  if rank >= ranks['sent'] then
+    redis.call('ZREM', awaiting, message_id)
+    -- Even late (after it was flagged overdue): the server has it, so it is not to be resent.
+    if redis.call('HSETNX', key, 'serverAckAt', at) == 1 then
+      redis.call('HDEL', key, 'ackOverdueAt')
+    end
+  end
+  if ranks[current] >= rank then return 0 end
+  redis.call('HSET', key, 'status', status, field, at)
+  local session_id = redis.call('HGET', key, 'sessionId')
+  count_status(session_id, current, status)
+  publish_event(session_id, 'message.status', function() return { snapshot = hash_table(key) } end)
+  return 1
+end
+`;
+
+// KEYS[1] message, [2] awaiting a server ack; ARGV[7] status, [8] rank, [9] timestamp field,
+// [10] timestamp, [11] rank table as "s=r,...", [12] message id
 const ADVANCE = new LuaScript(
   withEventPublishing(
-    SNAPSHOT +
+    ADVANCE_FN +
+      `return advance(KEYS[1], ARGV[12], KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])`,
+  ),
+);
+
+// An ack by engine id, in one round trip: applied (as ADVANCE) to the message it belongs to,
+// or, when the send's id is not saved yet, parked for MARK_SENT to apply, keeping the highest.
+// One script, so an ack cannot be parked just after MARK_SENT looked for it (and be lost).
+// The message's key is built here from its id: it shares the hash tag of the keys given.
+// KEYS[1] engine id -> message id, [2] parked ack, [3] awaiting a server ack; ARGV[7] status,
+// [8] its rank, [9] timestamp field, [10] timestamp, [11] rank table as "s=r,...", [12] parked
+// ack ttl ms, [13] message key prefix. Returns the message id, or false when parked.
+const ACK = new LuaScript(
+  withEventPublishing(
+    ADVANCE_FN +
       `
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current or current == 'failed' or current == 'cancelled' then return 0 end
-local ranks = {}
-for s, r in string.gmatch(ARGV[11], '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
-if tonumber(ARGV[8]) >= ranks['sent'] then
-  redis.call('ZREM', KEYS[2], ARGV[12])
-  -- Even late (after it was flagged overdue): the server has it, so it is not to be resent.
-  if redis.call('HSETNX', KEYS[1], 'serverAckAt', ARGV[10]) == 1 then
-    redis.call('HDEL', KEYS[1], 'ackOverdueAt')
+local message_id = redis.call('GET', KEYS[1])
+if not message_id then
+  local previous = redis.call('GET', KEYS[2])
+  local ranks = {}
+  for s, r in string.gmatch(ARGV[11], '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
+  if not previous or (ranks[previous] or -1) < tonumber(ARGV[8]) then
+    redis.call('SET', KEYS[2], ARGV[7], 'PX', ARGV[12])
   end
+  return false
 end
-if ranks[current] >= tonumber(ARGV[8]) then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[7], ARGV[9], ARGV[10])
-local session_id = redis.call('HGET', KEYS[1], 'sessionId')
-count_status(session_id, current, ARGV[7])
-publish_event(session_id, 'message.status', snapshot)
-return 1
+advance(ARGV[13] .. message_id, message_id, KEYS[3], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
+return message_id
 `,
   ),
 );
@@ -512,16 +529,24 @@ export class MessageRepository {
     now = new Date(),
   ): Promise<string | null> {
     // Not ours (sent from the phone) or not saved yet: the highest ack is kept briefly.
-    const messageId = (await ACK_OR_PARK.run(
+    const messageId = (await ACK.run(
       this.redis,
       [
         this.keys.engineMessage(sessionId, engineMessageId),
         this.keys.pendingAck(sessionId, engineMessageId),
+        this.keys.awaitingAck(),
       ],
-      [status, STATUS_RANK[status], RANK_TABLE, PENDING_ACK_TTL_MS],
+      [
+        ...this.events.build(now),
+        status,
+        String(STATUS_RANK[status]),
+        TIMESTAMP_FIELD[status]!,
+        now.toISOString(),
+        RANK_TABLE,
+        PENDING_ACK_TTL_MS,
+        this.keys.message(''),
+      ],
     )) as string | null;
-    if (!messageId) return null;
-    await this.advance(messageId, status, now);
     return messageId;
   }
 

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AppError, phoneDigits } from '@app/common';
@@ -94,6 +94,9 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     super();
   }
 
+  /** The send log's descriptor, open from the first send until the engine stops. */
+  private sendLog?: number;
+
   async start(): Promise<void> {
     this.running = true;
     this.emit('state', { status: 'STARTING' });
@@ -163,6 +166,8 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     }
     this.running = false;
     this.ready = false;
+    if (this.sendLog !== undefined) closeSync(this.sendLog);
+    this.sendLog = undefined;
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
     this.emit('state', { status: 'STOPPED' });
@@ -319,7 +324,9 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     };
     // Written before the send "succeeds", as WhatsApp's chat history would be: a worker that
     // takes this session over after a crash finds it there and does not send again.
-    appendFileSync(this.sendLogPath(), JSON.stringify(send) + '\n');
+    // Synchronous, through a descriptor kept open while the engine runs (one write per send).
+    this.sendLog ??= openSync(this.sendLogPath(), 'a');
+    writeSync(this.sendLog, JSON.stringify(send) + '\n');
     this.sends.push(send);
     const delay = this.options.ackDelayMs;
     if (unacknowledged) return engineMessageId;
