@@ -5,14 +5,10 @@ import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/
 import { isValidSessionId } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
-  IncomingRepository,
   LeaseRepository,
-  MessageRepository,
   SessionRepository,
   RedisSubscriber,
   WorkerRepository,
-  incomingMessageId,
-  type IncomingRecord,
   type ObservedSession,
   type SessionStatus,
   type SessionView,
@@ -22,6 +18,8 @@ import { AuthStore } from './auth-store.js';
 import { decide, decideDriven, type Decision } from './reconciler.js';
 import { EngineFactory } from './engine-factory.js';
 import { SandboxEngine } from './sandbox.engine.js';
+import { StartGate } from './start-gate.js';
+import { EngineEventRecorder } from './engine-event-recorder.js';
 import { sessionDir } from './session-paths.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
@@ -65,8 +63,7 @@ export class SessionManager
   private readonly engines = new Map<string, WhatsAppEngine>();
   private readonly statuses = new Map<string, SessionStatus>();
   private readonly readySessions = new Set<string>();
-  private readonly startQueue: string[] = [];
-  private startsRunning = 0;
+  private readonly starts: StartGate;
   private timer?: NodeJS.Timeout;
   private reconciling?: Promise<void>;
   /** The kind of reconciliation asked for while one ran: it runs next. */
@@ -82,14 +79,14 @@ export class SessionManager
     private readonly factory: EngineFactory,
     private readonly authStore: AuthStore,
     private readonly sessions: SessionRepository,
-    private readonly messages: MessageRepository,
     private readonly leases: LeaseRepository,
     private readonly workers: WorkerRepository,
-    private readonly incoming: IncomingRepository,
+    private readonly recorder: EngineEventRecorder,
     private readonly subscriber: RedisSubscriber,
     @Inject(WORKER_ID) readonly workerId: string,
   ) {
     super();
+    this.starts = new StartGate(config.SESSION_START_CONCURRENCY, START_SLOT_MS);
   }
 
   /** Registers the default session and any linked session found on disk, then takes work. */
@@ -354,42 +351,20 @@ export class SessionManager
       (engineMessageId, status) => void this.onAck(sessionId, engineMessageId, status),
     );
     engine.on('message', (message) => void this.onMessage(sessionId, message));
-    this.startQueue.push(sessionId);
-    this.pumpStarts();
+    // SESSION_START_CONCURRENCY at a time (one Chromium launch each); a start holds its slot
+    // until its session's state is past STARTING (onState) or its engine is stopped.
+    this.starts.enqueue(sessionId, () => this.startEngine(sessionId, engine));
   }
 
-  /** Starts queued engines, SESSION_START_CONCURRENCY at a time (one Chromium launch each). */
-  private pumpStarts(): void {
-    while (
-      this.startsRunning < this.config.SESSION_START_CONCURRENCY &&
-      this.startQueue.length > 0
-    ) {
-      const sessionId = this.startQueue.shift()!;
-      const engine = this.engines.get(sessionId);
-      if (!engine) continue;
-      this.startsRunning++;
-      void this.startEngine(sessionId, engine).finally(() => {
-        this.startsRunning--;
-        this.pumpStarts();
-      });
-    }
-  }
-
-  private async startEngine(sessionId: string, engine: WhatsAppEngine): Promise<void> {
+  /** Starts the engine if it is still the session's; false when it was not, or failed. */
+  private async startEngine(sessionId: string, engine: WhatsAppEngine): Promise<boolean> {
+    if (this.engines.get(sessionId) !== engine) return false;
     try {
       await engine.start();
+      return true;
     } catch (err) {
       await this.onState(sessionId, engine, { status: 'FAILED', lastError: toError(err).message });
-      return;
-    }
-    // The slot is held until the session got past STARTING (its Chromium is up), or a bound.
-    const deadline = Date.now() + START_SLOT_MS;
-    while (
-      this.engines.get(sessionId) === engine &&
-      this.statuses.get(sessionId) === 'STARTING' &&
-      Date.now() < deadline
-    ) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      return false;
     }
   }
 
@@ -400,6 +375,7 @@ export class SessionManager
     const engine = this.engines.get(sessionId);
     if (!engine) return;
     this.engines.delete(sessionId);
+    this.starts.passed(sessionId);
     this.setReady(sessionId, false);
     try {
       await how(engine);
@@ -419,6 +395,7 @@ export class SessionManager
     if (this.engines.get(sessionId) !== engine && state.status !== 'STOPPED') return;
     if (this.engines.get(sessionId) === engine) {
       this.statuses.set(sessionId, state.status);
+      if (state.status !== 'STARTING') this.starts.passed(sessionId);
       this.emit('state', sessionId, state.status);
     }
     this.log.log(
@@ -426,11 +403,7 @@ export class SessionManager
       'session state',
     );
     this.setReady(sessionId, this.engines.get(sessionId) === engine && state.status === 'READY');
-    try {
-      await this.sessions.setObserved(sessionId, state, this.workerId);
-    } catch (err) {
-      this.log.warn({ sessionId, err: toError(err).message }, 'session state not recorded');
-    }
+    await this.recorder.state(sessionId, state);
   }
 
   private async onAck(
@@ -438,57 +411,14 @@ export class SessionManager
     engineMessageId: string,
     status: 'sent' | 'delivered' | 'read',
   ) {
-    try {
-      const messageId = await this.messages.applyEngineAck(sessionId, engineMessageId, status);
-      if (!messageId) return;
-      // `sent` is counted where the send returns; acks add what happened after.
-      if (status !== 'sent') this.emit('ack', sessionId, status);
-    } catch (err) {
-      this.log.warn({ sessionId, engineMessageId, err: toError(err).message }, 'ack not recorded');
-    }
+    // `sent` is counted where the send returns; acks add what happened after.
+    if ((await this.recorder.ack(sessionId, engineMessageId, status)) && status !== 'sent')
+      this.emit('ack', sessionId, status);
   }
 
-  /** Records a message the session received (retried briefly: Redis may blink). */
   private async onMessage(sessionId: string, message: IncomingMessage): Promise<void> {
-    const now = new Date();
-    const { media, location, vcards, reaction, ...fields } = message;
-    const record: IncomingRecord = {
-      id: incomingMessageId(sessionId, message.engineMessageId),
-      sessionId,
-      direction: message.fromMe ? 'out' : 'in',
-      ...fields,
-      receivedAt: now.toISOString(),
-      location: location ?? null,
-      vcards: vcards ?? null,
-      reaction: reaction ?? null,
-      media: media
-        ? {
-            mimetype: media.mimetype,
-            filename: media.filename,
-            size: media.size ?? media.data?.length ?? null,
-            available: Boolean(media.data),
-            error: media.error ?? null,
-            expiresAt: media.data
-              ? new Date(now.getTime() + this.config.INCOMING_MEDIA_TTL_MS).toISOString()
-              : null,
-          }
-        : null,
-    };
-    for (let attempt = 1; ; attempt++) {
-      try {
-        if (await this.incoming.record(record, media?.data, now)) this.emit('received', sessionId);
-        return;
-      } catch (err) {
-        if (attempt >= 5 || this.stopped) {
-          this.log.error(
-            { sessionId, messageId: record.id, err: toError(err).message },
-            'incoming message not recorded',
-          );
-          return;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
-      }
-    }
+    if (await this.recorder.message(sessionId, message, () => this.stopped))
+      this.emit('received', sessionId);
   }
 
   private setReady(sessionId: string, ready: boolean): void {

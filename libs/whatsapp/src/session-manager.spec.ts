@@ -11,6 +11,7 @@ import { EngineFactory } from './engine-factory.js';
 import type { EngineEvents } from './engine.js';
 import { AuthStore } from './auth-store.js';
 import { SessionManager, fairShare } from './session-manager.service.js';
+import { EngineEventRecorder } from './engine-event-recorder.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
 /** An engine that stays STARTING until the test lets it show a QR. */
@@ -72,6 +73,7 @@ describe('SessionManager', () => {
       ],
       providers: [
         SessionManager,
+        EngineEventRecorder,
         { provide: WORKER_ID, useValue: 'worker-under-test' },
         { provide: AuthStore, useValue: new AuthStore(null, 'local') },
         {

@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import { EngineFactory } from './engine-factory.js';
 import { MediaFetcher } from './media-fetcher.service.js';
 import { SessionManager } from './session-manager.service.js';
+import { EngineEventRecorder } from './engine-event-recorder.js';
 import { SessionCallsHandler } from './session-calls.handler.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
@@ -35,6 +36,7 @@ import { WORKER_ID } from './whatsapp.tokens.js';
     EngineFactory,
     MediaFetcher,
     SessionManager,
+    EngineEventRecorder,
     SessionCallsHandler,
   ],
   exports: [SessionManager, MediaFetcher, AuthStore, WORKER_ID],

@@ -1,0 +1,135 @@
+import type { AppConfig } from '@app/config';
+import type {
+  IncomingRecord,
+  IncomingRepository,
+  MessageRepository,
+  SessionRepository,
+} from '@app/status-store';
+import { incomingMessageId } from '@app/status-store';
+import type { IncomingMessage } from './engine.js';
+import { EngineEventRecorder } from './engine-event-recorder.js';
+
+const CONFIG = { INCOMING_MEDIA_TTL_MS: 3_600_000 } as AppConfig;
+
+const MESSAGE: IncomingMessage = {
+  engineMessageId: 'false_4915123456789@c.us_ABC',
+  chatId: '4915123456789@c.us',
+  from: '4915123456789@c.us',
+  fromPhone: '4915123456789',
+  fromMe: false,
+  isGroup: false,
+  type: 'image',
+  body: 'look',
+  timestamp: '2026-12-01T10:00:00.000Z',
+  quotedId: null,
+};
+
+function recorder(
+  fakes: {
+    setObserved?: SessionRepository['setObserved'];
+    applyEngineAck?: MessageRepository['applyEngineAck'];
+    record?: IncomingRepository['record'];
+  } = {},
+) {
+  return new EngineEventRecorder(
+    CONFIG,
+    { setObserved: fakes.setObserved ?? vi.fn() } as unknown as SessionRepository,
+    { applyEngineAck: fakes.applyEngineAck ?? vi.fn() } as unknown as MessageRepository,
+    { record: fakes.record ?? vi.fn() } as unknown as IncomingRepository,
+    'worker-1',
+  );
+}
+
+describe('EngineEventRecorder: engine events become records, and a failed write is never thrown back', () => {
+  it('records an observed state as this worker, and swallows a failed write', async () => {
+    const setObserved = vi.fn().mockResolvedValue(undefined);
+    await recorder({ setObserved }).state('main', { status: 'READY', phone: '15550000000' });
+    expect(setObserved).toHaveBeenCalledWith(
+      'main',
+      { status: 'READY', phone: '15550000000' },
+      'worker-1',
+    );
+    const failing = vi.fn().mockRejectedValue(new Error('Connection is closed'));
+    await expect(recorder({ setObserved: failing }).state('main', { status: 'QR' })).resolves.toBe(
+      undefined,
+    );
+  });
+
+  it("says whether an ack was one of our messages'", async () => {
+    const applyEngineAck = vi
+      .fn()
+      .mockResolvedValueOnce('5c3a7f0e-1b2d-4c5e-8f9a-0b1c2d3e4f50')
+      .mockResolvedValueOnce(null)
+      .mockRejectedValueOnce(new Error('Connection is closed'));
+    const events = recorder({ applyEngineAck });
+    expect(await events.ack('main', 'sandbox_1', 'read')).toBe(true);
+    expect(await events.ack('main', 'from-the-phone', 'read')).toBe(false);
+    expect(await events.ack('main', 'sandbox_2', 'delivered')).toBe(false);
+    expect(applyEngineAck).toHaveBeenLastCalledWith('main', 'sandbox_2', 'delivered');
+  });
+
+  it('records a received message with its id, direction and media facts (never the bytes)', async () => {
+    const record = vi.fn().mockResolvedValue(true);
+    const data = Buffer.from('png bytes');
+    const before = Date.now();
+    const recorded = await recorder({ record }).message('main', {
+      ...MESSAGE,
+      media: { mimetype: 'image/png', filename: 'a.png', data },
+    });
+    expect(recorded).toBe(true);
+    const [saved, bytes] = record.mock.calls[0] as [IncomingRecord, Buffer];
+    expect(bytes).toBe(data);
+    expect(saved).toMatchObject({
+      id: incomingMessageId('main', MESSAGE.engineMessageId),
+      sessionId: 'main',
+      direction: 'in',
+      body: 'look',
+      location: null,
+      vcards: null,
+      reaction: null,
+      media: { mimetype: 'image/png', filename: 'a.png', size: 9, available: true, error: null },
+    });
+    expect(saved).not.toHaveProperty('media.data');
+    const expires = Date.parse(saved.media!.expiresAt!);
+    expect(expires - before).toBeGreaterThanOrEqual(CONFIG.INCOMING_MEDIA_TTL_MS);
+
+    // Sent from the phone itself; a file too large to keep is described, not available.
+    await recorder({ record }).message('main', {
+      ...MESSAGE,
+      fromMe: true,
+      media: { mimetype: 'video/mp4', filename: null, size: 9e9, error: 'too large' },
+    });
+    expect(record.mock.calls[1][0]).toMatchObject({
+      direction: 'out',
+      media: { size: 9e9, available: false, error: 'too large', expiresAt: null },
+    });
+  });
+
+  it('retries a failed write of a received message, and gives up when the worker stops', async () => {
+    vi.useFakeTimers();
+    try {
+      const record = vi
+        .fn()
+        .mockRejectedValueOnce(new Error('Connection is closed'))
+        .mockResolvedValueOnce(false);
+      const retried = recorder({ record }).message('main', MESSAGE);
+      await vi.advanceTimersByTimeAsync(400);
+      expect(await retried).toBe(false); // written before: a duplicate, not new
+      expect(record).toHaveBeenCalledTimes(2);
+
+      const failing = vi.fn().mockRejectedValue(new Error('Connection is closed'));
+      let stopping = false;
+      const givenUp = recorder({ record: failing }).message('main', MESSAGE, () => stopping);
+      await vi.advanceTimersByTimeAsync(400);
+      stopping = true;
+      await vi.advanceTimersByTimeAsync(800);
+      expect(await givenUp).toBe(false);
+      // The third try (after the 800 ms wait) failed too, and then no more: 5 without the stop.
+      expect(failing).toHaveBeenCalledTimes(3);
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(failing).toHaveBeenCalledTimes(3);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});

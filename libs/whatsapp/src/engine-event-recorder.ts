@@ -1,0 +1,101 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { AppConfig } from '@app/config';
+import {
+  IncomingRepository,
+  MessageRepository,
+  SessionRepository,
+  incomingMessageId,
+  type IncomingRecord,
+  type ObservedSession,
+} from '@app/status-store';
+import { toError, type IncomingMessage } from './engine.js';
+import { WORKER_ID } from './whatsapp.tokens.js';
+
+/**
+ * Turns what a session's engine reports into records in Redis: its observed state, the acks
+ * of our messages, the messages it receives. A write that fails is logged, never thrown back
+ * into the engine that reported it.
+ */
+@Injectable()
+export class EngineEventRecorder {
+  private readonly log = new Logger(EngineEventRecorder.name);
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly sessions: SessionRepository,
+    private readonly messages: MessageRepository,
+    private readonly incoming: IncomingRepository,
+    @Inject(WORKER_ID) private readonly workerId: string,
+  ) {}
+
+  async state(sessionId: string, state: ObservedSession): Promise<void> {
+    try {
+      await this.sessions.setObserved(sessionId, state, this.workerId);
+    } catch (err) {
+      this.log.warn({ sessionId, err: toError(err).message }, 'session state not recorded');
+    }
+  }
+
+  /** Applies an ack; true when it was one of our messages'. */
+  async ack(
+    sessionId: string,
+    engineMessageId: string,
+    status: 'sent' | 'delivered' | 'read',
+  ): Promise<boolean> {
+    try {
+      return (await this.messages.applyEngineAck(sessionId, engineMessageId, status)) !== null;
+    } catch (err) {
+      this.log.warn({ sessionId, engineMessageId, err: toError(err).message }, 'ack not recorded');
+      return false;
+    }
+  }
+
+  /**
+   * Records a message the session received, retried briefly (Redis may blink) unless
+   * `givenUp()` says the worker is stopping; true when it was new.
+   */
+  async message(
+    sessionId: string,
+    message: IncomingMessage,
+    givenUp: () => boolean = () => false,
+  ): Promise<boolean> {
+    const now = new Date();
+    const { media, location, vcards, reaction, ...fields } = message;
+    const record: IncomingRecord = {
+      id: incomingMessageId(sessionId, message.engineMessageId),
+      sessionId,
+      direction: message.fromMe ? 'out' : 'in',
+      ...fields,
+      receivedAt: now.toISOString(),
+      location: location ?? null,
+      vcards: vcards ?? null,
+      reaction: reaction ?? null,
+      media: media
+        ? {
+            mimetype: media.mimetype,
+            filename: media.filename,
+            size: media.size ?? media.data?.length ?? null,
+            available: Boolean(media.data),
+            error: media.error ?? null,
+            expiresAt: media.data
+              ? new Date(now.getTime() + this.config.INCOMING_MEDIA_TTL_MS).toISOString()
+              : null,
+          }
+        : null,
+    };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.incoming.record(record, media?.data, now);
+      } catch (err) {
+        if (attempt >= 5 || givenUp()) {
+          this.log.error(
+            { sessionId, messageId: record.id, err: toError(err).message },
+            'incoming message not recorded',
+          );
+          return false;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
+      }
+    }
+  }
+}
