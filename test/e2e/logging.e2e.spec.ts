@@ -1,8 +1,8 @@
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { eventually } from '../support/eventually.js';
 import { freePort } from '../support/global-setup.js';
 import { useStack } from '../support/stack.js';
-import { exited, spawnApp } from '../support/worker-process.js';
+import { ensureBuilt, exited, spawnApp } from '../support/worker-process.js';
 
 const API_KEY = 'logging-test-api-key-7f3a9c';
 const SECRET_TEXT = 'the-one-time-code-is-902114';
@@ -95,5 +95,29 @@ describe('production logs of the built api and worker', () => {
     ]) {
       expect(all, secret).not.toContain(secret);
     }
+  });
+});
+
+describe('production log lines are written asynchronously', () => {
+  it('loses none of the lines logged just before the process exits', () => {
+    ensureBuilt('api');
+    const logging = new URL('../../dist/apps/api/libs/common/src/logging.js', import.meta.url);
+    // The logger as both processes build it in production, 20,000 lines, then an exit at once.
+    const script = `
+      import { pino } from 'pino';
+      import { loggerParams } from ${JSON.stringify(logging.href)};
+      const [options, stream] = loggerParams({ production: true, level: 'info' }).pinoHttp;
+      const log = pino({ level: options.level }, stream);
+      for (let i = 0; i < 20000; i++) log.info({ i }, 'line');
+      process.exit(0);
+    `;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    expect(child.stderr).toBe('');
+    const lines = child.stdout.trim().split('\n');
+    expect(lines).toHaveLength(20000);
+    expect(JSON.parse(lines.at(-1)!)).toMatchObject({ i: 19999, msg: 'line' });
   });
 });

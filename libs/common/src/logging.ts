@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { stdSerializers } from 'pino';
+import { destination, stdSerializers, type DestinationStream } from 'pino';
+import type { Options } from 'pino-http';
 import { RequestMethod } from '@nestjs/common';
 import type { Params } from 'nestjs-pino';
 
@@ -31,44 +32,54 @@ export function requestId(req: IncomingMessage): string {
  * every line of a request.
  */
 export function loggerParams(options: LoggingOptions): Params {
+  const pretty = !options.production && options.level !== 'silent';
+  const http: Options = {
+    level: options.level,
+    redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+    // What a request line needs, and nothing a line must not hold: no headers (keys,
+    // credentials, cookies), no body. Taken from the raw objects, not first copied whole.
+    wrapSerializers: false,
+    serializers: {
+      req: (req: IncomingMessage & { id?: unknown; originalUrl?: string }) => ({
+        id: req.id,
+        method: req.method,
+        // The middleware runner rewrites url below its mount point.
+        url: req.originalUrl ?? req.url,
+        remoteAddress: req.socket?.remoteAddress,
+      }),
+      res: (res: ServerResponse) => ({ statusCode: res.statusCode }),
+      err: stdSerializers.err,
+    },
+    transport: !pretty
+      ? undefined
+      : {
+          target: 'pino-pretty',
+          options: {
+            singleLine: true,
+            translateTime: 'SYS:HH:MM:ss.l',
+            ignore: 'pid,hostname',
+          },
+        },
+    // The api's Fastify names each request (requestId) before pino-http sees it.
+    genReqId: (req: IncomingMessage) => requestId(req),
+    customLogLevel: (_req, res, err) =>
+      err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info',
+    // Health probes every few seconds would drown everything else.
+    autoLogging: { ignore: (req) => Boolean(req.url?.startsWith('/health')) },
+  };
   return {
     // nestjs-pino's default route pattern ('{/*splat}') is handed to @fastify/middie as it is,
     // which matches no request: every path, said the way the Fastify adapter converts.
     forRoutes: [{ path: '{*path}', method: RequestMethod.ALL }],
-    pinoHttp: {
-      level: options.level,
-      redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
-      // What a request line needs, and nothing a line must not hold: no headers (keys,
-      // credentials, cookies), no body. Taken from the raw objects, not first copied whole.
-      wrapSerializers: false,
-      serializers: {
-        req: (req: IncomingMessage & { id?: unknown; originalUrl?: string }) => ({
-          id: req.id,
-          method: req.method,
-          // The middleware runner rewrites url below its mount point.
-          url: req.originalUrl ?? req.url,
-          remoteAddress: req.socket?.remoteAddress,
-        }),
-        res: (res: ServerResponse) => ({ statusCode: res.statusCode }),
-        err: stdSerializers.err,
-      },
-      transport:
-        options.production || options.level === 'silent'
-          ? undefined
-          : {
-              target: 'pino-pretty',
-              options: {
-                singleLine: true,
-                translateTime: 'SYS:HH:MM:ss.l',
-                ignore: 'pid,hostname',
-              },
-            },
-      // The api's Fastify names each request (requestId) before pino-http sees it.
-      genReqId: (req: IncomingMessage) => requestId(req),
-      customLogLevel: (_req, res, err) =>
-        err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info',
-      // Health probes every few seconds would drown everything else.
-      autoLogging: { ignore: (req) => Boolean(req.url?.startsWith('/health')) },
-    },
+    pinoHttp: pretty ? http : [http, stdoutLines()],
   };
+}
+
+/**
+ * Standard output written asynchronously: a line waits only while the previous write is in
+ * flight, and the lines that gather meanwhile go out in one write (a busy process makes one
+ * write per batch, not one per line). pino flushes what is left when the process exits.
+ */
+function stdoutLines(): DestinationStream {
+  return destination({ dest: 1, sync: false });
 }

@@ -74,7 +74,7 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
     const before = Date.now();
     const recorded = await recorder({ record }).message('main', {
       ...MESSAGE,
-      media: { mimetype: 'image/png', filename: 'a.png', data },
+      media: { mimetype: 'image/png', filename: 'a.png', size: data.length, data },
     });
     expect(recorded).toBe(true);
     const [saved, bytes] = record.mock.calls[0] as [IncomingRecord, Buffer];
