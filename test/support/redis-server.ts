@@ -32,7 +32,10 @@ export class RedisServer {
     return `redis://127.0.0.1:${this.port}`;
   }
 
+  /** Starts the server; does nothing while it runs (a second one would fail to bind the port). */
   async up(): Promise<void> {
+    const running = this.process;
+    if (running && running.exitCode === null && running.signalCode === null) return;
     this.process = spawn(
       'redis-server',
       [
