@@ -19,6 +19,7 @@ import { decide, decideDriven, type Decision } from './reconciler.js';
 import { EngineFactory } from './engine-factory.js';
 import { SandboxEngine } from './sandbox.engine.js';
 import { StartGate } from './start-gate.js';
+import { EngineRegistry } from './engine-registry.js';
 import { EngineEventRecorder } from './engine-event-recorder.js';
 import { sessionDir } from './session-paths.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
@@ -60,9 +61,9 @@ export class SessionManager
   implements OnApplicationShutdown
 {
   private readonly log = new Logger(SessionManager.name);
-  private readonly engines = new Map<string, WhatsAppEngine>();
-  private readonly statuses = new Map<string, SessionStatus>();
-  private readonly readySessions = new Set<string>();
+  private readonly engines = new EngineRegistry((sessionId, ready) =>
+    this.emit(ready ? 'ready' : 'unready', sessionId),
+  );
   private readonly starts: StartGate;
   private timer?: NodeJS.Timeout;
   private reconciling?: Promise<void>;
@@ -108,15 +109,15 @@ export class SessionManager
   }
 
   isReady(sessionId: string): boolean {
-    return this.readySessions.has(sessionId);
+    return this.engines.isReady(sessionId);
   }
 
   status(sessionId: string): SessionStatus | undefined {
-    return this.statuses.get(sessionId);
+    return this.engines.status(sessionId);
   }
 
   ownedSessionIds(): string[] {
-    return [...this.engines.keys()];
+    return this.engines.ids();
   }
 
   /** Stops every engine and hands the leases back so another worker can take over at once. */
@@ -248,7 +249,7 @@ export class SessionManager
     if (excess <= 0) return new Set();
     const count = draining ? excess : Math.min(excess, this.config.SESSION_START_CONCURRENCY);
     const chosen = this.ownedSessionIds()
-      .sort((a, b) => Number(this.readySessions.has(a)) - Number(this.readySessions.has(b)))
+      .sort((a, b) => Number(this.engines.isReady(a)) - Number(this.engines.isReady(b)))
       .slice(0, count);
     for (const sessionId of chosen) {
       this.log.log({ sessionId, share, draining }, 'handing a session to another worker');
@@ -308,7 +309,7 @@ export class SessionManager
       await this.sessions.markApplied(session.id, 'link', session.commands.link.requested);
       await engine.link?.();
     }
-    if (engine instanceof SandboxEngine && this.readySessions.has(session.id)) {
+    if (engine instanceof SandboxEngine && this.engines.isReady(session.id)) {
       for (const message of await this.sessions.takeSandboxIncoming(session.id)) {
         engine.receive(message);
       }
@@ -343,7 +344,7 @@ export class SessionManager
 
   private createEngine(sessionId: string): void {
     const engine = this.factory.create(sessionId);
-    this.engines.set(sessionId, engine);
+    this.engines.add(sessionId, engine);
     this.emit('engine', sessionId);
     engine.on('state', (state) => void this.onState(sessionId, engine, state));
     engine.on(
@@ -358,7 +359,7 @@ export class SessionManager
 
   /** Starts the engine if it is still the session's; false when it was not, or failed. */
   private async startEngine(sessionId: string, engine: WhatsAppEngine): Promise<boolean> {
-    if (this.engines.get(sessionId) !== engine) return false;
+    if (!this.engines.isCurrent(sessionId, engine)) return false;
     try {
       await engine.start();
       return true;
@@ -372,18 +373,16 @@ export class SessionManager
     sessionId: string,
     how: (engine: WhatsAppEngine) => Promise<void> = (e) => e.stop(),
   ) {
-    const engine = this.engines.get(sessionId);
+    const engine = this.engines.remove(sessionId);
     if (!engine) return;
-    this.engines.delete(sessionId);
     this.starts.passed(sessionId);
-    this.setReady(sessionId, false);
     try {
       await how(engine);
     } catch (err) {
       this.log.warn({ sessionId, err: toError(err).message }, 'engine did not stop cleanly');
     }
     engine.removeAllListeners();
-    this.statuses.delete(sessionId);
+    this.engines.forgetStatus(sessionId);
   }
 
   private async onState(
@@ -392,9 +391,8 @@ export class SessionManager
     state: ObservedSession,
   ): Promise<void> {
     // A replaced engine's late events (a STOPPED from the old one) must not overwrite the new one's.
-    if (this.engines.get(sessionId) !== engine && state.status !== 'STOPPED') return;
-    if (this.engines.get(sessionId) === engine) {
-      this.statuses.set(sessionId, state.status);
+    if (!this.engines.isCurrent(sessionId, engine) && state.status !== 'STOPPED') return;
+    if (this.engines.report(sessionId, engine, state.status)) {
       if (state.status !== 'STARTING') this.starts.passed(sessionId);
       this.emit('state', sessionId, state.status);
     }
@@ -402,7 +400,6 @@ export class SessionManager
       { sessionId, status: state.status, lastError: state.lastError ?? undefined },
       'session state',
     );
-    this.setReady(sessionId, this.engines.get(sessionId) === engine && state.status === 'READY');
     await this.recorder.state(sessionId, state);
   }
 
@@ -419,13 +416,6 @@ export class SessionManager
   private async onMessage(sessionId: string, message: IncomingMessage): Promise<void> {
     if (await this.recorder.message(sessionId, message, () => this.stopped))
       this.emit('received', sessionId);
-  }
-
-  private setReady(sessionId: string, ready: boolean): void {
-    if (ready === this.readySessions.has(sessionId)) return;
-    if (ready) this.readySessions.add(sessionId);
-    else this.readySessions.delete(sessionId);
-    this.emit(ready ? 'ready' : 'unready', sessionId);
   }
 
   private leaseTtl(): number {
