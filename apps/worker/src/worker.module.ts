@@ -18,6 +18,7 @@ import { QueueDoorbells } from './send/queue-doorbells.service.js';
 import { WebhookConsumer } from './webhooks/webhook-consumer.service.js';
 import { WebhookDeliveryService } from './webhooks/webhook-delivery.service.js';
 import { WebhookSender } from './webhooks/webhook-sender.service.js';
+import { WorkerLifecycle } from './worker-lifecycle.service.js';
 
 /**
  * The worker: drives the WhatsApp engines of its sessions, consumes their send queues,
@@ -54,6 +55,7 @@ export class WorkerModule {
         WebhookConsumer,
         WorkerHealth,
         WorkerHttpServer,
+        WorkerLifecycle,
       ],
     };
   }

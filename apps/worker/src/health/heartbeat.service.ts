@@ -1,10 +1,4 @@
-import {
-  Inject,
-  Injectable,
-  Logger,
-  type BeforeApplicationShutdown,
-  type OnApplicationBootstrap,
-} from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import { hostname } from 'node:os';
 import { appVersion } from '@app/common';
 import { AppConfig } from '@app/config';
@@ -16,7 +10,7 @@ import { SessionManager, WORKER_ID } from '@app/whatsapp';
  * is alive before accepting sends, and can list workers.
  */
 @Injectable()
-export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class HeartbeatService {
   private readonly log = new Logger(HeartbeatService.name);
   private timer?: NodeJS.Timeout;
   private readonly info: Omit<WorkerInfo, 'sessions'>;
@@ -36,12 +30,12 @@ export class HeartbeatService implements OnApplicationBootstrap, BeforeApplicati
     };
   }
 
-  async onApplicationBootstrap(): Promise<void> {
+  async start(): Promise<void> {
     await this.beat();
     this.timer = setInterval(() => void this.beat(), this.config.WORKER_HEARTBEAT_MS);
   }
 
-  async beforeApplicationShutdown(): Promise<void> {
+  async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.workers.remove(this.info.id).catch(() => undefined);
   }

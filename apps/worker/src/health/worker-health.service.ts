@@ -1,9 +1,4 @@
-import {
-  Inject,
-  Injectable,
-  type BeforeApplicationShutdown,
-  type OnApplicationBootstrap,
-} from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { HealthCheckService, HealthIndicatorService } from '@nestjs/terminus';
 import {
   PROBE_TIMEOUT_MS,
@@ -26,7 +21,7 @@ const LAG_SAMPLE_MS = 100;
  * own watchdogs restart a start long before that, so this means the engine is wedged).
  */
 @Injectable()
-export class WorkerHealth implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class WorkerHealth {
   private lagTimer?: NodeJS.Timeout;
   /** The longest event-loop lag seen since the previous readiness check. */
   private maxLagMs = 0;
@@ -41,7 +36,7 @@ export class WorkerHealth implements OnApplicationBootstrap, BeforeApplicationSh
     @Inject(WORKER_ID) private readonly workerId: string,
   ) {}
 
-  onApplicationBootstrap(): void {
+  start(): void {
     let due = performance.now() + LAG_SAMPLE_MS;
     this.lagTimer = setInterval(() => {
       const now = performance.now();
@@ -51,7 +46,7 @@ export class WorkerHealth implements OnApplicationBootstrap, BeforeApplicationSh
     this.lagTimer.unref();
   }
 
-  beforeApplicationShutdown(): void {
+  stop(): void {
     clearInterval(this.lagTimer);
   }
 

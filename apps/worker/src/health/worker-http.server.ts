@@ -1,9 +1,4 @@
-import {
-  Injectable,
-  Logger,
-  type BeforeApplicationShutdown,
-  type OnApplicationBootstrap,
-} from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -21,7 +16,7 @@ import { WorkerHealth } from './worker-health.service.js';
  * plain providers of the worker's context.
  */
 @Injectable()
-export class WorkerHttpServer implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class WorkerHttpServer {
   private readonly log = new Logger(WorkerHttpServer.name);
   private server?: Server;
   private readonly workerToken?: Secret;
@@ -41,7 +36,7 @@ export class WorkerHttpServer implements OnApplicationBootstrap, BeforeApplicati
     return (this.server?.address() as AddressInfo | null)?.port ?? 0;
   }
 
-  async onApplicationBootstrap(): Promise<void> {
+  async start(): Promise<void> {
     if (!this.workerToken) {
       const metrics = this.metricsToken ? ' (/metrics takes METRICS_TOKEN)' : '';
       this.log.warn(
@@ -62,7 +57,7 @@ export class WorkerHttpServer implements OnApplicationBootstrap, BeforeApplicati
     this.log.log(`health and metrics on :${this.port}`);
   }
 
-  async beforeApplicationShutdown(): Promise<void> {
+  async stop(): Promise<void> {
     const server = this.server;
     this.server = undefined;
     if (!server) return;

@@ -1,4 +1,4 @@
-import { Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import { InjectMetric } from '@willsoto/nestjs-prometheus';
 import { register, type Counter, type Gauge, type Histogram } from 'prom-client';
 import { withTimeout } from '@app/common';
@@ -26,7 +26,7 @@ const READ_TIMEOUT_MS = 2_000;
  * queue depth and session states are read from Redis when /metrics is scraped.
  */
 @Injectable()
-export class WorkerMetrics implements OnApplicationBootstrap {
+export class WorkerMetrics {
   private readonly log = new Logger(WorkerMetrics.name);
 
   constructor(
@@ -46,7 +46,7 @@ export class WorkerMetrics implements OnApplicationBootstrap {
     private readonly queues: QueueProducer,
   ) {}
 
-  onApplicationBootstrap(): void {
+  start(): void {
     this.followSessions();
   }
 

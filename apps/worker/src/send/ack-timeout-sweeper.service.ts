@@ -1,9 +1,4 @@
-import {
-  Injectable,
-  Logger,
-  type BeforeApplicationShutdown,
-  type OnApplicationBootstrap,
-} from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import { MessageRepository } from '@app/status-store';
 import { Periodic, sweepEvery } from './periodic.js';
@@ -17,7 +12,7 @@ const BATCH = 500;
  * resend it. Every worker sweeps; flagging is one script per message, so they never clash.
  */
 @Injectable()
-export class AckTimeoutSweeper implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class AckTimeoutSweeper {
   private readonly log = new Logger(AckTimeoutSweeper.name);
   private readonly periodic = new Periodic();
 
@@ -26,11 +21,11 @@ export class AckTimeoutSweeper implements OnApplicationBootstrap, BeforeApplicat
     private readonly messages: MessageRepository,
   ) {}
 
-  onApplicationBootstrap(): void {
+  start(): void {
     this.periodic.start(sweepEvery(this.config.ACK_TIMEOUT_MS), () => this.flag(new Date()));
   }
 
-  beforeApplicationShutdown(): void {
+  stop(): void {
     this.periodic.stop();
   }
 

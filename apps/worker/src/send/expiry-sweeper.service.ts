@@ -1,9 +1,4 @@
-import {
-  Injectable,
-  Logger,
-  type BeforeApplicationShutdown,
-  type OnApplicationBootstrap,
-} from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import { QueueProducer } from '@app/queue';
 import { MessageRepository } from '@app/status-store';
@@ -20,7 +15,7 @@ const BATCH = 500;
  * that never comes back does not leave its messages `queued` forever.
  */
 @Injectable()
-export class ExpirySweeper implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class ExpirySweeper {
   private readonly log = new Logger(ExpirySweeper.name);
   private readonly periodic = new Periodic();
 
@@ -32,11 +27,11 @@ export class ExpirySweeper implements OnApplicationBootstrap, BeforeApplicationS
     private readonly metrics: WorkerMetrics,
   ) {}
 
-  onApplicationBootstrap(): void {
+  start(): void {
     this.periodic.start(sweepEvery(this.config.MESSAGE_TTL_MS), () => this.expire(Date.now()));
   }
 
-  beforeApplicationShutdown(): void {
+  stop(): void {
     this.periodic.stop();
   }
 

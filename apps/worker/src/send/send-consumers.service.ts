@@ -1,10 +1,4 @@
-import {
-  Inject,
-  Injectable,
-  Logger,
-  type BeforeApplicationShutdown,
-  type OnApplicationBootstrap,
-} from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { DelayedError, UnrecoverableError, Worker, type Job, type QueueOptions } from 'bullmq';
 import { AppConfig } from '@app/config';
@@ -53,7 +47,7 @@ type Handlers = {
  * its own: they share one, and wait on doorbells (QueueDoorbells) instead of blocking.
  */
 @Injectable()
-export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class SendConsumers {
   private readonly log = new Logger(SendConsumers.name);
   private readonly consumers = new Map<string, Consumer>();
   /** Shared by every session's BullMQ worker; it must retry forever, so not the request one. */
@@ -77,7 +71,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
     if (missing.length) throw new Error(`no processor for job names: ${missing.join(', ')}`);
   }
 
-  async onApplicationBootstrap(): Promise<void> {
+  async start(): Promise<void> {
     this.sessions.on('ready', (sessionId) => this.guard(sessionId, () => this.resume(sessionId)));
     this.sessions.on('unready', (sessionId) => this.guard(sessionId, () => this.pause(sessionId)));
     this.sessions.on('released', (sessionId) => void this.closeConsumer(sessionId));
@@ -85,7 +79,7 @@ export class SendConsumers implements OnApplicationBootstrap, BeforeApplicationS
     await this.sessions.startAll();
   }
 
-  async beforeApplicationShutdown(): Promise<void> {
+  async stop(): Promise<void> {
     // Let the send in flight finish, then stop the engines (their state writes still need Redis).
     await Promise.all([...this.consumers.keys()].map((sessionId) => this.closeConsumer(sessionId)));
     await this.sessions.onApplicationShutdown();

@@ -1,10 +1,4 @@
-import {
-  Inject,
-  Injectable,
-  Logger,
-  type BeforeApplicationShutdown,
-  type OnApplicationBootstrap,
-} from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { DelayedError, UnrecoverableError, Worker, type Job, type QueueOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -49,7 +43,7 @@ type Handlers = {
  * completes with deliveries left, and from a periodic sweep that repairs what a crash left.
  */
 @Injectable()
-export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class WebhookConsumer {
   private readonly log = new Logger(WebhookConsumer.name);
   private worker?: Worker;
   private connection?: Redis;
@@ -80,7 +74,7 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
     if (missing.length) throw new Error(`no processor for job names: ${missing.join(', ')}`);
   }
 
-  async onApplicationBootstrap(): Promise<void> {
+  async start(): Promise<void> {
     // Blocking BullMQ and pub/sub connections retry forever: one each, whatever the load.
     this.connection = createRedis(this.config.REDIS_URL, { blocking: true, name: 'webhooks' });
     this.worker = new Worker(WEBHOOK_QUEUE, (job, token) => this.process(job, token), {
@@ -105,7 +99,7 @@ export class WebhookConsumer implements OnApplicationBootstrap, BeforeApplicatio
     void this.sweep();
   }
 
-  async beforeApplicationShutdown(): Promise<void> {
+  async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
     await this.subscriber.unsubscribe(this.keys.webhookKick());

@@ -1,0 +1,86 @@
+import {
+  Injectable,
+  Logger,
+  type BeforeApplicationShutdown,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
+import { HeartbeatService } from './health/heartbeat.service.js';
+import { WorkerHealth } from './health/worker-health.service.js';
+import { WorkerHttpServer } from './health/worker-http.server.js';
+import { WorkerMetrics } from './metrics/worker-metrics.service.js';
+import { AckTimeoutSweeper } from './send/ack-timeout-sweeper.service.js';
+import { ExpirySweeper } from './send/expiry-sweeper.service.js';
+import { SendConsumers } from './send/send-consumers.service.js';
+import { WebhookConsumer } from './webhooks/webhook-consumer.service.js';
+
+/** A part of the worker that starts and stops with it. */
+export interface WorkerPart {
+  start(): unknown;
+  stop?(): unknown;
+}
+
+/**
+ * Owns the worker's boot and shutdown order (Nest's lifecycle hooks would leave it to module
+ * and provider order).
+ *
+ * Boot: the health port (live from the start), the event-loop watch and the metrics (listening
+ * before any session starts), the heartbeat (placement counts this worker before it takes
+ * sessions), webhook deliveries, the sweepers, and last the sessions and their send consumers.
+ *
+ * Shutdown: the sweepers and webhook deliveries stop first (a delivery in flight is broken off
+ * and made again by another worker); then the send consumers let the send in flight finish,
+ * the engines stop and their leases are handed back; only then does the heartbeat leave the
+ * fleet (the api keeps accepting sends while another worker can take them), and the health
+ * port closes last. A part that fails to stop is logged and the others still stop.
+ */
+@Injectable()
+export class WorkerLifecycle implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly log = new Logger(WorkerLifecycle.name);
+  private readonly boot: [string, WorkerPart][];
+  private readonly shutdown: [string, WorkerPart][];
+
+  constructor(
+    http: WorkerHttpServer,
+    health: WorkerHealth,
+    metrics: WorkerMetrics,
+    heartbeat: HeartbeatService,
+    webhooks: WebhookConsumer,
+    expiry: ExpirySweeper,
+    ackTimeout: AckTimeoutSweeper,
+    consumers: SendConsumers,
+  ) {
+    this.boot = [
+      ['health port', http],
+      ['event-loop watch', health],
+      ['metrics', metrics],
+      ['heartbeat', heartbeat],
+      ['webhook deliveries', webhooks],
+      ['expiry sweeper', expiry],
+      ['ack-timeout sweeper', ackTimeout],
+      ['sessions and send consumers', consumers],
+    ];
+    this.shutdown = [
+      ['expiry sweeper', expiry],
+      ['ack-timeout sweeper', ackTimeout],
+      ['webhook deliveries', webhooks],
+      ['sessions and send consumers', consumers],
+      ['heartbeat', heartbeat],
+      ['event-loop watch', health],
+      ['health port', http],
+    ];
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    for (const [, part] of this.boot) await part.start();
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    for (const [name, part] of this.shutdown) {
+      try {
+        await part.stop?.();
+      } catch (err) {
+        this.log.error({ part: name, err: (err as Error).message }, 'did not stop cleanly');
+      }
+    }
+  }
+}
