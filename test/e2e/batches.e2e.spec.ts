@@ -136,6 +136,38 @@ describe('batches: POST /api/v1/messages/batch and GET /api/v1/batches/:id', () 
     expect(await stored()).toBe(before);
   });
 
+  it('publishes no event for a refused batch (its sessions are checked before anything is written)', async () => {
+    const hooked = await stack.call('PUT', '/api/v1/sessions/b4/webhooks', [
+      { url: 'https://example.com/hook', events: ['message.status'] },
+    ]);
+    expect(hooked.status).toBe(200);
+    const events = async () =>
+      Number((await stack.redis.get(stack.keys.webhookSequence('b4'))) ?? 0);
+    const before = await events();
+    const refused = await stack.call('POST', '/api/v1/messages/batch', {
+      messages: [
+        ...Array.from({ length: 3 }, (_, i) => ({
+          type: 'text',
+          sessionId: 'b4',
+          to: `491510000004${i}`,
+          text: 'never',
+        })),
+        { type: 'text', sessionId: 'nosuch', to: '4915100000049', text: 'lost' },
+      ],
+    });
+    expect(refused.status).toBe(404);
+    expect(await events()).toBe(before);
+    // The target listens: an accepted message of b4 is an event at once.
+    const accepted = await stack.call('POST', '/api/v1/messages/text', {
+      sessionId: 'b4',
+      to: '4915100000048',
+      text: 'counted',
+    });
+    expect(accepted.status).toBe(202);
+    expect(await events()).toBeGreaterThan(before);
+    expect((await stack.call('PUT', '/api/v1/sessions/b4/webhooks', [])).status).toBe(200);
+  });
+
   it.each<[string, unknown, number]>([
     ['no messages', { messages: [] }, 400],
     [

@@ -30,6 +30,24 @@ const TIMESTAMP_FIELD: Partial<Record<MessageStatus, keyof MessageRecord>> = {
 const SNAPSHOT = `local function snapshot() return { snapshot = hash_table(KEYS[1]) } end
 `;
 
+// Why a send to a session cannot be taken now: the session is not registered (or is being
+// deleted), or no worker's heartbeat is newer than `live_since` (ms). False when it can.
+const TARGET_PROBLEM_FN = `
+local function target_problem(sessions, session, workers, session_id, live_since)
+  if redis.call('SISMEMBER', sessions, session_id) == 0 or redis.call('HGET', session, 'desired') == 'deleted' then
+    return 'NO_SESSION'
+  end
+  if redis.call('ZCOUNT', workers, live_since, '+inf') == 0 then return 'NO_WORKER' end
+  return false
+end
+`;
+
+// KEYS[1] registered sessions, [2] session, [3] worker heartbeats; ARGV[1] session id,
+// [2] oldest live heartbeat (ms). 'OK' or the problem.
+const CHECK_TARGET = new LuaScript(
+  TARGET_PROBLEM_FN + `return target_problem(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]) or 'OK'`,
+);
+
 // KEYS[1] message, [2] session index, [3] registered sessions, [4] session, [5] worker
 // heartbeats; ARGV[7] fields (JSON, flat), [8] retention ms, [9] score (ms), [10] index cutoff
 // (ms), [11] message id, [12] session id, [13] oldest live heartbeat (ms, or '' for no
@@ -38,12 +56,11 @@ const SNAPSHOT = `local function snapshot() return { snapshot = hash_table(KEYS[
 const CREATE = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
+      TARGET_PROBLEM_FN +
       `
 if ARGV[13] ~= '' then
-  if redis.call('SISMEMBER', KEYS[3], ARGV[12]) == 0 or redis.call('HGET', KEYS[4], 'desired') == 'deleted' then
-    return 'NO_SESSION'
-  end
-  if redis.call('ZCOUNT', KEYS[5], ARGV[13], '+inf') == 0 then return 'NO_WORKER' end
+  local problem = target_problem(KEYS[3], KEYS[4], KEYS[5], ARGV[12], ARGV[13])
+  if problem then return problem end
 end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
@@ -279,6 +296,30 @@ export class MessageRepository {
    * createChecked for many messages in one round trip (a pipeline of the same script): each
    * is checked and written on its own, so the caller takes back those written if any was not.
    */
+  /**
+   * Whether sends to these sessions can be taken now (as createCheckedMany checks each): the
+   * first problem found, or null. One round trip, nothing written.
+   */
+  async checkTargets(
+    sessionIds: string[],
+    liveSince: number,
+  ): Promise<{ sessionId: string; problem: 'NO_SESSION' | 'NO_WORKER' } | null> {
+    const outcomes = await CHECK_TARGET.runMany(
+      this.redis,
+      sessionIds.map((sessionId) => ({
+        keys: [this.keys.sessions(), this.keys.session(sessionId), this.keys.workers()],
+        args: [sessionId, liveSince],
+      })),
+    );
+    const index = outcomes.findIndex((outcome) => outcome !== 'OK');
+    return index < 0
+      ? null
+      : {
+          sessionId: sessionIds[index],
+          problem: outcomes[index] as 'NO_SESSION' | 'NO_WORKER',
+        };
+  }
+
   async createCheckedMany(
     messages: NewMessage[],
     liveSince: number | null,

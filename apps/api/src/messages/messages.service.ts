@@ -487,6 +487,17 @@ export class MessagesService {
     context: SendContext,
     batchId?: string,
   ): Promise<MessageRecord[]> {
+    const liveSince = Date.now() - this.config.workerStaleAfterMs;
+    // Several messages: their sessions are checked before any is written, so a refused batch
+    // leaves nothing behind, not even the events of messages written and taken back. (The
+    // writes check again: a session deleted meanwhile is still refused.)
+    if (prepared.length > 1) {
+      const refusal = await this.messages.checkTargets(
+        [...new Set(prepared.map((item) => item.message.sessionId))],
+        liveSince,
+      );
+      if (refusal) refuse(refusal.problem, refusal.sessionId);
+    }
     const uploads = prepared.filter((item) => item.file);
     const dropUploads = () =>
       Promise.all(
@@ -506,7 +517,7 @@ export class MessagesService {
     );
     const outcomes = await this.messages.createCheckedMany(
       prepared.map((item) => ({ ...item.message, batchId: batchId ?? null })),
-      Date.now() - this.config.workerStaleAfterMs,
+      liveSince,
     );
     const records = outcomes.filter(
       (outcome): outcome is MessageRecord => typeof outcome !== 'string',
@@ -520,10 +531,7 @@ export class MessagesService {
     const refused = outcomes.findIndex((outcome) => typeof outcome === 'string');
     if (refused >= 0) {
       await takeBack();
-      const { sessionId } = prepared[refused].message;
-      if (outcomes[refused] === 'NO_SESSION')
-        throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
-      throw new AppError('UNAVAILABLE', 'No worker is running; the message was not accepted');
+      refuse(outcomes[refused] as 'NO_SESSION' | 'NO_WORKER', prepared[refused].message.sessionId);
     }
     try {
       await this.producer.enqueueSends(
@@ -585,6 +593,13 @@ export class MessagesService {
       'A request with this Idempotency-Key is still in progress or failed; retry',
     );
   }
+}
+
+/** The answer to a send its session cannot take now. */
+function refuse(problem: 'NO_SESSION' | 'NO_WORKER', sessionId: string): never {
+  if (problem === 'NO_SESSION')
+    throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
+  throw new AppError('UNAVAILABLE', 'No worker is running; the message was not accepted');
 }
 
 /** A send's `sendAt` as a time: in the future and at most 30 days ahead, or a 400. */
