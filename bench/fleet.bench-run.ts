@@ -517,7 +517,7 @@ describe(`fleet benchmark: ${SESSIONS} sandbox sessions over ${WORKERS} worker p
     await fleet.killAll();
     if (stack) {
       // stack.close() deletes its own prefix; the idle worker's is ours to clear.
-      const idleLeft = idleKeys ? await stack.redis.keys(`${idleKeys.root}*`) : [];
+      const idleLeft = idleKeys ? await stack.redis.keys(idleKeys.pattern()) : [];
       if (idleLeft.length) await stack.redis.del(...idleLeft);
       await stack.close();
     }

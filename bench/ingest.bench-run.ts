@@ -62,11 +62,12 @@ async function memoryUsage(redis: Redis, key: string): Promise<number | null> {
   return bytes === null ? null : Number(bytes);
 }
 
-async function keysUnder(redis: Redis, root: string): Promise<string[]> {
+/** Every key matching a SCAN pattern. */
+async function keysUnder(redis: Redis, pattern: string): Promise<string[]> {
   const keys: string[] = [];
   let cursor = '0';
   do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', `${root}*`, 'COUNT', 1000);
+    const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
     cursor = next;
     keys.push(...batch);
   } while (cursor !== '0');
@@ -74,8 +75,8 @@ async function keysUnder(redis: Redis, root: string): Promise<string[]> {
 }
 
 /** Sum of MEMORY USAGE of every key under `root`: ours alone, whatever else uses the Redis. */
-async function bytesUnder(redis: Redis, root: string): Promise<{ keys: number; bytes: number }> {
-  const keys = await keysUnder(redis, root);
+async function bytesUnder(redis: Redis, pattern: string): Promise<{ keys: number; bytes: number }> {
+  const keys = await keysUnder(redis, pattern);
   let bytes = 0;
   for (let i = 0; i < keys.length; i += 500) {
     const sizes = await Promise.all(keys.slice(i, i + 500).map((key) => memoryUsage(redis, key)));
@@ -84,8 +85,8 @@ async function bytesUnder(redis: Redis, root: string): Promise<{ keys: number; b
   return { keys: keys.length, bytes };
 }
 
-async function deleteUnder(redis: Redis, root: string): Promise<void> {
-  const keys = await keysUnder(redis, root);
+async function deleteUnder(redis: Redis, pattern: string): Promise<void> {
+  const keys = await keysUnder(redis, pattern);
   for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
 }
 
@@ -493,7 +494,8 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     } finally {
       await Promise.all(children.map(({ child }) => stop(child)));
       if (redis) {
-        for (const root of [keys.root, bareRoot, rawRoot]) await deleteUnder(redis, root);
+        for (const pattern of [keys.pattern(), `${bareRoot}*`, `${rawRoot}*`])
+          await deleteUnder(redis, pattern);
         await redis.quit();
       }
       if (dataDir.path) await rm(dataDir.path, { recursive: true, force: true });
@@ -506,7 +508,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     const n = PIPELINE_MESSAGES;
     const base = await counts();
     const usedBefore = await usedMemory(redis);
-    const underBefore = await bytesUnder(redis, keys.root);
+    const underBefore = await bytesUnder(redis, keys.pattern());
     const apiCpu = await cpuMicros(ours.pid);
     const workerCpu = await cpuMicros(workerPid);
     const started = performance.now();
@@ -519,7 +521,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     const apiCpuUs = (await cpuMicros(ours.pid)) - apiCpu;
     const workerCpuUs = (await cpuMicros(workerPid)) - workerCpu;
     const usedSettled = await usedMemory(redis);
-    const underSettled = await bytesUnder(redis, keys.root);
+    const underSettled = await bytesUnder(redis, keys.pattern());
     expectAllAccepted();
     expect(ids).toHaveLength(n);
 
@@ -603,7 +605,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
 
     // One of the batch, settled (read): its record and its BullMQ job (kept completed).
     const sample = ids[Math.floor(ids.length / 2)];
-    const bareJob = (await keysUnder(redis, `${bareRoot}:bull:${sendQueueName(SESSION)}:`)).find(
+    const bareJob = (await keysUnder(redis, `${bareRoot}:bull:${sendQueueName(SESSION)}:*`)).find(
       (key) => /:[0-9a-f-]{36}$/.test(key),
     );
     results.memory = {
@@ -611,7 +613,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       messageRecordBytes: await memoryUsage(redis, keys.message(sample)),
       jobHashBytes: await memoryUsage(
         redis,
-        `${keys.bullPrefix()}:${sendQueueName(SESSION)}:${sample}`,
+        `${keys.sessionBullPrefix(SESSION)}:${sendQueueName(SESSION)}:${sample}`,
       ),
       // The bare baseline's job (waiting: nothing consumes that queue), for comparison.
       bareJobHashBytes: bareJob ? await memoryUsage(redis, bareJob) : null,

@@ -121,7 +121,7 @@ describe('Redis connections of a worker do not grow with its sessions', () => {
     await stack.waitForStatus(created.body.data.id, 'read');
     const queue = new Queue(sendQueueName(SESSION_IDS[7]), {
       connection: stack.redis,
-      prefix: stack.keys.bullPrefix(),
+      prefix: stack.keys.sessionBullPrefix(SESSION_IDS[7]),
     });
     try {
       const job = await queue.getJob(created.body.data.id);

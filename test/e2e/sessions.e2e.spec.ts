@@ -147,7 +147,7 @@ describe('session lifecycle through the API (sandbox engine, manual linking)', (
     for (const id of ['../etc', 'a/b', '..', 'x'.repeat(65)]) {
       expect((await stack.call('POST', '/api/v1/sessions', { id })).status).toBe(400);
     }
-    const keys = await stack.redis.keys(`${stack.keys.root}*`);
+    const keys = await stack.redis.keys(stack.keys.pattern());
     expect(keys.filter((key) => key.includes('..') || key.includes('/'))).toEqual([]);
     expect(existsSync(join(stack.env.WWEBJS_DATA_DIR, '..', 'session-..'))).toBe(false);
   });

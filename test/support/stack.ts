@@ -158,8 +158,10 @@ export class Stack {
   async close(): Promise<void> {
     await this.stopWorker();
     await this.api?.close();
-    const keys = await this.redis.keys(`${this.keys.root}*`);
-    if (keys.length) await this.redis.del(...keys);
+    // One by one: a session's queue keys and the others are in different Cluster slots.
+    await Promise.all(
+      (await this.redis.keys(this.keys.pattern())).map((key) => this.redis.del(key)),
+    );
     await this.redis.quit();
     await rm(this.env.WWEBJS_DATA_DIR, { recursive: true, force: true });
   }

@@ -1,7 +1,7 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { Queue, type QueueOptions } from 'bullmq';
-import { SendQueueBell } from '@app/status-store';
+import { RedisKeys, SendQueueBell } from '@app/status-store';
 import {
   JobName,
   WEBHOOK_QUEUE,
@@ -18,15 +18,53 @@ export class QueueProducer implements OnApplicationShutdown {
   constructor(
     @Inject(getSharedConfigToken()) private readonly options: QueueOptions,
     private readonly bell: SendQueueBell,
+    private readonly keys: RedisKeys,
   ) {}
 
+  /** A session's send queue, under the session's own hash tag. */
   queueFor(sessionId: string): Queue {
-    return this.queue(sendQueueName(sessionId));
+    return this.queue(sendQueueName(sessionId), this.keys.sessionBullPrefix(sessionId));
   }
 
   /** The queue of webhook deliveries (one for all sessions). */
   webhookQueue(): Queue {
-    return this.queue(WEBHOOK_QUEUE);
+    return this.queue(WEBHOOK_QUEUE, this.keys.bullPrefix());
+  }
+
+  /**
+   * Moves the jobs a session's send queue had where earlier versions kept it (under the
+   * prefix's hash tag) into its queue now, each with its id, data, options and what is left of
+   * its delay, then drops the old queue once nothing in it is running. Idempotent: a job is
+   * added before it is removed, and an id already queued is not added twice. Returns how many
+   * were moved.
+   */
+  async moveLegacyJobs(sessionId: string): Promise<number> {
+    const legacy = new Queue(sendQueueName(sessionId), {
+      ...this.options,
+      prefix: this.keys.bullPrefix(),
+    });
+    legacy.on('error', () => undefined);
+    try {
+      const counts = await legacy.getJobCounts('waiting', 'delayed', 'prioritized', 'active');
+      if (Object.values(counts).every((count) => count === 0)) return 0;
+      const jobs = await legacy.getJobs(['waiting', 'delayed', 'prioritized']);
+      const target = this.queueFor(sessionId);
+      for (const job of jobs) {
+        if (!job?.id) continue;
+        const due = job.timestamp + (job.delay ?? 0);
+        await target.add(job.name, job.data, {
+          ...job.opts,
+          jobId: job.id,
+          delay: Math.max(0, due - Date.now()),
+        });
+        await job.remove();
+      }
+      if (counts.active === 0) await legacy.obliterate({ force: true });
+      if (jobs.length) void this.bell.ring(sessionId).catch(() => undefined);
+      return jobs.length;
+    } finally {
+      await legacy.close();
+    }
   }
 
   /**
@@ -50,12 +88,12 @@ export class QueueProducer implements OnApplicationShutdown {
     );
   }
 
-  private queue(name: string): Queue {
-    let queue = this.queues.get(name);
+  private queue(name: string, prefix: string): Queue {
+    let queue = this.queues.get(`${prefix}:${name}`);
     if (!queue) {
-      queue = new Queue(name, this.options);
+      queue = new Queue(name, { ...this.options, prefix });
       queue.on('error', () => undefined); // surfaced through the rejected add() instead
-      this.queues.set(name, queue);
+      this.queues.set(`${prefix}:${name}`, queue);
     }
     return queue;
   }

@@ -1,20 +1,35 @@
 import { createHash } from 'node:crypto';
 
 /**
- * Every Redis key the system reads or writes is built here and nowhere else. The prefix is
- * wrapped in a hash tag ({wa}) so that on a Redis Cluster all keys share one slot and
- * multi-key operations and BullMQ's scripts keep working.
+ * Every Redis key the system reads or writes is built here and nowhere else. Most keys share
+ * the prefix's hash tag ({wa}: one Cluster slot, so multi-key scripts work). A session's send
+ * queue has a hash tag of its own ({wa:main}): on a Redis Cluster the sessions' queues, most
+ * of the Redis work of sending, spread over the masters. (Prefixes hold no ':', so no
+ * other deployment's tag can look like a session's.)
  */
 export class RedisKeys {
   readonly root: string;
+  /** The prefix without its braces. */
+  private readonly prefix: string;
 
   constructor(prefix: string) {
     this.root = prefix.startsWith('{') ? prefix : `{${prefix}}`;
+    this.prefix = this.root.slice(1, -1);
   }
 
-  /** BullMQ's own key prefix (its queues live under it). */
+  /** A SCAN / KEYS pattern matching every key of this deployment (the root and the sessions'). */
+  pattern(): string {
+    return `{${this.prefix}[}:]*`;
+  }
+
+  /** BullMQ's key prefix of the webhook queue (and, before sessions had their own, of theirs). */
   bullPrefix(): string {
     return `${this.root}:bull`;
+  }
+
+  /** BullMQ's key prefix of one session's send queue: a hash tag per session. */
+  sessionBullPrefix(sessionId: string): string {
+    return `{${this.prefix}:${sessionId}}:bull`;
   }
   message(messageId: string): string {
     return `${this.root}:msg:${messageId}`;

@@ -94,7 +94,7 @@ describe('SessionManager', () => {
   afterAll(async () => {
     await app.get(SessionManager).onApplicationShutdown();
     const redis = app.get<Redis>(REDIS);
-    const keys = await redis.keys(`${app.get(RedisKeys).root}*`);
+    const keys = await redis.keys(app.get(RedisKeys).pattern());
     if (keys.length) await redis.del(...keys);
     await app.close();
   });

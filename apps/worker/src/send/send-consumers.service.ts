@@ -10,7 +10,7 @@ import {
   type JobPayloads,
   type SendJobName,
 } from '@app/queue';
-import { MessageRepository, createRedis } from '@app/status-store';
+import { MessageRepository, RedisKeys, createRedis } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import { EngineError, SessionManager, SessionRestrictedError } from '@app/whatsapp';
 import { SendHeldBack, SendService } from './send.service.js';
@@ -64,6 +64,7 @@ export class SendConsumers {
     private readonly sender: SendService,
     private readonly queues: QueueProducer,
     private readonly doorbells: QueueDoorbells,
+    private readonly keys: RedisKeys,
   ) {
     // Refuse to boot with a job name nobody processes (a typed map makes this a compile
     // error too; this catches a name added through a cast).
@@ -118,6 +119,7 @@ export class SendConsumers {
       (job, token) => this.process(sessionId, job, token),
       {
         ...this.bullOptions,
+        prefix: this.keys.sessionBullPrefix(sessionId),
         connection: this.connection,
         concurrency: 1,
         // A job whose worker died is handed to the next owner after at most ~2 x 15 s.
@@ -136,6 +138,15 @@ export class SendConsumers {
       this.log.warn({ sessionId, err: err.message }, 'queue worker error'),
     );
     this.consumers.set(sessionId, { worker, doorbell });
+    // Jobs queued where an earlier version kept the session's queue join this one.
+    void this.queues
+      .moveLegacyJobs(sessionId)
+      .then((moved) => {
+        if (moved) this.log.log({ sessionId, moved }, "moved jobs from the session's old queue");
+      })
+      .catch((err: Error) =>
+        this.log.warn({ sessionId, err: err.message }, "session's old queue not moved yet"),
+      );
     // Fetch only once rings arrive, so a job added in between is not missed until the idle look.
     void listening
       .then(() => (worker.closing || worker.isRunning() ? undefined : worker.run()))
@@ -168,6 +179,7 @@ export class SendConsumers {
   private async dropQueue(sessionId: string): Promise<void> {
     try {
       await this.closeConsumer(sessionId);
+      await this.queues.moveLegacyJobs(sessionId);
       const queue = this.queues.queueFor(sessionId);
       const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed']);
       for (const job of jobs) {
