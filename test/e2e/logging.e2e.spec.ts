@@ -120,4 +120,34 @@ describe('production log lines are written asynchronously', () => {
     expect(lines).toHaveLength(20000);
     expect(JSON.parse(lines.at(-1)!)).toMatchObject({ i: 19999, msg: 'line' });
   });
+
+  it('loses none of the lines a shutdown logs before the process ends by its signal', () => {
+    ensureBuilt('api');
+    const common = new URL('../../dist/apps/api/libs/common/src/index.js', import.meta.url);
+    // As Nest's shutdown hooks do: log while stopping, then raise the signal again (no 'exit').
+    const script = `
+      import { pino } from 'pino';
+      import { armShutdownDeadline, loggerParams } from ${JSON.stringify(common.href)};
+      const [options, stream] = loggerParams({ production: true, level: 'info' }).pinoHttp;
+      const log = pino({ level: options.level }, stream);
+      armShutdownDeadline(10_000, () => undefined);
+      process.once('SIGTERM', () => {
+        setTimeout(() => {
+          for (let i = 0; i < 5000; i++) log.info({ i }, 'stopping');
+          process.kill(process.pid, 'SIGTERM');
+        }, 20);
+      });
+      for (let i = 0; i < 5000; i++) log.info({ i }, 'running');
+      process.kill(process.pid, 'SIGTERM');
+      setInterval(() => undefined, 1000);
+    `;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    expect(child.signal).toBe('SIGTERM');
+    const lines = child.stdout.trim().split('\n');
+    expect(lines).toHaveLength(10000);
+    expect(JSON.parse(lines.at(-1)!)).toMatchObject({ i: 4999, msg: 'stopping' });
+  });
 });

@@ -30,7 +30,13 @@ describe('WorkerLifecycle: the order the worker boots and stops in', () => {
       part('http') as unknown as WorkerHttpServer,
       part('lag') as unknown as WorkerHealth,
       part('metrics', false) as unknown as WorkerMetrics,
-      part('heartbeat') as unknown as HeartbeatService,
+      {
+        ...part('heartbeat'),
+        leave: async () => {
+          await Promise.resolve();
+          calls.push('leave placement');
+        },
+      } as unknown as HeartbeatService,
       part('webhooks') as unknown as WebhookConsumer,
       part('expiry') as unknown as ExpirySweeper,
       part('ack-timeout') as unknown as AckTimeoutSweeper,
@@ -58,6 +64,7 @@ describe('WorkerLifecycle: the order the worker boots and stops in', () => {
     const { worker, calls } = lifecycle();
     await worker.beforeApplicationShutdown();
     expect(calls).toEqual([
+      'leave placement',
       'stop expiry',
       'stop ack-timeout',
       'stop webhooks',
@@ -71,6 +78,6 @@ describe('WorkerLifecycle: the order the worker boots and stops in', () => {
   it('still stops every other part when one fails to', async () => {
     const { worker, calls } = lifecycle('sessions');
     await expect(worker.beforeApplicationShutdown()).resolves.toBeUndefined();
-    expect(calls.slice(3)).toEqual(['stop sessions', 'stop heartbeat', 'stop lag', 'stop http']);
+    expect(calls.slice(4)).toEqual(['stop sessions', 'stop heartbeat', 'stop lag', 'stop http']);
   });
 });

@@ -27,11 +27,13 @@ export interface WorkerPart {
  * before any session starts), the heartbeat (placement counts this worker before it takes
  * sessions), webhook deliveries, the sweepers, and last the sessions and their send consumers.
  *
- * Shutdown: the sweepers and webhook deliveries stop first (a delivery in flight is broken off
- * and made again by another worker); then the send consumers let the send in flight finish,
- * the engines stop and their leases are handed back; only then does the heartbeat leave the
- * fleet (the api keeps accepting sends while another worker can take them), and the health
- * port closes last. A part that fails to stop is logged and the others still stop.
+ * Shutdown: the worker first leaves the placement (marked draining, still beating), so the
+ * others take each session the moment it is handed back; the sweepers and webhook deliveries
+ * stop (a delivery in flight is broken off and made again by another worker); then the send
+ * consumers let the send in flight finish, the engines stop and their leases are handed back;
+ * only then does the heartbeat stop (the api keeps accepting sends while a worker is there to
+ * take them), and the health port closes last. A part that fails to stop is logged and the
+ * others still stop.
  */
 @Injectable()
 export class WorkerLifecycle implements OnApplicationBootstrap, BeforeApplicationShutdown {
@@ -60,6 +62,7 @@ export class WorkerLifecycle implements OnApplicationBootstrap, BeforeApplicatio
       ['sessions and send consumers', consumers],
     ];
     this.shutdown = [
+      ['placement', { start: () => undefined, stop: () => heartbeat.leave() }],
       ['expiry sweeper', expiry],
       ['ack-timeout sweeper', ackTimeout],
       ['webhook deliveries', webhooks],

@@ -75,11 +75,26 @@ export function loggerParams(options: LoggingOptions): Params {
   };
 }
 
+/** The production destination, once made (one per process). */
+let stdout: (DestinationStream & { sync: boolean }) | undefined;
+
 /**
  * Standard output written asynchronously: a line waits only while the previous write is in
  * flight, and the lines that gather meanwhile go out in one write (a busy process makes one
  * write per batch, not one per line). pino flushes what is left when the process exits.
  */
 function stdoutLines(): DestinationStream {
-  return destination({ dest: 1, sync: false });
+  stdout ??= destination({ dest: 1, sync: false }) as unknown as DestinationStream & {
+    sync: boolean;
+  };
+  return stdout;
+}
+
+/**
+ * From now on every line is written as it is logged. Called when a stop signal arrives: the
+ * process then ends by that signal (Nest's shutdown hooks re-raise it), with no 'exit' event
+ * for pino to flush on, so the lines of the shutdown must not wait in a buffer.
+ */
+export function writeLogsSynchronously(): void {
+  if (stdout) stdout.sync = true;
 }

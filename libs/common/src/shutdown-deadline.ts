@@ -1,3 +1,5 @@
+import { writeLogsSynchronously } from './logging.js';
+
 /**
  * Arms a hard deadline once a stop signal arrives: Nest's shutdown hooks get
  * SHUTDOWN_TIMEOUT_MS to finish (requests, the send in flight, closing browsers), then the
@@ -6,6 +8,7 @@
 export function armShutdownDeadline(timeoutMs: number, onExpired: () => void): void {
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, () => {
+      writeLogsSynchronously();
       setTimeout(() => {
         onExpired();
         process.exit(1);

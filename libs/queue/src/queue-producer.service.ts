@@ -1,7 +1,8 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { Queue, type QueueOptions } from 'bullmq';
-import { RedisKeys, SendQueueBell } from '@app/status-store';
+import { REDIS, RedisKeys, SendQueueBell } from '@app/status-store';
+import type { Redis } from 'ioredis';
 import {
   JobName,
   WEBHOOK_QUEUE,
@@ -19,6 +20,7 @@ export class QueueProducer implements OnApplicationShutdown {
     @Inject(getSharedConfigToken()) private readonly options: QueueOptions,
     private readonly bell: SendQueueBell,
     private readonly keys: RedisKeys,
+    @Inject(REDIS) private readonly redis: Redis,
   ) {}
 
   /** A session's send queue, under the session's own hash tag. */
@@ -33,35 +35,45 @@ export class QueueProducer implements OnApplicationShutdown {
 
   /**
    * Moves the jobs a session's send queue had where earlier versions kept it (under the
-   * prefix's hash tag) into its queue now, each with its id, data, options and what is left of
-   * its delay, then drops the old queue once nothing in it is running. Idempotent: a job is
-   * added before it is removed, and an id already queued is not added twice. Returns how many
-   * were moved.
+   * prefix's hash tag) into its queue now, each with its id, data, options and its due time
+   * (a delayed job's, from the old queue's schedule). A job is added before it is taken out,
+   * and put back if it cannot be (an old worker took it meanwhile), so it is never in both
+   * queues to be run twice; a running job is left to its worker, and one whose worker died
+   * (no lock) is moved. Returns how many were moved, or null when the old queue holds no job
+   * (nothing to look at again).
    */
-  async moveLegacyJobs(sessionId: string): Promise<number> {
+  async moveLegacyJobs(sessionId: string): Promise<number | null> {
+    const root = `${this.keys.bullPrefix()}:${sendQueueName(sessionId)}`;
+    const client = this.redis;
+    const lists = ['wait', 'paused', 'delayed', 'prioritized', 'active'].map((t) => `${root}:${t}`);
+    if ((await client.exists(...lists)) === 0) return null;
     const legacy = new Queue(sendQueueName(sessionId), {
       ...this.options,
       prefix: this.keys.bullPrefix(),
     });
     legacy.on('error', () => undefined);
+    const target = this.queueFor(sessionId);
+    let moved = 0;
     try {
-      const counts = await legacy.getJobCounts('waiting', 'delayed', 'prioritized', 'active');
-      if (Object.values(counts).every((count) => count === 0)) return 0;
-      const jobs = await legacy.getJobs(['waiting', 'delayed', 'prioritized']);
-      const target = this.queueFor(sessionId);
-      for (const job of jobs) {
-        if (!job?.id) continue;
-        const due = job.timestamp + (job.delay ?? 0);
+      for (const job of await legacy.getJobs(['waiting', 'delayed', 'prioritized', 'active'])) {
+        if (!job?.id || (await client.exists(`${root}:${job.id}:lock`))) continue;
+        // BullMQ scores a delayed job with its due time (ms) times 4096 plus a counter.
+        const score = await client.zscore(`${root}:delayed`, job.id);
+        const due = score === null ? Date.now() : Math.floor(Number(score) / 0x1000);
         await target.add(job.name, job.data, {
           ...job.opts,
           jobId: job.id,
           delay: Math.max(0, due - Date.now()),
         });
-        await job.remove();
+        try {
+          await job.remove();
+          moved++;
+        } catch {
+          await target.remove(job.id).catch(() => undefined);
+        }
       }
-      if (counts.active === 0) await legacy.obliterate({ force: true });
-      if (jobs.length) void this.bell.ring(sessionId).catch(() => undefined);
-      return jobs.length;
+      if (moved) void this.bell.ring(sessionId).catch(() => undefined);
+      return moved;
     } finally {
       await legacy.close();
     }

@@ -142,8 +142,9 @@ export class LuaScript {
   /**
    * Runs the script once per call in one pipeline (one round trip); each call's result in
    * order. One call is a plain EVALSHA (a pipeline costs more than it saves). Calls a node
-   * answers NOSCRIPT (a restarted Redis, a Cluster's other masters) are run again by source
-   * in a second pipeline, which loads the script there for the next time.
+   * answers NOSCRIPT (a restarted Redis, a Cluster's other masters) are run again, each by
+   * its source, in a second pipeline after the others (which loads the script there for the
+   * next time): callers must not depend on the order of their calls.
    */
   async runMany(
     redis: Redis,

@@ -24,16 +24,18 @@ describe('InvalidatedCache: values kept in the process until Redis says they cha
     await server?.destroy();
   });
 
-  /** A cache of Redis strings that counts its reads. */
+  /** A cache of Redis strings that counts its reads, on a channel of its own. */
+  let caches = 0;
   function reading(maxAgeMs = 60_000) {
-    const cache = new InvalidatedCache<string | null>(subscriber, CHANNEL, maxAgeMs);
+    const channel = `${CHANNEL}:${++caches}`;
+    const cache = new InvalidatedCache<string | null>(subscriber, channel, maxAgeMs);
     const reads: string[] = [];
     const get = (key: string) =>
       cache.get(key, () => {
         reads.push(key);
         return redis.get(key);
       });
-    return { cache, reads, get };
+    return { cache, reads, get, channel };
   }
 
   /** Reads until the cache serves a value without reading it (its subscription is live). */
@@ -47,7 +49,7 @@ describe('InvalidatedCache: values kept in the process until Redis says they cha
   }
 
   it('reads a value once, and again after a message names its key', async () => {
-    const { reads, get } = reading();
+    const { reads, get, channel } = reading();
     await redis.set('a', '1');
     await kept(get, reads, 'a');
     const readsBefore = reads.length;
@@ -55,18 +57,18 @@ describe('InvalidatedCache: values kept in the process until Redis says they cha
     expect(reads.length).toBe(readsBefore);
 
     await redis.set('a', '2');
-    await redis.publish(CHANNEL, 'a');
+    await redis.publish(channel, 'a');
     await eventually(async () => expect(await get('a')).toBe('2'));
     expect(reads.length).toBe(readsBefore + 1);
   });
 
   it('drops every value on `*`, and a value older than maxAgeMs', async () => {
-    const { reads, get } = reading();
+    const { reads, get, channel } = reading();
     await redis.mset('b', '1', 'c', '1');
     await kept(get, reads, 'b');
     await get('c');
     await redis.mset('b', '2', 'c', '2');
-    await redis.publish(CHANNEL, '*');
+    await redis.publish(channel, '*');
     await eventually(async () => expect([await get('b'), await get('c')]).toEqual(['2', '2']));
 
     const young = reading(50);
@@ -77,7 +79,7 @@ describe('InvalidatedCache: values kept in the process until Redis says they cha
   });
 
   it('reads through while its pub/sub connection is down, and keeps values again once back', async () => {
-    const { reads, get } = reading();
+    const { reads, get, channel } = reading();
     await redis.set('d', '1');
     await kept(get, reads, 'd');
     // A message lost while the connection is down must not leave a stale value behind.
@@ -86,7 +88,7 @@ describe('InvalidatedCache: values kept in the process until Redis says they cha
     await eventually(async () => expect(await get('d')).toBe('2'));
     await kept(get, reads, 'd');
     await redis.set('d', '3');
-    await redis.publish(CHANNEL, 'd');
+    await redis.publish(channel, 'd');
     await eventually(async () => expect(await get('d')).toBe('3'));
   });
 });

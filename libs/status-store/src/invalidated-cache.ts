@@ -5,7 +5,8 @@ import { RedisSubscriber } from './redis-subscriber.js';
  * request: until a message on `channel` names the key (or is `*`), and at most `maxAgeMs`
  * (what a message lost to a silent network failure can cost). While the subscription is not
  * confirmed, or after the connection dropped, every read goes to Redis. Whoever changes a
- * value publishes its key on the channel after the change.
+ * value publishes its key on the channel after the change (and, in its own process, calls
+ * `forget`: its publication may come back after its next read). One cache per channel.
  */
 export class InvalidatedCache<V> {
   private readonly entries = new Map<string, { value: V; readAt: number }>();
@@ -42,18 +43,28 @@ export class InvalidatedCache<V> {
     else this.entries.delete(key);
   }
 
+  private readonly onMessage = (_channel: string, key: string) => this.forget(key);
+
   private start(): void {
     this.starting ??= this.subscriber
-      .subscribe(this.channel, (_channel, key) => this.forget(key))
+      .subscribe(this.channel, this.onMessage)
       .then(() => {
         this.subscriber.onDisconnect(() => {
           this.live = false;
           this.forget('*');
         });
-        // ioredis subscribes again on reconnect; what was published meanwhile is lost.
+        // What was published while the connection was down is lost: nothing kept is trusted,
+        // and values are kept again only once Redis confirmed the subscription anew (ioredis
+        // reports the connection ready before its own re-subscription is answered).
         this.subscriber.onReconnect(() => {
           this.forget('*');
-          this.live = true;
+          void this.subscriber.subscribe(this.channel, this.onMessage).then(
+            () => {
+              this.forget('*');
+              this.live = true;
+            },
+            () => undefined,
+          );
         });
         this.live = true;
       })

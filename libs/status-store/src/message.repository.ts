@@ -293,10 +293,6 @@ export class MessageRepository {
   }
 
   /**
-   * createChecked for many messages in one round trip (a pipeline of the same script): each
-   * is checked and written on its own, so the caller takes back those written if any was not.
-   */
-  /**
    * Whether sends to these sessions can be taken now (as createCheckedMany checks each): the
    * first problem found, or null. One round trip, nothing written.
    */
@@ -320,6 +316,10 @@ export class MessageRepository {
         };
   }
 
+  /**
+   * createChecked for many messages in one round trip (a pipeline of the same script): each
+   * is checked and written on its own, so the caller takes back those written if any was not.
+   */
   async createCheckedMany(
     messages: NewMessage[],
     liveSince: number | null,

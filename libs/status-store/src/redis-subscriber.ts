@@ -24,7 +24,10 @@ export class RedisSubscriber implements OnApplicationShutdown {
 
   constructor(private readonly config: AppConfig) {}
 
-  /** Calls `handler` for each message on `channel`; resolves once Redis confirmed it. */
+  /**
+   * Calls `handler` for each message on `channel` (one handler per channel: a new one replaces
+   * the last); resolves once Redis confirmed it.
+   */
   async subscribe(channel: string, handler: ChannelHandler): Promise<void> {
     if (this.closed) return;
     this.handlers.set(channel, handler);

@@ -277,6 +277,7 @@ export class SessionRepository {
   async setActive(sessionId: string): Promise<void> {
     const key = this.keys.activeSession();
     await this.redis.set(key, sessionId);
+    this.active.forget(key);
     await this.redis.publish(this.keys.changes('active-session'), key);
   }
 }

@@ -17,11 +17,15 @@ describe('EngineRegistry: the engines a worker drives and which are READY', () =
     const main = engine();
     engines.add('main', main);
     expect(engines.report('main', main, 'STARTING')).toBe(true);
+    engines.settle('main', main);
     expect([engines.status('main'), engines.isReady('main')]).toEqual(['STARTING', false]);
     engines.report('main', main, 'READY');
+    engines.settle('main', main);
     engines.report('main', main, 'READY');
+    engines.settle('main', main);
     expect(engines.isReady('main')).toBe(true);
     engines.report('main', main, 'DISCONNECTED');
+    engines.settle('main', main);
     expect(changes).toEqual(['main ready', 'main unready']);
     expect(engines.ids()).toEqual(['main']);
   });
@@ -32,9 +36,12 @@ describe('EngineRegistry: the engines a worker drives and which are READY', () =
     engines.add('main', old);
     engines.add('main', current);
     expect(engines.report('main', old, 'READY')).toBe(false);
+    engines.settle('main', old);
     expect([engines.status('main'), engines.isReady('main')]).toEqual([undefined, false]);
     engines.report('main', current, 'READY');
+    engines.settle('main', current);
     expect(engines.report('main', old, 'STOPPED')).toBe(false);
+    engines.settle('main', old);
     expect(engines.status('main')).toBe('READY');
     expect(changes).toEqual(['main ready', 'main unready']);
   });
@@ -44,6 +51,7 @@ describe('EngineRegistry: the engines a worker drives and which are READY', () =
     const main = engine();
     engines.add('main', main);
     engines.report('main', main, 'READY');
+    engines.settle('main', main);
     expect(engines.remove('main')).toBe(main);
     expect([engines.has('main'), engines.isReady('main'), engines.size]).toEqual([false, false, 0]);
     expect(engines.status('main')).toBe('READY');

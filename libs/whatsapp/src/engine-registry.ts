@@ -47,12 +47,22 @@ export class EngineRegistry {
     return this.ready.has(sessionId);
   }
 
-  /** A state `engine` reported; true when it is the session's current engine (and was kept). */
+  /**
+   * A state `engine` reported: kept when it is the session's current engine (true). Its
+   * readiness follows with `settle`, once the state was told on.
+   */
   report(sessionId: string, engine: WhatsAppEngine, status: SessionStatus): boolean {
     const current = this.isCurrent(sessionId, engine);
     if (current) this.statuses.set(sessionId, status);
-    this.setReady(sessionId, current && status === 'READY');
     return current;
+  }
+
+  /** READY when `engine` is current and its reported status is READY; else not. */
+  settle(sessionId: string, engine: WhatsAppEngine): void {
+    this.setReady(
+      sessionId,
+      this.isCurrent(sessionId, engine) && this.statuses.get(sessionId) === 'READY',
+    );
   }
 
   /**

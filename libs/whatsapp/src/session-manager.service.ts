@@ -400,6 +400,7 @@ export class SessionManager
       { sessionId, status: state.status, lastError: state.lastError ?? undefined },
       'session state',
     );
+    this.engines.settle(sessionId, engine);
     await this.recorder.state(sessionId, state);
   }
 

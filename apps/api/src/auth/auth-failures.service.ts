@@ -59,12 +59,15 @@ export class AuthFailures {
     if (ok) {
       count = await this.counts.get(key, read);
       if (count >= limit) count = await read();
-    } else
+    } else {
       [count, ttlMs] = (await ATTEMPT.run(
         this.redis,
         [key],
         [WINDOW_MS, this.keys.changes('auth-failures')],
       )) as [number, number];
+      // Its own announcement may come back after this process's next read.
+      this.counts.forget(key);
+    }
     if (ok ? count < limit : count <= limit) return;
     const seconds = Math.max(1, Math.ceil((ttlMs ?? (await this.redis.pttl(key))) / 1000));
     void reply.header('Retry-After', String(seconds));

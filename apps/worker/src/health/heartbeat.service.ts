@@ -35,6 +35,19 @@ export class HeartbeatService {
     this.timer = setInterval(() => void this.beat(), this.config.WORKER_HEARTBEAT_MS);
   }
 
+  /**
+   * Takes this worker out of the placement (draining) while it keeps beating: the others count
+   * it out of the fair share at once and take its sessions as it hands them back, and the api
+   * still sees a live worker meanwhile.
+   */
+  async leave(): Promise<void> {
+    await this.workers
+      .setDraining(this.info.id, true, this.config.workerStaleAfterMs)
+      .catch((err: Error) =>
+        this.log.warn({ err: err.message }, 'not marked draining; sessions move at lease expiry'),
+      );
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.workers.remove(this.info.id).catch(() => undefined);

@@ -24,6 +24,8 @@ const NOT_READY_RETRY_MS = 1_000;
  * that arrive without a ring (added by another tool, or rung while the subscriber was down).
  */
 const IDLE_LOOK_SECONDS = 15;
+/** How long after a consumer starts it keeps moving jobs from its session's old queue. */
+const LEGACY_QUEUE_FOLLOW_MS = 3_600_000;
 
 interface Consumer {
   worker: Worker;
@@ -31,6 +33,8 @@ interface Consumer {
   /** Held back until then (error 463, quiet hours, daily cap): the queue stays paused. */
   restrictedUntil?: number;
   restrictionTimer?: NodeJS.Timeout;
+  /** The next look at the session's queue where an earlier version kept it. */
+  legacyTimer?: NodeJS.Timeout;
 }
 
 type Handlers = {
@@ -138,21 +142,35 @@ export class SendConsumers {
       this.log.warn({ sessionId, err: err.message }, 'queue worker error'),
     );
     this.consumers.set(sessionId, { worker, doorbell });
-    // Jobs queued where an earlier version kept the session's queue join this one.
-    void this.queues
-      .moveLegacyJobs(sessionId)
-      .then((moved) => {
-        if (moved) this.log.log({ sessionId, moved }, "moved jobs from the session's old queue");
-      })
-      .catch((err: Error) =>
-        this.log.warn({ sessionId, err: err.message }, "session's old queue not moved yet"),
-      );
+    this.followLegacyQueue(sessionId);
     // Fetch only once rings arrive, so a job added in between is not missed until the idle look.
     void listening
       .then(() => (worker.closing || worker.isRunning() ? undefined : worker.run()))
       .catch((err: Error) =>
         this.log.error({ sessionId, err: err.message }, 'queue worker stopped'),
       );
+  }
+
+  /**
+   * Jobs queued where an earlier version kept the session's queue join this one: at once, and
+   * on every idle look for an hour (while a rolling upgrade may still have old api replicas
+   * queueing there), while the old queue holds any.
+   */
+  private followLegacyQueue(sessionId: string): void {
+    const until = Date.now() + LEGACY_QUEUE_FOLLOW_MS;
+    const look = async () => {
+      const consumer = this.consumers.get(sessionId);
+      if (!consumer || Date.now() > until) return;
+      try {
+        const moved = await this.queues.moveLegacyJobs(sessionId);
+        if (moved) this.log.log({ sessionId, moved }, "moved jobs from the session's old queue");
+      } catch (err) {
+        this.log.warn({ sessionId, err: (err as Error).message }, "session's old queue not moved");
+      }
+      if (this.consumers.get(sessionId) === consumer)
+        consumer.legacyTimer = setTimeout(() => void look(), IDLE_LOOK_SECONDS * 1000).unref();
+    };
+    void look();
   }
 
   /**
@@ -164,6 +182,7 @@ export class SendConsumers {
     if (!consumer) return;
     this.consumers.delete(sessionId);
     clearTimeout(consumer.restrictionTimer);
+    clearTimeout(consumer.legacyTimer);
     await consumer.worker
       .close()
       .catch((err: Error) =>
