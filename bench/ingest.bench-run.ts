@@ -21,7 +21,7 @@ const REQUESTS = Number(process.env.BENCH_INGEST_REQUESTS ?? 3000);
 /** Connections of the load generator (keep-alive), and requests in flight in the closed loop. */
 const CONCURRENCY = Number(process.env.BENCH_INGEST_CONCURRENCY ?? 50);
 /** Rounds of each server, alternating bare, ours, bare, ours, ... */
-const ROUNDS = Number(process.env.BENCH_INGEST_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_INGEST_ROUNDS ?? 5);
 const RATE = Number(process.env.BENCH_INGEST_RATE ?? 500);
 const RATE_SECONDS = Number(process.env.BENCH_INGEST_RATE_SECONDS ?? 5);
 const PIPELINE_MESSAGES = Number(process.env.BENCH_PIPELINE_MESSAGES ?? 1000);
