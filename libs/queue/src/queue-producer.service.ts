@@ -11,6 +11,9 @@ import {
   type JobPayloads,
 } from './jobs.js';
 
+/** How far ahead a job moved from a session's old queue is scheduled, at least. */
+const LEGACY_MOVE_DELAY_MS = 1_000;
+
 /** Adds jobs to the per-session send queues. Queues are opened on first use and kept. */
 @Injectable()
 export class QueueProducer implements OnApplicationShutdown {
@@ -36,9 +39,9 @@ export class QueueProducer implements OnApplicationShutdown {
   /**
    * Moves the jobs a session's send queue had where earlier versions kept it (under the
    * prefix's hash tag) into its queue now, each with its id, data, options and its due time
-   * (a delayed job's, from the old queue's schedule). A job is added before it is taken out,
-   * and put back if it cannot be (an old worker took it meanwhile), so it is never in both
-   * queues to be run twice; a running job is left to its worker, and one whose worker died
+   * (a delayed job's, from the old queue's schedule; at least a second from now). A job is
+   * added before it is taken out, and the copy taken back if the original cannot be (an old
+   * worker took it meanwhile), so it is never run from both queues; a running job is left to its worker, and one whose worker died
    * (no lock) is moved. Returns how many were moved, or null when the old queue holds no job
    * (nothing to look at again).
    */
@@ -60,10 +63,12 @@ export class QueueProducer implements OnApplicationShutdown {
         // BullMQ scores a delayed job with its due time (ms) times 4096 plus a counter.
         const score = await client.zscore(`${root}:delayed`, job.id);
         const due = score === null ? Date.now() : Math.floor(Number(score) / 0x1000);
+        // At least a second ahead: no consumer can take the copy before the original is out,
+        // so if an old worker takes the original meanwhile, the copy can still be taken back.
         await target.add(job.name, job.data, {
           ...job.opts,
           jobId: job.id,
-          delay: Math.max(0, due - Date.now()),
+          delay: Math.max(LEGACY_MOVE_DELAY_MS, due - Date.now()),
         });
         try {
           await job.remove();
