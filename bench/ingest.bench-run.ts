@@ -847,6 +847,13 @@ function table(): string {
         pipeline.ours.messagesPerSecond,
         pipeline.oursOverRaw.messagesPerSecond,
       ],
+      // What bounds the pipeline: the consumer's CPU per message (raw: the whole bench process).
+      [
+        'consumer CPU µs/message',
+        pipeline.raw.benchProcessCpuUsPerMessage,
+        pipeline.ours.workerCpuUsPerMessage,
+        '',
+      ],
     );
   if (memory) {
     const used = memory.usedMemoryBytesPerMessage as Record<string, number>;

@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { mediaFingerprint } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { Stack, useStack } from '../support/stack.js';
+import { PRIVATE_URLS } from '../support/private-urls.js';
 
 // A real 1x1 PNG, served as application/octet-stream so the type must be sniffed from the bytes.
 const PNG = Buffer.from(
@@ -172,23 +173,7 @@ describe('media with private URLs refused (the default)', () => {
 
   // Every spelling of an address no public URL names: refused at once, with the reason, and
   // nothing is queued or fetched (no traffic leaves this machine even if a check broke).
-  it.each([
-    'http://127.0.0.1/',
-    'http://127.1/',
-    'http://0x7f000001/',
-    'http://2130706433/',
-    'http://017700000001/',
-    'http://0.0.0.0/',
-    'http://[::1]/',
-    'http://[::ffff:127.0.0.1]/',
-    'http://10.0.0.1/',
-    'http://192.168.1.1/',
-    'http://169.254.169.254/latest/meta-data/',
-    'http://[fd00:ec2::254]/',
-    'http://[fe80::1]/',
-    'http://localhost/',
-    'http://metadata.google.internal/',
-  ])('refuses %s with 400 and the reason', async (mediaUrl) => {
+  it.each(PRIVATE_URLS)('refuses %s with 400 and the reason', async (mediaUrl) => {
     const { status, body } = await stack.call('POST', '/api/v1/messages/media', {
       to: '4915123450000',
       mediaUrl,

@@ -3,6 +3,7 @@ import { eventually } from '../support/eventually.js';
 import { parsePrometheus } from '../support/prometheus.js';
 import { Stack, useStack } from '../support/stack.js';
 import { WebhookReceiver } from '../support/webhook-receiver.js';
+import { PRIVATE_URLS } from '../support/private-urls.js';
 
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 const OTHER_SECRET = 'whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCBrZXkh';
@@ -345,19 +346,7 @@ describe('webhook targets on private addresses', () => {
 
   it('refuses loopback, private, link-local and metadata targets unless allowed', async () => {
     for (const url of [
-      'http://127.0.0.1/hook',
-      'http://127.1/hook',
-      'http://0x7f000001/hook',
-      'http://2130706433/hook',
-      'http://[::1]/hook',
-      'http://[::ffff:127.0.0.1]/hook',
-      'http://10.1.2.3/hook',
-      'http://192.168.0.10/hook',
-      'http://169.254.169.254/latest/meta-data',
-      'http://[fd00::1]/hook',
-      'http://[fe80::1]/hook',
-      'http://0.0.0.0/hook',
-      'http://localhost:8080/hook',
+      ...PRIVATE_URLS.map((url) => `${url}hook`),
       'http://user:pw@example.com/hook',
     ]) {
       const answer = await setTargets(stack, [{ url, events: ['message.status'] }]);
