@@ -98,38 +98,41 @@ describe('production logs of the built api and worker', () => {
   });
 });
 
+/**
+ * Runs `body` in a child with the production logger both processes build (`log`), and
+ * `armShutdownDeadline` in scope; its output, split in lines, and how it ended.
+ */
+function withProductionLogger(body: string) {
+  ensureBuilt('api');
+  const common = new URL('../../dist/apps/api/libs/common/src/index.js', import.meta.url);
+  const script = `
+    import { pino } from 'pino';
+    import { armShutdownDeadline, loggerParams } from ${JSON.stringify(common.href)};
+    const [options, stream] = loggerParams({ production: true, level: 'info' }).pinoHttp;
+    const log = pino({ level: options.level }, stream);
+    ${body}
+  `;
+  const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return { ...child, lines: child.stdout.trim().split('\n') };
+}
+
 describe('production log lines are written asynchronously', () => {
   it('loses none of the lines logged just before the process exits', () => {
-    ensureBuilt('api');
-    const logging = new URL('../../dist/apps/api/libs/common/src/logging.js', import.meta.url);
-    // The logger as both processes build it in production, 20,000 lines, then an exit at once.
-    const script = `
-      import { pino } from 'pino';
-      import { loggerParams } from ${JSON.stringify(logging.href)};
-      const [options, stream] = loggerParams({ production: true, level: 'info' }).pinoHttp;
-      const log = pino({ level: options.level }, stream);
+    const child = withProductionLogger(`
       for (let i = 0; i < 20000; i++) log.info({ i }, 'line');
       process.exit(0);
-    `;
-    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      encoding: 'utf8',
-      maxBuffer: 64 * 1024 * 1024,
-    });
+    `);
     expect(child.stderr).toBe('');
-    const lines = child.stdout.trim().split('\n');
-    expect(lines).toHaveLength(20000);
-    expect(JSON.parse(lines.at(-1)!)).toMatchObject({ i: 19999, msg: 'line' });
+    expect(child.lines).toHaveLength(20000);
+    expect(JSON.parse(child.lines.at(-1)!)).toMatchObject({ i: 19999, msg: 'line' });
   });
 
   it('loses none of the lines a shutdown logs before the process ends by its signal', () => {
-    ensureBuilt('api');
-    const common = new URL('../../dist/apps/api/libs/common/src/index.js', import.meta.url);
     // As Nest's shutdown hooks do: log while stopping, then raise the signal again (no 'exit').
-    const script = `
-      import { pino } from 'pino';
-      import { armShutdownDeadline, loggerParams } from ${JSON.stringify(common.href)};
-      const [options, stream] = loggerParams({ production: true, level: 'info' }).pinoHttp;
-      const log = pino({ level: options.level }, stream);
+    const child = withProductionLogger(`
       armShutdownDeadline(10_000, () => undefined);
       process.once('SIGTERM', () => {
         setTimeout(() => {
@@ -140,14 +143,9 @@ describe('production log lines are written asynchronously', () => {
       for (let i = 0; i < 5000; i++) log.info({ i }, 'running');
       process.kill(process.pid, 'SIGTERM');
       setInterval(() => undefined, 1000);
-    `;
-    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      encoding: 'utf8',
-      maxBuffer: 64 * 1024 * 1024,
-    });
+    `);
     expect(child.signal).toBe('SIGTERM');
-    const lines = child.stdout.trim().split('\n');
-    expect(lines).toHaveLength(10000);
-    expect(JSON.parse(lines.at(-1)!)).toMatchObject({ i: 4999, msg: 'stopping' });
+    expect(child.lines).toHaveLength(10000);
+    expect(JSON.parse(child.lines.at(-1)!)).toMatchObject({ i: 4999, msg: 'stopping' });
   });
 });

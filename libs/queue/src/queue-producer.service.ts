@@ -42,14 +42,13 @@ export class QueueProducer implements OnApplicationShutdown {
    * (a delayed job's, from the old queue's schedule; at least a second from now). A job is
    * added before it is taken out, and the copy taken back if the original cannot be (an old
    * worker took it meanwhile), so it is never run from both queues; a running job is left to its worker, and one whose worker died
-   * (no lock) is moved. Returns how many were moved, or null when the old queue holds no job
-   * (nothing to look at again).
+   * (no lock) is moved. Returns how many were moved (one EXISTS when the old queue is empty).
    */
-  async moveLegacyJobs(sessionId: string): Promise<number | null> {
+  async moveLegacyJobs(sessionId: string): Promise<number> {
     const root = `${this.keys.bullPrefix()}:${sendQueueName(sessionId)}`;
     const client = this.redis;
     const lists = ['wait', 'paused', 'delayed', 'prioritized', 'active'].map((t) => `${root}:${t}`);
-    if ((await client.exists(...lists)) === 0) return null;
+    if ((await client.exists(...lists)) === 0) return 0;
     const legacy = new Queue(sendQueueName(sessionId), {
       ...this.options,
       prefix: this.keys.bullPrefix(),

@@ -153,8 +153,8 @@ export class SendConsumers {
 
   /**
    * Jobs queued where an earlier version kept the session's queue join this one: at once, and
-   * on every idle look for an hour (while a rolling upgrade may still have old api replicas
-   * queueing there), while the old queue holds any.
+   * every IDLE_LOOK_SECONDS for an hour (a rolling upgrade may still have old api replicas
+   * queueing there); a look at an empty old queue is one EXISTS.
    */
   private followLegacyQueue(sessionId: string): void {
     const until = Date.now() + LEGACY_QUEUE_FOLLOW_MS;
