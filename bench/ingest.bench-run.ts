@@ -13,7 +13,7 @@ import { inject } from 'vitest';
 import { sendQueueName } from '@app/queue';
 import { RedisKeys, createRedis } from '@app/status-store';
 import { freePort } from '../test/support/global-setup.js';
-import { ensureBuilt, exited, spawnApp } from '../test/support/worker-process.js';
+import { ensureBuilt, exited, mainOf, spawnApp } from '../test/support/worker-process.js';
 import { CLOCK_TICKS, cpuMicros, redisInfo } from './measure.js';
 
 /** Requests per closed-loop round. */
@@ -41,7 +41,24 @@ const PATH = '/api/v1/messages/text';
 const SESSION = 'main';
 const RESULTS = new URL('./results/ingest.json', import.meta.url);
 const ROOT = new URL('..', import.meta.url).pathname;
-const API_MAIN = join(ROOT, 'dist/apps/api/apps/api/src/main.js');
+/** Our api or worker as spawnApp starts it, with the profiler when BENCH_INGEST_CPU_PROF_DIR is set. */
+function spawnOurs(app: 'api' | 'worker', env: Record<string, string>) {
+  if (!CPU_PROF_DIR) return spawnApp(app, env, ['ignore', 'ignore', 'pipe']);
+  // Exiting on SIGTERM (not as Nest does, by the signal again) is what makes Node write the
+  // profile; its file is named CPU.<date>.<pid>..., and the pid is printed here.
+  const child = spawn(
+    process.execPath,
+    [
+      '--cpu-prof',
+      `--cpu-prof-dir=${CPU_PROF_DIR}`,
+      "--import=data:text/javascript,process.once('SIGTERM',()=>process.exit(0))",
+      mainOf(app),
+    ],
+    { cwd: ROOT, env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  console.log(`${app} runs with --cpu-prof as pid ${child.pid}`);
+  return child;
+}
 const BARE_SCRIPT = new URL('./bare-ingest.mjs', import.meta.url).pathname;
 const API_KEY = randomBytes(24).toString('hex');
 
@@ -401,28 +418,8 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       );
     });
     barePort.catch(() => undefined); // awaited below, after the api and worker are spawned
-    const api = startChild(
-      'api',
-      CPU_PROF_DIR
-        ? // As spawnApp, plus the profiler; exiting on SIGTERM (not as Nest does, by the
-          // signal again) is what makes Node write the profile.
-          spawn(
-            process.execPath,
-            [
-              '--cpu-prof',
-              `--cpu-prof-dir=${CPU_PROF_DIR}`,
-              "--import=data:text/javascript,process.once('SIGTERM',()=>process.exit(0))",
-              API_MAIN,
-            ],
-            {
-              cwd: ROOT,
-              env: { PATH: process.env.PATH, ...appEnv },
-              stdio: ['ignore', 'ignore', 'pipe'],
-            },
-          )
-        : spawnApp('api', appEnv, ['ignore', 'ignore', 'pipe']),
-    );
-    const worker = startChild('worker', spawnApp('worker', appEnv, ['ignore', 'ignore', 'pipe']));
+    const api = startChild('api', spawnOurs('api', appEnv));
+    const worker = startChild('worker', spawnOurs('worker', appEnv));
     workerPid = worker.child.pid!;
     bare = { name: 'bare', port: await barePort, pid: bareChild.child.pid! };
     ours = { name: 'ours', port: apiPort, pid: api.child.pid! };
@@ -475,7 +472,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
         oursEnv: Object.fromEntries(
           Object.entries(appEnv).filter(([name]) => !/KEY|TOKEN|PASSWORD|URL|DIR/.test(name)),
         ),
-        cpuProfile: CPU_PROF_DIR ? 'api ran with --cpu-prof (slower)' : undefined,
+        cpuProfile: CPU_PROF_DIR ? 'api and worker ran with --cpu-prof (slower)' : undefined,
         note:
           'ours = built api + worker processes (NODE_ENV=production, logs at info to /dev/null); ' +
           'bare = bench/bare-ingest.mjs (node:http + one BullMQ add, no logs); raw = a BullMQ ' +

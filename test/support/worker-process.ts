@@ -4,7 +4,7 @@ import { join } from 'node:path';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 type App = 'api' | 'worker';
-const mainOf = (app: App) => join(ROOT, `dist/apps/${app}/apps/${app}/src/main.js`);
+export const mainOf = (app: App) => join(ROOT, `dist/apps/${app}/apps/${app}/src/main.js`);
 
 /** Builds an app when its output is missing or older than any of its sources. */
 export function ensureBuilt(app: App): void {
