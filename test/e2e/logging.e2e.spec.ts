@@ -1,4 +1,8 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LOG_FLUSH_MS } from '@app/common';
 import { eventually } from '../support/eventually.js';
 import { freePort } from '../support/global-setup.js';
 import { useStack } from '../support/stack.js';
@@ -72,6 +76,10 @@ describe('production logs of the built api and worker', () => {
       expect(
         parsed.some((line) => line.msg === 'message sent' && line.requestId === 'req-logging-42'),
       ).toBe(true);
+      // Each process writes its lines in batches of its own: the api's may come later.
+      expect(
+        parsed.some((line) => line.req?.id === 'req-logging-42' && line.res?.statusCode === 202),
+      ).toBe(true);
       return parsed;
     }, 20_000);
     // Sends made before the worker's first heartbeat answer 503 and are logged too: the line
@@ -102,7 +110,7 @@ describe('production logs of the built api and worker', () => {
  * Runs `body` in a child with the production logger both processes build (`log`), and
  * `armShutdownDeadline` in scope; its output, split in lines, and how it ended.
  */
-function withProductionLogger(body: string) {
+function withProductionLogger(body: string, stdoutFile?: string) {
   ensureBuilt('api');
   const common = new URL('../../dist/apps/api/libs/common/src/index.js', import.meta.url);
   const script = `
@@ -112,11 +120,17 @@ function withProductionLogger(body: string) {
     const log = pino({ level: options.level }, stream);
     ${body}
   `;
-  const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-    encoding: 'utf8',
-    maxBuffer: 64 * 1024 * 1024,
-  });
-  return { ...child, lines: child.stdout.trim().split('\n') };
+  const fd = stdoutFile ? openSync(stdoutFile, 'w') : undefined;
+  try {
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      maxBuffer: 64 * 1024 * 1024,
+      stdio: ['ignore', fd ?? 'pipe', 'pipe'],
+    });
+    return { ...child, lines: (child.stdout ?? '').trim().split('\n') };
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 
 describe('production log lines are written asynchronously', () => {
@@ -147,5 +161,53 @@ describe('production log lines are written asynchronously', () => {
     expect(child.signal).toBe('SIGTERM');
     expect(child.lines).toHaveLength(10000);
     expect(JSON.parse(child.lines.at(-1)!)).toMatchObject({ i: 4999, msg: 'stopping' });
+  });
+
+  it('writes the lines of a quiet process within LOG_FLUSH_MS, not only when a batch fills', () => {
+    // One short line, far below a batch; the child looks at what reached its stdout (a file)
+    // while it still runs.
+    const out = join(mkdtempSync(join(tmpdir(), 'log-flush-')), 'out.log');
+    const child = withProductionLogger(
+      `
+      const { readFileSync } = await import('node:fs');
+      log.info('alone');
+      const seen = { now: readFileSync(${JSON.stringify(out)}).length };
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      seen.later = readFileSync(${JSON.stringify(out)}).length;
+      console.error(JSON.stringify(seen));
+      process.exit(0);
+    `,
+      out,
+    );
+    const seen = JSON.parse(child.stderr) as { now: number; later: number };
+    expect(LOG_FLUSH_MS).toBeLessThan(300);
+    expect(seen.now).toBe(0); // batched, not written line by line...
+    expect(seen.later).toBeGreaterThan(0); // ...and out by LOG_FLUSH_MS, not at exit
+    expect(readFileSync(out, 'utf8')).toContain('"msg":"alone"');
+  });
+
+  it('writes a line per request or message in a few writes, not one each', () => {
+    // Lines a millisecond apart, as a busy process logs them: each write would be done before
+    // the next line if lines were written as they came.
+    const child = withProductionLogger(`
+      const fs = (await import('node:fs')).default;
+      let writes = 0;
+      for (const name of ['write', 'writeSync']) {
+        const original = fs[name];
+        fs[name] = (fd, ...rest) => { if (fd === 1) writes++; return original(fd, ...rest); };
+      }
+      for (let i = 0; i < 500; i++) {
+        log.info({ i }, 'line');
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      process.on('exit', () => console.error(JSON.stringify({ writes })));
+      process.exit(0);
+    `);
+    expect(child.lines).toHaveLength(500);
+    // ~70 bytes a line: 500 lines are ~35 KB, some 9 batches of LOG_BATCH_BYTES, plus a
+    // flush every LOG_FLUSH_MS while they trickle in.
+    const { writes } = JSON.parse(child.stderr) as { writes: number };
+    expect(writes).toBeGreaterThan(0);
+    expect(writes).toBeLessThan(500 / 10);
   });
 });

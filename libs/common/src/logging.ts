@@ -76,17 +76,27 @@ export function loggerParams(options: LoggingOptions): Params {
 }
 
 /** The production destination, once made (one per process). */
-let stdout: (DestinationStream & { sync: boolean }) | undefined;
+type Batched = DestinationStream & { sync: boolean; minLength: number; flush(): void };
+let stdout: Batched | undefined;
+
+/** Lines gather up to this many bytes before a write (one write syscall for many lines)... */
+export const LOG_BATCH_BYTES = 4096;
+/** ...or for at most this long, so a quiet process's lines still show at once. */
+export const LOG_FLUSH_MS = 100;
 
 /**
- * Standard output written asynchronously: a line waits only while the previous write is in
- * flight, and the lines that gather meanwhile go out in one write (a busy process makes one
- * write per batch, not one per line). pino flushes what is left when the process exits.
+ * Standard output written asynchronously, in batches: a line waits until LOG_BATCH_BYTES have
+ * gathered or LOG_FLUSH_MS have passed, whichever comes first (a busy process makes one write
+ * per batch, not one per line: a write is a syscall, and a busy process logs a line per
+ * request or message). pino flushes what is left when the process exits.
  */
 function stdoutLines(): DestinationStream {
-  stdout ??= destination({ dest: 1, sync: false }) as unknown as DestinationStream & {
-    sync: boolean;
-  };
+  stdout ??= destination({
+    dest: 1,
+    sync: false,
+    minLength: LOG_BATCH_BYTES,
+    periodicFlush: LOG_FLUSH_MS,
+  }) as unknown as Batched;
   return stdout;
 }
 
@@ -96,5 +106,9 @@ function stdoutLines(): DestinationStream {
  * for pino to flush on, so the lines of the shutdown must not wait in a buffer.
  */
 export function writeLogsSynchronously(): void {
-  if (stdout) stdout.sync = true;
+  if (!stdout) return;
+  stdout.sync = true;
+  // What gathered below a batch goes out now (a write in flight finishes, then the rest).
+  stdout.flush();
+  stdout.minLength = 0;
 }
