@@ -15,6 +15,7 @@ import {
   type NewMessage,
 } from './message-record.js';
 import { EventScriptArgs, LuaScript, withEventPublishing } from './event-script.js';
+import { SERVER_NOW_LUA } from './pacing.repository.js';
 
 const TIMESTAMP_FIELD: Partial<Record<MessageStatus, keyof MessageRecord>> = {
   sending: 'sendingAt',
@@ -223,6 +224,41 @@ return 'claimed'
   ),
 );
 
+// Reads a message for its send and, when it is plainly sendable now, claims it in the same
+// round trip: still queued or scheduled with no engine id (as CLAIM), not expired, nothing to
+// do before its engine call (no media to fetch, no "typing…" to show), and the session's
+// pacing interval passed on the server's clock (as PacingRepository.waitMs). Anything else is
+// only read, for the caller's full path. KEYS[1] message, [2] the session's last send;
+// ARGV[7] '1' to claim if sendable, [8] expired when due before this (ISO), [9] now (ISO),
+// [10] pacing interval (ms). Returns false (no record) or {1 if claimed, else 0, the record as
+// it was read (before the claim)}.
+const TAKE = new LuaScript(
+  withEventPublishing(
+    SNAPSHOT +
+      `
+local flat = redis.call('HGETALL', KEYS[1])
+if #flat == 0 then return false end
+if ARGV[7] ~= '1' then return { 0, flat } end
+local r = {}
+for i = 1, #flat, 2 do r[flat[i]] = flat[i + 1] end
+local due = (r.sendAt or '') ~= '' and r.sendAt or r.createdAt
+if (r.status ~= 'queued' and r.status ~= 'scheduled') or (r.engineMessageId or '') ~= ''
+  or r.type == 'media' or (r.typingMs or '') ~= '' or due < ARGV[8] then
+  return { 0, flat }
+end
+if tonumber(ARGV[10]) > 0 then
+  ${SERVER_NOW_LUA}
+  if tonumber(redis.call('GET', KEYS[2]) or '0') + tonumber(ARGV[10]) > now then return { 0, flat } end
+end
+redis.call('HSET', KEYS[1], 'status', 'sending', 'sendingAt', ARGV[9],
+  'attempts', tostring(tonumber(r.attempts or '0') + 1), 'nextAttemptAt', '')
+count_status(r.sessionId, r.status, 'sending')
+publish_event(r.sessionId, 'message.status', snapshot)
+return { 1, flat }
+`,
+  ),
+);
+
 // Cancels a message not yet taken for sending. KEYS[1] message; ARGV[7] fields (JSON, flat).
 // Returns the status found ('cancelled' when this call cancelled it).
 const CANCEL = new LuaScript(
@@ -391,6 +427,34 @@ export class MessageRepository {
   async get(messageId: string): Promise<MessageRecord | null> {
     const hash = await this.redis.hgetall(this.keys.message(messageId));
     return hash.status ? parseMessageRecord(hash) : null;
+  }
+
+  /**
+   * A message as its send finds it (null: no such record), claimed in the same round trip
+   * (`claimed`, as claimForSending would) when `claim` is given and the message is plainly
+   * sendable now: see TAKE. The record is as it was before the claim.
+   */
+  async take(
+    messageId: string,
+    claim?: { sessionId: string; ttlMs: number; intervalMs: number },
+    now = new Date(),
+  ): Promise<{ record: MessageRecord; claimed: boolean } | null> {
+    const taken = (await TAKE.run(
+      this.redis,
+      [this.keys.message(messageId), this.keys.lastSend(claim?.sessionId ?? '')],
+      [
+        ...this.events.build(now),
+        claim ? '1' : '0',
+        new Date(now.getTime() - (claim?.ttlMs ?? 0)).toISOString(),
+        now.toISOString(),
+        claim?.intervalMs ?? 0,
+      ],
+    )) as [number, string[]] | null;
+    if (!taken) return null;
+    const [claimed, flat] = taken;
+    const hash: Record<string, string> = {};
+    for (let i = 0; i < flat.length; i += 2) hash[flat[i]] = flat[i + 1];
+    return { record: parseMessageRecord(hash), claimed: claimed === 1 };
   }
 
   async delete(message: Pick<MessageRecord, 'id' | 'sessionId'>): Promise<void> {

@@ -4,15 +4,15 @@ import { LuaScript } from './event-script.js';
 import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
 
-// Both scripts read the Redis server's clock: one clock for every worker, so pacing holds
-// across a takeover even when the workers' own clocks disagree.
-const NOW = `local t = redis.call('TIME')
+// The scripts that pace read the Redis server's clock: one clock for every worker, so pacing
+// holds across a takeover even when the workers' own clocks disagree. Sets `now` (ms).
+export const SERVER_NOW_LUA = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
 // KEYS[1] last send; ARGV[1] interval ms. Returns the ms still to wait (0: send now).
 const WAIT = new LuaScript(
-  NOW +
+  SERVER_NOW_LUA +
     `
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local wait = last + tonumber(ARGV[1]) - now
@@ -23,7 +23,7 @@ return wait
 
 // KEYS[1] last send; ARGV[1] interval ms (the key is useless after it).
 const RECORD = new LuaScript(
-  NOW +
+  SERVER_NOW_LUA +
     `
 redis.call('SET', KEYS[1], now, 'PX', math.max(1, tonumber(ARGV[1])))
 return now

@@ -90,6 +90,26 @@ class MessageStore {
   async get(id: string) {
     return this.records.get(id) ?? null;
   }
+  /** Stands for the pacing check TAKE makes on the server's clock. */
+  serverWaitMs = async (_sessionId: string, _interval: number) => 0;
+  /** As MessageRepository.take: claims (as claimForSending would) what is plainly sendable. */
+  async take(id: string, claim?: { sessionId: string; ttlMs: number; intervalMs: number }) {
+    const r = this.records.get(id);
+    if (!r) return null;
+    const sendable =
+      claim &&
+      (r.status === 'queued' || r.status === 'scheduled') &&
+      !r.engineMessageId &&
+      r.type !== 'media' &&
+      !r.typingMs &&
+      Date.now() - Date.parse(r.sendAt ?? r.createdAt) <= claim.ttlMs &&
+      (claim.intervalMs === 0 || (await this.serverWaitMs(claim.sessionId, claim.intervalMs)) <= 0);
+    // A claim that would not succeed (cancelled meanwhile...) leaves it to the full path.
+    if (!sendable || this.claim !== 'claimed') return { record: r, claimed: false };
+    this.calls.push(`claim ${r.attempts + 1}`);
+    this.records.set(id, { ...r, status: 'sending', attempts: r.attempts + 1 });
+    return { record: r, claimed: true };
+  }
   async failIfUnsent(id: string, error: MessageError) {
     const r = this.records.get(id)!;
     if (r.engineMessageId) return false;
@@ -166,6 +186,7 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
     sentOn: vi.fn(async () => 0),
     countSend: vi.fn(async () => undefined),
   };
+  store.serverWaitMs = pacing.waitMs;
   const sessions = {
     engine: () => engine as unknown as WhatsAppEngine,
     isReady: () => options.ready ?? true,
@@ -543,5 +564,74 @@ describe('SendService: pacing', () => {
     expect(at[1] - at[0]).toBeGreaterThanOrEqual(120);
     expect(h.pacing.waitMs).toHaveBeenCalledWith('main', 120);
     expect(h.pacing.recordSend).toHaveBeenCalledTimes(2);
+  });
+});
+
+describe('SendService: read and claim in one round trip', () => {
+  /** Which path a send took: claimed with its read (take), or read, then claimed apart. */
+  async function path(
+    stored: MessageRecord,
+    env: Record<string, string> = {},
+    prepare?: (h: ReturnType<typeof harness>) => void,
+  ) {
+    const h = harness(env);
+    h.store.put(stored);
+    prepare?.(h);
+    const take = vi.spyOn(h.store, 'take');
+    const claim = vi.spyOn(h.store, 'claimForSending');
+    // A held-back send throws SendHeldBack (the job waits): its name is the outcome here.
+    const outcome = await h.service.send('main', stored.id, first).catch((err: Error) => err.name);
+    const asked = take.mock.calls[0][1];
+    return { outcome, askedToClaim: asked !== undefined, claimedApart: claim.mock.calls.length };
+  }
+
+  it('claims a plainly sendable text with its read: no second call', async () => {
+    await expect(path(record())).resolves.toEqual({
+      outcome: 'sent',
+      askedToClaim: true,
+      claimedApart: 0,
+    });
+  });
+
+  it('takes the full path when a step comes before the claim', async () => {
+    // Media to fetch and "typing…" to show come before the claim; the store refuses those.
+    const media = record({ type: 'media', mediaUrl: 'https://example.com/a.pdf', text: null });
+    expect(await path(media)).toMatchObject({ outcome: 'sent', claimedApart: 1 });
+    expect(await path(record({ typingMs: 100 }))).toMatchObject({
+      outcome: 'sent',
+      claimedApart: 1,
+    });
+  });
+
+  it('does not ask for the claim while the session is held back or must wait its interval', async () => {
+    const quiet = await path(record(), {}, (h) =>
+      h.sessionStore.sendHolds.mockResolvedValue({
+        limits: NO_LIMITS,
+        restrictedUntil: new Date(Date.now() + 60_000),
+        restriction: 'WhatsApp said 463',
+      }),
+    );
+    expect(quiet).toEqual({ outcome: 'SendHeldBack', askedToClaim: false, claimedApart: 0 });
+    await expect(path(record())).resolves.toMatchObject({ askedToClaim: true });
+
+    // A second send right after the first waits out the interval on the full path.
+    const h = harness({ SEND_MIN_INTERVAL_MS: '60' });
+    const second = record({ id: '7a7a7a7a-8a55-4f0e-9d0b-6a0f3b7c2d11' });
+    h.store.put(record(), second);
+    const take = vi.spyOn(h.store, 'take');
+    await h.service.send('main', record().id, first);
+    await h.service.send('main', second.id, first);
+    expect(take.mock.calls.map(([, claim]) => claim !== undefined)).toEqual([true, false]);
+    expect(h.store.calls.filter((c) => c.startsWith('claim'))).toEqual(['claim 1', 'claim 1']);
+  });
+
+  it('counts the try of a message claimed with its read from the attempts it had', async () => {
+    const h = harness();
+    h.store.put(record({ attempts: 2 }));
+    h.engine.sendText.mockRejectedValueOnce(new Error('boom'));
+    await expect(h.service.send('main', record().id, { number: 3, max: 5 })).rejects.toThrow(
+      'boom',
+    );
+    expect(h.store.calls).toEqual(['claim 3', 'markRetrying SEND_FAILED 3']);
   });
 });

@@ -94,69 +94,91 @@ export class SendService {
   ) {}
 
   async send(sessionId: string, messageId: string, attempt: SendAttempt): Promise<SendOutcome> {
-    const record = await this.messages.get(messageId);
-    if (!record) {
+    const engine = this.sessions.engine(sessionId);
+    const ready = !!engine && this.sessions.isReady(sessionId);
+    // What holds the session back now is known before the record is read: when nothing does,
+    // a plainly sendable message is read and claimed in one round trip (MessageRepository.take).
+    const hold = ready ? await this.heldBack(sessionId, new Date()) : null;
+    const interval = this.drawInterval();
+    const taken = await this.messages.take(
+      messageId,
+      ready && !hold && this.localWaitMs(sessionId, interval) <= 0
+        ? { sessionId, ttlMs: this.config.MESSAGE_TTL_MS, intervalMs: interval }
+        : undefined,
+    );
+    if (!taken) {
       this.log.warn({ sessionId, messageId }, 'job for an unknown message; dropped');
       return 'missing';
     }
-    if (record.engineMessageId || FINAL_OR_SENT.has(record.status)) return 'already-sent';
-    if (record.status === 'failed') return 'already-failed';
-    if (record.status === 'cancelled') return 'cancelled';
-    // A scheduled message's time to live starts when it is due.
-    if (Date.now() - Date.parse(record.sendAt ?? record.createdAt) > this.config.MESSAGE_TTL_MS) {
-      const expired = await this.messages.failIfUnsent(messageId, {
-        code: 'EXPIRED',
-        message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`,
-      });
-      if (!expired) return 'already-sent';
-      await this.dropUpload(record);
-      this.metrics.sendFailed(sessionId, 'EXPIRED', true);
-      return 'expired';
+    const { record, claimed } = taken;
+    if (!claimed) {
+      if (record.engineMessageId || FINAL_OR_SENT.has(record.status)) return 'already-sent';
+      if (record.status === 'failed') return 'already-failed';
+      if (record.status === 'cancelled') return 'cancelled';
+      // A scheduled message's time to live starts when it is due.
+      const due = Date.parse(record.sendAt ?? record.createdAt);
+      if (Date.now() - due > this.config.MESSAGE_TTL_MS) {
+        const expired = await this.messages.failIfUnsent(messageId, {
+          code: 'EXPIRED',
+          message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`,
+        });
+        if (!expired) return 'already-sent';
+        await this.dropUpload(record);
+        this.metrics.sendFailed(sessionId, 'EXPIRED', true);
+        return 'expired';
+      }
     }
-    const engine = this.sessions.engine(sessionId);
-    if (!engine || !this.sessions.isReady(sessionId)) return 'not-ready';
+    if (!engine || !ready) return 'not-ready';
 
     try {
       const media = record.type === 'media' ? await this.fetchMedia(record) : null;
-      const fingerprint = contentFingerprint(record, media);
-      if (record.status === 'sending' && record.sendingAt) {
-        const found = await engine.findSentMessage(
-          record.chatId,
-          fingerprint,
-          new Date(record.sendingAt),
-        );
-        if (found) {
-          this.log.warn(
-            { sessionId, messageId, engineMessageId: found },
-            'found an interrupted send in the chat; not sending again',
+      // Not claimed with the read: the full path, each step before the claim.
+      if (!claimed) {
+        if (record.status === 'sending' && record.sendingAt) {
+          const found = await engine.findSentMessage(
+            record.chatId,
+            contentFingerprint(record, media),
+            new Date(record.sendingAt),
           );
-          await this.messages.markSent(record, found, new Date(), false);
-          await this.dropUpload(record);
-          this.metrics.messageRecovered(sessionId);
-          return 'recovered';
+          if (found) {
+            this.log.warn(
+              { sessionId, messageId, engineMessageId: found },
+              'found an interrupted send in the chat; not sending again',
+            );
+            await this.messages.markSent(record, found, new Date(), false);
+            await this.dropUpload(record);
+            this.metrics.messageRecovered(sessionId);
+            return 'recovered';
+          }
         }
-      }
-      const hold = await this.heldBack(sessionId, new Date());
-      if (hold) {
-        await this.messages.markRetrying(
-          messageId,
-          { code: hold.code, message: hold.message },
-          { attempts: record.attempts, nextAttemptAt: hold.until },
+        if (hold) {
+          await this.messages.markRetrying(
+            messageId,
+            { code: hold.code, message: hold.message },
+            { attempts: record.attempts, nextAttemptAt: hold.until },
+          );
+          throw hold;
+        }
+        await this.waitForInterval(
+          sessionId,
+          interval,
+          record.typingMs
+            ? {
+                ms: record.typingMs,
+                show: () => engine.showTyping(record.chatId, record.typingMs!),
+              }
+            : undefined,
         );
-        throw hold;
-      }
-      await this.waitForInterval(
-        sessionId,
-        record.typingMs
-          ? { ms: record.typingMs, show: () => engine.showTyping(record.chatId, record.typingMs!) }
-          : undefined,
-      );
-      const claim = await this.messages.claimForSending(messageId, record.attempts + 1);
-      if (claim !== 'claimed') {
-        // Cancelled (or finished elsewhere) since it was read: nothing is sent.
-        this.log.log({ sessionId, messageId, status: claim }, 'message not sent: no longer queued');
-        if (claim === 'cancelled') return 'cancelled';
-        return claim === 'failed' ? 'already-failed' : 'already-sent';
+        const claim = await this.messages.claimForSending(messageId, record.attempts + 1);
+        if (claim !== 'claimed') {
+          // Cancelled (or finished elsewhere) since it was read: nothing is sent.
+          this.log.log(
+            { sessionId, messageId, status: claim },
+            'message not sent: no longer queued',
+          );
+          if (claim === 'cancelled') return 'cancelled';
+          return claim === 'failed' ? 'already-failed' : 'already-sent';
+        }
       }
       const endSend = this.metrics.startSend(sessionId, record.createdAt);
       // Measured from the end of this call: a pause (GC, load) between taking the time and
@@ -377,20 +399,41 @@ export class SendService {
    * paced too). A send's "typing…" (`typingMs`) is shown at the end of that wait, inside it:
    * it lengthens the gap only when it is longer than what was left to wait.
    */
+  /**
+   * This send's interval: SEND_MIN_INTERVAL_MS widened by a random amount up to
+   * SEND_JITTER_MS, so the gaps between sends vary and none is shorter than the minimum.
+   */
+  private drawInterval(): number {
+    return (
+      this.config.SEND_MIN_INTERVAL_MS +
+      Math.floor(Math.random() * (this.config.SEND_JITTER_MS + 1))
+    );
+  }
+
+  /** What is left of `interval` since this worker's last engine call for the session (ms). */
+  private localWaitMs(sessionId: string, interval: number): number {
+    const last = this.lastSendAt.get(sessionId);
+    return interval === 0 || last === undefined ? 0 : last + interval - performance.now();
+  }
+
+  /**
+   * Waits until `interval` has passed since the session's last engine call: on this worker's
+   * monotonic clock (immune to wall-clock steps), and in Redis, where the last send of a
+   * previous owner of the session is recorded (a takeover is paced too). A send's "typing…"
+   * (`typingMs`) is shown at the end of that wait, inside it: it lengthens the gap only when
+   * it is longer than what was left to wait.
+   */
   private async waitForInterval(
     sessionId: string,
+    interval: number,
     typing?: { ms: number; show: () => Promise<void> },
   ): Promise<void> {
-    // SEND_JITTER_MS widens this send's interval by a random amount: the gaps between sends
-    // vary, and none is ever shorter than SEND_MIN_INTERVAL_MS.
-    const interval =
-      this.config.SEND_MIN_INTERVAL_MS +
-      Math.floor(Math.random() * (this.config.SEND_JITTER_MS + 1));
-    const last = this.lastSendAt.get(sessionId);
     const remaining = async () => {
       if (interval === 0) return 0;
-      const local = last === undefined ? 0 : last + interval - performance.now();
-      return Math.max(local, await this.pacing.waitMs(sessionId, interval));
+      return Math.max(
+        this.localWaitMs(sessionId, interval),
+        await this.pacing.waitMs(sessionId, interval),
+      );
     };
     if (typing) {
       const wait = await remaining();

@@ -1,0 +1,111 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { inject } from 'vitest';
+import { loadAppConfig } from '@app/config';
+import { EventScriptArgs } from './event-script.js';
+import type { NewMessage } from './message-record.js';
+import { MessageRepository } from './message.repository.js';
+import { PacingRepository } from './pacing.repository.js';
+import { createRedis } from './redis-connection.js';
+import { RedisKeys } from './redis-keys.js';
+
+/**
+ * MessageRepository.take against Redis: the worker's read of a message, with the claim made
+ * in the same script when nothing has to happen before it.
+ */
+describe('MessageRepository.take: read, and claim what is plainly sendable now', () => {
+  let redis: Redis;
+  let keys: RedisKeys;
+  let messages: MessageRepository;
+  let pacing: PacingRepository;
+  const claim = { sessionId: 'main', ttlMs: 60_000, intervalMs: 0 };
+
+  beforeAll(() => {
+    redis = createRedis(inject('redisUrl'), { name: 'take-test' });
+    keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
+    const config = loadAppConfig({ readEnvFile: false, overrides: { NODE_ENV: 'test' } });
+    messages = new MessageRepository(redis, keys, config, new EventScriptArgs(keys, [], 60_000));
+    pacing = new PacingRepository(redis, keys);
+  });
+  afterAll(async () => {
+    const left = await redis.keys(`${keys.root}*`);
+    if (left.length) await redis.del(...left);
+    await redis.quit();
+  });
+
+  async function stored(overrides: Partial<NewMessage> = {}, now = new Date()) {
+    const message: NewMessage = {
+      id: randomUUID(),
+      sessionId: 'main',
+      to: '4915123456789',
+      chatId: '4915123456789@c.us',
+      type: 'text',
+      text: 'hello',
+      ...overrides,
+    } as NewMessage;
+    return messages.create(message, now);
+  }
+
+  it('claims a queued text: the record as read, and the claim written as claimForSending would', async () => {
+    const message = await stored();
+    const taken = await messages.take(message.id, claim);
+    expect(taken).toMatchObject({ claimed: true, record: { status: 'queued', attempts: 0 } });
+    const after = await messages.get(message.id);
+    expect(after).toMatchObject({ status: 'sending', attempts: 1, nextAttemptAt: null });
+    expect(after?.sendingAt).toEqual(expect.any(String));
+    expect((await messages.counts('main')).sending).toBe(1);
+    // Taken again (a retry of the job): it is sending now, so only read.
+    expect(await messages.take(message.id, claim)).toMatchObject({ claimed: false });
+  });
+
+  it('only reads when not asked to claim, or for a message that is missing', async () => {
+    const message = await stored();
+    expect(await messages.take(message.id)).toMatchObject({ claimed: false });
+    expect((await messages.get(message.id))?.status).toBe('queued');
+    expect(await messages.take(randomUUID(), claim)).toBeNull();
+  });
+
+  it('only reads what needs a step before its claim, or is no longer queued', async () => {
+    const media = await stored({
+      type: 'media',
+      text: null,
+      mediaUrl: 'https://example.com/a.pdf',
+    } as Partial<NewMessage>);
+    const typing = await stored({ typingMs: 500 });
+    const cancelled = await stored();
+    await messages.cancel(cancelled.id);
+    const old = await stored({}, new Date(Date.now() - 120_000));
+    for (const message of [media, typing, cancelled, old]) {
+      const before = await messages.get(message.id);
+      expect(await messages.take(message.id, claim), message.id).toMatchObject({
+        claimed: false,
+      });
+      expect(await messages.get(message.id)).toEqual(before);
+    }
+  });
+
+  it("counts a scheduled message's time to live from its sendAt", async () => {
+    const due = await stored(
+      { sendAt: new Date(Date.now() - 1_000).toISOString() },
+      new Date(Date.now() - 120_000),
+    );
+    expect(await messages.take(due.id, claim)).toMatchObject({
+      claimed: true,
+      record: { status: 'scheduled' },
+    });
+  });
+
+  it("waits out the session's pacing interval on the server's clock", async () => {
+    const message = await stored();
+    await pacing.recordSend('main', 60_000);
+    expect(await messages.take(message.id, { ...claim, intervalMs: 60_000 })).toMatchObject({
+      claimed: false,
+    });
+    // Another session's last send does not hold this one.
+    await redis.del(keys.lastSend('main'));
+    await pacing.recordSend('other', 60_000);
+    expect(await messages.take(message.id, { ...claim, intervalMs: 60_000 })).toMatchObject({
+      claimed: true,
+    });
+  });
+});
