@@ -15,7 +15,7 @@ import {
   type NewMessage,
 } from './message-record.js';
 import { EventScriptArgs, LuaScript, withEventPublishing } from './event-script.js';
-import { SERVER_NOW_LUA } from './pacing.repository.js';
+import { pacingWaitLua, recordSendLua } from './pacing.repository.js';
 
 const TIMESTAMP_FIELD: Partial<Record<MessageStatus, keyof MessageRecord>> = {
   sending: 'sendingAt',
@@ -90,14 +90,17 @@ return 1
 );
 
 // WhatsApp took the message: the engine id is saved (what stops a second send), the ack index
-// written, and an ack that raced ahead is handed back. KEYS[1] message, [2] engine-id map,
-// [3] pending ack, [4] sent messages awaiting a server ack; ARGV[7] fields (JSON, flat),
-// [8] message id, [9] map ttl (ms), [10] now (ms), [11] now (ISO), [12] '1' when a server
-// ack is to be awaited (not for reactions, deletions or a send found in the chat)
+// written, and an ack that raced ahead is handed back; the session's engine send is recorded
+// for pacing (as PacingRepository.recordSend). KEYS[1] message, [2] engine-id map, [3] pending
+// ack, [4] sent messages awaiting a server ack, [5] the session's last send; ARGV[7] fields
+// (JSON, flat), [8] message id, [9] map ttl (ms), [10] now (ms), [11] now (ISO), [12] '1' when
+// a server ack is to be awaited (not for reactions, deletions or a send found in the chat),
+// [13] how long the last send is kept for pacing (ms, 0: not recorded)
 const MARK_SENT = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
       `
+if tonumber(ARGV[13]) > 0 then ${recordSendLua('KEYS[5]', 'ARGV[13]')} end
 local session_id, before = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status'))
 if not session_id then return false end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
@@ -207,8 +210,10 @@ return 1
 );
 
 // Takes a message for sending, only while it may still be sent: not cancelled, failed or
-// sent meanwhile (a cancel racing the consumer loses or wins here, never both). KEYS[1]
-// message; ARGV[7] fields (JSON, flat). Returns the status found.
+// sent meanwhile (a cancel racing the consumer loses or wins here, never both), and once the
+// session's pacing interval has passed on the server's clock (a previous owner's last send).
+// KEYS[1] message, [2] the session's last send; ARGV[7] fields (JSON, flat), [8] pacing
+// interval (ms, 0: none). Returns the status found, or the ms still to wait (a number).
 const CLAIM = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -216,6 +221,10 @@ const CLAIM = new LuaScript(
 local status, engine_id, session_id = unpack(redis.call('HMGET', KEYS[1], 'status', 'engineMessageId', 'sessionId'))
 if not status then return 'missing' end
 if (status ~= 'queued' and status ~= 'scheduled' and status ~= 'sending') or (engine_id and engine_id ~= '') then return status end
+if tonumber(ARGV[8]) > 0 then
+  ${pacingWaitLua('KEYS[2]', 'ARGV[8]')}
+  if wait > 0 then return wait end
+end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 count_status(session_id, status, 'sending')
 publish_event(session_id, 'message.status', snapshot)
@@ -227,7 +236,7 @@ return 'claimed'
 // Reads a message for its send and, when it is plainly sendable now, claims it in the same
 // round trip: still queued or scheduled with no engine id (as CLAIM), not expired, nothing to
 // do before its engine call (no media to fetch, no "typing…" to show), and the session's
-// pacing interval passed on the server's clock (as PacingRepository.waitMs). Anything else is
+// pacing interval passed on the server's clock (as CLAIM checks it). Anything else is
 // only read, for the caller's full path. KEYS[1] message, [2] the session's last send;
 // ARGV[7] '1' to claim if sendable, [8] expired when due before this (ISO), [9] now (ISO),
 // [10] pacing interval (ms). Returns false (no record) or {1 if claimed, else 0, the record as
@@ -247,8 +256,8 @@ if (r.status ~= 'queued' and r.status ~= 'scheduled') or (r.engineMessageId or '
   return { 0, flat }
 end
 if tonumber(ARGV[10]) > 0 then
-  ${SERVER_NOW_LUA}
-  if tonumber(redis.call('GET', KEYS[2]) or '0') + tonumber(ARGV[10]) > now then return { 0, flat } end
+  ${pacingWaitLua('KEYS[2]', 'ARGV[10]')}
+  if wait > 0 then return { 0, flat } end
 end
 redis.call('HSET', KEYS[1], 'status', 'sending', 'sendingAt', ARGV[9],
   'attempts', tostring(tonumber(r.attempts or '0') + 1), 'nextAttemptAt', '')
@@ -485,16 +494,19 @@ export class MessageRepository {
   /**
    * The engine call is about to happen (remembered so a crash here can be detected later):
    * marks the message `sending` if it may still be sent; otherwise says what it is now
-   * (`cancelled`, `failed`, `sent`..., or `missing`). What a cancel is atomic against.
+   * (`cancelled`, `failed`, `sent`..., or `missing`). What a cancel is atomic against. With
+   * `pacing`, only once the session's interval has passed on the server's clock since its
+   * last recorded send (a previous owner's): until then, how long is left (`waitMs`).
    */
   async claimForSending(
     messageId: string,
     attempts: number,
+    pacing?: { sessionId: string; intervalMs: number },
     now = new Date(),
-  ): Promise<'claimed' | 'missing' | MessageStatus> {
-    return (await CLAIM.run(
+  ): Promise<'claimed' | 'missing' | MessageStatus | { waitMs: number }> {
+    const claim = (await CLAIM.run(
       this.redis,
-      [this.keys.message(messageId)],
+      [this.keys.message(messageId), this.keys.lastSend(pacing?.sessionId ?? '')],
       [
         ...this.events.build(now),
         JSON.stringify([
@@ -507,8 +519,10 @@ export class MessageRepository {
           'nextAttemptAt',
           '',
         ]),
+        pacing?.intervalMs ?? 0,
       ],
-    )) as 'claimed' | 'missing' | MessageStatus;
+    )) as 'claimed' | 'missing' | MessageStatus | number;
+    return typeof claim === 'number' ? { waitMs: claim } : claim;
   }
 
   /**
@@ -584,17 +598,17 @@ export class MessageRepository {
 
   /**
    * WhatsApp took the message: saves the engine id at once (this is what stops a second send)
-   * and applies an ack that may have raced ahead of this call.
-   */
-  /**
-   * WhatsApp took the message. `awaitAck`: whether a server ack is to come (not for a
-   * reaction or a deletion, whose ids get none, nor for a send found in the chat after a crash).
+   * and applies an ack that may have raced ahead of this call. `awaitAck`: whether a server
+   * ack is to come (not for a reaction or a deletion, whose ids get none, nor for a send found
+   * in the chat after a crash). `pacedForMs`: when above 0, the engine send that just ended is
+   * recorded for pacing, kept that long (as PacingRepository.recordSend, in this round trip).
    */
   async markSent(
     record: Pick<MessageRecord, 'id' | 'sessionId'>,
     engineMessageId: string,
     now = new Date(),
     awaitAck = true,
+    pacedForMs = 0,
   ) {
     const pending = (await MARK_SENT.run(
       this.redis,
@@ -603,6 +617,7 @@ export class MessageRepository {
         this.keys.engineMessage(record.sessionId, engineMessageId),
         this.keys.pendingAck(record.sessionId, engineMessageId),
         this.keys.awaitingAck(),
+        this.keys.lastSend(record.sessionId),
       ],
       [
         ...this.events.build(now),
@@ -621,6 +636,7 @@ export class MessageRepository {
         now.getTime(),
         now.toISOString(),
         awaitAck ? '1' : '0',
+        pacedForMs,
       ],
     )) as string | null;
     if (pending) await this.advance(record.id, pending as MessageStatus, now);

@@ -6,29 +6,26 @@ import { REDIS } from './status-store.tokens.js';
 
 // The scripts that pace read the Redis server's clock: one clock for every worker, so pacing
 // holds across a takeover even when the workers' own clocks disagree. Sets `now` (ms).
-export const SERVER_NOW_LUA = `local t = redis.call('TIME')
+const SERVER_NOW_LUA = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
-// KEYS[1] last send; ARGV[1] interval ms. Returns the ms still to wait (0: send now).
-const WAIT = new LuaScript(
-  SERVER_NOW_LUA +
-    `
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-local wait = last + tonumber(ARGV[1]) - now
-if wait < 0 then return 0 end
-return wait
-`,
-);
+/** Lua setting `wait`: the ms the session must still wait (0 or less: it may send now). */
+export function pacingWaitLua(lastSendKey: string, intervalMs: string): string {
+  return `${SERVER_NOW_LUA}local wait = tonumber(redis.call('GET', ${lastSendKey}) or '0') + tonumber(${intervalMs}) - now
+`;
+}
+
+/** Lua recording that the session's engine send ended now (kept `intervalMs`: no use after). */
+export function recordSendLua(lastSendKey: string, intervalMs: string): string {
+  return `do
+${SERVER_NOW_LUA}redis.call('SET', ${lastSendKey}, now, 'PX', math.max(1, tonumber(${intervalMs})))
+end
+`;
+}
 
 // KEYS[1] last send; ARGV[1] interval ms (the key is useless after it).
-const RECORD = new LuaScript(
-  SERVER_NOW_LUA +
-    `
-redis.call('SET', KEYS[1], now, 'PX', math.max(1, tonumber(ARGV[1])))
-return now
-`,
-);
+const RECORD = new LuaScript(recordSendLua('KEYS[1]', 'ARGV[1]') + 'return 1');
 
 /** The end of each session's last engine send, shared by every worker that may own it. */
 @Injectable()
@@ -37,11 +34,6 @@ export class PacingRepository {
     @Inject(REDIS) private readonly redis: Redis,
     private readonly keys: RedisKeys,
   ) {}
-
-  /** How long the session must still wait before its next engine call. */
-  async waitMs(sessionId: string, intervalMs: number): Promise<number> {
-    return Number(await WAIT.run(this.redis, [this.keys.lastSend(sessionId)], [intervalMs]));
-  }
 
   /** How many messages the session sent on `day` (its limits' local date, YYYY-MM-DD). */
   async sentOn(sessionId: string, day: string): Promise<number> {
@@ -58,7 +50,10 @@ export class PacingRepository {
       .exec();
   }
 
-  /** An engine call of the session just ended. */
+  /**
+   * An engine call of the session just ended (a successful send records it with its
+   * MessageRepository.markSent instead, in the same round trip).
+   */
   async recordSend(sessionId: string, intervalMs: number): Promise<void> {
     await RECORD.run(this.redis, [this.keys.lastSend(sessionId)], [intervalMs]);
   }

@@ -90,8 +90,8 @@ class MessageStore {
   async get(id: string) {
     return this.records.get(id) ?? null;
   }
-  /** Stands for the pacing check TAKE makes on the server's clock. */
-  serverWaitMs = async (_sessionId: string, _interval: number) => 0;
+  /** Stands for the pacing check TAKE and CLAIM make on the server's clock. */
+  serverWaitMs = vi.fn(async (_sessionId: string, _interval: number) => 0);
   /** As MessageRepository.take: claims (as claimForSending would) what is plainly sendable. */
   async take(id: string, claim?: { sessionId: string; ttlMs: number; intervalMs: number }) {
     const r = this.records.get(id);
@@ -117,13 +117,33 @@ class MessageStore {
     this.calls.push(`failIfUnsent ${error.code}`);
     return true;
   }
-  async claimForSending(id: string, attempts: number) {
+  async claimForSending(
+    id: string,
+    attempts: number,
+    pacing?: { sessionId: string; intervalMs: number },
+  ) {
+    if (pacing && pacing.intervalMs > 0) {
+      const waitMs = await this.serverWaitMs(pacing.sessionId, pacing.intervalMs);
+      if (waitMs > 0) {
+        this.calls.push(`claim waits ${waitMs}`);
+        return { waitMs };
+      }
+    }
     this.calls.push(`claim ${attempts}`);
     return this.claim;
   }
-  async markSent(r: MessageRecord, engineMessageId: string) {
+  /** How long each markSent asked its send to be kept for pacing. */
+  readonly pacedFor: number[] = [];
+  async markSent(
+    r: MessageRecord,
+    engineMessageId: string,
+    _at?: Date,
+    _awaitAck?: boolean,
+    pacedForMs = 0,
+  ) {
     this.records.set(r.id, { ...this.records.get(r.id)!, status: 'sent', engineMessageId });
     this.calls.push(`markSent ${engineMessageId}`);
+    this.pacedFor.push(pacedForMs);
   }
   async markFailed(id: string, error: MessageError, _at: Date, attempts: number) {
     this.records.set(id, { ...this.records.get(id)!, status: 'failed', error, attempts });
@@ -181,12 +201,10 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
     })),
   };
   const pacing = {
-    waitMs: vi.fn(async () => 0),
     recordSend: vi.fn(async () => undefined),
     sentOn: vi.fn(async () => 0),
     countSend: vi.fn(async () => undefined),
   };
-  store.serverWaitMs = pacing.waitMs;
   const sessions = {
     engine: () => engine as unknown as WhatsAppEngine,
     isReady: () => options.ready ?? true,
@@ -550,7 +568,7 @@ describe('SendService: replies, reactions and deletions', () => {
 });
 
 describe('SendService: pacing', () => {
-  it('spaces two sends of a session SEND_MIN_INTERVAL_MS apart, and asks Redis about other owners', async () => {
+  it('spaces two sends of a session SEND_MIN_INTERVAL_MS apart, and records each for other owners', async () => {
     const h = harness({ SEND_MIN_INTERVAL_MS: '120' });
     const second = record({ id: '3d3d3d3d-8a55-4f0e-9d0b-6a0f3b7c2d11' });
     h.store.put(record(), second);
@@ -562,8 +580,33 @@ describe('SendService: pacing', () => {
     await h.service.send('main', record().id, first);
     await h.service.send('main', second.id, first);
     expect(at[1] - at[0]).toBeGreaterThanOrEqual(120);
-    expect(h.pacing.waitMs).toHaveBeenCalledWith('main', 120);
-    expect(h.pacing.recordSend).toHaveBeenCalledTimes(2);
+    // Both asked the server's clock (the first at its read, the second at its claim)...
+    expect(h.store.serverWaitMs.mock.calls).toEqual([
+      ['main', 120],
+      ['main', 120],
+    ]);
+    // ...and each send was recorded with its markSent, not apart.
+    expect(h.store.pacedFor).toEqual([120, 120]);
+    expect(h.pacing.recordSend).not.toHaveBeenCalled();
+  });
+
+  it("waits out a previous owner's last send that the claim reports", async () => {
+    const h = harness({ SEND_MIN_INTERVAL_MS: '120' });
+    h.store.put(record({ typingMs: 10 })); // the full path: claimed apart from its read
+    h.store.serverWaitMs.mockResolvedValueOnce(80);
+    const started = performance.now();
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
+    expect(performance.now() - started).toBeGreaterThanOrEqual(79);
+    expect(h.store.calls.slice(0, 2)).toEqual(['claim waits 80', 'claim 1']);
+  });
+
+  it('records a failed engine call for pacing too (it may have reached WhatsApp)', async () => {
+    const h = harness({ SEND_MIN_INTERVAL_MS: '120', SEND_JITTER_MS: '30' });
+    h.store.put(record());
+    h.engine.sendText.mockRejectedValueOnce(new Error('timeout'));
+    await expect(h.service.send('main', record().id, first)).rejects.toThrow('timeout');
+    expect(h.pacing.recordSend).toHaveBeenCalledWith('main', 150);
+    expect(h.store.pacedFor).toEqual([]);
   });
 });
 

@@ -169,8 +169,17 @@ export class SendService {
               }
             : undefined,
         );
-        const claim = await this.messages.claimForSending(messageId, record.attempts + 1);
-        if (claim !== 'claimed') {
+        for (;;) {
+          const claim = await this.messages.claimForSending(messageId, record.attempts + 1, {
+            sessionId,
+            intervalMs: interval,
+          });
+          // A previous owner of the session sent more recently than this worker knows.
+          if (typeof claim === 'object') {
+            await sleep(claim.waitMs);
+            continue;
+          }
+          if (claim === 'claimed') break;
           // Cancelled (or finished elsewhere) since it was read: nothing is sent.
           this.log.log(
             { sessionId, messageId, status: claim },
@@ -186,13 +195,20 @@ export class SendService {
       const quotedMessageId = await this.quotedMessageId(record);
       const engineMessageId = await this.callEngine(engine, record, media, {
         quotedMessageId,
-      }).finally(() => this.recordSend(sessionId));
+      }).catch(async (err: unknown) => {
+        // A failed call may still have reached WhatsApp: it is paced against too.
+        await this.recordSend(sessionId, true);
+        throw err;
+      });
+      await this.recordSend(sessionId, false);
       await this.messages.markSent(
         record,
         engineMessageId,
         new Date(),
         // WhatsApp acks no reaction or deletion.
         !record.reaction && record.type !== 'revoke',
+        // The send is recorded for pacing in the same round trip.
+        this.pacedForMs(),
       );
       await this.dropUpload(record);
       await this.countTowardsCap(sessionId);
@@ -417,39 +433,46 @@ export class SendService {
   }
 
   /**
-   * Waits until `interval` has passed since the session's last engine call: on this worker's
-   * monotonic clock (immune to wall-clock steps), and in Redis, where the last send of a
-   * previous owner of the session is recorded (a takeover is paced too). A send's "typing…"
-   * (`typingMs`) is shown at the end of that wait, inside it: it lengthens the gap only when
-   * it is longer than what was left to wait.
+   * Waits until `interval` has passed since the session's last engine call on this worker's
+   * monotonic clock (immune to wall-clock steps). A previous owner's last send, recorded in
+   * Redis on the server's clock, is waited out at the claim (claimForSending), in the same
+   * round trip. A send's "typing…" (`typingMs`) is shown at the end of this wait, inside it:
+   * it lengthens the gap only when it is longer than what was left to wait (right after a
+   * takeover, the claim may still wait after it).
    */
   private async waitForInterval(
     sessionId: string,
     interval: number,
     typing?: { ms: number; show: () => Promise<void> },
   ): Promise<void> {
-    const remaining = async () => {
-      if (interval === 0) return 0;
-      return Math.max(
-        this.localWaitMs(sessionId, interval),
-        await this.pacing.waitMs(sessionId, interval),
-      );
-    };
     if (typing) {
-      const wait = await remaining();
+      const wait = this.localWaitMs(sessionId, interval);
       if (wait > typing.ms) await sleep(wait - typing.ms);
       await typing.show();
     }
     // Timers may fire a millisecond early; loop until the interval has really passed.
-    for (let wait = await remaining(); wait > 0; wait = await remaining()) await sleep(wait);
+    for (
+      let wait = this.localWaitMs(sessionId, interval);
+      wait > 0;
+      wait = this.localWaitMs(sessionId, interval)
+    )
+      await sleep(wait);
   }
 
-  private async recordSend(sessionId: string): Promise<void> {
+  /** How long a session's last send is kept in Redis: the longest interval a send may draw. */
+  private pacedForMs(): number {
+    return this.config.SEND_MIN_INTERVAL_MS + this.config.SEND_JITTER_MS;
+  }
+
+  /**
+   * An engine call of the session just ended: on this worker's clock, and in Redis when
+   * `inRedis` (a successful send is recorded there by its markSent).
+   */
+  private async recordSend(sessionId: string, inRedis: boolean): Promise<void> {
     this.lastSendAt.set(sessionId, performance.now());
-    // Kept as long as the longest interval a next send may draw.
-    const interval = this.config.SEND_MIN_INTERVAL_MS + this.config.SEND_JITTER_MS;
-    if (interval === 0) return;
-    await this.pacing.recordSend(sessionId, interval).catch((err: Error) =>
+    const keptMs = this.pacedForMs();
+    if (!inRedis || keptMs === 0) return;
+    await this.pacing.recordSend(sessionId, keptMs).catch((err: Error) =>
       // The local clock still paces this worker; only a takeover right now could be early.
       this.log.warn({ sessionId, err: err.message }, 'last send time not recorded in Redis'),
     );

@@ -10,10 +10,11 @@ import { createRedis } from './redis-connection.js';
 import { RedisKeys } from './redis-keys.js';
 
 /**
- * MessageRepository.take against Redis: the worker's read of a message, with the claim made
- * in the same script when nothing has to happen before it.
+ * The worker's calls on a message's way to its engine, against Redis: take (its read, with the
+ * claim when nothing has to happen before it), claimForSending and markSent, with the pacing
+ * each checks or records on the server's clock.
  */
-describe('MessageRepository.take: read, and claim what is plainly sendable now', () => {
+describe('MessageRepository: read, claim and mark sent, paced on the server clock', () => {
   let redis: Redis;
   let keys: RedisKeys;
   let messages: MessageRepository;
@@ -107,5 +108,44 @@ describe('MessageRepository.take: read, and claim what is plainly sendable now',
     expect(await messages.take(message.id, { ...claim, intervalMs: 60_000 })).toMatchObject({
       claimed: true,
     });
+  });
+
+  it("claims apart only once the session's interval has passed since its last recorded send", async () => {
+    const message = await stored();
+    await redis.del(keys.lastSend('main'));
+    await pacing.recordSend('main', 60_000);
+    const pacedClaim = { sessionId: 'main', intervalMs: 60_000 };
+    const waiting = await messages.claimForSending(message.id, 1, pacedClaim);
+    expect(waiting).toEqual({ waitMs: expect.any(Number) });
+    const { waitMs } = waiting as { waitMs: number };
+    expect(waitMs).toBeGreaterThan(59_000);
+    expect(waitMs).toBeLessThanOrEqual(60_000);
+    expect((await messages.get(message.id))?.status).toBe('queued');
+    // A status that forbids the send is said first, whatever the pacing.
+    const cancelled = await stored();
+    await messages.cancel(cancelled.id);
+    expect(await messages.claimForSending(cancelled.id, 1, pacedClaim)).toBe('cancelled');
+    expect(await messages.claimForSending(message.id, 1, { ...pacedClaim, intervalMs: 0 })).toBe(
+      'claimed',
+    );
+  });
+
+  it('records the engine send with markSent when asked, for the next claim to wait out', async () => {
+    await redis.del(keys.lastSend('main'));
+    const sent = await stored();
+    expect(await messages.take(sent.id, claim)).toMatchObject({ claimed: true });
+    await messages.markSent(sent, 'true_x_A', new Date(), true, 0);
+    expect(await redis.exists(keys.lastSend('main'))).toBe(0);
+
+    const paced = await stored();
+    await messages.markSent(paced, 'true_x_B', new Date(), true, 45_000);
+    expect(await redis.pttl(keys.lastSend('main'))).toBeGreaterThan(44_000);
+    const next = await stored();
+    expect(await messages.take(next.id, { ...claim, intervalMs: 45_000 })).toMatchObject({
+      claimed: false,
+    });
+    expect(
+      await messages.claimForSending(next.id, 1, { sessionId: 'main', intervalMs: 45_000 }),
+    ).toEqual({ waitMs: expect.any(Number) });
   });
 });
