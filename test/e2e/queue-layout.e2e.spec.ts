@@ -5,6 +5,20 @@ import { sendQueueName } from '@app/queue';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
+/** Moves the jobs of `current` to `legacy`, as an earlier version would have left them. */
+async function leaveInOldQueue(current: Queue, legacy: Queue) {
+  const jobs = await current.getJobs(['waiting', 'delayed']);
+  for (const job of jobs) {
+    await legacy.add(job.name, job.data, {
+      ...job.opts,
+      jobId: job.id,
+      delay: Math.max(0, job.timestamp + (job.delay ?? 0) - Date.now()),
+    });
+    await job.remove();
+  }
+  return jobs;
+}
+
 // Earlier versions kept every session's send queue under the prefix's hash tag ({wa}:bull);
 // now each has its own ({wa:main}:bull). Jobs left in the old place must still be sent, once.
 describe("a session's send queue under its own hash tag, and jobs left where it used to be", () => {
@@ -45,16 +59,8 @@ describe("a session's send queue under its own hash tag, and jobs left where it 
       });
       expect(scheduled.status).toBe(202);
       // As an earlier version left them: both jobs in the old queue, none in the new one.
-      const jobs = await current.getJobs(['waiting', 'delayed']);
+      const jobs = await leaveInOldQueue(current, legacy);
       expect(jobs).toHaveLength(2);
-      for (const job of jobs) {
-        await legacy.add(job.name, job.data, {
-          ...job.opts,
-          jobId: job.id,
-          delay: Math.max(0, job.timestamp + (job.delay ?? 0) - Date.now()),
-        });
-        await job.remove();
-      }
       expect(await legacy.getJobCounts('waiting', 'delayed')).toEqual({ waiting: 1, delayed: 1 });
 
       expect((await stack.call('POST', '/api/v1/sessions/main/link')).status).toBe(202);
@@ -86,4 +92,37 @@ describe("a session's send queue under its own hash tag, and jobs left where it 
       await legacy.close();
     }
   }, 30_000);
+});
+
+describe('jobs left in the old queue of a session that does not come back', () => {
+  const stack = useStack({ SANDBOX_LINK_DELAY_MS: 'manual', MESSAGE_TTL_MS: '1000' });
+
+  it('expires them where they are, as those of its own queue', async () => {
+    await eventually(async () =>
+      expect((await stack.call('GET', '/api/v1/sessions/main/status')).body.data.status).toBe('QR'),
+    );
+    const current = new Queue(sendQueueName('main'), {
+      connection: stack.redis,
+      prefix: stack.keys.sessionBullPrefix('main'),
+    });
+    const legacy = new Queue(sendQueueName('main'), {
+      connection: stack.redis,
+      prefix: stack.keys.bullPrefix(),
+    });
+    try {
+      const accepted = await stack.call('POST', '/api/v1/messages/text', {
+        to: '4915100000063',
+        text: 'never linked',
+      });
+      expect(accepted.status).toBe(202);
+      expect(await leaveInOldQueue(current, legacy)).toHaveLength(1);
+      const failed = await stack.waitForStatus(accepted.body.data.id, 'failed', 10_000);
+      expect(failed.error).toMatchObject({ code: 'EXPIRED' });
+      expect(failed.error.message).toContain('not ready');
+      expect(await legacy.getJobCounts('waiting', 'delayed')).toEqual({ waiting: 0, delayed: 0 });
+    } finally {
+      await current.close();
+      await legacy.close();
+    }
+  }, 20_000);
 });

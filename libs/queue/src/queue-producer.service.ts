@@ -45,39 +45,54 @@ export class QueueProducer implements OnApplicationShutdown {
    * (no lock) is moved. Returns how many were moved (one EXISTS when the old queue is empty).
    */
   async moveLegacyJobs(sessionId: string): Promise<number> {
+    const moved =
+      (await this.withLegacyQueue(sessionId, async (legacy, root) => {
+        const target = this.queueFor(sessionId);
+        let count = 0;
+        for (const job of await legacy.getJobs(['waiting', 'delayed', 'prioritized', 'active'])) {
+          if (!job?.id || (await this.redis.exists(`${root}:${job.id}:lock`))) continue;
+          // BullMQ scores a delayed job with its due time (ms) times 4096 plus a counter.
+          const score = await this.redis.zscore(`${root}:delayed`, job.id);
+          const due = score === null ? Date.now() : Math.floor(Number(score) / 0x1000);
+          // At least a second ahead: no consumer can take the copy before the original is
+          // out, so if an old worker takes the original meanwhile, the copy can still be taken
+          // back.
+          await target.add(job.name, job.data, {
+            ...job.opts,
+            jobId: job.id,
+            delay: Math.max(LEGACY_MOVE_DELAY_MS, due - Date.now()),
+          });
+          try {
+            await job.remove();
+            count++;
+          } catch {
+            await target.remove(job.id).catch(() => undefined);
+          }
+        }
+        return count;
+      })) ?? 0;
+    if (moved) void this.bell.ring(sessionId).catch(() => undefined);
+    return moved;
+  }
+
+  /**
+   * Runs `fn` on the session's send queue of the old layout (`root`: its key prefix), when
+   * that queue still holds jobs to run; null when it holds none (one EXISTS).
+   */
+  async withLegacyQueue<T>(
+    sessionId: string,
+    fn: (legacy: Queue, root: string) => Promise<T>,
+  ): Promise<T | null> {
     const root = `${this.keys.bullPrefix()}:${sendQueueName(sessionId)}`;
-    const client = this.redis;
     const lists = ['wait', 'paused', 'delayed', 'prioritized', 'active'].map((t) => `${root}:${t}`);
-    if ((await client.exists(...lists)) === 0) return 0;
+    if ((await this.redis.exists(...lists)) === 0) return null;
     const legacy = new Queue(sendQueueName(sessionId), {
       ...this.options,
       prefix: this.keys.bullPrefix(),
     });
     legacy.on('error', () => undefined);
-    const target = this.queueFor(sessionId);
-    let moved = 0;
     try {
-      for (const job of await legacy.getJobs(['waiting', 'delayed', 'prioritized', 'active'])) {
-        if (!job?.id || (await client.exists(`${root}:${job.id}:lock`))) continue;
-        // BullMQ scores a delayed job with its due time (ms) times 4096 plus a counter.
-        const score = await client.zscore(`${root}:delayed`, job.id);
-        const due = score === null ? Date.now() : Math.floor(Number(score) / 0x1000);
-        // At least a second ahead: no consumer can take the copy before the original is out,
-        // so if an old worker takes the original meanwhile, the copy can still be taken back.
-        await target.add(job.name, job.data, {
-          ...job.opts,
-          jobId: job.id,
-          delay: Math.max(LEGACY_MOVE_DELAY_MS, due - Date.now()),
-        });
-        try {
-          await job.remove();
-          moved++;
-        } catch {
-          await target.remove(job.id).catch(() => undefined);
-        }
-      }
-      if (moved) void this.bell.ring(sessionId).catch(() => undefined);
-      return moved;
+      return await fn(legacy, root);
     } finally {
       await legacy.close();
     }

@@ -1,4 +1,5 @@
 import { Injectable, Logger } from '@nestjs/common';
+import type { Queue } from 'bullmq';
 import { AppConfig } from '@app/config';
 import { QueueProducer } from '@app/queue';
 import { MessageRepository } from '@app/status-store';
@@ -44,34 +45,45 @@ export class ExpirySweeper {
     try {
       for (const sessionId of this.sessions.ownedSessionIds()) {
         if (this.sessions.isReady(sessionId)) continue;
-        const jobs = await this.queues
-          .queueFor(sessionId)
-          .getJobs(['waiting', 'prioritized', 'delayed'], 0, BATCH - 1, true);
-        for (const job of jobs) {
-          if (!job?.id) continue;
-          // Queued less than MESSAGE_TTL_MS ago: it cannot have expired (no read needed).
-          if (now - job.timestamp <= this.config.MESSAGE_TTL_MS) continue;
-          // A scheduled message's time to live starts when it is due; the record says when
-          // (a job's delay is rewritten when it is held back or waits for its session).
-          const record = await this.messages.get(job.data.messageId);
-          const due = record
-            ? Date.parse(record.sendAt ?? record.createdAt)
-            : job.timestamp + (job.delay ?? 0);
-          if (now - due <= this.config.MESSAGE_TTL_MS) continue;
-          const failed = await this.messages.failIfUnsent(job.data.messageId, {
-            code: 'EXPIRED',
-            message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms); session ${sessionId} was not ready`,
-          });
-          if (failed) {
-            this.metrics.sendFailed(sessionId, 'EXPIRED', true);
-            expired++;
-          }
-          await job.remove().catch(() => undefined);
-        }
+        expired += await this.expireIn(sessionId, this.queues.queueFor(sessionId), now);
+        // Jobs an earlier version left in the session's queue of the old layout are moved
+        // once the session is READY; until then they expire from where they are.
+        expired +=
+          (await this.queues.withLegacyQueue(sessionId, (legacy) =>
+            this.expireIn(sessionId, legacy, now),
+          )) ?? 0;
       }
       if (expired) this.log.warn({ expired }, 'expired messages of sessions that are not ready');
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'expiry sweep failed');
+    }
+    return expired;
+  }
+
+  /** Fails the expired messages of one of the session's queues and removes their jobs. */
+  private async expireIn(sessionId: string, queue: Queue, now: number): Promise<number> {
+    let expired = 0;
+    const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed'], 0, BATCH - 1, true);
+    for (const job of jobs) {
+      if (!job?.id) continue;
+      // Queued less than MESSAGE_TTL_MS ago: it cannot have expired (no read needed).
+      if (now - job.timestamp <= this.config.MESSAGE_TTL_MS) continue;
+      // A scheduled message's time to live starts when it is due; the record says when
+      // (a job's delay is rewritten when it is held back or waits for its session).
+      const record = await this.messages.get(job.data.messageId);
+      const due = record
+        ? Date.parse(record.sendAt ?? record.createdAt)
+        : job.timestamp + (job.delay ?? 0);
+      if (now - due <= this.config.MESSAGE_TTL_MS) continue;
+      const failed = await this.messages.failIfUnsent(job.data.messageId, {
+        code: 'EXPIRED',
+        message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms); session ${sessionId} was not ready`,
+      });
+      if (failed) {
+        this.metrics.sendFailed(sessionId, 'EXPIRED', true);
+        expired++;
+      }
+      await job.remove().catch(() => undefined);
     }
     return expired;
   }
