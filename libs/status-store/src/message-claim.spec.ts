@@ -148,4 +148,36 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
       await messages.claimForSending(next.id, 1, { sessionId: 'main', intervalMs: 45_000 }),
     ).toEqual({ waitMs: expect.any(Number) });
   });
+
+  it('claims once the interval since a recorded send has passed, by take and apart', async () => {
+    const paced = { sessionId: 'main', intervalMs: 30 };
+    await pacing.recordSend('main', 60_000);
+    const [viaTake, apart] = [await stored(), await stored()];
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(await messages.take(viaTake.id, { ...claim, intervalMs: 30 })).toMatchObject({
+      claimed: true,
+    });
+    expect(await messages.claimForSending(apart.id, 1, paced)).toBe('claimed');
+  });
+
+  it('never asks for a wait longer than the interval (a server clock stepped back)', async () => {
+    // A last send "in the future", as a clock stepped back would leave it.
+    await redis.set(keys.lastSend('main'), String(Date.now() + 3_600_000), 'PX', 60_000);
+    const message = await stored();
+    expect(
+      await messages.claimForSending(message.id, 1, { sessionId: 'main', intervalMs: 500 }),
+    ).toEqual({ waitMs: 500 });
+  });
+
+  it('records the engine send even when the record is gone (the call was made)', async () => {
+    await redis.del(keys.lastSend('main'));
+    await messages.markSent(
+      { id: randomUUID(), sessionId: 'main' },
+      'true_x_C',
+      new Date(),
+      true,
+      45_000,
+    );
+    expect(await redis.pttl(keys.lastSend('main'))).toBeGreaterThan(44_000);
+  });
 });

@@ -25,7 +25,7 @@ const TIMESTAMP_FIELD: Partial<Record<MessageStatus, keyof MessageRecord>> = {
   failed: 'failedAt',
 };
 
-// Every script below changes a record and, in the same script, publishes the message.status
+// Every script below that changes a record publishes, in the same script, the message.status
 // event with a snapshot of the record (event-script.ts): no change without its event, and
 // events in the order of the changes. Own arguments start at ARGV[7].
 const SNAPSHOT = `local function snapshot() return { snapshot = hash_table(KEYS[1]) } end
@@ -238,7 +238,8 @@ return 'claimed'
 // do before its engine call (no media to fetch, no "typing…" to show), and the session's
 // pacing interval passed on the server's clock (as CLAIM checks it). Anything else is
 // only read, for the caller's full path. KEYS[1] message, [2] the session's last send;
-// ARGV[7] '1' to claim if sendable, [8] expired when due before this (ISO), [9] now (ISO),
+// ARGV[7] '1' to claim if sendable, [8] expired when due before this (ISO: compared as
+// strings, as every record's createdAt and sendAt are written by toISOString), [9] now (ISO),
 // [10] pacing interval (ms). Returns false (no record) or {1 if claimed, else 0, the record as
 // it was read (before the claim)}.
 const TAKE = new LuaScript(
@@ -463,6 +464,8 @@ export class MessageRepository {
     const [claimed, flat] = taken;
     const hash: Record<string, string> = {};
     for (let i = 0; i < flat.length; i += 2) hash[flat[i]] = flat[i + 1];
+    // As get(): a hash without a status is no record (and TAKE claims only by status).
+    if (!hash.status) return null;
     return { record: parseMessageRecord(hash), claimed: claimed === 1 };
   }
 

@@ -10,9 +10,13 @@ const SERVER_NOW_LUA = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
-/** Lua setting `wait`: the ms the session must still wait (0 or less: it may send now). */
+/**
+ * Lua setting `wait`: the ms the session must still wait (0 or less: it may send now), never
+ * more than the interval (a server clock stepped back cannot hold a send longer).
+ */
 export function pacingWaitLua(lastSendKey: string, intervalMs: string): string {
-  return `${SERVER_NOW_LUA}local wait = tonumber(redis.call('GET', ${lastSendKey}) or '0') + tonumber(${intervalMs}) - now
+  return `${SERVER_NOW_LUA}local wait = math.min(tonumber(${intervalMs}),
+  tonumber(redis.call('GET', ${lastSendKey}) or '0') + tonumber(${intervalMs}) - now)
 `;
 }
 

@@ -92,7 +92,10 @@ class MessageStore {
   }
   /** Stands for the pacing check TAKE and CLAIM make on the server's clock. */
   serverWaitMs = vi.fn(async (_sessionId: string, _interval: number) => 0);
-  /** As MessageRepository.take: claims (as claimForSending would) what is plainly sendable. */
+  /**
+   * As MessageRepository.take: claims (as claimForSending would) what is plainly sendable.
+   * Its rule is TAKE's, restated; message-claim.spec.ts holds TAKE itself to it in Redis.
+   */
   async take(id: string, claim?: { sessionId: string; ttlMs: number; intervalMs: number }) {
     const r = this.records.get(id);
     if (!r) return null;
@@ -598,6 +601,28 @@ describe('SendService: pacing', () => {
     await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
     expect(performance.now() - started).toBeGreaterThanOrEqual(79);
     expect(h.store.calls.slice(0, 2)).toEqual(['claim waits 80', 'claim 1']);
+  });
+
+  it('asks again after each wait, and a cancel meanwhile stops the send', async () => {
+    const h = harness({ SEND_MIN_INTERVAL_MS: '120' });
+    h.store.put(record({ typingMs: 10 }));
+    h.store.serverWaitMs.mockResolvedValueOnce(20).mockResolvedValueOnce(20);
+    const claim = vi.spyOn(h.store, 'claimForSending');
+    claim.mockImplementation(async (id, attempts, pacing) => {
+      if (claim.mock.calls.length === 3) return 'cancelled';
+      return MessageStore.prototype.claimForSending.call(h.store, id, attempts, pacing);
+    });
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('cancelled');
+    expect(h.store.calls).toEqual(['claim waits 20', 'claim waits 20']);
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+  });
+
+  it('records the send for pacing apart when its markSent fails', async () => {
+    const h = harness({ SEND_MIN_INTERVAL_MS: '120' });
+    h.store.put(record());
+    vi.spyOn(h.store, 'markSent').mockRejectedValueOnce(new Error('redis timeout'));
+    await expect(h.service.send('main', record().id, first)).rejects.toThrow();
+    expect(h.pacing.recordSend).toHaveBeenCalledWith('main', 120);
   });
 
   it('records a failed engine call for pacing too (it may have reached WhatsApp)', async () => {

@@ -98,11 +98,12 @@ export class SendService {
     const ready = !!engine && this.sessions.isReady(sessionId);
     // What holds the session back now is known before the record is read: when nothing does,
     // a plainly sendable message is read and claimed in one round trip (MessageRepository.take).
-    const hold = ready ? await this.heldBack(sessionId, new Date()) : null;
+    // Not known (Redis failed): no claim with the read; the full path asks again in its try.
+    const hold = ready ? await this.heldBack(sessionId, new Date()).catch(() => undefined) : null;
     const interval = this.drawInterval();
     const taken = await this.messages.take(
       messageId,
-      ready && !hold && this.localWaitMs(sessionId, interval) <= 0
+      ready && hold === null && this.localWaitMs(sessionId, interval) <= 0
         ? { sessionId, ttlMs: this.config.MESSAGE_TTL_MS, intervalMs: interval }
         : undefined,
     );
@@ -151,13 +152,14 @@ export class SendService {
             return 'recovered';
           }
         }
-        if (hold) {
+        const held = hold === undefined ? await this.heldBack(sessionId, new Date()) : hold;
+        if (held) {
           await this.messages.markRetrying(
             messageId,
-            { code: hold.code, message: hold.message },
-            { attempts: record.attempts, nextAttemptAt: hold.until },
+            { code: held.code, message: held.message },
+            { attempts: record.attempts, nextAttemptAt: held.until },
           );
-          throw hold;
+          throw held;
         }
         await this.waitForInterval(
           sessionId,
@@ -201,15 +203,21 @@ export class SendService {
         throw err;
       });
       await this.recordSend(sessionId, false);
-      await this.messages.markSent(
-        record,
-        engineMessageId,
-        new Date(),
-        // WhatsApp acks no reaction or deletion.
-        !record.reaction && record.type !== 'revoke',
-        // The send is recorded for pacing in the same round trip.
-        this.pacedForMs(),
-      );
+      await this.messages
+        .markSent(
+          record,
+          engineMessageId,
+          new Date(),
+          // WhatsApp acks no reaction or deletion.
+          !record.reaction && record.type !== 'revoke',
+          // The send is recorded for pacing in the same round trip.
+          this.pacedForMs(),
+        )
+        .catch(async (err: unknown) => {
+          // Not recorded with it: apart, so a takeover right now is still paced.
+          await this.recordSend(sessionId, true);
+          throw err;
+        });
       await this.dropUpload(record);
       await this.countTowardsCap(sessionId);
       endSend();
@@ -408,13 +416,6 @@ export class SendService {
     );
   }
 
-  /**
-   * Waits until SEND_MIN_INTERVAL_MS (plus this send's jitter) has passed since the session's
-   * last engine call: on this worker's monotonic clock (immune to wall-clock steps), and in
-   * Redis, where the last send of a previous owner of the session is recorded (a takeover is
-   * paced too). A send's "typing…" (`typingMs`) is shown at the end of that wait, inside it:
-   * it lengthens the gap only when it is longer than what was left to wait.
-   */
   /**
    * This send's interval: SEND_MIN_INTERVAL_MS widened by a random amount up to
    * SEND_JITTER_MS, so the gaps between sends vary and none is shorter than the minimum.
