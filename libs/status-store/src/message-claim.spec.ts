@@ -180,4 +180,16 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     );
     expect(await redis.pttl(keys.lastSend('main'))).toBeGreaterThan(44_000);
   });
+
+  it('applies, when marked sent, the highest ack that came before (acks never go back)', async () => {
+    const message = await stored();
+    expect(await messages.take(message.id, claim)).toMatchObject({ claimed: true });
+    // Parked: the engine id is not saved yet. A lower ack after a higher one changes nothing.
+    expect(await messages.applyEngineAck('main', 'true_x_P', 'read')).toBeNull();
+    expect(await messages.applyEngineAck('main', 'true_x_P', 'delivered')).toBeNull();
+    await messages.markSent(message, 'true_x_P');
+    expect((await messages.get(message.id))?.status).toBe('read');
+    expect(await messages.applyEngineAck('main', 'true_x_P', 'delivered')).toBe(message.id);
+    expect((await messages.get(message.id))?.status).toBe('read');
+  });
 });

@@ -133,22 +133,24 @@ return 1
 // Moves a message forward only: a late or repeated ack never takes `read` back to
 // `delivered`, and nothing moves a `failed` message. Atomic so two acks cannot interleave.
 // Any ack from `sent` up is WhatsApp's server acknowledging the message: it leaves the set of
-// those awaiting one. Returns 1 when the status changed.
+// those awaiting one. Returns 1 when the status changed. The ranks (STATUS_RANK, constants)
+// are written into the script, not parsed from an argument on every ack.
 const ADVANCE_FN = `
-local function advance(key, message_id, awaiting, status, rank, field, at, rank_table)
+local RANKS = { ${Object.entries(STATUS_RANK)
+  .map(([status, rank]) => `${status} = ${rank}`)
+  .join(', ')} }
+local function advance(key, message_id, awaiting, status, rank, field, at)
   local current = redis.call('HGET', key, 'status')
   if not current or current == 'failed' or current == 'cancelled' then return 0 end
-  local ranks = {}
-  for s, r in string.gmatch(rank_table, '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
   rank = tonumber(rank)
-  if rank >= ranks['sent'] then
+  if rank >= RANKS['sent'] then
     redis.call('ZREM', awaiting, message_id)
     -- Even late (after it was flagged overdue): the server has it, so it is not to be resent.
     if redis.call('HSETNX', key, 'serverAckAt', at) == 1 then
       redis.call('HDEL', key, 'ackOverdueAt')
     end
   end
-  if ranks[current] >= rank then return 0 end
+  if RANKS[current] >= rank then return 0 end
   redis.call('HSET', key, 'status', status, field, at)
   local session_id = redis.call('HGET', key, 'sessionId')
   count_status(session_id, current, status)
@@ -158,11 +160,10 @@ end
 `;
 
 // KEYS[1] message, [2] awaiting a server ack; ARGV[7] status, [8] rank, [9] timestamp field,
-// [10] timestamp, [11] rank table as "s=r,...", [12] message id
+// [10] timestamp, [11] message id
 const ADVANCE = new LuaScript(
   withEventPublishing(
-    ADVANCE_FN +
-      `return advance(KEYS[1], ARGV[12], KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])`,
+    ADVANCE_FN + `return advance(KEYS[1], ARGV[11], KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[10])`,
   ),
 );
 
@@ -171,8 +172,8 @@ const ADVANCE = new LuaScript(
 // One script, so an ack cannot be parked just after MARK_SENT looked for it (and be lost).
 // The message's key is built here from its id: it shares the hash tag of the keys given.
 // KEYS[1] engine id -> message id, [2] parked ack, [3] awaiting a server ack; ARGV[7] status,
-// [8] its rank, [9] timestamp field, [10] timestamp, [11] rank table as "s=r,...", [12] parked
-// ack ttl ms, [13] message key prefix. Returns the message id, or false when parked.
+// [8] its rank, [9] timestamp field, [10] timestamp, [11] parked ack ttl ms, [12] message key
+// prefix. Returns the message id, or false when parked.
 const ACK = new LuaScript(
   withEventPublishing(
     ADVANCE_FN +
@@ -180,14 +181,12 @@ const ACK = new LuaScript(
 local message_id = redis.call('GET', KEYS[1])
 if not message_id then
   local previous = redis.call('GET', KEYS[2])
-  local ranks = {}
-  for s, r in string.gmatch(ARGV[11], '(%a+)=(%d+)') do ranks[s] = tonumber(r) end
-  if not previous or (ranks[previous] or -1) < tonumber(ARGV[8]) then
-    redis.call('SET', KEYS[2], ARGV[7], 'PX', ARGV[12])
+  if not previous or (RANKS[previous] or -1) < tonumber(ARGV[8]) then
+    redis.call('SET', KEYS[2], ARGV[7], 'PX', ARGV[11])
   end
   return false
 end
-advance(ARGV[13] .. message_id, message_id, KEYS[3], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
+advance(ARGV[12] .. message_id, message_id, KEYS[3], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 return message_id
 `,
   ),
@@ -298,10 +297,6 @@ count_status(session_id, status, nil)
 return 1
 `),
 );
-
-const RANK_TABLE = Object.entries(STATUS_RANK)
-  .map(([status, rank]) => `${status}=${rank}`)
-  .join(',');
 
 export interface MessageCounts {
   queued: number;
@@ -666,7 +661,6 @@ export class MessageRepository {
         String(STATUS_RANK[status]),
         TIMESTAMP_FIELD[status]!,
         now.toISOString(),
-        RANK_TABLE,
         PENDING_ACK_TTL_MS,
         this.keys.message(''),
       ],
@@ -711,7 +705,6 @@ export class MessageRepository {
         String(STATUS_RANK[status]),
         field,
         now.toISOString(),
-        RANK_TABLE,
         messageId,
       ],
     );
