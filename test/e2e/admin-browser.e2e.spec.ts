@@ -339,6 +339,8 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     try {
       const registry = still.api!.get(SessionRepository);
       // The worker that wrote these states is alive (a silent one's sessions show DISCONNECTED).
+      // Its one heartbeat is dated ten minutes ahead: the stack's is 500 ms (stale after 1.5 s),
+      // and a loaded machine can take longer than that to open the page.
       await still.api!.get(WorkerRepository).beat(
         {
           id: 'worker-a1b2c3',
@@ -349,6 +351,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
           sessions: [],
         },
         600_000,
+        Date.now() + 600_000,
       );
       const states: [string, ObservedSession][] = [
         ['linked', { status: 'READY', phone: '4915123456789', pushname: 'Front desk' }],

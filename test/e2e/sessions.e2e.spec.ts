@@ -291,7 +291,8 @@ describe('a session whose owner stopped answering', () => {
     const listed = (await stack.call('GET', '/api/v1/sessions')).body.data;
     expect(listed.find((s: { id: string }) => s.id === 'main').status).toBe('DISCONNECTED');
 
-    // A worker with a fresh heartbeat: its READY is believed.
+    // A worker with a fresh heartbeat: its READY is believed. (Dated a minute ahead, so a
+    // loaded machine cannot let it go stale before the call: the stack's is 500 ms.)
     await stack.api!.get(WorkerRepository).beat(
       {
         id: 'worker-alive-1',
@@ -302,6 +303,7 @@ describe('a session whose owner stopped answering', () => {
         sessions: ['main'],
       },
       60_000,
+      Date.now() + 60_000,
     );
     await stack.redis.hset(key, { worker: 'worker-alive-1' });
     const alive = (await stack.call('GET', '/api/v1/sessions/main/status')).body.data;
