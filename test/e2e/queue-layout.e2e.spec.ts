@@ -5,6 +5,16 @@ import { sendQueueName } from '@app/queue';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
+/** Session main's queue, and its queue where earlier versions kept it. */
+function mainQueues(stack: ReturnType<typeof useStack>) {
+  const queue = (prefix: string) =>
+    new Queue(sendQueueName('main'), { connection: stack.redis, prefix });
+  return {
+    current: queue(stack.keys.sessionBullPrefix('main')),
+    legacy: queue(stack.keys.bullPrefix()),
+  };
+}
+
 /** Moves the jobs of `current` to `legacy`, as an earlier version would have left them. */
 async function leaveInOldQueue(current: Queue, legacy: Queue) {
   const jobs = await current.getJobs(['waiting', 'delayed']);
@@ -42,14 +52,7 @@ describe("a session's send queue under its own hash tag, and jobs left where it 
   });
 
   it('moves the jobs of the old queue (waiting and delayed) and sends each once, a delayed one not before its time', async () => {
-    const current = new Queue(sendQueueName('main'), {
-      connection: stack.redis,
-      prefix: stack.keys.sessionBullPrefix('main'),
-    });
-    const legacy = new Queue(sendQueueName('main'), {
-      connection: stack.redis,
-      prefix: stack.keys.bullPrefix(),
-    });
+    const { current, legacy } = mainQueues(stack);
     try {
       const sendAt = new Date(Date.now() + 2_500);
       const scheduled = await stack.call('POST', '/api/v1/messages/text', {
@@ -101,14 +104,7 @@ describe('jobs left in the old queue of a session that does not come back', () =
     await eventually(async () =>
       expect((await stack.call('GET', '/api/v1/sessions/main/status')).body.data.status).toBe('QR'),
     );
-    const current = new Queue(sendQueueName('main'), {
-      connection: stack.redis,
-      prefix: stack.keys.sessionBullPrefix('main'),
-    });
-    const legacy = new Queue(sendQueueName('main'), {
-      connection: stack.redis,
-      prefix: stack.keys.bullPrefix(),
-    });
+    const { current, legacy } = mainQueues(stack);
     try {
       const accepted = await stack.call('POST', '/api/v1/messages/text', {
         to: '4915100000063',
