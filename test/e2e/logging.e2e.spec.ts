@@ -144,23 +144,44 @@ describe('production log lines are written asynchronously', () => {
     expect(JSON.parse(child.lines.at(-1)!)).toMatchObject({ i: 19999, msg: 'line' });
   });
 
-  it('loses none of the lines a shutdown logs before the process ends by its signal', () => {
-    // As Nest's shutdown hooks do: log while stopping, then raise the signal again (no 'exit').
+  it.each(['SIGTERM', 'SIGHUP'])(
+    'loses none of the lines a shutdown logs before the process ends by its signal (%s)',
+    (signal) => {
+      // As Nest's shutdown hooks do: log while stopping, then raise the signal again (no
+      // 'exit'). Nest stops on SIGHUP, SIGQUIT, SIGUSR2... too, not only SIGTERM and SIGINT.
+      const child = withProductionLogger(`
+        armShutdownDeadline(10_000, () => undefined);
+        process.once('${signal}', () => {
+          setTimeout(() => {
+            for (let i = 0; i < 5000; i++) log.info({ i }, 'stopping');
+            process.kill(process.pid, '${signal}');
+          }, 20);
+        });
+        for (let i = 0; i < 5000; i++) log.info({ i }, 'running');
+        process.kill(process.pid, '${signal}');
+        setInterval(() => undefined, 1000);
+      `);
+      expect(child.signal).toBe(signal);
+      expect(child.lines).toHaveLength(10000);
+      expect(JSON.parse(child.lines.at(-1)!)).toMatchObject({ i: 4999, msg: 'stopping' });
+    },
+  );
+
+  it('makes no write while there is nothing to write', () => {
     const child = withProductionLogger(`
-      armShutdownDeadline(10_000, () => undefined);
-      process.once('SIGTERM', () => {
-        setTimeout(() => {
-          for (let i = 0; i < 5000; i++) log.info({ i }, 'stopping');
-          process.kill(process.pid, 'SIGTERM');
-        }, 20);
-      });
-      for (let i = 0; i < 5000; i++) log.info({ i }, 'running');
-      process.kill(process.pid, 'SIGTERM');
-      setInterval(() => undefined, 1000);
+      const fs = (await import('node:fs')).default;
+      let writes = 0;
+      for (const name of ['write', 'writeSync']) {
+        const original = fs[name];
+        fs[name] = (fd, ...rest) => { if (fd === 1) writes++; return original(fd, ...rest); };
+      }
+      log.info('one');
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      console.error(JSON.stringify({ writes }));
+      process.exit(0);
     `);
-    expect(child.signal).toBe('SIGTERM');
-    expect(child.lines).toHaveLength(10000);
-    expect(JSON.parse(child.lines.at(-1)!)).toMatchObject({ i: 4999, msg: 'stopping' });
+    // The one line, once; not a write every LOG_FLUSH_MS after it.
+    expect(JSON.parse(child.stderr)).toEqual({ writes: 1 });
   });
 
   it('writes the lines of a quiet process within LOG_FLUSH_MS, not only when a batch fills', () => {

@@ -1,4 +1,8 @@
+import { ShutdownSignal } from '@nestjs/common';
 import { writeLogsSynchronously } from './logging.js';
+
+/** The signals Nest's shutdown hooks stop on (`enableShutdownHooks()` with no list). */
+export const SHUTDOWN_SIGNALS = Object.values(ShutdownSignal);
 
 /**
  * Arms a hard deadline once a stop signal arrives: Nest's shutdown hooks get
@@ -6,7 +10,7 @@ import { writeLogsSynchronously } from './logging.js';
  * process exits anyway so an orchestrator never has to SIGKILL it mid-write.
  */
 export function armShutdownDeadline(timeoutMs: number, onExpired: () => void): void {
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  for (const signal of SHUTDOWN_SIGNALS) {
     process.once(signal, () => {
       writeLogsSynchronously();
       setTimeout(() => {

@@ -18,7 +18,7 @@ import {
   type WhatsAppEngine,
 } from '@app/whatsapp';
 import type { WorkerMetrics } from '../metrics/worker-metrics.service.js';
-import { SendHeldBack, SendService, type SendAttempt } from './send.service.js';
+import { SendHeldBack, SendService, SentButNotRecorded, type SendAttempt } from './send.service.js';
 
 /**
  * SendService's decisions, one message at a time, against an in-memory message store and a
@@ -620,8 +620,8 @@ describe('SendService: pacing', () => {
   it('records the send for pacing apart when its markSent fails', async () => {
     const h = harness({ SEND_MIN_INTERVAL_MS: '120' });
     h.store.put(record());
-    vi.spyOn(h.store, 'markSent').mockRejectedValueOnce(new Error('redis timeout'));
-    await expect(h.service.send('main', record().id, first)).rejects.toThrow();
+    vi.spyOn(h.store, 'markSent').mockRejectedValue(new Error('redis timeout'));
+    await expect(h.service.send('main', record().id, first)).rejects.toThrow(SentButNotRecorded);
     expect(h.pacing.recordSend).toHaveBeenCalledWith('main', 120);
   });
 
@@ -632,6 +632,42 @@ describe('SendService: pacing', () => {
     await expect(h.service.send('main', record().id, first)).rejects.toThrow('timeout');
     expect(h.pacing.recordSend).toHaveBeenCalledWith('main', 150);
     expect(h.store.pacedFor).toEqual([]);
+  });
+});
+
+describe('SendService: WhatsApp took the message but Redis failed to record it', () => {
+  it('tries the write again, and a blip costs nothing', async () => {
+    const h = harness();
+    h.store.put(record());
+    vi.spyOn(h.store, 'markSent').mockRejectedValueOnce(new Error('redis timeout'));
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+    expect(h.store.calls).toEqual(['claim 1', 'markSent true_4915123456789@c.us_TEXT']);
+  });
+
+  it('leaves it sending, with no failed try, for the next try to find in the chat, never to send again', async () => {
+    const h = harness();
+    h.store.put(record());
+    const markSent = vi.spyOn(h.store, 'markSent');
+    markSent.mockRejectedValue(new Error('redis timeout'));
+    const failed = await h.service.send('main', record().id, first).catch((err: Error) => err);
+    expect(failed).toBeInstanceOf(SentButNotRecorded);
+    expect((failed as Error).message).toContain('true_4915123456789@c.us_TEXT');
+    // No markRetrying (back to queued: sendable again) and no markFailed.
+    expect(h.store.calls).toEqual(['claim 1']);
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'sending', attempts: 1 });
+
+    // Redis is back; the job's next try finds the message in the chat.
+    markSent.mockRestore();
+    h.store.records.set(record().id, {
+      ...h.store.records.get(record().id)!,
+      sendingAt: new Date().toISOString(),
+    });
+    h.engine.findSentMessage.mockResolvedValueOnce('true_4915123456789@c.us_TEXT');
+    await expect(h.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
+      'recovered',
+    );
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
   });
 });
 

@@ -71,6 +71,26 @@ export class SendHeldBack extends Error {
 
 const FINAL_OR_SENT = new Set(['sent', 'delivered', 'read']);
 
+/** Tries of the write that saves an engine id, and the wait before the next (times the try). */
+const MARK_SENT_TRIES = 3;
+const MARK_SENT_RETRY_MS = 100;
+
+/**
+ * WhatsApp took the message, but its record could not be updated to say so (Redis failed
+ * every try). Its message says both, for the record's error if the job gives up.
+ */
+export class SentButNotRecorded extends Error {
+  constructor(
+    readonly engineMessageId: string,
+    cause: string,
+  ) {
+    super(
+      `WhatsApp took the message (${engineMessageId}) but its record was not updated: ${cause}`,
+    );
+    this.name = 'SentButNotRecorded';
+  }
+}
+
 /**
  * Sends one queued message through its session's engine, at most once: the engine id is
  * saved the moment the engine returns, and a message found `sending` without one (the worker
@@ -203,21 +223,7 @@ export class SendService {
         throw err;
       });
       await this.recordSend(sessionId, false);
-      await this.messages
-        .markSent(
-          record,
-          engineMessageId,
-          new Date(),
-          // WhatsApp acks no reaction or deletion.
-          !record.reaction && record.type !== 'revoke',
-          // The send is recorded for pacing in the same round trip.
-          this.pacedForMs(),
-        )
-        .catch(async (err: unknown) => {
-          // Not recorded with it: apart, so a takeover right now is still paced.
-          await this.recordSend(sessionId, true);
-          throw err;
-        });
+      await this.recordSent(record, engineMessageId);
       await this.dropUpload(record);
       await this.countTowardsCap(sessionId);
       endSend();
@@ -235,6 +241,16 @@ export class SendService {
       return 'sent';
     } catch (thrown) {
       if (thrown instanceof SendHeldBack) throw thrown;
+      if (thrown instanceof SentButNotRecorded) {
+        // WhatsApp has the message: no failed try is recorded, and it stays `sending` (as
+        // claimed), so the job's next try finds it in the chat and records it instead of
+        // sending it again.
+        this.log.error(
+          { sessionId, messageId, engineMessageId: thrown.engineMessageId, err: thrown.message },
+          'message sent but not recorded; its next try looks for it in the chat',
+        );
+        throw thrown;
+      }
       if (thrown instanceof SessionRestrictedError) {
         // No fault of this message: it waits with the session's queue, and no try is counted.
         const error = { code: thrown.code, message: thrown.message };
@@ -458,6 +474,34 @@ export class SendService {
       wait = this.localWaitMs(sessionId, interval)
     )
       await sleep(wait);
+  }
+
+  /**
+   * Saves what the engine returned: the engine id is what stops a second send, so a failed
+   * write is tried again (Redis may be failing over) before the send gives up as
+   * SentButNotRecorded. The send is recorded for pacing in the same round trip, or apart when
+   * that write failed.
+   */
+  private async recordSent(record: MessageRecord, engineMessageId: string): Promise<void> {
+    for (let tried = 1; ; tried++) {
+      try {
+        await this.messages.markSent(
+          record,
+          engineMessageId,
+          new Date(),
+          // WhatsApp acks no reaction or deletion.
+          !record.reaction && record.type !== 'revoke',
+          this.pacedForMs(),
+        );
+        return;
+      } catch (err) {
+        if (tried >= MARK_SENT_TRIES) {
+          await this.recordSend(record.sessionId, true);
+          throw new SentButNotRecorded(engineMessageId, toError(err).message);
+        }
+        await sleep(MARK_SENT_RETRY_MS * tried);
+      }
+    }
   }
 
   /** How long a session's last send is kept in Redis: the longest interval a send may draw. */
