@@ -539,16 +539,19 @@ export class MessageRepository {
   }
 
   /**
-   * A try failed but another follows at `nextAttemptAt`: back to queued, with the error and
-   * the tries made so far (a download that failed is a try too) visible meanwhile.
+   * A try failed but another follows at `nextAttemptAt`: back to queued (or left `sending`
+   * with `stillSending`), with the error and the tries made so far (a download that failed is
+   * a try too) visible meanwhile.
    */
   async markRetrying(
     messageId: string,
     error: MessageError,
-    retry: { attempts: number; nextAttemptAt: Date },
+    retry: { attempts: number; nextAttemptAt: Date; stillSending?: boolean },
   ): Promise<void> {
     await this.update(messageId, {
-      status: 'queued',
+      // A send that may have reached WhatsApp stays `sending`: its next try looks for it in
+      // the chat first (a queued one would be sent without looking).
+      ...(retry.stillSending ? {} : { status: 'queued' }),
       error: JSON.stringify(error),
       attempts: String(retry.attempts),
       nextAttemptAt: retry.nextAttemptAt.toISOString(),

@@ -42,9 +42,10 @@ export class ExpirySweeper {
 
   private async expire(now: number): Promise<number> {
     let expired = 0;
-    try {
-      for (const sessionId of this.sessions.ownedSessionIds()) {
-        if (this.sessions.isReady(sessionId)) continue;
+    for (const sessionId of this.sessions.ownedSessionIds()) {
+      if (this.sessions.isReady(sessionId)) continue;
+      // One session's failure (its queue, Redis for a moment) does not stop the others'.
+      try {
         expired += await this.expireIn(sessionId, this.queues.queueFor(sessionId), now);
         // Jobs an earlier version left in the session's queue of the old layout are moved
         // once the session is READY; until then they expire from where they are.
@@ -52,11 +53,11 @@ export class ExpirySweeper {
           (await this.queues.withLegacyQueue(sessionId, (legacy) =>
             this.expireIn(sessionId, legacy, now),
           )) ?? 0;
+      } catch (err) {
+        this.log.warn({ sessionId, err: (err as Error).message }, 'expiry sweep failed');
       }
-      if (expired) this.log.warn({ expired }, 'expired messages of sessions that are not ready');
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'expiry sweep failed');
     }
+    if (expired) this.log.warn({ expired }, 'expired messages of sessions that are not ready');
     return expired;
   }
 

@@ -13,7 +13,7 @@ import {
 import { MessageRepository, RedisKeys, createRedis } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import { EngineError, SessionManager, SessionRestrictedError } from '@app/whatsapp';
-import { SendHeldBack, SendService } from './send.service.js';
+import { SendHeldBack, SendService, SentButNotRecorded } from './send.service.js';
 import { doorbellBackend } from './doorbell-backend.js';
 import { QueueDoorbells, type Doorbell } from './queue-doorbells.service.js';
 
@@ -285,13 +285,22 @@ export class SendConsumers {
     const exhausted =
       job.attemptsMade >= (job.opts.attempts ?? 1) || err instanceof UnrecoverableError;
     if (!exhausted) return;
-    await this.messages
-      .failIfUnsent(job.data.messageId, { code: 'SEND_FAILED', message: err.message })
-      .catch((failure: Error) =>
-        this.log.warn(
-          { messageId: job.data.messageId, err: failure.message },
-          'failed job not recorded on its message',
-        ),
-      );
+    // WhatsApp took it; only its record could not say so (Redis failed): it is sent, not failed.
+    const done =
+      err instanceof SentButNotRecorded
+        ? this.messages.markSent(
+            { id: job.data.messageId, sessionId: err.sessionId },
+            err.engineMessageId,
+          )
+        : this.messages.failIfUnsent(job.data.messageId, {
+            code: 'SEND_FAILED',
+            message: err.message,
+          });
+    await done.catch((failure: Error) =>
+      this.log.warn(
+        { messageId: job.data.messageId, err: failure.message },
+        'failed job not recorded on its message',
+      ),
+    );
   }
 }

@@ -110,7 +110,12 @@ class MessageStore {
     // A claim that would not succeed (cancelled meanwhile...) leaves it to the full path.
     if (!sendable || this.claim !== 'claimed') return { record: r, claimed: false };
     this.calls.push(`claim ${r.attempts + 1}`);
-    this.records.set(id, { ...r, status: 'sending', attempts: r.attempts + 1 });
+    this.records.set(id, {
+      ...r,
+      status: 'sending',
+      sendingAt: new Date().toISOString(),
+      attempts: r.attempts + 1,
+    });
     return { record: r, claimed: true };
   }
   async failIfUnsent(id: string, error: MessageError) {
@@ -155,10 +160,13 @@ class MessageStore {
   async markRetrying(
     id: string,
     error: MessageError,
-    retry: { attempts: number; nextAttemptAt: Date },
+    retry: { attempts: number; nextAttemptAt: Date; stillSending?: boolean },
   ) {
+    // As the real one: back to queued (sendable again), unless still sending.
+    const current = this.records.get(id)!;
     this.records.set(id, {
-      ...this.records.get(id)!,
+      ...current,
+      status: retry.stillSending ? current.status : 'queued',
       error,
       attempts: retry.attempts,
       nextAttemptAt: retry.nextAttemptAt.toISOString(),
@@ -645,7 +653,7 @@ describe('SendService: WhatsApp took the message but Redis failed to record it',
     expect(h.store.calls).toEqual(['claim 1', 'markSent true_4915123456789@c.us_TEXT']);
   });
 
-  it('leaves it sending, with no failed try, for the next try to find in the chat, never to send again', async () => {
+  it('leaves it sending, with no failed try, and its next try records it without sending again', async () => {
     const h = harness();
     h.store.put(record());
     const markSent = vi.spyOn(h.store, 'markSent');
@@ -657,17 +665,49 @@ describe('SendService: WhatsApp took the message but Redis failed to record it',
     expect(h.store.calls).toEqual(['claim 1']);
     expect(h.store.records.get(record().id)).toMatchObject({ status: 'sending', attempts: 1 });
 
-    // Redis is back; the job's next try finds the message in the chat.
+    // Redis is back: the next try records what the engine returned, even past the TTL.
     markSent.mockRestore();
-    h.store.records.set(record().id, {
-      ...h.store.records.get(record().id)!,
-      sendingAt: new Date().toISOString(),
-    });
+    vi.useFakeTimers({ now: Date.now() + 120_000, toFake: ['Date'] });
+    try {
+      await expect(h.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
+        'recovered',
+      );
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(h.store.calls).toEqual(['claim 1', 'markSent true_4915123456789@c.us_TEXT']);
+    expect(h.engine.findSentMessage).not.toHaveBeenCalled();
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+  });
+
+  it('keeps a send that broke off `sending` when its next try fails before the engine', async () => {
+    // Not found in the chat (not visible yet), then the download fails: queued again, the try
+    // after would send without looking.
+    const h = harness();
+    h.store.put(
+      record({
+        type: 'media',
+        mediaUrl: 'https://example.com/a.pdf',
+        text: null,
+        status: 'sending',
+        sendingAt: new Date().toISOString(),
+        attempts: 1,
+      }),
+    );
+    h.media.fetch.mockRejectedValueOnce(new Error('download failed'));
+    await expect(h.service.send('main', record().id, { number: 2, max: 3 })).rejects.toThrow();
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'sending', attempts: 2 });
+    expect(h.engine.sendMedia).not.toHaveBeenCalled();
+  });
+
+  it('on another worker (nothing remembered), the next try finds it in the chat', async () => {
+    const h = harness();
+    h.store.put(record({ status: 'sending', sendingAt: new Date().toISOString(), attempts: 1 }));
     h.engine.findSentMessage.mockResolvedValueOnce('true_4915123456789@c.us_TEXT');
     await expect(h.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
       'recovered',
     );
-    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+    expect(h.engine.sendText).not.toHaveBeenCalled();
   });
 });
 

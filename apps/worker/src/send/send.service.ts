@@ -81,6 +81,7 @@ const MARK_SENT_RETRY_MS = 100;
  */
 export class SentButNotRecorded extends Error {
   constructor(
+    readonly sessionId: string,
     readonly engineMessageId: string,
     cause: string,
   ) {
@@ -102,6 +103,8 @@ export class SendService {
   /** When each session last called its engine (monotonic clock: immune to wall-clock steps). */
   private readonly lastSendAt = new Map<string, number>();
   private readonly holds = new Map<string, { holds: SendHolds; at: number }>();
+  /** Engine ids of messages sent whose record could not say so yet (SentButNotRecorded). */
+  private readonly unrecorded = new Map<string, string>();
 
   constructor(
     private readonly config: AppConfig,
@@ -132,6 +135,11 @@ export class SendService {
       return 'missing';
     }
     const { record, claimed } = taken;
+    // Sent by an earlier try of this job whose record could not say so: recorded now, from
+    // what the engine returned then, before anything else (expiry included) looks at it.
+    const unrecorded = this.unrecorded.get(messageId);
+    if (unrecorded !== undefined && !record.engineMessageId)
+      return this.recordUnrecorded(record, unrecorded, attempt);
     if (!claimed) {
       if (record.engineMessageId || FINAL_OR_SENT.has(record.status)) return 'already-sent';
       if (record.status === 'failed') return 'already-failed';
@@ -150,6 +158,9 @@ export class SendService {
       }
     }
     if (!engine || !ready) return 'not-ready';
+    // Found `sending` (a try that broke off, or whose record Redis failed to update): it may
+    // have reached WhatsApp, so until it is found in the chat or sent, it stays `sending`.
+    const stillSending = !claimed && record.status === 'sending';
 
     try {
       const media = record.type === 'media' ? await this.fetchMedia(record) : null;
@@ -177,7 +188,7 @@ export class SendService {
           await this.messages.markRetrying(
             messageId,
             { code: held.code, message: held.message },
-            { attempts: record.attempts, nextAttemptAt: held.until },
+            { attempts: record.attempts, nextAttemptAt: held.until, stillSending },
           );
           throw held;
         }
@@ -243,8 +254,13 @@ export class SendService {
       if (thrown instanceof SendHeldBack) throw thrown;
       if (thrown instanceof SentButNotRecorded) {
         // WhatsApp has the message: no failed try is recorded, and it stays `sending` (as
-        // claimed), so the job's next try finds it in the chat and records it instead of
-        // sending it again.
+        // claimed). The job's next try records it from what is remembered here, or, on another
+        // worker, finds it in the chat; if this was its last try, SendConsumers records it.
+        this.unrecorded.set(messageId, thrown.engineMessageId);
+        // Kept for the job's next try; a job that gives up is recorded by SendConsumers, so
+        // its entry is only bounded here (the oldest goes: it has a chat lookup to fall back on).
+        if (this.unrecorded.size > 1_000)
+          this.unrecorded.delete(this.unrecorded.keys().next().value!);
         this.log.error(
           { sessionId, messageId, engineMessageId: thrown.engineMessageId, err: thrown.message },
           'message sent but not recorded; its next try looks for it in the chat',
@@ -257,6 +273,7 @@ export class SendService {
         await this.messages.markRetrying(messageId, error, {
           attempts: record.attempts,
           nextAttemptAt: thrown.until,
+          stillSending,
         });
         await this.sessionStore.setRestriction(sessionId, thrown.until, thrown.message);
         this.metrics.sendFailed(sessionId, thrown.code, false);
@@ -280,6 +297,7 @@ export class SendService {
       } else
         await this.messages.markRetrying(messageId, error, {
           attempts,
+          stillSending,
           // BullMQ's exponential backoff: SEND_BACKOFF_MS doubled per failed attempt.
           nextAttemptAt: new Date(
             Date.now() + this.config.SEND_BACKOFF_MS * 2 ** (attempt.number - 1),
@@ -497,11 +515,36 @@ export class SendService {
       } catch (err) {
         if (tried >= MARK_SENT_TRIES) {
           await this.recordSend(record.sessionId, true);
-          throw new SentButNotRecorded(engineMessageId, toError(err).message);
+          throw new SentButNotRecorded(record.sessionId, engineMessageId, toError(err).message);
         }
         await sleep(MARK_SENT_RETRY_MS * tried);
       }
     }
+  }
+
+  /** Records a send an earlier try made (SentButNotRecorded), without sending again. */
+  private async recordUnrecorded(
+    record: MessageRecord,
+    engineMessageId: string,
+    attempt: SendAttempt,
+  ): Promise<SendOutcome> {
+    this.unrecorded.delete(record.id);
+    await this.recordSent(record, engineMessageId).catch((err: unknown) => {
+      this.unrecorded.set(record.id, engineMessageId);
+      throw err;
+    });
+    await this.dropUpload(record);
+    await this.countTowardsCap(record.sessionId);
+    this.log.log(
+      {
+        sessionId: record.sessionId,
+        messageId: record.id,
+        engineMessageId,
+        attempt: attempt.number,
+      },
+      'message sent by an earlier try, recorded now',
+    );
+    return 'recovered';
   }
 
   /** How long a session's last send is kept in Redis: the longest interval a send may draw. */
