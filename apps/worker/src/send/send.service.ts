@@ -138,6 +138,7 @@ export class SendService {
     // Sent by an earlier try of this job whose record could not say so: recorded now, from
     // what the engine returned then, before anything else (expiry included) looks at it.
     const unrecorded = this.unrecorded.get(messageId);
+    this.unrecorded.delete(messageId);
     if (unrecorded !== undefined && !record.engineMessageId)
       return this.recordUnrecorded(record, unrecorded, attempt);
     if (!claimed) {
@@ -263,7 +264,7 @@ export class SendService {
           this.unrecorded.delete(this.unrecorded.keys().next().value!);
         this.log.error(
           { sessionId, messageId, engineMessageId: thrown.engineMessageId, err: thrown.message },
-          'message sent but not recorded; its next try looks for it in the chat',
+          'message sent but not recorded; its next try records it',
         );
         throw thrown;
       }
@@ -528,7 +529,6 @@ export class SendService {
     engineMessageId: string,
     attempt: SendAttempt,
   ): Promise<SendOutcome> {
-    this.unrecorded.delete(record.id);
     await this.recordSent(record, engineMessageId).catch((err: unknown) => {
       this.unrecorded.set(record.id, engineMessageId);
       throw err;
