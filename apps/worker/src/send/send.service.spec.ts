@@ -700,6 +700,30 @@ describe('SendService: WhatsApp took the message but Redis failed to record it',
     expect(h.engine.sendMedia).not.toHaveBeenCalled();
   });
 
+  it('looks in the chat before expiring a send that broke off', async () => {
+    const old = {
+      status: 'sending' as const,
+      createdAt: new Date(NOW - 120_000).toISOString(),
+      sendingAt: new Date(NOW - 110_000).toISOString(),
+      attempts: 1,
+    };
+    const found = harness();
+    found.store.put(record(old));
+    found.engine.findSentMessage.mockResolvedValueOnce('true_4915123456789@c.us_TEXT');
+    await expect(found.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
+      'recovered',
+    );
+    // Not there: expired, as any message past its time to live, and never sent.
+    const missing = harness();
+    missing.store.put(record(old));
+    await expect(missing.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
+      'expired',
+    );
+    expect(missing.engine.findSentMessage).toHaveBeenCalledTimes(1);
+    expect(missing.store.calls).toEqual(['failIfUnsent EXPIRED']);
+    expect(missing.engine.sendText).not.toHaveBeenCalled();
+  });
+
   it('on another worker (nothing remembered), the next try finds it in the chat', async () => {
     const h = harness();
     h.store.put(record({ status: 'sending', sendingAt: new Date().toISOString(), attempts: 1 }));

@@ -141,27 +141,22 @@ export class SendService {
     this.unrecorded.delete(messageId);
     if (unrecorded !== undefined && !record.engineMessageId)
       return this.recordUnrecorded(record, unrecorded, attempt);
+    // Found `sending` (a try that broke off, or whose record Redis failed to update): it may
+    // have reached WhatsApp, so until it is found in the chat or sent, it stays `sending`.
+    const stillSending = !claimed && record.status === 'sending';
+    // A scheduled message's time to live starts when it is due.
+    const expired =
+      !claimed &&
+      Date.now() - Date.parse(record.sendAt ?? record.createdAt) > this.config.MESSAGE_TTL_MS;
     if (!claimed) {
       if (record.engineMessageId || FINAL_OR_SENT.has(record.status)) return 'already-sent';
       if (record.status === 'failed') return 'already-failed';
       if (record.status === 'cancelled') return 'cancelled';
-      // A scheduled message's time to live starts when it is due.
-      const due = Date.parse(record.sendAt ?? record.createdAt);
-      if (Date.now() - due > this.config.MESSAGE_TTL_MS) {
-        const expired = await this.messages.failIfUnsent(messageId, {
-          code: 'EXPIRED',
-          message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`,
-        });
-        if (!expired) return 'already-sent';
-        await this.dropUpload(record);
-        this.metrics.sendFailed(sessionId, 'EXPIRED', true);
-        return 'expired';
-      }
+      // One that may have reached WhatsApp is looked for in the chat first (below).
+      if (expired && !(stillSending && record.sendingAt && ready))
+        return this.expire(sessionId, record);
     }
     if (!engine || !ready) return 'not-ready';
-    // Found `sending` (a try that broke off, or whose record Redis failed to update): it may
-    // have reached WhatsApp, so until it is found in the chat or sent, it stays `sending`.
-    const stillSending = !claimed && record.status === 'sending';
 
     try {
       const media = record.type === 'media' ? await this.fetchMedia(record) : null;
@@ -184,6 +179,7 @@ export class SendService {
             return 'recovered';
           }
         }
+        if (expired) return await this.expire(sessionId, record);
         const held = hold === undefined ? await this.heldBack(sessionId, new Date()) : hold;
         if (held) {
           await this.messages.markRetrying(
@@ -521,6 +517,18 @@ export class SendService {
         await sleep(MARK_SENT_RETRY_MS * tried);
       }
     }
+  }
+
+  /** Fails a message not sent within MESSAGE_TTL_MS (unless it was sent meanwhile). */
+  private async expire(sessionId: string, record: MessageRecord): Promise<SendOutcome> {
+    const expired = await this.messages.failIfUnsent(record.id, {
+      code: 'EXPIRED',
+      message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`,
+    });
+    if (!expired) return 'already-sent';
+    await this.dropUpload(record);
+    this.metrics.sendFailed(sessionId, 'EXPIRED', true);
+    return 'expired';
   }
 
   /** Records a send an earlier try made (SentButNotRecorded), without sending again. */
