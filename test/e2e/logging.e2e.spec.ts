@@ -133,6 +133,16 @@ function withProductionLogger(body: string, stdoutFile?: string) {
   }
 }
 
+/** Child-script code counting the writes to standard output in `writes` (sync or not). */
+const COUNT_STDOUT_WRITES = `
+  const fs = (await import('node:fs')).default;
+  let writes = 0;
+  for (const name of ['write', 'writeSync']) {
+    const original = fs[name];
+    fs[name] = (fd, ...rest) => { if (fd === 1) writes++; return original(fd, ...rest); };
+  }
+`;
+
 describe('production log lines are written asynchronously', () => {
   it('loses none of the lines logged just before the process exits', () => {
     const child = withProductionLogger(`
@@ -169,12 +179,7 @@ describe('production log lines are written asynchronously', () => {
 
   it('makes no write while there is nothing to write', () => {
     const child = withProductionLogger(`
-      const fs = (await import('node:fs')).default;
-      let writes = 0;
-      for (const name of ['write', 'writeSync']) {
-        const original = fs[name];
-        fs[name] = (fd, ...rest) => { if (fd === 1) writes++; return original(fd, ...rest); };
-      }
+      ${COUNT_STDOUT_WRITES}
       log.info('one');
       await new Promise((resolve) => setTimeout(resolve, 600));
       console.error(JSON.stringify({ writes }));
@@ -211,12 +216,7 @@ describe('production log lines are written asynchronously', () => {
     // Lines a millisecond apart, as a busy process logs them: each write would be done before
     // the next line if lines were written as they came.
     const child = withProductionLogger(`
-      const fs = (await import('node:fs')).default;
-      let writes = 0;
-      for (const name of ['write', 'writeSync']) {
-        const original = fs[name];
-        fs[name] = (fd, ...rest) => { if (fd === 1) writes++; return original(fd, ...rest); };
-      }
+      ${COUNT_STDOUT_WRITES}
       for (let i = 0; i < 500; i++) {
         log.info({ i }, 'line');
         await new Promise((resolve) => setTimeout(resolve, 1));
