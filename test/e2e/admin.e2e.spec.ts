@@ -449,7 +449,7 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
       headers,
     });
     expect(answer.status).toBe(202);
-    expect(answer.json.data.id).toMatch(/^in_[0-9a-f]{24}$/);
+    expect(answer.json.data.id).toMatch(/^in_[0-9a-f]{27}$/);
     const received = await eventually(async () => {
       const [newest] = (await detail()).recentIncoming;
       expect(newest?.id).toBe(answer.json.data.id);

@@ -26,7 +26,7 @@ describe.each([
   });
 
   it.skipIf(!_name.includes('Cluster'))(
-    "spreads the sessions' send queues over every master: a message sent on a session of each",
+    "spreads sessions over every master: each master holds sessions' queues, records and keys, and a message is sent on a session of each",
     async () => {
       const ports = topology.url
         .replace('redis+cluster://', '')
@@ -39,47 +39,69 @@ describe.each([
           number,
           [string, number],
         ][];
-        const masterOf = (slot: number) =>
-          slots.find(([from, to]) => slot >= from && slot <= to)![2][1];
-        // A session per master: its queue's keys carry its own hash tag.
-        const chosen = new Map<number, string>();
-        for (let i = 0; chosen.size < 3 && i < 200; i++) {
+        const masterOf = async (key: string) => {
+          const slot = Number(await nodes[0].call('CLUSTER', 'KEYSLOT', key));
+          return slots.find(([from, to]) => slot >= from && slot <= to)![2][1];
+        };
+        // Sessions until every master holds a session's shard (its keys and records) and a
+        // session's send queue (a hash tag of its own).
+        const shardMasters = new Map<number, string>();
+        const queueMasters = new Map<number, string>();
+        const chosen = new Set<string>();
+        for (let i = 0; (shardMasters.size < 3 || queueMasters.size < 3) && i < 200; i++) {
           const sessionId = `spread${i}`;
-          const tag = stack.keys.sessionBullPrefix(sessionId);
-          const master = masterOf(Number(await nodes[0].call('CLUSTER', 'KEYSLOT', tag)));
-          if (!chosen.has(master)) chosen.set(master, sessionId);
+          const shard = await masterOf(stack.keys.session(sessionId));
+          const queue = await masterOf(stack.keys.sessionBullPrefix(sessionId));
+          if (shardMasters.has(shard) && queueMasters.has(queue)) continue;
+          if (!shardMasters.has(shard)) shardMasters.set(shard, sessionId);
+          if (!queueMasters.has(queue)) queueMasters.set(queue, sessionId);
+          chosen.add(sessionId);
         }
-        expect(chosen.size).toBe(3);
-        for (const sessionId of chosen.values()) {
+        expect(shardMasters.size).toBe(3);
+        expect(queueMasters.size).toBe(3);
+        const sent = new Map<string, string>();
+        for (const sessionId of chosen) {
           expect((await stack.call('POST', '/api/v1/sessions', { id: sessionId })).status).toBe(
             201,
           );
           await stack.waitReady(sessionId);
-          const sent = await stack.call('POST', '/api/v1/messages/text', {
+          const accepted = await stack.call('POST', '/api/v1/messages/text', {
             sessionId,
             to: '4915123456780',
             text: `on ${sessionId}`,
           });
-          expect(sent.status).toBe(202);
-          await stack.waitForStatus(sent.body.data.id, 'read');
+          expect(accepted.status).toBe(202);
+          await stack.waitForStatus(accepted.body.data.id, 'read');
+          sent.set(sessionId, accepted.body.data.id);
         }
-        for (const [master, sessionId] of chosen) {
-          const node = nodes[ports.indexOf(master)];
-          const [, found] = await node.scan(
+        const on = (master: number) => nodes[ports.indexOf(master)];
+        for (const [master, sessionId] of queueMasters) {
+          const [, found] = await on(master).scan(
             '0',
             'MATCH',
             `${stack.keys.sessionBullPrefix(sessionId)}*`,
             'COUNT',
             10_000,
           );
-          expect(found.length, `keys of ${sessionId} on the master at ${master}`).toBeGreaterThan(
+          expect(found.length, `queue of ${sessionId} on the master at ${master}`).toBeGreaterThan(
             0,
           );
+        }
+        for (const [master, sessionId] of shardMasters) {
+          const node = on(master);
+          const messageId = sent.get(sessionId)!;
+          // Read on that master directly: it would answer MOVED for a key of another's slot.
+          expect(await node.hget(stack.keys.message(messageId), 'status')).toBe('read');
+          expect(await node.hget(stack.keys.session(sessionId), 'createdAt')).toBeTruthy();
+          expect(
+            await node.zscore(stack.keys.sessionMessages(sessionId), messageId),
+          ).not.toBeNull();
+          expect(Number(await node.hget(stack.keys.messageCounts(sessionId), 'read'))).toBe(1);
         }
       } finally {
         for (const node of nodes) node.disconnect();
       }
     },
-    60_000,
+    90_000,
   );
 });

@@ -20,20 +20,43 @@ export interface ScriptTarget {
  * script as the change, so an event exists exactly when its change does and events of one
  * session are ordered as their changes were. Each matching target gets a delivery appended to
  * its (session, target) chain; a chain that was empty is announced for the workers to give
- * it a job.
+ * it a job. Every key it writes is in the session's shard (RedisKeys builds the same names):
+ * the event's id carries the shard.
  *
- * ARGV[1] key prefixes (JSON), [2] global targets (JSON), [3] event id, [4] now (ms),
- * [5] now (ISO), [6] retention (ms); a script's own arguments start at ARGV[7].
+ * ARGV[1] prefixes (JSON: RedisKeys.scriptPrefixes), [2] global targets (JSON), [3] event id
+ * without its shard, [4] now (ms), [5] now (ISO), [6] retention (ms); a script's own
+ * arguments start at ARGV[7].
  */
 const PUBLISH_LUA = `
 local P = cjson.decode(ARGV[1])
+local shards = {}
+-- As shardOf in redis-keys.ts.
+local function shard_of(session_id)
+  local shard = shards[session_id]
+  if not shard then
+    shard = string.sub(redis.sha1hex(session_id), 1, 3)
+    shards[session_id] = shard
+  end
+  return shard
+end
+local function shard_key(shard, name) return '{' .. P.prefix .. ':#' .. shard .. '}:' .. name end
+local function session_key(session_id, name) return shard_key(shard_of(session_id), name .. ':' .. session_id) end
+-- The hash tag of a message's record and ack index, from its id (as RedisKeys.message): its
+-- shard's, or the root's for an id made before shards.
+local function record_tag(id)
+  if #id == 36 and string.sub(id, 15, 15) == '8' then return '{' .. P.prefix .. ':#' .. string.sub(id, 25, 27) .. '}' end
+  return P.root
+end
 local function publish_event(session_id, event_type, make_event)
   local targets = cjson.decode(ARGV[2])
-  local own = redis.call('GET', P.targets .. session_id)
+  local own = redis.call('GET', session_key(session_id, 'wh:targets'))
   if own then
     for _, t in ipairs(cjson.decode(own)) do targets[#targets + 1] = t end
   end
-  local event_id, now_ms, now_iso, retention = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+  local shard = shard_of(session_id)
+  local event_id, now_ms, now_iso, retention = ARGV[3] .. shard, ARGV[4], ARGV[5], ARGV[6]
+  local event_key = shard_key(shard, 'wh:event:' .. event_id)
+  local recent, session_recent = shard_key(shard, 'wh:recent'), session_key(session_id, 'wh:recent')
   local written, opened = false, 0
   for _, t in ipairs(targets) do
     local wants = false
@@ -44,38 +67,38 @@ local function publish_event(session_id, event_type, make_event)
       if not written then
         local event = make_event()
         event.id, event.type, event.timestamp, event.sessionId = event_id, event_type, now_iso, session_id
-        event.sequence = redis.call('INCR', P.sequence .. session_id)
-        redis.call('HSET', P.event .. event_id, 'json', cjson.encode(event))
-        redis.call('PEXPIRE', P.event .. event_id, retention)
+        event.sequence = redis.call('INCR', session_key(session_id, 'wh:seq'))
+        redis.call('HSET', event_key, 'json', cjson.encode(event))
+        redis.call('PEXPIRE', event_key, retention)
         written = true
       end
       -- Deliveries still to make; the event is kept for retention while any is.
-      redis.call('HINCRBY', P.event .. event_id, 'pending', 1)
+      redis.call('HINCRBY', event_key, 'pending', 1)
       local id = event_id .. '_' .. t.id
-      local key = P.delivery .. id
+      local key = shard_key(shard, 'wh:delivery:' .. id)
       redis.call('HSET', key, 'id', id, 'eventId', event_id, 'eventType', event_type,
         'sessionId', session_id, 'targetId', t.id, 'url', t.url, 'status', 'pending',
         'attempts', '0', 'replays', '0', 'createdAt', now_iso)
       redis.call('PEXPIRE', key, retention)
-      local chain = P.chain .. session_id .. ':' .. t.id
+      local chain = session_key(session_id, 'wh:chain') .. ':' .. t.id
       if redis.call('RPUSH', chain, id) == 1 then
         -- The chain needs a job again: named by session and target.
-        redis.call('SADD', P.toSchedule, session_id .. ':' .. t.id)
-        redis.call('SADD', P.chains, chain)
+        redis.call('SADD', shard_key(shard, 'wh:to-schedule'), session_id .. ':' .. t.id)
+        redis.call('SADD', shard_key(shard, 'wh:chains'), chain)
         opened = opened + 1
       end
-      redis.call('ZADD', P.recent, now_ms, id)
-      redis.call('ZREMRANGEBYRANK', P.recent, 0, -${RECENT_DELIVERIES + 1})
-      redis.call('ZADD', P.sessionRecent .. session_id, now_ms, id)
-      redis.call('ZREMRANGEBYRANK', P.sessionRecent .. session_id, 0, -${RECENT_SESSION_DELIVERIES + 1})
+      redis.call('ZADD', recent, now_ms, id)
+      redis.call('ZREMRANGEBYRANK', recent, 0, -${RECENT_DELIVERIES + 1})
+      redis.call('ZADD', session_recent, now_ms, id)
+      redis.call('ZREMRANGEBYRANK', session_recent, 0, -${RECENT_SESSION_DELIVERIES + 1})
     end
   end
-  if opened > 0 then redis.call('PUBLISH', P.kick, '1') end
+  if opened > 0 then redis.call('PUBLISH', P.kick, shard) end
 end
 -- Keeps a session's per-status message counts as a message moves from one status to another.
 local function count_status(session_id, from, to)
   if not session_id or from == to then return end
-  local key = P.counts .. session_id
+  local key = session_key(session_id, 'msg-counts')
   if from then redis.call('HINCRBY', key, from, -1) end
   if to then redis.call('HINCRBY', key, to, 1) end
 end
@@ -88,7 +111,8 @@ end
 `;
 
 /**
- * A script whose body may call publish_event(session, type, make_event) and hash_table(key).
+ * A script whose body may call publish_event(session, type, make_event), hash_table(key),
+ * count_status(session, from, to), session_key(session, name) and record_tag(id).
  * make_event() returns the event's data or snapshot table; it runs only when a target wants
  * the event, so a gateway without webhooks pays one GET per change.
  */
@@ -96,7 +120,10 @@ export function withEventPublishing(body: string): string {
   return PUBLISH_LUA + body;
 }
 
-/** Time-sortable, unique event id (also the Standard Webhooks `webhook-id`). */
+/**
+ * Time-sortable, unique event id (also the Standard Webhooks `webhook-id`), without its
+ * shard: publish_event appends the session's (shardOfId reads it back).
+ */
 export function newEventId(now = Date.now()): string {
   // 64 random bits from randomUUID (Node keeps a pool of entropy for it; randomBytes(8) per
   // call costs a trip to the system's generator on every accepted message).
@@ -114,7 +141,7 @@ export class EventScriptArgs {
     globalTargets: ScriptTarget[],
     private readonly retentionMs: number,
   ) {
-    this.prefixes = JSON.stringify(keys.webhookScriptPrefixes());
+    this.prefixes = JSON.stringify(keys.scriptPrefixes());
     // cjson decodes [] as an empty table either way; '[]' keeps it an array for ipairs.
     this.globalTargets = JSON.stringify(globalTargets);
   }
@@ -152,6 +179,18 @@ export class LuaScript {
   ): Promise<unknown[]> {
     if (calls.length === 0) return [];
     if (calls.length === 1) return [await this.run(redis, calls[0].keys, calls[0].args)];
+    return inPipelines(
+      redis,
+      calls,
+      (call) => call.keys[0] ?? '',
+      (group) => this.runPipeline(redis, group),
+    );
+  }
+
+  private async runPipeline(
+    redis: Redis,
+    calls: { keys: string[]; args: (string | number)[] }[],
+  ): Promise<unknown[]> {
     const pipeline = redis.pipeline();
     for (const call of calls)
       pipeline.evalsha(this.sha, call.keys.length, ...call.keys, ...call.args);
@@ -186,4 +225,40 @@ export class LuaScript {
       return redis.eval(this.source, keys.length, ...keys, ...args);
     }
   }
+}
+
+/** The part of a key that decides its Cluster slot: its hash tag, or the whole key. */
+function hashTag(key: string): string {
+  const open = key.indexOf('{');
+  const close = open < 0 ? -1 : key.indexOf('}', open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : key;
+}
+
+/**
+ * Runs `items` through pipelines, each result at its item's index: one pipeline on a single
+ * Redis; on a Cluster, one per hash tag of `keyOf(item)`, at once (a Cluster pipeline must
+ * stay on one node, and keys of different shards are on different ones).
+ */
+export async function inPipelines<T, R>(
+  redis: Redis,
+  items: T[],
+  keyOf: (item: T) => string,
+  run: (group: T[]) => Promise<R[]>,
+): Promise<R[]> {
+  if (!(redis as { isCluster?: boolean }).isCluster) return run(items);
+  const groups = new Map<string, number[]>();
+  items.forEach((item, index) => {
+    const tag = hashTag(keyOf(item));
+    const group = groups.get(tag);
+    if (group) group.push(index);
+    else groups.set(tag, [index]);
+  });
+  const out = new Array<R>(items.length);
+  await Promise.all(
+    [...groups.values()].map(async (indexes) => {
+      const results = await run(indexes.map((index) => items[index]));
+      indexes.forEach((index, i) => (out[index] = results[i]));
+    }),
+  );
+  return out;
 }

@@ -6,7 +6,7 @@ import { EventScriptArgs, LuaScript, withEventPublishing } from './event-script.
 import type { IncomingRecord } from './incoming-record.js';
 import { toPublicMessage, type PublicMessage } from './message-record.js';
 import { parseMessageRecord } from './message.repository.js';
-import { RedisKeys } from './redis-keys.js';
+import { RedisKeys, shardOf } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
 
 // Records a received message once (a repeated engine event is a no-op), indexes it, keeps its
@@ -54,10 +54,18 @@ interface Position {
   id: string;
 }
 
-/** Our id for a message the engine reports: the same engine event always maps to one record. */
+/**
+ * Our id for a message the engine reports: the same engine event always maps to one record.
+ * It carries the session's shard (shardOfId).
+ */
 export function incomingMessageId(sessionId: string, engineMessageId: string): string {
   const digest = createHash('sha256').update(`${sessionId}\n${engineMessageId}`).digest('hex');
-  return `in_${digest.slice(0, 24)}`;
+  return `in_${shardOf(sessionId)}${digest.slice(0, 24)}`;
+}
+
+/** A received message's id: in_, then its shard and digest (24 hex digits before shards). */
+export function isIncomingId(value: string): boolean {
+  return /^in_(?:[0-9a-f]{3})?[0-9a-f]{24}$/.test(value);
 }
 
 /** Received messages, their media bytes, and the session's conversation list. */

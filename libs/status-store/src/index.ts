@@ -1,6 +1,7 @@
 // Every Redis key the system reads or writes, behind typed repositories. Only this lib talks
 // to Redis directly; keys are built by RedisKeys and nowhere else.
 export * from './redis-keys.js';
+export * from './shards.js';
 export * from './redis-connection.js';
 export * from './redis-subscriber.js';
 export * from './invalidated-cache.js';

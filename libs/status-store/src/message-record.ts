@@ -47,7 +47,10 @@ export interface MessageContact {
 
 const MESSAGE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-/** Our ids of sent messages are UUIDs (received ones start `in_`). */
+/**
+ * Our ids of sent messages are UUIDs (version 8 carrying the session's shard, version 4 before
+ * shards); received ones start `in_`.
+ */
 export function isMessageId(value: string): boolean {
   return MESSAGE_ID.test(value);
 }

@@ -1,7 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
-import { RedisKeys } from './redis-keys.js';
+import { RedisKeys, shardOfId } from './redis-keys.js';
+import { knownShards } from './shards.js';
 import { REDIS } from './status-store.tokens.js';
 import {
   STATUS_RANK,
@@ -31,38 +32,31 @@ const TIMESTAMP_FIELD: Partial<Record<MessageStatus, keyof MessageRecord>> = {
 const SNAPSHOT = `local function snapshot() return { snapshot = hash_table(KEYS[1]) } end
 `;
 
-// Why a send to a session cannot be taken now: the session is not registered (or is being
-// deleted), or no worker's heartbeat is newer than `live_since` (ms). False when it can.
-const TARGET_PROBLEM_FN = `
-local function target_problem(sessions, session, workers, session_id, live_since)
-  if redis.call('SISMEMBER', sessions, session_id) == 0 or redis.call('HGET', session, 'desired') == 'deleted' then
-    return 'NO_SESSION'
-  end
-  if redis.call('ZCOUNT', workers, live_since, '+inf') == 0 then return 'NO_WORKER' end
-  return false
+// Whether a session takes sends: registered (its hash has createdAt: the registry set is in
+// another slot, and a stray HSET after a delete leaves a hash without it) and not being
+// deleted.
+const SESSION_TAKES_SENDS_FN = `
+local function takes_sends(session)
+  local created, desired = unpack(redis.call('HMGET', session, 'createdAt', 'desired'))
+  return created and desired ~= 'deleted'
 end
 `;
 
-// KEYS[1] registered sessions, [2] session, [3] worker heartbeats; ARGV[1] session id,
-// [2] oldest live heartbeat (ms). 'OK' or the problem.
+// KEYS[1] session. 'OK', or 'NO_SESSION'.
 const CHECK_TARGET = new LuaScript(
-  TARGET_PROBLEM_FN + `return target_problem(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]) or 'OK'`,
+  SESSION_TAKES_SENDS_FN + `return takes_sends(KEYS[1]) and 'OK' or 'NO_SESSION'`,
 );
 
-// KEYS[1] message, [2] session index, [3] registered sessions, [4] session, [5] worker
-// heartbeats; ARGV[7] fields (JSON, flat), [8] retention ms, [9] score (ms), [10] index cutoff
-// (ms), [11] message id, [12] session id, [13] oldest live heartbeat (ms, or '' for no
-// checks), [14] status (queued or scheduled). The session and a live worker are checked in
-// the same round trip as the write.
+// KEYS[1] message, [2] session index, [3] session (all in the session's shard); ARGV[7]
+// fields (JSON, flat), [8] retention ms, [9] score (ms), [10] index cutoff (ms), [11] message
+// id, [12] session id, [13] '1' to check that the session takes sends, [14] status (queued or
+// scheduled). The session is checked in the same round trip as the write.
 const CREATE = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
-      TARGET_PROBLEM_FN +
+      SESSION_TAKES_SENDS_FN +
       `
-if ARGV[13] ~= '' then
-  local problem = target_problem(KEYS[3], KEYS[4], KEYS[5], ARGV[12], ARGV[13])
-  if problem then return problem end
-end
+if ARGV[13] == '1' and not takes_sends(KEYS[3]) then return 'NO_SESSION' end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
@@ -170,10 +164,10 @@ const ADVANCE = new LuaScript(
 // An ack by engine id, in one round trip: applied (as ADVANCE) to the message it belongs to,
 // or, when the send's id is not saved yet, parked for MARK_SENT to apply, keeping the highest.
 // One script, so an ack cannot be parked just after MARK_SENT looked for it (and be lost).
-// The message's key is built here from its id: it shares the hash tag of the keys given.
-// KEYS[1] engine id -> message id, [2] parked ack, [3] awaiting a server ack; ARGV[7] status,
-// [8] its rank, [9] timestamp field, [10] timestamp, [11] parked ack ttl ms, [12] message key
-// prefix. Returns the message id, or false when parked.
+// KEYS[1] engine id -> message id, [2] parked ack (both of the session's shard); ARGV[7]
+// status, [8] its rank, [9] timestamp field, [10] timestamp, [11] parked ack ttl ms.
+// The message's record and ack index are found from its id (record_tag). Returns the message
+// id, or false when parked.
 const ACK = new LuaScript(
   withEventPublishing(
     ADVANCE_FN +
@@ -186,7 +180,8 @@ if not message_id then
   end
   return false
 end
-advance(ARGV[12] .. message_id, message_id, KEYS[3], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+local tag = record_tag(message_id)
+advance(tag .. ':msg:' .. message_id, message_id, tag .. ':awaiting-ack', ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 return message_id
 `,
   ),
@@ -316,6 +311,8 @@ export class MessageRepository {
     private readonly events: EventScriptArgs,
   ) {}
 
+  private newestBeat = { at: 0, readAt: 0 };
+
   async create(message: NewMessage, now = new Date()): Promise<MessageRecord> {
     return (await this.createChecked(message, null, now)) as MessageRecord;
   }
@@ -343,11 +340,10 @@ export class MessageRepository {
   ): Promise<{ sessionId: string; problem: 'NO_SESSION' | 'NO_WORKER' } | null> {
     const outcomes = await CHECK_TARGET.runMany(
       this.redis,
-      sessionIds.map((sessionId) => ({
-        keys: [this.keys.sessions(), this.keys.session(sessionId), this.keys.workers()],
-        args: [sessionId, liveSince],
-      })),
+      sessionIds.map((sessionId) => ({ keys: [this.keys.session(sessionId)], args: [] })),
     );
+    if (!outcomes.includes('NO_SESSION') && !(await this.anyWorkerLive(liveSince)))
+      return { sessionId: sessionIds[0], problem: 'NO_WORKER' };
     const index = outcomes.findIndex((outcome) => outcome !== 'OK');
     return index < 0
       ? null
@@ -366,6 +362,8 @@ export class MessageRepository {
     liveSince: number | null,
     now = new Date(),
   ): Promise<(MessageRecord | 'NO_SESSION' | 'NO_WORKER')[]> {
+    if (liveSince !== null && !(await this.anyWorkerLive(liveSince)))
+      return messages.map(() => 'NO_WORKER');
     const records = messages.map((message) => newRecord(message, now));
     const outcomes = await CREATE.runMany(
       this.redis,
@@ -378,9 +376,7 @@ export class MessageRepository {
           keys: [
             this.keys.message(record.id),
             this.keys.sessionMessages(record.sessionId),
-            this.keys.sessions(),
             this.keys.session(record.sessionId),
-            this.keys.workers(),
           ],
           args: [
             ...this.events.build(now),
@@ -390,7 +386,7 @@ export class MessageRepository {
             now.getTime() - retention,
             record.id,
             record.sessionId,
-            liveSince ?? '',
+            liveSince === null ? '' : '1',
             record.status,
           ],
         };
@@ -399,6 +395,20 @@ export class MessageRepository {
     return outcomes.map((outcome, i) =>
       outcome === 'NO_SESSION' || outcome === 'NO_WORKER' ? outcome : records[i],
     );
+  }
+
+  /**
+   * Whether a worker's heartbeat is newer than `liveSince` (ms). The newest heartbeat read is
+   * trusted for up to a second while it says yes (the send path's hot read, off Redis); a no
+   * is always read again. (Worker heartbeats live in another slot than a session's keys, so
+   * this is no longer checked inside the write.)
+   */
+  private async anyWorkerLive(liveSince: number): Promise<boolean> {
+    const now = Date.now();
+    if (now - this.newestBeat.readAt < 1_000 && this.newestBeat.at >= liveSince) return true;
+    const [, score] = await this.redis.zrevrange(this.keys.workers(), 0, 0, 'WITHSCORES');
+    this.newestBeat = { at: score === undefined ? 0 : Number(score), readAt: now };
+    return this.newestBeat.at >= liveSince;
   }
 
   /** Marks a message as resent; false when it already was (HSETNX: one resend per message). */
@@ -617,7 +627,7 @@ export class MessageRepository {
         this.keys.message(record.id),
         this.keys.engineMessage(record.sessionId, engineMessageId),
         this.keys.pendingAck(record.sessionId, engineMessageId),
-        this.keys.awaitingAck(),
+        this.keys.awaitingAck(shardOfId(record.id)),
         this.keys.lastSend(record.sessionId),
       ],
       [
@@ -656,7 +666,6 @@ export class MessageRepository {
       [
         this.keys.engineMessage(sessionId, engineMessageId),
         this.keys.pendingAck(sessionId, engineMessageId),
-        this.keys.awaitingAck(),
       ],
       [
         ...this.events.build(now),
@@ -665,7 +674,6 @@ export class MessageRepository {
         TIMESTAMP_FIELD[status]!,
         now.toISOString(),
         PENDING_ACK_TTL_MS,
-        this.keys.message(''),
       ],
     )) as string | null;
     return messageId;
@@ -676,22 +684,27 @@ export class MessageRepository {
    * at most `limit` per call; returns the ids flagged.
    */
   async flagAckOverdue(timeoutMs: number, limit: number, now = new Date()): Promise<string[]> {
-    const ids = await this.redis.zrangebyscore(
-      this.keys.awaitingAck(),
-      '-inf',
-      now.getTime() - timeoutMs,
-      'LIMIT',
-      0,
-      limit,
-    );
-    const flagged = await FLAG_ACK_OVERDUE.runMany(
-      this.redis,
-      ids.map((id) => ({
-        keys: [this.keys.message(id), this.keys.awaitingAck()],
-        args: [id, now.toISOString()],
-      })),
-    );
-    return ids.filter((_, i) => flagged[i] === 1);
+    const flaggedIds: string[] = [];
+    for (const shard of await knownShards(this.redis, this.keys)) {
+      if (flaggedIds.length >= limit) break;
+      const ids = await this.redis.zrangebyscore(
+        this.keys.awaitingAck(shard),
+        '-inf',
+        now.getTime() - timeoutMs,
+        'LIMIT',
+        0,
+        limit - flaggedIds.length,
+      );
+      const flagged = await FLAG_ACK_OVERDUE.runMany(
+        this.redis,
+        ids.map((id) => ({
+          keys: [this.keys.message(id), this.keys.awaitingAck(shard)],
+          args: [id, now.toISOString()],
+        })),
+      );
+      flaggedIds.push(...ids.filter((_, i) => flagged[i] === 1));
+    }
+    return flaggedIds;
   }
 
   /** Moves the status forward if `status` ranks above the current one. */
@@ -701,7 +714,7 @@ export class MessageRepository {
     const field = TIMESTAMP_FIELD[status] ?? 'updatedAt';
     const changed = await ADVANCE.run(
       this.redis,
-      [this.keys.message(messageId), this.keys.awaitingAck()],
+      [this.keys.message(messageId), this.keys.awaitingAck(shardOfId(messageId))],
       [
         ...this.events.build(now),
         status,

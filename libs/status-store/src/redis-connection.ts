@@ -10,8 +10,9 @@ const log = new Logger('Redis');
  * after a few retries so an outage is a quick 503. Connection errors are logged once per kind
  * (ioredis would print every reconnect attempt).
  *
- * A Cluster client is returned typed as Redis: it answers the same commands, and every key we
- * use shares one hash tag ({prefix}), so multi-key commands and scripts stay in one slot.
+ * A Cluster client is returned typed as Redis: it answers the same commands, and each
+ * multi-key command or script keeps to one hash tag (redis-keys.ts); pipelines that span tags
+ * go through inPipelines.
  */
 export function createRedis(url: string, options: { blocking?: boolean; name: string }): Redis {
   const target = parseRedisUrl(url);

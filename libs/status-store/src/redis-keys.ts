@@ -1,12 +1,47 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 
 /**
- * Every Redis key the system reads or writes is built here and nowhere else. Most keys share
- * the prefix's hash tag ({wa}: one Cluster slot, so multi-key scripts work). A session's send
- * queue has a hash tag of its own ({wa:main}): on a Redis Cluster the sessions' queues, most
- * of the Redis work of sending, spread over the masters. (Prefixes hold no ':', so no
- * other deployment's tag can look like a session's.)
+ * Every Redis key the system reads or writes is built here and nowhere else.
+ *
+ * Hash tags, for a Redis Cluster (a multi-key script needs its keys in one slot):
+ * - a session's keys (its hash, counts, indexes, webhook chains...) and the records made for
+ *   it (messages, received messages, events, deliveries) carry the tag of the session's
+ *   shard, `{wa:#3f2}`: a Cluster spreads sessions over its masters, and every script that
+ *   moves a message touches only its shard. A record's id carries its shard (shardOfId), so
+ *   a record is found from its id alone;
+ * - a session's send queue has a tag of its own, `{wa:main}`;
+ * - what is shared by the whole deployment (the session registry, workers, api keys, leases,
+ *   audit...) and records made before shards existed keep the root tag, `{wa}`.
+ * Prefixes hold no ':' and session ids no '#', so no two kinds of tag can look alike.
  */
+
+/** A session's shard: 3 hex digits of SHA-1 of its id (4,096 shards). As shard_of in Lua. */
+export function shardOf(sessionId: string): string {
+  return createHash('sha1').update(sessionId).digest('hex').slice(0, 3);
+}
+
+const MESSAGE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const INCOMING_ID = /^in_[0-9a-f]{27}$/;
+const EVENT_ID = /^evt_[0-9a-z]{28}(?:_|$)/;
+
+/** A new message id: a UUID (version 8, RFC 9562) whose last group opens with the shard. */
+export function newMessageId(sessionId: string): string {
+  const uuid = randomUUID();
+  return `${uuid.slice(0, 14)}8${uuid.slice(15, 24)}${shardOf(sessionId)}${uuid.slice(27)}`;
+}
+
+/**
+ * The shard a record's id carries: a message id (newMessageId), a received message's
+ * (in_<shard><digest>), an event's or a delivery's (evt_<time><random><shard>[_<target>]).
+ * Null for an id made before shards: its record lives under the root tag.
+ */
+export function shardOfId(id: string): string | null {
+  if (MESSAGE_ID.test(id)) return id.slice(24, 27);
+  if (INCOMING_ID.test(id)) return id.slice(3, 6);
+  if (EVENT_ID.test(id)) return id.slice(29, 32);
+  return null;
+}
+
 export class RedisKeys {
   readonly root: string;
   /** The prefix without its braces. */
@@ -15,6 +50,26 @@ export class RedisKeys {
   constructor(prefix: string) {
     this.root = prefix.startsWith('{') ? prefix : `{${prefix}}`;
     this.prefix = this.root.slice(1, -1);
+  }
+
+  /** The hash tag of a shard's keys; the root's for null (records made before shards). */
+  shardTag(shard: string | null): string {
+    return shard === null ? this.root : `{${this.prefix}:#${shard}}`;
+  }
+
+  /** A key of a session, under its shard's tag. */
+  private ofSession(name: string, sessionId: string): string {
+    return `${this.shardTag(shardOf(sessionId))}:${name}:${sessionId}`;
+  }
+
+  /** A record's key, under the tag its id carries. */
+  private ofRecord(name: string, id: string): string {
+    return `${this.shardTag(shardOfId(id))}:${name}:${id}`;
+  }
+
+  /** Shards that hold, or held, a session: what readers of per-shard indexes walk. */
+  shards(): string {
+    return `${this.root}:shards`;
   }
 
   /** A SCAN / KEYS pattern matching every key of this deployment (the root and the sessions'). */
@@ -32,11 +87,11 @@ export class RedisKeys {
     return `{${this.prefix}:${sessionId}}:bull`;
   }
   message(messageId: string): string {
-    return `${this.root}:msg:${messageId}`;
+    return this.ofRecord('msg', messageId);
   }
   /** The bytes of a file sent with a request, until the message is sent. */
   messageUpload(messageId: string): string {
-    return `${this.root}:upload:${messageId}`;
+    return this.ofRecord('upload', messageId);
   }
   /** The audit log (a stream of administrative actions). */
   audit(): string {
@@ -63,11 +118,11 @@ export class RedisKeys {
   }
   /** How many messages a session sent on a (local) day, for its daily cap. */
   dailySends(sessionId: string, day: string): string {
-    return `${this.root}:daily-sends:${sessionId}:${day}`;
+    return `${this.ofSession('daily-sends', sessionId)}:${day}`;
   }
-  /** Sent messages no server ack has reached yet, by when they were sent (ms). */
-  awaitingAck(): string {
-    return `${this.root}:awaiting-ack`;
+  /** A shard's sent messages no server ack has reached yet, by when they were sent (ms). */
+  awaitingAck(shard: string | null): string {
+    return `${this.shardTag(shard)}:awaiting-ack`;
   }
   /** A batch of messages accepted together (hash). */
   batch(batchId: string): string {
@@ -79,19 +134,19 @@ export class RedisKeys {
   }
   /** Maps an engine's message id back to ours (acks arrive with the engine id). */
   engineMessage(sessionId: string, engineMessageId: string): string {
-    return `${this.root}:emsg:${sessionId}:${engineMessageId}`;
+    return `${this.ofSession('emsg', sessionId)}:${engineMessageId}`;
   }
   /** An ack that arrived before the send returned and its id was saved. */
   pendingAck(sessionId: string, engineMessageId: string): string {
-    return `${this.root}:pending-ack:${sessionId}:${engineMessageId}`;
+    return `${this.ofSession('pending-ack', sessionId)}:${engineMessageId}`;
   }
   /** A session's messages by status (hash status -> count), kept by the status scripts. */
   messageCounts(sessionId: string): string {
-    return `${this.root}:msg-counts:${sessionId}`;
+    return this.ofSession('msg-counts', sessionId);
   }
   /** Sorted set of a session's message ids by creation time. */
   sessionMessages(sessionId: string): string {
-    return `${this.root}:session-msgs:${sessionId}`;
+    return this.ofSession('session-msgs', sessionId);
   }
   idempotency(scope: string, key: string): string {
     const digest = createHash('sha256').update(`${scope}\n${key}`).digest('hex');
@@ -101,7 +156,7 @@ export class RedisKeys {
     return `${this.root}:sessions`;
   }
   session(sessionId: string): string {
-    return `${this.root}:session:${sessionId}`;
+    return this.ofSession('session', sessionId);
   }
   activeSession(): string {
     return `${this.root}:settings:active-session`;
@@ -118,98 +173,91 @@ export class RedisKeys {
   }
   /** When the session's last engine send ended (Redis server time, ms): pacing across owners. */
   lastSend(sessionId: string): string {
-    return `${this.root}:last-send:${sessionId}`;
+    return this.ofSession('last-send', sessionId);
   }
   /** A session's WhatsApp login archive (AUTH_STORE=redis): `current` and the last good one. */
   authArchive(sessionId: string, slot: 'current' | 'previous'): string {
-    return `${this.root}:auth:${sessionId}:${slot}`;
+    return `${this.ofSession('auth', sessionId)}:${slot}`;
   }
-  /** The worker that owns (drives) a session, while its lease lasts. */
+  /**
+   * The worker that owns (drives) a session, while its lease lasts. Under the root tag: a
+   * worker renews all its leases in one round trip.
+   */
   lease(sessionId: string): string {
     return `${this.root}:lease:${sessionId}`;
   }
   /** A message a session received (JSON), by our id. */
   incoming(messageId: string): string {
-    return `${this.root}:in:${messageId}`;
+    return this.ofRecord('in', messageId);
   }
   /** The bytes of an incoming message's media, kept INCOMING_MEDIA_TTL_MS. */
   incomingMedia(messageId: string): string {
-    return `${this.root}:in-media:${messageId}`;
+    return this.ofRecord('in-media', messageId);
   }
   /** Sorted set of the ids of a session's incoming messages by arrival time. */
   sessionInbox(sessionId: string): string {
-    return `${this.root}:session-in:${sessionId}`;
+    return this.ofSession('session-in', sessionId);
   }
   /** Sandbox only: messages the api asked the session's engine to "receive" (FIFO of JSON). */
   sandboxIncoming(sessionId: string): string {
-    return `${this.root}:sandbox-in:${sessionId}`;
+    return this.ofSession('sandbox-in', sessionId);
   }
   /** A session's own webhook targets (JSON array). */
   webhookTargets(sessionId: string): string {
-    return `${this.root}:wh:targets:${sessionId}`;
+    return this.ofSession('wh:targets', sessionId);
   }
   /** Counter numbering the events of a session. */
   webhookSequence(sessionId: string): string {
-    return `${this.root}:wh:seq:${sessionId}`;
+    return this.ofSession('wh:seq', sessionId);
   }
   webhookEvent(eventId: string): string {
-    return `${this.root}:wh:event:${eventId}`;
+    return this.ofRecord('wh:event', eventId);
   }
   webhookDelivery(deliveryId: string): string {
-    return `${this.root}:wh:delivery:${deliveryId}`;
+    return this.ofRecord('wh:delivery', deliveryId);
   }
   /** The deliveries of one session to one target, oldest first; the first is in flight. */
   webhookChain(sessionId: string, targetId: string): string {
-    return `${this.root}:wh:chain:${sessionId}:${targetId}`;
+    return `${this.ofSession('wh:chain', sessionId)}:${targetId}`;
   }
   /** The session and target of a chain key (null for anything else). */
   parseWebhookChain(key: string): { sessionId: string; targetId: string } | null {
-    const prefix = `${this.root}:wh:chain:`;
-    if (!key.startsWith(prefix)) return null;
+    const tag = key.slice(0, key.indexOf('}') + 1);
+    const prefix = `${tag}:wh:chain:`;
+    if (!tag.startsWith(`{${this.prefix}`) || !key.startsWith(prefix)) return null;
     const [sessionId, targetId, extra] = key.slice(prefix.length).split(':');
     return sessionId && targetId && extra === undefined ? { sessionId, targetId } : null;
   }
-  /** Set of the chains that hold deliveries (what the sweeper walks). */
-  webhookChains(): string {
-    return `${this.root}:wh:chains`;
+  /** Set of a shard's chains that hold deliveries (what the sweeper walks). */
+  webhookChains(shard: string | null): string {
+    return `${this.shardTag(shard)}:wh:chains`;
   }
-  /** Chains (`session:target`) that just got their first delivery and need a job. */
-  webhookChainsToSchedule(): string {
-    return `${this.root}:wh:to-schedule`;
+  /** A shard's chains (`session:target`) that just got their first delivery and need a job. */
+  webhookChainsToSchedule(shard: string | null): string {
+    return `${this.shardTag(shard)}:wh:to-schedule`;
   }
-  /** Pub/sub channel that wakes the workers' webhook schedulers. */
+  /** Pub/sub channel that wakes the workers' webhook schedulers (the message: a shard). */
   webhookKick(): string {
     return `${this.root}:wh:kick`;
   }
-  /** Failed (exhausted or refused) deliveries by failure time. */
-  webhookFailed(): string {
-    return `${this.root}:wh:failed`;
+  /** A shard's failed (exhausted or refused) deliveries by failure time. */
+  webhookFailed(shard: string | null): string {
+    return `${this.shardTag(shard)}:wh:failed`;
   }
-  /** The newest deliveries of all sessions, by creation time. */
-  webhookRecent(): string {
-    return `${this.root}:wh:recent`;
+  /** The newest deliveries of a shard's sessions, by creation time. */
+  webhookRecent(shard: string | null): string {
+    return `${this.shardTag(shard)}:wh:recent`;
   }
   webhookSessionRecent(sessionId: string): string {
-    return `${this.root}:wh:recent:${sessionId}`;
+    return this.ofSession('wh:recent', sessionId);
   }
   /**
-   * The key prefixes the event-publishing Lua script builds keys from (a script fans an event
-   * out to targets it only learns inside Redis). Each must equal the builder above.
+   * What the event-publishing Lua script builds keys from (a script fans an event out to
+   * targets it only learns inside Redis): the prefix, the root tag and the kick channel. Its
+   * builders must equal those above (event-script.spec.ts compares them).
    */
-  webhookScriptPrefixes(): Record<string, string> {
-    return {
-      targets: this.webhookTargets(''),
-      event: this.webhookEvent(''),
-      sequence: this.webhookSequence(''),
-      delivery: this.webhookDelivery(''),
-      chain: this.webhookChain('', '').slice(0, -1),
-      chains: this.webhookChains(),
-      toSchedule: this.webhookChainsToSchedule(),
-      kick: this.webhookKick(),
-      recent: this.webhookRecent(),
-      sessionRecent: this.webhookSessionRecent(''),
-      counts: this.messageCounts(''),
-    };
+  scriptPrefixes(): { prefix: string; root: string; kick: string } {
+    return { prefix: this.prefix, root: this.root, kick: this.webhookKick() };
   }
   /** Pub/sub channel on which session changes are announced. */
   sessionEvents(): string {
@@ -225,7 +273,7 @@ export class RedisKeys {
   }
   /** A number lookup's answer, kept briefly (digits only). */
   numberCheck(sessionId: string, digits: string): string {
-    return `${this.root}:number:${sessionId}:${digits}`;
+    return `${this.ofSession('number', sessionId)}:${digits}`;
   }
   /**
    * Pub/sub channel naming the keys of a value kept in processes (an InvalidatedCache) that

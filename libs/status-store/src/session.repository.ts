@@ -1,12 +1,12 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import { RedisKeys } from './redis-keys.js';
+import { RedisKeys, shardOf } from './redis-keys.js';
 import { InvalidatedCache } from './invalidated-cache.js';
 import { RedisSubscriber } from './redis-subscriber.js';
 import { NO_LIMITS, type SessionLimits } from './session-limits.js';
 import { REDIS } from './status-store.tokens.js';
 import type { SandboxIncoming } from './incoming-record.js';
-import { EventScriptArgs, LuaScript, withEventPublishing } from './event-script.js';
+import { EventScriptArgs, LuaScript, inPipelines, withEventPublishing } from './event-script.js';
 import type {
   CommandGenerations,
   DesiredState,
@@ -21,15 +21,16 @@ const COMMANDS: SessionCommand[] = ['restart', 'logout', 'link'];
 // Writes observed state only while the session is registered: a late event of an engine
 // being stopped for a deleted session must not leave a half hash behind. Publishes the
 // session.status event with a snapshot in the same script (event-script.ts).
-// KEYS: registry set, session hash; ARGV[7] session id, [8] fields to set (JSON),
-// [9] fields to clear (JSON)
+// (Registered: the hash has createdAt, as register writes it and unregister deletes it.)
+// KEYS[1] session hash; ARGV[7] session id, [8] fields to set (JSON), [9] fields to clear
+// (JSON)
 const SET_OBSERVED = new LuaScript(
   withEventPublishing(`
-if redis.call('SISMEMBER', KEYS[1], ARGV[7]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], unpack(cjson.decode(ARGV[8])))
+if redis.call('HEXISTS', KEYS[1], 'createdAt') == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[8])))
 local cleared = cjson.decode(ARGV[9])
-if #cleared > 0 then redis.call('HDEL', KEYS[2], unpack(cleared)) end
-publish_event(ARGV[7], 'session.status', function() return { snapshot = hash_table(KEYS[2]) } end)
+if #cleared > 0 then redis.call('HDEL', KEYS[1], unpack(cleared)) end
+publish_event(ARGV[7], 'session.status', function() return { snapshot = hash_table(KEYS[1]) } end)
 return 1
 `),
 );
@@ -60,14 +61,20 @@ export class SessionRepository {
 
   /** Registers a session if it is not yet; returns true when it was new. */
   async register(sessionId: string, now = new Date()): Promise<boolean> {
+    // The hash (in the session's shard) first, then the registry (root): the two are in
+    // different Cluster slots, so not one transaction; a reader of the registry skips a
+    // session without a hash.
     const results = await this.redis
       .multi()
-      .sadd(this.keys.sessions(), sessionId)
       .hsetnx(this.keys.session(sessionId), 'desired', 'running')
       .hsetnx(this.keys.session(sessionId), 'createdAt', now.toISOString())
       .hsetnx(this.keys.session(sessionId), 'status', 'STOPPED')
       .exec();
-    return results?.[0]?.[1] === 1;
+    const [added] = await Promise.all([
+      this.redis.sadd(this.keys.sessions(), sessionId),
+      this.redis.sadd(this.keys.shards(), shardOf(sessionId)),
+    ]);
+    return results?.[1]?.[1] === 1 || added === 1;
   }
 
   /** Registered and not being deleted: a send to it may be queued. */
@@ -100,15 +107,21 @@ export class SessionRepository {
   async list(only?: string[]): Promise<SessionView[]> {
     const ids = only ?? (await this.ids());
     if (ids.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const id of ids) pipeline.hgetall(this.keys.session(id));
-    const results = (await pipeline.exec()) ?? [];
+    const hashes = await inPipelines(
+      this.redis,
+      ids,
+      (id) => this.keys.session(id),
+      async (group) => {
+        const pipeline = this.redis.pipeline();
+        for (const id of group) pipeline.hgetall(this.keys.session(id));
+        return ((await pipeline.exec()) ?? []).map(
+          ([, hash]) => (hash as Record<string, string>) ?? {},
+        );
+      },
+    );
     // A session unregistered between SMEMBERS and HGETALL has no hash left: leave it out
     // rather than show it with default fields (as a running session, say).
-    return ids.flatMap((id, i) => {
-      const hash = (results[i]?.[1] as Record<string, string>) ?? {};
-      return hash.createdAt ? [toSessionView(id, hash)] : [];
-    });
+    return ids.flatMap((id, i) => (hashes[i].createdAt ? [toSessionView(id, hashes[i])] : []));
   }
 
   async setDesired(sessionId: string, desired: DesiredState): Promise<void> {
@@ -135,9 +148,11 @@ export class SessionRepository {
 
   /** Forgets a session entirely (its messages stay readable until they expire). */
   async unregister(sessionId: string): Promise<void> {
+    // The registry (root) first, then the session's keys (its shard): as register, reversed.
+    // The shard stays listed: its indexes may still hold the session's records.
+    await this.redis.srem(this.keys.sessions(), sessionId);
     await this.redis
       .multi()
-      .srem(this.keys.sessions(), sessionId)
       .del(this.keys.session(sessionId))
       .del(this.keys.sandboxIncoming(sessionId))
       .del(this.keys.messageCounts(sessionId))
@@ -218,7 +233,7 @@ export class SessionRepository {
     if (options.keepOthers) cleared.length = 0;
     await SET_OBSERVED.run(
       this.redis,
-      [this.keys.sessions(), this.keys.session(sessionId)],
+      [this.keys.session(sessionId)],
       [
         ...this.events.build(now),
         sessionId,

@@ -21,6 +21,7 @@ import { BatchRepository } from './batch.repository.js';
 import { ApiKeyRepository } from './api-key.repository.js';
 import { AuditRepository } from './audit.repository.js';
 import { SessionCallClient, SessionCallServer } from './session-calls.js';
+import { ShardLayout } from './shard-layout.js';
 
 /** Redis connection, key builder and the repositories in front of every Redis key. */
 @Global()
@@ -67,6 +68,7 @@ import { SessionCallClient, SessionCallServer } from './session-calls.js';
     BatchRepository,
     ApiKeyRepository,
     AuditRepository,
+    ShardLayout,
   ],
   exports: [
     REDIS,

@@ -2,11 +2,12 @@ import { createHash } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
-import { LuaScript } from './event-script.js';
+import { LuaScript, inPipelines } from './event-script.js';
 import type { IncomingRecord } from './incoming-record.js';
 import { toPublicMessage } from './message-record.js';
 import { parseMessageRecord } from './message.repository.js';
-import { RedisKeys } from './redis-keys.js';
+import { RedisKeys, shardOf, shardOfId } from './redis-keys.js';
+import { knownShards } from './shards.js';
 import { toSessionView } from './session.repository.js';
 import { REDIS } from './status-store.tokens.js';
 import {
@@ -36,8 +37,9 @@ return false
 `);
 
 // Puts a failed delivery back at the end of its chain. KEYS[1] delivery, [2] chain, [3] chains
-// set, [4] chains needing a job, [5] failed index, [6] event; ARGV[1] id, [2] retention ms,
-// [3] kick channel, [4] the chain as session:target. Returns 1, or an error word.
+// set, [4] chains needing a job, [5] failed index, [6] event (all in the session's shard);
+// ARGV[1] id, [2] retention ms, [3] kick channel, [4] the chain as session:target, [5] the
+// shard (the kick's message). Returns 1, or an error word.
 const REPLAY = new LuaScript(`
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
@@ -53,7 +55,7 @@ redis.call('ZREM', KEYS[5], ARGV[1])
 if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
   redis.call('SADD', KEYS[4], ARGV[4])
   redis.call('SADD', KEYS[3], KEYS[2])
-  redis.call('PUBLISH', ARGV[3], '1')
+  redis.call('PUBLISH', ARGV[3], ARGV[5])
 end
 return 1
 `);
@@ -208,7 +210,7 @@ export class WebhookRepository {
     outcome: { statusCode: number | null; error: string },
     now = new Date(),
   ): Promise<void> {
-    const failed = this.keys.webhookFailed();
+    const failed = this.keys.webhookFailed(shardOfId(deliveryId));
     await this.redis
       .multi()
       .hset(this.keys.webhookDelivery(deliveryId), {
@@ -227,7 +229,10 @@ export class WebhookRepository {
   async finish(delivery: Pick<DeliveryRecord, 'id' | 'sessionId' | 'targetId'>) {
     return (await FINISH.run(
       this.redis,
-      [this.keys.webhookChain(delivery.sessionId, delivery.targetId), this.keys.webhookChains()],
+      [
+        this.keys.webhookChain(delivery.sessionId, delivery.targetId),
+        this.keys.webhookChains(shardOf(delivery.sessionId)),
+      ],
       [delivery.id],
     )) as string | null;
   }
@@ -235,14 +240,15 @@ export class WebhookRepository {
   async replay(deliveryId: string): Promise<ReplayResult> {
     const delivery = await this.delivery(deliveryId);
     if (!delivery) return 'missing';
+    const shard = shardOf(delivery.sessionId);
     const result = await REPLAY.run(
       this.redis,
       [
         this.keys.webhookDelivery(deliveryId),
         this.keys.webhookChain(delivery.sessionId, delivery.targetId),
-        this.keys.webhookChains(),
-        this.keys.webhookChainsToSchedule(),
-        this.keys.webhookFailed(),
+        this.keys.webhookChains(shard),
+        this.keys.webhookChainsToSchedule(shard),
+        this.keys.webhookFailed(shardOfId(deliveryId)),
         this.keys.webhookEvent(delivery.eventId),
       ],
       [
@@ -250,14 +256,20 @@ export class WebhookRepository {
         this.config.WEBHOOK_RETENTION_MS,
         this.keys.webhookKick(),
         `${delivery.sessionId}:${delivery.targetId}`,
+        shard,
       ],
     );
     return result === 1 ? 'replayed' : (result as ReplayResult);
   }
 
-  /** Takes up to `count` chains that got their first delivery and need a job. */
-  async takeChainsToSchedule(count: number): Promise<DeliveryChain[]> {
-    const members = await this.redis.spop(this.keys.webhookChainsToSchedule(), count);
+  /** Shards whose indexes hold deliveries or chains (see knownShards). */
+  shards(): Promise<(string | null)[]> {
+    return knownShards(this.redis, this.keys);
+  }
+
+  /** Takes up to `count` of a shard's chains that got their first delivery and need a job. */
+  async takeChainsToSchedule(shard: string | null, count: number): Promise<DeliveryChain[]> {
+    const members = await this.redis.spop(this.keys.webhookChainsToSchedule(shard), count);
     return members.flatMap((member) => {
       const [sessionId, targetId] = member.split(':');
       return sessionId && targetId ? [{ sessionId, targetId }] : [];
@@ -270,52 +282,81 @@ export class WebhookRepository {
   }
 
   async returnChainsToSchedule(chains: DeliveryChain[]): Promise<void> {
-    if (chains.length)
-      await this.redis.sadd(
-        this.keys.webhookChainsToSchedule(),
-        ...chains.map((chain) => `${chain.sessionId}:${chain.targetId}`),
-      );
+    await Promise.all(
+      chains.map((chain) =>
+        this.redis.sadd(
+          this.keys.webhookChainsToSchedule(shardOf(chain.sessionId)),
+          `${chain.sessionId}:${chain.targetId}`,
+        ),
+      ),
+    );
   }
 
   /** The head (in-flight delivery) of every chain that holds deliveries, with its length. */
   async chainHeads(): Promise<ChainHead[]> {
-    const chains = await this.redis.smembers(this.keys.webhookChains());
+    const shards = await this.shards();
+    const chains = (
+      await Promise.all(shards.map((shard) => this.redis.smembers(this.keys.webhookChains(shard))))
+    ).flat();
     if (chains.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const chain of chains) pipeline.lindex(chain, 0).llen(chain);
-    const results = (await pipeline.exec()) ?? [];
+    const results = await inPipelines(
+      this.redis,
+      chains,
+      (chain) => chain,
+      async (group) => {
+        const pipeline = this.redis.pipeline();
+        for (const chain of group) pipeline.lindex(chain, 0).llen(chain);
+        const out = (await pipeline.exec()) ?? [];
+        return group.map((_, i) => ({
+          head: (out[2 * i]?.[1] as string | null) ?? null,
+          length: Number(out[2 * i + 1]?.[1] ?? 0),
+        }));
+      },
+    );
     return chains.flatMap((chain, i) => {
       const parsed = this.keys.parseWebhookChain(chain);
-      if (!parsed) return [];
-      return [
-        {
-          ...parsed,
-          head: (results[2 * i]?.[1] as string | null) ?? null,
-          length: Number(results[2 * i + 1]?.[1] ?? 0),
-        },
-      ];
+      return parsed ? [{ ...parsed, ...results[i] }] : [];
     });
   }
 
-  /** Deliveries newest first: failed ones from their own index, others from the recent list. */
+  /**
+   * Deliveries newest first: failed ones from their own indexes, others from the recent
+   * lists (one session's, or every shard's merged).
+   */
   async list(query: DeliveryQuery): Promise<DeliveryRecord[]> {
-    const index =
+    // The root's: deliveries made before shards.
+    const shards =
+      query.sessionId !== undefined ? [null, shardOf(query.sessionId)] : await this.shards();
+    const indexes =
       query.status === 'failed'
-        ? this.keys.webhookFailed()
+        ? shards.map((shard) => this.keys.webhookFailed(shard))
         : query.sessionId
-          ? this.keys.webhookSessionRecent(query.sessionId)
-          : this.keys.webhookRecent();
+          ? [this.keys.webhookSessionRecent(query.sessionId)]
+          : shards.map((shard) => this.keys.webhookRecent(shard));
     const found: DeliveryRecord[] = [];
+    const newest = newestFirst(this.redis, indexes);
     // Filters read further than the limit, in pages, up to a bound.
-    for (let offset = 0; found.length < query.limit && offset < 5_000; offset += 200) {
-      const ids = await this.redis.zrevrange(index, offset, offset + 199);
+    for (let scanned = 0; found.length < query.limit && scanned < 5_000; scanned += 200) {
+      const ids: string[] = [];
+      for (let next = await newest.next(); !next.done; next = await newest.next()) {
+        ids.push(next.value);
+        if (ids.length === 200) break;
+      }
       if (ids.length === 0) break;
-      const pipeline = this.redis.pipeline();
-      for (const id of ids) pipeline.hgetall(this.keys.webhookDelivery(id));
-      for (const [, hash] of (await pipeline.exec()) ?? []) {
-        const record = (hash as Record<string, string>)?.id
-          ? toDelivery(hash as Record<string, string>)
-          : null;
+      const hashes = await inPipelines(
+        this.redis,
+        ids,
+        (id) => this.keys.webhookDelivery(id),
+        async (group) => {
+          const pipeline = this.redis.pipeline();
+          for (const id of group) pipeline.hgetall(this.keys.webhookDelivery(id));
+          return ((await pipeline.exec()) ?? []).map(
+            ([, hash]) => (hash as Record<string, string>) ?? {},
+          );
+        },
+      );
+      for (const hash of hashes) {
+        const record = hash.id ? toDelivery(hash) : null;
         if (!record) continue;
         if (query.status && record.status !== query.status) continue;
         if (query.sessionId && record.sessionId !== query.sessionId) continue;
@@ -324,6 +365,48 @@ export class WebhookRepository {
       }
     }
     return found;
+  }
+}
+
+/**
+ * The members of sorted sets, highest score first across all of them (a merge read in pages
+ * of 200 per set, each set's next page only when the merge reaches it).
+ */
+async function* newestFirst(redis: Redis, indexes: string[]): AsyncGenerator<string> {
+  const PAGE = 200;
+  const pages = indexes.map(() => ({ entries: [] as [string, number][], offset: 0, done: false }));
+  const fill = async (which: number[]) => {
+    const read = await inPipelines(
+      redis,
+      which,
+      (i) => indexes[i],
+      async (group) => {
+        const pipeline = redis.pipeline();
+        for (const i of group)
+          pipeline.zrevrange(indexes[i], pages[i].offset, pages[i].offset + PAGE - 1, 'WITHSCORES');
+        return ((await pipeline.exec()) ?? []).map(([, flat]) => (flat as string[]) ?? []);
+      },
+    );
+    which.forEach((i, n) => {
+      const flat = read[n];
+      for (let j = 0; j < flat.length; j += 2)
+        pages[i].entries.push([flat[j], Number(flat[j + 1])]);
+      pages[i].offset += PAGE;
+      pages[i].done = flat.length < 2 * PAGE;
+    });
+  };
+  await fill(indexes.map((_, i) => i));
+  for (;;) {
+    let best = -1;
+    for (let i = 0; i < pages.length; i++)
+      if (
+        pages[i].entries.length &&
+        (best < 0 || pages[i].entries[0][1] > pages[best].entries[0][1])
+      )
+        best = i;
+    if (best < 0) return;
+    yield pages[best].entries.shift()![0];
+    if (pages[best].entries.length === 0 && !pages[best].done) await fill([best]);
   }
 }
 

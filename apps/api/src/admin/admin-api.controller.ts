@@ -136,7 +136,7 @@ export class AdminApiController {
   @SESSION_ID
   @ApiParam({
     name: 'deliveryId',
-    example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c8_s3f9a1c0e5b7d',
+    example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2_s3f9a1c0e5b7d',
     description: 'Delivery id',
   })
   @ApiEnvelope(DeliveryDto, { status: 202, description: 'Pending again' })

@@ -7,13 +7,12 @@ import {
   IncomingRepository,
   SessionRepository,
   incomingMessageId,
+  isIncomingId,
   type ConversationPage,
   type IncomingRecord,
 } from '@app/status-store';
 import { SessionsService } from '../sessions/sessions.service.js';
 import type { ListMessagesQueryDto, SandboxIncomingDto } from './inbox.dto.js';
-
-const INCOMING_ID = /^in_[0-9a-f]{24}$/;
 
 /** What sessions received: the conversation list, incoming media, and sandbox injection. */
 @Injectable()
@@ -43,7 +42,7 @@ export class InboxService {
   }
 
   async get(messageId: string, sessions?: string[] | null): Promise<IncomingRecord> {
-    if (!INCOMING_ID.test(messageId))
+    if (!isIncomingId(messageId))
       throw new AppError('BAD_REQUEST', 'id must be the id of a received message (in_...)');
     const record = await this.incoming.get(messageId);
     if (!record) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);

@@ -22,6 +22,7 @@ import {
   SessionRepository,
   isMessageId,
   mediaOptionProblem,
+  newMessageId,
   toPublicMessage,
   type MediaOptions,
   type MessageRecord,
@@ -461,7 +462,7 @@ export class MessagesService {
       : null;
     return {
       message: {
-        id: randomUUID(),
+        id: newMessageId(sessionId),
         sessionId,
         to: target.to,
         chatId,

@@ -100,10 +100,10 @@ export class DeliveryQueryDto {
 }
 
 export class DeliveryDto implements DeliveryRecord {
-  @ApiProperty({ example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c8_s3f9a1c0e5b7d' })
+  @ApiProperty({ example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2_s3f9a1c0e5b7d' })
   id: string;
   @ApiProperty({
-    example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c8',
+    example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2',
     description: 'Also the webhook-id header',
   })
   eventId: string;
@@ -146,7 +146,7 @@ export class DeliveryDto implements DeliveryRecord {
 
 class EventEnvelopeDto {
   @ApiProperty({
-    example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c8',
+    example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2',
     description: 'Equals the webhook-id header; the same on every retry',
   })
   id: string;

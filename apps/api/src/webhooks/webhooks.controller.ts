@@ -31,7 +31,7 @@ import { WebhooksService } from './webhooks.service.js';
 const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
 const DELIVERY_ID = ApiParam({
   name: 'id',
-  example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c8_s3f9a1c0e5b7d',
+  example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2_s3f9a1c0e5b7d',
   description: 'Delivery id',
 });
 

@@ -13,7 +13,7 @@ import { SessionsService } from '../sessions/sessions.service.js';
 import type { DeliveryQueryDto, WebhookTargetDto, WebhookTargetInputDto } from './webhook.dto.js';
 
 const MAX_TARGETS = 10;
-const DELIVERY_ID = /^evt_[0-9a-z]{9}[0-9a-f]{16}_[gs][0-9a-f]{12}$/;
+const DELIVERY_ID = /^evt_[0-9a-z]{9}[0-9a-f]{16}(?:[0-9a-f]{3})?_[gs][0-9a-f]{12}$/;
 
 /** Webhook targets of sessions, and the deliveries made to them (listing, replay). */
 @Injectable()

@@ -50,6 +50,8 @@ export class WebhookConsumer {
   private timer?: NodeJS.Timeout;
   private draining?: Promise<void>;
   private drainAgain = false;
+  /** Shards a kick named since the last drain took them; null: all of them (a sweep). */
+  private kicked: Set<string | null> | null = new Set();
   private stopped = false;
   /** Deliveries in flight per target on this worker, and the most one target may have. */
   private readonly inFlight = new Map<string, number>();
@@ -94,7 +96,11 @@ export class WebhookConsumer {
       .run()
       .catch((err: Error) => this.log.error({ err: err.message }, 'webhook worker stopped'));
     this.subscriber.onReconnect(() => void this.drain());
-    await this.subscriber.subscribe(this.keys.webhookKick(), () => void this.drain());
+    // The kick names the shard whose chains need jobs (anything else: look at all).
+    await this.subscriber.subscribe(
+      this.keys.webhookKick(),
+      (_channel, shard) => void this.drain(/^[0-9a-f]{3}$/.test(shard) ? shard : undefined),
+    );
     this.timer = setInterval(() => void this.sweep(), SWEEP_MS);
     void this.sweep();
   }
@@ -111,9 +117,14 @@ export class WebhookConsumer {
     await this.connection?.quit().catch(() => this.connection?.disconnect());
   }
 
-  /** Gives a job to every chain that just got its first delivery (coalesced). */
-  drain(): Promise<void> {
+  /**
+   * Gives a job to every chain that just got its first delivery, in the shard given or in all
+   * (coalesced: kicks that arrive meanwhile are taken by the next round).
+   */
+  drain(shard?: string): Promise<void> {
     if (this.stopped) return Promise.resolve();
+    if (shard === undefined) this.kicked = null;
+    else this.kicked?.add(shard);
     if (this.draining) {
       this.drainAgain = true;
       return this.draining;
@@ -121,14 +132,18 @@ export class WebhookConsumer {
     this.draining = (async () => {
       do {
         this.drainAgain = false;
+        const kicked = this.kicked;
+        this.kicked = new Set();
         try {
-          for (;;) {
-            const chains = await this.webhooks.takeChainsToSchedule(500);
-            if (chains.length === 0) break;
-            await this.schedule(chains).catch(async (err: Error) => {
-              await this.webhooks.returnChainsToSchedule(chains);
-              throw err;
-            });
+          for (const shard of kicked ? [...kicked] : await this.webhooks.shards()) {
+            for (;;) {
+              const chains = await this.webhooks.takeChainsToSchedule(shard, 500);
+              if (chains.length === 0) break;
+              await this.schedule(chains).catch(async (err: Error) => {
+                await this.webhooks.returnChainsToSchedule(chains);
+                throw err;
+              });
+            }
           }
         } catch (err) {
           this.log.warn(
