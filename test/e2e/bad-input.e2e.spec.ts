@@ -186,14 +186,14 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
   });
 
   it('creates no message for any of the bad requests', async () => {
-    expect(await stack.redis.keys(`${stack.keys.root}:msg:*`)).toEqual([]);
+    expect(await stack.redis.keys(stack.keys.recordPattern('msg'))).toEqual([]);
   });
 
   // Proves the key pattern above would have seen a message had one been created.
   it('counts a valid send under the same key pattern', async () => {
     const answer = await stack.call('POST', TEXT, text({}));
     expect(answer.status).toBe(202);
-    expect(await stack.redis.keys(`${stack.keys.root}:msg:*`)).toEqual([
+    expect(await stack.redis.keys(stack.keys.recordPattern('msg'))).toEqual([
       stack.keys.message(answer.body.data.id),
     ]);
   });

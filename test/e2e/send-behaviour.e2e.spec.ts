@@ -292,13 +292,16 @@ describe('without a live worker', () => {
     const answer = await sendText(stack, '4915100000003', 'nobody home');
     expect(answer.status).toBe(503);
     expect(answer.body).toMatchObject({ ok: false, error: { code: 'UNAVAILABLE' } });
-    expect(await stack.redis.keys(`${stack.keys.root}:msg:*`)).toEqual([]);
+    expect(await stack.redis.keys(stack.keys.recordPattern('msg'))).toEqual([]);
     expect(await stack.api!.get(QueueProducer).pendingCount('main')).toBe(0);
   });
 
   it('answers 404 for a session being deleted, and writes nothing', async () => {
     await stack.redis.sadd(stack.keys.sessions(), 'going');
-    await stack.redis.hset(stack.keys.session('going'), 'desired', 'deleted');
+    await stack.redis.hset(stack.keys.session('going'), {
+      desired: 'deleted',
+      createdAt: new Date().toISOString(),
+    });
     const answer = await stack.call('POST', '/api/v1/messages/text', {
       sessionId: 'going',
       to: '4915100000003',
@@ -306,7 +309,7 @@ describe('without a live worker', () => {
     });
     expect(answer.status).toBe(404);
     expect(answer.body).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } });
-    expect(await stack.redis.keys(`${stack.keys.root}:msg*`)).toEqual([]);
+    expect(await stack.redis.keys(stack.keys.recordPattern('msg'))).toEqual([]);
   });
 
   it('answers 503 once the last worker stops', async () => {

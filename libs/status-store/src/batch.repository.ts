@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import type { MessageStatus } from './message-record.js';
+import { inPipelines } from './event-script.js';
 import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
 
@@ -61,9 +62,17 @@ export class BatchRepository {
   /** How many of the batch's messages are in each status now (one round trip). */
   async counts(batchId: string): Promise<BatchCounts> {
     const ids = await this.redis.lrange(this.keys.batchMessages(batchId), 0, -1);
-    const pipeline = this.redis.pipeline();
-    for (const id of ids) pipeline.hget(this.keys.message(id), 'status');
-    const statuses = ((await pipeline.exec()) ?? []).map(([, status]) => status as string | null);
+    // The messages may be of several sessions: of several shards.
+    const statuses = await inPipelines(
+      this.redis,
+      ids.map((id) => this.keys.message(id)),
+      (key) => key,
+      async (group) => {
+        const pipeline = this.redis.pipeline();
+        for (const key of group) pipeline.hget(key, 'status');
+        return ((await pipeline.exec()) ?? []).map(([, status]) => status as string | null);
+      },
+    );
     const counts = Object.fromEntries([...STATUSES, 'expired'].map((s) => [s, 0])) as BatchCounts;
     for (const status of statuses) counts[(status as MessageStatus | null) ?? 'expired']++;
     return counts;

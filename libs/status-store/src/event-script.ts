@@ -262,3 +262,19 @@ export async function inPipelines<T, R>(
   );
   return out;
 }
+
+/** HGETALL of many keys (through inPipelines): each hash at its key's index, {} when none. */
+export function hgetallMany(redis: Redis, keys: string[]): Promise<Record<string, string>[]> {
+  return inPipelines(
+    redis,
+    keys,
+    (key) => key,
+    async (group) => {
+      const pipeline = redis.pipeline();
+      for (const key of group) pipeline.hgetall(key);
+      return ((await pipeline.exec()) ?? []).map(
+        ([, hash]) => (hash as Record<string, string>) ?? {},
+      );
+    },
+  );
+}

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
-import { EventScriptArgs, LuaScript, withEventPublishing } from './event-script.js';
+import { EventScriptArgs, LuaScript, inPipelines, withEventPublishing } from './event-script.js';
 import type { IncomingRecord } from './incoming-record.js';
 import { toPublicMessage, type PublicMessage } from './message-record.js';
 import { parseMessageRecord } from './message.repository.js';
@@ -185,14 +185,22 @@ export class IncomingRepository {
     sessionId: string,
     positions: Position[],
   ): Promise<(ConversationEntry | null)[]> {
-    const pipeline = this.redis.pipeline();
-    for (const { id } of positions) {
-      if (id.startsWith('in_')) pipeline.get(this.keys.incoming(id));
-      else pipeline.hgetall(this.keys.message(id));
-    }
-    const results = (await pipeline.exec()) ?? [];
+    // Records made before shards are under the root's tag: another slot.
+    const results = await inPipelines(
+      this.redis,
+      positions.map(({ id }) => id),
+      (id) => (id.startsWith('in_') ? this.keys.incoming(id) : this.keys.message(id)),
+      async (group) => {
+        const pipeline = this.redis.pipeline();
+        for (const id of group) {
+          if (id.startsWith('in_')) pipeline.get(this.keys.incoming(id));
+          else pipeline.hgetall(this.keys.message(id));
+        }
+        return ((await pipeline.exec()) ?? []).map(([, value]) => value);
+      },
+    );
     return positions.map(({ id }, index): ConversationEntry | null => {
-      const value = results[index]?.[1];
+      const value = results[index];
       if (id.startsWith('in_')) {
         return typeof value === 'string'
           ? { ...(JSON.parse(value) as IncomingRecord), kind: 'received' }

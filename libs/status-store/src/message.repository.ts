@@ -311,59 +311,34 @@ export class MessageRepository {
     private readonly events: EventScriptArgs,
   ) {}
 
-  private newestBeat = { at: 0, readAt: 0 };
-
   async create(message: NewMessage, now = new Date()): Promise<MessageRecord> {
-    return (await this.createChecked(message, null, now)) as MessageRecord;
+    return (await this.createMany([message], false, now))[0] as MessageRecord;
   }
 
   /**
-   * Records a new message `queued`, if its session accepts sends (registered, not being
-   * deleted) and a worker's heartbeat is newer than `liveSince` (ms); otherwise writes nothing
-   * and says which check failed. (`liveSince` null: no checks.)
+   * The first of these sessions that does not take sends (not registered, or being deleted),
+   * or null. One round trip, nothing written.
    */
-  async createChecked(
-    message: NewMessage,
-    liveSince: number | null,
-    now = new Date(),
-  ): Promise<MessageRecord | 'NO_SESSION' | 'NO_WORKER'> {
-    return (await this.createCheckedMany([message], liveSince, now))[0];
-  }
-
-  /**
-   * Whether sends to these sessions can be taken now (as createCheckedMany checks each): the
-   * first problem found, or null. One round trip, nothing written.
-   */
-  async checkTargets(
-    sessionIds: string[],
-    liveSince: number,
-  ): Promise<{ sessionId: string; problem: 'NO_SESSION' | 'NO_WORKER' } | null> {
+  async sessionNotTakingSends(sessionIds: string[]): Promise<string | null> {
     const outcomes = await CHECK_TARGET.runMany(
       this.redis,
       sessionIds.map((sessionId) => ({ keys: [this.keys.session(sessionId)], args: [] })),
     );
-    if (!outcomes.includes('NO_SESSION') && !(await this.anyWorkerLive(liveSince)))
-      return { sessionId: sessionIds[0], problem: 'NO_WORKER' };
     const index = outcomes.findIndex((outcome) => outcome !== 'OK');
-    return index < 0
-      ? null
-      : {
-          sessionId: sessionIds[index],
-          problem: outcomes[index] as 'NO_SESSION' | 'NO_WORKER',
-        };
+    return index < 0 ? null : sessionIds[index];
   }
 
   /**
-   * createChecked for many messages in one round trip (a pipeline of the same script): each
-   * is checked and written on its own, so the caller takes back those written if any was not.
+   * Records new messages `queued` (or `scheduled`) in one round trip (a pipeline of the same
+   * script, per shard on a Cluster). With `checkSessions`, each is written only if its
+   * session takes sends (registered, not being deleted), checked in its own write: the caller
+   * takes back those written if any was not.
    */
-  async createCheckedMany(
+  async createMany(
     messages: NewMessage[],
-    liveSince: number | null,
+    checkSessions: boolean,
     now = new Date(),
-  ): Promise<(MessageRecord | 'NO_SESSION' | 'NO_WORKER')[]> {
-    if (liveSince !== null && !(await this.anyWorkerLive(liveSince)))
-      return messages.map(() => 'NO_WORKER');
+  ): Promise<(MessageRecord | 'NO_SESSION')[]> {
     const records = messages.map((message) => newRecord(message, now));
     const outcomes = await CREATE.runMany(
       this.redis,
@@ -386,29 +361,13 @@ export class MessageRepository {
             now.getTime() - retention,
             record.id,
             record.sessionId,
-            liveSince === null ? '' : '1',
+            checkSessions ? '1' : '',
             record.status,
           ],
         };
       }),
     );
-    return outcomes.map((outcome, i) =>
-      outcome === 'NO_SESSION' || outcome === 'NO_WORKER' ? outcome : records[i],
-    );
-  }
-
-  /**
-   * Whether a worker's heartbeat is newer than `liveSince` (ms). The newest heartbeat read is
-   * trusted for up to a second while it says yes (the send path's hot read, off Redis); a no
-   * is always read again. (Worker heartbeats live in another slot than a session's keys, so
-   * this is no longer checked inside the write.)
-   */
-  private async anyWorkerLive(liveSince: number): Promise<boolean> {
-    const now = Date.now();
-    if (now - this.newestBeat.readAt < 1_000 && this.newestBeat.at >= liveSince) return true;
-    const [, score] = await this.redis.zrevrange(this.keys.workers(), 0, 0, 'WITHSCORES');
-    this.newestBeat = { at: score === undefined ? 0 : Number(score), readAt: now };
-    return this.newestBeat.at >= liveSince;
+    return outcomes.map((outcome, i) => (outcome === 'NO_SESSION' ? outcome : records[i]));
   }
 
   /** Marks a message as resent; false when it already was (HSETNX: one resend per message). */

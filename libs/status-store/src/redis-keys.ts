@@ -77,6 +77,11 @@ export class RedisKeys {
     return `{${this.prefix}[}:]*`;
   }
 
+  /** A SCAN / KEYS pattern matching every record of one kind (`msg`, `in`...), in any shard. */
+  recordPattern(name: string): string {
+    return `{${this.prefix}[}:]*:${name}:*`;
+  }
+
   /** BullMQ's key prefix of the webhook queue (and, before sessions had their own, of theirs). */
   bullPrefix(): string {
     return `${this.root}:bull`;
@@ -279,7 +284,7 @@ export class RedisKeys {
    * Pub/sub channel naming the keys of a value kept in processes (an InvalidatedCache) that
    * just changed in Redis: `what` names the kind of value.
    */
-  changes(what: 'active-session' | 'auth-failures'): string {
+  changes(what: 'active-session' | 'auth-failures' | 'workers'): string {
     return `${this.root}:events:changed:${what}`;
   }
   /** Pub/sub channel rung when a job is added to a session's send queue (wakes its consumer). */

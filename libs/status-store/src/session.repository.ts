@@ -6,7 +6,7 @@ import { RedisSubscriber } from './redis-subscriber.js';
 import { NO_LIMITS, type SessionLimits } from './session-limits.js';
 import { REDIS } from './status-store.tokens.js';
 import type { SandboxIncoming } from './incoming-record.js';
-import { EventScriptArgs, LuaScript, inPipelines, withEventPublishing } from './event-script.js';
+import { EventScriptArgs, LuaScript, hgetallMany, withEventPublishing } from './event-script.js';
 import type {
   CommandGenerations,
   DesiredState,
@@ -107,17 +107,9 @@ export class SessionRepository {
   async list(only?: string[]): Promise<SessionView[]> {
     const ids = only ?? (await this.ids());
     if (ids.length === 0) return [];
-    const hashes = await inPipelines(
+    const hashes = await hgetallMany(
       this.redis,
-      ids,
-      (id) => this.keys.session(id),
-      async (group) => {
-        const pipeline = this.redis.pipeline();
-        for (const id of group) pipeline.hgetall(this.keys.session(id));
-        return ((await pipeline.exec()) ?? []).map(
-          ([, hash]) => (hash as Record<string, string>) ?? {},
-        );
-      },
+      ids.map((id) => this.keys.session(id)),
     );
     // A session unregistered between SMEMBERS and HGETALL has no hash left: leave it out
     // rather than show it with default fields (as a running session, say).

@@ -1,11 +1,15 @@
 import type { Redis } from 'ioredis';
-import type { RedisKeys } from './redis-keys.js';
+import { shardOf, type RedisKeys } from './redis-keys.js';
 
 /**
  * Every shard a reader of per-shard indexes (awaiting acks, webhook chains, deliveries) must
- * walk: those that held a session (registered sessions add theirs), and null, the root, where
- * records made before shards existed stay indexed.
+ * walk: null, the root, where records made before shards stay indexed; those of registered
+ * sessions; and those that held a session since deleted (its records stay until they expire).
  */
 export async function knownShards(redis: Redis, keys: RedisKeys): Promise<(string | null)[]> {
-  return [null, ...(await redis.smembers(keys.shards())).sort()];
+  const [held, sessions] = await Promise.all([
+    redis.smembers(keys.shards()),
+    redis.smembers(keys.sessions()),
+  ]);
+  return [null, ...[...new Set([...held, ...sessions.map(shardOf)])].sort()];
 }

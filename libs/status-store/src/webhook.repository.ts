@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
-import { LuaScript, inPipelines } from './event-script.js';
+import { LuaScript, hgetallMany, inPipelines } from './event-script.js';
 import type { IncomingRecord } from './incoming-record.js';
 import { toPublicMessage } from './message-record.js';
 import { parseMessageRecord } from './message.repository.js';
@@ -343,17 +343,9 @@ export class WebhookRepository {
         if (ids.length === 200) break;
       }
       if (ids.length === 0) break;
-      const hashes = await inPipelines(
+      const hashes = await hgetallMany(
         this.redis,
-        ids,
-        (id) => this.keys.webhookDelivery(id),
-        async (group) => {
-          const pipeline = this.redis.pipeline();
-          for (const id of group) pipeline.hgetall(this.keys.webhookDelivery(id));
-          return ((await pipeline.exec()) ?? []).map(
-            ([, hash]) => (hash as Record<string, string>) ?? {},
-          );
-        },
+        ids.map((id) => this.keys.webhookDelivery(id)),
       );
       for (const hash of hashes) {
         const record = hash.id ? toDelivery(hash) : null;

@@ -1,6 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+import { InvalidatedCache } from './invalidated-cache.js';
 import { RedisKeys } from './redis-keys.js';
+import { RedisSubscriber } from './redis-subscriber.js';
 import { REDIS } from './status-store.tokens.js';
 
 export interface WorkerInfo {
@@ -22,10 +24,31 @@ export interface LiveWorker extends WorkerInfo {
 /** Worker heartbeats: the api asks here whether any worker is alive before accepting a send. */
 @Injectable()
 export class WorkerRepository {
+  /** The newest heartbeat (ms), kept a second at most and dropped when a worker leaves. */
+  private readonly newestBeat: InvalidatedCache<number>;
+
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
     private readonly keys: RedisKeys,
-  ) {}
+    subscriber: RedisSubscriber,
+  ) {
+    this.newestBeat = new InvalidatedCache(subscriber, keys.changes('workers'), 1_000);
+  }
+
+  /**
+   * Whether any worker's heartbeat is newer than `liveSince` (ms): the send path's check,
+   * answered from the process while a heartbeat read within the second says yes (a worker
+   * that stops cleanly announces it); a no is always read again.
+   */
+  async anyLive(liveSince: number): Promise<boolean> {
+    const read = async () => {
+      const [, score] = await this.redis.zrevrange(this.keys.workers(), 0, 0, 'WITHSCORES');
+      return score === undefined ? 0 : Number(score);
+    };
+    if ((await this.newestBeat.get('newest', read)) >= liveSince) return true;
+    this.newestBeat.forget('newest');
+    return (await read()) >= liveSince;
+  }
 
   async beat(info: WorkerInfo, ttlMs: number, now = Date.now()): Promise<void> {
     await this.redis
@@ -49,6 +72,8 @@ export class WorkerRepository {
       .del(this.keys.worker(workerId))
       .srem(this.keys.drainingWorkers(), workerId)
       .exec();
+    this.newestBeat.forget('*');
+    await this.redis.publish(this.keys.changes('workers'), '*');
   }
 
   /** Marks a worker draining (or not); returns false when no such worker is live. */

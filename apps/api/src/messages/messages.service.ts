@@ -20,6 +20,7 @@ import {
   IncomingRepository,
   MessageRepository,
   SessionRepository,
+  WorkerRepository,
   isMessageId,
   mediaOptionProblem,
   newMessageId,
@@ -111,6 +112,7 @@ export class MessagesService {
     private readonly incoming: IncomingRepository,
     private readonly producer: QueueProducer,
     private readonly batches: BatchRepository,
+    private readonly workers: WorkerRepository,
   ) {}
 
   enqueueText(dto: SendTextDto, context: SendContext): Promise<PublicMessage> {
@@ -488,16 +490,18 @@ export class MessagesService {
     context: SendContext,
     batchId?: string,
   ): Promise<MessageRecord[]> {
-    const liveSince = Date.now() - this.config.workerStaleAfterMs;
+    const sessionIds = [...new Set(prepared.map((item) => item.message.sessionId))];
+    // No live worker: 503, unless a session does not exist (404 first, as always).
+    if (!(await this.workers.anyLive(Date.now() - this.config.workerStaleAfterMs))) {
+      const missing = await this.messages.sessionNotTakingSends(sessionIds);
+      refuse(missing ? 'NO_SESSION' : 'NO_WORKER', missing ?? sessionIds[0]);
+    }
     // Several messages: their sessions are checked before any is written, so a refused batch
     // leaves nothing behind, not even the events of messages written and taken back. (The
     // writes check again: a session deleted meanwhile is still refused.)
     if (prepared.length > 1) {
-      const refusal = await this.messages.checkTargets(
-        [...new Set(prepared.map((item) => item.message.sessionId))],
-        liveSince,
-      );
-      if (refusal) refuse(refusal.problem, refusal.sessionId);
+      const missing = await this.messages.sessionNotTakingSends(sessionIds);
+      if (missing) refuse('NO_SESSION', missing);
     }
     const uploads = prepared.filter((item) => item.file);
     const dropUploads = () =>
@@ -516,9 +520,9 @@ export class MessagesService {
         ),
       ),
     );
-    const outcomes = await this.messages.createCheckedMany(
+    const outcomes = await this.messages.createMany(
       prepared.map((item) => ({ ...item.message, batchId: batchId ?? null })),
-      liveSince,
+      true,
     );
     const records = outcomes.filter(
       (outcome): outcome is MessageRecord => typeof outcome !== 'string',
@@ -532,7 +536,7 @@ export class MessagesService {
     const refused = outcomes.findIndex((outcome) => typeof outcome === 'string');
     if (refused >= 0) {
       await takeBack();
-      refuse(outcomes[refused] as 'NO_SESSION' | 'NO_WORKER', prepared[refused].message.sessionId);
+      refuse('NO_SESSION', prepared[refused].message.sessionId);
     }
     try {
       await this.producer.enqueueSends(
