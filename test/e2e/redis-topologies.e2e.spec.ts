@@ -11,7 +11,8 @@ describe.each([
     topology = await start();
   }, 60_000);
   afterAll(() => topology?.destroy());
-  const stack = useStack(() => ({ REDIS_URL: topology.url }));
+  // Paced: a send right after another takes the path that waits before its claim.
+  const stack = useStack(() => ({ REDIS_URL: topology.url, SEND_MIN_INTERVAL_MS: '200' }));
   beforeAll(() => stack.waitReady());
 
   it('accepts a message and takes it to read through BullMQ, pub/sub and the repositories', async () => {
@@ -65,14 +66,21 @@ describe.each([
             201,
           );
           await stack.waitReady(sessionId);
-          const accepted = await stack.call('POST', '/api/v1/messages/text', {
-            sessionId,
-            to: '4915123456780',
-            text: `on ${sessionId}`,
-          });
-          expect(accepted.status).toBe(202);
-          await stack.waitForStatus(accepted.body.data.id, 'read');
-          sent.set(sessionId, accepted.body.data.id);
+          // Two at once: the second waits out the pacing interval.
+          const accepted = await Promise.all(
+            [1, 2].map((n) =>
+              stack.call('POST', '/api/v1/messages/text', {
+                sessionId,
+                to: '4915123456780',
+                text: `${n} on ${sessionId}`,
+              }),
+            ),
+          );
+          for (const { status, body } of accepted) {
+            expect(status).toBe(202);
+            await stack.waitForStatus(body.data.id, 'read');
+          }
+          sent.set(sessionId, accepted[0].body.data.id);
         }
         const on = (master: number) => nodes[ports.indexOf(master)];
         for (const [master, sessionId] of queueMasters) {
@@ -96,7 +104,7 @@ describe.each([
           expect(
             await node.zscore(stack.keys.sessionMessages(sessionId), messageId),
           ).not.toBeNull();
-          expect(Number(await node.hget(stack.keys.messageCounts(sessionId), 'read'))).toBe(1);
+          expect(Number(await node.hget(stack.keys.messageCounts(sessionId), 'read'))).toBe(2);
         }
       } finally {
         for (const node of nodes) node.disconnect();

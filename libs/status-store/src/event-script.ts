@@ -3,8 +3,12 @@ import type { Redis } from 'ioredis';
 import type { RedisKeys } from './redis-keys.js';
 import type { WebhookEventType } from './webhook-event.js';
 
-/** Newest deliveries kept listed, across sessions and per session. */
-export const RECENT_DELIVERIES = 10_000;
+/**
+ * Newest deliveries kept listed per shard (listings merge the shards) and per session. (Up to
+ * 2,500 per shard: a gateway of a few sessions lists about as many as the 10,000 kept in one
+ * list before shards; one with thousands of sessions keeps more, about 100 bytes each.)
+ */
+export const RECENT_DELIVERIES = 2_500;
 export const RECENT_SESSION_DELIVERIES = 200;
 
 /** A targets list as the publishing script reads it (secrets stay out of the ARGV). */

@@ -415,7 +415,10 @@ export class MessageRepository {
   ): Promise<{ record: MessageRecord; claimed: boolean } | null> {
     const taken = (await TAKE.run(
       this.redis,
-      [this.keys.message(messageId), this.keys.lastSend(claim?.sessionId ?? '')],
+      // The last send is read only for a claim (and is in the session's shard).
+      claim
+        ? [this.keys.message(messageId), this.keys.lastSend(claim.sessionId)]
+        : [this.keys.message(messageId)],
       [
         ...this.events.build(now),
         claim ? '1' : '0',
@@ -473,7 +476,9 @@ export class MessageRepository {
   ): Promise<'claimed' | 'missing' | MessageStatus | { waitMs: number }> {
     const claim = (await CLAIM.run(
       this.redis,
-      [this.keys.message(messageId), this.keys.lastSend(pacing?.sessionId ?? '')],
+      pacing
+        ? [this.keys.message(messageId), this.keys.lastSend(pacing.sessionId)]
+        : [this.keys.message(messageId)],
       [
         ...this.events.build(now),
         JSON.stringify([
@@ -644,16 +649,22 @@ export class MessageRepository {
    */
   async flagAckOverdue(timeoutMs: number, limit: number, now = new Date()): Promise<string[]> {
     const flaggedIds: string[] = [];
-    for (const shard of await knownShards(this.redis, this.keys)) {
+    const shards = await knownShards(this.redis, this.keys);
+    const due = await Promise.all(
+      shards.map((shard) =>
+        this.redis.zrangebyscore(
+          this.keys.awaitingAck(shard),
+          '-inf',
+          now.getTime() - timeoutMs,
+          'LIMIT',
+          0,
+          limit,
+        ),
+      ),
+    );
+    for (const [i, shard] of shards.entries()) {
       if (flaggedIds.length >= limit) break;
-      const ids = await this.redis.zrangebyscore(
-        this.keys.awaitingAck(shard),
-        '-inf',
-        now.getTime() - timeoutMs,
-        'LIMIT',
-        0,
-        limit - flaggedIds.length,
-      );
+      const ids = due[i].slice(0, limit - flaggedIds.length);
       const flagged = await FLAG_ACK_OVERDUE.runMany(
         this.redis,
         ids.map((id) => ({

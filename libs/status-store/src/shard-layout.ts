@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   Inject,
   Injectable,
@@ -8,6 +9,18 @@ import {
 import type { Redis } from 'ioredis';
 import { RedisKeys, shardOf } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
+import { LuaScript } from './event-script.js';
+
+// Renews or releases the layout lock only for its holder. KEYS[1] lock; ARGV[1] token,
+// [2] ttl ms ('0': release).
+const HOLD = new LuaScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then return redis.call('DEL', KEYS[1]) end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+`);
+
+/** Session hash fields the old copy keeps in a merge: what the api set, not observed state. */
+const DESIRED_FIELD = /^(desired|createdAt|limits|\w+(Generation|Applied|Requested))$/;
 
 /**
  * Keys a session had under the root tag before shards, by name: `exact` ones end with the
@@ -68,23 +81,33 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
     clearInterval(this.retry);
   }
 
-  /** Moves the keys unless done; waits (up to 2 minutes) for another process doing it. */
+  /**
+   * Moves the keys unless done; waits for another process doing it (its lock is renewed
+   * while it works, and expires within 30 s should it die).
+   */
   async ensure(): Promise<void> {
     const done = `${this.keys.root}:layout`;
     const lock = `${this.keys.root}:layout:lock`;
-    for (let waited = 0; !this.stopped; waited += 250) {
+    const token = randomUUID();
+    while (!this.stopped) {
       if ((await this.redis.get(done)) === 'shards') return;
-      if ((await this.redis.set(lock, '1', 'PX', 120_000, 'NX')) === 'OK') {
+      if ((await this.redis.set(lock, token, 'PX', 30_000, 'NX')) === 'OK') {
+        const renew = setInterval(
+          () => void HOLD.run(this.redis, [lock], [token, 30_000]).catch(() => undefined),
+          10_000,
+        );
         try {
+          // Done by another process between the two reads above.
+          if ((await this.redis.get(done)) === 'shards') return;
           const moved = await this.migrate();
           await this.redis.set(done, 'shards');
           if (moved) this.log.log({ moved }, 'session keys moved to their shards');
         } finally {
-          await this.redis.del(lock);
+          clearInterval(renew);
+          await HOLD.run(this.redis, [lock], [token, 0]).catch(() => undefined);
         }
         return;
       }
-      if (waited > 120_000) throw new Error('another process holds the key layout lock');
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
   }
@@ -102,19 +125,24 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
         const [next, found] = await node.scan(cursor, 'MATCH', `${root}*`, 'COUNT', 1_000);
         cursor = next;
         for (const key of found) {
-          const target = this.newPlace(key.slice(root.length));
-          if (target && (await this.move(node, key, target))) moved++;
+          const place = this.newPlace(key.slice(root.length));
+          if (!place) continue;
+          await this.redis.sadd(this.keys.shards(), place.shard);
+          if (await this.move(node, key, place.key)) moved++;
         }
       } while (cursor !== '0');
     }
+    await this.redis.del(this.movedKeys());
     // The root's webhook indexes named chains by their old keys.
     for (const chain of await this.redis.smembers(this.keys.webhookChains(null))) {
       const parsed = this.keys.parseWebhookChain(chain);
-      if (parsed)
+      if (parsed) {
+        await this.redis.sadd(this.keys.shards(), shardOf(parsed.sessionId));
         await this.redis.sadd(
           this.keys.webhookChains(shardOf(parsed.sessionId)),
           this.keys.webhookChain(parsed.sessionId, parsed.targetId),
         );
+      }
     }
     for (const member of await this.redis.smembers(this.keys.webhookChainsToSchedule(null))) {
       const [sessionId] = member.split(':');
@@ -131,8 +159,13 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
     return cluster.isCluster ? cluster.nodes('master') : [this.redis];
   }
 
+  /** Old keys restored in their new place, not yet deleted (a re-run after a crash skips them). */
+  private movedKeys(): string {
+    return `${this.keys.root}:layout:moved`;
+  }
+
   /** Where an old root key of a session goes now (null: it stays). */
-  private newPlace(rest: string): string | null {
+  private newPlace(rest: string): { key: string; shard: string } | null {
     for (const { name, exact } of SESSION_KEYS) {
       if (!rest.startsWith(`${name}:`)) continue;
       const after = rest.slice(name.length + 1);
@@ -140,20 +173,25 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
       if (exact ? colon >= 0 || !after : colon <= 0) continue;
       const sessionId = exact ? after : after.slice(0, colon);
       const tail = exact ? '' : after.slice(colon);
-      return `${this.keys.shardTag(shardOf(sessionId))}:${name}:${sessionId}${tail}`;
+      const shard = shardOf(sessionId);
+      return { key: `${this.keys.shardTag(shard)}:${name}:${sessionId}${tail}`, shard };
     }
     return null;
   }
 
   /** DUMP and RESTORE (the two keys are in different slots), merging into a key already there. */
   private async move(node: Redis, key: string, target: string): Promise<boolean> {
-    const [dump, ttl] = await Promise.all([node.dumpBuffer(key), node.pttl(key)]);
-    if (!dump) return false;
-    try {
-      await this.redis.restore(target, ttl > 0 ? ttl : 0, dump);
-    } catch (err) {
-      if (!(err as Error).message.includes('BUSYKEY')) throw err;
-      await this.merge(node, key, target);
+    if (!(await node.sismember(this.movedKeys(), key))) {
+      const [dump, ttl] = await Promise.all([node.dumpBuffer(key), node.pttl(key)]);
+      // Gone, or expiring between the two reads.
+      if (!dump || ttl === -2) return false;
+      try {
+        await this.redis.restore(target, ttl > 0 ? ttl : 0, dump);
+      } catch (err) {
+        if (!(err as Error).message.includes('BUSYKEY')) throw err;
+        await this.merge(node, key, target);
+      }
+      await node.sadd(this.movedKeys(), key);
     }
     await node.del(key);
     return true;
@@ -163,9 +201,13 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
     const type = await node.type(key);
     if (type === 'hash') {
       const hash = await node.hgetall(key);
-      // Counts add up; anything else written anew wins.
+      // Counts add up; what the api set on a session (desired state, commands) is the old
+      // copy's (a process registered the session anew before the move); anything else written
+      // anew wins.
       for (const [field, value] of Object.entries(hash))
         if (target.includes(':msg-counts:')) await this.redis.hincrby(target, field, Number(value));
+        else if (target.includes(':session:') && DESIRED_FIELD.test(field))
+          await this.redis.hset(target, field, value);
         else await this.redis.hsetnx(target, field, value);
     } else if (type === 'zset') {
       const flat = await node.zrange(key, 0, -1, 'WITHSCORES');
@@ -175,7 +217,13 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
       // The old entries came first.
       const items = await node.lrange(key, 0, -1);
       if (items.length) await this.redis.lpush(target, ...items.reverse());
+    } else if (type === 'string' && /:(wh:seq|last-send):/.test(target)) {
+      // A sequence or a last send: the higher.
+      const [old, now] = await Promise.all([node.get(key), this.redis.get(target)]);
+      if (Number(old) > Number(now)) await this.redis.set(target, old!, 'KEEPTTL');
+    } else if (type === 'string' && target.includes(':daily-sends:')) {
+      await this.redis.incrby(target, Number(await node.get(key)));
     }
-    // A string already written anew (a sequence, a last send) is newer: kept.
+    // Any other string written anew (a map to an engine id, a cached lookup) is kept.
   }
 }

@@ -94,8 +94,17 @@ describe('shards: Lua and RedisKeys agree, and the layout before shards is moved
     await redis.sadd(`${root}:wh:chains`, `${root}:wh:chain:main:s0123456789ab`);
     await redis.sadd(`${root}:wh:to-schedule`, 'main:s0123456789ab');
     await redis.hset(`${root}:msg:old-id`, { sessionId: 'main', status: 'sent' });
-    // Written by a process of the new version before the move.
+    await redis.sadd(`${root}:sessions`, 'sales');
+    await redis.hset(`${root}:session:sales`, { desired: 'stopped', createdAt: 'long ago' });
+    await redis.set(`${root}:wh:seq:sales`, '41');
+    // Written by a process of the new version before the move: it registered 'sales' anew.
     await redis.hset(keys.messageCounts('main'), { sent: 1 });
+    await redis.hset(keys.session('sales'), {
+      desired: 'running',
+      createdAt: 'now',
+      status: 'READY',
+    });
+    await redis.set(keys.webhookSequence('sales'), '2');
 
     const layout = new ShardLayout(redis, keys);
     await layout.ensure();
@@ -114,7 +123,15 @@ describe('shards: Lua and RedisKeys agree, and the layout before shards is moved
     expect(await redis.smembers(keys.webhookChainsToSchedule(shardOf('main')))).toEqual([
       'main:s0123456789ab',
     ]);
-    expect(await redis.smembers(keys.shards())).toEqual([shardOf('main')]);
+    expect(await redis.hgetall(keys.session('sales'))).toEqual({
+      desired: 'stopped',
+      createdAt: 'long ago',
+      status: 'READY',
+    });
+    expect(await redis.get(keys.webhookSequence('sales'))).toBe('41');
+    expect((await redis.smembers(keys.shards())).sort()).toEqual(
+      [shardOf('main'), shardOf('sales')].sort(),
+    );
     // Nothing of the session is left under the root but its registry entry and old records.
     expect((await redis.keys(`${root}:*`)).sort()).toEqual(
       [`${root}:layout`, `${root}:msg:old-id`, `${root}:sessions`, `${root}:shards`].sort(),

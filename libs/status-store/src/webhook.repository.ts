@@ -334,7 +334,7 @@ export class WebhookRepository {
           ? [this.keys.webhookSessionRecent(query.sessionId)]
           : shards.map((shard) => this.keys.webhookRecent(shard));
     const found: DeliveryRecord[] = [];
-    const newest = newestFirst(this.redis, indexes);
+    const newest = newestFirst(this.redis, indexes, Math.min(200, query.limit));
     // Filters read further than the limit, in pages, up to a bound.
     for (let scanned = 0; found.length < query.limit && scanned < 5_000; scanned += 200) {
       const ids: string[] = [];
@@ -361,12 +361,20 @@ export class WebhookRepository {
 }
 
 /**
- * The members of sorted sets, highest score first across all of them (a merge read in pages
- * of 200 per set, each set's next page only when the merge reaches it).
+ * The members of sorted sets, highest score first across all of them: a merge that reads
+ * `firstPage` of each set, then pages of 200 of a set only when the merge reaches its end.
  */
-async function* newestFirst(redis: Redis, indexes: string[]): AsyncGenerator<string> {
-  const PAGE = 200;
-  const pages = indexes.map(() => ({ entries: [] as [string, number][], offset: 0, done: false }));
+async function* newestFirst(
+  redis: Redis,
+  indexes: string[],
+  firstPage: number,
+): AsyncGenerator<string> {
+  const pages = indexes.map(() => ({
+    entries: [] as [string, number][],
+    offset: 0,
+    size: firstPage,
+    done: false,
+  }));
   const fill = async (which: number[]) => {
     const read = await inPipelines(
       redis,
@@ -375,7 +383,12 @@ async function* newestFirst(redis: Redis, indexes: string[]): AsyncGenerator<str
       async (group) => {
         const pipeline = redis.pipeline();
         for (const i of group)
-          pipeline.zrevrange(indexes[i], pages[i].offset, pages[i].offset + PAGE - 1, 'WITHSCORES');
+          pipeline.zrevrange(
+            indexes[i],
+            pages[i].offset,
+            pages[i].offset + pages[i].size - 1,
+            'WITHSCORES',
+          );
         return ((await pipeline.exec()) ?? []).map(([, flat]) => (flat as string[]) ?? []);
       },
     );
@@ -383,8 +396,9 @@ async function* newestFirst(redis: Redis, indexes: string[]): AsyncGenerator<str
       const flat = read[n];
       for (let j = 0; j < flat.length; j += 2)
         pages[i].entries.push([flat[j], Number(flat[j + 1])]);
-      pages[i].offset += PAGE;
-      pages[i].done = flat.length < 2 * PAGE;
+      pages[i].done = flat.length < 2 * pages[i].size;
+      pages[i].offset += pages[i].size;
+      pages[i].size = 200;
     });
   };
   await fill(indexes.map((_, i) => i));
