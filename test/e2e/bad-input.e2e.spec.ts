@@ -21,7 +21,7 @@ const LOCATION = '/api/v1/messages/location';
 const CONTACT = '/api/v1/messages/contact';
 const TO = '4915123456789';
 const PDF = 'https://example.com/invoice.pdf';
-const UNKNOWN_ID = '6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11';
+const UNKNOWN_ID = '6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11';
 
 const text = (fields: Record<string, unknown>) => ({ to: TO, text: 'hello', ...fields });
 const media = (fields: Record<string, unknown>) => ({ to: TO, mediaUrl: PDF, ...fields });

@@ -100,7 +100,7 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
     const unknown = await stack.call('POST', '/api/v1/messages/text', {
       to: '4915100000205',
       text: 'hi',
-      replyTo: '6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11',
+      replyTo: '6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11',
     });
     expect(unknown.status).toBe(404);
     const other = await stack.call('POST', '/api/v1/messages/text', {
@@ -152,7 +152,7 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
     for (const [id, body, status] of [
       [incomingId, { emoji: 'nice' }, 400],
       [incomingId, {}, 400],
-      ['6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11', { emoji: '👍' }, 404],
+      ['6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11', { emoji: '👍' }, 404],
       ['not-an-id', { emoji: '👍' }, 400],
     ] as const) {
       const answer = await stack.call('POST', `/api/v1/messages/${id}/reaction`, body);
@@ -181,7 +181,7 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
     const early = await stack.call('POST', `/api/v1/messages/${later.body.data.id}/revoke`);
     expect(early.status).toBe(409);
     expect(
-      (await stack.call('POST', '/api/v1/messages/6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11/revoke'))
+      (await stack.call('POST', '/api/v1/messages/6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11/revoke'))
         .status,
     ).toBe(404);
     expect((await stack.call('POST', '/api/v1/messages/in_0000000000/revoke')).status).toBe(400);

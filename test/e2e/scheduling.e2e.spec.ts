@@ -51,7 +51,7 @@ describe('scheduled messages and cancelling', () => {
     expect(late.body).toMatchObject({ ok: false, error: { code: 'CONFLICT' } });
     const again = await stack.call(
       'DELETE',
-      '/api/v1/messages/6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11',
+      '/api/v1/messages/6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11',
     );
     expect(again.status).toBe(404);
     expect((await stack.call('DELETE', '/api/v1/messages/nope')).status).toBe(400);

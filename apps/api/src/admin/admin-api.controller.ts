@@ -152,7 +152,7 @@ export class AdminApiController {
   @Get('messages/:id')
   @Header('Cache-Control', 'no-store')
   @ApiOperation({ summary: 'A message and its status (the test-message form polls this)' })
-  @ApiParam({ name: 'id', example: '6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11' })
+  @ApiParam({ name: 'id', example: '6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11' })
   @ApiEnvelope(MessageDto)
   @ApiErrors(
     { status: 400, description: 'Not a message id' },

@@ -223,7 +223,7 @@ export class SandboxIncomingDto {
   fromMe?: boolean;
 
   @ApiPropertyOptional({
-    example: 'sandbox_6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11',
+    example: 'sandbox_6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11',
     description: 'Engine id of the message it replies to',
   })
   @IsOptional()
@@ -242,7 +242,7 @@ export class SandboxIncomingDto {
 
   @ApiPropertyOptional({
     type: ReactionDto,
-    example: { emoji: '👍', targetId: 'sandbox_6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11' },
+    example: { emoji: '👍', targetId: 'sandbox_6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11' },
   })
   @IsOptional()
   @ValidateNested()

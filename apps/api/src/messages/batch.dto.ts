@@ -2,7 +2,7 @@ import { ApiProperty } from '@nestjs/swagger';
 import type { MessageStatus, MessageType } from '@app/status-store';
 
 export class BatchMessageDto {
-  @ApiProperty({ example: '6f1c0a52-0d4e-4a55-9a36-1f1f3a7a9e01' })
+  @ApiProperty({ example: '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01' })
   id: string;
   @ApiProperty({ example: 'main' })
   sessionId: string;

@@ -14,7 +14,7 @@ class MessageErrorDto {
 
 /** A message record as the API shows it. */
 export class MessageDto implements PublicMessage {
-  @ApiProperty({ example: '6f1c2b4e-8a53-4d8e-9a57-0f3f4e2d9c11' })
+  @ApiProperty({ example: '6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11' })
   id: string;
   @ApiProperty({ example: 'main' })
   sessionId: string;

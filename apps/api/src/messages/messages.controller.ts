@@ -185,7 +185,7 @@ export class MessagesController {
   })
   @ApiParam({
     name: 'id',
-    example: '6f1c0a52-0d4e-4a55-9a36-1f1f3a7a9e01',
+    example: '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01',
     description: 'Message id',
   })
   @IDEMPOTENCY_HEADER

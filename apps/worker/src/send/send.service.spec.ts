@@ -32,7 +32,7 @@ afterAll(() => Logger.overrideLogger(['log', 'error', 'warn', 'debug', 'verbose'
 
 function record(overrides: Partial<MessageRecord> = {}): MessageRecord {
   return {
-    id: '6f1c0a52-0d4e-4a55-9a36-1f1f3a7a9e01',
+    id: '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01',
     sessionId: 'main',
     to: '4915123456789',
     chatId: '4915123456789@c.us',
