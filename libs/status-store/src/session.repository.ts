@@ -47,6 +47,8 @@ const TRANSIENT_FIELDS = [
 /** The session registry: desired state (set by the api) and observed state (by the owner). */
 @Injectable()
 export class SessionRepository {
+  /** Per session, its last observed-state write (setObserved chains the next to it). */
+  private readonly observedWrites = new Map<string, Promise<unknown>>();
   /** The active session, read once and kept until it is changed (the send path's default). */
   private readonly active: InvalidatedCache<string | null>;
 
@@ -223,16 +225,24 @@ export class SessionRepository {
     }
     // An addition to the current state (an error beside the QR shown): nothing is cleared.
     if (options.keepOthers) cleared.length = 0;
-    await SET_OBSERVED.run(
-      this.redis,
-      [this.keys.session(sessionId)],
-      [
-        ...this.events.build(now),
-        sessionId,
-        JSON.stringify(Object.entries(fields).flat()),
-        JSON.stringify(cleared),
-      ],
-    );
+    const args = [
+      ...this.events.build(now),
+      sessionId,
+      JSON.stringify(Object.entries(fields).flat()),
+      JSON.stringify(cleared),
+    ];
+    // A session's states are written one after another: a write that a server without the
+    // script answered NOSCRIPT is sent again by its source, and a later state sent meanwhile
+    // would land first and be overwritten (a session READY shown as QR for good).
+    const write = (this.observedWrites.get(sessionId) ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => SET_OBSERVED.run(this.redis, [this.keys.session(sessionId)], args));
+    this.observedWrites.set(sessionId, write);
+    try {
+      await write;
+    } finally {
+      if (this.observedWrites.get(sessionId) === write) this.observedWrites.delete(sessionId);
+    }
   }
 
   /** Sandbox only: queues a message for the session's engine to receive, and nudges the owner. */

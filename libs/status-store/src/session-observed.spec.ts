@@ -1,0 +1,63 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { RedisServer } from '../../../test/support/redis-server.js';
+import { EventScriptArgs } from './event-script.js';
+import { createRedis } from './redis-connection.js';
+import { RedisKeys } from './redis-keys.js';
+import { RedisSubscriber } from './redis-subscriber.js';
+import { SessionRepository } from './session.repository.js';
+
+// Its own Redis: SCRIPT FLUSH would unload the scripts of every other test.
+describe('SessionRepository.setObserved on a server that lost its scripts', () => {
+  let server: RedisServer;
+  let redis: Redis;
+  let subscriber: RedisSubscriber;
+
+  beforeAll(async () => {
+    server = await RedisServer.start({ persistence: false });
+    // Without auto-pipelining: commands go out in the order they are called.
+    redis = createRedis(server.url, { name: 'observed-test', blocking: true });
+  });
+  afterAll(async () => {
+    await subscriber?.onApplicationShutdown();
+    await redis?.quit();
+    await server?.destroy();
+  });
+
+  it("writes a session's states in the order given, even when the first is sent again by its source", async () => {
+    const keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
+    // The script's source, as the repository sends it after a NOSCRIPT.
+    let source = '';
+    const watched = new Proxy(redis, {
+      get(target, property, receiver) {
+        const value = Reflect.get(target, property, receiver) as unknown;
+        if (property === 'eval')
+          return (...args: [string, ...unknown[]]) => {
+            source = args[0];
+            return (value as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    subscriber = new RedisSubscriber({ REDIS_URL: server.url } as never);
+    const sessions = new SessionRepository(
+      watched,
+      keys,
+      new EventScriptArgs(keys, [], 60_000),
+      subscriber,
+    );
+    await sessions.register('main');
+    await redis.script('FLUSH');
+    await sessions.setObserved('main', { status: 'STARTING' }, 'w1');
+    expect(source).not.toBe('');
+
+    // The server loses the script again; the QR write is answered NOSCRIPT, the script is
+    // loaded (as a first write of another session would) before READY is sent.
+    await redis.script('FLUSH');
+    const qr = sessions.setObserved('main', { status: 'QR', qr: 'code' }, 'w1');
+    const loaded = redis.script('LOAD', source);
+    const ready = sessions.setObserved('main', { status: 'READY', phone: '1555' }, 'w1');
+    await Promise.all([qr, loaded, ready]);
+    expect(await redis.hget(keys.session('main'), 'status')).toBe('READY');
+  });
+});
