@@ -181,8 +181,20 @@ export class LuaScript {
     redis: Redis,
     calls: { keys: string[]; args: (string | number)[] }[],
   ): Promise<unknown[]> {
+    return (await this.runManySettled(redis, calls)).map((outcome) => {
+      if (outcome.status === 'rejected') throw outcome.reason;
+      return outcome.value;
+    });
+  }
+
+  /** runMany, each call's outcome on its own: one call that fails does not fail the others. */
+  async runManySettled(
+    redis: Redis,
+    calls: { keys: string[]; args: (string | number)[] }[],
+  ): Promise<PromiseSettledResult<unknown>[]> {
     if (calls.length === 0) return [];
-    if (calls.length === 1) return [await this.run(redis, calls[0].keys, calls[0].args)];
+    if (calls.length === 1)
+      return Promise.allSettled([this.run(redis, calls[0].keys, calls[0].args)]);
     return inPipelines(
       redis,
       calls,
@@ -194,7 +206,7 @@ export class LuaScript {
   private async runPipeline(
     redis: Redis,
     calls: { keys: string[]; args: (string | number)[] }[],
-  ): Promise<unknown[]> {
+  ): Promise<PromiseSettledResult<unknown>[]> {
     const pipeline = redis.pipeline();
     for (const call of calls)
       pipeline.evalsha(this.sha, call.keys.length, ...call.keys, ...call.args);
@@ -215,10 +227,9 @@ export class LuaScript {
       const rerun = (await again.exec()) ?? [];
       for (const [i, index] of missing.entries()) out[index] = rerun[i];
     }
-    return out.map(([err, result]) => {
-      if (err) throw err;
-      return result;
-    });
+    return out.map(([err, result]) =>
+      err ? { status: 'rejected', reason: err } : { status: 'fulfilled', value: result },
+    );
   }
 
   async run(redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {

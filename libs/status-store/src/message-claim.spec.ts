@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { inject } from 'vitest';
+import { inject, vi } from 'vitest';
 import { loadAppConfig } from '@app/config';
 import { EventScriptArgs } from './event-script.js';
 import type { NewMessage } from './message-record.js';
@@ -191,5 +191,36 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect((await messages.get(message.id))?.status).toBe('read');
     expect(await messages.applyEngineAck('main', 'true_x_P', 'delivered')).toBe(message.id);
     expect((await messages.get(message.id))?.status).toBe('read');
+  });
+
+  it('writes the acks reported together in one round trip, each applied on its own', async () => {
+    const [a, b] = [await stored(), await stored()];
+    await messages.markSent(a, 'true_x_A');
+    await messages.markSent(b, 'true_x_B');
+    // An ack whose write fails (a corrupt map entry) fails alone.
+    await redis.hset(keys.engineMessage('main', 'true_x_BAD'), 'x', '1');
+    const pipelines = vi.spyOn(redis, 'pipeline');
+    try {
+      const outcomes = await Promise.allSettled([
+        messages.applyEngineAck('main', 'true_x_A', 'delivered'),
+        messages.applyEngineAck('main', 'true_x_B', 'delivered'),
+        messages.applyEngineAck('main', 'true_x_BAD', 'delivered'),
+        messages.applyEngineAck('main', 'true_x_A', 'read'),
+        messages.applyEngineAck('main', 'true_x_B', 'read'),
+      ]);
+      expect(outcomes.map((outcome) => outcome.status)).toEqual([
+        'fulfilled',
+        'fulfilled',
+        'rejected',
+        'fulfilled',
+        'fulfilled',
+      ]);
+      expect(outcomes[0]).toMatchObject({ value: a.id });
+      expect(pipelines).toHaveBeenCalledTimes(1);
+    } finally {
+      pipelines.mockRestore();
+    }
+    expect((await messages.get(a.id))?.status).toBe('read');
+    expect((await messages.get(b.id))?.status).toBe('read');
   });
 });

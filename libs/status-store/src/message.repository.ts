@@ -1,4 +1,4 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, type BeforeApplicationShutdown } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
 import { RedisKeys, shardOfId } from './redis-keys.js';
@@ -303,13 +303,24 @@ export interface MessageCounts {
 
 /** Message records: one hash per message, plus the engine-id index that acks use. */
 @Injectable()
-export class MessageRepository {
+export class MessageRepository implements BeforeApplicationShutdown {
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
     private readonly keys: RedisKeys,
     private readonly config: AppConfig,
     private readonly events: EventScriptArgs,
   ) {}
+
+  /** Acks waiting to be written together (applyEngineAck). */
+  private readonly acks: {
+    sessionId: string;
+    engineMessageId: string;
+    status: 'sent' | 'delivered' | 'read';
+    now: Date;
+    resolve: (messageId: string | null) => void;
+    reject: (err: unknown) => void;
+  }[] = [];
+  private ackTimer?: NodeJS.Timeout;
 
   async create(message: NewMessage, now = new Date()): Promise<MessageRecord> {
     return (await this.createMany([message], false, now))[0] as MessageRecord;
@@ -617,30 +628,57 @@ export class MessageRepository {
     if (pending) await this.advance(record.id, pending as MessageStatus, now);
   }
 
-  /** Applies an ack reported by the engine; returns the message id it belonged to, if known. */
-  async applyEngineAck(
+  /**
+   * Applies an ack reported by the engine; returns the message id it belonged to, if known.
+   * Acks are written together: those reported within ACK_BATCH_MS (or ACK_BATCH_MAX of them)
+   * go in one pipeline, one round trip (a message gets three acks, each a write syscall and a
+   * Redis call of its own otherwise). An ack is recorded at most that much later.
+   */
+  applyEngineAck(
     sessionId: string,
     engineMessageId: string,
     status: 'sent' | 'delivered' | 'read',
     now = new Date(),
   ): Promise<string | null> {
+    return new Promise((resolve, reject) => {
+      this.acks.push({ sessionId, engineMessageId, status, now, resolve, reject });
+      if (this.acks.length >= ACK_BATCH_MAX) void this.flushAcks();
+      else this.ackTimer ??= setTimeout(() => void this.flushAcks(), ACK_BATCH_MS);
+    });
+  }
+
+  /** Writes the acks waiting (also at shutdown, so none is left behind). */
+  async flushAcks(): Promise<void> {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    const acks = this.acks.splice(0);
+    if (acks.length === 0) return;
     // Not ours (sent from the phone) or not saved yet: the highest ack is kept briefly.
-    const messageId = (await ACK.run(
+    const outcomes = await ACK.runManySettled(
       this.redis,
-      [
-        this.keys.engineMessage(sessionId, engineMessageId),
-        this.keys.pendingAck(sessionId, engineMessageId),
-      ],
-      [
-        ...this.events.build(now),
-        status,
-        String(STATUS_RANK[status]),
-        TIMESTAMP_FIELD[status]!,
-        now.toISOString(),
-        PENDING_ACK_TTL_MS,
-      ],
-    )) as string | null;
-    return messageId;
+      acks.map(({ sessionId, engineMessageId, status, now }) => ({
+        keys: [
+          this.keys.engineMessage(sessionId, engineMessageId),
+          this.keys.pendingAck(sessionId, engineMessageId),
+        ],
+        args: [
+          ...this.events.build(now),
+          status,
+          String(STATUS_RANK[status]),
+          TIMESTAMP_FIELD[status]!,
+          now.toISOString(),
+          PENDING_ACK_TTL_MS,
+        ],
+      })),
+    ).catch((err: unknown) => acks.map(() => ({ status: 'rejected' as const, reason: err })));
+    outcomes.forEach((outcome, i) => {
+      if (outcome.status === 'fulfilled') acks[i].resolve((outcome.value as string | null) ?? null);
+      else acks[i].reject(outcome.reason);
+    });
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.flushAcks();
   }
 
   /**
@@ -716,6 +754,10 @@ export class MessageRepository {
 }
 
 const PENDING_ACK_TTL_MS = 10 * 60_000;
+/** Acks reported within this long are written in one round trip... */
+export const ACK_BATCH_MS = 5;
+/** ...up to this many. */
+const ACK_BATCH_MAX = 200;
 
 const NULLABLE: (keyof MessageRecord)[] = [
   'sendAt',
