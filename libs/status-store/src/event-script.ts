@@ -207,10 +207,20 @@ export class LuaScript {
     redis: Redis,
     calls: { keys: string[]; args: (string | number)[] }[],
   ): Promise<PromiseSettledResult<unknown>[]> {
+    // Never rejects: a pipeline that fails (the connection) fails the calls it carried, and
+    // only those; each call has an outcome.
+    const settled = (out: [Error | null, unknown][] | null | undefined, failure?: unknown) =>
+      calls.map((_, index): [Error | null, unknown] => {
+        const reply = out?.[index];
+        return reply ?? [failure instanceof Error ? failure : new Error('no reply'), null];
+      });
     const pipeline = redis.pipeline();
     for (const call of calls)
       pipeline.evalsha(this.sha, call.keys.length, ...call.keys, ...call.args);
-    const out = (await pipeline.exec()) ?? [];
+    const out = await pipeline.exec().then(
+      (replies) => settled(replies),
+      (err: unknown) => settled(null, err),
+    );
     const missing = out.flatMap(([err], index) =>
       err?.message?.startsWith('NOSCRIPT') ? [index] : [],
     );
@@ -224,8 +234,12 @@ export class LuaScript {
           ...calls[index].keys,
           ...calls[index].args,
         );
-      const rerun = (await again.exec()) ?? [];
-      for (const [i, index] of missing.entries()) out[index] = rerun[i];
+      const rerun = await again.exec().then(
+        (replies) => replies ?? [],
+        (err: unknown) => missing.map((): [Error | null, unknown] => [err as Error, null]),
+      );
+      for (const [i, index] of missing.entries())
+        out[index] = rerun[i] ?? [new Error('no reply'), null];
     }
     return out.map(([err, result]) =>
       err ? { status: 'rejected', reason: err } : { status: 'fulfilled', value: result },

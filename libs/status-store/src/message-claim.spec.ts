@@ -199,6 +199,8 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     await messages.markSent(b, 'true_x_B');
     // An ack whose write fails (a corrupt map entry) fails alone.
     await redis.hset(keys.engineMessage('main', 'true_x_BAD'), 'x', '1');
+    // The script loaded already (a first write on a server without it takes a second trip).
+    await messages.applyEngineAck('main', 'true_x_NONE', 'sent');
     const pipelines = vi.spyOn(redis, 'pipeline');
     try {
       const outcomes = await Promise.allSettled([

@@ -321,6 +321,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
     reject: (err: unknown) => void;
   }[] = [];
   private ackTimer?: NodeJS.Timeout;
+  private readonly ackFlushes = new Set<Promise<void>>();
 
   async create(message: NewMessage, now = new Date()): Promise<MessageRecord> {
     return (await this.createMany([message], false, now))[0] as MessageRecord;
@@ -647,38 +648,54 @@ export class MessageRepository implements BeforeApplicationShutdown {
     });
   }
 
-  /** Writes the acks waiting (also at shutdown, so none is left behind). */
-  async flushAcks(): Promise<void> {
+  /**
+   * Writes the acks waiting (also at shutdown, so none is left behind). Never rejects: every
+   * ack taken is answered, with its own outcome or the error that stopped the batch.
+   */
+  flushAcks(): Promise<void> {
     clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
     const acks = this.acks.splice(0);
-    if (acks.length === 0) return;
-    // Not ours (sent from the phone) or not saved yet: the highest ack is kept briefly.
-    const outcomes = await ACK.runManySettled(
-      this.redis,
-      acks.map(({ sessionId, engineMessageId, status, now }) => ({
-        keys: [
-          this.keys.engineMessage(sessionId, engineMessageId),
-          this.keys.pendingAck(sessionId, engineMessageId),
-        ],
-        args: [
-          ...this.events.build(now),
-          status,
-          String(STATUS_RANK[status]),
-          TIMESTAMP_FIELD[status]!,
-          now.toISOString(),
-          PENDING_ACK_TTL_MS,
-        ],
-      })),
-    ).catch((err: unknown) => acks.map(() => ({ status: 'rejected' as const, reason: err })));
-    outcomes.forEach((outcome, i) => {
-      if (outcome.status === 'fulfilled') acks[i].resolve((outcome.value as string | null) ?? null);
-      else acks[i].reject(outcome.reason);
-    });
+    if (acks.length === 0) return Promise.resolve();
+    const flush = (async () => {
+      try {
+        // Not ours (sent from the phone) or not saved yet: the highest ack is kept briefly.
+        const outcomes = await ACK.runManySettled(
+          this.redis,
+          acks.map(({ sessionId, engineMessageId, status, now }) => ({
+            keys: [
+              this.keys.engineMessage(sessionId, engineMessageId),
+              this.keys.pendingAck(sessionId, engineMessageId),
+            ],
+            args: [
+              ...this.events.build(now),
+              status,
+              String(STATUS_RANK[status]),
+              TIMESTAMP_FIELD[status]!,
+              now.toISOString(),
+              PENDING_ACK_TTL_MS,
+            ],
+          })),
+        );
+        acks.forEach((ack, i) => {
+          const outcome = outcomes[i];
+          if (outcome?.status === 'fulfilled')
+            ack.resolve((outcome.value as string | null) ?? null);
+          else ack.reject(outcome ? outcome.reason : new Error('no reply'));
+        });
+      } catch (err) {
+        for (const ack of acks) ack.reject(err);
+      }
+    })();
+    this.ackFlushes.add(flush);
+    void flush.finally(() => this.ackFlushes.delete(flush));
+    return flush;
   }
 
+  /** Writes what waits and waits for the batches being written (Redis closes after this). */
   async beforeApplicationShutdown(): Promise<void> {
     await this.flushAcks();
+    await Promise.allSettled([...this.ackFlushes]);
   }
 
   /**

@@ -56,6 +56,9 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
   private readonly log = new Logger(ShardLayout.name);
   private retry?: NodeJS.Timeout;
   private stopped = false;
+  private trying?: Promise<void>;
+  /** The lock this process holds was found taken or gone: it must stop moving keys. */
+  private lockLost = false;
 
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
@@ -67,10 +70,14 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
       // Redis down at boot: the process starts (its health says so) and tries again.
       this.log.warn({ err: err.message }, 'key layout not checked yet; retrying every 5 s');
       this.retry = setInterval(() => {
-        void this.ensure().then(
-          () => clearInterval(this.retry),
-          () => undefined,
-        );
+        // One try at a time: a try may wait for another process's move.
+        if (this.trying) return;
+        this.trying = this.ensure()
+          .then(
+            () => clearInterval(this.retry),
+            () => undefined,
+          )
+          .finally(() => (this.trying = undefined));
       }, 5_000);
       this.retry.unref();
     });
@@ -92,8 +99,13 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
     while (!this.stopped) {
       if ((await this.redis.get(done)) === 'shards') return;
       if ((await this.redis.set(lock, token, 'PX', 30_000, 'NX')) === 'OK') {
+        this.lockLost = false;
         const renew = setInterval(
-          () => void HOLD.run(this.redis, [lock], [token, 30_000]).catch(() => undefined),
+          () =>
+            void HOLD.run(this.redis, [lock], [token, 30_000]).then(
+              (held) => held === 1 || (this.lockLost = true),
+              () => (this.lockLost = true),
+            ),
           10_000,
         );
         try {
@@ -125,6 +137,8 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
         const [next, found] = await node.scan(cursor, 'MATCH', `${root}*`, 'COUNT', 1_000);
         cursor = next;
         for (const key of found) {
+          // Another process may be moving them now (a stall let the lock expire).
+          if (this.lockLost) throw new Error('key layout lock lost; the next boot goes on');
           const place = this.newPlace(key.slice(root.length));
           if (!place) continue;
           await this.redis.sadd(this.keys.shards(), place.shard);
