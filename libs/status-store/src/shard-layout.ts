@@ -131,6 +131,7 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
       await this.redis.sadd(this.keys.shards(), ...new Set(sessions.map(shardOf)));
     const root = `${this.keys.root}:`;
     let moved = 0;
+    const touched = new Set<string>();
     for (const node of this.nodes()) {
       let cursor = '0';
       do {
@@ -142,11 +143,12 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
           const place = this.newPlace(key.slice(root.length));
           if (!place) continue;
           await this.redis.sadd(this.keys.shards(), place.shard);
-          if (await this.move(node, key, place.key)) moved++;
+          touched.add(place.shard);
+          if (await this.move(node, key, place.key, place.shard)) moved++;
         }
       } while (cursor !== '0');
     }
-    await this.redis.del(this.movedKeys());
+    await Promise.all([...touched].map((shard) => this.redis.del(this.movedKeys(shard))));
     // The root's webhook indexes named chains by their old keys.
     for (const chain of await this.redis.smembers(this.keys.webhookChains(null))) {
       const parsed = this.keys.parseWebhookChain(chain);
@@ -173,9 +175,9 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
     return cluster.isCluster ? cluster.nodes('master') : [this.redis];
   }
 
-  /** Old keys restored in their new place, not yet deleted (a re-run after a crash skips them). */
-  private movedKeys(): string {
-    return `${this.keys.root}:layout:moved`;
+  /** A shard's old keys written in their new place (a re-run after a crash skips them). */
+  private movedKeys(shard: string): string {
+    return `${this.keys.shardTag(shard)}:layout:moved`;
   }
 
   /** Where an old root key of a session goes now (null: it stays). */
@@ -194,24 +196,50 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
   }
 
   /** DUMP and RESTORE (the two keys are in different slots), merging into a key already there. */
-  private async move(node: Redis, key: string, target: string): Promise<boolean> {
-    if (!(await node.sismember(this.movedKeys(), key))) {
+  /**
+   * Moves one key. Whether it was moved is marked in the target's slot, in the same
+   * transaction as the write (RESTORE, or the merge's writes): a re-run after a crash anywhere
+   * here neither loses nor doubles it.
+   */
+  private async move(node: Redis, key: string, target: string, shard: string): Promise<boolean> {
+    const moved = this.movedKeys(shard);
+    if (!(await this.redis.sismember(moved, key))) {
       const [dump, ttl] = await Promise.all([node.dumpBuffer(key), node.pttl(key)]);
       // Gone, or expiring between the two reads.
       if (!dump || ttl === -2) return false;
-      try {
-        await this.redis.restore(target, ttl > 0 ? ttl : 0, dump);
-      } catch (err) {
-        if (!(err as Error).message.includes('BUSYKEY')) throw err;
-        await this.merge(node, key, target);
+      let restored = false;
+      if (!(await this.redis.exists(target))) {
+        const [[err]] = (await this.redis
+          .multi()
+          .restore(target, ttl > 0 ? ttl : 0, dump)
+          .sadd(moved, key)
+          .exec()) as [Error | null, unknown][];
+        // Written meanwhile (BUSYKEY): merged below, and then marked again (a no-op).
+        if (err && !err.message.includes('BUSYKEY')) {
+          await this.redis.srem(moved, key);
+          throw err;
+        }
+        restored = !err;
       }
-      await node.sadd(this.movedKeys(), key);
+      if (!restored) {
+        // (A BUSYKEY above marked it in vain.)
+        await this.redis.srem(moved, key);
+        const merge = this.redis.multi();
+        await this.merge(node, key, target, merge);
+        await merge.sadd(moved, key).exec();
+      }
     }
     await node.del(key);
     return true;
   }
 
-  private async merge(node: Redis, key: string, target: string): Promise<void> {
+  /** Queues on `into` (a transaction on the target's slot) the writes merging `key` into `target`. */
+  private async merge(
+    node: Redis,
+    key: string,
+    target: string,
+    into: ReturnType<Redis['multi']>,
+  ): Promise<void> {
     const type = await node.type(key);
     if (type === 'hash') {
       const hash = await node.hgetall(key);
@@ -219,24 +247,23 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
       // copy's (a process registered the session anew before the move); anything else written
       // anew wins.
       for (const [field, value] of Object.entries(hash))
-        if (target.includes(':msg-counts:')) await this.redis.hincrby(target, field, Number(value));
+        if (target.includes(':msg-counts:')) into.hincrby(target, field, Number(value));
         else if (target.includes(':session:') && DESIRED_FIELD.test(field))
-          await this.redis.hset(target, field, value);
-        else await this.redis.hsetnx(target, field, value);
+          into.hset(target, field, value);
+        else into.hsetnx(target, field, value);
     } else if (type === 'zset') {
       const flat = await node.zrange(key, 0, -1, 'WITHSCORES');
-      for (let i = 0; i < flat.length; i += 2)
-        await this.redis.zadd(target, 'NX', flat[i + 1], flat[i]);
+      for (let i = 0; i < flat.length; i += 2) into.zadd(target, 'NX', flat[i + 1], flat[i]);
     } else if (type === 'list') {
       // The old entries came first.
       const items = await node.lrange(key, 0, -1);
-      if (items.length) await this.redis.lpush(target, ...items.reverse());
+      if (items.length) into.lpush(target, ...items.reverse());
     } else if (type === 'string' && /:(wh:seq|last-send):/.test(target)) {
       // A sequence or a last send: the higher.
       const [old, now] = await Promise.all([node.get(key), this.redis.get(target)]);
-      if (Number(old) > Number(now)) await this.redis.set(target, old!, 'KEEPTTL');
+      if (Number(old) > Number(now)) into.set(target, old!, 'KEEPTTL');
     } else if (type === 'string' && target.includes(':daily-sends:')) {
-      await this.redis.incrby(target, Number(await node.get(key)));
+      into.incrby(target, Number(await node.get(key)));
     }
     // Any other string written anew (a map to an engine id, a cached lookup) is kept.
   }

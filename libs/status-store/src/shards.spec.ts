@@ -142,4 +142,17 @@ describe('shards: Lua and RedisKeys agree, and the layout before shards is moved
     await layout.ensure();
     expect(await redis.get(`${root}:last-send:main`)).toBe('1');
   });
+
+  it('finishes a move that a crash broke off without doubling what was already written', async () => {
+    const root = keys.root;
+    await redis.sadd(`${root}:sessions`, 'main');
+    // Restored and marked in its new place, the old copy not yet deleted: then the crash.
+    await redis.hset(`${root}:msg-counts:main`, { sent: 5 });
+    await redis.hset(keys.messageCounts('main'), { sent: 5 });
+    await redis.sadd(`${keys.shardTag(shardOf('main'))}:layout:moved`, `${root}:msg-counts:main`);
+    await new ShardLayout(redis, keys).ensure();
+    expect(await redis.hgetall(keys.messageCounts('main'))).toEqual({ sent: '5' });
+    expect(await redis.exists(`${root}:msg-counts:main`)).toBe(0);
+    expect(await redis.exists(`${keys.shardTag(shardOf('main'))}:layout:moved`)).toBe(0);
+  });
 });
