@@ -43,8 +43,9 @@ describe('pacing with jitter', () => {
     console.log(`gaps with jitter: ${gaps.map(Math.round).join(', ')} ms`);
     for (const gap of gaps) {
       expect(gap).toBeGreaterThanOrEqual(150);
-      // The drawn interval, plus the scheduling slack of a loaded test machine.
-      expect(gap).toBeLessThan(150 + 300 + 250);
+      // The drawn interval, plus the scheduling slack of a loaded test machine (the suite runs
+      // files side by side on two cores: 285 ms over the longest draw was seen once).
+      expect(gap).toBeLessThan(150 + 300 + 450);
     }
     // Six draws from 300 ms: the chance they all fall within 30 ms of each other is ~1e-5.
     expect(Math.max(...gaps) - Math.min(...gaps)).toBeGreaterThan(30);
