@@ -772,7 +772,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
 
 const PENDING_ACK_TTL_MS = 10 * 60_000;
 /** Acks reported within this long are written in one round trip... */
-export const ACK_BATCH_MS = 5;
+const ACK_BATCH_MS = 5;
 /** ...up to this many. */
 const ACK_BATCH_MAX = 200;
 

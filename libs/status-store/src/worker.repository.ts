@@ -45,9 +45,15 @@ export class WorkerRepository {
       const [, score] = await this.redis.zrevrange(this.keys.workers(), 0, 0, 'WITHSCORES');
       return score === undefined ? 0 : Number(score);
     };
-    if ((await this.newestBeat.get('newest', read)) >= liveSince) return true;
+    let fresh = false;
+    const newest = await this.newestBeat.get('newest', () => {
+      fresh = true;
+      return read();
+    });
+    if (newest >= liveSince) return true;
     this.newestBeat.forget('newest');
-    return (await read()) >= liveSince;
+    // A no just read is not read twice.
+    return !fresh && (await read()) >= liveSince;
   }
 
   async beat(info: WorkerInfo, ttlMs: number, now = Date.now()): Promise<void> {
