@@ -1,7 +1,14 @@
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, createValidationPipe, requestId, toErrorEnvelope } from '@app/common';
+import { PinoLogger } from 'nestjs-pino';
+import {
+  AppError,
+  createValidationPipe,
+  requestId,
+  requestLine,
+  toErrorEnvelope,
+} from '@app/common';
 import { AppConfig, parseTrustProxy } from '@app/config';
 import { ADMIN_SECURITY } from './admin/admin-auth.decorator.js';
 import { METRICS_SECURITY } from './metrics/metrics.controller.js';
@@ -53,6 +60,19 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
     done();
   });
   server.addHook('onRequest', refuseUnreadableBodies);
+  // A line per answered request (loggerParams says why not nestjs-pino's middleware).
+  const log = PinoLogger.root;
+  server.addHook('onResponse', (request, reply, done) => {
+    requestLine(log, {
+      id: request.id,
+      method: request.method,
+      url: request.url,
+      remoteAddress: request.socket.remoteAddress,
+      statusCode: reply.statusCode,
+      responseTimeMs: reply.elapsedTime,
+    });
+    done();
+  });
   await configureUploads(app, config);
   // A request still in flight when the server closes is answered with Connection: close, so
   // its connection does not hold the exit for the client's keep-alive time (Fastify keeps

@@ -2,11 +2,12 @@ import {
   BadRequestException,
   HttpException,
   NotFoundException,
+  Logger,
   StreamableFile,
 } from '@nestjs/common';
 import { lastValueFrom, of } from 'rxjs';
 import { AppError } from './app-error.js';
-import { toErrorEnvelope } from './app-exception.filter.js';
+import { AppExceptionFilter, toErrorEnvelope } from './app-exception.filter.js';
 import { EnvelopeInterceptor } from './envelope.js';
 
 describe('toErrorEnvelope', () => {
@@ -87,6 +88,30 @@ describe('toErrorEnvelope', () => {
     expect(result.body.error.code).toBe('INTERNAL');
     expect(result.body.error.errorId).toBe(result.errorId);
     expect(JSON.stringify(result.body)).not.toContain('secret internals');
+  });
+});
+
+describe('AppExceptionFilter', () => {
+  it("logs an unhandled error with its errorId and the request's id, and answers 500", () => {
+    const logged = vi.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    const sent: unknown[] = [];
+    const reply = {
+      sent: false,
+      raw: { headersSent: false },
+      code: (status: number) => ({ send: (body: unknown) => sent.push(status, body) }),
+    };
+    const host = {
+      switchToHttp: () => ({ getResponse: () => reply, getRequest: () => ({ id: 'req-77' }) }),
+    };
+    try {
+      new AppExceptionFilter().catch(new TypeError('boom'), host as never);
+      const [fields] = logged.mock.calls[0] as [Record<string, unknown>];
+      expect(fields).toMatchObject({ requestId: 'req-77', errorId: expect.any(String) });
+      expect(sent[0]).toBe(500);
+      expect(sent[1]).toMatchObject({ error: { errorId: fields.errorId } });
+    } finally {
+      logged.mockRestore();
+    }
   });
 });
 

@@ -1,6 +1,6 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, ERROR_STATUS, type ErrorCode } from './app-error.js';
 import type { ErrorEnvelope } from './envelope.js';
 
@@ -138,7 +138,8 @@ export class AppExceptionFilter implements ExceptionFilter {
   catch(exception: unknown, host: ArgumentsHost): void {
     const reply = host.switchToHttp().getResponse<FastifyReply>();
     const { status, body, errorId } = toErrorEnvelope(exception);
-    if (errorId) this.log.error({ errorId, err: exception }, 'unhandled error');
+    const requestId = host.switchToHttp().getRequest<FastifyRequest | undefined>()?.id;
+    if (errorId) this.log.error({ errorId, requestId, err: exception }, 'unhandled error');
     if (reply.sent || reply.raw.headersSent) return;
     if (status === 401)
       reply.header('WWW-Authenticate', reply.getHeader('WWW-Authenticate') ?? 'ApiKey');

@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { destination, stdSerializers, type DestinationStream } from 'pino';
+import type { IncomingMessage } from 'node:http';
+import { destination, stdSerializers, type DestinationStream, type Logger } from 'pino';
 import type { Options } from 'pino-http';
-import { RequestMethod } from '@nestjs/common';
 import type { Params } from 'nestjs-pino';
 
 export interface LoggingOptions {
@@ -28,28 +27,21 @@ export function requestId(req: IncomingMessage): string {
 
 /**
  * pino through nestjs-pino for both processes: JSON lines in production, readable lines in
- * development, secrets redacted, and a request id (the caller's x-request-id if sane) on
- * every line of a request.
+ * development, secrets redacted. nestjs-pino's own request middleware is not mounted: it
+ * runs every request through @fastify/middie and an AsyncLocalStorage, whose promise hooks
+ * tax every promise of the process (about a third of the api's CPU per request, measured in
+ * `npm run bench`). The api writes a line per request from a Fastify hook instead
+ * (`requestLine`), and lines about a request name its id themselves.
  */
 export function loggerParams(options: LoggingOptions): Params {
   const pretty = !options.production && options.level !== 'silent';
   const http: Options = {
     level: options.level,
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
-    // What a request line needs, and nothing a line must not hold: no headers (keys,
-    // credentials, cookies), no body. Taken from the raw objects, not first copied whole.
+    // requestLine's fields as they are: pino-http's own req/res serializers would read them
+    // as node's request and response objects (and find no status).
     wrapSerializers: false,
-    serializers: {
-      req: (req: IncomingMessage & { id?: unknown; originalUrl?: string }) => ({
-        id: req.id,
-        method: req.method,
-        // The middleware runner rewrites url below its mount point.
-        url: req.originalUrl ?? req.url,
-        remoteAddress: req.socket?.remoteAddress,
-      }),
-      res: (res: ServerResponse) => ({ statusCode: res.statusCode }),
-      err: stdSerializers.err,
-    },
+    serializers: { req: asIs, res: asIs, err: stdSerializers.err },
     transport: !pretty
       ? undefined
       : {
@@ -60,19 +52,46 @@ export function loggerParams(options: LoggingOptions): Params {
             ignore: 'pid,hostname',
           },
         },
-    // The api's Fastify names each request (requestId) before pino-http sees it.
-    genReqId: (req: IncomingMessage) => requestId(req),
-    customLogLevel: (_req, res, err) =>
-      err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info',
-    // Health probes every few seconds would drown everything else.
-    autoLogging: { ignore: (req) => Boolean(req.url?.startsWith('/health')) },
   };
   return {
-    // nestjs-pino's default route pattern ('{/*splat}') is handed to @fastify/middie as it is,
-    // which matches no request: every path, said the way the Fastify adapter converts.
-    forRoutes: [{ path: '{*path}', method: RequestMethod.ALL }],
+    forRoutes: [],
     pinoHttp: pretty ? http : [http, stdoutLines()],
   };
+}
+
+const asIs = <T>(value: T): T => value;
+
+/** What a request line says of a request: never its headers (keys, credentials, cookies) or body. */
+export interface RequestLineFields {
+  id: string;
+  method: string;
+  url: string;
+  remoteAddress?: string;
+  statusCode: number;
+  responseTimeMs: number;
+}
+
+/**
+ * The line logged when a request was answered, at a level its status sets (5xx error, 4xx
+ * warn); health probes every few seconds are not logged. `log` is the root pino logger.
+ */
+export function requestLine(log: Logger, fields: RequestLineFields): void {
+  if (fields.url.startsWith('/health')) return;
+  const level = fields.statusCode >= 500 ? 'error' : fields.statusCode >= 400 ? 'warn' : 'info';
+  if (!log.isLevelEnabled(level)) return;
+  log[level](
+    {
+      req: {
+        id: fields.id,
+        method: fields.method,
+        url: fields.url,
+        remoteAddress: fields.remoteAddress,
+      },
+      res: { statusCode: fields.statusCode },
+      responseTime: Math.round(fields.responseTimeMs),
+    },
+    'request completed',
+  );
 }
 
 /** The production destination, once made (one per process). */

@@ -1,5 +1,5 @@
 import { ArgumentsHost, Catch, ExceptionFilter, Injectable, Logger } from '@nestjs/common';
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { toErrorEnvelope } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AdminAccess } from './admin-access.service.js';
@@ -28,7 +28,8 @@ export class AdminPageFilter implements ExceptionFilter {
   catch(exception: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<FastifyReply>();
     const { status, body, errorId } = toErrorEnvelope(exception);
-    if (errorId) this.log.error({ errorId, err: exception }, 'admin page failed');
+    const requestId = host.switchToHttp().getRequest<FastifyRequest>().id;
+    if (errorId) this.log.error({ errorId, requestId, err: exception }, 'admin page failed');
     if (res.sent || res.raw.headersSent) return;
     const hint =
       status === 403

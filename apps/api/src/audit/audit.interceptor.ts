@@ -50,7 +50,10 @@ export class AuditInterceptor implements NestInterceptor {
           this.config.AUDIT_RETENTION_MS,
         )
         .catch((err: Error) =>
-          this.log.warn({ err: err.message }, 'admin action not written to the audit log'),
+          this.log.warn(
+            { requestId: request.id, err: err.message },
+            'admin action not written to the audit log',
+          ),
         );
     return next.handle().pipe(
       tap({

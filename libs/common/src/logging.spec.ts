@@ -1,0 +1,65 @@
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { loggerParams, requestLine, type RequestLineFields } from './logging.js';
+
+/** A logger built as the processes build theirs (loggerParams), writing to an array. */
+function capture(level = 'info') {
+  const lines: Record<string, unknown>[] = [];
+  const [options] = loggerParams({ production: true, level }).pinoHttp as [pino.LoggerOptions];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { log: pino({ ...options, level }, sink), lines };
+}
+
+const fields = (overrides: Partial<RequestLineFields> = {}): RequestLineFields => ({
+  id: 'req-1',
+  method: 'POST',
+  url: '/api/v1/messages/text',
+  remoteAddress: '127.0.0.1',
+  statusCode: 202,
+  responseTimeMs: 3.4,
+  ...overrides,
+});
+
+describe('requestLine', () => {
+  it('logs one line naming the request, its status and time, at a level its status sets', () => {
+    const { log, lines } = capture();
+    requestLine(log, fields());
+    requestLine(log, fields({ id: 'req-2', statusCode: 404 }));
+    requestLine(log, fields({ id: 'req-3', statusCode: 503 }));
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toMatchObject({
+      level: 30,
+      msg: 'request completed',
+      req: {
+        id: 'req-1',
+        method: 'POST',
+        url: '/api/v1/messages/text',
+        remoteAddress: '127.0.0.1',
+      },
+      res: { statusCode: 202 },
+      responseTime: 3,
+    });
+    expect(lines.map((line) => [(line.req as { id: string }).id, line.level])).toEqual([
+      ['req-1', 30],
+      ['req-2', 40],
+      ['req-3', 50],
+    ]);
+  });
+
+  it('skips health probes, and lines below the level', () => {
+    const { log, lines } = capture('warn');
+    requestLine(log, fields({ url: '/health/ready', statusCode: 503 }));
+    requestLine(log, fields());
+    requestLine(log, fields({ statusCode: 401 }));
+    expect(lines.map((line) => (line.res as { statusCode: number }).statusCode)).toEqual([401]);
+  });
+
+  it('mounts no request middleware (no AsyncLocalStorage on the hot path)', () => {
+    expect(loggerParams({ production: true, level: 'info' }).forRoutes).toEqual([]);
+  });
+});
