@@ -15,9 +15,20 @@ import { createHash, randomUUID } from 'node:crypto';
  * Prefixes hold no ':' and session ids no '#', so no two kinds of tag can look alike.
  */
 
+/** Shards of the sessions seen lately (a request builds three or four of a session's keys). */
+const shards = new Map<string, string>();
+/** Bounds the memo: ids come from requests, and an unknown one is hashed like any other. */
+const SHARDS_KEPT = 10_000;
+
 /** A session's shard: 3 hex digits of SHA-1 of its id (4,096 shards). As shard_of in Lua. */
 export function shardOf(sessionId: string): string {
-  return createHash('sha1').update(sessionId).digest('hex').slice(0, 3);
+  let shard = shards.get(sessionId);
+  if (shard === undefined) {
+    shard = createHash('sha1').update(sessionId).digest('hex').slice(0, 3);
+    if (shards.size >= SHARDS_KEPT) shards.clear();
+    shards.set(sessionId, shard);
+  }
+  return shard;
 }
 
 const MESSAGE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/;

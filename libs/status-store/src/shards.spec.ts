@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { EventScriptArgs, LuaScript, newEventId, withEventPublishing } from './event-script.js';
@@ -33,6 +33,14 @@ describe('shards: ids carry their session shard', () => {
   it('spreads sessions over the shards', () => {
     const shards = new Set(Array.from({ length: 1_000 }, (_, i) => shardOf(`s${i}`)));
     expect(shards.size).toBeGreaterThan(850);
+  });
+
+  it('answers from its memo what the hash says, also after the memo was emptied when full', () => {
+    const sha1 = (id: string) => createHash('sha1').update(id).digest('hex').slice(0, 3);
+    const ids = Array.from({ length: 12_000 }, (_, i) => `memo-${i}`);
+    for (const id of ids) expect(shardOf(id)).toBe(sha1(id));
+    for (const id of ids.slice(0, 50)) expect(shardOf(id)).toBe(sha1(id));
+    expect(shardOf('main')).toBe('b28');
   });
 });
 
