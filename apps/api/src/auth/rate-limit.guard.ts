@@ -40,8 +40,25 @@ export class RateLimitGuard extends ThrottlerGuard {
     super(options, storage, reflector);
   }
 
-  protected override async shouldSkip(): Promise<boolean> {
-    return this.config.RATE_LIMIT_PER_MINUTE === 0;
+  /**
+   * The library's check with our one throttler's options as configured. The base class looks
+   * up per-route overrides (@Throttle, @SkipThrottle) on every request, five reflections and
+   * as many awaits; no route has one, so the lookups are skipped (add them back here with the
+   * first route that needs its own limit).
+   */
+  override async canActivate(context: ExecutionContext): Promise<boolean> {
+    if (this.config.RATE_LIMIT_PER_MINUTE === 0) return true;
+    const [throttler] = this.throttlers;
+    const ttl = throttler.ttl as number;
+    return this.handleRequest({
+      context,
+      limit: throttler.limit as number,
+      ttl,
+      blockDuration: (throttler.blockDuration as number | undefined) ?? ttl,
+      throttler,
+      getTracker: this.commonOptions.getTracker!,
+      generateKey: this.commonOptions.generateKey!,
+    });
   }
 
   protected override async getTracker(request: FastifyRequest): Promise<string> {
