@@ -11,9 +11,7 @@ import {
 import type { FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
 import { AppConfig } from '@app/config';
-import { LuaScript, RedisKeys } from '@app/status-store';
-import { ThrottlerStorageRedisService } from '@nest-lab/throttler-storage-redis';
-import type { Redis } from 'ioredis';
+import { RedisKeys } from '@app/status-store';
 import { callerOf } from './api-keys.service.js';
 
 /**
@@ -24,7 +22,7 @@ export const RATE_LIMIT = 'default';
 
 /**
  * RATE_LIMIT_PER_MINUTE requests a minute per caller, counted in Redis across api replicas
- * (@nestjs/throttler with @nest-lab/throttler-storage-redis). It runs after authentication,
+ * (@nestjs/throttler's guard with RateLimitStorage). It runs after authentication,
  * so the caller is a verified API key (by its digest) or admin user, never a guessed one.
  * Past the limit: 429 RATE_LIMITED with Retry-After; every answer carries X-RateLimit-*.
  */
@@ -78,40 +76,5 @@ export class RateLimitGuard extends ThrottlerGuard {
       'RATE_LIMITED',
       `Rate limit of ${detail.limit} requests a minute reached; retry in ${detail.timeToBlockExpire} s`,
     );
-  }
-}
-
-/**
- * @nest-lab/throttler-storage-redis with its own script, run by EVALSHA: the library sends the
- * whole script with every request (EVAL), which costs Redis and the api on every call.
- */
-export class RateLimitStorage extends ThrottlerStorageRedisService {
-  private readonly script: LuaScript;
-
-  constructor(redis: Redis) {
-    super(redis);
-    this.script = new LuaScript(this.scriptSrc);
-  }
-
-  /** As the library's increment (same keys, script and answer), one EVALSHA. */
-  override async increment(
-    key: string,
-    ttl: number,
-    limit: number,
-    blockDuration: number,
-    throttlerName: string,
-  ) {
-    const tag = `{${key}:${throttlerName}}`;
-    const [totalHits, timeToExpire, isBlocked, timeToBlockExpire] = (await this.script.run(
-      this.redis as Redis,
-      [`${tag}:hits`, `${tag}:blocked`],
-      [throttlerName, ttl, limit, blockDuration],
-    )) as [number, number, number, number];
-    return {
-      totalHits,
-      timeToExpire: Math.ceil(timeToExpire / 1000),
-      isBlocked: isBlocked === 1,
-      timeToBlockExpire: Math.ceil(timeToBlockExpire / 1000),
-    };
   }
 }
