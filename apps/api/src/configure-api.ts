@@ -62,15 +62,23 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
   server.addHook('onRequest', refuseUnreadableBodies);
   // A line per answered request (loggerParams says why not nestjs-pino's middleware).
   const log = PinoLogger.root;
-  server.addHook('onResponse', (request, reply, done) => {
+  const line = (request: FastifyRequest, statusCode: number | null, responseTimeMs?: number) =>
     requestLine(log, {
       id: request.id,
       method: request.method,
       url: request.url,
       remoteAddress: request.socket.remoteAddress,
-      statusCode: reply.statusCode,
-      responseTimeMs: reply.elapsedTime,
+      statusCode,
+      responseTimeMs,
+      aborted: statusCode === null,
     });
+  server.addHook('onResponse', (request, reply, done) => {
+    line(request, reply.statusCode, reply.elapsedTime);
+    done();
+  });
+  // A client that hangs up first gets no answer, and so no onResponse.
+  server.addHook('onRequestAbort', (request, done) => {
+    line(request, null);
     done();
   });
   await configureUploads(app, config);

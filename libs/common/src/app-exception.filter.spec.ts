@@ -71,6 +71,17 @@ describe('toErrorEnvelope', () => {
     ).not.toContain('parser words');
   });
 
+  it('answers a body its client gave up sending as 400, not an unhandled 500', () => {
+    const aborted = Object.assign(new Error('aborted'), { code: 'ECONNRESET' });
+    const result = toErrorEnvelope(aborted);
+    expect(result.status).toBe(400);
+    expect(result.errorId).toBeUndefined();
+    // A connection reset anywhere else is still an error of ours.
+    expect(
+      toErrorEnvelope(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' })).status,
+    ).toBe(500);
+  });
+
   it('maps Redis being unreachable to 503 UNAVAILABLE', () => {
     const gaveUp = Object.assign(new Error('Reached the max retries per request limit'), {
       name: 'MaxRetriesPerRequestError',

@@ -115,6 +115,10 @@ function describeRequestError(error: unknown): { status: number; body: ErrorEnve
   // Fastify's JSON parser marks a syntax error (or a __proto__ key) with a 400.
   if (error instanceof SyntaxError && err?.statusCode === 400)
     return answer(400, 'BAD_REQUEST', 'Request body is not valid JSON');
+  // The client hung up while its body was being read (node's "aborted"): nobody gets the
+  // answer, and it is not our error (the request line says "request aborted").
+  if (err?.code === 'ECONNRESET' && (error as Error).message === 'aborted')
+    return answer(400, 'BAD_REQUEST', 'The request was aborted by the client');
   if (typeof err?.code === 'string' && err.code.startsWith('FST_ERR_') && err.statusCode! < 500)
     return answer(400, 'BAD_REQUEST', 'Request could not be read');
   return undefined;

@@ -51,6 +51,15 @@ describe('requestLine', () => {
     ]);
   });
 
+  it('logs a request its client gave up on at warn, with no status', () => {
+    const { log, lines } = capture();
+    requestLine(log, fields({ statusCode: null, responseTimeMs: undefined, aborted: true }));
+    expect(lines).toEqual([
+      expect.objectContaining({ level: 40, msg: 'request aborted', res: { statusCode: null } }),
+    ]);
+    expect(lines[0]).not.toHaveProperty('responseTime');
+  });
+
   it('skips health probes, and lines below the level', () => {
     const { log, lines } = capture('warn');
     requestLine(log, fields({ url: '/health/ready', statusCode: 503 }));

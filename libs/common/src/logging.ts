@@ -67,17 +67,22 @@ export interface RequestLineFields {
   method: string;
   url: string;
   remoteAddress?: string;
-  statusCode: number;
-  responseTimeMs: number;
+  /** Null for a request the client gave up on before its answer (`aborted`). */
+  statusCode: number | null;
+  /** Unknown for an aborted request. */
+  responseTimeMs?: number;
+  aborted?: boolean;
 }
 
 /**
  * The line logged when a request was answered, at a level its status sets (5xx error, 4xx
- * warn); health probes every few seconds are not logged. `log` is the root pino logger.
+ * warn), or given up on by its client (warn); health probes every few seconds are not logged.
+ * `log` is the root pino logger.
  */
 export function requestLine(log: Logger, fields: RequestLineFields): void {
   if (fields.url.startsWith('/health')) return;
-  const level = fields.statusCode >= 500 ? 'error' : fields.statusCode >= 400 ? 'warn' : 'info';
+  const status = fields.statusCode ?? 0;
+  const level = status >= 500 ? 'error' : status >= 400 || fields.aborted ? 'warn' : 'info';
   if (!log.isLevelEnabled(level)) return;
   log[level](
     {
@@ -88,9 +93,10 @@ export function requestLine(log: Logger, fields: RequestLineFields): void {
         remoteAddress: fields.remoteAddress,
       },
       res: { statusCode: fields.statusCode },
-      responseTime: Math.round(fields.responseTimeMs),
+      responseTime:
+        fields.responseTimeMs === undefined ? undefined : Math.round(fields.responseTimeMs),
     },
-    'request completed',
+    fields.aborted ? 'request aborted' : 'request completed',
   );
 }
 

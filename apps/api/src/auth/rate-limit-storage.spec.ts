@@ -67,14 +67,44 @@ describe('RateLimitStorage (real Redis)', () => {
     });
   });
 
-  it('fails every hit of a call that Redis refused', async () => {
-    const broken = createRedis('redis://127.0.0.1:1', { name: 'rate-limit-broken' });
-    broken.on('error', () => undefined);
-    const storage = new RateLimitStorage(broken);
-    const results = await Promise.allSettled(
-      Array.from({ length: 3 }, () => storage.increment(key(), 60_000, 5, 60_000, 'default')),
+  it('blocks every hit of a batch that comes while its caller is blocked', async () => {
+    const storage = new RateLimitStorage(redis);
+    const caller = key();
+    const hit = () => storage.increment(caller, 60_000, 2, 60_000, 'default');
+    await hit();
+    await hit();
+    expect((await hit()).isBlocked).toBe(true);
+    const batch = await Promise.all(Array.from({ length: 5 }, hit));
+    expect(batch.every((record) => record.isBlocked && record.timeToBlockExpire > 55)).toBe(true);
+  });
+
+  it('checks the limit again when it starts a new window after a block without time left', async () => {
+    const storage = new RateLimitStorage(redis);
+    const caller = key();
+    const hits = Array.from({ length: 6 }, () =>
+      storage.increment(caller, 60_000, 2, 60_000, 'default'),
     );
-    expect(results.every((result) => result.status === 'rejected')).toBe(true);
-    broken.disconnect();
+    // Sent on the same connection after the first hit's call and before the five behind it: a
+    // block key with no time left, which the script takes for a block that just ended.
+    await redis.set(`{${caller}:default}:blocked`, '1');
+    const [first, ...batch] = await Promise.all(hits);
+    expect(first).toMatchObject({ totalHits: 1, isBlocked: false });
+    // The five start a new window together and pass its limit of two: the last three blocked.
+    expect(batch.map((record) => record.totalHits).sort()).toEqual([1, 2, 3, 4, 5]);
+    expect(batch.filter((record) => record.isBlocked)).toHaveLength(3);
+    expect(await redis.pttl(`{${caller}:default}:blocked`)).toBeGreaterThan(55_000);
+  });
+
+  it('fails every hit of a call Redis refused, those queued behind it too, and counts the hits after', async () => {
+    const storage = new RateLimitStorage(redis);
+    const caller = key();
+    const hit = () => storage.increment(caller, 60_000, 50, 60_000, 'default');
+    // INCRBY refuses a count that is not a number: the first call and the batch behind it fail.
+    await redis.set(`{${caller}:default}:hits`, 'not-a-number');
+    const refused = await Promise.allSettled(Array.from({ length: 5 }, hit));
+    expect(refused.map((result) => result.status)).toEqual(Array(5).fill('rejected'));
+    await redis.del(`{${caller}:default}:hits`);
+    const counted = await Promise.all(Array.from({ length: 3 }, hit));
+    expect(counted.map((record) => record.totalHits).sort()).toEqual([1, 2, 3]);
   });
 });

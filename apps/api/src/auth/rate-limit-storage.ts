@@ -27,7 +27,12 @@ end
 if blocked and block_left <= 0 then
   redis.call('DEL', KEYS[2])
   redis.call('SET', KEYS[1], delta, 'PX', ttl)
-  hits, expires, blocked, before = delta, ttl, false, 0
+  hits, expires, blocked, before, block_left = delta, ttl, false, 0, 0
+  -- Many hits at once may pass the limit again in the new window.
+  if hits > limit then
+    redis.call('SET', KEYS[2], 1, 'PX', block_ms)
+    blocked, block_left = '1', block_ms
+  end
 end
 return { hits, expires, blocked and 1 or 0, block_left, before }
 `);
@@ -64,27 +69,33 @@ export class RateLimitStorage implements ThrottlerStorage {
     throttlerName: string,
   ): Promise<ThrottlerStorageRecord> {
     const tag = `{${key}:${throttlerName}}`;
+    // Hits counted together share their limits too: other limits wait in a queue of their own.
+    const queueId = `${tag} ${ttl} ${limit} ${blockDuration}`;
     return new Promise((resolve, reject) => {
-      const queue = this.waiting.get(tag);
+      const queue = this.waiting.get(queueId);
       if (queue) queue.push({ resolve, reject });
-      else this.waiting.set(tag, [{ resolve, reject }]);
-      if (!this.counting.has(tag)) void this.count(tag, ttl, limit, blockDuration, throttlerName);
+      else this.waiting.set(queueId, [{ resolve, reject }]);
+      if (!this.counting.has(queueId))
+        void this.count(queueId, tag, ttl, limit, blockDuration, throttlerName);
     });
   }
 
-  /** Counts what waits for `tag` in one call, then what came meanwhile. */
+  /** Counts what waits in `queueId` in one call, then what came meanwhile. */
   private async count(
+    queueId: string,
     tag: string,
     ttl: number,
     limit: number,
     blockDuration: number,
     throttlerName: string,
   ): Promise<void> {
-    const hits = this.waiting.get(tag);
+    const hits = this.waiting.get(queueId);
     if (!hits) return;
-    this.waiting.delete(tag);
-    this.counting.add(tag);
+    this.waiting.delete(queueId);
+    this.counting.add(queueId);
     try {
+      // (Were the connection lost after Redis ran it, ioredis could send it again and count
+      // these hits twice: a caller is then refused a little early, never late.)
       const [total, expiresMs, blocked, blockLeftMs, blockedBefore] = (await COUNT.run(
         this.redis,
         [`${tag}:hits`, `${tag}:blocked`],
@@ -104,8 +115,9 @@ export class RateLimitStorage implements ThrottlerStorage {
     } catch (err) {
       for (const hit of hits) hit.reject(err);
     } finally {
-      this.counting.delete(tag);
-      if (this.waiting.has(tag)) void this.count(tag, ttl, limit, blockDuration, throttlerName);
+      this.counting.delete(queueId);
+      if (this.waiting.has(queueId))
+        void this.count(queueId, tag, ttl, limit, blockDuration, throttlerName);
     }
   }
 }
