@@ -365,6 +365,17 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     expect(refusals.byStatus, states.join('\n')).toEqual({});
   };
 
+  // The worker stopped while the api alone is measured: its heartbeat (every 5 s) goes stale
+  // after 15 s, so a stop must stay well below 10 s (a closed-loop round or a 5 s open loop).
+  const stopWorker = () => process.kill(workerPid, 'SIGSTOP');
+  const resumeWorker = () => {
+    try {
+      process.kill(workerPid, 'SIGCONT');
+    } catch {
+      // Gone already: alive('worker') says why.
+    }
+  };
+
   const accepted = (server: Server, ids: string[]) => {
     if (server === ours) oursAccepted += ids.length;
   };
@@ -641,9 +652,9 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
         const redisBefore = await redisCpuMicros(redis);
         // The api is measured alone, as the bare handler is (nothing consumes its queue): our
         // worker is stopped while the round runs, then sends what it accepted.
-        if (server === ours) process.kill(workerPid, 'SIGSTOP');
+        if (server === ours) stopWorker();
         const { seconds, ids } = await closedLoop(server, REQUESTS, refusals).finally(() => {
-          if (server === ours) process.kill(workerPid, 'SIGCONT');
+          if (server === ours) resumeWorker();
         });
         const cpuUs = (await cpuMicros(server.pid)) - cpuBefore;
         const redisUs = (await redisCpuMicros(redis)) - redisBefore;
@@ -704,9 +715,9 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       // then as deployed, its worker sending what it accepts on the same two cores.
       for (const deployed of [false, true]) {
         const before = refusals.count;
-        if (!deployed) process.kill(workerPid, 'SIGSTOP');
+        if (!deployed) stopWorker();
         const figures = await openLoop(ours, refusals).finally(() => {
-          if (!deployed) process.kill(workerPid, 'SIGCONT');
+          if (!deployed) resumeWorker();
         });
         runs[deployed ? 'oursWithWorker' : 'ours'].push(figures);
         oursAccepted += figures.requests - (refusals.count - before);
@@ -794,6 +805,8 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
 /** SIGTERM, then SIGKILL if the process is still there after 10 s; resolves once it exited. */
 async function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
+  // A worker stopped by a failed round must run to hear SIGTERM.
+  child.kill('SIGCONT');
   child.kill('SIGTERM');
   const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
   await exited(child);
@@ -849,7 +862,7 @@ function table(): string {
   if (latency)
     rows.push(
       [
-        `latency p50 ms @ ${RATE}/s`,
+        `latency p50 ms @ ${RATE}/s (that round)`,
         latency.bare.latencyMs.p50,
         latency.ours.latencyMs.p50,
         latency.oursOverBare.p50,
