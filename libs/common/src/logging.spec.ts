@@ -60,6 +60,28 @@ describe('requestLine', () => {
     expect(lines[0]).not.toHaveProperty('responseTime');
   });
 
+  it('writes only the request line fields of whatever is logged as req (no headers)', () => {
+    const { log, lines } = capture();
+    log.info(
+      {
+        req: {
+          id: 'req-9',
+          method: 'GET',
+          url: '/x',
+          headers: { 'x-api-key': 'secret-key', cookie: 'c=1' },
+          socket: { remoteAddress: '10.0.0.1' },
+        },
+      },
+      'oops',
+    );
+    expect(lines[0].req).toEqual({
+      id: 'req-9',
+      method: 'GET',
+      url: '/x',
+      remoteAddress: '10.0.0.1',
+    });
+  });
+
   it('skips health probes, and lines below the level', () => {
     const { log, lines } = capture('warn');
     requestLine(log, fields({ url: '/health/ready', statusCode: 503 }));

@@ -38,10 +38,20 @@ export function loggerParams(options: LoggingOptions): Params {
   const http: Options = {
     level: options.level,
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
-    // requestLine's fields as they are: pino-http's own req/res serializers would read them
-    // as node's request and response objects (and find no status).
+    // What a request line says, and never more, whatever is logged as `req` or `res`: no
+    // headers (keys, credentials, cookies), no body. requestLine gives these fields; a node
+    // request or response given by mistake is read for the same few.
     wrapSerializers: false,
-    serializers: { req: asIs, res: asIs, err: stdSerializers.err },
+    serializers: {
+      req: (req: LoggedRequest) => ({
+        id: req.id,
+        method: req.method,
+        url: req.originalUrl ?? req.url,
+        remoteAddress: req.remoteAddress ?? req.socket?.remoteAddress,
+      }),
+      res: (res: { statusCode: number | null }) => ({ statusCode: res.statusCode }),
+      err: stdSerializers.err,
+    },
     transport: !pretty
       ? undefined
       : {
@@ -59,7 +69,15 @@ export function loggerParams(options: LoggingOptions): Params {
   };
 }
 
-const asIs = <T>(value: T): T => value;
+/** A request as a line reads it: requestLine's fields, or node's request object. */
+interface LoggedRequest {
+  id?: unknown;
+  method?: string;
+  url?: string;
+  originalUrl?: string;
+  remoteAddress?: string;
+  socket?: { remoteAddress?: string };
+}
 
 /** What a request line says of a request: never its headers (keys, credentials, cookies) or body. */
 export interface RequestLineFields {
