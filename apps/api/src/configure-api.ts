@@ -70,7 +70,6 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
       remoteAddress: request.socket.remoteAddress,
       statusCode,
       responseTimeMs,
-      aborted: statusCode === null,
     });
   server.addHook('onResponse', (request, reply, done) => {
     line(request, reply.statusCode, reply.elapsedTime);

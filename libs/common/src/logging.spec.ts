@@ -53,7 +53,7 @@ describe('requestLine', () => {
 
   it('logs a request its client gave up on at warn, with no status', () => {
     const { log, lines } = capture();
-    requestLine(log, fields({ statusCode: null, responseTimeMs: undefined, aborted: true }));
+    requestLine(log, fields({ statusCode: null, responseTimeMs: undefined }));
     expect(lines).toEqual([
       expect.objectContaining({ level: 40, msg: 'request aborted', res: { statusCode: null } }),
     ]);

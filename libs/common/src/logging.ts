@@ -85,11 +85,10 @@ export interface RequestLineFields {
   method: string;
   url: string;
   remoteAddress?: string;
-  /** Null for a request the client gave up on before its answer (`aborted`). */
+  /** Null for a request the client gave up on before its answer ("request aborted"). */
   statusCode: number | null;
   /** Unknown for an aborted request. */
   responseTimeMs?: number;
-  aborted?: boolean;
 }
 
 /**
@@ -99,8 +98,9 @@ export interface RequestLineFields {
  */
 export function requestLine(log: Logger, fields: RequestLineFields): void {
   if (fields.url.startsWith('/health')) return;
-  const status = fields.statusCode ?? 0;
-  const level = status >= 500 ? 'error' : status >= 400 || fields.aborted ? 'warn' : 'info';
+  const status = fields.statusCode;
+  const level =
+    status === null ? 'warn' : status >= 500 ? 'error' : status >= 400 ? 'warn' : 'info';
   if (!log.isLevelEnabled(level)) return;
   log[level](
     {
@@ -114,7 +114,7 @@ export function requestLine(log: Logger, fields: RequestLineFields): void {
       responseTime:
         fields.responseTimeMs === undefined ? undefined : Math.round(fields.responseTimeMs),
     },
-    fields.aborted ? 'request aborted' : 'request completed',
+    status === null ? 'request aborted' : 'request completed',
   );
 }
 
