@@ -60,7 +60,7 @@ describe('requestLine', () => {
     expect(lines[0]).not.toHaveProperty('responseTime');
   });
 
-  it('writes only the request line fields of whatever is logged as req (no headers)', () => {
+  it('writes only the request line fields of whatever is logged as req or res (no headers)', () => {
     const { log, lines } = capture();
     log.info(
       {
@@ -71,6 +71,7 @@ describe('requestLine', () => {
           headers: { 'x-api-key': 'secret-key', cookie: 'c=1' },
           socket: { remoteAddress: '10.0.0.1' },
         },
+        res: { statusCode: 200, headers: { 'set-cookie': 'session=secret-cookie' } },
       },
       'oops',
     );
@@ -80,6 +81,8 @@ describe('requestLine', () => {
       url: '/x',
       remoteAddress: '10.0.0.1',
     });
+    expect(lines[0].res).toEqual({ statusCode: 200 });
+    expect(JSON.stringify(lines[0])).not.toMatch(/secret/);
   });
 
   it('skips health probes, and lines below the level', () => {

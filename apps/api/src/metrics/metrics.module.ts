@@ -1,7 +1,7 @@
 import { Module } from '@nestjs/common';
 import { PrometheusModule, makeCounterProvider } from '@willsoto/nestjs-prometheus';
 import { register } from 'prom-client';
-import { HTTP_REQUESTS, HttpMetrics } from './http-metrics.js';
+import { HTTP_REQUESTS, HttpMetrics, collectHttpRequests } from './http-metrics.js';
 import { MetricsController } from './metrics.controller.js';
 import { MetricsTokenGuard } from './metrics-token.guard.js';
 
@@ -24,6 +24,7 @@ import { MetricsTokenGuard } from './metrics-token.guard.js';
       name: HTTP_REQUESTS,
       help: 'HTTP requests answered, by route and status',
       labelNames: ['method', 'route', 'status'],
+      collect: collectHttpRequests,
     }),
     HttpMetrics,
   ],
