@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
-import { sendQueueName } from '@app/queue';
+import { QueueProducer, sendQueueName } from '@app/queue';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
@@ -15,6 +15,14 @@ function mainQueues(stack: ReturnType<typeof useStack>) {
   };
 }
 
+/**
+ * Makes the accepted sends of session main jobs now (a session not READY has no consumer to do
+ * it at once; its worker's sweep would, later).
+ */
+async function makeJobs(stack: ReturnType<typeof useStack>) {
+  await stack.worker!.get(QueueProducer).moveIntake('main', { attempts: 5, backoffMs: 50 });
+}
+
 /** Moves the jobs of `current` to `legacy`, as an earlier version would have left them. */
 async function leaveInOldQueue(current: Queue, legacy: Queue) {
   const jobs = await current.getJobs(['waiting', 'delayed']);
@@ -22,6 +30,7 @@ async function leaveInOldQueue(current: Queue, legacy: Queue) {
     await legacy.add(job.name, job.data, {
       ...job.opts,
       jobId: job.id,
+      timestamp: undefined,
       delay: Math.max(0, job.timestamp + (job.delay ?? 0) - Date.now()),
     });
     await job.remove();
@@ -44,6 +53,12 @@ describe("a session's send queue under its own hash tag, and jobs left where it 
     });
     expect(waiting.status).toBe(202);
     const id = waiting.body.data.id as string;
+    // Accepted into the session's intake (in its shard, with its record), then made a job.
+    expect(await stack.redis.lrange(stack.keys.sendIntake('main'), 0, -1)).toEqual([
+      expect.stringContaining(id),
+    ]);
+    await makeJobs(stack);
+    expect(await stack.redis.llen(stack.keys.sendIntake('main'))).toBe(0);
     const tag = `{${stack.keys.root.slice(1, -1)}:main}`;
     expect(await stack.redis.exists(`${tag}:bull:${sendQueueName('main')}:${id}`)).toBe(1);
     expect(await stack.redis.keys(`${stack.keys.root}:bull:${sendQueueName('main')}:*`)).toEqual(
@@ -61,6 +76,7 @@ describe("a session's send queue under its own hash tag, and jobs left where it 
         sendAt: sendAt.toISOString(),
       });
       expect(scheduled.status).toBe(202);
+      await makeJobs(stack);
       // As an earlier version left them: both jobs in the old queue, none in the new one.
       const jobs = await leaveInOldQueue(current, legacy);
       expect(jobs).toHaveLength(2);
@@ -111,6 +127,7 @@ describe('jobs left in the old queue of a session that does not come back', () =
         text: 'never linked',
       });
       expect(accepted.status).toBe(202);
+      await makeJobs(stack);
       expect(await leaveInOldQueue(current, legacy)).toHaveLength(1);
       const failed = await stack.waitForStatus(accepted.body.data.id, 'failed', 10_000);
       expect(failed.error).toMatchObject({ code: 'EXPIRED' });

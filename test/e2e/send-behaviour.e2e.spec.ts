@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { MessageRepository, PacingRepository } from '@app/status-store';
-import { QueueProducer } from '@app/queue';
+import { MessageRepository, PacingRepository, SendQueueBell } from '@app/status-store';
+import { JobName, QueueProducer } from '@app/queue';
 import { EngineError, textFingerprint } from '@app/whatsapp';
 import { SendService } from '../../apps/worker/src/send/send.service.js';
 import { eventually } from '../support/eventually.js';
@@ -120,12 +120,12 @@ describe('retries and duplicates', () => {
     await eventually(async () => expect(await queue.getJobState(body.data.id)).toBe('completed'));
     // Run the same job again, as a stalled or replayed job would be.
     await (await queue.getJob(body.data.id))!.remove();
-    await stack
-      .api!.get(QueueProducer)
-      .enqueueSends([{ sessionId: 'main', messageId: body.data.id }], {
-        attempts: 3,
-        backoffMs: 20,
-      });
+    await queue.add(
+      JobName.SendMessage,
+      { messageId: body.data.id },
+      { jobId: body.data.id, attempts: 3 },
+    );
+    stack.worker!.get(SendQueueBell).ring('main');
     await eventually(async () => {
       const job = await queue.getJob(body.data.id);
       expect(job?.returnvalue).toBe('already-sent');

@@ -1,7 +1,7 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { Queue, type QueueOptions } from 'bullmq';
-import { REDIS, RedisKeys, SendQueueBell } from '@app/status-store';
+import { REDIS, RedisKeys, SendIntake, SendQueueBell } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import {
   JobName,
@@ -13,6 +13,8 @@ import {
 
 /** How far ahead a job moved from a session's old queue is scheduled, at least. */
 const LEGACY_MOVE_DELAY_MS = 1_000;
+/** Intake entries made jobs per addBulk. */
+const INTAKE_BATCH = 500;
 
 /** Adds jobs to the per-session send queues. Queues are opened on first use and kept. */
 @Injectable()
@@ -24,6 +26,7 @@ export class QueueProducer implements OnApplicationShutdown {
     private readonly bell: SendQueueBell,
     private readonly keys: RedisKeys,
     @Inject(REDIS) private readonly redis: Redis,
+    private readonly intake: SendIntake,
   ) {}
 
   /** A session's send queue, under the session's own hash tag. */
@@ -60,6 +63,8 @@ export class QueueProducer implements OnApplicationShutdown {
           await target.add(job.name, job.data, {
             ...job.opts,
             jobId: job.id,
+            // Scheduled from now (BullMQ counts a delay from the job's timestamp).
+            timestamp: undefined,
             delay: Math.max(LEGACY_MOVE_DELAY_MS, due - Date.now()),
           });
           try {
@@ -130,45 +135,85 @@ export class QueueProducer implements OnApplicationShutdown {
   }
 
   /**
-   * Queues one send job per message (`jobId` is the message id, so a message is queued once),
-   * with one `addBulk` per session queue: a batch of 1,000 costs a few round trips, not 1,000.
+   * Makes the session's accepted sends (its SendIntake, written by the api with each record)
+   * jobs of its send queue, oldest first, in batches of INTAKE_BATCH (one addBulk each), and
+   * returns how many. An entry is removed only once its job exists; a job added twice (a
+   * worker that stopped between the two, or two workers at once) is one job, as its id is the
+   * message's. A scheduled send's job is delayed until it is due. One move at a time per
+   * session in this process: a call during a move waits for it, and for one more pass.
    */
-  async enqueueSends(
-    sends: { sessionId: string; messageId: string; requestId?: string; delayMs?: number }[],
-    retry: { attempts: number; backoffMs: number },
-  ): Promise<void> {
-    const bySession = new Map<string, typeof sends>();
-    for (const send of sends) {
-      const jobs = bySession.get(send.sessionId);
-      if (jobs) jobs.push(send);
-      else bySession.set(send.sessionId, [send]);
+  moveIntake(sessionId: string, retry: { attempts: number; backoffMs: number }): Promise<number> {
+    const current = this.moving.get(sessionId);
+    if (current) {
+      current.again = true;
+      return current.done;
     }
-    await Promise.all(
-      [...bySession].map(async ([sessionId, jobs]) => {
-        const queue = this.queueFor(sessionId);
-        const job = (send: (typeof sends)[number]) => ({
-          name: JobName.SendMessage,
-          data: { messageId: send.messageId, requestId: send.requestId },
-          opts: {
-            jobId: send.messageId,
-            attempts: retry.attempts,
-            backoff: { type: 'exponential' as const, delay: retry.backoffMs },
-            delay: send.delayMs,
-            removeOnComplete: { age: 24 * 3600, count: 10_000 },
-            removeOnFail: { age: 7 * 24 * 3600 },
-          },
-        });
-        // One job is one script call; addBulk's pipeline would cost more than the job.
-        if (jobs.length === 1) {
-          const { name, data, opts } = job(jobs[0]);
-          await queue.add(name, data, opts);
-        } else await queue.addBulk(jobs.map(job));
-        // The session's consumer waits for this instead of blocking a Redis connection. Not
-        // awaited (the jobs are in Redis already): were the ring lost, the consumer's periodic
-        // look at its queue still finds them.
-        void this.bell.ring(sessionId).catch(() => undefined);
-      }),
-    );
+    const move = { again: false, done: Promise.resolve(0) };
+    move.done = (async () => {
+      let moved = 0;
+      try {
+        do {
+          move.again = false;
+          moved += await this.moveIntakeOnce(sessionId, retry);
+        } while (move.again);
+        return moved;
+      } finally {
+        this.moving.delete(sessionId);
+      }
+    })();
+    this.moving.set(sessionId, move);
+    return move.done;
+  }
+
+  private readonly moving = new Map<string, { again: boolean; done: Promise<number> }>();
+
+  private async moveIntakeOnce(
+    sessionId: string,
+    retry: { attempts: number; backoffMs: number },
+  ): Promise<number> {
+    let moved = 0;
+    for (;;) {
+      const batch = await this.intake.oldest(sessionId, INTAKE_BATCH);
+      if (batch.length === 0) return moved;
+      const jobs = batch.flatMap(({ entry }) =>
+        entry
+          ? [
+              {
+                name: JobName.SendMessage,
+                data: { messageId: entry.messageId, requestId: entry.requestId },
+                opts: {
+                  jobId: entry.messageId,
+                  attempts: retry.attempts,
+                  backoff: { type: 'exponential' as const, delay: retry.backoffMs },
+                  // Its time in the queue counts from when it was accepted, and BullMQ
+                  // schedules a delayed job from its timestamp: due exactly when it is due.
+                  timestamp: entry.acceptedAt,
+                  delay:
+                    entry.dueAt > entry.acceptedAt ? entry.dueAt - entry.acceptedAt : undefined,
+                  removeOnComplete: { age: 24 * 3600, count: 10_000 },
+                  removeOnFail: { age: 7 * 24 * 3600 },
+                },
+              },
+            ]
+          : [],
+      );
+      if (jobs.length) await this.queueFor(sessionId).addBulk(jobs);
+      await this.intake.remove(
+        sessionId,
+        batch.map(({ raw }) => raw),
+      );
+      moved += jobs.length;
+      if (batch.length < INTAKE_BATCH) return moved;
+    }
+  }
+
+  /** How many accepted sends of the session wait: in its intake or its queue. */
+  async pendingCount(sessionId: string): Promise<number> {
+    const [intake, queued] = await Promise.all([
+      this.intake.length(sessionId),
+      this.queueFor(sessionId).getJobCountByTypes('waiting', 'delayed', 'active', 'prioritized'),
+    ]);
+    return intake + queued;
   }
 
   /**
@@ -178,16 +223,6 @@ export class QueueProducer implements OnApplicationShutdown {
   async removeJob(sessionId: string, jobId: string): Promise<void> {
     const job = await this.queueFor(sessionId).getJob(jobId);
     await job?.remove().catch(() => undefined);
-  }
-
-  /** Jobs of a session not yet finished (waiting, delayed or active). */
-  async pendingCount(sessionId: string): Promise<number> {
-    return this.queueFor(sessionId).getJobCountByTypes(
-      'waiting',
-      'delayed',
-      'active',
-      'prioritized',
-    );
   }
 
   async onApplicationShutdown(): Promise<void> {

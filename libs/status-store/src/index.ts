@@ -6,6 +6,7 @@ export * from './redis-connection.js';
 export * from './redis-subscriber.js';
 export * from './invalidated-cache.js';
 export * from './send-queue-bell.js';
+export * from './send-intake.js';
 export * from './status-store.tokens.js';
 export * from './status-store.module.js';
 export * from './message-record.js';

@@ -1,6 +1,7 @@
 import { Inject, Injectable, type BeforeApplicationShutdown } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
+import { intakeEntry } from './send-intake.js';
 import { RedisKeys, shardOfId } from './redis-keys.js';
 import { knownShards } from './shards.js';
 import { REDIS } from './status-store.tokens.js';
@@ -47,10 +48,11 @@ const CHECK_TARGET = new LuaScript(
   SESSION_TAKES_SENDS_FN + `return takes_sends(KEYS[1]) and 'OK' or 'NO_SESSION'`,
 );
 
-// KEYS[1] message, [2] session index, [3] session (all in the session's shard); ARGV[7]
-// fields (JSON, flat), [8] retention ms, [9] score (ms), [10] index cutoff (ms), [11] message
-// id, [12] session id, [13] '1' to check that the session takes sends, [14] status (queued or
-// scheduled). The session is checked in the same round trip as the write.
+// KEYS[1] message, [2] session index, [3] session, [4] the session's send intake (all in the
+// session's shard); ARGV[7] fields (JSON, flat), [8] retention ms, [9] score (ms), [10] index
+// cutoff (ms), [11] message id, [12] session id, [13] '1' to check that the session takes
+// sends, [14] status (queued or scheduled), [15] the intake entry ('' for none). The session is
+// checked, and the send queued, in the same round trip as the write.
 const CREATE = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -62,6 +64,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[10])
 count_status(ARGV[12], nil, ARGV[14])
+if ARGV[15] ~= '' then redis.call('RPUSH', KEYS[4], ARGV[15]) end
 publish_event(ARGV[12], 'message.status', snapshot)
 return 1
 `,
@@ -344,12 +347,14 @@ export class MessageRepository implements BeforeApplicationShutdown {
    * Records new messages `queued` (or `scheduled`) in one round trip (a pipeline of the same
    * script, per shard on a Cluster). With `checkSessions`, each is written only if its
    * session takes sends (registered, not being deleted), checked in its own write: the caller
-   * takes back those written if any was not.
+   * takes back those written if any was not. With `queue`, each is also queued for sending in
+   * the same write (an entry of its session's SendIntake, which a worker makes a job).
    */
   async createMany(
     messages: NewMessage[],
     checkSessions: boolean,
     now = new Date(),
+    queue?: { requestId?: string },
   ): Promise<(MessageRecord | 'NO_SESSION')[]> {
     const records = messages.map((message) => newRecord(message, now));
     const outcomes = await CREATE.runMany(
@@ -364,6 +369,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
             this.keys.message(record.id),
             this.keys.sessionMessages(record.sessionId),
             this.keys.session(record.sessionId),
+            this.keys.sendIntake(record.sessionId),
           ],
           args: [
             ...this.events.build(now),
@@ -375,6 +381,14 @@ export class MessageRepository implements BeforeApplicationShutdown {
             record.sessionId,
             checkSessions ? '1' : '',
             record.status,
+            queue
+              ? intakeEntry({
+                  messageId: record.id,
+                  acceptedAt: now.getTime(),
+                  dueAt: record.sendAt ? Date.parse(record.sendAt) : 0,
+                  requestId: queue.requestId,
+                })
+              : '',
           ],
         };
       }),

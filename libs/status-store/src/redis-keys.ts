@@ -164,6 +164,14 @@ export class RedisKeys {
   sessionMessages(sessionId: string): string {
     return this.ofSession('session-msgs', sessionId);
   }
+  /**
+   * List of a session's accepted sends not yet made jobs (SendIntake entries, oldest first):
+   * the api appends to it in the script that writes the record, the owning worker turns its
+   * entries into jobs of the session's send queue.
+   */
+  sendIntake(sessionId: string): string {
+    return this.ofSession('send-intake', sessionId);
+  }
   idempotency(scope: string, key: string): string {
     const digest = createHash('sha256').update(`${scope}\n${key}`).digest('hex');
     return `${this.root}:idem:${digest}`;

@@ -17,6 +17,7 @@ import { WebhookRepository, webhookTargetId } from './webhook.repository.js';
 import { WEBHOOK_EVENT_TYPES } from './webhook-event.js';
 import { RedisSubscriber } from './redis-subscriber.js';
 import { SendQueueBell } from './send-queue-bell.js';
+import { SendIntake } from './send-intake.js';
 import { BatchRepository } from './batch.repository.js';
 import { ApiKeyRepository } from './api-key.repository.js';
 import { AuditRepository } from './audit.repository.js';
@@ -63,6 +64,7 @@ import { ShardLayout } from './shard-layout.js';
     AuthArchiveRepository,
     RedisSubscriber,
     SendQueueBell,
+    SendIntake,
     SessionCallClient,
     SessionCallServer,
     BatchRepository,
@@ -84,6 +86,7 @@ import { ShardLayout } from './shard-layout.js';
     AuthArchiveRepository,
     RedisSubscriber,
     SendQueueBell,
+    SendIntake,
     SessionCallClient,
     SessionCallServer,
     BatchRepository,

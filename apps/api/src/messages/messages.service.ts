@@ -19,6 +19,7 @@ import {
   IdempotencyRepository,
   IncomingRepository,
   MessageRepository,
+  SendQueueBell,
   SessionRepository,
   WorkerRepository,
   isMessageId,
@@ -113,6 +114,7 @@ export class MessagesService {
     private readonly producer: QueueProducer,
     private readonly batches: BatchRepository,
     private readonly workers: WorkerRepository,
+    private readonly bell: SendQueueBell,
   ) {}
 
   enqueueText(dto: SendTextDto, context: SendContext): Promise<PublicMessage> {
@@ -481,9 +483,9 @@ export class MessagesService {
   }
 
   /**
-   * Writes prepared messages and queues them, all or none: the sessions and a live worker are
-   * checked by the writes themselves (one round trip for all), and what was written is taken
-   * back if any was refused or the queue could not take them.
+   * Writes prepared messages, each with its send queued, all or none: the sessions are checked
+   * by the writes themselves (one round trip for all, one script per message), and what was
+   * written is taken back if any was refused.
    */
   private async commit(
     prepared: PreparedMessage[],
@@ -520,39 +522,29 @@ export class MessagesService {
         ),
       ),
     );
+    // Each record is written with its send queued (an entry of its session's intake, made a
+    // job by the session's worker): one script, so one is never without the other.
     const outcomes = await this.messages.createMany(
       prepared.map((item) => ({ ...item.message, batchId: batchId ?? null })),
       true,
+      new Date(),
+      { requestId: context.requestId },
     );
     const records = outcomes.filter(
       (outcome): outcome is MessageRecord => typeof outcome !== 'string',
     );
-    const takeBack = async () => {
+    const refused = outcomes.findIndex((outcome) => typeof outcome === 'string');
+    if (refused >= 0) {
+      // Taken back; an intake entry left behind becomes a job that finds no message, and ends.
       await Promise.all(
         records.map((record) => this.messages.delete(record).catch(() => undefined)),
       );
       await dropUploads();
-    };
-    const refused = outcomes.findIndex((outcome) => typeof outcome === 'string');
-    if (refused >= 0) {
-      await takeBack();
       refuse('NO_SESSION', prepared[refused].message.sessionId);
     }
-    try {
-      await this.producer.enqueueSends(
-        prepared.map((item) => ({
-          sessionId: item.message.sessionId,
-          messageId: item.message.id,
-          requestId: context.requestId,
-          delayMs: item.sendAt ? Math.max(0, item.sendAt.getTime() - Date.now()) : undefined,
-        })),
-        { attempts: this.config.SEND_ATTEMPTS, backoffMs: this.config.SEND_BACKOFF_MS },
-      );
-    } catch (err) {
-      // Not queued means not accepted: take the records back so nothing waits forever.
-      await takeBack();
-      throw new AppError('UNAVAILABLE', `Queue unavailable: ${(err as Error).message}`);
-    }
+    // The session's consumer wakes for it (not awaited: were the ring lost, the worker's
+    // periodic look at the intake still finds it).
+    for (const sessionId of sessionIds) void this.bell.ring(sessionId).catch(() => undefined);
     return records;
   }
 

@@ -63,14 +63,21 @@ export class QueueDoorbells {
     subscriber.onReconnect(() => this.doorbells.forEach((doorbell) => doorbell.ring()));
   }
 
-  /** A new doorbell for the session's consumer; `listening` resolves once rings reach it. */
-  open(sessionId: string): { doorbell: Doorbell; listening: Promise<void> } {
+  /**
+   * A new doorbell for the session's consumer; `listening` resolves once rings reach it.
+   * `onRing` runs at each ring too (before the doorbell rings).
+   */
+  open(
+    sessionId: string,
+    onRing: () => void = () => undefined,
+  ): { doorbell: Doorbell; listening: Promise<void> } {
     const doorbell = new Doorbell();
     this.doorbells.get(sessionId)?.close();
     this.doorbells.set(sessionId, doorbell);
-    const listening = this.subscriber.subscribe(this.bell.channel(sessionId), () =>
-      doorbell.ring(),
-    );
+    const listening = this.subscriber.subscribe(this.bell.channel(sessionId), () => {
+      onRing();
+      doorbell.ring();
+    });
     return { doorbell, listening };
   }
 

@@ -117,7 +117,12 @@ export class SendConsumers {
       blocking: true,
       name: 'bullmq-worker',
     });
-    const { doorbell, listening } = this.doorbells.open(sessionId);
+    // A ring is a send accepted: it becomes a job at once, even while jobs wait (a scheduled
+    // send must be in the queue in time, whatever the queue holds before it).
+    const { doorbell, listening } = this.doorbells.open(
+      sessionId,
+      () => void this.intake(sessionId),
+    );
     const worker = new Worker(
       sendQueueName(sessionId),
       (job, token) => this.process(sessionId, job, token),
@@ -133,7 +138,7 @@ export class SendConsumers {
         drainDelay: IDLE_LOOK_SECONDS,
         autorun: false,
       },
-      doorbellBackend(doorbell, this.connection),
+      doorbellBackend(doorbell, this.connection, () => this.intake(sessionId)),
     );
     worker.on('failed', (job, err) => void this.onFailed(job, err));
     // A stalled job put back in line comes with no ring.
@@ -149,6 +154,22 @@ export class SendConsumers {
       .catch((err: Error) =>
         this.log.error({ sessionId, err: err.message }, 'queue worker stopped'),
       );
+  }
+
+  /**
+   * Makes the session's accepted sends jobs of its queue (QueueProducer.moveIntake). A failure
+   * is logged and left: the entries stay, and the next ring or look moves them.
+   */
+  private async intake(sessionId: string): Promise<void> {
+    try {
+      await this.queues.moveIntake(sessionId, this.retry());
+    } catch (err) {
+      this.log.warn({ sessionId, err: (err as Error).message }, 'accepted sends not made jobs yet');
+    }
+  }
+
+  private retry() {
+    return { attempts: this.config.SEND_ATTEMPTS, backoffMs: this.config.SEND_BACKOFF_MS };
   }
 
   /**
@@ -199,6 +220,8 @@ export class SendConsumers {
     try {
       await this.closeConsumer(sessionId);
       await this.queues.moveLegacyJobs(sessionId);
+      // Accepted sends not yet jobs fail with the rest.
+      await this.queues.moveIntake(sessionId, this.retry());
       const queue = this.queues.queueFor(sessionId);
       const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed']);
       for (const job of jobs) {

@@ -1,0 +1,164 @@
+import { randomBytes } from 'node:crypto';
+import type { Job, Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { inject, vi } from 'vitest';
+import { loadAppConfig } from '@app/config';
+import {
+  EventScriptArgs,
+  MessageRepository,
+  RedisKeys,
+  SendIntake,
+  SendQueueBell,
+  createRedis,
+  newMessageId,
+  type NewMessage,
+} from '@app/status-store';
+import { QueueProducer } from './queue-producer.service.js';
+
+const RETRY = { attempts: 4, backoffMs: 100 };
+
+/**
+ * An accepted send is written with its record (an entry of the session's intake, one script),
+ * and a worker makes it a job of the session's send queue: against Redis and BullMQ.
+ */
+describe('SendIntake: accepted sends made jobs', () => {
+  let redis: Redis;
+  let keys: RedisKeys;
+  let messages: MessageRepository;
+  let intake: SendIntake;
+  const producers: QueueProducer[] = [];
+
+  /** A worker's producer (each has its own queues, as two worker processes would). */
+  function producer(): QueueProducer {
+    const made = new QueueProducer(
+      { connection: redis, prefix: keys.bullPrefix() },
+      new SendQueueBell(redis, keys),
+      keys,
+      redis,
+      intake,
+    );
+    producers.push(made);
+    return made;
+  }
+
+  beforeAll(() => {
+    redis = createRedis(inject('redisUrl'), { name: 'intake-test' });
+    keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
+    const config = loadAppConfig({ readEnvFile: false, overrides: { NODE_ENV: 'test' } });
+    messages = new MessageRepository(redis, keys, config, new EventScriptArgs(keys, [], 60_000));
+    intake = new SendIntake(redis, keys);
+  });
+  afterAll(async () => {
+    await Promise.all(producers.map((made) => made.onApplicationShutdown()));
+    const left = await redis.keys(`${keys.root.slice(0, -1)}*`);
+    for (let i = 0; i < left.length; i += 500) await redis.del(...left.slice(i, i + 500));
+    await redis.quit();
+  });
+
+  let counter = 0;
+  function message(sessionId: string, overrides: Partial<NewMessage> = {}): NewMessage {
+    counter++;
+    return {
+      id: newMessageId(sessionId),
+      sessionId,
+      to: `49151${String(counter).padStart(8, '0')}`,
+      chatId: `49151${String(counter).padStart(8, '0')}@c.us`,
+      type: 'text',
+      text: `hello ${counter}`,
+      ...overrides,
+    };
+  }
+
+  const jobsOf = async (queue: Queue) =>
+    (await queue.getJobs(['waiting', 'delayed', 'prioritized'])).filter(
+      (job): job is Job => job !== undefined,
+    );
+
+  it('writes the entry with the record, and makes one job per entry, in order, with the request id', async () => {
+    const accepted = new Date();
+    const sent = [message('intake-a'), message('intake-a'), message('intake-a')];
+    await messages.createMany(sent, false, accepted, { requestId: 'req-42' });
+    // Written together: the record and its entry.
+    const entries = await intake.oldest('intake-a', 10);
+    expect(entries.map(({ entry }) => entry?.messageId)).toEqual(sent.map((m) => m.id));
+    expect((await messages.get(sent[0].id))?.status).toBe('queued');
+
+    const worker = producer();
+    expect(await worker.moveIntake('intake-a', RETRY)).toBe(3);
+    expect(await intake.length('intake-a')).toBe(0);
+    const queue = worker.queueFor('intake-a');
+    const jobs = await jobsOf(queue);
+    expect(jobs.map((job) => job.id).sort()).toEqual(sent.map((m) => m.id).sort());
+    for (const job of jobs) {
+      expect(job.data).toEqual({ messageId: job.id, requestId: 'req-42' });
+      expect(job.opts.attempts).toBe(RETRY.attempts);
+      expect(job.opts.backoff).toEqual({ type: 'exponential', delay: RETRY.backoffMs });
+      // Its time in the queue counts from when it was accepted.
+      expect(job.timestamp).toBe(accepted.getTime());
+    }
+    expect(await worker.pendingCount('intake-a')).toBe(3);
+  });
+
+  it("delays a scheduled send's job until the message is due, however late it is moved", async () => {
+    const accepted = new Date(Date.now() - 5_000);
+    const sendAt = new Date(accepted.getTime() + 60_000);
+    const scheduled = message('intake-b', { sendAt: sendAt.toISOString() });
+    await messages.createMany([scheduled], false, accepted, {});
+    const worker = producer();
+    await worker.moveIntake('intake-b', RETRY);
+    const job = await worker.queueFor('intake-b').getJob(scheduled.id);
+    expect(await job!.getState()).toBe('delayed');
+    expect(job!.timestamp + job!.delay).toBe(sendAt.getTime());
+    expect(job!.data.requestId).toBeUndefined();
+  });
+
+  it('leaves the entries when the queue cannot take them, for the next move', async () => {
+    const waiting = [message('intake-c'), message('intake-c')];
+    await messages.createMany(waiting, false, new Date(), {});
+    const worker = producer();
+    const queue = worker.queueFor('intake-c');
+    const addBulk = vi.spyOn(queue, 'addBulk').mockRejectedValueOnce(new Error('Redis went away'));
+    await expect(worker.moveIntake('intake-c', RETRY)).rejects.toThrow('Redis went away');
+    expect(await intake.length('intake-c')).toBe(2);
+    addBulk.mockRestore();
+    expect(await worker.moveIntake('intake-c', RETRY)).toBe(2);
+    expect(await intake.length('intake-c')).toBe(0);
+    expect(await jobsOf(queue)).toHaveLength(2);
+  });
+
+  it('never loses or doubles a send: a move repeated after a worker stopped midway, and two workers moving at once', async () => {
+    const many = Array.from({ length: 1_200 }, () => message('intake-d'));
+    await messages.createMany(many, false, new Date(), {});
+    // Two workers at once (ownership changing hands): batches of 500, read by both.
+    const [first, second] = [producer(), producer()];
+    const [a, b] = await Promise.all([
+      first.moveIntake('intake-d', RETRY),
+      second.moveIntake('intake-d', RETRY),
+    ]);
+    expect(a + b).toBeGreaterThanOrEqual(1_200);
+    expect(await intake.length('intake-d')).toBe(0);
+    // A worker that added the jobs and stopped before removing the entries: the next move
+    // adds them again, as the same jobs.
+    const again = many.slice(0, 3).map((m) => JSON.stringify([m.id, Date.now(), 0, '']));
+    await redis.rpush(keys.sendIntake('intake-d'), ...again);
+    expect(await first.moveIntake('intake-d', RETRY)).toBe(3);
+    const jobs = await jobsOf(first.queueFor('intake-d'));
+    expect(jobs).toHaveLength(1_200);
+    expect(new Set(jobs.map((job) => job.id)).size).toBe(1_200);
+  });
+
+  it('drops an entry it cannot read, and moves the rest', async () => {
+    const good = message('intake-e');
+    await redis.rpush(keys.sendIntake('intake-e'), 'not an entry');
+    await messages.createMany([good], false, new Date(), {});
+    const worker = producer();
+    expect(await worker.moveIntake('intake-e', RETRY)).toBe(1);
+    expect(await intake.length('intake-e')).toBe(0);
+    expect((await jobsOf(worker.queueFor('intake-e'))).map((job) => job.id)).toEqual([good.id]);
+  });
+
+  it('writes no entry for a record created without a send (a received copy, a test fixture)', async () => {
+    await messages.createMany([message('intake-f')], false);
+    expect(await intake.length('intake-f')).toBe(0);
+  });
+});
