@@ -115,8 +115,9 @@ export function requestLine(log: Logger, fields: RequestLineFields): void {
 type Batched = DestinationStream & { sync: boolean; minLength: number; flush(): void };
 let stdout: Batched | undefined;
 
-/** Lines gather up to this many bytes before a write (one write syscall for many lines)... */
-export const LOG_BATCH_BYTES = 4096;
+/** Lines gather up to this many bytes before a write (one write syscall for many lines; below
+ * sonic-boom's 16 KiB largest write)... */
+export const LOG_BATCH_BYTES = 12_288;
 /** ...or for at most this long, so a quiet process's lines still show at once. */
 export const LOG_FLUSH_MS = 100;
 
