@@ -101,7 +101,10 @@ describe.each([
           // Read on that master directly: it would answer MOVED for a key of another's slot.
           expect(await node.hget(stack.keys.message(messageId), 'status')).toBe('read');
           // (READY: its states landed in order on a master that had to load the script.)
-          expect(await node.hget(stack.keys.session(sessionId), 'status')).toBe('READY');
+          // The whole hash, so a failure shows which state was written last, when and by whom.
+          expect(await node.hgetall(stack.keys.session(sessionId))).toMatchObject({
+            status: 'READY',
+          });
           expect(
             await node.zscore(stack.keys.sessionMessages(sessionId), messageId),
           ).not.toBeNull();

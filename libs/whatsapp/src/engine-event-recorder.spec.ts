@@ -49,10 +49,52 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
       { status: 'READY', phone: '15550000000' },
       'worker-1',
     );
-    const failing = vi.fn().mockRejectedValue(new Error('Connection is closed'));
-    await expect(recorder({ setObserved: failing }).state('main', { status: 'QR' })).resolves.toBe(
-      undefined,
-    );
+    vi.useFakeTimers();
+    try {
+      const failing = vi.fn().mockRejectedValue(new Error('Connection is closed'));
+      const swallowed = recorder({ setObserved: failing }).state('main', { status: 'QR' });
+      await vi.advanceTimersByTimeAsync(10_000);
+      await expect(swallowed).resolves.toBe(undefined);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('writes a failed state again while it is the latest, and never writes an older state over a newer one', async () => {
+    vi.useFakeTimers();
+    try {
+      const setObserved = vi
+        .fn()
+        .mockRejectedValueOnce(new Error('Connection is closed'))
+        .mockResolvedValue(undefined);
+      const events = recorder({ setObserved });
+      const ready = events.state('main', { status: 'READY' });
+      await vi.advanceTimersByTimeAsync(400);
+      await ready;
+      expect(setObserved.mock.calls.map(([, state]) => state.status)).toEqual(['READY', 'READY']);
+
+      // QR fails; READY is reported before QR's second try: QR is not written again.
+      const flaky = vi
+        .fn()
+        .mockRejectedValueOnce(new Error('Connection is closed'))
+        .mockResolvedValue(undefined);
+      const later = recorder({ setObserved: flaky });
+      const qr = later.state('main', { status: 'QR', qr: 'code' });
+      await vi.advanceTimersByTimeAsync(0);
+      await later.state('main', { status: 'READY' });
+      await vi.advanceTimersByTimeAsync(10_000);
+      await qr;
+      expect(flaky.mock.calls.map(([, state]) => state.status)).toEqual(['QR', 'READY']);
+
+      // A write that keeps failing is given up after 5 tries.
+      const down = vi.fn().mockRejectedValue(new Error('Connection is closed'));
+      const given = recorder({ setObserved: down }).state('main', { status: 'READY' });
+      await vi.advanceTimersByTimeAsync(10_000);
+      await given;
+      expect(down).toHaveBeenCalledTimes(5);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("says whether an ack was one of our messages'", async () => {

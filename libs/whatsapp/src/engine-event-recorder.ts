@@ -28,11 +28,34 @@ export class EngineEventRecorder {
     @Inject(WORKER_ID) private readonly workerId: string,
   ) {}
 
+  /** Per session, the last state its engine reported (until it is written). */
+  private readonly latestStates = new Map<string, ObservedSession>();
+
+  /**
+   * Records the session's observed state. A write that fails is tried again (up to 5 times,
+   * 400 ms to 3.2 s apart) while it is still the session's latest state: a Redis that blinked
+   * must not leave the session shown as it was (a READY session shown waiting for its QR).
+   */
   async state(sessionId: string, state: ObservedSession): Promise<void> {
-    try {
-      await this.sessions.setObserved(sessionId, state, this.workerId);
-    } catch (err) {
-      this.log.warn({ sessionId, err: toError(err).message }, 'session state not recorded');
+    this.latestStates.set(sessionId, state);
+    const latest = () => this.latestStates.get(sessionId) === state;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.sessions.setObserved(sessionId, state, this.workerId);
+        if (latest()) this.latestStates.delete(sessionId);
+        return;
+      } catch (err) {
+        if (attempt >= 5 || !latest()) {
+          this.log.warn(
+            { sessionId, status: state.status, err: toError(err).message },
+            'session state not recorded',
+          );
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
+        // A later state was reported meanwhile: its own write says what is true now.
+        if (!latest()) return;
+      }
     }
   }
 
