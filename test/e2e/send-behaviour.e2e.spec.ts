@@ -376,8 +376,12 @@ describe('giving up on a message', () => {
   it("keeps the session's per-status counts as its messages move, without reading records", async () => {
     const messages = stack.api!.get(MessageRepository);
     const base = { sessionId: 'counted', to: '4915100000002', chatId: '4915100000002@c.us' };
-    for (const id of ['c1', 'c2', 'c3', 'c4', 'c5'])
+    for (const id of ['c1', 'c2', 'c3', 'c4'])
       await messages.create({ ...base, id, type: 'text', text: id });
+    // Written with its send queued, as the api writes it (and so it can be taken back).
+    const acceptedAt = new Date();
+    const c5 = { ...base, id: 'c5', type: 'text' as const, text: 'c5' };
+    await messages.createMany([c5], false, acceptedAt, {});
     expect(await messages.counts('counted')).toEqual({ queued: 5, sending: 0, sent: 0, failed: 0 });
     await messages.claimForSending('c1', 1);
     await messages.claimForSending('c2', 1);
@@ -394,7 +398,7 @@ describe('giving up on a message', () => {
     await messages.advance('c3', 'read');
     await messages.advance('c3', 'delivered'); // late ack: no change, no count
     await messages.failIfUnsent('c4', { code: 'EXPIRED', message: 'late' });
-    await messages.delete({ id: 'c5', sessionId: 'counted' });
+    expect(await messages.takeBack([c5], acceptedAt, {})).toEqual(['taken-back']);
     expect(await messages.counts('counted')).toEqual({ queued: 1, sending: 1, sent: 1, failed: 1 });
   });
 });

@@ -1,4 +1,6 @@
 import { QueueProducer } from '@app/queue';
+import { MessageRepository } from '@app/status-store';
+import { vi } from 'vitest';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
@@ -35,5 +37,54 @@ describe('accepted sends become jobs', () => {
     // Still typing: the job was not made by the consumer's next look, which waits for it.
     expect(await busyJob()).toBe('active');
     await stack.waitForStatus(busy.body.data.id, 'sent', 10_000);
+  });
+
+  it('takes back a write whose answer was lost, so a retry with the same key sends once', async () => {
+    const repository = stack.api!.get(MessageRepository);
+    const write = repository.createMany.bind(repository);
+    let written: string | undefined;
+    // The script runs, then the connection drops before its answer.
+    vi.spyOn(repository, 'createMany').mockImplementationOnce(async (...args) => {
+      const [record] = await write(...args);
+      written = (record as { id: string }).id;
+      throw new Error('Connection is closed.');
+    });
+    const key = { 'idempotency-key': 'lost-answer-1' };
+    const body = { to: '4915100000073', text: 'once' };
+    const failed = await stack.call('POST', '/api/v1/messages/text', body, key);
+    expect(failed.status).toBe(503);
+    // Taken back: no record, nothing to send.
+    expect(written).toBeDefined();
+    expect((await stack.call('GET', `/api/v1/messages/${written}`)).status).toBe(404);
+    const again = await stack.call('POST', '/api/v1/messages/text', body, key);
+    expect(again.status).toBe(202);
+    await stack.waitForStatus(again.body.data.id, 'read');
+    expect(
+      stack.sandbox().sends.filter((send) => send.chatId === '4915100000073@c.us'),
+    ).toHaveLength(1);
+  });
+
+  it('keeps the Idempotency-Key when the outcome is unknown: a retry with it answers the message written, sent once', async () => {
+    const repository = stack.api!.get(MessageRepository);
+    const write = repository.createMany.bind(repository);
+    let written: string | undefined;
+    vi.spyOn(repository, 'createMany').mockImplementationOnce(async (...args) => {
+      const [record] = await write(...args);
+      written = (record as { id: string }).id;
+      throw new Error('Connection is closed.');
+    });
+    vi.spyOn(repository, 'takeBack').mockRejectedValueOnce(new Error('Connection is closed.'));
+    const key = { 'idempotency-key': 'lost-answer-2' };
+    const body = { to: '4915100000074', text: 'maybe' };
+    const unknown = await stack.call('POST', '/api/v1/messages/text', body, key);
+    expect(unknown.status).toBe(503);
+    expect(unknown.body.error.message).toMatch(/may have been queued/);
+    const again = await stack.call('POST', '/api/v1/messages/text', body, key);
+    expect(again.status).toBe(202);
+    expect(again.body.data.id).toBe(written);
+    await stack.waitForStatus(again.body.data.id, 'read');
+    expect(
+      stack.sandbox().sends.filter((send) => send.chatId === '4915100000074@c.us'),
+    ).toHaveLength(1);
   });
 });

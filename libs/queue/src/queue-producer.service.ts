@@ -140,32 +140,46 @@ export class QueueProducer implements OnApplicationShutdown {
    * returns how many. An entry is removed only once its job exists; a job added twice (a
    * worker that stopped between the two, or two workers at once) is one job, as its id is the
    * message's. A scheduled send's job is delayed until it is due. One move at a time per
-   * session in this process: a call during a move waits for it, and for one more pass.
+   * session in this process: a call during a move waits for the next one (which takes what
+   * came meanwhile), shared by every call made before it starts. Jobs made ring the
+   * session's doorbell (its consumer may be on another worker, or busy).
    */
   moveIntake(sessionId: string, retry: { attempts: number; backoffMs: number }): Promise<number> {
-    const current = this.moving.get(sessionId);
-    if (current) {
-      current.again = true;
-      return current.done;
+    const state = this.moving.get(sessionId) ?? { running: null, next: null };
+    this.moving.set(sessionId, state);
+    // Waits for one pass that starts after this call (the next one, shared by every call
+    // made meanwhile), never for a chain of passes that rings keep extending.
+    if (state.running) {
+      state.next ??= state.running.then(
+        () => this.startPass(sessionId, state, retry),
+        () => this.startPass(sessionId, state, retry),
+      );
+      return state.next;
     }
-    const move = { again: false, done: Promise.resolve(0) };
-    move.done = (async () => {
-      let moved = 0;
-      try {
-        do {
-          move.again = false;
-          moved += await this.moveIntakeOnce(sessionId, retry);
-        } while (move.again);
-        return moved;
-      } finally {
-        this.moving.delete(sessionId);
-      }
-    })();
-    this.moving.set(sessionId, move);
-    return move.done;
+    return this.startPass(sessionId, state, retry);
   }
 
-  private readonly moving = new Map<string, { again: boolean; done: Promise<number> }>();
+  private startPass(
+    sessionId: string,
+    state: { running: Promise<number> | null; next: Promise<number> | null },
+    retry: { attempts: number; backoffMs: number },
+  ): Promise<number> {
+    state.next = null;
+    const pass = this.moveIntakeOnce(sessionId, retry);
+    state.running = pass;
+    const done = () => {
+      if (state.running !== pass) return;
+      state.running = null;
+      if (!state.next) this.moving.delete(sessionId);
+    };
+    pass.then(done, done);
+    return pass;
+  }
+
+  private readonly moving = new Map<
+    string,
+    { running: Promise<number> | null; next: Promise<number> | null }
+  >();
 
   private async moveIntakeOnce(
     sessionId: string,
@@ -203,7 +217,25 @@ export class QueueProducer implements OnApplicationShutdown {
         batch.map(({ raw }) => raw),
       );
       moved += jobs.length;
-      if (batch.length < INTAKE_BATCH) return moved;
+      if (batch.length < INTAKE_BATCH) break;
+    }
+    if (moved) void this.bell.ring(sessionId).catch(() => undefined);
+    return moved;
+  }
+
+  /**
+   * Ends the sends of a deleted session still in its intake (`end` fails each message) and
+   * drops the intake, without making jobs of them.
+   */
+  async endIntake(sessionId: string, end: (messageId: string) => Promise<unknown>) {
+    for (;;) {
+      const batch = await this.intake.oldest(sessionId, INTAKE_BATCH);
+      if (batch.length === 0) return;
+      for (const { entry } of batch) if (entry) await end(entry.messageId);
+      await this.intake.remove(
+        sessionId,
+        batch.map(({ raw }) => raw),
+      );
     }
   }
 

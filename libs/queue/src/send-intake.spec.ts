@@ -13,6 +13,7 @@ import {
   newMessageId,
   type NewMessage,
 } from '@app/status-store';
+import { sendQueueName } from './jobs.js';
 import { QueueProducer } from './queue-producer.service.js';
 
 const RETRY = { attempts: 4, backoffMs: 100 };
@@ -88,7 +89,16 @@ describe('SendIntake: accepted sends made jobs', () => {
     expect(await intake.length('intake-a')).toBe(0);
     const queue = worker.queueFor('intake-a');
     const jobs = await jobsOf(queue);
-    expect(jobs.map((job) => job.id).sort()).toEqual(sent.map((m) => m.id).sort());
+    // In the order they were accepted: the oldest is taken first.
+    expect(await queue.getWaiting()).toHaveLength(3);
+    const order = (
+      await redis.lrange(
+        `${keys.sessionBullPrefix('intake-a')}:${sendQueueName('intake-a')}:wait`,
+        0,
+        -1,
+      )
+    ).reverse();
+    expect(order).toEqual(sent.map((m) => m.id));
     for (const job of jobs) {
       expect(job.data).toEqual({ messageId: job.id, requestId: 'req-42' });
       expect(job.opts.attempts).toBe(RETRY.attempts);
@@ -131,20 +141,71 @@ describe('SendIntake: accepted sends made jobs', () => {
     await messages.createMany(many, false, new Date(), {});
     // Two workers at once (ownership changing hands): batches of 500, read by both.
     const [first, second] = [producer(), producer()];
-    const [a, b] = await Promise.all([
-      first.moveIntake('intake-d', RETRY),
-      second.moveIntake('intake-d', RETRY),
-    ]);
-    expect(a + b).toBeGreaterThanOrEqual(1_200);
+    await Promise.all([first.moveIntake('intake-d', RETRY), second.moveIntake('intake-d', RETRY)]);
     expect(await intake.length('intake-d')).toBe(0);
+    expect(await jobsOf(first.queueFor('intake-d'))).toHaveLength(1_200);
     // A worker that added the jobs and stopped before removing the entries: the next move
     // adds them again, as the same jobs.
     const again = many.slice(0, 3).map((m) => JSON.stringify([m.id, Date.now(), 0, '']));
     await redis.rpush(keys.sendIntake('intake-d'), ...again);
     expect(await first.moveIntake('intake-d', RETRY)).toBe(3);
-    const jobs = await jobsOf(first.queueFor('intake-d'));
-    expect(jobs).toHaveLength(1_200);
-    expect(new Set(jobs.map((job) => job.id)).size).toBe(1_200);
+    expect(await jobsOf(first.queueFor('intake-d'))).toHaveLength(1_200);
+  });
+
+  it('takes a send back while it is not a job; once it is one, it stays accepted', async () => {
+    const acceptedAt = new Date();
+    const [kept, taken] = [message('intake-g'), message('intake-g')];
+    const queue = { requestId: 'req-7' };
+    await messages.createMany([kept, taken], false, acceptedAt, queue);
+    const worker = producer();
+    // A worker made the first a job (and removed its entry); then all are taken back.
+    const [first] = await intake.oldest('intake-g', 1);
+    expect(first.entry?.messageId).toBe(kept.id);
+    await worker
+      .queueFor('intake-g')
+      .add('send-message', { messageId: kept.id }, { jobId: kept.id });
+    await intake.remove('intake-g', [first.raw]);
+    expect(await messages.takeBack([kept, taken, message('intake-g')], acceptedAt, queue)).toEqual([
+      'queued',
+      'taken-back',
+      'absent',
+    ]);
+    expect(await messages.get(kept.id)).not.toBeNull();
+    expect(await messages.get(taken.id)).toBeNull();
+    expect(await intake.length('intake-g')).toBe(0);
+    expect(await messages.counts('intake-g')).toMatchObject({ queued: 1 });
+  });
+
+  it('lets a caller during a move wait for the next pass only, however long rings keep coming', async () => {
+    let passes = 0;
+    const slow: SendIntake = Object.assign(Object.create(SendIntake.prototype) as SendIntake, {
+      oldest: async () => {
+        passes++;
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        return [];
+      },
+      remove: async () => undefined,
+      length: async () => 0,
+    });
+    const worker = new QueueProducer(
+      { connection: redis, prefix: keys.bullPrefix() },
+      new SendQueueBell(redis, keys),
+      keys,
+      redis,
+      slow,
+    );
+    producers.push(worker);
+    void worker.moveIntake('busy', RETRY); // pass 1
+    const waiting = worker.moveIntake('busy', RETRY); // waits for pass 2
+    let done = false;
+    void waiting.then(() => (done = true));
+    // Rings keep coming: each asks for a pass after the one running.
+    for (let i = 0; i < 8 && !done; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 15));
+      void worker.moveIntake('busy', RETRY);
+    }
+    await waiting;
+    expect(passes).toBeLessThanOrEqual(3);
   });
 
   it('drops an entry it cannot read, and moves the rest', async () => {

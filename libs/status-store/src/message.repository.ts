@@ -283,16 +283,19 @@ return 'cancelled'
   ),
 );
 
-// Forgets a record that was never queued (its job could not be added). KEYS[1] message,
-// [2] session index; ARGV[7] message id
-const DELETE = new LuaScript(
+// Takes back a record written with its send queued, if nothing can have taken the send yet:
+// its intake entry is still there (not made a job). KEYS[1] message, [2] session index, [3]
+// the session's intake; ARGV[7] message id, [8] its intake entry. 'taken-back'; 'queued' when
+// the send is a job already (the message stays, accepted); 'absent' when there is no record.
+const TAKE_BACK = new LuaScript(
   withEventPublishing(`
 local session_id, status = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status'))
-if not session_id then return 0 end
+if not session_id then return 'absent' end
+if redis.call('LREM', KEYS[3], 1, ARGV[8]) == 0 then return 'queued' end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[7])
 count_status(session_id, status, nil)
-return 1
+return 'taken-back'
 `),
 );
 
@@ -381,14 +384,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
             record.sessionId,
             checkSessions ? '1' : '',
             record.status,
-            queue
-              ? intakeEntry({
-                  messageId: record.id,
-                  acceptedAt: now.getTime(),
-                  dueAt: record.sendAt ? Date.parse(record.sendAt) : 0,
-                  requestId: queue.requestId,
-                })
-              : '',
+            queue ? intakeEntryOf(record, now, queue) : '',
           ],
         };
       }),
@@ -462,12 +458,30 @@ export class MessageRepository implements BeforeApplicationShutdown {
     return { record: parseMessageRecord(hash), claimed: claimed === 1 };
   }
 
-  async delete(message: Pick<MessageRecord, 'id' | 'sessionId'>): Promise<void> {
-    await DELETE.run(
+  /**
+   * Takes back messages createMany wrote with their sends queued (the same `now` and
+   * `queue`), each only if its send is not a job yet: 'taken-back' (nothing will send it),
+   * 'queued' (a worker made it a job already: it stays accepted) or 'absent' (never written).
+   */
+  async takeBack(
+    messages: NewMessage[],
+    now: Date,
+    queue: { requestId?: string },
+  ): Promise<('taken-back' | 'queued' | 'absent')[]> {
+    return (await TAKE_BACK.runMany(
       this.redis,
-      [this.keys.message(message.id), this.keys.sessionMessages(message.sessionId)],
-      [...this.events.build(), message.id],
-    );
+      messages.map((message) => {
+        const record = newRecord(message, now);
+        return {
+          keys: [
+            this.keys.message(record.id),
+            this.keys.sessionMessages(record.sessionId),
+            this.keys.sendIntake(record.sessionId),
+          ],
+          args: [...this.events.build(now), record.id, intakeEntryOf(record, now, queue)],
+        };
+      }),
+    )) as ('taken-back' | 'queued' | 'absent')[];
   }
 
   /**
@@ -814,6 +828,16 @@ const NULLABLE: (keyof MessageRecord)[] = [
 
 /** Fields kept as JSON in the record's hash. */
 const JSON_FIELDS = new Set(['error', 'location', 'contact', 'reaction', 'upload', 'mediaOptions']);
+
+/** The intake entry createMany writes with a record (takeBack finds it by the same string). */
+function intakeEntryOf(record: MessageRecord, now: Date, queue: { requestId?: string }): string {
+  return intakeEntry({
+    messageId: record.id,
+    acceptedAt: now.getTime(),
+    dueAt: record.sendAt ? Date.parse(record.sendAt) : 0,
+    requestId: queue.requestId,
+  });
+}
 
 function serialize(record: MessageRecord): Record<string, string> {
   const hash: Record<string, string> = {};

@@ -136,7 +136,7 @@ export class MessagesService {
 
   /**
    * Accepts up to 1,000 messages at once, all or none: each is checked as its own route would
-   * check it, then all are written in one round trip and queued with one addBulk per session.
+   * check it, then all are written, each with its send queued, in one round trip.
    */
   async enqueueBatch(dto: SendBatchDto, context: SendContext): Promise<BatchAcceptedDto> {
     const problems: ErrorDetail[] = [];
@@ -437,8 +437,8 @@ export class MessagesService {
       const [record] = await this.commit([prepared], context);
       return toPublicMessage(record);
     } catch (err) {
-      // Not accepted: the key may be used again.
-      if (idempotencyKey)
+      // Not accepted: the key may be used again (unless it may have been).
+      if (idempotencyKey && !(err instanceof UnknownOutcome))
         await this.idempotency.release(context.callerScope, idempotencyKey).catch(() => undefined);
       throw err;
     }
@@ -524,23 +524,42 @@ export class MessagesService {
     );
     // Each record is written with its send queued (an entry of its session's intake, made a
     // job by the session's worker): one script, so one is never without the other.
-    const outcomes = await this.messages.createMany(
-      prepared.map((item) => ({ ...item.message, batchId: batchId ?? null })),
-      true,
-      new Date(),
-      { requestId: context.requestId },
-    );
+    const acceptedAt = new Date();
+    const queue = { requestId: context.requestId };
+    const messages = prepared.map((item) => ({ ...item.message, batchId: batchId ?? null }));
+    let outcomes: (MessageRecord | 'NO_SESSION')[];
+    try {
+      outcomes = await this.messages.createMany(messages, true, acceptedAt, queue);
+    } catch (err) {
+      // The writes may have run all the same (a reply lost, one shard's pipeline of several
+      // failed): each is taken back unless a worker made it a job meanwhile.
+      const back = await this.messages.takeBack(messages, acceptedAt, queue).catch(() => null);
+      if (back?.every((outcome) => outcome !== 'queued')) {
+        await dropUploads();
+        throw err;
+      }
+      throw new UnknownOutcome(
+        back
+          ? messages.flatMap((message, index) =>
+              back[index] === 'queued' ? [{ index, id: message.id }] : [],
+            )
+          : null,
+      );
+    }
     const records = outcomes.filter(
       (outcome): outcome is MessageRecord => typeof outcome !== 'string',
     );
     const refused = outcomes.findIndex((outcome) => typeof outcome === 'string');
     if (refused >= 0) {
-      // Taken back; an intake entry left behind becomes a job that finds no message, and ends.
-      await Promise.all(
-        records.map((record) => this.messages.delete(record).catch(() => undefined)),
-      );
+      // The others are taken back, unless a worker made one a job meanwhile (a batch over
+      // several sessions, one deleted since it was checked): that one stays, and is named.
+      const back = await this.messages
+        .takeBack(records, acceptedAt, queue)
+        .catch(() => records.map(() => 'queued' as const));
       await dropUploads();
-      refuse('NO_SESSION', prepared[refused].message.sessionId);
+      const kept = records.filter((_, i) => back[i] === 'queued').map((record) => record.id);
+      if (kept.length) for (const sessionId of sessionIds) void this.bell.ring(sessionId);
+      refuse('NO_SESSION', prepared[refused].message.sessionId, kept);
     }
     // The session's consumer wakes for it (not awaited: were the ring lost, the worker's
     // periodic look at the intake still finds it).
@@ -592,10 +611,37 @@ export class MessagesService {
   }
 }
 
-/** The answer to a send its session cannot take now. */
-function refuse(problem: 'NO_SESSION' | 'NO_WORKER', sessionId: string): never {
+/**
+ * A write whose outcome is not known (Redis failed during it, and taking it back failed too,
+ * or a worker had already taken some): `accepted` names the messages known to be queued.
+ * The Idempotency-Key stays used, so a retry with it finds the message if it was written.
+ */
+class UnknownOutcome extends AppError {
+  constructor(accepted: { index: number; id: string }[] | null) {
+    super(
+      'UNAVAILABLE',
+      accepted
+        ? `Redis failed while the messages were written; these were queued and will be sent: ${accepted.map(({ id }) => id).join(', ')}`
+        : 'Redis failed while the message was written: it may have been queued. Look it up, or retry with the same Idempotency-Key',
+      accepted?.map(({ index, id }) => ({ index, message: `queued: ${id}` })),
+    );
+  }
+}
+
+/** The answer to a send its session cannot take now (`kept`: messages queued all the same). */
+function refuse(
+  problem: 'NO_SESSION' | 'NO_WORKER',
+  sessionId: string,
+  kept: string[] = [],
+): never {
   if (problem === 'NO_SESSION')
-    throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
+    throw new AppError(
+      'NOT_FOUND',
+      `Session ${sessionId} does not exist` +
+        (kept.length
+          ? `; these were queued all the same and will be sent: ${kept.join(', ')}`
+          : ''),
+    );
   throw new AppError('UNAVAILABLE', 'No worker is running; the message was not accepted');
 }
 

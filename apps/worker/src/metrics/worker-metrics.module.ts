@@ -42,7 +42,7 @@ import { METRIC, WorkerMetrics } from './worker-metrics.service.js';
     }),
     makeGaugeProvider({
       name: METRIC.queueDepth,
-      help: 'Jobs waiting, delayed or active in the send queue of each session this worker drives',
+      help: 'Sends waiting in the intake, and jobs waiting, delayed or active in the send queue, of each session this worker drives',
       labelNames: ['session'],
     }),
     makeGaugeProvider({

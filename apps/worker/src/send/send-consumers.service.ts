@@ -220,16 +220,19 @@ export class SendConsumers {
     try {
       await this.closeConsumer(sessionId);
       await this.queues.moveLegacyJobs(sessionId);
-      // Accepted sends not yet jobs fail with the rest.
-      await this.queues.moveIntake(sessionId, this.retry());
+      const fail = (messageId: string) =>
+        this.messages.failIfUnsent(messageId, {
+          code: 'SESSION_LOGGED_OUT',
+          message: `session ${sessionId} was deleted before the message was sent`,
+        });
+      // Accepted sends not yet jobs fail with the rest, and the intake goes (a session made
+      // again with the same id must not send them).
+      await this.queues.endIntake(sessionId, fail);
       const queue = this.queues.queueFor(sessionId);
       const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed']);
       for (const job of jobs) {
         if (!job) continue;
-        await this.messages.failIfUnsent(job.data.messageId, {
-          code: 'SESSION_LOGGED_OUT',
-          message: `session ${sessionId} was deleted before the message was sent`,
-        });
+        await fail(job.data.messageId);
       }
       await queue.obliterate({ force: true });
     } catch (err) {
