@@ -165,7 +165,7 @@ export class QueueProducer implements OnApplicationShutdown {
     retry: { attempts: number; backoffMs: number },
   ): Promise<number> {
     state.next = null;
-    const pass = this.moveIntakeOnce(sessionId, retry);
+    const pass = this.exclusive(sessionId, () => this.moveIntakeOnce(sessionId, retry));
     state.running = pass;
     const done = () => {
       if (state.running !== pass) return;
@@ -174,6 +174,23 @@ export class QueueProducer implements OnApplicationShutdown {
     };
     pass.then(done, done);
     return pass;
+  }
+
+  /** Per session, the end of the last move or count queued (see `exclusive`). */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  /**
+   * Runs `fn` after the session's moves and counts before it: a count never sees a send both
+   * in the intake and as a job (a move between its add and its removal).
+   */
+  private exclusive<T>(sessionId: string, fn: () => Promise<T>): Promise<T> {
+    const run = (this.locks.get(sessionId) ?? Promise.resolve()).then(fn, fn);
+    const settled = run.catch(() => undefined);
+    this.locks.set(sessionId, settled);
+    void settled.then(() => {
+      if (this.locks.get(sessionId) === settled) this.locks.delete(sessionId);
+    });
+    return run;
   }
 
   private readonly moving = new Map<
@@ -239,13 +256,18 @@ export class QueueProducer implements OnApplicationShutdown {
     }
   }
 
-  /** How many accepted sends of the session wait: in its intake or its queue. */
-  async pendingCount(sessionId: string): Promise<number> {
-    const [intake, queued] = await Promise.all([
-      this.intake.length(sessionId),
-      this.queueFor(sessionId).getJobCountByTypes('waiting', 'delayed', 'active', 'prioritized'),
-    ]);
-    return intake + queued;
+  /**
+   * How many accepted sends of the session wait: in its intake or its queue (counted between
+   * this process's moves; a move by another worker at that moment can count one twice).
+   */
+  pendingCount(sessionId: string): Promise<number> {
+    return this.exclusive(sessionId, async () => {
+      const [intake, queued] = await Promise.all([
+        this.intake.length(sessionId),
+        this.queueFor(sessionId).getJobCountByTypes('waiting', 'delayed', 'active', 'prioritized'),
+      ]);
+      return intake + queued;
+    });
   }
 
   /**

@@ -176,6 +176,27 @@ describe('SendIntake: accepted sends made jobs', () => {
     expect(await messages.counts('intake-g')).toMatchObject({ queued: 1 });
   });
 
+  it('counts a send once while it is being moved (made a job, its entry not yet removed)', async () => {
+    const waiting = [message('intake-h'), message('intake-h')];
+    await messages.createMany(waiting, false, new Date(), {});
+    const worker = producer();
+    const remove = intake.remove.bind(intake);
+    let removing!: () => void;
+    const removeStarted = new Promise<void>((resolve) => (removing = resolve));
+    vi.spyOn(intake, 'remove').mockImplementationOnce(async (...args) => {
+      removing();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      return remove(...args);
+    });
+    const moving = worker.moveIntake('intake-h', RETRY);
+    await removeStarted; // the jobs exist, the entries are still there
+    expect(await jobsOf(worker.queueFor('intake-h'))).toHaveLength(2);
+    expect(await intake.length('intake-h')).toBe(2);
+    expect(await worker.pendingCount('intake-h')).toBe(2);
+    await moving;
+    expect(await worker.pendingCount('intake-h')).toBe(2);
+  });
+
   it('lets a caller during a move wait for the next pass only, however long rings keep coming', async () => {
     let passes = 0;
     const slow: SendIntake = Object.assign(Object.create(SendIntake.prototype) as SendIntake, {
