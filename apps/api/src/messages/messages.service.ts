@@ -558,7 +558,8 @@ export class MessagesService {
         .catch(() => records.map(() => 'queued' as const));
       await dropUploads();
       const kept = records.filter((_, i) => back[i] === 'queued').map((record) => record.id);
-      if (kept.length) for (const sessionId of sessionIds) void this.bell.ring(sessionId);
+      if (kept.length)
+        for (const sessionId of sessionIds) void this.bell.ring(sessionId).catch(() => undefined);
       refuse('NO_SESSION', prepared[refused].message.sessionId, kept);
     }
     // The session's consumer wakes for it (not awaited: were the ring lost, the worker's
