@@ -20,7 +20,7 @@ function mainQueues(stack: ReturnType<typeof useStack>) {
  * it at once; its worker's sweep would, later).
  */
 async function makeJobs(stack: ReturnType<typeof useStack>) {
-  await stack.worker!.get(QueueProducer).moveIntake('main', { attempts: 5, backoffMs: 50 });
+  await stack.worker!.get(QueueProducer).moveIntake('main');
 }
 
 /** Moves the jobs of `current` to `legacy`, as an earlier version would have left them. */

@@ -10,6 +10,19 @@ describe('accepted sends become jobs', () => {
   const stack = useStack();
   beforeAll(() => stack.waitReady());
 
+  /** The api's next write runs in Redis, then its answer is lost (the connection drops). */
+  function loseNextWriteAnswer(): { id?: string } {
+    const repository = stack.api!.get(MessageRepository);
+    const write = repository.createMany.bind(repository);
+    const written: { id?: string } = {};
+    vi.spyOn(repository, 'createMany').mockImplementationOnce(async (...args) => {
+      const [record] = await write(...args);
+      written.id = (record as { id: string }).id;
+      throw new Error('Connection is closed.');
+    });
+    return written;
+  }
+
   it('at once, even while the consumer is busy with a send: a scheduled one is in the queue, delayed, before the send in progress ends', async () => {
     const busy = await stack.call('POST', '/api/v1/messages/text', {
       to: '4915100000071',
@@ -40,22 +53,14 @@ describe('accepted sends become jobs', () => {
   });
 
   it('takes back a write whose answer was lost, so a retry with the same key sends once', async () => {
-    const repository = stack.api!.get(MessageRepository);
-    const write = repository.createMany.bind(repository);
-    let written: string | undefined;
-    // The script runs, then the connection drops before its answer.
-    vi.spyOn(repository, 'createMany').mockImplementationOnce(async (...args) => {
-      const [record] = await write(...args);
-      written = (record as { id: string }).id;
-      throw new Error('Connection is closed.');
-    });
+    const written = loseNextWriteAnswer();
     const key = { 'idempotency-key': 'lost-answer-1' };
     const body = { to: '4915100000073', text: 'once' };
     const failed = await stack.call('POST', '/api/v1/messages/text', body, key);
     expect(failed.status).toBe(503);
     // Taken back: no record, nothing to send.
-    expect(written).toBeDefined();
-    expect((await stack.call('GET', `/api/v1/messages/${written}`)).status).toBe(404);
+    expect(written.id).toBeDefined();
+    expect((await stack.call('GET', `/api/v1/messages/${written.id}`)).status).toBe(404);
     const again = await stack.call('POST', '/api/v1/messages/text', body, key);
     expect(again.status).toBe(202);
     await stack.waitForStatus(again.body.data.id, 'read');
@@ -65,15 +70,10 @@ describe('accepted sends become jobs', () => {
   });
 
   it('keeps the Idempotency-Key when the outcome is unknown: a retry with it answers the message written, sent once', async () => {
-    const repository = stack.api!.get(MessageRepository);
-    const write = repository.createMany.bind(repository);
-    let written: string | undefined;
-    vi.spyOn(repository, 'createMany').mockImplementationOnce(async (...args) => {
-      const [record] = await write(...args);
-      written = (record as { id: string }).id;
-      throw new Error('Connection is closed.');
-    });
-    vi.spyOn(repository, 'takeBack').mockRejectedValueOnce(new Error('Connection is closed.'));
+    const written = loseNextWriteAnswer();
+    vi.spyOn(stack.api!.get(MessageRepository), 'takeBack').mockRejectedValueOnce(
+      new Error('Connection is closed.'),
+    );
     const key = { 'idempotency-key': 'lost-answer-2' };
     const body = { to: '4915100000074', text: 'maybe' };
     const unknown = await stack.call('POST', '/api/v1/messages/text', body, key);
@@ -81,7 +81,7 @@ describe('accepted sends become jobs', () => {
     expect(unknown.body.error.message).toMatch(/may have been queued/);
     const again = await stack.call('POST', '/api/v1/messages/text', body, key);
     expect(again.status).toBe(202);
-    expect(again.body.data.id).toBe(written);
+    expect(again.body.data.id).toBe(written.id);
     await stack.waitForStatus(again.body.data.id, 'read');
     expect(
       stack.sandbox().sends.filter((send) => send.chatId === '4915100000074@c.us'),

@@ -1,6 +1,7 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { Queue, type QueueOptions } from 'bullmq';
+import { AppConfig } from '@app/config';
 import { REDIS, RedisKeys, SendIntake, SendQueueBell } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import {
@@ -27,6 +28,7 @@ export class QueueProducer implements OnApplicationShutdown {
     private readonly keys: RedisKeys,
     @Inject(REDIS) private readonly redis: Redis,
     private readonly intake: SendIntake,
+    private readonly config: AppConfig,
   ) {}
 
   /** A session's send queue, under the session's own hash tag. */
@@ -136,36 +138,37 @@ export class QueueProducer implements OnApplicationShutdown {
 
   /**
    * Makes the session's accepted sends (its SendIntake, written by the api with each record)
-   * jobs of its send queue, oldest first, in batches of INTAKE_BATCH (one addBulk each), and
-   * returns how many. An entry is removed only once its job exists; a job added twice (a
-   * worker that stopped between the two, or two workers at once) is one job, as its id is the
-   * message's. A scheduled send's job is delayed until it is due. One move at a time per
-   * session in this process: a call during a move waits for the next one (which takes what
-   * came meanwhile), shared by every call made before it starts. Jobs made ring the
-   * session's doorbell (its consumer may be on another worker, or busy).
+   * jobs of its send queue, oldest first, in batches of INTAKE_BATCH (one addBulk each), with
+   * SEND_ATTEMPTS and SEND_BACKOFF_MS, and returns how many. An entry is removed only once its
+   * job exists; a job added twice (a worker that stopped between the two, or two workers at
+   * once) is one job, as its id is the message's. A scheduled send's job is delayed until it
+   * is due.
+   *
+   * One move at a time per session in this process. A call waits for a pass that starts after
+   * it (shared by every call made before that pass starts), never for a chain of passes that
+   * rings keep extending; with `join`, it takes the newest pass already asked for instead (a
+   * consumer's look after the ring that asked for it), so a ring costs one pass, not two.
    */
-  moveIntake(sessionId: string, retry: { attempts: number; backoffMs: number }): Promise<number> {
+  moveIntake(sessionId: string, options: { join?: boolean } = {}): Promise<number> {
     const state = this.moving.get(sessionId) ?? { running: null, next: null };
     this.moving.set(sessionId, state);
-    // Waits for one pass that starts after this call (the next one, shared by every call
-    // made meanwhile), never for a chain of passes that rings keep extending.
+    if (options.join && (state.next ?? state.running)) return (state.next ?? state.running)!;
     if (state.running) {
       state.next ??= state.running.then(
-        () => this.startPass(sessionId, state, retry),
-        () => this.startPass(sessionId, state, retry),
+        () => this.startPass(sessionId, state),
+        () => this.startPass(sessionId, state),
       );
       return state.next;
     }
-    return this.startPass(sessionId, state, retry);
+    return this.startPass(sessionId, state);
   }
 
   private startPass(
     sessionId: string,
     state: { running: Promise<number> | null; next: Promise<number> | null },
-    retry: { attempts: number; backoffMs: number },
   ): Promise<number> {
     state.next = null;
-    const pass = this.exclusive(sessionId, () => this.moveIntakeOnce(sessionId, retry));
+    const pass = this.exclusive(sessionId, () => this.moveIntakeOnce(sessionId));
     state.running = pass;
     const done = () => {
       if (state.running !== pass) return;
@@ -198,10 +201,7 @@ export class QueueProducer implements OnApplicationShutdown {
     { running: Promise<number> | null; next: Promise<number> | null }
   >();
 
-  private async moveIntakeOnce(
-    sessionId: string,
-    retry: { attempts: number; backoffMs: number },
-  ): Promise<number> {
+  private async moveIntakeOnce(sessionId: string): Promise<number> {
     let moved = 0;
     for (;;) {
       const batch = await this.intake.oldest(sessionId, INTAKE_BATCH);
@@ -214,8 +214,8 @@ export class QueueProducer implements OnApplicationShutdown {
                 data: { messageId: entry.messageId, requestId: entry.requestId },
                 opts: {
                   jobId: entry.messageId,
-                  attempts: retry.attempts,
-                  backoff: { type: 'exponential' as const, delay: retry.backoffMs },
+                  attempts: this.config.SEND_ATTEMPTS,
+                  backoff: { type: 'exponential' as const, delay: this.config.SEND_BACKOFF_MS },
                   // Its time in the queue counts from when it was accepted, and BullMQ
                   // schedules a delayed job from its timestamp: due exactly when it is due.
                   timestamp: entry.acceptedAt,
@@ -234,10 +234,8 @@ export class QueueProducer implements OnApplicationShutdown {
         batch.map(({ raw }) => raw),
       );
       moved += jobs.length;
-      if (batch.length < INTAKE_BATCH) break;
+      if (batch.length < INTAKE_BATCH) return moved;
     }
-    if (moved) void this.bell.ring(sessionId).catch(() => undefined);
-    return moved;
   }
 
   /**

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { inject, vi } from 'vitest';
-import { loadAppConfig } from '@app/config';
+import { loadAppConfig, type AppConfig } from '@app/config';
 import {
   EventScriptArgs,
   MessageRepository,
@@ -27,16 +27,18 @@ describe('SendIntake: accepted sends made jobs', () => {
   let keys: RedisKeys;
   let messages: MessageRepository;
   let intake: SendIntake;
+  let config: AppConfig;
   const producers: QueueProducer[] = [];
 
   /** A worker's producer (each has its own queues, as two worker processes would). */
-  function producer(): QueueProducer {
+  function producer(from: SendIntake = intake): QueueProducer {
     const made = new QueueProducer(
       { connection: redis, prefix: keys.bullPrefix() },
       new SendQueueBell(redis, keys),
       keys,
       redis,
-      intake,
+      from,
+      config,
     );
     producers.push(made);
     return made;
@@ -45,7 +47,14 @@ describe('SendIntake: accepted sends made jobs', () => {
   beforeAll(() => {
     redis = createRedis(inject('redisUrl'), { name: 'intake-test' });
     keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
-    const config = loadAppConfig({ readEnvFile: false, overrides: { NODE_ENV: 'test' } });
+    config = loadAppConfig({
+      readEnvFile: false,
+      overrides: {
+        NODE_ENV: 'test',
+        SEND_ATTEMPTS: String(RETRY.attempts),
+        SEND_BACKOFF_MS: String(RETRY.backoffMs),
+      },
+    });
     messages = new MessageRepository(redis, keys, config, new EventScriptArgs(keys, [], 60_000));
     intake = new SendIntake(redis, keys);
   });
@@ -85,7 +94,7 @@ describe('SendIntake: accepted sends made jobs', () => {
     expect((await messages.get(sent[0].id))?.status).toBe('queued');
 
     const worker = producer();
-    expect(await worker.moveIntake('intake-a', RETRY)).toBe(3);
+    expect(await worker.moveIntake('intake-a')).toBe(3);
     expect(await intake.length('intake-a')).toBe(0);
     const queue = worker.queueFor('intake-a');
     const jobs = await jobsOf(queue);
@@ -115,7 +124,7 @@ describe('SendIntake: accepted sends made jobs', () => {
     const scheduled = message('intake-b', { sendAt: sendAt.toISOString() });
     await messages.createMany([scheduled], false, accepted, {});
     const worker = producer();
-    await worker.moveIntake('intake-b', RETRY);
+    await worker.moveIntake('intake-b');
     const job = await worker.queueFor('intake-b').getJob(scheduled.id);
     expect(await job!.getState()).toBe('delayed');
     expect(job!.timestamp + job!.delay).toBe(sendAt.getTime());
@@ -128,10 +137,10 @@ describe('SendIntake: accepted sends made jobs', () => {
     const worker = producer();
     const queue = worker.queueFor('intake-c');
     const addBulk = vi.spyOn(queue, 'addBulk').mockRejectedValueOnce(new Error('Redis went away'));
-    await expect(worker.moveIntake('intake-c', RETRY)).rejects.toThrow('Redis went away');
+    await expect(worker.moveIntake('intake-c')).rejects.toThrow('Redis went away');
     expect(await intake.length('intake-c')).toBe(2);
     addBulk.mockRestore();
-    expect(await worker.moveIntake('intake-c', RETRY)).toBe(2);
+    expect(await worker.moveIntake('intake-c')).toBe(2);
     expect(await intake.length('intake-c')).toBe(0);
     expect(await jobsOf(queue)).toHaveLength(2);
   });
@@ -141,14 +150,14 @@ describe('SendIntake: accepted sends made jobs', () => {
     await messages.createMany(many, false, new Date(), {});
     // Two workers at once (ownership changing hands): batches of 500, read by both.
     const [first, second] = [producer(), producer()];
-    await Promise.all([first.moveIntake('intake-d', RETRY), second.moveIntake('intake-d', RETRY)]);
+    await Promise.all([first.moveIntake('intake-d'), second.moveIntake('intake-d')]);
     expect(await intake.length('intake-d')).toBe(0);
     expect(await jobsOf(first.queueFor('intake-d'))).toHaveLength(1_200);
     // A worker that added the jobs and stopped before removing the entries: the next move
     // adds them again, as the same jobs.
     const again = many.slice(0, 3).map((m) => JSON.stringify([m.id, Date.now(), 0, '']));
     await redis.rpush(keys.sendIntake('intake-d'), ...again);
-    expect(await first.moveIntake('intake-d', RETRY)).toBe(3);
+    expect(await first.moveIntake('intake-d')).toBe(3);
     expect(await jobsOf(first.queueFor('intake-d'))).toHaveLength(1_200);
   });
 
@@ -188,7 +197,7 @@ describe('SendIntake: accepted sends made jobs', () => {
       await new Promise((resolve) => setTimeout(resolve, 100));
       return remove(...args);
     });
-    const moving = worker.moveIntake('intake-h', RETRY);
+    const moving = worker.moveIntake('intake-h');
     await removeStarted; // the jobs exist, the entries are still there
     expect(await jobsOf(worker.queueFor('intake-h'))).toHaveLength(2);
     expect(await intake.length('intake-h')).toBe(2);
@@ -208,25 +217,29 @@ describe('SendIntake: accepted sends made jobs', () => {
       remove: async () => undefined,
       length: async () => 0,
     });
-    const worker = new QueueProducer(
-      { connection: redis, prefix: keys.bullPrefix() },
-      new SendQueueBell(redis, keys),
-      keys,
-      redis,
-      slow,
-    );
-    producers.push(worker);
-    void worker.moveIntake('busy', RETRY); // pass 1
-    const waiting = worker.moveIntake('busy', RETRY); // waits for pass 2
+    const worker = producer(slow);
+    void worker.moveIntake('busy'); // pass 1
+    const waiting = worker.moveIntake('busy'); // waits for pass 2
     let done = false;
     void waiting.then(() => (done = true));
     // Rings keep coming: each asks for a pass after the one running.
     for (let i = 0; i < 8 && !done; i++) {
       await new Promise((resolve) => setTimeout(resolve, 15));
-      void worker.moveIntake('busy', RETRY);
+      void worker.moveIntake('busy');
     }
     await waiting;
     expect(passes).toBeLessThanOrEqual(3);
+
+    // A look after a ring joins the pass the ring asked for: one pass for both.
+    await worker.moveIntake('busy');
+    const before = passes;
+    const ring = worker.moveIntake('quiet-ring');
+    const look = worker.moveIntake('quiet-ring', { join: true });
+    await Promise.all([ring, look]);
+    expect(passes - before).toBe(1);
+    // Without a pass asked for, a look makes one.
+    await worker.moveIntake('quiet-ring', { join: true });
+    expect(passes - before).toBe(2);
   });
 
   it('drops an entry it cannot read, and moves the rest', async () => {
@@ -234,7 +247,7 @@ describe('SendIntake: accepted sends made jobs', () => {
     await redis.rpush(keys.sendIntake('intake-e'), 'not an entry');
     await messages.createMany([good], false, new Date(), {});
     const worker = producer();
-    expect(await worker.moveIntake('intake-e', RETRY)).toBe(1);
+    expect(await worker.moveIntake('intake-e')).toBe(1);
     expect(await intake.length('intake-e')).toBe(0);
     expect((await jobsOf(worker.queueFor('intake-e'))).map((job) => job.id)).toEqual([good.id]);
   });

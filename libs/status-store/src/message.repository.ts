@@ -470,17 +470,14 @@ export class MessageRepository implements BeforeApplicationShutdown {
   ): Promise<('taken-back' | 'queued' | 'absent')[]> {
     return (await TAKE_BACK.runMany(
       this.redis,
-      messages.map((message) => {
-        const record = newRecord(message, now);
-        return {
-          keys: [
-            this.keys.message(record.id),
-            this.keys.sessionMessages(record.sessionId),
-            this.keys.sendIntake(record.sessionId),
-          ],
-          args: [...this.events.build(now), record.id, intakeEntryOf(record, now, queue)],
-        };
-      }),
+      messages.map((message) => ({
+        keys: [
+          this.keys.message(message.id),
+          this.keys.sessionMessages(message.sessionId),
+          this.keys.sendIntake(message.sessionId),
+        ],
+        args: [...this.events.build(now), message.id, intakeEntryOf(message, now, queue)],
+      })),
     )) as ('taken-back' | 'queued' | 'absent')[];
   }
 
@@ -830,11 +827,15 @@ const NULLABLE: (keyof MessageRecord)[] = [
 const JSON_FIELDS = new Set(['error', 'location', 'contact', 'reaction', 'upload', 'mediaOptions']);
 
 /** The intake entry createMany writes with a record (takeBack finds it by the same string). */
-function intakeEntryOf(record: MessageRecord, now: Date, queue: { requestId?: string }): string {
+function intakeEntryOf(
+  message: Pick<NewMessage, 'id' | 'sendAt'>,
+  now: Date,
+  queue: { requestId?: string },
+): string {
   return intakeEntry({
-    messageId: record.id,
+    messageId: message.id,
     acceptedAt: now.getTime(),
-    dueAt: record.sendAt ? Date.parse(record.sendAt) : 0,
+    dueAt: message.sendAt ? Date.parse(message.sendAt) : 0,
     requestId: queue.requestId,
   });
 }

@@ -1,5 +1,4 @@
 import { Injectable } from '@nestjs/common';
-import { InjectMetric } from '@willsoto/nestjs-prometheus';
 import type { FastifyInstance } from 'fastify';
 import type { Counter } from 'prom-client';
 
@@ -32,11 +31,6 @@ export function collectHttpRequests(this: Counter<Label>): void {
  */
 @Injectable()
 export class HttpMetrics {
-  constructor(
-    // Injected so the counter exists (and is registered) before the first request.
-    @InjectMetric(HTTP_REQUESTS) readonly requests: Counter<Label>,
-  ) {}
-
   /** Counts every answer of `server` (a Fastify hook, so 404s and refusals count too). */
   attach(server: FastifyInstance): void {
     server.addHook('onResponse', (request, reply, done) => {

@@ -48,10 +48,7 @@ export class ExpirySweeper {
       try {
         // Accepted sends become jobs here too (no consumer takes them while the session is
         // not READY), so they expire like the others.
-        await this.queues.moveIntake(sessionId, {
-          attempts: this.config.SEND_ATTEMPTS,
-          backoffMs: this.config.SEND_BACKOFF_MS,
-        });
+        await this.queues.moveIntake(sessionId);
         expired += await this.expireIn(sessionId, this.queues.queueFor(sessionId), now);
         // Jobs an earlier version left in the session's queue of the old layout are moved
         // once the session is READY; until then they expire from where they are.

@@ -123,6 +123,7 @@ export class SendConsumers {
       sessionId,
       () => void this.intake(sessionId),
     );
+    // A look takes the move its ring asked for (or the newest one asked for), not one more.
     const worker = new Worker(
       sendQueueName(sessionId),
       (job, token) => this.process(sessionId, job, token),
@@ -138,7 +139,7 @@ export class SendConsumers {
         drainDelay: IDLE_LOOK_SECONDS,
         autorun: false,
       },
-      doorbellBackend(doorbell, this.connection, () => this.intake(sessionId)),
+      doorbellBackend(doorbell, this.connection, () => this.intake(sessionId, { join: true })),
     );
     worker.on('failed', (job, err) => void this.onFailed(job, err));
     // A stalled job put back in line comes with no ring.
@@ -160,16 +161,12 @@ export class SendConsumers {
    * Makes the session's accepted sends jobs of its queue (QueueProducer.moveIntake). A failure
    * is logged and left: the entries stay, and the next ring or look moves them.
    */
-  private async intake(sessionId: string): Promise<void> {
+  private async intake(sessionId: string, options: { join?: boolean } = {}): Promise<void> {
     try {
-      await this.queues.moveIntake(sessionId, this.retry());
+      await this.queues.moveIntake(sessionId, options);
     } catch (err) {
       this.log.warn({ sessionId, err: (err as Error).message }, 'accepted sends not made jobs yet');
     }
-  }
-
-  private retry() {
-    return { attempts: this.config.SEND_ATTEMPTS, backoffMs: this.config.SEND_BACKOFF_MS };
   }
 
   /**
