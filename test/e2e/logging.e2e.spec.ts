@@ -225,7 +225,7 @@ describe('production log lines are written asynchronously', () => {
       process.exit(0);
     `);
     expect(child.lines).toHaveLength(500);
-    // ~70 bytes a line: 500 lines are ~35 KB, some 3 batches of LOG_BATCH_BYTES, plus a
+    // ~70 bytes a line: 500 lines are ~35 KB, some 9 batches of LOG_BATCH_BYTES, plus a
     // flush every LOG_FLUSH_MS while they trickle in.
     const { writes } = JSON.parse(child.stderr) as { writes: number };
     expect(writes).toBeGreaterThan(0);

@@ -115,9 +115,12 @@ export function requestLine(log: Logger, fields: RequestLineFields): void {
 type Batched = DestinationStream & { sync: boolean; minLength: number; flush(): void };
 let stdout: Batched | undefined;
 
-/** Lines gather up to this many bytes before a write (one write syscall for many lines; below
- * sonic-boom's 16 KiB largest write)... */
-export const LOG_BATCH_BYTES = 12_288;
+/**
+ * Lines gather up to this many bytes before a write (one write syscall for many lines)... 12 KiB
+ * was tried: a stop signal then lost lines (a larger write still in flight when the process
+ * switches to writing synchronously and ends; the shutdown test caught it on CI).
+ */
+export const LOG_BATCH_BYTES = 4096;
 /** ...or for at most this long, so a quiet process's lines still show at once. */
 export const LOG_FLUSH_MS = 100;
 
