@@ -1,3 +1,4 @@
+import { vi } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MessageRepository, PacingRepository, SendQueueBell } from '@app/status-store';
 import { JobName, QueueProducer } from '@app/queue';
@@ -49,6 +50,85 @@ describe('pacing with jitter', () => {
     }
     // Six draws from 300 ms: the chance they all fall within 30 ms of each other is ~1e-5.
     expect(Math.max(...gaps) - Math.min(...gaps)).toBeGreaterThan(30);
+  });
+});
+
+describe('unpaced sends (SEND_MIN_INTERVAL_MS 0): several jobs in hand, sends in turn', () => {
+  const stack = useStack({ SEND_MIN_INTERVAL_MS: '0', SEND_JITTER_MS: '0' });
+  beforeAll(async () => {
+    await stack.waitReady();
+  });
+
+  it('sends 120 messages over 4 chats each once, in the order queued, one engine call at a time, with several jobs active at once', async () => {
+    const queue = stack.worker!.get(QueueProducer).queueFor('main');
+    let mostActive = 0;
+    const watching = (async () => {
+      for (let i = 0; i < 400; i++) {
+        mostActive = Math.max(mostActive, await queue.getActiveCount());
+        if (mostActive > 1) return;
+        await sleep(2);
+      }
+    })();
+    const engine = stack.sandbox();
+    const sendText = engine.sendText.bind(engine);
+    let inEngine = 0;
+    let overlapped = false;
+    const spy = vi.spyOn(engine, 'sendText').mockImplementation(async (...args) => {
+      if (++inEngine > 1) overlapped = true;
+      try {
+        await sleep(1);
+        return await sendText(...args);
+      } finally {
+        inEngine--;
+      }
+    });
+    try {
+      const messages = Array.from({ length: 120 }, (_, i) => ({
+        type: 'text',
+        to: `49151700000${i % 4}`,
+        text: `unpaced ${i}`,
+      }));
+      const answer = await stack.call('POST', '/api/v1/messages/batch', { messages });
+      expect(answer.status).toBe(202);
+      const batchId = answer.body.data.id;
+      await eventually(async () => {
+        const { counts } = (await stack.call('GET', `/api/v1/batches/${batchId}`)).body.data;
+        expect(counts.sent + counts.delivered + counts.read).toBe(120);
+      }, 30_000);
+      await watching;
+      const sent = engine.sends.filter((send) => send.fingerprint !== undefined);
+      const texts = sent
+        .map((send) => messages.findIndex((m) => textFingerprint(m.text) === send.fingerprint))
+        .filter((index) => index >= 0);
+      // Each exactly once, in the order given (so in order within each chat too).
+      expect(texts).toEqual(messages.map((_, i) => i));
+      expect(overlapped).toBe(false);
+      expect(mostActive).toBeGreaterThan(1);
+    } finally {
+      spy.mockRestore();
+    }
+  }, 60_000);
+
+  it('quotes a message of ours sent just before, whose record may still be being written, without a retry', async () => {
+    const first = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915170000099',
+      text: 'your order shipped',
+    });
+    const reply = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915170000099',
+      text: 'tracking number 42',
+      replyTo: first.body.data.id,
+    });
+    expect(reply.status).toBe(202);
+    await stack.waitForStatus(reply.body.data.id, 'read');
+    const record = (await stack.call('GET', `/api/v1/messages/${reply.body.data.id}`)).body.data;
+    expect(record.attempts).toBe(1);
+    const quoted = await stack.worker!.get(MessageRepository).get(first.body.data.id);
+    const replySend = stack
+      .sandbox()
+      .sends.find((send) => send.fingerprint === textFingerprint('tracking number 42'));
+    expect(replySend?.quotedMessageId).toBe(quoted?.engineMessageId);
+    expect(replySend?.quotedMessageId).toMatch(/^sandbox_/);
   });
 });
 

@@ -9,7 +9,15 @@ export enum JobName {
 }
 
 export interface JobPayloads {
-  [JobName.SendMessage]: { messageId: string; requestId?: string };
+  [JobName.SendMessage]: {
+    messageId: string;
+    requestId?: string;
+    /**
+     * Its place among the session's sends (µs since the epoch, increasing as the worker makes
+     * jobs of the intake): a consumer with several jobs in hand sends them in this order.
+     */
+    order?: number;
+  };
   /** A chain's job: it delivers the chain's deliveries in order, one at a time. */
   [JobName.DeliverWebhook]: { sessionId: string; targetId: string };
 }

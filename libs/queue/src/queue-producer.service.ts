@@ -201,6 +201,15 @@ export class QueueProducer implements OnApplicationShutdown {
     { running: Promise<number> | null; next: Promise<number> | null }
   >();
 
+  /** The last order given to a job (SendMessage's `order`). */
+  private lastOrder = 0;
+
+  /** An order after every one given before: this process's clock in µs, made increasing. */
+  private nextOrder(): number {
+    this.lastOrder = Math.max(Date.now() * 1000, this.lastOrder + 1);
+    return this.lastOrder;
+  }
+
   private async moveIntakeOnce(sessionId: string): Promise<number> {
     let moved = 0;
     for (;;) {
@@ -211,7 +220,11 @@ export class QueueProducer implements OnApplicationShutdown {
           ? [
               {
                 name: JobName.SendMessage,
-                data: { messageId: entry.messageId, requestId: entry.requestId },
+                data: {
+                  messageId: entry.messageId,
+                  requestId: entry.requestId,
+                  order: this.nextOrder(),
+                },
                 opts: {
                   jobId: entry.messageId,
                   attempts: this.config.SEND_ATTEMPTS,

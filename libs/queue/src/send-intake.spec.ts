@@ -108,8 +108,17 @@ describe('SendIntake: accepted sends made jobs', () => {
       )
     ).reverse();
     expect(order).toEqual(sent.map((m) => m.id));
+    const byId = new Map(jobs.map((job) => [job.id, job]));
+    // Each carries its place in line, increasing in the order accepted (a consumer with
+    // several jobs in hand sends by it).
+    const orders = sent.map((m) => byId.get(m.id)!.data.order!);
+    for (let i = 1; i < orders.length; i++) expect(orders[i]).toBeGreaterThan(orders[i - 1]);
     for (const job of jobs) {
-      expect(job.data).toEqual({ messageId: job.id, requestId: 'req-42' });
+      expect(job.data).toEqual({
+        messageId: job.id,
+        requestId: 'req-42',
+        order: expect.any(Number),
+      });
       expect(job.opts.attempts).toBe(RETRY.attempts);
       expect(job.opts.backoff).toEqual({ type: 'exponential', delay: RETRY.backoffMs });
       // Its time in the queue counts from when it was accepted.

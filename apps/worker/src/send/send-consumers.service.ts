@@ -24,6 +24,13 @@ const NOT_READY_RETRY_MS = 1_000;
  * that arrive without a ring (added by another tool, or rung while the subscriber was down).
  */
 const IDLE_LOOK_SECONDS = 15;
+/**
+ * Jobs a session's consumer has in hand at once when sends are not paced (SEND_MIN_INTERVAL_MS
+ * and SEND_JITTER_MS 0): their sends still take turns up to the engine call (SendTurns), and
+ * what each does in Redis around its turn (fetch, record, complete) overlaps with the next.
+ * Paced, one: the next job is not taken before its time.
+ */
+const UNPACED_JOBS_IN_HAND = 4;
 /** How long after a consumer starts it keeps moving jobs from its session's old queue. */
 const LEGACY_QUEUE_FOLLOW_MS = 3_600_000;
 
@@ -46,7 +53,8 @@ type Handlers = {
 };
 
 /**
- * One BullMQ worker per session, concurrency 1, consuming only while that session is READY
+ * One BullMQ worker per session (one job in hand, or UNPACED_JOBS_IN_HAND whose sends take
+ * turns when sends are not paced), consuming only while that session is READY
  * (paused otherwise, so waiting jobs do not burn retries). None holds a Redis connection of
  * its own: they share one, and wait on doorbells (QueueDoorbells) instead of blocking.
  */
@@ -131,7 +139,10 @@ export class SendConsumers {
         ...this.bullOptions,
         prefix: this.keys.sessionBullPrefix(sessionId),
         connection: this.connection,
-        concurrency: 1,
+        concurrency:
+          this.config.SEND_MIN_INTERVAL_MS + this.config.SEND_JITTER_MS === 0
+            ? UNPACED_JOBS_IN_HAND
+            : 1,
         // A job whose worker died is handed to the next owner after at most ~2 x 15 s.
         lockDuration: 15_000,
         stalledInterval: 15_000,
@@ -141,8 +152,12 @@ export class SendConsumers {
       },
       doorbellBackend(doorbell, this.connection, () => this.intake(sessionId, { join: true })),
     );
-    worker.on('failed', (job, err) => void this.onFailed(job, err));
-    // A stalled job put back in line comes with no ring.
+    worker.on('failed', (job, err) => {
+      // A job in hand may be waiting on the doorbell while another's retry is put in line: a
+      // retry (like a stalled job put back) comes with no ring of its own.
+      doorbell.ring();
+      void this.onFailed(job, err);
+    });
     worker.on('stalled', () => doorbell.ring());
     worker.on('error', (err) =>
       this.log.warn({ sessionId, err: err.message }, 'queue worker error'),
@@ -280,26 +295,41 @@ export class SendConsumers {
       number: job.attemptsMade + 1,
       max: job.opts.attempts ?? this.config.SEND_ATTEMPTS,
       requestId: job.data.requestId,
+      // Made a job by moveIntake: its place in the intake; otherwise when it was queued.
+      order: job.data.order ?? job.timestamp * 1000,
     };
     try {
       const outcome = await this.sender.send(sessionId, job.data.messageId, attempt);
       if (outcome === 'not-ready') {
         // The session dropped between fetching the job and sending: wait without using an attempt.
-        await job.moveToDelayed(Date.now() + NOT_READY_RETRY_MS, token);
-        throw new DelayedError();
+        await this.putBack(sessionId, job, Date.now() + NOT_READY_RETRY_MS, token);
       }
       return outcome;
     } catch (err) {
       if (err instanceof SessionRestrictedError || err instanceof SendHeldBack) {
         // Back in line for when the restriction or the hold ends, without using an attempt.
         this.holdUntil(sessionId, err.until);
-        await job.moveToDelayed(err.until.getTime(), token);
-        throw new DelayedError();
+        await this.putBack(sessionId, job, err.until.getTime(), token);
       }
       if (err instanceof EngineError && err.permanent)
         throw new UnrecoverableError(`${err.code}: ${err.message}`);
       throw err;
     }
+  }
+
+  /**
+   * Puts the job back in line until `dueAt`, without using an attempt, and rings: another job
+   * in hand may have its consumer waiting for the next due job already.
+   */
+  private async putBack(
+    sessionId: string,
+    job: Job,
+    dueAt: number,
+    token?: string,
+  ): Promise<never> {
+    await job.moveToDelayed(dueAt, token);
+    this.consumers.get(sessionId)?.doorbell.ring();
+    throw new DelayedError();
   }
 
   /** A job that failed outside our own handling (stalled too often): make it visible on the message. */

@@ -30,6 +30,7 @@ import {
   type WhatsAppEngine,
 } from '@app/whatsapp';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
+import { SendTurns } from './send-turns.js';
 
 export interface SendAttempt {
   /** 1 for the first try. */
@@ -37,6 +38,8 @@ export interface SendAttempt {
   max: number;
   /** The id of the api request that queued the message, carried into the worker's log lines. */
   requestId?: string;
+  /** When the message was queued (µs, SendConsumers): the session's sends take turns by it. */
+  order?: number;
 }
 
 export type SendOutcome =
@@ -105,6 +108,9 @@ export class SendService {
   private readonly holds = new Map<string, { holds: SendHolds; at: number }>();
   /** Engine ids of messages sent whose record could not say so yet (SentButNotRecorded). */
   private readonly unrecorded = new Map<string, string>();
+  /** Engine ids of messages sent whose record is being written (a reply may quote one now). */
+  private readonly recording = new Map<string, string>();
+  private readonly turns = new SendTurns();
 
   constructor(
     private readonly config: AppConfig,
@@ -116,7 +122,26 @@ export class SendService {
     private readonly metrics: WorkerMetrics,
   ) {}
 
+  /**
+   * Sends the message, in its session's turn (SendTurns) up to the engine call: with several
+   * jobs in hand (SendConsumers, at pacing 0), the holds, claims and engine calls of a session
+   * still go one message at a time, in the order the messages were queued.
+   */
   async send(sessionId: string, messageId: string, attempt: SendAttempt): Promise<SendOutcome> {
+    const endTurn = await this.turns.take(sessionId, attempt.order ?? 0);
+    try {
+      return await this.sendInTurn(sessionId, messageId, attempt, endTurn);
+    } finally {
+      endTurn();
+    }
+  }
+
+  private async sendInTurn(
+    sessionId: string,
+    messageId: string,
+    attempt: SendAttempt,
+    endTurn: () => void,
+  ): Promise<SendOutcome> {
     const engine = this.sessions.engine(sessionId);
     const ready = !!engine && this.sessions.isReady(sessionId);
     // What holds the session back now is known before the record is read: when nothing does,
@@ -231,9 +256,16 @@ export class SendService {
         throw err;
       });
       await this.recordSend(sessionId, false);
-      await this.recordSent(record, engineMessageId);
-      await this.dropUpload(record);
+      // Counted before the next send of the session checks its cap.
       await this.countTowardsCap(sessionId);
+      this.recording.set(messageId, engineMessageId);
+      endTurn();
+      try {
+        await this.recordSent(record, engineMessageId);
+      } finally {
+        this.recording.delete(messageId);
+      }
+      await this.dropUpload(record);
       endSend();
       this.log.log(
         {
@@ -432,6 +464,9 @@ export class SendService {
   private async quotedMessageId(record: MessageRecord): Promise<string | undefined> {
     if (record.quotedEngineId) return record.quotedEngineId;
     if (!record.replyTo || !isMessageId(record.replyTo)) return undefined;
+    // Sent, its record still being written (or not written yet): what the engine returned.
+    const sent = this.recording.get(record.replyTo) ?? this.unrecorded.get(record.replyTo);
+    if (sent) return sent;
     const quoted = await this.messages.get(record.replyTo);
     if (quoted?.engineMessageId) return quoted.engineMessageId;
     if (!quoted || quoted.status === 'failed' || quoted.status === 'cancelled')
