@@ -402,6 +402,28 @@ describe('SendService: WhatsApp restricts the session (error 463)', () => {
     expect((await h.store.get(record().id))!.nextAttemptAt).toBe(until.toISOString());
     expect(h.sessionStore.setRestriction).toHaveBeenCalledWith('main', until, 'error 463');
   });
+
+  it('holds the next message of the session back at once, without calling the engine again', async () => {
+    const h = harness();
+    const until = new Date(NOW + 3_600_000);
+    const second = record({ id: '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e02' });
+    h.store.put(record());
+    h.store.put(second);
+    h.sessionStore.setRestriction.mockImplementation(async () => {
+      h.sessionStore.sendHolds.mockResolvedValue({
+        limits: NO_LIMITS,
+        restrictedUntil: until,
+        restriction: 'error 463',
+      });
+    });
+    h.engine.sendText.mockRejectedValueOnce(new SessionRestrictedError('error 463', until));
+    await expect(h.service.send('main', record().id, first)).rejects.toBeInstanceOf(
+      SessionRestrictedError,
+    );
+    const held = await h.service.send('main', second.id, first).catch((err: unknown) => err);
+    expect(held).toMatchObject({ code: 'RATE_LIMITED_BY_WHATSAPP' });
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+  });
 });
 
 describe("SendService: the session's own limits", () => {

@@ -305,6 +305,8 @@ export class SendService {
           stillSending,
         });
         await this.sessionStore.setRestriction(sessionId, thrown.until, thrown.message);
+        // Read again by the next send of the session (the next job in hand): held, not sent.
+        this.holds.delete(sessionId);
         this.metrics.sendFailed(sessionId, thrown.code, false);
         this.log.warn(
           { sessionId, messageId, until: thrown.until.toISOString(), err: thrown.message },
