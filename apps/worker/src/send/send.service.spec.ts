@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Logger } from '@nestjs/common';
 import { loadAppConfig } from '@app/config';
 import type {
@@ -823,5 +824,73 @@ describe('SendService: read and claim in one round trip', () => {
       'boom',
     );
     expect(h.store.calls).toEqual(['claim 3', 'markRetrying SEND_FAILED 3']);
+  });
+});
+
+describe('SendService: sends of a session in hand together (pacing 0)', () => {
+  const ids = ['7a7a7a7a-8a55-4f0e-9d0b-6a0f3b7c2d01', '7a7a7a7a-8a55-4f0e-9d0b-6a0f3b7c2d02'];
+
+  it('claims both at once, calls the engine for them one at a time in the order queued', async () => {
+    const h = harness();
+    h.store.put(record({ id: ids[0], text: 'one' }), record({ id: ids[1], text: 'two' }));
+    const texts: string[] = [];
+    let inEngine = 0;
+    h.engine.sendText.mockImplementation(async (_chat: string, text: string) => {
+      expect(++inEngine).toBe(1);
+      await sleep(5);
+      texts.push(text);
+      inEngine--;
+      return `true_x_${text}`;
+    });
+    // Asked in the other order: the turn goes by `order`.
+    const outcomes = await Promise.all([
+      h.service.send('main', ids[1], { ...first, order: 2 }),
+      h.service.send('main', ids[0], { ...first, order: 1 }),
+    ]);
+    expect(outcomes).toEqual(['sent', 'sent']);
+    expect(texts).toEqual(['one', 'two']);
+  });
+
+  it('holds back the second once the first reached the daily cap, though both were claimed', async () => {
+    const h = harness();
+    h.store.put(record({ id: ids[0] }), record({ id: ids[1] }));
+    h.sessionStore.limits.mockResolvedValue({ dailyCap: 1, quietHours: null });
+    let sent = 0;
+    h.pacing.sentOn.mockImplementation(async () => sent);
+    h.pacing.countSend.mockImplementation(async () => {
+      sent++;
+    });
+    const outcomes = await Promise.all([
+      h.service.send('main', ids[0], { ...first, order: 1 }),
+      h.service.send('main', ids[1], { ...first, order: 2 }).catch((err: unknown) => err),
+    ]);
+    expect(outcomes[0]).toBe('sent');
+    expect(outcomes[1]).toMatchObject({ code: 'DAILY_CAP' });
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+    // Back to queued, without a try counted.
+    expect(await h.store.get(ids[1])).toMatchObject({ status: 'queued', attempts: 0 });
+  });
+
+  it('holds back the second once the first met a restriction, without calling the engine again', async () => {
+    const h = harness();
+    h.store.put(record({ id: ids[0] }), record({ id: ids[1] }));
+    const until = new Date(NOW + 3_600_000);
+    h.sessionStore.setRestriction.mockImplementation(async () => {
+      h.sessionStore.sendHolds.mockResolvedValue({
+        limits: NO_LIMITS,
+        restrictedUntil: until,
+        restriction: 'error 463',
+      });
+    });
+    h.engine.sendText.mockRejectedValueOnce(new SessionRestrictedError('error 463', until));
+    const outcomes = await Promise.all(
+      ids.map((id, i) =>
+        h.service.send('main', id, { ...first, order: i }).catch((err: unknown) => err),
+      ),
+    );
+    expect(outcomes[0]).toBeInstanceOf(SessionRestrictedError);
+    expect(outcomes[1]).toMatchObject({ code: 'RATE_LIMITED_BY_WHATSAPP' });
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+    expect(await h.store.get(ids[1])).toMatchObject({ status: 'queued', attempts: 0 });
   });
 });

@@ -123,25 +123,11 @@ export class SendService {
   ) {}
 
   /**
-   * Sends the message, in its session's turn (SendTurns) up to the engine call: with several
-   * jobs in hand (SendConsumers, at pacing 0), the holds, claims and engine calls of a session
-   * still go one message at a time, in the order the messages were queued.
+   * Sends the message. With several jobs in hand (SendConsumers, at pacing 0), each is read,
+   * and claimed when plainly sendable, at once; from there to the engine call the session's
+   * sends take turns (SendTurns), one message at a time, in the order they were queued.
    */
   async send(sessionId: string, messageId: string, attempt: SendAttempt): Promise<SendOutcome> {
-    const endTurn = await this.turns.take(sessionId, attempt.order ?? 0);
-    try {
-      return await this.sendInTurn(sessionId, messageId, attempt, endTurn);
-    } finally {
-      endTurn();
-    }
-  }
-
-  private async sendInTurn(
-    sessionId: string,
-    messageId: string,
-    attempt: SendAttempt,
-    endTurn: () => void,
-  ): Promise<SendOutcome> {
     const engine = this.sessions.engine(sessionId);
     const ready = !!engine && this.sessions.isReady(sessionId);
     // What holds the session back now is known before the record is read: when nothing does,
@@ -159,6 +145,33 @@ export class SendService {
       this.log.warn({ sessionId, messageId }, 'job for an unknown message; dropped');
       return 'missing';
     }
+    const endTurn = await this.turns.take(sessionId, attempt.order ?? 0);
+    try {
+      return await this.sendInTurn(
+        { sessionId, messageId, engine, ready, hold, interval, ...taken },
+        attempt,
+        endTurn,
+      );
+    } finally {
+      endTurn();
+    }
+  }
+
+  private async sendInTurn(
+    taken: {
+      sessionId: string;
+      messageId: string;
+      engine: WhatsAppEngine | undefined;
+      ready: boolean;
+      hold: SendHeldBack | null | undefined;
+      interval: number;
+      record: MessageRecord;
+      claimed: boolean;
+    },
+    attempt: SendAttempt,
+    endTurn: () => void,
+  ): Promise<SendOutcome> {
+    const { sessionId, messageId, engine, ready, hold, interval } = taken;
     const { record, claimed } = taken;
     // Sent by an earlier try of this job whose record could not say so: recorded now, from
     // what the engine returned then, before anything else (expiry included) looks at it.
@@ -184,6 +197,19 @@ export class SendService {
     if (!engine || !ready) return 'not-ready';
 
     try {
+      if (claimed) {
+        // Claimed before its turn: the send before may have met a restriction or reached the
+        // daily cap since. Held now, it goes back to queued, without a try counted.
+        const held = await this.heldAgain(sessionId);
+        if (held) {
+          await this.messages.markRetrying(
+            messageId,
+            { code: held.code, message: held.message },
+            { attempts: record.attempts, nextAttemptAt: held.until },
+          );
+          throw held;
+        }
+      }
       const media = record.type === 'media' ? await this.fetchMedia(record) : null;
       // Not claimed with the read: the full path, each step before the claim.
       if (!claimed) {
@@ -402,6 +428,16 @@ export class SendService {
       'DAILY_CAP',
       `daily cap of ${limits.dailyCap} messages reached: sent at ${until.toISOString()}`,
     );
+  }
+
+  /**
+   * heldBack again in a send's turn, where it can have changed since the send's claim: after
+   * a restriction (its holds are read again) or with a daily cap (each send counts).
+   */
+  private async heldAgain(sessionId: string): Promise<SendHeldBack | null> {
+    if (this.holds.has(sessionId) && (await this.limitsOf(sessionId)).dailyCap === null)
+      return null;
+    return this.heldBack(sessionId, new Date());
   }
 
   /** A session's limits and restriction, read at most every LIMITS_CACHE_MS. */
