@@ -569,6 +569,14 @@ export class MessageRepository implements BeforeApplicationShutdown {
     });
   }
 
+  /**
+   * Gives back a claim that was not used: the message is `queued` again with the tries it had
+   * (its session stopped being READY before the send's turn came).
+   */
+  async unclaim(messageId: string, attempts: number): Promise<void> {
+    await this.update(messageId, { status: 'queued', attempts: String(attempts) });
+  }
+
   async markFailed(
     messageId: string,
     error: MessageError,

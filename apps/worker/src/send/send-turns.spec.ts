@@ -1,79 +1,101 @@
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
-import { SendTurns } from './send-turns.js';
+import { SendTurns, type TurnTicket } from './send-turns.js';
 
-/** Takes a turn, notes it, holds it until `release` is called. */
-function taker(turns: SendTurns, log: string[]) {
-  const holding = new Map<string, () => void>();
-  const take = (sessionId: string, name: string, order: number) =>
-    turns.take(sessionId, order).then((end) => {
-      log.push(name);
-      holding.set(name, end);
-      return end;
-    });
-  const release = (name: string) => holding.get(name)!();
-  return { take, release };
-}
+/** Lets every pending promise settle. */
+const settle = async () => {
+  for (let i = 0; i < 5; i++) await nextMacrotask();
+};
 
 describe('SendTurns', () => {
-  it('gives the turn to the lowest order among those that asked in the same tick, whatever the order of asking', async () => {
-    const turns = new SendTurns();
-    const log: string[] = [];
-    const { take, release } = taker(turns, log);
-    const all = [take('main', 'c', 30), take('main', 'a', 10), take('main', 'b', 20)];
-    await nextMacrotask();
-    await nextMacrotask();
+  let turns: SendTurns;
+  let log: string[];
+  const tickets = new Map<string, TurnTicket>();
+  beforeEach(() => {
+    turns = new SendTurns();
+    log = [];
+    tickets.clear();
+  });
+  const join = (name: string, order: number, sessionId = 'main') =>
+    tickets.set(name, turns.join(sessionId, order));
+  const ask = (name: string) =>
+    tickets
+      .get(name)!
+      .turn()
+      .then(() => log.push(name));
+  const leave = (name: string) => tickets.get(name)!.leave();
+
+  it('gives the turn by order, whatever the order of joining and of asking', async () => {
+    join('c', 30);
+    join('a', 10);
+    join('b', 20);
+    // The later ones are ready first: they still wait for `a`.
+    void ask('c');
+    void ask('b');
+    await settle();
+    expect(log).toEqual([]);
+    void ask('a');
+    await settle();
     expect(log).toEqual(['a']);
-    release('a');
-    await nextMacrotask();
+    leave('a');
+    await settle();
     expect(log).toEqual(['a', 'b']);
-    release('b');
-    await Promise.all(all);
+    leave('b');
+    await settle();
     expect(log).toEqual(['a', 'b', 'c']);
   });
 
   it('holds every other send of the session while one has the turn, and lets other sessions run', async () => {
-    const turns = new SendTurns();
-    const log: string[] = [];
-    const { take } = taker(turns, log);
-    void take('main', 'main-1', 1);
-    void take('main', 'main-2', 2);
-    const sales = take('sales', 'sales-1', 5);
-    await sales;
-    for (let i = 0; i < 5; i++) await nextMacrotask();
+    join('main-1', 1);
+    join('main-2', 2);
+    join('sales-1', 5, 'sales');
+    void ask('main-1');
+    void ask('main-2');
+    void ask('sales-1');
+    await settle();
     expect(log.sort()).toEqual(['main-1', 'sales-1']);
   });
 
-  it('lets a send that asked during a turn go next when its order is lower than those already waiting', async () => {
-    const turns = new SendTurns();
-    const log: string[] = [];
-    const { take, release } = taker(turns, log);
-    await take('main', 'first', 5);
-    const waiting = take('main', 'later', 50);
-    const retried = take('main', 'retried', 1);
-    release('first');
-    await retried;
+  it('lets a send that joins during a turn go next when its order is lower than those waiting', async () => {
+    join('first', 5);
+    join('later', 50);
+    void ask('first');
+    void ask('later');
+    await settle();
+    join('retried', 1);
+    void ask('retried');
+    leave('first');
+    await settle();
     expect(log).toEqual(['first', 'retried']);
-    release('retried');
-    await waiting;
-    expect(log).toEqual(['first', 'retried', 'later']);
   });
 
-  it('ends a turn once however often its end is called, and keeps ties in the order asked', async () => {
-    const turns = new SendTurns();
-    const log: string[] = [];
-    const { take, release } = taker(turns, log);
-    const one = take('main', 'one', 7);
-    const two = take('main', 'two', 7);
-    const three = take('main', 'three', 7);
-    await one;
-    release('one');
-    release('one');
-    await two;
-    for (let i = 0; i < 5; i++) await nextMacrotask();
-    // A second end of `one` did not end `two`'s turn.
+  it('passes the line on when a send leaves without its turn (nothing to send)', async () => {
+    join('gone', 1);
+    join('next', 2);
+    void ask('next');
+    await settle();
+    expect(log).toEqual([]);
+    leave('gone');
+    await settle();
+    expect(log).toEqual(['next']);
+  });
+
+  it("ends a turn once: a second leave, after the next send has the turn, does not end that one's", async () => {
+    join('one', 7);
+    join('two', 7);
+    join('three', 7);
+    void ask('one');
+    void ask('two');
+    void ask('three');
+    await settle();
+    leave('one');
+    await settle();
     expect(log).toEqual(['one', 'two']);
-    release('two');
-    await three;
+    leave('one');
+    await settle();
+    // Ties keep the order of joining; `two` still holds the turn.
+    expect(log).toEqual(['one', 'two']);
+    leave('two');
+    await settle();
     expect(log).toEqual(['one', 'two', 'three']);
   });
 });

@@ -158,6 +158,11 @@ class MessageStore {
     this.records.set(id, { ...this.records.get(id)!, status: 'failed', error, attempts });
     this.calls.push(`markFailed ${error.code} ${attempts}`);
   }
+  async unclaim(id: string, attempts: number) {
+    this.calls.push(`unclaim ${attempts}`);
+    this.records.set(id, { ...this.records.get(id)!, status: 'queued', attempts });
+  }
+
   async markRetrying(
     id: string,
     error: MessageError,
@@ -219,7 +224,7 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
   };
   const sessions = {
     engine: () => engine as unknown as WhatsAppEngine,
-    isReady: () => options.ready ?? true,
+    isReady: vi.fn(() => options.ready ?? true),
   };
   const media = {
     fetch: vi.fn(async () => ({
@@ -242,7 +247,7 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
     media as unknown as MediaFetcher,
     metrics as unknown as WorkerMetrics,
   );
-  return { service, store, engine, pacing, media, metrics, sessionStore };
+  return { service, store, engine, pacing, media, metrics, sessionStore, sessions };
 }
 
 const first: SendAttempt = { number: 1, max: 3 };
@@ -703,6 +708,22 @@ describe('SendService: WhatsApp took the message but Redis failed to record it',
     expect(h.engine.sendText).toHaveBeenCalledTimes(1);
   });
 
+  it('counts such a send towards the daily cap once, though two tries record it', async () => {
+    const h = harness();
+    h.store.put(record());
+    h.sessionStore.limits.mockResolvedValue({ dailyCap: 100, quietHours: null });
+    const markSent = vi.spyOn(h.store, 'markSent');
+    markSent.mockRejectedValue(new Error('redis timeout'));
+    await expect(h.service.send('main', record().id, first)).rejects.toBeInstanceOf(
+      SentButNotRecorded,
+    );
+    markSent.mockRestore();
+    await expect(h.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
+      'recovered',
+    );
+    expect(h.pacing.countSend).toHaveBeenCalledTimes(1);
+  });
+
   it('keeps a send that broke off `sending` when its next try fails before the engine', async () => {
     // Not found in the chat (not visible yet), then the download fails: queued again, the try
     // after would send without looking.
@@ -835,7 +856,8 @@ describe('SendService: sends of a session in hand together (pacing 0)', () => {
     h.store.put(record({ id: ids[0], text: 'one' }), record({ id: ids[1], text: 'two' }));
     const texts: string[] = [];
     let inEngine = 0;
-    h.engine.sendText.mockImplementation(async (_chat: string, text: string) => {
+    h.engine.sendText.mockImplementation(async (...args: unknown[]) => {
+      const text = String(args[1]);
       expect(++inEngine).toBe(1);
       await sleep(5);
       texts.push(text);
@@ -869,6 +891,69 @@ describe('SendService: sends of a session in hand together (pacing 0)', () => {
     expect(h.engine.sendText).toHaveBeenCalledTimes(1);
     // Back to queued, without a try counted.
     expect(await h.store.get(ids[1])).toMatchObject({ status: 'queued', attempts: 0 });
+  });
+
+  it('gives back the claim of the second, without a try counted, when the session drops during the first send', async () => {
+    const h = harness();
+    h.store.put(record({ id: ids[0] }), record({ id: ids[1], attempts: 1 }));
+    h.engine.sendText.mockImplementationOnce(async () => {
+      // Both were claimed before this call; the session drops during it.
+      h.sessions.isReady.mockReturnValue(false);
+      return 'true_x_ONE';
+    });
+    const outcomes = await Promise.all(
+      ids.map((id, i) => h.service.send('main', id, { ...first, order: i })),
+    );
+    expect(outcomes).toEqual(['sent', 'not-ready']);
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+    expect(h.store.calls).toContain('unclaim 1');
+    expect(await h.store.get(ids[1])).toMatchObject({ status: 'queued', attempts: 1 });
+  });
+
+  it('holds back a second send that could not be claimed with its read (typing) once the first met a restriction', async () => {
+    const h = harness();
+    h.store.put(record({ id: ids[0] }), record({ id: ids[1], typingMs: 100 }));
+    const until = new Date(NOW + 3_600_000);
+    h.sessionStore.setRestriction.mockImplementation(async () => {
+      h.sessionStore.sendHolds.mockResolvedValue({
+        limits: NO_LIMITS,
+        restrictedUntil: until,
+        restriction: 'error 463',
+      });
+    });
+    h.engine.sendText.mockRejectedValueOnce(new SessionRestrictedError('error 463', until));
+    const outcomes = await Promise.all(
+      ids.map((id, i) =>
+        h.service.send('main', id, { ...first, order: i }).catch((err: unknown) => err),
+      ),
+    );
+    expect(outcomes[1]).toMatchObject({ code: 'RATE_LIMITED_BY_WHATSAPP' });
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+    expect(h.engine.showTyping).not.toHaveBeenCalled();
+  });
+
+  it('quotes a message of ours whose record is still being written, without waiting for a retry', async () => {
+    const h = harness();
+    const reply = record({ id: ids[1], replyTo: ids[0], text: 'tracking number 42' });
+    h.store.put(record({ id: ids[0] }), reply);
+    const markSent = h.store.markSent.bind(h.store);
+    let written!: () => void;
+    const writing = new Promise<void>((resolve) => (written = resolve));
+    vi.spyOn(h.store, 'markSent').mockImplementationOnce(async (...args) => {
+      await writing;
+      return markSent(...args);
+    });
+    h.engine.sendText.mockResolvedValueOnce('true_x_FIRST').mockResolvedValueOnce('true_x_REPLY');
+    const sends = ids.map((id, i) => h.service.send('main', id, { ...first, order: i }));
+    // The reply is sent while the first's record still waits for its write.
+    await vi.waitFor(() => expect(h.engine.sendText).toHaveBeenCalledTimes(2));
+    written();
+    expect(await Promise.all(sends)).toEqual(['sent', 'sent']);
+    expect(h.engine.sendText.mock.calls[1]).toEqual([
+      reply.chatId,
+      'tracking number 42',
+      { quotedMessageId: 'true_x_FIRST' },
+    ]);
   });
 
   it('holds back the second once the first met a restriction, without calling the engine again', async () => {

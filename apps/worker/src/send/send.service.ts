@@ -124,36 +124,36 @@ export class SendService {
 
   /**
    * Sends the message. With several jobs in hand (SendConsumers, at pacing 0), each is read,
-   * and claimed when plainly sendable, at once; from there to the engine call the session's
-   * sends take turns (SendTurns), one message at a time, in the order they were queued.
+   * and claimed when plainly sendable, at once; from its hold check through the engine call,
+   * the session's sends take turns (SendTurns), one message at a time, in the order queued.
    */
   async send(sessionId: string, messageId: string, attempt: SendAttempt): Promise<SendOutcome> {
-    const engine = this.sessions.engine(sessionId);
-    const ready = !!engine && this.sessions.isReady(sessionId);
-    // What holds the session back now is known before the record is read: when nothing does,
-    // a plainly sendable message is read and claimed in one round trip (MessageRepository.take).
-    // Not known (Redis failed): no claim with the read; the full path asks again in its try.
-    const hold = ready ? await this.heldBack(sessionId, new Date()).catch(() => undefined) : null;
-    const interval = this.drawInterval();
-    const taken = await this.messages.take(
-      messageId,
-      ready && hold === null && this.localWaitMs(sessionId, interval) <= 0
-        ? { sessionId, ttlMs: this.config.MESSAGE_TTL_MS, intervalMs: interval }
-        : undefined,
-    );
-    if (!taken) {
-      this.log.warn({ sessionId, messageId }, 'job for an unknown message; dropped');
-      return 'missing';
-    }
-    const endTurn = await this.turns.take(sessionId, attempt.order ?? 0);
+    const ticket = this.turns.join(sessionId, attempt.order ?? 0);
     try {
+      const ready = this.sessions.isReady(sessionId) && !!this.sessions.engine(sessionId);
+      // What holds the session back now is known before the record is read: when nothing
+      // does, a plainly sendable message is read and claimed in one round trip
+      // (MessageRepository.take). Not known (Redis failed): no claim with the read.
+      const hold = ready ? await this.heldBack(sessionId, new Date()).catch(() => undefined) : null;
+      const interval = this.drawInterval();
+      const taken = await this.messages.take(
+        messageId,
+        ready && hold === null && this.localWaitMs(sessionId, interval) <= 0
+          ? { sessionId, ttlMs: this.config.MESSAGE_TTL_MS, intervalMs: interval }
+          : undefined,
+      );
+      if (!taken) {
+        this.log.warn({ sessionId, messageId }, 'job for an unknown message; dropped');
+        return 'missing';
+      }
+      await ticket.turn();
       return await this.sendInTurn(
-        { sessionId, messageId, engine, ready, hold, interval, ...taken },
+        { sessionId, messageId, interval, ...taken },
         attempt,
-        endTurn,
+        ticket.leave,
       );
     } finally {
-      endTurn();
+      ticket.leave();
     }
   }
 
@@ -161,9 +161,6 @@ export class SendService {
     taken: {
       sessionId: string;
       messageId: string;
-      engine: WhatsAppEngine | undefined;
-      ready: boolean;
-      hold: SendHeldBack | null | undefined;
       interval: number;
       record: MessageRecord;
       claimed: boolean;
@@ -171,7 +168,10 @@ export class SendService {
     attempt: SendAttempt,
     endTurn: () => void,
   ): Promise<SendOutcome> {
-    const { sessionId, messageId, engine, ready, hold, interval } = taken;
+    const { sessionId, messageId, interval } = taken;
+    // Read again in the turn: the session may have stopped being READY while this send waited.
+    const engine = this.sessions.engine(sessionId);
+    const ready = !!engine && this.sessions.isReady(sessionId);
     const { record, claimed } = taken;
     // Sent by an earlier try of this job whose record could not say so: recorded now, from
     // what the engine returned then, before anything else (expiry included) looks at it.
@@ -194,13 +194,17 @@ export class SendService {
       if (expired && !(stillSending && record.sendingAt && ready))
         return this.expire(sessionId, record);
     }
-    if (!engine || !ready) return 'not-ready';
+    if (!engine || !ready) {
+      // Claimed before the session dropped: queued again, with the tries it had.
+      if (claimed) await this.messages.unclaim(messageId, record.attempts);
+      return 'not-ready';
+    }
 
     try {
       if (claimed) {
         // Claimed before its turn: the send before may have met a restriction or reached the
         // daily cap since. Held now, it goes back to queued, without a try counted.
-        const held = await this.heldAgain(sessionId);
+        const held = await this.heldBack(sessionId, new Date());
         if (held) {
           await this.messages.markRetrying(
             messageId,
@@ -231,7 +235,8 @@ export class SendService {
           }
         }
         if (expired) return await this.expire(sessionId, record);
-        const held = hold === undefined ? await this.heldBack(sessionId, new Date()) : hold;
+        // Asked in the turn: the send before may have changed it (a restriction, the cap).
+        const held = await this.heldBack(sessionId, new Date());
         if (held) {
           await this.messages.markRetrying(
             messageId,
@@ -430,16 +435,6 @@ export class SendService {
     );
   }
 
-  /**
-   * heldBack again in a send's turn, where it can have changed since the send's claim: after
-   * a restriction (its holds are read again) or with a daily cap (each send counts).
-   */
-  private async heldAgain(sessionId: string): Promise<SendHeldBack | null> {
-    if (this.holds.has(sessionId) && (await this.limitsOf(sessionId)).dailyCap === null)
-      return null;
-    return this.heldBack(sessionId, new Date());
-  }
-
   /** A session's limits and restriction, read at most every LIMITS_CACHE_MS. */
   private async holdsOf(sessionId: string): Promise<SendHolds> {
     const cached = this.holds.get(sessionId);
@@ -614,8 +609,8 @@ export class SendService {
       this.unrecorded.set(record.id, engineMessageId);
       throw err;
     });
+    // Counted towards the daily cap already, by the try that sent it.
     await this.dropUpload(record);
-    await this.countTowardsCap(record.sessionId);
     this.log.log(
       {
         sessionId: record.sessionId,
