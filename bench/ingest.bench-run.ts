@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
-import { sendQueueName } from '@app/queue';
+import { UNPACED_JOBS_IN_HAND, sendQueueName } from '@app/queue';
 import { RedisKeys, createRedis } from '@app/status-store';
 import { freePort } from '../test/support/global-setup.js';
 import { ensureBuilt, exited, mainOf, spawnApp } from '../test/support/worker-process.js';
@@ -539,65 +539,65 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     expectAllAccepted();
     expect(ids).toHaveLength(n);
 
-    // Raw: the same number of jobs straight into a BullMQ queue and out through a Worker.
-    const producer = new Redis(redisUrl, { maxRetriesPerRequest: null });
-    const consumer = new Redis(redisUrl, { maxRetriesPerRequest: null });
-    const queue = new Queue(sendQueueName(SESSION), {
-      connection: producer,
-      prefix: `${rawRoot}:bull`,
-    });
-    let completed = 0;
-    let allDone!: () => void;
-    const done = new Promise<void>((resolve) => (allDone = resolve));
-    const worker = new Worker(sendQueueName(SESSION), async () => undefined, {
-      connection: consumer,
-      prefix: `${rawRoot}:bull`,
-      concurrency: 1,
-    });
-    worker.on('completed', () => {
-      if (++completed === n) allDone();
-    });
-    let raw: {
-      messages: number;
-      addBulkSeconds: number;
-      seconds: number;
-      messagesPerSecond: number;
-      benchProcessCpuUsPerMessage: number;
+    // Raw: the same number of jobs straight into a BullMQ queue and out through a Worker with a
+    // no-op processor: one job at a time (the issue's baseline), and with as many in hand as
+    // our consumer has unpaced (UNPACED_JOBS_IN_HAND).
+    const rawRun = async (concurrency: number) => {
+      const producer = new Redis(redisUrl, { maxRetriesPerRequest: null });
+      const consumer = new Redis(redisUrl, { maxRetriesPerRequest: null });
+      const queue = new Queue(sendQueueName(SESSION), {
+        connection: producer,
+        prefix: `${rawRoot}:bull`,
+      });
+      let completed = 0;
+      let allDone!: () => void;
+      const done = new Promise<void>((resolve) => (allDone = resolve));
+      const worker = new Worker(sendQueueName(SESSION), async () => undefined, {
+        connection: consumer,
+        prefix: `${rawRoot}:bull`,
+        concurrency,
+      });
+      worker.on('completed', () => {
+        if (++completed === n) allDone();
+      });
+      try {
+        await worker.waitUntilReady();
+        await sleep(100); // the worker is waiting for jobs
+        const benchCpu = process.cpuUsage();
+        const rawStarted = performance.now();
+        await queue.addBulk(
+          Array.from({ length: n }, (_, i) => ({
+            name: 'send-message',
+            data: { to: `49151${String(i).padStart(8, '0')}`, text: `raw ${i}` },
+            opts: { jobId: randomUUID(), removeOnComplete: true },
+          })),
+        );
+        const addSeconds = (performance.now() - rawStarted) / 1000;
+        await Promise.race([
+          done,
+          sleep(DRAIN_LIMIT_MS).then(() => {
+            throw new Error(`raw worker completed ${completed} of ${n}`);
+          }),
+        ]);
+        const rawSeconds = (performance.now() - rawStarted) / 1000;
+        const cpu = process.cpuUsage(benchCpu);
+        return {
+          messages: n,
+          concurrency,
+          addBulkSeconds: round(addSeconds, 3),
+          seconds: round(rawSeconds, 3),
+          messagesPerSecond: Math.round(n / rawSeconds),
+          benchProcessCpuUsPerMessage: Math.round((cpu.user + cpu.system) / n),
+        };
+      } finally {
+        await worker.close();
+        await queue.close();
+        producer.disconnect();
+        consumer.disconnect();
+      }
     };
-    try {
-      await worker.waitUntilReady();
-      await sleep(100); // the worker is waiting for jobs
-      const benchCpu = process.cpuUsage();
-      const rawStarted = performance.now();
-      await queue.addBulk(
-        Array.from({ length: n }, (_, i) => ({
-          name: 'send-message',
-          data: { to: `49151${String(i).padStart(8, '0')}`, text: `raw ${i}` },
-          opts: { jobId: randomUUID(), removeOnComplete: true },
-        })),
-      );
-      const addSeconds = (performance.now() - rawStarted) / 1000;
-      await Promise.race([
-        done,
-        sleep(DRAIN_LIMIT_MS).then(() => {
-          throw new Error(`raw worker completed ${completed} of ${n}`);
-        }),
-      ]);
-      const rawSeconds = (performance.now() - rawStarted) / 1000;
-      const cpu = process.cpuUsage(benchCpu);
-      raw = {
-        messages: n,
-        addBulkSeconds: round(addSeconds, 3),
-        seconds: round(rawSeconds, 3),
-        messagesPerSecond: Math.round(n / rawSeconds),
-        benchProcessCpuUsPerMessage: Math.round((cpu.user + cpu.system) / n),
-      };
-    } finally {
-      await worker.close();
-      await queue.close();
-      producer.disconnect();
-      consumer.disconnect();
-    }
+    const raw = await rawRun(1);
+    const rawInHand = await rawRun(UNPACED_JOBS_IN_HAND);
 
     const oursFigures = {
       messages: n,
@@ -612,8 +612,11 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     results.pipeline = {
       ours: oursFigures,
       raw,
+      rawSameJobsInHand: rawInHand,
       oursOverRaw: {
         messagesPerSecond: ratio(oursFigures.messagesPerSecond, raw.messagesPerSecond),
+        // Against a no-op worker with as many jobs in hand as ours (UNPACED_JOBS_IN_HAND).
+        sameJobsInHand: ratio(oursFigures.messagesPerSecond, rawInHand.messagesPerSecond),
       },
     };
 
@@ -831,6 +834,7 @@ function table(): string {
     | {
         ours: Record<string, number>;
         raw: Record<string, number>;
+        rawSameJobsInHand: Record<string, number>;
         oursOverRaw: Record<string, number>;
       }
     | undefined;
@@ -895,6 +899,12 @@ function table(): string {
         pipeline.raw.messagesPerSecond,
         pipeline.ours.messagesPerSecond,
         pipeline.oursOverRaw.messagesPerSecond,
+      ],
+      [
+        `  raw with ${UNPACED_JOBS_IN_HAND} jobs in hand, as ours`,
+        pipeline.rawSameJobsInHand.messagesPerSecond,
+        pipeline.ours.messagesPerSecond,
+        pipeline.oursOverRaw.sameJobsInHand,
       ],
       // What bounds the pipeline: the consumer's CPU per message (raw: the whole bench process).
       [

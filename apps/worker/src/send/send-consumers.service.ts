@@ -6,6 +6,7 @@ import {
   JobName,
   QUEUE_JOBS,
   QueueProducer,
+  UNPACED_JOBS_IN_HAND,
   sendQueueName,
   type JobPayloads,
   type SendJobName,
@@ -24,13 +25,6 @@ const NOT_READY_RETRY_MS = 1_000;
  * that arrive without a ring (added by another tool, or rung while the subscriber was down).
  */
 const IDLE_LOOK_SECONDS = 15;
-/**
- * Jobs a session's consumer has in hand at once when sends are not paced (SEND_MIN_INTERVAL_MS
- * and SEND_JITTER_MS 0): their sends still take turns up to the engine call (SendTurns), and
- * what each does in Redis around its turn (fetch, record, complete) overlaps with the next.
- * Paced, one: the next job is not taken before its time.
- */
-const UNPACED_JOBS_IN_HAND = 4;
 /** How long after a consumer starts it keeps moving jobs from its session's old queue. */
 const LEGACY_QUEUE_FOLLOW_MS = 3_600_000;
 
