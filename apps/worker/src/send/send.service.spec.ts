@@ -252,6 +252,18 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
 
 const first: SendAttempt = { number: 1, max: 3 };
 
+/** WhatsApp refuses the next send (error 463) until `until`; the session records it. */
+function restrictOnNextSend(h: ReturnType<typeof harness>, until: Date) {
+  h.sessionStore.setRestriction.mockImplementation(async () => {
+    h.sessionStore.sendHolds.mockResolvedValue({
+      limits: NO_LIMITS,
+      restrictedUntil: until,
+      restriction: 'error 463',
+    });
+  });
+  h.engine.sendText.mockRejectedValueOnce(new SessionRestrictedError('error 463', until));
+}
+
 describe('SendService: what it does with the message it is handed', () => {
   it.each([
     ['an unknown message', null, 'missing'],
@@ -415,14 +427,7 @@ describe('SendService: WhatsApp restricts the session (error 463)', () => {
     const second = record({ id: '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e02' });
     h.store.put(record());
     h.store.put(second);
-    h.sessionStore.setRestriction.mockImplementation(async () => {
-      h.sessionStore.sendHolds.mockResolvedValue({
-        limits: NO_LIMITS,
-        restrictedUntil: until,
-        restriction: 'error 463',
-      });
-    });
-    h.engine.sendText.mockRejectedValueOnce(new SessionRestrictedError('error 463', until));
+    restrictOnNextSend(h, until);
     await expect(h.service.send('main', record().id, first)).rejects.toBeInstanceOf(
       SessionRestrictedError,
     );
@@ -850,6 +855,13 @@ describe('SendService: read and claim in one round trip', () => {
 
 describe('SendService: sends of a session in hand together (pacing 0)', () => {
   const ids = ['7a7a7a7a-8a55-4f0e-9d0b-6a0f3b7c2d01', '7a7a7a7a-8a55-4f0e-9d0b-6a0f3b7c2d02'];
+  /** Both sent at once, queued in the order of `ids`: each one's outcome, or what it threw. */
+  const sendInHand = (h: ReturnType<typeof harness>) =>
+    Promise.all(
+      ids.map((id, i) =>
+        h.service.send('main', id, { ...first, order: i }).catch((err: unknown) => err),
+      ),
+    );
 
   it('claims both at once, calls the engine for them one at a time in the order queued', async () => {
     const h = harness();
@@ -914,19 +926,8 @@ describe('SendService: sends of a session in hand together (pacing 0)', () => {
     const h = harness();
     h.store.put(record({ id: ids[0] }), record({ id: ids[1], typingMs: 100 }));
     const until = new Date(NOW + 3_600_000);
-    h.sessionStore.setRestriction.mockImplementation(async () => {
-      h.sessionStore.sendHolds.mockResolvedValue({
-        limits: NO_LIMITS,
-        restrictedUntil: until,
-        restriction: 'error 463',
-      });
-    });
-    h.engine.sendText.mockRejectedValueOnce(new SessionRestrictedError('error 463', until));
-    const outcomes = await Promise.all(
-      ids.map((id, i) =>
-        h.service.send('main', id, { ...first, order: i }).catch((err: unknown) => err),
-      ),
-    );
+    restrictOnNextSend(h, until);
+    const outcomes = await sendInHand(h);
     expect(outcomes[1]).toMatchObject({ code: 'RATE_LIMITED_BY_WHATSAPP' });
     expect(h.engine.sendText).toHaveBeenCalledTimes(1);
     expect(h.engine.showTyping).not.toHaveBeenCalled();
@@ -960,19 +961,8 @@ describe('SendService: sends of a session in hand together (pacing 0)', () => {
     const h = harness();
     h.store.put(record({ id: ids[0] }), record({ id: ids[1] }));
     const until = new Date(NOW + 3_600_000);
-    h.sessionStore.setRestriction.mockImplementation(async () => {
-      h.sessionStore.sendHolds.mockResolvedValue({
-        limits: NO_LIMITS,
-        restrictedUntil: until,
-        restriction: 'error 463',
-      });
-    });
-    h.engine.sendText.mockRejectedValueOnce(new SessionRestrictedError('error 463', until));
-    const outcomes = await Promise.all(
-      ids.map((id, i) =>
-        h.service.send('main', id, { ...first, order: i }).catch((err: unknown) => err),
-      ),
-    );
+    restrictOnNextSend(h, until);
+    const outcomes = await sendInHand(h);
     expect(outcomes[0]).toBeInstanceOf(SessionRestrictedError);
     expect(outcomes[1]).toMatchObject({ code: 'RATE_LIMITED_BY_WHATSAPP' });
     expect(h.engine.sendText).toHaveBeenCalledTimes(1);
