@@ -59,6 +59,20 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect(await messages.take(message.id, claim)).toMatchObject({ claimed: false });
   });
 
+  it('gives a claim back (unclaim): queued again with the tries it had, claimable again', async () => {
+    const message = await stored();
+    const before = await messages.counts('main');
+    expect(await messages.take(message.id, claim)).toMatchObject({ claimed: true });
+    await messages.unclaim(message.id, 0);
+    expect(await messages.get(message.id)).toMatchObject({ status: 'queued', attempts: 0 });
+    // The per-status counts follow it back.
+    expect(await messages.counts('main')).toMatchObject({
+      sending: before.sending,
+      queued: before.queued,
+    });
+    expect(await messages.take(message.id, claim)).toMatchObject({ claimed: true });
+  });
+
   it('only reads when not asked to claim, or for a message that is missing', async () => {
     const message = await stored();
     expect(await messages.take(message.id)).toMatchObject({ claimed: false });
