@@ -13,8 +13,8 @@ export interface JobPayloads {
     messageId: string;
     requestId?: string;
     /**
-     * Its place among the session's sends (µs since the epoch, increasing as the worker makes
-     * jobs of the intake): a consumer with several jobs in hand sends them in this order.
+     * Its place among the session's sends (µs since the epoch on Redis's clock, increasing as
+     * workers make jobs of the intake): a consumer with several jobs in hand sends by it.
      */
     order?: number;
   };

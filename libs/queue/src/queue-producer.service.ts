@@ -204,10 +204,19 @@ export class QueueProducer implements OnApplicationShutdown {
   /** The last order given to a job (SendMessage's `order`). */
   private lastOrder = 0;
 
-  /** An order after every one given before: this process's clock in µs, made increasing. */
-  private nextOrder(): number {
-    this.lastOrder = Math.max(Date.now() * 1000, this.lastOrder + 1);
+  /**
+   * An order after every one given before: `clock` (Redis's, in µs: one clock for every
+   * worker, so jobs made by two workers around a takeover compare right), made increasing.
+   */
+  private nextOrder(clock: number): number {
+    this.lastOrder = Math.max(clock, this.lastOrder + 1);
     return this.lastOrder;
+  }
+
+  /** Redis's clock in µs. */
+  private async redisMicros(): Promise<number> {
+    const [seconds, micros] = await this.redis.time();
+    return Number(seconds) * 1_000_000 + Number(micros);
   }
 
   private async moveIntakeOnce(sessionId: string): Promise<number> {
@@ -215,6 +224,7 @@ export class QueueProducer implements OnApplicationShutdown {
     for (;;) {
       const batch = await this.intake.oldest(sessionId, INTAKE_BATCH);
       if (batch.length === 0) return moved;
+      const clock = await this.redisMicros();
       const jobs = batch.flatMap(({ entry }) =>
         entry
           ? [
@@ -223,7 +233,7 @@ export class QueueProducer implements OnApplicationShutdown {
                 data: {
                   messageId: entry.messageId,
                   requestId: entry.requestId,
-                  order: this.nextOrder(),
+                  order: this.nextOrder(clock),
                 },
                 opts: {
                   jobId: entry.messageId,

@@ -84,6 +84,26 @@ describe('SendIntake: accepted sends made jobs', () => {
       (job): job is Job => job !== undefined,
     );
 
+  it("orders the jobs on Redis's clock, not the worker's (workers on hosts with skewed clocks agree)", async () => {
+    const sent = [message('intake-clock'), message('intake-clock')];
+    await messages.createMany(sent, false, new Date(), {});
+    const worker = producer();
+    const realNow = Date.now();
+    // This worker's clock is an hour behind.
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => realNow - 3_600_000);
+    try {
+      expect(await worker.moveIntake('intake-clock')).toBe(2);
+    } finally {
+      clock.mockRestore();
+    }
+    const [seconds, micros] = await redis.time();
+    const redisNow = Number(seconds) * 1_000_000 + Number(micros);
+    for (const job of await jobsOf(worker.queueFor('intake-clock'))) {
+      expect(job.data.order).toBeGreaterThan(redisNow - 60_000_000);
+      expect(job.data.order).toBeLessThanOrEqual(redisNow);
+    }
+  });
+
   it('writes the entry with the record, and makes one job per entry, in order, with the request id', async () => {
     const accepted = new Date();
     const sent = [message('intake-a'), message('intake-a'), message('intake-a')];
@@ -113,6 +133,7 @@ describe('SendIntake: accepted sends made jobs', () => {
     // several jobs in hand sends by it).
     const orders = sent.map((m) => byId.get(m.id)!.data.order!);
     for (let i = 1; i < orders.length; i++) expect(orders[i]).toBeGreaterThan(orders[i - 1]);
+
     for (const job of jobs) {
       expect(job.data).toEqual({
         messageId: job.id,
