@@ -22,6 +22,18 @@ const INTAKE_BATCH = 500;
 export class QueueProducer implements OnApplicationShutdown {
   private readonly queues = new Map<string, Queue>();
 
+  /** Per session, the end of the last move or count queued (see `exclusive`). */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  /** Per session, the move running and the one asked for after it (see `moveIntake`). */
+  private readonly moving = new Map<
+    string,
+    { running: Promise<number> | null; next: Promise<number> | null }
+  >();
+
+  /** The last order given to a job (SendMessage's `order`). */
+  private lastOrder = 0;
+
   constructor(
     @Inject(getSharedConfigToken()) private readonly options: QueueOptions,
     private readonly bell: SendQueueBell,
@@ -179,9 +191,6 @@ export class QueueProducer implements OnApplicationShutdown {
     return pass;
   }
 
-  /** Per session, the end of the last move or count queued (see `exclusive`). */
-  private readonly locks = new Map<string, Promise<unknown>>();
-
   /**
    * Runs `fn` after the session's moves and counts before it: a count never sees a send both
    * in the intake and as a job (a move between its add and its removal).
@@ -195,14 +204,6 @@ export class QueueProducer implements OnApplicationShutdown {
     });
     return run;
   }
-
-  private readonly moving = new Map<
-    string,
-    { running: Promise<number> | null; next: Promise<number> | null }
-  >();
-
-  /** The last order given to a job (SendMessage's `order`). */
-  private lastOrder = 0;
 
   /**
    * An order after every one given before: `clock` (Redis's, in µs: one clock for every
@@ -222,9 +223,12 @@ export class QueueProducer implements OnApplicationShutdown {
   private async moveIntakeOnce(sessionId: string): Promise<number> {
     let moved = 0;
     for (;;) {
-      const batch = await this.intake.oldest(sessionId, INTAKE_BATCH);
+      // Read together (one round trip): the entries, and the clock their orders come from.
+      const [batch, clock] = await Promise.all([
+        this.intake.oldest(sessionId, INTAKE_BATCH),
+        this.redisMicros(),
+      ]);
       if (batch.length === 0) return moved;
-      const clock = await this.redisMicros();
       const jobs = batch.flatMap(({ entry }) =>
         entry
           ? [
