@@ -103,6 +103,38 @@ describe('every /api/v1 operation refuses a revoked key and a key of the wrong s
   });
 });
 
+describe('every /api/v1 read answers in the envelope', () => {
+  const stack = useStack({}, { worker: false });
+
+  // Each route wraps its own answer (ok()): one that forgot would answer its bare data here.
+  it('wraps each GET answer that succeeds in { ok: true, data }', async () => {
+    const reads = (await operationsOf(stack.url)).filter(
+      (op) => op.path.startsWith('/api/v1/') && op.method === 'GET',
+    );
+    let succeeded = 0;
+    for (const op of reads) {
+      const response = await fetch(stack.url + fill(op.path, () => 'main'), {
+        headers: { 'x-api-key': stack.env.API_KEY },
+      });
+      if (!response.headers.get('content-type')?.startsWith('application/json')) continue;
+      const body = (await response.json()) as Record<string, unknown>;
+      const where = `${op.method} ${op.path} ${response.status}`;
+      if (response.status >= 400) {
+        expect({ where, ok: body.ok }).toEqual({ where, ok: false });
+        continue;
+      }
+      succeeded++;
+      expect({ where, keys: Object.keys(body).sort(), ok: body.ok }).toEqual({
+        where,
+        keys: ['data', 'ok'],
+        ok: true,
+      });
+    }
+    // Sessions, their status and limits, keys, workers, audit, webhooks, inbox...
+    expect(succeeded).toBeGreaterThan(8);
+  });
+});
+
 describe('fuzzing every operation with generated requests', () => {
   const stack = useStack({ AUTH_FAILURES_PER_MINUTE: '10000', SANDBOX_LINK_DELAY_MS: 'manual' });
 

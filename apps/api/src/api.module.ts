@@ -1,8 +1,8 @@
 import { DynamicModule, Module, type OnApplicationBootstrap } from '@nestjs/common';
-import { APP_FILTER, APP_INTERCEPTOR } from '@nestjs/core';
+import { APP_FILTER } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
 import { LoggerModule } from 'nestjs-pino';
-import { AppExceptionFilter, EnvelopeInterceptor, loggerParams } from '@app/common';
+import { AppExceptionFilter, loggerParams } from '@app/common';
 import { AppConfig, AppConfigModule, type AppConfigOptions } from '@app/config';
 import { QueueModule } from '@app/queue';
 import { REDIS, SessionRepository, StatusStoreModule } from '@app/status-store';
@@ -94,7 +94,6 @@ export class ApiModule implements OnApplicationBootstrap {
         WebhooksService,
         WorkersService,
         HealthService,
-        { provide: APP_INTERCEPTOR, useClass: EnvelopeInterceptor },
         { provide: APP_FILTER, useClass: AppExceptionFilter },
       ],
     };

@@ -1,14 +1,7 @@
-import {
-  BadRequestException,
-  HttpException,
-  NotFoundException,
-  Logger,
-  StreamableFile,
-} from '@nestjs/common';
-import { lastValueFrom, of } from 'rxjs';
+import { BadRequestException, HttpException, NotFoundException, Logger } from '@nestjs/common';
 import { AppError } from './app-error.js';
 import { AppExceptionFilter, toErrorEnvelope } from './app-exception.filter.js';
-import { EnvelopeInterceptor } from './envelope.js';
+import { ok } from './envelope.js';
 
 describe('toErrorEnvelope', () => {
   it('maps an AppError code to its status', () => {
@@ -126,18 +119,20 @@ describe('AppExceptionFilter', () => {
   });
 });
 
-describe('EnvelopeInterceptor', () => {
-  const run = (value: unknown) =>
-    lastValueFrom(new EnvelopeInterceptor().intercept({} as never, { handle: () => of(value) }));
-
-  it('wraps data in { ok: true, data }', async () => {
-    expect(await run({ id: 1 })).toEqual({ ok: true, data: { id: 1 } });
-    expect(await run(undefined)).toEqual({ ok: true, data: null });
+describe('ok', () => {
+  it('wraps data, given or promised, in { ok: true, data }', async () => {
+    expect(await ok({ id: 1 })).toEqual({ ok: true, data: { id: 1 } });
+    expect(await ok(Promise.resolve([1, 2]))).toEqual({ ok: true, data: [1, 2] });
+    expect(await ok(false)).toEqual({ ok: true, data: false });
   });
 
-  it('leaves files alone', async () => {
-    const file = new StreamableFile(Buffer.from('png'));
-    expect(await run(file)).toBe(file);
+  it('answers data null for a route with nothing to say', async () => {
+    expect(await ok(undefined)).toEqual({ ok: true, data: null });
+    expect(await ok(Promise.resolve())).toEqual({ ok: true, data: null });
+  });
+
+  it('passes a failure on, for the exception filter to answer', async () => {
+    await expect(ok(Promise.reject(new AppError('NOT_FOUND', 'gone')))).rejects.toThrow('gone');
   });
 });
 

@@ -1,3 +1,4 @@
+import { ok } from '@app/common';
 import { Audited } from '../audit/audit.interceptor.js';
 import { Body, Controller, Get, Header, HttpCode, Param, Post, Req, Res } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
@@ -55,11 +56,9 @@ export class AdminApiController {
       'Also sets the matching cookie. Send the token as x-csrf-token on POST, PUT and DELETE.',
   })
   @ApiEnvelope(CsrfTokenDto)
-  csrfToken(
-    @Req() req: FastifyRequest,
-    @Res({ passthrough: true }) res: FastifyReply,
-  ): CsrfTokenDto {
-    return { token: this.access.csrfToken(req, res) };
+  csrfToken(@Req() req: FastifyRequest, @Res({ passthrough: true }) res: FastifyReply) {
+    const token: CsrfTokenDto = { token: this.access.csrfToken(req, res) };
+    return ok(token);
   }
 
   @Get('sessions')
@@ -70,7 +69,7 @@ export class AdminApiController {
   })
   @ApiEnvelope(AdminSessionDto, { isArray: true })
   list() {
-    return this.admin.overview();
+    return ok(this.admin.overview());
   }
 
   @Get('sessions/:id')
@@ -84,7 +83,7 @@ export class AdminApiController {
   @ApiEnvelope(AdminSessionDetailDto)
   @UNKNOWN
   detail(@Param('id') id: string) {
-    return this.admin.detail(id);
+    return ok(this.admin.detail(id));
   }
 
   @Post('sessions/:id/messages')
@@ -103,7 +102,7 @@ export class AdminApiController {
     { status: 503, description: 'No worker is running; nothing was queued' },
   )
   sendTest(@Param('id') id: string, @Body() dto: AdminTestMessageDto) {
-    return this.admin.sendTest(id, dto);
+    return ok(this.admin.sendTest(id, dto));
   }
 
   @Post('sessions/:id/sandbox/incoming')
@@ -122,7 +121,7 @@ export class AdminApiController {
     { status: 409, description: 'Not the sandbox engine' },
   )
   receiveTest(@Param('id') id: string, @Body() dto: AdminTestIncomingDto) {
-    return this.admin.receiveTest(id, dto);
+    return ok(this.admin.receiveTest(id, dto));
   }
 
   @Post('sessions/:id/deliveries/:deliveryId/replay')
@@ -146,7 +145,7 @@ export class AdminApiController {
     { status: 409, description: 'Not failed, or its event expired' },
   )
   replayDelivery(@Param('id') id: string, @Param('deliveryId') deliveryId: string) {
-    return this.admin.replayDelivery(id, deliveryId);
+    return ok(this.admin.replayDelivery(id, deliveryId));
   }
 
   @Get('messages/:id')
@@ -159,6 +158,6 @@ export class AdminApiController {
     { status: 404, description: 'No such message' },
   )
   message(@Param('id') id: string) {
-    return this.messages.get(id);
+    return ok(this.messages.get(id));
   }
 }

@@ -2,6 +2,7 @@ import { Controller, Get, Query } from '@nestjs/common';
 import { ApiOperation, ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import { IsOptional, Matches } from 'class-validator';
 import { AuditRepository } from '@app/status-store';
+import { ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { QueryLimit } from '../docs/query-limit.decorator.js';
@@ -54,6 +55,6 @@ export class AuditController {
   @ApiEnvelope(AuditEntryDto, { isArray: true })
   @ApiErrors({ status: 400, description: 'Bad cursor or limit' })
   list(@Query() query: AuditQueryDto) {
-    return this.audit.list(query.limit ?? 50, query.before);
+    return ok(this.audit.list(query.limit ?? 50, query.before));
   }
 }

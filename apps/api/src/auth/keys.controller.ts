@@ -1,3 +1,4 @@
+import { ok } from '@app/common';
 import { Audited } from '../audit/audit.interceptor.js';
 import { Body, Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
@@ -24,14 +25,14 @@ export class KeysController {
   @ApiEnvelope(NewApiKeyDto, { status: 201 })
   @ApiErrors({ status: 400, description: 'Invalid name or scopes' })
   create(@Body() dto: CreateApiKeyDto) {
-    return this.keys.create(dto.name, dto.scopes, dto.sessions);
+    return ok(this.keys.create(dto.name, dto.scopes, dto.sessions));
   }
 
   @Get()
   @ApiOperation({ summary: 'Every API key made (never the keys, only their prefixes)' })
   @ApiEnvelope(ApiKeyDto, { isArray: true })
   list() {
-    return this.keys.list();
+    return ok(this.keys.list());
   }
 
   @Delete(':id')
@@ -43,7 +44,7 @@ export class KeysController {
     { status: 404, description: 'No such key' },
   )
   revoke(@Param('id') id: string) {
-    return this.keys.revoke(id);
+    return ok(this.keys.revoke(id));
   }
 
   @Post(':id/rotate')
@@ -59,6 +60,6 @@ export class KeysController {
     { status: 404, description: 'No such key, or it is revoked' },
   )
   rotate(@Param('id') id: string) {
-    return this.keys.rotate(id);
+    return ok(this.keys.rotate(id));
   }
 }

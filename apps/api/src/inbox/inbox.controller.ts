@@ -11,6 +11,7 @@ import {
 } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { FastifyRequest } from 'fastify';
+import { ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
@@ -49,7 +50,7 @@ export class InboxController {
     { status: 404, description: 'No such session' },
   )
   list(@Param('id') id: string, @Query() query: ListMessagesQueryDto) {
-    return this.inbox.list(id, query);
+    return ok(this.inbox.list(id, query));
   }
 
   @Get('incoming/:id')
@@ -61,7 +62,7 @@ export class InboxController {
     { status: 404, description: 'No such message' },
   )
   get(@Param('id') id: string, @Req() req: FastifyRequest) {
-    return this.inbox.get(id, req.principal?.sessions);
+    return ok(this.inbox.get(id, req.principal?.sessions));
   }
 
   @Get('messages/:id/media')
@@ -105,6 +106,6 @@ export class InboxController {
     { status: 413, description: 'media larger than MEDIA_MAX_BYTES' },
   )
   injectSandbox(@Param('id') id: string, @Body() dto: SandboxIncomingDto) {
-    return this.inbox.injectSandbox(id, dto);
+    return ok(this.inbox.injectSandbox(id, dto));
   }
 }

@@ -1,5 +1,6 @@
 import { Controller, Get, Param } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
+import { ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
@@ -26,6 +27,6 @@ export class BatchesController {
     { status: 404, description: 'No such batch (or its messages expired)' },
   )
   batch(@Param('id') id: string) {
-    return this.messages.batch(id);
+    return ok(this.messages.batch(id));
   }
 }

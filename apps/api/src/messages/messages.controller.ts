@@ -9,7 +9,7 @@ import {
 } from '@nestjs/swagger';
 import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
-import { AppError } from '@app/common';
+import { AppError, ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
@@ -60,7 +60,7 @@ export class MessagesController {
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
   sendText(@Body() dto: SendTextDto, @Req() req: FastifyRequest) {
-    return this.messages.enqueueText(dto, sendContext(req));
+    return ok(this.messages.enqueueText(dto, sendContext(req)));
   }
 
   @Post('media')
@@ -80,7 +80,7 @@ export class MessagesController {
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
   sendMedia(@Body() dto: SendMediaDto, @Req() req: FastifyRequest) {
-    return this.messages.enqueueMedia(dto, sendContext(req));
+    return ok(this.messages.enqueueMedia(dto, sendContext(req)));
   }
 
   @Post('batch')
@@ -109,7 +109,7 @@ export class MessagesController {
         'BAD_REQUEST',
         'Idempotency-Key is not taken on a batch: send each message on its own to use one',
       );
-    return this.messages.enqueueBatch(dto, sendContext(req));
+    return ok(this.messages.enqueueBatch(dto, sendContext(req)));
   }
 
   @Post('location')
@@ -122,7 +122,7 @@ export class MessagesController {
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
   sendLocation(@Body() dto: SendLocationDto, @Req() req: FastifyRequest) {
-    return this.messages.enqueueLocation(dto, sendContext(req));
+    return ok(this.messages.enqueueLocation(dto, sendContext(req)));
   }
 
   @Post('contact')
@@ -135,7 +135,7 @@ export class MessagesController {
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
   sendContact(@Body() dto: SendContactDto, @Req() req: FastifyRequest) {
-    return this.messages.enqueueContact(dto, sendContext(req));
+    return ok(this.messages.enqueueContact(dto, sendContext(req)));
   }
 
   @Post(':id/reaction')
@@ -153,7 +153,7 @@ export class MessagesController {
     { status: 503, description: 'No worker is running; nothing was queued' },
   )
   react(@Param('id') id: string, @Body() dto: ReactionDto, @Req() req: FastifyRequest) {
-    return this.messages.react(id, dto, sendContext(req));
+    return ok(this.messages.react(id, dto, sendContext(req)));
   }
 
   @Post(':id/revoke')
@@ -172,7 +172,7 @@ export class MessagesController {
     { status: 503, description: 'No worker is running; nothing was queued' },
   )
   revoke(@Param('id') id: string, @Req() req: FastifyRequest) {
-    return this.messages.revoke(id, sendContext(req));
+    return ok(this.messages.revoke(id, sendContext(req)));
   }
 
   @Post(':id/resend')
@@ -200,7 +200,7 @@ export class MessagesController {
     { status: 503, description: 'No worker is running; nothing was queued' },
   )
   resend(@Param('id') id: string, @Req() req: FastifyRequest) {
-    return this.messages.resend(id, sendContext(req));
+    return ok(this.messages.resend(id, sendContext(req)));
   }
 
   @Delete(':id')
@@ -216,7 +216,7 @@ export class MessagesController {
     { status: 409, description: 'The message is being sent, was sent, failed or was cancelled' },
   )
   cancel(@Param('id') id: string, @Req() req: FastifyRequest) {
-    return this.messages.cancel(id, req.principal?.sessions);
+    return ok(this.messages.cancel(id, req.principal?.sessions));
   }
 
   @Get(':id')
@@ -227,7 +227,7 @@ export class MessagesController {
     { status: 404, description: 'No such message' },
   )
   get(@Param('id') id: string, @Req() req: FastifyRequest) {
-    return this.messages.get(id, req.principal?.sessions);
+    return ok(this.messages.get(id, req.principal?.sessions));
   }
 }
 

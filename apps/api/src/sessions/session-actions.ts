@@ -1,5 +1,6 @@
 import { Body, Delete, Get, Header, HttpCode, Param, Post, StreamableFile } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiProduces, ApiResponse } from '@nestjs/swagger';
+import { ok } from '@app/common';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SessionStatusDto } from './session.dto.js';
 import {
@@ -36,7 +37,7 @@ export abstract class SessionActions {
     { status: 409, description: 'A session with this id exists' },
   )
   create(@Body() dto: CreateSessionDto) {
-    return this.sessions.create(dto.id);
+    return ok(this.sessions.create(dto.id));
   }
 
   // Scanning it links a phone to the session: as much as a pairing code, not a read.
@@ -82,7 +83,7 @@ export abstract class SessionActions {
     { status: 503, description: 'No worker drives the session, or none produced a code in time' },
   )
   pairingCode(@Param('id') id: string, @Body() dto: PairingCodeRequestDto) {
-    return this.sessions.requestPairingCode(id, dto.phone);
+    return ok(this.sessions.requestPairingCode(id, dto.phone));
   }
 
   @Post(':id/reconnect')
@@ -92,7 +93,7 @@ export abstract class SessionActions {
   @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
   @UNKNOWN
   reconnect(@Param('id') id: string) {
-    return this.sessions.reconnect(id);
+    return ok(this.sessions.reconnect(id));
   }
 
   @Post(':id/logout')
@@ -105,7 +106,7 @@ export abstract class SessionActions {
   @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
   @UNKNOWN
   logout(@Param('id') id: string) {
-    return this.sessions.logout(id);
+    return ok(this.sessions.logout(id));
   }
 
   @Post(':id/link')
@@ -118,7 +119,7 @@ export abstract class SessionActions {
     { status: 409, description: 'Not the sandbox engine' },
   )
   link(@Param('id') id: string) {
-    return this.sessions.link(id);
+    return ok(this.sessions.link(id));
   }
 
   @Delete(':id')
@@ -128,6 +129,6 @@ export abstract class SessionActions {
   @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
   @UNKNOWN
   remove(@Param('id') id: string) {
-    return this.sessions.remove(id);
+    return ok(this.sessions.remove(id));
   }
 }

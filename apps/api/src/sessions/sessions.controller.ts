@@ -1,3 +1,4 @@
+import { ok } from '@app/common';
 import { Audited } from '../audit/audit.interceptor.js';
 import { Body, Controller, Get, Param, Put, Req } from '@nestjs/common';
 import type { FastifyRequest } from 'fastify';
@@ -32,14 +33,14 @@ export class SessionsController extends SessionActions {
     const sessions = req.principal?.sessions;
     const all = await this.sessions.list();
     // A key limited to some sessions sees those only.
-    return sessions ? all.filter((session) => sessions.includes(session.id)) : all;
+    return ok(sessions ? all.filter((session) => sessions.includes(session.id)) : all);
   }
 
   @Get('active')
   @ApiOperation({ summary: 'The active session (used when a send omits sessionId)' })
   @ApiEnvelope(ActiveSessionDto)
   async getActive() {
-    return { id: await this.sessions.active() };
+    return ok({ id: await this.sessions.active() });
   }
 
   @Put('active')
@@ -47,7 +48,7 @@ export class SessionsController extends SessionActions {
   @ApiEnvelope(ActiveSessionDto)
   @UNKNOWN
   setActive(@Body() dto: SetActiveSessionDto) {
-    return this.sessions.setActive(dto.id);
+    return ok(this.sessions.setActive(dto.id));
   }
 
   @Get(':id/status')
@@ -56,7 +57,7 @@ export class SessionsController extends SessionActions {
   @ApiEnvelope(SessionStatusDto)
   @UNKNOWN
   status(@Param('id') id: string) {
-    return this.sessions.status(id);
+    return ok(this.sessions.status(id));
   }
 
   @Get(':id/limits')
@@ -65,7 +66,7 @@ export class SessionsController extends SessionActions {
   @ApiEnvelope(SessionLimitsDto)
   @UNKNOWN
   getLimits(@Param('id') id: string) {
-    return this.sessions.limits(id);
+    return ok(this.sessions.limits(id));
   }
 
   @Put(':id/limits')
@@ -84,7 +85,7 @@ export class SessionsController extends SessionActions {
     { status: 404, description: 'No such session' },
   )
   setLimits(@Param('id') id: string, @Body() dto: SessionLimitsDto) {
-    return this.sessions.setLimits(id, dto);
+    return ok(this.sessions.setLimits(id, dto));
   }
 
   @Get(':id/contacts/:number/exists')
@@ -108,6 +109,6 @@ export class SessionsController extends SessionActions {
     { status: 503, description: 'No worker drives the session now, or it did not answer' },
   )
   checkNumber(@Param('id') id: string, @Param('number') number: string) {
-    return this.sessions.checkNumber(id, number);
+    return ok(this.sessions.checkNumber(id, number));
   }
 }

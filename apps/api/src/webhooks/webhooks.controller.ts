@@ -13,7 +13,7 @@ import {
 } from '@nestjs/common';
 import { ApiBody, ApiExtraModels, ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import type { FastifyRequest } from 'fastify';
-import { AppError } from '@app/common';
+import { AppError, ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
@@ -77,7 +77,7 @@ export class WebhooksController {
     { status: 404, description: 'No such session' },
   )
   targets(@Param('id') id: string) {
-    return this.webhooks.targets(id);
+    return ok(this.webhooks.targets(id));
   }
 
   @Put('sessions/:id/webhooks')
@@ -94,7 +94,7 @@ export class WebhooksController {
     { status: 404, description: 'No such session' },
   )
   setTargets(@Param('id') id: string, @Body(TARGETS_BODY) targets: WebhookTargetInputDto[]) {
-    return this.webhooks.setTargets(id, targets);
+    return ok(this.webhooks.setTargets(id, targets));
   }
 
   @Get('webhooks/deliveries')
@@ -105,7 +105,7 @@ export class WebhooksController {
   @ApiEnvelope(DeliveryDto, { isArray: true })
   @ApiErrors({ status: 400, description: 'Invalid filter' })
   deliveries(@Query() query: DeliveryQueryDto, @Req() req: FastifyRequest) {
-    return this.webhooks.deliveries(query, req.principal?.sessions);
+    return ok(this.webhooks.deliveries(query, req.principal?.sessions));
   }
 
   @Get('webhooks/deliveries/:id')
@@ -117,7 +117,7 @@ export class WebhooksController {
     { status: 404, description: 'No such delivery' },
   )
   delivery(@Param('id') id: string, @Req() req: FastifyRequest) {
-    return this.webhooks.delivery(id, req.principal?.sessions);
+    return ok(this.webhooks.delivery(id, req.principal?.sessions));
   }
 
   @Post('webhooks/deliveries/:id/replay')
@@ -134,6 +134,6 @@ export class WebhooksController {
     { status: 409, description: 'Not failed, or its event expired' },
   )
   replay(@Param('id') id: string, @Req() req: FastifyRequest) {
-    return this.webhooks.replay(id, req.principal?.sessions);
+    return ok(this.webhooks.replay(id, req.principal?.sessions));
   }
 }

@@ -1,3 +1,4 @@
+import { ok } from '@app/common';
 import { Audited } from '../audit/audit.interceptor.js';
 import { Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
@@ -31,7 +32,7 @@ export class WorkersController {
   @ApiEnvelope(WorkerDto, { isArray: true })
   @ApiErrors({ status: 503, description: 'Redis is unavailable' })
   list() {
-    return this.workers.listLive();
+    return ok(this.workers.listLive());
   }
 
   @Post(':id/drain')
@@ -48,7 +49,7 @@ export class WorkersController {
     { status: 404, description: 'No live worker with this id' },
   )
   drain(@Param('id') id: string) {
-    return this.workers.setDraining(id, true);
+    return ok(this.workers.setDraining(id, true));
   }
 
   @Delete(':id/drain')
@@ -60,6 +61,6 @@ export class WorkersController {
     { status: 404, description: 'No live worker with this id' },
   )
   undrain(@Param('id') id: string) {
-    return this.workers.setDraining(id, false);
+    return ok(this.workers.setDraining(id, false));
   }
 }
