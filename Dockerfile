@@ -17,7 +17,11 @@ FROM node:20-bookworm-slim AS runtime
 RUN apt-get update \
   && apt-get install -y --no-install-recommends chromium tini fonts-liberation ca-certificates \
   && rm -rf /var/lib/apt/lists/*
+# NODE_OPTIONS: the young generation's semi-spaces at 32 MB, not 16 (node's default): a busy
+# process collects its short-lived garbage half as often (about a tenth less CPU per accepted
+# send in `npm run bench`) for at most ~48 MB more heap. Setting NODE_OPTIONS replaces it.
 ENV NODE_ENV=production \
+    NODE_OPTIONS=--max-semi-space-size=32 \
     PUPPETEER_SKIP_DOWNLOAD=true \
     PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium \
     WWEBJS_DATA_DIR=/data/wwebjs \

@@ -13,7 +13,13 @@ import { inject } from 'vitest';
 import { UNPACED_JOBS_IN_HAND, sendQueueName } from '@app/queue';
 import { RedisKeys, createRedis } from '@app/status-store';
 import { freePort } from '../test/support/global-setup.js';
-import { ensureBuilt, exited, mainOf, spawnApp } from '../test/support/worker-process.js';
+import {
+  NODE_OPTIONS,
+  ensureBuilt,
+  exited,
+  mainOf,
+  spawnApp,
+} from '../test/support/worker-process.js';
 import { CLOCK_TICKS, cpuMicros, redisInfo } from './measure.js';
 
 /** Requests per closed-loop round. */
@@ -56,7 +62,11 @@ function spawnOurs(app: 'api' | 'worker', env: Record<string, string>) {
       "--import=data:text/javascript,process.once('SIGTERM',()=>process.exit(0))",
       mainOf(app),
     ],
-    { cwd: ROOT, env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'ignore', 'pipe'] },
+    {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH, NODE_OPTIONS, ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
   );
   console.log(`${app} runs with --cpu-prof as pid ${child.pid}`);
   return child;
@@ -412,6 +422,8 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       spawn(process.execPath, [BARE_SCRIPT], {
         env: {
           PATH: process.env.PATH,
+          // The node options ours runs with, so the ratio compares code, not runtime settings.
+          NODE_OPTIONS,
           BARE_API_KEY: API_KEY,
           REDIS_URL: redisUrl,
           BARE_PREFIX: bareRoot,
@@ -487,9 +499,11 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
           Object.entries(appEnv).filter(([name]) => !/KEY|TOKEN|PASSWORD|URL|DIR/.test(name)),
         ),
         cpuProfile: CPU_PROF_DIR ? 'api and worker ran with --cpu-prof (slower)' : undefined,
+        nodeOptions: NODE_OPTIONS,
         note:
           'ours = built api + worker processes (NODE_ENV=production, logs at info to /dev/null); ' +
-          'bare = bench/bare-ingest.mjs (node:http + one BullMQ add, no logs); raw = a BullMQ ' +
+          'bare = bench/bare-ingest.mjs (node:http + one BullMQ add, no logs); both run with ' +
+          'nodeOptions, as production does (the Dockerfile); raw = a BullMQ ' +
           'Worker with a no-op processor in the bench process. In the closed-loop rounds our ' +
           'worker is stopped (SIGSTOP) while the api is measured, as nothing consumes the bare ' +
           'queue; the open loop runs ours both ways (latency.ours: worker stopped; ' +

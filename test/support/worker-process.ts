@@ -4,6 +4,11 @@ import { join } from 'node:path';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 type App = 'api' | 'worker';
+/**
+ * The node options api and worker run with in production (the Dockerfile's NODE_OPTIONS,
+ * `npm start`, `npm run start:api`): tests and benchmarks run the same.
+ */
+export const NODE_OPTIONS = '--max-semi-space-size=32';
 export const mainOf = (app: App) => join(ROOT, `dist/apps/${app}/apps/${app}/src/main.js`);
 
 /** Builds an app when its output is missing or older than any of its sources. */
@@ -28,7 +33,7 @@ export function spawnApp(
   return spawn(process.execPath, [mainOf(app)], {
     cwd: ROOT,
     // Only PATH from the test process: vitest sets variables (BASE_URL=/) the app would read.
-    env: { PATH: process.env.PATH, LOG_LEVEL: 'warn', ...env },
+    env: { PATH: process.env.PATH, LOG_LEVEL: 'warn', NODE_OPTIONS, ...env },
     stdio,
   });
 }
