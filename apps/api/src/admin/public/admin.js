@@ -1,4 +1,4 @@
-/* global document, window, fetch, setTimeout, FormData, CSS */
+/* global document, window, fetch, setTimeout, FormData, CSS, AbortController */
 // Admin pages: live status, QR refresh, and actions sent with fetch. Same-origin file, no
 // inline script (the CSP forbids it). The pages work without it; this makes them live.
 'use strict';
@@ -69,6 +69,14 @@
   }
 
   /** Calls an /api/admin route; resolves with `data`, rejects with the envelope's message. */
+  // A form that leaves the page (a plain POST: deleting the session, say) stops the polls and
+  // abandons the reads in flight, so none asks for what the form is removing meanwhile.
+  const leaving = new AbortController();
+  document.addEventListener('submit', (event) => {
+    if (!event.target.closest?.('form[data-api]')) leaving.abort();
+  });
+  window.addEventListener('pagehide', () => leaving.abort());
+
   async function api(method, url, body) {
     const headers = { accept: 'application/json' };
     if (method !== 'GET') headers['x-csrf-token'] = csrfToken;
@@ -78,6 +86,8 @@
       headers,
       credentials: 'same-origin',
       body: body === undefined ? undefined : JSON.stringify(body),
+      // Only reads are abandoned: a command sent stays sent.
+      signal: method === 'GET' ? leaving.signal : undefined,
     });
     let envelope = null;
     try {
@@ -155,12 +165,13 @@
   /** Runs `task` now and then every `intervalMs`, skipping while the tab is hidden. */
   function every(intervalMs, task) {
     const tick = async () => {
+      if (leaving.signal.aborted) return;
       if (!document.hidden) {
         try {
           await task();
         } catch (err) {
           // Signed out, or the session is gone: polling would only repeat the error.
-          if (err.status === 401 || err.status === 404) return;
+          if (err.status === 401 || err.status === 404 || leaving.signal.aborted) return;
         }
       }
       setTimeout(tick, intervalMs);
