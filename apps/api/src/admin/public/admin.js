@@ -68,15 +68,14 @@
     return row;
   }
 
-  /** Calls an /api/admin route; resolves with `data`, rejects with the envelope's message. */
   // A form that leaves the page (a plain POST: deleting the session, say) stops the polls and
   // abandons the reads in flight, so none asks for what the form is removing meanwhile.
   const leaving = new AbortController();
   document.addEventListener('submit', (event) => {
     if (!event.target.closest?.('form[data-api]')) leaving.abort();
   });
-  window.addEventListener('pagehide', () => leaving.abort());
 
+  /** Calls an /api/admin route; resolves with `data`, rejects with the envelope's message. */
   async function api(method, url, body) {
     const headers = { accept: 'application/json' };
     if (method !== 'GET') headers['x-csrf-token'] = csrfToken;
