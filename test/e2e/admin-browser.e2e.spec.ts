@@ -330,6 +330,42 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 
+  it('drops a read of the session still in flight when its delete is submitted', async () => {
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'doomed' })).status).toBe(201);
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+    });
+    const own: Problems = { console: [], page: [], csp: [] };
+    await watch(context, own);
+    const page = await context.newPage();
+    await page.goto(`${stack.url}/admin/sessions/doomed`);
+    // The page's next read of the session is held; the delete is submitted meanwhile, and the
+    // read goes on only once the session is deleted, before the page has left: were it still
+    // the page's, it would come back 404 (a console error).
+    let reading!: () => void;
+    const held = new Promise<void>((resolve) => (reading = resolve));
+    let deleted!: () => void;
+    const gone = new Promise<void>((resolve) => (deleted = resolve));
+    await page.route('**/api/admin/sessions/doomed', async (route) => {
+      reading();
+      await gone;
+      await route.continue().catch(() => undefined); // the page may have let go of it
+    });
+    await page.route('**/admin/sessions/doomed/delete', async (route) => {
+      const response = await route.fetch({ maxRedirects: 0 });
+      deleted();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await route.fulfill({ response });
+    });
+    await held;
+    await page.click('.danger-zone summary');
+    await page.fill('#delete-confirm', 'doomed');
+    await Promise.all([page.waitForURL(/\/admin$/), page.click('.danger-zone button')]);
+    expect(await page.locator('[data-flash]').textContent()).toContain('Session doomed deleted');
+    await context.close();
+    expect(own).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
   it('shows every state with its colour, error, next retry and loading percent', async () => {
     // An api without a worker, so the states written here stay as they are.
     const still = await Stack.start(
