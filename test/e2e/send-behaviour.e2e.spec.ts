@@ -42,12 +42,13 @@ describe('pacing with jitter', () => {
     const times = stack.sandbox().sends.map((send) => send.atMonotonic);
     const gaps = times.slice(1).map((time, i) => time - times[i]);
     console.log(`gaps with jitter: ${gaps.map(Math.round).join(', ')} ms`);
-    for (const gap of gaps) {
-      expect(gap).toBeGreaterThanOrEqual(150);
-      // The drawn interval, plus the scheduling slack of a loaded test machine (the suite runs
-      // files side by side on two cores: 285 ms over the longest draw was seen once).
-      expect(gap).toBeLessThan(150 + 300 + 450);
-    }
+    // Never below the minimum, however loaded the machine: a stall only lengthens a gap.
+    for (const gap of gaps) expect(gap).toBeGreaterThanOrEqual(150);
+    // Within the drawn interval plus some scheduling slack, but not every one: the suite runs
+    // files side by side on two cores, and a stall of the process (Chromium starting beside it)
+    // once put a gap 600 ms past the longest draw (285 ms before that).
+    const inTime = gaps.filter((gap) => gap < 150 + 300 + 150);
+    expect(inTime.length, `gaps ${gaps.map(Math.round).join(', ')}`).toBeGreaterThanOrEqual(4);
     // Six draws from 300 ms: the chance they all fall within 30 ms of each other is ~1e-5.
     expect(Math.max(...gaps) - Math.min(...gaps)).toBeGreaterThan(30);
   });
