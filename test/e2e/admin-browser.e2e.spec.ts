@@ -366,6 +366,43 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     expect(own).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 
+  it('asks before revoking a key: dismissed, the key stays active; accepted, it is revoked', async () => {
+    const made = await stack.call('POST', '/api/v1/keys', { name: 'till', scopes: ['send'] });
+    expect(made.status).toBe(201);
+    const id: string = made.body.data.record.id;
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+    });
+    const own: Problems = { console: [], page: [], csp: [] };
+    await watch(context, own);
+    const page = await context.newPage();
+    await page.goto(`${stack.url}/admin/keys`);
+    const row = page.locator(`tr[data-key="${id}"]`);
+    const asked: string[] = [];
+
+    page.once('dialog', (dialog) => {
+      asked.push(dialog.message());
+      void dialog.dismiss();
+    });
+    await row.getByRole('button', { name: 'Revoke' }).click();
+    await eventually(() => expect(asked).toEqual([expect.stringContaining('Revoke till?')]));
+    // Dismissed: nothing was posted, the page stayed, the key still works.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await row.locator('.badge').textContent()).toBe('active');
+    const listed = async () =>
+      (await stack.call('GET', '/api/v1/keys')).body.data.find(
+        (key: { id: string }) => key.id === id,
+      );
+    expect((await listed()).revokedAt ?? null).toBeNull();
+
+    page.once('dialog', (dialog) => void dialog.accept());
+    await row.getByRole('button', { name: 'Revoke' }).click();
+    await eventually(async () => expect(await row.locator('.badge').textContent()).toBe('revoked'));
+    expect((await listed()).revokedAt).toEqual(expect.any(String));
+    await context.close();
+    expect(own).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
   it('shows every state with its colour, error, next retry and loading percent', async () => {
     // An api without a worker, so the states written here stay as they are.
     const still = await Stack.start(

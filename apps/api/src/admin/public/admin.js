@@ -68,11 +68,18 @@
     return row;
   }
 
-  // A form that leaves the page (a plain POST: deleting the session, say) stops the polls and
-  // abandons the reads in flight, so none asks for what the form is removing meanwhile.
+  // A form that leaves the page (a plain POST: deleting the session, say) asks first if it has
+  // data-confirm; once it goes ahead it stops the polls and abandons the reads in flight, so none
+  // asks for what the form is removing meanwhile. Forms with data-api stay (handled below).
   const leaving = new AbortController();
   document.addEventListener('submit', (event) => {
-    if (!event.target.closest?.('form[data-api]')) leaving.abort();
+    const form = event.target.closest?.('form');
+    if (!form || form.matches('[data-api]')) return;
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      event.preventDefault();
+      return;
+    }
+    leaving.abort();
   });
 
   /** Calls an /api/admin route; resolves with `data`, rejects with the envelope's message. */
