@@ -33,6 +33,8 @@ const RATE_SECONDS = Number(process.env.BENCH_INGEST_RATE_SECONDS ?? 5);
 /** Open-loop rounds of each (a p99 of one 5 s run hangs on a few stalls of a shared machine). */
 const RATE_ROUNDS = Number(process.env.BENCH_INGEST_RATE_ROUNDS ?? 3);
 const PIPELINE_MESSAGES = Number(process.env.BENCH_PIPELINE_MESSAGES ?? 1000);
+/** Pipeline rounds of each, alternating ours, raw, raw with as many jobs in hand as ours. */
+const PIPELINE_ROUNDS = Number(process.env.BENCH_PIPELINE_ROUNDS ?? 3);
 /** Texts accepted through POST /api/v1/messages/batch (in batches of BATCH_SIZE), and singly. */
 const BATCH_MESSAGES = Number(process.env.BENCH_BATCH_MESSAGES ?? 3000);
 const BATCH_SIZE = 1000;
@@ -494,6 +496,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
         openLoopSeconds: RATE_SECONDS,
         openLoopRounds: RATE_ROUNDS,
         pipelineMessages: PIPELINE_MESSAGES,
+        pipelineRounds: PIPELINE_ROUNDS,
         clockTicksPerSecond: CLOCK_TICKS,
         oursEnv: Object.fromEntries(
           Object.entries(appEnv).filter(([name]) => !/KEY|TOKEN|PASSWORD|URL|DIR/.test(name)),
@@ -530,33 +533,77 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     }
   }, 120_000);
 
-  it(`pipeline: ${PIPELINE_MESSAGES} texts posted to ours until sent, beside raw BullMQ addBulk + a no-op Worker; Redis memory per message`, async () => {
-    // First of the three: BullMQ keeps the newest 10 000 completed jobs of ours, so later on
-    // each new job would push an old one out and hide its cost from the memory figures.
+  it(`pipeline: ${PIPELINE_MESSAGES} texts posted to ours until sent, beside raw BullMQ addBulk + a no-op Worker, ${PIPELINE_ROUNDS} rounds each, alternating; Redis memory per message`, async () => {
+    // First of the phases: BullMQ keeps the newest 10 000 completed jobs of ours, so later on
+    // each new job would push an old one out and hide its cost from the memory figures (taken
+    // in the first round).
     const n = PIPELINE_MESSAGES;
-    const base = await counts();
-    const usedBefore = await usedMemory(redis);
-    const underBefore = await bytesUnder(redis, keys.pattern());
-    const apiCpu = await cpuMicros(ours.pid);
-    const workerCpu = await cpuMicros(workerPid);
-    const started = performance.now();
-    const { seconds: postSeconds, ids } = await closedLoop(ours, n, refusals);
-    accepted(ours, ids);
-    const usedAccepted = await usedMemory(redis);
-    await waitSent(base.sentOrBeyond + n, false);
-    const sentSeconds = (performance.now() - started) / 1000;
-    await waitSent(base.read + n, true);
-    const apiCpuUs = (await cpuMicros(ours.pid)) - apiCpu;
-    const workerCpuUs = (await cpuMicros(workerPid)) - workerCpu;
-    const usedSettled = await usedMemory(redis);
-    const underSettled = await bytesUnder(redis, keys.pattern());
-    expectAllAccepted();
-    expect(ids).toHaveLength(n);
+
+    const oursRun = async (roundNo: number) => {
+      const base = await counts();
+      const usedBefore = await usedMemory(redis);
+      const underBefore = await bytesUnder(redis, keys.pattern());
+      const apiCpu = await cpuMicros(ours.pid);
+      const workerCpu = await cpuMicros(workerPid);
+      const redisCpu = await redisCpuMicros(redis);
+      const started = performance.now();
+      const { seconds: postSeconds, ids } = await closedLoop(ours, n, refusals);
+      accepted(ours, ids);
+      const usedAccepted = await usedMemory(redis);
+      await waitSent(base.sentOrBeyond + n, false);
+      const sentSeconds = (performance.now() - started) / 1000;
+      await waitSent(base.read + n, true);
+      const apiCpuUs = (await cpuMicros(ours.pid)) - apiCpu;
+      const workerCpuUs = (await cpuMicros(workerPid)) - workerCpu;
+      const redisCpuUs = (await redisCpuMicros(redis)) - redisCpu;
+      expectAllAccepted();
+      expect(ids).toHaveLength(n);
+      const figures = {
+        round: roundNo,
+        messages: n,
+        postSeconds: round(postSeconds, 3),
+        acceptedPerSecond: Math.round(n / postSeconds),
+        seconds: round(sentSeconds, 3),
+        messagesPerSecond: Math.round(n / sentSeconds),
+        // Until every message was also acked delivered and read (the sandbox's acks).
+        apiCpuUsPerMessage: Math.round(apiCpuUs / n),
+        workerCpuUsPerMessage: Math.round(workerCpuUs / n),
+        redisCpuUsPerMessage: Math.round(redisCpuUs / n),
+      };
+      if (roundNo === 1) {
+        // One of the batch, settled (read): its record and its BullMQ job (kept completed).
+        const usedSettled = await usedMemory(redis);
+        const underSettled = await bytesUnder(redis, keys.pattern());
+        const sample = ids[Math.floor(ids.length / 2)];
+        const bareJob = (
+          await keysUnder(redis, `${bareRoot}:bull:${sendQueueName(SESSION)}:*`)
+        ).find((key) => /:[0-9a-f-]{36}$/.test(key));
+        results.memory = {
+          messages: n,
+          messageRecordBytes: await memoryUsage(redis, keys.message(sample)),
+          jobHashBytes: await memoryUsage(
+            redis,
+            `${keys.sessionBullPrefix(SESSION)}:${sendQueueName(SESSION)}:${sample}`,
+          ),
+          // The bare baseline's job (waiting: nothing consumes that queue), for comparison.
+          bareJobHashBytes: bareJob ? await memoryUsage(redis, bareJob) : null,
+          // INFO used_memory, whole Redis: whatever else runs against it adds noise.
+          usedMemoryBytesPerMessage: {
+            accepted: Math.round((usedAccepted - usedBefore) / n),
+            settled: Math.round((usedSettled - usedBefore) / n),
+          },
+          // MEMORY USAGE summed over every key under our prefix: ours alone.
+          prefixBytesPerMessage: Math.round((underSettled.bytes - underBefore.bytes) / n),
+          prefixKeysPerMessage: round((underSettled.keys - underBefore.keys) / n, 2),
+        };
+      }
+      return figures;
+    };
 
     // Raw: the same number of jobs straight into a BullMQ queue and out through a Worker with a
     // no-op processor: one job at a time (the issue's baseline), and with as many in hand as
     // our consumer has unpaced (UNPACED_JOBS_IN_HAND).
-    const rawRun = async (concurrency: number) => {
+    const rawRun = async (roundNo: number, concurrency: number) => {
       const producer = new Redis(redisUrl, { maxRetriesPerRequest: null });
       const consumer = new Redis(redisUrl, { maxRetriesPerRequest: null });
       const queue = new Queue(sendQueueName(SESSION), {
@@ -578,6 +625,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
         await worker.waitUntilReady();
         await sleep(100); // the worker is waiting for jobs
         const benchCpu = process.cpuUsage();
+        const redisCpu = await redisCpuMicros(redis);
         const rawStarted = performance.now();
         await queue.addBulk(
           Array.from({ length: n }, (_, i) => ({
@@ -595,13 +643,16 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
         ]);
         const rawSeconds = (performance.now() - rawStarted) / 1000;
         const cpu = process.cpuUsage(benchCpu);
+        const redisCpuUs = (await redisCpuMicros(redis)) - redisCpu;
         return {
+          round: roundNo,
           messages: n,
           concurrency,
           addBulkSeconds: round(addSeconds, 3),
           seconds: round(rawSeconds, 3),
           messagesPerSecond: Math.round(n / rawSeconds),
           benchProcessCpuUsPerMessage: Math.round((cpu.user + cpu.system) / n),
+          redisCpuUsPerMessage: Math.round(redisCpuUs / n),
         };
       } finally {
         await worker.close();
@@ -610,52 +661,34 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
         consumer.disconnect();
       }
     };
-    const raw = await rawRun(1);
-    const rawInHand = await rawRun(UNPACED_JOBS_IN_HAND);
 
-    const oursFigures = {
-      messages: n,
-      postSeconds: round(postSeconds, 3),
-      acceptedPerSecond: Math.round(n / postSeconds),
-      seconds: round(sentSeconds, 3),
-      messagesPerSecond: Math.round(n / sentSeconds),
-      // Until every message was also acked delivered and read (the sandbox's acks).
-      apiCpuUsPerMessage: Math.round(apiCpuUs / n),
-      workerCpuUsPerMessage: Math.round(workerCpuUs / n),
+    // One round of each is at the mercy of a shared machine's stalls: alternating rounds, the
+    // best of each (as the ingest rounds).
+    const rounds = {
+      ours: [] as Awaited<ReturnType<typeof oursRun>>[],
+      raw: [] as Awaited<ReturnType<typeof rawRun>>[],
+      rawSameJobsInHand: [] as Awaited<ReturnType<typeof rawRun>>[],
     };
+    for (let r = 1; r <= PIPELINE_ROUNDS; r++) {
+      rounds.ours.push(await oursRun(r));
+      rounds.raw.push(await rawRun(r, 1));
+      rounds.rawSameJobsInHand.push(await rawRun(r, UNPACED_JOBS_IN_HAND));
+    }
+    const best = <T extends { messagesPerSecond: number }>(all: T[]): T =>
+      all.reduce((a, b) => (b.messagesPerSecond > a.messagesPerSecond ? b : a));
+    const oursBest = best(rounds.ours);
+    const rawBest = best(rounds.raw);
+    const rawInHandBest = best(rounds.rawSameJobsInHand);
     results.pipeline = {
-      ours: oursFigures,
-      raw,
-      rawSameJobsInHand: rawInHand,
+      ours: oursBest,
+      raw: rawBest,
+      rawSameJobsInHand: rawInHandBest,
       oursOverRaw: {
-        messagesPerSecond: ratio(oursFigures.messagesPerSecond, raw.messagesPerSecond),
+        messagesPerSecond: ratio(oursBest.messagesPerSecond, rawBest.messagesPerSecond),
         // Against a no-op worker with as many jobs in hand as ours (UNPACED_JOBS_IN_HAND).
-        sameJobsInHand: ratio(oursFigures.messagesPerSecond, rawInHand.messagesPerSecond),
+        sameJobsInHand: ratio(oursBest.messagesPerSecond, rawInHandBest.messagesPerSecond),
       },
-    };
-
-    // One of the batch, settled (read): its record and its BullMQ job (kept completed).
-    const sample = ids[Math.floor(ids.length / 2)];
-    const bareJob = (await keysUnder(redis, `${bareRoot}:bull:${sendQueueName(SESSION)}:*`)).find(
-      (key) => /:[0-9a-f-]{36}$/.test(key),
-    );
-    results.memory = {
-      messages: n,
-      messageRecordBytes: await memoryUsage(redis, keys.message(sample)),
-      jobHashBytes: await memoryUsage(
-        redis,
-        `${keys.sessionBullPrefix(SESSION)}:${sendQueueName(SESSION)}:${sample}`,
-      ),
-      // The bare baseline's job (waiting: nothing consumes that queue), for comparison.
-      bareJobHashBytes: bareJob ? await memoryUsage(redis, bareJob) : null,
-      // INFO used_memory, whole Redis: whatever else runs against it adds noise.
-      usedMemoryBytesPerMessage: {
-        accepted: Math.round((usedAccepted - usedBefore) / n),
-        settled: Math.round((usedSettled - usedBefore) / n),
-      },
-      // MEMORY USAGE summed over every key under our prefix: ours alone.
-      prefixBytesPerMessage: Math.round((underSettled.bytes - underBefore.bytes) / n),
-      prefixKeysPerMessage: round((underSettled.keys - underBefore.keys) / n, 2),
+      rounds,
     };
     phasesDone++;
   });
@@ -909,7 +942,7 @@ function table(): string {
     rows.push(
       ['', 'raw', 'ours', 'ours/raw'],
       [
-        `pipeline messages/s (${PIPELINE_MESSAGES})`,
+        `pipeline messages/s (${PIPELINE_MESSAGES}, best of ${PIPELINE_ROUNDS})`,
         pipeline.raw.messagesPerSecond,
         pipeline.ours.messagesPerSecond,
         pipeline.oursOverRaw.messagesPerSecond,
@@ -925,6 +958,12 @@ function table(): string {
         'consumer CPU µs/message',
         pipeline.raw.benchProcessCpuUsPerMessage,
         pipeline.ours.workerCpuUsPerMessage,
+        '',
+      ],
+      [
+        'Redis CPU µs/message',
+        pipeline.raw.redisCpuUsPerMessage,
+        pipeline.ours.redisCpuUsPerMessage,
         '',
       ],
     );
