@@ -1,5 +1,7 @@
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
+import { createRedis } from '@app/status-store';
 import { RedisTopology } from '../support/redis-topologies.js';
+import { countWrites, tenInOneTick } from '../support/socket-writes.js';
 import { useStack } from '../support/stack.js';
 
 describe.each([
@@ -24,6 +26,23 @@ describe.each([
     await stack.waitForStatus(body.data.id, 'read');
     expect((await stack.call('POST', '/api/v1/sessions', { id: 'second' })).status).toBe(201);
     await stack.waitReady('second');
+  });
+
+  it("sends the commands of one tick in one write on the server's connection (each master's, on a Cluster)", async () => {
+    const client = createRedis(topology.url, { name: 'coalesce-test', blocking: true });
+    try {
+      await client.incr('{coalesce}:n');
+      // The connections the commands go out on: the master's, or each Cluster master's.
+      const connections = _name.includes('Cluster')
+        ? (client as unknown as Cluster).nodes('master')
+        : [client];
+      const counters = connections.map((connection) => countWrites(connection));
+      const before = counters.reduce((sum, writes) => sum + writes(), 0);
+      expect(await tenInOneTick(client, '{coalesce}:n')).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+      expect(counters.reduce((sum, writes) => sum + writes(), 0) - before).toBe(1);
+    } finally {
+      client.disconnect();
+    }
   });
 
   it.skipIf(!_name.includes('Cluster'))(

@@ -1,0 +1,61 @@
+import { Redis } from 'ioredis';
+import { RedisServer } from '../../../test/support/redis-server.js';
+import { eventually } from '../../../test/support/eventually.js';
+import { countWrites, tenInOneTick } from '../../../test/support/socket-writes.js';
+import { createRedis } from './redis-connection.js';
+
+// Its own Redis: the test drops a connection.
+describe('createRedis: the writes of one tick leave together', () => {
+  let server: RedisServer;
+  beforeAll(async () => {
+    server = await RedisServer.start({ persistence: false });
+  });
+  afterAll(async () => {
+    await server?.destroy();
+  });
+
+  it('sends commands issued in one tick in one write, in order, where a plain client writes each', async () => {
+    // Blocking clients (BullMQ's) have no auto-pipelining: each command would be a write.
+    const ours = createRedis(server.url, { name: 'coalesce-test', blocking: true });
+    const plain = new Redis(server.url, { enableAutoPipelining: false });
+    try {
+      await Promise.all([ours.ping(), plain.ping()]);
+      const oursWrites = countWrites(ours);
+      const plainWrites = countWrites(plain);
+      const before = { ours: oursWrites(), plain: plainWrites() };
+
+      expect(await tenInOneTick(ours, 'ours')).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      expect(await tenInOneTick(plain, 'plain')).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      expect(oursWrites() - before.ours).toBe(1);
+      expect(plainWrites() - before.plain).toBe(10);
+
+      // Commands of separate ticks are not held back for one another.
+      const at = oursWrites();
+      for (let i = 0; i < 3; i++) await ours.incr('ours');
+      expect(oursWrites() - at).toBe(3);
+      expect(await ours.get('ours')).toBe('13');
+    } finally {
+      ours.disconnect();
+      plain.disconnect();
+    }
+  });
+
+  it('coalesces on the connection ioredis makes again after one is lost', async () => {
+    const ours = createRedis(server.url, { name: 'coalesce-reconnect', blocking: true });
+    try {
+      await ours.ping();
+      const lost = ours.stream;
+      lost.destroy();
+      await eventually(async () => {
+        expect(ours.stream).not.toBe(lost);
+        expect(await ours.ping()).toBe('PONG');
+      });
+      const writes = countWrites(ours);
+      const before = writes();
+      expect(await tenInOneTick(ours, 'again')).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      expect(writes() - before).toBe(1);
+    } finally {
+      ours.disconnect();
+    }
+  });
+});
