@@ -5,7 +5,7 @@ import { LoggerModule } from 'nestjs-pino';
 import { AppExceptionFilter, loggerParams } from '@app/common';
 import { AppConfig, AppConfigModule, type AppConfigOptions } from '@app/config';
 import { QueueModule } from '@app/queue';
-import { REDIS, SessionRepository, StatusStoreModule } from '@app/status-store';
+import { REDIS, RedisKeys, SessionRepository, StatusStoreModule } from '@app/status-store';
 import { ThrottlerModule } from '@nestjs/throttler';
 import type { Redis } from 'ioredis';
 import { AuthFailures } from './auth/auth-failures.service.js';
@@ -56,13 +56,13 @@ export class ApiModule implements OnApplicationBootstrap {
         }),
         StatusStoreModule,
         ThrottlerModule.forRootAsync({
-          inject: [AppConfig, REDIS],
-          useFactory: (c: AppConfig, redis: Redis) => ({
+          inject: [AppConfig, REDIS, RedisKeys],
+          useFactory: (c: AppConfig, redis: Redis, keys: RedisKeys) => ({
             throttlers: [
               { name: RATE_LIMIT, ttl: 60_000, limit: Math.max(1, c.RATE_LIMIT_PER_MINUTE) },
             ],
             // Counted in Redis, so every api replica shares the limit.
-            storage: new RateLimitStorage(redis),
+            storage: new RateLimitStorage(redis, keys),
           }),
         }),
         QueueModule,

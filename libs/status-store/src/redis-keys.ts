@@ -126,11 +126,19 @@ export class RedisKeys {
     return `${this.root}:auth-fail:${address}`;
   }
   /**
-   * A rate-limit bucket (its storage adds a hash tag of its own around this, so the root's
-   * braces are left out).
+   * A rate-limit bucket, the key the throttler hands its storage (rateLimitCounters puts a hash
+   * tag of its own around it, so the root's braces are left out).
    */
   rateLimit(name: string, tracker: string): string {
     return `${this.root.slice(1, -1)}:rl:${name}:${tracker}`;
+  }
+  /**
+   * A rate-limit bucket's counters (`bucket` as rateLimit made it): its hits in the window and
+   * its block, under one hash tag, named as @nest-lab/throttler-storage-redis names them.
+   */
+  rateLimitCounters(bucket: string, throttler: string): { hits: string; blocked: string } {
+    const tag = `{${bucket}:${throttler}}`;
+    return { hits: `${tag}:hits`, blocked: `${tag}:blocked` };
   }
   /** How many messages a session sent on a (local) day, for its daily cap. */
   dailySends(sessionId: string, day: string): string {

@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
-import { LuaScript, createRedis } from '@app/status-store';
+import { LuaScript, RedisKeys, createRedis } from '@app/status-store';
 import { RateLimitStorage } from './rate-limit-storage.js';
 
 describe('RateLimitStorage (real Redis)', () => {
   let redis: Redis;
+  const keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
   const key = () => `rl-test-${randomBytes(6).toString('hex')}`;
 
   beforeAll(() => {
@@ -16,7 +17,7 @@ describe('RateLimitStorage (real Redis)', () => {
   });
 
   it('gives each of many hits at once its own place in the count, blocking those past the limit, in fewer script calls than hits', async () => {
-    const storage = new RateLimitStorage(redis);
+    const storage = new RateLimitStorage(redis, keys);
     const caller = key();
     const scriptRuns = vi.spyOn(LuaScript.prototype, 'run');
     const records = await Promise.all(
@@ -39,7 +40,7 @@ describe('RateLimitStorage (real Redis)', () => {
   });
 
   it('counts the hits of two api replicas together, and a replica sees the block the other set', async () => {
-    const [first, second] = [new RateLimitStorage(redis), new RateLimitStorage(redis)];
+    const [first, second] = [new RateLimitStorage(redis, keys), new RateLimitStorage(redis, keys)];
     const caller = key();
     const hit = (storage: RateLimitStorage) =>
       storage.increment(caller, 60_000, 10, 60_000, 'default');
@@ -56,7 +57,7 @@ describe('RateLimitStorage (real Redis)', () => {
   });
 
   it('starts a new window when the last one ended', async () => {
-    const storage = new RateLimitStorage(redis);
+    const storage = new RateLimitStorage(redis, keys);
     const caller = key();
     await storage.increment(caller, 200, 5, 200, 'default');
     await storage.increment(caller, 200, 5, 200, 'default');
@@ -68,7 +69,7 @@ describe('RateLimitStorage (real Redis)', () => {
   });
 
   it('blocks every hit of a batch that comes while its caller is blocked', async () => {
-    const storage = new RateLimitStorage(redis);
+    const storage = new RateLimitStorage(redis, keys);
     const caller = key();
     const hit = () => storage.increment(caller, 60_000, 2, 60_000, 'default');
     await hit();
@@ -79,7 +80,7 @@ describe('RateLimitStorage (real Redis)', () => {
   });
 
   it('checks the limit again when it starts a new window after a block without time left', async () => {
-    const storage = new RateLimitStorage(redis);
+    const storage = new RateLimitStorage(redis, keys);
     const caller = key();
     const hits = Array.from({ length: 6 }, () =>
       storage.increment(caller, 60_000, 2, 60_000, 'default'),
@@ -96,7 +97,7 @@ describe('RateLimitStorage (real Redis)', () => {
   });
 
   it('fails every hit of a call Redis refused, those queued behind it too, and counts the hits after', async () => {
-    const storage = new RateLimitStorage(redis);
+    const storage = new RateLimitStorage(redis, keys);
     const caller = key();
     const hit = () => storage.increment(caller, 60_000, 50, 60_000, 'default');
     // INCRBY refuses a count that is not a number: the first call and the batch behind it fail.

@@ -1,6 +1,6 @@
 import type { ThrottlerStorage } from '@nestjs/throttler';
 import type { Redis } from 'ioredis';
-import { LuaScript } from '@app/status-store';
+import { LuaScript, type RedisKeys } from '@app/status-store';
 
 // Counts `delta` hits of a caller in its window and blocks it past the limit: the script of
 // @nest-lab/throttler-storage-redis (same keys, same answers), for many hits at once.
@@ -59,7 +59,10 @@ export class RateLimitStorage implements ThrottlerStorage {
   /** Callers whose count is on its way to Redis. */
   private readonly counting = new Set<string>();
 
-  constructor(private readonly redis: Redis) {}
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+  ) {}
 
   increment(
     key: string,
@@ -68,22 +71,22 @@ export class RateLimitStorage implements ThrottlerStorage {
     blockDuration: number,
     throttlerName: string,
   ): Promise<ThrottlerStorageRecord> {
-    const tag = `{${key}:${throttlerName}}`;
+    const counters = this.keys.rateLimitCounters(key, throttlerName);
     // Hits counted together share their limits too: other limits wait in a queue of their own.
-    const queueId = `${tag} ${ttl} ${limit} ${blockDuration}`;
+    const queueId = `${counters.hits} ${ttl} ${limit} ${blockDuration}`;
     return new Promise((resolve, reject) => {
       const queue = this.waiting.get(queueId);
       if (queue) queue.push({ resolve, reject });
       else this.waiting.set(queueId, [{ resolve, reject }]);
       if (!this.counting.has(queueId))
-        void this.count(queueId, tag, ttl, limit, blockDuration, throttlerName);
+        void this.count(queueId, counters, ttl, limit, blockDuration, throttlerName);
     });
   }
 
   /** Counts what waits in `queueId` in one call, then what came meanwhile. */
   private async count(
     queueId: string,
-    tag: string,
+    counters: { hits: string; blocked: string },
     ttl: number,
     limit: number,
     blockDuration: number,
@@ -98,7 +101,7 @@ export class RateLimitStorage implements ThrottlerStorage {
       // these hits twice: a caller is then refused a little early, never late.)
       const [total, expiresMs, blocked, blockLeftMs, blockedBefore] = (await COUNT.run(
         this.redis,
-        [`${tag}:hits`, `${tag}:blocked`],
+        [counters.hits, counters.blocked],
         [throttlerName, ttl, limit, blockDuration, hits.length],
       )) as [number, number, number, number, number];
       hits.forEach((hit, i) => {
@@ -117,7 +120,7 @@ export class RateLimitStorage implements ThrottlerStorage {
     } finally {
       this.counting.delete(queueId);
       if (this.waiting.has(queueId))
-        void this.count(queueId, tag, ttl, limit, blockDuration, throttlerName);
+        void this.count(queueId, counters, ttl, limit, blockDuration, throttlerName);
     }
   }
 }
