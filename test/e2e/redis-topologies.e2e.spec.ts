@@ -7,7 +7,7 @@ import { useStack } from '../support/stack.js';
 describe.each([
   ['a Sentinel set', () => RedisTopology.sentinel()],
   ['a Redis Cluster', () => RedisTopology.cluster()],
-])('REDIS_URL naming %s', (_name, start) => {
+])('REDIS_URL naming %s', (name, start) => {
   let topology: RedisTopology;
   beforeAll(async () => {
     topology = await start();
@@ -33,7 +33,7 @@ describe.each([
     try {
       await client.incr('{coalesce}:n');
       // The connections the commands go out on: the master's, or each Cluster master's.
-      const connections = _name.includes('Cluster')
+      const connections = name.includes('Cluster')
         ? (client as unknown as Cluster).nodes('master')
         : [client];
       const counters = connections.map((connection) => countWrites(connection));
@@ -45,7 +45,7 @@ describe.each([
     }
   });
 
-  it.skipIf(!_name.includes('Cluster'))(
+  it.skipIf(!name.includes('Cluster'))(
     "spreads sessions over every master: each master holds sessions' queues, records and keys, and a message is sent on a session of each",
     async () => {
       const ports = topology.url
