@@ -82,6 +82,8 @@ describe('accepted sends become jobs', () => {
     const again = await stack.call('POST', '/api/v1/messages/text', body, key);
     expect(again.status).toBe(202);
     expect(again.body.data.id).toBe(written.id);
+    // Sent at once: the api rang for it though the outcome was unknown (the consumer's idle
+    // look, every 15 s, would be later than this wait).
     await stack.waitForStatus(again.body.data.id, 'read');
     expect(
       stack.sandbox().sends.filter((send) => send.chatId === '4915100000074@c.us'),

@@ -538,6 +538,8 @@ export class MessagesService {
         await dropUploads();
         throw err;
       }
+      // Some may be queued: their consumer wakes for them now, not at its next idle look.
+      this.ringAll(sessionIds);
       throw new UnknownOutcome(
         back
           ? messages.flatMap((message, index) =>
@@ -558,14 +560,17 @@ export class MessagesService {
         .catch(() => records.map(() => 'queued' as const));
       await dropUploads();
       const kept = records.filter((_, i) => back[i] === 'queued').map((record) => record.id);
-      if (kept.length)
-        for (const sessionId of sessionIds) void this.bell.ring(sessionId).catch(() => undefined);
+      if (kept.length) this.ringAll(sessionIds);
       refuse('NO_SESSION', prepared[refused].message.sessionId, kept);
     }
     // The session's consumer wakes for it (not awaited: were the ring lost, the worker's
     // periodic look at the intake still finds it).
-    for (const sessionId of sessionIds) void this.bell.ring(sessionId).catch(() => undefined);
+    this.ringAll(sessionIds);
     return records;
+  }
+
+  private ringAll(sessionIds: Iterable<string>): void {
+    for (const sessionId of sessionIds) void this.bell.ring(sessionId).catch(() => undefined);
   }
 
   /**
