@@ -29,10 +29,12 @@ export interface ScriptTarget {
  *
  * ARGV[1] prefixes (JSON: RedisKeys.scriptPrefixes), [2] global targets (JSON), [3] event id
  * without its shard, [4] now (ms), [5] now (ISO), [6] retention (ms); a script's own
- * arguments start at ARGV[7].
+ * arguments start at ARGV[7]. A script that makes several changes, each with its own event,
+ * sets EVENT's id, ms and iso before each (they start as ARGV[3], [4] and [5]).
  */
 const PUBLISH_LUA = `
 local P = cjson.decode(ARGV[1])
+local EVENT = { id = ARGV[3], ms = ARGV[4], iso = ARGV[5] }
 local shards = {}
 -- As shardOf in redis-keys.ts.
 local function shard_of(session_id)
@@ -58,7 +60,7 @@ local function publish_event(session_id, event_type, make_event)
     for _, t in ipairs(cjson.decode(own)) do targets[#targets + 1] = t end
   end
   local shard = shard_of(session_id)
-  local event_id, now_ms, now_iso, retention = ARGV[3] .. shard, ARGV[4], ARGV[5], ARGV[6]
+  local event_id, now_ms, now_iso, retention = EVENT.id .. shard, EVENT.ms, EVENT.iso, ARGV[6]
   local event_key = shard_key(shard, 'wh:event:' .. event_id)
   local recent, session_recent = shard_key(shard, 'wh:recent'), session_key(session_id, 'wh:recent')
   local written, opened = false, 0

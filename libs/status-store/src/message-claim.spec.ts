@@ -29,7 +29,7 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     pacing = new PacingRepository(redis, keys);
   });
   afterAll(async () => {
-    const left = await redis.keys(`${keys.root}*`);
+    const left = await redis.keys(keys.pattern());
     if (left.length) await redis.del(...left);
     await redis.quit();
   });
@@ -207,7 +207,7 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect((await messages.get(message.id))?.status).toBe('read');
   });
 
-  it('writes the acks reported together in one round trip, each applied on its own', async () => {
+  it('writes the acks reported together in one script call per session, each applied on its own', async () => {
     const [a, b] = [await stored(), await stored()];
     await messages.markSent(a, 'true_x_A');
     await messages.markSent(b, 'true_x_B');
@@ -215,7 +215,7 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     await redis.hset(keys.engineMessage('main', 'true_x_BAD'), 'x', '1');
     // The script loaded already (a first write on a server without it takes a second trip).
     await messages.applyEngineAck('main', 'true_x_NONE', 'sent');
-    const pipelines = vi.spyOn(redis, 'pipeline');
+    const calls = vi.spyOn(redis, 'evalsha');
     try {
       const outcomes = await Promise.allSettled([
         messages.applyEngineAck('main', 'true_x_A', 'delivered'),
@@ -232,11 +232,51 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
         'fulfilled',
       ]);
       expect(outcomes[0]).toMatchObject({ value: a.id });
-      expect(pipelines).toHaveBeenCalledTimes(1);
+      expect(outcomes[2]).toMatchObject({
+        reason: { message: expect.stringMatching(/WRONGTYPE/) },
+      });
+      expect(calls).toHaveBeenCalledTimes(1);
     } finally {
-      pipelines.mockRestore();
+      calls.mockRestore();
     }
     expect((await messages.get(a.id))?.status).toBe('read');
     expect((await messages.get(b.id))?.status).toBe('read');
+  });
+
+  it('gives each ack written in one call its own event, with the time the ack came', async () => {
+    const withTarget = new MessageRepository(
+      redis,
+      keys,
+      loadAppConfig({ readEnvFile: false, overrides: { NODE_ENV: 'test' } }),
+      new EventScriptArgs(
+        keys,
+        [{ id: 'hook', url: 'https://example.test/hook', events: ['message.status'] }],
+        60_000,
+      ),
+    );
+    const message = await stored({ sessionId: 'acks' } as Partial<NewMessage>);
+    await withTarget.markSent(message, 'true_x_EV');
+    const before = new Set(await redis.keys(keys.recordPattern('wh:event')));
+    const delivered = new Date('2026-12-01T10:00:00.000Z');
+    const read = new Date('2026-12-01T10:00:00.250Z');
+    // Reported together: one flush, one script call.
+    const both = Promise.all([
+      withTarget.applyEngineAck('acks', 'true_x_EV', 'delivered', delivered),
+      withTarget.applyEngineAck('acks', 'true_x_EV', 'read', read),
+    ]);
+    expect(await both).toEqual([message.id, message.id]);
+    const events = await Promise.all(
+      (await redis.keys(keys.recordPattern('wh:event')))
+        .filter((key) => !before.has(key))
+        .map(async (key) => JSON.parse((await redis.hget(key, 'json'))!)),
+    );
+    events.sort((a, b) => a.sequence - b.sequence);
+    expect(
+      events.map((event) => [event.data?.status ?? event.snapshot?.status, event.timestamp]),
+    ).toEqual([
+      ['delivered', delivered.toISOString()],
+      ['read', read.toISOString()],
+    ]);
+    expect(new Set(events.map((event) => event.id)).size).toBe(2);
   });
 });

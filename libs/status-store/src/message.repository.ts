@@ -16,7 +16,7 @@ import {
   type MessageStatus,
   type NewMessage,
 } from './message-record.js';
-import { EventScriptArgs, LuaScript, withEventPublishing } from './event-script.js';
+import { EventScriptArgs, LuaScript, newEventId, withEventPublishing } from './event-script.js';
 import { pacingWaitLua, recordSendLua } from './pacing.repository.js';
 
 const TIMESTAMP_FIELD: Partial<Record<MessageStatus, keyof MessageRecord>> = {
@@ -164,28 +164,50 @@ const ADVANCE = new LuaScript(
   ),
 );
 
-// An ack by engine id, in one round trip: applied (as ADVANCE) to the message it belongs to,
-// or, when the send's id is not saved yet, parked for MARK_SENT to apply, keeping the highest.
-// One script, so an ack cannot be parked just after MARK_SENT looked for it (and be lost).
-// KEYS[1] engine id -> message id, [2] parked ack (both of the session's shard); ARGV[7]
-// status, [8] its rank, [9] timestamp field, [10] timestamp, [11] parked ack ttl ms.
-// The message's record and ack index are found from its id (record_tag). Returns the message
-// id, or false when parked.
-const ACK = new LuaScript(
+// Acks by engine id, several of one session in one call: each applied (as ADVANCE) to the
+// message it belongs to, or, when the send's id is not saved yet, parked for MARK_SENT to
+// apply, keeping the highest. One script, so an ack cannot be parked just after MARK_SENT
+// looked for it (and be lost). KEYS, per ack: engine id -> message id, parked ack (all of the
+// session's shard). ARGV[7] parked ack ttl ms; then per ack, six: status, its rank, timestamp
+// field, timestamp (ISO), timestamp (ms), its event's id (as ARGV[3]). The message's record
+// and ack index are found from its id (record_tag). Returns, per ack, the message id, false
+// when parked, or the error that stopped it.
+/** ARGV per ack of ACKS. */
+const ACK_ARGS = 6;
+const ACKS = new LuaScript(
   withEventPublishing(
     ADVANCE_FN +
       `
-local message_id = redis.call('GET', KEYS[1])
-if not message_id then
-  local previous = redis.call('GET', KEYS[2])
-  if not previous or (RANKS[previous] or -1) < tonumber(ARGV[8]) then
-    redis.call('SET', KEYS[2], ARGV[7], 'PX', ARGV[11])
+local function apply(i)
+  local a = 8 + (i - 1) * ${ACK_ARGS}
+  local status, rank, field, at = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  EVENT.iso, EVENT.ms, EVENT.id = at, ARGV[a + 4], ARGV[a + 5]
+  local message_id = redis.call('GET', KEYS[2 * i - 1])
+  if not message_id then
+    local parked = KEYS[2 * i]
+    local previous = redis.call('GET', parked)
+    if not previous or (RANKS[previous] or -1) < tonumber(rank) then
+      redis.call('SET', parked, status, 'PX', ARGV[7])
+    end
+    return false
   end
-  return false
+  local tag = record_tag(message_id)
+  advance(tag .. ':msg:' .. message_id, message_id, tag .. ':awaiting-ack', status, rank, field, at)
+  return message_id
 end
-local tag = record_tag(message_id)
-advance(tag .. ':msg:' .. message_id, message_id, tag .. ':awaiting-ack', ARGV[7], ARGV[8], ARGV[9], ARGV[10])
-return message_id
+-- An ack whose write fails (a damaged key) answers its error; the others still apply.
+local out = {}
+for i = 1, #KEYS / 2 do
+  local ok, result = pcall(apply, i)
+  if ok then
+    out[i] = result
+  elseif type(result) == 'table' and result.err then
+    out[i] = result
+  else
+    out[i] = { err = tostring(result) }
+  end
+end
+return out
 `,
   ),
 );
@@ -665,8 +687,9 @@ export class MessageRepository implements BeforeApplicationShutdown {
   /**
    * Applies an ack reported by the engine; returns the message id it belonged to, if known.
    * Acks are written together: those reported within ACK_BATCH_MS (or ACK_BATCH_MAX of them)
-   * go in one pipeline, one round trip (a message gets three acks, each a write syscall and a
-   * Redis call of its own otherwise). An ack is recorded at most that much later.
+   * go in one round trip, one script call per session (a message gets three acks, each a
+   * write syscall and a script call of its own otherwise). An ack is recorded at most that
+   * much later.
    */
   applyEngineAck(
     sessionId: string,
@@ -691,30 +714,46 @@ export class MessageRepository implements BeforeApplicationShutdown {
     const acks = this.acks.splice(0);
     if (acks.length === 0) return Promise.resolve();
     const flush = (async () => {
+      // One call per session (its keys share a shard), all of them in one round trip.
+      const bySession = new Map<string, typeof acks>();
+      for (const ack of acks) {
+        const group = bySession.get(ack.sessionId);
+        if (group) group.push(ack);
+        else bySession.set(ack.sessionId, [ack]);
+      }
+      const groups = [...bySession.values()];
       try {
         // Not ours (sent from the phone) or not saved yet: the highest ack is kept briefly.
-        const outcomes = await ACK.runManySettled(
+        const outcomes = await ACKS.runManySettled(
           this.redis,
-          acks.map(({ sessionId, engineMessageId, status, now }) => ({
-            keys: [
+          groups.map((group) => ({
+            keys: group.flatMap(({ sessionId, engineMessageId }) => [
               this.keys.engineMessage(sessionId, engineMessageId),
               this.keys.pendingAck(sessionId, engineMessageId),
-            ],
+            ]),
             args: [
-              ...this.events.build(now),
-              status,
-              String(STATUS_RANK[status]),
-              TIMESTAMP_FIELD[status]!,
-              now.toISOString(),
+              ...this.events.build(group[0].now),
               PENDING_ACK_TTL_MS,
+              ...group.flatMap(({ status, now }) => [
+                status,
+                STATUS_RANK[status],
+                TIMESTAMP_FIELD[status]!,
+                now.toISOString(),
+                now.getTime(),
+                newEventId(now.getTime()),
+              ]),
             ],
           })),
         );
-        acks.forEach((ack, i) => {
-          const outcome = outcomes[i];
-          if (outcome?.status === 'fulfilled')
-            ack.resolve((outcome.value as string | null) ?? null);
-          else ack.reject(outcome ? outcome.reason : new Error('no reply'));
+        groups.forEach((group, g) => {
+          const outcome = outcomes[g];
+          group.forEach((ack, i) => {
+            if (outcome?.status !== 'fulfilled')
+              return ack.reject(outcome ? outcome.reason : new Error('no reply'));
+            const reply = (outcome.value as (string | null | Error)[])[i];
+            if (reply instanceof Error) ack.reject(reply);
+            else ack.resolve(reply ?? null);
+          });
         });
       } catch (err) {
         for (const ack of acks) ack.reject(err);
