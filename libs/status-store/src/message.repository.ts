@@ -164,6 +164,9 @@ const ADVANCE = new LuaScript(
   ),
 );
 
+/** ARGV per ack of ACKS. */
+const ACK_ARGS = 6;
+
 // Acks by engine id, several of one session in one call: each applied (as ADVANCE) to the
 // message it belongs to, or, when the send's id is not saved yet, parked for MARK_SENT to
 // apply, keeping the highest. One script, so an ack cannot be parked just after MARK_SENT
@@ -172,8 +175,6 @@ const ADVANCE = new LuaScript(
 // field, timestamp (ISO), timestamp (ms), its event's id (as ARGV[3]). The message's record
 // and ack index are found from its id (record_tag). Returns, per ack, the message id, false
 // when parked, or the error that stopped it.
-/** ARGV per ack of ACKS. */
-const ACK_ARGS = 6;
 const ACKS = new LuaScript(
   withEventPublishing(
     ADVANCE_FN +
