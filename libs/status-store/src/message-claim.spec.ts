@@ -279,4 +279,27 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     ]);
     expect(new Set(events.map((event) => event.id)).size).toBe(2);
   });
+
+  it('writes the acks of several sessions reported together in one round trip, a call each', async () => {
+    const a = await stored();
+    const b = await stored({ sessionId: 'other' } as Partial<NewMessage>);
+    await messages.markSent(a, 'true_x_S1');
+    await messages.markSent(b, 'true_x_S2');
+    const pipelines = vi.spyOn(redis, 'pipeline');
+    try {
+      const acked = await Promise.all([
+        messages.applyEngineAck('main', 'true_x_S1', 'delivered'),
+        messages.applyEngineAck('other', 'true_x_S2', 'read'),
+        messages.applyEngineAck('main', 'true_x_S1', 'read'),
+      ]);
+      expect(acked).toEqual([a.id, b.id, a.id]);
+      // Two sessions, two script calls: one pipeline (the keys share no shard, so no call
+      // could carry both).
+      expect(pipelines).toHaveBeenCalledTimes(1);
+    } finally {
+      pipelines.mockRestore();
+    }
+    expect((await messages.get(a.id))?.status).toBe('read');
+    expect((await messages.get(b.id))?.status).toBe('read');
+  });
 });
