@@ -302,4 +302,43 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect((await messages.get(a.id))?.status).toBe('read');
     expect((await messages.get(b.id))?.status).toBe('read');
   });
+
+  it('splits the acks of a busy session over several script calls, so none holds Redis long', async () => {
+    const sent = await Promise.all(
+      Array.from({ length: 60 }, async (_, i) => {
+        const message = await stored();
+        await messages.markSent(message, `true_x_M${i}`);
+        return message;
+      }),
+    );
+    const pipeline = redis.pipeline.bind(redis);
+    let calls = 0;
+    const pipelines = vi.spyOn(redis, 'pipeline').mockImplementation((...args) => {
+      const made = pipeline(...args);
+      const evalsha = made.evalsha.bind(made);
+      made.evalsha = ((...call: Parameters<typeof evalsha>) => {
+        calls++;
+        return evalsha(...call);
+      }) as typeof made.evalsha;
+      return made;
+    });
+    try {
+      // 120 acks reported together: calls of 50, 50 and 20, in one round trip.
+      const acked = await Promise.all(
+        sent.flatMap((_, i) => [
+          messages.applyEngineAck('main', `true_x_M${i}`, 'delivered'),
+          messages.applyEngineAck('main', `true_x_M${i}`, 'read'),
+        ]),
+      );
+      expect(acked).toEqual(sent.flatMap(({ id }) => [id, id]));
+      expect(pipelines).toHaveBeenCalledTimes(1);
+      expect(calls).toBe(3);
+    } finally {
+      pipelines.mockRestore();
+    }
+    const statuses = await Promise.all(
+      sent.map(async ({ id }) => (await messages.get(id))?.status),
+    );
+    expect(new Set(statuses)).toEqual(new Set(['read']));
+  });
 });

@@ -715,14 +715,19 @@ export class MessageRepository implements BeforeApplicationShutdown {
     const acks = this.acks.splice(0);
     if (acks.length === 0) return Promise.resolve();
     const flush = (async () => {
-      // One call per session (its keys share a shard), all of them in one round trip.
-      const bySession = new Map<string, typeof acks>();
+      // One call per session (its keys share a shard) and ACKS_PER_CALL acks, so no call
+      // holds Redis long; all of them in one round trip.
+      const groups: (typeof acks)[] = [];
+      const open = new Map<string, typeof acks>();
       for (const ack of acks) {
-        const group = bySession.get(ack.sessionId);
-        if (group) group.push(ack);
-        else bySession.set(ack.sessionId, [ack]);
+        let group = open.get(ack.sessionId);
+        if (!group || group.length >= ACKS_PER_CALL) {
+          group = [];
+          groups.push(group);
+          open.set(ack.sessionId, group);
+        }
+        group.push(ack);
       }
-      const groups = [...bySession.values()];
       try {
         // Not ours (sent from the phone) or not saved yet: the highest ack is kept briefly.
         const outcomes = await ACKS.runManySettled(
@@ -848,6 +853,8 @@ const PENDING_ACK_TTL_MS = 10 * 60_000;
 const ACK_BATCH_MS = 5;
 /** ...up to this many. */
 const ACK_BATCH_MAX = 200;
+/** Acks of one session written by one script call, at most. */
+const ACKS_PER_CALL = 50;
 
 const NULLABLE: (keyof MessageRecord)[] = [
   'sendAt',
