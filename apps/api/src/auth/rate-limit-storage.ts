@@ -86,7 +86,7 @@ export class RateLimitStorage implements ThrottlerStorage {
   /** Counts what waits in `queueId` in one call, then what came meanwhile. */
   private async count(
     queueId: string,
-    counters: { hits: string; blocked: string },
+    counters: ReturnType<RedisKeys['rateLimitCounters']>,
     ttl: number,
     limit: number,
     blockDuration: number,
