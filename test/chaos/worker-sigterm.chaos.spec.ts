@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { textFingerprint } from '@app/whatsapp';
+import { CLAIMED_AHEAD } from '../../apps/worker/src/send/send.service.js';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 import { exited, spawnWorker } from '../support/worker-process.js';
@@ -68,4 +69,63 @@ describe('SIGTERM to a worker with messages in flight', () => {
         text,
       ).toHaveLength(1);
   }, 60_000);
+});
+
+describe('SIGTERM to an unpaced worker with more sends in hand than it claims', () => {
+  const children: ChildProcess[] = [];
+  const stack = useStack(
+    { SEND_MIN_INTERVAL_MS: '0', SHUTDOWN_TIMEOUT_MS: '20000', WORKER_HEARTBEAT_MS: '2000' },
+    { worker: false },
+  );
+  afterAll(async () => {
+    for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  });
+
+  const sentTexts = () =>
+    readFileSync(join(stack.env.WWEBJS_DATA_DIR, 'session-main', 'sandbox-sends.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line).fingerprint as string);
+
+  it('finishes only the sends near the front of the line; the rest go back queued and the next worker sends each once', async () => {
+    const first = spawnWorker(stack.env);
+    children.push(first);
+    await eventually(async () => {
+      expect((await stack.call('GET', '/api/v1/sessions/main/status')).body.data.status).toBe(
+        'READY',
+      );
+    }, 20_000);
+    // Each send shows "typing…" for 300 ms in its turn: 30 take 9 s one after another.
+    const texts = Array.from({ length: 30 }, (_, i) => `in hand ${i}`);
+    const batch = await stack.call('POST', '/api/v1/messages/batch', {
+      messages: texts.map((text) => ({ type: 'text', to: '4915123456789', text, typingMs: 300 })),
+    });
+    expect(batch.status).toBe(202);
+    const ids = (batch.body.data.messages as { id: string }[]).map((m) => m.id);
+    await stack.waitForStatus(ids[0], ['sent', 'delivered', 'read']);
+
+    first.kill('SIGTERM');
+    expect(await exited(first)).toEqual({ code: null, signal: 'SIGTERM' });
+    // Those near the front when it was signalled (and the one in its turn) were sent; the
+    // others in hand (up to UNPACED_JOBS_IN_HAND) went back to the queue unclaimed, rather
+    // than be sent one after another before it exited.
+    const sentByFirst = sentTexts().length;
+    expect(sentByFirst).toBeLessThanOrEqual(CLAIMED_AHEAD + 3);
+    const statuses = await Promise.all(
+      ids.map(async (id) => (await stack.call('GET', `/api/v1/messages/${id}`)).body.data.status),
+    );
+    expect(statuses.filter((status) => status === 'queued')).toHaveLength(
+      texts.length - sentByFirst,
+    );
+
+    const second = spawnWorker(stack.env);
+    children.push(second);
+    for (const id of ids) await stack.waitForStatus(id, ['sent', 'delivered', 'read'], 30_000);
+    const fingerprints = sentTexts();
+    for (const text of texts)
+      expect(
+        fingerprints.filter((f) => f === textFingerprint(text)),
+        text,
+      ).toHaveLength(1);
+  }, 90_000);
 });

@@ -43,12 +43,12 @@ export type JobPayload<N extends JobName> = JobPayloads[N];
  * Jobs a session's consumer has in hand at once when its sends are not paced
  * (SEND_MIN_INTERVAL_MS and SEND_JITTER_MS 0): their sends still take turns from the hold check
  * through the engine call (the worker's SendTurns), and what each does in Redis around its
- * turn (fetch, read and claim, record, complete) overlaps. Paced, one: the next job is not
- * taken before its time. Each in hand is claimed (`sending`) while it waits for its turn, so
- * more would mean longer waits in `sending` for little gain (8 drained 2,900/s alone against
- * 2,500/s for 4 and 3,450/s for 16, with the sandbox engine).
+ * turn (fetch, read and claim, record, complete) overlaps, so more of it shares each round
+ * trip. Only the few nearest the front of the line are claimed (`sending`) while they wait
+ * (the worker's CLAIMED_AHEAD); the others stay `queued`. Paced, one: the next job is not
+ * taken before its time.
  */
-export const UNPACED_JOBS_IN_HAND = 8;
+export const UNPACED_JOBS_IN_HAND = 64;
 
 /** Each session has its own queue so one session's backlog or outage never delays another. */
 export function sendQueueName(sessionId: string): string {

@@ -210,11 +210,12 @@ export class SendConsumers {
     this.consumers.delete(sessionId);
     clearTimeout(consumer.restrictionTimer);
     clearTimeout(consumer.legacyTimer);
-    await consumer.worker
-      .close()
-      .catch((err: Error) =>
-        this.log.warn({ sessionId, err: err.message }, 'queue consumer did not close cleanly'),
-      );
+    const closed = consumer.worker.close();
+    // Only the sends already claimed finish: those still waiting go back to the queue.
+    this.sender.release(sessionId);
+    await closed.catch((err: Error) =>
+      this.log.warn({ sessionId, err: err.message }, 'queue consumer did not close cleanly'),
+    );
     await this.doorbells.close(sessionId, consumer.doorbell);
   }
 
@@ -250,8 +251,12 @@ export class SendConsumers {
   }
 
   private pause(sessionId: string): void {
-    // Do not wait here: the send in flight finishes on its own.
-    void this.consumers.get(sessionId)?.worker.pause(true);
+    const consumer = this.consumers.get(sessionId);
+    if (!consumer) return;
+    // Do not wait here: the sends already claimed finish on their own; those still waiting
+    // in line go back to the queue.
+    void consumer.worker.pause(true);
+    this.sender.release(sessionId);
   }
 
   /**

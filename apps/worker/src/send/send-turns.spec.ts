@@ -98,4 +98,72 @@ describe('SendTurns', () => {
     await settle();
     expect(log).toEqual(['one', 'two', 'three']);
   });
+
+  describe('near', () => {
+    const near = (name: string, ahead: number) =>
+      tickets
+        .get(name)!
+        .near(ahead)
+        .then((come) => log.push(`${name} ${come ? 'near' : 'let go'}`));
+
+    it('comes at once for a send with few enough before it, and as the ones before leave for the rest', async () => {
+      for (const [i, name] of ['a', 'b', 'c', 'd'].entries()) join(name, i);
+      void near('a', 1);
+      void near('b', 1);
+      void near('c', 1);
+      void near('d', 1);
+      await settle();
+      expect(log).toEqual(['a near', 'b near']);
+      leave('a');
+      await settle();
+      expect(log).toEqual(['a near', 'b near', 'c near']);
+      leave('b');
+      await settle();
+      expect(log).toEqual(['a near', 'b near', 'c near', 'd near']);
+    });
+
+    it('counts a send placed before it (an earlier order) among those before it', async () => {
+      join('first', 10);
+      join('second', 20);
+      join('late', 30);
+      void near('late', 1);
+      await settle();
+      expect(log).toEqual([]);
+      // A retried job queued earlier takes a place ahead.
+      join('retried', 1);
+      leave('first');
+      await settle();
+      expect(log).toEqual([]);
+      leave('retried');
+      await settle();
+      expect(log).toEqual(['late near']);
+    });
+
+    it('lets go the waiting sends of the session released, not those near nor other sessions', async () => {
+      join('front', 1);
+      join('back', 2);
+      join('other', 3, 'sales');
+      join('other-back', 4, 'sales');
+      void near('front', 0);
+      void near('back', 0);
+      void near('other-back', 0);
+      await settle();
+      expect(log).toEqual(['front near']);
+      turns.release('main');
+      await settle();
+      expect(log).toEqual(['front near', 'back let go']);
+      // The released one still holds its place until it leaves: the front keeps its turn.
+      void ask('front');
+      await settle();
+      expect(log).toEqual(['front near', 'back let go', 'front']);
+    });
+
+    it('answers false to a send that already left its line', async () => {
+      join('gone', 1);
+      leave('gone');
+      void near('gone', 5);
+      await settle();
+      expect(log).toEqual(['gone let go']);
+    });
+  });
 });

@@ -4,10 +4,18 @@ interface Place {
   joined: number;
   /** Set once the send asks for its turn. */
   enter?: () => void;
+  /** Set while the send waits to come near the front (TurnTicket.near). */
+  near?: { ahead: number; come: (near: boolean) => void };
 }
 
 /** What a send holds in its session's line (SendTurns.join). */
 export interface TurnTicket {
+  /**
+   * Resolves true once at most `ahead` sends are before this one in line (at once if that is
+   * so now; a send placed before it later does not take that back), or false if its session's
+   * waiting sends are let go first (SendTurns.release).
+   */
+  near(ahead: number): Promise<boolean>;
   /** Resolves when it is this send's turn: it is first in line and the one before has left. */
   turn(): Promise<void>;
   /** Leaves the line, ending the turn if it has it (idempotent). */
@@ -27,6 +35,19 @@ export class SendTurns {
   private readonly lines = new Map<string, { busy: boolean; places: Place[] }>();
   private joined = 0;
 
+  /**
+   * Lets go the session's sends still waiting to come near the front (their `near` resolves
+   * false): its consumer is pausing or closing, and they go back to the queue unclaimed
+   * instead of holding it up while the sends before them finish.
+   */
+  release(sessionId: string): void {
+    for (const place of this.lines.get(sessionId)?.places ?? []) {
+      const waiting = place.near;
+      place.near = undefined;
+      waiting?.come(false);
+    }
+  }
+
   join(sessionId: string, order: number): TurnTicket {
     let line = this.lines.get(sessionId);
     if (!line) {
@@ -41,12 +62,23 @@ export class SendTurns {
     let holding = false;
     let left = false;
     const admit = () => {
+      for (const [index, waiting] of line.places.entries())
+        if (waiting.near && index <= waiting.near.ahead) {
+          const { come } = waiting.near;
+          waiting.near = undefined;
+          come(true);
+        }
       const first = line.places[0];
       if (line.busy || !first?.enter) return;
       line.busy = true;
       first.enter();
     };
     return {
+      near: (ahead) =>
+        new Promise<boolean>((resolve) => {
+          if (left || line.places.indexOf(place) <= ahead) return resolve(!left);
+          place.near = { ahead, come: resolve };
+        }),
       turn: () =>
         new Promise<void>((resolve) => {
           if (left) throw new Error('a send that left its line asked for a turn');
@@ -60,6 +92,9 @@ export class SendTurns {
         if (left) return;
         left = true;
         line.places.splice(line.places.indexOf(place), 1);
+        // Not waiting any more for what can no longer come.
+        place.near?.come(false);
+        place.near = undefined;
         if (holding) line.busy = false;
         if (line.places.length === 0 && !line.busy) {
           if (this.lines.get(sessionId) === line) this.lines.delete(sessionId);

@@ -19,7 +19,13 @@ import {
   type WhatsAppEngine,
 } from '@app/whatsapp';
 import type { WorkerMetrics } from '../metrics/worker-metrics.service.js';
-import { SendHeldBack, SendService, SentButNotRecorded, type SendAttempt } from './send.service.js';
+import {
+  CLAIMED_AHEAD,
+  SendHeldBack,
+  SendService,
+  SentButNotRecorded,
+  type SendAttempt,
+} from './send.service.js';
 
 /**
  * SendService's decisions, one message at a time, against an in-memory message store and a
@@ -967,5 +973,55 @@ describe('SendService: sends of a session in hand together (pacing 0)', () => {
     expect(outcomes[1]).toMatchObject({ code: 'RATE_LIMITED_BY_WHATSAPP' });
     expect(h.engine.sendText).toHaveBeenCalledTimes(1);
     expect(await h.store.get(ids[1])).toMatchObject({ status: 'queued', attempts: 0 });
+  });
+
+  describe('more in hand than CLAIMED_AHEAD', () => {
+    const many = Array.from(
+      { length: CLAIMED_AHEAD + 4 },
+      (_, i) => `7a7a7a7a-8a55-4f0e-9d0b-6a0f3b7c2e${String(i).padStart(2, '0')}`,
+    );
+    /** The engine holds the first send until `go` is called; every send is in hand. */
+    const inHand = (h: ReturnType<typeof harness>) => {
+      h.store.put(...many.map((id) => record({ id })));
+      let go!: () => void;
+      const held = new Promise<void>((resolve) => (go = resolve));
+      h.engine.sendText.mockImplementationOnce(async () => {
+        await held;
+        return 'true_x_FIRST';
+      });
+      const sends = many.map((id, order) =>
+        h.service.send('main', id, { ...first, order }).catch((err: unknown) => err),
+      );
+      const statuses = async () =>
+        Promise.all(many.map(async (id) => (await h.store.get(id))?.status));
+      return { go, sends, statuses };
+    };
+
+    it('claims only those with at most CLAIMED_AHEAD before them; the rest stay queued until they come near', async () => {
+      const h = harness();
+      const { go, sends, statuses } = inHand(h);
+      await vi.waitFor(() => expect(h.engine.sendText).toHaveBeenCalledTimes(1));
+      await sleep(20);
+      expect(await statuses()).toEqual([
+        ...Array(CLAIMED_AHEAD + 1).fill('sending'),
+        ...Array(3).fill('queued'),
+      ]);
+      go();
+      expect(await Promise.all(sends)).toEqual(many.map(() => 'sent'));
+      expect(h.engine.sendText).toHaveBeenCalledTimes(many.length);
+    });
+
+    it('lets the ones still waiting go when released: not-ready, still queued, no try counted', async () => {
+      const h = harness();
+      const { go, sends, statuses } = inHand(h);
+      await vi.waitFor(() => expect(h.engine.sendText).toHaveBeenCalledTimes(1));
+      h.service.release('main');
+      go();
+      const outcomes = await Promise.all(sends);
+      expect(outcomes.slice(0, CLAIMED_AHEAD + 1)).toEqual(Array(CLAIMED_AHEAD + 1).fill('sent'));
+      expect(outcomes.slice(CLAIMED_AHEAD + 1)).toEqual(Array(3).fill('not-ready'));
+      expect((await statuses()).slice(CLAIMED_AHEAD + 1)).toEqual(Array(3).fill('queued'));
+      expect(h.engine.sendText).toHaveBeenCalledTimes(CLAIMED_AHEAD + 1);
+    });
   });
 });

@@ -54,6 +54,13 @@ export type SendOutcome =
 
 type SendHolds = Awaited<ReturnType<SessionRepository['sendHolds']>>;
 
+/**
+ * Of a session's sends in hand (UNPACED_JOBS_IN_HAND), those with at most this many before
+ * them in line are read and claimed (`sending`); the rest wait in line still `queued` (a
+ * cancel still stops them) and are read and claimed as they come near the front.
+ */
+export const CLAIMED_AHEAD = 8;
+
 /** How long a session's limits are used before they are read again. */
 const LIMITS_CACHE_MS = 2_000;
 
@@ -124,12 +131,15 @@ export class SendService {
 
   /**
    * Sends the message. With several jobs in hand (SendConsumers, at pacing 0), each is read,
-   * and claimed when plainly sendable, at once; from its hold check through the engine call,
+   * and claimed when plainly sendable, as it comes near the front of its session's line
+   * (CLAIMED_AHEAD); from its hold check through the engine call,
    * the session's sends take turns (SendTurns), one message at a time, in the order queued.
    */
   async send(sessionId: string, messageId: string, attempt: SendAttempt): Promise<SendOutcome> {
     const ticket = this.turns.join(sessionId, attempt.order ?? 0);
     try {
+      // Let go while it waited (its consumer pauses or closes): back to the queue, unclaimed.
+      if (!(await ticket.near(CLAIMED_AHEAD))) return 'not-ready';
       const ready = this.sessions.isReady(sessionId) && !!this.sessions.engine(sessionId);
       // What holds the session back now is known before the record is read: when nothing
       // does, a plainly sendable message is read and claimed in one round trip
@@ -155,6 +165,14 @@ export class SendService {
     } finally {
       ticket.leave();
     }
+  }
+
+  /**
+   * The session's sends in hand that are still waiting to be read and claimed go back to the
+   * queue unclaimed (outcome `not-ready`): its consumer is pausing or closing.
+   */
+  release(sessionId: string): void {
+    this.turns.release(sessionId);
   }
 
   private async sendInTurn(
