@@ -1,6 +1,13 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
-import { DelayedError, UnrecoverableError, Worker, type Job, type QueueOptions } from 'bullmq';
+import {
+  DelayedError,
+  UnrecoverableError,
+  WaitingError,
+  Worker,
+  type Job,
+  type QueueOptions,
+} from 'bullmq';
 import { AppConfig } from '@app/config';
 import {
   JobName,
@@ -299,6 +306,8 @@ export class SendConsumers {
     };
     try {
       const outcome = await this.sender.send(sessionId, job.data.messageId, attempt);
+      // Let go unread while its consumer pauses or closes: first in line again, as it was.
+      if (outcome === 'released') await this.giveBack(sessionId, job, token);
       if (outcome === 'not-ready') {
         // The session dropped between fetching the job and sending: wait without using an attempt.
         await this.putBack(sessionId, job, Date.now() + NOT_READY_RETRY_MS, token);
@@ -329,6 +338,17 @@ export class SendConsumers {
     await job.moveToDelayed(dueAt, token);
     this.consumers.get(sessionId)?.doorbell.ring();
     throw new DelayedError();
+  }
+
+  /**
+   * Puts the job back at the head of the queue (before every job still waiting), without
+   * using an attempt. The jobs of a release are given back the last in line first (SendTurns),
+   * so they keep their order.
+   */
+  private async giveBack(sessionId: string, job: Job, token?: string): Promise<never> {
+    await job.moveToWait(token);
+    this.consumers.get(sessionId)?.doorbell.ring();
+    throw new WaitingError();
   }
 
   /** A job that failed outside our own handling (stalled too often): make it visible on the message. */

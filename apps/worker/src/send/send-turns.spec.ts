@@ -139,23 +139,55 @@ describe('SendTurns', () => {
       expect(log).toEqual(['late near']);
     });
 
-    it('lets go the waiting sends of the session released, not those near nor other sessions', async () => {
+    it('lets go the waiting sends of the session released, the last in line first, not those near nor other sessions', async () => {
       join('front', 1);
-      join('back', 2);
+      join('back', 3);
+      join('middle', 2);
       join('other', 3, 'sales');
       join('other-back', 4, 'sales');
       void near('front', 0);
       void near('back', 0);
+      void near('middle', 0);
       void near('other-back', 0);
       await settle();
       expect(log).toEqual(['front near']);
       turns.release('main');
       await settle();
-      expect(log).toEqual(['front near', 'back let go']);
-      // The released one still holds its place until it leaves: the front keeps its turn.
+      expect(log).toEqual(['front near', 'back let go', 'middle let go']);
+      // The released ones still hold their places until they leave: the front keeps its turn.
       void ask('front');
       await settle();
-      expect(log).toEqual(['front near', 'back let go', 'front']);
+      expect(log).toEqual(['front near', 'back let go', 'middle let go', 'front']);
+    });
+
+    it('lets go the sends waiting for their turn too, not the one in its turn, even when one placed before it joined since', async () => {
+      const turn = (name: string) =>
+        tickets
+          .get(name)!
+          .turn()
+          .then((granted) => log.push(`${name} ${granted ? 'turn' : 'let go'}`));
+      join('holder', 5);
+      join('waiting', 6);
+      void turn('holder');
+      void turn('waiting');
+      await settle();
+      // Placed first in line while `holder` has its turn.
+      join('earlier', 1);
+      void turn('earlier');
+      await settle();
+      expect(log).toEqual(['holder turn']);
+      turns.release('main');
+      await settle();
+      expect(log).toEqual(['holder turn', 'waiting let go', 'earlier let go']);
+      // A send let go asks for its turn after: let go at once; a new one waits for the holder.
+      join('new', 9);
+      void turn('new');
+      await settle();
+      expect(log).toHaveLength(3);
+      leave('waiting');
+      leave('holder');
+      await settle();
+      expect(log).toEqual(['holder turn', 'waiting let go', 'earlier let go', 'new turn']);
     });
 
     it('answers false to a send that already left its line', async () => {

@@ -2,8 +2,10 @@
 interface Place {
   order: number;
   joined: number;
-  /** Set once the send asks for its turn. */
-  enter?: () => void;
+  /** Let go (SendTurns.release): out of the line, and whatever it waits for answers false. */
+  released?: boolean;
+  /** Set while the send waits for its turn. */
+  enter?: (granted: boolean) => void;
   /** Set while the send waits to come near the front (TurnTicket.near). */
   near?: { ahead: number; come: (near: boolean) => void };
 }
@@ -12,12 +14,15 @@ interface Place {
 export interface TurnTicket {
   /**
    * Resolves true once at most `ahead` sends are before this one in line (at once if that is
-   * so now; a send placed before it later does not take that back), or false if its session's
-   * waiting sends are let go first (SendTurns.release).
+   * so now; a send placed before it later does not take that back), or false if it was let
+   * go (SendTurns.release) or has left.
    */
   near(ahead: number): Promise<boolean>;
-  /** Resolves when it is this send's turn: it is first in line and the one before has left. */
-  turn(): Promise<void>;
+  /**
+   * Resolves true when it is this send's turn (it is first in line and the one before has
+   * left), or false if it was let go first (SendTurns.release).
+   */
+  turn(): Promise<boolean>;
   /** Leaves the line, ending the turn if it has it (idempotent). */
   leave(): void;
 }
@@ -32,72 +37,83 @@ export interface TurnTicket {
  * longer) still goes before those queued after it.
  */
 export class SendTurns {
-  private readonly lines = new Map<string, { busy: boolean; places: Place[] }>();
+  private readonly lines = new Map<string, { holder?: Place; places: Place[] }>();
   private joined = 0;
 
   /**
-   * Lets go the session's sends still waiting to come near the front (their `near` resolves
-   * false): its consumer is pausing or closing, and they go back to the queue unclaimed
-   * instead of holding it up while the sends before them finish.
+   * Lets go every send of the session but the one in its turn: they leave the line, and what
+   * each waits for (`near`, `turn`) answers false, the last in line first. Its consumer is
+   * pausing or closing, and they go back to the queue instead of holding it up one after
+   * another (each is put back at the head of the queue, so the first in line goes back last).
    */
   release(sessionId: string): void {
-    for (const place of this.lines.get(sessionId)?.places ?? []) {
-      const waiting = place.near;
-      place.near = undefined;
-      waiting?.come(false);
+    const line = this.lines.get(sessionId);
+    if (!line) return;
+    const { holder } = line;
+    const letGo = line.places.filter((place) => place !== holder).reverse();
+    line.places = holder ? [holder] : [];
+    if (!holder) this.lines.delete(sessionId);
+    for (const place of letGo) {
+      place.released = true;
+      const { near, enter } = place;
+      place.near = place.enter = undefined;
+      near?.come(false);
+      enter?.(false);
     }
   }
 
   join(sessionId: string, order: number): TurnTicket {
     let line = this.lines.get(sessionId);
     if (!line) {
-      line = { busy: false, places: [] };
+      line = { places: [] };
       this.lines.set(sessionId, line);
     }
+    const current = line;
     const place: Place = { order, joined: this.joined++ };
-    const places = line.places;
+    const places = current.places;
     let at = places.length;
     while (at > 0 && places[at - 1].order > order) at--;
     places.splice(at, 0, place);
-    let holding = false;
     let left = false;
     const admit = () => {
-      for (const [index, waiting] of line.places.entries())
+      for (const [index, waiting] of current.places.entries())
         if (waiting.near && index <= waiting.near.ahead) {
           const { come } = waiting.near;
           waiting.near = undefined;
           come(true);
         }
-      const first = line.places[0];
-      if (line.busy || !first?.enter) return;
-      line.busy = true;
-      first.enter();
+      const first = current.places[0];
+      if (current.holder || !first?.enter) return;
+      current.holder = first;
+      const { enter } = first;
+      first.enter = undefined;
+      enter(true);
     };
     return {
       near: (ahead) =>
         new Promise<boolean>((resolve) => {
-          if (left || line.places.indexOf(place) <= ahead) return resolve(!left);
+          if (left || place.released) return resolve(false);
+          if (current.places.indexOf(place) <= ahead) return resolve(true);
           place.near = { ahead, come: resolve };
         }),
       turn: () =>
-        new Promise<void>((resolve) => {
+        new Promise<boolean>((resolve) => {
           if (left) throw new Error('a send that left its line asked for a turn');
-          place.enter = () => {
-            holding = true;
-            resolve();
-          };
+          if (place.released) return resolve(false);
+          place.enter = resolve;
           admit();
         }),
       leave: () => {
         if (left) return;
         left = true;
-        line.places.splice(line.places.indexOf(place), 1);
         // Not waiting any more for what can no longer come.
         place.near?.come(false);
         place.near = undefined;
-        if (holding) line.busy = false;
-        if (line.places.length === 0 && !line.busy) {
-          if (this.lines.get(sessionId) === line) this.lines.delete(sessionId);
+        if (place.released) return;
+        current.places.splice(current.places.indexOf(place), 1);
+        if (current.holder === place) current.holder = undefined;
+        if (current.places.length === 0 && !current.holder) {
+          if (this.lines.get(sessionId) === current) this.lines.delete(sessionId);
           return;
         }
         admit();

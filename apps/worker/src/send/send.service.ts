@@ -50,7 +50,9 @@ export type SendOutcome =
   | 'cancelled'
   | 'expired'
   | 'missing'
-  | 'not-ready';
+  | 'not-ready'
+  /** Let go before its turn (SendService.release), its claim given back: still queued. */
+  | 'released';
 
 type SendHolds = Awaited<ReturnType<SessionRepository['sendHolds']>>;
 
@@ -139,7 +141,7 @@ export class SendService {
     const ticket = this.turns.join(sessionId, attempt.order ?? 0);
     try {
       // Let go while it waited (its consumer pauses or closes): back to the queue, unclaimed.
-      if (!(await ticket.near(CLAIMED_AHEAD))) return 'not-ready';
+      if (!(await ticket.near(CLAIMED_AHEAD))) return 'released';
       const ready = this.sessions.isReady(sessionId) && !!this.sessions.engine(sessionId);
       // What holds the session back now is known before the record is read: when nothing
       // does, a plainly sendable message is read and claimed in one round trip
@@ -156,7 +158,11 @@ export class SendService {
         this.log.warn({ sessionId, messageId }, 'job for an unknown message; dropped');
         return 'missing';
       }
-      await ticket.turn();
+      if (!(await ticket.turn())) {
+        // Let go before its turn: its claim is given back, without a try counted.
+        if (taken.claimed) await this.messages.unclaim(messageId, taken.record.attempts);
+        return 'released';
+      }
       return await this.sendInTurn(
         { sessionId, messageId, interval, ...taken },
         attempt,
@@ -168,8 +174,9 @@ export class SendService {
   }
 
   /**
-   * The session's sends in hand that are still waiting to be read and claimed go back to the
-   * queue unclaimed (outcome `not-ready`): its consumer is pausing or closing.
+   * The session's sends in hand that are still waiting for their turn end without a send
+   * (outcome `released`, a claim given back), the last in line first: its consumer is pausing
+   * or closing, and puts their jobs back at the head of the queue. The send in its turn goes on.
    */
   release(sessionId: string): void {
     this.turns.release(sessionId);
