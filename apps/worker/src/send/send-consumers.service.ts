@@ -218,7 +218,7 @@ export class SendConsumers {
     clearTimeout(consumer.restrictionTimer);
     clearTimeout(consumer.legacyTimer);
     const closed = consumer.worker.close();
-    // Only the sends already claimed finish: those still waiting go back to the queue.
+    // Only the send in its turn finishes: the others in hand go back to the queue.
     this.sender.release(sessionId);
     await closed.catch((err: Error) =>
       this.log.warn({ sessionId, err: err.message }, 'queue consumer did not close cleanly'),
@@ -260,8 +260,8 @@ export class SendConsumers {
   private pause(sessionId: string): void {
     const consumer = this.consumers.get(sessionId);
     if (!consumer) return;
-    // Do not wait here: the sends already claimed finish on their own; those still waiting
-    // in line go back to the queue.
+    // Do not wait here: the send in its turn finishes on its own; the others in hand go back
+    // to the queue.
     void consumer.worker.pause(true);
     this.sender.release(sessionId);
   }
@@ -306,7 +306,8 @@ export class SendConsumers {
     };
     try {
       const outcome = await this.sender.send(sessionId, job.data.messageId, attempt);
-      // Let go unread while its consumer pauses or closes: first in line again, as it was.
+      // Let go before its turn while its consumer pauses or closes: at the head of the queue
+      // again, in its place.
       if (outcome === 'released') await this.giveBack(sessionId, job, token);
       if (outcome === 'not-ready') {
         // The session dropped between fetching the job and sending: wait without using an attempt.

@@ -21,7 +21,7 @@ describe('SendTurns', () => {
     tickets
       .get(name)!
       .turn()
-      .then(() => log.push(name));
+      .then((granted) => log.push(granted ? name : `${name} let go`));
   const leave = (name: string) => tickets.get(name)!.leave();
 
   it('gives the turn by order, whatever the order of joining and of asking', async () => {
@@ -139,7 +139,7 @@ describe('SendTurns', () => {
       expect(log).toEqual(['late near']);
     });
 
-    it('lets go the waiting sends of the session released, the last in line first, not those near nor other sessions', async () => {
+    it('lets go every send of the session released when none has its turn, the last in line first, not other sessions', async () => {
       join('front', 1);
       join('back', 3);
       join('middle', 2);
@@ -154,40 +154,39 @@ describe('SendTurns', () => {
       turns.release('main');
       await settle();
       expect(log).toEqual(['front near', 'back let go', 'middle let go']);
-      // The released ones still hold their places until they leave: the front keeps its turn.
+      // The front, near but not yet in its turn, is let go too: its turn answers false.
       void ask('front');
       await settle();
-      expect(log).toEqual(['front near', 'back let go', 'middle let go', 'front']);
+      expect(log).toEqual(['front near', 'back let go', 'middle let go', 'front let go']);
+      // The other session's line is as it was.
+      leave('other');
+      await settle();
+      expect(log).toContain('other-back near');
     });
 
     it('lets go the sends waiting for their turn too, not the one in its turn, even when one placed before it joined since', async () => {
-      const turn = (name: string) =>
-        tickets
-          .get(name)!
-          .turn()
-          .then((granted) => log.push(`${name} ${granted ? 'turn' : 'let go'}`));
       join('holder', 5);
       join('waiting', 6);
-      void turn('holder');
-      void turn('waiting');
+      void ask('holder');
+      void ask('waiting');
       await settle();
       // Placed first in line while `holder` has its turn.
       join('earlier', 1);
-      void turn('earlier');
+      void ask('earlier');
       await settle();
-      expect(log).toEqual(['holder turn']);
+      expect(log).toEqual(['holder']);
       turns.release('main');
       await settle();
-      expect(log).toEqual(['holder turn', 'waiting let go', 'earlier let go']);
+      expect(log).toEqual(['holder', 'waiting let go', 'earlier let go']);
       // A send let go asks for its turn after: let go at once; a new one waits for the holder.
       join('new', 9);
-      void turn('new');
+      void ask('new');
       await settle();
       expect(log).toHaveLength(3);
       leave('waiting');
       leave('holder');
       await settle();
-      expect(log).toEqual(['holder turn', 'waiting let go', 'earlier let go', 'new turn']);
+      expect(log).toEqual(['holder', 'waiting let go', 'earlier let go', 'new']);
     });
 
     it('answers false to a send that already left its line', async () => {

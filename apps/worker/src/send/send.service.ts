@@ -140,7 +140,7 @@ export class SendService {
   async send(sessionId: string, messageId: string, attempt: SendAttempt): Promise<SendOutcome> {
     const ticket = this.turns.join(sessionId, attempt.order ?? 0);
     try {
-      // Let go while it waited (its consumer pauses or closes): back to the queue, unclaimed.
+      // Let go while it waited to come near (its consumer pauses or closes): unread, unclaimed.
       if (!(await ticket.near(CLAIMED_AHEAD))) return 'released';
       const ready = this.sessions.isReady(sessionId) && !!this.sessions.engine(sessionId);
       // What holds the session back now is known before the record is read: when nothing
