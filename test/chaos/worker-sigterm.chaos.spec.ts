@@ -6,25 +6,44 @@ import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 import { exited, spawnWorker } from '../support/worker-process.js';
 
-describe('SIGTERM to a worker with messages in flight', () => {
+/**
+ * An api without a worker, and `startWorker`, which spawns one as its own process (killed
+ * after the describe) and, for the first, waits until it has the session READY; `sent` reads
+ * the fingerprints of every send in the sandbox's log of session `main`, in order.
+ */
+function stackWithWorkers(env: Record<string, string>) {
   const children: ChildProcess[] = [];
-
   const stack = useStack(
-    { SEND_MIN_INTERVAL_MS: '250', SHUTDOWN_TIMEOUT_MS: '10000', WORKER_HEARTBEAT_MS: '2000' },
+    { SHUTDOWN_TIMEOUT_MS: '10000', WORKER_HEARTBEAT_MS: '2000', ...env },
     { worker: false },
   );
   afterAll(async () => {
     for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
   });
+  const startWorker = async (waitReady: boolean) => {
+    const child = spawnWorker(stack.env);
+    children.push(child);
+    if (waitReady)
+      await eventually(async () => {
+        expect((await stack.call('GET', '/api/v1/sessions/main/status')).body.data.status).toBe(
+          'READY',
+        );
+      }, 20_000);
+    return child;
+  };
+  const sent = () =>
+    readFileSync(join(stack.env.WWEBJS_DATA_DIR, 'session-main', 'sandbox-sends.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line).fingerprint as string);
+  return { stack, startWorker, sent };
+}
+
+describe('SIGTERM to a worker with messages in flight', () => {
+  const { stack, startWorker, sent } = stackWithWorkers({ SEND_MIN_INTERVAL_MS: '250' });
 
   it('finishes the send in flight, hands its sessions back at once, exits in time, and nothing is sent twice', async () => {
-    const first = spawnWorker(stack.env);
-    children.push(first);
-    await eventually(async () => {
-      expect((await stack.call('GET', '/api/v1/sessions/main/status')).body.data.status).toBe(
-        'READY',
-      );
-    }, 20_000);
+    const first = await startWorker(true);
 
     const texts = Array.from({ length: 6 }, (_, i) => `shutdown ${i}`);
     const ids: string[] = [];
@@ -51,17 +70,9 @@ describe('SIGTERM to a worker with messages in flight', () => {
       expect(['queued', 'sent', 'delivered', 'read'], `${id} is ${status}`).toContain(status);
     }
 
-    const second = spawnWorker(stack.env);
-    children.push(second);
+    await startWorker(false);
     for (const id of ids) await stack.waitForStatus(id, ['sent', 'delivered', 'read'], 20_000);
-    const log = readFileSync(
-      join(stack.env.WWEBJS_DATA_DIR, 'session-main', 'sandbox-sends.jsonl'),
-      'utf8',
-    );
-    const fingerprints = log
-      .trim()
-      .split('\n')
-      .map((line) => JSON.parse(line).fingerprint);
+    const fingerprints = sent();
     for (const text of texts)
       expect(
         fingerprints.filter((f) => f === textFingerprint(text)),
@@ -71,29 +82,13 @@ describe('SIGTERM to a worker with messages in flight', () => {
 });
 
 describe('SIGTERM to an unpaced worker with many sends in hand', () => {
-  const children: ChildProcess[] = [];
-  const stack = useStack(
-    { SEND_MIN_INTERVAL_MS: '0', SHUTDOWN_TIMEOUT_MS: '20000', WORKER_HEARTBEAT_MS: '2000' },
-    { worker: false },
-  );
-  afterAll(async () => {
-    for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  const { stack, startWorker, sent } = stackWithWorkers({
+    SEND_MIN_INTERVAL_MS: '0',
+    SHUTDOWN_TIMEOUT_MS: '20000',
   });
 
-  const sentTexts = () =>
-    readFileSync(join(stack.env.WWEBJS_DATA_DIR, 'session-main', 'sandbox-sends.jsonl'), 'utf8')
-      .trim()
-      .split('\n')
-      .map((line) => JSON.parse(line).fingerprint as string);
-
   it('finishes only the send in its turn; the rest go back queued, and the next worker sends each once, in the order queued', async () => {
-    const first = spawnWorker(stack.env);
-    children.push(first);
-    await eventually(async () => {
-      expect((await stack.call('GET', '/api/v1/sessions/main/status')).body.data.status).toBe(
-        'READY',
-      );
-    }, 20_000);
+    const first = await startWorker(true);
     // Each send shows "typing…" for 300 ms in its turn: 30 take 9 s one after another.
     const texts = Array.from({ length: 30 }, (_, i) => `in hand ${i}`);
     const batch = await stack.call('POST', '/api/v1/messages/batch', {
@@ -107,7 +102,7 @@ describe('SIGTERM to an unpaced worker with many sends in hand', () => {
     expect(await exited(first)).toEqual({ code: null, signal: 'SIGTERM' });
     // The send in its turn when it was signalled was sent; the others in hand (up to
     // UNPACED_JOBS_IN_HAND) went back to the queue, not sent one after another before it exited.
-    const sentByFirst = sentTexts().length;
+    const sentByFirst = sent().length;
     // (The first was sent before the signal; the second may have had its turn then.)
     expect(sentByFirst).toBeLessThanOrEqual(3);
     const statuses = await Promise.all(
@@ -117,16 +112,10 @@ describe('SIGTERM to an unpaced worker with many sends in hand', () => {
       texts.length - sentByFirst,
     );
 
-    const second = spawnWorker(stack.env);
-    children.push(second);
+    await startWorker(false);
     for (const id of ids) await stack.waitForStatus(id, ['sent', 'delivered', 'read'], 30_000);
-    const fingerprints = sentTexts();
-    for (const text of texts)
-      expect(
-        fingerprints.filter((f) => f === textFingerprint(text)),
-        text,
-      ).toHaveLength(1);
-    // Given back at the head of the queue, in their order: sent in the order queued.
-    expect(fingerprints).toEqual(texts.map(textFingerprint));
+    // Each sent once, and, given back at the head of the queue in their order, in the order
+    // queued.
+    expect(sent()).toEqual(texts.map(textFingerprint));
   }, 90_000);
 });
