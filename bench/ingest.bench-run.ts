@@ -33,7 +33,10 @@ const RATE_SECONDS = Number(process.env.BENCH_INGEST_RATE_SECONDS ?? 5);
 /** Open-loop rounds of each (a p99 of one 5 s run hangs on a few stalls of a shared machine). */
 const RATE_ROUNDS = Number(process.env.BENCH_INGEST_RATE_ROUNDS ?? 3);
 const PIPELINE_MESSAGES = Number(process.env.BENCH_PIPELINE_MESSAGES ?? 1000);
-/** Pipeline rounds of each, alternating ours, raw, raw with as many jobs in hand as ours. */
+/**
+ * Pipeline rounds of each, alternating ours (posted one by one, then in one batch), raw, and
+ * raw with as many jobs in hand as ours.
+ */
 const PIPELINE_ROUNDS = Number(process.env.BENCH_PIPELINE_ROUNDS ?? 3);
 /** Texts accepted through POST /api/v1/messages/batch (in batches of BATCH_SIZE), and singly. */
 const BATCH_MESSAGES = Number(process.env.BENCH_BATCH_MESSAGES ?? 3000);
