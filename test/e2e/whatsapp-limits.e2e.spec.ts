@@ -5,47 +5,59 @@ import { useStack } from '../support/stack.js';
 
 const RESTRICTION_MS = 1500;
 
-describe("WhatsApp's limits: a restricted session waits instead of failing its messages", () => {
-  const stack = useStack({ SANDBOX_RESTRICTION_MS: String(RESTRICTION_MS) });
-  beforeAll(() => stack.waitReady());
-
-  const send = async (to: string, text: string) =>
-    (await stack.call('POST', '/api/v1/messages/text', { to, text })).body.data.id as string;
-  const message = async (id: string) =>
-    (await stack.call('GET', `/api/v1/messages/${id}`)).body.data;
-
-  it('pauses the queue on error 463, shows why and until when, then sends everything once', async () => {
-    const first = await send('999463000001', 'to a new contact');
-    const restricted = await eventually(async () => {
-      const record = await message(first);
-      expect(record.error?.code).toBe('RATE_LIMITED_BY_WHATSAPP');
-      return record;
+describe.each([
+  ['unpaced (many in hand)', '0'],
+  ['paced (one in hand)', '50'],
+])(
+  "WhatsApp's limits: a restricted session waits instead of failing its messages, %s",
+  (_, interval) => {
+    const stack = useStack({
+      SANDBOX_RESTRICTION_MS: String(RESTRICTION_MS),
+      SEND_MIN_INTERVAL_MS: interval,
     });
-    expect(restricted).toMatchObject({ status: 'queued', attempts: 0 });
-    const status = (await stack.call('GET', '/api/v1/sessions/main/status')).body.data;
-    expect(status.restriction).toMatchObject({ code: 'RATE_LIMITED_BY_WHATSAPP' });
-    const until = Date.parse(status.restriction.until);
-    expect(Date.parse(restricted.nextAttemptAt)).toBe(until);
+    beforeAll(() => stack.waitReady());
 
-    // Sent meanwhile: they wait with the queue, neither failed nor tried.
-    const others = [
-      await send('4915100000101', 'meanwhile 1'),
-      await send('4915100000102', 'meanwhile 2'),
-    ];
-    await sleep(RESTRICTION_MS / 3);
-    for (const id of others)
-      expect(await message(id)).toMatchObject({ status: 'queued', attempts: 0, error: null });
+    const send = async (to: string, text: string) =>
+      (await stack.call('POST', '/api/v1/messages/text', { to, text })).body.data.id as string;
+    const message = async (id: string) =>
+      (await stack.call('GET', `/api/v1/messages/${id}`)).body.data;
 
-    for (const id of [first, ...others]) await stack.waitForStatus(id, 'read', 15_000);
-    const sends = stack.sandbox().sends;
-    for (const chat of ['999463000001', '4915100000101', '4915100000102']) {
-      const ofChat = sends.filter((sent) => sent.chatId === `${chat}@c.us`);
-      expect(ofChat).toHaveLength(1);
-      expect(ofChat[0].at.getTime()).toBeGreaterThanOrEqual(until);
-    }
-    expect((await message(first)).attempts).toBe(1);
-  });
-});
+    it('pauses the queue on error 463, shows why and until when, then sends everything once', async () => {
+      const first = await send('999463000001', 'to a new contact');
+      const restricted = await eventually(async () => {
+        const record = await message(first);
+        expect(record.error?.code).toBe('RATE_LIMITED_BY_WHATSAPP');
+        return record;
+      });
+      expect(restricted).toMatchObject({ status: 'queued', attempts: 0 });
+      const status = (await stack.call('GET', '/api/v1/sessions/main/status')).body.data;
+      expect(status.restriction).toMatchObject({ code: 'RATE_LIMITED_BY_WHATSAPP' });
+      const until = Date.parse(status.restriction.until);
+      expect(Date.parse(restricted.nextAttemptAt)).toBe(until);
+
+      // Sent meanwhile: they wait with the queue, neither failed nor tried.
+      const others = [
+        await send('4915100000101', 'meanwhile 1'),
+        await send('4915100000102', 'meanwhile 2'),
+      ];
+      await sleep(RESTRICTION_MS / 3);
+      for (const id of others)
+        expect(await message(id)).toMatchObject({ status: 'queued', attempts: 0, error: null });
+
+      for (const id of [first, ...others]) await stack.waitForStatus(id, 'read', 15_000);
+      const sends = stack.sandbox().sends;
+      const chats = ['999463000001', '4915100000101', '4915100000102'];
+      for (const chat of chats) {
+        const ofChat = sends.filter((sent) => sent.chatId === `${chat}@c.us`);
+        expect(ofChat).toHaveLength(1);
+        expect(ofChat[0].at.getTime()).toBeGreaterThanOrEqual(until);
+      }
+      // In the order queued: the one that met the restriction is still first in line after it.
+      expect(sends.map((sent) => sent.chatId)).toEqual(chats.map((chat) => `${chat}@c.us`));
+      expect((await message(first)).attempts).toBe(1);
+    });
+  },
+);
 
 describe('ACK_TIMEOUT_MS and resend', () => {
   const stack = useStack({ ACK_TIMEOUT_MS: '1000' });

@@ -308,17 +308,21 @@ export class SendConsumers {
       const outcome = await this.sender.send(sessionId, job.data.messageId, attempt);
       // Let go before its turn while its consumer pauses or closes: at the head of the queue
       // again, in its place.
-      if (outcome === 'released') await this.giveBack(sessionId, job, token);
+      if (outcome === 'released') await this.giveBack(job, token);
       if (outcome === 'not-ready') {
-        // The session dropped between fetching the job and sending: wait without using an attempt.
+        // The session dropped between fetching the job and sending, without using an attempt:
+        // first in line again if its consumer is paused or closed (nothing takes it before
+        // the session is back), else it waits a moment (the consumer would take it at once).
+        if (this.stopped(sessionId)) await this.giveBack(job, token);
         await this.putBack(sessionId, job, Date.now() + NOT_READY_RETRY_MS, token);
       }
       return outcome;
     } catch (err) {
       if (err instanceof SessionRestrictedError || err instanceof SendHeldBack) {
-        // Back in line for when the restriction or the hold ends, without using an attempt.
+        // The consumer pauses until the restriction or the hold ends; the job goes back first
+        // in line, without using an attempt, so it is still the first sent after.
         this.holdUntil(sessionId, err.until);
-        await this.putBack(sessionId, job, err.until.getTime(), token);
+        await this.giveBack(job, token);
       }
       if (err instanceof EngineError && err.permanent)
         throw new UnrecoverableError(`${err.code}: ${err.message}`);
@@ -343,13 +347,19 @@ export class SendConsumers {
 
   /**
    * Puts the job back at the head of the queue (before every job still waiting), without
-   * using an attempt. The jobs of a release are given back the last in line first (SendTurns),
-   * so they keep their order.
+   * using an attempt, while its consumer is paused or closing (none rings it: resuming does).
+   * The jobs of a release are given back the last in line first (SendTurns), so they keep
+   * their order; taken again together, a session's line puts them in order anyway.
    */
-  private async giveBack(sessionId: string, job: Job, token?: string): Promise<never> {
+  private async giveBack(job: Job, token?: string): Promise<never> {
     await job.moveToWait(token);
-    this.consumers.get(sessionId)?.doorbell.ring();
     throw new WaitingError();
+  }
+
+  /** The session's consumer is paused (not READY, or held back) or gone (closed). */
+  private stopped(sessionId: string): boolean {
+    const consumer = this.consumers.get(sessionId);
+    return !consumer || consumer.worker.isPaused() || consumer.worker.closing !== undefined;
   }
 
   /** A job that failed outside our own handling (stalled too often): make it visible on the message. */
