@@ -205,57 +205,67 @@ class Refusals {
   }
 }
 
+/**
+ * Runs `send` with a keep-alive agent of its own; returns the accepted message ids it
+ * collected and how long it took.
+ */
+async function timedPosts(
+  send: (agent: Agent, ids: string[]) => Promise<void>,
+): Promise<{ seconds: number; ids: string[] }> {
+  const agent = keepAlive();
+  const ids: string[] = [];
+  const started = performance.now();
+  try {
+    await send(agent, ids);
+  } finally {
+    agent.destroy();
+  }
+  return { seconds: (performance.now() - started) / 1000, ids };
+}
+
 /** Posts `total` texts with CONCURRENCY in flight; returns the accepted message ids in order. */
-async function closedLoop(
+function closedLoop(
   server: Server,
   total: number,
   refusals: Refusals,
 ): Promise<{ seconds: number; ids: string[] }> {
-  const agent = keepAlive();
-  const ids: string[] = [];
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: Math.min(CONCURRENCY, total) }, async () => {
-      while (next < total) {
-        next++;
-        try {
-          const answer = await post(agent, server.port, payload());
-          if (answer.status === 202) ids.push(JSON.parse(answer.body).data.id);
-          else refusals.add(answer);
-        } catch (err) {
-          refusals.add(err as Error);
+  return timedPosts(async (agent, ids) => {
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(CONCURRENCY, total) }, async () => {
+        while (next < total) {
+          next++;
+          try {
+            const answer = await post(agent, server.port, payload());
+            if (answer.status === 202) ids.push(JSON.parse(answer.body).data.id);
+            else refusals.add(answer);
+          } catch (err) {
+            refusals.add(err as Error);
+          }
         }
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
-  agent.destroy();
-  return { seconds, ids };
+      }),
+    );
+  });
 }
 
 /** Posts `total` texts through POST /messages/batch, BATCH_SIZE a request, one at a time. */
-async function postBatch(
+function postBatch(
   server: Server,
   total: number,
   refusals: Refusals,
 ): Promise<{ seconds: number; ids: string[] }> {
-  const agent = keepAlive();
-  const ids: string[] = [];
-  const started = performance.now();
-  for (let sent = 0; sent < total; sent += BATCH_SIZE) {
-    const messages = Array.from({ length: Math.min(BATCH_SIZE, total - sent) }, () => ({
-      type: 'text',
-      ...(JSON.parse(payload()) as object),
-    }));
-    const answer = await post(agent, server.port, JSON.stringify({ messages }), BATCH_PATH);
-    if (answer.status === 202)
-      ids.push(...(JSON.parse(answer.body).data.messages as { id: string }[]).map((m) => m.id));
-    else refusals.add(answer);
-  }
-  const seconds = (performance.now() - started) / 1000;
-  agent.destroy();
-  return { seconds, ids };
+  return timedPosts(async (agent, ids) => {
+    for (let sent = 0; sent < total; sent += BATCH_SIZE) {
+      const messages = Array.from({ length: Math.min(BATCH_SIZE, total - sent) }, () => ({
+        type: 'text',
+        ...(JSON.parse(payload()) as object),
+      }));
+      const answer = await post(agent, server.port, JSON.stringify({ messages }), BATCH_PATH);
+      if (answer.status === 202)
+        ids.push(...(JSON.parse(answer.body).data.messages as { id: string }[]).map((m) => m.id));
+      else refusals.add(answer);
+    }
+  });
 }
 
 interface Spread {

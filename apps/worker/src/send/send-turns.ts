@@ -1,7 +1,6 @@
 /** A send in its session's line. */
 interface Place {
   order: number;
-  joined: number;
   /** Let go (SendTurns.release): out of the line, and whatever it waits for answers false. */
   released?: boolean;
   /** Set while the send waits for its turn. */
@@ -38,7 +37,6 @@ export interface TurnTicket {
  */
 export class SendTurns {
   private readonly lines = new Map<string, { holder?: Place; places: Place[] }>();
-  private joined = 0;
 
   /**
    * Lets go every send of the session but the one in its turn: they leave the line, and what
@@ -69,7 +67,7 @@ export class SendTurns {
       this.lines.set(sessionId, line);
     }
     const current = line;
-    const place: Place = { order, joined: this.joined++ };
+    const place: Place = { order };
     const places = current.places;
     let at = places.length;
     while (at > 0 && places[at - 1].order > order) at--;
