@@ -588,6 +588,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       const apiCpu = await cpuMicros(ours.pid);
       const workerCpu = await cpuMicros(workerPid);
       const redisCpu = await redisCpuMicros(redis);
+      const benchCpu = process.cpuUsage();
       const started = performance.now();
       const { seconds: postSeconds, ids } =
         intake === 'single'
@@ -597,6 +598,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       const usedAccepted = measureMemory ? await usedMemory(redis) : 0;
       await waitSent(base.sentOrBeyond + n, false);
       const sentSeconds = (performance.now() - started) / 1000;
+      const benchCpuUs = process.cpuUsage(benchCpu);
       await waitSent(base.read + n, true);
       const apiCpuUs = (await cpuMicros(ours.pid)) - apiCpu;
       const workerCpuUs = (await cpuMicros(workerPid)) - workerCpu;
@@ -615,6 +617,9 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
         apiCpuUsPerMessage: Math.round(apiCpuUs / n),
         workerCpuUsPerMessage: Math.round(workerCpuUs / n),
         redisCpuUsPerMessage: Math.round(redisCpuUs / n),
+        // The bench process (the load generator, and its polls for the counts) until all
+        // were sent: it shares the cores with the api, the worker and Redis.
+        benchProcessCpuUsPerMessage: Math.round((benchCpuUs.user + benchCpuUs.system) / n),
       };
       if (underBefore) {
         // One of the batch, settled (read): its record and its BullMQ job (kept completed).
