@@ -1,6 +1,6 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 
-const sha256 = (value: string) => createHash('sha256').update(value).digest();
+const sha256 = (value: string) => hash('sha256', value, 'buffer');
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
 
 /**

@@ -1,12 +1,12 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /** What identifies a message's content when looking for it in the chat after a crash. */
 export function textFingerprint(text: string): string {
-  return `text:${createHash('sha256').update(text).digest('base64')}`;
+  return `text:${hash('sha256', text, 'base64')}`;
 }
 
 export function mediaFingerprint(data: Buffer): string {
-  return `media:${createHash('sha256').update(data).digest('base64')}`;
+  return `media:${hash('sha256', data, 'base64')}`;
 }
 
 export function locationFingerprint(latitude: number, longitude: number): string {

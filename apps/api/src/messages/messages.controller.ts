@@ -240,14 +240,16 @@ function sendContext(req: FastifyRequest): SendContext {
   const keyId = req.principal?.keyId;
   return {
     // Idempotency keys are the caller's own: per API key made (by its id, so a rotation
-    // keeps them), or per the environment's key.
-    callerScope:
-      keyId && keyId !== 'env'
+    // keeps them), or per the environment's key. Worked out when read: only a request with
+    // an Idempotency-Key needs it, and the environment's key would be hashed for each.
+    get callerScope() {
+      return keyId && keyId !== 'env'
         ? `key:${keyId}`
         : createHash('sha256')
             .update(String(apiKey ?? 'anonymous'))
             .digest('hex')
-            .slice(0, 16),
+            .slice(0, 16);
+    },
     sessions: req.principal?.sessions,
     idempotencyKey,
     // The id of the request's log lines and x-request-id header.
