@@ -922,8 +922,12 @@ function table(): string {
         raw: Record<string, number>;
         rawSameJobsInHand: Record<string, number>;
         oursOverRaw: Record<string, number>;
+        rounds: Record<'ours' | 'oursBatched' | 'raw', { messagesPerSecond: number }[]>;
       }
     | undefined;
+  // Every round's figure in the order run: how far one round is from the next on this machine.
+  const inOrder = (rounds: { messagesPerSecond: number }[]) =>
+    rounds.map((round) => round.messagesPerSecond).join(' / ');
   const memory = results.memory as Record<string, unknown> | undefined;
   const batches = results.batches as
     Record<'single' | 'batched' | 'batchedOverSingle', Record<string, number>> | undefined;
@@ -998,6 +1002,8 @@ function table(): string {
         pipeline.oursBatched.messagesPerSecond,
         pipeline.oursOverRaw.batched,
       ],
+      ['  every round, in order', inOrder(pipeline.rounds.raw), inOrder(pipeline.rounds.ours), ''],
+      ['  every round of one batch', '', inOrder(pipeline.rounds.oursBatched), ''],
       // What bounds the pipeline: the consumer's CPU per message (raw: the whole bench process).
       [
         'consumer CPU µs/message',
