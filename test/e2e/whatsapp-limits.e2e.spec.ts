@@ -56,6 +56,25 @@ describe.each([
       expect(sends.map((sent) => sent.chatId)).toEqual(chats.map((chat) => `${chat}@c.us`));
       expect((await message(first)).attempts).toBe(1);
     });
+
+    it('keeps the order queued when the restriction meets the first of many taken at once', async () => {
+      // One request, so all are queued together: unpaced, the consumer takes many of them in
+      // hand, more than it may hold (UNPACED_JOBS_IN_HAND, 64) behind the first.
+      const chats = [
+        '999463000002',
+        ...Array.from({ length: 80 }, (_, i) => `49151000${String(i).padStart(5, '0')}`),
+      ];
+      const answer = await stack.call('POST', '/api/v1/messages/batch', {
+        messages: chats.map((to, i) => ({ type: 'text', to, text: `in line ${i}` })),
+      });
+      expect(answer.status).toBe(202);
+      const ids = (answer.body.data.messages as { id: string }[]).map((m) => m.id);
+      for (const id of ids) await stack.waitForStatus(id, 'read', 30_000);
+      const sends = stack
+        .sandbox()
+        .sends.filter((sent) => chats.includes(sent.chatId.split('@')[0]));
+      expect(sends.map((sent) => sent.chatId)).toEqual(chats.map((chat) => `${chat}@c.us`));
+    }, 60_000);
   },
 );
 
