@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { AppError, basicCredentials } from '@app/common';
 import { ApiKeyRepository, type ApiKeyRecord, type ApiKeyScope } from '@app/status-store';
@@ -55,7 +55,7 @@ export class ApiKeys {
   constructor(private readonly keys: ApiKeyRepository) {}
 
   async verify(key: string): Promise<Principal | null> {
-    const digest = createHash('sha256').update(key).digest('hex');
+    const digest = hash('sha256', key, 'hex');
     const cached = this.cache.get(digest);
     let record: ApiKeyRecord | null;
     if (cached && performance.now() - cached.at < CACHE_MS) record = cached.record;

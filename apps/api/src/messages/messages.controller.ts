@@ -7,7 +7,7 @@ import {
   ApiParam,
   ApiTags,
 } from '@nestjs/swagger';
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { AppError, ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
@@ -245,10 +245,7 @@ function sendContext(req: FastifyRequest): SendContext {
     get callerScope() {
       return keyId && keyId !== 'env'
         ? `key:${keyId}`
-        : createHash('sha256')
-            .update(String(apiKey ?? 'anonymous'))
-            .digest('hex')
-            .slice(0, 16);
+        : hash('sha256', String(apiKey ?? 'anonymous'), 'hex').slice(0, 16);
     },
     sessions: req.principal?.sessions,
     idempotencyKey,
