@@ -1,5 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Queue } from 'bullmq';
+import { sendQueueName } from '@app/queue';
 import { MessageRepository } from '@app/status-store';
+import { SessionManager } from '@app/whatsapp';
+import { SendService } from '../../apps/worker/src/send/send.service.js';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
@@ -75,6 +79,60 @@ describe.each([
         .sends.filter((sent) => chats.includes(sent.chatId.split('@')[0]));
       expect(sends.map((sent) => sent.chatId)).toEqual(chats.map((chat) => `${chat}@c.us`));
     }, 60_000);
+
+    it('puts a send that found its session dropped back first in line, before those queued after it', async () => {
+      const chats = ['4915100000301', '4915100000302', '4915100000303'];
+      const sender = stack.worker!.get(SendService);
+      const sessions = stack.worker!.get(SessionManager);
+      const engine = stack.sandbox();
+      let first = '';
+      const outcomes: string[] = [];
+      // The session drops just as the first message's send begins: its job was fetched, and
+      // the consumer pauses under it (the race between a drop and a job being taken).
+      const send = sender.send.bind(sender);
+      const spy = vi
+        .spyOn(sender, 'send')
+        .mockImplementation(async (sessionId, messageId, attempt) => {
+          if (messageId === first && outcomes.length === 0) {
+            engine.emit('state', { status: 'DISCONNECTED', lastError: 'dropped (test)' });
+            expect(sessions.isReady('main')).toBe(false);
+            const outcome = await send(sessionId, messageId, attempt);
+            outcomes.push(outcome);
+            return outcome;
+          }
+          return send(sessionId, messageId, attempt);
+        });
+      const queue = new Queue(sendQueueName('main'), {
+        connection: stack.redis,
+        prefix: stack.keys.sessionBullPrefix('main'),
+      });
+      try {
+        const answer = await stack.call('POST', '/api/v1/messages/batch', {
+          messages: chats.map((to, i) => ({ type: 'text', to, text: `dropped ${i}` })),
+        });
+        expect(answer.status).toBe(202);
+        const ids = (answer.body.data.messages as { id: string }[]).map((m) => m.id);
+        first = ids[0];
+        // Not-ready, its consumer paused: waiting at the head of the queue, not delayed behind it.
+        await eventually(() => expect(outcomes).toEqual(['not-ready']));
+        await eventually(async () => expect(await queue.getJobState(first)).toBe('waiting'));
+        expect(await message(first)).toMatchObject({ status: 'queued', attempts: 0 });
+        expect(stack.sandbox().sends.filter((s) => chats.includes(s.chatId.split('@')[0]))).toEqual(
+          [],
+        );
+
+        engine.emit('state', { status: 'READY', phone: '15550000000', pushname: 'Sandbox main' });
+        for (const id of ids) await stack.waitForStatus(id, 'read', 15_000);
+        const sends = stack
+          .sandbox()
+          .sends.filter((sent) => chats.includes(sent.chatId.split('@')[0]));
+        expect(sends.map((sent) => sent.chatId)).toEqual(chats.map((chat) => `${chat}@c.us`));
+        expect((await message(first)).attempts).toBe(1);
+      } finally {
+        spy.mockRestore();
+        await queue.close();
+      }
+    }, 30_000);
   },
 );
 
