@@ -7,7 +7,7 @@ import type { NewMessage } from './message-record.js';
 import { MessageRepository } from './message.repository.js';
 import { PacingRepository } from './pacing.repository.js';
 import { createRedis } from './redis-connection.js';
-import { RedisKeys } from './redis-keys.js';
+import { RedisKeys, shardOfId } from './redis-keys.js';
 
 /**
  * The worker's calls on a message's way to its engine, against Redis: take (its read, with the
@@ -366,5 +366,73 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
       sent.map(async ({ id }) => (await messages.get(id))?.status),
     );
     expect(new Set(statuses)).toEqual(new Set(['read']));
+  });
+  describe("the server's first ack (any from sent up)", () => {
+    const at = (second: number) => new Date(Date.UTC(2026, 11, 1, 12, 0, second));
+    async function sentMessage(engineId: string) {
+      const message = await stored();
+      await messages.markSent(message, engineId, at(0));
+      const awaiting = keys.awaitingAck(shardOfId(message.id));
+      expect(await redis.zscore(awaiting, message.id)).not.toBeNull();
+      return { id: message.id, awaiting };
+    }
+
+    it('is written once and the message no longer awaited, whether it says sent or more', async () => {
+      const bySent = await sentMessage('true_x_S1');
+      await messages.applyEngineAck('main', 'true_x_S1', 'sent', at(1));
+      expect(await messages.get(bySent.id)).toMatchObject({
+        status: 'sent',
+        serverAckAt: at(1).toISOString(),
+      });
+      expect(await redis.zscore(bySent.awaiting, bySent.id)).toBeNull();
+      // Later acks move the status on; the server's ack keeps its first time.
+      await messages.applyEngineAck('main', 'true_x_S1', 'delivered', at(2));
+      await messages.applyEngineAck('main', 'true_x_S1', 'read', at(3));
+      expect(await messages.get(bySent.id)).toMatchObject({
+        status: 'read',
+        deliveredAt: at(2).toISOString(),
+        readAt: at(3).toISOString(),
+        serverAckAt: at(1).toISOString(),
+      });
+
+      // No sent ack came: the first, delivered, is the server's.
+      const byDelivered = await sentMessage('true_x_S2');
+      await messages.applyEngineAck('main', 'true_x_S2', 'delivered', at(4));
+      expect(await messages.get(byDelivered.id)).toMatchObject({
+        status: 'delivered',
+        deliveredAt: at(4).toISOString(),
+        serverAckAt: at(4).toISOString(),
+      });
+      expect(await redis.zscore(byDelivered.awaiting, byDelivered.id)).toBeNull();
+      // A late, lower ack changes nothing.
+      await messages.applyEngineAck('main', 'true_x_S2', 'sent', at(5));
+      expect(await messages.get(byDelivered.id)).toMatchObject({
+        status: 'delivered',
+        serverAckAt: at(4).toISOString(),
+      });
+    });
+
+    it('clears the overdue flag of a message flagged before it came', async () => {
+      const late = await sentMessage('true_x_S3');
+      await messages.flagAckOverdue(1_000, 100, new Date(at(0).getTime() + 60_000));
+      expect((await messages.get(late.id))?.ackOverdueAt).not.toBeNull();
+      await messages.applyEngineAck('main', 'true_x_S3', 'read', at(9));
+      expect(await messages.get(late.id)).toMatchObject({
+        status: 'read',
+        serverAckAt: at(9).toISOString(),
+        ackOverdueAt: null,
+      });
+    });
+
+    it('changes nothing on a failed message', async () => {
+      const failed = await sentMessage('true_x_S4');
+      await redis.hset(keys.message(failed.id), 'status', 'failed');
+      await messages.applyEngineAck('main', 'true_x_S4', 'delivered', at(6));
+      expect(await messages.get(failed.id)).toMatchObject({
+        status: 'failed',
+        deliveredAt: null,
+        serverAckAt: null,
+      });
+    });
   });
 });

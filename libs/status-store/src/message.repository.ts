@@ -137,19 +137,26 @@ local RANKS = { ${Object.entries(STATUS_RANK)
   .map(([status, rank]) => `${status} = ${rank}`)
   .join(', ')} }
 local function advance(key, message_id, awaiting, status, rank, field, at)
-  local current = redis.call('HGET', key, 'status')
+  local current, session_id, server_ack, overdue =
+    unpack(redis.call('HMGET', key, 'status', 'sessionId', 'serverAckAt', 'ackOverdueAt'))
   if not current or current == 'failed' or current == 'cancelled' then return 0 end
   rank = tonumber(rank)
-  if rank >= RANKS['sent'] then
+  -- The first ack from sent up is the server having the message (later ones find it written):
+  -- no longer awaited, and not to be resent even if it was flagged overdue.
+  local first_server_ack = rank >= RANKS['sent'] and not server_ack
+  if first_server_ack then
     redis.call('ZREM', awaiting, message_id)
-    -- Even late (after it was flagged overdue): the server has it, so it is not to be resent.
-    if redis.call('HSETNX', key, 'serverAckAt', at) == 1 then
-      redis.call('HDEL', key, 'ackOverdueAt')
-    end
+    if overdue then redis.call('HDEL', key, 'ackOverdueAt') end
   end
-  if RANKS[current] >= rank then return 0 end
-  redis.call('HSET', key, 'status', status, field, at)
-  local session_id = redis.call('HGET', key, 'sessionId')
+  if RANKS[current] >= rank then
+    if first_server_ack then redis.call('HSET', key, 'serverAckAt', at) end
+    return 0
+  end
+  if first_server_ack then
+    redis.call('HSET', key, 'status', status, field, at, 'serverAckAt', at)
+  else
+    redis.call('HSET', key, 'status', status, field, at)
+  end
   count_status(session_id, current, status)
   publish_event(session_id, 'message.status', function() return { snapshot = hash_table(key) } end)
   return 1
