@@ -20,7 +20,7 @@ import {
   mainOf,
   spawnApp,
 } from '../test/support/worker-process.js';
-import { CLOCK_TICKS, cpuMicros, redisInfo } from './measure.js';
+import { CLOCK_TICKS, cpuMicros, deleteUnder, keysUnder, redisInfo } from './measure.js';
 
 /** Requests per closed-loop round. */
 const REQUESTS = Number(process.env.BENCH_INGEST_REQUESTS ?? 3000);
@@ -97,18 +97,6 @@ async function memoryUsage(redis: Redis, key: string): Promise<number | null> {
   return bytes === null ? null : Number(bytes);
 }
 
-/** Every key matching a SCAN pattern. */
-async function keysUnder(redis: Redis, pattern: string): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...batch);
-  } while (cursor !== '0');
-  return keys;
-}
-
 /** Sum of MEMORY USAGE of every key under `root`: ours alone, whatever else uses the Redis. */
 async function bytesUnder(redis: Redis, pattern: string): Promise<{ keys: number; bytes: number }> {
   const keys = await keysUnder(redis, pattern);
@@ -118,11 +106,6 @@ async function bytesUnder(redis: Redis, pattern: string): Promise<{ keys: number
     bytes += sizes.reduce<number>((sum, size) => sum + (size ?? 0), 0);
   }
   return { keys: keys.length, bytes };
-}
-
-async function deleteUnder(redis: Redis, pattern: string): Promise<void> {
-  const keys = await keysUnder(redis, pattern);
-  for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
 }
 
 /** Keeps the last few KB a child wrote on a stream, to say why it died. */

@@ -24,3 +24,21 @@ export async function redisInfo(redis: Redis, section: string): Promise<Map<stri
       .map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1)]),
   );
 }
+
+/** Every key matching a SCAN pattern. */
+export async function keysUnder(redis: Redis, pattern: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== '0');
+  return keys;
+}
+
+/** Deletes every key matching a SCAN pattern. */
+export async function deleteUnder(redis: Redis, pattern: string): Promise<void> {
+  const keys = await keysUnder(redis, pattern);
+  for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
+}
