@@ -20,7 +20,15 @@ import {
   mainOf,
   spawnApp,
 } from '../test/support/worker-process.js';
-import { CLOCK_TICKS, cpuMicros, deleteUnder, keysUnder, redisInfo } from './measure.js';
+import {
+  CLOCK_TICKS,
+  cpuMicros,
+  deleteUnder,
+  keysUnder,
+  machineTicks,
+  redisInfo,
+  stealPercent,
+} from './measure.js';
 
 /** Requests per closed-loop round. */
 const REQUESTS = Number(process.env.BENCH_INGEST_REQUESTS ?? 3000);
@@ -320,6 +328,8 @@ interface RoundFigures {
   serverCpuUsPerRequest: number;
   /** Redis is shared with whatever else runs on the machine: indicative only. */
   redisCpuUsPerRequest: number;
+  /** Of the machine's CPU time in the round, what its host gave other tenants (/proc/stat). */
+  hostStealPercent: number;
   /** Ours only: the worker's CPU from the round's start until it had sent everything. */
   workerCpuUsPerMessage?: number;
   drainSeconds?: number;
@@ -572,6 +582,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       const workerCpu = await cpuMicros(workerPid);
       const redisCpu = await redisCpuMicros(redis);
       const benchCpu = process.cpuUsage();
+      const ticks = await machineTicks();
       const started = performance.now();
       const { seconds: postSeconds, ids } =
         intake === 'single'
@@ -582,6 +593,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       await waitSent(base.sentOrBeyond + n, false);
       const sentSeconds = (performance.now() - started) / 1000;
       const benchCpuUs = process.cpuUsage(benchCpu);
+      const hostStealPercent = stealPercent(ticks, await machineTicks());
       await waitSent(base.read + n, true);
       const apiCpuUs = (await cpuMicros(ours.pid)) - apiCpu;
       const workerCpuUs = (await cpuMicros(workerPid)) - workerCpu;
@@ -596,6 +608,8 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
         acceptedPerSecond: Math.round(n / postSeconds),
         seconds: round(sentSeconds, 3),
         messagesPerSecond: Math.round(n / sentSeconds),
+        // Of the machine's CPU time until all were sent, what its host gave other tenants.
+        hostStealPercent,
         // Until every message was also acked delivered and read (the sandbox's acks).
         apiCpuUsPerMessage: Math.round(apiCpuUs / n),
         workerCpuUsPerMessage: Math.round(workerCpuUs / n),
@@ -660,6 +674,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
         await sleep(100); // the worker is waiting for jobs
         const benchCpu = process.cpuUsage();
         const redisCpu = await redisCpuMicros(redis);
+        const ticks = await machineTicks();
         const rawStarted = performance.now();
         await queue.addBulk(
           Array.from({ length: n }, (_, i) => ({
@@ -676,6 +691,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
           }),
         ]);
         const rawSeconds = (performance.now() - rawStarted) / 1000;
+        const hostStealPercent = stealPercent(ticks, await machineTicks());
         const cpu = process.cpuUsage(benchCpu);
         const redisCpuUs = (await redisCpuMicros(redis)) - redisCpu;
         return {
@@ -685,6 +701,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
           addBulkSeconds: round(addSeconds, 3),
           seconds: round(rawSeconds, 3),
           messagesPerSecond: Math.round(n / rawSeconds),
+          hostStealPercent,
           benchProcessCpuUsPerMessage: Math.round((cpu.user + cpu.system) / n),
           redisCpuUsPerMessage: Math.round(redisCpuUs / n),
         };
@@ -743,9 +760,11 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
         // The api is measured alone, as the bare handler is (nothing consumes its queue): our
         // worker is stopped while the round runs, then sends what it accepted.
         if (server === ours) stopWorker();
+        const ticks = await machineTicks();
         const { seconds, ids } = await closedLoop(server, REQUESTS, refusals).finally(() => {
           if (server === ours) resumeWorker();
         });
+        const hostStealPercent = stealPercent(ticks, await machineTicks());
         const cpuUs = (await cpuMicros(server.pid)) - cpuBefore;
         const redisUs = (await redisCpuMicros(redis)) - redisBefore;
         accepted(server, ids);
@@ -756,6 +775,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
           acceptedPerSecond: Math.round(ids.length / seconds),
           serverCpuUsPerRequest: Math.round(cpuUs / REQUESTS),
           redisCpuUsPerRequest: Math.round(redisUs / REQUESTS),
+          hostStealPercent,
         };
         if (server === ours) {
           // The worker sends what the round accepted; the next round starts idle.
@@ -905,12 +925,18 @@ function table(): string {
         raw: Record<string, number>;
         rawSameJobsInHand: Record<string, number>;
         oursOverRaw: Record<string, number>;
-        rounds: Record<'ours' | 'oursBatched' | 'raw', { messagesPerSecond: number }[]>;
+        rounds: Record<
+          'ours' | 'oursBatched' | 'raw',
+          { messagesPerSecond: number; hostStealPercent: number }[]
+        >;
       }
     | undefined;
   // Every round's figure in the order run: how far one round is from the next on this machine.
   const inOrder = (rounds: { messagesPerSecond: number }[]) =>
     rounds.map((round) => round.messagesPerSecond).join(' / ');
+  // What the host took of the machine's CPU in each of those rounds (other tenants).
+  const stealInOrder = (rounds: { hostStealPercent: number }[]) =>
+    rounds.map((round) => `${round.hostStealPercent}%`).join(' / ');
   const memory = results.memory as Record<string, unknown> | undefined;
   const batches = results.batches as
     Record<'single' | 'batched' | 'batchedOverSingle', Record<string, number>> | undefined;
@@ -986,7 +1012,14 @@ function table(): string {
         pipeline.oursOverRaw.batched,
       ],
       ['  every round, in order', inOrder(pipeline.rounds.raw), inOrder(pipeline.rounds.ours), ''],
+      [
+        '  host CPU steal in each',
+        stealInOrder(pipeline.rounds.raw),
+        stealInOrder(pipeline.rounds.ours),
+        '',
+      ],
       ['  every round of one batch', '', inOrder(pipeline.rounds.oursBatched), ''],
+      ['  host CPU steal in each', '', stealInOrder(pipeline.rounds.oursBatched), ''],
       // What bounds the pipeline: the consumer's CPU per message (raw: the whole bench process).
       [
         'consumer CPU µs/message',

@@ -14,6 +14,29 @@ export async function cpuMicros(pid: number): Promise<number> {
   return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLOCK_TICKS;
 }
 
+/** The machine's CPU time so far in clock ticks: all of it, and what the hypervisor stole. */
+export interface MachineTicks {
+  total: number;
+  steal: number;
+}
+
+/**
+ * /proc/stat's first line: time every CPU of this (virtual) machine spent, by kind. "steal" is
+ * time a CPU had work but the host ran something else: the other tenants of a shared machine.
+ */
+export async function machineTicks(): Promise<MachineTicks> {
+  const first = (await readFile('/proc/stat', 'utf8')).split('\n', 1)[0];
+  // cpu user nice system idle iowait irq softirq steal (guest time is inside user and nice)
+  const ticks = first.trim().split(/\s+/).slice(1, 9).map(Number);
+  return { total: ticks.reduce((sum, value) => sum + value, 0), steal: ticks[7] ?? 0 };
+}
+
+/** Percent of the machine's CPU time the host took between two readings (one decimal). */
+export function stealPercent(before: MachineTicks, after: MachineTicks): number {
+  const total = after.total - before.total;
+  return total > 0 ? Math.round((1000 * (after.steal - before.steal)) / total) / 10 : 0;
+}
+
 /** One section of INFO as a map of field to value. */
 export async function redisInfo(redis: Redis, section: string): Promise<Map<string, string>> {
   const text = await redis.info(section);
