@@ -26,6 +26,7 @@ import {
   deleteUnder,
   keysUnder,
   machineTicks,
+  redisCpuMicros,
   redisInfo,
   stealPercent,
 } from './measure.js';
@@ -90,11 +91,6 @@ const API_KEY = randomBytes(24).toString('hex');
 
 const round = (value: number, digits = 1) => +value.toFixed(digits);
 const ratio = (ours: number, base: number) => round(ours / base, 2);
-
-async function redisCpuMicros(redis: Redis): Promise<number> {
-  const cpu = await redisInfo(redis, 'cpu');
-  return (Number(cpu.get('used_cpu_user')) + Number(cpu.get('used_cpu_sys'))) * 1e6;
-}
 
 async function usedMemory(redis: Redis): Promise<number> {
   return Number((await redisInfo(redis, 'memory')).get('used_memory'));

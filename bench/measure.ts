@@ -48,6 +48,12 @@ export async function redisInfo(redis: Redis, section: string): Promise<Map<stri
   );
 }
 
+/** Redis's CPU (user + system, main thread and others) so far, in µs. */
+export async function redisCpuMicros(redis: Redis): Promise<number> {
+  const cpu = await redisInfo(redis, 'cpu');
+  return (Number(cpu.get('used_cpu_user')) + Number(cpu.get('used_cpu_sys'))) * 1e6;
+}
+
 /** Every key matching a SCAN pattern. */
 export async function keysUnder(redis: Redis, pattern: string): Promise<string[]> {
   const keys: string[] = [];

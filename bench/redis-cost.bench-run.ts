@@ -11,7 +11,7 @@ import {
   createRedis,
   type NewMessage,
 } from '@app/status-store';
-import { deleteUnder, redisInfo } from './measure.js';
+import { deleteUnder, redisCpuMicros, redisInfo } from './measure.js';
 
 /** Messages taken through every step, per round. */
 const MESSAGES = Number(process.env.BENCH_REDIS_MESSAGES ?? 2000);
@@ -31,11 +31,6 @@ interface StepFigures {
   scriptCalls: number;
   /** Redis commands run per message, inside scripts or not. */
   commands: number;
-}
-
-async function cpuMicros(redis: Redis): Promise<number> {
-  const cpu = await redisInfo(redis, 'cpu');
-  return (Number(cpu.get('used_cpu_user')) + Number(cpu.get('used_cpu_sys'))) * 1e6;
 }
 
 /** Calls so far of every command but INFO (what this bench asks itself). */
@@ -82,12 +77,12 @@ describe('Redis cost per message: our scripts, step by step, on a quiet Redis', 
     const best = new Map<Step, StepFigures>();
     const run = async (step: Step, call: (i: number) => Promise<unknown>) => {
       const callsBefore = await commandCalls(redis);
-      const cpuBefore = await cpuMicros(redis);
+      const cpuBefore = await redisCpuMicros(redis);
       for (let i = 0; i < MESSAGES; i += IN_FLIGHT)
         await Promise.all(
           Array.from({ length: Math.min(IN_FLIGHT, MESSAGES - i) }, (_, j) => call(i + j)),
         );
-      const cpuUs = ((await cpuMicros(redis)) - cpuBefore) / MESSAGES;
+      const cpuUs = ((await redisCpuMicros(redis)) - cpuBefore) / MESSAGES;
       const callsAfter = await commandCalls(redis);
       let commands = 0;
       for (const [command, calls] of callsAfter)
