@@ -367,6 +367,7 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     );
     expect(new Set(statuses)).toEqual(new Set(['read']));
   });
+
   describe("the server's first ack (any from sent up)", () => {
     const at = (second: number) => new Date(Date.UTC(2026, 11, 1, 12, 0, second));
     async function sentMessage(engineId: string) {
