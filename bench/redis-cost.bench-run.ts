@@ -139,19 +139,17 @@ describe('Redis cost per message: our scripts, step by step, on a quiet Redis', 
     }
 
     const steps = Object.fromEntries(best);
-    const total = {
-      cpuUs: +[...best.values()].reduce((sum, step) => sum + step.cpuUs, 0).toFixed(1),
-      scriptCalls: +[...best.values()].reduce((sum, step) => sum + step.scriptCalls, 0).toFixed(2),
-      commands: +[...best.values()].reduce((sum, step) => sum + step.commands, 0).toFixed(2),
-    };
+    const total: StepFigures = { cpuUs: 0, scriptCalls: 0, commands: 0 };
+    for (const step of best.values())
+      for (const figure of ['cpuUs', 'scriptCalls', 'commands'] as const)
+        total[figure] = +(total[figure] + step[figure]).toFixed(2);
+    const row = (name: string, f: StepFigures) =>
+      `${name.padEnd(16)}${String(f.cpuUs).padStart(14)}${String(f.scriptCalls).padStart(14)}${String(f.commands).padStart(10)}`;
     const lines = [
       `Redis cost per message of our scripts (quiet Redis, best of ${ROUNDS} rounds of ${MESSAGES}, ${IN_FLIGHT} in flight)`,
       `${'step'.padEnd(16)}${'Redis CPU µs'.padStart(14)}${'script calls'.padStart(14)}${'commands'.padStart(10)}`,
-      ...[...best].map(
-        ([step, f]) =>
-          `${step.padEnd(16)}${String(f.cpuUs).padStart(14)}${String(f.scriptCalls).padStart(14)}${String(f.commands).padStart(10)}`,
-      ),
-      `${'all steps'.padEnd(16)}${String(total.cpuUs).padStart(14)}${String(total.scriptCalls).padStart(14)}${String(total.commands).padStart(10)}`,
+      ...[...best].map(([step, figures]) => row(step, figures)),
+      row('all steps', total),
     ];
     console.log(lines.join('\n'));
     const result = {
