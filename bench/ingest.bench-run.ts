@@ -35,7 +35,7 @@ import {
 const REQUESTS = Number(process.env.BENCH_INGEST_REQUESTS ?? 3000);
 /** Connections of the load generator (keep-alive), and requests in flight in the closed loop. */
 const CONCURRENCY = Number(process.env.BENCH_INGEST_CONCURRENCY ?? 50);
-/** Rounds of each server, alternating bare, ours, bare, ours, ... */
+/** Closed-loop rounds of each server, alternating bare, the Nest floor, ours, bare, ... */
 const ROUNDS = Number(process.env.BENCH_INGEST_ROUNDS ?? 5);
 const RATE = Number(process.env.BENCH_INGEST_RATE ?? 500);
 const RATE_SECONDS = Number(process.env.BENCH_INGEST_RATE_SECONDS ?? 5);
@@ -87,6 +87,7 @@ function spawnOurs(app: 'api' | 'worker', env: Record<string, string>) {
   return child;
 }
 const BARE_SCRIPT = new URL('./bare-ingest.mjs', import.meta.url).pathname;
+const FLOOR_SCRIPT = new URL('./nest-floor-ingest.mjs', import.meta.url).pathname;
 const API_KEY = randomBytes(24).toString('hex');
 
 const round = (value: number, digits = 1) => +value.toFixed(digits);
@@ -128,7 +129,7 @@ class Tail {
 }
 
 interface Server {
-  name: 'bare' | 'ours';
+  name: 'bare' | 'floor' | 'ours';
   port: number;
   pid: number;
 }
@@ -340,10 +341,12 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
   const oursPrefix = `bi${randomBytes(5).toString('hex')}`;
   const keys = new RedisKeys(oursPrefix);
   const bareRoot = `{bb${randomBytes(5).toString('hex')}}`;
+  const floorRoot = `{bf${randomBytes(5).toString('hex')}}`;
   const rawRoot = `{br${randomBytes(5).toString('hex')}}`;
   const children: { name: string; child: ChildProcess; stderr: Tail }[] = [];
   let redis: Redis;
   let bare: Server;
+  let floor: Server;
   let ours: Server;
   let workerPid = 0;
   let appEnv: Record<string, string> = {};
@@ -397,7 +400,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     if (refusals.count === 0) return;
     const states = children.map(
       ({ name, child, stderr }) =>
-        `${name} (port ${name === 'bare' ? bare?.port : name === 'api' ? ours?.port : '-'}): ` +
+        `${name} (port ${{ bare: bare?.port, floor: floor?.port, api: ours?.port }[name] ?? '-'}): ` +
         `${child.exitCode === null && child.signalCode === null ? 'running' : `exited ${child.exitCode ?? child.signalCode}`}` +
         `${String(stderr) ? `, stderr:\n${stderr}` : ''}`,
     );
@@ -446,36 +449,41 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       WORKER_TOKEN: randomBytes(12).toString('hex'),
     };
 
-    const bareChild = startChild(
-      'bare',
-      spawn(process.execPath, [BARE_SCRIPT], {
-        env: {
-          PATH: process.env.PATH,
-          // The node options ours runs with, so the ratio compares code, not runtime settings.
-          NODE_OPTIONS,
-          BARE_API_KEY: API_KEY,
-          REDIS_URL: redisUrl,
-          BARE_PREFIX: bareRoot,
-          PORT: '0',
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      }),
-    );
-    const barePort = new Promise<number>((resolve, reject) => {
-      createInterface({ input: bareChild.child.stdout! }).once('line', (line) => {
-        const port = Number(JSON.parse(line).port);
-        if (port > 0) resolve(port);
-        else reject(new Error(`bare-ingest printed ${line}`));
-      });
-      bareChild.child.once('exit', () =>
-        reject(new Error(`bare-ingest exited:\n${bareChild.stderr}`)),
+    // The baselines: bare node:http, and the same work in one route of a bare Nest app.
+    const startBaseline = (name: 'bare' | 'floor', script: string, prefix: string) => {
+      const { child, stderr } = startChild(
+        name,
+        spawn(process.execPath, [script], {
+          env: {
+            PATH: process.env.PATH,
+            // The node options ours runs with, so the ratio compares code, not runtime settings.
+            NODE_OPTIONS,
+            BARE_API_KEY: API_KEY,
+            REDIS_URL: redisUrl,
+            BARE_PREFIX: prefix,
+            PORT: '0',
+          },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        }),
       );
-    });
-    barePort.catch(() => undefined); // awaited below, after the api and worker are spawned
+      const server = new Promise<Server>((resolve, reject) => {
+        createInterface({ input: child.stdout! }).once('line', (line) => {
+          const port = Number(JSON.parse(line).port);
+          if (port > 0) resolve({ name, port, pid: child.pid! });
+          else reject(new Error(`${script} printed ${line}`));
+        });
+        child.once('exit', () => reject(new Error(`${script} exited:\n${stderr}`)));
+      });
+      server.catch(() => undefined); // awaited below, after the api and worker are spawned
+      return server;
+    };
+    const bareServer = startBaseline('bare', BARE_SCRIPT, bareRoot);
+    const floorServer = startBaseline('floor', FLOOR_SCRIPT, floorRoot);
     const api = startChild('api', spawnOurs('api', appEnv));
     const worker = startChild('worker', spawnOurs('worker', appEnv));
     workerPid = worker.child.pid!;
-    bare = { name: 'bare', port: await barePort, pid: bareChild.child.pid! };
+    bare = await bareServer;
+    floor = await floorServer;
     ours = { name: 'ours', port: apiPort, pid: api.child.pid! };
 
     const bootLimit = performance.now() + 60_000;
@@ -493,7 +501,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       await sleep(100);
     }
 
-    for (const server of [bare, ours]) {
+    for (const server of [bare, floor, ours]) {
       const { ids } = await closedLoop(server, WARMUP, refusals);
       accepted(server, ids);
     }
@@ -532,7 +540,9 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
         nodeOptions: NODE_OPTIONS,
         note:
           'ours = built api + worker processes (NODE_ENV=production, logs at info to /dev/null); ' +
-          'bare = bench/bare-ingest.mjs (node:http + one BullMQ add, no logs); both run with ' +
+          'bare = bench/bare-ingest.mjs (node:http + one BullMQ add, no logs); floor = ' +
+          'bench/nest-floor-ingest.mjs (the same work in one route of a Nest app on Fastify, no ' +
+          'guards, pipes, hooks or logs; closed-loop rounds only); all run with ' +
           'nodeOptions, as production does (the Dockerfile); raw = a BullMQ ' +
           'Worker with a no-op processor in the bench process. In the closed-loop rounds our ' +
           'worker is stopped (SIGSTOP) while the api is measured, as nothing consumes the bare ' +
@@ -552,7 +562,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     } finally {
       await Promise.all(children.map(({ child }) => stop(child)));
       if (redis) {
-        for (const pattern of [keys.pattern(), `${bareRoot}*`, `${rawRoot}*`])
+        for (const pattern of [keys.pattern(), `${bareRoot}*`, `${floorRoot}*`, `${rawRoot}*`])
           await deleteUnder(redis, pattern);
         await redis.quit();
       }
@@ -763,10 +773,10 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     phasesDone++;
   });
 
-  it(`accepts ${REQUESTS} texts per round at concurrency ${CONCURRENCY}, ${ROUNDS} rounds each, alternating bare and ours`, async () => {
-    const rounds: Record<'bare' | 'ours', RoundFigures[]> = { bare: [], ours: [] };
+  it(`accepts ${REQUESTS} texts per round at concurrency ${CONCURRENCY}, ${ROUNDS} rounds each, alternating bare, the Nest floor and ours`, async () => {
+    const rounds: Record<Server['name'], RoundFigures[]> = { bare: [], floor: [], ours: [] };
     for (let r = 1; r <= ROUNDS; r++) {
-      for (const server of [bare, ours]) {
+      for (const server of [bare, floor, ours]) {
         const cpuBefore = await cpuMicros(server.pid);
         const workerBefore = await cpuMicros(workerPid);
         const redisBefore = await redisCpuMicros(redis);
@@ -809,18 +819,25 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       serverCpuUsPerRequest: Math.min(...list.map((f) => f.serverCpuUsPerRequest)),
       redisCpuUsPerRequest: Math.min(...list.map((f) => f.redisCpuUsPerRequest)),
     });
-    const [bestBare, bestOurs] = [best(rounds.bare), best(rounds.ours)];
+    const [bestBare, bestFloor, bestOurs] = [
+      best(rounds.bare),
+      best(rounds.floor),
+      best(rounds.ours),
+    ];
+    const ratios = (a: ReturnType<typeof best>, b: ReturnType<typeof best>) => ({
+      acceptedPerSecond: ratio(a.acceptedPerSecond, b.acceptedPerSecond),
+      serverCpuUsPerRequest: ratio(a.serverCpuUsPerRequest, b.serverCpuUsPerRequest),
+      redisCpuUsPerRequest: ratio(a.redisCpuUsPerRequest, b.redisCpuUsPerRequest),
+    });
     results.ingest = {
       bare: { best: bestBare, rounds: rounds.bare },
+      // bench/nest-floor-ingest.mjs: bare's work in a Nest route on Fastify, nothing else.
+      floor: { best: bestFloor, rounds: rounds.floor },
       ours: { best: bestOurs, rounds: rounds.ours },
-      oursOverBare: {
-        acceptedPerSecond: ratio(bestOurs.acceptedPerSecond, bestBare.acceptedPerSecond),
-        serverCpuUsPerRequest: ratio(
-          bestOurs.serverCpuUsPerRequest,
-          bestBare.serverCpuUsPerRequest,
-        ),
-        redisCpuUsPerRequest: ratio(bestOurs.redisCpuUsPerRequest, bestBare.redisCpuUsPerRequest),
-      },
+      oursOverBare: ratios(bestOurs, bestBare),
+      // What Nest and Fastify cost over node:http, and what our own code costs over them.
+      floorOverBare: ratios(bestFloor, bestBare),
+      oursOverFloor: ratios(bestOurs, bestFloor),
     };
     phasesDone++;
   });
@@ -922,8 +939,11 @@ function table(): string {
   const ingest = results.ingest as
     | {
         bare: { best: Record<string, number> };
+        floor: { best: Record<string, number> };
         ours: { best: Record<string, number> };
         oursOverBare: Record<string, number>;
+        floorOverBare: Record<string, number>;
+        oursOverFloor: Record<string, number>;
       }
     | undefined;
   const latency = results.latency as
@@ -979,9 +999,37 @@ function table(): string {
         ingest.ours.best.redisCpuUsPerRequest,
         ingest.oursOverBare.redisCpuUsPerRequest,
       ],
+      // The same rounds split at the framework: bare's work in a bare Nest route on Fastify.
+      ['', 'bare', 'Nest floor', 'floor/bare'],
+      [
+        'accepted req/s (best)',
+        ingest.bare.best.acceptedPerSecond,
+        ingest.floor.best.acceptedPerSecond,
+        ingest.floorOverBare.acceptedPerSecond,
+      ],
+      [
+        'server CPU µs/request (best)',
+        ingest.bare.best.serverCpuUsPerRequest,
+        ingest.floor.best.serverCpuUsPerRequest,
+        ingest.floorOverBare.serverCpuUsPerRequest,
+      ],
+      ['', 'Nest floor', 'ours', 'ours/floor'],
+      [
+        'accepted req/s (best)',
+        ingest.floor.best.acceptedPerSecond,
+        ingest.ours.best.acceptedPerSecond,
+        ingest.oursOverFloor.acceptedPerSecond,
+      ],
+      [
+        'server CPU µs/request (best)',
+        ingest.floor.best.serverCpuUsPerRequest,
+        ingest.ours.best.serverCpuUsPerRequest,
+        ingest.oursOverFloor.serverCpuUsPerRequest,
+      ],
     );
   if (latency)
     rows.push(
+      ...(ingest ? [['', 'bare', 'ours', 'ours/bare']] : []),
       [
         `latency p50 ms @ ${RATE}/s (that round)`,
         latency.bare.latencyMs.p50,
