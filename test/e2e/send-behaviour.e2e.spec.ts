@@ -357,6 +357,19 @@ describe('message TTL', () => {
     expect(await stack.worker!.get(QueueProducer).pendingCount('main')).toBe(0);
   });
 
+  it('says an interrupted send that expires before it can be looked for in the chat may have reached WhatsApp', async () => {
+    const { body } = await sendText(stack, '4915100000007', 'cut off');
+    // What a worker that died during the engine call leaves: sending, no engine id.
+    expect(await stack.worker!.get(MessageRepository).claimForSending(body.data.id, 1)).toBe(
+      'claimed',
+    );
+    const failed = await stack.waitForStatus(body.data.id, 'failed', 5_000);
+    expect(failed.error.code).toBe('EXPIRED');
+    expect(failed.error.message).toContain('may have reached WhatsApp');
+    expect(failed.error.message).toContain('not ready');
+    expect(stack.sandbox().sends).toHaveLength(0);
+  });
+
   it('fails a message not sent within MESSAGE_TTL_MS with EXPIRED instead of sending it late', async () => {
     const { body } = await sendText(stack, '4915100000002', 'too late');
     await sleep(1100);

@@ -79,9 +79,16 @@ export class ExpirySweeper {
         ? Date.parse(record.sendAt ?? record.createdAt)
         : job.timestamp + (job.delay ?? 0);
       if (now - due <= this.config.MESSAGE_TTL_MS) continue;
+      const within = `within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`;
       const failed = await this.messages.failIfUnsent(job.data.messageId, {
         code: 'EXPIRED',
-        message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms); session ${sessionId} was not ready`,
+        // `sending` without an engine id: a worker stopped during the engine call. Only a
+        // READY session can look for it in the chat (SendService), so the send is not known
+        // to have failed: the message says so rather than "not sent".
+        message:
+          record?.status === 'sending'
+            ? `not known to be sent ${within}: its send was interrupted and session ${sessionId} was not ready to look for it in the chat, so it may have reached WhatsApp`
+            : `not sent ${within}; session ${sessionId} was not ready`,
       });
       if (failed) {
         this.metrics.sendFailed(sessionId, 'EXPIRED', true);
