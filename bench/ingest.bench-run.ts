@@ -979,6 +979,18 @@ function table(): string {
   const batches = results.batches as
     Record<'single' | 'batched' | 'batchedOverSingle', Record<string, number>> | undefined;
   const rows: (string | number | undefined)[][] = [['', 'bare', 'ours', 'ours/bare']];
+  // Two servers of the ingest rounds side by side: rate and CPU, with their ratio.
+  const side = (
+    left: 'bare' | 'floor',
+    right: 'floor' | 'ours',
+    ratios: Record<string, number>,
+  ): (string | number)[][] =>
+    (['acceptedPerSecond', 'serverCpuUsPerRequest'] as const).map((figure) => [
+      figure === 'acceptedPerSecond' ? 'accepted req/s (best)' : 'server CPU µs/request (best)',
+      ingest![left].best[figure],
+      ingest![right].best[figure],
+      ratios[figure],
+    ]);
   if (ingest)
     rows.push(
       [
@@ -1001,31 +1013,9 @@ function table(): string {
       ],
       // The same rounds split at the framework: bare's work in a bare Nest route on Fastify.
       ['', 'bare', 'Nest floor', 'floor/bare'],
-      [
-        'accepted req/s (best)',
-        ingest.bare.best.acceptedPerSecond,
-        ingest.floor.best.acceptedPerSecond,
-        ingest.floorOverBare.acceptedPerSecond,
-      ],
-      [
-        'server CPU µs/request (best)',
-        ingest.bare.best.serverCpuUsPerRequest,
-        ingest.floor.best.serverCpuUsPerRequest,
-        ingest.floorOverBare.serverCpuUsPerRequest,
-      ],
+      ...side('bare', 'floor', ingest.floorOverBare),
       ['', 'Nest floor', 'ours', 'ours/floor'],
-      [
-        'accepted req/s (best)',
-        ingest.floor.best.acceptedPerSecond,
-        ingest.ours.best.acceptedPerSecond,
-        ingest.oursOverFloor.acceptedPerSecond,
-      ],
-      [
-        'server CPU µs/request (best)',
-        ingest.floor.best.serverCpuUsPerRequest,
-        ingest.ours.best.serverCpuUsPerRequest,
-        ingest.oursOverFloor.serverCpuUsPerRequest,
-      ],
+      ...side('floor', 'ours', ingest.oursOverFloor),
     );
   if (latency)
     rows.push(
