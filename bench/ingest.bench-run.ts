@@ -88,6 +88,7 @@ function spawnOurs(app: 'api' | 'worker', env: Record<string, string>) {
 }
 const BARE_SCRIPT = new URL('./bare-ingest.mjs', import.meta.url).pathname;
 const FLOOR_SCRIPT = new URL('./nest-floor-ingest.mjs', import.meta.url).pathname;
+const BARE_WORKER_SCRIPT = new URL('./bare-worker.mjs', import.meta.url).pathname;
 const API_KEY = randomBytes(24).toString('hex');
 
 const round = (value: number, digits = 1) => +value.toFixed(digits);
@@ -352,6 +353,8 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
   let appEnv: Record<string, string> = {};
   /** Texts our api accepted so far: once the worker has sent them all, it is idle. */
   let oursAccepted = 0;
+  /** Texts the bare handler accepted so far (its worker, in the pipeline rounds, takes them all). */
+  let bareAccepted = 0;
   const refusals = new Refusals();
   let phasesDone = 0;
 
@@ -420,6 +423,7 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
 
   const accepted = (server: Server, ids: string[]) => {
     if (server === ours) oursAccepted += ids.length;
+    if (server === bare) bareAccepted += ids.length;
   };
 
   beforeAll(async () => {
@@ -719,6 +723,79 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       }
     };
 
+    // Raw fed as ours is posted, one message per HTTP request: the bare handler in front of a
+    // no-op BullMQ worker in a process of its own (bench/bare-worker.mjs, one job at a time).
+    // Started at its first round, after ours has measured memory beside a bare job still
+    // waiting, and stopped after the last, so the ingest rounds find nothing consuming the
+    // bare queue.
+    let bareWorker: ChildProcess | undefined;
+    /** Resolves once the bare worker has completed `until` jobs in all. */
+    const bareCompleted = (worker: ChildProcess, until: number) => {
+      let settle = () => undefined as void;
+      const done = new Promise<void>((resolve, reject) => {
+        const onMessage = (message: { done?: number }) => {
+          if (message.done !== undefined) resolve();
+        };
+        const onExit = () => reject(new Error('bare worker exited'));
+        worker.on('message', onMessage);
+        worker.once('exit', onExit);
+        settle = () => {
+          worker.off('message', onMessage);
+          worker.off('exit', onExit);
+        };
+        worker.send({ until });
+      });
+      return Promise.race([
+        done,
+        sleep(DRAIN_LIMIT_MS).then(() => {
+          throw new Error(`bare worker did not complete ${until} jobs`);
+        }),
+      ]).finally(settle);
+    };
+    const startBareWorker = async () => {
+      const { child } = startChild(
+        'bare-worker',
+        spawn(process.execPath, [BARE_WORKER_SCRIPT], {
+          env: { PATH: process.env.PATH, NODE_OPTIONS, REDIS_URL: redisUrl, BARE_PREFIX: bareRoot },
+          stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+        }),
+      );
+      await new Promise<void>((resolve, reject) => {
+        child.once('message', () => resolve());
+        child.once('exit', () => reject(new Error('bare worker exited before it was ready')));
+      });
+      // What the bare handler took in its warm-up, before the first round is timed.
+      await bareCompleted(child, bareAccepted);
+      return child;
+    };
+    const rawPostedRun = async (roundNo: number) => {
+      bareWorker ??= await startBareWorker();
+      const apiCpu = await cpuMicros(bare.pid);
+      const workerCpu = await cpuMicros(bareWorker.pid!);
+      const redisCpu = await redisCpuMicros(redis);
+      const benchCpu = process.cpuUsage();
+      const ticks = await machineTicks();
+      const started = performance.now();
+      const completed = bareCompleted(bareWorker, bareAccepted + n);
+      const { ids } = await closedLoop(bare, n, refusals);
+      accepted(bare, ids);
+      expectAllAccepted();
+      await completed;
+      const seconds = (performance.now() - started) / 1000;
+      const benchCpuUs = process.cpuUsage(benchCpu);
+      return {
+        round: roundNo,
+        messages: n,
+        seconds: round(seconds, 3),
+        messagesPerSecond: Math.round(n / seconds),
+        hostStealPercent: stealPercent(ticks, await machineTicks()),
+        apiCpuUsPerMessage: Math.round(((await cpuMicros(bare.pid)) - apiCpu) / n),
+        workerCpuUsPerMessage: Math.round(((await cpuMicros(bareWorker.pid!)) - workerCpu) / n),
+        redisCpuUsPerMessage: Math.round(((await redisCpuMicros(redis)) - redisCpu) / n),
+        benchProcessCpuUsPerMessage: Math.round((benchCpuUs.user + benchCpuUs.system) / n),
+      };
+    };
+
     // One round of each is at the mercy of a shared machine's stalls: alternating rounds, the
     // best of each (as the ingest rounds).
     const rounds = {
@@ -726,19 +803,23 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       oursBatched: [] as Awaited<ReturnType<typeof oursRun>>[],
       raw: [] as Awaited<ReturnType<typeof rawRun>>[],
       rawSameJobsInHand: [] as Awaited<ReturnType<typeof rawRun>>[],
+      rawPosted: [] as Awaited<ReturnType<typeof rawPostedRun>>[],
     };
     for (let r = 1; r <= PIPELINE_ROUNDS; r++) {
       rounds.ours.push(await oursRun(r));
       rounds.oursBatched.push(await oursRun(r, 'batch'));
       rounds.raw.push(await rawRun(r, 1));
       rounds.rawSameJobsInHand.push(await rawRun(r, UNPACED_JOBS_IN_HAND));
+      rounds.rawPosted.push(await rawPostedRun(r));
     }
+    if (bareWorker) await stop(bareWorker);
     const best = <T extends { messagesPerSecond: number }>(all: T[]): T =>
       all.reduce((a, b) => (b.messagesPerSecond > a.messagesPerSecond ? b : a));
     const oursBest = best(rounds.ours);
     const oursBatchedBest = best(rounds.oursBatched);
     const rawBest = best(rounds.raw);
     const rawInHandBest = best(rounds.rawSameJobsInHand);
+    const rawPostedBest = best(rounds.rawPosted);
     // The middle round of each as well: raw's single-job worker swings the most from round to
     // round (it is bound by latency), so its best is the furthest from its typical round.
     const median = (all: { messagesPerSecond: number }[]) => {
@@ -750,23 +831,28 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
       raw: median(rounds.raw),
       ours: median(rounds.ours),
       oursBatched: median(rounds.oursBatched),
+      rawPosted: median(rounds.rawPosted),
     };
     results.pipeline = {
       ours: oursBest,
       oursBatched: oursBatchedBest,
       raw: rawBest,
       rawSameJobsInHand: rawInHandBest,
+      rawPosted: rawPostedBest,
       oursOverRaw: {
         messagesPerSecond: ratio(oursBest.messagesPerSecond, rawBest.messagesPerSecond),
         // Against a no-op worker with as many jobs in hand as ours (UNPACED_JOBS_IN_HAND).
         sameJobsInHand: ratio(oursBest.messagesPerSecond, rawInHandBest.messagesPerSecond),
         // Both take their messages in one call: our batch route beside addBulk.
         batched: ratio(oursBatchedBest.messagesPerSecond, rawBest.messagesPerSecond),
+        // Both posted one by one over HTTP: raw through the bare handler.
+        bothPosted: ratio(oursBest.messagesPerSecond, rawPostedBest.messagesPerSecond),
       },
       medians: {
         messagesPerSecond: medians,
         oursOverRaw: ratio(medians.ours, medians.raw),
         batchedOverRaw: ratio(medians.oursBatched, medians.raw),
+        oursOverRawPosted: ratio(medians.ours, medians.rawPosted),
       },
       rounds,
     };
@@ -957,14 +1043,16 @@ function table(): string {
         oursBatched: Record<string, number>;
         raw: Record<string, number>;
         rawSameJobsInHand: Record<string, number>;
+        rawPosted: Record<string, number>;
         oursOverRaw: Record<string, number>;
         medians: {
-          messagesPerSecond: Record<'raw' | 'ours' | 'oursBatched', number>;
+          messagesPerSecond: Record<'raw' | 'ours' | 'oursBatched' | 'rawPosted', number>;
           oursOverRaw: number;
           batchedOverRaw: number;
+          oursOverRawPosted: number;
         };
         rounds: Record<
-          'ours' | 'oursBatched' | 'raw',
+          'ours' | 'oursBatched' | 'raw' | 'rawPosted',
           { messagesPerSecond: number; hostStealPercent: number }[]
         >;
       }
@@ -1067,6 +1155,13 @@ function table(): string {
         pipeline.oursBatched.messagesPerSecond,
         pipeline.oursOverRaw.batched,
       ],
+      // Like for like the other way: raw also takes one HTTP request per message.
+      [
+        '  raw posted one by one too (bare handler)',
+        pipeline.rawPosted.messagesPerSecond,
+        pipeline.ours.messagesPerSecond,
+        pipeline.oursOverRaw.bothPosted,
+      ],
       [
         `  median of the ${PIPELINE_ROUNDS} rounds`,
         pipeline.medians.messagesPerSecond.raw,
@@ -1079,6 +1174,12 @@ function table(): string {
         pipeline.medians.messagesPerSecond.oursBatched,
         pipeline.medians.batchedOverRaw,
       ],
+      [
+        '  median, raw posted one by one too',
+        pipeline.medians.messagesPerSecond.rawPosted,
+        pipeline.medians.messagesPerSecond.ours,
+        pipeline.medians.oursOverRawPosted,
+      ],
       ['  every round, in order', inOrder(pipeline.rounds.raw), inOrder(pipeline.rounds.ours), ''],
       [
         '  host CPU steal in each',
@@ -1088,6 +1189,8 @@ function table(): string {
       ],
       ['  every round of one batch', '', inOrder(pipeline.rounds.oursBatched), ''],
       ['  host CPU steal in each', '', stealInOrder(pipeline.rounds.oursBatched), ''],
+      ['  every round of raw posted one by one', inOrder(pipeline.rounds.rawPosted), '', ''],
+      ['  host CPU steal in each', stealInOrder(pipeline.rounds.rawPosted), '', ''],
       // What bounds the pipeline: the consumer's CPU per message (raw: the whole bench process).
       [
         'consumer CPU µs/message',
