@@ -43,8 +43,8 @@ const RATE_SECONDS = Number(process.env.BENCH_INGEST_RATE_SECONDS ?? 5);
 const RATE_ROUNDS = Number(process.env.BENCH_INGEST_RATE_ROUNDS ?? 3);
 const PIPELINE_MESSAGES = Number(process.env.BENCH_PIPELINE_MESSAGES ?? 1000);
 /**
- * Pipeline rounds of each, alternating ours (posted one by one, then in one batch), raw, and
- * raw with as many jobs in hand as ours.
+ * Pipeline rounds of each, alternating ours (posted one by one, then in one batch), raw, raw
+ * with as many jobs in hand as ours, and raw posted one by one through the bare handler.
  */
 const PIPELINE_ROUNDS = Number(process.env.BENCH_PIPELINE_ROUNDS ?? 3);
 /** Texts accepted through POST /api/v1/messages/batch (in batches of BATCH_SIZE), and singly. */
@@ -548,7 +548,8 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
           'bench/nest-floor-ingest.mjs (the same work in one route of a Nest app on Fastify, no ' +
           'guards, pipes, hooks or logs; closed-loop rounds only); all run with ' +
           'nodeOptions, as production does (the Dockerfile); raw = a BullMQ ' +
-          'Worker with a no-op processor in the bench process. In the closed-loop rounds our ' +
+          'Worker with a no-op processor in the bench process (rawPosted: bench/bare-worker.mjs, ' +
+          'in a process of its own, behind the bare handler). In the closed-loop rounds our ' +
           'worker is stopped (SIGSTOP) while the api is measured, as nothing consumes the bare ' +
           'queue; the open loop runs ours both ways (latency.ours: worker stopped; ' +
           'latency.oursWithWorker: as deployed). Load comes from the bench process; everything ' +
