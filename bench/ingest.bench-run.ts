@@ -731,28 +731,27 @@ describe('ingest benchmark: our api and worker (built, production) beside a bare
     // bare queue.
     let bareWorker: ChildProcess | undefined;
     /** Resolves once the bare worker has completed `until` jobs in all. */
-    const bareCompleted = (worker: ChildProcess, until: number) => {
-      let settle = () => undefined as void;
-      const done = new Promise<void>((resolve, reject) => {
-        const onMessage = (message: { done?: number }) => {
-          if (message.done !== undefined) resolve();
-        };
-        const onExit = () => reject(new Error('bare worker exited'));
-        worker.on('message', onMessage);
-        worker.once('exit', onExit);
-        settle = () => {
+    const bareCompleted = (worker: ChildProcess, until: number) =>
+      new Promise<void>((resolve, reject) => {
+        const finish = (err?: Error) => {
+          clearTimeout(timer);
           worker.off('message', onMessage);
           worker.off('exit', onExit);
+          if (err) reject(err);
+          else resolve();
         };
+        const onMessage = (message: { done?: number }) => {
+          if (message.done !== undefined) finish();
+        };
+        const onExit = () => finish(new Error('bare worker exited'));
+        const timer = setTimeout(
+          () => finish(new Error(`bare worker did not complete ${until} jobs`)),
+          DRAIN_LIMIT_MS,
+        );
+        worker.on('message', onMessage);
+        worker.once('exit', onExit);
         worker.send({ until });
       });
-      return Promise.race([
-        done,
-        sleep(DRAIN_LIMIT_MS).then(() => {
-          throw new Error(`bare worker did not complete ${until} jobs`);
-        }),
-      ]).finally(settle);
-    };
     const startBareWorker = async () => {
       const { child } = startChild(
         'bare-worker',
@@ -1068,43 +1067,39 @@ function table(): string {
   const batches = results.batches as
     Record<'single' | 'batched' | 'batchedOverSingle', Record<string, number>> | undefined;
   const rows: (string | number | undefined)[][] = [['', 'bare', 'ours', 'ours/bare']];
-  // Two servers of the ingest rounds side by side: rate and CPU, with their ratio.
+  // Two servers of the ingest rounds side by side: each figure (label, best of each), and
+  // their ratio.
   const side = (
-    left: 'bare' | 'floor',
-    right: 'floor' | 'ours',
+    left: Server['name'],
+    right: Server['name'],
     ratios: Record<string, number>,
+    figures: [
+      figure: 'acceptedPerSecond' | 'serverCpuUsPerRequest' | 'redisCpuUsPerRequest',
+      label: string,
+    ][],
   ): (string | number)[][] =>
-    (['acceptedPerSecond', 'serverCpuUsPerRequest'] as const).map((figure) => [
-      figure === 'acceptedPerSecond' ? 'accepted req/s (best)' : 'server CPU µs/request (best)',
+    figures.map(([figure, label]) => [
+      label,
       ingest![left].best[figure],
       ingest![right].best[figure],
       ratios[figure],
     ]);
+  const rateAndCpu: Parameters<typeof side>[3] = [
+    ['acceptedPerSecond', 'accepted req/s (best)'],
+    ['serverCpuUsPerRequest', 'server CPU µs/request (best)'],
+  ];
   if (ingest)
     rows.push(
-      [
-        `accepted req/s (best of ${ROUNDS}, c=${CONCURRENCY})`,
-        ingest.bare.best.acceptedPerSecond,
-        ingest.ours.best.acceptedPerSecond,
-        ingest.oursOverBare.acceptedPerSecond,
-      ],
-      [
-        'server CPU µs/request (best)',
-        ingest.bare.best.serverCpuUsPerRequest,
-        ingest.ours.best.serverCpuUsPerRequest,
-        ingest.oursOverBare.serverCpuUsPerRequest,
-      ],
-      [
-        'Redis CPU µs/request (best; shared Redis)',
-        ingest.bare.best.redisCpuUsPerRequest,
-        ingest.ours.best.redisCpuUsPerRequest,
-        ingest.oursOverBare.redisCpuUsPerRequest,
-      ],
+      ...side('bare', 'ours', ingest.oursOverBare, [
+        ['acceptedPerSecond', `accepted req/s (best of ${ROUNDS}, c=${CONCURRENCY})`],
+        ['serverCpuUsPerRequest', 'server CPU µs/request (best)'],
+        ['redisCpuUsPerRequest', 'Redis CPU µs/request (best; shared Redis)'],
+      ]),
       // The same rounds split at the framework: bare's work in a bare Nest route on Fastify.
       ['', 'bare', 'Nest floor', 'floor/bare'],
-      ...side('bare', 'floor', ingest.floorOverBare),
+      ...side('bare', 'floor', ingest.floorOverBare, rateAndCpu),
       ['', 'Nest floor', 'ours', 'ours/floor'],
-      ...side('floor', 'ours', ingest.oursOverFloor),
+      ...side('floor', 'ours', ingest.oursOverFloor, rateAndCpu),
     );
   if (latency)
     rows.push(
