@@ -14,29 +14,53 @@ describe('createRedis: the writes of one tick leave together', () => {
     await server?.destroy();
   });
 
-  it('sends commands issued in one tick in one write, in order, where a plain client writes each', async () => {
-    // Blocking clients (BullMQ's) have no auto-pipelining: each command would be a write.
-    const ours = createRedis(server.url, { name: 'coalesce-test', blocking: true });
-    const plain = new Redis(server.url, { enableAutoPipelining: false });
+  it.each([
+    ['a request-path client', false],
+    ["a blocking client (BullMQ's)", true],
+  ])(
+    '%s sends commands issued in one tick in one write, in order, where a plain client writes each',
+    async (_kind, blocking) => {
+      const ours = createRedis(server.url, { name: 'coalesce-test', blocking });
+      const plain = new Redis(server.url, { enableAutoPipelining: false });
+      try {
+        await Promise.all([ours.ping(), plain.ping()]);
+        const oursWrites = countWrites(ours);
+        const plainWrites = countWrites(plain);
+        const before = { ours: oursWrites(), plain: plainWrites() };
+
+        const key = `ours-${blocking}`;
+        expect(await tenInOneTick(ours, key)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        expect(await tenInOneTick(plain, `plain-${blocking}`)).toEqual([
+          1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+        ]);
+        expect(oursWrites() - before.ours).toBe(1);
+        expect(plainWrites() - before.plain).toBe(10);
+
+        // Commands of separate ticks are not held back for one another.
+        const at = oursWrites();
+        for (let i = 0; i < 3; i++) await ours.incr(key);
+        expect(oursWrites() - at).toBe(3);
+        expect(await ours.get(key)).toBe('13');
+      } finally {
+        ours.disconnect();
+        plain.disconnect();
+      }
+    },
+  );
+
+  it('writes a command in the tick it is issued, not later with the next batch', async () => {
+    // Auto-pipelining would hold it until the event loop's check phase (setImmediate).
+    const ours = createRedis(server.url, { name: 'coalesce-now', blocking: false });
     try {
-      await Promise.all([ours.ping(), plain.ping()]);
-      const oursWrites = countWrites(ours);
-      const plainWrites = countWrites(plain);
-      const before = { ours: oursWrites(), plain: plainWrites() };
-
-      expect(await tenInOneTick(ours, 'ours')).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-      expect(await tenInOneTick(plain, 'plain')).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-      expect(oursWrites() - before.ours).toBe(1);
-      expect(plainWrites() - before.plain).toBe(10);
-
-      // Commands of separate ticks are not held back for one another.
-      const at = oursWrites();
-      for (let i = 0; i < 3; i++) await ours.incr('ours');
-      expect(oursWrites() - at).toBe(3);
-      expect(await ours.get('ours')).toBe('13');
+      await ours.ping();
+      const writes = countWrites(ours);
+      const before = writes();
+      const answer = ours.incr('now');
+      await new Promise((resolve) => process.nextTick(resolve));
+      expect(writes() - before).toBe(1);
+      expect(await answer).toBe(1);
     } finally {
       ours.disconnect();
-      plain.disconnect();
     }
   });
 

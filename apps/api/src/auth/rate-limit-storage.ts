@@ -48,10 +48,9 @@ interface Waiting {
  * Rate-limit counts in Redis, shared by every api replica, as @nest-lab/throttler-storage-redis
  * keeps them, but one script call per caller per round trip, not one per request: while a
  * caller's count is on its way to Redis, its next requests wait together and are counted in
- * one call (as ioredis's auto-pipelining batches commands). Every hit is still counted in
- * Redis before its request goes on, in arrival order; each request gets its own place in the
- * count. A caller's busy minute cost a script call per request, about a fifth of the api's CPU
- * per accepted send in `npm run bench`.
+ * one call. Every hit is still counted in Redis before its request goes on, in arrival order;
+ * each request gets its own place in the count. A caller's busy minute cost a script call per
+ * request, about a fifth of the api's CPU per accepted send in `npm run bench`.
  */
 export class RateLimitStorage implements ThrottlerStorage {
   /** Hits waiting to be counted, per caller and throttler. */
