@@ -123,6 +123,27 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
     expect(answer.text).not.toMatch(/<style|\sstyle=/);
   });
 
+  it("gives bull-board its own CSP, every admin page same-origin referrers and no HSTS, and the API none of helmet's headers", async () => {
+    const board = await request(stack, 'GET', '/admin/queues');
+    expect(board.status).toBe(200);
+    const csp = board.headers.get('content-security-policy') ?? '';
+    expect(csp).toContain("style-src 'self' 'unsafe-inline'");
+    expect(csp).toContain("img-src 'self' data:");
+    expect(csp).toContain("frame-ancestors 'none'");
+    for (const answer of [board, await request(stack, 'GET', '/admin')]) {
+      expect(answer.headers.get('referrer-policy')).toBe('same-origin');
+      expect(answer.headers.get('x-frame-options')).toBe('SAMEORIGIN');
+      expect(answer.headers.get('strict-transport-security')).toBeNull();
+    }
+    const api = await request(stack, 'GET', '/api/v1/sessions', {
+      auth: null,
+      headers: { 'x-api-key': stack.env.API_KEY },
+    });
+    expect(api.status).toBe(200);
+    expect(api.headers.get('content-security-policy')).toBeNull();
+    expect(api.headers.get('x-content-type-options')).toBeNull();
+  });
+
   it('serves the static assets only with credentials', async () => {
     expect((await request(stack, 'GET', '/admin/assets/admin.js', { auth: null })).status).toBe(
       401,

@@ -1,8 +1,8 @@
 import fastifyCookie from '@fastify/cookie';
-import fastifyHelmet from '@fastify/helmet';
 import fastifyStatic from '@fastify/static';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import helmet from 'helmet';
 import { toErrorEnvelope } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AdminAuthGuard } from './admin-auth.guard.js';
@@ -47,9 +47,36 @@ const QUEUES_CSP = {
 };
 
 /**
+ * helmet's security headers for an admin page, and for bull-board's. Same-origin referrers, not
+ * helmet's no-referrer: with no-referrer Chromium sends `Origin: null` on our own form posts,
+ * which the same-origin check then (rightly) refuses. No HSTS from here: TLS ends at the
+ * operator's proxy, which decides it for the whole host (helmet's default includes subdomains
+ * for a year).
+ */
+const adminHeaders = securityHeaders(ADMIN_CSP);
+const queuesHeaders = securityHeaders(QUEUES_CSP);
+
+function securityHeaders(contentSecurityPolicy: typeof ADMIN_CSP) {
+  const headers = helmet({
+    contentSecurityPolicy,
+    referrerPolicy: { policy: 'same-origin' },
+    strictTransportSecurity: false,
+  });
+  return (request: FastifyRequest, reply: FastifyReply) =>
+    headers(request.raw, reply.raw, (err?: unknown) => {
+      if (err) throw err;
+    });
+}
+
+/**
  * Fastify-level parts of the admin: security headers, cookies, form bodies, static assets and
- * bull-board, each with its Fastify plugin. Nothing is mounted when the admin module is not
- * (production without a password).
+ * bull-board. Cookies, static files and bull-board come with their Fastify plugins; the
+ * headers come from helmet itself, in the admin's own hook. @fastify/helmet, registered for the
+ * admin alone (`global: false`), still ran an async hook on every request of every route,
+ * which left a closure holding the request on the reply: a twentieth of everything the api
+ * allocated then outlived a young-generation collection, and each collection's pause grew
+ * with it (`npm run bench`, README "How fast"). Nothing is mounted when the admin module is
+ * not (production without a password).
  */
 export async function configureAdmin(app: NestFastifyApplication): Promise<void> {
   if (!isAdminMounted(app.get(AppConfig))) return;
@@ -57,15 +84,6 @@ export async function configureAdmin(app: NestFastifyApplication): Promise<void>
   const board = app.get(QueueBoard);
   const server = app.getHttpAdapter().getInstance();
 
-  await app.register(fastifyHelmet, {
-    global: false,
-    // same-origin, not helmet's no-referrer: with no-referrer Chromium sends `Origin: null` on
-    // our own form posts, which the same-origin check then (rightly) refuses.
-    referrerPolicy: { policy: 'same-origin' },
-    // No HSTS from here: TLS ends at the operator's proxy, which decides it for the whole host
-    // (helmet's default includes subdomains for a year).
-    strictTransportSecurity: false,
-  });
   await app.register(fastifyCookie);
   // Nest's own form parser for Fastify, with a tighter limit than JSON bodies.
   app.useBodyParser('application/x-www-form-urlencoded', { bodyLimit: FORM_LIMIT });
@@ -75,9 +93,7 @@ export async function configureAdmin(app: NestFastifyApplication): Promise<void>
     // (percent-encoded, doubled slashes) cannot reach a route without its checks.
     const path = request.routeOptions.url ?? pathOf(request);
     if (!isUnder(path, '/admin') && !isUnder(path, '/api/admin')) return;
-    await reply.helmet({
-      contentSecurityPolicy: isUnder(path, QUEUES_PATH) ? QUEUES_CSP : ADMIN_CSP,
-    });
+    (isUnder(path, QUEUES_PATH) ? queuesHeaders : adminHeaders)(request, reply);
     // What Nest's router does not serve (assets, bull-board) cannot carry our CSRF token: it
     // gets Basic Auth and the same-origin check for state-changing requests.
     if (isUnder(path, ASSETS_PATH) || isUnder(path, QUEUES_PATH)) {
