@@ -1,6 +1,7 @@
 // What the bare baselines of bench/ingest.bench-run.ts do to accept a text, shared by the
 // node:http one (bare-ingest.mjs) and the Nest one (nest-floor-ingest.mjs), so the two differ
 // only in the server around it: one SHA-256 key check, two field checks and one BullMQ add.
+// The queue's settings and the stop on a signal also serve the bare worker (bare-worker.mjs).
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import process from 'node:process';
 import { Queue } from 'bullmq';
@@ -9,7 +10,29 @@ import { Redis } from 'ioredis';
 const PHONE = /^\d{6,15}$/;
 const digest = (value) => createHash('sha256').update(value).digest();
 
-/** The baseline's key check, queue and add, from BARE_API_KEY, REDIS_URL, BARE_PREFIX, BARE_QUEUE. */
+/** The bare baselines' queue: its name, a Redis connection and its prefix (REDIS_URL, BARE_PREFIX, BARE_QUEUE). */
+export function bareQueueSettings() {
+  const connection = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', {
+    maxRetriesPerRequest: null,
+  });
+  return {
+    name: process.env.BARE_QUEUE ?? 'send-main',
+    connection,
+    prefix: `${process.env.BARE_PREFIX ?? 'bare'}:bull`,
+  };
+}
+
+/** Ends the process on SIGTERM or SIGINT once `close` has finished. */
+export function exitOnStop(close) {
+  const stop = async () => {
+    await close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+}
+
+/** The baseline's key check, queue and add, from BARE_API_KEY and bareQueueSettings. */
 export function bareAcceptor() {
   const key = process.env.BARE_API_KEY;
   if (!key) {
@@ -17,13 +40,8 @@ export function bareAcceptor() {
     process.exit(1);
   }
   const expected = digest(key);
-  const connection = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', {
-    maxRetriesPerRequest: null,
-  });
-  const queue = new Queue(process.env.BARE_QUEUE ?? 'send-main', {
-    connection,
-    prefix: `${process.env.BARE_PREFIX ?? 'bare'}:bull`,
-  });
+  const { name, connection, prefix } = bareQueueSettings();
+  const queue = new Queue(name, { connection, prefix });
   // An 'error' event nobody listens to would end the process; a failed add answers 503 instead.
   queue.on('error', (err) => console.error(`queue: ${err.message}`));
   return {

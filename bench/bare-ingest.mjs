@@ -8,7 +8,7 @@
 import { Buffer } from 'node:buffer';
 import { createServer } from 'node:http';
 import process from 'node:process';
-import { bareAcceptor, refusal } from './bare-accept.mjs';
+import { bareAcceptor, exitOnStop, refusal } from './bare-accept.mjs';
 
 const PORT = Number(process.env.PORT ?? 0);
 const MAX_BODY = 1024 * 1024;
@@ -58,11 +58,8 @@ server.listen(PORT, '127.0.0.1', () => {
   console.log(JSON.stringify({ port: server.address().port }));
 });
 
-async function stop() {
+exitOnStop(async () => {
   server.closeAllConnections();
   server.close();
   await acceptor.close();
-  process.exit(0);
-}
-process.on('SIGTERM', () => void stop());
-process.on('SIGINT', () => void stop());
+});

@@ -6,15 +6,10 @@
 // bare-ingest.mjs (REDIS_URL, BARE_PREFIX, BARE_QUEUE).
 import process from 'node:process';
 import { Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import { bareQueueSettings, exitOnStop } from './bare-accept.mjs';
 
-const connection = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', {
-  maxRetriesPerRequest: null,
-});
-const worker = new Worker(process.env.BARE_QUEUE ?? 'send-main', async () => undefined, {
-  connection,
-  prefix: `${process.env.BARE_PREFIX ?? 'bare'}:bull`,
-});
+const { name, connection, prefix } = bareQueueSettings();
+const worker = new Worker(name, async () => undefined, { connection, prefix });
 worker.on('error', (err) => console.error(`worker: ${err.message}`));
 
 let completed = 0;
@@ -30,10 +25,7 @@ process.on('message', (message) => {
 await worker.waitUntilReady();
 process.send({ ready: true });
 
-async function stop() {
+exitOnStop(async () => {
   await worker.close();
   await connection.quit();
-  process.exit(0);
-}
-process.on('SIGTERM', () => void stop());
-process.on('SIGINT', () => void stop());
+});

@@ -12,7 +12,7 @@ import process from 'node:process';
 import { Body, Controller, Headers, HttpCode, HttpException, Module, Post } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
-import { bareAcceptor, refusal } from './bare-accept.mjs';
+import { bareAcceptor, exitOnStop, refusal } from './bare-accept.mjs';
 
 const acceptor = bareAcceptor();
 
@@ -42,10 +42,7 @@ const app = await NestFactory.create(FloorModule, new FastifyAdapter({ bodyLimit
 await app.listen(Number(process.env.PORT ?? 0), '127.0.0.1');
 console.log(JSON.stringify({ port: app.getHttpServer().address().port }));
 
-async function stop() {
+exitOnStop(async () => {
   await app.close();
   await acceptor.close();
-  process.exit(0);
-}
-process.on('SIGTERM', () => void stop());
-process.on('SIGINT', () => void stop());
+});
