@@ -115,6 +115,9 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: 'a contact name with a line break (vCard injection)', method: 'POST', path: CONTACT, body: card({ name: 'Ann\nTEL:+1 555' }), status: 400, code: 'BAD_REQUEST' },
   { name: 'an empty contact name', method: 'POST', path: CONTACT, body: card({ name: ' ' }), status: 400, code: 'BAD_REQUEST' },
   { name: 'an unknown field in a contact', method: 'POST', path: CONTACT, body: card({ email: 'a@b.c' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a contact card that is an array', method: 'POST', path: CONTACT, body: { to: TO, contacts: [[]] }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'a contact card that is a string', method: 'POST', path: CONTACT, body: { to: TO, contacts: ['Ann'] }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'a contact card that is null', method: 'POST', path: CONTACT, body: { to: TO, contacts: [null] }, status: 400, code: 'BAD_REQUEST' },
 
   // sessionId
   { name: 'sessionId ../etc', method: 'POST', path: TEXT, body: text({ sessionId: '../etc' }), status: 400, code: 'BAD_REQUEST' },

@@ -183,6 +183,11 @@ describe('batches: POST /api/v1/messages/batch and GET /api/v1/batches/:id', () 
     ],
     ['a message that is not an object', { messages: ['hello'] }, 400],
     [
+      'a contact message whose card is an array',
+      { messages: [{ type: 'contact', to: '4915100000033', contacts: [[]] }] },
+      400,
+    ],
+    [
       'a type named like an Object member',
       { messages: [{ type: 'toString', to: '4915100000031' }] },
       400,

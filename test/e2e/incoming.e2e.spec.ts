@@ -194,6 +194,25 @@ describe('incoming messages', () => {
         { from: '4915100000008', location: { latitude: 123, longitude: 0 } },
         400,
       ],
+      ['POST', '/api/v1/sessions/main/sandbox/incoming', { from: '4915100000008', media: [] }, 400],
+      [
+        'POST',
+        '/api/v1/sessions/main/sandbox/incoming',
+        { from: '4915100000008', location: [] },
+        400,
+      ],
+      [
+        'POST',
+        '/api/v1/sessions/main/sandbox/incoming',
+        { from: '4915100000008', reaction: [] },
+        400,
+      ],
+      [
+        'POST',
+        '/api/v1/sessions/main/sandbox/incoming',
+        { from: '4915100000008', media: 'x' },
+        400,
+      ],
       ['POST', '/api/v1/sessions/nope/sandbox/incoming', { from: '4915100000008', text: 'x' }, 404],
     ];
     for (const [method, path, body, status] of cases) {

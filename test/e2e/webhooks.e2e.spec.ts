@@ -295,6 +295,28 @@ describe('webhooks', () => {
     expect(got.body.data[0].secret).toBe(`${SECRET.slice(0, 10)}…`);
   });
 
+  it("names the target and the field of a bad target, in the field's own words", async () => {
+    const target = { url: 'https://example.com/hook', events: ['message.status'] };
+    const badSecret = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
+      target,
+      { ...target, url: 'https://example.com/other', secret: 'hunter2' },
+    ]);
+    expect(badSecret.status).toBe(400);
+    expect(badSecret.body.error.message).toBe(
+      '[1] secret must be whsec_ followed by base64 of 24 to 64 random bytes',
+    );
+    const two = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
+      { ...target, extra: 1 },
+      'https://example.com/hook',
+    ]);
+    expect(two.status).toBe(400);
+    expect(two.body.error.message).toBe(
+      '[0] extra: property extra should not exist; [1] each target must be an object',
+    );
+    const notArray = await stack.call('PUT', '/api/v1/sessions/main/webhooks', target);
+    expect(notArray.body.error.message).toBe('the body must be a JSON array of targets');
+  });
+
   it('answers bad targets, filters and delivery ids with 400/404/409 in the envelope', async () => {
     const target = { url: 'https://example.com/hook', events: ['message.status'] };
     const cases: [string, string, unknown, number][] = [

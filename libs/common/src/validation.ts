@@ -1,5 +1,19 @@
-import { ValidationError, ValidationPipe, type ArgumentMetadata } from '@nestjs/common';
+import {
+  ValidationError,
+  ValidationPipe,
+  type ArgumentMetadata,
+  type PipeTransform,
+} from '@nestjs/common';
+import { plainToInstance } from 'class-transformer';
+import { validate } from 'class-validator';
 import { AppError } from './app-error.js';
+
+/** What the global pipe checks, for objects validated outside it (a batch's messages, an array body's items). */
+export const VALIDATION_OPTIONS = {
+  whitelist: true,
+  forbidNonWhitelisted: true,
+  forbidUnknownValues: true,
+} as const;
 
 /** Each problem of a validation, named by the path of its field (`contacts.0.phone`). */
 export function describeValidationErrors(errors: ValidationError[], parent = ''): string[] {
@@ -52,12 +66,42 @@ class AppValidationPipe extends ValidationPipe {
  */
 export function createValidationPipe(): ValidationPipe {
   return new AppValidationPipe({
-    whitelist: true,
-    forbidNonWhitelisted: true,
+    ...VALIDATION_OPTIONS,
     transform: true,
     transformOptions: { enableImplicitConversion: false },
-    forbidUnknownValues: true,
     exceptionFactory: (errors) =>
       new AppError('BAD_REQUEST', describeValidationErrors(errors).join('; ') || 'Invalid request'),
   });
+}
+
+/**
+ * A body that is a JSON array of `noun`s, each validated as the global pipe validates an
+ * object body. Every problem is named by its item, in the field's own words
+ * (`[1] secret must be ...`), all of them in one BAD_REQUEST.
+ */
+export class ArrayBodyPipe<T extends object> implements PipeTransform<unknown, Promise<T[]>> {
+  constructor(
+    private readonly itemClass: new () => T,
+    private readonly noun: string,
+  ) {}
+
+  async transform(value: unknown): Promise<T[]> {
+    if (!Array.isArray(value))
+      throw new AppError('BAD_REQUEST', `the body must be a JSON array of ${this.noun}s`);
+    assertPlainBody(value);
+    const items: T[] = [];
+    const problems: string[] = [];
+    for (const [index, raw] of value.entries()) {
+      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+        problems.push(`[${index}] each ${this.noun} must be an object`);
+        continue;
+      }
+      const item = plainToInstance(this.itemClass, raw);
+      const errors = await validate(item, VALIDATION_OPTIONS);
+      problems.push(...describeValidationErrors(errors).map((text) => `[${index}] ${text}`));
+      items.push(item);
+    }
+    if (problems.length) throw new AppError('BAD_REQUEST', problems.join('; '));
+    return items;
+  }
 }

@@ -6,6 +6,7 @@ import {
   IsIn,
   IsLatitude,
   IsLongitude,
+  IsObject,
   IsOptional,
   IsString,
   Matches,
@@ -236,6 +237,7 @@ export class SandboxIncomingDto {
     example: { latitude: 52.520008, longitude: 13.404954, name: 'Alexanderplatz' },
   })
   @IsOptional()
+  @IsObject({ message: 'location must be an object' })
   @ValidateNested()
   @Type(() => LocationDto)
   location?: LocationDto;
@@ -245,6 +247,7 @@ export class SandboxIncomingDto {
     example: { emoji: '👍', targetId: 'sandbox_6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11' },
   })
   @IsOptional()
+  @IsObject({ message: 'reaction must be an object' })
   @ValidateNested()
   @Type(() => ReactionDto)
   reaction?: ReactionDto;
@@ -259,6 +262,7 @@ export class SandboxIncomingDto {
     },
   })
   @IsOptional()
+  @IsObject({ message: 'media must be an object' })
   @ValidateNested()
   @Type(() => SandboxMediaDto)
   media?: SandboxMediaDto;

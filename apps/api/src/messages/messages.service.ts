@@ -10,6 +10,7 @@ import {
   phoneDigits,
   toChatId,
   urlProblem,
+  VALIDATION_OPTIONS,
   type ErrorDetail,
 } from '@app/common';
 import { AppConfig } from '@app/config';
@@ -46,9 +47,6 @@ import type { BatchAcceptedDto, BatchStatusDto } from './batch.dto.js';
 import { assertSessionAllowed } from '../auth/api-keys.service.js';
 
 type SendDto = SendTextDto | SendMediaDto | SendLocationDto | SendContactDto;
-
-/** A batch's messages are validated as the global pipe validates a route's body. */
-const VALIDATION = { whitelist: true, forbidNonWhitelisted: true, forbidUnknownValues: true };
 
 /** What a reply, a reaction or a deletion needs of the message it acts on. */
 type QuotedMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'chatId' | 'engineMessageId'>;
@@ -154,7 +152,7 @@ export class MessagesService {
           );
         const dtoClass: new () => SendDto = BATCH_TYPES[type as BatchType];
         const send = plainToInstance(dtoClass, fields);
-        const errors = await validate(send, VALIDATION);
+        const errors = await validate(send, VALIDATION_OPTIONS);
         if (errors.length)
           throw new AppError('BAD_REQUEST', describeValidationErrors(errors).join('; '));
         const { content, file } = this.contentOf(type as BatchType, send);

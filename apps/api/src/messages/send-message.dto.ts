@@ -274,6 +274,7 @@ export class SendContactDto extends SendBaseDto {
   @IsArray()
   @ArrayMinSize(1)
   @ArrayMaxSize(1, { message: 'contacts must hold one contact card' })
+  @IsObject({ each: true, message: 'each of contacts must be an object with name and phone' })
   @ValidateNested({ each: true })
   @Type(() => ContactCardDto)
   contacts: ContactCardDto[];

@@ -1,19 +1,8 @@
 import { Audited } from '../audit/audit.interceptor.js';
-import {
-  Body,
-  Controller,
-  Get,
-  HttpCode,
-  Param,
-  ParseArrayPipe,
-  Post,
-  Put,
-  Query,
-  Req,
-} from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Put, Query, Req } from '@nestjs/common';
 import { ApiBody, ApiExtraModels, ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import type { FastifyRequest } from 'fastify';
-import { AppError, ok } from '@app/common';
+import { ArrayBodyPipe, ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
@@ -36,25 +25,7 @@ const DELIVERY_ID = ApiParam({
 });
 
 // The body is a JSON array; its items are validated as the global pipe validates objects.
-const TARGETS_BODY = new ParseArrayPipe({
-  items: WebhookTargetInputDto,
-  whitelist: true,
-  forbidNonWhitelisted: true,
-  forbidUnknownValues: true,
-  exceptionFactory: (messages: unknown) =>
-    new AppError(
-      'BAD_REQUEST',
-      [messages]
-        .flat()
-        .map((message) =>
-          String(message).replace(
-            'Validation failed (parsable array expected)',
-            'the body must be a JSON array of targets',
-          ),
-        )
-        .join('; '),
-    ),
-});
+const TARGETS_BODY = new ArrayBodyPipe(WebhookTargetInputDto, 'target');
 
 @ApiTags('webhooks')
 @ApiKeyAuth()
