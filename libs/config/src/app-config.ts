@@ -29,6 +29,11 @@ const toInt = () =>
   Transform(({ value }) =>
     typeof value === 'string' && /^\s*\d+\s*$/.test(value) ? Number(value) : value,
   );
+/**
+ * The longest any retention or time to live may be: far beyond any use, and far inside what
+ * Redis takes as an expiry (and what a JavaScript number holds exactly).
+ */
+const TEN_YEARS_MS = 10 * 365 * 86_400_000;
 /** A whole number from `min` (to `max`), given as digits in the environment. */
 const IntRange =
   (min: number, max?: number): PropertyDecorator =>
@@ -105,7 +110,7 @@ export class AppConfig {
 
   @emptyAsUnset()
   @IsOptional()
-  @IsUrl({ require_tld: false, require_protocol: true })
+  @IsUrl({ require_tld: false, require_protocol: true, protocols: ['http', 'https'] })
   BASE_URL?: string;
 
   @Matches(SESSION_ID_RE, { message: 'must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$' })
@@ -166,7 +171,7 @@ export class AppConfig {
   RATE_LIMIT_PER_MINUTE = 600;
 
   /** How long the audit log keeps an entry (90 days). */
-  @IntRange(60_000)
+  @IntRange(60_000, TEN_YEARS_MS)
   AUDIT_RETENTION_MS = 90 * 86_400_000;
 
   /** Failed API-key or admin logins a minute per client address before it must wait. */
@@ -198,14 +203,14 @@ export class AppConfig {
   @IntRange(0, 3_600_000)
   SEND_BACKOFF_MS = 2000;
 
-  @IntRange(1000)
+  @IntRange(1000, TEN_YEARS_MS)
   MESSAGE_TTL_MS = 86_400_000;
 
   /** A sent message with no server ack after this long is flagged (`ackOverdueAt`). */
   @IntRange(1000, 7 * 86_400_000)
   ACK_TIMEOUT_MS = 600_000;
 
-  @IntRange(1000)
+  @IntRange(1000, TEN_YEARS_MS)
   MESSAGE_RETENTION_MS = 30 * 86_400_000;
 
   @IntRange(1024, 2 * 1024 * 1024 * 1024)
@@ -275,7 +280,7 @@ export class AppConfig {
   /** An S3-compatible endpoint (MinIO, R2, ...); unset = AWS. */
   @emptyAsUnset()
   @IsOptional()
-  @IsUrl({ require_tld: false, require_protocol: true })
+  @IsUrl({ require_tld: false, require_protocol: true, protocols: ['http', 'https'] })
   AUTH_S3_ENDPOINT?: string;
 
   @toBool()
@@ -341,7 +346,7 @@ export class AppConfig {
   WEBHOOK_ALLOW_PRIVATE_URLS = false;
 
   /** Events and delivery records are kept this long (failed ones stay replayable until then). */
-  @IntRange(60_000)
+  @IntRange(60_000, TEN_YEARS_MS)
   WEBHOOK_RETENTION_MS = 7 * 86_400_000;
 
   @IntRange(200, 600_000)

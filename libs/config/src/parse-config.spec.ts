@@ -91,6 +91,55 @@ describe('parseConfig', () => {
     expect(problems({ NODE_ENV: 'production', API_KEY: 'a-real-long-random-key' })).toEqual([]);
   });
 
+  it('never echoes the credentials of a URL in a problem line', () => {
+    const lines = problems({
+      REDIS_URL: 'redis://admin:hunter2@redis.internal:6379x',
+      WEBHOOK_URLS: 'https://user:s3cret@hooks.example.com/in?token=t0ken, not a url',
+      BASE_URL: 'https://ops:pa55@gateway example.com',
+    });
+    for (const name of ['REDIS_URL', 'WEBHOOK_URLS', 'BASE_URL'])
+      expect(
+        lines.filter((line) => line.startsWith(`${name} `)),
+        name,
+      ).toHaveLength(1);
+    expect(lines.join('\n')).not.toMatch(/hunter2|s3cret|t0ken|pa55|admin|user:|ops:/);
+    expect(lines.find((line) => line.startsWith('REDIS_URL'))).toContain(
+      '(got "redis://***@redis.internal:6379x")',
+    );
+    expect(lines.find((line) => line.startsWith('WEBHOOK_URLS'))).toContain(
+      '(got "https://***@hooks.example.com/in?***, not a url")',
+    );
+  });
+
+  it('takes only http and https URLs for BASE_URL and AUTH_S3_ENDPOINT', () => {
+    expect(problems({ BASE_URL: 'ftp://gateway.example.com' })).toHaveLength(1);
+    expect(problems({ AUTH_S3_ENDPOINT: 'ftp://minio:9000' })).toHaveLength(1);
+    expect(
+      problems({ BASE_URL: 'https://gateway.example.com', AUTH_S3_ENDPOINT: 'http://minio:9000' }),
+    ).toEqual([]);
+  });
+
+  it('refuses retention times Redis could not take (over ten years)', () => {
+    const tenYears = 10 * 365 * 86_400_000;
+    for (const name of [
+      'AUDIT_RETENTION_MS',
+      'MESSAGE_TTL_MS',
+      'MESSAGE_RETENTION_MS',
+      'WEBHOOK_RETENTION_MS',
+    ]) {
+      expect(problems({ [name]: '100000000000000000000' }), name).toHaveLength(1);
+      expect(problems({ [name]: String(tenYears + 1) }), name).toHaveLength(1);
+    }
+    expect(
+      problems({
+        AUDIT_RETENTION_MS: String(tenYears),
+        MESSAGE_TTL_MS: String(tenYears),
+        MESSAGE_RETENTION_MS: String(tenYears),
+        WEBHOOK_RETENTION_MS: String(tenYears),
+      }),
+    ).toEqual([]);
+  });
+
   it('never echoes a secret value in a problem line', () => {
     const lines = problems({ API_KEY: 'short', WORKER_TOKEN: 'tiny' });
     expect(lines).toHaveLength(2);

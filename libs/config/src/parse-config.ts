@@ -12,6 +12,14 @@ export class ConfigError extends Error {
 
 const KNOWN = new Set(Object.keys(new AppConfig()));
 
+/**
+ * A value as a problem line shows it: the user info and query of any URL in it (REDIS_URL,
+ * WEBHOOK_URLS, ...), where credentials live, are masked.
+ */
+function masked(value: string): string {
+  return value.replace(/(\/\/)[^/@\s,]*@/g, '$1***@').replace(/\?[^\s,]*/g, '?***');
+}
+
 /** Builds the typed config from an environment; throws ConfigError listing every problem. */
 export function parseConfig(env: Record<string, string | undefined>): AppConfig {
   const raw: Record<string, string> = {};
@@ -30,7 +38,7 @@ export function parseConfig(env: Record<string, string | undefined>): AppConfig 
     );
     // Never echo a secret back, even a malformed one.
     const secret = /KEY|TOKEN|PASSWORD|SECRET/.test(name);
-    const shown = raw[name] === undefined || secret ? '' : ` (got "${raw[name]}")`;
+    const shown = raw[name] === undefined || secret ? '' : ` (got "${masked(raw[name])}")`;
     return `${name} ${reasons.join('; ')}${shown}`;
   });
   if (problems.length === 0 && config.MESSAGE_RETENTION_MS < config.MESSAGE_TTL_MS) {
