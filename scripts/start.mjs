@@ -15,6 +15,7 @@ import {
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { parseEnv } from 'node:util';
+import { envValue, redisTarget } from './redis-target.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 /** How api and worker run (the Dockerfile's NODE_OPTIONS): see the README's "How fast". */
@@ -39,7 +40,7 @@ if (!existsSync(join(root, '.env')) && existsSync(join(root, '.env.example'))) {
   say('created .env from .env.example; edit it to configure the gateway');
 }
 const fileEnv = parseEnv(readFileSync(join(root, '.env'), 'utf8'));
-const env = (name, fallback) => process.env[name] ?? fileEnv[name] ?? fallback;
+const env = (name, fallback) => envValue(process.env, fileEnv, name, fallback);
 
 if (!watch && isStale()) {
   say('building (npm run build)');
@@ -47,25 +48,27 @@ if (!watch && isStale()) {
   writeFileSync(join(root, 'dist', '.build-stamp'), new Date().toISOString());
 }
 
-const redisUrl = new URL(env('REDIS_URL', 'redis://127.0.0.1:6379'));
+const redis = redisTarget(env('REDIS_URL', ''));
 const children = [];
-if (!(await redisAnswers(redisUrl))) {
-  const local = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(redisUrl.hostname);
+if (!redis) {
+  say('REDIS_URL is not a plain redis:// URL: not checked here (api and worker connect to it)');
+} else if (!(await redisAnswers(redis))) {
+  const where = `${redis.host}:${redis.port}`;
   const hasServer = spawnSync('redis-server', ['--version']).status === 0;
-  if (!local || !hasServer) {
+  if (!redis.local || !hasServer) {
     fail(
-      `Redis does not answer at ${redisUrl.host}; start one (e.g. apt-get install redis-server) or set REDIS_URL in .env`,
+      `Redis does not answer at ${where}; start one (e.g. apt-get install redis-server) or set REDIS_URL in .env`,
     );
   }
   const dir = join(root, '.data', 'redis');
   mkdirSync(dir, { recursive: true });
-  say(`no Redis at ${redisUrl.host}; starting redis-server there with AOF, data in .data/redis`);
+  say(`no Redis at ${where}; starting redis-server there with AOF, data in .data/redis`);
   children.push(
     spawn(
       'redis-server',
       [
         '--port',
-        redisUrl.port || '6379',
+        String(redis.port),
         '--bind',
         '127.0.0.1',
         '--dir',
@@ -81,9 +84,9 @@ if (!(await redisAnswers(redisUrl))) {
       },
     ),
   );
-  for (let i = 0; i < 50 && !(await redisAnswers(redisUrl)); i++)
+  for (let i = 0; i < 50 && !(await redisAnswers(redis)); i++)
     await new Promise((r) => setTimeout(r, 100));
-  if (!(await redisAnswers(redisUrl))) fail('redis-server did not come up');
+  if (!(await redisAnswers(redis))) fail('redis-server did not come up');
 }
 
 const commands = watch
@@ -139,12 +142,9 @@ function isStale() {
   );
 }
 
-function redisAnswers(url) {
+function redisAnswers({ host, port }) {
   return new Promise((resolve) => {
-    const socket = connect({
-      host: url.hostname.replace(/^\[|\]$/g, ''),
-      port: Number(url.port || 6379),
-    });
+    const socket = connect({ host, port });
     const done = (ok) => {
       socket.destroy();
       resolve(ok);

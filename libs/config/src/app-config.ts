@@ -372,7 +372,7 @@ export class AppConfig {
     return this.NODE_ENV === 'production';
   }
 
-  /** A worker is considered dead when its heartbeat is older than this. */
+  /** WEBHOOK_URLS as a list. */
   get webhookUrls(): string[] {
     return (this.WEBHOOK_URLS ?? '')
       .split(',')
@@ -380,6 +380,7 @@ export class AppConfig {
       .filter(Boolean);
   }
 
+  /** A worker is considered dead when its heartbeat is older than this. */
   get workerStaleAfterMs(): number {
     return this.WORKER_HEARTBEAT_MS * 3;
   }
