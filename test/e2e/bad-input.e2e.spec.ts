@@ -141,6 +141,8 @@ const BAD_REQUESTS: BadRequest[] = [
   // reads and routes
   { name: 'a message id that is not a UUID', method: 'GET', path: '/api/v1/messages/not-a-uuid', status: 400, code: 'BAD_REQUEST' },
   { name: 'an unknown message UUID', method: 'GET', path: `/api/v1/messages/${UNKNOWN_ID}`, status: 404, code: 'NOT_FOUND' },
+  { name: 'a reaction to a malformed received-message id', method: 'POST', path: '/api/v1/messages/in_nope/reaction', body: { emoji: '👍' }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'a reaction to an unknown received message', method: 'POST', path: '/api/v1/messages/in_000000000000000000000000/reaction', body: { emoji: '👍' }, status: 404, code: 'NOT_FOUND' },
   { name: 'a message id with broken percent-encoding', method: 'GET', path: '/api/v1/messages/%E0%A4%A', status: 400, code: 'BAD_REQUEST' },
   { name: 'a session status of ..%2Fetc', method: 'GET', path: '/api/v1/sessions/..%2Fetc/status', status: 400, code: 'BAD_REQUEST' },
   { name: 'the status of an unknown session', method: 'GET', path: '/api/v1/sessions/nosuch/status', status: 404, code: 'NOT_FOUND' },

@@ -42,6 +42,36 @@ describe('the OpenAPI document', () => {
     }
   });
 
+  it('documents every path parameter with an example, and the 400 a malformed one or a bad body gets', () => {
+    const missing: string[] = [];
+    for (const { path, method, operation } of operations()) {
+      const where = `${method.toUpperCase()} ${path}`;
+      const inPath = [...path.matchAll(/\{(\w+)\}/g)].map(([, name]) => name);
+      for (const name of inPath) {
+        const parameter = (operation.parameters ?? []).find(
+          (p: any) => p.in === 'path' && p.name === name,
+        );
+        if ((parameter?.example ?? parameter?.schema?.example) === undefined)
+          missing.push(`${where}: an example of {${name}}`);
+      }
+      if ((inPath.length > 0 || operation.requestBody) && !operation.responses['400'])
+        missing.push(`${where}: its 400`);
+    }
+    expect(missing).toEqual([]);
+  });
+
+  it('documents the 409 of every route that takes an Idempotency-Key', () => {
+    const missing = operations()
+      .filter(({ operation }) =>
+        (operation.parameters ?? []).some(
+          (p: any) => p.in === 'header' && p.name.toLowerCase() === 'idempotency-key',
+        ),
+      )
+      .filter(({ operation }) => !operation.responses['409'])
+      .map(({ path, method }) => `${method.toUpperCase()} ${path}`);
+    expect(missing).toEqual([]);
+  });
+
   it('gives every field of every JSON request body an example', () => {
     const schemas = document.components.schemas as Record<string, any>;
     for (const { path, method, operation } of operations()) {

@@ -18,6 +18,7 @@ export class ErrorBodyDto {
   message: string;
   @ApiProperty({
     required: false,
+    example: '3b9f2c1e-7a4d-4e8b-9c2a-5f1d6e0a8b7c',
     description: 'Present on INTERNAL errors; the same id is in the server log',
   })
   errorId?: string;

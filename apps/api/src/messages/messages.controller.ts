@@ -43,6 +43,12 @@ const IDEMPOTENCY_HEADER = ApiHeader({
   example: 'order-1042-confirmation',
 });
 
+const MESSAGE_ID = ApiParam({
+  name: 'id',
+  example: '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01',
+  description: 'Message id',
+});
+
 @ApiTags('messages')
 @ApiKeyAuth()
 @ApiScopes({ write: 'send' })
@@ -145,11 +151,21 @@ export class MessagesController {
     description:
       'To one we sent (its id) or one received (`in_...`). The reaction is queued like a message (type `reaction`); an empty emoji takes ours back.',
   })
+  @ApiParam({
+    name: 'id',
+    example: 'in_3f9a1c0e5b7d2a4c6e8f0a1b',
+    description: 'The message reacted to: one we sent (its id) or one received (in_...)',
+  })
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @ApiErrors(
     { status: 400, description: 'Not a message id, or not an emoji' },
     { status: 404, description: 'No such message' },
+    {
+      status: 409,
+      description:
+        'The Idempotency-Key was used for a different request, or its first request is still running',
+    },
     { status: 503, description: 'No worker is running; nothing was queued' },
   )
   react(@Param('id') id: string, @Body() dto: ReactionDto, @Req() req: FastifyRequest) {
@@ -163,12 +179,17 @@ export class MessagesController {
     description:
       'Queued like a message (type `revoke`). Only a message WhatsApp took can be deleted (409 otherwise: cancel a waiting one with DELETE); WhatsApp allows it for a limited time after sending.',
   })
+  @MESSAGE_ID
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @ApiErrors(
     { status: 400, description: 'Not one of our message ids' },
     { status: 404, description: 'No such message' },
-    { status: 409, description: 'The message was not sent (yet)' },
+    {
+      status: 409,
+      description:
+        'The message was not sent (yet), or the Idempotency-Key was used for a different request',
+    },
     { status: 503, description: 'No worker is running; nothing was queued' },
   )
   revoke(@Param('id') id: string, @Req() req: FastifyRequest) {
@@ -183,11 +204,7 @@ export class MessagesController {
       'A failed message, or a sent one WhatsApp never acknowledged (ackOverdueAt, after ' +
       'ACK_TIMEOUT_MS), is queued again as a new message whose resendOf names the first.',
   })
-  @ApiParam({
-    name: 'id',
-    example: '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01',
-    description: 'Message id',
-  })
+  @MESSAGE_ID
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'The new message, queued' })
   @ApiErrors(
@@ -195,7 +212,8 @@ export class MessagesController {
     { status: 404, description: 'No such message' },
     {
       status: 409,
-      description: 'Neither failed nor overdue, or its file (sent with the request) is gone',
+      description:
+        'Neither failed nor overdue, its file (sent with the request) is gone, or the Idempotency-Key was used for a different request',
     },
     { status: 503, description: 'No worker is running; nothing was queued' },
   )
@@ -209,6 +227,7 @@ export class MessagesController {
     description:
       'The message becomes `cancelled` and is never sent, even if its worker was about to take it. A message already being sent, sent or failed cannot be called back (409).',
   })
+  @MESSAGE_ID
   @ApiEnvelope(MessageDto, { description: 'Cancelled: the message with status cancelled' })
   @ApiErrors(
     { status: 400, description: 'Not a message id' },
@@ -221,6 +240,7 @@ export class MessagesController {
 
   @Get(':id')
   @ApiOperation({ summary: 'A message and its status' })
+  @MESSAGE_ID
   @ApiEnvelope(MessageDto)
   @ApiErrors(
     { status: 400, description: 'Not a message id' },

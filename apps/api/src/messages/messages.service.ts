@@ -23,6 +23,7 @@ import {
   SendQueueBell,
   SessionRepository,
   WorkerRepository,
+  isIncomingId,
   isMessageId,
   mediaOptionProblem,
   newMessageId,
@@ -249,7 +250,7 @@ export class MessagesService {
    * (type `reaction`) through the session's queue.
    */
   async react(messageId: string, dto: ReactionDto, context: SendContext): Promise<PublicMessage> {
-    if (!isMessageId(messageId) && !messageId.startsWith('in_'))
+    if (!isMessageId(messageId) && !isIncomingId(messageId))
       throw new AppError(
         'BAD_REQUEST',
         'id must be a message id or a received message id (in_...)',

@@ -78,6 +78,7 @@ export abstract class SessionActions {
   @SESSION_ID
   @ApiEnvelope(PairingCodeDto)
   @ApiErrors(
+    { status: 400, description: 'Malformed session id, or not a phone number' },
     { status: 404, description: 'No such session' },
     { status: 409, description: 'Already linked, not waiting to be linked, or refused' },
     { status: 503, description: 'No worker drives the session, or none produced a code in time' },
@@ -115,6 +116,7 @@ export abstract class SessionActions {
   @SESSION_ID
   @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
   @ApiErrors(
+    { status: 400, description: 'Malformed session id' },
     { status: 404, description: 'No such session' },
     { status: 409, description: 'Not the sandbox engine' },
   )
