@@ -377,6 +377,34 @@ describe('SendService: failures and retries', () => {
     );
   });
 
+  it('keeps a send whose engine call failed `sending`: it may have gone out, so the next try looks in the chat first', async () => {
+    const h = harness();
+    h.store.put(record());
+    // WhatsApp took it, but the call broke off (a browser stopped mid-send, a timeout).
+    h.engine.sendText.mockRejectedValueOnce(new EngineError('SEND_FAILED', 'target closed', false));
+    await expect(h.service.send('main', record().id, first)).rejects.toThrow('target closed');
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'sending', attempts: 1 });
+    h.engine.findSentMessage.mockResolvedValueOnce('true_4915123456789@c.us_FOUND');
+    await expect(h.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
+      'recovered',
+    );
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+    expect(h.store.calls).toEqual([
+      'claim 1',
+      'markRetrying SEND_FAILED 1',
+      'markSent true_4915123456789@c.us_FOUND',
+    ]);
+  });
+
+  it('puts a message whose try failed before the engine was called back in the queue', async () => {
+    const h = harness();
+    h.store.put(record({ type: 'media', mediaUrl: 'https://example.com/a.pdf', text: null }));
+    h.media.fetch.mockRejectedValueOnce(new Error('download failed'));
+    await expect(h.service.send('main', record().id, first)).rejects.toThrow();
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'queued', attempts: 1 });
+    expect(h.engine.findSentMessage).not.toHaveBeenCalled();
+  });
+
   it('shows when the next try is due: SEND_BACKOFF_MS doubled per failed try', async () => {
     const h = harness();
     h.store.put(record({ attempts: 2 }));

@@ -225,6 +225,8 @@ export class SendService {
       return 'not-ready';
     }
 
+    // Set once the engine is called: from then on a failure may still have reached WhatsApp.
+    let engineCalled = false;
     try {
       if (claimed) {
         // Claimed before its turn: the send before may have met a restriction or reached the
@@ -304,6 +306,7 @@ export class SendService {
       // Measured from the end of this call: a pause (GC, load) between taking the time and
       // calling the engine can then only widen the gap, never shrink it below the interval.
       const quotedMessageId = await this.quotedMessageId(record);
+      engineCalled = true;
       const engineMessageId = await this.callEngine(engine, record, media, {
         quotedMessageId,
       }).catch(async (err: unknown) => {
@@ -384,7 +387,9 @@ export class SendService {
       } else
         await this.messages.markRetrying(messageId, error, {
           attempts,
-          stillSending,
+          // A call that failed may have reached WhatsApp all the same (a browser stopped
+          // mid-send, a timeout): it stays `sending`, so the next try looks in the chat first.
+          stillSending: stillSending || engineCalled,
           // BullMQ's exponential backoff: SEND_BACKOFF_MS doubled per failed attempt.
           nextAttemptAt: new Date(
             Date.now() + this.config.SEND_BACKOFF_MS * 2 ** (attempt.number - 1),
