@@ -396,6 +396,19 @@ describe('SendService: failures and retries', () => {
     ]);
   });
 
+  it('records what WhatsApp took though reading the limits fails after the engine call', async () => {
+    const h = harness();
+    h.store.put(record());
+    h.engine.sendText.mockImplementationOnce(async () => {
+      // The limits read before the send are stale by now, and Redis fails the next read.
+      (h.service as unknown as { holds: Map<string, unknown> }).holds.clear();
+      h.sessionStore.sendHolds.mockRejectedValueOnce(new Error('LOADING'));
+      return 'true_4915123456789@c.us_TEXT';
+    });
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
+    expect(h.store.calls).toEqual(['claim 1', 'markSent true_4915123456789@c.us_TEXT']);
+  });
+
   it('puts a message whose try failed before the engine was called back in the queue', async () => {
     const h = harness();
     h.store.put(record({ type: 'media', mediaUrl: 'https://example.com/a.pdf', text: null }));

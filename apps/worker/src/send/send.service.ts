@@ -478,14 +478,21 @@ export class SendService {
     return (await this.holdsOf(sessionId)).limits;
   }
 
+  /**
+   * Counts a send WhatsApp took towards the session's daily cap. Never throws: it runs between
+   * the engine call and the record of its id, where an error would lose the id.
+   */
   private async countTowardsCap(sessionId: string): Promise<void> {
-    const limits = await this.limitsOf(sessionId);
-    if (limits.dailyCap === null) return;
-    await this.pacing
-      .countSend(sessionId, localDay(limitsTimeZone(limits), new Date()))
-      .catch((err: Error) =>
-        this.log.warn({ sessionId, err: err.message }, 'send not counted towards the daily cap'),
+    try {
+      const limits = await this.limitsOf(sessionId);
+      if (limits.dailyCap === null) return;
+      await this.pacing.countSend(sessionId, localDay(limitsTimeZone(limits), new Date()));
+    } catch (err) {
+      this.log.warn(
+        { sessionId, err: toError(err).message },
+        'send not counted towards the daily cap',
       );
+    }
   }
 
   /** A file sent with the request is dropped once its message is sent or has failed for good. */
