@@ -244,6 +244,23 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect((await messages.get(message.id))?.status).toBe('read');
   });
 
+  it('changes nothing when marked sent again after an ack moved it on (a retried write)', async () => {
+    const message = await stored();
+    expect(await messages.take(message.id, claim)).toMatchObject({ claimed: true });
+    const sentAt = new Date(Date.now() - 1_000);
+    await messages.markSent(message, 'true_x_R', sentAt);
+    expect(await messages.applyEngineAck('main', 'true_x_R', 'delivered')).toBe(message.id);
+    const counts = await redis.hgetall(keys.messageCounts('main'));
+    // The first write's answer was lost, say: the worker writes it again.
+    await messages.markSent(message, 'true_x_R');
+    expect(await messages.get(message.id)).toMatchObject({
+      status: 'delivered',
+      sentAt: sentAt.toISOString(),
+      engineMessageId: 'true_x_R',
+    });
+    expect(await redis.hgetall(keys.messageCounts('main'))).toEqual(counts);
+  });
+
   it('writes the acks reported together in one script call per session, each applied on its own', async () => {
     const [a, b] = [await stored(), await stored()];
     await messages.markSent(a, 'true_x_A');

@@ -98,8 +98,10 @@ const MARK_SENT = new LuaScript(
     SNAPSHOT +
       `
 if tonumber(ARGV[13]) > 0 then ${recordSendLua('KEYS[5]', 'ARGV[13]')} end
-local session_id, before = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status'))
+local session_id, before, had = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status', 'engineMessageId'))
 if not session_id then return false end
+-- Written again (the first write's answer lost) after an ack moved it on: a status never goes back.
+if (before == 'delivered' or before == 'read') and had and had ~= '' then return false end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 count_status(session_id, before, 'sent')
 redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
