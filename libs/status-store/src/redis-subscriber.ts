@@ -1,5 +1,4 @@
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
-import { once } from 'node:events';
 import type { Redis } from 'ioredis';
 import { AppConfig } from '@app/config';
 import { createRedis } from './redis-connection.js';
@@ -61,11 +60,26 @@ export class RedisSubscriber implements OnApplicationShutdown {
 
   /**
    * Resolves once the connection is ready: a SUBSCRIBE sent during ioredis's connect handshake
-   * can be interleaved with it and fail ("Connection in subscriber mode", ioredis#2037).
+   * can be interleaved with it and fail ("Connection in subscriber mode", ioredis#2037). The
+   * connection's errors meanwhile (Redis not answering yet) are not this call's: it waits
+   * through them, as ioredis retries forever (`events.once` would reject on the first), and
+   * fails only if the connection ends for good (the process shutting down).
    */
   private async connection(): Promise<Redis> {
     const client = this.client ?? this.open();
-    if (client.status !== 'ready') await once(client, 'ready');
+    if (client.status !== 'ready')
+      await new Promise<void>((resolve, reject) => {
+        const ready = () => {
+          client.off('end', ended);
+          resolve();
+        };
+        const ended = () => {
+          client.off('ready', ready);
+          reject(new Error('the subscriber connection was closed'));
+        };
+        client.once('ready', ready);
+        client.once('end', ended);
+      });
     return client;
   }
 
