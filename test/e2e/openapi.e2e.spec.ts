@@ -89,6 +89,11 @@ describe('the OpenAPI document', () => {
     }
   });
 
+  it('keeps what is typed into Authorize in the page: no key or password saved in the browser', async () => {
+    const init = await (await fetch(`${stack.url}/docs/swagger-ui-init.js`)).text();
+    expect(init).toMatch(/"persistAuthorization":\s*false/);
+  });
+
   it('passes redocly lint with the recommended rules without an error', async () => {
     const problems = await lintFromString({
       source: JSON.stringify(document),

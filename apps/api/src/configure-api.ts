@@ -118,7 +118,9 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
   );
   SwaggerModule.setup('docs', app, document, {
     jsonDocumentUrl: 'api/openapi',
-    swaggerOptions: { persistAuthorization: true },
+    // What is typed into Authorize (an API key, the admin's password) stays in the page: Swagger
+    // UI would otherwise keep it in the browser's localStorage, readable on this origin, for good.
+    swaggerOptions: { persistAuthorization: false },
   });
 }
 
