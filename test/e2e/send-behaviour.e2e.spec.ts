@@ -2,7 +2,7 @@ import { vi } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MessageRepository, PacingRepository, SendQueueBell } from '@app/status-store';
 import { JobName, QueueProducer } from '@app/queue';
-import { EngineError, textFingerprint } from '@app/whatsapp';
+import { EngineError, SessionManager, textFingerprint } from '@app/whatsapp';
 import { SendService } from '../../apps/worker/src/send/send.service.js';
 import { eventually } from '../support/eventually.js';
 import { Stack, useStack } from '../support/stack.js';
@@ -376,6 +376,33 @@ describe('message TTL', () => {
     await stack.sandbox().link();
     const failed = await stack.waitForStatus(body.data.id, 'failed');
     expect(failed.error.code).toBe('EXPIRED');
+    expect(stack.sandbox().sends).toHaveLength(0);
+  });
+});
+
+describe('message TTL, for a session no worker drives', () => {
+  const stack = useStack({
+    MESSAGE_TTL_MS: '1000',
+    WORKER_MAX_SESSIONS: '1',
+    WORKER_HEARTBEAT_MS: '300',
+  });
+
+  it('expires a message of a session every worker is too full to take', async () => {
+    await stack.waitReady();
+    const created = await stack.call('POST', '/api/v1/sessions', { id: 'spare' });
+    expect(created.status).toBeLessThan(300);
+    const manager = stack.worker!.get(SessionManager);
+    await eventually(() => expect(manager.unattendedSessionIds()).toEqual(['spare']));
+    const { body } = await stack.call('POST', '/api/v1/messages/text', {
+      sessionId: 'spare',
+      to: '4915100000008',
+      text: 'no worker takes its session',
+    });
+    expect(body.data.status).toBe('queued');
+    const failed = await stack.waitForStatus(body.data.id, 'failed', 5_000);
+    expect(failed.error.code).toBe('EXPIRED');
+    expect(failed.error.message).toContain('session spare was not ready');
+    expect(manager.ownedSessionIds()).toEqual(['main']);
     expect(stack.sandbox().sends).toHaveLength(0);
   });
 });

@@ -71,6 +71,8 @@ export class SessionManager
   private reconcileAgain?: ReconcileScope;
   /** Set while the fleet has sessions nobody live drives: look at the registry every tick. */
   private unsettled = true;
+  /** Running sessions no live worker drove at the last full pass (see unattendedSessionIds). */
+  private unattended: string[] = [];
   private fleet = '';
   private ticksSinceFull = 0;
   private stopped = false;
@@ -118,6 +120,15 @@ export class SessionManager
 
   ownedSessionIds(): string[] {
     return this.engines.ids();
+  }
+
+  /**
+   * Registered sessions, not deleted, that no live worker drove at this worker's last full
+   * pass (every worker at its share, or all of them draining): nobody consumes their queues,
+   * so the expiry sweep of every worker looks at them too.
+   */
+  unattendedSessionIds(): string[] {
+    return this.unattended.filter((sessionId) => !this.engines.has(sessionId));
   }
 
   /** Stops every engine and hands the leases back so another worker can take over at once. */
@@ -237,6 +248,14 @@ export class SessionManager
       await this.carryOut(session, decision);
     }
     this.unsettled = waiting > 0 || shed.size > 0;
+    this.unattended = [...registered.values()]
+      .filter(
+        (session, index) =>
+          session.desired !== 'deleted' &&
+          !this.engines.has(session.id) &&
+          (holders[index] === null || !placement.live.has(holders[index]!)),
+      )
+      .map((session) => session.id);
   }
 
   /**

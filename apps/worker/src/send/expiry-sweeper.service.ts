@@ -13,7 +13,9 @@ const BATCH = 500;
 /**
  * Fails messages that waited longer than MESSAGE_TTL_MS in the queue of a session that is not
  * READY (a READY session's consumer expires them itself when it picks them up), so a session
- * that never comes back does not leave its messages `queued` forever.
+ * that never comes back does not leave its messages `queued` forever: the sessions this worker
+ * drives, and those no live worker drives (SessionManager.unattendedSessionIds; each worker
+ * sweeps them, as failing a message is atomic and happens once).
  */
 @Injectable()
 export class ExpirySweeper {
@@ -42,7 +44,11 @@ export class ExpirySweeper {
 
   private async expire(now: number): Promise<number> {
     let expired = 0;
-    for (const sessionId of this.sessions.ownedSessionIds()) {
+    const sessionIds = [
+      ...this.sessions.ownedSessionIds(),
+      ...this.sessions.unattendedSessionIds(),
+    ];
+    for (const sessionId of sessionIds) {
       if (this.sessions.isReady(sessionId)) continue;
       // One session's failure (its queue, Redis for a moment) does not stop the others'.
       try {
