@@ -101,13 +101,34 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
     const applyEngineAck = vi
       .fn()
       .mockResolvedValueOnce('5c3a7f0e-1b2d-4c5e-8f9a-0b1c2d3e4f50')
-      .mockResolvedValueOnce(null)
-      .mockRejectedValueOnce(new Error('Connection is closed'));
+      .mockResolvedValueOnce(null);
     const events = recorder({ applyEngineAck });
     expect(await events.ack('main', 'sandbox_1', 'read')).toBe(true);
     expect(await events.ack('main', 'from-the-phone', 'read')).toBe(false);
-    expect(await events.ack('main', 'sandbox_2', 'delivered')).toBe(false);
-    expect(applyEngineAck).toHaveBeenLastCalledWith('main', 'sandbox_2', 'delivered');
+  });
+
+  it('tries a failed ack write again (Redis blinked), and gives up after 5 tries without throwing', async () => {
+    vi.useFakeTimers();
+    try {
+      const blink = vi
+        .fn()
+        .mockRejectedValueOnce(new Error('Connection is closed'))
+        .mockRejectedValueOnce(new Error('Connection is closed'))
+        .mockResolvedValueOnce('5c3a7f0e-1b2d-4c5e-8f9a-0b1c2d3e4f50');
+      const recorded = recorder({ applyEngineAck: blink }).ack('main', 'sandbox_1', 'sent');
+      await vi.advanceTimersByTimeAsync(10_000);
+      await expect(recorded).resolves.toBe(true);
+      expect(blink).toHaveBeenCalledTimes(3);
+
+      const down = vi.fn().mockRejectedValue(new Error('Connection is closed'));
+      const given = recorder({ applyEngineAck: down }).ack('main', 'sandbox_2', 'delivered');
+      await vi.advanceTimersByTimeAsync(10_000);
+      await expect(given).resolves.toBe(false);
+      expect(down).toHaveBeenCalledTimes(5);
+      expect(down).toHaveBeenLastCalledWith('main', 'sandbox_2', 'delivered');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('records a received message with its id, direction and media facts (never the bytes)', async () => {

@@ -59,17 +59,30 @@ export class EngineEventRecorder {
     }
   }
 
-  /** Applies an ack; true when it was one of our messages'. */
+  /**
+   * Applies an ack; true when it was one of our messages'. A write that fails is tried again
+   * (up to 5 times, 400 ms to 3.2 s apart; applying an ack twice changes nothing): WhatsApp
+   * sends each ack once, and a server ack lost to a Redis blink would leave the message
+   * flagged as never acknowledged, inviting a resend of what was delivered.
+   */
   async ack(
     sessionId: string,
     engineMessageId: string,
     status: 'sent' | 'delivered' | 'read',
   ): Promise<boolean> {
-    try {
-      return (await this.messages.applyEngineAck(sessionId, engineMessageId, status)) !== null;
-    } catch (err) {
-      this.log.warn({ sessionId, engineMessageId, err: toError(err).message }, 'ack not recorded');
-      return false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await this.messages.applyEngineAck(sessionId, engineMessageId, status)) !== null;
+      } catch (err) {
+        if (attempt >= 5) {
+          this.log.warn(
+            { sessionId, engineMessageId, status, err: toError(err).message },
+            'ack not recorded',
+          );
+          return false;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
+      }
     }
   }
 
