@@ -409,6 +409,28 @@ describe('SendService: failures and retries', () => {
     expect(h.store.calls).toEqual(['claim 1', 'markSent true_4915123456789@c.us_TEXT']);
   });
 
+  it('says a message whose last engine call failed may have reached WhatsApp all the same', async () => {
+    const h = harness();
+    h.store.put(record({ attempts: 2 }));
+    h.engine.sendText.mockRejectedValueOnce(new EngineError('SEND_FAILED', 'timed out', false));
+    await expect(h.service.send('main', record().id, { number: 3, max: 3 })).rejects.toThrow();
+    expect(h.store.records.get(record().id)).toMatchObject({
+      status: 'failed',
+      error: {
+        code: 'SEND_FAILED',
+        message: 'timed out; it may have reached WhatsApp all the same',
+      },
+    });
+    // A refusal the engine is sure of (permanent) says only what it is.
+    h.store.put(record({ attempts: 0 }));
+    h.engine.sendText.mockRejectedValueOnce(new EngineError('NOT_ON_WHATSAPP', 'no account', true));
+    await expect(h.service.send('main', record().id, first)).rejects.toThrow();
+    expect(h.store.records.get(record().id)?.error).toEqual({
+      code: 'NOT_ON_WHATSAPP',
+      message: 'no account',
+    });
+  });
+
   it('puts a message whose try failed before the engine was called back in the queue', async () => {
     const h = harness();
     h.store.put(record({ type: 'media', mediaUrl: 'https://example.com/a.pdf', text: null }));

@@ -382,7 +382,16 @@ export class SendService {
       // A try counts whether it failed at the download or at the engine.
       const attempts = record.attempts + 1;
       if (final) {
-        await this.messages.markFailed(messageId, error, new Date(), attempts);
+        // Its last try's call failed in a way that does not say the message did not go out.
+        const uncertain = engineCalled && !err.permanent;
+        await this.messages.markFailed(
+          messageId,
+          uncertain
+            ? { ...error, message: `${error.message}; it may have reached WhatsApp all the same` }
+            : error,
+          new Date(),
+          attempts,
+        );
         await this.dropUpload(record);
       } else
         await this.messages.markRetrying(messageId, error, {
