@@ -183,7 +183,15 @@ describe('retries and duplicates', () => {
     const { body } = await sendText(stack, '4915122222222', 'doomed');
     const failed = await stack.waitForStatus(body.data.id, 'failed');
     expect(failed.attempts).toBe(3);
-    expect(failed.error).toEqual({ code: 'SEND_FAILED', message: 'engine exploded' });
+    // Each try's engine call failed: whether WhatsApp took it is not known.
+    expect(failed.error).toEqual({
+      code: 'SEND_FAILED',
+      message: 'engine exploded; it may have reached WhatsApp all the same',
+    });
+    // Each retry looked in the chat first, and sent only what it did not find.
+    expect(
+      stack.sandbox().sends.filter((send) => send.chatId === '4915122222222@c.us'),
+    ).toHaveLength(0);
   });
 
   it('does not retry a permanent error', async () => {
