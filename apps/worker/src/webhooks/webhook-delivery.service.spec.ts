@@ -1,5 +1,8 @@
 import { parseConfig } from '@app/config';
+import type { WebhookRepository } from '@app/status-store';
+import type { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { WebhookDeliveryService } from './webhook-delivery.service.js';
+import type { AttemptOutcome, WebhookSender } from './webhook-sender.service.js';
 
 const service = (backoffMs: number) =>
   new WebhookDeliveryService(
@@ -32,5 +35,71 @@ describe('webhook retry delays', () => {
     const delivery = service(1000);
     expect(delivery.retryDelay(1, { retryAfterMs: 120_000 })).toBe(120_000);
     expect(delivery.retryDelay(1, { retryAfterMs: 7 * 86_400_000 })).toBe(86_400_000);
+  });
+});
+
+describe('a delivery on its last attempt', () => {
+  const CHAIN = { sessionId: 'main', targetId: 't1', deliveryId: 'evt_1_t1' };
+  /** A delivery whose next attempt is WEBHOOK_MAX_ATTEMPTS' (3), answered with `outcome`. */
+  function lastAttempt(outcome: Partial<AttemptOutcome>) {
+    const webhooks = {
+      delivery: vi.fn(async () => ({
+        id: 'evt_1_t1',
+        status: 'pending',
+        sessionId: 'main',
+        targetId: 't1',
+        eventId: 'evt_1',
+      })),
+      target: vi.fn(async () => ({ id: 't1', url: 'https://example.com/hook', includeQr: false })),
+      event: vi.fn(async () => ({
+        id: 'evt_1',
+        sequence: 1,
+        type: 'session.status',
+        timestamp: new Date().toISOString(),
+        sessionId: 'main',
+      })),
+      startAttempt: vi.fn(async () => 3),
+      markRetrying: vi.fn(async () => undefined),
+      markFailed: vi.fn(async () => undefined),
+      finish: vi.fn(async () => null),
+    };
+    const sender = {
+      post: vi.fn(async () => ({
+        ok: false,
+        statusCode: null,
+        retryable: true,
+        retryAfterMs: null,
+        error: 'x',
+        durationMs: 1,
+        ...outcome,
+      })),
+    };
+    const delivery = new WebhookDeliveryService(
+      parseConfig({ WEBHOOK_MAX_ATTEMPTS: '3', WEBHOOK_BACKOFF_MS: '1000' }),
+      webhooks as unknown as WebhookRepository,
+      sender as unknown as WebhookSender,
+      { webhookAttempt: vi.fn() } as unknown as WorkerMetrics,
+    );
+    return { delivery, webhooks };
+  }
+
+  it('fails for good when the target did not answer', async () => {
+    const { delivery, webhooks } = lastAttempt({ error: 'no answer within WEBHOOK_TIMEOUT_MS' });
+    expect((await delivery.deliver(CHAIN)).result).toBe('failed');
+    expect(webhooks.markFailed).toHaveBeenCalled();
+  });
+
+  it('is tried again at once when this worker broke it off to shut down', async () => {
+    const { delivery, webhooks } = lastAttempt({
+      error: 'broken off: the worker is shutting down',
+      interrupted: true,
+    });
+    const before = Date.now();
+    const outcome = await delivery.deliver(CHAIN);
+    expect(outcome).toMatchObject({ result: 'retry' });
+    expect((outcome as { retryAt: number }).retryAt).toBeLessThanOrEqual(Date.now());
+    expect((outcome as { retryAt: number }).retryAt).toBeGreaterThanOrEqual(before);
+    expect(webhooks.markFailed).not.toHaveBeenCalled();
+    expect(webhooks.markRetrying).toHaveBeenCalled();
   });
 });

@@ -57,8 +57,10 @@ export class WebhookDeliveryService {
       this.metrics.webhookAttempt(delivery, 'delivered', latencyMs);
       return this.done(job, 'delivered');
     }
-    if (outcome.retryable && attempt < this.config.WEBHOOK_MAX_ATTEMPTS) {
-      const retryAt = Date.now() + this.retryDelay(attempt, outcome);
+    // An attempt this worker broke off (shutting down) is no fault of the target's: even the
+    // last one is tried again at once, by the next worker to take the chain.
+    if (outcome.interrupted || (outcome.retryable && attempt < this.config.WEBHOOK_MAX_ATTEMPTS)) {
+      const retryAt = Date.now() + (outcome.interrupted ? 0 : this.retryDelay(attempt, outcome));
       await this.webhooks.markRetrying(delivery.id, {
         statusCode: outcome.statusCode,
         error: outcome.error ?? 'failed',

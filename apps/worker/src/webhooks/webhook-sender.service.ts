@@ -16,6 +16,8 @@ export interface AttemptOutcome {
   retryAfterMs: number | null;
   error: string | null;
   durationMs: number;
+  /** Broken off because this worker is shutting down: no fault of the target's. */
+  interrupted?: boolean;
 }
 
 /** How much of a receiver's error answer is kept for the delivery record. */
@@ -103,7 +105,10 @@ export class WebhookSender {
       );
       request.on('error', (err) => {
         if (this.shutdown.signal.aborted)
-          return resolve(noAnswer('broken off: the worker is shutting down', true));
+          return resolve({
+            ...noAnswer('broken off: the worker is shutting down', true),
+            interrupted: true,
+          });
         if (err.name === 'AbortError' || err.name === 'TimeoutError')
           return resolve(noAnswer(`no answer within WEBHOOK_TIMEOUT_MS (${timeoutMs} ms)`, true));
         // The filtering agent refuses forbidden addresses with a descriptive message.
