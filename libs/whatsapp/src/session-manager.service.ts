@@ -71,7 +71,7 @@ export class SessionManager
   private reconcileAgain?: ReconcileScope;
   /** Set while the fleet has sessions nobody live drives: look at the registry every tick. */
   private unsettled = true;
-  /** Running sessions no live worker drove at the last full pass (see unattendedSessionIds). */
+  /** Sessions, not deleted, that no live worker drove at the last full pass (unattendedSessionIds). */
   private unattended: string[] = [];
   private fleet = '';
   private ticksSinceFull = 0;
