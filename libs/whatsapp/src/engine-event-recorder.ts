@@ -39,24 +39,21 @@ export class EngineEventRecorder {
   async state(sessionId: string, state: ObservedSession): Promise<void> {
     this.latestStates.set(sessionId, state);
     const latest = () => this.latestStates.get(sessionId) === state;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.sessions.setObserved(sessionId, state, this.workerId);
-        if (latest()) this.latestStates.delete(sessionId);
-        return;
-      } catch (err) {
-        if (attempt >= 5 || !latest()) {
-          this.log.warn(
-            { sessionId, status: state.status, err: toError(err).message },
-            'session state not recorded',
-          );
-          return;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
-        // A later state was reported meanwhile: its own write says what is true now.
-        if (!latest()) return;
-      }
-    }
+    // A later state reported meanwhile stops the retries (and is not written over): its own
+    // write says what is true now.
+    const written = await retried(
+      async () => {
+        if (latest()) await this.sessions.setObserved(sessionId, state, this.workerId);
+      },
+      () => !latest(),
+    );
+    if (!latest()) return;
+    if ('error' in written)
+      this.log.warn(
+        { sessionId, status: state.status, err: written.error.message },
+        'session state not recorded',
+      );
+    else this.latestStates.delete(sessionId);
   }
 
   /**
@@ -70,20 +67,15 @@ export class EngineEventRecorder {
     engineMessageId: string,
     status: 'sent' | 'delivered' | 'read',
   ): Promise<boolean> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return (await this.messages.applyEngineAck(sessionId, engineMessageId, status)) !== null;
-      } catch (err) {
-        if (attempt >= 5) {
-          this.log.warn(
-            { sessionId, engineMessageId, status, err: toError(err).message },
-            'ack not recorded',
-          );
-          return false;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
-      }
-    }
+    const applied = await retried(() =>
+      this.messages.applyEngineAck(sessionId, engineMessageId, status),
+    );
+    if ('value' in applied) return applied.value !== null;
+    this.log.warn(
+      { sessionId, engineMessageId, status, err: applied.error.message },
+      'ack not recorded',
+    );
+    return false;
   }
 
   /**
@@ -119,19 +111,30 @@ export class EngineEventRecorder {
           }
         : null,
     };
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.incoming.record(record, media?.data, now);
-      } catch (err) {
-        if (attempt >= 5 || givenUp()) {
-          this.log.error(
-            { sessionId, messageId: record.id, err: toError(err).message },
-            'incoming message not recorded',
-          );
-          return false;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
-      }
+    const recorded = await retried(() => this.incoming.record(record, media?.data, now), givenUp);
+    if ('value' in recorded) return recorded.value;
+    this.log.error(
+      { sessionId, messageId: record.id, err: recorded.error.message },
+      'incoming message not recorded',
+    );
+    return false;
+  }
+}
+
+/**
+ * Runs `write` until it succeeds, 5 times at most, 400 ms to 3.2 s apart (Redis may blink),
+ * unless `stop()`, asked after each failure, says to give up: its value, or the last error.
+ */
+async function retried<T>(
+  write: () => Promise<T>,
+  stop: () => boolean = () => false,
+): Promise<{ value: T } | { error: Error }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return { value: await write() };
+    } catch (err) {
+      if (attempt >= 5 || stop()) return { error: toError(err) };
+      await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
     }
   }
 }
