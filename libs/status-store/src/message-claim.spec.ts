@@ -244,6 +244,24 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect((await messages.get(message.id))?.status).toBe('read');
   });
 
+  it('applies a parked ack in the one script call that marks sent, so no second call can lose it', async () => {
+    const message = await stored();
+    expect(await messages.take(message.id, claim)).toMatchObject({ claimed: true });
+    expect(await messages.applyEngineAck('main', 'true_x_Q', 'delivered')).toBeNull();
+    const { calls } = await scriptCalls(() => messages.markSent(message, 'true_x_Q'));
+    expect(calls).toBe(1);
+    const record = await messages.get(message.id);
+    expect(record).toMatchObject({ status: 'delivered', engineMessageId: 'true_x_Q' });
+    expect(record?.deliveredAt).toEqual(expect.any(String));
+    expect(record?.serverAckAt).toEqual(expect.any(String));
+    expect(await redis.exists(keys.pendingAck('main', 'true_x_Q'))).toBe(0);
+    // Not awaited: the parked ack was the server's.
+    expect(await redis.zscore(keys.awaitingAck(shardOfId(message.id)), message.id)).toBeNull();
+    // Written again (its answer lost): nothing moves back.
+    await messages.markSent(message, 'true_x_Q');
+    expect((await messages.get(message.id))?.status).toBe('delivered');
+  });
+
   it('changes nothing when marked sent again after an ack moved it on (a retried write)', async () => {
     const message = await stored();
     expect(await messages.take(message.id, claim)).toMatchObject({ claimed: true });

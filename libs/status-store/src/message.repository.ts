@@ -86,49 +86,6 @@ return 1
   ),
 );
 
-// WhatsApp took the message: the engine id is saved (what stops a second send), the ack index
-// written, and an ack that raced ahead is handed back; the session's engine send is recorded
-// for pacing (as PacingRepository.recordSend). KEYS[1] message, [2] engine-id map, [3] pending
-// ack, [4] sent messages awaiting a server ack, [5] the session's last send; ARGV[7] fields
-// (JSON, flat), [8] message id, [9] map ttl (ms), [10] now (ms), [11] now (ISO), [12] '1' when
-// a server ack is to be awaited (not for reactions, deletions or a send found in the chat),
-// [13] how long the last send is kept for pacing (ms, 0: not recorded)
-const MARK_SENT = new LuaScript(
-  withEventPublishing(
-    SNAPSHOT +
-      `
-if tonumber(ARGV[13]) > 0 then ${recordSendLua('KEYS[5]', 'ARGV[13]')} end
-local session_id, before, had = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status', 'engineMessageId'))
-if not session_id then return false end
--- Written again (the first write's answer lost) after an ack moved it on: a status never goes back.
-if (before == 'delivered' or before == 'read') and had and had ~= '' then return false end
-redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
-count_status(session_id, before, 'sent')
-redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
-local pending = redis.call('GET', KEYS[3])
-redis.call('DEL', KEYS[3])
-if pending then
-  redis.call('HSET', KEYS[1], 'serverAckAt', ARGV[11])
-elseif ARGV[12] == '1' then
-  redis.call('ZADD', KEYS[4], ARGV[10], ARGV[8])
-end
-publish_event(session_id, 'message.status', snapshot)
-return pending
-`,
-  ),
-);
-
-// (Unlike the scripts above, it publishes no event: `ackOverdueAt` is read on the record.)
-// A sent message no server ack reached in time: flagged, unless an ack came meanwhile or it
-// moved on. KEYS[1] message, [2] awaiting a server ack; ARGV[1] message id, [2] now (ISO).
-const FLAG_ACK_OVERDUE = new LuaScript(`
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
-local status, acked = unpack(redis.call('HMGET', KEYS[1], 'status', 'serverAckAt'))
-if status ~= 'sent' or acked then return 0 end
-redis.call('HSET', KEYS[1], 'ackOverdueAt', ARGV[2])
-return 1
-`);
-
 // Moves a message forward only: a late or repeated ack never takes `read` back to
 // `delivered`, and nothing moves a `failed` message. Atomic so two acks cannot interleave.
 // Any ack from `sent` up is WhatsApp's server acknowledging the message: it leaves the set of
@@ -164,6 +121,57 @@ local function advance(key, message_id, awaiting, status, rank, field, at)
   return 1
 end
 `;
+
+// WhatsApp took the message: the engine id is saved (what stops a second send), the ack index
+// written, and an ack that raced ahead (parked by ACKS) applied, in this one script: taken
+// from its key and applied in a second call, it would be lost if that call failed. The
+// session's engine send is recorded for pacing (as PacingRepository.recordSend). KEYS[1]
+// message, [2] engine-id map, [3] parked ack, [4] sent messages awaiting a server ack, [5] the
+// session's last send; ARGV[7] fields (JSON, flat), [8] message id, [9] map ttl (ms), [10] now
+// (ms), [11] now (ISO), [12] '1' when a server ack is to be awaited (not for reactions,
+// deletions or a send found in the chat), [13] how long the last send is kept for pacing (ms,
+// 0: not recorded), [14] the parked ack's event id (as ARGV[3]). Returns the parked ack's
+// status, if there was one.
+const MARK_SENT = new LuaScript(
+  withEventPublishing(
+    SNAPSHOT +
+      ADVANCE_FN +
+      `
+local FIELDS = { ${(['sent', 'delivered', 'read'] as const)
+        .map((status) => `${status} = '${TIMESTAMP_FIELD[status]}'`)
+        .join(', ')} }
+if tonumber(ARGV[13]) > 0 then ${recordSendLua('KEYS[5]', 'ARGV[13]')} end
+local session_id, before, had = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status', 'engineMessageId'))
+if not session_id then return false end
+-- Written again (the first write's answer lost) after an ack moved it on: a status never goes back.
+if (before == 'delivered' or before == 'read') and had and had ~= '' then return false end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
+count_status(session_id, before, 'sent')
+redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
+local parked = redis.call('GET', KEYS[3])
+if not parked and ARGV[12] == '1' then redis.call('ZADD', KEYS[4], ARGV[10], ARGV[8]) end
+publish_event(session_id, 'message.status', snapshot)
+if parked then
+  redis.call('DEL', KEYS[3])
+  -- Its own status event, after the one for sent.
+  EVENT.id = ARGV[14]
+  advance(KEYS[1], ARGV[8], KEYS[4], parked, RANKS[parked] or -1, FIELDS[parked] or 'updatedAt', ARGV[11])
+end
+return parked
+`,
+  ),
+);
+
+// (Unlike the scripts above, it publishes no event: `ackOverdueAt` is read on the record.)
+// A sent message no server ack reached in time: flagged, unless an ack came meanwhile or it
+// moved on. KEYS[1] message, [2] awaiting a server ack; ARGV[1] message id, [2] now (ISO).
+const FLAG_ACK_OVERDUE = new LuaScript(`
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+local status, acked = unpack(redis.call('HMGET', KEYS[1], 'status', 'serverAckAt'))
+if status ~= 'sent' or acked then return 0 end
+redis.call('HSET', KEYS[1], 'ackOverdueAt', ARGV[2])
+return 1
+`);
 
 // KEYS[1] message, [2] awaiting a server ack; ARGV[7] status, [8] rank, [9] timestamp field,
 // [10] timestamp, [11] message id
@@ -662,7 +670,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
     awaitAck = true,
     pacedForMs = 0,
   ) {
-    const pending = (await MARK_SENT.run(
+    await MARK_SENT.run(
       this.redis,
       [
         this.keys.message(record.id),
@@ -689,9 +697,9 @@ export class MessageRepository implements BeforeApplicationShutdown {
         now.toISOString(),
         awaitAck ? '1' : '0',
         pacedForMs,
+        newEventId(now.getTime()),
       ],
-    )) as string | null;
-    if (pending) await this.advance(record.id, pending as MessageStatus, now);
+    );
   }
 
   /**
