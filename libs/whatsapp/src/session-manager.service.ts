@@ -35,13 +35,18 @@ export interface SessionManagerEvents {
   state: [sessionId: string, status: SessionStatus];
   /** This worker no longer drives the session (handed over, lease lost, stopped). */
   released: [sessionId: string];
-  /** The session was deleted and unregistered by this worker. */
-  deleted: [sessionId: string];
   /** A message the session received was recorded. */
   received: [sessionId: string];
   /** A delivered or read ack for one of our messages. */
   ack: [sessionId: string, status: 'delivered' | 'read'];
 }
+
+/**
+ * Work a deleted session needs before it is unregistered (its queue emptied, say). It must be
+ * safe to run again: one that throws leaves the session registered and marked deleted, and
+ * the purge runs again at a later pass, on this worker or another.
+ */
+export type PurgeStep = (sessionId: string) => Promise<void>;
 
 /** How long a starting session holds a start slot before the next one may launch. */
 const START_SLOT_MS = 60_000;
@@ -76,6 +81,9 @@ export class SessionManager
   private fleet = '';
   private ticksSinceFull = 0;
   private stopped = false;
+  private readonly purgeSteps: PurgeStep[] = [];
+  /** A purge failed in this pass: the next heartbeat reads the whole registry. */
+  private purgeFailed = false;
 
   constructor(
     private readonly config: AppConfig,
@@ -104,6 +112,11 @@ export class SessionManager
     await this.subscriber.subscribe(this.sessions.channel, () => void this.reconcile());
     this.timer = setInterval(() => void this.tick(), this.config.WORKER_HEARTBEAT_MS);
     await this.reconcile();
+  }
+
+  /** Adds work every purge of a deleted session does before it unregisters it (PurgeStep). */
+  onPurge(step: PurgeStep): void {
+    this.purgeSteps.push(step);
   }
 
   engine(sessionId: string): WhatsAppEngine | undefined {
@@ -208,6 +221,7 @@ export class SessionManager
       return;
     }
     this.ticksSinceFull = 0;
+    this.purgeFailed = false;
     this.fleet = placement.fleet;
     const list = await this.sessions.list();
     const registered = new Map(list.map((session) => [session.id, session]));
@@ -247,7 +261,7 @@ export class SessionManager
       }
       await this.carryOut(session, decision);
     }
-    this.unsettled = waiting > 0 || shed.size > 0;
+    this.unsettled = waiting > 0 || shed.size > 0 || this.purgeFailed;
     this.unattended = [...registered.values()]
       .filter(
         (session, index) =>
@@ -342,13 +356,27 @@ export class SessionManager
     this.emit('released', sessionId);
   }
 
-  /** Stops, deletes the auth data and unregisters a session marked for deletion. */
+  /**
+   * Deletes the auth data of a session marked for deletion, runs the purge steps, then
+   * unregisters it. Whatever fails leaves it registered, to be purged again at a later pass:
+   * a session made again with the same id never finds what the deleted one left.
+   */
   private async purge(sessionId: string): Promise<void> {
     this.log.log({ sessionId }, 'deleting session');
-    await this.deleteLogin(sessionId);
+    try {
+      await this.deleteLogin(sessionId);
+      for (const step of this.purgeSteps) await step(sessionId);
+    } catch (err) {
+      // The other sessions of this pass go on; the next heartbeat reads the registry again.
+      this.unsettled = this.purgeFailed = true;
+      this.log.warn(
+        { sessionId, err: toError(err).message },
+        'could not finish deleting the session; will try again',
+      );
+      return;
+    }
     await this.sessions.unregister(sessionId);
     await this.leases.release(sessionId, this.workerId);
-    this.emit('deleted', sessionId);
   }
 
   /** A login goes everywhere it is kept: this worker's disk and the shared store. */

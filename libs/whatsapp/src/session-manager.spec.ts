@@ -113,6 +113,36 @@ describe('SessionManager', () => {
     expect(engines.size).toBe(6);
     expect(maxStarting).toBe(2);
   });
+
+  it('keeps a deleted session registered while a purge step fails, and purges it again until one succeeds', async () => {
+    const sessions = app.get(SessionRepository);
+    const manager = app.get(SessionManager);
+    const redis = app.get<Redis>(REDIS);
+    const keys = app.get(RedisKeys);
+    const calls: string[] = [];
+    let failing = true;
+    manager.onPurge(async (sessionId) => {
+      calls.push(sessionId);
+      if (failing) throw new Error('Redis went away');
+    });
+    // (Its announcement may start a pass of its own, which this one joins.)
+    await sessions.setDesired('e', 'deleted');
+    await manager.reconcile();
+    await manager.reconcile();
+    expect(calls.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(calls)).toEqual(new Set(['e']));
+    expect(await redis.sismember(keys.sessions(), 'e')).toBe(1);
+    expect((await sessions.get('e'))?.desired).toBe('deleted');
+    // Its engine is stopped all the same.
+    expect(manager.engine('e')).toBeUndefined();
+    failing = false;
+    const tried = calls.length;
+    await manager.reconcile();
+    expect(calls.length).toBe(tried + 1);
+    expect(await redis.sismember(keys.sessions(), 'e')).toBe(0);
+    await manager.reconcile();
+    expect(calls.length).toBe(tried + 1);
+  });
 });
 
 describe('fairShare', () => {

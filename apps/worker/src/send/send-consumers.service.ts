@@ -89,7 +89,7 @@ export class SendConsumers {
     this.sessions.on('ready', (sessionId) => this.guard(sessionId, () => this.resume(sessionId)));
     this.sessions.on('unready', (sessionId) => this.guard(sessionId, () => this.pause(sessionId)));
     this.sessions.on('released', (sessionId) => void this.closeConsumer(sessionId));
-    this.sessions.on('deleted', (sessionId) => void this.dropQueue(sessionId));
+    this.sessions.onPurge((sessionId) => this.dropQueue(sessionId));
     await this.sessions.startAll();
   }
 
@@ -228,33 +228,27 @@ export class SendConsumers {
 
   /**
    * A deleted session's messages can never be sent: each still queued fails with
-   * SESSION_LOGGED_OUT (visible on the message), then the queue itself is removed.
+   * SESSION_LOGGED_OUT (visible on the message), then the queue itself is removed. A purge
+   * step: if it throws, the session stays registered and its purge (this) runs again.
    */
   private async dropQueue(sessionId: string): Promise<void> {
-    try {
-      await this.closeConsumer(sessionId);
-      await this.queues.moveLegacyJobs(sessionId);
-      const fail = (messageId: string) =>
-        this.messages.failIfUnsent(messageId, {
-          code: 'SESSION_LOGGED_OUT',
-          message: `session ${sessionId} was deleted before the message was sent`,
-        });
-      // Accepted sends not yet jobs fail with the rest, and the intake goes (a session made
-      // again with the same id must not send them).
-      await this.queues.endIntake(sessionId, fail);
-      const queue = this.queues.queueFor(sessionId);
-      const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed']);
-      for (const job of jobs) {
-        if (!job) continue;
-        await fail(job.data.messageId);
-      }
-      await queue.obliterate({ force: true });
-    } catch (err) {
-      this.log.warn(
-        { sessionId, err: (err as Error).message },
-        'queue of a deleted session not cleared',
-      );
+    await this.closeConsumer(sessionId);
+    await this.queues.moveLegacyJobs(sessionId);
+    const fail = (messageId: string) =>
+      this.messages.failIfUnsent(messageId, {
+        code: 'SESSION_LOGGED_OUT',
+        message: `session ${sessionId} was deleted before the message was sent`,
+      });
+    // Accepted sends not yet jobs fail with the rest, and the intake goes (a session made
+    // again with the same id must not send them).
+    await this.queues.endIntake(sessionId, fail);
+    const queue = this.queues.queueFor(sessionId);
+    const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed']);
+    for (const job of jobs) {
+      if (!job) continue;
+      await fail(job.data.messageId);
     }
+    await queue.obliterate({ force: true });
   }
 
   private pause(sessionId: string): void {
