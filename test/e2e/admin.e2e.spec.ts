@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { eventually } from '../support/eventually.js';
 import { Stack, useStack } from '../support/stack.js';
 import { WebhookReceiver } from '../support/webhook-receiver.js';
@@ -745,6 +746,49 @@ describe('admin pages without ADMIN_PASSWORD', () => {
         json: { id: 'forged' },
       });
       expect(forged.status).toBe(403);
+    } finally {
+      await stack.close();
+    }
+  });
+
+  it('answer only to an IP address, localhost or BASE_URL, so a rebound name of another site gets 403', async () => {
+    const stack = await Stack.start(
+      { NODE_ENV: 'development', BASE_URL: 'http://gateway.test:8080' },
+      { worker: false },
+    );
+    // A browser's Host header is the name in its address bar (fetch cannot set it).
+    const get = (path: string, host: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const outgoing = httpRequest(`${stack.url}${path}`, { headers: { host } }, (answer) => {
+          let body = '';
+          answer.on('data', (chunk: Buffer) => (body += chunk.toString()));
+          answer.on('end', () => resolve({ status: answer.statusCode ?? 0, body }));
+        });
+        outgoing.on('error', reject).end();
+      });
+    const port = new URL(stack.url).port;
+    try {
+      for (const host of [
+        `127.0.0.1:${port}`,
+        `localhost:${port}`,
+        `[::1]:${port}`,
+        'gateway.test',
+      ]) {
+        expect((await get('/api/admin/sessions', host)).status, host).toBe(200);
+      }
+      for (const path of [
+        '/admin',
+        '/api/admin/sessions',
+        '/api/admin/csrf-token',
+        '/admin/queues',
+      ]) {
+        const refused = await get(path, `attacker.example:${port}`);
+        expect(refused.status, path).toBe(403);
+        expect(refused.body, path).toContain('ADMIN_PASSWORD');
+        expect(refused.body, path).not.toContain('sessions/main');
+      }
+      // The public API does not depend on the name.
+      expect((await get('/health/live', `attacker.example:${port}`)).status).toBe(200);
     } finally {
       await stack.close();
     }

@@ -1,5 +1,6 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { createHmac, randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import Tokens from '@fastify/csrf';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, Secret, basicCredentials } from '@app/common';
@@ -21,6 +22,8 @@ export class AdminAccess {
   private readonly expectedUser: Secret;
   private readonly expectedPassword?: Secret;
   private readonly allowedOrigins = new Set<string>();
+  /** BASE_URL's host name, which the open admin also answers to. */
+  private readonly baseHostname?: string;
   private readonly tokens: Tokens.TokensUserinfo;
 
   constructor(config: AppConfig) {
@@ -30,7 +33,11 @@ export class AdminAccess {
       new Logger('Admin').warn(
         'ADMIN_PASSWORD is not set: /admin is open to anyone who reaches this port (development only)',
       );
-    if (config.BASE_URL) this.allowedOrigins.add(new URL(config.BASE_URL).origin);
+    if (config.BASE_URL) {
+      const base = new URL(config.BASE_URL);
+      this.allowedOrigins.add(base.origin);
+      this.baseHostname = base.hostname;
+    }
     // Derived from the password so every api replica accepts the others' tokens; without a
     // password (development only) a per-process key: a restart asks for a page reload.
     const hmacKey = config.ADMIN_PASSWORD
@@ -57,6 +64,30 @@ export class AdminAccess {
     throw new AppError(
       'UNAUTHORIZED',
       credentials ? 'Wrong admin username or password' : 'Admin login required (Basic Auth)',
+    );
+  }
+
+  /**
+   * Without a password, throws FORBIDDEN unless the request names this server by an IP
+   * address, `localhost` or BASE_URL's host. A page on another site whose name the attacker
+   * makes resolve to this machine (DNS rebinding) is same-origin with what it loads, CSRF
+   * token included; its requests carry that name as their Host, which is how they are told
+   * apart. With a password the browser never sends the credentials to such a page.
+   */
+  assertOpenAdminHost(req: FastifyRequest): void {
+    if (this.expectedPassword) return;
+    const hostname = hostnameOf(req.headers.host);
+    if (
+      hostname !== undefined &&
+      (isIP(hostname.replace(/^\[|\]$/g, '')) !== 0 ||
+        hostname === 'localhost' ||
+        hostname.endsWith('.localhost') ||
+        hostname === this.baseHostname)
+    )
+      return;
+    throw new AppError(
+      'FORBIDDEN',
+      `Without ADMIN_PASSWORD the admin answers only to an IP address, localhost or BASE_URL's host, not ${JSON.stringify(req.headers.host ?? '')}: set ADMIN_PASSWORD (or BASE_URL)`,
     );
   }
 
@@ -119,6 +150,16 @@ export class AdminAccess {
     if (parsed.host === req.headers.host || this.allowedOrigins.has(parsed.origin))
       return undefined;
     return `Origin ${parsed.origin} is not this site`;
+  }
+}
+
+/** The host name of a Host header, lower case, without its port; undefined if malformed. */
+function hostnameOf(host: string | undefined): string | undefined {
+  if (!host) return undefined;
+  try {
+    return new URL(`http://${host}`).hostname;
+  } catch {
+    return undefined;
   }
 }
 

@@ -99,7 +99,10 @@ export class AdminApiController {
   @ApiErrors(
     { status: 400, description: 'Invalid body or session id' },
     { status: 404, description: 'No such session' },
-    { status: 503, description: 'No worker is running; nothing was queued' },
+    {
+      status: 503,
+      description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+    },
   )
   sendTest(@Param('id') id: string, @Body() dto: AdminTestMessageDto) {
     return ok(this.admin.sendTest(id, dto));

@@ -4,8 +4,9 @@ import { AuthFailures } from '../auth/auth-failures.service.js';
 import { AdminAccess } from './admin-access.service.js';
 
 /**
- * Basic Auth (an address over its failed-login limit gets 429), then for state-changing
- * requests the same-origin check and the CSRF token.
+ * Without a password, the Host check (AdminAccess.assertOpenAdminHost); Basic Auth (an address
+ * over its failed-login limit gets 429), then for state-changing requests the same-origin
+ * check and the CSRF token.
  */
 @Injectable()
 export class AdminAuthGuard implements CanActivate {
@@ -25,6 +26,7 @@ export class AdminAuthGuard implements CanActivate {
    * bull-board) cannot carry our CSRF token (`csrf: false`): it gets the rest.
    */
   async admit(req: FastifyRequest, reply: FastifyReply, csrf = true): Promise<void> {
+    this.access.assertOpenAdminHost(req);
     // Credentials given: a login attempt (a browser first asks without, to get the prompt).
     const attempt = this.access.protected && Boolean(req.headers.authorization);
     let refused: unknown;
