@@ -72,6 +72,22 @@ describe('the OpenAPI document', () => {
     expect(missing).toEqual([]);
   });
 
+  it('documents the 503 of every /api route (Redis cannot be reached) and the 413 of every body', () => {
+    const missing: string[] = [];
+    for (const { path, method, operation } of operations()) {
+      const where = `${method.toUpperCase()} ${path}`;
+      const unavailable = operation.responses['503'];
+      if (path.startsWith('/api/') && !/Redis/.test(unavailable?.description ?? ''))
+        missing.push(`${where}: a 503 that names Redis`);
+      if (operation.requestBody && !operation.responses['413']) missing.push(`${where}: its 413`);
+    }
+    expect(missing).toEqual([]);
+    // The envelope, as every other error answer.
+    expect(
+      document.paths['/api/v1/sessions'].get.responses['503'].content['application/json'].schema,
+    ).toEqual({ $ref: '#/components/schemas/ErrorEnvelopeDto' });
+  });
+
   it('gives every field of every JSON request body an example', () => {
     const schemas = document.components.schemas as Record<string, any>;
     for (const { path, method, operation } of operations()) {

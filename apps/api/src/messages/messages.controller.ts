@@ -32,7 +32,10 @@ const SEND_ERRORS = ApiErrors(
   { status: 404, description: 'The session does not exist' },
   { status: 409, description: 'Idempotency-Key reused with a different request' },
   { status: 413, description: 'Body larger than 1 MiB (a file: larger than MEDIA_MAX_BYTES)' },
-  { status: 503, description: 'No worker is running; nothing was queued' },
+  {
+    status: 503,
+    description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+  },
 );
 
 const IDEMPOTENCY_HEADER = ApiHeader({
@@ -107,7 +110,10 @@ export class MessagesController {
     },
     { status: 404, description: 'A session does not exist' },
     { status: 413, description: 'Body larger than 8 MiB' },
-    { status: 503, description: 'No worker is running; nothing was queued' },
+    {
+      status: 503,
+      description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+    },
   )
   sendBatch(@Body() dto: SendBatchDto, @Req() req: FastifyRequest) {
     if (req.headers['idempotency-key'] !== undefined)
@@ -166,7 +172,10 @@ export class MessagesController {
       description:
         'The Idempotency-Key was used for a different request, or its first request is still running',
     },
-    { status: 503, description: 'No worker is running; nothing was queued' },
+    {
+      status: 503,
+      description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+    },
   )
   react(@Param('id') id: string, @Body() dto: ReactionDto, @Req() req: FastifyRequest) {
     return ok(this.messages.react(id, dto, sendContext(req)));
@@ -190,7 +199,10 @@ export class MessagesController {
       description:
         'The message was not sent (yet), or the Idempotency-Key was used for a different request',
     },
-    { status: 503, description: 'No worker is running; nothing was queued' },
+    {
+      status: 503,
+      description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+    },
   )
   revoke(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.messages.revoke(id, sendContext(req)));
@@ -215,7 +227,10 @@ export class MessagesController {
       description:
         'Neither failed nor overdue, its file (sent with the request) is gone, or the Idempotency-Key was used for a different request',
     },
-    { status: 503, description: 'No worker is running; nothing was queued' },
+    {
+      status: 503,
+      description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+    },
   )
   resend(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.messages.resend(id, sendContext(req)));

@@ -81,7 +81,11 @@ export abstract class SessionActions {
     { status: 400, description: 'Malformed session id, or not a phone number' },
     { status: 404, description: 'No such session' },
     { status: 409, description: 'Already linked, not waiting to be linked, or refused' },
-    { status: 503, description: 'No worker drives the session, or none produced a code in time' },
+    {
+      status: 503,
+      description:
+        'No worker drives the session or none produced a code in time, or Redis cannot be reached',
+    },
   )
   pairingCode(@Param('id') id: string, @Body() dto: PairingCodeRequestDto) {
     return ok(this.sessions.requestPairingCode(id, dto.phone));

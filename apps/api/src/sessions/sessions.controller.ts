@@ -106,7 +106,11 @@ export class SessionsController extends SessionActions {
     { status: 400, description: 'Malformed session id or number' },
     { status: 404, description: 'No such session' },
     { status: 409, description: 'The session is not READY, or WhatsApp refused the lookup' },
-    { status: 503, description: 'No worker drives the session now, or it did not answer' },
+    {
+      status: 503,
+      description:
+        'No worker drives the session now or it did not answer, or Redis cannot be reached',
+    },
   )
   checkNumber(@Param('id') id: string, @Param('number') number: string) {
     return ok(this.sessions.checkNumber(id, number));

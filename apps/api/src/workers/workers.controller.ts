@@ -30,7 +30,7 @@ export class WorkersController {
       'An empty list means sends are refused with 503.',
   })
   @ApiEnvelope(WorkerDto, { isArray: true })
-  @ApiErrors({ status: 503, description: 'Redis is unavailable' })
+  @ApiErrors({ status: 503, description: 'UNAVAILABLE: Redis cannot be reached; retry shortly' })
   list() {
     return ok(this.workers.listLive());
   }
