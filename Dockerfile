@@ -22,7 +22,6 @@ RUN apt-get update \
 # send in `npm run bench`) for at most ~48 MB more heap. Setting NODE_OPTIONS replaces it.
 ENV NODE_ENV=production \
     NODE_OPTIONS=--max-semi-space-size=32 \
-    PUPPETEER_SKIP_DOWNLOAD=true \
     PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium \
     WWEBJS_DATA_DIR=/data/wwebjs \
     PORT=3000

@@ -98,8 +98,9 @@ const commands = watch
       ['node', ['dist/apps/api/apps/api/src/main.js']],
       ['node', ['dist/apps/worker/apps/worker/src/main.js']],
     ];
-// The node options the Docker image runs with (see the Dockerfile), unless NODE_OPTIONS is set.
-const nodeEnv = { ...process.env, NODE_OPTIONS: process.env.NODE_OPTIONS ?? NODE_OPTIONS };
+// The node options the Docker image runs with (see the Dockerfile), unless NODE_OPTIONS is set
+// (in the environment or .env).
+const nodeEnv = { ...process.env, NODE_OPTIONS: env('NODE_OPTIONS', NODE_OPTIONS) };
 const apps = commands.map(([cmd, args]) =>
   spawn(cmd, args, { cwd: root, stdio: 'inherit', env: nodeEnv }),
 );

@@ -19,6 +19,10 @@ describe('node options of api and worker', () => {
       `node ${NODE_OPTIONS} dist/apps/worker/apps/worker/src/main.js`,
     );
     expect(read('scripts/start.mjs')).toContain(`const NODE_OPTIONS = '${NODE_OPTIONS}';`);
+    // Unless set in the environment or .env, where .env.example shows it (commented out: an
+    // empty value passed on by compose would replace the image's).
+    expect(read('scripts/start.mjs')).toContain(`env('NODE_OPTIONS', NODE_OPTIONS)`);
+    expect(read('.env.example')).toContain(`\n# NODE_OPTIONS=${NODE_OPTIONS}\n`);
   });
 
   it('are taken by node from NODE_OPTIONS (node refuses an option it does not allow there)', () => {
