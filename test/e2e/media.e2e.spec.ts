@@ -51,6 +51,11 @@ beforeAll(async () => {
         return;
       case '/slow':
         return; // never answers
+      case '/slow-then-pixel':
+        // The first try's download hangs (and times out); the next one gets the file.
+        if (hits.get(req.url) === 1) return;
+        res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(PNG);
+        return;
       default:
         res.writeHead(404).end('not here');
     }
@@ -124,6 +129,19 @@ describe('media with MEDIA_ALLOW_PRIVATE_URLS=true', () => {
     expect(failed.error.code).toBe('MEDIA_FETCH_FAILED');
     expect(failed.error.message).toContain('404');
     expect((hits.get('/gone') ?? 0) - before).toBe(1);
+  });
+
+  it('never sends a message cancelled while its file downloads, though the download then fails and is retried', async () => {
+    const sendsBefore = stack.sandbox().sends.length;
+    const { body } = await sendMedia(stack, '/slow-then-pixel');
+    await eventually(() => expect(hits.get('/slow-then-pixel')).toBe(1));
+    expect((await stack.call('DELETE', `/api/v1/messages/${body.data.id}`)).status).toBe(200);
+    // The hung download times out (MEDIA_TIMEOUT_MS) and its try fails; no other try is made.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const answer = await stack.call('GET', `/api/v1/messages/${body.data.id}`);
+    expect(answer.body.data).toMatchObject({ status: 'cancelled' });
+    expect(hits.get('/slow-then-pixel')).toBe(1);
+    expect(stack.sandbox().sends).toHaveLength(sendsBefore);
   });
 
   it('retries a 5xx and a timeout, then fails with MEDIA_FETCH_FAILED', async () => {

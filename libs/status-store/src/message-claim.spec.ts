@@ -262,6 +262,32 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect((await messages.get(message.id))?.status).toBe('delivered');
   });
 
+  it('never puts back in the queue or fails a message cancelled or sent while a try held it unclaimed', async () => {
+    const error = { code: 'MEDIA_FETCH_FAILED', message: 'timed out' };
+    const retry = { attempts: 1, nextAttemptAt: new Date(Date.now() + 1_000) };
+    // Read without a claim (a media send downloads its file first), then cancelled.
+    const cancelled = await stored({ type: 'media' } as Partial<NewMessage>);
+    expect(await messages.take(cancelled.id)).toMatchObject({ claimed: false });
+    expect(await messages.cancel(cancelled.id)).toBe('cancelled');
+    expect(await messages.markRetrying(cancelled.id, error, retry)).toBe(false);
+    expect(await messages.markFailed(cancelled.id, error)).toBe(false);
+    expect(await messages.unclaim(cancelled.id, 0)).toBe(false);
+    expect(await messages.get(cancelled.id)).toMatchObject({ status: 'cancelled', error: null });
+    // Sent meanwhile (by the session's next owner): it stays sent.
+    const sent = await stored();
+    await messages.markSent(sent, 'true_x_U');
+    expect(await messages.markRetrying(sent.id, error, retry)).toBe(false);
+    expect(await messages.markFailed(sent.id, error)).toBe(false);
+    expect(await messages.get(sent.id)).toMatchObject({
+      status: 'sent',
+      engineMessageId: 'true_x_U',
+    });
+    // Still unsent: written.
+    const queued = await stored();
+    expect(await messages.markRetrying(queued.id, error, retry)).toBe(true);
+    expect(await messages.get(queued.id)).toMatchObject({ status: 'queued', attempts: 1, error });
+  });
+
   it('changes nothing when marked sent again after an ack moved it on (a retried write)', async () => {
     const message = await stored();
     expect(await messages.take(message.id, claim)).toMatchObject({ claimed: true });

@@ -71,13 +71,18 @@ return 1
   ),
 );
 
-// Sets fields of an existing record. KEYS[1] message; ARGV[7] fields (JSON, flat)
-const UPDATE = new LuaScript(
+// Sets fields of a record whose send has not happened: still scheduled, queued or sending,
+// with no engine id. The send path's own writes (a retry, a failure, a claim given back) go
+// through it: a message cancelled, or sent by another worker, while a try held it unclaimed
+// (waiting its turn, downloading its file) is left as it is, never put back in the queue (and
+// sent) or marked failed. Returns 1 when written. KEYS[1] message; ARGV[7] fields (JSON, flat)
+const UPDATE_UNSENT = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
       `
-local session_id, before = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status'))
+local session_id, before, engine_id = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status', 'engineMessageId'))
 if not session_id then return 0 end
+if (before ~= 'queued' and before ~= 'scheduled' and before ~= 'sending') or (engine_id and engine_id ~= '') then return 0 end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 count_status(session_id, before, redis.call('HGET', KEYS[1], 'status'))
 publish_event(session_id, 'message.status', snapshot)
@@ -598,8 +603,8 @@ export class MessageRepository implements BeforeApplicationShutdown {
     messageId: string,
     error: MessageError,
     retry: { attempts: number; nextAttemptAt: Date; stillSending?: boolean },
-  ): Promise<void> {
-    await this.update(messageId, {
+  ): Promise<boolean> {
+    return this.updateUnsent(messageId, {
       // A send that may have reached WhatsApp stays `sending`: its next try looks for it in
       // the chat first (a queued one would be sent without looking).
       ...(retry.stillSending ? {} : { status: 'queued' }),
@@ -613,8 +618,8 @@ export class MessageRepository implements BeforeApplicationShutdown {
    * Gives back a claim that was not used: the message is `queued` again with the tries it had
    * (its session stopped being READY before the send's turn came).
    */
-  async unclaim(messageId: string, attempts: number): Promise<void> {
-    await this.update(messageId, { status: 'queued', attempts: String(attempts) });
+  async unclaim(messageId: string, attempts: number): Promise<boolean> {
+    return this.updateUnsent(messageId, { status: 'queued', attempts: String(attempts) });
   }
 
   async markFailed(
@@ -622,8 +627,8 @@ export class MessageRepository implements BeforeApplicationShutdown {
     error: MessageError,
     now = new Date(),
     attempts?: number,
-  ): Promise<void> {
-    await this.update(
+  ): Promise<boolean> {
+    return this.updateUnsent(
       messageId,
       {
         status: 'failed',
@@ -847,16 +852,18 @@ export class MessageRepository implements BeforeApplicationShutdown {
     return changed === 1;
   }
 
-  private async update(
+  /** Writes `fields` if the message is still unsent (UPDATE_UNSENT); whether it did. */
+  private async updateUnsent(
     messageId: string,
     fields: Record<string, string>,
     now = new Date(),
-  ): Promise<void> {
-    await UPDATE.run(
+  ): Promise<boolean> {
+    const written = await UPDATE_UNSENT.run(
       this.redis,
       [this.keys.message(messageId)],
       [...this.events.build(now), JSON.stringify(Object.entries(fields).flat())],
     );
+    return written === 1;
   }
 
   /** The newest message ids of a session, newest first. */
