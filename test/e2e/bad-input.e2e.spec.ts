@@ -203,3 +203,68 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
     ]);
   });
 });
+
+describe('null fields (api + worker, sandbox engine)', () => {
+  const stack = useStack();
+  beforeAll(async () => {
+    await stack.waitReady();
+  });
+
+  it('answers a field set to null, one at a time in every write body, with a 4xx, never a 500', async () => {
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    const base = { sessionId: 'main', sendAt: later, typingMs: 500 };
+    const bodies: [
+      string,
+      'POST' | 'PUT',
+      string,
+      Record<string, unknown> | Record<string, unknown>[],
+    ][] = [
+      ['text', 'POST', TEXT, text(base)],
+      [
+        'media by URL',
+        'POST',
+        MEDIA,
+        media({ ...base, caption: 'c', filename: 'f.pdf', asDocument: true }),
+      ],
+      [
+        'media in JSON',
+        'POST',
+        MEDIA,
+        { to: TO, mediaBase64: 'aGVsbG8=', mimetype: 'text/plain', viewOnce: false },
+      ],
+      ['location', 'POST', LOCATION, place({ ...base, name: 'n', address: 'a' })],
+      ['contact', 'POST', CONTACT, card({})],
+      [
+        'batch',
+        'POST',
+        `${TEXT.replace('text', 'batch')}`,
+        { sessionId: 'main', messages: [{ type: 'text', to: TO, text: 'hi' }] },
+      ],
+      ['session', 'POST', '/api/v1/sessions', { id: 'nulls' }],
+      [
+        'limits',
+        'PUT',
+        '/api/v1/sessions/main/limits',
+        { dailyCap: 10, quietHours: { start: '22:00', end: '07:00', timeZone: 'UTC' } },
+      ],
+      [
+        'webhooks',
+        'PUT',
+        '/api/v1/sessions/main/webhooks',
+        [{ url: 'https://example.com/hook', events: ['message.status'], includeQr: false }],
+      ],
+    ];
+    const served: string[] = [];
+    for (const [name, method, path, valid] of bodies) {
+      const variants = Array.isArray(valid)
+        ? Object.keys(valid[0]).map((key) => [key, [{ ...valid[0], [key]: null }]] as const)
+        : Object.keys(valid).map((key) => [key, { ...valid, [key]: null }] as const);
+      for (const [key, body] of variants) {
+        const answer = await stack.call(method, path, body);
+        if (answer.status >= 500 || answer.body?.ok !== answer.status < 400)
+          served.push(`${name}.${key}: ${answer.status} ${JSON.stringify(answer.body)}`);
+      }
+    }
+    expect(served).toEqual([]);
+  });
+});

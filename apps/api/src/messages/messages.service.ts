@@ -372,7 +372,7 @@ export class MessagesService {
       ...(dto.viewOnce ? { viewOnce: true } : {}),
     };
     let file: Buffer | undefined;
-    if (dto.mediaBase64 !== undefined) {
+    if (dto.mediaBase64 !== undefined && dto.mediaBase64 !== null) {
       file = Buffer.from(dto.mediaBase64, 'base64');
       if (file.length === 0) throw new AppError('BAD_REQUEST', 'the file is empty');
       if (file.length > this.config.MEDIA_MAX_BYTES)

@@ -132,7 +132,8 @@ export class SendMediaDto extends SendBaseDto {
       'Absolute http(s) URL the worker downloads the file from. Give either this or `mediaBase64`, or send the file as multipart/form-data (a `file` part).',
     example: 'https://example.com/invoice-1042.pdf',
   })
-  @ValidateIf((dto: SendMediaDto) => dto.mediaBase64 === undefined)
+  // (null, as IsOptional reads it, is no file either.)
+  @ValidateIf((dto: SendMediaDto) => dto.mediaBase64 === undefined || dto.mediaBase64 === null)
   @IsString({ message: 'give mediaUrl, mediaBase64, or a file (multipart/form-data)' })
   @IsNotEmpty()
   @MaxLength(2048)
@@ -156,7 +157,10 @@ export class SendMediaDto extends SendBaseDto {
     description: 'The type of the file in `mediaBase64` (required with it)',
     example: 'application/pdf',
   })
-  @ValidateIf((dto: SendMediaDto) => dto.mediaBase64 !== undefined || dto.mimetype !== undefined)
+  @ValidateIf(
+    (dto: SendMediaDto) =>
+      (dto.mediaBase64 !== undefined && dto.mediaBase64 !== null) || dto.mimetype !== undefined,
+  )
   @IsString({ message: 'mimetype is required with mediaBase64' })
   @Matches(/^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,127}$/i, {
     message: 'mimetype must be a media type such as application/pdf',
