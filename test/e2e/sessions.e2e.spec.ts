@@ -234,6 +234,29 @@ describe('state writes after a delete', () => {
     const { SessionRepository } = await import('@app/status-store');
     await stack.call('POST', '/api/v1/sessions', { id: 'gone' });
     await stack.waitReady('gone');
+    const hooks = await stack.call('PUT', '/api/v1/sessions/gone/webhooks', [
+      { url: 'https://example.com/old-owner', events: ['message.received'] },
+    ]);
+    expect(hooks.status).toBe(200);
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      sessionId: 'gone',
+      to: '4915123456789',
+      text: 'before the delete',
+    });
+    await stack.waitForStatus(sent.body.data.id, 'read');
+    expect(
+      (
+        await stack.call('POST', '/api/v1/sessions/gone/sandbox/incoming', {
+          from: '4915123456780',
+          text: 'hi',
+        })
+      ).status,
+    ).toBe(202);
+    await eventually(async () =>
+      expect(
+        (await stack.call('GET', '/api/v1/sessions/gone/messages')).body.data.items,
+      ).toHaveLength(2),
+    );
     await stack.call('DELETE', '/api/v1/sessions/gone');
     await eventually(async () =>
       expect(await stack.redis.sismember(stack.keys.sessions(), 'gone')).toBe(0),
@@ -243,6 +266,12 @@ describe('state writes after a delete', () => {
       .worker!.get(SessionRepository)
       .setObserved('gone', { status: 'READY', phone: '1' }, 'late-worker');
     expect(await stack.redis.exists(stack.keys.session('gone'))).toBe(0);
+    // Made again: none of the old owner's webhook targets or conversations.
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'gone' })).status).toBe(201);
+    expect((await stack.call('GET', '/api/v1/sessions/gone/webhooks')).body.data).toEqual([]);
+    expect((await stack.call('GET', '/api/v1/sessions/gone/messages')).body.data.items).toEqual([]);
+    // The message itself stays readable by id until it expires.
+    expect((await stack.call('GET', `/api/v1/messages/${sent.body.data.id}`)).status).toBe(200);
   });
 });
 

@@ -140,7 +140,11 @@ export class SessionRepository {
     await this.redis.hset(this.keys.session(sessionId), `${command}Applied`, String(generation));
   }
 
-  /** Forgets a session entirely (its messages stay readable until they expire). */
+  /**
+   * Forgets a session entirely: its state, its webhook targets and its listings of sent and
+   * received messages, so a session made again with the same id starts clean (the messages
+   * stay readable by id until they expire).
+   */
   async unregister(sessionId: string): Promise<void> {
     // The registry (root) first, then the session's keys (its shard): as register, reversed.
     // The shard stays listed: its indexes may still hold the session's records.
@@ -150,6 +154,10 @@ export class SessionRepository {
       .del(this.keys.session(sessionId))
       .del(this.keys.sandboxIncoming(sessionId))
       .del(this.keys.messageCounts(sessionId))
+      .del(this.keys.webhookTargets(sessionId))
+      .del(this.keys.webhookSequence(sessionId))
+      .del(this.keys.sessionMessages(sessionId))
+      .del(this.keys.sessionInbox(sessionId))
       .exec();
     await this.announce(sessionId);
   }
