@@ -94,12 +94,40 @@ describe('incoming messages', () => {
     });
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toBe('image/png');
+    expect(response.headers.get('content-disposition')).toBe('inline; filename="dot.png"');
+    expect(response.headers.get('x-content-type-options')).toBe('nosniff');
     expect(Buffer.from(await response.arrayBuffer())).toEqual(PNG);
     // Once Redis has dropped the bytes, the answer says so.
     await stack.redis.del(stack.keys.incomingMedia(record.id));
     const expired = await stack.call('GET', `/api/v1/messages/${record.id}/media`);
     expect(expired.status).toBe(404);
     expect(expired.body.error.message).toMatch(/expired/);
+  });
+
+  it('serves a received file a browser could run (HTML, SVG) as a download it may not script', async () => {
+    const page = '<script>fetch("/api/admin/sessions")</script>';
+    for (const [mimetype, filename] of [
+      ['text/html', 'page.html'],
+      ['image/svg+xml', 'pic.svg'],
+    ]) {
+      const answer = await inject({
+        from: '4915100000004',
+        media: { mimetype, filename, dataBase64: Buffer.from(page).toString('base64') },
+      });
+      const record = await received(answer.body.data.id);
+      const response = await fetch(`${stack.url}/api/v1/messages/${record.id}/media`, {
+        headers: { 'x-api-key': 'test-api-key-0123456789' },
+      });
+      expect(response.status, mimetype).toBe(200);
+      expect(response.headers.get('content-type'), mimetype).toBe(mimetype);
+      expect(response.headers.get('content-disposition'), mimetype).toBe(
+        `attachment; filename="${filename}"`,
+      );
+      expect(response.headers.get('x-content-type-options'), mimetype).toBe('nosniff');
+      expect(response.headers.get('content-security-policy'), mimetype).toBe(
+        "default-src 'none'; sandbox",
+      );
+    }
   });
 
   it('refuses media over MEDIA_MAX_BYTES with 413 before anything is queued', async () => {

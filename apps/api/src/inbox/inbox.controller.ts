@@ -2,6 +2,7 @@ import {
   Body,
   Controller,
   Get,
+  Header,
   HttpCode,
   Param,
   Post,
@@ -81,11 +82,19 @@ export class InboxController {
     { status: 400, description: 'Not the id of a received message' },
     { status: 404, description: 'No such message, no media, or the media expired' },
   )
+  // The sender chose the type and the bytes: the browser must neither guess another type nor
+  // run what it renders (an HTML or SVG file would otherwise script this origin, the admin's).
+  @Header('X-Content-Type-Options', 'nosniff')
+  @Header('Content-Security-Policy', "default-src 'none'; sandbox")
   async media(@Param('id') id: string, @Req() req: FastifyRequest) {
     const { data, record } = await this.inbox.media(id, req.principal?.sessions);
+    const type = servedType(record.media!.mimetype);
+    const filename = (record.media!.filename ?? record.id).replace(/[^\w.-]/g, '_');
     return new StreamableFile(data, {
-      type: record.media!.mimetype,
-      disposition: `inline; filename="${(record.media!.filename ?? record.id).replace(/[^\w.-]/g, '_')}"`,
+      type,
+      // Shown in the page only when it is a picture, a sound or a video; anything else is
+      // downloaded.
+      disposition: `${SHOWN_INLINE.test(type) ? 'inline' : 'attachment'}; filename="${filename}"`,
       length: data.length,
     });
   }
@@ -108,4 +117,14 @@ export class InboxController {
   injectSandbox(@Param('id') id: string, @Body() dto: SandboxIncomingDto) {
     return ok(this.inbox.injectSandbox(id, dto));
   }
+}
+
+/** A media type with optional parameters (`audio/ogg; codecs=opus`), nothing else. */
+const MEDIA_TYPE = /^[\w.+-]+\/[\w.+-]+(\s*;\s*[\w.+-]+=("[\w .+/=-]*"|[\w.+-]+))*$/;
+/** Types a browser shows without running anything: pictures (not SVG), sounds, videos. */
+const SHOWN_INLINE = /^(image\/(?!svg)|audio\/|video\/)/i;
+
+/** The type as given by WhatsApp, or application/octet-stream if it is not a media type. */
+function servedType(mimetype: string): string {
+  return MEDIA_TYPE.test(mimetype) ? mimetype : 'application/octet-stream';
 }
