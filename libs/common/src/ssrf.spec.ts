@@ -1,5 +1,12 @@
+import http from 'node:http';
 import { PRIVATE_URLS } from '../../../test/support/private-urls.js';
-import { hostAllowed, urlProblem } from './ssrf.js';
+import {
+  createSafeAgents,
+  hostAllowed,
+  redactUrl,
+  refusedByAddressFilter,
+  urlProblem,
+} from './ssrf.js';
 
 describe('urlProblem', () => {
   it.each(PRIVATE_URLS)(
@@ -37,5 +44,47 @@ describe('hostAllowed', () => {
     ['https://cdn.example.com:8443/a.png', ['cdn.example.com:443'], false],
   ])('%s with %j: %s', (url, allowed, expected) => {
     expect(hostAllowed(new URL(url), allowed)).toBe(expected);
+  });
+});
+
+describe('refusedByAddressFilter', () => {
+  /** The error of a GET through the safe agents (private addresses refused). */
+  const failure = (url: string) =>
+    new Promise<Error>((resolve) => {
+      const agents = createSafeAgents(false);
+      http
+        .get(url, { agent: agents.http }, (response) => {
+          response.resume();
+          resolve(new Error(`answered ${response.statusCode}`));
+        })
+        .on('error', resolve);
+    });
+
+  it('is true of an address the agents refuse, by name or as written', async () => {
+    for (const url of ['http://localhost:1/', 'http://127.0.0.1:1/', 'http://169.254.169.254/']) {
+      const err = await failure(url);
+      expect(refusedByAddressFilter(err), `${url}: ${err.message}`).toBe(true);
+    }
+  });
+
+  it('is false of a network failure, whatever words the host name holds', async () => {
+    for (const url of [
+      'http://hooks.private-api.invalid/',
+      'http://metabase.not-allowed.invalid/',
+      'http://8.8.8.8.invalid/',
+    ]) {
+      const err = await failure(url);
+      expect(refusedByAddressFilter(err), `${url}: ${err.message}`).toBe(false);
+    }
+  });
+});
+
+describe('redactUrl', () => {
+  it('masks a password and the values of the query, and leaves the rest as it was', () => {
+    expect(redactUrl('https://user:pw@hooks.example.com/in?token=abc&token=def&v=2')).toBe(
+      'https://user:***@hooks.example.com/in?token=***&v=***',
+    );
+    expect(redactUrl('https://hooks.example.com/in')).toBe('https://hooks.example.com/in');
+    expect(redactUrl('not a url')).toBe('not a url');
   });
 });

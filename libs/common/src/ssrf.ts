@@ -24,6 +24,16 @@ export function createSafeAgents(
   };
 }
 
+/**
+ * Whether a request failed because the safe agents refused the address it resolved to (a
+ * final answer), rather than because the network failed (worth another try). Read from the
+ * agent's own message, "DNS lookup <address>(family:.., host:..) is not allowed. ...": a DNS
+ * error also names its host, and a host such as hooks.private-api.example.com says nothing.
+ */
+export function refusedByAddressFilter(err: Error): boolean {
+  return /^DNS lookup \S+ host:\S*\) is not allowed\./.test(err.message);
+}
+
 // Addresses no public URL names (RFC 6890 special-purpose ranges that matter for SSRF).
 const INTERNAL = new BlockList();
 for (const [network, prefix] of [
@@ -80,12 +90,16 @@ export function urlProblem(value: string, allowPrivate: boolean): string | null 
     : null;
 }
 
-/** A URL safe to show: a password in it (https://user:pass@host, allowed in WEBHOOK_URLS) masked. */
+/**
+ * A URL safe to show (in answers and logs): a password in it (https://user:pass@host, allowed
+ * in WEBHOOK_URLS) and the values of its query (where tokens go) masked.
+ */
 export function redactUrl(value: string): string {
   try {
     const url = new URL(value);
-    if (!url.password) return value;
-    url.password = '***';
+    if (!url.password && !url.search) return value;
+    if (url.password) url.password = '***';
+    for (const name of new Set(url.searchParams.keys())) url.searchParams.set(name, '***');
     return url.toString();
   } catch {
     return value;

@@ -3,7 +3,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { basename } from 'node:path';
 import { fileTypeFromBuffer } from 'file-type';
-import { createSafeAgents, hostAllowed, urlProblem } from '@app/common';
+import { createSafeAgents, hostAllowed, refusedByAddressFilter, urlProblem } from '@app/common';
 import { AppConfig } from '@app/config';
 import { EngineError, type OutgoingMedia } from './engine.js';
 
@@ -118,8 +118,7 @@ export class MediaFetcher {
               false,
             ),
           );
-        // The filtering agent refuses forbidden addresses with a descriptive message.
-        const refused = /not allowed|forbidden|private|meta/i.test(err.message);
+        const refused = refusedByAddressFilter(err);
         reject(
           fetchFailed(
             refused ? `media URL refused: ${err.message}` : `media URL unreachable: ${err.message}`,

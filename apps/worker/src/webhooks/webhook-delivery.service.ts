@@ -1,4 +1,5 @@
 import { Injectable, Logger } from '@nestjs/common';
+import { redactUrl } from '@app/common';
 import { AppConfig } from '@app/config';
 import { WebhookRepository, renderEvent, type DeliveryChain } from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
@@ -68,7 +69,7 @@ export class WebhookDeliveryService {
       });
       this.metrics.webhookAttempt(delivery, 'retry');
       this.log.warn(
-        { deliveryId: delivery.id, url: target.url, attempt, err: outcome.error },
+        { deliveryId: delivery.id, url: redactUrl(target.url), attempt, err: outcome.error },
         'webhook delivery failed, retrying',
       );
       return { result: 'retry', retryAt };
@@ -79,7 +80,7 @@ export class WebhookDeliveryService {
     await this.webhooks.markFailed(delivery.id, { statusCode: outcome.statusCode, error });
     this.metrics.webhookAttempt(delivery, 'failed');
     this.log.warn(
-      { deliveryId: delivery.id, url: target.url, attempt, err: error },
+      { deliveryId: delivery.id, url: redactUrl(target.url), attempt, err: error },
       'webhook delivery failed',
     );
     return this.done(job, 'failed');

@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import http from 'node:http';
 import https from 'node:https';
 import { Webhook } from 'standardwebhooks';
-import { createSafeAgents } from '@app/common';
+import { createSafeAgents, refusedByAddressFilter } from '@app/common';
 import { AppConfig } from '@app/config';
 import type { WebhookTarget } from '@app/status-store';
 
@@ -111,8 +111,7 @@ export class WebhookSender {
           });
         if (err.name === 'AbortError' || err.name === 'TimeoutError')
           return resolve(noAnswer(`no answer within WEBHOOK_TIMEOUT_MS (${timeoutMs} ms)`, true));
-        // The filtering agent refuses forbidden addresses with a descriptive message.
-        const refused = /not allowed|forbidden|private|meta/i.test(err.message);
+        const refused = refusedByAddressFilter(err);
         resolve(
           noAnswer(
             refused ? `target refused: ${err.message}` : `unreachable: ${err.message}`,
