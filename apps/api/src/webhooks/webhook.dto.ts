@@ -71,7 +71,8 @@ export class WebhookTargetDto {
   events: WebhookEventType[];
   @ApiProperty({
     example: SECRET_EXAMPLE,
-    description: 'In full only in the answer to PUT; GET shows its first characters',
+    description:
+      'In full only in the answer to the PUT that made it or gave it; otherwise (GET, or kept by a PUT that omitted it) its first characters',
   })
   secret: string;
   @ApiProperty({ example: false })

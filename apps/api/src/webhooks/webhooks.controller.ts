@@ -55,7 +55,7 @@ export class WebhooksController {
   @ApiOperation({
     summary: "Replace a session's own webhook targets",
     description:
-      'Each target gets the events it lists (message.received, message.status, session.status; schemas MessageReceivedEventDto, MessageStatusEventDto, SessionStatusEventDto), signed per Standard Webhooks with its secret, in order per session and target, retried with backoff. An empty array removes them. The answer shows the secrets in full.',
+      'Each target gets the events it lists (message.received, message.status, session.status; schemas MessageReceivedEventDto, MessageStatusEventDto, SessionStatusEventDto), signed per Standard Webhooks with its secret, in order per session and target, retried with backoff. An empty array removes them. The answer shows a secret in full when this PUT made or gave it, and only its first characters when it was kept.',
   })
   @SESSION_ID
   @ApiBody({ type: [WebhookTargetInputDto] })

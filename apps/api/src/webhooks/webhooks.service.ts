@@ -31,11 +31,14 @@ export class WebhooksService {
     return [...this.webhooks.globalTargets(), ...own].map((target) => ({
       ...view(target),
       url: redactUrl(target.url),
-      secret: `${target.secret.slice(0, 10)}…`,
+      secret: hidden(target.secret),
     }));
   }
 
-  /** Replaces a session's own targets. Secrets in full in the answer (and only there). */
+  /**
+   * Replaces a session's own targets. A secret made here is in full in the answer, and only
+   * there (shown once); one given is echoed; one kept from before stays hidden, as on GET.
+   */
   async setTargets(sessionId: string, input: WebhookTargetInputDto[]): Promise<WebhookTargetDto[]> {
     await this.sessions.existing(sessionId);
     if (input.length > MAX_TARGETS)
@@ -64,7 +67,10 @@ export class WebhooksService {
       scope: 'session',
     }));
     await this.webhooks.setSessionTargets(sessionId, targets);
-    return targets.map(view);
+    return targets.map((target, index) => {
+      const kept = input[index].secret === undefined && current.has(target.url);
+      return { ...view(target), ...(kept ? { secret: hidden(target.secret) } : {}) };
+    });
   }
 
   async deliveries(query: DeliveryQueryDto, sessions?: string[] | null): Promise<DeliveryRecord[]> {
@@ -103,6 +109,11 @@ export class WebhooksService {
       throw new AppError('CONFLICT', `The event of ${deliveryId} expired (WEBHOOK_RETENTION_MS)`);
     return this.delivery(deliveryId);
   }
+}
+
+/** A secret as shown once it has been shown: its first characters. */
+function hidden(secret: string): string {
+  return `${secret.slice(0, 10)}…`;
 }
 
 function view(target: WebhookTarget): WebhookTargetDto {
