@@ -46,6 +46,12 @@ beforeAll(async () => {
         for (let i = 0; i < 8; i++) res.write(Buffer.alloc(1024, 2));
         res.end();
         return;
+      case '/Rechnung%201042':
+        res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(PNG);
+        return;
+      case '/empty':
+        res.writeHead(200, { 'content-type': 'image/png' }).end();
+        return;
       case '/broken':
         res.writeHead(503).end('try later');
         return;
@@ -110,7 +116,7 @@ describe('media with MEDIA_ALLOW_PRIVATE_URLS=true', () => {
     await stack.waitForStatus(body.data.id, 'read');
     expect(stack.sandbox().sends.at(-1)!.media).toMatchObject({
       mimetype: 'image/png',
-      filename: 'pixel',
+      filename: 'pixel.png',
     });
   });
 
@@ -142,6 +148,25 @@ describe('media with MEDIA_ALLOW_PRIVATE_URLS=true', () => {
     expect(answer.body.data).toMatchObject({ status: 'cancelled' });
     expect(hits.get('/slow-then-pixel')).toBe(1);
     expect(stack.sandbox().sends).toHaveLength(sendsBefore);
+  });
+
+  it('names the file after the path as written, with the extension of its type', async () => {
+    const { body } = await sendMedia(stack, '/Rechnung%201042');
+    await stack.waitForStatus(body.data.id, 'sent');
+    expect(stack.sandbox().sends.at(-1)!.media).toMatchObject({
+      mimetype: 'image/png',
+      filename: 'Rechnung 1042.png',
+    });
+  });
+
+  it('fails an empty file with MEDIA_FETCH_FAILED at once, without retrying', async () => {
+    const { body } = await sendMedia(stack, '/empty');
+    const failed = await stack.waitForStatus(body.data.id, 'failed');
+    expect(failed.error).toMatchObject({
+      code: 'MEDIA_FETCH_FAILED',
+      message: 'media URL answered an empty file',
+    });
+    expect(hits.get('/empty')).toBe(1);
   });
 
   it('retries a 5xx and a timeout, then fails with MEDIA_FETCH_FAILED', async () => {

@@ -52,12 +52,14 @@ export class MediaFetcher {
         }
         continue;
       }
+      // Nothing to send: final, not worth the tries a server error gets.
+      if (result.data.length === 0) throw fetchFailed('media URL answered an empty file', true);
       const type = await fileTypeFromBuffer(result.data);
       const headerType = result.contentType?.split(';')[0].trim() || undefined;
       return {
         data: result.data,
         mimetype: type?.mime ?? headerType ?? 'application/octet-stream',
-        filename: filename || basename(current.pathname) || `file${type ? '.' + type.ext : ''}`,
+        filename: filename || nameFromPath(current.pathname, type?.ext),
       };
     }
     throw fetchFailed(`more than ${MAX_REDIRECTS} redirects`);
@@ -140,4 +142,20 @@ function tooLarge(max: number): EngineError {
     `media is larger than MEDIA_MAX_BYTES (${max} bytes)`,
     true,
   );
+}
+
+/**
+ * A file name from a URL's path: its last segment as written before percent-encoding
+ * (`Rechnung%201042.pdf` is `Rechnung 1042.pdf`), with the sniffed type's extension when it
+ * has none (`/download` of a PDF is `download.pdf`); `file` when the path names nothing.
+ */
+export function nameFromPath(pathname: string, ext?: string): string {
+  let name = basename(pathname);
+  try {
+    name = decodeURIComponent(name);
+  } catch {
+    // Malformed percent-encoding: the segment as written.
+  }
+  name = name.replace(/[\u0000-\u001f/\\]/g, '_') || 'file';
+  return ext && !name.includes('.') ? `${name}.${ext}` : name;
 }
