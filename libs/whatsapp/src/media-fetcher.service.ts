@@ -156,6 +156,7 @@ export function nameFromPath(pathname: string, ext?: string): string {
   } catch {
     // Malformed percent-encoding: the segment as written.
   }
-  name = name.replace(/[\u0000-\u001f/\\]/g, '_') || 'file';
+  // Control characters and path separators (a decoded %2F, %00) become _.
+  name = [...name].map((c) => (c < ' ' || c === '/' || c === '\\' ? '_' : c)).join('') || 'file';
   return ext && !name.includes('.') ? `${name}.${ext}` : name;
 }
