@@ -431,6 +431,32 @@ describe('SendService: failures and retries', () => {
     });
   });
 
+  it('says a message an earlier try may have sent, whose file then cannot be fetched, may have reached WhatsApp', async () => {
+    const h = harness();
+    // Left `sending` by a try that broke off after calling the engine.
+    h.store.put(
+      record({
+        type: 'media',
+        mediaUrl: 'https://example.com/a.pdf',
+        text: null,
+        status: 'sending',
+        sendingAt: new Date(Date.now() - 60_000).toISOString(),
+        attempts: 1,
+      }),
+    );
+    h.media.fetch.mockRejectedValueOnce(
+      new EngineError('MEDIA_FETCH_FAILED', 'media URL answered HTTP 403', true),
+    );
+    await expect(h.service.send('main', record().id, { number: 2, max: 3 })).rejects.toThrow();
+    expect(h.store.records.get(record().id)).toMatchObject({
+      status: 'failed',
+      error: {
+        code: 'MEDIA_FETCH_FAILED',
+        message: 'media URL answered HTTP 403; it may have reached WhatsApp all the same',
+      },
+    });
+  });
+
   it('puts a message whose try failed before the engine was called back in the queue', async () => {
     const h = harness();
     h.store.put(record({ type: 'media', mediaUrl: 'https://example.com/a.pdf', text: null }));

@@ -382,8 +382,10 @@ export class SendService {
       // A try counts whether it failed at the download or at the engine.
       const attempts = record.attempts + 1;
       if (final) {
-        // Its last try's call failed in a way that does not say the message did not go out.
-        const uncertain = engineCalled && !err.permanent;
+        // Its last try's call failed in a way that does not say the message did not go out, or
+        // an earlier try may have sent it and this one failed before it could look in the chat
+        // (its file could not be fetched again).
+        const uncertain = (engineCalled && !err.permanent) || stillSending;
         await this.messages.markFailed(
           messageId,
           uncertain
