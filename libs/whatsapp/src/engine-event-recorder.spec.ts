@@ -7,7 +7,10 @@ import type {
 } from '@app/status-store';
 import { incomingMessageId } from '@app/status-store';
 import type { IncomingMessage } from './engine.js';
-import { EngineEventRecorder } from './engine-event-recorder.js';
+import { EngineEventRecorder, RETRY_WINDOW_MS } from './engine-event-recorder.js';
+
+/** The longest wait between two tries of a write (engine-event-recorder.ts). */
+const RETRY_MAX_WAIT = 5_000;
 
 const CONFIG = { INCOMING_MEDIA_TTL_MS: 3_600_000 } as AppConfig;
 
@@ -53,7 +56,7 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
     try {
       const failing = vi.fn().mockRejectedValue(new Error('Connection is closed'));
       const swallowed = recorder({ setObserved: failing }).state('main', { status: 'QR' });
-      await vi.advanceTimersByTimeAsync(10_000);
+      await vi.advanceTimersByTimeAsync(RETRY_WINDOW_MS);
       await expect(swallowed).resolves.toBe(undefined);
     } finally {
       vi.useRealTimers();
@@ -86,12 +89,14 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
       await qr;
       expect(flaky.mock.calls.map(([, state]) => state.status)).toEqual(['QR', 'READY']);
 
-      // A write that keeps failing is given up after 5 tries.
+      // A write that keeps failing is given up once RETRY_WINDOW_MS have passed.
       const down = vi.fn().mockRejectedValue(new Error('Connection is closed'));
       const given = recorder({ setObserved: down }).state('main', { status: 'READY' });
-      await vi.advanceTimersByTimeAsync(10_000);
+      await vi.advanceTimersByTimeAsync(RETRY_WINDOW_MS);
       await given;
-      expect(down).toHaveBeenCalledTimes(5);
+      const tries = down.mock.calls.length;
+      await vi.advanceTimersByTimeAsync(RETRY_WINDOW_MS);
+      expect(down).toHaveBeenCalledTimes(tries);
     } finally {
       vi.useRealTimers();
     }
@@ -107,7 +112,7 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
     expect(await events.ack('main', 'from-the-phone', 'read')).toBe(false);
   });
 
-  it('tries a failed ack write again (Redis blinked), and gives up after 5 tries without throwing', async () => {
+  it('tries a failed ack write again through a Redis outage, and gives up after RETRY_WINDOW_MS without throwing', async () => {
     vi.useFakeTimers();
     try {
       const blink = vi
@@ -122,9 +127,10 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
 
       const down = vi.fn().mockRejectedValue(new Error('Connection is closed'));
       const given = recorder({ applyEngineAck: down }).ack('main', 'sandbox_2', 'delivered');
-      await vi.advanceTimersByTimeAsync(10_000);
+      await vi.advanceTimersByTimeAsync(RETRY_WINDOW_MS);
       await expect(given).resolves.toBe(false);
-      expect(down).toHaveBeenCalledTimes(5);
+      // Tried all along: 0.4 to 3.2 s apart, then every 5 s.
+      expect(down.mock.calls.length).toBeGreaterThanOrEqual(25);
       expect(down).toHaveBeenLastCalledWith('main', 'sandbox_2', 'delivered');
     } finally {
       vi.useRealTimers();
@@ -168,6 +174,25 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
     });
   });
 
+  it('records a received message once Redis is back from an outage of a minute (WhatsApp sends it once)', async () => {
+    vi.useFakeTimers();
+    try {
+      let down = true;
+      const record = vi.fn(async () => {
+        if (down) throw new Error('Connection is closed');
+        return true;
+      });
+      const recorded = recorder({ record }).message('main', MESSAGE);
+      await vi.advanceTimersByTimeAsync(60_000);
+      down = false;
+      await vi.advanceTimersByTimeAsync(RETRY_MAX_WAIT);
+      expect(await recorded).toBe(true);
+      expect(record.mock.calls.length).toBeGreaterThan(10);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('retries a failed write of a received message, and gives up when the worker stops', async () => {
     vi.useFakeTimers();
     try {
@@ -187,9 +212,9 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
       stopping = true;
       await vi.advanceTimersByTimeAsync(800);
       expect(await givenUp).toBe(false);
-      // The third try (after the 800 ms wait) failed too, and then no more: 5 without the stop.
+      // The third try (after the 800 ms wait) failed too, and then no more.
       expect(failing).toHaveBeenCalledTimes(3);
-      await vi.advanceTimersByTimeAsync(10_000);
+      await vi.advanceTimersByTimeAsync(RETRY_WINDOW_MS);
       expect(failing).toHaveBeenCalledTimes(3);
     } finally {
       vi.useRealTimers();

@@ -32,9 +32,10 @@ export class EngineEventRecorder {
   private readonly latestStates = new Map<string, ObservedSession>();
 
   /**
-   * Records the session's observed state. A write that fails is tried again (up to 5 times,
-   * 400 ms to 3.2 s apart) while it is still the session's latest state: a Redis that blinked
-   * must not leave the session shown as it was (a READY session shown waiting for its QR).
+   * Records the session's observed state. A write that fails is tried again (for up to
+   * RETRY_WINDOW_MS: see `retried`) while it is still the session's latest state: a Redis that
+   * blinked must not leave the session shown as it was (a READY session shown waiting for its
+   * QR).
    */
   async state(sessionId: string, state: ObservedSession): Promise<void> {
     this.latestStates.set(sessionId, state);
@@ -58,9 +59,9 @@ export class EngineEventRecorder {
 
   /**
    * Applies an ack; true when it was one of our messages'. A write that fails is tried again
-   * (up to 5 times, 400 ms to 3.2 s apart; applying an ack twice changes nothing): WhatsApp
-   * sends each ack once, and a server ack lost to a Redis blink would leave the message
-   * flagged as never acknowledged, inviting a resend of what was delivered.
+   * (for up to RETRY_WINDOW_MS; applying an ack twice changes nothing): WhatsApp sends each ack
+   * once, and a server ack lost to a Redis outage would leave the message flagged as never
+   * acknowledged, inviting a resend of what was delivered.
    */
   async ack(
     sessionId: string,
@@ -79,8 +80,9 @@ export class EngineEventRecorder {
   }
 
   /**
-   * Records a message the session received, retried briefly (Redis may blink) unless
-   * `givenUp()` says the worker is stopping; true when it was new.
+   * Records a message the session received, retried for up to RETRY_WINDOW_MS (WhatsApp sends
+   * it once: a Redis restart or failover must not lose it) unless `givenUp()` says the worker
+   * is stopping; true when it was new.
    */
   async message(
     sessionId: string,
@@ -122,19 +124,30 @@ export class EngineEventRecorder {
 }
 
 /**
- * Runs `write` until it succeeds, 5 times at most, 400 ms to 3.2 s apart (Redis may blink),
- * unless `stop()`, asked after each failure, says to give up: its value, or the last error.
+ * How long a failed write of what an engine reported is tried again: longer than a Redis
+ * restart or a Sentinel failover takes, since WhatsApp reports each event once.
+ */
+export const RETRY_WINDOW_MS = 120_000;
+/** The longest wait between two tries. */
+const RETRY_MAX_DELAY_MS = 5_000;
+
+/**
+ * Runs `write` until it succeeds, 400 ms apart and twice that after each failure (at most
+ * RETRY_MAX_DELAY_MS), until RETRY_WINDOW_MS have passed since the first try, unless `stop()`,
+ * asked after each failure, says to give up: its value, or the last error.
  */
 async function retried<T>(
   write: () => Promise<T>,
   stop: () => boolean = () => false,
 ): Promise<{ value: T } | { error: Error }> {
+  const until = Date.now() + RETRY_WINDOW_MS;
   for (let attempt = 1; ; attempt++) {
     try {
       return { value: await write() };
     } catch (err) {
-      if (attempt >= 5 || stop()) return { error: toError(err) };
-      await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
+      const delay = Math.min(200 * 2 ** attempt, RETRY_MAX_DELAY_MS);
+      if (Date.now() + delay > until || stop()) return { error: toError(err) };
+      await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }
 }
