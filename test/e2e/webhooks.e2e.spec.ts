@@ -186,6 +186,18 @@ describe('webhooks', () => {
       from: '4915144444444',
       text: 'slow down',
     });
+    // Waiting for its next attempt, the delivery and its event are kept WEBHOOK_RETENTION_MS
+    // (7 days here) past it, not counted from when the event happened.
+    const waiting = await eventually(async () => {
+      const [pending] = (
+        await stack.call('GET', '/api/v1/webhooks/deliveries?status=pending&sessionId=main')
+      ).body.data;
+      expect(pending?.nextAttemptAt).toBeTruthy();
+      return pending;
+    });
+    const week = 7 * 86_400_000;
+    expect(await stack.redis.pttl(stack.keys.webhookDelivery(waiting.id))).toBeGreaterThan(week);
+    expect(await stack.redis.pttl(stack.keys.webhookEvent(waiting.eventId))).toBeGreaterThan(week);
     await eventually(() => expect(hook.requests).toHaveLength(2));
     expect(hook.requests[1].at - hook.requests[0].at).toBeGreaterThanOrEqual(950);
   });

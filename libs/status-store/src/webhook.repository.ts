@@ -77,6 +77,18 @@ end
 return 1
 `);
 
+// A delivery to be tried again: its fields, and it and its event (shared with the event's other
+// deliveries: never shortened) kept at least ARGV[2] ms. KEYS[1] delivery, [2] event; ARGV[1]
+// fields (JSON, flat). (PEXPIRE's GT would do the event's in one command, from Redis 7.0 on.)
+const RETRYING = new LuaScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local left = redis.call('PTTL', KEYS[2])
+if left >= 0 and left < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return 1
+`);
+
 /** The deliveries of one session to one target: delivered one at a time, in order. */
 export interface DeliveryChain {
   sessionId: string;
@@ -192,16 +204,36 @@ export class WebhookRepository {
     );
   }
 
-  /** An attempt failed and another follows at `nextAttemptAt`. */
+  /**
+   * An attempt failed and another follows at `nextAttemptAt`. The delivery and its event are
+   * kept WEBHOOK_RETENTION_MS past that (they would otherwise count down from when the event
+   * happened, and a target that keeps failing, or asks for long waits, would outlast them: the
+   * delivery then gone, never marked failed, never replayable).
+   */
   async markRetrying(
-    deliveryId: string,
+    delivery: Pick<DeliveryRecord, 'id' | 'eventId'>,
     outcome: { statusCode: number | null; error: string; nextAttemptAt: Date },
+    now = new Date(),
   ): Promise<void> {
-    await this.redis.hset(this.keys.webhookDelivery(deliveryId), {
-      lastStatusCode: outcome.statusCode === null ? '' : String(outcome.statusCode),
-      lastError: outcome.error,
-      nextAttemptAt: outcome.nextAttemptAt.toISOString(),
-    });
+    const key = this.keys.webhookDelivery(delivery.id);
+    const keepMs =
+      Math.max(0, outcome.nextAttemptAt.getTime() - now.getTime()) +
+      this.config.WEBHOOK_RETENTION_MS;
+    await RETRYING.run(
+      this.redis,
+      [key, this.keys.webhookEvent(delivery.eventId)],
+      [
+        JSON.stringify([
+          'lastStatusCode',
+          outcome.statusCode === null ? '' : String(outcome.statusCode),
+          'lastError',
+          outcome.error,
+          'nextAttemptAt',
+          outcome.nextAttemptAt.toISOString(),
+        ]),
+        keepMs,
+      ],
+    );
   }
 
   /** Failed for good (refused, or out of attempts): listed for replay until it expires. */

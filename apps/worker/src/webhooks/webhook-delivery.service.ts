@@ -62,7 +62,7 @@ export class WebhookDeliveryService {
     // last one is tried again at once, by the next worker to take the chain.
     if (outcome.interrupted || (outcome.retryable && attempt < this.config.WEBHOOK_MAX_ATTEMPTS)) {
       const retryAt = Date.now() + (outcome.interrupted ? 0 : this.retryDelay(attempt, outcome));
-      await this.webhooks.markRetrying(delivery.id, {
+      await this.webhooks.markRetrying(delivery, {
         statusCode: outcome.statusCode,
         error: outcome.error ?? 'failed',
         nextAttemptAt: new Date(retryAt),
