@@ -820,6 +820,36 @@ describe('WwebjsEngine incoming messages', () => {
     await h.engine.stop();
   });
 
+  it('finishes and emits a message still downloading its media when the engine stops, before the client goes', async () => {
+    const h = harness({ destroyTimeoutMs: 10_000 });
+    const client = await startReady(h);
+    const photo = Buffer.from([0xff, 0xd8, 0xff, 0xe0]);
+    client.emit(
+      'message',
+      received('LATE', {
+        type: 'image',
+        hasMedia: true,
+        downloadMedia: async () => {
+          await new Promise((done) => setTimeout(done, 1_000));
+          // The page is still there to download from.
+          expect(client.destroyed).toBe(0);
+          return { mimetype: 'image/jpeg', data: base64(photo) };
+        },
+      }),
+    );
+    client.emit('message', received('AFTER', { body: 'and this' }));
+    await settle();
+    const stopped = h.engine.stop();
+    await vi.advanceTimersByTimeAsync(1_000);
+    await stopped;
+    expect(h.messages.map((message) => message.engineMessageId)).toEqual([
+      `false_${CHAT}_LATE`,
+      `false_${CHAT}_AFTER`,
+    ]);
+    expect(h.messages[0].media).toMatchObject({ mimetype: 'image/jpeg', data: photo });
+    expect(client.destroyed).toBe(1);
+  });
+
   it('emits an image and a text of one chat in arrival order though the image downloads first', async () => {
     const h = harness();
     const client = await startReady(h);
@@ -862,7 +892,7 @@ describe('WwebjsEngine incoming messages', () => {
     await h.engine.stop();
   });
 
-  it('does not emit messages still being processed when the client is given up', async () => {
+  it('emits a received message already arriving when it stops, but not a held one of its own (it may be ours), nor any after', async () => {
     const h = harness();
     const client = await startReady(h);
     client.emit('message', received('LATE', { body: 'late' }));
@@ -877,10 +907,10 @@ describe('WwebjsEngine incoming messages', () => {
     } satisfies WwebjsMessageLike);
     await h.engine.stop();
     await vi.advanceTimersByTimeAsync(5_000);
-    expect(h.messages).toEqual([]);
+    expect(h.messages).toEqual([text('LATE', 'late')]);
     client.emit('message', received('AFTER', { body: 'after stop' }));
     await settle();
-    expect(h.messages).toEqual([]);
+    expect(h.messages).toEqual([text('LATE', 'late')]);
   });
 });
 

@@ -226,6 +226,11 @@ const FROM_ME_MAX_WAIT_MS = 60_000;
 const OWN_SENT_LIMIT = 1_000;
 const LOOKUP_TIMEOUT_MS = 10_000;
 const MEDIA_DOWNLOAD_TIMEOUT_MS = 120_000;
+/**
+ * How long stop() lets messages already arriving finish (their media downloads) before the
+ * client goes: within the shutdown's budget, with the client's own destroy after it.
+ */
+const ARRIVING_WAIT_MS = 5_000;
 // Each download holds its media twice (base64 from the page, then bytes): bounded per session.
 const MEDIA_DOWNLOADS = 2;
 const STATUS_BROADCAST = 'status@broadcast';
@@ -637,7 +642,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     client.on('message', (msg: WwebjsMessageLike) => {
       // Our own messages arrive through message_create only.
       if (attempt !== this.attempt || (msg.fromMe ?? msg.id.fromMe) || isStatus(msg)) return;
-      this.enqueue(msg.from ?? '', attempt, () => this.toIncoming(client, msg, false));
+      this.enqueue(msg.from ?? '', () => this.toIncoming(client, msg, false));
     });
 
     client.on('message_create', (msg: WwebjsMessageLike) => {
@@ -646,8 +651,9 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       const engineMessageId = msg.id._serialized;
       if (this.ownSent.has(engineMessageId)) return;
       const sendsBefore = this.sendCount;
-      this.enqueue(msg.to ?? '', attempt, async () => {
+      this.enqueue(msg.to ?? '', async () => {
         await this.waitOutOwnSends(attempt, sendsBefore);
+        // Given up before the sends in flight answered: it may be one of ours, not the phone's.
         if (attempt !== this.attempt || this.ownSent.has(engineMessageId)) return null;
         return this.toIncoming(client, msg, true);
       });
@@ -657,7 +663,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       if (attempt !== this.attempt) return;
       const chatId = widOf(reaction.msgId?.remote) ?? widOf(reaction.id?.remote) ?? '';
       if (chatId === STATUS_BROADCAST) return;
-      this.enqueue(chatId, attempt, () => this.toReaction(client, reaction, chatId));
+      this.enqueue(chatId, () => this.toReaction(client, reaction, chatId));
     });
   }
 
@@ -813,18 +819,16 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
 
   /**
    * Chains `build` behind the messages of the same chat that arrived earlier, so a text that
-   * follows an image is not emitted before the image's download finished.
+   * follows an image is not emitted before the image's download finished. A message is emitted
+   * even if its client was given up meanwhile: WhatsApp hands it over once, and recording it
+   * twice (the next client's, or another worker's) changes nothing.
    */
-  private enqueue(
-    chatId: string,
-    attempt: number,
-    build: () => Promise<IncomingMessage | null>,
-  ): void {
+  private enqueue(chatId: string, build: () => Promise<IncomingMessage | null>): void {
     const previous = this.chatQueues.get(chatId) ?? Promise.resolve();
     const next = previous.then(async () => {
       try {
         const incoming = await build();
-        if (incoming && attempt === this.attempt) this.emit('message', incoming);
+        if (incoming) this.emit('message', incoming);
       } catch (thrown) {
         this.log.warn(
           { sessionId: this.sessionId, chatId, err: toError(thrown).message },
@@ -916,7 +920,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private async dropClient(): Promise<number> {
     const mine = ++this.attempt;
     this.clearTimers();
-    // Chains of the old client finish on their own; their messages are not emitted.
+    // Chains of the old client finish on their own (a download then fails: the message is
+    // emitted with its media's error).
     this.chatQueues.clear();
     this.pairing = false;
     this.pairingCode = null;
@@ -932,7 +937,15 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     this.running = false;
     this.attempt++;
     this.clearTimers();
+    // Messages already arriving are finished, their media downloaded while the client is still
+    // there, and emitted: WhatsApp will not hand them over again. Not for ever.
+    const arriving = [...this.chatQueues.values()];
     this.chatQueues.clear();
+    if (arriving.length)
+      await withTimeout(
+        Promise.allSettled(arriving),
+        Math.min(ARRIVING_WAIT_MS, this.settings.destroyTimeoutMs),
+      ).catch(() => undefined);
     this.client = undefined;
     if (client) {
       await before?.(client);
