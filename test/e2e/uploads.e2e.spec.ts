@@ -95,6 +95,27 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     expect((await sentMedia(voice.body.data.id)).as).toBe('voice');
   });
 
+  it('tells the type of a file labelled application/octet-stream from its bytes, as a download is', async () => {
+    // What curl sends for a file it does not know; a sticker needs an image.
+    const sticker = await multipart(
+      { to: '4915123456789', asSticker: 'true' },
+      { data: PNG, type: 'application/octet-stream', name: 'dot' },
+    );
+    expect(sticker.status).toBe(202);
+    expect(await sentMedia(sticker.body.data.id)).toMatchObject({
+      mimetype: 'image/png',
+      as: 'sticker',
+    });
+    // Bytes that say nothing keep the type given.
+    const unknown = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      mediaBase64: randomBytes(100).toString('base64'),
+      mimetype: 'application/octet-stream',
+      filename: 'blob.bin',
+    });
+    expect((await sentMedia(unknown.body.data.id)).mimetype).toBe('application/octet-stream');
+  });
+
   it('refuses a file over MEDIA_MAX_BYTES with 413 before anything is queued', async () => {
     const before = await stack.redis.zcard(stack.keys.sessionMessages('main'));
     const json = await stack.call('POST', '/api/v1/messages/media', {

@@ -1,3 +1,4 @@
+import { fileTypeFromBuffer } from 'file-type';
 import { Injectable } from '@nestjs/common';
 import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -156,7 +157,7 @@ export class MessagesService {
         const errors = await validate(send, VALIDATION_OPTIONS);
         if (errors.length)
           throw new AppError('BAD_REQUEST', describeValidationErrors(errors).join('; '));
-        const { content, file } = this.contentOf(type as BatchType, send);
+        const { content, file } = await this.contentOf(type as BatchType, send);
         prepared.push(
           await this.prepare(
             content,
@@ -220,13 +221,20 @@ export class MessagesService {
     return { ...batch, counts, done: waiting === 0 };
   }
 
-  private enqueueOf(type: BatchType, dto: SendDto, context: SendContext): Promise<PublicMessage> {
-    const { content, file } = this.contentOf(type, dto);
+  private async enqueueOf(
+    type: BatchType,
+    dto: SendDto,
+    context: SendContext,
+  ): Promise<PublicMessage> {
+    const { content, file } = await this.contentOf(type, dto);
     return this.enqueue(content, dto, context, file);
   }
 
   /** What a send of `type` asks for, checked beyond its DTO (and its file, decoded). */
-  private contentOf(type: BatchType, dto: SendDto): { content: MessageContent; file?: Buffer } {
+  private async contentOf(
+    type: BatchType,
+    dto: SendDto,
+  ): Promise<{ content: MessageContent; file?: Buffer }> {
     switch (type) {
       case 'text':
         return { content: { type: 'text', text: (dto as SendTextDto).text } };
@@ -349,7 +357,9 @@ export class MessagesService {
   }
 
   /** A media send's content: its options checked, a file sent with it decoded and capped. */
-  private mediaContent(dto: SendMediaDto): { content: MessageContent; file?: Buffer } {
+  private async mediaContent(
+    dto: SendMediaDto,
+  ): Promise<{ content: MessageContent; file?: Buffer }> {
     if (dto.mediaUrl !== undefined && dto.mediaBase64 !== undefined)
       throw new AppError('BAD_REQUEST', 'give mediaUrl or mediaBase64, not both');
     if (dto.mediaUrl !== undefined) {
@@ -381,7 +391,7 @@ export class MessagesService {
           `The file is ${file.length} bytes, more than MEDIA_MAX_BYTES (${this.config.MEDIA_MAX_BYTES})`,
         );
     }
-    const mimetype = dto.mimetype?.toLowerCase();
+    const mimetype = file ? await typeOfFile(file, dto.mimetype) : dto.mimetype?.toLowerCase();
     const unsuitable = mimetype ? mediaOptionProblem(options, mimetype) : null;
     if (unsuitable) throw new AppError('BAD_REQUEST', unsuitable);
     return {
@@ -660,4 +670,15 @@ function scheduledTime(sendAt: string | undefined, now = Date.now()): Date | und
   if (time.getTime() - now > MAX_SCHEDULE_MS)
     throw new AppError('BAD_REQUEST', 'sendAt must be at most 30 days ahead');
   return time;
+}
+
+/**
+ * The type of a file sent with the request: the one given, unless it says nothing
+ * (application/octet-stream, what curl and most clients label a .ogg, .mp3 or .mp4 part) and
+ * the bytes tell (as a file downloaded from a mediaUrl is sniffed).
+ */
+async function typeOfFile(file: Buffer, given: string | undefined): Promise<string | undefined> {
+  const type = given?.toLowerCase();
+  if (type !== undefined && type !== 'application/octet-stream') return type;
+  return (await fileTypeFromBuffer(file))?.mime ?? type;
 }
