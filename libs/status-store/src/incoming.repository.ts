@@ -58,6 +58,11 @@ interface Position {
  * Our id for a message the engine reports: the same engine event always maps to one record.
  * It carries the session's shard (shardOfId).
  */
+/** Orders positions newest first: by time, then by id, both descending (as ZREVRANGEBYSCORE). */
+function newestFirst(a: Position, b: Position): number {
+  return b.score - a.score || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+}
+
 export function incomingMessageId(sessionId: string, engineMessageId: string): string {
   const digest = createHash('sha256').update(`${sessionId}\n${engineMessageId}`).digest('hex');
   return `in_${shardOf(sessionId)}${digest.slice(0, 24)}`;
@@ -162,8 +167,10 @@ export class IncomingRepository {
       return value as string[];
     });
     const positions: Position[] = [];
-    // When a source returned a full batch, nothing older than its last entry is known yet.
-    let floor = -Infinity;
+    // When a source returned a full batch, nothing after its last entry (in the order below:
+    // time, then id, both descending) is known yet: not even an entry of its own at that same
+    // time, cut off by the LIMIT. So no source's entry past it is returned this round.
+    let floor: Position | null = null;
     let at = 0;
     for (let s = 0; s < sources.length; s++) {
       if (cursor.score !== Infinity) {
@@ -174,11 +181,14 @@ export class IncomingRepository {
       const page = results[at++];
       for (let i = 0; i < page.length; i += 2)
         positions.push({ id: page[i], score: Number(page[i + 1]) });
-      if (page.length === BATCH * 2) floor = Math.max(floor, Number(page[page.length - 1]));
+      if (page.length === BATCH * 2) {
+        const last = { id: page[page.length - 2], score: Number(page[page.length - 1]) };
+        if (!floor || newestFirst(last, floor) < 0) floor = last;
+      }
     }
     return positions
-      .filter((position) => position.score >= floor)
-      .sort((a, b) => b.score - a.score || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+      .filter((position) => !floor || newestFirst(position, floor) <= 0)
+      .sort(newestFirst);
   }
 
   private async load(

@@ -1,0 +1,95 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { inject } from 'vitest';
+import { loadAppConfig } from '@app/config';
+import { EventScriptArgs } from './event-script.js';
+import type { IncomingRecord } from './incoming-record.js';
+import { IncomingRepository, incomingMessageId } from './incoming.repository.js';
+import type { NewMessage } from './message-record.js';
+import { MessageRepository } from './message.repository.js';
+import { createRedis } from './redis-connection.js';
+import { RedisKeys } from './redis-keys.js';
+
+/** A session's conversation (received and sent, newest first) paged, on real Redis. */
+describe('IncomingRepository.conversation', () => {
+  let redis: Redis;
+  let keys: RedisKeys;
+  let incoming: IncomingRepository;
+  let messages: MessageRepository;
+  const SESSION = 'paged';
+
+  beforeAll(() => {
+    redis = createRedis(inject('redisUrl'), { name: 'conversation-test' });
+    keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
+    const config = loadAppConfig({ readEnvFile: false, overrides: { NODE_ENV: 'test' } });
+    const events = new EventScriptArgs(keys, [], 60_000);
+    incoming = new IncomingRepository(redis, keys, config, events);
+    messages = new MessageRepository(redis, keys, config, events);
+  });
+  afterAll(async () => {
+    const left = await redis.keys(keys.pattern());
+    if (left.length) await redis.del(...left);
+    await redis.quit();
+  });
+
+  async function receive(at: Date): Promise<string> {
+    const engineMessageId = `false_4915100000001@c.us_${randomUUID()}`;
+    const record: IncomingRecord = {
+      id: incomingMessageId(SESSION, engineMessageId),
+      sessionId: SESSION,
+      direction: 'in',
+      engineMessageId,
+      chatId: '4915100000001@c.us',
+      from: '4915100000001@c.us',
+      fromPhone: '4915100000001',
+      fromMe: false,
+      isGroup: false,
+      type: 'text',
+      body: 'hi',
+      timestamp: at.toISOString(),
+      receivedAt: at.toISOString(),
+      quotedId: null,
+      location: null,
+      vcards: null,
+      reaction: null,
+      media: null,
+    } as IncomingRecord;
+    await incoming.record(record, undefined, at);
+    return record.id;
+  }
+
+  it('returns every entry once when a full batch of one source ends among entries of the same time in both', async () => {
+    const base = Date.now() - 60_000;
+    const at = new Date(base);
+    const ids: string[] = [];
+    // 99 newer than `at`, then two received and one sent at `at` itself: the inbox's first
+    // batch of 100 ends inside that millisecond.
+    for (let i = 1; i <= 99; i++) ids.push(await receive(new Date(base + i)));
+    ids.push(await receive(at), await receive(at));
+    const sent = await messages.create(
+      {
+        id: randomUUID(),
+        sessionId: SESSION,
+        to: '4915100000001',
+        chatId: '4915100000001@c.us',
+        type: 'text',
+        text: 'hello',
+      } as NewMessage,
+      at,
+    );
+    ids.push(sent.id);
+
+    const all = await incoming.conversation({ sessionId: SESSION, limit: 200 });
+    expect(all.items.map((item) => item.id).sort()).toEqual([...ids].sort());
+    // Paged, the same entries once each.
+    const paged: string[] = [];
+    let before: string | undefined;
+    for (let pages = 0; pages < 50; pages++) {
+      const page = await incoming.conversation({ sessionId: SESSION, limit: 7, before });
+      paged.push(...page.items.map((item) => item.id));
+      if (!page.next || page.items.length === 0) break;
+      before = page.next;
+    }
+    expect(paged.sort()).toEqual([...ids].sort());
+  });
+});
