@@ -226,6 +226,12 @@ describe('incoming messages', () => {
       [
         'POST',
         '/api/v1/sessions/main/sandbox/incoming',
+        { from: '4915100000008', media: { mimetype: 'image/png', dataBase64: '' } },
+        400,
+      ],
+      [
+        'POST',
+        '/api/v1/sessions/main/sandbox/incoming',
         { from: '4915100000008', location: [] },
         400,
       ],

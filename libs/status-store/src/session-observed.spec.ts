@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { inject } from 'vitest';
 import { RedisServer } from '../../../test/support/redis-server.js';
 import { EventScriptArgs } from './event-script.js';
 import { createRedis } from './redis-connection.js';
 import { RedisKeys } from './redis-keys.js';
 import { RedisSubscriber } from './redis-subscriber.js';
-import { SessionRepository } from './session.repository.js';
+import { SANDBOX_INCOMING_LIMIT, SessionRepository } from './session.repository.js';
 
 // Its own Redis: SCRIPT FLUSH would unload the scripts of every other test.
 describe('SessionRepository.setObserved on a server that lost its scripts', () => {
@@ -76,5 +77,34 @@ describe('SessionRepository.setObserved on a server that lost its scripts', () =
     // QR went out a second time, by its source: the case this is about.
     expect(evals).toHaveLength(1);
     expect(await redis.hget(keys.session('main'), 'status')).toBe('READY');
+  });
+});
+
+describe('SessionRepository.pushSandboxIncoming', () => {
+  it('keeps at most SANDBOX_INCOMING_LIMIT messages waiting, the newest', async () => {
+    const redis = createRedis(inject('redisUrl'), { name: 'sandbox-in-test' });
+    const subscriber = new RedisSubscriber({ REDIS_URL: inject('redisUrl') } as never);
+    const keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
+    try {
+      const sessions = new SessionRepository(
+        redis,
+        keys,
+        new EventScriptArgs(keys, [], 60_000),
+        subscriber,
+      );
+      for (let i = 0; i < SANDBOX_INCOMING_LIMIT + 5; i++)
+        await sessions.pushSandboxIncoming('never-ready', {
+          engineMessageId: `sandbox_${i}`,
+          from: '4915100000001',
+          text: `${i}`,
+        });
+      expect(await redis.llen(keys.sandboxIncoming('never-ready'))).toBe(SANDBOX_INCOMING_LIMIT);
+      const [oldest] = await sessions.takeSandboxIncoming('never-ready', 1);
+      expect(oldest.text).toBe('5');
+    } finally {
+      await redis.del(keys.sandboxIncoming('never-ready'));
+      await subscriber.onApplicationShutdown();
+      await redis.quit();
+    }
   });
 });

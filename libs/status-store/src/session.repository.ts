@@ -16,6 +16,9 @@ import type {
   SessionView,
 } from './session-state.js';
 
+/** Sandbox messages waiting for a session's engine to receive them, at most. */
+export const SANDBOX_INCOMING_LIMIT = 1_000;
+
 const COMMANDS: SessionCommand[] = ['restart', 'logout', 'link'];
 
 // Writes observed state only while the session is registered: a late event of an engine
@@ -253,9 +256,17 @@ export class SessionRepository {
     }
   }
 
-  /** Sandbox only: queues a message for the session's engine to receive, and nudges the owner. */
+  /**
+   * Sandbox only: queues a message for the session's engine to receive, and nudges the owner.
+   * At most SANDBOX_INCOMING_LIMIT wait (the oldest go): a session never READY takes none.
+   */
   async pushSandboxIncoming(sessionId: string, message: SandboxIncoming): Promise<void> {
-    await this.redis.rpush(this.keys.sandboxIncoming(sessionId), JSON.stringify(message));
+    const key = this.keys.sandboxIncoming(sessionId);
+    await this.redis
+      .multi()
+      .rpush(key, JSON.stringify(message))
+      .ltrim(key, -SANDBOX_INCOMING_LIMIT, -1)
+      .exec();
     await this.announce(sessionId);
   }
 

@@ -6,6 +6,7 @@ import {
   IsIn,
   IsLatitude,
   IsLongitude,
+  IsNotEmpty,
   IsObject,
   IsOptional,
   IsString,
@@ -191,6 +192,8 @@ class SandboxMediaDto {
       'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==',
   })
   @IsBase64()
+  // (IsBase64 takes '': an empty file would be recorded as available, with no bytes to serve.)
+  @IsNotEmpty({ message: 'media.dataBase64 must not be empty' })
   @MaxLength(1_000_000)
   dataBase64: string;
 }
