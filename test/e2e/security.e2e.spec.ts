@@ -88,6 +88,27 @@ describe('rate limits: per API key, and failed logins per client address', () =>
     expect(other.status).toBe(401);
   });
 
+  it('counts the guesses of an IPv6 network together: a new address of the same /64 each time waits too', async () => {
+    for (let i = 1; i <= 10; i++) {
+      const wrong = await get(stack.url, '/api/v1/sessions', {
+        'x-api-key': `v6-guess-${i}`,
+        'x-forwarded-for': `2001:db8:0:7::${i.toString(16)}`,
+      });
+      expect(wrong.status).toBe(401);
+    }
+    const blocked = await get(stack.url, '/api/v1/sessions', {
+      'x-api-key': 'v6-guess-11',
+      'x-forwarded-for': '2001:db8:0:7:ffff::b',
+    });
+    expect(blocked.status).toBe(429);
+    // The next /64 is another network.
+    const other = await get(stack.url, '/api/v1/sessions', {
+      'x-api-key': 'v6-guess',
+      'x-forwarded-for': '2001:db8:0:8::1',
+    });
+    expect(other.status).toBe(401);
+  });
+
   it('tells apart at most the limit of guesses sent all at once, and never refuses right keys for their number', async () => {
     const from = (address: string, apiKey: string) => ({
       'x-api-key': apiKey,

@@ -55,6 +55,8 @@ export class AuditRepository {
 
   /** Newest first; `before` is the id of the last entry of the previous page. */
   async list(limit: number, before?: string): Promise<AuditEntry[]> {
+    // Nothing comes before the smallest id (and Redis refuses the range "(0-0").
+    if (before && before.split('-').every((part) => Number(part) === 0)) return [];
     const end = before ? `(${before}` : '+';
     const rows = await this.redis.xrevrange(this.keys.audit(), end, '-', 'COUNT', limit);
     return rows.map(([id, fields]) => {

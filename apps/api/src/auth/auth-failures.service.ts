@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { isIPv4, isIPv6 } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import { AppError } from '@app/common';
@@ -28,7 +29,8 @@ return { n, redis.call('PTTL', KEYS[1]) }
  * and many at once from one address are never refused for their number. An address's count
  * is read once and kept in the process until a failed login anywhere changes it (announced on
  * a channel; at most 5 s), so right credentials usually cost no Redis read at all.
- * The address is the one TRUST_PROXY makes `request.ip`.
+ * The address is the one TRUST_PROXY makes `request.ip`; an IPv6 one counts by its /64
+ * (addressBucket).
  */
 @Injectable()
 export class AuthFailures {
@@ -49,7 +51,7 @@ export class AuthFailures {
    * on (to let it in, or to answer 401).
    */
   async check(request: FastifyRequest, reply: FastifyReply, ok: boolean): Promise<void> {
-    const key = this.keys.authFailures(request.ip);
+    const key = this.keys.authFailures(addressBucket(request.ip));
     const limit = this.config.AUTH_FAILURES_PER_MINUTE;
     // Right credentials (the hot path): the count as kept, or one read; an address over the
     // limit is read again (its window may have ended), and its wait only when refused.
@@ -76,4 +78,29 @@ export class AuthFailures {
       `Too many failed logins from this address; retry in ${seconds} s`,
     );
   }
+}
+
+/**
+ * What failed logins are counted by: an IPv4 address (also one written as IPv6, ::ffff:a.b.c.d),
+ * or an IPv6 address's /64, the least a single host or customer is given: one who holds a /64
+ * could otherwise try from a new address each time.
+ */
+export function addressBucket(ip: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return mapped[1];
+  const address = ip.split('%')[0];
+  if (isIPv4(address) || !isIPv6(address)) return ip;
+  const [head, tail] = address.split('::');
+  const groups = (part: string | undefined) =>
+    part ? part.split(':').flatMap((group) => (group.includes('.') ? ['0', '0'] : [group])) : [];
+  const before = groups(head);
+  const after = groups(tail);
+  const full =
+    tail === undefined
+      ? before
+      : [...before, ...Array<string>(8 - before.length - after.length).fill('0'), ...after];
+  return `${full
+    .slice(0, 4)
+    .map((group) => parseInt(group, 16).toString(16))
+    .join(':')}::/64`;
 }
