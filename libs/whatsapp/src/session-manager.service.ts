@@ -48,6 +48,13 @@ export interface SessionManagerEvents {
  */
 export type PurgeStep = (sessionId: string) => Promise<void>;
 
+/**
+ * Work before this worker stops a session it still holds to hand it over (drained, over its
+ * share, stopped, unregistered): its send consumer closing, the send in its turn finished
+ * while the engine still runs. Not run when the lease was lost (another worker may drive it).
+ */
+export type HandOverStep = (sessionId: string) => Promise<void>;
+
 /** How long a starting session holds a start slot before the next one may launch. */
 const START_SLOT_MS = 60_000;
 /** A quiet worker still reads the whole registry every this many heartbeats. */
@@ -82,6 +89,7 @@ export class SessionManager
   private ticksSinceFull = 0;
   private stopped = false;
   private readonly purgeSteps: PurgeStep[] = [];
+  private readonly handOverSteps: HandOverStep[] = [];
   /** A purge failed in this pass: the next heartbeat reads the whole registry. */
   private purgeFailed = false;
 
@@ -112,6 +120,11 @@ export class SessionManager
     await this.subscriber.subscribe(this.sessions.channel, () => void this.reconcile());
     this.timer = setInterval(() => void this.tick(), this.config.WORKER_HEARTBEAT_MS);
     await this.reconcile();
+  }
+
+  /** Adds work done before a session held here is stopped to be handed over (HandOverStep). */
+  onHandOver(step: HandOverStep): void {
+    this.handOverSteps.push(step);
   }
 
   /** Adds work every purge of a deleted session does before it unregisters it (PurgeStep). */
@@ -287,8 +300,9 @@ export class SessionManager
     for (const sessionId of chosen) {
       this.log.log({ sessionId, share, draining }, 'handing a session to another worker');
       await this.release(sessionId);
+      // Taken over now, not after the others are handed back too.
+      await this.sessions.announce(sessionId);
     }
-    await this.sessions.announce(chosen[0]);
     return new Set(chosen);
   }
 
@@ -349,8 +363,20 @@ export class SessionManager
     }
   }
 
-  /** Stops driving a session and hands its lease back: it is no longer this worker's. */
+  /**
+   * Stops driving a session and hands its lease back: it is no longer this worker's. The
+   * hand-over steps run first, with the engine still running (a failed one is logged: the
+   * session goes all the same).
+   */
   private async release(sessionId: string): Promise<void> {
+    for (const step of this.handOverSteps) {
+      await step(sessionId).catch((err: unknown) =>
+        this.log.warn(
+          { sessionId, err: toError(err).message },
+          'could not finish handing the session over cleanly',
+        ),
+      );
+    }
     await this.stopEngine(sessionId);
     await this.leases.release(sessionId, this.workerId);
     this.emit('released', sessionId);

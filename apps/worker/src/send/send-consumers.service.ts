@@ -88,6 +88,9 @@ export class SendConsumers {
   async start(): Promise<void> {
     this.sessions.on('ready', (sessionId) => this.guard(sessionId, () => this.resume(sessionId)));
     this.sessions.on('unready', (sessionId) => this.guard(sessionId, () => this.pause(sessionId)));
+    // Handed over: the send in its turn finishes while the engine still runs (the others in
+    // hand go back to the queue for the next owner); a lost lease closes it after the fact.
+    this.sessions.onHandOver((sessionId) => this.closeConsumer(sessionId));
     this.sessions.on('released', (sessionId) => void this.closeConsumer(sessionId));
     this.sessions.onPurge((sessionId) => this.dropQueue(sessionId));
     await this.sessions.startAll();
