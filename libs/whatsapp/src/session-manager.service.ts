@@ -90,6 +90,13 @@ export class SessionManager
   private stopped = false;
   private readonly purgeSteps: PurgeStep[] = [];
   private readonly handOverSteps: HandOverStep[] = [];
+  /**
+   * Per session held here, until when its lease is surely ours (the time a renew or acquire
+   * was sent, plus the lease's time to live: Redis counts from later). See holdsLease.
+   */
+  private readonly leaseUntil = new Map<string, number>();
+  /** Sessions whose engine is stopping: their leases are still renewed until it has stopped. */
+  private readonly stopping = new Set<string>();
   /** A purge failed in this pass: the next heartbeat reads the whole registry. */
   private purgeFailed = false;
 
@@ -149,6 +156,15 @@ export class SessionManager
   }
 
   /**
+   * Whether this worker's lease of the session is confirmed for at least another heartbeat.
+   * Checked right before a send calls the engine: a worker that could not renew (Redis out of
+   * reach, an event loop stalled for seconds) may soon share the session with its next owner.
+   */
+  holdsLease(sessionId: string): boolean {
+    return (this.leaseUntil.get(sessionId) ?? 0) - Date.now() > this.config.WORKER_HEARTBEAT_MS;
+  }
+
+  /**
    * Registered sessions, not deleted, that no live worker drove at this worker's last full
    * pass (every worker at its share, or all of them draining): nobody consumes their queues,
    * so the expiry sweep of every worker looks at them too.
@@ -161,16 +177,18 @@ export class SessionManager
   async onApplicationShutdown(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    clearInterval(this.timer);
     await this.subscriber.unsubscribe(this.sessions.channel);
     await this.reconciling?.catch(() => undefined);
     const handedBack = this.ownedSessionIds();
+    // The heartbeat keeps renewing the leases of the engines still stopping (a wwebjs engine
+    // may take tens of seconds): no other worker starts one before this one has stopped.
     await Promise.all(
       handedBack.map(async (sessionId) => {
         await this.stopEngine(sessionId);
-        await this.leases.release(sessionId, this.workerId).catch(() => undefined);
+        await this.releaseLease(sessionId).catch(() => undefined);
       }),
     );
+    clearInterval(this.timer);
     // The other workers take them over now, not at their next heartbeat.
     if (handedBack.length) await this.sessions.announce(handedBack[0]).catch(() => undefined);
   }
@@ -202,16 +220,26 @@ export class SessionManager
   }
 
   private async tick(): Promise<void> {
+    const held = [...new Set([...this.ownedSessionIds(), ...this.stopping])];
+    const sent = Date.now();
     try {
-      const lost = await this.leases.renew(this.ownedSessionIds(), this.workerId, this.leaseTtl());
+      const lost = new Set(await this.leases.renew(held, this.workerId, this.leaseTtl()));
+      for (const sessionId of held) {
+        if (!lost.has(sessionId)) this.leaseUntil.set(sessionId, sent + this.leaseTtl());
+      }
       for (const sessionId of lost) {
+        this.leaseUntil.delete(sessionId);
+        // (One still stopping is on its way out already.)
+        if (!this.engines.has(sessionId)) continue;
         this.log.warn({ sessionId }, 'lost the lease of a session; stopping its engine');
         await this.stopEngine(sessionId);
         this.emit('released', sessionId);
       }
     } catch (err) {
       this.log.warn({ err: toError(err).message }, 'lease renewal failed');
+      await this.stopUnconfirmed();
     }
+    if (this.stopped) return;
     // The whole registry is read only when something may have to move: after a change was
     // announced (pub/sub), while sessions wait for a driver, when workers came or went, and
     // every FULL_RECONCILE_TICKS as a safety net. Otherwise a heartbeat costs Redis reads in
@@ -265,11 +293,11 @@ export class SessionManager
       if (decision.action === 'wait') waiting++;
       if (decision.action === 'wait' || decision.action === 'leave') continue;
       if (!this.engines.has(session.id)) {
-        if (
-          holder === null &&
-          !(await this.leases.acquire(session.id, this.workerId, this.leaseTtl()))
-        )
-          continue;
+        if (holder === null) {
+          const sent = Date.now();
+          if (!(await this.leases.acquire(session.id, this.workerId, this.leaseTtl()))) continue;
+          this.leaseUntil.set(session.id, sent + this.leaseTtl());
+        }
         if (decision.action === 'start') owned++;
       }
       await this.carryOut(session, decision);
@@ -317,7 +345,7 @@ export class SessionManager
         return this.release(id);
       case 'mark-stopped':
         await this.sessions.setObserved(id, { status: 'STOPPED' }, this.workerId);
-        await this.leases.release(id, this.workerId);
+        await this.releaseLease(id);
         return;
       case 'logout':
         this.log.log({ sessionId: id }, 'logging out');
@@ -378,7 +406,7 @@ export class SessionManager
       );
     }
     await this.stopEngine(sessionId);
-    await this.leases.release(sessionId, this.workerId);
+    await this.releaseLease(sessionId);
     this.emit('released', sessionId);
   }
 
@@ -402,7 +430,7 @@ export class SessionManager
       return;
     }
     await this.sessions.unregister(sessionId);
-    await this.leases.release(sessionId, this.workerId);
+    await this.releaseLease(sessionId);
   }
 
   /** A login goes everywhere it is kept: this worker's disk and the shared store. */
@@ -442,17 +470,46 @@ export class SessionManager
     }
   }
 
+  /** Hands a session's lease back (another worker may take it at once). */
+  private async releaseLease(sessionId: string): Promise<void> {
+    this.leaseUntil.delete(sessionId);
+    await this.leases.release(sessionId, this.workerId);
+  }
+
+  /**
+   * After a renewal failed: stops the engines whose leases may run out before the next
+   * heartbeat can renew them (one failed renewal is borne; two in a row are not). Another
+   * worker takes a session once its lease has expired, and must not find it still driven here.
+   */
+  private async stopUnconfirmed(): Promise<void> {
+    const now = Date.now();
+    for (const sessionId of this.ownedSessionIds()) {
+      const left = (this.leaseUntil.get(sessionId) ?? 0) - now;
+      if (left > 1.5 * this.config.WORKER_HEARTBEAT_MS) continue;
+      this.log.warn(
+        { sessionId, leaseLeftMs: Math.max(0, left) },
+        'could not renew the lease of a session in time; stopping its engine',
+      );
+      this.leaseUntil.delete(sessionId);
+      await this.stopEngine(sessionId);
+      this.emit('released', sessionId);
+    }
+  }
+
   private async stopEngine(
     sessionId: string,
     how: (engine: WhatsAppEngine) => Promise<void> = (e) => e.stop(),
   ) {
     const engine = this.engines.remove(sessionId);
     if (!engine) return;
+    this.stopping.add(sessionId);
     this.starts.passed(sessionId);
     try {
       await how(engine);
     } catch (err) {
       this.log.warn({ sessionId, err: toError(err).message }, 'engine did not stop cleanly');
+    } finally {
+      this.stopping.delete(sessionId);
     }
     engine.removeAllListeners();
     this.engines.forgetStatus(sessionId);

@@ -1,9 +1,15 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { Test } from '@nestjs/testing';
-import { inject } from 'vitest';
+import { inject, vi } from 'vitest';
 import { AppConfigModule } from '@app/config';
-import { REDIS, RedisKeys, SessionRepository, StatusStoreModule } from '@app/status-store';
+import {
+  LeaseRepository,
+  REDIS,
+  RedisKeys,
+  SessionRepository,
+  StatusStoreModule,
+} from '@app/status-store';
 import type { Redis } from 'ioredis';
 import type { INestApplicationContext } from '@nestjs/common';
 import { eventually } from '../../../test/support/eventually.js';
@@ -112,6 +118,58 @@ describe('SessionManager', () => {
     }
     expect(engines.size).toBe(6);
     expect(maxStarting).toBe(2);
+  });
+
+  it('keeps renewing the lease of a session whose engine is still stopping', async () => {
+    const manager = app.get(SessionManager);
+    const leases = app.get(LeaseRepository);
+    const renewed: string[][] = [];
+    const renew = vi.spyOn(leases, 'renew').mockImplementation(async (ids) => {
+      renewed.push([...ids]);
+      return [];
+    });
+    let stopped!: () => void;
+    vi.spyOn(engines.get('d')!, 'stop').mockImplementation(
+      () => new Promise<void>((resolve) => (stopped = resolve)),
+    );
+    try {
+      await app.get(SessionRepository).setDesired('d', 'stopped');
+      const reconciled = manager.reconcile();
+      await eventually(() => expect(manager.engine('d')).toBeUndefined());
+      // (The tick then joins the pass still stopping the engine.)
+      const ticked = (manager as unknown as { tick(): Promise<void> }).tick();
+      await eventually(() => expect(renewed.at(-1)).toContain('d'));
+      stopped();
+      await reconciled;
+      await ticked;
+      await (manager as unknown as { tick(): Promise<void> }).tick();
+      expect(renewed.at(-1)).not.toContain('d');
+    } finally {
+      renew.mockRestore();
+    }
+  });
+
+  it('stops an engine whose lease it cannot renew before it may run out, and says it holds it no more', async () => {
+    const manager = app.get(SessionManager);
+    const leases = app.get(LeaseRepository);
+    expect(manager.holdsLease('c')).toBe(true);
+    const renew = vi.spyOn(leases, 'renew').mockRejectedValue(new Error('Connection is closed'));
+    const released: string[] = [];
+    manager.on('released', (sessionId) => released.push(sessionId));
+    const until = (manager as unknown as { leaseUntil: Map<string, number> }).leaseUntil;
+    try {
+      // One failed renewal with the lease good for another three heartbeats is borne.
+      await (manager as unknown as { tick(): Promise<void> }).tick();
+      expect(manager.engine('c')).toBeDefined();
+      // Its lease about to run out, with no renewal: stopped, and no longer held.
+      until.set('c', Date.now() + 1_000);
+      expect(manager.holdsLease('c')).toBe(false);
+      await (manager as unknown as { tick(): Promise<void> }).tick();
+      expect(manager.engine('c')).toBeUndefined();
+      expect(released).toContain('c');
+    } finally {
+      renew.mockRestore();
+    }
   });
 
   it('keeps a deleted session registered while a purge step fails, and purges it again until one succeeds', async () => {

@@ -231,6 +231,7 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
   const sessions = {
     engine: () => engine as unknown as WhatsAppEngine,
     isReady: vi.fn(() => options.ready ?? true),
+    holdsLease: vi.fn(() => true),
   };
   const media = {
     fetch: vi.fn(async () => ({
@@ -455,6 +456,28 @@ describe('SendService: failures and retries', () => {
         message: 'media URL answered HTTP 403; it may have reached WhatsApp all the same',
       },
     });
+  });
+
+  it('does not call the engine when this worker cannot confirm its lease of the session, and counts no try', async () => {
+    const h = harness();
+    h.store.put(record());
+    h.sessions.holdsLease.mockReturnValue(false);
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('not-ready');
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'queued', attempts: 0 });
+    // Left `sending` by a try that may have sent it: it stays so (the next try looks first).
+    h.store.put(
+      record({
+        status: 'sending',
+        sendingAt: new Date(Date.now() - 60_000).toISOString(),
+        attempts: 1,
+      }),
+    );
+    await expect(h.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
+      'not-ready',
+    );
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'sending' });
   });
 
   it('puts a message whose try failed before the engine was called back in the queue', async () => {

@@ -302,6 +302,14 @@ export class SendService {
           return claim === 'failed' ? 'already-failed' : 'already-sent';
         }
       }
+      // This worker could not confirm it still alone drives the session (its lease not renewed
+      // in time: Redis out of reach, the event loop stalled): the send waits for whoever holds
+      // the session, without a try counted. Left `sending` if an earlier try may have sent it.
+      if (!this.sessions.holdsLease(sessionId)) {
+        if (!stillSending) await this.messages.unclaim(messageId, record.attempts);
+        this.log.warn({ sessionId, messageId }, 'lease of the session not confirmed; not sending');
+        return 'not-ready';
+      }
       const endSend = this.metrics.startSend(sessionId, record.createdAt);
       // Measured from the end of this call: a pause (GC, load) between taking the time and
       // calling the engine can then only widen the gap, never shrink it below the interval.
