@@ -72,6 +72,10 @@ describe('deploy/kubernetes', () => {
     expect(workerContainer.readinessProbe.httpGet.path).toBe('/health/ready');
     expect(workerContainer.volumeMounts.map((m: any) => m.mountPath)).toContain('/data/wwebjs');
     expect(worker.spec.volumeClaimTemplates[0].metadata.name).toBe('wwebjs-data');
+    // Logins on each pod's own volume: a second pod would take sessions whose login it lacks.
+    const configMap = all.find((o) => o.kind === 'ConfigMap');
+    expect(configMap.data.AUTH_STORE).toBe('local');
+    expect(worker.spec.replicas).toBe(1);
     const redis = all.find((o) => o.kind === 'StatefulSet' && o.metadata.name.endsWith('-redis'));
     expect(redis.spec.template.spec.containers[0].args).toContain('--appendonly');
   });
