@@ -1,3 +1,4 @@
+import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
 describe('API keys as data: made, scoped, revoked and rotated through /api/v1/keys', () => {
@@ -154,6 +155,14 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
 
     const listed = (await stack.call('GET', '/api/v1/sessions', undefined, key)).body.data;
     expect(listed.map((session: { id: string }) => session.id)).toEqual(['sales']);
+    // The workers listing names only its sessions too (main is driven as well).
+    // (As its last heartbeat reported them.)
+    await eventually(async () => {
+      const workers = (await stack.call('GET', '/api/v1/workers', undefined, key)).body.data;
+      expect(workers.flatMap((worker: { sessions: string[] }) => worker.sessions)).toEqual([
+        'sales',
+      ]);
+    });
     expect((await stack.call('GET', '/api/v1/sessions/main/status', undefined, key)).status).toBe(
       403,
     );

@@ -1,6 +1,7 @@
 import { ok } from '@app/common';
 import { Audited } from '../audit/audit.interceptor.js';
-import { Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
+import { Controller, Delete, Get, HttpCode, Param, Post, Req } from '@nestjs/common';
+import type { FastifyRequest } from 'fastify';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
@@ -27,12 +28,12 @@ export class WorkersController {
     summary: 'Live workers and the sessions each drives',
     description:
       'A worker is live while its heartbeat is fresher than 3 × WORKER_HEARTBEAT_MS. ' +
-      'An empty list means sends are refused with 503.',
+      'An empty list means sends are refused with 503. A key limited to some sessions sees only those in `sessions`.',
   })
   @ApiEnvelope(WorkerDto, { isArray: true })
   @ApiErrors({ status: 503, description: 'UNAVAILABLE: Redis cannot be reached; retry shortly' })
-  list() {
-    return ok(this.workers.listLive());
+  list(@Req() req: FastifyRequest) {
+    return ok(this.workers.listLive(req.principal?.sessions));
   }
 
   @Post(':id/drain')

@@ -13,8 +13,15 @@ export class WorkersService {
   ) {}
 
   /** Workers whose heartbeat is fresher than WORKER_HEARTBEAT_MS × 3. */
-  listLive(): Promise<WorkerDto[]> {
-    return this.workers.listLive(this.config.workerStaleAfterMs);
+  /** The live workers; for a key limited to some sessions, each listing only those. */
+  async listLive(sessions?: string[] | null): Promise<WorkerDto[]> {
+    const live = await this.workers.listLive(this.config.workerStaleAfterMs);
+    if (!sessions) return live;
+    const allowed = new Set(sessions);
+    return live.map((worker) => ({
+      ...worker,
+      sessions: worker.sessions.filter((sessionId) => allowed.has(sessionId)),
+    }));
   }
 
   /**
