@@ -5,6 +5,9 @@ import { RedisKeys } from './redis-keys.js';
 import { RedisSubscriber } from './redis-subscriber.js';
 import { REDIS } from './status-store.tokens.js';
 
+/** A drained worker silent this many times its staleness limit is forgotten (placement). */
+export const DRAIN_FORGOTTEN_AFTER_STALE = 20;
+
 export interface WorkerInfo {
   id: string;
   host: string;
@@ -100,14 +103,20 @@ export class WorkerRepository {
     staleAfterMs: number,
     now = Date.now(),
   ): Promise<{ takingWorkers: number; draining: boolean; fleet: string; live: Set<string> }> {
-    const [live, draining] = (await this.redis
+    // A drain is forgotten only when its worker has been silent far longer than it takes to
+    // count as gone: a beat that merely looks stale (a Redis failover, a stall, a clock off by
+    // seconds) must not undo it, or the drained worker would take sessions again.
+    const forgetBefore = now - DRAIN_FORGOTTEN_AFTER_STALE * staleAfterMs;
+    const [live, draining, recent] = (await this.redis
       .multi()
       .zrangebyscore(this.keys.workers(), now - staleAfterMs, '+inf')
       .smembers(this.keys.drainingWorkers())
-      .exec()) as [[Error | null, string[]], [Error | null, string[]]];
+      .zrangebyscore(this.keys.workers(), forgetBefore, '+inf')
+      .exec()) as [[Error | null, string[]], [Error | null, string[]], [Error | null, string[]]];
     const drainingIds = new Set(draining[1]);
     const liveIds = new Set(live[1]);
-    const gone = [...drainingIds].filter((id) => !liveIds.has(id));
+    const recentIds = new Set(recent[1]);
+    const gone = [...drainingIds].filter((id) => !recentIds.has(id));
     if (gone.length) await this.redis.srem(this.keys.drainingWorkers(), ...gone);
     // This worker counts even before its first heartbeat is written.
     liveIds.add(workerId);
