@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { QueueProducer } from '@app/queue';
 import { SessionManager } from '@app/whatsapp';
@@ -272,6 +272,31 @@ describe('state writes after a delete', () => {
     expect((await stack.call('GET', '/api/v1/sessions/gone/messages')).body.data.items).toEqual([]);
     // The message itself stays readable by id until it expires.
     expect((await stack.call('GET', `/api/v1/messages/${sent.body.data.id}`)).status).toBe(200);
+  });
+});
+
+describe('a deleted session and the disks of workers', () => {
+  const stack = useStack();
+
+  it('stays deleted when a worker boots with its login on disk, until it is made again', async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'left' });
+    await stack.waitReady('left');
+    await stack.call('DELETE', '/api/v1/sessions/left');
+    await eventually(async () =>
+      expect(await stack.redis.sismember(stack.keys.sessions(), 'left')).toBe(0),
+    );
+    // Its login on a disk the purge did not see (another worker's, where it ran before).
+    const folder = join(stack.env.WWEBJS_DATA_DIR, 'session-left');
+    await mkdir(folder, { recursive: true });
+    await writeFile(join(folder, 'marker'), 'a login');
+    await stack.stopWorker();
+    await stack.startWorker();
+    await stack.waitReady();
+    expect(await stack.redis.sismember(stack.keys.sessions(), 'left')).toBe(0);
+    expect(existsSync(folder)).toBe(false);
+    // Made again on purpose: it is back.
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'left' })).status).toBe(201);
+    await stack.waitReady('left');
   });
 });
 

@@ -99,8 +99,11 @@ export class ApiModule implements OnApplicationBootstrap {
     };
   }
 
-  /** The default session exists from the first boot, whichever process starts first. */
+  /**
+   * The default session exists from the first boot, whichever process starts first (unless
+   * it was deleted since: then only POST /sessions makes it again).
+   */
   async onApplicationBootstrap(): Promise<void> {
-    await this.sessions.register(this.config.DEFAULT_SESSION_ID);
+    await this.sessions.registerFound(this.config.DEFAULT_SESSION_ID);
   }
 }

@@ -187,6 +187,10 @@ export class RedisKeys {
   sessions(): string {
     return `${this.root}:sessions`;
   }
+  /** Hash of the sessions deleted (id -> when), so a boot does not bring one back. */
+  deletedSessions(): string {
+    return `${this.root}:deleted-sessions`;
+  }
   session(sessionId: string): string {
     return this.ofSession('session', sessionId);
   }

@@ -64,7 +64,22 @@ export class SessionRepository {
     this.active = new InvalidatedCache(subscriber, keys.changes('active-session'));
   }
 
-  /** Registers a session if it is not yet; returns true when it was new. */
+  /**
+   * Registers a session found rather than asked for (the default session at boot, a login on
+   * a worker's disk), unless it was deleted: what it did, or `deleted` when it did nothing.
+   */
+  async registerFound(
+    sessionId: string,
+    now = new Date(),
+  ): Promise<'registered' | 'known' | 'deleted'> {
+    if (await this.redis.hexists(this.keys.deletedSessions(), sessionId)) return 'deleted';
+    return (await this.register(sessionId, now)) ? 'registered' : 'known';
+  }
+
+  /**
+   * Registers a session if it is not yet (made again if it was deleted); returns true when it
+   * was new.
+   */
   async register(sessionId: string, now = new Date()): Promise<boolean> {
     // The hash (in the session's shard) first, then the registry (root): the two are in
     // different Cluster slots, so not one transaction; a reader of the registry skips a
@@ -78,6 +93,7 @@ export class SessionRepository {
     const [added] = await Promise.all([
       this.redis.sadd(this.keys.sessions(), sessionId),
       this.redis.sadd(this.keys.shards(), shardOf(sessionId)),
+      this.redis.hdel(this.keys.deletedSessions(), sessionId),
     ]);
     return results?.[1]?.[1] === 1 || added === 1;
   }
@@ -151,7 +167,11 @@ export class SessionRepository {
   async unregister(sessionId: string): Promise<void> {
     // The registry (root) first, then the session's keys (its shard): as register, reversed.
     // The shard stays listed: its indexes may still hold the session's records.
-    await this.redis.srem(this.keys.sessions(), sessionId);
+    await this.redis
+      .multi()
+      .srem(this.keys.sessions(), sessionId)
+      .hset(this.keys.deletedSessions(), sessionId, new Date().toISOString())
+      .exec();
     await this.redis
       .multi()
       .del(this.keys.session(sessionId))

@@ -115,13 +115,22 @@ export class SessionManager
     this.starts = new StartGate(config.SESSION_START_CONCURRENCY, START_SLOT_MS);
   }
 
-  /** Registers the default session and any linked session found on disk, then takes work. */
+  /**
+   * Registers the default session and any linked session found on disk (unless deleted), then
+   * takes work.
+   */
   async startAll(): Promise<void> {
-    await this.sessions.register(this.config.DEFAULT_SESSION_ID);
-    // A Redis that lost its data must not make the worker forget phones linked on this disk.
+    await this.sessions.registerFound(this.config.DEFAULT_SESSION_ID);
+    // A Redis that lost its data must not make the worker forget phones linked on this disk;
+    // but a session deleted while this worker was away (its login left here) stays deleted.
     for (const sessionId of await this.sessionsOnDisk()) {
-      if (await this.sessions.register(sessionId))
+      const found = await this.sessions.registerFound(sessionId);
+      if (found === 'registered')
         this.log.warn({ sessionId }, 'registered a session found on disk');
+      if (found === 'deleted') {
+        this.log.warn({ sessionId }, 'deleting the login of a deleted session found on disk');
+        await this.deleteLogin(sessionId);
+      }
     }
     this.subscriber.onReconnect(() => void this.reconcile());
     await this.subscriber.subscribe(this.sessions.channel, () => void this.reconcile());
