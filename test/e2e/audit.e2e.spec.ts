@@ -77,6 +77,26 @@ describe('the audit log: admin actions and key changes', () => {
         status: 201,
       }),
     );
+    // A form post answers a redirect either way; the log keeps how it went.
+    const revoke = await fetch(`${stack.url}/admin/keys/0123456789abcdef/revoke`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: {
+        authorization: basic,
+        cookie,
+        origin: stack.url,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({ _csrf: token }).toString(),
+    });
+    expect(revoke.status).toBe(303);
+    await eventually(async () =>
+      expect((await entries())[0]).toMatchObject({
+        action: 'POST /admin/keys/:id/revoke',
+        target: { id: '0123456789abcdef' },
+        status: 404,
+      }),
+    );
     const page = await fetch(`${stack.url}/admin/audit`, { headers: { authorization: basic } });
     expect(page.status).toBe(200);
     const html = await page.text();

@@ -1,4 +1,4 @@
-import { Audited } from '../audit/audit.interceptor.js';
+import { Audited, auditOutcome } from '../audit/audit.interceptor.js';
 import { Controller, Get, Param, Post, Req, Res, UseFilters, type Type } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { plainToInstance } from 'class-transformer';
@@ -306,6 +306,8 @@ export class AdminPagesController {
       // Our own errors are the operator's to read; anything else goes to the error page.
       if (!(err instanceof AppError)) throw err;
       flash = { kind: 'error', text: err.message };
+      // Redirected all the same: the audit log keeps what it was refused with.
+      auditOutcome(req, err.status);
     }
     void res.setCookie(FLASH_COOKIE, JSON.stringify({ ...flash, text: flash.text.slice(0, 500) }), {
       httpOnly: true,

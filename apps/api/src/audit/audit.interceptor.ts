@@ -57,11 +57,22 @@ export class AuditInterceptor implements NestInterceptor {
         );
     return next.handle().pipe(
       tap({
-        next: () => write(reply.statusCode),
+        next: () => write(outcomes.get(request) ?? reply.statusCode),
         error: (err: unknown) => write(toErrorEnvelope(err).status),
       }),
     );
   }
+}
+
+/** Statuses of requests whose answer does not say how they went (see auditOutcome). */
+const outcomes = new WeakMap<FastifyRequest, number>();
+
+/**
+ * Records how an action went when its answer does not say (a form post answered with a
+ * redirect either way, its outcome in a flash message): the audit log keeps this status.
+ */
+export function auditOutcome(request: FastifyRequest, status: number): void {
+  outcomes.set(request, status);
 }
 
 /** Audits a controller's state-changing routes. */
