@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
@@ -114,6 +115,35 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
       filename: 'blob.bin',
     });
     expect((await sentMedia(unknown.body.data.id)).mimetype).toBe('application/octet-stream');
+  });
+
+  it('refuses a wrong key before reading the body of a large upload or batch', async () => {
+    for (const path of ['/api/v1/messages/media', '/api/v1/messages/batch']) {
+      const { port } = new URL(stack.url);
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () => {
+          // Announces 8 MB, sends a few bytes, and waits: the answer must not wait for the rest.
+          socket.write(
+            `POST ${path} HTTP/1.1\r\nHost: localhost\r\nx-api-key: wrong-key\r\n` +
+              'content-type: application/json\r\ncontent-length: 8000000\r\n\r\n{"to":',
+          );
+        });
+        let text = '';
+        socket.on('data', (chunk) => {
+          text += chunk.toString();
+          if (text.includes('\r\n\r\n')) {
+            socket.destroy();
+            resolve(text);
+          }
+        });
+        socket.on('error', reject);
+        setTimeout(() => {
+          socket.destroy();
+          resolve(text || 'no answer within 2 s');
+        }, 2_000);
+      });
+      expect(answer.split('\r\n')[0], path).toBe('HTTP/1.1 401 Unauthorized');
+    }
   });
 
   it('refuses a file over MEDIA_MAX_BYTES with 413 before anything is queued', async () => {

@@ -26,9 +26,18 @@ export class ApiKeyGuard implements CanActivate {
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
-    if (!this.expected) return true;
     const http = context.switchToHttp();
-    const request = http.getRequest<FastifyRequest>();
+    await this.admit(http.getRequest<FastifyRequest>(), http.getResponse<FastifyReply>());
+    return true;
+  }
+
+  /**
+   * Throws unless the request carries a right key; sets `request.principal`. Also called
+   * before Nest runs (configureUploads) for the routes that take large bodies, so a wrong key
+   * is refused before its body is read; the guard then finds the caller known.
+   */
+  async admit(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    if (!this.expected || request.principal) return;
     const header = request.headers['x-api-key'];
     const given = Array.isArray(header) ? header[0] : header;
     if (!given) throw new AppError('UNAUTHORIZED', 'Missing x-api-key header');
@@ -37,9 +46,8 @@ export class ApiKeyGuard implements CanActivate {
       ? { keyId: 'env', scopes: ['admin'], sessions: null }
       : await this.keys.verify(given);
     // An address over its failed-login limit gets 429 whether the key was right or not.
-    await this.failures.check(request, http.getResponse<FastifyReply>(), principal !== null);
+    await this.failures.check(request, reply, principal !== null);
     if (!principal) throw new AppError('UNAUTHORIZED', 'Invalid API key');
     request.principal = principal;
-    return true;
   }
 }

@@ -1,3 +1,4 @@
+import { ApiKeyGuard } from '../auth/api-key.guard.js';
 import multipart from '@fastify/multipart';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyRequest } from 'fastify';
@@ -33,12 +34,12 @@ export async function configureUploads(
   config: AppConfig,
 ): Promise<void> {
   const server = app.getHttpAdapter().getInstance();
-  // The large bodies are read before Nest's guards run: a request without a key at all is
-  // refused before its body is (the key itself is checked by the guard, as everywhere).
-  server.addHook('onRequest', async (request) => {
+  // The large bodies are read before Nest's guards run: the key is checked first, so a
+  // request without a right one is refused before its body is read.
+  const keys = app.get(ApiKeyGuard);
+  server.addHook('onRequest', async (request, reply) => {
     const route = request.routeOptions.url;
-    if ((route === MEDIA_ROUTE || route === BATCH_ROUTE) && !request.headers['x-api-key'])
-      throw new AppError('UNAUTHORIZED', 'Missing x-api-key header');
+    if (route === MEDIA_ROUTE || route === BATCH_ROUTE) await keys.admit(request, reply);
   });
   server.addHook('onRoute', (route) => {
     if (route.url === MEDIA_ROUTE && route.method === 'POST')
