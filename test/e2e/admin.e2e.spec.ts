@@ -746,6 +746,21 @@ describe('admin pages without ADMIN_PASSWORD', () => {
         json: { id: 'forged' },
       });
       expect(forged.status).toBe(403);
+      // A name in a Basic header nothing checks is not who the log says acted.
+      const claimed = basic('mallory', 'anything');
+      const token = await request(stack, 'GET', '/api/admin/csrf-token', { auth: claimed });
+      const made = await request(stack, 'POST', '/api/admin/sessions', {
+        auth: claimed,
+        json: { id: 'opened' },
+        headers: { 'x-csrf-token': token.json.data.token, cookie: cookiesOf(token) },
+      });
+      expect(made.status).toBe(201);
+      await eventually(async () =>
+        expect((await stack.call('GET', '/api/v1/audit?limit=1')).body.data[0]).toMatchObject({
+          action: 'POST /api/admin/sessions',
+          actor: 'admin:(open)',
+        }),
+      );
     } finally {
       await stack.close();
     }

@@ -59,7 +59,10 @@ export class AdminAccess {
     // Both compared every time, and combined without short-circuit, so timing says nothing.
     const userOk = this.expectedUser.matches(credentials?.user);
     const passwordOk = this.expectedPassword.matches(credentials?.password);
-    if (credentials && Number(userOk) & Number(passwordOk)) return;
+    if (credentials && Number(userOk) & Number(passwordOk)) {
+      req.adminUser = credentials.user;
+      return;
+    }
     void reply.header('WWW-Authenticate', REALM);
     throw new AppError(
       'UNAUTHORIZED',

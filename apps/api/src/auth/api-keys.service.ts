@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { hash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
-import { AppError, basicCredentials } from '@app/common';
+import { AppError } from '@app/common';
 import { ApiKeyRepository, type ApiKeyRecord, type ApiKeyScope } from '@app/status-store';
 
 /** How long a verified key is trusted before Redis is asked again (revocation elsewhere). */
@@ -23,7 +23,8 @@ export interface Principal {
  */
 export function callerOf(request: FastifyRequest): string {
   if (request.principal) return `key:${request.principal.keyId}`;
-  return `admin:${basicCredentials(request.headers.authorization)?.user ?? '(open)'}`;
+  // Without ADMIN_PASSWORD (or API_KEY) nothing checked a name: every caller is the same one.
+  return `admin:${request.adminUser ?? '(open)'}`;
 }
 
 /** Throws FORBIDDEN unless `principal` may use `sessionId`. */
@@ -38,6 +39,8 @@ export function assertSessionAllowed(sessions: string[] | null | undefined, sess
 declare module 'fastify' {
   interface FastifyRequest {
     principal?: Principal;
+    /** The admin user whose password was checked (AdminAccess.authenticate). */
+    adminUser?: string;
   }
 }
 
