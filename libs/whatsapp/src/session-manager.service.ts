@@ -415,8 +415,13 @@ export class SessionManager
       );
     }
     await this.stopEngine(sessionId);
-    await this.releaseLease(sessionId);
-    this.emit('released', sessionId);
+    try {
+      await this.releaseLease(sessionId);
+    } finally {
+      // Not driven here any more, whether or not the lease could be handed back (it then
+      // expires): what followed the session here lets go now.
+      this.emit('released', sessionId);
+    }
   }
 
   /**

@@ -172,6 +172,23 @@ describe('SessionManager', () => {
     }
   });
 
+  it('lets go of a session it stops though its lease cannot be handed back (it then expires)', async () => {
+    const manager = app.get(SessionManager);
+    const release = vi
+      .spyOn(app.get(LeaseRepository), 'release')
+      .mockRejectedValue(new Error('Connection is closed'));
+    const released: string[] = [];
+    manager.on('released', (sessionId) => released.push(sessionId));
+    try {
+      await app.get(SessionRepository).setDesired('b', 'stopped');
+      await manager.reconcile();
+      expect(manager.engine('b')).toBeUndefined();
+      expect(released).toContain('b');
+    } finally {
+      release.mockRestore();
+    }
+  });
+
   it('keeps a deleted session registered while a purge step fails, and purges it again until one succeeds', async () => {
     const sessions = app.get(SessionRepository);
     const manager = app.get(SessionManager);
