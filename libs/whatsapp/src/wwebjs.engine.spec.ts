@@ -820,6 +820,35 @@ describe('WwebjsEngine incoming messages', () => {
     await h.engine.stop();
   });
 
+  it("does not emit as the phone's the message_create of its own send whose call failed after WhatsApp took it", async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const created = (stanza: string, body: string): WwebjsMessageLike => ({
+      id: { _serialized: `true_${CHAT}_${stanza}`, fromMe: true },
+      fromMe: true,
+      from: OWN,
+      to: CHAT,
+      type: 'chat',
+      body,
+      timestamp: SENT_AT,
+    });
+    client.sendMessage.mockImplementationOnce(async () => {
+      client.emit('message_create', created('3EB0LOST', 'code 9999'));
+      // Written on the phone meanwhile: that one is the phone's.
+      client.emit('message_create', created('3EB0PHONE', 'see you'));
+      await new Promise((done) => setTimeout(done, 1_000));
+      throw new Error('Evaluation failed: timed out');
+    });
+    const failed = h.engine.sendText(CHAT, 'code 9999');
+    const settled = expect(failed).rejects.toThrow('timed out');
+    await vi.advanceTimersByTimeAsync(10_000);
+    await settled;
+    expect(h.messages.map((message) => message.engineMessageId)).toEqual([
+      `true_${CHAT}_3EB0PHONE`,
+    ]);
+    await h.engine.stop();
+  });
+
   it('finishes and emits a message still downloading its media when the engine stops, before the client goes', async () => {
     const h = harness({ destroyTimeoutMs: 10_000 });
     const client = await startReady(h);

@@ -28,7 +28,12 @@ import {
   type SendOptions,
   type WhatsAppEngine,
 } from './engine.js';
-import { contactFingerprint, locationFingerprint, textFingerprint } from './fingerprint.js';
+import {
+  contactFingerprint,
+  locationFingerprint,
+  mediaFingerprint,
+  textFingerprint,
+} from './fingerprint.js';
 import { contactVCard, type OutgoingContact } from './vcard.js';
 import type { AuthStore } from './auth-store.js';
 import { sessionDir } from './session-paths.js';
@@ -269,6 +274,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private readonly chatQueues = new Map<string, Promise<void>>();
   /** Engine ids of our recent sends, oldest first, so message_create can skip them. */
   private readonly ownSent = new Set<string>();
+  /**
+   * Sends whose call failed though WhatsApp may have taken them: content fingerprint -> until
+   * when their message_create is taken for ours (not a message written on the phone).
+   */
+  private readonly uncertainSends = new Map<string, number>();
   private readonly sendsInFlight = new Set<number>();
   private sendCount = 0;
   /** Media downloads running, and those waiting for a slot (memory: MEDIA_DOWNLOADS x cap). */
@@ -381,13 +391,13 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   }
 
   async sendText(chatId: string, text: string, options?: SendOptions): Promise<string> {
-    return this.send(chatId, (client, target) =>
+    return this.send(chatId, textFingerprint(text), (client, target) =>
       client.sendMessage(target, text, sendOptions(options)),
     );
   }
 
   async sendMedia(chatId: string, media: OutgoingMedia, options?: SendOptions): Promise<string> {
-    return this.send(chatId, (client, target) =>
+    return this.send(chatId, mediaFingerprint(media.data), (client, target) =>
       client.sendMessage(
         target,
         new MessageMedia(media.mimetype, media.data.toString('base64'), media.filename),
@@ -408,15 +418,18 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     location: OutgoingLocation,
     options?: SendOptions,
   ): Promise<string> {
-    return this.send(chatId, (client, target) =>
-      client.sendMessage(
-        target,
-        new Location(location.latitude, location.longitude, {
-          name: location.name,
-          address: location.address,
-        }),
-        sendOptions(options),
-      ),
+    return this.send(
+      chatId,
+      locationFingerprint(location.latitude, location.longitude),
+      (client, target) =>
+        client.sendMessage(
+          target,
+          new Location(location.latitude, location.longitude, {
+            name: location.name,
+            address: location.address,
+          }),
+          sendOptions(options),
+        ),
     );
   }
 
@@ -426,7 +439,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     options?: SendOptions,
   ): Promise<string> {
     // A string starting BEGIN:VCARD is sent as a contact card (parseVCards, on by default).
-    return this.send(chatId, (client, target) =>
+    return this.send(chatId, contactFingerprint(contact.phoneDigits), (client, target) =>
       client.sendMessage(target, contactVCard(contact), {
         ...sendOptions(options),
         parseVCards: true,
@@ -655,6 +668,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         await this.waitOutOwnSends(attempt, sendsBefore);
         // Given up before the sends in flight answered: it may be one of ours, not the phone's.
         if (attempt !== this.attempt || this.ownSent.has(engineMessageId)) return null;
+        // One of ours whose call failed after WhatsApp took it (its retry finds it in the chat).
+        if (this.takeUncertainSend(msg)) return null;
         return this.toIncoming(client, msg, true);
       });
     });
@@ -864,6 +879,25 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     });
   }
 
+  private rememberUncertainSend(fingerprint: string): void {
+    const now = Date.now();
+    for (const [known, until] of this.uncertainSends)
+      if (until < now) this.uncertainSends.delete(known);
+    this.uncertainSends.set(fingerprint, now + FROM_ME_MAX_WAIT_MS);
+  }
+
+  /** Whether a fromMe message is one of our sends whose call failed (forgotten once matched). */
+  private takeUncertainSend(msg: WwebjsMessageLike): boolean {
+    const now = Date.now();
+    for (const fingerprint of messageFingerprints(msg)) {
+      const until = this.uncertainSends.get(fingerprint);
+      if (until === undefined) continue;
+      this.uncertainSends.delete(fingerprint);
+      if (until >= now) return true;
+    }
+    return false;
+  }
+
   private rememberOwnSend(engineMessageId: string): void {
     this.ownSent.add(engineMessageId);
     if (this.ownSent.size > OWN_SENT_LIMIT) {
@@ -979,6 +1013,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
 
   private async send(
     chatId: string,
+    fingerprint: string,
     sendTo: (client: ClientLike, target: string) => Promise<WwebjsMessageLike | undefined | null>,
   ): Promise<string> {
     const client = this.readyClient();
@@ -1008,6 +1043,9 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       }
       return sent.id._serialized;
     } catch (thrown) {
+      // It may have gone out all the same: its message_create is ours, not the phone's.
+      if (!(thrown instanceof EngineError && thrown.permanent))
+        this.rememberUncertainSend(fingerprint);
       if (thrown instanceof EngineError) throw thrown;
       const err = toError(thrown);
       // Error 463 and its kin: WhatsApp restricts the account, not this message.
