@@ -73,4 +73,18 @@ describe('quiet hours and days in a time zone', () => {
       '2026-03-29T22:00:00.000Z',
     );
   });
+
+  it('ends a hold whose local time the clocks jump over at the jump, never at once', () => {
+    // Berlin, 29 March 2026: 02:00 CET becomes 03:00 CEST at 01:00Z; there is no 02:30.
+    const quiet = berlin('22:00', '02:30');
+    for (const now of ['2026-03-28T22:30:00Z', '2026-03-29T00:30:00Z', '2026-03-29T00:59:00Z']) {
+      expect(quietUntil(quiet, new Date(now))?.toISOString(), now).toBe('2026-03-29T01:00:00.000Z');
+    }
+    // Santiago, 6 September 2026: midnight (UTC-4) becomes 01:00 (UTC-3) at 04:00Z.
+    for (const now of ['2026-09-05T20:00:00Z', '2026-09-06T03:00:00Z']) {
+      expect(nextLocalMidnight('America/Santiago', new Date(now)).toISOString(), now).toBe(
+        '2026-09-06T04:00:00.000Z',
+      );
+    }
+  });
 });

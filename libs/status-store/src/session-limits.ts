@@ -68,12 +68,20 @@ export function localDay(timeZone: string, now: Date): string {
  */
 function localInstant(timeZone: string, now: Date, minutesAhead: number, target: number): Date {
   const candidate = now.getTime() + Math.round(minutesAhead * 60_000);
-  const drift =
-    ((((localMinutes(timeZone, new Date(candidate)) - target) % MINUTES_A_DAY) +
-      MINUTES_A_DAY * 1.5) %
+  // Local minutes past `target` at an instant, within half a day either way.
+  const past = (at: number) =>
+    ((((localMinutes(timeZone, new Date(at)) - target) % MINUTES_A_DAY) + MINUTES_A_DAY * 1.5) %
       MINUTES_A_DAY) -
     MINUTES_A_DAY / 2;
-  return new Date(candidate - Math.round(drift * 60_000));
+  const corrected = candidate - Math.round(past(candidate) * 60_000);
+  if (Math.abs(past(corrected)) < 1 / 60) return new Date(corrected);
+  // The target time does not exist that day: the clocks jump over it (02:30 when summer time
+  // starts at 02:00). It is reached at the jump, the first minute whose local time is past it
+  // (an hour and a half at most: the corrected instant is that much early).
+  for (let at = corrected; at < corrected + 3 * 3_600_000; at += 60_000) {
+    if (past(at) >= 0) return new Date(at);
+  }
+  return new Date(candidate);
 }
 
 /** When the quiet hours around `now` end, or null when `now` is outside them. */
