@@ -99,3 +99,40 @@ describe('SendConsumers: a job given back without a try', () => {
     expect(consumer.restrictedUntil).toBe(until.getTime());
   });
 });
+
+describe('SendConsumers: a hold', () => {
+  beforeAll(() => Logger.overrideLogger(false));
+  afterAll(() => Logger.overrideLogger(['log', 'error', 'warn', 'debug', 'verbose']));
+
+  it('pauses the consumer for at least a second, even when it says it is over already', async () => {
+    vi.useFakeTimers();
+    try {
+      const resume = vi.fn(async () => undefined);
+      const service = new SendConsumers(
+        {} as QueueOptions,
+        { SEND_ATTEMPTS: 3 } as AppConfig,
+        { isReady: () => true } as unknown as SessionManager,
+        {} as MessageRepository,
+        { release: vi.fn() } as unknown as SendService,
+        {} as QueueProducer,
+        {} as QueueDoorbells,
+        {} as RedisKeys,
+      );
+      const internals = service as unknown as {
+        consumers: Map<string, unknown>;
+        holdUntil(sessionId: string, until: Date): void;
+      };
+      internals.consumers.set('main', {
+        worker: { pause: vi.fn(async () => undefined), resume },
+        doorbell: { ring: vi.fn() },
+      });
+      internals.holdUntil('main', new Date(Date.now() - 5_000));
+      await vi.advanceTimersByTimeAsync(999);
+      expect(resume).not.toHaveBeenCalled();
+      await vi.advanceTimersByTimeAsync(1);
+      expect(resume).toHaveBeenCalledTimes(1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});

@@ -25,6 +25,9 @@ import { SendHeldBack, SendService, SentButNotRecorded } from './send.service.js
 import { doorbellBackend } from './doorbell-backend.js';
 import { QueueDoorbells, type Doorbell } from './queue-doorbells.service.js';
 
+/** The shortest a hold (quiet hours, daily cap, restriction) pauses a session's consumer. */
+const MIN_HOLD_MS = 1_000;
+
 /** How long a job that found its session not READY waits before it is looked at again. */
 const NOT_READY_RETRY_MS = 1_000;
 /**
@@ -279,7 +282,9 @@ export class SendConsumers {
         consumer.restrictedUntil = undefined;
         if (this.sessions.isReady(sessionId)) this.resume(sessionId);
       },
-      Math.max(0, until.getTime() - Date.now()),
+      // At least a second: a hold that says it is over already (a clock, a rounding) must not
+      // make the consumer take, be held and give back its job in a tight loop.
+      Math.max(MIN_HOLD_MS, until.getTime() - Date.now()),
     );
   }
 
