@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import { QueueProducer } from '@app/queue';
 import { MessageRepository } from '@app/status-store';
+import { STALE_CLAIM_MS } from '../../apps/api/src/messages/messages.service.js';
 import { vi } from 'vitest';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
@@ -66,6 +68,36 @@ describe('accepted sends become jobs', () => {
     await stack.waitForStatus(again.body.data.id, 'read');
     expect(
       stack.sandbox().sends.filter((send) => send.chatId === '4915100000073@c.us'),
+    ).toHaveLength(1);
+  });
+
+  it('lets a retry take over an Idempotency-Key whose request wrote nothing and could not give it back', async () => {
+    const repository = stack.api!.get(MessageRepository);
+    // Redis fails the write (nothing written) and then the taking back: the outcome is unknown.
+    vi.spyOn(repository, 'createMany').mockRejectedValueOnce(new Error('Connection is closed.'));
+    vi.spyOn(repository, 'takeBack').mockRejectedValueOnce(new Error('Connection is closed.'));
+    const key = { 'idempotency-key': 'lost-answer-3' };
+    const body = { to: '4915100000075', text: 'stuck key' };
+    const unknown = await stack.call('POST', '/api/v1/messages/text', body, key);
+    expect(unknown.status).toBe(503);
+    // Soon after, the first request may still be writing: retry later.
+    const soon = await stack.call('POST', '/api/v1/messages/text', body, key);
+    expect(soon.status).toBe(409);
+    // Its claim is older than STALE_CLAIM_MS (aged here, not waited for): the key is taken over.
+    // (The scope of the environment's key: the start of its SHA-256, as sendContext makes it.)
+    const scope = createHash('sha256').update(stack.env.API_KEY).digest('hex').slice(0, 16);
+    const claimKey = stack.keys.idempotency(scope, 'lost-answer-3');
+    expect(await stack.redis.exists(claimKey)).toBe(1);
+    const ttl = await stack.redis.pttl(claimKey);
+    await stack.redis.pexpire(claimKey, ttl - STALE_CLAIM_MS);
+    const later = await stack.call('POST', '/api/v1/messages/text', body, key);
+    expect(later.status).toBe(202);
+    await stack.waitForStatus(later.body.data.id, 'read');
+    // And it is that message's key now.
+    const again = await stack.call('POST', '/api/v1/messages/text', body, key);
+    expect(again.body.data.id).toBe(later.body.data.id);
+    expect(
+      stack.sandbox().sends.filter((send) => send.chatId === '4915100000075@c.us'),
     ).toHaveLength(1);
   });
 

@@ -8,6 +8,15 @@ export interface IdempotencyClaim {
   requestHash: string;
 }
 
+// KEYS[1] the key's claim; ARGV[1] the claim expected (JSON as stored), [2] the new claim,
+// [3] time to live (ms), [4] how long ago at least the expected one was made (ms).
+const TAKE_OVER = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[3]) - redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+`;
+
 /** `Idempotency-Key` claims: the first request with a key wins it for the TTL. */
 @Injectable()
 export class IdempotencyRepository {
@@ -30,6 +39,31 @@ export class IdempotencyRepository {
     // Expired between the two calls: try once more rather than report a phantom conflict.
     if (!existing) return this.claim(scope, key, claim, ttlMs);
     return JSON.parse(existing) as IdempotencyClaim;
+  }
+
+  /**
+   * Takes the key over for `claim` if it still holds `stale` and was claimed at least
+   * `minAgeMs` ago (its time to live says when); true when it did. For a claim whose request
+   * failed without writing anything, and did not give the key back (Redis failed meanwhile).
+   */
+  async takeOver(
+    scope: string,
+    key: string,
+    stale: IdempotencyClaim,
+    claim: IdempotencyClaim,
+    ttlMs: number,
+    minAgeMs: number,
+  ): Promise<boolean> {
+    const taken = await this.redis.eval(
+      TAKE_OVER,
+      1,
+      this.keys.idempotency(scope, key),
+      JSON.stringify(stale),
+      JSON.stringify(claim),
+      ttlMs,
+      minAgeMs,
+    );
+    return taken === 1;
   }
 
   async release(scope: string, key: string): Promise<void> {

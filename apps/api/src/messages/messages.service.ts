@@ -54,6 +54,11 @@ type SendDto = SendTextDto | SendMediaDto | SendLocationDto | SendContactDto;
 type QuotedMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'chatId' | 'engineMessageId'>;
 
 const IDEMPOTENCY_TTL_MS = 24 * 3600_000;
+/**
+ * How old a key's claim must be, its message not written, before another request may take
+ * the key over: far longer than a request takes to write (or fail to write) its message.
+ */
+export const STALE_CLAIM_MS = 30_000;
 /** How far ahead a message may be scheduled. */
 const MAX_SCHEDULE_MS = 30 * 24 * 3600_000;
 
@@ -426,10 +431,11 @@ export class MessagesService {
     const prepared = await this.prepare(content, target, file, context.sessions);
     const idempotencyKey = context.idempotencyKey;
     if (idempotencyKey) {
+      const claim = { messageId: prepared.message.id, requestHash: requestHash(prepared) };
       const existing = await this.idempotency.claim(
         context.callerScope,
         idempotencyKey,
-        { messageId: prepared.message.id, requestHash: requestHash(prepared) },
+        claim,
         IDEMPOTENCY_TTL_MS,
       );
       if (existing) {
@@ -439,7 +445,23 @@ export class MessagesService {
             'Idempotency-Key was already used with a different request',
           );
         }
-        return toPublicMessage(await this.waitForRecord(existing.messageId));
+        const record = await this.waitForRecord(existing.messageId);
+        if (record) return toPublicMessage(record);
+        // No message: its request wrote none, and Redis failed before it could give the key
+        // back. Once that request is surely over, the key is this one's.
+        const taken = await this.idempotency.takeOver(
+          context.callerScope,
+          idempotencyKey,
+          existing,
+          claim,
+          IDEMPOTENCY_TTL_MS,
+          STALE_CLAIM_MS,
+        );
+        if (!taken)
+          throw new AppError(
+            'CONFLICT',
+            'A request with this Idempotency-Key is still in progress or failed; retry',
+          );
       }
     }
     try {
@@ -612,17 +634,14 @@ export class MessagesService {
     return quoted;
   }
 
-  /** A concurrent request with the same key may still be writing its record. */
-  private async waitForRecord(messageId: string): Promise<MessageRecord> {
+  /** A concurrent request with the same key may still be writing its record (2 s at most). */
+  private async waitForRecord(messageId: string): Promise<MessageRecord | null> {
     for (let i = 0; i < 40; i++) {
       const record = await this.messages.get(messageId);
       if (record) return record;
       await sleep(50);
     }
-    throw new AppError(
-      'CONFLICT',
-      'A request with this Idempotency-Key is still in progress or failed; retry',
-    );
+    return null;
   }
 }
 
