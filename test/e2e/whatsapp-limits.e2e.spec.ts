@@ -196,9 +196,27 @@ describe('ACK_TIMEOUT_MS and resend', () => {
       text: 'no account',
     });
     await stack.waitForStatus(failed.body.data.id, 'failed');
-    const again = await stack.call('POST', `/api/v1/messages/${failed.body.data.id}/resend`);
+    const key = { 'idempotency-key': 'resend-1' };
+    const again = await stack.call(
+      'POST',
+      `/api/v1/messages/${failed.body.data.id}/resend`,
+      undefined,
+      key,
+    );
     expect(again.status).toBe(202);
     expect(again.body.data.resendOf).toBe(failed.body.data.id);
+    // Its answer lost, the resend is retried with its key: the same message, not a 409.
+    const retried = await stack.call(
+      'POST',
+      `/api/v1/messages/${failed.body.data.id}/resend`,
+      undefined,
+      key,
+    );
+    expect(retried.status).toBe(202);
+    expect(retried.body.data.id).toBe(again.body.data.id);
+    // Without the key, a second resend is refused.
+    const twice = await stack.call('POST', `/api/v1/messages/${failed.body.data.id}/resend`);
+    expect(twice.status).toBe(409);
 
     const fine = await stack.call('POST', '/api/v1/messages/text', {
       to: '4915100000202',

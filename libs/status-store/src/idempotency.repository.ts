@@ -66,6 +66,12 @@ export class IdempotencyRepository {
     return taken === 1;
   }
 
+  /** The claim a key holds, if any. */
+  async get(scope: string, key: string): Promise<IdempotencyClaim | null> {
+    const existing = await this.redis.get(this.keys.idempotency(scope, key));
+    return existing ? (JSON.parse(existing) as IdempotencyClaim) : null;
+  }
+
   async release(scope: string, key: string): Promise<void> {
     await this.redis.del(this.keys.idempotency(scope, key));
   }

@@ -317,11 +317,15 @@ export class MessagesService {
         `The file sent with message ${messageId} is no longer kept: send it again with the file`,
       );
     // One resend per message: two clicks must not send it twice more.
-    if (!(await this.messages.claimResend(record.id)))
+    if (!(await this.messages.claimResend(record.id))) {
+      // A retry of the resend that made it (its answer lost): that message, as for any send.
+      const earlier = await this.resentWithKey(record.id, context);
+      if (earlier) return toPublicMessage(earlier);
       throw new AppError(
         'CONFLICT',
         `Message ${messageId} was already resent (see the messages whose resendOf names it)`,
       );
+    }
     const { type, text, mediaUrl, caption, filename, mediaOptions, location, contact, reaction } =
       record;
     return this.enqueue(
@@ -336,9 +340,22 @@ export class MessagesService {
       },
       context,
     ).catch(async (err: unknown) => {
-      await this.messages.releaseResend(record.id).catch(() => undefined);
+      // Not resent (unless it may have been queued: then it stays claimed).
+      if (!(err instanceof UnknownOutcome))
+        await this.messages.releaseResend(record.id).catch(() => undefined);
       throw err;
     });
+  }
+
+  /** The resend of `messageId` this request's Idempotency-Key already made, if any. */
+  private async resentWithKey(
+    messageId: string,
+    context: SendContext,
+  ): Promise<MessageRecord | null> {
+    if (!context.idempotencyKey) return null;
+    const claim = await this.idempotency.get(context.callerScope, context.idempotencyKey);
+    const earlier = claim && (await this.messages.get(claim.messageId));
+    return earlier?.resendOf === messageId ? earlier : null;
   }
 
   /** Cancels a message still scheduled or queued; one being sent or sent is a 409. */
