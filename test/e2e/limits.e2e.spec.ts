@@ -106,3 +106,23 @@ describe("a session's own limits: daily cap, quiet hours, typing", () => {
     expect(bad.status).toBe(400);
   });
 });
+
+describe('messages held back by quiet hours', () => {
+  const stack = useStack({ MESSAGE_TTL_MS: '2000' });
+  beforeAll(() => stack.waitReady());
+
+  it('expire at their time to live, not only when the quiet hours end', async () => {
+    const hhmm = (offsetMs: number) => new Date(Date.now() + offsetMs).toISOString().slice(11, 16);
+    await stack.call('PUT', '/api/v1/sessions/main/limits', {
+      dailyCap: null,
+      quietHours: { start: hhmm(-60_000), end: hhmm(-120_000), timeZone: 'UTC' },
+    });
+    const id = (
+      await stack.call('POST', '/api/v1/messages/text', { to: '4915100000601', text: 'hi' })
+    ).body.data.id;
+    const failed = await stack.waitForStatus(id, 'failed', 10_000);
+    expect(failed.error.code).toBe('EXPIRED');
+    expect(failed.error.message).toContain('held back');
+    expect(stack.sandbox().sends).toHaveLength(0);
+  });
+});

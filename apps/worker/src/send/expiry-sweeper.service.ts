@@ -6,14 +6,16 @@ import { MessageRepository } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { Periodic, sweepEvery } from './periodic.js';
+import { SendConsumers } from './send-consumers.service.js';
 
 /** Jobs looked at per session and sweep; older ones are reached on later sweeps. */
 const BATCH = 500;
 
 /**
  * Fails messages that waited longer than MESSAGE_TTL_MS in the queue of a session that is not
- * READY (a READY session's consumer expires them itself when it picks them up), so a session
- * that never comes back does not leave its messages `queued` forever: the sessions this worker
+ * READY, or READY but held back by its limits or a restriction (a READY session's consumer
+ * expires them itself when it picks them up), so a session that never comes back, or stays
+ * quiet for hours, does not leave its messages `queued` past their time: the sessions this worker
  * drives, and those no live worker drives (SessionManager.unattendedSessionIds; each worker
  * sweeps them, as failing a message is atomic and happens once).
  */
@@ -28,6 +30,7 @@ export class ExpirySweeper {
     private readonly queues: QueueProducer,
     private readonly messages: MessageRepository,
     private readonly metrics: WorkerMetrics,
+    private readonly consumers: SendConsumers,
   ) {}
 
   start(): void {
@@ -49,13 +52,14 @@ export class ExpirySweeper {
       ...this.sessions.unattendedSessionIds(),
     ];
     for (const sessionId of sessionIds) {
-      if (this.sessions.isReady(sessionId)) continue;
+      const held = this.consumers.isHeld(sessionId);
+      if (this.sessions.isReady(sessionId) && !held) continue;
       // One session's failure (its queue, Redis for a moment) does not stop the others'.
       try {
         // Accepted sends become jobs here too (no consumer takes them while the session is
         // not READY), so they expire like the others.
         await this.queues.moveIntake(sessionId);
-        expired += await this.expireIn(sessionId, this.queues.queueFor(sessionId), now);
+        expired += await this.expireIn(sessionId, this.queues.queueFor(sessionId), now, held);
         // Jobs an earlier version left in the session's queue of the old layout are moved
         // once the session is READY; until then they expire from where they are.
         expired +=
@@ -71,7 +75,12 @@ export class ExpirySweeper {
   }
 
   /** Fails the expired messages of one of the session's queues and removes their jobs. */
-  private async expireIn(sessionId: string, queue: Queue, now: number): Promise<number> {
+  private async expireIn(
+    sessionId: string,
+    queue: Queue,
+    now: number,
+    held = false,
+  ): Promise<number> {
     let expired = 0;
     const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed'], 0, BATCH - 1, true);
     for (const job of jobs) {
@@ -85,6 +94,9 @@ export class ExpirySweeper {
         ? Date.parse(record.sendAt ?? record.createdAt)
         : job.timestamp + (job.delay ?? 0);
       if (now - due <= this.config.MESSAGE_TTL_MS) continue;
+      // Left `sending` by an interrupted send: a READY session looks for it in the chat when
+      // its hold ends (SendService), which the sweep cannot.
+      if (held && record?.status === 'sending') continue;
       const within = `within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`;
       const failed = await this.messages.failIfUnsent(job.data.messageId, {
         code: 'EXPIRED',
@@ -94,7 +106,9 @@ export class ExpirySweeper {
         message:
           record?.status === 'sending'
             ? `not known to be sent ${within}: its send was interrupted and session ${sessionId} was not ready to look for it in the chat, so it may have reached WhatsApp`
-            : `not sent ${within}; session ${sessionId} was not ready`,
+            : held
+              ? `not sent ${within}; session ${sessionId} was held back (its quiet hours, its daily cap or a WhatsApp restriction)`
+              : `not sent ${within}; session ${sessionId} was not ready`,
       });
       if (failed) {
         this.metrics.sendFailed(sessionId, 'EXPIRED', true);

@@ -99,6 +99,14 @@ export class SendConsumers {
     await this.sessions.startAll();
   }
 
+  /**
+   * Whether the session's consumer is held back (quiet hours, its daily cap, a restriction):
+   * READY, but taking nothing, so the expiry sweep looks at its queue.
+   */
+  isHeld(sessionId: string): boolean {
+    return (this.consumers.get(sessionId)?.restrictedUntil ?? 0) > Date.now();
+  }
+
   async stop(): Promise<void> {
     // Let the send in flight finish, then stop the engines (their state writes still need Redis).
     await Promise.all([...this.consumers.keys()].map((sessionId) => this.closeConsumer(sessionId)));
