@@ -1,5 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+import { LuaScript } from './event-script.js';
 import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
 
@@ -10,12 +11,12 @@ export interface IdempotencyClaim {
 
 // KEYS[1] the key's claim; ARGV[1] the claim expected (JSON as stored), [2] the new claim,
 // [3] time to live (ms), [4] how long ago at least the expected one was made (ms).
-const TAKE_OVER = `
+const TAKE_OVER = new LuaScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if tonumber(ARGV[3]) - redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
-`;
+`);
 
 /** `Idempotency-Key` claims: the first request with a key wins it for the TTL. */
 @Injectable()
@@ -54,14 +55,10 @@ export class IdempotencyRepository {
     ttlMs: number,
     minAgeMs: number,
   ): Promise<boolean> {
-    const taken = await this.redis.eval(
-      TAKE_OVER,
-      1,
-      this.keys.idempotency(scope, key),
-      JSON.stringify(stale),
-      JSON.stringify(claim),
-      ttlMs,
-      minAgeMs,
+    const taken = await TAKE_OVER.run(
+      this.redis,
+      [this.keys.idempotency(scope, key)],
+      [JSON.stringify(stale), JSON.stringify(claim), ttlMs, minAgeMs],
     );
     return taken === 1;
   }

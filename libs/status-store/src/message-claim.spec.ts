@@ -270,14 +270,14 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect(await messages.take(cancelled.id)).toMatchObject({ claimed: false });
     expect(await messages.cancel(cancelled.id)).toBe('cancelled');
     expect(await messages.markRetrying(cancelled.id, error, retry)).toBe(false);
-    expect(await messages.markFailed(cancelled.id, error)).toBe(false);
+    expect(await messages.failIfUnsent(cancelled.id, error)).toBe(false);
     expect(await messages.unclaim(cancelled.id, 0)).toBe(false);
     expect(await messages.get(cancelled.id)).toMatchObject({ status: 'cancelled', error: null });
     // Sent meanwhile (by the session's next owner): it stays sent.
     const sent = await stored();
     await messages.markSent(sent, 'true_x_U');
     expect(await messages.markRetrying(sent.id, error, retry)).toBe(false);
-    expect(await messages.markFailed(sent.id, error)).toBe(false);
+    expect(await messages.failIfUnsent(sent.id, error)).toBe(false);
     expect(await messages.get(sent.id)).toMatchObject({
       status: 'sent',
       engineMessageId: 'true_x_U',

@@ -71,6 +71,15 @@ return 1
   ),
 );
 
+// The one rule of what may still be sent, failed or put back: scheduled, queued or sending
+// (claimed), with no engine id (WhatsApp has not taken it).
+const UNSENT_FN = `
+local function unsent(status, engine_id)
+  return (status == 'queued' or status == 'scheduled' or status == 'sending')
+    and not (engine_id and engine_id ~= '')
+end
+`;
+
 // Sets fields of a record whose send has not happened: still scheduled, queued or sending,
 // with no engine id. The send path's own writes (a retry, a failure, a claim given back) go
 // through it: a message cancelled, or sent by another worker, while a try held it unclaimed
@@ -79,10 +88,10 @@ return 1
 const UPDATE_UNSENT = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
+      UNSENT_FN +
       `
 local session_id, before, engine_id = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status', 'engineMessageId'))
-if not session_id then return 0 end
-if (before ~= 'queued' and before ~= 'scheduled' and before ~= 'sending') or (engine_id and engine_id ~= '') then return 0 end
+if not session_id or not unsent(before, engine_id) then return 0 end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 count_status(session_id, before, redis.call('HGET', KEYS[1], 'status'))
 publish_event(session_id, 'message.status', snapshot)
@@ -234,23 +243,6 @@ return out
 `,
   ),
 );
-// Fails a message only while it is still unsent (scheduled, queued or sending, no engine id): the one
-// rule for every path that gives up on a message (expiry, a deleted session, a job that
-// broke off), checked and applied atomically. KEYS[1] message; ARGV[7] fields (JSON, flat)
-const FAIL_IF_UNSENT = new LuaScript(
-  withEventPublishing(
-    SNAPSHOT +
-      `
-local status, engine_id, session_id = unpack(redis.call('HMGET', KEYS[1], 'status', 'engineMessageId', 'sessionId'))
-if (status ~= 'queued' and status ~= 'scheduled' and status ~= 'sending') or (engine_id and engine_id ~= '') then return 0 end
-redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
-count_status(session_id, status, 'failed')
-publish_event(session_id, 'message.status', snapshot)
-return 1
-`,
-  ),
-);
-
 // Takes a message for sending, only while it may still be sent: not cancelled, failed or
 // sent meanwhile (a cancel racing the consumer loses or wins here, never both), and once the
 // session's pacing interval has passed on the server's clock (a previous owner's last send).
@@ -259,10 +251,11 @@ return 1
 const CLAIM = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
+      UNSENT_FN +
       `
 local status, engine_id, session_id = unpack(redis.call('HMGET', KEYS[1], 'status', 'engineMessageId', 'sessionId'))
 if not status then return 'missing' end
-if (status ~= 'queued' and status ~= 'scheduled' and status ~= 'sending') or (engine_id and engine_id ~= '') then return status end
+if not unsent(status, engine_id) then return status end
 if tonumber(ARGV[8]) > 0 then
   ${pacingWaitLua('KEYS[2]', 'ARGV[8]')}
   if wait > 0 then return wait end
@@ -622,7 +615,12 @@ export class MessageRepository implements BeforeApplicationShutdown {
     return this.updateUnsent(messageId, { status: 'queued', attempts: String(attempts) });
   }
 
-  async markFailed(
+  /**
+   * Fails the message if it is still unsent (UPDATE_UNSENT): the one rule for every path that
+   * gives up on a message (a last try, expiry, a deleted session, a job that broke off), with
+   * the tries made when known. Returns whether it did.
+   */
+  async failIfUnsent(
     messageId: string,
     error: MessageError,
     now = new Date(),
@@ -639,26 +637,6 @@ export class MessageRepository implements BeforeApplicationShutdown {
       },
       now,
     );
-  }
-
-  /** Fails the message if it is still unsent; returns whether it did. */
-  async failIfUnsent(messageId: string, error: MessageError, now = new Date()): Promise<boolean> {
-    const failed = await FAIL_IF_UNSENT.run(
-      this.redis,
-      [this.keys.message(messageId)],
-      [
-        ...this.events.build(now),
-        JSON.stringify([
-          'status',
-          'failed',
-          'error',
-          JSON.stringify(error),
-          'failedAt',
-          now.toISOString(),
-        ]),
-      ],
-    );
-    return failed === 1;
   }
 
   /**
@@ -835,7 +813,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
   /** Moves the status forward if `status` ranks above the current one. */
   async advance(messageId: string, status: MessageStatus, now = new Date()): Promise<boolean> {
     if (status === 'failed' || status === 'cancelled')
-      throw new Error(`use markFailed or cancel for ${status}`);
+      throw new Error(`use failIfUnsent or cancel for ${status}`);
     const field = TIMESTAMP_FIELD[status] ?? 'updatedAt';
     const changed = await ADVANCE.run(
       this.redis,

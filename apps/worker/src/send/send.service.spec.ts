@@ -125,11 +125,11 @@ class MessageStore {
     });
     return { record: r, claimed: true };
   }
-  async failIfUnsent(id: string, error: MessageError) {
+  async failIfUnsent(id: string, error: MessageError, _at?: Date, attempts?: number) {
     const r = this.records.get(id)!;
     if (r.engineMessageId) return false;
-    this.records.set(id, { ...r, status: 'failed', error });
-    this.calls.push(`failIfUnsent ${error.code}`);
+    this.records.set(id, { ...r, status: 'failed', error, attempts: attempts ?? r.attempts });
+    this.calls.push(`failIfUnsent ${error.code}${attempts === undefined ? '' : ` ${attempts}`}`);
     return true;
   }
   async claimForSending(
@@ -159,10 +159,6 @@ class MessageStore {
     this.records.set(r.id, { ...this.records.get(r.id)!, status: 'sent', engineMessageId });
     this.calls.push(`markSent ${engineMessageId}`);
     this.pacedFor.push(pacedForMs);
-  }
-  async markFailed(id: string, error: MessageError, _at: Date, attempts: number) {
-    this.records.set(id, { ...this.records.get(id)!, status: 'failed', error, attempts });
-    this.calls.push(`markFailed ${error.code} ${attempts}`);
   }
   async unclaim(id: string, attempts: number) {
     this.calls.push(`unclaim ${attempts}`);
@@ -360,8 +356,8 @@ describe('SendService: what it does with the message it is handed', () => {
 describe('SendService: failures and retries', () => {
   it.each([
     ['a transient error on the first of 3 tries', false, 1, 'markRetrying SEND_FAILED 1'],
-    ['a transient error on the last try', false, 3, 'markFailed SEND_FAILED 1'],
-    ['a permanent error on the first try', true, 1, 'markFailed SEND_FAILED 1'],
+    ['a transient error on the last try', false, 3, 'failIfUnsent SEND_FAILED 1'],
+    ['a permanent error on the first try', true, 1, 'failIfUnsent SEND_FAILED 1'],
   ] as const)('records %s', async (_name, permanent, number, recorded) => {
     const h = harness();
     h.store.put(record());
@@ -374,7 +370,7 @@ describe('SendService: failures and retries', () => {
     expect(h.metrics.sendFailed).toHaveBeenCalledWith(
       'main',
       'SEND_FAILED',
-      recorded.startsWith('markFailed'),
+      recorded.startsWith('failIfUnsent'),
     );
   });
 
@@ -520,7 +516,7 @@ describe('SendService: failures and retries', () => {
     await expect(h.service.send('main', record().id, first)).rejects.toMatchObject({
       code: 'MEDIA_FETCH_FAILED',
     });
-    expect(h.store.calls).toEqual(['markFailed MEDIA_FETCH_FAILED 1']);
+    expect(h.store.calls).toEqual(['failIfUnsent MEDIA_FETCH_FAILED 1']);
     expect(h.engine.sendMedia).not.toHaveBeenCalled();
   });
 });
@@ -649,7 +645,7 @@ describe('SendService: files sent with the request', () => {
       code: 'MEDIA_FETCH_FAILED',
       permanent: true,
     });
-    expect(h.store.calls).toEqual(['markFailed MEDIA_FETCH_FAILED 1', 'dropUpload']);
+    expect(h.store.calls).toEqual(['failIfUnsent MEDIA_FETCH_FAILED 1', 'dropUpload']);
   });
 
   it('fails for good a downloaded file its options do not suit (a PDF as a voice note)', async () => {
@@ -812,7 +808,7 @@ describe('SendService: WhatsApp took the message but Redis failed to record it',
     const failed = await h.service.send('main', record().id, first).catch((err: Error) => err);
     expect(failed).toBeInstanceOf(SentButNotRecorded);
     expect((failed as Error).message).toContain('true_4915123456789@c.us_TEXT');
-    // No markRetrying (back to queued: sendable again) and no markFailed.
+    // No markRetrying (back to queued: sendable again) and no failIfUnsent.
     expect(h.store.calls).toEqual(['claim 1']);
     expect(h.store.records.get(record().id)).toMatchObject({ status: 'sending', attempts: 1 });
 

@@ -394,7 +394,7 @@ export class SendService {
         // an earlier try may have sent it and this one failed before it could look in the chat
         // (its file could not be fetched again).
         const uncertain = (engineCalled && !err.permanent) || stillSending;
-        await this.messages.markFailed(
+        await this.messages.failIfUnsent(
           messageId,
           uncertain
             ? { ...error, message: `${error.message}; it may have reached WhatsApp all the same` }
