@@ -489,7 +489,7 @@ describe('giving up on a message', () => {
     await messages.claimForSending('taken-one', 1);
     // WhatsApp took it (engine id saved) while another path decided to give up.
     await messages.markSent({ id: 'taken-one', sessionId: 'main' }, 'engine-1');
-    await messages.advance('taken-one', 'delivered');
+    await messages.applyEngineAck('main', 'engine-1', 'delivered');
 
     expect(await messages.failIfUnsent('queued-one', error)).toBe(true);
     expect(await messages.failIfUnsent('sending-one', error)).toBe(true);
@@ -524,8 +524,8 @@ describe('giving up on a message', () => {
     );
     await messages.claimForSending('c3', 1);
     await messages.markSent({ id: 'c3', sessionId: 'counted' }, 'engine-c3');
-    await messages.advance('c3', 'read');
-    await messages.advance('c3', 'delivered'); // late ack: no change, no count
+    await messages.applyEngineAck('counted', 'engine-c3', 'read');
+    await messages.applyEngineAck('counted', 'engine-c3', 'delivered'); // late: no change, no count
     await messages.failIfUnsent('c4', { code: 'EXPIRED', message: 'late' });
     expect(await messages.takeBack([c5], acceptedAt, {})).toEqual(['taken-back']);
     expect(await messages.counts('counted')).toEqual({ queued: 1, sending: 1, sent: 1, failed: 1 });

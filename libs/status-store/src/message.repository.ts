@@ -187,18 +187,10 @@ redis.call('HSET', KEYS[1], 'ackOverdueAt', ARGV[2])
 return 1
 `);
 
-// KEYS[1] message, [2] awaiting a server ack; ARGV[7] status, [8] rank, [9] timestamp field,
-// [10] timestamp, [11] message id
-const ADVANCE = new LuaScript(
-  withEventPublishing(
-    ADVANCE_FN + `return advance(KEYS[1], ARGV[11], KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[10])`,
-  ),
-);
-
 /** ARGV per ack of ACKS. */
 const ACK_ARGS = 6;
 
-// Acks by engine id, several of one session in one call: each applied (as ADVANCE) to the
+// Acks by engine id, several of one session in one call: each applied (ADVANCE_FN) to the
 // message it belongs to, or, when the send's id is not saved yet, parked for MARK_SENT to
 // apply, keeping the highest. One script, so an ack cannot be parked just after MARK_SENT
 // looked for it (and be lost). KEYS, per ack: engine id -> message id, parked ack (all of the
@@ -808,26 +800,6 @@ export class MessageRepository implements BeforeApplicationShutdown {
       flaggedIds.push(...ids.filter((_, i) => flagged[i] === 1));
     }
     return flaggedIds;
-  }
-
-  /** Moves the status forward if `status` ranks above the current one. */
-  async advance(messageId: string, status: MessageStatus, now = new Date()): Promise<boolean> {
-    if (status === 'failed' || status === 'cancelled')
-      throw new Error(`use failIfUnsent or cancel for ${status}`);
-    const field = TIMESTAMP_FIELD[status] ?? 'updatedAt';
-    const changed = await ADVANCE.run(
-      this.redis,
-      [this.keys.message(messageId), this.keys.awaitingAck(shardOfId(messageId))],
-      [
-        ...this.events.build(now),
-        status,
-        String(STATUS_RANK[status]),
-        field,
-        now.toISOString(),
-        messageId,
-      ],
-    );
-    return changed === 1;
   }
 
   /** Writes `fields` if the message is still unsent (UPDATE_UNSENT); whether it did. */
