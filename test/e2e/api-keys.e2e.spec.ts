@@ -186,6 +186,25 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
     );
     expect(batch.status).toBe(400);
     expect(batch.body.error.details[0].message).toContain('sales');
+    // A batch's status is read only by a key that may use every session of its messages.
+    const batchOf = async (sessionId: string, as?: Record<string, string>) =>
+      (
+        await stack.call(
+          'POST',
+          '/api/v1/messages/batch',
+          { messages: [{ type: 'text', sessionId, to: '4915100000804', text: 'x' }] },
+          as,
+        )
+      ).body.data.id;
+    const mainBatch = await batchOf('main');
+    expect((await stack.call('GET', `/api/v1/batches/${mainBatch}`, undefined, key)).status).toBe(
+      403,
+    );
+    expect((await stack.call('GET', `/api/v1/batches/${mainBatch}`)).status).toBe(200);
+    const ownBatch = await batchOf('sales', key);
+    const ownStatus = await stack.call('GET', `/api/v1/batches/${ownBatch}`, undefined, key);
+    expect(ownStatus.status).toBe(200);
+    expect(ownStatus.body.data.total).toBe(1);
     const deliveries = await stack.call(
       'GET',
       '/api/v1/webhooks/deliveries?sessionId=main',

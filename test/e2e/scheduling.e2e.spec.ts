@@ -29,6 +29,29 @@ describe('scheduled messages and cancelling', () => {
     expect(sent.error).toBeNull();
   });
 
+  it('answers a retry with the same Idempotency-Key with its message after sendAt has passed; without the key, a past sendAt is a 400', async () => {
+    const sendAt = new Date(Date.now() + 1_000).toISOString();
+    const body = { to: '4915100000105', text: 'retried late', sendAt };
+    const post = (key?: string, sent = body) =>
+      stack.call('POST', '/api/v1/messages/text', sent, key ? { 'Idempotency-Key': key } : {});
+    const accepted = await post('scheduled-1');
+    expect(accepted.status).toBe(202);
+    await sleep(Date.parse(sendAt) - Date.now() + 200);
+
+    const retried = await post('scheduled-1');
+    expect(retried.status).toBe(202);
+    expect(retried.body.data.id).toBe(accepted.body.data.id);
+    expect((await post()).status).toBe(400);
+    const fresh = await post('scheduled-2');
+    expect(fresh.status).toBe(400);
+    expect(fresh.body.error.message).toContain('sendAt must be in the future');
+    // The refused request left its key free.
+    const later = { ...body, sendAt: new Date(Date.now() + 60_000).toISOString() };
+    expect((await post('scheduled-2', later)).status).toBe(202);
+    await stack.waitForStatus(accepted.body.data.id, 'read', 10_000);
+    expect(sendsTo(stack, '4915100000105')).toHaveLength(1);
+  });
+
   it('cancels a scheduled message: it stays cancelled and is never sent', async () => {
     const sendAt = new Date(Date.now() + 1_500);
     const accepted = await send(stack, '4915100000102', 'never', sendAt);

@@ -59,22 +59,31 @@ export class BatchRepository {
     return { id: hash.id, createdAt: hash.createdAt, total: Number(hash.total) };
   }
 
-  /** How many of the batch's messages are in each status now (one round trip). */
-  async counts(batchId: string): Promise<BatchCounts> {
+  /**
+   * How many of the batch's messages are in each status now, and the sessions they are of
+   * (those whose records are still kept), in one round trip.
+   */
+  async counts(batchId: string): Promise<{ counts: BatchCounts; sessions: string[] }> {
     const ids = await this.redis.lrange(this.keys.batchMessages(batchId), 0, -1);
     // The messages may be of several sessions: of several shards.
-    const statuses = await inPipelines(
+    const fields = await inPipelines(
       this.redis,
       ids.map((id) => this.keys.message(id)),
       (key) => key,
       async (group) => {
         const pipeline = this.redis.pipeline();
-        for (const key of group) pipeline.hget(key, 'status');
-        return ((await pipeline.exec()) ?? []).map(([, status]) => status as string | null);
+        for (const key of group) pipeline.hmget(key, 'status', 'sessionId');
+        return ((await pipeline.exec()) ?? []).map(
+          ([, values]) => (values ?? [null, null]) as [string | null, string | null],
+        );
       },
     );
     const counts = Object.fromEntries([...STATUSES, 'expired'].map((s) => [s, 0])) as BatchCounts;
-    for (const status of statuses) counts[(status as MessageStatus | null) ?? 'expired']++;
-    return counts;
+    const sessions = new Set<string>();
+    for (const [status, sessionId] of fields) {
+      counts[(status as MessageStatus | null) ?? 'expired']++;
+      if (sessionId) sessions.add(sessionId);
+    }
+    return { counts, sessions: [...sessions] };
   }
 }

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { isIPv4, isIPv6 } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
+import ipaddr from 'ipaddr.js';
 import { AppError } from '@app/common';
 import { AppConfig } from '@app/config';
 import { InvalidatedCache, LuaScript, REDIS, RedisKeys, RedisSubscriber } from '@app/status-store';
@@ -86,21 +86,10 @@ export class AuthFailures {
  * could otherwise try from a new address each time.
  */
 export function addressBucket(ip: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  if (mapped) return mapped[1];
-  const address = ip.split('%')[0];
-  if (isIPv4(address) || !isIPv6(address)) return ip;
-  const [head, tail] = address.split('::');
-  const groups = (part: string | undefined) =>
-    part ? part.split(':').flatMap((group) => (group.includes('.') ? ['0', '0'] : [group])) : [];
-  const before = groups(head);
-  const after = groups(tail);
-  const full =
-    tail === undefined
-      ? before
-      : [...before, ...Array<string>(8 - before.length - after.length).fill('0'), ...after];
-  return `${full
-    .slice(0, 4)
-    .map((group) => parseInt(group, 16).toString(16))
-    .join(':')}::/64`;
+  if (!ipaddr.isValid(ip)) return ip;
+  // IPv4 written as IPv6 (::ffff:a.b.c.d) is IPv4; a zone (%eth0) is not part of the address.
+  const address = ipaddr.process(ip);
+  if (address.kind() === 'ipv4') return address.toString();
+  const head = (address as ipaddr.IPv6).parts.slice(0, 4);
+  return `${head.map((part) => part.toString(16)).join(':')}::/64`;
 }

@@ -20,4 +20,9 @@ describe('addressBucket: what failed logins are counted by', () => {
     expect(addressBucket('2001:db8:0:2::1')).toBe('2001:db8:0:2::/64');
     expect(addressBucket('::1')).toBe('0:0:0:0::/64');
   });
+
+  it('is what it was given when that is not an address', () => {
+    expect(addressBucket('unknown')).toBe('unknown');
+    expect(addressBucket('')).toBe('');
+  });
 });

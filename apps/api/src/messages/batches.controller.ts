@@ -1,5 +1,6 @@
-import { Controller, Get, Param } from '@nestjs/common';
+import { Controller, Get, Param, Req } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
+import type { FastifyRequest } from 'fastify';
 import { ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
@@ -24,9 +25,10 @@ export class BatchesController {
   @ApiEnvelope(BatchStatusDto)
   @ApiErrors(
     { status: 400, description: 'Not a batch id' },
+    { status: 403, description: 'Some of its messages are of a session this key may not use' },
     { status: 404, description: 'No such batch (or its messages expired)' },
   )
-  batch(@Param('id') id: string) {
-    return ok(this.messages.batch(id));
+  batch(@Param('id') id: string, @Req() req: FastifyRequest) {
+    return ok(this.messages.batch(id, req.principal?.sessions));
   }
 }

@@ -216,12 +216,16 @@ export class MessagesService {
     };
   }
 
-  /** A batch and how many of its messages are in each status. */
-  async batch(batchId: string): Promise<BatchStatusDto> {
+  /**
+   * A batch and how many of its messages are in each status. A key limited to some sessions
+   * sees only a batch all of whose messages are of those sessions, as it sees only such messages.
+   */
+  async batch(batchId: string, sessions?: string[] | null): Promise<BatchStatusDto> {
     if (!isMessageId(batchId)) throw new AppError('BAD_REQUEST', 'id must be a batch id (a UUID)');
     const batch = await this.batches.get(batchId);
     if (!batch) throw new AppError('NOT_FOUND', `Batch ${batchId} does not exist`);
-    const counts = await this.batches.counts(batchId);
+    const { counts, sessions: of } = await this.batches.counts(batchId);
+    for (const sessionId of of) assertSessionAllowed(sessions, sessionId);
     const waiting = counts.scheduled + counts.queued + counts.sending;
     return { ...batch, counts, done: waiting === 0 };
   }
@@ -445,8 +449,12 @@ export class MessagesService {
     /** The bytes of a file sent with the request (content.upload describes it). */
     file?: Buffer,
   ): Promise<PublicMessage> {
-    const prepared = await this.prepare(content, target, file, context.sessions);
     const idempotencyKey = context.idempotencyKey;
+    // With a key, a sendAt already past is refused only once the key is looked up: a retry
+    // of a scheduled send that was accepted answers with its message, whenever it comes.
+    const prepared = await this.prepare(content, target, file, context.sessions, {
+      pastAllowed: Boolean(idempotencyKey),
+    });
     if (idempotencyKey) {
       const claim = { messageId: prepared.message.id, requestHash: requestHash(prepared) };
       const existing = await this.idempotency.claim(
@@ -480,6 +488,10 @@ export class MessagesService {
             'A request with this Idempotency-Key is still in progress or failed; retry',
           );
       }
+      if (prepared.sendAt && prepared.sendAt.getTime() <= Date.now()) {
+        await this.idempotency.release(context.callerScope, idempotencyKey).catch(() => undefined);
+        throw sendAtPast();
+      }
     }
     try {
       const [record] = await this.commit([prepared], context);
@@ -501,10 +513,12 @@ export class MessagesService {
     target: SendTarget,
     file?: Buffer,
     sessions?: string[] | null,
+    /** A sendAt already past is the caller's to refuse (after it looked up its key). */
+    { pastAllowed = false } = {},
   ): Promise<PreparedMessage> {
     const chatId = target.chatId ?? toChatId(target.to);
     if (!chatId) throw new AppError('BAD_REQUEST', 'to is not a phone number or group id');
-    const sendAt = scheduledTime(target.sendAt);
+    const sendAt = scheduledTime(target.sendAt, Date.now(), pastAllowed);
     const sessionId =
       target.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
     assertSessionAllowed(sessions, sessionId);
@@ -696,13 +710,22 @@ function refuse(
   throw new AppError('UNAVAILABLE', 'No worker is running; the message was not accepted');
 }
 
-/** A send's `sendAt` as a time: in the future and at most 30 days ahead, or a 400. */
-function scheduledTime(sendAt: string | undefined, now = Date.now()): Date | undefined {
+const sendAtPast = () =>
+  new AppError('BAD_REQUEST', 'sendAt must be in the future (omit it to send at once)');
+
+/**
+ * A send's `sendAt` as a time: in the future (unless `pastAllowed`) and at most 30 days ahead,
+ * or a 400.
+ */
+function scheduledTime(
+  sendAt: string | undefined,
+  now = Date.now(),
+  pastAllowed = false,
+): Date | undefined {
   if (sendAt === undefined) return undefined;
   const time = new Date(sendAt);
   if (Number.isNaN(time.getTime())) throw new AppError('BAD_REQUEST', 'sendAt is not a valid time');
-  if (time.getTime() <= now)
-    throw new AppError('BAD_REQUEST', 'sendAt must be in the future (omit it to send at once)');
+  if (time.getTime() <= now && !pastAllowed) throw sendAtPast();
   if (time.getTime() - now > MAX_SCHEDULE_MS)
     throw new AppError('BAD_REQUEST', 'sendAt must be at most 30 days ahead');
   return time;
