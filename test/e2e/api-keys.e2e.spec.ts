@@ -149,6 +149,18 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
     expect(
       (await stack.call('DELETE', `/api/v1/messages/${mainMessage}`, undefined, key)).status,
     ).toBe(403);
+    // Acting on it refuses before telling its status, or claiming its one resend.
+    await stack.waitForStatus(mainMessage, 'read');
+    for (const [path, body] of [
+      ['resend', undefined],
+      ['revoke', undefined],
+      ['reaction', { emoji: '👍' }],
+    ] as const) {
+      const acted = await stack.call('POST', `/api/v1/messages/${mainMessage}/${path}`, body, key);
+      expect(acted.status, path).toBe(403);
+      expect(acted.body.error.message, path).not.toContain('read');
+    }
+    expect((await stack.call('POST', `/api/v1/messages/${mainMessage}/revoke`)).status).toBe(202);
     expect(
       (await stack.call('GET', `/api/v1/messages/${own.body.data.id}`, undefined, key)).status,
     ).toBe(200);

@@ -363,4 +363,43 @@ describe('a session whose owner stopped answering', () => {
     const alive = (await stack.call('GET', '/api/v1/sessions/main/status')).body.data;
     expect(alive).toMatchObject({ status: 'READY', workerAlive: true, lastError: null });
   });
+
+  it('serves no QR of a worker that stopped answering: it can never link', async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'scan-me' });
+    const key = stack.keys.session('scan-me');
+    await stack.redis.hset(key, { status: 'QR', qr: '2@stale-qr', worker: 'worker-gone-2' });
+    const qr = await stack.call('GET', '/api/v1/sessions/scan-me/qr');
+    expect(qr.status).toBe(404);
+    expect(qr.body.error.message).toContain('DISCONNECTED');
+    expect((await stack.call('GET', '/api/v1/sessions/scan-me/status')).body.data.hasQr).toBe(
+      false,
+    );
+  });
+});
+
+describe('deleting and making again (no worker to carry the delete out)', () => {
+  const stack = useStack({}, { worker: false });
+
+  it('answers 409 "still being deleted" to a session made again before its delete is done', async () => {
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'again' })).status).toBe(201);
+    expect((await stack.call('DELETE', '/api/v1/sessions/again')).status).toBe(202);
+    const remade = await stack.call('POST', '/api/v1/sessions', { id: 'again' });
+    expect(remade.status).toBe(409);
+    expect(remade.body.error.message).toContain('still being deleted');
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'main' })).body.error.message).toBe(
+      'Session main already exists',
+    );
+  });
+
+  it('refuses to delete the active session until another is made active', async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'support' });
+    await stack.call('PUT', '/api/v1/sessions/active', { id: 'support' });
+    const refused = await stack.call('DELETE', '/api/v1/sessions/support');
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.message).toContain('active');
+    // Also the default one, while no other is chosen.
+    await stack.call('PUT', '/api/v1/sessions/active', { id: 'main' });
+    expect((await stack.call('DELETE', '/api/v1/sessions/main')).status).toBe(409);
+    expect((await stack.call('DELETE', '/api/v1/sessions/support')).status).toBe(202);
+  });
 });

@@ -272,7 +272,7 @@ export class MessagesService {
         'BAD_REQUEST',
         'id must be a message id or a received message id (in_...)',
       );
-    const target = await this.quotedMessage(messageId);
+    const target = await this.quotedMessage(messageId, context.sessions);
     return this.enqueue(
       { type: 'reaction', reaction: { emoji: dto.emoji } },
       { sessionId: target.sessionId, to: target.chatId, chatId: target.chatId, replyTo: target },
@@ -288,7 +288,7 @@ export class MessagesService {
   async revoke(messageId: string, context: SendContext): Promise<PublicMessage> {
     if (!isMessageId(messageId))
       throw new AppError('BAD_REQUEST', 'id must be one of our message ids (a UUID)');
-    const target = await this.quotedMessage(messageId);
+    const target = await this.quotedMessage(messageId, context.sessions);
     if (!target.engineMessageId)
       throw new AppError(
         'CONFLICT',
@@ -310,6 +310,8 @@ export class MessagesService {
       throw new AppError('BAD_REQUEST', 'id must be a message id (a UUID)');
     const record = await this.messages.get(messageId);
     if (!record) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
+    // Before its status is told, or its resend claimed.
+    assertSessionAllowed(context.sessions, record.sessionId);
     if (record.status !== 'failed' && !(record.status === 'sent' && record.ackOverdueAt))
       throw new AppError(
         'CONFLICT',
@@ -659,9 +661,14 @@ export class MessagesService {
   }
 
   /** One of our messages (a UUID) or a received one (in_...), or a 404. */
-  private async quotedMessage(id: string): Promise<QuotedMessage> {
+  /**
+   * A message of ours or a received one; a key limited to some sessions is refused (403) one
+   * of another session before anything about it is told.
+   */
+  private async quotedMessage(id: string, sessions?: string[] | null): Promise<QuotedMessage> {
     const quoted = isMessageId(id) ? await this.messages.get(id) : await this.incoming.get(id);
     if (!quoted) throw new AppError('NOT_FOUND', `Message ${id} does not exist`);
+    assertSessionAllowed(sessions, quoted.sessionId);
     return quoted;
   }
 

@@ -34,7 +34,7 @@ export abstract class SessionActions {
   @ApiEnvelope(SessionStatusDto, { status: 201, description: 'Registered; a worker starts it' })
   @ApiErrors(
     { status: 400, description: 'Malformed id' },
-    { status: 409, description: 'A session with this id exists' },
+    { status: 409, description: 'A session with this id exists, or is still being deleted' },
   )
   create(@Body() dto: CreateSessionDto) {
     return ok(this.sessions.create(dto.id));
@@ -133,7 +133,15 @@ export abstract class SessionActions {
   @ApiOperation({ summary: 'Stop the session, delete its login and unregister it' })
   @SESSION_ID
   @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
-  @UNKNOWN
+  @ApiErrors(
+    { status: 400, description: 'Malformed session id' },
+    { status: 404, description: 'No such session' },
+    {
+      status: 409,
+      description:
+        'The active session (sends without a sessionId go to it): make another active first',
+    },
+  )
   remove(@Param('id') id: string) {
     return ok(this.sessions.remove(id));
   }

@@ -91,8 +91,15 @@ export class SessionsService {
 
   async create(sessionId: string): Promise<SessionStatusDto> {
     assertSessionId(sessionId);
-    if (!(await this.sessions.register(sessionId)))
-      throw new AppError('CONFLICT', `Session ${sessionId} already exists`);
+    if (!(await this.sessions.register(sessionId))) {
+      const deleting = (await this.sessions.get(sessionId))?.desired === 'deleted';
+      throw new AppError(
+        'CONFLICT',
+        deleting
+          ? `Session ${sessionId} is still being deleted (its worker stops it and removes its login); make it again once that is done`
+          : `Session ${sessionId} already exists`,
+      );
+    }
     await this.sessions.announce(sessionId);
     return this.status(sessionId);
   }
@@ -110,7 +117,13 @@ export class SessionsService {
   }
 
   async remove(sessionId: string): Promise<SessionCommandAcceptedDto> {
-    await this.existing(sessionId);
+    const [, active] = await Promise.all([this.existing(sessionId), this.active()]);
+    // Sends that name no session go to the active one: never to none, nor silently to another.
+    if (active === sessionId)
+      throw new AppError(
+        'CONFLICT',
+        `Session ${sessionId} is the active one (sends without a sessionId go to it): make another session active first (PUT /api/v1/sessions/active)`,
+      );
     await this.sessions.setDesired(sessionId, 'deleted');
     return accepted(sessionId, 'delete');
   }
@@ -186,11 +199,13 @@ export class SessionsService {
 
   /** The current QR as a PNG, for a person to scan. */
   async qrPng(sessionId: string): Promise<Buffer> {
-    const session = await this.existing(sessionId);
-    if (!session.qr)
+    const [session, live] = await Promise.all([this.existing(sessionId), this.liveWorkers()]);
+    // The QR of a worker that stopped answering can never link: none, as its status says.
+    const { status, hasQr } = this.toStatus(session, '', live);
+    if (!session.qr || !hasQr)
       throw new AppError(
         'NOT_FOUND',
-        `Session ${sessionId} has no QR code to scan (status ${session.status})`,
+        `Session ${sessionId} has no QR code to scan (status ${status})`,
       );
     return QRCode.toBuffer(session.qr, {
       type: 'png',
