@@ -17,12 +17,15 @@ FROM node:20-bookworm-slim AS runtime
 RUN apt-get update \
   && apt-get install -y --no-install-recommends chromium tini fonts-liberation ca-certificates \
   && rm -rf /var/lib/apt/lists/*
+# CHROMIUM_SANDBOX=false: Docker's default seccomp profile refuses the user namespaces
+# Chromium's sandbox needs, and the image runs as `node`, not root (see .env.example).
 # NODE_OPTIONS: the young generation's semi-spaces at 32 MB, not 16 (node's default): a busy
 # process collects its short-lived garbage half as often (about a tenth less CPU per accepted
 # send in `npm run bench`) for at most ~48 MB more heap. Setting NODE_OPTIONS replaces it.
 ENV NODE_ENV=production \
     NODE_OPTIONS=--max-semi-space-size=32 \
     PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium \
+    CHROMIUM_SANDBOX=false \
     WWEBJS_DATA_DIR=/data/wwebjs \
     PORT=3000
 WORKDIR /app

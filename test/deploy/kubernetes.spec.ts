@@ -65,7 +65,7 @@ describe('deploy/kubernetes', () => {
     const api = all.find((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-api'));
     const worker = all.find((o) => o.kind === 'StatefulSet' && o.metadata.name.endsWith('-worker'));
     const apiContainer = api.spec.template.spec.containers[0];
-    expect(apiContainer.readinessProbe.httpGet.path).toBe('/health/ready');
+    expect(apiContainer.readinessProbe.httpGet.path).toBe('/health/serving');
     expect(apiContainer.livenessProbe.httpGet.path).toBe('/health/live');
     expect(api.spec.replicas).toBeGreaterThan(1);
     const workerContainer = worker.spec.template.spec.containers[0];
@@ -78,6 +78,41 @@ describe('deploy/kubernetes', () => {
     expect(worker.spec.replicas).toBe(1);
     const redis = all.find((o) => o.kind === 'StatefulSet' && o.metadata.name.endsWith('-redis'));
     expect(redis.spec.template.spec.containers[0].args).toContain('--appendonly');
+  });
+
+  it("drains the api within its grace period, caps Redis below its pod's memory, and pins the image", () => {
+    const all = manifests().map(({ object }) => object);
+    const api = all.find((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-api'));
+    const container = api.spec.template.spec.containers[0];
+    const pause = Number(container.lifecycle.preStop.exec.command[1]);
+    const shutdownMs = Number(
+      all.find((o) => o.kind === 'ConfigMap').data.SHUTDOWN_TIMEOUT_MS ?? 30_000,
+    );
+    expect(api.spec.template.spec.terminationGracePeriodSeconds * 1000).toBeGreaterThan(
+      pause * 1000 + shutdownMs,
+    );
+
+    const redis = all.find((o) => o.kind === 'StatefulSet' && o.metadata.name.endsWith('-redis'));
+    const redisContainer = redis.spec.template.spec.containers[0];
+    const args: string[] = redisContainer.args;
+    const maxMemoryMb = Number(/^(\d+)mb$/.exec(args[args.indexOf('--maxmemory') + 1])![1]);
+    const limitMb = Number(/^(\d+)Gi$/.exec(redisContainer.resources.limits.memory)![1]) * 1024;
+    expect(maxMemoryMb).toBeLessThanOrEqual(limitMb * 0.75);
+    expect(args[args.indexOf('--maxmemory-policy') + 1]).toBe('noeviction');
+
+    const ours = all
+      .flatMap((o) => o.spec?.template?.spec?.containers ?? [])
+      .filter((c: { image: string }) => c.image.startsWith('whatsapp-gateway'));
+    expect(ours.length).toBeGreaterThanOrEqual(2);
+    for (const c of ours)
+      expect(c).toMatchObject({ image: 'whatsapp-gateway', imagePullPolicy: 'IfNotPresent' });
+    const kustomization = parseAllDocuments(
+      readFileSync(join(DIR, 'kustomization.yaml'), 'utf8'),
+    )[0].toJS();
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+    expect(kustomization.images).toEqual([
+      { name: 'whatsapp-gateway', newName: 'whatsapp-gateway', newTag: pkg.version },
+    ]);
   });
 
   it('has a stateless layout: logins in Redis, workers a Deployment without a claim of their own', async () => {

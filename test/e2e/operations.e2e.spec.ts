@@ -58,6 +58,10 @@ describe('operations: health, workers and metrics', () => {
     expect(Object.keys(down.body.error)).toEqual(['workers']);
     expect(down.body.error.workers.message).toMatch(/no worker heartbeat/);
     expect(down.body.info.redis.status).toBe('up');
+    // Still serving: reads, statuses and the admin need only Redis.
+    const serving = await get(`${stack.url}/health/serving`);
+    expect(serving.status).toBe(200);
+    expect(Object.keys(serving.body.details)).toEqual(['redis']);
 
     await stack.startWorker();
     await eventually(async () => {

@@ -18,6 +18,8 @@ import { parseRedisUrl } from './redis-url.js';
 
 /** The API key shipped in .env.example; production refuses to start with it. */
 export const EXAMPLE_API_KEY = 'change-me-to-a-long-random-string';
+/** The secrets shipped in .env.example and deploy/ look like this; production refuses them. */
+export const PLACEHOLDER_SECRET = /^(change-me|replace-with)/i;
 
 const SESSION_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 /** A Standard Webhooks secret: whsec_ and base64 of 24-64 bytes. */
@@ -108,9 +110,13 @@ export class AppConfig {
   @MinLength(1)
   WWEBJS_DATA_DIR = '.data/wwebjs';
 
-  @emptyAsUnset()
+  /** Without a trailing slash: paths are appended to it (`${BASE_URL}/api/v1/...`). */
+  @Transform(({ value }) =>
+    typeof value === 'string' ? value.trim().replace(/\/+$/, '') || undefined : value,
+  )
   @IsOptional()
   @IsUrl({ require_tld: false, require_protocol: true, protocols: ['http', 'https'] })
+  @Matches(/^[^?#]*$/, { message: 'must not have a query or a fragment (paths are added to it)' })
   BASE_URL?: string;
 
   @Matches(SESSION_ID_RE, { message: 'must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$' })
@@ -148,6 +154,7 @@ export class AppConfig {
   @emptyAsUnset()
   @IsOptional()
   @IsString()
+  @MinLength(8)
   ADMIN_PASSWORD?: string;
 
   @emptyAsUnset()
@@ -183,6 +190,15 @@ export class AppConfig {
   @IsString()
   PUPPETEER_EXECUTABLE_PATH?: string;
 
+  /**
+   * Chromium's own sandbox, when not root (as root it cannot run). The Docker image, the
+   * compose file and the Kubernetes manifests set false: Docker's default seccomp profile
+   * refuses the user namespaces it needs.
+   */
+  @toBool()
+  @IsBoolean()
+  CHROMIUM_SANDBOX = true;
+
   @IsIn(['wwebjs', 'sandbox'])
   WA_ENGINE: 'wwebjs' | 'sandbox' = 'wwebjs';
 
@@ -213,7 +229,11 @@ export class AppConfig {
   @IntRange(1000, TEN_YEARS_MS)
   MESSAGE_RETENTION_MS = 30 * 86_400_000;
 
-  @IntRange(1024, 2 * 1024 * 1024 * 1024)
+  /**
+   * At most 256 MiB: a file is kept as one Redis value (at most 512 MB), and one sent as
+   * base64 JSON is a third larger again.
+   */
+  @IntRange(1024, 256 * 1024 * 1024)
   MEDIA_MAX_BYTES = 16 * 1024 * 1024;
 
   @IntRange(100, 600_000)

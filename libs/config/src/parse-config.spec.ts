@@ -91,6 +91,46 @@ describe('parseConfig', () => {
     expect(problems({ NODE_ENV: 'production', API_KEY: 'a-real-long-random-key' })).toEqual([]);
   });
 
+  it("refuses in production the placeholder secrets of the examples (deploy/kubernetes/secret.yaml's too)", async () => {
+    const { readFile } = await import('node:fs/promises');
+    const yaml = await readFile(
+      new URL('../../../deploy/kubernetes/secret.yaml', import.meta.url),
+      'utf8',
+    );
+    const shipped = Object.fromEntries(
+      [...yaml.matchAll(/^ {2}(API_KEY|ADMIN_PASSWORD|WORKER_TOKEN|METRICS_TOKEN): (\S+)$/gm)].map(
+        (m) => [m[1], m[2]],
+      ),
+    );
+    expect(Object.keys(shipped)).toHaveLength(4);
+    const found = problems({ NODE_ENV: 'production', ...shipped });
+    for (const name of Object.keys(shipped))
+      expect(
+        found.filter((line) => line.startsWith(`${name} is still a placeholder`)),
+        name,
+      ).toHaveLength(1);
+    // Outside production they are only examples.
+    expect(problems(shipped)).toEqual([]);
+  });
+
+  it('asks for an ADMIN_PASSWORD of at least 8 characters, a MEDIA_MAX_BYTES Redis can hold, and a BASE_URL paths can be added to', () => {
+    expect(problems({ ADMIN_PASSWORD: 'admin' })[0]).toMatch(/^ADMIN_PASSWORD /);
+    expect(problems({ MEDIA_MAX_BYTES: String(512 * 1024 * 1024) })[0]).toMatch(
+      /^MEDIA_MAX_BYTES /,
+    );
+    expect(parseConfig({ MEDIA_MAX_BYTES: String(256 * 1024 * 1024) }).MEDIA_MAX_BYTES).toBe(
+      256 * 1024 * 1024,
+    );
+    expect(parseConfig({ BASE_URL: 'https://gw.example.com/' }).BASE_URL).toBe(
+      'https://gw.example.com',
+    );
+    expect(parseConfig({ BASE_URL: ' https://gw.example.com/wa// ' }).BASE_URL).toBe(
+      'https://gw.example.com/wa',
+    );
+    expect(parseConfig({ BASE_URL: '' }).BASE_URL).toBeUndefined();
+    expect(problems({ BASE_URL: 'https://gw.example.com/?x=1' })[0]).toMatch(/query/);
+  });
+
   it('never echoes the credentials of a URL in a problem line', () => {
     const lines = problems({
       REDIS_URL: 'redis://admin:hunter2@redis.internal:6379x',

@@ -1,6 +1,6 @@
 import { plainToInstance } from 'class-transformer';
 import { validateSync } from 'class-validator';
-import { AppConfig, EXAMPLE_API_KEY } from './app-config.js';
+import { AppConfig, EXAMPLE_API_KEY, PLACEHOLDER_SECRET } from './app-config.js';
 
 /** Thrown at boot when the environment is invalid: one readable line per problem. */
 export class ConfigError extends Error {
@@ -59,6 +59,11 @@ export function parseConfig(env: Record<string, string | undefined>): AppConfig 
     if (!config.API_KEY) problems.push('API_KEY is required when NODE_ENV=production');
     else if (config.API_KEY === EXAMPLE_API_KEY)
       problems.push('API_KEY still has the value from .env.example; set a long random key');
+    for (const name of ['API_KEY', 'ADMIN_PASSWORD', 'WORKER_TOKEN', 'METRICS_TOKEN'] as const) {
+      const value = config[name];
+      if (value && value !== EXAMPLE_API_KEY && PLACEHOLDER_SECRET.test(value))
+        problems.push(`${name} is still a placeholder from the examples; set a long random value`);
+    }
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;

@@ -29,6 +29,7 @@ export class EngineFactory {
     return new WwebjsEngine(sessionId, {
       dataDir: this.config.WWEBJS_DATA_DIR,
       executablePath: this.config.PUPPETEER_EXECUTABLE_PATH,
+      sandbox: this.config.CHROMIUM_SANDBOX,
       mediaMaxBytes: this.config.MEDIA_MAX_BYTES,
       authStore: this.authStore,
       backupIntervalMs: this.config.AUTH_BACKUP_INTERVAL_MS,

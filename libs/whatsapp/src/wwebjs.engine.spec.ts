@@ -205,6 +205,30 @@ describe('WwebjsEngine client options', () => {
     await h.engine.stop();
   });
 
+  it('runs Chromium without its sandbox when CHROMIUM_SANDBOX is false, also when not root', async () => {
+    const h = harness({ runningAsRoot: false, sandbox: false });
+    await h.engine.start();
+    await settle();
+    expect(h.createClient.mock.calls[0][0].puppeteer?.args).toContain('--no-sandbox');
+    await h.engine.stop();
+  });
+
+  it('says what to do when Chromium finds no usable sandbox', async () => {
+    const h = harness({ runningAsRoot: false }, (client) =>
+      client.initialize.mockRejectedValue(
+        new Error(
+          'Failed to launch the browser process! [FATAL:zygote_host_impl_linux.cc(128)] No usable sandbox!',
+        ),
+      ),
+    );
+    await h.engine.start();
+    await settle();
+    expect(h.last()).toMatchObject({ status: 'FAILED' });
+    expect(h.last().lastError).toContain('No usable sandbox');
+    expect(h.last().lastError).toContain('CHROMIUM_SANDBOX=false');
+    await h.engine.stop();
+  });
+
   it('passes the configured PUPPETEER_EXECUTABLE_PATH to the Chromium lookup', async () => {
     const findChromium = vi.fn(async (configured: string | undefined) => configured ?? null);
     const h = harness({ executablePath: '/opt/chrome/chrome', findChromium });

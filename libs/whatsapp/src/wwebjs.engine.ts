@@ -176,7 +176,15 @@ export interface WwebjsEngineOptions {
   prepareProfile?: (profileDir: string) => Promise<ProfileLockCheck>;
   /** Chromium's sandbox cannot run as root; defaults to process.getuid() === 0. */
   runningAsRoot?: boolean;
+  /**
+   * CHROMIUM_SANDBOX: false runs Chromium without its sandbox also when not root (a container
+   * whose seccomp profile refuses the user namespaces the sandbox needs, as Docker's does).
+   */
+  sandbox?: boolean;
 }
+
+/** How Chromium says its sandbox cannot start here (no user namespaces, no setuid helper). */
+const NO_SANDBOX_HERE = /No usable sandbox|Failed to move to new namespace/;
 
 /**
  * What WhatsApp's refusals of an account (not of a message) look like in whatsapp-web.js:
@@ -253,9 +261,9 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private readonly settings: Required<
     Omit<
       WwebjsEngineOptions,
-      'dataDir' | 'executablePath' | 'runningAsRoot' | 'authStore' | 'backupIntervalMs'
+      'dataDir' | 'executablePath' | 'runningAsRoot' | 'sandbox' | 'authStore' | 'backupIntervalMs'
     >
-  > & { runningAsRoot: boolean };
+  > & { runningAsRoot: boolean; sandbox: boolean };
   private readonly profileDir: string;
   private client?: ClientLike;
   /** Bumped whenever the current client is given up; callbacks of older clients compare it. */
@@ -301,6 +309,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       prepareProfile: (profileDir) => removeStaleProfileLocks(profileDir),
       ...definedOnly(options),
       runningAsRoot: options.runningAsRoot ?? process.getuid?.() === 0,
+      sandbox: options.sandbox ?? true,
     };
   }
 
@@ -554,7 +563,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       '--no-first-run',
       '--disable-gpu',
     ];
-    if (this.settings.runningAsRoot) args.unshift('--no-sandbox');
+    if (this.settings.runningAsRoot || !this.settings.sandbox) args.unshift('--no-sandbox');
     // A new object every time: the Client merges its defaults into the options it is given.
     return {
       authStrategy: this.options.authStore?.remote
@@ -916,9 +925,12 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       this.settings.backoffBaseMs * 2 ** this.consecutiveFailures,
     );
     this.consecutiveFailures++;
+    const hint = NO_SANDBOX_HERE.test(error.message)
+      ? " (Chromium's sandbox cannot start here: allow it user namespaces, or set CHROMIUM_SANDBOX=false)"
+      : '';
     this.setState({
       status: 'FAILED',
-      lastError: error.message,
+      lastError: `${error.message}${hint}`,
       nextRetryAt: new Date(Date.now() + delay).toISOString(),
     });
     this.restartTimer = setTimeout(() => {

@@ -27,6 +27,20 @@ export class HealthController {
     send(res, await this.health.live());
   }
 
+  @Get('serving')
+  @HealthCheck()
+  @ApiOperation({
+    summary: 'Serving: Redis answers (workers are not checked)',
+    description:
+      "All this api needs to answer reads, statuses and the admin pages: an orchestrator's " +
+      'readiness probe for api replicas, so a worker restart does not take them all out of ' +
+      'service (sends get 503 in the envelope meanwhile). Answers 503 naming `redis` when not.',
+    security: [],
+  })
+  async serving(@Res() res: FastifyReply): Promise<void> {
+    send(res, await this.health.serving());
+  }
+
   @Get('ready')
   @HealthCheck()
   @ApiOperation({

@@ -4,7 +4,10 @@ import { PROBE_TIMEOUT_MS, redisIndicator, runHealthCheck, type HealthAnswer } f
 import { AppConfig } from '@app/config';
 import { WorkerRepository } from '@app/status-store';
 
-/** The api's probes: live = the process serves HTTP; ready = Redis answers and a worker beats. */
+/**
+ * The api's probes: live = the process serves HTTP; serving = Redis answers; ready = Redis
+ * answers and a worker beats.
+ */
 @Injectable()
 export class HealthService {
   constructor(
@@ -18,9 +21,14 @@ export class HealthService {
     return runHealthCheck(this.health, []);
   }
 
+  /** What this process needs to serve requests: Redis (the workers are not its own). */
+  serving(): Promise<HealthAnswer> {
+    return runHealthCheck(this.health, [this.redis()]);
+  }
+
   ready(): Promise<HealthAnswer> {
     return runHealthCheck(this.health, [
-      redisIndicator(this.indicator, () => this.workers.ping()),
+      this.redis(),
       () =>
         this.indicator
           .check('workers')
@@ -33,5 +41,9 @@ export class HealthService {
           })
           .withTimeout(PROBE_TIMEOUT_MS),
     ]);
+  }
+
+  private redis() {
+    return redisIndicator(this.indicator, () => this.workers.ping());
   }
 }
