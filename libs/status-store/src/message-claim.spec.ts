@@ -238,18 +238,35 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     // Parked: the engine id is not saved yet. A lower ack after a higher one changes nothing.
     expect(await messages.applyEngineAck('main', 'true_x_P', 'read')).toBeNull();
     expect(await messages.applyEngineAck('main', 'true_x_P', 'delivered')).toBeNull();
-    await messages.markSent(message, 'true_x_P');
+    expect(await messages.markSent(message, 'true_x_P')).toBe('read');
     expect((await messages.get(message.id))?.status).toBe('read');
-    expect(await messages.applyEngineAck('main', 'true_x_P', 'delivered')).toBe(message.id);
+    expect(await messages.applyEngineAck('main', 'true_x_P', 'delivered')).toEqual({
+      messageId: message.id,
+      moved: false,
+    });
     expect((await messages.get(message.id))?.status).toBe('read');
+  });
+
+  it('says whether an ack moved the status on: once per status, never for a repeat or a late one', async () => {
+    const message = await stored();
+    expect(await messages.take(message.id, claim)).toMatchObject({ claimed: true });
+    expect(await messages.markSent(message, 'true_x_O')).toBeNull();
+    const moved = async (status: 'sent' | 'delivered' | 'read') =>
+      (await messages.applyEngineAck('main', 'true_x_O', status))?.moved;
+    expect(await moved('sent')).toBe(false); // the server's ack: sent already
+    expect(await moved('read')).toBe(true);
+    expect(await moved('read')).toBe(false); // a voice note played after it was read
+    expect(await moved('delivered')).toBe(false); // late
+    expect(await messages.applyEngineAck('main', 'true_x_unknown', 'read')).toBeNull();
   });
 
   it('applies a parked ack in the one script call that marks sent, so no second call can lose it', async () => {
     const message = await stored();
     expect(await messages.take(message.id, claim)).toMatchObject({ claimed: true });
     expect(await messages.applyEngineAck('main', 'true_x_Q', 'delivered')).toBeNull();
-    const { calls } = await scriptCalls(() => messages.markSent(message, 'true_x_Q'));
+    const { calls, result } = await scriptCalls(() => messages.markSent(message, 'true_x_Q'));
     expect(calls).toBe(1);
+    expect(result).toBe('delivered');
     const record = await messages.get(message.id);
     expect(record).toMatchObject({ status: 'delivered', engineMessageId: 'true_x_Q' });
     expect(record?.deliveredAt).toEqual(expect.any(String));
@@ -257,8 +274,8 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect(await redis.exists(keys.pendingAck('main', 'true_x_Q'))).toBe(0);
     // Not awaited: the parked ack was the server's.
     expect(await redis.zscore(keys.awaitingAck(shardOfId(message.id)), message.id)).toBeNull();
-    // Written again (its answer lost): nothing moves back.
-    await messages.markSent(message, 'true_x_Q');
+    // Written again (its answer lost): nothing moves back, nor is counted again.
+    expect(await messages.markSent(message, 'true_x_Q')).toBeNull();
     expect((await messages.get(message.id))?.status).toBe('delivered');
   });
 
@@ -293,7 +310,10 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect(await messages.take(message.id, claim)).toMatchObject({ claimed: true });
     const sentAt = new Date(Date.now() - 1_000);
     await messages.markSent(message, 'true_x_R', sentAt);
-    expect(await messages.applyEngineAck('main', 'true_x_R', 'delivered')).toBe(message.id);
+    expect(await messages.applyEngineAck('main', 'true_x_R', 'delivered')).toEqual({
+      messageId: message.id,
+      moved: true,
+    });
     const counts = await redis.hgetall(keys.messageCounts('main'));
     // The first write's answer was lost, say: the worker writes it again.
     await messages.markSent(message, 'true_x_R');
@@ -333,7 +353,7 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
       'fulfilled',
       'fulfilled',
     ]);
-    expect(outcomes[0]).toMatchObject({ value: a.id });
+    expect(outcomes[0]).toMatchObject({ value: { messageId: a.id, moved: true } });
     expect(outcomes[2]).toMatchObject({ reason: { message: expect.stringMatching(/WRONGTYPE/) } });
     expect({ pipelines, calls }).toEqual({ pipelines: 0, calls: 1 });
     expect((await messages.get(a.id))?.status).toBe('read');
@@ -361,7 +381,10 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
       withTarget.applyEngineAck('acks', 'true_x_EV', 'delivered', delivered),
       withTarget.applyEngineAck('acks', 'true_x_EV', 'read', read),
     ]);
-    expect(await both).toEqual([message.id, message.id]);
+    expect(await both).toEqual([
+      { messageId: message.id, moved: true },
+      { messageId: message.id, moved: true },
+    ]);
     const events = await Promise.all(
       (await redis.keys(keys.recordPattern('wh:event')))
         .filter((key) => !before.has(key))
@@ -393,7 +416,7 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
         messages.applyEngineAck('main', 'true_x_S1', 'read'),
       ]),
     );
-    expect(acked).toEqual([a.id, b.id, a.id]);
+    expect(acked.map((ack) => ack?.messageId)).toEqual([a.id, b.id, a.id]);
     // A call each (their keys share no shard), in one round trip.
     expect({ pipelines, calls }).toEqual({ pipelines: 1, calls: 2 });
     expect((await messages.get(a.id))?.status).toBe('read');
@@ -421,7 +444,12 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
         ]),
       ),
     );
-    expect(acked).toEqual(sent.flatMap(({ id }) => [id, id]));
+    expect(acked).toEqual(
+      sent.flatMap(({ id }) => [
+        { messageId: id, moved: true },
+        { messageId: id, moved: true },
+      ]),
+    );
     expect({ pipelines, calls }).toEqual({ pipelines: 1, calls: 3 });
     const statuses = await Promise.all(
       sent.map(async ({ id }) => (await messages.get(id))?.status),

@@ -145,7 +145,7 @@ end
 // (ms), [11] now (ISO), [12] '1' when a server ack is to be awaited (not for reactions,
 // deletions or a send found in the chat), [13] how long the last send is kept for pacing (ms,
 // 0: not recorded), [14] the parked ack's event id (as ARGV[3]). Returns the parked ack's
-// status, if there was one.
+// status when it moved the message on (delivered, read), else false.
 const MARK_SENT = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -169,9 +169,11 @@ if parked then
   redis.call('DEL', KEYS[3])
   -- Its own status event, after the one for sent.
   EVENT.id = ARGV[14]
-  advance(KEYS[1], ARGV[8], KEYS[4], parked, RANKS[parked] or -1, FIELDS[parked] or 'updatedAt', ARGV[11])
+  if advance(KEYS[1], ARGV[8], KEYS[4], parked, RANKS[parked] or -1, FIELDS[parked] or 'updatedAt', ARGV[11]) == 1 then
+    return parked
+  end
 end
-return parked
+return false
 `,
   ),
 );
@@ -187,6 +189,12 @@ redis.call('HSET', KEYS[1], 'ackOverdueAt', ARGV[2])
 return 1
 `);
 
+/** An ack applied to one of our messages: whose, and whether it moved its status on. */
+export interface AppliedAck {
+  messageId: string;
+  moved: boolean;
+}
+
 /** ARGV per ack of ACKS. */
 const ACK_ARGS = 6;
 
@@ -196,8 +204,8 @@ const ACK_ARGS = 6;
 // looked for it (and be lost). KEYS, per ack: engine id -> message id, parked ack (all of the
 // session's shard). ARGV[7] parked ack ttl ms; then per ack, six: status, its rank, timestamp
 // field, timestamp (ISO), timestamp (ms), its event's id (as ARGV[3]). The message's record
-// and ack index are found from its id (record_tag). Returns, per ack, the message id, false
-// when parked, or the error that stopped it.
+// and ack index are found from its id (record_tag). Returns, per ack, { message id, 1 when it
+// moved the status on, else 0 }, false when parked, or the error that stopped it.
 const ACKS = new LuaScript(
   withEventPublishing(
     ADVANCE_FN +
@@ -216,8 +224,8 @@ local function apply(i)
     return false
   end
   local tag = record_tag(message_id)
-  advance(tag .. ':msg:' .. message_id, message_id, tag .. ':awaiting-ack', status, rank, field, at)
-  return message_id
+  local moved = advance(tag .. ':msg:' .. message_id, message_id, tag .. ':awaiting-ack', status, rank, field, at)
+  return { message_id, moved }
 end
 -- An ack whose write fails (a damaged key) answers its error; the others still apply.
 local out = {}
@@ -353,7 +361,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
     engineMessageId: string;
     status: 'sent' | 'delivered' | 'read';
     now: Date;
-    resolve: (messageId: string | null) => void;
+    resolve: (applied: AppliedAck | null) => void;
     reject: (err: unknown) => void;
   }[] = [];
   private ackTimer?: NodeJS.Timeout;
@@ -637,6 +645,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
    * ack is to come (not for a reaction or a deletion, whose ids get none, nor for a send found
    * in the chat after a crash). `pacedForMs`: when above 0, the engine send that just ended is
    * recorded for pacing, kept that long (as PacingRepository.recordSend, in this round trip).
+   * Returns the status a raced-ahead ack moved the message on to (delivered, read), if any.
    */
   async markSent(
     record: Pick<MessageRecord, 'id' | 'sessionId'>,
@@ -644,8 +653,8 @@ export class MessageRepository implements BeforeApplicationShutdown {
     now = new Date(),
     awaitAck = true,
     pacedForMs = 0,
-  ) {
-    await MARK_SENT.run(
+  ): Promise<'delivered' | 'read' | null> {
+    const moved = await MARK_SENT.run(
       this.redis,
       [
         this.keys.message(record.id),
@@ -675,11 +684,12 @@ export class MessageRepository implements BeforeApplicationShutdown {
         newEventId(now.getTime()),
       ],
     );
+    return moved === 'delivered' || moved === 'read' ? moved : null;
   }
 
   /**
-   * Applies an ack reported by the engine; returns the message id it belonged to, if known.
-   * Acks are written together: those reported within ACK_BATCH_MS (or ACK_BATCH_MAX of them)
+   * Applies an ack reported by the engine; returns the message it belonged to, if known, and
+   * whether it moved that message's status on (a repeated or late ack does not). Acks are written together: those reported within ACK_BATCH_MS (or ACK_BATCH_MAX of them)
    * go in one round trip, one script call per session (a message gets three acks, each a
    * write syscall and a script call of its own otherwise). An ack is recorded at most that
    * much later.
@@ -689,7 +699,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
     engineMessageId: string,
     status: 'sent' | 'delivered' | 'read',
     now = new Date(),
-  ): Promise<string | null> {
+  ): Promise<AppliedAck | null> {
     return new Promise((resolve, reject) => {
       this.acks.push({ sessionId, engineMessageId, status, now, resolve, reject });
       if (this.acks.length >= ACK_BATCH_MAX) void this.flushAcks();
@@ -748,9 +758,9 @@ export class MessageRepository implements BeforeApplicationShutdown {
           group.forEach((ack, i) => {
             if (outcome?.status !== 'fulfilled')
               return ack.reject(outcome ? outcome.reason : new Error('no reply'));
-            const reply = (outcome.value as (string | null | Error)[])[i];
+            const reply = (outcome.value as ([string, number] | null | Error)[])[i];
             if (reply instanceof Error) ack.reject(reply);
-            else ack.resolve(reply ?? null);
+            else ack.resolve(reply ? { messageId: reply[0], moved: reply[1] === 1 } : null);
           });
         });
       } catch (err) {

@@ -102,13 +102,16 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
     }
   });
 
-  it("says whether an ack was one of our messages'", async () => {
+  it("says whether an ack moved one of our messages' status on", async () => {
+    const messageId = '5c3a7f0e-1b2d-4c5e-8f9a-0b1c2d3e4f50';
     const applyEngineAck = vi
       .fn()
-      .mockResolvedValueOnce('5c3a7f0e-1b2d-4c5e-8f9a-0b1c2d3e4f50')
+      .mockResolvedValueOnce({ messageId, moved: true })
+      .mockResolvedValueOnce({ messageId, moved: false })
       .mockResolvedValueOnce(null);
     const events = recorder({ applyEngineAck });
     expect(await events.ack('main', 'sandbox_1', 'read')).toBe(true);
+    expect(await events.ack('main', 'sandbox_1', 'read')).toBe(false); // played after read
     expect(await events.ack('main', 'from-the-phone', 'read')).toBe(false);
   });
 
@@ -119,7 +122,7 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
         .fn()
         .mockRejectedValueOnce(new Error('Connection is closed'))
         .mockRejectedValueOnce(new Error('Connection is closed'))
-        .mockResolvedValueOnce('5c3a7f0e-1b2d-4c5e-8f9a-0b1c2d3e4f50');
+        .mockResolvedValueOnce({ messageId: '5c3a7f0e-1b2d-4c5e-8f9a-0b1c2d3e4f50', moved: true });
       const recorded = recorder({ applyEngineAck: blink }).ack('main', 'sandbox_1', 'sent');
       await vi.advanceTimersByTimeAsync(10_000);
       await expect(recorded).resolves.toBe(true);

@@ -58,7 +58,9 @@ export class EngineEventRecorder {
   }
 
   /**
-   * Applies an ack; true when it was one of our messages'. A write that fails is tried again
+   * Applies an ack; true when it moved one of our messages' status on (not when it was
+   * another's, a repeat, or behind the status: a `read` after `read`, as WhatsApp's played ack
+   * of a voice note is). A write that fails is tried again
    * (for up to RETRY_WINDOW_MS; applying an ack twice changes nothing): WhatsApp sends each ack
    * once, and a server ack lost to a Redis outage would leave the message flagged as never
    * acknowledged, inviting a resend of what was delivered.
@@ -71,7 +73,7 @@ export class EngineEventRecorder {
     const applied = await retried(() =>
       this.messages.applyEngineAck(sessionId, engineMessageId, status),
     );
-    if ('value' in applied) return applied.value !== null;
+    if ('value' in applied) return applied.value?.moved === true;
     this.log.warn(
       { sessionId, engineMessageId, status, err: applied.error.message },
       'ack not recorded',

@@ -553,7 +553,7 @@ export class SessionManager
     engineMessageId: string,
     status: 'sent' | 'delivered' | 'read',
   ) {
-    // `sent` is counted where the send returns; acks add what happened after.
+    // `sent` is counted where the send returns; acks add what happened after, once each.
     if ((await this.recorder.ack(sessionId, engineMessageId, status)) && status !== 'sent')
       this.emit('ack', sessionId, status);
   }

@@ -68,7 +68,7 @@ import { METRIC, WorkerMetrics } from './worker-metrics.service.js';
     }),
     makeGaugeProvider({
       name: METRIC.webhookBacklog,
-      help: 'Webhook deliveries waiting (in flight included), by target id, all sessions',
+      help: 'Webhook deliveries waiting (in flight included), by target id, all sessions: the whole fleet as every worker reads it (aggregate with max, not sum)',
       labelNames: ['target'],
     }),
     WorkerMetrics,

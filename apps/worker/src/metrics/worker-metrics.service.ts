@@ -69,6 +69,11 @@ export class WorkerMetrics {
     this.messages.inc({ session: sessionId, status: 'sent' });
   }
 
+  /** A message's status moved on to delivered or read (an ack). */
+  messageAcked(sessionId: string, status: 'delivered' | 'read'): void {
+    this.messages.inc({ session: sessionId, status, code: '' });
+  }
+
   /** A send failed: `final` when the message is now `failed`, else it will be retried. */
   sendFailed(sessionId: string, code: string, final: boolean): void {
     this.messages.inc({ session: sessionId, status: final ? 'failed' : 'retrying', code });
@@ -146,8 +151,6 @@ export class WorkerMetrics {
       }
       previous.set(sessionId, status);
     });
-    this.sessions.on('ack', (sessionId, status) =>
-      this.messages.inc({ session: sessionId, status, code: '' }),
-    );
+    this.sessions.on('ack', (sessionId, status) => this.messageAcked(sessionId, status));
   }
 }

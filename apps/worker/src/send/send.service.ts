@@ -255,9 +255,10 @@ export class SendService {
               { sessionId, messageId, engineMessageId: found },
               'found an interrupted send in the chat; not sending again',
             );
-            await this.messages.markSent(record, found, new Date(), false);
+            const acked = await this.messages.markSent(record, found, new Date(), false);
             await this.dropUpload(record);
             this.metrics.messageRecovered(sessionId);
+            if (acked) this.metrics.messageAcked(sessionId, acked);
             return 'recovered';
           }
         }
@@ -624,7 +625,7 @@ export class SendService {
   private async recordSent(record: MessageRecord, engineMessageId: string): Promise<void> {
     for (let tried = 1; ; tried++) {
       try {
-        await this.messages.markSent(
+        const acked = await this.messages.markSent(
           record,
           engineMessageId,
           new Date(),
@@ -632,6 +633,8 @@ export class SendService {
           !record.reaction && record.type !== 'revoke',
           this.pacedForMs(),
         );
+        // An ack that raced ahead of this write, applied by it: counted here, once.
+        if (acked) this.metrics.messageAcked(record.sessionId, acked);
         return;
       } catch (err) {
         if (tried >= MARK_SENT_TRIES) {

@@ -161,12 +161,14 @@ export class WebhookConsumer {
    * finishing a delivery and scheduling the next) gets it now. Also counts the backlog.
    */
   async sweep(): Promise<void> {
+    let counted = false;
     try {
       const chains = await this.webhooks.chainHeads();
       const backlog = new Map<string, number>();
       for (const chain of chains)
         backlog.set(chain.targetId, (backlog.get(chain.targetId) ?? 0) + chain.length);
       this.metrics.setWebhookBacklog(backlog);
+      counted = true;
       const queue = this.queues.webhookQueue();
       for (let i = 0; i < chains.length; i += SWEEP_BATCH) {
         const batch = chains.slice(i, i + SWEEP_BATCH).filter((chain) => chain.head);
@@ -176,6 +178,8 @@ export class WebhookConsumer {
         await this.schedule(batch.filter((_, index) => states[index] === 'unknown'));
       }
     } catch (err) {
+      // Not known now: no figure rather than the last one, kept for as long as Redis is away.
+      if (!counted) this.metrics.setWebhookBacklog(new Map());
       this.log.warn({ err: (err as Error).message }, 'webhook sweep failed');
     }
     await this.drain();
