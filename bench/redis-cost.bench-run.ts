@@ -132,7 +132,9 @@ describe('Redis cost per message: our scripts, step by step, on a quiet Redis', 
       );
       for (const status of ['sent', 'delivered', 'read'] as const)
         await run(`ack ${status}`, async (i) =>
-          expect(await messages.applyEngineAck('main', engineIds[i], status)).toBe(ids[i]),
+          expect((await messages.applyEngineAck('main', engineIds[i], status))?.messageId).toBe(
+            ids[i],
+          ),
         );
       const read = await messages.get(ids[MESSAGES - 1]);
       expect(read?.status).toBe('read');

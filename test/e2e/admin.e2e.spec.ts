@@ -732,6 +732,50 @@ describe('the session page on another engine than the sandbox', () => {
   });
 });
 
+describe("the session page's word on a session that is not connected", () => {
+  it('says the worker retries when a try is due, and asks for Reconnect when none will come', async () => {
+    const stack = await Stack.start(
+      { ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD },
+      { worker: false },
+    );
+    try {
+      const { WorkerRepository } = await import('@app/status-store');
+      const worker = {
+        id: 'worker-here',
+        host: 'h',
+        pid: 1,
+        version: '0',
+        startedAt: '',
+        sessions: ['main'],
+      };
+      await stack.api!.get(WorkerRepository).beat(worker, 60_000, Date.now() + 60_000);
+      const phaseOf = async (fields: Record<string, string>) => {
+        await stack.redis.hset(stack.keys.session('main'), { worker: 'worker-here', ...fields });
+        const page = await request(stack, 'GET', '/admin/sessions/main');
+        const json = await request(stack, 'GET', '/api/admin/sessions/main');
+        const shown = /data-phases="(\w+)"(?! hidden)[^>]*>/.exec(
+          page.text.replace(/data-phases="(\w+)" hidden/g, ''),
+        );
+        return { page: shown?.[1], json: json.json.data.phase };
+      };
+      const retrying = await phaseOf({
+        status: 'FAILED',
+        lastError: 'net::ERR_NAME_NOT_RESOLVED',
+        nextRetryAt: new Date(Date.now() + 30_000).toISOString(),
+      });
+      expect(retrying).toEqual({ page: 'problem', json: 'problem' });
+      const unlinked = await phaseOf({
+        status: 'DISCONNECTED',
+        lastError: 'the phone unlinked this device',
+        nextRetryAt: '',
+      });
+      expect(unlinked).toEqual({ page: 'halted', json: 'halted' });
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
 describe('admin pages without ADMIN_PASSWORD', () => {
   it('work in development, with a warning that they are open', async () => {
     const stack = await Stack.start({ NODE_ENV: 'development' }, { worker: false });

@@ -1675,4 +1675,16 @@ describe('WwebjsEngine with a remote login store', () => {
     expect(options[0]?.authStrategy).toBeInstanceOf(wweb.RemoteAuth);
     await engine.stop();
   });
+
+  it('deletes the remote login too when the phone unlinks the device, so nothing restores it', async () => {
+    const store = memoryStore();
+    await store.save('main', Buffer.from('revoked login'));
+    expect(await store.load('main')).not.toBeNull();
+    const h = harness({ authStore: store, backupIntervalMs: 60_000 });
+    const client = await startReady(h);
+    client.emit('disconnected', 'LOGOUT');
+    expect(h.last()).toMatchObject({ status: 'DISCONNECTED', nextRetryAt: null });
+    expect(h.last().lastError).toMatch(/Reconnect/);
+    await vi.waitFor(async () => expect(await store.load('main')).toBeNull());
+  });
 });

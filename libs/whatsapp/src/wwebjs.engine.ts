@@ -946,7 +946,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     if (mine === this.attempt && this.running) this.launch(reason);
   }
 
-  /** The phone removed this linked device: its auth data is useless, so it is deleted. */
+  /**
+   * The phone removed this linked device: its auth data is useless, so it is deleted, here and
+   * in the remote store (else a restart or another worker would restore the revoked login).
+   * The session waits for Reconnect, which shows a new QR code.
+   */
   private async unlinked(attempt: number): Promise<void> {
     if (attempt !== this.attempt || !this.running) return;
     this.running = false;
@@ -954,10 +958,15 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       status: 'DISCONNECTED',
       lastError:
         'the phone unlinked this device (WhatsApp > Linked devices); its auth data was ' +
-        'deleted, start the session again to link it with a new QR code',
+        'deleted: Reconnect the session to link it again with a new QR code',
+      nextRetryAt: null,
     });
     await this.dropClient();
-    await rm(this.profileDir, { recursive: true, force: true, maxRetries: 3 }).catch((err: Error) =>
+    const deleted = async () => {
+      await rm(this.profileDir, { recursive: true, force: true, maxRetries: 3 });
+      await this.options.authStore?.delete(this.sessionId);
+    };
+    await deleted().catch((err: Error) =>
       this.log.warn({ sessionId: this.sessionId, err: err.message }, 'auth data not deleted'),
     );
   }

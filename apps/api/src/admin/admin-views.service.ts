@@ -37,8 +37,17 @@ const DELIVERY_TONE: Record<string, string> = {
   failed: 'bad',
 };
 
-/** The part of the page a session's status calls for (sent to admin.js as `phase`). */
-export function linkPhase(session: { status: string; hasQr: boolean }): string {
+/**
+ * The part of the page a session's status calls for (sent to admin.js as `phase`). `problem`
+ * heals by itself (a next try is due, or another worker takes over from a silent one);
+ * `halted` waits for a person (the phone unlinked it, no Chromium was found).
+ */
+export function linkPhase(session: {
+  status: string;
+  hasQr: boolean;
+  nextRetryAt?: string | null;
+  workerAlive?: boolean;
+}): string {
   switch (session.status) {
     case 'READY':
       return 'linked';
@@ -48,7 +57,7 @@ export function linkPhase(session: { status: string; hasQr: boolean }): string {
       return 'pairing';
     case 'FAILED':
     case 'DISCONNECTED':
-      return 'problem';
+      return session.nextRetryAt || session.workerAlive === false ? 'problem' : 'halted';
     case 'STOPPED':
       return 'stopped';
     default:
