@@ -32,16 +32,16 @@ describe('IncomingRepository.conversation', () => {
     await redis.quit();
   });
 
-  async function receive(at: Date): Promise<string> {
-    const engineMessageId = `false_4915100000001@c.us_${randomUUID()}`;
+  async function receive(at: Date, phone = '4915100000001', session = SESSION): Promise<string> {
+    const engineMessageId = `false_${phone}@c.us_${randomUUID()}`;
     const record: IncomingRecord = {
-      id: incomingMessageId(SESSION, engineMessageId),
-      sessionId: SESSION,
+      id: incomingMessageId(session, engineMessageId),
+      sessionId: session,
       direction: 'in',
       engineMessageId,
-      chatId: '4915100000001@c.us',
-      from: '4915100000001@c.us',
-      fromPhone: '4915100000001',
+      chatId: `${phone}@c.us`,
+      from: `${phone}@c.us`,
+      fromPhone: phone,
       fromMe: false,
       isGroup: false,
       type: 'text',
@@ -91,5 +91,25 @@ describe('IncomingRepository.conversation', () => {
       before = page.next;
     }
     expect(paged.sort()).toEqual([...ids].sort());
+  });
+
+  it('answers a filtered page that found nothing within its scan with a next cursor, not the end', async () => {
+    const session = 'quiet-chat';
+    const base = Date.now() - 3_600_000;
+    const old = await receive(new Date(base), '4915100000002', session);
+    // More newer messages of another chat than one page looks at.
+    for (let i = 1; i <= 5_100; i += 300)
+      await Promise.all(
+        Array.from({ length: Math.min(300, 5_101 - i) }, (_, j) =>
+          receive(new Date(base + i + j), '4915100000003', session),
+        ),
+      );
+    const query = { sessionId: session, chatId: '4915100000002@c.us', limit: 10 };
+    const first = await incoming.conversation(query);
+    expect(first.items).toEqual([]);
+    expect(first.next).not.toBeNull();
+    const second = await incoming.conversation({ ...query, before: first.next! });
+    expect(second.items.map((item) => item.id)).toEqual([old]);
+    expect(second.next).toBeNull();
   });
 });

@@ -172,7 +172,10 @@ export class ConversationPageDto {
     nullable: true,
     type: String,
     example: null,
-    description: 'Cursor of the next (older) page; null at the end',
+    description:
+      'Cursor of the next (older) page; null at the end, and only null means the end: with ' +
+      '`chatId` or `direction`, a page looks at a bounded number of entries, so it may hold ' +
+      'fewer than `limit` items, or none, while older matches follow',
   })
   next: string | null;
 }
