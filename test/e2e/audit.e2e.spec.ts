@@ -42,7 +42,13 @@ describe('the audit log: admin actions and key changes', () => {
         target: { id: record.id },
         status: 200,
       },
-      { actor: 'key:env', action: 'POST /api/v1/keys', from: '203.0.113.9', status: 201 },
+      {
+        actor: 'key:env',
+        action: 'POST /api/v1/keys',
+        target: { id: record.id },
+        from: '203.0.113.9',
+        status: 201,
+      },
     ]);
     expect(logged.some((entry: { action: string }) => entry.action.startsWith('GET'))).toBe(false);
     expect(JSON.stringify(logged)).not.toContain(key.slice(13));
@@ -74,6 +80,7 @@ describe('the audit log: admin actions and key changes', () => {
       expect((await entries())[0]).toMatchObject({
         actor: `admin:${USER}`,
         action: 'POST /api/admin/sessions',
+        target: { id: 'audited' },
         status: 201,
       }),
     );
@@ -102,6 +109,48 @@ describe('the audit log: admin actions and key changes', () => {
     const html = await page.text();
     expect(html).toContain('POST /api/admin/sessions');
     expect(html).toContain(`admin:${USER}`);
+  });
+
+  it('names the session made or made active, and records a key refused a route it may not use', async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'named' });
+    await stack.call('PUT', '/api/v1/sessions/active', { id: 'named' });
+    await stack.call('PUT', '/api/v1/sessions/active', { id: 'main' });
+    const made = (await stack.call('POST', '/api/v1/keys', { name: 'sender', scopes: ['send'] }))
+      .body.data;
+    const as = { 'x-api-key': made.key };
+    expect(
+      (await stack.call('POST', '/api/v1/keys', { name: 'x', scopes: ['admin'] }, as)).status,
+    ).toBe(403);
+    expect((await stack.call('DELETE', '/api/v1/sessions/named', undefined, as)).status).toBe(403);
+    expect((await stack.call('GET', '/api/v1/keys', undefined, as)).status).toBe(403); // a read
+    // Unknown callers are not written: a flood of them must not fill the log.
+    expect(
+      (await stack.call('DELETE', '/api/v1/sessions/named', undefined, { 'x-api-key': 'wag_nope' }))
+        .status,
+    ).toBe(401);
+    const logged = await eventually(async () => {
+      const list = await entries();
+      expect(list[0]?.action).toBe('DELETE /api/v1/sessions/:id');
+      return list;
+    });
+    expect(logged.slice(0, 6)).toMatchObject([
+      {
+        actor: `key:${made.record.id}`,
+        action: 'DELETE /api/v1/sessions/:id',
+        target: { id: 'named' },
+        status: 403,
+      },
+      { actor: `key:${made.record.id}`, action: 'POST /api/v1/keys', status: 403 },
+      {
+        actor: 'key:env',
+        action: 'POST /api/v1/keys',
+        target: { id: made.record.id },
+        status: 201,
+      },
+      { action: 'PUT /api/v1/sessions/active', target: { id: 'main' }, status: 200 },
+      { action: 'PUT /api/v1/sessions/active', target: { id: 'named' }, status: 200 },
+      { action: 'POST /api/v1/sessions', target: { id: 'named' }, status: 201 },
+    ]);
   });
 
   it('lists newest first in pages, for the admin scope only', async () => {

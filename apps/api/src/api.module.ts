@@ -13,7 +13,7 @@ import { ApiKeys } from './auth/api-keys.service.js';
 import { ScopeGuard } from './auth/scope.guard.js';
 import { KeysController } from './auth/keys.controller.js';
 import { AuditController } from './audit/audit.controller.js';
-import { AuditInterceptor } from './audit/audit.interceptor.js';
+import { AuditInterceptor, AuditWriter } from './audit/audit.interceptor.js';
 import { RATE_LIMIT, RateLimitGuard } from './auth/rate-limit.guard.js';
 import { RateLimitStorage } from './auth/rate-limit-storage.js';
 import { AdminModule } from './admin/admin.module.js';
@@ -84,6 +84,7 @@ export class ApiModule implements OnApplicationBootstrap {
       providers: [
         ApiKeyGuard,
         AuditInterceptor,
+        AuditWriter,
         ApiKeys,
         ScopeGuard,
         RateLimitGuard,

@@ -1,4 +1,4 @@
-import { Audited, auditOutcome } from '../audit/audit.interceptor.js';
+import { Audited, auditOutcome, auditTarget } from '../audit/audit.interceptor.js';
 import { Controller, Get, Param, Post, Req, Res, UseFilters, type Type } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { plainToInstance } from 'class-transformer';
@@ -79,7 +79,7 @@ export class AdminPagesController {
   @Post('keys')
   async makeKey(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
     const form = formOf(req);
-    let made: { key: string; record: { name: string } };
+    let made: { key: string; record: { id: string; name: string } };
     try {
       const dto = validForm(CreateApiKeyDto, {
         name: form.name,
@@ -92,6 +92,7 @@ export class AdminPagesController {
           : undefined,
       });
       made = await this.apiKeys.create(dto.name, dto.scopes, dto.sessions);
+      auditTarget(req, { id: made.record.id });
     } catch (err) {
       if (!(err instanceof AppError)) throw err;
       return this.act(req, res, '/admin/keys', () => Promise.reject(err));
@@ -158,6 +159,7 @@ export class AdminPagesController {
       () => (created ? `/admin/sessions/${created}` : '/admin'),
       async () => {
         const { id } = validForm(CreateSessionDto, { id: form.id?.trim() });
+        auditTarget(req, { id });
         await this.sessions.create(id);
         created = id;
         return `Session ${id} created; a worker starts it and shows a QR code`;
@@ -169,6 +171,7 @@ export class AdminPagesController {
   async setActive(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
     await this.act(req, res, '/admin', async () => {
       const { id } = validForm(SetActiveSessionDto, { id: formOf(req).id });
+      auditTarget(req, { id });
       await this.sessions.setActive(id);
       return `${id} is now the active session`;
     });

@@ -11,7 +11,7 @@ import { MessagesService } from '../messages/messages.service.js';
 import { SessionsService } from '../sessions/sessions.service.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { AuthFailures } from '../auth/auth-failures.service.js';
-import { AuditInterceptor } from '../audit/audit.interceptor.js';
+import { AuditInterceptor, AuditWriter } from '../audit/audit.interceptor.js';
 import { ApiKeys } from '../auth/api-keys.service.js';
 import { RateLimitGuard } from '../auth/rate-limit.guard.js';
 import { AdminAccess } from './admin-access.service.js';
@@ -56,6 +56,7 @@ export class AdminModule {
         // Stateless services, also provided here so this module stands on its own.
         AuthFailures,
         AuditInterceptor,
+        AuditWriter,
         ApiKeys,
         RateLimitGuard,
         AdminAuthGuard,

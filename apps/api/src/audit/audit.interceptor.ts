@@ -1,6 +1,8 @@
 import {
+  applyDecorators,
   Injectable,
   Logger,
+  SetMetadata,
   UseInterceptors,
   type CallHandler,
   type ExecutionContext,
@@ -15,57 +17,73 @@ import { callerOf } from '../auth/api-keys.service.js';
 
 /**
  * Writes every state-changing request of the routes it guards to the audit log: who, what
- * (the route and its parameters, never a body: keys and secrets stay out), from where, when,
- * and the status it got. Reads are not logged. A log write that fails never fails the request.
+ * (the route and its parameters, and what the handler named with auditTarget; never a body:
+ * keys and secrets stay out), from where, when, and the status it got. Reads are not logged.
+ * A log write that fails never fails the request. (A request its guards refused never reaches
+ * an interceptor: ScopeGuard writes its refusals.)
  */
 @Injectable()
-export class AuditInterceptor implements NestInterceptor {
-  private readonly log = new Logger(AuditInterceptor.name);
+export class AuditWriter {
+  private readonly log = new Logger('Audit');
 
   constructor(
     private readonly audit: AuditRepository,
     private readonly config: AppConfig,
   ) {}
 
+  /** Writes the request's entry, once. */
+  write(request: FastifyRequest, status: number): void {
+    if (request.method === 'GET' || request.method === 'HEAD' || written.has(request)) return;
+    written.add(request);
+    const params = Object.entries((request.params ?? {}) as Record<string, unknown>).map(
+      ([k, v]) => [k, String(v).slice(0, 200)],
+    );
+    void this.audit
+      .record(
+        {
+          actor: callerOf(request),
+          action: `${request.method} ${request.routeOptions.url ?? request.url}`,
+          target: { ...Object.fromEntries(params), ...targets.get(request) },
+          from: request.ip,
+          status,
+        },
+        this.config.AUDIT_RETENTION_MS,
+      )
+      .catch((err: Error) =>
+        this.log.warn(
+          { requestId: request.id, err: err.message },
+          'admin action not written to the audit log',
+        ),
+      );
+  }
+}
+
+@Injectable()
+export class AuditInterceptor implements NestInterceptor {
+  constructor(private readonly writer: AuditWriter) {}
+
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     const http = context.switchToHttp();
     const request = http.getRequest<FastifyRequest>();
     if (request.method === 'GET' || request.method === 'HEAD') return next.handle();
     const reply = http.getResponse<FastifyReply>();
-    const write = (status: number) =>
-      void this.audit
-        .record(
-          {
-            actor: callerOf(request),
-            action: `${request.method} ${request.routeOptions.url ?? request.url}`,
-            target: Object.fromEntries(
-              Object.entries((request.params ?? {}) as Record<string, unknown>).map(([k, v]) => [
-                k,
-                String(v).slice(0, 200),
-              ]),
-            ),
-            from: request.ip,
-            status,
-          },
-          this.config.AUDIT_RETENTION_MS,
-        )
-        .catch((err: Error) =>
-          this.log.warn(
-            { requestId: request.id, err: err.message },
-            'admin action not written to the audit log',
-          ),
-        );
     return next.handle().pipe(
       tap({
-        next: () => write(outcomes.get(request) ?? reply.statusCode),
-        error: (err: unknown) => write(toErrorEnvelope(err).status),
+        next: () => this.writer.write(request, outcomes.get(request) ?? reply.statusCode),
+        error: (err: unknown) => this.writer.write(request, toErrorEnvelope(err).status),
       }),
     );
   }
 }
 
+/** Requests whose entry is written (an error after the interceptor's is not written again). */
+const written = new WeakSet<FastifyRequest>();
+
 /** Statuses of requests whose answer does not say how they went (see auditOutcome). */
 const outcomes = new WeakMap<FastifyRequest, number>();
+
+/** What a request acted on beyond its route's parameters (see auditTarget). */
+const targets = new WeakMap<FastifyRequest, Record<string, string>>();
 
 /**
  * Records how an action went when its answer does not say (a form post answered with a
@@ -75,5 +93,18 @@ export function auditOutcome(request: FastifyRequest, status: number): void {
   outcomes.set(request, status);
 }
 
-/** Audits a controller's state-changing routes. */
-export const Audited = () => UseInterceptors(AuditInterceptor);
+/**
+ * Names what an action acted on when its route's parameters do not (a session made from a
+ * body's id, a key given its id by the action): the audit entry's target shows it. Never a
+ * secret.
+ */
+export function auditTarget(request: FastifyRequest, target: Record<string, string>): void {
+  targets.set(request, { ...targets.get(request), ...target });
+}
+
+/** Marks an audited controller (read by guards that write their refusals, see ScopeGuard). */
+export const AUDITED = 'audited';
+
+/** Audits a controller's state-changing routes (and ScopeGuard its refusals of them). */
+export const Audited = () =>
+  applyDecorators(SetMetadata(AUDITED, true), UseInterceptors(AuditInterceptor));

@@ -1,6 +1,7 @@
 import { ok } from '@app/common';
-import { Audited } from '../audit/audit.interceptor.js';
-import { Body, Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
+import { Audited, auditTarget } from '../audit/audit.interceptor.js';
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Req } from '@nestjs/common';
+import type { FastifyRequest } from 'fastify';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { ApiKeyAuth } from './api-key-auth.decorator.js';
@@ -24,8 +25,10 @@ export class KeysController {
   })
   @ApiEnvelope(NewApiKeyDto, { status: 201 })
   @ApiErrors({ status: 400, description: 'Invalid name or scopes' })
-  create(@Body() dto: CreateApiKeyDto) {
-    return ok(this.keys.create(dto.name, dto.scopes, dto.sessions));
+  async create(@Body() dto: CreateApiKeyDto, @Req() req: FastifyRequest) {
+    const made = await this.keys.create(dto.name, dto.scopes, dto.sessions);
+    auditTarget(req, { id: made.record.id });
+    return ok(made);
   }
 
   @Get()

@@ -1,8 +1,9 @@
 import { CanActivate, ExecutionContext, Injectable, SetMetadata } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { FastifyRequest } from 'fastify';
-import { AppError } from '@app/common';
+import { AppError, toErrorEnvelope } from '@app/common';
 import type { ApiKeyScope } from '@app/status-store';
+import { AUDITED, AuditWriter } from '../audit/audit.interceptor.js';
 import { assertSessionAllowed } from './api-keys.service.js';
 
 const SCOPE = 'api-key-scope';
@@ -18,13 +19,29 @@ export const ApiScopes = (scopes: { read?: ApiKeyScope; write: ApiKeyScope }) =>
 /** The scope one route needs, over its controller's. */
 export const ApiScope = (scope: ApiKeyScope) => SetMetadata(SCOPE, scope);
 
-/** A key used outside its scopes gets 403 FORBIDDEN; `admin` holds every scope. */
+/**
+ * A key used outside its scopes gets 403 FORBIDDEN; `admin` holds every scope. On an audited
+ * controller the refusal is written to the audit log: a known key trying what it may not.
+ */
 @Injectable()
 export class ScopeGuard implements CanActivate {
-  constructor(private readonly reflector: Reflector) {}
+  constructor(
+    private readonly reflector: Reflector,
+    private readonly audit: AuditWriter,
+  ) {}
 
   canActivate(context: ExecutionContext): boolean {
     const request = context.switchToHttp().getRequest<FastifyRequest>();
+    try {
+      return this.check(context, request);
+    } catch (err) {
+      if (this.reflector.get<boolean | undefined>(AUDITED, context.getClass()))
+        this.audit.write(request, toErrorEnvelope(err).status);
+      throw err;
+    }
+  }
+
+  private check(context: ExecutionContext, request: FastifyRequest): boolean {
     const principal = request.principal;
     if (!principal) return true; // no API_KEY configured: the api is open (development)
     const needed = this.needed(context, request.method);

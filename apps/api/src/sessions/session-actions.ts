@@ -1,5 +1,16 @@
-import { Body, Delete, Get, Header, HttpCode, Param, Post, StreamableFile } from '@nestjs/common';
+import {
+  Body,
+  Delete,
+  Get,
+  Header,
+  HttpCode,
+  Param,
+  Post,
+  Req,
+  StreamableFile,
+} from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiProduces, ApiResponse } from '@nestjs/swagger';
+import type { FastifyRequest } from 'fastify';
 import { ok } from '@app/common';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SessionStatusDto } from './session.dto.js';
@@ -11,6 +22,7 @@ import {
 } from './session-commands.dto.js';
 import { SessionsService } from './sessions.service.js';
 import { ApiScope } from '../auth/scope.guard.js';
+import { auditTarget } from '../audit/audit.interceptor.js';
 
 export const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
 export const UNKNOWN = ApiErrors(
@@ -36,7 +48,8 @@ export abstract class SessionActions {
     { status: 400, description: 'Malformed id' },
     { status: 409, description: 'A session with this id exists, or is still being deleted' },
   )
-  create(@Body() dto: CreateSessionDto) {
+  create(@Body() dto: CreateSessionDto, @Req() req: FastifyRequest) {
+    auditTarget(req, { id: dto.id });
     return ok(this.sessions.create(dto.id));
   }
 

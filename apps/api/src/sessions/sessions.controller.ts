@@ -1,5 +1,5 @@
 import { ok } from '@app/common';
-import { Audited } from '../audit/audit.interceptor.js';
+import { Audited, auditTarget } from '../audit/audit.interceptor.js';
 import { Body, Controller, Get, Param, Put, Req } from '@nestjs/common';
 import type { FastifyRequest } from 'fastify';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
@@ -47,7 +47,8 @@ export class SessionsController extends SessionActions {
   @ApiOperation({ summary: 'Choose the active session' })
   @ApiEnvelope(ActiveSessionDto)
   @UNKNOWN
-  setActive(@Body() dto: SetActiveSessionDto) {
+  setActive(@Body() dto: SetActiveSessionDto, @Req() req: FastifyRequest) {
+    auditTarget(req, { id: dto.id });
     return ok(this.sessions.setActive(dto.id));
   }
 
