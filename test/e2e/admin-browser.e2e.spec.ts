@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { SessionRepository, WorkerRepository, type ObservedSession } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
@@ -303,6 +304,47 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     }
     expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
+
+  it('stops following a test message that stays sent, two minutes after it was sent', async () => {
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 1280, height: 860 },
+    });
+    try {
+      await watch(context, problems);
+      // Linked (by an earlier test, or now).
+      await eventually(async () => {
+        if (stack.worker!.get(SessionManager).isReady('main')) return;
+        await stack.call('POST', '/api/v1/sessions/main/link');
+        throw new Error('main is not linked yet');
+      });
+      const page = await context.newPage();
+      await page.goto(`${stack.url}/admin/sessions/main`);
+      await waitForBadge(page, 'READY');
+      const polls: string[] = [];
+      page.on('request', (request) => {
+        if (/\/api\/admin\/messages\/[^/]+$/.test(request.url())) polls.push(request.url());
+      });
+      // The sandbox takes a message to a 999000... number and no ack ever comes.
+      await page.fill('#test-to', '+999 000 1234 567');
+      await page.fill('#test-text', 'never acknowledged');
+      await page.click('.test-form button[type="submit"]');
+      await page.waitForFunction(
+        () => document.querySelector('[data-msg="status"]')?.textContent === 'sent',
+        undefined,
+        { timeout: 15_000 },
+      );
+      expect(polls.length).toBeGreaterThan(0);
+      // Three minutes later, as the page's clock tells (its timers keep running).
+      await page.clock.setFixedTime(Date.now() + 3 * 60_000);
+      await sleep(2_000); // a poll already waiting may still go out
+      const settled = polls.length;
+      await sleep(6_000); // unsettled, it would poll at least every 5 s
+      expect(polls.length).toBe(settled);
+    } finally {
+      await context.close();
+    }
+  });
 
   it('fits a phone screen', async () => {
     const context = await browser.newContext({

@@ -11,7 +11,10 @@
   const SESSION_TONE = TONES.session;
   const MESSAGE_TONE = TONES.message;
   const DELIVERY_TONE = TONES.delivery ?? {};
-  const FINAL_MESSAGE_STATUSES = new Set(['read', 'failed']);
+  const FINAL_MESSAGE_STATUSES = new Set(['read', 'failed', 'cancelled']);
+  // A test message may stay delivered (read receipts off) or sent (no account) for good: its
+  // status is followed this long after it was sent, then left as it is.
+  const FOLLOW_AFTER_SENT_MS = 2 * 60_000;
 
   function formatTime(iso) {
     if (!iso) return '–';
@@ -386,7 +389,10 @@
     const url = `/api/admin/messages/${encodeURIComponent(message.id)}`;
     let current = message;
     let delay = 500;
-    while (run === followed && !FINAL_MESSAGE_STATUSES.has(current.status)) {
+    const settled = () =>
+      FINAL_MESSAGE_STATUSES.has(current.status) ||
+      (current.sentAt && Date.now() - Date.parse(current.sentAt) > FOLLOW_AFTER_SENT_MS);
+    while (run === followed && !settled()) {
       await new Promise((resolve) => setTimeout(resolve, delay));
       delay = Math.min(delay * 1.2, 5000);
       try {
