@@ -480,7 +480,14 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
             nextRetryAt: new Date(Date.now() + 60_000).toISOString(),
           },
         ],
-        ['dropped', { status: 'DISCONNECTED', lastError: 'LOGOUT' }],
+        [
+          'dropped',
+          {
+            status: 'DISCONNECTED',
+            lastError:
+              'the phone unlinked this device (WhatsApp > Linked devices); its auth data was deleted: Reconnect the session to link it again with a new QR code',
+          },
+        ],
       ];
       for (const [id, observed] of states) {
         await registry.register(id);
@@ -524,6 +531,15 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
         undefined,
         { timeout: 10_000 },
       );
+
+      // A session that will not retry by itself asks for Reconnect; one that will says so.
+      const shown = async (id: string) => {
+        await page.goto(`${still.url}/admin/sessions/${id}`);
+        return page.locator('.phase:not([hidden])').first().textContent();
+      };
+      expect(await shown('failing')).toContain('retries by itself');
+      expect(await shown('dropped')).toContain('press Reconnect');
+      await page.screenshot({ path: join(ARTIFACTS, '11b-session-halted.png'), fullPage: true });
       await context.close();
     } finally {
       await still.close();
