@@ -199,6 +199,17 @@ describe('incoming messages', () => {
     expect(
       chat.body.data.items.every((item: { direction: string }) => item.direction === 'in'),
     ).toBe(true);
+
+    // Each entry is what Swagger says its kind is: every required field, no undocumented one.
+    const schemas = (await stack.call('GET', '/api/openapi')).body.components.schemas;
+    const page = await stack.call('GET', '/api/v1/sessions/paging/messages?limit=2');
+    const kinds = page.body.data.items.map((item: { kind: string }) => item.kind).sort();
+    expect(kinds).toEqual(['received', 'sent']);
+    for (const item of page.body.data.items) {
+      const schema = schemas[item.kind === 'sent' ? 'SentEntryDto' : 'ReceivedEntryDto'];
+      expect(Object.keys(item).sort(), item.kind).toEqual(Object.keys(schema.properties).sort());
+      for (const name of schema.required) expect(item, `${item.kind}.${name}`).toHaveProperty(name);
+    }
   });
 
   it('answers bad list and inject requests with 400/404/409 in the envelope', async () => {

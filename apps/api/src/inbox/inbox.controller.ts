@@ -10,7 +10,14 @@ import {
   StreamableFile,
   Req,
 } from '@nestjs/common';
-import { ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
+import {
+  ApiExtraModels,
+  ApiOperation,
+  ApiParam,
+  ApiProduces,
+  ApiResponse,
+  ApiTags,
+} from '@nestjs/swagger';
 import type { FastifyRequest } from 'fastify';
 import { ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
@@ -20,8 +27,10 @@ import {
   ConversationPageDto,
   IncomingMessageDto,
   ListMessagesQueryDto,
+  ReceivedEntryDto,
   SandboxIncomingAcceptedDto,
   SandboxIncomingDto,
+  SentEntryDto,
 } from './inbox.dto.js';
 import { InboxService } from './inbox.service.js';
 
@@ -33,6 +42,7 @@ const INCOMING_ID = ApiParam({
 });
 
 @ApiTags('incoming')
+@ApiExtraModels(ReceivedEntryDto, SentEntryDto)
 @ApiKeyAuth()
 @ApiScopes({ write: 'sessions' })
 @Controller('api/v1')

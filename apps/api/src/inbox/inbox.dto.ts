@@ -1,4 +1,4 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { ApiProperty, ApiPropertyOptional, getSchemaPath } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import {
   IsBase64,
@@ -23,6 +23,7 @@ import {
 } from '@app/status-store';
 import { QueryLimit } from '../docs/query-limit.decorator.js';
 import { IsPhone } from '../messages/is-phone.decorator.js';
+import { MessageDto } from '../messages/message.dto.js';
 
 export class ListMessagesQueryDto {
   @ApiPropertyOptional({
@@ -155,19 +156,36 @@ export class IncomingMessageDto implements IncomingRecord {
   media: IncomingMediaDto | null;
 }
 
-export class ConversationEntryDto extends IncomingMessageDto {
-  @ApiProperty({
-    enum: ['received', 'sent'],
-    example: 'received',
-    description:
-      'received: the fields above; sent: a message sent through the api (the fields of GET /api/v1/messages/{id})',
-  })
-  kind: 'received' | 'sent';
+/** A received entry of a conversation page: a received message, as GET /incoming/{id}. */
+export class ReceivedEntryDto extends IncomingMessageDto {
+  @ApiProperty({ enum: ['received'], example: 'received' })
+  kind: 'received';
+}
+
+/** A sent entry of a conversation page: a message sent through the api, as GET /messages/{id}. */
+export class SentEntryDto extends MessageDto {
+  @ApiProperty({ enum: ['sent'], example: 'sent' })
+  kind: 'sent';
+  @ApiProperty({ enum: ['out'], example: 'out' })
+  direction: 'out';
+  @ApiProperty({ example: '4915123456789@c.us', description: 'The chat it went to' })
+  chatId: string;
 }
 
 export class ConversationPageDto {
-  @ApiProperty({ type: [ConversationEntryDto], description: 'Newest first' })
-  items: ConversationEntryDto[];
+  @ApiProperty({
+    type: 'array',
+    description:
+      'Newest first: messages received (`kind: received`) and sent through the api (`kind: sent`)',
+    items: {
+      oneOf: [{ $ref: getSchemaPath(ReceivedEntryDto) }, { $ref: getSchemaPath(SentEntryDto) }],
+      discriminator: {
+        propertyName: 'kind',
+        mapping: { received: getSchemaPath(ReceivedEntryDto), sent: getSchemaPath(SentEntryDto) },
+      },
+    },
+  })
+  items: (ReceivedEntryDto | SentEntryDto)[];
   @ApiProperty({
     nullable: true,
     type: String,
