@@ -660,10 +660,9 @@ export class MessagesService {
     return quoted.engineMessageId || null;
   }
 
-  /** One of our messages (a UUID) or a received one (in_...), or a 404. */
   /**
-   * A message of ours or a received one; a key limited to some sessions is refused (403) one
-   * of another session before anything about it is told.
+   * One of our messages (a UUID) or a received one (in_...), or a 404; a key limited to some
+   * sessions is refused (403) one of another session before anything about it is told.
    */
   private async quotedMessage(id: string, sessions?: string[] | null): Promise<QuotedMessage> {
     const quoted = isMessageId(id) ? await this.messages.get(id) : await this.incoming.get(id);
