@@ -1639,7 +1639,7 @@ describe('WwebjsEngine with a remote login store', () => {
     return new AuthStore(archives, 'redis');
   };
 
-  it("gives whatsapp-web.js RemoteAuth a store that saves, finds, extracts and deletes the session's archive", async () => {
+  it("gives whatsapp-web.js RemoteAuth a store that saves, finds and extracts the session's archive, and never deletes it", async () => {
     const store = memoryStore();
     const dir = await mkdtemp(join(tmpdir(), 'wwebjs-remote-'));
     const adapter = remoteStore(store, 'sales', dir);
@@ -1652,7 +1652,39 @@ describe('WwebjsEngine with a remote login store', () => {
     await adapter.extract({ session: 'RemoteAuth-sales', path: target });
     expect(await readFile(target, 'utf8')).toBe('zip bytes v1');
     await adapter.delete();
-    expect(await adapter.sessionExists()).toBe(false);
+    expect(await adapter.sessionExists()).toBe(true);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("keeps the stored login when whatsapp-web.js's RemoteAuth disconnects (a CONFLICT: WhatsApp Web opened elsewhere)", async () => {
+    const store = memoryStore();
+    await store.save('sales', Buffer.from('the login'));
+    const dir = await mkdtemp(join(tmpdir(), 'wwebjs-remote-'));
+    const auth = new wweb.RemoteAuth({
+      clientId: 'sales',
+      dataPath: dir,
+      store: remoteStore(store, 'sales', dir),
+      backupSyncIntervalMs: 60_000,
+    });
+    // What Client does on a state change it does not accept, before it emits `disconnected`.
+    await auth.disconnect();
+    expect((await store.load('sales'))?.toString()).toBe('the login');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("saves nothing for a client that is no longer the engine's (a backup timer that outlived it)", async () => {
+    const store = memoryStore();
+    await store.save('sales', Buffer.from("the new owner's login"));
+    const dir = await mkdtemp(join(tmpdir(), 'wwebjs-remote-'));
+    let current = true;
+    const adapter = remoteStore(store, 'sales', dir, () => current);
+    await writeFile(join(dir, 'RemoteAuth-sales.zip'), 'a stale copy');
+    current = false;
+    await adapter.save({ session: 'RemoteAuth-sales' });
+    expect((await store.load('sales'))?.toString()).toBe("the new owner's login");
+    current = true;
+    await adapter.save({ session: 'RemoteAuth-sales' });
+    expect((await store.load('sales'))?.toString()).toBe('a stale copy');
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -1674,6 +1706,26 @@ describe('WwebjsEngine with a remote login store', () => {
     await vi.advanceTimersByTimeAsync(0);
     expect(options[0]?.authStrategy).toBeInstanceOf(wweb.RemoteAuth);
     await engine.stop();
+  });
+
+  it("backs the login up as a READY session stops: the stopping client's save still counts", async () => {
+    const store = memoryStore();
+    const h = harness({ authStore: store, backupIntervalMs: 60_000 }, (client) => {
+      // As RemoteAuth does: zip the profile, then hand the store its name.
+      const strategy = client.options.authStrategy as unknown as {
+        store: { save(options: { session: string }): Promise<void> };
+      };
+      Object.assign(client, {
+        authStrategy: {
+          storeRemoteSession: () => strategy.store.save({ session: 'RemoteAuth-main' }),
+        },
+      });
+    });
+    await writeFile(join(dataDir, 'RemoteAuth-main.zip'), 'backed up on stop');
+    await startReady(h);
+    await h.engine.stop();
+    expect((await store.load('main'))?.toString()).toBe('backed up on stop');
+    await rm(join(dataDir, 'RemoteAuth-main.zip'), { force: true });
   });
 
   it('deletes the remote login too when the phone unlinks the device, so nothing restores it', async () => {

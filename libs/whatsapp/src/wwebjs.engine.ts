@@ -266,6 +266,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   > & { runningAsRoot: boolean; sandbox: boolean };
   private readonly profileDir: string;
   private client?: ClientLike;
+  /** The client whose login a stop is backing up (no longer `client`, but its save counts). */
+  private backingUp?: ClientLike;
   /** Bumped whenever the current client is given up; callbacks of older clients compare it. */
   private attempt = 0;
   private running = false;
@@ -324,16 +326,17 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     const backUp = this.status === 'READY' && this.options.authStore?.remote;
     await this.shutDown(async (client) => {
       // A clean stop backs the login up, so the next owner starts from the newest copy.
-      if (backUp && client.authStrategy?.storeRemoteSession)
-        await withTimeout(
-          client.authStrategy.storeRemoteSession(),
-          this.settings.destroyTimeoutMs,
-        ).catch((thrown) =>
-          this.log.warn(
-            { sessionId: this.sessionId, err: toError(thrown).message },
-            'login not backed up on stop',
-          ),
-        );
+      if (backUp && client.authStrategy?.storeRemoteSession) {
+        this.backingUp = client;
+        await withTimeout(client.authStrategy.storeRemoteSession(), this.settings.destroyTimeoutMs)
+          .catch((thrown) =>
+            this.log.warn(
+              { sessionId: this.sessionId, err: toError(thrown).message },
+              'login not backed up on stop',
+            ),
+          )
+          .finally(() => (this.backingUp = undefined));
+      }
     });
     this.setState({ status: 'STOPPED' });
   }
@@ -537,7 +540,15 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       throw new Error(`the session's Chromium profile is in use by live process ${lock.pid}`);
     }
 
-    const client = this.settings.createClient(this.clientOptions(executablePath));
+    // Its login may be saved while it is the engine's client, or backed up as it stops.
+    let mine: ClientLike | undefined;
+    const client = this.settings.createClient(
+      this.clientOptions(
+        executablePath,
+        () => mine !== undefined && (mine === this.client || mine === this.backingUp),
+      ),
+    );
+    mine = client;
     this.client = client;
     this.listen(client, attempt);
     this.armWatchdog('start', this.settings.startTimeoutMs, attempt, () =>
@@ -556,7 +567,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     });
   }
 
-  private clientOptions(executablePath: string): WwebjsClientOptions {
+  private clientOptions(executablePath: string, current: () => boolean): WwebjsClientOptions {
     const args = [
       '--disable-background-networking',
       '--disable-dev-shm-usage',
@@ -570,7 +581,12 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         ? new RemoteAuth({
             clientId: this.sessionId,
             dataPath: this.options.dataDir,
-            store: remoteStore(this.options.authStore, this.sessionId, this.options.dataDir),
+            store: remoteStore(
+              this.options.authStore,
+              this.sessionId,
+              this.options.dataDir,
+              current,
+            ),
             backupSyncIntervalMs: Math.max(60_000, this.options.backupIntervalMs ?? 300_000),
           })
         : new LocalAuth({ clientId: this.sessionId, dataPath: this.options.dataDir }),
@@ -1271,16 +1287,31 @@ function definedOnly<T extends object>(value: T): Partial<T> {
   ) as Partial<T>;
 }
 
+/** How long the copy sessionExists() read is kept for the extract() that follows it. */
+const FOUND_KEPT_MS = 30_000;
+
 /**
  * whatsapp-web.js RemoteAuth's store, over ours: RemoteAuth zips the profile to
  * `<dataPath>/RemoteAuth-<id>.zip` and hands only the name to save(); extract() writes the
- * archive where RemoteAuth unzips it. The copy found by sessionExists() is the one extracted.
+ * archive where RemoteAuth unzips it. The copy found by sessionExists() is the one extracted
+ * (kept FOUND_KEPT_MS at most: RemoteAuth also asks once the session is ready, and a login is
+ * tens of MB). `current` says whether its client is still the engine's: RemoteAuth's backup
+ * timer can outlive a client it was started for, and must not overwrite the login the next
+ * client (or another worker) saves.
  */
-export function remoteStore(store: AuthStore, sessionId: string, dataDir: string) {
+export function remoteStore(
+  store: AuthStore,
+  sessionId: string,
+  dataDir: string,
+  current: () => boolean = () => true,
+) {
   let found: Buffer | null = null;
+  let forget: NodeJS.Timeout | undefined;
   return {
     sessionExists: async () => {
       found = await store.load(sessionId);
+      clearTimeout(forget);
+      forget = setTimeout(() => (found = null), FOUND_KEPT_MS).unref();
       return found !== null;
     },
     extract: async ({ path }: { session: string; path: string }) => {
@@ -1290,8 +1321,13 @@ export function remoteStore(store: AuthStore, sessionId: string, dataDir: string
       await writeFile(path, archive);
     },
     save: async ({ session }: { session: string }) => {
+      if (!current()) return;
       await store.save(sessionId, await readFile(join(resolve(dataDir), `${session}.zip`)));
     },
-    delete: async () => store.delete(sessionId),
+    // Not the stored login: RemoteAuth deletes it on any disconnect whatsapp-web.js does not
+    // accept (a CONFLICT when WhatsApp Web is opened elsewhere, a proxy block), before the
+    // engine even hears of it, and the session would need a new QR code. The engine deletes
+    // the login itself when the phone unlinks the device, on logout and on delete.
+    delete: async () => undefined,
   };
 }
