@@ -541,14 +541,16 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     }
 
     // Its login may be saved while it is the engine's client, or backed up as it stops.
-    let mine: ClientLike | undefined;
+    const mine: { client?: ClientLike } = {};
     const client = this.settings.createClient(
       this.clientOptions(
         executablePath,
-        () => mine !== undefined && (mine === this.client || mine === this.backingUp),
+        () =>
+          mine.client !== undefined &&
+          (mine.client === this.client || mine.client === this.backingUp),
       ),
     );
-    mine = client;
+    mine.client = client;
     this.client = client;
     this.listen(client, attempt);
     this.armWatchdog('start', this.settings.startTimeoutMs, attempt, () =>
