@@ -28,6 +28,27 @@ describe('send path (api + worker, sandbox engine, real Redis and HTTP)', () => 
     expect(stack.sandbox().sends.map((send) => send.chatId)).toContain('4915123456789@c.us');
   });
 
+  it('sends to the chats people name: 00 and a bracketed national 0, and a user named by lid', async () => {
+    const sent = async (to: string) => {
+      const answer = await stack.call('POST', '/api/v1/messages/text', { to, text: 'hi' });
+      expect(answer.status, to).toBe(202);
+      await stack.waitForStatus(answer.body.data.id, ['sent', 'delivered', 'read']);
+    };
+    await sent('0049 151 2345 6780');
+    await sent('+49 (0)151 2345 6781');
+    await sent('123456789012345@lid');
+    const chats = stack.sandbox().sends.map((send) => send.chatId);
+    expect(chats).toEqual(
+      expect.arrayContaining(['4915123456780@c.us', '4915123456781@c.us', '123456789012345@lid']),
+    );
+    const national = await stack.call('POST', '/api/v1/messages/text', {
+      to: '0151 23456789',
+      text: 'hi',
+    });
+    expect(national.status).toBe(400);
+    expect(national.body.error.message).toContain('not a national 0');
+  });
+
   it('fails a number that is not on WhatsApp at once, without retries', async () => {
     const answer = await stack.call('POST', '/api/v1/messages/text', {
       to: '0001234567',

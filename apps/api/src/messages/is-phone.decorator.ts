@@ -9,7 +9,7 @@ export const IsPhone = (options?: ValidationOptions) =>
       validator: {
         validate: (value: unknown) => typeof value === 'string' && phoneDigits(value) !== null,
         defaultMessage: (args) =>
-          `${args?.property ?? 'phone'} must be a phone number of 7 to 15 digits in international format`,
+          `${args?.property ?? 'phone'} must be a phone number of 7 to 15 digits in international format (country code first, not a national 0)`,
       },
     },
     options,

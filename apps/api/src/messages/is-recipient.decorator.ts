@@ -9,7 +9,7 @@ export const IsRecipient = (options?: ValidationOptions) =>
       validator: {
         validate: (value: unknown) => typeof value === 'string' && toChatId(value) !== null,
         defaultMessage: () =>
-          'to must be a phone number of 7 to 15 digits (E.164) or a group id ending in @g.us',
+          'to must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), a group id ending in @g.us, or a chat id ending in @lid',
       },
     },
     options,

@@ -63,7 +63,7 @@ export class SendBaseDto {
 
   @ApiProperty({
     description:
-      'Phone number in international format (digits, optional +, spaces or dashes), or a group id such as `120363012345678901@g.us`',
+      "Phone number in international format (digits, optional + or 00, spaces, dashes or brackets; `+49 (0)151…` drops the bracketed 0; a national `0151…` is refused), a group id such as `120363012345678901@g.us`, or a received message's `chatId` ending in `@lid`",
     example: '+49 151 2345 6789',
   })
   @IsString()
