@@ -267,4 +267,22 @@ describe('null fields (api + worker, sandbox engine)', () => {
     }
     expect(served).toEqual([]);
   });
+
+  it('takes an optional field of a send set to null as left out', async () => {
+    const send = async (path: string, body: Record<string, unknown>) => {
+      const answer = await stack.call('POST', path, body);
+      expect(answer.status, `${path} ${JSON.stringify(answer.body)}`).toBe(202);
+      return answer.body.data;
+    };
+    const unset = { sessionId: null, sendAt: null, typingMs: null, replyTo: null };
+    expect(await send(TEXT, text(unset))).toMatchObject({ status: 'queued', sendAt: null });
+    await send(MEDIA, media({ ...unset, mediaBase64: null, mimetype: null, caption: null }));
+    const batch = await stack.call('POST', TEXT.replace('text', 'batch'), {
+      sessionId: null,
+      messages: [{ type: 'text', to: TO, text: 'hi', sendAt: null }],
+    });
+    expect(batch.status).toBe(202);
+    // A required one is still missing.
+    expect((await stack.call('POST', TEXT, text({ to: null }))).status).toBe(400);
+  });
 });

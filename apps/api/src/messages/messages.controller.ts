@@ -15,6 +15,7 @@ import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { MessageDto } from './message.dto.js';
 import { MessagesService, type SendContext } from './messages.service.js';
+import { NullsAbsent } from './nulls-as-absent.interceptor.js';
 import {
   ReactionDto,
   SendContactDto,
@@ -55,6 +56,7 @@ const MESSAGE_ID = ApiParam({
 @ApiTags('messages')
 @ApiKeyAuth()
 @ApiScopes({ write: 'send' })
+@NullsAbsent()
 @Controller('api/v1/messages')
 export class MessagesController {
   constructor(private readonly messages: MessagesService) {}
