@@ -117,6 +117,36 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     expect((await sentMedia(unknown.body.data.id)).mimetype).toBe('application/octet-stream');
   });
 
+  it('tells the type of a file part sent without a Content-Type (read as text/plain) from its bytes', async () => {
+    const boundary = 'gateway-test-boundary';
+    const part = (headers: string, data: Buffer | string) =>
+      Buffer.concat([
+        Buffer.from(`--${boundary}\r\n${headers}\r\n\r\n`),
+        Buffer.from(data),
+        Buffer.from('\r\n'),
+      ]);
+    const send = (file: Buffer, name: string) =>
+      fetch(`${stack.url}/api/v1/messages/media`, {
+        method: 'POST',
+        headers: {
+          'x-api-key': stack.env.API_KEY,
+          'content-type': `multipart/form-data; boundary=${boundary}`,
+        },
+        body: Buffer.concat([
+          part('Content-Disposition: form-data; name="to"', '4915123456789'),
+          part(`Content-Disposition: form-data; name="file"; filename="${name}"`, file),
+          Buffer.from(`--${boundary}--\r\n`),
+        ]),
+      }).then(async (response) => ({ status: response.status, body: await response.json() }));
+    const photo = await send(PNG, 'photo.png');
+    expect(photo.status).toBe(202);
+    expect((await sentMedia(photo.body.data.id)).mimetype).toBe('image/png');
+    // Text has no signature: it stays text.
+    const notes = await send(Buffer.from('order 1042: two boxes\n'), 'notes.txt');
+    expect(notes.status).toBe(202);
+    expect((await sentMedia(notes.body.data.id)).mimetype).toBe('text/plain');
+  });
+
   it('refuses a wrong key before reading the body of a large upload or batch', async () => {
     for (const path of ['/api/v1/messages/media', '/api/v1/messages/batch']) {
       const { port } = new URL(stack.url);

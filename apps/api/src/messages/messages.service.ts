@@ -738,12 +738,19 @@ function scheduledTime(
 }
 
 /**
- * The type of a file sent with the request: the one given, unless it says nothing
- * (application/octet-stream, what curl and most clients label a .ogg, .mp3 or .mp4 part) and
- * the bytes tell (as a file downloaded from a mediaUrl is sniffed).
+ * Types that say nothing of a file: application/octet-stream (what curl and most clients label
+ * a .ogg, .mp3 or .mp4 part), and text/plain (what a multipart part without a Content-Type is
+ * read as, as Python's requests sends a file).
+ */
+const GENERIC_TYPES = new Set(['application/octet-stream', 'text/plain']);
+
+/**
+ * The type of a file sent with the request: the one given, unless it says nothing and the
+ * bytes tell (as a file downloaded from a mediaUrl is sniffed). Text has no signature: a text
+ * file keeps text/plain.
  */
 async function typeOfFile(file: Buffer, given: string | undefined): Promise<string | undefined> {
   const type = given?.toLowerCase();
-  if (type !== undefined && type !== 'application/octet-stream') return type;
+  if (type !== undefined && !GENERIC_TYPES.has(type)) return type;
   return (await fileTypeFromBuffer(file))?.mime ?? type;
 }
