@@ -12,18 +12,27 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { parseEnv } from 'node:util';
-import { envValue, redisTarget } from './redis-target.mjs';
+import {
+  envValue,
+  redisComesUp,
+  redisLogTail,
+  redisState,
+  redisTarget,
+  startRedis,
+} from './redis-target.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 /** How api and worker run (the Dockerfile's NODE_OPTIONS): see the README's "How fast". */
 const NODE_OPTIONS = '--max-semi-space-size=32';
 const watch = process.argv.includes('--watch');
 const say = (line) => console.log(`[start] ${line}`);
+/** What this script started; a failure stops it too. */
+const children = [];
 const fail = (line) => {
   console.error(`[start] ${line}`);
+  for (const child of children) child.kill('SIGTERM');
   process.exit(1);
 };
 const run = (cmd, args) => {
@@ -49,10 +58,12 @@ if (!watch && isStale()) {
 }
 
 const redis = redisTarget(env('REDIS_URL', ''));
-const children = [];
 if (!redis) {
   say('REDIS_URL is not a plain redis:// URL: not checked here (api and worker connect to it)');
-} else if (!(await redisAnswers(redis))) {
+} else if ((await redisState(redis)) === 'loading') {
+  say(`Redis at ${redis.host}:${redis.port} is loading its data; waiting for it`);
+  if (!(await redisComesUp(redis))) fail('Redis did not finish loading within a minute');
+} else if ((await redisState(redis)) === 'down') {
   const where = `${redis.host}:${redis.port}`;
   const hasServer = spawnSync('redis-server', ['--version']).status === 0;
   if (!redis.local || !hasServer) {
@@ -63,30 +74,10 @@ if (!redis) {
   const dir = join(root, '.data', 'redis');
   mkdirSync(dir, { recursive: true });
   say(`no Redis at ${where}; starting redis-server there with AOF, data in .data/redis`);
-  children.push(
-    spawn(
-      'redis-server',
-      [
-        '--port',
-        String(redis.port),
-        '--bind',
-        '127.0.0.1',
-        '--dir',
-        dir,
-        '--appendonly',
-        'yes',
-        '--save',
-        '',
-      ],
-      {
-        cwd: root,
-        stdio: ['ignore', 'ignore', 'inherit'],
-      },
-    ),
-  );
-  for (let i = 0; i < 50 && !(await redisAnswers(redis)); i++)
-    await new Promise((r) => setTimeout(r, 100));
-  if (!(await redisAnswers(redis))) fail('redis-server did not come up');
+  const server = startRedis(redis.port, dir);
+  children.push(server);
+  if (!(await redisComesUp(redis, server)))
+    fail(`redis-server did not come up; the end of .data/redis/redis.log:\n${redisLogTail(dir)}`);
 }
 
 const commands = watch
@@ -141,19 +132,4 @@ function isStale() {
     ['apps', 'libs'].some((dir) => newer(join(root, dir))) ||
     statSync(join(root, 'package-lock.json')).mtimeMs > built
   );
-}
-
-function redisAnswers({ host, port }) {
-  return new Promise((resolve) => {
-    const socket = connect({ host, port });
-    const done = (ok) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1000, () => done(false));
-    socket.on('error', () => done(false));
-    socket.on('connect', () => socket.write('PING\r\n'));
-    // A password-protected Redis answers NOAUTH: it is there all the same.
-    socket.on('data', (data) => done(/^(\+PONG|-NOAUTH)/.test(data.toString())));
-  });
 }
