@@ -1226,6 +1226,40 @@ describe('WwebjsEngine pairing by phone number', () => {
 });
 
 describe('WwebjsEngine sends', () => {
+  it('fails a send WhatsApp Web never answers after callTimeoutMs, as one that may have gone out, and restarts the client', async () => {
+    const CALL_TIMEOUT = 3_000;
+    const h = harness({ callTimeoutMs: CALL_TIMEOUT });
+    const client = await startReady(h);
+    client.sendMessage.mockReturnValue(new Promise(() => {})); // a stuck tab: never settles
+    const sent = h.engine.sendText('4915122@c.us', 'hi').catch((err: unknown) => err);
+    await vi.advanceTimersByTimeAsync(CALL_TIMEOUT - 1);
+    expect(h.last().status).toBe('READY'); // not yet
+    await vi.advanceTimersByTimeAsync(1);
+    const error = await sent;
+    expect(error).toBeInstanceOf(EngineError);
+    expect(error).toMatchObject({ code: 'SEND_FAILED', permanent: false });
+    expect((error as Error).message).toMatch(/did not send within 3s.*may have gone out/);
+    expect(h.statuses()).toContain('FAILED');
+    expect(client.destroy).toHaveBeenCalled();
+    await vi.advanceTimersByTimeAsync(BACKOFF_BASE);
+    expect(h.createClient).toHaveBeenCalledTimes(2);
+    await h.engine.stop();
+  });
+
+  it('fails a look for an earlier send that never answers after callTimeoutMs, transiently (never "not sent")', async () => {
+    const CALL_TIMEOUT = 3_000;
+    const h = harness({ callTimeoutMs: CALL_TIMEOUT });
+    const client = await startReady(h);
+    client.getChatById.mockReturnValue(new Promise(() => {}));
+    const looked = h.engine
+      .findSentMessage('4915122@c.us', textFingerprint('hi'), new Date())
+      .catch((err: unknown) => err);
+    await vi.advanceTimersByTimeAsync(CALL_TIMEOUT);
+    expect(await looked).toMatchObject({ code: 'SEND_FAILED', permanent: false });
+    expect(h.statuses()).toContain('FAILED');
+    await h.engine.stop();
+  });
+
   it('refuses to send while not ready, as a transient error', async () => {
     const h = harness();
     await h.engine.start();

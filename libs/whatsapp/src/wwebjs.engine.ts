@@ -160,6 +160,13 @@ export interface WwebjsEngineOptions {
   backoffMaxMs?: number;
   /** How long destroy()/logout() of a client may take before its Chromium is killed. */
   destroyTimeoutMs?: number;
+  /**
+   * How long one call of a send (number lookup, the send itself with its upload, a look for an
+   * earlier send) may take. Past it, WhatsApp Web is taken to be stuck (a crashed tab, a socket
+   * that never comes back): the call fails, as one that may have gone out, and the client is
+   * restarted. Generous: a large file takes a while to upload on a slow line.
+   */
+  callTimeoutMs?: number;
   /** Incoming media larger than this is not downloaded (the message still is emitted). */
   mediaMaxBytes?: number;
   /** A remote store (AUTH_STORE=redis|s3): the login is kept there through RemoteAuth. */
@@ -200,6 +207,7 @@ export const WWEBJS_ENGINE_DEFAULTS = {
   backoffBaseMs: 5_000,
   backoffMaxMs: 300_000,
   destroyTimeoutMs: 15_000,
+  callTimeoutMs: 300_000,
   mediaMaxBytes: 16 * 1024 * 1024,
   checkNumber: true,
 } as const;
@@ -486,12 +494,16 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
 
   async findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null> {
     const client = this.readyClient();
+    const call = this.timedCall(this.attempt);
     try {
-      const target = await this.resolveChatId(client, chatId);
+      const target = await call('look the number up', this.resolveChatId(client, chatId));
       if (!target) return null;
-      const chat = await client.getChatById(target);
+      const chat = await call('open the chat', client.getChatById(target));
       if (!chat) return null;
-      const messages = await chat.fetchMessages({ limit: FIND_LIMIT, fromMe: true });
+      const messages = await call(
+        'read the chat',
+        chat.fetchMessages({ limit: FIND_LIMIT, fromMe: true }),
+      );
       const notBefore = since.getTime() - FIND_SLACK_MS;
       const found = messages.find(
         (msg) =>
@@ -1056,10 +1068,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     sendTo: (client: ClientLike, target: string) => Promise<WwebjsMessageLike | undefined | null>,
   ): Promise<string> {
     const client = this.readyClient();
+    const call = this.timedCall(this.attempt);
     const send = ++this.sendCount;
     this.sendsInFlight.add(send);
     try {
-      const target = await this.resolveChatId(client, chatId);
+      const target = await call('look the number up', this.resolveChatId(client, chatId));
       if (!target) {
         throw new EngineError(
           'NOT_ON_WHATSAPP',
@@ -1067,7 +1080,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
           true,
         );
       }
-      const sent = await sendTo(client, target);
+      const sent = await call('send', sendTo(client, target));
       if (sent?.id?._serialized) this.rememberOwnSend(sent.id._serialized);
       if (!sent?.id?._serialized) {
         // It may still have gone out; the retry looks for it in the chat before resending.
@@ -1097,6 +1110,31 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     } finally {
       this.sendsInFlight.delete(send);
     }
+  }
+
+  /**
+   * Calls of the client of `attempt`, each given callTimeoutMs: one that takes longer fails
+   * (an EngineError that is not permanent: a send may have gone out) and restarts the client,
+   * as WhatsApp Web is stuck; the call itself is left behind with the client.
+   */
+  private timedCall(attempt: number) {
+    return async <T>(what: string, work: Promise<T>): Promise<T> => {
+      const limit = this.settings.callTimeoutMs;
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = Symbol('timed out');
+      const outcome = await Promise.race([
+        work,
+        new Promise<typeof timedOut>((resolve) => (timer = setTimeout(resolve, limit, timedOut))),
+      ]).finally(() => clearTimeout(timer));
+      if (outcome !== timedOut) return outcome as T;
+      const stuck = `WhatsApp Web did not ${what} within ${seconds(limit)}; it looks stuck, so the client is restarted`;
+      void this.recover(attempt, new Error(stuck));
+      throw new EngineError(
+        'SEND_FAILED',
+        what === 'send' ? `${stuck} (the message may have gone out)` : stuck,
+        false,
+      );
+    };
   }
 
   /**
