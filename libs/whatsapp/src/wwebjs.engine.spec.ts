@@ -1184,6 +1184,43 @@ describe('WwebjsEngine pairing by phone number', () => {
     await h.engine.stop();
   });
 
+  it('gives up a pairing request WhatsApp never answers, and keeps the QR with its watchdog', async () => {
+    const h = harness({ callTimeoutMs: 3_000 });
+    await h.engine.start();
+    await settle();
+    const client = h.client();
+    client.requestPairingCode.mockReturnValue(new Promise(() => {}));
+    client.emit('qr', 'qr-1');
+    const asked = h.engine.requestPairingCode('491510000001').catch((err: unknown) => err);
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(await asked).toBeInstanceOf(Error);
+    client.emit('qr', 'qr-2'); // shown again
+    expect(h.last()).toMatchObject({ status: 'QR', qr: 'qr-2' });
+    await vi.advanceTimersByTimeAsync(QR_STALL + 10);
+    expect(h.createClient).toHaveBeenCalledTimes(2);
+    await h.engine.stop();
+  });
+
+  it('restarts when the pairing code shown is not renewed in time (its renewal stopped)', async () => {
+    const PAIRING_STALL = 2_500;
+    const h = harness({ pairingStallMs: PAIRING_STALL });
+    await h.engine.start();
+    await settle();
+    const client = h.client();
+    client.emit('qr', 'qr-1');
+    await h.engine.requestPairingCode('491510000001');
+    expect(h.last()).toMatchObject({ status: 'PAIRING_CODE' });
+    // Renewed: the watchdog starts again.
+    await vi.advanceTimersByTimeAsync(PAIRING_STALL - 500);
+    client.emit('code', 'ABCD5678');
+    await vi.advanceTimersByTimeAsync(PAIRING_STALL - 500);
+    expect(h.createClient).toHaveBeenCalledTimes(1);
+    // Then no new code: a fresh client.
+    await vi.advanceTimersByTimeAsync(600);
+    expect(h.createClient).toHaveBeenCalledTimes(2);
+    await h.engine.stop();
+  });
+
   it('keeps the QR and its stall watchdog when WhatsApp rejects the pairing request', async () => {
     const h = harness();
     await h.engine.start();

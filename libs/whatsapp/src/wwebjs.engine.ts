@@ -151,6 +151,12 @@ export interface WwebjsEngineOptions {
   executablePath?: string;
   /** Restart when no new QR arrives for this long while the QR is shown. */
   qrStallMs?: number;
+  /**
+   * Restart when no new pairing code arrives for this long while one is shown (whatsapp-web.js
+   * renews it every 3 minutes, and stops for good after a moment offline), and give up asking
+   * for one after callTimeoutMs.
+   */
+  pairingStallMs?: number;
   /** Restart when `ready` does not follow `authenticated` within this long. */
   readyTimeoutMs?: number;
   /** Fail (with backoff) when a launched client shows no sign of life for this long. */
@@ -202,6 +208,7 @@ const RESTRICTION = /(?<![\w:./])463(?![\w:./])|reach-?out|time-?lock/i;
 
 export const WWEBJS_ENGINE_DEFAULTS = {
   qrStallMs: 90_000,
+  pairingStallMs: 240_000,
   readyTimeoutMs: 120_000,
   startTimeoutMs: 180_000,
   backoffBaseMs: 5_000,
@@ -211,6 +218,9 @@ export const WWEBJS_ENGINE_DEFAULTS = {
   mediaMaxBytes: 16 * 1024 * 1024,
   checkNumber: true,
 } as const;
+
+/** How long WhatsApp may take to answer a request for a pairing code. */
+const PAIRING_REQUEST_TIMEOUT_MS = 60_000;
 
 /** whatsapp-web.js MessageAck levels that move a sent message forward. */
 export function ackStatus(ack: number): AckStatus | null {
@@ -381,7 +391,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     this.clearWatchdog('qr');
     let code: string;
     try {
-      code = await client.requestPairingCode(digits, true);
+      // Asked while the QR shows: the QR watchdog is off, so the call may not hang for ever.
+      code = await withTimeout(
+        client.requestPairingCode(digits, true),
+        Math.min(this.settings.callTimeoutMs, PAIRING_REQUEST_TIMEOUT_MS),
+      );
     } catch (thrown) {
       if (attempt === this.attempt) {
         this.pairing = false;
@@ -1181,7 +1195,16 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     this.pairing = true;
     this.pairingCode = code;
     this.clearWatchdog('start');
-    this.clearWatchdog('qr');
+    // A code not renewed in time is dead (its renewal stopped): back to a fresh client, as a QR
+    // that stops refreshing is. (The QR's watchdog slot: the two are never shown together.)
+    const attempt = this.attempt;
+    this.armWatchdog('qr', this.settings.pairingStallMs, attempt, () => {
+      if (this.status !== 'PAIRING_CODE') return;
+      void this.restartNow(
+        attempt,
+        `the pairing code was not renewed for ${seconds(this.settings.pairingStallMs)}; restarted: ask for a new code`,
+      );
+    });
     this.setState({ status: 'PAIRING_CODE', pairingCode: code });
   }
 
