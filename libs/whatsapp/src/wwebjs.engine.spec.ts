@@ -1103,6 +1103,34 @@ describe('WwebjsEngine failures and restarts', () => {
     expect(h.createClient).toHaveBeenCalledTimes(1);
   });
 
+  it('closes a browser that a client given up before its launch starts after all', async () => {
+    const kill = vi.fn(() => true);
+    let launch: () => void = () => {};
+    const h = harness({}, (client) => {
+      // Still downloading its login: no browser yet; it comes when `launch` is called, and
+      // then WhatsApp Web never loads (offline): initialize() never settles.
+      client.initialize.mockImplementation(() => {
+        launch = () => {
+          client.browserProcess = { exitCode: null, signalCode: null, kill };
+          client.pupBrowser = Object.assign(new EventEmitter(), {
+            process: () => client.browserProcess,
+          });
+        };
+        return new Promise<void>(() => {});
+      });
+      client.destroy.mockImplementation(() => new Promise(() => {})); // a browser-less destroy does nothing
+    });
+    await h.engine.start();
+    await settle();
+    const stopped = h.engine.stop();
+    await vi.advanceTimersByTimeAsync(DESTROY_TIMEOUT * 2);
+    await stopped;
+    expect(h.last().status).toBe('STOPPED');
+    launch(); // the browser comes up after the stop
+    await vi.advanceTimersByTimeAsync(DESTROY_TIMEOUT * 2);
+    expect(kill).toHaveBeenCalledWith('SIGKILL');
+  });
+
   it('kills Chromium when destroy() hangs', async () => {
     const kill = vi.fn(() => true);
     const h = harness({}, (client) => {

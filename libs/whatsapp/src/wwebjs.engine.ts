@@ -219,6 +219,9 @@ export const WWEBJS_ENGINE_DEFAULTS = {
   checkNumber: true,
 } as const;
 
+/** How often a given-up client is looked at for a browser it launched after all. */
+const REAP_EVERY_MS = 250;
+
 /** How long WhatsApp may take to answer a request for a pairing code. */
 const PAIRING_REQUEST_TIMEOUT_MS = 60_000;
 
@@ -284,6 +287,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   > & { runningAsRoot: boolean; sandbox: boolean };
   private readonly profileDir: string;
   private client?: ClientLike;
+  /** Clients whose initialize() has not settled (a given-up one may launch a browser still). */
+  private readonly initializing = new Set<ClientLike>();
   /** The client whose login a stop is backing up (no longer `client`, but its save counts). */
   private backingUp?: ClientLike;
   /** Bumped whenever the current client is given up; callbacks of older clients compare it. */
@@ -582,12 +587,15 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     this.armWatchdog('start', this.settings.startTimeoutMs, attempt, () =>
       this.recover(attempt, this.stalledError()),
     );
+    this.initializing.add(client);
     try {
       await client.initialize();
     } catch (thrown) {
       if (attempt === this.attempt) return this.recover(attempt, toError(thrown));
       // Given up meanwhile; a browser launched after that destroy must not be left running.
       return this.destroyClient(client);
+    } finally {
+      this.initializing.delete(client);
     }
     if (attempt !== this.attempt) return this.destroyClient(client);
     client.pupBrowser?.on('disconnected', () => {
@@ -1072,8 +1080,35 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         if (browser && browser.exitCode === null && browser.signalCode === null) {
           browser.kill('SIGKILL');
         }
+        // Given up before its browser was launched (a login still downloading, Chromium still
+        // starting): the launch goes on, and its browser would stay, on this session's profile,
+        // for as long as its initialize() does not settle (WhatsApp Web loading while offline).
+        if (!safely(() => client.pupBrowser) && this.initializing.has(client))
+          this.reapLaterBrowser(client);
       })(),
     );
+  }
+
+  /**
+   * Destroys the browser a given-up client launches after all, as soon as it appears (looked
+   * for every REAP_EVERY_MS, for as long as a start may take).
+   */
+  private reapLaterBrowser(client: ClientLike): void {
+    const until = Date.now() + this.settings.startTimeoutMs;
+    const look = setInterval(() => {
+      const launched = safely(() => client.pupBrowser);
+      // Settled without one: its runClient destroys it, browser or not.
+      const waiting = this.initializing.has(client) && Date.now() < until;
+      if (!launched && waiting) return;
+      clearInterval(look);
+      if (!launched || !this.initializing.has(client)) return;
+      this.log.warn(
+        { sessionId: this.sessionId },
+        'a browser launched after its client was given up; closing it',
+      );
+      void this.destroyClient(client);
+    }, REAP_EVERY_MS);
+    look.unref();
   }
 
   private async send(
