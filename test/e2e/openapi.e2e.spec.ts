@@ -14,6 +14,21 @@ describe('the OpenAPI document', () => {
         Object.entries(methods).map(([method, operation]) => ({ path, method, operation })),
     );
 
+  it("documents the media route's form as a file part and text fields, and its JSON as SendMediaDto", () => {
+    const content = document.paths['/api/v1/messages/media'].post.requestBody.content;
+    expect(content['application/json'].schema).toEqual({
+      $ref: '#/components/schemas/SendMediaDto',
+    });
+    const form = content['multipart/form-data'].schema;
+    expect(form.properties.file).toMatchObject({ type: 'string', format: 'binary' });
+    expect(form.required).toEqual(['to', 'file']);
+    // The JSON body's fields, less the two ways of giving the file there.
+    const json = Object.keys(document.components.schemas.SendMediaDto.properties);
+    expect(Object.keys(form.properties).filter((name) => name !== 'file').sort()).toEqual(
+      json.filter((name) => name !== 'mediaUrl' && name !== 'mediaBase64').sort(),
+    );
+  });
+
   it('documents every route with a summary, a tag and a success answer', () => {
     expect(operations().length).toBeGreaterThan(20);
     for (const { path, method, operation } of operations()) {

@@ -14,6 +14,7 @@ import { ADMIN_SECURITY } from './admin/admin-auth.decorator.js';
 import { METRICS_SECURITY } from './metrics/metrics.controller.js';
 import { configureAdmin } from './admin/configure-admin.js';
 import { documentCommonErrors } from './docs/common-errors.js';
+import { documentMediaForm } from './docs/media-form.js';
 import { HttpMetrics } from './metrics/http-metrics.js';
 import { MEDIA_ROUTE, configureUploads } from './messages/media-upload.js';
 
@@ -99,24 +100,26 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
   }
   await configureAdmin(app);
 
-  const document = documentCommonErrors(
-    SwaggerModule.createDocument(
-      app,
-      new DocumentBuilder()
-        .setTitle('WhatsApp gateway')
-        .setDescription(
-          'Send WhatsApp text and media messages from linked sessions. Every answer is an envelope: ' +
-            '`{ "ok": true, "data": ... }` or `{ "ok": false, "error": { "code", "message" } }`.',
-        )
-        .setVersion('1')
-        .addServer(config.BASE_URL ?? '/')
-        .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
-        .addBasicAuth({ type: 'http', scheme: 'basic' }, ADMIN_SECURITY)
-        .addBearerAuth(
-          { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN' },
-          METRICS_SECURITY,
-        )
-        .build(),
+  const document = documentMediaForm(
+    documentCommonErrors(
+      SwaggerModule.createDocument(
+        app,
+        new DocumentBuilder()
+          .setTitle('WhatsApp gateway')
+          .setDescription(
+            'Send WhatsApp text and media messages from linked sessions. Every answer is an envelope: ' +
+              '`{ "ok": true, "data": ... }` or `{ "ok": false, "error": { "code", "message" } }`.',
+          )
+          .setVersion('1')
+          .addServer(config.BASE_URL ?? '/')
+          .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
+          .addBasicAuth({ type: 'http', scheme: 'basic' }, ADMIN_SECURITY)
+          .addBearerAuth(
+            { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN' },
+            METRICS_SECURITY,
+          )
+          .build(),
+      ),
     ),
   );
   SwaggerModule.setup('docs', app, document, {
