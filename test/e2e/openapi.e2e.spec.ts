@@ -24,9 +24,11 @@ describe('the OpenAPI document', () => {
     expect(form.required).toEqual(['to', 'file']);
     // The JSON body's fields, less the two ways of giving the file there.
     const json = Object.keys(document.components.schemas.SendMediaDto.properties);
-    expect(Object.keys(form.properties).filter((name) => name !== 'file').sort()).toEqual(
-      json.filter((name) => name !== 'mediaUrl' && name !== 'mediaBase64').sort(),
-    );
+    expect(
+      Object.keys(form.properties)
+        .filter((name) => name !== 'file')
+        .sort(),
+    ).toEqual(json.filter((name) => name !== 'mediaUrl' && name !== 'mediaBase64').sort());
   });
 
   it('documents every route with a summary, a tag and a success answer', () => {
