@@ -53,9 +53,33 @@ export function assertPlainBody(body: unknown): void {
   }
 }
 
+const NULLS_AS_ABSENT = Symbol('nulls-as-absent');
+
+/**
+ * A body class (and its subclasses) whose fields set to `null` count as left out, as many
+ * JSON clients write an unset optional one (`"sendAt": null`: not scheduled); so do those of
+ * the items of its `messages`. A required field left null is still refused as missing. Done
+ * by the global pipe: an interceptor would put every request of the route through rxjs.
+ */
+export const NullsAsAbsent = (): ClassDecorator => (target) =>
+  Reflect.defineMetadata(NULLS_AS_ABSENT, true, target);
+
+function dropNulls(value: unknown): void {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return;
+  const fields = value as Record<string, unknown>;
+  for (const key of Object.keys(fields)) if (fields[key] === null) delete fields[key];
+}
+
 class AppValidationPipe extends ValidationPipe {
   override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
-    if (metadata.type === 'body') assertPlainBody(value);
+    if (metadata.type === 'body') {
+      assertPlainBody(value);
+      if (metadata.metatype && Reflect.getMetadata(NULLS_AS_ABSENT, metadata.metatype)) {
+        dropNulls(value);
+        const items = (value as { messages?: unknown } | null)?.messages;
+        if (Array.isArray(items)) items.forEach(dropNulls);
+      }
+    }
     return super.transform(value, metadata);
   }
 }

@@ -15,7 +15,6 @@ import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { MessageDto } from './message.dto.js';
 import { MessagesService, type SendContext } from './messages.service.js';
-import { NullsAbsent } from './nulls-as-absent.interceptor.js';
 import {
   ReactionDto,
   SendContactDto,
@@ -56,7 +55,6 @@ const MESSAGE_ID = ApiParam({
 @ApiTags('messages')
 @ApiKeyAuth()
 @ApiScopes({ write: 'send' })
-@NullsAbsent()
 @Controller('api/v1/messages')
 export class MessagesController {
   constructor(private readonly messages: MessagesService) {}

@@ -22,7 +22,7 @@ import {
   MaxLength,
   ValidateIf,
 } from 'class-validator';
-import { SESSION_ID_PATTERN } from '@app/common';
+import { NullsAsAbsent, SESSION_ID_PATTERN } from '@app/common';
 import { IsPhone } from './is-phone.decorator.js';
 import { IsRecipient } from './is-recipient.decorator.js';
 
@@ -57,6 +57,7 @@ const SessionIdField = (description: string) =>
   );
 
 /** Fields every send shares. */
+@NullsAsAbsent()
 export class SendBaseDto {
   @SessionIdField('Session to send from; the active session when omitted')
   sessionId?: string;
@@ -308,6 +309,7 @@ export const BATCH_TYPES = {
 
 export type BatchType = keyof typeof BATCH_TYPES;
 
+@NullsAsAbsent()
 export class SendBatchDto {
   @SessionIdField('Session of the messages that name none; the active session when omitted')
   sessionId?: string;
