@@ -10,7 +10,10 @@ describe('the send routes', () => {
     expect(Reflect.getMetadata(INTERCEPTORS_METADATA, controller)).toBeUndefined();
     for (const name of Object.getOwnPropertyNames(controller.prototype))
       expect(
-        Reflect.getMetadata(INTERCEPTORS_METADATA, controller.prototype[name]),
+        Reflect.getMetadata(
+          INTERCEPTORS_METADATA,
+          (controller.prototype as unknown as Record<string, object>)[name],
+        ),
         name,
       ).toBeUndefined();
   });
