@@ -146,15 +146,12 @@ export abstract class SessionActions {
   @ApiOperation({ summary: 'Stop the session, delete its login and unregister it' })
   @SESSION_ID
   @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
-  @ApiErrors(
-    { status: 400, description: 'Malformed session id' },
-    { status: 404, description: 'No such session' },
-    {
-      status: 409,
-      description:
-        'The active session (sends without a sessionId go to it): make another active first',
-    },
-  )
+  @UNKNOWN
+  @ApiErrors({
+    status: 409,
+    description:
+      'The active session (sends without a sessionId go to it): make another active first',
+  })
   remove(@Param('id') id: string) {
     return ok(this.sessions.remove(id));
   }
