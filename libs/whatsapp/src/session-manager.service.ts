@@ -240,9 +240,7 @@ export class SessionManager
         this.leaseUntil.delete(sessionId);
         // (One still stopping is on its way out already.)
         if (!this.engines.has(sessionId)) continue;
-        this.log.warn({ sessionId }, 'lost the lease of a session; stopping its engine');
-        await this.stopEngine(sessionId);
-        this.emit('released', sessionId);
+        await this.letGo(sessionId, 'lost the lease of a session; stopping its engine');
       }
     } catch (err) {
       this.log.warn({ err: toError(err).message }, 'lease renewal failed');
@@ -500,14 +498,20 @@ export class SessionManager
     for (const sessionId of this.ownedSessionIds()) {
       const left = (this.leaseUntil.get(sessionId) ?? 0) - now;
       if (left > 1.5 * this.config.WORKER_HEARTBEAT_MS) continue;
-      this.log.warn(
-        { sessionId, leaseLeftMs: Math.max(0, left) },
+      await this.letGo(
+        sessionId,
         'could not renew the lease of a session in time; stopping its engine',
+        { leaseLeftMs: Math.max(0, left) },
       );
-      this.leaseUntil.delete(sessionId);
-      await this.stopEngine(sessionId);
-      this.emit('released', sessionId);
     }
+  }
+
+  /** Stops a session whose lease is not (or may soon not be) this worker's: no hand-over. */
+  private async letGo(sessionId: string, why: string, fields: object = {}): Promise<void> {
+    this.log.warn({ sessionId, ...fields }, why);
+    this.leaseUntil.delete(sessionId);
+    await this.stopEngine(sessionId);
+    this.emit('released', sessionId);
   }
 
   private async stopEngine(

@@ -12,8 +12,10 @@ export class WorkersService {
     private readonly sessions: SessionRepository,
   ) {}
 
-  /** Workers whose heartbeat is fresher than WORKER_HEARTBEAT_MS × 3. */
-  /** The live workers; for a key limited to some sessions, each listing only those. */
+  /**
+   * Workers whose heartbeat is fresher than WORKER_HEARTBEAT_MS × 3; for a key limited to some
+   * sessions, each listing only those.
+   */
   async listLive(sessions?: string[] | null): Promise<WorkerDto[]> {
     const live = await this.workers.listLive(this.config.workerStaleAfterMs);
     if (!sessions) return live;
