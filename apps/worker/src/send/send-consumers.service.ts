@@ -37,6 +37,14 @@ const NOT_READY_RETRY_MS = 1_000;
 const IDLE_LOOK_SECONDS = 15;
 /** How long after a consumer starts it keeps moving jobs from its session's old queue. */
 const LEGACY_QUEUE_FOLLOW_MS = 3_600_000;
+/**
+ * How long a consumer that closes waits for the send in its turn beyond that send's longest
+ * pacing wait (interval, jitter and "typing…"): a send that takes longer is hung, and the
+ * session is handed over all the same (see closeConsumer).
+ */
+export const HAND_OVER_SEND_WAIT_MS = 60_000;
+/** The longest "typing…" a send may show (typingMs's maximum). */
+const LONGEST_TYPING_MS = 30_000;
 
 interface Consumer {
   worker: Worker;
@@ -231,13 +239,36 @@ export class SendConsumers {
     this.consumers.delete(sessionId);
     clearTimeout(consumer.restrictionTimer);
     clearTimeout(consumer.legacyTimer);
-    const closed = consumer.worker.close();
     // Only the send in its turn finishes: the others in hand go back to the queue.
+    const closed = consumer.worker
+      .close()
+      .catch((err: Error) =>
+        this.log.warn({ sessionId, err: err.message }, 'queue consumer did not close cleanly'),
+      )
+      .then(() => this.doorbells.close(sessionId, consumer.doorbell));
     this.sender.release(sessionId);
-    await closed.catch((err: Error) =>
-      this.log.warn({ sessionId, err: err.message }, 'queue consumer did not close cleanly'),
-    );
-    await this.doorbells.close(sessionId, consumer.doorbell);
+    // A send hung in the engine (until its call times out, minutes) must not hold up the
+    // hand-over, nor the reconciliation of every other session of this worker behind it: past
+    // its longest pacing wait and HAND_OVER_SEND_WAIT_MS, the session goes on. Its engine then
+    // stops under the send, which fails as a try that may have reached WhatsApp (`sending`:
+    // the next owner looks in the chat before sending it again); its job stays locked by this
+    // worker until then, so no other takes it meanwhile.
+    const limitMs =
+      this.config.SEND_MIN_INTERVAL_MS +
+      this.config.SEND_JITTER_MS +
+      LONGEST_TYPING_MS +
+      HAND_OVER_SEND_WAIT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const inTime = await Promise.race([
+      closed.then(() => true),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), limitMs))),
+    ]);
+    clearTimeout(timer);
+    if (!inTime)
+      this.log.warn(
+        { sessionId, waitedMs: limitMs },
+        'the send in its turn has not finished; handing the session over all the same',
+      );
   }
 
   /**

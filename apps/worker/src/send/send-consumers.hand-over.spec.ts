@@ -1,0 +1,89 @@
+import { Logger } from '@nestjs/common';
+import type { QueueOptions } from 'bullmq';
+import type { AppConfig } from '@app/config';
+import type { QueueProducer } from '@app/queue';
+import type { MessageRepository, RedisKeys } from '@app/status-store';
+import type { SessionManager } from '@app/whatsapp';
+import type { QueueDoorbells } from './queue-doorbells.service.js';
+import { HAND_OVER_SEND_WAIT_MS, SendConsumers } from './send-consumers.service.js';
+import type { SendService } from './send.service.js';
+
+/**
+ * A session handed over (drain, its share, a stop) waits for the send in its turn, but not
+ * for one hung in the engine: the hand-over runs inside the worker's reconciliation, so every
+ * other session of the worker would wait behind it until the engine call times out.
+ */
+describe('SendConsumers: closing a consumer for a hand-over', () => {
+  beforeAll(() => Logger.overrideLogger(false));
+  afterAll(() => Logger.overrideLogger(['log', 'error', 'warn', 'debug', 'verbose']));
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  const PACING = { SEND_MIN_INTERVAL_MS: 5_000, SEND_JITTER_MS: 1_000 };
+  /** The longest the send in its turn is waited for: its pacing, typing and the margin. */
+  const LIMIT_MS = 5_000 + 1_000 + 30_000 + HAND_OVER_SEND_WAIT_MS;
+
+  function consumerClosing(close: () => Promise<void>) {
+    const doorbells = { close: vi.fn(async () => undefined) };
+    const release = vi.fn();
+    const service = new SendConsumers(
+      {} as QueueOptions,
+      { SEND_ATTEMPTS: 3, ...PACING } as AppConfig,
+      {} as SessionManager,
+      {} as MessageRepository,
+      { release } as unknown as SendService,
+      {} as QueueProducer,
+      doorbells as unknown as QueueDoorbells,
+      {} as RedisKeys,
+    );
+    const internals = service as unknown as {
+      consumers: Map<string, unknown>;
+      closeConsumer(sessionId: string): Promise<void>;
+    };
+    const doorbell = { ring: vi.fn() };
+    internals.consumers.set('main', { worker: { close }, doorbell });
+    let done = false;
+    const closing = internals.closeConsumer('main').then(() => (done = true));
+    return { closing, isDone: () => done, doorbells, doorbell, release };
+  }
+
+  it('waits for the send in its turn, then stops listening for the session', async () => {
+    let finish!: () => void;
+    const { closing, isDone, doorbells, doorbell, release } = consumerClosing(
+      () => new Promise<void>((resolve) => (finish = resolve)),
+    );
+    expect(release).toHaveBeenCalledWith('main');
+    // A paced send still in its wait: not cut short.
+    await vi.advanceTimersByTimeAsync(LIMIT_MS - 1);
+    expect(isDone()).toBe(false);
+    expect(doorbells.close).not.toHaveBeenCalled();
+    finish();
+    await closing;
+    expect(doorbells.close).toHaveBeenCalledWith('main', doorbell);
+  });
+
+  it('hands the session over after its longest pacing wait and a minute when the send hangs', async () => {
+    let finish!: () => void;
+    const { closing, isDone, doorbells, doorbell } = consumerClosing(
+      () => new Promise<void>((resolve) => (finish = resolve)),
+    );
+    await vi.advanceTimersByTimeAsync(LIMIT_MS - 1);
+    expect(isDone()).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    await closing;
+    expect(isDone()).toBe(true);
+    // Still listening until the hung send ends (its job is still this worker's until then).
+    expect(doorbells.close).not.toHaveBeenCalled();
+    finish();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(doorbells.close).toHaveBeenCalledWith('main', doorbell);
+  });
+
+  it('stops listening when the consumer fails to close cleanly', async () => {
+    const { closing, doorbells, doorbell } = consumerClosing(async () => {
+      throw new Error('connection lost');
+    });
+    await closing;
+    expect(doorbells.close).toHaveBeenCalledWith('main', doorbell);
+  });
+});
