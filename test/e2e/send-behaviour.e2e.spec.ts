@@ -1,9 +1,11 @@
 import { vi } from 'vitest';
+import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MessageRepository, PacingRepository, SendQueueBell } from '@app/status-store';
 import { JobName, QueueProducer } from '@app/queue';
 import { EngineError, SessionManager, textFingerprint } from '@app/whatsapp';
 import { SendService } from '../../apps/worker/src/send/send.service.js';
+import { STALE_CLAIM_MS } from '../../apps/api/src/messages/messages.service.js';
 import { eventually } from '../support/eventually.js';
 import { Stack, useStack } from '../support/stack.js';
 
@@ -472,6 +474,35 @@ describe('message retention', () => {
     // The session's index forgets it on the next create.
     await sendText(stack, '4915100000008', 'next');
     expect(await stack.redis.zscore(stack.keys.sessionMessages('main'), body.data.id)).toBeNull();
+  });
+
+  it('never sends again for an Idempotency-Key whose message is no longer kept', async () => {
+    const key = { 'idempotency-key': 'outlived' };
+    const first = await sendText(stack, '4915100000009', 'once only', key);
+    expect(first.status).toBe(202);
+    await stack.waitForStatus(first.body.data.id, 'read');
+    await eventually(
+      async () =>
+        expect((await stack.call('GET', `/api/v1/messages/${first.body.data.id}`)).status).toBe(
+          404,
+        ),
+      5_000,
+    );
+    // The key outlives the record (24 h against MESSAGE_RETENTION_MS), and its claim is older
+    // than a request takes (aged here, not waited for): no record could be a request that
+    // wrote nothing, or a message sent and gone.
+    const scope = createHash('sha256').update(stack.env.API_KEY).digest('hex').slice(0, 16);
+    const claimKey = stack.keys.idempotency(scope, 'outlived');
+    await stack.redis.pexpire(claimKey, (await stack.redis.pttl(claimKey)) - STALE_CLAIM_MS);
+    const again = await sendText(stack, '4915100000009', 'once only', key);
+    expect(again.status).toBe(409);
+    expect(again.body.error.message).toMatch(
+      new RegExp(`message ${first.body.data.id}, which is no longer kept`),
+    );
+    await sleep(300);
+    expect(
+      stack.sandbox().sends.filter((send) => send.chatId === '4915100000009@c.us'),
+    ).toHaveLength(1);
   });
 });
 

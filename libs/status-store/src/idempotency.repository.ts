@@ -10,10 +10,14 @@ export interface IdempotencyClaim {
 }
 
 // KEYS[1] the key's claim; ARGV[1] the claim expected (JSON as stored), [2] the new claim,
-// [3] time to live (ms), [4] how long ago at least the expected one was made (ms).
+// [3] time to live (ms, the expected one's too), [4] how long ago at least the expected one was
+// made (ms), [5] how long ago at most. Returns 1 (taken), 0 (changed, or too young) or -1 (too
+// old).
 const TAKE_OVER = new LuaScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if tonumber(ARGV[3]) - redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then return 0 end
+local age = tonumber(ARGV[3]) - redis.call('PTTL', KEYS[1])
+if age < tonumber(ARGV[4]) then return 0 end
+if age >= tonumber(ARGV[5]) then return -1 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 `);
@@ -43,9 +47,10 @@ export class IdempotencyRepository {
   }
 
   /**
-   * Takes the key over for `claim` if it still holds `stale` and was claimed at least
-   * `minAgeMs` ago (its time to live says when); true when it did. For a claim whose request
-   * failed without writing anything, and did not give the key back (Redis failed meanwhile).
+   * Takes the key over for `claim` if it still holds `stale`, claimed `age.min` to `age.max`
+   * ago (its time to live says when): for a claim whose request failed without writing
+   * anything, and did not give the key back (Redis failed meanwhile). `taken`, or `busy` (it
+   * changed, or its request may still be writing), or `old`: claimed `age.max` ago or more.
    */
   async takeOver(
     scope: string,
@@ -53,14 +58,14 @@ export class IdempotencyRepository {
     stale: IdempotencyClaim,
     claim: IdempotencyClaim,
     ttlMs: number,
-    minAgeMs: number,
-  ): Promise<boolean> {
+    age: { min: number; max: number },
+  ): Promise<'taken' | 'busy' | 'old'> {
     const taken = await TAKE_OVER.run(
       this.redis,
       [this.keys.idempotency(scope, key)],
-      [JSON.stringify(stale), JSON.stringify(claim), ttlMs, minAgeMs],
+      [JSON.stringify(stale), JSON.stringify(claim), ttlMs, age.min, age.max],
     );
-    return taken === 1;
+    return taken === 1 ? 'taken' : taken === -1 ? 'old' : 'busy';
   }
 
   /** The claim a key holds, if any. */

@@ -475,16 +475,23 @@ export class MessagesService {
         const record = await this.waitForRecord(existing.messageId);
         if (record) return toPublicMessage(record);
         // No message: its request wrote none, and Redis failed before it could give the key
-        // back. Once that request is surely over, the key is this one's.
+        // back. Once that request is surely over, the key is this one's; but only while a
+        // message it wrote would still be kept (MESSAGE_RETENTION_MS): past that, no record
+        // may mean one sent and gone, and a second must not be sent.
         const taken = await this.idempotency.takeOver(
           context.callerScope,
           idempotencyKey,
           existing,
           claim,
           IDEMPOTENCY_TTL_MS,
-          STALE_CLAIM_MS,
+          { min: STALE_CLAIM_MS, max: this.config.MESSAGE_RETENTION_MS },
         );
-        if (!taken)
+        if (taken === 'old')
+          throw new AppError(
+            'CONFLICT',
+            `Idempotency-Key was used for message ${existing.messageId}, which is no longer kept (MESSAGE_RETENTION_MS); send with a new key to send again`,
+          );
+        if (taken === 'busy')
           throw new AppError(
             'CONFLICT',
             'A request with this Idempotency-Key is still in progress or failed; retry',
