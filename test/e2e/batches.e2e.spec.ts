@@ -1,3 +1,6 @@
+import { vi } from 'vitest';
+import type { Redis } from 'ioredis';
+import { REDIS } from '@app/status-store';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
@@ -63,6 +66,31 @@ describe('batches: POST /api/v1/messages/batch and GET /api/v1/batches/:id', () 
     expect(done).toMatchObject({ id, total: 5, counts: { read: 5, queued: 0, failed: 0 } });
     const one = (await stack.call('GET', `/api/v1/messages/${messages[0].id}`)).body.data;
     expect(one).toMatchObject({ batchId: id, status: 'read' });
+  });
+
+  it("answers 503, not a batch's messages expired, when Redis fails the read of their statuses", async () => {
+    const answer = await stack.call('POST', '/api/v1/messages/batch', {
+      messages: [{ type: 'text', to: '4915100000006', text: 'counted' }],
+    });
+    expect(answer.status).toBe(202);
+    const redis = stack.api!.get<Redis>(REDIS);
+    const pipeline = redis.pipeline.bind(redis);
+    // As ioredis answers a pipeline whose connection was lost mid-way: an error in each
+    // command's place, not a rejection.
+    vi.spyOn(redis, 'pipeline').mockImplementationOnce(((
+      ...args: Parameters<Redis['pipeline']>
+    ) => {
+      const lost = pipeline(...args);
+      const exec = lost.exec.bind(lost);
+      lost.exec = async () =>
+        ((await exec()) ?? []).map(() => [new Error('Connection is closed.'), undefined]) as never;
+      return lost;
+    }) as Redis['pipeline']);
+    const failed = await stack.call('GET', `/api/v1/batches/${answer.body.data.id}`);
+    expect(failed.status).toBe(503);
+    expect(failed.body.error.code).toBe('UNAVAILABLE');
+    const status = (await stack.call('GET', `/api/v1/batches/${answer.body.data.id}`)).body.data;
+    expect(status.counts.expired).toBe(0);
   });
 
   it('sends a 500-message batch over 5 sessions: each once, paced per session, in order', async () => {

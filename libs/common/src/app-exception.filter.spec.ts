@@ -86,6 +86,43 @@ describe('toErrorEnvelope', () => {
     expect(toErrorEnvelope(new Error('Connection is closed.')).status).toBe(503);
   });
 
+  it.each([
+    'Command timed out',
+    'Command aborted due to connection close',
+    'Too many Cluster redirections. Last error: Error: Connection is closed.',
+    'None of startup nodes is available',
+    'Failed to refresh slots cache.',
+  ])('maps ioredis giving up on a command (%s) to 503 UNAVAILABLE', (message) => {
+    expect(toErrorEnvelope(new Error(message)).status).toBe(503);
+  });
+
+  const reply = (message: string) => Object.assign(new Error(message), { name: 'ReplyError' });
+
+  it.each([
+    "READONLY You can't write against a read only replica.",
+    'LOADING Redis is loading the dataset in memory',
+    'BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.',
+    "OOM command not allowed when used memory > 'maxmemory'.",
+    'MISCONF Redis is configured to save RDB snapshots, but it is currently not able to persist on disk.',
+    'MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to no.',
+    'CLUSTERDOWN The cluster is down',
+    'TRYAGAIN Multiple keys request during rehashing of slot',
+  ])('maps a Redis that cannot serve now (%s) to 503 UNAVAILABLE', (message) => {
+    const { status, body } = toErrorEnvelope(reply(message));
+    expect(status).toBe(503);
+    expect(body.error.code).toBe('UNAVAILABLE');
+  });
+
+  it('keeps a Redis refusal of the command itself a 500 (a bug of ours)', () => {
+    expect(
+      toErrorEnvelope(reply('WRONGTYPE Operation against a key holding the wrong kind of value'))
+        .status,
+    ).toBe(500);
+    expect(toErrorEnvelope(reply('ERR unknown command')).status).toBe(500);
+    // Our own words that happen to open like one of Redis's are not Redis's.
+    expect(toErrorEnvelope(new Error('BUSY doing something')).status).toBe(500);
+  });
+
   it('hides an unknown error behind an errorId, without its message or stack', () => {
     const result = toErrorEnvelope(new TypeError('secret internals at foo.ts:12'));
     expect(result.status).toBe(500);

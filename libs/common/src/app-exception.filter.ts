@@ -124,13 +124,30 @@ function describeRequestError(error: unknown): { status: number; body: ErrorEnve
   return undefined;
 }
 
-/** ioredis gave up on a command: Redis is down or unreachable, which is a 503, not a bug. */
+/**
+ * What ioredis says when it gave up on a command, or could not send it: Redis is down,
+ * unreachable, too slow, or its Cluster cannot serve the key now.
+ */
+const REDIS_CLIENT_GAVE_UP =
+  /^(Connection is closed|Stream isn't writeable|Command aborted due to connection close|Command timed out|Too many Cluster redirections|None of startup nodes is available|Failed to refresh slots cache|Cluster isn't ready)/;
+/**
+ * Redis's own refusals that mean it cannot serve now, not that the command was wrong: a
+ * replica after a failover (READONLY), loading its data, a script running too long, its
+ * memory full (OOM, as maxmemory with noeviction answers), a failing disk (MISCONF), a Cluster
+ * or Sentinel master down or slots moving.
+ */
+const REDIS_CANNOT_SERVE =
+  /^(READONLY|LOADING|BUSY|OOM|MISCONF|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS) /;
+
+/** Redis is down, unreachable or cannot serve now: a 503, not a bug. */
 function isRedisUnavailable(exception: unknown): boolean {
   const err = exception as { name?: string; message?: string; code?: string };
+  const message = err?.message ?? '';
   return (
     err?.name === 'MaxRetriesPerRequestError' ||
-    /^(Connection is closed|Stream isn't writeable)/.test(err?.message ?? '') ||
-    err?.code === 'ECONNREFUSED'
+    err?.code === 'ECONNREFUSED' ||
+    REDIS_CLIENT_GAVE_UP.test(message) ||
+    (err?.name === 'ReplyError' && REDIS_CANNOT_SERVE.test(message))
   );
 }
 

@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { pipelineReplies } from './event-script.js';
 import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
 
@@ -68,9 +69,7 @@ export class ApiKeyRepository {
     const ids = await this.redis.smembers(this.keys.apiKeys());
     const pipeline = this.redis.pipeline();
     for (const id of ids) pipeline.hgetall(this.keys.apiKey(id));
-    const hashes = ((await pipeline.exec()) ?? []).map(
-      ([, hash]) => hash as Record<string, string>,
-    );
+    const hashes = (await pipelineReplies(pipeline)) as Record<string, string>[];
     return hashes
       .filter((hash) => hash.id)
       .map(parse)

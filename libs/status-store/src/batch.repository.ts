@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import type { MessageStatus } from './message-record.js';
-import { inPipelines } from './event-script.js';
+import { inPipelines, pipelineReplies } from './event-script.js';
 import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
 
@@ -73,8 +73,8 @@ export class BatchRepository {
       async (group) => {
         const pipeline = this.redis.pipeline();
         for (const key of group) pipeline.hmget(key, 'status', 'sessionId');
-        return ((await pipeline.exec()) ?? []).map(
-          ([, values]) => (values ?? [null, null]) as [string | null, string | null],
+        return (await pipelineReplies(pipeline)).map(
+          (values) => (values ?? [null, null]) as [string | null, string | null],
         );
       },
     );

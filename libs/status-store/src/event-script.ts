@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import type { RedisKeys } from './redis-keys.js';
 import type { WebhookEventType } from './webhook-event.js';
 
@@ -294,6 +294,17 @@ export async function inPipelines<T, R>(
   return out;
 }
 
+/**
+ * The replies of a pipeline's commands, in order. ioredis answers a command that failed (the
+ * connection lost mid-way, a Cluster master down) as an error in its place, not as a
+ * rejection: the first one throws here, so it is never read as "no data".
+ */
+export async function pipelineReplies(pipeline: ChainableCommander): Promise<unknown[]> {
+  const out = (await pipeline.exec()) ?? [];
+  for (const [err] of out) if (err) throw err;
+  return out.map(([, reply]) => reply);
+}
+
 /** HGETALL of many keys (through inPipelines): each hash at its key's index, {} when none. */
 export function hgetallMany(redis: Redis, keys: string[]): Promise<Record<string, string>[]> {
   return inPipelines(
@@ -303,8 +314,8 @@ export function hgetallMany(redis: Redis, keys: string[]): Promise<Record<string
     async (group) => {
       const pipeline = redis.pipeline();
       for (const key of group) pipeline.hgetall(key);
-      return ((await pipeline.exec()) ?? []).map(
-        ([, hash]) => (hash as Record<string, string>) ?? {},
+      return (await pipelineReplies(pipeline)).map(
+        (hash) => (hash as Record<string, string>) ?? {},
       );
     },
   );

@@ -2,7 +2,13 @@ import { createHash } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
-import { EventScriptArgs, LuaScript, inPipelines, withEventPublishing } from './event-script.js';
+import {
+  EventScriptArgs,
+  LuaScript,
+  inPipelines,
+  pipelineReplies,
+  withEventPublishing,
+} from './event-script.js';
 import type { IncomingRecord } from './incoming-record.js';
 import { toPublicMessage, type PublicMessage } from './message-record.js';
 import { parseMessageRecord } from './message.repository.js';
@@ -206,7 +212,7 @@ export class IncomingRepository {
           if (id.startsWith('in_')) pipeline.get(this.keys.incoming(id));
           else pipeline.hgetall(this.keys.message(id));
         }
-        return ((await pipeline.exec()) ?? []).map(([, value]) => value);
+        return pipelineReplies(pipeline);
       },
     );
     return positions.map(({ id }, index): ConversationEntry | null => {

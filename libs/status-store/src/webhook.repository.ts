@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
-import { LuaScript, hgetallMany, inPipelines } from './event-script.js';
+import { LuaScript, hgetallMany, inPipelines, pipelineReplies } from './event-script.js';
 import type { IncomingRecord } from './incoming-record.js';
 import { toPublicMessage } from './message-record.js';
 import { parseMessageRecord } from './message.repository.js';
@@ -338,10 +338,10 @@ export class WebhookRepository {
       async (group) => {
         const pipeline = this.redis.pipeline();
         for (const chain of group) pipeline.lindex(chain, 0).llen(chain);
-        const out = (await pipeline.exec()) ?? [];
+        const out = await pipelineReplies(pipeline);
         return group.map((_, i) => ({
-          head: (out[2 * i]?.[1] as string | null) ?? null,
-          length: Number(out[2 * i + 1]?.[1] ?? 0),
+          head: (out[2 * i] as string | null) ?? null,
+          length: Number(out[2 * i + 1] ?? 0),
         }));
       },
     );
@@ -421,7 +421,7 @@ async function* newestFirst(
             pages[i].offset + pages[i].size - 1,
             'WITHSCORES',
           );
-        return ((await pipeline.exec()) ?? []).map(([, flat]) => (flat as string[]) ?? []);
+        return (await pipelineReplies(pipeline)).map((flat) => (flat as string[]) ?? []);
       },
     );
     which.forEach((i, n) => {

@@ -26,11 +26,14 @@ import {
 import { BatchAcceptedDto } from './batch.dto.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+/** The 409s of every route that takes an Idempotency-Key (MessagesService.enqueue). */
+const KEY_CONFLICTS =
+  'the Idempotency-Key was used for a different request, its first request is still in progress (retry), or the message it made is no longer kept (MESSAGE_RETENTION_MS)';
 
 const SEND_ERRORS = ApiErrors(
   { status: 400, description: 'Invalid body, unknown field or malformed Idempotency-Key' },
   { status: 404, description: 'The session does not exist' },
-  { status: 409, description: 'Idempotency-Key reused with a different request' },
+  { status: 409, description: `Conflict: ${KEY_CONFLICTS}` },
   { status: 413, description: 'Body larger than 1 MiB (a file: larger than MEDIA_MAX_BYTES)' },
   {
     status: 503,
@@ -169,8 +172,7 @@ export class MessagesController {
     { status: 404, description: 'No such message' },
     {
       status: 409,
-      description:
-        'The Idempotency-Key was used for a different request, or its first request is still running',
+      description: `Conflict: ${KEY_CONFLICTS}`,
     },
     {
       status: 503,
@@ -196,8 +198,7 @@ export class MessagesController {
     { status: 404, description: 'No such message' },
     {
       status: 409,
-      description:
-        'The message was not sent (yet), or the Idempotency-Key was used for a different request',
+      description: `The message was not sent (yet), or ${KEY_CONFLICTS}`,
     },
     {
       status: 503,
@@ -224,8 +225,7 @@ export class MessagesController {
     { status: 404, description: 'No such message' },
     {
       status: 409,
-      description:
-        'Neither failed nor overdue, its file (sent with the request) is gone, or the Idempotency-Key was used for a different request',
+      description: `Neither failed nor overdue, already resent, its file (sent with the request) is gone, or ${KEY_CONFLICTS}`,
     },
     {
       status: 503,
