@@ -454,6 +454,44 @@ describe('without a live worker', () => {
   });
 });
 
+describe('the same text twice to one chat, the second try broken off', () => {
+  // Unpaced: the second is claimed (`sending`) before the first goes out, so a look in the
+  // chat for it finds the first's send.
+  const stack = useStack({ SEND_MIN_INTERVAL_MS: '0', SEND_ATTEMPTS: '3', SEND_BACKOFF_MS: '20' });
+  beforeAll(() => stack.waitReady());
+
+  it("sends the second: the first's send in the chat is not taken for it", async () => {
+    const engine = stack.sandbox();
+    const sendText = engine.sendText.bind(engine);
+    let calls = 0;
+    vi.spyOn(engine, 'sendText').mockImplementation(async (...args) => {
+      // The second's call breaks off before WhatsApp takes it.
+      if (args[1] === 'your code is 7' && ++calls === 2)
+        throw new EngineError('SEND_FAILED', 'socket hang up', false);
+      return sendText(...args);
+    });
+    const { status, body } = await stack.call('POST', '/api/v1/messages/batch', {
+      messages: [
+        { type: 'text', to: '4915133333333', text: 'your code is 7' },
+        { type: 'text', to: '4915133333333', text: 'your code is 7' },
+      ],
+    });
+    expect(status).toBe(202);
+    const [first, second] = body.data.messages.map((m: { id: string }) => m.id);
+    await stack.waitForStatus(first, 'read');
+    await stack.waitForStatus(second, 'read');
+    const sends = engine.sends.filter((send) => send.chatId === '4915133333333@c.us');
+    expect(sends).toHaveLength(2);
+    // Each has its own send (and so its own acks).
+    const messages = stack.api!.get(MessageRepository);
+    const engineIds = [
+      (await messages.get(first))?.engineMessageId,
+      (await messages.get(second))?.engineMessageId,
+    ];
+    expect(engineIds.sort()).toEqual(sends.map((send) => send.engineMessageId).sort());
+  });
+});
+
 describe('message retention', () => {
   const stack = useStack({ MESSAGE_TTL_MS: '1000', MESSAGE_RETENTION_MS: '1500' });
   beforeAll(async () => {

@@ -279,6 +279,30 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect((await messages.get(message.id))?.status).toBe('delivered');
   });
 
+  it("records a send found in the chat only when its engine id is no other message's", async () => {
+    const earlier = await stored();
+    expect(await messages.take(earlier.id, claim)).toMatchObject({ claimed: true });
+    await messages.markSent(earlier, 'true_x_SAME');
+    // The same text again, its try broken off: the chat holds the earlier one's send.
+    const later = await stored();
+    expect(await messages.take(later.id, claim)).toMatchObject({ claimed: true });
+    expect(await messages.markFound(later, 'true_x_SAME')).toBe('taken');
+    expect(await messages.get(later.id)).toMatchObject({
+      status: 'sending',
+      engineMessageId: null,
+    });
+    expect(await redis.get(keys.engineMessage('main', 'true_x_SAME'))).toBe(earlier.id);
+    // Its own send, found: recorded, and not awaiting a server ack.
+    expect(await messages.markFound(later, 'true_x_OWN')).toBeNull();
+    expect(await messages.get(later.id)).toMatchObject({
+      status: 'sent',
+      engineMessageId: 'true_x_OWN',
+    });
+    expect(await redis.zscore(keys.awaitingAck(shardOfId(later.id)), later.id)).toBeNull();
+    // Found again (the first answer lost): its own id is no other message's.
+    expect(await messages.markFound(later, 'true_x_OWN')).toBeNull();
+  });
+
   it('never puts back in the queue or fails a message cancelled or sent while a try held it unclaimed', async () => {
     const error = { code: 'MEDIA_FETCH_FAILED', message: 'timed out' };
     const retry = { attempts: 1, nextAttemptAt: new Date(Date.now() + 1_000) };

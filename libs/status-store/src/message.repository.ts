@@ -144,8 +144,11 @@ end
 // session's last send; ARGV[7] fields (JSON, flat), [8] message id, [9] map ttl (ms), [10] now
 // (ms), [11] now (ISO), [12] '1' when a server ack is to be awaited (not for reactions,
 // deletions or a send found in the chat), [13] how long the last send is kept for pacing (ms,
-// 0: not recorded), [14] the parked ack's event id (as ARGV[3]). Returns the parked ack's
-// status when it moved the message on (delivered, read), else false.
+// 0: not recorded), [14] the parked ack's event id (as ARGV[3]), [15] '1' when the engine id
+// must be no other message's (a send found in the chat: the same content may have gone out
+// as another message of ours). Returns the parked ack's status when it moved the message on
+// (delivered, read), 'taken' when the engine id is another message's (nothing written), else
+// false.
 const MARK_SENT = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -154,6 +157,10 @@ const MARK_SENT = new LuaScript(
 local FIELDS = { ${(['sent', 'delivered', 'read'] as const)
         .map((status) => `${status} = '${TIMESTAMP_FIELD[status]}'`)
         .join(', ')} }
+if ARGV[15] == '1' then
+  local owner = redis.call('GET', KEYS[2])
+  if owner and owner ~= ARGV[8] then return 'taken' end
+end
 if tonumber(ARGV[13]) > 0 then ${recordSendLua('KEYS[5]', 'ARGV[13]')} end
 local session_id, before, had = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status', 'engineMessageId'))
 if not session_id then return false end
@@ -654,6 +661,32 @@ export class MessageRepository implements BeforeApplicationShutdown {
     awaitAck = true,
     pacedForMs = 0,
   ): Promise<'delivered' | 'read' | null> {
+    const moved = await this.runMarkSent(record, engineMessageId, now, awaitAck, pacedForMs, false);
+    return moved === 'taken' ? null : moved;
+  }
+
+  /**
+   * Marks the message sent as `engineMessageId`, a send of its content found in the chat,
+   * unless that id is already another message's (the same content sent as another message
+   * of ours): then nothing is written, and `taken` says so. Otherwise as markSent (no server
+   * ack awaited: one found in the chat was taken by WhatsApp's server).
+   */
+  markFound(
+    record: Pick<MessageRecord, 'id' | 'sessionId'>,
+    engineMessageId: string,
+    now = new Date(),
+  ): Promise<'delivered' | 'read' | 'taken' | null> {
+    return this.runMarkSent(record, engineMessageId, now, false, 0, true);
+  }
+
+  private async runMarkSent(
+    record: Pick<MessageRecord, 'id' | 'sessionId'>,
+    engineMessageId: string,
+    now: Date,
+    awaitAck: boolean,
+    pacedForMs: number,
+    onlyIfFree: boolean,
+  ): Promise<'delivered' | 'read' | 'taken' | null> {
     const moved = await MARK_SENT.run(
       this.redis,
       [
@@ -682,9 +715,10 @@ export class MessageRepository implements BeforeApplicationShutdown {
         awaitAck ? '1' : '0',
         pacedForMs,
         newEventId(now.getTime()),
+        onlyIfFree ? '1' : '0',
       ],
     );
-    return moved === 'delivered' || moved === 'read' ? moved : null;
+    return moved === 'delivered' || moved === 'read' || moved === 'taken' ? moved : null;
   }
 
   /**

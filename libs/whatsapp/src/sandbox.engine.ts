@@ -274,11 +274,12 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     return this.accept(chatId, `revoke:${engineMessageId}`, { revoked: engineMessageId });
   }
 
-  async findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null> {
-    const found = this.sends.find(
-      (send) => send.chatId === chatId && send.fingerprint === fingerprint && send.at >= since,
-    );
-    return found?.engineMessageId ?? null;
+  async findSentMessages(chatId: string, fingerprint: string, since: Date): Promise<string[]> {
+    return this.sends
+      .filter(
+        (send) => send.chatId === chatId && send.fingerprint === fingerprint && send.at >= since,
+      )
+      .map((send) => send.engineMessageId);
   }
 
   private accept(

@@ -47,8 +47,8 @@ class HeldEngine extends EventEmitter<EngineEvents> {
   async sendMedia(): Promise<string> {
     return '';
   }
-  async findSentMessage() {
-    return null;
+  async findSentMessages(): Promise<string[]> {
+    return [];
   }
   async requestPairingCode(): Promise<string> {
     return '';

@@ -1317,7 +1317,7 @@ describe('WwebjsEngine sends', () => {
     const client = await startReady(h);
     client.getChatById.mockReturnValue(new Promise(() => {}));
     const looked = h.engine
-      .findSentMessage('4915122@c.us', textFingerprint('hi'), new Date())
+      .findSentMessages('4915122@c.us', textFingerprint('hi'), new Date())
       .catch((err: unknown) => err);
     await vi.advanceTimersByTimeAsync(CALL_TIMEOUT);
     expect(await looked).toMatchObject({ code: 'SEND_FAILED', permanent: false });
@@ -1615,19 +1615,19 @@ describe('WwebjsEngine locations and contact cards', () => {
     });
     const since = new Date(Date.now() - 1_000);
     await expect(
-      h.engine.findSentMessage('4915122@c.us', locationFingerprint(52.520008, 13.404954), since),
-    ).resolves.toBe('pin');
+      h.engine.findSentMessages('4915122@c.us', locationFingerprint(52.520008, 13.404954), since),
+    ).resolves.toEqual(['pin']);
     await expect(
-      h.engine.findSentMessage('4915122@c.us', contactFingerprint('4915144'), since),
-    ).resolves.toBe('card');
+      h.engine.findSentMessages('4915122@c.us', contactFingerprint('4915144'), since),
+    ).resolves.toEqual(['card']);
     await expect(
-      h.engine.findSentMessage('4915122@c.us', contactFingerprint('4915100'), since),
-    ).resolves.toBeNull();
+      h.engine.findSentMessages('4915122@c.us', contactFingerprint('4915100'), since),
+    ).resolves.toEqual([]);
     await h.engine.stop();
   });
 });
 
-describe('WwebjsEngine findSentMessage', () => {
+describe('WwebjsEngine findSentMessages', () => {
   const since = new Date('2026-01-01T00:00:00.000Z');
   const at = (offsetMs: number) => (since.getTime() + offsetMs) / 1000;
 
@@ -1652,21 +1652,36 @@ describe('WwebjsEngine findSentMessage', () => {
     client.getChatById.mockResolvedValue(chat);
 
     await expect(
-      h.engine.findSentMessage('4915122@c.us', textFingerprint('code 1234'), since),
-    ).resolves.toBe('match');
+      h.engine.findSentMessages('4915122@c.us', textFingerprint('code 1234'), since),
+    ).resolves.toEqual(['match']);
     expect(chat.fetchMessages).toHaveBeenCalledWith({ limit: 50, fromMe: true });
     expect(client.getChatById).toHaveBeenCalledWith('4915122@c.us');
 
     await expect(
-      h.engine.findSentMessage(
+      h.engine.findSentMessages(
         '4915122@c.us',
         textFingerprint('code 1234'),
         new Date(at(10_000) * 1000),
       ),
-    ).resolves.toBeNull();
+    ).resolves.toEqual([]);
     await expect(
-      h.engine.findSentMessage('4915122@c.us', textFingerprint('never sent'), since),
-    ).resolves.toBeNull();
+      h.engine.findSentMessages('4915122@c.us', textFingerprint('never sent'), since),
+    ).resolves.toEqual([]);
+    await h.engine.stop();
+  });
+
+  it('answers every match, oldest first: the same text sent twice', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    client.getChatById.mockResolvedValue(
+      chatWith([
+        { id: { _serialized: 'second', fromMe: true }, body: 'same', timestamp: at(2_000) },
+        { id: { _serialized: 'first', fromMe: true }, body: 'same', timestamp: at(1_000) },
+      ]),
+    );
+    await expect(
+      h.engine.findSentMessages('4915122@c.us', textFingerprint('same'), since),
+    ).resolves.toEqual(['first', 'second']);
     await h.engine.stop();
   });
 
@@ -1687,25 +1702,25 @@ describe('WwebjsEngine findSentMessage', () => {
       ]),
     );
     await expect(
-      h.engine.findSentMessage('4915122@c.us', mediaFingerprint(data), since),
-    ).resolves.toBe('media');
+      h.engine.findSentMessages('4915122@c.us', mediaFingerprint(data), since),
+    ).resolves.toEqual(['media']);
     // A caption is not a text message.
     await expect(
-      h.engine.findSentMessage('4915122@c.us', textFingerprint('Your invoice'), since),
-    ).resolves.toBeNull();
+      h.engine.findSentMessages('4915122@c.us', textFingerprint('Your invoice'), since),
+    ).resolves.toEqual([]);
     await h.engine.stop();
   });
 
-  it('answers null for a number not on WhatsApp or a chat that does not exist', async () => {
+  it('answers none for a number not on WhatsApp or a chat that does not exist', async () => {
     const h = harness();
     const client = await startReady(h);
     client.getNumberId.mockResolvedValueOnce(null);
     await expect(
-      h.engine.findSentMessage('4915199@c.us', textFingerprint('x'), since),
-    ).resolves.toBeNull();
+      h.engine.findSentMessages('4915199@c.us', textFingerprint('x'), since),
+    ).resolves.toEqual([]);
     await expect(
-      h.engine.findSentMessage('4915122@c.us', textFingerprint('x'), since),
-    ).resolves.toBeNull();
+      h.engine.findSentMessages('4915122@c.us', textFingerprint('x'), since),
+    ).resolves.toEqual([]);
     await h.engine.stop();
   });
 
@@ -1714,7 +1729,7 @@ describe('WwebjsEngine findSentMessage', () => {
     const client = await startReady(h);
     client.getChatById.mockRejectedValue('Evaluation failed');
     await expect(
-      h.engine.findSentMessage('4915122@c.us', textFingerprint('x'), since),
+      h.engine.findSentMessages('4915122@c.us', textFingerprint('x'), since),
     ).rejects.toMatchObject({ code: 'SEND_FAILED', permanent: false });
     await h.engine.stop();
   });

@@ -511,27 +511,29 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     return `revoke_${engineMessageId}_${randomUUID()}`;
   }
 
-  async findSentMessage(chatId: string, fingerprint: string, since: Date): Promise<string | null> {
+  async findSentMessages(chatId: string, fingerprint: string, since: Date): Promise<string[]> {
     const client = this.readyClient();
     const call = this.timedCall(this.attempt);
     try {
       const target = await call('look the number up', this.resolveChatId(client, chatId));
-      if (!target) return null;
+      if (!target) return [];
       const chat = await call('open the chat', client.getChatById(target));
-      if (!chat) return null;
+      if (!chat) return [];
       const messages = await call(
         'read the chat',
         chat.fetchMessages({ limit: FIND_LIMIT, fromMe: true }),
       );
       const notBefore = since.getTime() - FIND_SLACK_MS;
-      const found = messages.find(
-        (msg) =>
-          (msg.timestamp ?? 0) * 1000 >= notBefore &&
-          // A send WhatsApp refused was not delivered: sending again is right.
-          msg.ack !== ACK_ERROR &&
-          messageFingerprints(msg).includes(fingerprint),
-      );
-      return found?.id._serialized ?? null;
+      return messages
+        .filter(
+          (msg) =>
+            (msg.timestamp ?? 0) * 1000 >= notBefore &&
+            // A send WhatsApp refused was not delivered: sending again is right.
+            msg.ack !== ACK_ERROR &&
+            messageFingerprints(msg).includes(fingerprint),
+        )
+        .sort((a, b) => (a.timestamp ?? 0) - (b.timestamp ?? 0))
+        .map((msg) => msg.id._serialized);
     } catch (thrown) {
       if (thrown instanceof EngineError) throw thrown;
       // Transient: answering "not found" here could send a message twice.

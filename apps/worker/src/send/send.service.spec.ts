@@ -160,6 +160,17 @@ class MessageStore {
     this.calls.push(`markSent ${engineMessageId}`);
     this.pacedFor.push(pacedForMs);
   }
+  /** Engine ids given to other messages (markFound refuses them, as its script does). */
+  readonly othersEngineIds = new Set<string>();
+  async markFound(r: MessageRecord, engineMessageId: string) {
+    if (this.othersEngineIds.has(engineMessageId)) {
+      this.calls.push(`markFound ${engineMessageId}: taken`);
+      return 'taken' as const;
+    }
+    this.records.set(r.id, { ...this.records.get(r.id)!, status: 'sent', engineMessageId });
+    this.calls.push(`markFound ${engineMessageId}`);
+    return null;
+  }
   async unclaim(id: string, attempts: number) {
     this.calls.push(`unclaim ${attempts}`);
     this.records.set(id, { ...this.records.get(id)!, status: 'queued', attempts });
@@ -191,7 +202,7 @@ function engineDouble() {
     sendContact: vi.fn(async () => 'true_4915123456789@c.us_VCARD'),
     react: vi.fn(async () => 'true_4915123456789@c.us_REACT'),
     revoke: vi.fn(async () => 'true_4915123456789@c.us_REVOKE'),
-    findSentMessage: vi.fn(async (): Promise<string | null> => null),
+    findSentMessages: vi.fn(async (): Promise<string[]> => []),
     showTyping: vi.fn(async (_chatId: string, _ms: number) => undefined),
   };
   return engine;
@@ -334,15 +345,45 @@ describe('SendService: what it does with the message it is handed', () => {
     const h = harness();
     const sendingAt = new Date(NOW - 5_000).toISOString();
     h.store.put(record({ status: 'sending', sendingAt, attempts: 1 }));
-    h.engine.findSentMessage.mockResolvedValueOnce('true_4915123456789@c.us_FOUND');
+    h.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_FOUND']);
     await expect(h.service.send('main', record().id, first)).resolves.toBe('recovered');
-    expect(h.engine.findSentMessage).toHaveBeenCalledWith(
+    expect(h.engine.findSentMessages).toHaveBeenCalledWith(
       '4915123456789@c.us',
       textFingerprint('hello'),
       new Date(sendingAt),
     );
     expect(h.engine.sendText).not.toHaveBeenCalled();
-    expect(h.store.calls).toEqual(['markSent true_4915123456789@c.us_FOUND']);
+    expect(h.store.calls).toEqual(['markFound true_4915123456789@c.us_FOUND']);
+  });
+
+  it("does not take another message's send of the same text for its own: sends it, or takes the next match", async () => {
+    const h = harness();
+    const sendingAt = new Date(NOW - 5_000).toISOString();
+    h.store.put(record({ status: 'sending', sendingAt, attempts: 1 }));
+    // The same text went to the same chat moments before, as another message of ours.
+    h.store.othersEngineIds.add('true_4915123456789@c.us_EARLIER');
+    h.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_EARLIER']);
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+    expect(h.store.calls).toEqual([
+      'markFound true_4915123456789@c.us_EARLIER: taken',
+      'claim 2',
+      'markSent true_4915123456789@c.us_TEXT',
+    ]);
+
+    const again = harness();
+    again.store.put(record({ status: 'sending', sendingAt, attempts: 1 }));
+    again.store.othersEngineIds.add('true_4915123456789@c.us_EARLIER');
+    again.engine.findSentMessages.mockResolvedValueOnce([
+      'true_4915123456789@c.us_EARLIER',
+      'true_4915123456789@c.us_OURS',
+    ]);
+    await expect(again.service.send('main', record().id, first)).resolves.toBe('recovered');
+    expect(again.engine.sendText).not.toHaveBeenCalled();
+    expect(again.store.calls).toEqual([
+      'markFound true_4915123456789@c.us_EARLIER: taken',
+      'markFound true_4915123456789@c.us_OURS',
+    ]);
   });
 
   it('sends an interrupted message again when the chat does not have it', async () => {
@@ -381,7 +422,7 @@ describe('SendService: failures and retries', () => {
     h.engine.sendText.mockRejectedValueOnce(new EngineError('SEND_FAILED', 'target closed', false));
     await expect(h.service.send('main', record().id, first)).rejects.toThrow('target closed');
     expect(h.store.records.get(record().id)).toMatchObject({ status: 'sending', attempts: 1 });
-    h.engine.findSentMessage.mockResolvedValueOnce('true_4915123456789@c.us_FOUND');
+    h.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_FOUND']);
     await expect(h.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
       'recovered',
     );
@@ -389,7 +430,7 @@ describe('SendService: failures and retries', () => {
     expect(h.store.calls).toEqual([
       'claim 1',
       'markRetrying SEND_FAILED 1',
-      'markSent true_4915123456789@c.us_FOUND',
+      'markFound true_4915123456789@c.us_FOUND',
     ]);
   });
 
@@ -482,7 +523,7 @@ describe('SendService: failures and retries', () => {
     h.media.fetch.mockRejectedValueOnce(new Error('download failed'));
     await expect(h.service.send('main', record().id, first)).rejects.toThrow();
     expect(h.store.records.get(record().id)).toMatchObject({ status: 'queued', attempts: 1 });
-    expect(h.engine.findSentMessage).not.toHaveBeenCalled();
+    expect(h.engine.findSentMessages).not.toHaveBeenCalled();
   });
 
   it('shows when the next try is due: SEND_BACKOFF_MS doubled per failed try', async () => {
@@ -823,7 +864,7 @@ describe('SendService: WhatsApp took the message but Redis failed to record it',
       vi.useRealTimers();
     }
     expect(h.store.calls).toEqual(['claim 1', 'markSent true_4915123456789@c.us_TEXT']);
-    expect(h.engine.findSentMessage).not.toHaveBeenCalled();
+    expect(h.engine.findSentMessages).not.toHaveBeenCalled();
     expect(h.engine.sendText).toHaveBeenCalledTimes(1);
   });
 
@@ -872,7 +913,7 @@ describe('SendService: WhatsApp took the message but Redis failed to record it',
     };
     const found = harness();
     found.store.put(record(old));
-    found.engine.findSentMessage.mockResolvedValueOnce('true_4915123456789@c.us_TEXT');
+    found.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_TEXT']);
     await expect(found.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
       'recovered',
     );
@@ -882,7 +923,7 @@ describe('SendService: WhatsApp took the message but Redis failed to record it',
     await expect(missing.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
       'expired',
     );
-    expect(missing.engine.findSentMessage).toHaveBeenCalledTimes(1);
+    expect(missing.engine.findSentMessages).toHaveBeenCalledTimes(1);
     expect(missing.store.calls).toEqual(['failIfUnsent EXPIRED']);
     expect(missing.engine.sendText).not.toHaveBeenCalled();
   });
@@ -890,7 +931,7 @@ describe('SendService: WhatsApp took the message but Redis failed to record it',
   it('on another worker (nothing remembered), the next try finds it in the chat', async () => {
     const h = harness();
     h.store.put(record({ status: 'sending', sendingAt: new Date().toISOString(), attempts: 1 }));
-    h.engine.findSentMessage.mockResolvedValueOnce('true_4915123456789@c.us_TEXT');
+    h.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_TEXT']);
     await expect(h.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
       'recovered',
     );

@@ -245,17 +245,20 @@ export class SendService {
       // Not claimed with the read: the full path, each step before the claim.
       if (!claimed) {
         if (record.status === 'sending' && record.sendingAt) {
-          const found = await engine.findSentMessage(
+          const found = await engine.findSentMessages(
             record.chatId,
             contentFingerprint(record, media),
             new Date(record.sendingAt),
           );
-          if (found) {
+          // The same content may have gone out as another message of ours (the same text to
+          // the same chat moments before): its send is that message's, not this one's.
+          for (const engineMessageId of found) {
+            const acked = await this.messages.markFound(record, engineMessageId, new Date());
+            if (acked === 'taken') continue;
             this.log.warn(
-              { sessionId, messageId, engineMessageId: found },
+              { sessionId, messageId, engineMessageId },
               'found an interrupted send in the chat; not sending again',
             );
-            const acked = await this.messages.markSent(record, found, new Date(), false);
             await this.dropUpload(record);
             this.metrics.messageRecovered(sessionId);
             if (acked) this.metrics.messageAcked(sessionId, acked);
