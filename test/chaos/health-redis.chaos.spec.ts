@@ -1,7 +1,7 @@
 import { eventually } from '../support/eventually.js';
 import { parsePrometheus } from '../support/prometheus.js';
 import { RedisServer } from '../support/redis-server.js';
-import { useStack } from '../support/stack.js';
+import { Stack, useStack } from '../support/stack.js';
 
 describe('readiness follows Redis (stopped and restarted, AOF on)', () => {
   let redis: RedisServer;
@@ -59,4 +59,33 @@ describe('readiness follows Redis (stopped and restarted, AOF on)', () => {
     expect(stack.api).toBe(api);
     expect(stack.worker).toBe(worker);
   });
+});
+
+describe('the api starting while Redis is down', () => {
+  let redis: RedisServer;
+  let stack: Stack | undefined;
+  beforeAll(async () => {
+    redis = await RedisServer.start({ persistence: false });
+    await redis.down();
+  });
+  afterAll(async () => {
+    await redis.up().catch(() => undefined);
+    await stack?.close();
+    await redis.destroy();
+  });
+
+  it('starts, live but not serving, and registers the default session once Redis is up (no restart loop)', async () => {
+    stack = await Stack.start({ REDIS_URL: redis.url }, { worker: false });
+    const status = async (path: string) => (await fetch(`${stack!.url}${path}`)).status;
+    expect(await status('/health/live')).toBe(200);
+    expect(await status('/health/serving')).toBe(503);
+    expect(await stack.redis.exists(stack.keys.session('main')).catch(() => 0)).toBe(0);
+
+    await redis.up();
+    await eventually(async () => expect(await status('/health/serving')).toBe(200), 15_000);
+    await eventually(
+      async () => expect(await stack!.redis.exists(stack!.keys.session('main'))).toBe(1),
+      15_000,
+    );
+  }, 60_000);
 });

@@ -59,10 +59,20 @@ export class RedisServer {
     });
   }
 
+  /** Stops the server answering, its connections left open (a stall: a fork, a long script). */
+  pause(): void {
+    this.process?.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.process?.kill('SIGCONT');
+  }
+
   async down(): Promise<void> {
     const child = this.process;
     if (!child || child.exitCode !== null) return;
     const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGCONT');
     child.kill('SIGTERM');
     await exited;
   }

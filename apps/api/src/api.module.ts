@@ -1,4 +1,10 @@
-import { DynamicModule, Module, type OnApplicationBootstrap } from '@nestjs/common';
+import {
+  DynamicModule,
+  Logger,
+  Module,
+  type OnApplicationBootstrap,
+  type OnModuleDestroy,
+} from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
 import { LoggerModule } from 'nestjs-pino';
@@ -33,12 +39,18 @@ import { WebhooksService } from './webhooks/webhooks.service.js';
 import { WorkersController } from './workers/workers.controller.js';
 import { WorkersService } from './workers/workers.service.js';
 
+/** How often the api tries again to register the default session while Redis is unavailable. */
+const REGISTER_RETRY_MS = 5_000;
+
 /**
  * The public HTTP api: validates and accepts sends, reads statuses. Stateless; holds no
  * WhatsApp client (it does not load libs/whatsapp).
  */
 @Module({})
-export class ApiModule implements OnApplicationBootstrap {
+export class ApiModule implements OnApplicationBootstrap, OnModuleDestroy {
+  private readonly log = new Logger(ApiModule.name);
+  private retry?: NodeJS.Timeout;
+
   constructor(
     private readonly config: AppConfig,
     private readonly sessions: SessionRepository,
@@ -102,9 +114,31 @@ export class ApiModule implements OnApplicationBootstrap {
 
   /**
    * The default session exists from the first boot, whichever process starts first (unless
-   * it was deleted since: then only POST /sessions makes it again).
+   * it was deleted since: then only POST /sessions makes it again). With Redis not up yet
+   * (a fresh deployment, an outage), the api starts all the same, its readiness saying so,
+   * and registers it once Redis answers: exiting would only restart it in a loop.
    */
   async onApplicationBootstrap(): Promise<void> {
-    await this.sessions.registerFound(this.config.DEFAULT_SESSION_ID);
+    const register = () => this.sessions.registerFound(this.config.DEFAULT_SESSION_ID);
+    await register().catch((err: Error) => {
+      this.log.warn(
+        { err: err.message },
+        'default session not registered yet (Redis unavailable); retrying every 5 s',
+      );
+      let trying = false;
+      this.retry = setInterval(() => {
+        if (trying) return;
+        trying = true;
+        register()
+          .then(() => clearInterval(this.retry))
+          .catch(() => undefined)
+          .finally(() => (trying = false));
+      }, REGISTER_RETRY_MS);
+      this.retry.unref();
+    });
+  }
+
+  onModuleDestroy(): void {
+    clearInterval(this.retry);
   }
 }

@@ -6,9 +6,17 @@ import { parseRedisUrl } from '@app/config';
 const log = new Logger('Redis');
 
 /**
+ * How long a command of a request-path client may wait for its answer: Redis paused or
+ * stalled (a fork, a long script, a failover whose old address drops packets) keeps the
+ * connection open, and without a limit every request would hang until its client gave up.
+ * Past it, the command fails (a 503) as if the connection had dropped.
+ */
+export const COMMAND_TIMEOUT_MS = 5_000;
+
+/**
  * Opens an ioredis client for REDIS_URL: one server, a Sentinel set or a Cluster. `blocking`
  * clients (BullMQ workers, subscribers) must retry forever; request-path clients give up
- * after a few retries so an outage is a quick 503. Every client sends the commands of one tick
+ * after a few retries, or a command after COMMAND_TIMEOUT_MS, so an outage is a quick 503. Every client sends the commands of one tick
  * in one write (coalesceWrites). Connection errors are logged once per kind (ioredis would
  * print every reconnect attempt).
  *
@@ -22,6 +30,8 @@ export function createRedis(url: string, options: { blocking?: boolean; name: st
   const base: RedisOptions = {
     connectionName: options.name,
     maxRetriesPerRequest: options.blocking ? null : 2,
+    // Blocking clients wait by design (BullMQ's, the subscriber's): no limit on them.
+    commandTimeout: options.blocking ? undefined : COMMAND_TIMEOUT_MS,
     connectTimeout: 5_000,
     retryStrategy: (times) => Math.min(times * 200, 2_000),
     // Off on every client: coalesceWrites already sends the commands of one tick in one write,
