@@ -7,6 +7,7 @@ import { SessionManager } from '@app/whatsapp';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { Periodic, sweepEvery } from './periodic.js';
 import { SendConsumers } from './send-consumers.service.js';
+import { expiryError } from './send.service.js';
 
 /** Jobs looked at per session and sweep; older ones are reached on later sweeps. */
 const BATCH = 500;
@@ -97,19 +98,16 @@ export class ExpirySweeper {
       // Left `sending` by an interrupted send: a READY session looks for it in the chat when
       // its hold ends (SendService), which the sweep cannot.
       if (held && record?.status === 'sending') continue;
-      const within = `within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`;
-      const failed = await this.messages.failIfUnsent(job.data.messageId, {
-        code: 'EXPIRED',
-        // `sending` without an engine id: a worker stopped during the engine call. Only a
-        // READY session can look for it in the chat (SendService), so the send is not known
-        // to have failed: the message says so rather than "not sent".
-        message:
-          record?.status === 'sending'
-            ? `not known to be sent ${within}: its send was interrupted and session ${sessionId} was not ready to look for it in the chat, so it may have reached WhatsApp`
-            : held
-              ? `not sent ${within}; session ${sessionId} was held back (its quiet hours, its daily cap or a WhatsApp restriction)`
-              : `not sent ${within}; session ${sessionId} was not ready`,
-      });
+      // `sending` without an engine id: a worker stopped during the engine call. Only a READY
+      // session can look for it in the chat (SendService).
+      const failed = await this.messages.failIfUnsent(
+        job.data.messageId,
+        expiryError(
+          this.config.MESSAGE_TTL_MS,
+          sessionId,
+          record?.status === 'sending' ? 'interrupted' : held ? 'held' : 'not-ready',
+        ),
+      );
       if (failed) {
         this.metrics.sendFailed(sessionId, 'EXPIRED', true);
         expired++;

@@ -1,8 +1,8 @@
 import { Logger } from '@nestjs/common';
-import type { Job, QueueOptions } from 'bullmq';
+import { UnrecoverableError, type Job, type QueueOptions } from 'bullmq';
 import type { AppConfig } from '@app/config';
 import { JobName, type QueueProducer } from '@app/queue';
-import type { MessageRepository, RedisKeys } from '@app/status-store';
+import type { MessageRecord, MessageRepository, RedisKeys } from '@app/status-store';
 import type { SessionManager } from '@app/whatsapp';
 import type { QueueDoorbells } from './queue-doorbells.service.js';
 import { SendConsumers } from './send-consumers.service.js';
@@ -17,6 +17,7 @@ describe('SendConsumers: a send job that used up its tries', () => {
     const messages = {
       markSent: vi.fn(async () => undefined),
       failIfUnsent: vi.fn(async () => true),
+      get: vi.fn(async (): Promise<Partial<MessageRecord> | null> => ({ status: 'queued' })),
     };
     const service = new SendConsumers(
       {} as QueueOptions,
@@ -50,6 +51,20 @@ describe('SendConsumers: a send job that used up its tries', () => {
       message: 'engine timeout',
     });
     expect(messages.markSent).not.toHaveBeenCalled();
+  });
+
+  it('says a message left `sending` by a job that stalled too often may have reached WhatsApp', async () => {
+    const { messages, onFailed } = consumers();
+    // Its worker died in the engine call, again and again: BullMQ fails it without a try of ours.
+    messages.get.mockResolvedValueOnce({ status: 'sending', engineMessageId: null });
+    await onFailed(
+      { ...lastTry('m4'), attemptsMade: 0 },
+      new UnrecoverableError('job stalled more than allowable limit'),
+    );
+    expect(messages.failIfUnsent).toHaveBeenCalledWith('m4', {
+      code: 'SEND_FAILED',
+      message: 'job stalled more than allowable limit; it may have reached WhatsApp all the same',
+    });
   });
 
   it('records as sent a message WhatsApp took whose record Redis failed to update', async () => {

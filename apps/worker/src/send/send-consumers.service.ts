@@ -403,6 +403,20 @@ export class SendConsumers {
     return !consumer || consumer.worker.isPaused() || consumer.worker.closing !== undefined;
   }
 
+  /**
+   * Fails the message of a job BullMQ gave up on outside our handling (stalled too often: its
+   * worker died mid-send, again and again). One left `sending` may have reached WhatsApp in one
+   * of those tries, and it is not looked for in the chat now: its error says so.
+   */
+  private async failGivenUp(messageId: string, err: Error): Promise<boolean> {
+    const record = await this.messages.get(messageId);
+    const message =
+      record?.status === 'sending' && !record.engineMessageId
+        ? `${err.message}; it may have reached WhatsApp all the same`
+        : err.message;
+    return this.messages.failIfUnsent(messageId, { code: 'SEND_FAILED', message });
+  }
+
   /** A job that failed outside our own handling (stalled too often): make it visible on the message. */
   private async onFailed(job: Job | undefined, err: Error): Promise<void> {
     if (!job || job.name !== JobName.SendMessage || err instanceof DelayedError) return;
@@ -416,10 +430,7 @@ export class SendConsumers {
             { id: job.data.messageId, sessionId: err.sessionId },
             err.engineMessageId,
           )
-        : this.messages.failIfUnsent(job.data.messageId, {
-            code: 'SEND_FAILED',
-            message: err.message,
-          });
+        : this.failGivenUp(job.data.messageId, err);
     await done.catch((failure: Error) =>
       this.log.warn(
         { messageId: job.data.messageId, err: failure.message },

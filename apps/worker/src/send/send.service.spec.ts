@@ -611,6 +611,23 @@ describe("SendService: the session's own limits", () => {
     expect(h.store.calls).toEqual(['markRetrying QUIET_HOURS 0']);
   });
 
+  it('holds a media message back before its file is downloaded: no download, no try', async () => {
+    const h = harness();
+    h.store.put(record({ type: 'media', text: null, mediaUrl: 'https://cdn.example.com/a.pdf' }));
+    const minute = new Date(Date.now() + 60_000).toISOString().slice(11, 16);
+    const after = new Date(Date.now() + 120_000).toISOString().slice(11, 16);
+    h.sessionStore.limits.mockResolvedValue({
+      dailyCap: null,
+      quietHours: { start: after, end: minute, timeZone: 'UTC' },
+    });
+    // The file's host is failing: downloading during the hold would burn the message's tries.
+    h.media.fetch.mockRejectedValue(new EngineError('MEDIA_FETCH_FAILED', 'HTTP 503', false));
+    const held = await h.service.send('main', record().id, first).catch((err: unknown) => err);
+    expect(held).toMatchObject({ code: 'QUIET_HOURS' });
+    expect(h.media.fetch).not.toHaveBeenCalled();
+    expect(h.store.calls).toEqual(['markRetrying QUIET_HOURS 0']);
+  });
+
   it('counts sends towards the daily cap and holds the next one back until midnight', async () => {
     const h = harness();
     const second = record({ id: '4e4e4e4e-8a55-4f0e-9d0b-6a0f3b7c2d11' });
@@ -926,6 +943,30 @@ describe('SendService: WhatsApp took the message but Redis failed to record it',
     expect(missing.engine.findSentMessages).toHaveBeenCalledTimes(1);
     expect(missing.store.calls).toEqual(['failIfUnsent EXPIRED']);
     expect(missing.engine.sendText).not.toHaveBeenCalled();
+    expect(missing.store.records.get(record().id)?.error?.message).toBe(
+      'not sent within MESSAGE_TTL_MS (60000 ms)',
+    );
+  });
+
+  it('says a send that broke off and expires while its session is not ready may have reached WhatsApp', async () => {
+    const h = harness({}, { ready: false });
+    h.store.put(
+      record({
+        status: 'sending',
+        createdAt: new Date(NOW - 120_000).toISOString(),
+        sendingAt: new Date(NOW - 110_000).toISOString(),
+        attempts: 1,
+      }),
+    );
+    await expect(h.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
+      'expired',
+    );
+    expect(h.engine.findSentMessages).not.toHaveBeenCalled();
+    expect(h.store.records.get(record().id)?.error).toEqual({
+      code: 'EXPIRED',
+      message:
+        'not known to be sent within MESSAGE_TTL_MS (60000 ms): its send was interrupted and session main was not ready to look for it in the chat, so it may have reached WhatsApp',
+    });
   });
 
   it('on another worker (nothing remembered), the next try finds it in the chat', async () => {

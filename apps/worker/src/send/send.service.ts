@@ -217,7 +217,7 @@ export class SendService {
       if (record.status === 'cancelled') return 'cancelled';
       // One that may have reached WhatsApp is looked for in the chat first (below).
       if (expired && !(stillSending && record.sendingAt && ready))
-        return this.expire(sessionId, record);
+        return this.expire(sessionId, record, stillSending ? 'interrupted' : null);
     }
     if (!engine || !ready) {
       // Claimed before the session dropped: queued again, with the tries it had.
@@ -228,18 +228,19 @@ export class SendService {
     // Set once the engine is called: from then on a failure may still have reached WhatsApp.
     let engineCalled = false;
     try {
-      if (claimed) {
-        // Claimed before its turn: the send before may have met a restriction or reached the
-        // daily cap since. Held now, it goes back to queued, without a try counted.
-        const held = await this.heldBack(sessionId, new Date());
-        if (held) {
-          await this.messages.markRetrying(
-            messageId,
-            { code: held.code, message: held.message },
-            { attempts: record.attempts, nextAttemptAt: held.until },
-          );
-          throw held;
-        }
+      // Asked in the turn, before a file is downloaded for nothing (or its failed download
+      // counted as a try): the send before may have met a restriction or reached the daily cap
+      // since. Held now, it waits, without a try counted: one claimed before its turn goes
+      // back to queued; one found `sending` stays so, and is looked for in the chat once the
+      // hold ends.
+      const held = await this.heldBack(sessionId, new Date());
+      if (held) {
+        await this.messages.markRetrying(
+          messageId,
+          { code: held.code, message: held.message },
+          { attempts: record.attempts, nextAttemptAt: held.until, stillSending },
+        );
+        throw held;
       }
       const media = record.type === 'media' ? await this.fetchMedia(record) : null;
       // Not claimed with the read: the full path, each step before the claim.
@@ -265,17 +266,7 @@ export class SendService {
             return 'recovered';
           }
         }
-        if (expired) return await this.expire(sessionId, record);
-        // Asked in the turn: the send before may have changed it (a restriction, the cap).
-        const held = await this.heldBack(sessionId, new Date());
-        if (held) {
-          await this.messages.markRetrying(
-            messageId,
-            { code: held.code, message: held.message },
-            { attempts: record.attempts, nextAttemptAt: held.until, stillSending },
-          );
-          throw held;
-        }
+        if (expired) return await this.expire(sessionId, record, null);
         await this.waitForInterval(
           sessionId,
           interval,
@@ -650,11 +641,15 @@ export class SendService {
   }
 
   /** Fails a message not sent within MESSAGE_TTL_MS (unless it was sent meanwhile). */
-  private async expire(sessionId: string, record: MessageRecord): Promise<SendOutcome> {
-    const expired = await this.messages.failIfUnsent(record.id, {
-      code: 'EXPIRED',
-      message: `not sent within MESSAGE_TTL_MS (${this.config.MESSAGE_TTL_MS} ms)`,
-    });
+  private async expire(
+    sessionId: string,
+    record: MessageRecord,
+    why: ExpiryCause | null,
+  ): Promise<SendOutcome> {
+    const expired = await this.messages.failIfUnsent(
+      record.id,
+      expiryError(this.config.MESSAGE_TTL_MS, sessionId, why),
+    );
     if (!expired) return 'already-sent';
     await this.dropUpload(record);
     this.metrics.sendFailed(sessionId, 'EXPIRED', true);
@@ -702,6 +697,37 @@ export class SendService {
       // The local clock still paces this worker; only a takeover right now could be early.
       this.log.warn({ sessionId, err: err.message }, 'last send time not recorded in Redis'),
     );
+  }
+}
+
+/** Why a message was not sent in time, where it is known. */
+export type ExpiryCause = 'interrupted' | 'held' | 'not-ready';
+
+/**
+ * The error of a message not sent within MESSAGE_TTL_MS. One left `sending` without an engine
+ * id (its send interrupted, and its session not ready to look for it in the chat) is not known
+ * to have failed: the message says so rather than "not sent".
+ */
+export function expiryError(
+  ttlMs: number,
+  sessionId: string,
+  why: ExpiryCause | null,
+): { code: 'EXPIRED'; message: string } {
+  const within = `within MESSAGE_TTL_MS (${ttlMs} ms)`;
+  const expired = (message: string) => ({ code: 'EXPIRED' as const, message });
+  switch (why) {
+    case 'interrupted':
+      return expired(
+        `not known to be sent ${within}: its send was interrupted and session ${sessionId} was not ready to look for it in the chat, so it may have reached WhatsApp`,
+      );
+    case 'held':
+      return expired(
+        `not sent ${within}; session ${sessionId} was held back (its quiet hours, its daily cap or a WhatsApp restriction)`,
+      );
+    case 'not-ready':
+      return expired(`not sent ${within}; session ${sessionId} was not ready`);
+    default:
+      return expired(`not sent ${within}`);
   }
 }
 
