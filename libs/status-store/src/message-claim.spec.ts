@@ -303,6 +303,27 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect(await messages.markFound(later, 'true_x_OWN')).toBeNull();
   });
 
+  it('writes a message once though its write runs twice (sent again after a reconnect)', async () => {
+    const message: NewMessage = {
+      id: randomUUID(),
+      sessionId: 'main',
+      to: '4915123456789',
+      chatId: '4915123456789@c.us',
+      type: 'text',
+      text: 'twice',
+    } as NewMessage;
+    const queuedBefore = (await messages.counts('main')).queued;
+    const intakeBefore = await redis.llen(keys.sendIntake('main'));
+    const at = new Date();
+    await messages.createMany([message], false, at, {});
+    // Its worker takes it before the write runs again.
+    expect(await messages.take(message.id, claim)).toMatchObject({ claimed: true });
+    await messages.createMany([message], false, at, {});
+    expect((await messages.counts('main')).queued).toBe(queuedBefore);
+    expect(await redis.llen(keys.sendIntake('main'))).toBe(intakeBefore + 1);
+    expect((await messages.get(message.id))?.status).toBe('sending');
+  });
+
   it('never puts back in the queue or fails a message cancelled or sent while a try held it unclaimed', async () => {
     const error = { code: 'MEDIA_FETCH_FAILED', message: 'timed out' };
     const retry = { attempts: 1, nextAttemptAt: new Date(Date.now() + 1_000) };

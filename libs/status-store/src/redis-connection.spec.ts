@@ -1,3 +1,4 @@
+import { createServer, connect, type AddressInfo, type Server } from 'node:net';
 import { Redis } from 'ioredis';
 import { RedisServer } from '../../../test/support/redis-server.js';
 import { eventually } from '../../../test/support/eventually.js';
@@ -80,6 +81,54 @@ describe('createRedis: the writes of one tick leave together', () => {
       expect(writes() - before).toBe(1);
     } finally {
       ours.disconnect();
+    }
+  });
+});
+
+// Two Redis servers behind one address (a TCP proxy), as a managed Redis's primary endpoint.
+describe('createRedis: a failover behind one address', () => {
+  let old: RedisServer;
+  let next: RedisServer;
+  let proxy: Server;
+  let target = 0;
+  beforeAll(async () => {
+    old = await RedisServer.start({ persistence: false });
+    next = await RedisServer.start({ persistence: false });
+    target = old.port;
+    proxy = createServer((client) => {
+      const upstream = connect(target, '127.0.0.1');
+      client.pipe(upstream).pipe(client);
+      const close = () => {
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('error', close).on('close', close);
+      upstream.on('error', close).on('close', close);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  });
+  afterAll(async () => {
+    proxy?.close();
+    await old?.destroy();
+    await next?.destroy();
+  });
+
+  it('reconnects when the old primary, now a replica, refuses a write (READONLY), and the write goes to the new one', async () => {
+    const port = (proxy.address() as AddressInfo).port;
+    const ours = createRedis(`redis://127.0.0.1:${port}`, { name: 'failover-test' });
+    const direct = new Redis(old.port, '127.0.0.1');
+    try {
+      expect(await ours.set('k', 'before')).toBe('OK');
+      // The old primary becomes a replica of the new one; the address now leads there.
+      await direct.call('REPLICAOF', '127.0.0.1', String(next.port));
+      target = next.port;
+      expect(await ours.set('k', 'after')).toBe('OK');
+      const nextDirect = new Redis(next.port, '127.0.0.1');
+      expect(await nextDirect.get('k')).toBe('after');
+      nextDirect.disconnect();
+    } finally {
+      ours.disconnect();
+      direct.disconnect();
     }
   });
 });

@@ -14,6 +14,16 @@ const log = new Logger('Redis');
 export const COMMAND_TIMEOUT_MS = 5_000;
 
 /**
+ * After a failover behind one address (a managed Redis's primary endpoint, a Service), the
+ * connection may still reach the old primary, now a replica that refuses writes (READONLY):
+ * reconnecting reaches the new one. The refused command is sent again on the new connection
+ * (`2`): it was not run.
+ */
+export function reconnectOnError(err: Error): false | 2 {
+  return err.message.startsWith('READONLY') ? 2 : false;
+}
+
+/**
  * Opens an ioredis client for REDIS_URL: one server, a Sentinel set or a Cluster. `blocking`
  * clients (BullMQ workers, subscribers) must retry forever; request-path clients give up
  * after a few retries, or a command after COMMAND_TIMEOUT_MS, so an outage is a quick 503. Every client sends the commands of one tick
@@ -33,6 +43,7 @@ export function createRedis(url: string, options: { blocking?: boolean; name: st
     // Blocking clients wait by design (BullMQ's, the subscriber's): no limit on them.
     commandTimeout: options.blocking ? undefined : COMMAND_TIMEOUT_MS,
     connectTimeout: 5_000,
+    reconnectOnError,
     retryStrategy: (times) => Math.min(times * 200, 2_000),
     // Off on every client: coalesceWrites already sends the commands of one tick in one write,
     // in the order issued. Auto-pipelining made a Pipeline object (a Set, a promise, closures)
