@@ -102,6 +102,48 @@ describe('accepted sends become jobs', () => {
     ).toHaveLength(1);
   });
 
+  it('names the message a write of unknown outcome may have queued, so a client without a key can look it up', async () => {
+    const repository = stack.api!.get(MessageRepository);
+    vi.spyOn(repository, 'createMany').mockRejectedValueOnce(new Error('Connection is closed.'));
+    vi.spyOn(repository, 'takeBack').mockRejectedValueOnce(new Error('Connection is closed.'));
+    const unknown = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000076',
+      text: 'which one?',
+    });
+    expect(unknown.status).toBe(503);
+    const [detail] = unknown.body.error.details;
+    const id = detail.message.replace('may have been queued: ', '');
+    expect(unknown.body.error.message).toContain(`GET /api/v1/messages/${id}`);
+    // Not written after all (the write failed before it ran): the look-up says so.
+    expect((await stack.call('GET', `/api/v1/messages/${id}`)).status).toBe(404);
+  });
+
+  it('keeps a batch whose write had an unknown outcome, and names it: its messages are followed, not sent again', async () => {
+    const repository = stack.api!.get(MessageRepository);
+    const write = repository.createMany.bind(repository);
+    // Written, its answer lost, and taking it back fails too.
+    vi.spyOn(repository, 'createMany').mockImplementationOnce(async (...args) => {
+      await write(...args);
+      throw new Error('Connection is closed.');
+    });
+    vi.spyOn(repository, 'takeBack').mockRejectedValueOnce(new Error('Connection is closed.'));
+    const unknown = await stack.call('POST', '/api/v1/messages/batch', {
+      messages: [
+        { type: 'text', to: '4915100000077', text: 'one' },
+        { type: 'text', to: '4915100000078', text: 'two' },
+      ],
+    });
+    expect(unknown.status).toBe(503);
+    const batchId = /GET \/api\/v1\/batches\/([0-9a-f-]{36})/.exec(unknown.body.error.message)?.[1];
+    expect(batchId).toBeDefined();
+    expect(unknown.body.error.details).toHaveLength(2);
+    await eventually(async () => {
+      const batch = await stack.call('GET', `/api/v1/batches/${batchId}`);
+      expect(batch.status).toBe(200);
+      expect(batch.body.data).toMatchObject({ total: 2, counts: { read: 2 } });
+    }, 10_000);
+  });
+
   it('keeps the Idempotency-Key when the outcome is unknown: a retry with it answers the message written, sent once', async () => {
     const written = loseNextWriteAnswer();
     vi.spyOn(stack.api!.get(MessageRepository), 'takeBack').mockRejectedValueOnce(

@@ -190,6 +190,33 @@ describe('ACK_TIMEOUT_MS and resend', () => {
     expect((await stack.call('GET', `/api/v1/messages/${late}`)).body.data.ackOverdueAt).toBeNull();
   });
 
+  it('answers a retried resend with the message it made, though a late ack cleared the first since', async () => {
+    const lost = await stack.call('POST', '/api/v1/messages/text', {
+      to: '999000000002',
+      text: 'late ack',
+    });
+    await eventually(async () => {
+      const record = (await stack.call('GET', `/api/v1/messages/${lost.body.data.id}`)).body.data;
+      expect(record.ackOverdueAt).not.toBeNull();
+    }, 10_000);
+    const key = { 'idempotency-key': 'resend-late-ack' };
+    const path = `/api/v1/messages/${lost.body.data.id}/resend`;
+    const resent = await stack.call('POST', path, undefined, key);
+    expect(resent.status).toBe(202);
+    // The first's server ack comes after all: it is no longer one to resend.
+    const engineId = (await stack.redis.hget(
+      stack.keys.message(lost.body.data.id),
+      'engineMessageId',
+    ))!;
+    await stack.worker!.get(MessageRepository).applyEngineAck('main', engineId, 'sent');
+    // The resend's answer was lost; its retry gets the message it made.
+    const retried = await stack.call('POST', path, undefined, key);
+    expect(retried.status).toBe(202);
+    expect(retried.body.data.id).toBe(resent.body.data.id);
+    // Without its key, a resend now is refused.
+    expect((await stack.call('POST', path)).status).toBe(409);
+  });
+
   it('resends a failed message, and refuses one that is fine, unknown or malformed', async () => {
     const failed = await stack.call('POST', '/api/v1/messages/text', {
       to: '000123456789',

@@ -200,6 +200,15 @@ export class MessagesService {
       this.config.MESSAGE_RETENTION_MS + latest,
     );
     const records = await this.commit(prepared, context, batchId).catch(async (err: unknown) => {
+      // Kept while any of its messages is (or may be) queued: they carry its id, and the
+      // client follows them through it rather than send them all again.
+      if (err instanceof QueuedAllTheSame) throw err;
+      if (err instanceof UnknownOutcome)
+        throw new AppError(
+          'UNAVAILABLE',
+          `${err.message}; follow them with GET /api/v1/batches/${batchId}`,
+          err.details,
+        );
       await this.batches.delete(batchId).catch(() => undefined);
       throw err;
     });
@@ -312,6 +321,10 @@ export class MessagesService {
     if (!record) throw new AppError('NOT_FOUND', `Message ${messageId} does not exist`);
     // Before its status is told, or its resend claimed.
     assertSessionAllowed(context.sessions, record.sessionId);
+    // A retry of the resend that made it (its answer lost): that message, as for any send,
+    // whatever has become of the first since (a late ack may have cleared its ackOverdueAt).
+    const made = await this.resentWithKey(record.id, context);
+    if (made) return toPublicMessage(made);
     if (record.status !== 'failed' && !(record.status === 'sent' && record.ackOverdueAt))
       throw new AppError(
         'CONFLICT',
@@ -324,7 +337,7 @@ export class MessagesService {
       );
     // One resend per message: two clicks must not send it twice more.
     if (!(await this.messages.claimResend(record.id))) {
-      // A retry of the resend that made it (its answer lost): that message, as for any send.
+      // A retry that came while the resend it retries was still being made.
       const earlier = await this.resentWithKey(record.id, context);
       if (earlier) return toPublicMessage(earlier);
       throw new AppError(
@@ -617,6 +630,7 @@ export class MessagesService {
               back[index] === 'queued' ? [{ index, id: message.id }] : [],
             )
           : null,
+        messages.map((message) => message.id),
       );
     }
     const records = outcomes.filter(
@@ -695,16 +709,27 @@ export class MessagesService {
  * The Idempotency-Key stays used, so a retry with it finds the message if it was written.
  */
 class UnknownOutcome extends AppError {
-  constructor(accepted: { index: number; id: string }[] | null) {
+  constructor(
+    accepted: { index: number; id: string }[] | null,
+    /** The ids of every message the request was writing (those it may have queued). */
+    writing: string[],
+  ) {
     super(
       'UNAVAILABLE',
       accepted
         ? `Redis failed while the messages were written; these were queued and will be sent: ${accepted.map(({ id }) => id).join(', ')}`
-        : 'Redis failed while the message was written: it may have been queued. Look it up, or retry with the same Idempotency-Key',
-      accepted?.map(({ index, id }) => ({ index, message: `queued: ${id}` })),
+        : writing.length === 1
+          ? `Redis failed while the message was written: it may have been queued as ${writing[0]}. Look it up (GET /api/v1/messages/${writing[0]}), or retry with the same Idempotency-Key`
+          : `Redis failed while the messages were written: they may have been queued (each is named in details). Look them up before sending them again`,
+      accepted
+        ? accepted.map(({ index, id }) => ({ index, message: `queued: ${id}` }))
+        : writing.map((id, index) => ({ index, message: `may have been queued: ${id}` })),
     );
   }
 }
+
+/** A refusal after some of the messages were queued all the same (they will be sent). */
+class QueuedAllTheSame extends AppError {}
 
 /** The answer to a send its session cannot take now (`kept`: messages queued all the same). */
 function refuse(
@@ -712,14 +737,13 @@ function refuse(
   sessionId: string,
   kept: string[] = [],
 ): never {
-  if (problem === 'NO_SESSION')
-    throw new AppError(
+  if (problem === 'NO_SESSION' && kept.length)
+    throw new QueuedAllTheSame(
       'NOT_FOUND',
-      `Session ${sessionId} does not exist` +
-        (kept.length
-          ? `; these were queued all the same and will be sent: ${kept.join(', ')}`
-          : ''),
+      `Session ${sessionId} does not exist; these were queued all the same and will be sent: ${kept.join(', ')}`,
     );
+  if (problem === 'NO_SESSION')
+    throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);
   throw new AppError('UNAVAILABLE', 'No worker is running; the message was not accepted');
 }
 
