@@ -34,8 +34,8 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     await redis.quit();
   });
 
-  async function stored(overrides: Partial<NewMessage> = {}, now = new Date()) {
-    const message: NewMessage = {
+  function newMessage(overrides: Partial<NewMessage> = {}): NewMessage {
+    return {
       id: randomUUID(),
       sessionId: 'main',
       to: '4915123456789',
@@ -44,7 +44,10 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
       text: 'hello',
       ...overrides,
     } as NewMessage;
-    return messages.create(message, now);
+  }
+
+  async function stored(overrides: Partial<NewMessage> = {}, now = new Date()) {
+    return messages.create(newMessage(overrides), now);
   }
 
   /**
@@ -304,14 +307,7 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
   });
 
   it('writes a message once though its write runs twice (sent again after a reconnect)', async () => {
-    const message: NewMessage = {
-      id: randomUUID(),
-      sessionId: 'main',
-      to: '4915123456789',
-      chatId: '4915123456789@c.us',
-      type: 'text',
-      text: 'twice',
-    } as NewMessage;
+    const message = newMessage({ text: 'twice' });
     const queuedBefore = (await messages.counts('main')).queued;
     const intakeBefore = await redis.llen(keys.sendIntake('main'));
     const at = new Date();
