@@ -1,4 +1,8 @@
-import { parseRetryAfter } from './webhook-sender.service.js';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { AppConfig } from '@app/config';
+import type { WebhookTarget } from '@app/status-store';
+import { WebhookSender, parseRetryAfter } from './webhook-sender.service.js';
 
 describe('parseRetryAfter', () => {
   const now = Date.parse('2026-12-01T10:00:00Z');
@@ -9,5 +13,76 @@ describe('parseRetryAfter', () => {
     expect(parseRetryAfter('Tue, 01 Dec 2026 09:00:00 GMT', now)).toBe(0);
     expect(parseRetryAfter('soon', now)).toBeNull();
     expect(parseRetryAfter(undefined, now)).toBeNull();
+  });
+});
+
+describe('WebhookSender', () => {
+  let server: Server;
+  let url = '';
+  let hang = false;
+  beforeAll(async () => {
+    server = createServer((request, response) => {
+      request.resume();
+      if (hang) return;
+      response.writeHead(204).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+  });
+  afterAll(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+
+  const sender = () =>
+    new WebhookSender({
+      WEBHOOK_TIMEOUT_MS: 300,
+      WEBHOOK_ALLOW_PRIVATE_URLS: true,
+    } as AppConfig);
+  const target = () =>
+    ({
+      id: 't1',
+      url,
+      secret: `whsec_${Buffer.from('k'.repeat(32)).toString('base64')}`,
+    }) as WebhookTarget;
+
+  /** Signals the sender keeps that other signals depend on (what AbortSignal.any adds to). */
+  const dependants = (held: WebhookSender) =>
+    Object.values(held).flatMap((value) => {
+      if (!(value instanceof AbortController)) return [];
+      const symbol = Object.getOwnPropertySymbols(value.signal).find((s) =>
+        String(s).includes('kDependantSignals'),
+      );
+      const set = symbol ? (value.signal as unknown as Record<symbol, Set<unknown>>)[symbol] : null;
+      return [set?.size ?? 0];
+    });
+
+  it('holds on to nothing per delivery once it ended (its memory does not grow with deliveries)', async () => {
+    hang = false;
+    const held = sender();
+    for (let i = 0; i < 100; i++) {
+      const outcome = await held.post(target(), `evt_${i}`, '{}');
+      expect(outcome.ok).toBe(true);
+    }
+    expect(dependants(held).filter((size) => size > 0)).toEqual([]);
+    expect(held.requestsInFlight).toBe(0);
+    held.onApplicationShutdown();
+  });
+
+  it('gives up on a receiver that does not answer within WEBHOOK_TIMEOUT_MS, and breaks off what is in flight on shutdown', async () => {
+    hang = true;
+    const held = sender();
+    const timedOut = await held.post(target(), 'evt_slow', '{}');
+    expect(timedOut).toMatchObject({ ok: false, retryable: true, statusCode: null });
+    expect(timedOut.error).toMatch(/WEBHOOK_TIMEOUT_MS/);
+    const inFlight = held.post(target(), 'evt_stopped', '{}');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(held.requestsInFlight).toBe(1);
+    held.abortAll();
+    expect(await inFlight).toMatchObject({ interrupted: true, retryable: true });
+    // Asked after the shutdown began: broken off at once.
+    expect(await held.post(target(), 'evt_late', '{}')).toMatchObject({ interrupted: true });
+    expect(held.requestsInFlight).toBe(0);
+    held.onApplicationShutdown();
   });
 });

@@ -32,8 +32,14 @@ const ERROR_BODY_BYTES = 512;
 @Injectable()
 export class WebhookSender {
   private readonly agents: { http: http.Agent; https: https.Agent };
-  /** Aborted on shutdown: a receiver that hangs must not hold the worker's exit. */
-  private readonly shutdown = new AbortController();
+  /**
+   * Each request in flight, aborted on shutdown: a receiver that hangs must not hold the
+   * worker's exit. One controller per request, dropped when it ends (not a long-lived signal
+   * joined through AbortSignal.any: Node 20 keeps a reference per call on the long-lived one,
+   * and the worker's memory grew with every delivery).
+   */
+  private readonly inFlight = new Set<AbortController>();
+  private shuttingDown = false;
 
   constructor(private readonly config: AppConfig) {
     // Kept alive: each chain posts one event after another to the same receiver, and a new
@@ -43,7 +49,13 @@ export class WebhookSender {
 
   /** Breaks off every request in flight; their deliveries are retried (at least once). */
   abortAll(): void {
-    this.shutdown.abort();
+    this.shuttingDown = true;
+    for (const controller of this.inFlight) controller.abort();
+  }
+
+  /** How many requests are in flight (what the sender holds on to). */
+  get requestsInFlight(): number {
+    return this.inFlight.size;
   }
 
   onApplicationShutdown(): void {
@@ -71,13 +83,22 @@ export class WebhookSender {
     body: string,
   ): Promise<Omit<AttemptOutcome, 'durationMs'>> {
     const timeoutMs = this.config.WEBHOOK_TIMEOUT_MS;
-    return new Promise((resolve) => {
+    return new Promise((settle) => {
       let parsed: URL;
       try {
         parsed = new URL(url);
       } catch {
-        return resolve(noAnswer(`${url} is not a URL`, false));
+        return settle(noAnswer(`${url} is not a URL`, false));
       }
+      const controller = new AbortController();
+      this.inFlight.add(controller);
+      if (this.shuttingDown) controller.abort();
+      const timer = setTimeout(() => controller.abort(), timeoutMs).unref();
+      const resolve = (outcome: Omit<AttemptOutcome, 'durationMs'>) => {
+        clearTimeout(timer);
+        this.inFlight.delete(controller);
+        settle(outcome);
+      };
       const client = parsed.protocol === 'https:' ? https : http;
       const agent = parsed.protocol === 'https:' ? this.agents.https : this.agents.http;
       const request = client.request(
@@ -86,7 +107,7 @@ export class WebhookSender {
           method: 'POST',
           agent,
           headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
-          signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), this.shutdown.signal]),
+          signal: controller.signal,
         },
         (response) => {
           const statusCode = response.statusCode ?? 0;
@@ -104,12 +125,12 @@ export class WebhookSender {
         },
       );
       request.on('error', (err) => {
-        if (this.shutdown.signal.aborted)
+        if (this.shuttingDown)
           return resolve({
             ...noAnswer('broken off: the worker is shutting down', true),
             interrupted: true,
           });
-        if (err.name === 'AbortError' || err.name === 'TimeoutError')
+        if (err.name === 'AbortError')
           return resolve(noAnswer(`no answer within WEBHOOK_TIMEOUT_MS (${timeoutMs} ms)`, true));
         const refused = refusedByAddressFilter(err);
         resolve(
