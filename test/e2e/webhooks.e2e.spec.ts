@@ -1,3 +1,4 @@
+import { WebhookRepository } from '@app/status-store';
 import { WebhookConsumer } from '../../apps/worker/src/webhooks/webhook-consumer.service.js';
 import { eventually } from '../support/eventually.js';
 import { parsePrometheus } from '../support/prometheus.js';
@@ -174,6 +175,15 @@ describe('webhooks', () => {
     expect(await ttl(stack.keys.webhookDelivery(delivered.id))).toBeLessThanOrEqual(3_600_000);
     expect(await ttl(stack.keys.webhookDelivery(failed.id))).toBeGreaterThan(6 * 86_400_000);
     // The failed delivery may be replayed: its event stays as long.
+    expect(await ttl(stack.keys.webhookEvent(eventId))).toBeGreaterThan(6 * 86_400_000);
+    // One that waited in line (behind a delivery being retried) fails long after its event
+    // happened: both are kept WEBHOOK_RETENTION_MS from its failure, not from the event.
+    await stack.redis.pexpire(stack.keys.webhookDelivery(failed.id), 5_000);
+    await stack.redis.pexpire(stack.keys.webhookEvent(eventId), 5_000);
+    await stack
+      .worker!.get(WebhookRepository)
+      .markFailed({ id: failed.id, eventId }, { statusCode: 410, error: 'HTTP 410' });
+    expect(await ttl(stack.keys.webhookDelivery(failed.id))).toBeGreaterThan(6 * 86_400_000);
     expect(await ttl(stack.keys.webhookEvent(eventId))).toBeGreaterThan(6 * 86_400_000);
   });
 

@@ -236,24 +236,32 @@ export class WebhookRepository {
     );
   }
 
-  /** Failed for good (refused, or out of attempts): listed for replay until it expires. */
+  /**
+   * Failed for good (refused, or out of attempts): listed for replay WEBHOOK_RETENTION_MS from
+   * now, the delivery and its event kept as long (one that waited in line behind a delivery
+   * being retried would otherwise count down from when its event happened).
+   */
   async markFailed(
-    deliveryId: string,
+    delivery: Pick<DeliveryRecord, 'id' | 'eventId'>,
     outcome: { statusCode: number | null; error: string },
     now = new Date(),
   ): Promise<void> {
-    const failed = this.keys.webhookFailed(shardOfId(deliveryId));
+    const failed = this.keys.webhookFailed(shardOfId(delivery.id));
+    const key = this.keys.webhookDelivery(delivery.id);
+    const keepMs = this.config.WEBHOOK_RETENTION_MS;
     await this.redis
       .multi()
-      .hset(this.keys.webhookDelivery(deliveryId), {
+      .hset(key, {
         status: 'failed',
         failedAt: now.toISOString(),
         lastStatusCode: outcome.statusCode === null ? '' : String(outcome.statusCode),
         lastError: outcome.error,
         nextAttemptAt: '',
       })
-      .zadd(failed, now.getTime(), deliveryId)
-      .zremrangebyscore(failed, '-inf', now.getTime() - this.config.WEBHOOK_RETENTION_MS)
+      .pexpire(key, keepMs)
+      .pexpire(this.keys.webhookEvent(delivery.eventId), keepMs)
+      .zadd(failed, now.getTime(), delivery.id)
+      .zremrangebyscore(failed, '-inf', now.getTime() - keepMs)
       .exec();
   }
 

@@ -57,7 +57,7 @@ import { METRIC, WorkerMetrics } from './worker-metrics.service.js';
     }),
     makeCounterProvider({
       name: METRIC.webhookDeliveries,
-      help: 'Webhook delivery attempts by result (delivered, retry, failed) and event type',
+      help: 'Webhook delivery attempts by result (delivered, retry, failed; expired: gone while it waited in line) and event type',
       labelNames: ['result', 'event'],
     }),
     makeHistogramProvider({

@@ -266,7 +266,7 @@ export class WebhookConsumer {
       const head = await this.webhooks.chainHead(chain);
       const delivery = head ? await this.webhooks.delivery(head) : null;
       if (head && delivery?.status === 'pending') {
-        await this.webhooks.markFailed(head, {
+        await this.webhooks.markFailed(delivery, {
           statusCode: delivery.lastStatusCode,
           error: `delivery broke off: ${err.message}`,
         });

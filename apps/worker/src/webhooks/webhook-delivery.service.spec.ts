@@ -74,14 +74,24 @@ describe('a delivery on its last attempt', () => {
         ...outcome,
       })),
     };
+    const metrics = { webhookAttempt: vi.fn() };
     const delivery = new WebhookDeliveryService(
       parseConfig({ WEBHOOK_MAX_ATTEMPTS: '3', WEBHOOK_BACKOFF_MS: '1000' }),
       webhooks as unknown as WebhookRepository,
       sender as unknown as WebhookSender,
-      { webhookAttempt: vi.fn() } as unknown as WorkerMetrics,
+      metrics as unknown as WorkerMetrics,
     );
-    return { delivery, webhooks };
+    return { delivery, webhooks, metrics, sender };
   }
+
+  it('counts one that expired while it waited in line, and moves the chain on', async () => {
+    const { delivery, webhooks, metrics, sender } = lastAttempt({});
+    webhooks.delivery.mockResolvedValueOnce(null as never);
+    expect((await delivery.deliver(CHAIN)).result).toBe('done');
+    expect(metrics.webhookAttempt).toHaveBeenCalledWith({ eventType: 'unknown' }, 'expired');
+    expect(webhooks.finish).toHaveBeenCalled();
+    expect(sender.post).not.toHaveBeenCalled();
+  });
 
   it('fails for good when the target did not answer', async () => {
     const { delivery, webhooks } = lastAttempt({ error: 'no answer within WEBHOOK_TIMEOUT_MS' });

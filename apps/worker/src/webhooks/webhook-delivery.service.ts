@@ -34,15 +34,26 @@ export class WebhookDeliveryService {
 
   async deliver(job: DeliveryJob): Promise<DeliveryResult> {
     const delivery = await this.webhooks.delivery(job.deliveryId);
-    // Expired (retention) or already done: only the chain needs to move on.
-    if (!delivery || delivery.status !== 'pending') return this.done(job, 'done');
+    if (!delivery) {
+      // Gone: it waited in line (behind a delivery of the chain being retried, a target down
+      // for long) past WEBHOOK_RETENTION_MS, its event with it. It cannot be sent any more;
+      // counted and logged, so it is not lost unseen.
+      this.metrics.webhookAttempt({ eventType: 'unknown' }, 'expired');
+      this.log.warn(
+        { deliveryId: job.deliveryId, sessionId: job.sessionId, targetId: job.targetId },
+        'webhook delivery expired while it waited in line (WEBHOOK_RETENTION_MS); not delivered',
+      );
+      return this.done(job, 'done');
+    }
+    // Done already (a job run twice): only the chain needs to move on.
+    if (delivery.status !== 'pending') return this.done(job, 'done');
     const [target, event] = await Promise.all([
       this.webhooks.target(delivery.sessionId, delivery.targetId),
       this.webhooks.event(delivery.eventId),
     ]);
     if (!target || !event) {
       const error = !target ? 'the target was removed' : 'the event expired';
-      await this.webhooks.markFailed(delivery.id, { statusCode: null, error });
+      await this.webhooks.markFailed(delivery, { statusCode: null, error });
       this.metrics.webhookAttempt(delivery, 'failed');
       return this.done(job, 'failed');
     }
@@ -77,7 +88,7 @@ export class WebhookDeliveryService {
     const error = outcome.retryable
       ? `${outcome.error} (gave up after ${attempt} attempts)`
       : (outcome.error ?? 'failed');
-    await this.webhooks.markFailed(delivery.id, { statusCode: outcome.statusCode, error });
+    await this.webhooks.markFailed(delivery, { statusCode: outcome.statusCode, error });
     this.metrics.webhookAttempt(delivery, 'failed');
     this.log.warn(
       { deliveryId: delivery.id, url: redactUrl(target.url), attempt, err: error },
