@@ -1,4 +1,7 @@
+import type { ChildProcess } from 'node:child_process';
 import { eventually } from '../support/eventually.js';
+import { freePort } from '../support/global-setup.js';
+import { exited, spawnWorker } from '../support/worker-process.js';
 import { parsePrometheus } from '../support/prometheus.js';
 import { RedisServer } from '../support/redis-server.js';
 import { Stack, useStack } from '../support/stack.js';
@@ -88,4 +91,44 @@ describe('the api starting while Redis is down', () => {
       15_000,
     );
   }, 60_000);
+});
+
+describe('a worker starting while Redis is down', () => {
+  let redis: RedisServer;
+  let stack: Stack | undefined;
+  let worker: ChildProcess | undefined;
+  beforeAll(async () => {
+    redis = await RedisServer.start({ persistence: false });
+    await redis.down();
+  });
+  afterAll(async () => {
+    await redis.up().catch(() => undefined);
+    if (worker && worker.exitCode === null) {
+      worker.kill('SIGTERM');
+      await exited(worker);
+    }
+    await stack?.close();
+    await redis.destroy();
+  });
+
+  it('answers its liveness probe at once, stays up, and drives its sessions once Redis is up (no restart loop)', async () => {
+    stack = await Stack.start({ REDIS_URL: redis.url }, { worker: false });
+    const port = await freePort();
+    worker = spawnWorker({ ...stack.env, WORKER_HEALTH_PORT: String(port) });
+    const probe = async (path: string) =>
+      (await fetch(`http://127.0.0.1:${port}${path}`).catch(() => null))?.status ?? null;
+    await eventually(async () => expect(await probe('/health/live')).toBe(200), 15_000);
+    expect(await probe('/health/ready')).toBe(503);
+    // Still the same process a while later (an orchestrator restarts one that exits).
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect(worker.exitCode).toBeNull();
+
+    await redis.up();
+    await eventually(async () => {
+      const status = await stack!.call('GET', '/api/v1/sessions/main/status');
+      expect(status.body.data?.status).toBe('READY');
+    }, 30_000);
+    expect(await probe('/health/ready')).toBe(200);
+    expect(worker.exitCode).toBeNull();
+  }, 90_000);
 });

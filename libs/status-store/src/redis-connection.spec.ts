@@ -1,4 +1,4 @@
-import { createServer, connect, type AddressInfo, type Server } from 'node:net';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { RedisServer } from '../../../test/support/redis-server.js';
 import { eventually } from '../../../test/support/eventually.js';
@@ -85,50 +85,94 @@ describe('createRedis: the writes of one tick leave together', () => {
   });
 });
 
-// Two Redis servers behind one address (a TCP proxy), as a managed Redis's primary endpoint.
-describe('createRedis: a failover behind one address', () => {
+/**
+ * One address in front of Redis (a TCP proxy), as a managed Redis's endpoint: where it leads
+ * can change (a failover), and the connections it holds can go silent (packets dropped).
+ */
+async function startProxy(port: number) {
+  let target = port;
+  const pairs = new Set<[Socket, Socket]>();
+  const server = createServer((client) => {
+    const upstream = connect(target, '127.0.0.1');
+    client.pipe(upstream).pipe(client);
+    const pair: [Socket, Socket] = [client, upstream];
+    pairs.add(pair);
+    const close = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', close).on('close', close);
+    upstream.on('error', close).on('close', close);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `redis://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    /** New connections lead to `port` from now on. */
+    leadTo: (next: number) => (target = next),
+    /** The connections open now carry nothing more, either way, and stay open. */
+    silence: () => {
+      for (const [client, upstream] of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+      }
+    },
+    close: () => {
+      for (const [client, upstream] of pairs) {
+        client.destroy();
+        upstream.destroy();
+      }
+      server.close();
+    },
+  };
+}
+
+describe('createRedis: one address in front of Redis', () => {
   let old: RedisServer;
   let next: RedisServer;
-  let proxy: Server;
-  let target = 0;
+  let proxy: Awaited<ReturnType<typeof startProxy>>;
   beforeAll(async () => {
     old = await RedisServer.start({ persistence: false });
     next = await RedisServer.start({ persistence: false });
-    target = old.port;
-    proxy = createServer((client) => {
-      const upstream = connect(target, '127.0.0.1');
-      client.pipe(upstream).pipe(client);
-      const close = () => {
-        client.destroy();
-        upstream.destroy();
-      };
-      client.on('error', close).on('close', close);
-      upstream.on('error', close).on('close', close);
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
   });
+  beforeEach(async () => {
+    proxy = await startProxy(old.port);
+  });
+  afterEach(() => proxy.close());
   afterAll(async () => {
-    proxy?.close();
     await old?.destroy();
     await next?.destroy();
   });
 
   it('reconnects when the old primary, now a replica, refuses a write (READONLY), and the write goes to the new one', async () => {
-    const port = (proxy.address() as AddressInfo).port;
-    const ours = createRedis(`redis://127.0.0.1:${port}`, { name: 'failover-test' });
+    const ours = createRedis(proxy.url, { name: 'failover-test' });
     const direct = new Redis(old.port, '127.0.0.1');
     try {
       expect(await ours.set('k', 'before')).toBe('OK');
       // The old primary becomes a replica of the new one; the address now leads there.
       await direct.call('REPLICAOF', '127.0.0.1', String(next.port));
-      target = next.port;
+      proxy.leadTo(next.port);
       expect(await ours.set('k', 'after')).toBe('OK');
       const nextDirect = new Redis(next.port, '127.0.0.1');
       expect(await nextDirect.get('k')).toBe('after');
       nextDirect.disconnect();
     } finally {
+      await direct.call('REPLICAOF', 'NO', 'ONE');
       ours.disconnect();
       direct.disconnect();
     }
   });
+
+  it('replaces a connection that went silent (its packets dropped), rather than time out on it for good', async () => {
+    const ours = createRedis(proxy.url, { name: 'silent-test' });
+    try {
+      expect(await ours.set('s', 'before')).toBe('OK');
+      proxy.silence();
+      // The command in flight gives up; the connection is then dropped and made anew.
+      await expect(ours.set('s', 'lost')).rejects.toThrow(/timed out/);
+      await eventually(async () => expect(await ours.set('s', 'after')).toBe('OK'), 20_000);
+    } finally {
+      ours.disconnect();
+    }
+  }, 40_000);
 });

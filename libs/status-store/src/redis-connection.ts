@@ -42,6 +42,10 @@ export function createRedis(url: string, options: { blocking?: boolean; name: st
     maxRetriesPerRequest: options.blocking ? null : 2,
     // Blocking clients wait by design (BullMQ's, the subscriber's): no limit on them.
     commandTimeout: options.blocking ? undefined : COMMAND_TIMEOUT_MS,
+    // A connection that answers nothing for twice that (its packets dropped: the old address
+    // of a failover, a NAT that forgot it) is dropped and made anew; the OS would hold it for
+    // a quarter of an hour, every command on it timing out meanwhile.
+    socketTimeout: options.blocking ? undefined : 2 * COMMAND_TIMEOUT_MS,
     connectTimeout: 5_000,
     reconnectOnError,
     retryStrategy: (times) => Math.min(times * 200, 2_000),

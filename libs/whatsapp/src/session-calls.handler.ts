@@ -1,6 +1,7 @@
 import {
   Inject,
   Injectable,
+  Logger,
   type OnApplicationBootstrap,
   type OnApplicationShutdown,
 } from '@nestjs/common';
@@ -62,8 +63,20 @@ export class SessionCallsHandler implements OnApplicationBootstrap, OnApplicatio
     },
   };
 
-  async onApplicationBootstrap(): Promise<void> {
-    await this.server.serve(this.workerId, this.handlers);
+  /**
+   * Not awaited: while Redis is down (a worker started before it, or during an outage) the
+   * subscription waits for it, and the worker's boot must not: its health port opens first
+   * (an orchestrator would otherwise kill it in a loop), and calls are answered once Redis is.
+   */
+  onApplicationBootstrap(): void {
+    this.server
+      .serve(this.workerId, this.handlers)
+      .catch((err: Error) =>
+        new Logger(SessionCallsHandler.name).error(
+          { err: err.message },
+          'not answering calls for its sessions (pairing codes, number checks)',
+        ),
+      );
   }
 
   async onApplicationShutdown(): Promise<void> {
