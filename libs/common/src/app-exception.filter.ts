@@ -140,7 +140,7 @@ const REDIS_CANNOT_SERVE =
   /^(READONLY|LOADING|BUSY|OOM|MISCONF|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS) /;
 
 /** Redis is down, unreachable or cannot serve now: a 503, not a bug. */
-function isRedisUnavailable(exception: unknown): boolean {
+export function isRedisUnavailable(exception: unknown): boolean {
   const err = exception as { name?: string; message?: string; code?: string };
   const message = err?.message ?? '';
   return (

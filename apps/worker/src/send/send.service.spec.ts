@@ -395,6 +395,19 @@ describe('SendService: what it does with the message it is handed', () => {
 });
 
 describe('SendService: failures and retries', () => {
+  it('counts no try, and fails nothing, when Redis fails before the engine is called', async () => {
+    const h = harness();
+    h.store.put(record());
+    // Redis stalls: the read of the session's limits, in the turn, times out.
+    h.sessionStore.sendHolds.mockRejectedValue(new Error('Command timed out'));
+    await expect(h.service.send('main', record().id, { number: 3, max: 3 })).resolves.toBe(
+      'not-ready',
+    );
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+    expect(h.store.calls).toEqual([]);
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'queued', attempts: 0 });
+  });
+
   it.each([
     ['a transient error on the first of 3 tries', false, 1, 'markRetrying SEND_FAILED 1'],
     ['a transient error on the last try', false, 3, 'failIfUnsent SEND_FAILED 1'],

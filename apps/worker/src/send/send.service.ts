@@ -1,4 +1,5 @@
 import { Injectable, Logger } from '@nestjs/common';
+import { isRedisUnavailable } from '@app/common';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppConfig } from '@app/config';
 import {
@@ -227,6 +228,8 @@ export class SendService {
 
     // Set once the engine is called: from then on a failure may still have reached WhatsApp.
     let engineCalled = false;
+    // Whether this try holds the message's claim (`sending`, a try counted on the record).
+    let holdsClaim = claimed;
     try {
       // Asked in the turn, before a file is downloaded for nothing (or its failed download
       // counted as a try): the send before may have met a restriction or reached the daily cap
@@ -287,7 +290,10 @@ export class SendService {
             await sleep(claim.waitMs);
             continue;
           }
-          if (claim === 'claimed') break;
+          if (claim === 'claimed') {
+            holdsClaim = true;
+            break;
+          }
           // Cancelled (or finished elsewhere) since it was read: nothing is sent.
           this.log.log(
             { sessionId, messageId, status: claim },
@@ -343,6 +349,18 @@ export class SendService {
       return 'sent';
     } catch (thrown) {
       if (thrown instanceof SendHeldBack) throw thrown;
+      if (!engineCalled && !(thrown instanceof EngineError) && isRedisUnavailable(thrown)) {
+        // Redis failed this try before the engine was called (a restart, a stall): nothing
+        // went out, and it is no fault of the message: it waits, without a try counted (its
+        // claim given back when Redis lets it; left `sending`, its next try looks in the chat).
+        if (holdsClaim)
+          await this.messages.unclaim(messageId, record.attempts).catch(() => undefined);
+        this.log.warn(
+          { sessionId, messageId, err: toError(thrown).message },
+          'Redis failed before the send; tried again without a try counted',
+        );
+        return 'not-ready';
+      }
       if (thrown instanceof SentButNotRecorded) {
         // WhatsApp has the message: no failed try is recorded, and it stays `sending` (as
         // claimed). The job's next try records it from what is remembered here, or, on another
