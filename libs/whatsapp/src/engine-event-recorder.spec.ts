@@ -196,6 +196,33 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
     }
   });
 
+  it("records a session's messages in the order they arrived, though Redis was away for both", async () => {
+    vi.useFakeTimers();
+    try {
+      let down = true;
+      const order: string[] = [];
+      const record = vi.fn(async (written: { engineMessageId: string }) => {
+        if (down) throw new Error('Connection is closed');
+        order.push(written.engineMessageId);
+        return true;
+      });
+      const events = recorder({ record });
+      const question = events.message('main', { ...MESSAGE, engineMessageId: 'question' });
+      await vi.advanceTimersByTimeAsync(3_000);
+      // The answer arrives later; its own retries would have come round first (3.4 s, 4.2 s,
+      // 5.8 s against the question's 6.0 s).
+      const answer = events.message('main', { ...MESSAGE, engineMessageId: 'answer' });
+      await vi.advanceTimersByTimeAsync(2_500);
+      down = false;
+      await vi.advanceTimersByTimeAsync(2 * RETRY_MAX_WAIT);
+      expect(await question).toBe(true);
+      expect(await answer).toBe(true);
+      expect(order).toEqual(['question', 'answer']);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('retries a failed write of a received message, and gives up when the worker stops', async () => {
     vi.useFakeTimers();
     try {

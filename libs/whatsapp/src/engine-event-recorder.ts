@@ -28,6 +28,11 @@ export class EngineEventRecorder {
     @Inject(WORKER_ID) private readonly workerId: string,
   ) {}
 
+  /** Per session, the write of the last message it received (the next waits for it). */
+  private readonly messageWrites = new Map<
+    string,
+    Promise<{ value: boolean } | { error: Error }>
+  >();
   /** Per session, the last state its engine reported (until it is written). */
   private readonly latestStates = new Map<string, ObservedSession>();
 
@@ -115,7 +120,19 @@ export class EngineEventRecorder {
           }
         : null,
     };
-    const recorded = await retried(() => this.incoming.record(record, media?.data, now), givenUp);
+    // A session's messages are written one after another, in the order they arrived: each
+    // retried on its own schedule through an outage, a later one could land first and be
+    // numbered (and sent to webhooks) before the one it answers.
+    const write = (this.messageWrites.get(sessionId) ?? Promise.resolve()).then(() =>
+      retried(() => this.incoming.record(record, media?.data, now), givenUp),
+    );
+    this.messageWrites.set(sessionId, write);
+    let recorded: Awaited<typeof write>;
+    try {
+      recorded = await write;
+    } finally {
+      if (this.messageWrites.get(sessionId) === write) this.messageWrites.delete(sessionId);
+    }
     if ('value' in recorded) return recorded.value;
     this.log.error(
       { sessionId, messageId: record.id, err: recorded.error.message },
