@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { chromiumNotFoundMessage, findChromium, removeStaleProfileLocks } from './chromium.js';
+import { eventually } from '../../../test/support/eventually.js';
 
 let root: string;
 
@@ -98,6 +99,12 @@ describe('removeStaleProfileLocks', () => {
     });
     children.push(child);
     await once(child, 'spawn');
+    // 'spawn' can come before the new program shows in /proc (its command line still the
+    // parent's): what the lock check reads must be the sleeper's own.
+    if (process.platform === 'linux')
+      await eventually(async () =>
+        expect(await readFile(`/proc/${child.pid}/cmdline`, 'utf8')).toContain('setInterval'),
+      );
     return child.pid!;
   }
 
