@@ -132,3 +132,32 @@ describe('a worker starting while Redis is down', () => {
     expect(worker.exitCode).toBeNull();
   }, 90_000);
 });
+
+describe('a worker stopped (SIGTERM) while Redis is down', () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await RedisServer.start({ persistence: false });
+  });
+  afterAll(() => redis.destroy());
+  const stack = useStack(() => ({ REDIS_URL: redis.url }), { worker: false });
+  // Redis comes back before the stack closes.
+  afterAll(() => redis.up().catch(() => undefined));
+
+  it('stops its engines and exits cleanly, not at SHUTDOWN_TIMEOUT_MS (nothing waits on Redis for good)', async () => {
+    const worker = spawnWorker({ ...stack.env, SHUTDOWN_TIMEOUT_MS: '30000' });
+    try {
+      await eventually(async () => {
+        const status = await stack.call('GET', '/api/v1/sessions/main/status');
+        expect(status.body.data?.status).toBe('READY');
+      }, 30_000);
+      await redis.down();
+      const started = performance.now();
+      worker.kill('SIGTERM');
+      // As after every clean stop (Nest raises the signal again); the deadline exits with 1.
+      expect(await exited(worker)).toEqual({ code: null, signal: 'SIGTERM' });
+      expect(performance.now() - started).toBeLessThan(28_000);
+    } finally {
+      if (worker.exitCode === null) worker.kill('SIGKILL');
+    }
+  }, 90_000);
+});

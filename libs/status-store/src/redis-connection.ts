@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { Logger } from '@nestjs/common';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { withTimeout } from '@app/common';
 import { parseRedisUrl } from '@app/config';
 
 const log = new Logger('Redis');
@@ -12,6 +13,19 @@ const log = new Logger('Redis');
  * Past it, the command fails (a 503) as if the connection had dropped.
  */
 export const COMMAND_TIMEOUT_MS = 5_000;
+
+/** How long a client being closed waits for Redis to answer its QUIT. */
+const QUIT_WAIT_MS = 2_000;
+
+/**
+ * Closes a client: QUIT (the replies still due are read), or at once when Redis does not
+ * answer within QUIT_WAIT_MS. While Redis is down the QUIT waits in the client's queue (a
+ * blocking client retries for good), and a shutdown must not wait with it.
+ */
+export async function closeRedis(client: Redis | undefined): Promise<void> {
+  if (!client) return;
+  await withTimeout(client.quit(), QUIT_WAIT_MS).catch(() => client.disconnect());
+}
 
 /**
  * After a failover behind one address (a managed Redis's primary endpoint, a Service), the

@@ -40,3 +40,20 @@ describe('RedisSubscriber', () => {
     }
   });
 });
+
+describe('RedisSubscriber while Redis is down', () => {
+  it('unsubscribes without waiting for Redis (a shutdown must not hang on it)', async () => {
+    const server = await RedisServer.start({ persistence: false });
+    const subscriber = new RedisSubscriber({ REDIS_URL: server.url } as AppConfig);
+    try {
+      await subscriber.subscribe('bell', () => undefined);
+      await server.down();
+      const started = performance.now();
+      await subscriber.unsubscribe('bell');
+      expect(performance.now() - started).toBeLessThan(5_000);
+    } finally {
+      await subscriber.onApplicationShutdown();
+      await server.destroy();
+    }
+  });
+});

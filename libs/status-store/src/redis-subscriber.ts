@@ -1,7 +1,11 @@
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+import { withTimeout } from '@app/common';
 import { AppConfig } from '@app/config';
-import { createRedis } from './redis-connection.js';
+import { closeRedis, createRedis } from './redis-connection.js';
+
+/** How long an unsubscribe waits for Redis to confirm it. */
+const UNSUBSCRIBE_WAIT_MS = 2_000;
 
 type ChannelHandler = (channel: string, message: string) => void;
 
@@ -33,10 +37,15 @@ export class RedisSubscriber implements OnApplicationShutdown {
     await (await this.connection()).subscribe(channel);
   }
 
+  /**
+   * Stops calling the channel's handler at once; Redis is told within UNSUBSCRIBE_WAIT_MS or
+   * later (while Redis is away, the command waits in the client's queue, and a shutdown must
+   * not wait with it).
+   */
   async unsubscribe(channel: string): Promise<void> {
-    if (!this.handlers.delete(channel) || this.closed) return;
-    await this.client?.unsubscribe(channel).catch((err: Error) => {
-      this.log.warn({ channel, err: err.message }, 'unsubscribe failed');
+    if (!this.handlers.delete(channel) || this.closed || !this.client) return;
+    await withTimeout(this.client.unsubscribe(channel), UNSUBSCRIBE_WAIT_MS).catch((err: Error) => {
+      this.log.warn({ channel, err: err.message }, 'unsubscribe not confirmed');
     });
   }
 
@@ -55,7 +64,7 @@ export class RedisSubscriber implements OnApplicationShutdown {
     this.handlers.clear();
     this.reconnectHandlers.clear();
     this.disconnectHandlers.clear();
-    await this.client?.quit().catch(() => this.client?.disconnect());
+    await closeRedis(this.client);
   }
 
   /**

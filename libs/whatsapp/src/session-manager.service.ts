@@ -495,15 +495,19 @@ export class SessionManager
    */
   private async stopUnconfirmed(): Promise<void> {
     const now = Date.now();
-    for (const sessionId of this.ownedSessionIds()) {
-      const left = (this.leaseUntil.get(sessionId) ?? 0) - now;
-      if (left > 1.5 * this.config.WORKER_HEARTBEAT_MS) continue;
-      await this.letGo(
-        sessionId,
-        'could not renew the lease of a session in time; stopping its engine',
-        { leaseLeftMs: Math.max(0, left) },
-      );
-    }
+    // All at once: an engine can take seconds to stop (Chromium), and one after another the
+    // last would still run when its lease, and then another worker, took over.
+    await Promise.all(
+      this.ownedSessionIds().map((sessionId) => {
+        const left = (this.leaseUntil.get(sessionId) ?? 0) - now;
+        if (left > 1.5 * this.config.WORKER_HEARTBEAT_MS) return undefined;
+        return this.letGo(
+          sessionId,
+          'could not renew the lease of a session in time; stopping its engine',
+          { leaseLeftMs: Math.max(0, left) },
+        );
+      }),
+    );
   }
 
   /** Stops a session whose lease is not (or may soon not be) this worker's: no hand-over. */

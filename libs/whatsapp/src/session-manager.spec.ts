@@ -218,6 +218,32 @@ describe('SessionManager', () => {
     await manager.reconcile();
     expect(calls.length).toBe(tried + 1);
   });
+
+  it('stops every engine whose lease it cannot renew at once, not one after another', async () => {
+    const manager = app.get(SessionManager);
+    const owned = manager.ownedSessionIds();
+    expect(owned.length).toBeGreaterThanOrEqual(2);
+    const renew = vi
+      .spyOn(app.get(LeaseRepository), 'renew')
+      .mockRejectedValue(new Error('Connection is closed'));
+    const until = (manager as unknown as { leaseUntil: Map<string, number> }).leaseUntil;
+    const began: number[] = [];
+    for (const id of owned) {
+      // Chromium takes its time to stop.
+      vi.spyOn(engines.get(id)!, 'stop').mockImplementation(async () => {
+        began.push(performance.now());
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      });
+      until.set(id, Date.now() + 1_000);
+    }
+    try {
+      await (manager as unknown as { tick(): Promise<void> }).tick();
+      expect(began).toHaveLength(owned.length);
+      expect(Math.max(...began) - Math.min(...began)).toBeLessThan(250);
+    } finally {
+      renew.mockRestore();
+    }
+  });
 });
 
 describe('fairShare', () => {

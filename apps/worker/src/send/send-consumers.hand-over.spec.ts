@@ -79,6 +79,30 @@ describe('SendConsumers: closing a consumer for a hand-over', () => {
     expect(doorbells.close).toHaveBeenCalledWith('main', doorbell);
   });
 
+  it('at shutdown, waits for a hung send at most half of SHUTDOWN_TIMEOUT_MS: the engines stop in the rest', async () => {
+    const stopEngines = vi.fn(async () => undefined);
+    const service = new SendConsumers(
+      {} as QueueOptions,
+      { SEND_ATTEMPTS: 3, ...PACING, SHUTDOWN_TIMEOUT_MS: 30_000 } as AppConfig,
+      { onApplicationShutdown: stopEngines } as unknown as SessionManager,
+      {} as MessageRepository,
+      { release: vi.fn() } as unknown as SendService,
+      {} as QueueProducer,
+      { close: vi.fn(async () => undefined) } as unknown as QueueDoorbells,
+      {} as RedisKeys,
+    );
+    (service as unknown as { consumers: Map<string, unknown> }).consumers.set('main', {
+      worker: { close: () => new Promise<void>(() => undefined) },
+      doorbell: { ring: vi.fn() },
+    });
+    const stopped = service.stop();
+    await vi.advanceTimersByTimeAsync(15_000 - 1);
+    expect(stopEngines).not.toHaveBeenCalled();
+    await vi.advanceTimersByTimeAsync(1);
+    await stopped;
+    expect(stopEngines).toHaveBeenCalledTimes(1);
+  });
+
   it('stops listening when the consumer fails to close cleanly', async () => {
     const { closing, doorbells, doorbell } = consumerClosing(async () => {
       throw new Error('connection lost');

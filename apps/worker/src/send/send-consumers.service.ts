@@ -18,7 +18,7 @@ import {
   type JobPayloads,
   type SendJobName,
 } from '@app/queue';
-import { MessageRepository, RedisKeys, createRedis } from '@app/status-store';
+import { MessageRepository, RedisKeys, closeRedis, createRedis } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import { EngineError, SessionManager, SessionRestrictedError } from '@app/whatsapp';
 import { SendHeldBack, SendService, SentButNotRecorded } from './send.service.js';
@@ -116,10 +116,14 @@ export class SendConsumers {
   }
 
   async stop(): Promise<void> {
-    // Let the send in flight finish, then stop the engines (their state writes still need Redis).
-    await Promise.all([...this.consumers.keys()].map((sessionId) => this.closeConsumer(sessionId)));
+    // Let the send in flight finish, then stop the engines (their state writes still need Redis):
+    // within half of SHUTDOWN_TIMEOUT_MS, so a hung send leaves the engines the other half.
+    const limitMs = Math.min(this.handOverLimitMs(), this.config.SHUTDOWN_TIMEOUT_MS / 2);
+    await Promise.all(
+      [...this.consumers.keys()].map((sessionId) => this.closeConsumer(sessionId, limitMs)),
+    );
     await this.sessions.onApplicationShutdown();
-    await this.connection?.quit().catch(() => this.connection?.disconnect());
+    await closeRedis(this.connection);
   }
 
   /** An event handler must not throw into the engine that emitted the event. */
@@ -233,7 +237,17 @@ export class SendConsumers {
    * A session another worker now drives: its consumer goes (after the send in flight), rather
    * than wait paused for a session that is not coming back.
    */
-  private async closeConsumer(sessionId: string): Promise<void> {
+  /** How long a hand-over waits for the send in its turn: its longest pacing wait, and more. */
+  private handOverLimitMs(): number {
+    return (
+      this.config.SEND_MIN_INTERVAL_MS +
+      this.config.SEND_JITTER_MS +
+      LONGEST_TYPING_MS +
+      HAND_OVER_SEND_WAIT_MS
+    );
+  }
+
+  private async closeConsumer(sessionId: string, limitMs = this.handOverLimitMs()): Promise<void> {
     const consumer = this.consumers.get(sessionId);
     if (!consumer) return;
     this.consumers.delete(sessionId);
@@ -253,11 +267,6 @@ export class SendConsumers {
     // stops under the send, which fails as a try that may have reached WhatsApp (`sending`:
     // the next owner looks in the chat before sending it again); its job stays locked by this
     // worker until then, so no other takes it meanwhile.
-    const limitMs =
-      this.config.SEND_MIN_INTERVAL_MS +
-      this.config.SEND_JITTER_MS +
-      LONGEST_TYPING_MS +
-      HAND_OVER_SEND_WAIT_MS;
     let timer: NodeJS.Timeout | undefined;
     const inTime = await Promise.race([
       closed.then(() => true),

@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import { withTimeout } from '@app/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { DelayedError, UnrecoverableError, Worker, type Job, type QueueOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -14,6 +15,7 @@ import {
 } from '@app/queue';
 import {
   RedisKeys,
+  closeRedis,
   RedisSubscriber,
   WebhookRepository,
   createRedis,
@@ -24,6 +26,8 @@ import { WebhookDeliveryService } from './webhook-delivery.service.js';
 import { WebhookSender } from './webhook-sender.service.js';
 
 /** How often the chains are walked for one without a job (after a crash), and the backlog. */
+/** How long the webhook worker's close may wait for Redis at shutdown. */
+const CLOSE_WAIT_MS = 3_000;
 const SWEEP_MS = 10_000;
 const SWEEP_BATCH = 200;
 /** A chain's job steps back in line after this many deliveries or this long. */
@@ -113,8 +117,12 @@ export class WebhookConsumer {
     // Deliveries in flight are broken off (a hanging receiver must not hold the exit); each
     // stays at the head of its chain and is made again by the next worker.
     this.sender.abortAll();
-    await this.worker?.close();
-    await this.connection?.quit().catch(() => this.connection?.disconnect());
+    // Its last writes (the aborted jobs put back) need Redis: while Redis is down they would
+    // wait for good, and the shutdown with them. The chains are made again by the sweep.
+    await withTimeout(this.worker?.close() ?? Promise.resolve(), CLOSE_WAIT_MS).catch(
+      (err: Error) => this.log.warn({ err: err.message }, 'webhook worker not closed cleanly'),
+    );
+    await closeRedis(this.connection);
   }
 
   /**
