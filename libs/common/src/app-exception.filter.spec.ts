@@ -113,6 +113,19 @@ describe('toErrorEnvelope', () => {
     expect(body.error.code).toBe('UNAVAILABLE');
   });
 
+  it('maps a transaction Redis refused for want of memory (EXECABORT) to 503 UNAVAILABLE', () => {
+    const aborted = Object.assign(
+      reply('EXECABORT Transaction discarded because of previous errors.'),
+      { previousErrors: [reply("OOM command not allowed when used memory > 'maxmemory'.")] },
+    );
+    expect(toErrorEnvelope(aborted).status).toBe(503);
+    const wrong = Object.assign(
+      reply('EXECABORT Transaction discarded because of previous errors.'),
+      { previousErrors: [reply('ERR wrong number of arguments')] },
+    );
+    expect(toErrorEnvelope(wrong).status).toBe(500);
+  });
+
   it('keeps a Redis refusal of the command itself a 500 (a bug of ours)', () => {
     expect(
       toErrorEnvelope(reply('WRONGTYPE Operation against a key holding the wrong kind of value'))

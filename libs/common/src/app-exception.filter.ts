@@ -141,13 +141,21 @@ const REDIS_CANNOT_SERVE =
 
 /** Redis is down, unreachable or cannot serve now: a 503, not a bug. */
 export function isRedisUnavailable(exception: unknown): boolean {
-  const err = exception as { name?: string; message?: string; code?: string };
+  const err = exception as {
+    name?: string;
+    message?: string;
+    code?: string;
+    previousErrors?: unknown[];
+  };
   const message = err?.message ?? '';
   return (
     err?.name === 'MaxRetriesPerRequestError' ||
     err?.code === 'ECONNREFUSED' ||
     REDIS_CLIENT_GAVE_UP.test(message) ||
-    (err?.name === 'ReplyError' && REDIS_CANNOT_SERVE.test(message))
+    (err?.name === 'ReplyError' && REDIS_CANNOT_SERVE.test(message)) ||
+    // A MULTI whose commands Redis refused (out of memory, read-only): ioredis throws
+    // EXECABORT, the refusals in `previousErrors`.
+    (message.startsWith('EXECABORT') && (err.previousErrors ?? []).some(isRedisUnavailable))
   );
 }
 

@@ -50,6 +50,9 @@ export type JobPayload<N extends JobName> = JobPayloads[N];
  */
 export const UNPACED_JOBS_IN_HAND = 64;
 
+/** The longest "typing…" a send may ask to show before it (its `typingMs`, ms). */
+export const TYPING_MAX_MS = 30_000;
+
 /** Each session has its own queue so one session's backlog or outage never delays another. */
 export function sendQueueName(sessionId: string): string {
   return `send-${sessionId}`;

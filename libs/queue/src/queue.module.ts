@@ -2,7 +2,8 @@ import { Global, Inject, Module, type OnApplicationShutdown } from '@nestjs/comm
 import { BullModule, getSharedConfigToken } from '@nestjs/bullmq';
 import type { QueueOptions } from 'bullmq';
 import { AppConfig } from '@app/config';
-import { RedisKeys, createRedis } from '@app/status-store';
+import type { Redis } from 'ioredis';
+import { RedisKeys, closeRedis, createRedis } from '@app/status-store';
 import { QueueProducer } from './queue-producer.service.js';
 
 /**
@@ -29,10 +30,6 @@ export class QueueModule implements OnApplicationShutdown {
   constructor(@Inject(getSharedConfigToken()) private readonly options: QueueOptions) {}
 
   async onApplicationShutdown(): Promise<void> {
-    const connection = this.options.connection as {
-      quit?: () => Promise<unknown>;
-      disconnect?: () => void;
-    };
-    await connection.quit?.().catch(() => connection.disconnect?.());
+    await closeRedis(this.options.connection as Redis);
   }
 }

@@ -58,11 +58,11 @@ const CREATE = new LuaScript(
     SNAPSHOT +
       SESSION_TAKES_SENDS_FN +
       `
-if ARGV[13] == '1' and not takes_sends(KEYS[3]) then return 'NO_SESSION' end
 -- Its id is new: a record already there is this write's, run again (sent again by the client
 -- after a reconnect, its first answer lost). Written twice, it would count twice, queue a
 -- second entry, and put a message its worker took back to queued.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+if ARGV[13] == '1' and not takes_sends(KEYS[3]) then return 'NO_SESSION' end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])

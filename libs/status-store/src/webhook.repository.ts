@@ -36,6 +36,24 @@ redis.call('SREM', KEYS[2], KEYS[1])
 return false
 `);
 
+// A delivery failed for good. KEYS[1] delivery, [2] its event, [3] the failed index (all in
+// the session's shard); ARGV[1] fields (JSON, flat), [2] retention ms, [3] now (ms), [4] id.
+// The delivery and its event are kept at least the retention from now, never less than they
+// were (the event is shared: another target's delivery may be waiting longer for it).
+const FAILED = new LuaScript(`
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
+for i = 1, 2 do
+  -- -1: no expiry (a delivery that had expired, made again by the HSET); -2: gone.
+  local ttl = redis.call('PTTL', KEYS[i])
+  if ttl == -1 or (ttl >= 0 and ttl < tonumber(ARGV[2])) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  end
+end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]))
+return 1
+`);
+
 // Puts a failed delivery back at the end of its chain. KEYS[1] delivery, [2] chain, [3] chains
 // set, [4] chains needing a job, [5] failed index, [6] event (all in the session's shard);
 // ARGV[1] id, [2] retention ms, [3] kick channel, [4] the chain as session:target, [5] the
@@ -246,23 +264,31 @@ export class WebhookRepository {
     outcome: { statusCode: number | null; error: string },
     now = new Date(),
   ): Promise<void> {
-    const failed = this.keys.webhookFailed(shardOfId(delivery.id));
-    const key = this.keys.webhookDelivery(delivery.id);
-    const keepMs = this.config.WEBHOOK_RETENTION_MS;
-    await this.redis
-      .multi()
-      .hset(key, {
-        status: 'failed',
-        failedAt: now.toISOString(),
-        lastStatusCode: outcome.statusCode === null ? '' : String(outcome.statusCode),
-        lastError: outcome.error,
-        nextAttemptAt: '',
-      })
-      .pexpire(key, keepMs)
-      .pexpire(this.keys.webhookEvent(delivery.eventId), keepMs)
-      .zadd(failed, now.getTime(), delivery.id)
-      .zremrangebyscore(failed, '-inf', now.getTime() - keepMs)
-      .exec();
+    await FAILED.run(
+      this.redis,
+      [
+        this.keys.webhookDelivery(delivery.id),
+        this.keys.webhookEvent(delivery.eventId),
+        this.keys.webhookFailed(shardOfId(delivery.id)),
+      ],
+      [
+        JSON.stringify([
+          'status',
+          'failed',
+          'failedAt',
+          now.toISOString(),
+          'lastStatusCode',
+          outcome.statusCode === null ? '' : String(outcome.statusCode),
+          'lastError',
+          outcome.error,
+          'nextAttemptAt',
+          '',
+        ]),
+        this.config.WEBHOOK_RETENTION_MS,
+        now.getTime(),
+        delivery.id,
+      ],
+    );
   }
 
   /** Takes a finished delivery off its chain; returns the chain's next delivery, if any. */

@@ -23,6 +23,7 @@ import {
   ValidateIf,
 } from 'class-validator';
 import { NullsAsAbsent, SESSION_ID_PATTERN } from '@app/common';
+import { TYPING_MAX_MS } from '@app/queue';
 import { IsPhone } from './is-phone.decorator.js';
 import { IsRecipient } from './is-recipient.decorator.js';
 
@@ -111,7 +112,7 @@ export class SendBaseDto {
   @FormInt()
   @IsInt({ message: 'typingMs must be a whole number of milliseconds' })
   @Min(0)
-  @Max(30_000)
+  @Max(TYPING_MAX_MS)
   typingMs?: number;
 }
 

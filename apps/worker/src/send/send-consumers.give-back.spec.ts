@@ -74,6 +74,16 @@ describe('SendConsumers: a job given back without a try', () => {
     expect(job.moveToWait).not.toHaveBeenCalled();
   });
 
+  it('puts a job back a moment later, without a try, when Redis fails its read before the send', async () => {
+    // Its read and claim (take) timed out: a Redis stall, no fault of the message.
+    const { consumerIs, job, run } = consumers(async () => {
+      throw new Error('Command timed out');
+    });
+    consumerIs('running');
+    await expect(run()).rejects.toBeInstanceOf(DelayedError);
+    expect(job.moveToDelayed).toHaveBeenCalledWith(expect.any(Number), 'token');
+  });
+
   it('puts a job let go before its turn first in line again', async () => {
     const { consumerIs, job, run } = consumers(async () => 'released');
     consumerIs('paused');

@@ -8,11 +8,13 @@ import {
   type Job,
   type QueueOptions,
 } from 'bullmq';
+import { isRedisUnavailable } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
   JobName,
   QUEUE_JOBS,
   QueueProducer,
+  TYPING_MAX_MS,
   UNPACED_JOBS_IN_HAND,
   sendQueueName,
   type JobPayloads,
@@ -43,8 +45,6 @@ const LEGACY_QUEUE_FOLLOW_MS = 3_600_000;
  * session is handed over all the same (see closeConsumer).
  */
 export const HAND_OVER_SEND_WAIT_MS = 60_000;
-/** The longest "typing…" a send may show (typingMs's maximum). */
-const LONGEST_TYPING_MS = 30_000;
 
 interface Consumer {
   worker: Worker;
@@ -233,20 +233,20 @@ export class SendConsumers {
     void look();
   }
 
-  /**
-   * A session another worker now drives: its consumer goes (after the send in flight), rather
-   * than wait paused for a session that is not coming back.
-   */
   /** How long a hand-over waits for the send in its turn: its longest pacing wait, and more. */
   private handOverLimitMs(): number {
     return (
       this.config.SEND_MIN_INTERVAL_MS +
       this.config.SEND_JITTER_MS +
-      LONGEST_TYPING_MS +
+      TYPING_MAX_MS +
       HAND_OVER_SEND_WAIT_MS
     );
   }
 
+  /**
+   * A session another worker now drives: its consumer goes (after the send in its turn, waited
+   * for at most `limitMs`), rather than wait paused for a session that is not coming back.
+   */
   private async closeConsumer(sessionId: string, limitMs = this.handOverLimitMs()): Promise<void> {
     const consumer = this.consumers.get(sessionId);
     if (!consumer) return;
@@ -368,6 +368,15 @@ export class SendConsumers {
       }
       return outcome;
     } catch (err) {
+      // Redis failed the try before WhatsApp was called (its read and claim, an expiry): no
+      // fault of the message's, so no try is counted; it waits a moment.
+      if (!(err instanceof EngineError) && isRedisUnavailable(err)) {
+        this.log.warn(
+          { sessionId, messageId: job.data.messageId, err: (err as Error).message },
+          'Redis failed before the send; tried again without a try counted',
+        );
+        await this.putBack(sessionId, job, Date.now() + NOT_READY_RETRY_MS, token);
+      }
       if (err instanceof SessionRestrictedError || err instanceof SendHeldBack) {
         // The consumer pauses until the restriction or the hold ends; the job goes back first
         // in line, without using an attempt, so it is still the first sent after.

@@ -265,6 +265,8 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
 }
 
 const first: SendAttempt = { number: 1, max: 3 };
+/** A message of ours a reply quotes (not in the store unless a test puts it there). */
+const REPLIED_TO = '7a7a7a7a-8a55-4f0e-9d0b-6a0f3b7c2d11';
 
 /** WhatsApp refuses the next send (error 463) until `until`; the session records it. */
 function restrictOnNextSend(h: ReturnType<typeof harness>, until: Date) {
@@ -395,6 +397,25 @@ describe('SendService: what it does with the message it is handed', () => {
 });
 
 describe('SendService: failures and retries', () => {
+  it('leaves a message that may have reached WhatsApp `sending` when Redis fails before the engine is called', async () => {
+    const h = harness();
+    const sendingAt = new Date(NOW - 5_000).toISOString();
+    // A reply whose try broke off: not found in the chat (not shown yet), so claimed again;
+    // then Redis stalls as the message it quotes is read.
+    h.store.put(record({ status: 'sending', sendingAt, attempts: 1, replyTo: REPLIED_TO }));
+    const get = h.store.get.bind(h.store);
+    vi.spyOn(h.store, 'get').mockImplementation(async (id: string) => {
+      if (id === REPLIED_TO) throw new Error('Command timed out');
+      return get(id);
+    });
+    const outcome = await h.service.send('main', record().id, { number: 2, max: 3 });
+    expect(outcome).toBe('not-ready');
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+    // Not given back as queued: its next try must look in the chat before sending.
+    expect(h.store.calls).toEqual(['claim 2']);
+    expect(h.store.records.get(record().id)?.status).toBe('sending');
+  });
+
   it('counts no try, and fails nothing, when Redis fails before the engine is called', async () => {
     const h = harness();
     h.store.put(record());

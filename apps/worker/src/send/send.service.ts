@@ -353,7 +353,7 @@ export class SendService {
         // Redis failed this try before the engine was called (a restart, a stall): nothing
         // went out, and it is no fault of the message: it waits, without a try counted (its
         // claim given back when Redis lets it; left `sending`, its next try looks in the chat).
-        if (holdsClaim)
+        if (holdsClaim && !stillSending)
           await this.messages.unclaim(messageId, record.attempts).catch(() => undefined);
         this.log.warn(
           { sessionId, messageId, err: toError(thrown).message },

@@ -25,9 +25,9 @@ import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { WebhookDeliveryService } from './webhook-delivery.service.js';
 import { WebhookSender } from './webhook-sender.service.js';
 
-/** How often the chains are walked for one without a job (after a crash), and the backlog. */
 /** How long the webhook worker's close may wait for Redis at shutdown. */
 const CLOSE_WAIT_MS = 3_000;
+/** How often the chains are walked for one without a job (after a crash), and the backlog. */
 const SWEEP_MS = 10_000;
 const SWEEP_BATCH = 200;
 /** A chain's job steps back in line after this many deliveries or this long. */
