@@ -193,6 +193,35 @@ describe('webhooks', () => {
     expect(await ttl(stack.keys.webhookEvent(eventId))).toBeGreaterThan(8 * 86_400_000);
   });
 
+  it('lists the deliveries of every session a limited key may use, not only its first', async () => {
+    const hook = await receiver();
+    await stack.call('POST', '/api/v1/sessions', { id: 'hooked2' });
+    await stack.waitReady('hooked2');
+    for (const sessionId of ['main', 'hooked2'])
+      await setTargets(
+        stack,
+        [{ url: hook.url, events: ['message.received'], secret: SECRET }],
+        sessionId,
+      );
+    for (const sessionId of ['main', 'hooked2'])
+      await stack.call('POST', `/api/v1/sessions/${sessionId}/sandbox/incoming`, {
+        from: '4915177777777',
+        text: `to ${sessionId}`,
+      });
+    await eventually(() => expect(hook.events()).toHaveLength(2));
+    const made = await stack.call('POST', '/api/v1/keys', {
+      name: 'two sessions',
+      scopes: ['read', 'sessions'],
+      sessions: ['hooked2', 'main'],
+    });
+    const listed = await stack.call('GET', '/api/v1/webhooks/deliveries?limit=50', undefined, {
+      'x-api-key': made.body.data.key,
+    });
+    expect(listed.status).toBe(200);
+    const sessions = new Set(listed.body.data.map((d: { sessionId: string }) => d.sessionId));
+    expect(sessions).toEqual(new Set(['main', 'hooked2']));
+  });
+
   it('waits at least what Retry-After asks after a 429', async () => {
     const hook = await receiver((n) =>
       n === 1 ? { status: 429, headers: { 'retry-after': '1' } } : 200,

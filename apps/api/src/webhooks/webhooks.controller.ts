@@ -71,7 +71,8 @@ export class WebhooksController {
   @Get('webhooks/deliveries')
   @ApiOperation({
     summary: 'Webhook deliveries, newest first',
-    description: 'status=failed lists those that gave up (kept WEBHOOK_RETENTION_MS, replayable).',
+    description:
+      'status=failed lists those that gave up (kept WEBHOOK_RETENTION_MS, replayable). Without sessionId, every session a key may use (a key limited to some sessions: the newest of all of theirs).',
   })
   @ApiEnvelope(DeliveryDto, { isArray: true })
   @ApiErrors({ status: 400, description: 'Invalid filter' })

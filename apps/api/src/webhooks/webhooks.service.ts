@@ -74,14 +74,18 @@ export class WebhooksService {
   }
 
   async deliveries(query: DeliveryQueryDto, sessions?: string[] | null): Promise<DeliveryRecord[]> {
-    // A key limited to some sessions lists theirs: one named, or (none named) the first.
+    const limit = query.limit ?? 50;
+    const list = (sessionId?: string) =>
+      this.webhooks.list({ status: query.status, sessionId, limit });
     if (sessions && query.sessionId) assertSessionAllowed(sessions, query.sessionId);
-    if (sessions && !query.sessionId) query = { ...query, sessionId: sessions[0] };
-    const deliveries = await this.webhooks.list({
-      status: query.status,
-      sessionId: query.sessionId,
-      limit: query.limit ?? 50,
-    });
+    // A key limited to some sessions, none named: the newest of all of theirs.
+    const deliveries =
+      sessions && !query.sessionId
+        ? (await Promise.all(sessions.map((sessionId) => list(sessionId))))
+            .flat()
+            .sort((a, b) => b.createdAt.localeCompare(a.createdAt))
+            .slice(0, limit)
+        : await list(query.sessionId);
     return deliveries.map((delivery) => ({ ...delivery, url: redactUrl(delivery.url) }));
   }
 
