@@ -37,6 +37,8 @@ const NOT_READY_RETRY_MS = 1_000;
  * that arrive without a ring (added by another tool, or rung while the subscriber was down).
  */
 const IDLE_LOOK_SECONDS = 15;
+/** How many of a deleted session's jobs are read at a time to fail their messages. */
+const DROP_PAGE = 500;
 /** How long after a consumer starts it keeps moving jobs from its session's old queue. */
 const LEGACY_QUEUE_FOLLOW_MS = 3_600_000;
 /**
@@ -297,10 +299,16 @@ export class SendConsumers {
     // again with the same id must not send them).
     await this.queues.endIntake(sessionId, fail);
     const queue = this.queues.queueFor(sessionId);
-    const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed']);
-    for (const job of jobs) {
-      if (!job) continue;
-      await fail(job.data.messageId);
+    // In pages: a large backlog read in one go could outlast a Redis command's time limit,
+    // and the purge would then start over at every pass. (Failing a message leaves its job.)
+    for (let start = 0; ; start += DROP_PAGE) {
+      const jobs = await queue.getJobs(
+        ['waiting', 'prioritized', 'delayed'],
+        start,
+        start + DROP_PAGE - 1,
+      );
+      for (const job of jobs) if (job) await fail(job.data.messageId);
+      if (jobs.length < DROP_PAGE) break;
     }
     await queue.obliterate({ force: true });
   }

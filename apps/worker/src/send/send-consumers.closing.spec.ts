@@ -13,7 +13,7 @@ import type { SendService } from './send.service.js';
  * for one hung in the engine: the hand-over runs inside the worker's reconciliation, so every
  * other session of the worker would wait behind it until the engine call times out.
  */
-describe('SendConsumers: closing a consumer for a hand-over', () => {
+describe('SendConsumers: closing a consumer (a hand-over, a shutdown)', () => {
   beforeAll(() => Logger.overrideLogger(false));
   afterAll(() => Logger.overrideLogger(['log', 'error', 'warn', 'debug', 'verbose']));
   beforeEach(() => vi.useFakeTimers());
@@ -109,5 +109,41 @@ describe('SendConsumers: closing a consumer for a hand-over', () => {
     });
     await closing;
     expect(doorbells.close).toHaveBeenCalledWith('main', doorbell);
+  });
+});
+
+describe("SendConsumers: a deleted session's queue", () => {
+  beforeAll(() => Logger.overrideLogger(false));
+  afterAll(() => Logger.overrideLogger(['log', 'error', 'warn', 'debug', 'verbose']));
+
+  it('fails every message still queued, reading the jobs a page at a time (never all in one command)', async () => {
+    const queued = Array.from({ length: 1_234 }, (_, i) => ({ data: { messageId: `m${i}` } }));
+    const ranges: [number, number][] = [];
+    const queue = {
+      getJobs: vi.fn(async (_types: string[], start = 0, end = -1) => {
+        ranges.push([start, end]);
+        return queued.slice(start, end === -1 ? undefined : end + 1);
+      }),
+      obliterate: vi.fn(async () => undefined),
+    };
+    const failIfUnsent = vi.fn(async () => true);
+    const service = new SendConsumers(
+      {} as QueueOptions,
+      { SEND_ATTEMPTS: 3 } as AppConfig,
+      {} as SessionManager,
+      { failIfUnsent } as unknown as MessageRepository,
+      { release: vi.fn() } as unknown as SendService,
+      {
+        moveLegacyJobs: vi.fn(async () => 0),
+        endIntake: vi.fn(async () => undefined),
+        queueFor: () => queue,
+      } as unknown as QueueProducer,
+      {} as QueueDoorbells,
+      {} as RedisKeys,
+    );
+    await (service as unknown as { dropQueue(id: string): Promise<void> }).dropQueue('gone');
+    expect(failIfUnsent).toHaveBeenCalledTimes(1_234);
+    expect(ranges.every(([start, end]) => end !== -1 && end - start < 500)).toBe(true);
+    expect(queue.obliterate).toHaveBeenCalledTimes(1);
   });
 });
