@@ -40,9 +40,10 @@ export function reconnectOnError(err: Error): false | 2 {
 /**
  * Opens an ioredis client for REDIS_URL: one server, a Sentinel set or a Cluster. `blocking`
  * clients (BullMQ workers, subscribers) must retry forever; request-path clients give up
- * after a few retries, or a command after COMMAND_TIMEOUT_MS, so an outage is a quick 503. Every client sends the commands of one tick
- * in one write (coalesceWrites). Connection errors are logged once per kind (ioredis would
- * print every reconnect attempt).
+ * after a few retries, or a command after COMMAND_TIMEOUT_MS, so an outage is a quick 503,
+ * and their connection is made anew when it goes silent (dropWhenSilent). Every client sends
+ * the commands of one tick in one write (coalesceWrites). Connection errors are logged once
+ * per kind (ioredis would print every reconnect attempt).
  *
  * A Cluster client is returned typed as Redis: it answers the same commands, and each
  * multi-key command or script keeps to one hash tag (redis-keys.ts); pipelines that span tags
