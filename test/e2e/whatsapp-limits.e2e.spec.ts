@@ -1,3 +1,4 @@
+import { vi } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
 import { sendQueueName } from '@app/queue';
@@ -214,6 +215,28 @@ describe('ACK_TIMEOUT_MS and resend', () => {
     expect(retried.status).toBe(202);
     expect(retried.body.data.id).toBe(resent.body.data.id);
     // Without its key, a resend now is refused.
+    expect((await stack.call('POST', path)).status).toBe(409);
+  });
+
+  it('lets a message be resent again when its first resend claim met a Redis failure (and ran all the same)', async () => {
+    const failed = await stack.call('POST', '/api/v1/messages/text', {
+      to: '000123456788',
+      text: 'no account either',
+    });
+    await stack.waitForStatus(failed.body.data.id, 'failed');
+    const messages = stack.api!.get(MessageRepository);
+    const claim = messages.claimResend.bind(messages);
+    // Written, its answer lost (a 5 s command limit while Redis stalled).
+    vi.spyOn(messages, 'claimResend').mockImplementationOnce(async (...args) => {
+      await claim(...args);
+      throw new Error('Command timed out');
+    });
+    const path = `/api/v1/messages/${failed.body.data.id}/resend`;
+    expect((await stack.call('POST', path)).status).toBe(503);
+    const again = await stack.call('POST', path);
+    expect(again.status).toBe(202);
+    expect(again.body.data.resendOf).toBe(failed.body.data.id);
+    // And once only.
     expect((await stack.call('POST', path)).status).toBe(409);
   });
 

@@ -75,6 +75,12 @@ return 1
   ),
 );
 
+// KEYS[1] message; ARGV[1] the resend claim to take back (only if it is still that one).
+const RELEASE_RESEND = new LuaScript(`
+if redis.call('HGET', KEYS[1], 'resentAt') == ARGV[1] then redis.call('HDEL', KEYS[1], 'resentAt') end
+return 1
+`);
+
 // The one rule of what may still be sent, failed or put back: scheduled, queued or sending
 // (claimed), with no engine id (WhatsApp has not taken it).
 const UNSENT_FN = `
@@ -441,16 +447,21 @@ export class MessageRepository implements BeforeApplicationShutdown {
     return outcomes.map((outcome, i) => (outcome === 'NO_SESSION' ? outcome : records[i]));
   }
 
-  /** Marks a message as resent; false when it already was (HSETNX: one resend per message). */
-  async claimResend(messageId: string, now = new Date()): Promise<boolean> {
-    return (
-      (await this.redis.hsetnx(this.keys.message(messageId), 'resentAt', now.toISOString())) === 1
-    );
+  /**
+   * Marks a message as resent by the request `claim` names (its time and a random part);
+   * false when it already was (HSETNX: one resend per message).
+   */
+  async claimResend(messageId: string, claim: string): Promise<boolean> {
+    return (await this.redis.hsetnx(this.keys.message(messageId), 'resentAt', claim)) === 1;
   }
 
-  /** The resend was not accepted after all: the message may be resent again. */
-  async releaseResend(messageId: string): Promise<void> {
-    await this.redis.hdel(this.keys.message(messageId), 'resentAt');
+  /**
+   * The resend `claim` made was not accepted after all: the message may be resent again. Only
+   * that claim is taken back: after a claim whose answer was lost (it may run late), another
+   * request's must stay.
+   */
+  async releaseResend(messageId: string, claim: string): Promise<void> {
+    await RELEASE_RESEND.run(this.redis, [this.keys.message(messageId)], [claim]);
   }
 
   /**

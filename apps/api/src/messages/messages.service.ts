@@ -335,8 +335,14 @@ export class MessagesService {
         'CONFLICT',
         `The file sent with message ${messageId} is no longer kept: send it again with the file`,
       );
-    // One resend per message: two clicks must not send it twice more.
-    if (!(await this.messages.claimResend(record.id))) {
+    // One resend per message: two clicks must not send it twice more. A claim whose answer
+    // is lost (Redis failing) may still be written later: it is taken back, that one only.
+    const claim = `${new Date().toISOString()} ${randomUUID()}`;
+    const claimed = await this.messages.claimResend(record.id, claim).catch(async (err) => {
+      await this.messages.releaseResend(record.id, claim).catch(() => undefined);
+      throw err;
+    });
+    if (!claimed) {
       // A retry that came while the resend it retries was still being made.
       const earlier = await this.resentWithKey(record.id, context);
       if (earlier) return toPublicMessage(earlier);
@@ -361,7 +367,7 @@ export class MessagesService {
     ).catch(async (err: unknown) => {
       // Not resent (unless it may have been queued: then it stays claimed).
       if (!(err instanceof UnknownOutcome))
-        await this.messages.releaseResend(record.id).catch(() => undefined);
+        await this.messages.releaseResend(record.id, claim).catch(() => undefined);
       throw err;
     });
   }
