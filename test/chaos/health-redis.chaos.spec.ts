@@ -64,36 +64,7 @@ describe('readiness follows Redis (stopped and restarted, AOF on)', () => {
   });
 });
 
-describe('the api starting while Redis is down', () => {
-  let redis: RedisServer;
-  let stack: Stack | undefined;
-  beforeAll(async () => {
-    redis = await RedisServer.start({ persistence: false });
-    await redis.down();
-  });
-  afterAll(async () => {
-    await redis.up().catch(() => undefined);
-    await stack?.close();
-    await redis.destroy();
-  });
-
-  it('starts, live but not serving, and registers the default session once Redis is up (no restart loop)', async () => {
-    stack = await Stack.start({ REDIS_URL: redis.url }, { worker: false });
-    const status = async (path: string) => (await fetch(`${stack!.url}${path}`)).status;
-    expect(await status('/health/live')).toBe(200);
-    expect(await status('/health/serving')).toBe(503);
-    expect(await stack.redis.exists(stack.keys.session('main')).catch(() => 0)).toBe(0);
-
-    await redis.up();
-    await eventually(async () => expect(await status('/health/serving')).toBe(200), 15_000);
-    await eventually(
-      async () => expect(await stack!.redis.exists(stack!.keys.session('main'))).toBe(1),
-      15_000,
-    );
-  }, 60_000);
-});
-
-describe('a worker starting while Redis is down', () => {
+describe('the api and a worker started while Redis is down', () => {
   let redis: RedisServer;
   let stack: Stack | undefined;
   let worker: ChildProcess | undefined;
@@ -111,24 +82,30 @@ describe('a worker starting while Redis is down', () => {
     await redis.destroy();
   });
 
-  it('answers its liveness probe at once, stays up, and drives its sessions once Redis is up (no restart loop)', async () => {
+  it('start, live but not ready, stay up, and take up their work once Redis is up (no restart loop)', async () => {
     stack = await Stack.start({ REDIS_URL: redis.url }, { worker: false });
     const port = await freePort();
     worker = spawnWorker({ ...stack.env, WORKER_HEALTH_PORT: String(port) });
-    const probe = async (path: string) =>
-      (await fetch(`http://127.0.0.1:${port}${path}`).catch(() => null))?.status ?? null;
-    await eventually(async () => expect(await probe('/health/live')).toBe(200), 15_000);
-    expect(await probe('/health/ready')).toBe(503);
+    const status = async (base: string, path: string) =>
+      (await fetch(`${base}${path}`).catch(() => null))?.status ?? null;
+    const api = (path: string) => status(stack!.url, path);
+    const ofWorker = (path: string) => status(`http://127.0.0.1:${port}`, path);
+    expect(await api('/health/live')).toBe(200);
+    expect(await api('/health/serving')).toBe(503);
+    await eventually(async () => expect(await ofWorker('/health/live')).toBe(200), 15_000);
+    expect(await ofWorker('/health/ready')).toBe(503);
     // Still the same process a while later (an orchestrator restarts one that exits).
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     expect(worker.exitCode).toBeNull();
 
     await redis.up();
+    await eventually(async () => expect(await api('/health/serving')).toBe(200), 15_000);
+    // The api registered the default session, and the worker drives it.
     await eventually(async () => {
-      const status = await stack!.call('GET', '/api/v1/sessions/main/status');
-      expect(status.body.data?.status).toBe('READY');
+      const session = await stack!.call('GET', '/api/v1/sessions/main/status');
+      expect(session.body.data?.status).toBe('READY');
     }, 30_000);
-    expect(await probe('/health/ready')).toBe(200);
+    expect(await ofWorker('/health/ready')).toBe(200);
     expect(worker.exitCode).toBeNull();
   }, 90_000);
 });
