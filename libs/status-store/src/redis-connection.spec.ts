@@ -1,6 +1,6 @@
-import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { RedisServer } from '../../../test/support/redis-server.js';
+import { startRedisProxy } from '../../../test/support/redis-proxy.js';
 import { eventually } from '../../../test/support/eventually.js';
 import { countWrites, tenInOneTick } from '../../../test/support/socket-writes.js';
 import { createRedis } from './redis-connection.js';
@@ -85,58 +85,16 @@ describe('createRedis: the writes of one tick leave together', () => {
   });
 });
 
-/**
- * One address in front of Redis (a TCP proxy), as a managed Redis's endpoint: where it leads
- * can change (a failover), and the connections it holds can go silent (packets dropped).
- */
-async function startProxy(port: number) {
-  let target = port;
-  const pairs = new Set<[Socket, Socket]>();
-  const server = createServer((client) => {
-    const upstream = connect(target, '127.0.0.1');
-    client.pipe(upstream).pipe(client);
-    const pair: [Socket, Socket] = [client, upstream];
-    pairs.add(pair);
-    const close = () => {
-      pairs.delete(pair);
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', close).on('close', close);
-    upstream.on('error', close).on('close', close);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `redis://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    /** New connections lead to `port` from now on. */
-    leadTo: (next: number) => (target = next),
-    /** The connections open now carry nothing more, either way, and stay open. */
-    silence: () => {
-      for (const [client, upstream] of pairs) {
-        client.unpipe(upstream);
-        upstream.unpipe(client);
-      }
-    },
-    close: () => {
-      for (const [client, upstream] of pairs) {
-        client.destroy();
-        upstream.destroy();
-      }
-      server.close();
-    },
-  };
-}
-
 describe('createRedis: one address in front of Redis', () => {
   let old: RedisServer;
   let next: RedisServer;
-  let proxy: Awaited<ReturnType<typeof startProxy>>;
+  let proxy: Awaited<ReturnType<typeof startRedisProxy>>;
   beforeAll(async () => {
     old = await RedisServer.start({ persistence: false });
     next = await RedisServer.start({ persistence: false });
   });
   beforeEach(async () => {
-    proxy = await startProxy(old.port);
+    proxy = await startRedisProxy(old.port);
   });
   afterEach(() => proxy.close());
   afterAll(async () => {
@@ -171,6 +129,21 @@ describe('createRedis: one address in front of Redis', () => {
       // The command in flight gives up; the connection is then dropped and made anew.
       await expect(ours.set('s', 'lost')).rejects.toThrow(/timed out/);
       await eventually(async () => expect(await ours.set('s', 'after')).toBe('OK'), 20_000);
+    } finally {
+      ours.disconnect();
+    }
+  }, 40_000);
+
+  it("replaces a blocking client's silent connection too (a BullMQ worker's): the command waiting on it is sent again and answered", async () => {
+    const ours = createRedis(proxy.url, { name: 'silent-blocking-test', blocking: true });
+    try {
+      expect(await ours.set('b', 'before')).toBe('OK');
+      proxy.silence();
+      // It retries forever: no limit on the command, but not a quarter of an hour of silence.
+      const started = performance.now();
+      expect(await ours.set('b', 'after')).toBe('OK');
+      expect(performance.now() - started).toBeLessThan(20_000);
+      expect(await ours.get('b')).toBe('after');
     } finally {
       ours.disconnect();
     }

@@ -39,11 +39,11 @@ export function reconnectOnError(err: Error): false | 2 {
 
 /**
  * Opens an ioredis client for REDIS_URL: one server, a Sentinel set or a Cluster. `blocking`
- * clients (BullMQ workers, subscribers) must retry forever; request-path clients give up
- * after a few retries, or a command after COMMAND_TIMEOUT_MS, so an outage is a quick 503,
- * and their connection is made anew when it goes silent (dropWhenSilent). Every client sends
- * the commands of one tick in one write (coalesceWrites). Connection errors are logged once
- * per kind (ioredis would print every reconnect attempt).
+ * clients (BullMQ workers', the subscriber) must retry forever; request-path clients give up
+ * after a few retries, or a command after COMMAND_TIMEOUT_MS, so an outage is a quick 503.
+ * Every client's connection is made anew when it goes silent (dropWhenSilent), and sends the
+ * commands of one tick in one write (coalesceWrites). Connection errors are logged once per
+ * kind (ioredis would print every reconnect attempt).
  *
  * A Cluster client is returned typed as Redis: it answers the same commands, and each
  * multi-key command or script keeps to one hash tag (redis-keys.ts); pipelines that span tags
@@ -103,11 +103,11 @@ export function createRedis(url: string, options: { blocking?: boolean; name: st
   if (target.mode === 'cluster') {
     (redis as unknown as Cluster).on('+node', (node: Redis) => {
       node.on('connect', () => coalesceWrites(node.stream));
-      if (!options.blocking) dropWhenSilent(node);
+      dropWhenSilent(node);
     });
   } else {
     redis.on('connect', () => coalesceWrites(redis.stream));
-    if (!options.blocking) dropWhenSilent(redis);
+    dropWhenSilent(redis);
   }
   return redis;
 }
@@ -115,13 +115,21 @@ export function createRedis(url: string, options: { blocking?: boolean; name: st
 /** How long a connection may receive nothing while commands wait on it. */
 const SILENT_MS = 2 * COMMAND_TIMEOUT_MS;
 const SILENCE_CHECK_MS = 2_500;
+/**
+ * How often a connection that otherwise only listens (the subscriber) sends a PING, so that
+ * its silence shows: a channel can be quiet for hours.
+ */
+export const LISTENER_PING_MS = 2 * SILENCE_CHECK_MS;
 
 /**
  * Drops a connection that has had commands waiting, and received nothing, for SILENT_MS (its
  * packets dropped: the old address of a failover, a NAT that forgot it): the client then makes
  * it anew. The OS would hold it for a quarter of an hour, every command on it timing out
- * meanwhile. (ioredis's socketTimeout does this too, but re-arms a timer and a listener on
- * every reply: it doubled the worker's CPU per message.)
+ * meanwhile (a BullMQ worker's completions, the subscriber's PINGs: waiting for good, as
+ * those retry forever). No client of ours blocks on a command (BullMQ blocks on a connection
+ * of its own, with a watchdog of its own; the send consumers wait on a doorbell). (ioredis's
+ * socketTimeout does this too, but re-arms a timer and a listener on every reply: it doubled
+ * the worker's CPU per message.)
  */
 function dropWhenSilent(client: Redis): void {
   let received = 0;

@@ -1,5 +1,6 @@
 import type { AppConfig } from '@app/config';
 import { RedisServer } from '../../../test/support/redis-server.js';
+import { startRedisProxy } from '../../../test/support/redis-proxy.js';
 import { eventually } from '../../../test/support/eventually.js';
 import { createRedis } from './redis-connection.js';
 import { RedisSubscriber } from './redis-subscriber.js';
@@ -56,4 +57,35 @@ describe('RedisSubscriber while Redis is down', () => {
       await server.destroy();
     }
   });
+});
+
+describe('RedisSubscriber behind an address whose connections can go silent', () => {
+  it('makes a silent connection anew and subscribes again: messages published after it arrive, and onReconnect handlers catch up', async () => {
+    const server = await RedisServer.start({ persistence: false });
+    const proxy = await startRedisProxy(server.port);
+    const subscriber = new RedisSubscriber({ REDIS_URL: proxy.url } as AppConfig);
+    const publisher = createRedis(server.url, { name: 'publisher' });
+    const received: string[] = [];
+    let reconnects = 0;
+    try {
+      subscriber.onReconnect(() => reconnects++);
+      await subscriber.subscribe('bell', (_channel, message) => received.push(message));
+      await publisher.publish('bell', 'before');
+      await eventually(() => expect(received).toEqual(['before']));
+      // Its packets dropped from now on (a NAT that forgot it): the channel is quiet anyway.
+      proxy.silence();
+      await publisher.publish('bell', 'lost');
+      await eventually(async () => {
+        await publisher.publish('bell', 'after');
+        expect(received).toContain('after');
+      }, 30_000);
+      expect(received).not.toContain('lost');
+      expect(reconnects).toBeGreaterThanOrEqual(1);
+    } finally {
+      await subscriber.onApplicationShutdown();
+      await publisher.quit();
+      proxy.close();
+      await server.destroy();
+    }
+  }, 45_000);
 });

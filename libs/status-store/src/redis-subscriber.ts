@@ -2,7 +2,7 @@ import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { withTimeout } from '@app/common';
 import { AppConfig } from '@app/config';
-import { closeRedis, createRedis } from './redis-connection.js';
+import { LISTENER_PING_MS, closeRedis, createRedis } from './redis-connection.js';
 
 /** How long an unsubscribe waits for Redis to confirm it. */
 const UNSUBSCRIBE_WAIT_MS = 2_000;
@@ -24,6 +24,7 @@ export class RedisSubscriber implements OnApplicationShutdown {
   private readonly disconnectHandlers = new Set<() => void>();
   private connectedOnce = false;
   private closed = false;
+  private pinging?: NodeJS.Timeout;
 
   constructor(private readonly config: AppConfig) {}
 
@@ -61,6 +62,7 @@ export class RedisSubscriber implements OnApplicationShutdown {
 
   async onApplicationShutdown(): Promise<void> {
     this.closed = true;
+    clearInterval(this.pinging);
     this.handlers.clear();
     this.reconnectHandlers.clear();
     this.disconnectHandlers.clear();
@@ -111,6 +113,12 @@ export class RedisSubscriber implements OnApplicationShutdown {
     client.on('close', () => {
       for (const handler of this.disconnectHandlers) handler();
     });
+    // A connection that only listens receives nothing while its channels are quiet: a PING
+    // now and then is what lets a dead one show (createRedis drops a connection whose
+    // commands wait unanswered), and then ioredis subscribes again on a new one.
+    this.pinging = setInterval(() => {
+      if (client.status === 'ready') client.ping().catch(() => undefined);
+    }, LISTENER_PING_MS).unref();
     this.client = client;
     return client;
   }
