@@ -1,6 +1,9 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { COMMAND_TIMEOUT_MS } from '@app/status-store';
 import { eventually } from '../support/eventually.js';
 import { RedisServer } from '../support/redis-server.js';
 import { useStack } from '../support/stack.js';
+import { WebhookReceiver, type Answer } from '../support/webhook-receiver.js';
 
 /**
  * Redis that stops answering with its connections still open (paused here; in production a
@@ -16,7 +19,13 @@ describe('Redis stalls (paused, its connections open) and resumes', () => {
     redis = await RedisServer.start({ persistence: false });
   });
   afterAll(() => redis.destroy());
-  const stack = useStack(() => ({ REDIS_URL: redis.url }));
+  const stack = useStack(() => ({
+    REDIS_URL: redis.url,
+    WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+    // One failed run of a chain's job would fail its delivery: a stall must use none.
+    WEBHOOK_MAX_ATTEMPTS: '1',
+    SANDBOX_ACK_DELAY_MS: '10',
+  }));
   // A test that fails mid-stall must not leave the stack unable to close.
   afterAll(() => redis.resume());
   beforeAll(() => stack.waitReady());
@@ -79,6 +88,64 @@ describe('Redis stalls (paused, its connections open) and resumes', () => {
       expect(
         (await stack.call('GET', `/api/v1/messages/${before.body.data.id}`)).body.data.status,
       ).toBe('read');
+    },
+  );
+
+  it(
+    'makes a webhook delivery again whose answer Redis could not record (stalled), rather than fail it: the stall uses none of its attempts',
+    { timeout: 120_000 },
+    async () => {
+      let release!: () => void;
+      const released = new Promise<Answer>((resolve) => (release = () => resolve(200)));
+      // The first delivery is answered only once Redis has stalled: its record then fails.
+      const hook = await WebhookReceiver.start((n) => (n === 1 ? released : 200));
+      try {
+        const put = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
+          { url: hook.url, events: ['message.status'] },
+        ]);
+        expect(put.status).toBe(200);
+        const sent = await stack.call('POST', '/api/v1/messages/text', {
+          to: '4915120000014',
+          text: 'hooked',
+        });
+        const id: string = sent.body.data.id;
+        await stack.waitForStatus(id, 'read');
+        await eventually(() => expect(hook.requests).toHaveLength(1));
+
+        redis.pause();
+        try {
+          release();
+          // The worker's record of the answer waits out its command limit, and fails.
+          await sleep(COMMAND_TIMEOUT_MS + 2_000);
+        } finally {
+          redis.resume();
+        }
+
+        const statuses = ['queued', 'sending', 'sent', 'delivered', 'read'];
+        await eventually(
+          () =>
+            expect(
+              hook
+                .events()
+                .filter((event) => event.data.id === id)
+                .map((event) => event.data.status),
+            ).toEqual(statuses),
+          60_000,
+        );
+        const deliveries = await eventually(async () => {
+          const list = await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=main');
+          expect(list.status).toBe(200);
+          expect(list.body.data).toHaveLength(statuses.length);
+          return list.body.data as { status: string }[];
+        });
+        expect(deliveries.map((delivery) => delivery.status)).toEqual(
+          statuses.map(() => 'delivered'),
+        );
+        // The first was made again (same webhook-id), not given up.
+        expect(hook.requests[1].headers['webhook-id']).toBe(hook.requests[0].headers['webhook-id']);
+      } finally {
+        await hook.close();
+      }
     },
   );
 });

@@ -14,7 +14,10 @@ export interface ReceivedRequest {
   at: number;
 }
 
-/** What the receiver answers to the nth request (1-based): a status, or 'hang' (never). */
+/**
+ * What the receiver answers to the nth request (1-based): a status, or 'hang' (never); given
+ * as a promise, once it settles.
+ */
 export type Answer = number | 'hang' | { status: number; headers: Record<string, string> };
 
 /** A real HTTP webhook receiver on loopback that records every request in arrival order. */
@@ -23,7 +26,9 @@ export class WebhookReceiver {
   private readonly hanging = new Set<ServerResponse>();
   private readonly server: Server;
 
-  private constructor(private answer: (n: number, request: ReceivedRequest) => Answer) {
+  private constructor(
+    private answer: (n: number, request: ReceivedRequest) => Answer | Promise<Answer>,
+  ) {
     this.server = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -37,19 +42,22 @@ export class WebhookReceiver {
         }
         const request = { headers: req.headers, raw, body, at: Date.now() };
         this.requests.push(request);
-        const reply = this.answer(this.requests.length, request);
-        if (reply === 'hang') {
-          this.hanging.add(res);
-          return;
-        }
-        const { status, headers } =
-          typeof reply === 'number' ? { status: reply, headers: {} } : reply;
-        res.writeHead(status, headers).end(status >= 400 ? `nope ${status}` : 'ok');
+        void Promise.resolve(this.answer(this.requests.length, request)).then((reply) => {
+          if (reply === 'hang') {
+            this.hanging.add(res);
+            return;
+          }
+          const { status, headers } =
+            typeof reply === 'number' ? { status: reply, headers: {} } : reply;
+          res.writeHead(status, headers).end(status >= 400 ? `nope ${status}` : 'ok');
+        });
       });
     });
   }
 
-  static async start(answer: (n: number, request: ReceivedRequest) => Answer = () => 200) {
+  static async start(
+    answer: (n: number, request: ReceivedRequest) => Answer | Promise<Answer> = () => 200,
+  ) {
     const receiver = new WebhookReceiver(answer);
     await new Promise<void>((resolve) => receiver.server.listen(0, '127.0.0.1', resolve));
     return receiver;
@@ -59,7 +67,7 @@ export class WebhookReceiver {
     return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/hook`;
   }
 
-  answerWith(answer: (n: number, request: ReceivedRequest) => Answer): void {
+  answerWith(answer: (n: number, request: ReceivedRequest) => Answer | Promise<Answer>): void {
     this.answer = answer;
   }
 

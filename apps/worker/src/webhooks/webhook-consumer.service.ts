@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { withTimeout } from '@app/common';
+import { isRedisUnavailable, withTimeout } from '@app/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { DelayedError, UnrecoverableError, Worker, type Job, type QueueOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -35,6 +35,8 @@ const CHAIN_SLICE_DELIVERIES = 100;
 const CHAIN_SLICE_MS = 2_000;
 /** A chain whose target has all its slots busy looks again after about this long. */
 const BUSY_TARGET_WAIT_MS = 200;
+/** A chain that Redis failed (not its target) is taken again after this long. */
+const REDIS_RETRY_MS = 1_000;
 
 type Handlers = {
   [N in WebhookJobName]: (job: Job<JobPayloads[N]>, token?: string) => Promise<unknown>;
@@ -213,6 +215,24 @@ export class WebhookConsumer {
    * other chains get their turn.
    */
   private async deliverChain(job: Job<DeliveryChain>, token?: string): Promise<unknown> {
+    try {
+      return await this.workThroughChain(job, token);
+    } catch (err) {
+      if (err instanceof DelayedError || !isRedisUnavailable(err)) throw err;
+      // Redis failed the chain's work, not its target: the job's attempts (which bound a
+      // delivery that crashes its worker, see onFailed) are not used up on an outage. The
+      // delivery at the head stays there and is made again (an attempt that reached its
+      // target and was not recorded is repeated, with the same webhook-id).
+      this.log.warn(
+        { ...job.data, err: (err as Error).message },
+        'Redis failed a webhook chain; taken again without an attempt counted',
+      );
+      await job.moveToDelayed(Date.now() + REDIS_RETRY_MS, token);
+      throw new DelayedError();
+    }
+  }
+
+  private async workThroughChain(job: Job<DeliveryChain>, token?: string): Promise<unknown> {
     const chain = job.data;
     const yieldAt = performance.now() + CHAIN_SLICE_MS;
     let head = await this.webhooks.chainHead(chain);
