@@ -14,6 +14,12 @@ const log = new Logger('Redis');
  */
 export const COMMAND_TIMEOUT_MS = 5_000;
 
+/**
+ * The longest a client waits between two tries to reconnect: after an outage, every client
+ * of every process is back within it of Redis answering again.
+ */
+export const RECONNECT_MAX_MS = 2_000;
+
 /** How long a client being closed waits for Redis to answer its QUIT. */
 const QUIT_WAIT_MS = 2_000;
 
@@ -59,7 +65,7 @@ export function createRedis(url: string, options: { blocking?: boolean; name: st
     commandTimeout: options.blocking ? undefined : COMMAND_TIMEOUT_MS,
     connectTimeout: 5_000,
     reconnectOnError,
-    retryStrategy: (times) => Math.min(times * 200, 2_000),
+    retryStrategy: (times) => Math.min(times * 200, RECONNECT_MAX_MS),
     // Off on every client: coalesceWrites already sends the commands of one tick in one write,
     // in the order issued. Auto-pipelining made a Pipeline object (a Set, a promise, closures)
     // per batch, and an eighth of the api's allocations then outlived a young-generation

@@ -2,10 +2,11 @@ import { EventEmitter } from 'node:events';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
-import { isValidSessionId } from '@app/common';
+import { isRedisUnavailable, isValidSessionId } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
   LeaseRepository,
+  RECONNECT_MAX_MS,
   SessionRepository,
   RedisSubscriber,
   WorkerRepository,
@@ -99,6 +100,18 @@ export class SessionManager
   private readonly stopping = new Set<string>();
   /** A purge failed in this pass: the next heartbeat reads the whole registry. */
   private purgeFailed = false;
+  /**
+   * This worker was out of touch with the fleet since the last full pass read it: Redis could
+   * not serve a renewal or a pass, or its heartbeat stalled for longer than a beat counts as fresh (its
+   * process paused, its event loop blocked).
+   */
+  private outOfTouch = false;
+  private lastTickAt = 0;
+  /**
+   * Until when this worker takes no session that nobody drives (see observeFleet): its view of
+   * the fleet after an outage is not yet whole.
+   */
+  private observeUntil = 0;
 
   constructor(
     private readonly config: AppConfig,
@@ -134,6 +147,7 @@ export class SessionManager
     }
     this.subscriber.onReconnect(() => void this.reconcile());
     await this.subscriber.subscribe(this.sessions.channel, () => void this.reconcile());
+    this.lastTickAt = Date.now();
     this.timer = setInterval(() => void this.tick(), this.config.WORKER_HEARTBEAT_MS);
     await this.reconcile();
   }
@@ -220,6 +234,7 @@ export class SessionManager
           await this.reconcileOnce(next);
         } catch (err) {
           this.unsettled = true;
+          if (isRedisUnavailable(err)) this.outOfTouch = true;
           this.log.warn({ err: toError(err).message }, 'reconciliation failed; will retry');
         }
         next = this.reconcileAgain;
@@ -231,6 +246,8 @@ export class SessionManager
   private async tick(): Promise<void> {
     const held = [...new Set([...this.ownedSessionIds(), ...this.stopping])];
     const sent = Date.now();
+    if (sent - this.lastTickAt > this.config.workerStaleAfterMs) this.outOfTouch = true;
+    this.lastTickAt = sent;
     try {
       const lost = new Set(await this.leases.renew(held, this.workerId, this.leaseTtl()));
       for (const sessionId of held) {
@@ -243,6 +260,7 @@ export class SessionManager
         await this.letGo(sessionId, 'lost the lease of a session; stopping its engine');
       }
     } catch (err) {
+      if (isRedisUnavailable(err)) this.outOfTouch = true;
       this.log.warn({ err: toError(err).message }, 'lease renewal failed');
       await this.stopUnconfirmed();
     }
@@ -257,7 +275,7 @@ export class SessionManager
 
   private async reconcileOnce(scope: ReconcileScope): Promise<void> {
     const placement = await this.workers.placement(this.workerId, this.config.workerStaleAfterMs);
-    if (scope === 'owned' && placement.fleet === this.fleet) {
+    if (scope === 'owned' && placement.fleet === this.fleet && !this.outOfTouch) {
       const owned = this.ownedSessionIds();
       const views = await this.sessions.list(owned);
       // One of ours was unregistered behind our back (Redis flushed): the full pass sees to it.
@@ -271,6 +289,7 @@ export class SessionManager
     this.ticksSinceFull = 0;
     this.purgeFailed = false;
     this.fleet = placement.fleet;
+    const observing = this.observeFleet();
     const list = await this.sessions.list();
     const registered = new Map(list.map((session) => [session.id, session]));
     // Ours but unregistered behind our back (Redis flushed): stop driving it.
@@ -295,7 +314,7 @@ export class SessionManager
         workerId: this.workerId,
         live: placement.live,
         shedding: shed.has(session.id),
-        atShare: owned >= share,
+        atShare: owned >= share || observing,
       });
       if (decision.action === 'wait') waiting++;
       if (decision.action === 'wait' || decision.action === 'leave') continue;
@@ -309,7 +328,7 @@ export class SessionManager
       }
       await this.carryOut(session, decision);
     }
-    this.unsettled = waiting > 0 || shed.size > 0 || this.purgeFailed;
+    this.unsettled = observing || waiting > 0 || shed.size > 0 || this.purgeFailed;
     this.unattended = [...registered.values()]
       .filter(
         (session, index) =>
@@ -318,6 +337,25 @@ export class SessionManager
           (holders[index] === null || !placement.live.has(holders[index]!)),
       )
       .map((session) => session.id);
+  }
+
+  /**
+   * Whether this worker is still waiting for the fleet to show itself, after it was out of
+   * touch. An outage of Redis longer than three heartbeats leaves every worker's beat stale:
+   * the first back would see itself alone and take every session, only to hand most of them
+   * over moments later (each a Chromium started, stopped and started elsewhere). Every live
+   * worker is back within RECONNECT_MAX_MS of Redis, and beats within a heartbeat of that:
+   * until then (and a heartbeat more, for this worker's own lag in noticing), sessions nobody
+   * drives wait.
+   */
+  private observeFleet(): boolean {
+    // A pass that a message started may run before the heartbeat that would see the stall.
+    const stalled = Date.now() - this.lastTickAt > this.config.workerStaleAfterMs;
+    if (this.outOfTouch || stalled) {
+      this.outOfTouch = false;
+      this.observeUntil = Date.now() + 2 * this.config.WORKER_HEARTBEAT_MS + RECONNECT_MAX_MS;
+    }
+    return Date.now() < this.observeUntil;
   }
 
   /**
