@@ -8,7 +8,7 @@ import {
 import { APP_FILTER } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
 import { LoggerModule } from 'nestjs-pino';
-import { AppExceptionFilter, loggerParams } from '@app/common';
+import { AppExceptionFilter, loggerParams, retryUntilDone } from '@app/common';
 import { AppConfig, AppConfigModule, type AppConfigOptions } from '@app/config';
 import { QueueModule } from '@app/queue';
 import { REDIS, RedisKeys, SessionRepository, StatusStoreModule } from '@app/status-store';
@@ -49,7 +49,7 @@ const REGISTER_RETRY_MS = 5_000;
 @Module({})
 export class ApiModule implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly log = new Logger(ApiModule.name);
-  private retry?: NodeJS.Timeout;
+  private stopRetry?: () => void;
 
   constructor(
     private readonly config: AppConfig,
@@ -125,20 +125,11 @@ export class ApiModule implements OnApplicationBootstrap, OnModuleDestroy {
         { err: err.message },
         'default session not registered yet (Redis unavailable); retrying every 5 s',
       );
-      let trying = false;
-      this.retry = setInterval(() => {
-        if (trying) return;
-        trying = true;
-        register()
-          .then(() => clearInterval(this.retry))
-          .catch(() => undefined)
-          .finally(() => (trying = false));
-      }, REGISTER_RETRY_MS);
-      this.retry.unref();
+      this.stopRetry = retryUntilDone(register, REGISTER_RETRY_MS);
     });
   }
 
   onModuleDestroy(): void {
-    clearInterval(this.retry);
+    this.stopRetry?.();
   }
 }

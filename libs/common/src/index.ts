@@ -10,5 +10,6 @@ export * from './shutdown-deadline.js';
 export * from './health-probe.js';
 export * from './ssrf.js';
 export * from './app-version.js';
+export * from './retry-until-done.js';
 export * from './with-timeout.js';
 export * from './secret.js';

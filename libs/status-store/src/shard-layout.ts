@@ -7,6 +7,7 @@ import {
   type OnModuleInit,
 } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+import { retryUntilDone } from '@app/common';
 import { RedisKeys, shardOf } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
 import { LuaScript } from './event-script.js';
@@ -54,9 +55,8 @@ const SESSION_KEYS: { name: string; exact: boolean }[] = [
 @Injectable()
 export class ShardLayout implements OnModuleInit, OnModuleDestroy {
   private readonly log = new Logger(ShardLayout.name);
-  private retry?: NodeJS.Timeout;
+  private stopRetry?: () => void;
   private stopped = false;
-  private trying?: Promise<void>;
   /** The lock this process holds was found taken or gone: it must stop moving keys. */
   private lockLost = false;
 
@@ -69,23 +69,14 @@ export class ShardLayout implements OnModuleInit, OnModuleDestroy {
     await this.ensure().catch((err: Error) => {
       // Redis down at boot: the process starts (its health says so) and tries again.
       this.log.warn({ err: err.message }, 'key layout not checked yet; retrying every 5 s');
-      this.retry = setInterval(() => {
-        // One try at a time: a try may wait for another process's move.
-        if (this.trying) return;
-        this.trying = this.ensure()
-          .then(
-            () => clearInterval(this.retry),
-            () => undefined,
-          )
-          .finally(() => (this.trying = undefined));
-      }, 5_000);
-      this.retry.unref();
+      // One try at a time: a try may wait for another process's move.
+      this.stopRetry = retryUntilDone(() => this.ensure(), 5_000);
     });
   }
 
   onModuleDestroy(): void {
     this.stopped = true;
-    clearInterval(this.retry);
+    this.stopRetry?.();
   }
 
   /**
