@@ -5,11 +5,12 @@ import { STALE_CLAIM_MS } from '../../apps/api/src/messages/messages.service.js'
 import { vi } from 'vitest';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
+import { WebhookReceiver } from '../support/webhook-receiver.js';
 
 // The api writes each accepted send with its record (the session's intake); the session's
 // worker makes it a job of the send queue when the api rings, whatever the queue is doing.
 describe('accepted sends become jobs', () => {
-  const stack = useStack();
+  const stack = useStack({ WEBHOOK_ALLOW_PRIVATE_URLS: 'true' });
   beforeAll(() => stack.waitReady());
 
   /** The api's next write runs in Redis, then its answer is lost (the connection drops). */
@@ -70,6 +71,34 @@ describe('accepted sends become jobs', () => {
     expect(
       stack.sandbox().sends.filter((send) => send.chatId === '4915100000073@c.us'),
     ).toHaveLength(1);
+  });
+
+  it('tells webhook targets that a message taken back is cancelled, after the queued its write published', async () => {
+    const hook = await WebhookReceiver.start();
+    try {
+      const put = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
+        { url: hook.url, events: ['message.status'] },
+      ]);
+      expect(put.status).toBe(200);
+      const written = loseNextWriteAnswer();
+      const failed = await stack.call('POST', '/api/v1/messages/text', {
+        to: '4915100000074',
+        text: 'taken back',
+      });
+      expect(failed.status).toBe(503);
+      expect(written.id).toBeDefined();
+      await eventually(() =>
+        expect(
+          hook
+            .events()
+            .filter((event) => event.data.id === written.id)
+            .map((event) => event.data.status),
+        ).toEqual(['queued', 'cancelled']),
+      );
+    } finally {
+      await stack.call('PUT', '/api/v1/sessions/main/webhooks', []);
+      await hook.close();
+    }
   });
 
   it('lets a retry take over an Idempotency-Key whose request wrote nothing and could not give it back', async () => {

@@ -340,18 +340,25 @@ return 'cancelled'
 
 // Takes back a record written with its send queued, if nothing can have taken the send yet:
 // its intake entry is still there (not made a job). KEYS[1] message, [2] session index, [3]
-// the session's intake; ARGV[7] message id, [8] its intake entry. 'taken-back'; 'queued' when
-// the send is a job already (the message stays, accepted); 'absent' when there is no record.
+// the session's intake; ARGV[7] message id, [8] its intake entry, [9] the fields it is
+// cancelled with (JSON, flat). 'taken-back'; 'queued' when the send is a job already (the
+// message stays, accepted); 'absent' when there is no record. Webhook targets were told it was
+// queued (its CREATE's event): they are told it is cancelled, before it goes.
 const TAKE_BACK = new LuaScript(
-  withEventPublishing(`
+  withEventPublishing(
+    SNAPSHOT +
+      `
 local session_id, status = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status'))
 if not session_id then return 'absent' end
 if redis.call('LREM', KEYS[3], 1, ARGV[8]) == 0 then return 'queued' end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[9])))
+publish_event(session_id, 'message.status', snapshot)
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[7])
 count_status(session_id, status, nil)
 return 'taken-back'
-`),
+`,
+  ),
 );
 
 export interface MessageCounts {
@@ -524,7 +531,8 @@ export class MessageRepository implements BeforeApplicationShutdown {
 
   /**
    * Takes back messages createMany wrote with their sends queued (the same `now` and
-   * `queue`), each only if its send is not a job yet: 'taken-back' (nothing will send it),
+   * `queue`), each only if its send is not a job yet: 'taken-back' (nothing will send it, and
+   * webhook targets get its `cancelled` after the `queued` its write published),
    * 'queued' (a worker made it a job already: it stays accepted) or 'absent' (never written).
    */
   async takeBack(
@@ -540,7 +548,12 @@ export class MessageRepository implements BeforeApplicationShutdown {
           this.keys.sessionMessages(message.sessionId),
           this.keys.sendIntake(message.sessionId),
         ],
-        args: [...this.events.build(now), message.id, intakeEntryOf(message, now, queue)],
+        args: [
+          ...this.events.build(now),
+          message.id,
+          intakeEntryOf(message, now, queue),
+          cancelledFields(now),
+        ],
       })),
     )) as ('taken-back' | 'queued' | 'absent')[];
   }
@@ -606,10 +619,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
     return (await CANCEL.run(
       this.redis,
       [this.keys.message(messageId)],
-      [
-        ...this.events.build(now),
-        JSON.stringify(['status', 'cancelled', 'cancelledAt', now.toISOString()]),
-      ],
+      [...this.events.build(now), cancelledFields(now)],
     )) as 'missing' | MessageStatus;
   }
 
@@ -886,6 +896,12 @@ export class MessageRepository implements BeforeApplicationShutdown {
 }
 
 const PENDING_ACK_TTL_MS = 10 * 60_000;
+
+/** The fields a cancelled message is written with (JSON, flat, as the scripts take them). */
+function cancelledFields(now: Date): string {
+  return JSON.stringify(['status', 'cancelled', 'cancelledAt', now.toISOString()]);
+}
+
 /** Acks reported within this long are written in one round trip... */
 const ACK_BATCH_MS = 5;
 /** ...up to this many. */
