@@ -16,13 +16,12 @@ describe('IncomingRepository.conversation', () => {
   let keys: RedisKeys;
   let incoming: IncomingRepository;
   let messages: MessageRepository;
-  let config: ReturnType<typeof loadAppConfig>;
   const SESSION = 'paged';
 
   beforeAll(() => {
     redis = createRedis(inject('redisUrl'), { name: 'conversation-test' });
     keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
-    config = loadAppConfig({ readEnvFile: false, overrides: { NODE_ENV: 'test' } });
+    const config = loadAppConfig({ readEnvFile: false, overrides: { NODE_ENV: 'test' } });
     const events = new EventScriptArgs(keys, [], 60_000);
     incoming = new IncomingRepository(redis, keys, config, events);
     messages = new MessageRepository(redis, keys, config, events);
@@ -112,31 +111,5 @@ describe('IncomingRepository.conversation', () => {
     const second = await incoming.conversation({ ...query, before: first.next! });
     expect(second.items.map((item) => item.id)).toEqual([old]);
     expect(second.next).toBeNull();
-  });
-
-  it('lists a message scheduled further ahead than MESSAGE_RETENTION_MS, at its sendAt, though messages written after it trim the index', async () => {
-    const session = 'scheduled-far';
-    const retention = config.MESSAGE_RETENTION_MS;
-    const new1 = (at: Date, sendAt?: Date) =>
-      messages.create(
-        {
-          id: randomUUID(),
-          sessionId: session,
-          to: '4915100000004',
-          chatId: '4915100000004@c.us',
-          type: 'text',
-          text: sendAt ? 'later' : 'now',
-          ...(sendAt ? { sendAt: sendAt.toISOString() } : {}),
-        } as NewMessage,
-        at,
-      );
-    // Written twice the retention ago, due once more the retention from now: its record is
-    // kept until then and a retention more.
-    const written = new Date(Date.now() - 2 * retention);
-    const scheduled = await new1(written, new Date(Date.now() + retention));
-    expect(await messages.get(scheduled.id)).not.toBeNull();
-    const later = await new1(new Date());
-    const page = await incoming.conversation({ sessionId: session, limit: 10 });
-    expect(page.items.map((item) => item.id)).toEqual([scheduled.id, later.id]);
   });
 });

@@ -426,11 +426,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
       this.redis,
       records.map((record) => {
         // Records are kept MESSAGE_RETENTION_MS from creation (from when they are due, if
-        // scheduled), then Redis drops them itself. The session's index places each at that
-        // time too (a scheduled one at its sendAt, where the conversation will have it), and
-        // every write trims what is older than MESSAGE_RETENTION_MS: an entry leaves the index
-        // when its record expires, not before (a message scheduled further ahead than the
-        // retention was trimmed away by the writes of others while it still waited).
+        // scheduled), then Redis drops them itself.
         const due = record.sendAt ? Date.parse(record.sendAt) : now.getTime();
         const retention = this.config.MESSAGE_RETENTION_MS + Math.max(0, due - now.getTime());
         return {
@@ -444,8 +440,8 @@ export class MessageRepository implements BeforeApplicationShutdown {
             ...this.events.build(now),
             JSON.stringify(Object.entries(serialize(record)).flat()),
             retention,
-            Math.max(due, now.getTime()),
-            now.getTime() - this.config.MESSAGE_RETENTION_MS,
+            now.getTime(),
+            now.getTime() - retention,
             record.id,
             record.sessionId,
             checkSessions ? '1' : '',

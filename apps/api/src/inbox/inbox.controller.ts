@@ -52,8 +52,7 @@ export class InboxController {
   @Get('sessions/:id/messages')
   @ApiOperation({
     summary: "A session's messages, received and sent, newest first",
-    description:
-      "Pages with `before` = the previous page's `next`. Kept MESSAGE_RETENTION_MS. A scheduled message is placed at its sendAt (the first page starts with those still to come).",
+    description: "Pages with `before` = the previous page's `next`. Kept MESSAGE_RETENTION_MS.",
   })
   @SESSION_ID
   @ApiEnvelope(ConversationPageDto)
