@@ -134,8 +134,13 @@ describe('createRedis: one address in front of Redis', () => {
     }
   }, 40_000);
 
-  it("replaces a blocking client's silent connection too (a BullMQ worker's): the command waiting on it is sent again and answered", async () => {
-    const ours = createRedis(proxy.url, { name: 'silent-blocking-test', blocking: true });
+  it("replaces a blocking client's silent connection too (a BullMQ worker's, after a limit of its own): the command waiting on it is sent again and answered", async () => {
+    // Its limit is a minute in production (a stall must not outlast it); a few seconds here.
+    const ours = createRedis(proxy.url, {
+      name: 'silent-blocking-test',
+      blocking: true,
+      silentMs: 3_000,
+    });
     try {
       expect(await ours.set('b', 'before')).toBe('OK');
       proxy.silence();

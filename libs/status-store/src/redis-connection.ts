@@ -15,10 +15,12 @@ const log = new Logger('Redis');
 export const COMMAND_TIMEOUT_MS = 5_000;
 
 /**
- * The longest a client waits between two tries to reconnect: after an outage, every client
- * of every process is back within it of Redis answering again.
+ * The longest a client waits between two tries to reconnect, and the longest one try may
+ * take (packets dropped): after an outage, every client of every process is back within
+ * their sum of Redis answering again.
  */
 export const RECONNECT_MAX_MS = 2_000;
+export const CONNECT_TIMEOUT_MS = 5_000;
 
 /** How long a client being closed waits for Redis to answer its QUIT. */
 const QUIT_WAIT_MS = 2_000;
@@ -55,7 +57,15 @@ export function reconnectOnError(err: Error): false | 2 {
  * multi-key command or script keeps to one hash tag (redis-keys.ts); pipelines that span tags
  * go through inPipelines.
  */
-export function createRedis(url: string, options: { blocking?: boolean; name: string }): Redis {
+export function createRedis(
+  url: string,
+  options: {
+    blocking?: boolean;
+    name: string;
+    /** How long it may go silent (see dropWhenSilent); by default per kind of client. */
+    silentMs?: number;
+  },
+): Redis {
   const target = parseRedisUrl(url);
   if (!target) throw new Error('REDIS_URL is not a Redis URL');
   const base: RedisOptions = {
@@ -63,7 +73,7 @@ export function createRedis(url: string, options: { blocking?: boolean; name: st
     maxRetriesPerRequest: options.blocking ? null : 2,
     // Blocking clients wait by design (BullMQ's, the subscriber's): no limit on them.
     commandTimeout: options.blocking ? undefined : COMMAND_TIMEOUT_MS,
-    connectTimeout: 5_000,
+    connectTimeout: CONNECT_TIMEOUT_MS,
     reconnectOnError,
     retryStrategy: (times) => Math.min(times * 200, RECONNECT_MAX_MS),
     // Off on every client: coalesceWrites already sends the commands of one tick in one write,
@@ -97,6 +107,7 @@ export function createRedis(url: string, options: { blocking?: boolean; name: st
       enableAutoPipelining: base.enableAutoPipelining,
     }) as unknown as Redis;
   }
+  const silentMs = options.silentMs ?? (options.blocking ? RESENDING_SILENT_MS : SILENT_MS);
   let lastError = '';
   redis.on('error', (err: Error) => {
     if (err.message !== lastError) log.warn(`${options.name}: ${err.message}`);
@@ -109,17 +120,25 @@ export function createRedis(url: string, options: { blocking?: boolean; name: st
   if (target.mode === 'cluster') {
     (redis as unknown as Cluster).on('+node', (node: Redis) => {
       node.on('connect', () => coalesceWrites(node.stream));
-      dropWhenSilent(node);
+      dropWhenSilent(node, silentMs);
     });
   } else {
     redis.on('connect', () => coalesceWrites(redis.stream));
-    dropWhenSilent(redis);
+    dropWhenSilent(redis, silentMs);
   }
   return redis;
 }
 
 /** How long a connection may receive nothing while commands wait on it. */
-const SILENT_MS = 2 * COMMAND_TIMEOUT_MS;
+export const SILENT_MS = 2 * COMMAND_TIMEOUT_MS;
+/**
+ * The same for a client that sends its unanswered commands again on the new connection (a
+ * blocking one: they retry forever). A Redis that merely stalled (a fork, a paused container)
+ * still holds the first copies, and runs them when it resumes, then the second: a BullMQ
+ * script twice. Such a stall must not outlast the limit: a minute, not seconds. (A
+ * request-path client's commands gave up long before: COMMAND_TIMEOUT_MS.)
+ */
+const RESENDING_SILENT_MS = 60_000;
 const SILENCE_CHECK_MS = 2_500;
 /**
  * How often a connection that otherwise only listens (the subscriber) sends a PING, so that
@@ -128,7 +147,7 @@ const SILENCE_CHECK_MS = 2_500;
 export const LISTENER_PING_MS = 2 * SILENCE_CHECK_MS;
 
 /**
- * Drops a connection that has had commands waiting, and received nothing, for SILENT_MS (its
+ * Drops a connection that has had commands waiting, and received nothing, for `silentMs` (its
  * packets dropped: the old address of a failover, a NAT that forgot it): the client then makes
  * it anew. The OS would hold it for a quarter of an hour, every command on it timing out
  * meanwhile (a BullMQ worker's completions, the subscriber's PINGs: waiting for good, as
@@ -137,7 +156,7 @@ export const LISTENER_PING_MS = 2 * SILENCE_CHECK_MS;
  * socketTimeout does this too, but re-arms a timer and a listener on every reply: it doubled
  * the worker's CPU per message.)
  */
-function dropWhenSilent(client: Redis): void {
+function dropWhenSilent(client: Redis, silentMs: number): void {
   let received = 0;
   let seen = 0;
   let silentSince: number | null = null;
@@ -150,9 +169,9 @@ function dropWhenSilent(client: Redis): void {
       return;
     }
     silentSince ??= Date.now();
-    if (Date.now() - silentSince < SILENT_MS) return;
+    if (Date.now() - silentSince < silentMs) return;
     silentSince = null;
-    client.stream?.destroy(new Error(`no answer from Redis in ${SILENT_MS} ms; reconnecting`));
+    client.stream?.destroy(new Error(`no answer from Redis in ${silentMs} ms; reconnecting`));
   }, SILENCE_CHECK_MS).unref();
   client.on('end', () => clearInterval(timer));
 }

@@ -2,7 +2,7 @@ import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { withTimeout } from '@app/common';
 import { AppConfig } from '@app/config';
-import { LISTENER_PING_MS, closeRedis, createRedis } from './redis-connection.js';
+import { LISTENER_PING_MS, SILENT_MS, closeRedis, createRedis } from './redis-connection.js';
 
 /** How long an unsubscribe waits for Redis to confirm it. */
 const UNSUBSCRIBE_WAIT_MS = 2_000;
@@ -95,7 +95,12 @@ export class RedisSubscriber implements OnApplicationShutdown {
   }
 
   private open(): Redis {
-    const client = createRedis(this.config.REDIS_URL, { blocking: true, name: 'subscriber' });
+    // Its commands (SUBSCRIBE, PING) may run twice: silent for SILENT_MS, it is made anew.
+    const client = createRedis(this.config.REDIS_URL, {
+      blocking: true,
+      name: 'subscriber',
+      silentMs: SILENT_MS,
+    });
     client.on('message', (channel: string, message: string) => {
       try {
         this.handlers.get(channel)?.(channel, message);

@@ -5,6 +5,7 @@ import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/
 import { isRedisUnavailable, isValidSessionId } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
+  CONNECT_TIMEOUT_MS,
   LeaseRepository,
   RECONNECT_MAX_MS,
   SessionRepository,
@@ -344,16 +345,17 @@ export class SessionManager
    * touch. An outage of Redis longer than three heartbeats leaves every worker's beat stale:
    * the first back would see itself alone and take every session, only to hand most of them
    * over moments later (each a Chromium started, stopped and started elsewhere). Every live
-   * worker is back within RECONNECT_MAX_MS of Redis, and beats within a heartbeat of that:
-   * until then (and a heartbeat more, for this worker's own lag in noticing), sessions nobody
-   * drives wait.
+   * worker is back within RECONNECT_MAX_MS + CONNECT_TIMEOUT_MS of Redis, and beats within a
+   * heartbeat of that: until then (and a heartbeat more, for this worker's own lag in
+   * noticing), sessions nobody drives wait.
    */
   private observeFleet(): boolean {
     // A pass that a message started may run before the heartbeat that would see the stall.
     const stalled = Date.now() - this.lastTickAt > this.config.workerStaleAfterMs;
     if (this.outOfTouch || stalled) {
       this.outOfTouch = false;
-      this.observeUntil = Date.now() + 2 * this.config.WORKER_HEARTBEAT_MS + RECONNECT_MAX_MS;
+      this.observeUntil =
+        Date.now() + 2 * this.config.WORKER_HEARTBEAT_MS + RECONNECT_MAX_MS + CONNECT_TIMEOUT_MS;
     }
     return Date.now() < this.observeUntil;
   }

@@ -284,7 +284,10 @@ export class WebhookConsumer {
     }
   }
 
-  /** A chain's job that broke outside the delivery's own handling (stalled, Redis errors). */
+  /**
+   * A chain's job that broke outside the delivery's own handling (stalled: its worker died or
+   * hung; a bug). Redis failing is not among these: deliverChain puts the job back.
+   */
   private async onFailed(job: Job | undefined, err: Error): Promise<void> {
     if (!job || err instanceof DelayedError) return;
     if (job.attemptsMade < (job.opts.attempts ?? 1) && !(err instanceof UnrecoverableError)) return;
