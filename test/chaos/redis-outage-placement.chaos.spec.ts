@@ -42,45 +42,36 @@ describe('Redis down past every heartbeat, two workers', () => {
   const holders = async (): Promise<(string | null)[]> =>
     Promise.all(SESSIONS.map((id) => stack.redis.get(stack.keys.lease(id))));
 
-  it('takes the sessions back in even shares once both are back: none is started on the first back only to be handed over', async () => {
-    for (const id of SESSIONS.slice(1)) await stack.call('POST', '/api/v1/sessions', { id });
-    const first = spawnWorker(stack.env);
-    const lagging = spawnWorker(stack.env);
-    workers.push(first, lagging);
-    await eventually(async () => {
-      const byWorker = new Map<string, number>();
-      for (const holder of await holders())
-        if (holder) byWorker.set(holder, (byWorker.get(holder) ?? 0) + 1);
-      expect([...byWorker.values()]).toEqual([4, 4]);
-    }, 60_000);
+  /** Sessions per holder, from what each session's lease has named. */
+  const countByHolder = (holdersOfEach: Set<string>[]) => {
+    const byWorker = new Map<string, number>();
+    for (const holdersOfOne of holdersOfEach)
+      for (const holder of holdersOfOne) byWorker.set(holder, (byWorker.get(holder) ?? 0) + 1);
+    return [...byWorker.values()];
+  };
 
-    await redis.down();
-    lagging.kill('SIGSTOP');
-    // Every beat and lease (three heartbeats) long expired.
-    await sleep(10 * HEARTBEAT_MS);
-    await redis.up();
-    await sleep(1_000);
-    lagging.kill('SIGCONT');
-
-    // Who holds each session from now on: each should get one holder, and keep it.
+  /**
+   * From now on, each session gets one holder and keeps it (none started on one worker only to
+   * be handed to another), four on each worker, and every session is READY.
+   */
+  const expectEvenSharesKept = async () => {
     const seen = SESSIONS.map(() => new Set<string>());
+    const look = async () => {
+      for (const [index, holder] of (await holders()).entries())
+        if (holder) seen[index].add(holder);
+    };
     await eventually(
       async () => {
-        for (const [index, holder] of (await holders()).entries())
-          if (holder) seen[index].add(holder);
+        await look();
         expect(seen.map((holdersOfOne) => holdersOfOne.size)).toEqual(SESSIONS.map(() => 1));
-        const byWorker = new Map<string, number>();
-        for (const holdersOfOne of seen)
-          for (const holder of holdersOfOne) byWorker.set(holder, (byWorker.get(holder) ?? 0) + 1);
-        expect([...byWorker.values()]).toEqual([4, 4]);
+        expect(countByHolder(seen)).toEqual([4, 4]);
       },
       30_000,
       50,
     );
     // And no later hand-over either.
-    for (let look = 0; look < 20; look++) {
-      for (const [index, holder] of (await holders()).entries())
-        if (holder) seen[index].add(holder);
+    for (let looks = 0; looks < 20; looks++) {
+      await look();
       await sleep(HEARTBEAT_MS);
     }
     expect(seen.map((holdersOfOne) => holdersOfOne.size)).toEqual(SESSIONS.map(() => 1));
@@ -90,5 +81,43 @@ describe('Redis down past every heartbeat, two workers', () => {
         expect({ id, status: status.status }).toEqual({ id, status: 'READY' });
       }
     }, 30_000);
+  };
+
+  let first: ChildProcess;
+  let lagging: ChildProcess;
+
+  it('takes the sessions back in even shares once both are back: none is started on the first back only to be handed over', async () => {
+    for (const id of SESSIONS.slice(1)) await stack.call('POST', '/api/v1/sessions', { id });
+    first = spawnWorker(stack.env);
+    lagging = spawnWorker(stack.env);
+    workers.push(first, lagging);
+    await eventually(async () => {
+      const now = (await holders()).map((holder) => new Set(holder ? [holder] : []));
+      expect(countByHolder(now)).toEqual([4, 4]);
+    }, 60_000);
+
+    await redis.down();
+    lagging.kill('SIGSTOP');
+    // Every beat and lease (three heartbeats) long expired.
+    await sleep(10 * HEARTBEAT_MS);
+    await redis.up();
+    await sleep(1_000);
+    lagging.kill('SIGCONT');
+    await expectEvenSharesKept();
+  }, 150_000);
+
+  it('a worker started during the outage waits for the fleet too, rather than take every session before the others are back (continues from the fleet above)', async () => {
+    await redis.down();
+    // One worker dies in the outage and another takes its place; the one left is back late.
+    first.kill('SIGKILL');
+    lagging.kill('SIGSTOP');
+    const replacement = spawnWorker(stack.env);
+    workers.push(replacement);
+    await sleep(10 * HEARTBEAT_MS);
+    await redis.up();
+    // The replacement's boot, which waited for Redis, finishes meanwhile.
+    await sleep(4_000);
+    lagging.kill('SIGCONT');
+    await expectEvenSharesKept();
   }, 150_000);
 });

@@ -49,4 +49,16 @@ describe('WorkerRepository.placement and drains', () => {
     await workers.placement('w-other', STALE, now);
     expect(await redis.sismember(keys.drainingWorkers(), 'w-drained')).toBe(0);
   });
+
+  it('counts as lapsed the other workers that beat lately but not within the limit, not the long gone nor itself', async () => {
+    const now = Date.now();
+    await beat('w-live', now);
+    await beat('w-cut-off', now - STALE - 1_000);
+    await beat('w-long-gone', now - DRAIN_FORGOTTEN_AFTER_STALE * STALE - 1_000);
+    await beat('w-self', now - STALE - 1_000);
+    const placement = await workers.placement('w-self', STALE, now);
+    expect(placement.lapsed).toBe(1);
+    expect(placement.live.has('w-cut-off')).toBe(false);
+    expect(placement.live.has('w-live')).toBe(true);
+  });
 });

@@ -102,7 +102,14 @@ export class WorkerRepository {
     workerId: string,
     staleAfterMs: number,
     now = Date.now(),
-  ): Promise<{ takingWorkers: number; draining: boolean; fleet: string; live: Set<string> }> {
+  ): Promise<{
+    takingWorkers: number;
+    draining: boolean;
+    fleet: string;
+    live: Set<string>;
+    /** Other workers that beat lately, but not within `staleAfterMs`: gone, or cut off. */
+    lapsed: number;
+  }> {
     // A drain is forgotten only when its worker has been silent far longer than it takes to
     // count as gone: a beat that merely looks stale (a Redis failover, a stall, a clock off by
     // seconds) must not undo it, or the drained worker would take sessions again.
@@ -127,6 +134,7 @@ export class WorkerRepository {
       // Which workers take sessions: when it changes, sessions may need to move.
       fleet: taking.join(' '),
       live: liveIds,
+      lapsed: [...recentIds].filter((id) => id !== workerId && !liveIds.has(id)).length,
     };
   }
 

@@ -289,6 +289,10 @@ export class SessionManager
     }
     this.ticksSinceFull = 0;
     this.purgeFailed = false;
+    // Its first look at the fleet, with workers that beat lately but not now: this worker may
+    // have started during an outage (its boot waited for Redis), and they may be on their way
+    // back, as after any outage.
+    if (this.fleet === '' && placement.lapsed > 0) this.outOfTouch = true;
     this.fleet = placement.fleet;
     const observing = this.observeFleet();
     const list = await this.sessions.list();
