@@ -134,6 +134,22 @@ describe('createRedis: one address in front of Redis', () => {
     }
   }, 40_000);
 
+  it('does not send a command again on the new connection once its caller was told it timed out', async () => {
+    const ours = createRedis(proxy.url, { name: 'silent-resend-test' });
+    const direct = new Redis(old.port, '127.0.0.1');
+    try {
+      expect(await ours.incr('n')).toBe(1);
+      proxy.silence();
+      await expect(ours.incr('n')).rejects.toThrow(/timed out/);
+      // Made anew: a command on it is answered.
+      await eventually(async () => expect(await ours.ping()).toBe('PONG'), 20_000);
+      expect(await direct.get('n')).toBe('1');
+    } finally {
+      ours.disconnect();
+      direct.disconnect();
+    }
+  }, 40_000);
+
   it("replaces a blocking client's silent connection too (a BullMQ worker's, after a limit of its own): the command waiting on it is sent again and answered", async () => {
     // Its limit is a minute in production (a stall must not outlast it); a few seconds here.
     const ours = createRedis(proxy.url, {

@@ -171,9 +171,36 @@ function dropWhenSilent(client: Redis, silentMs: number): void {
     silentSince ??= Date.now();
     if (Date.now() - silentSince < silentMs) return;
     silentSince = null;
+    forgetTimedOut(client);
     client.stream?.destroy(new Error(`no answer from Redis in ${silentMs} ms; reconnecting`));
   }, SILENCE_CHECK_MS).unref();
   client.on('end', () => clearInterval(timer));
+}
+
+/** ioredis's queue of commands sent and not answered yet (its internals). */
+interface SentCommands {
+  length: number;
+  toArray(): SentCommand[];
+  clear(): void;
+  push(item: SentCommand): void;
+}
+/** A command's time limit is running until it is answered or times out (ioredis's Command). */
+type SentCommand = { command: { _commandTimeoutTimer?: unknown } };
+
+/**
+ * Takes out of the client's queue the commands whose callers were told they timed out
+ * (COMMAND_TIMEOUT_MS), before the connection is dropped: ioredis would send every unanswered
+ * command again on the new connection, and a caller told of a timeout (an api that answered
+ * 503) must not have its command run later behind its back. Those still within their limit
+ * are sent again; so are a blocking client's, which have none and wait for good.
+ */
+function forgetTimedOut(client: Redis): void {
+  if (typeof client.options.commandTimeout !== 'number') return;
+  const sent = (client as unknown as { commandQueue?: SentCommands }).commandQueue;
+  if (!sent?.length) return;
+  const waiting = sent.toArray().filter((item) => item.command._commandTimeoutTimer !== undefined);
+  sent.clear();
+  for (const item of waiting) sent.push(item);
 }
 
 const coalescing = new WeakSet<Socket>();
