@@ -102,11 +102,12 @@ export class SessionManager
   /** A purge failed in this pass: the next heartbeat reads the whole registry. */
   private purgeFailed = false;
   /**
-   * This worker was out of touch with the fleet since the last full pass read it: Redis could
-   * not serve a renewal or a pass, or its heartbeat stalled for longer than a beat counts as fresh (its
-   * process paused, its event loop blocked).
+   * This worker was out of touch with the fleet since the last full pass read it: it has just
+   * started (its boot may have waited for Redis), Redis could not serve a renewal or a pass,
+   * or its heartbeat stalled for longer than a beat counts as fresh (its process paused, its
+   * event loop blocked).
    */
-  private outOfTouch = false;
+  private outOfTouch = true;
   private lastTickAt = 0;
   /**
    * Until when this worker takes no session that nobody drives (see observeFleet): its view of
@@ -276,7 +277,10 @@ export class SessionManager
 
   private async reconcileOnce(scope: ReconcileScope): Promise<void> {
     const placement = await this.workers.placement(this.workerId, this.config.workerStaleAfterMs);
-    if (scope === 'owned' && placement.fleet === this.fleet && !this.outOfTouch) {
+    if (scope === 'owned' && placement.fleet === this.fleet) {
+      // The same workers live as at the last full pass: whatever cut this one off, nobody's
+      // share moved.
+      this.outOfTouch = false;
       const owned = this.ownedSessionIds();
       const views = await this.sessions.list(owned);
       // One of ours was unregistered behind our back (Redis flushed): the full pass sees to it.
@@ -289,12 +293,8 @@ export class SessionManager
     }
     this.ticksSinceFull = 0;
     this.purgeFailed = false;
-    // Its first look at the fleet, with workers that beat lately but not now: this worker may
-    // have started during an outage (its boot waited for Redis), and they may be on their way
-    // back, as after any outage.
-    if (this.fleet === '' && placement.lapsed > 0) this.outOfTouch = true;
     this.fleet = placement.fleet;
-    const observing = this.observeFleet();
+    const observing = this.observeFleet(placement.lapsed > 0);
     const list = await this.sessions.list();
     const registered = new Map(list.map((session) => [session.id, session]));
     // Ours but unregistered behind our back (Redis flushed): stop driving it.
@@ -346,21 +346,21 @@ export class SessionManager
 
   /**
    * Whether this worker is still waiting for the fleet to show itself, after it was out of
-   * touch. An outage of Redis longer than three heartbeats leaves every worker's beat stale:
-   * the first back would see itself alone and take every session, only to hand most of them
-   * over moments later (each a Chromium started, stopped and started elsewhere). Every live
-   * worker is back within RECONNECT_MAX_MS + CONNECT_TIMEOUT_MS of Redis, and beats within a
-   * heartbeat of that: until then (and a heartbeat more, for this worker's own lag in
-   * noticing), sessions nobody drives wait.
+   * touch while other workers that beat lately are silent (`othersLapsed`). An outage of Redis
+   * longer than three heartbeats leaves every worker's beat stale: the first back would see
+   * itself alone and take every session, only to hand most of them over moments later (each a
+   * Chromium started, stopped and started elsewhere). Every live worker is back within
+   * RECONNECT_MAX_MS + CONNECT_TIMEOUT_MS of Redis, and beats within a heartbeat of that:
+   * until then (and a heartbeat more, for this worker's own lag in noticing), sessions nobody
+   * drives wait. A worker alone (none lapsed) takes them at once.
    */
-  private observeFleet(): boolean {
+  private observeFleet(othersLapsed: boolean): boolean {
     // A pass that a message started may run before the heartbeat that would see the stall.
     const stalled = Date.now() - this.lastTickAt > this.config.workerStaleAfterMs;
-    if (this.outOfTouch || stalled) {
-      this.outOfTouch = false;
+    if ((this.outOfTouch || stalled) && othersLapsed)
       this.observeUntil =
         Date.now() + 2 * this.config.WORKER_HEARTBEAT_MS + RECONNECT_MAX_MS + CONNECT_TIMEOUT_MS;
-    }
+    this.outOfTouch = false;
     return Date.now() < this.observeUntil;
   }
 
