@@ -83,6 +83,20 @@ describe('Redis down past every heartbeat, two workers', () => {
     }, 30_000);
   };
 
+  /**
+   * Redis down until every beat and lease (three heartbeats) has long expired, `lagging` held
+   * through it and `lateMs` past it; `inOutage` runs once Redis is down.
+   */
+  const outage = async (lagging: ChildProcess, lateMs: number, inOutage = () => undefined) => {
+    await redis.down();
+    lagging.kill('SIGSTOP');
+    inOutage();
+    await sleep(10 * HEARTBEAT_MS);
+    await redis.up();
+    await sleep(lateMs);
+    lagging.kill('SIGCONT');
+  };
+
   let first: ChildProcess;
   let lagging: ChildProcess;
 
@@ -96,28 +110,17 @@ describe('Redis down past every heartbeat, two workers', () => {
       expect(countByHolder(now)).toEqual([4, 4]);
     }, 60_000);
 
-    await redis.down();
-    lagging.kill('SIGSTOP');
-    // Every beat and lease (three heartbeats) long expired.
-    await sleep(10 * HEARTBEAT_MS);
-    await redis.up();
-    await sleep(1_000);
-    lagging.kill('SIGCONT');
+    await outage(lagging, 1_000);
     await expectEvenSharesKept();
   }, 150_000);
 
   it('a worker started during the outage waits for the fleet too, rather than take every session before the others are back (continues from the fleet above)', async () => {
-    await redis.down();
-    // One worker dies in the outage and another takes its place; the one left is back late.
-    first.kill('SIGKILL');
-    lagging.kill('SIGSTOP');
-    const replacement = spawnWorker(stack.env);
-    workers.push(replacement);
-    await sleep(10 * HEARTBEAT_MS);
-    await redis.up();
-    // The replacement's boot, which waited for Redis, finishes meanwhile.
-    await sleep(4_000);
-    lagging.kill('SIGCONT');
+    // One worker dies in the outage and another takes its place; the one left is back late,
+    // once the replacement's boot (which waited for Redis) has finished.
+    await outage(lagging, 4_000, () => {
+      first.kill('SIGKILL');
+      workers.push(spawnWorker(stack.env));
+    });
     await expectEvenSharesKept();
   }, 150_000);
 });

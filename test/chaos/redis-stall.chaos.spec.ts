@@ -122,16 +122,7 @@ describe('Redis stalls (paused, its connections open) and resumes', () => {
         }
 
         const statuses = ['queued', 'sending', 'sent', 'delivered', 'read'];
-        await eventually(
-          () =>
-            expect(
-              hook
-                .events()
-                .filter((event) => event.data.id === id)
-                .map((event) => event.data.status),
-            ).toEqual(statuses),
-          60_000,
-        );
+        await eventually(() => expect(hook.statuses(id)).toEqual(statuses), 60_000);
         const deliveries = await eventually(async () => {
           const list = await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=main');
           expect(list.status).toBe(200);

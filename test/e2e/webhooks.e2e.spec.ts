@@ -18,11 +18,6 @@ const WEBHOOK_ENV = {
 const setTargets = (stack: Stack, targets: unknown, sessionId = 'main') =>
   stack.call('PUT', `/api/v1/sessions/${sessionId}/webhooks`, targets);
 
-const statusesOf = (events: any[], messageId: string) =>
-  events
-    .filter((event) => event.type === 'message.status' && event.data.id === messageId)
-    .map((event) => event.data.status);
-
 describe('webhooks', () => {
   const receivers: WebhookReceiver[] = [];
   const receiver = async (...args: Parameters<typeof WebhookReceiver.start>) => {
@@ -52,13 +47,7 @@ describe('webhooks', () => {
     });
     const id = sent.body.data.id;
     await eventually(() =>
-      expect(statusesOf(hook.events(), id)).toEqual([
-        'queued',
-        'sending',
-        'sent',
-        'delivered',
-        'read',
-      ]),
+      expect(hook.statuses(id)).toEqual(['queued', 'sending', 'sent', 'delivered', 'read']),
     );
     const verified = hook.verified(SECRET);
     expect(verified).toHaveLength(5);
@@ -265,13 +254,7 @@ describe('webhooks', () => {
     for (const id of ids) await stack.waitForStatus(id, 'read');
     await eventually(() => {
       for (const id of ids)
-        expect(statusesOf(healthy.events(), id)).toEqual([
-          'queued',
-          'sending',
-          'sent',
-          'delivered',
-          'read',
-        ]);
+        expect(healthy.statuses(id)).toEqual(['queued', 'sending', 'sent', 'delivered', 'read']);
     });
     // The stuck target still holds its first event; nothing behind it overtook it.
     expect(stuck.events()).toHaveLength(1);
@@ -459,7 +442,7 @@ describe('global webhook targets', () => {
     });
     await stack.waitForStatus(sent.body.data.id, 'read');
     await eventually(() =>
-      expect(statusesOf(hook.events(), sent.body.data.id)).toEqual([
+      expect(hook.statuses(sent.body.data.id)).toEqual([
         'queued',
         'sending',
         'sent',
@@ -513,7 +496,7 @@ describe('a global target that never answers, with few delivery slots', () => {
       text: 'past a stuck target',
     });
     await eventually(() =>
-      expect(statusesOf(healthy.events(), sent.body.data.id)).toEqual([
+      expect(healthy.statuses(sent.body.data.id)).toEqual([
         'queued',
         'sending',
         'sent',

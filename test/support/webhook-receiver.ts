@@ -92,6 +92,13 @@ export class WebhookReceiver {
       .map((request) => request.body);
   }
 
+  /** The statuses of a message, in the order its `message.status` events first arrived. */
+  statuses(messageId: string): string[] {
+    return this.events()
+      .filter((event) => event.type === 'message.status' && event.data.id === messageId)
+      .map((event) => event.data.status);
+  }
+
   async close(): Promise<void> {
     for (const res of this.hanging) res.destroy();
     this.server.closeAllConnections();

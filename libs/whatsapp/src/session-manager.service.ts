@@ -248,7 +248,7 @@ export class SessionManager
   private async tick(): Promise<void> {
     const held = [...new Set([...this.ownedSessionIds(), ...this.stopping])];
     const sent = Date.now();
-    if (sent - this.lastTickAt > this.config.workerStaleAfterMs) this.outOfTouch = true;
+    if (this.stalled(sent)) this.outOfTouch = true;
     this.lastTickAt = sent;
     try {
       const lost = new Set(await this.leases.renew(held, this.workerId, this.leaseTtl()));
@@ -356,12 +356,16 @@ export class SessionManager
    */
   private observeFleet(othersLapsed: boolean): boolean {
     // A pass that a message started may run before the heartbeat that would see the stall.
-    const stalled = Date.now() - this.lastTickAt > this.config.workerStaleAfterMs;
-    if ((this.outOfTouch || stalled) && othersLapsed)
+    if ((this.outOfTouch || this.stalled(Date.now())) && othersLapsed)
       this.observeUntil =
         Date.now() + 2 * this.config.WORKER_HEARTBEAT_MS + RECONNECT_MAX_MS + CONNECT_TIMEOUT_MS;
     this.outOfTouch = false;
     return Date.now() < this.observeUntil;
+  }
+
+  /** The heartbeat has not run for longer than a beat counts as fresh: this worker was stalled. */
+  private stalled(now: number): boolean {
+    return now - this.lastTickAt > this.config.workerStaleAfterMs;
   }
 
   /**
