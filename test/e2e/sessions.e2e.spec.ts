@@ -244,6 +244,14 @@ describe('state writes after a delete', () => {
       text: 'before the delete',
     });
     await stack.waitForStatus(sent.body.data.id, 'read');
+    // And one scheduled (the session's scheduled index holds it too).
+    const later = await stack.call('POST', '/api/v1/messages/text', {
+      sessionId: 'gone',
+      to: '4915123456789',
+      text: 'after the delete',
+      sendAt: new Date(Date.now() + 3_600_000).toISOString(),
+    });
+    expect(later.status).toBe(202);
     expect(
       (
         await stack.call('POST', '/api/v1/sessions/gone/sandbox/incoming', {
@@ -255,7 +263,7 @@ describe('state writes after a delete', () => {
     await eventually(async () =>
       expect(
         (await stack.call('GET', '/api/v1/sessions/gone/messages')).body.data.items,
-      ).toHaveLength(2),
+      ).toHaveLength(3),
     );
     await stack.call('DELETE', '/api/v1/sessions/gone');
     await eventually(async () =>

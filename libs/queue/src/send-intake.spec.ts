@@ -215,6 +215,19 @@ describe('SendIntake: accepted sends made jobs', () => {
     expect(await messages.counts('intake-g')).toMatchObject({ queued: 1 });
   });
 
+  it('takes a scheduled send back from both of its session indexes', async () => {
+    const acceptedAt = new Date();
+    const scheduled = message('intake-s', {
+      sendAt: new Date(acceptedAt.getTime() + 60_000).toISOString(),
+    });
+    await messages.createMany([scheduled], false, acceptedAt, {});
+    const indexes = [keys.sessionMessages('intake-s'), keys.sessionScheduled('intake-s')];
+    for (const index of indexes) expect(await redis.zscore(index, scheduled.id)).not.toBeNull();
+    expect(await messages.takeBack([scheduled], acceptedAt, {})).toEqual(['taken-back']);
+    for (const index of indexes) expect(await redis.zscore(index, scheduled.id)).toBeNull();
+    expect(await messages.recentIds('intake-s', 10)).toEqual([]);
+  });
+
   it('counts a send once while it is being moved (made a job, its entry not yet removed)', async () => {
     const waiting = [message('intake-h'), message('intake-h')];
     await messages.createMany(waiting, false, new Date(), {});

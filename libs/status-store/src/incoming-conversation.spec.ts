@@ -16,12 +16,13 @@ describe('IncomingRepository.conversation', () => {
   let keys: RedisKeys;
   let incoming: IncomingRepository;
   let messages: MessageRepository;
+  let config: ReturnType<typeof loadAppConfig>;
   const SESSION = 'paged';
 
   beforeAll(() => {
     redis = createRedis(inject('redisUrl'), { name: 'conversation-test' });
     keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
-    const config = loadAppConfig({ readEnvFile: false, overrides: { NODE_ENV: 'test' } });
+    config = loadAppConfig({ readEnvFile: false, overrides: { NODE_ENV: 'test' } });
     const events = new EventScriptArgs(keys, [], 60_000);
     incoming = new IncomingRepository(redis, keys, config, events);
     messages = new MessageRepository(redis, keys, config, events);
@@ -57,6 +58,68 @@ describe('IncomingRepository.conversation', () => {
     await incoming.record(record, undefined, at);
     return record.id;
   }
+
+  /** A text of `session` written at `at` (scheduled for `sendAt`, if given). */
+  const sendText = (session: string, at: Date, sendAt?: Date) =>
+    messages.create(
+      {
+        id: randomUUID(),
+        sessionId: session,
+        to: '4915100000004',
+        chatId: '4915100000004@c.us',
+        type: 'text',
+        text: sendAt ? 'later' : 'now',
+        ...(sendAt ? { sendAt: sendAt.toISOString() } : {}),
+      } as NewMessage,
+      at,
+    );
+
+  it('lists a message scheduled further ahead than MESSAGE_RETENTION_MS until its record expires, though later writes trim the index', async () => {
+    const session = 'scheduled-far';
+    const retention = config.MESSAGE_RETENTION_MS;
+    // Written more than the retention ago and due in an hour: its record is kept until a
+    // retention after that, but the session's index lets it go at the next write.
+    const written = new Date(Date.now() - retention - 60_000);
+    const scheduled = await sendText(session, written, new Date(Date.now() + 3_600_000));
+    await sendText(session, new Date(written.getTime() - 1));
+    expect(await messages.get(scheduled.id)).not.toBeNull();
+    const later = await sendText(session, new Date());
+    expect(await redis.zscore(keys.sessionMessages(session), scheduled.id)).toBeNull();
+
+    const page = await incoming.conversation({ sessionId: session, limit: 10 });
+    // (The one written just before it was not scheduled: it has left with its index entry.)
+    expect(page.items.map((item) => item.id)).toEqual([later.id, scheduled.id]);
+    expect(page.items[1]).toMatchObject({ status: 'scheduled', kind: 'sent' });
+    expect(await messages.recentIds(session, 20)).toEqual([later.id, scheduled.id]);
+    expect(await messages.recentIds(session, 1)).toEqual([later.id]);
+  });
+
+  it('lists a scheduled message once while both indexes hold it, in its place among the others', async () => {
+    const session = 'scheduled-near';
+    const base = Date.now() - 10_000;
+    const first = await sendText(session, new Date(base));
+    const scheduled = await sendText(session, new Date(base + 1), new Date(Date.now() + 60_000));
+    const last = await sendText(session, new Date(base + 2));
+    const expected = [last.id, scheduled.id, first.id];
+    expect(
+      (await incoming.conversation({ sessionId: session, limit: 10 })).items.map((i) => i.id),
+    ).toEqual(expected);
+    // Paged one by one across the two indexes: each once, in order.
+    const paged: string[] = [];
+    let before: string | undefined;
+    for (let pages = 0; pages < 10; pages++) {
+      const page = await incoming.conversation({ sessionId: session, limit: 1, before });
+      paged.push(...page.items.map((item) => item.id));
+      if (!page.next) break;
+      before = page.next;
+    }
+    expect(paged).toEqual(expected);
+    expect(await messages.recentIds(session, 20)).toEqual(expected);
+    // Only "in" asked: neither index is read.
+    expect(
+      (await incoming.conversation({ sessionId: session, limit: 10, direction: 'in' })).items,
+    ).toEqual([]);
+  });
 
   it('returns every entry once when a full batch of one source ends among entries of the same time in both', async () => {
     const base = Date.now() - 60_000;

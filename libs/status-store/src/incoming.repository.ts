@@ -132,7 +132,12 @@ export class IncomingRepository {
   async conversation(query: ConversationQuery): Promise<ConversationPage> {
     const sources = [this.keys.sessionInbox(query.sessionId)];
     // Messages we sent are only "out"; the inbox holds both (fromMe: written on the phone).
-    if (query.direction !== 'in') sources.push(this.keys.sessionMessages(query.sessionId));
+    // A scheduled one is in both of their indexes (at the same place) while the first keeps it.
+    if (query.direction !== 'in')
+      sources.push(
+        this.keys.sessionMessages(query.sessionId),
+        this.keys.sessionScheduled(query.sessionId),
+      );
     let cursor: Position = parseCursor(query.before) ?? { score: Infinity, id: '' };
     const items: ConversationEntry[] = [];
     let scanned = 0;
@@ -194,7 +199,8 @@ export class IncomingRepository {
     }
     return positions
       .filter((position) => !floor || newestFirst(position, floor) <= 0)
-      .sort(newestFirst);
+      .sort(newestFirst)
+      .filter((position, i, sorted) => i === 0 || newestFirst(sorted[i - 1], position) !== 0);
   }
 
   private async load(

@@ -45,6 +45,9 @@ export interface MessageContact {
   phone: string;
 }
 
+/** How far ahead a message may be scheduled (its `sendAt`). */
+export const MAX_SCHEDULE_MS = 30 * 24 * 3600_000;
+
 const MESSAGE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**

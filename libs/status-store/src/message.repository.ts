@@ -6,6 +6,7 @@ import { RedisKeys, shardOfId } from './redis-keys.js';
 import { knownShards } from './shards.js';
 import { REDIS } from './status-store.tokens.js';
 import {
+  MAX_SCHEDULE_MS,
   STATUS_RANK,
   type MessageContact,
   type MessageError,
@@ -16,7 +17,13 @@ import {
   type MessageStatus,
   type NewMessage,
 } from './message-record.js';
-import { EventScriptArgs, LuaScript, newEventId, withEventPublishing } from './event-script.js';
+import {
+  EventScriptArgs,
+  LuaScript,
+  newEventId,
+  pipelineReplies,
+  withEventPublishing,
+} from './event-script.js';
 import { pacingWaitLua, recordSendLua } from './pacing.repository.js';
 
 const TIMESTAMP_FIELD: Partial<Record<MessageStatus, keyof MessageRecord>> = {
@@ -48,11 +55,12 @@ const CHECK_TARGET = new LuaScript(
   SESSION_TAKES_SENDS_FN + `return takes_sends(KEYS[1]) and 'OK' or 'NO_SESSION'`,
 );
 
-// KEYS[1] message, [2] session index, [3] session, [4] the session's send intake (all in the
-// session's shard); ARGV[7] fields (JSON, flat), [8] retention ms, [9] score (ms), [10] index
-// cutoff (ms), [11] message id, [12] session id, [13] '1' to check that the session takes
-// sends, [14] status (queued or scheduled), [15] the intake entry ('' for none). The session is
-// checked, and the send queued, in the same round trip as the write.
+// KEYS[1] message, [2] session index, [3] session, [4] the session's send intake, [5] its
+// scheduled index (all in the session's shard); ARGV[7] fields (JSON, flat), [8] retention ms,
+// [9] score (ms), [10] index cutoff (ms), [11] message id, [12] session id, [13] '1' to check
+// that the session takes sends, [14] status (queued or scheduled), [15] the intake entry (''
+// for none), [16] the scheduled index's cutoff (ms). The session is checked, and the send
+// queued, in the same round trip as the write.
 const CREATE = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -67,6 +75,10 @@ redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[10])
+if ARGV[14] == 'scheduled' then
+  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[11])
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[16])
+end
 count_status(ARGV[12], nil, ARGV[14])
 if ARGV[15] ~= '' then redis.call('RPUSH', KEYS[4], ARGV[15]) end
 publish_event(ARGV[12], 'message.status', snapshot)
@@ -340,7 +352,7 @@ return 'cancelled'
 
 // Takes back a record written with its send queued, if nothing can have taken the send yet:
 // its intake entry is still there (not made a job). KEYS[1] message, [2] session index, [3]
-// the session's intake; ARGV[7] message id, [8] its intake entry, [9] the fields it is
+// the session's intake, [4] its scheduled index; ARGV[7] message id, [8] its intake entry, [9] the fields it is
 // cancelled with (JSON, flat). 'taken-back'; 'queued' when the send is a job already (the
 // message stays, accepted); 'absent' when there is no record. Webhook targets were told it was
 // queued (its CREATE's event): they are told it is cancelled, before it goes.
@@ -355,6 +367,7 @@ redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[9])))
 publish_event(session_id, 'message.status', snapshot)
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[7])
+redis.call('ZREM', KEYS[4], ARGV[7])
 count_status(session_id, status, nil)
 return 'taken-back'
 `,
@@ -426,7 +439,9 @@ export class MessageRepository implements BeforeApplicationShutdown {
       this.redis,
       records.map((record) => {
         // Records are kept MESSAGE_RETENTION_MS from creation (from when they are due, if
-        // scheduled), then Redis drops them itself.
+        // scheduled), then Redis drops them itself. The session's index keeps each
+        // MESSAGE_RETENTION_MS from creation; a scheduled one is also in its scheduled index,
+        // which keeps it as long as a record can be kept.
         const due = record.sendAt ? Date.parse(record.sendAt) : now.getTime();
         const retention = this.config.MESSAGE_RETENTION_MS + Math.max(0, due - now.getTime());
         return {
@@ -435,6 +450,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
             this.keys.sessionMessages(record.sessionId),
             this.keys.session(record.sessionId),
             this.keys.sendIntake(record.sessionId),
+            this.keys.sessionScheduled(record.sessionId),
           ],
           args: [
             ...this.events.build(now),
@@ -447,6 +463,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
             checkSessions ? '1' : '',
             record.status,
             queue ? intakeEntryOf(record, now, queue) : '',
+            now.getTime() - this.config.MESSAGE_RETENTION_MS - MAX_SCHEDULE_MS,
           ],
         };
       }),
@@ -543,6 +560,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
           this.keys.message(message.id),
           this.keys.sessionMessages(message.sessionId),
           this.keys.sendIntake(message.sessionId),
+          this.keys.sessionScheduled(message.sessionId),
         ],
         args: [
           ...this.events.build(now),
@@ -885,9 +903,24 @@ export class MessageRepository implements BeforeApplicationShutdown {
     return written === 1;
   }
 
-  /** The newest message ids of a session, newest first. */
+  /**
+   * The newest message ids of a session, newest first: from its index, and its scheduled index
+   * (which keeps a message scheduled far ahead after the first has let it go).
+   */
   async recentIds(sessionId: string, limit: number): Promise<string[]> {
-    return this.redis.zrevrange(this.keys.sessionMessages(sessionId), 0, limit - 1);
+    const replies = (await pipelineReplies(
+      this.redis
+        .pipeline()
+        .zrevrange(this.keys.sessionMessages(sessionId), 0, limit - 1, 'WITHSCORES')
+        .zrevrange(this.keys.sessionScheduled(sessionId), 0, limit - 1, 'WITHSCORES'),
+    )) as string[][];
+    const byId = new Map<string, number>();
+    for (const flat of replies)
+      for (let i = 0; i < flat.length; i += 2) byId.set(flat[i], Number(flat[i + 1]));
+    return [...byId]
+      .sort(([a, x], [b, y]) => y - x || (a < b ? 1 : a > b ? -1 : 0))
+      .slice(0, limit)
+      .map(([id]) => id);
   }
 }
 

@@ -173,6 +173,14 @@ export class RedisKeys {
     return this.ofSession('session-msgs', sessionId);
   }
   /**
+   * Sorted set of a session's scheduled message ids by creation time, as sessionMessages, but
+   * trimmed MAX_SCHEDULE_MS later: a scheduled message's record is kept MESSAGE_RETENTION_MS
+   * from its sendAt, and sessionMessages drops it MESSAGE_RETENTION_MS from its creation.
+   */
+  sessionScheduled(sessionId: string): string {
+    return this.ofSession('session-sched', sessionId);
+  }
+  /**
    * List of a session's accepted sends not yet made jobs (SendIntake entries, oldest first):
    * the api appends to it in the script that writes the record, the owning worker turns its
    * entries into jobs of the session's send queue.

@@ -180,6 +180,7 @@ export class SessionRepository {
       .del(this.keys.webhookTargets(sessionId))
       .del(this.keys.webhookSequence(sessionId))
       .del(this.keys.sessionMessages(sessionId))
+      .del(this.keys.sessionScheduled(sessionId))
       .del(this.keys.sessionInbox(sessionId))
       .exec();
     await this.announce(sessionId);

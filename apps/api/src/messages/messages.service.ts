@@ -20,6 +20,7 @@ import {
   BatchRepository,
   IdempotencyRepository,
   IncomingRepository,
+  MAX_SCHEDULE_MS,
   MessageRepository,
   SendQueueBell,
   SessionRepository,
@@ -59,8 +60,6 @@ const IDEMPOTENCY_TTL_MS = 24 * 3600_000;
  * the key over: far longer than a request takes to write (or fail to write) its message.
  */
 export const STALE_CLAIM_MS = 30_000;
-/** How far ahead a message may be scheduled. */
-const MAX_SCHEDULE_MS = 30 * 24 * 3600_000;
 
 /** Where a send goes, as the client gave it. */
 interface SendTarget {
