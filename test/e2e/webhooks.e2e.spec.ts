@@ -345,6 +345,13 @@ describe('webhooks', () => {
     expect(badSecret.body.error.message).toBe(
       '[1] secret must be whsec_ followed by base64 of 24 to 64 random bytes',
     );
+    // Base64 without its padding: Node would sign with it, a Python or Go receiver could not
+    // decode it.
+    const unpadded = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
+      { ...target, secret: `whsec_${Buffer.alloc(32, 7).toString('base64').replace(/=+$/, '')}` },
+    ]);
+    expect(unpadded.status).toBe(400);
+    expect(unpadded.body.error.message).toMatch(/^\[0\] secret must be base64 with its = padding/);
     const two = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
       { ...target, extra: 1 },
       'https://example.com/hook',

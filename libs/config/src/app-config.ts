@@ -24,6 +24,17 @@ export const PLACEHOLDER_SECRET = /^(change-me|replace-with)/i;
 const SESSION_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 /** A Standard Webhooks secret: whsec_ and base64 of 24-64 bytes. */
 export const WEBHOOK_SECRET_RE = /^whsec_[A-Za-z0-9+/]{32,88}={0,2}$/;
+/** Base64 in whole groups of four, `=`-padded: what every decoder takes. */
+const PADDED_BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/**
+ * A secret WEBHOOK_SECRET_RE takes whose base64 strict decoders also take: Python's and Go's
+ * (so the Standard Webhooks libraries receivers use in them) refuse base64 without its `=`
+ * padding, which Node's decoder (so our signing) takes. Such a receiver cannot verify.
+ */
+export function isPaddedWebhookSecret(secret: string): boolean {
+  return WEBHOOK_SECRET_RE.test(secret) && PADDED_BASE64_RE.test(secret.slice('whsec_'.length));
+}
 
 // Environment values are strings; these turn the well-formed ones into numbers and booleans
 // and leave anything else as it was, so the validator reports it with the variable's name.

@@ -1,4 +1,4 @@
-import { ConfigError, EXAMPLE_API_KEY, parseConfig } from './index.js';
+import { ConfigError, EXAMPLE_API_KEY, isPaddedWebhookSecret, parseConfig } from './index.js';
 
 function problems(env: Record<string, string>): string[] {
   try {
@@ -184,6 +184,24 @@ describe('parseConfig', () => {
     const lines = problems({ API_KEY: 'short', WORKER_TOKEN: 'tiny' });
     expect(lines).toHaveLength(2);
     expect(lines.join('\n')).not.toMatch(/short|tiny/);
+  });
+
+  it('takes a WEBHOOK_SECRET without its base64 padding (a deployment running with one still boots), but tells it from a padded one', () => {
+    const padded = `whsec_${Buffer.from('k'.repeat(32)).toString('base64')}`;
+    const unpadded = padded.replace(/=+$/, '');
+    expect(padded).not.toBe(unpadded);
+    for (const secret of [padded, unpadded])
+      expect(parseConfig({ WEBHOOK_SECRET: secret }).WEBHOOK_SECRET).toBe(secret);
+    expect(problems({ WEBHOOK_SECRET: 'whsec_short' })).toHaveLength(1);
+    // 24, 32 and 64 bytes, padded as base64 pads them (none, one `=`, two).
+    for (const bytes of [24, 32, 64])
+      expect(isPaddedWebhookSecret(`whsec_${Buffer.alloc(bytes, 7).toString('base64')}`)).toBe(
+        true,
+      );
+    expect(isPaddedWebhookSecret(unpadded)).toBe(false);
+    expect(isPaddedWebhookSecret(`${padded}=`)).toBe(false);
+    expect(isPaddedWebhookSecret(`whsec_${'A'.repeat(33)}`)).toBe(false);
+    expect(isPaddedWebhookSecret('hunter2')).toBe(false);
   });
 });
 

@@ -8,9 +8,10 @@ import {
   IsString,
   Matches,
   MaxLength,
+  ValidateBy,
 } from 'class-validator';
 import { SESSION_ID_PATTERN } from '@app/common';
-import { WEBHOOK_SECRET_RE } from '@app/config';
+import { WEBHOOK_SECRET_RE, isPaddedWebhookSecret } from '@app/config';
 import {
   WEBHOOK_EVENT_TYPES,
   type DeliveryRecord,
@@ -44,11 +45,18 @@ export class WebhookTargetInputDto {
   @ApiPropertyOptional({
     example: SECRET_EXAMPLE,
     description:
-      'Standard Webhooks signing secret (whsec_ + base64 of 24-64 bytes). Omitted: the current one of this URL is kept, or a new one is made',
+      'Standard Webhooks signing secret: whsec_ + base64 of 24-64 bytes, with its = padding (`echo whsec_$(openssl rand -base64 32)`). Omitted: the current one of this URL is kept, or a new one is made',
   })
   @IsOptional()
-  @Matches(WEBHOOK_SECRET_RE, {
-    message: 'secret must be whsec_ followed by base64 of 24 to 64 random bytes',
+  @ValidateBy({
+    name: 'isPaddedWebhookSecret',
+    validator: {
+      validate: (value) => typeof value === 'string' && isPaddedWebhookSecret(value),
+      defaultMessage: (args) =>
+        typeof args?.value === 'string' && WEBHOOK_SECRET_RE.test(args.value)
+          ? 'secret must be base64 with its = padding, as `openssl rand -base64 32` prints it (receivers in Python or Go cannot decode it otherwise)'
+          : 'secret must be whsec_ followed by base64 of 24 to 64 random bytes',
+    },
   })
   secret?: string;
 

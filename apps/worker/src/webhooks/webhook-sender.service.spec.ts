@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Logger } from '@nestjs/common';
 import type { AppConfig } from '@app/config';
 import type { WebhookTarget } from '@app/status-store';
 import { WebhookSender, parseRetryAfter } from './webhook-sender.service.js';
@@ -76,5 +77,23 @@ describe('WebhookSender', () => {
     expect(await held.post(target(), 'evt_late', '{}')).toMatchObject({ interrupted: true });
     expect(held.requestsInFlight).toBe(0);
     held.onApplicationShutdown();
+  });
+
+  it('says at boot that a WEBHOOK_SECRET without its base64 padding cannot be decoded by strict receivers', () => {
+    const warn = vi.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    const padded = `whsec_${Buffer.from('k'.repeat(32)).toString('base64')}`;
+    expect(padded.endsWith('=')).toBe(true);
+    const boot = (secret?: string) => {
+      const booted = new WebhookSender({ WEBHOOK_SECRET: secret } as AppConfig);
+      booted.onModuleInit();
+      booted.onApplicationShutdown();
+    };
+    boot(padded);
+    boot(undefined);
+    expect(warn).not.toHaveBeenCalled();
+    boot(padded.replace(/=+$/, ''));
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(String(warn.mock.calls[0][0])).toMatch(/WEBHOOK_SECRET is base64 without its = padding/);
+    warn.mockRestore();
   });
 });

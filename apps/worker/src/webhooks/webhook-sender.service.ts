@@ -1,9 +1,9 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import http from 'node:http';
 import https from 'node:https';
 import { Webhook } from 'standardwebhooks';
 import { createSafeAgents, refusedByAddressFilter } from '@app/common';
-import { AppConfig } from '@app/config';
+import { AppConfig, isPaddedWebhookSecret } from '@app/config';
 import type { WebhookTarget } from '@app/status-store';
 
 /** What one attempt came to. `retryable` follows the Standard Webhooks retry rules. */
@@ -30,7 +30,8 @@ const ERROR_BODY_BYTES = 512;
  * unless WEBHOOK_ALLOW_PRIVATE_URLS.
  */
 @Injectable()
-export class WebhookSender {
+export class WebhookSender implements OnModuleInit {
+  private readonly log = new Logger(WebhookSender.name);
   private readonly agents: { http: http.Agent; https: https.Agent };
   /**
    * Each request in flight, aborted on shutdown: a receiver that hangs must not hold the
@@ -45,6 +46,19 @@ export class WebhookSender {
     // Kept alive: each chain posts one event after another to the same receiver, and a new
     // TLS handshake per event would cap a chain at a few events per second.
     this.agents = createSafeAgents(config.WEBHOOK_ALLOW_PRIVATE_URLS, true);
+  }
+
+  /**
+   * A WEBHOOK_SECRET without its base64 padding is still taken (refusing it now would stop a
+   * deployment that runs with it), and signs as it always did; but receivers in Python or Go
+   * cannot decode it, so it is said at boot. (A target's own secret is refused: see its DTO.)
+   */
+  onModuleInit(): void {
+    const secret = this.config.WEBHOOK_SECRET;
+    if (secret && !isPaddedWebhookSecret(secret))
+      this.log.warn(
+        'WEBHOOK_SECRET is base64 without its = padding: Standard Webhooks receivers in Python or Go cannot decode it to verify signatures; make one with `echo whsec_$(openssl rand -base64 32)`',
+      );
   }
 
   /** Breaks off every request in flight; their deliveries are retried (at least once). */
