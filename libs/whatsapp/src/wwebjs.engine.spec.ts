@@ -68,6 +68,13 @@ class FakeClient extends EventEmitter implements ClientLike {
   sendReaction = vi.fn(async (_messageId: string, _reaction: string): Promise<void> => {});
   deleteMessage = vi.fn(async (_everyone?: boolean): Promise<void> => {});
   getMessageById = vi.fn(async (_messageId: string) => ({ delete: this.deleteMessage }));
+  /** WhatsApp Web's tab: only the revoke check runs in it here (true: it may be revoked). */
+  pupPage = {
+    evaluate: vi.fn(
+      async (_fn: (messageId: string) => Promise<boolean | null>, _id: string): Promise<unknown> =>
+        true,
+    ),
+  };
   requestPairingCode = vi.fn(async (_phone: string, _notify?: boolean) => 'WXYZ1234');
   getContactLidAndPhone = vi.fn(
     async (userIds: string[]): Promise<{ lid?: string; pn?: string }[]> =>
@@ -284,25 +291,49 @@ describe('WwebjsEngine events', () => {
     await h.engine.stop();
   });
 
-  it('turns a LOGOUT disconnect into DISCONNECTED, deletes the auth data and does not restart', async () => {
+  /** A READY engine with a login profile on disk, whose client then disconnects for `reason`. */
+  const disconnectedReady = async (reason: string) => {
     const profile = sessionDir(dataDir, 'main');
     await mkdir(profile, { recursive: true });
     await writeFile(join(profile, 'Local State'), '{}');
     const h = harness();
     const client = await startReady(h);
+    client.emit('disconnected', reason);
+    return { profile, h, client };
+  };
 
-    client.emit('disconnected', 'LOGOUT');
-    expect(h.last().status).toBe('DISCONNECTED');
-    expect(h.last().lastError).toMatch(/phone unlinked/);
-    await vi.waitFor(async () => {
-      await expect(stat(profile)).rejects.toMatchObject({ code: 'ENOENT' });
-    });
-    expect(client.destroy).toHaveBeenCalled();
+  it.each(['LOGOUT', 'UNPAIRED', 'UNPAIRED_IDLE'])(
+    'turns a %s disconnect into DISCONNECTED, deletes the auth data and does not restart',
+    async (reason) => {
+      const { profile, h, client } = await disconnectedReady(reason);
+      expect(h.last().status).toBe('DISCONNECTED');
+      expect(h.last().lastError).toMatch(/phone unlinked/);
+      await vi.waitFor(async () => {
+        await expect(stat(profile)).rejects.toMatchObject({ code: 'ENOENT' });
+      });
+      expect(client.destroy).toHaveBeenCalled();
 
-    await vi.advanceTimersByTimeAsync(BACKOFF_MAX * 10);
-    expect(h.createClient).toHaveBeenCalledTimes(1);
-    expect(h.last().status).toBe('DISCONNECTED');
-  });
+      await vi.advanceTimersByTimeAsync(BACKOFF_MAX * 10);
+      expect(h.createClient).toHaveBeenCalledTimes(1);
+      expect(h.last().status).toBe('DISCONNECTED');
+    },
+  );
+
+  it.each(['TOS_BLOCK', 'SMB_TOS_BLOCK'])(
+    'stops on a %s disconnect (WhatsApp blocked the account), keeps the login and does not restart',
+    async (reason) => {
+      const { profile, h, client } = await disconnectedReady(reason);
+      expect(h.last()).toMatchObject({ status: 'DISCONNECTED', nextRetryAt: null });
+      expect(h.last().lastError).toMatch(
+        new RegExp(`WhatsApp blocked this account \\(${reason}\\)`),
+      );
+      await vi.waitFor(() => expect(client.destroy).toHaveBeenCalled());
+      await vi.advanceTimersByTimeAsync(BACKOFF_MAX * 10);
+      expect(h.createClient).toHaveBeenCalledTimes(1);
+      expect(h.last().status).toBe('DISCONNECTED');
+      expect((await stat(profile)).isDirectory()).toBe(true);
+    },
+  );
 
   it.each([
     [
@@ -1541,12 +1572,28 @@ describe('WwebjsEngine locations and contact cards', () => {
     expect(client.sendMessage.mock.calls[0][2]).toMatchObject({
       quotedMessageId: 'false_4915122@c.us_3EB0ASK',
       sendSeen: false,
+      // Else whatsapp-web.js sends a reply whose quoted message it cannot find unquoted.
+      ignoreQuoteErrors: false,
     });
     expect(client.sendMessage.mock.calls[1][2]).toMatchObject({
       quotedMessageId: 'false_4915122@c.us_3EB0WHERE',
     });
     await h.engine.sendText('4915122@c.us', 'no quote');
     expect(client.sendMessage.mock.calls[2][2]).not.toHaveProperty('quotedMessageId');
+    // The quoted message is not in WhatsApp Web: nothing went out, and a retry would not find
+    // it either.
+    client.sendMessage.mockRejectedValueOnce(
+      new Error('Evaluation failed: Error: Could not get the quoted message.'),
+    );
+    await expect(
+      h.engine.sendText('4915122@c.us', 'as you said', {
+        quotedMessageId: 'false_4915122@c.us_3EB0LOST',
+      }),
+    ).rejects.toMatchObject({
+      code: 'SEND_FAILED',
+      permanent: true,
+      message: expect.stringMatching(/the message it replies to is not in WhatsApp Web/),
+    });
     await h.engine.stop();
   });
 
@@ -1561,6 +1608,17 @@ describe('WwebjsEngine locations and contact cards', () => {
       code: 'SEND_FAILED',
       permanent: false,
     });
+    // whatsapp-web.js would send nothing and say nothing: the message is looked up first.
+    client.getMessageById.mockResolvedValueOnce(null as never);
+    client.sendReaction.mockClear();
+    await expect(
+      h.engine.react('4915122@c.us', 'false_4915122@c.us_GONE', '👍'),
+    ).rejects.toMatchObject({
+      code: 'SEND_FAILED',
+      permanent: true,
+      message: expect.stringMatching(/no message false_4915122@c\.us_GONE/),
+    });
+    expect(client.sendReaction).not.toHaveBeenCalled();
     await h.engine.stop();
   });
 
@@ -1571,11 +1629,25 @@ describe('WwebjsEngine locations and contact cards', () => {
     expect(client.getMessageById).toHaveBeenCalledWith('true_4915122@c.us_3EB0OOPS');
     expect(client.deleteMessage).toHaveBeenCalledWith(true);
     expect(id).toMatch(/^revoke_true_4915122@c\.us_3EB0OOPS_/);
+    expect(client.pupPage.evaluate).toHaveBeenCalledWith(
+      expect.any(Function),
+      'true_4915122@c.us_3EB0OOPS',
+    );
     client.getMessageById.mockResolvedValueOnce(null as never);
     await expect(h.engine.revoke('4915122@c.us', 'gone')).rejects.toMatchObject({
       code: 'SEND_FAILED',
       permanent: true,
     });
+    // Too old to be deleted for everyone: whatsapp-web.js would delete it on this device only,
+    // without a word; it is not deleted at all, and the revoke fails for good.
+    client.deleteMessage.mockClear();
+    client.pupPage.evaluate.mockResolvedValueOnce(false);
+    await expect(h.engine.revoke('4915122@c.us', 'true_4915122@c.us_OLD')).rejects.toMatchObject({
+      code: 'SEND_FAILED',
+      permanent: true,
+      message: expect.stringMatching(/no longer lets .* be deleted for everyone/),
+    });
+    expect(client.deleteMessage).not.toHaveBeenCalled();
     await h.engine.stop();
   });
 

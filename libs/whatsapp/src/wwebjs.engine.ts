@@ -125,6 +125,13 @@ export interface WwebjsBrowserLike {
 export interface ClientLike extends EventEmitter {
   info?: { wid?: { user?: string; _serialized?: string }; pushname?: string };
   pupBrowser?: WwebjsBrowserLike | null;
+  /** WhatsApp Web's tab, once initialized. */
+  pupPage?: {
+    evaluate(
+      fn: (messageId: string) => Promise<boolean | null>,
+      messageId: string,
+    ): Promise<unknown>;
+  } | null;
   initialize(): Promise<void>;
   destroy(): Promise<void>;
   logout(): Promise<void>;
@@ -244,13 +251,72 @@ export function ackStatus(ack: number): AckStatus | null {
 // waitUntilMsgSent returns only once WhatsApp took the message, not when it was queued locally.
 const SEND_OPTIONS: wweb.MessageSendOptions = { sendSeen: false, waitUntilMsgSent: true };
 
-/** whatsapp-web.js's options for one send: ours, and the quoted message of a reply. */
+/**
+ * whatsapp-web.js's options for one send: ours, and the quoted message of a reply. Left to
+ * itself, whatsapp-web.js sends a reply whose quoted message it cannot find without the quote
+ * (ignoreQuoteErrors): it throws instead, before anything is sent (see sendFailure).
+ */
 function sendOptions(options?: SendOptions): wweb.MessageSendOptions {
   return options?.quotedMessageId
-    ? { ...SEND_OPTIONS, quotedMessageId: options.quotedMessageId }
+    ? { ...SEND_OPTIONS, quotedMessageId: options.quotedMessageId, ignoreQuoteErrors: false }
     : SEND_OPTIONS;
 }
+
+/** What whatsapp-web.js throws when a reply's quoted message is not in WhatsApp Web. */
+const QUOTE_MISSING = /Could not get the quoted message/;
+
+/** The EngineError of a send that whatsapp-web.js failed with `err`. */
+function sendFailure(err: Error): EngineError {
+  // Error 463 and its kin: WhatsApp restricts the account, not this message.
+  if (RESTRICTION.test(err.message))
+    return new SessionRestrictedError(
+      `WhatsApp restricts this account for now: ${err.message}`,
+      new Date(Date.now() + DEFAULT_RESTRICTION_MS),
+    );
+  // Looked up before the send: nothing went out, and a retry would not find it either.
+  if (QUOTE_MISSING.test(err.message))
+    return new EngineError(
+      'SEND_FAILED',
+      "the message it replies to is not in WhatsApp Web's copy of the chat, so the reply was not sent (without replyTo it would go out unquoted)",
+      true,
+    );
+  return new EngineError('SEND_FAILED', err.message, false);
+}
+
+/** The message a reaction or a delete is for is not in WhatsApp Web: nothing was sent. */
+const noMessage = (engineMessageId: string) =>
+  new EngineError('SEND_FAILED', `WhatsApp Web has no message ${engineMessageId}`, true);
+
+/**
+ * Runs in WhatsApp Web's page (Puppeteer sends its source: it may use nothing of this module).
+ * Whether WhatsApp lets the message be deleted for everyone, asked as whatsapp-web.js's
+ * Message.delete asks it; null when the page has no such message.
+ */
+async function canRevokeInPage(messageId: string): Promise<boolean | null> {
+  const load = (globalThis as unknown as { require(name: string): unknown }).require;
+  const { Msg } = load('WAWebCollections') as {
+    Msg: {
+      get(id: string): unknown;
+      getMessagesById(ids: string[]): Promise<{ messages?: unknown[] } | undefined>;
+    };
+  };
+  const msg = Msg.get(messageId) ?? (await Msg.getMessagesById([messageId]))?.messages?.[0];
+  if (!msg) return null;
+  const can = load('WAWebMsgActionCapability') as {
+    canSenderRevokeMsg(message: unknown): boolean;
+    canAdminRevokeMsg(message: unknown): boolean;
+  };
+  return can.canSenderRevokeMsg(msg) || can.canAdminRevokeMsg(msg);
+}
 const ACK_ERROR = -1;
+/**
+ * `disconnected` reasons that mean the phone removed this linked device: whatsapp-web.js says
+ * LOGOUT when WhatsApp Web navigates to its logged-out page, and the state it left CONNECTED
+ * for (UNPAIRED, UNPAIRED_IDLE) when that comes first; it destroys the client after either.
+ */
+const UNLINKED_REASONS = new Set(['LOGOUT', 'UNPAIRED', 'UNPAIRED_IDLE']);
+/** `disconnected` reasons that mean WhatsApp blocked the account: a restart would meet it again. */
+const BLOCKED_REASONS = new Set(['TOS_BLOCK', 'SMB_TOS_BLOCK']);
 const FIND_LIMIT = 50;
 const FIND_SLACK_MS = 5_000;
 // message_create also fires for our own sends, before sendMessage resolves (waitUntilMsgSent
@@ -488,26 +554,49 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
 
   async react(chatId: string, engineMessageId: string, emoji: string): Promise<string> {
     const client = this.readyClient();
+    const call = this.timedCall(this.attempt);
+    // whatsapp-web.js's sendReaction sends nothing, and says nothing, when WhatsApp Web has no
+    // such message: it is looked up first.
+    let message: Awaited<ReturnType<ClientLike['getMessageById']>>;
     try {
-      await client.sendReaction(engineMessageId, emoji);
+      message = await call('find the message', client.getMessageById(engineMessageId));
+      if (message) await call('react', client.sendReaction(engineMessageId, emoji));
     } catch (thrown) {
+      if (thrown instanceof EngineError) throw thrown;
       throw new EngineError('SEND_FAILED', `reaction not sent: ${toError(thrown).message}`, false);
     }
+    if (!message) throw noMessage(engineMessageId);
     // WhatsApp gives a reaction no message id of its own: ours names it (acks never come).
     return `reaction_${engineMessageId}_${randomUUID()}`;
   }
 
   async revoke(chatId: string, engineMessageId: string): Promise<string> {
     const client = this.readyClient();
+    const call = this.timedCall(this.attempt);
     let message: Awaited<ReturnType<ClientLike['getMessageById']>>;
+    let revocable: boolean | null = null;
     try {
-      message = await client.getMessageById(engineMessageId);
-      if (message) await message.delete(true);
+      message = await call('find the message', client.getMessageById(engineMessageId));
+      // Asked first: where WhatsApp no longer lets a message be deleted for everyone (too
+      // old), whatsapp-web.js's delete(true) deletes it on this device only, without a word.
+      if (message && client.pupPage)
+        revocable =
+          (await call(
+            'check the message',
+            client.pupPage.evaluate(canRevokeInPage, engineMessageId),
+          )) === true;
+      if (message && revocable) await call('delete the message', message.delete(true));
     } catch (thrown) {
+      if (thrown instanceof EngineError) throw thrown;
       throw new EngineError('SEND_FAILED', `not deleted: ${toError(thrown).message}`, false);
     }
-    if (!message)
-      throw new EngineError('SEND_FAILED', `WhatsApp Web has no message ${engineMessageId}`, true);
+    if (!message) throw noMessage(engineMessageId);
+    if (!revocable)
+      throw new EngineError(
+        'SEND_FAILED',
+        `WhatsApp no longer lets ${engineMessageId} be deleted for everyone (it is too old): it was not deleted`,
+        true,
+      );
     return `revoke_${engineMessageId}_${randomUUID()}`;
   }
 
@@ -701,7 +790,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     });
 
     client.on('disconnected', (reason: unknown) => {
-      if (reason === 'LOGOUT') void this.unlinked(attempt);
+      if (UNLINKED_REASONS.has(String(reason))) void this.unlinked(attempt);
+      else if (BLOCKED_REASONS.has(String(reason))) void this.blocked(attempt, String(reason));
       else void this.recover(attempt, new Error(`WhatsApp Web disconnected (${String(reason)})`));
     });
 
@@ -1025,6 +1115,23 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     );
   }
 
+  /**
+   * WhatsApp blocked the account (TOS_BLOCK): restarting would only meet the block again, so
+   * the session stops, its login kept (a block can be lifted), and waits for Reconnect.
+   */
+  private async blocked(attempt: number, reason: string): Promise<void> {
+    if (attempt !== this.attempt || !this.running) return;
+    this.running = false;
+    this.setState({
+      status: 'DISCONNECTED',
+      lastError:
+        `WhatsApp blocked this account (${reason}): the session stopped, its login kept; ` +
+        'Reconnect it once WhatsApp has lifted the block',
+      nextRetryAt: null,
+    });
+    await this.dropClient();
+  }
+
   /** Invalidates the current client and destroys it; returns the new attempt number. */
   private async dropClient(): Promise<number> {
     const mine = ++this.attempt;
@@ -1146,18 +1253,10 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       }
       return sent.id._serialized;
     } catch (thrown) {
+      const failure = thrown instanceof EngineError ? thrown : sendFailure(toError(thrown));
       // It may have gone out all the same: its message_create is ours, not the phone's.
-      if (!(thrown instanceof EngineError && thrown.permanent))
-        this.rememberUncertainSend(fingerprint);
-      if (thrown instanceof EngineError) throw thrown;
-      const err = toError(thrown);
-      // Error 463 and its kin: WhatsApp restricts the account, not this message.
-      if (RESTRICTION.test(err.message))
-        throw new SessionRestrictedError(
-          `WhatsApp restricts this account for now: ${err.message}`,
-          new Date(Date.now() + DEFAULT_RESTRICTION_MS),
-        );
-      throw new EngineError('SEND_FAILED', err.message, false);
+      if (!failure.permanent) this.rememberUncertainSend(fingerprint);
+      throw failure;
     } finally {
       this.sendsInFlight.delete(send);
     }
