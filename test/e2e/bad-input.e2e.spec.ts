@@ -56,6 +56,10 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: 'a __proto__ key', method: 'POST', path: TEXT, raw: `{"to":"${TO}","text":"hi","__proto__":{"admin":true}}`, status: 400, code: 'BAD_REQUEST' },
   { name: 'JSON nested 2000 levels deep', method: 'POST', path: TEXT, raw: `{"to":"${TO}","text":"hi","nested":${'['.repeat(2000)}${']'.repeat(2000)}}`, status: 400, code: 'BAD_REQUEST' },
   { name: 'an unsupported content-encoding', method: 'POST', path: TEXT, body: text({}), headers: { 'content-encoding': 'compress' }, status: 400, code: 'BAD_REQUEST' },
+  // Half of a surrogate pair on its own: JSON can spell it (\ud83d), Unicode cannot hold it
+  { name: 'a text with half of a surrogate pair', method: 'POST', path: TEXT, body: text({ text: 'see you \ud83d' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a location name with a lone low surrogate', method: 'POST', path: LOCATION, body: place({ name: '\udc00 Cafe' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a batch item with half of a surrogate pair', method: 'POST', path: '/api/v1/messages/batch', body: { messages: [{ type: 'text', ...text({ text: '\ud83d' }) }] }, status: 400, code: 'BAD_REQUEST' },
 
   // to
   { name: 'missing to', method: 'POST', path: TEXT, body: { text: 'hello' }, status: 400, code: 'BAD_REQUEST' },
@@ -196,7 +200,8 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
 
   // Proves the key pattern above would have seen a message had one been created.
   it('counts a valid send under the same key pattern', async () => {
-    const answer = await stack.call('POST', TEXT, text({}));
+    // (A whole surrogate pair is fine: an emoji.)
+    const answer = await stack.call('POST', TEXT, text({ text: 'hello \ud83d\ude00' }));
     expect(answer.status).toBe(202);
     expect(await stack.redis.keys(stack.keys.recordPattern('msg'))).toEqual([
       stack.keys.message(answer.body.data.id),

@@ -31,14 +31,24 @@ const MAX_BODY_DEPTH = 16;
 // never see them: they are refused here instead of being dropped silently.
 const RESERVED_KEYS = new Set([...Object.getOwnPropertyNames(Object.prototype), '__proto__']);
 
+/** A UTF-16 surrogate on its own (in `u` mode a pair is one code point, and is not matched). */
+const LONE_SURROGATE = /\p{Cs}/u;
+
 /**
  * Refuses bodies no DTO can describe before class-transformer walks them: nesting deep
- * enough to overflow its recursion, and keys it would silently skip. Iterative on purpose.
+ * enough to overflow its recursion, keys it would silently skip, and text that is not
+ * Unicode (JSON may spell half of a surrogate pair, `"\ud83d"`: no UTF-8 can hold it, and
+ * Redis's JSON decoder refuses it). Iterative on purpose.
  */
 export function assertPlainBody(body: unknown): void {
   const stack: { value: unknown; depth: number }[] = [{ value: body, depth: 0 }];
   while (stack.length > 0) {
     const { value, depth } = stack.pop()!;
+    if (typeof value === 'string' && LONE_SURROGATE.test(value))
+      throw new AppError(
+        'BAD_REQUEST',
+        'Request body holds text that is not valid Unicode (half of a surrogate pair, such as \\ud83d, on its own)',
+      );
     if (value === null || typeof value !== 'object') continue;
     if (depth >= MAX_BODY_DEPTH)
       throw new AppError(

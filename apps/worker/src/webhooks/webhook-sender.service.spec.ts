@@ -2,7 +2,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Logger } from '@nestjs/common';
 import type { AppConfig } from '@app/config';
-import type { WebhookTarget } from '@app/status-store';
+import { createRedis, type WebhookTarget } from '@app/status-store';
+import { inject } from 'vitest';
 import { WebhookSender, parseRetryAfter } from './webhook-sender.service.js';
 
 describe('parseRetryAfter', () => {
@@ -21,10 +22,13 @@ describe('WebhookSender', () => {
   let server: Server;
   let url = '';
   let hang = false;
+  /** What the receiver answers, when not 204. */
+  let answer: { status: number; body: string } | null = null;
   beforeAll(async () => {
     server = createServer((request, response) => {
       request.resume();
       if (hang) return;
+      if (answer) return void response.writeHead(answer.status).end(answer.body);
       response.writeHead(204).end();
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -77,6 +81,31 @@ describe('WebhookSender', () => {
     expect(await held.post(target(), 'evt_late', '{}')).toMatchObject({ interrupted: true });
     expect(held.requestsInFlight).toBe(0);
     held.onApplicationShutdown();
+  });
+
+  it("keeps at most 512 bytes of a receiver's error answer, whole characters only, as Redis's JSON decoder takes them", async () => {
+    hang = false;
+    // An emoji (two UTF-16 units, four bytes) across the cut.
+    answer = { status: 503, body: `${'a'.repeat(510)}😀${'b'.repeat(100)}` };
+    const held = sender();
+    const outcome = await held.post(target(), 'evt_emoji', '{}');
+    answer = null;
+    held.onApplicationShutdown();
+    expect(outcome).toMatchObject({ ok: false, retryable: true, statusCode: 503 });
+    expect(outcome.error).toMatch(/^answered HTTP 503: a{510}\uFFFD+$/);
+    // The scripts that record an attempt decode it from JSON: a half surrogate pair, as a cut
+    // in UTF-16 units would leave, makes them fail.
+    const redis = createRedis(inject('redisUrl'), { name: 'sender-test' });
+    try {
+      const decoded = await redis.eval(
+        'return cjson.decode(ARGV[1]).error',
+        0,
+        JSON.stringify({ error: outcome.error }),
+      );
+      expect(decoded).toBe(outcome.error);
+    } finally {
+      await redis.quit();
+    }
   });
 
   it('says at boot that a WEBHOOK_SECRET without its base64 padding cannot be decoded by strict receivers', () => {

@@ -133,7 +133,10 @@ export class WebhookSender implements OnModuleInit {
           });
           response.on('error', () => undefined);
           response.on('close', () => {
-            const text = Buffer.concat(chunks).toString('utf8').slice(0, ERROR_BODY_BYTES);
+            // Cut in bytes: the decoder makes a character cut in two U+FFFD, where a cut in
+            // UTF-16 units could leave half of a surrogate pair, which Redis's JSON decoder
+            // (the scripts that record the answer) refuses.
+            const text = Buffer.concat(chunks).subarray(0, ERROR_BODY_BYTES).toString('utf8');
             resolve(answered(statusCode, response.headers['retry-after'], text));
           });
         },
