@@ -72,6 +72,9 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: 'to as an object', method: 'POST', path: TEXT, body: text({ to: { phone: TO } }), status: 400, code: 'BAD_REQUEST' },
   { name: 'to as null', method: 'POST', path: TEXT, body: text({ to: null }), status: 400, code: 'BAD_REQUEST' },
   { name: 'a group id with a wrong suffix', method: 'POST', path: TEXT, body: text({ to: '120363012345678901@g.com' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a number padded to 10 kB with spaces (kept as written, it would weigh on every listing)', method: 'POST', path: TEXT, body: text({ to: `+49${' '.repeat(10_000)}15123456789` }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a batch item to a number padded with dashes', method: 'POST', path: '/api/v1/messages/batch', body: { messages: [{ type: 'text', ...text({ to: `+49${'-'.repeat(100)}15123456789` }) }] }, status: 400, code: 'BAD_REQUEST' },
+  { name: 'a contact phone padded to 10 kB', method: 'POST', path: CONTACT, body: card({ phone: `+49${' '.repeat(10_000)}15123456789` }), status: 400, code: 'BAD_REQUEST' },
 
   // text
   { name: 'missing text', method: 'POST', path: TEXT, body: { to: TO }, status: 400, code: 'BAD_REQUEST' },

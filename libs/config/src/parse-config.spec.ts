@@ -149,6 +149,17 @@ describe('parseConfig', () => {
     expect(lines.find((line) => line.startsWith('WEBHOOK_URLS'))).toContain(
       '(got "https://***@hooks.example.com/in?***, not a url")',
     );
+    // A password holding what ends a URL's user info elsewhere (base64's `/`, a `,`, a space):
+    // the very reason the URL does not parse, and so is shown.
+    const odd = problems({
+      REDIS_URL: 'redis://:Ab3/xY+9@redis:6379',
+      WEBHOOK_URLS: 'https://hooks:pa ss,w0rd@hooks.example.com/in',
+    });
+    expect(odd.filter((line) => /^(REDIS_URL|WEBHOOK_URLS) /.test(line))).toHaveLength(2);
+    expect(odd.join('\n')).not.toMatch(/Ab3|xY\+9|pa ss|w0rd|hooks:/);
+    expect(odd.find((line) => line.startsWith('REDIS_URL'))).toContain(
+      '(got "redis://***@redis:6379")',
+    );
   });
 
   it('takes only http and https URLs for BASE_URL and AUTH_S3_ENDPOINT', () => {

@@ -14,10 +14,12 @@ const KNOWN = new Set(Object.keys(new AppConfig()));
 
 /**
  * A value as a problem line shows it: the user info and query of any URL in it (REDIS_URL,
- * WEBHOOK_URLS, ...), where credentials live, are masked.
+ * WEBHOOK_URLS, ...), where credentials live, are masked. The user info is everything from
+ * the first `//` to the last `@`: a password may hold a `/`, a `,` or a space (a value that
+ * does not parse is the one shown), and masking too much is the safe side.
  */
 function masked(value: string): string {
-  return value.replace(/(\/\/)[^/@\s,]*@/g, '$1***@').replace(/\?[^\s,]*/g, '?***');
+  return value.replace(/\/\/.*@/s, '//***@').replace(/\?[^\s,]*/g, '?***');
 }
 
 /** Builds the typed config from an environment; throws ConfigError listing every problem. */

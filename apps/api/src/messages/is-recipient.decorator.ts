@@ -1,5 +1,6 @@
 import { ValidateBy, type ValidationOptions } from 'class-validator';
 import { toChatId } from '@app/common';
+import { MAX_RECIPIENT_LENGTH } from './is-phone.decorator.js';
 
 /** `to`: a phone number (7-15 digits; +, spaces, dashes allowed) or a group id `...@g.us`. */
 export const IsRecipient = (options?: ValidationOptions) =>
@@ -7,9 +8,12 @@ export const IsRecipient = (options?: ValidationOptions) =>
     {
       name: 'isRecipient',
       validator: {
-        validate: (value: unknown) => typeof value === 'string' && toChatId(value) !== null,
+        validate: (value: unknown) =>
+          typeof value === 'string' &&
+          value.length <= MAX_RECIPIENT_LENGTH &&
+          toChatId(value) !== null,
         defaultMessage: () =>
-          'to must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), a group id ending in @g.us, or a chat id ending in @lid',
+          `to must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), a group id ending in @g.us, or a chat id ending in @lid, in at most ${MAX_RECIPIENT_LENGTH} characters`,
       },
     },
     options,
