@@ -180,6 +180,10 @@ describe('webhooks', () => {
       .worker!.get(WebhookRepository)
       .markFailed({ id: failed.id, eventId }, { statusCode: 410, error: 'HTTP 410' });
     expect(await ttl(stack.keys.webhookEvent(eventId))).toBeGreaterThan(8 * 86_400_000);
+    // Nor by a replay of the failed one.
+    const replay = await stack.call('POST', `/api/v1/webhooks/deliveries/${failed.id}/replay`);
+    expect(replay.status).toBe(202);
+    expect(await ttl(stack.keys.webhookEvent(eventId))).toBeGreaterThan(8 * 86_400_000);
   });
 
   it('lists the deliveries of every session a limited key may use, not only its first', async () => {

@@ -68,7 +68,9 @@ redis.call('HDEL', KEYS[1], 'failedAt', 'nextAttemptAt')
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[6], 'pending', 1)
-redis.call('PEXPIRE', KEYS[6], ARGV[2])
+-- The event is shared: another target's delivery may be waiting for it longer (never shortened).
+local left = redis.call('PTTL', KEYS[6])
+if left == -1 or (left >= 0 and left < tonumber(ARGV[2])) then redis.call('PEXPIRE', KEYS[6], ARGV[2]) end
 redis.call('ZREM', KEYS[5], ARGV[1])
 if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
   redis.call('SADD', KEYS[4], ARGV[4])
@@ -429,8 +431,10 @@ export class WebhookRepository {
 /**
  * The members of sorted sets, highest score first across all of them: a merge that reads
  * `firstPage` of each set, then pages of 200 of a set only when the merge reaches its end.
+ * Each member once: entries added at the top meanwhile push the rest down, and the next page
+ * of a set then begins with some it has read already.
  */
-async function* newestFirst(
+export async function* newestFirst(
   redis: Redis,
   indexes: string[],
   firstPage: number,
@@ -468,6 +472,7 @@ async function* newestFirst(
     });
   };
   await fill(indexes.map((_, i) => i));
+  const yielded = new Set<string>();
   for (;;) {
     let best = -1;
     for (let i = 0; i < pages.length; i++)
@@ -477,7 +482,11 @@ async function* newestFirst(
       )
         best = i;
     if (best < 0) return;
-    yield pages[best].entries.shift()![0];
+    const [member] = pages[best].entries.shift()!;
+    if (!yielded.has(member)) {
+      yielded.add(member);
+      yield member;
+    }
     if (pages[best].entries.length === 0 && !pages[best].done) await fill([best]);
   }
 }
