@@ -49,6 +49,8 @@ class FakeClient extends EventEmitter implements ClientLike {
   });
   destroy = vi.fn(async (): Promise<void> => {
     this.destroyed++;
+    // As the real tab does when its browser closes.
+    this.pupPage.emit('close');
   });
   logout = vi.fn(async (): Promise<void> => {});
   sendMessage = vi.fn(
@@ -68,13 +70,16 @@ class FakeClient extends EventEmitter implements ClientLike {
   sendReaction = vi.fn(async (_messageId: string, _reaction: string): Promise<void> => {});
   deleteMessage = vi.fn(async (_everyone?: boolean): Promise<void> => {});
   getMessageById = vi.fn(async (_messageId: string) => ({ delete: this.deleteMessage }));
-  /** WhatsApp Web's tab: only the revoke check runs in it here (true: it may be revoked). */
-  pupPage = {
+  /**
+   * WhatsApp Web's tab: it emits `error` (crashed) and `close`; only the revoke check runs in it
+   * here (true: the message may be revoked).
+   */
+  pupPage = Object.assign(new EventEmitter(), {
     evaluate: vi.fn(
       async (_fn: (messageId: string) => Promise<boolean | null>, _id: string): Promise<unknown> =>
         true,
     ),
-  };
+  });
   requestPairingCode = vi.fn(async (_phone: string, _notify?: boolean) => 'WXYZ1234');
   getContactLidAndPhone = vi.fn(
     async (userIds: string[]): Promise<{ lid?: string; pn?: string }[]> =>
@@ -343,6 +348,13 @@ describe('WwebjsEngine events', () => {
     ],
     ['an auth failure', (c: FakeClient) => c.emit('auth_failure', 'bad session'), /bad session/],
     ['a browser disconnect', (c: FakeClient) => c.pupBrowser?.emit('disconnected'), /Chromium/],
+    // The browser lives on, and nothing else would tell.
+    [
+      'a crashed tab',
+      (c: FakeClient) => c.pupPage.emit('error', new Error('Page crashed!')),
+      /tab crashed: Page crashed!/,
+    ],
+    ['a closed tab', (c: FakeClient) => c.pupPage.emit('close'), /tab was closed/],
   ])('restarts with backoff after %s', async (_name, fail, reason) => {
     const h = harness();
     const client = await startReady(h);

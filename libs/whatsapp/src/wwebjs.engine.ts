@@ -131,6 +131,7 @@ export interface ClientLike extends EventEmitter {
       fn: (messageId: string) => Promise<boolean | null>,
       messageId: string,
     ): Promise<unknown>;
+    on(event: 'error' | 'close', listener: (err?: Error) => void): unknown;
   } | null;
   initialize(): Promise<void>;
   destroy(): Promise<void>;
@@ -691,6 +692,15 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     if (attempt !== this.attempt) return this.destroyClient(client);
     client.pupBrowser?.on('disconnected', () => {
       void this.recover(attempt, new Error('Chromium disconnected (it crashed or was killed)'));
+    });
+    // A tab that crashed (out of memory) or closed leaves Chromium running: every call would
+    // fail at once, no event would come, and the session would stay READY. (Closing it
+    // ourselves comes after dropClient, whose attempt this is no longer.)
+    client.pupPage?.on('error', (err) => {
+      void this.recover(attempt, new Error(`WhatsApp Web's tab crashed: ${err?.message ?? ''}`));
+    });
+    client.pupPage?.on('close', () => {
+      void this.recover(attempt, new Error("WhatsApp Web's tab was closed"));
     });
   }
 
