@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { useStack } from '../support/stack.js';
 
 const USER = 'admin';
@@ -147,5 +148,85 @@ describe('rate limits: per API key, and failed logins per client address', () =>
     // bull-board's routes count and refuse the same way.
     const board = await fetch(`${stack.url}/admin/queues/api/queues`, { headers: as(PASSWORD) });
     expect(board.status).toBe(429);
+  });
+});
+
+describe('the api without API_KEY (development)', () => {
+  const stack = useStack({ NODE_ENV: 'development', API_KEY: '' }, { worker: false });
+
+  /** A request as a browser would send it: its Host is the name in the address bar. */
+  const send = (method: string, path: string, headers: Record<string, string>, body?: string) =>
+    new Promise<{ status: number; body: any }>((resolve, reject) => {
+      const outgoing = httpRequest(
+        `${stack.url}${path}`,
+        {
+          method,
+          headers: { 'content-type': 'application/json', ...headers },
+        },
+        (answer) => {
+          let text = '';
+          answer.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          answer.on('end', () =>
+            resolve({ status: answer.statusCode ?? 0, body: text ? JSON.parse(text) : null }),
+          );
+        },
+      );
+      outgoing.on('error', reject).end(body);
+    });
+  const made = (id: string) => JSON.stringify({ id });
+
+  it("takes a state-changing request from a browser only from this server's own pages, reached by an IP, localhost or BASE_URL; other clients as before", async () => {
+    const port = new URL(stack.url).port;
+    // Not a browser (curl, an SDK): no Sec-Fetch-Site, no Origin.
+    expect((await send('POST', '/api/v1/sessions', {}, made('plain'))).status).toBe(201);
+    // The Swagger UI of this server, opened at localhost.
+    const own = { 'sec-fetch-site': 'same-origin', origin: `http://localhost:${port}` };
+    expect(
+      (await send('POST', '/api/v1/sessions', { ...own, host: `localhost:${port}` }, made('own')))
+        .status,
+    ).toBe(201);
+    // Any other site's page: a form post or a no-cors fetch, which needs no preflight.
+    for (const headers of <Record<string, string>[]>[
+      { 'sec-fetch-site': 'cross-site', origin: 'https://evil.example' },
+      { 'sec-fetch-site': 'same-site', origin: `http://other.localhost:${port}` },
+      { origin: 'https://evil.example' },
+    ]) {
+      const refused = await send('POST', '/api/v1/sessions', headers, made('forged'));
+      expect(refused.status, JSON.stringify(headers)).toBe(403);
+      expect(refused.body.error.message).toMatch(
+        /^Without API_KEY the api takes a browser's request only from its own pages/,
+      );
+    }
+    // A file upload, refused before its body is read.
+    const upload = await send(
+      'POST',
+      '/api/v1/messages/media',
+      { 'sec-fetch-site': 'cross-site', 'content-type': 'multipart/form-data; boundary=x' },
+      '--x--',
+    );
+    expect(upload.status).toBe(403);
+    // A page of a name made to resolve here (DNS rebinding) is same-origin with it.
+    const rebound = await send(
+      'POST',
+      '/api/v1/sessions',
+      {
+        'sec-fetch-site': 'same-origin',
+        origin: 'http://rebound.example',
+        host: 'rebound.example',
+      },
+      made('rebound'),
+    );
+    expect(rebound.status).toBe(403);
+    expect(rebound.body.error.message).toMatch(/rebound\.example/);
+    // Reading is not refused (a page of another site cannot read the answer).
+    expect((await send('GET', '/api/v1/sessions', { 'sec-fetch-site': 'cross-site' })).status).toBe(
+      200,
+    );
+    const ids = (await send('GET', '/api/v1/sessions', {})).body.data.map(
+      (s: { id: string }) => s.id,
+    );
+    expect(ids).toEqual(expect.arrayContaining(['plain', 'own']));
+    expect(ids).not.toEqual(expect.arrayContaining(['forged']));
+    expect(ids).not.toContain('rebound');
   });
 });

@@ -1,16 +1,15 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { createHmac, randomBytes } from 'node:crypto';
-import { isIP } from 'node:net';
 import Tokens from '@fastify/csrf';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, Secret, basicCredentials } from '@app/common';
 import { AppConfig } from '@app/config';
+import { BrowserOrigin, UNSAFE_METHODS } from '../auth/browser-origin.js';
 
 export const CSRF_COOKIE = 'wa-admin-csrf';
 export const CSRF_HEADER = 'x-csrf-token';
 export const CSRF_FIELD = '_csrf';
 const REALM = 'Basic realm="WhatsApp gateway admin", charset="UTF-8"';
-const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 /**
  * Who may use /admin and /api/admin: Basic Auth (when ADMIN_PASSWORD is set, compared in
@@ -21,9 +20,7 @@ const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 export class AdminAccess {
   private readonly expectedUser: Secret;
   private readonly expectedPassword?: Secret;
-  private readonly allowedOrigins = new Set<string>();
-  /** BASE_URL's host name, which the open admin also answers to. */
-  private readonly baseHostname?: string;
+  private readonly origin: BrowserOrigin;
   private readonly tokens: Tokens.TokensUserinfo;
 
   constructor(config: AppConfig) {
@@ -33,11 +30,7 @@ export class AdminAccess {
       new Logger('Admin').warn(
         'ADMIN_PASSWORD is not set: /admin is open to anyone who reaches this port (development only)',
       );
-    if (config.BASE_URL) {
-      const base = new URL(config.BASE_URL);
-      this.allowedOrigins.add(base.origin);
-      this.baseHostname = base.hostname;
-    }
+    this.origin = new BrowserOrigin(config.BASE_URL);
     // Derived from the password so every api replica accepts the others' tokens; without a
     // password (development only) a per-process key: a restart asks for a page reload.
     const hmacKey = config.ADMIN_PASSWORD
@@ -78,16 +71,7 @@ export class AdminAccess {
    * apart. With a password the browser never sends the credentials to such a page.
    */
   assertOpenAdminHost(req: FastifyRequest): void {
-    if (this.expectedPassword) return;
-    const hostname = hostnameOf(req.headers.host);
-    if (
-      hostname !== undefined &&
-      (isIP(hostname.replace(/^\[|\]$/g, '')) !== 0 ||
-        hostname === 'localhost' ||
-        hostname.endsWith('.localhost') ||
-        hostname === this.baseHostname)
-    )
-      return;
+    if (this.expectedPassword || this.origin.namesThisServer(req)) return;
     throw new AppError(
       'FORBIDDEN',
       `Without ADMIN_PASSWORD the admin answers only to an IP address, localhost or BASE_URL's host, not ${JSON.stringify(req.headers.host ?? '')}: set ADMIN_PASSWORD (or BASE_URL)`,
@@ -97,7 +81,7 @@ export class AdminAccess {
   /** Throws FORBIDDEN when a state-changing request comes from another site. */
   assertSameOrigin(req: FastifyRequest): void {
     if (!UNSAFE_METHODS.has(req.method)) return;
-    const reason = this.crossSiteReason(req);
+    const reason = this.origin.crossSiteReason(req);
     if (reason) throw new AppError('FORBIDDEN', `Cross-site request refused: ${reason}`);
   }
 
@@ -135,34 +119,6 @@ export class AdminAccess {
       (this.expectedPassword ? basicCredentials(req.headers.authorization)?.user : undefined) ??
       'open'
     );
-  }
-
-  private crossSiteReason(req: FastifyRequest): string | undefined {
-    // Sent by every current browser: the strongest signal, and unforgeable by a page.
-    const site = req.headers['sec-fetch-site'];
-    if (site !== undefined && site !== 'same-origin' && site !== 'none')
-      return `Sec-Fetch-Site is ${String(site)}`;
-    const origin = req.headers.origin;
-    if (origin === undefined) return undefined; // not a browser; the CSRF token still applies
-    let parsed: URL;
-    try {
-      parsed = new URL(origin);
-    } catch {
-      return `Origin ${origin} is not a URL`;
-    }
-    if (parsed.host === req.headers.host || this.allowedOrigins.has(parsed.origin))
-      return undefined;
-    return `Origin ${parsed.origin} is not this site`;
-  }
-}
-
-/** The host name of a Host header, lower case, without its port; undefined if malformed. */
-function hostnameOf(host: string | undefined): string | undefined {
-  if (!host) return undefined;
-  try {
-    return new URL(`http://${host}`).hostname;
-  } catch {
-    return undefined;
   }
 }
 

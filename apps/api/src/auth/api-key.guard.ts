@@ -4,6 +4,7 @@ import { AppError, Secret } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AuthFailures } from './auth-failures.service.js';
 import { ApiKeys, type Principal } from './api-keys.service.js';
+import { BrowserOrigin, UNSAFE_METHODS } from './browser-origin.js';
 
 /**
  * Checks `x-api-key`: API_KEY (the bootstrap key, every scope) in constant time, else a key
@@ -12,16 +13,18 @@ import { ApiKeys, type Principal } from './api-keys.service.js';
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
   private readonly expected?: Secret;
+  private readonly origin: BrowserOrigin;
 
   constructor(
     config: AppConfig,
     private readonly failures: AuthFailures,
     private readonly keys: ApiKeys,
   ) {
+    this.origin = new BrowserOrigin(config.BASE_URL);
     if (config.API_KEY) this.expected = new Secret(config.API_KEY);
     else
       new Logger('Auth').warn(
-        'API_KEY is not set: /api/v1 accepts requests without a key (development only)',
+        "API_KEY is not set: /api/v1 accepts requests without a key (development only; a browser's from another site's page are refused)",
       );
   }
 
@@ -37,7 +40,8 @@ export class ApiKeyGuard implements CanActivate {
    * is refused before its body is read; the guard then finds the caller known.
    */
   async admit(request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    if (!this.expected || request.principal) return;
+    if (!this.expected) return this.admitOpen(request);
+    if (request.principal) return;
     const header = request.headers['x-api-key'];
     const given = Array.isArray(header) ? header[0] : header;
     if (!given) throw new AppError('UNAUTHORIZED', 'Missing x-api-key header');
@@ -49,5 +53,29 @@ export class ApiKeyGuard implements CanActivate {
     await this.failures.check(request, reply, principal !== null);
     if (!principal) throw new AppError('UNAUTHORIZED', 'Invalid API key');
     request.principal = principal;
+  }
+
+  /**
+   * Without API_KEY (development only) any web page the developer opens could send messages
+   * through this api from their browser: a form post or a no-cors fetch needs no preflight,
+   * and a page whose name is made to resolve here (DNS rebinding) is even same-origin. A
+   * browser's state-changing request is taken only from this server's own pages (the Swagger
+   * UI), reached by an IP address, localhost or BASE_URL's host; other clients send neither
+   * Sec-Fetch-Site nor Origin, and are taken as before.
+   */
+  private admitOpen(request: FastifyRequest): void {
+    if (!UNSAFE_METHODS.has(request.method)) return;
+    const { headers } = request;
+    if (headers['sec-fetch-site'] === undefined && headers.origin === undefined) return;
+    const reason =
+      this.origin.crossSiteReason(request) ??
+      (this.origin.namesThisServer(request)
+        ? undefined
+        : `it names this server ${JSON.stringify(headers.host ?? '')}, not by an IP address, localhost or BASE_URL's host`);
+    if (reason)
+      throw new AppError(
+        'FORBIDDEN',
+        `Without API_KEY the api takes a browser's request only from its own pages: ${reason}; set API_KEY`,
+      );
   }
 }
