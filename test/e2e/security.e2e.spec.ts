@@ -152,17 +152,18 @@ describe('rate limits: per API key, and failed logins per client address', () =>
 });
 
 describe('the api without API_KEY (development)', () => {
-  const stack = useStack({ NODE_ENV: 'development', API_KEY: '' }, { worker: false });
+  const FRONTEND = 'http://localhost:5173';
+  const stack = useStack(
+    { NODE_ENV: 'development', API_KEY: '', CORS_ORIGINS: FRONTEND },
+    { worker: false },
+  );
 
   /** A request as a browser would send it: its Host is the name in the address bar. */
   const send = (method: string, path: string, headers: Record<string, string>, body?: string) =>
     new Promise<{ status: number; body: any }>((resolve, reject) => {
       const outgoing = httpRequest(
         `${stack.url}${path}`,
-        {
-          method,
-          headers: { 'content-type': 'application/json', ...headers },
-        },
+        { method, headers: { 'content-type': 'application/json', ...headers } },
         (answer) => {
           let text = '';
           answer.on('data', (chunk: Buffer) => (text += chunk.toString()));
@@ -175,16 +176,20 @@ describe('the api without API_KEY (development)', () => {
     });
   const made = (id: string) => JSON.stringify({ id });
 
-  it("takes a state-changing request from a browser only from this server's own pages, reached by an IP, localhost or BASE_URL; other clients as before", async () => {
+  it("takes a browser's state-changing request only from its own pages and CORS_ORIGINS', and answers only to an IP, localhost or BASE_URL", async () => {
     const port = new URL(stack.url).port;
     // Not a browser (curl, an SDK): no Sec-Fetch-Site, no Origin.
     expect((await send('POST', '/api/v1/sessions', {}, made('plain'))).status).toBe(201);
     // The Swagger UI of this server, opened at localhost.
-    const own = { 'sec-fetch-site': 'same-origin', origin: `http://localhost:${port}` };
-    expect(
-      (await send('POST', '/api/v1/sessions', { ...own, host: `localhost:${port}` }, made('own')))
-        .status,
-    ).toBe(201);
+    const own = {
+      'sec-fetch-site': 'same-origin',
+      origin: `http://localhost:${port}`,
+      host: `localhost:${port}`,
+    };
+    expect((await send('POST', '/api/v1/sessions', own, made('own'))).status).toBe(201);
+    // The developer's frontend, allowed by CORS_ORIGINS: another port is another site.
+    const frontend = { 'sec-fetch-site': 'same-site', origin: FRONTEND };
+    expect((await send('POST', '/api/v1/sessions', frontend, made('frontend'))).status).toBe(201);
     // Any other site's page: a form post or a no-cors fetch, which needs no preflight.
     for (const headers of <Record<string, string>[]>[
       { 'sec-fetch-site': 'cross-site', origin: 'https://evil.example' },
@@ -205,28 +210,29 @@ describe('the api without API_KEY (development)', () => {
       '--x--',
     );
     expect(upload.status).toBe(403);
-    // A page of a name made to resolve here (DNS rebinding) is same-origin with it.
-    const rebound = await send(
-      'POST',
-      '/api/v1/sessions',
-      {
-        'sec-fetch-site': 'same-origin',
-        origin: 'http://rebound.example',
-        host: 'rebound.example',
-      },
-      made('rebound'),
-    );
-    expect(rebound.status).toBe(403);
-    expect(rebound.body.error.message).toMatch(/rebound\.example/);
-    // Reading is not refused (a page of another site cannot read the answer).
+    // A page of a name made to resolve here (DNS rebinding) is same-origin with the api, and
+    // its browser sends it no Sec-Fetch-Site over plain http: it may neither send nor read.
+    for (const method of ['POST', 'GET']) {
+      const rebound = await send(
+        method,
+        '/api/v1/sessions',
+        { host: `rebound.example:${port}` },
+        method === 'POST' ? made('rebound') : undefined,
+      );
+      expect(rebound.status, method).toBe(403);
+      expect(rebound.body.error.message).toMatch(
+        /^Without API_KEY the api answers only to an IP address, localhost or BASE_URL's host, not "rebound\.example/,
+      );
+    }
+    // Reading from an IP or localhost is not refused (another site's page cannot read the answer).
     expect((await send('GET', '/api/v1/sessions', { 'sec-fetch-site': 'cross-site' })).status).toBe(
       200,
     );
     const ids = (await send('GET', '/api/v1/sessions', {})).body.data.map(
       (s: { id: string }) => s.id,
     );
-    expect(ids).toEqual(expect.arrayContaining(['plain', 'own']));
-    expect(ids).not.toEqual(expect.arrayContaining(['forged']));
+    expect(ids).toEqual(expect.arrayContaining(['plain', 'own', 'frontend']));
+    expect(ids).not.toContain('forged');
     expect(ids).not.toContain('rebound');
   });
 });

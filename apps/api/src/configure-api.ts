@@ -17,6 +17,7 @@ import { documentCommonErrors } from './docs/common-errors.js';
 import { documentMediaForm } from './docs/media-form.js';
 import { HttpMetrics } from './metrics/http-metrics.js';
 import { MEDIA_ROUTE, configureUploads } from './messages/media-upload.js';
+import { corsOrigins } from './auth/browser-origin.js';
 
 /** Largest request body (JSON or form) the api reads. */
 export const BODY_LIMIT = 1024 * 1024;
@@ -96,7 +97,7 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
     done(null, payload);
   });
   if (config.CORS_ORIGINS) {
-    app.enableCors({ origin: config.CORS_ORIGINS.split(',').map((origin) => origin.trim()) });
+    app.enableCors({ origin: corsOrigins(config.CORS_ORIGINS) });
   }
   await configureAdmin(app);
 

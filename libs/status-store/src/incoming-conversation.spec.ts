@@ -5,7 +5,7 @@ import { loadAppConfig } from '@app/config';
 import { EventScriptArgs } from './event-script.js';
 import type { IncomingRecord } from './incoming-record.js';
 import { IncomingRepository, incomingMessageId } from './incoming.repository.js';
-import type { NewMessage } from './message-record.js';
+import { MAX_SCHEDULE_MS, type NewMessage } from './message-record.js';
 import { MessageRepository } from './message.repository.js';
 import { createRedis } from './redis-connection.js';
 import { RedisKeys } from './redis-keys.js';
@@ -94,6 +94,22 @@ describe('IncomingRepository.conversation', () => {
     expect(await messages.recentIds(session, 1)).toEqual([later.id]);
   });
 
+  it('lets the scheduled index go of entries older than any record it can list, at any write, and expire with its last', async () => {
+    const session = 'scheduled-old';
+    const retention = config.MESSAGE_RETENTION_MS;
+    const index = keys.sessionScheduled(session);
+    // Written longer ago than a record scheduled furthest ahead is kept.
+    const written = new Date(Date.now() - retention - MAX_SCHEDULE_MS - 60_000);
+    const old = await sendText(session, written, new Date(written.getTime() + 60_000));
+    expect(await redis.zscore(index, old.id)).not.toBeNull();
+    const ttl = await redis.pttl(index);
+    expect(ttl).toBeGreaterThan(retention + MAX_SCHEDULE_MS - 60_000);
+    expect(ttl).toBeLessThanOrEqual(retention + MAX_SCHEDULE_MS);
+    // A write of a message sent at once trims it too (a session that stopped scheduling).
+    await sendText(session, new Date());
+    expect(await redis.zscore(index, old.id)).toBeNull();
+  });
+
   it('lists a scheduled message once while both indexes hold it, in its place among the others', async () => {
     const session = 'scheduled-near';
     const base = Date.now() - 10_000;
@@ -115,7 +131,7 @@ describe('IncomingRepository.conversation', () => {
     }
     expect(paged).toEqual(expected);
     expect(await messages.recentIds(session, 20)).toEqual(expected);
-    // Only "in" asked: neither index is read.
+    // Only "in" asked: none of the messages we sent.
     expect(
       (await incoming.conversation({ sessionId: session, limit: 10, direction: 'in' })).items,
     ).toEqual([]);

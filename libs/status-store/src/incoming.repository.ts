@@ -65,7 +65,7 @@ interface Position {
  * It carries the session's shard (shardOfId).
  */
 /** Orders positions newest first: by time, then by id, both descending (as ZREVRANGEBYSCORE). */
-function newestFirst(a: Position, b: Position): number {
+function byNewest(a: Position, b: Position): number {
   return b.score - a.score || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
 }
 
@@ -194,13 +194,13 @@ export class IncomingRepository {
         positions.push({ id: page[i], score: Number(page[i + 1]) });
       if (page.length === BATCH * 2) {
         const last = { id: page[page.length - 2], score: Number(page[page.length - 1]) };
-        if (!floor || newestFirst(last, floor) < 0) floor = last;
+        if (!floor || byNewest(last, floor) < 0) floor = last;
       }
     }
     return positions
-      .filter((position) => !floor || newestFirst(position, floor) <= 0)
-      .sort(newestFirst)
-      .filter((position, i, sorted) => i === 0 || newestFirst(sorted[i - 1], position) !== 0);
+      .filter((position) => !floor || byNewest(position, floor) <= 0)
+      .sort(byNewest)
+      .filter((position, i, sorted) => i === 0 || byNewest(sorted[i - 1], position) !== 0);
   }
 
   private async load(

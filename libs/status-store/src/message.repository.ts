@@ -3,6 +3,7 @@ import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
 import { intakeEntry } from './send-intake.js';
 import { RedisKeys, shardOfId } from './redis-keys.js';
+import { newestFirst } from './newest-first.js';
 import { knownShards } from './shards.js';
 import { REDIS } from './status-store.tokens.js';
 import {
@@ -17,13 +18,7 @@ import {
   type MessageStatus,
   type NewMessage,
 } from './message-record.js';
-import {
-  EventScriptArgs,
-  LuaScript,
-  newEventId,
-  pipelineReplies,
-  withEventPublishing,
-} from './event-script.js';
+import { EventScriptArgs, LuaScript, newEventId, withEventPublishing } from './event-script.js';
 import { pacingWaitLua, recordSendLua } from './pacing.repository.js';
 
 const TIMESTAMP_FIELD: Partial<Record<MessageStatus, keyof MessageRecord>> = {
@@ -59,8 +54,9 @@ const CHECK_TARGET = new LuaScript(
 // scheduled index (all in the session's shard); ARGV[7] fields (JSON, flat), [8] retention ms,
 // [9] score (ms), [10] index cutoff (ms), [11] message id, [12] session id, [13] '1' to check
 // that the session takes sends, [14] status (queued or scheduled), [15] the intake entry (''
-// for none), [16] the scheduled index's cutoff (ms). The session is checked, and the send
-// queued, in the same round trip as the write.
+// for none), [16] the scheduled index's cutoff (ms), [17] how long the scheduled index is kept
+// after its newest entry (ms). The session is checked, and the send queued, in the same round
+// trip as the write.
 const CREATE = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -77,8 +73,10 @@ redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[10])
 if ARGV[14] == 'scheduled' then
   redis.call('ZADD', KEYS[5], ARGV[9], ARGV[11])
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[16])
+  -- Gone, with its last entry's record, if the session schedules nothing more.
+  redis.call('PEXPIRE', KEYS[5], ARGV[17])
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[16])
 count_status(ARGV[12], nil, ARGV[14])
 if ARGV[15] ~= '' then redis.call('RPUSH', KEYS[4], ARGV[15]) end
 publish_event(ARGV[12], 'message.status', snapshot)
@@ -464,6 +462,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
             record.status,
             queue ? intakeEntryOf(record, now, queue) : '',
             now.getTime() - this.config.MESSAGE_RETENTION_MS - MAX_SCHEDULE_MS,
+            this.config.MESSAGE_RETENTION_MS + MAX_SCHEDULE_MS,
           ],
         };
       }),
@@ -908,19 +907,14 @@ export class MessageRepository implements BeforeApplicationShutdown {
    * (which keeps a message scheduled far ahead after the first has let it go).
    */
   async recentIds(sessionId: string, limit: number): Promise<string[]> {
-    const replies = (await pipelineReplies(
-      this.redis
-        .pipeline()
-        .zrevrange(this.keys.sessionMessages(sessionId), 0, limit - 1, 'WITHSCORES')
-        .zrevrange(this.keys.sessionScheduled(sessionId), 0, limit - 1, 'WITHSCORES'),
-    )) as string[][];
-    const byId = new Map<string, number>();
-    for (const flat of replies)
-      for (let i = 0; i < flat.length; i += 2) byId.set(flat[i], Number(flat[i + 1]));
-    return [...byId]
-      .sort(([a, x], [b, y]) => y - x || (a < b ? 1 : a > b ? -1 : 0))
-      .slice(0, limit)
-      .map(([id]) => id);
+    const ids: string[] = [];
+    if (limit <= 0) return ids;
+    const indexes = [this.keys.sessionMessages(sessionId), this.keys.sessionScheduled(sessionId)];
+    for await (const id of newestFirst(this.redis, indexes, limit)) {
+      ids.push(id);
+      if (ids.length === limit) break;
+    }
+    return ids;
   }
 }
 

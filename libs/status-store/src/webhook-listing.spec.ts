@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { createRedis } from './redis-connection.js';
-import { newestFirst } from './webhook.repository.js';
+import { newestFirst } from './newest-first.js';
 
 /** The merge behind the delivery listings, on real Redis, while deliveries keep coming. */
 describe('newestFirst (delivery listings)', () => {

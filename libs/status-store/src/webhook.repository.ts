@@ -7,6 +7,7 @@ import type { IncomingRecord } from './incoming-record.js';
 import { toPublicMessage } from './message-record.js';
 import { parseMessageRecord } from './message.repository.js';
 import { RedisKeys, shardOf, shardOfId } from './redis-keys.js';
+import { newestFirst } from './newest-first.js';
 import { knownShards } from './shards.js';
 import { toSessionView } from './session.repository.js';
 import { REDIS } from './status-store.tokens.js';
@@ -36,29 +37,41 @@ redis.call('SREM', KEYS[2], KEYS[1])
 return false
 `);
 
+/**
+ * Lua: keeps a key at least `ms` more, never less than it is kept already (an event is shared:
+ * another target's delivery may be waiting on it longer). A key without an expiry (-1: a
+ * delivery that had expired, made again by an HSET) gets one; a missing key (-2) stays missing.
+ */
+const KEEP_AT_LEAST = `
+local function keep_at_least(key, ms)
+  local left = redis.call('PTTL', key)
+  if left == -1 or (left >= 0 and left < tonumber(ms)) then redis.call('PEXPIRE', key, ms) end
+end
+`;
+
 // A delivery failed for good. KEYS[1] delivery, [2] its event, [3] the failed index (all in
 // the session's shard); ARGV[1] fields (JSON, flat), [2] retention ms, [3] now (ms), [4] id.
 // The delivery and its event are kept at least the retention from now, never less than they
 // were (the event is shared: another target's delivery may be waiting longer for it).
-const FAILED = new LuaScript(`
+const FAILED = new LuaScript(
+  KEEP_AT_LEAST +
+    `
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
-for i = 1, 2 do
-  -- -1: no expiry (a delivery that had expired, made again by the HSET); -2: gone.
-  local ttl = redis.call('PTTL', KEYS[i])
-  if ttl == -1 or (ttl >= 0 and ttl < tonumber(ARGV[2])) then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  end
-end
+keep_at_least(KEYS[1], ARGV[2])
+keep_at_least(KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]))
 return 1
-`);
+`,
+);
 
 // Puts a failed delivery back at the end of its chain. KEYS[1] delivery, [2] chain, [3] chains
 // set, [4] chains needing a job, [5] failed index, [6] event (all in the session's shard);
 // ARGV[1] id, [2] retention ms, [3] kick channel, [4] the chain as session:target, [5] the
 // shard (the kick's message). Returns 1, or an error word.
-const REPLAY = new LuaScript(`
+const REPLAY = new LuaScript(
+  KEEP_AT_LEAST +
+    `
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if status ~= 'failed' then return 'not-failed' end
@@ -68,9 +81,7 @@ redis.call('HDEL', KEYS[1], 'failedAt', 'nextAttemptAt')
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[6], 'pending', 1)
--- The event is shared: another target's delivery may be waiting for it longer (never shortened).
-local left = redis.call('PTTL', KEYS[6])
-if left == -1 or (left >= 0 and left < tonumber(ARGV[2])) then redis.call('PEXPIRE', KEYS[6], ARGV[2]) end
+keep_at_least(KEYS[6], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
 if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
   redis.call('SADD', KEYS[4], ARGV[4])
@@ -78,7 +89,8 @@ if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
   redis.call('PUBLISH', ARGV[3], ARGV[5])
 end
 return 1
-`);
+`,
+);
 
 /**
  * How long a delivered delivery (and an event none of whose deliveries is pending or failed)
@@ -100,14 +112,16 @@ return 1
 // A delivery to be tried again: its fields, and it and its event (shared with the event's other
 // deliveries: never shortened) kept at least ARGV[2] ms. KEYS[1] delivery, [2] event; ARGV[1]
 // fields (JSON, flat). (PEXPIRE's GT would do the event's in one command, from Redis 7.0 on.)
-const RETRYING = new LuaScript(`
+const RETRYING = new LuaScript(
+  KEEP_AT_LEAST +
+    `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local left = redis.call('PTTL', KEYS[2])
-if left >= 0 and left < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+keep_at_least(KEYS[2], ARGV[2])
 return 1
-`);
+`,
+);
 
 /** The deliveries of one session to one target: delivered one at a time, in order. */
 export interface DeliveryChain {
@@ -425,69 +439,6 @@ export class WebhookRepository {
       }
     }
     return found;
-  }
-}
-
-/**
- * The members of sorted sets, highest score first across all of them: a merge that reads
- * `firstPage` of each set, then pages of 200 of a set only when the merge reaches its end.
- * Each member once: entries added at the top meanwhile push the rest down, and the next page
- * of a set then begins with some it has read already.
- */
-export async function* newestFirst(
-  redis: Redis,
-  indexes: string[],
-  firstPage: number,
-): AsyncGenerator<string> {
-  const pages = indexes.map(() => ({
-    entries: [] as [string, number][],
-    offset: 0,
-    size: firstPage,
-    done: false,
-  }));
-  const fill = async (which: number[]) => {
-    const read = await inPipelines(
-      redis,
-      which,
-      (i) => indexes[i],
-      async (group) => {
-        const pipeline = redis.pipeline();
-        for (const i of group)
-          pipeline.zrevrange(
-            indexes[i],
-            pages[i].offset,
-            pages[i].offset + pages[i].size - 1,
-            'WITHSCORES',
-          );
-        return (await pipelineReplies(pipeline)).map((flat) => (flat as string[]) ?? []);
-      },
-    );
-    which.forEach((i, n) => {
-      const flat = read[n];
-      for (let j = 0; j < flat.length; j += 2)
-        pages[i].entries.push([flat[j], Number(flat[j + 1])]);
-      pages[i].done = flat.length < 2 * pages[i].size;
-      pages[i].offset += pages[i].size;
-      pages[i].size = 200;
-    });
-  };
-  await fill(indexes.map((_, i) => i));
-  const yielded = new Set<string>();
-  for (;;) {
-    let best = -1;
-    for (let i = 0; i < pages.length; i++)
-      if (
-        pages[i].entries.length &&
-        (best < 0 || pages[i].entries[0][1] > pages[best].entries[0][1])
-      )
-        best = i;
-    if (best < 0) return;
-    const [member] = pages[best].entries.shift()!;
-    if (!yielded.has(member)) {
-      yielded.add(member);
-      yield member;
-    }
-    if (pages[best].entries.length === 0 && !pages[best].done) await fill([best]);
   }
 }
 

@@ -4,7 +4,7 @@ import { AppError, Secret } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AuthFailures } from './auth-failures.service.js';
 import { ApiKeys, type Principal } from './api-keys.service.js';
-import { BrowserOrigin, UNSAFE_METHODS } from './browser-origin.js';
+import { BrowserOrigin, UNSAFE_METHODS, corsOrigins } from './browser-origin.js';
 
 /**
  * Checks `x-api-key`: API_KEY (the bootstrap key, every scope) in constant time, else a key
@@ -20,11 +20,11 @@ export class ApiKeyGuard implements CanActivate {
     private readonly failures: AuthFailures,
     private readonly keys: ApiKeys,
   ) {
-    this.origin = new BrowserOrigin(config.BASE_URL);
+    this.origin = new BrowserOrigin(config.BASE_URL, corsOrigins(config.CORS_ORIGINS));
     if (config.API_KEY) this.expected = new Secret(config.API_KEY);
     else
       new Logger('Auth').warn(
-        "API_KEY is not set: /api/v1 accepts requests without a key (development only; a browser's from another site's page are refused)",
+        'API_KEY is not set: /api/v1 accepts requests without a key (development only), named by an IP address, localhost or BASE_URL',
       );
   }
 
@@ -56,26 +56,26 @@ export class ApiKeyGuard implements CanActivate {
   }
 
   /**
-   * Without API_KEY (development only) any web page the developer opens could send messages
-   * through this api from their browser: a form post or a no-cors fetch needs no preflight,
-   * and a page whose name is made to resolve here (DNS rebinding) is even same-origin. A
-   * browser's state-changing request is taken only from this server's own pages (the Swagger
-   * UI), reached by an IP address, localhost or BASE_URL's host; other clients send neither
-   * Sec-Fetch-Site nor Origin, and are taken as before.
+   * Without API_KEY (development only), any web page the developer opens could use this api
+   * from their browser. A page whose name is made to resolve here (DNS rebinding) is
+   * same-origin with it, reads as well as sends, and carries that name as its requests' Host:
+   * so the open api answers only to an IP address, localhost or BASE_URL's host, as the open
+   * admin does. And a page of another site may send without a preflight (a form post, a
+   * no-cors fetch): a browser's state-changing request is taken only from the api's own pages
+   * (the Swagger UI) or CORS_ORIGINS'.
    */
   private admitOpen(request: FastifyRequest): void {
+    if (!this.origin.namesThisServer(request))
+      throw new AppError(
+        'FORBIDDEN',
+        `Without API_KEY the api answers only to an IP address, localhost or BASE_URL's host, not ${JSON.stringify(request.headers.host ?? '')}: set API_KEY (or BASE_URL)`,
+      );
     if (!UNSAFE_METHODS.has(request.method)) return;
-    const { headers } = request;
-    if (headers['sec-fetch-site'] === undefined && headers.origin === undefined) return;
-    const reason =
-      this.origin.crossSiteReason(request) ??
-      (this.origin.namesThisServer(request)
-        ? undefined
-        : `it names this server ${JSON.stringify(headers.host ?? '')}, not by an IP address, localhost or BASE_URL's host`);
+    const reason = this.origin.crossSiteReason(request);
     if (reason)
       throw new AppError(
         'FORBIDDEN',
-        `Without API_KEY the api takes a browser's request only from its own pages: ${reason}; set API_KEY`,
+        `Without API_KEY the api takes a browser's request only from its own pages and CORS_ORIGINS': ${reason}; set API_KEY`,
       );
   }
 }
