@@ -223,6 +223,34 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
     }
   });
 
+  it('gives each received message RETRY_WINDOW_MS from its arrival, so those queued behind a write Redis keeps refusing are not held a window more each', async () => {
+    vi.useFakeTimers();
+    try {
+      const record = vi.fn(async () => {
+        throw new Error('OOM command not allowed when used memory > maxmemory');
+      });
+      const events = recorder({ record });
+      const settled: boolean[] = [];
+      const arriving = Array.from({ length: 10 }, (_, i) => i);
+      const writes: Promise<boolean>[] = [];
+      for (const i of arriving) {
+        writes.push(
+          events
+            .message('main', { ...MESSAGE, engineMessageId: `m${i}` })
+            .then((recorded) => (settled[i] = recorded)),
+        );
+        await vi.advanceTimersByTimeAsync(1_000);
+      }
+      // The last arrived 9 s after the first: all are given up within a window of their own
+      // arrival (and the last wait), not ten windows.
+      await vi.advanceTimersByTimeAsync(RETRY_WINDOW_MS + RETRY_MAX_WAIT);
+      expect(settled).toEqual(arriving.map(() => false));
+      await Promise.all(writes);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('retries a failed write of a received message, and gives up when the worker stops', async () => {
     vi.useFakeTimers();
     try {

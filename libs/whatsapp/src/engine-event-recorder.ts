@@ -122,9 +122,15 @@ export class EngineEventRecorder {
     };
     // A session's messages are written one after another, in the order they arrived: each
     // retried on its own schedule through an outage, a later one could land first and be
-    // numbered (and sent to webhooks) before the one it answers.
+    // numbered (and sent to webhooks) before the one it answers. Each is tried until
+    // RETRY_WINDOW_MS after it arrived, not after its turn came: where Redis keeps refusing
+    // writes, those waiting behind (media bytes and all) would wait a window more each.
     const write = (this.messageWrites.get(sessionId) ?? Promise.resolve()).then(() =>
-      retried(() => this.incoming.record(record, media?.data, now), givenUp),
+      retried(
+        () => this.incoming.record(record, media?.data, now),
+        givenUp,
+        now.getTime() + RETRY_WINDOW_MS,
+      ),
     );
     this.messageWrites.set(sessionId, write);
     let recorded: Awaited<typeof write>;
@@ -152,14 +158,15 @@ const RETRY_MAX_DELAY_MS = 5_000;
 
 /**
  * Runs `write` until it succeeds, 400 ms apart and twice that after each failure (at most
- * RETRY_MAX_DELAY_MS), until RETRY_WINDOW_MS have passed since the first try, unless `stop()`,
- * asked after each failure, says to give up: its value, or the last error.
+ * RETRY_MAX_DELAY_MS), until `until` (RETRY_WINDOW_MS after the first try), unless `stop()`,
+ * asked after each failure, says to give up: its value, or the last error. It is tried at
+ * least once.
  */
 async function retried<T>(
   write: () => Promise<T>,
   stop: () => boolean = () => false,
+  until = Date.now() + RETRY_WINDOW_MS,
 ): Promise<{ value: T } | { error: Error }> {
-  const until = Date.now() + RETRY_WINDOW_MS;
   for (let attempt = 1; ; attempt++) {
     try {
       return { value: await write() };
