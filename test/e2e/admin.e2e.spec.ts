@@ -776,6 +776,33 @@ describe("the session page's word on a session that is not connected", () => {
   });
 });
 
+describe('admin cookies behind a TLS proxy the api does not trust', () => {
+  it('are Secure when BASE_URL is https, though the request reached the api over http', async () => {
+    const stack = await Stack.start(
+      { NODE_ENV: 'development', BASE_URL: 'https://gateway.test' },
+      { worker: false },
+    );
+    try {
+      const answer = await request(stack, 'GET', '/api/admin/csrf-token', { auth: null });
+      expect(answer.status).toBe(200);
+      const cookies = answer.headers.getSetCookie();
+      expect(cookies).toHaveLength(1);
+      expect(cookies[0]).toMatch(/; Secure/i);
+      // The flash cookie of a form's answer too.
+      const form = await request(stack, 'POST', '/admin/sessions', {
+        auth: null,
+        form: { id: 'secure-flash', _csrf: answer.json.data.token },
+        headers: { cookie: cookiesOf(answer), origin: 'https://gateway.test' },
+      });
+      expect(form.status).toBe(303);
+      const flash = form.headers.getSetCookie().find((c) => c.startsWith('wa-admin-flash'));
+      expect(flash).toMatch(/; Secure/i);
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
 describe('admin pages without ADMIN_PASSWORD', () => {
   it('work in development, with a warning that they are open', async () => {
     const stack = await Stack.start({ NODE_ENV: 'development' }, { worker: false });

@@ -21,6 +21,8 @@ export class AdminAccess {
   private readonly expectedUser: Secret;
   private readonly expectedPassword?: Secret;
   private readonly origin: BrowserOrigin;
+  /** BASE_URL is https: browsers reach the admin over TLS, wherever it ends. */
+  private readonly httpsBase: boolean;
   private readonly tokens: Tokens.TokensUserinfo;
 
   constructor(config: AppConfig) {
@@ -31,6 +33,7 @@ export class AdminAccess {
         'ADMIN_PASSWORD is not set: /admin is open to anyone who reaches this port (development only)',
       );
     this.origin = new BrowserOrigin(config.BASE_URL);
+    this.httpsBase = config.BASE_URL?.startsWith('https:') ?? false;
     // Derived from the password so every api replica accepts the others' tokens; without a
     // password (development only) a per-process key: a restart asks for a page reload.
     const hmacKey = config.ADMIN_PASSWORD
@@ -102,16 +105,25 @@ export class AdminAccess {
     let secret = req.cookies[CSRF_COOKIE];
     if (!secret) {
       secret = this.tokens.secretSync();
-      // Not Secure on plain http: the api is often reached so on a private network; the
-      // same-origin check does not depend on the cookie.
+      // Not Secure on plain http (unless BASE_URL is https): the api is often reached so on a
+      // private network; the same-origin check does not depend on the cookie.
       void reply.setCookie(CSRF_COOKIE, secret, {
         sameSite: 'strict',
         httpOnly: true,
-        secure: req.protocol === 'https',
+        secure: this.secureCookies(req),
         path: '/',
       });
     }
     return this.tokens.create(secret, this.user(req));
+  }
+
+  /**
+   * Whether the admin's cookies are sent over TLS only: when the request came over https, or
+   * BASE_URL says browsers use https (TLS may end at a proxy TRUST_PROXY does not name, and
+   * the request then looks like plain http here).
+   */
+  secureCookies(req: FastifyRequest): boolean {
+    return req.protocol === 'https' || this.httpsBase;
   }
 
   private user(req: FastifyRequest): string {

@@ -315,7 +315,7 @@ export class AdminPagesController {
     void res.setCookie(FLASH_COOKIE, JSON.stringify({ ...flash, text: flash.text.slice(0, 500) }), {
       httpOnly: true,
       sameSite: 'strict',
-      secure: req.protocol === 'https',
+      secure: this.access.secureCookies(req),
       path: '/admin',
       maxAge: 60, // seconds
     });
