@@ -350,8 +350,8 @@ return 'cancelled'
 
 // Takes back a record written with its send queued, if nothing can have taken the send yet:
 // its intake entry is still there (not made a job). KEYS[1] message, [2] session index, [3]
-// the session's intake, [4] its scheduled index; ARGV[7] message id, [8] its intake entry, [9] the fields it is
-// cancelled with (JSON, flat). 'taken-back'; 'queued' when the send is a job already (the
+// the session's intake, [4] its scheduled index; ARGV[7] message id, [8] its intake entry,
+// [9] the fields it is cancelled with (JSON, flat). 'taken-back'; 'queued' when the send is a job already (the
 // message stays, accepted); 'absent' when there is no record. Webhook targets were told it was
 // queued (its CREATE's event): they are told it is cancelled, before it goes.
 const TAKE_BACK = new LuaScript(

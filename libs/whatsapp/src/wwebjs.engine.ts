@@ -293,9 +293,10 @@ const noMessage = (engineMessageId: string) =>
  * Whether WhatsApp lets the message be deleted for everyone, asked as whatsapp-web.js's
  * Message.delete asks it; null when the page has no such message.
  */
-async function canRevokeInPage(messageId: string): Promise<boolean | null> {
-  const load = (globalThis as unknown as { require(name: string): unknown }).require;
-  const { Msg } = load('WAWebCollections') as {
+export async function canRevokeInPage(messageId: string): Promise<boolean | null> {
+  // Called as a method (window.require), as whatsapp-web.js calls it.
+  const page = globalThis as unknown as { require(name: string): unknown };
+  const { Msg } = page.require('WAWebCollections') as {
     Msg: {
       get(id: string): unknown;
       getMessagesById(ids: string[]): Promise<{ messages?: unknown[] } | undefined>;
@@ -303,7 +304,7 @@ async function canRevokeInPage(messageId: string): Promise<boolean | null> {
   };
   const msg = Msg.get(messageId) ?? (await Msg.getMessagesById([messageId]))?.messages?.[0];
   if (!msg) return null;
-  const can = load('WAWebMsgActionCapability') as {
+  const can = page.require('WAWebMsgActionCapability') as {
     canSenderRevokeMsg(message: unknown): boolean;
     canAdminRevokeMsg(message: unknown): boolean;
   };
