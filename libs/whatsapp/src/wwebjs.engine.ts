@@ -37,8 +37,9 @@ import {
 import { contactVCard, type OutgoingContact } from './vcard.js';
 import type { AuthStore } from './auth-store.js';
 import { sessionDir } from './session-paths.js';
+import { GatewayRemoteAuth } from './remote-auth.js';
 
-const { Client, LocalAuth, Location, MessageMedia, RemoteAuth } = wweb;
+const { Client, LocalAuth, Location, MessageMedia } = wweb;
 
 /** The options handed to whatsapp-web.js's Client (built fresh for every client). */
 export type WwebjsClientOptions = wweb.ClientOptions;
@@ -716,17 +717,24 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     // A new object every time: the Client merges its defaults into the options it is given.
     return {
       authStrategy: this.options.authStore?.remote
-        ? new RemoteAuth({
-            clientId: this.sessionId,
-            dataPath: this.options.dataDir,
-            store: remoteStore(
-              this.options.authStore,
-              this.sessionId,
-              this.options.dataDir,
-              current,
-            ),
-            backupSyncIntervalMs: Math.max(60_000, this.options.backupIntervalMs ?? 300_000),
-          })
+        ? new GatewayRemoteAuth(
+            {
+              clientId: this.sessionId,
+              dataPath: this.options.dataDir,
+              store: remoteStore(
+                this.options.authStore,
+                this.sessionId,
+                this.options.dataDir,
+                current,
+              ),
+              backupSyncIntervalMs: Math.max(60_000, this.options.backupIntervalMs ?? 300_000),
+            },
+            (thrown) =>
+              this.log.warn(
+                { sessionId: this.sessionId, err: toError(thrown).message },
+                'login not backed up',
+              ),
+          )
         : new LocalAuth({ clientId: this.sessionId, dataPath: this.options.dataDir }),
       webVersionCache: { type: 'none' },
       puppeteer: {

@@ -1,0 +1,165 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as realSleep } from 'node:timers/promises';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type wweb from 'whatsapp-web.js';
+import { FIRST_BACKUP_DELAY_MS, GatewayRemoteAuth } from './remote-auth.js';
+
+const INTERVAL_MS = 60_000;
+
+/** The end of a zip's central directory: an archive cut short has none. */
+const isWholeZip = (data: Buffer) =>
+  data.subarray(0, 2).toString() === 'PK' && data.includes(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+
+/** A store as RemoteAuth talks to it, over the zip it writes to `<dataPath>/<session>.zip`. */
+function fakeStore(dir: string, options: { failSaves?: boolean } = {}) {
+  let saving = 0;
+  const store = {
+    /** Whether a login is stored. */
+    exists: false,
+    saves: [] as Buffer[],
+    mostAtOnce: 0,
+    sessionExists: async () => store.exists,
+    extract: async () => {
+      throw new Error('not stored here');
+    },
+    delete: async () => undefined,
+    save: async ({ session }: { session: string }) => {
+      saving++;
+      store.mostAtOnce = Math.max(store.mostAtOnce, saving);
+      try {
+        const zip = await readFile(join(dir, `${session}.zip`));
+        // Slow enough that a second backup started meanwhile would meet this one.
+        await realSleep(30);
+        if (options.failSaves) throw new Error('the store is out of reach');
+        store.saves.push(zip);
+        store.exists = true;
+      } finally {
+        saving--;
+      }
+    },
+  };
+  return store;
+}
+
+describe('GatewayRemoteAuth (whatsapp-web.js RemoteAuth with bounded backups)', () => {
+  let dir: string;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'remote-auth-'));
+    // Only the timers RemoteAuth keeps: its file work (streams, fs retries) runs for real.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval'] });
+  });
+
+  afterEach(async () => {
+    vi.useRealTimers();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A strategy set up as whatsapp-web.js's Client does, with a profile on disk to back up. */
+  async function strategy(
+    store: ReturnType<typeof fakeStore>,
+    { stored, failed = vi.fn() }: { stored: boolean; failed?: () => void },
+  ) {
+    const auth = new GatewayRemoteAuth(
+      {
+        clientId: 'sales',
+        dataPath: dir,
+        store: store as unknown as wweb.Store,
+        backupSyncIntervalMs: INTERVAL_MS,
+      },
+      failed,
+    );
+    auth.setup({ options: { puppeteer: {} } } as unknown as wweb.Client);
+    await auth.beforeBrowserInitialized();
+    const storage = join(dir, 'RemoteAuth-sales', 'Default', 'Local Storage');
+    await mkdir(storage, { recursive: true });
+    await writeFile(join(storage, 'login'), 'x'.repeat(64 * 1024));
+    // Stored or not from here on: unpacking a stored login is not what these tests are about.
+    store.exists = stored;
+    return auth;
+  }
+
+  /**
+   * Lets backups started by the timers just fired finish: their file work is real, but the
+   * zip library waits on (faked) timers of its own, so time is moved on a millisecond at a time.
+   */
+  async function settle<T>(work?: Promise<T>): Promise<T | undefined> {
+    let done = !work;
+    const result = work?.finally(() => (done = true));
+    for (let i = 0; i < 60 || !done; i++) {
+      await vi.advanceTimersByTimeAsync(1);
+      await realSleep(5);
+    }
+    return result;
+  }
+
+  it('keeps one backup interval when WhatsApp Web becomes ready twice (a reload)', async () => {
+    const store = fakeStore(dir);
+    const auth = await strategy(store, { stored: true });
+    await auth.afterAuthReady();
+    await auth.afterAuthReady();
+    await vi.advanceTimersByTimeAsync(INTERVAL_MS);
+    await settle();
+    expect(store.saves).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(INTERVAL_MS);
+    await settle();
+    expect(store.saves).toHaveLength(2);
+    await auth.destroy();
+  });
+
+  it('backs nothing up once destroyed, not even the first backup a new link was waiting for', async () => {
+    const store = fakeStore(dir);
+    const auth = await strategy(store, { stored: false });
+    const ready = auth.afterAuthReady();
+    await vi.advanceTimersByTimeAsync(FIRST_BACKUP_DELAY_MS / 2);
+    await auth.destroy();
+    await ready;
+    await vi.advanceTimersByTimeAsync(FIRST_BACKUP_DELAY_MS + 3 * INTERVAL_MS);
+    await settle();
+    expect(store.saves).toHaveLength(0);
+  });
+
+  it('makes the first backup of a new link after its wait, then one per interval', async () => {
+    const store = fakeStore(dir);
+    const auth = await strategy(store, { stored: false });
+    const saved = vi.fn();
+    auth.setup({ options: { puppeteer: {} }, emit: saved } as unknown as wweb.Client);
+    const ready = auth.afterAuthReady();
+    await vi.advanceTimersByTimeAsync(FIRST_BACKUP_DELAY_MS);
+    await settle(ready);
+    expect(store.saves).toHaveLength(1);
+    expect(saved).toHaveBeenCalledWith('remote_session_saved');
+    await vi.advanceTimersByTimeAsync(INTERVAL_MS);
+    await settle();
+    expect(store.saves).toHaveLength(2);
+    await auth.disconnect();
+    await vi.advanceTimersByTimeAsync(3 * INTERVAL_MS);
+    await settle();
+    expect(store.saves).toHaveLength(2);
+  });
+
+  it('runs backups one after another, each saving a whole archive', async () => {
+    const store = fakeStore(dir);
+    const auth = await strategy(store, { stored: true });
+    // The interval's and the one a clean stop asks for, at once.
+    await settle(Promise.all([auth.storeRemoteSession(), auth.storeRemoteSession()]));
+    expect(store.saves).toHaveLength(2);
+    expect(store.mostAtOnce).toBe(1);
+    for (const zip of store.saves) expect(isWholeZip(zip)).toBe(true);
+  });
+
+  it('reports a background backup that fails instead of leaving its rejection unhandled', async () => {
+    const store = fakeStore(dir, { failSaves: true });
+    const failed = vi.fn();
+    const auth = await strategy(store, { stored: true, failed });
+    await auth.afterAuthReady();
+    await vi.advanceTimersByTimeAsync(INTERVAL_MS);
+    await settle();
+    expect(failed).toHaveBeenCalledWith(
+      expect.objectContaining({ message: 'the store is out of reach' }),
+    );
+    await auth.destroy();
+  });
+});

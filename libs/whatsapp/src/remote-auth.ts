@@ -1,0 +1,115 @@
+import wweb from 'whatsapp-web.js';
+
+/** How long after a first link RemoteAuth waits before its first backup, as whatsapp-web.js. */
+export const FIRST_BACKUP_DELAY_MS = 60_000;
+
+/** Where a backup that fails in the background is reported. */
+export type BackupFailed = (err: unknown) => void;
+
+type RemoteAuthOptions = ConstructorParameters<typeof wweb.RemoteAuth>[0];
+
+/**
+ * RemoteAuth as whatsapp-web.js's JavaScript has it: index.d.ts types the strategy's methods as
+ * properties (which a subclass cannot override) and leaves out the fields used here.
+ */
+interface RemoteAuthShape {
+  store: wweb.Store;
+  sessionName: string;
+  backupSyncIntervalMs: number;
+  setup(client: wweb.Client): void;
+  beforeBrowserInitialized(): Promise<void>;
+  afterBrowserInitialized(): Promise<void>;
+  onAuthenticationNeeded(): Promise<{
+    failed?: boolean;
+    restart?: boolean;
+    failureEventPayload?: unknown;
+  }>;
+  getAuthEventPayload(): Promise<unknown>;
+  afterAuthReady(): Promise<void>;
+  storeRemoteSession(options?: { emit?: boolean }): Promise<void>;
+  disconnect(): Promise<void>;
+  destroy(): Promise<void>;
+  logout(): Promise<void>;
+}
+const RemoteAuthBase = wweb.RemoteAuth as unknown as new (
+  options: RemoteAuthOptions,
+) => RemoteAuthShape;
+
+/**
+ * whatsapp-web.js's RemoteAuth with backups that cannot outlive their client or overlap:
+ * - RemoteAuth starts a new backup interval at every `ready` (WhatsApp Web reloading gives a
+ *   second) and clears only the last; the others zip the profile for as long as the process
+ *   lives, and one can delete the archive the next client is about to extract (a backup ends
+ *   by removing `RemoteAuth-<id>.zip`, the name extraction writes too).
+ * - The first backup after a link waits 60 s, then runs and starts the interval even if the
+ *   client was destroyed meanwhile.
+ * - Two backups at once (the interval and the one a clean stop asks for) share one staging
+ *   folder and one zip, so one can save the other's half-written archive.
+ * Here one interval runs at most, none after destroy() or a disconnect, backups run one after
+ * another, and a background one that fails is reported instead of rejecting unhandled.
+ */
+export class GatewayRemoteAuth extends RemoteAuthBase {
+  /** Bumped by every ready, disconnect and destroy: a timer of an older one does nothing. */
+  private generation = 0;
+  private interval: NodeJS.Timeout | undefined;
+  private firstBackup: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
+  /** The backup running (or last run): the next waits for it. */
+  private backup: Promise<void> = Promise.resolve();
+
+  constructor(
+    options: RemoteAuthOptions,
+    private readonly backupFailed: BackupFailed,
+  ) {
+    super(options);
+  }
+
+  override async afterAuthReady(): Promise<void> {
+    this.stopBackups();
+    const generation = this.generation;
+    try {
+      if (!(await this.store.sessionExists({ session: this.sessionName }))) {
+        // The wait whatsapp-web.js takes for a new login to settle before its first copy.
+        await new Promise<void>((resolve) => {
+          this.firstBackup = { timer: setTimeout(resolve, FIRST_BACKUP_DELAY_MS), resolve };
+        });
+        this.firstBackup = undefined;
+        if (generation !== this.generation) return;
+        await this.storeRemoteSession({ emit: true });
+      }
+    } catch (err) {
+      this.backupFailed(err);
+    }
+    if (generation !== this.generation) return;
+    this.interval = setInterval(
+      () => void this.storeRemoteSession().catch(this.backupFailed),
+      this.backupSyncIntervalMs,
+    );
+  }
+
+  override async storeRemoteSession(options?: { emit?: boolean }): Promise<void> {
+    const run = this.backup.then(() => super.storeRemoteSession(options));
+    this.backup = run.catch(() => undefined);
+    return run;
+  }
+
+  override async disconnect(): Promise<void> {
+    this.stopBackups();
+    await super.disconnect();
+  }
+
+  override async destroy(): Promise<void> {
+    this.stopBackups();
+    await super.destroy();
+  }
+
+  /** Ends the interval and a first backup still waiting (which then does nothing). */
+  private stopBackups(): void {
+    this.generation++;
+    clearInterval(this.interval);
+    this.interval = undefined;
+    if (this.firstBackup) {
+      clearTimeout(this.firstBackup.timer);
+      this.firstBackup.resolve();
+    }
+  }
+}
