@@ -90,12 +90,14 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
   /** Deletes our message `engineMessageId` of `chatId` for everyone. */
   revoke(chatId: string, engineMessageId: string): Promise<string>;
   /**
-   * The messages we sent to `chatId` since `since` whose content has `fingerprint`, oldest
-   * first (a worker that died mid-send): the answer to "did WhatsApp take it before we
-   * crashed?". Several when the same content went out more than once (another message of
-   * ours with the same text): the caller takes one no other message of ours was given.
+   * The messages we sent to `chatId` since `since` whose content has one of `fingerprints`
+   * (a worker that died mid-send): the answer to "did WhatsApp take it before we crashed?".
+   * Those of the first fingerprint first, then those only a later (looser) one matches, each
+   * group oldest first. Several when the same content went out more than once (another
+   * message of ours with the same text): the caller takes one no other message of ours was
+   * given.
    */
-  findSentMessages(chatId: string, fingerprint: string, since: Date): Promise<string[]>;
+  findSentMessages(chatId: string, fingerprints: readonly string[], since: Date): Promise<string[]>;
   /** Shows "typing…" in `chatId` for `ms`, then clears it; best effort (never throws). */
   showTyping(chatId: string, ms: number): Promise<void>;
   /** Whether `digits` (a phone number) has a WhatsApp account, and the chat id it has there. */

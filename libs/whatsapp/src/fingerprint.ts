@@ -5,8 +5,46 @@ export function textFingerprint(text: string): string {
   return `text:${hash('sha256', text, 'base64')}`;
 }
 
+/** Media by its bytes: WhatsApp's `filehash` is the sha256 of the file it uploaded. */
 export function mediaFingerprint(data: Buffer): string {
   return `media:${hash('sha256', data, 'base64')}`;
+}
+
+/**
+ * Media by WhatsApp's type for it and its caption, for media whose bytes WhatsApp Web changes
+ * before the upload (photos are recompressed, stickers made webp), so that no `filehash` in the
+ * chat is ours. Looser than the bytes: a message of the same type and caption sent from the
+ * phone to the same chat in the same minutes would pass for it, so it is looked for only
+ * after the bytes (see mediaFingerprints).
+ */
+export function mediaLikeFingerprint(type: string, caption: string): string {
+  return `media-like:${type}:${hash('sha256', caption.trim(), 'base64')}`;
+}
+
+/** What WhatsApp lists a file sent this way as, where WhatsApp Web may change its bytes. */
+function reencodedType(media: { mimetype: string; as?: string }): string | null {
+  if (media.as === 'sticker') return 'sticker';
+  if (media.as === 'voice') return 'ptt';
+  if (media.as === 'document') return null;
+  const [kind, subtype] = media.mimetype.toLowerCase().split('/');
+  // A GIF is sent as a looping video or a still: which one is not certain enough to match.
+  if (kind === 'image' && subtype !== 'gif') return 'image';
+  if (kind === 'video' || kind === 'audio') return kind;
+  return null;
+}
+
+/** How sent media is known in its chat: by its bytes first, then, if re-encoded, more loosely. */
+export function mediaFingerprints(media: {
+  data: Buffer;
+  mimetype: string;
+  as?: string;
+  caption?: string;
+}): string[] {
+  const type = reencodedType(media);
+  return [
+    mediaFingerprint(media.data),
+    ...(type ? [mediaLikeFingerprint(type, media.caption ?? '')] : []),
+  ];
 }
 
 export function locationFingerprint(latitude: number, longitude: number): string {

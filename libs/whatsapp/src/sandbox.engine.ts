@@ -274,10 +274,15 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     return this.accept(chatId, `revoke:${engineMessageId}`, { revoked: engineMessageId });
   }
 
-  async findSentMessages(chatId: string, fingerprint: string, since: Date): Promise<string[]> {
+  async findSentMessages(
+    chatId: string,
+    fingerprints: readonly string[],
+    since: Date,
+  ): Promise<string[]> {
     return this.sends
       .filter(
-        (send) => send.chatId === chatId && send.fingerprint === fingerprint && send.at >= since,
+        (send) =>
+          send.chatId === chatId && fingerprints.includes(send.fingerprint) && send.at >= since,
       )
       .map((send) => send.engineMessageId);
   }

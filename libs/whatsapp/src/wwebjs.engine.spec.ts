@@ -17,6 +17,7 @@ import {
   contactFingerprint,
   locationFingerprint,
   mediaFingerprint,
+  mediaFingerprints,
   textFingerprint,
 } from './fingerprint.js';
 import { sessionDir } from './session-paths.js';
@@ -916,6 +917,48 @@ describe('WwebjsEngine incoming messages', () => {
     await h.engine.stop();
   });
 
+  it("does not emit as the phone's the message_create of its own photo whose call failed, re-encoded by WhatsApp Web (another file hash)", async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const created = (stanza: string, fields: Partial<WwebjsMessageLike>) =>
+      ({
+        id: { _serialized: `true_${CHAT}_${stanza}`, fromMe: true },
+        fromMe: true,
+        from: OWN,
+        to: CHAT,
+        timestamp: SENT_AT,
+        downloadMedia: async () => ({ mimetype: 'image/jpeg', data: base64(Buffer.from('jpeg')) }),
+        ...fields,
+      }) as WwebjsMessageLike;
+    client.sendMessage.mockImplementationOnce(async () => {
+      client.emit(
+        'message_create',
+        created('3EB0PHOTO', {
+          type: 'image',
+          hasMedia: true,
+          body: 'Look',
+          _data: { filehash: 'not the hash of our bytes' },
+        }),
+      );
+      client.emit('message_create', created('3EB0PHONE', { type: 'chat', body: 'see you' }));
+      await new Promise((done) => setTimeout(done, 1_000));
+      throw new Error('Evaluation failed: timed out');
+    });
+    const failed = h.engine.sendMedia(CHAT, {
+      data: Buffer.from('our original png'),
+      mimetype: 'image/png',
+      filename: 'photo.png',
+      caption: 'Look',
+    });
+    const settled = expect(failed).rejects.toThrow('timed out');
+    await vi.advanceTimersByTimeAsync(10_000);
+    await settled;
+    expect(h.messages.map((message) => message.engineMessageId)).toEqual([
+      `true_${CHAT}_3EB0PHONE`,
+    ]);
+    await h.engine.stop();
+  });
+
   it('finishes and emits a message still downloading its media when the engine stops, before the client goes', async () => {
     const h = harness({ destroyTimeoutMs: 10_000 });
     const client = await startReady(h);
@@ -1360,7 +1403,7 @@ describe('WwebjsEngine sends', () => {
     const client = await startReady(h);
     client.getChatById.mockReturnValue(new Promise(() => {}));
     const looked = h.engine
-      .findSentMessages('4915122@c.us', textFingerprint('hi'), new Date())
+      .findSentMessages('4915122@c.us', [textFingerprint('hi')], new Date())
       .catch((err: unknown) => err);
     await vi.advanceTimersByTimeAsync(CALL_TIMEOUT);
     expect(await looked).toMatchObject({ code: 'SEND_FAILED', permanent: false });
@@ -1699,13 +1742,13 @@ describe('WwebjsEngine locations and contact cards', () => {
     });
     const since = new Date(Date.now() - 1_000);
     await expect(
-      h.engine.findSentMessages('4915122@c.us', locationFingerprint(52.520008, 13.404954), since),
+      h.engine.findSentMessages('4915122@c.us', [locationFingerprint(52.520008, 13.404954)], since),
     ).resolves.toEqual(['pin']);
     await expect(
-      h.engine.findSentMessages('4915122@c.us', contactFingerprint('4915144'), since),
+      h.engine.findSentMessages('4915122@c.us', [contactFingerprint('4915144')], since),
     ).resolves.toEqual(['card']);
     await expect(
-      h.engine.findSentMessages('4915122@c.us', contactFingerprint('4915100'), since),
+      h.engine.findSentMessages('4915122@c.us', [contactFingerprint('4915100')], since),
     ).resolves.toEqual([]);
     await h.engine.stop();
   });
@@ -1736,7 +1779,7 @@ describe('WwebjsEngine findSentMessages', () => {
     client.getChatById.mockResolvedValue(chat);
 
     await expect(
-      h.engine.findSentMessages('4915122@c.us', textFingerprint('code 1234'), since),
+      h.engine.findSentMessages('4915122@c.us', [textFingerprint('code 1234')], since),
     ).resolves.toEqual(['match']);
     expect(chat.fetchMessages).toHaveBeenCalledWith({ limit: 50, fromMe: true });
     expect(client.getChatById).toHaveBeenCalledWith('4915122@c.us');
@@ -1744,12 +1787,12 @@ describe('WwebjsEngine findSentMessages', () => {
     await expect(
       h.engine.findSentMessages(
         '4915122@c.us',
-        textFingerprint('code 1234'),
+        [textFingerprint('code 1234')],
         new Date(at(10_000) * 1000),
       ),
     ).resolves.toEqual([]);
     await expect(
-      h.engine.findSentMessages('4915122@c.us', textFingerprint('never sent'), since),
+      h.engine.findSentMessages('4915122@c.us', [textFingerprint('never sent')], since),
     ).resolves.toEqual([]);
     await h.engine.stop();
   });
@@ -1764,7 +1807,7 @@ describe('WwebjsEngine findSentMessages', () => {
       ]),
     );
     await expect(
-      h.engine.findSentMessages('4915122@c.us', textFingerprint('same'), since),
+      h.engine.findSentMessages('4915122@c.us', [textFingerprint('same')], since),
     ).resolves.toEqual(['first', 'second']);
     await h.engine.stop();
   });
@@ -1786,11 +1829,65 @@ describe('WwebjsEngine findSentMessages', () => {
       ]),
     );
     await expect(
-      h.engine.findSentMessages('4915122@c.us', mediaFingerprint(data), since),
+      h.engine.findSentMessages('4915122@c.us', [mediaFingerprint(data)], since),
     ).resolves.toEqual(['media']);
     // A caption is not a text message.
     await expect(
-      h.engine.findSentMessages('4915122@c.us', textFingerprint('Your invoice'), since),
+      h.engine.findSentMessages('4915122@c.us', [textFingerprint('Your invoice')], since),
+    ).resolves.toEqual([]);
+    await h.engine.stop();
+  });
+
+  it('finds a photo or sticker WhatsApp Web re-encoded by its type and caption, after any its bytes match', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const data = Buffer.from('our original png');
+    const filehash = createHash('sha256').update(data).digest('base64');
+    const media = (id: string, fields: Partial<WwebjsMessageLike>, at0 = 0) => ({
+      id: { _serialized: id, fromMe: true },
+      hasMedia: true,
+      timestamp: at(at0),
+      ...fields,
+    });
+    client.getChatById.mockResolvedValue(
+      chatWith([
+        media('recompressed', { type: 'image', body: 'Look', _data: { filehash: 'other' } }, 1_000),
+        media('same bytes', { type: 'image', body: 'Look', _data: { filehash } }, 2_000),
+        media('other caption', { type: 'image', body: 'Lo', _data: { filehash: 'x' } }),
+        media('a video', { type: 'video', body: 'Look', _data: { filehash: 'y' } }),
+        media('a file', { type: 'document', body: 'Look', _data: { filehash: 'z' } }),
+        media('a sticker', { type: 'sticker', body: '', _data: { filehash: 'webp' } }),
+      ]),
+    );
+    const photo = { data, mimetype: 'image/png', caption: ' Look ' };
+    await expect(
+      h.engine.findSentMessages('4915122@c.us', mediaFingerprints(photo), since),
+    ).resolves.toEqual(['same bytes', 'recompressed']);
+    await expect(
+      h.engine.findSentMessages(
+        '4915122@c.us',
+        mediaFingerprints({ data: Buffer.from('a png'), mimetype: 'image/png', as: 'sticker' }),
+        since,
+      ),
+    ).resolves.toEqual(['a sticker']);
+    // A document is sent as it is: known by its bytes alone, never by its caption.
+    await expect(
+      h.engine.findSentMessages(
+        '4915122@c.us',
+        mediaFingerprints({
+          data: Buffer.from('a pdf'),
+          mimetype: 'application/pdf',
+          caption: 'Look',
+        }),
+        since,
+      ),
+    ).resolves.toEqual([]);
+    await expect(
+      h.engine.findSentMessages(
+        '4915122@c.us',
+        mediaFingerprints({ ...photo, data: Buffer.from('a pdf'), as: 'document' }),
+        since,
+      ),
     ).resolves.toEqual([]);
     await h.engine.stop();
   });
@@ -1800,10 +1897,10 @@ describe('WwebjsEngine findSentMessages', () => {
     const client = await startReady(h);
     client.getNumberId.mockResolvedValueOnce(null);
     await expect(
-      h.engine.findSentMessages('4915199@c.us', textFingerprint('x'), since),
+      h.engine.findSentMessages('4915199@c.us', [textFingerprint('x')], since),
     ).resolves.toEqual([]);
     await expect(
-      h.engine.findSentMessages('4915122@c.us', textFingerprint('x'), since),
+      h.engine.findSentMessages('4915122@c.us', [textFingerprint('x')], since),
     ).resolves.toEqual([]);
     await h.engine.stop();
   });
@@ -1813,7 +1910,7 @@ describe('WwebjsEngine findSentMessages', () => {
     const client = await startReady(h);
     client.getChatById.mockRejectedValue('Evaluation failed');
     await expect(
-      h.engine.findSentMessages('4915122@c.us', textFingerprint('x'), since),
+      h.engine.findSentMessages('4915122@c.us', [textFingerprint('x')], since),
     ).rejects.toMatchObject({ code: 'SEND_FAILED', permanent: false });
     await h.engine.stop();
   });

@@ -31,7 +31,8 @@ import {
 import {
   contactFingerprint,
   locationFingerprint,
-  mediaFingerprint,
+  mediaFingerprints,
+  mediaLikeFingerprint,
   textFingerprint,
 } from './fingerprint.js';
 import { contactVCard, type OutgoingContact } from './vcard.js';
@@ -377,10 +378,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   /** Engine ids of our recent sends, oldest first, so message_create can skip them. */
   private readonly ownSent = new Set<string>();
   /**
-   * Sends whose call failed though WhatsApp may have taken them: content fingerprint -> until
-   * when their message_create is taken for ours (not a message written on the phone).
+   * Sends whose call failed though WhatsApp may have taken them: their content fingerprints,
+   * and until when a message_create with one of them is taken for ours (not one written on the
+   * phone). Each is taken by one message.
    */
-  private readonly uncertainSends = new Map<string, number>();
+  private uncertainSends: { fingerprints: readonly string[]; until: number }[] = [];
   private readonly sendsInFlight = new Set<number>();
   private sendCount = 0;
   /** Media downloads running, and those waiting for a slot (memory: MEDIA_DOWNLOADS x cap). */
@@ -499,13 +501,13 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   }
 
   async sendText(chatId: string, text: string, options?: SendOptions): Promise<string> {
-    return this.send(chatId, textFingerprint(text), (client, target) =>
+    return this.send(chatId, [textFingerprint(text)], (client, target) =>
       client.sendMessage(target, text, sendOptions(options)),
     );
   }
 
   async sendMedia(chatId: string, media: OutgoingMedia, options?: SendOptions): Promise<string> {
-    return this.send(chatId, mediaFingerprint(media.data), (client, target) =>
+    return this.send(chatId, mediaFingerprints(media), (client, target) =>
       client.sendMessage(
         target,
         new MessageMedia(media.mimetype, media.data.toString('base64'), media.filename),
@@ -528,7 +530,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   ): Promise<string> {
     return this.send(
       chatId,
-      locationFingerprint(location.latitude, location.longitude),
+      [locationFingerprint(location.latitude, location.longitude)],
       (client, target) =>
         client.sendMessage(
           target,
@@ -547,7 +549,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     options?: SendOptions,
   ): Promise<string> {
     // A string starting BEGIN:VCARD is sent as a contact card (parseVCards, on by default).
-    return this.send(chatId, contactFingerprint(contact.phoneDigits), (client, target) =>
+    return this.send(chatId, [contactFingerprint(contact.phoneDigits)], (client, target) =>
       client.sendMessage(target, contactVCard(contact), {
         ...sendOptions(options),
         parseVCards: true,
@@ -603,7 +605,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     return `revoke_${engineMessageId}_${randomUUID()}`;
   }
 
-  async findSentMessages(chatId: string, fingerprint: string, since: Date): Promise<string[]> {
+  async findSentMessages(
+    chatId: string,
+    fingerprints: readonly string[],
+    since: Date,
+  ): Promise<string[]> {
     const client = this.readyClient();
     const call = this.timedCall(this.attempt);
     try {
@@ -616,16 +622,19 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         chat.fetchMessages({ limit: FIND_LIMIT, fromMe: true }),
       );
       const notBefore = since.getTime() - FIND_SLACK_MS;
-      return messages
+      const candidates = messages
         .filter(
           (msg) =>
             (msg.timestamp ?? 0) * 1000 >= notBefore &&
             // A send WhatsApp refused was not delivered: sending again is right.
-            msg.ack !== ACK_ERROR &&
-            messageFingerprints(msg).includes(fingerprint),
+            msg.ack !== ACK_ERROR,
         )
         .sort((a, b) => (a.timestamp ?? 0) - (b.timestamp ?? 0))
-        .map((msg) => msg.id._serialized);
+        .map((msg) => ({ id: msg.id._serialized, fingerprints: messageFingerprints(msg) }));
+      const found = new Set<string>();
+      for (const fingerprint of fingerprints)
+        for (const msg of candidates) if (msg.fingerprints.includes(fingerprint)) found.add(msg.id);
+      return [...found];
     } catch (thrown) {
       if (thrown instanceof EngineError) throw thrown;
       // Transient: answering "not found" here could send a message twice.
@@ -1051,23 +1060,22 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     });
   }
 
-  private rememberUncertainSend(fingerprint: string): void {
+  private rememberUncertainSend(fingerprints: readonly string[]): void {
     const now = Date.now();
-    for (const [known, until] of this.uncertainSends)
-      if (until < now) this.uncertainSends.delete(known);
-    this.uncertainSends.set(fingerprint, now + FROM_ME_MAX_WAIT_MS);
+    this.uncertainSends = this.uncertainSends.filter((send) => send.until >= now);
+    this.uncertainSends.push({ fingerprints, until: now + FROM_ME_MAX_WAIT_MS });
   }
 
   /** Whether a fromMe message is one of our sends whose call failed (forgotten once matched). */
   private takeUncertainSend(msg: WwebjsMessageLike): boolean {
     const now = Date.now();
-    for (const fingerprint of messageFingerprints(msg)) {
-      const until = this.uncertainSends.get(fingerprint);
-      if (until === undefined) continue;
-      this.uncertainSends.delete(fingerprint);
-      if (until >= now) return true;
-    }
-    return false;
+    const fingerprints = messageFingerprints(msg);
+    const i = this.uncertainSends.findIndex(
+      (send) =>
+        send.until >= now && send.fingerprints.some((known) => fingerprints.includes(known)),
+    );
+    if (i >= 0) this.uncertainSends.splice(i, 1);
+    return i >= 0;
   }
 
   private rememberOwnSend(engineMessageId: string): void {
@@ -1241,7 +1249,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
 
   private async send(
     chatId: string,
-    fingerprint: string,
+    fingerprints: readonly string[],
     sendTo: (client: ClientLike, target: string) => Promise<WwebjsMessageLike | undefined | null>,
   ): Promise<string> {
     const client = this.readyClient();
@@ -1274,7 +1282,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     } catch (thrown) {
       const failure = thrown instanceof EngineError ? thrown : sendFailure(toError(thrown));
       // It may have gone out all the same: its message_create is ours, not the phone's.
-      if (!failure.permanent) this.rememberUncertainSend(fingerprint);
+      if (!failure.permanent) this.rememberUncertainSend(fingerprints);
       throw failure;
     } finally {
       this.sendsInFlight.delete(send);
@@ -1406,6 +1414,8 @@ function messageFingerprints(msg: WwebjsMessageLike): string[] {
   // whatsapp-web.js exposes WhatsApp's own base64 sha256 of the media as _data.filehash.
   const filehash = msg._data?.filehash;
   if (typeof filehash === 'string' && filehash) fingerprints.push(`media:${filehash}`);
+  // whatsapp-web.js gives a media message's caption as its body ('' without one).
+  if (msg.hasMedia && msg.type) fingerprints.push(mediaLikeFingerprint(msg.type, msg.body ?? ''));
   if (msg.type === 'location' && msg.location)
     fingerprints.push(
       locationFingerprint(Number(msg.location.latitude), Number(msg.location.longitude)),

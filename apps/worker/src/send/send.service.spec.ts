@@ -13,6 +13,8 @@ import { NO_LIMITS } from '@app/status-store';
 import {
   EngineError,
   SessionRestrictedError,
+  mediaFingerprint,
+  mediaLikeFingerprint,
   textFingerprint,
   type MediaFetcher,
   type SessionManager,
@@ -351,7 +353,7 @@ describe('SendService: what it does with the message it is handed', () => {
     await expect(h.service.send('main', record().id, first)).resolves.toBe('recovered');
     expect(h.engine.findSentMessages).toHaveBeenCalledWith(
       '4915123456789@c.us',
-      textFingerprint('hello'),
+      [textFingerprint('hello')],
       new Date(sendingAt),
     );
     expect(h.engine.sendText).not.toHaveBeenCalled();
@@ -501,6 +503,32 @@ describe('SendService: failures and retries', () => {
       code: 'NOT_ON_WHATSAPP',
       message: 'no account',
     });
+  });
+
+  it('looks for a photo a crash interrupted by its bytes, then by its type and caption (WhatsApp Web re-encodes photos)', async () => {
+    const h = harness();
+    const sendingAt = new Date(NOW - 5_000).toISOString();
+    h.store.put(
+      record({
+        type: 'media',
+        mediaUrl: 'https://example.com/a.png',
+        text: null,
+        caption: 'Look',
+        status: 'sending',
+        sendingAt,
+        attempts: 1,
+      }),
+    );
+    const png = Buffer.from('our png');
+    h.media.fetch.mockResolvedValueOnce({ data: png, mimetype: 'image/png', filename: 'a.png' });
+    h.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_PHOTO']);
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('recovered');
+    expect(h.engine.findSentMessages).toHaveBeenCalledWith(
+      '4915123456789@c.us',
+      [mediaFingerprint(png), mediaLikeFingerprint('image', 'Look')],
+      new Date(sendingAt),
+    );
+    expect(h.engine.sendMedia).not.toHaveBeenCalled();
   });
 
   it('says a message an earlier try may have sent, whose file then cannot be fetched, may have reached WhatsApp', async () => {

@@ -22,7 +22,7 @@ import {
   SessionManager,
   contactFingerprint,
   locationFingerprint,
-  mediaFingerprint,
+  mediaFingerprints,
   reactionFingerprint,
   textFingerprint,
   toError,
@@ -251,7 +251,7 @@ export class SendService {
         if (record.status === 'sending' && record.sendingAt) {
           const found = await engine.findSentMessages(
             record.chatId,
-            contentFingerprint(record, media),
+            contentFingerprints(record, media),
             new Date(record.sendingAt),
           );
           // The same content may have gone out as another message of ours (the same text to
@@ -750,13 +750,13 @@ export function expiryError(
 }
 
 /** What identifies the message in its chat, to find a send a crash interrupted. */
-function contentFingerprint(record: MessageRecord, media: OutgoingMedia | null): string {
-  if (media) return mediaFingerprint(media.data);
+function contentFingerprints(record: MessageRecord, media: OutgoingMedia | null): string[] {
+  if (media) return mediaFingerprints(media);
   if (record.location)
-    return locationFingerprint(record.location.latitude, record.location.longitude);
-  if (record.contact) return contactFingerprint(record.contact.phone);
+    return [locationFingerprint(record.location.latitude, record.location.longitude)];
+  if (record.contact) return [contactFingerprint(record.contact.phone)];
   // Deleting or reacting twice changes nothing: neither is looked for in the chat.
-  if (record.type === 'revoke') return `revoke:${record.replyTo ?? ''}`;
-  if (record.reaction) return reactionFingerprint(record.replyTo ?? '', record.reaction.emoji);
-  return textFingerprint(record.text ?? '');
+  if (record.type === 'revoke') return [`revoke:${record.replyTo ?? ''}`];
+  if (record.reaction) return [reactionFingerprint(record.replyTo ?? '', record.reaction.emoji)];
+  return [textFingerprint(record.text ?? '')];
 }
