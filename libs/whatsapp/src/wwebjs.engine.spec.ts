@@ -931,6 +931,17 @@ describe('WwebjsEngine incoming messages', () => {
         ...fields,
       }) as WwebjsMessageLike;
     client.sendMessage.mockImplementationOnce(async () => {
+      // The same caption, from the phone, to another chat: the phone's.
+      client.emit(
+        'message_create',
+        created('3EB0ELSEWHERE', {
+          to: '4915100000000@c.us',
+          type: 'image',
+          hasMedia: true,
+          body: 'Look',
+          _data: { filehash: 'another photo' },
+        }),
+      );
       client.emit(
         'message_create',
         created('3EB0PHOTO', {
@@ -953,7 +964,8 @@ describe('WwebjsEngine incoming messages', () => {
     const settled = expect(failed).rejects.toThrow('timed out');
     await vi.advanceTimersByTimeAsync(10_000);
     await settled;
-    expect(h.messages.map((message) => message.engineMessageId)).toEqual([
+    expect(h.messages.map((message) => message.engineMessageId).sort()).toEqual([
+      `true_${CHAT}_3EB0ELSEWHERE`,
       `true_${CHAT}_3EB0PHONE`,
     ]);
     await h.engine.stop();

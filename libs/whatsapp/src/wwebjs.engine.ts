@@ -378,11 +378,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   /** Engine ids of our recent sends, oldest first, so message_create can skip them. */
   private readonly ownSent = new Set<string>();
   /**
-   * Sends whose call failed though WhatsApp may have taken them: their content fingerprints,
-   * and until when a message_create with one of them is taken for ours (not one written on the
-   * phone). Each is taken by one message.
+   * Sends whose call failed though WhatsApp may have taken them: their chat, their content
+   * fingerprints, and until when a message_create to that chat with one of them is taken for
+   * ours (not one written on the phone). Each is taken by one message.
    */
-  private uncertainSends: { fingerprints: readonly string[]; until: number }[] = [];
+  private uncertainSends: { chatId: string; fingerprints: readonly string[]; until: number }[] = [];
   private readonly sendsInFlight = new Set<number>();
   private sendCount = 0;
   /** Media downloads running, and those waiting for a slot (memory: MEDIA_DOWNLOADS x cap). */
@@ -1060,10 +1060,10 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     });
   }
 
-  private rememberUncertainSend(fingerprints: readonly string[]): void {
+  private rememberUncertainSend(chatId: string, fingerprints: readonly string[]): void {
     const now = Date.now();
     this.uncertainSends = this.uncertainSends.filter((send) => send.until >= now);
-    this.uncertainSends.push({ fingerprints, until: now + FROM_ME_MAX_WAIT_MS });
+    this.uncertainSends.push({ chatId, fingerprints, until: now + FROM_ME_MAX_WAIT_MS });
   }
 
   /** Whether a fromMe message is one of our sends whose call failed (forgotten once matched). */
@@ -1072,7 +1072,9 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     const fingerprints = messageFingerprints(msg);
     const i = this.uncertainSends.findIndex(
       (send) =>
-        send.until >= now && send.fingerprints.some((known) => fingerprints.includes(known)),
+        send.until >= now &&
+        send.chatId === msg.to &&
+        send.fingerprints.some((known) => fingerprints.includes(known)),
     );
     if (i >= 0) this.uncertainSends.splice(i, 1);
     return i >= 0;
@@ -1256,8 +1258,9 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     const call = this.timedCall(this.attempt);
     const send = ++this.sendCount;
     this.sendsInFlight.add(send);
+    let target: string | null = null;
     try {
-      const target = await call('look the number up', this.resolveChatId(client, chatId));
+      target = await call('look the number up', this.resolveChatId(client, chatId));
       if (!target) {
         throw new EngineError(
           'NOT_ON_WHATSAPP',
@@ -1282,7 +1285,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     } catch (thrown) {
       const failure = thrown instanceof EngineError ? thrown : sendFailure(toError(thrown));
       // It may have gone out all the same: its message_create is ours, not the phone's.
-      if (!failure.permanent) this.rememberUncertainSend(fingerprints);
+      if (!failure.permanent && target) this.rememberUncertainSend(target, fingerprints);
       throw failure;
     } finally {
       this.sendsInFlight.delete(send);
