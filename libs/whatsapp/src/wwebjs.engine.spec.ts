@@ -955,6 +955,20 @@ describe('WwebjsEngine incoming messages', () => {
       await new Promise((done) => setTimeout(done, 1_000));
       throw new Error('Evaluation failed: timed out');
     });
+    client.sendMessage.mockImplementationOnce(async () => {
+      // A chat WhatsApp addresses by its hidden id (`@lid`): it may be the send's.
+      client.emit(
+        'message_create',
+        created('3EB0LID', {
+          to: '81234567890123@lid',
+          type: 'sticker',
+          hasMedia: true,
+          body: '',
+          _data: { filehash: 'webp' },
+        }),
+      );
+      throw new Error('Evaluation failed: timed out');
+    });
     const failed = h.engine.sendMedia(CHAT, {
       data: Buffer.from('our original png'),
       mimetype: 'image/png',
@@ -962,8 +976,16 @@ describe('WwebjsEngine incoming messages', () => {
       caption: 'Look',
     });
     const settled = expect(failed).rejects.toThrow('timed out');
+    const sticker = h.engine.sendMedia(CHAT, {
+      data: Buffer.from('our png'),
+      mimetype: 'image/png',
+      filename: 'sticker.png',
+      as: 'sticker',
+    });
+    const stickerSettled = expect(sticker).rejects.toThrow('timed out');
     await vi.advanceTimersByTimeAsync(10_000);
     await settled;
+    await stickerSettled;
     expect(h.messages.map((message) => message.engineMessageId).sort()).toEqual([
       `true_${CHAT}_3EB0ELSEWHERE`,
       `true_${CHAT}_3EB0PHONE`,

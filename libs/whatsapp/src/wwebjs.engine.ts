@@ -1073,7 +1073,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     const i = this.uncertainSends.findIndex(
       (send) =>
         send.until >= now &&
-        send.chatId === msg.to &&
+        maybeSameChat(send.chatId, msg.to) &&
         send.fingerprints.some((known) => fingerprints.includes(known)),
     );
     if (i >= 0) this.uncertainSends.splice(i, 1);
@@ -1410,6 +1410,14 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     void work.finally(() => this.pending.delete(work));
     return work;
   }
+}
+
+/**
+ * Whether a message to `to` may be in the chat `chatId`: the same id, or one of them a
+ * `...@lid` (WhatsApp's hidden id of a user, which a phone number id cannot be compared with).
+ */
+function maybeSameChat(chatId: string, to: string | undefined): boolean {
+  return !to || to === chatId || to.endsWith('@lid') || chatId.endsWith('@lid');
 }
 
 function messageFingerprints(msg: WwebjsMessageLike): string[] {
