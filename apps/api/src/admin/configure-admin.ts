@@ -75,7 +75,7 @@ function securityHeaders(contentSecurityPolicy: typeof ADMIN_CSP) {
  * admin alone (`global: false`), still ran an async hook on every request of every route,
  * which left a closure holding the request on the reply: a twentieth of everything the api
  * allocated then outlived a young-generation collection, and each collection's pause grew
- * with it (`npm run bench`, README "How fast"). Nothing is mounted when the admin module is
+ * with it (`npm run bench`, README "How fast" and bench/README.md). Nothing is mounted when the admin module is
  * not (production without a password).
  */
 export async function configureAdmin(app: NestFastifyApplication): Promise<void> {

@@ -3,7 +3,7 @@ import { BatchesController } from './batches.controller.js';
 import { MessagesController } from './messages.controller.js';
 
 // Once any interceptor applies to a route, Nest runs each of its requests through an rxjs
-// chain (README, "How fast": up to a third of the api's CPU per send). The send routes keep
+// chain (bench/README.md: up to a third of the api's CPU per send). The send routes keep
 // none: what an interceptor would do there is done in the global pipe or the handler.
 describe('the send routes', () => {
   it.each([MessagesController, BatchesController])('%o has no interceptor', (controller) => {
