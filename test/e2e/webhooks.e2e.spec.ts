@@ -532,3 +532,46 @@ describe('a global target that never answers, with few delivery slots', () => {
     });
   });
 });
+
+describe('a target failing while deliveries queue up behind it', () => {
+  const stack = useStack({ ...WEBHOOK_ENV, WEBHOOK_BACKLOG_MAX: '3' });
+  beforeAll(() => stack.waitReady());
+
+  it('keeps at most WEBHOOK_BACKLOG_MAX waiting: the oldest beyond are dropped at the failed attempt, counted and never sent', async () => {
+    const scrape = async () =>
+      parsePrometheus(await (await fetch(`${stack.workerUrl}/metrics`)).text())
+        .filter((s) => s.name === 'wa_webhook_deliveries_total' && s.labels.result === 'dropped')
+        .reduce((sum, s) => sum + s.value, 0);
+    const dropsBefore = await scrape();
+    let fail!: (answer: number) => void;
+    const failing = new Promise<number>((resolve) => (fail = resolve));
+    // The first attempt waits until told to fail; every later one is answered 200.
+    const hook = await WebhookReceiver.start((n) => (n === 1 ? failing : 200));
+    try {
+      await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
+      const targetId = (await stack.call('GET', '/api/v1/sessions/main/webhooks')).body.data[0].id;
+      const incoming = (text: string) =>
+        stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+          from: '4915166666666',
+          text,
+        });
+      await incoming('m0');
+      await eventually(() => expect(hook.requests).toHaveLength(1));
+      for (let i = 1; i <= 6; i++) await incoming(`m${i}`);
+      const chain = stack.keys.webhookChain('main', targetId);
+      await eventually(async () => expect(await stack.redis.llen(chain)).toBe(7));
+
+      fail(503);
+      await eventually(() =>
+        expect(hook.events().map((event) => event.data.body)).toEqual(['m0', 'm4', 'm5', 'm6']),
+      );
+      expect(await scrape()).toBe(dropsBefore + 3);
+      const listed = (
+        await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=main&limit=20')
+      ).body.data;
+      expect(listed.map((d: any) => d.status)).toEqual(Array(4).fill('delivered'));
+    } finally {
+      await hook.close();
+    }
+  });
+});

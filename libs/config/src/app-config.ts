@@ -380,6 +380,13 @@ export class AppConfig {
   @IntRange(60_000, TEN_YEARS_MS)
   WEBHOOK_RETENTION_MS = 7 * 86_400_000;
 
+  /**
+   * Deliveries that may wait behind a failing one, per session and target: at each failed
+   * attempt the oldest beyond this many are dropped (bounds Redis memory while a target is down).
+   */
+  @IntRange(1, 10_000_000)
+  WEBHOOK_BACKLOG_MAX = 10_000;
+
   @IntRange(200, 600_000)
   WORKER_HEARTBEAT_MS = 5000;
 

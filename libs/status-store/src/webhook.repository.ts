@@ -99,15 +99,54 @@ return 1
  */
 export const DELIVERED_KEEP_MS = 3_600_000;
 
+/**
+ * Lua: one delivery of an event no longer waits (delivered, or dropped): once none does, the
+ * event is kept only `ms` more (never longer than it was). A missing event is not made again.
+ */
+const RELEASE_EVENT = `
+local function release_event(key, ms)
+  if redis.call('EXISTS', key) == 0 then return end
+  if redis.call('HINCRBY', key, 'pending', -1) <= 0 and redis.call('PTTL', key) > tonumber(ms) then
+    redis.call('PEXPIRE', key, ms)
+  end
+end
+`;
+
 // KEYS[1] delivery, [2] event; ARGV[1] fields (JSON, flat), [2] keep ms
-const DELIVERED = new LuaScript(`
+const DELIVERED = new LuaScript(
+  RELEASE_EVENT +
+    `
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if redis.call('HINCRBY', KEYS[2], 'pending', -1) <= 0 and redis.call('PTTL', KEYS[2]) > tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-end
+release_event(KEYS[2], ARGV[2])
 return 1
+`,
+);
+
+// Trims a chain to its head (in flight) and its newest ARGV[1] waiting deliveries. KEYS[1]
+// chain. Returns the ids taken out, oldest first.
+const TRIM_CHAIN = new LuaScript(`
+local excess = redis.call('LLEN', KEYS[1]) - 1 - tonumber(ARGV[1])
+if excess <= 0 then return {} end
+local dropped = redis.call('LRANGE', KEYS[1], 1, excess)
+local head = redis.call('LINDEX', KEYS[1], 0)
+redis.call('LTRIM', KEYS[1], excess + 1, -1)
+redis.call('LPUSH', KEYS[1], head)
+return dropped
 `);
+
+// A delivery dropped from its chain unsent: its record goes, its event is released. KEYS[1]
+// delivery, [2] event; ARGV[1] keep ms. Returns its event's type (false: it was gone).
+const DROP = new LuaScript(
+  RELEASE_EVENT +
+    `
+local event_type = redis.call('HGET', KEYS[1], 'eventType')
+if not event_type then return false end
+redis.call('DEL', KEYS[1])
+release_event(KEYS[2], ARGV[1])
+return event_type
+`,
+);
 
 // A delivery to be tried again: its fields, and it and its event (shared with the event's other
 // deliveries: never shortened) kept at least ARGV[2] ms. KEYS[1] delivery, [2] event; ARGV[1]
@@ -307,6 +346,28 @@ export class WebhookRepository {
     );
   }
 
+  /**
+   * Drops the oldest deliveries waiting in a chain beyond its newest `max` (the one in flight
+   * stays): their records go, and their events once nothing else waits for them. Returns the
+   * event type of each dropped delivery.
+   */
+  async dropBacklog(chain: DeliveryChain, max: number): Promise<string[]> {
+    const dropped = (await TRIM_CHAIN.run(
+      this.redis,
+      [this.keys.webhookChain(chain.sessionId, chain.targetId)],
+      [max],
+    )) as string[];
+    if (dropped.length === 0) return [];
+    const types = await DROP.runMany(
+      this.redis,
+      dropped.map((id) => ({
+        keys: [this.keys.webhookDelivery(id), this.keys.webhookEvent(eventIdOf(id))],
+        args: [DELIVERED_KEEP_MS],
+      })),
+    );
+    return types.filter((type): type is string => typeof type === 'string');
+  }
+
   /** Takes a finished delivery off its chain; returns the chain's next delivery, if any. */
   async finish(delivery: Pick<DeliveryRecord, 'id' | 'sessionId' | 'targetId'>) {
     return (await FINISH.run(
@@ -478,6 +539,11 @@ export function renderEvent(
     };
   }
   return { id, sequence, type, timestamp, sessionId, data };
+}
+
+/** The event a delivery is of: its id is the event's, `_`, the target's. */
+function eventIdOf(deliveryId: string): string {
+  return deliveryId.slice(0, deliveryId.lastIndexOf('_'));
 }
 
 function toDelivery(hash: Record<string, string>): DeliveryRecord {

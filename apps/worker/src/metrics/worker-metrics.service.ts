@@ -82,7 +82,7 @@ export class WorkerMetrics {
   /** A webhook attempt ended; `latencyMs` (event to delivery) when it was delivered. */
   webhookAttempt(
     delivery: { eventType: string },
-    result: 'delivered' | 'retry' | 'failed' | 'expired',
+    result: 'delivered' | 'retry' | 'failed' | 'expired' | 'dropped',
     latencyMs?: number,
   ): void {
     this.webhookDeliveries.inc({ result, event: delivery.eventType });

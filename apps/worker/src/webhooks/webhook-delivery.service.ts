@@ -83,6 +83,7 @@ export class WebhookDeliveryService {
         { deliveryId: delivery.id, url: redactUrl(target.url), attempt, err: outcome.error },
         'webhook delivery failed, retrying',
       );
+      await this.dropBacklog(job, target.url);
       return { result: 'retry', retryAt };
     }
     const error = outcome.retryable
@@ -94,7 +95,28 @@ export class WebhookDeliveryService {
       { deliveryId: delivery.id, url: redactUrl(target.url), attempt, err: error },
       'webhook delivery failed',
     );
+    await this.dropBacklog(job, target.url);
     return this.done(job, 'failed');
+  }
+
+  /**
+   * After a failed attempt: the deliveries waiting behind it beyond WEBHOOK_BACKLOG_MAX, the
+   * oldest first, are dropped (a target down for days would otherwise hold days of events in
+   * Redis), counted and logged.
+   */
+  private async dropBacklog(job: DeliveryJob, url: string): Promise<void> {
+    const dropped = await this.webhooks.dropBacklog(job, this.config.WEBHOOK_BACKLOG_MAX);
+    if (dropped.length === 0) return;
+    for (const eventType of dropped) this.metrics.webhookAttempt({ eventType }, 'dropped');
+    this.log.warn(
+      {
+        sessionId: job.sessionId,
+        targetId: job.targetId,
+        url: redactUrl(url),
+        dropped: dropped.length,
+      },
+      'webhook deliveries dropped unsent: more than WEBHOOK_BACKLOG_MAX waited behind a failing one',
+    );
   }
 
   /**

@@ -1,0 +1,83 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { inject } from 'vitest';
+import { parseConfig } from '@app/config';
+import { newEventId } from './event-script.js';
+import { createRedis } from './redis-connection.js';
+import { RedisKeys, shardOf } from './redis-keys.js';
+import { DELIVERED_KEEP_MS, WebhookRepository } from './webhook.repository.js';
+
+const DAY_MS = 86_400_000;
+
+/** A target's line of deliveries while it fails, on real Redis. */
+describe('WebhookRepository.dropBacklog', () => {
+  let redis: Redis;
+  let keys: RedisKeys;
+  let webhooks: WebhookRepository;
+  const chain = { sessionId: 'main', targetId: 's0123456789ab' };
+
+  beforeAll(() => {
+    redis = createRedis(inject('redisUrl'), { name: 'backlog-test' });
+  });
+  beforeEach(() => {
+    keys = new RedisKeys(`b${randomBytes(5).toString('hex')}`);
+    webhooks = new WebhookRepository(redis, keys, parseConfig({}));
+  });
+  afterAll(async () => {
+    await redis.quit();
+  });
+
+  /** An event with `pending` deliveries still to make, and this target's one, in its chain. */
+  async function queue(pending = 1) {
+    const eventId = `${newEventId()}${shardOf(chain.sessionId)}`;
+    const id = `${eventId}_${chain.targetId}`;
+    await redis
+      .multi()
+      .hset(keys.webhookEvent(eventId), 'json', '{}', 'pending', pending)
+      .pexpire(keys.webhookEvent(eventId), 7 * DAY_MS)
+      .hset(keys.webhookDelivery(id), 'id', id, 'eventId', eventId, 'status', 'pending')
+      .hset(keys.webhookDelivery(id), 'eventType', 'message.received')
+      .pexpire(keys.webhookDelivery(id), 7 * DAY_MS)
+      .rpush(keys.webhookChain(chain.sessionId, chain.targetId), id)
+      .exec();
+    return { id, eventId };
+  }
+
+  it('drops the oldest waiting beyond the newest `max`, never the one in flight, and releases their events', async () => {
+    const inFlight = await queue();
+    const waiting = [await queue(), await queue(2), await queue(), await queue()];
+    const kept = [await queue(), await queue(), await queue()];
+    // An event that expired meanwhile is not made again by its release.
+    await redis.del(keys.webhookEvent(waiting[2].eventId));
+
+    expect(await webhooks.dropBacklog(chain, 3)).toEqual(Array(4).fill('message.received'));
+
+    expect(await redis.lrange(keys.webhookChain(chain.sessionId, chain.targetId), 0, -1)).toEqual(
+      [inFlight, ...kept].map((d) => d.id),
+    );
+    for (const { id } of waiting) expect(await redis.exists(keys.webhookDelivery(id))).toBe(0);
+    for (const { id } of [inFlight, ...kept])
+      expect(await redis.exists(keys.webhookDelivery(id))).toBe(1);
+    // Nothing waits for it any more: kept only as long as a delivered one's.
+    expect(await redis.pttl(keys.webhookEvent(waiting[0].eventId))).toBeLessThanOrEqual(
+      DELIVERED_KEEP_MS,
+    );
+    // Another target's delivery still waits for this one: kept.
+    expect(await redis.pttl(keys.webhookEvent(waiting[1].eventId))).toBeGreaterThan(6 * DAY_MS);
+    expect(await redis.hget(keys.webhookEvent(waiting[1].eventId), 'pending')).toBe('1');
+    expect(await redis.exists(keys.webhookEvent(waiting[2].eventId))).toBe(0);
+    expect(await redis.pttl(keys.webhookEvent(kept[0].eventId))).toBeGreaterThan(6 * DAY_MS);
+
+    // Within the bound: nothing more goes.
+    expect(await webhooks.dropBacklog(chain, 3)).toEqual([]);
+    expect(await redis.llen(keys.webhookChain(chain.sessionId, chain.targetId))).toBe(4);
+  });
+
+  it('does not make an expired event again when a delivery of it is delivered', async () => {
+    const { id, eventId } = await queue();
+    await redis.del(keys.webhookEvent(eventId));
+    await webhooks.markDelivered({ id, eventId }, { statusCode: 200, latencyMs: 5 });
+    // It would otherwise come back as { pending: -1 }, kept for good.
+    expect(await redis.exists(keys.webhookEvent(eventId))).toBe(0);
+  });
+});
