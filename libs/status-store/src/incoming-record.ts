@@ -1,3 +1,6 @@
+import { createHash } from 'node:crypto';
+import { shardOf } from './redis-keys.js';
+
 /** What an incoming message is, as far as the gateway tells it apart. */
 export const INCOMING_TYPES = [
   'text',
@@ -65,4 +68,15 @@ export interface SandboxIncoming {
   location?: { latitude: number; longitude: number; name?: string; address?: string };
   reaction?: { emoji: string; targetId: string };
   media?: { mimetype: string; filename?: string; dataBase64: string };
+}
+
+/** A received message's id (also one written on the phone): from its session and engine id. */
+export function incomingMessageId(sessionId: string, engineMessageId: string): string {
+  const digest = createHash('sha256').update(`${sessionId}\n${engineMessageId}`).digest('hex');
+  return `in_${shardOf(sessionId)}${digest.slice(0, 24)}`;
+}
+
+/** A received message's id: in_, then its shard and digest (24 hex digits before shards). */
+export function isIncomingId(value: string): boolean {
+  return /^in_(?:[0-9a-f]{3})?[0-9a-f]{24}$/.test(value);
 }

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
@@ -12,7 +11,7 @@ import {
 import type { IncomingRecord } from './incoming-record.js';
 import { toPublicMessage, type PublicMessage } from './message-record.js';
 import { parseMessageRecord } from './message.repository.js';
-import { RedisKeys, shardOf } from './redis-keys.js';
+import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
 
 // Records a received message once (a repeated engine event is a no-op), indexes it, keeps its
@@ -67,16 +66,6 @@ interface Position {
 /** Orders positions newest first: by time, then by id, both descending (as ZREVRANGEBYSCORE). */
 function byNewest(a: Position, b: Position): number {
   return b.score - a.score || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
-}
-
-export function incomingMessageId(sessionId: string, engineMessageId: string): string {
-  const digest = createHash('sha256').update(`${sessionId}\n${engineMessageId}`).digest('hex');
-  return `in_${shardOf(sessionId)}${digest.slice(0, 24)}`;
-}
-
-/** A received message's id: in_, then its shard and digest (24 hex digits before shards). */
-export function isIncomingId(value: string): boolean {
-  return /^in_(?:[0-9a-f]{3})?[0-9a-f]{24}$/.test(value);
 }
 
 /** Received messages, their media bytes, and the session's conversation list. */

@@ -7,6 +7,7 @@ import type { NewMessage } from './message-record.js';
 import { MessageRepository } from './message.repository.js';
 import { PacingRepository } from './pacing.repository.js';
 import { createRedis } from './redis-connection.js';
+import { incomingMessageId } from './incoming-record.js';
 import { RedisKeys, shardOfId } from './redis-keys.js';
 
 /**
@@ -295,6 +296,10 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
       engineMessageId: null,
     });
     expect(await redis.get(keys.engineMessage('main', 'true_x_SAME'))).toBe(earlier.id);
+    // A message recorded as written on the phone (a photo with the same caption) is not ours.
+    await redis.hset(keys.incoming(incomingMessageId('main', 'true_x_PHONE')), 'id', 'x');
+    expect(await messages.markFound(later, 'true_x_PHONE')).toBe('taken');
+    expect((await messages.get(later.id))?.status).toBe('sending');
     // Its own send, found: recorded, and not awaiting a server ack.
     expect(await messages.markFound(later, 'true_x_OWN')).toBeNull();
     expect(await messages.get(later.id)).toMatchObject({

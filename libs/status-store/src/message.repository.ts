@@ -1,6 +1,7 @@
 import { Inject, Injectable, type BeforeApplicationShutdown } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
+import { incomingMessageId } from './incoming-record.js';
 import { intakeEntry } from './send-intake.js';
 import { RedisKeys, shardOfId } from './redis-keys.js';
 import { newestFirst } from './newest-first.js';
@@ -161,14 +162,15 @@ end
 // from its key and applied in a second call, it would be lost if that call failed. The
 // session's engine send is recorded for pacing (as PacingRepository.recordSend). KEYS[1]
 // message, [2] engine-id map, [3] parked ack, [4] sent messages awaiting a server ack, [5] the
-// session's last send; ARGV[7] fields (JSON, flat), [8] message id, [9] map ttl (ms), [10] now
+// session's last send, [6] the record of a message written on the phone with this engine id
+// (read only with ARGV[15]); ARGV[7] fields (JSON, flat), [8] message id, [9] map ttl (ms), [10] now
 // (ms), [11] now (ISO), [12] '1' when a server ack is to be awaited (not for reactions,
 // deletions or a send found in the chat), [13] how long the last send is kept for pacing (ms,
 // 0: not recorded), [14] the parked ack's event id (as ARGV[3]), [15] '1' when the engine id
 // must be no other message's (a send found in the chat: the same content may have gone out
-// as another message of ours). Returns the parked ack's status when it moved the message on
-// (delivered, read), 'taken' when the engine id is another message's (nothing written), else
-// false.
+// as another message of ours, or have been written on the phone). Returns the parked ack's
+// status when it moved the message on (delivered, read), 'taken' when the engine id is another
+// message's (nothing written), else false.
 const MARK_SENT = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -180,6 +182,8 @@ local FIELDS = { ${(['sent', 'delivered', 'read'] as const)
 if ARGV[15] == '1' then
   local owner = redis.call('GET', KEYS[2])
   if owner and owner ~= ARGV[8] then return 'taken' end
+  -- Recorded as written on the phone: not a send of ours.
+  if redis.call('EXISTS', KEYS[6]) == 1 then return 'taken' end
 end
 if tonumber(ARGV[13]) > 0 then ${recordSendLua('KEYS[5]', 'ARGV[13]')} end
 local session_id, before, had = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status', 'engineMessageId'))
@@ -737,6 +741,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
         this.keys.pendingAck(record.sessionId, engineMessageId),
         this.keys.awaitingAck(shardOfId(record.id)),
         this.keys.lastSend(record.sessionId),
+        this.keys.incoming(incomingMessageId(record.sessionId, engineMessageId)),
       ],
       [
         ...this.events.build(now),

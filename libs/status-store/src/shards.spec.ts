@@ -2,7 +2,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { EventScriptArgs, LuaScript, newEventId, withEventPublishing } from './event-script.js';
-import { incomingMessageId } from './incoming.repository.js';
+import { incomingMessageId } from './incoming-record.js';
 import { isMessageId } from './message-record.js';
 import { createRedis } from './redis-connection.js';
 import { RedisKeys, newMessageId, shardOf, shardOfId } from './redis-keys.js';

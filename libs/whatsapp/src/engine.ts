@@ -90,12 +90,12 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
   /** Deletes our message `engineMessageId` of `chatId` for everyone. */
   revoke(chatId: string, engineMessageId: string): Promise<string>;
   /**
-   * The messages we sent to `chatId` since `since` whose content has one of `fingerprints`
-   * (a worker that died mid-send): the answer to "did WhatsApp take it before we crashed?".
-   * Those of the first fingerprint first, then those only a later (looser) one matches, each
-   * group oldest first. Several when the same content went out more than once (another
-   * message of ours with the same text): the caller takes one no other message of ours was
-   * given.
+   * The messages we sent to `chatId` from `since` (when a send that broke off was claimed,
+   * the call made soon after) whose content has one of `fingerprints`, tried in order: the
+   * answer to "did WhatsApp take it before we crashed?". Those of the first that any message
+   * has, oldest first; several when the same content went out more than once (another message
+   * of ours with the same text): the caller takes one no other message of ours was given. A
+   * later (looser) fingerprint counts only when one message alone has it.
    */
   findSentMessages(chatId: string, fingerprints: readonly string[], since: Date): Promise<string[]>;
   /** Shows "typing…" in `chatId` for `ms`, then clears it; best effort (never throws). */

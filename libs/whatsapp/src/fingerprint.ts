@@ -14,23 +14,20 @@ export function mediaFingerprint(data: Buffer): string {
  * Media by WhatsApp's type for it and its caption, for media whose bytes WhatsApp Web changes
  * before the upload (photos are recompressed, stickers made webp), so that no `filehash` in the
  * chat is ours. Looser than the bytes: a message of the same type and caption sent from the
- * phone to the same chat in the same minutes would pass for it, so it is looked for only
- * after the bytes (see mediaFingerprints).
+ * phone to the same chat in the same minutes would pass for it, so it is looked for only after
+ * the bytes, and taken only when one message alone has it (see findSentMessages).
  */
 export function mediaLikeFingerprint(type: string, caption: string): string {
   return `media-like:${type}:${hash('sha256', caption.trim(), 'base64')}`;
 }
 
-/** What WhatsApp lists a file sent this way as, where WhatsApp Web may change its bytes. */
+/** What WhatsApp lists a file sent this way as, where WhatsApp Web re-encodes its bytes. */
 function reencodedType(media: { mimetype: string; as?: string }): string | null {
   if (media.as === 'sticker') return 'sticker';
-  if (media.as === 'voice') return 'ptt';
-  if (media.as === 'document') return null;
+  if (media.as) return null;
   const [kind, subtype] = media.mimetype.toLowerCase().split('/');
   // A GIF is sent as a looping video or a still: which one is not certain enough to match.
-  if (kind === 'image' && subtype !== 'gif') return 'image';
-  if (kind === 'video' || kind === 'audio') return kind;
-  return null;
+  return kind === 'image' && subtype !== 'gif' ? 'image' : null;
 }
 
 /** How sent media is known in its chat: by its bytes first, then, if re-encoded, more loosely. */
@@ -41,10 +38,9 @@ export function mediaFingerprints(media: {
   caption?: string;
 }): string[] {
   const type = reencodedType(media);
-  return [
-    mediaFingerprint(media.data),
-    ...(type ? [mediaLikeFingerprint(type, media.caption ?? '')] : []),
-  ];
+  // A sticker carries no caption in WhatsApp, whatever the send asked.
+  const caption = type === 'sticker' ? '' : (media.caption ?? '');
+  return [mediaFingerprint(media.data), ...(type ? [mediaLikeFingerprint(type, caption)] : [])];
 }
 
 export function locationFingerprint(latitude: number, longitude: number): string {

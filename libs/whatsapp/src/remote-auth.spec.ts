@@ -16,6 +16,8 @@ const isWholeZip = (data: Buffer) =>
 function fakeStore(dir: string, options: { failSaves?: boolean } = {}) {
   let saving = 0;
   const store = {
+    /** Set: saves wait for it (a store that hangs). */
+    gate: undefined as Promise<void> | undefined,
     /** Whether a login is stored. */
     exists: false,
     saves: [] as Buffer[],
@@ -32,6 +34,7 @@ function fakeStore(dir: string, options: { failSaves?: boolean } = {}) {
         const zip = await readFile(join(dir, `${session}.zip`));
         // Slow enough that a second backup started meanwhile would meet this one.
         await realSleep(30);
+        await store.gate;
         if (options.failSaves) throw new Error('the store is out of reach');
         store.saves.push(zip);
         store.exists = true;
@@ -161,5 +164,49 @@ describe('GatewayRemoteAuth (whatsapp-web.js RemoteAuth with bounded backups)', 
       expect.objectContaining({ message: 'the store is out of reach' }),
     );
     await auth.destroy();
+  });
+
+  it('skips and reports an interval backup while the one before still runs (a store that hangs)', async () => {
+    const store = fakeStore(dir);
+    let release!: () => void;
+    store.gate = new Promise((resolve) => (release = resolve));
+    const failed = vi.fn();
+    const auth = await strategy(store, { stored: true, failed });
+    await auth.afterAuthReady();
+    await vi.advanceTimersByTimeAsync(INTERVAL_MS);
+    await settle();
+    await vi.advanceTimersByTimeAsync(2 * INTERVAL_MS);
+    await settle();
+    expect(failed).toHaveBeenCalledTimes(2);
+    expect(failed).toHaveBeenCalledWith(
+      expect.objectContaining({ message: expect.stringMatching(/still running/) }),
+    );
+    release();
+    await settle();
+    // The hung one finished; the skipped ones did not pile up behind it.
+    expect(store.saves).toHaveLength(1);
+    await auth.destroy();
+  });
+
+  it('lets the backup running finish with the profile before a disconnect deletes it, and runs none asked for before', async () => {
+    const store = fakeStore(dir);
+    let release!: () => void;
+    store.gate = new Promise((resolve) => (release = resolve));
+    const auth = await strategy(store, { stored: true });
+    const profile = join(dir, 'RemoteAuth-sales');
+    const running = auth.storeRemoteSession();
+    const queued = auth.storeRemoteSession();
+    await settle();
+    const disconnected = auth.disconnect();
+    await settle();
+    // The backup is still reading the profile: it is not deleted under it.
+    await expect(
+      readFile(join(profile, 'Default', 'Local Storage', 'login')),
+    ).resolves.toBeTruthy();
+    release();
+    await settle(Promise.all([running, queued, disconnected]));
+    expect(store.saves).toHaveLength(1);
+    expect(isWholeZip(store.saves[0])).toBe(true);
+    await expect(readFile(join(profile, 'Default', 'Local Storage', 'login'))).rejects.toThrow();
   });
 });

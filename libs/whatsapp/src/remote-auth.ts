@@ -1,7 +1,11 @@
 import wweb from 'whatsapp-web.js';
+import { withTimeout } from '@app/common';
 
 /** How long after a first link RemoteAuth waits before its first backup, as whatsapp-web.js. */
 export const FIRST_BACKUP_DELAY_MS = 60_000;
+
+/** How long a disconnect or destroy waits for the backup running to finish with the profile. */
+export const BACKUP_WAIT_MS = 10_000;
 
 /** Where a backup that fails in the background is reported. */
 export type BackupFailed = (err: unknown) => void;
@@ -45,8 +49,13 @@ const RemoteAuthBase = wweb.RemoteAuth as unknown as new (
  *   client was destroyed meanwhile.
  * - Two backups at once (the interval and the one a clean stop asks for) share one staging
  *   folder and one zip, so one can save the other's half-written archive.
+ * - A disconnect deletes the profile, also under a backup copying it, which then saves a
+ *   login without its IndexedDB over the good one.
  * Here one interval runs at most, none after destroy() or a disconnect, backups run one after
- * another, and a background one that fails is reported instead of rejecting unhandled.
+ * another (a tick finding one still running is skipped and reported, so one that hangs does
+ * not stack up others behind it), none queued before a disconnect or destroy runs after it,
+ * the one running is waited for (BACKUP_WAIT_MS at most) before the profile goes, and a
+ * background one that fails is reported instead of rejecting unhandled.
  */
 export class GatewayRemoteAuth extends RemoteAuthBase {
   /** Bumped by every ready, disconnect and destroy: a timer of an older one does nothing. */
@@ -55,6 +64,8 @@ export class GatewayRemoteAuth extends RemoteAuthBase {
   private firstBackup: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
   /** The backup running (or last run): the next waits for it. */
   private backup: Promise<void> = Promise.resolve();
+  /** When the backup running began (undefined: none runs). */
+  private runningSince: number | undefined;
 
   constructor(
     options: RemoteAuthOptions,
@@ -80,26 +91,47 @@ export class GatewayRemoteAuth extends RemoteAuthBase {
       this.backupFailed(err);
     }
     if (generation !== this.generation) return;
-    this.interval = setInterval(
-      () => void this.storeRemoteSession().catch(this.backupFailed),
-      this.backupSyncIntervalMs,
-    );
+    this.interval = setInterval(() => {
+      if (this.runningSince !== undefined) {
+        const minutes = Math.round((Date.now() - this.runningSince) / 60_000);
+        this.backupFailed(new Error(`the backup before is still running (${minutes} min)`));
+        return;
+      }
+      this.storeRemoteSession().catch(this.backupFailed);
+    }, this.backupSyncIntervalMs);
   }
 
   override async storeRemoteSession(options?: { emit?: boolean }): Promise<void> {
-    const run = this.backup.then(() => super.storeRemoteSession(options));
+    const generation = this.generation;
+    const run = this.backup.then(async () => {
+      // Asked for before a disconnect or destroy: the profile may be going.
+      if (generation !== this.generation) return;
+      this.runningSince = Date.now();
+      try {
+        await super.storeRemoteSession(options);
+      } finally {
+        this.runningSince = undefined;
+      }
+    });
     this.backup = run.catch(() => undefined);
     return run;
   }
 
   override async disconnect(): Promise<void> {
     this.stopBackups();
+    await this.backupDone();
     await super.disconnect();
   }
 
   override async destroy(): Promise<void> {
     this.stopBackups();
+    await this.backupDone();
     await super.destroy();
+  }
+
+  /** The backup running, finished (or given BACKUP_WAIT_MS): it reads the profile. */
+  private async backupDone(): Promise<void> {
+    await withTimeout(this.backup, BACKUP_WAIT_MS).catch(() => undefined);
   }
 
   /** Ends the interval and a first backup still waiting (which then does nothing). */

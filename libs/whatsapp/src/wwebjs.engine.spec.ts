@@ -920,6 +920,12 @@ describe('WwebjsEngine incoming messages', () => {
   it("does not emit as the phone's the message_create of its own photo whose call failed, re-encoded by WhatsApp Web (another file hash)", async () => {
     const h = harness();
     const client = await startReady(h);
+    client.getContactLidAndPhone.mockImplementation(async (ids: string[]) =>
+      ids.map((lid) => ({
+        lid,
+        pn: lid === '99999999999999@lid' ? '4915100000000@c.us' : undefined,
+      })),
+    );
     const created = (stanza: string, fields: Partial<WwebjsMessageLike>) =>
       ({
         id: { _serialized: `true_${CHAT}_${stanza}`, fromMe: true },
@@ -931,7 +937,8 @@ describe('WwebjsEngine incoming messages', () => {
         ...fields,
       }) as WwebjsMessageLike;
     client.sendMessage.mockImplementationOnce(async () => {
-      // The same caption, from the phone, to another chat: the phone's.
+      // The same caption, from the phone, to another chat: the phone's, also when WhatsApp
+      // names that chat by its hidden id.
       client.emit(
         'message_create',
         created('3EB0ELSEWHERE', {
@@ -940,6 +947,16 @@ describe('WwebjsEngine incoming messages', () => {
           hasMedia: true,
           body: 'Look',
           _data: { filehash: 'another photo' },
+        }),
+      );
+      client.emit(
+        'message_create',
+        created('3EB0HIDDEN', {
+          to: '99999999999999@lid',
+          type: 'image',
+          hasMedia: true,
+          body: 'Look',
+          _data: { filehash: 'a third photo' },
         }),
       );
       client.emit(
@@ -988,6 +1005,7 @@ describe('WwebjsEngine incoming messages', () => {
     await stickerSettled;
     expect(h.messages.map((message) => message.engineMessageId).sort()).toEqual([
       `true_${CHAT}_3EB0ELSEWHERE`,
+      `true_${CHAT}_3EB0HIDDEN`,
       `true_${CHAT}_3EB0PHONE`,
     ]);
     await h.engine.stop();
@@ -1872,57 +1890,62 @@ describe('WwebjsEngine findSentMessages', () => {
     await h.engine.stop();
   });
 
-  it('finds a photo or sticker WhatsApp Web re-encoded by its type and caption, after any its bytes match', async () => {
-    const h = harness();
+  it('finds a photo or sticker WhatsApp Web re-encoded by its type and caption, when its bytes match none and one message alone has them', async () => {
+    const h = harness({ callTimeoutMs: 60_000 });
     const client = await startReady(h);
     const data = Buffer.from('our original png');
     const filehash = createHash('sha256').update(data).digest('base64');
-    const media = (id: string, fields: Partial<WwebjsMessageLike>, at0 = 0) => ({
+    const media = (id: string, fields: Partial<WwebjsMessageLike>, offsetMs = 0) => ({
       id: { _serialized: id, fromMe: true },
       hasMedia: true,
-      timestamp: at(at0),
+      timestamp: at(offsetMs),
       ...fields,
     });
-    client.getChatById.mockResolvedValue(
-      chatWith([
-        media('recompressed', { type: 'image', body: 'Look', _data: { filehash: 'other' } }, 1_000),
-        media('same bytes', { type: 'image', body: 'Look', _data: { filehash } }, 2_000),
-        media('other caption', { type: 'image', body: 'Lo', _data: { filehash: 'x' } }),
-        media('a video', { type: 'video', body: 'Look', _data: { filehash: 'y' } }),
-        media('a file', { type: 'document', body: 'Look', _data: { filehash: 'z' } }),
-        media('a sticker', { type: 'sticker', body: '', _data: { filehash: 'webp' } }),
-      ]),
-    );
+    const chat = (...messages: ReturnType<typeof media>[]) =>
+      client.getChatById.mockResolvedValue(
+        chatWith([
+          ...messages,
+          media('other caption', { type: 'image', body: 'Lo', _data: { filehash: 'x' } }),
+          media('a video', { type: 'video', body: 'Look', _data: { filehash: 'y' } }),
+          media('a file', { type: 'document', body: 'Look', _data: { filehash: 'z' } }),
+          // Made after the send call could have made ours (2 x callTimeoutMs + 5 s on).
+          media('later', { type: 'image', body: 'Look', _data: { filehash: 'l' } }, 126_000),
+          media('later sticker', { type: 'sticker', body: '', _data: { filehash: 'w' } }, 126_000),
+        ]),
+      );
     const photo = { data, mimetype: 'image/png', caption: ' Look ' };
-    await expect(
-      h.engine.findSentMessages('4915122@c.us', mediaFingerprints(photo), since),
-    ).resolves.toEqual(['same bytes', 'recompressed']);
-    await expect(
-      h.engine.findSentMessages(
-        '4915122@c.us',
-        mediaFingerprints({ data: Buffer.from('a png'), mimetype: 'image/png', as: 'sticker' }),
-        since,
-      ),
-    ).resolves.toEqual(['a sticker']);
-    // A document is sent as it is: known by its bytes alone, never by its caption.
-    await expect(
-      h.engine.findSentMessages(
-        '4915122@c.us',
-        mediaFingerprints({
-          data: Buffer.from('a pdf'),
-          mimetype: 'application/pdf',
-          caption: 'Look',
-        }),
-        since,
-      ),
-    ).resolves.toEqual([]);
-    await expect(
-      h.engine.findSentMessages(
-        '4915122@c.us',
-        mediaFingerprints({ ...photo, data: Buffer.from('a pdf'), as: 'document' }),
-        since,
-      ),
-    ).resolves.toEqual([]);
+    const find = (fingerprints: string[]) =>
+      h.engine.findSentMessages('4915122@c.us', fingerprints, since);
+
+    chat(media('recompressed', { type: 'image', body: 'Look', _data: { filehash: 'r' } }, 1_000));
+    await expect(find(mediaFingerprints(photo))).resolves.toEqual(['recompressed']);
+    // Its bytes, where a message has them, say which one is ours.
+    chat(
+      media('recompressed', { type: 'image', body: 'Look', _data: { filehash: 'r' } }, 1_000),
+      media('same bytes', { type: 'image', body: 'Look', _data: { filehash } }, 2_000),
+    );
+    await expect(find(mediaFingerprints(photo))).resolves.toEqual(['same bytes']);
+    // Two photos with that caption and neither of our bytes: neither is surely ours.
+    chat(
+      media('recompressed', { type: 'image', body: 'Look', _data: { filehash: 'r' } }, 1_000),
+      media('from the phone', { type: 'image', body: 'Look', _data: { filehash: 'p' } }, 3_000),
+    );
+    await expect(find(mediaFingerprints(photo))).resolves.toEqual([]);
+
+    // A sticker has no caption in WhatsApp, whatever the send asked.
+    chat(media('a sticker', { type: 'sticker', body: '', _data: { filehash: 'webp' } }, 1_000));
+    const sticker = { data: Buffer.from('a png'), mimetype: 'image/png', caption: 'Hi' };
+    await expect(find(mediaFingerprints({ ...sticker, as: 'sticker' }))).resolves.toEqual([
+      'a sticker',
+    ]);
+    // Sent as they are (documents, video, audio, GIFs): known by their bytes alone.
+    for (const file of [
+      { data: Buffer.from('a pdf'), mimetype: 'application/pdf', caption: 'Look' },
+      { ...photo, data: Buffer.from('a pdf'), as: 'document' },
+      { data: Buffer.from('an mp4'), mimetype: 'video/mp4', caption: 'Look' },
+      { data: Buffer.from('a gif'), mimetype: 'image/gif', caption: 'Look' },
+    ])
+      await expect(find(mediaFingerprints(file))).resolves.toEqual([]);
     await h.engine.stop();
   });
 

@@ -42,6 +42,13 @@ import { GatewayRemoteAuth } from './remote-auth.js';
 
 const { Client, LocalAuth, Location, MessageMedia } = wweb;
 
+/** A send whose call failed though WhatsApp may have taken it (see uncertainSends). */
+interface UncertainSend {
+  chatId: string;
+  fingerprints: readonly string[];
+  until: number;
+}
+
 /** The options handed to whatsapp-web.js's Client (built fresh for every client). */
 export type WwebjsClientOptions = wweb.ClientOptions;
 
@@ -148,8 +155,8 @@ export interface ClientLike extends EventEmitter {
   getMessageById(messageId: string): Promise<{ delete(everyone?: boolean): Promise<void> } | null>;
   getChatById(chatId: string): Promise<WwebjsChatLike | undefined>;
   requestPairingCode(phoneNumber: string, showNotification?: boolean): Promise<string>;
-  /** RemoteAuth's backup, run on a clean stop. */
-  authStrategy?: { storeRemoteSession?(): Promise<void> };
+  /** RemoteAuth's backup, run on a clean stop; destroy() ends its backup timers. */
+  authStrategy?: { storeRemoteSession?(): Promise<void>; destroy?(): Promise<void> };
   /** `pn` is the phone id (`...@c.us`) of a `...@lid` user, when WhatsApp knows it. */
   getContactLidAndPhone?(userIds: string[]): Promise<{ lid?: string; pn?: string }[]>;
 }
@@ -621,20 +628,28 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         'read the chat',
         chat.fetchMessages({ limit: FIND_LIMIT, fromMe: true }),
       );
+      // WhatsApp Web dates a message when the send call makes it: after the number lookup
+      // and within the send call, each given callTimeoutMs.
       const notBefore = since.getTime() - FIND_SLACK_MS;
+      const notAfter = since.getTime() + 2 * this.settings.callTimeoutMs + FIND_SLACK_MS;
       const candidates = messages
         .filter(
           (msg) =>
             (msg.timestamp ?? 0) * 1000 >= notBefore &&
+            (msg.timestamp ?? 0) * 1000 <= notAfter &&
             // A send WhatsApp refused was not delivered: sending again is right.
             msg.ack !== ACK_ERROR,
         )
         .sort((a, b) => (a.timestamp ?? 0) - (b.timestamp ?? 0))
         .map((msg) => ({ id: msg.id._serialized, fingerprints: messageFingerprints(msg) }));
-      const found = new Set<string>();
-      for (const fingerprint of fingerprints)
-        for (const msg of candidates) if (msg.fingerprints.includes(fingerprint)) found.add(msg.id);
-      return [...found];
+      for (const [i, fingerprint] of fingerprints.entries()) {
+        const found = candidates.filter((msg) => msg.fingerprints.includes(fingerprint));
+        if (found.length === 0) continue;
+        // A looser fingerprint several messages share says of none of them that it is ours.
+        if (i > 0 && found.length > 1) return [];
+        return found.map((msg) => msg.id);
+      }
+      return [];
     } catch (thrown) {
       if (thrown instanceof EngineError) throw thrown;
       // Transient: answering "not found" here could send a message twice.
@@ -850,7 +865,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         // Given up before the sends in flight answered: it may be one of ours, not the phone's.
         if (attempt !== this.attempt || this.ownSent.has(engineMessageId)) return null;
         // One of ours whose call failed after WhatsApp took it (its retry finds it in the chat).
-        if (this.takeUncertainSend(msg)) return null;
+        if (await this.takeUncertainSend(client, msg)) return null;
         return this.toIncoming(client, msg, true);
       });
     });
@@ -1067,14 +1082,21 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   }
 
   /** Whether a fromMe message is one of our sends whose call failed (forgotten once matched). */
-  private takeUncertainSend(msg: WwebjsMessageLike): boolean {
+  private async takeUncertainSend(client: ClientLike, msg: WwebjsMessageLike): Promise<boolean> {
     const now = Date.now();
     const fingerprints = messageFingerprints(msg);
+    const alike = (send: UncertainSend) =>
+      send.until >= now && send.fingerprints.some((known) => fingerprints.includes(known));
+    if (!this.uncertainSends.some(alike)) return false;
+    // WhatsApp Web may name the chat by its hidden id (`...@lid`): by its number, if it says.
+    let chat = msg.to;
+    if (chat?.endsWith('@lid')) {
+      const phone = await this.phoneOf(client, chat);
+      chat = phone ? `${phone}@c.us` : undefined;
+    }
+    // A chat not known by its number may be the send's.
     const i = this.uncertainSends.findIndex(
-      (send) =>
-        send.until >= now &&
-        maybeSameChat(send.chatId, msg.to) &&
-        send.fingerprints.some((known) => fingerprints.includes(known)),
+      (send) => alike(send) && (chat === undefined || chat === send.chatId),
     );
     if (i >= 0) this.uncertainSends.splice(i, 1);
     return i >= 0;
@@ -1213,6 +1235,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
             { sessionId: this.sessionId, err: toError(thrown).message },
             'client destroy failed',
           );
+          // Client.destroy ends the login's backup timers last, after closing the browser.
+          await withTimeout(
+            Promise.resolve(safely(() => client.authStrategy?.destroy?.())),
+            this.settings.destroyTimeoutMs,
+          ).catch(() => undefined);
         }
         // Last resort so no Chromium outlives its session.
         if (browser && browser.exitCode === null && browser.signalCode === null) {
@@ -1410,14 +1437,6 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     void work.finally(() => this.pending.delete(work));
     return work;
   }
-}
-
-/**
- * Whether a message to `to` may be in the chat `chatId`: the same id, or one of them a
- * `...@lid` (WhatsApp's hidden id of a user, which a phone number id cannot be compared with).
- */
-function maybeSameChat(chatId: string, to: string | undefined): boolean {
-  return !to || to === chatId || to.endsWith('@lid') || chatId.endsWith('@lid');
 }
 
 function messageFingerprints(msg: WwebjsMessageLike): string[] {
