@@ -1282,6 +1282,18 @@ describe('WwebjsEngine failures and restarts', () => {
     expect(kill).toHaveBeenCalledWith('SIGKILL');
   });
 
+  it("ends the login's backup timers when destroy() fails before it gets to them", async () => {
+    const authDestroy = vi.fn(async () => undefined);
+    const h = harness({}, (client) => {
+      Object.assign(client, { authStrategy: { destroy: authDestroy } });
+      // Client.destroy closes the browser first and ends the strategy last.
+      client.destroy.mockRejectedValue(new Error('Protocol error: Target closed'));
+    });
+    await startReady(h);
+    await h.engine.stop();
+    expect(authDestroy).toHaveBeenCalledTimes(1);
+  });
+
   it('reports a missing Chromium as FAILED without throwing or retrying', async () => {
     const h = harness({ findChromium: async () => null });
     await expect(h.engine.start()).resolves.toBeUndefined();
