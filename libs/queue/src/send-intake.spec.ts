@@ -215,6 +215,24 @@ describe('SendIntake: accepted sends made jobs', () => {
     expect(await messages.counts('intake-g')).toMatchObject({ queued: 1 });
   });
 
+  it('does not take back a send a worker took though its entry is still there (its removal failed): claimed or sent, it stays', async () => {
+    const acceptedAt = new Date();
+    const [claimed, sent] = [message('intake-t'), message('intake-t')];
+    await messages.createMany([claimed, sent], false, acceptedAt, {});
+    // Made jobs, the entries' removal failed (Redis failing over): both entries still there.
+    const worker = producer();
+    for (const m of [claimed, sent])
+      await worker.queueFor('intake-t').add('send-message', { messageId: m.id }, { jobId: m.id });
+    const claim = { sessionId: 'intake-t', ttlMs: 60_000, intervalMs: 0 };
+    for (const m of [claimed, sent])
+      expect(await messages.take(m.id, claim)).toMatchObject({ claimed: true });
+    await messages.markSent(sent, 'true_x_SENT');
+    expect(await messages.takeBack([claimed, sent], acceptedAt, {})).toEqual(['queued', 'queued']);
+    expect(await messages.get(claimed.id)).toMatchObject({ status: 'sending' });
+    expect(await messages.get(sent.id)).toMatchObject({ status: 'sent' });
+    expect(await messages.counts('intake-t')).toMatchObject({ sending: 1, sent: 1 });
+  });
+
   it('takes a scheduled send back from both of its session indexes', async () => {
     const acceptedAt = new Date();
     const scheduled = message('intake-s', {

@@ -355,15 +355,21 @@ return 'cancelled'
 // Takes back a record written with its send queued, if nothing can have taken the send yet:
 // its intake entry is still there (not made a job). KEYS[1] message, [2] session index, [3]
 // the session's intake, [4] its scheduled index; ARGV[7] message id, [8] its intake entry,
-// [9] the fields it is cancelled with (JSON, flat). 'taken-back'; 'queued' when the send is a job already (the
-// message stays, accepted); 'absent' when there is no record. Webhook targets were told it was
+// [9] the fields it is cancelled with (JSON, flat). 'taken-back'; 'queued' when the send is a job already, or
+// was taken as one (the message stays, accepted); 'absent' when there is no record. Webhook targets were told it was
 // queued (its CREATE's event): they are told it is cancelled, before it goes.
 const TAKE_BACK = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
       `
-local session_id, status = unpack(redis.call('HMGET', KEYS[1], 'sessionId', 'status'))
+local session_id, status, attempts, sending_at, engine_id = unpack(redis.call('HMGET', KEYS[1],
+  'sessionId', 'status', 'attempts', 'sendingAt', 'engineMessageId'))
 if not session_id then return 'absent' end
+-- Taken by a worker all the same (its entry made a job, the entry's removal then failed):
+-- claimed, tried or sent, it is no longer as CREATE wrote it, and stays.
+local untouched = (status == 'queued' or status == 'scheduled') and (attempts or '0') == '0'
+  and (sending_at or '') == '' and (engine_id or '') == ''
+if not untouched then return 'queued' end
 if redis.call('LREM', KEYS[3], 1, ARGV[8]) == 0 then return 'queued' end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[9])))
 publish_event(session_id, 'message.status', snapshot)
