@@ -7,6 +7,7 @@ import { EngineError, SessionManager, textFingerprint } from '@app/whatsapp';
 import { SendService } from '../../apps/worker/src/send/send.service.js';
 import { STALE_CLAIM_MS } from '../../apps/api/src/messages/messages.service.js';
 import { eventually } from '../support/eventually.js';
+import { orphanNextSend } from '../support/orphan-job.js';
 import { Stack, useStack } from '../support/stack.js';
 
 const sendText = (stack: Stack, to: string, text: string, headers: Record<string, string> = {}) =>
@@ -377,6 +378,15 @@ describe('message TTL', () => {
     expect(failed.error.code).toBe('EXPIRED');
     expect(failed.error.message).toContain('may have reached WhatsApp');
     expect(failed.error.message).toContain('not ready');
+    expect(stack.sandbox().sends).toHaveLength(0);
+  });
+
+  it('expires a message a worker that died had in hand (its job active, its lock gone)', async () => {
+    const { body } = await sendText(stack, '4915100000009', 'in a dead hand');
+    const taken = await orphanNextSend(stack, stack.worker!.get(QueueProducer), 'main');
+    expect(taken).toBe(body.data.id);
+    const failed = await stack.waitForStatus(body.data.id, 'failed', 5_000);
+    expect(failed.error.code).toBe('EXPIRED');
     expect(stack.sandbox().sends).toHaveLength(0);
   });
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { QueueProducer } from '@app/queue';
 import { SessionManager } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
+import { orphanNextSend } from '../support/orphan-job.js';
 import { useStack } from '../support/stack.js';
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -311,7 +312,7 @@ describe('a deleted session and the disks of workers', () => {
 describe('deleting a session with queued messages', () => {
   const stack = useStack({ SANDBOX_LINK_DELAY_MS: 'manual' });
 
-  it('fails each message still queued with SESSION_LOGGED_OUT and removes the queue', async () => {
+  it('fails each message still queued (also one a dead worker had in hand) with SESSION_LOGGED_OUT and removes the queue', async () => {
     await stack.call('POST', '/api/v1/sessions', { id: 'doomed' });
     await eventually(async () =>
       expect((await stack.call('GET', '/api/v1/sessions/doomed/status')).body.data.status).toBe(
@@ -327,6 +328,8 @@ describe('deleting a session with queued messages', () => {
       });
       ids.push(answer.body.data.id);
     }
+    // One in the hand of a worker that died: nothing else would fail it.
+    await orphanNextSend(stack, stack.worker!.get(QueueProducer), 'doomed');
     await stack.call('DELETE', '/api/v1/sessions/doomed');
     for (const id of ids) {
       const failed = await stack.waitForStatus(id, 'failed');

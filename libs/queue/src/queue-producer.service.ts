@@ -53,6 +53,11 @@ export class QueueProducer implements OnApplicationShutdown {
     return this.queue(WEBHOOK_QUEUE, this.keys.bullPrefix());
   }
 
+  /** Whether a worker holds the job's lock (an active job without one is its dead worker's). */
+  async isLocked(queue: Queue, jobId: string): Promise<boolean> {
+    return (await this.redis.exists(`${queue.toKey(jobId)}:lock`)) === 1;
+  }
+
   /**
    * Moves the jobs a session's send queue had where earlier versions kept it (under the
    * prefix's hash tag) into its queue now, each with its id, data, options and its due time

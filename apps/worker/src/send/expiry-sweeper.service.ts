@@ -15,7 +15,8 @@ const BATCH = 500;
 /**
  * Fails messages that waited longer than MESSAGE_TTL_MS in the queue of a session that is not
  * READY, or READY but held back by its limits or a restriction (a READY session's consumer
- * expires them itself when it picks them up), so a session that never comes back, or stays
+ * expires them itself when it picks them up), also those a worker that died had in hand (its
+ * jobs active, their locks gone), so a session that never comes back, or stays
  * quiet for hours, does not leave its messages `queued` past their time: the sessions this worker
  * drives, and those no live worker drives (SessionManager.unattendedSessionIds; each worker
  * sweeps them, as failing a message is atomic and happens once).
@@ -83,8 +84,16 @@ export class ExpirySweeper {
     held = false,
   ): Promise<number> {
     let expired = 0;
-    const jobs = await queue.getJobs(['waiting', 'prioritized', 'delayed'], 0, BATCH - 1, true);
-    for (const job of jobs) {
+    const [queued, inHand] = await Promise.all([
+      queue.getJobs(['waiting', 'prioritized', 'delayed'], 0, BATCH - 1, true),
+      queue.getJobs(['active'], 0, BATCH - 1, true),
+    ]);
+    // In a worker's hand, its lock gone: that worker died, and only a consumer of a READY
+    // session would put the job back.
+    const orphaned = [];
+    for (const job of inHand)
+      if (job?.id && !(await this.queues.isLocked(queue, job.id))) orphaned.push(job);
+    for (const job of [...queued, ...orphaned]) {
       if (!job?.id) continue;
       // Queued less than MESSAGE_TTL_MS ago: it cannot have expired (no read needed).
       if (now - job.timestamp <= this.config.MESSAGE_TTL_MS) continue;

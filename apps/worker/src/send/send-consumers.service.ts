@@ -301,9 +301,10 @@ export class SendConsumers {
     const queue = this.queues.queueFor(sessionId);
     // In pages: a large backlog read in one go could outlast a Redis command's time limit,
     // and the purge would then start over at every pass. (Failing a message leaves its job.)
+    // Active ones too: jobs a worker that died had in hand, which nothing would fail.
     for (let start = 0; ; start += DROP_PAGE) {
       const jobs = await queue.getJobs(
-        ['waiting', 'prioritized', 'delayed'],
+        ['waiting', 'prioritized', 'delayed', 'active'],
         start,
         start + DROP_PAGE - 1,
       );
