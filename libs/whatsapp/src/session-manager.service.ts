@@ -324,9 +324,16 @@ export class SessionManager
       if (decision.action === 'wait') waiting++;
       if (decision.action === 'wait' || decision.action === 'leave') continue;
       if (!this.engines.has(session.id)) {
-        if (holder === null) {
+        // Free, or still ours from an engine stopped here (Redis out of reach for a while):
+        // that one may be about to run out, so it is renewed before anything starts on it.
+        if (holder === null || holder === this.workerId) {
           const sent = Date.now();
-          if (!(await this.leases.acquire(session.id, this.workerId, this.leaseTtl()))) continue;
+          const held =
+            holder === null
+              ? await this.leases.acquire(session.id, this.workerId, this.leaseTtl())
+              : (await this.leases.renew([session.id], this.workerId, this.leaseTtl())).length ===
+                0;
+          if (!held) continue;
           this.leaseUntil.set(session.id, sent + this.leaseTtl());
         }
         if (decision.action === 'start') owned++;
@@ -370,22 +377,34 @@ export class SessionManager
 
   /**
    * Hands sessions back while this worker holds more than its share: all at once when it is
-   * draining, else a few per round (each one costs its new owner a Chromium start). Sessions
-   * not READY go first. The others are nudged so they take them over at once.
+   * draining, else a few per round (each one costs its new owner a Chromium start), those that
+   * lose least by moving first (sessionsToHandOver). The others are nudged so they take them
+   * over at once.
    */
   private async shedTo(share: number, draining: boolean): Promise<Set<string>> {
     const excess = this.engines.size - share;
     if (excess <= 0) return new Set();
     const count = draining ? excess : Math.min(excess, this.config.SESSION_START_CONCURRENCY);
-    const chosen = this.ownedSessionIds()
-      .sort((a, b) => Number(this.engines.isReady(a)) - Number(this.engines.isReady(b)))
-      .slice(0, count);
-    for (const sessionId of chosen) {
+    const chosen = sessionsToHandOver(
+      this.ownedSessionIds().map((id) => ({ id, status: this.engines.status(id) })),
+      count,
+      draining,
+    );
+    const handOver = async (sessionId: string) => {
       this.log.log({ sessionId, share, draining }, 'handing a session to another worker');
       await this.release(sessionId);
       // Taken over now, not after the others are handed back too.
       await this.sessions.announce(sessionId);
-    }
+    };
+    // Leaving: all at once (one by one, a wwebjs session's backup and stop each, they could
+    // outlast SHUTDOWN_TIMEOUT_MS).
+    if (draining) await Promise.all(chosen.map(handOver));
+    else
+      for (const sessionId of chosen) {
+        // Shutting down: the rest stop at once, in onApplicationShutdown.
+        if (this.stopped) break;
+        await handOver(sessionId);
+      }
     return new Set(chosen);
   }
 
@@ -634,13 +653,13 @@ export class SessionManager
   }
 }
 
+type ReconcileScope = 'all' | 'owned';
+
 /**
  * How many running sessions this worker should drive: an even share of the fleet among the
  * live workers that take sessions (itself included), within WORKER_MAX_SESSIONS; none while
  * it drains.
  */
-type ReconcileScope = 'all' | 'owned';
-
 export function fairShare(
   runningSessions: number,
   placement: { takingWorkers: number; draining: boolean },
@@ -648,4 +667,39 @@ export function fairShare(
 ): number {
   if (placement.draining) return 0;
   return Math.min(maxSessions, Math.ceil(runningSessions / Math.max(1, placement.takingWorkers)));
+}
+
+/**
+ * What a session loses by changing workers, by its status: nothing (not started, stopped,
+ * failed, disconnected), a Chromium start (starting, READY), a QR someone may be scanning, or
+ * a link in progress (authenticated, loading: the login is not backed up yet, and the phone
+ * would list a device that needs a new QR).
+ */
+const HANDOVER_COST: Record<SessionStatus, number> = {
+  STOPPED: 0,
+  FAILED: 0,
+  DISCONNECTED: 0,
+  STARTING: 1,
+  READY: 1,
+  QR: 2,
+  PAIRING_CODE: 2,
+  AUTHENTICATED: 3,
+  LOADING: 3,
+};
+
+/**
+ * The `count` sessions to hand to other workers: those that lose least by moving first. One
+ * being linked moves only when this worker leaves (draining), never to even the shares out.
+ */
+export function sessionsToHandOver(
+  owned: { id: string; status: SessionStatus | undefined }[],
+  count: number,
+  draining: boolean,
+): string[] {
+  const cost = (status: SessionStatus | undefined) => (status ? HANDOVER_COST[status] : 0);
+  return owned
+    .filter((session) => draining || cost(session.status) < HANDOVER_COST.AUTHENTICATED)
+    .sort((a, b) => cost(a.status) - cost(b.status))
+    .slice(0, count)
+    .map((session) => session.id);
 }

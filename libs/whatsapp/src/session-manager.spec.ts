@@ -16,7 +16,7 @@ import { eventually } from '../../../test/support/eventually.js';
 import { EngineFactory } from './engine-factory.js';
 import type { EngineEvents } from './engine.js';
 import { AuthStore } from './auth-store.js';
-import { SessionManager, fairShare } from './session-manager.service.js';
+import { SessionManager, fairShare, sessionsToHandOver } from './session-manager.service.js';
 import { EngineEventRecorder } from './engine-event-recorder.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
@@ -219,6 +219,44 @@ describe('SessionManager', () => {
     expect(calls.length).toBe(tried + 1);
   });
 
+  it('renews a lease of its own it finds on a session it does not drive before starting it', async () => {
+    const manager = app.get(SessionManager);
+    const redis = app.get<Redis>(REDIS);
+    const keys = app.get(RedisKeys);
+    await app.get(SessionRepository).register('own-lease');
+    // Left by its engine here, stopped while Redis was out of reach: about to run out.
+    await redis.set(keys.lease('own-lease'), 'worker-under-test', 'PX', 300);
+    await manager.reconcile('all');
+    expect(manager.ownedSessionIds()).toContain('own-lease');
+    expect(await redis.pttl(keys.lease('own-lease'))).toBeGreaterThan(60_000);
+  });
+
+  it('hands every session over at once when it drains, not one after another', async () => {
+    const manager = app.get(SessionManager);
+    const owned = manager.ownedSessionIds();
+    expect(owned.length).toBeGreaterThanOrEqual(2);
+    const began: number[] = [];
+    const stops = owned.map((id) =>
+      // Chromium takes its time to stop.
+      vi.spyOn(engines.get(id)!, 'stop').mockImplementation(async () => {
+        began.push(performance.now());
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }),
+    );
+    try {
+      await (
+        manager as unknown as { shedTo(share: number, draining: boolean): Promise<unknown> }
+      ).shedTo(0, true);
+      expect(began).toHaveLength(owned.length);
+      expect(Math.max(...began) - Math.min(...began)).toBeLessThan(250);
+    } finally {
+      for (const stop of stops) stop.mockRestore();
+    }
+    // Not draining after all: it takes them back.
+    await manager.reconcile('all');
+    await eventually(() => expect(manager.ownedSessionIds().sort()).toEqual(owned.sort()));
+  });
+
   it('stops every engine whose lease it cannot renew at once, not one after another', async () => {
     const manager = app.get(SessionManager);
     const owned = manager.ownedSessionIds();
@@ -259,5 +297,32 @@ describe('fairShare', () => {
 
   it('is nothing while the worker drains', () => {
     expect(fairShare(7, { takingWorkers: 1, draining: true }, 50)).toBe(0);
+  });
+});
+
+describe('sessionsToHandOver', () => {
+  const owned = [
+    { id: 'ready', status: 'READY' as const },
+    { id: 'scanning', status: 'QR' as const },
+    { id: 'linking', status: 'LOADING' as const },
+    { id: 'stopped', status: 'STOPPED' as const },
+    { id: 'just-linked', status: 'AUTHENTICATED' as const },
+    { id: 'not-started', status: undefined },
+  ];
+
+  it('hands over first what loses nothing by moving, then READY ones, then a QR on show', () => {
+    expect(sessionsToHandOver(owned, 2, false)).toEqual(['stopped', 'not-started']);
+    expect(sessionsToHandOver(owned, 4, false)).toEqual([
+      'stopped',
+      'not-started',
+      'ready',
+      'scanning',
+    ]);
+  });
+
+  it('never moves a link in progress to even the shares out, only when the worker leaves', () => {
+    expect(sessionsToHandOver(owned, 6, false)).not.toContain('linking');
+    expect(sessionsToHandOver(owned, 6, false)).not.toContain('just-linked');
+    expect(sessionsToHandOver(owned, 6, true).slice(-2).sort()).toEqual(['just-linked', 'linking']);
   });
 });
