@@ -76,8 +76,12 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
   readonly sessionId: string;
   readonly kind: 'wwebjs' | 'sandbox';
   start(): Promise<void>;
-  /** Closes the client and keeps the link (auth data) for the next start. */
-  stop(): Promise<void>;
+  /**
+   * Closes the client and keeps the link (auth data) for the next start. A stored login
+   * (AUTH_STORE=redis|s3) is backed up first unless `backUp` is false: the lease of the
+   * session lost, another worker may drive it already and its copy is the newer.
+   */
+  stop(options?: { backUp?: boolean }): Promise<void>;
   /** Unlinks the device and deletes its auth data. */
   logout(): Promise<void>;
   sendText(chatId: string, text: string, options?: SendOptions): Promise<string>;

@@ -158,9 +158,9 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     this.becomeReady();
   }
 
-  async stop(): Promise<void> {
+  async stop(options?: { backUp?: boolean }): Promise<void> {
     // A clean stop backs the login up, as the wwebjs engine does.
-    if (this.ready && this.options.authStore?.remote) {
+    if (this.ready && this.options.authStore?.remote && options?.backUp !== false) {
       const marker = await readFile(join(this.options.sessionDir, LINK_MARKER)).catch(() => null);
       if (marker) await this.options.authStore.save(this.sessionId, marker).catch(() => undefined);
     }

@@ -255,12 +255,15 @@ export class SessionManager
       for (const sessionId of held) {
         if (!lost.has(sessionId)) this.leaseUntil.set(sessionId, sent + this.leaseTtl());
       }
-      for (const sessionId of lost) {
-        this.leaseUntil.delete(sessionId);
-        // (One still stopping is on its way out already.)
-        if (!this.engines.has(sessionId)) continue;
-        await this.letGo(sessionId, 'lost the lease of a session; stopping its engine');
-      }
+      for (const sessionId of lost) this.leaseUntil.delete(sessionId);
+      // All at once, as in stopUnconfirmed. (One still stopping is on its way out already.)
+      await Promise.all(
+        [...lost]
+          .filter((sessionId) => this.engines.has(sessionId))
+          .map((sessionId) =>
+            this.letGo(sessionId, 'lost the lease of a session; stopping its engine'),
+          ),
+      );
     } catch (err) {
       if (isRedisUnavailable(err)) this.outOfTouch = true;
       this.log.warn({ err: toError(err).message }, 'lease renewal failed');
@@ -577,11 +580,15 @@ export class SessionManager
     );
   }
 
-  /** Stops a session whose lease is not (or may soon not be) this worker's: no hand-over. */
+  /**
+   * Stops a session whose lease is not (or may soon not be) this worker's: no hand-over, and
+   * no backup of its login (its next owner may have saved a newer one already, or the session
+   * been deleted or logged out there).
+   */
   private async letGo(sessionId: string, why: string, fields: object = {}): Promise<void> {
     this.log.warn({ sessionId, ...fields }, why);
     this.leaseUntil.delete(sessionId);
-    await this.stopEngine(sessionId);
+    await this.stopEngine(sessionId, (engine) => engine.stop({ backUp: false }));
     this.emit('released', sessionId);
   }
 

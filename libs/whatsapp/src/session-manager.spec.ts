@@ -164,9 +164,12 @@ describe('SessionManager', () => {
       // Its lease about to run out, with no renewal: stopped, and no longer held.
       until.set('c', Date.now() + 1_000);
       expect(manager.holdsLease('c')).toBe(false);
+      const stop = vi.spyOn(engines.get('c')!, 'stop');
       await (manager as unknown as { tick(): Promise<void> }).tick();
       expect(manager.engine('c')).toBeUndefined();
       expect(released).toContain('c');
+      // Its next owner may have saved a newer login already: this one's is not backed up.
+      expect(stop).toHaveBeenCalledWith({ backUp: false });
     } finally {
       renew.mockRestore();
     }

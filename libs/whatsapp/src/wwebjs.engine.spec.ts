@@ -2092,6 +2092,19 @@ describe('WwebjsEngine with a remote login store', () => {
     await rm(join(dataDir, 'RemoteAuth-main.zip'), { force: true });
   });
 
+  it('backs nothing up on a stop that says not to (its lease lost: the next owner may hold a newer login)', async () => {
+    const store = memoryStore();
+    await store.save('main', Buffer.from("the next owner's login"));
+    const saved = vi.fn();
+    const h = harness({ authStore: store, backupIntervalMs: 60_000 }, (client) => {
+      Object.assign(client, { authStrategy: { storeRemoteSession: saved } });
+    });
+    await startReady(h);
+    await h.engine.stop({ backUp: false });
+    expect(saved).not.toHaveBeenCalled();
+    expect((await store.load('main'))?.toString()).toBe("the next owner's login");
+  });
+
   it('deletes the remote login too when the phone unlinks the device, so nothing restores it', async () => {
     const store = memoryStore();
     await store.save('main', Buffer.from('revoked login'));

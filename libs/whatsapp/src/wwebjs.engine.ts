@@ -423,8 +423,9 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     this.launch();
   }
 
-  async stop(): Promise<void> {
-    const backUp = this.status === 'READY' && this.options.authStore?.remote;
+  async stop(options?: { backUp?: boolean }): Promise<void> {
+    const backUp =
+      this.status === 'READY' && this.options.authStore?.remote && options?.backUp !== false;
     await this.shutDown(async (client) => {
       // A clean stop backs the login up, so the next owner starts from the newest copy.
       if (backUp && client.authStrategy?.storeRemoteSession) {
