@@ -25,3 +25,30 @@ export function retryUntilDone(attempt: () => Promise<unknown>, everyMs: number)
     clearInterval(timer);
   };
 }
+
+/** The longest wait between two tries of `retried`. */
+const RETRY_MAX_DELAY_MS = 5_000;
+
+/**
+ * Runs `write` until it succeeds, 400 ms apart and twice that after each failure (at most
+ * 5 s), until `until` (ms since the epoch), unless `stop()`, asked after each failure, says to
+ * give up: its value, or the last error. It is tried at least once. For a write of something
+ * that happens once (an ack, a received message, a job's outcome) that a Redis restart or
+ * failover must not lose.
+ */
+export async function retried<T>(
+  write: () => Promise<T>,
+  until: number,
+  stop: () => boolean = () => false,
+): Promise<{ value: T } | { error: Error }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return { value: await write() };
+    } catch (err) {
+      const delay = Math.min(200 * 2 ** attempt, RETRY_MAX_DELAY_MS);
+      if (Date.now() + delay > until || stop())
+        return { error: err instanceof Error ? err : new Error(String(err)) };
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}

@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { AppConfig } from '@app/config';
+import { retried } from '@app/common';
 import {
   IncomingRepository,
   MessageRepository,
@@ -8,7 +9,7 @@ import {
   type IncomingRecord,
   type ObservedSession,
 } from '@app/status-store';
-import { toError, type IncomingMessage } from './engine.js';
+import type { IncomingMessage } from './engine.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
 /**
@@ -51,6 +52,7 @@ export class EngineEventRecorder {
       async () => {
         if (latest()) await this.sessions.setObserved(sessionId, state, this.workerId);
       },
+      Date.now() + RETRY_WINDOW_MS,
       () => !latest(),
     );
     if (!latest()) return;
@@ -75,8 +77,9 @@ export class EngineEventRecorder {
     engineMessageId: string,
     status: 'sent' | 'delivered' | 'read',
   ): Promise<boolean> {
-    const applied = await retried(() =>
-      this.messages.applyEngineAck(sessionId, engineMessageId, status),
+    const applied = await retried(
+      () => this.messages.applyEngineAck(sessionId, engineMessageId, status),
+      Date.now() + RETRY_WINDOW_MS,
     );
     if ('value' in applied) return applied.value?.moved === true;
     this.log.warn(
@@ -128,8 +131,8 @@ export class EngineEventRecorder {
     const write = (this.messageWrites.get(sessionId) ?? Promise.resolve()).then(() =>
       retried(
         () => this.incoming.record(record, media?.data, now),
-        givenUp,
         now.getTime() + RETRY_WINDOW_MS,
+        givenUp,
       ),
     );
     this.messageWrites.set(sessionId, write);
@@ -153,27 +156,3 @@ export class EngineEventRecorder {
  * restart or a Sentinel failover takes, since WhatsApp reports each event once.
  */
 export const RETRY_WINDOW_MS = 120_000;
-/** The longest wait between two tries. */
-const RETRY_MAX_DELAY_MS = 5_000;
-
-/**
- * Runs `write` until it succeeds, 400 ms apart and twice that after each failure (at most
- * RETRY_MAX_DELAY_MS), until `until` (RETRY_WINDOW_MS after the first try), unless `stop()`,
- * asked after each failure, says to give up: its value, or the last error. It is tried at
- * least once.
- */
-async function retried<T>(
-  write: () => Promise<T>,
-  stop: () => boolean = () => false,
-  until = Date.now() + RETRY_WINDOW_MS,
-): Promise<{ value: T } | { error: Error }> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return { value: await write() };
-    } catch (err) {
-      const delay = Math.min(200 * 2 ** attempt, RETRY_MAX_DELAY_MS);
-      if (Date.now() + delay > until || stop()) return { error: toError(err) };
-      await new Promise((resolve) => setTimeout(resolve, delay));
-    }
-  }
-}

@@ -74,6 +74,18 @@ describe('SendConsumers: a send job that used up its tries', () => {
     expect(messages.failIfUnsent).not.toHaveBeenCalled();
   });
 
+  it('records the outcome through a Redis failing for a while: nothing else would (the job is in the failed set)', async () => {
+    const { messages, onFailed } = consumers();
+    messages.failIfUnsent
+      .mockRejectedValueOnce(new Error('Connection is closed.'))
+      .mockRejectedValueOnce(new Error('READONLY You cannot write against a read only replica.'));
+    messages.markSent.mockRejectedValueOnce(new Error('Connection is closed.'));
+    await onFailed(lastTry('m5'), new Error('engine timeout'));
+    expect(messages.failIfUnsent).toHaveBeenCalledTimes(3);
+    await onFailed(lastTry('m6'), new SentButNotRecorded('main', 'true_x_M6', 'timeout'));
+    expect(messages.markSent).toHaveBeenCalledTimes(2);
+  });
+
   it('leaves a job with tries left to its next try', async () => {
     const { messages, onFailed } = consumers();
     await onFailed({ ...lastTry('m3'), attemptsMade: 1 }, new Error('engine timeout'));

@@ -8,7 +8,7 @@ import {
   type Job,
   type QueueOptions,
 } from 'bullmq';
-import { isRedisUnavailable } from '@app/common';
+import { isRedisUnavailable, retried } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
   JobName,
@@ -39,6 +39,8 @@ const NOT_READY_RETRY_MS = 1_000;
 const IDLE_LOOK_SECONDS = 15;
 /** How many of a deleted session's jobs are read at a time to fail their messages. */
 const DROP_PAGE = 500;
+/** How long a job's last outcome is tried again on its message when Redis fails the write. */
+const OUTCOME_WINDOW_MS = 120_000;
 /** How long after a consumer starts it keeps moving jobs from its session's old queue. */
 const LEGACY_QUEUE_FOLLOW_MS = 3_600_000;
 /**
@@ -451,18 +453,21 @@ export class SendConsumers {
       job.attemptsMade >= (job.opts.attempts ?? 1) || err instanceof UnrecoverableError;
     if (!exhausted) return;
     // WhatsApp took it; only its record could not say so (Redis failed): it is sent, not failed.
-    const done =
+    const record = (): Promise<unknown> =>
       err instanceof SentButNotRecorded
         ? this.messages.markSent(
             { id: job.data.messageId, sessionId: err.sessionId },
             err.engineMessageId,
           )
         : this.failGivenUp(job.data.messageId, err);
-    await done.catch((failure: Error) =>
+    // Nothing else ever looks at this job again (it is in BullMQ's failed set): a write that
+    // fails is tried again through a Redis restart or failover, or the message would stay
+    // `sending` for good.
+    const done = await retried(record, Date.now() + OUTCOME_WINDOW_MS);
+    if ('error' in done)
       this.log.warn(
-        { messageId: job.data.messageId, err: failure.message },
+        { messageId: job.data.messageId, err: done.error.message },
         'failed job not recorded on its message',
-      ),
-    );
+      );
   }
 }
