@@ -339,6 +339,30 @@ describe('deleting a session with queued messages', () => {
   });
 });
 
+describe('a Redis that lost its data while the workers run', () => {
+  const stack = useStack({ WORKER_HEARTBEAT_MS: '300' });
+
+  it('brings the default session back without a restart (and the other logins on the disk)', async () => {
+    await stack.waitReady();
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'kept' })).status).toBe(201);
+    await stack.waitReady('kept');
+    // Restarted without persistence: everything of this deployment is gone.
+    const keys = await stack.redis.keys(stack.keys.pattern());
+    await stack.redis.del(...keys);
+    expect(await stack.redis.sismember(stack.keys.sessions(), 'main')).toBe(0);
+    await eventually(async () => {
+      const listed = (await stack.call('GET', '/api/v1/sessions')).body.data as {
+        id: string;
+        status: string;
+      }[];
+      expect(listed.map(({ id, status }) => `${id} ${status}`).sort()).toEqual([
+        'kept READY',
+        'main READY',
+      ]);
+    }, 15_000);
+  });
+});
+
 describe('a session whose owner stopped answering', () => {
   const stack = useStack({}, { worker: false });
 

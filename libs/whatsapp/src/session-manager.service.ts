@@ -136,8 +136,19 @@ export class SessionManager
    */
   async startAll(): Promise<void> {
     await this.sessions.registerFound(this.config.DEFAULT_SESSION_ID);
-    // A Redis that lost its data must not make the worker forget phones linked on this disk;
-    // but a session deleted while this worker was away (its login left here) stays deleted.
+    await this.registerSessionsOnDisk();
+    this.subscriber.onReconnect(() => void this.reconcile());
+    await this.subscriber.subscribe(this.sessions.channel, () => void this.reconcile());
+    this.lastTickAt = Date.now();
+    this.timer = setInterval(() => void this.tick(), this.config.WORKER_HEARTBEAT_MS);
+    await this.reconcile();
+  }
+
+  /**
+   * A Redis that lost its data must not make the worker forget phones linked on this disk;
+   * but a session deleted while this worker was away (its login left here) stays deleted.
+   */
+  private async registerSessionsOnDisk(): Promise<void> {
     for (const sessionId of await this.sessionsOnDisk()) {
       const found = await this.sessions.registerFound(sessionId);
       if (found === 'registered')
@@ -147,11 +158,25 @@ export class SessionManager
         await this.deleteLogin(sessionId);
       }
     }
-    this.subscriber.onReconnect(() => void this.reconcile());
-    await this.subscriber.subscribe(this.sessions.channel, () => void this.reconcile());
-    this.lastTickAt = Date.now();
-    this.timer = setInterval(() => void this.tick(), this.config.WORKER_HEARTBEAT_MS);
-    await this.reconcile();
+  }
+
+  /**
+   * The registry, with the default session and the logins on this disk registered again, as at
+   * boot, when Redis lost its data while the worker ran (restarted without persistence, an
+   * empty replica promoted): its sessions would otherwise stay gone until a restart. Seen by
+   * the default session missing without having been deleted.
+   */
+  private async registry(): Promise<SessionView[]> {
+    const list = await this.sessions.list();
+    if (list.some((session) => session.id === this.config.DEFAULT_SESSION_ID)) return list;
+    if ((await this.sessions.registerFound(this.config.DEFAULT_SESSION_ID)) !== 'registered')
+      return list;
+    this.log.warn(
+      { sessionId: this.config.DEFAULT_SESSION_ID },
+      'the session registry lost the default session (Redis lost its data?): registered it and the logins on disk again',
+    );
+    await this.registerSessionsOnDisk();
+    return this.sessions.list();
   }
 
   /** Adds work done before a session held here is stopped to be handed over (HandOverStep). */
@@ -298,7 +323,7 @@ export class SessionManager
     this.purgeFailed = false;
     this.fleet = placement.fleet;
     const observing = this.observeFleet(placement.lapsed > 0);
-    const list = await this.sessions.list();
+    const list = await this.registry();
     const registered = new Map(list.map((session) => [session.id, session]));
     // Ours but unregistered behind our back (Redis flushed): stop driving it.
     for (const sessionId of this.ownedSessionIds()) {
