@@ -61,6 +61,8 @@ export type HandOverStep = (sessionId: string) => Promise<void>;
 const START_SLOT_MS = 60_000;
 /** A quiet worker still reads the whole registry every this many heartbeats. */
 const FULL_RECONCILE_TICKS = 12;
+/** Sessions a draining worker hands over at once. */
+export const DRAIN_CONCURRENCY = 4;
 
 /**
  * Drives the sessions this worker owns. It reconciles each registered session's desired
@@ -281,13 +283,20 @@ export class SessionManager
         if (!lost.has(sessionId)) this.leaseUntil.set(sessionId, sent + this.leaseTtl());
       }
       for (const sessionId of lost) this.leaseUntil.delete(sessionId);
-      // All at once, as in stopUnconfirmed. (One still stopping is on its way out already.)
+      // (One still stopping is on its way out already.)
+      const gone = [...lost].filter((sessionId) => this.engines.has(sessionId));
+      // Another worker's now: its copy of the login may be newer than this one's, which is not
+      // backed up over it. Nobody's (it ran out while this worker stalled): this one's is the
+      // newest there is. Not known: not backed up.
+      const holders = await this.leases.holders(gone).catch(() => gone.map(() => undefined));
+      // All at once, as in stopUnconfirmed.
       await Promise.all(
-        [...lost]
-          .filter((sessionId) => this.engines.has(sessionId))
-          .map((sessionId) =>
-            this.letGo(sessionId, 'lost the lease of a session; stopping its engine'),
-          ),
+        gone.map((sessionId, i) =>
+          this.letGo(sessionId, 'lost the lease of a session; stopping its engine', {
+            backUp: holders[i] === null,
+            holder: holders[i],
+          }),
+        ),
       );
     } catch (err) {
       if (isRedisUnavailable(err)) this.outOfTouch = true;
@@ -352,6 +361,11 @@ export class SessionManager
       if (decision.action === 'wait') waiting++;
       if (decision.action === 'wait' || decision.action === 'leave') continue;
       if (!this.engines.has(session.id)) {
+        // Its engine here is still stopping: nothing starts on its profile before it has.
+        if (this.stopping.has(session.id)) {
+          waiting++;
+          continue;
+        }
         // Free, or still ours from an engine stopped here (Redis out of reach for a while):
         // that one may be about to run out, so it is renewed before anything starts on it.
         if (holder === null || holder === this.workerId) {
@@ -424,10 +438,18 @@ export class SessionManager
       // Taken over now, not after the others are handed back too.
       await this.sessions.announce(sessionId);
     };
-    // Leaving: all at once (one by one, a wwebjs session's backup and stop each, they could
-    // outlast SHUTDOWN_TIMEOUT_MS).
-    if (draining) await Promise.all(chosen.map(handOver));
-    else
+    // Leaving: DRAIN_CONCURRENCY at a time (one by one, a wwebjs session's backup and stop
+    // each, they could outlast SHUTDOWN_TIMEOUT_MS; all at once, their backups, tens of MB
+    // each, would crowd each other past the time a stop is given).
+    if (draining) {
+      const left = [...chosen];
+      await Promise.all(
+        Array.from({ length: Math.min(DRAIN_CONCURRENCY, left.length) }, async () => {
+          for (let next = left.shift(); next !== undefined; next = left.shift())
+            await handOver(next);
+        }),
+      );
+    } else
       for (const sessionId of chosen) {
         // Shutting down: the rest stop at once, in onApplicationShutdown.
         if (this.stopped) break;
@@ -596,10 +618,11 @@ export class SessionManager
       this.ownedSessionIds().map((sessionId) => {
         const left = (this.leaseUntil.get(sessionId) ?? 0) - now;
         if (left > 1.5 * this.config.WORKER_HEARTBEAT_MS) return undefined;
+        // Still its lease (no other worker can have taken it): the login is backed up.
         return this.letGo(
           sessionId,
           'could not renew the lease of a session in time; stopping its engine',
-          { leaseLeftMs: Math.max(0, left) },
+          { backUp: left > 0, leaseLeftMs: Math.max(0, left) },
         );
       }),
     );
@@ -607,13 +630,17 @@ export class SessionManager
 
   /**
    * Stops a session whose lease is not (or may soon not be) this worker's: no hand-over, and
-   * no backup of its login (its next owner may have saved a newer one already, or the session
-   * been deleted or logged out there).
+   * its login backed up only when `backUp` says no other worker can hold it (its next owner
+   * may have saved a newer one already, or deleted or logged the session out).
    */
-  private async letGo(sessionId: string, why: string, fields: object = {}): Promise<void> {
+  private async letGo(
+    sessionId: string,
+    why: string,
+    fields: { backUp: boolean } & Record<string, unknown>,
+  ): Promise<void> {
     this.log.warn({ sessionId, ...fields }, why);
     this.leaseUntil.delete(sessionId);
-    await this.stopEngine(sessionId, (engine) => engine.stop({ backUp: false }));
+    await this.stopEngine(sessionId, (engine) => engine.stop({ backUp: fields.backUp }));
     this.emit('released', sessionId);
   }
 

@@ -16,7 +16,12 @@ import { eventually } from '../../../test/support/eventually.js';
 import { EngineFactory } from './engine-factory.js';
 import type { EngineEvents } from './engine.js';
 import { AuthStore } from './auth-store.js';
-import { SessionManager, fairShare, sessionsToHandOver } from './session-manager.service.js';
+import {
+  DRAIN_CONCURRENCY,
+  SessionManager,
+  fairShare,
+  sessionsToHandOver,
+} from './session-manager.service.js';
 import { EngineEventRecorder } from './engine-event-recorder.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
@@ -168,11 +173,53 @@ describe('SessionManager', () => {
       await (manager as unknown as { tick(): Promise<void> }).tick();
       expect(manager.engine('c')).toBeUndefined();
       expect(released).toContain('c');
-      // Its next owner may have saved a newer login already: this one's is not backed up.
-      expect(stop).toHaveBeenCalledWith({ backUp: false });
+      // Still its lease: no other worker can hold a newer login, so this one's is backed up.
+      expect(stop).toHaveBeenCalledWith({ backUp: true });
     } finally {
       renew.mockRestore();
     }
+  });
+
+  it('backs the login of a session whose lease it lost up only if no other worker holds it now', async () => {
+    const manager = app.get(SessionManager);
+    const redis = app.get<Redis>(REDIS);
+    const keys = app.get(RedisKeys);
+    const [taken, free] = manager.ownedSessionIds();
+    expect(free).toBeDefined();
+    // While this worker stalled: another took one over; the other ran out and nobody took it.
+    await redis.set(keys.lease(taken), 'another-worker', 'PX', 500);
+    await redis.del(keys.lease(free));
+    const stopTaken = vi.spyOn(engines.get(taken)!, 'stop');
+    const stopFree = vi.spyOn(engines.get(free)!, 'stop');
+    await (manager as unknown as { tick(): Promise<void> }).tick();
+    expect(stopTaken).toHaveBeenCalledWith({ backUp: false });
+    expect(stopFree).toHaveBeenCalledWith({ backUp: true });
+    // Both driven here again once they are free.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    await manager.reconcile('all');
+    await eventually(() =>
+      expect(manager.ownedSessionIds()).toEqual(expect.arrayContaining([taken, free])),
+    );
+  });
+
+  it('starts nothing on a session whose engine here is still stopping', async () => {
+    const manager = app.get(SessionManager);
+    const [id] = manager.ownedSessionIds();
+    const old = engines.get(id)!;
+    let stopped!: () => void;
+    vi.spyOn(old, 'stop').mockImplementation(
+      () => new Promise<void>((resolve) => (stopped = resolve)),
+    );
+    const stopping = (
+      manager as unknown as { stopEngine(sessionId: string): Promise<void> }
+    ).stopEngine(id);
+    await manager.reconcile('all');
+    // Chromium still closing on its profile: no second engine for it yet.
+    expect(engines.get(id)).toBe(old);
+    stopped();
+    await stopping;
+    await manager.reconcile('all');
+    await eventually(() => expect(engines.get(id)).not.toBe(old));
   });
 
   it('lets go of a session it stops though its lease cannot be handed back (it then expires)', async () => {
@@ -234,16 +281,20 @@ describe('SessionManager', () => {
     expect(await redis.pttl(keys.lease('own-lease'))).toBeGreaterThan(60_000);
   });
 
-  it('hands every session over at once when it drains, not one after another', async () => {
+  it('hands its sessions over several at a time when it drains, at most DRAIN_CONCURRENCY', async () => {
     const manager = app.get(SessionManager);
     const owned = manager.ownedSessionIds();
     expect(owned.length).toBeGreaterThanOrEqual(2);
+    let stopping = 0;
+    let most = 0;
     const began: number[] = [];
     const stops = owned.map((id) =>
       // Chromium takes its time to stop.
       vi.spyOn(engines.get(id)!, 'stop').mockImplementation(async () => {
         began.push(performance.now());
-        await new Promise((resolve) => setTimeout(resolve, 500));
+        most = Math.max(most, ++stopping);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        stopping--;
       }),
     );
     try {
@@ -251,7 +302,7 @@ describe('SessionManager', () => {
         manager as unknown as { shedTo(share: number, draining: boolean): Promise<unknown> }
       ).shedTo(0, true);
       expect(began).toHaveLength(owned.length);
-      expect(Math.max(...began) - Math.min(...began)).toBeLessThan(250);
+      expect(most).toBe(Math.min(DRAIN_CONCURRENCY, owned.length));
     } finally {
       for (const stop of stops) stop.mockRestore();
     }

@@ -16,7 +16,7 @@ const BATCH = 500;
  * Fails messages that waited longer than MESSAGE_TTL_MS in the queue of a session that is not
  * READY, or READY but held back by its limits or a restriction (a READY session's consumer
  * expires them itself when it picks them up), also those a worker that died had in hand (its
- * jobs active, their locks gone), so a session that never comes back, or stays
+ * jobs active, their locks gone at two sweeps), so a session that never comes back, or stays
  * quiet for hours, does not leave its messages `queued` past their time: the sessions this worker
  * drives, and those no live worker drives (SessionManager.unattendedSessionIds; each worker
  * sweeps them, as failing a message is atomic and happens once).
@@ -25,6 +25,8 @@ const BATCH = 500;
 export class ExpirySweeper {
   private readonly log = new Logger(ExpirySweeper.name);
   private readonly periodic = new Periodic();
+  /** Per queue, its active jobs found without a lock at the last sweep. */
+  private readonly unlocked = new Map<string, Set<string>>();
 
   constructor(
     private readonly config: AppConfig,
@@ -88,11 +90,18 @@ export class ExpirySweeper {
       queue.getJobs(['waiting', 'prioritized', 'delayed'], 0, BATCH - 1, true),
       queue.getJobs(['active'], 0, BATCH - 1, true),
     ]);
-    // In a worker's hand, its lock gone: that worker died, and only a consumer of a READY
-    // session would put the job back.
+    // In a worker's hand, its lock gone at two sweeps in a row (a live worker whose renewal
+    // lapsed once, its event loop stalled, renews it again): that worker died, and only a
+    // consumer of a READY session would put the job back.
+    const seen = this.unlocked.get(queue.toKey('')) ?? new Set<string>();
+    const unlocked = new Set<string>();
     const orphaned = [];
-    for (const job of inHand)
-      if (job?.id && !(await this.queues.isLocked(queue, job.id))) orphaned.push(job);
+    for (const job of inHand) {
+      if (!job?.id || (await this.queues.isLocked(queue, job.id))) continue;
+      unlocked.add(job.id);
+      if (seen.has(job.id)) orphaned.push(job);
+    }
+    this.unlocked.set(queue.toKey(''), unlocked);
     for (const job of [...queued, ...orphaned]) {
       if (!job?.id) continue;
       // Queued less than MESSAGE_TTL_MS ago: it cannot have expired (no read needed).

@@ -34,7 +34,7 @@ describe('SendConsumers: a send job that used up its tries', () => {
         job as Job,
         err,
       );
-    return { messages, onFailed };
+    return { messages, onFailed, service };
   }
   const lastTry = (messageId: string): Partial<Job> => ({
     name: JobName.SendMessage,
@@ -84,6 +84,16 @@ describe('SendConsumers: a send job that used up its tries', () => {
     expect(messages.failIfUnsent).toHaveBeenCalledTimes(3);
     await onFailed(lastTry('m6'), new SentButNotRecorded('main', 'true_x_M6', 'timeout'));
     expect(messages.markSent).toHaveBeenCalledTimes(2);
+  });
+
+  it('gives up writing it again once the worker is stopping (Redis is about to be closed)', async () => {
+    const { messages, onFailed, service } = consumers();
+    messages.failIfUnsent.mockRejectedValue(new Error('Connection is closed.'));
+    (service as unknown as { closing: boolean }).closing = true;
+    const began = Date.now();
+    await onFailed(lastTry('m7'), new Error('engine timeout'));
+    expect(messages.failIfUnsent).toHaveBeenCalledTimes(1);
+    expect(Date.now() - began).toBeLessThan(300);
   });
 
   it('leaves a job with tries left to its next try', async () => {

@@ -80,6 +80,8 @@ export class SendConsumers {
   private readonly consumers = new Map<string, Consumer>();
   /** Shared by every session's BullMQ worker; it must retry forever, so not the request one. */
   private connection?: Redis;
+  /** Set by stop(): writes tried again give up (Redis is about to be closed). */
+  private closing = false;
   private readonly handlers: Handlers = {
     [JobName.SendMessage]: (sessionId, job, token) => this.sendMessage(sessionId, job, token),
   };
@@ -120,6 +122,7 @@ export class SendConsumers {
   }
 
   async stop(): Promise<void> {
+    this.closing = true;
     // Let the send in flight finish, then stop the engines (their state writes still need Redis):
     // within half of SHUTDOWN_TIMEOUT_MS, so a hung send leaves the engines the other half.
     const limitMs = Math.min(this.handOverLimitMs(), this.config.SHUTDOWN_TIMEOUT_MS / 2);
@@ -463,7 +466,7 @@ export class SendConsumers {
     // Nothing else ever looks at this job again (it is in BullMQ's failed set): a write that
     // fails is tried again through a Redis restart or failover, or the message would stay
     // `sending` for good.
-    const done = await retried(record, Date.now() + OUTCOME_WINDOW_MS);
+    const done = await retried(record, Date.now() + OUTCOME_WINDOW_MS, () => this.closing);
     if ('error' in done)
       this.log.warn(
         { messageId: job.data.messageId, err: done.error.message },
