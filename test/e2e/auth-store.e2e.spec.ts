@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { parseConfig } from '@app/config';
@@ -86,5 +87,40 @@ describe.each(['redis', 's3'] as const)('the %s login store', (kind) => {
 
   it('refuses to store an empty archive', async () => {
     await expect(store.save('empty', Buffer.alloc(0))).rejects.toThrow(/empty/);
+  });
+});
+
+describe('an S3 store that stops answering', () => {
+  it('fails a read and an upload after the idle timeout instead of waiting for ever', async () => {
+    // Takes the connection, reads the request, answers nothing.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('data', () => undefined);
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    const archives = new S3AuthArchives(
+      parseConfig({
+        AUTH_STORE: 's3',
+        AUTH_S3_BUCKET: 'logins',
+        AUTH_S3_ENDPOINT: `http://127.0.0.1:${port}`,
+        AUTH_S3_FORCE_PATH_STYLE: 'true',
+        AUTH_S3_ACCESS_KEY_ID: 'id',
+        AUTH_S3_SECRET_ACCESS_KEY: 'secret',
+      }),
+      300,
+    );
+    try {
+      const began = Date.now();
+      await expect(archives.read('main', 'current')).rejects.toThrow();
+      await expect(archives.write('main', Buffer.from('a login'), 'sha')).rejects.toThrow();
+      // The SDK retries a timeout twice more: three tries of 300 ms each, and backoff.
+      expect(Date.now() - began).toBeLessThan(10_000);
+    } finally {
+      archives.close?.();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 });

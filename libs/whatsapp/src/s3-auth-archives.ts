@@ -11,17 +11,29 @@ import type { AppConfig } from '@app/config';
 import type { AuthArchiveCopy, AuthArchiveSlot } from '@app/status-store';
 import type { AuthArchives } from './auth-store.js';
 
+/**
+ * How long an S3 request may go without its connection being made, or without a byte moving
+ * once it is: the SDK waits for ever by default, and a store that stops answering mid-upload
+ * would hold a login's backups (each waits for the one before) for good.
+ */
+export const S3_IDLE_TIMEOUT_MS = 30_000;
+
 /** Login archives in any S3-compatible store: `<prefix><session>/current` and `/previous`. */
 export class S3AuthArchives implements AuthArchives {
   private readonly client: S3Client;
   private readonly bucket: string;
 
-  constructor(private readonly config: AppConfig) {
+  constructor(
+    private readonly config: AppConfig,
+    idleTimeoutMs = S3_IDLE_TIMEOUT_MS,
+  ) {
     this.bucket = config.AUTH_S3_BUCKET!;
     this.client = new S3Client({
       region: config.AUTH_S3_REGION,
       endpoint: config.AUTH_S3_ENDPOINT,
       forcePathStyle: config.AUTH_S3_FORCE_PATH_STYLE,
+      // An upload that is slow but moving is not cut: only one that moves nothing.
+      requestHandler: { connectionTimeout: idleTimeoutMs, socketTimeout: idleTimeoutMs },
       ...(config.AUTH_S3_ACCESS_KEY_ID
         ? {
             credentials: {
