@@ -162,11 +162,11 @@ end
 // from its key and applied in a second call, it would be lost if that call failed. The
 // session's engine send is recorded for pacing (as PacingRepository.recordSend). KEYS[1]
 // message, [2] engine-id map, [3] parked ack, [4] sent messages awaiting a server ack, [5] the
-// session's last send, [6] the record of a message written on the phone with this engine id
-// (read only with ARGV[15]); ARGV[7] fields (JSON, flat), [8] message id, [9] map ttl (ms), [10] now
-// (ms), [11] now (ISO), [12] '1' when a server ack is to be awaited (not for reactions,
-// deletions or a send found in the chat), [13] how long the last send is kept for pacing (ms,
-// 0: not recorded), [14] the parked ack's event id (as ARGV[3]), [15] '1' when the engine id
+// session's last send, [6] the record of a message written on the phone with this engine
+// id (read only with ARGV[15]); ARGV[7] fields (JSON, flat), [8] message id, [9] map ttl (ms),
+// [10] now (ms), [11] now (ISO), [12] '1' when a server ack is to be awaited (not for
+// reactions, deletions or a send found in the chat), [13] how long the last send is kept for
+// pacing (ms, 0: not recorded), [14] the parked ack's event id (as ARGV[3]), [15] '1' when the engine id
 // must be no other message's (a send found in the chat: the same content may have gone out
 // as another message of ours, or have been written on the phone). Returns the parked ack's
 // status when it moved the message on (delivered, read), 'taken' when the engine id is another

@@ -418,8 +418,8 @@ export class SessionManager
   }
 
   /**
-   * Hands sessions back while this worker holds more than its share: all at once when it is
-   * draining, else a few per round (each one costs its new owner a Chromium start), those that
+   * Hands sessions back while this worker holds more than its share: all of them when it is
+   * draining (DRAIN_CONCURRENCY at a time), else a few per round (each one costs its new owner a Chromium start), those that
    * lose least by moving first (sessionsToHandOver). The others are nudged so they take them
    * over at once.
    */

@@ -389,7 +389,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
    * fingerprints, and until when a message_create to that chat with one of them is taken for
    * ours (not one written on the phone). Each is taken by one message.
    */
-  private uncertainSends: { chatId: string; fingerprints: readonly string[]; until: number }[] = [];
+  private uncertainSends: UncertainSend[] = [];
   private readonly sendsInFlight = new Set<number>();
   private sendCount = 0;
   /** Media downloads running, and those waiting for a slot (memory: MEDIA_DOWNLOADS x cap). */

@@ -105,7 +105,13 @@ export class WebhookDeliveryService {
    * Redis), counted and logged.
    */
   private async dropBacklog(job: DeliveryJob, url: string): Promise<void> {
-    const dropped = await this.webhooks.dropBacklog(job, this.config.WEBHOOK_BACKLOG_MAX);
+    // Best effort: the attempt is recorded already, and the next failed one trims again.
+    const dropped = await this.webhooks
+      .dropBacklog(job, this.config.WEBHOOK_BACKLOG_MAX)
+      .catch((err: Error) => {
+        this.log.warn({ targetId: job.targetId, err: err.message }, 'webhook backlog not trimmed');
+        return [];
+      });
     if (dropped.length === 0) return;
     for (const eventType of dropped) this.metrics.webhookAttempt({ eventType }, 'dropped');
     this.log.warn(
