@@ -3,6 +3,7 @@ import { AppConfig } from '@app/config';
 import { retried } from '@app/common';
 import {
   IncomingRepository,
+  LeaseRepository,
   MessageRepository,
   SessionRepository,
   incomingMessageId,
@@ -26,6 +27,7 @@ export class EngineEventRecorder {
     private readonly sessions: SessionRepository,
     private readonly messages: MessageRepository,
     private readonly incoming: IncomingRepository,
+    private readonly leases: LeaseRepository,
     @Inject(WORKER_ID) private readonly workerId: string,
   ) {}
 
@@ -50,7 +52,12 @@ export class EngineEventRecorder {
     // write says what is true now.
     const written = await retried(
       async () => {
-        if (latest()) await this.sessions.setObserved(sessionId, state, this.workerId);
+        if (!latest()) return;
+        // Another worker drives the session now (this one stalled past its lease, and its
+        // engine is only now stopping): the state shown is that worker's, not this engine's.
+        const [holder] = await this.leases.holders([sessionId]);
+        if (holder && holder !== this.workerId) return;
+        await this.sessions.setObserved(sessionId, state, this.workerId);
       },
       Date.now() + RETRY_WINDOW_MS,
       () => !latest(),
