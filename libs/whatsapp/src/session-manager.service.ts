@@ -171,7 +171,8 @@ export class SessionManager
   private async registry(): Promise<SessionView[]> {
     const list = await this.sessions.list();
     if (list.some((session) => session.id === this.config.DEFAULT_SESSION_ID)) return list;
-    if ((await this.sessions.registerFound(this.config.DEFAULT_SESSION_ID)) !== 'registered')
+    // Registered by another worker meanwhile ('known'): this disk's logins are still missing.
+    if ((await this.sessions.registerFound(this.config.DEFAULT_SESSION_ID)) === 'deleted')
       return list;
     this.log.warn(
       { sessionId: this.config.DEFAULT_SESSION_ID },
@@ -332,12 +333,19 @@ export class SessionManager
     this.purgeFailed = false;
     this.fleet = placement.fleet;
     const observing = this.observeFleet(placement.lapsed > 0);
-    const list = await this.registry();
-    const registered = new Map(list.map((session) => [session.id, session]));
-    // Ours but unregistered behind our back (Redis flushed): stop driving it.
+    let list = await this.registry();
+    // Ours but unregistered behind our back: deleted (a purge leaves a tombstone), so no longer
+    // driven; or Redis lost its data, so registered again and still driven here (another
+    // worker may have brought the default session back first, and with it only its own disk's).
+    let restored = false;
     for (const sessionId of this.ownedSessionIds()) {
-      if (!registered.has(sessionId)) await this.release(sessionId);
+      if (list.some((session) => session.id === sessionId)) continue;
+      if ((await this.sessions.registerFound(sessionId)) === 'deleted')
+        await this.release(sessionId);
+      else restored = true;
     }
+    if (restored) list = await this.sessions.list();
+    const registered = new Map(list.map((session) => [session.id, session]));
     const share = fairShare(
       list.filter((session) => session.desired === 'running').length,
       placement,

@@ -222,6 +222,21 @@ describe('SessionManager', () => {
     await eventually(() => expect(engines.get(id)).not.toBe(old));
   });
 
+  it('keeps driving a session of its own that vanished from the registry without being deleted (Redis lost it), and registers it again', async () => {
+    const manager = app.get(SessionManager);
+    const redis = app.get<Redis>(REDIS);
+    const keys = app.get(RedisKeys);
+    const [id] = manager.ownedSessionIds().filter((owned) => owned !== 'main');
+    const engine = engines.get(id);
+    // Lost with Redis's data, while another worker already brought the default session back.
+    await redis.srem(keys.sessions(), id);
+    await redis.del(keys.session(id));
+    await manager.reconcile('all');
+    expect(manager.ownedSessionIds()).toContain(id);
+    expect(engines.get(id)).toBe(engine);
+    expect(await redis.sismember(keys.sessions(), id)).toBe(1);
+  });
+
   it('lets go of a session it stops though its lease cannot be handed back (it then expires)', async () => {
     const manager = app.get(SessionManager);
     const release = vi

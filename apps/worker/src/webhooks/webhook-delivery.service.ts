@@ -105,11 +105,15 @@ export class WebhookDeliveryService {
    * Redis), counted and logged.
    */
   private async dropBacklog(job: DeliveryJob, url: string): Promise<void> {
-    // Best effort: the attempt is recorded already, and the next failed one trims again.
+    // Best effort: the attempt is recorded already, and the next failed one trims again. (One
+    // that took deliveries off the line but failed to drop their records leaves them to expire.)
     const dropped = await this.webhooks
       .dropBacklog(job, this.config.WEBHOOK_BACKLOG_MAX)
       .catch((err: Error) => {
-        this.log.warn({ targetId: job.targetId, err: err.message }, 'webhook backlog not trimmed');
+        this.log.warn(
+          { targetId: job.targetId, err: err.message },
+          'webhook backlog not trimmed, or only in part',
+        );
         return [];
       });
     if (dropped.length === 0) return;
