@@ -2,7 +2,7 @@ import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { Queue, type QueueOptions } from 'bullmq';
 import { AppConfig } from '@app/config';
-import { REDIS, RedisKeys, SendIntake, SendQueueBell } from '@app/status-store';
+import { REDIS, RedisKeys, SendIntake, SendQueueBell, pipelineReplies } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import {
   JobName,
@@ -53,9 +53,16 @@ export class QueueProducer implements OnApplicationShutdown {
     return this.queue(WEBHOOK_QUEUE, this.keys.bullPrefix());
   }
 
-  /** Whether a worker holds the job's lock (an active job without one is its dead worker's). */
-  async isLocked(queue: Queue, jobId: string): Promise<boolean> {
-    return (await this.redis.exists(`${queue.toKey(jobId)}:lock`)) === 1;
+  /**
+   * The jobs among `jobIds` whose lock no worker holds (an active job without one is its dead
+   * worker's), in one round trip.
+   */
+  async unlocked(queue: Queue, jobIds: string[]): Promise<string[]> {
+    if (jobIds.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const id of jobIds) pipeline.exists(`${queue.toKey(id)}:lock`);
+    const held = await pipelineReplies(pipeline);
+    return jobIds.filter((_, i) => held[i] === 0);
   }
 
   /**

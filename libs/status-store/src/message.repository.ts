@@ -163,7 +163,7 @@ end
 // session's engine send is recorded for pacing (as PacingRepository.recordSend). KEYS[1]
 // message, [2] engine-id map, [3] parked ack, [4] sent messages awaiting a server ack, [5] the
 // session's last send, [6] the record of a message written on the phone with this engine
-// id (read only with ARGV[15]); ARGV[7] fields (JSON, flat), [8] message id, [9] map ttl (ms),
+// id (given and read only with ARGV[15]); ARGV[7] fields (JSON, flat), [8] message id, [9] map ttl (ms),
 // [10] now (ms), [11] now (ISO), [12] '1' when a server ack is to be awaited (not for
 // reactions, deletions or a send found in the chat), [13] how long the last send is kept for
 // pacing (ms, 0: not recorded), [14] the parked ack's event id (as ARGV[3]), [15] '1' when the engine id
@@ -747,7 +747,10 @@ export class MessageRepository implements BeforeApplicationShutdown {
         this.keys.pendingAck(record.sessionId, engineMessageId),
         this.keys.awaitingAck(shardOfId(record.id)),
         this.keys.lastSend(record.sessionId),
-        this.keys.incoming(incomingMessageId(record.sessionId, engineMessageId)),
+        // Read only for a send found in the chat: no hashing on every send's path.
+        ...(onlyIfFree
+          ? [this.keys.incoming(incomingMessageId(record.sessionId, engineMessageId))]
+          : []),
       ],
       [
         ...this.events.build(now),

@@ -93,15 +93,17 @@ export class ExpirySweeper {
     // In a worker's hand, its lock gone at two sweeps in a row (a live worker whose renewal
     // lapsed once, its event loop stalled, renews it again): that worker died, and only a
     // consumer of a READY session would put the job back.
-    const seen = this.unlocked.get(queue.toKey('')) ?? new Set<string>();
-    const unlocked = new Set<string>();
-    const orphaned = [];
-    for (const job of inHand) {
-      if (!job?.id || (await this.queues.isLocked(queue, job.id))) continue;
-      unlocked.add(job.id);
-      if (seen.has(job.id)) orphaned.push(job);
-    }
-    this.unlocked.set(queue.toKey(''), unlocked);
+    const memo = queue.toKey('');
+    const seen = this.unlocked.get(memo) ?? new Set<string>();
+    const unlocked = new Set(
+      await this.queues.unlocked(
+        queue,
+        inHand.flatMap((job) => (job?.id ? [job.id] : [])),
+      ),
+    );
+    const orphaned = inHand.filter((job) => job?.id && unlocked.has(job.id) && seen.has(job.id));
+    if (unlocked.size) this.unlocked.set(memo, unlocked);
+    else this.unlocked.delete(memo);
     for (const job of [...queued, ...orphaned]) {
       if (!job?.id) continue;
       // Queued less than MESSAGE_TTL_MS ago: it cannot have expired (no read needed).

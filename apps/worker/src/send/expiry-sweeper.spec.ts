@@ -30,7 +30,7 @@ describe('ExpirySweeper: jobs a worker had in hand', () => {
       moveIntake: vi.fn(async () => 0),
       queueFor: () => queue,
       withLegacyQueue: vi.fn(async () => undefined),
-      isLocked: vi.fn(async () => locked),
+      unlocked: vi.fn(async (_queue: Queue, ids: string[]) => (locked ? [] : ids)),
     };
     const messages = {
       get: vi.fn(async () => ({
