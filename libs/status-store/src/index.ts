@@ -18,6 +18,7 @@ export * from './session-state.js';
 export * from './session-calls.js';
 export * from './session.repository.js';
 export * from './worker.repository.js';
+export * from './redis-clock.js';
 export * from './idempotency.repository.js';
 export * from './lease.repository.js';
 export * from './pacing.repository.js';

@@ -7,6 +7,7 @@ import { REDIS } from './status-store.tokens.js';
 import { MessageRepository } from './message.repository.js';
 import { SessionRepository } from './session.repository.js';
 import { WorkerRepository } from './worker.repository.js';
+import { RedisClock } from './redis-clock.js';
 import { IdempotencyRepository } from './idempotency.repository.js';
 import { LeaseRepository } from './lease.repository.js';
 import { EventScriptArgs } from './event-script.js';
@@ -56,6 +57,7 @@ import { ShardLayout } from './shard-layout.js';
     MessageRepository,
     SessionRepository,
     WorkerRepository,
+    RedisClock,
     IdempotencyRepository,
     LeaseRepository,
     IncomingRepository,

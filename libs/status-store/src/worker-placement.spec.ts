@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { createRedis } from './redis-connection.js';
+import { RedisClock } from './redis-clock.js';
 import { RedisKeys } from './redis-keys.js';
 import { RedisSubscriber } from './redis-subscriber.js';
 import { DRAIN_FORGOTTEN_AFTER_STALE, WorkerRepository } from './worker.repository.js';
@@ -18,7 +19,7 @@ describe('WorkerRepository.placement and drains', () => {
     redis = createRedis(inject('redisUrl'), { name: 'placement-test' });
     subscriber = new RedisSubscriber({ REDIS_URL: inject('redisUrl') } as never);
     keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
-    workers = new WorkerRepository(redis, keys, subscriber);
+    workers = new WorkerRepository(redis, keys, subscriber, new RedisClock(redis));
   });
   afterAll(async () => {
     const left = await redis.keys(keys.pattern());
@@ -60,5 +61,27 @@ describe('WorkerRepository.placement and drains', () => {
     expect(placement.lapsed).toBe(1);
     expect(placement.live.has('w-cut-off')).toBe(false);
     expect(placement.live.has('w-live')).toBe(true);
+  });
+
+  it("judges beats by Redis's clock: a worker whose host runs an hour behind is live, and one an hour ahead is gone once it stops", async () => {
+    const real = Date.now.bind(Date);
+    const info = (id: string) =>
+      ({ id, host: 'h', pid: 1, version: '1', startedAt: '', sessions: [] }) as never;
+    try {
+      vi.spyOn(Date, 'now').mockImplementation(() => real() - 3_600_000);
+      await workers.beat(info('w-behind'), 60_000);
+      vi.spyOn(Date, 'now').mockImplementation(() => real() + 3_600_000);
+      await workers.beat(info('w-ahead'), 60_000);
+    } finally {
+      vi.restoreAllMocks();
+    }
+    const live = await workers.liveIds(STALE);
+    expect(live.has('w-behind')).toBe(true);
+    expect(await workers.anyLive(STALE)).toBe(true);
+    const listed = (await workers.listLive(STALE)).find((worker) => worker.id === 'w-ahead');
+    expect(Math.abs(Date.parse(listed!.lastBeatAt) - real())).toBeLessThan(1_000);
+    // The one ahead stops beating: it is gone once its beat is STALE old, not an hour later.
+    const at = Date.parse(listed!.lastBeatAt);
+    expect((await workers.placement('w-x', STALE, at + STALE + 1)).live.has('w-ahead')).toBe(false);
   });
 });

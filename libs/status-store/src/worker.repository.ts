@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { InvalidatedCache } from './invalidated-cache.js';
+import { RedisClock } from './redis-clock.js';
 import { RedisKeys } from './redis-keys.js';
 import { RedisSubscriber } from './redis-subscriber.js';
 import { REDIS } from './status-store.tokens.js';
@@ -24,7 +25,11 @@ export interface LiveWorker extends WorkerInfo {
   draining: boolean;
 }
 
-/** Worker heartbeats: the api asks here whether any worker is alive before accepting a send. */
+/**
+ * Worker heartbeats: the api asks here whether any worker is alive before accepting a send.
+ * Beats are written and judged by Redis's clock (RedisClock), never a host's own: `now`, where
+ * a method takes it, is for tests.
+ */
 @Injectable()
 export class WorkerRepository {
   /** The newest heartbeat (ms), kept a second at most and dropped when a worker leaves. */
@@ -34,16 +39,18 @@ export class WorkerRepository {
     @Inject(REDIS) private readonly redis: Redis,
     private readonly keys: RedisKeys,
     subscriber: RedisSubscriber,
+    private readonly clock: RedisClock,
   ) {
     this.newestBeat = new InvalidatedCache(subscriber, keys.changes('workers'), 1_000);
   }
 
   /**
-   * Whether any worker's heartbeat is newer than `liveSince` (ms): the send path's check,
-   * answered from the process while a heartbeat read within the second says yes (a worker
-   * that stops cleanly announces it); a no is always read again.
+   * Whether any worker beat within `staleAfterMs`: the send path's check, answered from the
+   * process while a heartbeat read within the second says yes (a worker that stops cleanly
+   * announces it); a no is always read again.
    */
-  async anyLive(liveSince: number): Promise<boolean> {
+  async anyLive(staleAfterMs: number): Promise<boolean> {
+    const liveSince = (await this.clock.now()) - staleAfterMs;
     const read = async () => {
       const [, score] = await this.redis.zrevrange(this.keys.workers(), 0, 0, 'WITHSCORES');
       return score === undefined ? 0 : Number(score);
@@ -59,7 +66,8 @@ export class WorkerRepository {
     return !fresh && (await read()) >= liveSince;
   }
 
-  async beat(info: WorkerInfo, ttlMs: number, now = Date.now()): Promise<void> {
+  async beat(info: WorkerInfo, ttlMs: number, at?: number): Promise<void> {
+    const now = at ?? (await this.clock.now());
     await this.redis
       .multi()
       .zadd(this.keys.workers(), now, info.id)
@@ -86,7 +94,8 @@ export class WorkerRepository {
   }
 
   /** Marks a worker draining (or not); returns false when no such worker is live. */
-  async setDraining(workerId: string, draining: boolean, staleAfterMs: number, now = Date.now()) {
+  async setDraining(workerId: string, draining: boolean, staleAfterMs: number, at?: number) {
+    const now = at ?? (await this.clock.now());
     const beat = await this.redis.zscore(this.keys.workers(), workerId);
     if (beat === null || Number(beat) < now - staleAfterMs) return false;
     if (draining) await this.redis.sadd(this.keys.drainingWorkers(), workerId);
@@ -101,7 +110,7 @@ export class WorkerRepository {
   async placement(
     workerId: string,
     staleAfterMs: number,
-    now = Date.now(),
+    at?: number,
   ): Promise<{
     takingWorkers: number;
     draining: boolean;
@@ -110,6 +119,7 @@ export class WorkerRepository {
     /** Other workers that beat lately, but not within `staleAfterMs`: gone, or cut off. */
     lapsed: number;
   }> {
+    const now = at ?? (await this.clock.now());
     // A drain is forgotten only when its worker has been silent far longer than it takes to
     // count as gone: a beat that merely looks stale (a Redis failover, a stall, a clock off by
     // seconds) must not undo it, or the drained worker would take sessions again.
@@ -144,15 +154,18 @@ export class WorkerRepository {
   }
 
   /** Ids of the workers whose heartbeat is fresh. */
-  async liveIds(staleAfterMs: number, now = Date.now()): Promise<Set<string>> {
+  async liveIds(staleAfterMs: number, at?: number): Promise<Set<string>> {
+    const now = at ?? (await this.clock.now());
     return new Set(await this.redis.zrangebyscore(this.keys.workers(), now - staleAfterMs, '+inf'));
   }
 
-  async countLive(staleAfterMs: number, now = Date.now()): Promise<number> {
+  async countLive(staleAfterMs: number, at?: number): Promise<number> {
+    const now = at ?? (await this.clock.now());
     return this.redis.zcount(this.keys.workers(), now - staleAfterMs, '+inf');
   }
 
-  async listLive(staleAfterMs: number, now = Date.now()): Promise<LiveWorker[]> {
+  async listLive(staleAfterMs: number, at?: number): Promise<LiveWorker[]> {
+    const now = at ?? (await this.clock.now());
     const entries = await this.redis.zrangebyscore(
       this.keys.workers(),
       now - staleAfterMs,

@@ -583,7 +583,7 @@ export class MessagesService {
   ): Promise<MessageRecord[]> {
     const sessionIds = [...new Set(prepared.map((item) => item.message.sessionId))];
     // No live worker: 503, unless a session does not exist (404 first, as always).
-    if (!(await this.workers.anyLive(Date.now() - this.config.workerStaleAfterMs))) {
+    if (!(await this.workers.anyLive(this.config.workerStaleAfterMs))) {
       const missing = await this.messages.sessionNotTakingSends(sessionIds);
       refuse(missing ? 'NO_SESSION' : 'NO_WORKER', missing ?? sessionIds[0]);
     }

@@ -1,0 +1,66 @@
+import type { Redis } from 'ioredis';
+import { inject } from 'vitest';
+import { createRedis } from './redis-connection.js';
+import { REDIS_CLOCK_RESYNC_MS, RedisClock } from './redis-clock.js';
+
+const HOUR = 3_600_000;
+
+describe('RedisClock', () => {
+  let redis: Redis;
+
+  beforeAll(() => {
+    redis = createRedis(inject('redisUrl'), { name: 'redis-clock-test' });
+  });
+  afterAll(async () => {
+    await redis.quit();
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    vi.useRealTimers();
+  });
+
+  const redisNow = async () => {
+    const [seconds, micros] = await redis.time();
+    return Number(seconds) * 1000 + Number(micros) / 1000;
+  };
+
+  it("tells Redis's time, not the host's, and a step of the host's clock changes nothing", async () => {
+    const real = Date.now.bind(Date);
+    vi.spyOn(Date, 'now').mockImplementation(() => real() - HOUR);
+    const clock = new RedisClock(redis);
+    expect(Math.abs((await clock.now()) - (await redisNow()))).toBeLessThan(250);
+    // The host's clock jumps two hours ahead.
+    vi.spyOn(Date, 'now').mockImplementation(() => real() + HOUR);
+    expect(Math.abs((await clock.now()) - (await redisNow()))).toBeLessThan(250);
+  });
+
+  it('reads Redis once, then carries that forward until it is REDIS_CLOCK_RESYNC_MS old, and keeps it when a new reading fails', async () => {
+    vi.useFakeTimers({ toFake: ['performance'] });
+    const time = vi.spyOn(redis, 'time');
+    const clock = new RedisClock(redis);
+    const first = await clock.now();
+    expect(await clock.now()).toBe(first);
+    vi.advanceTimersByTime(1_000);
+    expect(await clock.now()).toBe(first + 1_000);
+    expect(time).toHaveBeenCalledTimes(1);
+
+    // Redis is out of reach when the reading gets old: the last one is carried forward.
+    time.mockRejectedValueOnce(new Error('Connection is closed.'));
+    vi.advanceTimersByTime(REDIS_CLOCK_RESYNC_MS);
+    expect(await clock.now()).toBe(first + 1_000 + REDIS_CLOCK_RESYNC_MS);
+    expect(time).toHaveBeenCalledTimes(2);
+    // The next call reads again, and from then on counts from the new reading.
+    time.mockResolvedValueOnce([2_000_000_000, 0]);
+    await clock.now();
+    expect(time).toHaveBeenCalledTimes(3);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(await clock.now()).toBe(2_000_000_000_000);
+  });
+
+  it('fails, rather than guess from the host clock, when Redis cannot be read the first time', async () => {
+    const clock = new RedisClock(redis);
+    vi.spyOn(redis, 'time').mockRejectedValueOnce(new Error('Connection is closed.'));
+    await expect(clock.now()).rejects.toThrow('Connection is closed.');
+    expect(Math.abs((await clock.now()) - (await redisNow()))).toBeLessThan(250);
+  });
+});

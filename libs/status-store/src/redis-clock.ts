@@ -1,0 +1,52 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import { REDIS } from './status-store.tokens.js';
+
+/** How long one reading of Redis's clock is carried forward before it is read again. */
+export const REDIS_CLOCK_RESYNC_MS = 30_000;
+
+/**
+ * Redis's clock (ms since the epoch), the one clock every process of a fleet shares: the
+ * workers' heartbeats are written and judged by it, so a host whose own clock is off (no NTP,
+ * a VM resumed from a snapshot) neither looks dead to the others while it runs nor keeps
+ * looking alive after it died. Read with TIME (the middle of the round trip counts as its
+ * moment) and carried forward on the monotonic clock until it is read again, so a step of
+ * the local clock changes nothing.
+ */
+@Injectable()
+export class RedisClock {
+  private base?: { redisMs: number; monotonicMs: number };
+  private reading?: Promise<void>;
+
+  constructor(@Inject(REDIS) private readonly redis: Redis) {}
+
+  /**
+   * Now, by Redis's clock. The first call reads it (and fails while Redis is out of reach);
+   * later ones carry the last reading forward, reading again in the background once it is
+   * REDIS_CLOCK_RESYNC_MS old.
+   */
+  async now(): Promise<number> {
+    if (!this.base) await this.read();
+    else if (performance.now() - this.base.monotonicMs > REDIS_CLOCK_RESYNC_MS)
+      void this.read().catch(() => undefined);
+    const base = this.base!;
+    return Math.round(base.redisMs + (performance.now() - base.monotonicMs));
+  }
+
+  private read(): Promise<void> {
+    this.reading ??= (async () => {
+      try {
+        const sent = performance.now();
+        const [seconds, micros] = await this.redis.time();
+        const received = performance.now();
+        this.base = {
+          redisMs: Number(seconds) * 1000 + Number(micros) / 1000,
+          monotonicMs: (sent + received) / 2,
+        };
+      } finally {
+        this.reading = undefined;
+      }
+    })();
+    return this.reading;
+  }
+}
