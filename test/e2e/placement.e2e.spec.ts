@@ -1,13 +1,33 @@
 import type { ChildProcess } from 'node:child_process';
 import { eventually } from '../support/eventually.js';
-import { useStack } from '../support/stack.js';
+import { useStack, type Stack } from '../support/stack.js';
 import { exited, spawnWorker } from '../support/worker-process.js';
 
 const SESSIONS = ['main', 'p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p7'];
 
-describe('placement: an even share per worker, and drain', () => {
+/** Eight sessions (registered before the tests), and worker processes spawned for the describe. */
+function placementStack() {
   const workers: ChildProcess[] = [];
+  const stack = useStack(
+    { WORKER_HEARTBEAT_MS: '300', SESSION_START_CONCURRENCY: '4' },
+    { worker: false },
+  );
+  beforeAll(async () => {
+    for (const id of SESSIONS.slice(1)) await stack.call('POST', '/api/v1/sessions', { id });
+  });
+  afterAll(async () => {
+    for (const child of workers) if (child.exitCode === null) child.kill('SIGKILL');
+    await Promise.all(workers.map(exited));
+  });
+  const start = (env: Record<string, string> = {}) => {
+    const child = spawnWorker({ ...stack.env, ...env });
+    workers.push(child);
+    return child;
+  };
+  return { stack, start, ...placementLooks(stack) };
+}
 
+function placementLooks(stack: Stack) {
   const holdersByWorker = async (): Promise<Map<string, string[]>> => {
     const byWorker = new Map<string, string[]>();
     for (const id of SESSIONS) {
@@ -30,29 +50,20 @@ describe('placement: an even share per worker, and drain', () => {
         expect({ id, status: status.status }).toEqual({ id, status: 'READY' });
       }
     }, 30_000);
+  return { holdersByWorker, workerIdOf, allReady };
+}
 
-  const stack = useStack(
-    { WORKER_HEARTBEAT_MS: '300', SESSION_START_CONCURRENCY: '4' },
-    { worker: false },
-  );
-  beforeAll(async () => {
-    for (const id of SESSIONS.slice(1)) await stack.call('POST', '/api/v1/sessions', { id });
-  });
-  afterAll(async () => {
-    for (const child of workers) if (child.exitCode === null) child.kill('SIGKILL');
-    await Promise.all(workers.map(exited));
-  });
+describe('placement: an even share per worker, and drain', () => {
+  const { stack, start, holdersByWorker, workerIdOf, allReady } = placementStack();
 
   it('spreads sessions evenly when a worker joins, and moves them all off a drained worker', async () => {
-    const first = spawnWorker(stack.env);
-    workers.push(first);
+    const first = start();
     const firstId = await workerIdOf(first);
     await allReady();
     expect((await holdersByWorker()).get(firstId)).toHaveLength(SESSIONS.length);
 
     // A second worker: the first hands sessions over until each holds its share (4 of 8).
-    const second = spawnWorker(stack.env);
-    workers.push(second);
+    const second = start();
     const secondId = await workerIdOf(second);
     await eventually(async () => {
       const byWorker = await holdersByWorker();
@@ -106,6 +117,40 @@ describe('placement: an even share per worker, and drain', () => {
     const malformed = await stack.call('POST', `/api/v1/workers/${'x'.repeat(300)}/drain`);
     expect(malformed.status).toBe(400);
   });
+});
+
+describe("placement within each worker's WORKER_MAX_SESSIONS", () => {
+  const { stack, start, holdersByWorker, workerIdOf, allReady } = placementStack();
+
+  it('shares out what a worker with a lower cap cannot take: every session is driven', async () => {
+    const capped = start({ WORKER_MAX_SESSIONS: '1' });
+    const cappedId = await workerIdOf(capped);
+    const second = start();
+    const secondId = await workerIdOf(second);
+    const third = start();
+    const thirdId = await workerIdOf(third);
+    // 8 sessions, caps 1, 50 and 50: the two take 4 each at most (an even 3 each, as if the
+    // capped one took its third, would leave one undriven).
+    const spread = async () => {
+      const byWorker = await holdersByWorker();
+      expect(byWorker.get(cappedId)).toHaveLength(1);
+      expect(byWorker.get(secondId)?.length ?? 0).toBeLessThanOrEqual(4);
+      expect(byWorker.get(thirdId)?.length ?? 0).toBeLessThanOrEqual(4);
+      expect([...byWorker.values()].flat()).toHaveLength(SESSIONS.length);
+    };
+    await eventually(spread, 30_000);
+    await allReady();
+    // And it stays so: not a moment on the way (ten heartbeats later, nothing was let go).
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    await spread();
+    await allReady();
+    const listed = (await stack.call('GET', '/api/v1/workers')).body.data as {
+      id: string;
+      maxSessions: number;
+    }[];
+    expect(listed.find((worker) => worker.id === cappedId)?.maxSessions).toBe(1);
+    expect(listed.find((worker) => worker.id === secondId)?.maxSessions).toBe(50);
+  }, 120_000);
 });
 
 describe('drain and the send in its turn', () => {

@@ -215,6 +215,10 @@ export class RedisKeys {
   worker(workerId: string): string {
     return `${this.root}:worker:${workerId}`;
   }
+  /** Hash of each worker's WORKER_MAX_SESSIONS (id -> number), read by placement. */
+  workerCaps(): string {
+    return `${this.root}:workers:caps`;
+  }
   /** When the session's last engine send ended (Redis server time, ms): pacing across owners. */
   lastSend(sessionId: string): string {
     return this.ofSession('last-send', sessionId);

@@ -17,9 +17,13 @@ export interface WorkerInfo {
   startedAt: string;
   /** Sessions this worker drives, as of its last beat. */
   sessions: string[];
+  /** The most sessions it drives (its WORKER_MAX_SESSIONS): the others' shares keep to it. */
+  maxSessions?: number;
 }
 
-export interface LiveWorker extends WorkerInfo {
+export interface LiveWorker extends Omit<WorkerInfo, 'maxSessions'> {
+  /** Null for a worker of a version that did not say. */
+  maxSessions: number | null;
   lastBeatAt: string;
   /** Asked to hand its sessions to the others: it holds none and takes none. */
   draining: boolean;
@@ -68,15 +72,20 @@ export class WorkerRepository {
 
   async beat(info: WorkerInfo, ttlMs: number, at?: number): Promise<void> {
     const now = at ?? (await this.clock.now());
-    await this.redis
+    const { maxSessions, ...shown } = info;
+    const beat = this.redis
       .multi()
       .zadd(this.keys.workers(), now, info.id)
       .hset(this.keys.worker(info.id), {
-        ...info,
+        ...shown,
         pid: String(info.pid),
         sessions: JSON.stringify(info.sessions),
+        ...(maxSessions === undefined ? {} : { maxSessions: String(maxSessions) }),
       })
-      .pexpire(this.keys.worker(info.id), ttlMs)
+      .pexpire(this.keys.worker(info.id), ttlMs);
+    // Where placement reads every worker's in one command (forgotten with the worker).
+    if (maxSessions !== undefined) beat.hset(this.keys.workerCaps(), info.id, maxSessions);
+    await beat
       // Forget workers dead for long, so the set does not grow with every restart.
       .zremrangebyscore(this.keys.workers(), '-inf', now - 24 * 3600_000)
       .exec();
@@ -88,6 +97,7 @@ export class WorkerRepository {
       .zrem(this.keys.workers(), workerId)
       .del(this.keys.worker(workerId))
       .srem(this.keys.drainingWorkers(), workerId)
+      .hdel(this.keys.workerCaps(), workerId)
       .exec();
     this.newestBeat.forget('*');
     await this.redis.publish(this.keys.changes('workers'), '*');
@@ -104,8 +114,9 @@ export class WorkerRepository {
   }
 
   /**
-   * What placement needs, in one round trip: how many live workers take sessions, and whether
-   * `workerId` is draining. Draining workers left behind by a crash are forgotten here.
+   * What placement needs, in one round trip: how many live workers take sessions, each one's
+   * WORKER_MAX_SESSIONS, and whether `workerId` is draining. Drains and caps left behind by a
+   * crash are forgotten here.
    */
   async placement(
     workerId: string,
@@ -113,6 +124,8 @@ export class WorkerRepository {
     at?: number,
   ): Promise<{
     takingWorkers: number;
+    /** WORKER_MAX_SESSIONS of the other workers that take sessions (undefined: not said). */
+    otherCaps: (number | undefined)[];
     draining: boolean;
     fleet: string;
     live: Set<string>;
@@ -124,22 +137,39 @@ export class WorkerRepository {
     // count as gone: a beat that merely looks stale (a Redis failover, a stall, a clock off by
     // seconds) must not undo it, or the drained worker would take sessions again.
     const forgetBefore = now - DRAIN_FORGOTTEN_AFTER_STALE * staleAfterMs;
-    const [live, draining, recent] = (await this.redis
+    const [live, draining, recent, caps] = (await this.redis
       .multi()
       .zrangebyscore(this.keys.workers(), now - staleAfterMs, '+inf')
       .smembers(this.keys.drainingWorkers())
       .zrangebyscore(this.keys.workers(), forgetBefore, '+inf')
-      .exec()) as [[Error | null, string[]], [Error | null, string[]], [Error | null, string[]]];
+      .hgetall(this.keys.workerCaps())
+      .exec()) as [
+      [Error | null, string[]],
+      [Error | null, string[]],
+      [Error | null, string[]],
+      [Error | null, Record<string, string>],
+    ];
     const drainingIds = new Set(draining[1]);
     const liveIds = new Set(live[1]);
     const recentIds = new Set(recent[1]);
     const gone = [...drainingIds].filter((id) => !recentIds.has(id));
-    if (gone.length) await this.redis.srem(this.keys.drainingWorkers(), ...gone);
+    const capsGone = Object.keys(caps[1]).filter((id) => !recentIds.has(id));
+    if (gone.length || capsGone.length) {
+      const forget = this.redis.multi();
+      if (gone.length) forget.srem(this.keys.drainingWorkers(), ...gone);
+      if (capsGone.length) forget.hdel(this.keys.workerCaps(), ...capsGone);
+      await forget.exec();
+    }
     // This worker counts even before its first heartbeat is written.
     liveIds.add(workerId);
     const taking = [...liveIds].filter((id) => !drainingIds.has(id)).sort();
+    const capOf = (id: string) => {
+      const cap = Number(caps[1][id]);
+      return Number.isInteger(cap) && cap >= 0 ? cap : undefined;
+    };
     return {
       takingWorkers: taking.length,
+      otherCaps: taking.filter((id) => id !== workerId).map(capOf),
       draining: drainingIds.has(workerId),
       // Which workers take sessions: when it changes, sessions may need to move.
       fleet: taking.join(' '),
@@ -183,6 +213,7 @@ export class WorkerRepository {
         version: hash.version ?? '',
         startedAt: hash.startedAt ?? '',
         sessions: parseSessions(hash.sessions),
+        maxSessions: hash.maxSessions === undefined ? null : Number(hash.maxSessions),
         lastBeatAt: new Date(Number(entries[i + 1])).toISOString(),
         draining: draining.has(entries[i]),
       });

@@ -724,16 +724,35 @@ type ReconcileScope = 'all' | 'owned';
 
 /**
  * How many running sessions this worker should drive: an even share of the fleet among the
- * live workers that take sessions (itself included), within WORKER_MAX_SESSIONS; none while
- * it drains.
+ * live workers that take sessions (itself included), each within its own WORKER_MAX_SESSIONS
+ * (`maxSessions` is this worker's; `otherCaps` the others', this one's where not said), so
+ * what a worker with a lower cap cannot take is shared by the rest; none while it drains.
+ * The share is the lowest level that, every worker filling up to it or to its cap, drives
+ * every session (or, when the fleet cannot, every worker's cap).
  */
 export function fairShare(
   runningSessions: number,
-  placement: { takingWorkers: number; draining: boolean },
+  placement: { takingWorkers: number; otherCaps?: (number | undefined)[]; draining: boolean },
   maxSessions: number,
 ): number {
   if (placement.draining) return 0;
-  return Math.min(maxSessions, Math.ceil(runningSessions / Math.max(1, placement.takingWorkers)));
+  const others = placement.otherCaps ?? [];
+  const caps = [
+    maxSessions,
+    ...Array.from(
+      { length: Math.max(0, placement.takingWorkers - 1) },
+      (_, i) => others[i] ?? maxSessions,
+    ),
+  ];
+  const driven = (level: number) => caps.reduce((sum, cap) => sum + Math.min(cap, level), 0);
+  let low = 0;
+  let high = Math.max(...caps);
+  while (low < high) {
+    const level = Math.floor((low + high) / 2);
+    if (driven(level) >= runningSessions) high = level;
+    else low = level + 1;
+  }
+  return Math.min(maxSessions, low);
 }
 
 /**

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
 import { Test } from '@nestjs/testing';
 import { inject, vi } from 'vitest';
@@ -366,6 +367,62 @@ describe('fairShare', () => {
 
   it('is nothing while the worker drains', () => {
     expect(fairShare(7, { takingWorkers: 1, draining: true }, 50)).toBe(0);
+  });
+
+  it("shares out what a worker with a lower WORKER_MAX_SESSIONS cannot take, keeping to each one's", () => {
+    // 12 sessions, three workers, one of them capped at 2: the other two take 5 each.
+    const placement = (otherCaps: number[]) => ({
+      takingWorkers: otherCaps.length + 1,
+      otherCaps,
+      draining: false,
+    });
+    expect(fairShare(12, placement([2, 50]), 50)).toBe(5);
+    expect(fairShare(12, placement([50, 50]), 2)).toBe(2);
+    // A worker of a version that did not say counts as this one's cap.
+    expect(
+      fairShare(12, { takingWorkers: 3, otherCaps: [undefined, 2], draining: false }, 50),
+    ).toBe(5);
+    // More sessions than the fleet can drive: each takes up to its own cap.
+    expect(fairShare(200, placement([2, 10]), 50)).toBe(50);
+  });
+
+  it('drives every session the fleet has room for, each worker within its cap, and no worker takes more than an even share allows', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 60 }), { minLength: 1, maxLength: 8 }),
+        fc.integer({ min: 0, max: 300 }),
+        (caps, running) => {
+          const shares = caps.map((cap, i) =>
+            fairShare(
+              running,
+              {
+                takingWorkers: caps.length,
+                otherCaps: caps.filter((_, j) => j !== i),
+                draining: false,
+              },
+              cap,
+            ),
+          );
+          const total = shares.reduce((sum, share) => sum + share, 0);
+          const room = caps.reduce((sum, cap) => sum + cap, 0);
+          expect(total).toBeGreaterThanOrEqual(Math.min(running, room));
+          shares.forEach((share, i) => expect(share).toBeLessThanOrEqual(caps[i]));
+          // Workers below their caps all have the same share (the level), and it is the
+          // lowest that drives every session: one less would leave some undriven.
+          const level = Math.max(...shares);
+          shares.forEach((share, i) => expect(share).toBe(Math.min(caps[i], level)));
+          if (level > 0 && total >= running)
+            expect(caps.reduce((sum, cap) => sum + Math.min(cap, level - 1), 0)).toBeLessThan(
+              running,
+            );
+          // All caps the same: the even share of before, ceil(running / workers) within the cap.
+          if (caps.every((cap) => cap === caps[0]))
+            shares.forEach((share) =>
+              expect(share).toBe(Math.min(caps[0], Math.ceil(running / caps.length))),
+            );
+        },
+      ),
+    );
   });
 });
 

@@ -19,6 +19,14 @@ export class WorkerDto implements LiveWorker {
     description: 'Sessions this worker drives, as of its last heartbeat',
   })
   sessions: string[];
+  @ApiProperty({
+    type: Number,
+    nullable: true,
+    example: 50,
+    description:
+      'The most sessions it drives (its WORKER_MAX_SESSIONS): the others share out what it cannot take. Null for a worker of a version that did not say',
+  })
+  maxSessions: number | null;
   @ApiProperty({ example: '2026-11-24T10:00:00.000Z' })
   lastBeatAt: string;
   @ApiProperty({

@@ -27,6 +27,7 @@ export class HeartbeatService {
       pid: process.pid,
       version: appVersion(),
       startedAt: new Date().toISOString(),
+      maxSessions: config.WORKER_MAX_SESSIONS,
     };
   }
 
