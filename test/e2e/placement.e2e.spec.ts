@@ -1,4 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { eventually } from '../support/eventually.js';
 import { useStack, type Stack } from '../support/stack.js';
 import { exited, spawnWorker } from '../support/worker-process.js';
@@ -150,6 +153,50 @@ describe("placement within each worker's WORKER_MAX_SESSIONS", () => {
     }[];
     expect(listed.find((worker) => worker.id === cappedId)?.maxSessions).toBe(1);
     expect(listed.find((worker) => worker.id === secondId)?.maxSessions).toBe(50);
+  }, 120_000);
+});
+
+describe('a worker whose sessions cannot start (its Chromium does not launch)', () => {
+  const { stack, start, holdersByWorker, workerIdOf, allReady } = placementStack();
+
+  it('hands them back to the others and takes none: every session ends up READY on the healthy worker', async () => {
+    const healthy = start();
+    const healthyId = await workerIdOf(healthy);
+    await allReady();
+    // A second host where Chromium fails to launch (the real engine, a binary that exits at
+    // once), with a disk of its own.
+    const broken = start({
+      WA_ENGINE: 'wwebjs',
+      PUPPETEER_EXECUTABLE_PATH: '/bin/false',
+      WWEBJS_DATA_DIR: mkdtempSync(join(tmpdir(), 'broken-worker-')),
+    });
+    const brokenId = await workerIdOf(broken);
+    // It took its share, failed to start it, and handed it back.
+    await eventually(async () => {
+      const listed = (await stack.call('GET', '/api/v1/workers')).body.data as {
+        id: string;
+        maxSessions: number;
+        startsFailing: boolean;
+      }[];
+      expect(listed.find((worker) => worker.id === brokenId)).toMatchObject({
+        startsFailing: true,
+        maxSessions: 0,
+      });
+    }, 30_000);
+    await eventually(async () => {
+      const byWorker = await holdersByWorker();
+      expect(byWorker.get(healthyId)).toHaveLength(SESSIONS.length);
+    }, 30_000);
+    await allReady();
+    // And it stays so.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect((await holdersByWorker()).get(healthyId)).toHaveLength(SESSIONS.length);
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      sessionId: 'p5',
+      to: '4915123456789',
+      text: 'after the broken worker stepped back',
+    });
+    await stack.waitForStatus(sent.body.data.id, ['sent', 'delivered', 'read'], 20_000);
   }, 120_000);
 });
 

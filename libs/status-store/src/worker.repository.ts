@@ -17,13 +17,19 @@ export interface WorkerInfo {
   startedAt: string;
   /** Sessions this worker drives, as of its last beat. */
   sessions: string[];
-  /** The most sessions it drives (its WORKER_MAX_SESSIONS): the others' shares keep to it. */
+  /**
+   * The most sessions it takes now (its WORKER_MAX_SESSIONS, or fewer while its sessions fail
+   * to start there): the others' shares keep to it.
+   */
   maxSessions?: number;
+  /** Its sessions fail to start there (Chromium): it hands them over and takes none. */
+  startsFailing?: boolean;
 }
 
-export interface LiveWorker extends Omit<WorkerInfo, 'maxSessions'> {
+export interface LiveWorker extends Omit<WorkerInfo, 'maxSessions' | 'startsFailing'> {
   /** Null for a worker of a version that did not say. */
   maxSessions: number | null;
+  startsFailing: boolean;
   lastBeatAt: string;
   /** Asked to hand its sessions to the others: it holds none and takes none. */
   draining: boolean;
@@ -72,7 +78,7 @@ export class WorkerRepository {
 
   async beat(info: WorkerInfo, ttlMs: number, at?: number): Promise<void> {
     const now = at ?? (await this.clock.now());
-    const { maxSessions, ...shown } = info;
+    const { maxSessions, startsFailing, ...shown } = info;
     const beat = this.redis
       .multi()
       .zadd(this.keys.workers(), now, info.id)
@@ -81,6 +87,7 @@ export class WorkerRepository {
         pid: String(info.pid),
         sessions: JSON.stringify(info.sessions),
         ...(maxSessions === undefined ? {} : { maxSessions: String(maxSessions) }),
+        startsFailing: startsFailing ? '1' : '0',
       })
       .pexpire(this.keys.worker(info.id), ttlMs);
     // Where placement reads every worker's in one command (forgotten with the worker).
@@ -214,6 +221,7 @@ export class WorkerRepository {
         startedAt: hash.startedAt ?? '',
         sessions: parseSessions(hash.sessions),
         maxSessions: hash.maxSessions === undefined ? null : Number(hash.maxSessions),
+        startsFailing: hash.startsFailing === '1',
         lastBeatAt: new Date(Number(entries[i + 1])).toISOString(),
         draining: draining.has(entries[i]),
       });

@@ -21,6 +21,7 @@ import { decide, decideDriven, type Decision } from './reconciler.js';
 import { EngineFactory } from './engine-factory.js';
 import { SandboxEngine } from './sandbox.engine.js';
 import { StartGate } from './start-gate.js';
+import { StartHealth } from './start-health.js';
 import { EngineRegistry } from './engine-registry.js';
 import { EngineEventRecorder } from './engine-event-recorder.js';
 import { sessionDir } from './session-paths.js';
@@ -81,6 +82,10 @@ export class SessionManager
     this.emit(ready ? 'ready' : 'unready', sessionId),
   );
   private readonly starts: StartGate;
+  /** Whether sessions start here at all: this worker steps back while they do not. */
+  private readonly health: StartHealth;
+  /** Whether another live worker took sessions at the last full pass. */
+  private othersTake = false;
   private timer?: NodeJS.Timeout;
   private reconciling?: Promise<void>;
   /** The kind of reconciliation asked for while one ran: it runs next. */
@@ -130,6 +135,20 @@ export class SessionManager
   ) {
     super();
     this.starts = new StartGate(config.SESSION_START_CONCURRENCY, START_SLOT_MS);
+    this.health = new StartHealth(config.WORKER_MAX_SESSIONS);
+  }
+
+  /**
+   * The most sessions this worker takes now: WORKER_MAX_SESSIONS, or fewer while its sessions
+   * fail to start (StartHealth). Its heartbeat tells the others, whose shares grow to match.
+   */
+  capacity(): number {
+    return this.health.cap();
+  }
+
+  /** Its sessions fail to start here: it hands them to the others and takes none for now. */
+  startsFailing(): boolean {
+    return this.health.steppedBack();
   }
 
   /**
@@ -332,6 +351,8 @@ export class SessionManager
     this.ticksSinceFull = 0;
     this.purgeFailed = false;
     this.fleet = placement.fleet;
+    this.othersTake = placement.takingWorkers - (placement.draining ? 0 : 1) > 0;
+    this.reviewStarts();
     const observing = this.observeFleet(placement.lapsed > 0);
     let list = await this.registry();
     // Ours but unregistered behind our back: deleted (a purge leaves a tombstone), so no longer
@@ -349,7 +370,7 @@ export class SessionManager
     const share = fairShare(
       list.filter((session) => session.desired === 'running').length,
       placement,
-      this.config.WORKER_MAX_SESSIONS,
+      this.health.cap(),
     );
     const shed = await this.shedTo(share, placement.draining);
     const holders = await this.leases.holders([...registered.keys()]);
@@ -658,6 +679,7 @@ export class SessionManager
   ) {
     const engine = this.engines.remove(sessionId);
     if (!engine) return;
+    this.health.forget(sessionId);
     this.stopping.add(sessionId);
     this.starts.passed(sessionId);
     try {
@@ -687,7 +709,23 @@ export class SessionManager
       'session state',
     );
     this.engines.settle(sessionId, engine);
+    if (this.engines.isCurrent(sessionId, engine)) {
+      this.health.report(sessionId, state.status, state.lastError);
+      if (state.status === 'FAILED' && this.reviewStarts()) void this.reconcile('all');
+    }
     await this.recorder.state(sessionId, state);
+  }
+
+  /** Steps back when sessions fail to start here (StartHealth); true when it just did. */
+  private reviewStarts(): boolean {
+    const back = this.health.review(this.othersTake);
+    if (!back) return false;
+    this.unsettled = true;
+    this.log.error(
+      { sessions: back.failedSessions, lastError: back.lastError, forMs: back.forMs },
+      'sessions fail to start on this worker (none has started here): handing them to the other workers and taking none for now',
+    );
+    return true;
   }
 
   private async onAck(

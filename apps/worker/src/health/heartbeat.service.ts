@@ -13,7 +13,7 @@ import { SessionManager, WORKER_ID } from '@app/whatsapp';
 export class HeartbeatService {
   private readonly log = new Logger(HeartbeatService.name);
   private timer?: NodeJS.Timeout;
-  private readonly info: Omit<WorkerInfo, 'sessions'>;
+  private readonly info: Omit<WorkerInfo, 'sessions' | 'maxSessions' | 'startsFailing'>;
 
   constructor(
     private readonly config: AppConfig,
@@ -27,7 +27,6 @@ export class HeartbeatService {
       pid: process.pid,
       version: appVersion(),
       startedAt: new Date().toISOString(),
-      maxSessions: config.WORKER_MAX_SESSIONS,
     };
   }
 
@@ -57,7 +56,12 @@ export class HeartbeatService {
   private async beat(): Promise<void> {
     try {
       await this.workers.beat(
-        { ...this.info, sessions: this.sessions.ownedSessionIds() },
+        {
+          ...this.info,
+          sessions: this.sessions.ownedSessionIds(),
+          maxSessions: this.sessions.capacity(),
+          startsFailing: this.sessions.startsFailing(),
+        },
         this.config.workerStaleAfterMs,
       );
     } catch (err) {
