@@ -2,11 +2,13 @@ import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { createRedis } from './redis-connection.js';
 import { REDIS_CLOCK_RESYNC_MS, RedisClock } from './redis-clock.js';
+import { RedisKeys } from './redis-keys.js';
 
 const HOUR = 3_600_000;
 
 describe('RedisClock', () => {
   let redis: Redis;
+  const keys = new RedisKeys('clock-test');
 
   beforeAll(() => {
     redis = createRedis(inject('redisUrl'), { name: 'redis-clock-test' });
@@ -27,7 +29,7 @@ describe('RedisClock', () => {
   it("tells Redis's time, not the host's, and a step of the host's clock changes nothing", async () => {
     const real = Date.now.bind(Date);
     vi.spyOn(Date, 'now').mockImplementation(() => real() - HOUR);
-    const clock = new RedisClock(redis);
+    const clock = new RedisClock(redis, keys);
     expect(Math.abs((await clock.now()) - (await redisNow()))).toBeLessThan(250);
     // The host's clock jumps two hours ahead.
     vi.spyOn(Date, 'now').mockImplementation(() => real() + HOUR);
@@ -36,8 +38,9 @@ describe('RedisClock', () => {
 
   it('reads Redis once, then carries that forward until it is REDIS_CLOCK_RESYNC_MS old, and keeps it when a new reading fails', async () => {
     vi.useFakeTimers({ toFake: ['performance'] });
-    const time = vi.spyOn(redis, 'time');
-    const clock = new RedisClock(redis);
+    // The clock is read by a script on the heartbeats' key (its node's clock, with a Cluster).
+    const time = vi.spyOn(redis, 'evalsha');
+    const clock = new RedisClock(redis, keys);
     const first = await clock.now();
     expect(await clock.now()).toBe(first);
     vi.advanceTimersByTime(1_000);
@@ -49,8 +52,9 @@ describe('RedisClock', () => {
     vi.advanceTimersByTime(REDIS_CLOCK_RESYNC_MS);
     expect(await clock.now()).toBe(first + 1_000 + REDIS_CLOCK_RESYNC_MS);
     expect(time).toHaveBeenCalledTimes(2);
+    await new Promise((resolve) => setImmediate(resolve));
     // The next call reads again, and from then on counts from the new reading.
-    time.mockResolvedValueOnce([2_000_000_000, 0]);
+    time.mockResolvedValueOnce(['2000000000', '0']);
     await clock.now();
     expect(time).toHaveBeenCalledTimes(3);
     await new Promise((resolve) => setImmediate(resolve));
@@ -58,8 +62,8 @@ describe('RedisClock', () => {
   });
 
   it('fails, rather than guess from the host clock, when Redis cannot be read the first time', async () => {
-    const clock = new RedisClock(redis);
-    vi.spyOn(redis, 'time').mockRejectedValueOnce(new Error('Connection is closed.'));
+    const clock = new RedisClock(redis, keys);
+    vi.spyOn(redis, 'evalsha').mockRejectedValueOnce(new Error('Connection is closed.'));
     await expect(clock.now()).rejects.toThrow('Connection is closed.');
     expect(Math.abs((await clock.now()) - (await redisNow()))).toBeLessThan(250);
   });

@@ -1,6 +1,12 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+import { LuaScript } from './event-script.js';
+import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
+
+// TIME by way of a key: with Redis Cluster, the clock of the node that holds the heartbeats
+// (a plain TIME goes to any master, each with its own clock).
+const TIME = new LuaScript(`return redis.call('TIME')`);
 
 /** How long one reading of Redis's clock is carried forward before it is read again. */
 export const REDIS_CLOCK_RESYNC_MS = 30_000;
@@ -18,7 +24,10 @@ export class RedisClock {
   private base?: { redisMs: number; monotonicMs: number };
   private reading?: Promise<void>;
 
-  constructor(@Inject(REDIS) private readonly redis: Redis) {}
+  constructor(
+    @Inject(REDIS) private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+  ) {}
 
   /**
    * Now, by Redis's clock. The first call reads it (and fails while Redis is out of reach);
@@ -37,7 +46,10 @@ export class RedisClock {
     this.reading ??= (async () => {
       try {
         const sent = performance.now();
-        const [seconds, micros] = await this.redis.time();
+        const [seconds, micros] = (await TIME.run(this.redis, [this.keys.workers()], [])) as [
+          number,
+          number,
+        ];
         const received = performance.now();
         this.base = {
           redisMs: Number(seconds) * 1000 + Number(micros) / 1000,

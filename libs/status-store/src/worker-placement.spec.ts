@@ -19,7 +19,7 @@ describe('WorkerRepository.placement and drains', () => {
     redis = createRedis(inject('redisUrl'), { name: 'placement-test' });
     subscriber = new RedisSubscriber({ REDIS_URL: inject('redisUrl') } as never);
     keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
-    workers = new WorkerRepository(redis, keys, subscriber, new RedisClock(redis));
+    workers = new WorkerRepository(redis, keys, subscriber, new RedisClock(redis, keys));
   });
   afterAll(async () => {
     const left = await redis.keys(keys.pattern());
@@ -83,5 +83,25 @@ describe('WorkerRepository.placement and drains', () => {
     // The one ahead stops beating: it is gone once its beat is STALE old, not an hour later.
     const at = Date.parse(listed!.lastBeatAt);
     expect((await workers.placement('w-x', STALE, at + STALE + 1)).live.has('w-ahead')).toBe(false);
+  });
+
+  it("reads the others' caps, and a cap that changes changes the fleet (so every worker reshares at once)", async () => {
+    const now = Date.now();
+    const info = (id: string, maxSessions?: number) =>
+      ({ id, host: 'h', pid: 1, version: '1', startedAt: '', sessions: [], maxSessions }) as never;
+    await workers.beat(info('cap-a', 50), 60_000, now);
+    await workers.beat(info('cap-b', 3), 60_000, now);
+    await workers.beat(info('cap-old'), 60_000, now);
+    const before = await workers.placement('cap-a', STALE, now);
+    // Of the others, in id order: cap-b said 3, cap-old (an older version) said nothing.
+    const others = [...before.live].filter((id) => id !== 'cap-a').sort();
+    const capOf = new Map(others.map((id, i) => [id, before.otherCaps[i]]));
+    expect(capOf.get('cap-b')).toBe(3);
+    expect(capOf.get('cap-old')).toBeUndefined();
+    // cap-b steps back (its sessions do not start): nothing else changes but its cap.
+    await workers.beat(info('cap-b', 0), 60_000, now);
+    const after = await workers.placement('cap-a', STALE, now);
+    expect(after.takingWorkers).toBe(before.takingWorkers);
+    expect(after.fleet).not.toBe(before.fleet);
   });
 });

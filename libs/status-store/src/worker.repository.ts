@@ -178,8 +178,8 @@ export class WorkerRepository {
       takingWorkers: taking.length,
       otherCaps: taking.filter((id) => id !== workerId).map(capOf),
       draining: drainingIds.has(workerId),
-      // Which workers take sessions: when it changes, sessions may need to move.
-      fleet: taking.join(' '),
+      // Which workers take sessions, and how many each: when it changes, sessions may move.
+      fleet: taking.map((id) => `${id}=${capOf(id) ?? ''}`).join(' '),
       live: liveIds,
       lapsed: [...recentIds].filter((id) => id !== workerId && !liveIds.has(id)).length,
     };

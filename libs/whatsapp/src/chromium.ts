@@ -40,6 +40,20 @@ export async function findChromium(options: FindChromiumOptions = {}): Promise<s
   return null;
 }
 
+/**
+ * Whether a session's FAILED reason says Chromium itself did not launch (what this host lacks,
+ * not what the session holds): no binary, one that exits at once (Puppeteer's "Failed to launch
+ * the browser process", a missing library, a sandbox it cannot make), one that never answers.
+ */
+export function isBrowserLaunchFailure(reason: string | null | undefined): boolean {
+  return (
+    !!reason &&
+    /Failed to launch the browser process|Browser was not found|waiting for the WS endpoint URL|^PUPPETEER_EXECUTABLE_PATH is set to .* not an executable file|^no Chromium found/.test(
+      reason,
+    )
+  );
+}
+
 /** The session's FAILED reason when findChromium found nothing. */
 export function chromiumNotFoundMessage(configured?: string): string {
   if (configured) {

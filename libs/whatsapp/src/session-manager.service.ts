@@ -22,6 +22,7 @@ import { EngineFactory } from './engine-factory.js';
 import { SandboxEngine } from './sandbox.engine.js';
 import { StartGate } from './start-gate.js';
 import { StartHealth } from './start-health.js';
+import { isBrowserLaunchFailure } from './chromium.js';
 import { EngineRegistry } from './engine-registry.js';
 import { EngineEventRecorder } from './engine-event-recorder.js';
 import { sessionDir } from './session-paths.js';
@@ -42,6 +43,8 @@ export interface SessionManagerEvents {
   received: [sessionId: string];
   /** A delivered or read ack for one of our messages. */
   ack: [sessionId: string, status: 'delivered' | 'read'];
+  /** The most sessions this worker takes changed (its sessions stopped or began to start). */
+  capacity: [maxSessions: number];
 }
 
 /**
@@ -351,7 +354,8 @@ export class SessionManager
     this.ticksSinceFull = 0;
     this.purgeFailed = false;
     this.fleet = placement.fleet;
-    this.othersTake = placement.takingWorkers - (placement.draining ? 0 : 1) > 0;
+    // Another worker that takes sessions and has room (not stepped back itself).
+    this.othersTake = placement.otherCaps.some((cap) => cap === undefined || cap > 0);
     this.reviewStarts();
     const observing = this.observeFleet(placement.lapsed > 0);
     let list = await this.registry();
@@ -623,7 +627,12 @@ export class SessionManager
       await engine.start();
       return true;
     } catch (err) {
-      await this.onState(sessionId, engine, { status: 'FAILED', lastError: toError(err).message });
+      await this.onState(
+        sessionId,
+        engine,
+        { status: 'FAILED', lastError: toError(err).message },
+        true,
+      );
       return false;
     }
   }
@@ -697,6 +706,8 @@ export class SessionManager
     sessionId: string,
     engine: WhatsAppEngine,
     state: ObservedSession,
+    /** FAILED because start() threw: the engine could not start at all. */
+    startThrew = false,
   ): Promise<void> {
     // A replaced engine's late events (a STOPPED from the old one) must not overwrite the new one's.
     if (!this.engines.isCurrent(sessionId, engine) && state.status !== 'STOPPED') return;
@@ -710,8 +721,15 @@ export class SessionManager
     );
     this.engines.settle(sessionId, engine);
     if (this.engines.isCurrent(sessionId, engine)) {
-      this.health.report(sessionId, state.status, state.lastError);
+      const capacity = this.health.cap();
+      this.health.report(
+        sessionId,
+        state.status,
+        startThrew || isBrowserLaunchFailure(state.lastError),
+        state.lastError,
+      );
       if (state.status === 'FAILED' && this.reviewStarts()) void this.reconcile('all');
+      if (this.health.cap() !== capacity) this.emit('capacity', this.health.cap());
     }
     await this.recorder.state(sessionId, state);
   }

@@ -1,4 +1,7 @@
+import { isBrowserLaunchFailure } from './chromium.js';
 import { STEP_BACK_MAX_MS, STEP_BACK_MS, StartHealth } from './start-health.js';
+
+const LAUNCH = 'Failed to launch the browser process:  Code: 127';
 
 describe('StartHealth', () => {
   let now = 0;
@@ -7,15 +10,15 @@ describe('StartHealth', () => {
     now = 1_000;
   });
 
-  it('steps back (cap 0) when a session failed and none started here, while other workers take sessions', () => {
+  it('steps back (cap 0) when Chromium did not launch and no session started here, while other workers take sessions', () => {
     const h = health();
-    h.report('a', 'STARTING');
-    h.report('a', 'FAILED', 'Failed to launch the browser process');
-    h.report('b', 'FAILED', 'Failed to launch the browser process!');
+    h.report('a', 'STARTING', false);
+    h.report('a', 'FAILED', true, LAUNCH);
+    h.report('b', 'FAILED', true, `${LAUNCH}!`);
     expect(h.cap()).toBe(50);
     expect(h.review(true)).toEqual({
       failedSessions: ['a', 'b'],
-      lastError: 'Failed to launch the browser process!',
+      lastError: `${LAUNCH}!`,
       forMs: STEP_BACK_MS,
     });
     expect(h.steppedBack()).toBe(true);
@@ -24,40 +27,48 @@ describe('StartHealth', () => {
     expect(h.review(true)).toBeNull();
   });
 
-  it('keeps trying its own sessions when no other worker takes any', () => {
+  it('keeps trying its own sessions when no other worker takes any (alone, or the others stepped back)', () => {
     const h = health();
-    h.report('a', 'FAILED', 'no Chromium');
+    h.report('a', 'FAILED', true, LAUNCH);
     expect(h.review(false)).toBeNull();
+    expect(h.cap()).toBe(50);
+  });
+
+  it('does not step back for failures that are not Chromium launching: no other worker would do better', () => {
+    const h = health();
+    // A login that will not restore, WhatsApp Web not loading, a profile in use.
+    h.report('a', 'FAILED', false, 'RemoteAuth: could not restore the session: S3 timed out');
+    h.report('b', 'FAILED', false, 'the start watchdog gave up after 180000 ms');
+    expect(h.review(true)).toBeNull();
     expect(h.cap()).toBe(50);
   });
 
   it('keeps a session that fails where others started: the session is at fault, not the worker', () => {
     const h = health();
-    h.report('good', 'QR');
-    h.report('good', 'READY');
-    h.report('bad', 'FAILED', 'profile in use');
+    h.report('good', 'QR', false);
+    h.report('good', 'READY', false);
+    h.report('bad', 'FAILED', true, LAUNCH);
     expect(h.review(true)).toBeNull();
-    expect(h.cap()).toBe(50);
     // A session that started here and failed later counts as started.
     h.forget('bad');
-    h.report('good', 'FAILED', 'crashed');
+    h.report('good', 'FAILED', true, LAUNCH);
     expect(h.review(true)).toBeNull();
   });
 
-  it('tries one session after the step back, takes its share once one starts, and steps back for twice as long while none does', () => {
+  it('takes its share again after the step back, and steps back for twice as long while Chromium still does not launch', () => {
     const h = health();
-    h.report('a', 'FAILED', 'x');
+    h.report('a', 'FAILED', true, LAUNCH);
     expect(h.review(true)?.forMs).toBe(STEP_BACK_MS);
     // The failed one is handed over.
     h.forget('a');
     now += STEP_BACK_MS;
     expect(h.steppedBack()).toBe(false);
-    expect(h.cap()).toBe(1);
-    h.report('b', 'FAILED', 'x');
+    expect(h.cap()).toBe(50);
+    h.report('b', 'FAILED', true, LAUNCH);
     expect(h.review(true)?.forMs).toBe(2 * STEP_BACK_MS);
     h.forget('b');
     now += 2 * STEP_BACK_MS;
-    h.report('c', 'FAILED', 'x');
+    h.report('c', 'FAILED', true, LAUNCH);
     expect(h.review(true)?.forMs).toBe(4 * STEP_BACK_MS);
     // Never longer than STEP_BACK_MAX_MS.
     for (let i = 0; i < 10; i++) {
@@ -66,23 +77,45 @@ describe('StartHealth', () => {
     }
     h.forget('c');
     now += STEP_BACK_MAX_MS;
-    expect(h.cap()).toBe(1);
-    h.report('d', 'QR');
+    h.report('d', 'QR', false);
     expect(h.cap()).toBe(50);
     // Started once: the next trouble begins again from STEP_BACK_MS.
     h.forget('d');
-    h.report('e', 'FAILED', 'x');
+    h.report('e', 'FAILED', true, LAUNCH);
     expect(h.review(true)?.forMs).toBe(STEP_BACK_MS);
   });
 
   it('a session that starts while it is stepped back ends the step back', () => {
     const h = health();
-    h.report('a', 'FAILED', 'x');
+    h.report('a', 'FAILED', true, LAUNCH);
     h.review(true);
     expect(h.cap()).toBe(0);
     // The engine's own retry got Chromium up before the session was handed over.
-    h.report('a', 'QR');
+    h.report('a', 'QR', false);
     expect(h.steppedBack()).toBe(false);
     expect(h.cap()).toBe(50);
+  });
+});
+
+describe('isBrowserLaunchFailure', () => {
+  it("knows Puppeteer's and our own words for a Chromium that did not launch, and nothing else", () => {
+    for (const reason of [
+      'Failed to launch the browser process:  Code: 1\n\nstderr:\n',
+      'Failed to launch the browser process!\n[0101/000000.000:FATAL:zygote_host_impl_linux.cc] No usable sandbox!',
+      'Browser was not found at the configured executablePath (/nonexistent/chrome)',
+      'Timed out after 30000 ms while waiting for the WS endpoint URL to appear in stdout!',
+      'PUPPETEER_EXECUTABLE_PATH is set to /opt/chrome, which is not an executable file; point it at a Chromium or Chrome binary',
+      'no Chromium found: set PUPPETEER_EXECUTABLE_PATH to a Chromium or Chrome binary, or install one of chromium on the PATH',
+    ])
+      expect(isBrowserLaunchFailure(reason), reason).toBe(true);
+    for (const reason of [
+      null,
+      undefined,
+      '',
+      'net::ERR_NAME_NOT_RESOLVED at https://web.whatsapp.com/',
+      "the session's Chromium profile is in use by live process 42",
+      'Navigation timeout of 0 ms exceeded',
+    ])
+      expect(isBrowserLaunchFailure(reason), String(reason)).toBe(false);
   });
 });

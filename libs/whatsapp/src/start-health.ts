@@ -11,40 +11,45 @@ const STARTED: ReadonlySet<SessionStatus> = new Set(
 );
 
 /**
- * Whether sessions start on this worker at all. A worker none of whose sessions got past
- * starting, with one FAILED (its Chromium does not launch: a missing library, a full disk, no
- * memory), steps back while other workers take sessions: it takes none (its cap is 0, so the
- * fair share hands its sessions to the others, the failed first) for STEP_BACK_MS, doubled at
- * each step back until one starts (STEP_BACK_MAX_MS at most). Then it tries one session
- * (cap 1): started, it takes its full share again; failed, it steps back for longer. A session
- * that fails everywhere (its own login is broken) moves at most once per worker that has none
- * started, and stays FAILED on a worker whose other sessions run.
+ * Whether Chromium launches on this worker. A worker where it did not launch for a session,
+ * and no session has started since it took them, steps back while other workers take
+ * sessions: it takes none (its cap is 0, so the fair share hands its sessions to the others,
+ * the failed first) for STEP_BACK_MS, twice as long at each step back until a session starts
+ * (STEP_BACK_MAX_MS at most), then takes its share again. Only launch failures count (a
+ * failure at WhatsApp Web, a login that will not restore, a profile in use are the session's
+ * or the network's, and no other worker would do better), and a session that started here
+ * once is past them.
  */
 export class StartHealth {
   /** Sessions whose engine here got past starting. */
   private readonly started = new Set<string>();
-  /** Sessions whose engine here failed without ever getting past starting. */
+  /** Sessions whose Chromium here did not launch, with why. */
   private readonly failed = new Map<string, string | null>();
   private backUntil = 0;
   private backMs = STEP_BACK_MS;
-  /** Stepped back before, and no session has started since: one at a time. */
-  private trying = false;
 
   constructor(
     private readonly maxSessions: number,
     private readonly now: () => number = () => performance.now(),
   ) {}
 
-  /** A state the session's current engine reported. */
-  report(sessionId: string, status: SessionStatus, lastError?: string | null): void {
+  /**
+   * A state the session's current engine reported; `launchFailed` when it is FAILED because
+   * the engine could not start at all (Chromium did not launch).
+   */
+  report(
+    sessionId: string,
+    status: SessionStatus,
+    launchFailed: boolean,
+    why?: string | null,
+  ): void {
     if (STARTED.has(status)) {
       this.started.add(sessionId);
       this.failed.delete(sessionId);
       this.backUntil = 0;
       this.backMs = STEP_BACK_MS;
-      this.trying = false;
-    } else if (status === 'FAILED' && !this.started.has(sessionId))
-      this.failed.set(sessionId, lastError ?? null);
+    } else if (status === 'FAILED' && launchFailed && !this.started.has(sessionId))
+      this.failed.set(sessionId, why ?? null);
   }
 
   /** The session's engine here is gone (stopped, handed over, lease lost). */
@@ -54,8 +59,9 @@ export class StartHealth {
   }
 
   /**
-   * Steps back when no session started here, one failed, and `othersTake` (another live worker
-   * takes sessions: alone, this worker keeps trying its own). Returns what to log when it did.
+   * Steps back when Chromium did not launch here and no session started, if `othersTake`
+   * (another live worker takes sessions: alone, or with every other stepped back or full, this
+   * worker keeps trying its own). Returns what to log when it did.
    */
   review(
     othersTake: boolean,
@@ -65,7 +71,6 @@ export class StartHealth {
     const forMs = this.backMs;
     this.backUntil = this.now() + forMs;
     this.backMs = Math.min(STEP_BACK_MAX_MS, this.backMs * 2);
-    this.trying = true;
     return {
       failedSessions: [...this.failed.keys()],
       lastError: [...this.failed.values()].at(-1) ?? null,
@@ -79,7 +84,6 @@ export class StartHealth {
 
   /** The most sessions this worker takes now (what it tells the others with its heartbeat). */
   cap(): number {
-    if (this.steppedBack()) return 0;
-    return this.trying ? Math.min(1, this.maxSessions) : this.maxSessions;
+    return this.steppedBack() ? 0 : this.maxSessions;
   }
 }

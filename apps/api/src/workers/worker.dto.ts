@@ -24,13 +24,13 @@ export class WorkerDto implements LiveWorker {
     nullable: true,
     example: 50,
     description:
-      'The most sessions it takes now: its WORKER_MAX_SESSIONS, or 0 (then 1, to try again) while its sessions fail to start there. The others share out what it cannot take. Null for a worker of a version that did not say',
+      'The most sessions it takes now: its WORKER_MAX_SESSIONS, or 0 while it steps back (startsFailing). The others share out what it cannot take. Null for a worker of a version that did not say',
   })
   maxSessions: number | null;
   @ApiProperty({
     example: false,
     description:
-      'Its sessions fail to start there (Chromium does not launch: a missing library, a full disk, no memory): it hands them to the other workers and takes none for a while (1 minute, doubled while starts keep failing, 30 at most), then tries one. Its log says why',
+      'Chromium does not launch there (a missing library, a bad binary, no memory): it hands its sessions to the other workers and takes none for a while (1 minute, doubled each time until a session starts there, 30 at most), then takes its share again. Its log says why',
   })
   startsFailing: boolean;
   @ApiProperty({ example: '2026-11-24T10:00:00.000Z' })

@@ -30,7 +30,11 @@ export class HeartbeatService {
     };
   }
 
+  /** Beats at once when the most sessions it takes changes: the others reshare without delay. */
+  private readonly onCapacity = () => void this.beat();
+
   async start(): Promise<void> {
+    this.sessions.on('capacity', this.onCapacity);
     await this.beat();
     this.timer = setInterval(() => void this.beat(), this.config.WORKER_HEARTBEAT_MS);
   }
@@ -50,6 +54,7 @@ export class HeartbeatService {
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    this.sessions.off('capacity', this.onCapacity);
     await this.workers.remove(this.info.id).catch(() => undefined);
   }
 
