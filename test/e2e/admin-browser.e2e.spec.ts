@@ -199,6 +199,14 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     await page.waitForSelector('text=send-browser', { timeout: 15_000 });
     await page.screenshot({ path: join(ARTIFACTS, '07-queues.png'), fullPage: true });
 
+    // The workers page: the stack's worker, taking sessions, with its Drain button.
+    await page.goto(`${stack.url}/admin/workers`);
+    expect(await page.locator('[data-worker] [data-bind="state"]').first().textContent()).toBe(
+      'taking sessions',
+    );
+    expect(await page.locator('[data-worker] button').first().textContent()).toBe('Drain');
+    await page.screenshot({ path: join(ARTIFACTS, '14-workers.png'), fullPage: true });
+
     // Swagger UI still renders under its own policy, with the admin routes.
     await page.goto(`${stack.url}/docs`);
     await page.waitForSelector('#operations-tag-admin', { timeout: 15_000 });
@@ -359,6 +367,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     for (const [path, name] of [
       ['/admin', '09-phone-sessions.png'],
       ['/admin/sessions/main', '10-phone-session.png'],
+      ['/admin/workers', '15-phone-workers.png'],
     ]) {
       await page.goto(stack.url + path);
       // Nothing wider than the screen: no sideways scrolling.

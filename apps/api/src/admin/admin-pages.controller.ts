@@ -15,6 +15,8 @@ import {
   SetActiveSessionDto,
 } from '../sessions/session-commands.dto.js';
 import { SessionsService } from '../sessions/sessions.service.js';
+import type { WorkerDto } from '../workers/worker.dto.js';
+import { WorkersService } from '../workers/workers.service.js';
 import { AdminAccess, CSRF_FIELD } from './admin-access.service.js';
 import { AdminAuth } from './admin-auth.decorator.js';
 import { AdminPageFilter } from './admin-page.filter.js';
@@ -55,6 +57,7 @@ export class AdminPagesController {
     private readonly config: AppConfig,
     private readonly audit: AuditRepository,
     private readonly apiKeys: ApiKeys,
+    private readonly workers: WorkersService,
   ) {}
 
   @Get()
@@ -132,6 +135,36 @@ export class AdminPagesController {
       nav: 'audit',
       entries,
       retentionDays: Math.round(this.config.AUDIT_RETENTION_MS / 86_400_000),
+    });
+  }
+
+  @Get('workers')
+  async workersPage(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
+    this.page(req, res, 'workers', {
+      title: 'Workers',
+      nav: 'workers',
+      workers: (await this.workers.listLive()).map((worker) => ({
+        ...worker,
+        ...workerState(worker),
+      })),
+      heartbeatSeconds: this.config.WORKER_HEARTBEAT_MS / 1000,
+      staleSeconds: this.config.workerStaleAfterMs / 1000,
+    });
+  }
+
+  @Post('workers/:id/drain')
+  async drain(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
+    await this.act(req, res, '/admin/workers', async () => {
+      await this.workers.setDraining(id, true);
+      return `Worker ${id} is draining: its sessions move to the other workers`;
+    });
+  }
+
+  @Post('workers/:id/undrain')
+  async undrain(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
+    await this.act(req, res, '/admin/workers', async () => {
+      await this.workers.setDraining(id, false);
+      return `Worker ${id} takes sessions again`;
     });
   }
 
@@ -336,6 +369,31 @@ function takeFlash(req: FastifyRequest, res: FastifyReply): Flash | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A worker's state on the workers page: its badge, and what it means when not plain. */
+function workerState(worker: WorkerDto): {
+  tone: string;
+  stateText: string;
+  hint?: string;
+  capText?: string;
+} {
+  const capText = worker.maxSessions === null ? undefined : `of at most ${worker.maxSessions}`;
+  if (worker.draining)
+    return {
+      tone: 'wait',
+      stateText: 'draining',
+      hint: 'Hands its sessions to the others and takes none.',
+      capText,
+    };
+  if (worker.startsFailing)
+    return {
+      tone: 'bad',
+      stateText: 'starts failing',
+      hint: 'Sessions do not start here (Chromium does not launch): it hands them to the others and tries again later. Its log says why.',
+      capText,
+    };
+  return { tone: 'ok', stateText: 'taking sessions', capText };
 }
 
 function sessionPage(id: string): string {

@@ -10,6 +10,7 @@ import { InboxService } from '../inbox/inbox.service.js';
 import { MessagesService } from '../messages/messages.service.js';
 import { SessionsService } from '../sessions/sessions.service.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
+import { WorkersService } from '../workers/workers.service.js';
 import { AuthFailures } from '../auth/auth-failures.service.js';
 import { AuditInterceptor, AuditWriter } from '../audit/audit.interceptor.js';
 import { ApiKeys } from '../auth/api-keys.service.js';
@@ -64,6 +65,7 @@ export class AdminModule {
         MessagesService,
         InboxService,
         WebhooksService,
+        WorkersService,
       ],
     };
   }
