@@ -1077,6 +1077,30 @@ describe('WwebjsEngine incoming messages', () => {
     await h.engine.stop();
   });
 
+  it('emits what WhatsApp hands the client while it closes (a received message, an ack): the next client will not be handed them again', async () => {
+    const h = harness({ destroyTimeoutMs: 10_000 });
+    const client = await startReady(h);
+    let destroying!: () => void;
+    // Closing takes a while (a login backed up, Chromium shutting down); meanwhile it hears.
+    client.destroy.mockImplementation(async () => {
+      destroying();
+      await new Promise((done) => setTimeout(done, 2_000));
+    });
+    const destroyStarted = new Promise<void>((resolve) => (destroying = resolve));
+    const stopped = h.engine.stop();
+    await destroyStarted;
+    client.emit('message', received('WHILE', { body: 'where is my order?' }));
+    client.emit('message_ack', { id: { _serialized: `true_${CHAT}_MINE`, fromMe: true } }, 3);
+    await vi.advanceTimersByTimeAsync(2_000);
+    await stopped;
+    expect(h.messages.map((message) => message.engineMessageId)).toEqual([`false_${CHAT}_WHILE`]);
+    expect(h.acks).toContainEqual([`true_${CHAT}_MINE`, 'read']);
+    // Once destroyed, nothing more.
+    client.emit('message', received('AFTER', { body: 'after stop' }));
+    await settle();
+    expect(h.messages).toHaveLength(1);
+  });
+
   it('emits a received message already arriving when it stops, but not a held one of its own (it may be ours), nor any after', async () => {
     const h = harness();
     const client = await startReady(h);

@@ -370,6 +370,12 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private backingUp?: ClientLike;
   /** Bumped whenever the current client is given up; callbacks of older clients compare it. */
   private attempt = 0;
+  /**
+   * Attempts whose client is given up but not yet destroyed (a stop backing its login up, a
+   * restart): what WhatsApp hands them meanwhile (received messages, reactions, acks) still
+   * counts, as WhatsApp will not hand it over again to the next client.
+   */
+  private readonly closing = new Set<number>();
   private running = false;
   private status: SessionStatus = 'STOPPED';
   private consecutiveFailures = 0;
@@ -844,14 +850,14 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     });
 
     client.on('message_ack', (msg: WwebjsMessageLike, ack: number) => {
-      if (attempt !== this.attempt || !(msg?.id?.fromMe ?? msg?.fromMe)) return;
+      if (!this.hears(attempt) || !(msg?.id?.fromMe ?? msg?.fromMe)) return;
       const status = ackStatus(ack);
       if (status) this.emit('ack', msg.id._serialized, status);
     });
 
     client.on('message', (msg: WwebjsMessageLike) => {
       // Our own messages arrive through message_create only.
-      if (attempt !== this.attempt || (msg.fromMe ?? msg.id.fromMe) || isStatus(msg)) return;
+      if (!this.hears(attempt) || (msg.fromMe ?? msg.id.fromMe) || isStatus(msg)) return;
       this.enqueue(msg.from ?? '', () => this.toIncoming(client, msg, false));
     });
 
@@ -872,7 +878,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     });
 
     client.on('message_reaction', (reaction: WwebjsReactionLike) => {
-      if (attempt !== this.attempt) return;
+      if (!this.hears(attempt)) return;
       const chatId = widOf(reaction.msgId?.remote) ?? widOf(reaction.id?.remote) ?? '';
       if (chatId === STATUS_BROADCAST) return;
       this.enqueue(chatId, () => this.toReaction(client, reaction, chatId));
@@ -1184,8 +1190,19 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     await this.dropClient();
   }
 
+  /**
+   * Whether what a client of `attempt` reports about messages counts: the current client's, or
+   * one given up but still there (`closing`). Its own sends written on the phone
+   * (message_create) are not among them: while it closes, one may be ours.
+   */
+  private hears(attempt: number): boolean {
+    return attempt === this.attempt || this.closing.has(attempt);
+  }
+
   /** Invalidates the current client and destroys it; returns the new attempt number. */
   private async dropClient(): Promise<number> {
+    const given = this.attempt;
+    this.closing.add(given);
     const mine = ++this.attempt;
     this.clearTimers();
     // Chains of the old client finish on their own (a download then fails: the message is
@@ -1195,18 +1212,46 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     this.pairingCode = null;
     const client = this.client;
     this.client = undefined;
-    if (client) await this.destroyClient(client);
+    try {
+      if (client) await this.destroyClient(client);
+    } finally {
+      this.closing.delete(given);
+    }
     return mine;
   }
 
   /** stop() and logout(): no client, no timers, no restart, and nothing left in flight. */
   private async shutDown(before?: (client: ClientLike) => Promise<void>): Promise<void> {
     const client = this.client;
+    const given = this.attempt;
     this.running = false;
+    // What the client hears until it is destroyed still counts (`closing`).
+    this.closing.add(given);
     this.attempt++;
     this.clearTimers();
     // Messages already arriving are finished, their media downloaded while the client is still
     // there, and emitted: WhatsApp will not hand them over again. Not for ever.
+    await this.finishArriving();
+    this.client = undefined;
+    try {
+      if (client) {
+        await before?.(client);
+        await this.destroyClient(client);
+      }
+    } finally {
+      this.closing.delete(given);
+    }
+    // Those that arrived while its login was backed up or it closed (their media, if any, can
+    // no longer be downloaded: emitted with the error).
+    await this.finishArriving();
+    // A launch still inside initialize() ends once its browser is gone; wait, but not forever.
+    await withTimeout(Promise.allSettled([...this.pending]), this.settings.destroyTimeoutMs).catch(
+      () => undefined,
+    );
+  }
+
+  /** Waits for the messages being processed to be emitted, ARRIVING_WAIT_MS at most. */
+  private async finishArriving(): Promise<void> {
     const arriving = [...this.chatQueues.values()];
     this.chatQueues.clear();
     if (arriving.length)
@@ -1214,15 +1259,6 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         Promise.allSettled(arriving),
         Math.min(ARRIVING_WAIT_MS, this.settings.destroyTimeoutMs),
       ).catch(() => undefined);
-    this.client = undefined;
-    if (client) {
-      await before?.(client);
-      await this.destroyClient(client);
-    }
-    // A launch still inside initialize() ends once its browser is gone; wait, but not forever.
-    await withTimeout(Promise.allSettled([...this.pending]), this.settings.destroyTimeoutMs).catch(
-      () => undefined,
-    );
   }
 
   private destroyClient(client: ClientLike): Promise<void> {
