@@ -25,6 +25,11 @@ export function webhookTargetId(scope: WebhookTarget['scope'], url: string): str
   return `${scope === 'global' ? 'g' : 's'}${createHash('sha256').update(url).digest('hex').slice(0, 12)}`;
 }
 
+/** Whether a target id is of one of WEBHOOK_URLS (webhookTargetId 'global'). */
+export function isGlobalTargetId(targetId: string): boolean {
+  return targetId.startsWith('g');
+}
+
 // A delivery is done (delivered or failed for good): it leaves the head of its chain and the
 // next one, if any, becomes the head (the caller adds its job; should it crash first, the
 // sweeper finds a head without a job). Only the head can leave: a repeated call is a no-op.

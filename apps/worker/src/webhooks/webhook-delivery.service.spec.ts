@@ -113,4 +113,45 @@ describe('a delivery on its last attempt', () => {
     expect(webhooks.markFailed).not.toHaveBeenCalled();
     expect(webhooks.markRetrying).toHaveBeenCalled();
   });
+
+  it('waits, retrying, on a target of WEBHOOK_URLS this worker lacks (the process that made the delivery has it), and fails it only after WEBHOOK_MAX_ATTEMPTS', async () => {
+    const { delivery, webhooks, sender } = lastAttempt({});
+    const global = { ...CHAIN, targetId: 'g0123456789ab' };
+    webhooks.delivery.mockResolvedValue({
+      id: 'evt_1_g0123456789ab',
+      status: 'pending',
+      sessionId: 'main',
+      targetId: 'g0123456789ab',
+      eventId: 'evt_1',
+    });
+    webhooks.target.mockResolvedValue(null as never);
+    webhooks.startAttempt.mockResolvedValueOnce(1);
+    const first = await delivery.deliver(global);
+    expect(first).toMatchObject({ result: 'retry' });
+    expect((first as { retryAt: number }).retryAt).toBeGreaterThan(Date.now());
+    expect(webhooks.markRetrying).toHaveBeenCalledWith(
+      expect.objectContaining({ id: 'evt_1_g0123456789ab' }),
+      expect.objectContaining({ error: expect.stringContaining('WEBHOOK_URLS') }),
+    );
+    expect(webhooks.markFailed).not.toHaveBeenCalled();
+    expect(webhooks.finish).not.toHaveBeenCalled();
+    // The last attempt (3 of 3): failed, and the chain moves on.
+    expect((await delivery.deliver(global)).result).toBe('failed');
+    expect(webhooks.markFailed).toHaveBeenCalledWith(
+      expect.anything(),
+      expect.objectContaining({ error: expect.stringContaining('gave up after 3 attempts') }),
+    );
+    expect(sender.post).not.toHaveBeenCalled();
+  });
+
+  it("fails at once a delivery whose session target was removed (the session's own list is the same everywhere)", async () => {
+    const { delivery, webhooks } = lastAttempt({});
+    webhooks.target.mockResolvedValue(null as never);
+    webhooks.startAttempt.mockResolvedValueOnce(1);
+    expect((await delivery.deliver({ ...CHAIN, targetId: 's0123456789ab' })).result).toBe('failed');
+    expect(webhooks.markFailed).toHaveBeenCalledWith(
+      expect.anything(),
+      expect.objectContaining({ error: 'the target was removed' }),
+    );
+  });
 });

@@ -1,7 +1,13 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { redactUrl } from '@app/common';
 import { AppConfig } from '@app/config';
-import { WebhookRepository, renderEvent, type DeliveryChain } from '@app/status-store';
+import {
+  WebhookRepository,
+  isGlobalTargetId,
+  renderEvent,
+  type DeliveryChain,
+  type DeliveryRecord,
+} from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { WebhookSender, type AttemptOutcome } from './webhook-sender.service.js';
 
@@ -51,6 +57,8 @@ export class WebhookDeliveryService {
       this.webhooks.target(delivery.sessionId, delivery.targetId),
       this.webhooks.event(delivery.eventId),
     ]);
+    if (!target && event && isGlobalTargetId(delivery.targetId))
+      return this.unknownGlobalTarget(job, delivery);
     if (!target || !event) {
       const error = !target ? 'the target was removed' : 'the event expired';
       await this.webhooks.markFailed(delivery, { statusCode: null, error });
@@ -96,6 +104,41 @@ export class WebhookDeliveryService {
       'webhook delivery failed',
     );
     await this.dropBacklog(job, target.url);
+    return this.done(job, 'failed');
+  }
+
+  /**
+   * A delivery to a target of WEBHOOK_URLS this worker does not have: the process that made it
+   * (the api, another worker) does, so the settings differ (a rollout half done, one process
+   * left out). Not the target's fault nor the event's: tried again with backoff, as a failed
+   * attempt, so a worker with the URL (or this one, once it has it) delivers it, and failed
+   * only after WEBHOOK_MAX_ATTEMPTS (a URL taken out of WEBHOOK_URLS everywhere ends so).
+   */
+  private async unknownGlobalTarget(
+    job: DeliveryJob,
+    delivery: DeliveryRecord,
+  ): Promise<DeliveryResult> {
+    const attempt = await this.webhooks.startAttempt(delivery.id);
+    const error = 'the target is not in WEBHOOK_URLS of the worker that took it';
+    this.log.warn(
+      { deliveryId: delivery.id, targetId: delivery.targetId, attempt },
+      `${error}: set the same WEBHOOK_URLS on the api and every worker`,
+    );
+    if (attempt < this.config.WEBHOOK_MAX_ATTEMPTS) {
+      const retryAt = Date.now() + this.retryDelay(attempt, { retryAfterMs: null });
+      await this.webhooks.markRetrying(delivery, {
+        statusCode: null,
+        error,
+        nextAttemptAt: new Date(retryAt),
+      });
+      this.metrics.webhookAttempt(delivery, 'retry');
+      return { result: 'retry', retryAt };
+    }
+    await this.webhooks.markFailed(delivery, {
+      statusCode: null,
+      error: `${error} (gave up after ${attempt} attempts)`,
+    });
+    this.metrics.webhookAttempt(delivery, 'failed');
     return this.done(job, 'failed');
   }
 
