@@ -128,10 +128,13 @@ return 1
 `,
 );
 
-// Trims a chain to its head (in flight) and its newest ARGV[1] waiting deliveries. KEYS[1]
-// chain. Returns the ids taken out, oldest first.
+/** Deliveries dropped from an overlong chain per script call (dropBacklog). */
+const DROP_BATCH = 1_000;
+
+// Trims a chain towards its head (in flight) and its newest ARGV[1] waiting deliveries, at most
+// ARGV[2] at a time. KEYS[1] chain. Returns the ids taken out, oldest first.
 const TRIM_CHAIN = new LuaScript(`
-local excess = redis.call('LLEN', KEYS[1]) - 1 - tonumber(ARGV[1])
+local excess = math.min(redis.call('LLEN', KEYS[1]) - 1 - tonumber(ARGV[1]), tonumber(ARGV[2]))
 if excess <= 0 then return {} end
 local dropped = redis.call('LRANGE', KEYS[1], 1, excess)
 local head = redis.call('LINDEX', KEYS[1], 0)
@@ -353,24 +356,35 @@ export class WebhookRepository {
 
   /**
    * Drops the oldest deliveries waiting in a chain beyond its newest `max` (the one in flight
-   * stays): their records go, and their events once nothing else waits for them. Returns the
-   * event type of each dropped delivery.
+   * stays), `batch` at a time (a chain that grew through a day's Retry-After can hold hundreds
+   * of thousands: neither Redis nor this process takes them in one piece): their records go,
+   * and their events once nothing else waits for them. Returns how many of each event type
+   * were dropped.
    */
-  async dropBacklog(chain: DeliveryChain, max: number): Promise<string[]> {
-    const dropped = (await TRIM_CHAIN.run(
-      this.redis,
-      [this.keys.webhookChain(chain.sessionId, chain.targetId)],
-      [max],
-    )) as string[];
-    if (dropped.length === 0) return [];
-    const types = await DROP.runMany(
-      this.redis,
-      dropped.map((id) => ({
-        keys: [this.keys.webhookDelivery(id), this.keys.webhookEvent(eventIdOf(id))],
-        args: [DELIVERED_KEEP_MS],
-      })),
-    );
-    return types.filter((type): type is string => typeof type === 'string');
+  async dropBacklog(
+    chain: DeliveryChain,
+    max: number,
+    batch = DROP_BATCH,
+  ): Promise<Map<string, number>> {
+    const byType = new Map<string, number>();
+    for (;;) {
+      const dropped = (await TRIM_CHAIN.run(
+        this.redis,
+        [this.keys.webhookChain(chain.sessionId, chain.targetId)],
+        [max, batch],
+      )) as string[];
+      if (dropped.length === 0) return byType;
+      const types = await DROP.runMany(
+        this.redis,
+        dropped.map((id) => ({
+          keys: [this.keys.webhookDelivery(id), this.keys.webhookEvent(eventIdOf(id))],
+          args: [DELIVERED_KEEP_MS],
+        })),
+      );
+      for (const type of types)
+        if (typeof type === 'string') byType.set(type, (byType.get(type) ?? 0) + 1);
+      if (dropped.length < batch) return byType;
+    }
   }
 
   /** Takes a finished delivery off its chain; returns the chain's next delivery, if any. */

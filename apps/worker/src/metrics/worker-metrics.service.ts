@@ -79,13 +79,17 @@ export class WorkerMetrics {
     this.messages.inc({ session: sessionId, status: final ? 'failed' : 'retrying', code });
   }
 
-  /** A webhook attempt ended; `latencyMs` (event to delivery) when it was delivered. */
+  /**
+   * A webhook attempt ended (or `count` deliveries dropped); `latencyMs` (event to delivery)
+   * when it was delivered.
+   */
   webhookAttempt(
     delivery: { eventType: string },
     result: 'delivered' | 'retry' | 'failed' | 'expired' | 'dropped',
     latencyMs?: number,
+    count = 1,
   ): void {
-    this.webhookDeliveries.inc({ result, event: delivery.eventType });
+    this.webhookDeliveries.inc({ result, event: delivery.eventType }, count);
     if (latencyMs !== undefined)
       this.webhookLatency.observe({ event: delivery.eventType }, latencyMs / 1000);
   }

@@ -62,7 +62,7 @@ describe('a delivery on its last attempt', () => {
       markRetrying: vi.fn(async () => undefined),
       markFailed: vi.fn(async () => undefined),
       finish: vi.fn(async () => null),
-      dropBacklog: vi.fn(async (): Promise<string[]> => []),
+      dropBacklog: vi.fn(async () => new Map<string, number>()),
     };
     const sender = {
       post: vi.fn(async () => ({

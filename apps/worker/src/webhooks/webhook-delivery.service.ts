@@ -157,16 +157,20 @@ export class WebhookDeliveryService {
           { targetId: job.targetId, err: err.message },
           'webhook backlog not trimmed, or only in part',
         );
-        return [];
+        return new Map<string, number>();
       });
-    if (dropped.length === 0) return;
-    for (const eventType of dropped) this.metrics.webhookAttempt({ eventType }, 'dropped');
+    let count = 0;
+    for (const [eventType, n] of dropped) {
+      count += n;
+      this.metrics.webhookAttempt({ eventType }, 'dropped', undefined, n);
+    }
+    if (count === 0) return;
     this.log.warn(
       {
         sessionId: job.sessionId,
         targetId: job.targetId,
         url: redactUrl(url),
-        dropped: dropped.length,
+        dropped: count,
       },
       'webhook deliveries dropped unsent: more than WEBHOOK_BACKLOG_MAX waited behind a failing one',
     );
