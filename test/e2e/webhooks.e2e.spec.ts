@@ -132,6 +132,10 @@ describe('webhooks', () => {
     });
     expect(hook.requests).toHaveLength(2);
     expect(hook.requests[1].headers['webhook-id']).toBe(hook.requests[0].headers['webhook-id']);
+    // Delivered at last, its event is kept no longer than one delivered at once.
+    expect(await stack.redis.pttl(stack.keys.webhookEvent(failed.eventId))).toBeLessThanOrEqual(
+      3_600_000,
+    );
     const again = await stack.call('POST', `/api/v1/webhooks/deliveries/${failed.id}/replay`);
     expect(again.status).toBe(409);
   });

@@ -387,6 +387,13 @@ export class AppConfig {
   @IntRange(1, 10_000_000)
   WEBHOOK_BACKLOG_MAX = 10_000;
 
+  /**
+   * Failed deliveries kept for replay per session (all its targets): beyond this many the
+   * oldest go early (bounds Redis memory while a target refuses every event).
+   */
+  @IntRange(1, 10_000_000)
+  WEBHOOK_FAILED_MAX = 10_000;
+
   @IntRange(200, 600_000)
   WORKER_HEARTBEAT_MS = 5000;
 

@@ -9,8 +9,8 @@ import { DELIVERED_KEEP_MS, WebhookRepository } from './webhook.repository.js';
 
 const DAY_MS = 86_400_000;
 
-/** A target's line of deliveries while it fails, on real Redis. */
-describe('WebhookRepository.dropBacklog', () => {
+/** What a failing target leaves in Redis: its line of deliveries, and those failed for good. */
+describe('WebhookRepository, a failing target', () => {
   let redis: Redis;
   let keys: RedisKeys;
   let webhooks: WebhookRepository;
@@ -21,7 +21,7 @@ describe('WebhookRepository.dropBacklog', () => {
   });
   beforeEach(() => {
     keys = new RedisKeys(`b${randomBytes(5).toString('hex')}`);
-    webhooks = new WebhookRepository(redis, keys, parseConfig({}));
+    webhooks = new WebhookRepository(redis, keys, parseConfig({ WEBHOOK_FAILED_MAX: '3' }));
   });
   afterAll(async () => {
     await redis.quit();
@@ -36,7 +36,12 @@ describe('WebhookRepository.dropBacklog', () => {
       .hset(keys.webhookEvent(eventId), 'json', '{}', 'pending', pending)
       .pexpire(keys.webhookEvent(eventId), 7 * DAY_MS)
       .hset(keys.webhookDelivery(id), 'id', id, 'eventId', eventId, 'status', 'pending')
-      .hset(keys.webhookDelivery(id), 'eventType', 'message.received')
+      .hset(
+        keys.webhookDelivery(id),
+        'eventType',
+        'message.received',
+        ...Object.entries(chain).flat(),
+      )
       .pexpire(keys.webhookDelivery(id), 7 * DAY_MS)
       .rpush(keys.webhookChain(chain.sessionId, chain.targetId), id)
       .exec();
@@ -72,6 +77,48 @@ describe('WebhookRepository.dropBacklog', () => {
     // Within the bound: nothing more goes.
     expect(await webhooks.dropBacklog(chain, 3)).toEqual(new Map());
     expect(await redis.llen(keys.webhookChain(chain.sessionId, chain.targetId))).toBe(4);
+  });
+
+  it('keeps at most WEBHOOK_FAILED_MAX failed deliveries a session: the oldest go, their events once nothing else needs them', async () => {
+    const failed = [await queue(), await queue(2), await queue(), await queue(), await queue()];
+    const at = Date.now();
+    const forgotten: number[] = [];
+    for (const [i, delivery] of failed.entries())
+      forgotten.push(
+        await webhooks.markFailed(
+          delivery,
+          { statusCode: 404, error: 'HTTP 404' },
+          new Date(at + i),
+        ),
+      );
+    expect(forgotten).toEqual([0, 0, 0, 1, 1]);
+
+    const index = keys.webhookFailed(shardOf(chain.sessionId));
+    expect(await redis.zrange(index, 0, -1)).toEqual(failed.slice(2).map((d) => d.id));
+    for (const { id } of failed.slice(0, 2))
+      expect(await redis.exists(keys.webhookDelivery(id))).toBe(0);
+    for (const { id } of failed.slice(2))
+      expect(await redis.hget(keys.webhookDelivery(id), 'status')).toBe('failed');
+    // Nothing else needs its event: kept only as long as a delivered one's.
+    expect(await redis.pttl(keys.webhookEvent(failed[0].eventId))).toBeLessThanOrEqual(
+      DELIVERED_KEEP_MS,
+    );
+    // Another target's delivery still waits for this one: kept.
+    expect(await redis.pttl(keys.webhookEvent(failed[1].eventId))).toBeGreaterThan(6 * DAY_MS);
+    expect(await redis.pttl(keys.webhookEvent(failed[2].eventId))).toBeGreaterThan(6 * DAY_MS);
+  });
+
+  it('releases the event of a failed delivery replayed and then delivered, as of one delivered at once', async () => {
+    const delivery = await queue();
+    await webhooks.markFailed(delivery, { statusCode: 400, error: 'HTTP 400' });
+    await webhooks.finish({ ...chain, id: delivery.id });
+    expect(await webhooks.replay(delivery.id)).toBe('replayed');
+    // The failed delivery kept its place in the event's count; replayed, it is the same one.
+    expect(await redis.hget(keys.webhookEvent(delivery.eventId), 'pending')).toBe('1');
+    await webhooks.markDelivered(delivery, { statusCode: 200, latencyMs: 5 });
+    expect(await redis.pttl(keys.webhookEvent(delivery.eventId))).toBeLessThanOrEqual(
+      DELIVERED_KEEP_MS,
+    );
   });
 
   it('does not make an expired event again when a delivery of it is delivered', async () => {

@@ -55,9 +55,11 @@ end
 `;
 
 // A delivery failed for good. KEYS[1] delivery, [2] its event, [3] the failed index (all in
-// the session's shard); ARGV[1] fields (JSON, flat), [2] retention ms, [3] now (ms), [4] id.
-// The delivery and its event are kept at least the retention from now, never less than they
-// were (the event is shared: another target's delivery may be waiting longer for it).
+// the session's shard); ARGV[1] fields (JSON, flat), [2] retention ms, [3] now (ms), [4] id,
+// [5] the most the index keeps. The delivery and its event are kept at least the retention
+// from now, never less than they were (the event is shared: another target's delivery may be
+// waiting longer for it). Returns the ids the index let go beyond its most (the oldest, at
+// most 1,000 a call), whose records the caller drops.
 const FAILED = new LuaScript(
   KEEP_AT_LEAST +
     `
@@ -66,14 +68,20 @@ keep_at_least(KEYS[1], ARGV[2])
 keep_at_least(KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]))
-return 1
+local over = math.min(redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5]), 1000)
+if over <= 0 then return {} end
+local gone = redis.call('ZRANGE', KEYS[3], 0, over - 1)
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, over - 1)
+return gone
 `,
 );
 
 // Puts a failed delivery back at the end of its chain. KEYS[1] delivery, [2] chain, [3] chains
 // set, [4] chains needing a job, [5] failed index, [6] event (all in the session's shard);
 // ARGV[1] id, [2] retention ms, [3] kick channel, [4] the chain as session:target, [5] the
-// shard (the kick's message). Returns 1, or an error word.
+// shard (the kick's message). The event's count of deliveries to make stays as it is: a failed
+// delivery keeps its place in it (its event outlives it only as long as it may be replayed).
+// Returns 1, or an error word.
 const REPLAY = new LuaScript(
   KEEP_AT_LEAST +
     `
@@ -85,7 +93,6 @@ redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', '0')
 redis.call('HDEL', KEYS[1], 'failedAt', 'nextAttemptAt')
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('HINCRBY', KEYS[6], 'pending', 1)
 keep_at_least(KEYS[6], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
 if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
@@ -143,7 +150,8 @@ redis.call('LPUSH', KEYS[1], head)
 return dropped
 `);
 
-// A delivery dropped from its chain unsent: its record goes, its event is released. KEYS[1]
+// A delivery dropped from its chain unsent, or a failed one beyond WEBHOOK_FAILED_MAX: its
+// record goes, its event is released. KEYS[1]
 // delivery, [2] event; ARGV[1] keep ms. Returns its event's type (false: it was gone).
 const DROP = new LuaScript(
   RELEASE_EVENT +
@@ -320,14 +328,17 @@ export class WebhookRepository {
   /**
    * Failed for good (refused, or out of attempts): listed for replay WEBHOOK_RETENTION_MS from
    * now, the delivery and its event kept as long (one that waited in line behind a delivery
-   * being retried would otherwise count down from when its event happened).
+   * being retried would otherwise count down from when its event happened). A session keeps
+   * at most WEBHOOK_FAILED_MAX failed deliveries (a target refusing every event, a URL with a
+   * typo, would otherwise keep a week of all its events): beyond that the oldest go, their
+   * events too once nothing else needs them. Returns how many went.
    */
   async markFailed(
     delivery: Pick<DeliveryRecord, 'id' | 'eventId'>,
     outcome: { statusCode: number | null; error: string },
     now = new Date(),
-  ): Promise<void> {
-    await FAILED.run(
+  ): Promise<number> {
+    const gone = (await FAILED.run(
       this.redis,
       [
         this.keys.webhookDelivery(delivery.id),
@@ -350,8 +361,18 @@ export class WebhookRepository {
         this.config.WEBHOOK_RETENTION_MS,
         now.getTime(),
         delivery.id,
+        this.config.WEBHOOK_FAILED_MAX,
       ],
+    )) as string[];
+    if (gone.length === 0) return 0;
+    await DROP.runMany(
+      this.redis,
+      gone.map((id) => ({
+        keys: [this.keys.webhookDelivery(id), this.keys.webhookEvent(eventIdOf(id))],
+        args: [DELIVERED_KEEP_MS],
+      })),
     );
+    return gone.length;
   }
 
   /**

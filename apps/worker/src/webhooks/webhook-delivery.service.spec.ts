@@ -60,7 +60,7 @@ describe('a delivery on its last attempt', () => {
       })),
       startAttempt: vi.fn(async () => 3),
       markRetrying: vi.fn(async () => undefined),
-      markFailed: vi.fn(async () => undefined),
+      markFailed: vi.fn(async () => 0),
       finish: vi.fn(async () => null),
       dropBacklog: vi.fn(async () => new Map<string, number>()),
     };
@@ -142,6 +142,22 @@ describe('a delivery on its last attempt', () => {
       expect.objectContaining({ error: expect.stringContaining('gave up after 3 attempts') }),
     );
     expect(sender.post).not.toHaveBeenCalled();
+  });
+
+  it('says, once a minute a session, that older failed deliveries were forgotten beyond WEBHOOK_FAILED_MAX', async () => {
+    const { delivery, webhooks, metrics } = lastAttempt({ statusCode: 404, retryable: false });
+    const warn = vi
+      .spyOn((delivery as unknown as { log: { warn: (...args: unknown[]) => void } }).log, 'warn')
+      .mockImplementation(() => undefined);
+    const forgotten = () =>
+      warn.mock.calls.filter(([, message]) => String(message).includes('WEBHOOK_FAILED_MAX'));
+    expect((await delivery.deliver(CHAIN)).result).toBe('failed');
+    expect(forgotten()).toHaveLength(0);
+    webhooks.markFailed.mockResolvedValue(1);
+    for (let i = 0; i < 3; i++) expect((await delivery.deliver(CHAIN)).result).toBe('failed');
+    expect(forgotten()).toHaveLength(1);
+    expect(forgotten()[0][0]).toMatchObject({ sessionId: 'main', forgotten: 1 });
+    expect(metrics.webhookAttempt).toHaveBeenCalledTimes(4);
   });
 
   it("fails at once a delivery whose session target was removed (the session's own list is the same everywhere)", async () => {

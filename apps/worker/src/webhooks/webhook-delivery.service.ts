@@ -14,6 +14,8 @@ import { WebhookSender, type AttemptOutcome } from './webhook-sender.service.js'
 /** The longest wait between two attempts, and the longest Retry-After honoured. */
 const MAX_BACKOFF_MS = 3_600_000;
 const MAX_RETRY_AFTER_MS = 24 * 3_600_000;
+/** How often, at most, a session's failed deliveries forgotten early are logged. */
+const FORGOTTEN_LOG_EVERY_MS = 60_000;
 
 /** The delivery at the head of a chain. */
 export type DeliveryJob = DeliveryChain & { deliveryId: string };
@@ -30,6 +32,8 @@ export type DeliveryResult =
 @Injectable()
 export class WebhookDeliveryService {
   private readonly log = new Logger(WebhookDeliveryService.name);
+  /** When each session's forgotten failed deliveries were last logged. */
+  private readonly forgottenLoggedAt = new Map<string, number>();
 
   constructor(
     private readonly config: AppConfig,
@@ -61,8 +65,7 @@ export class WebhookDeliveryService {
       return this.unknownGlobalTarget(job, delivery);
     if (!target || !event) {
       const error = !target ? 'the target was removed' : 'the event expired';
-      await this.webhooks.markFailed(delivery, { statusCode: null, error });
-      this.metrics.webhookAttempt(delivery, 'failed');
+      await this.markFailed(delivery, { statusCode: null, error });
       return this.done(job, 'failed');
     }
     const attempt = await this.webhooks.startAttempt(delivery.id);
@@ -97,8 +100,7 @@ export class WebhookDeliveryService {
     const error = outcome.retryable
       ? `${outcome.error} (gave up after ${attempt} attempts)`
       : (outcome.error ?? 'failed');
-    await this.webhooks.markFailed(delivery, { statusCode: outcome.statusCode, error });
-    this.metrics.webhookAttempt(delivery, 'failed');
+    await this.markFailed(delivery, { statusCode: outcome.statusCode, error });
     this.log.warn(
       { deliveryId: delivery.id, url: redactUrl(target.url), attempt, err: error },
       'webhook delivery failed',
@@ -134,12 +136,34 @@ export class WebhookDeliveryService {
       this.metrics.webhookAttempt(delivery, 'retry');
       return { result: 'retry', retryAt };
     }
-    await this.webhooks.markFailed(delivery, {
+    await this.markFailed(delivery, {
       statusCode: null,
       error: `${error} (gave up after ${attempt} attempts)`,
     });
-    this.metrics.webhookAttempt(delivery, 'failed');
     return this.done(job, 'failed');
+  }
+
+  /**
+   * Fails a delivery for good. When that took its session past WEBHOOK_FAILED_MAX failed
+   * deliveries and the oldest went, says so (once a minute a session: a target refusing every
+   * event takes one with each).
+   */
+  private async markFailed(
+    delivery: DeliveryRecord,
+    outcome: { statusCode: number | null; error: string },
+  ): Promise<void> {
+    const forgotten = await this.webhooks.markFailed(delivery, outcome);
+    this.metrics.webhookAttempt(delivery, 'failed');
+    if (forgotten === 0) return;
+    const now = Date.now();
+    const last = this.forgottenLoggedAt.get(delivery.sessionId);
+    if (last !== undefined && now - last < FORGOTTEN_LOG_EVERY_MS) return;
+    if (this.forgottenLoggedAt.size >= 10_000) this.forgottenLoggedAt.clear();
+    this.forgottenLoggedAt.set(delivery.sessionId, now);
+    this.log.warn(
+      { sessionId: delivery.sessionId, targetId: delivery.targetId, forgotten },
+      'older failed webhook deliveries forgotten, no longer replayable: the session has more than WEBHOOK_FAILED_MAX',
+    );
   }
 
   /**
