@@ -1,7 +1,7 @@
 import { parseConfig } from '@app/config';
 import type { WebhookRepository } from '@app/status-store';
 import type { WorkerMetrics } from '../metrics/worker-metrics.service.js';
-import { WebhookDeliveryService } from './webhook-delivery.service.js';
+import { UNKNOWN_TARGET_GRACE_MS, WebhookDeliveryService } from './webhook-delivery.service.js';
 import type { AttemptOutcome, WebhookSender } from './webhook-sender.service.js';
 
 const service = (backoffMs: number) =>
@@ -85,6 +85,19 @@ describe('a delivery on its last attempt', () => {
     return { delivery, webhooks, metrics, sender };
   }
 
+  /** The delivery is to a target of WEBHOOK_URLS this worker does not have; its chain. */
+  function lacksGlobalTarget(webhooks: ReturnType<typeof lastAttempt>['webhooks']) {
+    webhooks.delivery.mockResolvedValue({
+      id: 'evt_1_g0123456789ab',
+      status: 'pending',
+      sessionId: 'main',
+      targetId: 'g0123456789ab',
+      eventId: 'evt_1',
+    });
+    webhooks.target.mockResolvedValue(null as never);
+    return { ...CHAIN, targetId: 'g0123456789ab' };
+  }
+
   it('counts one that expired while it waited in line, and moves the chain on', async () => {
     const { delivery, webhooks, metrics, sender } = lastAttempt({});
     webhooks.delivery.mockResolvedValueOnce(null as never);
@@ -116,15 +129,7 @@ describe('a delivery on its last attempt', () => {
 
   it('waits, retrying, on a target of WEBHOOK_URLS this worker lacks (the process that made the delivery has it), and fails it only after WEBHOOK_MAX_ATTEMPTS', async () => {
     const { delivery, webhooks, sender } = lastAttempt({});
-    const global = { ...CHAIN, targetId: 'g0123456789ab' };
-    webhooks.delivery.mockResolvedValue({
-      id: 'evt_1_g0123456789ab',
-      status: 'pending',
-      sessionId: 'main',
-      targetId: 'g0123456789ab',
-      eventId: 'evt_1',
-    });
-    webhooks.target.mockResolvedValue(null as never);
+    const global = lacksGlobalTarget(webhooks);
     webhooks.startAttempt.mockResolvedValueOnce(1);
     const first = await delivery.deliver(global);
     expect(first).toMatchObject({ result: 'retry' });
@@ -142,6 +147,36 @@ describe('a delivery on its last attempt', () => {
       expect.objectContaining({ error: expect.stringContaining('gave up after 3 attempts') }),
     );
     expect(sender.post).not.toHaveBeenCalled();
+    // What waits behind it is kept within WEBHOOK_BACKLOG_MAX meanwhile.
+    expect(webhooks.dropBacklog).toHaveBeenCalledTimes(2);
+  });
+
+  it('gives a target of WEBHOOK_URLS this worker lacks UNKNOWN_TARGET_GRACE_MS from the event, then fails at once (a URL taken out everywhere does not hold its line for hours)', async () => {
+    const { delivery, webhooks } = lastAttempt({});
+    const global = lacksGlobalTarget(webhooks);
+    const event = (ageMs: number) => ({
+      id: 'evt_1',
+      sequence: 1,
+      type: 'session.status',
+      timestamp: new Date(Date.now() - ageMs).toISOString(),
+      sessionId: 'main',
+    });
+    // Attempt 2 of 3, half a second short of the grace: the next try at its end, not after the
+    // backoff (1-2 s here).
+    webhooks.startAttempt.mockResolvedValueOnce(2);
+    webhooks.event.mockResolvedValueOnce(event(UNKNOWN_TARGET_GRACE_MS - 500));
+    const before = Date.now();
+    const retry = await delivery.deliver(global);
+    expect(retry).toMatchObject({ result: 'retry' });
+    expect((retry as { retryAt: number }).retryAt).toBeLessThanOrEqual(before + 500 + 50);
+    // Past the grace: failed at the first attempt.
+    webhooks.startAttempt.mockResolvedValueOnce(1);
+    webhooks.event.mockResolvedValueOnce(event(UNKNOWN_TARGET_GRACE_MS + 1));
+    expect((await delivery.deliver(global)).result).toBe('failed');
+    expect(webhooks.markFailed).toHaveBeenCalledWith(
+      expect.anything(),
+      expect.objectContaining({ error: expect.stringContaining('15 min after the event') }),
+    );
   });
 
   it('says, once a minute a session, that older failed deliveries were forgotten beyond WEBHOOK_FAILED_MAX', async () => {

@@ -14,6 +14,12 @@ import { WebhookSender, type AttemptOutcome } from './webhook-sender.service.js'
 /** The longest wait between two attempts, and the longest Retry-After honoured. */
 const MAX_BACKOFF_MS = 3_600_000;
 const MAX_RETRY_AFTER_MS = 24 * 3_600_000;
+/**
+ * How long after its event a delivery to a target of WEBHOOK_URLS the worker lacks is tried
+ * again (a rollout that changes the list reaches every process within it); after that it
+ * fails at once, so a URL taken out everywhere does not hold its line for hours.
+ */
+export const UNKNOWN_TARGET_GRACE_MS = 15 * 60_000;
 /** How often, at most, a session's failed deliveries forgotten early are logged. */
 const FORGOTTEN_LOG_EVERY_MS = 60_000;
 
@@ -62,7 +68,7 @@ export class WebhookDeliveryService {
       this.webhooks.event(delivery.eventId),
     ]);
     if (!target && event && isGlobalTargetId(delivery.targetId))
-      return this.unknownGlobalTarget(job, delivery);
+      return this.unknownGlobalTarget(job, delivery, event);
     if (!target || !event) {
       const error = !target ? 'the target was removed' : 'the event expired';
       await this.markFailed(delivery, { statusCode: null, error });
@@ -113,12 +119,14 @@ export class WebhookDeliveryService {
    * A delivery to a target of WEBHOOK_URLS this worker does not have: the process that made it
    * (the api, another worker) does, so the settings differ (a rollout half done, one process
    * left out). Not the target's fault nor the event's: tried again with backoff, as a failed
-   * attempt, so a worker with the URL (or this one, once it has it) delivers it, and failed
-   * only after WEBHOOK_MAX_ATTEMPTS (a URL taken out of WEBHOOK_URLS everywhere ends so).
+   * attempt, so a worker with the URL (or this one, once it has it) delivers it, up to
+   * UNKNOWN_TARGET_GRACE_MS after its event (and WEBHOOK_MAX_ATTEMPTS); then failed (a URL
+   * taken out of WEBHOOK_URLS everywhere ends so, and the deliveries behind it at once).
    */
   private async unknownGlobalTarget(
     job: DeliveryJob,
     delivery: DeliveryRecord,
+    event: { timestamp: string },
   ): Promise<DeliveryResult> {
     const attempt = await this.webhooks.startAttempt(delivery.id);
     const error = 'the target is not in WEBHOOK_URLS of the worker that took it';
@@ -126,20 +134,26 @@ export class WebhookDeliveryService {
       { deliveryId: delivery.id, targetId: delivery.targetId, attempt },
       `${error}: set the same WEBHOOK_URLS on the api and every worker`,
     );
-    if (attempt < this.config.WEBHOOK_MAX_ATTEMPTS) {
-      const retryAt = Date.now() + this.retryDelay(attempt, { retryAfterMs: null });
+    const now = Date.now();
+    const happened = Date.parse(event.timestamp);
+    const graceEnds = happened + UNKNOWN_TARGET_GRACE_MS;
+    if (attempt < this.config.WEBHOOK_MAX_ATTEMPTS && now < graceEnds) {
+      // The last try at the end of the grace, however long the backoff has grown.
+      const retryAt = Math.min(now + this.retryDelay(attempt, { retryAfterMs: null }), graceEnds);
       await this.webhooks.markRetrying(delivery, {
         statusCode: null,
         error,
         nextAttemptAt: new Date(retryAt),
       });
       this.metrics.webhookAttempt(delivery, 'retry');
+      await this.dropBacklog(job, delivery.url);
       return { result: 'retry', retryAt };
     }
     await this.markFailed(delivery, {
       statusCode: null,
-      error: `${error} (gave up after ${attempt} attempts)`,
+      error: `${error} (gave up after ${attempt} attempts, ${Math.round((now - happened) / 60_000)} min after the event)`,
     });
+    await this.dropBacklog(job, delivery.url);
     return this.done(job, 'failed');
   }
 
