@@ -411,8 +411,9 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
 
   it('lists the live workers with a badge each, and drains and undrains one with a form post', async () => {
     const { WorkerRepository } = await import('@app/status-store');
-    const beat = (id: string, startsFailing: boolean) =>
-      stack.api!.get(WorkerRepository).beat(
+    const workers = stack.api!.get(WorkerRepository);
+    const beat = (id: string, startsFailing: boolean, maxSessions = startsFailing ? 0 : 12) =>
+      workers.beat(
         {
           id,
           host: `host-of-${id}`,
@@ -420,63 +421,75 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
           version: '9.9.9',
           startedAt: new Date().toISOString(),
           sessions: startsFailing ? [] : ['main'],
-          maxSessions: startsFailing ? 0 : 12,
+          maxSessions,
           startsFailing,
         },
         60_000,
       );
-    await beat('worker-fine', false);
-    await beat('worker-broken', true);
-    const row = (text: string, id: string) =>
-      new RegExp(`<article class="card" data-worker="${id}">([\\s\\S]*?)</article>`).exec(
-        text,
-      )?.[1] ?? '';
-    const page = await request(stack, 'GET', '/admin/workers');
-    expect(page.status).toBe(200);
-    expect(page.text).toContain('aria-current="page">Workers</a>');
-    expect(row(page.text, 'worker-fine')).toContain(
-      'badge badge-ok" data-bind="state">taking sessions',
-    );
-    expect(row(page.text, 'worker-fine')).toContain('of at most 12');
-    expect(row(page.text, 'worker-fine')).toContain('href="/admin/sessions/main"');
-    expect(row(page.text, 'worker-broken')).toContain(
-      'badge badge-bad" data-bind="state">starts failing',
-    );
-    expect(row(page.text, 'worker-broken')).toContain('Chromium does not launch');
-    // The stack's own worker is there too.
-    expect(page.text.match(/<article class="card" data-worker=/g)).toHaveLength(3);
+    const fakes = ['worker-fine', 'worker-broken', 'worker-trying'];
+    try {
+      await beat('worker-fine', false);
+      await beat('worker-broken', true);
+      // Its starts fail, but no worker where they start takes sessions: it keeps trying.
+      await beat('worker-trying', true, 50);
+      const row = (text: string, id: string) =>
+        new RegExp(`<article class="card" data-worker="${id}">([\\s\\S]*?)</article>`).exec(
+          text,
+        )?.[1] ?? '';
+      const page = await request(stack, 'GET', '/admin/workers');
+      expect(page.status).toBe(200);
+      expect(page.text).toContain('aria-current="page">Workers</a>');
+      expect(row(page.text, 'worker-fine')).toContain(
+        'badge badge-ok" data-bind="state">taking sessions',
+      );
+      expect(row(page.text, 'worker-fine')).toContain('of at most 12');
+      expect(row(page.text, 'worker-fine')).toContain('href="/admin/sessions/main"');
+      expect(row(page.text, 'worker-broken')).toContain(
+        'badge badge-bad" data-bind="state">starts failing',
+      );
+      expect(row(page.text, 'worker-broken')).toContain('hands them to the others');
+      expect(row(page.text, 'worker-trying')).toContain(
+        'badge badge-bad" data-bind="state">starts failing',
+      );
+      expect(row(page.text, 'worker-trying')).toContain('it keeps trying');
+      // The stack's own worker is there too.
+      expect(page.text.match(/<article class="card" data-worker=/g)).toHaveLength(4);
 
-    const token = /name="csrf-token" content="([^"]+)"/.exec(page.text)![1];
-    const cookie = cookiesOf(page);
-    const post = (path: string) =>
-      request(stack, 'POST', path, {
-        form: { _csrf: token },
-        headers: { cookie, origin: stack.url },
+      const token = /name="csrf-token" content="([^"]+)"/.exec(page.text)![1];
+      const cookie = cookiesOf(page);
+      const post = (path: string) =>
+        request(stack, 'POST', path, {
+          form: { _csrf: token },
+          headers: { cookie, origin: stack.url },
+        });
+      const drained = await post('/admin/workers/worker-fine/drain');
+      expect(drained.status).toBe(303);
+      expect(drained.headers.get('location')).toBe('/admin/workers');
+      const after = await request(stack, 'GET', '/admin/workers', {
+        headers: { cookie: `${cookie}; ${cookiesOf(drained)}` },
       });
-    const drained = await post('/admin/workers/worker-fine/drain');
-    expect(drained.status).toBe(303);
-    expect(drained.headers.get('location')).toBe('/admin/workers');
-    const after = await request(stack, 'GET', '/admin/workers', {
-      headers: { cookie: `${cookie}; ${cookiesOf(drained)}` },
-    });
-    expect(after.text).toContain('Worker worker-fine is draining');
-    expect(row(after.text, 'worker-fine')).toContain(
-      'badge badge-wait" data-bind="state">draining',
-    );
-    expect(row(after.text, 'worker-fine')).toContain('action="/admin/workers/worker-fine/undrain"');
-    expect(await stack.redis.sismember(stack.keys.drainingWorkers(), 'worker-fine')).toBe(1);
+      expect(after.text).toContain('Worker worker-fine is draining');
+      expect(row(after.text, 'worker-fine')).toContain(
+        'badge badge-wait" data-bind="state">draining',
+      );
+      expect(row(after.text, 'worker-fine')).toContain(
+        'action="/admin/workers/worker-fine/undrain"',
+      );
+      expect(await stack.redis.sismember(stack.keys.drainingWorkers(), 'worker-fine')).toBe(1);
 
-    expect((await post('/admin/workers/worker-fine/undrain')).status).toBe(303);
-    expect(await stack.redis.sismember(stack.keys.drainingWorkers(), 'worker-fine')).toBe(0);
-    const gone = await post('/admin/workers/no-such-worker/drain');
-    expect(gone.status).toBe(303);
-    expect(decodeURIComponent(cookiesOf(gone))).toContain('No live worker no-such-worker');
-    // Each action is in the audit log.
-    const audit = await request(stack, 'GET', '/admin/audit');
-    expect(audit.text).toContain('POST /admin/workers/:id/drain');
-    expect(audit.text).toContain('POST /admin/workers/:id/undrain');
-    await stack.api!.get(WorkerRepository).remove('worker-fine');
-    await stack.api!.get(WorkerRepository).remove('worker-broken');
+      expect((await post('/admin/workers/worker-fine/undrain')).status).toBe(303);
+      expect(await stack.redis.sismember(stack.keys.drainingWorkers(), 'worker-fine')).toBe(0);
+      const gone = await post('/admin/workers/no-such-worker/drain');
+      expect(gone.status).toBe(303);
+      expect(decodeURIComponent(cookiesOf(gone))).toContain('No live worker no-such-worker');
+      // Each action is in the audit log.
+      const audit = await request(stack, 'GET', '/admin/audit');
+      expect(audit.text).toContain('POST /admin/workers/:id/drain');
+      expect(audit.text).toContain('POST /admin/workers/:id/undrain');
+    } finally {
+      // Not left in the stack's placement, whatever failed above.
+      for (const id of fakes) await workers.remove(id);
+    }
   });
 
   it('refuses a test message with 503 when no worker is running, as the public API does', async () => {

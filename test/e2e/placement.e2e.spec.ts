@@ -200,6 +200,42 @@ describe('a worker whose sessions cannot start (its Chromium does not launch)', 
   }, 120_000);
 });
 
+describe('a fleet where Chromium launches on no worker', () => {
+  const { stack, start, workerIdOf } = placementStack();
+
+  it('keeps trying on every worker: none steps back for another whose starts fail too', async () => {
+    const broken = () =>
+      start({
+        WA_ENGINE: 'wwebjs',
+        PUPPETEER_EXECUTABLE_PATH: '/bin/false',
+        WWEBJS_DATA_DIR: mkdtempSync(join(tmpdir(), 'broken-worker-')),
+      });
+    const children = [broken(), broken()];
+    const ids = [await workerIdOf(children[0]), await workerIdOf(children[1])];
+    const listed = async () =>
+      (
+        (await stack.call('GET', '/api/v1/workers')).body.data as {
+          id: string;
+          maxSessions: number;
+          startsFailing: boolean;
+        }[]
+      ).filter((worker) => ids.includes(worker.id));
+    const everyWorkerTrying = async () => {
+      const workers = await listed();
+      expect(workers).toHaveLength(2);
+      for (const worker of workers)
+        expect(worker).toMatchObject({ startsFailing: true, maxSessions: 50 });
+    };
+    // Both say their starts fail (a moment's step back, both deciding at once, is undone).
+    await eventually(everyWorkerTrying, 30_000);
+    // And both keep their sessions: stepping back would hand them to a worker no better.
+    for (let i = 0; i < 10; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await everyWorkerTrying();
+    }
+  }, 120_000);
+});
+
 describe('drain and the send in its turn', () => {
   const stack = useStack({ SEND_MIN_INTERVAL_MS: '2500', SEND_JITTER_MS: '0' });
   beforeAll(() => stack.waitReady());

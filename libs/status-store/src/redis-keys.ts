@@ -219,6 +219,10 @@ export class RedisKeys {
   workerCaps(): string {
     return `${this.root}:workers:caps`;
   }
+  /** Workers where no session starts (Chromium does not launch): not counted as taking. */
+  failingWorkers(): string {
+    return `${this.root}:workers:failing`;
+  }
   /** When the session's last engine send ended (Redis server time, ms): pacing across owners. */
   lastSend(sessionId: string): string {
     return this.ofSession('last-send', sessionId);

@@ -104,4 +104,39 @@ describe('WorkerRepository.placement and drains', () => {
     expect(after.takingWorkers).toBe(before.takingWorkers);
     expect(after.fleet).not.toBe(before.fleet);
   });
+
+  it('counts as healthy others only workers with room whose starts do not fail, and forgets the failing once gone', async () => {
+    const own = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
+    const fleet = new WorkerRepository(redis, own, subscriber, new RedisClock(redis, own));
+    const now = Date.now();
+    const info = (id: string, maxSessions?: number, startsFailing = false) =>
+      ({
+        ...{ id, host: 'h', pid: 1, version: '1', startedAt: '', sessions: [] },
+        ...{ maxSessions, startsFailing },
+      }) as never;
+    await fleet.beat(info('f-self', 50), 60_000, now);
+    await fleet.beat(info('f-ok', 50), 60_000, now);
+    await fleet.beat(info('f-old'), 60_000, now);
+    // Starts fail there, alone or not yet stepped back; and one that stepped back.
+    await fleet.beat(info('f-failing', 50, true), 60_000, now);
+    await fleet.beat(info('f-back', 0, true), 60_000, now);
+    const before = await fleet.placement('f-self', STALE, now);
+    expect(before.takingWorkers).toBe(5);
+    expect(before.healthyOthers).toBe(2);
+    // f-ok's starts now fail too: the fleet changes, so every worker looks again.
+    await fleet.beat(info('f-ok', 50, true), 60_000, now);
+    const after = await fleet.placement('f-self', STALE, now);
+    expect(after.healthyOthers).toBe(1);
+    expect(after.fleet).not.toBe(before.fleet);
+    await fleet.beat(info('f-ok', 50), 60_000, now);
+    expect((await fleet.placement('f-self', STALE, now)).healthyOthers).toBe(2);
+    // Gone cleanly, or long silent: forgotten.
+    await fleet.remove('f-back');
+    expect(await redis.smembers(own.failingWorkers())).toEqual(['f-failing']);
+    const later = now + (DRAIN_FORGOTTEN_AFTER_STALE + 1) * STALE;
+    await fleet.beat(info('f-self', 50), 60_000, later);
+    await fleet.placement('f-self', STALE, later);
+    expect(await redis.smembers(own.failingWorkers())).toEqual([]);
+    await redis.del(...(await redis.keys(own.pattern())));
+  });
 });

@@ -22,7 +22,10 @@ export interface WorkerInfo {
    * to start there): the others' shares keep to it.
    */
   maxSessions?: number;
-  /** Its sessions fail to start there (Chromium): it hands them over and takes none. */
+  /**
+   * No session starts there (Chromium does not launch): while other workers take sessions it
+   * hands its own over and takes none, and it never counts as one that takes them.
+   */
   startsFailing?: boolean;
 }
 
@@ -92,6 +95,8 @@ export class WorkerRepository {
       .pexpire(this.keys.worker(info.id), ttlMs);
     // Where placement reads every worker's in one command (forgotten with the worker).
     if (maxSessions !== undefined) beat.hset(this.keys.workerCaps(), info.id, maxSessions);
+    if (startsFailing) beat.sadd(this.keys.failingWorkers(), info.id);
+    else beat.srem(this.keys.failingWorkers(), info.id);
     await beat
       // Forget workers dead for long, so the set does not grow with every restart.
       .zremrangebyscore(this.keys.workers(), '-inf', now - 24 * 3600_000)
@@ -105,6 +110,7 @@ export class WorkerRepository {
       .del(this.keys.worker(workerId))
       .srem(this.keys.drainingWorkers(), workerId)
       .hdel(this.keys.workerCaps(), workerId)
+      .srem(this.keys.failingWorkers(), workerId)
       .exec();
     this.newestBeat.forget('*');
     await this.redis.publish(this.keys.changes('workers'), '*');
@@ -133,6 +139,11 @@ export class WorkerRepository {
     takingWorkers: number;
     /** WORKER_MAX_SESSIONS of the other workers that take sessions (undefined: not said). */
     otherCaps: (number | undefined)[];
+    /**
+     * Other workers that take sessions and have room where sessions start: a cap that is not
+     * 0, and not `startsFailing`.
+     */
+    healthyOthers: number;
     draining: boolean;
     fleet: string;
     live: Set<string>;
@@ -144,29 +155,34 @@ export class WorkerRepository {
     // count as gone: a beat that merely looks stale (a Redis failover, a stall, a clock off by
     // seconds) must not undo it, or the drained worker would take sessions again.
     const forgetBefore = now - DRAIN_FORGOTTEN_AFTER_STALE * staleAfterMs;
-    const [live, draining, recent, caps] = (await this.redis
+    const [live, draining, recent, caps, failing] = (await this.redis
       .multi()
       .zrangebyscore(this.keys.workers(), now - staleAfterMs, '+inf')
       .smembers(this.keys.drainingWorkers())
       .zrangebyscore(this.keys.workers(), forgetBefore, '+inf')
       .hgetall(this.keys.workerCaps())
+      .smembers(this.keys.failingWorkers())
       .exec()) as [
       [Error | null, string[]],
       [Error | null, string[]],
       [Error | null, string[]],
       [Error | null, Record<string, string>],
+      [Error | null, string[]],
     ];
     const drainingIds = new Set(draining[1]);
     const liveIds = new Set(live[1]);
     const recentIds = new Set(recent[1]);
     const gone = [...drainingIds].filter((id) => !recentIds.has(id));
     const capsGone = Object.keys(caps[1]).filter((id) => !recentIds.has(id));
-    if (gone.length || capsGone.length) {
+    const failingGone = failing[1].filter((id) => !recentIds.has(id));
+    if (gone.length || capsGone.length || failingGone.length) {
       const forget = this.redis.multi();
       if (gone.length) forget.srem(this.keys.drainingWorkers(), ...gone);
       if (capsGone.length) forget.hdel(this.keys.workerCaps(), ...capsGone);
+      if (failingGone.length) forget.srem(this.keys.failingWorkers(), ...failingGone);
       await forget.exec();
     }
+    const failingIds = new Set(failing[1]);
     // This worker counts even before its first heartbeat is written.
     liveIds.add(workerId);
     const taking = [...liveIds].filter((id) => !drainingIds.has(id)).sort();
@@ -174,12 +190,17 @@ export class WorkerRepository {
       const cap = Number(caps[1][id]);
       return Number.isInteger(cap) && cap >= 0 ? cap : undefined;
     };
+    const others = taking.filter((id) => id !== workerId);
     return {
       takingWorkers: taking.length,
-      otherCaps: taking.filter((id) => id !== workerId).map(capOf),
+      otherCaps: others.map(capOf),
+      healthyOthers: others.filter((id) => capOf(id) !== 0 && !failingIds.has(id)).length,
       draining: drainingIds.has(workerId),
-      // Which workers take sessions, and how many each: when it changes, sessions may move.
-      fleet: taking.map((id) => `${id}=${capOf(id) ?? ''}`).join(' '),
+      // Which workers take sessions, how many each, and whether sessions start there: when it
+      // changes, sessions may move.
+      fleet: taking
+        .map((id) => `${id}=${capOf(id) ?? ''}${failingIds.has(id) ? '!' : ''}`)
+        .join(' '),
       live: liveIds,
       lapsed: [...recentIds].filter((id) => id !== workerId && !liveIds.has(id)).length,
     };

@@ -87,7 +87,7 @@ export class SessionManager
   private readonly starts: StartGate;
   /** Whether sessions start here at all: this worker steps back while they do not. */
   private readonly health: StartHealth;
-  /** Whether another live worker took sessions at the last full pass. */
+  /** Whether another live worker took sessions, and they start there, at the last full pass. */
   private othersTake = false;
   private timer?: NodeJS.Timeout;
   private reconciling?: Promise<void>;
@@ -149,9 +149,12 @@ export class SessionManager
     return this.health.cap();
   }
 
-  /** Its sessions fail to start here: it hands them to the others and takes none for now. */
+  /**
+   * Sessions do not start here (Chromium does not launch): while other workers take them, it
+   * hands its own to them and takes none for now (capacity 0).
+   */
   startsFailing(): boolean {
-    return this.health.steppedBack();
+    return this.health.failing();
   }
 
   /**
@@ -354,9 +357,10 @@ export class SessionManager
     this.ticksSinceFull = 0;
     this.purgeFailed = false;
     this.fleet = placement.fleet;
-    // Another worker that takes sessions and has room (not stepped back itself).
-    this.othersTake = placement.otherCaps.some((cap) => cap === undefined || cap > 0);
+    const standing = this.standing();
+    this.othersTake = placement.healthyOthers > 0;
     this.reviewStarts();
+    this.announceStanding(standing);
     const observing = this.observeFleet(placement.lapsed > 0);
     let list = await this.registry();
     // Ours but unregistered behind our back: deleted (a purge leaves a tombstone), so no longer
@@ -721,7 +725,7 @@ export class SessionManager
     );
     this.engines.settle(sessionId, engine);
     if (this.engines.isCurrent(sessionId, engine)) {
-      const capacity = this.health.cap();
+      const standing = this.standing();
       this.health.report(
         sessionId,
         state.status,
@@ -729,21 +733,40 @@ export class SessionManager
         state.lastError,
       );
       if (state.status === 'FAILED' && this.reviewStarts()) void this.reconcile('all');
-      if (this.health.cap() !== capacity) this.emit('capacity', this.health.cap());
+      this.announceStanding(standing);
     }
     await this.recorder.state(sessionId, state);
   }
 
-  /** Steps back when sessions fail to start here (StartHealth); true when it just did. */
+  /**
+   * Steps back when sessions fail to start here, or forward when no other worker takes them
+   * (StartHealth); true when it just stepped back.
+   */
   private reviewStarts(): boolean {
-    const back = this.health.review(this.othersTake);
-    if (!back) return false;
+    const stepped = this.health.review(this.othersTake);
+    if (!stepped) return false;
     this.unsettled = true;
+    if (stepped.stepped === 'forward') {
+      this.log.warn(
+        'taking sessions again before the step back is over: no other worker where they start takes sessions',
+      );
+      return false;
+    }
     this.log.error(
-      { sessions: back.failedSessions, lastError: back.lastError, forMs: back.forMs },
+      { sessions: stepped.failedSessions, lastError: stepped.lastError, forMs: stepped.forMs },
       'sessions fail to start on this worker (none has started here): handing them to the other workers and taking none for now',
     );
     return true;
+  }
+
+  /** What the heartbeat tells the others of this worker: its cap, and whether starts fail. */
+  private standing(): string {
+    return `${this.health.cap()}${this.health.failing() ? '!' : ''}`;
+  }
+
+  /** Beats at once (the 'capacity' event) when the standing changed since `before`. */
+  private announceStanding(before: string): void {
+    if (this.standing() !== before) this.emit('capacity', this.health.cap());
   }
 
   private async onAck(

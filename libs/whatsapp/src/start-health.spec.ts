@@ -1,5 +1,10 @@
 import { isBrowserLaunchFailure } from './chromium.js';
-import { STEP_BACK_MAX_MS, STEP_BACK_MS, StartHealth } from './start-health.js';
+import {
+  LAUNCH_FAILURES_TO_FAIL,
+  STEP_BACK_MAX_MS,
+  STEP_BACK_MS,
+  StartHealth,
+} from './start-health.js';
 
 const LAUNCH = 'Failed to launch the browser process:  Code: 127';
 
@@ -16,7 +21,9 @@ describe('StartHealth', () => {
     h.report('a', 'FAILED', true, LAUNCH);
     h.report('b', 'FAILED', true, `${LAUNCH}!`);
     expect(h.cap()).toBe(50);
+    expect(h.failing()).toBe(true);
     expect(h.review(true)).toEqual({
+      stepped: 'back',
       failedSessions: ['a', 'b'],
       lastError: `${LAUNCH}!`,
       forMs: STEP_BACK_MS,
@@ -27,11 +34,46 @@ describe('StartHealth', () => {
     expect(h.review(true)).toBeNull();
   });
 
+  it('takes one launch that failed for a host busy for a moment: starts fail from the second, none started between', () => {
+    expect(LAUNCH_FAILURES_TO_FAIL).toBe(2);
+    const h = health();
+    h.report('a', 'FAILED', true, LAUNCH);
+    expect(h.failing()).toBe(false);
+    expect(h.review(true)).toBeNull();
+    // A start between: counted afresh.
+    h.report('b', 'QR', false);
+    h.forget('b');
+    h.report('c', 'FAILED', true, LAUNCH);
+    expect(h.failing()).toBe(false);
+    expect(h.review(true)).toBeNull();
+    // The same session's retry counts.
+    h.report('c', 'FAILED', true, LAUNCH);
+    expect(h.failing()).toBe(true);
+    expect(h.review(true)).toMatchObject({ stepped: 'back', failedSessions: ['a', 'c'] });
+  });
+
   it('keeps trying its own sessions when no other worker takes any (alone, or the others stepped back)', () => {
     const h = health();
     h.report('a', 'FAILED', true, LAUNCH);
+    h.report('a', 'FAILED', true, LAUNCH);
     expect(h.review(false)).toBeNull();
     expect(h.cap()).toBe(50);
+    // Still says its starts fail: the others do not step back for it.
+    expect(h.failing()).toBe(true);
+  });
+
+  it('takes sessions again before its time when no other worker that takes them is left', () => {
+    const h = health();
+    h.report('a', 'FAILED', true, LAUNCH);
+    h.report('b', 'FAILED', true, LAUNCH);
+    expect(h.review(true)).toMatchObject({ stepped: 'back', forMs: STEP_BACK_MS });
+    expect(h.review(true)).toBeNull();
+    // The healthy worker left, or its starts fail too (a fleet that stepped back together).
+    expect(h.review(false)).toEqual({ stepped: 'forward' });
+    expect(h.cap()).toBe(50);
+    expect(h.failing()).toBe(true);
+    // A worker that takes sessions came back: it steps back again, for twice as long.
+    expect(h.review(true)).toMatchObject({ stepped: 'back', forMs: 2 * STEP_BACK_MS });
   });
 
   it('does not step back for failures that are not Chromium launching: no other worker would do better', () => {
@@ -48,6 +90,8 @@ describe('StartHealth', () => {
     h.report('good', 'QR', false);
     h.report('good', 'READY', false);
     h.report('bad', 'FAILED', true, LAUNCH);
+    h.report('bad', 'FAILED', true, LAUNCH);
+    expect(h.failing()).toBe(false);
     expect(h.review(true)).toBeNull();
     // A session that started here and failed later counts as started.
     h.forget('bad');
@@ -58,22 +102,26 @@ describe('StartHealth', () => {
   it('takes its share again after the step back, and steps back for twice as long while Chromium still does not launch', () => {
     const h = health();
     h.report('a', 'FAILED', true, LAUNCH);
-    expect(h.review(true)?.forMs).toBe(STEP_BACK_MS);
+    h.report('a', 'FAILED', true, LAUNCH);
+    expect(h.review(true)).toMatchObject({ forMs: STEP_BACK_MS });
     // The failed one is handed over.
     h.forget('a');
     now += STEP_BACK_MS;
     expect(h.steppedBack()).toBe(false);
     expect(h.cap()).toBe(50);
+    // Starts still fail: one more failed launch is enough.
     h.report('b', 'FAILED', true, LAUNCH);
-    expect(h.review(true)?.forMs).toBe(2 * STEP_BACK_MS);
+    expect(h.review(true)).toMatchObject({ forMs: 2 * STEP_BACK_MS });
     h.forget('b');
     now += 2 * STEP_BACK_MS;
     h.report('c', 'FAILED', true, LAUNCH);
-    expect(h.review(true)?.forMs).toBe(4 * STEP_BACK_MS);
+    expect(h.review(true)).toMatchObject({ forMs: 4 * STEP_BACK_MS });
     // Never longer than STEP_BACK_MAX_MS.
     for (let i = 0; i < 10; i++) {
       now += STEP_BACK_MAX_MS;
-      expect(h.review(true)!.forMs).toBeLessThanOrEqual(STEP_BACK_MAX_MS);
+      const stepped = h.review(true);
+      expect(stepped).toMatchObject({ stepped: 'back' });
+      expect((stepped as { forMs: number }).forMs).toBeLessThanOrEqual(STEP_BACK_MAX_MS);
     }
     h.forget('c');
     now += STEP_BACK_MAX_MS;
@@ -82,11 +130,13 @@ describe('StartHealth', () => {
     // Started once: the next trouble begins again from STEP_BACK_MS.
     h.forget('d');
     h.report('e', 'FAILED', true, LAUNCH);
-    expect(h.review(true)?.forMs).toBe(STEP_BACK_MS);
+    h.report('e', 'FAILED', true, LAUNCH);
+    expect(h.review(true)).toMatchObject({ forMs: STEP_BACK_MS });
   });
 
   it('a session that starts while it is stepped back ends the step back', () => {
     const h = health();
+    h.report('a', 'FAILED', true, LAUNCH);
     h.report('a', 'FAILED', true, LAUNCH);
     h.review(true);
     expect(h.cap()).toBe(0);

@@ -390,7 +390,10 @@ function workerState(worker: WorkerDto): {
     return {
       tone: 'bad',
       stateText: 'starts failing',
-      hint: 'Sessions do not start here (Chromium does not launch): it hands them to the others and tries again later. Its log says why.',
+      hint:
+        worker.maxSessions === 0
+          ? 'Sessions do not start here (Chromium does not launch): it hands them to the others and tries again later. Its log says why.'
+          : 'Sessions do not start here (Chromium does not launch), and no other worker where they start takes them: it keeps trying. Its log says why.',
       capText,
     };
   return { tone: 'ok', stateText: 'taking sessions', capText };

@@ -30,7 +30,7 @@ export class WorkerDto implements LiveWorker {
   @ApiProperty({
     example: false,
     description:
-      'Chromium does not launch there (a missing library, a bad binary, no memory): it hands its sessions to the other workers and takes none for a while (1 minute, doubled each time until a session starts there, 30 at most), then takes its share again. Its log says why',
+      'Chromium does not launch there (a missing library, a bad binary, no memory), twice, and no session has started there. While another worker whose starts do not fail takes sessions, it hands its sessions to them and takes none for a while (maxSessions 0; 1 minute, doubled each time until a session starts there, 30 at most), then takes its share again; alone, it keeps trying. Its log says why',
   })
   startsFailing: boolean;
   @ApiProperty({ example: '2026-11-24T10:00:00.000Z' })
