@@ -61,6 +61,25 @@ describe('RedisClock', () => {
     expect(await clock.now()).toBe(2_000_000_000_000);
   });
 
+  it('reads again at once after a pause (a VM resumed: its monotonic clock stood still while time went on)', async () => {
+    vi.useFakeTimers({ toFake: ['performance'] });
+    const real = Date.now.bind(Date);
+    const time = vi.spyOn(redis, 'evalsha');
+    const clock = new RedisClock(redis, keys);
+    await clock.now();
+    expect(time).toHaveBeenCalledTimes(1);
+    // Both clocks move on together: nothing to read.
+    vi.advanceTimersByTime(500);
+    vi.spyOn(Date, 'now').mockImplementation(() => real() + 500);
+    await clock.now();
+    expect(time).toHaveBeenCalledTimes(1);
+    // Ten minutes paused: the wall clock went on, the monotonic one did not.
+    vi.spyOn(Date, 'now').mockImplementation(() => real() + 500 + 600_000);
+    time.mockResolvedValueOnce(['2000000000', '0']);
+    expect(await clock.now()).toBe(2_000_000_000_000);
+    expect(time).toHaveBeenCalledTimes(2);
+  });
+
   it('fails, rather than guess from the host clock, when Redis cannot be read the first time', async () => {
     const clock = new RedisClock(redis, keys);
     vi.spyOn(redis, 'evalsha').mockRejectedValueOnce(new Error('Connection is closed.'));
