@@ -4,6 +4,7 @@ import {
   STEP_BACK_MAX_MS,
   STEP_BACK_MS,
   StartHealth,
+  TRIAL_MS,
 } from './start-health.js';
 
 const LAUNCH = 'Failed to launch the browser process:  Code: 127';
@@ -108,7 +109,8 @@ describe('StartHealth', () => {
     h.forget('a');
     now += STEP_BACK_MS;
     expect(h.steppedBack()).toBe(false);
-    expect(h.cap()).toBe(50);
+    // One session to try first.
+    expect(h.cap()).toBe(1);
     // Starts still fail: one more failed launch is enough.
     h.report('b', 'FAILED', true, LAUNCH);
     expect(h.review(true)).toMatchObject({ forMs: 2 * STEP_BACK_MS });
@@ -132,6 +134,32 @@ describe('StartHealth', () => {
     h.report('e', 'FAILED', true, LAUNCH);
     h.report('e', 'FAILED', true, LAUNCH);
     expect(h.review(true)).toMatchObject({ forMs: STEP_BACK_MS });
+  });
+
+  it('tries one session after a step back, then takes its share: once one starts, or once the try passed with no launch failing', () => {
+    const h = health();
+    h.report('a', 'FAILED', true, LAUNCH);
+    h.report('b', 'FAILED', true, LAUNCH);
+    h.review(true);
+    h.forget('a');
+    h.forget('b');
+    now += STEP_BACK_MS;
+    expect(h.cap()).toBe(1);
+    expect(h.review(true)).toBeNull();
+    now += TRIAL_MS - 1;
+    expect(h.cap()).toBe(1);
+    // Nothing failed in the try (it got no session, or one still starting): its share.
+    now += 1;
+    expect(h.cap()).toBe(50);
+    // Another step back, and this time the session tried starts.
+    h.report('c', 'FAILED', true, LAUNCH);
+    expect(h.review(true)).toMatchObject({ stepped: 'back', forMs: 2 * STEP_BACK_MS });
+    h.forget('c');
+    now += 2 * STEP_BACK_MS;
+    expect(h.cap()).toBe(1);
+    h.report('d', 'QR', false);
+    expect(h.cap()).toBe(50);
+    expect(h.failing()).toBe(false);
   });
 
   it('a session that starts while it is stepped back ends the step back', () => {

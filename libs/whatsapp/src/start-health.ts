@@ -9,6 +9,12 @@ export const STEP_BACK_MAX_MS = 30 * 60_000;
  * alone may be a host busy for a moment (Puppeteer's launch timeout).
  */
 export const LAUNCH_FAILURES_TO_FAIL = 2;
+/**
+ * After a step back, while starts still fail here, the worker takes one session for this long
+ * (a try: the others' sessions are not all moved to a worker where they may well fail again),
+ * then its share: at once, should a session start here.
+ */
+export const TRIAL_MS = 2 * 60_000;
 
 /** States an engine reaches only once its Chromium runs WhatsApp Web. */
 const STARTED: ReadonlySet<SessionStatus> = new Set(
@@ -21,8 +27,8 @@ const STARTED: ReadonlySet<SessionStatus> = new Set(
  * with its heartbeat, and then steps back while other workers take sessions whose starts do
  * not fail: it takes none (its cap is 0, so the fair share hands its sessions to the others,
  * the failed first) for STEP_BACK_MS, twice as long at each step back until a session starts
- * (STEP_BACK_MAX_MS at most), then takes its share again; and sooner should no such worker be
- * left (a fleet where Chromium launches nowhere keeps trying everywhere). Only launch failures
+ * (STEP_BACK_MAX_MS at most), then one session for TRIAL_MS, then its share again; and its
+ * share at once should no such worker be left (a fleet where Chromium launches nowhere keeps trying everywhere). Only launch failures
  * count (a failure at WhatsApp Web, a login that will not restore, a profile in use are the
  * session's or the network's, and no other worker would do better), and a session that
  * started here once is past them.
@@ -35,6 +41,8 @@ export class StartHealth {
   /** Chromium launches that failed since a session last started here. */
   private launchFailures = 0;
   private backUntil = 0;
+  /** The end of the try after the last step back. */
+  private trialUntil = 0;
   private backMs = STEP_BACK_MS;
 
   constructor(
@@ -57,6 +65,7 @@ export class StartHealth {
       this.failed.delete(sessionId);
       this.launchFailures = 0;
       this.backUntil = 0;
+      this.trialUntil = 0;
       this.backMs = STEP_BACK_MS;
     } else if (status === 'FAILED' && launchFailed && !this.started.has(sessionId)) {
       this.failed.set(sessionId, why ?? null);
@@ -90,11 +99,13 @@ export class StartHealth {
     if (this.steppedBack()) {
       if (othersTake) return null;
       this.backUntil = 0;
+      this.trialUntil = 0;
       return { stepped: 'forward' };
     }
     if (!othersTake || !this.failing() || this.failed.size === 0) return null;
     const forMs = this.backMs;
     this.backUntil = this.now() + forMs;
+    this.trialUntil = this.backUntil + TRIAL_MS;
     this.backMs = Math.min(STEP_BACK_MAX_MS, this.backMs * 2);
     return {
       stepped: 'back',
@@ -110,6 +121,8 @@ export class StartHealth {
 
   /** The most sessions this worker takes now (what it tells the others with its heartbeat). */
   cap(): number {
-    return this.steppedBack() ? 0 : this.maxSessions;
+    if (this.steppedBack()) return 0;
+    if (this.now() < this.trialUntil && this.failing()) return Math.min(1, this.maxSessions);
+    return this.maxSessions;
   }
 }
