@@ -3,7 +3,13 @@ import { once } from 'node:events';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { chromiumNotFoundMessage, findChromium, removeStaleProfileLocks } from './chromium.js';
+import {
+  chromiumNotFoundMessage,
+  findChromium,
+  isBrowserLaunchFailure,
+  probeChromiumLaunch,
+  removeStaleProfileLocks,
+} from './chromium.js';
 import { eventually } from '../../../test/support/eventually.js';
 
 let root: string;
@@ -161,4 +167,29 @@ describe('removeStaleProfileLocks', () => {
       state: 'free',
     });
   });
+});
+
+describe('probeChromiumLaunch: Chromium alone, as a worker stepped back tries it', () => {
+  const probes = () =>
+    readdir(tmpdir()).then((names) => names.filter((n) => n.startsWith('wa-launch-probe-')));
+
+  it('launches the real Chromium and closes it, leaving no profile behind', async () => {
+    const configured = await findChromium();
+    if (!configured) throw new Error('Chromium not found (apt-get install chromium)');
+    const before = await probes();
+    expect(await probeChromiumLaunch({ configured, noSandbox: true })).toBeNull();
+    expect(await probes()).toEqual(before);
+  }, 60_000);
+
+  it('says why, in the words of a launch failure, when the binary exits at once or is not there', async () => {
+    const exits = await probeChromiumLaunch({ configured: '/bin/false', noSandbox: true });
+    expect(exits).toMatch(/Failed to launch the browser process/);
+    expect(isBrowserLaunchFailure(exits)).toBe(true);
+    const missing = await probeChromiumLaunch({
+      configured: '/nonexistent/chrome',
+      noSandbox: true,
+    });
+    expect(missing).toBe(chromiumNotFoundMessage('/nonexistent/chrome'));
+    expect(isBrowserLaunchFailure(missing)).toBe(true);
+  }, 60_000);
 });

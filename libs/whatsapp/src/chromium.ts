@@ -1,6 +1,7 @@
-import { access, constants, readFile, readlink, stat, unlink } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { access, constants, mkdtemp, readFile, readlink, rm, stat, unlink } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
+import puppeteer from 'puppeteer';
 
 /** Names tried on the PATH, best first, when PUPPETEER_EXECUTABLE_PATH is not set. */
 export const CHROMIUM_NAMES = [
@@ -52,6 +53,57 @@ export function isBrowserLaunchFailure(reason: string | null | undefined): boole
       reason,
     )
   );
+}
+
+/**
+ * The flags every Chromium of the gateway starts with; `noSandbox` as root (Chromium refuses
+ * its sandbox then) or with CHROMIUM_SANDBOX=false.
+ */
+export function chromiumArgs(noSandbox: boolean): string[] {
+  const args = [
+    '--disable-background-networking',
+    '--disable-dev-shm-usage',
+    '--no-first-run',
+    '--disable-gpu',
+  ];
+  if (noSandbox) args.unshift('--no-sandbox');
+  return args;
+}
+
+/** How long a launch of Chromium alone may take (Puppeteer's own default). */
+const PROBE_LAUNCH_TIMEOUT_MS = 30_000;
+
+/**
+ * Launches Chromium alone, as a session's is launched but with a blank profile of its own and
+ * no page, and closes it: null when it launched, else why not (in the words
+ * isBrowserLaunchFailure knows). A worker whose sessions' Chromium did not launch sees so
+ * whether it does now, with no session moved to it to find out.
+ */
+export async function probeChromiumLaunch(options: {
+  configured?: string;
+  noSandbox: boolean;
+}): Promise<string | null> {
+  const executablePath = await findChromium({ configured: options.configured });
+  if (!executablePath) return chromiumNotFoundMessage(options.configured);
+  const profile = await mkdtemp(join(tmpdir(), 'wa-launch-probe-'));
+  try {
+    const browser = await puppeteer.launch({
+      executablePath,
+      headless: true,
+      args: chromiumArgs(options.noSandbox),
+      userDataDir: profile,
+      timeout: PROBE_LAUNCH_TIMEOUT_MS,
+      handleSIGINT: false,
+      handleSIGTERM: false,
+      handleSIGHUP: false,
+    });
+    await browser.close();
+    return null;
+  } catch (thrown) {
+    return thrown instanceof Error ? thrown.message : String(thrown);
+  } finally {
+    await rm(profile, { recursive: true, force: true }).catch(() => undefined);
+  }
 }
 
 /** The session's FAILED reason when findChromium found nothing. */

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import { AuthStore } from './auth-store.js';
+import { probeChromiumLaunch } from './chromium.js';
 import type { WhatsAppEngine } from './engine.js';
 import { SandboxEngine } from './sandbox.engine.js';
 import { sessionDir } from './session-paths.js';
@@ -34,6 +35,18 @@ export class EngineFactory {
       authStore: this.authStore,
       backupIntervalMs: this.config.AUTH_BACKUP_INTERVAL_MS,
       checkNumber: this.config.SEND_CHECK_NUMBER,
+    });
+  }
+
+  /**
+   * Launches the engine's Chromium alone and closes it (probeChromiumLaunch): null when it
+   * launched, else why not. The sandbox engine has none: null.
+   */
+  probeLaunch(): Promise<string | null> {
+    if (this.config.WA_ENGINE === 'sandbox') return Promise.resolve(null);
+    return probeChromiumLaunch({
+      configured: this.config.PUPPETEER_EXECUTABLE_PATH,
+      noSandbox: process.getuid?.() === 0 || !this.config.CHROMIUM_SANDBOX,
     });
   }
 }

@@ -87,8 +87,6 @@ export class SessionManager
   private readonly starts: StartGate;
   /** Whether sessions start here at all: this worker steps back while they do not. */
   private readonly health: StartHealth;
-  /** Whether another live worker took sessions, and they start there, at the last full pass. */
-  private othersTake = false;
   private timer?: NodeJS.Timeout;
   private reconciling?: Promise<void>;
   /** The kind of reconciliation asked for while one ran: it runs next. */
@@ -299,6 +297,7 @@ export class SessionManager
   }
 
   private async tick(): Promise<void> {
+    this.probeLaunch();
     const held = [...new Set([...this.ownedSessionIds(), ...this.stopping])];
     const sent = Date.now();
     if (this.stalled(sent)) this.outOfTouch = true;
@@ -358,9 +357,8 @@ export class SessionManager
     this.purgeFailed = false;
     this.fleet = placement.fleet;
     const standing = this.standing();
-    this.othersTake = placement.healthyOthers > 0;
-    this.reviewStarts();
-    this.announceStanding(standing);
+    this.health.othersTakeSessions(placement.healthyOthers > 0);
+    this.noteStanding(standing);
     const observing = this.observeFleet(placement.lapsed > 0);
     let list = await this.registry();
     // Ours but unregistered behind our back: deleted (a purge leaves a tombstone), so no longer
@@ -732,41 +730,61 @@ export class SessionManager
         startThrew || isBrowserLaunchFailure(state.lastError),
         state.lastError,
       );
-      if (state.status === 'FAILED' && this.reviewStarts()) void this.reconcile('all');
-      this.announceStanding(standing);
+      if (this.noteStanding(standing)) void this.reconcile('all');
     }
     await this.recorder.state(sessionId, state);
   }
 
+  /** What the heartbeat tells the others of this worker: its cap, and whether starts fail. */
+  private standing(): { cap: number; failing: boolean } {
+    return { cap: this.health.cap(), failing: this.health.failing() };
+  }
+
   /**
-   * Steps back when sessions fail to start here, or forward when no other worker takes them
-   * (StartHealth); true when it just stepped back.
+   * After StartHealth learnt something: when this worker's standing changed since `before`, it
+   * beats at once (the 'capacity' event) and says why. True when its cap changed: sessions
+   * move (the caller looks at the registry again, where it is not doing so already).
    */
-  private reviewStarts(): boolean {
-    const stepped = this.health.review(this.othersTake);
-    if (!stepped) return false;
+  private noteStanding(before: { cap: number; failing: boolean }): boolean {
+    const now = this.standing();
+    if (now.cap === before.cap && now.failing === before.failing) return false;
+    this.emit('capacity', now.cap);
+    if (now.cap === before.cap) return false;
     this.unsettled = true;
-    if (stepped.stepped === 'forward') {
-      this.log.warn(
-        'taking sessions again before the step back is over: no other worker where they start takes sessions',
+    if (this.health.steppedBack()) {
+      const { failedSessions, lastError } = this.health.failures();
+      this.log.error(
+        { sessions: failedSessions, lastError },
+        'sessions fail to start on this worker (Chromium does not launch, none has started here): handing them to the other workers and taking none until Chromium launches here',
       );
-      return false;
-    }
-    this.log.error(
-      { sessions: stepped.failedSessions, lastError: stepped.lastError, forMs: stepped.forMs },
-      'sessions fail to start on this worker (none has started here): handing them to the other workers and taking none for now',
-    );
+    } else if (this.health.failing())
+      this.log.warn(
+        'sessions still fail to start on this worker, but no other worker where they start takes sessions: trying them here',
+      );
+    else this.log.log('Chromium launches on this worker again: taking sessions');
     return true;
   }
 
-  /** What the heartbeat tells the others of this worker: its cap, and whether starts fail. */
-  private standing(): string {
-    return `${this.health.cap()}${this.health.failing() ? '!' : ''}`;
-  }
-
-  /** Beats at once (the 'capacity' event) when the standing changed since `before`. */
-  private announceStanding(before: string): void {
-    if (this.standing() !== before) this.emit('capacity', this.health.cap());
+  /**
+   * Stepped back, tries Chromium alone when it is time (StartHealth.probeDue), in the
+   * background: once it launches, the worker takes sessions again.
+   */
+  private probeLaunch(): void {
+    if (!this.health.probeDue()) return;
+    this.health.probeStarted();
+    void this.factory
+      .probeLaunch()
+      .catch((thrown: unknown) => toError(thrown).message)
+      .then((error) => {
+        const standing = this.standing();
+        const nextTryMs = this.health.probed(error);
+        if (error !== null)
+          this.log.warn(
+            { err: error, nextTryInS: Math.round((nextTryMs ?? 0) / 1000) },
+            'Chromium still does not launch on this worker',
+          );
+        if (this.noteStanding(standing) && !this.stopped) void this.reconcile('all');
+      });
   }
 
   private async onAck(

@@ -1,20 +1,14 @@
 import { SESSION_STATUSES, type SessionStatus } from '@app/status-store';
 
-/** How long a worker whose sessions fail to start first steps back (takes no session). */
-export const STEP_BACK_MS = 60_000;
-/** The longest step back: each one while starts still fail lasts twice the last, up to this. */
-export const STEP_BACK_MAX_MS = 30 * 60_000;
+/** How long after its starts began to fail a stepped-back worker first tries Chromium alone. */
+export const PROBE_MS = 60_000;
+/** The longest wait between two such tries: each one that fails doubles it, up to this. */
+export const PROBE_MAX_MS = 30 * 60_000;
 /**
  * Chromium launches failed, none started between, before starts count as failing here: one
  * alone may be a host busy for a moment (Puppeteer's launch timeout).
  */
 export const LAUNCH_FAILURES_TO_FAIL = 2;
-/**
- * After a step back, while starts still fail here, the worker takes one session for this long
- * (a try: the others' sessions are not all moved to a worker where they may well fail again),
- * then its share: at once, should a session start here.
- */
-export const TRIAL_MS = 2 * 60_000;
 
 /** States an engine reaches only once its Chromium runs WhatsApp Web. */
 const STARTED: ReadonlySet<SessionStatus> = new Set(
@@ -23,15 +17,17 @@ const STARTED: ReadonlySet<SessionStatus> = new Set(
 
 /**
  * Whether Chromium launches on this worker. Starts fail here (`failing`) once it did not
- * launch LAUNCH_FAILURES_TO_FAIL times and no session has started here; the worker says so
- * with its heartbeat, and then steps back while other workers take sessions whose starts do
- * not fail: it takes none (its cap is 0, so the fair share hands its sessions to the others,
- * the failed first) for STEP_BACK_MS, twice as long at each step back until a session starts
- * (STEP_BACK_MAX_MS at most), then one session for TRIAL_MS, then its share again; and its
- * share at once should no such worker be left (a fleet where Chromium launches nowhere keeps trying everywhere). Only launch failures
- * count (a failure at WhatsApp Web, a login that will not restore, a profile in use are the
- * session's or the network's, and no other worker would do better), and a session that
- * started here once is past them.
+ * launch LAUNCH_FAILURES_TO_FAIL times and no session has started here since; the worker says
+ * so with its heartbeat. While another worker with room, whose starts do not fail, takes
+ * sessions, a worker whose starts fail steps back: it takes none (its cap is 0, so the fair
+ * share hands its sessions to the others, the failed first), and tries Chromium alone, with no
+ * session (`probeDue`, `probed`), after PROBE_MS, then twice as long after each failed try
+ * (PROBE_MAX_MS at most); once Chromium launches, it takes its share again. No session is
+ * moved to it to find out. Alone, or where every other worker's starts fail too, it keeps
+ * trying its own sessions (a fleet where Chromium launches nowhere keeps trying everywhere).
+ * Only launch failures count (a failure at WhatsApp Web, a login that will not restore, a
+ * profile in use are the session's or the network's, and no other worker would do better),
+ * and a session that started here once is past them.
  */
 export class StartHealth {
   /** Sessions whose engine here got past starting. */
@@ -40,10 +36,11 @@ export class StartHealth {
   private readonly failed = new Map<string, string | null>();
   /** Chromium launches that failed since a session last started here. */
   private launchFailures = 0;
-  private backUntil = 0;
-  /** The end of the try after the last step back. */
-  private trialUntil = 0;
-  private backMs = STEP_BACK_MS;
+  /** Whether another live worker with room, whose starts do not fail, takes sessions. */
+  private othersTake = false;
+  private probeAt = 0;
+  private probeMs = PROBE_MS;
+  private probing = false;
 
   constructor(
     private readonly maxSessions: number,
@@ -63,14 +60,25 @@ export class StartHealth {
     if (STARTED.has(status)) {
       this.started.add(sessionId);
       this.failed.delete(sessionId);
-      this.launchFailures = 0;
-      this.backUntil = 0;
-      this.trialUntil = 0;
-      this.backMs = STEP_BACK_MS;
+      this.healthy();
     } else if (status === 'FAILED' && launchFailed && !this.started.has(sessionId)) {
       this.failed.set(sessionId, why ?? null);
-      this.launchFailures++;
+      // Where other sessions run, the session is at fault, not the worker.
+      if (this.started.size === 0 && ++this.launchFailures === LAUNCH_FAILURES_TO_FAIL)
+        this.probeAt = this.now() + PROBE_MS;
     }
+  }
+
+  /** The session's engine here is gone (stopped, handed over, lease lost). */
+  forget(sessionId: string): void {
+    // The last session that ran here went: launches are counted afresh from now.
+    if (this.started.delete(sessionId) && this.started.size === 0) this.launchFailures = 0;
+    this.failed.delete(sessionId);
+  }
+
+  /** Whether another live worker with room, whose starts do not fail, takes sessions. */
+  othersTakeSessions(othersTake: boolean): void {
+    this.othersTake = othersTake;
   }
 
   /** Sessions do not start here: Chromium did not launch, again, and none started. */
@@ -78,51 +86,52 @@ export class StartHealth {
     return this.started.size === 0 && this.launchFailures >= LAUNCH_FAILURES_TO_FAIL;
   }
 
-  /** The session's engine here is gone (stopped, handed over, lease lost). */
-  forget(sessionId: string): void {
-    this.started.delete(sessionId);
-    this.failed.delete(sessionId);
-  }
-
-  /**
-   * Steps back when starts fail here and a session of this worker's failed to launch, if
-   * `othersTake` (another live worker takes sessions, and they start there); takes sessions
-   * again, stepped back, when none does any more (alone, or with every other stepped back,
-   * full or failing, this worker keeps trying its own). Returns what to log when it did either.
-   */
-  review(
-    othersTake: boolean,
-  ):
-    | { stepped: 'back'; failedSessions: string[]; lastError: string | null; forMs: number }
-    | { stepped: 'forward' }
-    | null {
-    if (this.steppedBack()) {
-      if (othersTake) return null;
-      this.backUntil = 0;
-      this.trialUntil = 0;
-      return { stepped: 'forward' };
-    }
-    if (!othersTake || !this.failing() || this.failed.size === 0) return null;
-    const forMs = this.backMs;
-    this.backUntil = this.now() + forMs;
-    this.trialUntil = this.backUntil + TRIAL_MS;
-    this.backMs = Math.min(STEP_BACK_MAX_MS, this.backMs * 2);
-    return {
-      stepped: 'back',
-      failedSessions: [...this.failed.keys()],
-      lastError: [...this.failed.values()].at(-1) ?? null,
-      forMs,
-    };
-  }
-
+  /** Takes no session: its starts fail and another worker takes them. */
   steppedBack(): boolean {
-    return this.now() < this.backUntil;
+    return this.failing() && this.othersTake;
   }
 
   /** The most sessions this worker takes now (what it tells the others with its heartbeat). */
   cap(): number {
-    if (this.steppedBack()) return 0;
-    if (this.now() < this.trialUntil && this.failing()) return Math.min(1, this.maxSessions);
-    return this.maxSessions;
+    return this.steppedBack() ? 0 : this.maxSessions;
+  }
+
+  /** What to log of the step back: the sessions that failed here, and the last reason. */
+  failures(): { failedSessions: string[]; lastError: string | null } {
+    return {
+      failedSessions: [...this.failed.keys()],
+      lastError: [...this.failed.values()].at(-1) ?? null,
+    };
+  }
+
+  /** Stepped back, and the time has come to try Chromium alone. */
+  probeDue(): boolean {
+    return this.steppedBack() && !this.probing && this.now() >= this.probeAt;
+  }
+
+  /** A try of Chromium alone begins. */
+  probeStarted(): void {
+    this.probing = true;
+  }
+
+  /**
+   * A try of Chromium alone ended: `error` null when it launched (starts no longer fail here),
+   * else why not. Returns how long until the next try, when it failed.
+   */
+  probed(error: string | null): number | null {
+    this.probing = false;
+    if (error === null) {
+      this.healthy();
+      return null;
+    }
+    this.probeMs = Math.min(PROBE_MAX_MS, this.probeMs * 2);
+    this.probeAt = this.now() + this.probeMs;
+    return this.probeMs;
+  }
+
+  private healthy(): void {
+    this.launchFailures = 0;
+    this.probeMs = PROBE_MS;
+    this.probeAt = 0;
   }
 }

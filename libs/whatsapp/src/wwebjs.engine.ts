@@ -8,6 +8,7 @@ import wweb from 'whatsapp-web.js';
 import { AppError, phoneDigits, withTimeout } from '@app/common';
 import type { ObservedSession, SessionStatus } from '@app/status-store';
 import {
+  chromiumArgs,
   chromiumNotFoundMessage,
   findChromium,
   removeStaleProfileLocks,
@@ -738,13 +739,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   }
 
   private clientOptions(executablePath: string, current: () => boolean): WwebjsClientOptions {
-    const args = [
-      '--disable-background-networking',
-      '--disable-dev-shm-usage',
-      '--no-first-run',
-      '--disable-gpu',
-    ];
-    if (this.settings.runningAsRoot || !this.settings.sandbox) args.unshift('--no-sandbox');
+    const args = chromiumArgs(this.settings.runningAsRoot || !this.settings.sandbox);
     // A new object every time: the Client merges its defaults into the options it is given.
     return {
       authStrategy: this.options.authStore?.remote

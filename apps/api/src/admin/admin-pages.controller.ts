@@ -392,7 +392,7 @@ function workerState(worker: WorkerDto): {
       stateText: 'starts failing',
       hint:
         worker.maxSessions === 0
-          ? 'Sessions do not start here (Chromium does not launch): it hands them to the others and tries again later. Its log says why.'
+          ? 'Sessions do not start here (Chromium does not launch): it hands them to the others, tries Chromium alone now and then, and takes sessions again once it launches. Its log says why.'
           : 'Sessions do not start here (Chromium does not launch), and no other worker where they start takes them: it keeps trying. Its log says why.',
       capText,
     };

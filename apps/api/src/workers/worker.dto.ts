@@ -24,13 +24,13 @@ export class WorkerDto implements LiveWorker {
     nullable: true,
     example: 50,
     description:
-      'The most sessions it takes now: its WORKER_MAX_SESSIONS, or 0 while it steps back (startsFailing) and 1 while it tries one after that. The others share out what it cannot take. Null for a worker of a version that did not say',
+      'The most sessions it takes now: its WORKER_MAX_SESSIONS, or 0 while it steps back (startsFailing). The others share out what it cannot take. Null for a worker of a version that did not say',
   })
   maxSessions: number | null;
   @ApiProperty({
     example: false,
     description:
-      'Chromium does not launch there (a missing library, a bad binary, no memory), twice, and no session has started there. While another worker whose starts do not fail takes sessions, it hands its sessions to them and takes none for a while (maxSessions 0; 1 minute, doubled each time until a session starts there, 30 at most), then one to try (maxSessions 1, 2 minutes), then its share again; alone, it keeps trying. Its log says why',
+      'Chromium does not launch there (a missing library, a bad binary, no memory), twice, and no session has started there. While another worker whose starts do not fail takes sessions, it hands its sessions to them and takes none (maxSessions 0), trying Chromium alone after 1 minute, then twice as long after each failed try (30 at most), and takes its share again once it launches; alone, it keeps trying its sessions. Its log says why',
   })
   startsFailing: boolean;
   @ApiProperty({ example: '2026-11-24T10:00:00.000Z' })
