@@ -38,18 +38,26 @@ describe('RedisClock', () => {
 
   it('reads Redis once, then carries that forward until it is REDIS_CLOCK_RESYNC_MS old, and keeps it when a new reading fails', async () => {
     vi.useFakeTimers({ toFake: ['performance'] });
+    // The host's wall clock goes on with its monotonic one, as it does but for a pause.
+    const real = Date.now.bind(Date);
+    let shift = 0;
+    vi.spyOn(Date, 'now').mockImplementation(() => real() + shift);
+    const advance = (ms: number) => {
+      vi.advanceTimersByTime(ms);
+      shift += ms;
+    };
     // The clock is read by a script on the heartbeats' key (its node's clock, with a Cluster).
     const time = vi.spyOn(redis, 'evalsha');
     const clock = new RedisClock(redis, keys);
     const first = await clock.now();
     expect(await clock.now()).toBe(first);
-    vi.advanceTimersByTime(1_000);
+    advance(1_000);
     expect(await clock.now()).toBe(first + 1_000);
     expect(time).toHaveBeenCalledTimes(1);
 
     // Redis is out of reach when the reading gets old: the last one is carried forward.
     time.mockRejectedValueOnce(new Error('Connection is closed.'));
-    vi.advanceTimersByTime(REDIS_CLOCK_RESYNC_MS);
+    advance(REDIS_CLOCK_RESYNC_MS);
     expect(await clock.now()).toBe(first + 1_000 + REDIS_CLOCK_RESYNC_MS);
     expect(time).toHaveBeenCalledTimes(2);
     await new Promise((resolve) => setImmediate(resolve));
@@ -78,6 +86,13 @@ describe('RedisClock', () => {
     time.mockResolvedValueOnce(['2000000000', '0']);
     expect(await clock.now()).toBe(2_000_000_000_000);
     expect(time).toHaveBeenCalledTimes(2);
+    // Paused again, and Redis out of reach: the reading is carried forward, and only the
+    // next resync, not every call, waits on Redis.
+    vi.spyOn(Date, 'now').mockImplementation(() => real() + 1_200_000);
+    time.mockRejectedValueOnce(new Error('Connection is closed.'));
+    expect(await clock.now()).toBe(2_000_000_000_000);
+    expect(await clock.now()).toBe(2_000_000_000_000);
+    expect(time).toHaveBeenCalledTimes(3);
   });
 
   it('fails, rather than guess from the host clock, when Redis cannot be read the first time', async () => {

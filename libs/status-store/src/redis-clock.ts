@@ -43,12 +43,22 @@ export class RedisClock {
    */
   async now(): Promise<number> {
     if (!this.base) await this.read();
-    // Out of reach then, the last reading is carried forward: the best there is.
-    else if (this.clocksParted()) await this.read().catch(() => undefined);
+    else if (this.clocksParted()) await this.read().catch(() => this.carryForward());
     else if (performance.now() - this.base.monotonicMs > REDIS_CLOCK_RESYNC_MS)
       void this.read().catch(() => undefined);
     const base = this.base!;
     return Math.round(base.redisMs + (performance.now() - base.monotonicMs));
+  }
+
+  /**
+   * Redis out of reach when the host's clocks parted: the last reading is carried forward, the
+   * best there is, and taken as a new one (each call would otherwise wait on Redis again); the
+   * next reading, REDIS_CLOCK_RESYNC_MS on, sets it right.
+   */
+  private carryForward(): void {
+    const { redisMs, monotonicMs } = this.base!;
+    const at = performance.now();
+    this.base = { redisMs: redisMs + (at - monotonicMs), monotonicMs: at, wallMs: Date.now() };
   }
 
   /** The host's wall and monotonic clocks went apart since the last reading. */

@@ -108,6 +108,21 @@ describe('WebhookRepository, a failing target', () => {
     expect(await redis.pttl(keys.webhookEvent(failed[2].eventId))).toBeGreaterThan(6 * DAY_MS);
   });
 
+  it('leaves a failed delivery that was replayed between the index letting it go and its record going', async () => {
+    const failed = [await queue(), await queue(), await queue()];
+    const at = Date.now();
+    for (const [i, delivery] of failed.entries())
+      await webhooks.markFailed(delivery, { statusCode: 404, error: 'HTTP 404' }, new Date(at + i));
+    // Replayed (pending again), yet still in the index: the moment between the two steps.
+    await redis.hset(keys.webhookDelivery(failed[0].id), 'status', 'pending');
+    const next = await queue();
+    expect(
+      await webhooks.markFailed(next, { statusCode: 404, error: 'HTTP 404' }, new Date(at + 9)),
+    ).toBe(1);
+    expect(await redis.hget(keys.webhookDelivery(failed[0].id), 'status')).toBe('pending');
+    expect(await redis.hget(keys.webhookEvent(failed[0].eventId), 'pending')).toBe('1');
+  });
+
   it('releases the event of a failed delivery replayed and then delivered, as of one delivered at once', async () => {
     const delivery = await queue();
     await webhooks.markFailed(delivery, { statusCode: 400, error: 'HTTP 400' });

@@ -151,13 +151,16 @@ return dropped
 `);
 
 // A delivery dropped from its chain unsent, or a failed one beyond WEBHOOK_FAILED_MAX: its
-// record goes, its event is released. KEYS[1]
+// record goes, its event is released; with ARGV[2], only while its status is that (a failed
+// one replayed meanwhile stays). KEYS[1]
 // delivery, [2] event; ARGV[1] keep ms. Returns its event's type (false: it was gone).
 const DROP = new LuaScript(
   RELEASE_EVENT +
     `
-local event_type = redis.call('HGET', KEYS[1], 'eventType')
+local found = redis.call('HMGET', KEYS[1], 'eventType', 'status')
+local event_type = found[1]
 if not event_type then return false end
+if ARGV[2] and found[2] ~= ARGV[2] then return false end
 redis.call('DEL', KEYS[1])
 release_event(KEYS[2], ARGV[1])
 return event_type
@@ -369,7 +372,7 @@ export class WebhookRepository {
       this.redis,
       gone.map((id) => ({
         keys: [this.keys.webhookDelivery(id), this.keys.webhookEvent(eventIdOf(id))],
-        args: [DELIVERED_KEEP_MS],
+        args: [DELIVERED_KEEP_MS, 'failed'],
       })),
     );
     return gone.length;
