@@ -117,6 +117,11 @@ describe('session lifecycle through the API (sandbox engine, manual linking)', (
   });
 
   it('deletes a session: stopped, its folder purged, unregistered', async () => {
+    // Its events' sequence, and its list of webhook deliveries.
+    const sequence = stack.keys.webhookSequence('sales');
+    const seen = Math.max(41, Number((await stack.redis.get(sequence)) ?? 0));
+    await stack.redis.set(sequence, seen);
+    await stack.redis.zadd(stack.keys.webhookSessionRecent('sales'), 1, 'evt_x_s000000000000');
     expect((await stack.call('DELETE', '/api/v1/sessions/sales')).status).toBe(202);
     expect((await stack.call('GET', '/api/v1/sessions/sales/status')).status).toBe(404);
     await eventually(async () => {
@@ -124,6 +129,10 @@ describe('session lifecycle through the API (sandbox engine, manual linking)', (
       expect(existsSync(join(stack.env.WWEBJS_DATA_DIR, 'session-sales'))).toBe(false);
       expect(stack.worker!.get(SessionManager).ownedSessionIds()).not.toContain('sales');
     });
+    // Its deliveries are no longer listed; its sequence goes on where it was, should the
+    // session be made again (events of both may wait in one line for a target).
+    expect(await stack.redis.exists(stack.keys.webhookSessionRecent('sales'))).toBe(0);
+    expect(Number(await stack.redis.get(sequence))).toBeGreaterThanOrEqual(seen);
     const list = (await stack.call('GET', '/api/v1/sessions')).body.data.map(
       (s: { id: string }) => s.id,
     );

@@ -86,5 +86,9 @@ describe('redactUrl', () => {
     );
     expect(redactUrl('https://hooks.example.com/in')).toBe('https://hooks.example.com/in');
     expect(redactUrl('not a url')).toBe('not a url');
+    // One that does not parse (a port out of range) still shows no credentials.
+    expect(redactUrl('https://user:pw@hooks.example.com:99999/in?token=abc')).toBe(
+      'https://***@hooks.example.com:99999/in?***',
+    );
   });
 });

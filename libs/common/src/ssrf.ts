@@ -102,7 +102,8 @@ export function redactUrl(value: string): string {
     for (const name of new Set(url.searchParams.keys())) url.searchParams.set(name, '***');
     return url.toString();
   } catch {
-    return value;
+    // Not a URL after all: its user info and query, where credentials live, masked as a whole.
+    return value.replace(/\/\/.*@/s, '//***@').replace(/\?.*$/s, '?***');
   }
 }
 

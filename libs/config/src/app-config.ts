@@ -344,7 +344,9 @@ export class AppConfig {
     validator: {
       validate: (value: unknown) =>
         typeof value === 'string' &&
-        value.split(',').every((url) => /^https?:\/\/[^\s,]+$/.test(url.trim())),
+        value
+          .split(',')
+          .every((url) => /^https?:\/\/[^\s,]+$/.test(url.trim()) && URL.canParse(url.trim())),
       defaultMessage: () => 'must be comma-separated http:// or https:// URLs',
     },
   })
@@ -417,12 +419,19 @@ export class AppConfig {
     return this.NODE_ENV === 'production';
   }
 
-  /** WEBHOOK_URLS as a list. */
+  /**
+   * WEBHOOK_URLS as a list, each once (a URL listed twice is one target: its deliveries would
+   * otherwise count twice in each event, kept the whole retention).
+   */
   get webhookUrls(): string[] {
-    return (this.WEBHOOK_URLS ?? '')
-      .split(',')
-      .map((url) => url.trim())
-      .filter(Boolean);
+    return [
+      ...new Set(
+        (this.WEBHOOK_URLS ?? '')
+          .split(',')
+          .map((url) => url.trim())
+          .filter(Boolean),
+      ),
+    ];
   }
 
   /** A worker is considered dead when its heartbeat is older than this. */

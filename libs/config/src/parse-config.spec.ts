@@ -162,6 +162,18 @@ describe('parseConfig', () => {
     );
   });
 
+  it('refuses a WEBHOOK_URLS entry that does not parse, and takes a URL listed twice once', () => {
+    const refused = problems({ WEBHOOK_URLS: 'https://hooks.example.com:99999/in?token=t0ken' });
+    expect(refused.filter((line) => line.startsWith('WEBHOOK_URLS '))).toHaveLength(1);
+    expect(refused.join('\n')).not.toContain('t0ken');
+    expect(
+      parseConfig({
+        WEBHOOK_URLS: 'https://a.example.com/in, https://b.example.com/in,https://a.example.com/in',
+        WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+      }).webhookUrls,
+    ).toEqual(['https://a.example.com/in', 'https://b.example.com/in']);
+  });
+
   it('takes only http and https URLs for BASE_URL and AUTH_S3_ENDPOINT', () => {
     expect(problems({ BASE_URL: 'ftp://gateway.example.com' })).toHaveLength(1);
     expect(problems({ AUTH_S3_ENDPOINT: 'ftp://minio:9000' })).toHaveLength(1);

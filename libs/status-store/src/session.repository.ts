@@ -161,8 +161,10 @@ export class SessionRepository {
 
   /**
    * Forgets a session entirely: its state, its webhook targets and its listings of sent and
-   * received messages, so a session made again with the same id starts clean (the messages
-   * stay readable by id until they expire).
+   * received messages and of deliveries, so a session made again with the same id starts
+   * clean (the messages stay readable by id until they expire). Its event sequence is kept: a
+   * session made again goes on from it, so the events of both, which may wait in one line
+   * for a WEBHOOK_URLS target, keep rising.
    */
   async unregister(sessionId: string): Promise<void> {
     // The registry (root) first, then the session's keys (its shard): as register, reversed.
@@ -178,7 +180,7 @@ export class SessionRepository {
       .del(this.keys.sandboxIncoming(sessionId))
       .del(this.keys.messageCounts(sessionId))
       .del(this.keys.webhookTargets(sessionId))
-      .del(this.keys.webhookSequence(sessionId))
+      .del(this.keys.webhookSessionRecent(sessionId))
       .del(this.keys.sessionMessages(sessionId))
       .del(this.keys.sessionScheduled(sessionId))
       .del(this.keys.sessionInbox(sessionId))
