@@ -136,6 +136,15 @@ describe('WebhookRepository, a failing target', () => {
     );
   });
 
+  it('counts attempts, and does not make a delivery that expired since it was read again (without an expiry)', async () => {
+    const { id } = await queue();
+    expect(await webhooks.startAttempt(id)).toBe(1);
+    expect(await webhooks.startAttempt(id)).toBe(2);
+    await redis.del(keys.webhookDelivery(id));
+    expect(await webhooks.startAttempt(id)).toBe(0);
+    expect(await redis.exists(keys.webhookDelivery(id))).toBe(0);
+  });
+
   it('does not make an expired event again when a delivery of it is delivered', async () => {
     const { id, eventId } = await queue();
     await redis.del(keys.webhookEvent(eventId));

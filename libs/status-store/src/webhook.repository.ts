@@ -181,6 +181,14 @@ return 1
 `,
 );
 
+// An attempt begins: KEYS[1] delivery; ARGV[1] now (ISO). Returns its number, 0 when gone.
+const START_ATTEMPT = new LuaScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'lastAttemptAt', ARGV[1])
+return attempts
+`);
+
 /** The deliveries of one session to one target: delivered one at a time, in order. */
 export interface DeliveryChain {
   sessionId: string;
@@ -256,15 +264,16 @@ export class WebhookRepository {
     return hash.id ? toDelivery(hash) : null;
   }
 
-  /** Counts an attempt about to be made; returns its number (1 for the first). */
+  /**
+   * Counts an attempt about to be made; returns its number (1 for the first), or 0 when the
+   * delivery is gone (expired since it was read: it is not made again, without an expiry).
+   */
   async startAttempt(deliveryId: string, now = new Date()): Promise<number> {
-    const key = this.keys.webhookDelivery(deliveryId);
-    const [[, attempts]] = (await this.redis
-      .multi()
-      .hincrby(key, 'attempts', 1)
-      .hset(key, 'lastAttemptAt', now.toISOString())
-      .exec()) as [[Error | null, number]];
-    return attempts;
+    return (await START_ATTEMPT.run(
+      this.redis,
+      [this.keys.webhookDelivery(deliveryId)],
+      [now.toISOString()],
+    )) as number;
   }
 
   /** Delivered: kept DELIVERED_KEEP_MS; its event too once nothing else needs it. */

@@ -107,6 +107,15 @@ describe('a delivery on its last attempt', () => {
     expect(sender.post).not.toHaveBeenCalled();
   });
 
+  it('counts one that expired between being read and its attempt, and moves the chain on', async () => {
+    const { delivery, webhooks, metrics, sender } = lastAttempt({});
+    webhooks.startAttempt.mockResolvedValueOnce(0);
+    expect((await delivery.deliver(CHAIN)).result).toBe('done');
+    expect(metrics.webhookAttempt).toHaveBeenCalledWith({ eventType: 'unknown' }, 'expired');
+    expect(webhooks.finish).toHaveBeenCalled();
+    expect(sender.post).not.toHaveBeenCalled();
+  });
+
   it('fails for good when the target did not answer', async () => {
     const { delivery, webhooks } = lastAttempt({ error: 'no answer within WEBHOOK_TIMEOUT_MS' });
     expect((await delivery.deliver(CHAIN)).result).toBe('failed');

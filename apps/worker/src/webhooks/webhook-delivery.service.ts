@@ -50,17 +50,7 @@ export class WebhookDeliveryService {
 
   async deliver(job: DeliveryJob): Promise<DeliveryResult> {
     const delivery = await this.webhooks.delivery(job.deliveryId);
-    if (!delivery) {
-      // Gone: it waited in line (behind a delivery of the chain being retried, a target down
-      // for long) past WEBHOOK_RETENTION_MS, its event with it. It cannot be sent any more;
-      // counted and logged, so it is not lost unseen.
-      this.metrics.webhookAttempt({ eventType: 'unknown' }, 'expired');
-      this.log.warn(
-        { deliveryId: job.deliveryId, sessionId: job.sessionId, targetId: job.targetId },
-        'webhook delivery expired while it waited in line (WEBHOOK_RETENTION_MS); not delivered',
-      );
-      return this.done(job, 'done');
-    }
+    if (!delivery) return this.expired(job);
     // Done already (a job run twice): only the chain needs to move on.
     if (delivery.status !== 'pending') return this.done(job, 'done');
     const [target, event] = await Promise.all([
@@ -75,6 +65,7 @@ export class WebhookDeliveryService {
       return this.done(job, 'failed');
     }
     const attempt = await this.webhooks.startAttempt(delivery.id);
+    if (attempt === 0) return this.expired(job);
     const body = JSON.stringify(renderEvent(event, target, this.config.BASE_URL ?? ''));
     const outcome = await this.sender.post(target, event.id, body);
     if (outcome.ok) {
@@ -129,6 +120,7 @@ export class WebhookDeliveryService {
     event: { timestamp: string },
   ): Promise<DeliveryResult> {
     const attempt = await this.webhooks.startAttempt(delivery.id);
+    if (attempt === 0) return this.expired(job);
     const error = 'the target is not in WEBHOOK_URLS of the worker that took it';
     this.log.warn(
       { deliveryId: delivery.id, targetId: delivery.targetId, attempt },
@@ -155,6 +147,20 @@ export class WebhookDeliveryService {
     });
     await this.dropBacklog(job, delivery.url);
     return this.done(job, 'failed');
+  }
+
+  /**
+   * The delivery is gone: it waited in line (behind a delivery of the chain being retried, a
+   * target down for long) past WEBHOOK_RETENTION_MS, its event with it. It cannot be sent any
+   * more; counted and logged, so it is not lost unseen, and the chain moves on.
+   */
+  private expired(job: DeliveryJob): Promise<DeliveryResult> {
+    this.metrics.webhookAttempt({ eventType: 'unknown' }, 'expired');
+    this.log.warn(
+      { deliveryId: job.deliveryId, sessionId: job.sessionId, targetId: job.targetId },
+      'webhook delivery expired while it waited in line (WEBHOOK_RETENTION_MS); not delivered',
+    );
+    return this.done(job, 'done');
   }
 
   /**
