@@ -23,6 +23,7 @@ import {
   fairShare,
   sessionsToHandOver,
 } from './session-manager.service.js';
+import { PROBE_MS, StartHealth } from './start-health.js';
 import { EngineEventRecorder } from './engine-event-recorder.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
@@ -350,6 +351,53 @@ describe('SessionManager', () => {
       expect(Math.max(...began) - Math.min(...began)).toBeLessThan(250);
     } finally {
       renew.mockRestore();
+    }
+  });
+
+  it('stepped back, tries Chromium alone at its time with its heartbeat, and takes sessions again once it launches', async () => {
+    const manager = app.get(SessionManager);
+    const internals = manager as unknown as { health: StartHealth; tick(): Promise<void> };
+    let now = 0;
+    const health = new StartHealth(50, () => now);
+    internals.health = health;
+    const factory = app.get(EngineFactory) as unknown as {
+      probeLaunch?: () => Promise<string | null>;
+    };
+    const probe = vi
+      .fn<() => Promise<string | null>>()
+      .mockResolvedValueOnce('Failed to launch the browser process: still')
+      .mockResolvedValueOnce(null);
+    factory.probeLaunch = probe;
+    const beats: number[] = [];
+    const onCapacity = (cap: number) => beats.push(cap);
+    manager.on('capacity', onCapacity);
+    const settled = () => new Promise((resolve) => setImmediate(resolve));
+    try {
+      health.othersTakeSessions(true);
+      health.report('x', 'FAILED', true, 'Failed to launch the browser process');
+      health.report('x', 'FAILED', true, 'Failed to launch the browser process');
+      expect(manager.capacity()).toBe(0);
+      expect(manager.startsFailing()).toBe(true);
+      // Not yet its time.
+      await internals.tick();
+      expect(probe).not.toHaveBeenCalled();
+      // Its time: tried, and Chromium still does not launch.
+      now += PROBE_MS;
+      await internals.tick();
+      await settled();
+      expect(probe).toHaveBeenCalledTimes(1);
+      expect(manager.capacity()).toBe(0);
+      // Twice as long on, tried again: it launches, so the worker takes its share and beats.
+      now += 2 * PROBE_MS;
+      await internals.tick();
+      await settled();
+      expect(probe).toHaveBeenCalledTimes(2);
+      expect(manager.capacity()).toBe(50);
+      expect(manager.startsFailing()).toBe(false);
+      expect(beats).toContain(50);
+    } finally {
+      manager.off('capacity', onCapacity);
+      delete factory.probeLaunch;
     }
   });
 });
