@@ -177,17 +177,24 @@ describe('probeChromiumLaunch: Chromium alone, as a worker stepped back tries it
     const configured = await findChromium();
     if (!configured) throw new Error('Chromium not found (apt-get install chromium)');
     const before = await probes();
-    expect(await probeChromiumLaunch({ configured, noSandbox: true })).toBeNull();
+    expect(
+      await probeChromiumLaunch({ configured, sandbox: false, runningAsRoot: true }),
+    ).toBeNull();
     expect(await probes()).toEqual(before);
   }, 60_000);
 
   it('says why, in the words of a launch failure, when the binary exits at once or is not there', async () => {
-    const exits = await probeChromiumLaunch({ configured: '/bin/false', noSandbox: true });
+    const exits = await probeChromiumLaunch({
+      configured: '/bin/false',
+      sandbox: false,
+      runningAsRoot: true,
+    });
     expect(exits).toMatch(/Failed to launch the browser process/);
     expect(isBrowserLaunchFailure(exits)).toBe(true);
     const missing = await probeChromiumLaunch({
       configured: '/nonexistent/chrome',
-      noSandbox: true,
+      sandbox: false,
+      runningAsRoot: true,
     });
     expect(missing).toBe(chromiumNotFoundMessage('/nonexistent/chrome'));
     expect(isBrowserLaunchFailure(missing)).toBe(true);

@@ -55,18 +55,23 @@ export function isBrowserLaunchFailure(reason: string | null | undefined): boole
   );
 }
 
+/** Whether this process runs as root (where Chromium refuses its sandbox). */
+export function runningAsRoot(): boolean {
+  return process.getuid?.() === 0;
+}
+
 /**
- * The flags every Chromium of the gateway starts with; `noSandbox` as root (Chromium refuses
- * its sandbox then) or with CHROMIUM_SANDBOX=false.
+ * The flags every Chromium of the gateway starts with: without its sandbox as root (Chromium
+ * refuses it then) or with CHROMIUM_SANDBOX=false (`sandbox` false).
  */
-export function chromiumArgs(noSandbox: boolean): string[] {
+export function chromiumArgs(options: { sandbox: boolean; runningAsRoot: boolean }): string[] {
   const args = [
     '--disable-background-networking',
     '--disable-dev-shm-usage',
     '--no-first-run',
     '--disable-gpu',
   ];
-  if (noSandbox) args.unshift('--no-sandbox');
+  if (options.runningAsRoot || !options.sandbox) args.unshift('--no-sandbox');
   return args;
 }
 
@@ -81,7 +86,8 @@ const PROBE_LAUNCH_TIMEOUT_MS = 30_000;
  */
 export async function probeChromiumLaunch(options: {
   configured?: string;
-  noSandbox: boolean;
+  sandbox: boolean;
+  runningAsRoot: boolean;
 }): Promise<string | null> {
   const executablePath = await findChromium({ configured: options.configured });
   if (!executablePath) return chromiumNotFoundMessage(options.configured);
@@ -90,7 +96,7 @@ export async function probeChromiumLaunch(options: {
     const browser = await puppeteer.launch({
       executablePath,
       headless: true,
-      args: chromiumArgs(options.noSandbox),
+      args: chromiumArgs(options),
       userDataDir: profile,
       timeout: PROBE_LAUNCH_TIMEOUT_MS,
       handleSIGINT: false,

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import { AuthStore } from './auth-store.js';
-import { probeChromiumLaunch } from './chromium.js';
+import { probeChromiumLaunch, runningAsRoot } from './chromium.js';
 import type { WhatsAppEngine } from './engine.js';
 import { SandboxEngine } from './sandbox.engine.js';
 import { sessionDir } from './session-paths.js';
@@ -46,7 +46,8 @@ export class EngineFactory {
     if (this.config.WA_ENGINE === 'sandbox') return Promise.resolve(null);
     return probeChromiumLaunch({
       configured: this.config.PUPPETEER_EXECUTABLE_PATH,
-      noSandbox: process.getuid?.() === 0 || !this.config.CHROMIUM_SANDBOX,
+      sandbox: this.config.CHROMIUM_SANDBOX,
+      runningAsRoot: runningAsRoot(),
     });
   }
 }

@@ -12,6 +12,7 @@ import {
   chromiumNotFoundMessage,
   findChromium,
   removeStaleProfileLocks,
+  runningAsRoot,
   type ProfileLockCheck,
 } from './chromium.js';
 import {
@@ -418,7 +419,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       findChromium: (configured) => findChromium({ configured }),
       prepareProfile: (profileDir) => removeStaleProfileLocks(profileDir),
       ...definedOnly(options),
-      runningAsRoot: options.runningAsRoot ?? process.getuid?.() === 0,
+      runningAsRoot: options.runningAsRoot ?? runningAsRoot(),
       sandbox: options.sandbox ?? true,
     };
   }
@@ -739,7 +740,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   }
 
   private clientOptions(executablePath: string, current: () => boolean): WwebjsClientOptions {
-    const args = chromiumArgs(this.settings.runningAsRoot || !this.settings.sandbox);
+    const args = chromiumArgs(this.settings);
     // A new object every time: the Client merges its defaults into the options it is given.
     return {
       authStrategy: this.options.authStore?.remote
