@@ -22,11 +22,17 @@ import {
   type DeliveryChain,
 } from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
-import { WebhookDeliveryService } from './webhook-delivery.service.js';
+import { WebhookDeliveryService, type DeliveryResult } from './webhook-delivery.service.js';
 import { WebhookSender } from './webhook-sender.service.js';
 
 /** How long the webhook worker's close may wait for Redis at shutdown. */
 const CLOSE_WAIT_MS = 3_000;
+/**
+ * A chain job's lock: renewed by BullMQ meanwhile, and taken afresh before each delivery. A
+ * worker that kept it from renewing longer (a blocked event loop, Redis out of reach) has lost
+ * the chain: another worker took its job as stalled.
+ */
+const CHAIN_LOCK_MS = 15_000;
 /** How often the chains are walked for one without a job (after a crash), and the backlog. */
 const SWEEP_MS = 10_000;
 const SWEEP_BATCH = 200;
@@ -90,13 +96,16 @@ export class WebhookConsumer {
       connection: this.connection,
       concurrency: this.config.WEBHOOK_CONCURRENCY,
       // A delivery whose worker died is picked up again after ~2 x 15 s (lock renewed meanwhile).
-      lockDuration: 15_000,
+      lockDuration: CHAIN_LOCK_MS,
       stalledInterval: 15_000,
       maxStalledCount: 5,
       autorun: false,
     });
     this.worker.on('failed', (job, err) => void this.onFailed(job, err));
-    this.worker.on('completed', (job) => void this.onCompleted(job as Job<DeliveryChain>));
+    this.worker.on(
+      'completed',
+      (job, result) => void this.onCompleted(job as Job<DeliveryChain>, result),
+    );
     this.worker.on('error', (err) => this.log.warn({ err: err.message }, 'webhook worker error'));
     void this.worker
       .run()
@@ -211,8 +220,9 @@ export class WebhookConsumer {
 
   /**
    * Works through a chain in order: each delivery is made (or given up) before the next. A
-   * retry parks the whole chain until its time; after a batch the job steps back in line so
-   * other chains get their turn.
+   * retry parks the whole chain until its time; after a batch the job completes and the chain
+   * gets a new one, behind the others in line (and with its count of stalls at 0: it bounds
+   * the crashes of one batch, not of the chain's whole life).
    */
   private async deliverChain(job: Job<DeliveryChain>, token?: string): Promise<unknown> {
     try {
@@ -237,18 +247,19 @@ export class WebhookConsumer {
     const yieldAt = performance.now() + CHAIN_SLICE_MS;
     let head = await this.webhooks.chainHead(chain);
     for (let made = 0; head; made++) {
-      if (made >= CHAIN_SLICE_DELIVERIES || performance.now() > yieldAt) {
-        await job.moveToDelayed(Date.now(), token);
-        throw new DelayedError();
-      }
+      if (made >= CHAIN_SLICE_DELIVERIES || performance.now() > yieldAt) return 'slice';
       // One target that hangs must not take every slot from the others.
       if (!this.takeSlot(chain.targetId)) {
         await job.moveToDelayed(Date.now() + BUSY_TARGET_WAIT_MS * (1 + Math.random()), token);
         throw new DelayedError();
       }
-      const outcome = await this.deliveries
-        .deliver({ ...chain, deliveryId: head })
-        .finally(() => this.releaseSlot(chain.targetId));
+      let outcome: DeliveryResult;
+      try {
+        if (!(await this.holdChain(job, token))) return this.letGo(job);
+        outcome = await this.deliveries.deliver({ ...chain, deliveryId: head });
+      } finally {
+        this.releaseSlot(chain.targetId);
+      }
       if (outcome.result === 'retry') {
         await job.moveToDelayed(outcome.retryAt, token);
         throw new DelayedError();
@@ -256,6 +267,27 @@ export class WebhookConsumer {
       head = outcome.next;
     }
     return 'empty';
+  }
+
+  /**
+   * Whether the chain's job is still this worker's, its lock taken for another CHAIN_LOCK_MS
+   * from now (and renewed by BullMQ while the delivery is made): a chain is walked by one
+   * worker at a time, so no head is posted twice at once nor out of order.
+   */
+  private async holdChain(job: Job<DeliveryChain>, token?: string): Promise<boolean> {
+    return token !== undefined && (await job.extendLock(token, CHAIN_LOCK_MS)) === 1;
+  }
+
+  /**
+   * The chain's job lost its lock here and is another worker's (or gone): left as it is, for
+   * BullMQ not to move it (DelayedError), and this worker goes on with other chains.
+   */
+  private letGo(job: Job<DeliveryChain>): never {
+    this.log.warn(
+      { ...job.data },
+      'webhook chain let go: its lock lapsed here (event loop blocked or Redis out of reach) and another worker walks it',
+    );
+    throw new DelayedError();
   }
 
   /** A delivery slot for `targetId`, if it holds fewer than its part of the concurrency. */
@@ -273,12 +305,14 @@ export class WebhookConsumer {
   }
 
   /**
-   * A delivery added between the chain's last pop and its job's completion found the job
-   * still there and was not given one: a chain that holds deliveries gets its job again.
+   * A chain whose batch ended gets its next job. So does one emptied meanwhile: a delivery
+   * added between the chain's last pop and its job's completion found the job still there and
+   * was not given one. (Not done, Redis away: the sweep gives it.)
    */
-  private async onCompleted(job: Job<DeliveryChain>): Promise<void> {
+  private async onCompleted(job: Job<DeliveryChain>, result: unknown): Promise<void> {
     try {
-      if (await this.webhooks.chainHead(job.data)) await this.schedule([job.data]);
+      if (result === 'slice' || (await this.webhooks.chainHead(job.data)))
+        await this.schedule([job.data]);
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'chain not rescheduled; the sweep will');
     }
