@@ -80,18 +80,30 @@ describe('SessionRepository.setObserved on a server that lost its scripts', () =
   });
 });
 
+/** A repository on the shared Redis, under a prefix of its own, removed after `use`. */
+async function withSessions(
+  use: (sessions: SessionRepository, redis: Redis, keys: RedisKeys) => Promise<void>,
+): Promise<void> {
+  const redis = createRedis(inject('redisUrl'), { name: 'sessions-test' });
+  const subscriber = new RedisSubscriber({ REDIS_URL: inject('redisUrl') } as never);
+  const keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
+  try {
+    await use(
+      new SessionRepository(redis, keys, new EventScriptArgs(keys, [], 60_000), subscriber),
+      redis,
+      keys,
+    );
+  } finally {
+    const left = await redis.keys(`${keys.root}*`);
+    if (left.length) await redis.del(...left);
+    await subscriber.onApplicationShutdown();
+    await redis.quit();
+  }
+}
+
 describe('SessionRepository.pushSandboxIncoming', () => {
-  it('keeps at most SANDBOX_INCOMING_LIMIT messages waiting, the newest', async () => {
-    const redis = createRedis(inject('redisUrl'), { name: 'sandbox-in-test' });
-    const subscriber = new RedisSubscriber({ REDIS_URL: inject('redisUrl') } as never);
-    const keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
-    try {
-      const sessions = new SessionRepository(
-        redis,
-        keys,
-        new EventScriptArgs(keys, [], 60_000),
-        subscriber,
-      );
+  it('keeps at most SANDBOX_INCOMING_LIMIT messages waiting, the newest', () =>
+    withSessions(async (sessions, redis, keys) => {
       for (let i = 0; i < SANDBOX_INCOMING_LIMIT + 5; i++)
         await sessions.pushSandboxIncoming('never-ready', {
           engineMessageId: `sandbox_${i}`,
@@ -101,10 +113,30 @@ describe('SessionRepository.pushSandboxIncoming', () => {
       expect(await redis.llen(keys.sandboxIncoming('never-ready'))).toBe(SANDBOX_INCOMING_LIMIT);
       const [oldest] = await sessions.takeSandboxIncoming('never-ready', 1);
       expect(oldest.text).toBe('5');
-    } finally {
-      await redis.del(keys.sandboxIncoming('never-ready'));
-      await subscriber.onApplicationShutdown();
-      await redis.quit();
-    }
-  });
+    }));
+});
+
+describe("SessionRepository: only the session's last claimant writes its state", () => {
+  it('drops a late state of the worker that handed the session over, once another claimed it', () =>
+    withSessions(async (sessions, redis, keys) => {
+      await sessions.register('p1');
+      // Never claimed (written before claims were): whoever drives it writes.
+      await sessions.setObserved('p1', { status: 'STARTING' }, 'w0');
+      expect(await redis.hget(keys.session('p1'), 'status')).toBe('STARTING');
+      await sessions.claim('p1', 'w1');
+      await sessions.setObserved('p1', { status: 'FAILED', lastError: 'no launch' }, 'w1');
+      // w1 hands it over; w2 takes its lease, claims it and drives it to READY.
+      await sessions.claim('p1', 'w2');
+      await sessions.setObserved('p1', { status: 'READY', phone: '1555' }, 'w2');
+      // w1's stopping engine reports STOPPED only now: not written over READY.
+      await sessions.setObserved('p1', { status: 'STOPPED' }, 'w1');
+      expect(await redis.hmget(keys.session('p1'), 'status', 'worker', 'phone')).toEqual([
+        'READY',
+        'w2',
+        '1555',
+      ]);
+      // A claim of a deleted session leaves no half hash behind.
+      await sessions.claim('gone', 'w2');
+      expect(await redis.exists(keys.session('gone'))).toBe(0);
+    }));
 });

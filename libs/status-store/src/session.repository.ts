@@ -21,15 +21,18 @@ export const SANDBOX_INCOMING_LIMIT = 1_000;
 
 const COMMANDS: SessionCommand[] = ['restart', 'logout', 'link'];
 
-// Writes observed state only while the session is registered: a late event of an engine
-// being stopped for a deleted session must not leave a half hash behind. Publishes the
-// session.status event with a snapshot in the same script (event-script.ts).
+// Writes observed state only while the session is registered (a late event of an engine
+// being stopped for a deleted session must not leave a half hash behind), and only from the
+// worker that claimed it last, if any did (CLAIM). Publishes the session.status event with a
+// snapshot in the same script (event-script.ts).
 // (Registered: the hash has createdAt, as register writes it and unregister deletes it.)
 // KEYS[1] session hash; ARGV[7] session id, [8] fields to set (JSON), [9] fields to clear
-// (JSON)
+// (JSON), [10] the writing worker
 const SET_OBSERVED = new LuaScript(
   withEventPublishing(`
 if redis.call('HEXISTS', KEYS[1], 'createdAt') == 0 then return 0 end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[10] then return 0 end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[8])))
 local cleared = cjson.decode(ARGV[9])
 if #cleared > 0 then redis.call('HDEL', KEYS[1], unpack(cleared)) end
@@ -37,6 +40,16 @@ publish_event(ARGV[7], 'session.status', function() return { snapshot = hash_tab
 return 1
 `),
 );
+
+// The worker that took the session's lease last (claim): only its states are written. In the
+// session's own hash, not read from its lease (another slot in Cluster), so that the check and
+// the write are one: a worker that handed the session over, or stalled past its lease, cannot
+// land its stopping engine's late state over its new owner's, however late it comes.
+const CLAIM = new LuaScript(`
+if redis.call('HEXISTS', KEYS[1], 'createdAt') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+return 1
+`);
 
 // Fields that describe one observed state only; a new state clears those it does not set.
 const TRANSIENT_FIELDS = [
@@ -235,7 +248,18 @@ export class SessionRepository {
     });
   }
 
-  /** Written by the owning worker whenever its engine changes state. */
+  /**
+   * Makes `workerId`, which took the session's lease just now, its owner: from now on, only
+   * its observed states are written (setObserved), until another worker claims it.
+   */
+  async claim(sessionId: string, workerId: string): Promise<void> {
+    await CLAIM.run(this.redis, [this.keys.session(sessionId)], [workerId]);
+  }
+
+  /**
+   * Written by the owning worker whenever its engine changes state. Not written when another
+   * worker claimed the session since (this one handed it over, or its lease ran out).
+   */
   async setObserved(
     sessionId: string,
     observed: ObservedSession,
@@ -264,6 +288,7 @@ export class SessionRepository {
       sessionId,
       JSON.stringify(Object.entries(fields).flat()),
       JSON.stringify(cleared),
+      workerId,
     ];
     // A session's states are written one after another: a write that a server without the
     // script answered NOSCRIPT is sent again by its source, and a later state sent meanwhile

@@ -3,7 +3,6 @@ import { AppConfig } from '@app/config';
 import { retried } from '@app/common';
 import {
   IncomingRepository,
-  LeaseRepository,
   MessageRepository,
   SessionRepository,
   incomingMessageId,
@@ -27,7 +26,6 @@ export class EngineEventRecorder {
     private readonly sessions: SessionRepository,
     private readonly messages: MessageRepository,
     private readonly incoming: IncomingRepository,
-    private readonly leases: LeaseRepository,
     @Inject(WORKER_ID) private readonly workerId: string,
   ) {}
 
@@ -52,12 +50,9 @@ export class EngineEventRecorder {
     // write says what is true now.
     const written = await retried(
       async () => {
-        if (!latest()) return;
-        // Another worker drives the session now (this one stalled past its lease, and its
-        // engine is only now stopping): the state shown is that worker's, not this engine's.
-        const [holder] = await this.leases.holders([sessionId]);
-        if (holder && holder !== this.workerId) return;
-        await this.sessions.setObserved(sessionId, state, this.workerId);
+        // Not written once another worker claimed the session (this one handed it over, or
+        // stalled past its lease, and its engine is only now stopping): setObserved checks.
+        if (latest()) await this.sessions.setObserved(sessionId, state, this.workerId);
       },
       Date.now() + RETRY_WINDOW_MS,
       () => !latest(),

@@ -412,6 +412,8 @@ export class SessionManager
                 0;
           if (!held) continue;
           this.leaseUntil.set(session.id, sent + this.leaseTtl());
+          // Before anything here writes its state: the last owner's late ones are not written.
+          await this.sessions.claim(session.id, this.workerId);
         }
         if (decision.action === 'start') owned++;
       }

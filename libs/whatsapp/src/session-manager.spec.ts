@@ -127,6 +127,27 @@ describe('SessionManager', () => {
     expect(maxStarting).toBe(2);
   });
 
+  it('claims a session it takes before its engine reports: the late states of its last owner are not written', async () => {
+    const sessions = app.get(SessionRepository);
+    const redis = app.get<Redis>(REDIS);
+    const key = app.get(RedisKeys).session('claimed');
+    await sessions.register('claimed');
+    // Another worker drove it and handed it over; its engine is still stopping.
+    await sessions.claim('claimed', 'previous-owner');
+    await app.get(SessionManager).startAll();
+    await eventually(async () =>
+      expect(await redis.hmget(key, 'status', 'worker', 'owner')).toEqual([
+        'STARTING',
+        'worker-under-test',
+        'worker-under-test',
+      ]),
+    );
+    await sessions.setObserved('claimed', { status: 'STOPPED' }, 'previous-owner');
+    expect(await redis.hget(key, 'status')).toBe('STARTING');
+    engines.get('claimed')!.release();
+    await eventually(async () => expect(await redis.hget(key, 'status')).toBe('QR'));
+  });
+
   it('keeps renewing the lease of a session whose engine is still stopping', async () => {
     const manager = app.get(SessionManager);
     const leases = app.get(LeaseRepository);
