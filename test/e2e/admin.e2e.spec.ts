@@ -667,7 +667,7 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
     expect(data.webhookTargets).toEqual([
       {
         id: expect.stringMatching(/^g[0-9a-f]{12}$/),
-        url: globalHook.url.replace('http://', 'http://ops:***@'),
+        url: globalHook.url.replace('http://', 'http://***:***@'),
         events: ['message.received', 'message.status', 'session.status'],
         includeQr: false,
         scope: 'global',
@@ -714,7 +714,7 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
     const all = (await detail()).recentDeliveries;
     expect(all.length).toBeLessThanOrEqual(20);
     expect(
-      all.some((d: any) => d.url === globalHook.url.replace('http://', 'http://ops:***@')),
+      all.some((d: any) => d.url === globalHook.url.replace('http://', 'http://***:***@')),
     ).toBe(true);
     expect(JSON.stringify(all)).not.toContain('pa55word');
 

@@ -80,9 +80,13 @@ describe('refusedByAddressFilter', () => {
 });
 
 describe('redactUrl', () => {
-  it('masks a password and the values of the query, and leaves the rest as it was', () => {
+  it('masks the user info and the values of the query, and leaves the rest as it was', () => {
     expect(redactUrl('https://user:pw@hooks.example.com/in?token=abc&token=def&v=2')).toBe(
-      'https://user:***@hooks.example.com/in?token=***&v=***',
+      'https://***:***@hooks.example.com/in?token=***&v=***',
+    );
+    // A token as the user name alone (Basic auth with an empty password).
+    expect(redactUrl('https://sk_live_abc123@hooks.example.com/in')).toBe(
+      'https://***@hooks.example.com/in',
     );
     expect(redactUrl('https://hooks.example.com/in')).toBe('https://hooks.example.com/in');
     expect(redactUrl('not a url')).toBe('not a url');

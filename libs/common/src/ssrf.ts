@@ -97,7 +97,9 @@ export function urlProblem(value: string, allowPrivate: boolean): string | null 
 export function redactUrl(value: string): string {
   try {
     const url = new URL(value);
-    if (!url.password && !url.search) return value;
+    if (!url.username && !url.password && !url.search) return value;
+    // A user name alone can be the credential (a token sent as Basic auth's user).
+    if (url.username) url.username = '***';
     if (url.password) url.password = '***';
     for (const name of new Set(url.searchParams.keys())) url.searchParams.set(name, '***');
     return url.toString();
