@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { RedisServer } from '../../../test/support/redis-server.js';
-import { EventScriptArgs } from './event-script.js';
+import { EventScriptArgs, type ScriptTarget } from './event-script.js';
 import { createRedis } from './redis-connection.js';
 import { RedisKeys } from './redis-keys.js';
 import { RedisSubscriber } from './redis-subscriber.js';
@@ -83,13 +83,14 @@ describe('SessionRepository.setObserved on a server that lost its scripts', () =
 /** A repository on the shared Redis, under a prefix of its own, removed after `use`. */
 async function withSessions(
   use: (sessions: SessionRepository, redis: Redis, keys: RedisKeys) => Promise<void>,
+  targets: ScriptTarget[] = [],
 ): Promise<void> {
   const redis = createRedis(inject('redisUrl'), { name: 'sessions-test' });
   const subscriber = new RedisSubscriber({ REDIS_URL: inject('redisUrl') } as never);
   const keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
   try {
     await use(
-      new SessionRepository(redis, keys, new EventScriptArgs(keys, [], 60_000), subscriber),
+      new SessionRepository(redis, keys, new EventScriptArgs(keys, targets, 60_000), subscriber),
       redis,
       keys,
     );
@@ -139,4 +140,27 @@ describe("SessionRepository: only the session's last claimant writes its state",
       await sessions.claim('gone', 'w2');
       expect(await redis.exists(keys.session('gone'))).toBe(0);
     }));
+});
+
+describe('SessionRepository.setObserved sent again', () => {
+  it('writes a state tried again with the same writeId once, with one session.status event', () =>
+    withSessions(
+      async (sessions, redis, keys) => {
+        await sessions.register('main');
+        const events = async () => (await redis.keys(keys.recordPattern('wh:event'))).length;
+        const reported = new Date('2026-12-04T10:00:00.000Z');
+        const ready = { status: 'READY' } as const;
+        await sessions.setObserved('main', ready, 'w1', reported, { writeId: 'a' });
+        expect(await events()).toBe(1);
+        // Its answer was lost; the recorder sends it again.
+        await sessions.setObserved('main', ready, 'w1', reported, { writeId: 'a' });
+        expect(await events()).toBe(1);
+        // The next state is a change of its own.
+        await sessions.setObserved('main', { status: 'STOPPED' }, 'w1', new Date(), {
+          writeId: 'b',
+        });
+        expect(await events()).toBe(2);
+      },
+      [{ id: 'hook', url: 'https://example.test/hook', events: ['session.status'] }],
+    ));
 });

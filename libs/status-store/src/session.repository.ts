@@ -27,12 +27,14 @@ const COMMANDS: SessionCommand[] = ['restart', 'logout', 'link'];
 // snapshot in the same script (event-script.ts).
 // (Registered: the hash has createdAt, as register writes it and unregister deletes it.)
 // KEYS[1] session hash; ARGV[7] session id, [8] fields to set (JSON), [9] fields to clear
-// (JSON), [10] the writing worker
+// (JSON), [10] the writing worker, [11] the write's id: a write sent again (its answer lost)
+// is one write, not a second change with an event of its own
 const SET_OBSERVED = new LuaScript(
   withEventPublishing(`
 if redis.call('HEXISTS', KEYS[1], 'createdAt') == 0 then return 0 end
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[10] then return 0 end
+if ARGV[11] ~= '' and redis.call('HGET', KEYS[1], 'writeId') == ARGV[11] then return 1 end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[8])))
 local cleared = cjson.decode(ARGV[9])
 if #cleared > 0 then redis.call('HDEL', KEYS[1], unpack(cleared)) end
@@ -258,20 +260,22 @@ export class SessionRepository {
 
   /**
    * Written by the owning worker whenever its engine changes state. Not written when another
-   * worker claimed the session since (this one handed it over, or its lease ran out).
+   * worker claimed the session since (this one handed it over, or its lease ran out). A write
+   * tried again (its answer lost) passes the same `writeId`: written once, with one event.
    */
   async setObserved(
     sessionId: string,
     observed: ObservedSession,
     workerId: string,
     now = new Date(),
-    options: { keepOthers?: boolean } = {},
+    options: { keepOthers?: boolean; writeId?: string } = {},
   ) {
     const fields: Record<string, string> = {
       status: observed.status,
       worker: workerId,
       updatedAt: now.toISOString(),
     };
+    if (options.writeId) fields.writeId = options.writeId;
     const cleared: string[] = [];
     // Waiting for a scan means no phone is linked: the previous one's number must not linger.
     if (observed.status === 'QR' || observed.status === 'PAIRING_CODE')
@@ -289,6 +293,7 @@ export class SessionRepository {
       JSON.stringify(Object.entries(fields).flat()),
       JSON.stringify(cleared),
       workerId,
+      options.writeId ?? '',
     ];
     // A session's states are written one after another: a write that a server without the
     // script answered NOSCRIPT is sent again by its source, and a later state sent meanwhile

@@ -51,6 +51,8 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
       'main',
       { status: 'READY', phone: '15550000000' },
       'worker-1',
+      expect.any(Date),
+      { writeId: expect.any(String) },
     );
     vi.useFakeTimers();
     try {
@@ -75,6 +77,10 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
       await vi.advanceTimersByTimeAsync(400);
       await ready;
       expect(setObserved.mock.calls.map(([, state]) => state.status)).toEqual(['READY', 'READY']);
+      // The same write both times (the first may have landed, its answer lost): one change.
+      const [first, second] = setObserved.mock.calls;
+      expect(second.slice(3)).toEqual(first.slice(3));
+      expect(first[4].writeId).toEqual(expect.any(String));
 
       // QR fails; READY is reported before QR's second try: QR is not written again.
       const flaky = vi

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import { retried } from '@app/common';
@@ -46,13 +47,19 @@ export class EngineEventRecorder {
   async state(sessionId: string, state: ObservedSession): Promise<void> {
     this.latestStates.set(sessionId, state);
     const latest = () => this.latestStates.get(sessionId) === state;
+    // Each try is the same write: one whose answer was lost, made again, is not a new change.
+    const reportedAt = new Date();
+    const writeId = randomUUID();
     // A later state reported meanwhile stops the retries (and is not written over): its own
     // write says what is true now.
     const written = await retried(
       async () => {
         // Not written once another worker claimed the session (this one handed it over, or
         // stalled past its lease, and its engine is only now stopping): setObserved checks.
-        if (latest()) await this.sessions.setObserved(sessionId, state, this.workerId);
+        if (latest())
+          await this.sessions.setObserved(sessionId, state, this.workerId, reportedAt, {
+            writeId,
+          });
       },
       Date.now() + RETRY_WINDOW_MS,
       () => !latest(),
