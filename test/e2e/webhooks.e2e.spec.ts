@@ -140,6 +140,34 @@ describe('webhooks', () => {
     expect(again.status).toBe(409);
   });
 
+  it('refuses to replay a failed delivery whose target was removed, or whose URL changed, with 409', async () => {
+    const hook = await receiver(() => 400);
+    await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
+    await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915133333334',
+      text: 'refused, then its target changed',
+    });
+    const failed = await eventually(async () => {
+      const list = await stack.call('GET', '/api/v1/webhooks/deliveries?status=failed');
+      const found = list.body.data.find((d: any) => d.url === hook.url);
+      expect(found).toBeDefined();
+      return found;
+    });
+    // The receiver's URL changes (a new token in its query): a new target.
+    await setTargets(stack, [
+      { url: `${hook.url}?token=new`, events: ['message.received'], secret: SECRET },
+    ]);
+    const replay = await stack.call('POST', `/api/v1/webhooks/deliveries/${failed.id}/replay`);
+    expect(replay.status).toBe(409);
+    expect(replay.body.error.message).toMatch(/was removed, or its URL changed/);
+    expect(
+      (await stack.call('GET', `/api/v1/webhooks/deliveries/${failed.id}`)).body.data,
+    ).toMatchObject({
+      status: 'failed',
+      replays: 0,
+    });
+  });
+
   it('keeps delivered deliveries and their event an hour, failed ones for WEBHOOK_RETENTION_MS', async () => {
     const ok = await receiver();
     const refusing = await receiver(() => 410);

@@ -103,7 +103,7 @@ export class WebhooksController {
   @ApiErrors(
     { status: 400, description: 'Not a delivery id' },
     { status: 404, description: 'No such delivery' },
-    { status: 409, description: 'Not failed, or its event expired' },
+    { status: 409, description: 'Not failed, its event expired, or its target was removed' },
   )
   replay(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.webhooks.replay(id, req.principal?.sessions));

@@ -100,7 +100,13 @@ export class WebhooksService {
 
   /** Puts a failed delivery back in line (after what its target has pending). */
   async replay(deliveryId: string, sessions?: string[] | null): Promise<DeliveryRecord> {
-    await this.delivery(deliveryId, sessions);
+    const delivery = await this.delivery(deliveryId, sessions);
+    // Put back in line, it would only fail again: a target's id is its URL's.
+    if (!(await this.webhooks.target(delivery.sessionId, delivery.targetId)))
+      throw new AppError(
+        'CONFLICT',
+        `The target of ${deliveryId} (${delivery.url}) was removed, or its URL changed: a delivery goes only to the URL it was made for`,
+      );
     const result = await this.webhooks.replay(deliveryId);
     if (result === 'missing')
       throw new AppError('NOT_FOUND', `Delivery ${deliveryId} does not exist`);
