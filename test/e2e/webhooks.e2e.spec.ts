@@ -30,6 +30,17 @@ describe('webhooks', () => {
   beforeAll(async () => {
     await stack.waitReady();
   });
+  /** A message received from `from`, whose delivery to `hook` (its only target) failed. */
+  const failedDelivery = async (hook: WebhookReceiver, from: string, text: string) => {
+    await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
+    await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', { from, text });
+    return eventually(async () => {
+      const list = await stack.call('GET', '/api/v1/webhooks/deliveries?status=failed');
+      const found = list.body.data.find((d: any) => d.url === hook.url);
+      expect(found).toBeDefined();
+      return found;
+    });
+  };
   afterEach(async () => {
     await setTargets(stack, []);
     for (const r of receivers.splice(0)) await r.close();
@@ -109,17 +120,7 @@ describe('webhooks', () => {
 
   it('takes a 400 as final, lists it as failed, and delivers it on replay with the same id', async () => {
     const hook = await receiver((n) => (n === 1 ? 400 : 200));
-    await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
-    await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
-      from: '4915133333333',
-      text: 'refused once',
-    });
-    const failed = await eventually(async () => {
-      const list = await stack.call('GET', '/api/v1/webhooks/deliveries?status=failed');
-      const found = list.body.data.find((d: any) => d.url === hook.url);
-      expect(found).toBeDefined();
-      return found;
-    });
+    const failed = await failedDelivery(hook, '4915133333333', 'refused once');
     expect(failed).toMatchObject({ attempts: 1, lastStatusCode: 400 });
     expect(failed.lastError).toMatch(/HTTP 400/);
     expect(hook.requests).toHaveLength(1);
@@ -142,17 +143,7 @@ describe('webhooks', () => {
 
   it('refuses to replay a failed delivery whose target was removed, or whose URL changed, with 409', async () => {
     const hook = await receiver(() => 400);
-    await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
-    await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
-      from: '4915133333334',
-      text: 'refused, then its target changed',
-    });
-    const failed = await eventually(async () => {
-      const list = await stack.call('GET', '/api/v1/webhooks/deliveries?status=failed');
-      const found = list.body.data.find((d: any) => d.url === hook.url);
-      expect(found).toBeDefined();
-      return found;
-    });
+    const failed = await failedDelivery(hook, '4915133333334', 'refused, then its target changed');
     // The receiver's URL changes (a new token in its query): a new target.
     await setTargets(stack, [
       { url: `${hook.url}?token=new`, events: ['message.received'], secret: SECRET },
