@@ -194,14 +194,14 @@ describe('webhooks', () => {
     await stack.redis.pexpire(stack.keys.webhookEvent(eventId), 5_000);
     await stack
       .worker!.get(WebhookRepository)
-      .markFailed({ id: failed.id, eventId }, { statusCode: 410, error: 'HTTP 410' });
+      .markFailed(failed, { statusCode: 410, error: 'HTTP 410' });
     expect(await ttl(stack.keys.webhookDelivery(failed.id))).toBeGreaterThan(6 * 86_400_000);
     expect(await ttl(stack.keys.webhookEvent(eventId))).toBeGreaterThan(6 * 86_400_000);
     // Never shortened: the event is shared, and another target's delivery may wait longer.
     await stack.redis.pexpire(stack.keys.webhookEvent(eventId), 9 * 86_400_000);
     await stack
       .worker!.get(WebhookRepository)
-      .markFailed({ id: failed.id, eventId }, { statusCode: 410, error: 'HTTP 410' });
+      .markFailed(failed, { statusCode: 410, error: 'HTTP 410' });
     expect(await ttl(stack.keys.webhookEvent(eventId))).toBeGreaterThan(8 * 86_400_000);
     // Nor by a replay of the failed one.
     const replay = await stack.call('POST', `/api/v1/webhooks/deliveries/${failed.id}/replay`);

@@ -296,6 +296,10 @@ export class RedisKeys {
   webhookFailed(shard: string | null): string {
     return `${this.shardTag(shard)}:wh:failed`;
   }
+  /** A session's failed deliveries by failure time (WEBHOOK_FAILED_MAX counts these). */
+  webhookSessionFailed(sessionId: string): string {
+    return this.ofSession('wh:failed', sessionId);
+  }
   /** The newest deliveries of a shard's sessions, by creation time. */
   webhookRecent(shard: string | null): string {
     return `${this.shardTag(shard)}:wh:recent`;

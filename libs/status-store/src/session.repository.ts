@@ -196,6 +196,7 @@ export class SessionRepository {
       .del(this.keys.messageCounts(sessionId))
       .del(this.keys.webhookTargets(sessionId))
       .del(this.keys.webhookSessionRecent(sessionId))
+      .del(this.keys.webhookSessionFailed(sessionId))
       .del(this.keys.sessionMessages(sessionId))
       .del(this.keys.sessionScheduled(sessionId))
       .del(this.keys.sessionInbox(sessionId))

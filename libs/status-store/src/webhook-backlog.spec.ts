@@ -28,24 +28,19 @@ describe('WebhookRepository, a failing target', () => {
   });
 
   /** An event with `pending` deliveries still to make, and this target's one, in its chain. */
-  async function queue(pending = 1) {
-    const eventId = `${newEventId()}${shardOf(chain.sessionId)}`;
-    const id = `${eventId}_${chain.targetId}`;
+  async function queue(pending = 1, of = chain) {
+    const eventId = `${newEventId()}${shardOf(of.sessionId)}`;
+    const id = `${eventId}_${of.targetId}`;
     await redis
       .multi()
       .hset(keys.webhookEvent(eventId), 'json', '{}', 'pending', pending)
       .pexpire(keys.webhookEvent(eventId), 7 * DAY_MS)
       .hset(keys.webhookDelivery(id), 'id', id, 'eventId', eventId, 'status', 'pending')
-      .hset(
-        keys.webhookDelivery(id),
-        'eventType',
-        'message.received',
-        ...Object.entries(chain).flat(),
-      )
+      .hset(keys.webhookDelivery(id), 'eventType', 'message.received', ...Object.entries(of).flat())
       .pexpire(keys.webhookDelivery(id), 7 * DAY_MS)
-      .rpush(keys.webhookChain(chain.sessionId, chain.targetId), id)
+      .rpush(keys.webhookChain(of.sessionId, of.targetId), id)
       .exec();
-    return { id, eventId };
+    return { id, eventId, sessionId: of.sessionId };
   }
 
   it('drops the oldest waiting beyond the newest `max`, never the one in flight, and releases their events', async () => {
@@ -106,6 +101,40 @@ describe('WebhookRepository, a failing target', () => {
     // Another target's delivery still waits for this one: kept.
     expect(await redis.pttl(keys.webhookEvent(failed[1].eventId))).toBeGreaterThan(6 * DAY_MS);
     expect(await redis.pttl(keys.webhookEvent(failed[2].eventId))).toBeGreaterThan(6 * DAY_MS);
+  });
+
+  it('counts WEBHOOK_FAILED_MAX for each session, not for sessions sharing a shard', async () => {
+    // Another session whose id falls in the same shard as main's.
+    let other = '';
+    for (let i = 0; shardOf(other) !== shardOf(chain.sessionId) || !other; i++) other = `s${i}`;
+    const theirs = { sessionId: other, targetId: chain.targetId };
+    const at = Date.now();
+    const fail = (delivery: Awaited<ReturnType<typeof queue>>, i: number) =>
+      webhooks.markFailed(delivery, { statusCode: 404, error: 'HTTP 404' }, new Date(at + i));
+    const mine = [await queue(), await queue(), await queue()];
+    const others = [await queue(1, theirs), await queue(1, theirs), await queue(1, theirs)];
+    const forgotten: number[] = [];
+    for (const [i, delivery] of [...mine, ...others].entries())
+      forgotten.push(await fail(delivery, i));
+    // 3 each, the most each may keep: none forgotten, all listed for replay.
+    expect(forgotten).toEqual([0, 0, 0, 0, 0, 0]);
+    for (const [sessionId, failed] of [
+      [chain.sessionId, mine],
+      [other, others],
+    ] as const) {
+      const listed = await webhooks.list({ status: 'failed', sessionId, limit: 10 });
+      expect(listed.map((d) => d.id).sort()).toEqual(failed.map((d) => d.id).sort());
+    }
+    // A fourth of main's lets go of main's oldest only, in both indexes.
+    expect(await fail(await queue(), 9)).toBe(1);
+    expect(await redis.exists(keys.webhookDelivery(mine[0].id))).toBe(0);
+    expect(await redis.zscore(keys.webhookFailed(shardOf(other)), mine[0].id)).toBeNull();
+    for (const { id } of others)
+      expect(await redis.hget(keys.webhookDelivery(id), 'status')).toBe('failed');
+    // A replayed one leaves both indexes, so it is not counted against its session either.
+    expect(await webhooks.replay(others[0].id)).toBe('replayed');
+    expect(await redis.zcard(keys.webhookSessionFailed(other))).toBe(2);
+    expect(await redis.zscore(keys.webhookFailed(shardOf(other)), others[0].id)).toBeNull();
   });
 
   it('leaves a failed delivery that was replayed between the index letting it go and its record going', async () => {

@@ -54,30 +54,38 @@ local function keep_at_least(key, ms)
 end
 `;
 
-// A delivery failed for good. KEYS[1] delivery, [2] its event, [3] the failed index (all in
-// the session's shard); ARGV[1] fields (JSON, flat), [2] retention ms, [3] now (ms), [4] id,
-// [5] the most the index keeps. The delivery and its event are kept at least the retention
-// from now, never less than they were (the event is shared: another target's delivery may be
-// waiting longer for it). Returns the ids the index let go beyond its most (the oldest, at
-// most 1,000 a call), whose records the caller drops.
+// A delivery failed for good. KEYS[1] delivery, [2] its event, [3] the shard's failed index
+// (listings), [4] the session's (all in the session's shard; the same key for a delivery made
+// before shards); ARGV[1] fields (JSON, flat), [2] retention ms, [3] now (ms), [4] id, [5] the
+// most a session keeps. The delivery and its event are kept at least the retention from now,
+// never less than they were (the event is shared: another target's delivery may be waiting
+// longer for it). Returns the ids the session's index let go beyond its most (the oldest, at
+// most 1,000 a call), taken out of both indexes; the caller drops their records.
 const FAILED = new LuaScript(
   KEEP_AT_LEAST +
     `
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
 keep_at_least(KEYS[1], ARGV[2])
 keep_at_least(KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]))
-local over = math.min(redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5]), 1000)
+local forgotten = tonumber(ARGV[3]) - tonumber(ARGV[2])
+for i = 3, 4 do
+  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', forgotten)
+end
+-- Every entry is older than the retention by then.
+redis.call('PEXPIRE', KEYS[4], ARGV[2])
+local over = math.min(redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[5]), 1000)
 if over <= 0 then return {} end
-local gone = redis.call('ZRANGE', KEYS[3], 0, over - 1)
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, over - 1)
+local gone = redis.call('ZRANGE', KEYS[4], 0, over - 1)
+redis.call('ZREMRANGEBYRANK', KEYS[4], 0, over - 1)
+redis.call('ZREM', KEYS[3], unpack(gone))
 return gone
 `,
 );
 
 // Puts a failed delivery back at the end of its chain. KEYS[1] delivery, [2] chain, [3] chains
-// set, [4] chains needing a job, [5] failed index, [6] event (all in the session's shard);
+// set, [4] chains needing a job, [5] failed index, [6] event, [7] the session's failed index
+// (all in the session's shard);
 // ARGV[1] id, [2] retention ms, [3] kick channel, [4] the chain as session:target, [5] the
 // shard (the kick's message). The event's count of deliveries to make stays as it is: a failed
 // delivery keeps its place in it (its event outlives it only as long as it may be replayed).
@@ -95,6 +103,7 @@ redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 keep_at_least(KEYS[6], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
 if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
   redis.call('SADD', KEYS[4], ARGV[4])
   redis.call('SADD', KEYS[3], KEYS[2])
@@ -346,7 +355,7 @@ export class WebhookRepository {
    * events too once nothing else needs them. Returns how many went.
    */
   async markFailed(
-    delivery: Pick<DeliveryRecord, 'id' | 'eventId'>,
+    delivery: Pick<DeliveryRecord, 'id' | 'eventId' | 'sessionId'>,
     outcome: { statusCode: number | null; error: string },
     now = new Date(),
   ): Promise<number> {
@@ -356,6 +365,7 @@ export class WebhookRepository {
         this.keys.webhookDelivery(delivery.id),
         this.keys.webhookEvent(delivery.eventId),
         this.keys.webhookFailed(shardOfId(delivery.id)),
+        this.failedOfSession(delivery),
       ],
       [
         JSON.stringify([
@@ -385,6 +395,17 @@ export class WebhookRepository {
       })),
     );
     return gone.length;
+  }
+
+  /**
+   * The index WEBHOOK_FAILED_MAX counts a delivery's failure in: its session's; for one made
+   * before shards, its shard's (the root's: a session's key is in another slot).
+   */
+  private failedOfSession(delivery: Pick<DeliveryRecord, 'id' | 'sessionId'>): string {
+    const shard = shardOfId(delivery.id);
+    return shard === null
+      ? this.keys.webhookFailed(null)
+      : this.keys.webhookSessionFailed(delivery.sessionId);
   }
 
   /**
@@ -445,6 +466,7 @@ export class WebhookRepository {
         this.keys.webhookChainsToSchedule(shard),
         this.keys.webhookFailed(shardOfId(deliveryId)),
         this.keys.webhookEvent(delivery.eventId),
+        this.failedOfSession(delivery),
       ],
       [
         deliveryId,
