@@ -497,6 +497,71 @@ describe('global webhook targets', () => {
       }),
     ]);
   });
+
+  it("shows a key limited to some sessions their own targets and deliveries, not WEBHOOK_URLS'", async () => {
+    const made = await stack.call('POST', '/api/v1/keys', {
+      name: 'tenant',
+      scopes: ['send', 'read', 'sessions'],
+      sessions: ['main'],
+    });
+    const tenant = { 'x-api-key': made.body.data.key as string };
+    const own = await WebhookReceiver.start();
+    try {
+      const put = await stack.call(
+        'PUT',
+        '/api/v1/sessions/main/webhooks',
+        [{ url: own.url, events: ['message.received'] }],
+        tenant,
+      );
+      expect(put.status).toBe(200);
+      await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+        from: '4915166666667',
+        text: 'to both targets',
+      });
+      const all = await eventually(async () => {
+        const listed = await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=main');
+        const received = listed.body.data.filter(
+          (d: any) => d.eventType === 'message.received' && d.status === 'delivered',
+        );
+        expect(received.map((d: any) => d.url).sort()).toEqual([hook.url, own.url].sort());
+        return received;
+      });
+      const targets = await stack.call('GET', '/api/v1/sessions/main/webhooks', undefined, tenant);
+      expect(targets.body.data.map((t: any) => [t.url, t.scope])).toEqual([[own.url, 'session']]);
+      for (const query of ['?sessionId=main', '']) {
+        const listed = await stack.call(
+          'GET',
+          `/api/v1/webhooks/deliveries${query}`,
+          undefined,
+          tenant,
+        );
+        expect(listed.status).toBe(200);
+        expect(listed.body.data.length).toBeGreaterThan(0);
+        expect(listed.body.data.every((d: any) => d.url !== hook.url)).toBe(true);
+      }
+      const global = all.find((d: any) => d.url === hook.url);
+      const one = await stack.call(
+        'GET',
+        `/api/v1/webhooks/deliveries/${global.id}`,
+        undefined,
+        tenant,
+      );
+      expect(one.status).toBe(404);
+      const replay = await stack.call(
+        'POST',
+        `/api/v1/webhooks/deliveries/${global.id}/replay`,
+        undefined,
+        tenant,
+      );
+      expect(replay.status).toBe(404);
+      // The operator's key still sees it.
+      expect((await stack.call('GET', `/api/v1/webhooks/deliveries/${global.id}`)).status).toBe(
+        200,
+      );
+    } finally {
+      await own.close();
+    }
+  });
 });
 
 describe('a global target that never answers, with few delivery slots', () => {

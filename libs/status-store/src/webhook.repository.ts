@@ -218,6 +218,8 @@ export interface DeliveryQuery {
   status?: DeliveryStatus;
   sessionId?: string;
   limit: number;
+  /** Only deliveries to the sessions' own targets, none to WEBHOOK_URLS. */
+  ownOnly?: boolean;
 }
 
 /** Webhook targets, stored events, deliveries and their per-(session, target) chains. */
@@ -569,6 +571,7 @@ export class WebhookRepository {
         if (!record) continue;
         if (query.status && record.status !== query.status) continue;
         if (query.sessionId && record.sessionId !== query.sessionId) continue;
+        if (query.ownOnly && isGlobalTargetId(record.targetId)) continue;
         found.push(record);
         if (found.length === query.limit) break;
       }

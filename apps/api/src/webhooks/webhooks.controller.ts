@@ -39,7 +39,8 @@ export class WebhooksController {
   @Get('sessions/:id/webhooks')
   @ApiOperation({
     summary: "Where a session's events go",
-    description: "WEBHOOK_URLS targets (scope global) and the session's own. Secrets shortened.",
+    description:
+      "WEBHOOK_URLS targets (scope global) and the session's own. Secrets shortened. A key limited to some sessions sees only their own targets, and lists no delivery to WEBHOOK_URLS.",
   })
   @SESSION_ID
   @ApiEnvelope(WebhookTargetDto, { isArray: true })
@@ -47,8 +48,8 @@ export class WebhooksController {
     { status: 400, description: 'Malformed session id' },
     { status: 404, description: 'No such session' },
   )
-  targets(@Param('id') id: string) {
-    return ok(this.webhooks.targets(id));
+  targets(@Param('id') id: string, @Req() req: FastifyRequest) {
+    return ok(this.webhooks.targets(id, req.principal?.sessions));
   }
 
   @Put('sessions/:id/webhooks')

@@ -5,6 +5,7 @@ import { AppError, redactUrl, urlProblem } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
   WebhookRepository,
+  isGlobalTargetId,
   webhookTargetId,
   type DeliveryRecord,
   type WebhookTarget,
@@ -24,11 +25,15 @@ export class WebhooksService {
     private readonly webhooks: WebhookRepository,
   ) {}
 
-  /** The targets a session's events go to: WEBHOOK_URLS first, then its own. Secrets hidden. */
-  async targets(sessionId: string): Promise<WebhookTargetDto[]> {
+  /**
+   * The targets a session's events go to: WEBHOOK_URLS first, then its own. Secrets hidden.
+   * A key limited to some sessions sees only their own: WEBHOOK_URLS are the operator's.
+   */
+  async targets(sessionId: string, sessions?: string[] | null): Promise<WebhookTargetDto[]> {
     await this.sessions.existing(sessionId);
     const own = await this.webhooks.sessionTargets(sessionId);
-    return [...this.webhooks.globalTargets(), ...own].map((target) => ({
+    const global = sessions ? [] : this.webhooks.globalTargets();
+    return [...global, ...own].map((target) => ({
       ...view(target),
       url: redactUrl(target.url),
       secret: hidden(target.secret),
@@ -75,8 +80,9 @@ export class WebhooksService {
 
   async deliveries(query: DeliveryQueryDto, sessions?: string[] | null): Promise<DeliveryRecord[]> {
     const limit = query.limit ?? 50;
+    // A limited key: not the deliveries to WEBHOOK_URLS (see targets).
     const list = (sessionId?: string) =>
-      this.webhooks.list({ status: query.status, sessionId, limit });
+      this.webhooks.list({ status: query.status, sessionId, limit, ownOnly: !!sessions });
     if (sessions && query.sessionId) assertSessionAllowed(sessions, query.sessionId);
     // A key limited to some sessions, none named: the newest of all of theirs.
     const deliveries =
@@ -93,7 +99,8 @@ export class WebhooksService {
     if (!DELIVERY_ID.test(deliveryId))
       throw new AppError('BAD_REQUEST', 'id must be a delivery id (evt_..._...)');
     const delivery = await this.webhooks.delivery(deliveryId);
-    if (!delivery) throw new AppError('NOT_FOUND', `Delivery ${deliveryId} does not exist`);
+    if (!delivery || (sessions && isGlobalTargetId(delivery.targetId)))
+      throw new AppError('NOT_FOUND', `Delivery ${deliveryId} does not exist`);
     assertSessionAllowed(sessions, delivery.sessionId);
     return { ...delivery, url: redactUrl(delivery.url) };
   }
