@@ -5,7 +5,11 @@ import { parseConfig } from '@app/config';
 import { newEventId } from './event-script.js';
 import { createRedis } from './redis-connection.js';
 import { RedisKeys, shardOf } from './redis-keys.js';
-import { DELIVERED_KEEP_MS, WebhookRepository } from './webhook.repository.js';
+import {
+  DELIVERED_KEEP_MS,
+  WEBHOOK_BROKEN_OFF_MAX,
+  WebhookRepository,
+} from './webhook.repository.js';
 
 const DAY_MS = 86_400_000;
 
@@ -170,8 +174,29 @@ describe('WebhookRepository, a failing target', () => {
     expect(await webhooks.startAttempt(id)).toBe(1);
     expect(await webhooks.startAttempt(id)).toBe(2);
     await redis.del(keys.webhookDelivery(id));
-    expect(await webhooks.startAttempt(id)).toBe(0);
+    expect(await webhooks.startAttempt(id)).toBe('gone');
     expect(await redis.exists(keys.webhookDelivery(id))).toBe(0);
+  });
+
+  it('gives up a delivery whose attempts broke off WEBHOOK_BROKEN_OFF_MAX times, not one whose outcomes were recorded', async () => {
+    const recorded = await queue();
+    for (let i = 1; i <= 2 * WEBHOOK_BROKEN_OFF_MAX; i++) {
+      expect(await webhooks.startAttempt(recorded.id)).toBe(i);
+      await webhooks.markRetrying(recorded, {
+        statusCode: 503,
+        error: 'HTTP 503',
+        nextAttemptAt: new Date(),
+      });
+    }
+    // Each attempt begun and never recorded: its worker was killed mid-attempt.
+    const killer = await queue();
+    for (let i = 1; i <= WEBHOOK_BROKEN_OFF_MAX; i++)
+      expect(await webhooks.startAttempt(killer.id)).toBe(i);
+    expect(await webhooks.startAttempt(killer.id)).toBe('broken-off');
+    // Replayed, it starts again from none.
+    await webhooks.markFailed(killer, { statusCode: null, error: 'broke off' });
+    expect(await webhooks.replay(killer.id)).toBe('replayed');
+    expect(await webhooks.startAttempt(killer.id)).toBe(1);
   });
 
   it('does not make an expired event again when a delivery of it is delivered', async () => {

@@ -98,7 +98,7 @@ if not status then return 'missing' end
 if status ~= 'failed' then return 'not-failed' end
 if redis.call('EXISTS', KEYS[6]) == 0 then return 'event-gone' end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', '0')
-redis.call('HDEL', KEYS[1], 'failedAt', 'nextAttemptAt')
+redis.call('HDEL', KEYS[1], 'failedAt', 'nextAttemptAt', 'open', 'brokeOff')
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 keep_at_least(KEYS[6], ARGV[2])
@@ -190,11 +190,22 @@ return 1
 `,
 );
 
-// An attempt begins: KEYS[1] delivery; ARGV[1] now (ISO). Returns its number, 0 when gone.
+/**
+ * Attempts of one delivery that may break off (begun, their outcome never recorded: the worker
+ * making it died or lost Redis mid-attempt) before it is given up, so that one which kills its
+ * worker every time cannot take every worker down in turn for good.
+ */
+export const WEBHOOK_BROKEN_OFF_MAX = 5;
+
+// An attempt begins: KEYS[1] delivery; ARGV[1] now (ISO), [2] WEBHOOK_BROKEN_OFF_MAX. The
+// attempt stays open until its outcome is recorded (open = 0); one still open when the next
+// begins broke off. Returns its number; 0 when gone, -1 when too many broke off.
 const START_ATTEMPT = new LuaScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'open') == '1' and
+  redis.call('HINCRBY', KEYS[1], 'brokeOff', 1) >= tonumber(ARGV[2]) then return -1 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'lastAttemptAt', ARGV[1])
+redis.call('HSET', KEYS[1], 'lastAttemptAt', ARGV[1], 'open', '1')
 return attempts
 `);
 
@@ -279,12 +290,16 @@ export class WebhookRepository {
    * Counts an attempt about to be made; returns its number (1 for the first), or 0 when the
    * delivery is gone (expired since it was read: it is not made again, without an expiry).
    */
-  async startAttempt(deliveryId: string, now = new Date()): Promise<number> {
-    return (await START_ATTEMPT.run(
+  async startAttempt(
+    deliveryId: string,
+    now = new Date(),
+  ): Promise<number | 'gone' | 'broken-off'> {
+    const attempt = (await START_ATTEMPT.run(
       this.redis,
       [this.keys.webhookDelivery(deliveryId)],
-      [now.toISOString()],
+      [now.toISOString(), WEBHOOK_BROKEN_OFF_MAX],
     )) as number;
+    return attempt === 0 ? 'gone' : attempt === -1 ? 'broken-off' : attempt;
   }
 
   /** Delivered: kept DELIVERED_KEEP_MS; its event too once nothing else needs it. */
@@ -300,6 +315,8 @@ export class WebhookRepository {
         JSON.stringify([
           'status',
           'delivered',
+          'open',
+          '0',
           'deliveredAt',
           now.toISOString(),
           'lastStatusCode',
@@ -336,6 +353,8 @@ export class WebhookRepository {
       [key, this.keys.webhookEvent(delivery.eventId)],
       [
         JSON.stringify([
+          'open',
+          '0',
           'lastStatusCode',
           outcome.statusCode === null ? '' : String(outcome.statusCode),
           'lastError',
@@ -373,6 +392,8 @@ export class WebhookRepository {
         JSON.stringify([
           'status',
           'failed',
+          'open',
+          '0',
           'failedAt',
           now.toISOString(),
           'lastStatusCode',

@@ -2,6 +2,7 @@ import type { AppConfig } from '@app/config';
 import type {
   IncomingRecord,
   IncomingRepository,
+  LeaseRepository,
   MessageRepository,
   SessionRepository,
 } from '@app/status-store';
@@ -32,6 +33,7 @@ function recorder(
     setObserved?: SessionRepository['setObserved'];
     applyEngineAck?: MessageRepository['applyEngineAck'];
     record?: IncomingRepository['record'];
+    leaseHolder?: string | null;
   } = {},
 ) {
   return new EngineEventRecorder(
@@ -39,6 +41,7 @@ function recorder(
     { setObserved: fakes.setObserved ?? vi.fn() } as unknown as SessionRepository,
     { applyEngineAck: fakes.applyEngineAck ?? vi.fn() } as unknown as MessageRepository,
     { record: fakes.record ?? vi.fn() } as unknown as IncomingRepository,
+    { holders: async () => [fakes.leaseHolder ?? null] } as unknown as LeaseRepository,
     'worker-1',
   );
 }
@@ -63,6 +66,16 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it('writes no state of its engine once another worker holds the lease (one of the version before claims nothing)', async () => {
+    const setObserved = vi.fn().mockResolvedValue(undefined);
+    await recorder({ setObserved, leaseHolder: 'worker-2' }).state('main', { status: 'STOPPED' });
+    expect(setObserved).not.toHaveBeenCalled();
+    // Its own lease, or none (it ran out, nobody took it): written (the owner check is Redis's).
+    await recorder({ setObserved, leaseHolder: 'worker-1' }).state('main', { status: 'STOPPED' });
+    await recorder({ setObserved, leaseHolder: null }).state('main', { status: 'STOPPED' });
+    expect(setObserved).toHaveBeenCalledTimes(2);
   });
 
   it('writes a failed state again while it is the latest, and never writes an older state over a newer one', async () => {

@@ -4,6 +4,7 @@ import { AppConfig } from '@app/config';
 import { retried } from '@app/common';
 import {
   IncomingRepository,
+  LeaseRepository,
   MessageRepository,
   SessionRepository,
   incomingMessageId,
@@ -27,6 +28,7 @@ export class EngineEventRecorder {
     private readonly sessions: SessionRepository,
     private readonly messages: MessageRepository,
     private readonly incoming: IncomingRepository,
+    private readonly leases: LeaseRepository,
     @Inject(WORKER_ID) private readonly workerId: string,
   ) {}
 
@@ -54,12 +56,14 @@ export class EngineEventRecorder {
     // write says what is true now.
     const written = await retried(
       async () => {
+        if (!latest()) return;
         // Not written once another worker claimed the session (this one handed it over, or
-        // stalled past its lease, and its engine is only now stopping): setObserved checks.
-        if (latest())
-          await this.sessions.setObserved(sessionId, state, this.workerId, reportedAt, {
-            writeId,
-          });
+        // stalled past its lease, and its engine is only now stopping): setObserved checks, in
+        // one step with the write. A worker of the version before claims nothing: while one
+        // runs beside this one (a rolling upgrade), its holding the lease says so.
+        const [holder] = await this.leases.holders([sessionId]);
+        if (holder && holder !== this.workerId) return;
+        await this.sessions.setObserved(sessionId, state, this.workerId, reportedAt, { writeId });
       },
       Date.now() + RETRY_WINDOW_MS,
       () => !latest(),

@@ -108,8 +108,13 @@ export class WebhooksService {
   /** Puts a failed delivery back in line (after what its target has pending). */
   async replay(deliveryId: string, sessions?: string[] | null): Promise<DeliveryRecord> {
     const delivery = await this.delivery(deliveryId, sessions);
-    // Put back in line, it would only fail again: a target's id is its URL's.
-    if (!(await this.webhooks.target(delivery.sessionId, delivery.targetId)))
+    // Put back in line, it would only fail again: a target's id is its URL's. (One of
+    // WEBHOOK_URLS this process lacks may be the workers': their settings decide.)
+    if (
+      delivery.status === 'failed' &&
+      !isGlobalTargetId(delivery.targetId) &&
+      !(await this.webhooks.target(delivery.sessionId, delivery.targetId))
+    )
       throw new AppError(
         'CONFLICT',
         `The target of ${deliveryId} (${delivery.url}) was removed, or its URL changed: a delivery goes only to the URL it was made for`,

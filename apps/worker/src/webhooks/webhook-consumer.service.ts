@@ -98,7 +98,10 @@ export class WebhookConsumer {
       // A delivery whose worker died is picked up again after ~2 x 15 s (lock renewed meanwhile).
       lockDuration: CHAIN_LOCK_MS,
       stalledInterval: 15_000,
-      maxStalledCount: 5,
+      // A delivery whose attempts kill their worker is given up by its own count of attempts
+      // broken off (WEBHOOK_BROKEN_OFF_MAX), not by its chain job's stalls: those add up over
+      // a chain's life (every worker restart, every outage of Redis) whatever the delivery.
+      maxStalledCount: Number.MAX_SAFE_INTEGER,
       autorun: false,
     });
     this.worker.on('failed', (job, err) => void this.onFailed(job, err));
@@ -205,7 +208,7 @@ export class WebhookConsumer {
   }
 
   private schedule(chains: DeliveryChain[]): Promise<void> {
-    // Exhausting these needs a chain's job to crash its worker repeatedly (see onFailed).
+    // Exhausting these needs a chain's job to throw repeatedly outside a delivery (onFailed).
     return this.queues.enqueueChains(
       chains.map(({ sessionId, targetId }) => ({ sessionId, targetId })),
       this.config.WEBHOOK_MAX_ATTEMPTS,
@@ -221,8 +224,7 @@ export class WebhookConsumer {
   /**
    * Works through a chain in order: each delivery is made (or given up) before the next. A
    * retry parks the whole chain until its time; after a batch the job completes and the chain
-   * gets a new one, behind the others in line (and with its count of stalls at 0: it bounds
-   * the crashes of one batch, not of the chain's whole life).
+   * gets a new one, behind the others in line.
    */
   private async deliverChain(job: Job<DeliveryChain>, token?: string): Promise<unknown> {
     try {
@@ -230,7 +232,7 @@ export class WebhookConsumer {
     } catch (err) {
       if (err instanceof DelayedError || !isRedisUnavailable(err)) throw err;
       // Redis failed the chain's work, not its target: the job's attempts (which bound a
-      // delivery that crashes its worker, see onFailed) are not used up on an outage. The
+      // chain job that keeps throwing, see onFailed) are not used up on an outage. The
       // delivery at the head stays there and is made again (an attempt that reached its
       // target and was not recorded is repeated, with the same webhook-id).
       this.log.warn(
@@ -319,8 +321,8 @@ export class WebhookConsumer {
   }
 
   /**
-   * A chain's job that broke outside the delivery's own handling (stalled: its worker died or
-   * hung; a bug). Redis failing is not among these: deliverChain puts the job back.
+   * A chain's job that broke outside the delivery's own handling (a bug), WEBHOOK_MAX_ATTEMPTS
+   * times. Redis failing is not among these: deliverChain puts the job back.
    */
   private async onFailed(job: Job | undefined, err: Error): Promise<void> {
     if (!job || err instanceof DelayedError) return;

@@ -49,6 +49,7 @@ describe('a delivery on its last attempt', () => {
         sessionId: 'main',
         targetId: 't1',
         eventId: 'evt_1',
+        url: 'https://example.com/hook',
       })),
       target: vi.fn(async () => ({ id: 't1', url: 'https://example.com/hook', includeQr: false })),
       event: vi.fn(async () => ({
@@ -58,7 +59,7 @@ describe('a delivery on its last attempt', () => {
         timestamp: new Date().toISOString(),
         sessionId: 'main',
       })),
-      startAttempt: vi.fn(async () => 3),
+      startAttempt: vi.fn(async (): Promise<number | 'gone' | 'broken-off'> => 3),
       markRetrying: vi.fn(async () => undefined),
       markFailed: vi.fn(async () => 0),
       finish: vi.fn(async () => null),
@@ -93,6 +94,7 @@ describe('a delivery on its last attempt', () => {
       sessionId: 'main',
       targetId: 'g0123456789ab',
       eventId: 'evt_1',
+      url: 'https://gone.example.com/hook',
     });
     webhooks.target.mockResolvedValue(null as never);
     return { ...CHAIN, targetId: 'g0123456789ab' };
@@ -109,11 +111,23 @@ describe('a delivery on its last attempt', () => {
 
   it('counts one that expired between being read and its attempt, and moves the chain on', async () => {
     const { delivery, webhooks, metrics, sender } = lastAttempt({});
-    webhooks.startAttempt.mockResolvedValueOnce(0);
+    webhooks.startAttempt.mockResolvedValueOnce('gone');
     expect((await delivery.deliver(CHAIN)).result).toBe('done');
     expect(metrics.webhookAttempt).toHaveBeenCalledWith({ eventType: 'unknown' }, 'expired');
     expect(webhooks.finish).toHaveBeenCalled();
     expect(sender.post).not.toHaveBeenCalled();
+  });
+
+  it('gives up, without an attempt, a delivery whose attempts broke off WEBHOOK_BROKEN_OFF_MAX times', async () => {
+    const { delivery, webhooks, sender } = lastAttempt({});
+    webhooks.startAttempt.mockResolvedValueOnce('broken-off');
+    expect((await delivery.deliver(CHAIN)).result).toBe('failed');
+    expect(sender.post).not.toHaveBeenCalled();
+    expect(webhooks.markFailed).toHaveBeenCalledWith(
+      expect.anything(),
+      expect.objectContaining({ error: expect.stringMatching(/broke off 5 times/) }),
+    );
+    expect(webhooks.finish).toHaveBeenCalled();
   });
 
   it('fails for good when the target did not answer', async () => {

@@ -2,6 +2,7 @@ import { Injectable, Logger } from '@nestjs/common';
 import { redactUrl } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
+  WEBHOOK_BROKEN_OFF_MAX,
   WebhookRepository,
   isGlobalTargetId,
   renderEvent,
@@ -65,7 +66,8 @@ export class WebhookDeliveryService {
       return this.done(job, 'failed');
     }
     const attempt = await this.webhooks.startAttempt(delivery.id);
-    if (attempt === 0) return this.expired(job);
+    if (attempt === 'gone') return this.expired(job);
+    if (attempt === 'broken-off') return this.brokenOff(job, delivery);
     const body = JSON.stringify(renderEvent(event, target, this.config.BASE_URL ?? ''));
     const outcome = await this.sender.post(target, event.id, body);
     if (outcome.ok) {
@@ -120,7 +122,8 @@ export class WebhookDeliveryService {
     event: { timestamp: string },
   ): Promise<DeliveryResult> {
     const attempt = await this.webhooks.startAttempt(delivery.id);
-    if (attempt === 0) return this.expired(job);
+    if (attempt === 'gone') return this.expired(job);
+    if (attempt === 'broken-off') return this.brokenOff(job, delivery);
     const error = 'the target is not in WEBHOOK_URLS of the worker that took it';
     this.log.warn(
       { deliveryId: delivery.id, targetId: delivery.targetId, attempt },
@@ -161,6 +164,21 @@ export class WebhookDeliveryService {
       'webhook delivery expired while it waited in line (WEBHOOK_RETENTION_MS); not delivered',
     );
     return this.done(job, 'done');
+  }
+
+  /**
+   * Its attempts broke off WEBHOOK_BROKEN_OFF_MAX times (each began, none was recorded: its
+   * worker died, or lost Redis, mid-attempt): given up without another, so a delivery that
+   * kills its worker cannot do so for good; failed, listed and replayable, the chain moves on.
+   */
+  private async brokenOff(job: DeliveryJob, delivery: DeliveryRecord): Promise<DeliveryResult> {
+    const error = `its attempt broke off ${WEBHOOK_BROKEN_OFF_MAX} times (the worker making it died, or lost Redis, mid-attempt): given up`;
+    await this.markFailed(delivery, { statusCode: delivery.lastStatusCode, error });
+    this.log.warn(
+      { deliveryId: delivery.id, url: redactUrl(delivery.url), err: error },
+      'webhook delivery failed',
+    );
+    return this.done(job, 'failed');
   }
 
   /**
