@@ -31,9 +31,18 @@ describe('webhooks', () => {
     await stack.waitReady();
   });
   /** A message received from `from`, whose delivery to `hook` (its only target) failed. */
-  const failedDelivery = async (hook: WebhookReceiver, from: string, text: string) => {
-    await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
-    await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', { from, text });
+  const failedDelivery = async (
+    hook: WebhookReceiver,
+    from: string,
+    text: string,
+    sessionId = 'main',
+  ) => {
+    await setTargets(
+      stack,
+      [{ url: hook.url, events: ['message.received'], secret: SECRET }],
+      sessionId,
+    );
+    await stack.call('POST', `/api/v1/sessions/${sessionId}/sandbox/incoming`, { from, text });
     return eventually(async () => {
       const list = await stack.call('GET', '/api/v1/webhooks/deliveries?status=failed');
       const found = list.body.data.find((d: any) => d.url === hook.url);
@@ -139,6 +148,17 @@ describe('webhooks', () => {
     );
     const again = await stack.call('POST', `/api/v1/webhooks/deliveries/${failed.id}/replay`);
     expect(again.status).toBe(409);
+  });
+
+  it('answers the replay of a failed delivery of a deleted session with 404', async () => {
+    const hook = await receiver(() => 400);
+    await stack.call('POST', '/api/v1/sessions', { id: 'short-lived' });
+    await stack.waitReady('short-lived');
+    const failed = await failedDelivery(hook, '4915133333335', 'then deleted', 'short-lived');
+    expect((await stack.call('DELETE', '/api/v1/sessions/short-lived')).status).toBeLessThan(300);
+    const replay = await stack.call('POST', `/api/v1/webhooks/deliveries/${failed.id}/replay`);
+    expect(replay.status).toBe(404);
+    expect(replay.body.error.message).toMatch(/Session short-lived does not exist/);
   });
 
   it('refuses to replay a failed delivery whose target was removed, or whose URL changed, with 409', async () => {

@@ -103,7 +103,7 @@ export class WebhooksController {
   @ApiEnvelope(DeliveryDto, { status: 202 })
   @ApiErrors(
     { status: 400, description: 'Not a delivery id' },
-    { status: 404, description: 'No such delivery' },
+    { status: 404, description: 'No such delivery, or its session was deleted' },
     { status: 409, description: 'Not failed, its event expired, or its target was removed' },
   )
   replay(@Param('id') id: string, @Req() req: FastifyRequest) {

@@ -108,6 +108,8 @@ export class WebhooksService {
   /** Puts a failed delivery back in line (after what its target has pending). */
   async replay(deliveryId: string, sessions?: string[] | null): Promise<DeliveryRecord> {
     const delivery = await this.delivery(deliveryId, sessions);
+    // A deleted session's failed deliveries are listed until they expire, not sent any more.
+    await this.sessions.existing(delivery.sessionId);
     // Put back in line, it would only fail again: a target's id is its URL's. (One of
     // WEBHOOK_URLS this process lacks may be the workers': their settings decide.)
     if (
