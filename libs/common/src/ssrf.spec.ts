@@ -80,7 +80,7 @@ describe('refusedByAddressFilter', () => {
 });
 
 describe('redactUrl', () => {
-  it('masks the user info and the values of the query, and leaves the rest as it was', () => {
+  it('masks the user info, the values of the query and the path segments that look like tokens, and leaves the rest as it was', () => {
     expect(redactUrl('https://user:pw@hooks.example.com/in?token=abc&token=def&v=2')).toBe(
       'https://***:***@hooks.example.com/in?token=***&v=***',
     );
@@ -89,6 +89,21 @@ describe('redactUrl', () => {
       'https://***@hooks.example.com/in',
     );
     expect(redactUrl('https://hooks.example.com/in')).toBe('https://hooks.example.com/in');
+    // Tokens in the path, as Slack's and Discord's webhook URLs carry them; ids are kept.
+    expect(
+      redactUrl('https://hooks.slack.com/services/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'),
+    ).toBe('https://hooks.slack.com/services/T0A1B2C3D/B0A1B2C3D/***');
+    expect(
+      redactUrl(
+        'https://discord.com/api/webhooks/123456789012345678/Xy_' + 'a1'.repeat(32) + '?wait=true',
+      ),
+    ).toBe('https://discord.com/api/webhooks/123456789012345678/***?wait=***');
+    expect(redactUrl('https://webhook.site/0f8fad5b-d9cb-469f-a165-70867728950e')).toBe(
+      'https://webhook.site/***',
+    );
+    expect(redactUrl('https://api.example.com/v2/webhooks/whatsapp-events')).toBe(
+      'https://api.example.com/v2/webhooks/whatsapp-events',
+    );
     expect(redactUrl('not a url')).toBe('not a url');
     // One that does not parse (a port out of range) still shows no credentials.
     expect(redactUrl('https://user:pw@hooks.example.com:99999/in?token=abc')).toBe(

@@ -91,17 +91,29 @@ export function urlProblem(value: string, allowPrivate: boolean): string | null 
 }
 
 /**
- * A URL safe to show (in answers and logs): a password in it (https://user:pass@host, allowed
- * in WEBHOOK_URLS) and the values of its query (where tokens go) masked.
+ * A path segment that looks like a token (Slack's and Discord's webhook URLs carry theirs in
+ * the path): 16 characters or more, letters and digits mixed, or 32 or more of any kind.
+ */
+const TOKEN_SEGMENT = /^(?=[^/]*[a-z])(?=[^/]*[0-9])[^/]{16,}$|^[^/]{32,}$/i;
+
+/**
+ * A URL safe to show (in answers and logs): its user info (https://user:pass@host, allowed
+ * in WEBHOOK_URLS), the values of its query (where tokens go) and the path segments that look
+ * like tokens masked.
  */
 export function redactUrl(value: string): string {
   try {
     const url = new URL(value);
-    if (!url.username && !url.password && !url.search) return value;
+    const path = url.pathname
+      .split('/')
+      .map((segment) => (TOKEN_SEGMENT.test(segment) ? '***' : segment))
+      .join('/');
+    if (!url.username && !url.password && !url.search && path === url.pathname) return value;
     // A user name alone can be the credential (a token sent as Basic auth's user).
     if (url.username) url.username = '***';
     if (url.password) url.password = '***';
     for (const name of new Set(url.searchParams.keys())) url.searchParams.set(name, '***');
+    url.pathname = path;
     return url.toString();
   } catch {
     // Not a URL after all: its user info and query, where credentials live, masked as a whole.
