@@ -287,8 +287,9 @@ export class WebhookRepository {
   }
 
   /**
-   * Counts an attempt about to be made; returns its number (1 for the first), or 0 when the
-   * delivery is gone (expired since it was read: it is not made again, without an expiry).
+   * Counts an attempt about to be made; returns its number (1 for the first), `gone` when the
+   * delivery is (expired since it was read: it is not made again, without an expiry), or
+   * `broken-off` when WEBHOOK_BROKEN_OFF_MAX of its attempts broke off (none is made).
    */
   async startAttempt(
     deliveryId: string,

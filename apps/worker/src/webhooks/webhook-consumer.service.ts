@@ -30,7 +30,7 @@ const CLOSE_WAIT_MS = 3_000;
 /**
  * A chain job's lock: renewed by BullMQ meanwhile, and taken afresh before each delivery. A
  * worker that kept it from renewing longer (a blocked event loop, Redis out of reach) has lost
- * the chain: another worker took its job as stalled.
+ * the chain: its job is given to another worker as stalled.
  */
 const CHAIN_LOCK_MS = 15_000;
 /** How often the chains are walked for one without a job (after a crash), and the backlog. */
@@ -281,13 +281,14 @@ export class WebhookConsumer {
   }
 
   /**
-   * The chain's job lost its lock here and is another worker's (or gone): left as it is, for
-   * BullMQ not to move it (DelayedError), and this worker goes on with other chains.
+   * The chain's job lost its lock here: another worker's now, or soon (BullMQ's stalled check
+   * gives it back within about 30 s). Left as it is, for BullMQ not to move it (DelayedError),
+   * and this worker goes on with other chains.
    */
   private letGo(job: Job<DeliveryChain>): never {
     this.log.warn(
       { ...job.data },
-      'webhook chain let go: its lock lapsed here (event loop blocked or Redis out of reach) and another worker walks it',
+      'webhook chain let go: its lock lapsed here (event loop blocked or Redis out of reach); the worker that takes its job next walks it',
     );
     throw new DelayedError();
   }
