@@ -89,8 +89,10 @@ describe('npm start: the Redis it starts', () => {
       process.kill(-start.pid!, 'SIGINT'); // what Ctrl-C sends: to the whole group
       await once(start, 'exit');
       expect(seen).toContain('after Ctrl-C: up');
-      await vi.waitFor(async () =>
-        expect(await redisState({ host: '127.0.0.1', port })).toBe('down'),
+      // Stopped last, by its SIGTERM: a busy host can take more than waitFor's default second.
+      await vi.waitFor(
+        async () => expect(await redisState({ host: '127.0.0.1', port })).toBe('down'),
+        { timeout: 10_000 },
       );
     } finally {
       if (start.exitCode === null) process.kill(-start.pid!, 'SIGKILL');
