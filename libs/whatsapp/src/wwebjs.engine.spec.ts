@@ -208,6 +208,15 @@ describe('WwebjsEngine client options', () => {
     await h.engine.stop();
   });
 
+  it("gives Puppeteer a limit on one call into the page beyond callTimeoutMs, so a stuck send meets the engine's limit (which restarts the client) first", async () => {
+    const h = harness({ callTimeoutMs: 300_000 });
+    await h.engine.start();
+    await settle();
+    // Puppeteer's own default (180 s) came first, and failed the send as an ordinary try.
+    expect(h.createClient.mock.calls[0][0].puppeteer?.protocolTimeout).toBeGreaterThan(300_000);
+    await h.engine.stop();
+  });
+
   it('leaves the Chromium sandbox on when not running as root', async () => {
     const h = harness({ runningAsRoot: false });
     await h.engine.start();

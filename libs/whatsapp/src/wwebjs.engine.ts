@@ -243,6 +243,8 @@ const REAP_EVERY_MS = 250;
 
 /** How long WhatsApp may take to answer a request for a pairing code. */
 const PAIRING_REQUEST_TIMEOUT_MS = 60_000;
+/** How much longer than callTimeoutMs Puppeteer waits for one call into the page. */
+const PROTOCOL_TIMEOUT_SLACK_MS = 60_000;
 
 /** whatsapp-web.js MessageAck levels that move a sent message forward. */
 export function ackStatus(ack: number): AckStatus | null {
@@ -772,6 +774,10 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         handleSIGINT: false,
         handleSIGTERM: false,
         handleSIGHUP: false,
+        // Each send and number lookup is one call into the page: Puppeteer's own limit on it
+        // (180 s by default) must come after the engine's (timedCall), whose timeout is what
+        // restarts a stuck WhatsApp Web; under Puppeteer's it was an ordinary failed try.
+        protocolTimeout: this.settings.callTimeoutMs + PROTOCOL_TIMEOUT_SLACK_MS,
       },
     };
   }
