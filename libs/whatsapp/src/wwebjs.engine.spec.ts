@@ -608,6 +608,38 @@ describe('WwebjsEngine incoming messages', () => {
     await h.engine.stop();
   });
 
+  it('emits no message for a reaction it sent itself (whatsapp-web.js reports it as fromMe), but one made on the phone', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    const target = `false_${CHAT}_3EB0THANKS`;
+    const ownReaction = (id: string, emoji: string): WwebjsReactionLike => ({
+      id: { _serialized: `true_${CHAT}_${id}`, fromMe: true, remote: CHAT, id },
+      msgId: { _serialized: target, fromMe: false, remote: CHAT, id: '3EB0THANKS' },
+      reaction: emoji,
+      senderId: OWN,
+      timestamp: SENT_AT,
+    });
+    // As WhatsApp Web does: the reaction lands in its table before sendReaction answers.
+    client.sendReaction.mockImplementationOnce(async () => {
+      client.emit('message_reaction', ownReaction('R1', '👍'));
+    });
+    await h.engine.react(CHAT, target, '👍');
+    await settle();
+    expect(h.messages).toEqual([]);
+    // The same emoji on the same message again, from the phone: a message written there.
+    client.emit('message_reaction', ownReaction('R2', '👍'));
+    // And another emoji than ours.
+    await h.engine.react(CHAT, target, '🎉');
+    client.emit('message_reaction', ownReaction('R3', '❤️'));
+    client.emit('message_reaction', ownReaction('R4', '🎉'));
+    await settle();
+    expect(h.messages.map((m) => [m.engineMessageId, m.reaction?.emoji])).toEqual([
+      [`true_${CHAT}_R2`, '👍'],
+      [`true_${CHAT}_R3`, '❤️'],
+    ]);
+    await h.engine.stop();
+  });
+
   it('downloads media and emits its bytes with mimetype, filename, size and caption', async () => {
     const h = harness();
     const client = await startReady(h);

@@ -339,6 +339,9 @@ const FIND_SLACK_MS = 5_000;
 const FROM_ME_DELAY_MS = 1_000;
 const FROM_ME_MAX_WAIT_MS = 60_000;
 const OWN_SENT_LIMIT = 1_000;
+// message_reaction fires for the reactions this engine sends too (whatsapp-web.js hooks the
+// page's table of reactions): one of ours is known by its message and emoji for this long.
+const OWN_REACTION_MS = 60_000;
 const LOOKUP_TIMEOUT_MS = 10_000;
 const MEDIA_DOWNLOAD_TIMEOUT_MS = 120_000;
 /**
@@ -394,6 +397,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private readonly chatQueues = new Map<string, Promise<void>>();
   /** Engine ids of our recent sends, oldest first, so message_create can skip them. */
   private readonly ownSent = new Set<string>();
+  /** Our recent reactions (message id and emoji: WhatsApp gives them no id), until when. */
+  private readonly ownReactions = new Map<string, number>();
   /**
    * Sends whose call failed though WhatsApp may have taken them: their chat, their content
    * fingerprints, and until when a message_create to that chat with one of them is taken for
@@ -583,6 +588,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     let message: Awaited<ReturnType<ClientLike['getMessageById']>>;
     try {
       message = await call('find the message', client.getMessageById(engineMessageId));
+      // Known before the call: its message_reaction may come before sendReaction answers.
+      if (message) this.rememberOwnReaction(engineMessageId, emoji);
       if (message) await call('react', client.sendReaction(engineMessageId, emoji));
     } catch (thrown) {
       if (thrown instanceof EngineError) throw thrown;
@@ -883,6 +890,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       if (!this.hears(attempt)) return;
       const chatId = widOf(reaction.msgId?.remote) ?? widOf(reaction.id?.remote) ?? '';
       if (chatId === STATUS_BROADCAST) return;
+      // Ours, sent through the api (the caller knows it): only the phone's are messages.
+      if (reaction.id?.fromMe && this.takeOwnReaction(reaction)) return;
       this.enqueue(chatId, () => this.toReaction(client, reaction, chatId));
     });
   }
@@ -1109,6 +1118,22 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     );
     if (i >= 0) this.uncertainSends.splice(i, 1);
     return i >= 0;
+  }
+
+  private rememberOwnReaction(engineMessageId: string, emoji: string): void {
+    const key = `${engineMessageId}\n${emoji}`;
+    this.ownReactions.delete(key);
+    this.ownReactions.set(key, Date.now() + OWN_REACTION_MS);
+    if (this.ownReactions.size > OWN_SENT_LIMIT)
+      this.ownReactions.delete(this.ownReactions.keys().next().value!);
+  }
+
+  /** Whether `reaction` is one of ours (each taken once), by its message and emoji. */
+  private takeOwnReaction(reaction: WwebjsReactionLike): boolean {
+    const key = `${serializedKey(reaction.msgId) ?? ''}\n${reaction.reaction ?? ''}`;
+    const until = this.ownReactions.get(key);
+    this.ownReactions.delete(key);
+    return until !== undefined && until >= Date.now();
   }
 
   private rememberOwnSend(engineMessageId: string): void {
