@@ -240,7 +240,11 @@ describe('media with private URLs refused (the default)', () => {
       expect(status).toBe(202);
       const failed = await stack.waitForStatus(body.data.id, 'failed');
       expect(failed.error.code).toBe('MEDIA_FETCH_FAILED');
-      expect(failed.error.message).toMatch(/private|not allowed/i);
+      expect(failed.error.message).toBe(
+        `media URL refused: ${ownName} resolves to a private, loopback or reserved address (allowed only with MEDIA_ALLOW_PRIVATE_URLS=true)`,
+      );
+      // The caller reads this error: the address the name resolved to is not theirs to learn.
+      expect(failed.error.message).not.toContain(ownAddress);
       // One try, refused before connecting.
       expect(failed.attempts).toBe(1);
       expect(hits.get('/pixel') ?? 0).toBe(before);

@@ -34,6 +34,16 @@ export function refusedByAddressFilter(err: Error): boolean {
   return /^DNS lookup \S+ host:\S*\) is not allowed\./.test(err.message);
 }
 
+/**
+ * What a request the safe agents refused says (refusedByAddressFilter): the host it was asked
+ * for, never the address that host resolved to. The agent's own message names the address,
+ * and the error is read by whoever sent the URL: a caller would map the internal network's
+ * names and addresses one failed message at a time.
+ */
+export function addressRefusal(host: string, allowSetting: string): string {
+  return `${host} resolves to a private, loopback or reserved address (allowed only with ${allowSetting}=true)`;
+}
+
 // Addresses no public URL names (RFC 6890 special-purpose ranges that matter for SSRF).
 const INTERNAL = new BlockList();
 for (const [network, prefix] of [

@@ -3,7 +3,13 @@ import http from 'node:http';
 import https from 'node:https';
 import { basename } from 'node:path';
 import { fileTypeFromBuffer } from 'file-type';
-import { createSafeAgents, hostAllowed, refusedByAddressFilter, urlProblem } from '@app/common';
+import {
+  addressRefusal,
+  createSafeAgents,
+  hostAllowed,
+  refusedByAddressFilter,
+  urlProblem,
+} from '@app/common';
 import { AppConfig } from '@app/config';
 import { EngineError, type OutgoingMedia } from './engine.js';
 
@@ -123,7 +129,9 @@ export class MediaFetcher {
         const refused = refusedByAddressFilter(err);
         reject(
           fetchFailed(
-            refused ? `media URL refused: ${err.message}` : `media URL unreachable: ${err.message}`,
+            refused
+              ? `media URL refused: ${addressRefusal(url.hostname, 'MEDIA_ALLOW_PRIVATE_URLS')}`
+              : `media URL unreachable: ${err.message}`,
             refused,
           ),
         );

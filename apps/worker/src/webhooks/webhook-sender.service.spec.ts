@@ -66,6 +66,26 @@ describe('WebhookSender', () => {
     held.onApplicationShutdown();
   });
 
+  it('refuses a target whose name resolves to a private address as final, naming the host but not the address', async () => {
+    const guarded = new WebhookSender({
+      WEBHOOK_TIMEOUT_MS: 2_000,
+      WEBHOOK_ALLOW_PRIVATE_URLS: false,
+    } as AppConfig);
+    const port = (server.address() as AddressInfo).port;
+    const outcome = await guarded.post(
+      { ...target(), url: `http://localhost:${port}/hook` },
+      'evt_1',
+      '{}',
+    );
+    expect(outcome).toMatchObject({ ok: false, retryable: false });
+    expect(outcome.error).toBe(
+      'target refused: localhost resolves to a private, loopback or reserved address (allowed only with WEBHOOK_ALLOW_PRIVATE_URLS=true)',
+    );
+    // Whoever registered the URL reads this error: the network's addresses are not theirs.
+    expect(outcome.error).not.toMatch(/127\.0\.0\.1|::1/);
+    guarded.onApplicationShutdown();
+  });
+
   it('gives up on a receiver that does not answer within WEBHOOK_TIMEOUT_MS, and breaks off what is in flight on shutdown', async () => {
     hang = true;
     const held = sender();

@@ -2,7 +2,7 @@ import { Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import http from 'node:http';
 import https from 'node:https';
 import { Webhook } from 'standardwebhooks';
-import { createSafeAgents, refusedByAddressFilter } from '@app/common';
+import { addressRefusal, createSafeAgents, refusedByAddressFilter } from '@app/common';
 import { AppConfig, isPaddedWebhookSecret } from '@app/config';
 import type { WebhookTarget } from '@app/status-store';
 
@@ -152,7 +152,9 @@ export class WebhookSender implements OnModuleInit {
         const refused = refusedByAddressFilter(err);
         resolve(
           noAnswer(
-            refused ? `target refused: ${err.message}` : `unreachable: ${err.message}`,
+            refused
+              ? `target refused: ${addressRefusal(parsed.hostname, 'WEBHOOK_ALLOW_PRIVATE_URLS')}`
+              : `unreachable: ${err.message}`,
             !refused,
           ),
         );
