@@ -187,6 +187,14 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
     expect((await stack.call('PUT', '/api/v1/sessions/active', { id: 'sales' }, key)).status).toBe(
       403,
     );
+    // Nor is it told which session is active, when that is not one of its own.
+    const active = await stack.call('GET', '/api/v1/sessions/active', undefined, key);
+    expect(active.status).toBe(403);
+    expect(JSON.stringify(active.body)).not.toContain('main');
+    await stack.call('PUT', '/api/v1/sessions/active', { id: 'sales' });
+    const ownActive = await stack.call('GET', '/api/v1/sessions/active', undefined, key);
+    expect(ownActive.body.data).toEqual({ id: 'sales' });
+    await stack.call('PUT', '/api/v1/sessions/active', { id: 'main' });
     expect((await stack.call('POST', '/api/v1/sessions', { id: 'elsewhere' }, key)).status).toBe(
       403,
     );
@@ -217,6 +225,16 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
     const ownStatus = await stack.call('GET', `/api/v1/batches/${ownBatch}`, undefined, key);
     expect(ownStatus.status).toBe(200);
     expect(ownStatus.body.data.total).toBe(1);
+    // Once its messages have expired, nothing tells whose a batch was: only unlimited keys.
+    const expiredBatch = await batchOf('sales', key);
+    const [expiredId] = await stack.redis.lrange(stack.keys.batchMessages(expiredBatch), 0, -1);
+    await stack.redis.del(stack.keys.message(expiredId));
+    const expired = await stack.call('GET', `/api/v1/batches/${expiredBatch}`, undefined, key);
+    expect(expired.status).toBe(403);
+    expect(expired.body.error.message).toContain('expired');
+    const unlimited = await stack.call('GET', `/api/v1/batches/${expiredBatch}`);
+    expect(unlimited.status).toBe(200);
+    expect(unlimited.body.data.counts.expired).toBe(1);
     const deliveries = await stack.call(
       'GET',
       '/api/v1/webhooks/deliveries?sessionId=main',

@@ -16,6 +16,8 @@ async function get(
   return { status: response.status, headers: response.headers, body: await response.json() };
 }
 
+const METRICS_TOKEN = 'metrics-token-0123456789';
+
 describe('rate limits: per API key, and failed logins per client address', () => {
   const stack = useStack(
     {
@@ -23,6 +25,7 @@ describe('rate limits: per API key, and failed logins per client address', () =>
       AUTH_FAILURES_PER_MINUTE: '10',
       ADMIN_USERNAME: USER,
       ADMIN_PASSWORD: PASSWORD,
+      METRICS_TOKEN,
     },
     { worker: false },
   );
@@ -148,6 +151,24 @@ describe('rate limits: per API key, and failed logins per client address', () =>
     // bull-board's routes count and refuse the same way.
     const board = await fetch(`${stack.url}/admin/queues/api/queues`, { headers: as(PASSWORD) });
     expect(board.status).toBe(429);
+  });
+
+  it('slows a metrics-token-guessing loop the same way', async () => {
+    const as = (token: string) => ({
+      authorization: `Bearer ${token}`,
+      'x-forwarded-for': '192.0.2.45',
+    });
+    const scrape = (token: string) => fetch(`${stack.url}/metrics`, { headers: as(token) });
+    for (let i = 0; i < 10; i++) expect((await scrape(`guess-${i}`)).status).toBe(401);
+    const blocked = await scrape(METRICS_TOKEN);
+    expect(blocked.status).toBe(429);
+    expect(((await blocked.json()) as { error: { code: string } }).error.code).toBe('RATE_LIMITED');
+    expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThan(0);
+    // Another address scrapes as before.
+    const other = await fetch(`${stack.url}/metrics`, {
+      headers: { authorization: `Bearer ${METRICS_TOKEN}`, 'x-forwarded-for': '192.0.2.46' },
+    });
+    expect(other.status).toBe(200);
   });
 });
 

@@ -14,7 +14,7 @@ import { QueueModule } from '@app/queue';
 import { REDIS, RedisKeys, SessionRepository, StatusStoreModule } from '@app/status-store';
 import { ThrottlerModule } from '@nestjs/throttler';
 import type { Redis } from 'ioredis';
-import { AuthFailures } from './auth/auth-failures.service.js';
+import { AuthFailuresModule } from './auth/auth-failures.service.js';
 import { ApiKeys } from './auth/api-keys.service.js';
 import { ScopeGuard } from './auth/scope.guard.js';
 import { KeysController } from './auth/keys.controller.js';
@@ -79,6 +79,7 @@ export class ApiModule implements OnApplicationBootstrap, OnModuleDestroy {
         }),
         QueueModule,
         TerminusModule,
+        AuthFailuresModule,
         ApiMetricsModule,
         AdminModule.forRoot(config),
       ],
@@ -100,7 +101,6 @@ export class ApiModule implements OnApplicationBootstrap, OnModuleDestroy {
         ApiKeys,
         ScopeGuard,
         RateLimitGuard,
-        AuthFailures,
         MessagesService,
         SessionsService,
         InboxService,

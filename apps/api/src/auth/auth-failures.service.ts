@@ -1,4 +1,4 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Global, Inject, Injectable, Module } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import ipaddr from 'ipaddr.js';
@@ -93,3 +93,11 @@ export function addressBucket(ip: string): string {
   const head = (address as ipaddr.IPv6).parts.slice(0, 4);
   return `${head.map((part) => part.toString(16)).join(':')}::/64`;
 }
+
+/**
+ * AuthFailures for every module of the api, /metrics' guard included (its controller is
+ * registered inside PrometheusModule, which sees only global providers of the app's).
+ */
+@Global()
+@Module({ providers: [AuthFailures], exports: [AuthFailures] })
+export class AuthFailuresModule {}

@@ -25,7 +25,11 @@ export class BatchesController {
   @ApiEnvelope(BatchStatusDto)
   @ApiErrors(
     { status: 400, description: 'Not a batch id' },
-    { status: 403, description: 'Some of its messages are of a session this key may not use' },
+    {
+      status: 403,
+      description:
+        'Some of its messages are of a session this key may not use, or all have expired and the key is limited to some sessions',
+    },
     { status: 404, description: 'No such batch (or its messages expired)' },
   )
   batch(@Param('id') id: string, @Req() req: FastifyRequest) {

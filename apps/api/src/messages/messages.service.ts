@@ -226,7 +226,8 @@ export class MessagesService {
 
   /**
    * A batch and how many of its messages are in each status. A key limited to some sessions
-   * sees only a batch all of whose messages are of those sessions, as it sees only such messages.
+   * sees only a batch all of whose messages are of those sessions, as it sees only such messages
+   * (and none whose messages have all expired).
    */
   async batch(batchId: string, sessions?: string[] | null): Promise<BatchStatusDto> {
     if (!isMessageId(batchId)) throw new AppError('BAD_REQUEST', 'id must be a batch id (a UUID)');
@@ -234,6 +235,12 @@ export class MessagesService {
     if (!batch) throw new AppError('NOT_FOUND', `Batch ${batchId} does not exist`);
     const { counts, sessions: of } = await this.batches.counts(batchId);
     for (const sessionId of of) assertSessionAllowed(sessions, sessionId);
+    // Its messages gone (expired), nothing tells whose it was: only an unlimited key reads it.
+    if (sessions && of.length === 0)
+      throw new AppError(
+        'FORBIDDEN',
+        `The messages of batch ${batchId} have expired: only a key not limited to sessions may read it`,
+      );
     const waiting = counts.scheduled + counts.queued + counts.sending;
     return { ...batch, counts, done: waiting === 0 };
   }

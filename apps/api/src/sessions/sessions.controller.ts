@@ -1,4 +1,4 @@
-import { ok } from '@app/common';
+import { AppError, ok } from '@app/common';
 import { Audited, auditTarget } from '../audit/audit.interceptor.js';
 import { Body, Controller, Get, Param, Put, Req } from '@nestjs/common';
 import type { FastifyRequest } from 'fastify';
@@ -39,8 +39,17 @@ export class SessionsController extends SessionActions {
   @Get('active')
   @ApiOperation({ summary: 'The active session (used when a send omits sessionId)' })
   @ApiEnvelope(ActiveSessionDto)
-  async getActive() {
-    return ok({ id: await this.sessions.active() });
+  @ApiErrors({
+    status: 403,
+    description: 'The key is limited to some sessions, and the active one is not of them',
+  })
+  async getActive(@Req() req: FastifyRequest) {
+    const id = await this.sessions.active();
+    const sessions = req.principal?.sessions;
+    // Not named to a key limited to other sessions: it does not see that session at all.
+    if (sessions && !sessions.includes(id))
+      throw new AppError('FORBIDDEN', 'The active session is not one this key may use');
+    return ok({ id });
   }
 
   @Put('active')
