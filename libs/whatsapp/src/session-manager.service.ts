@@ -856,7 +856,7 @@ export function fairShare(
 
 /**
  * What a session loses by changing workers, by its status: nothing (not started, stopped,
- * failed, disconnected), a Chromium start (starting, READY), a QR someone may be scanning, or
+ * failed, disconnected), a Chromium start (starting, READY, reconnecting), a QR someone may be scanning, or
  * a link in progress (authenticated, loading: the login is not backed up yet, and the phone
  * would list a device that needs a new QR).
  */
@@ -866,6 +866,7 @@ const HANDOVER_COST: Record<SessionStatus, number> = {
   DISCONNECTED: 0,
   STARTING: 1,
   READY: 1,
+  RECONNECTING: 1,
   QR: 2,
   PAIRING_CODE: 2,
   AUTHENTICATED: 3,

@@ -289,6 +289,41 @@ describe('WwebjsEngine events', () => {
     expect(h.last().status).toBe('STOPPED');
   });
 
+  it('is RECONNECTING, its sends refused, while WhatsApp Web has lost its connection, and READY again once it is back', async () => {
+    const h = harness();
+    await h.engine.start();
+    await settle();
+    const client = h.client();
+    // Connection states on the way to READY are the start's own phases.
+    client.emit('change_state', 'OPENING');
+    client.emit('authenticated');
+    client.emit('change_state', 'PAIRING');
+    client.emit('ready');
+    expect(h.statuses()).toEqual(['STARTING', 'AUTHENTICATED', 'READY']);
+
+    client.emit('change_state', 'TIMEOUT');
+    expect(h.last()).toMatchObject({
+      status: 'RECONNECTING',
+      lastError: expect.stringMatching(/lost its connection \(TIMEOUT\)/),
+    });
+    // A send now would hang until the socket is back: refused as not ready, so it waits.
+    await expect(h.engine.sendText('4915122@c.us', 'hi')).rejects.toMatchObject({
+      code: 'SEND_FAILED',
+      permanent: false,
+    });
+    expect(client.sendMessage).not.toHaveBeenCalled();
+    client.emit('change_state', 'OPENING');
+    // The offline messages it then loads do not make it a session starting again.
+    client.emit('loading_screen', 50, 'WhatsApp');
+    expect(h.last().status).toBe('RECONNECTING');
+    client.emit('change_state', 'CONNECTED');
+    expect(h.last()).toMatchObject({ status: 'READY', phone: '4915100000001', pushname: 'Shop' });
+    expect(h.statuses().slice(3)).toEqual(['RECONNECTING', 'READY']);
+    await h.engine.sendText('4915122@c.us', 'hi');
+    expect(client.sendMessage).toHaveBeenCalledTimes(1);
+    await h.engine.stop();
+  });
+
   it('emits acks only for our own messages, mapping server/device/read/played', async () => {
     const h = harness();
     const client = await startReady(h);

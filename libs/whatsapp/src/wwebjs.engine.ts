@@ -332,6 +332,11 @@ const ACK_ERROR = -1;
 const UNLINKED_REASONS = new Set(['LOGOUT', 'UNPAIRED', 'UNPAIRED_IDLE']);
 /** `disconnected` reasons that mean WhatsApp blocked the account: a restart would meet it again. */
 const BLOCKED_REASONS = new Set(['TOS_BLOCK', 'SMB_TOS_BLOCK']);
+/**
+ * WhatsApp Web's connection states that whatsapp-web.js lets pass without `disconnected`:
+ * the socket lost (TIMEOUT) and being opened again. A READY session in one is RECONNECTING.
+ */
+const RECONNECTING_STATES = new Set(['OPENING', 'PAIRING', 'TIMEOUT']);
 const FIND_LIMIT = 50;
 const FIND_SLACK_MS = 5_000;
 // message_create also fires for our own sends, before sendMessage resolves (waitUntilMsgSent
@@ -440,7 +445,9 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
 
   async stop(options?: { backUp?: boolean }): Promise<void> {
     const backUp =
-      this.status === 'READY' && this.options.authStore?.remote && options?.backUp !== false;
+      (this.status === 'READY' || this.status === 'RECONNECTING') &&
+      this.options.authStore?.remote &&
+      options?.backUp !== false;
     await this.shutDown(async (client) => {
       // A clean stop backs the login up, so the next owner starts from the newest copy.
       if (backUp && client.authStrategy?.storeRemoteSession) {
@@ -821,7 +828,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     client.on('loading_screen', (percent: number | string) => {
       // Offline-delivery progress can still tick after ready; flipping back to LOADING would
       // pause sends until a `ready` that never comes.
-      if (!current() || this.status === 'READY') return;
+      if (!current() || this.status === 'READY' || this.status === 'RECONNECTING') return;
       if (!this.watchdogs.has('ready')) {
         // Progress before authentication: the start watchdog now measures a stall, not a total.
         this.armWatchdog('start', this.settings.startTimeoutMs, attempt, startStalled);
@@ -846,6 +853,23 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         phone: client.info?.wid?.user ?? null,
         pushname: client.info?.pushname ?? null,
       });
+    });
+
+    // WhatsApp Web lost its connection (the network, WhatsApp's servers): it opens it again by
+    // itself, and until then a send would hang, so the session's sends wait (not READY).
+    client.on('change_state', (state: unknown) => {
+      if (!current()) return;
+      if (this.status === 'READY' && RECONNECTING_STATES.has(String(state)))
+        this.setState({
+          status: 'RECONNECTING',
+          lastError: `WhatsApp Web lost its connection (${String(state)}); it reconnects by itself`,
+        });
+      else if (this.status === 'RECONNECTING' && String(state) === 'CONNECTED')
+        this.setState({
+          status: 'READY',
+          phone: client.info?.wid?.user ?? null,
+          pushname: client.info?.pushname ?? null,
+        });
     });
 
     client.on('disconnected', (reason: unknown) => {

@@ -4,19 +4,21 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Handlebars from 'handlebars';
+import type { SessionStatus } from '@app/status-store';
 
 /** Where the views and the static files are, beside this file in src and in dist alike. */
 export const VIEWS_DIR = fileURLToPath(new URL('./views/', import.meta.url));
 export const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
 
 /** Badge colour of a session status (the same table is in public/admin.js). */
-const SESSION_TONE: Record<string, string> = {
+const SESSION_TONE: Record<SessionStatus, string> = {
   READY: 'ok',
   QR: 'wait',
   PAIRING_CODE: 'wait',
   STARTING: 'wait',
   AUTHENTICATED: 'wait',
   LOADING: 'wait',
+  RECONNECTING: 'wait',
   FAILED: 'bad',
   DISCONNECTED: 'bad',
   STOPPED: 'off',
@@ -50,6 +52,7 @@ export function linkPhase(session: {
 }): string {
   switch (session.status) {
     case 'READY':
+    case 'RECONNECTING':
       return 'linked';
     case 'QR':
       return session.hasQr ? 'qr' : 'connecting';
@@ -89,7 +92,10 @@ export class AdminViews {
     hbs.registerHelper('tonesJson', () =>
       JSON.stringify({ session: SESSION_TONE, message: MESSAGE_TONE, delivery: DELIVERY_TONE }),
     );
-    hbs.registerHelper('sessionTone', (status: string) => SESSION_TONE[status] ?? 'off');
+    hbs.registerHelper(
+      'sessionTone',
+      (status: string) => SESSION_TONE[status as SessionStatus] ?? 'off',
+    );
     hbs.registerHelper('messageTone', (status: string) => MESSAGE_TONE[status] ?? 'off');
     hbs.registerHelper('deliveryTone', (status: string) => DELIVERY_TONE[status] ?? 'off');
     hbs.registerHelper('sender', (message: { from: string; fromPhone: string | null }) =>

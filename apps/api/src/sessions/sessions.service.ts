@@ -140,7 +140,7 @@ export class SessionsService {
   /** Asks the owning worker for a pairing code and waits for it to appear. */
   async requestPairingCode(sessionId: string, phone: string): Promise<{ pairingCode: string }> {
     const session = await this.existing(sessionId);
-    if (session.status === 'READY')
+    if (session.status === 'READY' || session.status === 'RECONNECTING')
       throw new AppError('CONFLICT', `Session ${sessionId} is already linked`);
     const digits = phoneDigits(phone);
     if (!digits)
