@@ -1290,6 +1290,39 @@ describe('WwebjsEngine failures and restarts', () => {
     await h.engine.stop();
   });
 
+  it('backs off when authenticated is not followed by ready again after that restart', async () => {
+    const h = harness();
+    await h.engine.start();
+    await settle();
+    h.client().emit('authenticated');
+    await vi.advanceTimersByTimeAsync(READY_TIMEOUT);
+    expect(h.createClient).toHaveBeenCalledTimes(2);
+    // The restarted client gets stuck the same way: a failure now, retried with backoff.
+    h.client().emit('authenticated');
+    await vi.advanceTimersByTimeAsync(READY_TIMEOUT);
+    expect(h.last()).toMatchObject({
+      status: 'FAILED',
+      lastError: expect.stringMatching(/not ready within .*, 2 times in a row/),
+      nextRetryAt: expect.any(String),
+    });
+    expect(h.createClient).toHaveBeenCalledTimes(2);
+    await vi.advanceTimersByTimeAsync(BACKOFF_BASE);
+    expect(h.createClient).toHaveBeenCalledTimes(3);
+    h.client().emit('authenticated');
+    await vi.advanceTimersByTimeAsync(READY_TIMEOUT);
+    expect(h.last().status).toBe('FAILED');
+    // Twice the wait before the next launch.
+    await vi.advanceTimersByTimeAsync(BACKOFF_BASE);
+    expect(h.createClient).toHaveBeenCalledTimes(3);
+    await vi.advanceTimersByTimeAsync(BACKOFF_BASE);
+    expect(h.createClient).toHaveBeenCalledTimes(4);
+    // Ready at last: the count starts over, and the next stall restarts at once again.
+    h.client().emit('authenticated');
+    h.client().emit('ready');
+    expect(h.last().status).toBe('READY');
+    await h.engine.stop();
+  });
+
   it('fails with backoff when a launched client shows no progress', async () => {
     const h = harness();
     await h.engine.start();

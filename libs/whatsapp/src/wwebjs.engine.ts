@@ -391,6 +391,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private running = false;
   private status: SessionStatus = 'STOPPED';
   private consecutiveFailures = 0;
+  /** Launches in a row that were authenticated but never became ready in time. */
+  private readyTimeouts = 0;
   private pairing = false;
   private pairingCode: string | null = null;
   private restartTimer?: NodeJS.Timeout;
@@ -440,6 +442,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     if (this.running) return;
     this.running = true;
     this.consecutiveFailures = 0;
+    this.readyTimeouts = 0;
     this.launch();
   }
 
@@ -817,10 +820,13 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       this.clearWatchdog('start');
       this.clearWatchdog('qr');
       this.armWatchdog('ready', this.settings.readyTimeoutMs, attempt, () => {
-        void this.restartNow(
-          attempt,
-          `authenticated but not ready within ${seconds(this.settings.readyTimeoutMs)}; restarted`,
-        );
+        const reason = `authenticated but not ready within ${seconds(this.settings.readyTimeoutMs)}`;
+        // Once is WhatsApp Web stuck: restarted at once. Again after that, it may never get
+        // there (a WhatsApp Web update whatsapp-web.js cannot follow yet): the restarts back
+        // off as failures do, instead of relaunching Chromium every few minutes for good.
+        if (this.readyTimeouts++ === 0) void this.restartNow(attempt, `${reason}; restarted`);
+        else
+          void this.recover(attempt, new Error(`${reason}, ${this.readyTimeouts} times in a row`));
       });
       this.setState({ status: 'AUTHENTICATED' });
     });
@@ -846,6 +852,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       this.clearWatchdog('qr');
       this.clearWatchdog('ready');
       this.consecutiveFailures = 0;
+      this.readyTimeouts = 0;
       this.pairing = false;
       this.pairingCode = null;
       this.setState({
