@@ -13,7 +13,7 @@ import { EngineEventRecorder, RETRY_WINDOW_MS } from './engine-event-recorder.js
 /** The longest wait between two tries of a write (engine-event-recorder.ts). */
 const RETRY_MAX_WAIT = 5_000;
 
-const CONFIG = { INCOMING_MEDIA_TTL_MS: 3_600_000 } as AppConfig;
+const CONFIG = { INCOMING_MEDIA_TTL_MS: 3_600_000, MEDIA_MAX_BYTES: 1_000_000 } as AppConfig;
 
 const MESSAGE: IncomingMessage = {
   engineMessageId: 'false_4915123456789@c.us_ABC',
@@ -237,6 +237,58 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
       expect(await question).toBe(true);
       expect(await answer).toBe(true);
       expect(order).toEqual(['question', 'answer']);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('keeps the bytes of at most MEDIA_WAITING x MEDIA_MAX_BYTES of media waiting for Redis per session; later media is recorded without them', async () => {
+    vi.useFakeTimers();
+    try {
+      let down = true;
+      const written: { id: string; bytes: number | undefined; media: IncomingRecord['media'] }[] =
+        [];
+      const record = vi.fn(async (stored: IncomingRecord, data?: Buffer) => {
+        if (down) throw new Error('Connection is closed');
+        written.push({ id: stored.engineMessageId, bytes: data?.length, media: stored.media });
+        return true;
+      });
+      const events = recorder({ record });
+      const photo = (id: string, sessionId = 'main') =>
+        events.message(sessionId, {
+          ...MESSAGE,
+          engineMessageId: id,
+          media: {
+            mimetype: 'image/jpeg',
+            filename: null,
+            size: 900_000,
+            data: Buffer.alloc(900_000),
+          },
+        });
+      const arrived = [1, 2, 3, 4, 5, 6].map((n) => photo(`p${n}`));
+      // Another session's media waits on its own account.
+      const other = photo('o1', 'sales');
+      await vi.advanceTimersByTimeAsync(10_000);
+      down = false;
+      await vi.advanceTimersByTimeAsync(2 * RETRY_MAX_WAIT);
+      await Promise.all([...arrived, other]);
+      expect(written.map((w) => [w.id, w.bytes])).toEqual([
+        ['p1', 900_000],
+        ['p2', 900_000],
+        ['p3', 900_000],
+        ['p4', 900_000],
+        ['p5', undefined],
+        ['p6', undefined],
+        ['o1', 900_000],
+      ]);
+      expect(written[4].media).toMatchObject({
+        available: false,
+        size: 900_000,
+        error: expect.stringMatching(/^not kept: 3600000 bytes of earlier media/),
+      });
+      // Written, they no longer count: the next media of the session keeps its bytes.
+      await photo('p7');
+      expect(written.at(-1)).toMatchObject({ id: 'p7', bytes: 900_000 });
     } finally {
       vi.useRealTimers();
     }

@@ -32,6 +32,8 @@ export class EngineEventRecorder {
     @Inject(WORKER_ID) private readonly workerId: string,
   ) {}
 
+  /** Per session, the media bytes of its received messages not written yet (MEDIA_WAITING). */
+  private readonly waitingMediaBytes = new Map<string, number>();
   /** Per session, the write of the last message it received (the next waits for it). */
   private readonly messageWrites = new Map<
     string,
@@ -103,6 +105,30 @@ export class EngineEventRecorder {
   }
 
   /**
+   * The message's media as it is written: with its bytes, counted as waiting until written,
+   * unless the session's messages already hold MEDIA_WAITING x MEDIA_MAX_BYTES waiting.
+   */
+  private keptMedia(sessionId: string, media: IncomingMessage['media']): IncomingMessage['media'] {
+    if (!media?.data) return media;
+    const held = this.waitingMediaBytes.get(sessionId) ?? 0;
+    const budget = MEDIA_WAITING * this.config.MEDIA_MAX_BYTES;
+    if (held + media.data.length <= budget) {
+      this.waitingMediaBytes.set(sessionId, held + media.data.length);
+      return media;
+    }
+    const { data, ...facts } = media;
+    this.log.warn(
+      { sessionId, size: data.length, waitingBytes: held },
+      'received media not kept: earlier media still waits to be written',
+    );
+    return {
+      ...facts,
+      size: facts.size ?? data.length,
+      error: `not kept: ${held} bytes of earlier media were still waiting to be written (Redis slow or out of reach)`,
+    };
+  }
+
+  /**
    * Records a message the session received, retried for up to RETRY_WINDOW_MS (WhatsApp sends
    * it once: a Redis restart or failover must not lose it) unless `givenUp()` says the worker
    * is stopping; true when it was new.
@@ -113,7 +139,8 @@ export class EngineEventRecorder {
     givenUp: () => boolean = () => false,
   ): Promise<boolean> {
     const now = new Date();
-    const { media, location, vcards, reaction, ...fields } = message;
+    const { media: received, location, vcards, reaction, ...fields } = message;
+    const media = this.keptMedia(sessionId, received);
     const record: IncomingRecord = {
       id: incomingMessageId(sessionId, message.engineMessageId),
       sessionId,
@@ -154,6 +181,9 @@ export class EngineEventRecorder {
       recorded = await write;
     } finally {
       if (this.messageWrites.get(sessionId) === write) this.messageWrites.delete(sessionId);
+      const held = (this.waitingMediaBytes.get(sessionId) ?? 0) - (media?.data?.length ?? 0);
+      if (held > 0) this.waitingMediaBytes.set(sessionId, held);
+      else this.waitingMediaBytes.delete(sessionId);
     }
     if ('value' in recorded) return recorded.value;
     this.log.error(
@@ -163,6 +193,14 @@ export class EngineEventRecorder {
     return false;
   }
 }
+
+/**
+ * How many times MEDIA_MAX_BYTES of received media a session's messages may hold while they
+ * wait for their writes (Redis out of reach: each is tried for RETRY_WINDOW_MS). Beyond it a
+ * message is kept without its bytes (`media.error` says why), so an outage with media
+ * arriving cannot grow the worker's memory without bound.
+ */
+export const MEDIA_WAITING = 4;
 
 /**
  * How long a failed write of what an engine reported is tried again: longer than a Redis
