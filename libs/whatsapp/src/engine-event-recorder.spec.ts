@@ -254,8 +254,9 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
         return true;
       });
       const events = recorder({ record });
-      const photo = (id: string, sessionId = 'main') =>
-        events.message(sessionId, {
+      const sent: IncomingMessage[] = [];
+      const photo = (id: string, sessionId = 'main') => {
+        const message: IncomingMessage = {
           ...MESSAGE,
           engineMessageId: id,
           media: {
@@ -264,8 +265,20 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
             size: 900_000,
             data: Buffer.alloc(900_000),
           },
-        });
+        };
+        sent.push(message);
+        return events.message(sessionId, message);
+      };
       const arrived = [1, 2, 3, 4, 5, 6].map((n) => photo(`p${n}`));
+      // Let go at once, not only left out of the write: the engine's message held them too.
+      expect(sent.map((message) => message.media?.data?.length)).toEqual([
+        900_000,
+        900_000,
+        900_000,
+        900_000,
+        undefined,
+        undefined,
+      ]);
       // Another session's media waits on its own account.
       const other = photo('o1', 'sales');
       await vi.advanceTimersByTimeAsync(10_000);

@@ -117,6 +117,8 @@ export class EngineEventRecorder {
       return media;
     }
     const { data, ...facts } = media;
+    // Let go here: the caller's message (held while its write waits) must not keep them.
+    delete media.data;
     this.log.warn(
       { sessionId, size: data.length, waitingBytes: held },
       'received media not kept: earlier media still waits to be written',
