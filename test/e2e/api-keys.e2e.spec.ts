@@ -139,7 +139,11 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
     const other = await text('main');
     expect(other.status).toBe(403);
     expect(other.body.error.message).toContain('sales');
-    expect((await text()).status).toBe(403); // the active session is main
+    // The active session is main, and a send without sessionId does not name it either.
+    const unnamed = await text();
+    expect(unnamed.status).toBe(403);
+    expect(unnamed.body.error.message).toContain('give sessionId');
+    expect(unnamed.body.error.message).not.toContain('main');
     const mainMessage = (
       await stack.call('POST', '/api/v1/messages/text', { to: '4915100000802', text: 'x' })
     ).body.data.id;

@@ -555,6 +555,12 @@ export class MessagesService {
     const sendAt = scheduledTime(target.sendAt, Date.now(), pastAllowed);
     const sessionId =
       target.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
+    // The active session is not named to a key limited to others (GET /sessions/active).
+    if (!target.sessionId && sessions && !sessions.includes(sessionId))
+      throw new AppError(
+        'FORBIDDEN',
+        'The active session is not one this key may use: give sessionId',
+      );
     assertSessionAllowed(sessions, sessionId);
     const replyTo = typeof target.replyTo === 'string' ? target.replyTo : target.replyTo?.id;
     const quotedEngineId = target.replyTo
