@@ -127,6 +127,18 @@ export class EngineError extends Error {
   }
 }
 
+/**
+ * The engine was asked to send while its session is not READY (it stopped, or lost its
+ * connection, since the caller looked): thrown before anything reached WhatsApp, so nothing
+ * may have gone out.
+ */
+export class SessionNotReadyError extends EngineError {
+  constructor(message: string) {
+    super('SEND_FAILED', message, false);
+    this.name = 'SessionNotReadyError';
+  }
+}
+
 /** How long WhatsApp restrictions are waited out when WhatsApp does not say. */
 export const DEFAULT_RESTRICTION_MS = 60 * 60_000;
 

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { AppError, phoneDigits } from '@app/common';
 import {
   EngineError,
+  SessionNotReadyError,
   SessionRestrictedError,
   type EngineEvents,
   type IncomingMessage,
@@ -137,7 +138,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
   }
 
   async checkNumber(digits: string): Promise<{ exists: boolean; chatId: string | null }> {
-    if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
+    if (!this.ready) throw new SessionNotReadyError('sandbox session is not ready');
     const exists = this.exists(digits);
     return { exists, chatId: exists ? `${digits}@c.us` : null };
   }
@@ -295,7 +296,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
       'media' | 'location' | 'vcard' | 'quotedMessageId' | 'reaction' | 'revoked'
     > = {},
   ): string {
-    if (!this.ready) throw new EngineError('SEND_FAILED', 'sandbox session is not ready', false);
+    if (!this.ready) throw new SessionNotReadyError('sandbox session is not ready');
     const failure = this.failures.shift();
     if (failure) throw failure;
     const digits = chatId.split('@')[0];

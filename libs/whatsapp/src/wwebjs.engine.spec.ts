@@ -324,6 +324,29 @@ describe('WwebjsEngine events', () => {
     await h.engine.stop();
   });
 
+  it('restarts a client whose WhatsApp Web does not get its connection back within callTimeoutMs', async () => {
+    const h = harness({ callTimeoutMs: 10_000 });
+    const client = await startReady(h);
+    // Back in time: nothing restarted, even long after.
+    client.emit('change_state', 'TIMEOUT');
+    await vi.advanceTimersByTimeAsync(9_000);
+    client.emit('change_state', 'CONNECTED');
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(h.createClient).toHaveBeenCalledTimes(1);
+    expect(h.last().status).toBe('READY');
+    // Never back.
+    client.emit('change_state', 'OPENING');
+    await vi.advanceTimersByTimeAsync(9_999);
+    expect(h.createClient).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(h.createClient).toHaveBeenCalledTimes(2);
+    expect(h.last()).toMatchObject({
+      status: 'STARTING',
+      lastError: expect.stringMatching(/did not get its connection back within 10s; restarted/),
+    });
+    await h.engine.stop();
+  });
+
   it('emits acks only for our own messages, mapping server/device/read/played', async () => {
     const h = harness();
     const client = await startReady(h);
@@ -665,6 +688,13 @@ describe('WwebjsEngine incoming messages', () => {
     client.emit('message_reaction', ownReaction('R2', '👍'));
     // And another emoji than ours.
     await h.engine.react(CHAT, target, '🎉');
+    // Asked for by another id than the one WhatsApp Web knows the message by (a lid chat).
+    client.getMessageById.mockResolvedValueOnce({
+      id: { _serialized: target },
+      delete: vi.fn(),
+    } as never);
+    await h.engine.react(CHAT, 'false_1234567@lid_3EB0THANKS', '🙏');
+    client.emit('message_reaction', ownReaction('R5', '🙏'));
     client.emit('message_reaction', ownReaction('R3', '❤️'));
     client.emit('message_reaction', ownReaction('R4', '🎉'));
     await settle();

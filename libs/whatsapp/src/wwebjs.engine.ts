@@ -18,6 +18,7 @@ import {
 import {
   DEFAULT_RESTRICTION_MS,
   EngineError,
+  SessionNotReadyError,
   SessionRestrictedError,
   toError,
   type AckStatus,
@@ -154,7 +155,9 @@ export interface ClientLike extends EventEmitter {
   ): Promise<WwebjsMessageLike | undefined | null>;
   getNumberId(number: string): Promise<{ _serialized: string } | null>;
   sendReaction(messageId: string, reaction: string): Promise<void>;
-  getMessageById(messageId: string): Promise<{ delete(everyone?: boolean): Promise<void> } | null>;
+  getMessageById(
+    messageId: string,
+  ): Promise<{ id?: { _serialized?: string }; delete(everyone?: boolean): Promise<void> } | null>;
   getChatById(chatId: string): Promise<WwebjsChatLike | undefined>;
   requestPairingCode(phoneNumber: string, showNotification?: boolean): Promise<string>;
   /** RemoteAuth's backup, run on a clean stop; destroy() ends its backup timers. */
@@ -358,7 +361,7 @@ const ARRIVING_WAIT_MS = 5_000;
 const MEDIA_DOWNLOADS = 2;
 const STATUS_BROADCAST = 'status@broadcast';
 
-type Watchdog = 'start' | 'qr' | 'ready';
+type Watchdog = 'start' | 'qr' | 'ready' | 'reconnect';
 
 /**
  * The real engine: whatsapp-web.js driving a system Chromium. One client at a time; every
@@ -599,7 +602,9 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     try {
       message = await call('find the message', client.getMessageById(engineMessageId));
       // Known before the call: its message_reaction may come before sendReaction answers.
-      if (message) this.rememberOwnReaction(engineMessageId, emoji);
+      // By the id WhatsApp Web gives the message, which its reaction names (it can differ
+      // from the one asked for: a chat known by its lid).
+      if (message) this.rememberOwnReaction(message.id?._serialized ?? engineMessageId, emoji);
       if (message) await call('react', client.sendReaction(engineMessageId, emoji));
     } catch (thrown) {
       if (thrown instanceof EngineError) throw thrown;
@@ -866,17 +871,29 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     // itself, and until then a send would hang, so the session's sends wait (not READY).
     client.on('change_state', (state: unknown) => {
       if (!current()) return;
-      if (this.status === 'READY' && RECONNECTING_STATES.has(String(state)))
+      if (this.status === 'READY' && RECONNECTING_STATES.has(String(state))) {
+        // Not back within callTimeoutMs (as long as a send may hang): restarted, as a send
+        // that hung that long would have done before sends waited for the connection.
+        const limit = this.settings.callTimeoutMs;
+        this.armWatchdog('reconnect', limit, attempt, () => {
+          if (this.status !== 'RECONNECTING') return;
+          void this.restartNow(
+            attempt,
+            `WhatsApp Web did not get its connection back within ${seconds(limit)}; restarted`,
+          );
+        });
         this.setState({
           status: 'RECONNECTING',
           lastError: `WhatsApp Web lost its connection (${String(state)}); it reconnects by itself`,
         });
-      else if (this.status === 'RECONNECTING' && String(state) === 'CONNECTED')
+      } else if (this.status === 'RECONNECTING' && String(state) === 'CONNECTED') {
+        this.clearWatchdog('reconnect');
         this.setState({
           status: 'READY',
           phone: client.info?.wid?.user ?? null,
           pushname: client.info?.pushname ?? null,
         });
+      }
     });
 
     client.on('disconnected', (reason: unknown) => {
@@ -1450,13 +1467,10 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   }
 
   private readyClient(): ClientLike {
-    if (this.status !== 'READY' || !this.client) {
-      throw new EngineError(
-        'SEND_FAILED',
+    if (this.status !== 'READY' || !this.client)
+      throw new SessionNotReadyError(
         `session ${this.sessionId} is not ready (status ${this.status})`,
-        false,
       );
-    }
     return this.client;
   }
 

@@ -12,6 +12,7 @@ import type {
 import { NO_LIMITS } from '@app/status-store';
 import {
   EngineError,
+  SessionNotReadyError,
   SessionRestrictedError,
   mediaFingerprint,
   mediaLikeFingerprint,
@@ -449,6 +450,20 @@ describe('SendService: failures and retries', () => {
       'SEND_FAILED',
       recorded.startsWith('failIfUnsent'),
     );
+  });
+
+  it('counts no try for a send the engine refused as not READY (the session left READY since its turn looked), and gives its claim back', async () => {
+    const h = harness();
+    h.store.put(record());
+    h.engine.sendText.mockRejectedValueOnce(
+      new SessionNotReadyError('session main is not ready (status RECONNECTING)'),
+    );
+    await expect(h.service.send('main', record().id, { number: 3, max: 3 })).resolves.toBe(
+      'not-ready',
+    );
+    expect(h.store.calls).toEqual(['claim 1', 'unclaim 0']);
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'queued', attempts: 0 });
+    expect(h.metrics.sendFailed).not.toHaveBeenCalled();
   });
 
   it('keeps a send whose engine call failed `sending`: it may have gone out, so the next try looks in the chat first', async () => {

@@ -18,6 +18,7 @@ import {
 import {
   EngineError,
   MediaFetcher,
+  SessionNotReadyError,
   SessionRestrictedError,
   SessionManager,
   contactFingerprint,
@@ -323,7 +324,7 @@ export class SendService {
         quotedMessageId,
       }).catch(async (err: unknown) => {
         // A failed call may still have reached WhatsApp: it is paced against too.
-        await this.recordSend(sessionId, true);
+        if (!(err instanceof SessionNotReadyError)) await this.recordSend(sessionId, true);
         throw err;
       });
       await this.recordSend(sessionId, false);
@@ -352,6 +353,16 @@ export class SendService {
       return 'sent';
     } catch (thrown) {
       if (thrown instanceof SendHeldBack) throw thrown;
+      if (thrown instanceof SessionNotReadyError) {
+        // The session left READY (stopped, or its WhatsApp Web lost its connection) since this
+        // turn looked: the engine refused before anything reached WhatsApp. It waits for the
+        // session, without a try counted (its claim given back; left `sending` if an earlier
+        // try may have sent it).
+        if (holdsClaim && !stillSending)
+          await this.messages.unclaim(messageId, record.attempts).catch(() => undefined);
+        this.log.warn({ sessionId, messageId, err: thrown.message }, 'session not ready; not sent');
+        return 'not-ready';
+      }
       if (!engineCalled && !(thrown instanceof EngineError) && isRedisUnavailable(thrown)) {
         // Redis failed this try before the engine was called (a restart, a stall): nothing
         // went out, and it is no fault of the message: it waits, without a try counted (its
