@@ -142,7 +142,7 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
     // The active session is main, and a send without sessionId does not name it either.
     const unnamed = await text();
     expect(unnamed.status).toBe(403);
-    expect(unnamed.body.error.message).toContain('give sessionId');
+    expect(unnamed.body.error.message).toContain('must give sessionId');
     expect(unnamed.body.error.message).not.toContain('main');
     const mainMessage = (
       await stack.call('POST', '/api/v1/messages/text', { to: '4915100000802', text: 'x' })

@@ -14,6 +14,11 @@ export const SESSION_STATUSES = [
 
 export type SessionStatus = (typeof SESSION_STATUSES)[number];
 
+/** Whether a session in `status` is linked and up: READY, or RECONNECTING to WhatsApp. */
+export function isLinkedStatus(status: SessionStatus): boolean {
+  return status === 'READY' || status === 'RECONNECTING';
+}
+
 export type DesiredState = 'running' | 'stopped' | 'deleted';
 
 /**

@@ -856,8 +856,8 @@ export function fairShare(
 
 /**
  * What a session loses by changing workers, by its status: nothing (not started, stopped,
- * failed, disconnected), a Chromium start (starting, READY, reconnecting), a QR someone may be scanning, or
- * a link in progress (authenticated, loading: the login is not backed up yet, and the phone
+ * failed, disconnected), a Chromium start (starting, READY, reconnecting), a QR someone may
+ * be scanning, or a link in progress (authenticated, loading: the login is not backed up yet, and the phone
  * would list a device that needs a new QR).
  */
 const HANDOVER_COST: Record<SessionStatus, number> = {

@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { Logger } from '@nestjs/common';
 import wweb from 'whatsapp-web.js';
 import { AppError, phoneDigits, withTimeout } from '@app/common';
-import type { ObservedSession, SessionStatus } from '@app/status-store';
+import { isLinkedStatus, type ObservedSession, type SessionStatus } from '@app/status-store';
 import {
   chromiumArgs,
   chromiumNotFoundMessage,
@@ -451,9 +451,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
 
   async stop(options?: { backUp?: boolean }): Promise<void> {
     const backUp =
-      (this.status === 'READY' || this.status === 'RECONNECTING') &&
-      this.options.authStore?.remote &&
-      options?.backUp !== false;
+      isLinkedStatus(this.status) && this.options.authStore?.remote && options?.backUp !== false;
     await this.shutDown(async (client) => {
       // A clean stop backs the login up, so the next owner starts from the newest copy.
       if (backUp && client.authStrategy?.storeRemoteSession) {
@@ -839,7 +837,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     client.on('loading_screen', (percent: number | string) => {
       // Offline-delivery progress can still tick after ready; flipping back to LOADING would
       // pause sends until a `ready` that never comes.
-      if (!current() || this.status === 'READY' || this.status === 'RECONNECTING') return;
+      if (!current() || isLinkedStatus(this.status)) return;
       if (!this.watchdogs.has('ready')) {
         // Progress before authentication: the start watchdog now measures a stall, not a total.
         this.armWatchdog('start', this.settings.startTimeoutMs, attempt, startStalled);

@@ -36,6 +36,21 @@ export function assertSessionAllowed(sessions: string[] | null | undefined, sess
     );
 }
 
+/**
+ * As assertSessionAllowed, for the active session (a send without sessionId, GET
+ * /sessions/active): refused without naming it, as a key limited to others does not see it.
+ */
+export function assertActiveSessionAllowed(
+  sessions: string[] | null | undefined,
+  activeId: string,
+) {
+  if (sessions && !sessions.includes(activeId))
+    throw new AppError(
+      'FORBIDDEN',
+      'The active session is not one this key may use (a send must give sessionId)',
+    );
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
     principal?: Principal;

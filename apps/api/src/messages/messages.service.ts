@@ -47,7 +47,7 @@ import {
   type SendTextDto,
 } from './send-message.dto.js';
 import type { BatchAcceptedDto, BatchStatusDto } from './batch.dto.js';
-import { assertSessionAllowed } from '../auth/api-keys.service.js';
+import { assertActiveSessionAllowed, assertSessionAllowed } from '../auth/api-keys.service.js';
 
 type SendDto = SendTextDto | SendMediaDto | SendLocationDto | SendContactDto;
 
@@ -555,13 +555,8 @@ export class MessagesService {
     const sendAt = scheduledTime(target.sendAt, Date.now(), pastAllowed);
     const sessionId =
       target.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
-    // The active session is not named to a key limited to others (GET /sessions/active).
-    if (!target.sessionId && sessions && !sessions.includes(sessionId))
-      throw new AppError(
-        'FORBIDDEN',
-        'The active session is not one this key may use: give sessionId',
-      );
-    assertSessionAllowed(sessions, sessionId);
+    if (target.sessionId) assertSessionAllowed(sessions, sessionId);
+    else assertActiveSessionAllowed(sessions, sessionId);
     const replyTo = typeof target.replyTo === 'string' ? target.replyTo : target.replyTo?.id;
     const quotedEngineId = target.replyTo
       ? await this.quotedEngineId(target.replyTo, sessionId, chatId)

@@ -1,9 +1,10 @@
-import { AppError, ok } from '@app/common';
+import { ok } from '@app/common';
 import { Audited, auditTarget } from '../audit/audit.interceptor.js';
 import { Body, Controller, Get, Param, Put, Req } from '@nestjs/common';
 import type { FastifyRequest } from 'fastify';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
+import { assertActiveSessionAllowed } from '../auth/api-keys.service.js';
 import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SessionStatusDto } from './session.dto.js';
@@ -45,10 +46,7 @@ export class SessionsController extends SessionActions {
   })
   async getActive(@Req() req: FastifyRequest) {
     const id = await this.sessions.active();
-    const sessions = req.principal?.sessions;
-    // Not named to a key limited to other sessions: it does not see that session at all.
-    if (sessions && !sessions.includes(id))
-      throw new AppError('FORBIDDEN', 'The active session is not one this key may use');
+    assertActiveSessionAllowed(req.principal?.sessions, id);
     return ok({ id });
   }
 

@@ -7,6 +7,7 @@ import {
   SessionCallError,
   SessionRepository,
   WorkerRepository,
+  isLinkedStatus,
   isTimeZone,
   type SessionCallArgs,
   type SessionLimits,
@@ -140,7 +141,7 @@ export class SessionsService {
   /** Asks the owning worker for a pairing code and waits for it to appear. */
   async requestPairingCode(sessionId: string, phone: string): Promise<{ pairingCode: string }> {
     const session = await this.existing(sessionId);
-    if (session.status === 'READY' || session.status === 'RECONNECTING')
+    if (isLinkedStatus(session.status))
       throw new AppError('CONFLICT', `Session ${sessionId} is already linked`);
     const digits = phoneDigits(phone);
     if (!digits)
