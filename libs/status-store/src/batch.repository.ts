@@ -9,6 +9,11 @@ export interface BatchRecord {
   id: string;
   createdAt: string;
   total: number;
+  /**
+   * The sessions of its messages, as accepted: whose the batch is once its messages are gone
+   * (expired, or never written). Absent on a batch saved by an earlier version.
+   */
+  sessions?: string[];
 }
 
 export type BatchCounts = Record<MessageStatus, number> & {
@@ -42,6 +47,7 @@ export class BatchRepository {
         id: batch.id,
         createdAt: batch.createdAt,
         total: String(batch.total),
+        ...(batch.sessions && { sessions: JSON.stringify(batch.sessions) }),
       })
       .pexpire(this.keys.batch(batch.id), ttlMs)
       .rpush(this.keys.batchMessages(batch.id), ...messageIds)
@@ -56,7 +62,12 @@ export class BatchRepository {
   async get(batchId: string): Promise<BatchRecord | null> {
     const hash = await this.redis.hgetall(this.keys.batch(batchId));
     if (!hash.id) return null;
-    return { id: hash.id, createdAt: hash.createdAt, total: Number(hash.total) };
+    return {
+      id: hash.id,
+      createdAt: hash.createdAt,
+      total: Number(hash.total),
+      ...(hash.sessions && { sessions: JSON.parse(hash.sessions) as string[] }),
+    };
   }
 
   /**

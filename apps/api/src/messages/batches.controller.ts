@@ -28,7 +28,7 @@ export class BatchesController {
     {
       status: 403,
       description:
-        'Some of its messages are of a session this key may not use, or all have expired and the key is limited to some sessions',
+        'Some of its messages are of a session this key may not use (known even after they expire), or the key is limited to some sessions and the batch, made by an earlier version, has no message left to say whose it is',
     },
     { status: 404, description: 'No such batch (or its messages expired)' },
   )

@@ -194,7 +194,12 @@ export class MessagesService {
     // The batch is written first: once its messages are queued, nothing may fail the request
     // (a retry would send them all again).
     await this.batches.save(
-      { id: batchId, createdAt: new Date().toISOString(), total: prepared.length },
+      {
+        id: batchId,
+        createdAt: new Date().toISOString(),
+        total: prepared.length,
+        sessions: [...new Set(prepared.map((item) => item.message.sessionId))],
+      },
       prepared.map((item) => item.message.id),
       this.config.MESSAGE_RETENTION_MS + latest,
     );
@@ -231,15 +236,19 @@ export class MessagesService {
    */
   async batch(batchId: string, sessions?: string[] | null): Promise<BatchStatusDto> {
     if (!isMessageId(batchId)) throw new AppError('BAD_REQUEST', 'id must be a batch id (a UUID)');
-    const batch = await this.batches.get(batchId);
-    if (!batch) throw new AppError('NOT_FOUND', `Batch ${batchId} does not exist`);
+    const found = await this.batches.get(batchId);
+    if (!found) throw new AppError('NOT_FOUND', `Batch ${batchId} does not exist`);
+    const { sessions: saved, ...batch } = found;
     const { counts, sessions: of } = await this.batches.counts(batchId);
-    for (const sessionId of of) assertSessionAllowed(sessions, sessionId);
-    // Its messages gone (expired), nothing tells whose it was: only an unlimited key reads it.
-    if (sessions && of.length === 0)
+    // Whose it is: the sessions saved with it (which outlive its messages, and include those
+    // of messages never written), and those of its messages.
+    const whose = new Set([...(saved ?? []), ...of]);
+    for (const sessionId of whose) assertSessionAllowed(sessions, sessionId);
+    // Saved by an earlier version, its messages gone: only an unlimited key reads it.
+    if (sessions && whose.size === 0)
       throw new AppError(
         'FORBIDDEN',
-        `The messages of batch ${batchId} have expired: only a key not limited to sessions may read it`,
+        `The messages of batch ${batchId} have expired and it does not say whose it is: only a key not limited to sessions may read it`,
       );
     const waiting = counts.scheduled + counts.queued + counts.sending;
     return { ...batch, counts, done: waiting === 0 };
