@@ -55,6 +55,9 @@ beforeAll(async () => {
       case '/broken':
         res.writeHead(503).end('try later');
         return;
+      case '/busy':
+        res.writeHead(429).end('slow down');
+        return;
       case '/slow':
         return; // never answers
       case '/slow-then-pixel':
@@ -169,8 +172,8 @@ describe('media with MEDIA_ALLOW_PRIVATE_URLS=true', () => {
     expect(hits.get('/empty')).toBe(1);
   });
 
-  it('retries a 5xx and a timeout, then fails with MEDIA_FETCH_FAILED', async () => {
-    for (const path of ['/broken', '/slow']) {
+  it('retries a 5xx, a 429 and a timeout, then fails with MEDIA_FETCH_FAILED', async () => {
+    for (const path of ['/broken', '/busy', '/slow']) {
       const before = hits.get(path) ?? 0;
       const { body } = await sendMedia(stack, path);
       const failed = await stack.waitForStatus(body.data.id, 'failed');

@@ -13,3 +13,4 @@ export * from './app-version.js';
 export * from './retry-until-done.js';
 export * from './with-timeout.js';
 export * from './secret.js';
+export * from './http-status.js';

@@ -8,6 +8,7 @@ import {
   createSafeAgents,
   hostAllowed,
   refusedByAddressFilter,
+  retryableHttpStatus,
   urlProblem,
 } from '@app/common';
 import { AppConfig } from '@app/config';
@@ -91,7 +92,11 @@ export class MediaFetcher {
           if (status < 200 || status >= 300) {
             response.resume();
             return reject(
-              fetchFailed(`media URL answered HTTP ${status}`, status >= 400 && status < 500),
+              // A 404 stays one; a host busy (429) or timing out (408) may take it later.
+              fetchFailed(
+                `media URL answered HTTP ${status}`,
+                status >= 400 && status < 500 && !retryableHttpStatus(status),
+              ),
             );
           }
           const declared = Number(response.headers['content-length'] ?? 0);

@@ -2,7 +2,12 @@ import { Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import http from 'node:http';
 import https from 'node:https';
 import { Webhook } from 'standardwebhooks';
-import { addressRefusal, createSafeAgents, refusedByAddressFilter } from '@app/common';
+import {
+  addressRefusal,
+  createSafeAgents,
+  refusedByAddressFilter,
+  retryableHttpStatus,
+} from '@app/common';
 import { AppConfig, isPaddedWebhookSecret } from '@app/config';
 import type { WebhookTarget } from '@app/status-store';
 
@@ -175,7 +180,7 @@ function answered(
 ): Omit<AttemptOutcome, 'durationMs'> {
   if (statusCode >= 200 && statusCode < 300)
     return { ok: true, statusCode, retryable: false, retryAfterMs: null, error: null };
-  const retryable = statusCode >= 500 || statusCode === 408 || statusCode === 429;
+  const retryable = retryableHttpStatus(statusCode);
   const reason =
     statusCode >= 300 && statusCode < 400
       ? `answered HTTP ${statusCode} (redirects are not followed)`
