@@ -33,9 +33,9 @@ export class TooManyFailedLoginsError extends AppError {
 }
 
 /**
- * Failed logins per client address (API key, admin Basic Auth, METRICS_TOKEN), in Redis so
- * every process counts together. Credentials are checked first (locally, in constant time,
- * or by digest), then: a wrong one is counted,
+ * Failed logins per client address (API key, admin Basic Auth, METRICS_TOKEN on the api,
+ * WORKER_TOKEN on a worker's port), in Redis so every process counts together. Credentials
+ * are checked first (locally, in constant time, or by digest), then: a wrong one is counted,
  * and past AUTH_FAILURES_PER_MINUTE it is refused (429) instead of 401; a right one from an
  * address over the limit is refused too. So however many guesses arrive at once, at most
  * that many a minute are told apart from a refusal: a guess past the limit learns nothing,
