@@ -7,13 +7,18 @@ import { RedisServer } from '../support/redis-server.js';
 import { Stack, useStack } from '../support/stack.js';
 
 describe('readiness follows Redis (stopped and restarted, AOF on)', () => {
+  const WORKER_TOKEN = 'worker-token-0123456789';
   let redis: RedisServer;
   beforeAll(async () => {
     redis = await RedisServer.start();
   });
   afterAll(() => redis.destroy());
   // Redis may be down when a test ends: it comes back before the stack closes.
-  const stack = useStack(() => ({ REDIS_URL: redis.url, WORKER_HEARTBEAT_MS: '300' }));
+  const stack = useStack(() => ({
+    REDIS_URL: redis.url,
+    WORKER_HEARTBEAT_MS: '300',
+    WORKER_TOKEN,
+  }));
   afterAll(() => redis.up().catch(() => undefined));
   beforeAll(() => stack.waitReady());
 
@@ -43,13 +48,20 @@ describe('readiness follows Redis (stopped and restarted, AOF on)', () => {
     // Liveness does not depend on Redis: an orchestrator must not restart the processes for it.
     expect((await probe(`${stack.url}/health/live`)).status).toBe(200);
     expect((await probe(`${stack.workerUrl}/health/live`)).status).toBe(200);
-    // A scrape still answers (without the gauges read from Redis) before Prometheus gives up.
+    // A scrape still answers (without the gauges read from Redis) before Prometheus gives up,
+    // its token not counted (the failed-login count is in Redis): the token decides alone.
     const startedAt = Date.now();
-    const scrape = await fetch(`${stack.workerUrl}/metrics`);
+    const scrape = await fetch(`${stack.workerUrl}/metrics`, {
+      headers: { authorization: `Bearer ${WORKER_TOKEN}` },
+    });
     expect(scrape.status).toBe(200);
     const samples = parsePrometheus(await scrape.text());
     expect(Date.now() - startedAt).toBeLessThan(5_000);
     expect(samples.some((sample) => sample.name === 'wa_queue_depth')).toBe(false);
+    const wrong = await fetch(`${stack.workerUrl}/metrics`, {
+      headers: { authorization: 'Bearer guess' },
+    });
+    expect(wrong.status).toBe(401);
 
     await redis.up();
     for (const url of [apiReady, workerReady]) {

@@ -111,6 +111,14 @@ describe('the OpenAPI document', () => {
     ).toEqual({ $ref: '#/components/schemas/ErrorEnvelopeDto' });
   });
 
+  it("says a session's pairing code is null to a key without the sessions scope, and not of a webhook's", () => {
+    const schemas = document.components.schemas as Record<string, any>;
+    const description = (schema: string) => schemas[schema].properties.pairingCode.description;
+    expect(description('SessionStatusDto')).toMatch(/null to a key without the sessions scope/);
+    expect(description('SessionEventDataDto')).toMatch(/PAIRING_CODE/);
+    expect(description('SessionEventDataDto')).not.toMatch(/scope/);
+  });
+
   it('gives every field of every JSON request body an example', () => {
     const schemas = document.components.schemas as Record<string, any>;
     for (const { path, method, operation } of operations()) {

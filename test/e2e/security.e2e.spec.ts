@@ -172,6 +172,68 @@ describe('rate limits: per API key, and failed logins per client address', () =>
   });
 });
 
+describe("failed logins on a worker's port (WORKER_TOKEN), counted with the api's", () => {
+  const WORKER_TOKEN = 'worker-token-0123456789';
+  const stack = useStack({ AUTH_FAILURES_PER_MINUTE: '10', WORKER_TOKEN, METRICS_TOKEN });
+
+  /** A GET to the worker's port from a loopback address of our choosing: an address of its own. */
+  const fromWorker = (from: string, path: string, token?: string) =>
+    new Promise<{ status: number; retryAfter?: string; body: any }>((resolve, reject) => {
+      const outgoing = httpRequest(
+        `${stack.workerUrl}${path}`,
+        { localAddress: from, headers: token ? { authorization: `Bearer ${token}` } : {} },
+        (answer) => {
+          let text = '';
+          answer.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          answer.on('end', () => {
+            let body: unknown = text;
+            try {
+              body = JSON.parse(text);
+            } catch {
+              // Prometheus text
+            }
+            const retryAfter = answer.headers['retry-after'];
+            resolve({ status: answer.statusCode ?? 0, retryAfter, body });
+          });
+        },
+      );
+      outgoing.on('error', reject).end();
+    });
+
+  it('slows a worker-token-guessing loop as the api does: past the limit an address waits, even with the right token', async () => {
+    for (let i = 0; i < 10; i++)
+      expect((await fromWorker('127.0.0.2', '/metrics', `guess-${i}`)).status).toBe(401);
+    const blocked = await fromWorker('127.0.0.2', '/metrics', 'guess-10');
+    expect(blocked.status).toBe(429);
+    expect(blocked.body).toMatchObject({ ok: false, error: { code: 'RATE_LIMITED' } });
+    expect(blocked.body.error.message).toContain('failed logins');
+    expect(Number(blocked.retryAfter)).toBeGreaterThan(0);
+    // Its guesses are no longer looked at: neither token the port takes gets in now.
+    for (const token of [WORKER_TOKEN, METRICS_TOKEN])
+      expect((await fromWorker('127.0.0.2', '/metrics', token)).status).toBe(429);
+    // Health stays open; another address scrapes as before.
+    expect((await fromWorker('127.0.0.2', '/health/live')).status).toBe(200);
+    expect((await fromWorker('127.0.0.3', '/metrics', WORKER_TOKEN)).status).toBe(200);
+  });
+
+  it("counts an address's wrong tokens on the worker's port and wrong keys on the api together", async () => {
+    for (let i = 0; i < 5; i++) {
+      const wrongKey = await get(stack.url, '/api/v1/sessions', {
+        'x-api-key': `guess-${i}`,
+        'x-forwarded-for': '127.0.0.4',
+      });
+      expect(wrongKey.status).toBe(401);
+      expect((await fromWorker('127.0.0.4', '/metrics', `guess-${i}`)).status).toBe(401);
+    }
+    expect((await fromWorker('127.0.0.4', '/metrics', WORKER_TOKEN)).status).toBe(429);
+    const right = await get(stack.url, '/api/v1/sessions', {
+      'x-api-key': stack.env.API_KEY,
+      'x-forwarded-for': '127.0.0.4',
+    });
+    expect(right.status).toBe(429);
+  });
+});
+
 describe('the api without API_KEY (development)', () => {
   const FRONTEND = 'http://localhost:5173';
   const stack = useStack(

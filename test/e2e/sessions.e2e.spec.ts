@@ -100,6 +100,34 @@ describe('session lifecycle through the API (sandbox engine, manual linking)', (
     expect(bad.status).toBe(400);
   });
 
+  it('shows a pending pairing code only to a key that may link phones (sessions scope), as the QR', async () => {
+    const { pairingCode } = await waitFor('sales', 'PAIRING_CODE');
+    expect(pairingCode).toMatch(/^[0-9A-F]{8}$/);
+    const keyWith = async (scopes: string[]) =>
+      (await stack.call('POST', '/api/v1/keys', { name: scopes.join('+'), scopes })).body.data
+        .key as string;
+    const seen = async (key: string) => {
+      const headers = { 'x-api-key': key };
+      const one = await stack.call('GET', '/api/v1/sessions/sales/status', undefined, headers);
+      const all = await stack.call('GET', '/api/v1/sessions', undefined, headers);
+      expect(one.status).toBe(200);
+      expect(all.status).toBe(200);
+      const listed = all.body.data.find((s: { id: string }) => s.id === 'sales');
+      return { one: one.body.data, listed };
+    };
+    // A read-only key (a dashboard) sees the status, with the field but not the code.
+    const reader = await seen(await keyWith(['read']));
+    for (const session of [reader.one, reader.listed]) {
+      expect(session).toMatchObject({ status: 'PAIRING_CODE' });
+      expect(session).toHaveProperty('pairingCode', null);
+    }
+    for (const scopes of [['read', 'sessions'], ['admin']]) {
+      const linker = await seen(await keyWith(scopes));
+      expect(linker.one.pairingCode, scopes.join()).toBe(pairingCode);
+      expect(linker.listed.pairingCode, scopes.join()).toBe(pairingCode);
+    }
+  });
+
   it('switches the active session used by sends without sessionId', async () => {
     expect((await stack.call('GET', '/api/v1/sessions/active')).body.data).toEqual({ id: 'main' });
     expect((await stack.call('PUT', '/api/v1/sessions/active', { id: 'sales' })).body.data).toEqual(

@@ -192,7 +192,10 @@ export class AppConfig {
   @IntRange(60_000, TEN_YEARS_MS)
   AUDIT_RETENTION_MS = 90 * 86_400_000;
 
-  /** Failed API-key or admin logins a minute per client address before it must wait. */
+  /**
+   * Failed logins (API key, admin password, METRICS_TOKEN, a worker's WORKER_TOKEN) a minute
+   * per client address before it must wait; api and workers count together.
+   */
   @IntRange(1, 10_000)
   AUTH_FAILURES_PER_MINUTE = 10;
 

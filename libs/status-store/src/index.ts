@@ -13,6 +13,7 @@ export * from './message-record.js';
 export * from './message.repository.js';
 export * from './batch.repository.js';
 export * from './api-key.repository.js';
+export * from './auth-failure.repository.js';
 export * from './audit.repository.js';
 export * from './session-state.js';
 export * from './session-calls.js';

@@ -21,6 +21,7 @@ import { SendQueueBell } from './send-queue-bell.js';
 import { SendIntake } from './send-intake.js';
 import { BatchRepository } from './batch.repository.js';
 import { ApiKeyRepository } from './api-key.repository.js';
+import { AuthFailureRepository } from './auth-failure.repository.js';
 import { AuditRepository } from './audit.repository.js';
 import { SessionCallClient, SessionCallServer } from './session-calls.js';
 import { ShardLayout } from './shard-layout.js';
@@ -71,6 +72,7 @@ import { ShardLayout } from './shard-layout.js';
     SessionCallServer,
     BatchRepository,
     ApiKeyRepository,
+    AuthFailureRepository,
     AuditRepository,
     ShardLayout,
   ],
@@ -93,6 +95,7 @@ import { ShardLayout } from './shard-layout.js';
     SessionCallServer,
     BatchRepository,
     ApiKeyRepository,
+    AuthFailureRepository,
     AuditRepository,
   ],
 })

@@ -41,14 +41,15 @@ export class AdminService {
   ) {}
 
   async overview(): Promise<AdminSessionDto[]> {
-    const sessions = await this.sessions.list();
+    // The operator links phones: the admin pages show a pending pairing code.
+    const sessions = await this.sessions.list(true);
     return Promise.all(
       sessions.map(async (session) => withCounts(session, await this.records.counts(session.id))),
     );
   }
 
   async detail(sessionId: string): Promise<AdminSessionDetailDto> {
-    const session = await this.sessions.status(sessionId);
+    const session = await this.sessions.status(sessionId, true);
     const [newest, counts, incoming, targets, deliveries] = await Promise.all([
       this.newest(sessionId),
       this.records.counts(sessionId),

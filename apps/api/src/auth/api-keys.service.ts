@@ -27,6 +27,14 @@ export function callerOf(request: FastifyRequest): string {
   return `admin:${request.adminUser ?? '(open)'}`;
 }
 
+/**
+ * Whether the caller holds `scope` (`admin` holds every one). Without a principal the api runs
+ * without API_KEY (development only) and is open to every caller.
+ */
+export function hasScope(principal: Principal | undefined, scope: ApiKeyScope): boolean {
+  return !principal || principal.scopes.includes('admin') || principal.scopes.includes(scope);
+}
+
 /** Throws FORBIDDEN unless `principal` may use `sessionId`. */
 export function assertSessionAllowed(sessions: string[] | null | undefined, sessionId: string) {
   if (sessions && !sessions.includes(sessionId))

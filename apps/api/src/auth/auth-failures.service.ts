@@ -1,49 +1,15 @@
-import { Global, Inject, Injectable, Module } from '@nestjs/common';
+import { Global, Injectable, Module } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Redis } from 'ioredis';
-import ipaddr from 'ipaddr.js';
-import { AppError } from '@app/common';
-import { AppConfig } from '@app/config';
-import { InvalidatedCache, LuaScript, REDIS, RedisKeys, RedisSubscriber } from '@app/status-store';
-
-/** How long failed logins are counted, and how long an address then waits. */
-const WINDOW_MS = 60_000;
-
-// Counts a failed login of an address and says how many its window holds, and for how long;
-// tells every api process the count changed. KEYS[1] counter; ARGV[1] window ms, [2] the
-// channel of changes. (A TTL set only on a fresh key: works before Redis 7.)
-const ATTEMPT = new LuaScript(`
-local n = redis.call('INCR', KEYS[1])
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-redis.call('PUBLISH', ARGV[2], KEYS[1])
-return { n, redis.call('PTTL', KEYS[1]) }
-`);
+import { AuthFailureRepository, TooManyFailedLoginsError } from '@app/status-store';
 
 /**
- * Failed logins (API key or admin Basic Auth) per client address, in Redis so every api
- * replica counts together. Credentials are checked first (locally, in constant time, or by
- * digest), then: a wrong one is counted, and past AUTH_FAILURES_PER_MINUTE it is answered 429
- * instead of 401; a right one from an address over the limit is answered 429 too. So however
- * many guesses arrive at once, at most that many a minute are told apart from a refusal:
- * a guess past the limit learns nothing, right or wrong. Right credentials cost one read,
- * and many at once from one address are never refused for their number. An address's count
- * is read once and kept in the process until a failed login anywhere changes it (announced on
- * a channel; at most 5 s), so right credentials usually cost no Redis read at all.
- * The address is the one TRUST_PROXY makes `request.ip`; an IPv6 one counts by its /64
- * (addressBucket).
+ * The failed-login limit (AuthFailureRepository, which the worker's port shares) for a request
+ * of the api: counted by the address TRUST_PROXY makes `request.ip`, and a refusal (429)
+ * says when to come back (Retry-After).
  */
 @Injectable()
 export class AuthFailures {
-  private readonly counts: InvalidatedCache<number>;
-
-  constructor(
-    @Inject(REDIS) private readonly redis: Redis,
-    private readonly keys: RedisKeys,
-    private readonly config: AppConfig,
-    subscriber: RedisSubscriber,
-  ) {
-    this.counts = new InvalidatedCache(subscriber, keys.changes('auth-failures'));
-  }
+  constructor(private readonly failures: AuthFailureRepository) {}
 
   /**
    * After the credentials were checked (`ok`): throws RATE_LIMITED (with Retry-After) when
@@ -51,47 +17,14 @@ export class AuthFailures {
    * on (to let it in, or to answer 401).
    */
   async check(request: FastifyRequest, reply: FastifyReply, ok: boolean): Promise<void> {
-    const key = this.keys.authFailures(addressBucket(request.ip));
-    const limit = this.config.AUTH_FAILURES_PER_MINUTE;
-    // Right credentials (the hot path): the count as kept, or one read; an address over the
-    // limit is read again (its window may have ended), and its wait only when refused.
-    const read = async () => Number((await this.redis.get(key)) ?? 0);
-    let count: number;
-    let ttlMs: number | undefined;
-    if (ok) {
-      count = await this.counts.get(key, read);
-      if (count >= limit) count = await read();
-    } else {
-      [count, ttlMs] = (await ATTEMPT.run(
-        this.redis,
-        [key],
-        [WINDOW_MS, this.keys.changes('auth-failures')],
-      )) as [number, number];
-      // Its own announcement may come back after this process's next read.
-      this.counts.forget(key);
+    try {
+      await this.failures.check(request.ip, ok);
+    } catch (err) {
+      if (err instanceof TooManyFailedLoginsError)
+        void reply.header('Retry-After', String(err.retryAfterSeconds));
+      throw err;
     }
-    if (ok ? count < limit : count <= limit) return;
-    const seconds = Math.max(1, Math.ceil((ttlMs ?? (await this.redis.pttl(key))) / 1000));
-    void reply.header('Retry-After', String(seconds));
-    throw new AppError(
-      'RATE_LIMITED',
-      `Too many failed logins from this address; retry in ${seconds} s`,
-    );
   }
-}
-
-/**
- * What failed logins are counted by: an IPv4 address (also one written as IPv6, ::ffff:a.b.c.d),
- * or an IPv6 address's /64, the least a single host or customer is given: one who holds a /64
- * could otherwise try from a new address each time.
- */
-export function addressBucket(ip: string): string {
-  if (!ipaddr.isValid(ip)) return ip;
-  // IPv4 written as IPv6 (::ffff:a.b.c.d) is IPv4; a zone (%eth0) is not part of the address.
-  const address = ipaddr.process(ip);
-  if (address.kind() === 'ipv4') return address.toString();
-  const head = (address as ipaddr.IPv6).parts.slice(0, 4);
-  return `${head.map((part) => part.toString(16)).join(':')}::/64`;
 }
 
 /**

@@ -4,7 +4,7 @@ import type { FastifyRequest } from 'fastify';
 import { AppError, toErrorEnvelope } from '@app/common';
 import type { ApiKeyScope } from '@app/status-store';
 import { AUDITED, AuditWriter } from '../audit/audit.interceptor.js';
-import { assertSessionAllowed } from './api-keys.service.js';
+import { assertSessionAllowed, hasScope } from './api-keys.service.js';
 
 const SCOPE = 'api-key-scope';
 const SCOPES = 'api-key-scopes';
@@ -45,7 +45,7 @@ export class ScopeGuard implements CanActivate {
     const principal = request.principal;
     if (!principal) return true; // no API_KEY configured: the api is open (development)
     const needed = this.needed(context, request.method);
-    if (!principal.scopes.includes('admin') && !principal.scopes.includes(needed))
+    if (!hasScope(principal, needed))
       throw new AppError(
         'FORBIDDEN',
         `This key may ${principal.scopes.join(', ') || 'do nothing'}; this route needs the ${needed} scope`,

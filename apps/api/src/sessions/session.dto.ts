@@ -26,7 +26,8 @@ export class SessionStatusDto {
     nullable: true,
     type: String,
     example: null,
-    description: 'Set while status is PAIRING_CODE',
+    description:
+      'The code to type on the phone, set while status is PAIRING_CODE. It links a phone to the session, as the QR does: null to a key without the sessions scope',
   })
   pairingCode: string | null;
   @ApiProperty({ nullable: true, type: String, example: '4915123456789' })

@@ -4,7 +4,7 @@ import { Body, Controller, Get, Param, Put, Req } from '@nestjs/common';
 import type { FastifyRequest } from 'fastify';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
-import { assertActiveSessionAllowed } from '../auth/api-keys.service.js';
+import { assertActiveSessionAllowed, hasScope } from '../auth/api-keys.service.js';
 import { ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SessionStatusDto } from './session.dto.js';
@@ -32,7 +32,7 @@ export class SessionsController extends SessionActions {
   @ApiEnvelope(SessionStatusDto, { isArray: true })
   async list(@Req() req: FastifyRequest) {
     const sessions = req.principal?.sessions;
-    const all = await this.sessions.list();
+    const all = await this.sessions.list(hasScope(req.principal, 'sessions'));
     // A key limited to some sessions sees those only.
     return ok(sessions ? all.filter((session) => sessions.includes(session.id)) : all);
   }
@@ -64,8 +64,8 @@ export class SessionsController extends SessionActions {
   @SESSION_ID
   @ApiEnvelope(SessionStatusDto)
   @UNKNOWN
-  status(@Param('id') id: string) {
-    return ok(this.sessions.status(id));
+  status(@Param('id') id: string, @Req() req: FastifyRequest) {
+    return ok(this.sessions.status(id, hasScope(req.principal, 'sessions')));
   }
 
   @Get(':id/limits')

@@ -46,7 +46,11 @@ export class SessionsService {
     private readonly calls: SessionCallClient,
   ) {}
 
-  async list(): Promise<SessionStatusDto[]> {
+  /**
+   * Every session. `mayLink`: the caller may link phones (the `sessions` scope, as for the
+   * QR), so it is shown a pending pairing code; any other gets `pairingCode: null`.
+   */
+  async list(mayLink: boolean): Promise<SessionStatusDto[]> {
     const [sessions, active, live] = await Promise.all([
       this.sessions.list(),
       this.active(),
@@ -54,16 +58,17 @@ export class SessionsService {
     ]);
     return sessions
       .filter((s) => s.desired !== 'deleted')
-      .map((session) => this.toStatus(session, active, live));
+      .map((session) => shownTo(mayLink, this.toStatus(session, active, live)));
   }
 
-  async status(sessionId: string): Promise<SessionStatusDto> {
+  /** One session; `mayLink` as for list. */
+  async status(sessionId: string, mayLink: boolean): Promise<SessionStatusDto> {
     const [session, active, live] = await Promise.all([
       this.existing(sessionId),
       this.active(),
       this.liveWorkers(),
     ]);
-    return this.toStatus(session, active, live);
+    return shownTo(mayLink, this.toStatus(session, active, live));
   }
 
   private liveWorkers(): Promise<Set<string>> {
@@ -102,7 +107,8 @@ export class SessionsService {
       );
     }
     await this.sessions.announce(sessionId);
-    return this.status(sessionId);
+    // Making a session takes the scope that links phones.
+    return this.status(sessionId, true);
   }
 
   async reconnect(sessionId: string): Promise<SessionCommandAcceptedDto> {
@@ -242,6 +248,11 @@ function accepted(id: string, command: string): SessionCommandAcceptedDto {
     command,
     message: 'The owning worker carries this out; follow GET /api/v1/sessions/{id}/status',
   };
+}
+
+/** A pairing code links a phone to the session, as the QR does: only for who may link one. */
+function shownTo(mayLink: boolean, status: SessionStatusDto): SessionStatusDto {
+  return mayLink ? status : { ...status, pairingCode: null };
 }
 
 function toStatus(session: SessionView, activeId: string): Omit<SessionStatusDto, 'workerAlive'> {

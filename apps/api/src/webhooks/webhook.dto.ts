@@ -213,6 +213,14 @@ class SessionEventDataDto extends PickType(SessionStatusDto, [
   'worker',
   'updatedAt',
 ] as const) {
+  // Redeclared for its description: a webhook target is set with the sessions scope.
+  @ApiProperty({
+    nullable: true,
+    type: String,
+    example: null,
+    description: 'The code to type on the phone, set while status is PAIRING_CODE',
+  })
+  declare pairingCode: string | null;
   @ApiPropertyOptional({
     nullable: true,
     type: String,

@@ -2,18 +2,26 @@ import { Injectable, Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Secret, bearerToken, type ErrorCode } from '@app/common';
+import { Secret, bearerToken, isRedisUnavailable, withTimeout, type ErrorCode } from '@app/common';
 import { AppConfig } from '@app/config';
+import { AuthFailureRepository, TooManyFailedLoginsError } from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { WorkerHealth } from './worker-health.service.js';
+
+/**
+ * How long a login waits for Redis to count it: a scrape answers before Prometheus gives up
+ * (README: while Redis is away a scrape still answers), whatever Redis does.
+ */
+const LOGIN_COUNT_WAIT_MS = 2_000;
 
 /**
  * The worker's own small HTTP port (WORKER_HEALTH_PORT): open /health/live and /health/ready,
  * and /metrics. Every route outside /health/ needs `Authorization: Bearer WORKER_TOKEN`
  * (/metrics also takes METRICS_TOKEN, so one scrape config serves api and workers). A route
- * with no token configured is refused in production and open elsewhere. node:http rather than
- * a second Nest HTTP app: three routes do not need a framework, and the terminus checks are
- * plain providers of the worker's context.
+ * with no token configured is refused in production and open elsewhere. A token given is a
+ * login, limited as the api's are (AuthFailureRepository). node:http rather than a second Nest
+ * HTTP app: three routes do not need a framework, and the terminus checks are plain providers
+ * of the worker's context.
  */
 @Injectable()
 export class WorkerHttpServer {
@@ -26,6 +34,7 @@ export class WorkerHttpServer {
     private readonly config: AppConfig,
     private readonly health: WorkerHealth,
     private readonly metrics: WorkerMetrics,
+    private readonly failures: AuthFailureRepository,
   ) {
     if (config.WORKER_TOKEN) this.workerToken = new Secret(config.WORKER_TOKEN);
     if (config.METRICS_TOKEN) this.metricsToken = new Secret(config.METRICS_TOKEN);
@@ -80,7 +89,11 @@ export class WorkerHttpServer {
           : this.health.ready());
         return sendJson(res, status, body);
       }
-      if (path !== '/health' && !path.startsWith('/health/') && !this.authorized(path, req)) {
+      if (
+        path !== '/health' &&
+        !path.startsWith('/health/') &&
+        !(await this.authorized(path, req))
+      ) {
         res.setHeader('WWW-Authenticate', 'Bearer realm="worker"');
         return sendError(res, 401, 'UNAUTHORIZED', 'Missing or wrong Authorization: Bearer token');
       }
@@ -92,6 +105,10 @@ export class WorkerHttpServer {
       }
       sendError(res, 404, 'NOT_FOUND', `No route ${path}`);
     } catch (err) {
+      if (err instanceof TooManyFailedLoginsError) {
+        res.setHeader('Retry-After', String(err.retryAfterSeconds));
+        return sendError(res, err.status, err.code, err.message);
+      }
       const errorId = randomUUID();
       this.log.error({ errorId, err: (err as Error).message }, 'worker http route failed');
       if (!res.headersSent) sendError(res, 500, 'INTERNAL', 'Internal error', errorId);
@@ -99,13 +116,32 @@ export class WorkerHttpServer {
     }
   }
 
-  private authorized(path: string, req: IncomingMessage): boolean {
+  /**
+   * Whether the request carries a token the route takes. A token given is a login, counted as
+   * the api counts its own (by the connection's address: no proxy header is believed here);
+   * throws TooManyFailedLoginsError for an address over the limit, right token or wrong.
+   */
+  private async authorized(path: string, req: IncomingMessage): Promise<boolean> {
     const accepted = [this.workerToken, path === '/metrics' ? this.metricsToken : undefined].filter(
       (token): token is Secret => token !== undefined,
     );
     if (accepted.length === 0) return !this.config.isProduction;
     const given = bearerToken(req.headers.authorization);
-    return given !== undefined && Secret.matchesAny(accepted, given);
+    if (given === undefined) return false;
+    const right = Secret.matchesAny(accepted, given);
+    try {
+      await withTimeout(
+        this.failures.check(req.socket.remoteAddress ?? '', right),
+        LOGIN_COUNT_WAIT_MS,
+      );
+    } catch (err) {
+      const late = (err as Error).message === `timed out after ${LOGIN_COUNT_WAIT_MS} ms`;
+      if (!late && !isRedisUnavailable(err)) throw err;
+      // Redis away: the token decides alone, so the worker's metrics stay scrapable through an
+      // outage (the api, which needs Redis for everything, answers 503 instead).
+      this.log.warn({ err: (err as Error).message }, 'login not counted: Redis did not answer');
+    }
+    return right;
   }
 }
 

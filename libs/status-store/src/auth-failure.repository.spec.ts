@@ -1,4 +1,4 @@
-import { addressBucket } from './auth-failures.service.js';
+import { addressBucket } from './auth-failure.repository.js';
 
 describe('addressBucket: what failed logins are counted by', () => {
   it('is an IPv4 address itself, also when written as IPv6', () => {
