@@ -2,7 +2,14 @@ import { Injectable, Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Secret, bearerToken, isRedisUnavailable, withTimeout, type ErrorCode } from '@app/common';
+import {
+  Secret,
+  TimedOutError,
+  bearerToken,
+  isRedisUnavailable,
+  withTimeout,
+  type ErrorCode,
+} from '@app/common';
 import { AppConfig } from '@app/config';
 import { AuthFailureRepository, TooManyFailedLoginsError } from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
@@ -135,8 +142,7 @@ export class WorkerHttpServer {
         LOGIN_COUNT_WAIT_MS,
       );
     } catch (err) {
-      const late = (err as Error).message === `timed out after ${LOGIN_COUNT_WAIT_MS} ms`;
-      if (!late && !isRedisUnavailable(err)) throw err;
+      if (!(err instanceof TimedOutError) && !isRedisUnavailable(err)) throw err;
       // Redis away: the token decides alone, so the worker's metrics stay scrapable through an
       // outage (the api, which needs Redis for everything, answers 503 instead).
       this.log.warn({ err: (err as Error).message }, 'login not counted: Redis did not answer');
