@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { IncomingRepository, incomingMessageId } from '@app/status-store';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
@@ -273,6 +274,41 @@ describe('incoming messages', () => {
     const ttl = await stack.redis.pttl(stack.keys.incoming(record.id));
     expect(ttl).toBeGreaterThan(29 * 86_400_000);
     expect(await stack.worker!.get(IncomingRepository).get(record.id)).toEqual(record);
+  });
+});
+
+describe('sandbox media larger than the 1 MiB body limit', () => {
+  const MAX = 2 * 1024 * 1024;
+  const stack = useStack({ MEDIA_MAX_BYTES: String(MAX) });
+  beforeAll(() => stack.waitReady());
+
+  it('takes media up to MEDIA_MAX_BYTES though its base64 is over 1 MiB, and refuses more with the 413 it documents', async () => {
+    const data = randomBytes(1_500_000);
+    const taken = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915100000011',
+      media: {
+        mimetype: 'application/pdf',
+        filename: 'big.pdf',
+        dataBase64: data.toString('base64'),
+      },
+    });
+    expect(taken.status).toBe(202);
+    const record = await eventually(async () => {
+      const answer = await stack.call('GET', `/api/v1/incoming/${taken.body.data.id}`);
+      expect(answer.status).toBe(200);
+      return answer.body.data;
+    });
+    expect(record.media).toMatchObject({ size: data.length, available: true });
+
+    const over = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915100000011',
+      media: { mimetype: 'application/pdf', dataBase64: randomBytes(MAX + 1).toString('base64') },
+    });
+    expect(over.status).toBe(413);
+    expect(over.body.error).toMatchObject({
+      code: 'PAYLOAD_TOO_LARGE',
+      message: `media is larger than MEDIA_MAX_BYTES (${MAX} bytes)`,
+    });
   });
 });
 

@@ -122,7 +122,11 @@ export class InboxController {
     { status: 400, description: 'Invalid body' },
     { status: 404, description: 'No such session' },
     { status: 409, description: 'Not the sandbox engine' },
-    { status: 413, description: 'media larger than MEDIA_MAX_BYTES' },
+    {
+      status: 413,
+      description:
+        'media larger than MEDIA_MAX_BYTES (the body may be as large as such a file in base64)',
+    },
   )
   injectSandbox(@Param('id') id: string, @Body() dto: SandboxIncomingDto) {
     return ok(this.inbox.injectSandbox(id, dto));
