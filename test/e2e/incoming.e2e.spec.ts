@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { IncomingRepository, incomingMessageId } from '@app/status-store';
+import { IncomingRepository, SANDBOX_INCOMING_LIMIT, incomingMessageId } from '@app/status-store';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
@@ -309,6 +309,34 @@ describe('sandbox media larger than the 1 MiB body limit', () => {
       code: 'PAYLOAD_TOO_LARGE',
       message: `media is larger than MEDIA_MAX_BYTES (${MAX} bytes)`,
     });
+  });
+});
+
+describe('sandbox messages for a session that is not READY', () => {
+  const stack = useStack({ SANDBOX_LINK_DELAY_MS: 'manual' });
+  const inject = (body: Record<string, unknown>, sessionId = 'main') =>
+    stack.call('POST', `/api/v1/sessions/${sessionId}/sandbox/incoming`, body);
+
+  it('refuses one more than may wait with 429 in the envelope, keeping those that wait', async () => {
+    await eventually(async () =>
+      expect((await stack.call('GET', '/api/v1/sessions/main/status')).status).toBe(200),
+    );
+    const waiting = Array.from({ length: SANDBOX_INCOMING_LIMIT - 1 }, (_, i) =>
+      JSON.stringify({ engineMessageId: `sandbox_in_${i}`, from: '4915100000012', text: `${i}` }),
+    );
+    await stack.redis.rpush(stack.keys.sandboxIncoming('main'), ...waiting);
+    expect((await inject({ from: '4915100000012', text: 'the last that fits' })).status).toBe(202);
+    const over = await inject({ from: '4915100000012', text: 'one too many' });
+    expect(over.status).toBe(429);
+    expect(over.body).toMatchObject({ ok: false, error: { code: 'RATE_LIMITED' } });
+    expect(over.body.error.message).toContain(`has ${SANDBOX_INCOMING_LIMIT} sandbox messages`);
+    const queue = await stack.redis.lrange(stack.keys.sandboxIncoming('main'), 0, -1);
+    expect(queue).toHaveLength(SANDBOX_INCOMING_LIMIT);
+    expect(JSON.parse(queue[0]).text).toBe('0');
+    const documented = (await stack.call('GET', '/api/openapi')).body.paths[
+      '/api/v1/sessions/{id}/sandbox/incoming'
+    ].post.responses;
+    expect(documented['429'].description).toMatch(/^RATE_LIMITED/);
   });
 });
 
