@@ -35,17 +35,14 @@ redis.call('SET', KEYS[2], bytes + #ARGV[1])
 return {1}
 `);
 
-// Takes up to ARGV[1] messages off the front of a sandbox queue and counts their bytes out.
-// KEYS as PUSH_SANDBOX_INCOMING's.
-const TAKE_SANDBOX_INCOMING = new LuaScript(`
-local taken = redis.call('LPOP', KEYS[1], ARGV[1])
-if not taken then taken = {} end
-local bytes = 0
-for _, message in ipairs(taken) do bytes = bytes + #message end
-local left = tonumber(redis.call('GET', KEYS[2]) or '0') - bytes
+// Takes the ARGV[1] messages at the front of a sandbox queue, of ARGV[2] bytes, out of it
+// once its engine has received them. KEYS as PUSH_SANDBOX_INCOMING's.
+const DROP_SANDBOX_INCOMING = new LuaScript(`
+redis.call('LTRIM', KEYS[1], ARGV[1], -1)
+local left = tonumber(redis.call('GET', KEYS[2]) or '0') - tonumber(ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 0 or left < 0 then redis.call('DEL', KEYS[2])
 else redis.call('SET', KEYS[2], left) end
-return taken
+return 1
 `);
 
 const COMMANDS: SessionCommand[] = ['restart', 'logout', 'link'];
@@ -386,14 +383,33 @@ export class SessionRepository {
     );
   }
 
-  /** Takes the messages queued for a sandbox session's engine, oldest first. */
-  async takeSandboxIncoming(sessionId: string, count = 100): Promise<SandboxIncoming[]> {
-    const taken = (await TAKE_SANDBOX_INCOMING.run(
-      this.redis,
-      [this.keys.sandboxIncoming(sessionId), this.keys.sandboxIncomingBytes(sessionId)],
-      [count],
-    )) as string[];
-    return taken.map((json) => JSON.parse(json) as SandboxIncoming);
+  /**
+   * Hands the messages waiting for a sandbox session's engine to `receive`, oldest first, at
+   * most `count`, and only then takes them out of the queue: one `receive` did not take (it
+   * answered false, or threw: the engine stopped meanwhile) and those after it wait for the
+   * session's next engine. Only the session's driver calls this and pushes only append, so the
+   * front of the queue is still what it read. Received again if the removal fails: recorded
+   * once all the same (by their engine id). Answers how many were received.
+   */
+  async receiveSandboxIncoming(
+    sessionId: string,
+    receive: (message: SandboxIncoming) => boolean,
+    count = 100,
+  ): Promise<number> {
+    const keys = [this.keys.sandboxIncoming(sessionId), this.keys.sandboxIncomingBytes(sessionId)];
+    const waiting = await this.redis.lrange(keys[0], 0, count - 1);
+    let received = 0;
+    let bytes = 0;
+    try {
+      for (const json of waiting) {
+        if (!receive(JSON.parse(json) as SandboxIncoming)) break;
+        received++;
+        bytes += Buffer.byteLength(json);
+      }
+    } finally {
+      if (received > 0) await DROP_SANDBOX_INCOMING.run(this.redis, keys, [received, bytes]);
+    }
+    return received;
   }
 
   async status(sessionId: string): Promise<SessionStatus | null> {
