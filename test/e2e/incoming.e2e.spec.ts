@@ -1,11 +1,25 @@
-import { IncomingRepository, incomingMessageId } from '@app/status-store';
+import { randomBytes } from 'node:crypto';
+import { vi } from 'vitest';
+import { IncomingRepository, SANDBOX_INCOMING_LIMIT, incomingMessageId } from '@app/status-store';
 import { eventually } from '../support/eventually.js';
-import { useStack } from '../support/stack.js';
+import { type Stack, useStack } from '../support/stack.js';
 
 const PNG = Buffer.from(
   'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==',
   'base64',
 );
+
+/** A message for the sandbox session to receive, as someone would send it. */
+const injectInto = (stack: Stack, body: Record<string, unknown>, sessionId = 'main') =>
+  stack.call('POST', `/api/v1/sessions/${sessionId}/sandbox/incoming`, body);
+
+/** The received message `id`, once it is recorded. */
+const receivedBy = (stack: Stack, id: string) =>
+  eventually(async () => {
+    const answer = await stack.call('GET', `/api/v1/incoming/${id}`);
+    expect(answer.status).toBe(200);
+    return answer.body.data;
+  });
 
 describe('incoming messages', () => {
   const stack = useStack({ MEDIA_MAX_BYTES: '2048' });
@@ -14,14 +28,8 @@ describe('incoming messages', () => {
   });
 
   const inject = (body: Record<string, unknown>, sessionId = 'main') =>
-    stack.call('POST', `/api/v1/sessions/${sessionId}/sandbox/incoming`, body);
-
-  const received = (id: string) =>
-    eventually(async () => {
-      const answer = await stack.call('GET', `/api/v1/incoming/${id}`);
-      expect(answer.status).toBe(200);
-      return answer.body.data;
-    });
+    injectInto(stack, body, sessionId);
+  const received = (id: string) => receivedBy(stack, id);
 
   it('records an injected text with sender, chat and type, and lists it newest first', async () => {
     const answer = await inject({ from: '+4915123456789', text: 'Is my order on its way?' });
@@ -273,6 +281,88 @@ describe('incoming messages', () => {
     const ttl = await stack.redis.pttl(stack.keys.incoming(record.id));
     expect(ttl).toBeGreaterThan(29 * 86_400_000);
     expect(await stack.worker!.get(IncomingRepository).get(record.id)).toEqual(record);
+  });
+});
+
+describe('sandbox media larger than the 1 MiB body limit', () => {
+  const MAX = 2 * 1024 * 1024;
+  const stack = useStack({ MEDIA_MAX_BYTES: String(MAX) });
+  beforeAll(() => stack.waitReady());
+
+  it('takes media up to MEDIA_MAX_BYTES though its base64 is over 1 MiB, and refuses more with the 413 it documents', async () => {
+    const data = randomBytes(1_500_000);
+    const taken = await injectInto(stack, {
+      from: '4915100000011',
+      media: {
+        mimetype: 'application/pdf',
+        filename: 'big.pdf',
+        dataBase64: data.toString('base64'),
+      },
+    });
+    expect(taken.status).toBe(202);
+    const record = await receivedBy(stack, taken.body.data.id);
+    expect(record.media).toMatchObject({ size: data.length, available: true });
+
+    const over = await injectInto(stack, {
+      from: '4915100000011',
+      media: { mimetype: 'application/pdf', dataBase64: randomBytes(MAX + 1).toString('base64') },
+    });
+    expect(over.status).toBe(413);
+    expect(over.body.error).toMatchObject({
+      code: 'PAYLOAD_TOO_LARGE',
+      message: `media is larger than MEDIA_MAX_BYTES (${MAX} bytes)`,
+    });
+  });
+});
+
+describe('sandbox messages for a session that is not READY', () => {
+  const stack = useStack({ SANDBOX_LINK_DELAY_MS: 'manual' });
+
+  it('refuses one more than may wait with 429 in the envelope, keeping those that wait', async () => {
+    await eventually(async () =>
+      expect((await stack.call('GET', '/api/v1/sessions/main/status')).status).toBe(200),
+    );
+    const waiting = Array.from({ length: SANDBOX_INCOMING_LIMIT - 1 }, (_, i) =>
+      JSON.stringify({ engineMessageId: `sandbox_in_${i}`, from: '4915100000012', text: `${i}` }),
+    );
+    await stack.redis.rpush(stack.keys.sandboxIncoming('main'), ...waiting);
+    expect(
+      (await injectInto(stack, { from: '4915100000012', text: 'the last that fits' })).status,
+    ).toBe(202);
+    const over = await injectInto(stack, { from: '4915100000012', text: 'one too many' });
+    expect(over.status).toBe(429);
+    expect(over.body).toMatchObject({ ok: false, error: { code: 'RATE_LIMITED' } });
+    expect(over.body.error.message).toContain(`has ${SANDBOX_INCOMING_LIMIT} sandbox messages`);
+    const queue = await stack.redis.lrange(stack.keys.sandboxIncoming('main'), 0, -1);
+    expect(queue).toHaveLength(SANDBOX_INCOMING_LIMIT);
+    expect(JSON.parse(queue[0]).text).toBe('0');
+    const documented = (await stack.call('GET', '/api/openapi')).body.paths[
+      '/api/v1/sessions/{id}/sandbox/incoming'
+    ].post.responses;
+    expect(documented['429'].description).toMatch(/^RATE_LIMITED/);
+  });
+
+  it('keeps the messages an engine stopped while handing them on did not receive, for the next one', async () => {
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'midway' })).status).toBe(201);
+    const ids: string[] = [];
+    for (const text of ['one', 'two', 'three']) {
+      const answer = await injectInto(stack, { from: '4915100000013', text }, 'midway');
+      expect(answer.status).toBe(202);
+      ids.push(answer.body.data.id);
+    }
+    const engine = await eventually(() => stack.sandbox('midway'));
+    // The real engine stops right after the first of the three, as one whose lease is lost
+    // stops while its worker hands it what it took from the queue.
+    const receive = engine.receive.bind(engine);
+    vi.spyOn(engine, 'receive').mockImplementationOnce((message) => {
+      receive(message);
+      void engine.stop();
+    });
+    // Linked, it is READY and takes all three at once.
+    expect((await stack.call('POST', '/api/v1/sessions/midway/link')).status).toBe(202);
+    await receivedBy(stack, ids[0]);
+    expect((await stack.call('POST', '/api/v1/sessions/midway/reconnect')).status).toBe(202);
+    for (const id of ids.slice(1)) await receivedBy(stack, id);
   });
 });
 

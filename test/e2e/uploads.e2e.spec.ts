@@ -147,8 +147,12 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     expect((await sentMedia(notes.body.data.id)).mimetype).toBe('text/plain');
   });
 
-  it('refuses a wrong key before reading the body of a large upload or batch', async () => {
-    for (const path of ['/api/v1/messages/media', '/api/v1/messages/batch']) {
+  it('refuses a wrong key before reading the body of a large upload, batch or sandbox message', async () => {
+    for (const path of [
+      '/api/v1/messages/media',
+      '/api/v1/messages/batch',
+      '/api/v1/sessions/main/sandbox/incoming',
+    ]) {
       const { port } = new URL(stack.url);
       const answer = await new Promise<string>((resolve, reject) => {
         const socket = connect(Number(port), '127.0.0.1', () => {

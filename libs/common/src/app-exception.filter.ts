@@ -78,7 +78,7 @@ const FASTIFY_REQUEST_ERRORS: Record<string, [number, ErrorCode, string]> = {
   FST_ERR_CTP_BODY_TOO_LARGE: [
     413,
     'PAYLOAD_TOO_LARGE',
-    'Request body is too large (1 MiB; a file sent as mediaBase64 at most MEDIA_MAX_BYTES)',
+    'Request body is too large (1 MiB; a file sent as base64 at most MEDIA_MAX_BYTES)',
   ],
   // @fastify/multipart (a file sent as multipart/form-data).
   FST_REQ_FILE_TOO_LARGE: [413, 'PAYLOAD_TOO_LARGE', 'The file is larger than MEDIA_MAX_BYTES'],

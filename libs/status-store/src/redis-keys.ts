@@ -254,6 +254,10 @@ export class RedisKeys {
   sandboxIncoming(sessionId: string): string {
     return this.ofSession('sandbox-in', sessionId);
   }
+  /** Sandbox only: the bytes of the JSON in sandboxIncoming (a number). */
+  sandboxIncomingBytes(sessionId: string): string {
+    return this.ofSession('sandbox-in-bytes', sessionId);
+  }
   /** A session's own webhook targets (JSON array). */
   webhookTargets(sessionId: string): string {
     return this.ofSession('wh:targets', sessionId);

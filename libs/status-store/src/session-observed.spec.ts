@@ -102,18 +102,91 @@ async function withSessions(
   }
 }
 
-describe('SessionRepository.pushSandboxIncoming', () => {
-  it('keeps at most SANDBOX_INCOMING_LIMIT messages waiting, the newest', () =>
+describe('SessionRepository: the sandbox messages waiting for a session', () => {
+  const text = (i: number) => ({
+    engineMessageId: `sandbox_${i}`,
+    from: '4915100000001',
+    text: `${i}`,
+  });
+  /** The texts of the messages an engine that takes everything receives. */
+  const receiveAll = async (sessions: SessionRepository, sessionId: string, count?: number) => {
+    const texts: (string | undefined)[] = [];
+    await sessions.receiveSandboxIncoming(
+      sessionId,
+      (message) => {
+        texts.push(message.text);
+        return true;
+      },
+      count,
+    );
+    return texts;
+  };
+
+  it('refuses a message while SANDBOX_INCOMING_LIMIT wait, keeping those, and takes one again once one was received', () =>
     withSessions(async (sessions, redis, keys) => {
-      for (let i = 0; i < SANDBOX_INCOMING_LIMIT + 5; i++)
-        await sessions.pushSandboxIncoming('never-ready', {
-          engineMessageId: `sandbox_${i}`,
-          from: '4915100000001',
-          text: `${i}`,
+      const roomy = 100 * 1024 * 1024;
+      for (let i = 0; i < SANDBOX_INCOMING_LIMIT; i++)
+        expect(await sessions.pushSandboxIncoming('never-ready', text(i), roomy)).toEqual({
+          queued: true,
         });
+      expect(
+        await sessions.pushSandboxIncoming('never-ready', text(SANDBOX_INCOMING_LIMIT), roomy),
+      ).toMatchObject({ queued: false, waiting: SANDBOX_INCOMING_LIMIT });
       expect(await redis.llen(keys.sandboxIncoming('never-ready'))).toBe(SANDBOX_INCOMING_LIMIT);
-      const [oldest] = await sessions.takeSandboxIncoming('never-ready', 1);
-      expect(oldest.text).toBe('5');
+      expect(await receiveAll(sessions, 'never-ready', 1)).toEqual(['0']);
+      expect(await sessions.pushSandboxIncoming('never-ready', text(-1), roomy)).toEqual({
+        queued: true,
+      });
+    }));
+
+  it('refuses a message that would make those waiting hold more than maxBytes, counting out those taken', () =>
+    withSessions(async (sessions, redis, keys) => {
+      const media = (i: number) => ({
+        ...text(i),
+        media: { mimetype: 'image/png', dataBase64: 'A'.repeat(10_000) },
+      });
+      const one = Buffer.byteLength(JSON.stringify(media(0)));
+      const maxBytes = Math.floor(2.5 * one);
+      expect(await sessions.pushSandboxIncoming('s', media(0), maxBytes)).toEqual({ queued: true });
+      expect(await sessions.pushSandboxIncoming('s', media(1), maxBytes)).toEqual({ queued: true });
+      expect(await sessions.pushSandboxIncoming('s', media(2), maxBytes)).toEqual({
+        queued: false,
+        waiting: 2,
+        bytes: 2 * one,
+      });
+      expect(await receiveAll(sessions, 's', 1)).toEqual(['0']);
+      expect(await sessions.pushSandboxIncoming('s', media(2), maxBytes)).toEqual({ queued: true });
+      expect(await receiveAll(sessions, 's')).toEqual(['1', '2']);
+      // All taken: nothing is left counted.
+      expect(await redis.exists(keys.sandboxIncoming('s'), keys.sandboxIncomingBytes('s'))).toBe(0);
+      expect(await sessions.pushSandboxIncoming('s', media(3), maxBytes)).toEqual({ queued: true });
+      await sessions.unregister('s');
+      expect(await redis.exists(keys.sandboxIncoming('s'), keys.sandboxIncomingBytes('s'))).toBe(0);
+    }));
+
+  it('takes a message out only once the engine received it: those after one it could not take wait, counted', () =>
+    withSessions(async (sessions, redis, keys) => {
+      for (let i = 0; i < 4; i++) await sessions.pushSandboxIncoming('s', text(i), 1_000_000);
+      const bytes = async () => Number(await redis.get(keys.sandboxIncomingBytes('s')));
+      const all = await bytes();
+      // The engine stops after the first: it takes no more.
+      let ready = true;
+      const received = await sessions.receiveSandboxIncoming('s', (message) => {
+        if (!ready) return false;
+        ready = message.text !== '0';
+        return true;
+      });
+      expect(received).toBe(1);
+      expect(await bytes()).toBe(all - Buffer.byteLength(JSON.stringify(text(0))));
+      // One that throws (an engine no longer READY) is not taken either.
+      await expect(
+        sessions.receiveSandboxIncoming('s', (message) => {
+          if (message.text === '2') throw new Error('sandbox session is not ready');
+          return true;
+        }),
+      ).rejects.toThrow('not ready');
+      expect(await receiveAll(sessions, 's')).toEqual(['2', '3']);
+      expect(await redis.exists(keys.sandboxIncoming('s'), keys.sandboxIncomingBytes('s'))).toBe(0);
     }));
 });
 

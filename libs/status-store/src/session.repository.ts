@@ -19,6 +19,32 @@ import type {
 /** Sandbox messages waiting for a session's engine to receive them, at most. */
 export const SANDBOX_INCOMING_LIMIT = 1_000;
 
+// Queues a sandbox message unless the session already has ARGV[2] waiting, or they would
+// hold more than ARGV[3] bytes with it. KEYS[1] the queue, [2] the bytes it holds (a queue
+// without its count, as one from before the count was kept, counts from 0); ARGV[1] the
+// message (JSON). Answers {1}, or {0, waiting, bytes} when refused.
+const PUSH_SANDBOX_INCOMING = new LuaScript(`
+local waiting = redis.call('LLEN', KEYS[1])
+local bytes = 0
+if waiting > 0 then bytes = tonumber(redis.call('GET', KEYS[2]) or '0') end
+if waiting >= tonumber(ARGV[2]) or bytes + #ARGV[1] > tonumber(ARGV[3]) then
+  return {0, waiting, bytes}
+end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], bytes + #ARGV[1])
+return {1}
+`);
+
+// Takes the ARGV[1] messages at the front of a sandbox queue, of ARGV[2] bytes, out of it
+// once its engine has received them. KEYS as PUSH_SANDBOX_INCOMING's.
+const DROP_SANDBOX_INCOMING = new LuaScript(`
+redis.call('LTRIM', KEYS[1], ARGV[1], -1)
+local left = tonumber(redis.call('GET', KEYS[2]) or '0') - tonumber(ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 0 or left < 0 then redis.call('DEL', KEYS[2])
+else redis.call('SET', KEYS[2], left) end
+return 1
+`);
+
 const COMMANDS: SessionCommand[] = ['restart', 'logout', 'link'];
 
 // Writes observed state only while the session is registered (a late event of an engine
@@ -193,6 +219,7 @@ export class SessionRepository {
       .multi()
       .del(this.keys.session(sessionId))
       .del(this.keys.sandboxIncoming(sessionId))
+      .del(this.keys.sandboxIncomingBytes(sessionId))
       .del(this.keys.messageCounts(sessionId))
       .del(this.keys.webhookTargets(sessionId))
       .del(this.keys.webhookSessionRecent(sessionId))
@@ -312,16 +339,23 @@ export class SessionRepository {
 
   /**
    * Sandbox only: queues a message for the session's engine to receive, and nudges the owner.
-   * At most SANDBOX_INCOMING_LIMIT wait (the oldest go): a session never READY takes none.
+   * Refused (what waits is told) while SANDBOX_INCOMING_LIMIT messages wait, or when those
+   * waiting would hold more than `maxBytes` of JSON with it: a session takes them only while
+   * READY.
    */
-  async pushSandboxIncoming(sessionId: string, message: SandboxIncoming): Promise<void> {
-    const key = this.keys.sandboxIncoming(sessionId);
-    await this.redis
-      .multi()
-      .rpush(key, JSON.stringify(message))
-      .ltrim(key, -SANDBOX_INCOMING_LIMIT, -1)
-      .exec();
+  async pushSandboxIncoming(
+    sessionId: string,
+    message: SandboxIncoming,
+    maxBytes: number,
+  ): Promise<{ queued: true } | { queued: false; waiting: number; bytes: number }> {
+    const [queued, waiting, bytes] = (await PUSH_SANDBOX_INCOMING.run(
+      this.redis,
+      [this.keys.sandboxIncoming(sessionId), this.keys.sandboxIncomingBytes(sessionId)],
+      [JSON.stringify(message), SANDBOX_INCOMING_LIMIT, maxBytes],
+    )) as number[];
+    if (!queued) return { queued: false, waiting, bytes };
     await this.announce(sessionId);
+    return { queued: true };
   }
 
   /** A number lookup made through the session in the last `ttlMs`, if any. */
@@ -349,10 +383,33 @@ export class SessionRepository {
     );
   }
 
-  /** Takes the messages queued for a sandbox session's engine, oldest first. */
-  async takeSandboxIncoming(sessionId: string, count = 100): Promise<SandboxIncoming[]> {
-    const taken = await this.redis.lpop(this.keys.sandboxIncoming(sessionId), count);
-    return (taken ?? []).map((json) => JSON.parse(json) as SandboxIncoming);
+  /**
+   * Hands the messages waiting for a sandbox session's engine to `receive`, oldest first, at
+   * most `count`, and only then takes them out of the queue: one `receive` did not take (it
+   * answered false, or threw: the engine stopped meanwhile) and those after it wait for the
+   * session's next engine. Only the session's driver calls this and pushes only append, so the
+   * front of the queue is still what it read. Received again if the removal fails: recorded
+   * once all the same (by their engine id). Answers how many were received.
+   */
+  async receiveSandboxIncoming(
+    sessionId: string,
+    receive: (message: SandboxIncoming) => boolean,
+    count = 100,
+  ): Promise<number> {
+    const keys = [this.keys.sandboxIncoming(sessionId), this.keys.sandboxIncomingBytes(sessionId)];
+    const waiting = await this.redis.lrange(keys[0], 0, count - 1);
+    let received = 0;
+    let bytes = 0;
+    try {
+      for (const json of waiting) {
+        if (!receive(JSON.parse(json) as SandboxIncoming)) break;
+        received++;
+        bytes += Buffer.byteLength(json);
+      }
+    } finally {
+      if (received > 0) await DROP_SANDBOX_INCOMING.run(this.redis, keys, [received, bytes]);
+    }
+    return received;
   }
 
   async status(sessionId: string): Promise<SessionStatus | null> {

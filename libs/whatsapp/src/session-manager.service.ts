@@ -546,9 +546,13 @@ export class SessionManager
       await engine.link?.();
     }
     if (engine instanceof SandboxEngine && this.engines.isReady(session.id)) {
-      for (const message of await this.sessions.takeSandboxIncoming(session.id)) {
+      // Stopped while they were read (its lease lost, say): the rest wait for its next engine.
+      await this.sessions.receiveSandboxIncoming(session.id, (message) => {
+        if (!this.engines.isCurrent(session.id, engine) || !this.engines.isReady(session.id))
+          return false;
         engine.receive(message);
-      }
+        return true;
+      });
     }
   }
 

@@ -5,6 +5,7 @@ import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SandboxIncomingAcceptedDto } from '../inbox/inbox.dto.js';
+import { SANDBOX_QUEUE_FULL } from '../inbox/inbox.service.js';
 import { MessageDto } from '../messages/message.dto.js';
 import { MessagesService } from '../messages/messages.service.js';
 import { SESSION_ID, SessionActions, UNKNOWN } from '../sessions/session-actions.js';
@@ -122,6 +123,7 @@ export class AdminApiController {
     { status: 400, description: 'Invalid body or session id' },
     { status: 404, description: 'No such session' },
     { status: 409, description: 'Not the sandbox engine' },
+    { status: 429, description: SANDBOX_QUEUE_FULL },
   )
   receiveTest(@Param('id') id: string, @Body() dto: AdminTestIncomingDto) {
     return ok(this.admin.receiveTest(id, dto));

@@ -32,7 +32,7 @@ import {
   SandboxIncomingDto,
   SentEntryDto,
 } from './inbox.dto.js';
-import { InboxService } from './inbox.service.js';
+import { InboxService, SANDBOX_QUEUE_FULL } from './inbox.service.js';
 
 const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
 const INCOMING_ID = ApiParam({
@@ -122,7 +122,12 @@ export class InboxController {
     { status: 400, description: 'Invalid body' },
     { status: 404, description: 'No such session' },
     { status: 409, description: 'Not the sandbox engine' },
-    { status: 413, description: 'media larger than MEDIA_MAX_BYTES' },
+    {
+      status: 413,
+      description:
+        'media larger than MEDIA_MAX_BYTES (the body may be as large as such a file in base64)',
+    },
+    { status: 429, description: SANDBOX_QUEUE_FULL },
   )
   injectSandbox(@Param('id') id: string, @Body() dto: SandboxIncomingDto) {
     return ok(this.inbox.injectSandbox(id, dto));

@@ -209,13 +209,14 @@ class SandboxMediaDto {
   @MaxLength(255)
   filename?: string;
   @ApiProperty({
+    description: 'The file, base64-encoded: at most MEDIA_MAX_BYTES once decoded (413 beyond)',
     example:
       'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==',
   })
   @IsBase64()
   // (IsBase64 takes '': an empty file would be recorded as available, with no bytes to serve.)
   @IsNotEmpty({ message: 'media.dataBase64 must not be empty' })
-  @MaxLength(1_000_000)
+  // No length here: the route's body limit fits a file of MEDIA_MAX_BYTES (configureUploads).
   dataBase64: string;
 }
 

@@ -5,6 +5,7 @@ import { AppError, phoneDigits } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
   IncomingRepository,
+  SANDBOX_INCOMING_LIMIT,
   SessionRepository,
   incomingMessageId,
   isIncomingId,
@@ -12,7 +13,17 @@ import {
   type IncomingRecord,
 } from '@app/status-store';
 import { SessionsService } from '../sessions/sessions.service.js';
+import { mediaBodyLimit } from '../messages/media-upload.js';
 import type { ListMessagesQueryDto, SandboxIncomingDto } from './inbox.dto.js';
+
+/** A sandbox session's waiting messages hold at most this many of the largest bodies it takes. */
+const SANDBOX_WAITING_BODIES = 4;
+
+/** The 429 of the routes that queue a sandbox message, as Swagger tells it. */
+export const SANDBOX_QUEUE_FULL =
+  `RATE_LIMITED: too many sandbox messages wait for the session (${SANDBOX_INCOMING_LIMIT}, ` +
+  `or ${SANDBOX_WAITING_BODIES} bodies of the largest media in bytes); retry once it has ` +
+  'received them, which it does while READY';
 
 /** What sessions received: the conversation list, incoming media, and sandbox injection. */
 @Injectable()
@@ -90,11 +101,17 @@ export class InboxService {
         `media is larger than MEDIA_MAX_BYTES (${this.config.MEDIA_MAX_BYTES} bytes)`,
       );
     const engineMessageId = `sandbox_in_${randomUUID()}`;
-    await this.registry.pushSandboxIncoming(sessionId, {
-      ...dto,
-      from: phoneDigits(dto.from)!,
-      engineMessageId,
-    });
+    const maxBytes = SANDBOX_WAITING_BODIES * mediaBodyLimit(this.config.MEDIA_MAX_BYTES);
+    const pushed = await this.registry.pushSandboxIncoming(
+      sessionId,
+      { ...dto, from: phoneDigits(dto.from)!, engineMessageId },
+      maxBytes,
+    );
+    if (!pushed.queued)
+      throw new AppError(
+        'RATE_LIMITED',
+        `Session ${sessionId} has ${pushed.waiting} sandbox messages (${pushed.bytes} bytes) waiting to be received; at most ${SANDBOX_INCOMING_LIMIT} messages and ${maxBytes} bytes may wait: retry once it has received them (it receives while READY)`,
+      );
     return { id: incomingMessageId(sessionId, engineMessageId), engineMessageId };
   }
 }

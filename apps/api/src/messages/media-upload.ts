@@ -10,20 +10,24 @@ export const MEDIA_ROUTE = '/api/v1/messages/media';
 /** A batch of up to 1,000 messages of up to 4,096 characters each. */
 export const BATCH_ROUTE = '/api/v1/messages/batch';
 export const BATCH_BODY_LIMIT = 8 * 1024 * 1024;
+/** Sandbox only: a message the session receives, its media in the request as base64. */
+export const SANDBOX_INCOMING_ROUTE = '/api/v1/sessions/:id/sandbox/incoming';
 
 /** Form fields are named like the JSON fields; nothing else (no `__proto__`) is read. */
 const FIELD_NAME = /^[A-Za-z][A-Za-z0-9]{0,39}$/;
 
 /**
- * The body limit of the media route: a file of MEDIA_MAX_BYTES as base64, plus the other
- * fields. Every other route keeps the 1 MiB limit.
+ * The body limit of the routes that take a file as base64 (the media route; with the sandbox
+ * engine, its incoming route): a file of MEDIA_MAX_BYTES, plus the other fields. Every other
+ * route keeps the 1 MiB limit.
  */
 export function mediaBodyLimit(mediaMaxBytes: number): number {
   return Math.ceil(mediaMaxBytes / 3) * 4 + 64 * 1024;
 }
 
 /**
- * Larger bodies on two routes only (a batch; a file sent with the request), and lets
+ * Larger bodies on three routes only (a batch; a file sent with the request; with the sandbox
+ * engine, a file it receives), and lets
  * POST /api/v1/messages/media take its file in the request: as `mediaBase64` in JSON (a
  * larger body limit on that route alone), or as multipart/form-data with a `file` part
  * (@fastify/multipart, the file capped at MEDIA_MAX_BYTES while it streams in). A form is
@@ -37,14 +41,17 @@ export async function configureUploads(
   // The large bodies are read before Nest's guards run: the key is checked first, so a
   // request without a right one is refused before its body is read.
   const keys = app.get(ApiKeyGuard);
+  const largeBodies = new Set([MEDIA_ROUTE, BATCH_ROUTE, SANDBOX_INCOMING_ROUTE]);
   server.addHook('onRequest', async (request, reply) => {
-    const route = request.routeOptions.url;
-    if (route === MEDIA_ROUTE || route === BATCH_ROUTE) await keys.admit(request, reply);
+    if (largeBodies.has(request.routeOptions.url ?? '')) await keys.admit(request, reply);
   });
   server.addHook('onRoute', (route) => {
-    if (route.url === MEDIA_ROUTE && route.method === 'POST')
+    if (route.method !== 'POST') return;
+    if (route.url === MEDIA_ROUTE) route.bodyLimit = mediaBodyLimit(config.MEDIA_MAX_BYTES);
+    if (route.url === BATCH_ROUTE) route.bodyLimit = BATCH_BODY_LIMIT;
+    // Another engine refuses it (409) whatever its size: no reason to read more than 1 MiB.
+    if (route.url === SANDBOX_INCOMING_ROUTE && config.WA_ENGINE === 'sandbox')
       route.bodyLimit = mediaBodyLimit(config.MEDIA_MAX_BYTES);
-    if (route.url === BATCH_ROUTE && route.method === 'POST') route.bodyLimit = BATCH_BODY_LIMIT;
   });
   await app.register(multipart, {
     limits: {
