@@ -391,6 +391,23 @@ describe('SendService: what it does with the message it is handed', () => {
     ]);
   });
 
+  it('does not take the send of another message whose record this worker has yet to write', async () => {
+    const h = harness();
+    // Another message, the same text to the same chat: sent, but Redis failed its record.
+    const other = record({ id: '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e02' });
+    h.store.put(other);
+    const markSent = vi.spyOn(h.store, 'markSent').mockRejectedValue(new Error('redis timeout'));
+    await expect(h.service.send('main', other.id, first)).rejects.toThrow(SentButNotRecorded);
+    markSent.mockRestore();
+    // This one, interrupted, finds that send in the chat: not its own, so it is sent.
+    h.store.put(record({ status: 'sending', sendingAt: new Date(NOW - 5_000).toISOString() }));
+    h.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_TEXT']);
+    h.engine.sendText.mockResolvedValueOnce('true_4915123456789@c.us_MINE');
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
+    expect(h.engine.sendText).toHaveBeenCalledTimes(2);
+    expect(h.store.calls).toEqual(['claim 1', 'claim 1', 'markSent true_4915123456789@c.us_MINE']);
+  });
+
   it('sends an interrupted message again when the chat does not have it', async () => {
     const h = harness();
     h.store.put(record({ status: 'sending', sendingAt: new Date(NOW).toISOString(), attempts: 1 }));

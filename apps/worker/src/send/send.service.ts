@@ -187,6 +187,16 @@ export class SendService {
     this.turns.release(sessionId);
   }
 
+  /**
+   * Whether `engineMessageId` is what this worker sent for another message whose record it has
+   * not written yet (its write in flight, or failed: `recording`, `unrecorded`).
+   */
+  private sentForAnother(messageId: string, engineMessageId: string): boolean {
+    for (const sends of [this.recording, this.unrecorded])
+      for (const [id, sent] of sends) if (sent === engineMessageId && id !== messageId) return true;
+    return false;
+  }
+
   private async sendInTurn(
     taken: {
       sessionId: string;
@@ -261,6 +271,8 @@ export class SendService {
           // The same content may have gone out as another message of ours (the same text to
           // the same chat moments before): its send is that message's, not this one's.
           for (const engineMessageId of found) {
+            // Another message's send whose record does not say so yet: the store cannot tell.
+            if (this.sentForAnother(messageId, engineMessageId)) continue;
             const acked = await this.messages.markFound(record, engineMessageId, new Date());
             if (acked === 'taken') continue;
             this.log.warn(
