@@ -775,6 +775,60 @@ describe('WwebjsEngine incoming messages', () => {
     await h.engine.stop();
   });
 
+  it('keeps a timed-out download in its slot until WhatsApp Web ends it, and starts none while both slots are held so', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    // whatsapp-web.js cannot abort a download in the page: each ends when WhatsApp Web is done.
+    const ends: (() => void)[] = [];
+    const downloadMedia = vi.fn(
+      () =>
+        new Promise<{ mimetype: string; data: string }>((resolve) =>
+          ends.push(() => resolve({ mimetype: 'image/jpeg', data: base64(Buffer.from('jpg')) })),
+        ),
+    );
+    const image = (stanza: string, chat: string) =>
+      received(stanza, { from: chat, type: 'image', hasMedia: true, downloadMedia });
+    const errors = () => h.messages.map((message) => [message.from, message.media?.error]);
+    client.emit('message', image('SLOW1', '4915100000011@c.us'));
+    client.emit('message', image('SLOW2', '4915100000012@c.us'));
+    client.emit('message', image('WAITING', '4915100000013@c.us'));
+    await settle();
+    expect(downloadMedia).toHaveBeenCalledTimes(2);
+
+    await vi.advanceTimersByTimeAsync(120_000);
+    const timedOut = 'download failed: WhatsApp Web did not finish it within 120s';
+    const notStarted =
+      'download failed: not started: 2 downloads of this session that timed out still run in WhatsApp Web';
+    // The one waiting for a slot is not started behind them: recorded without its media.
+    expect(downloadMedia).toHaveBeenCalledTimes(2);
+    expect(errors()).toEqual([
+      ['4915100000011@c.us', timedOut],
+      ['4915100000012@c.us', timedOut],
+      ['4915100000013@c.us', notStarted],
+    ]);
+    client.emit('message', image('NEXT', '4915100000014@c.us'));
+    await settle();
+    expect(downloadMedia).toHaveBeenCalledTimes(2);
+    expect(errors()[3]).toEqual(['4915100000014@c.us', notStarted]);
+
+    // A late end frees its slot (its bytes go nowhere): the next media is downloaded again.
+    ends.shift()!();
+    await settle();
+    client.emit('message', image('AFTER', '4915100000015@c.us'));
+    await settle();
+    expect(downloadMedia).toHaveBeenCalledTimes(3);
+    ends.shift()!();
+    ends.shift()!();
+    await settle();
+    expect(h.messages).toHaveLength(5);
+    expect(h.messages[4]).toMatchObject({
+      from: '4915100000015@c.us',
+      media: { size: 3, data: Buffer.from('jpg') },
+    });
+    expect(h.messages.slice(0, 4).every((message) => message.media?.data === undefined)).toBe(true);
+    await h.engine.stop();
+  });
+
   it('does not download media WhatsApp says is over the cap, and tells why', async () => {
     const h = harness({ mediaMaxBytes: 1_000 });
     const client = await startReady(h);

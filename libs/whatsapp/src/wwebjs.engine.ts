@@ -417,8 +417,12 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private uncertainSends: UncertainSend[] = [];
   private readonly sendsInFlight = new Set<number>();
   private sendCount = 0;
-  /** Media downloads running, and those waiting for a slot (memory: MEDIA_DOWNLOADS x cap). */
+  /**
+   * Media downloads running in WhatsApp Web, timed out or not, and those waiting for a slot
+   * (memory: MEDIA_DOWNLOADS x cap); `overdueDownloads` of them timed out.
+   */
   private downloads = 0;
+  private overdueDownloads = 0;
   private readonly downloadQueue: (() => void)[] = [];
 
   constructor(
@@ -1057,9 +1061,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     }
     let downloaded: WwebjsMediaLike | undefined | null;
     try {
-      downloaded = await this.downloadSlot(() =>
-        withTimeout(msg.downloadMedia?.() ?? Promise.resolve(undefined), MEDIA_DOWNLOAD_TIMEOUT_MS),
-      );
+      downloaded = await this.download(msg);
     } catch (thrown) {
       const error = `download failed: ${toError(thrown).message}`;
       this.log.warn(
@@ -1079,17 +1081,37 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     return { mimetype, filename, size, data: Buffer.from(downloaded.data, 'base64') };
   }
 
-  /** Runs a media download when fewer than MEDIA_DOWNLOADS of this session's are running. */
-  private async downloadSlot<T>(download: () => Promise<T>): Promise<T> {
-    if (this.downloads >= MEDIA_DOWNLOADS)
+  /**
+   * Downloads a message's media in one of the session's MEDIA_DOWNLOADS slots, waiting
+   * MEDIA_DOWNLOAD_TIMEOUT_MS at most. whatsapp-web.js cannot abort a download in the page: one
+   * that timed out keeps its slot until WhatsApp Web ends it (its late result is dropped), and
+   * while every slot is held so, no download starts (the message goes on without its media).
+   */
+  private async download(msg: WwebjsMessageLike): Promise<WwebjsMediaLike | undefined | null> {
+    while (this.downloads >= MEDIA_DOWNLOADS) {
+      if (this.overdueDownloads >= MEDIA_DOWNLOADS)
+        throw new Error(
+          `not started: ${this.overdueDownloads} downloads of this session that timed out still run in WhatsApp Web`,
+        );
       await new Promise<void>((resolve) => this.downloadQueue.push(resolve));
-    this.downloads++;
-    try {
-      return await download();
-    } finally {
-      this.downloads--;
-      this.downloadQueue.shift()?.();
     }
+    this.downloads++;
+    let overdue = false;
+    const running = (async () => msg.downloadMedia?.())();
+    // Takes no result: bytes that arrive after the timeout are held by nothing.
+    const release = () => {
+      this.downloads--;
+      if (overdue) this.overdueDownloads--;
+      this.downloadQueue.shift()?.();
+    };
+    void running.then(release, release);
+    const outcome = await orTimeout(running, MEDIA_DOWNLOAD_TIMEOUT_MS);
+    if (outcome !== TIMED_OUT) return outcome;
+    overdue = true;
+    // Every slot held by a download that timed out: those waiting give up now, not behind them.
+    if (++this.overdueDownloads >= MEDIA_DOWNLOADS)
+      for (const wake of this.downloadQueue.splice(0)) wake();
+    throw new Error(`WhatsApp Web did not finish it within ${seconds(MEDIA_DOWNLOAD_TIMEOUT_MS)}`);
   }
 
   /**
@@ -1437,13 +1459,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private timedCall(attempt: number) {
     return async <T>(what: string, work: Promise<T>): Promise<T> => {
       const limit = this.settings.callTimeoutMs;
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = Symbol('timed out');
-      const outcome = await Promise.race([
-        work,
-        new Promise<typeof timedOut>((resolve) => (timer = setTimeout(resolve, limit, timedOut))),
-      ]).finally(() => clearTimeout(timer));
-      if (outcome !== timedOut) return outcome as T;
+      const outcome = await orTimeout(work, limit);
+      if (outcome !== TIMED_OUT) return outcome;
       const stuck = `WhatsApp Web did not ${what} within ${seconds(limit)}; it looks stuck, so the client is restarted`;
       void this.recover(attempt, new Error(stuck));
       throw new EngineError(
@@ -1632,6 +1649,17 @@ function finiteNumber(value: unknown): number | null {
 
 function nonEmptyString(value: unknown): string | null {
   return typeof value === 'string' && value ? value : null;
+}
+
+const TIMED_OUT = Symbol('timed out');
+
+/** What `work` comes to, or TIMED_OUT after `ms`: the work itself goes on, unheard. */
+async function orTimeout<T>(work: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work,
+    new Promise<typeof TIMED_OUT>((resolve) => (timer = setTimeout(resolve, ms, TIMED_OUT))),
+  ]).finally(() => clearTimeout(timer));
 }
 
 function seconds(ms: number): string {
