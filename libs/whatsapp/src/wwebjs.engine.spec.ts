@@ -30,6 +30,7 @@ import {
   type WwebjsEngineOptions,
   type WwebjsMessageLike,
   type WwebjsReactionLike,
+  wwebjsUsableInPage,
 } from './wwebjs.engine.js';
 
 const QR_STALL = 1_000;
@@ -72,13 +73,12 @@ class FakeClient extends EventEmitter implements ClientLike {
   deleteMessage = vi.fn(async (_everyone?: boolean): Promise<void> => {});
   getMessageById = vi.fn(async (_messageId: string) => ({ delete: this.deleteMessage }));
   /**
-   * WhatsApp Web's tab: it emits `error` (crashed) and `close`; only the revoke check runs in it
-   * here (true: the message may be revoked).
+   * WhatsApp Web's tab: it emits `error` (crashed), `close` and `framenavigated`; what runs in it
+   * answers true here (the message may be revoked; whatsapp-web.js is usable).
    */
   pupPage = Object.assign(new EventEmitter(), {
     evaluate: vi.fn(
-      async (_fn: (messageId: string) => Promise<boolean | null>, _id: string): Promise<unknown> =>
-        true,
+      async (_fn: (...args: never[]) => unknown, ..._args: unknown[]): Promise<unknown> => true,
     ),
   });
   requestPairingCode = vi.fn(async (_phone: string, _notify?: boolean) => 'WXYZ1234');
@@ -344,6 +344,116 @@ describe('WwebjsEngine events', () => {
       status: 'STARTING',
       lastError: expect.stringMatching(/did not get its connection back within 10s; restarted/),
     });
+    await h.engine.stop();
+  });
+
+  /** The main frame's navigation, as Puppeteer reports it (an iframe's has a parent). */
+  const mainFrame = { parentFrame: () => null };
+  /** Scripts whether whatsapp-web.js is usable in the page, as wwebjsUsableInPage answers. */
+  const usableInPage = (client: FakeClient, usable: () => boolean) =>
+    client.pupPage.evaluate.mockImplementation(async (fn) =>
+      fn === wwebjsUsableInPage ? usable() : true,
+    );
+  /** WhatsApp Web navigates its tab, whatsapp-web.js usable in it while `usable` says so. */
+  const navigate = (client: FakeClient, usable: () => boolean) => {
+    usableInPage(client, usable);
+    client.pupPage.emit('framenavigated', mainFrame);
+  };
+
+  it('is RECONNECTING, its sends refused, while WhatsApp Web reloads its page, and READY again without a restart once whatsapp-web.js is ready in it', async () => {
+    const h = harness({ callTimeoutMs: 10_000 });
+    const client = await startReady(h);
+    // The new page: whatsapp-web.js not injected in it yet.
+    navigate(client, () => false);
+    await settle();
+    expect(h.last()).toMatchObject({
+      status: 'RECONNECTING',
+      lastError: expect.stringMatching(/reloaded its page/),
+    });
+    await expect(h.engine.sendText('4915122@c.us', 'hi')).rejects.toMatchObject({
+      code: 'SEND_FAILED',
+      permanent: false,
+    });
+    expect(client.sendMessage).not.toHaveBeenCalled();
+
+    // whatsapp-web.js injected itself again: it says so as on a start.
+    await vi.advanceTimersByTimeAsync(5_000);
+    client.emit('authenticated');
+    client.emit('loading_screen', 30, 'WhatsApp');
+    expect(h.last().status).toBe('RECONNECTING');
+    client.emit('ready');
+    expect(h.last()).toMatchObject({ status: 'READY', phone: '4915100000001' });
+    expect(h.statuses().slice(3)).toEqual(['RECONNECTING', 'READY']);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(h.createClient).toHaveBeenCalledTimes(1);
+    expect(h.last().status).toBe('READY');
+    await h.engine.sendText('4915122@c.us', 'hi');
+    expect(client.sendMessage).toHaveBeenCalledTimes(1);
+    await h.engine.stop();
+  });
+
+  it("leaves a session READY through a navigation within WhatsApp Web's page, and an iframe's", async () => {
+    const h = harness({ callTimeoutMs: 10_000 });
+    const client = await startReady(h);
+    // Within the document: whatsapp-web.js is still there.
+    client.pupPage.emit('framenavigated', mainFrame);
+    await settle();
+    expect(client.pupPage.evaluate).toHaveBeenCalledWith(wwebjsUsableInPage);
+    // An iframe's navigation is not WhatsApp Web's page.
+    usableInPage(client, () => false);
+    client.pupPage.emit('framenavigated', { parentFrame: () => mainFrame });
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(client.pupPage.evaluate).toHaveBeenCalledTimes(1);
+    expect(h.statuses()).toEqual(['STARTING', 'AUTHENTICATED', 'READY']);
+    expect(h.createClient).toHaveBeenCalledTimes(1);
+    await h.engine.stop();
+  });
+
+  it('is READY again once whatsapp-web.js is found usable in a reloaded page, and restarts a client whose whatsapp-web.js is not usable again within callTimeoutMs', async () => {
+    const h = harness({ callTimeoutMs: 10_000 });
+    const client = await startReady(h);
+    let usable = false;
+    navigate(client, () => usable);
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(h.last().status).toBe('RECONNECTING');
+    // Found usable again: READY, whether a ready event comes or not.
+    usable = true;
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(h.last()).toMatchObject({ status: 'READY', phone: '4915100000001' });
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(h.createClient).toHaveBeenCalledTimes(1);
+
+    // Its re-injection failed: nothing more comes.
+    usable = false;
+    client.pupPage.emit('framenavigated', mainFrame);
+    await vi.advanceTimersByTimeAsync(9_999);
+    expect(h.last().status).toBe('RECONNECTING');
+    expect(h.createClient).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(h.createClient).toHaveBeenCalledTimes(2);
+    expect(h.last()).toMatchObject({
+      status: 'STARTING',
+      lastError: expect.stringMatching(
+        /not usable again after WhatsApp Web reloaded its page within 10s; restarted/,
+      ),
+    });
+    await h.engine.stop();
+  });
+
+  it('waits for ready once whatsapp-web.js authenticated again in a reloaded page, and restarts a client whose ready does not come', async () => {
+    const h = harness({ callTimeoutMs: 60_000 });
+    const client = await startReady(h);
+    let usable = false;
+    navigate(client, () => usable);
+    await settle();
+    client.emit('authenticated');
+    // Its code is in the page, its listeners not yet: not READY before it says so.
+    usable = true;
+    await vi.advanceTimersByTimeAsync(READY_TIMEOUT - 1);
+    expect(h.last().status).toBe('RECONNECTING');
+    await vi.advanceTimersByTimeAsync(1);
+    expect(h.createClient).toHaveBeenCalledTimes(2);
+    expect(h.last().lastError).toMatch(/authenticated but not ready within 2s; restarted/);
     await h.engine.stop();
   });
 
