@@ -30,6 +30,7 @@ import {
   type WwebjsEngineOptions,
   type WwebjsMessageLike,
   type WwebjsReactionLike,
+  wwebjsUsableInPage,
 } from './wwebjs.engine.js';
 
 const QR_STALL = 1_000;
@@ -72,13 +73,12 @@ class FakeClient extends EventEmitter implements ClientLike {
   deleteMessage = vi.fn(async (_everyone?: boolean): Promise<void> => {});
   getMessageById = vi.fn(async (_messageId: string) => ({ delete: this.deleteMessage }));
   /**
-   * WhatsApp Web's tab: it emits `error` (crashed) and `close`; only the revoke check runs in it
-   * here (true: the message may be revoked).
+   * WhatsApp Web's tab: it emits `error` (crashed), `close` and `framenavigated`; what runs in it
+   * answers true here (the message may be revoked; whatsapp-web.js is usable).
    */
   pupPage = Object.assign(new EventEmitter(), {
     evaluate: vi.fn(
-      async (_fn: (messageId: string) => Promise<boolean | null>, _id: string): Promise<unknown> =>
-        true,
+      async (_fn: (...args: never[]) => unknown, ..._args: unknown[]): Promise<unknown> => true,
     ),
   });
   requestPairingCode = vi.fn(async (_phone: string, _notify?: boolean) => 'WXYZ1234');
@@ -344,6 +344,116 @@ describe('WwebjsEngine events', () => {
       status: 'STARTING',
       lastError: expect.stringMatching(/did not get its connection back within 10s; restarted/),
     });
+    await h.engine.stop();
+  });
+
+  /** The main frame's navigation, as Puppeteer reports it (an iframe's has a parent). */
+  const mainFrame = { parentFrame: () => null };
+  /** Scripts whether whatsapp-web.js is usable in the page, as wwebjsUsableInPage answers. */
+  const usableInPage = (client: FakeClient, usable: () => boolean) =>
+    client.pupPage.evaluate.mockImplementation(async (fn) =>
+      fn === wwebjsUsableInPage ? usable() : true,
+    );
+  /** WhatsApp Web navigates its tab, whatsapp-web.js usable in it while `usable` says so. */
+  const navigate = (client: FakeClient, usable: () => boolean) => {
+    usableInPage(client, usable);
+    client.pupPage.emit('framenavigated', mainFrame);
+  };
+
+  it('is RECONNECTING, its sends refused, while WhatsApp Web reloads its page, and READY again without a restart once whatsapp-web.js is ready in it', async () => {
+    const h = harness({ callTimeoutMs: 10_000 });
+    const client = await startReady(h);
+    // The new page: whatsapp-web.js not injected in it yet.
+    navigate(client, () => false);
+    await settle();
+    expect(h.last()).toMatchObject({
+      status: 'RECONNECTING',
+      lastError: expect.stringMatching(/reloaded its page/),
+    });
+    await expect(h.engine.sendText('4915122@c.us', 'hi')).rejects.toMatchObject({
+      code: 'SEND_FAILED',
+      permanent: false,
+    });
+    expect(client.sendMessage).not.toHaveBeenCalled();
+
+    // whatsapp-web.js injected itself again: it says so as on a start.
+    await vi.advanceTimersByTimeAsync(5_000);
+    client.emit('authenticated');
+    client.emit('loading_screen', 30, 'WhatsApp');
+    expect(h.last().status).toBe('RECONNECTING');
+    client.emit('ready');
+    expect(h.last()).toMatchObject({ status: 'READY', phone: '4915100000001' });
+    expect(h.statuses().slice(3)).toEqual(['RECONNECTING', 'READY']);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(h.createClient).toHaveBeenCalledTimes(1);
+    expect(h.last().status).toBe('READY');
+    await h.engine.sendText('4915122@c.us', 'hi');
+    expect(client.sendMessage).toHaveBeenCalledTimes(1);
+    await h.engine.stop();
+  });
+
+  it("leaves a session READY through a navigation within WhatsApp Web's page, and an iframe's", async () => {
+    const h = harness({ callTimeoutMs: 10_000 });
+    const client = await startReady(h);
+    // Within the document: whatsapp-web.js is still there.
+    client.pupPage.emit('framenavigated', mainFrame);
+    await settle();
+    expect(client.pupPage.evaluate).toHaveBeenCalledWith(wwebjsUsableInPage);
+    // An iframe's navigation is not WhatsApp Web's page.
+    usableInPage(client, () => false);
+    client.pupPage.emit('framenavigated', { parentFrame: () => mainFrame });
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(client.pupPage.evaluate).toHaveBeenCalledTimes(1);
+    expect(h.statuses()).toEqual(['STARTING', 'AUTHENTICATED', 'READY']);
+    expect(h.createClient).toHaveBeenCalledTimes(1);
+    await h.engine.stop();
+  });
+
+  it('is READY again once whatsapp-web.js is found usable in a reloaded page, and restarts a client whose whatsapp-web.js is not usable again within callTimeoutMs', async () => {
+    const h = harness({ callTimeoutMs: 10_000 });
+    const client = await startReady(h);
+    let usable = false;
+    navigate(client, () => usable);
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(h.last().status).toBe('RECONNECTING');
+    // Found usable again: READY, whether a ready event comes or not.
+    usable = true;
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(h.last()).toMatchObject({ status: 'READY', phone: '4915100000001' });
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(h.createClient).toHaveBeenCalledTimes(1);
+
+    // Its re-injection failed: nothing more comes.
+    usable = false;
+    client.pupPage.emit('framenavigated', mainFrame);
+    await vi.advanceTimersByTimeAsync(9_999);
+    expect(h.last().status).toBe('RECONNECTING');
+    expect(h.createClient).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(h.createClient).toHaveBeenCalledTimes(2);
+    expect(h.last()).toMatchObject({
+      status: 'STARTING',
+      lastError: expect.stringMatching(
+        /not usable again after WhatsApp Web reloaded its page within 10s; restarted/,
+      ),
+    });
+    await h.engine.stop();
+  });
+
+  it('waits for ready once whatsapp-web.js authenticated again in a reloaded page, and restarts a client whose ready does not come', async () => {
+    const h = harness({ callTimeoutMs: 60_000 });
+    const client = await startReady(h);
+    let usable = false;
+    navigate(client, () => usable);
+    await settle();
+    client.emit('authenticated');
+    // Its code is in the page, its listeners not yet: not READY before it says so.
+    usable = true;
+    await vi.advanceTimersByTimeAsync(READY_TIMEOUT - 1);
+    expect(h.last().status).toBe('RECONNECTING');
+    await vi.advanceTimersByTimeAsync(1);
+    expect(h.createClient).toHaveBeenCalledTimes(2);
+    expect(h.last().lastError).toMatch(/authenticated but not ready within 2s; restarted/);
     await h.engine.stop();
   });
 
@@ -772,6 +882,60 @@ describe('WwebjsEngine incoming messages', () => {
       '4915100000002@c.us',
       '4915100000003@c.us',
     ]);
+    await h.engine.stop();
+  });
+
+  it('keeps a timed-out download in its slot until WhatsApp Web ends it, and starts none while both slots are held so', async () => {
+    const h = harness();
+    const client = await startReady(h);
+    // whatsapp-web.js cannot abort a download in the page: each ends when WhatsApp Web is done.
+    const ends: (() => void)[] = [];
+    const downloadMedia = vi.fn(
+      () =>
+        new Promise<{ mimetype: string; data: string }>((resolve) =>
+          ends.push(() => resolve({ mimetype: 'image/jpeg', data: base64(Buffer.from('jpg')) })),
+        ),
+    );
+    const image = (stanza: string, chat: string) =>
+      received(stanza, { from: chat, type: 'image', hasMedia: true, downloadMedia });
+    const errors = () => h.messages.map((message) => [message.from, message.media?.error]);
+    client.emit('message', image('SLOW1', '4915100000011@c.us'));
+    client.emit('message', image('SLOW2', '4915100000012@c.us'));
+    client.emit('message', image('WAITING', '4915100000013@c.us'));
+    await settle();
+    expect(downloadMedia).toHaveBeenCalledTimes(2);
+
+    await vi.advanceTimersByTimeAsync(120_000);
+    const timedOut = 'download failed: WhatsApp Web did not finish it within 120s';
+    const notStarted =
+      'download failed: not started: 2 downloads of this session that timed out still run in WhatsApp Web';
+    // The one waiting for a slot is not started behind them: recorded without its media.
+    expect(downloadMedia).toHaveBeenCalledTimes(2);
+    expect(errors()).toEqual([
+      ['4915100000011@c.us', timedOut],
+      ['4915100000012@c.us', timedOut],
+      ['4915100000013@c.us', notStarted],
+    ]);
+    client.emit('message', image('NEXT', '4915100000014@c.us'));
+    await settle();
+    expect(downloadMedia).toHaveBeenCalledTimes(2);
+    expect(errors()[3]).toEqual(['4915100000014@c.us', notStarted]);
+
+    // A late end frees its slot (its bytes go nowhere): the next media is downloaded again.
+    ends.shift()!();
+    await settle();
+    client.emit('message', image('AFTER', '4915100000015@c.us'));
+    await settle();
+    expect(downloadMedia).toHaveBeenCalledTimes(3);
+    ends.shift()!();
+    ends.shift()!();
+    await settle();
+    expect(h.messages).toHaveLength(5);
+    expect(h.messages[4]).toMatchObject({
+      from: '4915100000015@c.us',
+      media: { size: 3, data: Buffer.from('jpg') },
+    });
+    expect(h.messages.slice(0, 4).every((message) => message.media?.data === undefined)).toBe(true);
     await h.engine.stop();
   });
 

@@ -133,6 +133,15 @@ export interface WwebjsBrowserLike {
   } | null;
 }
 
+/** What Puppeteer's page (WhatsApp Web's tab) hands the listeners the engine puts on it. */
+export interface WwebjsPageEvents {
+  /** The tab crashed. */
+  error: Error;
+  close: undefined;
+  /** Any frame's navigation, within its document too; the main frame has no parent. */
+  framenavigated: { parentFrame(): unknown };
+}
+
 /** The slice of whatsapp-web.js's Client the engine uses; tests script one of these. */
 export interface ClientLike extends EventEmitter {
   info?: { wid?: { user?: string; _serialized?: string }; pushname?: string };
@@ -143,7 +152,11 @@ export interface ClientLike extends EventEmitter {
       fn: (messageId: string) => Promise<boolean | null>,
       messageId: string,
     ): Promise<unknown>;
-    on(event: 'error' | 'close', listener: (err?: Error) => void): unknown;
+    evaluate(fn: () => boolean): Promise<unknown>;
+    on<E extends keyof WwebjsPageEvents>(
+      event: E,
+      listener: (payload: WwebjsPageEvents[E]) => void,
+    ): unknown;
   } | null;
   initialize(): Promise<void>;
   destroy(): Promise<void>;
@@ -326,6 +339,17 @@ export async function canRevokeInPage(messageId: string): Promise<boolean | null
   };
   return can.canSenderRevokeMsg(msg) || can.canAdminRevokeMsg(msg);
 }
+
+/**
+ * Runs in WhatsApp Web's page: whether whatsapp-web.js is usable there, its code injected (a
+ * page WhatsApp Web reloaded lacks it until whatsapp-web.js injects it again) and connected.
+ */
+export function wwebjsUsableInPage(): boolean {
+  const page = globalThis as unknown as { WWebJS?: unknown; require?(name: string): unknown };
+  if (page.WWebJS === undefined || typeof page.require !== 'function') return false;
+  const model = page.require('WAWebSocketModel') as { Socket?: { state?: unknown } } | undefined;
+  return model?.Socket?.state === 'CONNECTED';
+}
 const ACK_ERROR = -1;
 /**
  * `disconnected` reasons that mean the phone removed this linked device: whatsapp-web.js says
@@ -351,6 +375,8 @@ const OWN_SENT_LIMIT = 1_000;
 // page's table of reactions): one of ours is known by its message and emoji for this long.
 const OWN_REACTION_MS = 60_000;
 const LOOKUP_TIMEOUT_MS = 10_000;
+/** How often a page WhatsApp Web navigated is looked at for whatsapp-web.js usable in it. */
+const NAVIGATION_PROBE_MS = 1_000;
 const MEDIA_DOWNLOAD_TIMEOUT_MS = 120_000;
 /**
  * How long stop() lets messages already arriving finish (their media downloads) before the
@@ -417,9 +443,16 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private uncertainSends: UncertainSend[] = [];
   private readonly sendsInFlight = new Set<number>();
   private sendCount = 0;
-  /** Media downloads running, and those waiting for a slot (memory: MEDIA_DOWNLOADS x cap). */
+  /**
+   * Media downloads running in WhatsApp Web, timed out or not, and those waiting for a slot
+   * (memory: MEDIA_DOWNLOADS x cap); `overdueDownloads` of them timed out.
+   */
   private downloads = 0;
+  private overdueDownloads = 0;
   private readonly downloadQueue: (() => void)[] = [];
+  /** Main-frame navigations of WhatsApp Web's page, and the attempt whose are being checked. */
+  private navigations = 0;
+  private navigationCheck?: number;
 
   constructor(
     readonly sessionId: string,
@@ -759,6 +792,61 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     client.pupPage?.on('close', () => {
       void this.recover(attempt, new Error("WhatsApp Web's tab was closed"));
     });
+    // whatsapp-web.js injects itself again after any navigation, and says nothing when that
+    // fails: the session would stay READY, every send failing at once.
+    client.pupPage?.on('framenavigated', (frame) => {
+      if (frame.parentFrame()) return;
+      this.navigations++;
+      if (this.navigationCheck === attempt) return;
+      this.navigationCheck = attempt;
+      void this.track(
+        this.afterNavigation(client, attempt).finally(() => {
+          if (this.navigationCheck === attempt) this.navigationCheck = undefined;
+        }),
+      );
+    });
+  }
+
+  /**
+   * WhatsApp Web navigated its tab: a reload, after which whatsapp-web.js sets itself up in the
+   * new page, or a move within the page, which leaves it as it was. A linked session whose
+   * whatsapp-web.js is not usable at once is RECONNECTING (its sends wait) until it is: `ready`
+   * again, or found injected and connected; not within callTimeoutMs, the client is restarted.
+   */
+  private async afterNavigation(client: ClientLike, attempt: number): Promise<void> {
+    const linked = () => attempt === this.attempt && this.running && isLinkedStatus(this.status);
+    let looked = -1;
+    // Until it is READY with every navigation looked at, or no longer linked.
+    const unsettled = () =>
+      linked() && (this.status === 'RECONNECTING' || looked !== this.navigations);
+    while (unsettled()) {
+      looked = this.navigations;
+      const status = this.status;
+      const usable = await withTimeout(
+        client.pupPage?.evaluate(wwebjsUsableInPage) ?? Promise.resolve(false),
+        LOOKUP_TIMEOUT_MS,
+      ).then(
+        (answer) => answer === true,
+        // Between two documents, or gone.
+        () => false,
+      );
+      // What the client said meanwhile (ready, a lost connection, a QR) is newer than this look;
+      // once it authenticated again, whatsapp-web.js is setting up, and `ready` says when done.
+      const told = !linked() || this.status !== status || this.watchdogs.has('ready');
+      if (!told && usable && status === 'RECONNECTING' && looked === this.navigations) {
+        this.setReady(client);
+      } else if (!told && !usable && status === 'READY') {
+        this.armReconnectWatchdog(
+          attempt,
+          'whatsapp-web.js was not usable again after WhatsApp Web reloaded its page',
+        );
+        this.setState({
+          status: 'RECONNECTING',
+          lastError: 'WhatsApp Web reloaded its page; whatsapp-web.js sets itself up in it again',
+        });
+      }
+      if (unsettled()) await this.hold(NAVIGATION_PROBE_MS);
+    }
   }
 
   private clientOptions(executablePath: string, current: () => boolean): WwebjsClientOptions {
@@ -831,7 +919,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         else
           void this.recover(attempt, new Error(`${reason}, ${this.readyTimeouts} times in a row`));
       });
-      this.setState({ status: 'AUTHENTICATED' });
+      // Again after WhatsApp Web reloaded its page: the session stays RECONNECTING until ready.
+      if (this.status !== 'RECONNECTING') this.setState({ status: 'AUTHENTICATED' });
     });
 
     client.on('loading_screen', (percent: number | string) => {
@@ -858,11 +947,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       this.readyTimeouts = 0;
       this.pairing = false;
       this.pairingCode = null;
-      this.setState({
-        status: 'READY',
-        phone: client.info?.wid?.user ?? null,
-        pushname: client.info?.pushname ?? null,
-      });
+      this.setReady(client);
     });
 
     // WhatsApp Web lost its connection (the network, WhatsApp's servers): it opens it again by
@@ -870,27 +955,13 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     client.on('change_state', (state: unknown) => {
       if (!current()) return;
       if (this.status === 'READY' && RECONNECTING_STATES.has(String(state))) {
-        // Not back within callTimeoutMs (as long as a send may hang): restarted, as a send
-        // that hung that long would have done before sends waited for the connection.
-        const limit = this.settings.callTimeoutMs;
-        this.armWatchdog('reconnect', limit, attempt, () => {
-          if (this.status !== 'RECONNECTING') return;
-          void this.restartNow(
-            attempt,
-            `WhatsApp Web did not get its connection back within ${seconds(limit)}; restarted`,
-          );
-        });
+        this.armReconnectWatchdog(attempt, 'WhatsApp Web did not get its connection back');
         this.setState({
           status: 'RECONNECTING',
           lastError: `WhatsApp Web lost its connection (${String(state)}); it reconnects by itself`,
         });
       } else if (this.status === 'RECONNECTING' && String(state) === 'CONNECTED') {
-        this.clearWatchdog('reconnect');
-        this.setState({
-          status: 'READY',
-          phone: client.info?.wid?.user ?? null,
-          pushname: client.info?.pushname ?? null,
-        });
+        this.setReady(client);
       }
     });
 
@@ -1057,9 +1128,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     }
     let downloaded: WwebjsMediaLike | undefined | null;
     try {
-      downloaded = await this.downloadSlot(() =>
-        withTimeout(msg.downloadMedia?.() ?? Promise.resolve(undefined), MEDIA_DOWNLOAD_TIMEOUT_MS),
-      );
+      downloaded = await this.download(msg);
     } catch (thrown) {
       const error = `download failed: ${toError(thrown).message}`;
       this.log.warn(
@@ -1079,17 +1148,37 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     return { mimetype, filename, size, data: Buffer.from(downloaded.data, 'base64') };
   }
 
-  /** Runs a media download when fewer than MEDIA_DOWNLOADS of this session's are running. */
-  private async downloadSlot<T>(download: () => Promise<T>): Promise<T> {
-    if (this.downloads >= MEDIA_DOWNLOADS)
+  /**
+   * Downloads a message's media in one of the session's MEDIA_DOWNLOADS slots, waiting
+   * MEDIA_DOWNLOAD_TIMEOUT_MS at most. whatsapp-web.js cannot abort a download in the page: one
+   * that timed out keeps its slot until WhatsApp Web ends it (its late result is dropped), and
+   * while every slot is held so, no download starts (the message goes on without its media).
+   */
+  private async download(msg: WwebjsMessageLike): Promise<WwebjsMediaLike | undefined | null> {
+    while (this.downloads >= MEDIA_DOWNLOADS) {
+      if (this.overdueDownloads >= MEDIA_DOWNLOADS)
+        throw new Error(
+          `not started: ${this.overdueDownloads} downloads of this session that timed out still run in WhatsApp Web`,
+        );
       await new Promise<void>((resolve) => this.downloadQueue.push(resolve));
-    this.downloads++;
-    try {
-      return await download();
-    } finally {
-      this.downloads--;
-      this.downloadQueue.shift()?.();
     }
+    this.downloads++;
+    let overdue = false;
+    const running = (async () => msg.downloadMedia?.())();
+    // Takes no result: bytes that arrive after the timeout are held by nothing.
+    const release = () => {
+      this.downloads--;
+      if (overdue) this.overdueDownloads--;
+      this.downloadQueue.shift()?.();
+    };
+    void running.then(release, release);
+    const outcome = await orTimeout(running, MEDIA_DOWNLOAD_TIMEOUT_MS);
+    if (outcome !== TIMED_OUT) return outcome;
+    overdue = true;
+    // Every slot held by a download that timed out: those waiting give up now, not behind them.
+    if (++this.overdueDownloads >= MEDIA_DOWNLOADS)
+      for (const wake of this.downloadQueue.splice(0)) wake();
+    throw new Error(`WhatsApp Web did not finish it within ${seconds(MEDIA_DOWNLOAD_TIMEOUT_MS)}`);
   }
 
   /**
@@ -1437,13 +1526,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private timedCall(attempt: number) {
     return async <T>(what: string, work: Promise<T>): Promise<T> => {
       const limit = this.settings.callTimeoutMs;
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = Symbol('timed out');
-      const outcome = await Promise.race([
-        work,
-        new Promise<typeof timedOut>((resolve) => (timer = setTimeout(resolve, limit, timedOut))),
-      ]).finally(() => clearTimeout(timer));
-      if (outcome !== timedOut) return outcome as T;
+      const outcome = await orTimeout(work, limit);
+      if (outcome !== TIMED_OUT) return outcome;
       const stuck = `WhatsApp Web did not ${what} within ${seconds(limit)}; it looks stuck, so the client is restarted`;
       void this.recover(attempt, new Error(stuck));
       throw new EngineError(
@@ -1506,6 +1590,27 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       );
     });
     this.setState({ status: 'PAIRING_CODE', pairingCode: code });
+  }
+
+  /**
+   * A RECONNECTING session not back within callTimeoutMs (as long as a send may hang) is
+   * restarted, as a send that hung that long would have done before sends waited for it.
+   */
+  private armReconnectWatchdog(attempt: number, notBack: string): void {
+    const limit = this.settings.callTimeoutMs;
+    this.armWatchdog('reconnect', limit, attempt, () => {
+      if (this.status !== 'RECONNECTING') return;
+      void this.restartNow(attempt, `${notBack} within ${seconds(limit)}; restarted`);
+    });
+  }
+
+  private setReady(client: ClientLike): void {
+    this.clearWatchdog('reconnect');
+    this.setState({
+      status: 'READY',
+      phone: client.info?.wid?.user ?? null,
+      pushname: client.info?.pushname ?? null,
+    });
   }
 
   private setState(state: ObservedSession): void {
@@ -1632,6 +1737,17 @@ function finiteNumber(value: unknown): number | null {
 
 function nonEmptyString(value: unknown): string | null {
   return typeof value === 'string' && value ? value : null;
+}
+
+const TIMED_OUT = Symbol('timed out');
+
+/** What `work` comes to, or TIMED_OUT after `ms`: the work itself goes on, unheard. */
+async function orTimeout<T>(work: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work,
+    new Promise<typeof TIMED_OUT>((resolve) => (timer = setTimeout(resolve, ms, TIMED_OUT))),
+  ]).finally(() => clearTimeout(timer));
 }
 
 function seconds(ms: number): string {
