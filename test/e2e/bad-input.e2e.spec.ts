@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { TEST_API_KEY, useStack } from '../support/stack.js';
 
 /**
@@ -292,5 +293,45 @@ describe('null fields (api + worker, sandbox engine)', () => {
     expect(batch.status).toBe(202);
     // A required one is still missing.
     expect((await stack.call('POST', TEXT, text({ to: null }))).status).toBe(400);
+  });
+});
+
+describe('requests Node refuses before they are whole (api only)', () => {
+  const stack = useStack({ REQUEST_TIMEOUT_MS: '1000' }, { worker: false });
+
+  /** Writes `chunks` on a new connection; resolves with all it reads until the api closes it. */
+  const rawExchange = (chunks: string[]) =>
+    new Promise<{ text: string; ms: number }>((resolve, reject) => {
+      const { hostname, port } = new URL(stack.url);
+      const startedAt = Date.now();
+      const socket = connect(Number(port), hostname, () => {
+        for (const chunk of chunks) socket.write(chunk);
+      });
+      let text = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (data: string) => (text += data));
+      socket.on('close', () => resolve({ text, ms: Date.now() - startedAt }));
+      socket.on('error', reject);
+      socket.setTimeout(15_000, () => socket.destroy(new Error('the api did not close it')));
+    });
+  const envelope = (text: string) => JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4));
+
+  it('answers 408 in the envelope, and closes, a body that does not arrive within REQUEST_TIMEOUT_MS', async () => {
+    const { text, ms } = await rawExchange([
+      `POST ${TEXT} HTTP/1.1\r\nHost: x\r\nx-api-key: ${TEST_API_KEY}\r\n` +
+        'content-type: application/json\r\ncontent-length: 1000\r\n\r\n{"to":"491',
+    ]);
+    expect(text).toMatch(/^HTTP\/1\.1 408 /);
+    expect(envelope(text)).toEqual({
+      ok: false,
+      error: { code: 'BAD_REQUEST', message: expect.stringContaining('REQUEST_TIMEOUT_MS') },
+    });
+    expect(ms).toBeGreaterThanOrEqual(900);
+  });
+
+  it('answers what is not HTTP with 400 in the envelope', async () => {
+    const { text } = await rawExchange(['NOT HTTP AT ALL\r\n\r\n']);
+    expect(text).toMatch(/^HTTP\/1\.1 400 /);
+    expect(envelope(text).error.code).toBe('BAD_REQUEST');
   });
 });

@@ -73,7 +73,12 @@ export class Stack {
   async startApi(): Promise<void> {
     const app = await NestFactory.create<NestFastifyApplication>(
       ApiModule.forRoot({ overrides: this.env, readEnvFile: false }),
-      httpAdapter(this.env.TRUST_PROXY),
+      httpAdapter({
+        TRUST_PROXY: this.env.TRUST_PROXY,
+        REQUEST_TIMEOUT_MS: this.env.REQUEST_TIMEOUT_MS
+          ? Number(this.env.REQUEST_TIMEOUT_MS)
+          : undefined,
+      }),
       { logger: false, abortOnError: false },
     );
     await configureApi(app);

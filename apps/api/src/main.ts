@@ -12,7 +12,7 @@ exitOnInvalidConfig('api');
 async function bootstrap(): Promise<void> {
   const app = await NestFactory.create<NestFastifyApplication>(
     ApiModule.forRoot(),
-    httpAdapter(loadAppConfig().TRUST_PROXY),
+    httpAdapter(loadAppConfig()),
     { abortOnError: false, bufferLogs: true },
   );
   app.useLogger(app.get(Logger));

@@ -184,6 +184,14 @@ export class AppConfig {
   })
   TRUST_PROXY = 'loopback';
 
+  /**
+   * How long the api waits for a request to arrive in full (its headers and body) before it
+   * answers 408 and closes the connection: a client trickling a large upload holds its memory
+   * no longer. Node's own default, which Fastify turns off.
+   */
+  @IntRange(1_000, 3_600_000)
+  REQUEST_TIMEOUT_MS = 300_000;
+
   /** Requests a minute per API key (and per admin user); 0 turns the limit off. */
   @IntRange(0, 1_000_000)
   RATE_LIMIT_PER_MINUTE = 600;
