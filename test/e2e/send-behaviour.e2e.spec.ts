@@ -4,10 +4,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { MessageRepository, PacingRepository, SendQueueBell } from '@app/status-store';
 import { JobName, QueueProducer } from '@app/queue';
 import { EngineError, SessionManager, textFingerprint } from '@app/whatsapp';
-import { SendService } from '../../apps/worker/src/send/send.service.js';
+import { UnrecoverableError } from 'bullmq';
+import { SendService, SentButNotRecorded } from '../../apps/worker/src/send/send.service.js';
+import { ExpirySweeper } from '../../apps/worker/src/send/expiry-sweeper.service.js';
+import { OUTCOME_WINDOW_MS } from '../../apps/worker/src/send/send-consumers.service.js';
 import { STALE_CLAIM_MS } from '../../apps/api/src/messages/messages.service.js';
 import { eventually } from '../support/eventually.js';
-import { orphanNextSend } from '../support/orphan-job.js';
+import { orphanNextSend, takeNextSend } from '../support/orphan-job.js';
 import { Stack, useStack } from '../support/stack.js';
 
 const sendText = (stack: Stack, to: string, text: string, headers: Record<string, string> = {}) =>
@@ -354,6 +357,41 @@ describe('a session that is not READY', () => {
     await stack.sandbox().link();
     const read = await stack.waitForStatus(body.data.id, 'read');
     expect(read.attempts).toBe(1);
+  });
+});
+
+describe('a send job BullMQ failed whose outcome never reached its message', () => {
+  const stack = useStack({ SANDBOX_LINK_DELAY_MS: 'manual' });
+
+  /** Fails the session's next send job as a worker that then ended (or lost Redis) would. */
+  const failNextSend = (reason: string) =>
+    takeNextSend(stack, stack.worker!.get(QueueProducer), 'main', (job, token) =>
+      job.moveToFailed(new UnrecoverableError(reason), token, false),
+    );
+
+  it('is written by the sweep once its window passed: failed, or sent when WhatsApp took it', async () => {
+    const failedOne = (await sendText(stack, '4915100000031', 'stalled')).body.data.id;
+    expect(await failNextSend('job stalled more than allowable limit')).toBe(failedOne);
+    const sentOne = (await sendText(stack, '4915100000032', 'unrecorded')).body.data.id;
+    expect(
+      await failNextSend(
+        new SentButNotRecorded('main', 'true_4915100000032@c.us_TAKEN', 'redis timeout').message,
+      ),
+    ).toBe(sentOne);
+    const sweeper = stack.worker!.get(ExpirySweeper);
+    // Within the window the failing worker had to write it: left alone.
+    await sweeper.sweep();
+    for (const id of [failedOne, sentOne])
+      expect((await stack.call('GET', `/api/v1/messages/${id}`)).body.data.status).toBe('queued');
+    await sweeper.sweep(Date.now() + OUTCOME_WINDOW_MS + 1_000);
+    const failed = (await stack.call('GET', `/api/v1/messages/${failedOne}`)).body.data;
+    expect(failed).toMatchObject({ status: 'failed', error: { code: 'SEND_FAILED' } });
+    expect(failed.error.message).toContain('stalled');
+    expect((await stack.call('GET', `/api/v1/messages/${sentOne}`)).body.data.status).toBe('sent');
+    expect(await stack.worker!.get(MessageRepository).get(sentOne)).toMatchObject({
+      engineMessageId: 'true_4915100000032@c.us_TAKEN',
+    });
+    expect(stack.sandbox().sends).toHaveLength(0);
   });
 });
 

@@ -1,6 +1,6 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
-import { Queue, type QueueOptions } from 'bullmq';
+import { Queue, type Job, type QueueOptions } from 'bullmq';
 import { AppConfig } from '@app/config';
 import { REDIS, RedisKeys, SendIntake, SendQueueBell, pipelineReplies } from '@app/status-store';
 import type { Redis } from 'ioredis';
@@ -63,6 +63,35 @@ export class QueueProducer implements OnApplicationShutdown {
     for (const id of jobIds) pipeline.exists(`${queue.toKey(id)}:lock`);
     const held = await pipelineReplies(pipeline);
     return jobIds.filter((_, i) => held[i] === 0);
+  }
+
+  /**
+   * The jobs that ended in the queue's failed set at `from` to `to` (ms, both included), oldest
+   * first, at most `limit` (BullMQ scores that set by when each job finished), and, when there
+   * may be more, when the last of them finished (to go on from).
+   */
+  async failedBetween(
+    queue: Queue,
+    from: number,
+    to: number,
+    limit: number,
+  ): Promise<{ jobs: Job[]; more: number | null }> {
+    if (to < from) return { jobs: [], more: null };
+    const found = await this.redis.zrangebyscore(
+      queue.toKey('failed'),
+      from,
+      to,
+      'WITHSCORES',
+      'LIMIT',
+      0,
+      limit,
+    );
+    const ids = found.filter((_, i) => i % 2 === 0);
+    const jobs = await Promise.all(ids.map((id) => queue.getJob(id)));
+    return {
+      jobs: jobs.filter((job): job is Job => !!job),
+      more: ids.length === limit ? Number(found.at(-1)) : null,
+    };
   }
 
   /**

@@ -1,16 +1,20 @@
 import { Injectable, Logger } from '@nestjs/common';
 import type { Queue } from 'bullmq';
 import { AppConfig } from '@app/config';
-import { QueueProducer } from '@app/queue';
+import { JobName, QueueProducer } from '@app/queue';
 import { MessageRepository } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { Periodic, sweepEvery } from './periodic.js';
-import { SendConsumers } from './send-consumers.service.js';
-import { expiryError } from './send.service.js';
+import { OUTCOME_WINDOW_MS, SendConsumers } from './send-consumers.service.js';
+import { SentButNotRecorded, expiryError } from './send.service.js';
 
 /** Jobs looked at per session and sweep; older ones are reached on later sweeps. */
 const BATCH = 500;
+/** How far back a worker's first sweep looks for failed send jobs whose message still waits. */
+const FAILED_LOOKBACK_MS = 24 * 3_600_000;
+/** A message that may still be sent (or failed): its send job's outcome is not on it yet. */
+const WAITING = new Set(['scheduled', 'queued', 'sending']);
 
 /**
  * Fails messages that waited longer than MESSAGE_TTL_MS in the queue of a session that is not
@@ -27,6 +31,8 @@ export class ExpirySweeper {
   private readonly periodic = new Periodic();
   /** Per queue, its active jobs found without a lock at the last sweep. */
   private readonly unlocked = new Map<string, Set<string>>();
+  /** Per queue, up to when (ms) its failed set was looked at. */
+  private readonly failedSeen = new Map<string, number>();
 
   constructor(
     private readonly config: AppConfig,
@@ -56,6 +62,11 @@ export class ExpirySweeper {
       ...this.sessions.unattendedSessionIds(),
     ];
     for (const sessionId of sessionIds) {
+      try {
+        await this.settleFailed(sessionId, this.queues.queueFor(sessionId), now);
+      } catch (err) {
+        this.log.warn({ sessionId, err: (err as Error).message }, 'failed-job sweep failed');
+      }
       const held = this.consumers.isHeld(sessionId);
       if (this.sessions.isReady(sessionId) && !held) continue;
       // One session's failure (its queue, Redis for a moment) does not stop the others'.
@@ -76,6 +87,41 @@ export class ExpirySweeper {
     }
     if (expired) this.log.warn({ expired }, 'expired messages of sessions that are not ready');
     return expired;
+  }
+
+  /**
+   * Writes on their messages the outcome of send jobs BullMQ failed whose messages still wait:
+   * the worker that failed them tried for OUTCOME_WINDOW_MS and gave up (Redis, or the record's
+   * Cluster node, away that long), or ended meanwhile, and nothing else looks at a failed job
+   * again. Each job is looked at once (after that window), from the newest looked at before;
+   * a worker's first sweep looks back FAILED_LOOKBACK_MS. Returns how many were written.
+   */
+  private async settleFailed(sessionId: string, queue: Queue, now: number): Promise<number> {
+    const memo = queue.toKey('');
+    const to = now - OUTCOME_WINDOW_MS;
+    const from = this.failedSeen.get(memo) ?? now - FAILED_LOOKBACK_MS;
+    const { jobs, more } = await this.queues.failedBetween(queue, from, to, BATCH);
+    let settled = 0;
+    for (const job of jobs) {
+      if (job.name !== JobName.SendMessage) continue;
+      const record = await this.messages.get(job.data.messageId);
+      if (!record || record.engineMessageId || !WAITING.has(record.status)) continue;
+      const reason = job.failedReason || 'its send job failed';
+      await this.consumers.recordGivenUp(
+        job,
+        SentButNotRecorded.fromMessage(sessionId, reason) ?? new Error(reason),
+      );
+      settled++;
+    }
+    // Those that finished in the last one's millisecond are looked at again: harmless, as an
+    // outcome is written only while the message waits.
+    this.failedSeen.set(memo, more ?? to);
+    if (settled)
+      this.log.warn(
+        { sessionId, settled },
+        'wrote the outcome of failed send jobs on their messages',
+      );
+    return settled;
   }
 
   /** Fails the expired messages of one of the session's queues and removes their jobs. */

@@ -40,7 +40,7 @@ const IDLE_LOOK_SECONDS = 15;
 /** How many of a deleted session's jobs are read at a time to fail their messages. */
 const DROP_PAGE = 500;
 /** How long a job's last outcome is tried again on its message when Redis fails the write. */
-const OUTCOME_WINDOW_MS = 120_000;
+export const OUTCOME_WINDOW_MS = 120_000;
 /** How long after a consumer starts it keeps moving jobs from its session's old queue. */
 const LEGACY_QUEUE_FOLLOW_MS = 3_600_000;
 /**
@@ -449,24 +449,34 @@ export class SendConsumers {
     return this.messages.failIfUnsent(messageId, { code: 'SEND_FAILED', message });
   }
 
+  /**
+   * What a send job BullMQ failed (its tries used up, or given up on outside our handling:
+   * stalled too often) comes to on its message: sent, when WhatsApp took it and only its
+   * record could not say so (Redis failed), else failed, unless the message moved on. Written
+   * once; the expiry sweep also calls it for a job in the failed set whose message still
+   * waits (the write here did not get through within OUTCOME_WINDOW_MS, or the process ended).
+   */
+  recordGivenUp(job: Job, err: Error): Promise<unknown> {
+    return err instanceof SentButNotRecorded
+      ? this.messages.markSent(
+          { id: job.data.messageId, sessionId: err.sessionId },
+          err.engineMessageId,
+        )
+      : this.failGivenUp(job.data.messageId, err);
+  }
+
   /** A job that failed outside our own handling (stalled too often): make it visible on the message. */
   private async onFailed(job: Job | undefined, err: Error): Promise<void> {
     if (!job || job.name !== JobName.SendMessage || err instanceof DelayedError) return;
     const exhausted =
       job.attemptsMade >= (job.opts.attempts ?? 1) || err instanceof UnrecoverableError;
     if (!exhausted) return;
-    // WhatsApp took it; only its record could not say so (Redis failed): it is sent, not failed.
-    const record = (): Promise<unknown> =>
-      err instanceof SentButNotRecorded
-        ? this.messages.markSent(
-            { id: job.data.messageId, sessionId: err.sessionId },
-            err.engineMessageId,
-          )
-        : this.failGivenUp(job.data.messageId, err);
-    // Nothing else ever looks at this job again (it is in BullMQ's failed set): a write that
-    // fails is tried again through a Redis restart or failover, or the message would stay
-    // `sending` for good.
-    const done = await retried(record, Date.now() + OUTCOME_WINDOW_MS, () => this.closing);
+    // Tried again through a Redis restart or failover; past that, the expiry sweep finds it.
+    const done = await retried(
+      () => this.recordGivenUp(job, err),
+      Date.now() + OUTCOME_WINDOW_MS,
+      () => this.closing,
+    );
     if ('error' in done)
       this.log.warn(
         { messageId: job.data.messageId, err: done.error.message },

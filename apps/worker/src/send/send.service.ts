@@ -107,6 +107,13 @@ export class SentButNotRecorded extends Error {
     );
     this.name = 'SentButNotRecorded';
   }
+
+  /** The error a failed job of the session kept only as its message (failedReason), if one. */
+  static fromMessage(sessionId: string, message: string): SentButNotRecorded | null {
+    const found =
+      /^WhatsApp took the message \((.+?)\) but its record was not updated: (.*)$/s.exec(message);
+    return found ? new SentButNotRecorded(sessionId, found[1], found[2]) : null;
+  }
 }
 
 /**
