@@ -101,10 +101,12 @@ export class ExpirySweeper {
     const to = now - OUTCOME_WINDOW_MS;
     const from = this.failedSeen.get(memo) ?? now - FAILED_LOOKBACK_MS;
     const { jobs, more } = await this.queues.failedBetween(queue, from, to, BATCH);
+    const sends = jobs.filter((job) => job.name === JobName.SendMessage);
+    // Read together (one round trip): most are of messages failed long ago, as they should be.
+    const records = await Promise.all(sends.map((job) => this.messages.get(job.data.messageId)));
     let settled = 0;
-    for (const job of jobs) {
-      if (job.name !== JobName.SendMessage) continue;
-      const record = await this.messages.get(job.data.messageId);
+    for (const [i, job] of sends.entries()) {
+      const record = records[i];
       if (!record || record.engineMessageId || !WAITING.has(record.status)) continue;
       const reason = job.failedReason || 'its send job failed';
       await this.consumers.recordGivenUp(
