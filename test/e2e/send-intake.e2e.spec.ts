@@ -4,7 +4,7 @@ import { MessageRepository } from '@app/status-store';
 import { STALE_CLAIM_MS } from '../../apps/api/src/messages/messages.service.js';
 import { vi } from 'vitest';
 import { eventually } from '../support/eventually.js';
-import { useStack } from '../support/stack.js';
+import { useStack, type ApiAnswer } from '../support/stack.js';
 import { WebhookReceiver } from '../support/webhook-receiver.js';
 
 // The api writes each accepted send with its record (the session's intake); the session's
@@ -164,6 +164,32 @@ describe('accepted sends become jobs', () => {
       expect(batch.status).toBe(200);
       expect(batch.body.data).toMatchObject({ total: 2, counts: { read: 2 } });
     }, 10_000);
+  });
+
+  it('keeps a message a retry with its key was answered with while its write was in doubt: that 202 is sent, once', async () => {
+    const repository = stack.api!.get(MessageRepository);
+    const write = repository.createMany.bind(repository);
+    const key = { 'idempotency-key': 'lost-answer-4' };
+    const body = { to: '4915100000079', text: 'answered meanwhile' };
+    let retry: ApiAnswer | undefined;
+    // Written, and before its lost answer fails this request, the client's retry comes.
+    vi.spyOn(repository, 'createMany').mockImplementationOnce(async (...args) => {
+      await write(...args);
+      retry = await stack.call('POST', '/api/v1/messages/text', body, key);
+      throw new Error('Connection is closed.');
+    });
+    const first = await stack.call('POST', '/api/v1/messages/text', body, key);
+    expect(retry?.status).toBe(202);
+    const id = retry!.body.data.id as string;
+    // Not taken back: the first request says it is queued, and the key stays bound to it.
+    expect(first.status).toBe(503);
+    expect(first.body.error.details).toEqual([{ index: 0, message: `queued: ${id}` }]);
+    await stack.waitForStatus(id, 'read');
+    const again = await stack.call('POST', '/api/v1/messages/text', body, key);
+    expect(again.body.data.id).toBe(id);
+    expect(
+      stack.sandbox().sends.filter((send) => send.chatId === '4915100000079@c.us'),
+    ).toHaveLength(1);
   });
 
   it('keeps the Idempotency-Key when the outcome is unknown: a retry with it answers the message written, sent once', async () => {

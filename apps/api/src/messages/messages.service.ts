@@ -394,7 +394,8 @@ export class MessagesService {
   ): Promise<MessageRecord | null> {
     if (!context.idempotencyKey) return null;
     const claim = await this.idempotency.get(context.callerScope, context.idempotencyKey);
-    const earlier = claim && (await this.messages.get(claim.messageId));
+    // Stamped as answered (if it is that resend): its request can no longer take it back.
+    const earlier = claim && (await this.messages.answer(claim.messageId, messageId));
     return earlier?.resendOf === messageId ? earlier : null;
   }
 
@@ -714,10 +715,13 @@ export class MessagesService {
     return quoted;
   }
 
-  /** A concurrent request with the same key may still be writing its record (2 s at most). */
+  /**
+   * A concurrent request with the same key may still be writing its record (2 s at most).
+   * Read as answered: that request, its write's answer lost, no longer takes it back.
+   */
   private async waitForRecord(messageId: string): Promise<MessageRecord | null> {
     for (let i = 0; i < 40; i++) {
-      const record = await this.messages.get(messageId);
+      const record = await this.messages.answer(messageId);
       if (record) return record;
       await sleep(50);
     }
