@@ -291,7 +291,9 @@ return out
 // sent meanwhile (a cancel racing the consumer loses or wins here, never both), and once the
 // session's pacing interval has passed on the server's clock (a previous owner's last send).
 // KEYS[1] message, [2] the session's last send; ARGV[7] fields (JSON, flat), [8] pacing
-// interval (ms, 0: none). Returns the status found, or the ms still to wait (a number).
+// interval (ms, 0: none), [9] now (ISO). Returns the status found, or the ms still to wait (a
+// number). Claimed again while `sending` (an earlier try may have reached WhatsApp), it keeps
+// its first claim's sendingAt: the look in the chat goes from there to this claim (claimedAt).
 const CLAIM = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -305,6 +307,9 @@ if tonumber(ARGV[8]) > 0 then
   if wait > 0 then return wait end
 end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
+if status ~= 'sending' or (redis.call('HGET', KEYS[1], 'sendingAt') or '') == '' then
+  redis.call('HSET', KEYS[1], 'sendingAt', ARGV[9])
+end
 count_status(session_id, status, 'sending')
 publish_event(session_id, 'message.status', snapshot)
 return 'claimed'
@@ -339,7 +344,7 @@ if tonumber(ARGV[10]) > 0 then
   ${pacingWaitLua('KEYS[2]', 'ARGV[10]')}
   if wait > 0 then return { 0, flat } end
 end
-redis.call('HSET', KEYS[1], 'status', 'sending', 'sendingAt', ARGV[9],
+redis.call('HSET', KEYS[1], 'status', 'sending', 'sendingAt', ARGV[9], 'claimedAt', ARGV[9],
   'attempts', tostring(tonumber(r.attempts or '0') + 1), 'nextAttemptAt', '')
 count_status(r.sessionId, r.status, 'sending')
 publish_event(r.sessionId, 'message.status', snapshot)
@@ -651,7 +656,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
         JSON.stringify([
           'status',
           'sending',
-          'sendingAt',
+          'claimedAt',
           now.toISOString(),
           'attempts',
           String(attempts),
@@ -659,6 +664,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
           '',
         ]),
         pacing?.intervalMs ?? 0,
+        now.toISOString(),
       ],
     )) as 'claimed' | 'missing' | MessageStatus | number;
     return typeof claim === 'number' ? { waitMs: claim } : claim;
@@ -985,6 +991,7 @@ const NULLABLE: (keyof MessageRecord)[] = [
   'replyTo',
   'quotedEngineId',
   'sendingAt',
+  'claimedAt',
   'sentAt',
   'deliveredAt',
   'readAt',
@@ -1078,6 +1085,7 @@ function newRecord(message: NewMessage, now: Date): MessageRecord {
     attempts: 0,
     createdAt: now.toISOString(),
     sendingAt: null,
+    claimedAt: null,
     sentAt: null,
     deliveredAt: null,
     readAt: null,
