@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { QueueProducer } from '@app/queue';
-import { MessageRepository } from '@app/status-store';
+import { MessageRepository, SendQueueBell } from '@app/status-store';
 import { STALE_CLAIM_MS } from '../../apps/api/src/messages/messages.service.js';
 import { vi } from 'vitest';
 import { eventually } from '../support/eventually.js';
-import { useStack } from '../support/stack.js';
+import { useStack, type ApiAnswer } from '../support/stack.js';
 import { WebhookReceiver } from '../support/webhook-receiver.js';
 
 // The api writes each accepted send with its record (the session's intake); the session's
@@ -166,6 +166,32 @@ describe('accepted sends become jobs', () => {
     }, 10_000);
   });
 
+  it('keeps a message a retry with its key was answered with while its write was in doubt: that 202 is sent, once', async () => {
+    const repository = stack.api!.get(MessageRepository);
+    const write = repository.createMany.bind(repository);
+    const key = { 'idempotency-key': 'lost-answer-4' };
+    const body = { to: '4915100000079', text: 'answered meanwhile' };
+    let retry: ApiAnswer | undefined;
+    // Written, and before its lost answer fails this request, the client's retry comes.
+    vi.spyOn(repository, 'createMany').mockImplementationOnce(async (...args) => {
+      await write(...args);
+      retry = await stack.call('POST', '/api/v1/messages/text', body, key);
+      throw new Error('Connection is closed.');
+    });
+    const first = await stack.call('POST', '/api/v1/messages/text', body, key);
+    expect(retry?.status).toBe(202);
+    const id = retry!.body.data.id as string;
+    // Not taken back: the first request says it is queued, and the key stays bound to it.
+    expect(first.status).toBe(503);
+    expect(first.body.error.details).toEqual([{ index: 0, message: `queued: ${id}` }]);
+    await stack.waitForStatus(id, 'read');
+    const again = await stack.call('POST', '/api/v1/messages/text', body, key);
+    expect(again.body.data.id).toBe(id);
+    expect(
+      stack.sandbox().sends.filter((send) => send.chatId === '4915100000079@c.us'),
+    ).toHaveLength(1);
+  });
+
   it('keeps the Idempotency-Key when the outcome is unknown: a retry with it answers the message written, sent once', async () => {
     const written = loseNextWriteAnswer();
     vi.spyOn(stack.api!.get(MessageRepository), 'takeBack').mockRejectedValueOnce(
@@ -185,5 +211,99 @@ describe('accepted sends become jobs', () => {
     expect(
       stack.sandbox().sends.filter((send) => send.chatId === '4915100000074@c.us'),
     ).toHaveLength(1);
+  });
+
+  /** A file of a message sent with it, kept until sent: whether it still is. */
+  const fileKept = async (messageId: string) =>
+    (await stack.redis.exists(stack.keys.messageUpload(messageId))) === 1;
+  const pdfFile = { mediaBase64: 'JVBERi0xLjcK', mimetype: 'application/pdf' };
+  const pdf = { type: 'media', ...pdfFile };
+
+  it('answers a cancel as done though removing its job or its file then fails: the message is cancelled', async () => {
+    const sendAt = new Date(Date.now() + 60_000).toISOString();
+    const producer = stack.api!.get(QueueProducer);
+    const repository = stack.api!.get(MessageRepository);
+    for (const [index, fail] of [
+      () =>
+        vi.spyOn(producer, 'removeJob').mockRejectedValueOnce(new Error('Connection is closed.')),
+      () =>
+        vi
+          .spyOn(repository, 'dropUpload')
+          .mockRejectedValueOnce(new Error('Connection is closed.')),
+    ].entries()) {
+      const accepted = await stack.call('POST', '/api/v1/messages/media', {
+        to: `491510000009${index}`,
+        ...pdfFile,
+        sendAt,
+      });
+      expect(accepted.status).toBe(202);
+      const spy = fail();
+      try {
+        const cancelled = await stack.call('DELETE', `/api/v1/messages/${accepted.body.data.id}`);
+        expect(cancelled.status).toBe(200);
+        expect(cancelled.body.data.status).toBe('cancelled');
+      } finally {
+        spy.mockRestore();
+      }
+    }
+  });
+
+  /** A batch of `kept` (to main) and one to a session that does not exist, which passes the check. */
+  async function refusedBatch(kept: Record<string, unknown>) {
+    const repository = stack.api!.get(MessageRepository);
+    // Deleted between the check and the writes: the writes refuse it.
+    const check = vi.spyOn(repository, 'sessionNotTakingSends').mockResolvedValueOnce(null);
+    try {
+      return await stack.call('POST', '/api/v1/messages/batch', {
+        messages: [kept, { type: 'text', sessionId: 'nosuch', to: '4915100000099', text: 'no' }],
+      });
+    } finally {
+      check.mockRestore();
+    }
+  }
+
+  it('keeps the file of a refused batch message a worker took meanwhile: it is sent with it', async () => {
+    const repository = stack.api!.get(MessageRepository);
+    const takeBack = repository.takeBack.bind(repository);
+    // Its worker makes its send a job before the others are taken back.
+    const spy = vi.spyOn(repository, 'takeBack').mockImplementationOnce(async (...args) => {
+      await stack.api!.get(SendQueueBell).ring('main');
+      await eventually(async () =>
+        expect(await stack.redis.llen(stack.keys.sendIntake('main'))).toBe(0),
+      );
+      return takeBack(...args);
+    });
+    try {
+      // Due a moment later, so its file is looked at before the worker sends it.
+      const sendAt = new Date(Date.now() + 1_500).toISOString();
+      const answer = await refusedBatch({ ...pdf, to: '4915100000093', sendAt });
+      expect(answer.status).toBe(404);
+      const id = /will be sent: ([0-9a-f-]{36})$/.exec(answer.body.error.message)?.[1];
+      expect(id).toBeDefined();
+      expect(await fileKept(id!)).toBe(true);
+      await stack.waitForStatus(id!, 'read');
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('says the messages of a refused batch may have been queued when taking them back fails, and keeps their files', async () => {
+    const repository = stack.api!.get(MessageRepository);
+    const spy = vi
+      .spyOn(repository, 'takeBack')
+      .mockRejectedValueOnce(new Error('Connection is closed.'));
+    try {
+      const sendAt = new Date(Date.now() + 1_500).toISOString();
+      const answer = await refusedBatch({ ...pdf, to: '4915100000094', sendAt });
+      expect(answer.status).toBe(404);
+      expect(answer.body.error.message).toMatch(/may have been queued/);
+      const id = /([0-9a-f-]{36})$/.exec(answer.body.error.message)?.[1];
+      expect(id).toBeDefined();
+      // It was: it is sent, with its file.
+      expect(await fileKept(id!)).toBe(true);
+      await stack.waitForStatus(id!, 'read');
+    } finally {
+      spy.mockRestore();
+    }
   });
 });

@@ -6,7 +6,7 @@ import { MessageRepository } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
 import { SendService } from '../../apps/worker/src/send/send.service.js';
 import { eventually } from '../support/eventually.js';
-import { useStack } from '../support/stack.js';
+import { useStack, type ApiAnswer } from '../support/stack.js';
 
 const RESTRICTION_MS = 1500;
 
@@ -237,6 +237,34 @@ describe('ACK_TIMEOUT_MS and resend', () => {
     expect(again.status).toBe(202);
     expect(again.body.data.resendOf).toBe(failed.body.data.id);
     // And once only.
+    expect((await stack.call('POST', path)).status).toBe(409);
+  });
+
+  it('keeps a resend a retry with its key was answered with while its write was in doubt', async () => {
+    const failed = await stack.call('POST', '/api/v1/messages/text', {
+      to: '000123456787',
+      text: 'no account, resent',
+    });
+    await stack.waitForStatus(failed.body.data.id, 'failed');
+    const messages = stack.api!.get(MessageRepository);
+    const write = messages.createMany.bind(messages);
+    const key = { 'idempotency-key': 'resend-in-doubt' };
+    const path = `/api/v1/messages/${failed.body.data.id}/resend`;
+    let retry: ApiAnswer | undefined;
+    // The resend is written, and before its lost answer fails this request, the retry comes.
+    vi.spyOn(messages, 'createMany').mockImplementationOnce(async (...args) => {
+      await write(...args);
+      retry = await stack.call('POST', path, undefined, key);
+      throw new Error('Connection is closed.');
+    });
+    const first = await stack.call('POST', path, undefined, key);
+    expect(retry?.status).toBe(202);
+    const id = retry!.body.data.id as string;
+    expect(first.status).toBe(503);
+    expect(first.body.error.details).toEqual([{ index: 0, message: `queued: ${id}` }]);
+    // The message the retry was answered with is sent (and fails as its first did), not gone.
+    await stack.waitForStatus(id, 'failed');
+    expect((await stack.call('POST', path, undefined, key)).body.data.id).toBe(id);
     expect((await stack.call('POST', path)).status).toBe(409);
   });
 

@@ -100,6 +100,34 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect(await messages.take(message.id, claim)).toMatchObject({ claimed: false });
   });
 
+  it('keeps the first claim of a message claimed again while sending, and the latest in claimedAt; a claim from queued starts anew', async () => {
+    const message = await stored();
+    const first = new Date(Date.now() - 60_000);
+    expect(await messages.claimForSending(message.id, 1, undefined, first)).toBe('claimed');
+    // Its try stopped before the engine call; an earlier one may have sent it: still sending.
+    const second = new Date(Date.now() - 30_000);
+    expect(await messages.claimForSending(message.id, 2, undefined, second)).toBe('claimed');
+    expect(await messages.get(message.id)).toMatchObject({
+      status: 'sending',
+      attempts: 2,
+      sendingAt: first.toISOString(),
+      claimedAt: second.toISOString(),
+    });
+    // Given back (nothing went out): its next claim is a first one.
+    await messages.unclaim(message.id, 2);
+    const third = new Date();
+    expect(await messages.claimForSending(message.id, 3, undefined, third)).toBe('claimed');
+    expect(await messages.get(message.id)).toMatchObject({
+      sendingAt: third.toISOString(),
+      claimedAt: third.toISOString(),
+    });
+    // Claimed with its read: both times too.
+    const taken = await stored();
+    expect(await messages.take(taken.id, claim)).toMatchObject({ claimed: true });
+    const after = await messages.get(taken.id);
+    expect(after?.claimedAt).toBe(after?.sendingAt);
+  });
+
   it('gives a claim back (unclaim): queued again with the tries it had, claimable again', async () => {
     const message = await stored();
     const before = await messages.counts('main');

@@ -86,7 +86,12 @@ export interface MessageRecord {
   createdAt: string;
   /** When a scheduled message is due (null: at once). */
   sendAt: string | null;
+  /**
+   * When it was first claimed for sending, kept while it stays `sending`: the tries that may
+   * have reached WhatsApp were made from then until `claimedAt`, its latest claim.
+   */
   sendingAt: string | null;
+  claimedAt: string | null;
   sentAt: string | null;
   deliveredAt: string | null;
   readAt: string | null;

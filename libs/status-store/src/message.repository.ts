@@ -86,6 +86,19 @@ return 1
   ),
 );
 
+// A message a retry of its request answers with (the same Idempotency-Key), read and stamped
+// `answeredAt` in one step: its request, its write's answer lost, must no longer take it back
+// (TAKE_BACK), or the retry's 202 names a message never sent. KEYS[1] message; ARGV[1] now
+// (ISO), [2] the message it must be a resend of to be stamped ('': any). The record as read.
+const ANSWER = new LuaScript(`
+local flat = redis.call('HGETALL', KEYS[1])
+local status, resend_of = unpack(redis.call('HMGET', KEYS[1], 'status', 'resendOf'))
+if status and (ARGV[2] == '' or resend_of == ARGV[2]) then
+  redis.call('HSETNX', KEYS[1], 'answeredAt', ARGV[1])
+end
+return flat
+`);
+
 // KEYS[1] message; ARGV[1] the resend claim to take back (only if it is still that one).
 const RELEASE_RESEND = new LuaScript(`
 if redis.call('HGET', KEYS[1], 'resentAt') == ARGV[1] then redis.call('HDEL', KEYS[1], 'resentAt') end
@@ -278,7 +291,9 @@ return out
 // sent meanwhile (a cancel racing the consumer loses or wins here, never both), and once the
 // session's pacing interval has passed on the server's clock (a previous owner's last send).
 // KEYS[1] message, [2] the session's last send; ARGV[7] fields (JSON, flat), [8] pacing
-// interval (ms, 0: none). Returns the status found, or the ms still to wait (a number).
+// interval (ms, 0: none), [9] now (ISO). Returns the status found, or the ms still to wait (a
+// number). Claimed again while `sending` (an earlier try may have reached WhatsApp), it keeps
+// its first claim's sendingAt: the look in the chat goes from there to this claim (claimedAt).
 const CLAIM = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
@@ -292,6 +307,9 @@ if tonumber(ARGV[8]) > 0 then
   if wait > 0 then return wait end
 end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
+if status ~= 'sending' or (redis.call('HGET', KEYS[1], 'sendingAt') or '') == '' then
+  redis.call('HSET', KEYS[1], 'sendingAt', ARGV[9])
+end
 count_status(session_id, status, 'sending')
 publish_event(session_id, 'message.status', snapshot)
 return 'claimed'
@@ -326,7 +344,7 @@ if tonumber(ARGV[10]) > 0 then
   ${pacingWaitLua('KEYS[2]', 'ARGV[10]')}
   if wait > 0 then return { 0, flat } end
 end
-redis.call('HSET', KEYS[1], 'status', 'sending', 'sendingAt', ARGV[9],
+redis.call('HSET', KEYS[1], 'status', 'sending', 'sendingAt', ARGV[9], 'claimedAt', ARGV[9],
   'attempts', tostring(tonumber(r.attempts or '0') + 1), 'nextAttemptAt', '')
 count_status(r.sessionId, r.status, 'sending')
 publish_event(r.sessionId, 'message.status', snapshot)
@@ -356,19 +374,20 @@ return 'cancelled'
 // its intake entry is still there (not made a job). KEYS[1] message, [2] session index, [3]
 // the session's intake, [4] its scheduled index; ARGV[7] message id, [8] its intake entry,
 // [9] the fields it is cancelled with (JSON, flat). 'taken-back'; 'queued' when the send is a job already, or
-// was taken as one (the message stays, accepted); 'absent' when there is no record. Webhook targets were told it was
-// queued (its CREATE's event): they are told it is cancelled, before it goes.
+// was taken as one, or a retry was answered with it (the message stays, accepted); 'absent' when there is no record.
+// Webhook targets were told it was queued (its CREATE's event): they are told it is cancelled, before it goes.
 const TAKE_BACK = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
       `
-local session_id, status, attempts, sending_at, engine_id = unpack(redis.call('HMGET', KEYS[1],
-  'sessionId', 'status', 'attempts', 'sendingAt', 'engineMessageId'))
+local session_id, status, attempts, sending_at, engine_id, answered = unpack(redis.call('HMGET', KEYS[1],
+  'sessionId', 'status', 'attempts', 'sendingAt', 'engineMessageId', 'answeredAt'))
 if not session_id then return 'absent' end
 -- Taken by a worker all the same (its entry made a job, the entry's removal then failed):
--- claimed, tried or sent, it is no longer as CREATE wrote it, and stays.
+-- claimed, tried or sent, it is no longer as CREATE wrote it, and stays. So does one a retry
+-- with the request's Idempotency-Key was answered with (ANSWER): that client holds its 202.
 local untouched = (status == 'queued' or status == 'scheduled') and (attempts or '0') == '0'
-  and (sending_at or '') == '' and (engine_id or '') == ''
+  and (sending_at or '') == '' and (engine_id or '') == '' and not answered
 if not untouched then return 'queued' end
 if redis.call('LREM', KEYS[3], 1, ARGV[8]) == 0 then return 'queued' end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[9])))
@@ -519,6 +538,24 @@ export class MessageRepository implements BeforeApplicationShutdown {
   }
 
   /**
+   * A message as a retry with its request's Idempotency-Key answers it (null: no such record),
+   * stamped so that request can no longer take it back (its write's answer lost): the retry's
+   * 202 is a message that will be sent. With `resendOf`, stamped only if it resends that one.
+   */
+  async answer(
+    messageId: string,
+    resendOf?: string,
+    now = new Date(),
+  ): Promise<MessageRecord | null> {
+    const flat = (await ANSWER.run(
+      this.redis,
+      [this.keys.message(messageId)],
+      [now.toISOString(), resendOf ?? ''],
+    )) as string[];
+    return recordOfFlat(flat);
+  }
+
+  /**
    * A message as its send finds it (null: no such record), claimed in the same round trip
    * (`claimed`, as claimForSending would) when `claim` is given and the message is plainly
    * sendable now: see TAKE. The record is as it was before the claim.
@@ -544,11 +581,9 @@ export class MessageRepository implements BeforeApplicationShutdown {
     )) as [number, string[]] | null;
     if (!taken) return null;
     const [claimed, flat] = taken;
-    const hash: Record<string, string> = {};
-    for (let i = 0; i < flat.length; i += 2) hash[flat[i]] = flat[i + 1];
-    // As get(): a hash without a status is no record (and TAKE claims only by status).
-    if (!hash.status) return null;
-    return { record: parseMessageRecord(hash), claimed: claimed === 1 };
+    // (TAKE claims only by status: a hash without one is neither a record nor claimed.)
+    const record = recordOfFlat(flat);
+    return record && { record, claimed: claimed === 1 };
   }
 
   /**
@@ -621,7 +656,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
         JSON.stringify([
           'status',
           'sending',
-          'sendingAt',
+          'claimedAt',
           now.toISOString(),
           'attempts',
           String(attempts),
@@ -629,6 +664,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
           '',
         ]),
         pacing?.intervalMs ?? 0,
+        now.toISOString(),
       ],
     )) as 'claimed' | 'missing' | MessageStatus | number;
     return typeof claim === 'number' ? { waitMs: claim } : claim;
@@ -955,6 +991,7 @@ const NULLABLE: (keyof MessageRecord)[] = [
   'replyTo',
   'quotedEngineId',
   'sendingAt',
+  'claimedAt',
   'sentAt',
   'deliveredAt',
   'readAt',
@@ -992,6 +1029,13 @@ function serialize(record: MessageRecord): Record<string, string> {
     hash[field] = JSON_FIELDS.has(field) ? JSON.stringify(value) : String(value);
   }
   return hash;
+}
+
+/** A record from HGETALL's flat reply in a script; as get(), a hash without a status is none. */
+function recordOfFlat(flat: string[]): MessageRecord | null {
+  const hash: Record<string, string> = {};
+  for (let i = 0; i < flat.length; i += 2) hash[flat[i]] = flat[i + 1];
+  return hash.status ? parseMessageRecord(hash) : null;
 }
 
 export function parseMessageRecord(hash: Record<string, string>): MessageRecord {
@@ -1041,6 +1085,7 @@ function newRecord(message: NewMessage, now: Date): MessageRecord {
     attempts: 0,
     createdAt: now.toISOString(),
     sendingAt: null,
+    claimedAt: null,
     sentAt: null,
     deliveredAt: null,
     readAt: null,

@@ -95,13 +95,19 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
   revoke(chatId: string, engineMessageId: string): Promise<string>;
   /**
    * The messages we sent to `chatId` from `since` (when a send that broke off was claimed,
-   * the call made soon after) whose content has one of `fingerprints`, tried in order: the
+   * the call made soon after; `lastClaim`, default `since`: its tries were claimed until
+   * then, each call made soon after) whose content has one of `fingerprints`, tried in order: the
    * answer to "did WhatsApp take it before we crashed?". Those of the first that any message
    * has, oldest first; several when the same content went out more than once (another message
    * of ours with the same text): the caller takes one no other message of ours was given. A
    * later (looser) fingerprint counts only when one message alone has it.
    */
-  findSentMessages(chatId: string, fingerprints: readonly string[], since: Date): Promise<string[]>;
+  findSentMessages(
+    chatId: string,
+    fingerprints: readonly string[],
+    since: Date,
+    lastClaim?: Date,
+  ): Promise<string[]>;
   /** Shows "typing…" in `chatId` for `ms`, then clears it; best effort (never throws). */
   showTyping(chatId: string, ms: number): Promise<void>;
   /** Whether `digits` (a phone number) has a WhatsApp account, and the chat id it has there. */

@@ -2182,6 +2182,27 @@ describe('WwebjsEngine findSentMessages', () => {
     await h.engine.stop();
   });
 
+  it('finds a send made by any try of a message claimed more than once, up to its latest claim', async () => {
+    const h = harness({ callTimeoutMs: 60_000 });
+    const client = await startReady(h);
+    // Claimed first at `since`, last 10 minutes later, whose call made it a minute after.
+    client.getChatById.mockResolvedValue(
+      chatWith([
+        {
+          id: { _serialized: 'late try', fromMe: true },
+          body: 'code 4321',
+          timestamp: at(660_000),
+        },
+      ]),
+    );
+    const find = (lastClaim?: Date) =>
+      h.engine.findSentMessages('4915122@c.us', [textFingerprint('code 4321')], since, lastClaim);
+    await expect(find(new Date(at(600_000) * 1000))).resolves.toEqual(['late try']);
+    // Past what its first claim's call could have made.
+    await expect(find()).resolves.toEqual([]);
+    await h.engine.stop();
+  });
+
   it('answers every match, oldest first: the same text sent twice', async () => {
     const h = harness();
     const client = await startReady(h);

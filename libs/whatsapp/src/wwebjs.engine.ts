@@ -680,6 +680,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     chatId: string,
     fingerprints: readonly string[],
     since: Date,
+    lastClaim = since,
   ): Promise<string[]> {
     const client = this.readyClient();
     const call = this.timedCall(this.attempt);
@@ -693,9 +694,10 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
         chat.fetchMessages({ limit: FIND_LIMIT, fromMe: true }),
       );
       // WhatsApp Web dates a message when the send call makes it: after the number lookup
-      // and within the send call, each given callTimeoutMs.
+      // and within the send call, each given callTimeoutMs, of any try from the first claim
+      // to the last.
       const notBefore = since.getTime() - FIND_SLACK_MS;
-      const notAfter = since.getTime() + 2 * this.settings.callTimeoutMs + FIND_SLACK_MS;
+      const notAfter = lastClaim.getTime() + 2 * this.settings.callTimeoutMs + FIND_SLACK_MS;
       const candidates = messages
         .filter(
           (msg) =>

@@ -1,5 +1,5 @@
 import { fileTypeFromBuffer } from 'file-type';
-import { Injectable } from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { plainToInstance } from 'class-transformer';
@@ -109,6 +109,8 @@ export interface SendContext {
 /** Accepts sends: validates the target, records the message `queued` and queues one job. */
 @Injectable()
 export class MessagesService {
+  private readonly log = new Logger(MessagesService.name);
+
   constructor(
     private readonly config: AppConfig,
     private readonly messages: MessageRepository,
@@ -394,7 +396,8 @@ export class MessagesService {
   ): Promise<MessageRecord | null> {
     if (!context.idempotencyKey) return null;
     const claim = await this.idempotency.get(context.callerScope, context.idempotencyKey);
-    const earlier = claim && (await this.messages.get(claim.messageId));
+    // Stamped as answered (if it is that resend): its request can no longer take it back.
+    const earlier = claim && (await this.messages.answer(claim.messageId, messageId));
     return earlier?.resendOf === messageId ? earlier : null;
   }
 
@@ -413,8 +416,19 @@ export class MessagesService {
         'CONFLICT',
         `Message ${messageId} is ${outcome}: only a scheduled or queued message can be cancelled`,
       );
-    await this.producer.removeJob(record.sessionId, messageId);
-    if (record.upload) await this.messages.dropUpload(messageId);
+    // Cancelled: the answer says so whatever follows. A job left behind finds the message
+    // cancelled and sends nothing; a file left behind expires with its own TTL.
+    await this.producer
+      .removeJob(record.sessionId, messageId)
+      .catch((err: unknown) =>
+        this.log.warn({ messageId, err }, 'cancelled, but its job could not be removed'),
+      );
+    if (record.upload)
+      await this.messages
+        .dropUpload(messageId)
+        .catch((err: unknown) =>
+          this.log.warn({ messageId, err }, 'cancelled, but its file could not be dropped'),
+        );
     return toPublicMessage(record);
   }
 
@@ -612,9 +626,12 @@ export class MessagesService {
       if (missing) refuse('NO_SESSION', missing);
     }
     const uploads = prepared.filter((item) => item.file);
-    const dropUploads = () =>
+    /** Drops the files sent with the messages, but those of `kept` (queued, to be sent). */
+    const dropUploads = (kept: string[] = []) =>
       Promise.all(
-        uploads.map((item) => this.messages.dropUpload(item.message.id).catch(() => undefined)),
+        uploads
+          .filter((item) => !kept.includes(item.message.id))
+          .map((item) => this.messages.dropUpload(item.message.id).catch(() => undefined)),
       );
     // Kept until sent; at most as long as the message may wait to be sent.
     await Promise.all(
@@ -662,13 +679,14 @@ export class MessagesService {
     if (refused >= 0) {
       // The others are taken back, unless a worker made one a job meanwhile (a batch over
       // several sessions, one deleted since it was checked): that one stays, and is named.
-      const back = await this.messages
-        .takeBack(records, acceptedAt, queue)
-        .catch(() => records.map(() => 'queued' as const));
-      await dropUploads();
-      const kept = records.filter((_, i) => back[i] === 'queued').map((record) => record.id);
+      // Not taken back (Redis failed): each may have been queued, and keeps its file.
+      const back = await this.messages.takeBack(records, acceptedAt, queue).catch(() => null);
+      const kept = records
+        .filter((_, i) => !back || back[i] === 'queued')
+        .map((record) => record.id);
+      await dropUploads(kept);
       if (kept.length) this.ringAll(sessionIds);
-      refuse('NO_SESSION', prepared[refused].message.sessionId, kept);
+      refuse('NO_SESSION', prepared[refused].message.sessionId, kept, back !== null);
     }
     // The session's consumer wakes for it (not awaited: were the ring lost, the worker's
     // periodic look at the intake still finds it).
@@ -714,10 +732,13 @@ export class MessagesService {
     return quoted;
   }
 
-  /** A concurrent request with the same key may still be writing its record (2 s at most). */
+  /**
+   * A concurrent request with the same key may still be writing its record (2 s at most).
+   * Read as answered: that request, its write's answer lost, no longer takes it back.
+   */
   private async waitForRecord(messageId: string): Promise<MessageRecord | null> {
     for (let i = 0; i < 40; i++) {
-      const record = await this.messages.get(messageId);
+      const record = await this.messages.answer(messageId);
       if (record) return record;
       await sleep(50);
     }
@@ -753,16 +774,22 @@ class UnknownOutcome extends AppError {
 /** A refusal after some of the messages were queued all the same (they will be sent). */
 class QueuedAllTheSame extends AppError {}
 
-/** The answer to a send its session cannot take now (`kept`: messages queued all the same). */
+/**
+ * The answer to a send its session cannot take now (`kept`: messages queued all the same, or,
+ * when not `keptKnown`, those that may have been: taking them back failed).
+ */
 function refuse(
   problem: 'NO_SESSION' | 'NO_WORKER',
   sessionId: string,
   kept: string[] = [],
+  keptKnown = true,
 ): never {
   if (problem === 'NO_SESSION' && kept.length)
     throw new QueuedAllTheSame(
       'NOT_FOUND',
-      `Session ${sessionId} does not exist; these were queued all the same and will be sent: ${kept.join(', ')}`,
+      keptKnown
+        ? `Session ${sessionId} does not exist; these were queued all the same and will be sent: ${kept.join(', ')}`
+        : `Session ${sessionId} does not exist; Redis failed while the others were taken back, so these may have been queued (look them up before sending them again): ${kept.join(', ')}`,
     );
   if (problem === 'NO_SESSION')
     throw new AppError('NOT_FOUND', `Session ${sessionId} does not exist`);

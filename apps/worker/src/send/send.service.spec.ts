@@ -53,6 +53,7 @@ function record(overrides: Partial<MessageRecord> = {}): MessageRecord {
     createdAt: new Date(NOW - 1_000).toISOString(),
     sendAt: null,
     sendingAt: null,
+    claimedAt: null,
     sentAt: null,
     deliveredAt: null,
     readAt: null,
@@ -356,9 +357,27 @@ describe('SendService: what it does with the message it is handed', () => {
       '4915123456789@c.us',
       [textFingerprint('hello')],
       new Date(sendingAt),
+      new Date(sendingAt),
     );
     expect(h.engine.sendText).not.toHaveBeenCalled();
     expect(h.store.calls).toEqual(['markFound true_4915123456789@c.us_FOUND']);
+  });
+
+  it('looks in the chat from the first claim of a send interrupted more than once to its latest claim', async () => {
+    const h = harness();
+    // Claimed again by a try that stopped before the engine call: the first may have sent it.
+    const sendingAt = new Date(NOW - 60_000).toISOString();
+    const claimedAt = new Date(NOW - 5_000).toISOString();
+    h.store.put(record({ status: 'sending', sendingAt, claimedAt, attempts: 2 }));
+    h.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_FOUND']);
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('recovered');
+    expect(h.engine.findSentMessages).toHaveBeenCalledWith(
+      '4915123456789@c.us',
+      [textFingerprint('hello')],
+      new Date(sendingAt),
+      new Date(claimedAt),
+    );
+    expect(h.engine.sendText).not.toHaveBeenCalled();
   });
 
   it("does not take another message's send of the same text for its own: sends it, or takes the next match", async () => {
@@ -558,6 +577,7 @@ describe('SendService: failures and retries', () => {
     expect(h.engine.findSentMessages).toHaveBeenCalledWith(
       '4915123456789@c.us',
       [mediaFingerprint(png), mediaLikeFingerprint('image', 'Look')],
+      new Date(sendingAt),
       new Date(sendingAt),
     );
     expect(h.engine.sendMedia).not.toHaveBeenCalled();

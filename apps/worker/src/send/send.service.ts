@@ -270,10 +270,13 @@ export class SendService {
       // Not claimed with the read: the full path, each step before the claim.
       if (!claimed) {
         if (record.status === 'sending' && record.sendingAt) {
+          // From its first claim (kept while it stayed `sending`) to its latest: every try
+          // that may have reached WhatsApp.
           const found = await engine.findSentMessages(
             record.chatId,
             contentFingerprints(record, media),
             new Date(record.sendingAt),
+            new Date(record.claimedAt ?? record.sendingAt),
           );
           // The same content may have gone out as another message of ours (the same text to
           // the same chat moments before): its send is that message's, not this one's.
