@@ -584,7 +584,7 @@ describe('global webhook targets', () => {
   });
 });
 
-describe('a global target that never answers, with few delivery slots', () => {
+describe('a receiver that never answers (a global target), with few delivery slots', () => {
   let stuck: WebhookReceiver;
   let healthy: WebhookReceiver;
   beforeAll(async () => {
@@ -604,16 +604,10 @@ describe('a global target that never answers, with few delivery slots', () => {
   }));
   beforeAll(() => stack.waitReady());
 
-  it('holds only its part of the slots: other targets are delivered while it hangs on every session', async () => {
-    // Five sessions, so five chains hang on the stuck target: more than the 4 slots.
-    for (const id of ['h1', 'h2', 'h3', 'h4']) await stack.call('POST', '/api/v1/sessions', { id });
-    for (const id of ['h1', 'h2', 'h3', 'h4']) await stack.waitReady(id);
-    await eventually(() => expect(stuck.requests.length).toBeGreaterThanOrEqual(1));
+  /** A message of main whose every status reaches `healthy`, past the stuck receiver. */
+  const deliveredPastStuck = async (text: string) => {
     await setTargets(stack, [{ url: healthy.url, events: ['message.status'], secret: SECRET }]);
-    const sent = await stack.call('POST', '/api/v1/messages/text', {
-      to: '4915100000042',
-      text: 'past a stuck target',
-    });
+    const sent = await stack.call('POST', '/api/v1/messages/text', { to: '4915100000042', text });
     await eventually(() =>
       expect(healthy.statuses(sent.body.data.id)).toEqual([
         'queued',
@@ -623,7 +617,37 @@ describe('a global target that never answers, with few delivery slots', () => {
         'read',
       ]),
     );
+  };
+
+  it('holds only its part of the slots: other targets are delivered while it hangs on every session', async () => {
+    // Five sessions, so five chains hang on the stuck target: more than the 4 slots.
+    for (const id of ['h1', 'h2', 'h3', 'h4']) await stack.call('POST', '/api/v1/sessions', { id });
+    for (const id of ['h1', 'h2', 'h3', 'h4']) await stack.waitReady(id);
+    await eventually(() => expect(stuck.requests.length).toBeGreaterThanOrEqual(1));
+    await deliveredPastStuck('past a stuck target');
     // WEBHOOK_CONCURRENCY 4 gives one target at most 1 slot: one request hangs, not four.
+    expect(stuck.requests).toHaveLength(1);
+  });
+
+  it('holds only its part of the slots however many of its URLs hang: other receivers are delivered meanwhile', async () => {
+    // A multi-tenant app: each session its own path on the stuck backend. Chains to four URLs
+    // of it besides WEBHOOK_URLS' (more than the slots), none of them another's URL.
+    for (const id of ['p1', 'p2', 'p3', 'p4']) {
+      await stack.call('POST', '/api/v1/sessions', { id });
+      await stack.waitReady(id);
+      await setTargets(
+        stack,
+        [{ url: `${stuck.url}/${id}`, events: ['message.received'], secret: SECRET }],
+        id,
+      );
+      await stack.call('POST', `/api/v1/sessions/${id}/sandbox/incoming`, {
+        from: '4915100000043',
+        text: `to tenant ${id}`,
+      });
+    }
+    await eventually(() => expect(stuck.requests.length).toBeGreaterThanOrEqual(1));
+    await deliveredPastStuck('past a stuck receiver');
+    // One receiver (scheme, host, port) has 1 slot, whatever its paths: still one request.
     expect(stuck.requests).toHaveLength(1);
   });
 
