@@ -665,45 +665,71 @@ describe('a receiver that never answers (a global target), with few delivery slo
   });
 });
 
-describe('a target failing while deliveries queue up behind it', () => {
+describe('a target failing, or slow, while deliveries queue up behind it', () => {
   const stack = useStack({ ...WEBHOOK_ENV, WEBHOOK_BACKLOG_MAX: '3' });
   beforeAll(() => stack.waitReady());
+  const receivers: WebhookReceiver[] = [];
+  afterEach(async () => {
+    for (const r of receivers.splice(0)) await r.close();
+  });
+
+  const dropsCounted = async () =>
+    parsePrometheus(await (await fetch(`${stack.workerUrl}/metrics`)).text())
+      .filter((s) => s.name === 'wa_webhook_deliveries_total' && s.labels.result === 'dropped')
+      .reduce((sum, s) => sum + s.value, 0);
+
+  /**
+   * A target of `sessionId` that holds its first delivery (m0) until `answerFirst` is called,
+   * m1-m6 queued behind it meanwhile; it answers every later attempt 200.
+   */
+  const lineBehindFirst = async (sessionId: string) => {
+    let answerFirst!: (status: number) => void;
+    const first = new Promise<number>((resolve) => (answerFirst = resolve));
+    const hook = await WebhookReceiver.start((n) => (n === 1 ? first : 200));
+    receivers.push(hook);
+    await setTargets(
+      stack,
+      [{ url: hook.url, events: ['message.received'], secret: SECRET }],
+      sessionId,
+    );
+    const targetId = (await stack.call('GET', `/api/v1/sessions/${sessionId}/webhooks`)).body
+      .data[0].id;
+    const incoming = (text: string) =>
+      stack.call('POST', `/api/v1/sessions/${sessionId}/sandbox/incoming`, {
+        from: '4915166666666',
+        text,
+      });
+    await incoming('m0');
+    await eventually(() => expect(hook.requests).toHaveLength(1));
+    for (let i = 1; i <= 6; i++) await incoming(`m${i}`);
+    const chain = stack.keys.webhookChain(sessionId, targetId);
+    await eventually(async () => expect(await stack.redis.llen(chain)).toBe(7));
+    const delivered = () => hook.events().map((event) => event.data.body);
+    return { answerFirst, delivered };
+  };
 
   it('keeps at most WEBHOOK_BACKLOG_MAX waiting: the oldest beyond are dropped at the failed attempt, counted and never sent', async () => {
-    const scrape = async () =>
-      parsePrometheus(await (await fetch(`${stack.workerUrl}/metrics`)).text())
-        .filter((s) => s.name === 'wa_webhook_deliveries_total' && s.labels.result === 'dropped')
-        .reduce((sum, s) => sum + s.value, 0);
-    const dropsBefore = await scrape();
-    let fail!: (answer: number) => void;
-    const failing = new Promise<number>((resolve) => (fail = resolve));
-    // The first attempt waits until told to fail; every later one is answered 200.
-    const hook = await WebhookReceiver.start((n) => (n === 1 ? failing : 200));
-    try {
-      await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
-      const targetId = (await stack.call('GET', '/api/v1/sessions/main/webhooks')).body.data[0].id;
-      const incoming = (text: string) =>
-        stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
-          from: '4915166666666',
-          text,
-        });
-      await incoming('m0');
-      await eventually(() => expect(hook.requests).toHaveLength(1));
-      for (let i = 1; i <= 6; i++) await incoming(`m${i}`);
-      const chain = stack.keys.webhookChain('main', targetId);
-      await eventually(async () => expect(await stack.redis.llen(chain)).toBe(7));
+    const dropsBefore = await dropsCounted();
+    const { answerFirst, delivered } = await lineBehindFirst('main');
+    answerFirst(503);
+    await eventually(() => expect(delivered()).toEqual(['m0', 'm4', 'm5', 'm6']));
+    expect(await dropsCounted()).toBe(dropsBefore + 3);
+    const listed = (await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=main&limit=20'))
+      .body.data;
+    expect(listed.map((d: any) => d.status)).toEqual(Array(4).fill('delivered'));
+  });
 
-      fail(503);
-      await eventually(() =>
-        expect(hook.events().map((event) => event.data.body)).toEqual(['m0', 'm4', 'm5', 'm6']),
-      );
-      expect(await scrape()).toBe(dropsBefore + 3);
-      const listed = (
-        await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=main&limit=20')
-      ).body.data;
-      expect(listed.map((d: any) => d.status)).toEqual(Array(4).fill('delivered'));
-    } finally {
-      await hook.close();
-    }
+  it('keeps at most WEBHOOK_BACKLOG_MAX waiting behind a target that never fails but is slower than its events: the oldest beyond are dropped after a delivery, counted and never sent', async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'slow' });
+    await stack.waitReady('slow');
+    const dropsBefore = await dropsCounted();
+    const { answerFirst, delivered } = await lineBehindFirst('slow');
+    answerFirst(200);
+    // m1 comes next once m0 is delivered: it and the newest 3 are kept.
+    await eventually(() => expect(delivered()).toEqual(['m0', 'm1', 'm4', 'm5', 'm6']));
+    expect(await dropsCounted()).toBe(dropsBefore + 2);
+    const listed = (await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=slow&limit=20'))
+      .body.data;
+    expect(listed.map((d: any) => d.status)).toEqual(Array(5).fill('delivered'));
   });
 });

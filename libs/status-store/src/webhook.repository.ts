@@ -33,13 +33,14 @@ export function isGlobalTargetId(targetId: string): boolean {
 // A delivery is done (delivered or failed for good): it leaves the head of its chain and the
 // next one, if any, becomes the head (the caller adds its job; should it crash first, the
 // sweeper finds a head without a job). Only the head can leave: a repeated call is a no-op.
-// KEYS[1] chain, [2] chains set; ARGV[1] delivery id. Returns the new head.
+// KEYS[1] chain, [2] chains set; ARGV[1] delivery id. Returns the new head (false: none) and
+// the chain's length.
 const FINISH = new LuaScript(`
 if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
 local head = redis.call('LINDEX', KEYS[1], 0)
-if head then return head end
+if head then return { head, redis.call('LLEN', KEYS[1]) } end
 redis.call('SREM', KEYS[2], KEYS[1])
-return false
+return { false, 0 }
 `);
 
 /**
@@ -465,16 +466,22 @@ export class WebhookRepository {
     }
   }
 
-  /** Takes a finished delivery off its chain; returns the chain's next delivery, if any. */
-  async finish(delivery: Pick<DeliveryRecord, 'id' | 'sessionId' | 'targetId'>) {
-    return (await FINISH.run(
+  /**
+   * Takes a finished delivery off its chain; returns the chain's next delivery, if any, and how
+   * many it holds with it.
+   */
+  async finish(
+    delivery: Pick<DeliveryRecord, 'id' | 'sessionId' | 'targetId'>,
+  ): Promise<{ next: string | null; length: number }> {
+    const [next, length] = (await FINISH.run(
       this.redis,
       [
         this.keys.webhookChain(delivery.sessionId, delivery.targetId),
         this.keys.webhookChains(shardOf(delivery.sessionId)),
       ],
       [delivery.id],
-    )) as string | null;
+    )) as [string | null, number];
+    return { next, length };
   }
 
   async replay(deliveryId: string): Promise<ReplayResult> {

@@ -62,7 +62,7 @@ describe('a delivery on its last attempt', () => {
       startAttempt: vi.fn(async (): Promise<number | 'gone' | 'broken-off'> => 3),
       markRetrying: vi.fn(async () => undefined),
       markFailed: vi.fn(async () => 0),
-      finish: vi.fn(async () => null),
+      finish: vi.fn(async () => ({ next: null, length: 0 })),
       dropBacklog: vi.fn(async () => new Map<string, number>()),
     };
     const sender = {

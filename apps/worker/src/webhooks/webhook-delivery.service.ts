@@ -77,7 +77,7 @@ export class WebhookDeliveryService {
         latencyMs,
       });
       this.metrics.webhookAttempt(delivery, 'delivered', latencyMs);
-      return this.done(job, 'delivered');
+      return this.done(job, 'delivered', target.url);
     }
     // An attempt this worker broke off (shutting down) is no fault of the target's: even the
     // last one is tried again at once, by the next worker to take the chain.
@@ -205,12 +205,13 @@ export class WebhookDeliveryService {
   }
 
   /**
-   * After a failed attempt: the deliveries waiting behind it beyond WEBHOOK_BACKLOG_MAX, the
-   * oldest first, are dropped (a target down for days would otherwise hold days of events in
+   * After a failed attempt, or a delivery that left a line too long: the deliveries waiting
+   * behind its head beyond WEBHOOK_BACKLOG_MAX, the oldest first, are dropped (a target down
+   * for days, or slower than its session's events, would otherwise hold ever more of them in
    * Redis), counted and logged.
    */
-  private async dropBacklog(job: DeliveryJob, url: string): Promise<void> {
-    // Best effort: the attempt is recorded already, and the next failed one trims again. (One
+  private async dropBacklog(job: DeliveryJob, url?: string): Promise<void> {
+    // Best effort: the attempt is recorded already, and the next one trims again. (One
     // that took deliveries off the line but failed to drop their records leaves them to expire.)
     const dropped = await this.webhooks
       .dropBacklog(job, this.config.WEBHOOK_BACKLOG_MAX)
@@ -231,10 +232,10 @@ export class WebhookDeliveryService {
       {
         sessionId: job.sessionId,
         targetId: job.targetId,
-        url: redactUrl(url),
+        url: url && redactUrl(url),
         dropped: count,
       },
-      'webhook deliveries dropped unsent: more than WEBHOOK_BACKLOG_MAX waited behind a failing one',
+      'webhook deliveries dropped unsent: more than WEBHOOK_BACKLOG_MAX waited in line (the target failing, or slower than its events come)',
     );
   }
 
@@ -254,12 +255,16 @@ export class WebhookDeliveryService {
   private async done(
     job: DeliveryJob,
     result: 'delivered' | 'failed' | 'done',
+    url?: string,
   ): Promise<DeliveryResult> {
-    const next = await this.webhooks.finish({
+    const { next, length } = await this.webhooks.finish({
       id: job.deliveryId,
       sessionId: job.sessionId,
       targetId: job.targetId,
     });
+    // A target that answers every delivery, but slower than its session's events come, fails
+    // no attempt: its line is bounded here, behind the head that comes next.
+    if (length - 1 > this.config.WEBHOOK_BACKLOG_MAX) await this.dropBacklog(job, url);
     return { result, next };
   }
 }
