@@ -572,17 +572,8 @@ export class WebhookRepository {
    * lists (one session's, or every shard's merged).
    */
   async list(query: DeliveryQuery): Promise<DeliveryRecord[]> {
-    // The root's: deliveries made before shards.
-    const shards =
-      query.sessionId !== undefined ? [null, shardOf(query.sessionId)] : await this.shards();
-    const indexes =
-      query.status === 'failed'
-        ? shards.map((shard) => this.keys.webhookFailed(shard))
-        : query.sessionId
-          ? [this.keys.webhookSessionRecent(query.sessionId)]
-          : shards.map((shard) => this.keys.webhookRecent(shard));
     const found: DeliveryRecord[] = [];
-    const newest = newestFirst(this.redis, indexes, Math.min(200, query.limit));
+    const newest = this.listed(query, Math.min(200, query.limit));
     // Filters read further than the limit, in pages, up to a bound.
     for (let scanned = 0; found.length < query.limit && scanned < 5_000; scanned += 200) {
       const ids: string[] = [];
@@ -606,6 +597,34 @@ export class WebhookRepository {
       }
     }
     return found;
+  }
+
+  /** The ids a listing reads, newest first (a page of `firstPage`, then of 200). */
+  private async *listed(query: DeliveryQuery, firstPage: number): AsyncGenerator<string> {
+    const { sessionId } = query;
+    if (query.status === 'failed' && sessionId !== undefined) {
+      // The session's own index, and the root's (failures of deliveries made before shards):
+      // the shard's holds its other sessions' too, and a busy one would fill the listing's bound.
+      const own = this.keys.webhookSessionFailed(sessionId);
+      const oldest = (await this.redis.zrange(own, 0, 0, 'WITHSCORES'))[1];
+      yield* newestFirst(this.redis, [own, this.keys.webhookFailed(null)], firstPage);
+      // Then those that failed before it had one (a version that kept only the shard's), for up
+      // to WEBHOOK_RETENTION_MS after the upgrade: older than any in the session's own.
+      const shard = [this.keys.webhookFailed(shardOf(sessionId))];
+      yield* newestFirst(this.redis, shard, 200, oldest === undefined ? Infinity : Number(oldest));
+      return;
+    }
+    // The root's: deliveries made before shards.
+    const shards = sessionId !== undefined ? [null, shardOf(sessionId)] : await this.shards();
+    yield* newestFirst(
+      this.redis,
+      query.status === 'failed'
+        ? shards.map((shard) => this.keys.webhookFailed(shard))
+        : sessionId
+          ? [this.keys.webhookSessionRecent(sessionId)]
+          : shards.map((shard) => this.keys.webhookRecent(shard)),
+      firstPage,
+    );
   }
 }
 
