@@ -665,8 +665,8 @@ describe('a receiver that never answers (a global target), with few delivery slo
   });
 });
 
-describe('a target failing, or slow, while deliveries queue up behind it', () => {
-  const stack = useStack({ ...WEBHOOK_ENV, WEBHOOK_BACKLOG_MAX: '3' });
+describe('deliveries queued up behind a target failing, slow or removed', () => {
+  const stack = useStack({ ...WEBHOOK_ENV, WEBHOOK_BACKLOG_MAX: '3', WEBHOOK_FAILED_MAX: '2' });
   beforeAll(() => stack.waitReady());
   const receivers: WebhookReceiver[] = [];
   afterEach(async () => {
@@ -680,9 +680,9 @@ describe('a target failing, or slow, while deliveries queue up behind it', () =>
 
   /**
    * A target of `sessionId` that holds its first delivery (m0) until `answerFirst` is called,
-   * m1-m6 queued behind it meanwhile; it answers every later attempt 200.
+   * m1 to m`behind` queued behind it meanwhile; it answers every later attempt 200.
    */
-  const lineBehindFirst = async (sessionId: string) => {
+  const lineBehindFirst = async (sessionId: string, behind = 6) => {
     let answerFirst!: (status: number) => void;
     const first = new Promise<number>((resolve) => (answerFirst = resolve));
     const hook = await WebhookReceiver.start((n) => (n === 1 ? first : 200));
@@ -701,11 +701,11 @@ describe('a target failing, or slow, while deliveries queue up behind it', () =>
       });
     await incoming('m0');
     await eventually(() => expect(hook.requests).toHaveLength(1));
-    for (let i = 1; i <= 6; i++) await incoming(`m${i}`);
+    for (let i = 1; i <= behind; i++) await incoming(`m${i}`);
     const chain = stack.keys.webhookChain(sessionId, targetId);
-    await eventually(async () => expect(await stack.redis.llen(chain)).toBe(7));
+    await eventually(async () => expect(await stack.redis.llen(chain)).toBe(behind + 1));
     const delivered = () => hook.events().map((event) => event.data.body);
-    return { answerFirst, delivered };
+    return { hook, chain, answerFirst, delivered };
   };
 
   it('keeps at most WEBHOOK_BACKLOG_MAX waiting: the oldest beyond are dropped at the failed attempt, counted and never sent', async () => {
@@ -731,5 +731,45 @@ describe('a target failing, or slow, while deliveries queue up behind it', () =>
     const listed = (await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=slow&limit=20'))
       .body.data;
     expect(listed.map((d: any) => d.status)).toEqual(Array(5).fill('delivered'));
+  });
+
+  it("drops, counted and not failed, what was pending for a target a PUT removed, keeping the session's replayable failures within WEBHOOK_FAILED_MAX", async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'rotating' });
+    await stack.waitReady('rotating');
+    const failedIds = async () =>
+      (
+        await stack.call('GET', '/api/v1/webhooks/deliveries?status=failed&sessionId=rotating')
+      ).body.data.map((d: any) => d.id);
+    // Two deliveries refused by another target: as many failures as the session keeps.
+    const refusing = await WebhookReceiver.start(() => 400);
+    receivers.push(refusing);
+    await setTargets(
+      stack,
+      [{ url: refusing.url, events: ['message.received'], secret: SECRET }],
+      'rotating',
+    );
+    for (const text of ['f1', 'f2'])
+      await stack.call('POST', '/api/v1/sessions/rotating/sandbox/incoming', {
+        from: '4915166666667',
+        text,
+      });
+    const refused = await eventually(async () => {
+      const ids = await failedIds();
+      expect(ids).toHaveLength(2);
+      return ids;
+    });
+    const dropsBefore = await dropsCounted();
+    const { hook, chain, answerFirst, delivered } = await lineBehindFirst('rotating', 3);
+    // The PUT rotates the token in the receiver's URL: a new target, the old one removed.
+    await setTargets(
+      stack,
+      [{ url: `${hook.url}?token=new`, events: ['message.received'], secret: SECRET }],
+      'rotating',
+    );
+    answerFirst(200);
+    await eventually(async () => expect(await stack.redis.llen(chain)).toBe(0));
+    expect(delivered()).toEqual(['m0']);
+    expect(await failedIds()).toEqual(refused);
+    expect(await dropsCounted()).toBe(dropsBefore + 3);
   });
 });

@@ -162,7 +162,7 @@ return dropped
 
 // A delivery dropped from its chain unsent, or a failed one beyond WEBHOOK_FAILED_MAX: its
 // record goes, its event is released; with ARGV[2], only while its status is that (a failed
-// one replayed meanwhile stays). KEYS[1]
+// one replayed meanwhile stays, a pending one done meanwhile too). KEYS[1]
 // delivery, [2] event; ARGV[1] keep ms. Returns its event's type (false: it was gone).
 const DROP = new LuaScript(
   RELEASE_EVENT +
@@ -464,6 +464,19 @@ export class WebhookRepository {
         if (typeof type === 'string') byType.set(type, (byType.get(type) ?? 0) + 1);
       if (dropped.length < batch) return byType;
     }
+  }
+
+  /**
+   * Drops a pending delivery unsent (its target removed): its record goes, its event is released.
+   * Returns its event's type (null: gone, or no longer pending).
+   */
+  async dropPending(delivery: Pick<DeliveryRecord, 'id' | 'eventId'>): Promise<string | null> {
+    const eventType = await DROP.run(
+      this.redis,
+      [this.keys.webhookDelivery(delivery.id), this.keys.webhookEvent(delivery.eventId)],
+      [DELIVERED_KEEP_MS, 'pending'],
+    );
+    return typeof eventType === 'string' ? eventType : null;
   }
 
   /**

@@ -60,9 +60,9 @@ export class WebhookDeliveryService {
     ]);
     if (!target && event && isGlobalTargetId(delivery.targetId))
       return this.unknownGlobalTarget(job, delivery, event);
-    if (!target || !event) {
-      const error = !target ? 'the target was removed' : 'the event expired';
-      await this.markFailed(delivery, { statusCode: null, error });
+    if (!target) return this.targetRemoved(job, delivery);
+    if (!event) {
+      await this.markFailed(delivery, { statusCode: null, error: 'the event expired' });
       return this.done(job, 'failed');
     }
     const attempt = await this.webhooks.startAttempt(delivery.id);
@@ -182,6 +182,25 @@ export class WebhookDeliveryService {
   }
 
   /**
+   * Its session's target was removed (a PUT dropped it, or changed its URL): neither it nor the
+   * rest of its line can be sent, nor replayed. Dropped unsent, counted and logged as the backlog
+   * trim does, rather than failed: failed, they would count against WEBHOOK_FAILED_MAX and push
+   * out the session's replayable failures to its other targets.
+   */
+  private async targetRemoved(job: DeliveryJob, delivery: DeliveryRecord): Promise<DeliveryResult> {
+    const dropped = await this.webhooks.dropBacklog(job, 0);
+    const eventType = await this.webhooks.dropPending(delivery);
+    if (eventType) dropped.set(eventType, (dropped.get(eventType) ?? 0) + 1);
+    this.countDropped(
+      job,
+      delivery.url,
+      dropped,
+      'its target was removed (a PUT dropped it, or changed its URL)',
+    );
+    return this.done(job, 'done');
+  }
+
+  /**
    * Fails a delivery for good. When that took its session past WEBHOOK_FAILED_MAX failed
    * deliveries and the oldest went, says so (once a minute a session: a target refusing every
    * event takes one with each).
@@ -222,6 +241,21 @@ export class WebhookDeliveryService {
         );
         return new Map<string, number>();
       });
+    this.countDropped(
+      job,
+      url,
+      dropped,
+      'more than WEBHOOK_BACKLOG_MAX waited in line (the target failing, or slower than its events come)',
+    );
+  }
+
+  /** Deliveries dropped unsent (how many of each event type): counted, and logged with why. */
+  private countDropped(
+    job: DeliveryJob,
+    url: string | undefined,
+    dropped: Map<string, number>,
+    why: string,
+  ): void {
     let count = 0;
     for (const [eventType, n] of dropped) {
       count += n;
@@ -235,7 +269,7 @@ export class WebhookDeliveryService {
         url: url && redactUrl(url),
         dropped: count,
       },
-      'webhook deliveries dropped unsent: more than WEBHOOK_BACKLOG_MAX waited in line (the target failing, or slower than its events come)',
+      `webhook deliveries dropped unsent: ${why}`,
     );
   }
 
