@@ -584,7 +584,7 @@ describe('global webhook targets', () => {
   });
 });
 
-describe('a global target that never answers, with few delivery slots', () => {
+describe('a receiver that never answers (a global target), with few delivery slots', () => {
   let stuck: WebhookReceiver;
   let healthy: WebhookReceiver;
   beforeAll(async () => {
@@ -604,16 +604,10 @@ describe('a global target that never answers, with few delivery slots', () => {
   }));
   beforeAll(() => stack.waitReady());
 
-  it('holds only its part of the slots: other targets are delivered while it hangs on every session', async () => {
-    // Five sessions, so five chains hang on the stuck target: more than the 4 slots.
-    for (const id of ['h1', 'h2', 'h3', 'h4']) await stack.call('POST', '/api/v1/sessions', { id });
-    for (const id of ['h1', 'h2', 'h3', 'h4']) await stack.waitReady(id);
-    await eventually(() => expect(stuck.requests.length).toBeGreaterThanOrEqual(1));
+  /** A message of main whose every status reaches `healthy`, past the stuck receiver. */
+  const deliveredPastStuck = async (text: string) => {
     await setTargets(stack, [{ url: healthy.url, events: ['message.status'], secret: SECRET }]);
-    const sent = await stack.call('POST', '/api/v1/messages/text', {
-      to: '4915100000042',
-      text: 'past a stuck target',
-    });
+    const sent = await stack.call('POST', '/api/v1/messages/text', { to: '4915100000042', text });
     await eventually(() =>
       expect(healthy.statuses(sent.body.data.id)).toEqual([
         'queued',
@@ -623,7 +617,37 @@ describe('a global target that never answers, with few delivery slots', () => {
         'read',
       ]),
     );
+  };
+
+  it('holds only its part of the slots: other targets are delivered while it hangs on every session', async () => {
+    // Five sessions, so five chains hang on the stuck target: more than the 4 slots.
+    for (const id of ['h1', 'h2', 'h3', 'h4']) await stack.call('POST', '/api/v1/sessions', { id });
+    for (const id of ['h1', 'h2', 'h3', 'h4']) await stack.waitReady(id);
+    await eventually(() => expect(stuck.requests.length).toBeGreaterThanOrEqual(1));
+    await deliveredPastStuck('past a stuck target');
     // WEBHOOK_CONCURRENCY 4 gives one target at most 1 slot: one request hangs, not four.
+    expect(stuck.requests).toHaveLength(1);
+  });
+
+  it('holds only its part of the slots however many of its URLs hang: other receivers are delivered meanwhile', async () => {
+    // A multi-tenant app: each session its own path on the stuck backend. Chains to four URLs
+    // of it besides WEBHOOK_URLS' (more than the slots), none of them another's URL.
+    for (const id of ['p1', 'p2', 'p3', 'p4']) {
+      await stack.call('POST', '/api/v1/sessions', { id });
+      await stack.waitReady(id);
+      await setTargets(
+        stack,
+        [{ url: `${stuck.url}/${id}`, events: ['message.received'], secret: SECRET }],
+        id,
+      );
+      await stack.call('POST', `/api/v1/sessions/${id}/sandbox/incoming`, {
+        from: '4915100000043',
+        text: `to tenant ${id}`,
+      });
+    }
+    await eventually(() => expect(stuck.requests.length).toBeGreaterThanOrEqual(1));
+    await deliveredPastStuck('past a stuck receiver');
+    // One receiver (scheme, host, port) has 1 slot, whatever its paths: still one request.
     expect(stuck.requests).toHaveLength(1);
   });
 
@@ -641,45 +665,111 @@ describe('a global target that never answers, with few delivery slots', () => {
   });
 });
 
-describe('a target failing while deliveries queue up behind it', () => {
-  const stack = useStack({ ...WEBHOOK_ENV, WEBHOOK_BACKLOG_MAX: '3' });
+describe('deliveries queued up behind a target failing, slow or removed', () => {
+  const stack = useStack({ ...WEBHOOK_ENV, WEBHOOK_BACKLOG_MAX: '3', WEBHOOK_FAILED_MAX: '2' });
   beforeAll(() => stack.waitReady());
+  const receivers: WebhookReceiver[] = [];
+  afterEach(async () => {
+    for (const r of receivers.splice(0)) await r.close();
+  });
+
+  const dropsCounted = async () =>
+    parsePrometheus(await (await fetch(`${stack.workerUrl}/metrics`)).text())
+      .filter((s) => s.name === 'wa_webhook_deliveries_total' && s.labels.result === 'dropped')
+      .reduce((sum, s) => sum + s.value, 0);
+
+  /**
+   * A target of `sessionId` that holds its first delivery (m0) until `answerFirst` is called,
+   * m1 to m`behind` queued behind it meanwhile; it answers every later attempt 200.
+   */
+  const lineBehindFirst = async (sessionId: string, behind = 6) => {
+    let answerFirst!: (status: number) => void;
+    const first = new Promise<number>((resolve) => (answerFirst = resolve));
+    const hook = await WebhookReceiver.start((n) => (n === 1 ? first : 200));
+    receivers.push(hook);
+    await setTargets(
+      stack,
+      [{ url: hook.url, events: ['message.received'], secret: SECRET }],
+      sessionId,
+    );
+    const targetId = (await stack.call('GET', `/api/v1/sessions/${sessionId}/webhooks`)).body
+      .data[0].id;
+    const incoming = (text: string) =>
+      stack.call('POST', `/api/v1/sessions/${sessionId}/sandbox/incoming`, {
+        from: '4915166666666',
+        text,
+      });
+    await incoming('m0');
+    await eventually(() => expect(hook.requests).toHaveLength(1));
+    for (let i = 1; i <= behind; i++) await incoming(`m${i}`);
+    const chain = stack.keys.webhookChain(sessionId, targetId);
+    await eventually(async () => expect(await stack.redis.llen(chain)).toBe(behind + 1));
+    const delivered = () => hook.events().map((event) => event.data.body);
+    return { hook, chain, answerFirst, delivered };
+  };
 
   it('keeps at most WEBHOOK_BACKLOG_MAX waiting: the oldest beyond are dropped at the failed attempt, counted and never sent', async () => {
-    const scrape = async () =>
-      parsePrometheus(await (await fetch(`${stack.workerUrl}/metrics`)).text())
-        .filter((s) => s.name === 'wa_webhook_deliveries_total' && s.labels.result === 'dropped')
-        .reduce((sum, s) => sum + s.value, 0);
-    const dropsBefore = await scrape();
-    let fail!: (answer: number) => void;
-    const failing = new Promise<number>((resolve) => (fail = resolve));
-    // The first attempt waits until told to fail; every later one is answered 200.
-    const hook = await WebhookReceiver.start((n) => (n === 1 ? failing : 200));
-    try {
-      await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);
-      const targetId = (await stack.call('GET', '/api/v1/sessions/main/webhooks')).body.data[0].id;
-      const incoming = (text: string) =>
-        stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
-          from: '4915166666666',
-          text,
-        });
-      await incoming('m0');
-      await eventually(() => expect(hook.requests).toHaveLength(1));
-      for (let i = 1; i <= 6; i++) await incoming(`m${i}`);
-      const chain = stack.keys.webhookChain('main', targetId);
-      await eventually(async () => expect(await stack.redis.llen(chain)).toBe(7));
+    const dropsBefore = await dropsCounted();
+    const { answerFirst, delivered } = await lineBehindFirst('main');
+    answerFirst(503);
+    await eventually(() => expect(delivered()).toEqual(['m0', 'm4', 'm5', 'm6']));
+    expect(await dropsCounted()).toBe(dropsBefore + 3);
+    const listed = (await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=main&limit=20'))
+      .body.data;
+    expect(listed.map((d: any) => d.status)).toEqual(Array(4).fill('delivered'));
+  });
 
-      fail(503);
-      await eventually(() =>
-        expect(hook.events().map((event) => event.data.body)).toEqual(['m0', 'm4', 'm5', 'm6']),
-      );
-      expect(await scrape()).toBe(dropsBefore + 3);
-      const listed = (
-        await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=main&limit=20')
-      ).body.data;
-      expect(listed.map((d: any) => d.status)).toEqual(Array(4).fill('delivered'));
-    } finally {
-      await hook.close();
-    }
+  it('keeps at most WEBHOOK_BACKLOG_MAX waiting behind a target that never fails but is slower than its events: the oldest beyond are dropped after a delivery, counted and never sent', async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'slow' });
+    await stack.waitReady('slow');
+    const dropsBefore = await dropsCounted();
+    const { answerFirst, delivered } = await lineBehindFirst('slow');
+    answerFirst(200);
+    // m1 comes next once m0 is delivered: it and the newest 3 are kept.
+    await eventually(() => expect(delivered()).toEqual(['m0', 'm1', 'm4', 'm5', 'm6']));
+    expect(await dropsCounted()).toBe(dropsBefore + 2);
+    const listed = (await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=slow&limit=20'))
+      .body.data;
+    expect(listed.map((d: any) => d.status)).toEqual(Array(5).fill('delivered'));
+  });
+
+  it("drops, counted and not failed, what was pending for a target a PUT removed, keeping the session's replayable failures within WEBHOOK_FAILED_MAX", async () => {
+    await stack.call('POST', '/api/v1/sessions', { id: 'rotating' });
+    await stack.waitReady('rotating');
+    const failedIds = async () =>
+      (
+        await stack.call('GET', '/api/v1/webhooks/deliveries?status=failed&sessionId=rotating')
+      ).body.data.map((d: any) => d.id);
+    // Two deliveries refused by another target: as many failures as the session keeps.
+    const refusing = await WebhookReceiver.start(() => 400);
+    receivers.push(refusing);
+    await setTargets(
+      stack,
+      [{ url: refusing.url, events: ['message.received'], secret: SECRET }],
+      'rotating',
+    );
+    for (const text of ['f1', 'f2'])
+      await stack.call('POST', '/api/v1/sessions/rotating/sandbox/incoming', {
+        from: '4915166666667',
+        text,
+      });
+    const refused = await eventually(async () => {
+      const ids = await failedIds();
+      expect(ids).toHaveLength(2);
+      return ids;
+    });
+    const dropsBefore = await dropsCounted();
+    const { hook, chain, answerFirst, delivered } = await lineBehindFirst('rotating', 3);
+    // The PUT rotates the token in the receiver's URL: a new target, the old one removed.
+    await setTargets(
+      stack,
+      [{ url: `${hook.url}?token=new`, events: ['message.received'], secret: SECRET }],
+      'rotating',
+    );
+    answerFirst(200);
+    await eventually(async () => expect(await stack.redis.llen(chain)).toBe(0));
+    expect(delivered()).toEqual(['m0']);
+    expect(await failedIds()).toEqual(refused);
+    expect(await dropsCounted()).toBe(dropsBefore + 3);
   });
 });

@@ -394,8 +394,9 @@ export class AppConfig {
   WEBHOOK_RETENTION_MS = 7 * 86_400_000;
 
   /**
-   * Deliveries that may wait behind a failing one, per session and target: at each failed
-   * attempt the oldest beyond this many are dropped (bounds Redis memory while a target is down).
+   * Deliveries that may wait in line, per session and target: at each failed attempt, and after a
+   * delivery that leaves more behind it, the oldest beyond this many are dropped (bounds Redis
+   * memory while a target is down, or slower than its session's events).
    */
   @IntRange(1, 10_000_000)
   WEBHOOK_BACKLOG_MAX = 10_000;

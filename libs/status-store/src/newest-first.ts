@@ -5,12 +5,13 @@ import { inPipelines, pipelineReplies } from './event-script.js';
  * The members of sorted sets, highest score first across all of them: a merge that reads
  * `firstPage` of each set, then pages of 200 of a set only when the merge reaches its end.
  * Each member once: entries added at the top meanwhile push the rest down, and the next page
- * of a set then begins with some it has read already.
+ * of a set then begins with some it has read already. With `below`, only members scored lower.
  */
 export async function* newestFirst(
   redis: Redis,
   indexes: string[],
   firstPage: number,
+  below = Infinity,
 ): AsyncGenerator<string> {
   const pages = indexes.map(() => ({
     entries: [] as [string, number][],
@@ -26,11 +27,14 @@ export async function* newestFirst(
       async (group) => {
         const pipeline = redis.pipeline();
         for (const i of group)
-          pipeline.zrevrange(
+          pipeline.zrevrangebyscore(
             indexes[i],
-            pages[i].offset,
-            pages[i].offset + pages[i].size - 1,
+            below === Infinity ? '+inf' : `(${below}`,
+            '-inf',
             'WITHSCORES',
+            'LIMIT',
+            pages[i].offset,
+            pages[i].size,
           );
         return (await pipelineReplies(pipeline)).map((flat) => (flat as string[]) ?? []);
       },

@@ -141,6 +141,41 @@ describe('WebhookRepository, a failing target', () => {
     expect(await redis.zscore(keys.webhookFailed(shardOf(other)), others[0].id)).toBeNull();
   });
 
+  it("lists a session's failed deliveries however many another session of its shard failed since, and those failed before it had an index of its own", async () => {
+    webhooks = new WebhookRepository(redis, keys, parseConfig({}));
+    const shard = shardOf(chain.sessionId);
+    let other = '';
+    for (let i = 0; shardOf(other) !== shard || !other; i++) other = `s${i}`;
+    const at = Date.now() - 60_000;
+    // Failed before the session had an index of its own: only in the shard's.
+    const legacy = await queue();
+    await redis.hset(keys.webhookDelivery(legacy.id), 'status', 'failed');
+    await redis.zadd(keys.webhookFailed(shard), at, legacy.id);
+    const mine = await queue();
+    await webhooks.markFailed(mine, { statusCode: 404, error: 'HTTP 404' }, new Date(at + 1));
+    // A noisy session of the same shard fails more since than a listing reads of the shard's.
+    const noisy = { sessionId: other, targetId: chain.targetId };
+    for (let n = 0; n < 5_200; n += 400)
+      await Promise.all(
+        Array.from({ length: 400 }, async (_, i) =>
+          webhooks.markFailed(
+            await queue(1, noisy),
+            { statusCode: 500, error: 'HTTP 500' },
+            new Date(at + 2 + n + i),
+          ),
+        ),
+      );
+    for (const ownOnly of [false, true]) {
+      const listed = await webhooks.list({
+        status: 'failed',
+        sessionId: chain.sessionId,
+        limit: 10,
+        ownOnly,
+      });
+      expect(listed.map((d) => d.id)).toEqual([mine.id, legacy.id]);
+    }
+  });
+
   it('leaves a failed delivery that was replayed between the index letting it go and its record going', async () => {
     const failed = [await queue(), await queue(), await queue()];
     const at = Date.now();

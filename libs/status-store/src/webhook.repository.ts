@@ -33,13 +33,14 @@ export function isGlobalTargetId(targetId: string): boolean {
 // A delivery is done (delivered or failed for good): it leaves the head of its chain and the
 // next one, if any, becomes the head (the caller adds its job; should it crash first, the
 // sweeper finds a head without a job). Only the head can leave: a repeated call is a no-op.
-// KEYS[1] chain, [2] chains set; ARGV[1] delivery id. Returns the new head.
+// KEYS[1] chain, [2] chains set; ARGV[1] delivery id. Returns the new head (false: none) and
+// the chain's length.
 const FINISH = new LuaScript(`
 if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
 local head = redis.call('LINDEX', KEYS[1], 0)
-if head then return head end
+if head then return { head, redis.call('LLEN', KEYS[1]) } end
 redis.call('SREM', KEYS[2], KEYS[1])
-return false
+return { false, 0 }
 `);
 
 /**
@@ -161,7 +162,7 @@ return dropped
 
 // A delivery dropped from its chain unsent, or a failed one beyond WEBHOOK_FAILED_MAX: its
 // record goes, its event is released; with ARGV[2], only while its status is that (a failed
-// one replayed meanwhile stays). KEYS[1]
+// one replayed meanwhile stays, a pending one done meanwhile too). KEYS[1]
 // delivery, [2] event; ARGV[1] keep ms. Returns its event's type (false: it was gone).
 const DROP = new LuaScript(
   RELEASE_EVENT +
@@ -465,16 +466,35 @@ export class WebhookRepository {
     }
   }
 
-  /** Takes a finished delivery off its chain; returns the chain's next delivery, if any. */
-  async finish(delivery: Pick<DeliveryRecord, 'id' | 'sessionId' | 'targetId'>) {
-    return (await FINISH.run(
+  /**
+   * Drops a pending delivery unsent (its target removed): its record goes, its event is released.
+   * Returns its event's type (null: gone, or no longer pending).
+   */
+  async dropPending(delivery: Pick<DeliveryRecord, 'id' | 'eventId'>): Promise<string | null> {
+    const eventType = await DROP.run(
+      this.redis,
+      [this.keys.webhookDelivery(delivery.id), this.keys.webhookEvent(delivery.eventId)],
+      [DELIVERED_KEEP_MS, 'pending'],
+    );
+    return typeof eventType === 'string' ? eventType : null;
+  }
+
+  /**
+   * Takes a finished delivery off its chain; returns the chain's next delivery, if any, and how
+   * many it holds with it.
+   */
+  async finish(
+    delivery: Pick<DeliveryRecord, 'id' | 'sessionId' | 'targetId'>,
+  ): Promise<{ next: string | null; length: number }> {
+    const [next, length] = (await FINISH.run(
       this.redis,
       [
         this.keys.webhookChain(delivery.sessionId, delivery.targetId),
         this.keys.webhookChains(shardOf(delivery.sessionId)),
       ],
       [delivery.id],
-    )) as string | null;
+    )) as [string | null, number];
+    return { next, length };
   }
 
   async replay(deliveryId: string): Promise<ReplayResult> {
@@ -565,17 +585,8 @@ export class WebhookRepository {
    * lists (one session's, or every shard's merged).
    */
   async list(query: DeliveryQuery): Promise<DeliveryRecord[]> {
-    // The root's: deliveries made before shards.
-    const shards =
-      query.sessionId !== undefined ? [null, shardOf(query.sessionId)] : await this.shards();
-    const indexes =
-      query.status === 'failed'
-        ? shards.map((shard) => this.keys.webhookFailed(shard))
-        : query.sessionId
-          ? [this.keys.webhookSessionRecent(query.sessionId)]
-          : shards.map((shard) => this.keys.webhookRecent(shard));
     const found: DeliveryRecord[] = [];
-    const newest = newestFirst(this.redis, indexes, Math.min(200, query.limit));
+    const newest = this.listed(query, Math.min(200, query.limit));
     // Filters read further than the limit, in pages, up to a bound.
     for (let scanned = 0; found.length < query.limit && scanned < 5_000; scanned += 200) {
       const ids: string[] = [];
@@ -599,6 +610,34 @@ export class WebhookRepository {
       }
     }
     return found;
+  }
+
+  /** The ids a listing reads, newest first (a page of `firstPage`, then of 200). */
+  private async *listed(query: DeliveryQuery, firstPage: number): AsyncGenerator<string> {
+    const { sessionId } = query;
+    if (query.status === 'failed' && sessionId !== undefined) {
+      // The session's own index, and the root's (failures of deliveries made before shards):
+      // the shard's holds its other sessions' too, and a busy one would fill the listing's bound.
+      const own = this.keys.webhookSessionFailed(sessionId);
+      const oldest = (await this.redis.zrange(own, 0, 0, 'WITHSCORES'))[1];
+      yield* newestFirst(this.redis, [own, this.keys.webhookFailed(null)], firstPage);
+      // Then those that failed before it had one (a version that kept only the shard's), for up
+      // to WEBHOOK_RETENTION_MS after the upgrade: older than any in the session's own.
+      const shard = [this.keys.webhookFailed(shardOf(sessionId))];
+      yield* newestFirst(this.redis, shard, 200, oldest === undefined ? Infinity : Number(oldest));
+      return;
+    }
+    // The root's: deliveries made before shards.
+    const shards = sessionId !== undefined ? [null, shardOf(sessionId)] : await this.shards();
+    yield* newestFirst(
+      this.redis,
+      query.status === 'failed'
+        ? shards.map((shard) => this.keys.webhookFailed(shard))
+        : sessionId
+          ? [this.keys.webhookSessionRecent(sessionId)]
+          : shards.map((shard) => this.keys.webhookRecent(shard)),
+      firstPage,
+    );
   }
 }
 

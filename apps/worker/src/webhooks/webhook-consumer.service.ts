@@ -43,6 +43,8 @@ const CHAIN_SLICE_MS = 2_000;
 const BUSY_TARGET_WAIT_MS = 200;
 /** A chain that Redis failed (not its target) is taken again after this long. */
 const REDIS_RETRY_MS = 1_000;
+/** Targets whose receiver (origin) this worker remembers; forgotten all at once beyond. */
+const RECEIVERS_KEPT = 10_000;
 
 type Handlers = {
   [N in WebhookJobName]: (job: Job<JobPayloads[N]>, token?: string) => Promise<unknown>;
@@ -65,9 +67,11 @@ export class WebhookConsumer {
   /** Shards a kick named since the last drain took them; null: all of them (a sweep). */
   private kicked: Set<string | null> | null = new Set();
   private stopped = false;
-  /** Deliveries in flight per target on this worker, and the most one target may have. */
+  /** Deliveries in flight per receiver on this worker, and the most one receiver may have. */
   private readonly inFlight = new Map<string, number>();
-  private readonly perTargetSlots: number;
+  private readonly perReceiverSlots: number;
+  /** A target's receiver (its URL's origin): a target id is a hash of its URL, so it never changes. */
+  private readonly receivers = new Map<string, string>();
   private readonly handlers: Handlers = {
     [JobName.DeliverWebhook]: (job, token) => this.deliverChain(job, token),
   };
@@ -83,7 +87,7 @@ export class WebhookConsumer {
     private readonly queues: QueueProducer,
     private readonly metrics: WorkerMetrics,
   ) {
-    this.perTargetSlots = Math.max(1, Math.ceil(config.WEBHOOK_CONCURRENCY / 5));
+    this.perReceiverSlots = Math.max(1, Math.ceil(config.WEBHOOK_CONCURRENCY / 5));
     const missing = QUEUE_JOBS.webhooks.filter((name) => !this.handlers[name]);
     if (missing.length) throw new Error(`no processor for job names: ${missing.join(', ')}`);
   }
@@ -250,8 +254,10 @@ export class WebhookConsumer {
     let head = await this.webhooks.chainHead(chain);
     for (let made = 0; head; made++) {
       if (made >= CHAIN_SLICE_DELIVERIES || performance.now() > yieldAt) return 'slice';
-      // One target that hangs must not take every slot from the others.
-      if (!this.takeSlot(chain.targetId)) {
+      // One receiver that hangs must not take every slot from the others, however many of
+      // its URLs (a path per tenant) and sessions it serves.
+      const receiver = await this.receiverOf(chain, head);
+      if (!this.takeSlot(receiver)) {
         await job.moveToDelayed(Date.now() + BUSY_TARGET_WAIT_MS * (1 + Math.random()), token);
         throw new DelayedError();
       }
@@ -260,7 +266,7 @@ export class WebhookConsumer {
         if (!(await this.holdChain(job, token))) return this.letGo(job);
         outcome = await this.deliveries.deliver({ ...chain, deliveryId: head });
       } finally {
-        this.releaseSlot(chain.targetId);
+        this.releaseSlot(receiver);
       }
       if (outcome.result === 'retry') {
         await job.moveToDelayed(outcome.retryAt, token);
@@ -293,18 +299,34 @@ export class WebhookConsumer {
     throw new DelayedError();
   }
 
-  /** A delivery slot for `targetId`, if it holds fewer than its part of the concurrency. */
-  private takeSlot(targetId: string): boolean {
-    const busy = this.inFlight.get(targetId) ?? 0;
-    if (busy >= this.perTargetSlots) return false;
-    this.inFlight.set(targetId, busy + 1);
+  /**
+   * Who receives a chain's deliveries: the origin (scheme, host, port) of its target's URL, read
+   * from the delivery at its head the first time. A head gone meanwhile (it expired: nothing is
+   * posted) counts as a receiver of its own.
+   */
+  private async receiverOf(chain: DeliveryChain, head: string): Promise<string> {
+    const known = this.receivers.get(chain.targetId);
+    if (known !== undefined) return known;
+    const url = (await this.webhooks.delivery(head))?.url;
+    if (!url || !URL.canParse(url)) return chain.targetId;
+    const receiver = new URL(url).origin;
+    if (this.receivers.size >= RECEIVERS_KEPT) this.receivers.clear();
+    this.receivers.set(chain.targetId, receiver);
+    return receiver;
+  }
+
+  /** A delivery slot for `receiver`, if it holds fewer than its part of the concurrency. */
+  private takeSlot(receiver: string): boolean {
+    const busy = this.inFlight.get(receiver) ?? 0;
+    if (busy >= this.perReceiverSlots) return false;
+    this.inFlight.set(receiver, busy + 1);
     return true;
   }
 
-  private releaseSlot(targetId: string): void {
-    const busy = (this.inFlight.get(targetId) ?? 1) - 1;
-    if (busy > 0) this.inFlight.set(targetId, busy);
-    else this.inFlight.delete(targetId);
+  private releaseSlot(receiver: string): void {
+    const busy = (this.inFlight.get(receiver) ?? 1) - 1;
+    if (busy > 0) this.inFlight.set(receiver, busy);
+    else this.inFlight.delete(receiver);
   }
 
   /**

@@ -108,6 +108,7 @@ describe('WebhookConsumer: a chain walked by one worker at a time, over real Bul
         shards: async () => [],
         chainHeads: async () => [],
         chainHead: async () => 'd0',
+        delivery: async () => null,
       } as unknown as WebhookRepository,
       { deliver } as unknown as WebhookDeliveryService,
       { abortAll: () => undefined } as unknown as WebhookSender,

@@ -60,9 +60,9 @@ export class WebhookDeliveryService {
     ]);
     if (!target && event && isGlobalTargetId(delivery.targetId))
       return this.unknownGlobalTarget(job, delivery, event);
-    if (!target || !event) {
-      const error = !target ? 'the target was removed' : 'the event expired';
-      await this.markFailed(delivery, { statusCode: null, error });
+    if (!target) return this.targetRemoved(job, delivery);
+    if (!event) {
+      await this.markFailed(delivery, { statusCode: null, error: 'the event expired' });
       return this.done(job, 'failed');
     }
     const attempt = await this.webhooks.startAttempt(delivery.id);
@@ -77,7 +77,7 @@ export class WebhookDeliveryService {
         latencyMs,
       });
       this.metrics.webhookAttempt(delivery, 'delivered', latencyMs);
-      return this.done(job, 'delivered');
+      return this.done(job, 'delivered', target.url);
     }
     // An attempt this worker broke off (shutting down) is no fault of the target's: even the
     // last one is tried again at once, by the next worker to take the chain.
@@ -182,6 +182,25 @@ export class WebhookDeliveryService {
   }
 
   /**
+   * Its session's target was removed (a PUT dropped it, or changed its URL): neither it nor the
+   * rest of its line can be sent, nor replayed. Dropped unsent, counted and logged as the backlog
+   * trim does, rather than failed: failed, they would count against WEBHOOK_FAILED_MAX and push
+   * out the session's replayable failures to its other targets.
+   */
+  private async targetRemoved(job: DeliveryJob, delivery: DeliveryRecord): Promise<DeliveryResult> {
+    const dropped = await this.webhooks.dropBacklog(job, 0);
+    const eventType = await this.webhooks.dropPending(delivery);
+    if (eventType) dropped.set(eventType, (dropped.get(eventType) ?? 0) + 1);
+    this.countDropped(
+      job,
+      delivery.url,
+      dropped,
+      'its target was removed (a PUT dropped it, or changed its URL)',
+    );
+    return this.done(job, 'done');
+  }
+
+  /**
    * Fails a delivery for good. When that took its session past WEBHOOK_FAILED_MAX failed
    * deliveries and the oldest went, says so (once a minute a session: a target refusing every
    * event takes one with each).
@@ -205,12 +224,13 @@ export class WebhookDeliveryService {
   }
 
   /**
-   * After a failed attempt: the deliveries waiting behind it beyond WEBHOOK_BACKLOG_MAX, the
-   * oldest first, are dropped (a target down for days would otherwise hold days of events in
+   * After a failed attempt, or a delivery that left a line too long: the deliveries waiting
+   * behind its head beyond WEBHOOK_BACKLOG_MAX, the oldest first, are dropped (a target down
+   * for days, or slower than its session's events, would otherwise hold ever more of them in
    * Redis), counted and logged.
    */
-  private async dropBacklog(job: DeliveryJob, url: string): Promise<void> {
-    // Best effort: the attempt is recorded already, and the next failed one trims again. (One
+  private async dropBacklog(job: DeliveryJob, url?: string): Promise<void> {
+    // Best effort: the attempt is recorded already, and the next one trims again. (One
     // that took deliveries off the line but failed to drop their records leaves them to expire.)
     const dropped = await this.webhooks
       .dropBacklog(job, this.config.WEBHOOK_BACKLOG_MAX)
@@ -221,6 +241,21 @@ export class WebhookDeliveryService {
         );
         return new Map<string, number>();
       });
+    this.countDropped(
+      job,
+      url,
+      dropped,
+      'more than WEBHOOK_BACKLOG_MAX waited in line (the target failing, or slower than its events come)',
+    );
+  }
+
+  /** Deliveries dropped unsent (how many of each event type): counted, and logged with why. */
+  private countDropped(
+    job: DeliveryJob,
+    url: string | undefined,
+    dropped: Map<string, number>,
+    why: string,
+  ): void {
     let count = 0;
     for (const [eventType, n] of dropped) {
       count += n;
@@ -231,10 +266,10 @@ export class WebhookDeliveryService {
       {
         sessionId: job.sessionId,
         targetId: job.targetId,
-        url: redactUrl(url),
+        url: url && redactUrl(url),
         dropped: count,
       },
-      'webhook deliveries dropped unsent: more than WEBHOOK_BACKLOG_MAX waited behind a failing one',
+      `webhook deliveries dropped unsent: ${why}`,
     );
   }
 
@@ -254,12 +289,16 @@ export class WebhookDeliveryService {
   private async done(
     job: DeliveryJob,
     result: 'delivered' | 'failed' | 'done',
+    url?: string,
   ): Promise<DeliveryResult> {
-    const next = await this.webhooks.finish({
+    const { next, length } = await this.webhooks.finish({
       id: job.deliveryId,
       sessionId: job.sessionId,
       targetId: job.targetId,
     });
+    // A target that answers every delivery, but slower than its session's events come, fails
+    // no attempt: its line is bounded here, behind the head that comes next.
+    if (length - 1 > this.config.WEBHOOK_BACKLOG_MAX) await this.dropBacklog(job, url);
     return { result, next };
   }
 }
