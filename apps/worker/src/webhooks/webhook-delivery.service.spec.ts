@@ -174,6 +174,18 @@ describe('a delivery on its last attempt', () => {
     expect(webhooks.dropBacklog).toHaveBeenCalledTimes(2);
   });
 
+  it('fails only the head, its event expired, on a target of WEBHOOK_URLS this worker lacks: not dropped as a removed target with its line', async () => {
+    const { delivery, webhooks } = lastAttempt({});
+    const global = lacksGlobalTarget(webhooks);
+    webhooks.event.mockResolvedValue(null as never);
+    expect((await delivery.deliver(global)).result).toBe('failed');
+    expect(webhooks.markFailed).toHaveBeenCalledWith(
+      expect.objectContaining({ id: 'evt_1_g0123456789ab' }),
+      expect.objectContaining({ error: 'the event expired' }),
+    );
+    expect(webhooks.dropBacklog).not.toHaveBeenCalled();
+  });
+
   it('gives a target of WEBHOOK_URLS this worker lacks UNKNOWN_TARGET_GRACE_MS from the event, then fails at once (a URL taken out everywhere does not hold its line for hours)', async () => {
     const { delivery, webhooks } = lastAttempt({});
     const global = lacksGlobalTarget(webhooks);

@@ -58,10 +58,12 @@ export class WebhookDeliveryService {
       this.webhooks.target(delivery.sessionId, delivery.targetId),
       this.webhooks.event(delivery.eventId),
     ]);
-    if (!target && event && isGlobalTargetId(delivery.targetId))
-      return this.unknownGlobalTarget(job, delivery, event);
-    if (!target) return this.targetRemoved(job, delivery);
-    if (!event) {
+    // A WEBHOOK_URLS target this worker does not know (a rollout half done) is not removed:
+    // another worker may have it.
+    const global = isGlobalTargetId(delivery.targetId);
+    if (!target && event && global) return this.unknownGlobalTarget(job, delivery, event);
+    if (!target && !global) return this.targetRemoved(job, delivery);
+    if (!target || !event) {
       await this.markFailed(delivery, { statusCode: null, error: 'the event expired' });
       return this.done(job, 'failed');
     }
