@@ -5,7 +5,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Logger } from '@nestjs/common';
 import wweb from 'whatsapp-web.js';
-import { AppError, phoneDigits, withTimeout } from '@app/common';
+import { AppError, TimedOutError, phoneDigits, withTimeout } from '@app/common';
 import { isLinkedStatus, type ObservedSession, type SessionStatus } from '@app/status-store';
 import {
   chromiumArgs,
@@ -1174,8 +1174,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       this.downloadQueue.shift()?.();
     };
     void running.then(release, release);
-    const outcome = await orTimeout(running, MEDIA_DOWNLOAD_TIMEOUT_MS);
-    if (outcome !== TIMED_OUT) return outcome;
+    try {
+      return await withTimeout(running, MEDIA_DOWNLOAD_TIMEOUT_MS);
+    } catch (err) {
+      if (!(err instanceof TimedOutError)) throw err;
+    }
     overdue = true;
     // Every slot held by a download that timed out: those waiting give up now, not behind them.
     if (++this.overdueDownloads >= MEDIA_DOWNLOADS)
@@ -1528,8 +1531,11 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private timedCall(attempt: number) {
     return async <T>(what: string, work: Promise<T>): Promise<T> => {
       const limit = this.settings.callTimeoutMs;
-      const outcome = await orTimeout(work, limit);
-      if (outcome !== TIMED_OUT) return outcome;
+      try {
+        return await withTimeout(work, limit);
+      } catch (err) {
+        if (!(err instanceof TimedOutError)) throw err;
+      }
       const stuck = `WhatsApp Web did not ${what} within ${seconds(limit)}; it looks stuck, so the client is restarted`;
       void this.recover(attempt, new Error(stuck));
       throw new EngineError(
@@ -1739,17 +1745,6 @@ function finiteNumber(value: unknown): number | null {
 
 function nonEmptyString(value: unknown): string | null {
   return typeof value === 'string' && value ? value : null;
-}
-
-const TIMED_OUT = Symbol('timed out');
-
-/** What `work` comes to, or TIMED_OUT after `ms`: the work itself goes on, unheard. */
-async function orTimeout<T>(work: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    work,
-    new Promise<typeof TIMED_OUT>((resolve) => (timer = setTimeout(resolve, ms, TIMED_OUT))),
-  ]).finally(() => clearTimeout(timer));
 }
 
 function seconds(ms: number): string {

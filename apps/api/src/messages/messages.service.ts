@@ -233,8 +233,9 @@ export class MessagesService {
 
   /**
    * A batch and how many of its messages are in each status. A key limited to some sessions
-   * sees only a batch all of whose messages are of those sessions, as it sees only such messages
-   * (and none whose messages have all expired).
+   * sees only a batch all of whose messages are of those sessions, as it sees only such messages:
+   * known from the sessions the batch saved, so also once its messages expired (or none was
+   * written); a batch saved before it kept them, its messages gone, only an unlimited key sees.
    */
   async batch(batchId: string, sessions?: string[] | null): Promise<BatchStatusDto> {
     if (!isMessageId(batchId)) throw new AppError('BAD_REQUEST', 'id must be a batch id (a UUID)');
