@@ -188,6 +188,36 @@ describe('SessionRepository: the sandbox messages waiting for a session', () => 
       expect(await receiveAll(sessions, 's')).toEqual(['2', '3']);
       expect(await redis.exists(keys.sandboxIncoming('s'), keys.sandboxIncomingBytes('s'))).toBe(0);
     }));
+
+  it('takes out only what it received when two drivers of a handover read the same messages', () =>
+    withSessions(async (sessions) => {
+      for (let i = 0; i < 4; i++) await sessions.pushSandboxIncoming('s', text(i), 1_000_000);
+      const seen: string[] = [];
+      let second: Promise<number> | undefined;
+      // The old driver reads 0 and 1; the new one reads them too before the old takes them out.
+      const first = await sessions.receiveSandboxIncoming(
+        's',
+        (message) => {
+          seen.push(`old ${message.text}`);
+          if (message.text === '1')
+            second = sessions.receiveSandboxIncoming(
+              's',
+              (again) => {
+                seen.push(`new ${again.text}`);
+                return true;
+              },
+              2,
+            );
+          return true;
+        },
+        2,
+      );
+      expect(first).toBe(2);
+      expect(await second).toBe(2);
+      expect(seen).toEqual(['old 0', 'old 1', 'new 0', 'new 1']);
+      // 2 and 3, received by neither, still wait.
+      expect(await receiveAll(sessions, 's')).toEqual(['2', '3']);
+    }));
 });
 
 describe("SessionRepository: only the session's last claimant writes its state", () => {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { RedisKeys, shardOf } from './redis-keys.js';
@@ -36,8 +37,16 @@ return {1}
 `);
 
 // Takes the ARGV[1] messages at the front of a sandbox queue, of ARGV[2] bytes, out of it
-// once its engine has received them. KEYS as PUSH_SANDBOX_INCOMING's.
+// once its engine has received them: only while the first and the last of them (ARGV[3], [4]:
+// their SHA-1s) are still there, so a second driver during a handover, which read and
+// received the same ones, takes out nothing more. KEYS as PUSH_SANDBOX_INCOMING's. 1 when
+// taken out, else 0.
 const DROP_SANDBOX_INCOMING = new LuaScript(`
+local n = tonumber(ARGV[1])
+local first, last = redis.call('LINDEX', KEYS[1], 0), redis.call('LINDEX', KEYS[1], n - 1)
+if not first or not last or redis.sha1hex(first) ~= ARGV[3] or redis.sha1hex(last) ~= ARGV[4] then
+  return 0
+end
 redis.call('LTRIM', KEYS[1], ARGV[1], -1)
 local left = tonumber(redis.call('GET', KEYS[2]) or '0') - tonumber(ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 0 or left < 0 then redis.call('DEL', KEYS[2])
@@ -407,7 +416,13 @@ export class SessionRepository {
         bytes += Buffer.byteLength(json);
       }
     } finally {
-      if (received > 0) await DROP_SANDBOX_INCOMING.run(this.redis, keys, [received, bytes]);
+      if (received > 0)
+        await DROP_SANDBOX_INCOMING.run(this.redis, keys, [
+          received,
+          bytes,
+          sha1(waiting[0]),
+          sha1(waiting[received - 1]),
+        ]);
     }
     return received;
   }
@@ -458,4 +473,8 @@ export function toSessionView(id: string, hash: Record<string, string>): Session
     createdAt: text('createdAt'),
     updatedAt: text('updatedAt'),
   };
+}
+
+function sha1(text: string): string {
+  return createHash('sha1').update(text).digest('hex');
 }
