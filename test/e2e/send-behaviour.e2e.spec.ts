@@ -393,6 +393,19 @@ describe('a send job BullMQ failed whose outcome never reached its message', () 
     });
     expect(stack.sandbox().sends).toHaveLength(0);
   });
+
+  it("finds one failed by a worker whose clock is behind, scored before the last sweep's end", async () => {
+    const sweeper = stack.worker!.get(ExpirySweeper);
+    const now = Date.now();
+    await sweeper.sweep(now + OUTCOME_WINDOW_MS + 1_000);
+    const late = (await sendText(stack, '4915100000033', 'behind')).body.data.id;
+    await failNextSend('job stalled more than allowable limit');
+    // Its worker's clock a minute behind: BullMQ scored it by that clock.
+    const failed = stack.worker!.get(QueueProducer).queueFor('main').toKey('failed');
+    expect(await stack.redis.zadd(failed, 'XX', 'CH', now - 60_000, late)).toBe(1);
+    await sweeper.sweep(now + OUTCOME_WINDOW_MS + 2_000);
+    expect((await stack.call('GET', `/api/v1/messages/${late}`)).body.data.status).toBe('failed');
+  });
 });
 
 describe('message TTL', () => {

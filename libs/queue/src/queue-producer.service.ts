@@ -67,31 +67,27 @@ export class QueueProducer implements OnApplicationShutdown {
 
   /**
    * The jobs that ended in the queue's failed set at `from` to `to` (ms, both included), oldest
-   * first, at most `limit` (BullMQ scores that set by when each job finished), and, when there
-   * may be more, when the last of them finished (to go on from).
+   * first, at most `limit` after skipping `offset` (BullMQ scores that set by when each job
+   * finished), and whether there may be more.
    */
   async failedBetween(
     queue: Queue,
     from: number,
     to: number,
     limit: number,
-  ): Promise<{ jobs: Job[]; more: number | null }> {
-    if (to < from) return { jobs: [], more: null };
-    const found = await this.redis.zrangebyscore(
+    offset = 0,
+  ): Promise<{ jobs: Job[]; more: boolean }> {
+    if (to < from) return { jobs: [], more: false };
+    const ids = await this.redis.zrangebyscore(
       queue.toKey('failed'),
       from,
       to,
-      'WITHSCORES',
       'LIMIT',
-      0,
+      offset,
       limit,
     );
-    const ids = found.filter((_, i) => i % 2 === 0);
     const jobs = await Promise.all(ids.map((id) => queue.getJob(id)));
-    return {
-      jobs: jobs.filter((job): job is Job => !!job),
-      more: ids.length === limit ? Number(found.at(-1)) : null,
-    };
+    return { jobs: jobs.filter((job): job is Job => !!job), more: ids.length === limit };
   }
 
   /**

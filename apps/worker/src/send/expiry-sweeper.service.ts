@@ -31,8 +31,8 @@ export class ExpirySweeper {
   private readonly periodic = new Periodic();
   /** Per queue, its active jobs found without a lock at the last sweep. */
   private readonly unlocked = new Map<string, Set<string>>();
-  /** Per queue, up to when (ms) its failed set was looked at. */
-  private readonly failedSeen = new Map<string, number>();
+  /** Per queue, where its failed set is looked at next: from when (ms), past how many. */
+  private readonly failedNext = new Map<string, { from: number; offset: number }>();
 
   constructor(
     private readonly config: AppConfig,
@@ -93,14 +93,18 @@ export class ExpirySweeper {
    * Writes on their messages the outcome of send jobs BullMQ failed whose messages still wait:
    * the worker that failed them tried for OUTCOME_WINDOW_MS and gave up (Redis, or the record's
    * Cluster node, away that long), or ended meanwhile, and nothing else looks at a failed job
-   * again. Each job is looked at once (after that window), from the newest looked at before;
-   * a worker's first sweep looks back FAILED_LOOKBACK_MS. Returns how many were written.
+   * again. Each job is looked at after that window, in pages from where the last sweep ended
+   * (a window back, for other workers' clocks); a worker's first sweep looks back
+   * FAILED_LOOKBACK_MS. Returns how many were written.
    */
   private async settleFailed(sessionId: string, queue: Queue, now: number): Promise<number> {
     const memo = queue.toKey('');
     const to = now - OUTCOME_WINDOW_MS;
-    const from = this.failedSeen.get(memo) ?? now - FAILED_LOOKBACK_MS;
-    const { jobs, more } = await this.queues.failedBetween(queue, from, to, BATCH);
+    const { from, offset } = this.failedNext.get(memo) ?? {
+      from: now - FAILED_LOOKBACK_MS,
+      offset: 0,
+    };
+    const { jobs, more } = await this.queues.failedBetween(queue, from, to, BATCH, offset);
     const sends = jobs.filter((job) => job.name === JobName.SendMessage);
     // Read together (one round trip): most are of messages failed long ago, as they should be.
     const records = await Promise.all(sends.map((job) => this.messages.get(job.data.messageId)));
@@ -115,9 +119,13 @@ export class ExpirySweeper {
       );
       settled++;
     }
-    // Those that finished in the last one's millisecond are looked at again: harmless, as an
-    // outcome is written only while the message waits.
-    this.failedSeen.set(memo, more ?? to);
+    // A full page: the next sweep reads on from it. Else the next starts a window before this
+    // one's end: a job is scored by the clock of the worker that failed it, which may be behind
+    // this one's (those read again are written only while their messages wait).
+    this.failedNext.set(
+      memo,
+      more ? { from, offset: offset + BATCH } : { from: to - OUTCOME_WINDOW_MS, offset: 0 },
+    );
     if (settled)
       this.log.warn(
         { sessionId, settled },

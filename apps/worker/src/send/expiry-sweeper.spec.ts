@@ -31,7 +31,7 @@ describe('ExpirySweeper: jobs a worker had in hand', () => {
       queueFor: () => queue,
       withLegacyQueue: vi.fn(async () => undefined),
       unlocked: vi.fn(async (_queue: Queue, ids: string[]) => (locked ? [] : ids)),
-      failedBetween: vi.fn(async () => ({ jobs: [], more: null })),
+      failedBetween: vi.fn(async () => ({ jobs: [], more: false })),
     };
     const messages = {
       get: vi.fn(async () => ({
