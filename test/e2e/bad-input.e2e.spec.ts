@@ -324,7 +324,7 @@ describe('requests Node refuses before they are whole (api only)', () => {
     expect(text).toMatch(/^HTTP\/1\.1 408 /);
     expect(envelope(text)).toEqual({
       ok: false,
-      error: { code: 'BAD_REQUEST', message: expect.stringContaining('REQUEST_TIMEOUT_MS') },
+      error: { code: 'REQUEST_TIMEOUT', message: expect.stringContaining('REQUEST_TIMEOUT_MS') },
     });
     expect(ms).toBeGreaterThanOrEqual(900);
   });

@@ -6,10 +6,12 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PinoLogger } from 'nestjs-pino';
 import {
   AppError,
+  ERROR_STATUS,
   createValidationPipe,
   requestId,
   requestLine,
   toErrorEnvelope,
+  type ErrorCode,
 } from '@app/common';
 import { AppConfig, parseTrustProxy } from '@app/config';
 import { ADMIN_SECURITY } from './admin/admin-auth.decorator.js';
@@ -68,13 +70,14 @@ export function httpAdapter(
  */
 function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
-  const [status, message] =
+  const [code, message]: [ErrorCode, string] =
     err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-      ? [408, 'The request did not arrive in full within REQUEST_TIMEOUT_MS']
+      ? ['REQUEST_TIMEOUT', 'The request did not arrive in full within REQUEST_TIMEOUT_MS']
       : err.code === 'HPE_HEADER_OVERFLOW'
-        ? [431, 'The request headers are too large']
-        : [400, 'Not a well-formed HTTP request'];
-  const body = JSON.stringify({ ok: false, error: { code: 'BAD_REQUEST', message } });
+        ? ['HEADERS_TOO_LARGE', 'The request headers are too large']
+        : ['BAD_REQUEST', 'Not a well-formed HTTP request'];
+  const status = ERROR_STATUS[code];
+  const body = JSON.stringify({ ok: false, error: { code, message } });
   if (socket.writable)
     socket.write(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n` +

@@ -44,7 +44,7 @@ export function toErrorEnvelope(exception: unknown): {
         ? raw
         : exception.message;
     if (known) return { status, body: { ok: false, error: { code: known, message } } };
-    // A status outside the contract's table (405, 415, 431...): the nearest code decides it.
+    // A status outside the contract's table (405, 415...): the nearest code decides it.
     if (status < 500)
       return { status: 400, body: { ok: false, error: { code: 'BAD_REQUEST', message } } };
   }
