@@ -159,6 +159,13 @@ describe('webhooks', () => {
     const replay = await stack.call('POST', `/api/v1/webhooks/deliveries/${failed.id}/replay`);
     expect(replay.status).toBe(404);
     expect(replay.body.error.message).toMatch(/Session short-lived does not exist/);
+    // Nor is it listed any longer, failed or among the newest, once the session is purged.
+    await eventually(async () => {
+      for (const query of ['?status=failed', '?limit=200']) {
+        const listed = await stack.call('GET', `/api/v1/webhooks/deliveries${query}`);
+        expect(listed.body.data.map((d: any) => d.id)).not.toContain(failed.id);
+      }
+    });
   });
 
   it('refuses to replay a failed delivery whose target was removed, or whose URL changed, with 409', async () => {

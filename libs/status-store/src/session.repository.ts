@@ -54,6 +54,20 @@ else redis.call('SET', KEYS[2], left) end
 return 1
 `);
 
+// Takes a deleted session's deliveries out of its shard's listings, failed and recent, as its
+// own indexes name them (the records expire with WEBHOOK_RETENTION_MS). KEYS[1] the session's
+// failed index, [2] its recent one, [3] the shard's failed index, [4] its recent one (all in
+// the session's shard).
+const UNLIST_DELIVERIES = new LuaScript(`
+for _, pair in ipairs({ { KEYS[1], KEYS[3] }, { KEYS[2], KEYS[4] } }) do
+  local ids = redis.call('ZRANGE', pair[1], 0, -1)
+  for i = 1, #ids, 500 do
+    redis.call('ZREM', pair[2], unpack(ids, i, math.min(i + 499, #ids)))
+  end
+end
+return 1
+`);
+
 const COMMANDS: SessionCommand[] = ['restart', 'logout', 'link'];
 
 // Writes observed state only while the session is registered (a late event of an engine
@@ -224,6 +238,17 @@ export class SessionRepository {
       .srem(this.keys.sessions(), sessionId)
       .hset(this.keys.deletedSessions(), sessionId, new Date().toISOString())
       .exec();
+    const shard = shardOf(sessionId);
+    await UNLIST_DELIVERIES.run(
+      this.redis,
+      [
+        this.keys.webhookSessionFailed(sessionId),
+        this.keys.webhookSessionRecent(sessionId),
+        this.keys.webhookFailed(shard),
+        this.keys.webhookRecent(shard),
+      ],
+      [],
+    );
     await this.redis
       .multi()
       .del(this.keys.session(sessionId))
