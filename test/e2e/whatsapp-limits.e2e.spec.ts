@@ -139,6 +139,12 @@ describe.each([
 
 describe('ACK_TIMEOUT_MS and resend', () => {
   const stack = useStack({ ACK_TIMEOUT_MS: '1000' });
+  /** A text to a number the sandbox says has no account: failed (NOT_ON_WHATSAPP), resendable. */
+  const failedSend = async (to: string, text: string) => {
+    const failed = await stack.call('POST', '/api/v1/messages/text', { to, text });
+    await stack.waitForStatus(failed.body.data.id, 'failed');
+    return failed;
+  };
   beforeAll(() => stack.waitReady());
 
   it('flags a sent message WhatsApp never acknowledged, and resends it as a new message', async () => {
@@ -219,11 +225,7 @@ describe('ACK_TIMEOUT_MS and resend', () => {
   });
 
   it('lets a message be resent again when its first resend claim met a Redis failure (and ran all the same)', async () => {
-    const failed = await stack.call('POST', '/api/v1/messages/text', {
-      to: '000123456788',
-      text: 'no account either',
-    });
-    await stack.waitForStatus(failed.body.data.id, 'failed');
+    const failed = await failedSend('000123456788', 'no account either');
     const messages = stack.api!.get(MessageRepository);
     const claim = messages.claimResend.bind(messages);
     // Written, its answer lost (a 5 s command limit while Redis stalled).
@@ -241,11 +243,7 @@ describe('ACK_TIMEOUT_MS and resend', () => {
   });
 
   it('keeps a resend a retry with its key was answered with while its write was in doubt', async () => {
-    const failed = await stack.call('POST', '/api/v1/messages/text', {
-      to: '000123456787',
-      text: 'no account, resent',
-    });
-    await stack.waitForStatus(failed.body.data.id, 'failed');
+    const failed = await failedSend('000123456787', 'no account, resent');
     const messages = stack.api!.get(MessageRepository);
     const write = messages.createMany.bind(messages);
     const key = { 'idempotency-key': 'resend-in-doubt' };
@@ -269,11 +267,7 @@ describe('ACK_TIMEOUT_MS and resend', () => {
   });
 
   it('resends a failed message, and refuses one that is fine, unknown or malformed', async () => {
-    const failed = await stack.call('POST', '/api/v1/messages/text', {
-      to: '000123456789',
-      text: 'no account',
-    });
-    await stack.waitForStatus(failed.body.data.id, 'failed');
+    const failed = await failedSend('000123456789', 'no account');
     const key = { 'idempotency-key': 'resend-1' };
     const again = await stack.call(
       'POST',

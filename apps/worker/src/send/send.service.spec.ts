@@ -347,38 +347,35 @@ describe('SendService: what it does with the message it is handed', () => {
     expect(h.engine.sendText).not.toHaveBeenCalled();
   });
 
-  it('finds a send a crash interrupted in the chat and records it instead of sending again', async () => {
-    const h = harness();
-    const sendingAt = new Date(NOW - 5_000).toISOString();
-    h.store.put(record({ status: 'sending', sendingAt, attempts: 1 }));
-    h.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_FOUND']);
-    await expect(h.service.send('main', record().id, first)).resolves.toBe('recovered');
-    expect(h.engine.findSentMessages).toHaveBeenCalledWith(
-      '4915123456789@c.us',
-      [textFingerprint('hello')],
-      new Date(sendingAt),
-      new Date(sendingAt),
-    );
-    expect(h.engine.sendText).not.toHaveBeenCalled();
-    expect(h.store.calls).toEqual(['markFound true_4915123456789@c.us_FOUND']);
-  });
-
-  it('looks in the chat from the first claim of a send interrupted more than once to its latest claim', async () => {
-    const h = harness();
+  it.each([
+    { case: 'a crash interrupted', sendingAt: NOW - 5_000, claimedAt: null, attempts: 1 },
     // Claimed again by a try that stopped before the engine call: the first may have sent it.
-    const sendingAt = new Date(NOW - 60_000).toISOString();
-    const claimedAt = new Date(NOW - 5_000).toISOString();
-    h.store.put(record({ status: 'sending', sendingAt, claimedAt, attempts: 2 }));
-    h.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_FOUND']);
-    await expect(h.service.send('main', record().id, first)).resolves.toBe('recovered');
-    expect(h.engine.findSentMessages).toHaveBeenCalledWith(
-      '4915123456789@c.us',
-      [textFingerprint('hello')],
-      new Date(sendingAt),
-      new Date(claimedAt),
-    );
-    expect(h.engine.sendText).not.toHaveBeenCalled();
-  });
+    { case: 'interrupted twice', sendingAt: NOW - 60_000, claimedAt: NOW - 5_000, attempts: 2 },
+  ])(
+    'finds a send $case in the chat, looking from its first claim to its latest, and records it instead of sending again',
+    async ({ sendingAt, claimedAt, attempts }) => {
+      const h = harness();
+      const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+      h.store.put(
+        record({
+          status: 'sending',
+          sendingAt: iso(sendingAt),
+          claimedAt: iso(claimedAt),
+          attempts,
+        }),
+      );
+      h.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_FOUND']);
+      await expect(h.service.send('main', record().id, first)).resolves.toBe('recovered');
+      expect(h.engine.findSentMessages).toHaveBeenCalledWith(
+        '4915123456789@c.us',
+        [textFingerprint('hello')],
+        new Date(sendingAt),
+        new Date(claimedAt ?? sendingAt),
+      );
+      expect(h.engine.sendText).not.toHaveBeenCalled();
+      expect(h.store.calls).toEqual(['markFound true_4915123456789@c.us_FOUND']);
+    },
+  );
 
   it("does not take another message's send of the same text for its own: sends it, or takes the next match", async () => {
     const h = harness();
