@@ -1158,6 +1158,42 @@ describe('WwebjsEngine incoming messages', () => {
     await h.engine.stop();
   });
 
+  // WhatsApp Web that lost its connection confirms a send when it is back: minutes later.
+  it.each([
+    { confirmedAfterMs: 90_000, outcome: 'sent' },
+    { confirmedAfterMs: null, outcome: 'timed out (callTimeoutMs)' },
+  ])(
+    "does not emit as the phone's the message_create of its own send WhatsApp confirms late: $outcome",
+    async ({ confirmedAfterMs }) => {
+      const h = harness({ callTimeoutMs: 300_000 });
+      const client = await startReady(h);
+      client.sendMessage.mockImplementationOnce(async () => {
+        client.emit('message_create', {
+          id: { _serialized: `true_${CHAT}_3EB0LATE`, fromMe: true },
+          fromMe: true,
+          from: OWN,
+          to: CHAT,
+          type: 'chat',
+          body: 'code 1234',
+          timestamp: SENT_AT,
+        });
+        if (confirmedAfterMs === null) return new Promise<never>(() => {});
+        await new Promise((done) => setTimeout(done, confirmedAfterMs));
+        return { id: { _serialized: `true_${CHAT}_3EB0LATE`, fromMe: true }, ack: 1 };
+      });
+      const late = h.engine.sendText(CHAT, 'code 1234');
+      const settled =
+        confirmedAfterMs === null
+          ? expect(late).rejects.toThrow('did not send within 300s')
+          : expect(late).resolves.toBe(`true_${CHAT}_3EB0LATE`);
+      await vi.advanceTimersByTimeAsync(310_000);
+      await settled;
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(h.messages).toEqual([]);
+      await h.engine.stop();
+    },
+  );
+
   it("does not emit as the phone's the message_create of its own send whose call failed after WhatsApp took it", async () => {
     const h = harness();
     const client = await startReady(h);

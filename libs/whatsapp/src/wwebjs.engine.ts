@@ -367,9 +367,12 @@ const RECONNECTING_STATES = new Set(['OPENING', 'PAIRING', 'TIMEOUT']);
 const FIND_LIMIT = 50;
 const FIND_SLACK_MS = 5_000;
 // message_create also fires for our own sends, before sendMessage resolves (waitUntilMsgSent
-// waits for the server): a fromMe message is held this long, and while a send is in flight.
+// waits for the server): a fromMe message is held this long, and while a send that began
+// before it is in flight (a send lasts at most its two calls, each callTimeoutMs: WhatsApp
+// Web waiting out a lost connection may confirm a send minutes later).
 const FROM_ME_DELAY_MS = 1_000;
-const FROM_ME_MAX_WAIT_MS = 60_000;
+// How long a send whose call failed is remembered, for a message_create of it still to come.
+const UNCERTAIN_SEND_MS = 60_000;
 const OWN_SENT_LIMIT = 1_000;
 // message_reaction fires for the reactions this engine sends too (whatsapp-web.js hooks the
 // page's table of reactions): one of ours is known by its message and emoji for this long.
@@ -1212,9 +1215,12 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     this.track(next);
   }
 
-  /** Holds a fromMe message until the sends that were in flight when it arrived returned. */
+  /**
+   * Holds a fromMe message until the sends that were in flight when it arrived returned (each
+   * ends within its two calls' callTimeoutMs; the deadline only guards against one that hangs).
+   */
   private async waitOutOwnSends(attempt: number, sendsBefore: number): Promise<void> {
-    const deadline = Date.now() + FROM_ME_MAX_WAIT_MS;
+    const deadline = Date.now() + 2 * this.settings.callTimeoutMs + FROM_ME_DELAY_MS;
     do {
       // A hold started after the client was given up would outlive stop()'s clearTimers.
       if (attempt !== this.attempt) return;
@@ -1236,7 +1242,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private rememberUncertainSend(chatId: string, fingerprints: readonly string[]): void {
     const now = Date.now();
     this.uncertainSends = this.uncertainSends.filter((send) => send.until >= now);
-    this.uncertainSends.push({ chatId, fingerprints, until: now + FROM_ME_MAX_WAIT_MS });
+    this.uncertainSends.push({ chatId, fingerprints, until: now + UNCERTAIN_SEND_MS });
   }
 
   /** Whether a fromMe message is one of our sends whose call failed (forgotten once matched). */
