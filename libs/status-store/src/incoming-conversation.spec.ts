@@ -10,6 +10,8 @@ import { MAX_SCHEDULE_MS, type NewMessage } from './message-record.js';
 import { MessageRepository } from './message.repository.js';
 import { createRedis } from './redis-connection.js';
 import { RedisKeys } from './redis-keys.js';
+import { RedisSubscriber } from './redis-subscriber.js';
+import { SessionRepository } from './session.repository.js';
 
 /** A session's conversation (received and sent, newest first) paged, on real Redis. */
 describe('IncomingRepository.conversation', () => {
@@ -17,6 +19,8 @@ describe('IncomingRepository.conversation', () => {
   let keys: RedisKeys;
   let incoming: IncomingRepository;
   let messages: MessageRepository;
+  let sessions: SessionRepository;
+  let subscriber: RedisSubscriber;
   let config: ReturnType<typeof loadAppConfig>;
   const SESSION = 'paged';
 
@@ -27,14 +31,23 @@ describe('IncomingRepository.conversation', () => {
     const events = new EventScriptArgs(keys, [], 60_000);
     incoming = new IncomingRepository(redis, keys, config, events);
     messages = new MessageRepository(redis, keys, config, events);
+    subscriber = new RedisSubscriber(config);
+    sessions = new SessionRepository(redis, keys, events, subscriber);
   });
   afterAll(async () => {
     const left = await redis.keys(keys.pattern());
     if (left.length) await redis.del(...left);
+    await subscriber.onApplicationShutdown();
     await redis.quit();
   });
 
+  /** A message received by `session` (registered first, as a running session is). */
   async function receive(at: Date, phone = '4915100000001', session = SESSION): Promise<string> {
+    await sessions.register(session);
+    return receiveBy(session, at, phone);
+  }
+
+  async function receiveBy(session: string, at: Date, phone = '4915100000001'): Promise<string> {
     const engineMessageId = `false_${phone}@c.us_${randomUUID()}`;
     const record: IncomingRecord = {
       id: incomingMessageId(session, engineMessageId),
@@ -56,9 +69,23 @@ describe('IncomingRepository.conversation', () => {
       reaction: null,
       media: null,
     } as IncomingRecord;
-    await incoming.record(record, undefined, at);
+    expect(await incoming.record(record, undefined, at)).toBe(
+      (await redis.exists(keys.session(session))) === 1,
+    );
     return record.id;
   }
+
+  it("writes nothing for a session already purged (a write retried through an outage), so a session made again with the same id lists none of the old one's messages", async () => {
+    const session = 'purged-meanwhile';
+    const before = await receive(new Date(), undefined, session);
+    expect(await incoming.get(before)).not.toBeNull();
+    await sessions.unregister(session);
+    const late = await receiveBy(session, new Date());
+    expect(await incoming.get(late)).toBeNull();
+    expect(await redis.exists(keys.sessionInbox(session))).toBe(0);
+    await sessions.register(session);
+    expect((await incoming.conversation({ sessionId: session, limit: 10 })).items).toEqual([]);
+  });
 
   /** A text of `session` written at `at` (scheduled for `sendAt`, if given). */
   const sendText = (session: string, at: Date, sendAt?: Date) =>

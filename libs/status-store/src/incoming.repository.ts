@@ -15,12 +15,16 @@ import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
 
 // Records a received message once (a repeated engine event is a no-op), indexes it, keeps its
-// media bytes for a while, and publishes message.received in the same script.
-// KEYS[1] record, [2] session inbox, [3] media; ARGV[7] record JSON, [8] retention ms,
-// [9] score ms, [10] index cutoff ms, [11] id, [12] session id, [13] media ttl ms, [14] bytes
+// media bytes for a while, and publishes message.received in the same script. Nothing is
+// written for a session no longer registered (its hash gone): a write retried through a Redis
+// outage may land after the session's purge, and would bring back its inbox index, never to
+// expire, for a session made again with the same id to list.
+// KEYS[1] record, [2] session inbox, [3] media, [4] session hash; ARGV[7] record JSON,
+// [8] retention ms, [9] score ms, [10] index cutoff ms, [11] id, [12] session id, [13] media
+// ttl ms, [14] bytes
 const RECORD = new LuaScript(
   withEventPublishing(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[7], 'PX', ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[10])
@@ -78,7 +82,10 @@ export class IncomingRepository {
     private readonly events: EventScriptArgs,
   ) {}
 
-  /** Stores a received message (once); returns false when it was already recorded. */
+  /**
+   * Stores a received message (once); returns false when it was already recorded, or its
+   * session is no longer registered.
+   */
   async record(record: IncomingRecord, media?: Buffer, now = new Date()): Promise<boolean> {
     const retention = this.config.MESSAGE_RETENTION_MS;
     const recorded = await RECORD.run(
@@ -87,6 +94,7 @@ export class IncomingRepository {
         this.keys.incoming(record.id),
         this.keys.sessionInbox(record.sessionId),
         this.keys.incomingMedia(record.id),
+        this.keys.session(record.sessionId),
       ],
       [
         ...this.events.build(now),
