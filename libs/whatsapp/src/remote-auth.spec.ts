@@ -1,6 +1,7 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as realSleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type wweb from 'whatsapp-web.js';
@@ -60,25 +61,44 @@ describe('GatewayRemoteAuth (whatsapp-web.js RemoteAuth with bounded backups)', 
     await rm(dir, { recursive: true, force: true });
   });
 
-  /** A strategy set up as whatsapp-web.js's Client does, with a profile on disk to back up. */
-  async function strategy(
+  /** The login WhatsApp Web writes into the profile. */
+  const login = () => join(dir, 'RemoteAuth-sales', 'Default', 'Local Storage', 'login');
+
+  interface StrategyOptions {
+    failed?: () => void;
+    /** What the engine says: the profile holds a login linked here, not backed up yet. */
+    unsavedLogin?: () => boolean;
+    intervalMs?: number;
+  }
+
+  /** A strategy set up as whatsapp-web.js's Client does, its browser about to start. */
+  async function started(
     store: ReturnType<typeof fakeStore>,
-    { stored, failed = vi.fn() }: { stored: boolean; failed?: () => void },
+    { failed = vi.fn(), unsavedLogin, intervalMs = INTERVAL_MS }: StrategyOptions = {},
   ) {
     const auth = new GatewayRemoteAuth(
       {
         clientId: 'sales',
         dataPath: dir,
         store: store as unknown as wweb.Store,
-        backupSyncIntervalMs: INTERVAL_MS,
+        backupSyncIntervalMs: intervalMs,
       },
       failed,
+      unsavedLogin,
     );
     auth.setup({ options: { puppeteer: {} } } as unknown as wweb.Client);
     await auth.beforeBrowserInitialized();
-    const storage = join(dir, 'RemoteAuth-sales', 'Default', 'Local Storage');
-    await mkdir(storage, { recursive: true });
-    await writeFile(join(storage, 'login'), 'x'.repeat(64 * 1024));
+    return auth;
+  }
+
+  /** A strategy set up as whatsapp-web.js's Client does, with a profile on disk to back up. */
+  async function strategy(
+    store: ReturnType<typeof fakeStore>,
+    { stored, ...options }: StrategyOptions & { stored: boolean },
+  ) {
+    const auth = await started(store, options);
+    await mkdir(dirname(login()), { recursive: true });
+    await writeFile(login(), 'x'.repeat(64 * 1024));
     // Stored or not from here on: unpacking a stored login is not what these tests are about.
     store.exists = stored;
     return auth;
@@ -208,5 +228,51 @@ describe('GatewayRemoteAuth (whatsapp-web.js RemoteAuth with bounded backups)', 
     expect(store.saves).toHaveLength(1);
     expect(isWholeZip(store.saves[0])).toBe(true);
     await expect(readFile(join(profile, 'Default', 'Local Storage', 'login'))).rejects.toThrow();
+  });
+  it.each([
+    { when: 'the store has no copy yet', stored: false },
+    { when: 'the store holds an older copy (of a device the phone unlinked)', stored: true },
+  ])(
+    'keeps a login its engine linked and has not backed up when the next client starts on the profile: $when',
+    async ({ stored }) => {
+      const store = fakeStore(dir);
+      await strategy(store, { stored, unsavedLogin: () => true });
+      // The engine restarts its client (a watchdog, a crash) before the first backup.
+      await started(store, { unsavedLogin: () => true });
+      expect(existsSync(login())).toBe(true);
+      expect(store.saves).toHaveLength(0);
+    },
+  );
+
+  it('deletes a login its engine did not link since it started when the store has none (a stale copy)', async () => {
+    const store = fakeStore(dir);
+    await strategy(store, { stored: false });
+    await started(store, { unsavedLogin: () => false });
+    expect(existsSync(login())).toBe(false);
+    expect(existsSync(join(dir, 'RemoteAuth-sales'))).toBe(true);
+  });
+
+  it('keeps an unsaved login through a disconnect whatsapp-web.js does not accept, and deletes it on logout', async () => {
+    const store = fakeStore(dir);
+    const auth = await strategy(store, { stored: false, unsavedLogin: () => true });
+    // What Client does on a CONFLICT (WhatsApp Web opened elsewhere), before `disconnected`.
+    await auth.disconnect();
+    expect(existsSync(login())).toBe(true);
+    await auth.logout();
+    expect(existsSync(login())).toBe(false);
+  });
+
+  it('makes the first backup of an unsaved login after its wait even when the store holds an older copy', async () => {
+    const store = fakeStore(dir);
+    const auth = await strategy(store, {
+      stored: true,
+      unsavedLogin: () => true,
+      intervalMs: 10 * FIRST_BACKUP_DELAY_MS,
+    });
+    const ready = auth.afterAuthReady();
+    await vi.advanceTimersByTimeAsync(FIRST_BACKUP_DELAY_MS);
+    await settle(ready);
+    expect(store.saves).toHaveLength(1);
+    await auth.destroy();
   });
 });

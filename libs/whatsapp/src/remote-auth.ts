@@ -10,6 +10,12 @@ export const BACKUP_WAIT_MS = 10_000;
 /** Where a backup that fails in the background is reported. */
 export type BackupFailed = (err: unknown) => void;
 
+/**
+ * Whether the profile on this disk holds a login its engine linked (a QR or code scanned in
+ * this run) and has not backed up yet: newer than any copy in the store.
+ */
+export type UnsavedLogin = () => boolean;
+
 type RemoteAuthOptions = ConstructorParameters<typeof wweb.RemoteAuth>[0];
 
 /**
@@ -19,6 +25,7 @@ type RemoteAuthOptions = ConstructorParameters<typeof wweb.RemoteAuth>[0];
 interface RemoteAuthShape {
   store: wweb.Store;
   sessionName: string;
+  userDataDir: string;
   backupSyncIntervalMs: number;
   setup(client: wweb.Client): void;
   beforeBrowserInitialized(): Promise<void>;
@@ -31,6 +38,8 @@ interface RemoteAuthShape {
   getAuthEventPayload(): Promise<unknown>;
   afterAuthReady(): Promise<void>;
   storeRemoteSession(options?: { emit?: boolean }): Promise<void>;
+  extractRemoteSession(): Promise<void>;
+  isValidPath(path: string): Promise<boolean>;
   disconnect(): Promise<void>;
   destroy(): Promise<void>;
   logout(): Promise<void>;
@@ -56,6 +65,11 @@ const RemoteAuthBase = wweb.RemoteAuth as unknown as new (
  * not stack up others behind it), none queued before a disconnect or destroy runs after it,
  * the one running is waited for (BACKUP_WAIT_MS at most) before the profile goes, and a
  * background one that fails is reported instead of rejecting unhandled.
+ * - Every client start and every disconnect deletes the profile on disk, the store's copy
+ *   being the truth (a copy left here may be stale: the session moved to another worker and
+ *   was logged out there). A login just linked has no copy yet: a client restarted before its
+ *   first backup (a watchdog, a crash) found none and showed a QR again, the phone listing a
+ *   dead device. Here a login the engine says is unsaved (UnsavedLogin) stays on disk.
  */
 export class GatewayRemoteAuth extends RemoteAuthBase {
   /** Bumped by every ready, disconnect and destroy: a timer of an older one does nothing. */
@@ -66,19 +80,30 @@ export class GatewayRemoteAuth extends RemoteAuthBase {
   private backup: Promise<void> = Promise.resolve();
   /** When the backup running began (undefined: none runs). */
   private runningSince: number | undefined;
+  /** logout(): the login goes, unsaved or not. */
+  private loggingOut = false;
 
   constructor(
     options: RemoteAuthOptions,
     private readonly backupFailed: BackupFailed,
+    private readonly unsavedLogin: UnsavedLogin = () => false,
   ) {
     super(options);
+  }
+
+  override async extractRemoteSession(): Promise<void> {
+    // The engine holds the session's lease: no other worker can have stored a newer login.
+    if (this.unsavedLogin() && (await this.isValidPath(this.userDataDir))) return;
+    await super.extractRemoteSession();
   }
 
   override async afterAuthReady(): Promise<void> {
     this.stopBackups();
     const generation = this.generation;
     try {
-      if (!(await this.store.sessionExists({ session: this.sessionName }))) {
+      // A store's copy older than an unsaved login (of the device the phone unlinked) is no
+      // reason to wait a whole interval for the first backup.
+      if (this.unsavedLogin() || !(await this.store.sessionExists({ session: this.sessionName }))) {
         // The wait whatsapp-web.js takes for a new login to settle before its first copy.
         await new Promise<void>((resolve) => {
           this.firstBackup = { timer: setTimeout(resolve, FIRST_BACKUP_DELAY_MS), resolve };
@@ -120,7 +145,16 @@ export class GatewayRemoteAuth extends RemoteAuthBase {
   override async disconnect(): Promise<void> {
     this.stopBackups();
     await this.backupDone();
+    // A disconnect whatsapp-web.js does not accept (a CONFLICT): the next client is to start
+    // from the store's copy, and an unsaved login has none. When the phone unlinked the device
+    // the engine deletes the login itself.
+    if (!this.loggingOut && this.unsavedLogin()) return;
     await super.disconnect();
+  }
+
+  override async logout(): Promise<void> {
+    this.loggingOut = true;
+    await super.logout();
   }
 
   override async destroy(): Promise<void> {

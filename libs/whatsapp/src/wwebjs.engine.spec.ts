@@ -1,8 +1,9 @@
 import { EventEmitter } from 'node:events';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import wweb from 'whatsapp-web.js';
 import { AppError } from '@app/common';
 import type { AuthArchiveCopy, ObservedSession } from '@app/status-store';
@@ -20,6 +21,7 @@ import {
   mediaFingerprints,
   textFingerprint,
 } from './fingerprint.js';
+import type { GatewayRemoteAuth } from './remote-auth.js';
 import { sessionDir } from './session-paths.js';
 import {
   WwebjsEngine,
@@ -2493,5 +2495,173 @@ describe('WwebjsEngine with a remote login store', () => {
     expect(h.last()).toMatchObject({ status: 'DISCONNECTED', nextRetryAt: null });
     expect(h.last().lastError).toMatch(/Reconnect/);
     await vi.waitFor(async () => expect(await store.load('main')).toBeNull());
+  });
+  describe('a login linked here and not backed up yet', () => {
+    /** The login WhatsApp Web writes into the profile once the phone is linked. */
+    const login = () => join(dataDir, 'RemoteAuth-main', 'Default', 'Local Storage', 'login');
+
+    /**
+     * An engine whose clients start their real RemoteAuth strategy as whatsapp-web.js's Client
+     * does (setup, then beforeBrowserInitialized, which unpacks or deletes the profile);
+     * `started` settles once the newest client's has.
+     */
+    function linkingHarness(store: AuthStore, overrides: Partial<WwebjsEngineOptions> = {}) {
+      let started = Promise.resolve();
+      const h = harness({ authStore: store, backupIntervalMs: 60_000, ...overrides }, (client) => {
+        const strategy = client.options.authStrategy as unknown as GatewayRemoteAuth;
+        Object.assign(client, { authStrategy: strategy });
+        const initialize = client.initialize.getMockImplementation()!;
+        client.initialize.mockImplementation(() => {
+          strategy.setup(client as unknown as wweb.Client);
+          started = strategy.beforeBrowserInitialized().then(initialize);
+          return started;
+        });
+      });
+      return {
+        ...h,
+        strategy: () => h.client().options.authStrategy as unknown as GatewayRemoteAuth,
+        started: async () => {
+          await vi.waitFor(() => expect(h.client().initialize).toHaveBeenCalled());
+          await started;
+        },
+      };
+    }
+
+    /** The login, unpacked from the store (RemoteAuth's unzip settles before its files are written). */
+    const restored = () =>
+      vi.waitFor(async () => expect(await readFile(login(), 'utf8')).toBe('the new login'));
+
+    /** The QR scanned: WhatsApp Web writes the login and authenticates. */
+    async function link(h: ReturnType<typeof linkingHarness>): Promise<void> {
+      await h.engine.start();
+      await h.started();
+      h.client().emit('qr', 'QR-1');
+      await mkdir(dirname(login()), { recursive: true });
+      await writeFile(login(), 'the new login');
+      h.client().emit('authenticated');
+    }
+
+    it.each([
+      {
+        restart: 'the ready watchdog (a long first sync)',
+        how: async () => vi.advanceTimersByTimeAsync(READY_TIMEOUT),
+      },
+      {
+        restart: 'a disconnect whatsapp-web.js does not accept (CONFLICT)',
+        how: async (h: ReturnType<typeof linkingHarness>) => {
+          // What Client does first: RemoteAuth's disconnect, which deletes the profile.
+          await h.strategy().disconnect();
+          h.client().emit('disconnected', 'CONFLICT');
+          await vi.advanceTimersByTimeAsync(BACKOFF_BASE);
+        },
+      },
+      {
+        restart: 'Chromium crashing',
+        how: async (h: ReturnType<typeof linkingHarness>) => {
+          h.client().pupBrowser?.emit('disconnected');
+          await vi.advanceTimersByTimeAsync(BACKOFF_BASE);
+        },
+      },
+    ])(
+      'keeps the login when $restart restarts the client before its first backup, the store having none',
+      async ({ how }) => {
+        const store = memoryStore();
+        const h = linkingHarness(store);
+        await link(h);
+        await how(h);
+        await vi.waitFor(() => expect(h.clients).toHaveLength(2));
+        await h.started();
+        expect(await readFile(login(), 'utf8')).toBe('the new login');
+        // Not a QR again: the restarted client authenticates with the login it found.
+        h.client().emit('authenticated');
+        h.client().emit('ready');
+        expect(h.last().status).toBe('READY');
+        await h.engine.stop({ backUp: false });
+      },
+    );
+
+    it('keeps it no longer once a restarted client shows a QR (the kept login did not take)', async () => {
+      const h = linkingHarness(memoryStore());
+      await link(h);
+      await vi.advanceTimersByTimeAsync(READY_TIMEOUT);
+      await vi.waitFor(() => expect(h.clients).toHaveLength(2));
+      await h.started();
+      expect(existsSync(login())).toBe(true);
+      h.client().emit('qr', 'QR-2');
+      await vi.advanceTimersByTimeAsync(QR_STALL);
+      await vi.waitFor(() => expect(h.clients).toHaveLength(3));
+      await h.started();
+      expect(existsSync(login())).toBe(false);
+      await h.engine.stop();
+    });
+
+    it('deletes a login on disk that was not linked since the engine started, the store having none (a stale copy)', async () => {
+      await mkdir(dirname(login()), { recursive: true });
+      await writeFile(login(), 'a login the session had before it moved away');
+      const h = linkingHarness(memoryStore());
+      await h.engine.start();
+      await h.started();
+      expect(existsSync(login())).toBe(false);
+      await h.engine.stop();
+    });
+
+    it('starts from the store again once the login was backed up', async () => {
+      const store = memoryStore();
+      const h = linkingHarness(store);
+      await link(h);
+      h.client().emit('ready');
+      vi.useRealTimers();
+      // The first backup, 60 s after ready.
+      await h.strategy().storeRemoteSession();
+      expect(await store.load('main')).not.toBeNull();
+      await writeFile(join(dirname(login()), 'written after the backup'), '');
+      await h.strategy().disconnect();
+      h.client().emit('disconnected', 'CONFLICT');
+      await vi.waitFor(() => expect(h.clients).toHaveLength(2));
+      await h.started();
+      await restored();
+      expect(existsSync(join(dirname(login()), 'written after the backup'))).toBe(false);
+      await h.engine.stop({ backUp: false });
+    });
+
+    it('backs the login up when stopped before READY (a Reconnect while it loads), so the next engine restores it', async () => {
+      const store = memoryStore();
+      const h = linkingHarness(store, { destroyTimeoutMs: 10_000 });
+      await link(h);
+      expect(h.last().status).toBe('AUTHENTICATED');
+      vi.useRealTimers();
+      await h.engine.stop();
+      expect(await store.load('main')).not.toBeNull();
+      // Reconnect makes a new engine for the session, which starts from the store.
+      const next = linkingHarness(store);
+      await next.engine.start();
+      await next.started();
+      await restored();
+      await next.engine.stop({ backUp: false });
+    });
+
+    it.each([
+      {
+        end: 'logout()',
+        how: async (h: ReturnType<typeof linkingHarness>) => h.engine.logout(),
+      },
+      {
+        end: 'the phone unlinking the device',
+        how: async (h: ReturnType<typeof linkingHarness>) => {
+          // What Client does first on UNPAIRED: RemoteAuth's disconnect.
+          await h.strategy().disconnect();
+          h.client().emit('disconnected', 'UNPAIRED');
+        },
+      },
+    ])('deletes it on $end', async ({ how }) => {
+      const store = memoryStore();
+      const h = linkingHarness(store);
+      await link(h);
+      vi.useRealTimers();
+      await how(h);
+      await vi.waitFor(() => expect(existsSync(join(dataDir, 'RemoteAuth-main'))).toBe(false));
+      expect(await store.load('main')).toBeNull();
+      expect(h.clients).toHaveLength(1);
+    });
   });
 });

@@ -425,6 +425,12 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private consecutiveFailures = 0;
   /** Launches in a row that were authenticated but never became ready in time. */
   private readyTimeouts = 0;
+  /**
+   * The profile holds a login linked here (a QR or code scanned) since this start and not
+   * backed up yet: a client restarted on it keeps it (RemoteAuth would replace it with the
+   * store's copy, of which there is none or an older one), and a stop backs it up.
+   */
+  private unsavedLogin = false;
   private pairing = false;
   private pairingCode: string | null = null;
   private restartTimer?: NodeJS.Timeout;
@@ -486,8 +492,12 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   }
 
   async stop(options?: { backUp?: boolean }): Promise<void> {
+    // An unsaved login also before READY (a Reconnect while it loads): the next engine to start
+    // the session, here or on another worker, restores it only from the store.
     const backUp =
-      isLinkedStatus(this.status) && this.options.authStore?.remote && options?.backUp !== false;
+      (isLinkedStatus(this.status) || this.unsavedLogin) &&
+      this.options.authStore?.remote &&
+      options?.backUp !== false;
     await this.shutDown(async (client) => {
       // A clean stop backs the login up, so the next owner starts from the newest copy.
       if (backUp && client.authStrategy?.storeRemoteSession) {
@@ -502,10 +512,13 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
           .finally(() => (this.backingUp = undefined));
       }
     });
+    // Once stopped, the store is the truth: the session may move on (and be logged out there).
+    this.unsavedLogin = false;
     this.setState({ status: 'STOPPED' });
   }
 
   async logout(): Promise<void> {
+    this.unsavedLogin = false;
     await this.shutDown(async (client) => {
       // Tells WhatsApp to drop the linked device. Without a live page it cannot; the auth data
       // is deleted below all the same and the phone lists the device until it expires.
@@ -868,6 +881,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
                 this.sessionId,
                 this.options.dataDir,
                 current,
+                () => (this.unsavedLogin = false),
               ),
               backupSyncIntervalMs: Math.max(60_000, this.options.backupIntervalMs ?? 300_000),
             },
@@ -876,6 +890,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
                 { sessionId: this.sessionId, err: toError(thrown).message },
                 'login not backed up',
               ),
+            () => this.unsavedLogin,
           )
         : new LocalAuth({ clientId: this.sessionId, dataPath: this.options.dataDir }),
       webVersionCache: { type: 'none' },
@@ -898,21 +913,30 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private listen(client: ClientLike, attempt: number): void {
     const current = () => attempt === this.attempt && this.running;
     const startStalled = () => void this.recover(attempt, this.stalledError());
+    // This client asked to be linked: once authenticated, its login is a new one.
+    let linking = false;
 
     client.on('qr', (qr: string) => {
+      if (!current()) return;
+      // Its first: the profile it started on has no login (a kept one did not take).
+      if (!linking) this.unsavedLogin = false;
+      linking = true;
       // Once a pairing code was asked for, the QR WhatsApp Web keeps rotating is not shown.
-      if (!current() || this.pairing) return;
+      if (this.pairing) return;
       this.clearWatchdog('start');
       this.armQrWatchdog(attempt);
       this.setState({ status: 'QR', qr });
     });
 
     client.on('code', (code: string) => {
-      if (current()) this.showPairingCode(code);
+      if (!current()) return;
+      linking = true;
+      this.showPairingCode(code);
     });
 
     client.on('authenticated', () => {
       if (!current()) return;
+      if (linking) this.unsavedLogin = true;
       this.clearWatchdog('start');
       this.clearWatchdog('qr');
       this.armWatchdog('ready', this.settings.readyTimeoutMs, attempt, () => {
@@ -1329,6 +1353,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private async unlinked(attempt: number): Promise<void> {
     if (attempt !== this.attempt || !this.running) return;
     this.running = false;
+    // Before anything awaits: RemoteAuth's own logout (a `post_logout` page) deletes it too.
+    this.unsavedLogin = false;
     this.setState({
       status: 'DISCONNECTED',
       lastError:
@@ -1781,13 +1807,14 @@ const FOUND_KEPT_MS = 30_000;
  * (kept FOUND_KEPT_MS at most: RemoteAuth also asks once the session is ready, and a login is
  * tens of MB). `current` says whether its client is still the engine's: RemoteAuth's backup
  * timer can outlive a client it was started for, and must not overwrite the login the next
- * client (or another worker) saves.
+ * client (or another worker) saves. `saved` is told once such a save is stored.
  */
 export function remoteStore(
   store: AuthStore,
   sessionId: string,
   dataDir: string,
   current: () => boolean = () => true,
+  saved: () => void = () => undefined,
 ) {
   let found: Buffer | null = null;
   let forget: NodeJS.Timeout | undefined;
@@ -1807,6 +1834,7 @@ export function remoteStore(
     save: async ({ session }: { session: string }) => {
       if (!current()) return;
       await store.save(sessionId, await readFile(join(resolve(dataDir), `${session}.zip`)));
+      saved();
     },
     // Not the stored login: RemoteAuth deletes it on any disconnect whatsapp-web.js does not
     // accept (a CONFLICT when WhatsApp Web is opened elsewhere, a proxy block), before the
