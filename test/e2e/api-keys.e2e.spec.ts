@@ -210,6 +210,16 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
     );
     expect(batch.status).toBe(400);
     expect(batch.body.error.details[0].message).toContain('sales');
+    // A batch through the active session (main) is refused as a single send is, without naming it.
+    const unnamedBatch = await stack.call(
+      'POST',
+      '/api/v1/messages/batch',
+      { messages: [{ type: 'text', to: '4915100000801', text: 'hi' }] },
+      key,
+    );
+    expect(unnamedBatch.status).toBe(unnamed.status);
+    expect(unnamedBatch.body.error.message).toBe(unnamed.body.error.message);
+    expect(JSON.stringify(unnamedBatch.body)).not.toContain('main');
     // A batch's status is read only by a key that may use every session of its messages.
     const batchOf = async (sessionId: string, as?: Record<string, string>) =>
       (

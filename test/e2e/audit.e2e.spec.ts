@@ -153,6 +153,44 @@ describe('the audit log: admin actions and key changes', () => {
     ]);
   });
 
+  it('keeps refusals from flooding the log: one entry per key, route and minute, never pushing an action off', async () => {
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'operator-made' })).status).toBe(
+      201,
+    );
+    const sender = (await stack.call('POST', '/api/v1/keys', { name: 'flood', scopes: ['send'] }))
+      .body.data;
+    const as = { 'x-api-key': sender.key };
+    for (let round = 0; round < 10; round++) {
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          stack.call(
+            'DELETE',
+            `/api/v1/keys/${(round * 20 + i).toString(16).padStart(16, '0')}`,
+            undefined,
+            as,
+          ),
+        ),
+      );
+      expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 403));
+    }
+    const refused = await eventually(async () => {
+      const mine = (await entries()).filter(
+        (entry: { actor: string }) => entry.actor === `key:${sender.record.id}`,
+      );
+      expect(
+        mine.reduce((sum: number, entry: { count?: number }) => sum + (entry.count ?? 1), 0),
+      ).toBe(200);
+      return mine;
+    });
+    // One entry a minute (two if the minute turned during the flood), the last refusal's.
+    expect(refused.length).toBeLessThanOrEqual(2);
+    expect(refused[0]).toMatchObject({ action: 'DELETE /api/v1/keys/:id', status: 403 });
+    const html = await (
+      await fetch(`${stack.url}/admin/audit`, { headers: { authorization: basic } })
+    ).text();
+    expect(html).toContain('id=operator-made');
+  });
+
   it('lists newest first in pages, for the admin scope only', async () => {
     const all = await entries();
     const first = (await stack.call('GET', '/api/v1/audit?limit=1')).body.data;

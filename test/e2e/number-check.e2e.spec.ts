@@ -30,6 +30,21 @@ describe('number check: GET /api/v1/sessions/:id/contacts/:number/exists', () =>
     });
   });
 
+  it('needs the send scope, not read: the linked account asks WhatsApp', async () => {
+    const keyWith = async (scopes: string[]) =>
+      (await stack.call('POST', '/api/v1/keys', { name: scopes.join('+'), scopes })).body.data.key;
+    const ask = async (key: string) =>
+      stack.call('GET', '/api/v1/sessions/main/contacts/4915123456780/exists', undefined, {
+        'x-api-key': key,
+      });
+    const reader = await ask(await keyWith(['read']));
+    expect(reader.status).toBe(403);
+    expect(reader.body.error.message).toContain('send scope');
+    const sender = await ask(await keyWith(['send']));
+    expect(sender.status).toBe(200);
+    expect(sender.body.data).toMatchObject({ number: '4915123456780', exists: true });
+  });
+
   it('says a number without an account does not exist', async () => {
     const answer = await check('main', '000123456789');
     expect(answer.status).toBe(200);

@@ -160,4 +160,14 @@ describe('the OpenAPI document', () => {
     });
     expect(document.paths['/metrics'].get.security).toContainEqual({ 'metrics-token': [] });
   });
+
+  it('documents what /metrics answers besides 200 and 401: 429 (failed logins) and 503 (Redis)', () => {
+    const { responses } = document.paths['/metrics'].get;
+    expect(Object.keys(responses)).toEqual(expect.arrayContaining(['200', '401', '429', '503']));
+    expect(responses['429']).toMatchObject({
+      headers: { 'Retry-After': expect.any(Object) },
+      content: { 'application/json': { example: { ok: false, error: { code: 'RATE_LIMITED' } } } },
+    });
+    expect(responses['503'].content['application/json'].example.error.code).toBe('UNAVAILABLE');
+  });
 });

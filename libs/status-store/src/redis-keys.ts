@@ -113,6 +113,14 @@ export class RedisKeys {
   audit(): string {
     return `${this.root}:audit`;
   }
+  /** The audit log's refusals (a stream of routes refused to known keys, 403). */
+  auditRefusals(): string {
+    return `${this.root}:audit:refused`;
+  }
+  /** One caller's refusals of one route in one window (the entry collapsing them). */
+  auditRefusalWindow(actor: string, action: string, window: number): string {
+    return `${this.root}:audit:refused:${window}:${actor}:${action}`;
+  }
   /** An API key's record (its digest, never the key). */
   apiKey(id: string): string {
     return `${this.root}:api-key:${id}`;

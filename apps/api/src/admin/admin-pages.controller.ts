@@ -6,7 +6,7 @@ import { validateSync } from 'class-validator';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '@app/common';
 import { AppConfig } from '@app/config';
-import { API_KEY_SCOPES, AuditRepository } from '@app/status-store';
+import { API_KEY_SCOPES, AUDIT_REFUSALS_KEPT, AuditRepository } from '@app/status-store';
 import { ApiKeys } from '../auth/api-keys.service.js';
 import { CreateApiKeyDto } from '../auth/keys.dto.js';
 import {
@@ -36,8 +36,12 @@ interface Flash {
   text: string;
 }
 
-/** Entries on the audit page (the newest). */
+/**
+ * Actions on the audit page (the newest), and refusals in a table of their own below them: a
+ * key refused any number of times cannot push an operator's action off the page.
+ */
 const AUDIT_PAGE = 100;
+const AUDIT_REFUSALS_PAGE = 50;
 
 /**
  * The server-rendered admin pages. Every action is a plain form post that redirects back with a
@@ -126,14 +130,16 @@ export class AdminPagesController {
 
   @Get('audit')
   async auditLog(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
-    const entries = (await this.audit.list(AUDIT_PAGE)).map((entry) => ({
-      ...entry,
-      ok: entry.status < 400,
-    }));
+    const [actions, refusals] = await Promise.all([
+      this.audit.actions(AUDIT_PAGE),
+      this.audit.refusals(AUDIT_REFUSALS_PAGE),
+    ]);
     this.page(req, res, 'audit', {
       title: 'Audit log',
       nav: 'audit',
-      entries,
+      entries: actions.map((entry) => ({ ...entry, ok: entry.status < 400 })),
+      refusals,
+      refusalsKept: AUDIT_REFUSALS_KEPT,
       retentionDays: Math.round(this.config.AUDIT_RETENTION_MS / 86_400_000),
     });
   }

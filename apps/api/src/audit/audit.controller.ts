@@ -38,6 +38,12 @@ export class AuditEntryDto {
   from: string;
   @ApiProperty({ example: 200 })
   status: number;
+  @ApiPropertyOptional({
+    example: 12,
+    description:
+      'A refusal (403) only: how many times this key was refused this route in that minute (one entry for them all, showing the last)',
+  })
+  count?: number;
 }
 
 /** The audit log of admin actions and key changes (admin scope). */
@@ -50,7 +56,10 @@ export class AuditController {
   @Get()
   @ApiOperation({
     summary: 'Admin actions and key changes, newest first',
-    description: 'Kept AUDIT_RETENTION_MS (90 days). Page with `before`.',
+    description:
+      'Kept AUDIT_RETENTION_MS (90 days). Page with `before`. A known key refused a route (403) ' +
+      'is listed too, one entry per key, route and minute with its `count`; the newest 1,000 ' +
+      'such entries are kept.',
   })
   @ApiEnvelope(AuditEntryDto, { isArray: true })
   @ApiErrors({ status: 400, description: 'Bad cursor or limit' })

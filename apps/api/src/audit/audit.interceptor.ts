@@ -12,7 +12,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Observable, tap } from 'rxjs';
 import { toErrorEnvelope } from '@app/common';
 import { AppConfig } from '@app/config';
-import { AuditRepository } from '@app/status-store';
+import { AuditRepository, type AuditEntry } from '@app/status-store';
 import { callerOf } from '../auth/api-keys.service.js';
 
 /**
@@ -33,28 +33,41 @@ export class AuditWriter {
 
   /** Writes the request's entry, once. */
   write(request: FastifyRequest, status: number): void {
+    this.save(request, status, (entry) => this.audit.record(entry, this.config.AUDIT_RETENTION_MS));
+  }
+
+  /**
+   * Writes a known key's refusal (403) of the request: kept apart from actions and collapsed
+   * per key, route and minute (AuditRepository), as any key can make as many as it likes.
+   */
+  writeRefusal(request: FastifyRequest, status: number): void {
+    this.save(request, status, (entry) =>
+      this.audit.recordRefusal(entry, this.config.AUDIT_RETENTION_MS),
+    );
+  }
+
+  private save(
+    request: FastifyRequest,
+    status: number,
+    record: (entry: Omit<AuditEntry, 'id' | 'at' | 'count'>) => Promise<unknown>,
+  ): void {
     if (request.method === 'GET' || request.method === 'HEAD' || written.has(request)) return;
     written.add(request);
     const params = Object.entries((request.params ?? {}) as Record<string, unknown>).map(
       ([k, v]) => [k, String(v).slice(0, 200)],
     );
-    void this.audit
-      .record(
-        {
-          actor: callerOf(request),
-          action: `${request.method} ${request.routeOptions.url ?? request.url}`,
-          target: { ...Object.fromEntries(params), ...targets.get(request) },
-          from: request.ip,
-          status,
-        },
-        this.config.AUDIT_RETENTION_MS,
-      )
-      .catch((err: Error) =>
-        this.log.warn(
-          { requestId: request.id, err: err.message },
-          'admin action not written to the audit log',
-        ),
-      );
+    void record({
+      actor: callerOf(request),
+      action: `${request.method} ${request.routeOptions.url ?? request.url}`,
+      target: { ...Object.fromEntries(params), ...targets.get(request) },
+      from: request.ip,
+      status,
+    }).catch((err: Error) =>
+      this.log.warn(
+        { requestId: request.id, err: err.message },
+        'admin action not written to the audit log',
+      ),
+    );
   }
 }
 

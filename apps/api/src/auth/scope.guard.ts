@@ -21,7 +21,8 @@ export const ApiScope = (scope: ApiKeyScope) => SetMetadata(SCOPE, scope);
 
 /**
  * A key used outside its scopes gets 403 FORBIDDEN; `admin` holds every scope. On an audited
- * controller the refusal is written to the audit log: a known key trying what it may not.
+ * controller the refusal is written to the audit log: a known key trying what it may not
+ * (with the other refusals, collapsed per key, route and minute: they cannot flood it).
  */
 @Injectable()
 export class ScopeGuard implements CanActivate {
@@ -36,7 +37,7 @@ export class ScopeGuard implements CanActivate {
       return this.check(context, request);
     } catch (err) {
       if (this.reflector.get<boolean | undefined>(AUDITED, context.getClass()))
-        this.audit.write(request, toErrorEnvelope(err).status);
+        this.audit.writeRefusal(request, toErrorEnvelope(err).status);
       throw err;
     }
   }

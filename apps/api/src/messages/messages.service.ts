@@ -150,6 +150,10 @@ export class MessagesService {
     // Read once for the batch, not once per message.
     const defaultSession =
       dto.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
+    // A message without sessionId goes through the active session: refused as a single send
+    // is (403, without naming it), not as a session the key named (which would name it).
+    if (!dto.sessionId && dto.messages.some((item) => item.sessionId == null))
+      assertActiveSessionAllowed(context.sessions, defaultSession);
     for (const [index, item] of dto.messages.entries()) {
       try {
         const { type, ...fields } = item;

@@ -1,16 +1,65 @@
 import { applyDecorators, Controller, Get, Res, UseGuards } from '@nestjs/common';
-import { ApiBearerAuth, ApiOkResponse, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
+import {
+  ApiBearerAuth,
+  ApiOkResponse,
+  ApiOperation,
+  ApiProduces,
+  ApiResponse,
+  ApiTags,
+  getSchemaPath,
+} from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { register } from 'prom-client';
-import { ApiErrors } from '../docs/envelope.dto.js';
+import { ApiErrors, ErrorEnvelopeDto } from '../docs/envelope.dto.js';
 import { MetricsTokenGuard } from './metrics-token.guard.js';
 
 /** The Swagger name of the METRICS_TOKEN bearer scheme (registered in configure-api.ts). */
 export const METRICS_SECURITY = 'metrics-token';
 
-/** Guards a route with METRICS_TOKEN and documents the bearer scheme, in one decorator. */
+/** An error answer of /metrics, in the envelope, with an example. */
+const metricsError = (status: number, description: string, code: string, message: string) =>
+  ApiResponse({
+    status,
+    description,
+    content: {
+      'application/json': {
+        schema: { $ref: getSchemaPath(ErrorEnvelopeDto) },
+        example: { ok: false, error: { code, message } },
+      },
+    },
+    ...(status === 429
+      ? {
+          headers: {
+            'Retry-After': {
+              description: 'Seconds until the address may try again',
+              schema: { type: 'integer', example: 42 },
+            },
+          },
+        }
+      : {}),
+  });
+
+/**
+ * Guards a route with METRICS_TOKEN and documents the bearer scheme and what the guard can
+ * answer (it counts failed logins in Redis, AuthFailures), in one decorator.
+ */
 const MetricsAuth = () =>
-  applyDecorators(UseGuards(MetricsTokenGuard), ApiBearerAuth(METRICS_SECURITY));
+  applyDecorators(
+    UseGuards(MetricsTokenGuard),
+    ApiBearerAuth(METRICS_SECURITY),
+    metricsError(
+      429,
+      'RATE_LIMITED: too many failed logins from this address (AUTH_FAILURES_PER_MINUTE), the right token included; see Retry-After',
+      'RATE_LIMITED',
+      'Too many failed logins from this address; retry in 42 s',
+    ),
+    metricsError(
+      503,
+      'UNAVAILABLE: METRICS_TOKEN is set and storage (Redis), where failed logins are counted, cannot be reached; retry shortly',
+      'UNAVAILABLE',
+      'Storage (Redis) is unavailable; retry shortly',
+    ),
+  );
 
 /** Prometheus text at /metrics (the path is set by PrometheusModule.register). */
 @ApiTags('metrics')
@@ -35,7 +84,7 @@ export class MetricsController {
         'http_requests_total{method="POST",route="/api/v1/messages/text",status="202"} 42\n',
     },
   })
-  @ApiErrors({ status: 401, description: 'METRICS_TOKEN is set and was not given' })
+  @ApiErrors({ status: 401, description: 'METRICS_TOKEN is set and was not given, or is wrong' })
   async index(@Res() res: FastifyReply): Promise<void> {
     // @Res(): Prometheus text, not our JSON envelope.
     void res.header('Content-Type', register.contentType).send(await register.metrics());

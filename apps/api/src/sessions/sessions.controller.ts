@@ -5,7 +5,7 @@ import type { FastifyRequest } from 'fastify';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { assertActiveSessionAllowed, hasScope } from '../auth/api-keys.service.js';
-import { ApiScopes } from '../auth/scope.guard.js';
+import { ApiScope, ApiScopes } from '../auth/scope.guard.js';
 import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SessionStatusDto } from './session.dto.js';
 import {
@@ -96,12 +96,16 @@ export class SessionsController extends SessionActions {
     return ok(this.sessions.setLimits(id, dto));
   }
 
+  // The linked account asks WhatsApp (many lookups are what WhatsApp bans accounts for): as
+  // much an act of the account as a send, not a read of ours.
+  @ApiScope('send')
   @Get(':id/contacts/:number/exists')
   @ApiOperation({
     summary: 'Whether a number has WhatsApp',
     description:
       'Asks WhatsApp through the session (which must be READY); answers are kept 10 minutes. ' +
-      'Waits up to 10 s for the worker that drives the session.',
+      'Waits up to 10 s for the worker that drives the session. Needs the `send` scope, not ' +
+      '`read`: the linked account makes the lookup, and WhatsApp bans accounts that make many.',
   })
   @SESSION_ID
   @ApiParam({
@@ -112,6 +116,7 @@ export class SessionsController extends SessionActions {
   @ApiEnvelope(NumberCheckDto)
   @ApiErrors(
     { status: 400, description: 'Malformed session id or number' },
+    { status: 403, description: 'The key has not the send scope, or may not use the session' },
     { status: 404, description: 'No such session' },
     { status: 409, description: 'The session is not READY, or WhatsApp refused the lookup' },
     {
