@@ -116,7 +116,7 @@ export class SessionsController extends SessionActions {
   @ApiEnvelope(NumberCheckDto)
   @ApiErrors(
     { status: 400, description: 'Malformed session id or number' },
-    { status: 403, description: 'The key has not the send scope, or may not use the session' },
+    { status: 403, description: 'The key lacks the send scope, or may not use the session' },
     { status: 404, description: 'No such session' },
     { status: 409, description: 'The session is not READY, or WhatsApp refused the lookup' },
     {
