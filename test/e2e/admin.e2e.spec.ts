@@ -658,6 +658,50 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
     expect((await detail()).recentIncoming).toHaveLength(before);
   });
 
+  it.each([
+    [
+      'text that is not Unicode (half a surrogate pair)',
+      { text: 'ok \ud83d' },
+      'not valid Unicode',
+    ],
+    [
+      'a key named like an Object.prototype member',
+      { text: 'ok', constructor: 'x' },
+      'constructor',
+    ],
+  ])(
+    'refuses in the page forms, as the JSON routes do, a body with %s: an error flash, nothing sent or received',
+    async (_what, odd, refusal) => {
+      const ids = (listed: { id: string }[]) => listed.map((item) => item.id);
+      const before = await detail();
+      for (const [form, route, body] of [
+        ['sandbox/incoming', 'sandbox/incoming', { from: '+4915100000001', ...odd }],
+        ['test-message', 'messages', { to: '+4915100000001', ...odd }],
+      ] as [form: string, route: string, body: object][]) {
+        const refused = await request(stack, 'POST', `/api/admin/sessions/main/${route}`, {
+          json: body,
+          headers,
+        });
+        expect(refused.status, route).toBe(400);
+        expect(refused.json.error.message).toContain(refusal);
+        // A page form posted with a JSON body (Nest parses one for any route).
+        const posted = await request(stack, 'POST', `/admin/sessions/main/${form}`, {
+          json: body,
+          headers,
+        });
+        expect(posted.status, form).toBe(303);
+        expect(posted.headers.get('location')).toBe('/admin/sessions/main');
+        const flash = decodeURIComponent(cookiesOf(posted));
+        expect(flash).toContain('"kind":"error"');
+        expect(flash).toContain(refusal);
+      }
+      const after = await detail();
+      expect(after.counts).toEqual(before.counts);
+      expect(ids(after.recentMessages)).toEqual(ids(before.recentMessages));
+      expect(ids(after.recentIncoming)).toEqual(ids(before.recentIncoming));
+    },
+  );
+
   it('lists the webhook targets, global and own, without any secret in the JSON or the page', async () => {
     const put = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
       { url: hook.url, events: ['message.received'], secret: SECRET },

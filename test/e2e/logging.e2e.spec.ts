@@ -43,6 +43,14 @@ describe('production logs of the built api and worker', () => {
     await Promise.all(processes.map(exited));
   });
 
+  /** What both processes wrote so far, a JSON object a line. */
+  const logLines = () =>
+    output
+      .join('')
+      .split('\n')
+      .filter((line) => line.trim())
+      .map((line) => JSON.parse(line) as Record<string, any>);
+
   it('writes JSON lines carrying the request id into the worker, and never an API key, credentials or a body', async () => {
     const send = () =>
       fetch(`http://127.0.0.1:${port}/api/v1/messages/text`, {
@@ -68,11 +76,7 @@ describe('production logs of the built api and worker', () => {
     });
 
     const lines = await eventually(() => {
-      const parsed = output
-        .join('')
-        .split('\n')
-        .filter((line) => line.trim())
-        .map((line) => JSON.parse(line) as Record<string, any>);
+      const parsed = logLines();
       expect(
         parsed.some((line) => line.msg === 'message sent' && line.requestId === 'req-logging-42'),
       ).toBe(true);
@@ -102,6 +106,39 @@ describe('production logs of the built api and worker', () => {
       SECRET_TEXT,
     ]) {
       expect(all, secret).not.toContain(secret);
+    }
+  });
+
+  it("logs a Redis error a request fails with by its command's name, never the message it carried", async () => {
+    const text = 'the-reset-code-is-660431';
+    const from = '4915100000731';
+    // The session's sandbox queue made a string: the script that queues an incoming message
+    // fails (WRONGTYPE), and ioredis puts the script's arguments, the message, on the error.
+    const queue = stack.keys.sandboxIncoming('main');
+    await stack.redis.set(queue, 'not a list');
+    try {
+      const answer = await fetch(`http://127.0.0.1:${port}/api/v1/sessions/main/sandbox/incoming`, {
+        method: 'POST',
+        headers: { 'x-api-key': API_KEY, 'content-type': 'application/json' },
+        body: JSON.stringify({ from, text }),
+      });
+      expect(answer.status).toBe(500);
+      const { error } = (await answer.json()) as { error: { code: string; errorId: string } };
+      expect(error.code).toBe('INTERNAL');
+      const line = await eventually(() => {
+        const found = logLines().find((logged) => logged.errorId === error.errorId);
+        expect(found).toBeDefined();
+        return found!;
+      });
+      expect(line.err).toMatchObject({
+        type: 'ReplyError',
+        message: expect.stringContaining('WRONGTYPE'),
+      });
+      expect(line.err.command).toEqual({ name: expect.stringMatching(/^eval/) });
+      const all = output.join('');
+      for (const secret of [text, from]) expect(all, secret).not.toContain(secret);
+    } finally {
+      await stack.redis.del(queue);
     }
   });
 });

@@ -1,5 +1,8 @@
+import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
+import { Redis } from 'ioredis';
 import { pino } from 'pino';
+import { inject } from 'vitest';
 import { loggerParams, requestLine, type RequestLineFields } from './logging.js';
 
 /** A logger built as the processes build theirs (loggerParams), writing to an array. */
@@ -95,5 +98,71 @@ describe('requestLine', () => {
 
   it('mounts no request middleware (no AsyncLocalStorage on the hot path)', () => {
     expect(loggerParams({ production: true, level: 'info' }).forRoutes).toEqual([]);
+  });
+});
+
+describe('errors in log lines', () => {
+  // What a message's text and number look like to Redis: a script's argument, a value.
+  const TEXT = 'the code is 551207';
+  const PHONE = '4915100000001';
+  const key = `logging-test:${randomBytes(5).toString('hex')}`;
+  let redis: Redis;
+  beforeAll(() => {
+    redis = new Redis(inject('redisUrl'), { lazyConnect: true });
+  });
+  afterAll(async () => {
+    await redis.del(key);
+    await redis.quit();
+  });
+
+  /** The error a Redis call fails with, as ioredis gives it. */
+  const failure = async (call: () => Promise<unknown>) => {
+    const err = await call().then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(err).toBeInstanceOf(Error);
+    return err as Error;
+  };
+
+  it("never writes a Redis command's arguments, only its name", async () => {
+    // Redis's JSON decoder refuses half a surrogate pair; ioredis puts the EVAL on the error.
+    const decode = await failure(() =>
+      redis.eval(
+        'return cjson.decode(ARGV[1])',
+        0,
+        JSON.stringify({ to: PHONE, text: TEXT }).replace('"}', ' \\ud83d"}'),
+      ),
+    );
+    await redis.set(key, 'a string');
+    const wrongType = await failure(() => redis.lpush(key, `${TEXT} ${PHONE}`));
+    // An EXECABORT holds the refusals of its commands in previousErrors, each with its command.
+    const aborted = await failure(() =>
+      redis.multi().set(key, TEXT).call('incrby', key, PHONE, TEXT).exec(),
+    );
+    expect((aborted as { previousErrors?: unknown[] }).previousErrors).toHaveLength(1);
+    // A reply redis-parser could not read is kept on its error, as read.
+    const unreadable = Object.assign(new Error('Protocol error, got "x" as reply type byte'), {
+      name: 'ParserError',
+      buffer: JSON.stringify(`*2\r\n$18\r\n${TEXT}\r\n`),
+      offset: 0,
+    });
+
+    const { log, lines } = capture();
+    for (const err of [decode, wrongType, aborted, unreadable]) log.error({ err }, 'failed');
+    expect(lines.map((line) => (line.err as { command: unknown }).command)).toEqual([
+      { name: 'eval' },
+      { name: 'lpush' },
+      { name: 'exec' },
+      undefined,
+    ]);
+    expect(lines[3].err).toMatchObject({ message: expect.stringContaining('Protocol error') });
+    expect(lines[0].err).toMatchObject({
+      type: 'ReplyError',
+      message: expect.stringContaining('invalid unicode escape'),
+    });
+    expect(lines[2].err).toMatchObject({ previousErrors: [{ command: { name: 'incrby' } }] });
+    const written = JSON.stringify(lines);
+    for (const secret of [TEXT, PHONE]) expect(written, secret).not.toContain(secret);
   });
 });

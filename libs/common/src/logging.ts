@@ -43,7 +43,7 @@ export function loggerParams(options: LoggingOptions): Params {
         remoteAddress: req.remoteAddress ?? req.socket?.remoteAddress,
       }),
       res: (res: { statusCode: number | null }) => ({ statusCode: res.statusCode }),
-      err: stdSerializers.err,
+      err: serializeError,
     },
     transport: !pretty
       ? undefined
@@ -60,6 +60,43 @@ export function loggerParams(options: LoggingOptions): Params {
     forRoutes: [],
     pinoHttp: pretty ? http : [http, stdoutLines()],
   };
+}
+
+/**
+ * pino's error serializer, minus the data a Redis error carries: ioredis sets `command: { name,
+ * args }` on a reply error (and on each of an EXECABORT's `previousErrors`), and the args are
+ * what was sent (a message's text and number, a webhook's secret). The command's name stays;
+ * errors held by an error (`lastNodeError`, `previousErrors`, `errors`) go through this too.
+ */
+function serializeError(err: unknown, within = new Set<object>()): unknown {
+  if (!isErrorLike(err)) return err;
+  // An error held, in the end, by itself: its line once is enough.
+  if (within.has(err)) return '[Circular]';
+  within.add(err);
+  const serialized = stdSerializers.err(err as Error) as unknown as Record<string, unknown>;
+  const fields = err as unknown as Record<string, unknown>;
+  for (const key of Object.keys(serialized)) {
+    const value = fields[key];
+    if (key === 'command' && isRedisCommand(value)) serialized.command = { name: value.name };
+    // redis-parser's protocol error holds the reply it could not read (records, as read).
+    else if (key === 'buffer' && fields.name === 'ParserError') delete serialized.buffer;
+    else if (isErrorLike(value)) serialized[key] = serializeError(value, within);
+    else if (Array.isArray(value) && value.some(isErrorLike))
+      serialized[key] = value.map((item) => serializeError(item, within));
+  }
+  if (Array.isArray(fields.errors))
+    serialized.aggregateErrors = fields.errors.map((item) => serializeError(item, within));
+  within.delete(err);
+  return serialized;
+}
+
+/** What pino's serializer takes for an error: anything with a message. */
+function isErrorLike(value: unknown): value is object {
+  return typeof (value as { message?: unknown } | null)?.message === 'string';
+}
+
+function isRedisCommand(value: unknown): value is { name: unknown; args: unknown } {
+  return typeof value === 'object' && value !== null && 'args' in value;
 }
 
 /** A request as a line reads it: requestLine's fields, or node's request object. */

@@ -1,10 +1,8 @@
 import { Audited, auditOutcome, auditTarget } from '../audit/audit.interceptor.js';
 import { Controller, Get, Param, Post, Req, Res, UseFilters, type Type } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
-import { plainToInstance } from 'class-transformer';
-import { validateSync } from 'class-validator';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AppError } from '@app/common';
+import { AppError, assertPlainBody, createValidationPipe } from '@app/common';
 import { AppConfig } from '@app/config';
 import { API_KEY_SCOPES, AUDIT_REFUSALS_KEPT, AuditRepository } from '@app/status-store';
 import { ApiKeys } from '../auth/api-keys.service.js';
@@ -85,10 +83,10 @@ export class AdminPagesController {
 
   @Post('keys')
   async makeKey(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
-    const form = formOf(req);
     let made: { key: string; record: { id: string; name: string } };
     try {
-      const dto = validForm(CreateApiKeyDto, {
+      const form = formOf(req);
+      const dto = await validForm(CreateApiKeyDto, {
         name: form.name,
         scopes: API_KEY_SCOPES.filter((scope) => form[`scope_${scope}`] === 'on'),
         sessions: form.sessions?.trim()
@@ -190,14 +188,13 @@ export class AdminPagesController {
 
   @Post('sessions')
   async create(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
-    const form = formOf(req);
     let created: string | undefined;
     await this.act(
       req,
       res,
       () => (created ? `/admin/sessions/${created}` : '/admin'),
       async () => {
-        const { id } = validForm(CreateSessionDto, { id: form.id?.trim() });
+        const { id } = await validForm(CreateSessionDto, { id: formOf(req).id?.trim() });
         auditTarget(req, { id });
         await this.sessions.create(id);
         created = id;
@@ -209,7 +206,7 @@ export class AdminPagesController {
   @Post('active')
   async setActive(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
     await this.act(req, res, '/admin', async () => {
-      const { id } = validForm(SetActiveSessionDto, { id: formOf(req).id });
+      const { id } = await validForm(SetActiveSessionDto, { id: formOf(req).id });
       auditTarget(req, { id });
       await this.sessions.setActive(id);
       return `${id} is now the active session`;
@@ -243,7 +240,7 @@ export class AdminPagesController {
   @Post('sessions/:id/pairing-code')
   async pairingCode(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     await this.act(req, res, sessionPage(id), async () => {
-      const { phone } = validForm(PairingCodeRequestDto, { phone: formOf(req).phone });
+      const { phone } = await validForm(PairingCodeRequestDto, { phone: formOf(req).phone });
       const { pairingCode } = await this.sessions.requestPairingCode(id, phone);
       return `Pairing code ${pairingCode}: on the phone, Linked devices → Link with phone number`;
     });
@@ -253,7 +250,7 @@ export class AdminPagesController {
   async testMessage(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     await this.act(req, res, sessionPage(id), async () => {
       const form = formOf(req);
-      const dto = validForm(AdminTestMessageDto, { to: form.to, text: form.text });
+      const dto = await validForm(AdminTestMessageDto, { to: form.to, text: form.text });
       const message = await this.admin.sendTest(id, dto);
       return `Test message ${message.id} queued`;
     });
@@ -263,7 +260,7 @@ export class AdminPagesController {
   async receiveTest(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     await this.act(req, res, sessionPage(id), async () => {
       const form = formOf(req);
-      const dto = validForm(AdminTestIncomingDto, { from: form.from, text: form.text });
+      const dto = await validForm(AdminTestIncomingDto, { from: form.from, text: form.text });
       const { id: messageId } = await this.admin.receiveTest(id, dto);
       return `Test message ${messageId} received`;
     });
@@ -409,8 +406,15 @@ function sessionPage(id: string): string {
   return `/admin/sessions/${encodeURIComponent(id)}`;
 }
 
+/**
+ * A form's fields (a JSON body's too: Nest parses one for any route), the strings only. The
+ * body is refused as a JSON route refuses it (text that is not Unicode, keys named like
+ * `__proto__`). A bad form is answered with an error flash: call this where `act` gets its
+ * AppError.
+ */
 function formOf(req: FastifyRequest): Record<string, string | undefined> {
   const body = (req.body ?? {}) as Record<string, unknown>;
+  assertPlainBody(body);
   return Object.fromEntries(
     Object.entries(body).map(([key, value]) => [
       key,
@@ -419,14 +423,10 @@ function formOf(req: FastifyRequest): Record<string, string | undefined> {
   );
 }
 
-/** Validates form fields with the same DTO (and messages) the JSON routes use. */
-function validForm<T extends object>(dto: Type<T>, fields: Record<string, unknown>): T {
-  const instance = plainToInstance(dto, fields);
-  const errors = validateSync(instance, { forbidUnknownValues: true });
-  if (errors.length > 0)
-    throw new AppError(
-      'BAD_REQUEST',
-      errors.flatMap((error) => Object.values(error.constraints ?? {})).join('; '),
-    );
-  return instance;
+/** The JSON routes' global pipe, for the fields of a form. */
+const formPipe = createValidationPipe();
+
+/** Validates form fields as the JSON routes validate their body: same DTO, pipe and messages. */
+function validForm<T extends object>(dto: Type<T>, fields: Record<string, unknown>): Promise<T> {
+  return formPipe.transform(fields, { type: 'body', metatype: dto }) as Promise<T>;
 }
