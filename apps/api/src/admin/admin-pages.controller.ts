@@ -137,7 +137,7 @@ export class AdminPagesController {
       nav: 'audit',
       entries: actions.map((entry) => ({ ...entry, ok: entry.status < 400 })),
       refusals,
-      refusalsKept: AUDIT_REFUSALS_KEPT,
+      refusalsKept: AUDIT_REFUSALS_KEPT.toLocaleString('en-US'),
       retentionDays: Math.round(this.config.AUDIT_RETENTION_MS / 86_400_000),
     });
   }
