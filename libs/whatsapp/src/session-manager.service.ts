@@ -107,6 +107,12 @@ export class SessionManager
   private readonly leaseUntil = new Map<string, number>();
   /** Sessions whose engine is stopping: their leases are still renewed until it has stopped. */
   private readonly stopping = new Set<string>();
+  /**
+   * Sessions this worker works on with no engine of theirs running (a purge, a login deleted
+   * before a start): their leases are renewed too, else a purge longer than the lease would be
+   * taken up by another worker and run twice.
+   */
+  private readonly tending = new Set<string>();
   /** A purge failed in this pass: the next heartbeat reads the whole registry. */
   private purgeFailed = false;
   /**
@@ -298,7 +304,7 @@ export class SessionManager
 
   private async tick(): Promise<void> {
     this.probeLaunch();
-    const held = [...new Set([...this.ownedSessionIds(), ...this.stopping])];
+    const held = [...new Set([...this.ownedSessionIds(), ...this.stopping, ...this.tending])];
     const sent = Date.now();
     if (this.stalled(sent)) this.outOfTouch = true;
     this.lastTickAt = sent;
@@ -500,8 +506,10 @@ export class SessionManager
     const { id, commands } = session;
     switch (decision.action) {
       case 'purge':
-        if (decision.stopEngine) await this.stopEngine(id);
-        return this.purge(id);
+        return this.tend(id, async () => {
+          if (decision.stopEngine) await this.stopEngine(id);
+          await this.purge(id, session.createdAt!);
+        });
       case 'release':
         return this.release(id);
       case 'mark-stopped':
@@ -522,14 +530,15 @@ export class SessionManager
         this.createEngine(id);
         return;
       case 'start':
-        if (decision.deleteLoginFirst) {
-          await this.deleteLogin(id);
-          await this.sessions.markApplied(id, 'logout', commands.logout.requested);
-        }
-        if (decision.restartApplied)
-          await this.sessions.markApplied(id, 'restart', commands.restart.requested);
-        this.createEngine(id);
-        return;
+        return this.tend(id, async () => {
+          if (decision.deleteLoginFirst) {
+            await this.deleteLogin(id);
+            await this.sessions.markApplied(id, 'logout', commands.logout.requested);
+          }
+          if (decision.restartApplied)
+            await this.sessions.markApplied(id, 'restart', commands.restart.requested);
+          this.createEngine(id);
+        });
       case 'keep':
         return this.keep(session, decision.link);
       case 'leave':
@@ -580,16 +589,31 @@ export class SessionManager
     }
   }
 
+  /** Runs `work` on a session with no engine here while the heartbeat renews its lease. */
+  private async tend(sessionId: string, work: () => Promise<void>): Promise<void> {
+    this.tending.add(sessionId);
+    try {
+      await work();
+    } finally {
+      this.tending.delete(sessionId);
+    }
+  }
+
   /**
    * Deletes the auth data of a session marked for deletion, runs the purge steps, then
    * unregisters it. Whatever fails leaves it registered, to be purged again at a later pass:
-   * a session made again with the same id never finds what the deleted one left.
+   * a session made again with the same id never finds what the deleted one left. Only the
+   * registration made at `createdAt` is purged: one made again meanwhile (this worker stalled
+   * past its lease, and another purged the old one) is left alone, its login, queue and all.
    */
-  private async purge(sessionId: string): Promise<void> {
+  private async purge(sessionId: string, createdAt: string): Promise<void> {
     this.log.log({ sessionId }, 'deleting session');
     try {
-      await this.deleteLogin(sessionId);
-      for (const step of this.purgeSteps) await step(sessionId);
+      for (const step of [(id: string) => this.deleteLogin(id), ...this.purgeSteps]) {
+        if (!(await this.sessions.deleting(sessionId, createdAt)))
+          return this.purgedElsewhere(sessionId);
+        await step(sessionId);
+      }
     } catch (err) {
       // The other sessions of this pass go on; the next heartbeat reads the registry again.
       this.unsettled = this.purgeFailed = true;
@@ -599,7 +623,17 @@ export class SessionManager
       );
       return;
     }
-    await this.sessions.unregister(sessionId);
+    if (!(await this.sessions.unregister(sessionId, createdAt)))
+      return this.purgedElsewhere(sessionId);
+    await this.releaseLease(sessionId);
+  }
+
+  /** A purge found its session unregistered, perhaps made again, by others: it stops there. */
+  private async purgedElsewhere(sessionId: string): Promise<void> {
+    this.log.warn(
+      { sessionId },
+      'the session was purged elsewhere while this worker deleted it (and may have been made again): leaving it alone',
+    );
     await this.releaseLease(sessionId);
   }
 

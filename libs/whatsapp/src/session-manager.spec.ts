@@ -307,6 +307,77 @@ describe('SessionManager', () => {
     expect(calls.length).toBe(tried + 1);
   });
 
+  it.each([
+    ['deletes', 'delete'],
+    ['deletes the login of before starting it (logged out while nobody drove it)', 'logout'],
+  ] as const)(
+    'keeps renewing the lease of a session it %s, so no other worker takes that up too',
+    async (_, change) => {
+      const sessions = app.get(SessionRepository);
+      const manager = app.get(SessionManager);
+      const id = `tended-${change}`;
+      await sessions.register(id);
+      // Its login's deletion takes longer than the lease (a slow shared store).
+      let deleted!: () => void;
+      const deletion = new Promise<void>((resolve) => (deleted = resolve));
+      const deleting = vi
+        .spyOn(app.get(AuthStore), 'delete')
+        .mockImplementation((sessionId) => (sessionId === id ? deletion : Promise.resolve()));
+      const renewed: string[][] = [];
+      const renew = vi.spyOn(app.get(LeaseRepository), 'renew').mockImplementation(async (ids) => {
+        renewed.push([...ids]);
+        return [];
+      });
+      try {
+        if (change === 'delete') await sessions.setDesired(id, 'deleted');
+        else await sessions.request(id, 'logout');
+        const reconciled = manager.reconcile();
+        await eventually(() => expect(deleting).toHaveBeenCalledWith(id));
+        // (The tick then joins the pass still deleting the login.)
+        const ticked = (manager as unknown as { tick(): Promise<void> }).tick();
+        await eventually(() => expect(renewed.at(-1)).toContain(id));
+        deleted();
+        await reconciled;
+        await ticked;
+        if (change === 'delete') expect(await sessions.exists(id)).toBe(false);
+        else expect(manager.ownedSessionIds()).toContain(id);
+      } finally {
+        deleted();
+        deleting.mockRestore();
+        renew.mockRestore();
+      }
+    },
+  );
+
+  it('leaves a session made again while it was deleting the old one alone: its late purge neither runs its steps on it nor unregisters it', async () => {
+    const sessions = app.get(SessionRepository);
+    const manager = app.get(SessionManager);
+    const purged: string[] = [];
+    manager.onPurge(async (sessionId) => void purged.push(sessionId));
+    await sessions.register('remade');
+    let deleted!: () => void;
+    const deletion = new Promise<void>((resolve) => (deleted = resolve));
+    const deleting = vi
+      .spyOn(app.get(AuthStore), 'delete')
+      .mockImplementation((sessionId) => (sessionId === 'remade' ? deletion : Promise.resolve()));
+    try {
+      await sessions.setDesired('remade', 'deleted');
+      const reconciled = manager.reconcile();
+      await eventually(() => expect(deleting).toHaveBeenCalledWith('remade'));
+      // Meanwhile (this worker stalled past its lease) another worker purged it, and its user
+      // made it again.
+      await sessions.unregister('remade');
+      expect(await sessions.register('remade')).toBe(true);
+      deleted();
+      await reconciled;
+    } finally {
+      deleted();
+      deleting.mockRestore();
+    }
+    expect(purged).not.toContain('remade');
+    expect((await sessions.get('remade'))?.desired).toBe('running');
+  });
+
   it('renews a lease of its own it finds on a session it does not drive before starting it', async () => {
     const manager = app.get(SessionManager);
     const redis = app.get<Redis>(REDIS);
