@@ -105,8 +105,16 @@ export class SessionManager
    * was sent, plus the lease's time to live: Redis counts from later). See holdsLease.
    */
   private readonly leaseUntil = new Map<string, number>();
-  /** Sessions whose engine is stopping: their leases are still renewed until it has stopped. */
-  private readonly stopping = new Set<string>();
+  /**
+   * Sessions whose engine is stopping, each with its stop: their leases are still renewed until
+   * it has stopped, and nothing hands one back before then.
+   */
+  private readonly stopping = new Map<string, Promise<void>>();
+  /**
+   * Sessions being handed over (release), each with its hand-over: a pass does not pick one
+   * again, nor decide anything else about it, before it has ended.
+   */
+  private readonly releases = new Map<string, Promise<void>>();
   /**
    * Sessions this worker works on with no engine of theirs running (a purge, a login deleted
    * before a start): their leases are renewed too, else a purge longer than the lease would be
@@ -304,7 +312,9 @@ export class SessionManager
 
   private async tick(): Promise<void> {
     this.probeLaunch();
-    const held = [...new Set([...this.ownedSessionIds(), ...this.stopping, ...this.tending])];
+    const held = [
+      ...new Set([...this.ownedSessionIds(), ...this.stopping.keys(), ...this.tending]),
+    ];
     const sent = Date.now();
     if (this.stalled(sent)) this.outOfTouch = true;
     this.lastTickAt = sent;
@@ -355,7 +365,8 @@ export class SessionManager
       if (views.length < owned.length) return this.reconcileOnce('all');
       for (const session of views) {
         if (this.stopped) return;
-        if (this.engines.has(session.id)) await this.carryOut(session, decideDriven(session));
+        if (this.engines.has(session.id) && !this.releases.has(session.id))
+          await this.carryOut(session, decideDriven(session));
       }
       return;
     }
@@ -390,6 +401,8 @@ export class SessionManager
     let waiting = 0;
     for (const [index, session] of [...registered.values()].entries()) {
       if (this.stopped) return;
+      // Still being handed over (by a pass that failed before that ended): it is on its way out.
+      if (this.releases.has(session.id)) continue;
       const holder = holders[index];
       const decision = decide(session, {
         driving: this.engines.has(session.id),
@@ -467,11 +480,14 @@ export class SessionManager
    * over at once.
    */
   private async shedTo(share: number, draining: boolean): Promise<Set<string>> {
-    const excess = this.engines.size - share;
-    if (excess <= 0) return new Set();
+    // Those being handed over already are gone, as far as shares go (and are not chosen again).
+    const leaving = [...this.releases.keys()];
+    const kept = this.ownedSessionIds().filter((id) => !this.releases.has(id));
+    const excess = kept.length - share;
+    if (excess <= 0) return new Set(leaving);
     const count = draining ? excess : Math.min(excess, this.config.SESSION_START_CONCURRENCY);
     const chosen = sessionsToHandOver(
-      this.ownedSessionIds().map((id) => ({ id, status: this.engines.status(id) })),
+      kept.map((id) => ({ id, status: this.engines.status(id) })),
       count,
       draining,
     );
@@ -486,19 +502,24 @@ export class SessionManager
     // each, would crowd each other past the time a stop is given).
     if (draining) {
       const left = [...chosen];
+      // One that fails (its lease not handed back, say: it expires) does not stop the others,
+      // and the pass ends (failed, to be tried again) only once every loop has: a pass that
+      // ended while loops still ran would hand over again sessions they are stopping.
+      const failures: unknown[] = [];
       await Promise.all(
         Array.from({ length: Math.min(DRAIN_CONCURRENCY, left.length) }, async () => {
           for (let next = left.shift(); next !== undefined; next = left.shift())
-            await handOver(next);
+            await handOver(next).catch((err: unknown) => void failures.push(err));
         }),
       );
+      if (failures.length) throw failures[0];
     } else
       for (const sessionId of chosen) {
         // Shutting down: the rest stop at once, in onApplicationShutdown.
         if (this.stopped) break;
         await handOver(sessionId);
       }
-    return new Set(chosen);
+    return new Set([...leaving, ...chosen]);
   }
 
   /** Carries out what `decide` chose for a session (the lease is ours if it needs one). */
@@ -568,9 +589,18 @@ export class SessionManager
   /**
    * Stops driving a session and hands its lease back: it is no longer this worker's. The
    * hand-over steps run first, with the engine still running (a failed one is logged: the
-   * session goes all the same).
+   * session goes all the same). Asked again while it is handed over: the same hand-over.
    */
-  private async release(sessionId: string): Promise<void> {
+  private release(sessionId: string): Promise<void> {
+    let releasing = this.releases.get(sessionId);
+    if (!releasing) {
+      releasing = this.handBack(sessionId).finally(() => this.releases.delete(sessionId));
+      this.releases.set(sessionId, releasing);
+    }
+    return releasing;
+  }
+
+  private async handBack(sessionId: string): Promise<void> {
     for (const step of this.handOverSteps) {
       await step(sessionId).catch((err: unknown) =>
         this.log.warn(
@@ -729,16 +759,20 @@ export class SessionManager
     how: (engine: WhatsAppEngine) => Promise<void> = (e) => e.stop(),
   ) {
     const engine = this.engines.remove(sessionId);
-    if (!engine) return;
+    // Being stopped already (its lease lost while it was handed over, say): what follows this
+    // call (its lease handed back, its login deleted) waits until that stop has ended.
+    if (!engine) return this.stopping.get(sessionId);
     this.health.forget(sessionId);
-    this.stopping.add(sessionId);
     this.starts.passed(sessionId);
+    let stopped!: () => void;
+    this.stopping.set(sessionId, new Promise<void>((resolve) => (stopped = resolve)));
     try {
       await how(engine);
     } catch (err) {
       this.log.warn({ sessionId, err: toError(err).message }, 'engine did not stop cleanly');
     } finally {
       this.stopping.delete(sessionId);
+      stopped();
     }
     engine.removeAllListeners();
     this.engines.forgetStatus(sessionId);

@@ -420,6 +420,105 @@ describe('SessionManager', () => {
     await eventually(() => expect(manager.ownedSessionIds().sort()).toEqual(owned.sort()));
   });
 
+  it('hands no lease back while its engine is still stopping when a hand-over of its drain fails and the next pass follows', async () => {
+    const manager = app.get(SessionManager);
+    const leases = app.get(LeaseRepository);
+    const owned = manager.ownedSessionIds();
+    expect(owned.length).toBeGreaterThan(DRAIN_CONCURRENCY);
+    const shedTo = (
+      manager as unknown as { shedTo(share: number, draining: boolean): Promise<unknown> }
+    ).shedTo.bind(manager);
+    const stopEnded = new Map<string, number>();
+    const stops = owned.map((id) =>
+      // Chromium takes its time to stop, and to back the login up.
+      vi.spyOn(engines.get(id)!, 'stop').mockImplementation(async () => {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        stopEnded.set(id, performance.now());
+      }),
+    );
+    // The send in its turn finishes before each hand-over.
+    let slowHandOvers = true;
+    manager.onHandOver(async () => {
+      if (slowHandOvers) await new Promise((resolve) => setTimeout(resolve, 100));
+    });
+    const handedBack = new Map<string, number>();
+    const release = leases.release.bind(leases);
+    let blip = true;
+    const releases = vi.spyOn(leases, 'release').mockImplementation(async (sessionId, workerId) => {
+      if (blip) {
+        blip = false;
+        throw new Error('Command timed out');
+      }
+      // (Only those drained: a stopped session's lease is handed back at every pass.)
+      if (owned.includes(sessionId) && !handedBack.has(sessionId))
+        handedBack.set(sessionId, performance.now());
+      return release(sessionId, workerId);
+    });
+    try {
+      // A pass fails at the blip; the next one follows at once.
+      await expect(shedTo(0, true)).rejects.toThrow('Command timed out');
+      await shedTo(0, true);
+      await eventually(() => expect(stopEnded.size).toBe(owned.length));
+      for (const [sessionId, at] of handedBack)
+        expect({ sessionId, handedBackAfterItsStop: at >= stopEnded.get(sessionId)! }).toEqual({
+          sessionId,
+          handedBackAfterItsStop: true,
+        });
+    } finally {
+      slowHandOvers = false;
+      releases.mockRestore();
+      for (const stop of stops) stop.mockRestore();
+    }
+    await manager.reconcile('all');
+    await eventually(() => expect(manager.ownedSessionIds().sort()).toEqual(owned.sort()));
+  });
+
+  it('hands the lease of a session back only once its engine has stopped, when it was stopped for a lease near its end while being handed over', async () => {
+    const manager = app.get(SessionManager);
+    const leases = app.get(LeaseRepository);
+    const [id] = manager.ownedSessionIds().filter((owned) => owned !== 'main');
+    let stopEnded = 0;
+    const stop = vi.spyOn(engines.get(id)!, 'stop').mockImplementation(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      stopEnded = performance.now();
+    });
+    let handedOver!: () => void;
+    const handOver = new Promise<void>((resolve) => (handedOver = resolve));
+    const handingOver: string[] = [];
+    manager.onHandOver(async (sessionId) => {
+      if (sessionId !== id) return;
+      handingOver.push(sessionId);
+      await handOver;
+    });
+    let handedBackAt = 0;
+    const release = leases.release.bind(leases);
+    const releases = vi.spyOn(leases, 'release').mockImplementation(async (sessionId, workerId) => {
+      if (sessionId === id) handedBackAt ||= performance.now();
+      return release(sessionId, workerId);
+    });
+    const renew = vi.spyOn(leases, 'renew').mockRejectedValue(new Error('Connection is closed'));
+    const until = (manager as unknown as { leaseUntil: Map<string, number> }).leaseUntil;
+    try {
+      await app.get(SessionRepository).setDesired(id, 'stopped');
+      const reconciled = manager.reconcile();
+      await eventually(() => expect(handingOver).toContain(id));
+      // While it is handed over, its lease cannot be renewed and runs out soon: stopped at once.
+      until.set(id, Date.now() + 1_000);
+      const ticked = (manager as unknown as { tick(): Promise<void> }).tick();
+      await eventually(() => expect(stop).toHaveBeenCalled());
+      handedOver();
+      await reconciled;
+      await ticked;
+      expect(handedBackAt).toBeGreaterThanOrEqual(stopEnded);
+      expect(stopEnded).toBeGreaterThan(0);
+    } finally {
+      handedOver();
+      renew.mockRestore();
+      releases.mockRestore();
+      stop.mockRestore();
+    }
+  });
+
   it('stops every engine whose lease it cannot renew at once, not one after another', async () => {
     const manager = app.get(SessionManager);
     const owned = manager.ownedSessionIds();
