@@ -328,13 +328,15 @@ export class SessionManager
       const gone = [...lost].filter((sessionId) => this.engines.has(sessionId));
       // Another worker's now: its copy of the login may be newer than this one's, which is not
       // backed up over it. Nobody's (it ran out while this worker stalled): this one's is the
-      // newest there is. Not known: not backed up.
+      // newest there is, unless the session was deleted meanwhile (purged elsewhere, or its
+      // purge due): a deleted session's login is not written back. Not known: not backed up.
       const holders = await this.leases.holders(gone).catch(() => gone.map(() => undefined));
+      const kept = await this.stillWanted(gone.filter((_, i) => holders[i] === null));
       // All at once, as in stopUnconfirmed.
       await Promise.all(
         gone.map((sessionId, i) =>
           this.letGo(sessionId, 'lost the lease of a session; stopping its engine', {
-            backUp: holders[i] === null,
+            backUp: holders[i] === null && kept.has(sessionId),
             holder: holders[i],
           }),
         ),
@@ -351,6 +353,14 @@ export class SessionManager
     // proportion to this worker's own sessions, not to the fleet's.
     const full = this.unsettled || ++this.ticksSinceFull >= FULL_RECONCILE_TICKS;
     await this.reconcile(full ? 'all' : 'owned');
+  }
+
+  /** Of `sessionIds`, those registered and not deleted (none when Redis cannot tell). */
+  private async stillWanted(sessionIds: string[]): Promise<Set<string>> {
+    const views = await this.sessions.list(sessionIds).catch(() => []);
+    return new Set(
+      views.filter((session) => session.desired !== 'deleted').map((session) => session.id),
+    );
   }
 
   private async reconcileOnce(scope: ReconcileScope): Promise<void> {
@@ -384,8 +394,9 @@ export class SessionManager
     let restored = false;
     for (const sessionId of this.ownedSessionIds()) {
       if (list.some((session) => session.id === sessionId)) continue;
+      // (Purged elsewhere while this worker stalled: its login is not backed up again.)
       if ((await this.sessions.registerFound(sessionId)) === 'deleted')
-        await this.release(sessionId);
+        await this.release(sessionId, { backUp: false });
       else restored = true;
     }
     if (restored) list = await this.sessions.list();
@@ -528,7 +539,8 @@ export class SessionManager
     switch (decision.action) {
       case 'purge':
         return this.tend(id, async () => {
-          if (decision.stopEngine) await this.stopEngine(id);
+          // Its login is deleted next: not backed up first.
+          if (decision.stopEngine) await this.stopEngine(id, (e) => e.stop({ backUp: false }));
           await this.purge(id, session.createdAt!);
         });
       case 'release':
@@ -589,18 +601,19 @@ export class SessionManager
   /**
    * Stops driving a session and hands its lease back: it is no longer this worker's. The
    * hand-over steps run first, with the engine still running (a failed one is logged: the
-   * session goes all the same). Asked again while it is handed over: the same hand-over.
+   * session goes all the same). Asked again while it is handed over: the same hand-over. Its
+   * login is backed up as its engine stops unless `backUp` is false (a deleted session).
    */
-  private release(sessionId: string): Promise<void> {
+  private release(sessionId: string, { backUp = true } = {}): Promise<void> {
     let releasing = this.releases.get(sessionId);
     if (!releasing) {
-      releasing = this.handBack(sessionId).finally(() => this.releases.delete(sessionId));
+      releasing = this.handBack(sessionId, backUp).finally(() => this.releases.delete(sessionId));
       this.releases.set(sessionId, releasing);
     }
     return releasing;
   }
 
-  private async handBack(sessionId: string): Promise<void> {
+  private async handBack(sessionId: string, backUp: boolean): Promise<void> {
     for (const step of this.handOverSteps) {
       await step(sessionId).catch((err: unknown) =>
         this.log.warn(
@@ -609,7 +622,7 @@ export class SessionManager
         ),
       );
     }
-    await this.stopEngine(sessionId);
+    await this.stopEngine(sessionId, (e) => (backUp ? e.stop() : e.stop({ backUp: false })));
     try {
       await this.releaseLease(sessionId);
     } finally {

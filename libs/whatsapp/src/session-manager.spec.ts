@@ -225,6 +225,37 @@ describe('SessionManager', () => {
     );
   });
 
+  it.each([
+    ['its heartbeat finds its lease run out, with nobody holding it', 'tick'],
+    ['a pass finds it unregistered', 'pass'],
+    ['it is purged here', 'purge'],
+  ] as const)(
+    'stops the engine of a session deleted while it drove it without backing its login up, when %s',
+    async (_, wakesWith) => {
+      const sessions = app.get(SessionRepository);
+      const manager = app.get(SessionManager);
+      const redis = app.get<Redis>(REDIS);
+      const keys = app.get(RedisKeys);
+      const id = `gone-${wakesWith}`;
+      await sessions.register(id);
+      await manager.reconcile('all');
+      await eventually(() => expect(manager.engine(id)).toBeDefined());
+      const stop = vi.spyOn(engines.get(id)!, 'stop');
+      if (wakesWith === 'purge') {
+        await sessions.setDesired(id, 'deleted');
+      } else {
+        // While this worker stalled past its lease, its user deleted the session and another
+        // worker purged it: login deleted, unregistered, lease handed back.
+        await redis.del(keys.lease(id));
+        await sessions.unregister(id);
+      }
+      if (wakesWith === 'tick') await (manager as unknown as { tick(): Promise<void> }).tick();
+      else await manager.reconcile('all');
+      await eventually(() => expect(stop).toHaveBeenCalled());
+      expect(stop.mock.calls).toEqual([[{ backUp: false }]]);
+    },
+  );
+
   it('starts nothing on a session whose engine here is still stopping', async () => {
     const manager = app.get(SessionManager);
     const [id] = manager.ownedSessionIds();
