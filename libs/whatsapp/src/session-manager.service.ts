@@ -519,8 +519,11 @@ export class SessionManager
       const failures: unknown[] = [];
       await Promise.all(
         Array.from({ length: Math.min(DRAIN_CONCURRENCY, left.length) }, async () => {
-          for (let next = left.shift(); next !== undefined; next = left.shift())
+          for (let next = left.shift(); next !== undefined; next = left.shift()) {
+            // Shutting down: the rest stop at once, in onApplicationShutdown, not four at a time.
+            if (this.stopped) return;
             await handOver(next).catch((err: unknown) => void failures.push(err));
+          }
         }),
       );
       if (failures.length) throw failures[0];

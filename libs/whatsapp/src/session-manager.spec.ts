@@ -10,6 +10,7 @@ import {
   RedisKeys,
   SessionRepository,
   StatusStoreModule,
+  WorkerRepository,
 } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import type { INestApplicationContext } from '@nestjs/common';
@@ -621,6 +622,37 @@ describe('SessionManager', () => {
       manager.off('capacity', onCapacity);
       delete factory.probeLaunch;
     }
+  });
+
+  // Last: the manager is shut down.
+  it('stops every engine left at once when it shuts down during a drain, not DRAIN_CONCURRENCY at a time', async () => {
+    const sessions = app.get(SessionRepository);
+    const manager = app.get(SessionManager);
+    for (let i = 1; i <= 2 * DRAIN_CONCURRENCY; i++) await sessions.register(`drained-${i}`);
+    await manager.reconcile('all');
+    const owned = manager.ownedSessionIds();
+    expect(owned.length).toBeGreaterThan(2 * DRAIN_CONCURRENCY);
+    const began = new Map<string, number>();
+    for (const id of owned)
+      // Chromium takes its time to stop.
+      vi.spyOn(engines.get(id)!, 'stop').mockImplementation(async () => {
+        began.set(id, performance.now());
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      });
+    // SIGTERM: the worker is marked draining, and a pass begins to hand its sessions over...
+    const workers = app.get(WorkerRepository);
+    const info = { id: 'worker-under-test', host: 'h', pid: 1, version: 'x', startedAt: '' };
+    await workers.beat({ ...info, sessions: [] }, 180_000);
+    await workers.setDraining('worker-under-test', true, 180_000);
+    void manager.reconcile('all');
+    await eventually(() => expect(began.size).toBeGreaterThan(0));
+    // ...and then the shutdown reaches the session manager.
+    const shutdownAt = performance.now();
+    await manager.onApplicationShutdown();
+    expect(began.size).toBe(owned.length);
+    const afterShutdown = [...began.values()].filter((at) => at >= shutdownAt);
+    expect(afterShutdown.length).toBeGreaterThan(0);
+    expect(Math.max(...afterShutdown) - Math.min(...afterShutdown)).toBeLessThan(250);
   });
 });
 
