@@ -229,8 +229,13 @@ export class SessionRepository {
    * clean (the messages stay readable by id until they expire). Its event sequence is kept: a
    * session made again goes on from it, so the events of both, which may wait in one line
    * for a WEBHOOK_URLS target, keep rising.
+   *
+   * Given the `createdAt` of the registration being deleted, it forgets only that one, and only
+   * while it is still marked deleted: false, and nothing done, when it was unregistered and made
+   * again meanwhile (a late purge must not take away the session a user has just made).
    */
-  async unregister(sessionId: string): Promise<void> {
+  async unregister(sessionId: string, createdAt?: string): Promise<boolean> {
+    if (createdAt !== undefined && !(await this.deleting(sessionId, createdAt))) return false;
     // The registry (root) first, then the session's keys (its shard): as register, reversed.
     // The shard stays listed: its indexes may still hold the session's records.
     await this.redis
@@ -263,6 +268,21 @@ export class SessionRepository {
       .del(this.keys.sessionInbox(sessionId))
       .exec();
     await this.announce(sessionId);
+    return true;
+  }
+
+  /**
+   * Whether the session is still the registration made at `createdAt`, marked deleted: what a
+   * purge of it checks before each of its steps. (Its hash lives until it is unregistered, and a
+   * session made again has a new one.)
+   */
+  async deleting(sessionId: string, createdAt: string): Promise<boolean> {
+    const [created, desired] = await this.redis.hmget(
+      this.keys.session(sessionId),
+      'createdAt',
+      'desired',
+    );
+    return created === createdAt && desired === 'deleted';
   }
 
   /** Tells the workers (pub/sub) that a session's desired state or commands changed. */

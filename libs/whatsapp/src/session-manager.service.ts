@@ -105,8 +105,22 @@ export class SessionManager
    * was sent, plus the lease's time to live: Redis counts from later). See holdsLease.
    */
   private readonly leaseUntil = new Map<string, number>();
-  /** Sessions whose engine is stopping: their leases are still renewed until it has stopped. */
-  private readonly stopping = new Set<string>();
+  /**
+   * Sessions whose engine is stopping, each with its stop: their leases are still renewed until
+   * it has stopped, and nothing hands one back before then.
+   */
+  private readonly stopping = new Map<string, Promise<void>>();
+  /**
+   * Sessions being handed over (release), each with its hand-over: a pass does not pick one
+   * again, nor decide anything else about it, before it has ended.
+   */
+  private readonly releases = new Map<string, Promise<void>>();
+  /**
+   * Sessions this worker works on with no engine of theirs running (a purge, a login deleted
+   * before a start): their leases are renewed too, else a purge longer than the lease would be
+   * taken up by another worker and run twice.
+   */
+  private readonly tending = new Set<string>();
   /** A purge failed in this pass: the next heartbeat reads the whole registry. */
   private purgeFailed = false;
   /**
@@ -298,7 +312,9 @@ export class SessionManager
 
   private async tick(): Promise<void> {
     this.probeLaunch();
-    const held = [...new Set([...this.ownedSessionIds(), ...this.stopping])];
+    const held = [
+      ...new Set([...this.ownedSessionIds(), ...this.stopping.keys(), ...this.tending]),
+    ];
     const sent = Date.now();
     if (this.stalled(sent)) this.outOfTouch = true;
     this.lastTickAt = sent;
@@ -312,13 +328,15 @@ export class SessionManager
       const gone = [...lost].filter((sessionId) => this.engines.has(sessionId));
       // Another worker's now: its copy of the login may be newer than this one's, which is not
       // backed up over it. Nobody's (it ran out while this worker stalled): this one's is the
-      // newest there is. Not known: not backed up.
+      // newest there is, unless the session was deleted meanwhile (purged elsewhere, or its
+      // purge due): a deleted session's login is not written back. Not known: not backed up.
       const holders = await this.leases.holders(gone).catch(() => gone.map(() => undefined));
+      const kept = await this.stillWanted(gone.filter((_, i) => holders[i] === null));
       // All at once, as in stopUnconfirmed.
       await Promise.all(
         gone.map((sessionId, i) =>
           this.letGo(sessionId, 'lost the lease of a session; stopping its engine', {
-            backUp: holders[i] === null,
+            backUp: holders[i] === null && kept.has(sessionId),
             holder: holders[i],
           }),
         ),
@@ -337,6 +355,14 @@ export class SessionManager
     await this.reconcile(full ? 'all' : 'owned');
   }
 
+  /** Of `sessionIds`, those registered and not deleted (none when Redis cannot tell). */
+  private async stillWanted(sessionIds: string[]): Promise<Set<string>> {
+    const views = await this.sessions.list(sessionIds).catch(() => []);
+    return new Set(
+      views.filter((session) => session.desired !== 'deleted').map((session) => session.id),
+    );
+  }
+
   private async reconcileOnce(scope: ReconcileScope): Promise<void> {
     const placement = await this.workers.placement(this.workerId, this.config.workerStaleAfterMs);
     if (scope === 'owned' && placement.fleet === this.fleet) {
@@ -349,7 +375,8 @@ export class SessionManager
       if (views.length < owned.length) return this.reconcileOnce('all');
       for (const session of views) {
         if (this.stopped) return;
-        if (this.engines.has(session.id)) await this.carryOut(session, decideDriven(session));
+        if (this.engines.has(session.id) && !this.releases.has(session.id))
+          await this.carryOut(session, decideDriven(session));
       }
       return;
     }
@@ -367,8 +394,9 @@ export class SessionManager
     let restored = false;
     for (const sessionId of this.ownedSessionIds()) {
       if (list.some((session) => session.id === sessionId)) continue;
+      // (Purged elsewhere while this worker stalled: its login is not backed up again.)
       if ((await this.sessions.registerFound(sessionId)) === 'deleted')
-        await this.release(sessionId);
+        await this.release(sessionId, { backUp: false });
       else restored = true;
     }
     if (restored) list = await this.sessions.list();
@@ -384,6 +412,8 @@ export class SessionManager
     let waiting = 0;
     for (const [index, session] of [...registered.values()].entries()) {
       if (this.stopped) return;
+      // Still being handed over (by a pass that failed before that ended): it is on its way out.
+      if (this.releases.has(session.id)) continue;
       const holder = holders[index];
       const decision = decide(session, {
         driving: this.engines.has(session.id),
@@ -461,11 +491,14 @@ export class SessionManager
    * over at once.
    */
   private async shedTo(share: number, draining: boolean): Promise<Set<string>> {
-    const excess = this.engines.size - share;
-    if (excess <= 0) return new Set();
+    // Those being handed over already are gone, as far as shares go (and are not chosen again).
+    const leaving = [...this.releases.keys()];
+    const kept = this.ownedSessionIds().filter((id) => !this.releases.has(id));
+    const excess = kept.length - share;
+    if (excess <= 0) return new Set(leaving);
     const count = draining ? excess : Math.min(excess, this.config.SESSION_START_CONCURRENCY);
     const chosen = sessionsToHandOver(
-      this.ownedSessionIds().map((id) => ({ id, status: this.engines.status(id) })),
+      kept.map((id) => ({ id, status: this.engines.status(id) })),
       count,
       draining,
     );
@@ -480,19 +513,27 @@ export class SessionManager
     // each, would crowd each other past the time a stop is given).
     if (draining) {
       const left = [...chosen];
+      // One that fails (its lease not handed back, say: it expires) does not stop the others,
+      // and the pass ends (failed, to be tried again) only once every loop has: a pass that
+      // ended while loops still ran would hand over again sessions they are stopping.
+      const failures: unknown[] = [];
       await Promise.all(
         Array.from({ length: Math.min(DRAIN_CONCURRENCY, left.length) }, async () => {
-          for (let next = left.shift(); next !== undefined; next = left.shift())
-            await handOver(next);
+          for (let next = left.shift(); next !== undefined; next = left.shift()) {
+            // Shutting down: the rest stop at once, in onApplicationShutdown, not four at a time.
+            if (this.stopped) return;
+            await handOver(next).catch((err: unknown) => void failures.push(err));
+          }
         }),
       );
+      if (failures.length) throw failures[0];
     } else
       for (const sessionId of chosen) {
         // Shutting down: the rest stop at once, in onApplicationShutdown.
         if (this.stopped) break;
         await handOver(sessionId);
       }
-    return new Set(chosen);
+    return new Set([...leaving, ...chosen]);
   }
 
   /** Carries out what `decide` chose for a session (the lease is ours if it needs one). */
@@ -500,8 +541,11 @@ export class SessionManager
     const { id, commands } = session;
     switch (decision.action) {
       case 'purge':
-        if (decision.stopEngine) await this.stopEngine(id);
-        return this.purge(id);
+        return this.tend(id, async () => {
+          // Its login is deleted next: not backed up first.
+          if (decision.stopEngine) await this.stopEngine(id, (e) => e.stop({ backUp: false }));
+          await this.purge(id, session.createdAt!);
+        });
       case 'release':
         return this.release(id);
       case 'mark-stopped':
@@ -522,14 +566,15 @@ export class SessionManager
         this.createEngine(id);
         return;
       case 'start':
-        if (decision.deleteLoginFirst) {
-          await this.deleteLogin(id);
-          await this.sessions.markApplied(id, 'logout', commands.logout.requested);
-        }
-        if (decision.restartApplied)
-          await this.sessions.markApplied(id, 'restart', commands.restart.requested);
-        this.createEngine(id);
-        return;
+        return this.tend(id, async () => {
+          if (decision.deleteLoginFirst) {
+            await this.deleteLogin(id);
+            await this.sessions.markApplied(id, 'logout', commands.logout.requested);
+          }
+          if (decision.restartApplied)
+            await this.sessions.markApplied(id, 'restart', commands.restart.requested);
+          this.createEngine(id);
+        });
       case 'keep':
         return this.keep(session, decision.link);
       case 'leave':
@@ -559,9 +604,19 @@ export class SessionManager
   /**
    * Stops driving a session and hands its lease back: it is no longer this worker's. The
    * hand-over steps run first, with the engine still running (a failed one is logged: the
-   * session goes all the same).
+   * session goes all the same). Asked again while it is handed over: the same hand-over. Its
+   * login is backed up as its engine stops unless `backUp` is false (a deleted session).
    */
-  private async release(sessionId: string): Promise<void> {
+  private release(sessionId: string, { backUp = true } = {}): Promise<void> {
+    let releasing = this.releases.get(sessionId);
+    if (!releasing) {
+      releasing = this.handBack(sessionId, backUp).finally(() => this.releases.delete(sessionId));
+      this.releases.set(sessionId, releasing);
+    }
+    return releasing;
+  }
+
+  private async handBack(sessionId: string, backUp: boolean): Promise<void> {
     for (const step of this.handOverSteps) {
       await step(sessionId).catch((err: unknown) =>
         this.log.warn(
@@ -570,7 +625,7 @@ export class SessionManager
         ),
       );
     }
-    await this.stopEngine(sessionId);
+    await this.stopEngine(sessionId, (e) => (backUp ? e.stop() : e.stop({ backUp: false })));
     try {
       await this.releaseLease(sessionId);
     } finally {
@@ -580,16 +635,31 @@ export class SessionManager
     }
   }
 
+  /** Runs `work` on a session with no engine here while the heartbeat renews its lease. */
+  private async tend(sessionId: string, work: () => Promise<void>): Promise<void> {
+    this.tending.add(sessionId);
+    try {
+      await work();
+    } finally {
+      this.tending.delete(sessionId);
+    }
+  }
+
   /**
    * Deletes the auth data of a session marked for deletion, runs the purge steps, then
    * unregisters it. Whatever fails leaves it registered, to be purged again at a later pass:
-   * a session made again with the same id never finds what the deleted one left.
+   * a session made again with the same id never finds what the deleted one left. Only the
+   * registration made at `createdAt` is purged: one made again meanwhile (this worker stalled
+   * past its lease, and another purged the old one) is left alone, its login, queue and all.
    */
-  private async purge(sessionId: string): Promise<void> {
+  private async purge(sessionId: string, createdAt: string): Promise<void> {
     this.log.log({ sessionId }, 'deleting session');
     try {
-      await this.deleteLogin(sessionId);
-      for (const step of this.purgeSteps) await step(sessionId);
+      for (const step of [(id: string) => this.deleteLogin(id), ...this.purgeSteps]) {
+        if (!(await this.sessions.deleting(sessionId, createdAt)))
+          return this.purgedElsewhere(sessionId);
+        await step(sessionId);
+      }
     } catch (err) {
       // The other sessions of this pass go on; the next heartbeat reads the registry again.
       this.unsettled = this.purgeFailed = true;
@@ -599,7 +669,17 @@ export class SessionManager
       );
       return;
     }
-    await this.sessions.unregister(sessionId);
+    if (!(await this.sessions.unregister(sessionId, createdAt)))
+      return this.purgedElsewhere(sessionId);
+    await this.releaseLease(sessionId);
+  }
+
+  /** A purge found its session unregistered, perhaps made again, by others: it stops there. */
+  private async purgedElsewhere(sessionId: string): Promise<void> {
+    this.log.warn(
+      { sessionId },
+      'the session was purged elsewhere while this worker deleted it (and may have been made again): leaving it alone',
+    );
     await this.releaseLease(sessionId);
   }
 
@@ -695,16 +775,20 @@ export class SessionManager
     how: (engine: WhatsAppEngine) => Promise<void> = (e) => e.stop(),
   ) {
     const engine = this.engines.remove(sessionId);
-    if (!engine) return;
+    // Being stopped already (its lease lost while it was handed over, say): what follows this
+    // call (its lease handed back, its login deleted) waits until that stop has ended.
+    if (!engine) return this.stopping.get(sessionId);
     this.health.forget(sessionId);
-    this.stopping.add(sessionId);
     this.starts.passed(sessionId);
+    let stopped!: () => void;
+    this.stopping.set(sessionId, new Promise<void>((resolve) => (stopped = resolve)));
     try {
       await how(engine);
     } catch (err) {
       this.log.warn({ sessionId, err: toError(err).message }, 'engine did not stop cleanly');
     } finally {
       this.stopping.delete(sessionId);
+      stopped();
     }
     engine.removeAllListeners();
     this.engines.forgetStatus(sessionId);

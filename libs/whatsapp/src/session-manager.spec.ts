@@ -10,6 +10,7 @@ import {
   RedisKeys,
   SessionRepository,
   StatusStoreModule,
+  WorkerRepository,
 } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import type { INestApplicationContext } from '@nestjs/common';
@@ -225,6 +226,37 @@ describe('SessionManager', () => {
     );
   });
 
+  it.each([
+    ['its heartbeat finds its lease run out, with nobody holding it', 'tick'],
+    ['a pass finds it unregistered', 'pass'],
+    ['it is purged here', 'purge'],
+  ] as const)(
+    'stops the engine of a session deleted while it drove it without backing its login up, when %s',
+    async (_, wakesWith) => {
+      const sessions = app.get(SessionRepository);
+      const manager = app.get(SessionManager);
+      const redis = app.get<Redis>(REDIS);
+      const keys = app.get(RedisKeys);
+      const id = `gone-${wakesWith}`;
+      await sessions.register(id);
+      await manager.reconcile('all');
+      await eventually(() => expect(manager.engine(id)).toBeDefined());
+      const stop = vi.spyOn(engines.get(id)!, 'stop');
+      if (wakesWith === 'purge') {
+        await sessions.setDesired(id, 'deleted');
+      } else {
+        // While this worker stalled past its lease, its user deleted the session and another
+        // worker purged it: login deleted, unregistered, lease handed back.
+        await redis.del(keys.lease(id));
+        await sessions.unregister(id);
+      }
+      if (wakesWith === 'tick') await (manager as unknown as { tick(): Promise<void> }).tick();
+      else await manager.reconcile('all');
+      await eventually(() => expect(stop).toHaveBeenCalled());
+      expect(stop.mock.calls).toEqual([[{ backUp: false }]]);
+    },
+  );
+
   it('starts nothing on a session whose engine here is still stopping', async () => {
     const manager = app.get(SessionManager);
     const [id] = manager.ownedSessionIds();
@@ -307,6 +339,77 @@ describe('SessionManager', () => {
     expect(calls.length).toBe(tried + 1);
   });
 
+  it.each([
+    ['deletes', 'delete'],
+    ['deletes the login of before starting it (logged out while nobody drove it)', 'logout'],
+  ] as const)(
+    'keeps renewing the lease of a session it %s, so no other worker takes that up too',
+    async (_, change) => {
+      const sessions = app.get(SessionRepository);
+      const manager = app.get(SessionManager);
+      const id = `tended-${change}`;
+      await sessions.register(id);
+      // Its login's deletion takes longer than the lease (a slow shared store).
+      let deleted!: () => void;
+      const deletion = new Promise<void>((resolve) => (deleted = resolve));
+      const deleting = vi
+        .spyOn(app.get(AuthStore), 'delete')
+        .mockImplementation((sessionId) => (sessionId === id ? deletion : Promise.resolve()));
+      const renewed: string[][] = [];
+      const renew = vi.spyOn(app.get(LeaseRepository), 'renew').mockImplementation(async (ids) => {
+        renewed.push([...ids]);
+        return [];
+      });
+      try {
+        if (change === 'delete') await sessions.setDesired(id, 'deleted');
+        else await sessions.request(id, 'logout');
+        const reconciled = manager.reconcile();
+        await eventually(() => expect(deleting).toHaveBeenCalledWith(id));
+        // (The tick then joins the pass still deleting the login.)
+        const ticked = (manager as unknown as { tick(): Promise<void> }).tick();
+        await eventually(() => expect(renewed.at(-1)).toContain(id));
+        deleted();
+        await reconciled;
+        await ticked;
+        if (change === 'delete') expect(await sessions.exists(id)).toBe(false);
+        else expect(manager.ownedSessionIds()).toContain(id);
+      } finally {
+        deleted();
+        deleting.mockRestore();
+        renew.mockRestore();
+      }
+    },
+  );
+
+  it('leaves a session made again while it was deleting the old one alone: its late purge neither runs its steps on it nor unregisters it', async () => {
+    const sessions = app.get(SessionRepository);
+    const manager = app.get(SessionManager);
+    const purged: string[] = [];
+    manager.onPurge(async (sessionId) => void purged.push(sessionId));
+    await sessions.register('remade');
+    let deleted!: () => void;
+    const deletion = new Promise<void>((resolve) => (deleted = resolve));
+    const deleting = vi
+      .spyOn(app.get(AuthStore), 'delete')
+      .mockImplementation((sessionId) => (sessionId === 'remade' ? deletion : Promise.resolve()));
+    try {
+      await sessions.setDesired('remade', 'deleted');
+      const reconciled = manager.reconcile();
+      await eventually(() => expect(deleting).toHaveBeenCalledWith('remade'));
+      // Meanwhile (this worker stalled past its lease) another worker purged it, and its user
+      // made it again.
+      await sessions.unregister('remade');
+      expect(await sessions.register('remade')).toBe(true);
+      deleted();
+      await reconciled;
+    } finally {
+      deleted();
+      deleting.mockRestore();
+    }
+    expect(purged).not.toContain('remade');
+    expect((await sessions.get('remade'))?.desired).toBe('running');
+  });
+
   it('renews a lease of its own it finds on a session it does not drive before starting it', async () => {
     const manager = app.get(SessionManager);
     const redis = app.get<Redis>(REDIS);
@@ -347,6 +450,105 @@ describe('SessionManager', () => {
     // Not draining after all: it takes them back.
     await manager.reconcile('all');
     await eventually(() => expect(manager.ownedSessionIds().sort()).toEqual(owned.sort()));
+  });
+
+  it('hands no lease back while its engine is still stopping when a hand-over of its drain fails and the next pass follows', async () => {
+    const manager = app.get(SessionManager);
+    const leases = app.get(LeaseRepository);
+    const owned = manager.ownedSessionIds();
+    expect(owned.length).toBeGreaterThan(DRAIN_CONCURRENCY);
+    const shedTo = (
+      manager as unknown as { shedTo(share: number, draining: boolean): Promise<unknown> }
+    ).shedTo.bind(manager);
+    const stopEnded = new Map<string, number>();
+    const stops = owned.map((id) =>
+      // Chromium takes its time to stop, and to back the login up.
+      vi.spyOn(engines.get(id)!, 'stop').mockImplementation(async () => {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        stopEnded.set(id, performance.now());
+      }),
+    );
+    // The send in its turn finishes before each hand-over.
+    let slowHandOvers = true;
+    manager.onHandOver(async () => {
+      if (slowHandOvers) await new Promise((resolve) => setTimeout(resolve, 100));
+    });
+    const handedBack = new Map<string, number>();
+    const release = leases.release.bind(leases);
+    let blip = true;
+    const releases = vi.spyOn(leases, 'release').mockImplementation(async (sessionId, workerId) => {
+      if (blip) {
+        blip = false;
+        throw new Error('Command timed out');
+      }
+      // (Only those drained: a stopped session's lease is handed back at every pass.)
+      if (owned.includes(sessionId) && !handedBack.has(sessionId))
+        handedBack.set(sessionId, performance.now());
+      return release(sessionId, workerId);
+    });
+    try {
+      // A pass fails at the blip; the next one follows at once.
+      await expect(shedTo(0, true)).rejects.toThrow('Command timed out');
+      await shedTo(0, true);
+      await eventually(() => expect(stopEnded.size).toBe(owned.length));
+      for (const [sessionId, at] of handedBack)
+        expect({ sessionId, handedBackAfterItsStop: at >= stopEnded.get(sessionId)! }).toEqual({
+          sessionId,
+          handedBackAfterItsStop: true,
+        });
+    } finally {
+      slowHandOvers = false;
+      releases.mockRestore();
+      for (const stop of stops) stop.mockRestore();
+    }
+    await manager.reconcile('all');
+    await eventually(() => expect(manager.ownedSessionIds().sort()).toEqual(owned.sort()));
+  });
+
+  it('hands the lease of a session back only once its engine has stopped, when it was stopped for a lease near its end while being handed over', async () => {
+    const manager = app.get(SessionManager);
+    const leases = app.get(LeaseRepository);
+    const [id] = manager.ownedSessionIds().filter((owned) => owned !== 'main');
+    let stopEnded = 0;
+    const stop = vi.spyOn(engines.get(id)!, 'stop').mockImplementation(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      stopEnded = performance.now();
+    });
+    let handedOver!: () => void;
+    const handOver = new Promise<void>((resolve) => (handedOver = resolve));
+    const handingOver: string[] = [];
+    manager.onHandOver(async (sessionId) => {
+      if (sessionId !== id) return;
+      handingOver.push(sessionId);
+      await handOver;
+    });
+    let handedBackAt = 0;
+    const release = leases.release.bind(leases);
+    const releases = vi.spyOn(leases, 'release').mockImplementation(async (sessionId, workerId) => {
+      if (sessionId === id) handedBackAt ||= performance.now();
+      return release(sessionId, workerId);
+    });
+    const renew = vi.spyOn(leases, 'renew').mockRejectedValue(new Error('Connection is closed'));
+    const until = (manager as unknown as { leaseUntil: Map<string, number> }).leaseUntil;
+    try {
+      await app.get(SessionRepository).setDesired(id, 'stopped');
+      const reconciled = manager.reconcile();
+      await eventually(() => expect(handingOver).toContain(id));
+      // While it is handed over, its lease cannot be renewed and runs out soon: stopped at once.
+      until.set(id, Date.now() + 1_000);
+      const ticked = (manager as unknown as { tick(): Promise<void> }).tick();
+      await eventually(() => expect(stop).toHaveBeenCalled());
+      handedOver();
+      await reconciled;
+      await ticked;
+      expect(handedBackAt).toBeGreaterThanOrEqual(stopEnded);
+      expect(stopEnded).toBeGreaterThan(0);
+    } finally {
+      handedOver();
+      renew.mockRestore();
+      releases.mockRestore();
+      stop.mockRestore();
+    }
   });
 
   it('stops every engine whose lease it cannot renew at once, not one after another', async () => {
@@ -420,6 +622,37 @@ describe('SessionManager', () => {
       manager.off('capacity', onCapacity);
       delete factory.probeLaunch;
     }
+  });
+
+  // Last: the manager is shut down.
+  it('stops every engine left at once when it shuts down during a drain, not DRAIN_CONCURRENCY at a time', async () => {
+    const sessions = app.get(SessionRepository);
+    const manager = app.get(SessionManager);
+    for (let i = 1; i <= 2 * DRAIN_CONCURRENCY; i++) await sessions.register(`drained-${i}`);
+    await manager.reconcile('all');
+    const owned = manager.ownedSessionIds();
+    expect(owned.length).toBeGreaterThan(2 * DRAIN_CONCURRENCY);
+    const began = new Map<string, number>();
+    for (const id of owned)
+      // Chromium takes its time to stop.
+      vi.spyOn(engines.get(id)!, 'stop').mockImplementation(async () => {
+        began.set(id, performance.now());
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      });
+    // SIGTERM: the worker is marked draining, and a pass begins to hand its sessions over...
+    const workers = app.get(WorkerRepository);
+    const info = { id: 'worker-under-test', host: 'h', pid: 1, version: 'x', startedAt: '' };
+    await workers.beat({ ...info, sessions: [] }, 180_000);
+    await workers.setDraining('worker-under-test', true, 180_000);
+    void manager.reconcile('all');
+    await eventually(() => expect(began.size).toBeGreaterThan(0));
+    // ...and then the shutdown reaches the session manager.
+    const shutdownAt = performance.now();
+    await manager.onApplicationShutdown();
+    expect(began.size).toBe(owned.length);
+    const afterShutdown = [...began.values()].filter((at) => at >= shutdownAt);
+    expect(afterShutdown.length).toBeGreaterThan(0);
+    expect(Math.max(...afterShutdown) - Math.min(...afterShutdown)).toBeLessThan(250);
   });
 });
 
