@@ -79,18 +79,7 @@ export class AuditRepository {
       '~',
       String(now - retentionMs),
       '*',
-      'at',
-      new Date(now).toISOString(),
-      'actor',
-      entry.actor,
-      'action',
-      entry.action,
-      'target',
-      JSON.stringify(entry.target),
-      'from',
-      entry.from,
-      'status',
-      String(entry.status),
+      ...streamFields(entry, now),
     );
   }
 
@@ -112,18 +101,7 @@ export class AuditRepository {
           String(now - retentionMs),
           AUDIT_REFUSALS_KEPT,
           2 * REFUSAL_WINDOW_MS,
-          'at',
-          new Date(now).toISOString(),
-          'actor',
-          entry.actor,
-          'action',
-          entry.action,
-          'target',
-          JSON.stringify(entry.target),
-          'from',
-          entry.from,
-          'status',
-          String(entry.status),
+          ...streamFields(entry, now),
         ],
       ),
     );
@@ -176,6 +154,24 @@ export class AuditRepository {
       };
     });
   }
+}
+
+/** An entry's fields as the streams hold them (field, value, ...). */
+function streamFields(entry: Omit<AuditEntry, 'id' | 'at' | 'count'>, now: number): string[] {
+  return [
+    'at',
+    new Date(now).toISOString(),
+    'actor',
+    entry.actor,
+    'action',
+    entry.action,
+    'target',
+    JSON.stringify(entry.target),
+    'from',
+    entry.from,
+    'status',
+    String(entry.status),
+  ];
 }
 
 /** Orders two stream ids ("<ms>-<seq>"). */

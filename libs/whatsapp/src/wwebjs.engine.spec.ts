@@ -579,6 +579,19 @@ describe('WwebjsEngine incoming messages', () => {
     };
   }
 
+  /** A text this session sent to CHAT, as `message_create` hands it over. */
+  function ownMessage(stanza: string, body: string): WwebjsMessageLike {
+    return {
+      id: { _serialized: `true_${CHAT}_${stanza}`, fromMe: true },
+      fromMe: true,
+      from: OWN,
+      to: CHAT,
+      type: 'chat',
+      body,
+      timestamp: SENT_AT,
+    };
+  }
+
   /** The IncomingMessage of a text from CHAT, to spread the differences onto. */
   function text(stanza: string, body: string): IncomingMessage {
     return {
@@ -1134,15 +1147,7 @@ describe('WwebjsEngine incoming messages', () => {
   it("does not emit message_create of the engine's own sends, before or after they return", async () => {
     const h = harness();
     const client = await startReady(h);
-    const created = (stanza: string): WwebjsMessageLike => ({
-      id: { _serialized: `true_${CHAT}_${stanza}`, fromMe: true },
-      fromMe: true,
-      from: OWN,
-      to: CHAT,
-      type: 'chat',
-      body: 'code 1234',
-      timestamp: SENT_AT,
-    });
+    const created = (stanza: string) => ownMessage(stanza, 'code 1234');
     // WhatsApp Web adds the message (message_create) and only then waits for the server.
     client.sendMessage.mockImplementationOnce(async () => {
       client.emit('message_create', created('3EB0SLOW'));
@@ -1170,15 +1175,7 @@ describe('WwebjsEngine incoming messages', () => {
       const h = harness({ callTimeoutMs: 300_000 });
       const client = await startReady(h);
       client.sendMessage.mockImplementationOnce(async () => {
-        client.emit('message_create', {
-          id: { _serialized: `true_${CHAT}_3EB0LATE`, fromMe: true },
-          fromMe: true,
-          from: OWN,
-          to: CHAT,
-          type: 'chat',
-          body: 'code 1234',
-          timestamp: SENT_AT,
-        });
+        client.emit('message_create', ownMessage('3EB0LATE', 'code 1234'));
         if (confirmedAfterMs === null) return new Promise<never>(() => {});
         await new Promise((done) => setTimeout(done, confirmedAfterMs));
         return { id: { _serialized: `true_${CHAT}_3EB0LATE`, fromMe: true }, ack: 1 };
@@ -1199,15 +1196,7 @@ describe('WwebjsEngine incoming messages', () => {
   it("does not emit as the phone's the message_create of its own send whose call failed after WhatsApp took it", async () => {
     const h = harness();
     const client = await startReady(h);
-    const created = (stanza: string, body: string): WwebjsMessageLike => ({
-      id: { _serialized: `true_${CHAT}_${stanza}`, fromMe: true },
-      fromMe: true,
-      from: OWN,
-      to: CHAT,
-      type: 'chat',
-      body,
-      timestamp: SENT_AT,
-    });
+    const created = ownMessage;
     client.sendMessage.mockImplementationOnce(async () => {
       client.emit('message_create', created('3EB0LOST', 'code 9999'));
       // Written on the phone meanwhile: that one is the phone's.
