@@ -1193,6 +1193,25 @@ describe('WwebjsEngine incoming messages', () => {
     },
   );
 
+  it('emits a message written on the phone while a send hangs at once, and drops only one that may be that send once its call timed out', async () => {
+    const h = harness({ callTimeoutMs: 300_000 });
+    const client = await startReady(h);
+    client.sendMessage.mockImplementationOnce(() => new Promise<never>(() => {}));
+    const hung = h.engine.sendText(CHAT, 'code 1234');
+    const settled = expect(hung).rejects.toThrow('did not send within 300s');
+    await vi.advanceTimersByTimeAsync(10_000);
+    client.emit('message_create', { ...ownMessage('3EB0PHONE', 'see you'), to: GROUP });
+    client.emit('message_create', ownMessage('3EB0MAYBE', 'code 1234'));
+    await vi.advanceTimersByTimeAsync(5_000);
+    const emitted = () => h.messages.map((message) => message.engineMessageId);
+    expect(emitted()).toEqual([`true_${CHAT}_3EB0PHONE`]);
+    await vi.advanceTimersByTimeAsync(300_000);
+    await settled;
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(emitted()).toEqual([`true_${CHAT}_3EB0PHONE`]);
+    await h.engine.stop();
+  });
+
   it("does not emit as the phone's the message_create of its own send whose call failed after WhatsApp took it", async () => {
     const h = harness();
     const client = await startReady(h);
@@ -1398,25 +1417,26 @@ describe('WwebjsEngine incoming messages', () => {
     expect(h.messages).toHaveLength(1);
   });
 
-  it('emits a received message already arriving when it stops, but not a held one of its own (it may be ours), nor any after', async () => {
+  it('emits a received message already arriving when it stops, and one of its own held while no send that may be it was in flight, but not one that may be a send in flight (nor any after)', async () => {
     const h = harness();
     const client = await startReady(h);
+    client.sendMessage.mockImplementationOnce(() => new Promise<never>(() => {}));
+    const hung = h.engine.sendText(CHAT, 'held').catch((err: Error) => err);
+    await settle();
     client.emit('message', received('LATE', { body: 'late' }));
-    client.emit('message_create', {
-      id: { _serialized: `true_${CHAT}_3A0HELD`, fromMe: true },
-      fromMe: true,
-      from: OWN,
-      to: CHAT,
-      type: 'chat',
-      body: 'held',
-      timestamp: SENT_AT,
-    } satisfies WwebjsMessageLike);
+    client.emit('message_create', ownMessage('3A0HELD', 'held'));
+    client.emit('message_create', { ...ownMessage('3A0PHONE', 'typed on the phone'), to: GROUP });
     await h.engine.stop();
     await vi.advanceTimersByTimeAsync(5_000);
-    expect(h.messages).toEqual([text('LATE', 'late')]);
+    expect(h.messages.map((message) => message.engineMessageId)).toEqual([
+      `false_${CHAT}_LATE`,
+      `true_${CHAT}_3A0PHONE`,
+    ]);
     client.emit('message', received('AFTER', { body: 'after stop' }));
     await settle();
-    expect(h.messages).toEqual([text('LATE', 'late')]);
+    expect(h.messages).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(600_000);
+    await hung;
   });
 });
 

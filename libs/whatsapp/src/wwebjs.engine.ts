@@ -368,8 +368,8 @@ const FIND_LIMIT = 50;
 const FIND_SLACK_MS = 5_000;
 // message_create also fires for our own sends, before sendMessage resolves (waitUntilMsgSent
 // waits for the server): a fromMe message is held this long, and while a send that began
-// before it is in flight (a send lasts at most its two calls, each callTimeoutMs: WhatsApp
-// Web waiting out a lost connection may confirm a send minutes later).
+// before it, and may be it, is in flight (a send lasts at most its two calls, each
+// callTimeoutMs: WhatsApp Web waiting out a lost connection may confirm a send minutes later).
 const FROM_ME_DELAY_MS = 1_000;
 // How long a send whose call failed is remembered, for a message_create of it still to come.
 const UNCERTAIN_SEND_MS = 60_000;
@@ -450,7 +450,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
    * ours (not one written on the phone). Each is taken by one message.
    */
   private uncertainSends: UncertainSend[] = [];
-  private readonly sendsInFlight = new Set<number>();
+  /** Sends whose call has not returned, by number (sendCount), with their fingerprints. */
+  private readonly sendsInFlight = new Map<number, readonly string[]>();
   private sendCount = 0;
   /**
    * Media downloads running in WhatsApp Web, timed out or not, and those waiting for a slot
@@ -1022,10 +1023,18 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       const engineMessageId = msg.id._serialized;
       if (this.ownSent.has(engineMessageId)) return;
       const sendsBefore = this.sendCount;
+      const fingerprints = messageFingerprints(msg);
       this.enqueue(msg.to ?? '', async () => {
-        await this.waitOutOwnSends(attempt, sendsBefore);
-        // Given up before the sends in flight answered: it may be one of ours, not the phone's.
-        if (attempt !== this.attempt || this.ownSent.has(engineMessageId)) return null;
+        await this.waitOutOwnSends(attempt, sendsBefore, fingerprints);
+        if (this.ownSent.has(engineMessageId)) return null;
+        // Given up before a send in flight that may be this one answered: its retry looks for
+        // it in the chat. One no send could be was written on the phone, and is kept.
+        if (attempt !== this.attempt) {
+          const sends = [...this.sendsInFlight].filter(([send]) => send <= sendsBefore);
+          const mayBe = (send: readonly string[]) => mayBeSendOf(fingerprints, send);
+          if (sends.some(([, send]) => mayBe(send))) return null;
+          if (this.uncertainSends.some((send) => mayBe(send.fingerprints))) return null;
+        }
         // One of ours whose call failed after WhatsApp took it (its retry finds it in the chat).
         if (await this.takeUncertainSend(client, msg)) return null;
         return this.toIncoming(client, msg, true);
@@ -1240,16 +1249,25 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   }
 
   /**
-   * Holds a fromMe message until the sends that were in flight when it arrived returned (each
-   * ends within its two calls' callTimeoutMs; the deadline only guards against one that hangs).
+   * Holds a fromMe message until the sends in flight when it arrived that may be it returned
+   * (each ends within its two calls' callTimeoutMs; the deadline only guards against one that
+   * hangs). One no such send can be (another text, say) is held FROM_ME_DELAY_MS only.
    */
-  private async waitOutOwnSends(attempt: number, sendsBefore: number): Promise<void> {
+  private async waitOutOwnSends(
+    attempt: number,
+    sendsBefore: number,
+    fingerprints: readonly string[],
+  ): Promise<void> {
     const deadline = Date.now() + 2 * this.settings.callTimeoutMs + FROM_ME_DELAY_MS;
+    const awaited = () =>
+      [...this.sendsInFlight].some(
+        ([send, sent]) => send <= sendsBefore && mayBeSendOf(fingerprints, sent),
+      );
     do {
       // A hold started after the client was given up would outlive stop()'s clearTimers.
       if (attempt !== this.attempt) return;
       await this.hold(FROM_ME_DELAY_MS);
-    } while (Date.now() < deadline && [...this.sendsInFlight].some((send) => send <= sendsBefore));
+    } while (Date.now() < deadline && awaited());
   }
 
   /** Resolves after `ms`, or at once when the timers are cleared (the client was given up). */
@@ -1520,7 +1538,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     const client = this.readyClient();
     const call = this.timedCall(this.attempt);
     const send = ++this.sendCount;
-    this.sendsInFlight.add(send);
+    this.sendsInFlight.set(send, fingerprints);
     let target: string | null = null;
     try {
       target = await call('look the number up', this.resolveChatId(client, chatId));
@@ -1689,6 +1707,19 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     void work.finally(() => this.pending.delete(work));
     return work;
   }
+}
+
+/**
+ * Whether a fromMe message (its fingerprints) may be the send of `sent`: they share one, or
+ * they cannot be told apart, a media message whose file hash WhatsApp Web has not set yet
+ * against a send of media.
+ */
+function mayBeSendOf(message: readonly string[], sent: readonly string[]): boolean {
+  if (sent.some((fingerprint) => message.includes(fingerprint))) return true;
+  const unhashedMedia =
+    message.some((fingerprint) => fingerprint.startsWith('media-like:')) &&
+    !message.some((fingerprint) => fingerprint.startsWith('media:'));
+  return unhashedMedia && sent.some((fingerprint) => fingerprint.startsWith('media:'));
 }
 
 function messageFingerprints(msg: WwebjsMessageLike): string[] {
