@@ -153,43 +153,57 @@ describe('the audit log: admin actions and key changes', () => {
     ]);
   });
 
-  it('keeps refusals from flooding the log: one entry per key, route and minute, never pushing an action off', async () => {
-    expect((await stack.call('POST', '/api/v1/sessions', { id: 'operator-made' })).status).toBe(
-      201,
-    );
-    const sender = (await stack.call('POST', '/api/v1/keys', { name: 'flood', scopes: ['send'] }))
-      .body.data;
-    const as = { 'x-api-key': sender.key };
-    for (let round = 0; round < 10; round++) {
-      const answers = await Promise.all(
-        Array.from({ length: 20 }, (_, i) =>
-          stack.call(
-            'DELETE',
-            `/api/v1/keys/${(round * 20 + i).toString(16).padStart(16, '0')}`,
-            undefined,
-            as,
+  // Refused by the scope guard (403), or by the handler (a session that does not exist, 404).
+  it.each([
+    {
+      refused: 'outside its scopes',
+      scopes: ['send'],
+      route: 'DELETE /api/v1/keys/:id',
+      status: 403,
+    },
+    {
+      refused: 'by the handler',
+      scopes: ['sessions'],
+      route: 'DELETE /api/v1/sessions/:id',
+      status: 404,
+    },
+  ])(
+    'keeps refusals ($refused) from flooding the log: one entry per key, route and minute, never pushing an action off',
+    async ({ scopes, route, status }) => {
+      const made = `operator-made-${status}`;
+      expect((await stack.call('POST', '/api/v1/sessions', { id: made })).status).toBe(201);
+      const key = (await stack.call('POST', '/api/v1/keys', { name: 'flood', scopes })).body.data;
+      const as = { 'x-api-key': key.key };
+      const path = (n: number) =>
+        route.startsWith('DELETE /api/v1/keys')
+          ? `/api/v1/keys/${n.toString(16).padStart(16, '0')}`
+          : `/api/v1/sessions/nobody-${n}`;
+      for (let round = 0; round < 10; round++) {
+        const answers = await Promise.all(
+          Array.from({ length: 20 }, (_, i) =>
+            stack.call('DELETE', path(round * 20 + i), undefined, as),
           ),
-        ),
-      );
-      expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 403));
-    }
-    const refused = await eventually(async () => {
-      const mine = (await entries()).filter(
-        (entry: { actor: string }) => entry.actor === `key:${sender.record.id}`,
-      );
-      expect(
-        mine.reduce((sum: number, entry: { count?: number }) => sum + (entry.count ?? 1), 0),
-      ).toBe(200);
-      return mine;
-    });
-    // One entry a minute (two if the minute turned during the flood), the last refusal's.
-    expect(refused.length).toBeLessThanOrEqual(2);
-    expect(refused[0]).toMatchObject({ action: 'DELETE /api/v1/keys/:id', status: 403 });
-    const html = await (
-      await fetch(`${stack.url}/admin/audit`, { headers: { authorization: basic } })
-    ).text();
-    expect(html).toContain('id=operator-made');
-  });
+        );
+        expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => status));
+      }
+      const refused = await eventually(async () => {
+        const mine = (await entries()).filter(
+          (entry: { actor: string }) => entry.actor === `key:${key.record.id}`,
+        );
+        expect(
+          mine.reduce((sum: number, entry: { count?: number }) => sum + (entry.count ?? 1), 0),
+        ).toBe(200);
+        return mine;
+      });
+      // One entry a minute (two if the minute turned during the flood), the last refusal's.
+      expect(refused.length).toBeLessThanOrEqual(2);
+      expect(refused[0]).toMatchObject({ action: route, status });
+      const html = await (
+        await fetch(`${stack.url}/admin/audit`, { headers: { authorization: basic } })
+      ).text();
+      expect(html).toContain(`id=${made}`);
+    },
+  );
 
   it('lists newest first in pages, for the admin scope only', async () => {
     const all = await entries();

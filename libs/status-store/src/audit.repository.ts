@@ -56,9 +56,9 @@ return count
 
 /**
  * The audit log, read newest first with a cursor: two Redis streams trimmed by age
- * (AUDIT_RETENTION_MS). Actions (what callers were let do) are one stream; refusals (a known
- * key refused a route, 403), which any key can make at will, are another, collapsed to one
- * entry per key, route and minute and capped at AUDIT_REFUSALS_KEPT entries: they cost a
+ * (AUDIT_RETENTION_MS). Actions (what callers were let do) are one stream; refusals (a request
+ * refused, 4xx: a key outside its scopes or sessions, bad input), which any key can make at
+ * will, are another, collapsed to one entry per caller, route and minute and capped at AUDIT_REFUSALS_KEPT entries: they cost a
  * bounded amount of memory, and can never push an action out.
  */
 @Injectable()

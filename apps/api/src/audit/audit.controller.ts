@@ -41,7 +41,7 @@ export class AuditEntryDto {
   @ApiPropertyOptional({
     example: 12,
     description:
-      'A refusal (403) only: how many times this key was refused this route in that minute (one entry for them all, showing the last)',
+      'A refusal (4xx) only: how many times this caller was refused this route in that minute (one entry for them all, showing the last)',
   })
   count?: number;
 }
@@ -57,9 +57,9 @@ export class AuditController {
   @ApiOperation({
     summary: 'Admin actions and key changes, newest first',
     description:
-      'Kept AUDIT_RETENTION_MS (90 days). Page with `before`. A known key refused a route (403) ' +
-      'is listed too, one entry per key, route and minute with its `count`; the newest 1,000 ' +
-      'such entries are kept.',
+      'Kept AUDIT_RETENTION_MS (90 days). Page with `before`. A request refused (4xx: a key ' +
+      'outside its scopes or sessions, or bad input) is listed too, one entry per caller, route ' +
+      'and minute with its `count`; the newest 1,000 such entries are kept.',
   })
   @ApiEnvelope(AuditEntryDto, { isArray: true })
   @ApiErrors({ status: 400, description: 'Bad cursor or limit' })

@@ -37,8 +37,9 @@ export class AuditWriter {
   }
 
   /**
-   * Writes a known key's refusal (403) of the request: kept apart from actions and collapsed
-   * per key, route and minute (AuditRepository), as any key can make as many as it likes.
+   * Writes a request refused (4xx: outside the caller's scopes or sessions, or bad): kept
+   * apart from actions and collapsed per caller, route and minute (AuditRepository), as any
+   * key can make as many as it likes.
    */
   writeRefusal(request: FastifyRequest, status: number): void {
     this.save(request, status, (entry) =>
@@ -80,10 +81,15 @@ export class AuditInterceptor implements NestInterceptor {
     const request = http.getRequest<FastifyRequest>();
     if (request.method === 'GET' || request.method === 'HEAD') return next.handle();
     const reply = http.getResponse<FastifyReply>();
+    const record = (status: number) =>
+      // Refused (4xx: nothing changed), which a caller can make at will: collapsed, apart.
+      status >= 400 && status < 500
+        ? this.writer.writeRefusal(request, status)
+        : this.writer.write(request, status);
     return next.handle().pipe(
       tap({
-        next: () => this.writer.write(request, outcomes.get(request) ?? reply.statusCode),
-        error: (err: unknown) => this.writer.write(request, toErrorEnvelope(err).status),
+        next: () => record(outcomes.get(request) ?? reply.statusCode),
+        error: (err: unknown) => record(toErrorEnvelope(err).status),
       }),
     );
   }
