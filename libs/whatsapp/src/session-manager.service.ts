@@ -522,7 +522,14 @@ export class SessionManager
           for (let next = left.shift(); next !== undefined; next = left.shift()) {
             // Shutting down: the rest stop at once, in onApplicationShutdown, not four at a time.
             if (this.stopped) return;
-            await handOver(next).catch((err: unknown) => void failures.push(err));
+            await handOver(next).catch((err: unknown) => {
+              // Each said (the pass's failure names only the first).
+              this.log.warn(
+                { sessionId: next, err: toError(err).message },
+                'a session was not handed over; its lease expires instead',
+              );
+              failures.push(err);
+            });
           }
         }),
       );
