@@ -270,6 +270,26 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     );
   });
 
+  it('drops the bytes of a scheduled upload whose session is deleted', async () => {
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'doomed' })).status).toBe(201);
+    const answer = await stack.call('POST', '/api/v1/messages/media', {
+      sessionId: 'doomed',
+      to: '4915123456789',
+      mediaBase64: PNG.toString('base64'),
+      mimetype: 'image/png',
+      sendAt: new Date(Date.now() + 24 * 3_600_000).toISOString(),
+    });
+    expect(answer.status).toBe(202);
+    const key = stack.keys.messageUpload(answer.body.data.id);
+    expect(await stack.redis.exists(key)).toBe(1);
+    expect((await stack.call('DELETE', '/api/v1/sessions/doomed')).status).toBe(202);
+    await eventually(async () => {
+      const record = (await stack.call('GET', `/api/v1/messages/${answer.body.data.id}`)).body.data;
+      expect(record).toMatchObject({ status: 'failed', error: { code: 'SESSION_LOGGED_OUT' } });
+    });
+    expect(await stack.redis.exists(key)).toBe(0);
+  });
+
   it('drops the bytes of a scheduled upload that is cancelled', async () => {
     const answer = await stack.call('POST', '/api/v1/messages/media', {
       to: '4915123456789',

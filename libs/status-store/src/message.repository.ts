@@ -713,7 +713,9 @@ export class MessageRepository implements BeforeApplicationShutdown {
   /**
    * Fails the message if it is still unsent (UPDATE_UNSENT): the one rule for every path that
    * gives up on a message (a last try, expiry, a deleted session, a job that broke off), with
-   * the tries made when known. Returns whether it did.
+   * the tries made when known. Returns whether it did. The file sent with it goes then (best
+   * effort: else it expires), as nothing will send it: kept, a file scheduled days ahead would
+   * hold its Redis memory until then.
    */
   async failIfUnsent(
     messageId: string,
@@ -721,7 +723,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
     now = new Date(),
     attempts?: number,
   ): Promise<boolean> {
-    return this.updateUnsent(
+    const failed = await this.updateUnsent(
       messageId,
       {
         status: 'failed',
@@ -732,6 +734,8 @@ export class MessageRepository implements BeforeApplicationShutdown {
       },
       now,
     );
+    if (failed) await this.dropUpload(messageId).catch(() => undefined);
+    return failed;
   }
 
   /**
