@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import { RedisKeys, shardOf } from './redis-keys.js';
 import { InvalidatedCache } from './invalidated-cache.js';
 import { RedisSubscriber } from './redis-subscriber.js';
-import { NO_LIMITS, type SessionLimits } from './session-limits.js';
+import { NO_LIMITS, localDay, type SessionLimits } from './session-limits.js';
 import { REDIS } from './status-store.tokens.js';
 import type { SandboxIncoming } from './incoming-record.js';
 import { EventScriptArgs, LuaScript, hgetallMany, withEventPublishing } from './event-script.js';
@@ -266,6 +266,18 @@ export class SessionRepository {
       .del(this.keys.sessionMessages(sessionId))
       .del(this.keys.sessionScheduled(sessionId))
       .del(this.keys.sessionInbox(sessionId))
+      // Its pacing and daily counts: a session made again is not held back by the old one's
+      // sends. A count is kept under its local date, in the session's time zone: today's is
+      // yesterday's, today's or tomorrow's UTC date, wherever that is.
+      .del(this.keys.lastSend(sessionId))
+      .del(
+        ...[-1, 0, 1].map((days) =>
+          this.keys.dailySends(
+            sessionId,
+            localDay('UTC', new Date(Date.now() + days * 86_400_000)),
+          ),
+        ),
+      )
       .exec();
     await this.announce(sessionId);
     return true;
