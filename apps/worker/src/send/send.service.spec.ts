@@ -237,7 +237,7 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
   const pacing = {
     recordSend: vi.fn(async () => undefined),
     sentOn: vi.fn(async () => 0),
-    countSend: vi.fn(async () => undefined),
+    countSend: vi.fn(async (_sessionId: string, _day: string, _messageId: string) => true),
   };
   const sessions = {
     engine: () => engine as unknown as WhatsAppEngine,
@@ -745,13 +745,48 @@ describe("SendService: the session's own limits", () => {
     h.store.put(record(), second);
     h.sessionStore.limits.mockResolvedValue({ dailyCap: 1, quietHours: null });
     await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
-    expect(h.pacing.countSend).toHaveBeenCalledWith('main', new Date().toISOString().slice(0, 10));
+    expect(h.pacing.countSend).toHaveBeenCalledWith(
+      'main',
+      new Date().toISOString().slice(0, 10),
+      record().id,
+    );
     h.pacing.sentOn.mockResolvedValue(1);
     const held = await h.service.send('main', second.id, first).catch((err: unknown) => err);
     expect(held).toMatchObject({ code: 'DAILY_CAP' });
     const midnight = new Date();
     midnight.setUTCHours(24, 0, 0, 0);
     expect((held as SendHeldBack).until.toISOString()).toBe(midnight.toISOString());
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+  });
+
+  it('counts a send whose call timed out, found in the chat by the next try, towards the daily cap', async () => {
+    const h = harness();
+    const second = record({ id: '4e4e4e4e-8a55-4f0e-9d0b-6a0f3b7c2d11' });
+    h.store.put(record(), second);
+    h.sessionStore.limits.mockResolvedValue({ dailyCap: 1, quietHours: null });
+    // As PacingRepository: each message counted once, whichever tries count it.
+    const counted = new Set<string>();
+    h.pacing.sentOn.mockImplementation(async () => counted.size);
+    h.pacing.countSend.mockImplementation(async (_sessionId, _day, messageId) => {
+      const fresh = !counted.has(messageId);
+      counted.add(messageId);
+      return fresh;
+    });
+    // WhatsApp took it, but the call timed out: nothing counted by this try.
+    h.engine.sendText.mockRejectedValueOnce(new EngineError('SEND_FAILED', 'timed out', false));
+    await expect(h.service.send('main', record().id, first)).rejects.toThrow('timed out');
+    h.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_FOUND']);
+    await expect(h.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
+      'recovered',
+    );
+    expect(h.pacing.countSend).toHaveBeenCalledWith(
+      'main',
+      new Date().toISOString().slice(0, 10),
+      record().id,
+    );
+    // The cap of 1 is reached: the next message waits for midnight.
+    const held = await h.service.send('main', second.id, first).catch((err: unknown) => err);
+    expect(held).toMatchObject({ code: 'DAILY_CAP' });
     expect(h.engine.sendText).toHaveBeenCalledTimes(1);
   });
 
@@ -1200,6 +1235,7 @@ describe('SendService: sends of a session in hand together (pacing 0)', () => {
     h.pacing.sentOn.mockImplementation(async () => sent);
     h.pacing.countSend.mockImplementation(async () => {
       sent++;
+      return true;
     });
     const outcomes = await Promise.all([
       h.service.send('main', ids[0], { ...first, order: 1 }),

@@ -289,6 +289,9 @@ export class SendService {
               { sessionId, messageId, engineMessageId },
               'found an interrupted send in the chat; not sending again',
             );
+            // A try whose call failed (a timeout) counted nothing: counted by the try that finds
+            // it. One that the try which sent it counted already is not counted twice.
+            await this.countTowardsCap(sessionId, messageId);
             await this.dropUpload(record);
             this.metrics.messageRecovered(sessionId);
             if (acked) this.metrics.messageAcked(sessionId, acked);
@@ -351,7 +354,7 @@ export class SendService {
       });
       await this.recordSend(sessionId, false);
       // Counted before the next send of the session checks its cap.
-      await this.countTowardsCap(sessionId);
+      await this.countTowardsCap(sessionId, messageId);
       this.recording.set(messageId, engineMessageId);
       endTurn();
       try {
@@ -547,14 +550,20 @@ export class SendService {
   }
 
   /**
-   * Counts a send WhatsApp took towards the session's daily cap. Never throws: it runs between
-   * the engine call and the record of its id, where an error would lose the id.
+   * Counts a send WhatsApp took towards the session's daily cap, once per message (a send the
+   * try that made it counted and a later try finds in the chat is not counted again). Never
+   * throws: it runs between the engine call and the record of its id, where an error would
+   * lose the id.
    */
-  private async countTowardsCap(sessionId: string): Promise<void> {
+  private async countTowardsCap(sessionId: string, messageId: string): Promise<void> {
     try {
       const limits = await this.limitsOf(sessionId);
       if (limits.dailyCap === null) return;
-      await this.pacing.countSend(sessionId, localDay(limitsTimeZone(limits), new Date()));
+      await this.pacing.countSend(
+        sessionId,
+        localDay(limitsTimeZone(limits), new Date()),
+        messageId,
+      );
     } catch (err) {
       this.log.warn(
         { sessionId, err: toError(err).message },
@@ -720,7 +729,7 @@ export class SendService {
       this.unrecorded.set(record.id, engineMessageId);
       throw err;
     });
-    // Counted towards the daily cap already, by the try that sent it.
+    // Counted towards the daily cap already, by the try that sent it (its call returned).
     await this.dropUpload(record);
     this.log.log(
       {
