@@ -553,6 +553,67 @@ describe('the same text twice to one chat, the second try broken off', () => {
   });
 });
 
+describe('a reply to a message of ours not sent yet', () => {
+  // Few tries, quickly spent: a reply that used a try per look at its quoted message would
+  // fail long before that message is due.
+  const stack = useStack({ SEND_MIN_INTERVAL_MS: '0', SEND_ATTEMPTS: '2', SEND_BACKOFF_MS: '20' });
+  beforeAll(() => stack.waitReady());
+
+  it('waits, without using its tries, for the scheduled message it quotes, then quotes it', async () => {
+    const sendAt = new Date(Date.now() + 2_500);
+    const first = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915170000098',
+      text: 'your table is booked',
+      sendAt: sendAt.toISOString(),
+    });
+    const reply = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915170000098',
+      text: 'see you at eight',
+      replyTo: first.body.data.id,
+    });
+    const reaction = await stack.call('POST', `/api/v1/messages/${first.body.data.id}/reaction`, {
+      emoji: '👍',
+    });
+    expect([reply.status, reaction.status]).toEqual([202, 202]);
+    await stack.waitForStatus(reply.body.data.id, 'read', 10_000);
+    await stack.waitForStatus(reaction.body.data.id, 'sent', 10_000);
+    const quoted = await stack.worker!.get(MessageRepository).get(first.body.data.id);
+    const sends = stack.sandbox().sends.filter((send) => send.chatId === '4915170000098@c.us');
+    const replySend = sends.find(
+      (send) => send.fingerprint === textFingerprint('see you at eight'),
+    );
+    expect(replySend?.at.getTime()).toBeGreaterThanOrEqual(sendAt.getTime());
+    expect(replySend?.quotedMessageId).toBe(quoted?.engineMessageId);
+    expect(sends.find((send) => send.reaction)?.reaction).toEqual({
+      engineMessageId: quoted?.engineMessageId,
+      emoji: '👍',
+    });
+    const record = (await stack.call('GET', `/api/v1/messages/${reply.body.data.id}`)).body.data;
+    expect(record).toMatchObject({ attempts: 1, error: null });
+  });
+
+  it('fails a reply for good, with the reason, once the message it quotes is cancelled', async () => {
+    const first = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915170000097',
+      text: 'maybe later',
+      sendAt: new Date(Date.now() + 60_000).toISOString(),
+    });
+    const reply = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915170000097',
+      text: 'as promised',
+      replyTo: first.body.data.id,
+    });
+    expect(reply.status).toBe(202);
+    await stack.call('DELETE', `/api/v1/messages/${first.body.data.id}`);
+    const failed = await stack.waitForStatus(reply.body.data.id, 'failed', 10_000);
+    expect(failed.error).toMatchObject({ code: 'SEND_FAILED' });
+    expect(failed.error.message).toContain('was cancelled: nothing to quote');
+    expect(stack.sandbox().sends.filter((send) => send.chatId === '4915170000097@c.us')).toEqual(
+      [],
+    );
+  });
+});
+
 describe('message retention', () => {
   const stack = useStack({ MESSAGE_TTL_MS: '1000', MESSAGE_RETENTION_MS: '1500' });
   beforeAll(async () => {

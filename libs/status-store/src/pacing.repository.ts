@@ -31,6 +31,19 @@ end
 // KEYS[1] last send; ARGV[1] interval ms (the key is useless after it).
 const RECORD = new LuaScript(recordSendLua('KEYS[1]', 'ARGV[1]') + 'return 1');
 
+// KEYS[1] the day's count, KEYS[2] the messages counted lately; ARGV[1] message id, ARGV[2]
+// now (ms), ARGV[3] how long both are kept (ms). Returns 1 if counted now, 0 if counted before.
+const COUNT = new LuaScript(`
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+if redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1`);
+
+/** How long a day's count (and the messages counted in it) is kept. */
+const COUNT_KEPT_MS = 2 * 86_400_000;
+
 /** The end of each session's last engine send, shared by every worker that may own it. */
 @Injectable()
 export class PacingRepository {
@@ -44,14 +57,18 @@ export class PacingRepository {
     return Number((await this.redis.get(this.keys.dailySends(sessionId, day))) ?? 0);
   }
 
-  /** Counts a message sent on `day`; the count is kept two days. */
-  async countSend(sessionId: string, day: string): Promise<void> {
-    const key = this.keys.dailySends(sessionId, day);
-    await this.redis
-      .multi()
-      .incr(key)
-      .pexpire(key, 2 * 86_400_000)
-      .exec();
+  /**
+   * Counts message `messageId`, sent, on `day`, unless it was counted already (within the two
+   * days a count is kept): the try that sent it and one that found it in the chat may both
+   * count it. Returns whether it was counted now.
+   */
+  async countSend(sessionId: string, day: string, messageId: string): Promise<boolean> {
+    const counted = await COUNT.run(
+      this.redis,
+      [this.keys.dailySends(sessionId, day), this.keys.capCounted(sessionId)],
+      [messageId, Date.now(), COUNT_KEPT_MS],
+    );
+    return counted === 1;
   }
 
   /**

@@ -152,6 +152,13 @@ export class RedisKeys {
   dailySends(sessionId: string, day: string): string {
     return `${this.ofSession('daily-sends', sessionId)}:${day}`;
   }
+  /**
+   * The messages counted lately towards a session's daily cap (a sorted set, by when): a send
+   * may be counted by two tries (the one that sent it, the one that found it in the chat).
+   */
+  capCounted(sessionId: string): string {
+    return this.ofSession('cap-counted', sessionId);
+  }
   /** A shard's sent messages no server ack has reached yet, by when they were sent (ms). */
   awaitingAck(shard: string | null): string {
     return `${this.shardTag(shard)}:awaiting-ack`;

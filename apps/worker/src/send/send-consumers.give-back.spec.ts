@@ -6,7 +6,12 @@ import type { MessageRepository, RedisKeys } from '@app/status-store';
 import type { SessionManager } from '@app/whatsapp';
 import type { QueueDoorbells } from './queue-doorbells.service.js';
 import { SendConsumers } from './send-consumers.service.js';
-import { SendHeldBack, type SendOutcome, type SendService } from './send.service.js';
+import {
+  QuotedNotSentYet,
+  SendHeldBack,
+  type SendOutcome,
+  type SendService,
+} from './send.service.js';
 
 /**
  * Where a send job goes when it is not sent now and no try is used: back to the head of the
@@ -82,6 +87,19 @@ describe('SendConsumers: a job given back without a try', () => {
     consumerIs('running');
     await expect(run()).rejects.toBeInstanceOf(DelayedError);
     expect(job.moveToDelayed).toHaveBeenCalledWith(expect.any(Number), 'token');
+  });
+
+  it('puts a reply back until the message it quotes is due, without a try, its consumer running on', async () => {
+    const until = new Date(Date.now() + 60_000);
+    const { consumerIs, job, run } = consumers(async () => {
+      throw new QuotedNotSentYet(until, 'the message replied to (m0) is not sent yet (scheduled)');
+    });
+    const consumer = consumerIs('running').get('main') as {
+      worker: { pause: () => Promise<void> };
+    };
+    await expect(run()).rejects.toBeInstanceOf(DelayedError);
+    expect(job.moveToDelayed).toHaveBeenCalledWith(until.getTime(), 'token');
+    expect(consumer.worker.pause).not.toHaveBeenCalled();
   });
 
   it('puts a job let go before its turn first in line again', async () => {

@@ -23,7 +23,7 @@ import {
 import { MessageRepository, RedisKeys, closeRedis, createRedis } from '@app/status-store';
 import type { Redis } from 'ioredis';
 import { EngineError, SessionManager, SessionRestrictedError } from '@app/whatsapp';
-import { SendHeldBack, SendService, SentButNotRecorded } from './send.service.js';
+import { QuotedNotSentYet, SendHeldBack, SendService, SentButNotRecorded } from './send.service.js';
 import { doorbellBackend } from './doorbell-backend.js';
 import { QueueDoorbells, type Doorbell } from './queue-doorbells.service.js';
 
@@ -391,6 +391,10 @@ export class SendConsumers {
         );
         await this.putBack(sessionId, job, Date.now() + NOT_READY_RETRY_MS, token);
       }
+      // A reply whose quoted message is not sent yet: in line again when that one is due (or
+      // in a moment), without using an attempt; the session's other sends go on meanwhile.
+      if (err instanceof QuotedNotSentYet)
+        await this.putBack(sessionId, job, err.until.getTime(), token);
       if (err instanceof SessionRestrictedError || err instanceof SendHeldBack) {
         // The consumer pauses until the restriction or the hold ends; the job goes back first
         // in line, without using an attempt, so it is still the first sent after.

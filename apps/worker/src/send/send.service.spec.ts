@@ -24,6 +24,7 @@ import {
 import type { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import {
   CLAIMED_AHEAD,
+  QuotedNotSentYet,
   SendHeldBack,
   SendService,
   SentButNotRecorded,
@@ -237,7 +238,7 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
   const pacing = {
     recordSend: vi.fn(async () => undefined),
     sentOn: vi.fn(async () => 0),
-    countSend: vi.fn(async () => undefined),
+    countSend: vi.fn(async (_sessionId: string, _day: string, _messageId: string) => true),
   };
   const sessions = {
     engine: () => engine as unknown as WhatsAppEngine,
@@ -447,8 +448,9 @@ describe('SendService: failures and retries', () => {
     const outcome = await h.service.send('main', record().id, { number: 2, max: 3 });
     expect(outcome).toBe('not-ready');
     expect(h.engine.sendText).not.toHaveBeenCalled();
-    // Not given back as queued: its next try must look in the chat before sending.
-    expect(h.store.calls).toEqual(['claim 2']);
+    // Not given back as queued: its next try must look in the chat before sending. (The
+    // message it quotes is read before the chat is looked in and a try claimed.)
+    expect(h.store.calls).toEqual([]);
     expect(h.store.records.get(record().id)?.status).toBe('sending');
   });
 
@@ -745,13 +747,48 @@ describe("SendService: the session's own limits", () => {
     h.store.put(record(), second);
     h.sessionStore.limits.mockResolvedValue({ dailyCap: 1, quietHours: null });
     await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
-    expect(h.pacing.countSend).toHaveBeenCalledWith('main', new Date().toISOString().slice(0, 10));
+    expect(h.pacing.countSend).toHaveBeenCalledWith(
+      'main',
+      new Date().toISOString().slice(0, 10),
+      record().id,
+    );
     h.pacing.sentOn.mockResolvedValue(1);
     const held = await h.service.send('main', second.id, first).catch((err: unknown) => err);
     expect(held).toMatchObject({ code: 'DAILY_CAP' });
     const midnight = new Date();
     midnight.setUTCHours(24, 0, 0, 0);
     expect((held as SendHeldBack).until.toISOString()).toBe(midnight.toISOString());
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+  });
+
+  it('counts a send whose call timed out, found in the chat by the next try, towards the daily cap', async () => {
+    const h = harness();
+    const second = record({ id: '4e4e4e4e-8a55-4f0e-9d0b-6a0f3b7c2d11' });
+    h.store.put(record(), second);
+    h.sessionStore.limits.mockResolvedValue({ dailyCap: 1, quietHours: null });
+    // As PacingRepository: each message counted once, whichever tries count it.
+    const counted = new Set<string>();
+    h.pacing.sentOn.mockImplementation(async () => counted.size);
+    h.pacing.countSend.mockImplementation(async (_sessionId, _day, messageId) => {
+      const fresh = !counted.has(messageId);
+      counted.add(messageId);
+      return fresh;
+    });
+    // WhatsApp took it, but the call timed out: nothing counted by this try.
+    h.engine.sendText.mockRejectedValueOnce(new EngineError('SEND_FAILED', 'timed out', false));
+    await expect(h.service.send('main', record().id, first)).rejects.toThrow('timed out');
+    h.engine.findSentMessages.mockResolvedValueOnce(['true_4915123456789@c.us_FOUND']);
+    await expect(h.service.send('main', record().id, { number: 2, max: 3 })).resolves.toBe(
+      'recovered',
+    );
+    expect(h.pacing.countSend).toHaveBeenCalledWith(
+      'main',
+      new Date().toISOString().slice(0, 10),
+      record().id,
+    );
+    // The cap of 1 is reached: the next message waits for midnight.
+    const held = await h.service.send('main', second.id, first).catch((err: unknown) => err);
+    expect(held).toMatchObject({ code: 'DAILY_CAP' });
     expect(h.engine.sendText).toHaveBeenCalledTimes(1);
   });
 
@@ -851,22 +888,83 @@ describe('SendService: replies, reactions and deletions', () => {
     });
   });
 
-  it('waits (a transient error) while the message replied to is not sent yet', async () => {
+  it('waits for a quoted message still scheduled, without using a try, until it is due', async () => {
     const h = harness();
-    h.store.put(original, record({ replyTo: original.id }));
-    await expect(h.service.send('main', record().id, first)).rejects.toMatchObject({
-      permanent: false,
-    });
+    const sendAt = new Date(NOW + 30_000).toISOString();
+    h.store.put({ ...original, status: 'scheduled', sendAt }, record({ replyTo: original.id }));
+    // Its job's every try, the last one included: none is used up while the quoted one waits.
+    for (const number of [1, 5]) {
+      const waited = await h.service
+        .send('main', record().id, { number, max: 5 })
+        .catch((err: unknown) => err);
+      expect(waited).toBeInstanceOf(QuotedNotSentYet);
+      expect((waited as QuotedNotSentYet).until.toISOString()).toBe(sendAt);
+    }
     expect(h.engine.sendText).not.toHaveBeenCalled();
+    expect(h.metrics.sendFailed).not.toHaveBeenCalled();
+    // Claimed with its read, and given back with the tries it had.
+    expect(h.store.calls).toEqual(['claim 1', 'unclaim 0', 'claim 1', 'unclaim 0']);
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'queued', attempts: 0 });
+    // Sent: quoted.
+    h.store.put({ ...original, status: 'sent', engineMessageId: 'true_x_ORIG' });
+    await expect(h.service.send('main', record().id, { number: 1, max: 5 })).resolves.toBe('sent');
+    expect(h.engine.sendText).toHaveBeenCalledWith('4915123456789@c.us', 'hello', {
+      quotedMessageId: 'true_x_ORIG',
+    });
   });
 
-  it('fails for good a reply to a message that failed', async () => {
+  it('looks again in a moment at a quoted message queued or sending, never past the reply expiring', async () => {
     const h = harness();
-    h.store.put({ ...original, status: 'failed' }, record({ replyTo: original.id }));
-    await expect(h.service.send('main', record().id, first)).rejects.toMatchObject({
-      permanent: true,
+    const reaction = record({
+      id: '1c1c1c1c-8a55-4f0e-9d0b-6a0f3b7c2d11',
+      type: 'reaction',
+      text: null,
+      reaction: { emoji: '👍' },
+      replyTo: original.id,
     });
+    h.store.put({ ...original, status: 'sending' }, reaction);
+    const before = Date.now();
+    const soon = await h.service.send('main', reaction.id, first).catch((err: unknown) => err);
+    expect(soon).toBeInstanceOf(QuotedNotSentYet);
+    const until = (soon as QuotedNotSentYet).until.getTime();
+    expect(until).toBeGreaterThanOrEqual(before + 1_000);
+    expect(until).toBeLessThan(Date.now() + 2_000);
+    // Scheduled after the reply's time to live (60 s from its creation): it waits until then.
+    h.store.put({
+      ...original,
+      status: 'scheduled',
+      sendAt: new Date(NOW + 600_000).toISOString(),
+    });
+    const late = await h.service.send('main', reaction.id, first).catch((err: unknown) => err);
+    expect((late as QuotedNotSentYet).until.getTime()).toBe(
+      Date.parse(reaction.createdAt) + 60_000 + 1,
+    );
+    expect(h.engine.react).not.toHaveBeenCalled();
   });
+
+  it.each([
+    [
+      'failed',
+      { status: 'failed', error: { code: 'SEND_FAILED', message: 'x' } },
+      'failed (SEND_FAILED)',
+    ],
+    ['expired', { status: 'failed', error: { code: 'EXPIRED', message: 'x' } }, 'failed (EXPIRED)'],
+    ['was cancelled', { status: 'cancelled' }, 'was cancelled'],
+    ['is gone', null, 'does not exist'],
+  ] as const)(
+    'fails for good, at once, a reply to a message that %s',
+    async (_name, quoted, why) => {
+      const h = harness();
+      h.store.put(record({ replyTo: original.id }));
+      if (quoted) h.store.put({ ...original, ...quoted } as MessageRecord);
+      await expect(h.service.send('main', record().id, first)).rejects.toMatchObject({
+        permanent: true,
+        message: expect.stringContaining(why),
+      });
+      expect(h.store.records.get(record().id)).toMatchObject({ status: 'failed', attempts: 1 });
+      expect(h.engine.sendText).not.toHaveBeenCalled();
+    },
+  );
 
   it('reacts and deletes through the engine on the quoted message', async () => {
     const h = harness();
@@ -1200,6 +1298,7 @@ describe('SendService: sends of a session in hand together (pacing 0)', () => {
     h.pacing.sentOn.mockImplementation(async () => sent);
     h.pacing.countSend.mockImplementation(async () => {
       sent++;
+      return true;
     });
     const outcomes = await Promise.all([
       h.service.send('main', ids[0], { ...first, order: 1 }),

@@ -86,6 +86,24 @@ export class SendHeldBack extends Error {
   }
 }
 
+/**
+ * A reply (a reaction, a deletion) quotes one of our messages that is not sent yet (queued,
+ * scheduled, sending): it waits until `until`, without a try counted, while the session's
+ * other sends go on (the one it quotes among them). Not a failure.
+ */
+export class QuotedNotSentYet extends Error {
+  constructor(
+    readonly until: Date,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'QuotedNotSentYet';
+  }
+}
+
+/** How long a reply waits before it looks again at a quoted message queued or sending. */
+const QUOTED_WAIT_MS = 1_000;
+
 const FINAL_OR_SENT = new Set(['sent', 'delivered', 'read']);
 
 /** Tries of the write that saves an engine id, and the wait before the next (times the try). */
@@ -266,6 +284,9 @@ export class SendService {
         );
         throw held;
       }
+      // Before the file is downloaded, the chat looked in, the interval waited and a try
+      // claimed: a reply whose quoted message is not sent yet waits for it without any of that.
+      const quotedMessageId = await this.quotedMessageId(record);
       const media = record.type === 'media' ? await this.fetchMedia(record) : null;
       // Not claimed with the read: the full path, each step before the claim.
       if (!claimed) {
@@ -289,6 +310,9 @@ export class SendService {
               { sessionId, messageId, engineMessageId },
               'found an interrupted send in the chat; not sending again',
             );
+            // A try whose call failed (a timeout) counted nothing: counted by the try that finds
+            // it. One that the try which sent it counted already is not counted twice.
+            await this.countTowardsCap(sessionId, messageId);
             await this.dropUpload(record);
             this.metrics.messageRecovered(sessionId);
             if (acked) this.metrics.messageAcked(sessionId, acked);
@@ -340,7 +364,6 @@ export class SendService {
       const endSend = this.metrics.startSend(sessionId, record.createdAt);
       // Measured from the end of this call: a pause (GC, load) between taking the time and
       // calling the engine can then only widen the gap, never shrink it below the interval.
-      const quotedMessageId = await this.quotedMessageId(record);
       engineCalled = true;
       const engineMessageId = await this.callEngine(engine, record, media, {
         quotedMessageId,
@@ -351,7 +374,7 @@ export class SendService {
       });
       await this.recordSend(sessionId, false);
       // Counted before the next send of the session checks its cap.
-      await this.countTowardsCap(sessionId);
+      await this.countTowardsCap(sessionId, messageId);
       this.recording.set(messageId, engineMessageId);
       endTurn();
       try {
@@ -375,6 +398,17 @@ export class SendService {
       return 'sent';
     } catch (thrown) {
       if (thrown instanceof SendHeldBack) throw thrown;
+      if (thrown instanceof QuotedNotSentYet) {
+        // Its claim (taken with the read) given back, without a try counted; SendConsumers puts
+        // its job back until then.
+        if (holdsClaim && !stillSending)
+          await this.messages.unclaim(messageId, record.attempts).catch(() => undefined);
+        this.log.log(
+          { sessionId, messageId, until: thrown.until.toISOString(), err: thrown.message },
+          'the message replied to is not sent yet; the reply waits',
+        );
+        throw thrown;
+      }
       if (thrown instanceof SessionNotReadyError) {
         // The session left READY (stopped, or its WhatsApp Web lost its connection) since this
         // turn looked: the engine refused before anything reached WhatsApp. It waits for the
@@ -547,14 +581,20 @@ export class SendService {
   }
 
   /**
-   * Counts a send WhatsApp took towards the session's daily cap. Never throws: it runs between
-   * the engine call and the record of its id, where an error would lose the id.
+   * Counts a send WhatsApp took towards the session's daily cap, once per message (a send the
+   * try that made it counted and a later try finds in the chat is not counted again). Never
+   * throws: it runs between the engine call and the record of its id, where an error would
+   * lose the id.
    */
-  private async countTowardsCap(sessionId: string): Promise<void> {
+  private async countTowardsCap(sessionId: string, messageId: string): Promise<void> {
     try {
       const limits = await this.limitsOf(sessionId);
       if (limits.dailyCap === null) return;
-      await this.pacing.countSend(sessionId, localDay(limitsTimeZone(limits), new Date()));
+      await this.pacing.countSend(
+        sessionId,
+        localDay(limitsTimeZone(limits), new Date()),
+        messageId,
+      );
     } catch (err) {
       this.log.warn(
         { sessionId, err: toError(err).message },
@@ -597,7 +637,9 @@ export class SendService {
 
   /**
    * WhatsApp's id of the message a reply quotes. One of ours is quoted once it is sent: until
-   * then the reply waits (a retry), so replies keep the order of the conversation.
+   * then the reply waits (QuotedNotSentYet, no try counted), so replies keep the order of the
+   * conversation; it fails for good if that message failed (or expired) or was cancelled. The
+   * wait ends at the reply's own expiry, when its next try fails it EXPIRED.
    */
   private async quotedMessageId(record: MessageRecord): Promise<string | undefined> {
     if (record.quotedEngineId) return record.quotedEngineId;
@@ -607,16 +649,30 @@ export class SendService {
     if (sent) return sent;
     const quoted = await this.messages.get(record.replyTo);
     if (quoted?.engineMessageId) return quoted.engineMessageId;
-    if (!quoted || quoted.status === 'failed' || quoted.status === 'cancelled')
-      throw new EngineError(
+    const nothingToQuote = (why: string) =>
+      new EngineError(
         'SEND_FAILED',
-        `the message replied to (${record.replyTo}) was not sent: nothing to quote`,
+        `the message replied to (${record.replyTo}) ${why}: nothing to quote`,
         true,
       );
-    throw new EngineError(
-      'SEND_FAILED',
-      `the message replied to (${record.replyTo}) is not sent yet`,
-      false,
+    if (!quoted) throw nothingToQuote('does not exist (any more)');
+    if (quoted.status === 'failed')
+      throw nothingToQuote(
+        `failed${quoted.error ? ` (${quoted.error.code})` : ''}, it was not sent`,
+      );
+    if (quoted.status === 'cancelled') throw nothingToQuote('was cancelled');
+    // Looked at again when it is due (scheduled, or held back until then), or in a moment.
+    const due = Math.max(
+      Date.now() + QUOTED_WAIT_MS,
+      Date.parse(quoted.sendAt ?? '') || 0,
+      Date.parse(quoted.nextAttemptAt ?? '') || 0,
+    );
+    // Never past the reply's own time to live: taken then, it expires.
+    const expiresAt =
+      Date.parse(record.sendAt ?? record.createdAt) + this.config.MESSAGE_TTL_MS + 1;
+    throw new QuotedNotSentYet(
+      new Date(Math.min(due, expiresAt)),
+      `the message replied to (${record.replyTo}) is not sent yet (${quoted.status})`,
     );
   }
 
@@ -720,7 +776,7 @@ export class SendService {
       this.unrecorded.set(record.id, engineMessageId);
       throw err;
     });
-    // Counted towards the daily cap already, by the try that sent it.
+    // Counted towards the daily cap already, by the try that sent it (its call returned).
     await this.dropUpload(record);
     this.log.log(
       {
