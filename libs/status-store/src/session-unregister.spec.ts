@@ -45,13 +45,13 @@ describe('SessionRepository.unregister', () => {
       const id = `again-${timeZone.replace('/', '-')}`;
       const today = localDay(timeZone, new Date());
       await sessions.register(id);
-      await pacing.countSend(id, today);
+      await pacing.countSend(id, today, 'm1');
       await pacing.recordSend(id, 60_000);
       expect(await pacing.sentOn(id, today)).toBe(1);
       await sessions.unregister(id);
       await sessions.register(id);
       expect(await pacing.sentOn(id, today)).toBe(0);
-      expect(await redis.exists(keys.lastSend(id))).toBe(0);
+      expect(await redis.exists(keys.lastSend(id), keys.capCounted(id))).toBe(0);
     },
   );
 });

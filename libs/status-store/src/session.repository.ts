@@ -270,6 +270,7 @@ export class SessionRepository {
       // sends. A count is kept under its local date, in the session's time zone: today's is
       // yesterday's, today's or tomorrow's UTC date, wherever that is.
       .del(this.keys.lastSend(sessionId))
+      .del(this.keys.capCounted(sessionId))
       .del(
         ...[-1, 0, 1].map((days) =>
           this.keys.dailySends(
