@@ -117,9 +117,13 @@ export class RedisKeys {
   auditRefusals(): string {
     return `${this.root}:audit:refused`;
   }
-  /** One caller's refusals of one route in one window (the entry collapsing them). */
+  /**
+   * One caller's refusals of one route in one window (the entry collapsing them). Named by a
+   * digest of the two: a route holds slashes and spaces, which have no place in a key name.
+   */
   auditRefusalWindow(actor: string, action: string, window: number): string {
-    return `${this.root}:audit:refused:${window}:${actor}:${action}`;
+    const digest = createHash('sha1').update(`${actor}\n${action}`).digest('hex');
+    return `${this.root}:audit:refused:${window}:${digest}`;
   }
   /** An API key's record (its digest, never the key). */
   apiKey(id: string): string {
