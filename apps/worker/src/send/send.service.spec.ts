@@ -851,7 +851,7 @@ describe('SendService: files sent with the request', () => {
       code: 'MEDIA_FETCH_FAILED',
       permanent: true,
     });
-    expect(h.store.calls).toEqual(['failIfUnsent MEDIA_FETCH_FAILED 1', 'dropUpload']);
+    expect(h.store.calls).toEqual(['failIfUnsent MEDIA_FETCH_FAILED 1']);
   });
 
   it('fails for good a downloaded file its options do not suit (a PDF as a voice note)', async () => {

@@ -485,7 +485,7 @@ export class SendService {
           new Date(),
           attempts,
         );
-        await this.dropUpload(record);
+        // (Its file goes with it: failIfUnsent drops it.)
       } else
         await this.messages.markRetrying(messageId, error, {
           attempts,
@@ -603,7 +603,10 @@ export class SendService {
     }
   }
 
-  /** A file sent with the request is dropped once its message is sent or has failed for good. */
+  /**
+   * A file sent with the request is dropped once its message is sent (failIfUnsent drops it
+   * when the message fails for good).
+   */
   private async dropUpload(record: MessageRecord): Promise<void> {
     if (!record.upload) return;
     await this.messages.dropUpload(record.id).catch((err: Error) => {
@@ -760,8 +763,8 @@ export class SendService {
       record.id,
       expiryError(this.config.MESSAGE_TTL_MS, sessionId, why),
     );
+    // (Its file went with it: failIfUnsent drops it.)
     if (!expired) return 'already-sent';
-    await this.dropUpload(record);
     this.metrics.sendFailed(sessionId, 'EXPIRED', true);
     return 'expired';
   }
