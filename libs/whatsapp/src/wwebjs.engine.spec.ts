@@ -2649,6 +2649,24 @@ describe('WwebjsEngine with a remote login store', () => {
       await next.engine.stop({ backUp: false });
     });
 
+    it('backs the login up when stopped while its crashed client waits for the restart, so the next engine restores it', async () => {
+      const store = memoryStore();
+      const h = linkingHarness(store, { destroyTimeoutMs: 10_000 });
+      await link(h);
+      h.client().pupBrowser?.emit('disconnected');
+      await vi.waitFor(() => expect(h.last().status).toBe('FAILED'));
+      vi.useRealTimers();
+      // A Reconnect, or a hand-over, before the backoff ends: no client to back up from.
+      await h.engine.stop();
+      expect(h.clients).toHaveLength(1);
+      expect(await store.load('main')).not.toBeNull();
+      const next = linkingHarness(store);
+      await next.engine.start();
+      await next.started();
+      await restored();
+      await next.engine.stop({ backUp: false });
+    });
+
     it.each([
       {
         end: 'logout()',

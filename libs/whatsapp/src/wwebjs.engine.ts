@@ -412,6 +412,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
   private readonly initializing = new Set<ClientLike>();
   /** The client whose login a stop is backing up (no longer `client`, but its save counts). */
   private backingUp?: ClientLike;
+  /** The newest client made, also once given up: its profile is the session's on this disk. */
+  private lastClient?: ClientLike;
   /** Bumped whenever the current client is given up; callbacks of older clients compare it. */
   private attempt = 0;
   /**
@@ -499,23 +501,31 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       (isLinkedStatus(this.status) || this.unsavedLogin) &&
       this.options.authStore?.remote &&
       options?.backUp !== false;
+    // No client: the last one failed and the next waits for its backoff. Its profile, on disk,
+    // is backed up all the same (a login linked here has no other copy).
+    const idle = this.client ? undefined : this.lastClient;
     await this.shutDown(async (client) => {
       // A clean stop backs the login up, so the next owner starts from the newest copy.
-      if (backUp && client.authStrategy?.storeRemoteSession) {
-        this.backingUp = client;
-        await withTimeout(client.authStrategy.storeRemoteSession(), this.settings.destroyTimeoutMs)
-          .catch((thrown) =>
-            this.log.warn(
-              { sessionId: this.sessionId, err: toError(thrown).message },
-              'login not backed up on stop',
-            ),
-          )
-          .finally(() => (this.backingUp = undefined));
-      }
+      if (backUp) await this.backUp(client);
     });
+    if (backUp && idle) await this.backUp(idle);
     // Once stopped, the store is the truth: the session may move on (and be logged out there).
     this.unsavedLogin = false;
     this.setState({ status: 'STOPPED' });
+  }
+
+  /** Saves the login in `client`'s profile to the remote store (stop()). */
+  private async backUp(client: ClientLike): Promise<void> {
+    if (!client.authStrategy?.storeRemoteSession) return;
+    this.backingUp = client;
+    await withTimeout(client.authStrategy.storeRemoteSession(), this.settings.destroyTimeoutMs)
+      .catch((thrown) =>
+        this.log.warn(
+          { sessionId: this.sessionId, err: toError(thrown).message },
+          'login not backed up on stop',
+        ),
+      )
+      .finally(() => (this.backingUp = undefined));
   }
 
   async logout(): Promise<void> {
@@ -784,6 +794,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     );
     mine.client = client;
     this.client = client;
+    this.lastClient = client;
     this.listen(client, attempt);
     this.armWatchdog('start', this.settings.startTimeoutMs, attempt, () =>
       this.recover(attempt, this.stalledError()),
