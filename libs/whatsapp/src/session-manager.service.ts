@@ -114,7 +114,7 @@ export class SessionManager
    * Sessions being handed over (release), each with its hand-over: a pass does not pick one
    * again, nor decide anything else about it, before it has ended.
    */
-  private readonly releases = new Map<string, Promise<void>>();
+  private readonly releases = new Map<string, { backUp: boolean; done: Promise<void> }>();
   /**
    * Sessions this worker works on with no engine of theirs running (a purge, a login deleted
    * before a start): their leases are renewed too, else a purge longer than the lease would be
@@ -615,15 +615,21 @@ export class SessionManager
    * login is backed up as its engine stops unless `backUp` is false (a deleted session).
    */
   private release(sessionId: string, { backUp = true } = {}): Promise<void> {
-    let releasing = this.releases.get(sessionId);
-    if (!releasing) {
-      releasing = this.handBack(sessionId, backUp).finally(() => this.releases.delete(sessionId));
-      this.releases.set(sessionId, releasing);
+    const releasing = this.releases.get(sessionId);
+    if (releasing) {
+      // Deleted while it was handed over: its engine, not stopped yet, backs nothing up.
+      if (!backUp) releasing.backUp = false;
+      return releasing.done;
     }
-    return releasing;
+    const handing = { backUp, done: Promise.resolve() };
+    handing.done = this.handBack(sessionId, () => handing.backUp).finally(() =>
+      this.releases.delete(sessionId),
+    );
+    this.releases.set(sessionId, handing);
+    return handing.done;
   }
 
-  private async handBack(sessionId: string, backUp: boolean): Promise<void> {
+  private async handBack(sessionId: string, backUp: () => boolean): Promise<void> {
     for (const step of this.handOverSteps) {
       await step(sessionId).catch((err: unknown) =>
         this.log.warn(
@@ -632,7 +638,7 @@ export class SessionManager
         ),
       );
     }
-    await this.stopEngine(sessionId, (e) => (backUp ? e.stop() : e.stop({ backUp: false })));
+    await this.stopEngine(sessionId, (e) => (backUp() ? e.stop() : e.stop({ backUp: false })));
     try {
       await this.releaseLease(sessionId);
     } finally {

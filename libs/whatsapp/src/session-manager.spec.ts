@@ -551,6 +551,42 @@ describe('SessionManager', () => {
     }
   });
 
+  it('backs nothing up for a session deleted while it was being handed over, its engine not stopped yet', async () => {
+    const manager = app.get(SessionManager);
+    const [id] = manager.ownedSessionIds().filter((owned) => owned !== 'main');
+    const stop = vi.spyOn(engines.get(id)!, 'stop');
+    let handedOver!: () => void;
+    const handOver = new Promise<void>((resolve) => (handedOver = resolve));
+    let handingOver = false;
+    manager.onHandOver(async (sessionId) => {
+      if (sessionId !== id) return;
+      handingOver = true;
+      await handOver;
+    });
+    const release = (
+      manager as unknown as {
+        release(sessionId: string, options?: { backUp?: boolean }): Promise<void>;
+      }
+    ).release.bind(manager);
+    try {
+      await app.get(SessionRepository).setDesired(id, 'stopped');
+      const reconciled = manager.reconcile();
+      await eventually(() => expect(handingOver).toBe(true));
+      // What a pass does for a session it finds purged elsewhere meanwhile.
+      const deleted = release(id, { backUp: false });
+      handedOver();
+      await Promise.all([reconciled, deleted]);
+      expect(stop).toHaveBeenCalledTimes(1);
+      expect(stop).toHaveBeenCalledWith({ backUp: false });
+    } finally {
+      handedOver();
+      stop.mockRestore();
+    }
+    await app.get(SessionRepository).setDesired(id, 'running');
+    await manager.reconcile();
+    await eventually(() => expect(manager.ownedSessionIds()).toContain(id));
+  });
+
   it('stops every engine whose lease it cannot renew at once, not one after another', async () => {
     const manager = app.get(SessionManager);
     const owned = manager.ownedSessionIds();
