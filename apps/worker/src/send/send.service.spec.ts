@@ -24,6 +24,7 @@ import {
 import type { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import {
   CLAIMED_AHEAD,
+  QUOTED_RECHECK_MS,
   QuotedNotSentYet,
   SendHeldBack,
   SendService,
@@ -911,6 +912,32 @@ describe('SendService: replies, reactions and deletions', () => {
     expect(h.engine.sendText).toHaveBeenCalledWith('4915123456789@c.us', 'hello', {
       quotedMessageId: 'true_x_ORIG',
     });
+  });
+
+  it('looks again within QUOTED_RECHECK_MS at a quoted message scheduled later, and fails the reply once that one is cancelled', async () => {
+    const h = harness({ MESSAGE_TTL_MS: String(7 * 24 * 3_600_000) });
+    h.store.put(
+      {
+        ...original,
+        status: 'scheduled',
+        sendAt: new Date(NOW + 3 * 24 * 3_600_000).toISOString(),
+      },
+      record({ replyTo: original.id }),
+    );
+    const before = Date.now();
+    const waited = await h.service.send('main', record().id, first).catch((err: unknown) => err);
+    expect(waited).toBeInstanceOf(QuotedNotSentYet);
+    const until = (waited as QuotedNotSentYet).until.getTime();
+    expect(until).toBeGreaterThanOrEqual(before + QUOTED_RECHECK_MS);
+    expect(until).toBeLessThanOrEqual(Date.now() + QUOTED_RECHECK_MS);
+    // Cancelled meanwhile: the reply's next look fails it.
+    h.store.put({ ...original, status: 'cancelled' });
+    await expect(h.service.send('main', record().id, first)).rejects.toMatchObject({
+      permanent: true,
+      message: expect.stringContaining('was cancelled'),
+    });
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'failed', attempts: 1 });
+    expect(h.engine.sendText).not.toHaveBeenCalled();
   });
 
   it('looks again in a moment at a quoted message queued or sending, never past the reply expiring', async () => {

@@ -104,6 +104,12 @@ export class QuotedNotSentYet extends Error {
 /** How long a reply waits before it looks again at a quoted message queued or sending. */
 const QUOTED_WAIT_MS = 1_000;
 
+/**
+ * The longest a reply waits before it looks again at a quoted message scheduled later: a cancel
+ * of that one fails the reply within this, not when the cancelled message would have been due.
+ */
+export const QUOTED_RECHECK_MS = 60_000;
+
 const FINAL_OR_SENT = new Set(['sent', 'delivered', 'read']);
 
 /** Tries of the write that saves an engine id, and the wait before the next (times the try). */
@@ -641,8 +647,9 @@ export class SendService {
   /**
    * WhatsApp's id of the message a reply quotes. One of ours is quoted once it is sent: until
    * then the reply waits (QuotedNotSentYet, no try counted), so replies keep the order of the
-   * conversation; it fails for good if that message failed (or expired) or was cancelled. The
-   * wait ends at the reply's own expiry, when its next try fails it EXPIRED.
+   * conversation; it fails for good if that message failed (or expired) or was cancelled (seen
+   * within QUOTED_RECHECK_MS). The wait ends at the reply's own expiry, when its next try fails
+   * it EXPIRED.
    */
   private async quotedMessageId(record: MessageRecord): Promise<string | undefined> {
     if (record.quotedEngineId) return record.quotedEngineId;
@@ -664,11 +671,16 @@ export class SendService {
         `failed${quoted.error ? ` (${quoted.error.code})` : ''}, it was not sent`,
       );
     if (quoted.status === 'cancelled') throw nothingToQuote('was cancelled');
-    // Looked at again when it is due (scheduled, or held back until then), or in a moment.
-    const due = Math.max(
-      Date.now() + QUOTED_WAIT_MS,
-      Date.parse(quoted.sendAt ?? '') || 0,
-      Date.parse(quoted.nextAttemptAt ?? '') || 0,
+    // Looked at again when it is due (scheduled, or held back until then), or in a moment; at
+    // least every QUOTED_RECHECK_MS, for a cancel.
+    const now = Date.now();
+    const due = Math.min(
+      now + QUOTED_RECHECK_MS,
+      Math.max(
+        now + QUOTED_WAIT_MS,
+        Date.parse(quoted.sendAt ?? '') || 0,
+        Date.parse(quoted.nextAttemptAt ?? '') || 0,
+      ),
     );
     // Never past the reply's own time to live: taken then, it expires.
     const expiresAt =
