@@ -8,6 +8,7 @@ import { Stack, useStack } from '../support/stack.js';
 
 describe('readiness follows Redis (stopped and restarted, AOF on)', () => {
   const WORKER_TOKEN = 'worker-token-0123456789';
+  const METRICS_TOKEN = 'metrics-token-0123456789';
   let redis: RedisServer;
   beforeAll(async () => {
     redis = await RedisServer.start();
@@ -18,6 +19,7 @@ describe('readiness follows Redis (stopped and restarted, AOF on)', () => {
     REDIS_URL: redis.url,
     WORKER_HEARTBEAT_MS: '300',
     WORKER_TOKEN,
+    METRICS_TOKEN,
   }));
   afterAll(() => redis.up().catch(() => undefined));
   beforeAll(() => stack.waitReady());
@@ -62,6 +64,20 @@ describe('readiness follows Redis (stopped and restarted, AOF on)', () => {
       headers: { authorization: 'Bearer guess' },
     });
     expect(wrong.status).toBe(401);
+    // The api's too: its metrics (the 503s it answers meanwhile) are what an outage is watched by.
+    const apiStartedAt = Date.now();
+    const apiScrape = await fetch(`${stack.url}/metrics`, {
+      headers: { authorization: `Bearer ${METRICS_TOKEN}` },
+    });
+    expect(apiScrape.status).toBe(200);
+    expect(Date.now() - apiStartedAt).toBeLessThan(5_000);
+    expect(
+      parsePrometheus(await apiScrape.text()).some((s) => s.name === 'http_requests_total'),
+    ).toBe(true);
+    const apiWrong = await fetch(`${stack.url}/metrics`, {
+      headers: { authorization: 'Bearer guess' },
+    });
+    expect(apiWrong.status).toBe(401);
 
     await redis.up();
     for (const url of [apiReady, workerReady]) {

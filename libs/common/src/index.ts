@@ -12,5 +12,6 @@ export * from './ssrf.js';
 export * from './app-version.js';
 export * from './retry-until-done.js';
 export * from './with-timeout.js';
+export * from './login-count.js';
 export * from './secret.js';
 export * from './http-status.js';

@@ -16,29 +16,6 @@ import { MetricsTokenGuard } from './metrics-token.guard.js';
 /** The Swagger name of the METRICS_TOKEN bearer scheme (registered in configure-api.ts). */
 export const METRICS_SECURITY = 'metrics-token';
 
-/** An error answer of /metrics, in the envelope, with an example. */
-const metricsError = (status: number, description: string, code: string, message: string) =>
-  ApiResponse({
-    status,
-    description,
-    content: {
-      'application/json': {
-        schema: { $ref: getSchemaPath(ErrorEnvelopeDto) },
-        example: { ok: false, error: { code, message } },
-      },
-    },
-    ...(status === 429
-      ? {
-          headers: {
-            'Retry-After': {
-              description: 'Seconds until the address may try again',
-              schema: { type: 'integer', example: 42 },
-            },
-          },
-        }
-      : {}),
-  });
-
 /**
  * Guards a route with METRICS_TOKEN and documents the bearer scheme and what the guard can
  * answer (it counts failed logins in Redis, AuthFailures), in one decorator.
@@ -47,18 +24,30 @@ const MetricsAuth = () =>
   applyDecorators(
     UseGuards(MetricsTokenGuard),
     ApiBearerAuth(METRICS_SECURITY),
-    metricsError(
-      429,
-      'RATE_LIMITED: too many failed logins from this address (AUTH_FAILURES_PER_MINUTE), the right token included; see Retry-After',
-      'RATE_LIMITED',
-      'Too many failed logins from this address; retry in 42 s',
-    ),
-    metricsError(
-      503,
-      'UNAVAILABLE: METRICS_TOKEN is set and storage (Redis), where failed logins are counted, cannot be reached; retry shortly',
-      'UNAVAILABLE',
-      'Storage (Redis) is unavailable; retry shortly',
-    ),
+    // (Not 503 while Redis is away: the token then decides alone.)
+    ApiResponse({
+      status: 429,
+      description:
+        'RATE_LIMITED: too many failed logins from this address (AUTH_FAILURES_PER_MINUTE), the right token included; see Retry-After',
+      content: {
+        'application/json': {
+          schema: { $ref: getSchemaPath(ErrorEnvelopeDto) },
+          example: {
+            ok: false,
+            error: {
+              code: 'RATE_LIMITED',
+              message: 'Too many failed logins from this address; retry in 42 s',
+            },
+          },
+        },
+      },
+      headers: {
+        'Retry-After': {
+          description: 'Seconds until the address may try again',
+          schema: { type: 'integer', example: 42 },
+        },
+      },
+    }),
   );
 
 /** Prometheus text at /metrics (the path is set by PrometheusModule.register). */

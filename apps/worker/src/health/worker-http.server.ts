@@ -2,24 +2,11 @@ import { Injectable, Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import {
-  Secret,
-  TimedOutError,
-  bearerToken,
-  isRedisUnavailable,
-  withTimeout,
-  type ErrorCode,
-} from '@app/common';
+import { Secret, bearerToken, countLoginUnlessRedisAway, type ErrorCode } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AuthFailureRepository, TooManyFailedLoginsError } from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { WorkerHealth } from './worker-health.service.js';
-
-/**
- * How long a login waits for Redis to count it: a scrape answers before Prometheus gives up
- * (README: while Redis is away a scrape still answers), whatever Redis does.
- */
-const LOGIN_COUNT_WAIT_MS = 2_000;
 
 /**
  * The worker's own small HTTP port (WORKER_HEALTH_PORT): open /health/live and /health/ready,
@@ -136,17 +123,11 @@ export class WorkerHttpServer {
     const given = bearerToken(req.headers.authorization);
     if (given === undefined) return false;
     const right = Secret.matchesAny(accepted, given);
-    try {
-      await withTimeout(
-        this.failures.check(req.socket.remoteAddress ?? '', right),
-        LOGIN_COUNT_WAIT_MS,
-      );
-    } catch (err) {
-      if (!(err instanceof TimedOutError) && !isRedisUnavailable(err)) throw err;
-      // Redis away: the token decides alone, so the worker's metrics stay scrapable through an
-      // outage (the api, which needs Redis for everything, answers 503 instead).
-      this.log.warn({ err: (err as Error).message }, 'login not counted: Redis did not answer');
-    }
+    const away = await countLoginUnlessRedisAway(
+      this.failures.check(req.socket.remoteAddress ?? '', right),
+    );
+    // (The api does the same on its own /metrics; it answers 503 on every other route.)
+    if (away) this.log.warn({ err: away.message }, 'login not counted: Redis did not answer');
     return right;
   }
 }
