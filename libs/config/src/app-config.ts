@@ -109,7 +109,7 @@ export class AppConfig {
     validator: {
       validate: (value: unknown) => typeof value === 'string' && parseRedisUrl(value) !== null,
       defaultMessage: () =>
-        'must be redis://host:port, rediss://..., redis+sentinel://host:port,.../masterName or redis+cluster://host:port,...',
+        'must be redis://host:port, rediss://..., redis+sentinel://host:port,.../masterName or redis+cluster://host:port,... (a password with % : @ / in it percent-encoded: %25 %3A %40 %2F)',
     },
   })
   REDIS_URL = 'redis://127.0.0.1:6379';

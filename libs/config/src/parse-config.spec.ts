@@ -292,6 +292,10 @@ describe('parseRedisUrl', () => {
     'redis+cluster://n1:7000/extra',
     'redis+cluster://n1:99999',
     'redis:// space',
+    // A bare % in a password (not %XX): ioredis would throw URI malformed as it connects.
+    'redis://:p%w0rd@127.0.0.1:6379',
+    'redis+sentinel://:p%w0rd@s1:26379/mymaster',
+    'redis+cluster://u%zz:pw@n1:7000',
   ])('refuses %s', async (url) => {
     const { parseRedisUrl } = await import('./index.js');
     expect(parseRedisUrl(url)).toBeNull();

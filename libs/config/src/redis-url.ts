@@ -21,11 +21,14 @@ const MULTI =
  */
 export function parseRedisUrl(url: string): RedisTarget | null {
   if (/^rediss?:\/\/[^\s]+$/.test(url)) {
+    let parsed: URL;
     try {
-      new URL(url);
+      parsed = new URL(url);
     } catch {
       return null;
     }
+    // ioredis decodes them as it connects, and throws on a bare `%` (not `%XX`).
+    if (decoded(parsed.username) === null || decoded(parsed.password) === null) return null;
     return { mode: 'standalone', url, nodes: [], tls: url.startsWith('rediss:') };
   }
   const match = MULTI.exec(url);
@@ -41,14 +44,27 @@ export function parseRedisUrl(url: string): RedisTarget | null {
   const sentinel = scheme.includes('sentinel');
   if (sentinel && !path) return null;
   if (!sentinel && path) return null;
+  const [masterName, user, secret] = [path, username, password].map((part) =>
+    part ? decoded(part) : undefined,
+  );
+  if (masterName === null || user === null || secret === null) return null;
   return {
     mode: sentinel ? 'sentinel' : 'cluster',
     url,
     nodes: nodes as { host: string; port: number }[],
-    masterName: sentinel ? decodeURIComponent(path) : undefined,
-    username: username ? decodeURIComponent(username) : undefined,
-    password: password ? decodeURIComponent(password) : undefined,
+    masterName: sentinel ? masterName : undefined,
+    username: user,
+    password: secret,
     db: db ? Number(db) : undefined,
     tls: scheme.startsWith('rediss'),
   };
+}
+
+/** A URL's percent-encoded part, decoded; null when it is not valid percent-encoding. */
+function decoded(part: string): string | null {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return null;
+  }
 }
