@@ -311,6 +311,26 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect((await messages.get(message.id))?.status).toBe('delivered');
   });
 
+  it('publishes `sent` once when marked sent again with the same engine id (the first write ran, its answer was lost)', async () => {
+    const sessionId = 'marked-twice';
+    await redis.set(
+      keys.webhookTargets(sessionId),
+      JSON.stringify([{ id: 'wh1', url: 'https://example.com/hook', events: ['message.status'] }]),
+    );
+    const message = await stored({ sessionId });
+    expect(await messages.take(message.id, { ...claim, sessionId })).toMatchObject({
+      claimed: true,
+    });
+    const published = async () => Number(await redis.get(keys.webhookSequence(sessionId)));
+    const before = await published();
+    await messages.markSent(message, 'true_x_TWICE');
+    expect(await published()).toBe(before + 1);
+    const { sentAt } = (await messages.get(message.id))!;
+    expect(await messages.markSent(message, 'true_x_TWICE')).toBeNull();
+    expect(await published()).toBe(before + 1);
+    expect(await messages.get(message.id)).toMatchObject({ status: 'sent', sentAt });
+  });
+
   it("records a send found in the chat only when its engine id is no other message's", async () => {
     const earlier = await stored();
     expect(await messages.take(earlier.id, claim)).toMatchObject({ claimed: true });

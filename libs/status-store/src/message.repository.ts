@@ -203,6 +203,9 @@ local session_id, before, had = unpack(redis.call('HMGET', KEYS[1], 'sessionId',
 if not session_id then return false end
 -- Written again (the first write's answer lost) after an ack moved it on: a status never goes back.
 if (before == 'delivered' or before == 'read') and had and had ~= '' then return false end
+-- Written again before any ack: its event was published once already (a receiver would get a
+-- second 'sent' under a new webhook-id).
+if before == 'sent' and had and had ~= '' and redis.call('GET', KEYS[2]) == ARGV[8] then return false end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 count_status(session_id, before, 'sent')
 redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
