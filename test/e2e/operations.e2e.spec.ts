@@ -126,7 +126,12 @@ describe('operations: health, workers and metrics', () => {
     expect(live.body.status).toBe('ok');
     const ready = await get(`${base}/health/ready`);
     expect(ready.status).toBe(200);
-    expect(Object.keys(ready.body.details).sort()).toEqual(['engines', 'eventLoop', 'redis']);
+    expect(Object.keys(ready.body.details).sort()).toEqual([
+      'engines',
+      'eventLoop',
+      'heartbeat',
+      'redis',
+    ]);
 
     for (const headers of [{}, bearer('wrong-token-0123456789'), { authorization: WORKER_TOKEN }]) {
       const refused = await get(`${base}/metrics`, headers);
