@@ -19,9 +19,11 @@ const LAG_SAMPLE_MS = 100;
  * The worker's probes. Live: the process answers. Ready: Redis answers, this worker's heartbeat
  * was written within workerStaleAfterMs (a Redis that answers PING may refuse writes: out of
  * memory, a read-only replica; the fleet then counts this worker gone), the event loop is not
- * lagging (its longest delay since the previous check under WORKER_MAX_EVENT_LOOP_LAG_MS), and no engine of
+ * lagging (its longest delay since the previous check under WORKER_MAX_EVENT_LOOP_LAG_MS), no engine of
  * this worker has been STARTING for longer than WORKER_STUCK_STARTING_MS (the wwebjs engine's
- * own watchdogs restart a start long before that, so this means the engine is wedged).
+ * own watchdogs restart a start long before that, so this means the engine is wedged), and it
+ * has not stepped back because Chromium does not launch here (an image where it cannot must
+ * not pass a rolling update).
  */
 @Injectable()
 export class WorkerHealth {
@@ -64,7 +66,20 @@ export class WorkerHealth {
       () => this.heartbeatWritten(),
       () => this.eventLoop(),
       () => this.engines(),
+      () => this.starts(),
     ]);
+  }
+
+  private starts() {
+    const check = this.indicator.check('starts');
+    // Only while stepped back: alone, or where Chromium launches on no worker, it keeps trying
+    // its own sessions, and no other worker would do better.
+    return this.sessions.steppedBack()
+      ? check.down({
+          message:
+            'Chromium does not launch here (no session has started): stepped back, the other workers take the sessions',
+        })
+      : check.up({ failing: this.sessions.startsFailing() });
   }
 
   private heartbeatWritten() {
