@@ -92,6 +92,44 @@ describe('readiness follows Redis (stopped and restarted, AOF on)', () => {
   });
 });
 
+describe('worker readiness follows its heartbeat (Redis answering PING but refusing writes)', () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await RedisServer.start({ persistence: false });
+  });
+  afterAll(() => redis.destroy());
+  const stack = useStack(() => ({ REDIS_URL: redis.url, WORKER_HEARTBEAT_MS: '300' }));
+  // Writes come back before the stack closes.
+  afterAll(() => stack.redis.config('SET', 'maxmemory', '0').catch(() => undefined));
+  beforeAll(() => stack.waitReady());
+
+  const ready = async () => {
+    const response = await fetch(`${stack.workerUrl}/health/ready`);
+    return { status: response.status, body: (await response.json()) as any };
+  };
+
+  it('makes the worker not ready, naming heartbeat, once its heartbeat is older than the fleet allows, and ready again once it is written', async () => {
+    expect((await ready()).status).toBe(200);
+    // Out of memory with noeviction: every write is refused, PING still answered.
+    await stack.redis.config('SET', 'maxmemory-policy', 'noeviction');
+    await stack.redis.config('SET', 'maxmemory', '1');
+    const down = await eventually(async () => {
+      const answer = await ready();
+      expect(answer.status).toBe(503);
+      return answer;
+    }, 5_000);
+    expect(down.body.error.heartbeat).toMatchObject({ status: 'down', staleAfterMs: 900 });
+    expect(down.body.error.heartbeat.lastWrittenMsAgo).toBeGreaterThan(900);
+    expect(down.body.details.redis.status).toBe('up');
+
+    await stack.redis.config('SET', 'maxmemory', '0');
+    await eventually(async () => {
+      const answer = await ready();
+      expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+    }, 10_000);
+  });
+});
+
 describe('the api and a worker started while Redis is down', () => {
   let redis: RedisServer;
   let stack: Stack | undefined;

@@ -1,7 +1,8 @@
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WorkerRepository } from '@app/status-store';
-import { SessionManager } from '@app/whatsapp';
+import { vi } from 'vitest';
+import { SessionRepository, WorkerRepository } from '@app/status-store';
+import { EngineFactory, SessionManager } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { parsePrometheus, sampleValue } from '../support/prometheus.js';
 import { useStack } from '../support/stack.js';
@@ -126,7 +127,13 @@ describe('operations: health, workers and metrics', () => {
     expect(live.body.status).toBe('ok');
     const ready = await get(`${base}/health/ready`);
     expect(ready.status).toBe(200);
-    expect(Object.keys(ready.body.details).sort()).toEqual(['engines', 'eventLoop', 'redis']);
+    expect(Object.keys(ready.body.details).sort()).toEqual([
+      'engines',
+      'eventLoop',
+      'heartbeat',
+      'redis',
+      'starts',
+    ]);
 
     for (const headers of [{}, bearer('wrong-token-0123456789'), { authorization: WORKER_TOKEN }]) {
       const refused = await get(`${base}/metrics`, headers);
@@ -332,5 +339,64 @@ describe('operations: worker readiness', () => {
     expect(stuck.body.error.engines).toMatchObject({ status: 'down', stuck: ['main'] });
     engine.emit('state', { status: 'READY', phone: '15550000000', pushname: 'Sandbox main' });
     await eventually(async () => expect((await ready()).status).toBe(200));
+  });
+});
+
+describe('operations: worker readiness while Chromium does not launch there', () => {
+  const stack = useStack({ WORKER_HEARTBEAT_MS: String(HEARTBEAT_MS) }, { worker: false });
+  // Every engine this worker makes fails to launch its Chromium (the worker starts in the test).
+  beforeAll(() => {
+    const create = EngineFactory.prototype.create;
+    vi.spyOn(EngineFactory.prototype, 'create').mockImplementation(function (
+      this: EngineFactory,
+      sessionId: string,
+    ) {
+      const engine = create.call(this, sessionId);
+      engine.start = () =>
+        Promise.reject(new Error('Failed to launch the browser process! libnss3.so: not found'));
+      return engine;
+    });
+  });
+  afterAll(() => vi.restoreAllMocks());
+
+  const ready = () => get(`${stack.workerUrl}/health/ready`);
+
+  it('is not ready while it steps back (its starts fail, another worker takes sessions), and ready again when none would', async () => {
+    // Two sessions whose Chromium does not launch: its starts fail.
+    await stack.api!.get(SessionRepository).register('second');
+    await stack.startWorker();
+    const manager = stack.worker!.get(SessionManager);
+    await eventually(() => expect(manager.startsFailing()).toBe(true));
+    // Alone, it keeps trying its own sessions: nobody else would take them.
+    expect((await ready()).status).toBe(200);
+
+    // A worker with room, whose starts do not fail, joins: this one steps back.
+    const workers = stack.api!.get(WorkerRepository);
+    const other = {
+      id: 'healthy-worker',
+      host: 'elsewhere',
+      pid: 1,
+      version: '0.0.0',
+      startedAt: new Date().toISOString(),
+      sessions: [],
+      maxSessions: 50,
+    };
+    let beat = workers.beat(other, 3 * HEARTBEAT_MS);
+    await beat;
+    const beating = setInterval(() => (beat = workers.beat(other, 3 * HEARTBEAT_MS)), HEARTBEAT_MS);
+    try {
+      await eventually(() => expect(manager.capacity()).toBe(0), 10 * HEARTBEAT_MS);
+      const steppedBack = await ready();
+      expect(steppedBack.status).toBe(503);
+      expect(Object.keys(steppedBack.body.error)).toEqual(['starts']);
+      expect(steppedBack.body.error.starts.message).toMatch(/Chromium does not launch/);
+    } finally {
+      clearInterval(beating);
+      // A beat in flight would bring it back after its removal.
+      await beat;
+      await workers.remove(other.id);
+    }
+    await eventually(async () => expect((await ready()).status).toBe(200), 10 * HEARTBEAT_MS);
+    expect(manager.capacity()).toBeGreaterThan(0);
   });
 });

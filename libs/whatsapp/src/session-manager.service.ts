@@ -169,6 +169,11 @@ export class SessionManager
     return this.health.failing();
   }
 
+  /** Takes no session: its starts fail and another worker, where they do not, takes them. */
+  steppedBack(): boolean {
+    return this.health.steppedBack();
+  }
+
   /**
    * Registers the default session and any linked session found on disk (unless deleted), then
    * takes work.

@@ -14,6 +14,11 @@ export class HeartbeatService {
   private readonly log = new Logger(HeartbeatService.name);
   private timer?: NodeJS.Timeout;
   private readonly info: Omit<WorkerInfo, 'sessions' | 'maxSessions' | 'startsFailing'>;
+  /**
+   * When (performance.now()) the newest heartbeat written was sent; while none has been, when
+   * beating began.
+   */
+  private writtenAt?: number;
 
   constructor(
     private readonly config: AppConfig,
@@ -35,6 +40,7 @@ export class HeartbeatService {
 
   async start(): Promise<void> {
     this.sessions.on('capacity', this.onCapacity);
+    this.writtenAt = performance.now();
     await this.beat();
     this.timer = setInterval(() => void this.beat(), this.config.WORKER_HEARTBEAT_MS);
   }
@@ -58,7 +64,18 @@ export class HeartbeatService {
     await this.workers.remove(this.info.id).catch(() => undefined);
   }
 
+  /**
+   * How long ago the newest heartbeat written was sent (counted from the start of beating while
+   * none has been): past workerStaleAfterMs the fleet counts this worker gone. Null before
+   * beating starts.
+   */
+  lastBeatAgeMs(): number | null {
+    return this.writtenAt === undefined ? null : performance.now() - this.writtenAt;
+  }
+
   private async beat(): Promise<void> {
+    // Taken before the write: the beat is dated when it is sent, not when Redis answers.
+    const sentAt = performance.now();
     try {
       await this.workers.beat(
         {
@@ -69,6 +86,8 @@ export class HeartbeatService {
         },
         this.config.workerStaleAfterMs,
       );
+      // Beats overlap (a capacity change beats at once): an older one answered late is not newer.
+      this.writtenAt = Math.max(this.writtenAt ?? sentAt, sentAt);
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'heartbeat not written');
     }

@@ -10,15 +10,20 @@ import {
 import { AppConfig } from '@app/config';
 import { SessionRepository, WorkerRepository } from '@app/status-store';
 import { SessionManager, WORKER_ID } from '@app/whatsapp';
+import { HeartbeatService } from './heartbeat.service.js';
 
 /** How often the event loop is sampled: a timer that fires late measures the lag. */
 const LAG_SAMPLE_MS = 100;
 
 /**
- * The worker's probes. Live: the process answers. Ready: Redis answers, the event loop is not
- * lagging (its longest delay since the previous check under WORKER_MAX_EVENT_LOOP_LAG_MS), and no engine of
+ * The worker's probes. Live: the process answers. Ready: Redis answers, this worker's heartbeat
+ * was written within workerStaleAfterMs (a Redis that answers PING may refuse writes: out of
+ * memory, a read-only replica; the fleet then counts this worker gone), the event loop is not
+ * lagging (its longest delay since the previous check under WORKER_MAX_EVENT_LOOP_LAG_MS), no engine of
  * this worker has been STARTING for longer than WORKER_STUCK_STARTING_MS (the wwebjs engine's
- * own watchdogs restart a start long before that, so this means the engine is wedged).
+ * own watchdogs restart a start long before that, so this means the engine is wedged), and it
+ * has not stepped back because Chromium does not launch here (an image where it cannot must
+ * not pass a rolling update).
  */
 @Injectable()
 export class WorkerHealth {
@@ -33,6 +38,7 @@ export class WorkerHealth {
     private readonly workers: WorkerRepository,
     private readonly sessions: SessionManager,
     private readonly registry: SessionRepository,
+    private readonly heartbeat: HeartbeatService,
     @Inject(WORKER_ID) private readonly workerId: string,
   ) {}
 
@@ -57,9 +63,39 @@ export class WorkerHealth {
   ready(): Promise<HealthAnswer> {
     return runHealthCheck(this.health, [
       redisIndicator(this.indicator, () => this.workers.ping()),
+      () => this.heartbeatWritten(),
       () => this.eventLoop(),
       () => this.engines(),
+      () => this.starts(),
     ]);
+  }
+
+  private starts() {
+    const check = this.indicator.check('starts');
+    // Only while stepped back: alone, or where Chromium launches on no worker, it keeps trying
+    // its own sessions, and no other worker would do better.
+    return this.sessions.steppedBack()
+      ? check.down({
+          message:
+            'Chromium does not launch here (no session has started): stepped back, the other workers take the sessions',
+        })
+      : check.up({ failing: this.sessions.startsFailing() });
+  }
+
+  private heartbeatWritten() {
+    const check = this.indicator.check('heartbeat');
+    const staleAfterMs = this.config.workerStaleAfterMs;
+    const ageMs = this.heartbeat.lastBeatAgeMs();
+    // The health port answers before the heartbeat starts (boot order): not beating yet.
+    if (ageMs === null) return check.up({ beating: false });
+    const lastWrittenMsAgo = Math.round(ageMs);
+    return lastWrittenMsAgo > staleAfterMs
+      ? check.down({
+          lastWrittenMsAgo,
+          staleAfterMs,
+          message: `heartbeat not written for ${lastWrittenMsAgo} ms: the other workers count this one gone after ${staleAfterMs} ms`,
+        })
+      : check.up({ lastWrittenMsAgo, staleAfterMs });
   }
 
   private eventLoop() {
