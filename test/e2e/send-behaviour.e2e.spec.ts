@@ -329,6 +329,22 @@ describe('idempotency', () => {
     expect(reused.body.error.code).toBe('CONFLICT');
   });
 
+  it('answers a retry that names no session with its message after the active session changed', async () => {
+    const headers = { 'Idempotency-Key': 'order-3000' };
+    const first = await sendText(stack, '4915166666666', 'sent from the active session', headers);
+    expect(first.body.data.sessionId).toBe('main');
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'other' })).status).toBe(201);
+    expect((await stack.call('PUT', '/api/v1/sessions/active', { id: 'other' })).status).toBe(200);
+    try {
+      const retry = await sendText(stack, '4915166666666', 'sent from the active session', headers);
+      expect(retry.status).toBe(202);
+      expect(retry.body.data).toMatchObject({ id: first.body.data.id, sessionId: 'main' });
+    } finally {
+      await stack.call('PUT', '/api/v1/sessions/active', { id: 'main' });
+      await stack.call('DELETE', '/api/v1/sessions/other');
+    }
+  });
+
   it('gives concurrent requests with one key one message', async () => {
     const headers = { 'Idempotency-Key': 'burst-1' };
     const answers = await Promise.all(

@@ -81,16 +81,21 @@ interface PreparedMessage {
   message: NewMessage;
   file?: Buffer;
   sendAt?: Date;
+  /** The session the request named; none: the active one was taken. */
+  sessionAsked?: string;
 }
 
 /** What an Idempotency-Key is bound to: the request, not the id it was given. */
 function requestHash(prepared: PreparedMessage): string {
-  // The chat, not how `to` was spelled; the quoted id is looked up, not asked for.
+  // The chat, not how `to` was spelled; the quoted id is looked up, not asked for; the session
+  // as asked for (a retry naming none, after the active session changed, is the same request).
   const { id: _id, to: _to, quotedEngineId: _quoted, ...request } = prepared.message;
   return createHash('sha256')
     .update(
       JSON.stringify({
         ...request,
+        // (In its place: a key given before this was hashed names the session as well.)
+        sessionId: prepared.sessionAsked,
         file: prepared.file ? createHash('sha256').update(prepared.file).digest('hex') : undefined,
       }),
     )
@@ -604,6 +609,7 @@ export class MessagesService {
       },
       file,
       sendAt,
+      sessionAsked: target.sessionId,
     };
   }
 
