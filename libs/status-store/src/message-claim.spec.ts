@@ -142,6 +142,30 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     expect(await messages.take(message.id, claim)).toMatchObject({ claimed: true });
   });
 
+  it('gives back a claim taken again while sending with only its try: still sending, its first claim kept, as found in the chat after', async () => {
+    const message = await stored();
+    const first = new Date(Date.now() - 60_000);
+    expect(await messages.claimForSending(message.id, 1, undefined, first)).toBe('claimed');
+    // Its engine call failed (it may have gone out); the next try claims it again, then stops
+    // before the engine call (its lease not confirmed, the session not READY).
+    const before = await messages.counts('main');
+    expect(await messages.claimForSending(message.id, 2)).toBe('claimed');
+    expect(await messages.unclaim(message.id, 1, { stillSending: true })).toBe(true);
+    expect(await messages.get(message.id)).toMatchObject({
+      status: 'sending',
+      attempts: 1,
+      sendingAt: first.toISOString(),
+    });
+    expect(await messages.counts('main')).toEqual(before);
+    // Found in the chat meanwhile: left sent.
+    await messages.markFound(message, 'true_x_FOUND', new Date());
+    expect(await messages.unclaim(message.id, 1, { stillSending: true })).toBe(false);
+    expect(await messages.get(message.id)).toMatchObject({
+      status: 'sent',
+      engineMessageId: 'true_x_FOUND',
+    });
+  });
+
   it('only reads when not asked to claim, or for a message that is missing', async () => {
     const message = await stored();
     expect(await messages.take(message.id)).toMatchObject({ claimed: false });

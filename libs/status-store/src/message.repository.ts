@@ -707,10 +707,19 @@ export class MessageRepository implements BeforeApplicationShutdown {
 
   /**
    * Gives back a claim that was not used: the message is `queued` again with the tries it had
-   * (its session stopped being READY before the send's turn came).
+   * (its session stopped being READY before the send's turn came). With `stillSending` (an
+   * earlier try may have reached WhatsApp) only its tries are put back: it stays `sending`, so
+   * its next try looks for it in the chat first.
    */
-  async unclaim(messageId: string, attempts: number): Promise<boolean> {
-    return this.updateUnsent(messageId, { status: 'queued', attempts: String(attempts) });
+  async unclaim(
+    messageId: string,
+    attempts: number,
+    options: { stillSending?: boolean } = {},
+  ): Promise<boolean> {
+    return this.updateUnsent(messageId, {
+      ...(options.stillSending ? {} : { status: 'queued' }),
+      attempts: String(attempts),
+    });
   }
 
   /**

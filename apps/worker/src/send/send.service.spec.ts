@@ -151,6 +151,18 @@ class MessageStore {
       }
     }
     this.calls.push(`claim ${attempts}`);
+    // As CLAIM: a message claimed again while `sending` keeps its first claim's sendingAt.
+    const r = this.records.get(id);
+    if (this.claim === 'claimed' && r) {
+      const now = new Date().toISOString();
+      this.records.set(id, {
+        ...r,
+        status: 'sending',
+        attempts,
+        sendingAt: r.status === 'sending' && r.sendingAt ? r.sendingAt : now,
+        claimedAt: now,
+      });
+    }
     return this.claim;
   }
   /** How long each markSent asked its send to be kept for pacing. */
@@ -177,9 +189,14 @@ class MessageStore {
     this.calls.push(`markFound ${engineMessageId}`);
     return null;
   }
-  async unclaim(id: string, attempts: number) {
-    this.calls.push(`unclaim ${attempts}`);
-    this.records.set(id, { ...this.records.get(id)!, status: 'queued', attempts });
+  async unclaim(id: string, attempts: number, options: { stillSending?: boolean } = {}) {
+    this.calls.push(`unclaim ${attempts}${options.stillSending ? ' still sending' : ''}`);
+    const current = this.records.get(id)!;
+    this.records.set(id, {
+      ...current,
+      status: options.stillSending ? current.status : 'queued',
+      attempts,
+    });
   }
 
   async markRetrying(
@@ -673,6 +690,103 @@ describe('SendService: failures and retries', () => {
     });
     expect(h.store.calls).toEqual(['failIfUnsent MEDIA_FETCH_FAILED 1']);
     expect(h.engine.sendMedia).not.toHaveBeenCalled();
+  });
+});
+
+describe('SendService: a send that may have gone out, tried again without a try counted', () => {
+  const second: SendAttempt = { number: 2, max: 3 };
+  /** Left `sending` by a try whose engine call broke off: it may have reached WhatsApp. */
+  const brokenOff = (overrides: Partial<MessageRecord> = {}) =>
+    record({
+      status: 'sending',
+      sendingAt: new Date(Date.now() - 5_000).toISOString(),
+      attempts: 1,
+      ...overrides,
+    });
+
+  it('neither looks in the chat nor claims it while its lease of the session is not confirmed; confirmed, it looks once and sends once', async () => {
+    const h = harness();
+    h.store.put(record());
+    h.engine.sendText.mockRejectedValueOnce(new EngineError('SEND_FAILED', 'timed out', false));
+    await expect(h.service.send('main', record().id, first)).rejects.toThrow('timed out');
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'sending', attempts: 1 });
+    h.sessions.holdsLease.mockReturnValue(false);
+    // SendConsumers puts the job back a second later each time, without using an attempt.
+    for (let pass = 0; pass < 5; pass++)
+      await expect(h.service.send('main', record().id, second)).resolves.toBe('not-ready');
+    expect(h.engine.findSentMessages).not.toHaveBeenCalled();
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'sending', attempts: 1 });
+    h.sessions.holdsLease.mockReturnValue(true);
+    await expect(h.service.send('main', record().id, second)).resolves.toBe('sent');
+    expect(h.engine.findSentMessages).toHaveBeenCalledTimes(1);
+    expect(h.engine.sendText).toHaveBeenCalledTimes(2);
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'sent', attempts: 2 });
+  });
+
+  it.each([
+    [
+      'its lease lapses after the chat was looked in (while "typing…" shows)',
+      (h: ReturnType<typeof harness>) => {
+        let leased = true;
+        h.sessions.holdsLease.mockImplementation(() => leased);
+        h.engine.showTyping.mockImplementation(async () => {
+          leased = false;
+        });
+        h.store.put(brokenOff({ typingMs: 1_000 }));
+        // Confirmed again at each try's turn.
+        return () => {
+          leased = true;
+        };
+      },
+    ],
+    [
+      'the engine refuses it as not READY',
+      (h: ReturnType<typeof harness>) => {
+        h.engine.sendText.mockRejectedValue(new SessionNotReadyError('session main is not ready'));
+        h.store.put(brokenOff());
+        return () => undefined;
+      },
+    ],
+    [
+      'Redis takes its claim but the answer is lost (Redis fails before the engine call)',
+      (h: ReturnType<typeof harness>) => {
+        const claim = h.store.claimForSending.bind(h.store);
+        vi.spyOn(h.store, 'claimForSending').mockImplementation(async (...args) => {
+          await claim(...args);
+          throw new Error('Command timed out');
+        });
+        h.store.put(brokenOff());
+        return () => undefined;
+      },
+    ],
+  ] as const)(
+    'keeps one already `sending` so, with the tries it had, try after try, when %s',
+    async (_name, setUp) => {
+      const h = harness();
+      const beforeTry = setUp(h);
+      for (let pass = 0; pass < 4; pass++) {
+        beforeTry();
+        await expect(h.service.send('main', record().id, second)).resolves.toBe('not-ready');
+        expect(h.store.records.get(record().id)).toMatchObject({ status: 'sending', attempts: 1 });
+      }
+      expect(h.store.calls.filter((call) => call.startsWith('unclaim'))).toEqual(
+        Array(4).fill('unclaim 1 still sending'),
+      );
+    },
+  );
+
+  it('gives back a claim Redis took though its answer was lost: queued again, with the tries it had', async () => {
+    const h = harness();
+    // Not claimed with its read ("typing…" comes first): claimed apart.
+    h.store.put(record({ typingMs: 1_000 }));
+    const claim = h.store.claimForSending.bind(h.store);
+    vi.spyOn(h.store, 'claimForSending').mockImplementation(async (...args) => {
+      await claim(...args);
+      throw new Error('Command timed out');
+    });
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('not-ready');
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+    expect(h.store.records.get(record().id)).toMatchObject({ status: 'queued', attempts: 0 });
   });
 });
 

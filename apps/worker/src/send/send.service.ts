@@ -270,11 +270,24 @@ export class SendService {
       if (claimed) await this.messages.unclaim(messageId, record.attempts);
       return 'not-ready';
     }
+    // This worker could not confirm it still alone drives the session (its lease not renewed
+    // in time: Redis out of reach, the event loop stalled): nothing is done for the message, no
+    // chat lookup, no claim, no try counted; it waits for whoever holds the session (left
+    // `sending` if an earlier try may have sent it). Asked again just before the engine call.
+    if (!this.sessions.holdsLease(sessionId)) {
+      if (claimed) await this.messages.unclaim(messageId, record.attempts);
+      this.log.warn({ sessionId, messageId }, 'lease of the session not confirmed; not sending');
+      return 'not-ready';
+    }
 
     // Set once the engine is called: from then on a failure may still have reached WhatsApp.
     let engineCalled = false;
-    // Whether this try holds the message's claim (`sending`, a try counted on the record).
+    // Whether this try holds the message's claim (`sending`, a try counted on the record), or
+    // may: set as the claim is asked for (Redis may take it and lose the answer).
     let holdsClaim = claimed;
+    // Gives this try's claim back, its try not counted: queued again with the tries it had, or,
+    // when it was `sending` before (an earlier try may have sent it), left so with them.
+    const giveBackClaim = () => this.messages.unclaim(messageId, record.attempts, { stillSending });
     try {
       // Asked in the turn, before a file is downloaded for nothing (or its failed download
       // counted as a try): the send before may have met a restriction or reached the daily cap
@@ -336,6 +349,7 @@ export class SendService {
               }
             : undefined,
         );
+        holdsClaim = true;
         for (;;) {
           const claim = await this.messages.claimForSending(messageId, record.attempts + 1, {
             sessionId,
@@ -346,10 +360,7 @@ export class SendService {
             await sleep(claim.waitMs);
             continue;
           }
-          if (claim === 'claimed') {
-            holdsClaim = true;
-            break;
-          }
+          if (claim === 'claimed') break;
           // Cancelled (or finished elsewhere) since it was read: nothing is sent.
           this.log.log(
             { sessionId, messageId, status: claim },
@@ -359,11 +370,10 @@ export class SendService {
           return claim === 'failed' ? 'already-failed' : 'already-sent';
         }
       }
-      // This worker could not confirm it still alone drives the session (its lease not renewed
-      // in time: Redis out of reach, the event loop stalled): the send waits for whoever holds
-      // the session, without a try counted. Left `sending` if an earlier try may have sent it.
+      // Its lease lapsed since the turn asked (a wait for the interval, a slow download): the
+      // send waits for whoever holds the session, without a try counted.
       if (!this.sessions.holdsLease(sessionId)) {
-        if (!stillSending) await this.messages.unclaim(messageId, record.attempts);
+        await giveBackClaim();
         this.log.warn({ sessionId, messageId }, 'lease of the session not confirmed; not sending');
         return 'not-ready';
       }
@@ -407,8 +417,7 @@ export class SendService {
       if (thrown instanceof QuotedNotSentYet) {
         // Its claim (taken with the read) given back, without a try counted; SendConsumers puts
         // its job back until then.
-        if (holdsClaim && !stillSending)
-          await this.messages.unclaim(messageId, record.attempts).catch(() => undefined);
+        if (holdsClaim) await giveBackClaim().catch(() => undefined);
         this.log.log(
           { sessionId, messageId, until: thrown.until.toISOString(), err: thrown.message },
           'the message replied to is not sent yet; the reply waits',
@@ -420,17 +429,15 @@ export class SendService {
         // turn looked: the engine refused before anything reached WhatsApp. It waits for the
         // session, without a try counted (its claim given back; left `sending` if an earlier
         // try may have sent it).
-        if (holdsClaim && !stillSending)
-          await this.messages.unclaim(messageId, record.attempts).catch(() => undefined);
+        if (holdsClaim) await giveBackClaim().catch(() => undefined);
         this.log.warn({ sessionId, messageId, err: thrown.message }, 'session not ready; not sent');
         return 'not-ready';
       }
       if (!engineCalled && !(thrown instanceof EngineError) && isRedisUnavailable(thrown)) {
         // Redis failed this try before the engine was called (a restart, a stall): nothing
         // went out, and it is no fault of the message: it waits, without a try counted (its
-        // claim given back when Redis lets it; left `sending`, its next try looks in the chat).
-        if (holdsClaim && !stillSending)
-          await this.messages.unclaim(messageId, record.attempts).catch(() => undefined);
+        // claim given back when Redis lets it; left `sending` if an earlier try may have sent it).
+        if (holdsClaim) await giveBackClaim().catch(() => undefined);
         this.log.warn(
           { sessionId, messageId, err: toError(thrown).message },
           'Redis failed before the send; tried again without a try counted',
