@@ -59,6 +59,13 @@ describe('scheduled messages and cancelling', () => {
     expect(cancelled.status).toBe(200);
     expect(cancelled.body.data).toMatchObject({ status: 'cancelled' });
     expect(cancelled.body.data.cancelledAt).toEqual(expect.any(String));
+    // A cancel retried (its answer lost) answers as the first did.
+    const again = await stack.call('DELETE', `/api/v1/messages/${accepted.body.data.id}`);
+    expect(again.status).toBe(200);
+    expect(again.body.data).toMatchObject({
+      status: 'cancelled',
+      cancelledAt: cancelled.body.data.cancelledAt,
+    });
     // Past its time, on purpose: what did not happen is the point.
     await sleep(sendAt.getTime() - Date.now() + 1_500);
     const later = await stack.call('GET', `/api/v1/messages/${accepted.body.data.id}`);

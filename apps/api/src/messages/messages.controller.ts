@@ -240,14 +240,14 @@ export class MessagesController {
   @ApiOperation({
     summary: 'Cancel a scheduled or queued message',
     description:
-      'The message becomes `cancelled` and is never sent, even if its worker was about to take it. A message already being sent, sent or failed cannot be called back (409).',
+      'The message becomes `cancelled` and is never sent, even if its worker was about to take it. A message already being sent, sent or failed cannot be called back (409). A message already cancelled answers 200 again (a retried cancel).',
   })
   @MESSAGE_ID
   @ApiEnvelope(MessageDto, { description: 'Cancelled: the message with status cancelled' })
   @ApiErrors(
     { status: 400, description: 'Not a message id' },
     { status: 404, description: 'No such message' },
-    { status: 409, description: 'The message is being sent, was sent, failed or was cancelled' },
+    { status: 409, description: 'The message is being sent, was sent or failed' },
   )
   cancel(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.messages.cancel(id, req.principal?.sessions));
