@@ -52,11 +52,13 @@ export class WorkerMetrics {
 
   /**
    * The engine call of a message is about to start; call the returned function once the
-   * message is recorded `sent`.
+   * message is recorded `sent`. Its wait in the queue counts from when it was due: accepted,
+   * or its `sendAt` (a message scheduled for tomorrow did not wait a day).
    */
-  startSend(sessionId: string, createdAt: string): () => void {
+  startSend(sessionId: string, message: { createdAt: string; sendAt?: string | null }): () => void {
     const startedAt = performance.now();
-    const waitedMs = Math.max(0, Date.now() - Date.parse(createdAt));
+    const dueAt = Math.max(Date.parse(message.createdAt), Date.parse(message.sendAt ?? '') || 0);
+    const waitedMs = Math.max(0, Date.now() - dueAt);
     return () => {
       this.messages.inc({ session: sessionId, status: 'sent' });
       this.sendDuration.observe({ session: sessionId }, (performance.now() - startedAt) / 1000);

@@ -377,7 +377,7 @@ export class SendService {
         this.log.warn({ sessionId, messageId }, 'lease of the session not confirmed; not sending');
         return 'not-ready';
       }
-      const endSend = this.metrics.startSend(sessionId, record.createdAt);
+      const endSend = this.metrics.startSend(sessionId, record);
       // Measured from the end of this call: a pause (GC, load) between taking the time and
       // calling the engine can then only widen the gap, never shrink it below the interval.
       engineCalled = true;
