@@ -27,6 +27,25 @@ function manifests(): { file: string; object: any }[] {
     );
 }
 
+/** What the README plans per session: one Chromium of 300-500 MB. */
+const SESSION_MEMORY_MB = 500;
+/** A real login archive (README: tens of MB), kept twice in the store (current and previous). */
+const LOGIN_ARCHIVE_MB = 40;
+
+/** A Kubernetes quantity in MiB (Mi or Gi), or Redis's `<n>mb`. */
+function mib(quantity: string): number {
+  const [, amount, unit] = /^(\d+)(Mi|Gi|mb)$/.exec(quantity)!;
+  return Number(amount) * (unit === 'Gi' ? 1024 : 1);
+}
+
+/** The worker container's memory limit leaves room for WORKER_MAX_SESSIONS Chromiums and /dev/shm. */
+function expectRoomForSessions(worker: any, maxSessions: number): void {
+  const limit = mib(worker.spec.template.spec.containers[0].resources.limits.memory);
+  const shm = worker.spec.template.spec.volumes.find((v: any) => v.name === 'dshm').emptyDir;
+  expect(shm.medium).toBe('Memory');
+  expect(limit).toBeGreaterThanOrEqual(maxSessions * SESSION_MEMORY_MB + mib(shm.sizeLimit));
+}
+
 describe('deploy/kubernetes', () => {
   it('holds only objects that validate against the Kubernetes schema', async () => {
     const all = manifests();
@@ -80,6 +99,16 @@ describe('deploy/kubernetes', () => {
     expect(redis.spec.template.spec.containers[0].args).toContain('--appendonly');
   });
 
+  it('gives the worker pod the memory for WORKER_MAX_SESSIONS Chromiums', () => {
+    const all = manifests().map(({ object }) => object);
+    const maxSessions = Number(all.find((o) => o.kind === 'ConfigMap').data.WORKER_MAX_SESSIONS);
+    expect(maxSessions).toBeGreaterThan(0);
+    expectRoomForSessions(
+      all.find((o) => o.kind === 'StatefulSet' && o.metadata.name.endsWith('-worker')),
+      maxSessions,
+    );
+  });
+
   it("drains the api within its grace period, caps Redis below its pod's memory, and pins the image", () => {
     const all = manifests().map(({ object }) => object);
     const api = all.find((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-api'));
@@ -95,8 +124,8 @@ describe('deploy/kubernetes', () => {
     const redis = all.find((o) => o.kind === 'StatefulSet' && o.metadata.name.endsWith('-redis'));
     const redisContainer = redis.spec.template.spec.containers[0];
     const args: string[] = redisContainer.args;
-    const maxMemoryMb = Number(/^(\d+)mb$/.exec(args[args.indexOf('--maxmemory') + 1])![1]);
-    const limitMb = Number(/^(\d+)Gi$/.exec(redisContainer.resources.limits.memory)![1]) * 1024;
+    const maxMemoryMb = mib(args[args.indexOf('--maxmemory') + 1]);
+    const limitMb = mib(redisContainer.resources.limits.memory);
     expect(maxMemoryMb).toBeLessThanOrEqual(limitMb * 0.75);
     expect(args[args.indexOf('--maxmemory-policy') + 1]).toBe('noeviction');
 
@@ -144,5 +173,27 @@ describe('deploy/kubernetes', () => {
       name: 'wwebjs-data',
       emptyDir: { sizeLimit: '5Gi' },
     });
+
+    // Its workers' memory, and Redis's for the logins of every session they can take.
+    const maxSessions = Number(
+      manifests().find(({ object }) => object.kind === 'ConfigMap')!.object.data
+        .WORKER_MAX_SESSIONS,
+    );
+    expectRoomForSessions(worker, maxSessions);
+    const redis = patches.find(
+      (p: any) => p.kind === 'StatefulSet' && p.metadata.name === 'whatsapp-gateway-redis',
+    );
+    const container = redis.spec.template.spec.containers[0];
+    const args: string[] = container.args;
+    const maxMemory = mib(args[args.indexOf('--maxmemory') + 1]);
+    expect(args[args.indexOf('--maxmemory-policy') + 1]).toBe('noeviction');
+    expect(args).toContain('--appendonly');
+    expect(maxMemory).toBeGreaterThanOrEqual(
+      worker.spec.replicas * maxSessions * 2 * LOGIN_ARCHIVE_MB,
+    );
+    expect(maxMemory).toBeLessThanOrEqual(mib(container.resources.limits.memory) * 0.75);
+    // The AOF holds them too, and a rewrite writes a second copy.
+    const disk = mib(redis.spec.volumeClaimTemplates[0].spec.resources.requests.storage);
+    expect(disk).toBeGreaterThanOrEqual(3 * maxMemory);
   });
 });
