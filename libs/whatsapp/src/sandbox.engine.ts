@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AppError, phoneDigits } from '@app/common';
@@ -44,6 +44,8 @@ export interface SandboxOptions {
   checkNumber?: boolean;
   /** SANDBOX_RESTRICTION_MS: a send to a 999463... number restricts the session this long. */
   restrictionMs?: number;
+  /** Sends kept in the "chat history" (SANDBOX_SENDS_KEPT by default). */
+  sendsKept?: number;
 }
 
 export interface SandboxSend {
@@ -71,6 +73,13 @@ export interface SandboxSend {
 const LINK_MARKER = 'sandbox-linked.json';
 /** The sandbox's "chat history": one JSON line per accepted send. */
 const SEND_LOG = 'sandbox-sends.jsonl';
+/**
+ * The newest sends the "chat history" keeps, in memory and in its log: far more than any look
+ * back needs (a send found after a broken try, a deletion), and not a history without end for
+ * a sandbox that runs for months in a client's CI or a benchmark. Trimmed at start, and as it
+ * runs once it holds twice as many.
+ */
+export const SANDBOX_SENDS_KEPT = 100_000;
 
 /**
  * A WhatsApp stand-in: no phone, no browser. Shows a QR, links itself after a delay (or on
@@ -79,7 +88,10 @@ const SEND_LOG = 'sandbox-sends.jsonl';
  */
 export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAppEngine {
   readonly kind = 'sandbox' as const;
-  /** Every message this session accepted, oldest first, across restarts (its "chat history"). */
+  /**
+   * The messages this session accepted, oldest first, across restarts (its "chat history"):
+   * the newest SANDBOX_SENDS_KEPT of them at least.
+   */
   readonly sends: SandboxSend[] = [];
   private readonly timers = new Set<NodeJS.Timeout>();
   private ready = false;
@@ -335,6 +347,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     this.sendLog ??= openSync(this.sendLogPath(), 'a');
     writeSync(this.sendLog, JSON.stringify(send) + '\n');
     this.sends.push(send);
+    this.trimSends(2 * this.sendsKept());
     const delay = this.options.ackDelayMs;
     if (unacknowledged) return engineMessageId;
     this.later(0, () => this.emit('ack', engineMessageId, 'sent'));
@@ -358,6 +371,23 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
       const send = JSON.parse(line) as SandboxSend & { at: string };
       this.sends.push({ ...send, at: new Date(send.at), atMonotonic: Number.NaN });
     }
+    this.trimSends(this.sendsKept());
+  }
+
+  private sendsKept(): number {
+    return this.options.sendsKept ?? SANDBOX_SENDS_KEPT;
+  }
+
+  /** Past `over` sends, keeps the newest sendsKept(), in memory and in the log (rewritten). */
+  private trimSends(over: number): void {
+    if (this.sends.length <= over) return;
+    this.sends.splice(0, this.sends.length - this.sendsKept());
+    if (this.sendLog !== undefined) closeSync(this.sendLog);
+    this.sendLog = undefined;
+    // Whole or not at all: a crash while it is written leaves the log as it was.
+    const path = this.sendLogPath();
+    writeFileSync(`${path}.tmp`, this.sends.map((send) => JSON.stringify(send) + '\n').join(''));
+    renameSync(`${path}.tmp`, path);
   }
 
   private becomeReady(): void {
