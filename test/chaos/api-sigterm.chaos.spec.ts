@@ -26,6 +26,8 @@ describe('SIGTERM to the api with a request in flight', () => {
       async () => expect((await fetch(`${base}/health/live`)).status).toBe(200),
       20_000,
     );
+    // On IPv6 too (an IPv6-only cluster probes the pod's IPv6 address), as the worker's port.
+    expect((await fetch(`http://[::1]:${port}/health/live`)).status).toBe(200);
 
     const owner = await silentOwner();
     const inFlight = fetch(`${base}/api/v1/sessions/main/pairing-code`, {

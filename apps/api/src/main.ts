@@ -21,7 +21,12 @@ async function bootstrap(): Promise<void> {
   armShutdownDeadline(config.SHUTDOWN_TIMEOUT_MS, () =>
     app.get(Logger).error('shutdown took longer than SHUTDOWN_TIMEOUT_MS; exiting anyway', 'Api'),
   );
-  await app.listen(config.PORT, '0.0.0.0');
+  // Every address, IPv6 and IPv4 (an IPv6-only cluster probes the pod's IPv6 address), as the
+  // worker's port does; IPv4 alone where the kernel has no IPv6.
+  await app.listen(config.PORT, '::').catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EAFNOSUPPORT' && err.code !== 'EADDRNOTAVAIL') throw err;
+    return app.listen(config.PORT, '0.0.0.0');
+  });
   app.get(Logger).log(`api listening on :${config.PORT} (docs at /docs)`, 'Api');
 }
 
