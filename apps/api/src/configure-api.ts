@@ -7,6 +7,7 @@ import { PinoLogger } from 'nestjs-pino';
 import {
   AppError,
   ERROR_STATUS,
+  clientAddress,
   createValidationPipe,
   requestId,
   requestLine,
@@ -112,7 +113,7 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
       id: request.id,
       method: request.method,
       url: request.url,
-      remoteAddress: request.socket.remoteAddress,
+      remoteAddress: clientAddress(request.socket.remoteAddress),
       statusCode,
       responseTimeMs,
     });

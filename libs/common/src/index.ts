@@ -13,5 +13,6 @@ export * from './app-version.js';
 export * from './retry-until-done.js';
 export * from './with-timeout.js';
 export * from './login-count.js';
+export * from './client-address.js';
 export * from './secret.js';
 export * from './http-status.js';

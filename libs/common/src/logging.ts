@@ -3,6 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import { destination, stdSerializers, type DestinationStream, type Logger } from 'pino';
 import type { Options } from 'pino-http';
 import type { Params } from 'nestjs-pino';
+import { clientAddress } from './client-address.js';
 
 export interface LoggingOptions {
   production: boolean;
@@ -40,7 +41,7 @@ export function loggerParams(options: LoggingOptions): Params {
         id: req.id,
         method: req.method,
         url: req.originalUrl ?? req.url,
-        remoteAddress: req.remoteAddress ?? req.socket?.remoteAddress,
+        remoteAddress: clientAddress(req.remoteAddress ?? req.socket?.remoteAddress),
       }),
       res: (res: { statusCode: number | null }) => ({ statusCode: res.statusCode }),
       err: serializeError,

@@ -10,7 +10,7 @@ import {
 } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Observable, tap } from 'rxjs';
-import { toErrorEnvelope } from '@app/common';
+import { clientAddress, toErrorEnvelope } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AuditRepository, type AuditEntry } from '@app/status-store';
 import { callerOf } from '../auth/api-keys.service.js';
@@ -61,7 +61,7 @@ export class AuditWriter {
       actor: callerOf(request),
       action: `${request.method} ${request.routeOptions.url ?? request.url}`,
       target: { ...Object.fromEntries(params), ...targets.get(request) },
-      from: request.ip,
+      from: clientAddress(request.ip),
       status,
     }).catch((err: Error) =>
       this.log.warn(

@@ -1,0 +1,16 @@
+import { clientAddress } from './client-address.js';
+
+describe('clientAddress', () => {
+  it.each([
+    ['::ffff:203.0.113.5', '203.0.113.5'],
+    ['::FFFF:127.0.0.1', '127.0.0.1'],
+    ['203.0.113.5', '203.0.113.5'],
+    ['2001:db8::1', '2001:db8::1'],
+    ['::1', '::1'],
+    // Not an IPv4-mapped address, though it starts the same way.
+    ['::ffff:2001:db8', '::ffff:2001:db8'],
+    [undefined, undefined],
+  ])('%s is %s', (address, plain) => {
+    expect(clientAddress(address)).toBe(plain);
+  });
+});
