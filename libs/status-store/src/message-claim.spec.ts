@@ -174,6 +174,8 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
   });
 
   it('only reads what needs a step before its claim, or is no longer queued', async () => {
+    const quoting = await stored({ replyTo: 'in_x', quotedEngineId: 'false_x_THEIRS' });
+    expect(await messages.take(quoting.id, claim)).toMatchObject({ claimed: true });
     const media = await stored({
       type: 'media',
       text: null,
@@ -183,7 +185,10 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     const cancelled = await stored();
     await messages.cancel(cancelled.id);
     const old = await stored({}, new Date(Date.now() - 120_000));
-    for (const message of [media, typing, cancelled, old]) {
+    // A reply to one of ours not sent yet (its WhatsApp id unknown when it was accepted): it may
+    // wait for that one, put back again and again, without a claim and its events each time.
+    const reply = await stored({ replyTo: randomUUID(), quotedEngineId: null });
+    for (const message of [media, typing, cancelled, old, reply]) {
       const before = await messages.get(message.id);
       expect(await messages.take(message.id, claim), message.id).toMatchObject({
         claimed: false,

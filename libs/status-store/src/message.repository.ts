@@ -322,7 +322,8 @@ return 'claimed'
 
 // Reads a message for its send and, when it is plainly sendable now, claims it in the same
 // round trip: still queued or scheduled with no engine id (as CLAIM), not expired, nothing to
-// do before its engine call (no media to fetch, no "typing…" to show), and the session's
+// do before its engine call (no media to fetch, no "typing…" to show, no quoted message of
+// ours to wait for: a reply put back until then writes nothing, publishes nothing), and the session's
 // pacing interval passed on the server's clock (as CLAIM checks it). Anything else is
 // only read, for the caller's full path. KEYS[1] message, [2] the session's last send;
 // ARGV[7] '1' to claim if sendable, [8] expired when due before this (ISO: compared as
@@ -340,7 +341,8 @@ local r = {}
 for i = 1, #flat, 2 do r[flat[i]] = flat[i + 1] end
 local due = (r.sendAt or '') ~= '' and r.sendAt or r.createdAt
 if (r.status ~= 'queued' and r.status ~= 'scheduled') or (r.engineMessageId or '') ~= ''
-  or r.type == 'media' or (r.typingMs or '') ~= '' or due < ARGV[8] then
+  or r.type == 'media' or (r.typingMs or '') ~= '' or due < ARGV[8]
+  or ((r.replyTo or '') ~= '' and (r.quotedEngineId or '') == '') then
   return { 0, flat }
 end
 if tonumber(ARGV[10]) > 0 then
