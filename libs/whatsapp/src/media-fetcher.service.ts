@@ -1,4 +1,4 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import http from 'node:http';
 import https from 'node:https';
 import { basename } from 'node:path';
@@ -9,6 +9,7 @@ import {
   hostAllowed,
   refusedByAddressFilter,
   retryableHttpStatus,
+  type SafeAgents,
   urlProblem,
 } from '@app/common';
 import { AppConfig } from '@app/config';
@@ -24,14 +25,16 @@ const MAX_REDIRECTS = 5;
  * DNS tricks do not get around it).
  */
 @Injectable()
-export class MediaFetcher {
-  private readonly httpAgent: http.Agent;
-  private readonly httpsAgent: https.Agent;
+export class MediaFetcher implements OnApplicationShutdown {
+  private readonly agents: SafeAgents;
 
   constructor(private readonly config: AppConfig) {
-    const agents = createSafeAgents(config.MEDIA_ALLOW_PRIVATE_URLS);
-    this.httpAgent = agents.http;
-    this.httpsAgent = agents.https;
+    this.agents = createSafeAgents(config.MEDIA_ALLOW_PRIVATE_URLS);
+  }
+
+  /** A lookup in flight (up to its resolver's timeout) would hold the process open. */
+  onApplicationShutdown(): void {
+    this.agents.close();
   }
 
   async fetch(url: string, filename?: string | null): Promise<Omit<OutgoingMedia, 'caption'>> {
@@ -78,7 +81,7 @@ export class MediaFetcher {
   ): Promise<{ data: Buffer; contentType?: string } | { redirect: string }> {
     const max = this.config.MEDIA_MAX_BYTES;
     const client = url.protocol === 'https:' ? https : http;
-    const agent = url.protocol === 'https:' ? this.httpsAgent : this.httpAgent;
+    const agent = url.protocol === 'https:' ? this.agents.https : this.agents.http;
     return new Promise((resolve, reject) => {
       const request = client.get(
         url,

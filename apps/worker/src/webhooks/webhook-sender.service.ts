@@ -7,6 +7,7 @@ import {
   createSafeAgents,
   refusedByAddressFilter,
   retryableHttpStatus,
+  type SafeAgents,
 } from '@app/common';
 import { AppConfig, isPaddedWebhookSecret } from '@app/config';
 import type { WebhookTarget } from '@app/status-store';
@@ -37,7 +38,7 @@ const ERROR_BODY_BYTES = 512;
 @Injectable()
 export class WebhookSender implements OnModuleInit {
   private readonly log = new Logger(WebhookSender.name);
-  private readonly agents: { http: http.Agent; https: https.Agent };
+  private readonly agents: SafeAgents;
   /**
    * Each request in flight, aborted on shutdown: a receiver that hangs must not hold the
    * worker's exit. One controller per request, dropped when it ends (not a long-lived signal
@@ -78,8 +79,7 @@ export class WebhookSender implements OnModuleInit {
   }
 
   onApplicationShutdown(): void {
-    this.agents.http.destroy();
-    this.agents.https.destroy();
+    this.agents.close();
   }
 
   async post(target: WebhookTarget, eventId: string, body: string): Promise<AttemptOutcome> {
