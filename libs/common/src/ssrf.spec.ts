@@ -35,6 +35,7 @@ describe('urlProblem', () => {
     expect(urlProblem('ftp://example.com/x', true)).toBe('must be http:// or https://');
     expect(urlProblem('file:///etc/passwd', true)).toBe('must be http:// or https://');
     expect(urlProblem('https://user:pw@example.com/', true)).toMatch(/user name or password/);
+    expect(urlProblem('http://example.com:0/x', true)).toBe('must not name port 0');
   });
 });
 

@@ -209,8 +209,13 @@ export function urlProblem(value: string, allowPrivate: boolean): string | null 
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return 'must be http:// or https://';
   if (url.username || url.password) return 'must not carry a user name or password';
+  if (url.port === '0') return 'must not name port 0';
   if (allowPrivate) return null;
-  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  // A name's trailing dot (localhost.) names the same host.
+  const host = url.hostname
+    .replace(/^\[|\]$/g, '')
+    .toLowerCase()
+    .replace(/\.+$/, '');
   const family = isIP(host);
   if (family === 0) {
     return host === 'localhost' || host.endsWith('.localhost') || host.endsWith('.internal')
