@@ -1,7 +1,10 @@
 import dgram from 'node:dgram';
 
-/** What the nameserver does with a name: answer its A record, say there is none, or keep silent. */
-export type DnsAnswer = { a: string } | 'nxdomain' | 'silent';
+/**
+ * What the nameserver does with a name: answer its A record, say the name does not exist, say
+ * it has no address (it exists), or keep silent.
+ */
+export type DnsAnswer = { a: string } | 'nxdomain' | 'nodata' | 'silent';
 
 /**
  * A nameserver on loopback (UDP) for the names a test gives it; every other name does not
@@ -51,7 +54,7 @@ export class DnsServer {
     if (answer === 'silent') return null;
     const header = Buffer.alloc(12);
     query.copy(header, 0, 0, 2);
-    const record = answer !== 'nxdomain' && type === 1 ? answer.a : null;
+    const record = typeof answer === 'object' && type === 1 ? answer.a : null;
     // QR, RD and RA set; rcode 3 (NXDOMAIN) or 0 (with one A record, or none: NODATA).
     header.writeUInt16BE(answer === 'nxdomain' ? 0x8183 : 0x8180, 2);
     header.writeUInt16BE(1, 4);

@@ -13,6 +13,7 @@ import {
   hostAllowed,
   redactUrl,
   refusedByAddressFilter,
+  unreachableReason,
   urlProblem,
 } from './ssrf.js';
 
@@ -217,6 +218,47 @@ describe('createSafeAgents name lookups', () => {
     }
     agents.close();
     await nameserver.close();
+  });
+});
+
+describe('unreachableReason', () => {
+  it('gives a name refused for its private address and one that resolves to nothing one reason, naming no address', async () => {
+    const nameserver = await DnsServer.start({
+      'inside.test': { a: '10.0.0.1' },
+      'absent.test': 'nxdomain',
+      'empty.test': 'nodata',
+    });
+    // What the system resolver says of a name the nameserver does not have.
+    const lookup = vi
+      .spyOn(dns.promises, 'lookup')
+      .mockImplementation(async (hostname: string) =>
+        Promise.reject(
+          Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' }),
+        ),
+      );
+    const reason = async (host: string, allowPrivate: boolean) => {
+      const agents = createSafeAgents(allowPrivate, false, {
+        servers: [nameserver.address],
+        hostsFile: '/nonexistent',
+      });
+      const failure = await new Promise<Error>((resolve) => {
+        http
+          .get(`http://${host}:1/`, { agent: agents.http }, () => resolve(new Error('answered')))
+          .on('error', resolve);
+      });
+      agents.close();
+      return unreachableReason(host, failure, allowPrivate, 'X_ALLOW_PRIVATE_URLS');
+    };
+    try {
+      for (const host of ['inside.test', 'absent.test', 'empty.test'])
+        expect(await reason(host, false)).toBe(
+          `${host} does not resolve to a public address (private, loopback and reserved ones are allowed only with X_ALLOW_PRIVATE_URLS=true)`,
+        );
+      expect(await reason('absent.test', true)).toBe('absent.test does not resolve to an address');
+    } finally {
+      lookup.mockRestore();
+      await nameserver.close();
+    }
   });
 });
 

@@ -152,23 +152,33 @@ function systemLookup(hostname: string, family: 0 | 4 | 6): Promise<dns.LookupAd
 }
 
 /**
- * Whether a request failed because the safe agents refused the address it resolved to (a
- * final answer), rather than because the network failed (worth another try). Read from the
- * agent's own message, "DNS lookup <address>(family:.., host:..) is not allowed. ...": a DNS
- * error also names its host, and a host such as hooks.private-api.example.com says nothing.
+ * Whether a request failed because the safe agents refused the address it resolved to, rather
+ * than because the network failed. Read from the agent's own message, "DNS lookup
+ * <address>(family:.., host:..) is not allowed. ...": a DNS error also names its host, and a
+ * host such as hooks.private-api.example.com says nothing.
  */
 export function refusedByAddressFilter(err: Error): boolean {
   return /^DNS lookup \S+ host:\S*\) is not allowed\./.test(err.message);
 }
 
 /**
- * What a request the safe agents refused says (refusedByAddressFilter): the host it was asked
- * for, never the address that host resolved to. The agent's own message names the address,
- * and the error is read by whoever sent the URL: a caller would map the internal network's
- * names and addresses one failed message at a time.
+ * Why a request through the safe agents failed, as whoever sent its URL reads it. A name whose
+ * address was refused and a name that resolves to nothing get one answer, naming neither
+ * address (the agent's own message names it): "refused" for one and "not found" for the other
+ * would map the internal network's names, one failed request at a time. Both are retried, so
+ * the number of tries does not tell them apart either.
  */
-export function addressRefusal(host: string, allowSetting: string): string {
-  return `${host} resolves to a private, loopback or reserved address (allowed only with ${allowSetting}=true)`;
+export function unreachableReason(
+  host: string,
+  err: NodeJS.ErrnoException,
+  allowPrivate: boolean,
+  allowSetting: string,
+): string {
+  if (!refusedByAddressFilter(err) && err.code !== dns.NOTFOUND && err.code !== dns.NODATA)
+    return err.message;
+  return allowPrivate
+    ? `${host} does not resolve to an address`
+    : `${host} does not resolve to a public address (private, loopback and reserved ones are allowed only with ${allowSetting}=true)`;
 }
 
 // Addresses no public URL names (RFC 6890 special-purpose ranges that matter for SSRF).

@@ -4,12 +4,11 @@ import https from 'node:https';
 import { basename } from 'node:path';
 import { fileTypeFromBuffer } from 'file-type';
 import {
-  addressRefusal,
   createSafeAgents,
   hostAllowed,
-  refusedByAddressFilter,
   retryableHttpStatus,
   type SafeAgents,
+  unreachableReason,
   urlProblem,
 } from '@app/common';
 import { AppConfig } from '@app/config';
@@ -134,15 +133,13 @@ export class MediaFetcher implements OnApplicationShutdown {
               false,
             ),
           );
-        const refused = refusedByAddressFilter(err);
-        reject(
-          fetchFailed(
-            refused
-              ? `media URL refused: ${addressRefusal(url.hostname, 'MEDIA_ALLOW_PRIVATE_URLS')}`
-              : `media URL unreachable: ${err.message}`,
-            refused,
-          ),
+        const reason = unreachableReason(
+          url.hostname,
+          err,
+          this.config.MEDIA_ALLOW_PRIVATE_URLS,
+          'MEDIA_ALLOW_PRIVATE_URLS',
         );
+        reject(fetchFailed(`media URL unreachable: ${reason}`, false));
       });
     });
   }

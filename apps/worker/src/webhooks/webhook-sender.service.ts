@@ -3,11 +3,10 @@ import http from 'node:http';
 import https from 'node:https';
 import { Webhook } from 'standardwebhooks';
 import {
-  addressRefusal,
   createSafeAgents,
-  refusedByAddressFilter,
   retryableHttpStatus,
   type SafeAgents,
+  unreachableReason,
 } from '@app/common';
 import { AppConfig, isPaddedWebhookSecret } from '@app/config';
 import type { WebhookTarget } from '@app/status-store';
@@ -154,15 +153,13 @@ export class WebhookSender implements OnModuleInit {
           });
         if (err.name === 'AbortError')
           return resolve(noAnswer(`no answer within WEBHOOK_TIMEOUT_MS (${timeoutMs} ms)`, true));
-        const refused = refusedByAddressFilter(err);
-        resolve(
-          noAnswer(
-            refused
-              ? `target refused: ${addressRefusal(parsed.hostname, 'WEBHOOK_ALLOW_PRIVATE_URLS')}`
-              : `unreachable: ${err.message}`,
-            !refused,
-          ),
+        const reason = unreachableReason(
+          parsed.hostname,
+          err,
+          this.config.WEBHOOK_ALLOW_PRIVATE_URLS,
+          'WEBHOOK_ALLOW_PRIVATE_URLS',
         );
+        resolve(noAnswer(`unreachable: ${reason}`, true));
       });
       request.end(body);
     });
