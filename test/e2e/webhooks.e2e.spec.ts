@@ -471,6 +471,7 @@ describe('webhook targets on private addresses', () => {
     for (const url of [
       ...PRIVATE_URLS.map((url) => `${url}hook`),
       'http://user:pw@example.com/hook',
+      'http://example.com:0/hook',
     ]) {
       const answer = await setTargets(stack, [{ url, events: ['message.status'] }]);
       expect({ url, status: answer.status }).toEqual({ url, status: 400 });

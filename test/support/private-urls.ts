@@ -25,6 +25,9 @@ export const PRIVATE_URLS = [
   'http://[fd00:ec2::254]/',
   'http://[fe80::1]/',
   'http://localhost/',
+  'http://localhost./',
   'http://api.localhost/',
+  'http://api.localhost./',
   'http://metadata.google.internal/',
+  'http://metadata.google.internal./',
 ];

@@ -1,10 +1,19 @@
+import dns from 'node:dns';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DnsServer } from '../../../test/support/dns-server.js';
 import { PRIVATE_URLS } from '../../../test/support/private-urls.js';
+import { eventually } from '../../../test/support/eventually.js';
+import { holdThreadPool } from '../../../test/support/thread-pool.js';
 import {
   createSafeAgents,
   hostAllowed,
   redactUrl,
   refusedByAddressFilter,
+  unreachableReason,
   urlProblem,
 } from './ssrf.js';
 
@@ -27,6 +36,7 @@ describe('urlProblem', () => {
     expect(urlProblem('ftp://example.com/x', true)).toBe('must be http:// or https://');
     expect(urlProblem('file:///etc/passwd', true)).toBe('must be http:// or https://');
     expect(urlProblem('https://user:pw@example.com/', true)).toMatch(/user name or password/);
+    expect(urlProblem('http://example.com:0/x', true)).toBe('must not name port 0');
   });
 });
 
@@ -75,6 +85,179 @@ describe('refusedByAddressFilter', () => {
     ]) {
       const err = await failure(url);
       expect(refusedByAddressFilter(err), `${url}: ${err.message}`).toBe(false);
+    }
+  });
+});
+
+describe('createSafeAgents name lookups', () => {
+  let server: http.Server;
+  let port = 0;
+  let dir = '';
+  /** A hosts file naming only receiver.hosts.test. */
+  let hostsFile = '';
+  beforeAll(async () => {
+    server = http.createServer((request, response) => response.writeHead(204).end());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+    dir = mkdtempSync(join(tmpdir(), 'ssrf-'));
+    hostsFile = join(dir, 'hosts');
+    writeFileSync(hostsFile, '# test\n127.0.0.1   receiver.hosts.test  # the receiver\n');
+  });
+  afterAll(() => {
+    server.close();
+    rmSync(dir, { recursive: true });
+  });
+
+  /** The status of a GET through `agent`, or its error. */
+  const get = (url: string, agent: http.Agent, timeoutMs = 5_000) =>
+    new Promise<number | NodeJS.ErrnoException>((resolve) => {
+      http
+        .get(url, { agent, signal: AbortSignal.timeout(timeoutMs) }, (response) => {
+          response.resume();
+          resolve(response.statusCode ?? 0);
+        })
+        .on('error', resolve);
+    });
+
+  it('looks names up without the thread pool: two names whose nameserver never answers, with every thread getaddrinfo could use held, do not hold up another name', async () => {
+    const nameserver = await DnsServer.start({
+      'receiver.test': { a: '127.0.0.1' },
+      'hang-1.test': 'silent',
+      'hang-2.test': 'silent',
+    });
+    const agents = createSafeAgents(true, false, {
+      servers: [nameserver.address],
+      timeoutMs: 300,
+      tries: 1,
+    });
+    // As getaddrinfo hanging on a silent nameserver holds them (the two it may use).
+    const release = holdThreadPool();
+    let answered: number | Error;
+    let tookMs: number;
+    let hanging: Promise<number | NodeJS.ErrnoException>[];
+    try {
+      hanging = ['hang-1.test', 'hang-2.test'].map((host) =>
+        get(`http://${host}:${port}/`, agents.http),
+      );
+      const startedAt = performance.now();
+      answered = await get(`http://receiver.test:${port}/`, agents.http, 2_000);
+      tookMs = performance.now() - startedAt;
+    } finally {
+      await release();
+    }
+    expect(answered).toBe(204);
+    expect(tookMs).toBeLessThan(1_000);
+    // The hanging names fail once the resolver gives up: a network error, not a refusal.
+    for (const failure of await Promise.all(hanging)) {
+      expect(failure).toMatchObject({ code: 'ETIMEOUT' });
+      expect(refusedByAddressFilter(failure as Error)).toBe(false);
+    }
+    agents.close();
+    await nameserver.close();
+  });
+
+  it('answers from the hosts file first, and never asks getaddrinfo for a name the nameserver does not answer', async () => {
+    const nameserver = await DnsServer.start({ localhost: 'silent' });
+    const agents = createSafeAgents(true, false, {
+      servers: [nameserver.address],
+      timeoutMs: 200,
+      tries: 1,
+      hostsFile,
+    });
+    expect(await get(`http://receiver.hosts.test:${port}/`, agents.http)).toBe(204);
+    expect(nameserver.queries).toEqual([]);
+    // getaddrinfo would answer localhost from /etc/hosts; a timeout is not a reason to ask it.
+    expect(await get(`http://localhost:${port}/`, agents.http)).toMatchObject({
+      code: 'ETIMEOUT',
+    });
+    agents.close();
+    await nameserver.close();
+  });
+
+  it('asks getaddrinfo, one name at a time, for names the nameserver says do not exist', async () => {
+    const nameserver = await DnsServer.start({});
+    const agents = createSafeAgents(true, false, {
+      servers: [nameserver.address],
+      hostsFile: join(dir, 'none'),
+    });
+    const lookup = dns.promises.lookup;
+    let letFirstOn = () => undefined as void;
+    const asked: string[] = [];
+    const spy = vi.spyOn(dns.promises, 'lookup').mockImplementation((async (
+      hostname: string,
+      options: dns.LookupAllOptions,
+    ) => {
+      asked.push(hostname);
+      if (asked.length === 1) await new Promise<void>((resolve) => (letFirstOn = resolve));
+      return lookup(hostname, options);
+    }) as typeof lookup);
+    try {
+      const first = get(`http://localhost:${port}/`, agents.http);
+      const second = get(`http://localhost:${port}/`, agents.http);
+      await eventually(() => expect(asked).toEqual(['localhost']));
+      // Not asked while the first is: a while for it to be asked, if it were.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(asked).toEqual(['localhost']);
+      letFirstOn();
+      expect(await first).toBe(204);
+      expect(await second).toBe(204);
+      expect(asked).toEqual(['localhost', 'localhost']);
+    } finally {
+      spy.mockRestore();
+      agents.close();
+      await nameserver.close();
+    }
+  });
+
+  it('refuses a name that resolves to a private address, whichever source answered it', async () => {
+    const nameserver = await DnsServer.start({ 'inside.test': { a: '10.0.0.1' } });
+    const agents = createSafeAgents(false, false, { servers: [nameserver.address], hostsFile });
+    for (const host of ['inside.test', 'receiver.hosts.test', 'localhost']) {
+      const failure = await get(`http://${host}:${port}/`, agents.http);
+      expect(refusedByAddressFilter(failure as Error), `${host}: ${String(failure)}`).toBe(true);
+    }
+    agents.close();
+    await nameserver.close();
+  });
+});
+
+describe('unreachableReason', () => {
+  it('gives a name refused for its private address and one that resolves to nothing one reason, naming no address', async () => {
+    const nameserver = await DnsServer.start({
+      'inside.test': { a: '10.0.0.1' },
+      'absent.test': 'nxdomain',
+      'empty.test': 'nodata',
+    });
+    // What the system resolver says of a name the nameserver does not have.
+    const lookup = vi
+      .spyOn(dns.promises, 'lookup')
+      .mockImplementation(async (hostname: string) =>
+        Promise.reject(
+          Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' }),
+        ),
+      );
+    const reason = async (host: string, allowPrivate: boolean) => {
+      const agents = createSafeAgents(allowPrivate, false, {
+        servers: [nameserver.address],
+        hostsFile: '/nonexistent',
+      });
+      const failure = await new Promise<Error>((resolve) => {
+        http
+          .get(`http://${host}:1/`, { agent: agents.http }, () => resolve(new Error('answered')))
+          .on('error', resolve);
+      });
+      agents.close();
+      return unreachableReason(host, failure, allowPrivate, 'X_ALLOW_PRIVATE_URLS');
+    };
+    try {
+      for (const host of ['inside.test', 'absent.test', 'empty.test'])
+        expect(await reason(host, false)).toBe(
+          `${host} does not resolve to a public address (private, loopback and reserved ones are allowed only with X_ALLOW_PRIVATE_URLS=true)`,
+        );
+      expect(await reason('absent.test', true)).toBe('absent.test does not resolve to an address');
+    } finally {
+      lookup.mockRestore();
+      await nameserver.close();
     }
   });
 });

@@ -1,47 +1,184 @@
+import dns from 'node:dns';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { BlockList, isIP } from 'node:net';
+import { BlockList, isIP, type LookupFunction } from 'node:net';
 import { RequestFilteringHttpAgent, RequestFilteringHttpsAgent } from 'request-filtering-agent';
+
+/** How the safe agents look names up; tests point them at their own nameserver and hosts file. */
+export interface SafeLookupOptions {
+  /** Nameservers as `address` or `address:port`; /etc/resolv.conf's when absent. */
+  servers?: string[];
+  /** How long the first try waits for an answer (later ones wait longer), in ms. */
+  timeoutMs?: number;
+  tries?: number;
+  hostsFile?: string;
+}
+
+export interface SafeAgents {
+  http: http.Agent;
+  https: https.Agent;
+  /** Closes the agents' sockets and cancels the lookups in flight. */
+  close(): void;
+}
 
 /**
  * HTTP agents that refuse to connect to private, loopback, link-local and cloud-metadata
  * addresses (request-filtering-agent checks the resolved IP at connect time, so a DNS name
  * pointing inside is refused too). Media downloads and webhook deliveries go through them.
+ *
+ * Names are looked up with c-ares (safeLookup), not getaddrinfo: getaddrinfo runs in libuv's
+ * thread pool, two lookups at a time for the whole process (by default), and cannot be
+ * cancelled, so a caller's URL on a domain whose nameserver never answers held every other
+ * lookup of the worker (receivers, media, Redis) for the system resolver's timeout.
  */
 export function createSafeAgents(
   allowPrivate: boolean,
   keepAlive = false,
-): { http: http.Agent; https: https.Agent } {
+  lookupOptions: SafeLookupOptions = {},
+): SafeAgents {
+  // About 6 s before a nameserver that does not answer is given up on (2 s, then 4 s).
+  const resolver = new dns.promises.Resolver({
+    timeout: lookupOptions.timeoutMs ?? 2_000,
+    tries: lookupOptions.tries ?? 2,
+  });
+  if (lookupOptions.servers) resolver.setServers(lookupOptions.servers);
   // A kept-alive socket was checked when it connected; it is reused only for its own host.
   const options = {
     allowPrivateIPAddress: allowPrivate,
     allowMetaIPAddress: allowPrivate,
     keepAlive,
+    // request-filtering-agent checks what this answers, as it checked dns.lookup's.
+    lookup: safeLookup(resolver, lookupOptions.hostsFile ?? '/etc/hosts'),
   };
-  return {
+  const agents = {
     http: new RequestFilteringHttpAgent(options),
     https: new RequestFilteringHttpsAgent(options),
+  };
+  return {
+    ...agents,
+    close: () => {
+      agents.http.destroy();
+      agents.https.destroy();
+      resolver.cancel();
+    },
   };
 }
 
 /**
- * Whether a request failed because the safe agents refused the address it resolved to (a
- * final answer), rather than because the network failed (worth another try). Read from the
- * agent's own message, "DNS lookup <address>(family:.., host:..) is not allowed. ...": a DNS
- * error also names its host, and a host such as hooks.private-api.example.com says nothing.
+ * A dns.lookup that asks what the system resolver would, in its order, without its thread:
+ * the hosts file, then the nameservers through c-ares (bounded by its timeout and tries),
+ * then getaddrinfo only for a name the nameservers answered does not exist (one in a search
+ * domain, or known to another nsswitch source), never for one they did not answer.
+ */
+function safeLookup(resolver: dns.promises.Resolver, hostsFile: string): LookupFunction {
+  return (hostname, options, callback) => {
+    const family =
+      options.family === 4 || options.family === 'IPv4'
+        ? 4
+        : options.family === 6 || options.family === 'IPv6'
+          ? 6
+          : 0;
+    resolveName(resolver, hostsFile, hostname, family).then(
+      (addresses) =>
+        options.all
+          ? callback(null, addresses)
+          : callback(null, addresses[0].address, addresses[0].family),
+      (err: NodeJS.ErrnoException) => callback(err, []),
+    );
+  };
+}
+
+async function resolveName(
+  resolver: dns.promises.Resolver,
+  hostsFile: string,
+  hostname: string,
+  family: 0 | 4 | 6,
+): Promise<dns.LookupAddress[]> {
+  const listed = hostsFileAddresses(hostsFile, hostname.toLowerCase().replace(/\.$/, ''), family);
+  if (listed.length > 0) return listed;
+  const families = family === 0 ? ([4, 6] as const) : [family];
+  const answers = await Promise.allSettled(
+    families.map((f) => (f === 4 ? resolver.resolve4(hostname) : resolver.resolve6(hostname))),
+  );
+  const addresses = answers.flatMap((answer, i) =>
+    answer.status === 'fulfilled'
+      ? answer.value.map((address) => ({ address, family: families[i] }))
+      : [],
+  );
+  if (addresses.length > 0) return addresses;
+  const unanswered = answers
+    .map((answer) =>
+      answer.status === 'rejected' ? (answer.reason as NodeJS.ErrnoException) : null,
+    )
+    .find((err) => err && err.code !== dns.NOTFOUND && err.code !== dns.NODATA);
+  if (unanswered) throw unanswered;
+  return systemLookup(hostname, family);
+}
+
+/**
+ * A hosts file's addresses for `name`, read at each lookup as the system resolver reads it,
+ * and read synchronously: a small local file, where an asynchronous read would wait for the
+ * thread pool this lookup keeps out of.
+ */
+function hostsFileAddresses(hostsFile: string, name: string, family: 0 | 4 | 6) {
+  let text: string;
+  try {
+    text = readFileSync(hostsFile, 'utf8');
+  } catch {
+    return [];
+  }
+  const found: dns.LookupAddress[] = [];
+  for (const line of text.split('\n')) {
+    const [address = '', ...names] = line.replace(/#.*/, '').trim().split(/\s+/);
+    const addressFamily = isIP(address);
+    if (addressFamily === 0 || (family !== 0 && addressFamily !== family)) continue;
+    if (names.some((entry) => entry.toLowerCase() === name))
+      found.push({ address, family: addressFamily });
+  }
+  return found;
+}
+
+/**
+ * getaddrinfo for the names c-ares found nothing for, one at a time in the whole process: a
+ * name whose nameserver answers c-ares "no such name" and then leaves getaddrinfo hanging
+ * holds one of the thread pool's two lookups, never both.
+ */
+let systemLookups: Promise<unknown> = Promise.resolve();
+function systemLookup(hostname: string, family: 0 | 4 | 6): Promise<dns.LookupAddress[]> {
+  const lookup = systemLookups.then(() => dns.promises.lookup(hostname, { all: true, family }));
+  systemLookups = lookup.catch(() => undefined);
+  return lookup;
+}
+
+/**
+ * Whether a request failed because the safe agents refused the address it resolved to, rather
+ * than because the network failed. Read from the agent's own message, "DNS lookup
+ * <address>(family:.., host:..) is not allowed. ...": a DNS error also names its host, and a
+ * host such as hooks.private-api.example.com says nothing.
  */
 export function refusedByAddressFilter(err: Error): boolean {
   return /^DNS lookup \S+ host:\S*\) is not allowed\./.test(err.message);
 }
 
 /**
- * What a request the safe agents refused says (refusedByAddressFilter): the host it was asked
- * for, never the address that host resolved to. The agent's own message names the address,
- * and the error is read by whoever sent the URL: a caller would map the internal network's
- * names and addresses one failed message at a time.
+ * Why a request through the safe agents failed, as whoever sent its URL reads it. A name whose
+ * address was refused and a name that resolves to nothing get one answer, naming neither
+ * address (the agent's own message names it): "refused" for one and "not found" for the other
+ * would map the internal network's names, one failed request at a time. Both are retried, so
+ * the number of tries does not tell them apart either.
  */
-export function addressRefusal(host: string, allowSetting: string): string {
-  return `${host} resolves to a private, loopback or reserved address (allowed only with ${allowSetting}=true)`;
+export function unreachableReason(
+  host: string,
+  err: NodeJS.ErrnoException,
+  allowPrivate: boolean,
+  allowSetting: string,
+): string {
+  if (!refusedByAddressFilter(err) && err.code !== dns.NOTFOUND && err.code !== dns.NODATA)
+    return err.message;
+  return allowPrivate
+    ? `${host} does not resolve to an address`
+    : `${host} does not resolve to a public address (private, loopback and reserved ones are allowed only with ${allowSetting}=true)`;
 }
 
 // Addresses no public URL names (RFC 6890 special-purpose ranges that matter for SSRF).
@@ -82,8 +219,13 @@ export function urlProblem(value: string, allowPrivate: boolean): string | null 
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return 'must be http:// or https://';
   if (url.username || url.password) return 'must not carry a user name or password';
+  if (url.port === '0') return 'must not name port 0';
   if (allowPrivate) return null;
-  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  // A name's trailing dot (localhost.) names the same host.
+  const host = url.hostname
+    .replace(/^\[|\]$/g, '')
+    .toLowerCase()
+    .replace(/\.+$/, '');
   const family = isIP(host);
   if (family === 0) {
     return host === 'localhost' || host.endsWith('.localhost') || host.endsWith('.internal')

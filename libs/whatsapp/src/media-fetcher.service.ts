@@ -1,14 +1,14 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import http from 'node:http';
 import https from 'node:https';
 import { basename } from 'node:path';
 import { fileTypeFromBuffer } from 'file-type';
 import {
-  addressRefusal,
   createSafeAgents,
   hostAllowed,
-  refusedByAddressFilter,
   retryableHttpStatus,
+  type SafeAgents,
+  unreachableReason,
   urlProblem,
 } from '@app/common';
 import { AppConfig } from '@app/config';
@@ -24,14 +24,16 @@ const MAX_REDIRECTS = 5;
  * DNS tricks do not get around it).
  */
 @Injectable()
-export class MediaFetcher {
-  private readonly httpAgent: http.Agent;
-  private readonly httpsAgent: https.Agent;
+export class MediaFetcher implements OnApplicationShutdown {
+  private readonly agents: SafeAgents;
 
   constructor(private readonly config: AppConfig) {
-    const agents = createSafeAgents(config.MEDIA_ALLOW_PRIVATE_URLS);
-    this.httpAgent = agents.http;
-    this.httpsAgent = agents.https;
+    this.agents = createSafeAgents(config.MEDIA_ALLOW_PRIVATE_URLS);
+  }
+
+  /** A lookup in flight (up to its resolver's timeout) would hold the process open. */
+  onApplicationShutdown(): void {
+    this.agents.close();
   }
 
   async fetch(url: string, filename?: string | null): Promise<Omit<OutgoingMedia, 'caption'>> {
@@ -78,7 +80,7 @@ export class MediaFetcher {
   ): Promise<{ data: Buffer; contentType?: string } | { redirect: string }> {
     const max = this.config.MEDIA_MAX_BYTES;
     const client = url.protocol === 'https:' ? https : http;
-    const agent = url.protocol === 'https:' ? this.httpsAgent : this.httpAgent;
+    const agent = url.protocol === 'https:' ? this.agents.https : this.agents.http;
     return new Promise((resolve, reject) => {
       const request = client.get(
         url,
@@ -131,15 +133,13 @@ export class MediaFetcher {
               false,
             ),
           );
-        const refused = refusedByAddressFilter(err);
-        reject(
-          fetchFailed(
-            refused
-              ? `media URL refused: ${addressRefusal(url.hostname, 'MEDIA_ALLOW_PRIVATE_URLS')}`
-              : `media URL unreachable: ${err.message}`,
-            refused,
-          ),
+        const reason = unreachableReason(
+          url.hostname,
+          err,
+          this.config.MEDIA_ALLOW_PRIVATE_URLS,
+          'MEDIA_ALLOW_PRIVATE_URLS',
         );
+        reject(fetchFailed(`media URL unreachable: ${reason}`, false));
       });
     });
   }

@@ -66,7 +66,7 @@ describe('WebhookSender', () => {
     held.onApplicationShutdown();
   });
 
-  it('refuses a target whose name resolves to a private address as final, naming the host but not the address', async () => {
+  it('answers a target whose name resolves to a private address as one that resolves to nothing: unreachable, retried, naming the host but not the address', async () => {
     const guarded = new WebhookSender({
       WEBHOOK_TIMEOUT_MS: 2_000,
       WEBHOOK_ALLOW_PRIVATE_URLS: false,
@@ -77,9 +77,9 @@ describe('WebhookSender', () => {
       'evt_1',
       '{}',
     );
-    expect(outcome).toMatchObject({ ok: false, retryable: false });
+    expect(outcome).toMatchObject({ ok: false, retryable: true });
     expect(outcome.error).toBe(
-      'target refused: localhost resolves to a private, loopback or reserved address (allowed only with WEBHOOK_ALLOW_PRIVATE_URLS=true)',
+      'unreachable: localhost does not resolve to a public address (private, loopback and reserved ones are allowed only with WEBHOOK_ALLOW_PRIVATE_URLS=true)',
     );
     // Whoever registered the URL reads this error: the network's addresses are not theirs.
     expect(outcome.error).not.toMatch(/127\.0\.0\.1|::1/);

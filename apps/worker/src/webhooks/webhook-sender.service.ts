@@ -3,10 +3,10 @@ import http from 'node:http';
 import https from 'node:https';
 import { Webhook } from 'standardwebhooks';
 import {
-  addressRefusal,
   createSafeAgents,
-  refusedByAddressFilter,
   retryableHttpStatus,
+  type SafeAgents,
+  unreachableReason,
 } from '@app/common';
 import { AppConfig, isPaddedWebhookSecret } from '@app/config';
 import type { WebhookTarget } from '@app/status-store';
@@ -37,7 +37,7 @@ const ERROR_BODY_BYTES = 512;
 @Injectable()
 export class WebhookSender implements OnModuleInit {
   private readonly log = new Logger(WebhookSender.name);
-  private readonly agents: { http: http.Agent; https: https.Agent };
+  private readonly agents: SafeAgents;
   /**
    * Each request in flight, aborted on shutdown: a receiver that hangs must not hold the
    * worker's exit. One controller per request, dropped when it ends (not a long-lived signal
@@ -78,8 +78,7 @@ export class WebhookSender implements OnModuleInit {
   }
 
   onApplicationShutdown(): void {
-    this.agents.http.destroy();
-    this.agents.https.destroy();
+    this.agents.close();
   }
 
   async post(target: WebhookTarget, eventId: string, body: string): Promise<AttemptOutcome> {
@@ -154,15 +153,13 @@ export class WebhookSender implements OnModuleInit {
           });
         if (err.name === 'AbortError')
           return resolve(noAnswer(`no answer within WEBHOOK_TIMEOUT_MS (${timeoutMs} ms)`, true));
-        const refused = refusedByAddressFilter(err);
-        resolve(
-          noAnswer(
-            refused
-              ? `target refused: ${addressRefusal(parsed.hostname, 'WEBHOOK_ALLOW_PRIVATE_URLS')}`
-              : `unreachable: ${err.message}`,
-            !refused,
-          ),
+        const reason = unreachableReason(
+          parsed.hostname,
+          err,
+          this.config.WEBHOOK_ALLOW_PRIVATE_URLS,
+          'WEBHOOK_ALLOW_PRIVATE_URLS',
         );
+        resolve(noAnswer(`unreachable: ${reason}`, true));
       });
       request.end(body);
     });
