@@ -345,6 +345,22 @@ describe('idempotency', () => {
     }
   });
 
+  it('answers a retry that names no session with the message of a first request that named it (a key given before the upgrade was bound so)', async () => {
+    const headers = { 'Idempotency-Key': 'order-3001' };
+    const first = await stack.call(
+      'POST',
+      '/api/v1/messages/text',
+      { sessionId: 'main', to: '4915166666667', text: 'named its session' },
+      headers,
+    );
+    expect(first.status).toBe(202);
+    const retry = await sendText(stack, '4915166666667', 'named its session', headers);
+    expect(retry.status).toBe(202);
+    expect(retry.body.data.id).toBe(first.body.data.id);
+    // Not a different text, nor another session named.
+    expect((await sendText(stack, '4915166666667', 'another text', headers)).status).toBe(409);
+  });
+
   it('gives concurrent requests with one key one message', async () => {
     const headers = { 'Idempotency-Key': 'burst-1' };
     const answers = await Promise.all(

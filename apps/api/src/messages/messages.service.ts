@@ -524,7 +524,10 @@ export class MessagesService {
         IDEMPOTENCY_TTL_MS,
       );
       if (existing) {
-        if (existing.requestHash !== requestHash(prepared)) {
+        if (
+          existing.requestHash !== claim.requestHash &&
+          !(await this.sameRequestNamingItsSession(prepared, existing))
+        ) {
           throw new AppError(
             'CONFLICT',
             'Idempotency-Key was already used with a different request',
@@ -575,6 +578,24 @@ export class MessagesService {
    * Everything about a send that can be refused, checked before anything is written: the
    * target, the schedule, the session, the message replied to.
    */
+  /**
+   * Whether a request that names no session is the one a key was first given with, save that
+   * it named its session: a key given before the hash left out a session not asked for was
+   * bound to the session the server picked (a retry across that upgrade), or the first
+   * request named the session the message went to.
+   */
+  private async sameRequestNamingItsSession(
+    prepared: PreparedMessage,
+    existing: { messageId: string; requestHash: string },
+  ): Promise<boolean> {
+    if (prepared.sessionAsked !== undefined) return false;
+    const first = await this.messages.get(existing.messageId);
+    return (
+      first !== null &&
+      requestHash({ ...prepared, sessionAsked: first.sessionId }) === existing.requestHash
+    );
+  }
+
   private async prepare(
     content: MessageContent,
     target: SendTarget,
