@@ -107,4 +107,15 @@ describe('ReceiverSlots', () => {
     await settle();
     expect(woken).toEqual(['b']);
   });
+
+  it('wakes every chain parked here when handing back (shutting down), and any that parks after', async () => {
+    expect(slots.take(receiver, 'a')).toBe(true);
+    slots.park(receiver, 'b', waker('b'));
+    slots.park(receiver, 'c', waker('c'));
+    await slots.handBack();
+    expect(woken).toEqual(['b', 'c']);
+    slots.park(receiver, 'd', waker('d'));
+    await settle();
+    expect(woken).toEqual(['b', 'c', 'd']);
+  });
 });

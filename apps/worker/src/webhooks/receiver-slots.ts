@@ -80,6 +80,11 @@ export class ReceiverSlots {
    * until `wake` is called for it. Called once the job is delayed, so a wake finds it there.
    */
   park(receiver: string, chainId: string, wake: () => Promise<WakeResult>): void {
+    if (this.stopping) {
+      // Shutting down: the next worker takes it, now rather than when its delay ends.
+      void wake().catch(() => undefined);
+      return;
+    }
     const state = this.state(receiver);
     const waiter = state.line.get(chainId);
     if (!waiter) state.line.set(chainId, { since: Date.now(), wake });
@@ -95,6 +100,16 @@ export class ReceiverSlots {
   /** How many chains wait for `receiver`'s slots on this worker. */
   waiting(receiver: string): number {
     return this.receivers.get(receiver)?.line.size ?? 0;
+  }
+
+  /** Shutting down: every parked chain is woken for the other workers, and none is parked here again. */
+  async handBack(): Promise<void> {
+    this.stopping = true;
+    const wakes: Promise<unknown>[] = [];
+    for (const state of this.receivers.values())
+      for (const waiter of state.line.values())
+        if (!waiter.reservation) wakes.push(waiter.wake().catch(() => undefined));
+    await Promise.all(wakes);
   }
 
   close(): void {

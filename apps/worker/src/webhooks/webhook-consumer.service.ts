@@ -135,9 +135,11 @@ export class WebhookConsumer {
     // Deliveries in flight are broken off (a hanging receiver must not hold the exit); each
     // stays at the head of its chain and is made again by the next worker.
     this.sender.abortAll();
-    // Its last writes (the aborted jobs put back) need Redis: while Redis is down they would
-    // wait for good, and the shutdown with them. The chains are made again by the sweep.
-    await withTimeout(this.worker?.close() ?? Promise.resolve(), CLOSE_WAIT_MS).catch(
+    const closed = this.worker?.close() ?? Promise.resolve();
+    // Its last writes (the aborted jobs put back, the parked chains woken for the next worker
+    // rather than left until their delay ends) need Redis: while Redis is down they would wait
+    // for good, and the shutdown with them. The chains are made again by the sweep.
+    await withTimeout(Promise.all([closed, this.slots.handBack()]), CLOSE_WAIT_MS).catch(
       (err: Error) => this.log.warn({ err: err.message }, 'webhook worker not closed cleanly'),
     );
     this.slots.close();

@@ -335,4 +335,23 @@ describe('WebhookConsumer: chains waiting for a busy receiver, over real BullMQ'
     }
     expect(delivered).toEqual(['s0/d0', 's1/d0', 's2/d0', 's3/d0', 's4/d0']);
   });
+
+  it('hands the chains parked here back when it stops: their jobs wait for the next worker, not for their delay', async () => {
+    const lines = new Map<string, string[]>();
+    for (let i = 0; i < 4; i++) lines.set(`s${i}`, ['d0']);
+    for (let i = 0; i < 4; i++) await addChain(`s${i}`, 'slow');
+    const consumer = await start(
+      5,
+      lines,
+      () => new Promise<void>((resolve) => answers.push(resolve)),
+    );
+    await eventually(async () =>
+      expect(await queue.getJobCounts('delayed', 'active')).toEqual({ delayed: 3, active: 1 }),
+    );
+    const stopped = consumer.stop();
+    answers.shift()!();
+    await stopped;
+    running = undefined;
+    expect(await queue.getJobCounts('delayed', 'wait')).toEqual({ delayed: 0, wait: 3 });
+  });
 });
