@@ -22,7 +22,6 @@ import {
   type DeliveryChain,
 } from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
-import { ReceiverSlots, type WakeResult } from './receiver-slots.js';
 import { WebhookDeliveryService, type DeliveryResult } from './webhook-delivery.service.js';
 import { WebhookSender } from './webhook-sender.service.js';
 
@@ -40,6 +39,8 @@ const SWEEP_BATCH = 200;
 /** A chain's job steps back in line after this many deliveries or this long. */
 const CHAIN_SLICE_DELIVERIES = 100;
 const CHAIN_SLICE_MS = 2_000;
+/** A chain whose target has all its slots busy looks again after about this long. */
+const BUSY_TARGET_WAIT_MS = 200;
 /** A chain that Redis failed (not its target) is taken again after this long. */
 const REDIS_RETRY_MS = 1_000;
 /** Targets whose receiver (origin) this worker remembers; forgotten all at once beyond. */
@@ -66,10 +67,9 @@ export class WebhookConsumer {
   /** Shards a kick named since the last drain took them; null: all of them (a sweep). */
   private kicked: Set<string | null> | null = new Set();
   private stopped = false;
-  /** Deliveries in flight per receiver on this worker, and the chains parked waiting for a slot. */
-  private readonly slots: ReceiverSlots;
-  /** Chains whose job this worker is walking now. */
-  private readonly walking = new Set<string>();
+  /** Deliveries in flight per receiver on this worker, and the most one receiver may have. */
+  private readonly inFlight = new Map<string, number>();
+  private readonly perReceiverSlots: number;
   /** A target's receiver (its URL's origin): a target id is a hash of its URL, so it never changes. */
   private readonly receivers = new Map<string, string>();
   private readonly handlers: Handlers = {
@@ -87,7 +87,7 @@ export class WebhookConsumer {
     private readonly queues: QueueProducer,
     private readonly metrics: WorkerMetrics,
   ) {
-    this.slots = new ReceiverSlots(Math.max(1, Math.ceil(config.WEBHOOK_CONCURRENCY / 5)));
+    this.perReceiverSlots = Math.max(1, Math.ceil(config.WEBHOOK_CONCURRENCY / 5));
     const missing = QUEUE_JOBS.webhooks.filter((name) => !this.handlers[name]);
     if (missing.length) throw new Error(`no processor for job names: ${missing.join(', ')}`);
   }
@@ -135,14 +135,11 @@ export class WebhookConsumer {
     // Deliveries in flight are broken off (a hanging receiver must not hold the exit); each
     // stays at the head of its chain and is made again by the next worker.
     this.sender.abortAll();
-    const closed = this.worker?.close() ?? Promise.resolve();
-    // Its last writes (the aborted jobs put back, the parked chains woken for the next worker
-    // rather than left until their delay ends) need Redis: while Redis is down they would wait
-    // for good, and the shutdown with them. The chains are made again by the sweep.
-    await withTimeout(Promise.all([closed, this.slots.handBack()]), CLOSE_WAIT_MS).catch(
+    // Its last writes (the aborted jobs put back) need Redis: while Redis is down they would
+    // wait for good, and the shutdown with them. The chains are made again by the sweep.
+    await withTimeout(this.worker?.close() ?? Promise.resolve(), CLOSE_WAIT_MS).catch(
       (err: Error) => this.log.warn({ err: err.message }, 'webhook worker not closed cleanly'),
     );
-    this.slots.close();
     await closeRedis(this.connection);
   }
 
@@ -234,7 +231,6 @@ export class WebhookConsumer {
    * gets a new one, behind the others in line.
    */
   private async deliverChain(job: Job<DeliveryChain>, token?: string): Promise<unknown> {
-    this.walking.add(job.id!);
     try {
       return await this.workThroughChain(job, token);
     } catch (err) {
@@ -249,8 +245,6 @@ export class WebhookConsumer {
       );
       await job.moveToDelayed(Date.now() + REDIS_RETRY_MS, token);
       throw new DelayedError();
-    } finally {
-      this.walking.delete(job.id!);
     }
   }
 
@@ -263,13 +257,16 @@ export class WebhookConsumer {
       // One receiver that hangs must not take every slot from the others, however many of
       // its URLs (a path per tenant) and sessions it serves.
       const receiver = await this.receiverOf(chain, head);
-      if (!this.slots.take(receiver, job.id!)) return this.park(job, receiver, token);
+      if (!this.takeSlot(receiver)) {
+        await job.moveToDelayed(Date.now() + BUSY_TARGET_WAIT_MS * (1 + Math.random()), token);
+        throw new DelayedError();
+      }
       let outcome: DeliveryResult;
       try {
         if (!(await this.holdChain(job, token))) return this.letGo(job);
         outcome = await this.deliveries.deliver({ ...chain, deliveryId: head });
       } finally {
-        this.slots.release(receiver);
+        this.releaseSlot(receiver);
       }
       if (outcome.result === 'retry') {
         await job.moveToDelayed(outcome.retryAt, token);
@@ -318,34 +315,18 @@ export class WebhookConsumer {
     return receiver;
   }
 
-  /**
-   * Every slot of the chain's receiver is busy here: its job is parked (delayed) in the
-   * receiver's line and woken, in turn, when a slot frees. Parked, it holds no lock and none of
-   * the worker's concurrency (the chains of other receivers go on), and costs Redis nothing
-   * while it waits; its delay brings it back should no wake come (this worker died).
-   */
-  private async park(job: Job<DeliveryChain>, receiver: string, token?: string): Promise<never> {
-    const chainId = job.id!;
-    const attemptsStarted = job.attemptsStarted;
-    await job.moveToDelayed(Date.now() + this.slots.parkFor(receiver, chainId), token);
-    this.walking.delete(chainId);
-    this.slots.park(receiver, chainId, () => this.wake(chainId, attemptsStarted));
-    throw new DelayedError();
+  /** A delivery slot for `receiver`, if it holds fewer than its part of the concurrency. */
+  private takeSlot(receiver: string): boolean {
+    const busy = this.inFlight.get(receiver) ?? 0;
+    if (busy >= this.perReceiverSlots) return false;
+    this.inFlight.set(receiver, busy + 1);
+    return true;
   }
 
-  /**
-   * Puts a parked chain's job back in the queue for the next worker free (usually this one).
-   * Only while it is parked as this worker left it: one taken since (its delay ran out, another
-   * worker woke it) may be delayed now for a retry, which must wait its time.
-   */
-  private async wake(chainId: string, attemptsStarted: number): Promise<WakeResult> {
-    // Here already (its job taken by this worker since), about to take its slot.
-    if (this.walking.has(chainId)) return 'woken';
-    const job = await this.queues.webhookQueue().getJob(chainId);
-    if (!job || job.attemptsStarted !== attemptsStarted) return 'gone';
-    const state = await job.getState();
-    if (state === 'delayed') await job.promote();
-    return state === 'delayed' || state === 'waiting' ? 'woken' : 'gone';
+  private releaseSlot(receiver: string): void {
+    const busy = (this.inFlight.get(receiver) ?? 1) - 1;
+    if (busy > 0) this.inFlight.set(receiver, busy);
+    else this.inFlight.delete(receiver);
   }
 
   /**
