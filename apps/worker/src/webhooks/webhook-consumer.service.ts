@@ -39,8 +39,15 @@ const SWEEP_BATCH = 200;
 /** A chain's job steps back in line after this many deliveries or this long. */
 const CHAIN_SLICE_DELIVERIES = 100;
 const CHAIN_SLICE_MS = 2_000;
-/** A chain whose target has all its slots busy looks again after about this long. */
+/**
+ * A chain whose receiver has all its slots busy here looks again after about this long times
+ * the chains waiting for that receiver per slot (1-2 times that, at random), BUSY_MAX_WAIT_MS
+ * at most: the looks at a busy receiver come about as often as its slots could free, whatever
+ * the number of lines waiting (each look costs Redis a delayed job taken and put back), not
+ * once per line every 200-400 ms.
+ */
 const BUSY_TARGET_WAIT_MS = 200;
+const BUSY_MAX_WAIT_MS = 5_000;
 /** A chain that Redis failed (not its target) is taken again after this long. */
 const REDIS_RETRY_MS = 1_000;
 /** Targets whose receiver (origin) this worker remembers; forgotten all at once beyond. */
@@ -70,6 +77,8 @@ export class WebhookConsumer {
   /** Deliveries in flight per receiver on this worker, and the most one receiver may have. */
   private readonly inFlight = new Map<string, number>();
   private readonly perReceiverSlots: number;
+  /** Per receiver, the chains that found its slots busy here, and when they last did. */
+  private readonly waiting = new Map<string, Map<string, number>>();
   /** A target's receiver (its URL's origin): a target id is a hash of its URL, so it never changes. */
   private readonly receivers = new Map<string, string>();
   private readonly handlers: Handlers = {
@@ -257,8 +266,8 @@ export class WebhookConsumer {
       // One receiver that hangs must not take every slot from the others, however many of
       // its URLs (a path per tenant) and sessions it serves.
       const receiver = await this.receiverOf(chain, head);
-      if (!this.takeSlot(receiver)) {
-        await job.moveToDelayed(Date.now() + BUSY_TARGET_WAIT_MS * (1 + Math.random()), token);
+      if (!this.takeSlot(receiver, job.id!)) {
+        await job.moveToDelayed(Date.now() + this.busyWait(receiver, job.id!), token);
         throw new DelayedError();
       }
       let outcome: DeliveryResult;
@@ -316,11 +325,31 @@ export class WebhookConsumer {
   }
 
   /** A delivery slot for `receiver`, if it holds fewer than its part of the concurrency. */
-  private takeSlot(receiver: string): boolean {
+  private takeSlot(receiver: string, chainId: string): boolean {
     const busy = this.inFlight.get(receiver) ?? 0;
     if (busy >= this.perReceiverSlots) return false;
     this.inFlight.set(receiver, busy + 1);
+    const waiting = this.waiting.get(receiver);
+    waiting?.delete(chainId);
+    if (waiting?.size === 0) this.waiting.delete(receiver);
     return true;
+  }
+
+  /** How long a chain that found `receiver`'s slots busy waits before it looks again. */
+  private busyWait(receiver: string, chainId: string): number {
+    const now = Date.now();
+    let waiting = this.waiting.get(receiver);
+    if (!waiting) this.waiting.set(receiver, (waiting = new Map()));
+    // Oldest look first: those that have not looked again within the longest wait went
+    // elsewhere (another worker took their job), or ended.
+    waiting.delete(chainId);
+    waiting.set(chainId, now);
+    for (const [id, at] of waiting) {
+      if (now - at <= 2 * BUSY_MAX_WAIT_MS) break;
+      waiting.delete(id);
+    }
+    const perSlot = Math.max(1, waiting.size / this.perReceiverSlots);
+    return Math.min(BUSY_MAX_WAIT_MS, BUSY_TARGET_WAIT_MS * perSlot) * (1 + Math.random());
   }
 
   private releaseSlot(receiver: string): void {

@@ -20,6 +20,7 @@ import type {
   WebhookDeliveryService,
 } from './webhook-delivery.service.js';
 import type { WebhookSender } from './webhook-sender.service.js';
+import { RedisServer } from '../../../../test/support/redis-server.js';
 
 describe('WebhookConsumer.sweep and the backlog gauge', () => {
   function consumer(webhooks: Partial<WebhookRepository>) {
@@ -158,5 +159,159 @@ describe('WebhookConsumer: a chain walked by one worker at a time, over real Bul
     expect(await queue.getJobState(jobId)).toBe('unknown');
     // Its stalls went with it: the chain's next job starts from none.
     expect(await redis.hget(`${prefix}:${WEBHOOK_QUEUE}:${jobId}`, 'stc')).toBeNull();
+  });
+});
+
+// Its own Redis: the Redis commands counted are the consumer's alone.
+describe('WebhookConsumer: chains waiting for a busy receiver, over real BullMQ', () => {
+  const slow = 'https://slow.example';
+  const idle = 'https://idle.example';
+  let server: RedisServer;
+  let redis: Redis;
+  let queue: Queue;
+  let running: WebhookConsumer | undefined;
+  /** Deliveries made, in order, as `${sessionId}/${deliveryId}`. */
+  let delivered: string[];
+  /** Deliveries of the slow receiver in flight, to be answered. */
+  let answers: (() => void)[];
+
+  beforeAll(async () => {
+    server = await RedisServer.start({ persistence: false });
+    redis = createRedis(server.url, { name: 'busy-test' });
+  });
+  beforeEach(() => {
+    queue = new Queue(WEBHOOK_QUEUE, {
+      connection: redis,
+      prefix: `{wb${randomBytes(4).toString('hex')}}`,
+    });
+    delivered = [];
+    answers = [];
+  });
+  afterEach(async () => {
+    for (const answer of answers.splice(0)) answer();
+    await running?.stop();
+    running = undefined;
+    await queue.obliterate({ force: true });
+    await queue.close();
+  });
+  afterAll(async () => {
+    await redis?.quit();
+    await server?.destroy();
+  });
+
+  const addChain = (sessionId: string, targetId: string) =>
+    queue.add(
+      JobName.DeliverWebhook,
+      { sessionId, targetId },
+      { jobId: webhookChainJobId({ sessionId, targetId }), removeOnComplete: true, attempts: 3 },
+    );
+
+  /**
+   * A consumer whose chains hold `lines` (session id: its deliveries, `endless` for one that never
+   * ends); target `slow` posts to the slow receiver, which answers when `slowAnswer` resolves;
+   * any other target to an idle one, at once.
+   */
+  async function start(
+    concurrency: number,
+    lines: Map<string, string[] | 'endless'>,
+    slowAnswer: () => Promise<void>,
+  ) {
+    const chainKey = (chain: { sessionId: string; targetId: string }) => chain.sessionId;
+    const made = new WebhookConsumer(
+      { prefix: queue.opts.prefix } as QueueOptions,
+      {
+        REDIS_URL: server.url,
+        WEBHOOK_CONCURRENCY: concurrency,
+        WEBHOOK_MAX_ATTEMPTS: 3,
+      } as AppConfig,
+      { webhookKick: () => 'kick' } as RedisKeys,
+      {
+        onReconnect: () => undefined,
+        subscribe: async () => undefined,
+        unsubscribe: async () => undefined,
+      } as unknown as RedisSubscriber,
+      {
+        shards: async () => [],
+        chainHeads: async () => [],
+        chainHead: async (chain: { sessionId: string; targetId: string }) => {
+          const line = lines.get(chainKey(chain));
+          return line === 'endless' ? 'd' : (line?.[0] ?? null);
+        },
+        delivery: async () => null,
+      } as unknown as WebhookRepository,
+      {
+        deliver: async (job: DeliveryJob): Promise<DeliveryResult> => {
+          if (job.targetId === 'slow') await slowAnswer();
+          delivered.push(`${job.sessionId}/${job.deliveryId}`);
+          const line = lines.get(chainKey(job));
+          if (line === 'endless') return { result: 'delivered', next: 'd' };
+          line?.shift();
+          return { result: 'delivered', next: line?.[0] ?? null };
+        },
+      } as unknown as WebhookDeliveryService,
+      { abortAll: () => undefined } as unknown as WebhookSender,
+      {
+        webhookQueue: () => queue,
+        enqueueChains: async (chains: { sessionId: string; targetId: string }[]) => {
+          for (const chain of chains) await addChain(chain.sessionId, chain.targetId);
+        },
+      } as unknown as QueueProducer,
+      { setWebhookBacklog: () => undefined } as unknown as WorkerMetrics,
+    );
+    // Each target's receiver, as read from its head delivery: the slow one, or the idle one.
+    vi.spyOn(
+      made as unknown as { receiverOf: (chain: { targetId: string }) => Promise<string> },
+      'receiverOf',
+    ).mockImplementation(async (chain) => (chain.targetId === 'slow' ? slow : idle));
+    running = made;
+    await made.start();
+    return made;
+  }
+
+  /** Calls Redis answered since the last RESETSTAT, scripts' own calls included. */
+  const redisCalls = async () => {
+    let calls = 0;
+    for (const [, command, count] of ((await redis.info('commandstats')) as string).matchAll(
+      /^cmdstat_([^:]+):calls=(\d+)/gm,
+    ))
+      if (command !== 'info' && command !== 'config') calls += Number(count);
+    return calls;
+  };
+
+  it('costs Redis a bounded number of calls per delivery however many lines wait for a busy receiver', async () => {
+    // 80 lines for one receiver that takes 100 ms an answer; 2 slots for it (concurrency 10):
+    // 78 lines wait all along.
+    const lines = new Map<string, 'endless'>();
+    for (let i = 0; i < 80; i++) lines.set(`s${i}`, 'endless');
+    for (const sessionId of lines.keys()) await addChain(sessionId, 'slow');
+    await start(10, lines, () => new Promise((resolve) => setTimeout(resolve, 100)));
+    await eventually(() => expect(delivered.length).toBeGreaterThanOrEqual(10));
+    await redis.config('RESETSTAT');
+    const from = delivered.length;
+    await eventually(() => expect(delivered.length).toBeGreaterThanOrEqual(from + 40));
+    const perDelivery = (await redisCalls()) / (delivered.length - from);
+    // The waiting chains look again about as often as the slots free, not each every
+    // 200-400 ms (~400 calls per delivery).
+    expect(perDelivery).toBeLessThan(60);
+  });
+
+  it("delivers an idle receiver's lines while a busy receiver has every one of its slots and many lines waiting", async () => {
+    // Concurrency 5: 1 slot for the slow receiver, which never answers while the test runs.
+    const lines = new Map<string, string[]>();
+    for (let i = 0; i < 20; i++) lines.set(`s${i}`, ['d0']);
+    for (let i = 0; i < 4; i++) lines.set(`i${i}`, ['d0', 'd1']);
+    for (let i = 0; i < 20; i++) await addChain(`s${i}`, 'slow');
+    await start(5, lines, () => new Promise<void>((resolve) => answers.push(resolve)));
+    await eventually(async () =>
+      expect(await queue.getJobCounts('delayed')).toEqual({ delayed: 19 }),
+    );
+    for (let i = 0; i < 4; i++) await addChain(`i${i}`, 'idle');
+    await eventually(() =>
+      expect(delivered.filter((d) => d.startsWith('i')).sort()).toEqual(
+        ['i0/d0', 'i0/d1', 'i1/d0', 'i1/d1', 'i2/d0', 'i2/d1', 'i3/d0', 'i3/d1'].sort(),
+      ),
+    );
+    expect(answers).toHaveLength(1);
+    expect(delivered.filter((d) => d.startsWith('s'))).toEqual([]);
   });
 });
