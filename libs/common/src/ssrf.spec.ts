@@ -156,22 +156,53 @@ describe('createSafeAgents name lookups', () => {
     await nameserver.close();
   });
 
-  it('answers from the hosts file first, and never asks getaddrinfo for a name the nameserver does not answer', async () => {
-    const nameserver = await DnsServer.start({ localhost: 'silent' });
+  it('answers from the hosts file first, and never asks getaddrinfo for a full name the nameserver does not answer', async () => {
+    const nameserver = await DnsServer.start({ 'hang.example.test': 'silent' });
     const agents = createSafeAgents(true, false, {
       servers: [nameserver.address],
       timeoutMs: 200,
       tries: 1,
       hostsFile,
+      ndots: 1,
     });
-    expect(await get(`http://receiver.hosts.test:${port}/`, agents.http)).toBe(204);
-    expect(nameserver.queries).toEqual([]);
-    // getaddrinfo would answer localhost from /etc/hosts; a timeout is not a reason to ask it.
-    expect(await get(`http://localhost:${port}/`, agents.http)).toMatchObject({
-      code: 'ETIMEOUT',
+    const spy = vi.spyOn(dns.promises, 'lookup');
+    try {
+      expect(await get(`http://receiver.hosts.test:${port}/`, agents.http)).toBe(204);
+      expect(nameserver.queries).toEqual([]);
+      // A timeout is not a reason to ask getaddrinfo, which would hang as long in its thread.
+      expect(await get(`http://hang.example.test:${port}/`, agents.http)).toMatchObject({
+        code: 'ETIMEOUT',
+      });
+      expect(spy).not.toHaveBeenCalled();
+    } finally {
+      spy.mockRestore();
+      agents.close();
+      await nameserver.close();
+    }
+  });
+
+  it('asks getaddrinfo for a name with fewer dots than ndots whatever the nameserver answered: the search domains are its (Kubernetes: receiver, receiver.ns)', async () => {
+    const nameserver = await DnsServer.start({ receiver: 'silent', 'receiver.ns': 'silent' });
+    const agents = createSafeAgents(true, false, {
+      servers: [nameserver.address],
+      timeoutMs: 200,
+      tries: 1,
+      hostsFile: join(dir, 'none'),
+      ndots: 5,
     });
-    agents.close();
-    await nameserver.close();
+    // What the search domains give (receiver.ns.svc.cluster.local), as getaddrinfo would.
+    const spy = vi
+      .spyOn(dns.promises, 'lookup')
+      .mockResolvedValue([{ address: '127.0.0.1', family: 4 }] as never);
+    try {
+      expect(await get(`http://receiver:${port}/`, agents.http)).toBe(204);
+      expect(await get(`http://receiver.ns:${port}/`, agents.http)).toBe(204);
+      expect(spy.mock.calls.map(([name]) => name)).toEqual(['receiver', 'receiver.ns']);
+    } finally {
+      spy.mockRestore();
+      agents.close();
+      await nameserver.close();
+    }
   });
 
   it('asks getaddrinfo, one name at a time, for names the nameserver says do not exist', async () => {

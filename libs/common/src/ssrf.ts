@@ -13,6 +13,8 @@ export interface SafeLookupOptions {
   timeoutMs?: number;
   tries?: number;
   hostsFile?: string;
+  /** resolv.conf's `ndots` (1 when it sets none); read from /etc/resolv.conf when absent. */
+  ndots?: number;
 }
 
 export interface SafeAgents {
@@ -49,7 +51,11 @@ export function createSafeAgents(
     allowMetaIPAddress: allowPrivate,
     keepAlive,
     // request-filtering-agent checks what this answers, as it checked dns.lookup's.
-    lookup: safeLookup(resolver, lookupOptions.hostsFile ?? '/etc/hosts'),
+    lookup: safeLookup(
+      resolver,
+      lookupOptions.hostsFile ?? '/etc/hosts',
+      lookupOptions.ndots ?? resolvConfNdots('/etc/resolv.conf'),
+    ),
   };
   const agents = {
     http: new RequestFilteringHttpAgent(options),
@@ -69,9 +75,16 @@ export function createSafeAgents(
  * A dns.lookup that asks what the system resolver would, in its order, without its thread:
  * the hosts file, then the nameservers through c-ares (bounded by its timeout and tries),
  * then getaddrinfo only for a name the nameservers answered does not exist (one in a search
- * domain, or known to another nsswitch source), never for one they did not answer.
+ * domain, or known to another nsswitch source), or for a name with fewer dots than `ndots`
+ * whatever they answered (c-ares asks for the name as written; the system resolver tries
+ * the search domains first for such a name: `receiver`, `receiver.ns` in Kubernetes), never
+ * for a full name they did not answer.
  */
-function safeLookup(resolver: dns.promises.Resolver, hostsFile: string): LookupFunction {
+function safeLookup(
+  resolver: dns.promises.Resolver,
+  hostsFile: string,
+  ndots: number,
+): LookupFunction {
   return (hostname, options, callback) => {
     const family =
       options.family === 4 || options.family === 'IPv4'
@@ -79,7 +92,7 @@ function safeLookup(resolver: dns.promises.Resolver, hostsFile: string): LookupF
         : options.family === 6 || options.family === 'IPv6'
           ? 6
           : 0;
-    resolveName(resolver, hostsFile, hostname, family).then(
+    resolveName(resolver, hostsFile, ndots, hostname, family).then(
       (addresses) =>
         options.all
           ? callback(null, addresses)
@@ -92,6 +105,7 @@ function safeLookup(resolver: dns.promises.Resolver, hostsFile: string): LookupF
 async function resolveName(
   resolver: dns.promises.Resolver,
   hostsFile: string,
+  ndots: number,
   hostname: string,
   family: 0 | 4 | 6,
 ): Promise<dns.LookupAddress[]> {
@@ -112,8 +126,21 @@ async function resolveName(
       answer.status === 'rejected' ? (answer.reason as NodeJS.ErrnoException) : null,
     )
     .find((err) => err && err.code !== dns.NOTFOUND && err.code !== dns.NODATA);
-  if (unanswered) throw unanswered;
+  const dots = hostname.replace(/\.$/, '').split('.').length - 1;
+  if (unanswered && dots >= ndots) throw unanswered;
   return systemLookup(hostname, family);
+}
+
+/** `options ndots:N` of a resolv.conf (the last one it sets), 1 when none is set or readable. */
+function resolvConfNdots(path: string): number {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return 1;
+  }
+  const set = [...text.matchAll(/^\s*options\s.*\bndots:(\d+)/gm)].at(-1);
+  return set ? Math.min(15, Number(set[1])) : 1;
 }
 
 /**
@@ -142,11 +169,25 @@ function hostsFileAddresses(hostsFile: string, name: string, family: 0 | 4 | 6) 
 /**
  * getaddrinfo for the names c-ares found nothing for, one at a time in the whole process: a
  * name whose nameserver answers c-ares "no such name" and then leaves getaddrinfo hanging
- * holds one of the thread pool's two lookups, never both.
+ * holds one of the thread pool's two lookups, never both. One that waited SYSTEM_LOOKUP_WAIT_MS
+ * for its turn is not asked (its caller has given up by then), so the names queued behind a
+ * hanging one do not each hang in turn.
  */
+const SYSTEM_LOOKUP_WAIT_MS = 10_000;
 let systemLookups: Promise<unknown> = Promise.resolve();
 function systemLookup(hostname: string, family: 0 | 4 | 6): Promise<dns.LookupAddress[]> {
-  const lookup = systemLookups.then(() => dns.promises.lookup(hostname, { all: true, family }));
+  const queuedAt = performance.now();
+  const lookup = systemLookups.then(() => {
+    if (performance.now() - queuedAt > SYSTEM_LOOKUP_WAIT_MS)
+      throw Object.assign(
+        new Error(`getaddrinfo ETIMEOUT ${hostname} (not asked: waited its turn too long)`),
+        {
+          code: 'ETIMEOUT',
+          hostname,
+        },
+      );
+    return dns.promises.lookup(hostname, { all: true, family });
+  });
   systemLookups = lookup.catch(() => undefined);
   return lookup;
 }
