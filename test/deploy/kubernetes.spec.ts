@@ -180,6 +180,9 @@ describe('deploy/kubernetes', () => {
         .WORKER_MAX_SESSIONS,
     );
     expectRoomForSessions(worker, maxSessions);
+    // A rollout stops at a new worker where Chromium cannot launch (its `starts` readiness).
+    expect(worker.spec.minReadySeconds).toBeGreaterThanOrEqual(60);
+    expect(worker.spec.strategy.rollingUpdate).toEqual({ maxSurge: 1, maxUnavailable: 0 });
     const redis = patches.find(
       (p: any) => p.kind === 'StatefulSet' && p.metadata.name === 'whatsapp-gateway-redis',
     );
