@@ -22,6 +22,50 @@ import type {
 import type { WebhookSender } from './webhook-sender.service.js';
 import { RedisServer } from '../../../../test/support/redis-server.js';
 
+type Chain = { sessionId: string; targetId: string };
+
+/**
+ * A WebhookConsumer on a real BullMQ queue, everything else stubbed: chain heads read by
+ * `chainHead`, deliveries made by `deliver`, chains enqueued by `enqueueChains`.
+ */
+function webhookConsumer(options: {
+  prefix: string;
+  redisUrl: string;
+  concurrency: number;
+  chainHead: (chain: Chain) => Promise<string | null>;
+  deliver: (job: DeliveryJob) => Promise<DeliveryResult>;
+  queue: Queue;
+  enqueueChains: (chains: Chain[]) => Promise<void>;
+}): WebhookConsumer {
+  return new WebhookConsumer(
+    { prefix: options.prefix } as QueueOptions,
+    {
+      REDIS_URL: options.redisUrl,
+      WEBHOOK_CONCURRENCY: options.concurrency,
+      WEBHOOK_MAX_ATTEMPTS: 3,
+    } as AppConfig,
+    { webhookKick: () => `${options.prefix}:kick` } as RedisKeys,
+    {
+      onReconnect: () => undefined,
+      subscribe: async () => undefined,
+      unsubscribe: async () => undefined,
+    } as unknown as RedisSubscriber,
+    {
+      shards: async () => [],
+      chainHeads: async () => [],
+      chainHead: options.chainHead,
+      delivery: async () => null,
+    } as unknown as WebhookRepository,
+    { deliver: options.deliver } as unknown as WebhookDeliveryService,
+    { abortAll: () => undefined } as unknown as WebhookSender,
+    {
+      webhookQueue: () => options.queue,
+      enqueueChains: options.enqueueChains,
+    } as unknown as QueueProducer,
+    { setWebhookBacklog: () => undefined } as unknown as WorkerMetrics,
+  );
+}
+
 describe('WebhookConsumer.sweep and the backlog gauge', () => {
   function consumer(webhooks: Partial<WebhookRepository>) {
     const setWebhookBacklog = vi.fn();
@@ -92,33 +136,15 @@ describe('WebhookConsumer: a chain walked by one worker at a time, over real Bul
   /** A consumer on the real queue whose chain `heads` are walked by `deliver`. */
   async function start(deliver: (job: DeliveryJob) => Promise<DeliveryResult>, stalls = 0) {
     const added: unknown[] = [];
-    const made = new WebhookConsumer(
-      { prefix } as QueueOptions,
-      {
-        REDIS_URL: inject('redisUrl'),
-        WEBHOOK_CONCURRENCY: 2,
-        WEBHOOK_MAX_ATTEMPTS: 3,
-      } as AppConfig,
-      { webhookKick: () => `${prefix}:kick` } as RedisKeys,
-      {
-        onReconnect: () => undefined,
-        subscribe: async () => undefined,
-        unsubscribe: async () => undefined,
-      } as unknown as RedisSubscriber,
-      {
-        shards: async () => [],
-        chainHeads: async () => [],
-        chainHead: async () => 'd0',
-        delivery: async () => null,
-      } as unknown as WebhookRepository,
-      { deliver } as unknown as WebhookDeliveryService,
-      { abortAll: () => undefined } as unknown as WebhookSender,
-      {
-        webhookQueue: () => queue,
-        enqueueChains: async (chains: unknown[]) => void added.push(...chains),
-      } as unknown as QueueProducer,
-      { setWebhookBacklog: () => undefined } as unknown as WorkerMetrics,
-    );
+    const made = webhookConsumer({
+      prefix,
+      redisUrl: inject('redisUrl'),
+      concurrency: 2,
+      chainHead: async () => 'd0',
+      deliver,
+      queue,
+      enqueueChains: async (chains) => void added.push(...chains),
+    });
     running = made;
     await queue.add(JobName.DeliverWebhook, chain, { jobId, removeOnComplete: true, attempts: 3 });
     if (stalls) await redis.hset(`${prefix}:${WEBHOOK_QUEUE}:${jobId}`, 'stc', stalls);
@@ -217,47 +243,27 @@ describe('WebhookConsumer: chains waiting for a busy receiver, over real BullMQ'
     slowAnswer: () => Promise<void>,
   ) {
     const chainKey = (chain: { sessionId: string; targetId: string }) => chain.sessionId;
-    const made = new WebhookConsumer(
-      { prefix: queue.opts.prefix } as QueueOptions,
-      {
-        REDIS_URL: server.url,
-        WEBHOOK_CONCURRENCY: concurrency,
-        WEBHOOK_MAX_ATTEMPTS: 3,
-      } as AppConfig,
-      { webhookKick: () => 'kick' } as RedisKeys,
-      {
-        onReconnect: () => undefined,
-        subscribe: async () => undefined,
-        unsubscribe: async () => undefined,
-      } as unknown as RedisSubscriber,
-      {
-        shards: async () => [],
-        chainHeads: async () => [],
-        chainHead: async (chain: { sessionId: string; targetId: string }) => {
-          const line = lines.get(chainKey(chain));
-          return line === 'endless' ? 'd' : (line?.[0] ?? null);
-        },
-        delivery: async () => null,
-      } as unknown as WebhookRepository,
-      {
-        deliver: async (job: DeliveryJob): Promise<DeliveryResult> => {
-          if (job.targetId === 'slow') await slowAnswer();
-          delivered.push(`${job.sessionId}/${job.deliveryId}`);
-          const line = lines.get(chainKey(job));
-          if (line === 'endless') return { result: 'delivered', next: 'd' };
-          line?.shift();
-          return { result: 'delivered', next: line?.[0] ?? null };
-        },
-      } as unknown as WebhookDeliveryService,
-      { abortAll: () => undefined } as unknown as WebhookSender,
-      {
-        webhookQueue: () => queue,
-        enqueueChains: async (chains: { sessionId: string; targetId: string }[]) => {
-          for (const chain of chains) await addChain(chain.sessionId, chain.targetId);
-        },
-      } as unknown as QueueProducer,
-      { setWebhookBacklog: () => undefined } as unknown as WorkerMetrics,
-    );
+    const made = webhookConsumer({
+      prefix: queue.opts.prefix!,
+      redisUrl: server.url,
+      concurrency,
+      chainHead: async (chain) => {
+        const line = lines.get(chainKey(chain));
+        return line === 'endless' ? 'd' : (line?.[0] ?? null);
+      },
+      deliver: async (job) => {
+        if (job.targetId === 'slow') await slowAnswer();
+        delivered.push(`${job.sessionId}/${job.deliveryId}`);
+        const line = lines.get(chainKey(job));
+        if (line === 'endless') return { result: 'delivered', next: 'd' };
+        line?.shift();
+        return { result: 'delivered', next: line?.[0] ?? null };
+      },
+      queue,
+      enqueueChains: async (chains) => {
+        for (const chain of chains) await addChain(chain.sessionId, chain.targetId);
+      },
+    });
     // Each target's receiver, as read from its head delivery: the slow one, or the idle one.
     vi.spyOn(
       made as unknown as { receiverOf: (chain: { targetId: string }) => Promise<string> },
