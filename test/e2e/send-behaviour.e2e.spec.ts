@@ -345,6 +345,38 @@ describe('idempotency', () => {
     }
   });
 
+  it('answers a retry that names no session and quotes a message of the session active before with its message', async () => {
+    const quoted = await sendText(stack, '4915166666668', 'the message replied to');
+    const headers = { 'Idempotency-Key': 'order-3002' };
+    const reply = {
+      to: '4915166666668',
+      text: 'a reply',
+      replyTo: quoted.body.data.id,
+    };
+    const first = await stack.call('POST', '/api/v1/messages/text', reply, headers);
+    expect(first.status).toBe(202);
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'third' })).status).toBe(201);
+    expect((await stack.call('PUT', '/api/v1/sessions/active', { id: 'third' })).status).toBe(200);
+    try {
+      // Without the key: the quoted message is not in this chat of the active session.
+      expect((await stack.call('POST', '/api/v1/messages/text', reply)).status).toBe(400);
+      const retry = await stack.call('POST', '/api/v1/messages/text', reply, headers);
+      expect(retry.status).toBe(202);
+      expect(retry.body.data).toMatchObject({ id: first.body.data.id, sessionId: 'main' });
+      // Another request under the key is still refused as before.
+      const other = await stack.call(
+        'POST',
+        '/api/v1/messages/text',
+        { ...reply, text: 'another reply' },
+        headers,
+      );
+      expect(other.status).toBe(400);
+    } finally {
+      await stack.call('PUT', '/api/v1/sessions/active', { id: 'main' });
+      await stack.call('DELETE', '/api/v1/sessions/third');
+    }
+  });
+
   it('answers a retry that names no session with the message of a first request that named it (a key given before the upgrade was bound so)', async () => {
     const headers = { 'Idempotency-Key': 'order-3001' };
     const first = await stack.call(

@@ -512,9 +512,19 @@ export class MessagesService {
     const idempotencyKey = context.idempotencyKey;
     // With a key, a sendAt already past is refused only once the key is looked up: a retry
     // of a scheduled send that was accepted answers with its message, whenever it comes.
-    const prepared = await this.prepare(content, target, file, context.sessions, {
-      pastAllowed: Boolean(idempotencyKey),
-    });
+    let prepared: PreparedMessage;
+    try {
+      prepared = await this.prepare(content, target, file, context.sessions, {
+        pastAllowed: Boolean(idempotencyKey),
+      });
+    } catch (err) {
+      const earlier =
+        idempotencyKey && target.sessionId === undefined && err instanceof AppError
+          ? await this.answeredBefore(content, target, file, context, idempotencyKey)
+          : null;
+      if (earlier) return earlier;
+      throw err;
+    }
     if (idempotencyKey) {
       const claim = { messageId: prepared.message.id, requestHash: requestHash(prepared) };
       const existing = await this.idempotency.claim(
@@ -578,6 +588,36 @@ export class MessagesService {
    * Everything about a send that can be refused, checked before anything is written: the
    * target, the schedule, the session, the message replied to.
    */
+  /**
+   * A retry that names no session, refused against the active session (its quoted message, or
+   * its key, of the session active before): the message its key holds, when it is the same
+   * request sent to the session that message went to; else null.
+   */
+  private async answeredBefore(
+    content: MessageContent,
+    target: SendTarget,
+    file: Buffer | undefined,
+    context: SendContext,
+    idempotencyKey: string,
+  ): Promise<PublicMessage | null> {
+    const existing = await this.idempotency.get(context.callerScope, idempotencyKey);
+    const first = existing && (await this.messages.get(existing.messageId));
+    if (!existing || !first) return null;
+    const asFirst = await this.prepare(
+      content,
+      { ...target, sessionId: first.sessionId },
+      file,
+      context.sessions,
+      { pastAllowed: true },
+    ).catch(() => null);
+    const same =
+      asFirst !== null &&
+      [undefined, first.sessionId].some(
+        (sessionAsked) => requestHash({ ...asFirst, sessionAsked }) === existing.requestHash,
+      );
+    return same ? toPublicMessage(first) : null;
+  }
+
   /**
    * Whether a request that names no session is the one a key was first given with, save that
    * it named its session: a key given before the hash left out a session not asked for was
