@@ -72,6 +72,14 @@ export interface EngineEvents {
  * The one seam between the session manager and WhatsApp. One instance drives one session.
  * `start` returns once the client is launching; progress arrives as `state` events.
  */
+/** Whether a stop backs the login up: as decided when it began, or asked when it comes to it. */
+export type BackUpWanted = boolean | (() => boolean);
+
+/** What `backUp` says now (true when not given). */
+export function backUpWanted(backUp: BackUpWanted | undefined): boolean {
+  return typeof backUp === 'function' ? backUp() : backUp !== false;
+}
+
 export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
   readonly sessionId: string;
   readonly kind: 'wwebjs' | 'sandbox';
@@ -79,9 +87,10 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
   /**
    * Closes the client and keeps the link (auth data) for the next start. A stored login
    * (AUTH_STORE=redis|s3) is backed up first unless `backUp` is false: the lease of the
-   * session lost, another worker may drive it already and its copy is the newer.
+   * session lost, another worker may drive it already and its copy is the newer. As a
+   * function it is asked again just before the backup (the session deleted meanwhile).
    */
-  stop(options?: { backUp?: boolean }): Promise<void>;
+  stop(options?: { backUp?: BackUpWanted }): Promise<void>;
   /** Unlinks the device and deletes its auth data. */
   logout(): Promise<void>;
   sendText(chatId: string, text: string, options?: SendOptions): Promise<string>;

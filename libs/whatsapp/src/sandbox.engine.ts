@@ -7,6 +7,8 @@ import { AppError, phoneDigits } from '@app/common';
 import {
   EngineError,
   SessionNotReadyError,
+  backUpWanted,
+  type BackUpWanted,
   SessionRestrictedError,
   type EngineEvents,
   type IncomingMessage,
@@ -171,9 +173,9 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     this.becomeReady();
   }
 
-  async stop(options?: { backUp?: boolean }): Promise<void> {
+  async stop(options?: { backUp?: BackUpWanted }): Promise<void> {
     // A clean stop backs the login up, as the wwebjs engine does.
-    if (this.ready && this.options.authStore?.remote && options?.backUp !== false) {
+    if (this.ready && this.options.authStore?.remote && backUpWanted(options?.backUp)) {
       const marker = await readFile(join(this.options.sessionDir, LINK_MARKER)).catch(() => null);
       if (marker) await this.options.authStore.save(this.sessionId, marker).catch(() => undefined);
     }

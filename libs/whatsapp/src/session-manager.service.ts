@@ -643,7 +643,8 @@ export class SessionManager
         ),
       );
     }
-    await this.stopEngine(sessionId, (e) => (backUp() ? e.stop() : e.stop({ backUp: false })));
+    // Asked again as the engine comes to its backup: deleted meanwhile, it backs nothing up.
+    await this.stopEngine(sessionId, (e) => e.stop({ backUp }));
     try {
       await this.releaseLease(sessionId);
     } finally {

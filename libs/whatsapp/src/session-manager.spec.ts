@@ -16,7 +16,7 @@ import type { Redis } from 'ioredis';
 import type { INestApplicationContext } from '@nestjs/common';
 import { eventually } from '../../../test/support/eventually.js';
 import { EngineFactory } from './engine-factory.js';
-import type { EngineEvents } from './engine.js';
+import { backUpWanted, type BackUpWanted, type EngineEvents } from './engine.js';
 import { AuthStore } from './auth-store.js';
 import {
   DRAIN_CONCURRENCY,
@@ -253,7 +253,9 @@ describe('SessionManager', () => {
       if (wakesWith === 'tick') await (manager as unknown as { tick(): Promise<void> }).tick();
       else await manager.reconcile('all');
       await eventually(() => expect(stop).toHaveBeenCalled());
-      expect(stop.mock.calls).toEqual([[{ backUp: false }]]);
+      expect(stop).toHaveBeenCalledTimes(1);
+      const [options] = stop.mock.calls[0] as unknown as [{ backUp?: BackUpWanted }?];
+      expect(backUpWanted(options?.backUp)).toBe(false);
     },
   );
 
@@ -551,41 +553,56 @@ describe('SessionManager', () => {
     }
   });
 
-  it('backs nothing up for a session deleted while it was being handed over, its engine not stopped yet', async () => {
-    const manager = app.get(SessionManager);
-    const [id] = manager.ownedSessionIds().filter((owned) => owned !== 'main');
-    const stop = vi.spyOn(engines.get(id)!, 'stop');
-    let handedOver!: () => void;
-    const handOver = new Promise<void>((resolve) => (handedOver = resolve));
-    let handingOver = false;
-    manager.onHandOver(async (sessionId) => {
-      if (sessionId !== id) return;
-      handingOver = true;
-      await handOver;
-    });
-    const release = (
-      manager as unknown as {
-        release(sessionId: string, options?: { backUp?: boolean }): Promise<void>;
+  it.each([
+    { when: 'before its engine stops', duringStop: false },
+    { when: 'while its engine stops, before the backup', duringStop: true },
+  ])(
+    'backs nothing up for a session deleted while it was being handed over, $when',
+    async ({ duringStop }) => {
+      const manager = app.get(SessionManager);
+      const [id] = manager.ownedSessionIds().filter((owned) => owned !== 'main');
+      const release = (
+        manager as unknown as {
+          release(sessionId: string, options?: { backUp?: boolean }): Promise<void>;
+        }
+      ).release.bind(manager);
+      // What the engine's backup is asked, as it comes to it: at the end of its stop.
+      const wantedAtBackup: boolean[] = [];
+      let deleted: Promise<void> | undefined;
+      const stop = vi
+        .spyOn(engines.get(id)!, 'stop')
+        .mockImplementation(async (options?: { backUp?: BackUpWanted }) => {
+          // What a pass does for a session it finds purged elsewhere meanwhile.
+          if (duringStop) deleted = release(id, { backUp: false });
+          wantedAtBackup.push(backUpWanted(options?.backUp));
+        });
+      let handedOver!: () => void;
+      const handOver = new Promise<void>((resolve) => (handedOver = resolve));
+      let handingOver = false;
+      manager.onHandOver(async (sessionId) => {
+        if (sessionId !== id) return;
+        handingOver = true;
+        await handOver;
+      });
+      try {
+        await app.get(SessionRepository).setDesired(id, 'stopped');
+        const reconciled = manager.reconcile();
+        await eventually(() => expect(handingOver).toBe(true));
+        if (!duringStop) deleted = release(id, { backUp: false });
+        handedOver();
+        await reconciled;
+        await deleted;
+        expect(stop).toHaveBeenCalledTimes(1);
+        expect(wantedAtBackup).toEqual([false]);
+      } finally {
+        handedOver();
+        stop.mockRestore();
       }
-    ).release.bind(manager);
-    try {
-      await app.get(SessionRepository).setDesired(id, 'stopped');
-      const reconciled = manager.reconcile();
-      await eventually(() => expect(handingOver).toBe(true));
-      // What a pass does for a session it finds purged elsewhere meanwhile.
-      const deleted = release(id, { backUp: false });
-      handedOver();
-      await Promise.all([reconciled, deleted]);
-      expect(stop).toHaveBeenCalledTimes(1);
-      expect(stop).toHaveBeenCalledWith({ backUp: false });
-    } finally {
-      handedOver();
-      stop.mockRestore();
-    }
-    await app.get(SessionRepository).setDesired(id, 'running');
-    await manager.reconcile();
-    await eventually(() => expect(manager.ownedSessionIds()).toContain(id));
-  });
+      await app.get(SessionRepository).setDesired(id, 'running');
+      await manager.reconcile();
+      await eventually(() => expect(manager.ownedSessionIds()).toContain(id));
+    },
+  );
 
   it('stops every engine whose lease it cannot renew at once, not one after another', async () => {
     const manager = app.get(SessionManager);

@@ -2494,6 +2494,20 @@ describe('WwebjsEngine with a remote login store', () => {
     expect((await store.load('main'))?.toString()).toBe("the next owner's login");
   });
 
+  it('asks a stop whether to back up again just before the backup: a session deleted meanwhile backs nothing up', async () => {
+    const store = memoryStore();
+    const saved = vi.fn();
+    const h = harness({ authStore: store, backupIntervalMs: 60_000 }, (client) => {
+      Object.assign(client, { authStrategy: { storeRemoteSession: saved } });
+    });
+    await startReady(h);
+    // Wanted as the stop begins; the session is deleted while its arriving messages finish.
+    const answers = [true, false];
+    await h.engine.stop({ backUp: () => answers.shift() ?? false });
+    expect(answers).toEqual([]);
+    expect(saved).not.toHaveBeenCalled();
+  });
+
   it('deletes the remote login too when the phone unlinks the device, so nothing restores it', async () => {
     const store = memoryStore();
     await store.save('main', Buffer.from('revoked login'));

@@ -20,7 +20,9 @@ import {
   EngineError,
   SessionNotReadyError,
   SessionRestrictedError,
+  backUpWanted,
   toError,
+  type BackUpWanted,
   type AckStatus,
   type EngineEvents,
   type IncomingMedia,
@@ -494,29 +496,33 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     this.launch();
   }
 
-  async stop(options?: { backUp?: boolean }): Promise<void> {
+  async stop(options?: { backUp?: BackUpWanted }): Promise<void> {
     // An unsaved login also before READY (a Reconnect while it loads): the next engine to start
     // the session, here or on another worker, restores it only from the store.
+    const stillWanted = () => backUpWanted(options?.backUp);
     const backUp =
       (isLinkedStatus(this.status) || this.unsavedLogin) &&
       this.options.authStore?.remote &&
-      options?.backUp !== false;
+      stillWanted();
     // No client: the last one failed and the next waits for its backoff. Its profile, on disk,
     // is backed up all the same (a login linked here has no other copy).
     const idle = this.client ? undefined : this.lastClient;
     await this.shutDown(async (client) => {
       // A clean stop backs the login up, so the next owner starts from the newest copy.
-      if (backUp) await this.backUp(client);
+      if (backUp) await this.backUp(client, stillWanted);
     });
-    if (backUp && idle) await this.backUp(idle);
+    if (backUp && idle) await this.backUp(idle, stillWanted);
     // Once stopped, the store is the truth: the session may move on (and be logged out there).
     this.unsavedLogin = false;
     this.setState({ status: 'STOPPED' });
   }
 
-  /** Saves the login in `client`'s profile to the remote store (stop()). */
-  private async backUp(client: ClientLike): Promise<void> {
-    if (!client.authStrategy?.storeRemoteSession) return;
+  /**
+   * Saves the login in `client`'s profile to the remote store (stop()), if it is still
+   * `wanted` now that the messages arriving have been finished (the session not deleted since).
+   */
+  private async backUp(client: ClientLike, wanted: () => boolean): Promise<void> {
+    if (!client.authStrategy?.storeRemoteSession || !wanted()) return;
     this.backingUp = client;
     await withTimeout(client.authStrategy.storeRemoteSession(), this.settings.destroyTimeoutMs)
       .catch((thrown) =>
