@@ -2647,39 +2647,39 @@ describe('WwebjsEngine with a remote login store', () => {
       await h.engine.stop({ backUp: false });
     });
 
-    it('backs the login up when stopped before READY (a Reconnect while it loads), so the next engine restores it', async () => {
-      const store = memoryStore();
-      const h = linkingHarness(store, { destroyTimeoutMs: 10_000 });
-      await link(h);
-      expect(h.last().status).toBe('AUTHENTICATED');
-      vi.useRealTimers();
-      await h.engine.stop();
-      expect(await store.load('main')).not.toBeNull();
-      // Reconnect makes a new engine for the session, which starts from the store.
-      const next = linkingHarness(store);
-      await next.engine.start();
-      await next.started();
-      await restored();
-      await next.engine.stop({ backUp: false });
-    });
-
-    it('backs the login up when stopped while its crashed client waits for the restart, so the next engine restores it', async () => {
-      const store = memoryStore();
-      const h = linkingHarness(store, { destroyTimeoutMs: 10_000 });
-      await link(h);
-      h.client().pupBrowser?.emit('disconnected');
-      await vi.waitFor(() => expect(h.last().status).toBe('FAILED'));
-      vi.useRealTimers();
-      // A Reconnect, or a hand-over, before the backoff ends: no client to back up from.
-      await h.engine.stop();
-      expect(h.clients).toHaveLength(1);
-      expect(await store.load('main')).not.toBeNull();
-      const next = linkingHarness(store);
-      await next.engine.start();
-      await next.started();
-      await restored();
-      await next.engine.stop({ backUp: false });
-    });
+    it.each([
+      {
+        when: 'before READY (a Reconnect while it loads)',
+        status: 'AUTHENTICATED',
+        before: async () => undefined,
+      },
+      {
+        // A Reconnect, or a hand-over, before the backoff ends: no client to back up from.
+        when: 'while its crashed client waits for the restart',
+        status: 'FAILED',
+        before: async (h: ReturnType<typeof linkingHarness>) =>
+          void h.client().pupBrowser?.emit('disconnected'),
+      },
+    ])(
+      'backs the login up when stopped $when, so the next engine restores it',
+      async ({ status, before }) => {
+        const store = memoryStore();
+        const h = linkingHarness(store, { destroyTimeoutMs: 10_000 });
+        await link(h);
+        await before(h);
+        await vi.waitFor(() => expect(h.last().status).toBe(status));
+        vi.useRealTimers();
+        await h.engine.stop();
+        expect(h.clients).toHaveLength(1);
+        expect(await store.load('main')).not.toBeNull();
+        // Reconnect makes a new engine for the session, which starts from the store.
+        const next = linkingHarness(store);
+        await next.engine.start();
+        await next.started();
+        await restored();
+        await next.engine.stop({ backUp: false });
+      },
+    );
 
     it.each([
       {
