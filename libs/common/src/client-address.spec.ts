@@ -7,8 +7,8 @@ describe('clientAddress', () => {
     ['203.0.113.5', '203.0.113.5'],
     ['2001:db8::1', '2001:db8::1'],
     ['::1', '::1'],
-    // Not an IPv4-mapped address, though it starts the same way.
-    ['::ffff:2001:db8', '::ffff:2001:db8'],
+    ['2001:db8::ffff:1', '2001:db8::ffff:1'],
+    ['not an address', 'not an address'],
     [undefined, undefined],
   ])('%s is %s', (address, plain) => {
     expect(clientAddress(address)).toBe(plain);

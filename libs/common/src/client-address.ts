@@ -1,13 +1,17 @@
-import { isIPv4 } from 'node:net';
+import ipaddr from 'ipaddr.js';
 
 /**
  * A client's address as people write it: an IPv4 client of a socket listening on `::` (the
- * api's and the worker's ports) is `::ffff:203.0.113.5` to Node, here `203.0.113.5`, so logs,
- * the audit log and the failed-login counts name it one way whichever port it came in on.
+ * api's and the worker's ports) is `::ffff:203.0.113.5` to Node, here `203.0.113.5` (ipaddr.js
+ * `process`, as the failed-login buckets read it), so logs and the audit log name it one way
+ * whichever port it came in on.
  */
 export function clientAddress(address: string): string;
 export function clientAddress(address: string | undefined): string | undefined;
 export function clientAddress(address: string | undefined): string | undefined {
-  const mapped = address?.toLowerCase().startsWith('::ffff:') ? address.slice(7) : undefined;
-  return mapped && isIPv4(mapped) ? mapped : address;
+  if (address === undefined || !ipaddr.isValid(address)) return address;
+  const parsed = ipaddr.parse(address);
+  return parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress()
+    ? (parsed as ipaddr.IPv6).toIPv4Address().toString()
+    : address;
 }

@@ -1,6 +1,5 @@
 import { Global, Injectable, Module } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { clientAddress } from '@app/common';
 import { AuthFailureRepository, TooManyFailedLoginsError } from '@app/status-store';
 
 /**
@@ -19,7 +18,7 @@ export class AuthFailures {
    */
   async check(request: FastifyRequest, reply: FastifyReply, ok: boolean): Promise<void> {
     try {
-      await this.failures.check(clientAddress(request.ip), ok);
+      await this.failures.check(request.ip, ok);
     } catch (err) {
       if (err instanceof TooManyFailedLoginsError)
         void reply.header('Retry-After', String(err.retryAfterSeconds));

@@ -2,13 +2,7 @@ import { Injectable, Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import {
-  Secret,
-  bearerToken,
-  clientAddress,
-  countLoginUnlessRedisAway,
-  type ErrorCode,
-} from '@app/common';
+import { Secret, bearerToken, countLoginUnlessRedisAway, type ErrorCode } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AuthFailureRepository, TooManyFailedLoginsError } from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
@@ -130,7 +124,7 @@ export class WorkerHttpServer {
     if (given === undefined) return false;
     const right = Secret.matchesAny(accepted, given);
     const away = await countLoginUnlessRedisAway(
-      this.failures.check(clientAddress(req.socket.remoteAddress) ?? '', right),
+      this.failures.check(req.socket.remoteAddress ?? '', right),
     );
     // (The api does the same on its own /metrics; it answers 503 on every other route.)
     if (away) this.log.warn({ err: away.message }, 'login not counted: Redis did not answer');
