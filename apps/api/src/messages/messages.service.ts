@@ -536,7 +536,10 @@ export class MessagesService {
       if (existing) {
         if (
           existing.requestHash !== claim.requestHash &&
-          !(await this.sameRequestNamingItsSession(prepared, existing))
+          !(
+            prepared.sessionAsked === undefined &&
+            (await this.firstOfSameRequest(existing, async () => prepared))
+          )
         ) {
           throw new AppError(
             'CONFLICT',
@@ -601,39 +604,34 @@ export class MessagesService {
     idempotencyKey: string,
   ): Promise<PublicMessage | null> {
     const existing = await this.idempotency.get(context.callerScope, idempotencyKey);
-    const first = existing && (await this.messages.get(existing.messageId));
-    if (!existing || !first) return null;
-    const asFirst = await this.prepare(
-      content,
-      { ...target, sessionId: first.sessionId },
-      file,
-      context.sessions,
-      { pastAllowed: true },
-    ).catch(() => null);
-    const same =
-      asFirst !== null &&
-      [undefined, first.sessionId].some(
-        (sessionAsked) => requestHash({ ...asFirst, sessionAsked }) === existing.requestHash,
-      );
-    return same ? toPublicMessage(first) : null;
+    const first =
+      existing &&
+      (await this.firstOfSameRequest(existing, (sessionId) =>
+        this.prepare(content, { ...target, sessionId }, file, context.sessions, {
+          pastAllowed: true,
+        }).catch(() => null),
+      ));
+    return first ? toPublicMessage(first) : null;
   }
 
   /**
-   * Whether a request that names no session is the one a key was first given with, save that
-   * it named its session: a key given before the hash left out a session not asked for was
-   * bound to the session the server picked (a retry across that upgrade), or the first
-   * request named the session the message went to.
+   * The message a key holds when a request that names no session is the one the key was
+   * first given with, prepared for the session that message went to (`prepareAs`): whether
+   * that first request named it or not (a key given before the hash left out a session not
+   * asked for was bound to the session the server picked).
    */
-  private async sameRequestNamingItsSession(
-    prepared: PreparedMessage,
+  private async firstOfSameRequest(
     existing: { messageId: string; requestHash: string },
-  ): Promise<boolean> {
-    if (prepared.sessionAsked !== undefined) return false;
+    prepareAs: (sessionId: string) => Promise<PreparedMessage | null>,
+  ): Promise<MessageRecord | null> {
     const first = await this.messages.get(existing.messageId);
-    return (
-      first !== null &&
-      requestHash({ ...prepared, sessionAsked: first.sessionId }) === existing.requestHash
-    );
+    const asFirst = first && (await prepareAs(first.sessionId));
+    const same =
+      asFirst &&
+      [undefined, first.sessionId].some(
+        (sessionAsked) => requestHash({ ...asFirst, sessionAsked }) === existing.requestHash,
+      );
+    return same ? first : null;
   }
 
   private async prepare(
