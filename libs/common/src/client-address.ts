@@ -9,7 +9,9 @@ import ipaddr from 'ipaddr.js';
 export function clientAddress(address: string): string;
 export function clientAddress(address: string | undefined): string | undefined;
 export function clientAddress(address: string | undefined): string | undefined {
-  if (address === undefined || !ipaddr.isValid(address)) return address;
+  // Every request's log line comes here: only what looks mapped is parsed.
+  if (address === undefined || !/^::ffff:/i.test(address) || !ipaddr.isValid(address))
+    return address;
   const parsed = ipaddr.parse(address);
   return parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress()
     ? (parsed as ipaddr.IPv6).toIPv4Address().toString()
