@@ -1,14 +1,15 @@
 import dgram from 'node:dgram';
 
 /**
- * What the nameserver does with a name: answer its A record, say the name does not exist, say
- * it has no address (it exists), or keep silent.
+ * What the nameserver does with a name: answer its A record (and keep silent when asked for
+ * its AAAA, with `aaaa: 'silent'`), say the name does not exist, say it has no address (it
+ * exists), or keep silent.
  */
-export type DnsAnswer = { a: string } | 'nxdomain' | 'nodata' | 'silent';
+export type DnsAnswer = { a: string; aaaa?: 'silent' } | 'nxdomain' | 'nodata' | 'silent';
 
 /**
  * A nameserver on loopback (UDP) for the names a test gives it; every other name does not
- * exist. A name with an A record has no AAAA (an empty answer). `queries` lists each name asked.
+ * exist. A name with an A record has no AAAA (an empty answer, unless told to keep silent). `queries` lists each name asked.
  */
 export class DnsServer {
   readonly queries: string[] = [];
@@ -52,6 +53,8 @@ export class DnsServer {
     this.queries.push(name);
     const answer = this.names[name] ?? 'nxdomain';
     if (answer === 'silent') return null;
+    // Type 28: AAAA.
+    if (typeof answer === 'object' && answer.aaaa === 'silent' && type === 28) return null;
     const header = Buffer.alloc(12);
     query.copy(header, 0, 0, 2);
     const record = typeof answer === 'object' && type === 1 ? answer.a : null;

@@ -240,6 +240,28 @@ describe('createSafeAgents name lookups', () => {
     }
   });
 
+  it('does not wait out the timeout for the other family once one answered: a nameserver that drops AAAA queries', async () => {
+    const nameserver = await DnsServer.start({
+      'v4-only.test': { a: '127.0.0.1', aaaa: 'silent' },
+    });
+    const agents = createSafeAgents(true, false, {
+      servers: [nameserver.address],
+      timeoutMs: 3_000,
+      tries: 1,
+      hostsFile,
+    });
+    try {
+      const startedAt = performance.now();
+      expect(await get(`http://v4-only.test:${port}/`, agents.http, 5_000)).toBe(204);
+      // Well under the 3 s the AAAA query would wait (the grace is 250 ms).
+      expect(performance.now() - startedAt).toBeLessThan(2_000);
+      expect(nameserver.queries).toEqual(['v4-only.test', 'v4-only.test']);
+    } finally {
+      agents.close();
+      await nameserver.close();
+    }
+  });
+
   it('refuses a name that resolves to a private address, whichever source answered it', async () => {
     const nameserver = await DnsServer.start({ 'inside.test': { a: '10.0.0.1' } });
     const agents = createSafeAgents(false, false, { servers: [nameserver.address], hostsFile });

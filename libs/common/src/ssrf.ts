@@ -112,23 +112,68 @@ async function resolveName(
   const listed = hostsFileAddresses(hostsFile, hostname.toLowerCase().replace(/\.$/, ''), family);
   if (listed.length > 0) return listed;
   const families = family === 0 ? ([4, 6] as const) : [family];
-  const answers = await Promise.allSettled(
-    families.map((f) => (f === 4 ? resolver.resolve4(hostname) : resolver.resolve6(hostname))),
-  );
+  const answers = await resolveFamilies(resolver, hostname, families);
   const addresses = answers.flatMap((answer, i) =>
-    answer.status === 'fulfilled'
+    answer?.status === 'fulfilled'
       ? answer.value.map((address) => ({ address, family: families[i] }))
       : [],
   );
   if (addresses.length > 0) return addresses;
   const unanswered = answers
     .map((answer) =>
-      answer.status === 'rejected' ? (answer.reason as NodeJS.ErrnoException) : null,
+      answer?.status === 'rejected' ? (answer.reason as NodeJS.ErrnoException) : null,
     )
     .find((err) => err && err.code !== dns.NOTFOUND && err.code !== dns.NODATA);
   const dots = hostname.replace(/\.$/, '').split('.').length - 1;
   if (unanswered && dots >= ndots) throw unanswered;
   return systemLookup(hostname, family);
+}
+
+/**
+ * How long a lookup of both families waits for the second once the first has given addresses
+ * (RFC 8305's resolution delay, a little longer): a nameserver that drops AAAA queries would
+ * otherwise hold every lookup of an IPv4-only name for the resolver's whole timeout.
+ */
+const OTHER_FAMILY_WAIT_MS = 250;
+
+/**
+ * Each family's answer, in `families`' order; one still unsettled (undefined) only when
+ * another gave addresses and it did not answer within OTHER_FAMILY_WAIT_MS after.
+ */
+async function resolveFamilies(
+  resolver: dns.promises.Resolver,
+  hostname: string,
+  families: readonly (4 | 6)[],
+): Promise<(PromiseSettledResult<string[]> | undefined)[]> {
+  const answers: (PromiseSettledResult<string[]> | undefined)[] = families.map(() => undefined);
+  const lookups = families.map((f, i) =>
+    (f === 4 ? resolver.resolve4(hostname) : resolver.resolve6(hostname)).then(
+      (value) => {
+        answers[i] = { status: 'fulfilled', value };
+        if (value.length === 0) throw new Error('no addresses');
+      },
+      (reason: unknown) => {
+        answers[i] = { status: 'rejected', reason };
+        throw reason;
+      },
+    ),
+  );
+  const settled = Promise.allSettled(lookups);
+  // Resolves once one family gave addresses; rejects only when none did.
+  if (
+    await Promise.any(lookups).then(
+      () => true,
+      () => false,
+    )
+  ) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      settled,
+      new Promise((resolve) => (timer = setTimeout(resolve, OTHER_FAMILY_WAIT_MS))),
+    ]);
+    clearTimeout(timer);
+  }
+  return answers;
 }
 
 /** `options ndots:N` of a resolv.conf (the last one it sets), 1 when none is set or readable. */
