@@ -1417,6 +1417,32 @@ describe('WwebjsEngine incoming messages', () => {
     expect(h.messages).toHaveLength(1);
   });
 
+  it('emits a message written on the phone that the client hands over while it closes, but not one that may be a send of its own still in flight', async () => {
+    const h = harness({ destroyTimeoutMs: 10_000 });
+    const client = await startReady(h);
+    client.sendMessage.mockImplementationOnce(() => new Promise<never>(() => {}));
+    const hung = h.engine.sendText(CHAT, 'held').catch((err: Error) => err);
+    await settle();
+    let destroying!: () => void;
+    client.destroy.mockImplementation(async () => {
+      destroying();
+      await new Promise((done) => setTimeout(done, 2_000));
+    });
+    const destroyStarted = new Promise<void>((resolve) => (destroying = resolve));
+    const stopped = h.engine.stop();
+    await destroyStarted;
+    client.emit('message_create', ownMessage('3A0HELD', 'held'));
+    client.emit('message_create', {
+      ...ownMessage('3A0PHONE', 'typed while it closes'),
+      to: GROUP,
+    });
+    await vi.advanceTimersByTimeAsync(2_000);
+    await stopped;
+    expect(h.messages.map((message) => message.engineMessageId)).toEqual([`true_${CHAT}_3A0PHONE`]);
+    await vi.advanceTimersByTimeAsync(600_000);
+    await hung;
+  });
+
   it('emits a received message already arriving when it stops, and one of its own held while no send that may be it was in flight, but not one that may be a send in flight (nor any after)', async () => {
     const h = harness();
     const client = await startReady(h);

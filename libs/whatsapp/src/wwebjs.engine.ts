@@ -1036,7 +1036,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
 
     client.on('message_create', (msg: WwebjsMessageLike) => {
       // Sent from the phone itself, or by this engine (skipped: the caller knows those).
-      if (attempt !== this.attempt || !(msg.fromMe ?? msg.id.fromMe) || isStatus(msg)) return;
+      if (!this.hears(attempt) || !(msg.fromMe ?? msg.id.fromMe) || isStatus(msg)) return;
       const engineMessageId = msg.id._serialized;
       if (this.ownSent.has(engineMessageId)) return;
       const sendsBefore = this.sendCount;
@@ -1426,8 +1426,8 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
 
   /**
    * Whether what a client of `attempt` reports about messages counts: the current client's, or
-   * one given up but still there (`closing`). Its own sends written on the phone
-   * (message_create) are not among them: while it closes, one may be ours.
+   * one given up but still there (`closing`). A message of its own (message_create) heard while
+   * it closes is kept only if no send in flight when it came may be it.
    */
   private hears(attempt: number): boolean {
     return attempt === this.attempt || this.closing.has(attempt);
