@@ -628,6 +628,32 @@ describe('WwebjsEngine incoming messages', () => {
     await h.engine.stop();
   });
 
+  it.each(['message', 'message_create'] as const)(
+    'skips what no one wrote in the chat (notices, a deleted message, an album header, protocol messages) and channel posts, heard as %s',
+    async (event) => {
+      const h = harness();
+      const client = await startReady(h);
+      const fromMe = event === 'message_create';
+      const make = (stanza: string, fields: Partial<WwebjsMessageLike>) =>
+        fromMe
+          ? { ...ownMessage(stanza, ''), ...fields }
+          : received(stanza, { ...fields, from: fields.to ?? CHAT, to: OWN });
+      for (const type of ['e2e_notification', 'call_log', 'notification_template', 'album']) {
+        client.emit(event, make(`N_${type}`, { type }));
+      }
+      for (const type of ['protocol', 'revoked', 'group_notification', 'broadcast_notification']) {
+        client.emit(event, make(`N_${type}`, { type }));
+      }
+      client.emit(event, make('CHANNEL', { type: 'chat', body: 'news', to: '1203630@newsletter' }));
+      client.emit(event, make('TEXT', { type: 'chat', body: 'kept' }));
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(h.messages.map((message) => [message.engineMessageId, message.body])).toEqual([
+        [`${fromMe}_${CHAT}_TEXT`, 'kept'],
+      ]);
+      await h.engine.stop();
+    },
+  );
+
   it('maps whatsapp-web.js types onto incoming types, unknown ones to other', async () => {
     const h = harness();
     const client = await startReady(h);

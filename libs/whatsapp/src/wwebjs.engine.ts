@@ -1030,13 +1030,13 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
 
     client.on('message', (msg: WwebjsMessageLike) => {
       // Our own messages arrive through message_create only.
-      if (!this.hears(attempt) || (msg.fromMe ?? msg.id.fromMe) || isStatus(msg)) return;
+      if (!this.hears(attempt) || (msg.fromMe ?? msg.id.fromMe) || notRecorded(msg)) return;
       this.enqueue(msg.from ?? '', () => this.toIncoming(client, msg, false));
     });
 
     client.on('message_create', (msg: WwebjsMessageLike) => {
       // Sent from the phone itself, or by this engine (skipped: the caller knows those).
-      if (!this.hears(attempt) || !(msg.fromMe ?? msg.id.fromMe) || isStatus(msg)) return;
+      if (!this.hears(attempt) || !(msg.fromMe ?? msg.id.fromMe) || notRecorded(msg)) return;
       const engineMessageId = msg.id._serialized;
       if (this.ownSent.has(engineMessageId)) return;
       const sendsBefore = this.sendCount;
@@ -1757,9 +1757,42 @@ function messageFingerprints(msg: WwebjsMessageLike): string[] {
   return fingerprints;
 }
 
-/** Status updates of contacts arrive as messages of status@broadcast; they are not chats. */
-function isStatus(msg: WwebjsMessageLike): boolean {
-  return Boolean(msg.isStatus) || msg.from === STATUS_BROADCAST || msg.to === STATUS_BROADCAST;
+/**
+ * Types of what WhatsApp Web adds to a chat that no one wrote there: notices (a changed
+ * security code, a call, a group's or a business's change), a deleted message's place, an
+ * album's header (its photos and videos come as messages of their own), protocol messages and
+ * reactions (those come through message_reaction). whatsapp-web.js hands them over as new
+ * messages; recorded, a bot answering every `message.received` would answer a missed call.
+ */
+const NOTICE_TYPES = new Set([
+  'album',
+  'broadcast_notification',
+  'call_log',
+  'ciphertext',
+  'debug',
+  'e2e_notification',
+  'gp2',
+  'group_notification',
+  'notification',
+  'notification_template',
+  'protocol',
+  'reaction',
+  'revoked',
+]);
+
+/**
+ * Whether a message is not recorded: a contact's status update (status@broadcast is not a
+ * chat), a post of a channel (`...@newsletter`: followed, not a conversation), or a notice.
+ */
+function notRecorded(msg: WwebjsMessageLike): boolean {
+  const chat = (msg.fromMe ?? msg.id.fromMe) ? msg.to : msg.from;
+  return (
+    Boolean(msg.isStatus) ||
+    msg.from === STATUS_BROADCAST ||
+    msg.to === STATUS_BROADCAST ||
+    Boolean(chat?.endsWith('@newsletter')) ||
+    NOTICE_TYPES.has(msg.type ?? '')
+  );
 }
 
 const INCOMING_TYPE_OF = new Map<string, IncomingType>([
