@@ -122,6 +122,25 @@ describe('IncomingRepository.conversation', () => {
     expect(await messages.recentIds(session, 1)).toEqual([later.id]);
   });
 
+  it("lets a quiet session's indexes of received and sent messages expire with the last record they list, not before", async () => {
+    const session = 'quiet';
+    const retention = config.MESSAGE_RETENTION_MS;
+    const inbox = keys.sessionInbox(session);
+    const sent = keys.sessionMessages(session);
+    await receive(new Date(), undefined, session);
+    await sendText(session, new Date());
+    for (const index of [inbox, sent]) {
+      const ttl = await redis.pttl(index);
+      expect(ttl, index).toBeGreaterThan(retention - 60_000);
+      expect(ttl, index).toBeLessThanOrEqual(retention);
+    }
+    // One scheduled an hour ahead is kept a retention from then: a later send does not
+    // shorten its index's life.
+    await sendText(session, new Date(), new Date(Date.now() + 3_600_000));
+    await sendText(session, new Date());
+    expect(await redis.pttl(sent)).toBeGreaterThan(retention + 3_600_000 - 60_000);
+  });
+
   it('lets the scheduled index go of entries older than any record it can list, at any write, and expire with its last', async () => {
     const session = 'scheduled-old';
     const retention = config.MESSAGE_RETENTION_MS;

@@ -28,6 +28,8 @@ if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 0 then
 redis.call('SET', KEYS[1], ARGV[7], 'PX', ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[10])
+-- Gone with the last record it lists, if the session receives nothing more.
+redis.call('PEXPIRE', KEYS[2], ARGV[8])
 if #ARGV[14] > 0 then redis.call('SET', KEYS[3], ARGV[14], 'PX', ARGV[13]) end
 publish_event(ARGV[12], 'message.received', function() return { dataJson = ARGV[7] } end)
 return 1

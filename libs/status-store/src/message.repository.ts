@@ -72,6 +72,9 @@ redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[10])
+-- Gone with the last record it lists, if the session sends nothing more: kept as long as the
+-- longest-kept of them (a scheduled one's is kept from when it is due).
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[8]) then redis.call('PEXPIRE', KEYS[2], ARGV[8]) end
 if ARGV[14] == 'scheduled' then
   redis.call('ZADD', KEYS[5], ARGV[9], ARGV[11])
   -- Gone, with its last entry's record, if the session schedules nothing more.
