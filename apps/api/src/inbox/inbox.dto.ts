@@ -104,7 +104,13 @@ class IncomingMediaDto implements IncomingMediaInfo {
     description: 'Why the bytes were not kept',
   })
   error: string | null;
-  @ApiProperty({ nullable: true, type: String, example: '2026-12-01T11:00:00.000Z' })
+  @ApiProperty({
+    nullable: true,
+    type: String,
+    example: '2026-12-01T11:00:00.000Z',
+    description:
+      'When the kept bytes go (INCOMING_MEDIA_TTL_MS after arrival): a webhook delivered later finds them gone',
+  })
   expiresAt: string | null;
 }
 
