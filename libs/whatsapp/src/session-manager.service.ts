@@ -331,20 +331,35 @@ export class SessionManager
       for (const sessionId of lost) this.leaseUntil.delete(sessionId);
       // (One still stopping is on its way out already.)
       const gone = [...lost].filter((sessionId) => this.engines.has(sessionId));
-      // Another worker's now: its copy of the login may be newer than this one's, which is not
-      // backed up over it. Nobody's (it ran out while this worker stalled): this one's is the
-      // newest there is, unless the session was deleted meanwhile (purged elsewhere, or its
-      // purge due): a deleted session's login is not written back. Not known: not backed up.
+      // Nobody's (it ran out while this worker stalled): taken back and driven on, unless the
+      // session was deleted meanwhile (purged elsewhere, or its purge due). Stopped instead,
+      // its engine would drive it unleased for as long as the stop takes (its messages
+      // finished, its login backed up: seconds), while another worker may take it and start
+      // a second browser on the same login. Another worker's now, or not known: stopped, its
+      // login not backed up (the next owner's copy may be newer).
       const holders = await this.leases.holders(gone).catch(() => gone.map(() => undefined));
       const kept = await this.stillWanted(gone.filter((_, i) => holders[i] === null));
+      const retaken = await Promise.all(
+        gone.map((sessionId) =>
+          kept.has(sessionId)
+            ? this.leases.acquire(sessionId, this.workerId, this.leaseTtl()).catch(() => false)
+            : false,
+        ),
+      );
       // All at once, as in stopUnconfirmed.
       await Promise.all(
-        gone.map((sessionId, i) =>
-          this.letGo(sessionId, 'lost the lease of a session; stopping its engine', {
-            backUp: holders[i] === null && kept.has(sessionId),
-            holder: holders[i],
-          }),
-        ),
+        gone.map((sessionId, i) => {
+          if (!retaken[i])
+            return this.letGo(sessionId, 'lost the lease of a session; stopping its engine', {
+              backUp: false,
+              holder: holders[i],
+            });
+          this.leaseUntil.set(sessionId, sent + this.leaseTtl());
+          this.log.warn(
+            { sessionId },
+            'the lease of a session ran out, nobody took it: taken back',
+          );
+        }),
       );
     } catch (err) {
       if (isRedisUnavailable(err)) this.outOfTouch = true;
@@ -569,14 +584,12 @@ export class SessionManager
         await this.stopEngine(id, (e) => e.logout());
         await this.sessions.markApplied(id, 'logout', commands.logout.requested);
         await this.sessions.markApplied(id, 'restart', commands.restart.requested);
-        this.createEngine(id);
-        return;
+        return this.startAgain(id);
       case 'restart':
         this.log.log({ sessionId: id }, 'reconnecting');
         await this.stopEngine(id);
         await this.sessions.markApplied(id, 'restart', commands.restart.requested);
-        this.createEngine(id);
-        return;
+        return this.startAgain(id);
       case 'start':
         return this.tend(id, async () => {
           if (decision.deleteLoginFirst) {
@@ -593,6 +606,19 @@ export class SessionManager
       case 'wait':
         return;
     }
+  }
+
+  /**
+   * Starts a session's engine again after a Reconnect or a logout stopped it, if its lease is
+   * still this worker's: the stop can outlast a lease its renewals lost meanwhile (the heartbeat
+   * lets such a lease go without stopping anything: the engine was no longer driven), and
+   * another worker may hold it now.
+   */
+  private startAgain(sessionId: string): void {
+    if (this.holdsLease(sessionId)) return void this.createEngine(sessionId);
+    this.log.warn({ sessionId }, 'lost the lease of a session while it stopped; not starting it');
+    this.leaseUntil.delete(sessionId);
+    this.emit('released', sessionId);
   }
 
   /** A session driven here with nothing to change: a sandbox link, injected messages. */

@@ -204,7 +204,7 @@ describe('SessionManager', () => {
     }
   });
 
-  it('backs the login of a session whose lease it lost up only if no other worker holds it now', async () => {
+  it('takes back the lease of a session that ran out with nobody taking it, and drives it on; stops one another worker took, its login not backed up', async () => {
     const manager = app.get(SessionManager);
     const redis = app.get<Redis>(REDIS);
     const keys = app.get(RedisKeys);
@@ -213,12 +213,17 @@ describe('SessionManager', () => {
     // While this worker stalled: another took one over; the other ran out and nobody took it.
     await redis.set(keys.lease(taken), 'another-worker', 'PX', 500);
     await redis.del(keys.lease(free));
+    const freeEngine = engines.get(free)!;
     const stopTaken = vi.spyOn(engines.get(taken)!, 'stop');
-    const stopFree = vi.spyOn(engines.get(free)!, 'stop');
+    const stopFree = vi.spyOn(freeEngine, 'stop');
     await (manager as unknown as { tick(): Promise<void> }).tick();
     expect(stopTaken).toHaveBeenCalledWith({ backUp: false });
-    expect(stopFree).toHaveBeenCalledWith({ backUp: true });
-    // Both driven here again once they are free.
+    // Stopped, it would run unleased while it backed its login up, for another to take.
+    expect(stopFree).not.toHaveBeenCalled();
+    expect(manager.engine(free)).toBe(freeEngine);
+    expect(await redis.get(keys.lease(free))).toBe(app.get(WORKER_ID));
+    expect(manager.holdsLease(free)).toBe(true);
+    // The other driven here again once it is free.
     await new Promise((resolve) => setTimeout(resolve, 600));
     await manager.reconcile('all');
     await eventually(() =>
@@ -256,6 +261,43 @@ describe('SessionManager', () => {
       expect(stop).toHaveBeenCalledTimes(1);
       const [options] = stop.mock.calls[0] as unknown as [{ backUp?: BackUpWanted }?];
       expect(backUpWanted(options?.backUp)).toBe(false);
+    },
+  );
+
+  it.each(['restart', 'logout'] as const)(
+    'starts no engine again after a %s whose stop outlasted its lease, another worker holding it now',
+    async (command) => {
+      const sessions = app.get(SessionRepository);
+      const manager = app.get(SessionManager);
+      const redis = app.get<Redis>(REDIS);
+      const keys = app.get(RedisKeys);
+      const id = `outlasted-${command}`;
+      await sessions.register(id);
+      await manager.reconcile('all');
+      await eventually(() => expect(manager.engine(id)).toBeDefined());
+      const old = engines.get(id)!;
+      let stopped!: () => void;
+      vi.spyOn(old, command === 'restart' ? 'stop' : 'logout').mockImplementation(
+        () => new Promise<void>((resolve) => (stopped = resolve)),
+      );
+      const released: string[] = [];
+      manager.on('released', (sessionId) => released.push(sessionId));
+      await sessions.request(id, command);
+      const reconciled = manager.reconcile();
+      await eventually(() => expect(manager.engine(id)).toBeUndefined());
+      // Meanwhile its lease ran out (Chromium slow to close) and another worker took it.
+      await redis.set(keys.lease(id), 'another-worker', 'PX', 60_000);
+      // (The tick then joins the pass still stopping the engine.)
+      const ticked = (manager as unknown as { tick(): Promise<void> }).tick();
+      await eventually(() => expect(manager.holdsLease(id)).toBe(false));
+      stopped();
+      await reconciled;
+      await ticked;
+      expect(manager.engine(id)).toBeUndefined();
+      expect(engines.get(id)).toBe(old);
+      expect(released).toContain(id);
+      await redis.del(keys.lease(id));
+      await sessions.unregister(id);
     },
   );
 
