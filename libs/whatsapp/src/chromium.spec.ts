@@ -8,6 +8,7 @@ import {
   findChromium,
   isBrowserLaunchFailure,
   probeChromiumLaunch,
+  profileLeftByThisHost,
   removeStaleProfileLocks,
 } from './chromium.js';
 import { eventually } from '../../../test/support/eventually.js';
@@ -165,6 +166,27 @@ describe('removeStaleProfileLocks', () => {
     });
     await expect(removeStaleProfileLocks(join(root, 'never-created'))).resolves.toEqual({
       state: 'free',
+    });
+  });
+
+  // (Here for the locks and processes above.)
+  describe('profileLeftByThisHost', () => {
+    it('says a profile whose lock names a dead Chromium of this host was left by it', async () => {
+      await lockTo(`${hostname()}-99999999`);
+      expect(await profileLeftByThisHost(profile)).toBe(true);
+    });
+
+    it('says no while a live process of this host runs with the profile', async () => {
+      const pid = await sleeper(`--user-data-dir=${profile}`);
+      await lockTo(`${hostname()}-${pid}`);
+      expect(await profileLeftByThisHost(profile)).toBe(false);
+    });
+
+    it('says no for a lock of another host and for no lock: another worker sharing the folder may use it', async () => {
+      expect(await profileLeftByThisHost(profile)).toBe(false);
+      expect(await profileLeftByThisHost(join(root, 'never-created'))).toBe(false);
+      await lockTo(`other-worker-${process.pid}`);
+      expect(await profileLeftByThisHost(profile)).toBe(false);
     });
   });
 });

@@ -182,6 +182,23 @@ export async function removeStaleProfileLocks(
   return { state: 'removed', owner };
 }
 
+/**
+ * Whether a Chromium of this host left the profile and is gone (killed with its worker's
+ * container, say): its SingletonLock names this host and a pid that is dead or no longer runs
+ * with this profile. A profile with no lock, or one naming another host, may be another
+ * worker's (one data folder shared by several) or about to be.
+ */
+export async function profileLeftByThisHost(
+  profileDir: string,
+  options: ProfileLockOptions = {},
+): Promise<boolean> {
+  const owner = await readlink(join(profileDir, 'SingletonLock')).catch(() => null);
+  const pid = owner === null ? null : ownerPid(owner, options.hostname ?? hostname());
+  if (pid === null) return false;
+  if (pid === process.pid || !(options.isAlive ?? isAlive)(pid)) return true;
+  return (await (options.usesProfile ?? usesProfile)(pid, profileDir)) === false;
+}
+
 /** The pid a lock target names when it names this host, else null. */
 function ownerPid(owner: string, ourHost: string): number | null {
   const match = /^(.+)-(\d+)$/.exec(owner);

@@ -88,7 +88,8 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
    * Closes the client and keeps the link (auth data) for the next start. A stored login
    * (AUTH_STORE=redis|s3) is backed up first unless `backUp` is false: the lease of the
    * session lost, another worker may drive it already and its copy is the newer. As a
-   * function it is asked again just before the backup (the session deleted meanwhile).
+   * function it is asked again just before the backup (the session deleted meanwhile). Its
+   * profile on this disk then goes, unless it holds a login linked here that is in no store.
    */
   stop(options?: { backUp?: BackUpWanted }): Promise<void>;
   /** Unlinks the device and deletes its auth data. */

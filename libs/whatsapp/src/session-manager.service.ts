@@ -22,7 +22,7 @@ import { EngineFactory } from './engine-factory.js';
 import { SandboxEngine } from './sandbox.engine.js';
 import { StartGate } from './start-gate.js';
 import { StartHealth } from './start-health.js';
-import { isBrowserLaunchFailure } from './chromium.js';
+import { isBrowserLaunchFailure, profileLeftByThisHost } from './chromium.js';
 import { EngineRegistry } from './engine-registry.js';
 import { EngineEventRecorder } from './engine-event-recorder.js';
 import { sessionDir } from './session-paths.js';
@@ -181,6 +181,7 @@ export class SessionManager
   async startAll(): Promise<void> {
     await this.sessions.registerFound(this.config.DEFAULT_SESSION_ID);
     await this.registerSessionsOnDisk();
+    await this.removeLeftProfiles();
     this.subscriber.onReconnect(() => void this.reconcile());
     await this.subscriber.subscribe(this.sessions.channel, () => void this.reconcile());
     this.lastTickAt = Date.now();
@@ -201,6 +202,27 @@ export class SessionManager
         this.log.warn({ sessionId }, 'deleting the login of a deleted session found on disk');
         await this.deleteLogin(sessionId);
       }
+    }
+  }
+
+  /**
+   * RemoteAuth profiles (AUTH_STORE=redis|s3) left on this disk by sessions driven here before
+   * a crash or restart: hundreds of MB each, of no use (a start unpacks the stored login over
+   * its folder). Not one another worker holds (it may run on this very folder, one data folder
+   * shared by several), unless a Chromium of this host, gone now, is what left it.
+   */
+  private async removeLeftProfiles(): Promise<void> {
+    const driven = new Set([...this.ownedSessionIds(), ...this.stopping.keys(), ...this.tending]);
+    const sessionIds = (await this.profilesOnDisk()).filter((id) => !driven.has(id));
+    const holders = await this.leases.holders(sessionIds);
+    for (const [index, sessionId] of sessionIds.entries()) {
+      const profile = join(this.config.WWEBJS_DATA_DIR, `RemoteAuth-${sessionId}`);
+      const holder = holders[index];
+      if (holder && holder !== this.workerId && !(await profileLeftByThisHost(profile))) continue;
+      this.log.log({ sessionId }, 'removing a Chromium profile left on disk');
+      await rm(profile, { recursive: true, force: true, maxRetries: 3 }).catch((err: Error) =>
+        this.log.warn({ sessionId, err: err.message }, 'profile not removed'),
+      );
     }
   }
 
@@ -941,13 +963,23 @@ export class SessionManager
     return this.config.workerStaleAfterMs;
   }
 
-  private async sessionsOnDisk(): Promise<string[]> {
+  /** Sessions with a LocalAuth login (`session-<id>`) on this disk. */
+  private sessionsOnDisk(): Promise<string[]> {
+    return this.foldersOnDisk('session-');
+  }
+
+  /** Sessions with a RemoteAuth profile (`RemoteAuth-<id>`) on this disk. */
+  private profilesOnDisk(): Promise<string[]> {
+    return this.foldersOnDisk('RemoteAuth-');
+  }
+
+  private async foldersOnDisk(prefix: string): Promise<string[]> {
     const entries = await readdir(this.config.WWEBJS_DATA_DIR, { withFileTypes: true }).catch(
       () => [],
     );
     return entries
-      .filter((entry) => entry.isDirectory() && entry.name.startsWith('session-'))
-      .map((entry) => entry.name.slice('session-'.length))
+      .filter((entry) => entry.isDirectory() && entry.name.startsWith(prefix))
+      .map((entry) => entry.name.slice(prefix.length))
       .filter(isValidSessionId);
   }
 }

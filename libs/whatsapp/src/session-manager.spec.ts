@@ -1,9 +1,13 @@
 import { EventEmitter } from 'node:events';
+import { existsSync } from 'node:fs';
+import { mkdir, rm, symlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
 import { Test } from '@nestjs/testing';
-import { inject, vi } from 'vitest';
-import { AppConfigModule } from '@app/config';
+import { inject, onTestFinished, vi } from 'vitest';
+import { AppConfig, AppConfigModule } from '@app/config';
 import {
   LeaseRepository,
   REDIS,
@@ -334,6 +338,29 @@ describe('SessionManager', () => {
     expect(manager.ownedSessionIds()).toContain(id);
     expect(engines.get(id)).toBe(engine);
     expect(await redis.sismember(keys.sessions(), id)).toBe(1);
+  });
+
+  it('removes at boot the RemoteAuth profiles left on its disk, but not one it drives, nor one another worker holds unless a Chromium of this host left it', async () => {
+    const manager = app.get(SessionManager);
+    const redis = app.get<Redis>(REDIS);
+    const keys = app.get(RedisKeys);
+    const dataDir = app.get(AppConfig).WWEBJS_DATA_DIR;
+    onTestFinished(() => rm(dataDir, { recursive: true, force: true }));
+    const profile = (id: string) => join(dataDir, `RemoteAuth-${id}`);
+    const [driven] = manager.ownedSessionIds();
+    for (const id of [driven, 'handed-over', 'elsewhere', 'crashed-here']) {
+      await mkdir(join(profile(id), 'Default', 'IndexedDB'), { recursive: true });
+    }
+    // Another worker drives these now; one of them still bears the lock of this host's Chromium,
+    // killed with the worker's last run.
+    await redis.set(keys.lease('elsewhere'), 'another-worker', 'PX', 60_000);
+    await redis.set(keys.lease('crashed-here'), 'another-worker', 'PX', 60_000);
+    await symlink(`${hostname()}-99999999`, join(profile('crashed-here'), 'SingletonLock'));
+    await manager.startAll();
+    expect(existsSync(profile('handed-over'))).toBe(false);
+    expect(existsSync(profile('crashed-here'))).toBe(false);
+    expect(existsSync(profile('elsewhere'))).toBe(true);
+    expect(existsSync(profile(driven))).toBe(true);
   });
 
   it('lets go of a session it stops though its lease cannot be handed back (it then expires)', async () => {

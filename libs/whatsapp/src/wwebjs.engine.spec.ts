@@ -2733,6 +2733,46 @@ describe('WwebjsEngine with a remote login store', () => {
       },
     );
 
+    it("removes the session's Chromium profile from this disk once a stop backed its login up, and after a stop that backs nothing up (handed to another worker)", async () => {
+      const store = memoryStore();
+      const profile = join(dataDir, 'RemoteAuth-main');
+      const h = linkingHarness(store, { destroyTimeoutMs: 10_000 });
+      await link(h);
+      h.client().emit('ready');
+      // What Chromium writes while the session runs (its cache is most of a profile's size).
+      await mkdir(join(profile, 'Default', 'Cache'), { recursive: true });
+      await writeFile(join(profile, 'Default', 'Cache', 'data_1'), 'x'.repeat(1000));
+      vi.useRealTimers();
+      await h.engine.stop();
+      expect(await store.load('main')).not.toBeNull();
+      expect(existsSync(profile)).toBe(false);
+      // Taken again from the store, here, then lost to another worker: its login is in the store.
+      const next = linkingHarness(store);
+      await next.engine.start();
+      await next.started();
+      await restored();
+      next.client().emit('authenticated');
+      next.client().emit('ready');
+      await next.engine.stop({ backUp: false });
+      expect(existsSync(profile)).toBe(false);
+    });
+
+    it('keeps a login linked here on disk when its backup on stop fails: the profile is its only copy', async () => {
+      const archives: AuthArchives = {
+        read: async () => null,
+        write: async () => {
+          throw new Error('the store is unreachable');
+        },
+        delete: async () => undefined,
+      };
+      const h = linkingHarness(new AuthStore(archives, 'redis'), { destroyTimeoutMs: 10_000 });
+      await link(h);
+      h.client().emit('ready');
+      vi.useRealTimers();
+      await h.engine.stop();
+      expect(await readFile(login(), 'utf8')).toBe('the new login');
+    });
+
     it.each([
       {
         end: 'logout()',

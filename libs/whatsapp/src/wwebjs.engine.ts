@@ -512,9 +512,32 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       if (backUp) await this.backUp(client, stillWanted);
     });
     if (backUp && idle) await this.backUp(idle, stillWanted);
+    // A login linked here whose backup failed: the profile is its only copy.
+    const onlyCopy = this.unsavedLogin && Boolean(backUp) && stillWanted();
     // Once stopped, the store is the truth: the session may move on (and be logged out there).
     this.unsavedLogin = false;
+    if (this.options.authStore?.remote) await this.dropProfile(onlyCopy);
     this.setState({ status: 'STOPPED' });
+  }
+
+  /**
+   * After a stop with a remote store: the profile (hundreds of MB, and the login's keys) is of
+   * no more use here, every start unpacking the store's copy over it, and would pile up on the
+   * disk for every session this worker ever drove (hand-overs, lost leases). Kept only when a
+   * login linked here could not be backed up; one not to be (the session deleted, or another
+   * worker's now, which started without it) goes too.
+   */
+  private async dropProfile(onlyCopy: boolean): Promise<void> {
+    if (onlyCopy) {
+      this.log.warn(
+        { sessionId: this.sessionId, profile: this.profileDir },
+        'a login linked here could not be backed up: its profile, its only copy, stays on this disk',
+      );
+      return;
+    }
+    await rm(this.profileDir, { recursive: true, force: true, maxRetries: 3 }).catch((err: Error) =>
+      this.log.warn({ sessionId: this.sessionId, err: err.message }, 'profile not removed'),
+    );
   }
 
   /**
