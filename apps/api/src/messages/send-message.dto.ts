@@ -90,7 +90,7 @@ export class SendBaseDto {
 
   @ApiPropertyOptional({
     description:
-      'Reply to (quote) a message of the same chat: one we sent (its id), one received (`in_...` from GET /api/v1/sessions/{id}/messages), or a WhatsApp message id',
+      'Reply to (quote) a message of the same chat: one we sent (its id; one still waiting is quoted once it is sent, one that failed or was cancelled is refused with 409), one received (`in_...` from GET /api/v1/sessions/{id}/messages), or a WhatsApp message id',
     example: 'in_3f6b0c4d2a1e9f8b7c6d5e4f3a2b1c0d',
     maxLength: 200,
   })
