@@ -152,6 +152,9 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
 
     for (const [id, body, status] of [
       [incomingId, { emoji: 'nice' }, 400],
+      [incomingId, { emoji: '1' }, 400],
+      [incomingId, { emoji: '👍👍' }, 400],
+      [incomingId, { emoji: '👍🏽' }, 202],
       [incomingId, {}, 400],
       ['6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11', { emoji: '👍' }, 404],
       ['not-an-id', { emoji: '👍' }, 400],

@@ -34,6 +34,14 @@ const ONE_LINE = /^[^\p{Cc}]+$/u;
 const REPLY_TO =
   /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|in_[A-Za-z0-9_-]+|(true|false)_[^\s_]+_[A-Za-z0-9]+(_[^\s]+)?)$/;
 
+/**
+ * One emoji as Unicode recommends it for interchange (RGI: 👍, ❤️, 👍🏽, 👨‍👩‍👧, 🇩🇪, 1️⃣), but not
+ * a skin tone alone (RGI lists those as swatches); or '' (takes a reaction back). A RegExp
+ * built at run time: Node 20 has the `v` flag \p{RGI_Emoji} needs, but TypeScript takes it
+ * in a literal only from target ES2024.
+ */
+const REACTION_EMOJI = new RegExp(String.raw`^(?:(?!\p{Emoji_Modifier}$)\p{RGI_Emoji})?$`, 'v');
+
 /** A boolean from JSON, or from a multipart form field ("true" / "false"). */
 const FormBoolean = () =>
   Transform(({ value }: { value: unknown }) =>
@@ -288,14 +296,16 @@ export class SendContactDto extends SendBaseDto {
 
 export class ReactionDto {
   @ApiProperty({
-    description: 'One emoji to react with; an empty string takes our reaction back',
+    description:
+      'One emoji to react with, fully qualified as a keyboard types it (❤️, not ❤ alone; 👍🏽, 🇩🇪, 1️⃣); an empty string takes our reaction back',
     example: '👍',
     maxLength: 32,
   })
   @IsString()
   @MaxLength(32)
-  @Matches(/^(\p{Extended_Pictographic}|\p{Emoji_Component}|\p{Emoji_Modifier}|\u200d|\ufe0f)*$/u, {
-    message: 'emoji must be an emoji (or empty, to take a reaction back)',
+  @Matches(REACTION_EMOJI, {
+    message:
+      'emoji must be one emoji, fully qualified (❤️, not ❤), or empty to take a reaction back',
   })
   emoji: string;
 }
