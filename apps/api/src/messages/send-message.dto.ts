@@ -36,11 +36,15 @@ const REPLY_TO =
 
 /**
  * One emoji as Unicode recommends it for interchange (RGI: 👍, ❤️, 👍🏽, 👨‍👩‍👧, 🇩🇪, 1️⃣), but not
- * a skin tone alone (RGI lists those as swatches); or '' (takes a reaction back). A RegExp
- * built at run time: Node 20 has the `v` flag \p{RGI_Emoji} needs, but TypeScript takes it
- * in a literal only from target ES2024.
+ * a skin tone alone (RGI lists those as swatches), or one pictograph in its text form (❤
+ * without its emoji selector, as many keyboards and editors leave it); or '' (takes a reaction
+ * back). A RegExp built at run time: Node 20 has the `v` flag \p{RGI_Emoji} needs, but
+ * TypeScript takes it in a literal only from target ES2024.
  */
-const REACTION_EMOJI = new RegExp(String.raw`^(?:(?!\p{Emoji_Modifier}$)\p{RGI_Emoji})?$`, 'v');
+const REACTION_EMOJI = new RegExp(
+  String.raw`^(?:(?!\p{Emoji_Modifier}$)\p{RGI_Emoji}|\p{Extended_Pictographic})?$`,
+  'v',
+);
 
 /** A boolean from JSON, or from a multipart form field ("true" / "false"). */
 const FormBoolean = () =>
@@ -297,15 +301,14 @@ export class SendContactDto extends SendBaseDto {
 export class ReactionDto {
   @ApiProperty({
     description:
-      'One emoji to react with, fully qualified as a keyboard types it (❤️, not ❤ alone; 👍🏽, 🇩🇪, 1️⃣); an empty string takes our reaction back',
+      'One emoji to react with (👍, ❤️ or ❤, 👍🏽, 🇩🇪, 1️⃣); an empty string takes our reaction back',
     example: '👍',
     maxLength: 32,
   })
   @IsString()
   @MaxLength(32)
   @Matches(REACTION_EMOJI, {
-    message:
-      'emoji must be one emoji, fully qualified (❤️, not ❤), or empty to take a reaction back',
+    message: 'emoji must be one emoji (👍, ❤️, 👍🏽, 🇩🇪), or empty to take a reaction back',
   })
   emoji: string;
 }
