@@ -90,6 +90,10 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
 
     const revoked = await stack.call('DELETE', `/api/v1/keys/${made.record.id}`);
     expect(revoked.body.data.revokedAt).not.toBeNull();
+    // Revoked again: the same answer, the time it was first revoked kept.
+    const again = await stack.call('DELETE', `/api/v1/keys/${made.record.id}`);
+    expect(again.status).toBe(200);
+    expect(again.body.data).toEqual(revoked.body.data);
     const refused = await stack.call('GET', '/api/v1/sessions', undefined, as(fresh));
     expect(refused.status).toBe(401);
     expect(refused.body.error.code).toBe('UNAUTHORIZED');
@@ -378,6 +382,20 @@ describe('API keys on the admin pages', () => {
     expect(
       (await stack.call('GET', '/api/v1/sessions', undefined, { 'x-api-key': fresh })).status,
     ).toBe(401);
+    // Revoked again (a second click): the page says so, and the first time is kept.
+    const { revokedAt } = (await stack.call('GET', '/api/v1/keys')).body.data.find(
+      (k: { id: string }) => k.id === record.id,
+    );
+    const again = await post(`/admin/keys/${record.id}/revoke`, {});
+    expect(again.status).toBe(303);
+    expect(decodeURIComponent(again.headers.getSetCookie().join('; '))).toContain(
+      `Key crm was already revoked, at ${revokedAt}`,
+    );
+    expect(
+      (await stack.call('GET', '/api/v1/keys')).body.data.find(
+        (k: { id: string }) => k.id === record.id,
+      ).revokedAt,
+    ).toBe(revokedAt);
   });
 
   it('refuses a key without scopes, or without the CSRF token', async () => {

@@ -55,6 +55,24 @@ describe('the audit log: admin actions and key changes', () => {
     expect(Date.parse(logged[0].at)).toBeGreaterThan(Date.now() - 60_000);
   });
 
+  it('records a second revoke of a key as one that found it revoked: its entry names when it was first', async () => {
+    const made = await stack.call('POST', '/api/v1/keys', { name: 'twice', scopes: ['read'] });
+    const id = made.body.data.record.id as string;
+    const first = await stack.call('DELETE', `/api/v1/keys/${id}`);
+    const second = await stack.call('DELETE', `/api/v1/keys/${id}`);
+    expect([first.status, second.status]).toEqual([200, 200]);
+    const revokedAt = first.body.data.revokedAt as string;
+    expect(second.body.data.revokedAt).toBe(revokedAt);
+    await eventually(async () =>
+      expect((await entries()).slice(0, 2)).toMatchObject([
+        { action: 'DELETE /api/v1/keys/:id', target: { id, alreadyRevokedAt: revokedAt } },
+        { action: 'DELETE /api/v1/keys/:id', target: { id }, status: 200 },
+      ]),
+    );
+    // The first is the revocation, and does not say otherwise.
+    expect((await entries())[1].target).toEqual({ id });
+  });
+
   it('records what the admin does through its pages and JSON routes, by admin user', async () => {
     const csrf = await fetch(`${stack.url}/api/admin/csrf-token`, {
       headers: { authorization: basic },

@@ -1,3 +1,4 @@
+import { EngineError } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
@@ -151,6 +152,9 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
 
     for (const [id, body, status] of [
       [incomingId, { emoji: 'nice' }, 400],
+      [incomingId, { emoji: '1' }, 400],
+      [incomingId, { emoji: '👍👍' }, 400],
+      [incomingId, { emoji: '👍🏽' }, 202],
       [incomingId, {}, 400],
       ['6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11', { emoji: '👍' }, 404],
       ['not-an-id', { emoji: '👍' }, 400],
@@ -158,6 +162,80 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
       const answer = await stack.call('POST', `/api/v1/messages/${id}/reaction`, body);
       expect({ id, status: answer.status }).toEqual({ id, status });
     }
+  });
+
+  it('refuses at once (409) a reaction or a reply to one of ours that was cancelled or failed, and takes one to a message still waiting', async () => {
+    const later = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000209',
+      text: 'maybe later',
+      sendAt: new Date(Date.now() + 60_000).toISOString(),
+    });
+    const laterId = later.body.data.id as string;
+    // Still waiting: the worker holds the reaction until the message is sent.
+    const key = { 'idempotency-key': `react-${laterId}` };
+    const waiting = await stack.call(
+      'POST',
+      `/api/v1/messages/${laterId}/reaction`,
+      { emoji: '👍' },
+      key,
+    );
+    expect(waiting.status).toBe(202);
+    expect((await stack.call('DELETE', `/api/v1/messages/${laterId}`)).status).toBe(200);
+
+    const reaction = await stack.call('POST', `/api/v1/messages/${laterId}/reaction`, {
+      emoji: '👍',
+    });
+    expect(reaction.status).toBe(409);
+    expect(reaction.body.error).toEqual({
+      code: 'CONFLICT',
+      message: `Message ${laterId} was cancelled: it was never sent, so there is nothing to react to`,
+    });
+    const reply = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000209',
+      text: 'as promised',
+      replyTo: laterId,
+    });
+    expect(reply.status).toBe(409);
+    expect(reply.body.error.message).toBe(
+      `replyTo: message ${laterId} was cancelled: it was never sent, so there is nothing to quote`,
+    );
+    const batch = await stack.call('POST', '/api/v1/messages/batch', {
+      messages: [{ type: 'text', to: '4915100000209', text: 'as promised', replyTo: laterId }],
+    });
+    expect(batch.status).toBe(400);
+    expect(batch.body.error.details[0].message).toContain('was cancelled');
+    // A retry of the reaction accepted before still answers with it, as any retry with its key.
+    const retried = await stack.call(
+      'POST',
+      `/api/v1/messages/${laterId}/reaction`,
+      { emoji: '👍' },
+      key,
+    );
+    expect(retried.status).toBe(202);
+    expect(retried.body.data.id).toBe(waiting.body.data.id);
+
+    stack.sandbox().failNextSends(new EngineError('NOT_ON_WHATSAPP', 'not on WhatsApp', true));
+    const lost = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000210',
+      text: 'to nobody',
+    });
+    await stack.waitForStatus(lost.body.data.id, 'failed');
+    const toFailed = await stack.call('POST', `/api/v1/messages/${lost.body.data.id}/reaction`, {
+      emoji: '👍',
+    });
+    expect(toFailed.status).toBe(409);
+    expect(toFailed.body.error.message).toContain('failed: it was never sent');
+    const replyToFailed = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000210',
+      text: 'again',
+      replyTo: lost.body.data.id,
+    });
+    expect(replyToFailed.status).toBe(409);
+    expect(
+      stack
+        .sandbox()
+        .sends.filter((sent) => ['4915100000209@c.us', '4915100000210@c.us'].includes(sent.chatId)),
+    ).toEqual([]);
   });
 
   it('deletes one of our sent messages for everyone, and refuses what cannot be deleted', async () => {

@@ -95,6 +95,21 @@ describe('the OpenAPI document', () => {
     expect(missing).toEqual([]);
   });
 
+  it('documents, with an example, the 409 of a reaction or a reply to one of our messages never sent', () => {
+    for (const [path, what] of [
+      ['/api/v1/messages/{id}/reaction', 'nothing to react to'],
+      ['/api/v1/messages/text', 'nothing to quote'],
+      ['/api/v1/messages/media', 'nothing to quote'],
+    ]) {
+      const conflict = document.paths[path].post.responses['409'];
+      expect(conflict.description, path).toMatch(/failed or was cancelled/);
+      expect(conflict.content['application/json'].example, path).toMatchObject({
+        ok: false,
+        error: { code: 'CONFLICT', message: expect.stringContaining(what) },
+      });
+    }
+  });
+
   it('documents the 503 of every /api route (Redis cannot be reached) and the 413 of every body', () => {
     const missing: string[] = [];
     for (const { path, method, operation } of operations()) {

@@ -113,6 +113,46 @@ describe('rate limits: per API key, and failed logins per client address', () =>
     expect(other.status).toBe(401);
   });
 
+  it('answers 400 to a request that gives x-api-key twice, tries neither key and counts no failed login', async () => {
+    // Raw HTTP: fetch would join the two into one header line itself.
+    const twice = (keys: string[]) =>
+      new Promise<{ status: number; body: any }>((resolve, reject) => {
+        const outgoing = httpRequest(
+          `${stack.url}/api/v1/sessions`,
+          { headers: { 'x-api-key': keys, 'x-forwarded-for': '198.51.100.30' } },
+          (answer) => {
+            let text = '';
+            answer.on('data', (chunk: Buffer) => (text += chunk.toString()));
+            answer.on('end', () =>
+              resolve({ status: answer.statusCode ?? 0, body: JSON.parse(text) }),
+            );
+          },
+        );
+        outgoing.on('error', reject).end();
+      });
+    for (const keys of [
+      ...Array.from({ length: 11 }, () => [stack.env.API_KEY, stack.env.API_KEY]),
+      ['guess', stack.env.API_KEY],
+    ]) {
+      const answer = await twice(keys);
+      expect(answer).toEqual({
+        status: 400,
+        body: {
+          ok: false,
+          error: { code: 'BAD_REQUEST', message: 'Send one x-api-key header: this request has 2' },
+        },
+      });
+    }
+    // None counted towards AUTH_FAILURES_PER_MINUTE (10): the address's guesses still get 401.
+    for (let i = 0; i < 10; i++) {
+      const wrong = await get(stack.url, '/api/v1/workers', {
+        'x-api-key': `twice-${i}`,
+        'x-forwarded-for': '198.51.100.30',
+      });
+      expect(wrong.status).toBe(401);
+    }
+  });
+
   it('tells apart at most the limit of guesses sent all at once, and never refuses right keys for their number', async () => {
     const from = (address: string, apiKey: string) => ({
       'x-api-key': apiKey,

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { pipelineReplies } from './event-script.js';
+import { LuaScript, pipelineReplies } from './event-script.js';
 import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
 
@@ -26,6 +26,17 @@ export interface ApiKeyRecord {
 const KEY_FORMAT = /^wag_([0-9a-f]{16})_[A-Za-z0-9_-]{43}$/;
 
 const digest = (key: string) => createHash('sha256').update(key).digest('hex');
+
+// Revokes a key once: a key already revoked keeps the time it was first revoked (a second
+// revoke must not rewrite when it stopped working). KEYS[1] the key's hash; ARGV[1] now (ISO).
+// Returns 0 when there is no such key, 1 when this call revoked it, 2 when it was already.
+const REVOKE = new LuaScript(`
+if redis.call('HEXISTS', KEYS[1], 'id') == 0 then return 0 end
+local at = redis.call('HGET', KEYS[1], 'revokedAt')
+if at and at ~= '' then return 2 end
+redis.call('HSET', KEYS[1], 'revokedAt', ARGV[1])
+return 1
+`);
 
 /**
  * API keys as data: kept only as SHA-256 digests (a key is shown once, when it is made),
@@ -92,11 +103,17 @@ export class ApiKeyRepository {
     return given.length === stored.length && timingSafeEqual(given, stored) ? parse(hash) : null;
   }
 
-  /** Revokes a key at once; false when there is no such key. */
-  async revoke(id: string, now = new Date()): Promise<ApiKeyRecord | null> {
-    if (!(await this.redis.exists(this.keys.apiKey(id)))) return null;
-    await this.redis.hset(this.keys.apiKey(id), 'revokedAt', now.toISOString());
-    return this.get(id);
+  /**
+   * Revokes a key at once; null when there is no such key. One already revoked stays as it
+   * was (`revokedNow` false), its revokedAt the first revocation's.
+   */
+  async revoke(
+    id: string,
+    now = new Date(),
+  ): Promise<{ record: ApiKeyRecord; revokedNow: boolean } | null> {
+    const outcome = await REVOKE.run(this.redis, [this.keys.apiKey(id)], [now.toISOString()]);
+    const record = outcome === 0 ? null : await this.get(id);
+    return record && { record, revokedNow: outcome === 1 };
   }
 
   /** A new secret for the key (same id, name and scopes); the old one stops working at once. */

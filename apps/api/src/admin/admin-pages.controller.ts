@@ -121,8 +121,10 @@ export class AdminPagesController {
   @Post('keys/:id/revoke')
   async revokeKey(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     await this.act(req, res, '/admin/keys', async () => {
-      const record = await this.apiKeys.revoke(id);
-      return `Key ${record.name} revoked`;
+      const { record, revokedNow } = await this.apiKeys.revoke(id);
+      if (revokedNow) return `Key ${record.name} revoked`;
+      auditTarget(req, { alreadyRevokedAt: record.revokedAt ?? '' });
+      return `Key ${record.name} was already revoked, at ${record.revokedAt}`;
     });
   }
 

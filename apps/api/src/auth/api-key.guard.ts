@@ -42,8 +42,13 @@ export class ApiKeyGuard implements CanActivate {
   async admit(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     if (!this.expected) return this.admitOpen(request);
     if (request.principal) return;
-    const header = request.headers['x-api-key'];
-    const given = Array.isArray(header) ? header[0] : header;
+    // Node joins a header given twice into one value ("K, K"): which key was meant is unknown,
+    // so none is tried, nor counted as a failed login. (headersDistinct copies every header:
+    // read only when a comma says there may be two.)
+    const given = request.headers['x-api-key'] as string | undefined;
+    const count = given?.includes(',') ? request.raw.headersDistinct['x-api-key']!.length : 1;
+    if (count > 1)
+      throw new AppError('BAD_REQUEST', `Send one x-api-key header: this request has ${count}`);
     if (!given) throw new AppError('UNAUTHORIZED', 'Missing x-api-key header');
     // API_KEY, the bootstrap key of the environment, may do everything.
     const principal: Principal | null = this.expected.matches(given)

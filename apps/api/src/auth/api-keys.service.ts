@@ -107,11 +107,12 @@ export class ApiKeys {
     return this.keys.list();
   }
 
-  async revoke(id: string): Promise<ApiKeyRecord> {
-    const record = await this.keys.revoke(assertKeyId(id));
-    if (!record) throw new AppError('NOT_FOUND', `No API key ${id}`);
-    this.cache.clear();
-    return record;
+  /** Revokes a key; one already revoked is answered as it is (`revokedNow` false). */
+  async revoke(id: string): Promise<{ record: ApiKeyRecord; revokedNow: boolean }> {
+    const revoked = await this.keys.revoke(assertKeyId(id));
+    if (!revoked) throw new AppError('NOT_FOUND', `No API key ${id}`);
+    if (revoked.revokedNow) this.cache.clear();
+    return revoked;
   }
 
   async rotate(id: string) {

@@ -39,15 +39,22 @@ export class KeysController {
   }
 
   @Delete(':id')
-  @ApiOperation({ summary: 'Revoke an API key: it stops working within seconds' })
+  @ApiOperation({
+    summary: 'Revoke an API key: it stops working within seconds',
+    description:
+      'A key already revoked is answered as it is (200): its revokedAt stays the time it was first revoked.',
+  })
   @KEY_ID
   @ApiEnvelope(ApiKeyDto)
   @ApiErrors(
     { status: 400, description: 'Not a key id' },
     { status: 404, description: 'No such key' },
   )
-  revoke(@Param('id') id: string) {
-    return ok(this.keys.revoke(id));
+  async revoke(@Param('id') id: string, @Req() req: FastifyRequest) {
+    const { record, revokedNow } = await this.keys.revoke(id);
+    // Still an entry (someone asked), but one that does not read as a second revocation.
+    if (!revokedNow) auditTarget(req, { alreadyRevokedAt: record.revokedAt ?? '' });
+    return ok(record);
   }
 
   @Post(':id/rotate')

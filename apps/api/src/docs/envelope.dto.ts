@@ -60,11 +60,25 @@ export function ApiEnvelope(
   );
 }
 
-/** Documents error answers of a route, each with the envelope. */
-export function ApiErrors(...statuses: { status: number; description: string }[]) {
+/**
+ * Documents error answers of a route, each with the envelope; `example` shows one answer
+ * (its error's code and message) where the envelope's own examples would mislead.
+ */
+export function ApiErrors(
+  ...statuses: {
+    status: number;
+    description: string;
+    example?: { code: string; message: string };
+  }[]
+) {
   return applyDecorators(
-    ...statuses.map(({ status, description }) =>
-      ApiResponse({ status, description, type: ErrorEnvelopeDto }),
+    ...statuses.map(({ status, description, example }) =>
+      ApiResponse({
+        status,
+        description,
+        type: ErrorEnvelopeDto,
+        ...(example ? { example: { ok: false, error: example } } : {}),
+      }),
     ),
   );
 }

@@ -33,7 +33,15 @@ const KEY_CONFLICTS =
 const SEND_ERRORS = ApiErrors(
   { status: 400, description: 'Invalid body, unknown field or malformed Idempotency-Key' },
   { status: 404, description: 'The session does not exist' },
-  { status: 409, description: `Conflict: ${KEY_CONFLICTS}` },
+  {
+    status: 409,
+    description: `Conflict: replyTo names one of our messages that failed or was cancelled (never sent: nothing to quote), or ${KEY_CONFLICTS}`,
+    example: {
+      code: 'CONFLICT',
+      message:
+        'replyTo: message 6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01 was cancelled: it was never sent, so there is nothing to quote',
+    },
+  },
   { status: 413, description: 'Body larger than 1 MiB (a file: larger than MEDIA_MAX_BYTES)' },
   {
     status: 503,
@@ -158,7 +166,7 @@ export class MessagesController {
   @ApiOperation({
     summary: 'React to a message with an emoji',
     description:
-      'To one we sent (its id) or one received (`in_...`). The reaction is queued like a message (type `reaction`); an empty emoji takes ours back.',
+      'To one we sent (its id) or one received (`in_...`). The reaction is queued like a message (type `reaction`); an empty emoji takes ours back. One of ours still waiting is reacted to once it is sent; one that failed or was cancelled never will be (409).',
   })
   @ApiParam({
     name: 'id',
@@ -172,7 +180,12 @@ export class MessagesController {
     { status: 404, description: 'No such message' },
     {
       status: 409,
-      description: `Conflict: ${KEY_CONFLICTS}`,
+      description: `Conflict: the message is one of ours that failed or was cancelled (never sent: nothing to react to), or ${KEY_CONFLICTS}`,
+      example: {
+        code: 'CONFLICT',
+        message:
+          'Message 6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01 was cancelled: it was never sent, so there is nothing to react to',
+      },
     },
     {
       status: 503,

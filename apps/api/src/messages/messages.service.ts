@@ -51,8 +51,12 @@ import { assertActiveSessionAllowed, assertSessionAllowed } from '../auth/api-ke
 
 type SendDto = SendTextDto | SendMediaDto | SendLocationDto | SendContactDto;
 
-/** What a reply, a reaction or a deletion needs of the message it acts on. */
-type QuotedMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'chatId' | 'engineMessageId'>;
+/**
+ * What a reply, a reaction or a deletion needs of the message it acts on (a received one has no
+ * status).
+ */
+type QuotedMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'chatId' | 'engineMessageId'> &
+  Partial<Pick<MessageRecord, 'status'>>;
 
 const IDEMPOTENCY_TTL_MS = 24 * 3600_000;
 /**
@@ -83,6 +87,11 @@ interface PreparedMessage {
   sendAt?: Date;
   /** The session the request named; none: the active one was taken. */
   sessionAsked?: string;
+  /**
+   * Why it can never be sent (the message it quotes or reacts to failed or was cancelled), when
+   * that is the caller's to refuse after it looked up its key (see prepare).
+   */
+  refusal?: AppError;
 }
 
 /** What an Idempotency-Key is bound to: the request, not the id it was given. */
@@ -515,7 +524,7 @@ export class MessagesService {
     let prepared: PreparedMessage;
     try {
       prepared = await this.prepare(content, target, file, context.sessions, {
-        pastAllowed: Boolean(idempotencyKey),
+        afterKey: Boolean(idempotencyKey),
       });
     } catch (err) {
       const earlier =
@@ -575,6 +584,10 @@ export class MessagesService {
         await this.idempotency.release(context.callerScope, idempotencyKey).catch(() => undefined);
         throw sendAtPast();
       }
+      if (prepared.refusal) {
+        await this.idempotency.release(context.callerScope, idempotencyKey).catch(() => undefined);
+        throw prepared.refusal;
+      }
     }
     try {
       const [record] = await this.commit([prepared], context);
@@ -608,7 +621,7 @@ export class MessagesService {
       existing &&
       (await this.firstOfSameRequest(existing, (sessionId) =>
         this.prepare(content, { ...target, sessionId }, file, context.sessions, {
-          pastAllowed: true,
+          afterKey: true,
         }).catch(() => null),
       ));
     return first ? toPublicMessage(first) : null;
@@ -639,20 +652,32 @@ export class MessagesService {
     target: SendTarget,
     file?: Buffer,
     sessions?: string[] | null,
-    /** A sendAt already past is the caller's to refuse (after it looked up its key). */
-    { pastAllowed = false } = {},
+    /**
+     * What a retry of a request accepted before must not be refused for (a sendAt now past, a
+     * quoted message failed or cancelled since) is the caller's to refuse, after it looked up
+     * its key.
+     */
+    { afterKey = false } = {},
   ): Promise<PreparedMessage> {
     const chatId = target.chatId ?? toChatId(target.to);
     if (!chatId) throw new AppError('BAD_REQUEST', 'to is not a phone number or group id');
-    const sendAt = scheduledTime(target.sendAt, Date.now(), pastAllowed);
+    const sendAt = scheduledTime(target.sendAt, Date.now(), afterKey);
     const sessionId =
       target.sessionId ?? (await this.sessions.getActive(this.config.DEFAULT_SESSION_ID));
     if (target.sessionId) assertSessionAllowed(sessions, sessionId);
     else assertActiveSessionAllowed(sessions, sessionId);
     const replyTo = typeof target.replyTo === 'string' ? target.replyTo : target.replyTo?.id;
-    const quotedEngineId = target.replyTo
-      ? await this.quotedEngineId(target.replyTo, sessionId, chatId)
-      : null;
+    const quoted = target.replyTo ? await this.quoted(target.replyTo, sessionId, chatId) : null;
+    const neverSent = quoted?.neverSent === 'failed' ? 'failed' : 'was cancelled';
+    const refusal = quoted?.neverSent
+      ? new AppError(
+          'CONFLICT',
+          content.type === 'reaction'
+            ? `Message ${replyTo} ${neverSent}: it was never sent, so there is nothing to react to`
+            : `replyTo: message ${replyTo} ${neverSent}: it was never sent, so there is nothing to quote`,
+        )
+      : undefined;
+    if (refusal && !afterKey) throw refusal;
     return {
       message: {
         id: newMessageId(sessionId),
@@ -662,13 +687,14 @@ export class MessagesService {
         ...content,
         sendAt: sendAt?.toISOString() ?? null,
         replyTo: replyTo ?? null,
-        quotedEngineId,
+        quotedEngineId: quoted?.engineId ?? null,
         resendOf: target.resendOf ?? null,
         typingMs: target.typingMs || null,
       },
       file,
       sendAt,
       sessionAsked: target.sessionId,
+      refusal,
     };
   }
 
@@ -771,15 +797,16 @@ export class MessagesService {
   /**
    * WhatsApp's id of the message a reply quotes, as far as it is known now; our own message
    * must be of the same session and chat (404 when unknown). One of ours not sent yet is
-   * looked up again when the reply is sent.
+   * looked up again when the reply is sent, and the worker holds the reply until then; but one
+   * that failed or was cancelled never will be (`neverSent`): the worker would fail the reply.
    */
-  private async quotedEngineId(
+  private async quoted(
     replyTo: string | QuotedMessage,
     sessionId: string,
     chatId: string,
-  ): Promise<string | null> {
+  ): Promise<{ engineId: string | null; neverSent?: 'failed' | 'cancelled' }> {
     if (typeof replyTo === 'string' && !isMessageId(replyTo) && !replyTo.startsWith('in_'))
-      return replyTo;
+      return { engineId: replyTo };
     const quoted = typeof replyTo === 'string' ? await this.quotedMessage(replyTo) : replyTo;
     // A received message's chat may be a @lid alias of the number: only clear ids compare.
     const comparable = /@(c|g)\.us$/.test(quoted.chatId);
@@ -788,7 +815,10 @@ export class MessagesService {
         'BAD_REQUEST',
         `replyTo: message ${quoted.id} is not in this chat of session ${sessionId}`,
       );
-    return quoted.engineMessageId || null;
+    if (quoted.engineMessageId) return { engineId: quoted.engineMessageId };
+    if (quoted.status === 'failed') return { engineId: null, neverSent: 'failed' };
+    if (quoted.status === 'cancelled') return { engineId: null, neverSent: 'cancelled' };
+    return { engineId: null };
   }
 
   /**

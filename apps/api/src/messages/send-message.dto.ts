@@ -34,6 +34,18 @@ const ONE_LINE = /^[^\p{Cc}]+$/u;
 const REPLY_TO =
   /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|in_[A-Za-z0-9_-]+|(true|false)_[^\s_]+_[A-Za-z0-9]+(_[^\s]+)?)$/;
 
+/**
+ * One emoji as Unicode recommends it for interchange (RGI: 👍, ❤️, 👍🏽, 👨‍👩‍👧, 🇩🇪, 1️⃣), but not
+ * a skin tone alone (RGI lists those as swatches), or one pictograph in its text form (❤
+ * without its emoji selector, as many keyboards and editors leave it); or '' (takes a reaction
+ * back). A RegExp built at run time: Node 20 has the `v` flag \p{RGI_Emoji} needs, but
+ * TypeScript takes it in a literal only from target ES2024.
+ */
+const REACTION_EMOJI = new RegExp(
+  String.raw`^(?:(?!\p{Emoji_Modifier}$)\p{RGI_Emoji}|\p{Extended_Pictographic})?$`,
+  'v',
+);
+
 /** A boolean from JSON, or from a multipart form field ("true" / "false"). */
 const FormBoolean = () =>
   Transform(({ value }: { value: unknown }) =>
@@ -90,7 +102,7 @@ export class SendBaseDto {
 
   @ApiPropertyOptional({
     description:
-      'Reply to (quote) a message of the same chat: one we sent (its id), one received (`in_...` from GET /api/v1/sessions/{id}/messages), or a WhatsApp message id',
+      'Reply to (quote) a message of the same chat: one we sent (its id; one still waiting is quoted once it is sent, one that failed or was cancelled is refused with 409), one received (`in_...` from GET /api/v1/sessions/{id}/messages), or a WhatsApp message id',
     example: 'in_3f6b0c4d2a1e9f8b7c6d5e4f3a2b1c0d',
     maxLength: 200,
   })
@@ -288,14 +300,15 @@ export class SendContactDto extends SendBaseDto {
 
 export class ReactionDto {
   @ApiProperty({
-    description: 'One emoji to react with; an empty string takes our reaction back',
+    description:
+      'One emoji to react with (👍, ❤️ or ❤, 👍🏽, 🇩🇪, 1️⃣); an empty string takes our reaction back',
     example: '👍',
     maxLength: 32,
   })
   @IsString()
   @MaxLength(32)
-  @Matches(/^(\p{Extended_Pictographic}|\p{Emoji_Component}|\p{Emoji_Modifier}|\u200d|\ufe0f)*$/u, {
-    message: 'emoji must be an emoji (or empty, to take a reaction back)',
+  @Matches(REACTION_EMOJI, {
+    message: 'emoji must be one emoji (👍, ❤️, 👍🏽, 🇩🇪), or empty to take a reaction back',
   })
   emoji: string;
 }

@@ -1,0 +1,42 @@
+import { AppError, createValidationPipe } from '@app/common';
+import { ReactionDto } from './send-message.dto.js';
+
+describe('a reaction body, through the global ValidationPipe', () => {
+  const pipe = createValidationPipe();
+  const check = (emoji: string) =>
+    pipe.transform({ emoji }, { type: 'body', metatype: ReactionDto }).then(
+      () => 'taken',
+      (err: unknown) => (err instanceof AppError ? err.message : String(err)),
+    );
+
+  it.each([
+    ['a thumb', '👍'],
+    ['a red heart, fully qualified', '❤️'],
+    ['a thumb with a skin tone', '👍🏽'],
+    ['a family joined by ZWJs', '👨‍👩‍👧'],
+    ['a flag', '🇩🇪'],
+    ['a keycap', '1️⃣'],
+    ['a red heart without its emoji selector, as many keyboards and editors leave it', '❤'],
+    ['a copyright sign, an emoji in its text form', '©'],
+    ['a subdivision flag (tag sequence)', '🏴󠁧󠁢󠁳󠁣󠁴󠁿'],
+    ['an empty string, which takes the reaction back', ''],
+  ])('takes %s', async (_, emoji) => {
+    expect(await check(emoji)).toBe('taken');
+  });
+
+  it.each([
+    ['a digit', '1'],
+    ['a hash', '#'],
+    ['an asterisk', '*'],
+    ['a lone zero-width joiner', '\u200d'],
+    ['a lone emoji selector', '\ufe0f'],
+    ['a lone skin tone', '🏽'],
+    ['a lone regional indicator', '🇩'],
+    ['two emoji', '👍❤️'],
+    ['twenty thumbs', '👍'.repeat(20)],
+    ['a word', 'nice'],
+    ['an emoji and a space', '👍 '],
+  ])('refuses %s with 400: one emoji only', async (_, emoji) => {
+    expect(await check(emoji)).toContain('emoji must be one emoji');
+  });
+});
