@@ -80,6 +80,16 @@ export function backUpWanted(backUp: BackUpWanted | undefined): boolean {
   return typeof backUp === 'function' ? backUp() : backUp !== false;
 }
 
+export interface StopOptions {
+  backUp?: BackUpWanted;
+  /**
+   * Closes the browser before the backup (which then reads the profile on disk), not after: a
+   * stop that may outlast the session's lease leaves WhatsApp Web connected no longer than it
+   * takes to finish the messages arriving, while another worker may take the session over.
+   */
+  closeFirst?: boolean;
+}
+
 export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
   readonly sessionId: string;
   readonly kind: 'wwebjs' | 'sandbox';
@@ -91,7 +101,7 @@ export interface WhatsAppEngine extends EventEmitter<EngineEvents> {
    * function it is asked again just before the backup (the session deleted meanwhile). Its
    * profile on this disk then goes, unless it holds a login linked here that is in no store.
    */
-  stop(options?: { backUp?: BackUpWanted }): Promise<void>;
+  stop(options?: StopOptions): Promise<void>;
   /** Unlinks the device and deletes its auth data. */
   logout(): Promise<void>;
   sendText(chatId: string, text: string, options?: SendOptions): Promise<string>;

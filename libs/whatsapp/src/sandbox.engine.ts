@@ -8,7 +8,7 @@ import {
   EngineError,
   SessionNotReadyError,
   backUpWanted,
-  type BackUpWanted,
+  type StopOptions,
   SessionRestrictedError,
   type EngineEvents,
   type IncomingMessage,
@@ -173,7 +173,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     this.becomeReady();
   }
 
-  async stop(options?: { backUp?: BackUpWanted }): Promise<void> {
+  async stop(options?: StopOptions): Promise<void> {
     // A clean stop backs the login up, as the wwebjs engine does.
     if (this.ready && this.options.authStore?.remote && backUpWanted(options?.backUp)) {
       const marker = await readFile(join(this.options.sessionDir, LINK_MARKER)).catch(() => null);

@@ -15,7 +15,13 @@ import {
   type SessionStatus,
   type SessionView,
 } from '@app/status-store';
-import { toError, type IncomingMessage, type WhatsAppEngine } from './engine.js';
+import {
+  backUpWanted,
+  toError,
+  type IncomingMessage,
+  type StopOptions,
+  type WhatsAppEngine,
+} from './engine.js';
 import { AuthStore } from './auth-store.js';
 import { decide, decideDriven, type Decision } from './reconciler.js';
 import { EngineFactory } from './engine-factory.js';
@@ -372,10 +378,12 @@ export class SessionManager
       await Promise.all(
         gone.map((sessionId, i) => {
           if (!retaken[i])
-            return this.letGo(sessionId, 'lost the lease of a session; stopping its engine', {
-              backUp: false,
-              holder: holders[i],
-            });
+            return this.letGo(
+              sessionId,
+              'lost the lease of a session; stopping its engine',
+              { backUp: false },
+              { holder: holders[i] },
+            );
           this.leaseUntil.set(sessionId, sent + this.leaseTtl());
           this.log.warn(
             { sessionId },
@@ -811,11 +819,14 @@ export class SessionManager
       this.ownedSessionIds().map((sessionId) => {
         const left = (this.leaseUntil.get(sessionId) ?? 0) - now;
         if (left > 1.5 * this.config.WORKER_HEARTBEAT_MS) return undefined;
-        // Still its lease (no other worker can have taken it): the login is backed up.
+        // Still its lease (no other worker can have taken it): the login is backed up, while
+        // the lease surely lasts, from the disk once the browser is closed.
+        const until = now + left;
         return this.letGo(
           sessionId,
           'could not renew the lease of a session in time; stopping its engine',
-          { backUp: left > 0, leaseLeftMs: Math.max(0, left) },
+          { backUp: () => Date.now() < until, closeFirst: true },
+          { leaseLeftMs: Math.max(0, left) },
         );
       }),
     );
@@ -829,11 +840,12 @@ export class SessionManager
   private async letGo(
     sessionId: string,
     why: string,
-    fields: { backUp: boolean } & Record<string, unknown>,
+    stop: StopOptions,
+    fields: Record<string, unknown>,
   ): Promise<void> {
-    this.log.warn({ sessionId, ...fields }, why);
+    this.log.warn({ sessionId, backUp: backUpWanted(stop.backUp), ...fields }, why);
     this.leaseUntil.delete(sessionId);
-    await this.stopEngine(sessionId, (engine) => engine.stop({ backUp: fields.backUp }));
+    await this.stopEngine(sessionId, (engine) => engine.stop(stop));
     this.emit('released', sessionId);
   }
 

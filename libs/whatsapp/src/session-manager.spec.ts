@@ -20,7 +20,7 @@ import type { Redis } from 'ioredis';
 import type { INestApplicationContext } from '@nestjs/common';
 import { eventually } from '../../../test/support/eventually.js';
 import { EngineFactory } from './engine-factory.js';
-import { backUpWanted, type BackUpWanted, type EngineEvents } from './engine.js';
+import { backUpWanted, type BackUpWanted, type EngineEvents, type StopOptions } from './engine.js';
 import { AuthStore } from './auth-store.js';
 import {
   DRAIN_CONCURRENCY,
@@ -201,8 +201,13 @@ describe('SessionManager', () => {
       await (manager as unknown as { tick(): Promise<void> }).tick();
       expect(manager.engine('c')).toBeUndefined();
       expect(released).toContain('c');
-      // Still its lease: no other worker can hold a newer login, so this one's is backed up.
-      expect(stop).toHaveBeenCalledWith({ backUp: true });
+      // Still its lease: no other worker can hold a newer login, so this one's is backed up,
+      // while the lease lasts, once the browser is closed (not left connected meanwhile).
+      const [options] = stop.mock.calls[0] as unknown as [StopOptions];
+      expect(options.closeFirst).toBe(true);
+      expect(backUpWanted(options.backUp)).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      expect(backUpWanted(options.backUp)).toBe(false);
     } finally {
       renew.mockRestore();
     }

@@ -2546,6 +2546,23 @@ describe('WwebjsEngine with a remote login store', () => {
     expect((await store.load('main'))?.toString()).toBe("the next owner's login");
   });
 
+  it.each([
+    ['after the backup, as a clean stop does', false, ['save', 'destroy']],
+    ['before the backup, for a stop that may outlast its lease', true, ['destroy', 'save']],
+  ] as const)('closes the browser %s', async (_, closeFirst, order) => {
+    const store = memoryStore();
+    const calls: string[] = [];
+    const h = harness({ authStore: store, backupIntervalMs: 60_000 }, (client) => {
+      Object.assign(client, {
+        authStrategy: { storeRemoteSession: async () => calls.push('save') },
+      });
+    });
+    const client = await startReady(h);
+    client.destroy.mockImplementation(async () => void calls.push('destroy'));
+    await h.engine.stop({ backUp: true, closeFirst });
+    expect(calls).toEqual(order);
+  });
+
   it('asks a stop whether to back up again just before the backup: a session deleted meanwhile backs nothing up', async () => {
     const store = memoryStore();
     const saved = vi.fn();

@@ -22,7 +22,7 @@ import {
   SessionRestrictedError,
   backUpWanted,
   toError,
-  type BackUpWanted,
+  type StopOptions,
   type AckStatus,
   type EngineEvents,
   type IncomingMedia,
@@ -496,7 +496,7 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     this.launch();
   }
 
-  async stop(options?: { backUp?: BackUpWanted }): Promise<void> {
+  async stop(options?: StopOptions): Promise<void> {
     // An unsaved login also before READY (a Reconnect while it loads): the next engine to start
     // the session, here or on another worker, restores it only from the store.
     const stillWanted = () => backUpWanted(options?.backUp);
@@ -506,12 +506,14 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
       stillWanted();
     // No client: the last one failed and the next waits for its backoff. Its profile, on disk,
     // is backed up all the same (a login linked here has no other copy).
-    const idle = this.client ? undefined : this.lastClient;
+    let closed = this.client ? undefined : this.lastClient;
     await this.shutDown(async (client) => {
       // A clean stop backs the login up, so the next owner starts from the newest copy.
-      if (backUp) await this.backUp(client, stillWanted);
+      if (!backUp) return;
+      if (options?.closeFirst) closed = client;
+      else await this.backUp(client, stillWanted);
     });
-    if (backUp && idle) await this.backUp(idle, stillWanted);
+    if (backUp && closed) await this.backUp(closed, stillWanted);
     // A login linked here whose backup failed: the profile is its only copy.
     const onlyCopy = this.unsavedLogin && Boolean(backUp) && stillWanted();
     // Once stopped, the store is the truth: the session may move on (and be logged out there).
