@@ -8,15 +8,18 @@ import { exited, spawnWorker } from '../support/worker-process.js';
 
 const SESSIONS = ['main', 'p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p7'];
 
-/** Eight sessions (registered before the tests), and worker processes spawned for the describe. */
-function placementStack() {
+/**
+ * The sessions (eight unless said; registered before the tests), and worker processes spawned
+ * for the describe.
+ */
+function placementStack(sessions = SESSIONS) {
   const workers: ChildProcess[] = [];
   const stack = useStack(
     { WORKER_HEARTBEAT_MS: '300', SESSION_START_CONCURRENCY: '4' },
     { worker: false },
   );
   beforeAll(async () => {
-    for (const id of SESSIONS.slice(1)) await stack.call('POST', '/api/v1/sessions', { id });
+    for (const id of sessions.slice(1)) await stack.call('POST', '/api/v1/sessions', { id });
   });
   afterAll(async () => {
     for (const child of workers) if (child.exitCode === null) child.kill('SIGKILL');
@@ -27,13 +30,13 @@ function placementStack() {
     workers.push(child);
     return child;
   };
-  return { stack, start, ...placementLooks(stack) };
+  return { stack, start, ...placementLooks(stack, sessions) };
 }
 
-function placementLooks(stack: Stack) {
+function placementLooks(stack: Stack, sessions: string[]) {
   const holdersByWorker = async (): Promise<Map<string, string[]>> => {
     const byWorker = new Map<string, string[]>();
-    for (const id of SESSIONS) {
+    for (const id of sessions) {
       const holder = await stack.redis.get(stack.keys.lease(id));
       if (holder) byWorker.set(holder, [...(byWorker.get(holder) ?? []), id]);
     }
@@ -48,7 +51,7 @@ function placementLooks(stack: Stack) {
     }, 20_000);
   const allReady = () =>
     eventually(async () => {
-      for (const id of SESSIONS) {
+      for (const id of sessions) {
         const status = (await stack.call('GET', `/api/v1/sessions/${id}/status`)).body.data;
         expect({ id, status: status.status }).toEqual({ id, status: 'READY' });
       }
@@ -120,6 +123,39 @@ describe('placement: an even share per worker, and drain', () => {
     const malformed = await stack.call('POST', `/api/v1/workers/${'x'.repeat(300)}/drain`);
     expect(malformed.status).toBe(400);
   });
+});
+
+describe('placement when a worker joins a fleet with no more sessions each than workers', () => {
+  const sessions = SESSIONS.slice(0, 4);
+  const { start, holdersByWorker, workerIdOf, allReady } = placementStack(sessions);
+
+  it('gives the worker that joins its part, every worker within one session of another, and it stays so', async () => {
+    const firstId = await workerIdOf(start());
+    await allReady();
+    const secondId = await workerIdOf(start());
+    await eventually(async () => {
+      const byWorker = await holdersByWorker();
+      expect(byWorker.get(firstId)).toHaveLength(2);
+      expect(byWorker.get(secondId)).toHaveLength(2);
+    }, 30_000);
+    await allReady();
+
+    // A third: each of the two already holds ceil(4 / 3) = 2, yet one of them hands one over.
+    const thirdId = await workerIdOf(start());
+    const spread = async () => {
+      const byWorker = await holdersByWorker();
+      const held = [firstId, secondId, thirdId].map((id) => byWorker.get(id)?.length ?? 0);
+      expect(held[2]).toBe(1);
+      expect(held.sort((a, b) => a - b)).toEqual([1, 1, 2]);
+    };
+    await eventually(spread, 30_000);
+    await allReady();
+    // Nothing handed back and forth: ten heartbeats later, every session is where it was.
+    const settled = await holdersByWorker();
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect(await holdersByWorker()).toEqual(settled);
+    await allReady();
+  }, 120_000);
 });
 
 describe("placement within each worker's WORKER_MAX_SESSIONS", () => {

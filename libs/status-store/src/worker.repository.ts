@@ -137,7 +137,9 @@ export class WorkerRepository {
     at?: number,
   ): Promise<{
     takingWorkers: number;
-    /** WORKER_MAX_SESSIONS of the other workers that take sessions (undefined: not said). */
+    /** The other workers that take sessions, in id order. */
+    otherIds: string[];
+    /** WORKER_MAX_SESSIONS of each of otherIds (undefined: not said). */
     otherCaps: (number | undefined)[];
     /**
      * Other workers that take sessions and have room where sessions start: a cap that is not
@@ -193,6 +195,7 @@ export class WorkerRepository {
     const others = taking.filter((id) => id !== workerId);
     return {
       takingWorkers: taking.length,
+      otherIds: others,
       otherCaps: others.map(capOf),
       healthyOthers: others.filter((id) => capOf(id) !== 0 && !failingIds.has(id)).length,
       draining: drainingIds.has(workerId),

@@ -451,14 +451,33 @@ export class SessionManager
     }
     if (restored) list = await this.sessions.list();
     const registered = new Map(list.map((session) => [session.id, session]));
+    const running = (sessionId: string) => registered.get(sessionId)?.desired === 'running';
+    let holders = await this.leases.holders([...registered.keys()]);
+    // Running sessions by the worker holding their lease (one being handed over, its giver's).
+    const heldBy = new Map<string, number>();
+    for (const [index, session] of [...registered.values()].entries()) {
+      const holder = holders[index];
+      if (holder !== null && session.desired === 'running')
+        heldBy.set(holder, (heldBy.get(holder) ?? 0) + 1);
+    }
     const share = fairShare(
       list.filter((session) => session.desired === 'running').length,
       placement,
       this.health.cap(),
+      {
+        workerId: this.workerId,
+        // Its own without those it is handing over already, as shedTo counts them.
+        held: (workerId) =>
+          workerId === this.workerId
+            ? this.keptSessionIds(running).length
+            : (heldBy.get(workerId) ?? 0),
+      },
     );
-    const shed = await this.shedTo(share, placement.draining);
-    const holders = await this.leases.holders([...registered.keys()]);
-    let owned = this.engines.size;
+    const shed = await this.shedTo(share, placement.draining, running);
+    // Those handed over just now are free or taken: the rest of the pass sees them as they are.
+    if (shed.size) holders = await this.leases.holders([...registered.keys()]);
+    // As the share counts them: one stopped or deleted here leaves in this pass.
+    let owned = this.keptSessionIds(running).length;
     let waiting = 0;
     for (const [index, session] of [...registered.values()].entries()) {
       if (this.stopped) return;
@@ -540,10 +559,16 @@ export class SessionManager
    * lose least by moving first (sessionsToHandOver). The others are nudged so they take them
    * over at once.
    */
-  private async shedTo(share: number, draining: boolean): Promise<Set<string>> {
+  private async shedTo(
+    share: number,
+    draining: boolean,
+    running: (sessionId: string) => boolean = () => true,
+  ): Promise<Set<string>> {
     // Those being handed over already are gone, as far as shares go (and are not chosen again).
     const leaving = [...this.releases.keys()];
-    const kept = this.ownedSessionIds().filter((id) => !this.releases.has(id));
+    // One stopped or deleted leaves in this pass anyway: counted, it would take a running one
+    // with it, below a share that counts running sessions only.
+    const kept = this.keptSessionIds(draining ? () => true : running);
     const excess = kept.length - share;
     if (excess <= 0) return new Set(leaving);
     const count = draining ? excess : Math.min(excess, this.config.SESSION_START_CONCURRENCY);
@@ -591,6 +616,11 @@ export class SessionManager
         await handOver(sessionId);
       }
     return new Set([...leaving, ...chosen]);
+  }
+
+  /** Sessions driven here, not being handed over, that `counts` keeps. */
+  private keptSessionIds(counts: (sessionId: string) => boolean): string[] {
+    return this.ownedSessionIds().filter((id) => !this.releases.has(id) && counts(id));
   }
 
   /** Carries out what `decide` chose for a session (the lease is ours if it needs one). */
@@ -1003,13 +1033,22 @@ type ReconcileScope = 'all' | 'owned';
  * live workers that take sessions (itself included), each within its own WORKER_MAX_SESSIONS
  * (`maxSessions` is this worker's; `otherCaps` the others', this one's where not said), so
  * what a worker with a lower cap cannot take is shared by the rest; none while it drains.
- * The share is the lowest level that, every worker filling up to it or to its cap, drives
- * every session (or, when the fleet cannot, every worker's cap).
+ * The level is the lowest that, every worker filling up to it or to its cap, drives every
+ * session (or, when the fleet cannot, every worker's cap). Told who holds how many
+ * (`holding`, with `otherIds`), the shares add up to the running sessions: of the workers at
+ * the level, as many as it has room for beyond them take one fewer, first those that hold
+ * fewer than it, so the shares are within one of each other and the fewest sessions move.
  */
 export function fairShare(
   runningSessions: number,
-  placement: { takingWorkers: number; otherCaps?: (number | undefined)[]; draining: boolean },
+  placement: {
+    takingWorkers: number;
+    otherIds?: string[];
+    otherCaps?: (number | undefined)[];
+    draining: boolean;
+  },
   maxSessions: number,
+  holding?: { workerId: string; held: (workerId: string) => number },
 ): number {
   if (placement.draining) return 0;
   const others = placement.otherCaps ?? [];
@@ -1028,7 +1067,24 @@ export function fairShare(
     if (driven(level) >= runningSessions) high = level;
     else low = level + 1;
   }
-  return Math.min(maxSessions, low);
+  const share = Math.min(maxSessions, low);
+  // At the level the fleet has room for `spare` sessions more than run. Were that every one's
+  // share (ceil(running / workers)), a worker joining a fleet of k sessions on each of n
+  // workers would get none whenever k <= n: the others, at their share already, keep theirs.
+  const spare = driven(low) - runningSessions;
+  const ids = [holding?.workerId, ...(placement.otherIds ?? [])];
+  if (!holding || spare <= 0 || share < low || ids.length !== caps.length) return share;
+  // Of those at the level, the ones that hold fewer than it take one fewer first (that moves
+  // nothing), then the others by id. A worker stays on its side of that line as it hands
+  // sessions over or takes them towards its share, so passes that have seen more or less of a
+  // hand-over agree on every share: none sheds below its own, none takes what another is due.
+  // (Ordered by sessions held, two workers filling up could change places and both take one.)
+  const below = (i: number) => (holding.held(ids[i]!) < low ? 0 : 1);
+  const oneFewerFirst = caps
+    .map((_, i) => i)
+    .filter((i) => caps[i] >= low)
+    .sort((a, b) => below(a) - below(b) || (ids[a]! < ids[b]! ? -1 : ids[a]! > ids[b]! ? 1 : 0));
+  return oneFewerFirst.indexOf(0) < spare ? low - 1 : low;
 }
 
 /**

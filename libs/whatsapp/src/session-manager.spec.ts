@@ -855,6 +855,96 @@ describe('fairShare', () => {
   });
 });
 
+/**
+ * A fleet of workers (ids w0, w1, ...) holding `held` running sessions each, every one with
+ * room for 50, settled as their passes do it. Each pass gets its share from fairShare, told
+ * what the pass's worker holds and what the others held `lag` passes earlier (a pass reads the
+ * leases before it acts, and a hand-over is seen once its lease is handed back). Above its
+ * share, a worker hands over what it holds beyond it, `perPass` at most (what
+ * SESSION_START_CONCURRENCY allows a pass); below it, it takes free sessions up to it. The
+ * passes go in `passes` order, then every worker in turn until a round changes nothing.
+ */
+function settle(held: number[], passes: { worker: number; lag: number }[] = [], perPass = 2) {
+  const ids = held.map((_, i) => `w${i}`);
+  const running = held.reduce((sum, n) => sum + n, 0);
+  const seen = [[...held]];
+  const now = [...held];
+  let free = 0;
+  let moves = 0;
+  const shed = new Set<number>();
+  const took = new Set<number>();
+  const pass = (w: number, lag: number): boolean => {
+    const then = seen[Math.max(0, seen.length - 1 - lag)];
+    const otherIds = ids.filter((_, i) => i !== w);
+    const share = fairShare(
+      running,
+      { takingWorkers: ids.length, otherIds, otherCaps: otherIds.map(() => 50), draining: false },
+      50,
+      { workerId: ids[w], held: (id) => (id === ids[w] ? now[w] : then[ids.indexOf(id)]) },
+    );
+    const handed = Math.min(Math.max(0, now[w] - share), perPass);
+    const taken = Math.min(free, Math.max(0, share - now[w]));
+    now[w] += taken - handed;
+    free += handed - taken;
+    moves += handed;
+    if (handed) shed.add(w);
+    if (taken) took.add(w);
+    seen.push([...now]);
+    return handed + taken > 0;
+  };
+  for (const { worker, lag } of passes) pass(worker % ids.length, lag);
+  for (let rounds = 0; rounds < 1_000; rounds++) {
+    if (!ids.map((_, w) => pass(w, 0)).some(Boolean)) return { held: now, free, moves, shed, took };
+  }
+  throw new Error(`never settled: ${now.join(', ')} held and ${free} free`);
+}
+
+describe('fairShare told who holds how many', () => {
+  it('gives a worker that joins k sessions on each of n workers its part when k <= n, every worker within one of another', () => {
+    // 12 sessions on 4 workers, a fifth joins: ceil(12 / 5) = 3 each would leave it none.
+    const joined = settle([3, 3, 3, 3, 0]);
+    expect(joined.held[4]).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...joined.held) - Math.min(...joined.held)).toBeLessThanOrEqual(1);
+    // Two moves: the fewest that even it out.
+    expect(joined.moves).toBe(2);
+    expect(settle([...Array<number>(10).fill(10), 0]).held[10]).toBe(9);
+    expect(settle([2, 2, 2, 2, 2, 0]).held[5]).toBe(1);
+  });
+
+  it('moves nothing in a fleet already within one of even', () => {
+    expect(settle([3, 2, 3, 2, 2]).moves).toBe(0);
+    expect(settle([1, 0, 0]).moves).toBe(0);
+    expect(settle([4, 4, 4]).moves).toBe(0);
+  });
+
+  it('evens any fleet out in the fewest moves, whichever parts of the hand-overs each pass has seen: no worker both hands over and takes', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 12 }), { minLength: 1, maxLength: 8 }),
+        fc.array(fc.record({ worker: fc.nat(), lag: fc.integer({ min: 0, max: 6 }) }), {
+          maxLength: 80,
+        }),
+        fc.integer({ min: 1, max: 4 }),
+        (held, passes, perPass) => {
+          const settled = settle(held, passes, perPass);
+          expect(settled.free).toBe(0);
+          expect(Math.max(...settled.held) - Math.min(...settled.held)).toBeLessThanOrEqual(1);
+          // Nothing handed back and forth, nor on to a third worker.
+          expect([...settled.shed].filter((w) => settled.took.has(w))).toEqual([]);
+          // The fewest moves: the ones that hold most keep the (running % workers) one-over shares.
+          const running = held.reduce((sum, n) => sum + n, 0);
+          const even = Math.floor(running / held.length);
+          const oneOver = running % held.length;
+          const fewest = [...held]
+            .sort((a, b) => b - a)
+            .reduce((sum, n, i) => sum + Math.max(0, n - (i < oneOver ? even + 1 : even)), 0);
+          expect(settled.moves).toBe(fewest);
+        },
+      ),
+    );
+  });
+});
+
 describe('sessionsToHandOver', () => {
   const owned = [
     { id: 'ready', status: 'READY' as const },
