@@ -5,7 +5,7 @@ import {
   type PipeTransform,
 } from '@nestjs/common';
 import { plainToInstance } from 'class-transformer';
-import { validate } from 'class-validator';
+import { ARRAY_MAX_SIZE, getMetadataStorage, validate } from 'class-validator';
 import { AppError } from './app-error.js';
 
 /** What the global pipe checks, for objects validated outside it (a batch's messages, an array body's items). */
@@ -24,6 +24,48 @@ export function describeValidationErrors(errors: ValidationError[], parent = '')
     );
     return [...own, ...describeValidationErrors(error.children ?? [], path)];
   });
+}
+
+/** The most problems one refusal lists; the rest are counted (`; and 328 more`). */
+const MAX_LISTED_PROBLEMS = 10;
+
+/** Problems in one message, the first ten of them: all of a 1 MiB body's would weigh 100 MB. */
+export function listProblems(problems: string[]): string {
+  const listed = problems.slice(0, MAX_LISTED_PROBLEMS).join('; ');
+  const more = problems.length - MAX_LISTED_PROBLEMS;
+  return more > 0 ? `${listed}; and ${more} more` : listed;
+}
+
+const arrayLimits = new WeakMap<object, [field: string, max: number][]>();
+
+/** The fields of a body class that have an @ArrayMaxSize, with their maximum. */
+function arrayLimitsOf(bodyClass: new () => object): [field: string, max: number][] {
+  let limits = arrayLimits.get(bodyClass);
+  if (!limits) {
+    limits = getMetadataStorage()
+      .getTargetValidationMetadatas(bodyClass, '', true, false)
+      .filter((rule) => rule.name === ARRAY_MAX_SIZE && !rule.each)
+      .map((rule) => [rule.propertyName, rule.constraints[0] as number]);
+    arrayLimits.set(bodyClass, limits);
+  }
+  return limits;
+}
+
+/**
+ * The body with each array longer than its field's @ArrayMaxSize cut to one item over it: it
+ * is refused all the same, in the field's own words, but class-transformer and the validators
+ * no longer walk items no answer names (8 MiB hold a million `{}`). The body is not changed.
+ */
+export function cutOversizedArrays(body: unknown, bodyClass: new () => object): unknown {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return body;
+  let cut: Record<string, unknown> | undefined;
+  for (const [field, max] of arrayLimitsOf(bodyClass)) {
+    const value = (body as Record<string, unknown>)[field];
+    if (!Array.isArray(value) || value.length <= max + 1) continue;
+    cut ??= { ...(body as Record<string, unknown>) };
+    cut[field] = value.slice(0, max + 1);
+  }
+  return cut ?? body;
 }
 
 const MAX_BODY_DEPTH = 16;
@@ -83,6 +125,7 @@ function dropNulls(value: unknown): void {
 class AppValidationPipe extends ValidationPipe {
   override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
     if (metadata.type === 'body') {
+      if (metadata.metatype) value = cutOversizedArrays(value, metadata.metatype);
       assertPlainBody(value);
       if (metadata.metatype && Reflect.getMetadata(NULLS_AS_ABSENT, metadata.metatype)) {
         dropNulls(value);
@@ -104,24 +147,34 @@ export function createValidationPipe(): ValidationPipe {
     transform: true,
     transformOptions: { enableImplicitConversion: false },
     exceptionFactory: (errors) =>
-      new AppError('BAD_REQUEST', describeValidationErrors(errors).join('; ') || 'Invalid request'),
+      new AppError(
+        'BAD_REQUEST',
+        listProblems(describeValidationErrors(errors)) || 'Invalid request',
+      ),
   });
 }
 
 /**
- * A body that is a JSON array of `noun`s, each validated as the global pipe validates an
- * object body. Every problem is named by its item, in the field's own words
- * (`[1] secret must be ...`), all of them in one BAD_REQUEST.
+ * A body that is a JSON array of at most `maxItems` `noun`s, each validated as the global pipe
+ * validates an object body. Every problem is named by its item, in the field's own words
+ * (`[1] secret must be ...`), in one BAD_REQUEST.
  */
 export class ArrayBodyPipe<T extends object> implements PipeTransform<unknown, Promise<T[]>> {
   constructor(
     private readonly itemClass: new () => T,
     private readonly noun: string,
+    private readonly maxItems: number,
   ) {}
 
   async transform(value: unknown): Promise<T[]> {
     if (!Array.isArray(value))
       throw new AppError('BAD_REQUEST', `the body must be a JSON array of ${this.noun}s`);
+    // Before any item is read: 1 MiB holds 330,000 `{}`, each of them a problem to name.
+    if (value.length > this.maxItems)
+      throw new AppError(
+        'BAD_REQUEST',
+        `the body holds at most ${this.maxItems} ${this.noun}s; it has ${value.length}`,
+      );
     assertPlainBody(value);
     const items: T[] = [];
     const problems: string[] = [];
@@ -130,12 +183,12 @@ export class ArrayBodyPipe<T extends object> implements PipeTransform<unknown, P
         problems.push(`[${index}] each ${this.noun} must be an object`);
         continue;
       }
-      const item = plainToInstance(this.itemClass, raw);
+      const item = plainToInstance(this.itemClass, cutOversizedArrays(raw, this.itemClass));
       const errors = await validate(item, VALIDATION_OPTIONS);
       problems.push(...describeValidationErrors(errors).map((text) => `[${index}] ${text}`));
       items.push(item);
     }
-    if (problems.length) throw new AppError('BAD_REQUEST', problems.join('; '));
+    if (problems.length) throw new AppError('BAD_REQUEST', listProblems(problems));
     return items;
   }
 }

@@ -25,6 +25,9 @@ import { QueryLimit } from '../docs/query-limit.decorator.js';
 
 const SECRET_EXAMPLE = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 
+/** How many webhook targets of its own a session may have. */
+export const MAX_WEBHOOK_TARGETS = 10;
+
 /** A webhook target of one session, as sent to PUT /api/v1/sessions/{id}/webhooks. */
 export class WebhookTargetInputDto {
   @ApiProperty({ example: 'https://example.com/whatsapp/events', maxLength: 2048 })
