@@ -198,6 +198,36 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
     });
   });
 
+  it('refuses a body of 85,000 unknown fields by their count, in a short message', async () => {
+    const junk = Object.fromEntries(Array.from({ length: 85_000 }, (_, i) => [`k${i}`, 1]));
+    const answer = await send({ ...BAD_REQUESTS[0], raw: JSON.stringify(junk) });
+    expect(answer).toEqual({
+      status: 400,
+      body: {
+        ok: false,
+        error: {
+          code: 'BAD_REQUEST',
+          message:
+            'Request body has 85000 fields (k0, k1, k2, …); an object in a request has at most 64',
+        },
+      },
+    });
+  });
+
+  it('refuses a batch whose messages carry 500 unknown fields each, naming one of them', async () => {
+    const junk = Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`k${i}`, 1]));
+    const messages = Array.from({ length: 1000 }, () => ({ type: 'text', ...text({}), ...junk }));
+    const answer = await send({
+      ...BAD_REQUESTS[0],
+      path: '/api/v1/messages/batch',
+      raw: JSON.stringify({ messages }),
+    });
+    expect(answer.status).toBe(400);
+    expect(answer.body.error.message).toBe(
+      'Request body at messages[999] has 503 fields (type, to, text, …); an object in a request has at most 64',
+    );
+  });
+
   it('creates no message for any of the bad requests', async () => {
     expect(await stack.redis.keys(stack.keys.recordPattern('msg'))).toEqual([]);
   });

@@ -131,6 +131,38 @@ describe('the global validation pipe', () => {
     });
   });
 
+  const fields = (count: number) =>
+    Object.fromEntries(Array.from({ length: count }, (_, i) => [`k${i}`, 1]));
+
+  it('refuses an object with far more fields than any body has before transforming it, by their count', async () => {
+    const message = await refusal(() =>
+      pipe.transform({ name: 'Ann', ...fields(5000) }, asBody(Card)),
+    );
+    expect(message).toBe(
+      'Request body has 5001 fields (name, k0, k1, …); an object in a request has at most 64',
+    );
+    expect(made.card).toBe(0);
+  });
+
+  it('names where in the body such an object is', async () => {
+    const message = await refusal(() =>
+      pipe.transform({ cards: [{ name: 'Ann' }, fields(100)] }, asBody(CardsBody)),
+    );
+    expect(message).toBe(
+      'Request body at cards[1] has 100 fields (k0, k1, k2, …); an object in a request has at most 64',
+    );
+    expect(made.card).toBe(0);
+  });
+
+  it('names unknown fields one by one in an object of 64 fields, the first ten of them', async () => {
+    const message = await refusal(() =>
+      pipe.transform({ name: 'Ann', ...fields(63) }, asBody(Card)),
+    );
+    expect(message).toMatch(
+      /^k0: property k0 should not exist; k1: property k1 should not exist; .*; k9: property k9 should not exist; and 53 more$/,
+    );
+  });
+
   it('lists the first ten problems of a body and counts the rest', async () => {
     const message = await refusal(() => pipe.transform({}, asBody(ManyFieldsBody)));
     expect(message).toBe(
