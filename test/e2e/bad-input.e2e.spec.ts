@@ -228,6 +228,22 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
     );
   });
 
+  it('says a path parameter over 100 characters is too long', async () => {
+    const answer = await send({
+      ...BAD_REQUESTS[0],
+      method: 'GET',
+      path: `/api/v1/sessions/${'a'.repeat(300)}/status`,
+      raw: undefined,
+    });
+    expect(answer).toEqual({
+      status: 400,
+      body: {
+        ok: false,
+        error: { code: 'BAD_REQUEST', message: 'A path parameter is longer than 100 characters' },
+      },
+    });
+  });
+
   it('creates no message for any of the bad requests', async () => {
     expect(await stack.redis.keys(stack.keys.recordPattern('msg'))).toEqual([]);
   });

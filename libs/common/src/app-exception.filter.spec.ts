@@ -1,4 +1,5 @@
 import { BadRequestException, HttpException, NotFoundException, Logger } from '@nestjs/common';
+import { errorCodes } from 'fastify';
 import { AppError } from './app-error.js';
 import { AppExceptionFilter, toErrorEnvelope } from './app-exception.filter.js';
 import { ok } from './envelope.js';
@@ -62,6 +63,26 @@ describe('toErrorEnvelope', () => {
     expect(
       toErrorEnvelope(fastifyError('FST_ERR_CTP_INVALID_MEDIA_TYPE', 415)).body.error.message,
     ).not.toContain('parser words');
+  });
+
+  it('says a path parameter is too long when it is, not that the URL is malformed', () => {
+    expect(
+      toErrorEnvelope(
+        new errorCodes.FST_ERR_MAX_PARAM_LENGTH(`/api/v1/workers/${'a'.repeat(300)}`),
+      ),
+    ).toEqual({
+      status: 400,
+      body: {
+        ok: false,
+        error: { code: 'BAD_REQUEST', message: 'A path parameter is longer than 100 characters' },
+      },
+    });
+    expect(toErrorEnvelope(new errorCodes.FST_ERR_BAD_URL('/%E0%A4%A')).body.error.message).toBe(
+      'Malformed percent-encoding in the URL',
+    );
+    expect(toErrorEnvelope(new URIError('URI malformed')).body.error.message).toBe(
+      'Malformed percent-encoding in the URL',
+    );
   });
 
   it('answers a body its client gave up sending as 400, not an unhandled 500', () => {

@@ -75,6 +75,8 @@ export function toErrorEnvelope(exception: unknown): {
 /** Fastify's request errors (body parsing and the like), in our own words. */
 const FASTIFY_REQUEST_ERRORS: Record<string, [number, ErrorCode, string]> = {
   FST_ERR_BAD_URL: [400, 'BAD_REQUEST', 'Malformed percent-encoding in the URL'],
+  // Fastify's maxParamLength, left at its default. Its status, 414, is not in our table.
+  FST_ERR_MAX_PARAM_LENGTH: [400, 'BAD_REQUEST', 'A path parameter is longer than 100 characters'],
   FST_ERR_CTP_BODY_TOO_LARGE: [
     413,
     'PAYLOAD_TOO_LARGE',
@@ -108,10 +110,11 @@ function describeRequestError(error: unknown): { status: number; body: ErrorEnve
     status,
     body: { ok: false as const, error: { code, message } },
   });
-  if (error instanceof URIError)
-    return answer(400, 'BAD_REQUEST', 'Malformed percent-encoding in the URL');
+  // By code first: Fastify's errors about the URL are URIErrors too (a parameter too long).
   const known = err?.code ? FASTIFY_REQUEST_ERRORS[err.code] : undefined;
   if (known) return answer(...known);
+  if (error instanceof URIError)
+    return answer(400, 'BAD_REQUEST', 'Malformed percent-encoding in the URL');
   // Fastify's JSON parser marks a syntax error (or a __proto__ key) with a 400.
   if (error instanceof SyntaxError && err?.statusCode === 400)
     return answer(400, 'BAD_REQUEST', 'Request body is not valid JSON');
