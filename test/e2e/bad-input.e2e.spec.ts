@@ -244,6 +244,27 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
     });
   });
 
+  it('states the body limit of the route a body was too large for', async () => {
+    const tooLarge = async (path: string, bytes: number) => {
+      const answer = await send({
+        ...BAD_REQUESTS[0],
+        path,
+        raw: undefined,
+        body: { messages: [{ type: 'text', ...text({ text: 'x'.repeat(bytes) }) }] },
+      });
+      expect(answer.status).toBe(413);
+      return answer.body.error;
+    };
+    expect(await tooLarge(TEXT, 1024 * 1024)).toEqual({
+      code: 'PAYLOAD_TOO_LARGE',
+      message: 'Request body is too large: this route takes at most 1 MiB',
+    });
+    expect(await tooLarge('/api/v1/messages/batch', 9 * 1024 * 1024)).toEqual({
+      code: 'PAYLOAD_TOO_LARGE',
+      message: 'Request body is too large: this route takes at most 8 MiB',
+    });
+  });
+
   it('creates no message for any of the bad requests', async () => {
     expect(await stack.redis.keys(stack.keys.recordPattern('msg'))).toEqual([]);
   });
