@@ -1,5 +1,6 @@
 import { ApiProperty, ApiPropertyOptional, PickType } from '@nestjs/swagger';
 import {
+  ArrayMaxSize,
   ArrayMinSize,
   ArrayUnique,
   IsBoolean,
@@ -38,9 +39,13 @@ export class WebhookTargetInputDto {
   @ApiProperty({
     enum: WEBHOOK_EVENT_TYPES,
     isArray: true,
+    maxItems: WEBHOOK_EVENT_TYPES.length,
     example: ['message.received', 'message.status'],
   })
   @ArrayMinSize(1)
+  // Also bounds @ArrayUnique's work, quadratic in the array's length (1 MiB of distinct
+  // strings took it seconds): a longer array is cut before it is validated.
+  @ArrayMaxSize(WEBHOOK_EVENT_TYPES.length)
   @ArrayUnique()
   @IsIn(WEBHOOK_EVENT_TYPES, { each: true })
   events: WebhookEventType[];
