@@ -198,6 +198,73 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
     });
   });
 
+  it('refuses a body of 85,000 unknown fields by their count, in a short message', async () => {
+    const junk = Object.fromEntries(Array.from({ length: 85_000 }, (_, i) => [`k${i}`, 1]));
+    const answer = await send({ ...BAD_REQUESTS[0], raw: JSON.stringify(junk) });
+    expect(answer).toEqual({
+      status: 400,
+      body: {
+        ok: false,
+        error: {
+          code: 'BAD_REQUEST',
+          message:
+            'Request body has 85000 fields (k0, k1, k2, …); an object in a request has at most 64',
+        },
+      },
+    });
+  });
+
+  it('refuses a batch whose messages carry 500 unknown fields each, naming one of them', async () => {
+    const junk = Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`k${i}`, 1]));
+    const messages = Array.from({ length: 1000 }, () => ({ type: 'text', ...text({}), ...junk }));
+    const answer = await send({
+      ...BAD_REQUESTS[0],
+      path: '/api/v1/messages/batch',
+      raw: JSON.stringify({ messages }),
+    });
+    expect(answer.status).toBe(400);
+    expect(answer.body.error.message).toBe(
+      'Request body at messages[999] has 503 fields (type, to, text, …); an object in a request has at most 64',
+    );
+  });
+
+  it('says a path parameter over 100 characters is too long', async () => {
+    const answer = await send({
+      ...BAD_REQUESTS[0],
+      method: 'GET',
+      path: `/api/v1/sessions/${'a'.repeat(300)}/status`,
+      raw: undefined,
+    });
+    expect(answer).toEqual({
+      status: 400,
+      body: {
+        ok: false,
+        error: { code: 'BAD_REQUEST', message: 'A path parameter is longer than 100 characters' },
+      },
+    });
+  });
+
+  it('states the body limit of the route a body was too large for', async () => {
+    const tooLarge = async (path: string, bytes: number) => {
+      const answer = await send({
+        ...BAD_REQUESTS[0],
+        path,
+        raw: undefined,
+        body: { messages: [{ type: 'text', ...text({ text: 'x'.repeat(bytes) }) }] },
+      });
+      expect(answer.status).toBe(413);
+      return answer.body.error;
+    };
+    expect(await tooLarge(TEXT, 1024 * 1024)).toEqual({
+      code: 'PAYLOAD_TOO_LARGE',
+      message: 'Request body is too large: this route takes at most 1 MiB',
+    });
+    expect(await tooLarge('/api/v1/messages/batch', 9 * 1024 * 1024)).toEqual({
+      code: 'PAYLOAD_TOO_LARGE',
+      message: 'Request body is too large: this route takes at most 8 MiB',
+    });
+  });
+
   it('creates no message for any of the bad requests', async () => {
     expect(await stack.redis.keys(stack.keys.recordPattern('msg'))).toEqual([]);
   });

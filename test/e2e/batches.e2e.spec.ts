@@ -228,6 +228,23 @@ describe('batches: POST /api/v1/messages/batch and GET /api/v1/batches/:id', () 
     expect(answer.body.ok).toBe(false);
   });
 
+  it('names the problems of a message whose array is far over its maximum in a few words', async () => {
+    const answer = await stack.call('POST', '/api/v1/messages/batch', {
+      messages: [
+        {
+          type: 'contact',
+          to: '4915100000034',
+          contacts: Array.from({ length: 100_000 }, () => ({})),
+        },
+      ],
+    });
+    expect(answer.status).toBe(400);
+    const [detail] = answer.body.error.details as { index: number; message: string }[];
+    expect(detail.message).toMatch(/^contacts must hold one contact card; /);
+    expect(detail.message.length).toBeLessThan(1000);
+    expect(JSON.stringify(answer.body).length).toBeLessThan(3000);
+  });
+
   it('refuses an Idempotency-Key on a batch, and answers unknown or malformed batch ids', async () => {
     const keyed = await stack.call(
       'POST',

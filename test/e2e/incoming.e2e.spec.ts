@@ -312,6 +312,16 @@ describe('sandbox media larger than the 1 MiB body limit', () => {
       code: 'PAYLOAD_TOO_LARGE',
       message: `media is larger than MEDIA_MAX_BYTES (${MAX} bytes)`,
     });
+    // Over the route's body limit (the base64 of MEDIA_MAX_BYTES and 64 KiB): its own limit.
+    const unread = await injectInto(stack, {
+      from: '4915100000011',
+      media: { mimetype: 'application/pdf', dataBase64: 'A'.repeat(3_000_000) },
+    });
+    expect(unread.status).toBe(413);
+    expect(unread.body.error).toEqual({
+      code: 'PAYLOAD_TOO_LARGE',
+      message: 'Request body is too large: this route takes at most 2861740 bytes (2.7 MiB)',
+    });
   });
 });
 

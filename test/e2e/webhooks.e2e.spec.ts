@@ -418,6 +418,20 @@ describe('webhooks', () => {
     expect(notArray.body.error.message).toBe('the body must be a JSON array of targets');
   });
 
+  it('refuses more targets than a session may have by their count, before reading any of them', async () => {
+    // 990 KB of `[{},{},...]`: each item read would be a problem to name.
+    const answer = await stack.call(
+      'PUT',
+      '/api/v1/sessions/main/webhooks',
+      Array.from({ length: 330_000 }, () => ({})),
+    );
+    expect(answer.status).toBe(400);
+    expect(answer.body.error).toEqual({
+      code: 'BAD_REQUEST',
+      message: 'the body holds at most 10 targets; it has 330000',
+    });
+  });
+
   it('answers bad targets, filters and delivery ids with 400/404/409 in the envelope', async () => {
     const target = { url: 'https://example.com/hook', events: ['message.status'] };
     const cases: [string, string, unknown, number][] = [

@@ -1,4 +1,5 @@
 import { BadRequestException, HttpException, NotFoundException, Logger } from '@nestjs/common';
+import { errorCodes } from 'fastify';
 import { AppError } from './app-error.js';
 import { AppExceptionFilter, toErrorEnvelope } from './app-exception.filter.js';
 import { ok } from './envelope.js';
@@ -62,6 +63,84 @@ describe('toErrorEnvelope', () => {
     expect(
       toErrorEnvelope(fastifyError('FST_ERR_CTP_INVALID_MEDIA_TYPE', 415)).body.error.message,
     ).not.toContain('parser words');
+  });
+
+  it('states the body limit of the route a body was too large for', () => {
+    const tooLarge = new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE();
+    const message = (bodyLimit?: number) => toErrorEnvelope(tooLarge, bodyLimit).body.error.message;
+    expect(toErrorEnvelope(tooLarge, 8 * 1024 * 1024)).toMatchObject({
+      status: 413,
+      body: { error: { code: 'PAYLOAD_TOO_LARGE' } },
+    });
+    expect(message(8 * 1024 * 1024)).toBe(
+      'Request body is too large: this route takes at most 8 MiB',
+    );
+    expect(message(64 * 1024)).toBe('Request body is too large: this route takes at most 64 KiB');
+    expect(message(22_435_160)).toBe(
+      'Request body is too large: this route takes at most 22435160 bytes (21.4 MiB)',
+    );
+    // Wrapped by Nest, or without a request to read the limit from.
+    expect(
+      toErrorEnvelope(new BadRequestException('too large', { cause: tooLarge }), 1024 * 1024).body
+        .error.message,
+    ).toBe('Request body is too large: this route takes at most 1 MiB');
+    expect(message()).toBe('Request body is too large');
+  });
+
+  it('states the limit of the route the request reached, from the exception filter', () => {
+    const sent: unknown[] = [];
+    const reply = {
+      sent: false,
+      raw: { headersSent: false },
+      code: (status: number) => ({ send: (body: unknown) => sent.push(status, body) }),
+    };
+    const answer = (contentType: string) => {
+      const request = {
+        id: 'req-1',
+        headers: { 'content-type': contentType },
+        routeOptions: { bodyLimit: 8 * 1024 * 1024 },
+      };
+      const host = {
+        switchToHttp: () => ({ getResponse: () => reply, getRequest: () => request }),
+      };
+      sent.length = 0;
+      new AppExceptionFilter().catch(new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE(), host as never);
+      return sent;
+    };
+    expect(answer('application/json; charset=utf-8')).toEqual([
+      413,
+      {
+        ok: false,
+        error: {
+          code: 'PAYLOAD_TOO_LARGE',
+          message: 'Request body is too large: this route takes at most 8 MiB',
+        },
+      },
+    ]);
+    // A form's parser has a limit of its own, which the route does not show.
+    expect(answer('application/x-www-form-urlencoded')[1]).toMatchObject({
+      error: { message: 'Request body is too large' },
+    });
+  });
+
+  it('says a path parameter is too long when it is, not that the URL is malformed', () => {
+    expect(
+      toErrorEnvelope(
+        new errorCodes.FST_ERR_MAX_PARAM_LENGTH(`/api/v1/workers/${'a'.repeat(300)}`),
+      ),
+    ).toEqual({
+      status: 400,
+      body: {
+        ok: false,
+        error: { code: 'BAD_REQUEST', message: 'A path parameter is longer than 100 characters' },
+      },
+    });
+    expect(toErrorEnvelope(new errorCodes.FST_ERR_BAD_URL('/%E0%A4%A')).body.error.message).toBe(
+      'Malformed percent-encoding in the URL',
+    );
+    expect(toErrorEnvelope(new URIError('URI malformed')).body.error.message).toBe(
+      'Malformed percent-encoding in the URL',
+    );
   });
 
   it('answers a body its client gave up sending as 400, not an unhandled 500', () => {

@@ -5,7 +5,7 @@ import {
   type PipeTransform,
 } from '@nestjs/common';
 import { plainToInstance } from 'class-transformer';
-import { validate } from 'class-validator';
+import { ARRAY_MAX_SIZE, getMetadataStorage, validate } from 'class-validator';
 import { AppError } from './app-error.js';
 
 /** What the global pipe checks, for objects validated outside it (a batch's messages, an array body's items). */
@@ -26,7 +26,54 @@ export function describeValidationErrors(errors: ValidationError[], parent = '')
   });
 }
 
+/** The most problems one refusal lists; the rest are counted (`; and 328 more`). */
+const MAX_LISTED_PROBLEMS = 10;
+
+/** Problems in one message, the first ten of them: all of a 1 MiB body's would weigh 100 MB. */
+export function listProblems(problems: string[]): string {
+  const listed = problems.slice(0, MAX_LISTED_PROBLEMS).join('; ');
+  const more = problems.length - MAX_LISTED_PROBLEMS;
+  return more > 0 ? `${listed}; and ${more} more` : listed;
+}
+
+const arrayLimits = new WeakMap<object, [field: string, max: number][]>();
+
+/** The fields of a body class that have an @ArrayMaxSize, with their maximum. */
+function arrayLimitsOf(bodyClass: new () => object): [field: string, max: number][] {
+  let limits = arrayLimits.get(bodyClass);
+  if (!limits) {
+    limits = getMetadataStorage()
+      .getTargetValidationMetadatas(bodyClass, '', true, false)
+      .filter((rule) => rule.name === ARRAY_MAX_SIZE && !rule.each)
+      .map((rule) => [rule.propertyName, rule.constraints[0] as number]);
+    arrayLimits.set(bodyClass, limits);
+  }
+  return limits;
+}
+
+/**
+ * The body with each array longer than its field's @ArrayMaxSize cut to one item over it: it
+ * is refused all the same, in the field's own words, but class-transformer and the validators
+ * no longer walk items no answer names (8 MiB hold a million `{}`). The body is not changed.
+ */
+export function cutOversizedArrays(body: unknown, bodyClass: new () => object): unknown {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return body;
+  let cut: Record<string, unknown> | undefined;
+  for (const [field, max] of arrayLimitsOf(bodyClass)) {
+    const value = (body as Record<string, unknown>)[field];
+    if (!Array.isArray(value) || value.length <= max + 1) continue;
+    cut ??= { ...(body as Record<string, unknown>) };
+    cut[field] = value.slice(0, max + 1);
+  }
+  return cut ?? body;
+}
+
 const MAX_BODY_DEPTH = 16;
+/**
+ * Far more fields than any body class has (15 at most). class-transformer's time grows with the
+ * square of an object's keys (it drops duplicates with indexOf): 85,000 of them took 5 s.
+ */
+const MAX_OBJECT_FIELDS = 64;
 // class-transformer skips keys named like Object.prototype members, so the whitelist would
 // never see them: they are refused here instead of being dropped silently.
 const RESERVED_KEYS = new Set([...Object.getOwnPropertyNames(Object.prototype), '__proto__']);
@@ -34,16 +81,34 @@ const RESERVED_KEYS = new Set([...Object.getOwnPropertyNames(Object.prototype), 
 /** A UTF-16 surrogate on its own (in `u` mode a pair is one code point, and is not matched). */
 const LONE_SURROGATE = /\p{Cs}/u;
 
+/** A value met while walking a body; its path is built only for a refusal. */
+interface BodyNode {
+  value: unknown;
+  depth: number;
+  key?: string;
+  parent?: BodyNode;
+}
+
+/** Where a value sits in the body, as `messages[0]` (a key cut to 40 characters: it is echoed). */
+function pathOf(node: BodyNode): string {
+  let path = '';
+  for (let at: BodyNode | undefined = node; at?.parent; at = at.parent)
+    path = (Array.isArray(at.parent.value) ? `[${at.key}]` : `.${at.key!.slice(0, 40)}`) + path;
+  return path.replace(/^\./, '');
+}
+
 /**
  * Refuses bodies no DTO can describe before class-transformer walks them: nesting deep
- * enough to overflow its recursion, keys it would silently skip, and text that is not
- * Unicode (JSON may spell half of a surrogate pair, `"\ud83d"`: no UTF-8 can hold it, and
- * Redis's JSON decoder refuses it). Iterative on purpose.
+ * enough to overflow its recursion, objects with more fields than it can go through in
+ * reasonable time, keys it would silently skip, and text that is not Unicode (JSON may spell
+ * half of a surrogate pair, `"\ud83d"`: no UTF-8 can hold it, and Redis's JSON decoder
+ * refuses it). Iterative on purpose.
  */
 export function assertPlainBody(body: unknown): void {
-  const stack: { value: unknown; depth: number }[] = [{ value: body, depth: 0 }];
+  const stack: BodyNode[] = [{ value: body, depth: 0 }];
   while (stack.length > 0) {
-    const { value, depth } = stack.pop()!;
+    const node = stack.pop()!;
+    const { value, depth } = node;
     if (typeof value === 'string' && LONE_SURROGATE.test(value))
       throw new AppError(
         'BAD_REQUEST',
@@ -55,10 +120,25 @@ export function assertPlainBody(body: unknown): void {
         'BAD_REQUEST',
         `Request body is nested deeper than ${MAX_BODY_DEPTH} levels`,
       );
-    for (const key of Object.keys(value)) {
+    const keys = Object.keys(value);
+    if (keys.length > MAX_OBJECT_FIELDS && !Array.isArray(value)) {
+      const where = node.parent ? `Request body at ${pathOf(node)}` : 'Request body';
+      const named = keys.slice(0, 3).map((key) => key.slice(0, 40));
+      throw new AppError(
+        'BAD_REQUEST',
+        `${where} has ${keys.length} fields (${named.join(', ')}, …); ` +
+          `an object in a request has at most ${MAX_OBJECT_FIELDS}`,
+      );
+    }
+    for (const key of keys) {
       if (RESERVED_KEYS.has(key))
         throw new AppError('BAD_REQUEST', `property ${key} should not exist`);
-      stack.push({ value: (value as Record<string, unknown>)[key], depth: depth + 1 });
+      stack.push({
+        value: (value as Record<string, unknown>)[key],
+        depth: depth + 1,
+        key,
+        parent: node,
+      });
     }
   }
 }
@@ -83,6 +163,7 @@ function dropNulls(value: unknown): void {
 class AppValidationPipe extends ValidationPipe {
   override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
     if (metadata.type === 'body') {
+      if (metadata.metatype) value = cutOversizedArrays(value, metadata.metatype);
       assertPlainBody(value);
       if (metadata.metatype && Reflect.getMetadata(NULLS_AS_ABSENT, metadata.metatype)) {
         dropNulls(value);
@@ -104,24 +185,34 @@ export function createValidationPipe(): ValidationPipe {
     transform: true,
     transformOptions: { enableImplicitConversion: false },
     exceptionFactory: (errors) =>
-      new AppError('BAD_REQUEST', describeValidationErrors(errors).join('; ') || 'Invalid request'),
+      new AppError(
+        'BAD_REQUEST',
+        listProblems(describeValidationErrors(errors)) || 'Invalid request',
+      ),
   });
 }
 
 /**
- * A body that is a JSON array of `noun`s, each validated as the global pipe validates an
- * object body. Every problem is named by its item, in the field's own words
- * (`[1] secret must be ...`), all of them in one BAD_REQUEST.
+ * A body that is a JSON array of at most `maxItems` `noun`s, each validated as the global pipe
+ * validates an object body. Every problem is named by its item, in the field's own words
+ * (`[1] secret must be ...`), in one BAD_REQUEST.
  */
 export class ArrayBodyPipe<T extends object> implements PipeTransform<unknown, Promise<T[]>> {
   constructor(
     private readonly itemClass: new () => T,
     private readonly noun: string,
+    private readonly maxItems: number,
   ) {}
 
   async transform(value: unknown): Promise<T[]> {
     if (!Array.isArray(value))
       throw new AppError('BAD_REQUEST', `the body must be a JSON array of ${this.noun}s`);
+    // Before any item is read: 1 MiB holds 330,000 `{}`, each of them a problem to name.
+    if (value.length > this.maxItems)
+      throw new AppError(
+        'BAD_REQUEST',
+        `the body holds at most ${this.maxItems} ${this.noun}s; it has ${value.length}`,
+      );
     assertPlainBody(value);
     const items: T[] = [];
     const problems: string[] = [];
@@ -130,12 +221,12 @@ export class ArrayBodyPipe<T extends object> implements PipeTransform<unknown, P
         problems.push(`[${index}] each ${this.noun} must be an object`);
         continue;
       }
-      const item = plainToInstance(this.itemClass, raw);
+      const item = plainToInstance(this.itemClass, cutOversizedArrays(raw, this.itemClass));
       const errors = await validate(item, VALIDATION_OPTIONS);
       problems.push(...describeValidationErrors(errors).map((text) => `[${index}] ${text}`));
       items.push(item);
     }
-    if (problems.length) throw new AppError('BAD_REQUEST', problems.join('; '));
+    if (problems.length) throw new AppError('BAD_REQUEST', listProblems(problems));
     return items;
   }
 }

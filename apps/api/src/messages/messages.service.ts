@@ -6,8 +6,10 @@ import { plainToInstance } from 'class-transformer';
 import { validate } from 'class-validator';
 import {
   AppError,
+  cutOversizedArrays,
   describeValidationErrors,
   hostAllowed,
+  listProblems,
   phoneDigits,
   toChatId,
   urlProblem,
@@ -177,10 +179,10 @@ export class MessagesService {
             `type must be one of ${Object.keys(BATCH_TYPES).join(', ')}`,
           );
         const dtoClass: new () => SendDto = BATCH_TYPES[type as BatchType];
-        const send = plainToInstance(dtoClass, fields);
+        const send = plainToInstance(dtoClass, cutOversizedArrays(fields, dtoClass));
         const errors = await validate(send, VALIDATION_OPTIONS);
         if (errors.length)
-          throw new AppError('BAD_REQUEST', describeValidationErrors(errors).join('; '));
+          throw new AppError('BAD_REQUEST', listProblems(describeValidationErrors(errors)));
         const { content, file } = await this.contentOf(type as BatchType, send);
         prepared.push(
           await this.prepare(

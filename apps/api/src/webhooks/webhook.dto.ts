@@ -1,5 +1,6 @@
 import { ApiProperty, ApiPropertyOptional, PickType } from '@nestjs/swagger';
 import {
+  ArrayMaxSize,
   ArrayMinSize,
   ArrayUnique,
   IsBoolean,
@@ -25,6 +26,9 @@ import { QueryLimit } from '../docs/query-limit.decorator.js';
 
 const SECRET_EXAMPLE = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 
+/** How many webhook targets of its own a session may have. */
+export const MAX_WEBHOOK_TARGETS = 10;
+
 /** A webhook target of one session, as sent to PUT /api/v1/sessions/{id}/webhooks. */
 export class WebhookTargetInputDto {
   @ApiProperty({ example: 'https://example.com/whatsapp/events', maxLength: 2048 })
@@ -35,9 +39,13 @@ export class WebhookTargetInputDto {
   @ApiProperty({
     enum: WEBHOOK_EVENT_TYPES,
     isArray: true,
+    maxItems: WEBHOOK_EVENT_TYPES.length,
     example: ['message.received', 'message.status'],
   })
   @ArrayMinSize(1)
+  // Also bounds @ArrayUnique's work, quadratic in the array's length (1 MiB of distinct
+  // strings took it seconds): a longer array is cut before it is validated.
+  @ArrayMaxSize(WEBHOOK_EVENT_TYPES.length)
   @ArrayUnique()
   @IsIn(WEBHOOK_EVENT_TYPES, { each: true })
   events: WebhookEventType[];

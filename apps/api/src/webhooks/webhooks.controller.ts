@@ -9,6 +9,7 @@ import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import {
   DeliveryDto,
   DeliveryQueryDto,
+  MAX_WEBHOOK_TARGETS,
   MessageReceivedEventDto,
   MessageStatusEventDto,
   SessionStatusEventDto,
@@ -25,7 +26,7 @@ const DELIVERY_ID = ApiParam({
 });
 
 // The body is a JSON array; its items are validated as the global pipe validates objects.
-const TARGETS_BODY = new ArrayBodyPipe(WebhookTargetInputDto, 'target');
+const TARGETS_BODY = new ArrayBodyPipe(WebhookTargetInputDto, 'target', MAX_WEBHOOK_TARGETS);
 
 @ApiTags('webhooks')
 @ApiKeyAuth()
@@ -55,8 +56,7 @@ export class WebhooksController {
   @Put('sessions/:id/webhooks')
   @ApiOperation({
     summary: "Replace a session's own webhook targets",
-    description:
-      'Each target gets the events it lists (message.received, message.status, session.status; schemas MessageReceivedEventDto, MessageStatusEventDto, SessionStatusEventDto), signed per Standard Webhooks with its secret, in order per session and target, retried with backoff. An empty array removes them. The answer shows a secret in full when this PUT made or gave it, and only its first characters when it was kept.',
+    description: `Each target gets the events it lists (message.received, message.status, session.status; schemas MessageReceivedEventDto, MessageStatusEventDto, SessionStatusEventDto), signed per Standard Webhooks with its secret, in order per session and target, retried with backoff. At most ${MAX_WEBHOOK_TARGETS} targets; an empty array removes them. The answer shows a secret in full when this PUT made or gave it, and only its first characters when it was kept.`,
   })
   @SESSION_ID
   @ApiBody({ type: [WebhookTargetInputDto] })

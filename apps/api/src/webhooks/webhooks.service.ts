@@ -13,7 +13,6 @@ import {
 import { SessionsService } from '../sessions/sessions.service.js';
 import type { DeliveryQueryDto, WebhookTargetDto, WebhookTargetInputDto } from './webhook.dto.js';
 
-const MAX_TARGETS = 10;
 const DELIVERY_ID = /^evt_[0-9a-z]{9}[0-9a-f]{16}(?:[0-9a-f]{3})?_[gs][0-9a-f]{12}$/;
 
 /** Webhook targets of sessions, and the deliveries made to them (listing, replay). */
@@ -46,8 +45,6 @@ export class WebhooksService {
    */
   async setTargets(sessionId: string, input: WebhookTargetInputDto[]): Promise<WebhookTargetDto[]> {
     await this.sessions.existing(sessionId);
-    if (input.length > MAX_TARGETS)
-      throw new AppError('BAD_REQUEST', `a session has at most ${MAX_TARGETS} webhook targets`);
     const urls = new Set<string>();
     for (const [index, target] of input.entries()) {
       const problem = urlProblem(target.url, this.config.WEBHOOK_ALLOW_PRIVATE_URLS);
