@@ -1,5 +1,5 @@
 import { AppError, createValidationPipe } from '@app/common';
-import { ReactionDto } from './send-message.dto.js';
+import { ReactionDto, SendTextDto } from './send-message.dto.js';
 
 describe('a reaction body, through the global ValidationPipe', () => {
   const pipe = createValidationPipe();
@@ -38,5 +38,32 @@ describe('a reaction body, through the global ValidationPipe', () => {
     ['an emoji and a space', '👍 '],
   ])('refuses %s with 400: one emoji only', async (_, emoji) => {
     expect(await check(emoji)).toContain('emoji must be one emoji');
+  });
+});
+
+describe('a text body, through the global ValidationPipe', () => {
+  const pipe = createValidationPipe();
+  const check = (text: string) =>
+    pipe.transform({ to: '+49 151 2345 6789', text }, { type: 'body', metatype: SendTextDto }).then(
+      () => 'taken',
+      (err: unknown) => (err instanceof AppError ? err.message : String(err)),
+    );
+
+  it.each([
+    ['a word', 'hi'],
+    ['an emoji', '👍'],
+    ['a word after a zero-width space', '\u200bhi'],
+  ])('takes %s', async (_, text) => {
+    expect(await check(text)).toBe('taken');
+  });
+
+  it.each([
+    ['spaces and line breaks', ' \n\t '],
+    ['a NUL', '\u0000'],
+    ['a zero-width space', '\u200b'],
+    ['a zero-width joiner and a no-break space', '\u200d\u00a0'],
+    ['an ideographic space', '\u3000'],
+  ])('refuses %s: nothing to read', async (_, text) => {
+    expect(await check(text)).toContain('text must not be empty');
   });
 });

@@ -27,7 +27,11 @@ import { TYPING_MAX_MS } from '@app/queue';
 import { IsPhone } from './is-phone.decorator.js';
 import { IsRecipient } from './is-recipient.decorator.js';
 
-const NOT_BLANK = /\S/;
+/**
+ * Something to read: a character that is not a space, a control or an invisible format character
+ * (a text of only "\u0000" or a zero-width space would arrive as an empty bubble).
+ */
+const NOT_BLANK = /[^\s\p{Cc}\p{Cf}\p{Z}]/u;
 /** A line of text for a name or an address: no control characters (line breaks included). */
 const ONE_LINE = /^[^\p{Cc}]+$/u;
 /** Our message id (a UUID), a received one (in_...), or WhatsApp's (`true_<chat>_<id>`). */
