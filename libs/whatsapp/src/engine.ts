@@ -88,6 +88,12 @@ export interface StopOptions {
    * takes to finish the messages arriving, while another worker may take the session over.
    */
   closeFirst?: boolean;
+  /**
+   * Leaves the session's profile on this disk after the stop (a stored login's is removed
+   * otherwise): its lease is, or may be, another worker's, which may run on this very folder
+   * (one data folder shared by several workers).
+   */
+  keepProfile?: boolean;
 }
 
 export interface WhatsAppEngine extends EventEmitter<EngineEvents> {

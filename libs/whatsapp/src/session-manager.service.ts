@@ -225,10 +225,16 @@ export class SessionManager
       const profile = join(this.config.WWEBJS_DATA_DIR, `RemoteAuth-${sessionId}`);
       const holder = holders[index];
       if (holder && holder !== this.workerId && !(await profileLeftByThisHost(profile))) continue;
+      // Nobody's: its lease held while the folder goes, so no worker takes the session and
+      // unpacks its login into it meanwhile (taken since the read: left alone).
+      const held =
+        holder === null && (await this.leases.acquire(sessionId, this.workerId, this.leaseTtl()));
+      if (holder === null && !held) continue;
       this.log.log({ sessionId }, 'removing a Chromium profile left on disk');
       await rm(profile, { recursive: true, force: true, maxRetries: 3 }).catch((err: Error) =>
         this.log.warn({ sessionId, err: err.message }, 'profile not removed'),
       );
+      if (held) await this.leases.release(sessionId, this.workerId);
     }
   }
 
@@ -381,7 +387,8 @@ export class SessionManager
             return this.letGo(
               sessionId,
               'lost the lease of a session; stopping its engine',
-              { backUp: false },
+              // Another worker's (or not known): it may run on this very profile.
+              { backUp: false, keepProfile: holders[i] !== null },
               { holder: holders[i] },
             );
           this.leaseUntil.set(sessionId, sent + this.leaseTtl());
@@ -855,7 +862,7 @@ export class SessionManager
         return this.letGo(
           sessionId,
           'could not renew the lease of a session in time; stopping its engine',
-          { backUp: () => Date.now() < until, closeFirst: true },
+          { backUp: () => Date.now() < until, closeFirst: true, keepProfile: true },
           { leaseLeftMs: Math.max(0, left) },
         );
       }),

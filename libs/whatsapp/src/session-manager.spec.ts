@@ -213,7 +213,7 @@ describe('SessionManager', () => {
     }
   });
 
-  it('takes back the lease of a session that ran out with nobody taking it, and drives it on; stops one another worker took, its login not backed up', async () => {
+  it('takes back the lease of a session that ran out with nobody taking it, and drives it on; stops one another worker took, its login not backed up, its profile kept', async () => {
     const manager = app.get(SessionManager);
     const redis = app.get<Redis>(REDIS);
     const keys = app.get(RedisKeys);
@@ -226,7 +226,8 @@ describe('SessionManager', () => {
     const stopTaken = vi.spyOn(engines.get(taken)!, 'stop');
     const stopFree = vi.spyOn(freeEngine, 'stop');
     await (manager as unknown as { tick(): Promise<void> }).tick();
-    expect(stopTaken).toHaveBeenCalledWith({ backUp: false });
+    // Its profile left on the disk: the other worker may run on it (one data folder shared).
+    expect(stopTaken).toHaveBeenCalledWith({ backUp: false, keepProfile: true });
     // Stopped, it would run unleased while it backed its login up, for another to take.
     expect(stopFree).not.toHaveBeenCalled();
     expect(manager.engine(free)).toBe(freeEngine);
@@ -353,9 +354,16 @@ describe('SessionManager', () => {
     onTestFinished(() => rm(dataDir, { recursive: true, force: true }));
     const profile = (id: string) => join(dataDir, `RemoteAuth-${id}`);
     const [driven] = manager.ownedSessionIds();
-    for (const id of [driven, 'handed-over', 'elsewhere', 'crashed-here']) {
+    for (const id of [driven, 'handed-over', 'elsewhere', 'crashed-here', 'taken-meanwhile']) {
       await mkdir(join(profile(id), 'Default', 'IndexedDB'), { recursive: true });
     }
+    // Nobody's when the leases are read, another worker's by the time it would be removed.
+    const leases = app.get(LeaseRepository);
+    const acquire = leases.acquire.bind(leases);
+    const acquiring = vi
+      .spyOn(leases, 'acquire')
+      .mockImplementation(async (id, ...rest) => id !== 'taken-meanwhile' && acquire(id, ...rest));
+    onTestFinished(() => acquiring.mockRestore());
     // Another worker drives these now; one of them still bears the lock of this host's Chromium,
     // killed with the worker's last run.
     await redis.set(keys.lease('elsewhere'), 'another-worker', 'PX', 60_000);
@@ -365,7 +373,11 @@ describe('SessionManager', () => {
     expect(existsSync(profile('handed-over'))).toBe(false);
     expect(existsSync(profile('crashed-here'))).toBe(false);
     expect(existsSync(profile('elsewhere'))).toBe(true);
+    expect(existsSync(profile('taken-meanwhile'))).toBe(true);
     expect(existsSync(profile(driven))).toBe(true);
+    // Held while its folder went, then handed back.
+    expect(acquiring).toHaveBeenCalledWith('handed-over', expect.any(String), expect.any(Number));
+    expect(await redis.get(keys.lease('handed-over'))).toBeNull();
   });
 
   it('lets go of a session it stops though its lease cannot be handed back (it then expires)', async () => {

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { Logger } from '@nestjs/common';
 import wweb from 'whatsapp-web.js';
 import { AppError } from '@app/common';
 import type { AuthArchiveCopy, ObservedSession } from '@app/status-store';
@@ -2772,6 +2773,33 @@ describe('WwebjsEngine with a remote login store', () => {
       next.client().emit('ready');
       await next.engine.stop({ backUp: false });
       expect(existsSync(profile)).toBe(false);
+    });
+
+    it("leaves the profile on the disk after a stop told to keep it (its lease another worker's, which may run on it)", async () => {
+      const profile = join(dataDir, 'RemoteAuth-main');
+      const h = linkingHarness(memoryStore(), { destroyTimeoutMs: 10_000 });
+      await link(h);
+      h.client().emit('ready');
+      vi.useRealTimers();
+      await h.engine.stop({ backUp: false, keepProfile: true });
+      expect(existsSync(profile)).toBe(true);
+      await rm(profile, { recursive: true, force: true });
+    });
+
+    it('keeps a login linked here on disk, and says so, when its backup is no longer wanted by the time it would run (its lease ran out)', async () => {
+      const warn = vi.spyOn(Logger.prototype, 'warn');
+      onTestFinished(() => warn.mockRestore());
+      const h = linkingHarness(memoryStore(), { destroyTimeoutMs: 10_000 });
+      await link(h);
+      h.client().emit('ready');
+      vi.useRealTimers();
+      const answers = [true, false];
+      await h.engine.stop({ backUp: () => answers.shift() ?? false, closeFirst: true });
+      expect(await readFile(login(), 'utf8')).toBe('the new login');
+      expect(warn).toHaveBeenCalledWith(
+        expect.objectContaining({ sessionId: 'main' }),
+        expect.stringContaining('login not backed up on stop'),
+      );
     });
 
     it('keeps a login linked here on disk when its backup on stop fails: the profile is its only copy', async () => {

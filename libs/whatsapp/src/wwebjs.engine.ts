@@ -515,10 +515,10 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
     });
     if (backUp && closed) await this.backUp(closed, stillWanted);
     // A login linked here whose backup failed: the profile is its only copy.
-    const onlyCopy = this.unsavedLogin && Boolean(backUp) && stillWanted();
+    const onlyCopy = this.unsavedLogin && Boolean(backUp);
     // Once stopped, the store is the truth: the session may move on (and be logged out there).
     this.unsavedLogin = false;
-    if (this.options.authStore?.remote) await this.dropProfile(onlyCopy);
+    if (this.options.authStore?.remote && !options?.keepProfile) await this.dropProfile(onlyCopy);
     this.setState({ status: 'STOPPED' });
   }
 
@@ -547,7 +547,14 @@ export class WwebjsEngine extends EventEmitter<EngineEvents> implements WhatsApp
    * `wanted` now that the messages arriving have been finished (the session not deleted since).
    */
   private async backUp(client: ClientLike, wanted: () => boolean): Promise<void> {
-    if (!client.authStrategy?.storeRemoteSession || !wanted()) return;
+    if (!client.authStrategy?.storeRemoteSession) return;
+    if (!wanted()) {
+      this.log.warn(
+        { sessionId: this.sessionId },
+        'login not backed up on stop: no longer wanted (its lease ran out meanwhile, or the session was deleted)',
+      );
+      return;
+    }
     this.backingUp = client;
     await withTimeout(client.authStrategy.storeRemoteSession(), this.settings.destroyTimeoutMs)
       .catch((thrown) =>
