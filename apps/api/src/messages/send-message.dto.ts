@@ -39,15 +39,17 @@ const REPLY_TO =
   /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|in_[A-Za-z0-9_-]+|(true|false)_[^\s_]+_[A-Za-z0-9]+(_[^\s]+)?)$/;
 
 /**
- * One emoji as Unicode recommends it for interchange (RGI: 👍, ❤️, 👍🏽, 👨‍👩‍👧, 🇩🇪, 1️⃣), but not
- * a skin tone alone (RGI lists those as swatches), or one pictograph in its text form (❤
- * without its emoji selector, as many keyboards and editors leave it); or '' (takes a reaction
- * back). A RegExp built at run time: Node 20 has the `v` flag \p{RGI_Emoji} needs, but
- * TypeScript takes it in a literal only from target ES2024.
+ * One emoji as Unicode's grammar of emoji sequences (UTS #51) describes it, in any of the forms
+ * keyboards and editors produce: a pictograph with or without its presentation selector (❤️,
+ * ❤), with a skin tone (👍🏽), a flag (🇩🇪, 🏴 with its tags), a keycap (1️⃣, 1⃣), or several
+ * joined by ZWJ (👨‍👩‍👧, 🤷‍♂️, 🤷‍♂); not a digit, #, *, a skin tone or a regional indicator
+ * alone, not two emoji side by side, not a code point no emoji is yet. Or '' (takes a reaction
+ * back).
  */
+const EMOJI_ELEMENT = String.raw`(?:[0-9#*]\uFE0F?\u20E3|\p{RI}\p{RI}|(?![0-9#*\p{RI}\p{EMod}])\p{Emoji}(?:\p{EMod}|\uFE0F|\uFE0E|[\u{E0020}-\u{E007E}]+\u{E007F})?)`;
 const REACTION_EMOJI = new RegExp(
-  String.raw`^(?:(?!\p{Emoji_Modifier}$)\p{RGI_Emoji}|\p{Extended_Pictographic})?$`,
-  'v',
+  String.raw`^(?:${EMOJI_ELEMENT}(?:\u200D${EMOJI_ELEMENT})*)?$`,
+  'u',
 );
 
 /** A boolean from JSON, or from a multipart form field ("true" / "false"). */
