@@ -387,10 +387,13 @@ export class SessionManager
             return this.letGo(
               sessionId,
               'lost the lease of a session; stopping its engine',
-              // Another worker's (or not known): it may run on this very profile.
-              { backUp: false, keepProfile: holders[i] !== null },
+              // Another worker's (or not known, or taken since the read): it may run on this
+              // very profile. Nobody's and deleted: its login goes.
+              { backUp: false, keepProfile: holders[i] !== null || kept.has(sessionId) },
               { holder: holders[i] },
             );
+          // Its engine stopped meanwhile (a hand-over of this worker's): not driven here.
+          if (!this.engines.has(sessionId)) return this.releaseLease(sessionId);
           this.leaseUntil.set(sessionId, sent + this.leaseTtl());
           this.log.warn(
             { sessionId },

@@ -241,6 +241,53 @@ describe('SessionManager', () => {
     );
   });
 
+  it('stops, its profile kept, a session whose lease another worker took between the read and its taking back', async () => {
+    const manager = app.get(SessionManager);
+    const redis = app.get<Redis>(REDIS);
+    const keys = app.get(RedisKeys);
+    const leases = app.get(LeaseRepository);
+    const [id] = manager.ownedSessionIds();
+    await redis.del(keys.lease(id));
+    const acquiring = vi.spyOn(leases, 'acquire').mockImplementation(async (sessionId) => {
+      await redis.set(keys.lease(sessionId), 'another-worker', 'PX', 500);
+      return false;
+    });
+    const stop = vi.spyOn(engines.get(id)!, 'stop');
+    try {
+      await (manager as unknown as { tick(): Promise<void> }).tick();
+    } finally {
+      acquiring.mockRestore();
+    }
+    expect(stop).toHaveBeenCalledWith({ backUp: false, keepProfile: true });
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    await manager.reconcile('all');
+    await eventually(() => expect(manager.ownedSessionIds()).toContain(id));
+  });
+
+  it('hands back a lease it took back for a session whose engine it stopped meanwhile', async () => {
+    const manager = app.get(SessionManager);
+    const redis = app.get<Redis>(REDIS);
+    const keys = app.get(RedisKeys);
+    const leases = app.get(LeaseRepository);
+    const [id] = manager.ownedSessionIds();
+    await redis.del(keys.lease(id));
+    const acquire = leases.acquire.bind(leases);
+    const acquiring = vi.spyOn(leases, 'acquire').mockImplementation(async (sessionId, ...rest) => {
+      // A hand-over of this worker's stops the engine while the heartbeat takes the lease.
+      await (manager as unknown as { stopEngine(id: string): Promise<void> }).stopEngine(sessionId);
+      return acquire(sessionId, ...rest);
+    });
+    try {
+      await (manager as unknown as { tick(): Promise<void> }).tick();
+    } finally {
+      acquiring.mockRestore();
+    }
+    expect(await redis.get(keys.lease(id))).not.toBe(app.get(WORKER_ID));
+    expect(manager.holdsLease(id)).toBe(false);
+    await manager.reconcile('all');
+    await eventually(() => expect(manager.ownedSessionIds()).toContain(id));
+  });
+
   it.each([
     ['its heartbeat finds its lease run out, with nobody holding it', 'tick'],
     ['a pass finds it unregistered', 'pass'],
