@@ -19,6 +19,7 @@ import { AdminAccess, CSRF_FIELD } from './admin-access.service.js';
 import { AdminAuth } from './admin-auth.decorator.js';
 import { AdminPageFilter } from './admin-page.filter.js';
 import { AdminViews, linkPhase, problemText } from './admin-views.service.js';
+import { FORM_TOKEN_FIELD, FormTokens } from './form-tokens.service.js';
 import {
   AdminTestIncomingDto,
   AdminTestMessageDto,
@@ -60,6 +61,7 @@ export class AdminPagesController {
     private readonly audit: AuditRepository,
     private readonly apiKeys: ApiKeys,
     private readonly workers: WorkersService,
+    private readonly formTokens: FormTokens,
   ) {}
 
   @Get()
@@ -96,13 +98,19 @@ export class AdminPagesController {
               .filter(Boolean)
           : undefined,
       });
-      made = await this.apiKeys.create(dto.name, dto.scopes, dto.sessions);
+      made = await this.once(
+        form,
+        'keys',
+        'This form was sent before: the key was made then, and its secret shown once, in that answer. It is not shown again: rotate the key if it was not copied.',
+        () => this.apiKeys.create(dto.name, dto.scopes, dto.sessions),
+      );
       auditTarget(req, { id: made.record.id });
     } catch (err) {
       if (!(err instanceof AppError)) throw err;
       return this.act(req, res, '/admin/keys', () => Promise.reject(err));
     }
-    // Shown in this answer only (not through a redirect and a cookie).
+    // Shown in this answer only (not through a redirect and a cookie, nor kept anywhere to
+    // show again): posting the form again, as a reload does, is refused by its token.
     await this.keysView(req, res, { name: made.record.name, key: made.key });
   }
 
@@ -110,7 +118,12 @@ export class AdminPagesController {
   async rotateKey(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     let rotated: { key: string; record: { name: string } };
     try {
-      rotated = await this.apiKeys.rotate(id);
+      rotated = await this.once(
+        formOf(req),
+        `rotate:${id}`,
+        'This form was sent before: the key was rotated then, and its new secret shown once, in that answer. It is not shown again: rotate the key again if it was not copied.',
+        () => this.apiKeys.rotate(id),
+      );
     } catch (err) {
       if (!(err instanceof AppError)) throw err;
       return this.act(req, res, '/admin/keys', () => Promise.reject(err));
@@ -308,7 +321,30 @@ export class AdminPagesController {
       nav: 'keys',
       keys: (await this.apiKeys.list()).reverse(),
       newKey,
+      formTokenField: FORM_TOKEN_FIELD,
+      formToken: this.formTokens.issue(),
     });
+  }
+
+  /**
+   * Runs `run` the first time the form's one-time token comes for `action`; any later time it
+   * throws CONFLICT with `again` and does nothing. A failed run frees the token.
+   */
+  private async once<T>(
+    form: Record<string, string | undefined>,
+    action: string,
+    again: string,
+    run: () => Promise<T>,
+  ): Promise<T> {
+    const token = form[FORM_TOKEN_FIELD];
+    if (!(await this.formTokens.claim(token, action))) throw new AppError('CONFLICT', again);
+    try {
+      return await run();
+    } catch (err) {
+      // The failure is what the operator must read, not a failure to free the token.
+      await this.formTokens.release(token!, action).catch(() => undefined);
+      throw err;
+    }
   }
 
   private page(

@@ -21,6 +21,7 @@ import { AdminApiController, AdminSessionActionsController } from './admin-api.c
 import { AdminPagesController } from './admin-pages.controller.js';
 import { AdminViews } from './admin-views.service.js';
 import { AdminService } from './admin.service.js';
+import { FormTokens } from './form-tokens.service.js';
 import { QueueBoard } from './queue-board.service.js';
 
 /** An unprotected admin never reaches production: without a password it is not mounted. */
@@ -53,6 +54,7 @@ export class AdminModule {
         AdminAccess,
         AdminViews,
         AdminService,
+        FormTokens,
         QueueBoard,
         // Stateless services, also provided here so this module stands on its own.
         AuthFailures,
