@@ -903,6 +903,68 @@ describe("the session page's word on a session that is not connected", () => {
   });
 });
 
+describe('draining the only worker that takes sessions', () => {
+  it('asks first, and says its sessions stop rather than move to other workers', async () => {
+    const stack = await Stack.start(
+      { ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD },
+      { worker: false },
+    );
+    try {
+      const { WorkerRepository } = await import('@app/status-store');
+      const workers = stack.api!.get(WorkerRepository);
+      const beat = (id: string) =>
+        workers.beat(
+          {
+            id,
+            host: `host-of-${id}`,
+            pid: 1,
+            version: '0',
+            startedAt: '',
+            sessions: ['main'],
+            maxSessions: 10,
+          },
+          60_000,
+          Date.now() + 60_000,
+        );
+      await beat('worker-alone');
+      const drainForm = (text: string, id: string) =>
+        new RegExp(`<form[^>]*action="/admin/workers/${id}/drain"[^>]*>`).exec(text)?.[0] ?? '';
+      const page = await request(stack, 'GET', '/admin/workers');
+      expect(drainForm(page.text, 'worker-alone')).toContain(
+        'data-confirm="Drain host-of-worker-alone? No other worker takes sessions: its sessions stop until it takes sessions again or another worker starts."',
+      );
+
+      const drained = await request(stack, 'POST', '/admin/workers/worker-alone/drain', {
+        form: { _csrf: /name="csrf-token" content="([^"]+)"/.exec(page.text)![1] },
+        headers: { cookie: cookiesOf(page), origin: stack.url },
+      });
+      expect(drained.status).toBe(303);
+      const flash = decodeURIComponent(cookiesOf(drained));
+      expect(flash).toContain(
+        'Worker worker-alone is draining, and no other worker takes sessions: its sessions stop until it takes sessions again or another worker starts',
+      );
+      expect(flash).not.toContain('move to the other workers');
+      const after = await request(stack, 'GET', '/admin/workers');
+      expect(after.text).toContain('its sessions stay stopped until it takes sessions again');
+
+      // With another worker that takes sessions, a drain moves them.
+      await beat('worker-other');
+      const both = await request(stack, 'GET', '/admin/workers');
+      expect(drainForm(both.text, 'worker-other')).toContain(
+        'data-confirm="Drain host-of-worker-other? No other worker takes sessions',
+      );
+      expect(both.text).toContain('Hands its sessions to the others and takes none.');
+      await workers.setDraining('worker-alone', false, 60_000);
+      const undrained = await request(stack, 'GET', '/admin/workers');
+      expect(drainForm(undrained.text, 'worker-alone')).toContain(
+        'data-confirm="Drain host-of-worker-alone? Its sessions move to the other workers',
+      );
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
 describe('admin cookies behind a TLS proxy the api does not trust', () => {
   it('are Secure when BASE_URL is https, though the request reached the api over http', async () => {
     const stack = await Stack.start(

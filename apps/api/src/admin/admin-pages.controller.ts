@@ -159,13 +159,20 @@ export class AdminPagesController {
 
   @Get('workers')
   async workersPage(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
+    const live = await this.workers.listLive();
     this.page(req, res, 'workers', {
       title: 'Workers',
       nav: 'workers',
-      workers: (await this.workers.listLive()).map((worker) => ({
-        ...worker,
-        ...workerState(worker),
-      })),
+      workers: live.map((worker) => {
+        const othersTake = othersTakeSessions(live, worker.id);
+        return {
+          ...worker,
+          ...workerState(worker, othersTake),
+          drainConfirm: othersTake
+            ? `Drain ${worker.host}? Its sessions move to the other workers, and it takes none until you press Take sessions again.`
+            : `Drain ${worker.host}? No other worker takes sessions: its sessions stop until it takes sessions again or another worker starts.`,
+        };
+      }),
       heartbeatSeconds: this.config.WORKER_HEARTBEAT_MS / 1000,
       staleSeconds: this.config.workerStaleAfterMs / 1000,
     });
@@ -175,7 +182,9 @@ export class AdminPagesController {
   async drain(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     await this.act(req, res, '/admin/workers', async () => {
       await this.workers.setDraining(id, true);
-      return `Worker ${id} is draining: its sessions move to the other workers`;
+      return othersTakeSessions(await this.workers.listLive(), id)
+        ? `Worker ${id} is draining: its sessions move to the other workers`
+        : `Worker ${id} is draining, and no other worker takes sessions: its sessions stop until it takes sessions again or another worker starts`;
     });
   }
 
@@ -412,8 +421,21 @@ function takeFlash(req: FastifyRequest, res: FastifyReply): Flash | undefined {
   }
 }
 
+/**
+ * Whether a live worker besides `workerId` takes sessions (not draining, and room for some):
+ * without one, draining `workerId` stops its sessions rather than moving them.
+ */
+function othersTakeSessions(live: WorkerDto[], workerId: string): boolean {
+  return live.some(
+    (worker) => worker.id !== workerId && !worker.draining && worker.maxSessions !== 0,
+  );
+}
+
 /** A worker's state on the workers page: its badge, and what it means when not plain. */
-function workerState(worker: WorkerDto): {
+function workerState(
+  worker: WorkerDto,
+  othersTake: boolean,
+): {
   tone: string;
   stateText: string;
   hint?: string;
@@ -424,7 +446,9 @@ function workerState(worker: WorkerDto): {
     return {
       tone: 'wait',
       stateText: 'draining',
-      hint: 'Hands its sessions to the others and takes none.',
+      hint: othersTake
+        ? 'Hands its sessions to the others and takes none.'
+        : 'Takes no session, and no other worker takes them: its sessions stay stopped until it takes sessions again or another worker starts.',
       capText,
     };
   if (worker.startsFailing)
