@@ -903,6 +903,54 @@ describe("the session page's word on a session that is not connected", () => {
   });
 });
 
+describe('the sessions pages with no worker running', () => {
+  it('say so in a banner, and name a gone worker as where the session was last seen', async () => {
+    const stack = await Stack.start(
+      { ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD },
+      { worker: false },
+    );
+    try {
+      const banner = 'No worker is running:</strong> sessions do not start and sends are refused';
+      // As a worker that stopped leaves its sessions.
+      await stack.redis.hset(stack.keys.session('main'), {
+        worker: 'worker-gone',
+        status: 'STOPPED',
+      });
+      const list = await request(stack, 'GET', '/admin');
+      expect(list.text).toContain(banner);
+      expect(list.text).toContain('<dd>last seen on worker-gone</dd>');
+      expect(list.text).not.toContain('data-bind="worker">worker-gone');
+      const stopped = await request(stack, 'GET', '/admin/sessions/main');
+      expect(stopped.text).toContain(banner);
+      expect(stopped.text).toContain('Not running: no worker is running to start it.');
+      expect(stopped.text).not.toContain('A worker picks it up within seconds');
+
+      // As a worker that crashed leaves them.
+      await stack.redis.hset(stack.keys.session('main'), { status: 'READY' });
+      const crashed = await request(stack, 'GET', '/admin/sessions/main');
+      expect(crashed.text).toMatch(
+        /worker-gone stopped answering \(no heartbeat for \d+ ms\); no worker is running to take the session over/,
+      );
+      expect(crashed.text).toContain('no worker is running to connect it');
+
+      const { WorkerRepository } = await import('@app/status-store');
+      const worker = { id: 'worker-here', host: 'h', pid: 1, version: '0', startedAt: '' };
+      await stack
+        .api!.get(WorkerRepository)
+        .beat({ ...worker, sessions: ['main'] }, 60_000, Date.now() + 60_000);
+      const gone = await request(stack, 'GET', '/admin/sessions/main');
+      expect(gone.text).not.toContain('data-no-worker');
+      expect(gone.text).toContain('another worker takes the session over');
+      await stack.redis.hset(stack.keys.session('main'), { worker: 'worker-here' });
+      const running = await request(stack, 'GET', '/admin');
+      expect(running.text).not.toContain('No worker is running');
+      expect(running.text).toContain('<dd data-bind="worker">worker-here</dd>');
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
 describe('draining the only worker that takes sessions', () => {
   it('asks first, and says its sessions stop rather than move to other workers', async () => {
     const stack = await Stack.start(

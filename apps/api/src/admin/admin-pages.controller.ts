@@ -66,13 +66,15 @@ export class AdminPagesController {
 
   @Get()
   async index(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
-    const sessions = (await this.admin.overview()).map((session) => ({
-      ...session,
-      problem: problemText(session),
-    }));
+    const [overview, anyWorker] = await Promise.all([
+      this.admin.overview(),
+      this.workers.anyLive(),
+    ]);
+    const sessions = overview.map((session) => ({ ...session, problem: problemText(session) }));
     this.page(req, res, 'index', {
       title: 'Sessions',
       nav: 'sessions',
+      noWorker: !anyWorker,
       sessions,
       activeId: sessions.find((session) => session.active)?.id ?? (await this.sessions.active()),
     });
@@ -198,10 +200,11 @@ export class AdminPagesController {
 
   @Get('sessions/:id')
   async session(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
-    const session = await this.admin.detail(id);
+    const [session, anyWorker] = await Promise.all([this.admin.detail(id), this.workers.anyLive()]);
     this.page(req, res, 'session', {
       title: `Session ${session.id}`,
       nav: 'sessions',
+      noWorker: !anyWorker,
       session,
       phase: linkPhase(session),
       problem: problemText(session),
