@@ -335,6 +335,36 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
     expect(answer.text).toContain('Session nosuch does not exist');
   });
 
+  it.each([
+    ['/admin/nope', 404, 'There is no admin page at /admin/nope'],
+    ['/admin/sessions/main/qr', 404, 'There is no admin page at /admin/sessions/main/qr'],
+    ['/admin/sessions/%E0%A4%A', 400, 'Malformed percent-encoding in the URL'],
+    [`/admin/sessions/${'x'.repeat(101)}`, 400, 'A path parameter is longer than 100 characters'],
+  ])(
+    "answers %s, which no admin page serves, with the admin's HTML error page (%i)",
+    async (path, status, message) => {
+      const answer = await request(stack, 'GET', path);
+      expect(answer.status).toBe(status);
+      expect(answer.headers.get('content-type')).toMatch(/^text\/html/);
+      expect(answer.headers.get('content-security-policy')).toContain("default-src 'none'");
+      expect(answer.headers.get('cache-control')).toBe('no-store');
+      expect(answer.text).toContain(`<p>${message}</p>`);
+      expect(answer.text).toContain('Back to sessions');
+      expect(answer.text).toContain('Engine <code>sandbox</code>');
+    },
+  );
+
+  it.each([
+    ['/api/admin/nope', 404],
+    ['/api/admin/sessions/%E0%A4%A', 400],
+    ['/api/nope', 404],
+  ])('still answers %s with the JSON envelope (%i)', async (path, status) => {
+    const answer = await request(stack, 'GET', path);
+    expect(answer.status).toBe(status);
+    expect(answer.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(answer.json.ok).toBe(false);
+  });
+
   it('links, sends a test message through the public send path, and follows it to read', async () => {
     const { token, cookie } = await csrf(stack);
     const headers = { cookie, 'x-csrf-token': token };

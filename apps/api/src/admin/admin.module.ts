@@ -17,6 +17,7 @@ import { ApiKeys } from '../auth/api-keys.service.js';
 import { RateLimitGuard } from '../auth/rate-limit.guard.js';
 import { AdminAccess } from './admin-access.service.js';
 import { AdminAuthGuard } from './admin-auth.guard.js';
+import { AdminPageFilter } from './admin-page.filter.js';
 import { AdminApiController, AdminSessionActionsController } from './admin-api.controller.js';
 import { AdminPagesController } from './admin-pages.controller.js';
 import { AdminViews } from './admin-views.service.js';
@@ -53,6 +54,7 @@ export class AdminModule {
       providers: [
         AdminAccess,
         AdminViews,
+        AdminPageFilter,
         AdminService,
         FormTokens,
         QueueBoard,
