@@ -454,6 +454,65 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     expect(own).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 
+  it('asks before draining a worker: dismissed, it is not drained; accepted, it drains', async () => {
+    const workers = stack.api!.get(WorkerRepository);
+    // Takes no session (a cap of 0), so the stack's own worker hands it none meanwhile.
+    await workers.beat(
+      {
+        id: 'worker-asked',
+        host: 'host-asked',
+        pid: 1,
+        version: '0',
+        startedAt: '',
+        sessions: [],
+        maxSessions: 0,
+      },
+      60_000,
+      Date.now() + 60_000,
+    );
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+    });
+    const own: Problems = { console: [], page: [], csp: [] };
+    await watch(context, own);
+    try {
+      const page = await context.newPage();
+      await page.goto(`${stack.url}/admin/workers`);
+      const card = page.locator('article[data-worker="worker-asked"]');
+      const draining = async () =>
+        stack.redis.sismember(stack.keys.drainingWorkers(), 'worker-asked');
+      const asked: string[] = [];
+
+      page.once('dialog', (dialog) => {
+        asked.push(dialog.message());
+        void dialog.dismiss();
+      });
+      await card.getByRole('button', { name: 'Drain' }).click();
+      await eventually(() =>
+        expect(asked).toEqual([
+          expect.stringContaining('Drain host-asked? Its sessions move to the other workers'),
+        ]),
+      );
+      // Dismissed: nothing was posted, the page stayed.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(await draining()).toBe(0);
+      expect(page.url()).toBe(`${stack.url}/admin/workers`);
+
+      page.once('dialog', (dialog) => void dialog.accept());
+      await card.getByRole('button', { name: 'Drain' }).click();
+      await eventually(async () => expect(await draining()).toBe(1));
+      await eventually(async () =>
+        expect(await page.locator('[data-flash]').textContent()).toContain(
+          'Worker worker-asked is draining',
+        ),
+      );
+    } finally {
+      await context.close();
+      await workers.remove('worker-asked');
+    }
+    expect(own).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
   it('shows every state with its colour, error, next retry and loading percent', async () => {
     // An api without a worker, so the states written here stay as they are.
     const still = await Stack.start(

@@ -335,6 +335,36 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
     expect(answer.text).toContain('Session nosuch does not exist');
   });
 
+  it.each([
+    ['/admin/nope', 404, 'There is no admin page at /admin/nope'],
+    ['/admin/sessions/main/qr', 404, 'There is no admin page at /admin/sessions/main/qr'],
+    ['/admin/sessions/%E0%A4%A', 400, 'Malformed percent-encoding in the URL'],
+    [`/admin/sessions/${'x'.repeat(101)}`, 400, 'A path parameter is longer than 100 characters'],
+  ])(
+    "answers %s, which no admin page serves, with the admin's HTML error page (%i)",
+    async (path, status, message) => {
+      const answer = await request(stack, 'GET', path);
+      expect(answer.status).toBe(status);
+      expect(answer.headers.get('content-type')).toMatch(/^text\/html/);
+      expect(answer.headers.get('content-security-policy')).toContain("default-src 'none'");
+      expect(answer.headers.get('cache-control')).toBe('no-store');
+      expect(answer.text).toContain(`<p>${message}</p>`);
+      expect(answer.text).toContain('Back to sessions');
+      expect(answer.text).toContain('Engine <code>sandbox</code>');
+    },
+  );
+
+  it.each([
+    ['/api/admin/nope', 404],
+    ['/api/admin/sessions/%E0%A4%A', 400],
+    ['/api/nope', 404],
+  ])('still answers %s with the JSON envelope (%i)', async (path, status) => {
+    const answer = await request(stack, 'GET', path);
+    expect(answer.status).toBe(status);
+    expect(answer.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(answer.json.ok).toBe(false);
+  });
+
   it('links, sends a test message through the public send path, and follows it to read', async () => {
     const { token, cookie } = await csrf(stack);
     const headers = { cookie, 'x-csrf-token': token };
@@ -897,6 +927,116 @@ describe("the session page's word on a session that is not connected", () => {
         nextRetryAt: '',
       });
       expect(unlinked).toEqual({ page: 'halted', json: 'halted' });
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
+describe('the sessions pages with no worker running', () => {
+  it('say so in a banner, and name a gone worker as where the session was last seen', async () => {
+    const stack = await Stack.start(
+      { ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD },
+      { worker: false },
+    );
+    try {
+      const banner = 'No worker is running:</strong> sessions do not start and sends are refused';
+      // As a worker that stopped leaves its sessions.
+      await stack.redis.hset(stack.keys.session('main'), {
+        worker: 'worker-gone',
+        status: 'STOPPED',
+      });
+      const list = await request(stack, 'GET', '/admin');
+      expect(list.text).toContain(banner);
+      expect(list.text).toContain('<dd>last seen on worker-gone</dd>');
+      expect(list.text).not.toContain('data-bind="worker">worker-gone');
+      const stopped = await request(stack, 'GET', '/admin/sessions/main');
+      expect(stopped.text).toContain(banner);
+      expect(stopped.text).toContain('Not running: no worker is running to start it.');
+      expect(stopped.text).not.toContain('A worker picks it up within seconds');
+
+      // As a worker that crashed leaves them.
+      await stack.redis.hset(stack.keys.session('main'), { status: 'READY' });
+      const crashed = await request(stack, 'GET', '/admin/sessions/main');
+      expect(crashed.text).toMatch(
+        /worker-gone stopped answering \(no heartbeat for \d+ ms\); no worker is running to take the session over/,
+      );
+      expect(crashed.text).toContain('no worker is running to connect it');
+
+      const { WorkerRepository } = await import('@app/status-store');
+      const worker = { id: 'worker-here', host: 'h', pid: 1, version: '0', startedAt: '' };
+      await stack
+        .api!.get(WorkerRepository)
+        .beat({ ...worker, sessions: ['main'] }, 60_000, Date.now() + 60_000);
+      const gone = await request(stack, 'GET', '/admin/sessions/main');
+      expect(gone.text).not.toContain('data-no-worker');
+      expect(gone.text).toContain('another worker takes the session over');
+      await stack.redis.hset(stack.keys.session('main'), { worker: 'worker-here' });
+      const running = await request(stack, 'GET', '/admin');
+      expect(running.text).not.toContain('No worker is running');
+      expect(running.text).toContain('<dd data-bind="worker">worker-here</dd>');
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
+describe('draining the only worker that takes sessions', () => {
+  it('asks first, and says its sessions stop rather than move to other workers', async () => {
+    const stack = await Stack.start(
+      { ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD },
+      { worker: false },
+    );
+    try {
+      const { WorkerRepository } = await import('@app/status-store');
+      const workers = stack.api!.get(WorkerRepository);
+      const beat = (id: string) =>
+        workers.beat(
+          {
+            id,
+            host: `host-of-${id}`,
+            pid: 1,
+            version: '0',
+            startedAt: '',
+            sessions: ['main'],
+            maxSessions: 10,
+          },
+          60_000,
+          Date.now() + 60_000,
+        );
+      await beat('worker-alone');
+      const drainForm = (text: string, id: string) =>
+        new RegExp(`<form[^>]*action="/admin/workers/${id}/drain"[^>]*>`).exec(text)?.[0] ?? '';
+      const page = await request(stack, 'GET', '/admin/workers');
+      expect(drainForm(page.text, 'worker-alone')).toContain(
+        'data-confirm="Drain host-of-worker-alone? No other worker takes sessions: its sessions stop until it takes sessions again or another worker starts."',
+      );
+
+      const drained = await request(stack, 'POST', '/admin/workers/worker-alone/drain', {
+        form: { _csrf: /name="csrf-token" content="([^"]+)"/.exec(page.text)![1] },
+        headers: { cookie: cookiesOf(page), origin: stack.url },
+      });
+      expect(drained.status).toBe(303);
+      const flash = decodeURIComponent(cookiesOf(drained));
+      expect(flash).toContain(
+        'Worker worker-alone is draining, and no other worker takes sessions: its sessions stop until it takes sessions again or another worker starts',
+      );
+      expect(flash).not.toContain('move to the other workers');
+      const after = await request(stack, 'GET', '/admin/workers');
+      expect(after.text).toContain('its sessions stay stopped until it takes sessions again');
+
+      // With another worker that takes sessions, a drain moves them.
+      await beat('worker-other');
+      const both = await request(stack, 'GET', '/admin/workers');
+      expect(drainForm(both.text, 'worker-other')).toContain(
+        'data-confirm="Drain host-of-worker-other? No other worker takes sessions',
+      );
+      expect(both.text).toContain('Hands its sessions to the others and takes none.');
+      await workers.setDraining('worker-alone', false, 60_000);
+      const undrained = await request(stack, 'GET', '/admin/workers');
+      expect(drainForm(undrained.text, 'worker-alone')).toContain(
+        'data-confirm="Drain host-of-worker-alone? Its sessions move to the other workers',
+      );
     } finally {
       await stack.close();
     }

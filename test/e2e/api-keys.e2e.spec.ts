@@ -321,19 +321,26 @@ describe('API keys on the admin pages', () => {
   const auth = `Basic ${Buffer.from(`admin:${PASSWORD}`).toString('base64')}`;
   const stack = useStack({ ADMIN_PASSWORD: PASSWORD }, { worker: false });
 
-  /** The page's CSRF token and cookie, as a browser would hold them. */
+  /** The page's CSRF token, cookie and one-time form token, as a browser would hold them. */
   const session = async () => {
     const page = await fetch(`${stack.url}/admin/keys`, { headers: { authorization: auth } });
     expect(page.status).toBe(200);
-    const token = /name="csrf-token" content="([^"]+)"/.exec(await page.text())![1];
+    const html = await page.text();
+    const token = /name="csrf-token" content="([^"]+)"/.exec(html)![1];
+    const once = /name="_once" value="([^"]+)"/.exec(html)?.[1] ?? '';
     const cookie = page.headers
       .getSetCookie()
       .map((c) => c.split(';')[0])
       .join('; ');
-    return { token, cookie };
+    return { token, once, cookie };
   };
-  const post = async (path: string, form: Record<string, string>) => {
-    const { token, cookie } = await session();
+  /** Posts a form of the page; `from`: the page it was on (else the page is loaded now). */
+  const post = async (
+    path: string,
+    form: Record<string, string>,
+    from?: Awaited<ReturnType<typeof session>>,
+  ) => {
+    const { token, once, cookie } = from ?? (await session());
     return fetch(`${stack.url}${path}`, {
       method: 'POST',
       redirect: 'manual',
@@ -343,9 +350,11 @@ describe('API keys on the admin pages', () => {
         origin: stack.url,
         'content-type': 'application/x-www-form-urlencoded',
       },
-      body: new URLSearchParams({ _csrf: token, ...form }).toString(),
+      body: new URLSearchParams({ _csrf: token, _once: once, ...form }).toString(),
     });
   };
+  const flashOf = (answer: Response) =>
+    decodeURIComponent(answer.headers.getSetCookie().join('; '));
 
   it('makes a key (shown once), lists it by prefix, rotates and revokes it', async () => {
     const made = await post('/admin/keys', {
@@ -398,6 +407,69 @@ describe('API keys on the admin pages', () => {
     ).toBe(revokedAt);
   });
 
+  it('makes one key and rotates once when the same form is posted twice, as a reload of the answer does', async () => {
+    const keysNamed = async (name: string) =>
+      (await stack.call('GET', '/api/v1/keys')).body.data.filter(
+        (k: { name: string }) => k.name === name,
+      );
+    const page = await session();
+    const made = await post('/admin/keys', { name: 'twice', scope_read: 'on' }, page);
+    expect(made.status).toBe(200);
+    const key = /data-new-key>(wag_[^<]+)</.exec(await made.text())![1];
+    const again = await post('/admin/keys', { name: 'twice', scope_read: 'on' }, page);
+    expect(again.status).toBe(303);
+    expect(again.headers.get('location')).toBe('/admin/keys');
+    expect(flashOf(again)).toContain('the key was made then, and its secret shown once');
+    expect(await again.text()).not.toContain('wag_');
+    const [record] = await keysNamed('twice');
+    expect(await keysNamed('twice')).toHaveLength(1);
+
+    const rotatePage = await session();
+    const rotated = await post(`/admin/keys/${record.id}/rotate`, {}, rotatePage);
+    expect(rotated.status).toBe(200);
+    const fresh = /data-new-key>(wag_[^<]+)</.exec(await rotated.text())![1];
+    expect(fresh).not.toBe(key);
+    const rotatedAt = (await keysNamed('twice'))[0].rotatedAt;
+    const rotatedAgain = await post(`/admin/keys/${record.id}/rotate`, {}, rotatePage);
+    expect(rotatedAgain.status).toBe(303);
+    expect(flashOf(rotatedAgain)).toContain('the key was rotated then, and its new secret shown');
+    // The secret just copied still works: the repeat rotated nothing.
+    expect(
+      (await stack.call('GET', '/api/v1/sessions', undefined, { 'x-api-key': fresh })).status,
+    ).toBe(200);
+    expect((await keysNamed('twice'))[0].rotatedAt).toBe(rotatedAt);
+    // The same page's token still serves its other forms once each.
+    const other = await post(
+      '/admin/keys',
+      { name: 'from the same page', scope_read: 'on' },
+      rotatePage,
+    );
+    expect(other.status).toBe(200);
+  });
+
+  it('refuses a key form without its one-time token, or with one too old, and makes nothing', async () => {
+    const page = await session();
+    const day = 24 * 3600_000;
+    for (const once of [
+      '',
+      'made-up',
+      `${(Date.now() - day - 1000).toString(36)}.AAAAAAAAAAAAAAAA`,
+    ]) {
+      const refused = await post(
+        '/admin/keys',
+        { name: 'tokenless', scope_read: 'on', _once: once },
+        page,
+      );
+      expect(refused.status, once).toBe(303);
+      expect(flashOf(refused), once).toContain('reload the page');
+    }
+    expect(
+      (await stack.call('GET', '/api/v1/keys')).body.data.filter(
+        (k: { name: string }) => k.name === 'tokenless',
+      ),
+    ).toEqual([]);
+  });
+
   it('refuses a key without scopes, or without the CSRF token', async () => {
     const none = await post('/admin/keys', { name: 'nothing' });
     expect(none.status).toBe(303); // back to the page with the reason as a flash
@@ -407,6 +479,10 @@ describe('API keys on the admin pages', () => {
       body: 'name=x&scope_admin=on',
     });
     expect(forged.status).toBe(403);
-    expect((await stack.call('GET', '/api/v1/keys')).body.data).toHaveLength(1);
+    expect(
+      (await stack.call('GET', '/api/v1/keys')).body.data.filter(
+        (k: { name: string }) => k.name === 'x' || k.name === 'nothing',
+      ),
+    ).toEqual([]);
   });
 });

@@ -57,8 +57,10 @@ export function httpAdapter(
     // A JSON body with a __proto__ or constructor.prototype key is refused, not cleaned.
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
-    // Errors Fastify answers before any route (a malformed URL): our envelope, our words.
-    frameworkErrors: (error: Error, _request: FastifyRequest, reply: FastifyReply) => {
+    // Errors Fastify answers before any route (a malformed URL): our envelope, our words; the
+    // admin's error page under /admin, once configureAdmin has set it.
+    frameworkErrors: (error: Error, request: FastifyRequest, reply: FastifyReply) => {
+      if (request.server.adminErrorPage?.(error, request, reply)) return;
       const { status, body } = toErrorEnvelope(error);
       void reply.code(status).send(body);
     },

@@ -22,7 +22,10 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 `);
 
-/** `Idempotency-Key` claims: the first request with a key wins it for the TTL. */
+/**
+ * `Idempotency-Key` claims, and the admin's one-time form tokens: the first request with a key
+ * wins it for the TTL.
+ */
 @Injectable()
 export class IdempotencyRepository {
   constructor(
@@ -72,6 +75,12 @@ export class IdempotencyRepository {
   async get(scope: string, key: string): Promise<IdempotencyClaim | null> {
     const existing = await this.redis.get(this.keys.idempotency(scope, key));
     return existing ? (JSON.parse(existing) as IdempotencyClaim) : null;
+  }
+
+  /** Claims `key` for `ttlMs` with no claim to keep: true the first time, false while it lasts. */
+  async claimOnce(scope: string, key: string, ttlMs: number): Promise<boolean> {
+    const won = await this.redis.set(this.keys.idempotency(scope, key), '1', 'PX', ttlMs, 'NX');
+    return won === 'OK';
   }
 
   async release(scope: string, key: string): Promise<void> {

@@ -13,7 +13,11 @@ const HEADINGS: Record<number, string> = {
   503: 'Unavailable',
 };
 
-/** Errors on the admin pages as an HTML page (same status and words as the JSON envelope). */
+/**
+ * Errors on the admin pages as an HTML page (same status and words as the JSON envelope); also
+ * what configureAdmin answers for an address under /admin that no route serves, or a
+ * malformed one.
+ */
 @Catch()
 @Injectable()
 export class AdminPageFilter implements ExceptionFilter {
@@ -26,10 +30,18 @@ export class AdminPageFilter implements ExceptionFilter {
   ) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
-    const res = host.switchToHttp().getResponse<FastifyReply>();
+    this.send(
+      exception,
+      host.switchToHttp().getRequest<FastifyRequest>(),
+      host.switchToHttp().getResponse<FastifyReply>(),
+    );
+  }
+
+  /** Answers `exception` with the error page. */
+  send(exception: unknown, req: FastifyRequest, res: FastifyReply): void {
     const { status, body, errorId } = toErrorEnvelope(exception);
-    const requestId = host.switchToHttp().getRequest<FastifyRequest>().id;
-    if (errorId) this.log.error({ errorId, requestId, err: exception }, 'admin page failed');
+    if (errorId)
+      this.log.error({ errorId, requestId: req.id, err: exception }, 'admin page failed');
     if (res.sent || res.raw.headersSent) return;
     const hint =
       status === 403
@@ -51,6 +63,7 @@ export class AdminPageFilter implements ExceptionFilter {
           hint,
           sandbox: this.config.WA_ENGINE === 'sandbox',
           open: !this.access.protected,
+          engine: this.config.WA_ENGINE,
         }),
       );
   }

@@ -19,6 +19,7 @@ import { AdminAccess, CSRF_FIELD } from './admin-access.service.js';
 import { AdminAuth } from './admin-auth.decorator.js';
 import { AdminPageFilter } from './admin-page.filter.js';
 import { AdminViews, linkPhase, problemText } from './admin-views.service.js';
+import { FORM_TOKEN_FIELD, FormTokens } from './form-tokens.service.js';
 import {
   AdminTestIncomingDto,
   AdminTestMessageDto,
@@ -60,17 +61,20 @@ export class AdminPagesController {
     private readonly audit: AuditRepository,
     private readonly apiKeys: ApiKeys,
     private readonly workers: WorkersService,
+    private readonly formTokens: FormTokens,
   ) {}
 
   @Get()
   async index(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
-    const sessions = (await this.admin.overview()).map((session) => ({
-      ...session,
-      problem: problemText(session),
-    }));
+    const [overview, anyWorker] = await Promise.all([
+      this.admin.overview(),
+      this.workers.anyLive(),
+    ]);
+    const sessions = overview.map((session) => ({ ...session, problem: problemText(session) }));
     this.page(req, res, 'index', {
       title: 'Sessions',
       nav: 'sessions',
+      noWorker: !anyWorker,
       sessions,
       activeId: sessions.find((session) => session.active)?.id ?? (await this.sessions.active()),
     });
@@ -96,13 +100,19 @@ export class AdminPagesController {
               .filter(Boolean)
           : undefined,
       });
-      made = await this.apiKeys.create(dto.name, dto.scopes, dto.sessions);
+      made = await this.once(
+        form,
+        'keys',
+        'This form was sent before: the key was made then, and its secret shown once, in that answer. It is not shown again: rotate the key if it was not copied.',
+        () => this.apiKeys.create(dto.name, dto.scopes, dto.sessions),
+      );
       auditTarget(req, { id: made.record.id });
     } catch (err) {
       if (!(err instanceof AppError)) throw err;
       return this.act(req, res, '/admin/keys', () => Promise.reject(err));
     }
-    // Shown in this answer only (not through a redirect and a cookie).
+    // Shown in this answer only (not through a redirect and a cookie, nor kept anywhere to
+    // show again): posting the form again, as a reload does, is refused by its token.
     await this.keysView(req, res, { name: made.record.name, key: made.key });
   }
 
@@ -110,7 +120,12 @@ export class AdminPagesController {
   async rotateKey(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     let rotated: { key: string; record: { name: string } };
     try {
-      rotated = await this.apiKeys.rotate(id);
+      rotated = await this.once(
+        formOf(req),
+        `rotate:${id}`,
+        'This form was sent before: the key was rotated then, and its new secret shown once, in that answer. It is not shown again: rotate the key again if it was not copied.',
+        () => this.apiKeys.rotate(id),
+      );
     } catch (err) {
       if (!(err instanceof AppError)) throw err;
       return this.act(req, res, '/admin/keys', () => Promise.reject(err));
@@ -146,13 +161,20 @@ export class AdminPagesController {
 
   @Get('workers')
   async workersPage(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
+    const live = await this.workers.listLive();
     this.page(req, res, 'workers', {
       title: 'Workers',
       nav: 'workers',
-      workers: (await this.workers.listLive()).map((worker) => ({
-        ...worker,
-        ...workerState(worker),
-      })),
+      workers: live.map((worker) => {
+        const othersTake = othersTakeSessions(live, worker.id);
+        return {
+          ...worker,
+          ...workerState(worker, othersTake),
+          drainConfirm: othersTake
+            ? `Drain ${worker.host}? Its sessions move to the other workers, and it takes none until you press Take sessions again.`
+            : `Drain ${worker.host}? No other worker takes sessions: its sessions stop until it takes sessions again or another worker starts.`,
+        };
+      }),
       heartbeatSeconds: this.config.WORKER_HEARTBEAT_MS / 1000,
       staleSeconds: this.config.workerStaleAfterMs / 1000,
     });
@@ -162,7 +184,9 @@ export class AdminPagesController {
   async drain(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
     await this.act(req, res, '/admin/workers', async () => {
       await this.workers.setDraining(id, true);
-      return `Worker ${id} is draining: its sessions move to the other workers`;
+      return othersTakeSessions(await this.workers.listLive(), id)
+        ? `Worker ${id} is draining: its sessions move to the other workers`
+        : `Worker ${id} is draining, and no other worker takes sessions: its sessions stop until it takes sessions again or another worker starts`;
     });
   }
 
@@ -176,10 +200,11 @@ export class AdminPagesController {
 
   @Get('sessions/:id')
   async session(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
-    const session = await this.admin.detail(id);
+    const [session, anyWorker] = await Promise.all([this.admin.detail(id), this.workers.anyLive()]);
     this.page(req, res, 'session', {
       title: `Session ${session.id}`,
       nav: 'sessions',
+      noWorker: !anyWorker,
       session,
       phase: linkPhase(session),
       problem: problemText(session),
@@ -308,7 +333,30 @@ export class AdminPagesController {
       nav: 'keys',
       keys: (await this.apiKeys.list()).reverse(),
       newKey,
+      formTokenField: FORM_TOKEN_FIELD,
+      formToken: this.formTokens.issue(),
     });
+  }
+
+  /**
+   * Runs `run` the first time the form's one-time token comes for `action`; any later time it
+   * throws CONFLICT with `again` and does nothing. A failed run frees the token.
+   */
+  private async once<T>(
+    form: Record<string, string | undefined>,
+    action: string,
+    again: string,
+    run: () => Promise<T>,
+  ): Promise<T> {
+    const token = form[FORM_TOKEN_FIELD];
+    if (!(await this.formTokens.claim(token, action))) throw new AppError('CONFLICT', again);
+    try {
+      return await run();
+    } catch (err) {
+      // The failure is what the operator must read, not a failure to free the token.
+      await this.formTokens.release(token!, action).catch(() => undefined);
+      throw err;
+    }
   }
 
   private page(
@@ -376,8 +424,21 @@ function takeFlash(req: FastifyRequest, res: FastifyReply): Flash | undefined {
   }
 }
 
+/**
+ * Whether a live worker besides `workerId` takes sessions (not draining, and room for some):
+ * without one, draining `workerId` stops its sessions rather than moving them.
+ */
+function othersTakeSessions(live: WorkerDto[], workerId: string): boolean {
+  return live.some(
+    (worker) => worker.id !== workerId && !worker.draining && worker.maxSessions !== 0,
+  );
+}
+
 /** A worker's state on the workers page: its badge, and what it means when not plain. */
-function workerState(worker: WorkerDto): {
+function workerState(
+  worker: WorkerDto,
+  othersTake: boolean,
+): {
   tone: string;
   stateText: string;
   hint?: string;
@@ -388,7 +449,9 @@ function workerState(worker: WorkerDto): {
     return {
       tone: 'wait',
       stateText: 'draining',
-      hint: 'Hands its sessions to the others and takes none.',
+      hint: othersTake
+        ? 'Hands its sessions to the others and takes none.'
+        : 'Takes no session, and no other worker takes them: its sessions stay stopped until it takes sessions again or another worker starts.',
       capText,
     };
   if (worker.startsFailing)

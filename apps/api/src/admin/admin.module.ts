@@ -17,10 +17,12 @@ import { ApiKeys } from '../auth/api-keys.service.js';
 import { RateLimitGuard } from '../auth/rate-limit.guard.js';
 import { AdminAccess } from './admin-access.service.js';
 import { AdminAuthGuard } from './admin-auth.guard.js';
+import { AdminPageFilter } from './admin-page.filter.js';
 import { AdminApiController, AdminSessionActionsController } from './admin-api.controller.js';
 import { AdminPagesController } from './admin-pages.controller.js';
 import { AdminViews } from './admin-views.service.js';
 import { AdminService } from './admin.service.js';
+import { FormTokens } from './form-tokens.service.js';
 import { QueueBoard } from './queue-board.service.js';
 
 /** An unprotected admin never reaches production: without a password it is not mounted. */
@@ -52,7 +54,9 @@ export class AdminModule {
       providers: [
         AdminAccess,
         AdminViews,
+        AdminPageFilter,
         AdminService,
+        FormTokens,
         QueueBoard,
         // Stateless services, also provided here so this module stands on its own.
         AuthFailures,

@@ -1,11 +1,12 @@
 import fastifyCookie from '@fastify/cookie';
 import fastifyStatic from '@fastify/static';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import helmet from 'helmet';
-import { toErrorEnvelope } from '@app/common';
+import { AppError, toErrorEnvelope } from '@app/common';
 import { AppConfig } from '@app/config';
 import { AdminAuthGuard } from './admin-auth.guard.js';
+import { AdminPageFilter } from './admin-page.filter.js';
 import { isAdminMounted } from './admin.module.js';
 import { PUBLIC_DIR } from './admin-views.service.js';
 import { QUEUES_PATH, QueueBoard } from './queue-board.service.js';
@@ -82,6 +83,7 @@ export async function configureAdmin(app: NestFastifyApplication): Promise<void>
   if (!isAdminMounted(app.get(AppConfig))) return;
   const guard = app.get(AdminAuthGuard);
   const board = app.get(QueueBoard);
+  const pages = app.get(AdminPageFilter);
   const server = app.getHttpAdapter().getInstance();
 
   await app.register(fastifyCookie);
@@ -112,6 +114,41 @@ export async function configureAdmin(app: NestFastifyApplication): Promise<void>
     decorateReply: false,
   });
   await app.register(board.plugin(), { prefix: QUEUES_PATH });
+
+  // A person who mistypes an admin address gets the admin's error page, as for an unknown
+  // session; /api/admin and everything else keep the JSON envelope.
+  await app.register(
+    async (admin: FastifyInstance) => {
+      admin.setNotFoundHandler((request, reply) =>
+        pages.send(
+          new AppError('NOT_FOUND', `There is no admin page at ${pathOf(request).slice(0, 200)}`),
+          request,
+          reply,
+        ),
+      );
+    },
+    { prefix: '/admin' },
+  );
+  // A malformed address is refused before any route or hook: the security headers too.
+  server.decorate(
+    'adminErrorPage',
+    (error: Error, request: FastifyRequest, reply: FastifyReply) => {
+      if (!isUnder(pathOf(request), '/admin')) return false;
+      adminHeaders(request, reply);
+      pages.send(error, request, reply);
+      return true;
+    },
+  );
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /**
+     * Answers an error Fastify met before any route (a malformed URL) with the admin's error
+     * page when the address is under /admin; false when it is not (set by configureAdmin).
+     */
+    adminErrorPage?: (error: Error, request: FastifyRequest, reply: FastifyReply) => boolean;
+  }
 }
 
 /** Whether the request may use the admin; if not, the error envelope is sent. */

@@ -26,6 +26,11 @@ export class WorkersService {
     }));
   }
 
+  /** Whether any worker is live: the send path's check (without one, sends get 503). */
+  anyLive(): Promise<boolean> {
+    return this.workers.anyLive(this.config.workerStaleAfterMs);
+  }
+
   /**
    * Drains a worker: it hands its sessions to the other workers at once and takes no new
    * ones (before maintenance, or to move sessions off a node); `draining: false` undoes it.
