@@ -117,6 +117,15 @@ describe('SessionManager', () => {
     await app.close();
   });
 
+  /** Registers session `id` and waits until this worker drives it; its engine. */
+  async function driven(id: string): Promise<HeldEngine> {
+    const manager = app.get(SessionManager);
+    await app.get(SessionRepository).register(id);
+    await manager.reconcile('all');
+    await eventually(() => expect(manager.engine(id)).toBeDefined());
+    return engines.get(id)!;
+  }
+
   it('starts sessions SESSION_START_CONCURRENCY at a time, each holding its slot until it leaves STARTING', async () => {
     const sessions = app.get(SessionRepository);
     for (const id of ['a', 'b', 'c', 'd', 'e']) await sessions.register(id);
@@ -300,10 +309,7 @@ describe('SessionManager', () => {
       const redis = app.get<Redis>(REDIS);
       const keys = app.get(RedisKeys);
       const id = `gone-${wakesWith}`;
-      await sessions.register(id);
-      await manager.reconcile('all');
-      await eventually(() => expect(manager.engine(id)).toBeDefined());
-      const stop = vi.spyOn(engines.get(id)!, 'stop');
+      const stop = vi.spyOn(await driven(id), 'stop');
       if (wakesWith === 'purge') {
         await sessions.setDesired(id, 'deleted');
       } else {
@@ -329,10 +335,7 @@ describe('SessionManager', () => {
       const redis = app.get<Redis>(REDIS);
       const keys = app.get(RedisKeys);
       const id = `outlasted-${command}`;
-      await sessions.register(id);
-      await manager.reconcile('all');
-      await eventually(() => expect(manager.engine(id)).toBeDefined());
-      const old = engines.get(id)!;
+      const old = await driven(id);
       let stopped!: () => void;
       vi.spyOn(old, command === 'restart' ? 'stop' : 'logout').mockImplementation(
         () => new Promise<void>((resolve) => (stopped = resolve)),

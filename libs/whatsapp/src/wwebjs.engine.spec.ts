@@ -1420,22 +1420,33 @@ describe('WwebjsEngine incoming messages', () => {
     await h.engine.stop();
   });
 
-  it('emits what WhatsApp hands the client while it closes (a received message, an ack): the next client will not be handed them again', async () => {
-    const h = harness({ destroyTimeoutMs: 10_000 });
-    const client = await startReady(h);
+  /**
+   * Stops the engine with its client's destroy taking 2 s (a login backed up, Chromium shutting
+   * down; meanwhile it hears): resolves once the destroy began, to the stop's promise.
+   */
+  async function stopSlowly(
+    h: ReturnType<typeof harness>,
+    client: Awaited<ReturnType<typeof startReady>>,
+  ): Promise<{ stop: Promise<void> }> {
     let destroying!: () => void;
-    // Closing takes a while (a login backed up, Chromium shutting down); meanwhile it hears.
+    const destroyStarted = new Promise<void>((resolve) => (destroying = resolve));
     client.destroy.mockImplementation(async () => {
       destroying();
       await new Promise((done) => setTimeout(done, 2_000));
     });
-    const destroyStarted = new Promise<void>((resolve) => (destroying = resolve));
-    const stopped = h.engine.stop();
+    const stop = h.engine.stop();
     await destroyStarted;
+    return { stop };
+  }
+
+  it('emits what WhatsApp hands the client while it closes (a received message, an ack): the next client will not be handed them again', async () => {
+    const h = harness({ destroyTimeoutMs: 10_000 });
+    const client = await startReady(h);
+    const stopped = await stopSlowly(h, client);
     client.emit('message', received('WHILE', { body: 'where is my order?' }));
     client.emit('message_ack', { id: { _serialized: `true_${CHAT}_MINE`, fromMe: true } }, 3);
     await vi.advanceTimersByTimeAsync(2_000);
-    await stopped;
+    await stopped.stop;
     expect(h.messages.map((message) => message.engineMessageId)).toEqual([`false_${CHAT}_WHILE`]);
     expect(h.acks).toContainEqual([`true_${CHAT}_MINE`, 'read']);
     // Once destroyed, nothing more.
@@ -1450,21 +1461,14 @@ describe('WwebjsEngine incoming messages', () => {
     client.sendMessage.mockImplementationOnce(() => new Promise<never>(() => {}));
     const hung = h.engine.sendText(CHAT, 'held').catch((err: Error) => err);
     await settle();
-    let destroying!: () => void;
-    client.destroy.mockImplementation(async () => {
-      destroying();
-      await new Promise((done) => setTimeout(done, 2_000));
-    });
-    const destroyStarted = new Promise<void>((resolve) => (destroying = resolve));
-    const stopped = h.engine.stop();
-    await destroyStarted;
+    const stopped = await stopSlowly(h, client);
     client.emit('message_create', ownMessage('3A0HELD', 'held'));
     client.emit('message_create', {
       ...ownMessage('3A0PHONE', 'typed while it closes'),
       to: GROUP,
     });
     await vi.advanceTimersByTimeAsync(2_000);
-    await stopped;
+    await stopped.stop;
     expect(h.messages.map((message) => message.engineMessageId)).toEqual([`true_${CHAT}_3A0PHONE`]);
     await vi.advanceTimersByTimeAsync(600_000);
     await hung;
