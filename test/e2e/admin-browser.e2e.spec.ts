@@ -2,7 +2,13 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import {
+  chromium,
+  type Browser,
+  type BrowserContext,
+  type Locator,
+  type Page,
+} from 'playwright-core';
 import { SessionRepository, WorkerRepository, type ObservedSession } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
@@ -68,6 +74,26 @@ async function waitForQr(page: Page): Promise<void> {
     undefined,
     { timeout: 15_000 },
   );
+}
+
+/** Shown (not faded out) and wholly inside the window: seen without scrolling. */
+async function inView(locator: Locator): Promise<boolean> {
+  return locator.evaluate((element) => {
+    const box = element.getBoundingClientRect();
+    return (
+      element.checkVisibility({ opacityProperty: true, visibilityProperty: true }) &&
+      box.width > 0 &&
+      box.top >= 0 &&
+      box.left >= 0 &&
+      box.bottom <= window.innerHeight &&
+      box.right <= window.innerWidth
+    );
+  });
+}
+
+/** The live region (role status or alert) that says `text`. */
+function announcement(page: Page, text: string | RegExp): Locator {
+  return page.locator('[role="status"], [role="alert"]').filter({ hasText: text });
 }
 
 describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, sandbox)', () => {
@@ -161,9 +187,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       .locator('.link-card ~ .card [data-bind="updatedAt"]')
       .textContent();
     await page.getByRole('button', { name: 'Reconnect' }).click();
-    await page.waitForFunction(() =>
-      document.querySelector('[data-flash]')?.textContent?.includes('Reconnecting'),
-    );
+    await announcement(page, 'Reconnecting').waitFor({ state: 'attached' });
     await eventually(() => expect(stack.sandbox('browser')).not.toBe(engineBefore), 20_000);
     await eventually(
       () => expect(stack.worker!.get(SessionManager).isReady('browser')).toBe(true),
@@ -253,11 +277,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       await page.fill('#receive-from', '+49 151 2345 6789');
       await page.fill('#receive-text', 'Is my order on its way?');
       await page.click('[data-receive-test] button[type="submit"]');
-      await page.waitForFunction(
-        () => document.querySelector('[data-flash]')?.textContent?.includes('received'),
-        undefined,
-        { timeout: 10_000 },
-      );
+      await announcement(page, 'received').waitFor({ state: 'attached', timeout: 10_000 });
       const firstRow = page.locator('[data-incoming] tr').first();
       await page.waitForFunction(
         () =>
@@ -285,11 +305,9 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       });
 
       await delivery.getByRole('button', { name: 'Replay' }).click();
-      await page.waitForFunction(
-        () => document.querySelector('[data-flash]')?.textContent?.includes('queued again'),
-        undefined,
-        { timeout: 10_000 },
-      );
+      await announcement(page, 'queued again').waitFor({ state: 'attached', timeout: 10_000 });
+      // Said where the operator is (the Replay button is at the bottom of the page).
+      expect(await inView(announcement(page, 'queued again'))).toBe(true);
       await page.waitForFunction(
         () => document.querySelector('[data-deliveries] .badge')?.textContent === 'delivered',
         undefined,
@@ -379,6 +397,37 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     }
     await context.close();
     expect(problems).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
+  it('shows a refused test send on a phone where the Send button is, as an alert that stays until dismissed', async () => {
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 390, height: 844 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+      hasTouch: true,
+    });
+    const own: Problems = { console: [], page: [], csp: [] };
+    await watch(context, own);
+    const page = await context.newPage();
+    await page.goto(`${stack.url}/admin/sessions/main`);
+    // A national number: the api refuses it (400), the page stays where it is.
+    await page.fill('#test-to', '0151 2345678');
+    await page.click('.test-form button[type="submit"]');
+    const refused = announcement(page, 'international format');
+    await refused.waitFor({ state: 'attached', timeout: 10_000 });
+    expect(await inView(refused)).toBe(true);
+    expect(await refused.getAttribute('role')).toBe('alert');
+    await page.screenshot({ path: join(ARTIFACTS, '16-phone-send-refused.png') });
+    await page.getByRole('button', { name: 'Dismiss message' }).click();
+    expect(await refused.count()).toBe(0);
+    await context.close();
+    // The refusal itself is the one console error (Chromium logs every 4xx answer).
+    expect(own).toEqual({
+      console: [expect.stringContaining('status of 400')],
+      page: [],
+      csp: [],
+    });
   }, 60_000);
 
   it('drops a read of the session still in flight when its delete is submitted', async () => {
