@@ -430,6 +430,34 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     });
   }, 60_000);
 
+  it('shows every audit column on a 1280 px screen, a long id wrapped rather than pushing them out', async () => {
+    // The longest session id there may be: its audit line names it (id=...).
+    const longId = `a${'0123456789abcdef'.repeat(4)}`.slice(0, 64);
+    expect((await stack.call('POST', '/api/v1/sessions', { id: longId })).status).toBe(201);
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 1280, height: 860 },
+    });
+    try {
+      const own: Problems = { console: [], page: [], csp: [] };
+      await watch(context, own);
+      const page = await context.newPage();
+      await page.goto(`${stack.url}/admin/audit`);
+      const actions = page.locator('section[aria-label="Audit log"]');
+      expect(await actions.textContent()).toContain(longId);
+      const overflow = await actions
+        .locator('.table-wrap')
+        .evaluate((wrap) => wrap.scrollWidth - wrap.clientWidth);
+      expect(overflow).toBeLessThanOrEqual(0);
+      expect(await inView(actions.locator('th', { hasText: 'Result' }))).toBe(true);
+      await page.screenshot({ path: join(ARTIFACTS, '17-audit.png'), fullPage: true });
+      expect(own).toEqual({ console: [], page: [], csp: [] });
+    } finally {
+      await context.close();
+      await stack.call('DELETE', `/api/v1/sessions/${longId}`);
+    }
+  }, 60_000);
+
   it('drops a read of the session still in flight when its delete is submitted', async () => {
     expect((await stack.call('POST', '/api/v1/sessions', { id: 'doomed' })).status).toBe(201);
     const context = await browser.newContext({
