@@ -386,6 +386,8 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       ['/admin', '09-phone-sessions.png'],
       ['/admin/sessions/main', '10-phone-session.png'],
       ['/admin/workers', '15-phone-workers.png'],
+      ['/admin/keys', '18-phone-keys.png'],
+      ['/admin/audit', '19-phone-audit.png'],
     ]) {
       await page.goto(stack.url + path);
       // Nothing wider than the screen: no sideways scrolling.
@@ -395,6 +397,43 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       expect(overflow, path).toBeLessThanOrEqual(0);
       await page.screenshot({ path: join(ARTIFACTS, name), fullPage: true });
     }
+    await context.close();
+    expect(problems).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
+  it('shows a message’s status on a phone without scrolling sideways, and shadows the edge of a table cut by the screen', async () => {
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      sessionId: 'main',
+      to: '+49 151 2345 6789',
+      text: 'seen on a phone',
+    });
+    expect(sent.status).toBe(202);
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 390, height: 844 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+      hasTouch: true,
+    });
+    await watch(context, problems);
+    const page = await context.newPage();
+    await page.goto(`${stack.url}/admin/sessions/main`);
+    const wrap = page.locator('.table-wrap:has([data-messages])');
+    // The status badge of the newest message lies inside the table's visible part.
+    const cut = await wrap.evaluate((element) => {
+      const badge = element.querySelector('[data-messages] tr:first-child .badge');
+      if (!badge) return 'no message listed';
+      return badge.getBoundingClientRect().right - element.getBoundingClientRect().right;
+    });
+    expect(cut).toBeLessThanOrEqual(0);
+    // A table wider than its card casts a shadow at the cut edge (one that fits shows none).
+    const background = await wrap.evaluate((element) => {
+      const style = getComputedStyle(element);
+      return [style.backgroundImage, style.backgroundAttachment].join(' | ');
+    });
+    expect(background).toMatch(/radial-gradient.*radial-gradient.*\| local, local, scroll, scroll/);
+    await page.locator('[data-messages]').scrollIntoViewIfNeeded();
+    await page.screenshot({ path: join(ARTIFACTS, '20-phone-messages.png') });
     await context.close();
     expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
