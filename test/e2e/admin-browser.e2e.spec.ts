@@ -426,6 +426,11 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       return badge.getBoundingClientRect().right - element.getBoundingClientRect().right;
     });
     expect(cut).toBeLessThanOrEqual(0);
+    // Its shortened id stays on one line.
+    const idLines = await wrap
+      .locator('[data-messages] tr:first-child code')
+      .evaluate((code) => code.getClientRects().length);
+    expect(idLines).toBe(1);
     // A table wider than its card casts a shadow at the cut edge (one that fits shows none).
     const background = await wrap.evaluate((element) => {
       const style = getComputedStyle(element);
