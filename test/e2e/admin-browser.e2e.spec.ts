@@ -443,6 +443,48 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 
+  it('lists API keys and the audit log on a phone a row to a block, status and buttons on the screen', async () => {
+    const made = await stack.call('POST', '/api/v1/keys', {
+      name: 'shop backend',
+      scopes: ['send', 'read'],
+      sessions: ['main'],
+    });
+    expect(made.status).toBe(201);
+    const id: string = made.body.data.record.id;
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 390, height: 844 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+      hasTouch: true,
+    });
+    await watch(context, problems);
+    const page = await context.newPage();
+    /** Inside the screen's width and not cut off by its table's scrolling box. */
+    const across = (locator: Locator) =>
+      locator.evaluate((element) => {
+        const box = element.getBoundingClientRect();
+        const wrap = element.closest('.table-wrap')!.getBoundingClientRect();
+        return box.left >= wrap.left && box.right <= Math.min(wrap.right, window.innerWidth);
+      });
+
+    await page.goto(`${stack.url}/admin/keys`);
+    const row = page.locator(`tr[data-key="${id}"]`);
+    expect(await across(row.locator('.badge'))).toBe(true);
+    expect(await across(row.getByRole('button', { name: 'Rotate' }))).toBe(true);
+    expect(await across(row.getByRole('button', { name: 'Revoke' }))).toBe(true);
+    await page.screenshot({ path: join(ARTIFACTS, '18-phone-keys.png'), fullPage: true });
+
+    await page.goto(`${stack.url}/admin/audit`);
+    const entry = page.locator('section[aria-label="Audit log"] tbody tr').first();
+    expect(await entry.textContent()).toContain('POST /api/v1/keys');
+    expect(await across(entry.locator('.badge'))).toBe(true);
+    expect(await across(entry.locator('td').nth(4))).toBe(true);
+    await page.screenshot({ path: join(ARTIFACTS, '19-phone-audit.png'), fullPage: true });
+    await context.close();
+    expect(problems).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
   it('shows a refused test send on a phone where the Send button is, as an alert that stays until dismissed', async () => {
     const context = await browser.newContext({
       httpCredentials: { username: USER, password: PASSWORD },
