@@ -544,6 +544,28 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     }
   }, 60_000);
 
+  it('titles the queue board in full on a 1280 px screen, and says there that the sandbox sends nothing', async () => {
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 1280, height: 860 },
+    });
+    try {
+      await watch(context, problems);
+      const page = await context.newPage();
+      await page.goto(`${stack.url}/admin/queues`);
+      await page.waitForSelector('text=send-main', { timeout: 15_000 });
+      const title = page.locator('header span[title]');
+      // Not cut with an ellipsis.
+      expect(await title.evaluate((span) => span.scrollWidth - span.clientWidth)).toBe(0);
+      expect(await title.textContent()).toBe('Send queues');
+      expect(await inView(page.getByText('Sandbox: nothing is sent'))).toBe(true);
+      await page.screenshot({ path: join(ARTIFACTS, '21-queues-title.png') });
+    } finally {
+      await context.close();
+    }
+    expect(problems).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
   it('drops a read of the session still in flight when its delete is submitted', async () => {
     expect((await stack.call('POST', '/api/v1/sessions', { id: 'doomed' })).status).toBe(201);
     const context = await browser.newContext({
