@@ -2,7 +2,13 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import {
+  chromium,
+  type Browser,
+  type BrowserContext,
+  type Locator,
+  type Page,
+} from 'playwright-core';
 import { SessionRepository, WorkerRepository, type ObservedSession } from '@app/status-store';
 import { SessionManager } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
@@ -68,6 +74,26 @@ async function waitForQr(page: Page): Promise<void> {
     undefined,
     { timeout: 15_000 },
   );
+}
+
+/** Shown (not faded out) and wholly inside the window: seen without scrolling. */
+async function inView(locator: Locator): Promise<boolean> {
+  return locator.evaluate((element) => {
+    const box = element.getBoundingClientRect();
+    return (
+      element.checkVisibility({ opacityProperty: true, visibilityProperty: true }) &&
+      box.width > 0 &&
+      box.top >= 0 &&
+      box.left >= 0 &&
+      box.bottom <= window.innerHeight &&
+      box.right <= window.innerWidth
+    );
+  });
+}
+
+/** The live region (role status or alert) that says `text`. */
+function announcement(page: Page, text: string | RegExp): Locator {
+  return page.locator('[role="status"], [role="alert"]').filter({ hasText: text });
 }
 
 describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, sandbox)', () => {
@@ -161,9 +187,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       .locator('.link-card ~ .card [data-bind="updatedAt"]')
       .textContent();
     await page.getByRole('button', { name: 'Reconnect' }).click();
-    await page.waitForFunction(() =>
-      document.querySelector('[data-flash]')?.textContent?.includes('Reconnecting'),
-    );
+    await announcement(page, 'Reconnecting').waitFor({ state: 'attached' });
     await eventually(() => expect(stack.sandbox('browser')).not.toBe(engineBefore), 20_000);
     await eventually(
       () => expect(stack.worker!.get(SessionManager).isReady('browser')).toBe(true),
@@ -253,11 +277,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       await page.fill('#receive-from', '+49 151 2345 6789');
       await page.fill('#receive-text', 'Is my order on its way?');
       await page.click('[data-receive-test] button[type="submit"]');
-      await page.waitForFunction(
-        () => document.querySelector('[data-flash]')?.textContent?.includes('received'),
-        undefined,
-        { timeout: 10_000 },
-      );
+      await announcement(page, 'received').waitFor({ state: 'attached', timeout: 10_000 });
       const firstRow = page.locator('[data-incoming] tr').first();
       await page.waitForFunction(
         () =>
@@ -285,11 +305,9 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       });
 
       await delivery.getByRole('button', { name: 'Replay' }).click();
-      await page.waitForFunction(
-        () => document.querySelector('[data-flash]')?.textContent?.includes('queued again'),
-        undefined,
-        { timeout: 10_000 },
-      );
+      await announcement(page, 'queued again').waitFor({ state: 'attached', timeout: 10_000 });
+      // Said where the operator is (the Replay button is at the bottom of the page).
+      expect(await inView(announcement(page, 'queued again'))).toBe(true);
       await page.waitForFunction(
         () => document.querySelector('[data-deliveries] .badge')?.textContent === 'delivered',
         undefined,
@@ -368,6 +386,8 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       ['/admin', '09-phone-sessions.png'],
       ['/admin/sessions/main', '10-phone-session.png'],
       ['/admin/workers', '15-phone-workers.png'],
+      ['/admin/keys', '18-phone-keys.png'],
+      ['/admin/audit', '19-phone-audit.png'],
     ]) {
       await page.goto(stack.url + path);
       // Nothing wider than the screen: no sideways scrolling.
@@ -378,6 +398,171 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       await page.screenshot({ path: join(ARTIFACTS, name), fullPage: true });
     }
     await context.close();
+    expect(problems).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
+  it('shows a message’s status on a phone without scrolling sideways, and shadows the edge of a table cut by the screen', async () => {
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      sessionId: 'main',
+      to: '+49 151 2345 6789',
+      text: 'seen on a phone',
+    });
+    expect(sent.status).toBe(202);
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 390, height: 844 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+      hasTouch: true,
+    });
+    await watch(context, problems);
+    const page = await context.newPage();
+    await page.goto(`${stack.url}/admin/sessions/main`);
+    const wrap = page.locator('.table-wrap:has([data-messages])');
+    // The status badge of the newest message lies inside the table's visible part.
+    const cut = await wrap.evaluate((element) => {
+      const badge = element.querySelector('[data-messages] tr:first-child .badge');
+      if (!badge) return 'no message listed';
+      return badge.getBoundingClientRect().right - element.getBoundingClientRect().right;
+    });
+    expect(cut).toBeLessThanOrEqual(0);
+    // Its shortened id stays on one line.
+    const idLines = await wrap
+      .locator('[data-messages] tr:first-child code')
+      .evaluate((code) => code.getClientRects().length);
+    expect(idLines).toBe(1);
+    // A table wider than its card casts a shadow at the cut edge (one that fits shows none).
+    const background = await wrap.evaluate((element) => {
+      const style = getComputedStyle(element);
+      return [style.backgroundImage, style.backgroundAttachment].join(' | ');
+    });
+    expect(background).toMatch(/radial-gradient.*radial-gradient.*\| local, local, scroll, scroll/);
+    await page.locator('[data-messages]').scrollIntoViewIfNeeded();
+    await page.screenshot({ path: join(ARTIFACTS, '20-phone-messages.png') });
+    await context.close();
+    expect(problems).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
+  it('lists API keys and the audit log on a phone a row to a block, status and buttons on the screen', async () => {
+    const made = await stack.call('POST', '/api/v1/keys', {
+      name: 'shop backend',
+      scopes: ['send', 'read'],
+      sessions: ['main'],
+    });
+    expect(made.status).toBe(201);
+    const id: string = made.body.data.record.id;
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 390, height: 844 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+      hasTouch: true,
+    });
+    await watch(context, problems);
+    const page = await context.newPage();
+    /** Inside the screen's width and not cut off by its table's scrolling box. */
+    const across = (locator: Locator) =>
+      locator.evaluate((element) => {
+        const box = element.getBoundingClientRect();
+        const wrap = element.closest('.table-wrap')!.getBoundingClientRect();
+        return box.left >= wrap.left && box.right <= Math.min(wrap.right, window.innerWidth);
+      });
+
+    await page.goto(`${stack.url}/admin/keys`);
+    const row = page.locator(`tr[data-key="${id}"]`);
+    expect(await across(row.locator('.badge'))).toBe(true);
+    expect(await across(row.getByRole('button', { name: 'Rotate' }))).toBe(true);
+    expect(await across(row.getByRole('button', { name: 'Revoke' }))).toBe(true);
+    await page.screenshot({ path: join(ARTIFACTS, '18-phone-keys.png'), fullPage: true });
+
+    await page.goto(`${stack.url}/admin/audit`);
+    const entry = page.locator('section[aria-label="Audit log"] tbody tr').first();
+    expect(await entry.textContent()).toContain('POST /api/v1/keys');
+    expect(await across(entry.locator('.badge'))).toBe(true);
+    expect(await across(entry.locator('td').nth(4))).toBe(true);
+    await page.screenshot({ path: join(ARTIFACTS, '19-phone-audit.png'), fullPage: true });
+    await context.close();
+    expect(problems).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
+  it('shows a refused test send on a phone where the Send button is, as an alert that stays until dismissed', async () => {
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 390, height: 844 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+      hasTouch: true,
+    });
+    const own: Problems = { console: [], page: [], csp: [] };
+    await watch(context, own);
+    const page = await context.newPage();
+    await page.goto(`${stack.url}/admin/sessions/main`);
+    // A national number: the api refuses it (400), the page stays where it is.
+    await page.fill('#test-to', '0151 2345678');
+    await page.click('.test-form button[type="submit"]');
+    const refused = announcement(page, 'international format');
+    await refused.waitFor({ state: 'attached', timeout: 10_000 });
+    expect(await inView(refused)).toBe(true);
+    expect(await refused.getAttribute('role')).toBe('alert');
+    await page.screenshot({ path: join(ARTIFACTS, '16-phone-send-refused.png') });
+    await page.getByRole('button', { name: 'Dismiss message' }).click();
+    expect(await refused.count()).toBe(0);
+    await context.close();
+    // The refusal itself is the one console error (Chromium logs every 4xx answer).
+    expect(own).toEqual({
+      console: [expect.stringContaining('status of 400')],
+      page: [],
+      csp: [],
+    });
+  }, 60_000);
+
+  it('shows every audit column on a 1280 px screen, a long id wrapped rather than pushing them out', async () => {
+    // The longest session id there may be: its audit line names it (id=...).
+    const longId = `a${'0123456789abcdef'.repeat(4)}`.slice(0, 64);
+    expect((await stack.call('POST', '/api/v1/sessions', { id: longId })).status).toBe(201);
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 1280, height: 860 },
+    });
+    try {
+      const own: Problems = { console: [], page: [], csp: [] };
+      await watch(context, own);
+      const page = await context.newPage();
+      await page.goto(`${stack.url}/admin/audit`);
+      const actions = page.locator('section[aria-label="Audit log"]');
+      expect(await actions.textContent()).toContain(longId);
+      const overflow = await actions
+        .locator('.table-wrap')
+        .evaluate((wrap) => wrap.scrollWidth - wrap.clientWidth);
+      expect(overflow).toBeLessThanOrEqual(0);
+      expect(await inView(actions.locator('th', { hasText: 'Result' }))).toBe(true);
+      await page.screenshot({ path: join(ARTIFACTS, '17-audit.png'), fullPage: true });
+      expect(own).toEqual({ console: [], page: [], csp: [] });
+    } finally {
+      await context.close();
+      await stack.call('DELETE', `/api/v1/sessions/${longId}`);
+    }
+  }, 60_000);
+
+  it('titles the queue board in full on a 1280 px screen, and says there that the sandbox sends nothing', async () => {
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 1280, height: 860 },
+    });
+    try {
+      await watch(context, problems);
+      const page = await context.newPage();
+      await page.goto(`${stack.url}/admin/queues`);
+      await page.waitForSelector('text=send-main', { timeout: 15_000 });
+      const title = page.locator('header span[title]');
+      // Not cut with an ellipsis.
+      expect(await title.evaluate((span) => span.scrollWidth - span.clientWidth)).toBe(0);
+      expect(await title.textContent()).toBe('Send queues');
+      expect(await inView(page.getByText('Sandbox: nothing is sent'))).toBe(true);
+      await page.screenshot({ path: join(ARTIFACTS, '21-queues-title.png') });
+    } finally {
+      await context.close();
+    }
     expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 

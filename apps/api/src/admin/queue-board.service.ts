@@ -34,10 +34,17 @@ export class QueueBoard {
       serverAdapter: this.adapter,
       options: {
         uiConfig: {
-          boardTitle:
-            config.WA_ENGINE === 'sandbox'
-              ? 'Send queues · SANDBOX, nothing is sent'
-              : 'Send queues',
+          // A short title: the sidebar cut a longer one to "Send queues · SAN…". The sandbox
+          // note is bull-board's environment badge at the top of the page instead (one line on a
+          // phone: it is laid out for one).
+          boardTitle: 'Send queues',
+          ...(config.WA_ENGINE === 'sandbox' && {
+            environment: {
+              label: 'Sandbox: nothing is sent',
+              color: '#dde9fe',
+              textColor: '#173b84',
+            },
+          }),
           miscLinks: [{ text: 'Sessions', url: '/admin' }],
           hideDocsLink: true,
         },

@@ -1,4 +1,4 @@
-/* global document, window, fetch, setTimeout, FormData, CSS, AbortController */
+/* global document, window, fetch, setTimeout, clearTimeout, FormData, CSS, AbortController */
 // Admin pages: live status, QR refresh, and actions sent with fetch. Same-origin file, no
 // inline script (the CSP forbids it). The pages work without it; this makes them live.
 'use strict';
@@ -114,12 +114,64 @@
     return envelope.data;
   }
 
-  const flashBox = document.querySelector('[data-flash]');
+  // The outcome of an action taken without leaving the page shows in a toast at the bottom of
+  // the window, where it is seen however far down the operator is (the box at the top of the
+  // page is for the outcome of a form that reloaded it). Its text is a live region that is
+  // always in the page, never display:none, so screen readers announce each new message.
+  const TOAST_MS = 10_000;
+  const toast = element('div', 'toast flash');
+  toast.dataset.toast = '';
+  const toastText = element('p', 'toast-text');
+  toastText.setAttribute('role', 'status');
+  toastText.setAttribute('aria-live', 'polite');
+  const toastClose = element('button', 'toast-close', '×');
+  toastClose.type = 'button';
+  toastClose.setAttribute('aria-label', 'Dismiss message');
+  toastClose.hidden = true;
+  toast.append(toastText, toastClose);
+  document.body.append(toast);
+  let toastTimer;
+  let toastHeld = false;
+
+  function hideToast() {
+    clearTimeout(toastTimer);
+    toast.classList.remove('is-shown');
+    toastText.textContent = '';
+    toastClose.hidden = true;
+  }
+
+  /** An error stays until dismissed or replaced; other messages go after TOAST_MS. */
+  function scheduleHide() {
+    clearTimeout(toastTimer);
+    if (!toastHeld && toast.classList.contains('is-shown') && !toast.matches('.flash-error'))
+      toastTimer = setTimeout(hideToast, TOAST_MS);
+  }
+
   function flash(kind, text) {
-    if (!flashBox) return;
-    flashBox.className = `flash flash-${kind}`;
-    flashBox.textContent = text;
-    flashBox.hidden = false;
+    const shown = toast.classList.contains('is-shown');
+    // A poll repeating its message must not announce it again.
+    if (shown && toast.classList.contains(`flash-${kind}`) && toastText.textContent === text)
+      return;
+    toast.className = `toast flash flash-${kind} is-shown`;
+    toastText.setAttribute('role', kind === 'error' ? 'alert' : 'status');
+    toastText.setAttribute('aria-live', kind === 'error' ? 'assertive' : 'polite');
+    toastText.textContent = text;
+    toastClose.hidden = false;
+    scheduleHide();
+  }
+
+  toastClose.addEventListener('click', hideToast);
+  // Kept while the pointer or the focus is on it, so it can be read and copied.
+  for (const [type, held] of [
+    ['mouseenter', true],
+    ['mouseleave', false],
+    ['focusin', true],
+    ['focusout', false],
+  ]) {
+    toast.addEventListener(type, () => {
+      toastHeld = held;
+      scheduleHide();
+    });
   }
 
   function setBadge(element, status, tones) {
@@ -191,6 +243,7 @@
   // ---- Sessions list: badges and counts stay current.
   const list = document.querySelector('[data-live-list]');
   if (list) {
+    let toldOfChanges = false;
     every(3000, async () => {
       const sessions = await api('GET', list.dataset.liveList);
       for (const session of sessions) {
@@ -198,8 +251,11 @@
         if (card) renderSession(card, session);
       }
       const shown = list.querySelectorAll('[data-session]').length;
-      if (sessions.length !== shown)
+      // Said once: the toast goes by itself, and must not come back every poll.
+      if (sessions.length !== shown && !toldOfChanges) {
+        toldOfChanges = true;
         flash('info', 'Sessions were added or removed elsewhere; reload the page to see them.');
+      }
       const active = sessions.find((session) => session.active);
       const activeLabel = document.querySelector('[data-active-id]');
       if (active && activeLabel) activeLabel.textContent = active.id;
