@@ -108,6 +108,18 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
     WEBHOOK_BACKOFF_MS: '20',
   });
+  /** A signed-in browser context as a phone (390 px wide), its problems noted in `into`. */
+  async function phone(into: Problems = problems): Promise<BrowserContext> {
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 390, height: 844 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+      hasTouch: true,
+    });
+    await watch(context, into);
+    return context;
+  }
   beforeAll(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
     browser = await chromium.launch({
@@ -373,14 +385,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
   });
 
   it('fits a phone screen', async () => {
-    const context = await browser.newContext({
-      httpCredentials: { username: USER, password: PASSWORD },
-      viewport: { width: 390, height: 844 },
-      deviceScaleFactor: 2,
-      isMobile: true,
-      hasTouch: true,
-    });
-    await watch(context, problems);
+    const context = await phone();
     const page = await context.newPage();
     for (const [path, name] of [
       ['/admin', '09-phone-sessions.png'],
@@ -408,14 +413,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       text: 'seen on a phone',
     });
     expect(sent.status).toBe(202);
-    const context = await browser.newContext({
-      httpCredentials: { username: USER, password: PASSWORD },
-      viewport: { width: 390, height: 844 },
-      deviceScaleFactor: 2,
-      isMobile: true,
-      hasTouch: true,
-    });
-    await watch(context, problems);
+    const context = await phone();
     const page = await context.newPage();
     await page.goto(`${stack.url}/admin/sessions/main`);
     const wrap = page.locator('.table-wrap:has([data-messages])');
@@ -451,14 +449,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     });
     expect(made.status).toBe(201);
     const id: string = made.body.data.record.id;
-    const context = await browser.newContext({
-      httpCredentials: { username: USER, password: PASSWORD },
-      viewport: { width: 390, height: 844 },
-      deviceScaleFactor: 2,
-      isMobile: true,
-      hasTouch: true,
-    });
-    await watch(context, problems);
+    const context = await phone();
     const page = await context.newPage();
     /** Inside the screen's width and not cut off by its table's scrolling box. */
     const across = (locator: Locator) =>
@@ -486,15 +477,8 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
   }, 60_000);
 
   it('shows a refused test send on a phone where the Send button is, as an alert that stays until dismissed', async () => {
-    const context = await browser.newContext({
-      httpCredentials: { username: USER, password: PASSWORD },
-      viewport: { width: 390, height: 844 },
-      deviceScaleFactor: 2,
-      isMobile: true,
-      hasTouch: true,
-    });
     const own: Problems = { console: [], page: [], csp: [] };
-    await watch(context, own);
+    const context = await phone(own);
     const page = await context.newPage();
     await page.goto(`${stack.url}/admin/sessions/main`);
     // A national number: the api refuses it (400), the page stays where it is.
