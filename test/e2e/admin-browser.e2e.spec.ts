@@ -6,6 +6,7 @@ import {
   chromium,
   type Browser,
   type BrowserContext,
+  type BrowserContextOptions,
   type Locator,
   type Page,
 } from 'playwright-core';
@@ -108,18 +109,31 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
     WEBHOOK_BACKOFF_MS: '20',
   });
-  /** A signed-in browser context as a phone (390 px wide), its problems noted in `into`. */
-  async function phone(into: Problems = problems): Promise<BrowserContext> {
+  /** A signed-in browser context, its problems noted in `into`. */
+  async function signedIn(
+    options: BrowserContextOptions,
+    into: Problems = problems,
+  ): Promise<BrowserContext> {
     const context = await browser.newContext({
       httpCredentials: { username: USER, password: PASSWORD },
-      viewport: { width: 390, height: 844 },
-      deviceScaleFactor: 2,
-      isMobile: true,
-      hasTouch: true,
+      ...options,
     });
     await watch(context, into);
     return context;
   }
+  /** As a phone, 390 px wide. */
+  const phone = (into?: Problems) =>
+    signedIn(
+      {
+        viewport: { width: 390, height: 844 },
+        deviceScaleFactor: 2,
+        isMobile: true,
+        hasTouch: true,
+      },
+      into,
+    );
+  /** As a desktop screen, 1280 px wide. */
+  const desktop = (into?: Problems) => signedIn({ viewport: { width: 1280, height: 860 } }, into);
   beforeAll(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
     browser = await chromium.launch({
@@ -132,11 +146,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
   });
 
   it('links a session, sends a test message to read, reconnects and logs out without reloading', async () => {
-    const context = await browser.newContext({
-      httpCredentials: { username: USER, password: PASSWORD },
-      viewport: { width: 1280, height: 860 },
-    });
-    await watch(context, problems);
+    const context = await desktop();
     const page = await context.newPage();
 
     await page.goto(`${stack.url}/admin`);
@@ -263,12 +273,8 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
   it('receives a test message with the form, lists it, and replays its failed delivery', async () => {
     // Refuses the first delivery (400: final, so it fails), accepts the replay.
     const hook = await WebhookReceiver.start((n) => (n === 1 ? 400 : 200));
-    const context = await browser.newContext({
-      httpCredentials: { username: USER, password: PASSWORD },
-      viewport: { width: 1280, height: 860 },
-    });
+    const context = await desktop();
     try {
-      await watch(context, problems);
       const page = await context.newPage();
       await page.goto(`${stack.url}/admin/sessions/main`);
       await waitForBadge(page, 'QR');
@@ -344,12 +350,8 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
   }, 60_000);
 
   it('stops following a test message that stays sent, two minutes after it was sent', async () => {
-    const context = await browser.newContext({
-      httpCredentials: { username: USER, password: PASSWORD },
-      viewport: { width: 1280, height: 860 },
-    });
+    const context = await desktop();
     try {
-      await watch(context, problems);
       // Linked (by an earlier test, or now).
       await eventually(async () => {
         if (stack.worker!.get(SessionManager).isReady('main')) return;
@@ -504,13 +506,9 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     // The longest session id there may be: its audit line names it (id=...).
     const longId = `a${'0123456789abcdef'.repeat(4)}`.slice(0, 64);
     expect((await stack.call('POST', '/api/v1/sessions', { id: longId })).status).toBe(201);
-    const context = await browser.newContext({
-      httpCredentials: { username: USER, password: PASSWORD },
-      viewport: { width: 1280, height: 860 },
-    });
+    const own: Problems = { console: [], page: [], csp: [] };
+    const context = await desktop(own);
     try {
-      const own: Problems = { console: [], page: [], csp: [] };
-      await watch(context, own);
       const page = await context.newPage();
       await page.goto(`${stack.url}/admin/audit`);
       const actions = page.locator('section[aria-label="Audit log"]');
@@ -529,12 +527,8 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
   }, 60_000);
 
   it('titles the queue board in full on a 1280 px screen, and says there that the sandbox sends nothing', async () => {
-    const context = await browser.newContext({
-      httpCredentials: { username: USER, password: PASSWORD },
-      viewport: { width: 1280, height: 860 },
-    });
+    const context = await desktop();
     try {
-      await watch(context, problems);
       const page = await context.newPage();
       await page.goto(`${stack.url}/admin/queues`);
       await page.waitForSelector('text=send-main', { timeout: 15_000 });
