@@ -126,6 +126,20 @@ describe('SessionManager', () => {
     return engines.get(id)!;
   }
 
+  /**
+   * A heartbeat that finds the lease of `id` (driven here) run out with nobody holding it, its
+   * taking back done by `acquire`.
+   */
+  async function tickAfterLapse(id: string, acquire: LeaseRepository['acquire']): Promise<void> {
+    await app.get<Redis>(REDIS).del(app.get(RedisKeys).lease(id));
+    const acquiring = vi.spyOn(app.get(LeaseRepository), 'acquire').mockImplementation(acquire);
+    try {
+      await (app.get(SessionManager) as unknown as { tick(): Promise<void> }).tick();
+    } finally {
+      acquiring.mockRestore();
+    }
+  }
+
   it('starts sessions SESSION_START_CONCURRENCY at a time, each holding its slot until it leaves STARTING', async () => {
     const sessions = app.get(SessionRepository);
     for (const id of ['a', 'b', 'c', 'd', 'e']) await sessions.register(id);
@@ -254,19 +268,12 @@ describe('SessionManager', () => {
     const manager = app.get(SessionManager);
     const redis = app.get<Redis>(REDIS);
     const keys = app.get(RedisKeys);
-    const leases = app.get(LeaseRepository);
     const [id] = manager.ownedSessionIds();
-    await redis.del(keys.lease(id));
-    const acquiring = vi.spyOn(leases, 'acquire').mockImplementation(async (sessionId) => {
+    const stop = vi.spyOn(engines.get(id)!, 'stop');
+    await tickAfterLapse(id, async (sessionId) => {
       await redis.set(keys.lease(sessionId), 'another-worker', 'PX', 500);
       return false;
     });
-    const stop = vi.spyOn(engines.get(id)!, 'stop');
-    try {
-      await (manager as unknown as { tick(): Promise<void> }).tick();
-    } finally {
-      acquiring.mockRestore();
-    }
     expect(stop).toHaveBeenCalledWith({ backUp: false, keepProfile: true });
     await new Promise((resolve) => setTimeout(resolve, 600));
     await manager.reconcile('all');
@@ -279,18 +286,12 @@ describe('SessionManager', () => {
     const keys = app.get(RedisKeys);
     const leases = app.get(LeaseRepository);
     const [id] = manager.ownedSessionIds();
-    await redis.del(keys.lease(id));
     const acquire = leases.acquire.bind(leases);
-    const acquiring = vi.spyOn(leases, 'acquire').mockImplementation(async (sessionId, ...rest) => {
+    await tickAfterLapse(id, async (sessionId, ...rest) => {
       // A hand-over of this worker's stops the engine while the heartbeat takes the lease.
       await (manager as unknown as { stopEngine(id: string): Promise<void> }).stopEngine(sessionId);
       return acquire(sessionId, ...rest);
     });
-    try {
-      await (manager as unknown as { tick(): Promise<void> }).tick();
-    } finally {
-      acquiring.mockRestore();
-    }
     expect(await redis.get(keys.lease(id))).not.toBe(app.get(WORKER_ID));
     expect(manager.holdsLease(id)).toBe(false);
     await manager.reconcile('all');
