@@ -96,8 +96,10 @@ return 1
 // session's own hash, not read from its lease (another slot in Cluster), so that the check and
 // the write are one: a worker that handed the session over, or stalled past its lease, cannot
 // land its stopping engine's late state over its new owner's, however late it comes.
+// 1 when the owner changed; 0 when it was ARGV[1] already, or the session is not registered.
 const CLAIM = new LuaScript(`
 if redis.call('HEXISTS', KEYS[1], 'createdAt') == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 return 1
 `);
@@ -347,10 +349,11 @@ export class SessionRepository {
 
   /**
    * Makes `workerId`, which took the session's lease just now, its owner: from now on, only
-   * its observed states are written (setObserved), until another worker claims it.
+   * its observed states are written (setObserved), until another worker claims it. True when
+   * the session was another worker's (or nobody's) until now.
    */
-  async claim(sessionId: string, workerId: string): Promise<void> {
-    await CLAIM.run(this.redis, [this.keys.session(sessionId)], [workerId]);
+  async claim(sessionId: string, workerId: string): Promise<boolean> {
+    return (await CLAIM.run(this.redis, [this.keys.session(sessionId)], [workerId])) === 1;
   }
 
   /**
