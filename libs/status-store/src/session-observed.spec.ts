@@ -227,10 +227,12 @@ describe("SessionRepository: only the session's last claimant writes its state",
       // Never claimed (written before claims were): whoever drives it writes.
       await sessions.setObserved('p1', { status: 'STARTING' }, 'w0');
       expect(await redis.hget(keys.session('p1'), 'status')).toBe('STARTING');
-      await sessions.claim('p1', 'w1');
+      expect(await sessions.claim('p1', 'w1')).toBe(true);
       await sessions.setObserved('p1', { status: 'FAILED', lastError: 'no launch' }, 'w1');
+      // Claimed again by its claimant (a lease taken back): nothing changed hands.
+      expect(await sessions.claim('p1', 'w1')).toBe(false);
       // w1 hands it over; w2 takes its lease, claims it and drives it to READY.
-      await sessions.claim('p1', 'w2');
+      expect(await sessions.claim('p1', 'w2')).toBe(true);
       await sessions.setObserved('p1', { status: 'READY', phone: '1555' }, 'w2');
       // w1's stopping engine reports STOPPED only now: not written over READY.
       await sessions.setObserved('p1', { status: 'STOPPED' }, 'w1');
@@ -240,7 +242,7 @@ describe("SessionRepository: only the session's last claimant writes its state",
         '1555',
       ]);
       // A claim of a deleted session leaves no half hash behind.
-      await sessions.claim('gone', 'w2');
+      expect(await sessions.claim('gone', 'w2')).toBe(false);
       expect(await redis.exists(keys.session('gone'))).toBe(0);
     }));
 });

@@ -54,4 +54,147 @@ describe('SessionRepository.unregister', () => {
       expect(await redis.exists(keys.lastSend(id), keys.capCounted(id))).toBe(0);
     },
   );
+
+  /** A repository on `redis` that runs `between(n)` before its n-th round trip (n from 1). */
+  function interrupted(between: (trip: number) => Promise<void>): SessionRepository {
+    let trips = 0;
+    const before = () => between(++trips);
+    const client = new Proxy(redis, {
+      get(target, prop) {
+        const value: unknown = Reflect.get(target, prop);
+        if (typeof value !== 'function') return value;
+        const command = value as (...args: unknown[]) => unknown;
+        if (prop === 'multi' || prop === 'pipeline')
+          return (...args: unknown[]) => {
+            const batch = command.apply(target, args) as { exec(): Promise<unknown> };
+            const exec = batch.exec.bind(batch);
+            batch.exec = async () => {
+              await before();
+              return exec();
+            };
+            return batch;
+          };
+        if (typeof prop === 'string' && ROUND_TRIPS.has(prop))
+          return async (...args: unknown[]) => {
+            await before();
+            return command.apply(target, args);
+          };
+        return command.bind(target);
+      },
+    });
+    return new SessionRepository(client, keys, new EventScriptArgs(keys, [], 60_000), subscriber);
+  }
+
+  /** A session registered at `createdAt` and marked deleted, as its purge finds it. */
+  async function deleted(id: string, createdAt: Date): Promise<string> {
+    await sessions.register(id, createdAt);
+    await sessions.setDesired(id, 'deleted');
+    return createdAt.toISOString();
+  }
+
+  /**
+   * Either the session made again at `remadeAt`, whole (its hash, registered, not listed as
+   * deleted, what was written to it since kept), or none at all.
+   */
+  async function expectWholeOrGone(id: string, made: boolean, remadeAt: Date): Promise<void> {
+    const at = `${id}, made again: ${made}`;
+    const [member, isDeleted, hash, targets] = await Promise.all([
+      sessions.exists(id),
+      redis.hexists(keys.deletedSessions(), id),
+      redis.hgetall(keys.session(id)),
+      redis.get(keys.webhookTargets(id)),
+    ]);
+    if (made)
+      expect({ member, isDeleted, hash, targets }, at).toMatchObject({
+        member: true,
+        isDeleted: 0,
+        hash: { createdAt: remadeAt.toISOString(), desired: 'running' },
+        targets: '[]',
+      });
+    else expect({ member, hash }, at).toEqual({ member: false, hash: {} });
+  }
+
+  it.each([
+    ['a create', false],
+    ["another worker's purge of it to its end, then a create", true],
+  ])(
+    'leaves a session made again while it is purged whole, or gone, whichever step of the purge %s comes before',
+    async (_, purgedFirst) => {
+      for (let trip = 1; ; trip++) {
+        const id = `remade-${purgedFirst ? 'twice' : 'once'}-${trip}`;
+        const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+        const remadeAt = new Date();
+        let made = false;
+        let reached = false;
+        const purge = interrupted(async (n) => {
+          if (n !== trip) return;
+          reached = true;
+          if (purgedFirst) await sessions.unregister(id, createdAt);
+          made = await sessions.register(id, remadeAt);
+          if (made) await redis.set(keys.webhookTargets(id), '[]');
+        });
+        await purge.unregister(id, createdAt);
+        if (!reached) break;
+        await expectWholeOrGone(id, made, remadeAt);
+      }
+    },
+  );
+
+  it('leaves a session whose purge ends while it is made again whole, or gone, whichever step of the making it comes before', async () => {
+    for (let trip = 1; ; trip++) {
+      const id = `making-${trip}`;
+      const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+      const remadeAt = new Date();
+      let reached = false;
+      const making = interrupted(async (n) => {
+        if (n !== trip) return;
+        reached = true;
+        await sessions.unregister(id, createdAt);
+      });
+      const made = await making.register(id, remadeAt);
+      if (made) await redis.set(keys.webhookTargets(id), '[]');
+      // Refused while the session was still being deleted: its purge ends after.
+      else if (!reached) await sessions.unregister(id, createdAt);
+      await expectWholeOrGone(id, made, remadeAt);
+      if (!reached) break;
+    }
+  });
+
+  it('leaves a session made again after its purge stopped, at any step (its worker died), whole, or gone once the purge is done', async () => {
+    for (let trip = 1; ; trip++) {
+      const id = `died-${trip}`;
+      const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+      const remadeAt = new Date();
+      let reached = false;
+      const purge = interrupted(async (n) => {
+        if (n !== trip) return;
+        reached = true;
+        throw new Error('the worker died');
+      });
+      await purge.unregister(id, createdAt).catch(() => undefined);
+      if (!reached) break;
+      const made = await sessions.register(id, remadeAt);
+      if (made) await redis.set(keys.webhookTargets(id), '[]');
+      // The purge again (its next pass, or another worker's), with the registration it knew.
+      await sessions.unregister(id, createdAt);
+      await expectWholeOrGone(id, made, remadeAt);
+    }
+  });
 });
+
+/** The commands a SessionRepository sends itself (one round trip each). */
+const ROUND_TRIPS = new Set([
+  'hget',
+  'hmget',
+  'hgetall',
+  'hexists',
+  'hset',
+  'hdel',
+  'exists',
+  'sismember',
+  'sadd',
+  'srem',
+  'publish',
+  'evalsha',
+  'eval',
+]);

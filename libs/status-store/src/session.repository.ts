@@ -54,17 +54,36 @@ else redis.call('SET', KEYS[2], left) end
 return 1
 `);
 
-// Takes a deleted session's deliveries out of its shard's listings, failed and recent, as its
-// own indexes name them (the records expire with WEBHOOK_RETENTION_MS). KEYS[1] the session's
-// failed index, [2] its recent one, [3] the shard's failed index, [4] its recent one (all in
-// the session's shard).
-const UNLIST_DELIVERIES = new LuaScript(`
-for _, pair in ipairs({ { KEYS[1], KEYS[3] }, { KEYS[2], KEYS[4] } }) do
+// Makes the session's hash, unless it has one: 1 when made; 0 when it is registered (has
+// createdAt); that createdAt when it is marked deleted (its purge not finished). A hash without
+// createdAt is what a late write left of a gone session: replaced. KEYS[1] the session's hash;
+// ARGV[1] createdAt.
+const MAKE_SESSION = new LuaScript(`
+local created = redis.call('HGET', KEYS[1], 'createdAt')
+if created then
+  if redis.call('HGET', KEYS[1], 'desired') == 'deleted' then return created end
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'desired', 'running', 'createdAt', ARGV[1], 'status', 'STOPPED')
+return 1
+`);
+
+// The last step of a purge: the session's keys go, and its deliveries leave its shard's
+// listings, failed and recent, as its own indexes name them (the records expire with
+// WEBHOOK_RETENTION_MS); only while its hash is still the registration made at ARGV[1] ('':
+// none), so a late purge never takes what a session made again wrote. KEYS[1] the shard's
+// failed index, [2] its recent one, [3] the session's hash, [4] its failed index, [5] its
+// recent one, [6...] its other keys (all in the session's shard). 1 when done, else 0.
+const FORGET_SESSION = new LuaScript(`
+if (redis.call('HGET', KEYS[3], 'createdAt') or '') ~= ARGV[1] then return 0 end
+for _, pair in ipairs({ { KEYS[4], KEYS[1] }, { KEYS[5], KEYS[2] } }) do
   local ids = redis.call('ZRANGE', pair[1], 0, -1)
   for i = 1, #ids, 500 do
     redis.call('ZREM', pair[2], unpack(ids, i, math.min(i + 499, #ids)))
   end
 end
+redis.call('DEL', unpack(KEYS, 3))
 return 1
 `);
 
@@ -96,8 +115,10 @@ return 1
 // session's own hash, not read from its lease (another slot in Cluster), so that the check and
 // the write are one: a worker that handed the session over, or stalled past its lease, cannot
 // land its stopping engine's late state over its new owner's, however late it comes.
+// 1 when the owner changed; 0 when it was ARGV[1] already, or the session is not registered.
 const CLAIM = new LuaScript(`
 if redis.call('HEXISTS', KEYS[1], 'createdAt') == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 return 1
 `);
@@ -142,24 +163,44 @@ export class SessionRepository {
 
   /**
    * Registers a session if it is not yet (made again if it was deleted); returns true when it
-   * was new.
+   * was new, false when it exists or is still being deleted.
    */
   async register(sessionId: string, now = new Date()): Promise<boolean> {
     // The hash (in the session's shard) first, then the registry (root): the two are in
     // different Cluster slots, so not one transaction; a reader of the registry skips a
-    // session without a hash.
-    const results = await this.redis
-      .multi()
-      .hsetnx(this.keys.session(sessionId), 'desired', 'running')
-      .hsetnx(this.keys.session(sessionId), 'createdAt', now.toISOString())
-      .hsetnx(this.keys.session(sessionId), 'status', 'STOPPED')
-      .exec();
+    // session without a hash. A purge takes the two away in the reverse order and its hash,
+    // marked deleted, stays until its last step: what is made here is never left half by it.
+    const made = await this.makeSession(sessionId, now);
+    if (made === null) return false;
     const [added] = await Promise.all([
       this.redis.sadd(this.keys.sessions(), sessionId),
       this.redis.sadd(this.keys.shards(), shardOf(sessionId)),
       this.redis.hdel(this.keys.deletedSessions(), sessionId),
     ]);
-    return results?.[1]?.[1] === 1 || added === 1;
+    return made || added === 1;
+  }
+
+  /**
+   * Makes the session's hash (true), or finds it made (false); null while the session is being
+   * deleted. One marked deleted and no longer registered is a purge between its last two steps
+   * (or one that stopped there: its worker died): its last step is done here, then it is made.
+   */
+  private async makeSession(sessionId: string, now: Date): Promise<boolean | null> {
+    const made = await MAKE_SESSION.run(
+      this.redis,
+      [this.keys.session(sessionId)],
+      [now.toISOString()],
+    );
+    if (typeof made !== 'string') return made === 1;
+    if (await this.exists(sessionId)) return null;
+    await this.forget(sessionId, made);
+    const again = await MAKE_SESSION.run(
+      this.redis,
+      [this.keys.session(sessionId)],
+      [now.toISOString()],
+    );
+    // Made again and deleted again meanwhile, by others: still being deleted.
+    return typeof again === 'string' ? null : again === 1;
   }
 
   /** Registered and not being deleted: a send to it may be queued. */
@@ -232,10 +273,13 @@ export class SessionRepository {
    *
    * Given the `createdAt` of the registration being deleted, it forgets only that one, and only
    * while it is still marked deleted: false, and nothing done, when it was unregistered and made
-   * again meanwhile (a late purge must not take away the session a user has just made).
+   * again meanwhile (a late purge must not take away the session a user has just made). A
+   * session made between its two steps (register) finishes the second itself: false then too.
    */
   async unregister(sessionId: string, createdAt?: string): Promise<boolean> {
     if (createdAt !== undefined && !(await this.deleting(sessionId, createdAt))) return false;
+    const registration =
+      createdAt ?? (await this.redis.hget(this.keys.session(sessionId), 'createdAt')) ?? '';
     // The registry (root) first, then the session's keys (its shard): as register, reversed.
     // The shard stays listed: its indexes may still hold the session's records.
     await this.redis
@@ -243,45 +287,57 @@ export class SessionRepository {
       .srem(this.keys.sessions(), sessionId)
       .hset(this.keys.deletedSessions(), sessionId, new Date().toISOString())
       .exec();
+    // Another purge of this registration (a worker that stalled past its lease, and the one
+    // that took it over) may have ended since the check above, and the session been made
+    // again: its registration is given back, and this purge ends here.
+    const current = await this.redis.hget(this.keys.session(sessionId), 'createdAt');
+    if (current !== null && current !== registration) {
+      await Promise.all([
+        this.redis.sadd(this.keys.sessions(), sessionId),
+        this.redis.hdel(this.keys.deletedSessions(), sessionId),
+      ]);
+      return false;
+    }
+    await this.forget(sessionId, registration);
+    await this.announce(sessionId);
+    return true;
+  }
+
+  /**
+   * A purge's last step: the keys of the session's registration made at `createdAt` ('' for
+   * one without) go, unless it was made again since (FORGET_SESSION).
+   */
+  private async forget(sessionId: string, createdAt: string): Promise<void> {
     const shard = shardOf(sessionId);
-    await UNLIST_DELIVERIES.run(
+    await FORGET_SESSION.run(
       this.redis,
       [
-        this.keys.webhookSessionFailed(sessionId),
-        this.keys.webhookSessionRecent(sessionId),
         this.keys.webhookFailed(shard),
         this.keys.webhookRecent(shard),
-      ],
-      [],
-    );
-    await this.redis
-      .multi()
-      .del(this.keys.session(sessionId))
-      .del(this.keys.sandboxIncoming(sessionId))
-      .del(this.keys.sandboxIncomingBytes(sessionId))
-      .del(this.keys.messageCounts(sessionId))
-      .del(this.keys.webhookTargets(sessionId))
-      .del(this.keys.webhookSessionRecent(sessionId))
-      .del(this.keys.webhookSessionFailed(sessionId))
-      .del(this.keys.sessionMessages(sessionId))
-      .del(this.keys.sessionScheduled(sessionId))
-      .del(this.keys.sessionInbox(sessionId))
-      // Its pacing and daily counts: a session made again is not held back by the old one's
-      // sends. A count is kept under its local date, in the session's time zone: today's is
-      // yesterday's, today's or tomorrow's UTC date, wherever that is.
-      .del(this.keys.lastSend(sessionId))
-      .del(this.keys.capCounted(sessionId))
-      .del(
+        this.keys.session(sessionId),
+        this.keys.webhookSessionFailed(sessionId),
+        this.keys.webhookSessionRecent(sessionId),
+        this.keys.sandboxIncoming(sessionId),
+        this.keys.sandboxIncomingBytes(sessionId),
+        this.keys.messageCounts(sessionId),
+        this.keys.webhookTargets(sessionId),
+        this.keys.sessionMessages(sessionId),
+        this.keys.sessionScheduled(sessionId),
+        this.keys.sessionInbox(sessionId),
+        // Its pacing and daily counts: a session made again is not held back by the old one's
+        // sends. A count is kept under its local date, in the session's time zone: today's is
+        // yesterday's, today's or tomorrow's UTC date, wherever that is.
+        this.keys.lastSend(sessionId),
+        this.keys.capCounted(sessionId),
         ...[-1, 0, 1].map((days) =>
           this.keys.dailySends(
             sessionId,
             localDay('UTC', new Date(Date.now() + days * 86_400_000)),
           ),
         ),
-      )
-      .exec();
-    await this.announce(sessionId);
-    return true;
+      ],
+      [createdAt],
+    );
   }
 
   /**
@@ -347,10 +403,11 @@ export class SessionRepository {
 
   /**
    * Makes `workerId`, which took the session's lease just now, its owner: from now on, only
-   * its observed states are written (setObserved), until another worker claims it.
+   * its observed states are written (setObserved), until another worker claims it. True when
+   * the session was another worker's (or nobody's) until now.
    */
-  async claim(sessionId: string, workerId: string): Promise<void> {
-    await CLAIM.run(this.redis, [this.keys.session(sessionId)], [workerId]);
+  async claim(sessionId: string, workerId: string): Promise<boolean> {
+    return (await CLAIM.run(this.redis, [this.keys.session(sessionId)], [workerId])) === 1;
   }
 
   /**

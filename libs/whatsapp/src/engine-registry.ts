@@ -1,15 +1,15 @@
-import type { SessionStatus } from '@app/status-store';
+import type { ObservedSession, SessionStatus } from '@app/status-store';
 import type { WhatsAppEngine } from './engine.js';
 
 /**
- * The engines this worker drives, one per session: the status each last reported and which
+ * The engines this worker drives, one per session: the state each last reported and which
  * are READY (what the send consumers follow). A state reported by an engine that is no longer
  * its session's current one (a restart replaced it) changes nothing but readiness, which it
  * can only take away.
  */
 export class EngineRegistry {
   private readonly engines = new Map<string, WhatsAppEngine>();
-  private readonly statuses = new Map<string, SessionStatus>();
+  private readonly states = new Map<string, ObservedSession>();
   private readonly ready = new Set<string>();
 
   /** `onReadiness` hears every change of a session's readiness, once per change. */
@@ -40,7 +40,12 @@ export class EngineRegistry {
   }
 
   status(sessionId: string): SessionStatus | undefined {
-    return this.statuses.get(sessionId);
+    return this.states.get(sessionId)?.status;
+  }
+
+  /** The state the session's engine last reported, whole (its QR, its phone...). */
+  state(sessionId: string): ObservedSession | undefined {
+    return this.states.get(sessionId);
   }
 
   isReady(sessionId: string): boolean {
@@ -51,9 +56,9 @@ export class EngineRegistry {
    * A state `engine` reported: kept when it is the session's current engine (true). Its
    * readiness follows with `settle`, once the state was told on.
    */
-  report(sessionId: string, engine: WhatsAppEngine, status: SessionStatus): boolean {
+  report(sessionId: string, engine: WhatsAppEngine, state: ObservedSession): boolean {
     const current = this.isCurrent(sessionId, engine);
-    if (current) this.statuses.set(sessionId, status);
+    if (current) this.states.set(sessionId, state);
     return current;
   }
 
@@ -61,7 +66,7 @@ export class EngineRegistry {
   settle(sessionId: string, engine: WhatsAppEngine): void {
     this.setReady(
       sessionId,
-      this.isCurrent(sessionId, engine) && this.statuses.get(sessionId) === 'READY',
+      this.isCurrent(sessionId, engine) && this.status(sessionId) === 'READY',
     );
   }
 
@@ -78,7 +83,7 @@ export class EngineRegistry {
   }
 
   forgetStatus(sessionId: string): void {
-    this.statuses.delete(sessionId);
+    this.states.delete(sessionId);
   }
 
   private setReady(sessionId: string, ready: boolean): void {

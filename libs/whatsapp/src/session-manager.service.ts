@@ -399,6 +399,7 @@ export class SessionManager
             { sessionId },
             'the lease of a session ran out, nobody took it: taken back',
           );
+          return this.claimAgain(sessionId);
         }),
       );
     } catch (err) {
@@ -413,6 +414,27 @@ export class SessionManager
     // proportion to this worker's own sessions, not to the fleet's.
     const full = this.unsettled || ++this.ticksSinceFull >= FULL_RECONCILE_TICKS;
     await this.reconcile(full ? 'all' : 'owned');
+  }
+
+  /**
+   * Claims a session whose lease this worker took back, as it does one it takes: another worker
+   * may have taken it meanwhile and handed it back, leaving its claim (this engine's states
+   * refused) and its last state (STOPPED). This engine's last state is then written again.
+   * Not claimed (Redis failed), it is handed over, to be taken with a claim, here or elsewhere.
+   */
+  private async claimAgain(sessionId: string): Promise<void> {
+    try {
+      if (!(await this.sessions.claim(sessionId, this.workerId))) return;
+    } catch (err) {
+      this.log.warn(
+        { sessionId, err: toError(err).message },
+        'could not claim a session taken back; handing it over',
+      );
+      return this.release(sessionId);
+    }
+    const state = this.engines.state(sessionId);
+    // (Retried by the recorder for a while: not awaited by the heartbeat.)
+    if (state) void this.recorder.state(sessionId, state);
   }
 
   /** Of `sessionIds`, those registered and not deleted (none when Redis cannot tell). */
@@ -922,7 +944,7 @@ export class SessionManager
   ): Promise<void> {
     // A replaced engine's late events (a STOPPED from the old one) must not overwrite the new one's.
     if (!this.engines.isCurrent(sessionId, engine) && state.status !== 'STOPPED') return;
-    if (this.engines.report(sessionId, engine, state.status)) {
+    if (this.engines.report(sessionId, engine, state)) {
       if (state.status !== 'STARTING') this.starts.passed(sessionId);
       this.emit('state', sessionId, state.status);
     }

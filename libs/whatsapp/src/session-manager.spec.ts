@@ -298,6 +298,43 @@ describe('SessionManager', () => {
     await eventually(() => expect(manager.ownedSessionIds()).toContain(id));
   });
 
+  it('claims a session again when it takes its lease back: the claim and state another worker left, having taken it and handed it back meanwhile, give way to its own', async () => {
+    const manager = app.get(SessionManager);
+    const sessions = app.get(SessionRepository);
+    const redis = app.get<Redis>(REDIS);
+    const leases = app.get(LeaseRepository);
+    const key = app.get(RedisKeys).session('retaken');
+    const engine = await driven('retaken');
+    // The sessions the tests before started again past STARTING: their start slots are its.
+    await eventually(() => {
+      for (const id of [...starting]) if (id !== 'retaken') engines.get(id)!.release();
+      expect(starting.has('retaken')).toBe(true);
+    });
+    engine.release();
+    await eventually(async () => expect(await redis.hget(key, 'status')).toBe('QR'));
+    const acquire = leases.acquire.bind(leases);
+    await tickAfterLapse('retaken', async (sessionId, ...rest) => {
+      // While this worker stalled, another took the session, and stopped it to hand it back.
+      await sessions.claim(sessionId, 'another-worker');
+      await sessions.setObserved(sessionId, { status: 'STOPPED' }, 'another-worker');
+      return acquire(sessionId, ...rest);
+    });
+    expect(manager.engine('retaken')).toBe(engine);
+    await eventually(async () =>
+      expect(await redis.hmget(key, 'owner', 'worker', 'status', 'qr')).toEqual([
+        'worker-under-test',
+        'worker-under-test',
+        'QR',
+        'qr',
+      ]),
+    );
+    // Its engine's next states are written, not refused as a former owner's.
+    engine.emit('state', { status: 'READY', phone: '15550001111', pushname: 'Retaken' });
+    await eventually(async () =>
+      expect(await redis.hmget(key, 'status', 'phone')).toEqual(['READY', '15550001111']),
+    );
+  });
+
   it.each([
     ['its heartbeat finds its lease run out, with nobody holding it', 'tick'],
     ['a pass finds it unregistered', 'pass'],
