@@ -74,6 +74,32 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     });
   });
 
+  it("reads a form's typingMs as a number and its options as booleans (a form's values are text), and refuses one that is neither in the field's words", async () => {
+    const answer = await multipart(
+      { to: '4915123456789', typingMs: '300', asDocument: 'true', viewOnce: 'false' },
+      { data: PNG, type: 'image/png', name: 'typed.png' },
+    );
+    expect(answer.status).toBe(202);
+    expect(await stack.redis.hget(stack.keys.message(answer.body.data.id), 'typingMs')).toBe('300');
+    // (viewOnce "false", left a string, would have been refused.)
+    expect(await sentMedia(answer.body.data.id)).toMatchObject({ as: 'document' });
+    for (const [field, value, message] of [
+      ['typingMs', 'soon', 'typingMs must be a whole number of milliseconds'],
+      ['typingMs', '1.5', 'typingMs must be a whole number of milliseconds'],
+      ['typingMs', '90000', 'typingMs must not be greater than 30000'],
+      ['asDocument', 'yes', 'asDocument must be a boolean value'],
+    ]) {
+      const refused = await multipart(
+        { to: '4915123456789', [field]: value },
+        { data: PNG, type: 'image/png', name: 'dot.png' },
+      );
+      expect(refused, `${field}=${value}`).toEqual({
+        status: 400,
+        body: { ok: false, error: { code: 'BAD_REQUEST', message } },
+      });
+    }
+  });
+
   it('passes the sticker, voice and view-once options to the engine', async () => {
     const sticker = await stack.call('POST', '/api/v1/messages/media', {
       to: '4915123456789',
