@@ -296,6 +296,27 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     );
   });
 
+  it('answers 400 to a form that gives a field twice, naming it, and sends nothing', async () => {
+    const form = new FormData();
+    form.append('to', '4915123456789');
+    form.append('caption', 'first');
+    form.append('to', '4915100000000');
+    form.append('file', new Blob([new Uint8Array(PNG)], { type: 'image/png' }), 'a.png');
+    const answer = await fetch(`${stack.url}/api/v1/messages/media`, {
+      method: 'POST',
+      headers: { 'x-api-key': stack.env.API_KEY },
+      body: form,
+    });
+    expect({ status: answer.status, body: await answer.json() }).toEqual({
+      status: 400,
+      body: {
+        ok: false,
+        error: { code: 'BAD_REQUEST', message: 'form field to is given more than once' },
+      },
+    });
+    expect(stack.sandbox().sends.some((send) => send.chatId === '4915100000000@c.us')).toBe(false);
+  });
+
   it('drops the bytes of a scheduled upload whose session is deleted', async () => {
     expect((await stack.call('POST', '/api/v1/sessions', { id: 'doomed' })).status).toBe(201);
     const answer = await stack.call('POST', '/api/v1/messages/media', {

@@ -92,6 +92,9 @@ async function formToBody(request: FastifyRequest): Promise<Record<string, unkno
     }
     if (!FIELD_NAME.test(part.fieldname))
       throw new AppError('BAD_REQUEST', `unknown form field ${part.fieldname.slice(0, 40)}`);
+    // Which one was meant is unknown (a form with two inputs of one name): the last would win.
+    if (fields.has(part.fieldname))
+      throw new AppError('BAD_REQUEST', `form field ${part.fieldname} is given more than once`);
     fields.set(part.fieldname, String(part.value));
   }
   if (!file) throw new AppError('BAD_REQUEST', 'a multipart send needs a part named "file"');
