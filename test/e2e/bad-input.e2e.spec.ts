@@ -228,6 +228,30 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
     );
   });
 
+  it('names an unknown field in at most 40 characters, and an empty name as ""', async () => {
+    const long = 'k'.repeat(200_000);
+    const named = async (path: string, body: unknown) => {
+      const answer = await send({ ...BAD_REQUESTS[0], path, raw: JSON.stringify(body) });
+      expect(answer.status).toBe(400);
+      return answer.body.error.message as string;
+    };
+    // The whole name twice made an answer of 400 kB (1 MB for a batch of 50 such messages).
+    expect(await named(TEXT, text({ [long]: 1 }))).toBe(
+      `${'k'.repeat(40)}…: property ${'k'.repeat(40)}… should not exist`,
+    );
+    const batch = await named('/api/v1/messages/batch', {
+      messages: Array.from({ length: 50 }, () => ({
+        type: 'text',
+        ...text({ [long.slice(100_000)]: 1 }),
+      })),
+    });
+    expect(batch.length).toBeLessThan(1000);
+    expect(await named(TEXT, text({ '': 1 }))).toBe('"": property "" should not exist');
+    expect(await named(CONTACT, card({ '': 1 }))).toBe(
+      'contacts.0."": property "" should not exist',
+    );
+  });
+
   it('says a path parameter over 100 characters is too long', async () => {
     const answer = await send({
       ...BAD_REQUESTS[0],

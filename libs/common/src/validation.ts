@@ -10,6 +10,7 @@ import {
   IS_BOOLEAN,
   IS_INT,
   IS_NUMBER,
+  ValidationTypes,
   getMetadataStorage,
   validate,
 } from 'class-validator';
@@ -31,7 +32,9 @@ const TYPE_CHECKS = new Set<string>([IS_INT, IS_NUMBER, IS_BOOLEAN]);
  * JSON bodies are not converted (`"typingMs": "1500"` is refused), which a client that quotes
  * its numbers would not otherwise see.
  */
-function problemsOf(error: ValidationError): string[] {
+function problemsOf(error: ValidationError, name: string): string[] {
+  // An unknown field is named as the client wrote it: cut, as its whole name could be 1 MB.
+  if (error.constraints?.[ValidationTypes.WHITELIST]) return [`property ${name} should not exist`];
   const constraints = Object.entries(error.constraints ?? {});
   const typeChecks = constraints.filter(([name]) => TYPE_CHECKS.has(name));
   if (typeChecks.length === 0) return constraints.map(([, text]) => text);
@@ -44,12 +47,21 @@ function problemsOf(error: ValidationError): string[] {
   return typeChecks.map(([, text]) => text + quoted);
 }
 
+/** A field's name as a refusal echoes it: at most 40 characters, and `""` for an empty one. */
+function shownName(property: string): string {
+  if (property === '') return '""';
+  return property.length > 40 ? `${property.slice(0, 40)}…` : property;
+}
+
 /** Each problem of a validation, named by the path of its field (`contacts.0.phone`). */
 export function describeValidationErrors(errors: ValidationError[], parent = ''): string[] {
   return errors.flatMap((error) => {
-    const path = parent ? `${parent}.${error.property}` : error.property;
-    const own = problemsOf(error).map((text) =>
-      text.startsWith(error.property) ? `${parent ? parent + '.' : ''}${text}` : `${path}: ${text}`,
+    const name = shownName(error.property);
+    const path = parent ? `${parent}.${name}` : name;
+    const own = problemsOf(error, name).map((text) =>
+      error.property && text.startsWith(error.property)
+        ? `${parent ? parent + '.' : ''}${text}`
+        : `${path}: ${text}`,
     );
     return [...own, ...describeValidationErrors(error.children ?? [], path)];
   });
