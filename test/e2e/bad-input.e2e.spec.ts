@@ -252,6 +252,33 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
     );
   });
 
+  it('says which field names a message that does not exist, and what a filename must not hold', async () => {
+    const unknown = async (path: string, body: unknown) =>
+      (await send({ ...BAD_REQUESTS[0], path, raw: JSON.stringify(body) })).body.error;
+    expect(await unknown(TEXT, text({ replyTo: UNKNOWN_ID }))).toEqual({
+      code: 'NOT_FOUND',
+      message: `replyTo: message ${UNKNOWN_ID} does not exist`,
+    });
+    expect(
+      await unknown('/api/v1/messages/batch', {
+        messages: [{ type: 'media', ...media({ replyTo: 'in_000000000000000000000000' }) }],
+      }),
+    ).toMatchObject({
+      details: [
+        { index: 0, message: 'replyTo: message in_000000000000000000000000 does not exist' },
+      ],
+    });
+    // The id of a reaction is its path: the message reacted to.
+    expect(await unknown(`/api/v1/messages/${UNKNOWN_ID}/reaction`, { emoji: '👍' })).toEqual({
+      code: 'NOT_FOUND',
+      message: `Message ${UNKNOWN_ID} does not exist`,
+    });
+    expect(await unknown(MEDIA, media({ filename: 'a\u0000.pdf' }))).toEqual({
+      code: 'BAD_REQUEST',
+      message: 'filename must not contain slashes or NUL characters',
+    });
+  });
+
   it('says a path parameter over 100 characters is too long', async () => {
     const answer = await send({
       ...BAD_REQUESTS[0],

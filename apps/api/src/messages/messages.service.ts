@@ -830,7 +830,10 @@ export class MessagesService {
   ): Promise<{ engineId: string | null; neverSent?: 'failed' | 'cancelled' }> {
     if (typeof replyTo === 'string' && !isMessageId(replyTo) && !replyTo.startsWith('in_'))
       return { engineId: replyTo };
-    const quoted = typeof replyTo === 'string' ? await this.quotedMessage(replyTo) : replyTo;
+    const quoted =
+      typeof replyTo === 'string'
+        ? await this.quotedMessage(replyTo, undefined, 'replyTo: message')
+        : replyTo;
     // A received message's chat may be a @lid alias of the number: only clear ids compare.
     const comparable = /@(c|g)\.us$/.test(quoted.chatId);
     if (quoted.sessionId !== sessionId || (comparable && quoted.chatId !== chatId))
@@ -856,9 +859,13 @@ export class MessagesService {
    * One of our messages (a UUID) or a received one (in_...), or a 404; a key limited to some
    * sessions is refused (403) one of another session before anything about it is told.
    */
-  private async quotedMessage(id: string, sessions?: string[] | null): Promise<QuotedMessage> {
+  private async quotedMessage(
+    id: string,
+    sessions?: string[] | null,
+    named = 'Message',
+  ): Promise<QuotedMessage> {
     const quoted = isMessageId(id) ? await this.messages.get(id) : await this.incoming.get(id);
-    if (!quoted) throw new AppError('NOT_FOUND', `Message ${id} does not exist`);
+    if (!quoted) throw new AppError('NOT_FOUND', `${named} ${id} does not exist`);
     assertSessionAllowed(sessions, quoted.sessionId);
     return quoted;
   }

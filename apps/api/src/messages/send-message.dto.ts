@@ -192,7 +192,7 @@ export class SendMediaDto extends SendBaseDto {
   @IsOptional()
   @IsString()
   @MaxLength(255)
-  @Matches(/^[^/\\\0]+$/, { message: 'filename must not contain slashes' })
+  @Matches(/^[^/\\\0]+$/, { message: 'filename must not contain slashes or NUL characters' })
   filename?: string;
 
   @ApiPropertyOptional({
