@@ -228,6 +228,57 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
     );
   });
 
+  it('names an unknown field in at most 40 characters, and an empty name as ""', async () => {
+    const long = 'k'.repeat(200_000);
+    const named = async (path: string, body: unknown) => {
+      const answer = await send({ ...BAD_REQUESTS[0], path, raw: JSON.stringify(body) });
+      expect(answer.status).toBe(400);
+      return answer.body.error.message as string;
+    };
+    // The whole name twice made an answer of 400 kB (1 MB for a batch of 50 such messages).
+    expect(await named(TEXT, text({ [long]: 1 }))).toBe(
+      `${'k'.repeat(40)}…: property ${'k'.repeat(40)}… should not exist`,
+    );
+    const batch = await named('/api/v1/messages/batch', {
+      messages: Array.from({ length: 50 }, () => ({
+        type: 'text',
+        ...text({ [long.slice(100_000)]: 1 }),
+      })),
+    });
+    expect(batch.length).toBeLessThan(1000);
+    expect(await named(TEXT, text({ '': 1 }))).toBe('"": property "" should not exist');
+    expect(await named(CONTACT, card({ '': 1 }))).toBe(
+      'contacts.0."": property "" should not exist',
+    );
+  });
+
+  it('says which field names a message that does not exist, and what a filename must not hold', async () => {
+    const unknown = async (path: string, body: unknown) =>
+      (await send({ ...BAD_REQUESTS[0], path, raw: JSON.stringify(body) })).body.error;
+    expect(await unknown(TEXT, text({ replyTo: UNKNOWN_ID }))).toEqual({
+      code: 'NOT_FOUND',
+      message: `replyTo: message ${UNKNOWN_ID} does not exist`,
+    });
+    expect(
+      await unknown('/api/v1/messages/batch', {
+        messages: [{ type: 'media', ...media({ replyTo: 'in_000000000000000000000000' }) }],
+      }),
+    ).toMatchObject({
+      details: [
+        { index: 0, message: 'replyTo: message in_000000000000000000000000 does not exist' },
+      ],
+    });
+    // The id of a reaction is its path: the message reacted to.
+    expect(await unknown(`/api/v1/messages/${UNKNOWN_ID}/reaction`, { emoji: '👍' })).toEqual({
+      code: 'NOT_FOUND',
+      message: `Message ${UNKNOWN_ID} does not exist`,
+    });
+    expect(await unknown(MEDIA, media({ filename: 'a\u0000.pdf' }))).toEqual({
+      code: 'BAD_REQUEST',
+      message: 'filename must not contain slashes or NUL characters',
+    });
+  });
+
   it('says a path parameter over 100 characters is too long', async () => {
     const answer = await send({
       ...BAD_REQUESTS[0],
@@ -360,6 +411,98 @@ describe('null fields (api + worker, sandbox engine)', () => {
     expect(batch.status).toBe(202);
     // A required one is still missing.
     expect((await stack.call('POST', TEXT, text({ to: null }))).status).toBe(400);
+  });
+});
+
+describe('a string where a number or a boolean belongs, in JSON (api + worker, sandbox engine)', () => {
+  const stack = useStack();
+  beforeAll(() => stack.waitReady());
+
+  const BATCH = '/api/v1/messages/batch';
+  const INCOMING = '/api/v1/sessions/main/sandbox/incoming';
+  const asNumber = (value: string) => `(a JSON number, without quotes: "${value}" is a string)`;
+  const asBoolean = (value: string) => `(a JSON boolean, without quotes: "${value}" is a string)`;
+  // prettier-ignore
+  const rows: [name: string, method: 'POST' | 'PUT', path: string, body: unknown, message: string][] = [
+    ['typingMs of a text', 'POST', TEXT, text({ typingMs: '30000' }), `typingMs must be a whole number of milliseconds ${asNumber('30000')}`],
+    ['typingMs of a contact', 'POST', CONTACT, { ...card({}), typingMs: '0' }, `typingMs must be a whole number of milliseconds ${asNumber('0')}`],
+    ['asDocument of a media send', 'POST', MEDIA, media({ asDocument: 'true' }), `asDocument must be a boolean value ${asBoolean('true')}`],
+    ['viewOnce of a media send', 'POST', MEDIA, media({ viewOnce: 'false' }), `viewOnce must be a boolean value ${asBoolean('false')}`],
+    ['asVoice of a media send', 'POST', MEDIA, media({ asVoice: 'yes' }), 'asVoice must be a boolean value'],
+    ['latitude of a location', 'POST', LOCATION, place({ latitude: '52.52' }), `latitude must be a number ${asNumber('52.52')}`],
+    ['longitude of a location', 'POST', LOCATION, place({ longitude: '-13' }), `longitude must be a number ${asNumber('-13')}`],
+    ['typingMs of a message in a batch', 'POST', BATCH, { messages: [{ type: 'text', ...text({ typingMs: '300' }) }] }, `1 of 1 messages are invalid; nothing was queued: #0: typingMs must be a whole number of milliseconds ${asNumber('300')}`],
+    ['asSticker of a media message in a batch', 'POST', BATCH, { messages: [{ type: 'media', ...media({ asSticker: 'false' }) }] }, `1 of 1 messages are invalid; nothing was queued: #0: asSticker must be a boolean value ${asBoolean('false')}`],
+    ["a session's dailyCap", 'PUT', '/api/v1/sessions/main/limits', { dailyCap: '500', quietHours: null }, `dailyCap must be a whole number, or null for none ${asNumber('500')}`],
+    ["a webhook target's includeQr", 'PUT', '/api/v1/sessions/main/webhooks', [{ url: 'https://example.com/hook', events: ['message.status'], includeQr: 'true' }], `[0] includeQr must be a boolean value ${asBoolean('true')}`],
+    ["a sandbox message's fromMe", 'POST', INCOMING, { from: TO, text: 'hi', fromMe: 'false' }, `fromMe must be a boolean value ${asBoolean('false')}`],
+    ["a sandbox location's latitude", 'POST', INCOMING, { from: TO, location: { latitude: '52.5', longitude: 13.4 } }, `location.latitude must be a number ${asNumber('52.5')}`],
+  ];
+
+  it.each(rows)(
+    'refuses %s given as a string with 400, saying so',
+    async (_, method, path, body, message) => {
+      const answer = await stack.call(method, path, body);
+      expect({ status: answer.status, body: answer.body }).toEqual({
+        status: 400,
+        body: {
+          ok: false,
+          error: {
+            code: 'BAD_REQUEST',
+            message,
+            ...(path === BATCH
+              ? { details: [{ index: 0, message: message.replace(/^.*#0: /, '') }] }
+              : {}),
+          },
+        },
+      });
+    },
+  );
+
+  it('queues nothing and changes nothing for them', async () => {
+    expect(await stack.redis.keys(stack.keys.recordPattern('msg'))).toEqual([]);
+    expect((await stack.call('GET', '/api/v1/sessions/main/limits')).body.data.dailyCap).toBeNull();
+    expect((await stack.call('GET', '/api/v1/sessions/main/webhooks')).body.data).toEqual([]);
+    expect((await stack.call('GET', '/api/v1/sessions/main/messages')).body.data.items).toEqual([]);
+  });
+
+  it('tells a number out of its range by its range, and a wrong type by its type alone', async () => {
+    expect((await stack.call('POST', TEXT, text({ typingMs: 60_000 }))).body.error.message).toBe(
+      'typingMs must not be greater than 30000',
+    );
+    expect((await stack.call('POST', TEXT, text({ typingMs: 'soon' }))).body.error.message).toBe(
+      'typingMs must be a whole number of milliseconds',
+    );
+  });
+
+  it("reads a query's limit (text, as every query) as a number, and refuses it by its value", async () => {
+    for (const [limit, message] of [
+      ['-1', 'limit must not be less than 1'],
+      ['1.5', 'limit must be an integer number'],
+      ['abc', 'limit must be an integer number'],
+      ['201', 'limit must not be greater than 200'],
+    ]) {
+      const answer = await stack.call('GET', `/api/v1/sessions/main/messages?limit=${limit}`);
+      expect(answer.body, limit).toEqual({ ok: false, error: { code: 'BAD_REQUEST', message } });
+    }
+    expect((await stack.call('GET', '/api/v1/sessions/main/messages?limit=2')).status).toBe(200);
+  });
+
+  it('takes the same fields as JSON numbers and booleans', async () => {
+    for (const [path, body] of [
+      [TEXT, text({ typingMs: 0 })],
+      [MEDIA, media({ asDocument: true, viewOnce: false })],
+      [LOCATION, place({ latitude: -52.52, longitude: 13 })],
+      [INCOMING, { from: TO, location: { latitude: 52.5, longitude: 13.4 }, fromMe: false }],
+    ] as const) {
+      const answer = await stack.call('POST', path, body);
+      expect(answer.status, `${path} ${JSON.stringify(answer.body)}`).toBe(202);
+    }
+    const limits = await stack.call('PUT', '/api/v1/sessions/main/limits', {
+      dailyCap: 500,
+      quietHours: null,
+    });
+    expect(limits.status).toBe(200);
   });
 });
 

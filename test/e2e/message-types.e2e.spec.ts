@@ -164,6 +164,111 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
     }
   });
 
+  it('refuses (400) to react to, quote or delete a reaction or a deletion, ours or received: WhatsApp Web has no message by their ids', async () => {
+    const to = '4915100000214';
+    const ours = await stack.call('POST', '/api/v1/messages/text', { to, text: 'Order shipped' });
+    await stack.waitForStatus(ours.body.data.id, 'read');
+    const reaction = await stack.call('POST', `/api/v1/messages/${ours.body.data.id}/reaction`, {
+      emoji: '👍',
+    });
+    await stack.waitForStatus(reaction.body.data.id, 'sent');
+    const deletion = await stack.call('POST', `/api/v1/messages/${ours.body.data.id}/revoke`);
+    await stack.waitForStatus(deletion.body.data.id, 'sent');
+    const engineId = await stack.redis.hget(
+      stack.keys.message(ours.body.data.id),
+      'engineMessageId',
+    );
+    const received = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: to,
+      reaction: { emoji: '❤️', targetId: engineId },
+    });
+    await eventually(async () =>
+      expect((await stack.call('GET', `/api/v1/incoming/${received.body.data.id}`)).status).toBe(
+        200,
+      ),
+    );
+    const [ourReaction, ourDeletion, theirReaction] = [
+      reaction.body.data.id as string,
+      deletion.body.data.id as string,
+      received.body.data.id as string,
+    ];
+    const refusals: [string, string, unknown, string][] = [
+      [
+        'POST',
+        `/api/v1/messages/${ourReaction}/reaction`,
+        { emoji: '😀' },
+        `Message ${ourReaction} is a reaction, not a message: it cannot be reacted to`,
+      ],
+      [
+        'POST',
+        `/api/v1/messages/${ourDeletion}/reaction`,
+        { emoji: '😀' },
+        `Message ${ourDeletion} is a deletion, not a message: it cannot be reacted to`,
+      ],
+      [
+        'POST',
+        `/api/v1/messages/${theirReaction}/reaction`,
+        { emoji: '😀' },
+        `Message ${theirReaction} is a reaction, not a message: it cannot be reacted to`,
+      ],
+      [
+        'POST',
+        '/api/v1/messages/text',
+        { to, text: 're', replyTo: ourReaction },
+        `replyTo: message ${ourReaction} is a reaction, not a message: it cannot be quoted`,
+      ],
+      [
+        'POST',
+        '/api/v1/messages/text',
+        { to, text: 're', replyTo: theirReaction },
+        `replyTo: message ${theirReaction} is a reaction, not a message: it cannot be quoted`,
+      ],
+      [
+        'POST',
+        '/api/v1/messages/media',
+        { to, mediaUrl: 'https://example.com/a.pdf', replyTo: ourDeletion },
+        `replyTo: message ${ourDeletion} is a deletion, not a message: it cannot be quoted`,
+      ],
+      [
+        'POST',
+        `/api/v1/messages/${ourReaction}/revoke`,
+        undefined,
+        `Message ${ourReaction} is a reaction, not a message: it cannot be deleted (an empty emoji takes a reaction back)`,
+      ],
+      [
+        'POST',
+        `/api/v1/messages/${ourDeletion}/revoke`,
+        undefined,
+        `Message ${ourDeletion} is a deletion, not a message: it cannot be deleted`,
+      ],
+    ];
+    for (const [method, path, body, message] of refusals) {
+      const answer = await stack.call(method, path, body);
+      expect({ path, status: answer.status, body: answer.body }).toEqual({
+        path,
+        status: 400,
+        body: { ok: false, error: { code: 'BAD_REQUEST', message } },
+      });
+    }
+    const batch = await stack.call('POST', '/api/v1/messages/batch', {
+      messages: [{ type: 'text', to, text: 're', replyTo: theirReaction }],
+    });
+    expect(batch.status).toBe(400);
+    expect(batch.body.error.details).toEqual([
+      {
+        index: 0,
+        message: `replyTo: message ${theirReaction} is a reaction, not a message: it cannot be quoted`,
+      },
+    ]);
+    // The message itself is still taken.
+    const reply = await stack.call('POST', '/api/v1/messages/text', {
+      to,
+      text: 're',
+      replyTo: ours.body.data.id,
+    });
+    expect(reply.status).toBe(202);
+  });
+
   it('refuses at once (409) a reaction or a reply to one of ours that was cancelled or failed, and takes one to a message still waiting', async () => {
     const later = await stack.call('POST', '/api/v1/messages/text', {
       to: '4915100000209',

@@ -59,6 +59,35 @@ describe('the OpenAPI document', () => {
     }
   });
 
+  it('documents on every route that takes x-api-key the 400 of a key given twice, with an example', () => {
+    const keyed = operations().filter(({ operation }) =>
+      (operation.security ?? []).some((scheme: any) => 'api-key' in scheme),
+    );
+    expect(keyed.length).toBeGreaterThan(20);
+    const missing: string[] = [];
+    for (const { path, method, operation } of keyed) {
+      const where = `${method.toUpperCase()} ${path}`;
+      const badRequest = operation.responses['400'];
+      if (!/x-api-key header given more than once/.test(badRequest?.description ?? ''))
+        missing.push(`${where}: a 400 that names a repeated x-api-key`);
+      const content = badRequest?.content?.['application/json'];
+      const examples = [
+        content?.example,
+        ...Object.values(content?.examples ?? {}).map((example: any) => example.value),
+      ];
+      if (
+        !examples.some(
+          (example) =>
+            example?.ok === false &&
+            example.error?.code === 'BAD_REQUEST' &&
+            /^Send one x-api-key header/.test(example.error.message),
+        )
+      )
+        missing.push(`${where}: an example of that 400`);
+    }
+    expect(missing).toEqual([]);
+  });
+
   it('documents every path parameter with an example, and the 400 a malformed one or a bad body gets', () => {
     const missing: string[] = [];
     for (const { path, method, operation } of operations()) {

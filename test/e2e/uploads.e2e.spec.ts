@@ -74,6 +74,32 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     });
   });
 
+  it("reads a form's typingMs as a number and its options as booleans (a form's values are text), and refuses one that is neither in the field's words", async () => {
+    const answer = await multipart(
+      { to: '4915123456789', typingMs: '300', asDocument: 'true', viewOnce: 'false' },
+      { data: PNG, type: 'image/png', name: 'typed.png' },
+    );
+    expect(answer.status).toBe(202);
+    expect(await stack.redis.hget(stack.keys.message(answer.body.data.id), 'typingMs')).toBe('300');
+    // (viewOnce "false", left a string, would have been refused.)
+    expect(await sentMedia(answer.body.data.id)).toMatchObject({ as: 'document' });
+    for (const [field, value, message] of [
+      ['typingMs', 'soon', 'typingMs must be a whole number of milliseconds'],
+      ['typingMs', '1.5', 'typingMs must be a whole number of milliseconds'],
+      ['typingMs', '90000', 'typingMs must not be greater than 30000'],
+      ['asDocument', 'yes', 'asDocument must be a boolean value'],
+    ]) {
+      const refused = await multipart(
+        { to: '4915123456789', [field]: value },
+        { data: PNG, type: 'image/png', name: 'dot.png' },
+      );
+      expect(refused, `${field}=${value}`).toEqual({
+        status: 400,
+        body: { ok: false, error: { code: 'BAD_REQUEST', message } },
+      });
+    }
+  });
+
   it('passes the sticker, voice and view-once options to the engine', async () => {
     const sticker = await stack.call('POST', '/api/v1/messages/media', {
       to: '4915123456789',
@@ -268,6 +294,27 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     expect(((await text.json()) as { error: { message: string } }).error.message).toContain(
       'multipart/form-data',
     );
+  });
+
+  it('answers 400 to a form that gives a field twice, naming it, and sends nothing', async () => {
+    const form = new FormData();
+    form.append('to', '4915123456789');
+    form.append('caption', 'first');
+    form.append('to', '4915100000000');
+    form.append('file', new Blob([new Uint8Array(PNG)], { type: 'image/png' }), 'a.png');
+    const answer = await fetch(`${stack.url}/api/v1/messages/media`, {
+      method: 'POST',
+      headers: { 'x-api-key': stack.env.API_KEY },
+      body: form,
+    });
+    expect({ status: answer.status, body: await answer.json() }).toEqual({
+      status: 400,
+      body: {
+        ok: false,
+        error: { code: 'BAD_REQUEST', message: 'form field to is given more than once' },
+      },
+    });
+    expect(stack.sandbox().sends.some((send) => send.chatId === '4915100000000@c.us')).toBe(false);
   });
 
   it('drops the bytes of a scheduled upload whose session is deleted', async () => {

@@ -2,12 +2,15 @@ import { Type } from 'class-transformer';
 import {
   ArrayMaxSize,
   IsArray,
+  IsBoolean,
   IsInt,
+  IsNumber,
   IsOptional,
   IsString,
+  Max,
   ValidateNested,
 } from 'class-validator';
-import { ArrayBodyPipe, createValidationPipe } from './validation.js';
+import { ArrayBodyPipe, createValidationPipe, formAsBody } from './validation.js';
 
 /** How many of each class class-transformer made: the items it walked. */
 const made = { target: 0, card: 0 };
@@ -171,5 +174,60 @@ describe('the global validation pipe', () => {
         'g must be an integer number; h must be an integer number; i must be an integer number; ' +
         'j must be an integer number; and 2 more',
     );
+  });
+});
+
+class FormBody {
+  @IsString() to: string;
+  @IsOptional() @IsString() caption?: string;
+  @IsOptional() @IsInt() @Max(100) count?: number;
+  @IsOptional() @IsNumber() ratio?: number;
+  @IsOptional() @IsBoolean() flag?: boolean;
+}
+
+describe('numbers and booleans: JSON as it is, forms converted', () => {
+  const pipe = createValidationPipe();
+
+  it('refuses in JSON a string where a number or a boolean belongs, naming it a string, and nothing else of the field', async () => {
+    expect(
+      await refusal(() =>
+        pipe.transform({ to: '1', count: '500', ratio: '-0.5', flag: 'true' }, asBody(FormBody)),
+      ),
+    ).toBe(
+      'count must be an integer number (a JSON number, without quotes: "500" is a string); ' +
+        'ratio must be a number conforming to the specified constraints (a JSON number, without quotes: "-0.5" is a string); ' +
+        'flag must be a boolean value (a JSON boolean, without quotes: "true" is a string)',
+    );
+    // Not a number or a boolean at all: its type alone, without a hint.
+    expect(
+      await refusal(() => pipe.transform({ to: '1', count: 'x', flag: 1 }, asBody(FormBody))),
+    ).toBe('count must be an integer number; flag must be a boolean value');
+  });
+
+  it("converts a form's text in the fields of numbers and booleans only, and leaves what is neither for the validator", async () => {
+    const form = {
+      to: '4915123456789',
+      caption: 'true',
+      count: '42',
+      ratio: '-0.5',
+      flag: 'false',
+    };
+    expect(formAsBody(form, FormBody)).toEqual({
+      to: '4915123456789',
+      caption: 'true',
+      count: 42,
+      ratio: -0.5,
+      flag: false,
+    });
+    expect(await pipe.transform(formAsBody(form, FormBody), asBody(FormBody))).toMatchObject({
+      count: 42,
+      flag: false,
+    });
+    expect(formAsBody({ to: '1', count: '4 2', ratio: '1e3', flag: 'yes' }, FormBody)).toEqual({
+      to: '1',
+      count: '4 2',
+      ratio: '1e3',
+      flag: 'yes',
+    });
   });
 });

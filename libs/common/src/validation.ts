@@ -5,7 +5,15 @@ import {
   type PipeTransform,
 } from '@nestjs/common';
 import { plainToInstance } from 'class-transformer';
-import { ARRAY_MAX_SIZE, getMetadataStorage, validate } from 'class-validator';
+import {
+  ARRAY_MAX_SIZE,
+  IS_BOOLEAN,
+  IS_INT,
+  IS_NUMBER,
+  ValidationTypes,
+  getMetadataStorage,
+  validate,
+} from 'class-validator';
 import { AppError } from './app-error.js';
 
 /** What the global pipe checks, for objects validated outside it (a batch's messages, an array body's items). */
@@ -15,15 +23,87 @@ export const VALIDATION_OPTIONS = {
   forbidUnknownValues: true,
 } as const;
 
+/** The checks of a value's JSON type that a field of a number or a boolean has. */
+const TYPE_CHECKS = new Set<string>([IS_INT, IS_NUMBER, IS_BOOLEAN]);
+
+/**
+ * A field's problems. A value of the wrong type is told so alone (a string is not "less than
+ * 0"), and a string that reads as the number or boolean the field takes is named as a string:
+ * JSON bodies are not converted (`"typingMs": "1500"` is refused), which a client that quotes
+ * its numbers would not otherwise see.
+ */
+function problemsOf(error: ValidationError, name: string): string[] {
+  // An unknown field is named as the client wrote it: cut, as its whole name could be 1 MB.
+  if (error.constraints?.[ValidationTypes.WHITELIST]) return [`property ${name} should not exist`];
+  const constraints = Object.entries(error.constraints ?? {});
+  const typeChecks = constraints.filter(([name]) => TYPE_CHECKS.has(name));
+  if (typeChecks.length === 0) return constraints.map(([, text]) => text);
+  const value: unknown = error.value;
+  const boolean = typeChecks.some(([name]) => name === IS_BOOLEAN);
+  const quoted =
+    typeof value === 'string' && (boolean ? /^(true|false)$/ : /^-?\d+(\.\d+)?$/).test(value)
+      ? ` (a JSON ${boolean ? 'boolean' : 'number'}, without quotes: ${JSON.stringify(value)} is a string)`
+      : '';
+  return typeChecks.map(([, text]) => text + quoted);
+}
+
+/** A field's name as a refusal echoes it: at most 40 characters, and `""` for an empty one. */
+function shownName(property: string): string {
+  if (property === '') return '""';
+  return property.length > 40 ? `${property.slice(0, 40)}…` : property;
+}
+
 /** Each problem of a validation, named by the path of its field (`contacts.0.phone`). */
 export function describeValidationErrors(errors: ValidationError[], parent = ''): string[] {
   return errors.flatMap((error) => {
-    const path = parent ? `${parent}.${error.property}` : error.property;
-    const own = Object.values(error.constraints ?? {}).map((text) =>
-      text.startsWith(error.property) ? `${parent ? parent + '.' : ''}${text}` : `${path}: ${text}`,
+    const name = shownName(error.property);
+    const path = parent ? `${parent}.${name}` : name;
+    const own = problemsOf(error, name).map((text) =>
+      error.property && text.startsWith(error.property)
+        ? `${parent ? parent + '.' : ''}${text}`
+        : `${path}: ${text}`,
     );
     return [...own, ...describeValidationErrors(error.children ?? [], path)];
   });
+}
+
+const formTypes = new WeakMap<object, Map<string, 'number' | 'boolean'>>();
+
+/** The fields of a body class checked as a number or a boolean (not those of each item of an array). */
+function formTypesOf(bodyClass: new () => object): Map<string, 'number' | 'boolean'> {
+  let types = formTypes.get(bodyClass);
+  if (!types) {
+    types = new Map();
+    const rules = getMetadataStorage().getTargetValidationMetadatas(bodyClass, '', true, false);
+    for (const rule of rules) {
+      if (rule.each) continue;
+      if (rule.name === IS_INT || rule.name === IS_NUMBER) types.set(rule.propertyName, 'number');
+      if (rule.name === IS_BOOLEAN) types.set(rule.propertyName, 'boolean');
+    }
+    formTypes.set(bodyClass, types);
+  }
+  return types;
+}
+
+/**
+ * A form's fields (every value is text in a form) as a JSON body of `bodyClass` carries them:
+ * in a field the class checks as a number, a decimal number becomes one; in a boolean's, `true`
+ * and `false` become one. Anything else is left as it is, for the validator to refuse in the
+ * field's own words. Only forms are converted: in JSON a string stays a string.
+ */
+export function formAsBody(
+  fields: Record<string, string>,
+  bodyClass: new () => object,
+): Record<string, unknown> {
+  const types = formTypesOf(bodyClass);
+  const body: Record<string, unknown> = { ...fields };
+  for (const [field, value] of Object.entries(fields)) {
+    const type = types.get(field);
+    if (type === 'number' && /^-?\d{1,15}(\.\d{1,15})?$/.test(value)) body[field] = Number(value);
+    else if (type === 'boolean' && (value === 'true' || value === 'false'))
+      body[field] = value === 'true';
+  }
+  return body;
 }
 
 /** The most problems one refusal lists; the rest are counted (`; and 328 more`). */
@@ -177,7 +257,8 @@ class AppValidationPipe extends ValidationPipe {
 
 /**
  * The global pipe: unknown fields are refused, values are not coerced (a number where a string
- * belongs is an error), and problems become one BAD_REQUEST naming each field.
+ * belongs is an error, and a string where a number or a boolean belongs: a form is converted
+ * by formAsBody before it), and problems become one BAD_REQUEST naming each field.
  */
 export function createValidationPipe(): ValidationPipe {
   return new AppValidationPipe({

@@ -12,7 +12,8 @@ import { ScopeGuard } from './scope.guard.js';
 
 /**
  * Protects a controller or route with x-api-key, then the key's rate limit, and documents
- * both, in one decorator.
+ * both, in one decorator. The 400 of a repeated x-api-key is added to each route it protects
+ * by documentCommonErrors, from the security requirement set here (see there why).
  */
 export const ApiKeyAuth = () =>
   applyDecorators(

@@ -6,6 +6,10 @@ import { AuthFailures } from './auth-failures.service.js';
 import { ApiKeys, type Principal } from './api-keys.service.js';
 import { BrowserOrigin, UNSAFE_METHODS, corsOrigins } from './browser-origin.js';
 
+/** ApiKeyGuard's answer to a request that gives x-api-key `count` times (documented with it). */
+export const repeatedApiKeyMessage = (count: number) =>
+  `Send one x-api-key header: this request has ${count}`;
+
 /**
  * Checks `x-api-key`: API_KEY (the bootstrap key, every scope) in constant time, else a key
  * made through /api/v1/keys (by its digest). The caller becomes `request.principal`.
@@ -47,8 +51,7 @@ export class ApiKeyGuard implements CanActivate {
     // read only when a comma says there may be two.)
     const given = request.headers['x-api-key'] as string | undefined;
     const count = given?.includes(',') ? request.raw.headersDistinct['x-api-key']!.length : 1;
-    if (count > 1)
-      throw new AppError('BAD_REQUEST', `Send one x-api-key header: this request has ${count}`);
+    if (count > 1) throw new AppError('BAD_REQUEST', repeatedApiKeyMessage(count));
     if (!given) throw new AppError('UNAUTHORIZED', 'Missing x-api-key header');
     // API_KEY, the bootstrap key of the environment, may do everything.
     const principal: Principal | null = this.expected.matches(given)

@@ -1,25 +1,34 @@
 import type { OpenAPIObject } from '@nestjs/swagger';
 import { getSchemaPath } from '@nestjs/swagger';
+import { repeatedApiKeyMessage } from '../auth/api-key.guard.js';
 import { ErrorEnvelopeDto } from './envelope.dto.js';
 
 type Operation = NonNullable<OpenAPIObject['paths'][string]['get']>;
+type ResponseObject = Extract<NonNullable<Operation['responses'][string]>, { description: string }>;
 
 const METHODS = ['get', 'put', 'post', 'delete', 'patch'] as const;
+
+/** Why ApiKeyGuard refuses a request that names x-api-key twice (Node joins the two into one). */
+const REPEATED_API_KEY =
+  'the x-api-key header given more than once (neither key is tried, nor counted as a failed login)';
 
 /**
  * Adds to the document the error answers every route of a kind can give, whatever its own
  * decorators say (a route documents its own when it has more to say): a 503 on every /api
- * route (Redis cannot be reached: the exception filter answers UNAVAILABLE for any route), and
- * a 413 on every route that takes a body (Fastify's body limit). The health probes answer
- * their own shape, not the envelope, and are left alone.
+ * route (Redis cannot be reached: the exception filter answers UNAVAILABLE for any route), a
+ * 413 on every route that takes a body (Fastify's body limit), and the 400 of a repeated
+ * x-api-key on every route that takes one. The health probes answer their own shape, not the
+ * envelope, and are left alone.
  */
 export function documentCommonErrors(document: OpenAPIObject): OpenAPIObject {
   const envelope = { 'application/json': { schema: { $ref: getSchemaPath(ErrorEnvelopeDto) } } };
   for (const [path, item] of Object.entries(document.paths)) {
-    if (!path.startsWith('/api/')) continue;
     for (const method of METHODS) {
       const operation: Operation | undefined = item[method];
       if (!operation) continue;
+      if (operation.security?.some((requirement) => 'api-key' in requirement))
+        documentRepeatedApiKey(operation);
+      if (!path.startsWith('/api/')) continue;
       operation.responses['503'] ??= {
         description: 'UNAVAILABLE: storage (Redis) cannot be reached; retry shortly',
         content: envelope,
@@ -32,4 +41,43 @@ export function documentCommonErrors(document: OpenAPIObject): OpenAPIObject {
     }
   }
   return document;
+}
+
+/**
+ * The 400 of ApiKeyGuard for a repeated x-api-key, on a route that takes a key: added to the
+ * route's own 400 when it has one. Done here, not by ApiKeyAuth: Swagger lets a route's own 400
+ * replace its controller's whole, and the routes of SessionActions are the admin's too (a
+ * decorator on their methods would put the key's 400 on the admin's routes).
+ */
+function documentRepeatedApiKey(operation: Operation): void {
+  const own = operation.responses['400'] as ResponseObject | undefined;
+  const description = own?.description
+    ? `${own.description}; or ${REPEATED_API_KEY}`
+    : `BAD_REQUEST: ${REPEATED_API_KEY}`;
+  const content = own?.content?.['application/json'] ?? {
+    schema: { $ref: getSchemaPath(ErrorEnvelopeDto) },
+  };
+  const { example, examples, ...media } = content;
+  operation.responses['400'] = {
+    ...own,
+    description,
+    content: {
+      ...own?.content,
+      'application/json': {
+        ...media,
+        examples: {
+          // OpenAPI takes example or examples, not both: the route's own joins the list.
+          ...(example !== undefined ? { route: { value: example as unknown } } : {}),
+          ...examples,
+          repeatedApiKey: {
+            summary: 'x-api-key given twice',
+            value: {
+              ok: false,
+              error: { code: 'BAD_REQUEST', message: repeatedApiKeyMessage(2) },
+            },
+          },
+        },
+      },
+    },
+  };
 }

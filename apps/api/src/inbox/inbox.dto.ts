@@ -6,6 +6,7 @@ import {
   IsIn,
   IsLatitude,
   IsLongitude,
+  IsNumber,
   IsNotEmpty,
   IsObject,
   IsOptional,
@@ -56,9 +57,12 @@ export class ListMessagesQueryDto {
 
 class LocationDto {
   @ApiProperty({ example: 52.520008 })
+  // IsLatitude alone takes a string ("52.5") too, and it would be kept as one.
+  @IsNumber({ allowNaN: false, allowInfinity: false }, { message: 'latitude must be a number' })
   @IsLatitude()
   latitude: number;
   @ApiProperty({ example: 13.404954 })
+  @IsNumber({ allowNaN: false, allowInfinity: false }, { message: 'longitude must be a number' })
   @IsLongitude()
   longitude: number;
   @ApiPropertyOptional({ example: 'Alexanderplatz' })

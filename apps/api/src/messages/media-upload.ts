@@ -2,8 +2,9 @@ import { ApiKeyGuard } from '../auth/api-key.guard.js';
 import multipart from '@fastify/multipart';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyRequest } from 'fastify';
-import { AppError } from '@app/common';
+import { AppError, formAsBody } from '@app/common';
 import type { AppConfig } from '@app/config';
+import { SendMediaDto } from './send-message.dto.js';
 
 /** The one route that takes a file with the request. */
 export const MEDIA_ROUTE = '/api/v1/messages/media';
@@ -74,8 +75,11 @@ export async function configureUploads(
   });
 }
 
-/** The form's fields as the JSON body would carry them, the file as `mediaBase64`. */
-async function formToBody(request: FastifyRequest): Promise<Record<string, string>> {
+/**
+ * The form's fields as the JSON body would carry them (`true`, `1500` as a boolean and a
+ * number where SendMediaDto takes one), the file as `mediaBase64`.
+ */
+async function formToBody(request: FastifyRequest): Promise<Record<string, unknown>> {
   const fields = new Map<string, string>();
   let file: { data: Buffer; mimetype: string; filename: string } | undefined;
   for await (const part of request.parts()) {
@@ -88,13 +92,16 @@ async function formToBody(request: FastifyRequest): Promise<Record<string, strin
     }
     if (!FIELD_NAME.test(part.fieldname))
       throw new AppError('BAD_REQUEST', `unknown form field ${part.fieldname.slice(0, 40)}`);
+    // Which one was meant is unknown (a form with two inputs of one name): the last would win.
+    if (fields.has(part.fieldname))
+      throw new AppError('BAD_REQUEST', `form field ${part.fieldname} is given more than once`);
     fields.set(part.fieldname, String(part.value));
   }
   if (!file) throw new AppError('BAD_REQUEST', 'a multipart send needs a part named "file"');
   if (fields.has('mediaUrl') || fields.has('mediaBase64'))
     throw new AppError('BAD_REQUEST', 'send the file, or mediaUrl in JSON, not both');
   return {
-    ...Object.fromEntries(fields),
+    ...formAsBody(Object.fromEntries(fields), SendMediaDto),
     mediaBase64: file.data.toString('base64'),
     mimetype: fields.get('mimetype') ?? file.mimetype,
     filename: fields.get('filename') ?? file.filename,

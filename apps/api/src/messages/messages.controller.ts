@@ -31,7 +31,11 @@ const KEY_CONFLICTS =
   'the Idempotency-Key was used for a different request, its first request is still in progress (retry), or the message it made is no longer kept (MESSAGE_RETENTION_MS)';
 
 const SEND_ERRORS = ApiErrors(
-  { status: 400, description: 'Invalid body, unknown field or malformed Idempotency-Key' },
+  {
+    status: 400,
+    description:
+      'Invalid body, unknown field or malformed Idempotency-Key; or replyTo names a message of another chat, or a reaction or a deletion (not a message: nothing to quote)',
+  },
   { status: 404, description: 'The session does not exist' },
   {
     status: 409,
@@ -176,7 +180,11 @@ export class MessagesController {
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @ApiErrors(
-    { status: 400, description: 'Not a message id, or not an emoji' },
+    {
+      status: 400,
+      description:
+        'Not a message id, or not an emoji; or the id is of a reaction or a deletion (not a message: nothing to react to)',
+    },
     { status: 404, description: 'No such message' },
     {
       status: 409,
@@ -207,7 +215,11 @@ export class MessagesController {
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @ApiErrors(
-    { status: 400, description: 'Not one of our message ids' },
+    {
+      status: 400,
+      description:
+        'Not one of our message ids, or the id is of a reaction or a deletion (not a message: an empty emoji takes a reaction back)',
+    },
     { status: 404, description: 'No such message' },
     {
       status: 409,

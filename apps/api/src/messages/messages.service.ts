@@ -58,7 +58,18 @@ type SendDto = SendTextDto | SendMediaDto | SendLocationDto | SendContactDto;
  * status).
  */
 type QuotedMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'chatId' | 'engineMessageId'> &
-  Partial<Pick<MessageRecord, 'status'>>;
+  Partial<Pick<MessageRecord, 'status'>> & { type?: string };
+
+/**
+ * What a reaction (ours or received) or one of our deletions is, when a request acts on it as on
+ * a message: WhatsApp Web has no message by its id, so a reaction to it, a reply quoting it or
+ * its deletion would fail once sent (and the sandbox would take it). Null for a message.
+ */
+function notAMessage(target: QuotedMessage): string | null {
+  if (target.type === 'reaction') return 'a reaction';
+  if (target.type === 'revoke') return 'a deletion';
+  return null;
+}
 
 const IDEMPOTENCY_TTL_MS = 24 * 3600_000;
 /**
@@ -336,6 +347,13 @@ export class MessagesService {
     if (!isMessageId(messageId))
       throw new AppError('BAD_REQUEST', 'id must be one of our message ids (a UUID)');
     const target = await this.quotedMessage(messageId, context.sessions);
+    const kind = notAMessage(target);
+    if (kind)
+      throw new AppError(
+        'BAD_REQUEST',
+        `Message ${messageId} is ${kind}, not a message: it cannot be deleted` +
+          (kind === 'a reaction' ? ' (an empty emoji takes a reaction back)' : ''),
+      );
     if (!target.engineMessageId)
       throw new AppError(
         'CONFLICT',
@@ -669,7 +687,9 @@ export class MessagesService {
     if (target.sessionId) assertSessionAllowed(sessions, sessionId);
     else assertActiveSessionAllowed(sessions, sessionId);
     const replyTo = typeof target.replyTo === 'string' ? target.replyTo : target.replyTo?.id;
-    const quoted = target.replyTo ? await this.quoted(target.replyTo, sessionId, chatId) : null;
+    const quoted = target.replyTo
+      ? await this.quoted(target.replyTo, sessionId, chatId, content.type === 'reaction')
+      : null;
     const neverSent = quoted?.neverSent === 'failed' ? 'failed' : 'was cancelled';
     const refusal = quoted?.neverSent
       ? new AppError(
@@ -806,16 +826,28 @@ export class MessagesService {
     replyTo: string | QuotedMessage,
     sessionId: string,
     chatId: string,
+    reacting: boolean,
   ): Promise<{ engineId: string | null; neverSent?: 'failed' | 'cancelled' }> {
     if (typeof replyTo === 'string' && !isMessageId(replyTo) && !replyTo.startsWith('in_'))
       return { engineId: replyTo };
-    const quoted = typeof replyTo === 'string' ? await this.quotedMessage(replyTo) : replyTo;
+    const quoted =
+      typeof replyTo === 'string'
+        ? await this.quotedMessage(replyTo, undefined, 'replyTo: message')
+        : replyTo;
     // A received message's chat may be a @lid alias of the number: only clear ids compare.
     const comparable = /@(c|g)\.us$/.test(quoted.chatId);
     if (quoted.sessionId !== sessionId || (comparable && quoted.chatId !== chatId))
       throw new AppError(
         'BAD_REQUEST',
         `replyTo: message ${quoted.id} is not in this chat of session ${sessionId}`,
+      );
+    const kind = notAMessage(quoted);
+    if (kind)
+      throw new AppError(
+        'BAD_REQUEST',
+        reacting
+          ? `Message ${quoted.id} is ${kind}, not a message: it cannot be reacted to`
+          : `replyTo: message ${quoted.id} is ${kind}, not a message: it cannot be quoted`,
       );
     if (quoted.engineMessageId) return { engineId: quoted.engineMessageId };
     if (quoted.status === 'failed') return { engineId: null, neverSent: 'failed' };
@@ -827,9 +859,13 @@ export class MessagesService {
    * One of our messages (a UUID) or a received one (in_...), or a 404; a key limited to some
    * sessions is refused (403) one of another session before anything about it is told.
    */
-  private async quotedMessage(id: string, sessions?: string[] | null): Promise<QuotedMessage> {
+  private async quotedMessage(
+    id: string,
+    sessions?: string[] | null,
+    named = 'Message',
+  ): Promise<QuotedMessage> {
     const quoted = isMessageId(id) ? await this.messages.get(id) : await this.incoming.get(id);
-    if (!quoted) throw new AppError('NOT_FOUND', `Message ${id} does not exist`);
+    if (!quoted) throw new AppError('NOT_FOUND', `${named} ${id} does not exist`);
     assertSessionAllowed(sessions, quoted.sessionId);
     return quoted;
   }

@@ -1,6 +1,6 @@
 import { applyDecorators } from '@nestjs/common';
 import { ApiProperty, ApiPropertyOptional, getSchemaPath } from '@nestjs/swagger';
-import { Transform, Type } from 'class-transformer';
+import { Type } from 'class-transformer';
 import {
   ArrayMaxSize,
   ArrayMinSize,
@@ -51,18 +51,6 @@ const REACTION_EMOJI = new RegExp(
   String.raw`^(?:${EMOJI_ELEMENT}(?:\u200D${EMOJI_ELEMENT})*)?$`,
   'u',
 );
-
-/** A boolean from JSON, or from a multipart form field ("true" / "false"). */
-const FormBoolean = () =>
-  Transform(({ value }: { value: unknown }) =>
-    value === 'true' ? true : value === 'false' ? false : value,
-  );
-
-/** A whole number from JSON, or from a multipart form field ("1500"). */
-const FormInt = () =>
-  Transform(({ value }: { value: unknown }) =>
-    typeof value === 'string' && /^\d{1,9}$/.test(value) ? Number(value) : value,
-  );
 
 /** An optional session id field, documented with `description`. */
 const SessionIdField = (description: string) =>
@@ -127,7 +115,6 @@ export class SendBaseDto {
     example: 1500,
   })
   @IsOptional()
-  @FormInt()
   @IsInt({ message: 'typingMs must be a whole number of milliseconds' })
   @Min(0)
   @Max(TYPING_MAX_MS)
@@ -205,7 +192,7 @@ export class SendMediaDto extends SendBaseDto {
   @IsOptional()
   @IsString()
   @MaxLength(255)
-  @Matches(/^[^/\\\0]+$/, { message: 'filename must not contain slashes' })
+  @Matches(/^[^/\\\0]+$/, { message: 'filename must not contain slashes or NUL characters' })
   filename?: string;
 
   @ApiPropertyOptional({
@@ -213,19 +200,16 @@ export class SendMediaDto extends SendBaseDto {
     example: false,
   })
   @IsOptional()
-  @FormBoolean()
   @IsBoolean()
   asDocument?: boolean;
 
   @ApiPropertyOptional({ description: 'Send an audio file as a voice note', example: false })
   @IsOptional()
-  @FormBoolean()
   @IsBoolean()
   asVoice?: boolean;
 
   @ApiPropertyOptional({ description: 'Send an image as a sticker', example: false })
   @IsOptional()
-  @FormBoolean()
   @IsBoolean()
   asSticker?: boolean;
 
@@ -234,7 +218,6 @@ export class SendMediaDto extends SendBaseDto {
     example: false,
   })
   @IsOptional()
-  @FormBoolean()
   @IsBoolean()
   viewOnce?: boolean;
 }
