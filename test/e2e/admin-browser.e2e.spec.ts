@@ -502,6 +502,86 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     });
   }, 60_000);
 
+  it('keeps what was typed in a refused form, the refusal beside it and the field to correct focused, on a phone and a desktop', async () => {
+    const own: Problems = { console: [], page: [], csp: [] };
+    const context = await phone(own);
+    try {
+      const page = await context.newPage();
+      await page.goto(`${stack.url}/admin/keys`);
+      await page.fill('#key-name', 'shop backend');
+      await page.uncheck('input[name="scope_read"]');
+      await page.check('input[name="scope_admin"]');
+      await page.fill('#key-sessions', 'sales, bad id!');
+      await Promise.all([
+        page.waitForURL('**/admin/keys'),
+        page.getByRole('button', { name: 'Make key' }).click(),
+      ]);
+      const form = page.locator('form[action="/admin/keys"]');
+      const refused = form.getByRole('alert');
+      expect(await refused.textContent()).toContain('each of sessions must be a session id');
+      expect(await page.inputValue('#key-name')).toBe('shop backend');
+      expect(await page.inputValue('#key-sessions')).toBe('sales, bad id!');
+      expect(await page.isChecked('input[name="scope_send"]')).toBe(true);
+      expect(await page.isChecked('input[name="scope_read"]')).toBe(false);
+      expect(await page.isChecked('input[name="scope_admin"]')).toBe(true);
+      // The page opens on the field to correct, its refusal on the screen with it.
+      expect(await page.evaluate(() => document.activeElement?.id)).toBe('key-sessions');
+      expect(await inView(page.locator('#key-sessions'))).toBe(true);
+      expect(await inView(refused)).toBe(true);
+      await page.screenshot({ path: join(ARTIFACTS, '22-phone-key-refused.png') });
+      expect(
+        (await stack.call('GET', '/api/v1/keys')).body.data.filter(
+          (key: { name: string; scopes: string[] }) =>
+            key.name === 'shop backend' && key.scopes.includes('admin'),
+        ),
+      ).toEqual([]);
+    } finally {
+      await context.close();
+    }
+
+    const wide = await desktop(own);
+    try {
+      const page = await wide.newPage();
+      await page.goto(`${stack.url}/admin`);
+      await page.fill('#new-session-id', 'main');
+      await Promise.all([
+        page.waitForURL(/\/admin\/sessions$/),
+        page.getByRole('button', { name: 'Create' }).click(),
+      ]);
+      const create = page.locator('form[action="/admin/sessions"]');
+      expect(await create.getByRole('alert').textContent()).toBe('Session main already exists');
+      expect(await page.inputValue('#new-session-id')).toBe('main');
+      expect(await page.evaluate(() => document.activeElement?.id)).toBe('new-session-id');
+
+      await page.goto(`${stack.url}/admin/sessions/main`);
+      await page.click('.danger-zone summary');
+      await page.fill('#delete-confirm', 'mian');
+      await Promise.all([
+        page.waitForURL('**/admin/sessions/main/delete'),
+        page.click('.danger-zone button'),
+      ]);
+      const refused = page.locator('.danger-zone').getByRole('alert');
+      expect(await refused.textContent()).toBe('Type the session id main to confirm the deletion');
+      expect(await page.inputValue('#delete-confirm')).toBe('mian');
+      expect(await inView(refused)).toBe(true);
+      expect(await inView(page.locator('#delete-confirm'))).toBe(true);
+      await page.screenshot({ path: join(ARTIFACTS, '23-delete-refused.png') });
+      expect((await stack.call('GET', '/api/v1/sessions/main/status')).status).toBe(200);
+    } finally {
+      await wide.close();
+    }
+    // Chromium logs each page answered 4xx as an error: the three refusals, nothing else.
+    expect(own).toEqual({
+      console: [
+        expect.stringContaining('status of 400'),
+        expect.stringContaining('status of 409'),
+        expect.stringContaining('status of 400'),
+      ],
+      page: [],
+      csp: [],
+    });
+  }, 60_000);
+
   it('shows every audit column on a 1280 px screen, a long id wrapped rather than pushing them out', async () => {
     // The longest session id there may be: its audit line names it (id=...).
     const longId = `a${'0123456789abcdef'.repeat(4)}`.slice(0, 64);

@@ -291,12 +291,13 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
     expect(next.text).toContain('Session sales created');
     expect(next.text).toContain('Link now (sandbox)');
 
+    // Refused: the page again, the refusal beside the form (admin-forms.e2e.spec.ts).
     const duplicate = await request(stack, 'POST', '/admin/sessions', {
       form: { _csrf: token!, id: 'sales' },
       headers: { cookie },
     });
-    expect(duplicate.status).toBe(303);
-    expect(decodeURIComponent(cookiesOf(duplicate))).toContain('already exists');
+    expect(duplicate.status).toBe(409);
+    expect(duplicate.text).toContain('Session sales already exists');
   });
 
   it('gives a pairing code through the JSON route and through the form', async () => {
@@ -325,8 +326,8 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
       form: { _csrf: token, phone: 'call me' },
       headers: { cookie },
     });
-    expect(form.status).toBe(303);
-    expect(decodeURIComponent(cookiesOf(form))).toContain('phone must be a phone number');
+    expect(form.status).toBe(400);
+    expect(form.text).toContain('phone must be a phone number');
   });
 
   it('answers an unknown session page with an HTML 404', async () => {
@@ -700,7 +701,7 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
       'constructor',
     ],
   ])(
-    'refuses in the page forms, as the JSON routes do, a body with %s: an error flash, nothing sent or received',
+    'refuses in the page forms, as the JSON routes do, a body with %s: the page again with the refusal, nothing sent or received',
     async (_what, odd, refusal) => {
       const ids = (listed: { id: string }[]) => listed.map((item) => item.id);
       const before = await detail();
@@ -719,11 +720,10 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
           json: body,
           headers,
         });
-        expect(posted.status, form).toBe(303);
-        expect(posted.headers.get('location')).toBe('/admin/sessions/main');
-        const flash = decodeURIComponent(cookiesOf(posted));
-        expect(flash).toContain('"kind":"error"');
-        expect(flash).toContain(refusal);
+        expect(posted.status, form).toBe(400);
+        expect(posted.headers.get('location')).toBeNull();
+        expect(posted.text).toMatch(/<p class="form-error" id="[a-z-]+-error" role="alert">/);
+        expect(posted.text).toContain(refusal);
       }
       const after = await detail();
       expect(after.counts).toEqual(before.counts);
