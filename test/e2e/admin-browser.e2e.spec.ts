@@ -478,6 +478,45 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 
+  it('keeps each label of a table stacked on a phone beside its own value, a long one not running into the next', async () => {
+    // A refusal, listed under "When (last)": a label on two lines at 390 px.
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'not a session id' })).status).toBe(
+      400,
+    );
+    const context = await phone();
+    try {
+      const page = await context.newPage();
+      // The audit entry is written after the answer.
+      await eventually(async () => {
+        await page.goto(`${stack.url}/admin/audit`);
+        expect(await page.locator('section[aria-label="Refused"]').textContent()).toContain(
+          'POST /api/v1/sessions',
+        );
+      });
+      const overlaps = await page.evaluate(() =>
+        [...document.querySelectorAll<HTMLElement>('.stack-narrow td[data-label]')]
+          .filter((td) => td.checkVisibility())
+          .flatMap((td) => {
+            const label = getComputedStyle(td, '::before');
+            const top =
+              label.position === 'absolute'
+                ? parseFloat(label.top)
+                : parseFloat(getComputedStyle(td).paddingTop);
+            // The label's bottom within its cell: past the cell's, it runs into the next.
+            return top + parseFloat(label.height) > td.clientHeight + 0.5
+              ? [`${td.dataset.label}: ${td.textContent}`]
+              : [];
+          }),
+      );
+      expect(overlaps).toEqual([]);
+      await page.locator('section[aria-label="Refused"]').scrollIntoViewIfNeeded();
+      await page.screenshot({ path: join(ARTIFACTS, '24-phone-audit-refused.png') });
+    } finally {
+      await context.close();
+    }
+    expect(problems).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
   it('shows a refused test send on a phone where the Send button is, as an alert that stays until dismissed', async () => {
     const own: Problems = { console: [], page: [], csp: [] };
     const context = await phone(own);
