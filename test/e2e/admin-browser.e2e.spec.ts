@@ -408,38 +408,118 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 
-  it('shows a message’s status on a phone without scrolling sideways, and shadows the edge of a table cut by the screen', async () => {
-    const sent = await stack.call('POST', '/api/v1/messages/text', {
-      sessionId: 'main',
-      to: '+49 151 2345 6789',
-      text: 'seen on a phone',
-    });
-    expect(sent.status).toBe(202);
+  it('shows the session page’s tables on a phone a row to a block, without scrolling sideways: statuses, texts and Replay on the screen', async () => {
+    // Refuses the first delivery (400: final, so it fails and can be replayed).
+    const hook = await WebhookReceiver.start((n) => (n === 1 ? 400 : 200));
     const context = await phone();
-    const page = await context.newPage();
-    await page.goto(`${stack.url}/admin/sessions/main`);
-    const wrap = page.locator('.table-wrap:has([data-messages])');
-    // The status badge of the newest message lies inside the table's visible part.
-    const cut = await wrap.evaluate((element) => {
-      const badge = element.querySelector('[data-messages] tr:first-child .badge');
-      if (!badge) return 'no message listed';
-      return badge.getBoundingClientRect().right - element.getBoundingClientRect().right;
-    });
-    expect(cut).toBeLessThanOrEqual(0);
-    // Its shortened id stays on one line.
-    const idLines = await wrap
-      .locator('[data-messages] tr:first-child code')
-      .evaluate((code) => code.getClientRects().length);
-    expect(idLines).toBe(1);
-    // A table wider than its card casts a shadow at the cut edge (one that fits shows none).
-    const background = await wrap.evaluate((element) => {
-      const style = getComputedStyle(element);
-      return [style.backgroundImage, style.backgroundAttachment].join(' | ');
-    });
-    expect(background).toMatch(/radial-gradient.*radial-gradient.*\| local, local, scroll, scroll/);
-    await page.locator('[data-messages]').scrollIntoViewIfNeeded();
-    await page.screenshot({ path: join(ARTIFACTS, '20-phone-messages.png') });
-    await context.close();
+    try {
+      await eventually(async () => {
+        if (stack.worker!.get(SessionManager).isReady('main')) return;
+        await stack.call('POST', '/api/v1/sessions/main/link');
+        throw new Error('main is not linked yet');
+      });
+      const put = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
+        { url: `${hook.url}/hooks/whatsapp/incoming-messages`, events: ['message.received'] },
+      ]);
+      expect(put.status).toBe(200);
+      const sent = await stack.call('POST', '/api/v1/messages/text', {
+        sessionId: 'main',
+        to: '+49 151 2345 6789',
+        text: 'seen on a phone',
+      });
+      expect(sent.status).toBe(202);
+      const text =
+        'Is my order on its way? It was due yesterday, and nothing came since the confirmation.';
+      const received = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+        from: '+49 151 2345 6789',
+        text,
+      });
+      expect(received.status).toBe(202);
+      await eventually(() => expect(hook.requests).toHaveLength(1));
+
+      const page = await context.newPage();
+      await page.goto(`${stack.url}/admin/sessions/main`);
+      const failed = page.locator('[data-deliveries] tr', {
+        has: page.locator('.badge', { hasText: 'failed' }),
+      });
+      await failed.first().waitFor({ timeout: 10_000 });
+      /** Inside the screen's width and not cut off by its table's scrolling box. */
+      const across = (locator: Locator) =>
+        locator.evaluate((element) => {
+          const box = element.getBoundingClientRect();
+          const wrap = element.closest('.table-wrap')!.getBoundingClientRect();
+          return box.left >= wrap.left && box.right <= Math.min(wrap.right, window.innerWidth);
+        });
+      const check = async (when: string) => {
+        // No table scrolls sideways, as the API keys and the audit log do not.
+        const cut = await page.evaluate(() =>
+          [...document.querySelectorAll('.table-wrap')].map(
+            (wrap) => wrap.scrollWidth - wrap.clientWidth,
+          ),
+        );
+        expect(cut, when).toEqual([0, 0, 0, 0]);
+        expect(
+          await across(page.locator('[data-messages] tr').first().locator('.badge')),
+          when,
+        ).toBe(true);
+        const preview = page.locator('[data-incoming] .preview', { hasText: text });
+        expect(await across(preview), when).toBe(true);
+        // Readable: the text has the width of the card, not one letter a line beside the others.
+        expect(
+          await preview.evaluate((td) => td.getBoundingClientRect().width),
+          when,
+        ).toBeGreaterThan(200);
+        expect(await across(page.locator('[data-targets] .url').first()), when).toBe(true);
+        expect(await across(failed.first().locator('.badge')), when).toBe(true);
+        expect(await across(failed.first().getByRole('button', { name: 'Replay' })), when).toBe(
+          true,
+        );
+        // Its shortened id stays on one line.
+        const idLines = await page
+          .locator('[data-messages] tr:first-child code')
+          .evaluate((code) => code.getClientRects().length);
+        expect(idLines, when).toBe(1);
+        // Each value beside its column's name.
+        return page.evaluate(() =>
+          [...document.querySelectorAll<HTMLElement>('[data-live-session] table tbody tr')]
+            .filter((row) => !row.matches('.empty-row'))
+            .map((row) =>
+              [...row.children].map((td) => (td as HTMLElement).dataset.label ?? '').join('|'),
+            ),
+        );
+      };
+      const served = await check('as served');
+      expect(served).toContain('Created|To|Status|Details|Id');
+      expect(served).toContain('Received|From|Type|Message|Id');
+      expect(served).toContain('URL|Events|QR|Scope');
+      expect(served).toContain('Created|Event|Status|Attempts|Last answer|');
+      await page.screenshot({
+        path: join(ARTIFACTS, '20-phone-session-tables.png'),
+        fullPage: true,
+      });
+      // Once the page's poll has drawn the rows again: the same.
+      await page.waitForFunction(
+        () => document.querySelector<HTMLElement>('[data-deliveries]')?.dataset.signature,
+        undefined,
+        { timeout: 10_000 },
+      );
+      expect(await check('as polled')).toEqual(served);
+      // The edge shadow a table cut by the screen casts stays in the stylesheet (a wider
+      // table than its card, between phone and desktop widths).
+      const background = await page
+        .locator('.table-wrap:has([data-messages])')
+        .evaluate((element) => {
+          const style = getComputedStyle(element);
+          return [style.backgroundImage, style.backgroundAttachment].join(' | ');
+        });
+      expect(background).toMatch(
+        /radial-gradient.*radial-gradient.*\| local, local, scroll, scroll/,
+      );
+    } finally {
+      await context.close();
+      await stack.call('PUT', '/api/v1/sessions/main/webhooks', []);
+      await hook.close();
+    }
     expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 

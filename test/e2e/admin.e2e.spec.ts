@@ -605,8 +605,10 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
     });
     const page = await request(stack, 'GET', '/admin/sessions/main');
     expect(page.text).toContain('Last 10 received messages');
-    expect(page.text).toContain('<td class="preview">Where is my parcel?</td>');
-    expect(page.text).toContain('<td class="nowrap">+4915123456789</td>');
+    expect(page.text).toContain(
+      '<td class="preview" data-label="Message">Where is my parcel?</td>',
+    );
+    expect(page.text).toContain('<td class="nowrap" data-label="From">+4915123456789</td>');
     expect(page.text).toContain('Receive a test message from');
   });
 
@@ -639,7 +641,7 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
     expect(received.preview).toHaveLength(160);
     const page = await request(stack, 'GET', '/admin/sessions/main');
     expect(page.text).toContain(
-      '<td class="nowrap">+4915100000001 <span class="tag" title="120363025246125486@g.us">group</span></td>',
+      '<td class="nowrap" data-label="From">+4915100000001 <span class="tag" title="120363025246125486@g.us">group</span></td>',
     );
     expect(page.text).toContain(`image<span class="cell-note">image/png · ${size} B</span>`);
     // The media bytes need an API key: the page does not link to them.
@@ -755,7 +757,7 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
       },
     ]);
     const page = await request(stack, 'GET', '/admin/sessions/main');
-    expect(page.text).toContain(`<td class="url">${hook.url}</td>`);
+    expect(page.text).toContain(`<td class="url" data-label="URL">${hook.url}</td>`);
     expect(page.text).toContain('<code class="event">message.received</code>');
     for (const shown of [JSON.stringify(data), page.text]) {
       expect(shown).not.toContain('whsec_');
@@ -794,7 +796,9 @@ describe('the session page: received messages and webhooks (sandbox engine)', ()
 
     const page = await request(stack, 'GET', '/admin/sessions/main');
     expect(page.text).toContain('<span class="badge badge-bad">failed</span>');
-    expect(page.text).toContain('<td class="answer">answered HTTP 400: nope 400</td>');
+    expect(page.text).toContain(
+      '<td class="answer" data-label="Last answer">answered HTTP 400: nope 400</td>',
+    );
     const replayPath = `/api/admin/sessions/main/deliveries/${failed.id}/replay`;
     expect(page.text).toContain(`data-api="${replayPath}"`);
     expect(page.text).not.toContain('pa55word');
