@@ -701,6 +701,69 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     });
   }, 60_000);
 
+  it('wraps a 64-character session id on its page and on its worker’s card, on a phone and a desktop', async () => {
+    const longId = `b${'0123456789abcdef'.repeat(4)}`.slice(0, 64);
+    expect((await stack.call('POST', '/api/v1/sessions', { id: longId })).status).toBe(201);
+    const own: Problems = { console: [], page: [], csp: [] };
+    try {
+      for (const open of [phone, desktop]) {
+        const context = await open(own);
+        try {
+          const page = await context.newPage();
+          const width = page.viewportSize()!.width;
+          /**
+           * What pokes out of its card (or the page's box), or has text running past its own
+           * box (a text field's value scrolls in it, as it should; a stacked table's headings
+           * are hidden).
+           */
+          const outside = () =>
+            page.evaluate(() =>
+              [...document.querySelectorAll<HTMLElement>('.page h1, .card *')]
+                .filter((element) => element.checkVisibility() && !element.closest('thead'))
+                .filter((element) => {
+                  const card = element.closest('.card');
+                  const frame = card ?? element.closest('.page')!;
+                  const edge =
+                    frame.getBoundingClientRect().right -
+                    (card ? 0 : parseFloat(getComputedStyle(frame).paddingRight));
+                  return (
+                    element.getBoundingClientRect().right > edge + 0.5 ||
+                    (element.scrollWidth > element.clientWidth + 1 && !element.matches('input'))
+                  );
+                })
+                .map(
+                  (element) =>
+                    `${element.tagName.toLowerCase()}: ${element.textContent?.trim().slice(0, 80)}`,
+                ),
+            );
+          await page.goto(`${stack.url}/admin/sessions/${longId}`);
+          // Its delete box open: it names the session.
+          await page
+            .locator('.danger-zone')
+            .evaluate((box) => ((box as HTMLDetailsElement).open = true));
+          expect(await outside(), `session page at ${width} px`).toEqual([]);
+          await page.screenshot({ path: join(ARTIFACTS, `25-long-session-${width}.png`) });
+          // Listed once its worker runs it and beats again.
+          await eventually(async () => {
+            await page.goto(`${stack.url}/admin/workers`);
+            expect(await page.locator('[data-worker]').first().textContent()).toContain(longId);
+          });
+          expect(await outside(), `workers page at ${width} px`).toEqual([]);
+          await page.screenshot({ path: join(ARTIFACTS, `26-long-session-worker-${width}.png`) });
+          const overflow = await page.evaluate(
+            () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+          );
+          expect(overflow).toBeLessThanOrEqual(0);
+        } finally {
+          await context.close();
+        }
+      }
+    } finally {
+      await stack.call('DELETE', `/api/v1/sessions/${longId}`);
+    }
+    expect(own).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
   it('shows every audit column on a 1280 px screen, a long id wrapped rather than pushing them out', async () => {
     // The longest session id there may be: its audit line names it (id=...).
     const longId = `a${'0123456789abcdef'.repeat(4)}`.slice(0, 64);
