@@ -788,6 +788,51 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     }
   }, 60_000);
 
+  it('breaks an audited route on a 1280 px screen only after a slash, never inside a word', async () => {
+    // A long id in one line's On column leaves What little room on the others.
+    const longId = `c${'0123456789abcdef'.repeat(4)}`.slice(0, 64);
+    expect((await stack.call('POST', '/api/v1/sessions', { id: longId })).status).toBe(201);
+    expect((await stack.call('PUT', `/api/v1/sessions/main/webhooks`, [])).status).toBe(200);
+    expect((await stack.call('POST', `/api/v1/sessions/main/reconnect`)).status).toBe(202);
+    const context = await desktop();
+    try {
+      const page = await context.newPage();
+      await eventually(async () => {
+        await page.goto(`${stack.url}/admin/audit`);
+        expect(await page.locator('section[aria-label="Audit log"]').textContent()).toContain(
+          'POST /api/v1/sessions/:id/reconnect',
+        );
+      });
+      // Where a line of a route ends, and the character before that.
+      const broken = await page.evaluate(() =>
+        [...document.querySelectorAll('section td[data-label="What"] code')].flatMap((code) => {
+          const walker = document.createTreeWalker(code, NodeFilter.SHOW_TEXT);
+          const range = document.createRange();
+          let previous: { char: string; top: number } | undefined;
+          const ends: string[] = [];
+          for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            const text = node.textContent ?? '';
+            for (let i = 0; i < text.length; i++) {
+              range.setStart(node, i);
+              range.setEnd(node, i + 1);
+              const top = range.getBoundingClientRect().top;
+              if (previous && top > previous.top + 2 && !'/ '.includes(previous.char))
+                ends.push(`${code.textContent} (broken after ${previous.char})`);
+              previous = { char: text[i], top };
+            }
+          }
+          return ends;
+        }),
+      );
+      expect(broken).toEqual([]);
+      await page.screenshot({ path: join(ARTIFACTS, '27-audit-routes.png') });
+    } finally {
+      await context.close();
+      await stack.call('DELETE', `/api/v1/sessions/${longId}`);
+    }
+    expect(problems).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
   it('titles the queue board in full on a 1280 px screen, and says there that the sandbox sends nothing', async () => {
     const context = await desktop();
     try {

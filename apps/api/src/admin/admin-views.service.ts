@@ -141,6 +141,13 @@ export class AdminViews {
       (session: { pushname?: string | null }) => session.pushname || '–',
     );
     hbs.registerHelper('or', (value: unknown, fallback: unknown) => value || fallback);
+    // `POST /api/v1/sessions/:id/link`, free to break only after a slash (see .route in
+    // admin.css): squeezed, a route broke inside its words (`/:id/lin` `k`).
+    hbs.registerHelper(
+      'route',
+      (route: unknown) =>
+        new hbs.SafeString(hbs.escapeExpression(String(route ?? '')).replace(/\//g, '/<wbr>')),
+    );
     hbs.registerHelper('shortId', (id: unknown) => (typeof id === 'string' ? id.slice(0, 8) : ''));
     // `hidden` unless the current phase is one of the space-separated `phases`.
     hbs.registerHelper('hiddenUnless', (phase: string, phases: string) =>
