@@ -408,38 +408,118 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 
-  it('shows a message’s status on a phone without scrolling sideways, and shadows the edge of a table cut by the screen', async () => {
-    const sent = await stack.call('POST', '/api/v1/messages/text', {
-      sessionId: 'main',
-      to: '+49 151 2345 6789',
-      text: 'seen on a phone',
-    });
-    expect(sent.status).toBe(202);
+  it('shows the session page’s tables on a phone a row to a block, without scrolling sideways: statuses, texts and Replay on the screen', async () => {
+    // Refuses the first delivery (400: final, so it fails and can be replayed).
+    const hook = await WebhookReceiver.start((n) => (n === 1 ? 400 : 200));
     const context = await phone();
-    const page = await context.newPage();
-    await page.goto(`${stack.url}/admin/sessions/main`);
-    const wrap = page.locator('.table-wrap:has([data-messages])');
-    // The status badge of the newest message lies inside the table's visible part.
-    const cut = await wrap.evaluate((element) => {
-      const badge = element.querySelector('[data-messages] tr:first-child .badge');
-      if (!badge) return 'no message listed';
-      return badge.getBoundingClientRect().right - element.getBoundingClientRect().right;
-    });
-    expect(cut).toBeLessThanOrEqual(0);
-    // Its shortened id stays on one line.
-    const idLines = await wrap
-      .locator('[data-messages] tr:first-child code')
-      .evaluate((code) => code.getClientRects().length);
-    expect(idLines).toBe(1);
-    // A table wider than its card casts a shadow at the cut edge (one that fits shows none).
-    const background = await wrap.evaluate((element) => {
-      const style = getComputedStyle(element);
-      return [style.backgroundImage, style.backgroundAttachment].join(' | ');
-    });
-    expect(background).toMatch(/radial-gradient.*radial-gradient.*\| local, local, scroll, scroll/);
-    await page.locator('[data-messages]').scrollIntoViewIfNeeded();
-    await page.screenshot({ path: join(ARTIFACTS, '20-phone-messages.png') });
-    await context.close();
+    try {
+      await eventually(async () => {
+        if (stack.worker!.get(SessionManager).isReady('main')) return;
+        await stack.call('POST', '/api/v1/sessions/main/link');
+        throw new Error('main is not linked yet');
+      });
+      const put = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
+        { url: `${hook.url}/hooks/whatsapp/incoming-messages`, events: ['message.received'] },
+      ]);
+      expect(put.status).toBe(200);
+      const sent = await stack.call('POST', '/api/v1/messages/text', {
+        sessionId: 'main',
+        to: '+49 151 2345 6789',
+        text: 'seen on a phone',
+      });
+      expect(sent.status).toBe(202);
+      const text =
+        'Is my order on its way? It was due yesterday, and nothing came since the confirmation.';
+      const received = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+        from: '+49 151 2345 6789',
+        text,
+      });
+      expect(received.status).toBe(202);
+      await eventually(() => expect(hook.requests).toHaveLength(1));
+
+      const page = await context.newPage();
+      await page.goto(`${stack.url}/admin/sessions/main`);
+      const failed = page.locator('[data-deliveries] tr', {
+        has: page.locator('.badge', { hasText: 'failed' }),
+      });
+      await failed.first().waitFor({ timeout: 10_000 });
+      /** Inside the screen's width and not cut off by its table's scrolling box. */
+      const across = (locator: Locator) =>
+        locator.evaluate((element) => {
+          const box = element.getBoundingClientRect();
+          const wrap = element.closest('.table-wrap')!.getBoundingClientRect();
+          return box.left >= wrap.left && box.right <= Math.min(wrap.right, window.innerWidth);
+        });
+      const check = async (when: string) => {
+        // No table scrolls sideways, as the API keys and the audit log do not.
+        const cut = await page.evaluate(() =>
+          [...document.querySelectorAll('.table-wrap')].map(
+            (wrap) => wrap.scrollWidth - wrap.clientWidth,
+          ),
+        );
+        expect(cut, when).toEqual([0, 0, 0, 0]);
+        expect(
+          await across(page.locator('[data-messages] tr').first().locator('.badge')),
+          when,
+        ).toBe(true);
+        const preview = page.locator('[data-incoming] .preview', { hasText: text });
+        expect(await across(preview), when).toBe(true);
+        // Readable: the text has the width of the card, not one letter a line beside the others.
+        expect(
+          await preview.evaluate((td) => td.getBoundingClientRect().width),
+          when,
+        ).toBeGreaterThan(200);
+        expect(await across(page.locator('[data-targets] .url').first()), when).toBe(true);
+        expect(await across(failed.first().locator('.badge')), when).toBe(true);
+        expect(await across(failed.first().getByRole('button', { name: 'Replay' })), when).toBe(
+          true,
+        );
+        // Its shortened id stays on one line.
+        const idLines = await page
+          .locator('[data-messages] tr:first-child code')
+          .evaluate((code) => code.getClientRects().length);
+        expect(idLines, when).toBe(1);
+        // Each value beside its column's name.
+        return page.evaluate(() =>
+          [...document.querySelectorAll<HTMLElement>('[data-live-session] table tbody tr')]
+            .filter((row) => !row.matches('.empty-row'))
+            .map((row) =>
+              [...row.children].map((td) => (td as HTMLElement).dataset.label ?? '').join('|'),
+            ),
+        );
+      };
+      const served = await check('as served');
+      expect(served).toContain('Created|To|Status|Details|Id');
+      expect(served).toContain('Received|From|Type|Message|Id');
+      expect(served).toContain('URL|Events|QR|Scope');
+      expect(served).toContain('Created|Event|Status|Attempts|Last answer|');
+      await page.screenshot({
+        path: join(ARTIFACTS, '20-phone-session-tables.png'),
+        fullPage: true,
+      });
+      // Once the page's poll has drawn the rows again: the same.
+      await page.waitForFunction(
+        () => document.querySelector<HTMLElement>('[data-deliveries]')?.dataset.signature,
+        undefined,
+        { timeout: 10_000 },
+      );
+      expect(await check('as polled')).toEqual(served);
+      // The edge shadow a table cut by the screen casts stays in the stylesheet (a wider
+      // table than its card, between phone and desktop widths).
+      const background = await page
+        .locator('.table-wrap:has([data-messages])')
+        .evaluate((element) => {
+          const style = getComputedStyle(element);
+          return [style.backgroundImage, style.backgroundAttachment].join(' | ');
+        });
+      expect(background).toMatch(
+        /radial-gradient.*radial-gradient.*\| local, local, scroll, scroll/,
+      );
+    } finally {
+      await context.close();
+      await stack.call('PUT', '/api/v1/sessions/main/webhooks', []);
+      await hook.close();
+    }
     expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 
@@ -478,6 +558,45 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 
+  it('keeps each label of a table stacked on a phone beside its own value, a long one not running into the next', async () => {
+    // A refusal, listed under "When (last)": a label on two lines at 390 px.
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'not a session id' })).status).toBe(
+      400,
+    );
+    const context = await phone();
+    try {
+      const page = await context.newPage();
+      // The audit entry is written after the answer.
+      await eventually(async () => {
+        await page.goto(`${stack.url}/admin/audit`);
+        expect(await page.locator('section[aria-label="Refused"]').textContent()).toContain(
+          'POST /api/v1/sessions',
+        );
+      });
+      const overlaps = await page.evaluate(() =>
+        [...document.querySelectorAll<HTMLElement>('.stack-narrow td[data-label]')]
+          .filter((td) => td.checkVisibility())
+          .flatMap((td) => {
+            const label = getComputedStyle(td, '::before');
+            const top =
+              label.position === 'absolute'
+                ? parseFloat(label.top)
+                : parseFloat(getComputedStyle(td).paddingTop);
+            // The label's bottom within its cell: past the cell's, it runs into the next.
+            return top + parseFloat(label.height) > td.clientHeight + 0.5
+              ? [`${td.dataset.label}: ${td.textContent}`]
+              : [];
+          }),
+      );
+      expect(overlaps).toEqual([]);
+      await page.locator('section[aria-label="Refused"]').scrollIntoViewIfNeeded();
+      await page.screenshot({ path: join(ARTIFACTS, '24-phone-audit-refused.png') });
+    } finally {
+      await context.close();
+    }
+    expect(problems).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
   it('shows a refused test send on a phone where the Send button is, as an alert that stays until dismissed', async () => {
     const own: Problems = { console: [], page: [], csp: [] };
     const context = await phone(own);
@@ -502,6 +621,149 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     });
   }, 60_000);
 
+  it('keeps what was typed in a refused form, the refusal beside it and the field to correct focused, on a phone and a desktop', async () => {
+    const own: Problems = { console: [], page: [], csp: [] };
+    const context = await phone(own);
+    try {
+      const page = await context.newPage();
+      await page.goto(`${stack.url}/admin/keys`);
+      await page.fill('#key-name', 'shop backend');
+      await page.uncheck('input[name="scope_read"]');
+      await page.check('input[name="scope_admin"]');
+      await page.fill('#key-sessions', 'sales, bad id!');
+      await Promise.all([
+        page.waitForURL('**/admin/keys'),
+        page.getByRole('button', { name: 'Make key' }).click(),
+      ]);
+      const form = page.locator('form[action="/admin/keys"]');
+      const refused = form.getByRole('alert');
+      expect(await refused.textContent()).toContain('each of sessions must be a session id');
+      expect(await page.inputValue('#key-name')).toBe('shop backend');
+      expect(await page.inputValue('#key-sessions')).toBe('sales, bad id!');
+      expect(await page.isChecked('input[name="scope_send"]')).toBe(true);
+      expect(await page.isChecked('input[name="scope_read"]')).toBe(false);
+      expect(await page.isChecked('input[name="scope_admin"]')).toBe(true);
+      // The page opens on the field to correct, its refusal on the screen with it.
+      expect(await page.evaluate(() => document.activeElement?.id)).toBe('key-sessions');
+      expect(await inView(page.locator('#key-sessions'))).toBe(true);
+      expect(await inView(refused)).toBe(true);
+      await page.screenshot({ path: join(ARTIFACTS, '22-phone-key-refused.png') });
+      expect(
+        (await stack.call('GET', '/api/v1/keys')).body.data.filter(
+          (key: { name: string; scopes: string[] }) =>
+            key.name === 'shop backend' && key.scopes.includes('admin'),
+        ),
+      ).toEqual([]);
+    } finally {
+      await context.close();
+    }
+
+    const wide = await desktop(own);
+    try {
+      const page = await wide.newPage();
+      await page.goto(`${stack.url}/admin`);
+      await page.fill('#new-session-id', 'main');
+      await Promise.all([
+        page.waitForURL(/\/admin\/sessions$/),
+        page.getByRole('button', { name: 'Create' }).click(),
+      ]);
+      const create = page.locator('form[action="/admin/sessions"]');
+      expect(await create.getByRole('alert').textContent()).toBe('Session main already exists');
+      expect(await page.inputValue('#new-session-id')).toBe('main');
+      expect(await page.evaluate(() => document.activeElement?.id)).toBe('new-session-id');
+
+      await page.goto(`${stack.url}/admin/sessions/main`);
+      await page.click('.danger-zone summary');
+      await page.fill('#delete-confirm', 'mian');
+      await Promise.all([
+        page.waitForURL('**/admin/sessions/main/delete'),
+        page.click('.danger-zone button'),
+      ]);
+      const refused = page.locator('.danger-zone').getByRole('alert');
+      expect(await refused.textContent()).toBe('Type the session id main to confirm the deletion');
+      expect(await page.inputValue('#delete-confirm')).toBe('mian');
+      expect(await inView(refused)).toBe(true);
+      expect(await inView(page.locator('#delete-confirm'))).toBe(true);
+      await page.screenshot({ path: join(ARTIFACTS, '23-delete-refused.png') });
+      expect((await stack.call('GET', '/api/v1/sessions/main/status')).status).toBe(200);
+    } finally {
+      await wide.close();
+    }
+    // Chromium logs each page answered 4xx as an error: the three refusals, nothing else.
+    expect(own).toEqual({
+      console: [
+        expect.stringContaining('status of 400'),
+        expect.stringContaining('status of 409'),
+        expect.stringContaining('status of 400'),
+      ],
+      page: [],
+      csp: [],
+    });
+  }, 60_000);
+
+  it('wraps a 64-character session id on its page and on its worker’s card, on a phone and a desktop', async () => {
+    const longId = `b${'0123456789abcdef'.repeat(4)}`.slice(0, 64);
+    expect((await stack.call('POST', '/api/v1/sessions', { id: longId })).status).toBe(201);
+    const own: Problems = { console: [], page: [], csp: [] };
+    try {
+      for (const open of [phone, desktop]) {
+        const context = await open(own);
+        try {
+          const page = await context.newPage();
+          const width = page.viewportSize()!.width;
+          /**
+           * What pokes out of its card (or the page's box), or has text running past its own
+           * box (a text field's value scrolls in it, as it should; a stacked table's headings
+           * are hidden).
+           */
+          const outside = () =>
+            page.evaluate(() =>
+              [...document.querySelectorAll<HTMLElement>('.page h1, .card *')]
+                .filter((element) => element.checkVisibility() && !element.closest('thead'))
+                .filter((element) => {
+                  const card = element.closest('.card');
+                  const frame = card ?? element.closest('.page')!;
+                  const edge =
+                    frame.getBoundingClientRect().right -
+                    (card ? 0 : parseFloat(getComputedStyle(frame).paddingRight));
+                  return (
+                    element.getBoundingClientRect().right > edge + 0.5 ||
+                    (element.scrollWidth > element.clientWidth + 1 && !element.matches('input'))
+                  );
+                })
+                .map(
+                  (element) =>
+                    `${element.tagName.toLowerCase()}: ${element.textContent?.trim().slice(0, 80)}`,
+                ),
+            );
+          await page.goto(`${stack.url}/admin/sessions/${longId}`);
+          // Its delete box open: it names the session.
+          await page
+            .locator('.danger-zone')
+            .evaluate((box) => ((box as HTMLDetailsElement).open = true));
+          expect(await outside(), `session page at ${width} px`).toEqual([]);
+          await page.screenshot({ path: join(ARTIFACTS, `25-long-session-${width}.png`) });
+          // Listed once its worker runs it and beats again.
+          await eventually(async () => {
+            await page.goto(`${stack.url}/admin/workers`);
+            expect(await page.locator('[data-worker]').first().textContent()).toContain(longId);
+          });
+          expect(await outside(), `workers page at ${width} px`).toEqual([]);
+          await page.screenshot({ path: join(ARTIFACTS, `26-long-session-worker-${width}.png`) });
+          const overflow = await page.evaluate(
+            () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+          );
+          expect(overflow).toBeLessThanOrEqual(0);
+        } finally {
+          await context.close();
+        }
+      }
+    } finally {
+      await stack.call('DELETE', `/api/v1/sessions/${longId}`);
+    }
+    expect(own).toEqual({ console: [], page: [], csp: [] });
+  }, 60_000);
+
   it('shows every audit column on a 1280 px screen, a long id wrapped rather than pushing them out', async () => {
     // The longest session id there may be: its audit line names it (id=...).
     const longId = `a${'0123456789abcdef'.repeat(4)}`.slice(0, 64);
@@ -524,6 +786,51 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       await context.close();
       await stack.call('DELETE', `/api/v1/sessions/${longId}`);
     }
+  }, 60_000);
+
+  it('breaks an audited route on a 1280 px screen only after a slash, never inside a word', async () => {
+    // A long id in one line's On column leaves What little room on the others.
+    const longId = `c${'0123456789abcdef'.repeat(4)}`.slice(0, 64);
+    expect((await stack.call('POST', '/api/v1/sessions', { id: longId })).status).toBe(201);
+    expect((await stack.call('PUT', `/api/v1/sessions/main/webhooks`, [])).status).toBe(200);
+    expect((await stack.call('POST', `/api/v1/sessions/main/reconnect`)).status).toBe(202);
+    const context = await desktop();
+    try {
+      const page = await context.newPage();
+      await eventually(async () => {
+        await page.goto(`${stack.url}/admin/audit`);
+        expect(await page.locator('section[aria-label="Audit log"]').textContent()).toContain(
+          'POST /api/v1/sessions/:id/reconnect',
+        );
+      });
+      // Where a line of a route ends, and the character before that.
+      const broken = await page.evaluate(() =>
+        [...document.querySelectorAll('section td[data-label="What"] code')].flatMap((code) => {
+          const walker = document.createTreeWalker(code, NodeFilter.SHOW_TEXT);
+          const range = document.createRange();
+          let previous: { char: string; top: number } | undefined;
+          const ends: string[] = [];
+          for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            const text = node.textContent ?? '';
+            for (let i = 0; i < text.length; i++) {
+              range.setStart(node, i);
+              range.setEnd(node, i + 1);
+              const top = range.getBoundingClientRect().top;
+              if (previous && top > previous.top + 2 && !'/ '.includes(previous.char))
+                ends.push(`${code.textContent} (broken after ${previous.char})`);
+              previous = { char: text[i], top };
+            }
+          }
+          return ends;
+        }),
+      );
+      expect(broken).toEqual([]);
+      await page.screenshot({ path: join(ARTIFACTS, '27-audit-routes.png') });
+    } finally {
+      await context.close();
+      await stack.call('DELETE', `/api/v1/sessions/${longId}`);
+    }
+    expect(problems).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 
   it('titles the queue board in full on a 1280 px screen, and says there that the sandbox sends nothing', async () => {

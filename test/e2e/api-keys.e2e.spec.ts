@@ -447,7 +447,7 @@ describe('API keys on the admin pages', () => {
     expect(other.status).toBe(200);
   });
 
-  it('refuses a key form without its one-time token, or with one too old, and makes nothing', async () => {
+  it('refuses a key form without its one-time token, or with one too old, makes nothing, and keeps the form for sending again', async () => {
     const page = await session();
     const day = 24 * 3600_000;
     for (const once of [
@@ -460,8 +460,12 @@ describe('API keys on the admin pages', () => {
         { name: 'tokenless', scope_read: 'on', _once: once },
         page,
       );
-      expect(refused.status, once).toBe(303);
-      expect(flashOf(refused), once).toContain('reload the page');
+      expect(refused.status, once).toBe(400);
+      const html = await refused.text();
+      // Not "reload the page": a reload of this answer would post the same token again.
+      expect(html, once).toContain('nothing was done: send it again');
+      expect(html, once).toContain('value="tokenless"');
+      expect(html, once).toMatch(/name="_once" value="[0-9a-z]+\.[\w-]{16}"/);
     }
     expect(
       (await stack.call('GET', '/api/v1/keys')).body.data.filter(
@@ -472,7 +476,7 @@ describe('API keys on the admin pages', () => {
 
   it('refuses a key without scopes, or without the CSRF token', async () => {
     const none = await post('/admin/keys', { name: 'nothing' });
-    expect(none.status).toBe(303); // back to the page with the reason as a flash
+    expect(none.status).toBe(400); // the page again, with the reason beside the form
     const forged = await fetch(`${stack.url}/admin/keys`, {
       method: 'POST',
       headers: { authorization: auth, 'content-type': 'application/x-www-form-urlencoded' },

@@ -124,7 +124,8 @@ describe('the audit log: admin actions and key changes', () => {
     );
     const page = await fetch(`${stack.url}/admin/audit`, { headers: { authorization: basic } });
     expect(page.status).toBe(200);
-    const html = await page.text();
+    // A route on the page may break after its slashes (<wbr>).
+    const html = (await page.text()).replaceAll('<wbr>', '');
     expect(html).toContain('POST /api/admin/sessions');
     expect(html).toContain(`admin:${USER}`);
   });

@@ -1,8 +1,10 @@
 import { Audited, auditOutcome, auditTarget } from '../audit/audit.interceptor.js';
 import { Controller, Get, Param, Post, Req, Res, UseFilters, type Type } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
+import { plainToInstance } from 'class-transformer';
+import { validate } from 'class-validator';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, assertPlainBody, createValidationPipe } from '@app/common';
+import { AppError, VALIDATION_OPTIONS, assertPlainBody, createValidationPipe } from '@app/common';
 import { AppConfig } from '@app/config';
 import { API_KEY_SCOPES, AUDIT_REFUSALS_KEPT, AuditRepository } from '@app/status-store';
 import { ApiKeys } from '../auth/api-keys.service.js';
@@ -18,7 +20,7 @@ import { WorkersService } from '../workers/workers.service.js';
 import { AdminAccess, CSRF_FIELD } from './admin-access.service.js';
 import { AdminAuth } from './admin-auth.decorator.js';
 import { AdminPageFilter } from './admin-page.filter.js';
-import { AdminViews, linkPhase, problemText } from './admin-views.service.js';
+import { AdminViews, linkPhase, problemText, type RefusedForm } from './admin-views.service.js';
 import { FORM_TOKEN_FIELD, FormTokens } from './form-tokens.service.js';
 import {
   AdminTestIncomingDto,
@@ -34,6 +36,28 @@ interface Flash {
   kind: 'ok' | 'error';
   text: string;
 }
+
+/**
+ * The page forms an operator types into, by the name the views give each, with their fields:
+ * a refused one comes back with these filled in as they were sent (see refusal). A form of
+ * buttons only (reconnect, revoke, drain...) is answered with a flash message.
+ */
+const TYPED_FORMS = {
+  'new-session': ['id'],
+  'active-session': ['id'], // a select, refused for a session gone since: not kept
+  'new-key': ['name', 'scope_send', 'scope_read', 'scope_sessions', 'scope_admin', 'sessions'],
+  'pairing-code': ['phone'],
+  'test-message': ['to', 'text'],
+  'receive-test': ['from', 'text'],
+  'delete-session': ['confirm'],
+} as const satisfies Record<string, readonly string[]>;
+type TypedForm = keyof typeof TYPED_FORMS;
+
+/** A refused form as its page shows it, and that page's status (the refusal's). */
+type Refusal = RefusedForm & { status: number };
+
+/** The field to focus for a refused DTO field that is not one field of its form. */
+const FOCUS_FOR: Record<string, string> = { scopes: 'scope_send' };
 
 /**
  * Actions on the audit page (the newest), and refusals in a table of their own below them: a
@@ -66,18 +90,33 @@ export class AdminPagesController {
 
   @Get()
   async index(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
+    await this.indexView(req, res);
+  }
+
+  private async indexView(
+    req: FastifyRequest,
+    res: FastifyReply,
+    refused?: Refusal,
+  ): Promise<void> {
     const [overview, anyWorker] = await Promise.all([
       this.admin.overview(),
       this.workers.anyLive(),
     ]);
     const sessions = overview.map((session) => ({ ...session, problem: problemText(session) }));
-    this.page(req, res, 'index', {
-      title: 'Sessions',
-      nav: 'sessions',
-      noWorker: !anyWorker,
-      sessions,
-      activeId: sessions.find((session) => session.active)?.id ?? (await this.sessions.active()),
-    });
+    this.page(
+      req,
+      res,
+      'index',
+      {
+        title: 'Sessions',
+        nav: 'sessions',
+        noWorker: !anyWorker,
+        sessions,
+        activeId: sessions.find((session) => session.active)?.id ?? (await this.sessions.active()),
+        refused,
+      },
+      refused?.status,
+    );
   }
 
   @Get('keys')
@@ -109,7 +148,10 @@ export class AdminPagesController {
       auditTarget(req, { id: made.record.id });
     } catch (err) {
       if (!(err instanceof AppError)) throw err;
-      return this.act(req, res, '/admin/keys', () => Promise.reject(err));
+      // Made before: nothing to correct, and the form filled in again would make a second key.
+      if (err instanceof FormSentBefore)
+        return this.act(req, res, '/admin/keys', () => Promise.reject(err));
+      return this.keysView(req, res, undefined, this.refusal(req, 'new-key', err));
     }
     // Shown in this answer only (not through a redirect and a cookie, nor kept anywhere to
     // show again): posting the form again, as a reload does, is refused by its token.
@@ -200,17 +242,33 @@ export class AdminPagesController {
 
   @Get('sessions/:id')
   async session(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
+    await this.sessionView(id, req, res);
+  }
+
+  private async sessionView(
+    id: string,
+    req: FastifyRequest,
+    res: FastifyReply,
+    refused?: Refusal,
+  ): Promise<void> {
     const [session, anyWorker] = await Promise.all([this.admin.detail(id), this.workers.anyLive()]);
-    this.page(req, res, 'session', {
-      title: `Session ${session.id}`,
-      nav: 'sessions',
-      noWorker: !anyWorker,
-      session,
-      phase: linkPhase(session),
-      problem: problemText(session),
-      recentIncomingLimit: RECENT_INCOMING,
-      recentDeliveriesLimit: RECENT_DELIVERIES,
-    });
+    this.page(
+      req,
+      res,
+      'session',
+      {
+        title: `Session ${session.id}`,
+        nav: 'sessions',
+        noWorker: !anyWorker,
+        session,
+        phase: linkPhase(session),
+        problem: problemText(session),
+        recentIncomingLimit: RECENT_INCOMING,
+        recentDeliveriesLimit: RECENT_DELIVERIES,
+        refused,
+      },
+      refused?.status,
+    );
   }
 
   @Post('sessions')
@@ -223,21 +281,32 @@ export class AdminPagesController {
       async () => {
         const { id } = await validForm(CreateSessionDto, { id: formOf(req).id?.trim() });
         auditTarget(req, { id });
-        await this.sessions.create(id);
+        await this.sessions.create(id).catch((err: unknown) => {
+          throw err instanceof AppError && err.code === 'CONFLICT' ? blame(err, 'id') : err;
+        });
         created = id;
         return `Session ${id} created; a worker starts it and shows a QR code`;
       },
+      (err) => this.indexView(req, res, this.refusal(req, 'new-session', err)),
     );
   }
 
   @Post('active')
   async setActive(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
-    await this.act(req, res, '/admin', async () => {
-      const { id } = await validForm(SetActiveSessionDto, { id: formOf(req).id });
-      auditTarget(req, { id });
-      await this.sessions.setActive(id);
-      return `${id} is now the active session`;
-    });
+    await this.act(
+      req,
+      res,
+      '/admin',
+      async () => {
+        const { id } = await validForm(SetActiveSessionDto, { id: formOf(req).id });
+        auditTarget(req, { id });
+        await this.sessions.setActive(id).catch((err: unknown) => {
+          throw err instanceof AppError && err.code === 'NOT_FOUND' ? blame(err, 'id') : err;
+        });
+        return `${id} is now the active session`;
+      },
+      (err) => this.indexView(req, res, this.refusal(req, 'active-session', err)),
+    );
   }
 
   @Post('sessions/:id/reconnect')
@@ -266,31 +335,49 @@ export class AdminPagesController {
 
   @Post('sessions/:id/pairing-code')
   async pairingCode(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
-    await this.act(req, res, sessionPage(id), async () => {
-      const { phone } = await validForm(PairingCodeRequestDto, { phone: formOf(req).phone });
-      const { pairingCode } = await this.sessions.requestPairingCode(id, phone);
-      return `Pairing code ${pairingCode}: on the phone, Linked devices → Link with phone number`;
-    });
+    await this.act(
+      req,
+      res,
+      sessionPage(id),
+      async () => {
+        const { phone } = await validForm(PairingCodeRequestDto, { phone: formOf(req).phone });
+        const { pairingCode } = await this.sessions.requestPairingCode(id, phone);
+        return `Pairing code ${pairingCode}: on the phone, Linked devices → Link with phone number`;
+      },
+      (err) => this.sessionView(id, req, res, this.refusal(req, 'pairing-code', err)),
+    );
   }
 
   @Post('sessions/:id/test-message')
   async testMessage(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
-    await this.act(req, res, sessionPage(id), async () => {
-      const form = formOf(req);
-      const dto = await validForm(AdminTestMessageDto, { to: form.to, text: form.text });
-      const message = await this.admin.sendTest(id, dto);
-      return `Test message ${message.id} queued`;
-    });
+    await this.act(
+      req,
+      res,
+      sessionPage(id),
+      async () => {
+        const form = formOf(req);
+        const dto = await validForm(AdminTestMessageDto, { to: form.to, text: form.text });
+        const message = await this.admin.sendTest(id, dto);
+        return `Test message ${message.id} queued`;
+      },
+      (err) => this.sessionView(id, req, res, this.refusal(req, 'test-message', err)),
+    );
   }
 
   @Post('sessions/:id/sandbox/incoming')
   async receiveTest(@Param('id') id: string, @Req() req: FastifyRequest, @Res() res: FastifyReply) {
-    await this.act(req, res, sessionPage(id), async () => {
-      const form = formOf(req);
-      const dto = await validForm(AdminTestIncomingDto, { from: form.from, text: form.text });
-      const { id: messageId } = await this.admin.receiveTest(id, dto);
-      return `Test message ${messageId} received`;
-    });
+    await this.act(
+      req,
+      res,
+      sessionPage(id),
+      async () => {
+        const form = formOf(req);
+        const dto = await validForm(AdminTestIncomingDto, { from: form.from, text: form.text });
+        const { id: messageId } = await this.admin.receiveTest(id, dto);
+        return `Test message ${messageId} received`;
+      },
+      (err) => this.sessionView(id, req, res, this.refusal(req, 'receive-test', err)),
+    );
   }
 
   @Post('sessions/:id/deliveries/:deliveryId/replay')
@@ -315,11 +402,15 @@ export class AdminPagesController {
       () => (deleted ? '/admin' : sessionPage(id)),
       async () => {
         if (formOf(req).confirm !== id)
-          throw new AppError('BAD_REQUEST', `Type the session id ${id} to confirm the deletion`);
+          throw blame(
+            new AppError('BAD_REQUEST', `Type the session id ${id} to confirm the deletion`),
+            'confirm',
+          );
         await this.sessions.remove(id);
         deleted = true;
         return `Session ${id} deleted`;
       },
+      (err) => this.sessionView(id, req, res, this.refusal(req, 'delete-session', err)),
     );
   }
 
@@ -327,15 +418,53 @@ export class AdminPagesController {
     req: FastifyRequest,
     res: FastifyReply,
     newKey?: { name: string; key: string },
+    refused?: Refusal,
   ): Promise<void> {
-    this.page(req, res, 'keys', {
-      title: 'API keys',
-      nav: 'keys',
-      keys: (await this.apiKeys.list()).reverse(),
-      newKey,
-      formTokenField: FORM_TOKEN_FIELD,
-      formToken: this.formTokens.issue(),
-    });
+    this.page(
+      req,
+      res,
+      'keys',
+      {
+        title: 'API keys',
+        nav: 'keys',
+        keys: (await this.apiKeys.list()).reverse(),
+        newKey,
+        formTokenField: FORM_TOKEN_FIELD,
+        // A new one for a form shown again: its use is the one that counts.
+        formToken: this.formTokens.issue(),
+        refused,
+      },
+      refused?.status,
+    );
+  }
+
+  /**
+   * `form`, refused with `err`, as its page shows it again: the refusal (with its status, the
+   * page's), what was typed in the form's own fields (never a token, which the page issues
+   * anew), the fields the refusal names, and the field to focus.
+   */
+  private refusal(req: FastifyRequest, form: TypedForm, err: AppError): Refusal {
+    const fields: readonly string[] = TYPED_FORMS[form];
+    let sent: Record<string, string | undefined> = {};
+    try {
+      sent = formOf(req);
+    } catch {
+      // A body refused as a whole (a key like __proto__, text that is not Unicode): kept empty.
+    }
+    const values: Record<string, string> = {};
+    for (const field of fields) {
+      const value = sent[field];
+      if (typeof value === 'string') values[field] = value;
+    }
+    const invalid = faultyFields.get(err) ?? [];
+    return {
+      form,
+      message: err.message,
+      values,
+      invalid,
+      focus: invalid.length ? (FOCUS_FOR[invalid[0]] ?? invalid[0]) : fields[0],
+      status: err.status,
+    };
   }
 
   /**
@@ -349,7 +478,7 @@ export class AdminPagesController {
     run: () => Promise<T>,
   ): Promise<T> {
     const token = form[FORM_TOKEN_FIELD];
-    if (!(await this.formTokens.claim(token, action))) throw new AppError('CONFLICT', again);
+    if (!(await this.formTokens.claim(token, action))) throw new FormSentBefore(again);
     try {
       return await run();
     } catch (err) {
@@ -364,6 +493,7 @@ export class AdminPagesController {
     res: FastifyReply,
     view: string,
     data: Record<string, unknown>,
+    status = 200,
   ) {
     const html = this.views.render(view, {
       ...data,
@@ -375,18 +505,23 @@ export class AdminPagesController {
       engine: this.config.WA_ENGINE,
     });
     void res
-      .code(200)
+      .code(status)
       .type('text/html; charset=utf-8')
       .header('Cache-Control', 'no-store')
       .send(html);
   }
 
-  /** Runs a form action and redirects (303) with its outcome as a flash message. */
+  /**
+   * Runs a form action and redirects (303) with its outcome as a flash message. A form with
+   * fields to type passes `refused`, which answers a refusal instead: with the form's page
+   * again, the refusal beside the form and what was typed kept (a redirect would lose it).
+   */
   private async act(
     req: FastifyRequest,
     res: FastifyReply,
     back: string | (() => string),
     action: () => Promise<string>,
+    refused?: (err: AppError) => Promise<void>,
   ): Promise<void> {
     let flash: Flash;
     try {
@@ -394,6 +529,8 @@ export class AdminPagesController {
     } catch (err) {
       // Our own errors are the operator's to read; anything else goes to the error page.
       if (!(err instanceof AppError)) throw err;
+      // Its answer's status (the refusal's) is what the audit log keeps.
+      if (refused) return refused(err);
       flash = { kind: 'error', text: err.message };
       // Redirected all the same: the audit log keeps what it was refused with.
       auditOutcome(req, err.status);
@@ -407,6 +544,22 @@ export class AdminPagesController {
     });
     void res.redirect(typeof back === 'function' ? back() : back, 303);
   }
+}
+
+/** A one-time form token used before: the action ran then (see `once`). */
+class FormSentBefore extends AppError {
+  constructor(message: string) {
+    super('CONFLICT', message);
+  }
+}
+
+/** The fields a refusal names (a DTO's property names), for the form shown again to mark. */
+const faultyFields = new WeakMap<AppError, string[]>();
+
+/** Names `fields` as what `err` refuses. */
+function blame(err: AppError, ...fields: string[]): AppError {
+  faultyFields.set(err, fields);
+  return err;
 }
 
 // A cookie rather than the query string: a link cannot make the page say things it did not.
@@ -491,7 +644,21 @@ function formOf(req: FastifyRequest): Record<string, string | undefined> {
 /** The JSON routes' global pipe, for the fields of a form. */
 const formPipe = createValidationPipe();
 
-/** Validates form fields as the JSON routes validate their body: same DTO, pipe and messages. */
-function validForm<T extends object>(dto: Type<T>, fields: Record<string, unknown>): Promise<T> {
-  return formPipe.transform(fields, { type: 'body', metatype: dto }) as Promise<T>;
+/**
+ * Validates form fields as the JSON routes validate their body: same DTO, pipe and messages.
+ * A refusal names the fields it is about (see blame), found by validating them once more.
+ */
+async function validForm<T extends object>(
+  dto: Type<T>,
+  fields: Record<string, unknown>,
+): Promise<T> {
+  try {
+    return (await formPipe.transform(fields, { type: 'body', metatype: dto })) as T;
+  } catch (err) {
+    if (err instanceof AppError) {
+      const errors = await validate(plainToInstance(dto, fields), VALIDATION_OPTIONS);
+      blame(err, ...new Set(errors.map((error) => error.property)));
+    }
+    throw err;
+  }
 }

@@ -68,6 +68,33 @@ export function linkPhase(session: {
   }
 }
 
+/**
+ * A page form refused for what was typed in it (AdminPagesController.refusal): its page is
+ * answered again with the refusal beside the form and the form filled in as it was sent.
+ */
+export interface RefusedForm {
+  /** Which form of the page (the name the views give it, e.g. `new-key`). */
+  form: string;
+  message: string;
+  /** What was typed, by field name: only the form's own fields, never a token. */
+  values: Record<string, string>;
+  /** The fields the refusal names: marked invalid. */
+  invalid: string[];
+  /** The field the page focuses, so the operator lands on the form (and on what to correct). */
+  focus: string;
+}
+
+/** The refusal of `form` in a page's data, if that form was the one refused. */
+function refusalOf(options: Handlebars.HelperOptions, form: string): RefusedForm | undefined {
+  const refused = (options.data as { root?: { refused?: RefusedForm } } | undefined)?.root?.refused;
+  return refused?.form === form ? refused : undefined;
+}
+
+/** A helper's arguments without the options Handlebars passes last, and those options. */
+function helperArgs(args: unknown[]): [unknown[], Handlebars.HelperOptions] {
+  return [args.slice(0, -1), args[args.length - 1] as Handlebars.HelperOptions];
+}
+
 /** `2026-11-24 10:00:05 UTC`: unambiguous for an operator reading it from any time zone. */
 export function formatTime(iso: unknown): string {
   if (typeof iso !== 'string' || !iso) return '–';
@@ -114,6 +141,13 @@ export class AdminViews {
       (session: { pushname?: string | null }) => session.pushname || '–',
     );
     hbs.registerHelper('or', (value: unknown, fallback: unknown) => value || fallback);
+    // `POST /api/v1/sessions/:id/link`, free to break only after a slash (see .route in
+    // admin.css): squeezed, a route broke inside its words (`/:id/lin` `k`).
+    hbs.registerHelper(
+      'route',
+      (route: unknown) =>
+        new hbs.SafeString(hbs.escapeExpression(String(route ?? '')).replace(/\//g, '/<wbr>')),
+    );
     hbs.registerHelper('shortId', (id: unknown) => (typeof id === 'string' ? id.slice(0, 8) : ''));
     // `hidden` unless the current phase is one of the space-separated `phases`.
     hbs.registerHelper('hiddenUnless', (phase: string, phases: string) =>
@@ -122,6 +156,34 @@ export class AdminViews {
     hbs.registerHelper('problem', (session: { lastError?: string; nextRetryAt?: string }) =>
       problemText(session),
     );
+    // A refused form, shown again (see RefusedForm): is this the form, what was typed in a field
+    // (else `fallback`), whether a checkbox was ticked (else `on`), and a field's attributes
+    // (invalid, focused). A select needs none: it is refused only for a session gone since, no
+    // longer one of its options.
+    hbs.registerHelper('refusedHere', (...args: unknown[]) => {
+      const [[form], options] = helperArgs(args);
+      return refusalOf(options, String(form)) !== undefined;
+    });
+    hbs.registerHelper('kept', (...args: unknown[]) => {
+      const [[form, field, fallback], options] = helperArgs(args);
+      const refusal = refusalOf(options, String(form));
+      return refusal ? (refusal.values[String(field)] ?? '') : (fallback ?? '');
+    });
+    hbs.registerHelper('keptOn', (...args: unknown[]) => {
+      const [[form, field, on], options] = helperArgs(args);
+      const refusal = refusalOf(options, String(form));
+      return refusal ? refusal.values[String(field)] === 'on' : on === true;
+    });
+    hbs.registerHelper('fieldAttrs', (...args: unknown[]) => {
+      const [[form, field], options] = helperArgs(args);
+      const refusal = refusalOf(options, String(form));
+      if (!refusal) return '';
+      const attrs = refusal.invalid.includes(String(field))
+        ? [`aria-invalid="true"`, `aria-describedby="${hbs.escapeExpression(refusal.form)}-error"`]
+        : [];
+      if (refusal.focus === field) attrs.push('autofocus');
+      return new hbs.SafeString(attrs.map((attr) => ` ${attr}`).join(''));
+    });
     for (const file of readdirSync(join(VIEWS_DIR, 'partials'))) {
       hbs.registerPartial(
         file.replace(/\.hbs$/, ''),

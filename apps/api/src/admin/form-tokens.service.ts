@@ -36,7 +36,8 @@ export class FormTokens {
     if (!(age > -60_000 && age < FORM_TOKEN_TTL_MS))
       throw new AppError(
         'BAD_REQUEST',
-        'This form is out of date (or not from the page): reload the page and send it again',
+        // Not "reload the page": reloading the answer to a post posts the same form again.
+        'This form was out of date (or not from the page), and nothing was done: send it again',
       );
     return this.claims.claimOnce(SCOPE, `${action}\n${token}`, FORM_TOKEN_TTL_MS);
   }

@@ -39,6 +39,21 @@
   }
 
   /**
+   * Names each cell of `row` by its column (data-label), as the page's own rows are: a table
+   * that stacks on a phone shows the name beside the value. A column with a hidden heading
+   * (the buttons') has none.
+   */
+  function labelCells(row, table) {
+    const heads = [...table.querySelectorAll('thead th')].map((th) =>
+      th.querySelector('.visually-hidden') ? '' : th.textContent.trim(),
+    );
+    [...row.children].forEach((td, index) => {
+      if (heads[index]) td.dataset.label = heads[index];
+    });
+    return row;
+  }
+
+  /**
    * Replaces the rows of `body` with one per item (or an "empty" row), only when the items
    * changed: a poll must not take the focus off a button the operator is about to press.
    */
@@ -47,11 +62,12 @@
     const signature = JSON.stringify(items);
     if (body.dataset.signature === signature) return;
     body.dataset.signature = signature;
-    const rows = items.map(buildRow);
+    const table = body.closest('table');
+    const rows = items.map((item) => labelCells(buildRow(item), table));
     if (rows.length === 0) {
       const row = element('tr', 'empty-row');
       const td = element('td', '', emptyText);
-      td.colSpan = body.closest('table').querySelectorAll('thead th').length;
+      td.colSpan = table.querySelectorAll('thead th').length;
       row.append(td);
       rows.push(row);
     }
@@ -309,7 +325,7 @@
         code.textContent = message.id.slice(0, 8);
         code.title = message.id;
         cell(undefined).append(code);
-        return row;
+        return labelCells(row, body.closest('table'));
       });
       if (rows.length === 0) {
         const row = document.createElement('tr');
@@ -397,7 +413,10 @@
             badge,
             ['num', String(delivery.attempts)],
             ['answer', delivery.answer],
-            ['nowrap', delivery.status === 'failed' ? replayForm(delivery) : undefined],
+            [
+              'nowrap actions-cell',
+              delivery.status === 'failed' ? replayForm(delivery) : undefined,
+            ],
           ]);
         },
       );
