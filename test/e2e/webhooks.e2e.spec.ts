@@ -111,6 +111,46 @@ describe('webhooks', () => {
     );
   });
 
+  it("sends in message.received our id of the message a reply quotes and a reaction is on, and in message.status WhatsApp's id of ours", async () => {
+    const hook = await receiver();
+    await setTargets(stack, [
+      { url: hook.url, events: ['message.received', 'message.status'], secret: SECRET },
+    ]);
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915111111112',
+      text: 'Your order shipped',
+    });
+    const ours = sent.body.data.id as string;
+    await stack.waitForStatus(ours, ['sent', 'delivered', 'read']);
+    const engineMessageId = (await stack.redis.hget(stack.keys.message(ours), 'engineMessageId'))!;
+    const reply = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915111111112',
+      text: 'thanks!',
+      quotedId: engineMessageId,
+      reaction: { emoji: '👍', targetId: engineMessageId },
+    });
+    const received = await eventually(() => {
+      const event = hook.events().find((e) => e.type === 'message.received');
+      expect(event).toBeDefined();
+      return event;
+    });
+    expect(received.data).toMatchObject({
+      id: reply.body.data.id,
+      quotedId: engineMessageId,
+      quotedMessageId: ours,
+      reaction: { emoji: '👍', targetId: engineMessageId, targetMessageId: ours },
+    });
+    const statuses = hook
+      .verified(SECRET)
+      .filter((event) => event.type === 'message.status' && event.data.id === ours);
+    expect(statuses.find((event) => event.data.status === 'queued')?.data.engineMessageId).toBe(
+      null,
+    );
+    expect(statuses.find((event) => event.data.status === 'sent')?.data.engineMessageId).toBe(
+      engineMessageId,
+    );
+  });
+
   it('retries 500 three times, then delivers once: 4 attempts with the same webhook-id', async () => {
     const hook = await receiver((n) => (n <= 3 ? 500 : 200));
     await setTargets(stack, [{ url: hook.url, events: ['message.received'], secret: SECRET }]);

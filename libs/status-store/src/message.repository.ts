@@ -835,6 +835,24 @@ export class MessageRepository implements BeforeApplicationShutdown {
   }
 
   /**
+   * Our ids of the messages a session sent that WhatsApp knows by these engine ids, each at
+   * its id's index: null for one this gateway did not send, or sent longer than
+   * MESSAGE_RETENTION_MS ago (the index acks use, which keeps each that long). One round trip.
+   */
+  async idsOfEngineMessages(
+    sessionId: string,
+    engineMessageIds: string[],
+  ): Promise<(string | null)[]> {
+    if (engineMessageIds.length === 0) return [];
+    // One MGET: a session's index keys share its shard's slot.
+    return this.redis.mget(
+      engineMessageIds.map((engineMessageId) =>
+        this.keys.engineMessage(sessionId, engineMessageId),
+      ),
+    );
+  }
+
+  /**
    * Applies an ack reported by the engine; returns the message it belonged to, if known, and
    * whether it moved that message's status on (a repeated or late ack does not). Acks are written together: those reported within ACK_BATCH_MS (or ACK_BATCH_MAX of them)
    * go in one round trip, one script call per session (a message gets three acks, each a

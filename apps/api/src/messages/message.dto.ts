@@ -82,6 +82,14 @@ export class MessageDto implements PublicMessage {
       "Set when WhatsApp's server had not acknowledged the sent message within ACK_TIMEOUT_MS; it may be resent",
   })
   ackOverdueAt: string | null;
+  @ApiProperty({
+    nullable: true,
+    example: null,
+    type: String,
+    description:
+      "WhatsApp's id of the message once sent (read-only): a received reply's quotedId, or a reaction's targetId, names our message by it. Null before it is sent, and for a reaction or a deletion",
+  })
+  engineMessageId: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })
   sentAt: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })
