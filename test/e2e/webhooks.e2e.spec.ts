@@ -1,4 +1,4 @@
-import { WebhookRepository } from '@app/status-store';
+import { MessageRepository, WebhookRepository } from '@app/status-store';
 import { WebhookConsumer } from '../../apps/worker/src/webhooks/webhook-consumer.service.js';
 import { eventually } from '../support/eventually.js';
 import { parsePrometheus } from '../support/prometheus.js';
@@ -643,6 +643,58 @@ describe('global webhook targets', () => {
     } finally {
       await own.close();
     }
+  });
+});
+
+describe('webhooks of a message WhatsApp never acknowledged (ACK_TIMEOUT_MS)', () => {
+  let hook: WebhookReceiver;
+  beforeAll(async () => {
+    hook = await WebhookReceiver.start();
+  });
+  afterAll(() => hook.close());
+  const stack = useStack({ ...WEBHOOK_ENV, ACK_TIMEOUT_MS: '1000' });
+  beforeAll(() => stack.waitReady());
+
+  it('sends message.status when a sent message is flagged ackOverdueAt, and again when a late ack clears it', async () => {
+    const put = await setTargets(stack, [
+      { url: hook.url, events: ['message.status'], secret: SECRET },
+    ]);
+    expect(put.status).toBe(200);
+    // The sandbox takes messages to 999000... but never acknowledges them.
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      to: '999000000003',
+      text: 'into the void',
+    });
+    const id = sent.body.data.id as string;
+    const ofMessage = () =>
+      hook
+        .verified(SECRET)
+        .filter((event) => event.type === 'message.status' && event.data.id === id);
+    const overdue = await eventually(() => {
+      const flagged = ofMessage().find((event) => event.data.ackOverdueAt !== null);
+      expect(flagged).toBeDefined();
+      return flagged;
+    }, 10_000);
+    expect(overdue.data).toMatchObject({ status: 'sent', ackOverdueAt: expect.any(String) });
+    const record = (await stack.call('GET', `/api/v1/messages/${id}`)).body.data;
+    expect(overdue.data.ackOverdueAt).toBe(record.ackOverdueAt);
+    expect(hook.statuses(id)).toEqual(['queued', 'sending', 'sent', 'sent']);
+    const sequences = ofMessage().map((event) => event.sequence);
+    expect(sequences).toEqual([...sequences].sort((a, b) => a - b));
+
+    // WhatsApp's server acknowledges it after all: no longer one to resend, and told so.
+    const engineId = (await stack.redis.hget(stack.keys.message(id), 'engineMessageId'))!;
+    await stack.worker!.get(MessageRepository).applyEngineAck('main', engineId, 'sent');
+    await eventually(() => expect(ofMessage()).toHaveLength(5));
+    expect(ofMessage()[4].data).toMatchObject({ status: 'sent', ackOverdueAt: null });
+    // Once: a repeated ack tells nothing new.
+    await stack.worker!.get(MessageRepository).applyEngineAck('main', engineId, 'sent');
+    const control = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000301',
+      text: 'after',
+    });
+    await eventually(() => expect(hook.statuses(control.body.data.id)).toContain('read'));
+    expect(ofMessage()).toHaveLength(5);
   });
 });
 

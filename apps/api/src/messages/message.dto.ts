@@ -79,7 +79,7 @@ export class MessageDto implements PublicMessage {
     example: null,
     type: String,
     description:
-      "Set when WhatsApp's server had not acknowledged the sent message within ACK_TIMEOUT_MS; it may be resent",
+      "Set when WhatsApp's server had not acknowledged the sent message within ACK_TIMEOUT_MS; it may be resent. Setting it, and a late ack clearing it, each send a message.status event",
   })
   ackOverdueAt: string | null;
   @ApiProperty({
