@@ -85,6 +85,62 @@ describe('incoming messages', () => {
     });
   });
 
+  it('names our message a reply quotes and a reaction is on, which WhatsApp names by its own id', async () => {
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000010',
+      text: 'Your order shipped',
+    });
+    const ours = sent.body.data.id as string;
+    await stack.waitForStatus(ours, ['sent', 'delivered', 'read']);
+    const engineMessageId = (await stack.redis.hget(stack.keys.message(ours), 'engineMessageId'))!;
+    expect(engineMessageId).toMatch(/^sandbox_/);
+
+    const reply = await inject({
+      from: '4915100000010',
+      text: 'thanks!',
+      quotedId: engineMessageId,
+    });
+    const replied = await received(reply.body.data.id);
+    expect(replied).toMatchObject({ quotedId: engineMessageId, quotedMessageId: ours });
+    const reaction = await inject({
+      from: '4915100000010',
+      reaction: { emoji: '👍', targetId: engineMessageId },
+    });
+    expect(await received(reaction.body.data.id)).toMatchObject({
+      quotedMessageId: null,
+      reaction: { emoji: '👍', targetId: engineMessageId, targetMessageId: ours },
+    });
+    // Listed the same way.
+    const list = await stack.call('GET', '/api/v1/sessions/main/messages?direction=in&limit=2');
+    expect(list.body.data.items[1]).toMatchObject({ id: replied.id, quotedMessageId: ours });
+
+    // A message that is not one of ours (the customer's own, one sent from the phone) names none.
+    const other = await inject({
+      from: '4915100000010',
+      text: 'and this?',
+      quotedId: 'sandbox_in_0b7e5d2a-4c91-4f3e-8a6d-2e9c71f05b38',
+      reaction: { emoji: '❤', targetId: 'false_4915100000010@c.us_3EB0C767D26A1D3B4F' },
+    });
+    expect(await received(other.body.data.id)).toMatchObject({
+      quotedMessageId: null,
+      reaction: { targetMessageId: null },
+    });
+
+    // Our message shows WhatsApp's id, read-only, once sent: what replies and reactions name.
+    const message = await stack.call('GET', `/api/v1/messages/${ours}`);
+    expect(message.body.data.engineMessageId).toBe(engineMessageId);
+    // A reaction of ours has none of WhatsApp's (the engine's is one of its own).
+    const reacted = await stack.call('POST', `/api/v1/messages/${replied.id}/reaction`, {
+      emoji: '👍',
+    });
+    expect(reacted.status).toBe(202);
+    const ownReaction = await stack.waitForStatus(reacted.body.data.id, 'sent');
+    expect(await stack.redis.hget(stack.keys.message(ownReaction.id), 'engineMessageId')).toMatch(
+      /^sandbox_/,
+    );
+    expect(ownReaction.engineMessageId).toBeNull();
+  });
+
   it('keeps incoming media and serves it with its content type', async () => {
     const answer = await inject({
       from: '4915100000003',

@@ -1,4 +1,4 @@
-import { WebhookRepository } from '@app/status-store';
+import { MessageRepository, WebhookRepository } from '@app/status-store';
 import { WebhookConsumer } from '../../apps/worker/src/webhooks/webhook-consumer.service.js';
 import { eventually } from '../support/eventually.js';
 import { parsePrometheus } from '../support/prometheus.js';
@@ -108,6 +108,46 @@ describe('webhooks', () => {
     const eventKey = stack.keys.webhookEvent(hook.events()[0].id);
     await eventually(async () =>
       expect(await stack.redis.pttl(eventKey)).toBeLessThanOrEqual(3_600_000),
+    );
+  });
+
+  it("sends in message.received our id of the message a reply quotes and a reaction is on, and in message.status WhatsApp's id of ours", async () => {
+    const hook = await receiver();
+    await setTargets(stack, [
+      { url: hook.url, events: ['message.received', 'message.status'], secret: SECRET },
+    ]);
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915111111112',
+      text: 'Your order shipped',
+    });
+    const ours = sent.body.data.id as string;
+    await stack.waitForStatus(ours, ['sent', 'delivered', 'read']);
+    const engineMessageId = (await stack.redis.hget(stack.keys.message(ours), 'engineMessageId'))!;
+    const reply = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+      from: '4915111111112',
+      text: 'thanks!',
+      quotedId: engineMessageId,
+      reaction: { emoji: '👍', targetId: engineMessageId },
+    });
+    const received = await eventually(() => {
+      const event = hook.events().find((e) => e.type === 'message.received');
+      expect(event).toBeDefined();
+      return event;
+    });
+    expect(received.data).toMatchObject({
+      id: reply.body.data.id,
+      quotedId: engineMessageId,
+      quotedMessageId: ours,
+      reaction: { emoji: '👍', targetId: engineMessageId, targetMessageId: ours },
+    });
+    const statuses = hook
+      .verified(SECRET)
+      .filter((event) => event.type === 'message.status' && event.data.id === ours);
+    expect(statuses.find((event) => event.data.status === 'queued')?.data.engineMessageId).toBe(
+      null,
+    );
+    expect(statuses.find((event) => event.data.status === 'sent')?.data.engineMessageId).toBe(
+      engineMessageId,
     );
   });
 
@@ -603,6 +643,58 @@ describe('global webhook targets', () => {
     } finally {
       await own.close();
     }
+  });
+});
+
+describe('webhooks of a message WhatsApp never acknowledged (ACK_TIMEOUT_MS)', () => {
+  let hook: WebhookReceiver;
+  beforeAll(async () => {
+    hook = await WebhookReceiver.start();
+  });
+  afterAll(() => hook.close());
+  const stack = useStack({ ...WEBHOOK_ENV, ACK_TIMEOUT_MS: '1000' });
+  beforeAll(() => stack.waitReady());
+
+  it('sends message.status when a sent message is flagged ackOverdueAt, and again when a late ack clears it', async () => {
+    const put = await setTargets(stack, [
+      { url: hook.url, events: ['message.status'], secret: SECRET },
+    ]);
+    expect(put.status).toBe(200);
+    // The sandbox takes messages to 999000... but never acknowledges them.
+    const sent = await stack.call('POST', '/api/v1/messages/text', {
+      to: '999000000003',
+      text: 'into the void',
+    });
+    const id = sent.body.data.id as string;
+    const ofMessage = () =>
+      hook
+        .verified(SECRET)
+        .filter((event) => event.type === 'message.status' && event.data.id === id);
+    const overdue = await eventually(() => {
+      const flagged = ofMessage().find((event) => event.data.ackOverdueAt !== null);
+      expect(flagged).toBeDefined();
+      return flagged;
+    }, 10_000);
+    expect(overdue.data).toMatchObject({ status: 'sent', ackOverdueAt: expect.any(String) });
+    const record = (await stack.call('GET', `/api/v1/messages/${id}`)).body.data;
+    expect(overdue.data.ackOverdueAt).toBe(record.ackOverdueAt);
+    expect(hook.statuses(id)).toEqual(['queued', 'sending', 'sent', 'sent']);
+    const sequences = ofMessage().map((event) => event.sequence);
+    expect(sequences).toEqual([...sequences].sort((a, b) => a - b));
+
+    // WhatsApp's server acknowledges it after all: no longer one to resend, and told so.
+    const engineId = (await stack.redis.hget(stack.keys.message(id), 'engineMessageId'))!;
+    await stack.worker!.get(MessageRepository).applyEngineAck('main', engineId, 'sent');
+    await eventually(() => expect(ofMessage()).toHaveLength(5));
+    expect(ofMessage()[4].data).toMatchObject({ status: 'sent', ackOverdueAt: null });
+    // Once: a repeated ack tells nothing new.
+    await stack.worker!.get(MessageRepository).applyEngineAck('main', engineId, 'sent');
+    const control = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000301',
+      text: 'after',
+    });
+    await eventually(() => expect(hook.statuses(control.body.data.id)).toContain('read'));
+    expect(ofMessage()).toHaveLength(5);
   });
 });
 

@@ -29,6 +29,13 @@ export interface IncomingMediaInfo {
   expiresAt: string | null;
 }
 
+/** A reaction as WhatsApp reports it: its emoji ('' takes one back) and the message it is on. */
+export interface IncomingReaction {
+  emoji: string;
+  /** WhatsApp's (the engine's) id of the message reacted to. */
+  targetId: string;
+}
+
 /**
  * A message a linked session saw arrive (`direction: in`), or one written on the phone itself
  * (`direction: out`, `fromMe`). Kept MESSAGE_RETENTION_MS like the messages we send.
@@ -48,11 +55,29 @@ export interface IncomingRecord {
   body: string;
   timestamp: string;
   receivedAt: string;
+  /** WhatsApp's (the engine's) id of the message it replies to. */
   quotedId: string | null;
+  /**
+   * Our id of that message when this gateway sent it (null: it did not, or it was sent longer
+   * than MESSAGE_RETENTION_MS ago), so an application finds which of its messages is answered.
+   */
+  quotedMessageId: string | null;
   location: { latitude: number; longitude: number; name?: string; address?: string } | null;
   vcards: string[] | null;
-  reaction: { emoji: string; targetId: string } | null;
+  /** `targetMessageId`: our id of the message reacted to, as `quotedMessageId`. */
+  reaction: (IncomingReaction & { targetMessageId: string | null }) | null;
   media: IncomingMediaInfo | null;
+}
+
+/**
+ * A stored received message as the API and webhooks show it: one recorded before replies and
+ * reactions named our messages has them as null, as one naming none of ours.
+ */
+export function parseIncomingRecord(json: string): IncomingRecord {
+  const record = JSON.parse(json) as IncomingRecord;
+  record.quotedMessageId ??= null;
+  if (record.reaction) record.reaction.targetMessageId ??= null;
+  return record;
 }
 
 /** Sandbox only: a message the api hands to a session's engine to receive, as if sent to it. */
@@ -66,7 +91,7 @@ export interface SandboxIncoming {
   fromMe?: boolean;
   quotedId?: string;
   location?: { latitude: number; longitude: number; name?: string; address?: string };
-  reaction?: { emoji: string; targetId: string };
+  reaction?: IncomingReaction;
   media?: { mimetype: string; filename?: string; dataBase64: string };
 }
 

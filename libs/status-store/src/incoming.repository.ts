@@ -8,7 +8,7 @@ import {
   pipelineReplies,
   withEventPublishing,
 } from './event-script.js';
-import type { IncomingRecord } from './incoming-record.js';
+import { parseIncomingRecord, type IncomingRecord } from './incoming-record.js';
 import { toPublicMessage, type PublicMessage } from './message-record.js';
 import { parseMessageRecord } from './message.repository.js';
 import { RedisKeys } from './redis-keys.js';
@@ -116,7 +116,7 @@ export class IncomingRepository {
 
   async get(messageId: string): Promise<IncomingRecord | null> {
     const json = await this.redis.get(this.keys.incoming(messageId));
-    return json ? (JSON.parse(json) as IncomingRecord) : null;
+    return json ? parseIncomingRecord(json) : null;
   }
 
   /** The media bytes of a received message, while they are kept. */
@@ -224,7 +224,7 @@ export class IncomingRepository {
       const value = results[index];
       if (id.startsWith('in_')) {
         return typeof value === 'string'
-          ? { ...(JSON.parse(value) as IncomingRecord), kind: 'received' }
+          ? { ...parseIncomingRecord(value), kind: 'received' }
           : null;
       }
       const hash = value as Record<string, string> | undefined;

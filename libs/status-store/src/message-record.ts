@@ -153,7 +153,10 @@ export type NewMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'to' | 'chatId
     >
   >;
 
-/** What the API shows of a record (the body and engine internals stay inside). */
+/**
+ * What the API shows of a record (the body and engine internals stay inside; WhatsApp's id of
+ * the message is shown, so a reply or reaction WhatsApp names by it can be matched to it).
+ */
 export interface PublicMessage {
   id: string;
   sessionId: string;
@@ -168,6 +171,11 @@ export interface PublicMessage {
   batchId: string | null;
   resendOf: string | null;
   ackOverdueAt: string | null;
+  /**
+   * WhatsApp's id of the message once sent; null before, and for a reaction or a deletion
+   * (WhatsApp Web returns no id of theirs: the engine's is one of its own).
+   */
+  engineMessageId: string | null;
   sentAt: string | null;
   deliveredAt: string | null;
   readAt: string | null;
@@ -191,6 +199,7 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     batchId,
     resendOf,
     ackOverdueAt,
+    engineMessageId,
     sentAt,
     deliveredAt,
     readAt,
@@ -212,6 +221,7 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     batchId,
     resendOf,
     ackOverdueAt,
+    engineMessageId: type === 'reaction' || type === 'revoke' ? null : engineMessageId,
     sentAt,
     deliveredAt,
     readAt,

@@ -159,7 +159,13 @@ local function advance(key, message_id, awaiting, status, rank, field, at)
     if overdue then redis.call('HDEL', key, 'ackOverdueAt') end
   end
   if RANKS[current] >= rank then
-    if first_server_ack then redis.call('HSET', key, 'serverAckAt', at) end
+    if first_server_ack then
+      redis.call('HSET', key, 'serverAckAt', at)
+      -- Its ackOverdueAt taken back, its status as it was: told as the flag was (FLAG_ACK_OVERDUE).
+      if overdue then
+        publish_event(session_id, 'message.status', function() return { snapshot = hash_table(key) } end)
+      end
+    end
     return 0
   end
   if first_server_ack then
@@ -228,16 +234,23 @@ return false
   ),
 );
 
-// (Unlike the scripts above, it publishes no event: `ackOverdueAt` is read on the record.)
 // A sent message no server ack reached in time: flagged, unless an ack came meanwhile or it
-// moved on. KEYS[1] message, [2] awaiting a server ack; ARGV[1] message id, [2] now (ISO).
-const FLAG_ACK_OVERDUE = new LuaScript(`
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
-local status, acked = unpack(redis.call('HMGET', KEYS[1], 'status', 'serverAckAt'))
+// moved on. Its status stays `sent`, but the message.status event is published all the same:
+// an application that follows its messages by webhook learns that it may need a resend.
+// KEYS[1] message, [2] awaiting a server ack; ARGV[7] message id, [8] now (ISO).
+const FLAG_ACK_OVERDUE = new LuaScript(
+  withEventPublishing(
+    SNAPSHOT +
+      `
+if redis.call('ZREM', KEYS[2], ARGV[7]) == 0 then return 0 end
+local status, acked, session_id = unpack(redis.call('HMGET', KEYS[1], 'status', 'serverAckAt', 'sessionId'))
 if status ~= 'sent' or acked then return 0 end
-redis.call('HSET', KEYS[1], 'ackOverdueAt', ARGV[2])
+redis.call('HSET', KEYS[1], 'ackOverdueAt', ARGV[8])
+publish_event(session_id, 'message.status', snapshot)
 return 1
-`);
+`,
+  ),
+);
 
 /** An ack applied to one of our messages: whose, and whether it moved its status on. */
 export interface AppliedAck {
@@ -835,6 +848,24 @@ export class MessageRepository implements BeforeApplicationShutdown {
   }
 
   /**
+   * Our ids of the messages a session sent that WhatsApp knows by these engine ids, each at
+   * its id's index: null for one this gateway did not send, or sent longer than
+   * MESSAGE_RETENTION_MS ago (the index acks use, which keeps each that long). One round trip.
+   */
+  async idsOfEngineMessages(
+    sessionId: string,
+    engineMessageIds: string[],
+  ): Promise<(string | null)[]> {
+    if (engineMessageIds.length === 0) return [];
+    // One MGET: a session's index keys share its shard's slot.
+    return this.redis.mget(
+      engineMessageIds.map((engineMessageId) =>
+        this.keys.engineMessage(sessionId, engineMessageId),
+      ),
+    );
+  }
+
+  /**
    * Applies an ack reported by the engine; returns the message it belonged to, if known, and
    * whether it moved that message's status on (a repeated or late ack does not). Acks are written together: those reported within ACK_BATCH_MS (or ACK_BATCH_MAX of them)
    * go in one round trip, one script call per session (a message gets three acks, each a
@@ -927,7 +958,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
 
   /**
    * Flags the sent messages that no server ack reached within `timeoutMs` (`ackOverdueAt`),
-   * at most `limit` per call; returns the ids flagged.
+   * each with its message.status event, at most `limit` per call; returns the ids flagged.
    */
   async flagAckOverdue(timeoutMs: number, limit: number, now = new Date()): Promise<string[]> {
     const flaggedIds: string[] = [];
@@ -951,7 +982,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
         this.redis,
         ids.map((id) => ({
           keys: [this.keys.message(id), this.keys.awaitingAck(shard)],
-          args: [id, now.toISOString()],
+          args: [...this.events.build(now), id, now.toISOString()],
         })),
       );
       flaggedIds.push(...ids.filter((_, i) => flagged[i] === 1));

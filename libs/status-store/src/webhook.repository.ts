@@ -3,7 +3,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
 import { LuaScript, hgetallMany, inPipelines, pipelineReplies } from './event-script.js';
-import type { IncomingRecord } from './incoming-record.js';
+import { parseIncomingRecord } from './incoming-record.js';
 import { toPublicMessage } from './message-record.js';
 import { parseMessageRecord } from './message.repository.js';
 import { RedisKeys, shardOf, shardOfId } from './redis-keys.js';
@@ -667,7 +667,7 @@ export function renderEvent(
       ...(target.includeQr ? { qr: view.qr } : {}),
     };
   } else if (type === 'message.received' && event.dataJson) {
-    const record = JSON.parse(event.dataJson) as IncomingRecord;
+    const record = parseIncomingRecord(event.dataJson);
     data = {
       ...record,
       media: record.media && {

@@ -1,12 +1,18 @@
-import type { AppConfig } from '@app/config';
-import type {
-  IncomingRecord,
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { inject } from 'vitest';
+import { loadAppConfig, type AppConfig } from '@app/config';
+import {
+  EventScriptArgs,
   IncomingRepository,
-  LeaseRepository,
   MessageRepository,
-  SessionRepository,
+  RedisKeys,
+  createRedis,
+  incomingMessageId,
+  type IncomingRecord,
+  type LeaseRepository,
+  type SessionRepository,
 } from '@app/status-store';
-import { incomingMessageId } from '@app/status-store';
 import type { IncomingMessage } from './engine.js';
 import { EngineEventRecorder, RETRY_WINDOW_MS } from './engine-event-recorder.js';
 
@@ -361,5 +367,103 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
     } finally {
       vi.useRealTimers();
     }
+  });
+});
+
+describe('EngineEventRecorder against Redis: a reply or a reaction names the message of ours it is to', () => {
+  let redis: Redis;
+  let keys: RedisKeys;
+  let messages: MessageRepository;
+  let incoming: IncomingRepository;
+  let events: EngineEventRecorder;
+
+  beforeAll(async () => {
+    redis = createRedis(inject('redisUrl'), { name: 'recorder-test' });
+    keys = new RedisKeys(`t${randomBytes(5).toString('hex')}`);
+    const config = loadAppConfig({ readEnvFile: false, overrides: { NODE_ENV: 'test' } });
+    const scriptArgs = new EventScriptArgs(keys, [], 60_000);
+    messages = new MessageRepository(redis, keys, config, scriptArgs);
+    incoming = new IncomingRepository(redis, keys, config, scriptArgs);
+    events = new EngineEventRecorder(
+      config,
+      {} as SessionRepository,
+      messages,
+      incoming,
+      { holders: async () => [null] } as unknown as LeaseRepository,
+      'worker-1',
+    );
+    // Registered sessions (a received message of one no longer registered is not written).
+    for (const sessionId of ['main', 'other'])
+      await redis.hset(keys.session(sessionId), 'createdAt', new Date().toISOString());
+  });
+  afterAll(async () => {
+    const left = await redis.keys(keys.pattern());
+    if (left.length) await redis.del(...left);
+    await redis.quit();
+  });
+
+  /** One of our messages, sent by `sessionId` as WhatsApp's `engineMessageId`. */
+  async function sent(sessionId: string, engineMessageId: string): Promise<string> {
+    const id = randomUUID();
+    await messages.create({
+      id,
+      sessionId,
+      to: '4915123456789',
+      chatId: '4915123456789@c.us',
+      type: 'text',
+      text: 'your order shipped',
+    });
+    await messages.markSent({ id, sessionId }, engineMessageId);
+    return id;
+  }
+
+  /** Records `message` as received by main; the record as stored. */
+  async function receive(message: Partial<IncomingMessage>): Promise<IncomingRecord> {
+    const engineMessageId = `false_4915123456789@c.us_${randomUUID()}`;
+    expect(
+      await events.message('main', { ...MESSAGE, type: 'text', engineMessageId, ...message }),
+    ).toBe(true);
+    return (await incoming.get(incomingMessageId('main', engineMessageId)))!;
+  }
+
+  it("records our id of the message a reply quotes, beside WhatsApp's", async () => {
+    const ours = await sent('main', 'true_4915123456789@c.us_QUOTED1');
+    expect(await receive({ quotedId: 'true_4915123456789@c.us_QUOTED1' })).toMatchObject({
+      quotedId: 'true_4915123456789@c.us_QUOTED1',
+      quotedMessageId: ours,
+      reaction: null,
+    });
+  });
+
+  it("records our id of the message a reaction is on, beside WhatsApp's", async () => {
+    const ours = await sent('main', 'true_4915123456789@c.us_REACTED1');
+    expect(
+      await receive({
+        type: 'reaction',
+        reaction: { emoji: '👍', targetId: 'true_4915123456789@c.us_REACTED1' },
+      }),
+    ).toMatchObject({
+      quotedMessageId: null,
+      reaction: {
+        emoji: '👍',
+        targetId: 'true_4915123456789@c.us_REACTED1',
+        targetMessageId: ours,
+      },
+    });
+  });
+
+  it('names none for a message not ours, one of another session, or none at all', async () => {
+    await sent('other', 'true_4915123456789@c.us_OTHERS');
+    expect(
+      await receive({
+        quotedId: 'false_4915123456789@c.us_THEIRS',
+        reaction: { emoji: '❤', targetId: 'true_4915123456789@c.us_OTHERS' },
+      }),
+    ).toMatchObject({
+      quotedId: 'false_4915123456789@c.us_THEIRS',
+      quotedMessageId: null,
+      reaction: { targetId: 'true_4915123456789@c.us_OTHERS', targetMessageId: null },
+    });
+    expect(await receive({})).toMatchObject({ quotedId: null, quotedMessageId: null });
   });
 });

@@ -105,6 +105,22 @@ export class EngineEventRecorder {
   }
 
   /**
+   * Names our messages (by our ids) that a received message quotes or reacts to, when this
+   * gateway sent them: WhatsApp names them by its own ids only, which an application never
+   * sees in its messages, so it could not tell which of them was answered.
+   */
+  private async nameOwnMessages(record: IncomingRecord): Promise<void> {
+    const { quotedId, reaction } = record;
+    const engineIds = [quotedId, reaction?.targetId].filter((id): id is string => Boolean(id));
+    if (engineIds.length === 0) return;
+    const ids = await this.messages.idsOfEngineMessages(record.sessionId, engineIds);
+    const ownId = (engineId: string | null | undefined) =>
+      engineId ? (ids[engineIds.indexOf(engineId)] ?? null) : null;
+    record.quotedMessageId = ownId(quotedId);
+    if (reaction) reaction.targetMessageId = ownId(reaction.targetId);
+  }
+
+  /**
    * The message's media as it is written: with its bytes, counted as waiting until written,
    * unless the session's messages already hold MEDIA_WAITING x MEDIA_MAX_BYTES waiting.
    */
@@ -149,9 +165,11 @@ export class EngineEventRecorder {
       direction: message.fromMe ? 'out' : 'in',
       ...fields,
       receivedAt: now.toISOString(),
+      // Named before the write (ownMessages).
+      quotedMessageId: null,
       location: location ?? null,
       vcards: vcards ?? null,
-      reaction: reaction ?? null,
+      reaction: reaction ? { ...reaction, targetMessageId: null } : null,
       media: media
         ? {
             mimetype: media.mimetype,
@@ -172,7 +190,10 @@ export class EngineEventRecorder {
     // writes, those waiting behind (media bytes and all) would wait a window more each.
     const write = (this.messageWrites.get(sessionId) ?? Promise.resolve()).then(() =>
       retried(
-        () => this.incoming.record(record, media?.data, now),
+        async () => {
+          await this.nameOwnMessages(record);
+          return this.incoming.record(record, media?.data, now);
+        },
         now.getTime() + RETRY_WINDOW_MS,
         givenUp,
       ),

@@ -1,6 +1,11 @@
 import type { EventEmitter } from 'node:events';
 import type { SendErrorCode } from '@app/common';
-import type { IncomingRecord, MediaOptions, ObservedSession } from '@app/status-store';
+import type {
+  IncomingReaction,
+  IncomingRecord,
+  MediaOptions,
+  ObservedSession,
+} from '@app/status-store';
 import type { OutgoingContact } from './vcard.js';
 
 export { INCOMING_TYPES, type IncomingType } from '@app/status-store';
@@ -57,7 +62,7 @@ export type IncomingMessage = Pick<
 > & {
   location?: NonNullable<IncomingRecord['location']>;
   vcards?: string[];
-  reaction?: NonNullable<IncomingRecord['reaction']>;
+  reaction?: IncomingReaction;
   media?: IncomingMedia;
 };
 

@@ -118,6 +118,18 @@ class IncomingMediaDto implements IncomingMediaInfo {
   expiresAt: string | null;
 }
 
+/** A received reaction: also names our message reacted to, when this gateway sent it. */
+class ReceivedReactionDto extends ReactionDto {
+  @ApiProperty({
+    nullable: true,
+    type: String,
+    example: '6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11',
+    description:
+      'Our id of the message reacted to (GET /api/v1/messages/{id}) when this gateway sent it; null when it did not, or sent it longer than MESSAGE_RETENTION_MS ago',
+  })
+  targetMessageId: string | null;
+}
+
 /** A message a session received (or one written on the phone itself). */
 export class IncomingMessageDto implements IncomingRecord {
   @ApiProperty({ example: 'in_3f9a1c0e5b7d2a4c6e8f0a1b' })
@@ -152,16 +164,25 @@ export class IncomingMessageDto implements IncomingRecord {
   @ApiProperty({
     nullable: true,
     type: String,
-    example: null,
-    description: 'Engine id of the message replied to',
+    example: 'true_4915123456789@c.us_3EB0C767D26A1D3B4F',
+    description:
+      "WhatsApp's (the engine's) id of the message replied to; a message we sent has it as its engineMessageId",
   })
   quotedId: string | null;
+  @ApiProperty({
+    nullable: true,
+    type: String,
+    example: '6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11',
+    description:
+      'Our id of the message replied to (GET /api/v1/messages/{id}) when this gateway sent it; null when it did not, or sent it longer than MESSAGE_RETENTION_MS ago',
+  })
+  quotedMessageId: string | null;
   @ApiProperty({ nullable: true, type: LocationDto, example: null })
   location: LocationDto | null;
   @ApiProperty({ nullable: true, type: [String], example: null })
   vcards: string[] | null;
-  @ApiProperty({ nullable: true, type: ReactionDto, example: null })
-  reaction: ReactionDto | null;
+  @ApiProperty({ nullable: true, type: ReceivedReactionDto, example: null })
+  reaction: ReceivedReactionDto | null;
   @ApiProperty({ nullable: true, type: IncomingMediaDto, example: null })
   media: IncomingMediaDto | null;
 }
@@ -259,8 +280,9 @@ export class SandboxIncomingDto {
   fromMe?: boolean;
 
   @ApiPropertyOptional({
-    example: 'sandbox_6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11',
-    description: 'Engine id of the message it replies to',
+    example: 'sandbox_0b7e5d2a-4c91-4f3e-8a6d-2e9c71f05b38',
+    description:
+      "Engine id of the message it replies to: a sent message's engineMessageId (sandbox_ and a random UUID of its own, not our message id)",
   })
   @IsOptional()
   @IsString()
@@ -279,7 +301,7 @@ export class SandboxIncomingDto {
 
   @ApiPropertyOptional({
     type: ReactionDto,
-    example: { emoji: '👍', targetId: 'sandbox_6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11' },
+    example: { emoji: '👍', targetId: 'sandbox_0b7e5d2a-4c91-4f3e-8a6d-2e9c71f05b38' },
   })
   @IsOptional()
   @IsObject({ message: 'reaction must be an object' })

@@ -79,9 +79,17 @@ export class MessageDto implements PublicMessage {
     example: null,
     type: String,
     description:
-      "Set when WhatsApp's server had not acknowledged the sent message within ACK_TIMEOUT_MS; it may be resent",
+      "Set when WhatsApp's server had not acknowledged the sent message within ACK_TIMEOUT_MS; it may be resent. Setting it, and a late ack clearing it, each send a message.status event",
   })
   ackOverdueAt: string | null;
+  @ApiProperty({
+    nullable: true,
+    example: null,
+    type: String,
+    description:
+      "WhatsApp's id of the message once sent (read-only): a received reply's quotedId, or a reaction's targetId, names our message by it. Null before it is sent, and for a reaction or a deletion",
+  })
+  engineMessageId: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })
   sentAt: string | null;
   @ApiProperty({ nullable: true, example: null, type: String })

@@ -183,7 +183,8 @@ export class MessageStatusEventDto extends EventEnvelopeDto {
   type: 'message.status';
   @ApiProperty({
     type: MessageDto,
-    description: 'The message record after the change, with its error code when failed',
+    description:
+      'The message record after the change, with its error code when failed. Also sent when a sent message gets ackOverdueAt (no server ack within ACK_TIMEOUT_MS: status stays sent, it may need a resend) and when a late server ack clears it',
   })
   data: MessageDto;
 }

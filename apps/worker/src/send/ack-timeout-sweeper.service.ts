@@ -8,8 +8,9 @@ const BATCH = 500;
 
 /**
  * Flags sent messages that WhatsApp's server never acknowledged within ACK_TIMEOUT_MS
- * (`ackOverdueAt` on the record), so a client sees a message that is probably stuck and can
- * resend it. Every worker sweeps; flagging is one script per message, so they never clash.
+ * (`ackOverdueAt` on the record, and a message.status event to webhook targets), so a client
+ * sees a message that is probably stuck and can resend it. Every worker sweeps; flagging is
+ * one script per message, so they never clash.
  */
 @Injectable()
 export class AckTimeoutSweeper {
