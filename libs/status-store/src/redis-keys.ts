@@ -214,9 +214,19 @@ export class RedisKeys {
   sessions(): string {
     return `${this.root}:sessions`;
   }
-  /** Hash of the sessions deleted (id -> when), so a boot does not bring one back. */
+  /**
+   * Hash of the sessions deleted (id -> the deleted registration's createdAt; before, when it
+   * was deleted), so a boot does not bring one back.
+   */
   deletedSessions(): string {
     return `${this.root}:deleted-sessions`;
+  }
+  /**
+   * Hash of the registered sessions' registrations (id -> createdAt), beside the registry in
+   * the root's slot: what a late purge or create compares before it changes the registry.
+   */
+  sessionRegistrations(): string {
+    return `${this.root}:session-registrations`;
   }
   session(sessionId: string): string {
     return this.ofSession('session', sessionId);

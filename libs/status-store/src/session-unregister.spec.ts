@@ -180,6 +180,167 @@ describe('SessionRepository.unregister', () => {
       await expectWholeOrGone(id, made, remadeAt);
     }
   });
+
+  /**
+   * Runs a purge of the registration made at `createdAt` that stalls (another worker took its
+   * lease over) before its round trip `ended`: meanwhile that other worker's purge ends it and
+   * the session is made again at `remadeAt`, then `later` runs before its round trip `after`.
+   * Which of the two the purge came to (it may end before).
+   */
+  async function stalledPurge(
+    id: string,
+    createdAt: string,
+    remadeAt: Date,
+    ended: number,
+    after: number,
+    later: () => Promise<void>,
+  ): Promise<{ ended: boolean; after: boolean }> {
+    const reached = { ended: false, after: false };
+    const purge = interrupted(async (n) => {
+      if (n === ended) {
+        reached.ended = true;
+        await sessions.unregister(id, createdAt);
+        expect(await sessions.register(id, remadeAt)).toBe(true);
+        await redis.set(keys.webhookTargets(id), '[]');
+      }
+      if (n === after) {
+        reached.after = true;
+        await later();
+      }
+    });
+    await purge.unregister(id, createdAt).catch(() => undefined);
+    return reached;
+  }
+
+  it.each([
+    [' ', false],
+    [' a create sent again meanwhile told it exists, ', true],
+  ])(
+    'leaves a session made again whole and its tombstone off when a purge of the old one stalled past its lease,%swhichever round trip it stalled before and whichever it dies before',
+    async (_, retry) => {
+      for (let ended = 1, stalled = true; stalled; ended++) {
+        for (let died = ended; ; died++) {
+          const id = `stalled-${retry}-${ended}-${died}`;
+          const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+          const remadeAt = new Date();
+          let retried: boolean | undefined;
+          const reached = await stalledPurge(id, createdAt, remadeAt, ended, died, async () => {
+            if (retry) retried = await sessions.register(id);
+            throw new Error('the worker died');
+          });
+          stalled = reached.ended;
+          if (!stalled) break;
+          const at = `stalled before ${ended}, died before ${died}`;
+          if (reached.after && retry) expect(retried, at).toBe(false);
+          await expectWholeOrGone(id, true, remadeAt);
+          expect(await sessions.acceptsSends(id), at).toBe(true);
+          // A worker booting with its login on disk keeps it.
+          expect(await sessions.registerFound(id), at).toBe('known');
+          if (!reached.after) break;
+        }
+      }
+    },
+  );
+
+  it('leaves a session made again and then deleted and purged gone when a purge of the old one stalled past its lease, whichever of its round trips the two come before', async () => {
+    for (let ended = 1, stalled = true; stalled; ended++) {
+      for (let purged = ended; ; purged++) {
+        const id = `stalled-gone-${ended}-${purged}`;
+        const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+        const remadeAt = new Date();
+        const remade = remadeAt.toISOString();
+        const reached = await stalledPurge(id, createdAt, remadeAt, ended, purged, async () => {
+          await sessions.setDesired(id, 'deleted');
+          expect(await sessions.unregister(id, remade)).toBe(true);
+        });
+        stalled = reached.ended;
+        if (!reached.after) break;
+        const at = `stalled before ${ended}, purged before ${purged}`;
+        await expectWholeOrGone(id, false, remadeAt);
+        expect(await redis.hexists(keys.deletedSessions(), id), at).toBe(1);
+        expect(await sessions.acceptsSends(id), at).toBe(false);
+        expect(await sessions.registerFound(id), at).toBe('deleted');
+      }
+    }
+  });
+
+  it('leaves a session deleted while a purge of an older one stalled to its own purge (its login and queue): a create meanwhile is told it is still being deleted, whichever round trips of the stalled purge the making and the deleting come before', async () => {
+    for (let ended = 1, stalled = true; stalled; ended++) {
+      for (let deletedAt = ended; ; deletedAt++) {
+        const id = `stalled-deleting-${ended}-${deletedAt}`;
+        const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+        const remadeAt = new Date(Date.now() - 30_000);
+        const remade = remadeAt.toISOString();
+        let created: boolean | undefined;
+        const reached = await stalledPurge(id, createdAt, remadeAt, ended, deletedAt, async () => {
+          // The user deletes the session made again (its login and queue still there), and
+          // makes it once more before any worker purged it.
+          await sessions.setDesired(id, 'deleted');
+          await redis.rpush(keys.sandboxIncoming(id), '{}');
+          created = await sessions.register(id);
+        });
+        stalled = reached.ended;
+        if (!reached.after) break;
+        const at = `stalled before ${ended}, deleted before ${deletedAt}`;
+        expect(created, at).toBe(false);
+        expect(await redis.hmget(keys.session(id), 'createdAt', 'desired'), at).toEqual([
+          remade,
+          'deleted',
+        ]);
+        expect(await redis.llen(keys.sandboxIncoming(id)), at).toBe(1);
+        // Listed, for a worker's pass to purge it: then it may be made again.
+        expect(
+          (await sessions.list([id])).map((s) => s.desired),
+          at,
+        ).toEqual(['deleted']);
+        expect(await sessions.unregister(id, remade), at).toBe(true);
+        expect(await sessions.register(id), at).toBe(true);
+      }
+    }
+  });
+
+  it('lists again, rather than forgets, a session marked deleted that the registry lost, and tells a create it is still being deleted', async () => {
+    const id = 'lost-deleting';
+    const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+    await redis.rpush(keys.sandboxIncoming(id), '{}');
+    // A failover lost its registry entry (the root's slot) but not its hash (its shard's).
+    await redis.srem(keys.sessions(), id);
+    await redis.hdel(keys.sessionRegistrations(), id);
+    expect(await sessions.register(id)).toBe(false);
+    expect(await redis.hget(keys.session(id), 'createdAt')).toBe(createdAt);
+    expect(await redis.llen(keys.sandboxIncoming(id))).toBe(1);
+    expect((await sessions.list([id])).map((s) => s.desired)).toEqual(['deleted']);
+    expect(await sessions.unregister(id, createdAt)).toBe(true);
+    expect(await sessions.register(id)).toBe(true);
+  });
+
+  it('does not list again a session deleted and purged while a create or a boot that found it registered was between its two steps', async () => {
+    for (const deletedSince of [false, true]) {
+      const id = `found-${deletedSince}`;
+      await sessions.register(id, new Date(Date.now() - 60_000));
+      const createdAt = (await redis.hget(keys.session(id), 'createdAt'))!;
+      let reached = false;
+      const found = interrupted(async (n) => {
+        if (n !== 2) return;
+        reached = true;
+        await sessions.setDesired(id, 'deleted');
+        expect(await sessions.unregister(id, createdAt)).toBe(true);
+        // And made again since, by a create that ended first.
+        if (deletedSince) expect(await sessions.register(id)).toBe(true);
+      });
+      expect(await found.register(id, new Date()), `made since: ${deletedSince}`).toBe(false);
+      expect(reached).toBe(true);
+      if (deletedSince) {
+        expect(await sessions.exists(id)).toBe(true);
+        expect(await redis.hget(keys.sessionRegistrations(), id)).toBe(
+          await redis.hget(keys.session(id), 'createdAt'),
+        );
+      } else {
+        expect(await sessions.exists(id)).toBe(false);
+        expect(await sessions.registerFound(id)).toBe('deleted');
+      }
+    }
+  });
 });
 
 /** The commands a SessionRepository sends itself (one round trip each). */

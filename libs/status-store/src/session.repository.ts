@@ -54,22 +54,69 @@ else redis.call('SET', KEYS[2], left) end
 return 1
 `);
 
-// Makes the session's hash, unless it has one: 1 when made; 0 when it is registered (has
-// createdAt); that createdAt when it is marked deleted (its purge not finished). A hash without
-// createdAt is what a late write left of a gone session: replaced. KEYS[1] the session's hash;
-// ARGV[1] createdAt.
+// Makes the session's hash, unless it has one. Answers {1, createdAt} when made, {0, createdAt}
+// when it is registered (has createdAt), {2, createdAt} when it is marked deleted (its purge not
+// finished: only a purge finishes it). A hash without createdAt is what a late write left of a
+// gone session: replaced. KEYS[1] the session's hash; ARGV[1] createdAt.
 const MAKE_SESSION = new LuaScript(`
 local created = redis.call('HGET', KEYS[1], 'createdAt')
 if created then
-  if redis.call('HGET', KEYS[1], 'desired') == 'deleted' then return created end
-  return 0
+  if redis.call('HGET', KEYS[1], 'desired') == 'deleted' then return {2, created} end
+  return {0, created}
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'desired', 'running', 'createdAt', ARGV[1], 'status', 'STOPPED')
+return {1, ARGV[1]}
+`);
+
+// The registry's side of the registration made at ARGV[2] (the session's hash made or found
+// first, in its shard's slot): listed, its createdAt kept beside it, no longer deleted. Not
+// when that registration was deleted since (its tombstone names it), nor when a later one
+// (greater createdAt) holds the id: a create or a boot that read the hash before a purge and a
+// new create must not list again what is gone. KEYS[1] the registry, [2] the registrations,
+// [3] the tombstones, [4] the shards (all in the root's slot); ARGV[1] the session id, [3] its
+// shard. 1 when newly listed, 0 when it was, -1 when refused.
+const LIST_SESSION = new LuaScript(`
+if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then return -1 end
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if current and current > ARGV[2] then return -1 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[3])
+return redis.call('SADD', KEYS[1], ARGV[1])
+`);
+
+// A session marked deleted that the registry does not list (a failover lost its entry, or an
+// older purge unregistered it and stopped): listed again as the registration made at ARGV[2],
+// for a worker's pass to purge it, with its login and queue. Not when that registration's purge
+// has unregistered it (its tombstone names it), nor when another holds the id. KEYS as
+// LIST_SESSION's first three. 1 when listed again, else 0.
+const LIST_FOR_PURGE = new LuaScript(`
+if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then return 0 end
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if current and current ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return redis.call('SADD', KEYS[1], ARGV[1])
+`);
+
+// A purge's tombstone (ARGV[3] 0) or its unlisting (1) of the registration made at ARGV[2]:
+// only while that registration, or none known (one listed before registrations were kept), is
+// the id's, so a late purge never touches the session made again since. ARGV[2] '' (a purge
+// of whatever is there) matches any. KEYS as LIST_SESSION's first three; ARGV[1] the session
+// id. 1 when done, else 0.
+const UNLIST_SESSION = new LuaScript(`
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if current and ARGV[2] ~= '' and current ~= ARGV[2] then return 0 end
+if ARGV[3] == '0' then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+else
+  redis.call('SREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
 return 1
 `);
 
-// The last step of a purge: the session's keys go, and its deliveries leave its shard's
+// A purge's step in the session's shard: its keys go, and its deliveries leave its shard's
 // listings, failed and recent, as its own indexes name them (the records expire with
 // WEBHOOK_RETENTION_MS); only while its hash is still the registration made at ARGV[1] ('':
 // none), so a late purge never takes what a session made again wrote. KEYS[1] the shard's
@@ -168,48 +215,42 @@ export class SessionRepository {
   async register(sessionId: string, now = new Date()): Promise<boolean> {
     // The hash (in the session's shard) first, then the registry (root): the two are in
     // different Cluster slots, so not one transaction; a reader of the registry skips a
-    // session without a hash. A purge takes the two away in the reverse order and its hash,
-    // marked deleted, stays until its last step: what is made here is never left half by it.
-    const made = await this.makeSession(sessionId, now);
-    if (made === null) return false;
-    const [added] = await Promise.all([
-      this.redis.sadd(this.keys.sessions(), sessionId),
-      this.redis.sadd(this.keys.shards(), shardOf(sessionId)),
-      this.redis.hdel(this.keys.deletedSessions(), sessionId),
-    ]);
-    return made || added === 1;
+    // session without a hash. A purge takes the hash away before the listing, each of its
+    // registry steps only while the registration (its createdAt, kept beside the registry) is
+    // still the one it purges: what is made here is never left half by it, however late it is.
+    const [made, createdAt] = (await MAKE_SESSION.run(
+      this.redis,
+      [this.keys.session(sessionId)],
+      [now.toISOString()],
+    )) as [number, string];
+    if (made === 2) {
+      // Still being deleted: only a purge ends that (it runs its steps first, the login's and
+      // the queue's). One the registry lost is listed again for a worker's pass to purge.
+      await LIST_FOR_PURGE.run(this.redis, this.registryKeys(), [sessionId, createdAt]);
+      return false;
+    }
+    const listed = await LIST_SESSION.run(
+      this.redis,
+      [...this.registryKeys(), this.keys.shards()],
+      [sessionId, createdAt, shardOf(sessionId)],
+    );
+    if (listed === -1) return false;
+    return made === 1 || listed === 1;
   }
 
-  /**
-   * Makes the session's hash (true), or finds it made (false); null while the session is being
-   * deleted. One marked deleted and no longer registered is a purge between its last two steps
-   * (or one that stopped there: its worker died): its last step is done here, then it is made.
-   */
-  private async makeSession(sessionId: string, now: Date): Promise<boolean | null> {
-    const made = await MAKE_SESSION.run(
-      this.redis,
-      [this.keys.session(sessionId)],
-      [now.toISOString()],
-    );
-    if (typeof made !== 'string') return made === 1;
-    if (await this.exists(sessionId)) return null;
-    await this.forget(sessionId, made);
-    const again = await MAKE_SESSION.run(
-      this.redis,
-      [this.keys.session(sessionId)],
-      [now.toISOString()],
-    );
-    // Made again and deleted again meanwhile, by others: still being deleted.
-    return typeof again === 'string' ? null : again === 1;
+  /** The registry, its registrations and its tombstones (all in the root's slot). */
+  private registryKeys(): string[] {
+    return [this.keys.sessions(), this.keys.sessionRegistrations(), this.keys.deletedSessions()];
   }
 
   /** Registered and not being deleted: a send to it may be queued. */
   async acceptsSends(sessionId: string): Promise<boolean> {
-    const [member, desired] = await Promise.all([
+    const [member, [createdAt, desired]] = await Promise.all([
       this.exists(sessionId),
-      this.redis.hget(this.keys.session(sessionId), 'desired'),
+      this.redis.hmget(this.keys.session(sessionId), 'createdAt', 'desired'),
     ]);
-    return member && desired !== 'deleted';
+    // Listed without a hash: a purge between its last two steps, gone.
+    return member && createdAt !== null && desired !== 'deleted';
   }
 
   async exists(sessionId: string): Promise<boolean> {
@@ -272,44 +313,36 @@ export class SessionRepository {
    * for a WEBHOOK_URLS target, keep rising.
    *
    * Given the `createdAt` of the registration being deleted, it forgets only that one, and only
-   * while it is still marked deleted: false, and nothing done, when it was unregistered and made
-   * again meanwhile (a late purge must not take away the session a user has just made). A
-   * session made between its two steps (register) finishes the second itself: false then too.
+   * while it is still marked deleted: false, and nothing more done, when it was unregistered and
+   * made again meanwhile (a late purge must not take away the session a user has just made).
    */
   async unregister(sessionId: string, createdAt?: string): Promise<boolean> {
     if (createdAt !== undefined && !(await this.deleting(sessionId, createdAt))) return false;
     const registration =
       createdAt ?? (await this.redis.hget(this.keys.session(sessionId), 'createdAt')) ?? '';
-    // The registry (root) first, then the session's keys (its shard): as register, reversed.
-    // The shard stays listed: its indexes may still hold the session's records.
-    await this.redis
-      .multi()
-      .srem(this.keys.sessions(), sessionId)
-      .hset(this.keys.deletedSessions(), sessionId, new Date().toISOString())
-      .exec();
-    // Another purge of this registration (a worker that stalled past its lease, and the one
-    // that took it over) may have ended since the check above, and the session been made
-    // again: its registration is given back, and this purge ends here.
-    const current = await this.redis.hget(this.keys.session(sessionId), 'createdAt');
-    if (current !== null && current !== registration) {
-      await Promise.all([
-        this.redis.sadd(this.keys.sessions(), sessionId),
-        this.redis.hdel(this.keys.deletedSessions(), sessionId),
-      ]);
+    // Three steps, each only while the registration is still this one (another purge of it, by
+    // a worker that took it over while this one stalled, may have ended since the check, and the
+    // session been made again): its tombstone (root), so no boot brings it back from a disk;
+    // its keys (its shard); then its listing (root), last, so a purge that stops before the end
+    // leaves it listed, marked deleted, to be purged again by a worker's next pass. Listed
+    // without a hash (stopped before the last step), it is skipped by readers, and a create
+    // makes it again.
+    const registry = this.registryKeys();
+    if ((await UNLIST_SESSION.run(this.redis, registry, [sessionId, registration, 0])) !== 1)
       return false;
-    }
-    await this.forget(sessionId, registration);
+    if (!(await this.forget(sessionId, registration))) return false;
+    await UNLIST_SESSION.run(this.redis, registry, [sessionId, registration, 1]);
     await this.announce(sessionId);
     return true;
   }
 
   /**
-   * A purge's last step: the keys of the session's registration made at `createdAt` ('' for
-   * one without) go, unless it was made again since (FORGET_SESSION).
+   * The keys of the session's registration made at `createdAt` ('' for one without) go, unless
+   * it was made again since (FORGET_SESSION): true when they went.
    */
-  private async forget(sessionId: string, createdAt: string): Promise<void> {
+  private async forget(sessionId: string, createdAt: string): Promise<boolean> {
     const shard = shardOf(sessionId);
-    await FORGET_SESSION.run(
+    const forgotten = await FORGET_SESSION.run(
       this.redis,
       [
         this.keys.webhookFailed(shard),
@@ -338,6 +371,7 @@ export class SessionRepository {
       ],
       [createdAt],
     );
+    return forgotten === 1;
   }
 
   /**
