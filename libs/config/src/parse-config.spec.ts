@@ -182,6 +182,36 @@ describe('parseConfig', () => {
     ).toEqual([]);
   });
 
+  it('refuses a CORS_ORIGINS entry no browser Origin can match, naming it, and takes origins as browsers send them', () => {
+    for (const [value, named] of [
+      ['example.com', '"example.com" is not one'],
+      ['*', '"*" is not one'],
+      [
+        'https://app.example.com/',
+        '"https://app.example.com/" is not one (its origin is https://app.example.com)',
+      ],
+      [
+        'https://app.example.com, http://localhost:5173/app',
+        '"http://localhost:5173/app" is not one (its origin is http://localhost:5173)',
+      ],
+      ['https://App.Example.com', '(its origin is https://app.example.com)'],
+      ['https://app.example.com:443', '(its origin is https://app.example.com)'],
+      ['localhost:5173', '"localhost:5173" is not one'],
+      ['null', '"null" is not one'],
+    ]) {
+      const lines = problems({ CORS_ORIGINS: value });
+      expect(lines, value).toHaveLength(1);
+      expect(lines[0], value).toMatch(/^CORS_ORIGINS must be comma-separated origins /);
+      expect(lines[0], value).toContain(named);
+    }
+    const withCredentials = problems({ CORS_ORIGINS: 'https://ops:pa55@app.example.com?k=t0ken' });
+    expect(withCredentials).toHaveLength(1);
+    expect(withCredentials[0]).not.toMatch(/ops|pa55|t0ken/);
+    const taken =
+      'https://app.example.com, http://localhost:5173,http://[::1]:8080,http://192.168.1.5:3000,capacitor://localhost,';
+    expect(parseConfig({ CORS_ORIGINS: taken }).CORS_ORIGINS).toBe(taken);
+  });
+
   it('refuses retention times Redis could not take (over ten years)', () => {
     const tenYears = 10 * 365 * 86_400_000;
     for (const name of [
