@@ -277,6 +277,32 @@ describe('.env.example', () => {
     expect(missing).toEqual([]);
   });
 
+  it('says of each secret boot refuses under 8 characters that it needs 8, here and in the README', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { AppConfig } = await import('./index.js');
+    const example = await readFile(new URL('../../../.env.example', import.meta.url), 'utf8');
+    const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8');
+    const atLeast8 = Object.keys(new AppConfig()).filter((name) =>
+      problems({ [name]: 'abcdefg' }).some((line) =>
+        line.startsWith(`${name} must be longer than or equal to 8 characters`),
+      ),
+    );
+    expect(atLeast8.sort()).toEqual(['ADMIN_PASSWORD', 'API_KEY', 'METRICS_TOKEN', 'WORKER_TOKEN']);
+    const lines = example.split('\n');
+    for (const name of atLeast8) {
+      // The comment above the variable (and above the variables listed with it).
+      let at = lines.findIndex((line) => line.startsWith(`${name}=`));
+      while (at > 0 && /^[A-Z][A-Z0-9_]*=/.test(lines[at - 1])) at--;
+      const comment: string[] = [];
+      while (at > 0 && lines[at - 1].startsWith('#')) comment.unshift(lines[--at].slice(1).trim());
+      expect(comment.join(' '), `.env.example ${name}`).toMatch(/at least 8 characters/);
+      const row = readme
+        .split('\n')
+        .find((line) => line.startsWith('| `') && line.split('|')[1].includes(`\`${name}\``));
+      expect(row, `README ${name}`).toMatch(/at least 8 characters|8\+ characters/);
+    }
+  });
+
   it('parses as a valid development configuration', async () => {
     const { readFile } = await import('node:fs/promises');
     const { parseEnv } = await import('node:util');
