@@ -3,15 +3,7 @@
 // redis-server with AOF under .data/redis when it can), then runs api and worker together.
 // `--watch` (npm run dev:all) runs both through `nest start --watch` instead of the build.
 import { spawn, spawnSync } from 'node:child_process';
-import {
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  readdirSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseEnv } from 'node:util';
 import {
@@ -54,7 +46,6 @@ const env = (name, fallback) => envValue(process.env, fileEnv, name, fallback);
 if (!watch && isStale()) {
   say('building (npm run build)');
   run('npm', ['run', 'build']);
-  writeFileSync(join(root, 'dist', '.build-stamp'), new Date().toISOString());
 }
 
 const redis = redisTarget(env('REDIS_URL', ''));
@@ -119,17 +110,25 @@ process.on('SIGINT', () => stop(0));
 process.on('SIGTERM', () => stop(0));
 for (const child of apps) child.on('exit', (code) => stop(code ?? 1));
 
+/**
+ * Whether api or worker needs a build: its entry file is missing, or older than a file it is
+ * built from (its app, libs) or than package-lock.json. Judged by the build's own output, as
+ * the tests' check is (test/support/worker-process.ts), so a build counts whoever made it:
+ * `npm run build`, `nest build`, or this script.
+ */
 function isStale() {
-  const stamp = join(root, 'dist', '.build-stamp');
-  if (!existsSync(stamp)) return true;
-  const built = statSync(stamp).mtimeMs;
-  const newer = (dir) =>
-    readdirSync(dir, { withFileTypes: true }).some((entry) => {
+  const newest = (dir) =>
+    readdirSync(dir, { withFileTypes: true }).reduce((max, entry) => {
       const path = join(dir, entry.name);
-      return entry.isDirectory() ? newer(path) : statSync(path).mtimeMs > built;
-    });
-  return (
-    ['apps', 'libs'].some((dir) => newer(join(root, dir))) ||
-    statSync(join(root, 'package-lock.json')).mtimeMs > built
+      return Math.max(max, entry.isDirectory() ? newest(path) : statSync(path).mtimeMs);
+    }, 0);
+  const shared = Math.max(
+    newest(join(root, 'libs')),
+    statSync(join(root, 'package-lock.json')).mtimeMs,
   );
+  return ['api', 'worker'].some((app) => {
+    const main = join(root, 'dist', 'apps', app, 'apps', app, 'src', 'main.js');
+    if (!existsSync(main)) return true;
+    return Math.max(shared, newest(join(root, 'apps', app))) > statSync(main).mtimeMs;
+  });
 }

@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -97,6 +97,103 @@ describe('npm start: the Redis it starts', () => {
     } finally {
       if (start.exitCode === null) process.kill(-start.pid!, 'SIGKILL');
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('npm start: when it builds', () => {
+  /**
+   * A copy of the start script in a project of its own: its build (`npm run build`) writes two
+   * entry files that print their name and exit, and its REDIS_URL is one the script leaves to
+   * the apps, so `npm start` there only builds if it must and runs them.
+   */
+  async function project() {
+    const root = await mkdtemp(join(tmpdir(), 'start-build-'));
+    const file = async (path: string, text: string) => {
+      await mkdir(join(root, path, '..'), { recursive: true });
+      await writeFile(join(root, path), text);
+    };
+    await mkdir(join(root, 'scripts'));
+    for (const script of ['start.mjs', 'redis-target.mjs'])
+      await copyFile(
+        new URL(`../../scripts/${script}`, import.meta.url),
+        join(root, 'scripts', script),
+      );
+    await mkdir(join(root, 'node_modules'));
+    await file('.env', 'REDIS_URL=rediss://127.0.0.1:1\n');
+    await file('package-lock.json', '{}\n');
+    await file(
+      'package.json',
+      JSON.stringify({ type: 'module', scripts: { build: 'node build.mjs' } }),
+    );
+    await file(
+      'build.mjs',
+      `import { mkdirSync, writeFileSync } from 'node:fs';
+      for (const app of ['api', 'worker']) {
+        mkdirSync('dist/apps/' + app + '/apps/' + app + '/src', { recursive: true });
+        writeFileSync('dist/apps/' + app + '/apps/' + app + '/src/main.js', 'console.log("' + app + ' ran");');
+      }`,
+    );
+    await file('apps/api/src/main.ts', '');
+    await file('apps/worker/src/main.ts', '');
+    await file('libs/config/src/index.ts', '');
+    // Sources written a minute ago: a build now is newer, whatever the clock's resolution.
+    const before = new Date(Date.now() - 60_000);
+    for (const path of [
+      'apps/api/src/main.ts',
+      'apps/worker/src/main.ts',
+      'libs/config/src/index.ts',
+      'package-lock.json',
+    ])
+      await utimes(join(root, path), before, before);
+    const env = { PATH: process.env.PATH, HOME: process.env.HOME };
+    const npmStart = () => {
+      const result = spawnSync(process.execPath, ['scripts/start.mjs'], {
+        cwd: root,
+        env,
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      expect(result.status, result.stderr).toBe(0);
+      return result.stdout;
+    };
+    const npmRunBuild = () =>
+      expect(spawnSync('npm', ['run', 'build'], { cwd: root, env }).status).toBe(0);
+    return { root, npmStart, npmRunBuild };
+  }
+
+  it('takes a build by npm run build as it is, and builds again once a source is newer than it', async () => {
+    const { root, npmStart, npmRunBuild } = await project();
+    try {
+      npmRunBuild();
+      const first = npmStart();
+      expect(first).not.toContain('[start] building');
+      // The first app to exit stops the other, which may not have printed yet.
+      expect(first).toMatch(/(api|worker) ran/);
+
+      // A library changed since the worker's build (the api built after it, as a partial
+      // build would leave them): built again, then taken as it is.
+      const worker = join(root, 'dist/apps/worker/apps/worker/src/main.js');
+      const builtAt = new Date(Date.now() - 30_000);
+      await utimes(worker, builtAt, builtAt);
+      const changed = new Date(Date.now() - 10_000);
+      await utimes(join(root, 'libs/config/src/index.ts'), changed, changed);
+      expect(npmStart()).toContain('[start] building (npm run build)');
+      expect((await stat(worker)).mtimeMs).toBeGreaterThan(changed.getTime());
+      expect(npmStart()).not.toContain('[start] building');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('builds when an app was never built', async () => {
+    const { root, npmStart } = await project();
+    try {
+      const output = npmStart();
+      expect(output).toContain('[start] building (npm run build)');
+      expect(output).toMatch(/(api|worker) ran/);
+    } finally {
+      await rm(root, { recursive: true, force: true });
     }
   });
 });

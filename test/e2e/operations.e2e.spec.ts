@@ -158,7 +158,7 @@ describe('operations: health, workers and metrics', () => {
       return parsePrometheus(answer.text);
     };
     const before = await scrape();
-    const sent = { session: 'main', status: 'sent' };
+    const sent = { session: 'main', status: 'sent', code: '' };
     const sentBefore = sampleValue(before, 'wa_messages_total', sent);
     const durationsBefore = sampleValue(before, 'wa_send_duration_seconds_count', {
       session: 'main',

@@ -531,6 +531,14 @@ describe('webhook targets on private addresses', () => {
       expect({ url, status: answer.status }).toEqual({ url, status: 400 });
       expect(answer.body.error.code).toBe('BAD_REQUEST');
     }
+    // A receiver on this machine (the README's example listens on localhost:4000) is told
+    // what allows it.
+    const local = await setTargets(stack, [
+      { url: 'http://localhost:4000/hook', events: ['message.status'] },
+    ]);
+    expect(local.body.error.message).toBe(
+      '[0] url names a local host (private addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS=true)',
+    );
     const ok = await setTargets(stack, [
       { url: 'https://example.com/hook', events: ['session.status'] },
     ]);

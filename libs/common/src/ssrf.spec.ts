@@ -26,6 +26,13 @@ describe('urlProblem', () => {
     },
   );
 
+  it.each(PRIVATE_URLS)('names the setting that allows %s when the caller gives one', (url) => {
+    expect(urlProblem(url, false, 'WEBHOOK_ALLOW_PRIVATE_URLS')).toMatch(
+      /refused unless WEBHOOK_ALLOW_PRIVATE_URLS=true\)$/,
+    );
+    expect(urlProblem(url, true, 'WEBHOOK_ALLOW_PRIVATE_URLS')).toBeNull();
+  });
+
   it.each(['https://example.com/hook', 'http://8.8.8.8/x', 'https://[2606:4700::1111]/'])(
     'allows the public %s',
     (url) => expect(urlProblem(url, false)).toBeNull(),

@@ -295,8 +295,14 @@ for (const [network, prefix] of [
  * Why a URL may not be called from the server, or null when it may. Names are only refused
  * when they are plainly local; what a name resolves to is checked when connecting
  * (createSafeAgents). The WHATWG parser has already turned 127.1 or 0x7f000001 into 127.0.0.1.
+ * `allowSetting` (WEBHOOK_ALLOW_PRIVATE_URLS, ...) is named in a refusal of a private address,
+ * so the operator whose receiver does run on one knows what allows it.
  */
-export function urlProblem(value: string, allowPrivate: boolean): string | null {
+export function urlProblem(
+  value: string,
+  allowPrivate: boolean,
+  allowSetting?: string,
+): string | null {
   let url: URL;
   try {
     url = new URL(value);
@@ -313,18 +319,19 @@ export function urlProblem(value: string, allowPrivate: boolean): string | null 
     .toLowerCase()
     .replace(/\.+$/, '');
   const family = isIP(host);
+  const unless = allowSetting ? ` unless ${allowSetting}=true` : '';
   if (family === 0) {
     return host === 'localhost' || host.endsWith('.localhost') || host.endsWith('.internal')
-      ? 'names a local host (private addresses are refused)'
+      ? `names a local host (private addresses are refused${unless})`
       : null;
   }
   // IPv4 written as IPv6 (::ffff:7f00:1, ::7f00:1, NAT64 64:ff9b::, 6to4 2002::) is refused
   // whatever it names: no public target needs that spelling. (BlockList would match such
   // subnets against every IPv4.)
   if (family === 6 && /^(::ffff:|64:ff9b:|2002:|::[0-9a-f]{1,4}:[0-9a-f]{1,4}$)/.test(host))
-    return `names an IPv4 address in IPv6 form (${host})`;
+    return `names an IPv4 address in IPv6 form (${host}${unless ? `; refused${unless}` : ''})`;
   return INTERNAL.check(host, family === 4 ? 'ipv4' : 'ipv6')
-    ? `names a private, loopback or reserved address (${host})`
+    ? `names a private, loopback or reserved address (${host}${unless ? `; refused${unless}` : ''})`
     : null;
 }
 

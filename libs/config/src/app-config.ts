@@ -84,6 +84,33 @@ function isTrustProxy(value: unknown): boolean {
   });
 }
 
+/**
+ * Why a CORS_ORIGINS entry can never match a browser's Origin header, or null. The api
+ * compares origins as strings (@fastify/cors, and the open api's own same-site check), so an
+ * entry must be one as browsers send it: scheme://host[:port], lower case, no default port,
+ * no path or trailing slash. `*` is no wildcard there. Schemes other than http(s) are taken as
+ * written (capacitor://localhost, tauri://localhost, chrome-extension://<id>).
+ */
+function corsOriginProblem(entry: string): string | null {
+  // Shown without user info or query, as the value itself is (parseConfig's masking).
+  const shown = `"${entry.replace(/\/\/.*@/s, '//***@').replace(/\?.*$/s, '?***')}" is not one`;
+  if (/^https?:/i.test(entry)) {
+    const origin = URL.canParse(entry) ? new URL(entry).origin : undefined;
+    if (origin === entry) return null;
+    return origin && origin !== 'null' ? `${shown} (its origin is ${origin})` : shown;
+  }
+  return /^[a-z][a-z0-9+.-]*:\/\/[^\s/?#@]+$/.test(entry) ? null : shown;
+}
+/** The first problem of a CORS_ORIGINS value, or null; empty entries (a stray comma) are skipped. */
+function corsOriginsProblem(value: unknown): string | null {
+  if (typeof value !== 'string') return 'is not text';
+  for (const entry of value.split(',').map((part) => part.trim())) {
+    const problem = entry ? corsOriginProblem(entry) : null;
+    if (problem) return problem;
+  }
+  return null;
+}
+
 const emptyAsUnset = () =>
   Transform(({ value }) => (typeof value === 'string' && value.trim() === '' ? undefined : value));
 
@@ -168,9 +195,17 @@ export class AppConfig {
   @MinLength(8)
   ADMIN_PASSWORD?: string;
 
+  /** Browser origins allowed to call the api, comma-separated, each as browsers send it. */
   @emptyAsUnset()
   @IsOptional()
-  @IsString()
+  @ValidateBy({
+    name: 'isOriginList',
+    validator: {
+      validate: (value: unknown) => corsOriginsProblem(value) === null,
+      defaultMessage: (args) =>
+        `must be comma-separated origins as browsers send them, scheme://host[:port] without a path, a trailing slash or a wildcard: ${corsOriginsProblem(args?.value)}`,
+    },
+  })
   CORS_ORIGINS?: string;
 
   /** Whose X-Forwarded-For to believe for the client's address (rate limits, logs). */

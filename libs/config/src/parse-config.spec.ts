@@ -182,6 +182,36 @@ describe('parseConfig', () => {
     ).toEqual([]);
   });
 
+  it('refuses a CORS_ORIGINS entry no browser Origin can match, naming it, and takes origins as browsers send them', () => {
+    for (const [value, named] of [
+      ['example.com', '"example.com" is not one'],
+      ['*', '"*" is not one'],
+      [
+        'https://app.example.com/',
+        '"https://app.example.com/" is not one (its origin is https://app.example.com)',
+      ],
+      [
+        'https://app.example.com, http://localhost:5173/app',
+        '"http://localhost:5173/app" is not one (its origin is http://localhost:5173)',
+      ],
+      ['https://App.Example.com', '(its origin is https://app.example.com)'],
+      ['https://app.example.com:443', '(its origin is https://app.example.com)'],
+      ['localhost:5173', '"localhost:5173" is not one'],
+      ['null', '"null" is not one'],
+    ]) {
+      const lines = problems({ CORS_ORIGINS: value });
+      expect(lines, value).toHaveLength(1);
+      expect(lines[0], value).toMatch(/^CORS_ORIGINS must be comma-separated origins /);
+      expect(lines[0], value).toContain(named);
+    }
+    const withCredentials = problems({ CORS_ORIGINS: 'https://ops:pa55@app.example.com?k=t0ken' });
+    expect(withCredentials).toHaveLength(1);
+    expect(withCredentials[0]).not.toMatch(/ops|pa55|t0ken/);
+    const taken =
+      'https://app.example.com, http://localhost:5173,http://[::1]:8080,http://192.168.1.5:3000,capacitor://localhost,';
+    expect(parseConfig({ CORS_ORIGINS: taken }).CORS_ORIGINS).toBe(taken);
+  });
+
   it('refuses retention times Redis could not take (over ten years)', () => {
     const tenYears = 10 * 365 * 86_400_000;
     for (const name of [
@@ -245,6 +275,32 @@ describe('.env.example', () => {
     const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8');
     const missing = Object.keys(new AppConfig()).filter((name) => !readme.includes(`\`${name}\``));
     expect(missing).toEqual([]);
+  });
+
+  it('says of each secret boot refuses under 8 characters that it needs 8, here and in the README', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { AppConfig } = await import('./index.js');
+    const example = await readFile(new URL('../../../.env.example', import.meta.url), 'utf8');
+    const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8');
+    const atLeast8 = Object.keys(new AppConfig()).filter((name) =>
+      problems({ [name]: 'abcdefg' }).some((line) =>
+        line.startsWith(`${name} must be longer than or equal to 8 characters`),
+      ),
+    );
+    expect(atLeast8.sort()).toEqual(['ADMIN_PASSWORD', 'API_KEY', 'METRICS_TOKEN', 'WORKER_TOKEN']);
+    const lines = example.split('\n');
+    for (const name of atLeast8) {
+      // The comment above the variable (and above the variables listed with it).
+      let at = lines.findIndex((line) => line.startsWith(`${name}=`));
+      while (at > 0 && /^[A-Z][A-Z0-9_]*=/.test(lines[at - 1])) at--;
+      const comment: string[] = [];
+      while (at > 0 && lines[at - 1].startsWith('#')) comment.unshift(lines[--at].slice(1).trim());
+      expect(comment.join(' '), `.env.example ${name}`).toMatch(/at least 8 characters/);
+      const row = readme
+        .split('\n')
+        .find((line) => line.startsWith('| `') && line.split('|')[1].includes(`\`${name}\``));
+      expect(row, `README ${name}`).toMatch(/at least 8 characters|8\+ characters/);
+    }
   });
 
   it('parses as a valid development configuration', async () => {

@@ -47,7 +47,11 @@ export class WebhooksService {
     await this.sessions.existing(sessionId);
     const urls = new Set<string>();
     for (const [index, target] of input.entries()) {
-      const problem = urlProblem(target.url, this.config.WEBHOOK_ALLOW_PRIVATE_URLS);
+      const problem = urlProblem(
+        target.url,
+        this.config.WEBHOOK_ALLOW_PRIVATE_URLS,
+        'WEBHOOK_ALLOW_PRIVATE_URLS',
+      );
       if (problem) throw new AppError('BAD_REQUEST', `[${index}] url ${problem}`);
       if (urls.has(target.url))
         throw new AppError('BAD_REQUEST', `[${index}] url ${target.url} is listed twice`);

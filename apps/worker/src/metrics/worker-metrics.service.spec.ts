@@ -42,3 +42,37 @@ describe('WorkerMetrics: wa_queue_wait_seconds', () => {
     expect(await sum()).toBeLessThan(3);
   });
 });
+
+describe('WorkerMetrics: wa_messages_total', () => {
+  it('labels every series with session, status and code (empty for sent, delivered and read)', async () => {
+    const registers = [new Registry()];
+    const messages = new Counter({
+      name: 'messages',
+      help: 'm',
+      labelNames: ['session', 'status', 'code'],
+      registers,
+    });
+    const Metrics = WorkerMetrics as unknown as new (...args: unknown[]) => WorkerMetrics;
+    const service = new Metrics(
+      messages,
+      new Histogram({ name: 'duration', help: 'd', labelNames: ['session'], registers }),
+      new Histogram({ name: 'wait', help: 'w', labelNames: ['session'], registers }),
+      // Gauges, sessions, registry and queues: not used here.
+      ...Array.from({ length: 9 }),
+    );
+    service.startSend('main', { createdAt: new Date().toISOString() })();
+    service.messageRecovered('main');
+    service.messageAcked('main', 'delivered');
+    service.messageAcked('main', 'read');
+    service.sendFailed('main', 'SEND_FAILED', false);
+    service.sendFailed('main', 'NOT_ON_WHATSAPP', true);
+    const series = (await messages.get()).values.map(({ labels, value }) => ({ labels, value }));
+    expect(series).toEqual([
+      { labels: { session: 'main', status: 'sent', code: '' }, value: 2 },
+      { labels: { session: 'main', status: 'delivered', code: '' }, value: 1 },
+      { labels: { session: 'main', status: 'read', code: '' }, value: 1 },
+      { labels: { session: 'main', status: 'retrying', code: 'SEND_FAILED' }, value: 1 },
+      { labels: { session: 'main', status: 'failed', code: 'NOT_ON_WHATSAPP' }, value: 1 },
+    ]);
+  });
+});

@@ -60,7 +60,8 @@ export class WorkerMetrics {
     const dueAt = Math.max(Date.parse(message.createdAt), Date.parse(message.sendAt ?? '') || 0);
     const waitedMs = Math.max(0, Date.now() - dueAt);
     return () => {
-      this.messages.inc({ session: sessionId, status: 'sent' });
+      // Every series of the counter has all three labels: `code` is empty where none applies.
+      this.messages.inc({ session: sessionId, status: 'sent', code: '' });
       this.sendDuration.observe({ session: sessionId }, (performance.now() - startedAt) / 1000);
       this.queueWait.observe({ session: sessionId }, waitedMs / 1000);
     };
@@ -68,7 +69,7 @@ export class WorkerMetrics {
 
   /** A message interrupted mid-send was found in the chat and recorded `sent`. */
   messageRecovered(sessionId: string): void {
-    this.messages.inc({ session: sessionId, status: 'sent' });
+    this.messages.inc({ session: sessionId, status: 'sent', code: '' });
   }
 
   /** A message's status moved on to delivered or read (an ack). */

@@ -146,4 +146,23 @@ describe('WebhookSender', () => {
     expect(String(warn.mock.calls[0][0])).toMatch(/WEBHOOK_SECRET is base64 without its = padding/);
     warn.mockRestore();
   });
+
+  it('says at boot that WEBHOOK_URLS receivers get media.url as a relative path while BASE_URL is not set', () => {
+    const warn = vi.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    const boot = (config: Partial<AppConfig>) => {
+      const booted = new WebhookSender(config as AppConfig);
+      booted.onModuleInit();
+      booted.onApplicationShutdown();
+    };
+    boot({});
+    boot({ BASE_URL: 'https://gw.example.com' });
+    boot({ WEBHOOK_URLS: 'https://hooks.example.com/in', BASE_URL: 'https://gw.example.com' });
+    expect(warn).not.toHaveBeenCalled();
+    boot({ WEBHOOK_URLS: 'https://hooks.example.com/in' });
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(String(warn.mock.calls[0][0])).toMatch(
+      /^BASE_URL is not set: .*media\.url is a relative path/,
+    );
+    warn.mockRestore();
+  });
 });

@@ -64,6 +64,12 @@ export class WebhookSender implements OnModuleInit {
       this.log.warn(
         'WEBHOOK_SECRET is base64 without its = padding: Standard Webhooks receivers in Python or Go cannot decode it to verify signatures; make one with `echo whsec_$(openssl rand -base64 32)`',
       );
+    // A received message's media.url is BASE_URL + its path: without BASE_URL, a path alone.
+    // (Per-session targets are set later, through the api: only WEBHOOK_URLS is known here.)
+    if (this.config.WEBHOOK_URLS && !this.config.BASE_URL)
+      this.log.warn(
+        "BASE_URL is not set: a message.received event's media.url is a relative path (/api/v1/messages/<id>/media) that WEBHOOK_URLS receivers cannot fetch as it is; set BASE_URL to the api's address as they reach it",
+      );
   }
 
   /** Breaks off every request in flight; their deliveries are retried (at least once). */
