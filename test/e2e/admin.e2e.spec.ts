@@ -420,6 +420,18 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
     }, 8000);
   });
 
+  it('shows the worker that drives a session as its send queue’s worker in bull-board, not "No workers"', async () => {
+    // Every session's queue is consumed through one shared connection, which bull-board's own
+    // count (connection names) did not find.
+    await eventually(async () => {
+      const queues = await request(stack, 'GET', '/admin/queues/api/queues?activeQueue=&page=1');
+      const main = (queues.json.queues as { name: string; hasWorkers: boolean | null }[]).find(
+        (queue) => queue.name.endsWith('send-main'),
+      );
+      expect(main?.hasWorkers).toBe(true);
+    }, 8000);
+  });
+
   it('documents the /api/admin routes under the admin tag with Basic Auth and the CSRF header', async () => {
     const spec = (await stack.call('GET', '/api/openapi')).body;
     expect(spec.components.securitySchemes.admin).toEqual({ type: 'http', scheme: 'basic' });

@@ -5,12 +5,36 @@ import { FastifyAdapter } from '@bull-board/fastify';
 import type { FastifyPluginCallback } from 'fastify';
 import { AppConfig } from '@app/config';
 import { QueueProducer } from '@app/queue';
-import { SessionRepository } from '@app/status-store';
+import { SessionRepository, WorkerRepository } from '@app/status-store';
 
 export const QUEUES_PATH = '/admin/queues';
 /** The queue list is re-read at most this often, so sessions created since show up. */
 const REFRESH_MS = 2000;
 const REMOTE_FONTS = /<link[^>]+href="https:\/\/fonts\.googleapis\.com[^>]*>/g;
+
+/** A queue's consumers as bull-board lists them (its `getWorkers`). */
+type BoardWorkers = Awaited<ReturnType<BullMQAdapter['getWorkers']>>;
+
+/**
+ * A session's send queue. bull-board finds a queue's workers by the names of their Redis
+ * connections, but a worker consumes every session's queue through one shared connection (not
+ * one per queue: connections grow with workers, not sessions), so every queue read "No
+ * workers" while it was being consumed. Its worker is the one that drives the session, while
+ * that worker's heartbeat is live.
+ */
+class SessionQueueAdapter extends BullMQAdapter {
+  constructor(
+    queue: ConstructorParameters<typeof BullMQAdapter>[0],
+    options: ConstructorParameters<typeof BullMQAdapter>[1],
+    private readonly workersOf: () => Promise<BoardWorkers>,
+  ) {
+    super(queue, options);
+  }
+
+  override getWorkers(): Promise<BoardWorkers> {
+    return this.workersOf();
+  }
+}
 
 /**
  * bull-board under /admin/queues with every registered session's send queue. Read-only: a
@@ -24,9 +48,10 @@ export class QueueBoard {
   private shown = '';
 
   constructor(
-    config: AppConfig,
+    private readonly config: AppConfig,
     private readonly sessions: SessionRepository,
     private readonly producer: QueueProducer,
+    private readonly workers: WorkerRepository,
   ) {
     this.adapter.setBasePath(QUEUES_PATH);
     this.board = createBullBoard({
@@ -38,7 +63,7 @@ export class QueueBoard {
           // note is bull-board's environment badge at the top of the page instead (one line on a
           // phone: it is laid out for one).
           boardTitle: 'Send queues',
-          ...(config.WA_ENGINE === 'sandbox' && {
+          ...(this.config.WA_ENGINE === 'sandbox' && {
             environment: {
               label: 'Sandbox: nothing is sent',
               color: '#dde9fe',
@@ -77,12 +102,34 @@ export class QueueBoard {
     this.board.replaceQueues(
       ids.map(
         (id) =>
-          new BullMQAdapter(this.producer.queueFor(id), {
-            readOnlyMode: true,
-            displayName: `session ${id}`,
-            description: `Send queue of session ${id}`,
-          }),
+          new SessionQueueAdapter(
+            this.producer.queueFor(id),
+            {
+              readOnlyMode: true,
+              displayName: `session ${id}`,
+              description: `Send queue of session ${id}`,
+            },
+            () => this.workerOf(id),
+          ),
       ),
     );
+  }
+
+  /**
+   * The worker driving the session, as bull-board lists a queue's consumers: none while no live
+   * worker drives it; null (shown as unknown) when Redis cannot tell.
+   */
+  private async workerOf(sessionId: string): Promise<BoardWorkers> {
+    try {
+      const [session, live] = await Promise.all([
+        this.sessions.get(sessionId),
+        this.workers.liveIds(this.config.workerStaleAfterMs),
+      ]);
+      const worker = session?.worker;
+      if (!worker || !live.has(worker)) return [];
+      return [{ id: worker, name: worker, addr: worker, age: 0 }];
+    } catch {
+      return null;
+    }
   }
 }
