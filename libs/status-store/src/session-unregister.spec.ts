@@ -341,6 +341,61 @@ describe('SessionRepository.unregister', () => {
       }
     }
   });
+
+  /** The purge of the registration made at `createdAt`, stopped once its keys went (its worker died). */
+  async function diedAfterForget(id: string, createdAt: string): Promise<void> {
+    const purge = interrupted(async () => {
+      if ((await redis.exists(keys.session(id))) === 0) throw new Error('the worker died');
+    });
+    await expect(purge.unregister(id, createdAt)).rejects.toThrow('the worker died');
+    expect(await redis.hget(keys.deletedSessions(), id)).toBe(createdAt);
+    expect(await sessions.exists(id)).toBe(true);
+  }
+
+  it('makes a session again, and purges it when deleted, after a purge that died past its keys, from a process whose clock is behind the one that made the deleted session', async () => {
+    const id = 'skewed';
+    const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+    await diedAfterForget(id, createdAt);
+    // Made from a host whose clock is 30 s behind the one that made the deleted registration.
+    const behind = new Date(Date.parse(createdAt) - 30_000);
+    expect(await sessions.register(id, behind)).toBe(true);
+    expect(await redis.hget(keys.sessionRegistrations(), id)).toBe(behind.toISOString());
+    expect((await sessions.get(id))?.createdAt).toBe(behind.toISOString());
+    await sessions.setDesired(id, 'deleted');
+    expect(await sessions.unregister(id, behind.toISOString())).toBe(true);
+    expect(await sessions.exists(id)).toBe(false);
+    expect(await sessions.register(id)).toBe(true);
+  });
+
+  it('does not list again a session deleted and purged while a create that found it registered was between its two steps, when a host whose clock is behind made it again since', async () => {
+    const id = 'found-behind';
+    const ahead = new Date(Date.now() + 60_000);
+    const behind = new Date(Date.now() - 60_000);
+    await sessions.register(id, ahead);
+    const found = interrupted(async (n) => {
+      if (n !== 2) return;
+      await sessions.setDesired(id, 'deleted');
+      expect(await sessions.unregister(id, ahead.toISOString())).toBe(true);
+      expect(await sessions.register(id, behind)).toBe(true);
+    });
+    expect(await found.register(id)).toBe(false);
+    expect(await redis.hget(keys.sessionRegistrations(), id)).toBe(behind.toISOString());
+    await sessions.setDesired(id, 'deleted');
+    expect(await sessions.unregister(id, behind.toISOString())).toBe(true);
+    expect(await sessions.exists(id)).toBe(false);
+  });
+
+  it('makes again a session whose hash its shard lost while the registry kept its registration', async () => {
+    const id = 'shard-lost';
+    await sessions.register(id, new Date(Date.now() - 60_000));
+    await redis.del(keys.session(id));
+    const remade = new Date(Date.now() - 120_000);
+    expect(await sessions.register(id, remade)).toBe(true);
+    expect(await redis.hget(keys.sessionRegistrations(), id)).toBe(remade.toISOString());
+    await sessions.setDesired(id, 'deleted');
+    expect(await sessions.unregister(id, remade.toISOString())).toBe(true);
+    expect(await sessions.exists(id)).toBe(false);
+  });
 });
 
 /** The commands a SessionRepository sends itself (one round trip each). */

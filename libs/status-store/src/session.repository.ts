@@ -71,15 +71,22 @@ return {1, ARGV[1]}
 
 // The registry's side of the registration made at ARGV[2] (the session's hash made or found
 // first, in its shard's slot): listed, its createdAt kept beside it, no longer deleted. Not
-// when that registration was deleted since (its tombstone names it), nor when a later one
-// (greater createdAt) holds the id: a create or a boot that read the hash before a purge and a
-// new create must not list again what is gone. KEYS[1] the registry, [2] the registrations,
-// [3] the tombstones, [4] the shards (all in the root's slot); ARGV[1] the session id, [3] its
-// shard. 1 when newly listed, 0 when it was, -1 when refused.
+// when that registration was deleted since (its tombstone names it), nor when another one
+// holds the id and was not deleted (the tombstone does not name it): a create or a boot that
+// read the hash before a purge and a new create must not list again what is gone. Compared for
+// equality only, never by time: the createdAt of two registrations may come from two hosts'
+// clocks. One deleted whose purge stopped before its unlisting (it names the tombstoned one)
+// gives way, and so does ARGV[4], when given: the one kept that the create found stale (the
+// hash read again is still ARGV[2]'s). KEYS[1] the registry, [2] the registrations, [3] the
+// tombstones, [4] the shards (all in the root's slot); ARGV[1] the session id, [3] its shard.
+// 1 when newly listed, 0 when it was, -1 when deleted, else the registration that holds the id.
 const LIST_SESSION = new LuaScript(`
-if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then return -1 end
+local deleted = redis.call('HGET', KEYS[3], ARGV[1])
+if deleted == ARGV[2] then return -1 end
 local current = redis.call('HGET', KEYS[2], ARGV[1])
-if current and current > ARGV[2] then return -1 end
+if current and current ~= ARGV[2] and current ~= deleted and current ~= ARGV[4] then
+  return current
+end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[3])
@@ -229,12 +236,18 @@ export class SessionRepository {
       await LIST_FOR_PURGE.run(this.redis, this.registryKeys(), [sessionId, createdAt]);
       return false;
     }
-    const listed = await LIST_SESSION.run(
-      this.redis,
-      [...this.registryKeys(), this.keys.shards()],
-      [sessionId, createdAt, shardOf(sessionId)],
-    );
-    if (listed === -1) return false;
+    const keys = [...this.registryKeys(), this.keys.shards()];
+    const args = [sessionId, createdAt, shardOf(sessionId)];
+    let listed = await LIST_SESSION.run(this.redis, keys, args);
+    // Another registration holds the id while the hash is still this one: that one has no hash
+    // (Redis lost it, the root's slot kept; or a version keeping none made this one), stale, not
+    // one made since (it would have this one's hash gone). Replaced, while still the one read.
+    if (
+      typeof listed === 'string' &&
+      (await this.redis.hget(this.keys.session(sessionId), 'createdAt')) === createdAt
+    )
+      listed = await LIST_SESSION.run(this.redis, keys, [...args, listed]);
+    if (typeof listed !== 'number' || listed === -1) return false;
     return made === 1 || listed === 1;
   }
 
