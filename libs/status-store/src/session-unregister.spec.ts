@@ -396,6 +396,37 @@ describe('SessionRepository.unregister', () => {
     expect(await sessions.unregister(id, remade.toISOString())).toBe(true);
     expect(await sessions.exists(id)).toBe(false);
   });
+
+  it('purges a session that a version keeping no registrations purged and made again, the registration kept beside the registry still the one before', async () => {
+    const id = 'mixed';
+    const before = new Date(Date.now() - 120_000);
+    await sessions.register(id, before);
+    // An older worker purges it: unlisted and tombstoned, its keys gone, its registration kept.
+    await redis.srem(keys.sessions(), id);
+    await redis.hset(keys.deletedSessions(), id, new Date(Date.now() - 90_000).toISOString());
+    await redis.del(keys.session(id));
+    // An older api makes it again.
+    const remade = new Date(Date.now() - 60_000).toISOString();
+    await redis.hset(
+      keys.session(id),
+      'desired',
+      'running',
+      'createdAt',
+      remade,
+      'status',
+      'STOPPED',
+    );
+    await redis.sadd(keys.sessions(), id);
+    await redis.hdel(keys.deletedSessions(), id);
+    await redis.rpush(keys.sandboxIncoming(id), '{}');
+    await sessions.setDesired(id, 'deleted');
+    expect(await sessions.unregister(id, remade)).toBe(true);
+    expect(await sessions.exists(id)).toBe(false);
+    expect(await redis.exists(keys.session(id), keys.sandboxIncoming(id))).toBe(0);
+    expect(await redis.hget(keys.sessionRegistrations(), id)).toBeNull();
+    expect(await sessions.registerFound(id)).toBe('deleted');
+    expect(await sessions.register(id)).toBe(true);
+  });
 });
 
 /** The commands a SessionRepository sends itself (one round trip each). */

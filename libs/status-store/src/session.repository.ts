@@ -109,11 +109,17 @@ return redis.call('SADD', KEYS[1], ARGV[1])
 // A purge's tombstone (ARGV[3] 0) or its unlisting (1) of the registration made at ARGV[2]:
 // only while that registration, or none known (one listed before registrations were kept), is
 // the id's, so a late purge never touches the session made again since. ARGV[2] '' (a purge
-// of whatever is there) matches any. KEYS as LIST_SESSION's first three; ARGV[1] the session
-// id. 1 when done, else 0.
+// of whatever is there) matches any. ARGV[4], when given, is the registration kept that the
+// purge found stale (its hash is still ARGV[2]'s, marked deleted: an older version purged and
+// made the session again without keeping registrations): while it is still kept, ARGV[2]'s is
+// kept instead, and the step done. KEYS as LIST_SESSION's first three; ARGV[1] the session id.
+// 1 when done, else the registration kept.
 const UNLIST_SESSION = new LuaScript(`
 local current = redis.call('HGET', KEYS[2], ARGV[1])
-if current and ARGV[2] ~= '' and current ~= ARGV[2] then return 0 end
+if current and ARGV[2] ~= '' and current ~= ARGV[2] then
+  if current ~= ARGV[4] then return current end
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+end
 if ARGV[3] == '0' then
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 else
@@ -341,8 +347,18 @@ export class SessionRepository {
     // without a hash (stopped before the last step), it is skipped by readers, and a create
     // makes it again.
     const registry = this.registryKeys();
-    if ((await UNLIST_SESSION.run(this.redis, registry, [sessionId, registration, 0])) !== 1)
-      return false;
+    let tombstoned = await UNLIST_SESSION.run(this.redis, registry, [sessionId, registration, 0]);
+    // Another registration kept beside the registry while the hash is still this one, marked
+    // deleted: stale (an older version purged and made the session again, keeping none), not a
+    // session made again since. Replaced, only while it is still the one read.
+    if (typeof tombstoned === 'string' && (await this.deleting(sessionId, registration)))
+      tombstoned = await UNLIST_SESSION.run(this.redis, registry, [
+        sessionId,
+        registration,
+        0,
+        tombstoned,
+      ]);
+    if (tombstoned !== 1) return false;
     if (!(await this.forget(sessionId, registration))) return false;
     await UNLIST_SESSION.run(this.redis, registry, [sessionId, registration, 1]);
     await this.announce(sessionId);
