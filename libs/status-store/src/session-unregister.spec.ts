@@ -427,6 +427,61 @@ describe('SessionRepository.unregister', () => {
     expect(await sessions.registerFound(id)).toBe('deleted');
     expect(await sessions.register(id)).toBe(true);
   });
+
+  it('leaves a session whose purge died after its keys went out of the ids listed, and a pass that lists the sessions ends its purge', async () => {
+    const id = 'left-listed';
+    const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+    await diedAfterForget(id, createdAt);
+    expect(await sessions.ids()).not.toContain(id);
+    expect(await sessions.exists(id)).toBe(true);
+    expect(await sessions.list()).not.toContainEqual(expect.objectContaining({ id }));
+    expect(await sessions.exists(id)).toBe(false);
+    expect(await redis.hget(keys.sessionRegistrations(), id)).toBeNull();
+    expect(await sessions.registerFound(id)).toBe('deleted');
+    expect(await sessions.register(id)).toBe(true);
+    expect(await sessions.ids()).toContain(id);
+  });
+
+  it('leaves a session whose purge died before its keys went listed, marked deleted, for a pass to purge it again, but out of the ids listed', async () => {
+    const id = 'left-tombstoned';
+    const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+    const purge = interrupted(async () => {
+      if (await redis.hexists(keys.deletedSessions(), id)) throw new Error('the worker died');
+    });
+    await expect(purge.unregister(id, createdAt)).rejects.toThrow('the worker died');
+    expect(await sessions.ids()).not.toContain(id);
+    expect((await sessions.list()).filter((s) => s.id === id).map((s) => s.desired)).toEqual([
+      'deleted',
+    ]);
+    expect(await sessions.unregister(id, createdAt)).toBe(true);
+    expect(await sessions.exists(id)).toBe(false);
+  });
+
+  it('does not unlist a session made again, deleted and tombstoned while a pass that found it left listed by a dead purge was ending that purge', async () => {
+    const id = 'left-remade';
+    const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+    await diedAfterForget(id, createdAt);
+    const remade = new Date().toISOString();
+    let reached = false;
+    const pass = interrupted(async (n) => {
+      // After the hashes were read, before the tombstones are.
+      if (n !== 2) return;
+      reached = true;
+      await deleted(id, new Date(remade));
+      const purge = interrupted(async () => {
+        if ((await redis.hget(keys.deletedSessions(), id)) === remade)
+          throw new Error('the worker died');
+      });
+      await expect(purge.unregister(id, remade)).rejects.toThrow('the worker died');
+      expect(await redis.hget(keys.deletedSessions(), id)).toBe(remade);
+    });
+    await pass.list();
+    expect(reached).toBe(true);
+    expect(await sessions.exists(id)).toBe(true);
+    expect((await sessions.list([id])).map((s) => s.createdAt)).toEqual([remade]);
+    expect(await sessions.unregister(id, remade)).toBe(true);
+    expect(await sessions.exists(id)).toBe(false);
+  });
 });
 
 /** The commands a SessionRepository sends itself (one round trip each). */

@@ -113,7 +113,8 @@ return redis.call('SADD', KEYS[1], ARGV[1])
 // purge found stale (its hash is still ARGV[2]'s, marked deleted: an older version purged and
 // made the session again without keeping registrations): while it is still kept, ARGV[2]'s is
 // kept instead, and the step done. KEYS as LIST_SESSION's first three; ARGV[1] the session id.
-// 1 when done, else the registration kept.
+// 1 when done, else the registration kept. The tombstone keeps the registration too when none
+// was (listed before they were kept): what LISTED_SESSIONS and PURGE_LEFTOVERS compare.
 const UNLIST_SESSION = new LuaScript(`
 local current = redis.call('HGET', KEYS[2], ARGV[1])
 if current and ARGV[2] ~= '' and current ~= ARGV[2] then
@@ -122,11 +123,54 @@ if current and ARGV[2] ~= '' and current ~= ARGV[2] then
 end
 if ARGV[3] == '0' then
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+  if not current and ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
 else
   redis.call('SREM', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
 return 1
+`);
+
+// The registry without the sessions whose purge has tombstoned them (the tombstone names the
+// registration kept, or none is kept): being purged, or left listed by a purge that stopped
+// before its unlisting (its worker died), gone. KEYS as LIST_SESSION's first three.
+const LISTED_SESSIONS = new LuaScript(`
+local ids = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local deleted = redis.call('HGET', KEYS[3], id)
+  if not deleted or (redis.call('HGET', KEYS[2], id) or deleted) ~= deleted then
+    ids[#ids + 1] = id
+  end
+end
+return ids
+`);
+
+// ARGV[1] 'find': of the ids after it, the tombstoned registration of each listed one whose
+// purge has tombstoned it (as LISTED_SESSIONS leaves out), else ''. 'finish': ARGV pairs after
+// it of an id and such a registration whose keys are gone since it was found: each one's purge
+// ended, unlisted, while it is still that registration tombstoned and kept (or none kept), so
+// none made since is touched. KEYS as LIST_SESSION's first three. The registrations found, or
+// how many were unlisted.
+const PURGE_LEFTOVERS = new LuaScript(`
+local function leftover(id)
+  local deleted = redis.call('HGET', KEYS[3], id)
+  if deleted and redis.call('SISMEMBER', KEYS[1], id) == 1
+    and (redis.call('HGET', KEYS[2], id) or deleted) == deleted then return deleted end
+  return ''
+end
+if ARGV[1] == 'find' then
+  local found = {}
+  for i = 2, #ARGV do found[i - 1] = leftover(ARGV[i]) end
+  return found
+end
+local unlisted = 0
+for i = 2, #ARGV, 2 do
+  if leftover(ARGV[i]) == ARGV[i + 1] then
+    unlisted = unlisted + redis.call('SREM', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+end
+return unlisted
 `);
 
 // A purge's step in the session's shard: its keys go, and its deliveries leave its shard's
@@ -276,8 +320,12 @@ export class SessionRepository {
     return (await this.redis.sismember(this.keys.sessions(), sessionId)) === 1;
   }
 
+  /**
+   * The sessions listed, but for those whose purge has tombstoned them (being purged, or left
+   * listed by a purge that stopped before its end): one script in the root's slot, no hash read.
+   */
   async ids(): Promise<string[]> {
-    return (await this.redis.smembers(this.keys.sessions())).sort();
+    return ((await LISTED_SESSIONS.run(this.redis, this.registryKeys(), [])) as string[]).sort();
   }
 
   async get(sessionId: string): Promise<SessionView | null> {
@@ -291,7 +339,8 @@ export class SessionRepository {
 
   /** Every registered session, or only those of `only` that are registered. */
   async list(only?: string[]): Promise<SessionView[]> {
-    const ids = only ?? (await this.ids());
+    // The whole registry, those being purged with it: a worker's pass purges them again.
+    const ids = only ?? (await this.redis.smembers(this.keys.sessions())).sort();
     if (ids.length === 0) return [];
     const hashes = await hgetallMany(
       this.redis,
@@ -299,7 +348,31 @@ export class SessionRepository {
     );
     // A session unregistered between SMEMBERS and HGETALL has no hash left: leave it out
     // rather than show it with default fields (as a running session, say).
+    const gone = ids.filter((id, i) => !hashes[i].createdAt);
+    if (gone.length > 0) await this.endPurges(gone);
     return ids.flatMap((id, i) => (hashes[i].createdAt ? [toSessionView(id, hashes[i])] : []));
+  }
+
+  /**
+   * Of `sessionIds`, found without a hash, those left listed by a purge that stopped after their
+   * keys went (its worker died) are unlisted, the purge's last step: no pass would purge them
+   * again (they have no hash to be read as deleted). Each one's hash is read again after its
+   * tombstone: one read before may have missed a session made, deleted and tombstoned since.
+   */
+  private async endPurges(sessionIds: string[]): Promise<void> {
+    const registry = this.registryKeys();
+    const found = (await PURGE_LEFTOVERS.run(this.redis, registry, [
+      'find',
+      ...sessionIds,
+    ])) as string[];
+    const leftovers = sessionIds.flatMap((id, i) => (found[i] ? [[id, found[i]]] : []));
+    if (leftovers.length === 0) return;
+    const created = await Promise.all(
+      leftovers.map(([id]) => this.redis.hget(this.keys.session(id), 'createdAt')),
+    );
+    const ended = leftovers.filter(([, registration], i) => created[i] !== registration);
+    if (ended.length > 0)
+      await PURGE_LEFTOVERS.run(this.redis, registry, ['finish', ...ended.flat()]);
   }
 
   async setDesired(sessionId: string, desired: DesiredState): Promise<void> {
@@ -344,8 +417,8 @@ export class SessionRepository {
     // session been made again): its tombstone (root), so no boot brings it back from a disk;
     // its keys (its shard); then its listing (root), last, so a purge that stops before the end
     // leaves it listed, marked deleted, to be purged again by a worker's next pass. Listed
-    // without a hash (stopped before the last step), it is skipped by readers, and a create
-    // makes it again.
+    // without a hash (stopped before the last step), it is skipped by readers, a pass that
+    // lists the sessions does that step (list), and a create makes it again.
     const registry = this.registryKeys();
     let tombstoned = await UNLIST_SESSION.run(this.redis, registry, [sessionId, registration, 0]);
     // Another registration kept beside the registry while the hash is still this one, marked
