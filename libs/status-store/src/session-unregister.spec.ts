@@ -341,6 +341,147 @@ describe('SessionRepository.unregister', () => {
       }
     }
   });
+
+  /** The purge of the registration made at `createdAt`, stopped once its keys went (its worker died). */
+  async function diedAfterForget(id: string, createdAt: string): Promise<void> {
+    const purge = interrupted(async () => {
+      if ((await redis.exists(keys.session(id))) === 0) throw new Error('the worker died');
+    });
+    await expect(purge.unregister(id, createdAt)).rejects.toThrow('the worker died');
+    expect(await redis.hget(keys.deletedSessions(), id)).toBe(createdAt);
+    expect(await sessions.exists(id)).toBe(true);
+  }
+
+  it('makes a session again, and purges it when deleted, after a purge that died past its keys, from a process whose clock is behind the one that made the deleted session', async () => {
+    const id = 'skewed';
+    const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+    await diedAfterForget(id, createdAt);
+    // Made from a host whose clock is 30 s behind the one that made the deleted registration.
+    const behind = new Date(Date.parse(createdAt) - 30_000);
+    expect(await sessions.register(id, behind)).toBe(true);
+    expect(await redis.hget(keys.sessionRegistrations(), id)).toBe(behind.toISOString());
+    expect((await sessions.get(id))?.createdAt).toBe(behind.toISOString());
+    await sessions.setDesired(id, 'deleted');
+    expect(await sessions.unregister(id, behind.toISOString())).toBe(true);
+    expect(await sessions.exists(id)).toBe(false);
+    expect(await sessions.register(id)).toBe(true);
+  });
+
+  it('does not list again a session deleted and purged while a create that found it registered was between its two steps, when a host whose clock is behind made it again since', async () => {
+    const id = 'found-behind';
+    const ahead = new Date(Date.now() + 60_000);
+    const behind = new Date(Date.now() - 60_000);
+    await sessions.register(id, ahead);
+    const found = interrupted(async (n) => {
+      if (n !== 2) return;
+      await sessions.setDesired(id, 'deleted');
+      expect(await sessions.unregister(id, ahead.toISOString())).toBe(true);
+      expect(await sessions.register(id, behind)).toBe(true);
+    });
+    expect(await found.register(id)).toBe(false);
+    expect(await redis.hget(keys.sessionRegistrations(), id)).toBe(behind.toISOString());
+    await sessions.setDesired(id, 'deleted');
+    expect(await sessions.unregister(id, behind.toISOString())).toBe(true);
+    expect(await sessions.exists(id)).toBe(false);
+  });
+
+  it('makes again a session whose hash its shard lost while the registry kept its registration', async () => {
+    const id = 'shard-lost';
+    await sessions.register(id, new Date(Date.now() - 60_000));
+    await redis.del(keys.session(id));
+    const remade = new Date(Date.now() - 120_000);
+    expect(await sessions.register(id, remade)).toBe(true);
+    expect(await redis.hget(keys.sessionRegistrations(), id)).toBe(remade.toISOString());
+    await sessions.setDesired(id, 'deleted');
+    expect(await sessions.unregister(id, remade.toISOString())).toBe(true);
+    expect(await sessions.exists(id)).toBe(false);
+  });
+
+  it('purges a session that a version keeping no registrations purged and made again, the registration kept beside the registry still the one before', async () => {
+    const id = 'mixed';
+    const before = new Date(Date.now() - 120_000);
+    await sessions.register(id, before);
+    // An older worker purges it: unlisted and tombstoned, its keys gone, its registration kept.
+    await redis.srem(keys.sessions(), id);
+    await redis.hset(keys.deletedSessions(), id, new Date(Date.now() - 90_000).toISOString());
+    await redis.del(keys.session(id));
+    // An older api makes it again.
+    const remade = new Date(Date.now() - 60_000).toISOString();
+    await redis.hset(
+      keys.session(id),
+      'desired',
+      'running',
+      'createdAt',
+      remade,
+      'status',
+      'STOPPED',
+    );
+    await redis.sadd(keys.sessions(), id);
+    await redis.hdel(keys.deletedSessions(), id);
+    await redis.rpush(keys.sandboxIncoming(id), '{}');
+    await sessions.setDesired(id, 'deleted');
+    expect(await sessions.unregister(id, remade)).toBe(true);
+    expect(await sessions.exists(id)).toBe(false);
+    expect(await redis.exists(keys.session(id), keys.sandboxIncoming(id))).toBe(0);
+    expect(await redis.hget(keys.sessionRegistrations(), id)).toBeNull();
+    expect(await sessions.registerFound(id)).toBe('deleted');
+    expect(await sessions.register(id)).toBe(true);
+  });
+
+  it('leaves a session whose purge died after its keys went out of the ids listed, and a pass that lists the sessions ends its purge', async () => {
+    const id = 'left-listed';
+    const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+    await diedAfterForget(id, createdAt);
+    expect(await sessions.ids()).not.toContain(id);
+    expect(await sessions.exists(id)).toBe(true);
+    expect(await sessions.list()).not.toContainEqual(expect.objectContaining({ id }));
+    expect(await sessions.exists(id)).toBe(false);
+    expect(await redis.hget(keys.sessionRegistrations(), id)).toBeNull();
+    expect(await sessions.registerFound(id)).toBe('deleted');
+    expect(await sessions.register(id)).toBe(true);
+    expect(await sessions.ids()).toContain(id);
+  });
+
+  it('leaves a session whose purge died before its keys went listed, marked deleted, for a pass to purge it again, but out of the ids listed', async () => {
+    const id = 'left-tombstoned';
+    const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+    const purge = interrupted(async () => {
+      if (await redis.hexists(keys.deletedSessions(), id)) throw new Error('the worker died');
+    });
+    await expect(purge.unregister(id, createdAt)).rejects.toThrow('the worker died');
+    expect(await sessions.ids()).not.toContain(id);
+    expect((await sessions.list()).filter((s) => s.id === id).map((s) => s.desired)).toEqual([
+      'deleted',
+    ]);
+    expect(await sessions.unregister(id, createdAt)).toBe(true);
+    expect(await sessions.exists(id)).toBe(false);
+  });
+
+  it('does not unlist a session made again, deleted and tombstoned while a pass that found it left listed by a dead purge was ending that purge', async () => {
+    const id = 'left-remade';
+    const createdAt = await deleted(id, new Date(Date.now() - 60_000));
+    await diedAfterForget(id, createdAt);
+    const remade = new Date().toISOString();
+    let reached = false;
+    const pass = interrupted(async (n) => {
+      // After the hashes were read, before the tombstones are.
+      if (n !== 2) return;
+      reached = true;
+      await deleted(id, new Date(remade));
+      const purge = interrupted(async () => {
+        if ((await redis.hget(keys.deletedSessions(), id)) === remade)
+          throw new Error('the worker died');
+      });
+      await expect(purge.unregister(id, remade)).rejects.toThrow('the worker died');
+      expect(await redis.hget(keys.deletedSessions(), id)).toBe(remade);
+    });
+    await pass.list();
+    expect(reached).toBe(true);
+    expect(await sessions.exists(id)).toBe(true);
+    expect((await sessions.list([id])).map((s) => s.createdAt)).toEqual([remade]);
+    expect(await sessions.unregister(id, remade)).toBe(true);
+    expect(await sessions.exists(id)).toBe(false);
+  });
 });
 
 /** The commands a SessionRepository sends itself (one round trip each). */

@@ -71,15 +71,22 @@ return {1, ARGV[1]}
 
 // The registry's side of the registration made at ARGV[2] (the session's hash made or found
 // first, in its shard's slot): listed, its createdAt kept beside it, no longer deleted. Not
-// when that registration was deleted since (its tombstone names it), nor when a later one
-// (greater createdAt) holds the id: a create or a boot that read the hash before a purge and a
-// new create must not list again what is gone. KEYS[1] the registry, [2] the registrations,
-// [3] the tombstones, [4] the shards (all in the root's slot); ARGV[1] the session id, [3] its
-// shard. 1 when newly listed, 0 when it was, -1 when refused.
+// when that registration was deleted since (its tombstone names it), nor when another one
+// holds the id and was not deleted (the tombstone does not name it): a create or a boot that
+// read the hash before a purge and a new create must not list again what is gone. Compared for
+// equality only, never by time: the createdAt of two registrations may come from two hosts'
+// clocks. One deleted whose purge stopped before its unlisting (it names the tombstoned one)
+// gives way, and so does ARGV[4], when given: the one kept that the create found stale (the
+// hash read again is still ARGV[2]'s). KEYS[1] the registry, [2] the registrations, [3] the
+// tombstones, [4] the shards (all in the root's slot); ARGV[1] the session id, [3] its shard.
+// 1 when newly listed, 0 when it was, -1 when deleted, else the registration that holds the id.
 const LIST_SESSION = new LuaScript(`
-if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then return -1 end
+local deleted = redis.call('HGET', KEYS[3], ARGV[1])
+if deleted == ARGV[2] then return -1 end
 local current = redis.call('HGET', KEYS[2], ARGV[1])
-if current and current > ARGV[2] then return -1 end
+if current and current ~= ARGV[2] and current ~= deleted and current ~= ARGV[4] then
+  return current
+end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[3])
@@ -102,18 +109,68 @@ return redis.call('SADD', KEYS[1], ARGV[1])
 // A purge's tombstone (ARGV[3] 0) or its unlisting (1) of the registration made at ARGV[2]:
 // only while that registration, or none known (one listed before registrations were kept), is
 // the id's, so a late purge never touches the session made again since. ARGV[2] '' (a purge
-// of whatever is there) matches any. KEYS as LIST_SESSION's first three; ARGV[1] the session
-// id. 1 when done, else 0.
+// of whatever is there) matches any. ARGV[4], when given, is the registration kept that the
+// purge found stale (its hash is still ARGV[2]'s, marked deleted: an older version purged and
+// made the session again without keeping registrations): while it is still kept, ARGV[2]'s is
+// kept instead, and the step done. KEYS as LIST_SESSION's first three; ARGV[1] the session id.
+// 1 when done, else the registration kept. The tombstone keeps the registration too when none
+// was (listed before they were kept): what LISTED_SESSIONS and PURGE_LEFTOVERS compare.
 const UNLIST_SESSION = new LuaScript(`
 local current = redis.call('HGET', KEYS[2], ARGV[1])
-if current and ARGV[2] ~= '' and current ~= ARGV[2] then return 0 end
+if current and ARGV[2] ~= '' and current ~= ARGV[2] then
+  if current ~= ARGV[4] then return current end
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+end
 if ARGV[3] == '0' then
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+  if not current and ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
 else
   redis.call('SREM', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
 return 1
+`);
+
+// The registry without the sessions whose purge has tombstoned them (the tombstone names the
+// registration kept, or none is kept): being purged, or left listed by a purge that stopped
+// before its unlisting (its worker died), gone. KEYS as LIST_SESSION's first three.
+const LISTED_SESSIONS = new LuaScript(`
+local ids = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local deleted = redis.call('HGET', KEYS[3], id)
+  if not deleted or (redis.call('HGET', KEYS[2], id) or deleted) ~= deleted then
+    ids[#ids + 1] = id
+  end
+end
+return ids
+`);
+
+// ARGV[1] 'find': of the ids after it, the tombstoned registration of each listed one whose
+// purge has tombstoned it (as LISTED_SESSIONS leaves out), else ''. 'finish': ARGV pairs after
+// it of an id and such a registration whose keys are gone since it was found: each one's purge
+// ended, unlisted, while it is still that registration tombstoned and kept (or none kept), so
+// none made since is touched. KEYS as LIST_SESSION's first three. The registrations found, or
+// how many were unlisted.
+const PURGE_LEFTOVERS = new LuaScript(`
+local function leftover(id)
+  local deleted = redis.call('HGET', KEYS[3], id)
+  if deleted and redis.call('SISMEMBER', KEYS[1], id) == 1
+    and (redis.call('HGET', KEYS[2], id) or deleted) == deleted then return deleted end
+  return ''
+end
+if ARGV[1] == 'find' then
+  local found = {}
+  for i = 2, #ARGV do found[i - 1] = leftover(ARGV[i]) end
+  return found
+end
+local unlisted = 0
+for i = 2, #ARGV, 2 do
+  if leftover(ARGV[i]) == ARGV[i + 1] then
+    unlisted = unlisted + redis.call('SREM', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+end
+return unlisted
 `);
 
 // A purge's step in the session's shard: its keys go, and its deliveries leave its shard's
@@ -229,12 +286,18 @@ export class SessionRepository {
       await LIST_FOR_PURGE.run(this.redis, this.registryKeys(), [sessionId, createdAt]);
       return false;
     }
-    const listed = await LIST_SESSION.run(
-      this.redis,
-      [...this.registryKeys(), this.keys.shards()],
-      [sessionId, createdAt, shardOf(sessionId)],
-    );
-    if (listed === -1) return false;
+    const keys = [...this.registryKeys(), this.keys.shards()];
+    const args = [sessionId, createdAt, shardOf(sessionId)];
+    let listed = await LIST_SESSION.run(this.redis, keys, args);
+    // Another registration holds the id while the hash is still this one: that one has no hash
+    // (Redis lost it, the root's slot kept; or a version keeping none made this one), stale, not
+    // one made since (it would have this one's hash gone). Replaced, while still the one read.
+    if (
+      typeof listed === 'string' &&
+      (await this.redis.hget(this.keys.session(sessionId), 'createdAt')) === createdAt
+    )
+      listed = await LIST_SESSION.run(this.redis, keys, [...args, listed]);
+    if (typeof listed !== 'number' || listed === -1) return false;
     return made === 1 || listed === 1;
   }
 
@@ -257,8 +320,12 @@ export class SessionRepository {
     return (await this.redis.sismember(this.keys.sessions(), sessionId)) === 1;
   }
 
+  /**
+   * The sessions listed, but for those whose purge has tombstoned them (being purged, or left
+   * listed by a purge that stopped before its end): one script in the root's slot, no hash read.
+   */
   async ids(): Promise<string[]> {
-    return (await this.redis.smembers(this.keys.sessions())).sort();
+    return ((await LISTED_SESSIONS.run(this.redis, this.registryKeys(), [])) as string[]).sort();
   }
 
   async get(sessionId: string): Promise<SessionView | null> {
@@ -272,7 +339,8 @@ export class SessionRepository {
 
   /** Every registered session, or only those of `only` that are registered. */
   async list(only?: string[]): Promise<SessionView[]> {
-    const ids = only ?? (await this.ids());
+    // The whole registry, those being purged with it: a worker's pass purges them again.
+    const ids = only ?? (await this.redis.smembers(this.keys.sessions())).sort();
     if (ids.length === 0) return [];
     const hashes = await hgetallMany(
       this.redis,
@@ -280,7 +348,31 @@ export class SessionRepository {
     );
     // A session unregistered between SMEMBERS and HGETALL has no hash left: leave it out
     // rather than show it with default fields (as a running session, say).
+    const gone = ids.filter((id, i) => !hashes[i].createdAt);
+    if (gone.length > 0) await this.endPurges(gone);
     return ids.flatMap((id, i) => (hashes[i].createdAt ? [toSessionView(id, hashes[i])] : []));
+  }
+
+  /**
+   * Of `sessionIds`, found without a hash, those left listed by a purge that stopped after their
+   * keys went (its worker died) are unlisted, the purge's last step: no pass would purge them
+   * again (they have no hash to be read as deleted). Each one's hash is read again after its
+   * tombstone: one read before may have missed a session made, deleted and tombstoned since.
+   */
+  private async endPurges(sessionIds: string[]): Promise<void> {
+    const registry = this.registryKeys();
+    const found = (await PURGE_LEFTOVERS.run(this.redis, registry, [
+      'find',
+      ...sessionIds,
+    ])) as string[];
+    const leftovers = sessionIds.flatMap((id, i) => (found[i] ? [[id, found[i]]] : []));
+    if (leftovers.length === 0) return;
+    const created = await Promise.all(
+      leftovers.map(([id]) => this.redis.hget(this.keys.session(id), 'createdAt')),
+    );
+    const ended = leftovers.filter(([, registration], i) => created[i] !== registration);
+    if (ended.length > 0)
+      await PURGE_LEFTOVERS.run(this.redis, registry, ['finish', ...ended.flat()]);
   }
 
   async setDesired(sessionId: string, desired: DesiredState): Promise<void> {
@@ -325,11 +417,21 @@ export class SessionRepository {
     // session been made again): its tombstone (root), so no boot brings it back from a disk;
     // its keys (its shard); then its listing (root), last, so a purge that stops before the end
     // leaves it listed, marked deleted, to be purged again by a worker's next pass. Listed
-    // without a hash (stopped before the last step), it is skipped by readers, and a create
-    // makes it again.
+    // without a hash (stopped before the last step), it is skipped by readers, a pass that
+    // lists the sessions does that step (list), and a create makes it again.
     const registry = this.registryKeys();
-    if ((await UNLIST_SESSION.run(this.redis, registry, [sessionId, registration, 0])) !== 1)
-      return false;
+    let tombstoned = await UNLIST_SESSION.run(this.redis, registry, [sessionId, registration, 0]);
+    // Another registration kept beside the registry while the hash is still this one, marked
+    // deleted: stale (an older version purged and made the session again, keeping none), not a
+    // session made again since. Replaced, only while it is still the one read.
+    if (typeof tombstoned === 'string' && (await this.deleting(sessionId, registration)))
+      tombstoned = await UNLIST_SESSION.run(this.redis, registry, [
+        sessionId,
+        registration,
+        0,
+        tombstoned,
+      ]);
+    if (tombstoned !== 1) return false;
     if (!(await this.forget(sessionId, registration))) return false;
     await UNLIST_SESSION.run(this.redis, registry, [sessionId, registration, 1]);
     await this.announce(sessionId);
