@@ -124,6 +124,26 @@ describe('the OpenAPI document', () => {
     expect(missing).toEqual([]);
   });
 
+  it('pre-fills no Idempotency-Key: Swagger UI would send one value on every route, and a second route would get 409', () => {
+    const keyed = operations().flatMap(({ path, method, operation }) =>
+      (operation.parameters ?? [])
+        .filter((p: any) => p.in === 'header' && p.name.toLowerCase() === 'idempotency-key')
+        .map((parameter: any) => ({ where: `${method.toUpperCase()} ${path}`, parameter })),
+    );
+    expect(keyed.length).toBeGreaterThan(5);
+    for (const { where, parameter } of keyed) {
+      expect(
+        parameter.example ??
+          parameter.examples ??
+          parameter.schema?.example ??
+          parameter.schema?.default,
+        where,
+      ).toBeUndefined();
+      // The format is told instead.
+      expect(parameter.description, where).toMatch(/1-255 visible ASCII characters/);
+    }
+  });
+
   it('documents, with an example, the 409 of a reaction or a reply to one of our messages never sent', () => {
     for (const [path, what] of [
       ['/api/v1/messages/{id}/reaction', 'nothing to react to'],

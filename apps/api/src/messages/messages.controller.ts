@@ -53,12 +53,16 @@ const SEND_ERRORS = ApiErrors(
   },
 );
 
+// No example: Swagger UI would fill it in and send it on every route tried, and the second
+// route would get 409 (the key already used for another request) for 24 h.
 const IDEMPOTENCY_HEADER = ApiHeader({
   name: 'Idempotency-Key',
   required: false,
   description:
-    'Repeating a request with the same key within 24 h returns the original message instead of sending again',
-  example: 'order-1042-confirmation',
+    'Optional; 1-255 visible ASCII characters, one per message you mean to send (such as ' +
+    '`order-1042-confirmation`). Repeating a request with the same key within 24 h returns ' +
+    'the original message instead of sending again; the same key with a different request ' +
+    'gets 409.',
 });
 
 const MESSAGE_ID = ApiParam({
