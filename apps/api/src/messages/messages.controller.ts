@@ -24,6 +24,7 @@ import {
   SendTextDto,
 } from './send-message.dto.js';
 import { BatchAcceptedDto } from './batch.dto.js';
+import { ContactExamples, LocationExamples, MediaExamples, TextExamples } from './send-examples.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 /** The 409s of every route that takes an Idempotency-Key (MessagesService.enqueue). */
@@ -84,6 +85,7 @@ export class MessagesController {
     summary: 'Queue a text message',
     description: 'Answers at once; follow the status with GET /api/v1/messages/{id}.',
   })
+  @TextExamples()
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
@@ -104,6 +106,7 @@ export class MessagesController {
       'and `viewOnce` (photos, videos) say how it is shown; at most one of the first three.',
   })
   @ApiConsumes('application/json', 'multipart/form-data')
+  @MediaExamples()
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
@@ -149,6 +152,7 @@ export class MessagesController {
     summary: 'Queue a location',
     description: 'A pin at latitude/longitude, with an optional place name and address.',
   })
+  @LocationExamples()
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
@@ -162,6 +166,7 @@ export class MessagesController {
     summary: 'Queue a contact card',
     description: 'We build the vCard from the name and number; the recipient can message it.',
   })
+  @ContactExamples()
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
