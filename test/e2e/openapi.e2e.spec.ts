@@ -1,4 +1,5 @@
 import { createConfig, lintFromString } from '@redocly/openapi-core';
+import { ERROR_STATUS, type ErrorCode } from '@app/common';
 import { useStack } from '../support/stack.js';
 
 describe('the OpenAPI document', () => {
@@ -157,6 +158,81 @@ describe('the OpenAPI document', () => {
         error: { code: 'CONFLICT', message: expect.stringContaining(what) },
       });
     }
+  });
+
+  it('shows for every error answer an example of its own, with the code the app answers that status with', () => {
+    const wrong: string[] = [];
+    for (const { path, method, operation } of operations()) {
+      const where = `${method.toUpperCase()} ${path}`;
+      const shown = new Map<string, string>();
+      for (const [status, response] of Object.entries(operation.responses) as [string, any][]) {
+        if (Number(status) < 400) continue;
+        // Errors are answered in JSON, whatever the route answers when it succeeds.
+        const types = Object.keys(response.content ?? {});
+        if (types.some((type) => type !== 'application/json'))
+          wrong.push(`${where} ${status}: as ${types.join(', ')}`);
+        const content = response.content?.['application/json'];
+        if (!content) continue;
+        const examples = [
+          ...(content.example !== undefined ? [content.example] : []),
+          ...Object.values(content.examples ?? {}).map((example: any) => example.value),
+        ];
+        if (examples.length === 0) wrong.push(`${where} ${status}: no example`);
+        for (const example of examples) {
+          const code = example?.error?.code;
+          if (example?.ok !== false || ERROR_STATUS[code as ErrorCode] !== Number(status))
+            wrong.push(`${where} ${status}: an example of code ${code}`);
+          if (typeof example?.error?.message !== 'string' || !example.error.message)
+            wrong.push(`${where} ${status}: an example without a message`);
+          const seen = shown.get(JSON.stringify(example));
+          if (seen && seen !== status) wrong.push(`${where} ${status}: the example of ${seen}`);
+          shown.set(JSON.stringify(example), status);
+        }
+      }
+    }
+    expect(wrong.join('\n')).toBe('');
+  });
+
+  it("shows the error answers of a send route in the app's own words", () => {
+    const { responses } = document.paths['/api/v1/messages/text'].post;
+    const example = (status: string) => {
+      const content = responses[status].content['application/json'];
+      return (content.example ?? (Object.values(content.examples)[0] as any).value).error;
+    };
+    expect(example('401')).toEqual({ code: 'UNAUTHORIZED', message: 'Invalid API key' });
+    expect(example('403').message).toMatch(/^This key may .+; this route needs the send scope$/);
+    expect(example('404').message).toMatch(/^Session \w+ does not exist$/);
+    expect(example('413').message).toMatch(/^Request body is too large: this route takes at most/);
+    expect(example('429').message).toMatch(
+      /^Rate limit of \d+ requests a minute reached; retry in/,
+    );
+    expect(example('503').message).toBe('No worker is running; the message was not accepted');
+  });
+
+  it('names on the 403 of every route that takes x-api-key the scope it needs, as the guard answers', () => {
+    const scopeOf = (path: string, method: string) => {
+      const forbidden = document.paths[path][method].responses['403'];
+      const content = forbidden.content['application/json'];
+      const examples = [
+        content.example,
+        ...Object.values(content.examples ?? {}).map((e: any) => e.value),
+      ];
+      const said = /do not include (\w+), which this route needs/.exec(forbidden.description)?.[1];
+      const answered = examples
+        .map((e: any) => /this route needs the (\w+) scope$/.exec(e?.error?.message ?? '')?.[1])
+        .find(Boolean);
+      return said === answered ? said : `${said} / ${answered}`;
+    };
+    for (const { path, method, operation } of operations())
+      if ((operation.security ?? []).some((scheme: any) => 'api-key' in scheme))
+        expect(scopeOf(path, method), `${method.toUpperCase()} ${path}`).toMatch(
+          /^(send|read|sessions|admin)$/,
+        );
+    expect(scopeOf('/api/v1/messages/text', 'post')).toBe('send');
+    expect(scopeOf('/api/v1/sessions/{id}/status', 'get')).toBe('read');
+    expect(scopeOf('/api/v1/sessions/{id}/qr', 'get')).toBe('sessions');
+    expect(scopeOf('/api/v1/sessions/{id}/contacts/{number}/exists', 'get')).toBe('send');
+    expect(scopeOf('/api/v1/keys', 'get')).toBe('admin');
   });
 
   it('documents the 503 of every /api route (Redis cannot be reached) and the 413 of every body', () => {

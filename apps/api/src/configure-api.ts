@@ -1,5 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Type } from '@nestjs/common';
+import { ModulesContainer } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -20,6 +22,7 @@ import { METRICS_SECURITY } from './metrics/metrics.controller.js';
 import { configureAdmin } from './admin/configure-admin.js';
 import { documentCommonErrors } from './docs/common-errors.js';
 import { documentMediaForm } from './docs/media-form.js';
+import { documentScopes } from './docs/scopes.js';
 import { HttpMetrics } from './metrics/http-metrics.js';
 import { MEDIA_ROUTE, configureUploads } from './messages/media-upload.js';
 import { corsOrigins } from './auth/browser-origin.js';
@@ -146,25 +149,31 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
   }
   await configureAdmin(app);
 
+  const controllers = [...app.get(ModulesContainer).values()].flatMap((module) =>
+    [...module.controllers.values()].map((wrapper) => wrapper.metatype as Type),
+  );
   const document = documentMediaForm(
     documentCommonErrors(
-      SwaggerModule.createDocument(
-        app,
-        new DocumentBuilder()
-          .setTitle('WhatsApp gateway')
-          .setDescription(
-            'Send WhatsApp text and media messages from linked sessions. Every answer is an envelope: ' +
-              '`{ "ok": true, "data": ... }` or `{ "ok": false, "error": { "code", "message" } }`.',
-          )
-          .setVersion('1')
-          .addServer(config.BASE_URL ?? '/')
-          .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
-          .addBasicAuth({ type: 'http', scheme: 'basic' }, ADMIN_SECURITY)
-          .addBearerAuth(
-            { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN' },
-            METRICS_SECURITY,
-          )
-          .build(),
+      documentScopes(
+        SwaggerModule.createDocument(
+          app,
+          new DocumentBuilder()
+            .setTitle('WhatsApp gateway')
+            .setDescription(
+              'Send WhatsApp text and media messages from linked sessions. Every answer is an envelope: ' +
+                '`{ "ok": true, "data": ... }` or `{ "ok": false, "error": { "code", "message" } }`.',
+            )
+            .setVersion('1')
+            .addServer(config.BASE_URL ?? '/')
+            .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
+            .addBasicAuth({ type: 'http', scheme: 'basic' }, ADMIN_SECURITY)
+            .addBearerAuth(
+              { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN' },
+              METRICS_SECURITY,
+            )
+            .build(),
+        ),
+        controllers,
       ),
     ),
   );

@@ -1,6 +1,6 @@
 import { applyDecorators, type Type } from '@nestjs/common';
 import { ApiExtraModels, ApiProperty, ApiResponse, getSchemaPath } from '@nestjs/swagger';
-import { ERROR_STATUS } from '@app/common';
+import { ERROR_STATUS, type ErrorCode } from '@app/common';
 
 export class ErrorDetailDto {
   @ApiProperty({ example: 3, description: 'Position of the item in the request (from 0)' })
@@ -60,25 +60,79 @@ export function ApiEnvelope(
   );
 }
 
+/** An error answer's `error`, as an example shows it. */
+export interface ErrorExample {
+  code: ErrorCode;
+  message: string;
+  errorId?: string;
+}
+
 /**
- * Documents error answers of a route, each with the envelope; `example` shows one answer
- * (its error's code and message) where the envelope's own examples would mislead.
+ * What the app answers a status with, in its own words, for a route that shows no example of
+ * its own: without one, Swagger UI shows the envelope's (a 400's) under every status.
+ */
+export const ERROR_EXAMPLES: Record<number, ErrorExample> = {
+  400: {
+    code: 'BAD_REQUEST',
+    message: 'sessionId must be 1-64 letters, digits, _ or -, starting with a letter or digit',
+  },
+  401: { code: 'UNAUTHORIZED', message: 'Invalid API key' },
+  403: { code: 'FORBIDDEN', message: 'This key may read; this route needs the sessions scope' },
+  404: { code: 'NOT_FOUND', message: 'Session main does not exist' },
+  408: {
+    code: 'REQUEST_TIMEOUT',
+    message: 'The request did not arrive in full within REQUEST_TIMEOUT_MS',
+  },
+  409: { code: 'CONFLICT', message: 'Session sales already exists' },
+  413: {
+    code: 'PAYLOAD_TOO_LARGE',
+    message: 'Request body is too large: this route takes at most 1 MiB',
+  },
+  429: {
+    code: 'RATE_LIMITED',
+    message: 'Rate limit of 600 requests a minute reached; retry in 42 s',
+  },
+  500: {
+    code: 'INTERNAL',
+    message: 'Internal error; quote the errorId when reporting it',
+    errorId: '3b9f2c1e-7a4d-4e8b-9c2a-5f1d6e0a8b7c',
+  },
+  503: { code: 'UNAVAILABLE', message: 'Storage (Redis) is unavailable; retry shortly' },
+};
+
+/** The error envelope of `example`, or of the status's own example. */
+export function errorEnvelopeExample(status: number, example?: ErrorExample) {
+  const error = example ?? ERROR_EXAMPLES[status];
+  return error ? { ok: false as const, error } : undefined;
+}
+
+/**
+ * Documents error answers of a route, each with the envelope and an example answer: its own
+ * `example` (its error's code and message), else the status's (ERROR_EXAMPLES).
  */
 export function ApiErrors(
   ...statuses: {
     status: number;
     description: string;
-    example?: { code: string; message: string };
+    example?: ErrorExample;
   }[]
 ) {
   return applyDecorators(
-    ...statuses.map(({ status, description, example }) =>
-      ApiResponse({
+    ApiExtraModels(ErrorEnvelopeDto),
+    ...statuses.map(({ status, description, example }) => {
+      const shown = errorEnvelopeExample(status, example);
+      // As JSON whatever the route produces when it succeeds (a PNG, a file, Prometheus text):
+      // `type` would put the envelope under those.
+      return ApiResponse({
         status,
         description,
-        type: ErrorEnvelopeDto,
-        ...(example ? { example: { ok: false, error: example } } : {}),
-      }),
-    ),
+        content: {
+          'application/json': {
+            schema: { $ref: getSchemaPath(ErrorEnvelopeDto) },
+            ...(shown ? { example: shown } : {}),
+          },
+        },
+      });
+    }),
   );
 }

@@ -27,15 +27,34 @@ import { BatchAcceptedDto } from './batch.dto.js';
 import { ContactExamples, LocationExamples, MediaExamples, TextExamples } from './send-examples.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+const MESSAGE_EXAMPLE = '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01';
 /** The 409s of every route that takes an Idempotency-Key (MessagesService.enqueue). */
 const KEY_CONFLICTS =
   'the Idempotency-Key was used for a different request, its first request is still in progress (retry), or the message it made is no longer kept (MESSAGE_RETENTION_MS)';
+
+const NO_WORKER = {
+  code: 'UNAVAILABLE',
+  message: 'No worker is running; the message was not accepted',
+} as const;
+const NO_MESSAGE = {
+  code: 'NOT_FOUND',
+  message: `Message ${MESSAGE_EXAMPLE} does not exist`,
+} as const;
+const NOT_A_MESSAGE_ID = {
+  code: 'BAD_REQUEST',
+  message: 'id must be a message id (a UUID)',
+} as const;
 
 const SEND_ERRORS = ApiErrors(
   {
     status: 400,
     description:
       'Invalid body, unknown field or malformed Idempotency-Key; or replyTo names a message of another chat, or a reaction or a deletion (not a message: nothing to quote)',
+    example: {
+      code: 'BAD_REQUEST',
+      message:
+        'to must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), a group id ending in @g.us, or a chat id ending in @lid, in at most 64 characters',
+    },
   },
   { status: 404, description: 'The session does not exist' },
   {
@@ -47,10 +66,18 @@ const SEND_ERRORS = ApiErrors(
         'replyTo: message 6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01 was cancelled: it was never sent, so there is nothing to quote',
     },
   },
-  { status: 413, description: 'Body larger than 1 MiB (a file: larger than MEDIA_MAX_BYTES)' },
+  {
+    status: 413,
+    description: 'Body larger than 1 MiB (a file: larger than MEDIA_MAX_BYTES)',
+    example: {
+      code: 'PAYLOAD_TOO_LARGE',
+      message: 'Request body is too large: this route takes at most 1 MiB',
+    },
+  },
   {
     status: 503,
     description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+    example: NO_WORKER,
   },
 );
 
@@ -68,7 +95,7 @@ const IDEMPOTENCY_HEADER = ApiHeader({
 
 const MESSAGE_ID = ApiParam({
   name: 'id',
-  example: '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01',
+  example: MESSAGE_EXAMPLE,
   description: 'Message id',
 });
 
@@ -129,12 +156,25 @@ export class MessagesController {
     {
       status: 400,
       description: 'Invalid body, or invalid messages (each listed in error.details by index)',
+      example: {
+        code: 'BAD_REQUEST',
+        message:
+          '1 of 2 messages are invalid; nothing was queued: #1: text must be shorter than or equal to 4096 characters',
+      },
     },
     { status: 404, description: 'A session does not exist' },
-    { status: 413, description: 'Body larger than 8 MiB' },
+    {
+      status: 413,
+      description: 'Body larger than 8 MiB',
+      example: {
+        code: 'PAYLOAD_TOO_LARGE',
+        message: 'Request body is too large: this route takes at most 8 MiB',
+      },
+    },
     {
       status: 503,
       description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+      example: NO_WORKER,
     },
   )
   sendBatch(@Body() dto: SendBatchDto, @Req() req: FastifyRequest) {
@@ -193,8 +233,19 @@ export class MessagesController {
       status: 400,
       description:
         'Not a message id, or not an emoji; or the id is of a reaction or a deletion (not a message: nothing to react to)',
+      example: {
+        code: 'BAD_REQUEST',
+        message: 'emoji must be one emoji (👍, ❤️, 👍🏽, 🇩🇪), or empty to take a reaction back',
+      },
     },
-    { status: 404, description: 'No such message' },
+    {
+      status: 404,
+      description: 'No such message',
+      example: {
+        code: 'NOT_FOUND',
+        message: 'Message in_3f9a1c0e5b7d2a4c6e8f0a1b does not exist',
+      },
+    },
     {
       status: 409,
       description: `Conflict: the message is one of ours that failed or was cancelled (never sent: nothing to react to), or ${KEY_CONFLICTS}`,
@@ -207,6 +258,7 @@ export class MessagesController {
     {
       status: 503,
       description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+      example: NO_WORKER,
     },
   )
   react(@Param('id') id: string, @Body() dto: ReactionDto, @Req() req: FastifyRequest) {
@@ -228,15 +280,21 @@ export class MessagesController {
       status: 400,
       description:
         'Not one of our message ids, or the id is of a reaction or a deletion (not a message: an empty emoji takes a reaction back)',
+      example: { code: 'BAD_REQUEST', message: 'id must be one of our message ids (a UUID)' },
     },
-    { status: 404, description: 'No such message' },
+    { status: 404, description: 'No such message', example: NO_MESSAGE },
     {
       status: 409,
       description: `The message was not sent (yet), or ${KEY_CONFLICTS}`,
+      example: {
+        code: 'CONFLICT',
+        message: `Message ${MESSAGE_EXAMPLE} was not sent: only a sent message can be deleted (cancel one still waiting)`,
+      },
     },
     {
       status: 503,
       description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+      example: NO_WORKER,
     },
   )
   revoke(@Param('id') id: string, @Req() req: FastifyRequest) {
@@ -255,15 +313,20 @@ export class MessagesController {
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'The new message, queued' })
   @ApiErrors(
-    { status: 400, description: 'Not a message id' },
-    { status: 404, description: 'No such message' },
+    { status: 400, description: 'Not a message id', example: NOT_A_MESSAGE_ID },
+    { status: 404, description: 'No such message', example: NO_MESSAGE },
     {
       status: 409,
       description: `Neither failed nor overdue, already resent, its file (sent with the request) is gone, or ${KEY_CONFLICTS}`,
+      example: {
+        code: 'CONFLICT',
+        message: `Message ${MESSAGE_EXAMPLE} is delivered: only a failed message, or a sent one WhatsApp never acknowledged (ackOverdueAt), can be resent`,
+      },
     },
     {
       status: 503,
       description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+      example: NO_WORKER,
     },
   )
   resend(@Param('id') id: string, @Req() req: FastifyRequest) {
@@ -279,9 +342,16 @@ export class MessagesController {
   @MESSAGE_ID
   @ApiEnvelope(MessageDto, { description: 'Cancelled: the message with status cancelled' })
   @ApiErrors(
-    { status: 400, description: 'Not a message id' },
-    { status: 404, description: 'No such message' },
-    { status: 409, description: 'The message is being sent, was sent or failed' },
+    { status: 400, description: 'Not a message id', example: NOT_A_MESSAGE_ID },
+    { status: 404, description: 'No such message', example: NO_MESSAGE },
+    {
+      status: 409,
+      description: 'The message is being sent, was sent or failed',
+      example: {
+        code: 'CONFLICT',
+        message: `Message ${MESSAGE_EXAMPLE} is sent: only a scheduled or queued message can be cancelled`,
+      },
+    },
   )
   cancel(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.messages.cancel(id, req.principal?.sessions));
@@ -292,8 +362,8 @@ export class MessagesController {
   @MESSAGE_ID
   @ApiEnvelope(MessageDto)
   @ApiErrors(
-    { status: 400, description: 'Not a message id' },
-    { status: 404, description: 'No such message' },
+    { status: 400, description: 'Not a message id', example: NOT_A_MESSAGE_ID },
+    { status: 404, description: 'No such message', example: NO_MESSAGE },
   )
   get(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.messages.get(id, req.principal?.sessions));

@@ -45,8 +45,19 @@ export abstract class SessionActions {
   })
   @ApiEnvelope(SessionStatusDto, { status: 201, description: 'Registered; a worker starts it' })
   @ApiErrors(
-    { status: 400, description: 'Malformed id' },
-    { status: 409, description: 'A session with this id exists, or is still being deleted' },
+    {
+      status: 400,
+      description: 'Malformed id',
+      example: {
+        code: 'BAD_REQUEST',
+        message: 'id must be 1-64 letters, digits, _ or -, starting with a letter or digit',
+      },
+    },
+    {
+      status: 409,
+      description: 'A session with this id exists, or is still being deleted',
+      example: { code: 'CONFLICT', message: 'Session sales already exists' },
+    },
   )
   create(@Body() dto: CreateSessionDto, @Req() req: FastifyRequest) {
     auditTarget(req, { id: dto.id });
@@ -73,6 +84,7 @@ export abstract class SessionActions {
     {
       status: 404,
       description: 'No such session, or no QR right now (the message says the status)',
+      example: { code: 'NOT_FOUND', message: 'Session main has no QR code to scan (status READY)' },
     },
   )
   async qr(@Param('id') id: string) {
@@ -91,13 +103,29 @@ export abstract class SessionActions {
   @SESSION_ID
   @ApiEnvelope(PairingCodeDto)
   @ApiErrors(
-    { status: 400, description: 'Malformed session id, or not a phone number' },
+    {
+      status: 400,
+      description: 'Malformed session id, or not a phone number',
+      example: {
+        code: 'BAD_REQUEST',
+        message:
+          'phone must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), written in at most 64 characters',
+      },
+    },
     { status: 404, description: 'No such session' },
-    { status: 409, description: 'Already linked, not waiting to be linked, or refused' },
+    {
+      status: 409,
+      description: 'Already linked, not waiting to be linked, or refused',
+      example: { code: 'CONFLICT', message: 'Session main is already linked' },
+    },
     {
       status: 503,
       description:
         'No worker drives the session or none produced a code in time, or Redis cannot be reached',
+      example: {
+        code: 'UNAVAILABLE',
+        message: 'No worker drives main now; is the session running?',
+      },
     },
   )
   pairingCode(@Param('id') id: string, @Body() dto: PairingCodeRequestDto) {
@@ -135,7 +163,14 @@ export abstract class SessionActions {
   @ApiErrors(
     { status: 400, description: 'Malformed session id' },
     { status: 404, description: 'No such session' },
-    { status: 409, description: 'Not the sandbox engine' },
+    {
+      status: 409,
+      description: 'Not the sandbox engine',
+      example: {
+        code: 'CONFLICT',
+        message: 'Linking without a phone works with the sandbox engine only',
+      },
+    },
   )
   link(@Param('id') id: string) {
     return ok(this.sessions.link(id));
@@ -151,6 +186,11 @@ export abstract class SessionActions {
     status: 409,
     description:
       'The active session (sends without a sessionId go to it): make another active first',
+    example: {
+      code: 'CONFLICT',
+      message:
+        'Session main is the active one (sends without a sessionId go to it): make another session active first (PUT /api/v1/sessions/active)',
+    },
   })
   remove(@Param('id') id: string) {
     return ok(this.sessions.remove(id));
