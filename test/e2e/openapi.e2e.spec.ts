@@ -259,6 +259,29 @@ describe('the OpenAPI document', () => {
     expect(description('SessionEventDataDto')).not.toMatch(/scope/);
   });
 
+  it('describes a received reaction as the api answers it, {emoji, targetId}, not as the reaction one sends', () => {
+    const schemas = document.components.schemas as Record<string, any>;
+    const reactionOf = (schema: string) => {
+      const property = schemas[schema].properties.reaction;
+      const ref = (property.$ref ?? property.allOf?.[0]?.$ref) as string;
+      return schemas[ref.split('/').pop()!];
+    };
+    for (const schema of ['IncomingMessageDto', 'SandboxIncomingDto']) {
+      const reaction = reactionOf(schema);
+      expect(Object.keys(reaction.properties).sort(), schema).toEqual(['emoji', 'targetId']);
+      expect(reaction.required, schema).toEqual(['emoji', 'targetId']);
+      expect(reaction.properties.emoji.description, schema).not.toMatch(/our reaction/);
+    }
+    // The send route's body is still the one to send: an emoji, '' taking ours back.
+    const sent = document.paths['/api/v1/messages/{id}/reaction'].post.requestBody.content[
+      'application/json'
+    ].schema.$ref
+      .split('/')
+      .pop();
+    expect(Object.keys(schemas[sent].properties)).toEqual(['emoji']);
+    expect(schemas[sent].properties.emoji.description).toMatch(/takes our reaction back/);
+  });
+
   it('gives every field of every JSON request body an example', () => {
     const schemas = document.components.schemas as Record<string, any>;
     for (const { path, method, operation } of operations()) {

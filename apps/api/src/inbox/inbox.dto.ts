@@ -77,8 +77,16 @@ class LocationDto {
   address?: string;
 }
 
-class ReactionDto {
-  @ApiProperty({ example: '👍', description: "'' takes a reaction back" })
+/**
+ * A reaction someone sent, as a received message holds it (and a sandbox message gives it).
+ * Not the send route's ReactionDto (an emoji alone): its own name, or Swagger would show one
+ * schema for both.
+ */
+class ReceivedReactionDto {
+  @ApiProperty({
+    example: '👍',
+    description: "The emoji reacted with; '' when the sender took their reaction back",
+  })
   @IsString()
   @MaxLength(16)
   emoji: string;
@@ -160,8 +168,13 @@ export class IncomingMessageDto implements IncomingRecord {
   location: LocationDto | null;
   @ApiProperty({ nullable: true, type: [String], example: null })
   vcards: string[] | null;
-  @ApiProperty({ nullable: true, type: ReactionDto, example: null })
-  reaction: ReactionDto | null;
+  @ApiProperty({
+    nullable: true,
+    type: ReceivedReactionDto,
+    example: null,
+    description: 'A reaction (type `reaction`): the emoji and the message reacted to',
+  })
+  reaction: ReceivedReactionDto | null;
   @ApiProperty({ nullable: true, type: IncomingMediaDto, example: null })
   media: IncomingMediaDto | null;
 }
@@ -278,14 +291,14 @@ export class SandboxIncomingDto {
   location?: LocationDto;
 
   @ApiPropertyOptional({
-    type: ReactionDto,
+    type: ReceivedReactionDto,
     example: { emoji: '👍', targetId: 'sandbox_6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11' },
   })
   @IsOptional()
   @IsObject({ message: 'reaction must be an object' })
   @ValidateNested()
-  @Type(() => ReactionDto)
-  reaction?: ReactionDto;
+  @Type(() => ReceivedReactionDto)
+  reaction?: ReceivedReactionDto;
 
   @ApiPropertyOptional({
     type: SandboxMediaDto,
