@@ -275,6 +275,35 @@ describe('incoming messages', () => {
     }
   });
 
+  it('refuses with 400 a sandbox message of more than one kind, and takes a text with media as its caption', async () => {
+    const location = { latitude: 52.520008, longitude: 13.404954 };
+    const reaction = { emoji: '👍', targetId: 'sandbox_abc' };
+    const media = { mimetype: 'image/png', dataBase64: PNG.toString('base64') };
+    const from = '4915100000009';
+    for (const [body, kinds] of [
+      [{ text: 'here', location }, 'text and location'],
+      [{ text: 'nice', reaction }, 'text and reaction'],
+      [{ media, location }, 'media and location'],
+      [{ location, reaction }, 'location and reaction'],
+      [{ text: 'x', media, location, reaction }, 'text, media, location and reaction'],
+    ] as const) {
+      const answer = await inject({ from, ...body });
+      expect({ kinds, status: answer.status }).toEqual({ kinds, status: 400 });
+      expect(answer.body.error).toEqual({
+        code: 'BAD_REQUEST',
+        message: `give one kind of message: text, media (with text as its caption), location or reaction; this one has ${kinds}`,
+      });
+    }
+    const captioned = await inject({ from, text: 'a dot', media });
+    expect(captioned.status).toBe(202);
+    expect(await received(captioned.body.data.id)).toMatchObject({
+      type: 'image',
+      body: 'a dot',
+      location: null,
+      reaction: null,
+    });
+  });
+
   it('keeps incoming messages for MESSAGE_RETENTION_MS', async () => {
     const answer = await inject({ from: '4915100000009', text: 'retained' });
     const record = await received(answer.body.data.id);

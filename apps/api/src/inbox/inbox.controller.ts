@@ -135,14 +135,16 @@ export class InboxController {
   @ApiOperation({
     summary: 'Sandbox only: the session receives a message, as if someone sent it',
     description:
-      'For testing inbound flows: it is recorded, listed and sent to webhooks like a real one once the session is READY.',
+      'For testing inbound flows: it is recorded, listed and sent to webhooks like a real one once the session is READY. ' +
+      'One kind of message: a text, media (a text with it is its caption), a location or a reaction.',
   })
   @SESSION_ID
   @ApiEnvelope(SandboxIncomingAcceptedDto, { status: 202 })
   @ApiErrors(
     {
       status: 400,
-      description: 'Invalid body',
+      description:
+        'Invalid body, no content, or more than one kind of message (text, media, location, reaction: a text with media is its caption)',
       example: {
         code: 'BAD_REQUEST',
         message: 'give at least one of text, media, location or reaction',

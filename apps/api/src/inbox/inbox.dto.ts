@@ -253,7 +253,11 @@ export class SandboxIncomingDto {
   @IsPhone()
   from: string;
 
-  @ApiPropertyOptional({ example: 'Is my order on its way?' })
+  @ApiPropertyOptional({
+    example: 'Is my order on its way?',
+    description:
+      'A text, or the caption of `media`. Give one kind of message: text, media, location or reaction',
+  })
   @IsOptional()
   @IsString()
   @MaxLength(4096)

@@ -92,6 +92,7 @@ export class InboxService {
     await this.sessions.existing(sessionId);
     if (!dto.text && !dto.media && !dto.location && !dto.reaction)
       throw new AppError('BAD_REQUEST', 'give at least one of text, media, location or reaction');
+    assertOneKind(dto);
     if (
       dto.media &&
       Buffer.byteLength(dto.media.dataBase64, 'base64') > this.config.MEDIA_MAX_BYTES
@@ -114,4 +115,20 @@ export class InboxService {
       );
     return { id: incomingMessageId(sessionId, engineMessageId), engineMessageId };
   }
+}
+
+/**
+ * A message is of one kind, as WhatsApp's are: a text, a file (a text with it is its caption),
+ * a location or a reaction. Several were recorded as one of them with the others' fields kept
+ * (a reaction with a body and a location).
+ */
+function assertOneKind(dto: SandboxIncomingDto): void {
+  const given = (['text', 'media', 'location', 'reaction'] as const).filter((kind) => dto[kind]);
+  const kinds = given.filter((kind) => !(kind === 'text' && dto.media));
+  if (kinds.length <= 1) return;
+  const named = `${given.slice(0, -1).join(', ')} and ${given.at(-1)}`;
+  throw new AppError(
+    'BAD_REQUEST',
+    `give one kind of message: text, media (with text as its caption), location or reaction; this one has ${named}`,
+  );
 }
