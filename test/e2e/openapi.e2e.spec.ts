@@ -235,6 +235,20 @@ describe('the OpenAPI document', () => {
     expect(scopeOf('/api/v1/keys', 'get')).toBe('admin');
   });
 
+  it('documents the 404 of a send route for an unknown session and for a replyTo that does not exist', () => {
+    for (const route of ['text', 'media', 'location', 'contact']) {
+      const notFound = document.paths[`/api/v1/messages/${route}`].post.responses['404'];
+      expect(notFound.description, route).toMatch(/session.*replyTo/i);
+      const messages = Object.values(notFound.content['application/json'].examples ?? {}).map(
+        (example: any) => example.value.error.message,
+      );
+      expect(messages, route).toEqual([
+        expect.stringMatching(/^Session \w+ does not exist$/),
+        expect.stringMatching(/^replyTo: message \S+ does not exist$/),
+      ]);
+    }
+  });
+
   it('documents the 503 of every /api route (Redis cannot be reached) and the 413 of every body', () => {
     const missing: string[] = [];
     for (const { path, method, operation } of operations()) {
@@ -406,5 +420,33 @@ describe("the send routes' example request bodies, tried as Swagger UI sends the
     }
     expect(named).toBeGreaterThan(8);
     expect(problems).toEqual([]);
+  });
+
+  it('answers each session command, and link on a linked session, as its schema says', async () => {
+    const document = (await stack.call('GET', '/api/openapi')).body;
+    const commands = document.components.schemas.SessionCommandAcceptedDto.properties.command.enum;
+    await stack.waitReady();
+    await stack.call('POST', '/api/v1/sessions', { id: 'other' });
+    const answered: string[] = [];
+    for (const [method, path] of [
+      ['POST', '/api/v1/sessions/main/link'],
+      ['POST', '/api/v1/sessions/main/reconnect'],
+      ['POST', '/api/v1/sessions/other/logout'],
+      ['DELETE', '/api/v1/sessions/other'],
+    ]) {
+      const answer = await stack.call(method, path);
+      const documented = Object.keys(
+        document.paths[path.replace(/main|other/, '{id}')][method.toLowerCase()].responses,
+      );
+      expect({ path, status: answer.status }).toEqual({ path, status: 202 });
+      expect(documented, path).toContain('202');
+      answered.push(answer.body.data.command);
+    }
+    expect(answered.filter((command) => !commands.includes(command))).toEqual([]);
+    expect([...commands].sort()).toEqual([...new Set(answered)].sort());
+    // main was READY: link took nothing back, and says so.
+    const link = document.paths['/api/v1/sessions/{id}/link'].post.responses;
+    expect(link['202'].description).toMatch(/already linked/);
+    expect(link['409'].description).not.toMatch(/linked/);
   });
 });

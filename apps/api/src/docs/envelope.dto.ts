@@ -108,18 +108,20 @@ export function errorEnvelopeExample(status: number, example?: ErrorExample) {
 
 /**
  * Documents error answers of a route, each with the envelope and an example answer: its own
- * `example` (its error's code and message), else the status's (ERROR_EXAMPLES).
+ * `example` (its error's code and message), or several named `examples` for a status given
+ * for more than one reason, else the status's (ERROR_EXAMPLES).
  */
 export function ApiErrors(
   ...statuses: {
     status: number;
     description: string;
     example?: ErrorExample;
+    examples?: Record<string, { summary: string; error: ErrorExample }>;
   }[]
 ) {
   return applyDecorators(
     ApiExtraModels(ErrorEnvelopeDto),
-    ...statuses.map(({ status, description, example }) => {
+    ...statuses.map(({ status, description, example, examples }) => {
       const shown = errorEnvelopeExample(status, example);
       // As JSON whatever the route produces when it succeeds (a PNG, a file, Prometheus text):
       // `type` would put the envelope under those.
@@ -129,7 +131,18 @@ export function ApiErrors(
         content: {
           'application/json': {
             schema: { $ref: getSchemaPath(ErrorEnvelopeDto) },
-            ...(shown ? { example: shown } : {}),
+            ...(examples
+              ? {
+                  examples: Object.fromEntries(
+                    Object.entries(examples).map(([name, { summary, error }]) => [
+                      name,
+                      { summary, value: { ok: false, error } },
+                    ]),
+                  ),
+                }
+              : shown
+                ? { example: shown }
+                : {}),
           },
         },
       });

@@ -56,7 +56,24 @@ const SEND_ERRORS = ApiErrors(
         'to must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), a group id ending in @g.us, or a chat id ending in @lid, in at most 64 characters',
     },
   },
-  { status: 404, description: 'The session does not exist' },
+  {
+    status: 404,
+    description:
+      'The session does not exist, or replyTo names a message that does not exist (or is no longer kept)',
+    examples: {
+      session: {
+        summary: 'No such session',
+        error: { code: 'NOT_FOUND', message: 'Session sales does not exist' },
+      },
+      replyTo: {
+        summary: 'No such message to reply to',
+        error: {
+          code: 'NOT_FOUND',
+          message: 'replyTo: message in_3f6b0c4d2a1e9f8b7c6d5e4f3a2b1c0d does not exist',
+        },
+      },
+    },
+  },
   {
     status: 409,
     description: `Conflict: replyTo names one of our messages that failed or was cancelled (never sent: nothing to quote), or ${KEY_CONFLICTS}`,

@@ -157,9 +157,16 @@ export abstract class SessionActions {
 
   @Post(':id/link')
   @HttpCode(202)
-  @ApiOperation({ summary: 'Sandbox only: link now, as if the QR had been scanned' })
+  @ApiOperation({
+    summary: 'Sandbox only: link now, as if the QR had been scanned',
+    description:
+      'The owning worker links the session at once; a session already linked stays as it is (202 all the same: a repeated link is no error).',
+  })
   @SESSION_ID
-  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
+  @ApiEnvelope(SessionCommandAcceptedDto, {
+    status: 202,
+    description: 'Accepted; a session already linked is left as it is',
+  })
   @ApiErrors(
     { status: 400, description: 'Malformed session id' },
     { status: 404, description: 'No such session' },
