@@ -330,11 +330,11 @@ describe('the OpenAPI document', () => {
     expect(errors).toEqual([]);
   });
 
-  it('documents the METRICS_TOKEN bearer scheme on /metrics', () => {
-    expect(document.components.securitySchemes['metrics-token']).toMatchObject({
-      type: 'http',
-      scheme: 'bearer',
-    });
+  it('documents the METRICS_TOKEN bearer scheme on /metrics, an opaque token (not a JWT)', () => {
+    const scheme = document.components.securitySchemes['metrics-token'];
+    expect(scheme).toMatchObject({ type: 'http', scheme: 'bearer' });
+    expect(scheme.bearerFormat).toBeUndefined();
+    expect(scheme.description).toMatch(/METRICS_TOKEN.*opaque/);
     expect(document.paths['/metrics'].get.security).toContainEqual({ 'metrics-token': [] });
   });
 

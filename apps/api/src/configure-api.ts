@@ -167,10 +167,13 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
             .addServer(config.BASE_URL ?? '/')
             .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
             .addBasicAuth({ type: 'http', scheme: 'basic' }, ADMIN_SECURITY)
-            .addBearerAuth(
-              { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN' },
-              METRICS_SECURITY,
-            )
+            // Not addBearerAuth: it says bearerFormat JWT, and METRICS_TOKEN is opaque.
+            .addSecurity(METRICS_SECURITY, {
+              type: 'http',
+              scheme: 'bearer',
+              description:
+                'METRICS_TOKEN, an opaque token of your choosing: `Authorization: Bearer <METRICS_TOKEN>`',
+            })
             .build(),
         ),
         controllers,
