@@ -330,6 +330,33 @@ describe('the OpenAPI document', () => {
     expect(errors).toEqual([]);
   });
 
+  it('asks the admin routes for the CSRF token on POST, PUT and DELETE only, where it is required', () => {
+    const admin = operations().filter(({ operation }) =>
+      (operation.security ?? []).some((scheme: any) => 'admin' in scheme),
+    );
+    const csrfOf = (operation: any) =>
+      (operation.parameters ?? []).find((p: any) => p.in === 'header' && p.name === 'x-csrf-token');
+    const wrong: string[] = [];
+    for (const { path, method, operation } of admin) {
+      const where = `${method.toUpperCase()} ${path}`;
+      const csrf = csrfOf(operation);
+      const forbidden = operation.responses['403'];
+      if (method === 'get') {
+        if (csrf) wrong.push(`${where}: an x-csrf-token header`);
+        if (/CSRF|cross-site/i.test(JSON.stringify(forbidden ?? {})))
+          wrong.push(`${where}: a 403 for a CSRF token`);
+      } else if (!csrf?.required || /^Required on/.test(csrf.description))
+        wrong.push(`${where}: a required x-csrf-token header`);
+    }
+    expect(admin.filter(({ method }) => method === 'get').length).toBeGreaterThan(3);
+    expect(wrong).toEqual([]);
+    // The 403 a GET can get: the open admin's Host check.
+    const qr = document.paths['/api/admin/sessions/{id}/qr'].get.responses['403'];
+    expect(qr.content['application/json'].example.error.message).toMatch(
+      /^Without ADMIN_PASSWORD the admin answers only to/,
+    );
+  });
+
   it('documents the METRICS_TOKEN bearer scheme on /metrics, an opaque token (not a JWT)', () => {
     const scheme = document.components.securitySchemes['metrics-token'];
     expect(scheme).toMatchObject({ type: 'http', scheme: 'bearer' });

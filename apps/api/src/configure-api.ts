@@ -21,6 +21,7 @@ import { ADMIN_SECURITY } from './admin/admin-auth.decorator.js';
 import { METRICS_SECURITY } from './metrics/metrics.controller.js';
 import { configureAdmin } from './admin/configure-admin.js';
 import { documentCommonErrors } from './docs/common-errors.js';
+import { documentAdminCsrf } from './docs/admin-csrf.js';
 import { documentMediaForm } from './docs/media-form.js';
 import { documentScopes } from './docs/scopes.js';
 import { HttpMetrics } from './metrics/http-metrics.js';
@@ -152,31 +153,33 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
   const controllers = [...app.get(ModulesContainer).values()].flatMap((module) =>
     [...module.controllers.values()].map((wrapper) => wrapper.metatype as Type),
   );
-  const document = documentMediaForm(
-    documentCommonErrors(
-      documentScopes(
-        SwaggerModule.createDocument(
-          app,
-          new DocumentBuilder()
-            .setTitle('WhatsApp gateway')
-            .setDescription(
-              'Send WhatsApp text and media messages from linked sessions. Every answer is an envelope: ' +
-                '`{ "ok": true, "data": ... }` or `{ "ok": false, "error": { "code", "message" } }`.',
-            )
-            .setVersion('1')
-            .addServer(config.BASE_URL ?? '/')
-            .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
-            .addBasicAuth({ type: 'http', scheme: 'basic' }, ADMIN_SECURITY)
-            // Not addBearerAuth: it says bearerFormat JWT, and METRICS_TOKEN is opaque.
-            .addSecurity(METRICS_SECURITY, {
-              type: 'http',
-              scheme: 'bearer',
-              description:
-                'METRICS_TOKEN, an opaque token of your choosing: `Authorization: Bearer <METRICS_TOKEN>`',
-            })
-            .build(),
+  const document = documentAdminCsrf(
+    documentMediaForm(
+      documentCommonErrors(
+        documentScopes(
+          SwaggerModule.createDocument(
+            app,
+            new DocumentBuilder()
+              .setTitle('WhatsApp gateway')
+              .setDescription(
+                'Send WhatsApp text and media messages from linked sessions. Every answer is an envelope: ' +
+                  '`{ "ok": true, "data": ... }` or `{ "ok": false, "error": { "code", "message" } }`.',
+              )
+              .setVersion('1')
+              .addServer(config.BASE_URL ?? '/')
+              .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
+              .addBasicAuth({ type: 'http', scheme: 'basic' }, ADMIN_SECURITY)
+              // Not addBearerAuth: it says bearerFormat JWT, and METRICS_TOKEN is opaque.
+              .addSecurity(METRICS_SECURITY, {
+                type: 'http',
+                scheme: 'bearer',
+                description:
+                  'METRICS_TOKEN, an opaque token of your choosing: `Authorization: Bearer <METRICS_TOKEN>`',
+              })
+              .build(),
+          ),
+          controllers,
         ),
-        controllers,
       ),
     ),
   );
