@@ -112,6 +112,10 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
     done();
   });
   server.addHook('onRequest', refuseUnreadableBodies);
+  // Fastify reads text/plain as a string, which validation then refused field by field (a JSON
+  // body sent with the wrong type got a dozen errors): no route takes text, so it is refused as
+  // every other type but JSON is, 'Unsupported Content-Type: send JSON'.
+  server.removeContentTypeParser('text/plain');
   // A line per answered request (loggerParams says why not nestjs-pino's middleware).
   const log = PinoLogger.root;
   const line = (request: FastifyRequest, statusCode: number | null, responseTimeMs?: number) =>
