@@ -304,6 +304,46 @@ describe('incoming messages', () => {
     });
   });
 
+  it('filters a conversation by a phone number as a send takes it, or by a chat id, and refuses anything else with 400', async () => {
+    const answer = await inject({ from: '+49 151 0000 0042', text: 'by number' });
+    const id = answer.body.data.id;
+    await received(id);
+    for (const chatId of [
+      '4915100000042',
+      '+49 151 0000 0042',
+      '004915100000042',
+      '4915100000042@c.us',
+    ]) {
+      const list = await stack.call(
+        'GET',
+        `/api/v1/sessions/main/messages?chatId=${encodeURIComponent(chatId)}`,
+      );
+      expect({ chatId, status: list.status }).toEqual({ chatId, status: 200 });
+      expect({ chatId, ids: list.body.data.items.map((item: { id: string }) => item.id) }).toEqual({
+        chatId,
+        ids: [id],
+      });
+    }
+    for (const chatId of ['0151 0000 0042', 'someone', '12']) {
+      const list = await stack.call(
+        'GET',
+        `/api/v1/sessions/main/messages?chatId=${encodeURIComponent(chatId)}`,
+      );
+      expect({ chatId, status: list.status, body: list.body }).toEqual({
+        chatId,
+        status: 400,
+        body: {
+          ok: false,
+          error: {
+            code: 'BAD_REQUEST',
+            message:
+              'chatId must be a phone number in international format (as `to` takes it) or a chat id (...@c.us, ...@g.us, ...@lid)',
+          },
+        },
+      });
+    }
+  });
+
   it('keeps incoming messages for MESSAGE_RETENTION_MS', async () => {
     const answer = await inject({ from: '4915100000009', text: 'retained' });
     const record = await received(answer.body.data.id);

@@ -36,7 +36,11 @@ export class ListMessagesQueryDto {
   @IsIn(['in', 'out'])
   direction?: 'in' | 'out';
 
-  @ApiPropertyOptional({ example: '4915123456789@c.us', description: 'Only this chat' })
+  @ApiPropertyOptional({
+    example: '4915123456789',
+    description:
+      'Only this chat: a phone number in international format (as `to` takes it), or a chat id (`...@c.us`, `...@g.us`, `...@lid`)',
+  })
   @IsOptional()
   @IsString()
   @MaxLength(128)

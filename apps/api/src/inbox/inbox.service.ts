@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { assertSessionAllowed } from '../auth/api-keys.service.js';
 import { randomUUID } from 'node:crypto';
-import { AppError, phoneDigits } from '@app/common';
+import { AppError, phoneDigits, toChatId } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
   IncomingRepository,
@@ -41,7 +41,7 @@ export class InboxService {
       return await this.incoming.conversation({
         sessionId,
         direction: query.direction,
-        chatId: query.chatId,
+        chatId: query.chatId === undefined ? undefined : chatFilter(query.chatId),
         before: query.before,
         limit: query.limit ?? 50,
       });
@@ -131,4 +131,19 @@ function assertOneKind(dto: SandboxIncomingDto): void {
     'BAD_REQUEST',
     `give one kind of message: text, media (with text as its caption), location or reaction; this one has ${named}`,
   );
+}
+
+/**
+ * The chat a conversation is filtered by: a phone number as a send's `to` takes it (matched as
+ * `<digits>@c.us`, as the records hold it), or a chat id as it is. Anything else matched nothing,
+ * silently: it is refused.
+ */
+function chatFilter(chatId: string): string {
+  const chat = toChatId(chatId) ?? (/^[^@\s]+@(c\.us|g\.us|lid)$/.test(chatId) ? chatId : null);
+  if (!chat)
+    throw new AppError(
+      'BAD_REQUEST',
+      'chatId must be a phone number in international format (as `to` takes it) or a chat id (...@c.us, ...@g.us, ...@lid)',
+    );
+  return chat;
 }
