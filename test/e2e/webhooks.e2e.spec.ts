@@ -265,6 +265,35 @@ describe('webhooks', () => {
     expect(sessions).toEqual(new Set(['main', 'hooked2']));
   });
 
+  it('answers the deliveries of a session that does not exist with 404, as its other routes do (403 to a key not of it)', async () => {
+    for (const query of ['sessionId=ghost', 'sessionId=ghost&status=failed']) {
+      const answer = await stack.call('GET', `/api/v1/webhooks/deliveries?${query}`);
+      expect({ query, status: answer.status, body: answer.body }).toEqual({
+        query,
+        status: 404,
+        body: { ok: false, error: { code: 'NOT_FOUND', message: 'Session ghost does not exist' } },
+      });
+    }
+    const made = await stack.call('POST', '/api/v1/keys', {
+      name: 'main only',
+      scopes: ['read'],
+      sessions: ['main'],
+    });
+    const other = await stack.call(
+      'GET',
+      '/api/v1/webhooks/deliveries?sessionId=ghost',
+      undefined,
+      {
+        'x-api-key': made.body.data.key,
+      },
+    );
+    expect(other.status).toBe(403);
+    const own = await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=main', undefined, {
+      'x-api-key': made.body.data.key,
+    });
+    expect(own.status).toBe(200);
+  });
+
   it('waits at least what Retry-After asks after a 429', async () => {
     const hook = await receiver((n) =>
       n === 1 ? { status: 429, headers: { 'retry-after': '1' } } : 200,

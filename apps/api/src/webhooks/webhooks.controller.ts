@@ -88,14 +88,17 @@ export class WebhooksController {
       'status=failed lists those that gave up (kept WEBHOOK_RETENTION_MS, replayable). Without sessionId, every session a key may use (a key limited to some sessions: the newest of all of theirs).',
   })
   @ApiEnvelope(DeliveryDto, { isArray: true })
-  @ApiErrors({
-    status: 400,
-    description: 'Invalid filter',
-    example: {
-      code: 'BAD_REQUEST',
-      message: 'status must be one of the following values: pending, delivered, failed',
+  @ApiErrors(
+    {
+      status: 400,
+      description: 'Invalid filter',
+      example: {
+        code: 'BAD_REQUEST',
+        message: 'status must be one of the following values: pending, delivered, failed',
+      },
     },
-  })
+    { status: 404, description: 'sessionId names no session (or one being deleted)' },
+  )
   deliveries(@Query() query: DeliveryQueryDto, @Req() req: FastifyRequest) {
     return ok(this.webhooks.deliveries(query, req.principal?.sessions));
   }
