@@ -193,6 +193,25 @@ describe('the OpenAPI document', () => {
     expect(wrong.join('\n')).toBe('');
   });
 
+  it("shows no route's error in another route's words: 'Session … does not exist' only where a session may not", () => {
+    const wrong: string[] = [];
+    for (const { path, method, operation } of operations())
+      for (const [status, response] of Object.entries(operation.responses) as [string, any][]) {
+        const content = response.content?.['application/json'];
+        const examples = [
+          content?.example,
+          ...Object.values(content?.examples ?? {}).map((example: any) => example.value),
+        ];
+        for (const example of examples)
+          if (
+            /^Session \w+ does not exist$/.test(example?.error?.message ?? '') &&
+            !/session/i.test(response.description)
+          )
+            wrong.push(`${method.toUpperCase()} ${path} ${status}: ${response.description}`);
+      }
+    expect(wrong).toEqual([]);
+  });
+
   it("shows the error answers of a send route in the app's own words", () => {
     const { responses } = document.paths['/api/v1/messages/text'].post;
     const example = (status: string) => {

@@ -8,7 +8,7 @@ import {
 import { ErrorEnvelopeDto, errorEnvelopeExample } from '../docs/envelope.dto.js';
 import { ApiKeyGuard } from './api-key.guard.js';
 import { RateLimitGuard } from './rate-limit.guard.js';
-import { ScopeGuard } from './scope.guard.js';
+import { ScopeGuard, missingScopeMessage } from './scope.guard.js';
 
 /** ApiKeyAuth's 403, for every route alike; documentScopes names each route's scope. */
 export const SCOPE_REFUSAL = "FORBIDDEN: the key's scopes do not include what this route needs";
@@ -31,7 +31,11 @@ export const ApiKeyAuth = () =>
     ApiForbiddenResponse({
       description: SCOPE_REFUSAL,
       type: ErrorEnvelopeDto,
-      example: errorEnvelopeExample(403),
+      // documentScopes names each route's own scope in it.
+      example: errorEnvelopeExample(403, {
+        code: 'FORBIDDEN',
+        message: missingScopeMessage(['read'], 'send'),
+      }),
     }),
     ApiTooManyRequests(),
   );

@@ -66,8 +66,9 @@ const SCHEME_EXAMPLES: Record<string, Record<number, ErrorExample>> = {
 };
 
 /**
- * Gives every error answer without an example its status's own (ERROR_EXAMPLES, or its
- * scheme's): Swagger UI would show the envelope's example, a 400's, under each of them.
+ * Gives every error answer without an example its status's own (its scheme's, ERROR_EXAMPLES,
+ * or its description as the message): Swagger UI would show the envelope's example, a 400's,
+ * under each of them.
  */
 function showErrorExamples(operation: Operation): void {
   const schemes = (operation.security ?? []).flatMap((requirement) => Object.keys(requirement));
@@ -75,7 +76,11 @@ function showErrorExamples(operation: Operation): void {
     const media = (response as ResponseObject).content?.['application/json'];
     if (Number(status) < 400 || !media || media.example !== undefined || media.examples) continue;
     const own = schemes.map((scheme) => SCHEME_EXAMPLES[scheme]?.[Number(status)]).find(Boolean);
-    const example = errorEnvelopeExample(Number(status), own);
+    const example = errorEnvelopeExample(
+      Number(status),
+      own,
+      (response as ResponseObject).description,
+    );
     if (example) media.example = example;
   }
 }

@@ -67,23 +67,29 @@ export interface ErrorExample {
   errorId?: string;
 }
 
+/** A session id path parameter the app refuses, in its words. */
+export const MALFORMED_SESSION_ID: ErrorExample = {
+  code: 'BAD_REQUEST',
+  message: 'sessionId must be 1-64 letters, digits, _ or -, starting with a letter or digit',
+};
+/** A session that does not exist, in the app's words. */
+export const NO_SUCH_SESSION: ErrorExample = {
+  code: 'NOT_FOUND',
+  message: 'Session sales does not exist',
+};
+
 /**
- * What the app answers a status with, in its own words, for a route that shows no example of
- * its own: without one, Swagger UI shows the envelope's (a 400's) under every status.
+ * What the app answers a status with, in its own words, whatever the route, for a route that
+ * shows no example of its own: without one, Swagger UI shows the envelope's (a 400's) under
+ * every status. A 400, 403, 404 or 409 is the route's own: without its example, its
+ * description stands for the message (errorEnvelopeExample).
  */
 export const ERROR_EXAMPLES: Record<number, ErrorExample> = {
-  400: {
-    code: 'BAD_REQUEST',
-    message: 'sessionId must be 1-64 letters, digits, _ or -, starting with a letter or digit',
-  },
   401: { code: 'UNAUTHORIZED', message: 'Invalid API key' },
-  403: { code: 'FORBIDDEN', message: 'This key may read; this route needs the sessions scope' },
-  404: { code: 'NOT_FOUND', message: 'Session main does not exist' },
   408: {
     code: 'REQUEST_TIMEOUT',
     message: 'The request did not arrive in full within REQUEST_TIMEOUT_MS',
   },
-  409: { code: 'CONFLICT', message: 'Session sales already exists' },
   413: {
     code: 'PAYLOAD_TOO_LARGE',
     message: 'Request body is too large: this route takes at most 1 MiB',
@@ -100,11 +106,22 @@ export const ERROR_EXAMPLES: Record<number, ErrorExample> = {
   503: { code: 'UNAVAILABLE', message: 'Storage (Redis) is unavailable; retry shortly' },
 };
 
-/** The error envelope of `example`, or of the status's own example. */
-export function errorEnvelopeExample(status: number, example?: ErrorExample) {
-  const error = example ?? ERROR_EXAMPLES[status];
+/**
+ * The error envelope of `example`, else of the status's own example, else of the status's
+ * code with `description` for its message.
+ */
+export function errorEnvelopeExample(status: number, example?: ErrorExample, description?: string) {
+  const code = CODE_BY_STATUS.get(status);
+  const error =
+    example ??
+    ERROR_EXAMPLES[status] ??
+    (code && description ? { code, message: description } : undefined);
   return error ? { ok: false as const, error } : undefined;
 }
+
+const CODE_BY_STATUS = new Map(
+  Object.entries(ERROR_STATUS).map(([code, status]) => [status as number, code as ErrorCode]),
+);
 
 /**
  * Documents error answers of a route, each with the envelope and an example answer: its own
@@ -122,7 +139,7 @@ export function ApiErrors(
   return applyDecorators(
     ApiExtraModels(ErrorEnvelopeDto),
     ...statuses.map(({ status, description, example, examples }) => {
-      const shown = errorEnvelopeExample(status, example);
+      const shown = errorEnvelopeExample(status, example, description);
       // As JSON whatever the route produces when it succeeds (a PNG, a file, Prometheus text):
       // `type` would put the envelope under those.
       return ApiResponse({

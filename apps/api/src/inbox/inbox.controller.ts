@@ -22,7 +22,7 @@ import type { FastifyRequest } from 'fastify';
 import { ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
-import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { NO_SUCH_SESSION, ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import {
   ConversationPageDto,
   IncomingMessageDto,
@@ -72,7 +72,7 @@ export class InboxController {
       description: 'Malformed session id, filter or cursor',
       example: { code: 'BAD_REQUEST', message: 'before is not a cursor this api returned' },
     },
-    { status: 404, description: 'No such session' },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
   )
   list(@Param('id') id: string, @Query() query: ListMessagesQueryDto) {
     return ok(this.inbox.list(id, query));
@@ -150,7 +150,7 @@ export class InboxController {
         message: 'give at least one of text, media, location or reaction',
       },
     },
-    { status: 404, description: 'No such session' },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
     {
       status: 409,
       description: 'Not the sandbox engine',

@@ -12,7 +12,7 @@ import type { FastifyRequest } from 'fastify';
 import { AppError, ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
-import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { NO_SUCH_SESSION, ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { MessageDto } from './message.dto.js';
 import { MessagesService, type SendContext } from './messages.service.js';
 import {
@@ -179,7 +179,7 @@ export class MessagesController {
           '1 of 2 messages are invalid; nothing was queued: #1: text must be shorter than or equal to 4096 characters',
       },
     },
-    { status: 404, description: 'A session does not exist' },
+    { status: 404, description: 'A session does not exist', example: NO_SUCH_SESSION },
     {
       status: 413,
       description: 'Body larger than 8 MiB',

@@ -12,7 +12,12 @@ import {
 import { ApiOperation, ApiParam, ApiProduces, ApiResponse } from '@nestjs/swagger';
 import type { FastifyRequest } from 'fastify';
 import { ok } from '@app/common';
-import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import {
+  MALFORMED_SESSION_ID,
+  NO_SUCH_SESSION,
+  ApiEnvelope,
+  ApiErrors,
+} from '../docs/envelope.dto.js';
 import { SessionStatusDto } from './session.dto.js';
 import {
   CreateSessionDto,
@@ -26,8 +31,8 @@ import { auditTarget } from '../audit/audit.interceptor.js';
 
 export const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
 export const UNKNOWN = ApiErrors(
-  { status: 400, description: 'Malformed session id' },
-  { status: 404, description: 'No such session' },
+  { status: 400, description: 'Malformed session id', example: MALFORMED_SESSION_ID },
+  { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
 );
 
 /**
@@ -80,7 +85,7 @@ export abstract class SessionActions {
     content: { 'image/png': { schema: { type: 'string', format: 'binary' } } },
   })
   @ApiErrors(
-    { status: 400, description: 'Malformed session id' },
+    { status: 400, description: 'Malformed session id', example: MALFORMED_SESSION_ID },
     {
       status: 404,
       description: 'No such session, or no QR right now (the message says the status)',
@@ -112,7 +117,7 @@ export abstract class SessionActions {
           'phone must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), written in at most 64 characters',
       },
     },
-    { status: 404, description: 'No such session' },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
     {
       status: 409,
       description: 'Already linked, not waiting to be linked, or refused',
@@ -168,8 +173,8 @@ export abstract class SessionActions {
     description: 'Accepted; a session already linked is left as it is',
   })
   @ApiErrors(
-    { status: 400, description: 'Malformed session id' },
-    { status: 404, description: 'No such session' },
+    { status: 400, description: 'Malformed session id', example: MALFORMED_SESSION_ID },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
     {
       status: 409,
       description: 'Not the sandbox engine',

@@ -6,7 +6,7 @@ import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { assertActiveSessionAllowed, hasScope } from '../auth/api-keys.service.js';
 import { ApiScope, ApiScopes } from '../auth/scope.guard.js';
-import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { NO_SUCH_SESSION, ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SessionStatusDto } from './session.dto.js';
 import {
   ActiveSessionDto,
@@ -98,7 +98,7 @@ export class SessionsController extends SessionActions {
       description: 'Invalid limits (unknown time zone, same start and end...)',
       example: { code: 'BAD_REQUEST', message: 'quietHours.timeZone Mars/Base is not a time zone' },
     },
-    { status: 404, description: 'No such session' },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
   )
   setLimits(@Param('id') id: string, @Body() dto: SessionLimitsDto) {
     return ok(this.sessions.setLimits(id, dto));
@@ -136,7 +136,7 @@ export class SessionsController extends SessionActions {
       description: 'The key may not use the session',
       example: { code: 'FORBIDDEN', message: 'This key may use session main only, not sales' },
     },
-    { status: 404, description: 'No such session' },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
     {
       status: 409,
       description: 'The session is not READY, or WhatsApp refused the lookup',

@@ -5,7 +5,12 @@ import type { FastifyRequest } from 'fastify';
 import { ArrayBodyPipe, ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
-import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import {
+  MALFORMED_SESSION_ID,
+  NO_SUCH_SESSION,
+  ApiEnvelope,
+  ApiErrors,
+} from '../docs/envelope.dto.js';
 import {
   DeliveryDto,
   DeliveryQueryDto,
@@ -51,8 +56,8 @@ export class WebhooksController {
   @SESSION_ID
   @ApiEnvelope(WebhookTargetDto, { isArray: true })
   @ApiErrors(
-    { status: 400, description: 'Malformed session id' },
-    { status: 404, description: 'No such session' },
+    { status: 400, description: 'Malformed session id', example: MALFORMED_SESSION_ID },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
   )
   targets(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.webhooks.targets(id, req.principal?.sessions));
@@ -75,7 +80,7 @@ export class WebhooksController {
         message: '[0] url names a private, loopback or reserved address (10.0.0.1)',
       },
     },
-    { status: 404, description: 'No such session' },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
   )
   setTargets(@Param('id') id: string, @Body(TARGETS_BODY) targets: WebhookTargetInputDto[]) {
     return ok(this.webhooks.setTargets(id, targets));
@@ -97,7 +102,11 @@ export class WebhooksController {
         message: 'status must be one of the following values: pending, delivered, failed',
       },
     },
-    { status: 404, description: 'sessionId names no session (or one being deleted)' },
+    {
+      status: 404,
+      description: 'sessionId names no session (or one being deleted)',
+      example: NO_SUCH_SESSION,
+    },
   )
   deliveries(@Query() query: DeliveryQueryDto, @Req() req: FastifyRequest) {
     return ok(this.webhooks.deliveries(query, req.principal?.sessions));
