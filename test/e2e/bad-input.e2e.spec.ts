@@ -279,6 +279,31 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
     });
   });
 
+  it('answers a JSON body sent as text/plain as a form or any other non-JSON type: send JSON', async () => {
+    const body = JSON.stringify(text({}));
+    for (const path of [TEXT, '/api/v1/sessions/main/sandbox/incoming', '/api/v1/keys'])
+      for (const type of [
+        'text/plain',
+        'text/plain; charset=utf-8',
+        'application/x-www-form-urlencoded',
+        'text/html',
+      ]) {
+        const answer = await stack.call('POST', path, body, { 'content-type': type });
+        expect({ path, type, status: answer.status, body: answer.body }).toEqual({
+          path,
+          type,
+          status: 400,
+          body: {
+            ok: false,
+            error: {
+              code: 'BAD_REQUEST',
+              message: 'Unsupported Content-Type: send JSON (application/json)',
+            },
+          },
+        });
+      }
+  });
+
   it('says a path parameter over 100 characters is too long', async () => {
     const answer = await send({
       ...BAD_REQUESTS[0],

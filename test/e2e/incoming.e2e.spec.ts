@@ -119,10 +119,13 @@ describe('incoming messages', () => {
       from: '4915100000010',
       text: 'and this?',
       quotedId: 'sandbox_in_0b7e5d2a-4c91-4f3e-8a6d-2e9c71f05b38',
+    });
+    expect(await received(other.body.data.id)).toMatchObject({ quotedMessageId: null });
+    const otherReaction = await inject({
+      from: '4915100000010',
       reaction: { emoji: '❤', targetId: 'false_4915100000010@c.us_3EB0C767D26A1D3B4F' },
     });
-    expect(await received(other.body.data.id)).toMatchObject({
-      quotedMessageId: null,
+    expect(await received(otherReaction.body.data.id)).toMatchObject({
       reaction: { targetMessageId: null },
     });
 
@@ -328,6 +331,75 @@ describe('incoming messages', () => {
       const answer = await stack.call(method, path, body);
       expect({ path, body, status: answer.status }).toEqual({ path, body, status });
       expect(answer.body.ok).toBe(false);
+    }
+  });
+
+  it('refuses with 400 a sandbox message of more than one kind, and takes a text with media as its caption', async () => {
+    const location = { latitude: 52.520008, longitude: 13.404954 };
+    const reaction = { emoji: '👍', targetId: 'sandbox_abc' };
+    const media = { mimetype: 'image/png', dataBase64: PNG.toString('base64') };
+    const from = '4915100000009';
+    for (const [body, kinds] of [
+      [{ text: 'here', location }, 'text and location'],
+      [{ text: 'nice', reaction }, 'text and reaction'],
+      [{ media, location }, 'media and location'],
+      [{ location, reaction }, 'location and reaction'],
+      [{ text: 'x', media, location, reaction }, 'text, media, location and reaction'],
+    ] as const) {
+      const answer = await inject({ from, ...body });
+      expect({ kinds, status: answer.status }).toEqual({ kinds, status: 400 });
+      expect(answer.body.error).toEqual({
+        code: 'BAD_REQUEST',
+        message: `give one kind of message: text, media (with text as its caption), location or reaction; this one has ${kinds}`,
+      });
+    }
+    const captioned = await inject({ from, text: 'a dot', media });
+    expect(captioned.status).toBe(202);
+    expect(await received(captioned.body.data.id)).toMatchObject({
+      type: 'image',
+      body: 'a dot',
+      location: null,
+      reaction: null,
+    });
+  });
+
+  it('filters a conversation by a phone number as a send takes it, or by a chat id, and refuses anything else with 400', async () => {
+    const answer = await inject({ from: '+49 151 0000 0042', text: 'by number' });
+    const id = answer.body.data.id;
+    await received(id);
+    for (const chatId of [
+      '4915100000042',
+      '+49 151 0000 0042',
+      '004915100000042',
+      '4915100000042@c.us',
+    ]) {
+      const list = await stack.call(
+        'GET',
+        `/api/v1/sessions/main/messages?chatId=${encodeURIComponent(chatId)}`,
+      );
+      expect({ chatId, status: list.status }).toEqual({ chatId, status: 200 });
+      expect({ chatId, ids: list.body.data.items.map((item: { id: string }) => item.id) }).toEqual({
+        chatId,
+        ids: [id],
+      });
+    }
+    for (const chatId of ['0151 0000 0042', 'someone', '12']) {
+      const list = await stack.call(
+        'GET',
+        `/api/v1/sessions/main/messages?chatId=${encodeURIComponent(chatId)}`,
+      );
+      expect({ chatId, status: list.status, body: list.body }).toEqual({
+        chatId,
+        status: 400,
+        body: {
+          ok: false,
+          error: {
+            code: 'BAD_REQUEST',
+            message:
+              'chatId must be a phone number in international format (as `to` takes it) or a chat id (...@c.us, ...@g.us, ...@lid)',
+          },
+        },
+      });
     }
   });
 

@@ -1,4 +1,5 @@
 import { createConfig, lintFromString } from '@redocly/openapi-core';
+import { ERROR_STATUS, type ErrorCode } from '@app/common';
 import { useStack } from '../support/stack.js';
 
 describe('the OpenAPI document', () => {
@@ -124,6 +125,26 @@ describe('the OpenAPI document', () => {
     expect(missing).toEqual([]);
   });
 
+  it('pre-fills no Idempotency-Key: Swagger UI would send one value on every route, and a second route would get 409', () => {
+    const keyed = operations().flatMap(({ path, method, operation }) =>
+      (operation.parameters ?? [])
+        .filter((p: any) => p.in === 'header' && p.name.toLowerCase() === 'idempotency-key')
+        .map((parameter: any) => ({ where: `${method.toUpperCase()} ${path}`, parameter })),
+    );
+    expect(keyed.length).toBeGreaterThan(5);
+    for (const { where, parameter } of keyed) {
+      expect(
+        parameter.example ??
+          parameter.examples ??
+          parameter.schema?.example ??
+          parameter.schema?.default,
+        where,
+      ).toBeUndefined();
+      // The format is told instead.
+      expect(parameter.description, where).toMatch(/1-255 visible ASCII characters/);
+    }
+  });
+
   it('documents, with an example, the 409 of a reaction or a reply to one of our messages never sent', () => {
     for (const [path, what] of [
       ['/api/v1/messages/{id}/reaction', 'nothing to react to'],
@@ -136,6 +157,114 @@ describe('the OpenAPI document', () => {
         ok: false,
         error: { code: 'CONFLICT', message: expect.stringContaining(what) },
       });
+    }
+  });
+
+  it('shows for every error answer an example of its own, with the code the app answers that status with', () => {
+    const wrong: string[] = [];
+    for (const { path, method, operation } of operations()) {
+      const where = `${method.toUpperCase()} ${path}`;
+      const shown = new Map<string, string>();
+      for (const [status, response] of Object.entries(operation.responses) as [string, any][]) {
+        if (Number(status) < 400) continue;
+        // Errors are answered in JSON, whatever the route answers when it succeeds.
+        const types = Object.keys(response.content ?? {});
+        if (types.some((type) => type !== 'application/json'))
+          wrong.push(`${where} ${status}: as ${types.join(', ')}`);
+        const content = response.content?.['application/json'];
+        if (!content) continue;
+        const examples = [
+          ...(content.example !== undefined ? [content.example] : []),
+          ...Object.values(content.examples ?? {}).map((example: any) => example.value),
+        ];
+        if (examples.length === 0) wrong.push(`${where} ${status}: no example`);
+        for (const example of examples) {
+          const code = example?.error?.code;
+          if (example?.ok !== false || ERROR_STATUS[code as ErrorCode] !== Number(status))
+            wrong.push(`${where} ${status}: an example of code ${code}`);
+          if (typeof example?.error?.message !== 'string' || !example.error.message)
+            wrong.push(`${where} ${status}: an example without a message`);
+          const seen = shown.get(JSON.stringify(example));
+          if (seen && seen !== status) wrong.push(`${where} ${status}: the example of ${seen}`);
+          shown.set(JSON.stringify(example), status);
+        }
+      }
+    }
+    expect(wrong.join('\n')).toBe('');
+  });
+
+  it("shows no route's error in another route's words: 'Session … does not exist' only where a session may not", () => {
+    const wrong: string[] = [];
+    for (const { path, method, operation } of operations())
+      for (const [status, response] of Object.entries(operation.responses) as [string, any][]) {
+        const content = response.content?.['application/json'];
+        const examples = [
+          content?.example,
+          ...Object.values(content?.examples ?? {}).map((example: any) => example.value),
+        ];
+        for (const example of examples)
+          if (
+            /^Session \w+ does not exist$/.test(example?.error?.message ?? '') &&
+            !/session/i.test(response.description)
+          )
+            wrong.push(`${method.toUpperCase()} ${path} ${status}: ${response.description}`);
+      }
+    expect(wrong).toEqual([]);
+  });
+
+  it("shows the error answers of a send route in the app's own words", () => {
+    const { responses } = document.paths['/api/v1/messages/text'].post;
+    const example = (status: string) => {
+      const content = responses[status].content['application/json'];
+      return (content.example ?? (Object.values(content.examples)[0] as any).value).error;
+    };
+    expect(example('401')).toEqual({ code: 'UNAUTHORIZED', message: 'Invalid API key' });
+    expect(example('403').message).toMatch(/^This key may .+; this route needs the send scope$/);
+    expect(example('404').message).toMatch(/^Session \w+ does not exist$/);
+    expect(example('413').message).toMatch(/^Request body is too large: this route takes at most/);
+    expect(example('429').message).toMatch(
+      /^Rate limit of \d+ requests a minute reached; retry in/,
+    );
+    expect(example('503').message).toBe('No worker is running; the message was not accepted');
+  });
+
+  it('names on the 403 of every route that takes x-api-key the scope it needs, as the guard answers', () => {
+    const scopeOf = (path: string, method: string) => {
+      const forbidden = document.paths[path][method].responses['403'];
+      const content = forbidden.content['application/json'];
+      const examples = [
+        content.example,
+        ...Object.values(content.examples ?? {}).map((e: any) => e.value),
+      ];
+      const said = /do not include (\w+), which this route needs/.exec(forbidden.description)?.[1];
+      const answered = examples
+        .map((e: any) => /this route needs the (\w+) scope$/.exec(e?.error?.message ?? '')?.[1])
+        .find(Boolean);
+      return said === answered ? said : `${said} / ${answered}`;
+    };
+    for (const { path, method, operation } of operations())
+      if ((operation.security ?? []).some((scheme: any) => 'api-key' in scheme))
+        expect(scopeOf(path, method), `${method.toUpperCase()} ${path}`).toMatch(
+          /^(send|read|sessions|admin)$/,
+        );
+    expect(scopeOf('/api/v1/messages/text', 'post')).toBe('send');
+    expect(scopeOf('/api/v1/sessions/{id}/status', 'get')).toBe('read');
+    expect(scopeOf('/api/v1/sessions/{id}/qr', 'get')).toBe('sessions');
+    expect(scopeOf('/api/v1/sessions/{id}/contacts/{number}/exists', 'get')).toBe('send');
+    expect(scopeOf('/api/v1/keys', 'get')).toBe('admin');
+  });
+
+  it('documents the 404 of a send route for an unknown session and for a replyTo that does not exist', () => {
+    for (const route of ['text', 'media', 'location', 'contact']) {
+      const notFound = document.paths[`/api/v1/messages/${route}`].post.responses['404'];
+      expect(notFound.description, route).toMatch(/session.*replyTo/i);
+      const messages = Object.values(notFound.content['application/json'].examples ?? {}).map(
+        (example: any) => example.value.error.message,
+      );
+      expect(messages, route).toEqual([
+        expect.stringMatching(/^Session \w+ does not exist$/),
+        expect.stringMatching(/^replyTo: message \S+ does not exist$/),
+      ]);
     }
   });
 
@@ -161,6 +290,33 @@ describe('the OpenAPI document', () => {
     expect(description('SessionStatusDto')).toMatch(/null to a key without the sessions scope/);
     expect(description('SessionEventDataDto')).toMatch(/PAIRING_CODE/);
     expect(description('SessionEventDataDto')).not.toMatch(/scope/);
+  });
+
+  it('describes a received reaction as the api answers it, {emoji, targetId}, not as the reaction one sends', () => {
+    const schemas = document.components.schemas as Record<string, any>;
+    const reactionOf = (schema: string) => {
+      const property = schemas[schema].properties.reaction;
+      const ref = (property.$ref ?? property.allOf?.[0]?.$ref) as string;
+      return schemas[ref.split('/').pop()!];
+    };
+    // A received one also names our message it answers (null when it is not one of ours).
+    for (const [schema, fields] of [
+      ['IncomingMessageDto', ['emoji', 'targetId', 'targetMessageId']],
+      ['SandboxIncomingDto', ['emoji', 'targetId']],
+    ] as const) {
+      const reaction = reactionOf(schema);
+      expect(Object.keys(reaction.properties).sort(), schema).toEqual(fields);
+      expect(reaction.required, schema).toEqual(fields);
+      expect(reaction.properties.emoji.description, schema).not.toMatch(/our reaction/);
+    }
+    // The send route's body is still the one to send: an emoji, '' taking ours back.
+    const sent = document.paths['/api/v1/messages/{id}/reaction'].post.requestBody.content[
+      'application/json'
+    ].schema.$ref
+      .split('/')
+      .pop();
+    expect(Object.keys(schemas[sent].properties)).toEqual(['emoji']);
+    expect(schemas[sent].properties.emoji.description).toMatch(/takes our reaction back/);
   });
 
   it('gives every field of every JSON request body an example', () => {
@@ -197,11 +353,38 @@ describe('the OpenAPI document', () => {
     expect(errors).toEqual([]);
   });
 
-  it('documents the METRICS_TOKEN bearer scheme on /metrics', () => {
-    expect(document.components.securitySchemes['metrics-token']).toMatchObject({
-      type: 'http',
-      scheme: 'bearer',
-    });
+  it('asks the admin routes for the CSRF token on POST, PUT and DELETE only, where it is required', () => {
+    const admin = operations().filter(({ operation }) =>
+      (operation.security ?? []).some((scheme: any) => 'admin' in scheme),
+    );
+    const csrfOf = (operation: any) =>
+      (operation.parameters ?? []).find((p: any) => p.in === 'header' && p.name === 'x-csrf-token');
+    const wrong: string[] = [];
+    for (const { path, method, operation } of admin) {
+      const where = `${method.toUpperCase()} ${path}`;
+      const csrf = csrfOf(operation);
+      const forbidden = operation.responses['403'];
+      if (method === 'get') {
+        if (csrf) wrong.push(`${where}: an x-csrf-token header`);
+        if (/CSRF|cross-site/i.test(JSON.stringify(forbidden ?? {})))
+          wrong.push(`${where}: a 403 for a CSRF token`);
+      } else if (!csrf?.required || /^Required on/.test(csrf.description))
+        wrong.push(`${where}: a required x-csrf-token header`);
+    }
+    expect(admin.filter(({ method }) => method === 'get').length).toBeGreaterThan(3);
+    expect(wrong).toEqual([]);
+    // The 403 a GET can get: the open admin's Host check.
+    const qr = document.paths['/api/admin/sessions/{id}/qr'].get.responses['403'];
+    expect(qr.content['application/json'].example.error.message).toMatch(
+      /^Without ADMIN_PASSWORD the admin answers only to/,
+    );
+  });
+
+  it('documents the METRICS_TOKEN bearer scheme on /metrics, an opaque token (not a JWT)', () => {
+    const scheme = document.components.securitySchemes['metrics-token'];
+    expect(scheme).toMatchObject({ type: 'http', scheme: 'bearer' });
+    expect(scheme.bearerFormat).toBeUndefined();
+    expect(scheme.description).toMatch(/METRICS_TOKEN.*opaque/);
     expect(document.paths['/metrics'].get.security).toContainEqual({ 'metrics-token': [] });
   });
 
@@ -212,5 +395,108 @@ describe('the OpenAPI document', () => {
       headers: { 'Retry-After': expect.any(Object) },
       content: { 'application/json': { example: { ok: false, error: { code: 'RATE_LIMITED' } } } },
     });
+  });
+});
+
+/**
+ * The body Swagger UI's "Try it out" starts with: the request body's first named example, its
+ * example, or else one it makes from the schema (every property with its example).
+ */
+function defaultExampleBody(document: any, content: any): unknown {
+  const named = Object.values(content.examples ?? {}) as { value: unknown }[];
+  if (named.length > 0) return named[0].value;
+  if (content.example !== undefined) return content.example;
+  const sample = (schema: any): unknown => {
+    if (schema.$ref) return sample(document.components.schemas[schema.$ref.split('/').pop()]);
+    if (schema.example !== undefined) return schema.example;
+    if (schema.allOf) return Object.assign({}, ...schema.allOf.map(sample));
+    if (schema.type === 'array') return [sample(schema.items)];
+    return Object.fromEntries(
+      Object.entries(schema.properties ?? {}).map(([name, property]) => [name, sample(property)]),
+    );
+  };
+  return sample(content.schema);
+}
+
+describe("the send routes' example request bodies, tried as Swagger UI sends them", () => {
+  const stack = useStack();
+
+  it('queues the default example body of every send route as it stands, on a fresh sandbox install, and sends it', async () => {
+    const document = (await stack.call('GET', '/api/openapi')).body;
+    const routes = Object.entries(document.paths as Record<string, any>).filter(
+      ([path, methods]) =>
+        path.startsWith('/api/v1/messages/') && !path.includes('{') && methods.post?.requestBody,
+    );
+    expect(routes.map(([path]) => path).sort()).toEqual(
+      ['batch', 'contact', 'location', 'media', 'text'].map((r) => `/api/v1/messages/${r}`),
+    );
+    const refused: string[] = [];
+    const sent: string[] = [];
+    for (const [path, { post }] of routes) {
+      const body = defaultExampleBody(document, post.requestBody.content['application/json']);
+      // Header parameters Swagger UI fills in from their examples.
+      const headers = Object.fromEntries(
+        (post.parameters ?? [])
+          .filter((p: any) => p.in === 'header' && (p.example ?? p.schema?.example) !== undefined)
+          .map((p: any) => [p.name, String(p.example ?? p.schema.example)]),
+      );
+      const answer = await stack.call('POST', path, body, headers);
+      if (answer.status !== 202) {
+        refused.push(`${path}: ${answer.status} ${JSON.stringify(answer.body)}`);
+        continue;
+      }
+      const data = answer.body.data;
+      sent.push(...(data.messages ? data.messages.map((m: any) => m.id) : [data.id]));
+    }
+    expect(refused).toEqual([]);
+    for (const id of sent) await stack.waitForStatus(id, ['sent', 'delivered', 'read']);
+  });
+
+  it('takes every other named example body too, but for a reply to a message it does not have', async () => {
+    const document = (await stack.call('GET', '/api/openapi')).body;
+    const problems: string[] = [];
+    let named = 0;
+    for (const [path, methods] of Object.entries(document.paths as Record<string, any>)) {
+      const examples = methods.post?.requestBody?.content?.['application/json']?.examples ?? {};
+      for (const [name, example] of Object.entries(examples).slice(1) as [string, any][]) {
+        named++;
+        const answer = await stack.call('POST', path, example.value);
+        const quotesNothing =
+          answer.status === 404 &&
+          /^replyTo: message in_\w+ does not exist/.test(answer.body.error?.message);
+        if (answer.status !== 202 && !quotesNothing)
+          problems.push(`${path} ${name}: ${answer.status} ${JSON.stringify(answer.body)}`);
+      }
+    }
+    expect(named).toBeGreaterThan(8);
+    expect(problems).toEqual([]);
+  });
+
+  it('answers each session command, and link on a linked session, as its schema says', async () => {
+    const document = (await stack.call('GET', '/api/openapi')).body;
+    const commands = document.components.schemas.SessionCommandAcceptedDto.properties.command.enum;
+    await stack.waitReady();
+    await stack.call('POST', '/api/v1/sessions', { id: 'other' });
+    const answered: string[] = [];
+    for (const [method, path] of [
+      ['POST', '/api/v1/sessions/main/link'],
+      ['POST', '/api/v1/sessions/main/reconnect'],
+      ['POST', '/api/v1/sessions/other/logout'],
+      ['DELETE', '/api/v1/sessions/other'],
+    ]) {
+      const answer = await stack.call(method, path);
+      const documented = Object.keys(
+        document.paths[path.replace(/main|other/, '{id}')][method.toLowerCase()].responses,
+      );
+      expect({ path, status: answer.status }).toEqual({ path, status: 202 });
+      expect(documented, path).toContain('202');
+      answered.push(answer.body.data.command);
+    }
+    expect(answered.filter((command) => !commands.includes(command))).toEqual([]);
+    expect([...commands].sort()).toEqual([...new Set(answered)].sort());
+    // main was READY: link took nothing back, and says so.
+    const link = document.paths['/api/v1/sessions/{id}/link'].post.responses;
+    expect(link['202'].description).toMatch(/already linked/);
+    expect(link['409'].description).not.toMatch(/linked/);
   });
 });

@@ -123,21 +123,24 @@ describe('webhooks', () => {
     const ours = sent.body.data.id as string;
     await stack.waitForStatus(ours, ['sent', 'delivered', 'read']);
     const engineMessageId = (await stack.redis.hget(stack.keys.message(ours), 'engineMessageId'))!;
-    const reply = await stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
-      from: '4915111111112',
-      text: 'thanks!',
-      quotedId: engineMessageId,
-      reaction: { emoji: '👍', targetId: engineMessageId },
-    });
-    const received = await eventually(() => {
-      const event = hook.events().find((e) => e.type === 'message.received');
-      expect(event).toBeDefined();
-      return event;
-    });
-    expect(received.data).toMatchObject({
-      id: reply.body.data.id,
+    const inject = (body: object) =>
+      stack.call('POST', '/api/v1/sessions/main/sandbox/incoming', {
+        from: '4915111111112',
+        ...body,
+      });
+    const reply = await inject({ text: 'thanks!', quotedId: engineMessageId });
+    const reaction = await inject({ reaction: { emoji: '👍', targetId: engineMessageId } });
+    const receivedOf = (id: string) =>
+      eventually(() => {
+        const event = hook.events().find((e) => e.type === 'message.received' && e.data.id === id);
+        expect(event).toBeDefined();
+        return event;
+      });
+    expect((await receivedOf(reply.body.data.id)).data).toMatchObject({
       quotedId: engineMessageId,
       quotedMessageId: ours,
+    });
+    expect((await receivedOf(reaction.body.data.id)).data).toMatchObject({
       reaction: { emoji: '👍', targetId: engineMessageId, targetMessageId: ours },
     });
     const statuses = hook
@@ -303,6 +306,35 @@ describe('webhooks', () => {
     expect(listed.status).toBe(200);
     const sessions = new Set(listed.body.data.map((d: { sessionId: string }) => d.sessionId));
     expect(sessions).toEqual(new Set(['main', 'hooked2']));
+  });
+
+  it('answers the deliveries of a session that does not exist with 404, as its other routes do (403 to a key not of it)', async () => {
+    for (const query of ['sessionId=ghost', 'sessionId=ghost&status=failed']) {
+      const answer = await stack.call('GET', `/api/v1/webhooks/deliveries?${query}`);
+      expect({ query, status: answer.status, body: answer.body }).toEqual({
+        query,
+        status: 404,
+        body: { ok: false, error: { code: 'NOT_FOUND', message: 'Session ghost does not exist' } },
+      });
+    }
+    const made = await stack.call('POST', '/api/v1/keys', {
+      name: 'main only',
+      scopes: ['read'],
+      sessions: ['main'],
+    });
+    const other = await stack.call(
+      'GET',
+      '/api/v1/webhooks/deliveries?sessionId=ghost',
+      undefined,
+      {
+        'x-api-key': made.body.data.key,
+      },
+    );
+    expect(other.status).toBe(403);
+    const own = await stack.call('GET', '/api/v1/webhooks/deliveries?sessionId=main', undefined, {
+      'x-api-key': made.body.data.key,
+    });
+    expect(own.status).toBe(200);
   });
 
   it('waits at least what Retry-After asks after a 429', async () => {

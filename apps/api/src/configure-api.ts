@@ -1,5 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Type } from '@nestjs/common';
+import { ModulesContainer } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -19,7 +21,9 @@ import { ADMIN_SECURITY } from './admin/admin-auth.decorator.js';
 import { METRICS_SECURITY } from './metrics/metrics.controller.js';
 import { configureAdmin } from './admin/configure-admin.js';
 import { documentCommonErrors } from './docs/common-errors.js';
+import { documentAdminCsrf } from './docs/admin-csrf.js';
 import { documentMediaForm } from './docs/media-form.js';
+import { documentScopes } from './docs/scopes.js';
 import { HttpMetrics } from './metrics/http-metrics.js';
 import { MEDIA_ROUTE, configureUploads } from './messages/media-upload.js';
 import { corsOrigins } from './auth/browser-origin.js';
@@ -108,6 +112,10 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
     done();
   });
   server.addHook('onRequest', refuseUnreadableBodies);
+  // Fastify reads text/plain as a string, which validation then refused field by field (a JSON
+  // body sent with the wrong type got a dozen errors): no route takes text, so it is refused as
+  // every other type but JSON is, 'Unsupported Content-Type: send JSON'.
+  server.removeContentTypeParser('text/plain');
   // A line per answered request (loggerParams says why not nestjs-pino's middleware).
   const log = PinoLogger.root;
   const line = (request: FastifyRequest, statusCode: number | null, responseTimeMs?: number) =>
@@ -146,25 +154,36 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
   }
   await configureAdmin(app);
 
-  const document = documentMediaForm(
-    documentCommonErrors(
-      SwaggerModule.createDocument(
-        app,
-        new DocumentBuilder()
-          .setTitle('WhatsApp gateway')
-          .setDescription(
-            'Send WhatsApp text and media messages from linked sessions. Every answer is an envelope: ' +
-              '`{ "ok": true, "data": ... }` or `{ "ok": false, "error": { "code", "message" } }`.',
-          )
-          .setVersion('1')
-          .addServer(config.BASE_URL ?? '/')
-          .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
-          .addBasicAuth({ type: 'http', scheme: 'basic' }, ADMIN_SECURITY)
-          .addBearerAuth(
-            { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN' },
-            METRICS_SECURITY,
-          )
-          .build(),
+  const controllers = [...app.get(ModulesContainer).values()].flatMap((module) =>
+    [...module.controllers.values()].map((wrapper) => wrapper.metatype as Type),
+  );
+  const document = documentAdminCsrf(
+    documentMediaForm(
+      documentCommonErrors(
+        documentScopes(
+          SwaggerModule.createDocument(
+            app,
+            new DocumentBuilder()
+              .setTitle('WhatsApp gateway')
+              .setDescription(
+                'Send WhatsApp text and media messages from linked sessions. Every answer is an envelope: ' +
+                  '`{ "ok": true, "data": ... }` or `{ "ok": false, "error": { "code", "message" } }`.',
+              )
+              .setVersion('1')
+              .addServer(config.BASE_URL ?? '/')
+              .addApiKey({ type: 'apiKey', in: 'header', name: 'x-api-key' }, 'api-key')
+              .addBasicAuth({ type: 'http', scheme: 'basic' }, ADMIN_SECURITY)
+              // Not addBearerAuth: it says bearerFormat JWT, and METRICS_TOKEN is opaque.
+              .addSecurity(METRICS_SECURITY, {
+                type: 'http',
+                scheme: 'bearer',
+                description:
+                  'METRICS_TOKEN, an opaque token of your choosing: `Authorization: Bearer <METRICS_TOKEN>`',
+              })
+              .build(),
+          ),
+          controllers,
+        ),
       ),
     ),
   );

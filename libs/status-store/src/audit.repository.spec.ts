@@ -56,4 +56,21 @@ describe('AuditRepository: refusals cost a bounded amount and never push an acti
       `key:${3 * AUDIT_REFUSALS_KEPT - 3}`,
     ]);
   });
+
+  it('lists an action without a count: a count is a refusal’s only', async () => {
+    const now = Date.now();
+    await audit.record({ ...refusal('key:acts'), status: 202 }, 90 * DAY, now);
+    const [action] = await audit.actions(1);
+    expect(action).toEqual({
+      id: expect.any(String),
+      at: new Date(now).toISOString(),
+      actor: 'key:acts',
+      action: 'DELETE /api/v1/keys/:id',
+      target: { id: '0123456789abcdef' },
+      from: '203.0.113.9',
+      status: 202,
+    });
+    // As the api answers it: no "count": null beside it.
+    expect(JSON.parse(JSON.stringify(action))).not.toHaveProperty('count');
+  });
 });

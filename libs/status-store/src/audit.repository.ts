@@ -139,8 +139,12 @@ export class AuditRepository {
     if (before && before.split('-').every((part) => Number(part) === 0)) return [];
     const end = before ? `(${before}` : '+';
     const rows = await this.redis.xrevrange(stream, end, '-', 'COUNT', limit);
-    return rows.map(([id, fields]) => {
-      const field = (name: string) => fields[fields.indexOf(name) + 1] ?? '';
+    return rows.map(([id, list]) => {
+      // By name, in pairs: a field an entry lacks ('count', an action's) is '', not the value
+      // after a name found elsewhere (indexOf's -1 read the first field's name, 'at', as NaN).
+      const fields = new Map<string, string>();
+      for (let i = 0; i + 1 < list.length; i += 2) fields.set(list[i], list[i + 1]);
+      const field = (name: string) => fields.get(name) ?? '';
       const count = field('count');
       return {
         id,

@@ -62,7 +62,11 @@ export class AuditController {
       'and minute with its `count`; the newest 1,000 such entries are kept.',
   })
   @ApiEnvelope(AuditEntryDto, { isArray: true })
-  @ApiErrors({ status: 400, description: 'Bad cursor or limit' })
+  @ApiErrors({
+    status: 400,
+    description: 'Bad cursor or limit',
+    example: { code: 'BAD_REQUEST', message: 'before must be an audit entry id' },
+  })
   list(@Query() query: AuditQueryDto) {
     return ok(this.audit.list(query.limit ?? 50, query.before));
   }

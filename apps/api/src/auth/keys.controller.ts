@@ -9,6 +9,10 @@ import { ApiKeys } from './api-keys.service.js';
 import { ApiKeyDto, CreateApiKeyDto, NewApiKeyDto } from './keys.dto.js';
 
 const KEY_ID = ApiParam({ name: 'id', example: '1a2b3c4d5e6f7a8b', description: 'API key id' });
+const NOT_A_KEY_ID = {
+  code: 'BAD_REQUEST',
+  message: 'id must be an API key id (16 hex digits)',
+} as const;
 
 /** API keys as data; every route needs the admin scope (API_KEY, or a key made with it). */
 @ApiTags('keys')
@@ -24,7 +28,14 @@ export class KeysController {
     description: 'The key is in this answer only; it is kept as a digest.',
   })
   @ApiEnvelope(NewApiKeyDto, { status: 201 })
-  @ApiErrors({ status: 400, description: 'Invalid name or scopes' })
+  @ApiErrors({
+    status: 400,
+    description: 'Invalid name or scopes',
+    example: {
+      code: 'BAD_REQUEST',
+      message: 'scopes: each scope must be one of send, read, sessions, admin',
+    },
+  })
   async create(@Body() dto: CreateApiKeyDto, @Req() req: FastifyRequest) {
     const made = await this.keys.create(dto.name, dto.scopes, dto.sessions);
     auditTarget(req, { id: made.record.id });
@@ -47,8 +58,12 @@ export class KeysController {
   @KEY_ID
   @ApiEnvelope(ApiKeyDto)
   @ApiErrors(
-    { status: 400, description: 'Not a key id' },
-    { status: 404, description: 'No such key' },
+    { status: 400, description: 'Not a key id', example: NOT_A_KEY_ID },
+    {
+      status: 404,
+      description: 'No such key',
+      example: { code: 'NOT_FOUND', message: 'No API key 1a2b3c4d5e6f7a8b' },
+    },
   )
   async revoke(@Param('id') id: string, @Req() req: FastifyRequest) {
     const { record, revokedNow } = await this.keys.revoke(id);
@@ -66,8 +81,12 @@ export class KeysController {
   @KEY_ID
   @ApiEnvelope(NewApiKeyDto)
   @ApiErrors(
-    { status: 400, description: 'Not a key id' },
-    { status: 404, description: 'No such key, or it is revoked' },
+    { status: 400, description: 'Not a key id', example: NOT_A_KEY_ID },
+    {
+      status: 404,
+      description: 'No such key, or it is revoked',
+      example: { code: 'NOT_FOUND', message: 'No API key 1a2b3c4d5e6f7a8b that is not revoked' },
+    },
   )
   rotate(@Param('id') id: string) {
     return ok(this.keys.rotate(id));

@@ -47,10 +47,7 @@ export class ScopeGuard implements CanActivate {
     if (!principal) return true; // no API_KEY configured: the api is open (development)
     const needed = this.needed(context, request.method);
     if (!hasScope(principal, needed))
-      throw new AppError(
-        'FORBIDDEN',
-        `This key may ${principal.scopes.join(', ') || 'do nothing'}; this route needs the ${needed} scope`,
-      );
+      throw new AppError('FORBIDDEN', missingScopeMessage(principal.scopes, needed));
     if (principal.sessions) this.assertSessions(request, principal.sessions);
     return true;
   }
@@ -76,13 +73,25 @@ export class ScopeGuard implements CanActivate {
   }
 
   private needed(context: ExecutionContext, method: string): ApiKeyScope {
-    const own = this.reflector.get<ApiKeyScope | undefined>(SCOPE, context.getHandler());
-    if (own) return own;
-    const scopes = this.reflector.get<{ read?: ApiKeyScope; write: ApiKeyScope } | undefined>(
-      SCOPES,
-      context.getClass(),
-    );
-    if (!scopes) return 'admin';
-    return method === 'GET' || method === 'HEAD' ? (scopes.read ?? 'read') : scopes.write;
+    return scopeNeeded(context.getClass(), context.getHandler(), method);
   }
+}
+
+/** The 403 of a key without the scope a route needs. */
+export function missingScopeMessage(scopes: readonly ApiKeyScope[], needed: ApiKeyScope): string {
+  return `This key may ${scopes.join(', ') || 'do nothing'}; this route needs the ${needed} scope`;
+}
+
+/**
+ * The scope a route needs: its own (ApiScope), else its controller's for its HTTP method
+ * (ApiScopes), else `admin`. Read by the guard, and by the OpenAPI document's 403s.
+ */
+export function scopeNeeded(controller: object, handler: object, method: string): ApiKeyScope {
+  const own = Reflect.getMetadata(SCOPE, handler) as ApiKeyScope | undefined;
+  if (own) return own;
+  const scopes = Reflect.getMetadata(SCOPES, controller) as
+    { read?: ApiKeyScope; write: ApiKeyScope } | undefined;
+  if (!scopes) return 'admin';
+  const reading = method.toUpperCase() === 'GET' || method.toUpperCase() === 'HEAD';
+  return reading ? (scopes.read ?? 'read') : scopes.write;
 }

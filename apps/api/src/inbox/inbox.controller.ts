@@ -22,7 +22,7 @@ import type { FastifyRequest } from 'fastify';
 import { ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
-import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { NO_SUCH_SESSION, ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import {
   ConversationPageDto,
   IncomingMessageDto,
@@ -32,14 +32,24 @@ import {
   SandboxIncomingDto,
   SentEntryDto,
 } from './inbox.dto.js';
+import { SANDBOX_INCOMING_LIMIT } from '@app/status-store';
 import { InboxService, SANDBOX_QUEUE_FULL } from './inbox.service.js';
 
 const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
+const INCOMING_EXAMPLE = 'in_3f9a1c0e5b7d2a4c6e8f0a1b';
 const INCOMING_ID = ApiParam({
   name: 'id',
-  example: 'in_3f9a1c0e5b7d2a4c6e8f0a1b',
+  example: INCOMING_EXAMPLE,
   description: 'Id of a received message',
 });
+const NOT_AN_INCOMING_ID = {
+  code: 'BAD_REQUEST',
+  message: 'id must be the id of a received message (in_...)',
+} as const;
+const NO_INCOMING = {
+  code: 'NOT_FOUND',
+  message: `Message ${INCOMING_EXAMPLE} does not exist`,
+} as const;
 
 @ApiTags('incoming')
 @ApiExtraModels(ReceivedEntryDto, SentEntryDto)
@@ -57,8 +67,12 @@ export class InboxController {
   @SESSION_ID
   @ApiEnvelope(ConversationPageDto)
   @ApiErrors(
-    { status: 400, description: 'Malformed session id, filter or cursor' },
-    { status: 404, description: 'No such session' },
+    {
+      status: 400,
+      description: 'Malformed session id, filter or cursor',
+      example: { code: 'BAD_REQUEST', message: 'before is not a cursor this api returned' },
+    },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
   )
   list(@Param('id') id: string, @Query() query: ListMessagesQueryDto) {
     return ok(this.inbox.list(id, query));
@@ -69,8 +83,8 @@ export class InboxController {
   @INCOMING_ID
   @ApiEnvelope(IncomingMessageDto)
   @ApiErrors(
-    { status: 400, description: 'Not the id of a received message' },
-    { status: 404, description: 'No such message' },
+    { status: 400, description: 'Not the id of a received message', example: NOT_AN_INCOMING_ID },
+    { status: 404, description: 'No such message', example: NO_INCOMING },
   )
   get(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.inbox.get(id, req.principal?.sessions));
@@ -89,8 +103,15 @@ export class InboxController {
     content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } },
   })
   @ApiErrors(
-    { status: 400, description: 'Not the id of a received message' },
-    { status: 404, description: 'No such message, no media, or the media expired' },
+    { status: 400, description: 'Not the id of a received message', example: NOT_AN_INCOMING_ID },
+    {
+      status: 404,
+      description: 'No such message, no media, or the media expired',
+      example: {
+        code: 'NOT_FOUND',
+        message: `The media of ${INCOMING_EXAMPLE} expired (kept INCOMING_MEDIA_TTL_MS after arrival)`,
+      },
+    },
   )
   // The sender chose the type and the bytes: the browser must neither guess another type nor
   // run what it renders (an HTML or SVG file would otherwise script this origin, the admin's).
@@ -114,20 +135,47 @@ export class InboxController {
   @ApiOperation({
     summary: 'Sandbox only: the session receives a message, as if someone sent it',
     description:
-      'For testing inbound flows: it is recorded, listed and sent to webhooks like a real one once the session is READY.',
+      'For testing inbound flows: it is recorded, listed and sent to webhooks like a real one once the session is READY. ' +
+      'One kind of message: a text, media (a text with it is its caption), a location or a reaction.',
   })
   @SESSION_ID
   @ApiEnvelope(SandboxIncomingAcceptedDto, { status: 202 })
   @ApiErrors(
-    { status: 400, description: 'Invalid body' },
-    { status: 404, description: 'No such session' },
-    { status: 409, description: 'Not the sandbox engine' },
+    {
+      status: 400,
+      description:
+        'Invalid body, no content, or more than one kind of message (text, media, location, reaction: a text with media is its caption)',
+      example: {
+        code: 'BAD_REQUEST',
+        message: 'give at least one of text, media, location or reaction',
+      },
+    },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
+    {
+      status: 409,
+      description: 'Not the sandbox engine',
+      example: {
+        code: 'CONFLICT',
+        message: 'Injecting incoming messages works with the sandbox engine only',
+      },
+    },
     {
       status: 413,
       description:
         'media larger than MEDIA_MAX_BYTES (the body may be as large as such a file in base64)',
+      example: {
+        code: 'PAYLOAD_TOO_LARGE',
+        message: 'media is larger than MEDIA_MAX_BYTES (16777216 bytes)',
+      },
     },
-    { status: 429, description: SANDBOX_QUEUE_FULL },
+    {
+      status: 429,
+      description: SANDBOX_QUEUE_FULL,
+      example: {
+        code: 'RATE_LIMITED',
+        message: `Session main has 4 sandbox messages (89740640 bytes) waiting to be received; at most ${SANDBOX_INCOMING_LIMIT} messages and 89740640 bytes may wait: retry once it has received them (it receives while READY)`,
+      },
+    },
   )
   injectSandbox(@Param('id') id: string, @Body() dto: SandboxIncomingDto) {
     return ok(this.inbox.injectSandbox(id, dto));

@@ -36,7 +36,11 @@ export class ListMessagesQueryDto {
   @IsIn(['in', 'out'])
   direction?: 'in' | 'out';
 
-  @ApiPropertyOptional({ example: '4915123456789@c.us', description: 'Only this chat' })
+  @ApiPropertyOptional({
+    example: '4915123456789',
+    description:
+      'Only this chat: a phone number in international format (as `to` takes it), or a chat id (`...@c.us`, `...@g.us`, `...@lid`)',
+  })
   @IsOptional()
   @IsString()
   @MaxLength(128)
@@ -77,8 +81,16 @@ class LocationDto {
   address?: string;
 }
 
-class ReactionDto {
-  @ApiProperty({ example: '👍', description: "'' takes a reaction back" })
+/**
+ * A reaction someone sent, as a sandbox message gives it (a received message holds it with our
+ * id of its target too: ReceivedReactionDto). Not the send route's ReactionDto (an emoji
+ * alone): its own name, or Swagger would show one schema for both.
+ */
+class SandboxReactionDto {
+  @ApiProperty({
+    example: '👍',
+    description: "The emoji reacted with; '' when the sender took their reaction back",
+  })
   @IsString()
   @MaxLength(16)
   emoji: string;
@@ -119,7 +131,7 @@ class IncomingMediaDto implements IncomingMediaInfo {
 }
 
 /** A received reaction: also names our message reacted to, when this gateway sent it. */
-class ReceivedReactionDto extends ReactionDto {
+class ReceivedReactionDto extends SandboxReactionDto {
   @ApiProperty({
     nullable: true,
     type: String,
@@ -181,7 +193,12 @@ export class IncomingMessageDto implements IncomingRecord {
   location: LocationDto | null;
   @ApiProperty({ nullable: true, type: [String], example: null })
   vcards: string[] | null;
-  @ApiProperty({ nullable: true, type: ReceivedReactionDto, example: null })
+  @ApiProperty({
+    nullable: true,
+    type: ReceivedReactionDto,
+    example: null,
+    description: 'A reaction (type `reaction`): the emoji and the message reacted to',
+  })
   reaction: ReceivedReactionDto | null;
   @ApiProperty({ nullable: true, type: IncomingMediaDto, example: null })
   media: IncomingMediaDto | null;
@@ -261,7 +278,11 @@ export class SandboxIncomingDto {
   @IsPhone()
   from: string;
 
-  @ApiPropertyOptional({ example: 'Is my order on its way?' })
+  @ApiPropertyOptional({
+    example: 'Is my order on its way?',
+    description:
+      'A text, or the caption of `media`. Give one kind of message: text, media, location or reaction',
+  })
   @IsOptional()
   @IsString()
   @MaxLength(4096)
@@ -300,14 +321,14 @@ export class SandboxIncomingDto {
   location?: LocationDto;
 
   @ApiPropertyOptional({
-    type: ReactionDto,
+    type: SandboxReactionDto,
     example: { emoji: '👍', targetId: 'sandbox_0b7e5d2a-4c91-4f3e-8a6d-2e9c71f05b38' },
   })
   @IsOptional()
   @IsObject({ message: 'reaction must be an object' })
   @ValidateNested()
-  @Type(() => ReactionDto)
-  reaction?: ReactionDto;
+  @Type(() => SandboxReactionDto)
+  reaction?: SandboxReactionDto;
 
   @ApiPropertyOptional({
     type: SandboxMediaDto,

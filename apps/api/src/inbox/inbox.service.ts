@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { assertSessionAllowed } from '../auth/api-keys.service.js';
 import { randomUUID } from 'node:crypto';
-import { AppError, phoneDigits } from '@app/common';
+import { AppError, phoneDigits, toChatId } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
   IncomingRepository,
@@ -41,7 +41,7 @@ export class InboxService {
       return await this.incoming.conversation({
         sessionId,
         direction: query.direction,
-        chatId: query.chatId,
+        chatId: query.chatId === undefined ? undefined : chatFilter(query.chatId),
         before: query.before,
         limit: query.limit ?? 50,
       });
@@ -92,6 +92,7 @@ export class InboxService {
     await this.sessions.existing(sessionId);
     if (!dto.text && !dto.media && !dto.location && !dto.reaction)
       throw new AppError('BAD_REQUEST', 'give at least one of text, media, location or reaction');
+    assertOneKind(dto);
     if (
       dto.media &&
       Buffer.byteLength(dto.media.dataBase64, 'base64') > this.config.MEDIA_MAX_BYTES
@@ -114,4 +115,35 @@ export class InboxService {
       );
     return { id: incomingMessageId(sessionId, engineMessageId), engineMessageId };
   }
+}
+
+/**
+ * A message is of one kind, as WhatsApp's are: a text, a file (a text with it is its caption),
+ * a location or a reaction. Several were recorded as one of them with the others' fields kept
+ * (a reaction with a body and a location).
+ */
+function assertOneKind(dto: SandboxIncomingDto): void {
+  const given = (['text', 'media', 'location', 'reaction'] as const).filter((kind) => dto[kind]);
+  const kinds = given.filter((kind) => !(kind === 'text' && dto.media));
+  if (kinds.length <= 1) return;
+  const named = `${given.slice(0, -1).join(', ')} and ${given.at(-1)}`;
+  throw new AppError(
+    'BAD_REQUEST',
+    `give one kind of message: text, media (with text as its caption), location or reaction; this one has ${named}`,
+  );
+}
+
+/**
+ * The chat a conversation is filtered by: a phone number as a send's `to` takes it (matched as
+ * `<digits>@c.us`, as the records hold it), or a chat id as it is. Anything else matched nothing,
+ * silently: it is refused.
+ */
+function chatFilter(chatId: string): string {
+  const chat = toChatId(chatId) ?? (/^[^@\s]+@(c\.us|g\.us|lid)$/.test(chatId) ? chatId : null);
+  if (!chat)
+    throw new AppError(
+      'BAD_REQUEST',
+      'chatId must be a phone number in international format (as `to` takes it) or a chat id (...@c.us, ...@g.us, ...@lid)',
+    );
+  return chat;
 }

@@ -12,7 +12,7 @@ import type { FastifyRequest } from 'fastify';
 import { AppError, ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
-import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { NO_SUCH_SESSION, ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { MessageDto } from './message.dto.js';
 import { MessagesService, type SendContext } from './messages.service.js';
 import {
@@ -24,19 +24,56 @@ import {
   SendTextDto,
 } from './send-message.dto.js';
 import { BatchAcceptedDto } from './batch.dto.js';
+import { ContactExamples, LocationExamples, MediaExamples, TextExamples } from './send-examples.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+const MESSAGE_EXAMPLE = '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01';
 /** The 409s of every route that takes an Idempotency-Key (MessagesService.enqueue). */
 const KEY_CONFLICTS =
   'the Idempotency-Key was used for a different request, its first request is still in progress (retry), or the message it made is no longer kept (MESSAGE_RETENTION_MS)';
+
+const NO_WORKER = {
+  code: 'UNAVAILABLE',
+  message: 'No worker is running; the message was not accepted',
+} as const;
+const NO_MESSAGE = {
+  code: 'NOT_FOUND',
+  message: `Message ${MESSAGE_EXAMPLE} does not exist`,
+} as const;
+const NOT_A_MESSAGE_ID = {
+  code: 'BAD_REQUEST',
+  message: 'id must be a message id (a UUID)',
+} as const;
 
 const SEND_ERRORS = ApiErrors(
   {
     status: 400,
     description:
       'Invalid body, unknown field or malformed Idempotency-Key; or replyTo names a message of another chat, or a reaction or a deletion (not a message: nothing to quote)',
+    example: {
+      code: 'BAD_REQUEST',
+      message:
+        'to must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), a group id ending in @g.us, or a chat id ending in @lid, in at most 64 characters',
+    },
   },
-  { status: 404, description: 'The session does not exist' },
+  {
+    status: 404,
+    description:
+      'The session does not exist, or replyTo names a message that does not exist (or is no longer kept)',
+    examples: {
+      session: {
+        summary: 'No such session',
+        error: { code: 'NOT_FOUND', message: 'Session sales does not exist' },
+      },
+      replyTo: {
+        summary: 'No such message to reply to',
+        error: {
+          code: 'NOT_FOUND',
+          message: 'replyTo: message in_3f6b0c4d2a1e9f8b7c6d5e4f3a2b1c0d does not exist',
+        },
+      },
+    },
+  },
   {
     status: 409,
     description: `Conflict: replyTo names one of our messages that failed or was cancelled (never sent: nothing to quote), or ${KEY_CONFLICTS}`,
@@ -46,24 +83,36 @@ const SEND_ERRORS = ApiErrors(
         'replyTo: message 6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01 was cancelled: it was never sent, so there is nothing to quote',
     },
   },
-  { status: 413, description: 'Body larger than 1 MiB (a file: larger than MEDIA_MAX_BYTES)' },
+  {
+    status: 413,
+    description: 'Body larger than 1 MiB (a file: larger than MEDIA_MAX_BYTES)',
+    example: {
+      code: 'PAYLOAD_TOO_LARGE',
+      message: 'Request body is too large: this route takes at most 1 MiB',
+    },
+  },
   {
     status: 503,
     description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+    example: NO_WORKER,
   },
 );
 
+// No example: Swagger UI would fill it in and send it on every route tried, and the second
+// route would get 409 (the key already used for another request) for 24 h.
 const IDEMPOTENCY_HEADER = ApiHeader({
   name: 'Idempotency-Key',
   required: false,
   description:
-    'Repeating a request with the same key within 24 h returns the original message instead of sending again',
-  example: 'order-1042-confirmation',
+    'Optional; 1-255 visible ASCII characters, one per message you mean to send (such as ' +
+    '`order-1042-confirmation`). Repeating a request with the same key within 24 h returns ' +
+    'the original message instead of sending again; the same key with a different request ' +
+    'gets 409.',
 });
 
 const MESSAGE_ID = ApiParam({
   name: 'id',
-  example: '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01',
+  example: MESSAGE_EXAMPLE,
   description: 'Message id',
 });
 
@@ -80,6 +129,7 @@ export class MessagesController {
     summary: 'Queue a text message',
     description: 'Answers at once; follow the status with GET /api/v1/messages/{id}.',
   })
+  @TextExamples()
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
@@ -100,6 +150,7 @@ export class MessagesController {
       'and `viewOnce` (photos, videos) say how it is shown; at most one of the first three.',
   })
   @ApiConsumes('application/json', 'multipart/form-data')
+  @MediaExamples()
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
@@ -122,12 +173,25 @@ export class MessagesController {
     {
       status: 400,
       description: 'Invalid body, or invalid messages (each listed in error.details by index)',
+      example: {
+        code: 'BAD_REQUEST',
+        message:
+          '1 of 2 messages are invalid; nothing was queued: #1: text must be shorter than or equal to 4096 characters',
+      },
     },
-    { status: 404, description: 'A session does not exist' },
-    { status: 413, description: 'Body larger than 8 MiB' },
+    { status: 404, description: 'A session does not exist', example: NO_SUCH_SESSION },
+    {
+      status: 413,
+      description: 'Body larger than 8 MiB',
+      example: {
+        code: 'PAYLOAD_TOO_LARGE',
+        message: 'Request body is too large: this route takes at most 8 MiB',
+      },
+    },
     {
       status: 503,
       description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+      example: NO_WORKER,
     },
   )
   sendBatch(@Body() dto: SendBatchDto, @Req() req: FastifyRequest) {
@@ -145,6 +209,7 @@ export class MessagesController {
     summary: 'Queue a location',
     description: 'A pin at latitude/longitude, with an optional place name and address.',
   })
+  @LocationExamples()
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
@@ -158,6 +223,7 @@ export class MessagesController {
     summary: 'Queue a contact card',
     description: 'We build the vCard from the name and number; the recipient can message it.',
   })
+  @ContactExamples()
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @SEND_ERRORS
@@ -184,8 +250,19 @@ export class MessagesController {
       status: 400,
       description:
         'Not a message id, or not an emoji; or the id is of a reaction or a deletion (not a message: nothing to react to)',
+      example: {
+        code: 'BAD_REQUEST',
+        message: 'emoji must be one emoji (👍, ❤️, 👍🏽, 🇩🇪), or empty to take a reaction back',
+      },
     },
-    { status: 404, description: 'No such message' },
+    {
+      status: 404,
+      description: 'No such message',
+      example: {
+        code: 'NOT_FOUND',
+        message: 'Message in_3f9a1c0e5b7d2a4c6e8f0a1b does not exist',
+      },
+    },
     {
       status: 409,
       description: `Conflict: the message is one of ours that failed or was cancelled (never sent: nothing to react to), or ${KEY_CONFLICTS}`,
@@ -198,6 +275,7 @@ export class MessagesController {
     {
       status: 503,
       description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+      example: NO_WORKER,
     },
   )
   react(@Param('id') id: string, @Body() dto: ReactionDto, @Req() req: FastifyRequest) {
@@ -219,15 +297,21 @@ export class MessagesController {
       status: 400,
       description:
         'Not one of our message ids, or the id is of a reaction or a deletion (not a message: an empty emoji takes a reaction back)',
+      example: { code: 'BAD_REQUEST', message: 'id must be one of our message ids (a UUID)' },
     },
-    { status: 404, description: 'No such message' },
+    { status: 404, description: 'No such message', example: NO_MESSAGE },
     {
       status: 409,
       description: `The message was not sent (yet), or ${KEY_CONFLICTS}`,
+      example: {
+        code: 'CONFLICT',
+        message: `Message ${MESSAGE_EXAMPLE} was not sent: only a sent message can be deleted (cancel one still waiting)`,
+      },
     },
     {
       status: 503,
       description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+      example: NO_WORKER,
     },
   )
   revoke(@Param('id') id: string, @Req() req: FastifyRequest) {
@@ -246,15 +330,20 @@ export class MessagesController {
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'The new message, queued' })
   @ApiErrors(
-    { status: 400, description: 'Not a message id' },
-    { status: 404, description: 'No such message' },
+    { status: 400, description: 'Not a message id', example: NOT_A_MESSAGE_ID },
+    { status: 404, description: 'No such message', example: NO_MESSAGE },
     {
       status: 409,
       description: `Neither failed nor overdue, already resent, its file (sent with the request) is gone, or ${KEY_CONFLICTS}`,
+      example: {
+        code: 'CONFLICT',
+        message: `Message ${MESSAGE_EXAMPLE} is delivered: only a failed message, or a sent one WhatsApp never acknowledged (ackOverdueAt), can be resent`,
+      },
     },
     {
       status: 503,
       description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+      example: NO_WORKER,
     },
   )
   resend(@Param('id') id: string, @Req() req: FastifyRequest) {
@@ -270,9 +359,16 @@ export class MessagesController {
   @MESSAGE_ID
   @ApiEnvelope(MessageDto, { description: 'Cancelled: the message with status cancelled' })
   @ApiErrors(
-    { status: 400, description: 'Not a message id' },
-    { status: 404, description: 'No such message' },
-    { status: 409, description: 'The message is being sent, was sent or failed' },
+    { status: 400, description: 'Not a message id', example: NOT_A_MESSAGE_ID },
+    { status: 404, description: 'No such message', example: NO_MESSAGE },
+    {
+      status: 409,
+      description: 'The message is being sent, was sent or failed',
+      example: {
+        code: 'CONFLICT',
+        message: `Message ${MESSAGE_EXAMPLE} is sent: only a scheduled or queued message can be cancelled`,
+      },
+    },
   )
   cancel(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.messages.cancel(id, req.principal?.sessions));
@@ -283,8 +379,8 @@ export class MessagesController {
   @MESSAGE_ID
   @ApiEnvelope(MessageDto)
   @ApiErrors(
-    { status: 400, description: 'Not a message id' },
-    { status: 404, description: 'No such message' },
+    { status: 400, description: 'Not a message id', example: NOT_A_MESSAGE_ID },
+    { status: 404, description: 'No such message', example: NO_MESSAGE },
   )
   get(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.messages.get(id, req.principal?.sessions));

@@ -52,6 +52,15 @@ const REACTION_EMOJI = new RegExp(
   'u',
 );
 
+/**
+ * A time `sendAt` may name, for its examples: tomorrow at 09:00 UTC, counted from when the
+ * document is made (at boot): within the 30 days a schedule may reach, not a fixed date that
+ * passes.
+ */
+export function exampleSendAt(now = Date.now()): string {
+  return `${new Date(now + 24 * 3600_000).toISOString().slice(0, 10)}T09:00:00Z`;
+}
+
 /** An optional session id field, documented with `description`. */
 const SessionIdField = (description: string) =>
   applyDecorators(
@@ -81,7 +90,7 @@ export class SendBaseDto {
   @ApiPropertyOptional({
     description:
       'Send at this time (ISO-8601 with a time zone, in the future, at most 30 days ahead) instead of at once; the message is `scheduled` until then and can be cancelled with DELETE /api/v1/messages/{id}',
-    example: '2026-12-24T09:00:00+01:00',
+    example: exampleSendAt(),
   })
   @IsOptional()
   @IsString()

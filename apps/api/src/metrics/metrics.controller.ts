@@ -73,7 +73,11 @@ export class MetricsController {
         'http_requests_total{method="POST",route="/api/v1/messages/text",status="202"} 42\n',
     },
   })
-  @ApiErrors({ status: 401, description: 'METRICS_TOKEN is set and was not given, or is wrong' })
+  @ApiErrors({
+    status: 401,
+    description: 'METRICS_TOKEN is set and was not given, or is wrong',
+    example: { code: 'UNAUTHORIZED', message: 'Invalid metrics token' },
+  })
   async index(@Res() res: FastifyReply): Promise<void> {
     // @Res(): Prometheus text, not our JSON envelope.
     void res.header('Content-Type', register.contentType).send(await register.metrics());

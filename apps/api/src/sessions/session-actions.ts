@@ -12,7 +12,12 @@ import {
 import { ApiOperation, ApiParam, ApiProduces, ApiResponse } from '@nestjs/swagger';
 import type { FastifyRequest } from 'fastify';
 import { ok } from '@app/common';
-import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import {
+  MALFORMED_SESSION_ID,
+  NO_SUCH_SESSION,
+  ApiEnvelope,
+  ApiErrors,
+} from '../docs/envelope.dto.js';
 import { SessionStatusDto } from './session.dto.js';
 import {
   CreateSessionDto,
@@ -26,8 +31,8 @@ import { auditTarget } from '../audit/audit.interceptor.js';
 
 export const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
 export const UNKNOWN = ApiErrors(
-  { status: 400, description: 'Malformed session id' },
-  { status: 404, description: 'No such session' },
+  { status: 400, description: 'Malformed session id', example: MALFORMED_SESSION_ID },
+  { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
 );
 
 /**
@@ -45,8 +50,19 @@ export abstract class SessionActions {
   })
   @ApiEnvelope(SessionStatusDto, { status: 201, description: 'Registered; a worker starts it' })
   @ApiErrors(
-    { status: 400, description: 'Malformed id' },
-    { status: 409, description: 'A session with this id exists, or is still being deleted' },
+    {
+      status: 400,
+      description: 'Malformed id',
+      example: {
+        code: 'BAD_REQUEST',
+        message: 'id must be 1-64 letters, digits, _ or -, starting with a letter or digit',
+      },
+    },
+    {
+      status: 409,
+      description: 'A session with this id exists, or is still being deleted',
+      example: { code: 'CONFLICT', message: 'Session sales already exists' },
+    },
   )
   create(@Body() dto: CreateSessionDto, @Req() req: FastifyRequest) {
     auditTarget(req, { id: dto.id });
@@ -69,10 +85,11 @@ export abstract class SessionActions {
     content: { 'image/png': { schema: { type: 'string', format: 'binary' } } },
   })
   @ApiErrors(
-    { status: 400, description: 'Malformed session id' },
+    { status: 400, description: 'Malformed session id', example: MALFORMED_SESSION_ID },
     {
       status: 404,
       description: 'No such session, or no QR right now (the message says the status)',
+      example: { code: 'NOT_FOUND', message: 'Session main has no QR code to scan (status READY)' },
     },
   )
   async qr(@Param('id') id: string) {
@@ -91,13 +108,29 @@ export abstract class SessionActions {
   @SESSION_ID
   @ApiEnvelope(PairingCodeDto)
   @ApiErrors(
-    { status: 400, description: 'Malformed session id, or not a phone number' },
-    { status: 404, description: 'No such session' },
-    { status: 409, description: 'Already linked, not waiting to be linked, or refused' },
+    {
+      status: 400,
+      description: 'Malformed session id, or not a phone number',
+      example: {
+        code: 'BAD_REQUEST',
+        message:
+          'phone must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), written in at most 64 characters',
+      },
+    },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
+    {
+      status: 409,
+      description: 'Already linked, not waiting to be linked, or refused',
+      example: { code: 'CONFLICT', message: 'Session main is already linked' },
+    },
     {
       status: 503,
       description:
         'No worker drives the session or none produced a code in time, or Redis cannot be reached',
+      example: {
+        code: 'UNAVAILABLE',
+        message: 'No worker drives main now; is the session running?',
+      },
     },
   )
   pairingCode(@Param('id') id: string, @Body() dto: PairingCodeRequestDto) {
@@ -129,13 +162,27 @@ export abstract class SessionActions {
 
   @Post(':id/link')
   @HttpCode(202)
-  @ApiOperation({ summary: 'Sandbox only: link now, as if the QR had been scanned' })
+  @ApiOperation({
+    summary: 'Sandbox only: link now, as if the QR had been scanned',
+    description:
+      'The owning worker links the session at once; a session already linked stays as it is (202 all the same: a repeated link is no error).',
+  })
   @SESSION_ID
-  @ApiEnvelope(SessionCommandAcceptedDto, { status: 202 })
+  @ApiEnvelope(SessionCommandAcceptedDto, {
+    status: 202,
+    description: 'Accepted; a session already linked is left as it is',
+  })
   @ApiErrors(
-    { status: 400, description: 'Malformed session id' },
-    { status: 404, description: 'No such session' },
-    { status: 409, description: 'Not the sandbox engine' },
+    { status: 400, description: 'Malformed session id', example: MALFORMED_SESSION_ID },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
+    {
+      status: 409,
+      description: 'Not the sandbox engine',
+      example: {
+        code: 'CONFLICT',
+        message: 'Linking without a phone works with the sandbox engine only',
+      },
+    },
   )
   link(@Param('id') id: string) {
     return ok(this.sessions.link(id));
@@ -151,6 +198,11 @@ export abstract class SessionActions {
     status: 409,
     description:
       'The active session (sends without a sessionId go to it): make another active first',
+    example: {
+      code: 'CONFLICT',
+      message:
+        'Session main is the active one (sends without a sessionId go to it): make another session active first (PUT /api/v1/sessions/active)',
+    },
   })
   remove(@Param('id') id: string) {
     return ok(this.sessions.remove(id));

@@ -80,11 +80,15 @@ export class ActiveSessionDto {
   id: string;
 }
 
+/** The commands answered with SessionCommandAcceptedDto (a create answers the session). */
+export const SESSION_COMMANDS = ['reconnect', 'logout', 'link', 'delete'] as const;
+export type SessionCommandName = (typeof SESSION_COMMANDS)[number];
+
 export class SessionCommandAcceptedDto {
   @ApiProperty({ example: 'sales' })
   id: string;
-  @ApiProperty({ example: 'reconnect', enum: ['create', 'reconnect', 'logout', 'delete'] })
-  command: string;
+  @ApiProperty({ example: 'reconnect', enum: SESSION_COMMANDS })
+  command: SessionCommandName;
   @ApiProperty({
     example: 'The owning worker carries this out; follow GET /api/v1/sessions/{id}/status',
   })

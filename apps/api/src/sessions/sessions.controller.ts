@@ -6,7 +6,7 @@ import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { assertActiveSessionAllowed, hasScope } from '../auth/api-keys.service.js';
 import { ApiScope, ApiScopes } from '../auth/scope.guard.js';
-import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { NO_SUCH_SESSION, ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { SessionStatusDto } from './session.dto.js';
 import {
   ActiveSessionDto,
@@ -43,6 +43,10 @@ export class SessionsController extends SessionActions {
   @ApiErrors({
     status: 403,
     description: 'The key is limited to some sessions, and the active one is not of them',
+    example: {
+      code: 'FORBIDDEN',
+      message: 'The active session is not one this key may use (a send must give sessionId)',
+    },
   })
   async getActive(@Req() req: FastifyRequest) {
     const id = await this.sessions.active();
@@ -89,8 +93,12 @@ export class SessionsController extends SessionActions {
   @SESSION_ID
   @ApiEnvelope(SessionLimitsDto)
   @ApiErrors(
-    { status: 400, description: 'Invalid limits (unknown time zone, same start and end...)' },
-    { status: 404, description: 'No such session' },
+    {
+      status: 400,
+      description: 'Invalid limits (unknown time zone, same start and end...)',
+      example: { code: 'BAD_REQUEST', message: 'quietHours.timeZone Mars/Base is not a time zone' },
+    },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
   )
   setLimits(@Param('id') id: string, @Body() dto: SessionLimitsDto) {
     return ok(this.sessions.setLimits(id, dto));
@@ -115,14 +123,33 @@ export class SessionsController extends SessionActions {
   })
   @ApiEnvelope(NumberCheckDto)
   @ApiErrors(
-    { status: 400, description: 'Malformed session id or number' },
-    { status: 403, description: 'The key lacks the send scope, or may not use the session' },
-    { status: 404, description: 'No such session' },
-    { status: 409, description: 'The session is not READY, or WhatsApp refused the lookup' },
+    {
+      status: 400,
+      description: 'Malformed session id or number',
+      example: {
+        code: 'BAD_REQUEST',
+        message: 'number must be 7-15 digits in international format',
+      },
+    },
+    {
+      status: 403,
+      description: 'The key may not use the session',
+      example: { code: 'FORBIDDEN', message: 'This key may use session main only, not sales' },
+    },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
+    {
+      status: 409,
+      description: 'The session is not READY, or WhatsApp refused the lookup',
+      example: { code: 'CONFLICT', message: 'Session main is not READY (QR)' },
+    },
     {
       status: 503,
       description:
         'No worker drives the session now or it did not answer, or Redis cannot be reached',
+      example: {
+        code: 'UNAVAILABLE',
+        message: 'No worker drives main now; is the session running?',
+      },
     },
   )
   checkNumber(@Param('id') id: string, @Param('number') number: string) {

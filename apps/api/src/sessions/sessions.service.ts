@@ -16,7 +16,11 @@ import {
   type SessionView,
 } from '@app/status-store';
 import type { SessionStatusDto } from './session.dto.js';
-import type { NumberCheckDto, SessionCommandAcceptedDto } from './session-commands.dto.js';
+import type {
+  NumberCheckDto,
+  SessionCommandAcceptedDto,
+  SessionCommandName,
+} from './session-commands.dto.js';
 
 /** How long a pairing-code request waits for the owning worker to produce the code. */
 const PAIRING_WAIT_MS = 20_000;
@@ -242,7 +246,7 @@ export class SessionsService {
   }
 }
 
-function accepted(id: string, command: string): SessionCommandAcceptedDto {
+function accepted(id: string, command: SessionCommandName): SessionCommandAcceptedDto {
   return {
     id,
     command,

@@ -5,7 +5,12 @@ import type { FastifyRequest } from 'fastify';
 import { ArrayBodyPipe, ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
-import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import {
+  MALFORMED_SESSION_ID,
+  NO_SUCH_SESSION,
+  ApiEnvelope,
+  ApiErrors,
+} from '../docs/envelope.dto.js';
 import {
   DeliveryDto,
   DeliveryQueryDto,
@@ -19,11 +24,16 @@ import {
 import { WebhooksService } from './webhooks.service.js';
 
 const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
-const DELIVERY_ID = ApiParam({
-  name: 'id',
-  example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2_s3f9a1c0e5b7d',
-  description: 'Delivery id',
-});
+const DELIVERY_EXAMPLE = 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2_s3f9a1c0e5b7d';
+const DELIVERY_ID = ApiParam({ name: 'id', example: DELIVERY_EXAMPLE, description: 'Delivery id' });
+const NOT_A_DELIVERY_ID = {
+  code: 'BAD_REQUEST',
+  message: 'id must be a delivery id (evt_..._...)',
+} as const;
+const NO_DELIVERY = {
+  code: 'NOT_FOUND',
+  message: `Delivery ${DELIVERY_EXAMPLE} does not exist`,
+} as const;
 
 // The body is a JSON array; its items are validated as the global pipe validates objects.
 const TARGETS_BODY = new ArrayBodyPipe(WebhookTargetInputDto, 'target', MAX_WEBHOOK_TARGETS);
@@ -46,8 +56,8 @@ export class WebhooksController {
   @SESSION_ID
   @ApiEnvelope(WebhookTargetDto, { isArray: true })
   @ApiErrors(
-    { status: 400, description: 'Malformed session id' },
-    { status: 404, description: 'No such session' },
+    { status: 400, description: 'Malformed session id', example: MALFORMED_SESSION_ID },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
   )
   targets(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.webhooks.targets(id, req.principal?.sessions));
@@ -62,8 +72,15 @@ export class WebhooksController {
   @ApiBody({ type: [WebhookTargetInputDto] })
   @ApiEnvelope(WebhookTargetDto, { isArray: true })
   @ApiErrors(
-    { status: 400, description: 'Invalid target: URL, private address, events, secret' },
-    { status: 404, description: 'No such session' },
+    {
+      status: 400,
+      description: 'Invalid target: URL, private address, events, secret',
+      example: {
+        code: 'BAD_REQUEST',
+        message: '[0] url names a private, loopback or reserved address (10.0.0.1)',
+      },
+    },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
   )
   setTargets(@Param('id') id: string, @Body(TARGETS_BODY) targets: WebhookTargetInputDto[]) {
     return ok(this.webhooks.setTargets(id, targets));
@@ -76,7 +93,21 @@ export class WebhooksController {
       'status=failed lists those that gave up (kept WEBHOOK_RETENTION_MS, replayable). Without sessionId, every session a key may use (a key limited to some sessions: the newest of all of theirs).',
   })
   @ApiEnvelope(DeliveryDto, { isArray: true })
-  @ApiErrors({ status: 400, description: 'Invalid filter' })
+  @ApiErrors(
+    {
+      status: 400,
+      description: 'Invalid filter',
+      example: {
+        code: 'BAD_REQUEST',
+        message: 'status must be one of the following values: pending, delivered, failed',
+      },
+    },
+    {
+      status: 404,
+      description: 'sessionId names no session (or one being deleted)',
+      example: NO_SUCH_SESSION,
+    },
+  )
   deliveries(@Query() query: DeliveryQueryDto, @Req() req: FastifyRequest) {
     return ok(this.webhooks.deliveries(query, req.principal?.sessions));
   }
@@ -86,8 +117,8 @@ export class WebhooksController {
   @DELIVERY_ID
   @ApiEnvelope(DeliveryDto)
   @ApiErrors(
-    { status: 400, description: 'Not a delivery id' },
-    { status: 404, description: 'No such delivery' },
+    { status: 400, description: 'Not a delivery id', example: NOT_A_DELIVERY_ID },
+    { status: 404, description: 'No such delivery', example: NO_DELIVERY },
   )
   delivery(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.webhooks.delivery(id, req.principal?.sessions));
@@ -102,9 +133,20 @@ export class WebhooksController {
   @DELIVERY_ID
   @ApiEnvelope(DeliveryDto, { status: 202 })
   @ApiErrors(
-    { status: 400, description: 'Not a delivery id' },
-    { status: 404, description: 'No such delivery, or its session was deleted' },
-    { status: 409, description: 'Not failed, its event expired, or its target was removed' },
+    { status: 400, description: 'Not a delivery id', example: NOT_A_DELIVERY_ID },
+    {
+      status: 404,
+      description: 'No such delivery, or its session was deleted',
+      example: NO_DELIVERY,
+    },
+    {
+      status: 409,
+      description: 'Not failed, its event expired, or its target was removed',
+      example: {
+        code: 'CONFLICT',
+        message: `Delivery ${DELIVERY_EXAMPLE} has not failed; only failed ones are replayed`,
+      },
+    },
   )
   replay(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.webhooks.replay(id, req.principal?.sessions));

@@ -85,6 +85,8 @@ export class WebhooksService {
     const list = (sessionId?: string) =>
       this.webhooks.list({ status: query.status, sessionId, limit, ownOnly: !!sessions });
     if (sessions && query.sessionId) assertSessionAllowed(sessions, query.sessionId);
+    // A session that does not exist is told, as by its other routes: not an empty list.
+    if (query.sessionId) await this.sessions.existing(query.sessionId);
     // A key limited to some sessions, none named: the newest of all of theirs.
     const deliveries =
       sessions && !query.sessionId

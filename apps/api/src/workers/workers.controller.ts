@@ -9,11 +9,17 @@ import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
 import { WorkerDto } from './worker.dto.js';
 import { WorkersService } from './workers.service.js';
 
+const WORKER_EXAMPLE = 'worker-1-4242-a1b2c3';
 const WORKER_ID = ApiParam({
   name: 'id',
-  example: 'worker-1-4242-a1b2c3',
+  example: WORKER_EXAMPLE,
   description: 'A worker id from GET /api/v1/workers',
 });
+const NOT_A_WORKER_ID = {
+  code: 'BAD_REQUEST',
+  message: 'id must be a worker id as GET /api/v1/workers lists it',
+} as const;
+const NO_WORKER = { code: 'NOT_FOUND', message: `No live worker ${WORKER_EXAMPLE}` } as const;
 
 @ApiTags('workers')
 @ApiKeyAuth()
@@ -46,8 +52,8 @@ export class WorkersController {
   @WORKER_ID
   @ApiEnvelope(WorkerDto, { status: 202 })
   @ApiErrors(
-    { status: 400, description: 'Malformed worker id' },
-    { status: 404, description: 'No live worker with this id' },
+    { status: 400, description: 'Malformed worker id', example: NOT_A_WORKER_ID },
+    { status: 404, description: 'No live worker with this id', example: NO_WORKER },
   )
   drain(@Param('id') id: string) {
     return ok(this.workers.setDraining(id, true));
@@ -58,8 +64,8 @@ export class WorkersController {
   @WORKER_ID
   @ApiEnvelope(WorkerDto)
   @ApiErrors(
-    { status: 400, description: 'Malformed worker id' },
-    { status: 404, description: 'No live worker with this id' },
+    { status: 400, description: 'Malformed worker id', example: NOT_A_WORKER_ID },
+    { status: 404, description: 'No live worker with this id', example: NO_WORKER },
   )
   undrain(@Param('id') id: string) {
     return ok(this.workers.setDraining(id, false));
