@@ -165,7 +165,7 @@ export class MessagesController {
     description:
       'All or nothing: every message is checked as its own route would check it before any is ' +
       'queued. Each becomes a message of its own (same queue, pacing, statuses, webhooks); ' +
-      'follow the batch with GET /api/v1/batches/{id}. An Idempotency-Key is not taken here.',
+      'follow the batch with GET /api/v1/batches/{id}. A request with an Idempotency-Key is refused (400): send each message on its own to use one.',
   })
   @ApiExtraModels(SendTextDto, SendMediaDto, SendLocationDto, SendContactDto)
   @ApiEnvelope(BatchAcceptedDto, { status: 202, description: 'Accepted and queued' })
