@@ -88,10 +88,12 @@ function isTrustProxy(value: unknown): boolean {
  * Why a CORS_ORIGINS entry can never match a browser's Origin header, or null. The api
  * compares origins as strings (@fastify/cors, and the open api's own same-site check), so an
  * entry must be one as browsers send it: scheme://host[:port], lower case, no default port,
- * no path or trailing slash. `*` is no wildcard there. Schemes other than http(s) are taken as
- * written (capacitor://localhost, tauri://localhost, chrome-extension://<id>).
+ * no path or trailing slash. `*` lets any site's pages call it (@fastify/cors takes it as a
+ * wildcard; the key still has to be given). Schemes other than http(s) are taken as written
+ * (capacitor://localhost, tauri://localhost, chrome-extension://<id>).
  */
 function corsOriginProblem(entry: string): string | null {
+  if (entry === '*') return null;
   // Shown without user info or query, as the value itself is (parseConfig's masking).
   const shown = `"${entry.replace(/\/\/.*@/s, '//***@').replace(/\?.*$/s, '?***')}" is not one`;
   if (/^https?:/i.test(entry)) {
