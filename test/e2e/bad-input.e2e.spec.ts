@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { TEST_API_KEY, useStack } from '../support/stack.js';
 
@@ -277,6 +278,18 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
       code: 'BAD_REQUEST',
       message: 'filename must not contain slashes or NUL characters',
     });
+  });
+
+  it('takes an empty text/plain body as no body (a browser fetch with body: "")', async () => {
+    // (No message is made here: the tests below count them.) The route runs: 404, not a 400.
+    const cancel = await stack.call('DELETE', `/api/v1/messages/${randomUUID()}`, '', {
+      'content-type': 'text/plain;charset=UTF-8',
+    });
+    expect(cancel.status, JSON.stringify(cancel.body)).toBe(404);
+    const reconnect = await stack.call('POST', '/api/v1/sessions/main/reconnect', '', {
+      'content-type': 'text/plain;charset=UTF-8',
+    });
+    expect(reconnect.status, JSON.stringify(reconnect.body)).toBe(202);
   });
 
   it('answers a JSON body sent as text/plain as a form or any other non-JSON type: send JSON', async () => {

@@ -26,6 +26,7 @@ import { documentMediaForm } from './docs/media-form.js';
 import { documentScopes } from './docs/scopes.js';
 import { HttpMetrics } from './metrics/http-metrics.js';
 import { MEDIA_ROUTE, configureUploads } from './messages/media-upload.js';
+import { freshSendAtExamples } from './messages/send-examples.js';
 import { corsOrigins } from './auth/browser-origin.js';
 
 /** Largest request body (JSON or form) the api reads. */
@@ -114,8 +115,14 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
   server.addHook('onRequest', refuseUnreadableBodies);
   // Fastify reads text/plain as a string, which validation then refused field by field (a JSON
   // body sent with the wrong type got a dozen errors): no route takes text, so it is refused as
-  // every other type but JSON is, 'Unsupported Content-Type: send JSON'.
+  // every other type but JSON is, 'Unsupported Content-Type: send JSON'. An empty one is no
+  // body (what a browser's fetch with `body: ''` sends to a DELETE or a command's POST).
   server.removeContentTypeParser('text/plain');
+  server.addContentTypeParser('text/plain', { parseAs: 'string' }, (_request, body, done) =>
+    body === ''
+      ? done(null, undefined)
+      : done(new AppError('BAD_REQUEST', 'Unsupported Content-Type: send JSON (application/json)')),
+  );
   // A line per answered request (loggerParams says why not nestjs-pino's middleware).
   const log = PinoLogger.root;
   const line = (request: FastifyRequest, statusCode: number | null, responseTimeMs?: number) =>
@@ -187,8 +194,10 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
       ),
     ),
   );
+  const served = freshSendAtExamples();
   SwaggerModule.setup('docs', app, document, {
     jsonDocumentUrl: 'api/openapi',
+    patchDocumentOnRequest: (_request, _response, made) => served(made),
     // What is typed into Authorize (an API key, the admin's password) stays in the page: Swagger
     // UI would otherwise keep it in the browser's localStorage, readable on this origin, for good.
     swaggerOptions: { persistAuthorization: false },

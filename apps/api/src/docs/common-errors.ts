@@ -44,7 +44,8 @@ export function documentCommonErrors(document: OpenAPIObject): OpenAPIObject {
             content: envelope(),
           };
       }
-      showErrorExamples(operation);
+      // The probes' 503 is their own shape ({status, info, error, details}), not the envelope.
+      if (!path.startsWith('/health')) showErrorExamples(operation);
     }
   }
   return document;

@@ -1,9 +1,10 @@
-import { ApiBody, type ExamplesObject } from '@nestjs/swagger';
+import { ApiBody, type ExamplesObject, type OpenAPIObject } from '@nestjs/swagger';
 import {
   SendContactDto,
   SendLocationDto,
   SendMediaDto,
   SendTextDto,
+  BOOT_SEND_AT,
   exampleSendAt,
 } from './send-message.dto.js';
 
@@ -31,7 +32,7 @@ function sharedExamples(plain: Record<string, unknown>): ExamplesObject {
       description:
         'Sent at sendAt (in the future, at most 30 days ahead; until then `scheduled`, and ' +
         'DELETE /api/v1/messages/{id} cancels it), after showing "typing…" for typingMs.',
-      value: { sessionId: 'main', ...plain, sendAt: exampleSendAt(), typingMs: 1500 },
+      value: { sessionId: 'main', ...plain, sendAt: BOOT_SEND_AT, typingMs: 1500 },
     },
   };
 }
@@ -100,3 +101,21 @@ export const ContactExamples = () => {
     },
   });
 };
+
+/**
+ * The document as served now: its sendAt examples, made at boot, moved to tomorrow's, so that
+ * an api up for days still offers a schedule "Try it out" takes. Rewritten once a day.
+ */
+export function freshSendAtExamples(): (document: OpenAPIObject, now?: number) => OpenAPIObject {
+  let served: { sendAt: string; document: OpenAPIObject } | undefined;
+  return (document, now = Date.now()) => {
+    const sendAt = exampleSendAt(now);
+    if (sendAt === BOOT_SEND_AT) return document;
+    if (served?.sendAt !== sendAt)
+      served = {
+        sendAt,
+        document: JSON.parse(JSON.stringify(document).replaceAll(BOOT_SEND_AT, sendAt)),
+      };
+    return served.document;
+  };
+}

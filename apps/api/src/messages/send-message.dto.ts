@@ -61,6 +61,9 @@ export function exampleSendAt(now = Date.now()): string {
   return `${new Date(now + 24 * 3600_000).toISOString().slice(0, 10)}T09:00:00Z`;
 }
 
+/** The sendAt of the document's examples as made at boot (freshSendAtExamples moves it on). */
+export const BOOT_SEND_AT = exampleSendAt();
+
 /** An optional session id field, documented with `description`. */
 const SessionIdField = (description: string) =>
   applyDecorators(
@@ -90,7 +93,7 @@ export class SendBaseDto {
   @ApiPropertyOptional({
     description:
       'Send at this time (ISO-8601 with a time zone, in the future, at most 30 days ahead) instead of at once; the message is `scheduled` until then and can be cancelled with DELETE /api/v1/messages/{id}',
-    example: exampleSendAt(),
+    example: BOOT_SEND_AT,
   })
   @IsOptional()
   @IsString()
