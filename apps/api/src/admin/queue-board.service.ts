@@ -10,6 +10,8 @@ import { SessionRepository, WorkerRepository } from '@app/status-store';
 export const QUEUES_PATH = '/admin/queues';
 /** The queue list is re-read at most this often, so sessions created since show up. */
 const REFRESH_MS = 2000;
+/** How long one read of the live workers serves the board's queues. */
+const LIVE_WORKERS_MS = 1000;
 const REMOTE_FONTS = /<link[^>]+href="https:\/\/fonts\.googleapis\.com[^>]*>/g;
 
 /** A queue's consumers as bull-board lists them (its `getWorkers`). */
@@ -46,6 +48,7 @@ export class QueueBoard {
   private readonly board: ReturnType<typeof createBullBoard>;
   private refreshedAt = 0;
   private shown = '';
+  private live: { at: number; ids: Promise<Set<string>> } | undefined;
 
   constructor(
     private readonly config: AppConfig,
@@ -119,12 +122,20 @@ export class QueueBoard {
    * The worker driving the session, as bull-board lists a queue's consumers: none while no live
    * worker drives it; null (shown as unknown) when Redis cannot tell.
    */
+  /** The live workers, read once for all the queues of one poll of the board (1 s). */
+  private liveWorkers(now = Date.now()): Promise<Set<string>> {
+    if (!this.live || now - this.live.at > LIVE_WORKERS_MS) {
+      const ids = this.workers.liveIds(this.config.workerStaleAfterMs);
+      this.live = { at: now, ids };
+      // A failed read is not kept for the next poll.
+      ids.catch(() => (this.live = undefined));
+    }
+    return this.live.ids;
+  }
+
   private async workerOf(sessionId: string): Promise<BoardWorkers> {
     try {
-      const [session, live] = await Promise.all([
-        this.sessions.get(sessionId),
-        this.workers.liveIds(this.config.workerStaleAfterMs),
-      ]);
+      const [session, live] = await Promise.all([this.sessions.get(sessionId), this.liveWorkers()]);
       const worker = session?.worker;
       if (!worker || !live.has(worker)) return [];
       return [{ id: worker, name: worker, addr: worker, age: 0 }];
