@@ -198,6 +198,11 @@ describe('numbers and booleans: JSON as it is, forms converted', () => {
         'ratio must be a number conforming to the specified constraints (a JSON number, without quotes: "-0.5" is a string); ' +
         'flag must be a boolean value (a JSON boolean, without quotes: "true" is a string)',
     );
+    // Numbers as a client may write them: an exponent, a sign.
+    for (const count of ['1e3', '+1500', '2.5E2'])
+      expect(await refusal(() => pipe.transform({ to: '1', count }, asBody(FormBody))), count).toBe(
+        `count must be an integer number (a JSON number, without quotes: "${count}" is a string)`,
+      );
     // Not a number or a boolean at all: its type alone, without a hint.
     expect(
       await refusal(() => pipe.transform({ to: '1', count: 'x', flag: 1 }, asBody(FormBody))),

@@ -23,6 +23,9 @@ export const VALIDATION_OPTIONS = {
   forbidUnknownValues: true,
 } as const;
 
+/** A string that reads as a number as a client might have written it (1500, -0.5, 1e3, +1500). */
+const JSON_NUMBER_TEXT = /^[+-]?(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?$/i;
+
 /** The checks of a value's JSON type that a field of a number or a boolean has. */
 const TYPE_CHECKS = new Set<string>([IS_INT, IS_NUMBER, IS_BOOLEAN]);
 
@@ -41,7 +44,7 @@ function problemsOf(error: ValidationError, name: string): string[] {
   const value: unknown = error.value;
   const boolean = typeChecks.some(([name]) => name === IS_BOOLEAN);
   const quoted =
-    typeof value === 'string' && (boolean ? /^(true|false)$/ : /^-?\d+(\.\d+)?$/).test(value)
+    typeof value === 'string' && (boolean ? /^(true|false)$/ : JSON_NUMBER_TEXT).test(value)
       ? ` (a JSON ${boolean ? 'boolean' : 'number'}, without quotes: ${JSON.stringify(value)} is a string)`
       : '';
   return typeChecks.map(([, text]) => text + quoted);
