@@ -701,6 +701,39 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     });
   }, 60_000);
 
+  it('keeps a refused pairing-code form on a linked session’s page after the page’s polls, its refusal and phone with it', async () => {
+    // Its own: Chromium logs the refused page's 409 on the console.
+    const own: Problems = { console: [], page: [], csp: [] };
+    const context = await desktop(own);
+    try {
+      await eventually(async () => {
+        if (stack.worker!.get(SessionManager).isReady('main')) return;
+        await stack.call('POST', '/api/v1/sessions/main/link');
+        throw new Error('main is not linked yet');
+      });
+      const page = await context.newPage();
+      await page.goto(`${stack.url}/admin/sessions/main`);
+      await waitForBadge(page, 'READY');
+      // Posted as a plain form (its script's submit handler not run), refused: already linked.
+      await Promise.all([
+        page.waitForURL('**/admin/sessions/main/pairing-code'),
+        page.evaluate(() => {
+          const form = document.querySelector<HTMLFormElement>('form[action$="/pairing-code"]')!;
+          form.querySelector<HTMLInputElement>('input[name="phone"]')!.value = '+49 151 2345 6789';
+          form.submit();
+        }),
+      ]);
+      const form = page.locator('form[action$="/pairing-code"]');
+      expect(await form.getByRole('alert').textContent()).toMatch(/linked/i);
+      // The page polls the session (its phase hides the linking forms) every few seconds.
+      await page.waitForTimeout(4500);
+      expect(await form.isVisible()).toBe(true);
+      expect(await form.locator('input[name="phone"]').inputValue()).toBe('+49 151 2345 6789');
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+
   it('wraps a 64-character session id on its page and on its worker’s card, on a phone and a desktop', async () => {
     const longId = `b${'0123456789abcdef'.repeat(4)}`.slice(0, 64);
     expect((await stack.call('POST', '/api/v1/sessions', { id: longId })).status).toBe(201);

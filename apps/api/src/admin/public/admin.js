@@ -288,8 +288,11 @@
 
     const renderPhase = (session) => {
       const phase = session.phase;
-      for (const block of live.querySelectorAll('[data-phases]'))
+      for (const block of live.querySelectorAll('[data-phases]')) {
+        // A form refused here stays, whatever the phase: its refusal and its input are in it.
+        if (block.querySelector('.form-error')) continue;
         block.hidden = !block.dataset.phases.split(' ').includes(phase);
+      }
       if (phase === 'qr' && qr && qr.dataset.version !== session.updatedAt) {
         // A new QR (or a new state of the same session): fetch the image again.
         qr.dataset.version = session.updatedAt ?? '';
