@@ -132,6 +132,19 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       },
       into,
     );
+  /** Session main, linked (by an earlier test, or now). */
+  const linkedMain = () =>
+    eventually(async () => {
+      if (stack.worker!.get(SessionManager).isReady('main')) return;
+      await stack.call('POST', '/api/v1/sessions/main/link');
+      throw new Error('main is not linked yet');
+    });
+  /** Opens the audit page until its section `section` lists `text` (written after the answer). */
+  const auditLists = (page: Page, section: string, text: string) =>
+    eventually(async () => {
+      await page.goto(`${stack.url}/admin/audit`);
+      expect(await page.locator(`section[aria-label="${section}"]`).textContent()).toContain(text);
+    });
   /** As a desktop screen, 1280 px wide. */
   const desktop = (into?: Problems) => signedIn({ viewport: { width: 1280, height: 860 } }, into);
   beforeAll(async () => {
@@ -352,12 +365,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
   it('stops following a test message that stays sent, two minutes after it was sent', async () => {
     const context = await desktop();
     try {
-      // Linked (by an earlier test, or now).
-      await eventually(async () => {
-        if (stack.worker!.get(SessionManager).isReady('main')) return;
-        await stack.call('POST', '/api/v1/sessions/main/link');
-        throw new Error('main is not linked yet');
-      });
+      await linkedMain();
       const page = await context.newPage();
       await page.goto(`${stack.url}/admin/sessions/main`);
       await waitForBadge(page, 'READY');
@@ -413,11 +421,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     const hook = await WebhookReceiver.start((n) => (n === 1 ? 400 : 200));
     const context = await phone();
     try {
-      await eventually(async () => {
-        if (stack.worker!.get(SessionManager).isReady('main')) return;
-        await stack.call('POST', '/api/v1/sessions/main/link');
-        throw new Error('main is not linked yet');
-      });
+      await linkedMain();
       const put = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
         { url: `${hook.url}/hooks/whatsapp/incoming-messages`, events: ['message.received'] },
       ]);
@@ -567,12 +571,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     try {
       const page = await context.newPage();
       // The audit entry is written after the answer.
-      await eventually(async () => {
-        await page.goto(`${stack.url}/admin/audit`);
-        expect(await page.locator('section[aria-label="Refused"]').textContent()).toContain(
-          'POST /api/v1/sessions',
-        );
-      });
+      await auditLists(page, 'Refused', 'POST /api/v1/sessions');
       const overlaps = await page.evaluate(() =>
         [...document.querySelectorAll<HTMLElement>('.stack-narrow td[data-label]')]
           .filter((td) => td.checkVisibility())
@@ -706,11 +705,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     const own: Problems = { console: [], page: [], csp: [] };
     const context = await desktop(own);
     try {
-      await eventually(async () => {
-        if (stack.worker!.get(SessionManager).isReady('main')) return;
-        await stack.call('POST', '/api/v1/sessions/main/link');
-        throw new Error('main is not linked yet');
-      });
+      await linkedMain();
       const page = await context.newPage();
       await page.goto(`${stack.url}/admin/sessions/main`);
       await waitForBadge(page, 'READY');
@@ -830,12 +825,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     const context = await desktop();
     try {
       const page = await context.newPage();
-      await eventually(async () => {
-        await page.goto(`${stack.url}/admin/audit`);
-        expect(await page.locator('section[aria-label="Audit log"]').textContent()).toContain(
-          'POST /api/v1/sessions/:id/reconnect',
-        );
-      });
+      await auditLists(page, 'Audit log', 'POST /api/v1/sessions/:id/reconnect');
       // Where a line of a route ends, and the character before that.
       const broken = await page.evaluate(() =>
         [...document.querySelectorAll('section td[data-label="What"] code')].flatMap((code) => {
