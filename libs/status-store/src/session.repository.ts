@@ -306,16 +306,6 @@ export class SessionRepository {
     return [this.keys.sessions(), this.keys.sessionRegistrations(), this.keys.deletedSessions()];
   }
 
-  /** Registered and not being deleted: a send to it may be queued. */
-  async acceptsSends(sessionId: string): Promise<boolean> {
-    const [member, [createdAt, desired]] = await Promise.all([
-      this.exists(sessionId),
-      this.redis.hmget(this.keys.session(sessionId), 'createdAt', 'desired'),
-    ]);
-    // Listed without a hash: a purge between its last two steps, gone.
-    return member && createdAt !== null && desired !== 'deleted';
-  }
-
   async exists(sessionId: string): Promise<boolean> {
     return (await this.redis.sismember(this.keys.sessions(), sessionId)) === 1;
   }
