@@ -493,6 +493,26 @@ describe('SessionRepository.unregister', () => {
     expect(await sessions.unregister(id, remade)).toBe(true);
     expect(await sessions.exists(id)).toBe(false);
   });
+
+  it('makes a session once when two creates of it run at once, whichever step of one the other runs between', async () => {
+    for (let trip = 1; ; trip++) {
+      const id = `twice-${trip}`;
+      let reached = false;
+      let second: boolean | undefined;
+      const first = await interrupted(async (n) => {
+        if (n !== trip) return;
+        reached = true;
+        second = await sessions.register(id);
+      }).register(id);
+      const answers = reached ? [first, second] : [first];
+      expect(answers.filter(Boolean), `between step ${trip}`).toHaveLength(1);
+      expect(await sessions.exists(id)).toBe(true);
+      if (!reached) {
+        expect(await sessions.register(id)).toBe(false);
+        break;
+      }
+    }
+  });
 });
 
 /** The commands a SessionRepository sends itself (one round trip each). */

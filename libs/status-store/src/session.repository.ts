@@ -266,8 +266,9 @@ export class SessionRepository {
   }
 
   /**
-   * Registers a session if it is not yet (made again if it was deleted); returns true when it
-   * was new, false when it exists or is still being deleted.
+   * Registers a session if it is not yet (made again if it was deleted); returns true when this
+   * call made it, false when it exists (listed again if the registry had lost it) or is still
+   * being deleted.
    */
   async register(sessionId: string, now = new Date()): Promise<boolean> {
     // The hash (in the session's shard) first, then the registry (root): the two are in
@@ -297,8 +298,9 @@ export class SessionRepository {
       (await this.redis.hget(this.keys.session(sessionId), 'createdAt')) === createdAt
     )
       listed = await LIST_SESSION.run(this.redis, keys, [...args, listed]);
-    if (typeof listed !== 'number' || listed === -1) return false;
-    return made === 1 || listed === 1;
+    // Made here, and not deleted since. A hash found (made 0) was made by another create or
+    // boot, even when this call listed it first (the two at once): one of them says it made it.
+    return made === 1 && typeof listed === 'number' && listed !== -1;
   }
 
   /** The registry, its registrations and its tombstones (all in the root's slot). */
