@@ -25,6 +25,8 @@ describe('session lifecycle through the API (sandbox engine, manual linking)', (
     const created = await stack.call('POST', '/api/v1/sessions', { id: 'sales' });
     expect(created.status).toBe(201);
     expect(created.body.data.id).toBe('sales');
+    // As documented: answered before a worker has it.
+    expect(created.body.data).toMatchObject({ status: 'STOPPED', desired: 'running' });
     expect((await stack.call('POST', '/api/v1/sessions', { id: 'sales' })).body.error.code).toBe(
       'CONFLICT',
     );

@@ -46,9 +46,15 @@ export abstract class SessionActions {
   @Post()
   @ApiOperation({
     summary: 'Create a session and start it',
-    description: 'A worker picks it up and shows a QR to scan.',
+    description:
+      'Answers at once, before any worker has the session: `status` is `STOPPED` with `desired` ' +
+      '`running`. A worker takes it within seconds (`STARTING`, then `QR` to scan); follow it ' +
+      'with `GET /api/v1/sessions/{id}/status` or the `session.status` webhook event.',
   })
-  @ApiEnvelope(SessionStatusDto, { status: 201, description: 'Registered; a worker starts it' })
+  @ApiEnvelope(SessionStatusDto, {
+    status: 201,
+    description: 'Registered, not yet started (`STOPPED`, `desired: running`); a worker starts it',
+  })
   @ApiErrors(
     {
       status: 400,
