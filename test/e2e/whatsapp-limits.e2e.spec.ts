@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
 import { sendQueueName } from '@app/queue';
 import { MessageRepository } from '@app/status-store';
-import { SessionManager } from '@app/whatsapp';
+import { EngineError, SessionManager } from '@app/whatsapp';
 import { SendService } from '../../apps/worker/src/send/send.service.js';
 import { eventually } from '../support/eventually.js';
 import { useStack, type ApiAnswer } from '../support/stack.js';
@@ -195,6 +195,48 @@ describe('ACK_TIMEOUT_MS and resend', () => {
     const engineId = (await stack.redis.hget(stack.keys.message(late), 'engineMessageId'))!;
     await stack.worker!.get(MessageRepository).applyEngineAck('main', engineId, 'sent');
     expect((await stack.call('GET', `/api/v1/messages/${late}`)).body.data.ackOverdueAt).toBeNull();
+  });
+
+  it('names the message a resent reaction or deletion is for when that message is no longer kept', async () => {
+    const target = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000203',
+      text: 'react to me, then delete me',
+    });
+    const targetId = target.body.data.id as string;
+    await stack.waitForStatus(targetId, 'read');
+    // Both fail when sent: failed messages may be resent.
+    stack
+      .sandbox()
+      .failNextSends(
+        new EngineError('SEND_FAILED', 'refused (sandbox)', true),
+        new EngineError('SEND_FAILED', 'refused (sandbox)', true),
+      );
+    const made = {
+      reaction: await stack.call('POST', `/api/v1/messages/${targetId}/reaction`, { emoji: '👍' }),
+      deletion: await stack.call('POST', `/api/v1/messages/${targetId}/revoke`),
+    };
+    for (const answer of Object.values(made)) {
+      expect(answer.status).toBe(202);
+      await stack.waitForStatus(answer.body.data.id, 'failed');
+    }
+    // The message they were for is no longer kept (its record expired).
+    await stack.redis.del(stack.keys.message(targetId));
+    const resent = {
+      reaction: await stack.call('POST', `/api/v1/messages/${made.reaction.body.data.id}/resend`),
+      deletion: await stack.call('POST', `/api/v1/messages/${made.deletion.body.data.id}/resend`),
+    };
+    expect(resent.reaction.status).toBe(404);
+    expect(resent.reaction.body.error.message).toBe(
+      `Message ${targetId}, the one this reaction is to, does not exist`,
+    );
+    expect(resent.deletion.status).toBe(404);
+    expect(resent.deletion.body.error.message).toBe(
+      `Message ${targetId}, the one this deletion is for, does not exist`,
+    );
+    // Not resent: a second try gets the same answer, not "already resent".
+    expect(
+      (await stack.call('POST', `/api/v1/messages/${made.reaction.body.data.id}/resend`)).status,
+    ).toBe(404);
   });
 
   it('answers a retried resend with the message it made, though a late ack cleared the first since', async () => {

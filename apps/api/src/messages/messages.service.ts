@@ -688,7 +688,7 @@ export class MessagesService {
     else assertActiveSessionAllowed(sessions, sessionId);
     const replyTo = typeof target.replyTo === 'string' ? target.replyTo : target.replyTo?.id;
     const quoted = target.replyTo
-      ? await this.quoted(target.replyTo, sessionId, chatId, content.type === 'reaction')
+      ? await this.quoted(target.replyTo, sessionId, chatId, content.type)
       : null;
     const neverSent = quoted?.neverSent === 'failed' ? 'failed' : 'was cancelled';
     const refusal = quoted?.neverSent
@@ -826,14 +826,19 @@ export class MessagesService {
     replyTo: string | QuotedMessage,
     sessionId: string,
     chatId: string,
-    reacting: boolean,
+    type: MessageContent['type'],
   ): Promise<{ engineId: string | null; neverSent?: 'failed' | 'cancelled' }> {
     if (typeof replyTo === 'string' && !isMessageId(replyTo) && !replyTo.startsWith('in_'))
       return { engineId: replyTo };
+    const reacting = type === 'reaction';
+    // A reaction or a deletion names its message as replyTo only inside (its resend reads it).
+    const named =
+      reacting || type === 'revoke'
+        ? (id: string) =>
+            `Message ${id}, the one this ${reacting ? 'reaction is to' : 'deletion is for'},`
+        : (id: string) => `replyTo: message ${id}`;
     const quoted =
-      typeof replyTo === 'string'
-        ? await this.quotedMessage(replyTo, undefined, 'replyTo: message')
-        : replyTo;
+      typeof replyTo === 'string' ? await this.quotedMessage(replyTo, undefined, named) : replyTo;
     // A received message's chat may be a @lid alias of the number: only clear ids compare.
     const comparable = /@(c|g)\.us$/.test(quoted.chatId);
     if (quoted.sessionId !== sessionId || (comparable && quoted.chatId !== chatId))
@@ -862,10 +867,11 @@ export class MessagesService {
   private async quotedMessage(
     id: string,
     sessions?: string[] | null,
-    named = 'Message',
+    named?: (id: string) => string,
   ): Promise<QuotedMessage> {
     const quoted = isMessageId(id) ? await this.messages.get(id) : await this.incoming.get(id);
-    if (!quoted) throw new AppError('NOT_FOUND', `${named} ${id} does not exist`);
+    if (!quoted)
+      throw new AppError('NOT_FOUND', `${named ? named(id) : `Message ${id}`} does not exist`);
     assertSessionAllowed(sessions, quoted.sessionId);
     return quoted;
   }
