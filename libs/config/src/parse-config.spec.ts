@@ -162,6 +162,17 @@ describe('parseConfig', () => {
     );
   });
 
+  it('never echoes a token in the path of a URL in a problem line (Slack, Discord)', () => {
+    const slack = 'https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/Xy9SlackSecretToken123';
+    const discord = 'https://discord.com/api/webhooks/123456789012345678/AbCdEf0123456789xyz';
+    const lines = problems({ WEBHOOK_URLS: `${slack}, ${discord},` });
+    const line = lines.find((text) => text.startsWith('WEBHOOK_URLS '));
+    expect(line).toContain(
+      '(got "https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/***, https://discord.com/api/webhooks/123456789012345678/***,")',
+    );
+    expect(lines.join('\n')).not.toMatch(/SlackSecretToken|AbCdEf0123/);
+  });
+
   it('refuses a WEBHOOK_URLS entry that does not parse, and takes a URL listed twice once', () => {
     const refused = problems({ WEBHOOK_URLS: 'https://hooks.example.com:99999/in?token=t0ken' });
     expect(refused.filter((line) => line.startsWith('WEBHOOK_URLS '))).toHaveLength(1);

@@ -1,5 +1,6 @@
 import { plainToInstance } from 'class-transformer';
 import { validateSync } from 'class-validator';
+import { redactUrl } from '@app/common';
 import { AppConfig, EXAMPLE_API_KEY, PLACEHOLDER_SECRET } from './app-config.js';
 
 /** Thrown at boot when the environment is invalid: one readable line per problem. */
@@ -16,10 +17,21 @@ const KNOWN = new Set(Object.keys(new AppConfig()));
  * A value as a problem line shows it: the user info and query of any URL in it (REDIS_URL,
  * WEBHOOK_URLS, ...), where credentials live, are masked. The user info is everything from
  * the first `//` to the last `@`: a password may hold a `/`, a `,` or a space (a value that
- * does not parse is the one shown), and masking too much is the safe side.
+ * does not parse is the one shown), and masking too much is the safe side. Path segments that
+ * look like tokens are masked too.
  */
 function masked(value: string): string {
-  return value.replace(/\/\/.*@/s, '//***@').replace(/\?[^\s,]*/g, '?***');
+  // Each URL of a list as shown anywhere else (redactUrl): path segments that look like tokens
+  // too (Slack's and Discord's webhook URLs carry theirs there). A part that does not parse
+  // is left to the masks below.
+  const redacted = value
+    .split(',')
+    .map((part) => {
+      const [, space, rest] = /^(\s*)(.*)$/s.exec(part)!;
+      return /^[a-z][a-z0-9+.-]*:\/\//i.test(rest) ? space + redactUrl(rest) : part;
+    })
+    .join(',');
+  return redacted.replace(/\/\/.*@/s, '//***@').replace(/\?[^\s,]*/g, '?***');
 }
 
 /** Builds the typed config from an environment; throws ConfigError listing every problem. */
