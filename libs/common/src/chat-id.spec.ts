@@ -17,6 +17,8 @@ describe('toChatId', () => {
     ['+49 (0)151 2345 6789', '4915123456789@c.us'],
     ['+49(0)15123456789', '4915123456789@c.us'],
     ['0049 151 23456789', '4915123456789@c.us'],
+    // Both, as pasted from two habits at once.
+    ['+0049 151 23456789', '4915123456789@c.us'],
     // Spaces and dashes as copied from web pages and spreadsheets.
     ['+49\u00a0151\u00a02345\u00a06789', '4915123456789@c.us'],
     ['+49\u202f151\u20112345\u20136789', '4915123456789@c.us'],
@@ -41,6 +43,7 @@ describe('toChatId', () => {
     // National format: which country is not known (it would become another country's number).
     '0151 23456789',
     '(0)151 23456789',
+    '+0151 23456789',
     '1234@lid',
     'abc@lid',
   ])('refuses %j', (input) => {

@@ -29,7 +29,7 @@ const PHONE_SEPARATORS = /[ \u00a0\u2000-\u200a\u202f\u3000\-\u2010-\u2015().]/g
 /**
  * A phone number as people write it in international format (+, spaces, dashes, brackets) as
  * 7-15 digits, or null. `+49 (0)151 ...` drops the national 0 in brackets, and `0049 ...` the
- * 00 dialled before a country code; a number in national format (`0151 ...`: one 0, then the
+ * 00 dialled before a country code (`+0049 ...` as well: both habits at once); a number in national format (`0151 ...`: one 0, then the
  * rest) is refused: which country it is of is not known. (Numbers starting 000, which no
  * country has, are the sandbox's "not on WhatsApp".)
  */
@@ -38,7 +38,7 @@ export function phoneDigits(phone: string): string | null {
     .trim()
     .replace(/^(\+\d{1,4})[ \u00a0]*\(0\)/, '$1')
     .replace(PHONE_SEPARATORS, '')
-    .replace(/^(\+|00(?=[1-9]))/, '');
+    .replace(/^\+?(00(?=[1-9]))?/, '');
   if (/^0[1-9]/.test(digits)) return null;
   return /^\d{7,15}$/.test(digits) ? digits : null;
 }
