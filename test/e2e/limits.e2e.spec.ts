@@ -68,6 +68,14 @@ describe("a session's own limits: daily cap, quiet hours, typing", () => {
       nextAttemptAt: midnight.toISOString(),
     });
     expect(stack.sandbox('capped').sends).toHaveLength(2);
+
+    // Cancelled while held: nothing says it will still be sent.
+    expect((await stack.call('DELETE', `/api/v1/messages/${ids[2]}`)).status).toBe(200);
+    expect(await message(ids[2])).toMatchObject({
+      status: 'cancelled',
+      error: null,
+      nextAttemptAt: null,
+    });
   });
 
   it('holds messages back during quiet hours', async () => {

@@ -1022,9 +1022,21 @@ export class MessageRepository implements BeforeApplicationShutdown {
 
 const PENDING_ACK_TTL_MS = 10 * 60_000;
 
-/** The fields a cancelled message is written with (JSON, flat, as the scripts take them). */
+/**
+ * The fields a cancelled message is written with (JSON, flat, as the scripts take them): no
+ * next try, nor why the last one waits (a hold's "sent at midnight" would say it is still due).
+ */
 function cancelledFields(now: Date): string {
-  return JSON.stringify(['status', 'cancelled', 'cancelledAt', now.toISOString()]);
+  return JSON.stringify([
+    'status',
+    'cancelled',
+    'cancelledAt',
+    now.toISOString(),
+    'nextAttemptAt',
+    '',
+    'error',
+    '',
+  ]);
 }
 
 /** Acks reported within this long are written in one round trip... */
