@@ -197,6 +197,28 @@ describe('incoming messages', () => {
     }
   });
 
+  it("serves a received file under the name it was sent with, in any script, and never a header's line break", async () => {
+    for (const [filename, disposition] of [
+      ['Rechnung ü 1042.pdf', 'attachment; filename="Rechnung ü 1042.pdf"'],
+      [
+        '日本語.pdf',
+        `attachment; filename="???.pdf"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.pdf`,
+      ],
+      ['x\r\nSet-Cookie: a=b/c.pdf', 'attachment; filename="x__Set-Cookie: a=b_c.pdf"'],
+    ]) {
+      const answer = await inject({
+        from: '4915100000005',
+        media: { mimetype: 'application/pdf', filename, dataBase64: PNG.toString('base64') },
+      });
+      const record = await received(answer.body.data.id);
+      const response = await fetch(`${stack.url}/api/v1/messages/${record.id}/media`, {
+        headers: { 'x-api-key': 'test-api-key-0123456789' },
+      });
+      expect(response.status, filename).toBe(200);
+      expect(response.headers.get('content-disposition'), filename).toBe(disposition);
+    }
+  });
+
   it('refuses media over MEDIA_MAX_BYTES with 413 before anything is queued', async () => {
     const answer = await inject({
       from: '4915100000004',

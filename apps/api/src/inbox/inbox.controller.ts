@@ -18,6 +18,7 @@ import {
   ApiResponse,
   ApiTags,
 } from '@nestjs/swagger';
+import contentDisposition from 'content-disposition';
 import type { FastifyRequest } from 'fastify';
 import { ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
@@ -120,12 +121,20 @@ export class InboxController {
   async media(@Param('id') id: string, @Req() req: FastifyRequest) {
     const { data, record } = await this.inbox.media(id, req.principal?.sessions);
     const type = servedType(record.media!.mimetype);
-    const filename = (record.media!.filename ?? record.id).replace(/[^\w.-]/g, '_');
+    // The name it was sent with, in any script (filename*, with an ISO-8859-1 fallback), but
+    // never a control character or a path.
+    const filename = [...(record.media!.filename ?? record.id)]
+      .map((char) =>
+        char < ' ' || char === '\u007f' || char === '/' || char === '\\' ? '_' : char,
+      )
+      .join('');
     return new StreamableFile(data, {
       type,
       // Shown in the page only when it is a picture, a sound or a video; anything else is
       // downloaded.
-      disposition: `${SHOWN_INLINE.test(type) ? 'inline' : 'attachment'}; filename="${filename}"`,
+      disposition: contentDisposition(filename, {
+        type: SHOWN_INLINE.test(type) ? 'inline' : 'attachment',
+      }),
       length: data.length,
     });
   }
