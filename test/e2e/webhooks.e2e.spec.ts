@@ -927,3 +927,82 @@ describe('deliveries queued up behind a target failing, slow or removed', () => 
     expect(await dropsCounted()).toBe(dropsBefore + 3);
   });
 });
+
+describe('deleting a session while deliveries of its events wait', () => {
+  // A held delivery stays one attempt: nothing behind it moves until the test lets it go.
+  const stack = useStack({ ...WEBHOOK_ENV, WEBHOOK_TIMEOUT_MS: '30000' });
+  beforeAll(() => stack.waitReady());
+  const receivers: WebhookReceiver[] = [];
+  afterEach(async () => {
+    for (const r of receivers.splice(0)) await r.close();
+  });
+
+  const send = (sessionId: string, text: string, sendAt?: Date) =>
+    stack.call('POST', '/api/v1/messages/text', {
+      sessionId,
+      to: '4915177777777',
+      text,
+      sendAt: sendAt?.toISOString(),
+    });
+
+  it("delivers what was pending, and the failures the delete made, to the session's targets as they were; a session made again at once with the id gets only its own events, not held up by them", async () => {
+    let answerFirst!: (status: number) => void;
+    const first = new Promise<number>((resolve) => (answerFirst = resolve));
+    const old = await WebhookReceiver.start((n) => (n === 1 ? first : 200));
+    const fresh = await WebhookReceiver.start();
+    receivers.push(old, fresh);
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'leaving' })).status).toBe(201);
+    await stack.waitReady('leaving');
+    await setTargets(
+      stack,
+      [{ url: old.url, events: ['message.status'], secret: SECRET }],
+      'leaving',
+    );
+    // One sent before the delete, one still waiting for its time: the delete fails it.
+    const sent = (await send('leaving', 'sent before the delete')).body.data.id as string;
+    await stack.waitForStatus(sent, 'read');
+    const unsent = (await send('leaving', 'later', new Date(Date.now() + 3_600_000))).body.data
+      .id as string;
+    // The receiver holds the first event (`sent` queued): every other one waits in line.
+    expect(old.events()).toHaveLength(1);
+
+    expect((await stack.call('DELETE', '/api/v1/sessions/leaving')).status).toBe(202);
+    expect((await stack.waitForStatus(unsent, 'failed')).error.code).toBe('SESSION_LOGGED_OUT');
+    await eventually(async () =>
+      expect(await stack.redis.exists(stack.keys.session('leaving'))).toBe(0),
+    );
+
+    // Made again at once, with a target of its own: its events reach it while the old line waits.
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'leaving' })).status).toBe(201);
+    await setTargets(
+      stack,
+      [{ url: fresh.url, events: ['message.status'], secret: OTHER_SECRET }],
+      'leaving',
+    );
+    await stack.waitReady('leaving');
+    const again = (await send('leaving', 'after it was made again')).body.data.id as string;
+    await eventually(() =>
+      expect(fresh.statuses(again)).toEqual(['queued', 'sending', 'sent', 'delivered', 'read']),
+    );
+    expect(old.events()).toHaveLength(1);
+
+    answerFirst(200);
+    await eventually(() => {
+      expect(old.statuses(sent)).toEqual(['queued', 'sending', 'sent', 'delivered', 'read']);
+      expect(old.statuses(unsent)).toEqual(['scheduled', 'failed']);
+    });
+    // Signed with the secret the target had, each event once; none of the other session's.
+    const events = old.verified(SECRET);
+    expect(
+      events.find((e) => e.data.id === unsent && e.data.status === 'failed').data,
+    ).toMatchObject({ error: { code: 'SESSION_LOGGED_OUT' } });
+    expect(old.events()).toHaveLength(7);
+    expect(fresh.verified(OTHER_SECRET).map((e) => e.data.id)).toEqual(Array(5).fill(again));
+    const sequences = old.events().map((e) => e.sequence);
+    expect(sequences).toEqual([...sequences].sort((a, b) => a - b));
+    expect(Math.min(...fresh.events().map((e) => e.sequence))).toBeGreaterThan(
+      Math.max(...sequences),
+    );
+    expect((await stack.call('DELETE', '/api/v1/sessions/leaving')).status).toBe(202);
+  });
+});

@@ -145,7 +145,8 @@ export class EventScriptArgs {
   constructor(
     keys: RedisKeys,
     globalTargets: ScriptTarget[],
-    private readonly retentionMs: number,
+    /** WEBHOOK_RETENTION_MS: how long an event, and its deliveries, are kept. */
+    readonly retentionMs: number,
   ) {
     this.prefixes = JSON.stringify(keys.scriptPrefixes());
     // cjson decodes [] as an empty table either way; '[]' keeps it an array for ipairs.

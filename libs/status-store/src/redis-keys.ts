@@ -291,6 +291,14 @@ export class RedisKeys {
   webhookTargets(sessionId: string): string {
     return this.ofSession('wh:targets', sessionId);
   }
+  /**
+   * A deleted session's own targets as they were when its purge forgot them, while deliveries
+   * of its events still waited for them: a hash of `<its last event's sequence>:<kept until,
+   * ms>` to the targets' JSON, one field per deletion.
+   */
+  webhookRetiredTargets(sessionId: string): string {
+    return this.ofSession('wh:retired', sessionId);
+  }
   /** Counter numbering the events of a session. */
   webhookSequence(sessionId: string): string {
     return this.ofSession('wh:seq', sessionId);

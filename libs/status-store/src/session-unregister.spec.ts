@@ -9,6 +9,8 @@ import { RedisKeys } from './redis-keys.js';
 import { RedisSubscriber } from './redis-subscriber.js';
 import { localDay } from './session-limits.js';
 import { SessionRepository } from './session.repository.js';
+import type { WebhookTarget } from './webhook-event.js';
+import { WebhookRepository, webhookTargetId } from './webhook.repository.js';
 
 /** What a deleted session leaves for one made again with the same id, on real Redis. */
 describe('SessionRepository.unregister', () => {
@@ -54,6 +56,62 @@ describe('SessionRepository.unregister', () => {
       expect(await redis.exists(keys.lastSend(id), keys.capCounted(id))).toBe(0);
     },
   );
+
+  it("keeps a deleted session's targets for the deliveries of its events still waiting, each picked by its event's sequence; a session made again gets its own, and a delete with nothing waiting keeps none", async () => {
+    const webhooks = new WebhookRepository(redis, keys, loadAppConfig({ readEnvFile: false }));
+    const target = (url: string, secret: string): WebhookTarget => ({
+      id: webhookTargetId('session', url),
+      url,
+      events: ['message.status'],
+      secret,
+      includeQr: false,
+      scope: 'session',
+    });
+    /** The session registered with `targets`, its events numbered up to `sequence`. */
+    const registration = async (id: string, targets: WebhookTarget[], sequence: number) => {
+      await sessions.register(id);
+      await redis.set(keys.webhookTargets(id), JSON.stringify(targets));
+      await redis.set(keys.webhookSequence(id), sequence);
+    };
+    const secretAt = async (id: string, url: string, sequence: number | undefined) =>
+      (
+        await webhooks.deliveryTargets({ sessionId: id, targetId: webhookTargetId('session', url) })
+      ).at(sequence)?.secret ?? null;
+    const [a, b] = ['https://a.example/hook', 'https://b.example/hook'];
+    const chainOf = (url: string) => keys.webhookChain('retired', webhookTargetId('session', url));
+
+    // Events 1 to 3 for a and b; a delivery to a still waits (b's line is empty).
+    await registration('retired', [target(a, 'whsec_a1'), target(b, 'whsec_b1')], 3);
+    await redis.rpush(chainOf(a), 'evt_3_a');
+    expect(await sessions.unregister('retired')).toBe(true);
+    expect(await redis.exists(keys.webhookTargets('retired'))).toBe(0);
+    expect(await secretAt('retired', a, 2)).toBe('whsec_a1');
+    expect(await secretAt('retired', a, 4)).toBeNull();
+    expect(
+      (await webhooks.deliveryTargets({ sessionId: 'retired', targetId: 's0' })).sessionDeleted,
+    ).toBe(true);
+
+    // Made again: a with another secret (events 4 and 5), deleted again with a's line waiting.
+    await registration('retired', [target(a, 'whsec_a2')], 5);
+    expect(await secretAt('retired', a, 3)).toBe('whsec_a1');
+    expect(await secretAt('retired', a, 4)).toBe('whsec_a2');
+    expect(await secretAt('retired', b, 4)).toBeNull();
+    expect(await sessions.unregister('retired')).toBe(true);
+    // Made a third time, without targets: each event's delivery goes to its own registration's.
+    await registration('retired', [], 5);
+    expect(await secretAt('retired', a, 1)).toBe('whsec_a1');
+    expect(await secretAt('retired', b, 3)).toBe('whsec_b1');
+    expect(await secretAt('retired', a, 5)).toBe('whsec_a2');
+    expect(await secretAt('retired', b, 5)).toBeNull();
+    expect(await secretAt('retired', a, 6)).toBeNull();
+    expect(await redis.pttl(keys.webhookRetiredTargets('retired'))).toBeGreaterThan(0);
+
+    // Nothing waiting for its targets: none kept.
+    await registration('idle', [target(a, 'whsec_idle')], 2);
+    expect(await sessions.unregister('idle')).toBe(true);
+    expect(await redis.exists(keys.webhookRetiredTargets('idle'))).toBe(0);
+    expect(await secretAt('idle', a, 1)).toBeNull();
+  });
 
   /**
    * Listed, and what the send path finds (its takes_sends: a registered hash not being deleted).

@@ -176,18 +176,41 @@ return unlisted
 // A purge's step in the session's shard: its keys go, and its deliveries leave its shard's
 // listings, failed and recent, as its own indexes name them (the records expire with
 // WEBHOOK_RETENTION_MS); only while its hash is still the registration made at ARGV[1] ('':
-// none), so a late purge never takes what a session made again wrote. KEYS[1] the shard's
-// failed index, [2] its recent one, [3] the session's hash, [4] its failed index, [5] its
-// recent one, [6...] its other keys (all in the session's shard). 1 when done, else 0.
+// none), so a late purge never takes what a session made again wrote. Its own targets go
+// (no event made from now on is for them), but while deliveries of its events wait in a
+// target's line they are kept aside, as they are, under the sequence of its last event: those
+// deliveries, and the failures the purge itself wrote, are made to them (the worker picks
+// them by their event's sequence), never to the targets of a session made again with the id.
+// KEYS[1] the shard's failed index, [2] its recent one, [3] the session's event sequence, [4]
+// its retired targets, [5] its hash, [6] its failed index, [7] its recent one, [8] its
+// targets, [9...] its other keys (all in the session's shard); ARGV[2] its chains' key
+// without the target id, [3] now (ms), [4] kept until (ms), [5] WEBHOOK_RETENTION_MS. 1 when
+// done, else 0.
 const FORGET_SESSION = new LuaScript(`
-if (redis.call('HGET', KEYS[3], 'createdAt') or '') ~= ARGV[1] then return 0 end
-for _, pair in ipairs({ { KEYS[4], KEYS[1] }, { KEYS[5], KEYS[2] } }) do
+if (redis.call('HGET', KEYS[5], 'createdAt') or '') ~= ARGV[1] then return 0 end
+for _, pair in ipairs({ { KEYS[6], KEYS[1] }, { KEYS[7], KEYS[2] } }) do
   local ids = redis.call('ZRANGE', pair[1], 0, -1)
   for i = 1, #ids, 500 do
     redis.call('ZREM', pair[2], unpack(ids, i, math.min(i + 499, #ids)))
   end
 end
-redis.call('DEL', unpack(KEYS, 3))
+local targets = redis.call('GET', KEYS[8])
+local waiting = false
+if targets then
+  for _, t in ipairs(cjson.decode(targets)) do
+    if redis.call('LLEN', ARGV[2] .. t.id) > 0 then waiting = true end
+  end
+end
+if waiting then
+  -- Those of earlier deletions whose time is up go (a session deleted over and over).
+  for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
+    local kept_until = tonumber(string.match(field, ':(%d+)$'))
+    if not kept_until or kept_until < tonumber(ARGV[3]) then redis.call('HDEL', KEYS[4], field) end
+  end
+  redis.call('HSET', KEYS[4], (redis.call('GET', KEYS[3]) or '0') .. ':' .. ARGV[4], targets)
+  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+end
+redis.call('DEL', unpack(KEYS, 5))
 return 1
 `);
 
@@ -392,9 +415,10 @@ export class SessionRepository {
   /**
    * Forgets a session entirely: its state, its webhook targets and its listings of sent and
    * received messages and of deliveries, so a session made again with the same id starts
-   * clean (the messages stay readable by id until they expire). Its event sequence is kept: a
-   * session made again goes on from it, so the events of both, which may wait in one line
-   * for a WEBHOOK_URLS target, keep rising.
+   * clean (the messages stay readable by id until they expire). Targets that deliveries of its
+   * events still wait for are kept aside for those (FORGET_SESSION). Its event sequence is
+   * kept: a session made again goes on from it, so the events of both, which may wait in one
+   * line for a target, keep rising, and an event's sequence tells which registration it was of.
    *
    * Given the `createdAt` of the registration being deleted, it forgets only that one, and only
    * while it is still marked deleted: false, and nothing more done, when it was unregistered and
@@ -436,18 +460,21 @@ export class SessionRepository {
    */
   private async forget(sessionId: string, createdAt: string): Promise<boolean> {
     const shard = shardOf(sessionId);
+    const now = Date.now();
     const forgotten = await FORGET_SESSION.run(
       this.redis,
       [
         this.keys.webhookFailed(shard),
         this.keys.webhookRecent(shard),
+        this.keys.webhookSequence(sessionId),
+        this.keys.webhookRetiredTargets(sessionId),
         this.keys.session(sessionId),
         this.keys.webhookSessionFailed(sessionId),
         this.keys.webhookSessionRecent(sessionId),
+        this.keys.webhookTargets(sessionId),
         this.keys.sandboxIncoming(sessionId),
         this.keys.sandboxIncomingBytes(sessionId),
         this.keys.messageCounts(sessionId),
-        this.keys.webhookTargets(sessionId),
         this.keys.sessionMessages(sessionId),
         this.keys.sessionScheduled(sessionId),
         this.keys.sessionInbox(sessionId),
@@ -463,7 +490,13 @@ export class SessionRepository {
           ),
         ),
       ],
-      [createdAt],
+      [
+        createdAt,
+        this.keys.webhookChain(sessionId, ''),
+        now,
+        now + this.events.retentionMs,
+        this.events.retentionMs,
+      ],
     );
     return forgotten === 1;
   }

@@ -210,6 +210,14 @@ redis.call('HSET', KEYS[1], 'lastAttemptAt', ARGV[1], 'open', '1')
 return attempts
 `);
 
+/** A delivery's possible targets (WebhookRepository.deliveryTargets). */
+export interface DeliveryTargets {
+  /** The target of the delivery of an event numbered `sequence` (undefined: the event is gone). */
+  at(sequence: number | undefined): WebhookTarget | null;
+  /** Its session is not registered (deleted, its purge done). */
+  sessionDeleted: boolean;
+}
+
 /** The deliveries of one session to one target: delivered one at a time, in order. */
 export interface DeliveryChain {
   sessionId: string;
@@ -271,10 +279,47 @@ export class WebhookRepository {
     else await this.redis.set(key, JSON.stringify(targets));
   }
 
-  async target(sessionId: string, targetId: string): Promise<WebhookTarget | null> {
-    const global = this.global.find((target) => target.id === targetId);
-    if (global) return global;
-    return (await this.sessionTargets(sessionId)).find((target) => target.id === targetId) ?? null;
+  /**
+   * Where a delivery may go: a target of WEBHOOK_URLS, or its session's own target, as it is now
+   * or, for an event of a deleted registration of the session, as it was when that was purged
+   * (webhookRetiredTargets); `at` picks by the event's sequence (read beside this).
+   */
+  async deliveryTargets(
+    delivery: Pick<DeliveryRecord, 'sessionId' | 'targetId'>,
+  ): Promise<DeliveryTargets> {
+    const { sessionId, targetId } = delivery;
+    if (isGlobalTargetId(targetId)) {
+      const global = this.global.find((target) => target.id === targetId) ?? null;
+      return { at: () => global, sessionDeleted: false };
+    }
+    // One round trip: the keys are all in the session's shard.
+    const [own, retired, registered] = await pipelineReplies(
+      this.redis
+        .pipeline()
+        .get(this.keys.webhookTargets(sessionId))
+        .hgetall(this.keys.webhookRetiredTargets(sessionId))
+        .hexists(this.keys.session(sessionId), 'createdAt'),
+    );
+    const find = (json: unknown) =>
+      typeof json === 'string'
+        ? ((JSON.parse(json) as WebhookTarget[]).find((target) => target.id === targetId) ?? null)
+        : null;
+    // Each deletion's targets, by the sequence of the last event made for them, lowest first.
+    const deletions = Object.entries((retired ?? {}) as Record<string, string>)
+      .map(([field, json]) => ({ upTo: Number(field.split(':')[0]), json }))
+      .filter((deletion) => Number.isSafeInteger(deletion.upTo))
+      .sort((a, b) => a.upTo - b.upTo);
+    return {
+      at: (sequence) => {
+        // The first deletion after the event: the registration the event was of.
+        const deletion =
+          sequence === undefined
+            ? undefined
+            : deletions.find((candidate) => candidate.upTo >= sequence);
+        return find(deletion ? deletion.json : own);
+      },
+      sessionDeleted: registered !== 1,
+    };
   }
 
   async event(eventId: string): Promise<StoredEvent | null> {

@@ -118,7 +118,7 @@ export class WebhooksService {
     if (
       delivery.status === 'failed' &&
       !isGlobalTargetId(delivery.targetId) &&
-      !(await this.webhooks.target(delivery.sessionId, delivery.targetId))
+      !(await this.targetOf(delivery))
     )
       throw new AppError(
         'CONFLICT',
@@ -135,6 +135,15 @@ export class WebhooksService {
     if (result === 'event-gone')
       throw new AppError('CONFLICT', `The event of ${deliveryId} expired (WEBHOOK_RETENTION_MS)`);
     return this.delivery(deliveryId);
+  }
+
+  /** The target a delivery goes to, as the worker finds it (by its event's sequence). */
+  private async targetOf(delivery: DeliveryRecord): Promise<WebhookTarget | null> {
+    const [targets, event] = await Promise.all([
+      this.webhooks.deliveryTargets(delivery),
+      this.webhooks.event(delivery.eventId),
+    ]);
+    return targets.at(event?.sequence);
   }
 }
 

@@ -51,7 +51,10 @@ describe('a delivery on its last attempt', () => {
         eventId: 'evt_1',
         url: 'https://example.com/hook',
       })),
-      target: vi.fn(async () => ({ id: 't1', url: 'https://example.com/hook', includeQr: false })),
+      deliveryTargets: vi.fn(async () => ({
+        at: (): unknown => ({ id: 't1', url: 'https://example.com/hook', includeQr: false }),
+        sessionDeleted: false,
+      })),
       event: vi.fn(async () => ({
         id: 'evt_1',
         sequence: 1,
@@ -96,7 +99,7 @@ describe('a delivery on its last attempt', () => {
       eventId: 'evt_1',
       url: 'https://gone.example.com/hook',
     });
-    webhooks.target.mockResolvedValue(null as never);
+    webhooks.deliveryTargets.mockResolvedValue({ at: () => null, sessionDeleted: false });
     return { ...CHAIN, targetId: 'g0123456789ab' };
   }
 

@@ -54,15 +54,18 @@ export class WebhookDeliveryService {
     if (!delivery) return this.expired(job);
     // Done already (a job run twice): only the chain needs to move on.
     if (delivery.status !== 'pending') return this.done(job, 'done');
-    const [target, event] = await Promise.all([
-      this.webhooks.target(delivery.sessionId, delivery.targetId),
+    const [targets, event] = await Promise.all([
+      this.webhooks.deliveryTargets(delivery),
       this.webhooks.event(delivery.eventId),
     ]);
+    // Its session's target as it was when the event happened, even if the session was deleted
+    // since (and perhaps made again, with targets of its own).
+    const target = targets.at(event?.sequence);
     // A WEBHOOK_URLS target this worker does not know (a rollout half done) is not removed:
     // another worker may have it.
     const global = isGlobalTargetId(delivery.targetId);
     if (!target && event && global) return this.unknownGlobalTarget(job, delivery, event);
-    if (!target && !global) return this.targetRemoved(job, delivery);
+    if (!target && !global) return this.targetRemoved(job, delivery, targets.sessionDeleted);
     if (!target || !event) {
       await this.markFailed(delivery, { statusCode: null, error: 'the event expired' });
       return this.done(job, 'failed');
@@ -184,12 +187,17 @@ export class WebhookDeliveryService {
   }
 
   /**
-   * Its session's target was removed (a PUT dropped it, or changed its URL): neither it nor the
-   * rest of its line can be sent, nor replayed. Dropped unsent, counted and logged as the backlog
-   * trim does, rather than failed: failed, they would count against WEBHOOK_FAILED_MAX and push
-   * out the session's replayable failures to its other targets.
+   * Its session's target is gone: a PUT dropped it, or changed its URL, or its session was
+   * deleted and the targets kept for what waited (WEBHOOK_RETENTION_MS) went too. Neither it
+   * nor the rest of its line can be sent, nor replayed. Dropped unsent, counted and logged as
+   * the backlog trim does, rather than failed: failed, they would count against
+   * WEBHOOK_FAILED_MAX and push out the session's replayable failures to its other targets.
    */
-  private async targetRemoved(job: DeliveryJob, delivery: DeliveryRecord): Promise<DeliveryResult> {
+  private async targetRemoved(
+    job: DeliveryJob,
+    delivery: DeliveryRecord,
+    sessionDeleted: boolean,
+  ): Promise<DeliveryResult> {
     const dropped = await this.webhooks.dropBacklog(job, 0);
     const eventType = await this.webhooks.dropPending(delivery);
     if (eventType) dropped.set(eventType, (dropped.get(eventType) ?? 0) + 1);
@@ -197,7 +205,9 @@ export class WebhookDeliveryService {
       job,
       delivery.url,
       dropped,
-      'its target was removed (a PUT dropped it, or changed its URL)',
+      sessionDeleted
+        ? 'its session was deleted, and its targets are no longer kept (WEBHOOK_RETENTION_MS after the delete)'
+        : 'its target was removed (a PUT dropped it, or changed its URL)',
     );
     return this.done(job, 'done');
   }
