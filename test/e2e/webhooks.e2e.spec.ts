@@ -1,4 +1,10 @@
-import { MessageRepository, WebhookRepository } from '@app/status-store';
+import {
+  MessageRepository,
+  WebhookRepository,
+  deliveryCreatedMs,
+  newEventId,
+  shardOf,
+} from '@app/status-store';
 import { WebhookConsumer } from '../../apps/worker/src/webhooks/webhook-consumer.service.js';
 import { eventually } from '../support/eventually.js';
 import { parsePrometheus } from '../support/prometheus.js';
@@ -547,6 +553,135 @@ describe('webhooks', () => {
       expect({ path, body, status: answer.status }).toEqual({ path, body, status });
       expect(answer.body.ok).toBe(false);
     }
+  });
+});
+
+describe('paging the webhook deliveries (before)', () => {
+  const stack = useStack({}, { worker: false });
+  const OWN = 's0123456789ab';
+
+  /** A delivery of main made at `ms`, listed as the publishing script lists one (`legacy`: made before shards, the root's list). */
+  const made = async (ms: number, legacy = false) => {
+    const eventId = legacy ? newEventId(ms) : `${newEventId(ms)}${shardOf('main')}`;
+    const id = `${eventId}_${OWN}`;
+    await stack.redis
+      .multi()
+      .hset(stack.keys.webhookDelivery(id), {
+        id,
+        eventId,
+        eventType: 'message.received',
+        sessionId: 'main',
+        targetId: OWN,
+        url: 'https://example.com/hook',
+        status: 'delivered',
+        attempts: '1',
+        replays: '0',
+        createdAt: new Date(ms).toISOString(),
+      })
+      .zadd(stack.keys.webhookRecent(legacy ? null : shardOf('main')), ms, id)
+      .zadd(stack.keys.webhookSessionRecent('main'), ms, id)
+      .exec();
+    return { id, eventId, sessionId: 'main', score: ms };
+  };
+  const byNewest = (made: { id: string; score: number }[]) =>
+    [...made]
+      .sort((a, b) => b.score - a.score || (a.id < b.id ? 1 : -1))
+      .map((delivery) => delivery.id);
+  /** Every page from `first` on, each `before` the last id of the one before, to an empty one. */
+  const pagesFrom = async (query: string, first: string[]) => {
+    const listed = [...first];
+    for (let before = first.at(-1); before;) {
+      const page = await stack.call('GET', `/api/v1/webhooks/deliveries?${query}&before=${before}`);
+      expect(page.status).toBe(200);
+      listed.push(...page.body.data.map((delivery: { id: string }) => delivery.id));
+      before = page.body.data.at(-1)?.id;
+    }
+    return listed;
+  };
+
+  it('pages with before: newest first, each delivery once though many share a millisecond, pages unmoved by deliveries made meanwhile; 400 for a malformed cursor, 404 for a failed one no longer known', async () => {
+    const at = Date.now() - 60_000;
+    const all = [];
+    // 3 milliseconds for 30 deliveries, in main's shard's list and the root's.
+    for (let i = 0; i < 30; i++) all.push(await made(at + (i % 3), i % 4 === 0));
+    const expected = byNewest(all);
+    const queries = ['limit=4', 'limit=7&sessionId=main', 'limit=1&status=delivered'];
+    for (const [q, query] of queries.entries()) {
+      const listing = byNewest(all);
+      const first = await stack.call('GET', `/api/v1/webhooks/deliveries?${query}`);
+      expect(first.status).toBe(200);
+      const shown = first.body.data.map((delivery: { id: string }) => delivery.id);
+      // Made while the client pages: newer than all, they come before its first page.
+      for (let i = 0; i < 5; i++) all.push(await made(at + 10_000 * (q + 1) + i));
+      expect(await pagesFrom(query, shown), query).toEqual(listing);
+    }
+
+    // Failed ones page by when they failed, the worker's script recording it.
+    const webhooks = stack.api!.get(WebhookRepository);
+    const failed = all.slice(0, 9);
+    for (const [i, delivery] of failed.entries())
+      await webhooks.markFailed(
+        delivery,
+        { statusCode: 410, error: 'HTTP 410' },
+        new Date(at + 2_000 + (i % 2)),
+      );
+    const byFailure = byNewest(
+      failed.map((delivery, i) => ({ ...delivery, score: at + 2_000 + (i % 2) })),
+    );
+    const firstFailed = await stack.call(
+      'GET',
+      '/api/v1/webhooks/deliveries?status=failed&limit=2',
+    );
+    const shownFailed = firstFailed.body.data.map((delivery: { id: string }) => delivery.id);
+    expect(await pagesFrom('status=failed&limit=2', shownFailed)).toEqual(byFailure);
+
+    // Any delivery id marks a place by when it was made, kept or not; a failed listing's is
+    // when it failed, which one never failed (or no longer kept) does not tell.
+    const unknown = `${newEventId(at + 1)}${shardOf('main')}_${OWN}`;
+    const after = await stack.call(
+      'GET',
+      `/api/v1/webhooks/deliveries?limit=200&before=${unknown}`,
+    );
+    expect(after.status).toBe(200);
+    expect(after.body.data.map((delivery: { id: string }) => delivery.id)).toEqual(
+      expected.filter(
+        (id) =>
+          deliveryCreatedMs(id) < at + 1 || (deliveryCreatedMs(id) === at + 1 && id < unknown),
+      ),
+    );
+    const notFailed = await stack.call(
+      'GET',
+      `/api/v1/webhooks/deliveries?status=failed&before=${unknown}`,
+    );
+    expect(notFailed.status).toBe(404);
+    expect(notFailed.body).toEqual({
+      ok: false,
+      error: {
+        code: 'NOT_FOUND',
+        message: `before: delivery ${unknown} is not (or no longer) a failed one, nor one replayed since, so where its page ended is not known: list again without before`,
+      },
+    });
+    for (const before of ['nope', `${all[0].id}x`, '1764580800000-0', '']) {
+      const malformed = await stack.call('GET', `/api/v1/webhooks/deliveries?before=${before}`);
+      expect({ before, status: malformed.status, body: malformed.body }).toEqual({
+        before,
+        status: 400,
+        body: {
+          ok: false,
+          error: { code: 'BAD_REQUEST', message: 'before must be a delivery id (evt_..._...)' },
+        },
+      });
+    }
+
+    // Documented: the cursor, with an example, and the route's paging.
+    const document = (await stack.call('GET', '/api/openapi')).body;
+    const route = document.paths['/api/v1/webhooks/deliveries'].get;
+    expect(route.parameters.find((p: { name: string }) => p.name === 'before')).toMatchObject({
+      in: 'query',
+      required: false,
+      schema: { example: expect.stringMatching(/^evt_/) },
+    });
+    expect(route.description).toMatch(/`before`/);
   });
 });
 

@@ -29,4 +29,5 @@ export * from './incoming-record.js';
 export * from './incoming.repository.js';
 export * from './webhook-event.js';
 export * from './webhook.repository.js';
+export type { ListPosition } from './newest-first.js';
 export * from './session-limits.js';

@@ -126,7 +126,7 @@ describe('WebhookRepository, a failing target', () => {
       [chain.sessionId, mine],
       [other, others],
     ] as const) {
-      const listed = await webhooks.list({ status: 'failed', sessionId, limit: 10 });
+      const listed = await webhooks.list({ status: 'failed', sessionIds: [sessionId], limit: 10 });
       expect(listed.map((d) => d.id).sort()).toEqual(failed.map((d) => d.id).sort());
     }
     // A fourth of main's lets go of main's oldest only, in both indexes.
@@ -168,7 +168,7 @@ describe('WebhookRepository, a failing target', () => {
     for (const ownOnly of [false, true]) {
       const listed = await webhooks.list({
         status: 'failed',
-        sessionId: chain.sessionId,
+        sessionIds: [chain.sessionId],
         limit: 10,
         ownOnly,
       });

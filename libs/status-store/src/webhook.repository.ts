@@ -7,7 +7,7 @@ import { parseIncomingRecord } from './incoming-record.js';
 import { toPublicMessage } from './message-record.js';
 import { parseMessageRecord } from './message.repository.js';
 import { RedisKeys, shardOf, shardOfId } from './redis-keys.js';
-import { newestFirst } from './newest-first.js';
+import { lowerOf, newestFirst, type ListIndex, type ListPosition } from './newest-first.js';
 import { knownShards } from './shards.js';
 import { toSessionView } from './session.repository.js';
 import { REDIS } from './status-store.tokens.js';
@@ -98,6 +98,9 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if status ~= 'failed' then return 'not-failed' end
 if redis.call('EXISTS', KEYS[6]) == 0 then return 'event-gone' end
+-- Its place in the failed listings, hidden: a page that ended with it goes on from there.
+local failed_at = redis.call('HGET', KEYS[1], 'failedAt')
+if failed_at then redis.call('HSET', KEYS[1], 'lastFailedAt', failed_at) end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', '0')
 redis.call('HDEL', KEYS[1], 'failedAt', 'nextAttemptAt', 'open', 'brokeOff')
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
@@ -236,10 +239,32 @@ export type ReplayResult = 'replayed' | 'missing' | 'not-failed' | 'event-gone';
 
 export interface DeliveryQuery {
   status?: DeliveryStatus;
-  sessionId?: string;
+  /** Only these sessions' deliveries (none named: every session's). */
+  sessionIds?: string[];
   limit: number;
   /** Only deliveries to the sessions' own targets, none to WEBHOOK_URLS. */
   ownOnly?: boolean;
+  /** Only those after this place (listPosition of the previous page's last delivery). */
+  before?: ListPosition;
+}
+
+/**
+ * Ids a filtered listing reads at most per call. Past them its page may hold fewer than its
+ * limit though older matches exist: the next page (from its last delivery) reads on.
+ */
+export const DELIVERY_SCAN_MAX = 5_000;
+
+/** A delivery's place in a listing: the time it was made, or it failed; then its id. */
+export interface DeliveryPlace {
+  position: ListPosition;
+  /** Whose it is, when its record was read (a failed listing's place). */
+  sessionId?: string;
+  targetId?: string;
+}
+
+/** When a delivery was made (ms): the time its id begins with, its listings' score. */
+export function deliveryCreatedMs(deliveryId: string): number {
+  return parseInt(deliveryId.slice(4, 13), 36);
 }
 
 /** Webhook targets, stored events, deliveries and their per-(session, target) chains. */
@@ -626,14 +651,20 @@ export class WebhookRepository {
   }
 
   /**
-   * Deliveries newest first: failed ones from their own indexes, others from the recent
-   * lists (one session's, or every shard's merged).
+   * Deliveries newest first: failed ones from their own indexes (by when they failed), others
+   * from the recent lists (by when they were made; one session's, or every shard's merged).
+   * Deliveries of one millisecond come in the order of their ids, highest first.
    */
   async list(query: DeliveryQuery): Promise<DeliveryRecord[]> {
     const found: DeliveryRecord[] = [];
+    const sessions = query.sessionIds && new Set(query.sessionIds);
     const newest = this.listed(query, Math.min(200, query.limit));
     // Filters read further than the limit, in pages, up to a bound.
-    for (let scanned = 0; found.length < query.limit && scanned < 5_000; scanned += 200) {
+    for (
+      let scanned = 0;
+      found.length < query.limit && scanned < DELIVERY_SCAN_MAX;
+      scanned += 200
+    ) {
       const ids: string[] = [];
       for (let next = await newest.next(); !next.done; next = await newest.next()) {
         ids.push(next.value);
@@ -648,7 +679,7 @@ export class WebhookRepository {
         const record = hash.id ? toDelivery(hash) : null;
         if (!record) continue;
         if (query.status && record.status !== query.status) continue;
-        if (query.sessionId && record.sessionId !== query.sessionId) continue;
+        if (sessions && !sessions.has(record.sessionId)) continue;
         if (query.ownOnly && isGlobalTargetId(record.targetId)) continue;
         found.push(record);
         if (found.length === query.limit) break;
@@ -657,33 +688,84 @@ export class WebhookRepository {
     return found;
   }
 
+  /**
+   * Where a listing goes on after a delivery (`before`): the time it was made, which its id
+   * holds, so one expired or never listed still marks a place. A failed listing's is the time it
+   * failed: read from its record (one replayed since keeps the time it had), or its index once
+   * the record expired; null when neither knows it.
+   */
+  async listPosition(deliveryId: string, failed: boolean): Promise<DeliveryPlace | null> {
+    if (!failed) return { position: { score: deliveryCreatedMs(deliveryId), member: deliveryId } };
+    const [fields, indexed] = await Promise.all([
+      this.redis.hmget(
+        this.keys.webhookDelivery(deliveryId),
+        'status',
+        'failedAt',
+        'lastFailedAt',
+        'sessionId',
+        'targetId',
+      ),
+      this.redis.zscore(this.keys.webhookFailed(shardOfId(deliveryId)), deliveryId),
+    ]);
+    const [status, failedAt, lastFailedAt, sessionId, targetId] = fields;
+    const at = status === 'failed' ? failedAt : lastFailedAt;
+    const score = at ? Date.parse(at) : indexed === null ? NaN : Number(indexed);
+    if (Number.isNaN(score)) return null;
+    return {
+      position: { score, member: deliveryId },
+      ...(sessionId ? { sessionId } : {}),
+      ...(targetId ? { targetId } : {}),
+    };
+  }
+
   /** The ids a listing reads, newest first (a page of `firstPage`, then of 200). */
   private async *listed(query: DeliveryQuery, firstPage: number): AsyncGenerator<string> {
-    const { sessionId } = query;
-    if (query.status === 'failed' && sessionId !== undefined) {
-      // The session's own index, and the root's (failures of deliveries made before shards):
-      // the shard's holds its other sessions' too, and a busy one would fill the listing's bound.
-      const own = this.keys.webhookSessionFailed(sessionId);
-      const oldest = (await this.redis.zrange(own, 0, 0, 'WITHSCORES'))[1];
-      yield* newestFirst(this.redis, [own, this.keys.webhookFailed(null)], firstPage);
-      // Then those that failed before it had one (a version that kept only the shard's), for up
-      // to WEBHOOK_RETENTION_MS after the upgrade: older than any in the session's own.
-      const shard = [this.keys.webhookFailed(shardOf(sessionId))];
-      yield* newestFirst(this.redis, shard, 200, oldest === undefined ? Infinity : Number(oldest));
+    const { sessionIds, before } = query;
+    if (sessionIds?.length === 0) return;
+    if (query.status === 'failed' && sessionIds) {
+      // Each session's own index, and the root's (failures of deliveries made before shards):
+      // a shard's holds its other sessions' too, and a busy one would fill the listing's bound.
+      // Then a shard's below the oldest in its session's own: those that failed before it had
+      // one (a version that kept only the shard's), for up to WEBHOOK_RETENTION_MS after the
+      // upgrade. One merge, so a page that ends in one index goes on in order in the others.
+      const own = sessionIds.map((sessionId) => this.keys.webhookSessionFailed(sessionId));
+      const oldest = await Promise.all(
+        own.map((key) => this.redis.zrange(key, 0, 0, 'WITHSCORES')),
+      );
+      const shards = new Map<string, ListPosition | undefined>();
+      sessionIds.forEach((sessionId, i) => {
+        const key = this.keys.webhookFailed(shardOf(sessionId));
+        const score = oldest[i][1];
+        const below = score === undefined ? undefined : { score: Number(score), member: '' };
+        // Two sessions of one shard: read it below the newer of their oldest.
+        shards.set(key, shards.has(key) ? newerOf(shards.get(key), below) : below);
+      });
+      const indexes: ListIndex[] = [
+        ...own.map((key) => ({ key })),
+        { key: this.keys.webhookFailed(null) },
+        ...[...shards].map(([key, below]) => ({ key, below })),
+      ];
+      yield* newestFirst(this.redis, indexes, firstPage, before);
       return;
     }
-    // The root's: deliveries made before shards.
-    const shards = sessionId !== undefined ? [null, shardOf(sessionId)] : await this.shards();
-    yield* newestFirst(
-      this.redis,
-      query.status === 'failed'
-        ? shards.map((shard) => this.keys.webhookFailed(shard))
-        : sessionId
-          ? [this.keys.webhookSessionRecent(sessionId)]
-          : shards.map((shard) => this.keys.webhookRecent(shard)),
-      firstPage,
-    );
+    const indexes = sessionIds
+      ? sessionIds.map((sessionId) => this.keys.webhookSessionRecent(sessionId))
+      : (await this.shards()).map((shard) =>
+          query.status === 'failed'
+            ? this.keys.webhookFailed(shard)
+            : this.keys.webhookRecent(shard),
+        );
+    yield* newestFirst(this.redis, indexes, firstPage, before);
   }
+}
+
+/** The newer of two places; undefined (the top) is newer than any. */
+function newerOf(
+  a: ListPosition | undefined,
+  b: ListPosition | undefined,
+): ListPosition | undefined {
+  if (!a || !b) return undefined;
+  return lowerOf(a, b) === a ? b : a;
 }
 
 /** The JSON a target receives for an event (the same bytes on every retry). */

@@ -101,7 +101,23 @@ export class WebhookTargetDto {
   scope: 'global' | 'session';
 }
 
+/** A delivery's id: its event's (evt_<time><random>[<shard>]), `_`, its target's. */
+export const DELIVERY_ID_PATTERN = /^evt_[0-9a-z]{9}[0-9a-f]{16}(?:[0-9a-f]{3})?_[gs][0-9a-f]{12}$/;
+
 export class DeliveryQueryDto {
+  @ApiPropertyOptional({
+    example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2_s3f9a1c0e5b7d',
+    description:
+      'The id of the last delivery of the previous page: those after it follow (newest first). ' +
+      'A place, not an offset: deliveries made meanwhile do not move the pages. An id whose ' +
+      'delivery expired still marks its place (the time it was made is in it). With ' +
+      'status=failed the place is when it failed, known while it is failed or was replayed ' +
+      'since (else 404); one replayed and failed again since counts from its new failure.',
+  })
+  @IsOptional()
+  @Matches(DELIVERY_ID_PATTERN, { message: 'before must be a delivery id (evt_..._...)' })
+  before?: string;
+
   @ApiPropertyOptional({ enum: ['pending', 'delivered', 'failed'], example: 'failed' })
   @IsOptional()
   @IsIn(['pending', 'delivered', 'failed'])

@@ -3,6 +3,7 @@ import { Body, Controller, Get, HttpCode, Param, Post, Put, Query, Req } from '@
 import { ApiBody, ApiExtraModels, ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import type { FastifyRequest } from 'fastify';
 import { ArrayBodyPipe, ok } from '@app/common';
+import { DELIVERY_SCAN_MAX } from '@app/status-store';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
 import {
@@ -88,24 +89,53 @@ export class WebhooksController {
 
   @Get('webhooks/deliveries')
   @ApiOperation({
-    summary: 'Webhook deliveries, newest first',
+    summary: 'Webhook deliveries, newest first, a page at a time',
     description:
-      'status=failed lists those that gave up (kept WEBHOOK_RETENTION_MS, replayable). Without sessionId, every session a key may use (a key limited to some sessions: the newest of all of theirs).',
+      'status=failed lists those that gave up (kept WEBHOOK_RETENTION_MS, replayable), newest ' +
+      'failure first; the others come by when they were made. Deliveries of one millisecond come ' +
+      'in the order of their ids. Without sessionId, every session a key may use (a key limited ' +
+      'to some sessions: all of theirs, merged). Page with `before` = the id of the last delivery ' +
+      'of the previous page: each delivery comes once, and deliveries made meanwhile do not move ' +
+      'the pages (they come before the first). Filtered (status, or a key limited to some ' +
+      "sessions, which skips WEBHOOK_URLS' deliveries), a request reads at most " +
+      `${DELIVERY_SCAN_MAX.toLocaleString('en')} deliveries after \`before\` and answers the ` +
+      'matches among them: a page may hold fewer than `limit` before the end, and the next ' +
+      '(`before` its last id) reads on. More than that many in a row that do not match end the ' +
+      'listing there (an empty page).',
   })
   @ApiEnvelope(DeliveryDto, { isArray: true })
   @ApiErrors(
     {
       status: 400,
-      description: 'Invalid filter',
-      example: {
-        code: 'BAD_REQUEST',
-        message: 'status must be one of the following values: pending, delivered, failed',
+      description: 'Invalid filter or cursor',
+      examples: {
+        cursor: {
+          summary: 'before is not a delivery id',
+          error: { code: 'BAD_REQUEST', message: 'before must be a delivery id (evt_..._...)' },
+        },
+        filter: {
+          summary: 'Unknown status',
+          error: {
+            code: 'BAD_REQUEST',
+            message: 'status must be one of the following values: pending, delivered, failed',
+          },
+        },
       },
     },
     {
       status: 404,
-      description: 'sessionId names no session (or one being deleted)',
-      example: NO_SUCH_SESSION,
+      description:
+        'sessionId names no session (or one being deleted); or, with status=failed, `before` names a delivery no longer failed nor replayed (expired, dropped) whose place is not known',
+      examples: {
+        session: { summary: 'No such session', error: NO_SUCH_SESSION },
+        cursor: {
+          summary: 'status=failed: before no longer known',
+          error: {
+            code: 'NOT_FOUND',
+            message: `before: delivery ${DELIVERY_EXAMPLE} is not (or no longer) a failed one, nor one replayed since, so where its page ended is not known: list again without before`,
+          },
+        },
+      },
     },
   )
   deliveries(@Query() query: DeliveryQueryDto, @Req() req: FastifyRequest) {

@@ -8,12 +8,16 @@ import {
   isGlobalTargetId,
   webhookTargetId,
   type DeliveryRecord,
+  type ListPosition,
   type WebhookTarget,
 } from '@app/status-store';
 import { SessionsService } from '../sessions/sessions.service.js';
-import type { DeliveryQueryDto, WebhookTargetDto, WebhookTargetInputDto } from './webhook.dto.js';
-
-const DELIVERY_ID = /^evt_[0-9a-z]{9}[0-9a-f]{16}(?:[0-9a-f]{3})?_[gs][0-9a-f]{12}$/;
+import {
+  DELIVERY_ID_PATTERN,
+  type DeliveryQueryDto,
+  type WebhookTargetDto,
+  type WebhookTargetInputDto,
+} from './webhook.dto.js';
 
 /** Webhook targets of sessions, and the deliveries made to them (listing, replay). */
 @Injectable()
@@ -79,27 +83,50 @@ export class WebhooksService {
     });
   }
 
+  /**
+   * A page of deliveries, newest first, after `before` (the previous page's last). A key
+   * limited to some sessions, none named: all of theirs in one listing, without those to
+   * WEBHOOK_URLS (see targets).
+   */
   async deliveries(query: DeliveryQueryDto, sessions?: string[] | null): Promise<DeliveryRecord[]> {
-    const limit = query.limit ?? 50;
-    // A limited key: not the deliveries to WEBHOOK_URLS (see targets).
-    const list = (sessionId?: string) =>
-      this.webhooks.list({ status: query.status, sessionId, limit, ownOnly: !!sessions });
     if (sessions && query.sessionId) assertSessionAllowed(sessions, query.sessionId);
     // A session that does not exist is told, as by its other routes: not an empty list.
     if (query.sessionId) await this.sessions.existing(query.sessionId);
-    // A key limited to some sessions, none named: the newest of all of theirs.
-    const deliveries =
-      sessions && !query.sessionId
-        ? (await Promise.all(sessions.map((sessionId) => list(sessionId))))
-            .flat()
-            .sort((a, b) => b.createdAt.localeCompare(a.createdAt))
-            .slice(0, limit)
-        : await list(query.sessionId);
+    const deliveries = await this.webhooks.list({
+      status: query.status,
+      sessionIds: query.sessionId ? [query.sessionId] : (sessions ?? undefined),
+      limit: query.limit ?? 50,
+      ownOnly: !!sessions,
+      before: query.before ? await this.position(query.before, query.status, sessions) : undefined,
+    });
     return deliveries.map((delivery) => ({ ...delivery, url: redactUrl(delivery.url) }));
   }
 
+  /**
+   * Where a page goes on after `before`. Any delivery id marks a place by the time it was made;
+   * a failed listing's place is when it failed, which only a delivery still kept tells (and
+   * only one the key may see: one it may not is not told apart from one never made).
+   */
+  private async position(
+    before: string,
+    status: DeliveryQueryDto['status'],
+    sessions?: string[] | null,
+  ): Promise<ListPosition> {
+    const place = await this.webhooks.listPosition(before, status === 'failed');
+    const hidden =
+      !!sessions &&
+      ((place?.sessionId !== undefined && !sessions.includes(place.sessionId)) ||
+        (place?.targetId !== undefined && isGlobalTargetId(place.targetId)));
+    if (!place || hidden)
+      throw new AppError(
+        'NOT_FOUND',
+        `before: delivery ${before} is not (or no longer) a failed one, nor one replayed since, so where its page ended is not known: list again without before`,
+      );
+    return place.position;
+  }
+
   async delivery(deliveryId: string, sessions?: string[] | null): Promise<DeliveryRecord> {
-    if (!DELIVERY_ID.test(deliveryId))
+    if (!DELIVERY_ID_PATTERN.test(deliveryId))
       throw new AppError('BAD_REQUEST', 'id must be a delivery id (evt_..._...)');
     const delivery = await this.webhooks.delivery(deliveryId);
     if (!delivery || (sessions && isGlobalTargetId(delivery.targetId)))
