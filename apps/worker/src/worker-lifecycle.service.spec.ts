@@ -9,7 +9,7 @@ import type { WebhookConsumer } from './webhooks/webhook-consumer.service.js';
 import { WorkerLifecycle } from './worker-lifecycle.service.js';
 
 describe('WorkerLifecycle: the order the worker boots and stops in', () => {
-  function lifecycle(failingStop?: string) {
+  function lifecycle(failingStop?: string, stops: Record<string, () => Promise<void>> = {}) {
     const calls: string[] = [];
     const part = (name: string, stops = true) => ({
       start: async () => {
@@ -37,10 +37,16 @@ describe('WorkerLifecycle: the order the worker boots and stops in', () => {
           calls.push('leave placement');
         },
       } as unknown as HeartbeatService,
-      part('webhooks') as unknown as WebhookConsumer,
+      {
+        ...part('webhooks'),
+        ...(stops.webhooks && { stop: stops.webhooks }),
+      } as unknown as WebhookConsumer,
       part('expiry') as unknown as ExpirySweeper,
       part('ack-timeout') as unknown as AckTimeoutSweeper,
-      part('sessions') as unknown as SendConsumers,
+      {
+        ...part('sessions'),
+        ...(stops.sessions && { stop: stops.sessions }),
+      } as unknown as SendConsumers,
     );
     return { worker, calls };
   }
@@ -69,6 +75,39 @@ describe('WorkerLifecycle: the order the worker boots and stops in', () => {
       'stop ack-timeout',
       'stop webhooks',
       'stop sessions',
+      'stop heartbeat',
+      'stop lag',
+      'stop http',
+    ]);
+  });
+
+  it('lets webhook deliveries and the send path finish what they have in flight side by side, not one after the other', async () => {
+    // The deliveries' stop ends only once the send path's began (or after 2 s, to fail).
+    let sendPathStopping: () => void = () => undefined;
+    const sendPathBegan = new Promise<boolean>(
+      (resolve) => (sendPathStopping = () => resolve(true)),
+    );
+    let sideBySide = false;
+    const { worker, calls } = lifecycle(undefined, {
+      webhooks: async () => {
+        sideBySide = await Promise.race([
+          sendPathBegan,
+          new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000)),
+        ]);
+        calls.push('stop webhooks');
+      },
+      sessions: async () => {
+        sendPathStopping();
+        await Promise.resolve();
+        calls.push('stop sessions');
+      },
+    });
+    await worker.beforeApplicationShutdown();
+    expect(sideBySide).toBe(true);
+    // The heartbeat still stops only after both.
+    expect(calls.slice(3)).toEqual([
+      'stop sessions',
+      'stop webhooks',
       'stop heartbeat',
       'stop lag',
       'stop http',

@@ -28,9 +28,10 @@ export interface WorkerPart {
  * sessions), webhook deliveries, the sweepers, and last the sessions and their send consumers.
  *
  * Shutdown: the worker first leaves the placement (marked draining, still beating), so the
- * others take each session the moment it is handed back; the sweepers and webhook deliveries
- * stop (a delivery in flight is broken off and made again by another worker); then the send
- * consumers let the send in flight finish, the engines stop and their leases are handed back;
+ * others take each session the moment it is handed back; the sweepers stop; then, side by
+ * side, webhook deliveries and the send path stop: each lets what it has in flight finish
+ * within half of SHUTDOWN_TIMEOUT_MS (a delivery still running then is broken off and made
+ * again by another worker), and the engines stop in the other half, their leases handed back;
  * only then does the heartbeat stop (the api keeps accepting sends while a worker is there to
  * take them), and the health port closes last. A part that fails to stop is logged and the
  * others still stop.
@@ -39,7 +40,8 @@ export interface WorkerPart {
 export class WorkerLifecycle implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly log = new Logger(WorkerLifecycle.name);
   private readonly boot: [string, WorkerPart][];
-  private readonly shutdown: [string, WorkerPart][];
+  /** Stopped one step after another; the parts of one step side by side. */
+  private readonly shutdown: [string, WorkerPart][][];
 
   constructor(
     http: WorkerHttpServer,
@@ -62,14 +64,17 @@ export class WorkerLifecycle implements OnApplicationBootstrap, BeforeApplicatio
       ['sessions and send consumers', consumers],
     ];
     this.shutdown = [
-      ['placement', { start: () => undefined, stop: () => heartbeat.leave() }],
-      ['expiry sweeper', expiry],
-      ['ack-timeout sweeper', ackTimeout],
-      ['webhook deliveries', webhooks],
-      ['sessions and send consumers', consumers],
-      ['heartbeat', heartbeat],
-      ['event-loop watch', health],
-      ['health port', http],
+      [['placement', { start: () => undefined, stop: () => heartbeat.leave() }]],
+      [['expiry sweeper', expiry]],
+      [['ack-timeout sweeper', ackTimeout]],
+      // Side by side: one after the other, the deliveries' wait would eat into the engines' half.
+      [
+        ['webhook deliveries', webhooks],
+        ['sessions and send consumers', consumers],
+      ],
+      [['heartbeat', heartbeat]],
+      [['event-loop watch', health]],
+      [['health port', http]],
     ];
   }
 
@@ -78,12 +83,16 @@ export class WorkerLifecycle implements OnApplicationBootstrap, BeforeApplicatio
   }
 
   async beforeApplicationShutdown(): Promise<void> {
-    for (const [name, part] of this.shutdown) {
-      try {
-        await part.stop?.();
-      } catch (err) {
-        this.log.error({ part: name, err: (err as Error).message }, 'did not stop cleanly');
-      }
+    for (const step of this.shutdown) {
+      await Promise.all(
+        step.map(async ([name, part]) => {
+          try {
+            await part.stop?.();
+          } catch (err) {
+            this.log.error({ part: name, err: (err as Error).message }, 'did not stop cleanly');
+          }
+        }),
+      );
     }
   }
 }

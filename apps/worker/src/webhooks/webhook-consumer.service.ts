@@ -136,18 +136,29 @@ export class WebhookConsumer {
     void this.sweep();
   }
 
+  /**
+   * Takes no chain and starts no delivery from now on. Those in flight are let finish (a clean
+   * stop must not post their events twice) within their own WEBHOOK_TIMEOUT_MS and half of
+   * SHUTDOWN_TIMEOUT_MS (the worker stops its send path meanwhile, within the same half: see
+   * WorkerLifecycle); what still runs then is broken off (a receiver that hangs must not hold
+   * the exit), stays at the head of its chain and is made again by the next worker.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
     await this.subscriber.unsubscribe(this.keys.webhookKick());
     await this.draining?.catch(() => undefined);
-    // Deliveries in flight are broken off (a hanging receiver must not hold the exit); each
-    // stays at the head of its chain and is made again by the next worker.
-    this.sender.abortAll();
-    // Its last writes (the aborted jobs put back) need Redis: while Redis is down they would
-    // wait for good, and the shutdown with them. The chains are made again by the sweep.
-    await withTimeout(this.worker?.close() ?? Promise.resolve(), CLOSE_WAIT_MS).catch(
-      (err: Error) => this.log.warn({ err: err.message }, 'webhook worker not closed cleanly'),
+    // Fetches no job more; ends once the chains in hand have (each before its next delivery).
+    const closed = (this.worker?.close() ?? Promise.resolve()).catch((err: Error) =>
+      this.log.warn({ err: err.message }, 'webhook worker not closed cleanly'),
+    );
+    await this.sender.finishInFlight(
+      Math.min(this.config.WEBHOOK_TIMEOUT_MS, this.config.SHUTDOWN_TIMEOUT_MS / 2),
+    );
+    // Their last writes (a delivery recorded, the jobs put back) need Redis: while Redis is
+    // down they would wait for good, and the shutdown with them. The sweep makes the chains again.
+    await withTimeout(closed, CLOSE_WAIT_MS).catch((err: Error) =>
+      this.log.warn({ err: err.message }, 'webhook worker not closed cleanly'),
     );
     await closeRedis(this.connection);
   }
@@ -273,6 +284,7 @@ export class WebhookConsumer {
       let outcome: DeliveryResult;
       try {
         if (!(await this.holdChain(job, token))) return this.letGo(job);
+        if (this.stopped) return await this.leaveToNextWorker(job, token);
         outcome = await this.deliveries.deliver({ ...chain, deliveryId: head });
       } finally {
         this.releaseSlot(receiver);
@@ -305,6 +317,15 @@ export class WebhookConsumer {
       { ...job.data },
       'webhook chain let go: its lock lapsed here (event loop blocked or Redis out of reach); the worker that takes its job next walks it',
     );
+    throw new DelayedError();
+  }
+
+  /**
+   * This worker is stopping: the chain's next delivery is not started here. Its job is put back
+   * as it is (due now), for the next worker to take.
+   */
+  private async leaveToNextWorker(job: Job<DeliveryChain>, token?: string): Promise<never> {
+    await job.moveToDelayed(Date.now(), token);
     throw new DelayedError();
   }
 

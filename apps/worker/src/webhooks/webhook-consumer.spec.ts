@@ -43,6 +43,8 @@ function webhookConsumer(options: {
       REDIS_URL: options.redisUrl,
       WEBHOOK_CONCURRENCY: options.concurrency,
       WEBHOOK_MAX_ATTEMPTS: 3,
+      WEBHOOK_TIMEOUT_MS: 10_000,
+      SHUTDOWN_TIMEOUT_MS: 30_000,
     } as AppConfig,
     { webhookKick: () => `${options.prefix}:kick` } as RedisKeys,
     {
@@ -57,7 +59,7 @@ function webhookConsumer(options: {
       delivery: async () => null,
     } as unknown as WebhookRepository,
     { deliver: options.deliver } as unknown as WebhookDeliveryService,
-    { abortAll: () => undefined } as unknown as WebhookSender,
+    { finishInFlight: async () => undefined } as unknown as WebhookSender,
     {
       webhookQueue: () => options.queue,
       enqueueChains: options.enqueueChains,

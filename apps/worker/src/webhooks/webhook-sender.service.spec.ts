@@ -103,6 +103,42 @@ describe('WebhookSender', () => {
     held.onApplicationShutdown();
   });
 
+  it('at shutdown lets the request in flight end (its own time limit still counts), starts no new one, and breaks off one that outlasts the grace', async () => {
+    hang = true;
+    // The grace outlasts the request's own limit: it times out as it would have, and the wait
+    // ends with it.
+    const held = sender();
+    const timingOut = held.post(target(), 'evt_timing_out', '{}');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const startedAt = performance.now();
+    const finishing = held.finishInFlight(10_000);
+    // Asked after the shutdown began: broken off at once.
+    expect(await held.post(target(), 'evt_late', '{}')).toMatchObject({ interrupted: true });
+    const timedOut = await timingOut;
+    expect(timedOut).toMatchObject({ ok: false, retryable: true });
+    expect(timedOut.interrupted).toBeUndefined();
+    expect(timedOut.error).toMatch(/WEBHOOK_TIMEOUT_MS/);
+    await finishing;
+    expect(performance.now() - startedAt).toBeLessThan(5_000);
+    held.onApplicationShutdown();
+
+    // A request longer than the grace: broken off when it ends.
+    const patient = new WebhookSender({
+      WEBHOOK_TIMEOUT_MS: 60_000,
+      WEBHOOK_ALLOW_PRIVATE_URLS: true,
+    } as AppConfig);
+    const hanging = patient.post(target(), 'evt_hanging', '{}');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await patient.finishInFlight(200);
+    expect(await hanging).toMatchObject({
+      ok: false,
+      interrupted: true,
+      error: 'broken off: the worker is shutting down',
+    });
+    expect(patient.requestsInFlight).toBe(0);
+    patient.onApplicationShutdown();
+  });
+
   it("keeps at most 512 bytes of a receiver's error answer, whole characters only, as Redis's JSON decoder takes them", async () => {
     hang = false;
     // An emoji (two UTF-16 units, four bytes) across the cut, in bytes and in UTF-16 units.

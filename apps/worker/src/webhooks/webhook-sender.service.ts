@@ -27,6 +27,8 @@ export interface AttemptOutcome {
 
 /** How much of a receiver's error answer is kept for the delivery record. */
 const ERROR_BODY_BYTES = 512;
+/** Why a request this worker broke off at shutdown was aborted (not its own time limit). */
+const SHUTTING_DOWN = new Error('the worker is shutting down');
 
 /**
  * Posts one signed event to one target: Standard Webhooks headers (webhook-id,
@@ -45,7 +47,10 @@ export class WebhookSender implements OnModuleInit {
    * and the worker's memory grew with every delivery).
    */
   private readonly inFlight = new Set<AbortController>();
+  /** Set at shutdown: a request asked for from then on is broken off at once. */
   private shuttingDown = false;
+  /** Called when the last request in flight ends, while the shutdown waits for them. */
+  private whenIdle?: () => void;
 
   constructor(private readonly config: AppConfig) {
     // Kept alive: each chain posts one event after another to the same receiver, and a new
@@ -72,10 +77,30 @@ export class WebhookSender implements OnModuleInit {
       );
   }
 
+  /**
+   * At shutdown: starts no request from now on (each is broken off at once), lets those in
+   * flight end within `graceMs` (each within its own WEBHOOK_TIMEOUT_MS), so a clean stop does
+   * not post their events twice, then breaks off what is left (a receiver that hangs must not
+   * hold the worker's exit): those deliveries are made again by the next worker.
+   */
+  async finishInFlight(graceMs: number): Promise<void> {
+    this.shuttingDown = true;
+    if (this.inFlight.size > 0)
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs);
+        this.whenIdle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    this.whenIdle = undefined;
+    this.abortAll();
+  }
+
   /** Breaks off every request in flight; their deliveries are retried (at least once). */
   abortAll(): void {
     this.shuttingDown = true;
-    for (const controller of this.inFlight) controller.abort();
+    for (const controller of this.inFlight) controller.abort(SHUTTING_DOWN);
   }
 
   /** How many requests are in flight (what the sender holds on to). */
@@ -116,12 +141,13 @@ export class WebhookSender implements OnModuleInit {
       }
       const controller = new AbortController();
       this.inFlight.add(controller);
-      if (this.shuttingDown) controller.abort();
+      if (this.shuttingDown) controller.abort(SHUTTING_DOWN);
       const timer = setTimeout(() => controller.abort(), timeoutMs).unref();
       const resolve = (outcome: Omit<AttemptOutcome, 'durationMs'>) => {
         clearTimeout(timer);
         this.inFlight.delete(controller);
         settle(outcome);
+        if (this.inFlight.size === 0) this.whenIdle?.();
       };
       const client = parsed.protocol === 'https:' ? https : http;
       const agent = parsed.protocol === 'https:' ? this.agents.https : this.agents.http;
@@ -152,7 +178,9 @@ export class WebhookSender implements OnModuleInit {
         },
       );
       request.on('error', (err) => {
-        if (this.shuttingDown)
+        // Only what the shutdown broke off: one that timed out, or failed, while the shutdown
+        // waited for it is an attempt like any other.
+        if (controller.signal.reason === SHUTTING_DOWN)
           return resolve({
             ...noAnswer('broken off: the worker is shutting down', true),
             interrupted: true,
