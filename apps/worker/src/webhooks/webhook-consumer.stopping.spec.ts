@@ -92,7 +92,7 @@ describe('WebhookConsumer.stop: a delivery in flight at a clean shutdown', () =>
 
   const eventIds = () => receiver!.requests.map((request) => String(request.headers['webhook-id']));
   const deliveryOf = async (webhooks: WebhookRepository, eventId: string) =>
-    (await webhooks.list({ sessionId: 'main', limit: 10 })).find((d) => d.eventId === eventId);
+    (await webhooks.list({ sessionIds: ['main'], limit: 10 })).find((d) => d.eventId === eventId);
 
   it('lets the delivery in flight finish and records it delivered, starts none after it, and the next worker posts the event once', async () => {
     // The receiver answers the first request after 1.5 s: the stop begins while it waits.
@@ -111,7 +111,7 @@ describe('WebhookConsumer.stop: a delivery in flight at a clean shutdown', () =>
     });
     // The event behind it was not started by the stopping worker.
     expect(eventIds()).toEqual([inFlight]);
-    const [waiting] = (await webhooks.list({ sessionId: 'main', limit: 10 })).filter(
+    const [waiting] = (await webhooks.list({ sessionIds: ['main'], limit: 10 })).filter(
       (d) => d.eventId !== inFlight,
     );
     expect(waiting).toMatchObject({ status: 'pending', attempts: 0 });
