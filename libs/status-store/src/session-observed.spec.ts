@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
+import { eventually } from '../../../test/support/eventually.js';
 import { RedisServer } from '../../../test/support/redis-server.js';
 import { EventScriptArgs, type ScriptTarget } from './event-script.js';
 import { createRedis } from './redis-connection.js';
@@ -187,6 +188,21 @@ describe('SessionRepository: the sandbox messages waiting for a session', () => 
       ).rejects.toThrow('not ready');
       expect(await receiveAll(sessions, 's')).toEqual(['2', '3']);
       expect(await redis.exists(keys.sandboxIncoming('s'), keys.sandboxIncomingBytes('s'))).toBe(0);
+    }));
+
+  it('takes a message out only once receive has answered for it: a driver killed while one is recorded leaves them all', () =>
+    withSessions(async (sessions, redis, keys) => {
+      for (let i = 0; i < 3; i++) await sessions.pushSandboxIncoming('s', text(i), 1_000_000);
+      const handed: (string | undefined)[] = [];
+      void sessions.receiveSandboxIncoming('s', (message) => {
+        handed.push(message.text);
+        // The write of '1' never ends: its worker is killed meanwhile.
+        return message.text === '0' ? Promise.resolve(true) : new Promise<boolean>(() => {});
+      });
+      await eventually(() => expect(handed).toEqual(['0', '1']));
+      expect(await redis.llen(keys.sandboxIncoming('s'))).toBe(3);
+      // The session's next driver is handed them all again, '0' too (recorded once by its id).
+      expect(await receiveAll(sessions, 's')).toEqual(['0', '1', '2']);
     }));
 
   it('takes out only what it received when two drivers of a handover read the same messages', () =>

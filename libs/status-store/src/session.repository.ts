@@ -669,16 +669,18 @@ export class SessionRepository {
   }
 
   /**
-   * Hands the messages waiting for a sandbox session's engine to `receive`, oldest first, at
+   * Hands the messages waiting for a sandbox session's engine to `receive`, oldest first and
+   * one at a time (the next once `receive` has answered: true once the message is recorded), at
    * most `count`, and only then takes them out of the queue: one `receive` did not take (it
    * answered false, or threw: the engine stopped meanwhile) and those after it wait for the
-   * session's next engine. Only the session's driver calls this and pushes only append, so the
-   * front of the queue is still what it read. Received again if the removal fails: recorded
-   * once all the same (by their engine id). Answers how many were received.
+   * session's next engine, and so do all of them if the worker dies first. Only the session's
+   * driver calls this and pushes only append, so the front of the queue is still what it read.
+   * Received again if the removal fails or never comes: recorded once all the same (by their
+   * engine id). Answers how many were received.
    */
   async receiveSandboxIncoming(
     sessionId: string,
-    receive: (message: SandboxIncoming) => boolean,
+    receive: (message: SandboxIncoming) => boolean | Promise<boolean>,
     count = 100,
   ): Promise<number> {
     const keys = [this.keys.sandboxIncoming(sessionId), this.keys.sandboxIncomingBytes(sessionId)];
@@ -687,7 +689,7 @@ export class SessionRepository {
     let bytes = 0;
     try {
       for (const json of waiting) {
-        if (!receive(JSON.parse(json) as SandboxIncoming)) break;
+        if (!(await receive(JSON.parse(json) as SandboxIncoming))) break;
         received++;
         bytes += Buffer.byteLength(json);
       }

@@ -173,7 +173,7 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
       ...MESSAGE,
       media: { mimetype: 'image/png', filename: 'a.png', size: data.length, data },
     });
-    expect(recorded).toBe(true);
+    expect(recorded).toBe('new');
     const [saved, bytes] = record.mock.calls[0] as [IncomingRecord, Buffer];
     expect(bytes).toBe(data);
     expect(saved).toMatchObject({
@@ -214,7 +214,7 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
       await vi.advanceTimersByTimeAsync(60_000);
       down = false;
       await vi.advanceTimersByTimeAsync(RETRY_MAX_WAIT);
-      expect(await recorded).toBe(true);
+      expect(await recorded).toBe('new');
       expect(record.mock.calls.length).toBeGreaterThan(10);
     } finally {
       vi.useRealTimers();
@@ -240,8 +240,8 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
       await vi.advanceTimersByTimeAsync(2_500);
       down = false;
       await vi.advanceTimersByTimeAsync(2 * RETRY_MAX_WAIT);
-      expect(await question).toBe(true);
-      expect(await answer).toBe(true);
+      expect(await question).toBe('new');
+      expect(await answer).toBe('new');
       expect(order).toEqual(['question', 'answer']);
     } finally {
       vi.useRealTimers();
@@ -320,9 +320,9 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
         throw new Error('OOM command not allowed when used memory > maxmemory');
       });
       const events = recorder({ record });
-      const settled: boolean[] = [];
+      const settled: string[] = [];
       const arriving = Array.from({ length: 10 }, (_, i) => i);
-      const writes: Promise<boolean>[] = [];
+      const writes: Promise<string>[] = [];
       for (const i of arriving) {
         writes.push(
           events
@@ -334,7 +334,7 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
       // The last arrived 9 s after the first: all are given up within a window of their own
       // arrival (and the last wait), not ten windows.
       await vi.advanceTimersByTimeAsync(RETRY_WINDOW_MS + RETRY_MAX_WAIT);
-      expect(settled).toEqual(arriving.map(() => false));
+      expect(settled).toEqual(arriving.map(() => 'failed'));
       await Promise.all(writes);
     } finally {
       vi.useRealTimers();
@@ -350,7 +350,7 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
         .mockResolvedValueOnce(false);
       const retried = recorder({ record }).message('main', MESSAGE);
       await vi.advanceTimersByTimeAsync(400);
-      expect(await retried).toBe(false); // written before: a duplicate, not new
+      expect(await retried).toBe('known'); // written before: a duplicate, not new
       expect(record).toHaveBeenCalledTimes(2);
 
       const failing = vi.fn().mockRejectedValue(new Error('Connection is closed'));
@@ -359,7 +359,7 @@ describe('EngineEventRecorder: engine events become records, and a failed write 
       await vi.advanceTimersByTimeAsync(400);
       stopping = true;
       await vi.advanceTimersByTimeAsync(800);
-      expect(await givenUp).toBe(false);
+      expect(await givenUp).toBe('failed');
       // The third try (after the 800 ms wait) failed too, and then no more.
       expect(failing).toHaveBeenCalledTimes(3);
       await vi.advanceTimersByTimeAsync(RETRY_WINDOW_MS);
@@ -422,7 +422,7 @@ describe('EngineEventRecorder against Redis: a reply or a reaction names the mes
     const engineMessageId = `false_4915123456789@c.us_${randomUUID()}`;
     expect(
       await events.message('main', { ...MESSAGE, type: 'text', engineMessageId, ...message }),
-    ).toBe(true);
+    ).toBe('new');
     return (await incoming.get(incomingMessageId('main', engineMessageId)))!;
   }
 

@@ -149,13 +149,14 @@ export class EngineEventRecorder {
   /**
    * Records a message the session received, retried for up to RETRY_WINDOW_MS (WhatsApp sends
    * it once: a Redis restart or failover must not lose it) unless `givenUp()` says the worker
-   * is stopping; true when it was new.
+   * is stopping. Answers `new` when written now, `known` when it was written before (or its
+   * session is no longer registered: nothing is written for it), `failed` when not written.
    */
   async message(
     sessionId: string,
     message: IncomingMessage,
     givenUp: () => boolean = () => false,
-  ): Promise<boolean> {
+  ): Promise<MessageRecorded> {
     const now = new Date();
     const { media: received, location, vcards, reaction, ...fields } = message;
     const media = this.keptMedia(sessionId, received);
@@ -208,14 +209,17 @@ export class EngineEventRecorder {
       if (held > 0) this.waitingMediaBytes.set(sessionId, held);
       else this.waitingMediaBytes.delete(sessionId);
     }
-    if ('value' in recorded) return recorded.value;
+    if ('value' in recorded) return recorded.value ? 'new' : 'known';
     this.log.error(
       { sessionId, messageId: record.id, err: recorded.error.message },
       'incoming message not recorded',
     );
-    return false;
+    return 'failed';
   }
 }
+
+/** What became of a received message given to `EngineEventRecorder.message`. */
+export type MessageRecorded = 'new' | 'known' | 'failed';
 
 /**
  * How many times MEDIA_MAX_BYTES of received media a session's messages may hold while they

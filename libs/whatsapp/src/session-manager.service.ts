@@ -11,6 +11,7 @@ import {
   SessionRepository,
   RedisSubscriber,
   WorkerRepository,
+  incomingMessageId,
   type ObservedSession,
   type SessionStatus,
   type SessionView,
@@ -30,7 +31,7 @@ import { StartGate } from './start-gate.js';
 import { StartHealth } from './start-health.js';
 import { isBrowserLaunchFailure, profileLeftByThisHost } from './chromium.js';
 import { EngineRegistry } from './engine-registry.js';
-import { EngineEventRecorder } from './engine-event-recorder.js';
+import { EngineEventRecorder, type MessageRecorded } from './engine-event-recorder.js';
 import { sessionDir } from './session-paths.js';
 import { WORKER_ID } from './whatsapp.tokens.js';
 
@@ -127,6 +128,11 @@ export class SessionManager
    * taken up by another worker and run twice.
    */
   private readonly tending = new Set<string>();
+  /**
+   * The writes of the messages engines here reported, by record id (incomingMessageId), until
+   * they end: a sandbox message leaves Redis only once its write has (keep).
+   */
+  private readonly recordings = new Map<string, Promise<MessageRecorded>>();
   /** A purge failed in this pass: the next heartbeat reads the whole registry. */
   private purgeFailed = false;
   /**
@@ -721,12 +727,18 @@ export class SessionManager
       await engine.link?.();
     }
     if (engine instanceof SandboxEngine && this.engines.isReady(session.id)) {
-      // Stopped while they were read (its lease lost, say): the rest wait for its next engine.
-      await this.sessions.receiveSandboxIncoming(session.id, (message) => {
+      await this.sessions.receiveSandboxIncoming(session.id, async (message) => {
+        // Stopped while they were read (its lease lost, say): the rest wait for its next engine.
         if (!this.engines.isCurrent(session.id, engine) || !this.engines.isReady(session.id))
           return false;
         engine.receive(message);
-        return true;
+        // Taken out of Redis once written, not once handed on: the writes are queued, and a
+        // worker killed before them would lose them. One written before (this worker killed
+        // after its write) is found by its engine id: recorded, and sent to webhooks, once.
+        const recording = this.recordings.get(
+          incomingMessageId(session.id, message.engineMessageId),
+        );
+        return recording !== undefined && (await recording) !== 'failed';
       });
     }
   }
@@ -1029,8 +1041,14 @@ export class SessionManager
   }
 
   private async onMessage(sessionId: string, message: IncomingMessage): Promise<void> {
-    if (await this.recorder.message(sessionId, message, () => this.stopped))
-      this.emit('received', sessionId);
+    const id = incomingMessageId(sessionId, message.engineMessageId);
+    const recording = this.recorder.message(sessionId, message, () => this.stopped);
+    this.recordings.set(id, recording);
+    try {
+      if ((await recording) === 'new') this.emit('received', sessionId);
+    } finally {
+      if (this.recordings.get(id) === recording) this.recordings.delete(id);
+    }
   }
 
   private leaseTtl(): number {
