@@ -87,7 +87,8 @@ describe('two worker processes sharing six sessions', () => {
       const holders = await leaseHolders();
       for (const id of SESSIONS) expect(holders[id]).toBe(survivorId);
     }, 30_000);
-    // A message sent just before the kill may stay `sent`: its later acks died with the worker.
+    // A message sent just before the kill may stay `sent`: an ack its worker had taken but not
+    // yet written to Redis died with it (the sandbox of the survivor reports only those due).
     for (const message of messages)
       await stack.waitForStatus(message.id, ['sent', 'delivered', 'read'], 60_000);
 

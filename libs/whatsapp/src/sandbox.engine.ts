@@ -7,6 +7,7 @@ import { AppError, phoneDigits } from '@app/common';
 import {
   EngineError,
   SessionNotReadyError,
+  type AckStatus,
   backUpWanted,
   type StopOptions,
   SessionRestrictedError,
@@ -70,11 +71,20 @@ export interface SandboxSend {
   quotedMessageId?: string;
   reaction?: { engineMessageId: string; emoji: string };
   revoked?: string;
+  /**
+   * The last ack reported for it ('none' before the first). Absent from a send logged by a
+   * version that kept no acks: taken as all of them reported (it cannot tell).
+   */
+  acked?: 'none' | AckStatus;
 }
 
 const LINK_MARKER = 'sandbox-linked.json';
 /** The sandbox's "chat history": one JSON line per accepted send. */
 const SEND_LOG = 'sandbox-sends.jsonl';
+/** Beside it, one JSON line per ack reported, so the next engine reports only the rest. */
+const ACK_LOG = 'sandbox-acks.jsonl';
+/** 'none', then the acks of a send in the order they come. */
+const ACK_RANK = ['none', 'sent', 'delivered', 'read'] as const;
 /**
  * The newest sends the "chat history" keeps, in memory and in its log: far more than any look
  * back needs (a send found after a broken try, a deletion), and not a history without end for
@@ -85,8 +95,9 @@ export const SANDBOX_SENDS_KEPT = 100_000;
 
 /**
  * A WhatsApp stand-in: no phone, no browser. Shows a QR, links itself after a delay (or on
- * `link()`), takes sends and acks them sent → delivered → read. Numbers starting with 000
- * are "not on WhatsApp". For trying the API and for client applications' own CI.
+ * `link()`), takes sends and acks them sent → delivered → read (those still due when it stops,
+ * its next engine). Numbers starting with 000 are "not on WhatsApp". For trying the API and
+ * for client applications' own CI.
  */
 export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAppEngine {
   readonly kind = 'sandbox' as const;
@@ -111,6 +122,10 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
 
   /** The send log's descriptor, open from the first send until the engine stops. */
   private sendLog?: number;
+  /** The ack log's descriptor, open from the first ack until the engine stops. */
+  private ackLog?: number;
+  /** Whether the acks its history still owed are scheduled (once, when it first is READY). */
+  private historyAcked = false;
 
   async start(): Promise<void> {
     this.running = true;
@@ -183,6 +198,9 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     this.ready = false;
     if (this.sendLog !== undefined) closeSync(this.sendLog);
     this.sendLog = undefined;
+    if (this.ackLog !== undefined) closeSync(this.ackLog);
+    this.ackLog = undefined;
+    // Acks still due are logged as not reported: the session's next engine reports them.
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
     this.emit('state', { status: 'STOPPED' });
@@ -324,10 +342,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
         'WhatsApp refused the send: error 463, this account may not reach out for now (sandbox)',
         this.restrictedUntil,
       );
-    // WhatsApp took it, and then nothing: no ack of any kind.
-    const unacknowledged = digits.startsWith('999000');
-    const noAccount = !this.exists(chatId.split('@')[0]);
-    if (noAccount && this.options.checkNumber !== false) {
+    if (!this.exists(digits) && this.options.checkNumber !== false) {
       throw new EngineError(
         'NOT_ON_WHATSAPP',
         `${chatId.split('@')[0]} is not on WhatsApp (sandbox: numbers starting 000)`,
@@ -335,13 +350,14 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
       );
     }
     const engineMessageId = `sandbox_${randomUUID()}`;
-    const send = {
+    const send: SandboxSend = {
       engineMessageId,
       chatId,
       fingerprint,
       at: new Date(),
       atMonotonic: performance.now(),
       ...content,
+      acked: 'none',
     };
     // Written before the send "succeeds", as WhatsApp's chat history would be: a worker that
     // takes this session over after a crash finds it there and does not send again.
@@ -350,18 +366,82 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     writeSync(this.sendLog, JSON.stringify(send) + '\n');
     this.sends.push(send);
     this.trimSends(2 * this.sendsKept());
-    const delay = this.options.ackDelayMs;
-    if (unacknowledged) return engineMessageId;
-    this.later(0, () => this.emit('ack', engineMessageId, 'sent'));
-    // WhatsApp reports no delivery or reading of a reaction or a deletion.
-    if (content.reaction || content.revoked || noAccount) return engineMessageId;
-    this.later(delay, () => this.emit('ack', engineMessageId, 'delivered'));
-    this.later(delay * 2, () => this.emit('ack', engineMessageId, 'read'));
+    this.scheduleAcks(send, 0);
     return engineMessageId;
+  }
+
+  /**
+   * The acks the sandbox gives a send, in order: none to a 999000 number (WhatsApp took it, and
+   * then nothing), only `sent` to a number without an account, a reaction or a deletion
+   * (WhatsApp reports no delivery or reading of those), else sent, delivered and read.
+   */
+  private ackSteps(send: SandboxSend): AckStatus[] {
+    const digits = send.chatId.split('@')[0];
+    if (digits.startsWith('999000')) return [];
+    if (send.reaction || send.revoked || !this.exists(digits)) return ['sent'];
+    return ['sent', 'delivered', 'read'];
+  }
+
+  /**
+   * Schedules the acks a send is still owed, SANDBOX_ACK_DELAY_MS apart from `sent` at its
+   * send; `elapsedMs` of that has passed already (those due by now come at once).
+   */
+  private scheduleAcks(send: SandboxSend, elapsedMs: number): void {
+    const steps = this.ackSteps(send);
+    const reported = ACK_RANK.indexOf(send.acked ?? 'none');
+    steps.forEach((step, i) => {
+      if (ACK_RANK.indexOf(step) <= reported) return;
+      const due = Math.max(0, i * this.options.ackDelayMs - elapsedMs);
+      this.later(due, () => this.ackUpTo(send, step));
+    });
+  }
+
+  /**
+   * Reports the acks of a send up to `step` that it has not had yet, in order: never `read`
+   * before `delivered`, never one twice, whichever timer fires first. Each is logged before it
+   * is reported, so an engine stopped in between leaves it reported once, not twice.
+   */
+  private ackUpTo(send: SandboxSend, step: AckStatus): void {
+    for (const next of this.ackSteps(send)) {
+      if (ACK_RANK.indexOf(next) <= ACK_RANK.indexOf(send.acked ?? 'none')) continue;
+      if (ACK_RANK.indexOf(next) > ACK_RANK.indexOf(step)) return;
+      send.acked = next;
+      this.logAck(send.engineMessageId, next);
+      this.emit('ack', send.engineMessageId, next);
+    }
+  }
+
+  private logAck(engineMessageId: string, acked: AckStatus): void {
+    try {
+      this.ackLog ??= openSync(this.ackLogPath(), 'a');
+      writeSync(this.ackLog, JSON.stringify({ engineMessageId, acked }) + '\n');
+    } catch {
+      // Reported all the same (a timer must not throw): the next engine may report it again,
+      // which the gateway takes as nothing new.
+    }
+  }
+
+  /**
+   * Once READY, as a phone back online does: the acks its history still owed when the last
+   * engine stopped (a worker restarted or shut down, a reconnect, a takeover), each when it
+   * is due, at once when it is past.
+   */
+  private ackHistory(): void {
+    if (this.historyAcked) return;
+    this.historyAcked = true;
+    const now = Date.now();
+    for (const send of this.sends) {
+      if (send.acked === 'read') continue;
+      this.scheduleAcks(send, Math.max(0, now - send.at.getTime()));
+    }
   }
 
   private sendLogPath(): string {
     return join(this.options.sessionDir, SEND_LOG);
+  }
+
+  private ackLogPath(): string {
+    return join(this.options.sessionDir, ACK_LOG);
   }
 
   private async loadSendLog(): Promise<void> {
@@ -372,6 +452,22 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
       if (!line.trim()) continue;
       const send = JSON.parse(line) as SandboxSend & { at: string };
       this.sends.push({ ...send, at: new Date(send.at), atMonotonic: Number.NaN });
+    }
+    const acked = new Map<string, AckStatus>();
+    const ackText = await readFile(this.ackLogPath(), 'utf8').catch(() => '');
+    for (const line of ackText.split('\n')) {
+      if (!line.trim()) continue;
+      try {
+        const ack = JSON.parse(line) as { engineMessageId: string; acked: AckStatus };
+        acked.set(ack.engineMessageId, ack.acked);
+      } catch {
+        // A line cut short by a crash: its ack was never reported.
+      }
+    }
+    for (const send of this.sends) {
+      send.acked ??= this.ackSteps(send).at(-1) ?? 'none';
+      const logged = acked.get(send.engineMessageId);
+      if (logged && ACK_RANK.indexOf(logged) > ACK_RANK.indexOf(send.acked)) send.acked = logged;
     }
     this.trimSends(this.sendsKept());
   }
@@ -390,6 +486,11 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
     const path = this.sendLogPath();
     writeFileSync(`${path}.tmp`, this.sends.map((send) => JSON.stringify(send) + '\n').join(''));
     renameSync(`${path}.tmp`, path);
+    // The sends now carry their acks: the ack log starts again (a crash before this only
+    // leaves lines that say again what the sends say).
+    if (this.ackLog !== undefined) closeSync(this.ackLog);
+    this.ackLog = undefined;
+    writeFileSync(this.ackLogPath(), '');
   }
 
   private becomeReady(): void {
@@ -400,6 +501,7 @@ export class SandboxEngine extends EventEmitter<EngineEvents> implements WhatsAp
       phone: '15550000000',
       pushname: `Sandbox ${this.sessionId}`,
     });
+    this.ackHistory();
   }
 
   private async isLinked(): Promise<boolean> {
