@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { textFingerprint } from '@app/whatsapp';
+import { mediaFingerprint, textFingerprint } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 import { exited, spawnWorker } from '../support/worker-process.js';
@@ -122,5 +124,63 @@ describe('SIGTERM to an unpaced worker with many sends in hand', () => {
     // Each sent once, and, given back at the head of the queue in their order, in the order
     // queued.
     expect(sent()).toEqual(texts.map(textFingerprint));
+  }, 90_000);
+});
+
+describe('SIGTERM to a worker while a media message downloads', () => {
+  // A real 1x1 PNG.
+  const PNG = Buffer.from(
+    'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==',
+    'base64',
+  );
+  /** A media host whose first answer stalls after its first bytes; later ones are whole. */
+  let server: Server;
+  let base = '';
+  let requests = 0;
+  beforeAll(async () => {
+    server = createServer((_req, res) => {
+      requests++;
+      res.writeHead(200, {
+        'content-type': 'application/octet-stream',
+        'content-length': PNG.length,
+      });
+      if (requests === 1) res.write(PNG.subarray(0, 8));
+      else res.end(PNG);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  // One try only: a try counted for the interruption would fail the message.
+  const { stack, startWorker, sent } = stackWithWorkers({
+    SHUTDOWN_TIMEOUT_MS: '8000',
+    MEDIA_TIMEOUT_MS: '20000',
+    MEDIA_ALLOW_PRIVATE_URLS: 'true',
+    SEND_ATTEMPTS: '1',
+  });
+
+  it('gives the message back without a try counted or an error, and the next worker sends it once', async () => {
+    const first = await startWorker(true);
+    const { body } = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      mediaUrl: `${base}/invoice.png`,
+    });
+    const id = body.data.id as string;
+    // Its download has begun, and hangs.
+    await eventually(() => expect(requests).toBe(1));
+
+    first.kill('SIGTERM');
+    expect(await exited(first)).toEqual({ code: null, signal: 'SIGTERM' });
+    const left = (await stack.call('GET', `/api/v1/messages/${id}`)).body.data;
+    expect(left).toMatchObject({ status: 'queued', attempts: 0, error: null });
+
+    await startWorker(false);
+    const done = await stack.waitForStatus(id, ['sent', 'delivered', 'read'], 30_000);
+    expect(done).toMatchObject({ attempts: 1, error: null });
+    expect(sent()).toEqual([mediaFingerprint(PNG)]);
+    expect(requests).toBe(2);
   }, 90_000);
 });

@@ -57,6 +57,9 @@ export function httpAdapter(
     clientErrorHandler: answerClientError,
     // The id of every log line of a request, and its x-request-id header (set below).
     requestIdHeader: false,
+    // A request that arrives while the server closes is refused by configureApi, in our
+    // envelope: Fastify's own 503 has a body of its own ({"error":"Service Unavailable",...}).
+    return503OnClosing: false,
     genReqId: requestId,
     trustProxy: trustedProxies(parseTrustProxy(trustProxy)),
     // A JSON body with a __proto__ or constructor.prototype key is refused, not cleaned.
@@ -108,8 +111,20 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
   app.enableShutdownHooks();
   const server = app.getHttpAdapter().getInstance();
   app.get(HttpMetrics).attach(server);
+  // From the moment the server starts closing, a request that still arrives (on a kept-alive
+  // connection, or pipelined) is not processed: 503 UNAVAILABLE, with Connection: close, and
+  // its client retries on another replica. A request in flight then is answered as usual, with
+  // Connection: close, so its connection does not hold the exit for the client's keep-alive
+  // time (Fastify keeps idle connections 72 s; only those idle when closing starts are closed).
+  let closing = false;
+  server.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
   server.addHook('onRequest', (request, reply, done) => {
     void reply.header('x-request-id', request.id);
+    // (In this hook, not one of its own: every request runs it, and a hook costs on the hot path.)
+    if (closing) return void refuseWhileClosing(reply);
     done();
   });
   server.addHook('onRequest', refuseUnreadableBodies);
@@ -144,14 +159,6 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
     done();
   });
   await configureUploads(app, config);
-  // A request still in flight when the server closes is answered with Connection: close, so
-  // its connection does not hold the exit for the client's keep-alive time (Fastify keeps
-  // idle connections 72 s; only those idle when closing starts are closed).
-  let closing = false;
-  server.addHook('preClose', (done) => {
-    closing = true;
-    done();
-  });
   server.addHook('onSend', (_request, reply, payload, done) => {
     if (closing) void reply.header('connection', 'close');
     done(null, payload);
@@ -202,6 +209,14 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
     // UI would otherwise keep it in the browser's localStorage, readable on this origin, for good.
     swaggerOptions: { persistAuthorization: false },
   });
+}
+
+/** A request that arrived while the api shuts down, answered without being processed. */
+function refuseWhileClosing(reply: FastifyReply): FastifyReply {
+  const { status, body } = toErrorEnvelope(
+    new AppError('UNAVAILABLE', 'The api is shutting down; retry the request'),
+  );
+  return reply.code(status).header('connection', 'close').send(body);
 }
 
 /**

@@ -36,8 +36,24 @@ export class MediaFetcher implements OnApplicationShutdown {
     this.agents.close();
   }
 
-  async fetch(url: string, filename?: string | null): Promise<Omit<OutgoingMedia, 'caption'>> {
+  /**
+   * `letGo` breaks the download off when its send is let go (the worker stops, or hands the
+   * session over): the send gives the message back rather than count this as a failed try.
+   */
+  async fetch(
+    url: string,
+    filename?: string | null,
+    letGo?: AbortSignal,
+  ): Promise<Omit<OutgoingMedia, 'caption'>> {
     const deadline = AbortSignal.timeout(this.config.MEDIA_TIMEOUT_MS);
+    const signal = letGo ? AbortSignal.any([deadline, letGo]) : deadline;
+    // Why the download broke off, when one of its signals did.
+    const aborted = () =>
+      deadline.aborted
+        ? fetchFailed(`media download took longer than ${this.config.MEDIA_TIMEOUT_MS} ms`, false)
+        : letGo?.aborted
+          ? fetchFailed('media download broken off: its send was let go', false)
+          : null;
     let current = new URL(url);
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       if (current.protocol !== 'http:' && current.protocol !== 'https:') {
@@ -50,7 +66,7 @@ export class MediaFetcher implements OnApplicationShutdown {
       if (problem) throw fetchFailed(`${where} ${problem}`, true);
       if (!hostAllowed(current, this.config.mediaAllowedHosts))
         throw fetchFailed(`${where} names a host MEDIA_ALLOWED_HOSTS does not list`, true);
-      const result = await this.get(current, deadline);
+      const result = await this.get(current, signal, aborted);
       if ('redirect' in result) {
         try {
           current = new URL(result.redirect, current);
@@ -77,6 +93,7 @@ export class MediaFetcher implements OnApplicationShutdown {
   private get(
     url: URL,
     signal: AbortSignal,
+    aborted: () => EngineError | null,
   ): Promise<{ data: Buffer; contentType?: string } | { redirect: string }> {
     const max = this.config.MEDIA_MAX_BYTES;
     const client = url.protocol === 'https:' ? https : http;
@@ -121,18 +138,13 @@ export class MediaFetcher implements OnApplicationShutdown {
             resolve({ data: Buffer.concat(chunks), contentType: response.headers['content-type'] }),
           );
           response.on('error', (err) =>
-            reject(fetchFailed(`media download broke off: ${err.message}`, false)),
+            reject(aborted() ?? fetchFailed(`media download broke off: ${err.message}`, false)),
           );
         },
       );
       request.on('error', (err) => {
-        if (signal.aborted)
-          return reject(
-            fetchFailed(
-              `media download took longer than ${this.config.MEDIA_TIMEOUT_MS} ms`,
-              false,
-            ),
-          );
+        const stopped = aborted();
+        if (stopped) return reject(stopped);
         const reason = unreachableReason(
           url.hostname,
           err,

@@ -5,7 +5,7 @@ import type { QueueProducer } from '@app/queue';
 import type { MessageRepository, RedisKeys } from '@app/status-store';
 import type { SessionManager } from '@app/whatsapp';
 import type { QueueDoorbells } from './queue-doorbells.service.js';
-import { HAND_OVER_SEND_WAIT_MS, SendConsumers } from './send-consumers.service.js';
+import { GIVE_BACK_MS, HAND_OVER_SEND_WAIT_MS, SendConsumers } from './send-consumers.service.js';
 import type { SendService } from './send.service.js';
 
 /**
@@ -26,12 +26,13 @@ describe('SendConsumers: closing a consumer (a hand-over, a shutdown)', () => {
   function consumerClosing(close: () => Promise<void>) {
     const doorbells = { close: vi.fn(async () => undefined) };
     const release = vi.fn();
+    const interrupt = vi.fn();
     const service = new SendConsumers(
       {} as QueueOptions,
       { SEND_ATTEMPTS: 3, ...PACING } as AppConfig,
       {} as SessionManager,
       {} as MessageRepository,
-      { release } as unknown as SendService,
+      { release, interrupt } as unknown as SendService,
       {} as QueueProducer,
       doorbells as unknown as QueueDoorbells,
       {} as RedisKeys,
@@ -44,22 +45,40 @@ describe('SendConsumers: closing a consumer (a hand-over, a shutdown)', () => {
     internals.consumers.set('main', { worker: { close }, doorbell });
     let done = false;
     const closing = internals.closeConsumer('main').then(() => (done = true));
-    return { closing, isDone: () => done, doorbells, doorbell, release };
+    return { closing, isDone: () => done, doorbells, doorbell, release, interrupt };
   }
 
   it('waits for the send in its turn, then stops listening for the session', async () => {
     let finish!: () => void;
-    const { closing, isDone, doorbells, doorbell, release } = consumerClosing(
+    const { closing, isDone, doorbells, doorbell, release, interrupt } = consumerClosing(
       () => new Promise<void>((resolve) => (finish = resolve)),
     );
     expect(release).toHaveBeenCalledWith('main');
     // A paced send still in its wait: not cut short.
-    await vi.advanceTimersByTimeAsync(LIMIT_MS - 1);
+    await vi.advanceTimersByTimeAsync(LIMIT_MS - GIVE_BACK_MS - 1);
     expect(isDone()).toBe(false);
+    expect(interrupt).not.toHaveBeenCalled();
     expect(doorbells.close).not.toHaveBeenCalled();
     finish();
     await closing;
     expect(doorbells.close).toHaveBeenCalledWith('main', doorbell);
+    // Done in time: never let go.
+    await vi.advanceTimersByTimeAsync(LIMIT_MS);
+    expect(interrupt).not.toHaveBeenCalled();
+  });
+
+  it('lets the send in its turn go GIVE_BACK_MS before it stops waiting, so a download gives its message back in time', async () => {
+    let finish!: () => void;
+    const { closing, isDone, doorbells, interrupt } = consumerClosing(
+      () => new Promise<void>((resolve) => (finish = resolve)),
+    );
+    await vi.advanceTimersByTimeAsync(LIMIT_MS - GIVE_BACK_MS);
+    expect(interrupt).toHaveBeenCalledWith('main');
+    // Its job given back, the consumer closes within the wait.
+    finish();
+    await closing;
+    expect(isDone()).toBe(true);
+    expect(doorbells.close).toHaveBeenCalled();
   });
 
   it('hands the session over after its longest pacing wait and a minute when the send hangs', async () => {
@@ -86,7 +105,7 @@ describe('SendConsumers: closing a consumer (a hand-over, a shutdown)', () => {
       { SEND_ATTEMPTS: 3, ...PACING, SHUTDOWN_TIMEOUT_MS: 30_000 } as AppConfig,
       { onApplicationShutdown: stopEngines } as unknown as SessionManager,
       {} as MessageRepository,
-      { release: vi.fn() } as unknown as SendService,
+      { release: vi.fn(), interrupt: vi.fn() } as unknown as SendService,
       {} as QueueProducer,
       { close: vi.fn(async () => undefined) } as unknown as QueueDoorbells,
       {} as RedisKeys,

@@ -49,6 +49,12 @@ const LEGACY_QUEUE_FOLLOW_MS = 3_600_000;
  * session is handed over all the same (see closeConsumer).
  */
 export const HAND_OVER_SEND_WAIT_MS = 60_000;
+/**
+ * How long before a closing consumer stops waiting for the send in its turn that send is let
+ * go, if it is still before its engine call (its file downloading, its interval): time for it
+ * to give its claim and its job back (a few Redis round trips) while the connections are open.
+ */
+export const GIVE_BACK_MS = 1_000;
 
 interface Consumer {
   worker: Worker;
@@ -273,13 +279,20 @@ export class SendConsumers {
     // its longest pacing wait and HAND_OVER_SEND_WAIT_MS, the session goes on. Its engine then
     // stops under the send, which fails as a try that may have reached WhatsApp (`sending`:
     // the next owner looks in the chat before sending it again); its job stays locked by this
-    // worker until then, so no other takes it meanwhile.
+    // worker until then, so no other takes it meanwhile. One still before its engine call is
+    // let go shortly before that (GIVE_BACK_MS): it gives its claim and job back, no try counted
+    // (rather than fail when the engine, or at shutdown the download's sockets, close under it).
     let timer: NodeJS.Timeout | undefined;
+    const letGo = setTimeout(
+      () => this.sender.interrupt(sessionId),
+      limitMs - Math.min(GIVE_BACK_MS, limitMs / 2),
+    );
     const inTime = await Promise.race([
       closed.then(() => true),
       new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), limitMs))),
     ]);
     clearTimeout(timer);
+    clearTimeout(letGo);
     if (!inTime)
       this.log.warn(
         { sessionId, waitedMs: limitMs },

@@ -197,4 +197,23 @@ describe('SendTurns', () => {
       expect(log).toEqual(['gone let go']);
     });
   });
+
+  it('interrupt lets go the others and signals the one in its turn (asked for before or after)', async () => {
+    join('holder', 1);
+    join('waiting', 2);
+    join('other', 1, 'sales');
+    void ask('holder');
+    void ask('waiting');
+    void ask('other');
+    await settle();
+    const before = tickets.get('holder')!.letGo;
+    expect(before.aborted).toBe(false);
+    turns.interrupt('main');
+    await settle();
+    expect(log).toEqual(['holder', 'other', 'waiting let go']);
+    expect(before.aborted).toBe(true);
+    expect(tickets.get('holder')!.letGo.aborted).toBe(true);
+    // Another session's send is not touched.
+    expect(tickets.get('other')!.letGo.aborted).toBe(false);
+  });
 });

@@ -7,6 +7,10 @@ interface Place {
   enter?: (granted: boolean) => void;
   /** Set while the send waits to come near the front (TurnTicket.near). */
   near?: { ahead: number; come: (near: boolean) => void };
+  /** Let go in its turn (SendTurns.interrupt). */
+  interrupted?: boolean;
+  /** Made when the send first asks for its `letGo` signal (most never do). */
+  letGo?: AbortController;
 }
 
 /** What a send holds in its session's line (SendTurns.join). */
@@ -24,6 +28,11 @@ export interface TurnTicket {
   turn(): Promise<boolean>;
   /** Leaves the line, ending the turn if it has it (idempotent). */
   leave(): void;
+  /**
+   * Aborted when the send is let go in its turn (SendTurns.interrupt): what it still waits for
+   * there before its engine call (its file's download, its interval) breaks off.
+   */
+  readonly letGo: AbortSignal;
 }
 
 /**
@@ -58,6 +67,19 @@ export class SendTurns {
       near?.come(false);
       enter?.(false);
     }
+  }
+
+  /**
+   * Lets go the send in its turn too, after the others (release): its `letGo` signal aborts.
+   * Its consumer closes and waits for it no longer; the send itself decides what it can still
+   * drop (SendService: all before its engine call, nothing after).
+   */
+  interrupt(sessionId: string): void {
+    const holder = this.lines.get(sessionId)?.holder;
+    this.release(sessionId);
+    if (!holder) return;
+    holder.interrupted = true;
+    holder.letGo?.abort();
   }
 
   join(sessionId: string, order: number): TurnTicket {
@@ -115,6 +137,11 @@ export class SendTurns {
           return;
         }
         admit();
+      },
+      get letGo() {
+        place.letGo ??= new AbortController();
+        if (place.interrupted) place.letGo.abort();
+        return place.letGo.signal;
       },
     };
   }

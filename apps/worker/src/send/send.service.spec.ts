@@ -264,7 +264,7 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
     holdsLease: vi.fn(() => true),
   };
   const media = {
-    fetch: vi.fn(async () => ({
+    fetch: vi.fn(async (_url: string, _filename?: string | null, _letGo?: AbortSignal) => ({
       data: Buffer.from('%PDF-1.7'),
       mimetype: 'application/pdf',
       filename: 'invoice.pdf',
@@ -1567,5 +1567,60 @@ describe('SendService: sends of a session in hand together (pacing 0)', () => {
       );
       expect(h.engine.sendText).toHaveBeenCalledTimes(1);
     });
+  });
+});
+
+describe('SendService: the send in its turn let go (its consumer closes: a shutdown, a hand-over)', () => {
+  it('gives a media message back when let go while its file downloads: no try, no error, no engine call', async () => {
+    const h = harness();
+    h.store.put(record({ type: 'media', text: null, mediaUrl: 'https://example.com/a.pdf' }));
+    // As MediaFetcher: the download breaks off when its send is let go.
+    h.media.fetch.mockImplementationOnce(
+      (_url: string, _filename?: string | null, letGo?: AbortSignal) =>
+        new Promise<never>((_resolve, reject) =>
+          letGo?.addEventListener('abort', () =>
+            reject(new EngineError('MEDIA_FETCH_FAILED', 'broken off', false)),
+          ),
+        ),
+    );
+    const sending = h.service.send('main', record().id, { number: 1, max: 1 });
+    await vi.waitFor(() => expect(h.media.fetch).toHaveBeenCalled());
+    h.service.interrupt('main');
+    await expect(sending).resolves.toBe('released');
+    expect(h.store.records.get(record().id)).toMatchObject({
+      status: 'queued',
+      attempts: 0,
+      error: null,
+    });
+    expect(h.store.calls).toEqual([]);
+    expect(h.metrics.sendFailed).not.toHaveBeenCalled();
+    expect(h.engine.sendMedia).not.toHaveBeenCalled();
+  });
+
+  it('gives a message back when let go while it waits for its interval', async () => {
+    const h = harness({ SEND_MIN_INTERVAL_MS: '60000' });
+    const [earlier, paced] = [record({ id: REPLIED_TO }), record()];
+    h.store.put(earlier, paced);
+    await expect(h.service.send('main', earlier.id, first)).resolves.toBe('sent');
+    const sending = h.service.send('main', paced.id, first);
+    await sleep(20);
+    h.service.interrupt('main');
+    await expect(sending).resolves.toBe('released');
+    expect(h.store.records.get(paced.id)).toMatchObject({ status: 'queued', attempts: 0 });
+    expect(h.engine.sendText).toHaveBeenCalledTimes(1);
+  });
+
+  it('lets one whose engine was called go on: it may reach WhatsApp', async () => {
+    const h = harness();
+    h.store.put(record({ type: 'media', text: null, mediaUrl: 'https://example.com/a.pdf' }));
+    let answer!: () => void;
+    h.engine.sendMedia.mockImplementationOnce(
+      () => new Promise<string>((resolve) => (answer = () => resolve('true_4915123456789@c.us_M'))),
+    );
+    const sending = h.service.send('main', record().id, first);
+    await vi.waitFor(() => expect(h.engine.sendMedia).toHaveBeenCalled());
+    h.service.interrupt('main');
+    answer();
+    await expect(sending).resolves.toBe('sent');
   });
 });

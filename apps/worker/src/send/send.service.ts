@@ -32,7 +32,7 @@ import {
   type WhatsAppEngine,
 } from '@app/whatsapp';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
-import { SendTurns } from './send-turns.js';
+import { SendTurns, type TurnTicket } from './send-turns.js';
 
 export interface SendAttempt {
   /** 1 for the first try. */
@@ -53,7 +53,10 @@ export type SendOutcome =
   | 'expired'
   | 'missing'
   | 'not-ready'
-  /** Let go before its turn (SendService.release), its claim given back: still queued. */
+  /**
+   * Let go before its turn (SendService.release), or in its turn before its engine call
+   * (SendService.interrupt), its claim given back, no try counted: still queued.
+   */
   | 'released';
 
 type SendHolds = Awaited<ReturnType<SessionRepository['sendHolds']>>;
@@ -199,11 +202,7 @@ export class SendService {
         if (taken.claimed) await this.messages.unclaim(messageId, taken.record.attempts);
         return 'released';
       }
-      return await this.sendInTurn(
-        { sessionId, messageId, interval, ...taken },
-        attempt,
-        ticket.leave,
-      );
+      return await this.sendInTurn({ sessionId, messageId, interval, ...taken }, attempt, ticket);
     } finally {
       ticket.leave();
     }
@@ -216,6 +215,16 @@ export class SendService {
    */
   release(sessionId: string): void {
     this.turns.release(sessionId);
+  }
+
+  /**
+   * Lets go the send in its turn too (and any still waiting): its consumer closes and waits for
+   * it no longer. One still before its engine call, waiting there (its file downloading, its
+   * interval), stops and gives its claim back (outcome `released`, no try counted, no error
+   * recorded): the next owner sends it. One whose engine was called goes on.
+   */
+  interrupt(sessionId: string): void {
+    this.turns.interrupt(sessionId);
   }
 
   /**
@@ -237,7 +246,7 @@ export class SendService {
       claimed: boolean;
     },
     attempt: SendAttempt,
-    endTurn: () => void,
+    ticket: TurnTicket,
   ): Promise<SendOutcome> {
     const { sessionId, messageId, interval } = taken;
     // Read again in the turn: the session may have stopped being READY while this send waited.
@@ -282,6 +291,10 @@ export class SendService {
 
     // Set once the engine is called: from then on a failure may still have reached WhatsApp.
     let engineCalled = false;
+    // What breaks off the waits before the engine call when the send is let go in its turn
+    // (SendService.interrupt); asked for only by a send that waits there (a signal costs µs).
+    let letGo: AbortSignal | undefined;
+    const stopWhenLetGo = () => (letGo ??= ticket.letGo);
     // Whether this try holds the message's claim (`sending`, a try counted on the record), or
     // may: set as the claim is asked for (Redis may take it and lose the answer).
     let holdsClaim = claimed;
@@ -306,7 +319,7 @@ export class SendService {
       // Before the file is downloaded, the chat looked in, the interval waited and a try
       // claimed: a reply whose quoted message is not sent yet waits for it without any of that.
       const quotedMessageId = await this.quotedMessageId(record);
-      const media = record.type === 'media' ? await this.fetchMedia(record) : null;
+      const media = record.type === 'media' ? await this.fetchMedia(record, stopWhenLetGo()) : null;
       // Not claimed with the read: the full path, each step before the claim.
       if (!claimed) {
         if (record.status === 'sending' && record.sendingAt) {
@@ -348,6 +361,7 @@ export class SendService {
                 show: () => engine.showTyping(record.chatId, record.typingMs!),
               }
             : undefined,
+          stopWhenLetGo,
         );
         holdsClaim = true;
         for (;;) {
@@ -357,7 +371,7 @@ export class SendService {
           });
           // A previous owner of the session sent more recently than this worker knows.
           if (typeof claim === 'object') {
-            await sleep(claim.waitMs);
+            await sleep(claim.waitMs, undefined, { signal: stopWhenLetGo() });
             continue;
           }
           if (claim === 'claimed') break;
@@ -377,6 +391,8 @@ export class SendService {
         this.log.warn({ sessionId, messageId }, 'lease of the session not confirmed; not sending');
         return 'not-ready';
       }
+      // Let go while it waited (a download that had just ended, the claim's round trip).
+      letGo?.throwIfAborted();
       const endSend = this.metrics.startSend(sessionId, record);
       // Measured from the end of this call: a pause (GC, load) between taking the time and
       // calling the engine can then only widen the gap, never shrink it below the interval.
@@ -392,7 +408,7 @@ export class SendService {
       // Counted before the next send of the session checks its cap.
       await this.countTowardsCap(sessionId, messageId);
       this.recording.set(messageId, engineMessageId);
-      endTurn();
+      ticket.leave();
       try {
         await this.recordSent(record, engineMessageId);
       } finally {
@@ -423,6 +439,18 @@ export class SendService {
           'the message replied to is not sent yet; the reply waits',
         );
         throw thrown;
+      }
+      if (!engineCalled && letGo?.aborted) {
+        // Let go in its turn (its consumer closes: a shutdown, a hand-over that waited long
+        // enough) before its engine call: what broke off (the download, a wait) is no fault of
+        // the message's. No try counted, no error recorded, its claim given back; its job goes
+        // back to the queue for the next owner (SendConsumers).
+        if (holdsClaim) await giveBackClaim().catch(() => undefined);
+        this.log.log(
+          { sessionId, messageId, err: toError(thrown).message },
+          'send let go in its turn before its engine call; given back',
+        );
+        return 'released';
       }
       if (thrown instanceof SessionNotReadyError) {
         // The session left READY (stopped, or its WhatsApp Web lost its connection) since this
@@ -527,7 +555,7 @@ export class SendService {
   }
 
   /** The file of a media message: sent with the request (kept in Redis), or downloaded. */
-  private async fetchMedia(record: MessageRecord): Promise<OutgoingMedia> {
+  private async fetchMedia(record: MessageRecord, letGo: AbortSignal): Promise<OutgoingMedia> {
     let file: Omit<OutgoingMedia, 'caption'>;
     if (record.upload) {
       const data = await this.messages.upload(record.id);
@@ -539,7 +567,7 @@ export class SendService {
         );
       file = { data, mimetype: record.upload.mimetype, filename: record.filename ?? 'file' };
     } else {
-      file = await this.media.fetch(record.mediaUrl ?? '', record.filename);
+      file = await this.media.fetch(record.mediaUrl ?? '', record.filename, letGo);
     }
     const unsuitable = mediaOptionProblem(record.mediaOptions, file.mimetype);
     if (unsuitable) throw new EngineError('SEND_FAILED', unsuitable, true);
@@ -721,16 +749,18 @@ export class SendService {
    * Redis on the server's clock, is waited out at the claim (claimForSending), in the same
    * round trip. A send's "typing…" (`typingMs`) is shown at the end of this wait, inside it:
    * it lengthens the gap only when it is longer than what was left to wait (right after a
-   * takeover, the claim may still wait after it).
+   * takeover, the claim may still wait after it). The waits break off (AbortError) when the
+   * send is let go (`letGo`, asked for only when there is a wait).
    */
   private async waitForInterval(
     sessionId: string,
     interval: number,
-    typing?: { ms: number; show: () => Promise<void> },
+    typing: { ms: number; show: () => Promise<void> } | undefined,
+    letGo: () => AbortSignal,
   ): Promise<void> {
     if (typing) {
       const wait = this.localWaitMs(sessionId, interval);
-      if (wait > typing.ms) await sleep(wait - typing.ms);
+      if (wait > typing.ms) await sleep(wait - typing.ms, undefined, { signal: letGo() });
       await typing.show();
     }
     // Timers may fire a millisecond early; loop until the interval has really passed.
@@ -739,7 +769,7 @@ export class SendService {
       wait > 0;
       wait = this.localWaitMs(sessionId, interval)
     )
-      await sleep(wait);
+      await sleep(wait, undefined, { signal: letGo() });
   }
 
   /**
