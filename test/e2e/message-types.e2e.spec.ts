@@ -1,4 +1,4 @@
-import { EngineError } from '@app/whatsapp';
+import { EngineError, SandboxEngine } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
@@ -172,7 +172,10 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
       emoji: '👍',
     });
     await stack.waitForStatus(reaction.body.data.id, 'sent');
-    const deletion = await stack.call('POST', `/api/v1/messages/${ours.body.data.id}/revoke`);
+    // (Another message is deleted: a deleted one is refused for what it is, below.)
+    const gone = await stack.call('POST', '/api/v1/messages/text', { to, text: 'Wrong order' });
+    await stack.waitForStatus(gone.body.data.id, 'read');
+    const deletion = await stack.call('POST', `/api/v1/messages/${gone.body.data.id}/revoke`);
     await stack.waitForStatus(deletion.body.data.id, 'sent');
     const engineId = await stack.redis.hget(
       stack.keys.message(ours.body.data.id),
@@ -368,5 +371,202 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
         .status,
     ).toBe(404);
     expect((await stack.call('POST', '/api/v1/messages/in_0000000000/revoke')).status).toBe(400);
+  });
+  /** One of ours, sent and read, in a chat of its own. */
+  const sentMessage = async (to: string, text = 'Wrong price, sorry') => {
+    const sent = await stack.call('POST', '/api/v1/messages/text', { to, text });
+    await stack.waitForStatus(sent.body.data.id, 'read');
+    return sent.body.data.id as string;
+  };
+  const deletionsOf = (phone: string) =>
+    stack
+      .sandbox()
+      .sends.filter((sent) => sent.chatId === `${phone}@c.us` && sent.revoked !== undefined);
+
+  it('accepts one of ten deletions of a message asked at once, refuses the others and a later one (409) naming it, and the record says it was deleted', async () => {
+    const to = '4915100000220';
+    const id = await sentMessage(to);
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, () => stack.call('POST', `/api/v1/messages/${id}/revoke`)),
+    );
+    const accepted = answers.filter((answer) => answer.status === 202);
+    expect(answers.map((answer) => answer.status).sort()).toEqual([
+      202,
+      ...Array<number>(9).fill(409),
+    ]);
+    const deletionId = accepted[0].body.data.id as string;
+    for (const refused of answers.filter((answer) => answer.status === 409)) {
+      expect(refused.body.error.code).toBe('CONFLICT');
+      expect(refused.body.error.message).toMatch(
+        new RegExp(
+          `^Message ${id} (is already being|was already) deleted .*by message ${deletionId}`,
+        ),
+      );
+    }
+    const sent = await stack.waitForStatus(deletionId, 'sent');
+    // Once in WhatsApp: one pacing slot, one count towards the daily cap.
+    expect(deletionsOf(to)).toHaveLength(1);
+    const record = (await stack.call('GET', `/api/v1/messages/${id}`)).body.data;
+    expect(record).toMatchObject({ status: 'read', revokedBy: deletionId, revokedAt: sent.sentAt });
+
+    const later = await stack.call('POST', `/api/v1/messages/${id}/revoke`);
+    expect(later.status).toBe(409);
+    expect(later.body.error).toEqual({
+      code: 'CONFLICT',
+      message: `Message ${id} was already deleted for everyone (by message ${deletionId}, sent at ${sent.sentAt})`,
+    });
+    expect(deletionsOf(to)).toHaveLength(1);
+
+    // A record carries no deletion fields until one is made (as those of the previous version
+    // never do): shown as null.
+    const kept = await sentMessage(to, 'Right price');
+    expect(await stack.redis.hmget(stack.keys.message(kept), 'revokedBy', 'revokedAt')).toEqual([
+      null,
+      null,
+    ]);
+    expect((await stack.call('GET', `/api/v1/messages/${kept}`)).body.data).toMatchObject({
+      revokedBy: null,
+      revokedAt: null,
+    });
+  });
+
+  it('answers a retried deletion with its Idempotency-Key with the deletion it made, before and after it was sent', async () => {
+    const id = await sentMessage('4915100000221');
+    const key = { 'idempotency-key': `revoke-${id}` };
+    const path = `/api/v1/messages/${id}/revoke`;
+    const first = await stack.call('POST', path, undefined, key);
+    expect(first.status).toBe(202);
+    const retried = await stack.call('POST', path, undefined, key);
+    expect({ status: retried.status, id: retried.body.data.id }).toEqual({
+      status: 202,
+      id: first.body.data.id,
+    });
+    await stack.waitForStatus(first.body.data.id, 'sent');
+    const afterSent = await stack.call('POST', path, undefined, key);
+    expect({ status: afterSent.status, id: afterSent.body.data.id }).toEqual({
+      status: 202,
+      id: first.body.data.id,
+    });
+    // Another key is another request: refused, as one without a key.
+    expect((await stack.call('POST', path, undefined, { 'idempotency-key': 'other' })).status).toBe(
+      409,
+    );
+    expect(deletionsOf('4915100000221')).toHaveLength(1);
+  });
+
+  it('refuses (409) a reaction to, or a reply quoting, a message whose deletion is on its way or was sent', async () => {
+    const to = '4915100000222';
+    const id = await sentMessage(to);
+    // The deletion's engine call is held: it is on its way (sending), not sent yet.
+    let letGo!: () => void;
+    const held = new Promise<void>((resolve) => (letGo = resolve));
+    const revoke = SandboxEngine.prototype.revoke;
+    const sandbox = stack.sandbox();
+    const spy = vi.spyOn(sandbox, 'revoke').mockImplementationOnce(async (...args) => {
+      await held;
+      return revoke.apply(sandbox, args);
+    });
+    let deletionId!: string;
+    const tries = () =>
+      Promise.all([
+        stack.call('POST', `/api/v1/messages/${id}/reaction`, { emoji: '👍' }),
+        stack.call('POST', '/api/v1/messages/text', { to, text: 'as I said', replyTo: id }),
+        stack.call('POST', '/api/v1/messages/batch', {
+          messages: [{ type: 'text', to, text: 'as I said', replyTo: id }],
+        }),
+      ]);
+    try {
+      const deletion = await stack.call('POST', `/api/v1/messages/${id}/revoke`);
+      expect(deletion.status).toBe(202);
+      deletionId = deletion.body.data.id as string;
+      await eventually(() => expect(spy).toHaveBeenCalled());
+      const onItsWay = `is being deleted for everyone (by message ${deletionId}, queued ahead of this one)`;
+      const [reaction, reply, batch] = await tries();
+      expect(reaction.status).toBe(409);
+      expect(reaction.body.error).toEqual({
+        code: 'CONFLICT',
+        message: `Message ${id} ${onItsWay}: there is nothing to react to`,
+      });
+      expect(reply.status).toBe(409);
+      expect(reply.body.error).toEqual({
+        code: 'CONFLICT',
+        message: `replyTo: message ${id} ${onItsWay}: there is nothing to quote`,
+      });
+      expect(batch.status).toBe(400);
+      expect(batch.body.error.details[0].message).toContain(onItsWay);
+    } finally {
+      // Held or not, the session's queue goes on (for the tests after this one too).
+      letGo();
+      spy.mockRestore();
+    }
+    await stack.waitForStatus(deletionId, 'sent');
+    const [reactionAfter, replyAfter] = await tries();
+    const deleted = `was deleted for everyone (by message ${deletionId})`;
+    expect(reactionAfter.status).toBe(409);
+    expect(reactionAfter.body.error.message).toBe(
+      `Message ${id} ${deleted}: there is nothing to react to`,
+    );
+    expect(replyAfter.status).toBe(409);
+    expect(replyAfter.body.error.message).toBe(
+      `replyTo: message ${id} ${deleted}: there is nothing to quote`,
+    );
+    // Nothing but the message and its deletion reached the chat.
+    expect(stack.sandbox().sends.filter((sent) => sent.chatId === `${to}@c.us`)).toHaveLength(2);
+  });
+
+  it('lets a new deletion (or a resend of the failed one) take the place of one that failed, one at a time', async () => {
+    const to = '4915100000223';
+    const id = await sentMessage(to);
+    // WhatsApp Web refuses it (as it does one too old to delete).
+    stack.sandbox().failNextSends(new EngineError('SEND_FAILED', 'too old to delete', true));
+    const failed = await stack.call('POST', `/api/v1/messages/${id}/revoke`);
+    expect(failed.status).toBe(202);
+    await stack.waitForStatus(failed.body.data.id, 'failed');
+    // Not deleted: still a message to react to.
+    expect((await stack.call('GET', `/api/v1/messages/${id}`)).body.data).toMatchObject({
+      revokedBy: failed.body.data.id,
+      revokedAt: null,
+    });
+    const reaction = await stack.call('POST', `/api/v1/messages/${id}/reaction`, { emoji: '👍' });
+    expect(reaction.status).toBe(202);
+    await stack.waitForStatus(reaction.body.data.id, 'sent');
+
+    // Its resend is the new deletion, and the one there is now.
+    const resent = await stack.call('POST', `/api/v1/messages/${failed.body.data.id}/resend`);
+    expect(resent.status).toBe(202);
+    expect(resent.body.data).toMatchObject({
+      type: 'revoke',
+      replyTo: id,
+      resendOf: failed.body.data.id,
+    });
+    const again = await stack.call('POST', `/api/v1/messages/${id}/revoke`);
+    expect(again.status).toBe(409);
+    expect(again.body.error.message).toContain(`by message ${resent.body.data.id}`);
+    const sent = await stack.waitForStatus(resent.body.data.id, 'sent');
+    expect((await stack.call('GET', `/api/v1/messages/${id}`)).body.data).toMatchObject({
+      revokedBy: resent.body.data.id,
+      revokedAt: sent.sentAt,
+    });
+    expect(deletionsOf(to)).toHaveLength(1);
+
+    // A deletion that fails again: a new one, asked for the message itself, takes its place.
+    const other = await sentMessage(to, 'Second thoughts');
+    stack.sandbox().failNextSends(new EngineError('SEND_FAILED', 'too old to delete', true));
+    const lost = await stack.call('POST', `/api/v1/messages/${other}/revoke`);
+    await stack.waitForStatus(lost.body.data.id, 'failed');
+    const retaken = await Promise.all(
+      Array.from({ length: 5 }, () => stack.call('POST', `/api/v1/messages/${other}/revoke`)),
+    );
+    expect(retaken.map((answer) => answer.status).sort()).toEqual([202, 409, 409, 409, 409]);
+    const replacing = retaken.find((answer) => answer.status === 202)!.body.data.id as string;
+    await stack.waitForStatus(replacing, 'sent');
+    expect((await stack.call('GET', `/api/v1/messages/${other}`)).body.data.revokedBy).toBe(
+      replacing,
+    );
+    // The failed one, sent again now, is refused: the message has its deletion.
+    const late = await stack.call('POST', `/api/v1/messages/${lost.body.data.id}/resend`);
+    expect(late.status).toBe(409);
+    expect(late.body.error.message).toContain(`by message ${replacing}`);
+    expect(deletionsOf(to)).toHaveLength(2);
   });
 });

@@ -145,7 +145,7 @@ describe('the OpenAPI document', () => {
     }
   });
 
-  it('documents, with an example, the 409 of a reaction or a reply to one of our messages never sent', () => {
+  it('documents, with examples, the 409 of a reaction or a reply to one of our messages never sent or deleted', () => {
     for (const [path, what] of [
       ['/api/v1/messages/{id}/reaction', 'nothing to react to'],
       ['/api/v1/messages/text', 'nothing to quote'],
@@ -153,10 +153,18 @@ describe('the OpenAPI document', () => {
     ]) {
       const conflict = document.paths[path].post.responses['409'];
       expect(conflict.description, path).toMatch(/failed or was cancelled/);
-      expect(conflict.content['application/json'].example, path).toMatchObject({
-        ok: false,
-        error: { code: 'CONFLICT', message: expect.stringContaining(what) },
-      });
+      expect(conflict.description, path).toMatch(/deleted for everyone/);
+      const examples = Object.values(conflict.content['application/json'].examples).map(
+        (example: any) => example.value,
+      );
+      for (const why of ['never sent', 'deleted for everyone'])
+        expect(examples, `${path}: ${why}`).toContainEqual({
+          ok: false,
+          error: {
+            code: 'CONFLICT',
+            message: expect.stringMatching(new RegExp(`${why}.*${what}`)),
+          },
+        });
     }
   });
 

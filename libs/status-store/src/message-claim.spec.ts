@@ -8,7 +8,7 @@ import { MessageRepository } from './message.repository.js';
 import { PacingRepository } from './pacing.repository.js';
 import { createRedis } from './redis-connection.js';
 import { incomingMessageId } from './incoming-record.js';
-import { RedisKeys, shardOfId } from './redis-keys.js';
+import { RedisKeys, newMessageId, shardOfId } from './redis-keys.js';
 
 /**
  * The worker's calls on a message's way to its engine, against Redis: take (its read, with the
@@ -291,6 +291,79 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
       45_000,
     );
     expect(await redis.pttl(keys.lastSend('main'))).toBeGreaterThan(44_000);
+  });
+
+  describe('deletions (revoke messages)', () => {
+    const deletionOf = (targetId: string) =>
+      stored({ id: newMessageId('main'), type: 'revoke', text: null, replyTo: targetId });
+
+    it('claims a message for one deletion at a time: another is refused, naming it, until it is given back or replaced', async () => {
+      const target = await stored({ id: newMessageId('main') });
+      // A record written before deletions existed has no such field: none.
+      expect(await messages.get(target.id)).toMatchObject({ revokedBy: null, revokedAt: null });
+      const [first, second] = [newMessageId('main'), newMessageId('main')];
+      expect(await messages.claimRevoke(target.id, first)).toEqual({ outcome: 'claimed' });
+      expect(await messages.claimRevoke(target.id, second)).toEqual({
+        outcome: 'taken',
+        by: first,
+      });
+      // Only its own claim is given back.
+      await messages.releaseRevoke(target.id, second);
+      expect(await messages.get(target.id)).toMatchObject({ revokedBy: first });
+      await messages.releaseRevoke(target.id, first);
+      expect(await messages.get(target.id)).toMatchObject({ revokedBy: null });
+      expect(await messages.claimRevoke(target.id, first)).toEqual({ outcome: 'claimed' });
+      // The one it may take the place of (failed, or cancelled).
+      expect(await messages.claimRevoke(target.id, second, first)).toEqual({ outcome: 'claimed' });
+      expect(await messages.get(target.id)).toMatchObject({ revokedBy: second });
+      expect(await redis.pttl(keys.message(target.id))).toBeGreaterThan(0);
+      expect(await messages.claimRevoke(newMessageId('main'), first)).toEqual({
+        outcome: 'missing',
+      });
+      expect(await redis.exists(keys.message(first))).toBe(0);
+    });
+
+    it('marks the message a deletion deleted in the script that marks the deletion sent, and no longer lets it be claimed or given back', async () => {
+      const target = await stored({ id: newMessageId('main') });
+      const deletion = await deletionOf(target.id);
+      await messages.claimRevoke(target.id, deletion.id);
+      const at = new Date();
+      const counted = await scriptCalls(() => messages.markSent(deletion, 'revoke_x_1', at, false));
+      expect(counted.calls).toBe(1);
+      expect(await messages.get(target.id)).toMatchObject({
+        revokedBy: deletion.id,
+        revokedAt: at.toISOString(),
+      });
+      await messages.releaseRevoke(target.id, deletion.id);
+      expect(await messages.claimRevoke(target.id, newMessageId('main'))).toEqual({
+        outcome: 'revoked',
+        by: deletion.id,
+        at: at.toISOString(),
+      });
+      // A second deletion sent after all (a failed one recorded late) keeps the first's.
+      const late = await deletionOf(target.id);
+      await messages.markSent(late, 'revoke_x_2', new Date(at.getTime() + 1_000), false);
+      expect(await messages.get(target.id)).toMatchObject({
+        revokedBy: deletion.id,
+        revokedAt: at.toISOString(),
+      });
+    });
+
+    it('marks apart a message made before shards (another hash tag), and never makes a record of one gone', async () => {
+      const old = await stored({ id: randomUUID() });
+      const deletion = await deletionOf(old.id);
+      expect(shardOfId(old.id)).not.toBe(shardOfId(deletion.id));
+      const at = new Date();
+      const counted = await scriptCalls(() => messages.markSent(deletion, 'revoke_x_3', at, false));
+      expect(counted.calls).toBe(2);
+      expect(await messages.get(old.id)).toMatchObject({
+        revokedBy: deletion.id,
+        revokedAt: at.toISOString(),
+      });
+      const goneId = newMessageId('main');
+      await messages.markSent(await deletionOf(goneId), 'revoke_x_4', at, false);
+      expect(await redis.exists(keys.message(goneId))).toBe(0);
+    });
   });
 
   it('applies, when marked sent, the highest ack that came before (acks never go back)', async () => {

@@ -125,6 +125,14 @@ export interface MessageRecord {
   resendOf: string | null;
   /** Show "typing…" this long before sending (within the pacing). */
   typingMs: number | null;
+  /**
+   * The deletion (a `revoke` message) made for this message: written when it is accepted, the
+   * claim that allows one at a time; replaced only by a new one after it failed or was
+   * cancelled. Absent on records written before it existed.
+   */
+  revokedBy: string | null;
+  /** When WhatsApp took the deletion `revokedBy` names (the message is deleted for everyone). */
+  revokedAt: string | null;
 }
 
 /** What a send asks for, by type. */
@@ -171,6 +179,8 @@ export interface PublicMessage {
   batchId: string | null;
   resendOf: string | null;
   ackOverdueAt: string | null;
+  revokedBy: string | null;
+  revokedAt: string | null;
   /**
    * WhatsApp's id of the message once sent; null before, and for a reaction or a deletion
    * (WhatsApp Web returns no id of theirs: the engine's is one of its own).
@@ -199,6 +209,8 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     batchId,
     resendOf,
     ackOverdueAt,
+    revokedBy,
+    revokedAt,
     engineMessageId,
     sentAt,
     deliveredAt,
@@ -221,6 +233,8 @@ export function toPublicMessage(record: MessageRecord): PublicMessage {
     batchId,
     resendOf,
     ackOverdueAt,
+    revokedBy,
+    revokedAt,
     engineMessageId: type === 'reaction' || type === 'revoke' ? null : engineMessageId,
     sentAt,
     deliveredAt,

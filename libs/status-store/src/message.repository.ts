@@ -10,6 +10,7 @@ import { REDIS } from './status-store.tokens.js';
 import {
   MAX_SCHEDULE_MS,
   STATUS_RANK,
+  isMessageId,
   type MessageContact,
   type MessageError,
   type MediaOptions,
@@ -92,15 +93,59 @@ return 1
 // A message a retry of its request answers with (the same Idempotency-Key), read and stamped
 // `answeredAt` in one step: its request, its write's answer lost, must no longer take it back
 // (TAKE_BACK), or the retry's 202 names a message never sent. KEYS[1] message; ARGV[1] now
-// (ISO), [2] the message it must be a resend of to be stamped ('': any). The record as read.
+// (ISO), [2] the message it must be a resend of to be stamped ('': any), [3] the message it
+// must be a deletion of ('': any). The record as read.
 const ANSWER = new LuaScript(`
 local flat = redis.call('HGETALL', KEYS[1])
-local status, resend_of = unpack(redis.call('HMGET', KEYS[1], 'status', 'resendOf'))
-if status and (ARGV[2] == '' or resend_of == ARGV[2]) then
+local status, resend_of, kind, reply_to =
+  unpack(redis.call('HMGET', KEYS[1], 'status', 'resendOf', 'type', 'replyTo'))
+if status and (ARGV[2] == '' or resend_of == ARGV[2])
+  and (ARGV[3] == '' or (kind == 'revoke' and reply_to == ARGV[3])) then
   redis.call('HSETNX', KEYS[1], 'answeredAt', ARGV[1])
 end
 return flat
 `);
+
+// One deletion per message: the deletion `ARGV[1]` (its message id, not written yet) claims
+// the message KEYS[1] unless another one has it. ARGV[2] the deletion it may replace ('':
+// none), one that failed or was cancelled. Returns {'claimed'}, {'missing'} (no such message),
+// {'revoked', by, at} (a deletion was sent), or {'taken', by}. The record's TTL is kept (HSET).
+const CLAIM_REVOKE = new LuaScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local by, at = unpack(redis.call('HMGET', KEYS[1], 'revokedBy', 'revokedAt'))
+if at then return {'revoked', by or '', at} end
+if by and by ~= ARGV[2] then return {'taken', by} end
+redis.call('HSET', KEYS[1], 'revokedBy', ARGV[1])
+return {'claimed'}
+`);
+
+// KEYS[1] message; ARGV[1] the deletion whose claim is taken back (only if it is still that
+// one, and was not sent).
+const RELEASE_REVOKE = new LuaScript(`
+if redis.call('HGET', KEYS[1], 'revokedBy') == ARGV[1] and not redis.call('HGET', KEYS[1], 'revokedAt') then
+  redis.call('HDEL', KEYS[1], 'revokedBy')
+end
+return 1
+`);
+
+// A deletion WhatsApp took: the message it deleted says so (the first one sent, should a
+// failed one turn sent late). Never makes a record of an expired one. As MARK_SENT's, and
+// alone for a message under another hash tag (made before shards).
+const MARK_REVOKED_FN = `
+local function mark_revoked(target, by, at)
+  if redis.call('EXISTS', target) == 1 and not redis.call('HGET', target, 'revokedAt') then
+    redis.call('HSET', target, 'revokedAt', at, 'revokedBy', by)
+  end
+end
+`;
+
+// KEYS[1] the deleted message; ARGV[1] the deletion's id, [2] when it was sent (ISO).
+const MARK_REVOKED = new LuaScript(
+  MARK_REVOKED_FN +
+    `mark_revoked(KEYS[1], ARGV[1], ARGV[2])
+return 1
+`,
+);
 
 // KEYS[1] message; ARGV[1] the resend claim to take back (only if it is still that one).
 const RELEASE_RESEND = new LuaScript(`
@@ -190,13 +235,15 @@ end
 // reactions, deletions or a send found in the chat), [13] how long the last send is kept for
 // pacing (ms, 0: not recorded), [14] the parked ack's event id (as ARGV[3]), [15] '1' when the engine id
 // must be no other message's (a send found in the chat: the same content may have gone out
-// as another message of ours, or have been written on the phone). Returns the parked ack's
+// as another message of ours, or have been written on the phone), [16] for a deletion, the
+// index in KEYS of the message it deletes ('': none), marked deleted. Returns the parked ack's
 // status when it moved the message on (delivered, read), 'taken' when the engine id is another
 // message's (nothing written), else false.
 const MARK_SENT = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
       ADVANCE_FN +
+      MARK_REVOKED_FN +
       `
 local FIELDS = { ${(['sent', 'delivered', 'read'] as const)
         .map((status) => `${status} = '${TIMESTAMP_FIELD[status]}'`)
@@ -217,6 +264,7 @@ if (before == 'delivered' or before == 'read') and had and had ~= '' then return
 if before == 'sent' and had and had ~= '' and redis.call('GET', KEYS[2]) == ARGV[8] then return false end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 count_status(session_id, before, 'sent')
+if ARGV[16] ~= '' then mark_revoked(KEYS[tonumber(ARGV[16])], ARGV[8], ARGV[11]) end
 redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
 local parked = redis.call('GET', KEYS[3])
 if not parked and ARGV[12] == '1' then redis.call('ZADD', KEYS[4], ARGV[10], ARGV[8]) end
@@ -251,6 +299,13 @@ return 1
 `,
   ),
 );
+
+/**
+ * What marking a message sent needs of it: a deletion (`type` revoke) marks the message it
+ * deletes (`replyTo`) too.
+ */
+export type SentRecord = Pick<MessageRecord, 'id' | 'sessionId'> &
+  Partial<Pick<MessageRecord, 'type' | 'replyTo'>>;
 
 /** An ack applied to one of our messages: whose, and whether it moved its status on. */
 export interface AppliedAck {
@@ -529,6 +584,39 @@ export class MessageRepository implements BeforeApplicationShutdown {
   }
 
   /**
+   * Claims message `messageId` for the deletion `revokeId` (a message id not written yet): one
+   * deletion per message. `replacing` names a deletion that failed or was cancelled, which the
+   * new one may take the place of. See CLAIM_REVOKE for the outcomes.
+   */
+  async claimRevoke(
+    messageId: string,
+    revokeId: string,
+    replacing?: string,
+  ): Promise<
+    | { outcome: 'claimed' }
+    | { outcome: 'missing' }
+    | { outcome: 'taken'; by: string }
+    | { outcome: 'revoked'; by: string; at: string }
+  > {
+    const [outcome, by, at] = (await CLAIM_REVOKE.run(
+      this.redis,
+      [this.keys.message(messageId)],
+      [revokeId, replacing ?? ''],
+    )) as string[];
+    if (outcome === 'taken') return { outcome, by };
+    if (outcome === 'revoked') return { outcome, by, at };
+    return outcome === 'missing' ? { outcome } : { outcome: 'claimed' };
+  }
+
+  /**
+   * The deletion `revokeId` was not accepted after all: another may be made. Only that claim
+   * is taken back (one whose answer was lost may run late), and never once it was sent.
+   */
+  async releaseRevoke(messageId: string, revokeId: string): Promise<void> {
+    await RELEASE_REVOKE.run(this.redis, [this.keys.message(messageId)], [revokeId]);
+  }
+
+  /**
    * The resend `claim` made was not accepted after all: the message may be resent again. Only
    * that claim is taken back: after a claim whose answer was lost (it may run late), another
    * request's must stay.
@@ -561,17 +649,18 @@ export class MessageRepository implements BeforeApplicationShutdown {
   /**
    * A message as a retry with its request's Idempotency-Key answers it (null: no such record),
    * stamped so that request can no longer take it back (its write's answer lost): the retry's
-   * 202 is a message that will be sent. With `resendOf`, stamped only if it resends that one.
+   * 202 is a message that will be sent. With `resendOf`, stamped only if it resends that one;
+   * with `revokes`, only if it is a deletion of that one.
    */
   async answer(
     messageId: string,
-    resendOf?: string,
+    made: { resendOf?: string; revokes?: string } = {},
     now = new Date(),
   ): Promise<MessageRecord | null> {
     const flat = (await ANSWER.run(
       this.redis,
       [this.keys.message(messageId)],
-      [now.toISOString(), resendOf ?? ''],
+      [now.toISOString(), made.resendOf ?? '', made.revokes ?? ''],
     )) as string[];
     return recordOfFlat(flat);
   }
@@ -777,7 +866,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
    * Returns the status a raced-ahead ack moved the message on to (delivered, read), if any.
    */
   async markSent(
-    record: Pick<MessageRecord, 'id' | 'sessionId'>,
+    record: SentRecord,
     engineMessageId: string,
     now = new Date(),
     awaitAck = true,
@@ -794,7 +883,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
    * ack awaited: one found in the chat was taken by WhatsApp's server).
    */
   markFound(
-    record: Pick<MessageRecord, 'id' | 'sessionId'>,
+    record: SentRecord,
     engineMessageId: string,
     now = new Date(),
   ): Promise<'delivered' | 'read' | 'taken' | null> {
@@ -802,48 +891,60 @@ export class MessageRepository implements BeforeApplicationShutdown {
   }
 
   private async runMarkSent(
-    record: Pick<MessageRecord, 'id' | 'sessionId'>,
+    record: SentRecord,
     engineMessageId: string,
     now: Date,
     awaitAck: boolean,
     pacedForMs: number,
     onlyIfFree: boolean,
   ): Promise<'delivered' | 'read' | 'taken' | null> {
-    const moved = await MARK_SENT.run(
-      this.redis,
-      [
-        this.keys.message(record.id),
-        this.keys.engineMessage(record.sessionId, engineMessageId),
-        this.keys.pendingAck(record.sessionId, engineMessageId),
-        this.keys.awaitingAck(shardOfId(record.id)),
-        this.keys.lastSend(record.sessionId),
-        // Read only for a send found in the chat: no hashing on every send's path.
-        ...(onlyIfFree
-          ? [this.keys.incoming(incomingMessageId(record.sessionId, engineMessageId))]
-          : []),
-      ],
-      [
-        ...this.events.build(now),
-        JSON.stringify([
-          'engineMessageId',
-          engineMessageId,
-          'status',
-          'sent',
-          'sentAt',
-          now.toISOString(),
-          'error',
-          '',
-        ]),
-        record.id,
-        this.config.MESSAGE_RETENTION_MS,
-        now.getTime(),
+    const keys = [
+      this.keys.message(record.id),
+      this.keys.engineMessage(record.sessionId, engineMessageId),
+      this.keys.pendingAck(record.sessionId, engineMessageId),
+      this.keys.awaitingAck(shardOfId(record.id)),
+      this.keys.lastSend(record.sessionId),
+      // Read only for a send found in the chat: no hashing on every send's path.
+      ...(onlyIfFree
+        ? [this.keys.incoming(incomingMessageId(record.sessionId, engineMessageId))]
+        : []),
+    ];
+    // A deletion marks the message it deleted in the same script; one made before shards is
+    // under another hash tag (another Cluster slot), and is marked right after, alone.
+    const deleted =
+      record.type === 'revoke' && record.replyTo && isMessageId(record.replyTo)
+        ? record.replyTo
+        : null;
+    const deletedApart = deleted !== null && shardOfId(deleted) !== shardOfId(record.id);
+    if (deleted !== null && !deletedApart) keys.push(this.keys.message(deleted));
+    const moved = await MARK_SENT.run(this.redis, keys, [
+      ...this.events.build(now),
+      JSON.stringify([
+        'engineMessageId',
+        engineMessageId,
+        'status',
+        'sent',
+        'sentAt',
         now.toISOString(),
-        awaitAck ? '1' : '0',
-        pacedForMs,
-        newEventId(now.getTime()),
-        onlyIfFree ? '1' : '0',
-      ],
-    );
+        'error',
+        '',
+      ]),
+      record.id,
+      this.config.MESSAGE_RETENTION_MS,
+      now.getTime(),
+      now.toISOString(),
+      awaitAck ? '1' : '0',
+      pacedForMs,
+      newEventId(now.getTime()),
+      onlyIfFree ? '1' : '0',
+      deleted !== null && !deletedApart ? keys.length : '',
+    ]);
+    if (deletedApart && moved !== 'taken')
+      await MARK_REVOKED.run(
+        this.redis,
+        [this.keys.message(deleted)],
+        [record.id, now.toISOString()],
+      );
     return moved === 'delivered' || moved === 'read' || moved === 'taken' ? moved : null;
   }
 
@@ -1047,6 +1148,8 @@ const ACK_BATCH_MAX = 200;
 const ACKS_PER_CALL = 50;
 
 const NULLABLE: (keyof MessageRecord)[] = [
+  'revokedBy',
+  'revokedAt',
   'sendAt',
   'serverAckAt',
   'ackOverdueAt',
@@ -1159,5 +1262,7 @@ function newRecord(message: NewMessage, now: Date): MessageRecord {
     serverAckAt: null,
     ackOverdueAt: null,
     engineMessageId: null,
+    revokedBy: null,
+    revokedAt: null,
   };
 }

@@ -87,6 +87,22 @@ export class MessageDto implements PublicMessage {
     example: null,
     type: String,
     description:
+      'The deletion made for this message (POST /api/v1/messages/{id}/revoke): the id of its `revoke` message, set when that is accepted. One per message: while it is queued, being sent or sent, another is refused (409), as are reactions to the message and replies quoting it. One that failed or was cancelled stays named until a new deletion takes its place. Null when none was made (and on records written before this field existed)',
+  })
+  revokedBy: string | null;
+  @ApiProperty({
+    nullable: true,
+    example: null,
+    type: String,
+    description:
+      'When WhatsApp took the deletion revokedBy names: the message is deleted for everyone. Null while no deletion was sent (its status stays what its last ack made it)',
+  })
+  revokedAt: string | null;
+  @ApiProperty({
+    nullable: true,
+    example: null,
+    type: String,
+    description:
       "WhatsApp's id of the message once sent (read-only): a received reply's quotedId, or a reaction's targetId, names our message by it. Null before it is sent, and for a reaction or a deletion",
   })
   engineMessageId: string | null;

@@ -28,6 +28,8 @@ import { ContactExamples, LocationExamples, MediaExamples, TextExamples } from '
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 const MESSAGE_EXAMPLE = '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01';
+/** A deletion (`revoke` message) of MESSAGE_EXAMPLE. */
+const REVOKE_EXAMPLE = '0b7d3e91-5c2a-8f4e-8a36-1f1f3a7a9e02';
 /** The 409s of every route that takes an Idempotency-Key (MessagesService.enqueue). */
 const KEY_CONFLICTS =
   'the Idempotency-Key was used for a different request, its first request is still in progress (retry), or the message it made is no longer kept (MESSAGE_RETENTION_MS)';
@@ -76,11 +78,22 @@ const SEND_ERRORS = ApiErrors(
   },
   {
     status: 409,
-    description: `Conflict: replyTo names one of our messages that failed or was cancelled (never sent: nothing to quote), or ${KEY_CONFLICTS}`,
-    example: {
-      code: 'CONFLICT',
-      message:
-        'replyTo: message 6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01 was cancelled: it was never sent, so there is nothing to quote',
+    description: `Conflict: replyTo names one of our messages that failed or was cancelled (never sent: nothing to quote), or one deleted for everyone (its revokedBy deletion sent, or queued: it goes out first), or ${KEY_CONFLICTS}`,
+    examples: {
+      neverSent: {
+        summary: 'The message quoted was never sent',
+        error: {
+          code: 'CONFLICT',
+          message: `replyTo: message ${MESSAGE_EXAMPLE} was cancelled: it was never sent, so there is nothing to quote`,
+        },
+      },
+      deleted: {
+        summary: 'The message quoted was deleted for everyone',
+        error: {
+          code: 'CONFLICT',
+          message: `replyTo: message ${MESSAGE_EXAMPLE} was deleted for everyone (by message ${REVOKE_EXAMPLE}): there is nothing to quote`,
+        },
+      },
     },
   },
   {
@@ -236,7 +249,7 @@ export class MessagesController {
   @ApiOperation({
     summary: 'React to a message with an emoji',
     description:
-      'To one we sent (its id) or one received (`in_...`). The reaction is queued like a message (type `reaction`); an empty emoji takes ours back. One of ours still waiting is reacted to once it is sent; one that failed or was cancelled never will be (409).',
+      'To one we sent (its id) or one received (`in_...`). The reaction is queued like a message (type `reaction`); an empty emoji takes ours back. One of ours still waiting is reacted to once it is sent; one that failed or was cancelled never will be (409), and one deleted for everyone (its deletion sent, or queued: it goes out first) is gone (409).',
   })
   @ApiParam({
     name: 'id',
@@ -265,11 +278,22 @@ export class MessagesController {
     },
     {
       status: 409,
-      description: `Conflict: the message is one of ours that failed or was cancelled (never sent: nothing to react to), or ${KEY_CONFLICTS}`,
-      example: {
-        code: 'CONFLICT',
-        message:
-          'Message 6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01 was cancelled: it was never sent, so there is nothing to react to',
+      description: `Conflict: the message is one of ours that failed or was cancelled (never sent: nothing to react to), or deleted for everyone (its revokedBy deletion sent, or queued: it goes out first), or ${KEY_CONFLICTS}`,
+      examples: {
+        neverSent: {
+          summary: 'The message was never sent',
+          error: {
+            code: 'CONFLICT',
+            message: `Message ${MESSAGE_EXAMPLE} was cancelled: it was never sent, so there is nothing to react to`,
+          },
+        },
+        deleted: {
+          summary: 'The message is being deleted for everyone',
+          error: {
+            code: 'CONFLICT',
+            message: `Message ${MESSAGE_EXAMPLE} is being deleted for everyone (by message ${REVOKE_EXAMPLE}, queued ahead of this one): there is nothing to react to`,
+          },
+        },
       },
     },
     {
@@ -287,7 +311,7 @@ export class MessagesController {
   @ApiOperation({
     summary: 'Delete one of our sent messages for everyone',
     description:
-      'Queued like a message (type `revoke`). Only a message WhatsApp took can be deleted (409 otherwise: cancel a waiting one with DELETE); WhatsApp allows it for a limited time after sending.',
+      "Queued like a message (type `revoke`). Only a message WhatsApp took can be deleted (409 otherwise: cancel a waiting one with DELETE); WhatsApp allows it for a limited time after sending. One deletion per message: the deleted message's `revokedBy` names it from when it is accepted, and its `revokedAt` says when WhatsApp took it. Another deletion, at once or later, is refused (409, naming the one there is), unless that one failed or was cancelled: then a new one takes its place (as does a resend of it). A retry with the Idempotency-Key of the request that made one answers with it.",
   })
   @MESSAGE_ID
   @IDEMPOTENCY_HEADER
@@ -302,10 +326,29 @@ export class MessagesController {
     { status: 404, description: 'No such message', example: NO_MESSAGE },
     {
       status: 409,
-      description: `The message was not sent (yet), or ${KEY_CONFLICTS}`,
-      example: {
-        code: 'CONFLICT',
-        message: `Message ${MESSAGE_EXAMPLE} was not sent: only a sent message can be deleted (cancel one still waiting)`,
+      description: `The message was not sent (yet); or it has a deletion already, queued, being sent or sent (named in the message and in its revokedBy); or ${KEY_CONFLICTS}`,
+      examples: {
+        notSent: {
+          summary: 'Not sent (yet)',
+          error: {
+            code: 'CONFLICT',
+            message: `Message ${MESSAGE_EXAMPLE} was not sent: only a sent message can be deleted (cancel one still waiting)`,
+          },
+        },
+        deleting: {
+          summary: 'A deletion of it is queued',
+          error: {
+            code: 'CONFLICT',
+            message: `Message ${MESSAGE_EXAMPLE} is already being deleted (by message ${REVOKE_EXAMPLE}, queued): one deletion per message; another may be made if that one fails`,
+          },
+        },
+        deleted: {
+          summary: 'It was deleted',
+          error: {
+            code: 'CONFLICT',
+            message: `Message ${MESSAGE_EXAMPLE} was already deleted for everyone (by message ${REVOKE_EXAMPLE}, sent at 2026-11-24T10:05:00.000Z)`,
+          },
+        },
       },
     },
     {

@@ -58,7 +58,16 @@ type SendDto = SendTextDto | SendMediaDto | SendLocationDto | SendContactDto;
  * status).
  */
 type QuotedMessage = Pick<MessageRecord, 'id' | 'sessionId' | 'chatId' | 'engineMessageId'> &
-  Partial<Pick<MessageRecord, 'status'>> & { type?: string };
+  Partial<Pick<MessageRecord, 'status' | 'revokedBy' | 'revokedAt'>> & { type?: string };
+
+/** A deletion of one of our messages, sent (`sentAt`) or on its way (queued, being sent). */
+interface Deletion {
+  by: string;
+  sentAt: string | null;
+}
+
+/** Tries to claim a message for a deletion while the ones before it fail or are cancelled. */
+const REVOKE_CLAIM_TRIES = 3;
 
 /**
  * What a reaction (ours or received) or one of our deletions is, when a request acts on it as on
@@ -70,6 +79,12 @@ function notAMessage(target: QuotedMessage): string | null {
   if (target.type === 'revoke') return 'a deletion';
   return null;
 }
+
+/** How a deletion names the message it is for, when that one is not found. */
+const deletionFor = (id: string) => `Message ${id}, the one this deletion is for,`;
+
+/** Statuses of a message WhatsApp took. */
+const FINAL_OR_SENT = new Set(['sent', 'delivered', 'read']);
 
 const IDEMPOTENCY_TTL_MS = 24 * 3600_000;
 /**
@@ -91,6 +106,8 @@ interface SendTarget {
   resendOf?: string;
   /** Show "typing…" this long first. */
   typingMs?: number;
+  /** The id it is written with, when chosen before (a deletion's, claimed first). */
+  messageId?: string;
 }
 
 /** A send checked and ready to be written. */
@@ -359,11 +376,98 @@ export class MessagesService {
         'CONFLICT',
         `Message ${messageId} was not sent: only a sent message can be deleted (cancel one still waiting)`,
       );
+    return this.enqueueRevoke(target, context);
+  }
+
+  /**
+   * Queues a deletion of `target`, one per message: the deletion's id is claimed on the
+   * target's record (`revokedBy`) before it is written, so of deletions asked at once one is
+   * accepted and the others answer 409 naming it, as do later ones. One that failed or was
+   * cancelled gives its place to a new one. A retry with the Idempotency-Key of the request
+   * that made one answers with it.
+   */
+  private async enqueueRevoke(
+    target: QuotedMessage,
+    context: SendContext,
+    { resendOf }: { resendOf?: string } = {},
+  ): Promise<PublicMessage> {
+    // Whatever has become of it since (sent: the claim below would refuse it).
+    const made = await this.revokedWithKey(target.id, context);
+    if (made) return toPublicMessage(made);
+    const revokeId = newMessageId(target.sessionId);
+    let replacing: string | undefined;
+    for (let tries = 1; ; tries++) {
+      // A claim whose answer is lost (Redis failing) may still be written later: taken back.
+      const claim = await this.messages
+        .claimRevoke(target.id, revokeId, replacing)
+        .catch(async (err: unknown) => {
+          await this.messages.releaseRevoke(target.id, revokeId).catch(() => undefined);
+          throw err;
+        });
+      if (claim.outcome === 'claimed') break;
+      if (claim.outcome === 'missing')
+        throw new AppError('NOT_FOUND', `Message ${target.id} does not exist`);
+      // A retry of the request whose deletion holds the claim, its record still being written.
+      const bound =
+        context.idempotencyKey &&
+        (await this.idempotency.get(context.callerScope, context.idempotencyKey));
+      const earlier = bound && bound.messageId === claim.by && (await this.waitForRecord(claim.by));
+      if (earlier) return toPublicMessage(earlier);
+      if (claim.outcome === 'revoked')
+        throw new AppError(
+          'CONFLICT',
+          `Message ${target.id} was already deleted for everyone (by message ${claim.by}, sent at ${claim.at})`,
+        );
+      const holder = await this.messages.get(claim.by);
+      const gone = holder?.status === 'failed' || holder?.status === 'cancelled';
+      if (gone && tries < REVOKE_CLAIM_TRIES) {
+        replacing = claim.by;
+        continue;
+      }
+      throw new AppError(
+        'CONFLICT',
+        holder && FINAL_OR_SENT.has(holder.status)
+          ? `Message ${target.id} was already deleted for everyone (by message ${claim.by}, sent at ${holder.sentAt})`
+          : `Message ${target.id} is already being deleted (by message ${claim.by}, ${holder?.status ?? 'being accepted'}): one deletion per message; another may be made if that one fails`,
+      );
+    }
     return this.enqueue(
       { type: 'revoke' },
-      { sessionId: target.sessionId, to: target.chatId, chatId: target.chatId, replyTo: target },
+      {
+        sessionId: target.sessionId,
+        to: target.chatId,
+        chatId: target.chatId,
+        replyTo: target,
+        resendOf,
+        messageId: revokeId,
+      },
       context,
+    ).then(
+      async (record) => {
+        // Answered with the message its Idempotency-Key holds: this claim made none.
+        if (record.id !== revokeId)
+          await this.messages.releaseRevoke(target.id, revokeId).catch(() => undefined);
+        return record;
+      },
+      async (err: unknown) => {
+        // Not queued (unless it may have been: then it keeps the claim).
+        if (!(err instanceof UnknownOutcome))
+          await this.messages.releaseRevoke(target.id, revokeId).catch(() => undefined);
+        throw err;
+      },
     );
+  }
+
+  /** The deletion of `messageId` this request's Idempotency-Key already made, if any. */
+  private async revokedWithKey(
+    messageId: string,
+    context: SendContext,
+  ): Promise<MessageRecord | null> {
+    if (!context.idempotencyKey) return null;
+    const claim = await this.idempotency.get(context.callerScope, context.idempotencyKey);
+    // Stamped as answered (if it is that deletion): its request can no longer take it back.
+    const earlier = claim && (await this.messages.answer(claim.messageId, { revokes: messageId }));
+    return earlier?.type === 'revoke' && earlier.replyTo === messageId ? earlier : null;
   }
 
   /**
@@ -409,18 +513,25 @@ export class MessagesService {
     }
     const { type, text, mediaUrl, caption, filename, mediaOptions, location, contact, reaction } =
       record;
-    return this.enqueue(
-      { type, text, mediaUrl, caption, filename, mediaOptions, location, contact, reaction },
-      {
-        sessionId: record.sessionId,
-        to: record.to,
-        chatId: record.chatId,
-        replyTo: record.replyTo ?? undefined,
-        resendOf: record.id,
-        typingMs: record.typingMs ?? undefined,
-      },
-      context,
-    ).catch(async (err: unknown) => {
+    // A deletion sent again is a new deletion of its message, claimed as any (one at a time).
+    const again =
+      type === 'revoke' && record.replyTo
+        ? this.quotedMessage(record.replyTo, undefined, deletionFor).then((target) =>
+            this.enqueueRevoke(target, context, { resendOf: record.id }),
+          )
+        : this.enqueue(
+            { type, text, mediaUrl, caption, filename, mediaOptions, location, contact, reaction },
+            {
+              sessionId: record.sessionId,
+              to: record.to,
+              chatId: record.chatId,
+              replyTo: record.replyTo ?? undefined,
+              resendOf: record.id,
+              typingMs: record.typingMs ?? undefined,
+            },
+            context,
+          );
+    return again.catch(async (err: unknown) => {
       // Not resent (unless it may have been queued: then it stays claimed).
       if (!(err instanceof UnknownOutcome))
         await this.messages.releaseResend(record.id, claim).catch(() => undefined);
@@ -436,7 +547,7 @@ export class MessagesService {
     if (!context.idempotencyKey) return null;
     const claim = await this.idempotency.get(context.callerScope, context.idempotencyKey);
     // Stamped as answered (if it is that resend): its request can no longer take it back.
-    const earlier = claim && (await this.messages.answer(claim.messageId, messageId));
+    const earlier = claim && (await this.messages.answer(claim.messageId, { resendOf: messageId }));
     return earlier?.resendOf === messageId ? earlier : null;
   }
 
@@ -691,6 +802,12 @@ export class MessagesService {
       ? await this.quoted(target.replyTo, sessionId, chatId, content.type)
       : null;
     const neverSent = quoted?.neverSent === 'failed' ? 'failed' : 'was cancelled';
+    const deletion = quoted?.deletion;
+    const deleted = !deletion
+      ? ''
+      : deletion.sentAt
+        ? `was deleted for everyone (by message ${deletion.by})`
+        : `is being deleted for everyone (by message ${deletion.by}, queued ahead of this one)`;
     const refusal = quoted?.neverSent
       ? new AppError(
           'CONFLICT',
@@ -698,11 +815,18 @@ export class MessagesService {
             ? `Message ${replyTo} ${neverSent}: it was never sent, so there is nothing to react to`
             : `replyTo: message ${replyTo} ${neverSent}: it was never sent, so there is nothing to quote`,
         )
-      : undefined;
+      : deletion
+        ? new AppError(
+            'CONFLICT',
+            content.type === 'reaction'
+              ? `Message ${replyTo} ${deleted}: there is nothing to react to`
+              : `replyTo: message ${replyTo} ${deleted}: there is nothing to quote`,
+          )
+        : undefined;
     if (refusal && !afterKey) throw refusal;
     return {
       message: {
-        id: newMessageId(sessionId),
+        id: target.messageId ?? newMessageId(sessionId),
         sessionId,
         to: target.to,
         chatId,
@@ -827,15 +951,19 @@ export class MessagesService {
     sessionId: string,
     chatId: string,
     type: MessageContent['type'],
-  ): Promise<{ engineId: string | null; neverSent?: 'failed' | 'cancelled' }> {
+  ): Promise<{
+    engineId: string | null;
+    neverSent?: 'failed' | 'cancelled';
+    deletion?: Deletion | null;
+  }> {
     if (typeof replyTo === 'string' && !isMessageId(replyTo) && !replyTo.startsWith('in_'))
       return { engineId: replyTo };
     const reacting = type === 'reaction';
     // A reaction or a deletion names its message as replyTo only inside (its resend reads it).
-    const named =
-      reacting || type === 'revoke'
-        ? (id: string) =>
-            `Message ${id}, the one this ${reacting ? 'reaction is to' : 'deletion is for'},`
+    const named = reacting
+      ? (id: string) => `Message ${id}, the one this reaction is to,`
+      : type === 'revoke'
+        ? deletionFor
         : (id: string) => `replyTo: message ${id}`;
     const quoted =
       typeof replyTo === 'string' ? await this.quotedMessage(replyTo, undefined, named) : replyTo;
@@ -854,10 +982,26 @@ export class MessagesService {
           ? `Message ${quoted.id} is ${kind}, not a message: it cannot be reacted to`
           : `replyTo: message ${quoted.id} is ${kind}, not a message: it cannot be quoted`,
       );
-    if (quoted.engineMessageId) return { engineId: quoted.engineMessageId };
+    // A deletion of it is refused by its own claim (enqueueRevoke), not here.
+    const deletion = type === 'revoke' ? null : await this.deletionOf(quoted);
+    if (quoted.engineMessageId) return { engineId: quoted.engineMessageId, deletion };
     if (quoted.status === 'failed') return { engineId: null, neverSent: 'failed' };
     if (quoted.status === 'cancelled') return { engineId: null, neverSent: 'cancelled' };
     return { engineId: null };
+  }
+
+  /**
+   * The deletion of one of our messages that was sent, or is on its way (queued or being sent:
+   * it goes out before anything accepted now); null when none, or when it failed or was
+   * cancelled. A deletion still being written (its claim made, its record not yet) goes out
+   * after what is accepted now: none either.
+   */
+  private async deletionOf(quoted: QuotedMessage): Promise<Deletion | null> {
+    if (!quoted.revokedBy) return null;
+    if (quoted.revokedAt) return { by: quoted.revokedBy, sentAt: quoted.revokedAt };
+    const deletion = await this.messages.get(quoted.revokedBy);
+    if (!deletion || deletion.status === 'failed' || deletion.status === 'cancelled') return null;
+    return { by: deletion.id, sentAt: deletion.sentAt };
   }
 
   /**

@@ -74,6 +74,16 @@ describe('SendConsumers: a send job that used up its tries', () => {
     expect(messages.failIfUnsent).not.toHaveBeenCalled();
   });
 
+  it('records a deletion WhatsApp took, so the message it deleted is marked deleted too', async () => {
+    const { messages, onFailed } = consumers();
+    messages.get.mockResolvedValueOnce({ status: 'sending', type: 'revoke', replyTo: 'target' });
+    await onFailed(lastTry('m8'), new SentButNotRecorded('main', 'revoke_x', 'timeout'));
+    expect(messages.markSent).toHaveBeenCalledWith(
+      { id: 'm8', sessionId: 'main', type: 'revoke', replyTo: 'target' },
+      'revoke_x',
+    );
+  });
+
   it('records the outcome through a Redis failing for a while: nothing else would (the job is in the failed set)', async () => {
     const { messages, onFailed } = consumers();
     messages.failIfUnsent

@@ -475,11 +475,17 @@ export class SendConsumers {
    */
   recordGivenUp(job: Job, err: Error): Promise<unknown> {
     return err instanceof SentButNotRecorded
-      ? this.messages.markSent(
-          { id: job.data.messageId, sessionId: err.sessionId },
-          err.engineMessageId,
-        )
+      ? this.markSentGivenUp(job.data.messageId, err)
       : this.failGivenUp(job.data.messageId, err);
+  }
+
+  /** Records a send WhatsApp took; a deletion's record is read for the message it deleted. */
+  private async markSentGivenUp(messageId: string, err: SentButNotRecorded): Promise<unknown> {
+    const record = await this.messages.get(messageId);
+    return this.messages.markSent(
+      { id: messageId, sessionId: err.sessionId, type: record?.type, replyTo: record?.replyTo },
+      err.engineMessageId,
+    );
   }
 
   /** A job that failed outside our own handling (stalled too often): make it visible on the message. */

@@ -79,6 +79,8 @@ function record(overrides: Partial<MessageRecord> = {}): MessageRecord {
     ackOverdueAt: null,
     resendOf: null,
     typingMs: null,
+    revokedBy: null,
+    revokedAt: null,
     ...overrides,
   };
 }
