@@ -71,12 +71,19 @@ export interface IncomingRecord {
 
 /**
  * A stored received message as the API and webhooks show it: one recorded before replies and
- * reactions named our messages has them as null, as one naming none of ours.
+ * reactions named our messages has them as null, as one naming none of ours; media whose kept
+ * bytes are past `expiresAt` is not `available` (its `error` says it expired).
  */
-export function parseIncomingRecord(json: string): IncomingRecord {
+export function parseIncomingRecord(json: string, now = Date.now()): IncomingRecord {
   const record = JSON.parse(json) as IncomingRecord;
   record.quotedMessageId ??= null;
   if (record.reaction) record.reaction.targetMessageId ??= null;
+  // Kept bytes past their time are gone (or about to be): not shown as there to fetch.
+  const media = record.media;
+  if (media?.available && media.expiresAt && Date.parse(media.expiresAt) <= now) {
+    media.available = false;
+    media.error = 'expired (kept INCOMING_MEDIA_TTL_MS after arrival)';
+  }
   return record;
 }
 

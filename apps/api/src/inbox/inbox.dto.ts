@@ -111,7 +111,11 @@ class IncomingMediaDto implements IncomingMediaInfo {
   filename: string | null;
   @ApiProperty({ nullable: true, type: Number, example: 48213 })
   size: number | null;
-  @ApiProperty({ example: true, description: 'GET /api/v1/messages/{id}/media serves the bytes' })
+  @ApiProperty({
+    example: true,
+    description:
+      'GET /api/v1/messages/{id}/media serves the bytes; false once `expiresAt` has passed (`error` then says they expired)',
+  })
   available: boolean;
   @ApiProperty({
     nullable: true,
