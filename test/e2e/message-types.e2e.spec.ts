@@ -1,4 +1,5 @@
 import { EngineError, SandboxEngine } from '@app/whatsapp';
+import { STALE_CLAIM_MS } from '../../apps/api/src/messages/messages.service.js';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
 
@@ -428,6 +429,31 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
       revokedBy: null,
       revokedAt: null,
     });
+  });
+
+  it('lets a deletion claim whose message was never written (its api died after the claim) give way once it is stale, not before', async () => {
+    const id = await sentMessage('4915100000229', 'Claimed, then nothing');
+    const orphan = '00000000-0000-4000-8000-000000000229';
+    const path = `/api/v1/messages/${id}/revoke`;
+    await stack.redis.hset(stack.keys.message(id), {
+      revokedBy: orphan,
+      revokeClaimedAt: String(Date.now()),
+    });
+    // Fresh: its request may still be writing it.
+    const early = await stack.call('POST', path);
+    expect(early.status).toBe(409);
+    expect(early.body.error.message).toContain(`by message ${orphan}, being accepted`);
+    await stack.redis.hset(
+      stack.keys.message(id),
+      'revokeClaimedAt',
+      String(Date.now() - STALE_CLAIM_MS - 1),
+    );
+    const taken = await stack.call('POST', path);
+    expect(taken.status).toBe(202);
+    await stack.waitForStatus(taken.body.data.id, 'sent');
+    expect((await stack.call('GET', `/api/v1/messages/${id}`)).body.data.revokedBy).toBe(
+      taken.body.data.id,
+    );
   });
 
   it('answers a retried deletion with its Idempotency-Key with the deletion it made, before and after it was sent', async () => {

@@ -107,15 +107,17 @@ return flat
 `);
 
 // One deletion per message: the deletion `ARGV[1]` (its message id, not written yet) claims
-// the message KEYS[1] unless another one has it. ARGV[2] the deletion it may replace ('':
-// none), one that failed or was cancelled. Returns {'claimed'}, {'missing'} (no such message),
-// {'revoked', by, at} (a deletion was sent), or {'taken', by}. The record's TTL is kept (HSET).
+// the message KEYS[1] at ARGV[3] (ms) unless another one has it. ARGV[2] the deletion it may
+// replace ('': none): one that failed or was cancelled, or never written. Returns {'claimed'},
+// {'missing'} (no such message), {'revoked', by, at} (a deletion was sent), or {'taken', by,
+// claimed at ms ('' if not known)}. The record's TTL is kept (HSET).
 const CLAIM_REVOKE = new LuaScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local by, at = unpack(redis.call('HMGET', KEYS[1], 'revokedBy', 'revokedAt'))
+local by, at, claimed_at =
+  unpack(redis.call('HMGET', KEYS[1], 'revokedBy', 'revokedAt', 'revokeClaimedAt'))
 if at then return {'revoked', by or '', at} end
-if by and by ~= ARGV[2] then return {'taken', by} end
-redis.call('HSET', KEYS[1], 'revokedBy', ARGV[1])
+if by and by ~= ARGV[2] then return {'taken', by, claimed_at or ''} end
+redis.call('HSET', KEYS[1], 'revokedBy', ARGV[1], 'revokeClaimedAt', ARGV[3])
 return {'claimed'}
 `);
 
@@ -123,7 +125,7 @@ return {'claimed'}
 // one, and was not sent).
 const RELEASE_REVOKE = new LuaScript(`
 if redis.call('HGET', KEYS[1], 'revokedBy') == ARGV[1] and not redis.call('HGET', KEYS[1], 'revokedAt') then
-  redis.call('HDEL', KEYS[1], 'revokedBy')
+  redis.call('HDEL', KEYS[1], 'revokedBy', 'revokeClaimedAt')
 end
 return 1
 `);
@@ -592,18 +594,19 @@ export class MessageRepository implements BeforeApplicationShutdown {
     messageId: string,
     revokeId: string,
     replacing?: string,
+    now = new Date(),
   ): Promise<
     | { outcome: 'claimed' }
     | { outcome: 'missing' }
-    | { outcome: 'taken'; by: string }
+    | { outcome: 'taken'; by: string; claimedAt: number | null }
     | { outcome: 'revoked'; by: string; at: string }
   > {
     const [outcome, by, at] = (await CLAIM_REVOKE.run(
       this.redis,
       [this.keys.message(messageId)],
-      [revokeId, replacing ?? ''],
+      [revokeId, replacing ?? '', now.getTime()],
     )) as string[];
-    if (outcome === 'taken') return { outcome, by };
+    if (outcome === 'taken') return { outcome, by, claimedAt: at ? Number(at) : null };
     if (outcome === 'revoked') return { outcome, by, at };
     return outcome === 'missing' ? { outcome } : { outcome: 'claimed' };
   }

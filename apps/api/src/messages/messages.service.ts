@@ -419,7 +419,12 @@ export class MessagesService {
           `Message ${target.id} was already deleted for everyone (by message ${claim.by}, sent at ${claim.at})`,
         );
       const holder = await this.messages.get(claim.by);
-      const gone = holder?.status === 'failed' || holder?.status === 'cancelled';
+      // Failed or cancelled; or never written, its request long gone (an api that died after
+      // the claim, a write whose outcome was unknown and wrote nothing): the claim is free.
+      const gone =
+        holder?.status === 'failed' ||
+        holder?.status === 'cancelled' ||
+        (!holder && Date.now() - (claim.claimedAt ?? 0) > STALE_CLAIM_MS);
       if (gone && tries < REVOKE_CLAIM_TRIES) {
         replacing = claim.by;
         continue;
