@@ -1612,6 +1612,21 @@ describe('SendService: the send in its turn let go (its consumer closes: a shutd
     expect(h.engine.sendText).toHaveBeenCalledTimes(1);
   });
 
+  it('gives a message back when let go during a step that does not wait on the signal (its chat looked in), before its engine call', async () => {
+    const h = harness();
+    h.store.put(record({ status: 'sending', sendingAt: new Date(NOW - 5_000).toISOString() }));
+    let answer!: (found: string[]) => void;
+    h.engine.findSentMessages.mockImplementationOnce(
+      () => new Promise<string[]>((resolve) => (answer = resolve)),
+    );
+    const sending = h.service.send('main', record().id, { number: 2, max: 3 });
+    await vi.waitFor(() => expect(h.engine.findSentMessages).toHaveBeenCalled());
+    h.service.interrupt('main');
+    answer([]);
+    await expect(sending).resolves.toBe('released');
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+  });
+
   it('lets one whose engine was called go on: it may reach WhatsApp', async () => {
     const h = harness();
     h.store.put(record({ type: 'media', text: null, mediaUrl: 'https://example.com/a.pdf' }));

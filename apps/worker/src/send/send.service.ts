@@ -292,7 +292,8 @@ export class SendService {
     // Set once the engine is called: from then on a failure may still have reached WhatsApp.
     let engineCalled = false;
     // What breaks off the waits before the engine call when the send is let go in its turn
-    // (SendService.interrupt); asked for only by a send that waits there (a signal costs µs).
+    // (SendService.interrupt); asked for by a send that waits there, and by every send just
+    // before its engine call (let go during a step that does not wait on it: not sent).
     let letGo: AbortSignal | undefined;
     const stopWhenLetGo = () => (letGo ??= ticket.letGo);
     // Whether this try holds the message's claim (`sending`, a try counted on the record), or
@@ -392,7 +393,7 @@ export class SendService {
         return 'not-ready';
       }
       // Let go while it waited (a download that had just ended, the claim's round trip).
-      letGo?.throwIfAborted();
+      stopWhenLetGo().throwIfAborted();
       const endSend = this.metrics.startSend(sessionId, record);
       // Measured from the end of this call: a pause (GC, load) between taking the time and
       // calling the engine can then only widen the gap, never shrink it below the interval.
