@@ -147,7 +147,7 @@ describe('parseConfig', () => {
       '(got "redis://***@redis.internal:6379x")',
     );
     expect(lines.find((line) => line.startsWith('WEBHOOK_URLS'))).toContain(
-      '(got "https://***@hooks.example.com/in?***, not a url")',
+      '(got "https://***@hooks.example.com/***?***, not a url")',
     );
     // A password holding what ends a URL's user info elsewhere (base64's `/`, a `,`, a space):
     // the very reason the URL does not parse, and so is shown.
@@ -162,14 +162,12 @@ describe('parseConfig', () => {
     );
   });
 
-  it('never echoes a token in the path of a URL in a problem line (Slack, Discord)', () => {
+  it('never echoes the path of a URL in a problem line: Slack and Discord carry their tokens there', () => {
     const slack = 'https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/Xy9SlackSecretToken123';
     const discord = 'https://discord.com/api/webhooks/123456789012345678/AbCdEf0123456789xyz';
     const lines = problems({ WEBHOOK_URLS: `${slack}, ${discord},` });
     const line = lines.find((text) => text.startsWith('WEBHOOK_URLS '));
-    expect(line).toContain(
-      '(got "https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/***, https://discord.com/api/webhooks/123456789012345678/***,")',
-    );
+    expect(line).toContain('(got "https://hooks.slack.com/***, https://discord.com/***,")');
     expect(lines.join('\n')).not.toMatch(/SlackSecretToken|AbCdEf0123/);
   });
 

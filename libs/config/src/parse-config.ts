@@ -1,6 +1,5 @@
 import { plainToInstance } from 'class-transformer';
 import { validateSync } from 'class-validator';
-import { redactUrl } from '@app/common';
 import { AppConfig, EXAMPLE_API_KEY, PLACEHOLDER_SECRET } from './app-config.js';
 
 /** Thrown at boot when the environment is invalid: one readable line per problem. */
@@ -14,24 +13,30 @@ export class ConfigError extends Error {
 const KNOWN = new Set(Object.keys(new AppConfig()));
 
 /**
- * A value as a problem line shows it: the user info and query of any URL in it (REDIS_URL,
- * WEBHOOK_URLS, ...), where credentials live, are masked. The user info is everything from
- * the first `//` to the last `@`: a password may hold a `/`, a `,` or a space (a value that
- * does not parse is the one shown), and masking too much is the safe side. Path segments that
- * look like tokens are masked too.
+ * A value as a problem line shows it: the user info, path and query of any URL in it
+ * (REDIS_URL, WEBHOOK_URLS, ...), where credentials live (Slack's and Discord's webhook URLs
+ * carry their tokens in the path), are masked; its scheme, host and port, and the commas and
+ * spaces between URLs, which is what goes wrong, are shown. The user info of a value that does
+ * not parse is everything from the first `//` to the last `@`: a password may hold a `/`, a
+ * `,` or a space (the very reason it does not parse), and masking too much is the safe side.
  */
 function masked(value: string): string {
-  // Each URL of a list as shown anywhere else (redactUrl): path segments that look like tokens
-  // too (Slack's and Discord's webhook URLs carry theirs there). A part that does not parse
-  // is left to the masks below.
-  const redacted = value
+  const shown = value
     .split(',')
     .map((part) => {
       const [, space, rest] = /^(\s*)(.*)$/s.exec(part)!;
-      return /^[a-z][a-z0-9+.-]*:\/\//i.test(rest) ? space + redactUrl(rest) : part;
+      if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(rest)) return part;
+      let url: URL;
+      try {
+        url = new URL(rest);
+      } catch {
+        return part;
+      }
+      const path = url.pathname.length > 1 ? '/***' : url.pathname;
+      return `${space}${url.protocol}//${url.username || url.password ? '***@' : ''}${url.host}${path}${url.search ? '?***' : ''}`;
     })
     .join(',');
-  return redacted.replace(/\/\/.*@/s, '//***@').replace(/\?[^\s,]*/g, '?***');
+  return shown.replace(/\/\/.*@/s, '//***@').replace(/\?[^\s,]*/g, '?***');
 }
 
 /** Builds the typed config from an environment; throws ConfigError listing every problem. */
