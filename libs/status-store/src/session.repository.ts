@@ -57,7 +57,11 @@ return 1
 // Makes the session's hash, unless it has one. Answers {1, createdAt} when made, {0, createdAt}
 // when it is registered (has createdAt), {2, createdAt} when it is marked deleted (its purge not
 // finished: only a purge finishes it). A hash without createdAt is what a late write left of a
-// gone session: replaced. KEYS[1] the session's hash; ARGV[1] createdAt.
+// gone session: replaced. The hash keeps the sequence its events start from (eventsFrom): the
+// session's sequence outlives a delete, so one made again goes on from the old one's, and an
+// event below it is of a registration deleted before this one (its targets are not this one's,
+// WebhookRepository.deliveryTargets). KEYS[1] the session's hash, [2] its event sequence (same
+// slot); ARGV[1] createdAt.
 const MAKE_SESSION = new LuaScript(`
 local created = redis.call('HGET', KEYS[1], 'createdAt')
 if created then
@@ -65,7 +69,9 @@ if created then
   return {0, created}
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'desired', 'running', 'createdAt', ARGV[1], 'status', 'STOPPED')
+local events_from = (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) + 1
+redis.call('HSET', KEYS[1], 'desired', 'running', 'createdAt', ARGV[1], 'status', 'STOPPED',
+  'eventsFrom', events_from)
 return {1, ARGV[1]}
 `);
 
@@ -301,7 +307,7 @@ export class SessionRepository {
     // still the one it purges: what is made here is never left half by it, however late it is.
     const [made, createdAt] = (await MAKE_SESSION.run(
       this.redis,
-      [this.keys.session(sessionId)],
+      [this.keys.session(sessionId), this.keys.webhookSequence(sessionId)],
       [now.toISOString()],
     )) as [number, string];
     if (made === 2) {
