@@ -206,6 +206,39 @@ describe('SessionRepository.unregister', () => {
       expect(targets.at(now.sequence)?.secret).toBe('whsec_new');
     });
 
+    it('keeps aside the targets the session has when its keys go, read again when a PUT changed them after they were read', async () => {
+      const other = 'https://other.example/hook';
+      await registration('changing', 'whsec_old');
+      const old = await event('changing');
+      const put = [
+        {
+          id: webhookTargetId('session', other),
+          url: other,
+          events: ['session.status' as const],
+          secret: 'whsec_put',
+          includeQr: false,
+          scope: 'session' as const,
+        },
+      ];
+      // The targets change just after the purge read them; a delivery waits at the new one.
+      const get = redis.get.bind(redis);
+      const read = vi.spyOn(redis, 'get').mockImplementationOnce((async (key: string) => {
+        const value = await get(key);
+        await webhooks.setSessionTargets('changing', put);
+        await redis.rpush(keys.webhookChain('changing', put[0].id), 'evt_x_waiting');
+        return value;
+      }) as never);
+      try {
+        expect(await sessions.unregister('changing')).toBe(true);
+      } finally {
+        read.mockRestore();
+      }
+      expect(Object.values(await redis.hgetall(keys.webhookRetiredTargets('changing')))).toEqual([
+        JSON.stringify(put),
+      ]);
+      expect((await webhooks.deliveryTargets(old.delivery)).at(old.sequence)).toBeNull();
+    });
+
     it('a session registered by the version before (no boundary kept): its current targets, as then', async () => {
       await registration('older', 'whsec_old');
       const old = await event('older');
