@@ -9,6 +9,7 @@ import { RedisKeys } from './redis-keys.js';
 import { RedisSubscriber } from './redis-subscriber.js';
 import { localDay } from './session-limits.js';
 import { SessionRepository } from './session.repository.js';
+import { eventually } from '../../../test/support/eventually.js';
 import type { WebhookTarget } from './webhook-event.js';
 import { WebhookRepository, webhookTargetId } from './webhook.repository.js';
 
@@ -111,6 +112,145 @@ describe('SessionRepository.unregister', () => {
     expect(await sessions.unregister('idle')).toBe(true);
     expect(await redis.exists(keys.webhookRetiredTargets('idle'))).toBe(0);
     expect(await secretAt('idle', a, 1)).toBeNull();
+  });
+
+  /**
+   * A session made again with the id, its target at the URL the old one's had, with another
+   * secret: the old registration's events, their targets not (or no longer) kept aside, go to
+   * no target, never to the new one's. Real events (session.status), so real sequences.
+   */
+  describe('an event of a deleted registration whose targets are not kept aside', () => {
+    const url = 'https://same.example/hook';
+    const targetId = webhookTargetId('session', url);
+    let webhooks: WebhookRepository;
+    beforeAll(() => {
+      webhooks = new WebhookRepository(redis, keys, loadAppConfig({ readEnvFile: false }));
+    });
+
+    /** Registered with its target at `url`, signed with `secret`. */
+    const registration = async (id: string, secret: string) => {
+      expect(await sessions.register(id)).toBe(true);
+      await webhooks.setSessionTargets(id, [
+        {
+          id: targetId,
+          url,
+          events: ['session.status'],
+          secret,
+          includeQr: false,
+          scope: 'session',
+        },
+      ]);
+    };
+    /** An event of the session now: its delivery to `url` (the newest in its line). */
+    const event = async (id: string) => {
+      await sessions.setObserved(id, { status: 'QR', qr: randomBytes(4).toString('hex') }, 'w1');
+      const deliveryId = (await redis.lrange(keys.webhookChain(id, targetId), -1, -1))[0];
+      const delivery = (await webhooks.delivery(deliveryId))!;
+      return { delivery, sequence: (await webhooks.event(delivery.eventId))!.sequence };
+    };
+
+    it('its failed delivery, nothing waiting at the delete (none kept): no target', async () => {
+      await registration('remade', 'whsec_old');
+      const old = await event('remade');
+      await webhooks.markFailed(old.delivery, { statusCode: 500, error: 'refused' });
+      await webhooks.finish(old.delivery);
+      expect(await sessions.unregister('remade')).toBe(true);
+      expect(await redis.exists(keys.webhookRetiredTargets('remade'))).toBe(0);
+
+      await registration('remade', 'whsec_new');
+      const now = await event('remade');
+      const targets = await webhooks.deliveryTargets(old.delivery);
+      expect(targets.at(old.sequence)).toBeNull();
+      expect(targets.ofEarlierRegistration(old.sequence)).toBe(true);
+      expect(targets.at(now.sequence)?.secret).toBe('whsec_new');
+      expect(targets.ofEarlierRegistration(now.sequence)).toBe(false);
+    });
+
+    it('its retrying delivery, kept past the targets kept aside for it (WEBHOOK_RETENTION_MS from the delete): no target once they expire', async () => {
+      // Its targets are kept 300 ms after the delete; the delivery, retrying, far longer.
+      const briefly = new SessionRepository(
+        redis,
+        keys,
+        new EventScriptArgs(keys, [], 300),
+        subscriber,
+      );
+      await registration('outlived', 'whsec_old');
+      const old = await event('outlived');
+      await webhooks.markRetrying(old.delivery, {
+        statusCode: 503,
+        error: 'unavailable',
+        nextAttemptAt: new Date(Date.now() + 3_600_000),
+      });
+      expect(await briefly.unregister('outlived')).toBe(true);
+      expect((await webhooks.deliveryTargets(old.delivery)).at(old.sequence)?.secret).toBe(
+        'whsec_old',
+      );
+
+      // Made again at once: its event waits in the same line, behind the old one.
+      await registration('outlived', 'whsec_new');
+      const now = await event('outlived');
+      expect(await redis.lrange(keys.webhookChain('outlived', targetId), 0, -1)).toEqual([
+        old.delivery.id,
+        now.delivery.id,
+      ]);
+      expect((await webhooks.deliveryTargets(old.delivery)).at(old.sequence)?.secret).toBe(
+        'whsec_old',
+      );
+      await eventually(async () =>
+        expect(await redis.exists(keys.webhookRetiredTargets('outlived'))).toBe(0),
+      );
+      expect(await webhooks.delivery(old.delivery.id)).not.toBeNull();
+      const targets = await webhooks.deliveryTargets(old.delivery);
+      expect(targets.at(old.sequence)).toBeNull();
+      expect(targets.ofEarlierRegistration(old.sequence)).toBe(true);
+      expect(targets.at(now.sequence)?.secret).toBe('whsec_new');
+    });
+
+    it('keeps aside the targets the session has when its keys go, read again when a PUT changed them after they were read', async () => {
+      const other = 'https://other.example/hook';
+      await registration('changing', 'whsec_old');
+      const old = await event('changing');
+      const put = [
+        {
+          id: webhookTargetId('session', other),
+          url: other,
+          events: ['session.status' as const],
+          secret: 'whsec_put',
+          includeQr: false,
+          scope: 'session' as const,
+        },
+      ];
+      // The targets change just after the purge read them; a delivery waits at the new one.
+      const get = redis.get.bind(redis);
+      const read = vi.spyOn(redis, 'get').mockImplementationOnce((async (key: string) => {
+        const value = await get(key);
+        await webhooks.setSessionTargets('changing', put);
+        await redis.rpush(keys.webhookChain('changing', put[0].id), 'evt_x_waiting');
+        return value;
+      }) as never);
+      try {
+        expect(await sessions.unregister('changing')).toBe(true);
+      } finally {
+        read.mockRestore();
+      }
+      expect(Object.values(await redis.hgetall(keys.webhookRetiredTargets('changing')))).toEqual([
+        JSON.stringify(put),
+      ]);
+      expect((await webhooks.deliveryTargets(old.delivery)).at(old.sequence)).toBeNull();
+    });
+
+    it('a session registered by the version before (no boundary kept): its current targets, as then', async () => {
+      await registration('older', 'whsec_old');
+      const old = await event('older');
+      await webhooks.markFailed(old.delivery, { statusCode: 500, error: 'refused' });
+      await webhooks.finish(old.delivery);
+      expect(await sessions.unregister('older')).toBe(true);
+      await registration('older', 'whsec_new');
+      await redis.hdel(keys.session('older'), 'eventsFrom');
+      const targets = await webhooks.deliveryTargets(old.delivery);
+      expect(targets.at(old.sequence)?.secret).toBe('whsec_new');
+      expect(targets.ofEarlierRegistration(old.sequence)).toBe(false);
+    });
   });
 
   /**

@@ -57,7 +57,11 @@ return 1
 // Makes the session's hash, unless it has one. Answers {1, createdAt} when made, {0, createdAt}
 // when it is registered (has createdAt), {2, createdAt} when it is marked deleted (its purge not
 // finished: only a purge finishes it). A hash without createdAt is what a late write left of a
-// gone session: replaced. KEYS[1] the session's hash; ARGV[1] createdAt.
+// gone session: replaced. The hash keeps the sequence its events start from (eventsFrom): the
+// session's sequence outlives a delete, so one made again goes on from the old one's, and an
+// event below it is of a registration deleted before this one (its targets are not this one's,
+// WebhookRepository.deliveryTargets). KEYS[1] the session's hash, [2] its event sequence (same
+// slot); ARGV[1] createdAt.
 const MAKE_SESSION = new LuaScript(`
 local created = redis.call('HGET', KEYS[1], 'createdAt')
 if created then
@@ -65,7 +69,9 @@ if created then
   return {0, created}
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'desired', 'running', 'createdAt', ARGV[1], 'status', 'STOPPED')
+local events_from = (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) + 1
+redis.call('HSET', KEYS[1], 'desired', 'running', 'createdAt', ARGV[1], 'status', 'STOPPED',
+  'eventsFrom', events_from)
 return {1, ARGV[1]}
 `);
 
@@ -181,36 +187,38 @@ return unlisted
 // target's line they are kept aside, as they are, under the sequence of its last event: those
 // deliveries, and the failures the purge itself wrote, are made to them (the worker picks
 // them by their event's sequence), never to the targets of a session made again with the id.
+// The targets are read before (ARGV[5], '' for none), so that their lines can be named in
+// KEYS: the step is done only while they are still those (else -1: read them again).
 // KEYS[1] the shard's failed index, [2] its recent one, [3] the session's event sequence, [4]
 // its retired targets, [5] its hash, [6] its failed index, [7] its recent one, [8] its
-// targets, [9...] its other keys (all in the session's shard); ARGV[2] its chains' key
-// without the target id, [3] now (ms), [4] kept until (ms), [5] WEBHOOK_RETENTION_MS. 1 when
-// done, else 0.
+// targets, [9...] its other keys, then the lines of its targets, ARGV[6] of them (all in the
+// session's shard); ARGV[2] now (ms), [3] kept until (ms), [4] WEBHOOK_RETENTION_MS. 1 when
+// done, 0 when the registration is not ARGV[1]'s.
 const FORGET_SESSION = new LuaScript(`
 if (redis.call('HGET', KEYS[5], 'createdAt') or '') ~= ARGV[1] then return 0 end
+local targets = redis.call('GET', KEYS[8])
+if (targets or '') ~= ARGV[5] then return -1 end
+local lines = tonumber(ARGV[6])
 for _, pair in ipairs({ { KEYS[6], KEYS[1] }, { KEYS[7], KEYS[2] } }) do
   local ids = redis.call('ZRANGE', pair[1], 0, -1)
   for i = 1, #ids, 500 do
     redis.call('ZREM', pair[2], unpack(ids, i, math.min(i + 499, #ids)))
   end
 end
-local targets = redis.call('GET', KEYS[8])
 local waiting = false
-if targets then
-  for _, t in ipairs(cjson.decode(targets)) do
-    if redis.call('LLEN', ARGV[2] .. t.id) > 0 then waiting = true end
-  end
+for i = #KEYS - lines + 1, #KEYS do
+  if redis.call('LLEN', KEYS[i]) > 0 then waiting = true end
 end
 if waiting then
   -- Those of earlier deletions whose time is up go (a session deleted over and over).
   for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
     local kept_until = tonumber(string.match(field, ':(%d+)$'))
-    if not kept_until or kept_until < tonumber(ARGV[3]) then redis.call('HDEL', KEYS[4], field) end
+    if not kept_until or kept_until < tonumber(ARGV[2]) then redis.call('HDEL', KEYS[4], field) end
   end
-  redis.call('HSET', KEYS[4], (redis.call('GET', KEYS[3]) or '0') .. ':' .. ARGV[4], targets)
-  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+  redis.call('HSET', KEYS[4], (redis.call('GET', KEYS[3]) or '0') .. ':' .. ARGV[3], targets)
+  redis.call('PEXPIRE', KEYS[4], ARGV[4])
 end
-redis.call('DEL', unpack(KEYS, 5))
+redis.call('DEL', unpack(KEYS, 5, #KEYS - lines))
 return 1
 `);
 
@@ -301,7 +309,7 @@ export class SessionRepository {
     // still the one it purges: what is made here is never left half by it, however late it is.
     const [made, createdAt] = (await MAKE_SESSION.run(
       this.redis,
-      [this.keys.session(sessionId)],
+      [this.keys.session(sessionId), this.keys.webhookSequence(sessionId)],
       [now.toISOString()],
     )) as [number, string];
     if (made === 2) {
@@ -460,45 +468,51 @@ export class SessionRepository {
    */
   private async forget(sessionId: string, createdAt: string): Promise<boolean> {
     const shard = shardOf(sessionId);
-    const now = Date.now();
-    const forgotten = await FORGET_SESSION.run(
-      this.redis,
-      [
-        this.keys.webhookFailed(shard),
-        this.keys.webhookRecent(shard),
-        this.keys.webhookSequence(sessionId),
-        this.keys.webhookRetiredTargets(sessionId),
-        this.keys.session(sessionId),
-        this.keys.webhookSessionFailed(sessionId),
-        this.keys.webhookSessionRecent(sessionId),
-        this.keys.webhookTargets(sessionId),
-        this.keys.sandboxIncoming(sessionId),
-        this.keys.sandboxIncomingBytes(sessionId),
-        this.keys.messageCounts(sessionId),
-        this.keys.sessionMessages(sessionId),
-        this.keys.sessionScheduled(sessionId),
-        this.keys.sessionInbox(sessionId),
-        // Its pacing and daily counts: a session made again is not held back by the old one's
-        // sends. A count is kept under its local date, in the session's time zone: today's is
-        // yesterday's, today's or tomorrow's UTC date, wherever that is.
-        this.keys.lastSend(sessionId),
-        this.keys.capCounted(sessionId),
-        ...[-1, 0, 1].map((days) =>
-          this.keys.dailySends(
-            sessionId,
-            localDay('UTC', new Date(Date.now() + days * 86_400_000)),
-          ),
-        ),
-      ],
-      [
-        createdAt,
-        this.keys.webhookChain(sessionId, ''),
-        now,
-        now + this.events.retentionMs,
-        this.events.retentionMs,
-      ],
-    );
-    return forgotten === 1;
+    const keys = [
+      this.keys.webhookFailed(shard),
+      this.keys.webhookRecent(shard),
+      this.keys.webhookSequence(sessionId),
+      this.keys.webhookRetiredTargets(sessionId),
+      this.keys.session(sessionId),
+      this.keys.webhookSessionFailed(sessionId),
+      this.keys.webhookSessionRecent(sessionId),
+      this.keys.webhookTargets(sessionId),
+      this.keys.sandboxIncoming(sessionId),
+      this.keys.sandboxIncomingBytes(sessionId),
+      this.keys.messageCounts(sessionId),
+      this.keys.sessionMessages(sessionId),
+      this.keys.sessionScheduled(sessionId),
+      this.keys.sessionInbox(sessionId),
+      // Its pacing and daily counts: a session made again is not held back by the old one's
+      // sends. A count is kept under its local date, in the session's time zone: today's is
+      // yesterday's, today's or tomorrow's UTC date, wherever that is.
+      this.keys.lastSend(sessionId),
+      this.keys.capCounted(sessionId),
+      ...[-1, 0, 1].map((days) =>
+        this.keys.dailySends(sessionId, localDay('UTC', new Date(Date.now() + days * 86_400_000))),
+      ),
+    ];
+    // Its targets changed between the read and the script (a PUT while it is being deleted):
+    // read again. A few times at most; a purge that gives up here is run again by a later pass.
+    for (let tries = 0; tries < 5; tries++) {
+      const targets = (await this.redis.get(this.keys.webhookTargets(sessionId))) ?? '';
+      const lines = targetIds(targets).map((id) => this.keys.webhookChain(sessionId, id));
+      const now = Date.now();
+      const forgotten = await FORGET_SESSION.run(
+        this.redis,
+        [...keys, ...lines],
+        [
+          createdAt,
+          now,
+          now + this.events.retentionMs,
+          this.events.retentionMs,
+          targets,
+          lines.length,
+        ],
+      );
+      if (forgotten !== -1) return forgotten === 1;
+    }
+    throw new Error(`The webhook targets of ${sessionId} kept changing while it was purged`);
   }
 
   /**
@@ -719,6 +733,21 @@ export class SessionRepository {
     await this.redis.set(key, sessionId);
     this.active.forget(key);
     await this.redis.publish(this.keys.changes('active-session'), key);
+  }
+}
+
+/** The ids in a targets list as stored (JSON); none for one that cannot be read. */
+function targetIds(json: string): string[] {
+  if (!json) return [];
+  try {
+    const targets: unknown = JSON.parse(json);
+    return Array.isArray(targets)
+      ? targets.flatMap((target: { id?: unknown }) =>
+          typeof target?.id === 'string' ? [target.id] : [],
+        )
+      : [];
+  } catch {
+    return [];
   }
 }
 

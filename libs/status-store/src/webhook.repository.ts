@@ -217,6 +217,12 @@ return attempts
 export interface DeliveryTargets {
   /** The target of the delivery of an event numbered `sequence` (undefined: the event is gone). */
   at(sequence: number | undefined): WebhookTarget | null;
+  /**
+   * Whether an event numbered `sequence` is of a registration of the session deleted before
+   * the one registered now (made again since): its targets are only those kept aside for it.
+   * False when not known (a session registered by a version that kept no boundary).
+   */
+  ofEarlierRegistration(sequence: number | undefined): boolean;
   /** Its session is not registered (deleted, its purge done). */
   sessionDeleted: boolean;
 }
@@ -306,8 +312,11 @@ export class WebhookRepository {
 
   /**
    * Where a delivery may go: a target of WEBHOOK_URLS, or its session's own target, as it is now
-   * or, for an event of a deleted registration of the session, as it was when that was purged
-   * (webhookRetiredTargets); `at` picks by the event's sequence (read beside this).
+   * for an event of the registration made last, or, for an event of a deleted registration of
+   * the session, as it was when that was purged (webhookRetiredTargets), if it is still kept;
+   * `at` picks by the event's sequence (read beside this). A target's id is its URL's: without
+   * the registration's first sequence (eventsFrom, MAKE_SESSION), an event of an old registration
+   * would go to the new one's target at the same URL, with the new one's secret.
    */
   async deliveryTargets(
     delivery: Pick<DeliveryRecord, 'sessionId' | 'targetId'>,
@@ -315,16 +324,25 @@ export class WebhookRepository {
     const { sessionId, targetId } = delivery;
     if (isGlobalTargetId(targetId)) {
       const global = this.global.find((target) => target.id === targetId) ?? null;
-      return { at: () => global, sessionDeleted: false };
+      return { at: () => global, ofEarlierRegistration: () => false, sessionDeleted: false };
     }
     // One round trip: the keys are all in the session's shard.
-    const [own, retired, registered] = await pipelineReplies(
+    const [own, retired, registration] = await pipelineReplies(
       this.redis
         .pipeline()
         .get(this.keys.webhookTargets(sessionId))
         .hgetall(this.keys.webhookRetiredTargets(sessionId))
-        .hexists(this.keys.session(sessionId), 'createdAt'),
+        .hmget(this.keys.session(sessionId), 'createdAt', 'eventsFrom'),
     );
+    const [createdAt, eventsFromField] = (registration ?? []) as (string | null)[];
+    // Null for a session registered by a version that kept none: its current targets apply to
+    // any event no kept-aside entry covers, as they did.
+    const eventsFrom =
+      createdAt && eventsFromField && Number.isSafeInteger(Number(eventsFromField))
+        ? Number(eventsFromField)
+        : null;
+    const ofEarlierRegistration = (sequence: number | undefined) =>
+      eventsFrom !== null && sequence !== undefined && sequence < eventsFrom;
     const find = (json: unknown) =>
       typeof json === 'string'
         ? ((JSON.parse(json) as WebhookTarget[]).find((target) => target.id === targetId) ?? null)
@@ -336,14 +354,20 @@ export class WebhookRepository {
       .sort((a, b) => a.upTo - b.upTo);
     return {
       at: (sequence) => {
+        if (sequence !== undefined && eventsFrom !== null && sequence >= eventsFrom)
+          return find(own);
         // The first deletion after the event: the registration the event was of.
         const deletion =
           sequence === undefined
             ? undefined
             : deletions.find((candidate) => candidate.upTo >= sequence);
-        return find(deletion ? deletion.json : own);
+        if (deletion) return find(deletion.json);
+        // An earlier registration's, no longer kept (or none was: nothing waited at its
+        // delete): never the current one's, though its URL may be the same.
+        return ofEarlierRegistration(sequence) ? null : find(own);
       },
-      sessionDeleted: registered !== 1,
+      ofEarlierRegistration,
+      sessionDeleted: !createdAt,
     };
   }
 

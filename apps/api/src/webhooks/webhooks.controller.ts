@@ -171,10 +171,23 @@ export class WebhooksController {
     },
     {
       status: 409,
-      description: 'Not failed, its event expired, or its target was removed',
-      example: {
-        code: 'CONFLICT',
-        message: `Delivery ${DELIVERY_EXAMPLE} has not failed; only failed ones are replayed`,
+      description:
+        'Not failed, its event expired, or its target was removed (or was that of the session before it was deleted and made again, no longer kept)',
+      examples: {
+        notFailed: {
+          summary: 'Not failed',
+          error: {
+            code: 'CONFLICT',
+            message: `Delivery ${DELIVERY_EXAMPLE} has not failed; only failed ones are replayed`,
+          },
+        },
+        earlierSession: {
+          summary: 'Of the session before it was deleted and made again',
+          error: {
+            code: 'CONFLICT',
+            message: `The target of ${DELIVERY_EXAMPLE} (https://example.com/hooks/whatsapp) was the session's before it was deleted and made again, and is no longer kept: a delivery goes only to the target it was made for, never to the new session's`,
+          },
+        },
       },
     },
   )

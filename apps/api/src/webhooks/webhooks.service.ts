@@ -142,15 +142,19 @@ export class WebhooksService {
     await this.sessions.existing(delivery.sessionId);
     // Put back in line, it would only fail again: a target's id is its URL's. (One of
     // WEBHOOK_URLS this process lacks may be the workers': their settings decide.)
-    if (
-      delivery.status === 'failed' &&
-      !isGlobalTargetId(delivery.targetId) &&
-      !(await this.targetOf(delivery))
-    )
-      throw new AppError(
-        'CONFLICT',
-        `The target of ${deliveryId} (${delivery.url}) was removed, or its URL changed: a delivery goes only to the URL it was made for`,
-      );
+    if (delivery.status === 'failed' && !isGlobalTargetId(delivery.targetId)) {
+      const { target, ofEarlierRegistration } = await this.targetOf(delivery);
+      if (ofEarlierRegistration && !target)
+        throw new AppError(
+          'CONFLICT',
+          `The target of ${deliveryId} (${delivery.url}) was the session's before it was deleted and made again, and is no longer kept: a delivery goes only to the target it was made for, never to the new session's`,
+        );
+      if (!target)
+        throw new AppError(
+          'CONFLICT',
+          `The target of ${deliveryId} (${delivery.url}) was removed, or its URL changed: a delivery goes only to the URL it was made for`,
+        );
+    }
     const result = await this.webhooks.replay(deliveryId);
     if (result === 'missing')
       throw new AppError('NOT_FOUND', `Delivery ${deliveryId} does not exist`);
@@ -164,13 +168,21 @@ export class WebhooksService {
     return this.delivery(deliveryId);
   }
 
-  /** The target a delivery goes to, as the worker finds it (by its event's sequence). */
-  private async targetOf(delivery: DeliveryRecord): Promise<WebhookTarget | null> {
+  /**
+   * The target a delivery goes to, as the worker finds it (by its event's sequence), and whether
+   * its event is of a registration of the session deleted before the one made now.
+   */
+  private async targetOf(
+    delivery: DeliveryRecord,
+  ): Promise<{ target: WebhookTarget | null; ofEarlierRegistration: boolean }> {
     const [targets, event] = await Promise.all([
       this.webhooks.deliveryTargets(delivery),
       this.webhooks.event(delivery.eventId),
     ]);
-    return targets.at(event?.sequence);
+    return {
+      target: targets.at(event?.sequence),
+      ofEarlierRegistration: targets.ofEarlierRegistration(event?.sequence),
+    };
   }
 }
 

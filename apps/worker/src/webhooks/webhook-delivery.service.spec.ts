@@ -1,5 +1,19 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { inject } from 'vitest';
 import { parseConfig } from '@app/config';
-import type { WebhookRepository } from '@app/status-store';
+import {
+  EventScriptArgs,
+  RedisKeys,
+  RedisSubscriber,
+  SessionRepository,
+  WebhookRepository,
+  createRedis,
+  webhookTargetId,
+  type DeliveryRecord,
+  type WebhookTarget,
+} from '@app/status-store';
+import { eventually } from '../../../../test/support/eventually.js';
 import type { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { UNKNOWN_TARGET_GRACE_MS, WebhookDeliveryService } from './webhook-delivery.service.js';
 import type { AttemptOutcome, WebhookSender } from './webhook-sender.service.js';
@@ -53,6 +67,7 @@ describe('a delivery on its last attempt', () => {
       })),
       deliveryTargets: vi.fn(async () => ({
         at: (): unknown => ({ id: 't1', url: 'https://example.com/hook', includeQr: false }),
+        ofEarlierRegistration: () => false,
         sessionDeleted: false,
       })),
       event: vi.fn(async () => ({
@@ -99,7 +114,11 @@ describe('a delivery on its last attempt', () => {
       eventId: 'evt_1',
       url: 'https://gone.example.com/hook',
     });
-    webhooks.deliveryTargets.mockResolvedValue({ at: () => null, sessionDeleted: false });
+    webhooks.deliveryTargets.mockResolvedValue({
+      at: () => null,
+      ofEarlierRegistration: () => false,
+      sessionDeleted: false,
+    });
     return { ...CHAIN, targetId: 'g0123456789ab' };
   }
 
@@ -231,5 +250,122 @@ describe('a delivery on its last attempt', () => {
     expect(forgotten()).toHaveLength(1);
     expect(forgotten()[0][0]).toMatchObject({ sessionId: 'main', forgotten: 1 });
     expect(metrics.webhookAttempt).toHaveBeenCalledTimes(4);
+  });
+});
+
+/**
+ * On real Redis: a session deleted while a delivery of its events was being retried, made again
+ * at once with its target at the same URL (another secret). The retry outlives the targets kept
+ * aside for it (WEBHOOK_RETENTION_MS from the delete; the retry WEBHOOK_RETENTION_MS past its
+ * next attempt).
+ */
+describe('a delivery of a deleted registration, its targets no longer kept', () => {
+  let redis: Redis;
+  let keys: RedisKeys;
+  let subscriber: RedisSubscriber;
+  beforeAll(() => {
+    redis = createRedis(inject('redisUrl'), { name: 'delivery-registration-test' });
+    keys = new RedisKeys(`d${randomBytes(5).toString('hex')}`);
+  });
+  afterAll(async () => {
+    const left = await redis.keys(keys.pattern());
+    if (left.length) await redis.del(...left);
+    await subscriber?.onApplicationShutdown();
+    await redis.quit();
+  });
+
+  it("is dropped alone, never posted to the new session's target with its secret; the new one's delivery behind it in the line goes on", async () => {
+    const config = parseConfig({ NODE_ENV: 'test' });
+    subscriber = new RedisSubscriber(config);
+    const sessions = new SessionRepository(
+      redis,
+      keys,
+      new EventScriptArgs(keys, [], 60_000),
+      subscriber,
+    );
+    // Its purge keeps the targets aside 300 ms (as WEBHOOK_RETENTION_MS would).
+    const purge = new SessionRepository(
+      redis,
+      keys,
+      new EventScriptArgs(keys, [], 300),
+      subscriber,
+    );
+    const webhooks = new WebhookRepository(redis, keys, config);
+    const posted: { secret: string; eventId: string }[] = [];
+    const sender = {
+      post: vi.fn(async (target: WebhookTarget, eventId: string) => {
+        posted.push({ secret: target.secret, eventId });
+        return {
+          ok: true,
+          statusCode: 200,
+          retryable: false,
+          retryAfterMs: null,
+          error: null,
+          durationMs: 1,
+        };
+      }),
+    };
+    const metrics = { webhookAttempt: vi.fn() };
+    const service = new WebhookDeliveryService(
+      config,
+      webhooks,
+      sender as unknown as WebhookSender,
+      metrics as unknown as WorkerMetrics,
+    );
+    const url = 'https://same.example/hook';
+    const targetId = webhookTargetId('session', url);
+    const registration = async (secret: string) => {
+      expect(await sessions.register('outlived')).toBe(true);
+      await webhooks.setSessionTargets('outlived', [
+        {
+          id: targetId,
+          url,
+          events: ['session.status'],
+          secret,
+          includeQr: false,
+          scope: 'session',
+        },
+      ]);
+    };
+    const event = async (): Promise<DeliveryRecord> => {
+      await sessions.setObserved(
+        'outlived',
+        { status: 'QR', qr: randomBytes(4).toString('hex') },
+        'w1',
+      );
+      const id = (await redis.lrange(keys.webhookChain('outlived', targetId), -1, -1))[0];
+      return (await webhooks.delivery(id))!;
+    };
+
+    await registration('whsec_old');
+    const old = await event();
+    await webhooks.markRetrying(old, {
+      statusCode: 503,
+      error: 'unavailable',
+      nextAttemptAt: new Date(Date.now() + 3_600_000),
+    });
+    expect(await purge.unregister('outlived')).toBe(true);
+    await registration('whsec_new');
+    const fresh = await event();
+    await eventually(async () =>
+      expect(await redis.exists(keys.webhookRetiredTargets('outlived'))).toBe(0),
+    );
+
+    const chain = { sessionId: 'outlived', targetId };
+    expect(await service.deliver({ ...chain, deliveryId: old.id })).toEqual({
+      result: 'done',
+      next: fresh.id,
+    });
+    expect(sender.post).not.toHaveBeenCalled();
+    expect(await webhooks.delivery(old.id)).toBeNull();
+    expect(metrics.webhookAttempt).toHaveBeenCalledWith(
+      { eventType: 'session.status' },
+      'dropped',
+      undefined,
+      1,
+    );
+
+    expect((await service.deliver({ ...chain, deliveryId: fresh.id })).result).toBe('delivered');
+    expect(posted).toEqual([{ secret: 'whsec_new', eventId: fresh.eventId }]);
   });
 });

@@ -65,6 +65,8 @@ export class WebhookDeliveryService {
     // another worker may have it.
     const global = isGlobalTargetId(delivery.targetId);
     if (!target && event && global) return this.unknownGlobalTarget(job, delivery, event);
+    if (!target && !global && targets.ofEarlierRegistration(event?.sequence))
+      return this.registrationGone(job, delivery);
     if (!target && !global) return this.targetRemoved(job, delivery, targets.sessionDeleted);
     if (!target || !event) {
       await this.markFailed(delivery, { statusCode: null, error: 'the event expired' });
@@ -208,6 +210,27 @@ export class WebhookDeliveryService {
       sessionDeleted
         ? 'its session was deleted, and its targets are no longer kept (WEBHOOK_RETENTION_MS after the delete)'
         : 'its target was removed (a PUT dropped it, or changed its URL)',
+    );
+    return this.done(job, 'done');
+  }
+
+  /**
+   * Its event is of a registration of the session deleted before the one made now with the id,
+   * whose targets are no longer kept (WEBHOOK_RETENTION_MS after the delete), or were not
+   * (nothing waited for them then): not sent to the new one's target at the same URL, with its
+   * secret. Only it is dropped, as targetRemoved drops: the deliveries behind it in the line
+   * may be the new registration's (a line is per session and URL).
+   */
+  private async registrationGone(
+    job: DeliveryJob,
+    delivery: DeliveryRecord,
+  ): Promise<DeliveryResult> {
+    const eventType = await this.webhooks.dropPending(delivery);
+    this.countDropped(
+      job,
+      delivery.url,
+      new Map(eventType ? [[eventType, 1]] : []),
+      'its event is of the session as it was before it was deleted and made again, and its targets then are no longer kept (they are kept WEBHOOK_RETENTION_MS from the delete, and only while deliveries of its events waited)',
     );
     return this.done(job, 'done');
   }
