@@ -302,10 +302,15 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
       // A record written before deletions existed has no such field: none.
       expect(await messages.get(target.id)).toMatchObject({ revokedBy: null, revokedAt: null });
       const [first, second] = [newMessageId('main'), newMessageId('main')];
-      expect(await messages.claimRevoke(target.id, first)).toEqual({ outcome: 'claimed' });
+      const claimedAt = new Date(Date.now() - 1_000);
+      expect(await messages.claimRevoke(target.id, first, undefined, claimedAt)).toEqual({
+        outcome: 'claimed',
+      });
+      // Named, with when it claimed it (a claim never written gives way once stale).
       expect(await messages.claimRevoke(target.id, second)).toEqual({
         outcome: 'taken',
         by: first,
+        claimedAt: claimedAt.getTime(),
       });
       // Only its own claim is given back.
       await messages.releaseRevoke(target.id, second);
