@@ -392,7 +392,7 @@ export class MessagesService {
     { resendOf }: { resendOf?: string } = {},
   ): Promise<PublicMessage> {
     // Whatever has become of it since (sent: the claim below would refuse it).
-    const made = await this.revokedWithKey(target.id, context);
+    const made = await this.madeWithKey(context, { revokes: target.id });
     if (made) return toPublicMessage(made);
     const revokeId = newMessageId(target.sessionId);
     let replacing: string | undefined;
@@ -463,18 +463,6 @@ export class MessagesService {
     );
   }
 
-  /** The deletion of `messageId` this request's Idempotency-Key already made, if any. */
-  private async revokedWithKey(
-    messageId: string,
-    context: SendContext,
-  ): Promise<MessageRecord | null> {
-    if (!context.idempotencyKey) return null;
-    const claim = await this.idempotency.get(context.callerScope, context.idempotencyKey);
-    // Stamped as answered (if it is that deletion): its request can no longer take it back.
-    const earlier = claim && (await this.messages.answer(claim.messageId, { revokes: messageId }));
-    return earlier?.type === 'revoke' && earlier.replyTo === messageId ? earlier : null;
-  }
-
   /**
    * Sends a message again as a new message (`resendOf` names the first): one that failed, or
    * one sent that WhatsApp's server never acknowledged within ACK_TIMEOUT_MS.
@@ -488,7 +476,7 @@ export class MessagesService {
     assertSessionAllowed(context.sessions, record.sessionId);
     // A retry of the resend that made it (its answer lost): that message, as for any send,
     // whatever has become of the first since (a late ack may have cleared its ackOverdueAt).
-    const made = await this.resentWithKey(record.id, context);
+    const made = await this.madeWithKey(context, { resendOf: record.id });
     if (made) return toPublicMessage(made);
     if (record.status !== 'failed' && !(record.status === 'sent' && record.ackOverdueAt))
       throw new AppError(
@@ -509,7 +497,7 @@ export class MessagesService {
     });
     if (!claimed) {
       // A retry that came while the resend it retries was still being made.
-      const earlier = await this.resentWithKey(record.id, context);
+      const earlier = await this.madeWithKey(context, { resendOf: record.id });
       if (earlier) return toPublicMessage(earlier);
       throw new AppError(
         'CONFLICT',
@@ -544,16 +532,24 @@ export class MessagesService {
     });
   }
 
-  /** The resend of `messageId` this request's Idempotency-Key already made, if any. */
-  private async resentWithKey(
-    messageId: string,
+  /**
+   * The resend or deletion of a message (`made`) this request's Idempotency-Key already made,
+   * if any: its retry is answered with it.
+   */
+  private async madeWithKey(
     context: SendContext,
+    made: { resendOf: string } | { revokes: string },
   ): Promise<MessageRecord | null> {
     if (!context.idempotencyKey) return null;
     const claim = await this.idempotency.get(context.callerScope, context.idempotencyKey);
-    // Stamped as answered (if it is that resend): its request can no longer take it back.
-    const earlier = claim && (await this.messages.answer(claim.messageId, { resendOf: messageId }));
-    return earlier?.resendOf === messageId ? earlier : null;
+    // Stamped as answered (if it is that one): its request can no longer take it back.
+    const earlier = claim && (await this.messages.answer(claim.messageId, made));
+    if (!earlier) return null;
+    const same =
+      'resendOf' in made
+        ? earlier.resendOf === made.resendOf
+        : earlier.type === 'revoke' && earlier.replyTo === made.revokes;
+    return same ? earlier : null;
   }
 
   /** Cancels a message still scheduled or queued; one being sent or sent is a 409. */
