@@ -12,6 +12,7 @@ import { SessionRepository } from './session.repository.js';
 import { eventually } from '../../../test/support/eventually.js';
 import type { WebhookTarget } from './webhook-event.js';
 import { WebhookRepository, webhookTargetId } from './webhook.repository.js';
+import { registerWithTarget, sessionTarget } from '../../../test/support/session-targets.js';
 
 /** What a deleted session leaves for one made again with the same id, on real Redis. */
 describe('SessionRepository.unregister', () => {
@@ -60,14 +61,7 @@ describe('SessionRepository.unregister', () => {
 
   it("keeps a deleted session's targets for the deliveries of its events still waiting, each picked by its event's sequence; a session made again gets its own, and a delete with nothing waiting keeps none", async () => {
     const webhooks = new WebhookRepository(redis, keys, loadAppConfig({ readEnvFile: false }));
-    const target = (url: string, secret: string): WebhookTarget => ({
-      id: webhookTargetId('session', url),
-      url,
-      events: ['message.status'],
-      secret,
-      includeQr: false,
-      scope: 'session',
-    });
+    const target = (url: string, secret: string) => sessionTarget(url, secret, ['message.status']);
     /** The session registered with `targets`, its events numbered up to `sequence`. */
     const registration = async (id: string, targets: WebhookTarget[], sequence: number) => {
       await sessions.register(id);
@@ -129,17 +123,7 @@ describe('SessionRepository.unregister', () => {
 
     /** Registered with its target at `url`, signed with `secret`. */
     const registration = async (id: string, secret: string) => {
-      expect(await sessions.register(id)).toBe(true);
-      await webhooks.setSessionTargets(id, [
-        {
-          id: targetId,
-          url,
-          events: ['session.status'],
-          secret,
-          includeQr: false,
-          scope: 'session',
-        },
-      ]);
+      await registerWithTarget(sessions, webhooks, id, sessionTarget(url, secret));
     };
     /** An event of the session now: its delivery to `url` (the newest in its line). */
     const event = async (id: string) => {
@@ -210,16 +194,7 @@ describe('SessionRepository.unregister', () => {
       const other = 'https://other.example/hook';
       await registration('changing', 'whsec_old');
       const old = await event('changing');
-      const put = [
-        {
-          id: webhookTargetId('session', other),
-          url: other,
-          events: ['session.status' as const],
-          secret: 'whsec_put',
-          includeQr: false,
-          scope: 'session' as const,
-        },
-      ];
+      const put = [sessionTarget(other, 'whsec_put')];
       // The targets change just after the purge read them; a delivery waits at the new one.
       const get = redis.get.bind(redis);
       const read = vi.spyOn(redis, 'get').mockImplementationOnce((async (key: string) => {

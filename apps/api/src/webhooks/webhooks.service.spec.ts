@@ -14,6 +14,7 @@ import {
 } from '@app/status-store';
 import type { SessionsService } from '../sessions/sessions.service.js';
 import { WebhooksService } from './webhooks.service.js';
+import { registerWithTarget, sessionTarget } from '../../../../test/support/session-targets.js';
 
 /** Replaying a delivery, on real Redis: what the api checks before it puts one back in line. */
 describe('WebhooksService.replay', () => {
@@ -56,17 +57,7 @@ describe('WebhooksService.replay', () => {
     const url = 'https://same.example/hook';
     const targetId = webhookTargetId('session', url);
     const registration = async (secret: string) => {
-      expect(await sessions.register('remade')).toBe(true);
-      await webhooks.setSessionTargets('remade', [
-        {
-          id: targetId,
-          url,
-          events: ['session.status'],
-          secret,
-          includeQr: false,
-          scope: 'session',
-        },
-      ]);
+      await registerWithTarget(sessions, webhooks, 'remade', sessionTarget(url, secret));
     };
     const event = async () => {
       await sessions.setObserved(

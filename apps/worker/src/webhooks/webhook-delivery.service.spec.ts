@@ -17,6 +17,7 @@ import { eventually } from '../../../../test/support/eventually.js';
 import type { WorkerMetrics } from '../metrics/worker-metrics.service.js';
 import { UNKNOWN_TARGET_GRACE_MS, WebhookDeliveryService } from './webhook-delivery.service.js';
 import type { AttemptOutcome, WebhookSender } from './webhook-sender.service.js';
+import { registerWithTarget, sessionTarget } from '../../../../test/support/session-targets.js';
 
 const service = (backoffMs: number) =>
   new WebhookDeliveryService(
@@ -315,17 +316,7 @@ describe('a delivery of a deleted registration, its targets no longer kept', () 
     const url = 'https://same.example/hook';
     const targetId = webhookTargetId('session', url);
     const registration = async (secret: string) => {
-      expect(await sessions.register('outlived')).toBe(true);
-      await webhooks.setSessionTargets('outlived', [
-        {
-          id: targetId,
-          url,
-          events: ['session.status'],
-          secret,
-          includeQr: false,
-          scope: 'session',
-        },
-      ]);
+      await registerWithTarget(sessions, webhooks, 'outlived', sessionTarget(url, secret));
     };
     const event = async (): Promise<DeliveryRecord> => {
       await sessions.setObserved(
