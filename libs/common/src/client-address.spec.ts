@@ -1,4 +1,4 @@
-import { clientAddress } from './client-address.js';
+import { clientAddress, rememberedReading } from './client-address.js';
 
 describe('clientAddress', () => {
   it.each([
@@ -12,5 +12,35 @@ describe('clientAddress', () => {
     [undefined, undefined],
   ])('%s is %s', (address, plain) => {
     expect(clientAddress(address)).toBe(plain);
+  });
+});
+
+describe('rememberedReading', () => {
+  it('reads a value once while it is kept, and answers what it read', () => {
+    const read = vi.fn((value: string) => `read ${value}`);
+    const reading = rememberedReading(read);
+    expect(reading('a')).toBe('read a');
+    expect(reading('a')).toBe('read a');
+    expect(reading('b')).toBe('read b');
+    expect(read.mock.calls).toEqual([['a'], ['b']]);
+  });
+
+  it('keeps a reading of undefined too', () => {
+    const read = vi.fn(() => undefined);
+    const reading = rememberedReading(read);
+    reading('x');
+    reading('x');
+    expect(read).toHaveBeenCalledTimes(1);
+  });
+
+  it('holds at most 1024 readings: past them it starts again, still answering right', () => {
+    const read = vi.fn((value: string) => value.length);
+    const reading = rememberedReading(read);
+    for (let i = 0; i < 1024; i++) reading(`v${i}`);
+    expect(reading('v0')).toBe(2);
+    expect(read).toHaveBeenCalledTimes(1024);
+    expect(reading('v1024')).toBe(5); // the 1025th: every kept reading is dropped
+    expect(reading('v0')).toBe(2);
+    expect(read).toHaveBeenCalledTimes(1026);
   });
 });

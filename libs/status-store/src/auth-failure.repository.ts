@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import ipaddr from 'ipaddr.js';
-import { AppError } from '@app/common';
+import { AppError, rememberedReading } from '@app/common';
 import { AppConfig } from '@app/config';
 import { LuaScript } from './event-script.js';
 import { InvalidatedCache } from './invalidated-cache.js';
@@ -94,11 +94,11 @@ export class AuthFailureRepository {
  * or an IPv6 address's /64, the least a single host or customer is given: one who holds a /64
  * could otherwise try from a new address each time.
  */
-export function addressBucket(ip: string): string {
+export const addressBucket = rememberedReading((ip: string): string => {
   if (!ipaddr.isValid(ip)) return ip;
   // IPv4 written as IPv6 (::ffff:a.b.c.d) is IPv4; a zone (%eth0) is not part of the address.
   const address = ipaddr.process(ip);
   if (address.kind() === 'ipv4') return address.toString();
   const head = (address as ipaddr.IPv6).parts.slice(0, 4);
   return `${head.map((part) => part.toString(16)).join(':')}::/64`;
-}
+});
