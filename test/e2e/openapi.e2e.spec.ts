@@ -1,5 +1,6 @@
 import { createConfig, lintFromString } from '@redocly/openapi-core';
 import { ERROR_STATUS, type ErrorCode } from '@app/common';
+import { renderEvent, type IncomingRecord } from '@app/status-store';
 import { useStack } from '../support/stack.js';
 
 describe('the OpenAPI document', () => {
@@ -397,6 +398,183 @@ describe('the OpenAPI document', () => {
     expect(qr.content['application/json'].example.error.message).toMatch(
       /^Without ADMIN_PASSWORD the admin answers only to/,
     );
+  });
+
+  it('describes the media of a message.received event field for field as a target gets it, url included, each with an example', () => {
+    const schemas = document.components.schemas as Record<string, any>;
+    const refOf = (property: any) =>
+      schemas[((property.$ref ?? property.allOf?.[0]?.$ref) as string).split('/').pop()!];
+    const data = refOf(schemas.MessageReceivedEventDto.properties.data);
+    const media = refOf(data.properties.media);
+    // What the worker sends a target for a received photo (webhook-delivery.service).
+    const record: IncomingRecord = {
+      id: 'in_3f9a1c0e5b7d2a4c6e8f0a1b',
+      sessionId: 'main',
+      direction: 'in',
+      engineMessageId: 'false_4915123456789@c.us_3EB0C767D26A1D3B4F',
+      chatId: '4915123456789@c.us',
+      from: '4915123456789@c.us',
+      fromPhone: '4915123456789',
+      fromMe: false,
+      isGroup: false,
+      type: 'image',
+      body: '',
+      timestamp: new Date().toISOString(),
+      receivedAt: new Date().toISOString(),
+      quotedId: null,
+      quotedMessageId: null,
+      location: null,
+      vcards: null,
+      reaction: null,
+      media: {
+        mimetype: 'image/jpeg',
+        filename: 'photo.jpg',
+        size: 48213,
+        available: true,
+        error: null,
+        expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+      },
+    };
+    const sent = renderEvent(
+      {
+        id: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2',
+        sequence: 1,
+        type: 'message.received',
+        timestamp: record.receivedAt,
+        sessionId: 'main',
+        dataJson: JSON.stringify(record),
+      },
+      { includeQr: false },
+      'https://gw.example.com',
+    ).data as Record<string, any>;
+    expect(sent.media.url).toBe(`https://gw.example.com/api/v1/messages/${record.id}/media`);
+    expect(Object.keys(data.properties).sort()).toEqual(Object.keys(sent).sort());
+    expect(Object.keys(media.properties).sort()).toEqual(Object.keys(sent.media).sort());
+    expect(media.required).toContain('url');
+    expect(media.properties.url).toMatchObject({ type: 'string', nullable: true });
+    expect(media.properties.url.description).toMatch(
+      /BASE_URL.*\/api\/v1\/messages\/\{id\}\/media/,
+    );
+    for (const [name, property] of Object.entries(media.properties) as [string, any][])
+      expect(property.example, `media.${name}`).not.toBeUndefined();
+    // The event's own example shows a media with its url, not the null of a text.
+    expect(Object.keys(data.properties.media.example).sort()).toEqual(
+      Object.keys(sent.media).sort(),
+    );
+    // The api's received message has no url: GET /api/v1/messages/{id}/media is the route.
+    expect(refOf(schemas.IncomingMessageDto.properties.media).properties.url).toBeUndefined();
+  });
+
+  it("shows each admin route's 4xx answers in the app's words, not the answer's description", () => {
+    const admin = operations().filter(({ operation }) =>
+      (operation.security ?? []).some((scheme: any) => 'admin' in scheme),
+    );
+    expect(admin.length).toBeGreaterThan(10);
+    const wrong: string[] = [];
+    for (const { path, method, operation } of admin)
+      for (const [status, response] of Object.entries(operation.responses) as [string, any][]) {
+        if (Number(status) < 400 || Number(status) >= 500) continue;
+        const content = response.content?.['application/json'];
+        const examples = [
+          ...(content?.example !== undefined ? [content.example] : []),
+          ...Object.values(content?.examples ?? {}).map((example: any) => example.value),
+        ];
+        if (examples.length === 0) wrong.push(`${method.toUpperCase()} ${path} ${status}: none`);
+        // documentCommonErrors makes an example of the description when a route gives none.
+        for (const example of examples)
+          if (example?.error?.message === response.description)
+            wrong.push(`${method.toUpperCase()} ${path} ${status}: "${response.description}"`);
+      }
+    expect(wrong).toEqual([]);
+  });
+
+  it('answers the admin routes as their error examples show, word for word', async () => {
+    const csrf = await fetch(`${stack.url}/api/admin/csrf-token`);
+    const headers = {
+      'x-csrf-token': ((await csrf.json()) as any).data.token,
+      cookie: csrf.headers
+        .getSetCookie()
+        .map((cookie) => cookie.split(';')[0])
+        .join('; '),
+      origin: stack.url,
+    };
+    const delivery = 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2_s3f9a1c0e5b7d';
+    const text = { to: '4915123456789', text: 'Hello' };
+    const incoming = { from: '+49 151 2345 6789', text: 'Hello' };
+    // [method, route as documented, the request's path, body, the status it gets]
+    const requests: [string, string, string, unknown, number][] = [
+      ['POST', '/sessions/{id}/messages', '/sessions/bad.id/messages', text, 400],
+      ['POST', '/sessions/{id}/messages', '/sessions/main/messages', { ...text, to: 'abc' }, 400],
+      ['POST', '/sessions/{id}/messages', '/sessions/sales/messages', text, 404],
+      // This stack runs no worker.
+      ['POST', '/sessions/{id}/messages', '/sessions/main/messages', text, 503],
+      [
+        'POST',
+        '/sessions/{id}/sandbox/incoming',
+        '/sessions/bad.id/sandbox/incoming',
+        incoming,
+        400,
+      ],
+      [
+        'POST',
+        '/sessions/{id}/sandbox/incoming',
+        '/sessions/main/sandbox/incoming',
+        { ...incoming, from: 'x' },
+        400,
+      ],
+      [
+        'POST',
+        '/sessions/{id}/sandbox/incoming',
+        '/sessions/sales/sandbox/incoming',
+        incoming,
+        404,
+      ],
+      [
+        'POST',
+        '/sessions/{id}/deliveries/{deliveryId}/replay',
+        `/sessions/bad.id/deliveries/${delivery}/replay`,
+        undefined,
+        400,
+      ],
+      [
+        'POST',
+        '/sessions/{id}/deliveries/{deliveryId}/replay',
+        '/sessions/main/deliveries/nope/replay',
+        undefined,
+        400,
+      ],
+      [
+        'POST',
+        '/sessions/{id}/deliveries/{deliveryId}/replay',
+        `/sessions/main/deliveries/${delivery}/replay`,
+        undefined,
+        404,
+      ],
+      ['GET', '/messages/{id}', '/messages/nope', undefined, 400],
+      ['GET', '/messages/{id}', '/messages/6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01', undefined, 404],
+      ['GET', '/sessions/{id}', '/sessions/bad.id', undefined, 400],
+      ['GET', '/sessions/{id}', '/sessions/sales', undefined, 404],
+    ];
+    const wrong: string[] = [];
+    for (const [method, route, path, body, status] of requests) {
+      const answer = await stack.call(method, `/api/admin${path}`, body, headers);
+      const where = `${method} ${path}`;
+      if (answer.status !== status) {
+        wrong.push(`${where}: ${answer.status} ${JSON.stringify(answer.body)}`);
+        continue;
+      }
+      const content =
+        document.paths[`/api/admin${route}`][method.toLowerCase()].responses[status].content[
+          'application/json'
+        ];
+      const shown = [
+        ...(content.example !== undefined ? [content.example] : []),
+        ...Object.values(content.examples ?? {}).map((example: any) => example.value),
+      ];
+      if (!shown.some((example) => JSON.stringify(example) === JSON.stringify(answer.body)))
+        wrong.push(`${where}: answered ${JSON.stringify(answer.body)}, shown none such`);
+    }
+    expect(wrong).toEqual([]);
   });
 
   it('documents the METRICS_TOKEN bearer scheme on /metrics, an opaque token (not a JWT)', () => {

@@ -3,14 +3,32 @@ import { Audited } from '../audit/audit.interceptor.js';
 import { Body, Controller, Get, Header, HttpCode, Param, Post, Req, Res } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import {
+  MALFORMED_SESSION_ID,
+  NO_SUCH_SESSION,
+  ApiEnvelope,
+  ApiErrors,
+} from '../docs/envelope.dto.js';
+import { NOT_SANDBOX, SANDBOX_FULL } from '../inbox/inbox.controller.js';
 import { SandboxIncomingAcceptedDto } from '../inbox/inbox.dto.js';
-import { SANDBOX_QUEUE_FULL } from '../inbox/inbox.service.js';
 import { MessageDto } from '../messages/message.dto.js';
+import {
+  INVALID_TO,
+  MESSAGE_ID,
+  NOT_A_MESSAGE_ID,
+  NO_MESSAGE,
+  NO_WORKER,
+} from '../messages/messages.controller.js';
 import { MessagesService } from '../messages/messages.service.js';
 import { SESSION_ID, SessionActions, UNKNOWN } from '../sessions/session-actions.js';
 import { SessionsService } from '../sessions/sessions.service.js';
 import { DeliveryDto } from '../webhooks/webhook.dto.js';
+import {
+  DELIVERY_EXAMPLE,
+  NOT_A_DELIVERY_ID,
+  NO_DELIVERY,
+  REPLAY_CONFLICT,
+} from '../webhooks/webhooks.controller.js';
 import { AdminAccess } from './admin-access.service.js';
 import { AdminAuth, AdminCsrf } from './admin-auth.decorator.js';
 import {
@@ -98,11 +116,19 @@ export class AdminApiController {
   @SESSION_ID
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
   @ApiErrors(
-    { status: 400, description: 'Invalid body or session id' },
-    { status: 404, description: 'No such session' },
+    {
+      status: 400,
+      description: 'Invalid body, or malformed session id',
+      examples: {
+        body: { summary: 'to is not a phone number', error: INVALID_TO },
+        sessionId: { summary: 'Malformed session id', error: MALFORMED_SESSION_ID },
+      },
+    },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
     {
       status: 503,
       description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+      example: NO_WORKER,
     },
   )
   sendTest(@Param('id') id: string, @Body() dto: AdminTestMessageDto) {
@@ -120,10 +146,24 @@ export class AdminApiController {
   @SESSION_ID
   @ApiEnvelope(SandboxIncomingAcceptedDto, { status: 202 })
   @ApiErrors(
-    { status: 400, description: 'Invalid body or session id' },
-    { status: 404, description: 'No such session' },
-    { status: 409, description: 'Not the sandbox engine' },
-    { status: 429, description: SANDBOX_QUEUE_FULL },
+    {
+      status: 400,
+      description: 'Invalid body, or malformed session id',
+      examples: {
+        body: {
+          summary: 'from is not a phone number',
+          error: {
+            code: 'BAD_REQUEST',
+            message:
+              'from must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), written in at most 64 characters',
+          },
+        },
+        sessionId: { summary: 'Malformed session id', error: MALFORMED_SESSION_ID },
+      },
+    },
+    { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
+    NOT_SANDBOX,
+    SANDBOX_FULL,
   )
   receiveTest(@Param('id') id: string, @Body() dto: AdminTestIncomingDto) {
     return ok(this.admin.receiveTest(id, dto));
@@ -138,16 +178,33 @@ export class AdminApiController {
       'As POST /api/v1/webhooks/deliveries/{id}/replay: queued behind what its target has pending, same webhook-id.',
   })
   @SESSION_ID
-  @ApiParam({
-    name: 'deliveryId',
-    example: 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2_s3f9a1c0e5b7d',
-    description: 'Delivery id',
-  })
+  @ApiParam({ name: 'deliveryId', example: DELIVERY_EXAMPLE, description: 'Delivery id' })
   @ApiEnvelope(DeliveryDto, { status: 202, description: 'Pending again' })
   @ApiErrors(
-    { status: 400, description: 'Malformed session or delivery id' },
-    { status: 404, description: 'No such delivery for this session' },
-    { status: 409, description: 'Not failed, or its event expired' },
+    {
+      status: 400,
+      description: 'Malformed session or delivery id',
+      examples: {
+        sessionId: { summary: 'Malformed session id', error: MALFORMED_SESSION_ID },
+        deliveryId: { summary: 'Malformed delivery id', error: NOT_A_DELIVERY_ID },
+      },
+    },
+    {
+      status: 404,
+      description: "No such delivery, one of another session's, or the session was deleted",
+      examples: {
+        delivery: { summary: 'No such delivery', error: NO_DELIVERY },
+        otherSession: {
+          summary: "Another session's delivery",
+          error: {
+            code: 'NOT_FOUND',
+            message: `Session sales has no delivery ${DELIVERY_EXAMPLE}`,
+          },
+        },
+        session: { summary: 'The session was deleted', error: NO_SUCH_SESSION },
+      },
+    },
+    REPLAY_CONFLICT,
   )
   replayDelivery(@Param('id') id: string, @Param('deliveryId') deliveryId: string) {
     return ok(this.admin.replayDelivery(id, deliveryId));
@@ -156,11 +213,11 @@ export class AdminApiController {
   @Get('messages/:id')
   @Header('Cache-Control', 'no-store')
   @ApiOperation({ summary: 'A message and its status (the test-message form polls this)' })
-  @ApiParam({ name: 'id', example: '6f1c2b4e-8a53-8d8e-9a57-0f3f4e2d9c11' })
+  @MESSAGE_ID
   @ApiEnvelope(MessageDto)
   @ApiErrors(
-    { status: 400, description: 'Not a message id' },
-    { status: 404, description: 'No such message' },
+    { status: 400, description: 'Not a message id', example: NOT_A_MESSAGE_ID },
+    { status: 404, description: 'No such message', example: NO_MESSAGE },
   )
   message(@Param('id') id: string) {
     return ok(this.messages.get(id));

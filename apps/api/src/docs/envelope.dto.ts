@@ -123,19 +123,20 @@ const CODE_BY_STATUS = new Map(
   Object.entries(ERROR_STATUS).map(([code, status]) => [status as number, code as ErrorCode]),
 );
 
+/** One error answer of a route, as ApiErrors documents it; shared by routes that give it alike. */
+export interface ErrorAnswer {
+  status: number;
+  description: string;
+  example?: ErrorExample;
+  examples?: Record<string, { summary: string; error: ErrorExample }>;
+}
+
 /**
  * Documents error answers of a route, each with the envelope and an example answer: its own
  * `example` (its error's code and message), or several named `examples` for a status given
  * for more than one reason, else the status's (ERROR_EXAMPLES).
  */
-export function ApiErrors(
-  ...statuses: {
-    status: number;
-    description: string;
-    example?: ErrorExample;
-    examples?: Record<string, { summary: string; error: ErrorExample }>;
-  }[]
-) {
+export function ApiErrors(...statuses: ErrorAnswer[]) {
   return applyDecorators(
     ApiExtraModels(ErrorEnvelopeDto),
     ...statuses.map(({ status, description, example, examples }) => {

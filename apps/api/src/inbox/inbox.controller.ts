@@ -23,7 +23,7 @@ import type { FastifyRequest } from 'fastify';
 import { ok } from '@app/common';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
-import { NO_SUCH_SESSION, ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { NO_SUCH_SESSION, ApiEnvelope, ApiErrors, type ErrorAnswer } from '../docs/envelope.dto.js';
 import {
   ConversationPageDto,
   IncomingMessageDto,
@@ -51,6 +51,24 @@ const NO_INCOMING = {
   code: 'NOT_FOUND',
   message: `Message ${INCOMING_EXAMPLE} does not exist`,
 } as const;
+
+/** The sandbox route's refusals of its own; the admin's sandbox route gives them alike. */
+export const NOT_SANDBOX: ErrorAnswer = {
+  status: 409,
+  description: 'Not the sandbox engine',
+  example: {
+    code: 'CONFLICT',
+    message: 'Injecting incoming messages works with the sandbox engine only',
+  },
+};
+export const SANDBOX_FULL: ErrorAnswer = {
+  status: 429,
+  description: SANDBOX_QUEUE_FULL,
+  example: {
+    code: 'RATE_LIMITED',
+    message: `Session main has 4 sandbox messages (89740640 bytes) waiting to be received; at most ${SANDBOX_INCOMING_LIMIT} messages and 89740640 bytes may wait: retry once it has received them (it receives while READY)`,
+  },
+};
 
 @ApiTags('incoming')
 @ApiExtraModels(ReceivedEntryDto, SentEntryDto)
@@ -160,14 +178,7 @@ export class InboxController {
       },
     },
     { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
-    {
-      status: 409,
-      description: 'Not the sandbox engine',
-      example: {
-        code: 'CONFLICT',
-        message: 'Injecting incoming messages works with the sandbox engine only',
-      },
-    },
+    NOT_SANDBOX,
     {
       status: 413,
       description:
@@ -177,14 +188,7 @@ export class InboxController {
         message: 'media is larger than MEDIA_MAX_BYTES (16777216 bytes)',
       },
     },
-    {
-      status: 429,
-      description: SANDBOX_QUEUE_FULL,
-      example: {
-        code: 'RATE_LIMITED',
-        message: `Session main has 4 sandbox messages (89740640 bytes) waiting to be received; at most ${SANDBOX_INCOMING_LIMIT} messages and 89740640 bytes may wait: retry once it has received them (it receives while READY)`,
-      },
-    },
+    SANDBOX_FULL,
   )
   injectSandbox(@Param('id') id: string, @Body() dto: SandboxIncomingDto) {
     return ok(this.inbox.injectSandbox(id, dto));

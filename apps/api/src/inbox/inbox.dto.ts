@@ -104,7 +104,7 @@ class SandboxReactionDto {
   targetId: string;
 }
 
-class IncomingMediaDto implements IncomingMediaInfo {
+export class IncomingMediaDto implements IncomingMediaInfo {
   @ApiProperty({ example: 'image/jpeg' })
   mimetype: string;
   @ApiProperty({ nullable: true, type: String, example: 'photo.jpg' })

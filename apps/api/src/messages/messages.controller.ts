@@ -34,17 +34,23 @@ const REVOKE_EXAMPLE = '0b7d3e91-5c2a-8f4e-8a36-1f1f3a7a9e02';
 const KEY_CONFLICTS =
   'the Idempotency-Key was used for a different request, its first request is still in progress (retry), or the message it made is no longer kept (MESSAGE_RETENTION_MS)';
 
-const NO_WORKER = {
+// Also the admin's routes' examples (AdminApiController): the same service answers them.
+export const NO_WORKER = {
   code: 'UNAVAILABLE',
   message: 'No worker is running; the message was not accepted',
 } as const;
-const NO_MESSAGE = {
+export const NO_MESSAGE = {
   code: 'NOT_FOUND',
   message: `Message ${MESSAGE_EXAMPLE} does not exist`,
 } as const;
-const NOT_A_MESSAGE_ID = {
+export const NOT_A_MESSAGE_ID = {
   code: 'BAD_REQUEST',
   message: 'id must be a message id (a UUID)',
+} as const;
+export const INVALID_TO = {
+  code: 'BAD_REQUEST',
+  message:
+    'to must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), a group id ending in @g.us, or a chat id ending in @lid, in at most 64 characters',
 } as const;
 
 const SEND_ERRORS = ApiErrors(
@@ -52,11 +58,7 @@ const SEND_ERRORS = ApiErrors(
     status: 400,
     description:
       'Invalid body, unknown field or malformed Idempotency-Key; or replyTo names a message of another chat, or a reaction or a deletion (not a message: nothing to quote)',
-    example: {
-      code: 'BAD_REQUEST',
-      message:
-        'to must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), a group id ending in @g.us, or a chat id ending in @lid, in at most 64 characters',
-    },
+    example: INVALID_TO,
   },
   {
     status: 404,
@@ -123,7 +125,7 @@ const IDEMPOTENCY_HEADER = ApiHeader({
     'gets 409.',
 });
 
-const MESSAGE_ID = ApiParam({
+export const MESSAGE_ID = ApiParam({
   name: 'id',
   example: MESSAGE_EXAMPLE,
   description: 'Message id',

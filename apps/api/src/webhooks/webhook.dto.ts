@@ -19,7 +19,7 @@ import {
   type DeliveryStatus,
   type WebhookEventType,
 } from '@app/status-store';
-import { IncomingMessageDto } from '../inbox/inbox.dto.js';
+import { IncomingMediaDto, IncomingMessageDto } from '../inbox/inbox.dto.js';
 import { MessageDto } from '../messages/message.dto.js';
 import { SessionStatusDto } from '../sessions/session.dto.js';
 import { QueryLimit } from '../docs/query-limit.decorator.js';
@@ -205,24 +205,49 @@ export class MessageStatusEventDto extends EventEnvelopeDto {
   data: MessageDto;
 }
 
-class ReceivedMediaDto {
+/** The media of a received message as its event carries it: as stored, and where to fetch it. */
+class ReceivedMediaDto extends IncomingMediaDto {
   @ApiProperty({
     nullable: true,
     type: String,
-    example: '/api/v1/messages/in_3f9a1c0e5b7d2a4c6e8f0a1b/media',
-    description: 'Where to fetch the bytes (with x-api-key); BASE_URL-prefixed when set',
+    example: 'https://gateway.example.com/api/v1/messages/in_3f9a1c0e5b7d2a4c6e8f0a1b/media',
+    description:
+      'Where to fetch the bytes, with an x-api-key: BASE_URL followed by /api/v1/messages/{id}/media (without BASE_URL that path alone, relative). null when `available` is false',
   })
   url: string | null;
+}
+
+/**
+ * What message.received carries: the received message as GET /api/v1/incoming/{id} answers it,
+ * its media with the url to fetch it (renderEvent).
+ */
+class MessageReceivedDataDto extends IncomingMessageDto {
+  // Redeclared for its type: the event's media also has `url`.
+  @ApiProperty({
+    nullable: true,
+    type: ReceivedMediaDto,
+    example: {
+      mimetype: 'image/jpeg',
+      filename: 'photo.jpg',
+      size: 48213,
+      available: true,
+      error: null,
+      expiresAt: '2026-12-01T11:00:00.000Z',
+      url: 'https://gateway.example.com/api/v1/messages/in_3f9a1c0e5b7d2a4c6e8f0a1b/media',
+    },
+    description: 'The file the message came with; null when it has none',
+  })
+  declare media: ReceivedMediaDto | null;
 }
 
 export class MessageReceivedEventDto extends EventEnvelopeDto {
   @ApiProperty({ enum: ['message.received'], example: 'message.received' })
   type: 'message.received';
   @ApiProperty({
-    type: IncomingMessageDto,
-    description: 'The received message; media also has `url`',
+    type: MessageReceivedDataDto,
+    description: 'The received message; its media with the url to fetch it',
   })
-  data: IncomingMessageDto & { media: ReceivedMediaDto | null };
+  data: MessageReceivedDataDto;
 }
 
 /** What session.status carries: the status fields of GET /api/v1/sessions/{id}/status. */

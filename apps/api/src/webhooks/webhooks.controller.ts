@@ -11,6 +11,7 @@ import {
   NO_SUCH_SESSION,
   ApiEnvelope,
   ApiErrors,
+  type ErrorAnswer,
 } from '../docs/envelope.dto.js';
 import {
   DeliveryDto,
@@ -25,16 +26,40 @@ import {
 import { WebhooksService } from './webhooks.service.js';
 
 const SESSION_ID = ApiParam({ name: 'id', example: 'main', description: 'Session id' });
-const DELIVERY_EXAMPLE = 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2_s3f9a1c0e5b7d';
+// Also the admin's replay route's examples (AdminApiController): the same service answers them.
+export const DELIVERY_EXAMPLE = 'evt_0mi3x9k2a4f1c2d3e4f5a6b7c3f2_s3f9a1c0e5b7d';
 const DELIVERY_ID = ApiParam({ name: 'id', example: DELIVERY_EXAMPLE, description: 'Delivery id' });
-const NOT_A_DELIVERY_ID = {
+export const NOT_A_DELIVERY_ID = {
   code: 'BAD_REQUEST',
   message: 'id must be a delivery id (evt_..._...)',
 } as const;
-const NO_DELIVERY = {
+export const NO_DELIVERY = {
   code: 'NOT_FOUND',
   message: `Delivery ${DELIVERY_EXAMPLE} does not exist`,
 } as const;
+
+/** Why a failed delivery is not replayed; the admin's replay route gives it alike. */
+export const REPLAY_CONFLICT: ErrorAnswer = {
+  status: 409,
+  description:
+    'Not failed, its event expired, or its target was removed (or was that of the session before it was deleted and made again, no longer kept)',
+  examples: {
+    notFailed: {
+      summary: 'Not failed',
+      error: {
+        code: 'CONFLICT',
+        message: `Delivery ${DELIVERY_EXAMPLE} has not failed; only failed ones are replayed`,
+      },
+    },
+    earlierSession: {
+      summary: 'Of the session before it was deleted and made again',
+      error: {
+        code: 'CONFLICT',
+        message: `The target of ${DELIVERY_EXAMPLE} (https://example.com/hooks/whatsapp) was the session's before it was deleted and made again, and is no longer kept: a delivery goes only to the target it was made for, never to the new session's`,
+      },
+    },
+  },
+};
 
 // The body is a JSON array; its items are validated as the global pipe validates objects.
 const TARGETS_BODY = new ArrayBodyPipe(WebhookTargetInputDto, 'target', MAX_WEBHOOK_TARGETS);
@@ -169,27 +194,7 @@ export class WebhooksController {
       description: 'No such delivery, or its session was deleted',
       example: NO_DELIVERY,
     },
-    {
-      status: 409,
-      description:
-        'Not failed, its event expired, or its target was removed (or was that of the session before it was deleted and made again, no longer kept)',
-      examples: {
-        notFailed: {
-          summary: 'Not failed',
-          error: {
-            code: 'CONFLICT',
-            message: `Delivery ${DELIVERY_EXAMPLE} has not failed; only failed ones are replayed`,
-          },
-        },
-        earlierSession: {
-          summary: 'Of the session before it was deleted and made again',
-          error: {
-            code: 'CONFLICT',
-            message: `The target of ${DELIVERY_EXAMPLE} (https://example.com/hooks/whatsapp) was the session's before it was deleted and made again, and is no longer kept: a delivery goes only to the target it was made for, never to the new session's`,
-          },
-        },
-      },
-    },
+    REPLAY_CONFLICT,
   )
   replay(@Param('id') id: string, @Req() req: FastifyRequest) {
     return ok(this.webhooks.replay(id, req.principal?.sessions));
