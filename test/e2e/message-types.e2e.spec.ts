@@ -2,6 +2,7 @@ import { EngineError, SandboxEngine } from '@app/whatsapp';
 import { STALE_CLAIM_MS } from '../../apps/api/src/messages/messages.service.js';
 import { eventually } from '../support/eventually.js';
 import { useStack } from '../support/stack.js';
+import { WebhookReceiver } from '../support/webhook-receiver.js';
 
 describe('locations and contact cards (api + worker, sandbox engine)', () => {
   const stack = useStack();
@@ -596,3 +597,105 @@ describe('locations and contact cards (api + worker, sandbox engine)', () => {
     expect(deletionsOf(to)).toHaveLength(2);
   });
 });
+
+describe('a reply and a reaction accepted before their message was deleted for everyone (api + worker, sandbox engine)', () => {
+  const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+  // Long enough that the deletion, queued after them, goes out before their retries.
+  const stack = useStack({
+    SEND_BACKOFF_MS: '1500',
+    WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+    WEBHOOK_BACKOFF_MS: '20',
+  });
+  let hook: WebhookReceiver;
+  beforeAll(async () => {
+    hook = await WebhookReceiver.start();
+    await stack.waitReady();
+    const set = await stack.call('PUT', '/api/v1/sessions/main/webhooks', [
+      { url: hook.url, events: ['message.status'], secret: SECRET },
+    ]);
+    expect(set.status).toBe(200);
+  });
+  afterAll(async () => {
+    await hook?.close();
+  });
+
+  it('fails them for good when their retries come after the deletion went out, and tells the deleted message by webhook', async () => {
+    const to = '4915100000230';
+    const sent = await stack.call('POST', '/api/v1/messages/text', { to, text: 'Wrong price' });
+    const id = sent.body.data.id as string;
+    await stack.waitForStatus(id, 'read');
+    // The reply's first engine call is held while the rest is accepted, then both first tries
+    // fail as a browser hiccup does (transient: retried with backoff).
+    let letGo!: () => void;
+    const held = new Promise<void>((resolve) => (letGo = resolve));
+    const sandbox = stack.sandbox();
+    const hiccup = () => new EngineError('SEND_FAILED', 'browser hiccup', false);
+    const sendText = vi.spyOn(sandbox, 'sendText').mockImplementationOnce(async () => {
+      await held;
+      throw hiccup();
+    });
+    const react = vi.spyOn(sandbox, 'react').mockImplementationOnce(async () => {
+      throw hiccup();
+    });
+    let replyId!: string;
+    let reactionId!: string;
+    let deletionId!: string;
+    try {
+      const reply = await stack.call('POST', '/api/v1/messages/text', {
+        to,
+        text: 'The right one is 12 EUR',
+        replyTo: id,
+      });
+      expect(reply.status).toBe(202);
+      replyId = reply.body.data.id as string;
+      await eventually(() => expect(sendText).toHaveBeenCalled());
+      const reaction = await stack.call('POST', `/api/v1/messages/${id}/reaction`, { emoji: '👍' });
+      expect(reaction.status).toBe(202);
+      reactionId = reaction.body.data.id as string;
+      const deletion = await stack.call('POST', `/api/v1/messages/${id}/revoke`);
+      expect(deletion.status).toBe(202);
+      deletionId = deletion.body.data.id as string;
+    } finally {
+      letGo();
+    }
+    const deleted = await stack.waitForStatus(deletionId, 'sent');
+    const [failedReply, failedReaction] = await Promise.all([
+      stack.waitForStatus(replyId, ['failed', 'sent', 'delivered', 'read']),
+      stack.waitForStatus(reactionId, ['failed', 'sent']),
+    ]);
+    sendText.mockRestore();
+    react.mockRestore();
+    const gone = `was deleted for everyone (by message ${deletionId})`;
+    expect(failedReply).toMatchObject({ status: 'failed', attempts: 2 });
+    expect(failedReply.error.code).toBe('SEND_FAILED');
+    expect(failedReply.error.message).toMatch(
+      new RegExp(`^replyTo: message ${id} ${escape(gone)}: there is nothing to quote`),
+    );
+    expect(failedReaction).toMatchObject({ status: 'failed', attempts: 2 });
+    expect(failedReaction.error.message).toMatch(
+      new RegExp(`^Message ${id} ${escape(gone)}: there is nothing to react to`),
+    );
+    // Nothing but the message and its deletion reached the chat.
+    const inChat = sandbox.sends.filter((send) => send.chatId === `${to}@c.us`);
+    expect(inChat.map((send) => send.revoked !== undefined)).toEqual([false, true]);
+
+    // By webhook: the failures, and the deleted message's own event (its status as it was).
+    await eventually(() => {
+      expect(hook.statuses(replyId).at(-1)).toBe('failed');
+      expect(hook.statuses(reactionId).at(-1)).toBe('failed');
+      const ofDeleted = hook
+        .events()
+        .filter((event) => event.type === 'message.status' && event.data.id === id);
+      expect(ofDeleted.at(-1)?.data).toMatchObject({
+        status: 'read',
+        revokedBy: deletionId,
+        revokedAt: deleted.sentAt,
+      });
+    });
+  });
+});
+
+/** `text` matched literally in a RegExp. */
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

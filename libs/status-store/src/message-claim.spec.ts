@@ -354,6 +354,96 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
       });
     });
 
+    it('says which deletion claims a message, and when WhatsApp took it, in one read', async () => {
+      const target = await stored({ id: newMessageId('main') });
+      expect(await messages.revokeClaim(target.id)).toBeNull();
+      const deletion = await deletionOf(target.id);
+      await messages.claimRevoke(target.id, deletion.id);
+      expect(await messages.revokeClaim(target.id)).toEqual({ by: deletion.id, at: null });
+      const at = new Date();
+      await messages.markSent(deletion, 'revoke_x_5', at, false);
+      const hmget = vi.spyOn(redis, 'hmget');
+      try {
+        expect(await messages.revokeClaim(target.id)).toEqual({
+          by: deletion.id,
+          at: at.toISOString(),
+        });
+        expect(hmget).toHaveBeenCalledTimes(1);
+      } finally {
+        hmget.mockRestore();
+      }
+      expect(await messages.revokeClaim(newMessageId('main'))).toBeNull();
+    });
+
+    describe("the deleted message's own message.status event", () => {
+      const sessionId = 'deleted-events';
+      beforeAll(async () => {
+        await redis.set(
+          keys.webhookTargets(sessionId),
+          JSON.stringify([
+            { id: 'wh1', url: 'https://example.com/hook', events: ['message.status'] },
+          ]),
+        );
+      });
+      /** The events `run` published, in their order: [message id, status, revokedAt]. */
+      async function published(run: () => Promise<unknown>) {
+        const before = new Set(await redis.keys(keys.recordPattern('wh:event')));
+        await run();
+        const events = await Promise.all(
+          (await redis.keys(keys.recordPattern('wh:event')))
+            .filter((key) => !before.has(key))
+            .map(async (key) => JSON.parse((await redis.hget(key, 'json'))!)),
+        );
+        events.sort((a, b) => a.sequence - b.sequence);
+        expect(new Set(events.map((event) => event.id)).size).toBe(events.length);
+        return events.map((event) => [
+          event.snapshot.id,
+          event.snapshot.status,
+          event.snapshot.revokedAt ?? null,
+        ]);
+      }
+
+      it.each([
+        ['in the script that marks the deletion sent', () => newMessageId(sessionId)],
+        ['apart, for a message made before shards', () => randomUUID()],
+      ])(
+        "is published once when WhatsApp takes its deletion, after the deletion's own: %s",
+        async (_name, makeId) => {
+          const target = await stored({ id: makeId(), sessionId });
+          await messages.markSent(target, `true_x_${target.id}`);
+          const deletion = await stored({
+            id: newMessageId(sessionId),
+            sessionId,
+            type: 'revoke',
+            text: null,
+            replyTo: target.id,
+          });
+          await messages.claimRevoke(target.id, deletion.id);
+          const at = new Date();
+          expect(
+            await published(() => messages.markSent(deletion, `revoke_${target.id}`, at, false)),
+          ).toEqual([
+            [deletion.id, 'sent', null],
+            [target.id, 'sent', at.toISOString()],
+          ]);
+          // Written again (its answer lost), or a second deletion recorded late: nothing new.
+          expect(
+            await published(() => messages.markSent(deletion, `revoke_${target.id}`, at, false)),
+          ).toEqual([]);
+          const late = await stored({
+            id: newMessageId(sessionId),
+            sessionId,
+            type: 'revoke',
+            text: null,
+            replyTo: target.id,
+          });
+          expect(
+            await published(() => messages.markSent(late, `revoke_late_${target.id}`, at, false)),
+          ).toEqual([[late.id, 'sent', null]]);
+        },
+      );
+    });
+
     it('marks apart a message made before shards (another hash tag), and never makes a record of one gone', async () => {
       const old = await stored({ id: randomUUID() });
       const deletion = await deletionOf(old.id);

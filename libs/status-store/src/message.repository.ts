@@ -132,21 +132,33 @@ return 1
 
 // A deletion WhatsApp took: the message it deleted says so (the first one sent, should a
 // failed one turn sent late). Never makes a record of an expired one. As MARK_SENT's, and
-// alone for a message under another hash tag (made before shards).
+// alone for a message under another hash tag (made before shards). Whether it marked it.
 const MARK_REVOKED_FN = `
 local function mark_revoked(target, by, at)
   if redis.call('EXISTS', target) == 1 and not redis.call('HGET', target, 'revokedAt') then
     redis.call('HSET', target, 'revokedAt', at, 'revokedBy', by)
+    return true
+  end
+  return false
+end
+-- The deleted message's own message.status event (its status unchanged, revokedAt set), as
+-- FLAG_ACK_OVERDUE publishes one: an application following it by webhook learns it is gone.
+local function publish_revoked(target)
+  local session_id = redis.call('HGET', target, 'sessionId')
+  if session_id then
+    publish_event(session_id, 'message.status', function() return { snapshot = hash_table(target) } end)
   end
 end
 `;
 
-// KEYS[1] the deleted message; ARGV[1] the deletion's id, [2] when it was sent (ISO).
+// KEYS[1] the deleted message; ARGV[7] the deletion's id, [8] when it was sent (ISO).
 const MARK_REVOKED = new LuaScript(
-  MARK_REVOKED_FN +
-    `mark_revoked(KEYS[1], ARGV[1], ARGV[2])
+  withEventPublishing(
+    MARK_REVOKED_FN +
+      `if mark_revoked(KEYS[1], ARGV[7], ARGV[8]) then publish_revoked(KEYS[1]) end
 return 1
 `,
+  ),
 );
 
 // KEYS[1] message; ARGV[1] the resend claim to take back (only if it is still that one).
@@ -238,7 +250,8 @@ end
 // pacing (ms, 0: not recorded), [14] the parked ack's event id (as ARGV[3]), [15] '1' when the engine id
 // must be no other message's (a send found in the chat: the same content may have gone out
 // as another message of ours, or have been written on the phone), [16] for a deletion, the
-// index in KEYS of the message it deletes ('': none), marked deleted. Returns the parked ack's
+// index in KEYS of the message it deletes ('': none), marked deleted, [17] the event id of
+// that message's own message.status (as ARGV[3]). Returns the parked ack's
 // status when it moved the message on (delivered, read), 'taken' when the engine id is another
 // message's (nothing written), else false.
 const MARK_SENT = new LuaScript(
@@ -266,11 +279,16 @@ if (before == 'delivered' or before == 'read') and had and had ~= '' then return
 if before == 'sent' and had and had ~= '' and redis.call('GET', KEYS[2]) == ARGV[8] then return false end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 count_status(session_id, before, 'sent')
-if ARGV[16] ~= '' then mark_revoked(KEYS[tonumber(ARGV[16])], ARGV[8], ARGV[11]) end
+local revoked = ARGV[16] ~= '' and mark_revoked(KEYS[tonumber(ARGV[16])], ARGV[8], ARGV[11])
 redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
 local parked = redis.call('GET', KEYS[3])
 if not parked and ARGV[12] == '1' then redis.call('ZADD', KEYS[4], ARGV[10], ARGV[8]) end
 publish_event(session_id, 'message.status', snapshot)
+if revoked then
+  -- After the deletion's own event, with an id of its own.
+  EVENT.id = ARGV[17]
+  publish_revoked(KEYS[tonumber(ARGV[16])])
+end
 if parked then
   redis.call('DEL', KEYS[3])
   -- Its own status event, after the one for sent.
@@ -304,7 +322,7 @@ return 1
 
 /**
  * What marking a message sent needs of it: a deletion (`type` revoke) marks the message it
- * deletes (`replyTo`) too.
+ * deletes (`replyTo`) too, and publishes that message's own message.status event.
  */
 export type SentRecord = Pick<MessageRecord, 'id' | 'sessionId'> &
   Partial<Pick<MessageRecord, 'type' | 'replyTo'>>;
@@ -609,6 +627,16 @@ export class MessageRepository implements BeforeApplicationShutdown {
     if (outcome === 'taken') return { outcome, by, claimedAt: at ? Number(at) : null };
     if (outcome === 'revoked') return { outcome, by, at };
     return outcome === 'missing' ? { outcome } : { outcome: 'claimed' };
+  }
+
+  /**
+   * The deletion that claimed message `messageId` (`by`), and when WhatsApp took it (`at`,
+   * null while it was not recorded taken), or null when none did (or no such record). One
+   * HMGET: a reply or a reaction asks it just before its engine call.
+   */
+  async revokeClaim(messageId: string): Promise<{ by: string; at: string | null } | null> {
+    const [by, at] = await this.redis.hmget(this.keys.message(messageId), 'revokedBy', 'revokedAt');
+    return by ? { by, at: at || null } : null;
   }
 
   /**
@@ -941,12 +969,13 @@ export class MessageRepository implements BeforeApplicationShutdown {
       newEventId(now.getTime()),
       onlyIfFree ? '1' : '0',
       deleted !== null && !deletedApart ? keys.length : '',
+      deleted !== null && !deletedApart ? newEventId(now.getTime()) : '',
     ]);
     if (deletedApart && moved !== 'taken')
       await MARK_REVOKED.run(
         this.redis,
         [this.keys.message(deleted)],
-        [record.id, now.toISOString()],
+        [...this.events.build(now), record.id, now.toISOString()],
       );
     return moved === 'delivered' || moved === 'read' || moved === 'taken' ? moved : null;
   }

@@ -95,7 +95,7 @@ export class MessageDto implements PublicMessage {
     example: null,
     type: String,
     description:
-      'When WhatsApp took the deletion revokedBy names: the message is deleted for everyone. Null while no deletion was sent (its status stays what its last ack made it)',
+      'When WhatsApp took the deletion revokedBy names: the message is deleted for everyone, and gets a message.status event saying so. Null while no deletion was sent (its status stays what its last ack made it)',
   })
   revokedAt: string | null;
   @ApiProperty({

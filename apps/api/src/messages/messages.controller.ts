@@ -251,7 +251,7 @@ export class MessagesController {
   @ApiOperation({
     summary: 'React to a message with an emoji',
     description:
-      'To one we sent (its id) or one received (`in_...`). The reaction is queued like a message (type `reaction`); an empty emoji takes ours back. One of ours still waiting is reacted to once it is sent; one that failed or was cancelled never will be (409), and one deleted for everyone (its deletion sent, or queued: it goes out first) is gone (409).',
+      'To one we sent (its id) or one received (`in_...`). The reaction is queued like a message (type `reaction`); an empty emoji takes ours back. One of ours still waiting is reacted to once it is sent; one that failed or was cancelled never will be (409), and one deleted for everyone (its deletion sent, or queued: it goes out first) is gone (409). A reaction accepted before such a deletion and not sent when the deletion goes out (its first try failed, say) fails SEND_FAILED without being sent.',
   })
   @ApiParam({
     name: 'id',

@@ -200,7 +200,7 @@ export class MessageStatusEventDto extends EventEnvelopeDto {
   @ApiProperty({
     type: MessageDto,
     description:
-      'The message record after the change, with its error code when failed. Also sent when a sent message gets ackOverdueAt (no server ack within ACK_TIMEOUT_MS: status stays sent, it may need a resend) and when a late server ack clears it',
+      "The message record after the change, with its error code when failed. Also sent when a sent message gets ackOverdueAt (no server ack within ACK_TIMEOUT_MS: status stays sent, it may need a resend), when a late server ack clears it, and when WhatsApp takes its deletion (revokedAt set, its status as it was; after the deletion's own `sent`)",
   })
   data: MessageDto;
 }

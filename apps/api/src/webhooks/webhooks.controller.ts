@@ -92,7 +92,7 @@ export class WebhooksController {
   @Put('sessions/:id/webhooks')
   @ApiOperation({
     summary: "Replace a session's own webhook targets",
-    description: `Each target gets the events it lists (message.received, message.status, session.status; schemas MessageReceivedEventDto, MessageStatusEventDto, SessionStatusEventDto; message.status comes at each status change, and when a sent message gets ackOverdueAt or a late ack clears it), signed per Standard Webhooks with its secret, in order per session and target, retried with backoff. At most ${MAX_WEBHOOK_TARGETS} targets; an empty array removes them. The answer shows a secret in full when this PUT made or gave it, and only its first characters when it was kept.`,
+    description: `Each target gets the events it lists (message.received, message.status, session.status; schemas MessageReceivedEventDto, MessageStatusEventDto, SessionStatusEventDto; message.status comes at each status change, when a sent message gets ackOverdueAt or a late ack clears it, and when a message is deleted for everyone (revokedAt)), signed per Standard Webhooks with its secret, in order per session and target, retried with backoff. At most ${MAX_WEBHOOK_TARGETS} targets; an empty array removes them. The answer shows a secret in full when this PUT made or gave it, and only its first characters when it was kept.`,
   })
   @SESSION_ID
   @ApiBody({ type: [WebhookTargetInputDto] })

@@ -105,6 +105,11 @@ class MessageStore {
   async get(id: string) {
     return this.records.get(id) ?? null;
   }
+  /** As MessageRepository.revokeClaim: the record's deletion fields. */
+  revokeClaim = vi.fn(async (id: string) => {
+    const r = this.records.get(id);
+    return r?.revokedBy ? { by: r.revokedBy, at: r.revokedAt } : null;
+  });
   /** Stands for the pacing check TAKE and CLAIM make on the server's clock. */
   serverWaitMs = vi.fn(async (_sessionId: string, _interval: number) => 0);
   /**
@@ -1132,6 +1137,146 @@ describe('SendService: replies, reactions and deletions', () => {
     expect(h.engine.react).toHaveBeenCalledWith('4915123456789@c.us', 'false_x_THEIRS', '👍');
     expect(h.engine.revoke).toHaveBeenCalledWith('4915123456789@c.us', 'true_x_ORIG');
     expect(h.engine.sendText).not.toHaveBeenCalled();
+  });
+});
+
+describe('SendService: a reply or a reaction whose message was deleted for everyone since it was accepted', () => {
+  const original = record({
+    id: '0b7e1c9a-8a55-4f0e-9d0b-6a0f3b7c2d11',
+    text: 'original',
+    status: 'read',
+    engineMessageId: 'true_x_ORIG',
+  });
+  const deletion = record({
+    id: '2c2c2c2c-8a55-4f0e-9d0b-6a0f3b7c2d11',
+    type: 'revoke',
+    text: null,
+    replyTo: original.id,
+    quotedEngineId: 'true_x_ORIG',
+  });
+  // Accepted while the message could still be quoted: WhatsApp's id known then.
+  const reply = record({ replyTo: original.id, quotedEngineId: 'true_x_ORIG' });
+  const reaction = record({
+    id: '1c1c1c1c-8a55-4f0e-9d0b-6a0f3b7c2d11',
+    type: 'reaction',
+    text: null,
+    reaction: { emoji: '👍' },
+    replyTo: original.id,
+    quotedEngineId: 'true_x_ORIG',
+  });
+  const deletedAt = new Date(NOW - 500).toISOString();
+
+  it.each([
+    [
+      'a reply',
+      reply,
+      `replyTo: message ${original.id} was deleted for everyone (by message ${deletion.id}): there is nothing to quote`,
+    ],
+    [
+      'a reaction',
+      reaction,
+      `Message ${original.id} was deleted for everyone (by message ${deletion.id}): there is nothing to react to`,
+    ],
+  ] as const)(
+    'fails %s for good, without calling the engine, worded as the api refuses one asked now',
+    async (_name, sent, wording) => {
+      const h = harness();
+      // Its first try failed; the deletion went out before its retry.
+      h.store.put(
+        { ...sent, status: 'queued', attempts: 1 },
+        { ...original, revokedBy: deletion.id, revokedAt: deletedAt },
+        { ...deletion, status: 'sent', engineMessageId: 'true_x_REVOKE' },
+      );
+      await expect(h.service.send('main', sent.id, { number: 2, max: 3 })).rejects.toMatchObject({
+        code: 'SEND_FAILED',
+        permanent: true,
+        message: wording,
+      });
+      expect(h.store.records.get(sent.id)).toMatchObject({
+        status: 'failed',
+        attempts: 2,
+        error: { code: 'SEND_FAILED', message: wording },
+      });
+      expect(h.engine.sendText).not.toHaveBeenCalled();
+      expect(h.engine.react).not.toHaveBeenCalled();
+      expect(h.metrics.sendFailed).toHaveBeenCalledWith('main', 'SEND_FAILED', true);
+    },
+  );
+
+  it('sees a deletion recorded sent whose message was not marked deleted (its own write failed)', async () => {
+    const h = harness();
+    h.store.put(
+      reply,
+      { ...original, revokedBy: deletion.id },
+      { ...deletion, status: 'sent', engineMessageId: 'true_x_REVOKE' },
+    );
+    await expect(h.service.send('main', reply.id, first)).rejects.toMatchObject({
+      permanent: true,
+      message: expect.stringContaining(`was deleted for everyone (by message ${deletion.id})`),
+    });
+    expect(h.engine.sendText).not.toHaveBeenCalled();
+  });
+
+  it('sees a deletion this worker sent whose record is still being written', async () => {
+    const h = harness();
+    // The deletion queued first; the reaction, its first try failed, in hand after it.
+    h.store.put(
+      { ...deletion, status: 'queued' },
+      { ...reaction, status: 'queued', attempts: 1 },
+      { ...original, revokedBy: deletion.id },
+    );
+    const markSent = h.store.markSent.bind(h.store);
+    let written!: () => void;
+    const writing = new Promise<void>((resolve) => (written = resolve));
+    vi.spyOn(h.store, 'markSent').mockImplementationOnce(async (...args) => {
+      await writing;
+      return markSent(...args);
+    });
+    const sends = [deletion.id, reaction.id].map((id, i) =>
+      h.service.send('main', id, { ...first, order: i }).catch((err: unknown) => err),
+    );
+    await vi.waitFor(() => expect(h.store.records.get(reaction.id)?.status).toBe('failed'));
+    written();
+    const [deleted, reacted] = await Promise.all(sends);
+    expect(deleted).toBe('sent');
+    expect(reacted).toMatchObject({ permanent: true, message: expect.stringContaining('deleted') });
+    expect(h.engine.revoke).toHaveBeenCalledTimes(1);
+    expect(h.engine.react).not.toHaveBeenCalled();
+  });
+
+  it.each([
+    ['queued behind it', { status: 'queued' }],
+    ['failed', { status: 'failed', error: { code: 'SEND_FAILED', message: 'too old' } }],
+    ['cancelled', { status: 'cancelled' }],
+  ] as const)('sends it while the deletion claiming its message is %s', async (_name, state) => {
+    const h = harness();
+    h.store.put(reply, { ...original, revokedBy: deletion.id }, {
+      ...deletion,
+      ...state,
+    } as MessageRecord);
+    await expect(h.service.send('main', reply.id, first)).resolves.toBe('sent');
+    expect(h.engine.sendText).toHaveBeenCalledWith(reply.chatId, 'hello', {
+      quotedMessageId: 'true_x_ORIG',
+    });
+  });
+
+  it('asks Redis nothing more for a plain text, a reply to a received message or a deletion', async () => {
+    const h = harness();
+    const toReceived = record({
+      id: '3c3c3c3c-8a55-4f0e-9d0b-6a0f3b7c2d11',
+      replyTo: 'in_abc',
+      quotedEngineId: 'false_x_THEIRS',
+    });
+    const plain = record({ id: '4c4c4c4c-8a55-4f0e-9d0b-6a0f3b7c2d11' });
+    h.store.put(plain, toReceived, { ...deletion, status: 'queued' }, original);
+    for (const { id } of [plain, toReceived, deletion])
+      await expect(h.service.send('main', id, first)).resolves.toBe('sent');
+    expect(h.store.revokeClaim).not.toHaveBeenCalled();
+    // A reply to one of ours asks once, just before its engine call.
+    h.store.put(reply);
+    await expect(h.service.send('main', reply.id, first)).resolves.toBe('sent');
+    expect(h.store.revokeClaim).toHaveBeenCalledTimes(1);
+    expect(h.store.revokeClaim).toHaveBeenCalledWith(original.id);
   });
 });
 

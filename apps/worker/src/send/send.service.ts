@@ -392,6 +392,11 @@ export class SendService {
         this.log.warn({ sessionId, messageId }, 'lease of the session not confirmed; not sending');
         return 'not-ready';
       }
+      // Asked last, in this send's turn: no deletion of the session goes out between this read
+      // and the engine call. One that went out since this reply or reaction was accepted (its
+      // first try failed and was retried after it, say) left nothing to quote or react to.
+      const deletedBy = await this.quotedDeletion(record);
+      if (deletedBy) throw quotedDeletedError(record, deletedBy);
       // Let go while it waited (a download that had just ended, the claim's round trip).
       stopWhenLetGo().throwIfAborted();
       const endSend = this.metrics.startSend(sessionId, record);
@@ -728,6 +733,25 @@ export class SendService {
   }
 
   /**
+   * The deletion WhatsApp took of the message of ours a reply quotes or a reaction is to (its
+   * id), or null. Only those ask Redis (one HMGET; a second read only while a deletion claims
+   * the message and is not recorded taken): a plain text asks nothing.
+   */
+  private async quotedDeletion(record: MessageRecord): Promise<string | null> {
+    if (record.type === 'revoke' || !record.replyTo || !isMessageId(record.replyTo)) return null;
+    const claim = await this.messages.revokeClaim(record.replyTo);
+    if (!claim) return null;
+    if (claim.at) return claim.by;
+    // Sent by this worker, its record (which marks the message deleted) still being written,
+    // or not written: the engine took it.
+    if (this.recording.has(claim.by) || this.unrecorded.has(claim.by)) return claim.by;
+    // Recorded sent, the message not marked (one made before shards is marked by a write of its
+    // own, which may have failed), or its write ended since the claim was read.
+    const deletion = await this.messages.get(claim.by);
+    return deletion?.engineMessageId ? claim.by : null;
+  }
+
+  /**
    * This send's interval: SEND_MIN_INTERVAL_MS widened by a random amount up to
    * SEND_JITTER_MS, so the gaps between sends vary and none is shorter than the minimum.
    */
@@ -892,6 +916,24 @@ export function expiryError(
     default:
       return expired(`not sent ${within}`);
   }
+}
+
+/**
+ * The permanent failure of a reply or reaction whose message was deleted for everyone: worded
+ * as the api's 409 for one asked after the deletion.
+ */
+export function quotedDeletedError(
+  record: Pick<MessageRecord, 'type' | 'replyTo'>,
+  deletedBy: string,
+): EngineError {
+  const deleted = `was deleted for everyone (by message ${deletedBy})`;
+  return new EngineError(
+    'SEND_FAILED',
+    record.type === 'reaction'
+      ? `Message ${record.replyTo} ${deleted}: there is nothing to react to`
+      : `replyTo: message ${record.replyTo} ${deleted}: there is nothing to quote`,
+    true,
+  );
 }
 
 /** What identifies the message in its chat, to find a send a crash interrupted. */
