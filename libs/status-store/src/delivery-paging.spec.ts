@@ -92,8 +92,12 @@ describe('WebhookRepository, paging deliveries with `before`', () => {
     return { id, eventId, sessionId, targetId, status, score: ms };
   }
 
-  /** Failed for good at `ms`, as the worker records it (its shard's index and its session's). */
+  /**
+   * Failed for good at `ms`, as the worker records it (its shard's index and its session's), its
+   * session registered (the failure of a session none holds is a deleted registration's).
+   */
   async function failed(delivery: Made, ms: number): Promise<Made> {
+    await redis.hset(keys.session(delivery.sessionId), 'createdAt', new Date(0).toISOString());
     await webhooks.markFailed(delivery, { statusCode: 410, error: 'HTTP 410' }, new Date(ms));
     return { ...delivery, status: 'failed', score: ms };
   }

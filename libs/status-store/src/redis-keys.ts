@@ -341,6 +341,14 @@ export class RedisKeys {
   webhookSessionFailed(sessionId: string): string {
     return this.ofSession('wh:failed', sessionId);
   }
+  /**
+   * The failed deliveries of a session's deleted registrations that failed after their purge
+   * (while none had the id, or once one was made again), by failure time: kept apart from the
+   * listing and the WEBHOOK_FAILED_MAX of the one made again, with a most of their own.
+   */
+  webhookRetiredFailed(sessionId: string): string {
+    return this.ofSession('wh:retired-failed', sessionId);
+  }
   /** The newest deliveries of a shard's sessions, by creation time. */
   webhookRecent(shard: string | null): string {
     return `${this.shardTag(shard)}:wh:recent`;

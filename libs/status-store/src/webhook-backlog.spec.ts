@@ -31,12 +31,16 @@ describe('WebhookRepository, a failing target', () => {
     await redis.quit();
   });
 
-  /** An event with `pending` deliveries still to make, and this target's one, in its chain. */
+  /**
+   * An event with `pending` deliveries still to make, and this target's one, in its chain; its
+   * session registered (the failure of a session none holds is a deleted registration's).
+   */
   async function queue(pending = 1, of = chain) {
     const eventId = `${newEventId()}${shardOf(of.sessionId)}`;
     const id = `${eventId}_${of.targetId}`;
     await redis
       .multi()
+      .hset(keys.session(of.sessionId), 'createdAt', new Date(0).toISOString())
       .hset(keys.webhookEvent(eventId), 'json', '{}', 'pending', pending)
       .pexpire(keys.webhookEvent(eventId), 7 * DAY_MS)
       .hset(keys.webhookDelivery(id), 'id', id, 'eventId', eventId, 'status', 'pending')

@@ -57,36 +57,59 @@ end
 
 // A delivery failed for good. KEYS[1] delivery, [2] its event, [3] the shard's failed index
 // (listings), [4] the session's (all in the session's shard; the same key for a delivery made
-// before shards); ARGV[1] fields (JSON, flat), [2] retention ms, [3] now (ms), [4] id, [5] the
-// most a session keeps. The delivery and its event are kept at least the retention from now,
-// never less than they were (the event is shared: another target's delivery may be waiting
-// longer for it). Returns the ids the session's index let go beyond its most (the oldest, at
-// most 1,000 a call), taken out of both indexes; the caller drops their records.
+// before shards), [5] the session's hash, [6] its deleted registrations' failed index (both
+// only for a delivery made in a shard: the hash is in another slot than a record made before);
+// ARGV[1] fields (JSON, flat), [2] retention ms, [3] now (ms), [4] id, [5] the most a session
+// keeps. One of a registration deleted before (none holds the id now, or one made again holds
+// it: the event is below its eventsFrom) goes to KEYS[6] instead of KEYS[4], marked `retired`,
+// so the one made again neither lists nor counts it. The delivery and its event are kept at
+// least the retention from now, never less than they were (the event is shared: another
+// target's delivery may be waiting longer for it). Returns the ids the index it went to let go
+// beyond its most (the oldest, at most 1,000 a call), taken out of it and of the shard's; the
+// caller drops their records.
 const FAILED = new LuaScript(
   KEEP_AT_LEAST +
     `
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
 keep_at_least(KEYS[1], ARGV[2])
 keep_at_least(KEYS[2], ARGV[2])
+local own = KEYS[4]
+if KEYS[6] then
+  local registration = redis.call('HMGET', KEYS[5], 'createdAt', 'eventsFrom')
+  local retired = not registration[1]
+  local from = tonumber(registration[2])
+  if not retired and from then
+    local ok, event = pcall(cjson.decode, redis.call('HGET', KEYS[2], 'json') or '')
+    local sequence = ok and type(event) == 'table' and tonumber(event.sequence)
+    retired = (sequence and sequence < from) or false
+  end
+  if retired then
+    own = KEYS[6]
+    redis.call('HSET', KEYS[1], 'retired', '1')
+  else
+    redis.call('HDEL', KEYS[1], 'retired')
+  end
+end
 local forgotten = tonumber(ARGV[3]) - tonumber(ARGV[2])
-for i = 3, 4 do
-  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', forgotten)
+for _, index in ipairs({ KEYS[3], own }) do
+  redis.call('ZADD', index, ARGV[3], ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', forgotten)
 end
 -- Every entry is older than the retention by then.
-redis.call('PEXPIRE', KEYS[4], ARGV[2])
-local over = math.min(redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[5]), 1000)
+redis.call('PEXPIRE', own, ARGV[2])
+local over = math.min(redis.call('ZCARD', own) - tonumber(ARGV[5]), 1000)
 if over <= 0 then return {} end
-local gone = redis.call('ZRANGE', KEYS[4], 0, over - 1)
-redis.call('ZREMRANGEBYRANK', KEYS[4], 0, over - 1)
+local gone = redis.call('ZRANGE', own, 0, over - 1)
+redis.call('ZREMRANGEBYRANK', own, 0, over - 1)
 redis.call('ZREM', KEYS[3], unpack(gone))
 return gone
 `,
 );
 
 // Puts a failed delivery back at the end of its chain. KEYS[1] delivery, [2] chain, [3] chains
-// set, [4] chains needing a job, [5] failed index, [6] event, [7] the session's failed index
-// (all in the session's shard);
+// set, [4] chains needing a job, [5] failed index, [6] event, [7] the session's failed index,
+// [8] its deleted registrations' (all in the session's shard; [8] only for a delivery made in
+// a shard, see FAILED);
 // ARGV[1] id, [2] retention ms, [3] kick channel, [4] the chain as session:target, [5] the
 // shard (the kick's message). The event's count of deliveries to make stays as it is: a failed
 // delivery keeps its place in it (its event outlives it only as long as it may be replayed).
@@ -102,12 +125,13 @@ if redis.call('EXISTS', KEYS[6]) == 0 then return 'event-gone' end
 local failed_at = redis.call('HGET', KEYS[1], 'failedAt')
 if failed_at then redis.call('HSET', KEYS[1], 'lastFailedAt', failed_at) end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', '0')
-redis.call('HDEL', KEYS[1], 'failedAt', 'nextAttemptAt', 'open', 'brokeOff')
+redis.call('HDEL', KEYS[1], 'failedAt', 'nextAttemptAt', 'open', 'brokeOff', 'retired')
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 keep_at_least(KEYS[6], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[7], ARGV[1])
+if KEYS[8] then redis.call('ZREM', KEYS[8], ARGV[1]) end
 if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
   redis.call('SADD', KEYS[4], ARGV[4])
   redis.call('SADD', KEYS[3], KEYS[2])
@@ -220,7 +244,9 @@ export interface DeliveryTargets {
   /**
    * Whether an event numbered `sequence` is of a registration of the session deleted before
    * the one registered now (made again since): its targets are only those kept aside for it.
-   * False when not known (a session registered by a version that kept no boundary).
+   * None registered, whether it is of one deleted before the last deleted whose targets are kept
+   * aside: deliveries of that one may wait behind it in its line. False when not known (a
+   * session registered by a version that kept no boundary).
    */
   ofEarlierRegistration(sequence: number | undefined): boolean;
   /** Its session is not registered (deleted, its purge done). */
@@ -341,8 +367,6 @@ export class WebhookRepository {
       createdAt && eventsFromField && Number.isSafeInteger(Number(eventsFromField))
         ? Number(eventsFromField)
         : null;
-    const ofEarlierRegistration = (sequence: number | undefined) =>
-      eventsFrom !== null && sequence !== undefined && sequence < eventsFrom;
     const find = (json: unknown) =>
       typeof json === 'string'
         ? ((JSON.parse(json) as WebhookTarget[]).find((target) => target.id === targetId) ?? null)
@@ -352,15 +376,24 @@ export class WebhookRepository {
       .map(([field, json]) => ({ upTo: Number(field.split(':')[0]), json }))
       .filter((deletion) => Number.isSafeInteger(deletion.upTo))
       .sort((a, b) => a.upTo - b.upTo);
+    // The first deletion after the event: the registration the event was of.
+    const deletionOf = (sequence: number | undefined) =>
+      sequence === undefined
+        ? undefined
+        : deletions.find((candidate) => candidate.upTo >= sequence);
+    const ofEarlierRegistration = (sequence: number | undefined) => {
+      if (sequence === undefined) return false;
+      if (createdAt) return eventsFrom !== null && sequence < eventsFrom;
+      // None registered: the line may go on with deliveries of a registration deleted later,
+      // whose targets are kept aside too.
+      const deletion = deletionOf(sequence);
+      return deletion !== undefined && deletion !== deletions.at(-1);
+    };
     return {
       at: (sequence) => {
         if (sequence !== undefined && eventsFrom !== null && sequence >= eventsFrom)
           return find(own);
-        // The first deletion after the event: the registration the event was of.
-        const deletion =
-          sequence === undefined
-            ? undefined
-            : deletions.find((candidate) => candidate.upTo >= sequence);
+        const deletion = deletionOf(sequence);
         if (deletion) return find(deletion.json);
         // An earlier registration's, no longer kept (or none was: nothing waited at its
         // delete): never the current one's, though its URL may be the same.
@@ -476,13 +509,15 @@ export class WebhookRepository {
     outcome: { statusCode: number | null; error: string },
     now = new Date(),
   ): Promise<number> {
+    const indexes = this.failedIndexes(delivery);
     const gone = (await FAILED.run(
       this.redis,
       [
         this.keys.webhookDelivery(delivery.id),
         this.keys.webhookEvent(delivery.eventId),
         this.keys.webhookFailed(shardOfId(delivery.id)),
-        this.failedOfSession(delivery),
+        indexes.session,
+        ...(indexes.registration ? [indexes.registration.hash, indexes.registration.retired] : []),
       ],
       [
         JSON.stringify([
@@ -518,13 +553,22 @@ export class WebhookRepository {
 
   /**
    * The index WEBHOOK_FAILED_MAX counts a delivery's failure in: its session's; for one made
-   * before shards, its shard's (the root's: a session's key is in another slot).
+   * before shards, its shard's (the root's: a session's key is in another slot). For one made in
+   * a shard, also the session's hash and the index of its deleted registrations' failures, in
+   * the same slot, for FAILED to pick from; one made before shards is counted as it was.
    */
-  private failedOfSession(delivery: Pick<DeliveryRecord, 'id' | 'sessionId'>): string {
-    const shard = shardOfId(delivery.id);
-    return shard === null
-      ? this.keys.webhookFailed(null)
-      : this.keys.webhookSessionFailed(delivery.sessionId);
+  private failedIndexes(delivery: Pick<DeliveryRecord, 'id' | 'sessionId'>): {
+    session: string;
+    registration?: { hash: string; retired: string };
+  } {
+    if (shardOfId(delivery.id) === null) return { session: this.keys.webhookFailed(null) };
+    return {
+      session: this.keys.webhookSessionFailed(delivery.sessionId),
+      registration: {
+        hash: this.keys.session(delivery.sessionId),
+        retired: this.keys.webhookRetiredFailed(delivery.sessionId),
+      },
+    };
   }
 
   /**
@@ -595,6 +639,7 @@ export class WebhookRepository {
     const delivery = await this.delivery(deliveryId);
     if (!delivery) return 'missing';
     const shard = shardOf(delivery.sessionId);
+    const indexes = this.failedIndexes(delivery);
     const result = await REPLAY.run(
       this.redis,
       [
@@ -604,7 +649,8 @@ export class WebhookRepository {
         this.keys.webhookChainsToSchedule(shard),
         this.keys.webhookFailed(shardOfId(deliveryId)),
         this.keys.webhookEvent(delivery.eventId),
-        this.failedOfSession(delivery),
+        indexes.session,
+        ...(indexes.registration ? [indexes.registration.retired] : []),
       ],
       [
         deliveryId,
@@ -704,6 +750,8 @@ export class WebhookRepository {
         if (!record) continue;
         if (query.status && record.status !== query.status) continue;
         if (sessions && !sessions.has(record.sessionId)) continue;
+        // Of a registration deleted before the one with the id now (FAILED): not that one's.
+        if (sessions && hash.retired === '1') continue;
         if (query.ownOnly && isGlobalTargetId(record.targetId)) continue;
         found.push(record);
         if (found.length === query.limit) break;

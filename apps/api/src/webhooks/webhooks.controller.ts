@@ -126,7 +126,10 @@ export class WebhooksController {
       `${DELIVERY_SCAN_MAX.toLocaleString('en')} deliveries after \`before\` and answers the ` +
       'matches among them: a page may hold fewer than `limit` before the end, and the next ' +
       '(`before` its last id) reads on. More than that many in a row that do not match end the ' +
-      'listing there (an empty page).',
+      'listing there (an empty page). A session deleted keeps its failures out of the listing ' +
+      'of one made again with its id, and out of its WEBHOOK_FAILED_MAX: those of the deliveries ' +
+      'that waited at the delete and failed after it are listed only without sessionId, by a key ' +
+      'not limited to sessions, and read or replayed by their id.',
   })
   @ApiEnvelope(DeliveryDto, { isArray: true })
   @ApiErrors(

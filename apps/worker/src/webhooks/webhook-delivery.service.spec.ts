@@ -360,3 +360,101 @@ describe('a delivery of a deleted registration, its targets no longer kept', () 
     expect(posted).toEqual([{ secret: 'whsec_new', eventId: fresh.eventId }]);
   });
 });
+
+/**
+ * On real Redis: a session deleted twice (made again between), not made again since. The first
+ * registration's delivery waits at a target it had dropped before its delete (a PUT), so the
+ * targets kept aside for it lack it; the second's, behind it in the same line (the same URL),
+ * waits for the target kept aside for that one.
+ */
+describe('a delivery of a deleted session whose target is not among those kept aside for it', () => {
+  let redis: Redis;
+  let keys: RedisKeys;
+  let subscriber: RedisSubscriber;
+  beforeAll(() => {
+    redis = createRedis(inject('redisUrl'), { name: 'delivery-retired-test' });
+    keys = new RedisKeys(`d${randomBytes(5).toString('hex')}`);
+  });
+  afterAll(async () => {
+    const left = await redis.keys(keys.pattern());
+    if (left.length) await redis.del(...left);
+    await subscriber?.onApplicationShutdown();
+    await redis.quit();
+  });
+
+  it("is dropped alone; a later registration's delivery behind it in the line goes to the target kept aside for it", async () => {
+    const config = parseConfig({ NODE_ENV: 'test' });
+    subscriber = new RedisSubscriber(config);
+    const sessions = new SessionRepository(
+      redis,
+      keys,
+      new EventScriptArgs(keys, [], 60_000),
+      subscriber,
+    );
+    const webhooks = new WebhookRepository(redis, keys, config);
+    const posted: { secret: string; eventId: string }[] = [];
+    const sender = {
+      post: vi.fn(async (target: WebhookTarget, eventId: string) => {
+        posted.push({ secret: target.secret, eventId });
+        return {
+          ok: true,
+          statusCode: 200,
+          retryable: false,
+          retryAfterMs: null,
+          error: null,
+          durationMs: 1,
+        };
+      }),
+    };
+    const metrics = { webhookAttempt: vi.fn() };
+    const service = new WebhookDeliveryService(
+      config,
+      webhooks,
+      sender as unknown as WebhookSender,
+      metrics as unknown as WorkerMetrics,
+    );
+    const url = 'https://same.example/hook';
+    const other = sessionTarget('https://other.example/hook', 'whsec_other');
+    const targetId = webhookTargetId('session', url);
+    const event = async (): Promise<DeliveryRecord> => {
+      await sessions.setObserved(
+        'twice',
+        { status: 'QR', qr: randomBytes(4).toString('hex') },
+        'w1',
+      );
+      const id = (await redis.lrange(keys.webhookChain('twice', targetId), -1, -1))[0];
+      return (await webhooks.delivery(id))!;
+    };
+
+    // The first: its event waits at `url` and at the other target; a PUT drops `url`, then the
+    // delete keeps aside what it has then (the other target, whose line waits).
+    await registerWithTarget(sessions, webhooks, 'twice', sessionTarget(url, 'whsec_first'));
+    await webhooks.setSessionTargets('twice', [sessionTarget(url, 'whsec_first'), other]);
+    const first = await event();
+    await webhooks.setSessionTargets('twice', [other]);
+    expect(await sessions.unregister('twice')).toBe(true);
+    // The second, at `url` again: its event waits behind the first's; deleted in turn.
+    await registerWithTarget(sessions, webhooks, 'twice', sessionTarget(url, 'whsec_second'));
+    const second = await event();
+    expect(await sessions.unregister('twice')).toBe(true);
+    expect(await redis.lrange(keys.webhookChain('twice', targetId), 0, -1)).toEqual([
+      first.id,
+      second.id,
+    ]);
+
+    const chain = { sessionId: 'twice', targetId };
+    expect(await service.deliver({ ...chain, deliveryId: first.id })).toEqual({
+      result: 'done',
+      next: second.id,
+    });
+    expect(await webhooks.delivery(first.id)).toBeNull();
+    expect(metrics.webhookAttempt).toHaveBeenCalledWith(
+      { eventType: 'session.status' },
+      'dropped',
+      undefined,
+      1,
+    );
+    expect((await service.deliver({ ...chain, deliveryId: second.id })).result).toBe('delivered');
+    expect(posted).toEqual([{ secret: 'whsec_second', eventId: second.eventId }]);
+  });
+});

@@ -215,11 +215,12 @@ export class WebhookDeliveryService {
   }
 
   /**
-   * Its event is of a registration of the session deleted before the one made now with the id,
-   * whose targets are no longer kept (WEBHOOK_RETENTION_MS after the delete), or were not
-   * (nothing waited for them then): not sent to the new one's target at the same URL, with its
-   * secret. Only it is dropped, as targetRemoved drops: the deliveries behind it in the line
-   * may be the new registration's (a line is per session and URL).
+   * Its event is of a registration of the session deleted before the one made now with the id
+   * (or, none made now, before the last one deleted), whose targets are no longer kept
+   * (WEBHOOK_RETENTION_MS after the delete), or were not (nothing waited for them then), or
+   * lack it (a PUT dropped it before the delete): not sent to a later one's target at the same
+   * URL, with its secret. Only it is dropped, as targetRemoved drops: the deliveries behind it
+   * in the line may be the later registration's (a line is per session and URL).
    */
   private async registrationGone(
     job: DeliveryJob,
@@ -230,7 +231,7 @@ export class WebhookDeliveryService {
       job,
       delivery.url,
       new Map(eventType ? [[eventType, 1]] : []),
-      'its event is of the session as it was before it was deleted and made again, and its targets then are no longer kept (they are kept WEBHOOK_RETENTION_MS from the delete, and only while deliveries of its events waited)',
+      'its event is of the session as it was before it was deleted and made again, and its target then is not among those kept (they are kept WEBHOOK_RETENTION_MS from the delete, only while deliveries of its events waited, and as they were at the delete)',
     );
     return this.done(job, 'done');
   }
