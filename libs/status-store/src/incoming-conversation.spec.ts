@@ -5,11 +5,12 @@ import { loadAppConfig } from '@app/config';
 import { EventScriptArgs } from './event-script.js';
 import type { IncomingRecord } from './incoming-record.js';
 import { incomingMessageId } from './incoming-record.js';
-import { IncomingRepository } from './incoming.repository.js';
+import { IncomingRepository, type ConversationQuery } from './incoming.repository.js';
 import { MAX_SCHEDULE_MS, type NewMessage } from './message-record.js';
 import { MessageRepository } from './message.repository.js';
+import { newestFirst } from './newest-first.js';
 import { createRedis } from './redis-connection.js';
-import { RedisKeys } from './redis-keys.js';
+import { RedisKeys, newMessageId } from './redis-keys.js';
 import { RedisSubscriber } from './redis-subscriber.js';
 import { SessionRepository } from './session.repository.js';
 
@@ -237,5 +238,102 @@ describe('IncomingRepository.conversation', () => {
     const second = await incoming.conversation({ ...query, before: first.next! });
     expect(second.items.map((item) => item.id)).toEqual([old]);
     expect(second.next).toBeNull();
+  });
+
+  /** Every entry of a conversation, read `limit` at a time through the cursors. */
+  async function pagedIds(query: Omit<ConversationQuery, 'limit' | 'before'>, limit: number) {
+    const ids: string[] = [];
+    let before: string | undefined;
+    for (let pages = 0; pages < 100; pages++) {
+      const page = await incoming.conversation({ ...query, limit, before });
+      ids.push(...page.items.map((item) => item.id));
+      if (!page.next) return ids;
+      before = page.next;
+    }
+    throw new Error('the listing never ended');
+  }
+
+  it('lists received messages of one millisecond in the order they arrived (newest first), each once across pages', async () => {
+    const session = 'same-ms-in';
+    const at = new Date(Date.now() - 5_000);
+    await sessions.register(session);
+    const older = await receiveBy(session, new Date(at.getTime() - 1));
+    // A backlog read at once: recorded one after another within a millisecond.
+    const arrived: string[] = [];
+    for (let i = 0; i < 12; i++) arrived.push(await receiveBy(session, at));
+    const newer = await receiveBy(session, new Date(at.getTime() + 1));
+    const expected = [newer, ...[...arrived].reverse(), older];
+
+    const whole = await incoming.conversation({ sessionId: session, limit: 50 });
+    expect(whole.items.map((item) => item.id)).toEqual(expected);
+    expect(whole.next).toBeNull();
+    for (const limit of [1, 5])
+      expect(await pagedIds({ sessionId: session }, limit)).toEqual(expected);
+    expect(await pagedIds({ sessionId: session, direction: 'in' }, 4)).toEqual(expected);
+  });
+
+  it('lists sent messages of one millisecond (a batch) in the order they were written, scheduled ones once, among received ones of that millisecond in arrival order', async () => {
+    const session = 'same-ms-out';
+    const at = new Date(Date.now() - 5_000);
+    await sessions.register(session);
+    const first = await receiveBy(session, at);
+    const batch = Array.from(
+      { length: 8 },
+      (_, i): NewMessage =>
+        ({
+          id: newMessageId(session),
+          sessionId: session,
+          to: '4915100000004',
+          chatId: '4915100000004@c.us',
+          type: 'text',
+          text: `part ${i}`,
+          ...(i % 3 === 1 ? { sendAt: new Date(Date.now() + 60_000).toISOString() } : {}),
+        }) as NewMessage,
+    );
+    await messages.createMany(batch, false, at);
+    const last = await receiveBy(session, at);
+    const sent = batch.map((message) => message.id).reverse();
+    const expected = [last, ...sent, first];
+
+    expect(await pagedIds({ sessionId: session }, 3)).toEqual(expected);
+    expect(
+      (await incoming.conversation({ sessionId: session, limit: 50 })).items.map((i) => i.id),
+    ).toEqual(expected);
+    expect(await pagedIds({ sessionId: session, direction: 'out' }, 2)).toEqual(sent);
+    expect(await messages.recentIds(session, 50)).toEqual(sent);
+    expect(await messages.recentIds(session, 3)).toEqual(sent.slice(0, 3));
+    // Read two at a time: each page starts below a place within the millisecond.
+    const walked: string[] = [];
+    const indexes = [keys.sessionMessages(session), keys.sessionScheduled(session)];
+    for await (const id of newestFirst(redis, indexes, 2)) walked.push(id);
+    expect(walked).toEqual(sent);
+  });
+
+  it('still lists, and pages by their old cursors, messages indexed by the previous version (tied ones in id order), with new ones of their millisecond above them', async () => {
+    const session = 'same-ms-old';
+    const at = new Date(Date.now() - 5_000);
+    await sessions.register(session);
+    const inbox = keys.sessionInbox(session);
+    // The previous version scored each by its millisecond alone.
+    const old: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const id = await receiveBy(session, at);
+      await redis.zadd(inbox, 'XX', at.getTime(), id);
+      old.push(id);
+    }
+    const oldOrder = [...old].sort().reverse();
+    const oldCursor = (id: string) => Buffer.from(`${at.getTime()}:${id}`).toString('base64url');
+    // A page handed out by the previous version goes on where it stopped.
+    const rest = await incoming.conversation({
+      sessionId: session,
+      limit: 50,
+      before: oldCursor(oldOrder[1]),
+    });
+    expect(rest.items.map((item) => item.id)).toEqual(oldOrder.slice(2));
+
+    const added = [await receiveBy(session, at), await receiveBy(session, at)];
+    const expected = [...[...added].reverse(), ...oldOrder];
+    expect(await pagedIds({ sessionId: session }, 4)).toEqual(expected);
+    expect(await pagedIds({ sessionId: session }, 1)).toEqual(expected);
   });
 });

@@ -11,6 +11,7 @@ import {
 import { parseIncomingRecord, type IncomingRecord } from './incoming-record.js';
 import { toPublicMessage, type PublicMessage } from './message-record.js';
 import { parseMessageRecord } from './message.repository.js';
+import { ARRIVAL_SCORE_LUA } from './newest-first.js';
 import { RedisKeys } from './redis-keys.js';
 import { REDIS } from './status-store.tokens.js';
 
@@ -19,21 +20,26 @@ import { REDIS } from './status-store.tokens.js';
 // written for a session no longer registered (its hash gone): a write retried through a Redis
 // outage may land after the session's purge, and would bring back its inbox index, never to
 // expire, for a session made again with the same id to list.
-// KEYS[1] record, [2] session inbox, [3] media, [4] session hash; ARGV[7] record JSON,
-// [8] retention ms, [9] score ms, [10] index cutoff ms, [11] id, [12] session id, [13] media
-// ttl ms, [14] bytes
+// Its inbox score is its arrival's millisecond, ordered within it after those of the session's
+// messages (received or sent) indexed before it (arrival_score).
+// KEYS[1] record, [2] session inbox, [3] media, [4] session hash, [5] the session's index of
+// messages sent; ARGV[7] record JSON, [8] retention ms, [9] arrival ms, [10] index cutoff ms,
+// [11] id, [12] session id, [13] media ttl ms, [14] bytes
 const RECORD = new LuaScript(
-  withEventPublishing(`
+  withEventPublishing(
+    ARRIVAL_SCORE_LUA +
+      `
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[7], 'PX', ARGV[8])
-redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
+redis.call('ZADD', KEYS[2], arrival_score({ KEYS[2], KEYS[5] }, ARGV[9]), ARGV[11])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[10])
 -- Gone with the last record it lists, if the session receives nothing more.
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
 if #ARGV[14] > 0 then redis.call('SET', KEYS[3], ARGV[14], 'PX', ARGV[13]) end
 publish_event(ARGV[12], 'message.received', function() return { dataJson = ARGV[7] } end)
 return 1
-`),
+`,
+  ),
 );
 
 /** One entry of a session's conversation list: a message received, or one we sent. */
@@ -97,6 +103,7 @@ export class IncomingRepository {
         this.keys.sessionInbox(record.sessionId),
         this.keys.incomingMedia(record.id),
         this.keys.session(record.sessionId),
+        this.keys.sessionMessages(record.sessionId),
       ],
       [
         ...this.events.build(now),
@@ -245,10 +252,14 @@ function formatCursor(position: Position): string | null {
   return Buffer.from(`${position.score}:${position.id}`).toString('base64url');
 }
 
-/** Reads a cursor; undefined when absent, throws on a malformed one. */
+/**
+ * Reads a cursor; undefined when absent, throws on a malformed one. Its time has a fraction
+ * when it is of a message ordered within its millisecond (arrival_score); the previous
+ * version's have none, and still read.
+ */
 export function parseCursor(cursor: string | undefined): Position | undefined {
   if (cursor === undefined) return undefined;
-  const match = /^(\d{1,16}):([A-Za-z0-9_-]{1,80})$/.exec(
+  const match = /^(\d{1,16}(?:\.\d{1,20})?):([A-Za-z0-9_-]{1,80})$/.exec(
     Buffer.from(cursor, 'base64url').toString('utf8'),
   );
   if (!match) throw new RangeError('before is not a cursor this api returned');

@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import { incomingMessageId } from './incoming-record.js';
 import { intakeEntry } from './send-intake.js';
 import { RedisKeys, shardOfId } from './redis-keys.js';
-import { newestFirst } from './newest-first.js';
+import { ARRIVAL_SCORE_LUA, newestFirst } from './newest-first.js';
 import { knownShards } from './shards.js';
 import { REDIS } from './status-store.tokens.js';
 import {
@@ -52,17 +52,20 @@ const CHECK_TARGET = new LuaScript(
   SESSION_TAKES_SENDS_FN + `return takes_sends(KEYS[1]) and 'OK' or 'NO_SESSION'`,
 );
 
+// Its indexes' score is its creation's millisecond, ordered within it after those of the
+// session's messages (sent or received) indexed before it (arrival_score).
 // KEYS[1] message, [2] session index, [3] session, [4] the session's send intake, [5] its
-// scheduled index (all in the session's shard); ARGV[7] fields (JSON, flat), [8] retention ms,
-// [9] score (ms), [10] index cutoff (ms), [11] message id, [12] session id, [13] '1' to check
-// that the session takes sends, [14] status (queued or scheduled), [15] the intake entry (''
-// for none), [16] the scheduled index's cutoff (ms), [17] how long the scheduled index is kept
-// after its newest entry (ms). The session is checked, and the send queued, in the same round
-// trip as the write.
+// scheduled index, [6] its inbox (all in the session's shard); ARGV[7] fields (JSON, flat),
+// [8] retention ms, [9] creation (ms), [10] index cutoff (ms), [11] message id, [12] session
+// id, [13] '1' to check that the session takes sends, [14] status (queued or scheduled),
+// [15] the intake entry ('' for none), [16] the scheduled index's cutoff (ms), [17] how long
+// the scheduled index is kept after its newest entry (ms). The session is checked, and the
+// send queued, in the same round trip as the write.
 const CREATE = new LuaScript(
   withEventPublishing(
     SNAPSHOT +
       SESSION_TAKES_SENDS_FN +
+      ARRIVAL_SCORE_LUA +
       `
 -- Its id is new: a record already there is this write's, run again (sent again by the client
 -- after a reconnect, its first answer lost). Written twice, it would count twice, queue a
@@ -71,13 +74,15 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
 if ARGV[13] == '1' and not takes_sends(KEYS[3]) then return 'NO_SESSION' end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[7])))
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
-redis.call('ZADD', KEYS[2], ARGV[9], ARGV[11])
+-- The same place in both indexes: a listing merging them reads it once.
+local score = arrival_score({ KEYS[2], KEYS[6] }, ARGV[9])
+redis.call('ZADD', KEYS[2], score, ARGV[11])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[10])
 -- Gone with the last record it lists, if the session sends nothing more: kept as long as the
 -- longest-kept of them (a scheduled one's is kept from when it is due).
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[8]) then redis.call('PEXPIRE', KEYS[2], ARGV[8]) end
 if ARGV[14] == 'scheduled' then
-  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[11])
+  redis.call('ZADD', KEYS[5], score, ARGV[11])
   -- Gone, with its last entry's record, if the session schedules nothing more.
   redis.call('PEXPIRE', KEYS[5], ARGV[17])
 end
@@ -574,6 +579,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
             this.keys.session(record.sessionId),
             this.keys.sendIntake(record.sessionId),
             this.keys.sessionScheduled(record.sessionId),
+            this.keys.sessionInbox(record.sessionId),
           ],
           args: [
             ...this.events.build(now),

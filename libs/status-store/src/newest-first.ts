@@ -32,6 +32,30 @@ export function lowerOf(
   return isNewer(a, b) ? b : a;
 }
 
+/**
+ * Lua: `arrival_score(keys, ms)`, the score of a member added now to one of a session's
+ * newest-first indexes (`keys`: all the indexes a listing merges with it). Its millisecond
+ * `ms` (a string), or, when any of them already holds a member scored within that millisecond,
+ * 1/1024 above the highest such score. Members of one millisecond then list in the order their
+ * scripts ran (the order of their events' `sequence`), not by their ids, which are random.
+ * A millisecond holds 1,024 such places (Redis's doubles keep them exact until the year 2248);
+ * past that, members share its last place and list by id. Members the previous version
+ * scored by their millisecond alone keep their place; one added in their millisecond comes
+ * after (above) them.
+ */
+export const ARRIVAL_SCORE_LUA = `
+local function arrival_score(keys, ms)
+  local step, base = ${1 / 1024}, tonumber(ms)
+  local score = base
+  for _, key in ipairs(keys) do
+    local top = redis.call('ZREVRANGEBYSCORE', key, '(' .. string.format('%d', base + 1), ms,
+      'WITHSCORES', 'LIMIT', 0, 1)
+    if top[2] then score = math.max(score, tonumber(top[2]) + step) end
+  end
+  return math.min(score, base + 1 - step)
+end
+`;
+
 // Up to ARGV[3] members of a sorted set that come after a place (ListPosition: ARGV[1] score,
 // ARGV[2] member; no score: from the top), with their scores, lowest first. By rank, in one
 // script: entries added above the place or taken out meanwhile move no page, and a score many
