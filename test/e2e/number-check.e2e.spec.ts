@@ -30,6 +30,22 @@ describe('number check: GET /api/v1/sessions/:id/contacts/:number/exists', () =>
     });
   });
 
+  it('checks the number without the bracketed national 0, however the country code is written', async () => {
+    for (const written of ['0049 (0)151-2345-6789', '+49.(0)151 2345 6789']) {
+      const answer = await check('main', encodeURIComponent(written));
+      expect(answer.status, written).toBe(200);
+      expect(answer.body.data, written).toMatchObject({
+        number: '4915123456789',
+        chatId: '4915123456789@c.us',
+      });
+    }
+    const elsewhere = await check('main', encodeURIComponent('+49 30 (0)1234567'));
+    expect(elsewhere.status).toBe(400);
+    expect(elsewhere.body.error.message).toContain(
+      'a bracketed (0) only right after the country code',
+    );
+  });
+
   it('needs the send scope, not read: the linked account asks WhatsApp', async () => {
     const keyWith = async (scopes: string[]) =>
       (await stack.call('POST', '/api/v1/keys', { name: scopes.join('+'), scopes })).body.data.key;

@@ -28,7 +28,7 @@ describe('send path (api + worker, sandbox engine, real Redis and HTTP)', () => 
     expect(stack.sandbox().sends.map((send) => send.chatId)).toContain('4915123456789@c.us');
   });
 
-  it('sends to the chats people name: 00 and a bracketed national 0, and a user named by lid', async () => {
+  it('sends to the chats people name: 00 and a bracketed national 0 however written, and a user named by lid', async () => {
     const sent = async (to: string) => {
       const answer = await stack.call('POST', '/api/v1/messages/text', { to, text: 'hi' });
       expect(answer.status, to).toBe(202);
@@ -36,10 +36,29 @@ describe('send path (api + worker, sandbox engine, real Redis and HTTP)', () => 
     };
     await sent('0049 151 2345 6780');
     await sent('+49 (0)151 2345 6781');
+    // However the country code is written before it, the bracketed 0 is the national one.
+    await sent('0049 (0)151-2345-6782');
+    await sent('+49-(0)151-2345-6783');
     await sent('123456789012345@lid');
     const chats = stack.sandbox().sends.map((send) => send.chatId);
     expect(chats).toEqual(
-      expect.arrayContaining(['4915123456780@c.us', '4915123456781@c.us', '123456789012345@lid']),
+      expect.arrayContaining([
+        '4915123456780@c.us',
+        '4915123456781@c.us',
+        '4915123456782@c.us',
+        '4915123456783@c.us',
+        '123456789012345@lid',
+      ]),
+    );
+    expect(chats).not.toContain('49015123456782@c.us');
+    expect(chats).not.toContain('49015123456783@c.us');
+    const elsewhere = await stack.call('POST', '/api/v1/messages/text', {
+      to: '+49 151 (0)2345 6789',
+      text: 'hi',
+    });
+    expect(elsewhere.status).toBe(400);
+    expect(elsewhere.body.error.message).toContain(
+      'a bracketed (0) only right after the country code',
     );
     const national = await stack.call('POST', '/api/v1/messages/text', {
       to: '0151 23456789',

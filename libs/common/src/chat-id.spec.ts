@@ -1,4 +1,4 @@
-import { isValidSessionId, toChatId } from './chat-id.js';
+import { isValidSessionId, phoneDigits, toChatId } from './chat-id.js';
 
 describe('toChatId', () => {
   it.each([
@@ -47,6 +47,47 @@ describe('toChatId', () => {
     '1234@lid',
     'abc@lid',
   ])('refuses %j', (input) => {
+    expect(toChatId(input)).toBeNull();
+  });
+});
+
+describe('phoneDigits: a bracketed trunk 0 after the country code', () => {
+  // However the country code is written before it, `(0)` is the national 0, and is dropped.
+  it.each([
+    // The review's inputs, which kept the 0 and named another number.
+    ['0049 (0)151-2345-6789', '4915123456789'],
+    ['+49-(0)151-2345-6789', '4915123456789'],
+    ['+49.(0)151 2345 6789', '4915123456789'],
+    ['0049-(0)151-2345-6789', '4915123456789'],
+    ['00 49 (0) 151 2345 6789', '4915123456789'],
+    ['+0049-(0)151 2345 6789', '4915123456789'],
+    ['0049\u00a0(0)\u00a0151\u00a02345\u00a06789', '4915123456789'],
+    ['+49\u202f(0)151\u20112345\u20136789', '4915123456789'],
+    ['+49 ( 0 ) 151 2345 6789', '4915123456789'],
+    ['49 (0)151 2345 6789', '4915123456789'],
+    ['(+49) (0)151 2345 6789', '4915123456789'],
+    // One-, two- and three-digit country codes.
+    ['001 (0)212 555 0123', '12125550123'],
+    ['+44-(0)20-7946-0958', '442079460958'],
+    ['+41.(0)44.668.18.00', '41446681800'],
+    ['353 (0)87 123 4567', '353871234567'],
+    ['00353-(0)87-123-4567', '353871234567'],
+  ])('reads %j as %s', (input, expected) => {
+    expect(phoneDigits(input)).toBe(expected);
+    expect(toChatId(input)).toBe(`${expected}@c.us`);
+  });
+
+  // Not right after the country code, it is not known whether the 0 is part of the number.
+  it.each([
+    '+4930 (0)1234567',
+    '+49 30 (0)1234567',
+    '+49 151 (0)2345 6789',
+    '+3531 (0)2345678',
+    '+1212 (0)5550123',
+    '+49 (0)(0)151 2345 6789',
+    '+49 (0)151 (0)2345 6789',
+  ])('refuses %j', (input) => {
+    expect(phoneDigits(input)).toBeNull();
     expect(toChatId(input)).toBeNull();
   });
 });

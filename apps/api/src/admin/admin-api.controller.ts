@@ -155,7 +155,7 @@ export class AdminApiController {
           error: {
             code: 'BAD_REQUEST',
             message:
-              'from must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), written in at most 64 characters',
+              'from must be a phone number of 7 to 15 digits in international format (country code first, not a national 0; a bracketed (0) only right after the country code), written in at most 64 characters',
           },
         },
         sessionId: { summary: 'Malformed session id', error: MALFORMED_SESSION_ID },

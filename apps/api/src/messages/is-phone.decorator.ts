@@ -19,7 +19,7 @@ export const IsPhone = (options?: ValidationOptions) =>
           value.length <= MAX_RECIPIENT_LENGTH &&
           phoneDigits(value) !== null,
         defaultMessage: (args) =>
-          `${args?.property ?? 'phone'} must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), written in at most ${MAX_RECIPIENT_LENGTH} characters`,
+          `${args?.property ?? 'phone'} must be a phone number of 7 to 15 digits in international format (country code first, not a national 0; a bracketed (0) only right after the country code), written in at most ${MAX_RECIPIENT_LENGTH} characters`,
       },
     },
     options,

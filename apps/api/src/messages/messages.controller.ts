@@ -50,7 +50,7 @@ export const NOT_A_MESSAGE_ID = {
 export const INVALID_TO = {
   code: 'BAD_REQUEST',
   message:
-    'to must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), a group id ending in @g.us, or a chat id ending in @lid, in at most 64 characters',
+    'to must be a phone number of 7 to 15 digits in international format (country code first, not a national 0; a bracketed (0) only right after the country code), a group id ending in @g.us, or a chat id ending in @lid, in at most 64 characters',
 } as const;
 
 const SEND_ERRORS = ApiErrors(

@@ -83,7 +83,7 @@ export class SendBaseDto {
 
   @ApiProperty({
     description:
-      "Phone number in international format (digits, optional + or 00, spaces, dashes or brackets; `+49 (0)151…` drops the bracketed 0; a national `0151…` is refused), a group id such as `120363012345678901@g.us`, or a received message's `chatId` ending in `@lid`",
+      "Phone number in international format (digits, optional + or 00, spaces, dashes or brackets; a bracketed 0 right after the country code (`+49 (0)151…`, `0049-(0)151…`) is dropped, one elsewhere is refused; a national `0151…` is refused), a group id such as `120363012345678901@g.us`, or a received message's `chatId` ending in `@lid`",
     example: '+49 151 2345 6789',
   })
   @IsString()

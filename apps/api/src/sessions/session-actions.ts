@@ -120,7 +120,7 @@ export abstract class SessionActions {
       example: {
         code: 'BAD_REQUEST',
         message:
-          'phone must be a phone number of 7 to 15 digits in international format (country code first, not a national 0), written in at most 64 characters',
+          'phone must be a phone number of 7 to 15 digits in international format (country code first, not a national 0; a bracketed (0) only right after the country code), written in at most 64 characters',
       },
     },
     { status: 404, description: 'No such session', example: NO_SUCH_SESSION },

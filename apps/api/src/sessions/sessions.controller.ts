@@ -119,7 +119,8 @@ export class SessionsController extends SessionActions {
   @ApiParam({
     name: 'number',
     example: '4915123456789',
-    description: 'Phone number in international format, digits (a leading + is allowed)',
+    description:
+      'Phone number in international format, written as `to` takes it (+ or 00, separators, `(0)` right after the country code); URL-encode spaces and brackets',
   })
   @ApiEnvelope(NumberCheckDto)
   @ApiErrors(
@@ -128,7 +129,8 @@ export class SessionsController extends SessionActions {
       description: 'Malformed session id or number',
       example: {
         code: 'BAD_REQUEST',
-        message: 'number must be 7-15 digits in international format',
+        message:
+          'number must be 7-15 digits in international format (country code first, not a national 0; a bracketed (0) only right after the country code)',
       },
     },
     {

@@ -185,7 +185,10 @@ export class SessionsService {
     await this.existing(sessionId);
     const digits = phoneDigits(number);
     if (!digits)
-      throw new AppError('BAD_REQUEST', 'number must be 7-15 digits in international format');
+      throw new AppError(
+        'BAD_REQUEST',
+        'number must be 7-15 digits in international format (country code first, not a national 0; a bracketed (0) only right after the country code)',
+      );
     const cached = await this.sessions.cachedNumberCheck(sessionId, digits);
     if (cached) return { number: digits, ...cached, cached: true };
     const found = await this.call(sessionId, 'checkNumber', { digits }, NUMBER_CHECK_WAIT_MS);
