@@ -339,6 +339,8 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
   it.each([
     ['/admin/nope', 404, 'There is no admin page at /admin/nope'],
     ['/admin/sessions/main/qr', 404, 'There is no admin page at /admin/sessions/main/qr'],
+    // A route's parameter left empty, which Nest hands to the API's JSON not-found handler.
+    ['/admin/sessions/', 404, 'There is no admin page at /admin/sessions/'],
     ['/admin/sessions/%E0%A4%A', 400, 'Malformed percent-encoding in the URL'],
     [`/admin/sessions/${'x'.repeat(101)}`, 400, 'A path parameter is longer than 100 characters'],
   ])(
