@@ -53,6 +53,16 @@ const CASES: Case[] = [
     invalid: ['name', 'sessions'],
   },
   {
+    form: 'new-key',
+    page: '/admin/keys',
+    action: '/admin/keys',
+    // As a form with its `required` removed sends it.
+    typed: { name: '   ', scope_read: 'on' },
+    status: 400,
+    refusal: 'name must not be blank',
+    invalid: ['name'],
+  },
+  {
     form: 'pairing-code',
     page: '/admin/sessions/main',
     action: '/admin/sessions/main/pairing-code',
