@@ -20,7 +20,13 @@ import { WorkersService } from '../workers/workers.service.js';
 import { AdminAccess, CSRF_FIELD } from './admin-access.service.js';
 import { AdminAuth } from './admin-auth.decorator.js';
 import { AdminPageFilter } from './admin-page.filter.js';
-import { AdminViews, linkPhase, problemText, type RefusedForm } from './admin-views.service.js';
+import {
+  AdminViews,
+  formatTime,
+  linkPhase,
+  problemText,
+  type RefusedForm,
+} from './admin-views.service.js';
 import { FORM_TOKEN_FIELD, FormTokens } from './form-tokens.service.js';
 import {
   AdminTestIncomingDto,
@@ -181,7 +187,7 @@ export class AdminPagesController {
       const { record, revokedNow } = await this.apiKeys.revoke(id);
       if (revokedNow) return `Key ${record.name} revoked`;
       auditTarget(req, { alreadyRevokedAt: record.revokedAt ?? '' });
-      return `Key ${record.name} was already revoked, at ${record.revokedAt}`;
+      return `Key ${record.name} was already revoked, at ${formatTime(record.revokedAt)}`;
     });
   }
 
