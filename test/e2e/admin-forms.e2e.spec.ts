@@ -252,6 +252,21 @@ describe('admin page forms refused for what was typed in them', () => {
     expect((await stack.call('GET', '/api/v1/sessions/main/status')).status).toBe(200);
   });
 
+  it('refuses to delete the active session with the way to change it on these pages, not the API route', async () => {
+    const answer = await post(
+      '/admin/sessions/main/delete',
+      { confirm: 'main' },
+      await open('/admin/sessions/main'),
+    );
+    expect(answer.status).toBe(409);
+    const form = formIn(await answer.text(), '/admin/sessions/main/delete');
+    expect(form).toContain(
+      'Session main is the active one (sends without a sessionId go to it): make another session active first, with Make active under Active session on the Sessions page (/admin)',
+    );
+    expect(form).not.toContain('PUT /api/v1/sessions/active');
+    expect((await stack.call('GET', '/api/v1/sessions/main/status')).status).toBe(200);
+  });
+
   it('shows the pairing form refused even once the session no longer waits for a scan', async () => {
     expect((await stack.call('POST', '/api/v1/sessions', { id: 'linked' })).status).toBe(201);
     await eventually(async () =>

@@ -412,6 +412,12 @@ export class AdminPagesController {
             new AppError('BAD_REQUEST', `Type the session id ${id} to confirm the deletion`),
             'confirm',
           );
+        // The API's own refusal names its route; on this page the way is the Sessions page's form.
+        if ((await this.sessions.active()) === id)
+          throw new AppError(
+            'CONFLICT',
+            `Session ${id} is the active one (sends without a sessionId go to it): make another session active first, with Make active under Active session on the Sessions page (/admin), then delete this one`,
+          );
         await this.sessions.remove(id);
         deleted = true;
         return `Session ${id} deleted`;
