@@ -49,6 +49,21 @@ async function request(
   return { status: response.status, headers: response.headers, text, json };
 }
 
+/** The workers banners a page shows (`none`, `draining`), hidden ones left out. */
+function shownBanners(html: string): string[] {
+  return [...html.matchAll(/data-workers-banner="(\w+)"( hidden)?/g)]
+    .filter((match) => !match[2])
+    .map((match) => match[1]);
+}
+
+/** The texts of the session page's shown phase that depend on the workers, hidden ones left out. */
+function shownTexts(html: string): string[] {
+  const phase = /<div class="phase[^"]*" data-phases="[\w ]+" >([\s\S]*?)<\/div>/.exec(html);
+  return [...(phase?.[1] ?? '').matchAll(/<p data-workers="\w+" >([\s\S]*?)<\/p>/g)].map(
+    (match) => match[1],
+  );
+}
+
 /** `name=value` pairs of the Set-Cookie headers, ready for a Cookie header. */
 function cookiesOf(answer: Answer): string {
   return answer.headers
@@ -968,12 +983,14 @@ describe('the sessions pages with no worker running', () => {
       });
       const list = await request(stack, 'GET', '/admin');
       expect(list.text).toContain(banner);
-      expect(list.text).toContain('<dd>last seen on worker-gone</dd>');
+      expect(shownBanners(list.text)).toEqual(['none']);
+      expect(list.text).toContain('<dd data-bind="worker">last seen on worker-gone</dd>');
       expect(list.text).not.toContain('data-bind="worker">worker-gone');
       const stopped = await request(stack, 'GET', '/admin/sessions/main');
       expect(stopped.text).toContain(banner);
-      expect(stopped.text).toContain('Not running: no worker is running to start it.');
-      expect(stopped.text).not.toContain('A worker picks it up within seconds');
+      expect(shownTexts(stopped.text)).toEqual([
+        'Not running: no worker is running to start it. It starts within seconds of a worker starting.',
+      ]);
 
       // As a worker that crashed leaves them.
       await stack.redis.hset(stack.keys.session('main'), { status: 'READY' });
@@ -981,7 +998,9 @@ describe('the sessions pages with no worker running', () => {
       expect(crashed.text).toMatch(
         /worker-gone stopped answering \(no heartbeat for \d+ ms\); no worker is running to take the session over/,
       );
-      expect(crashed.text).toContain('no worker is running to connect it');
+      expect(shownTexts(crashed.text)).toEqual([
+        'The session is not connected, and no worker is running to connect it: it connects once a worker starts.',
+      ]);
 
       const { WorkerRepository } = await import('@app/status-store');
       const worker = { id: 'worker-here', host: 'h', pid: 1, version: '0', startedAt: '' };
@@ -989,12 +1008,31 @@ describe('the sessions pages with no worker running', () => {
         .api!.get(WorkerRepository)
         .beat({ ...worker, sessions: ['main'] }, 60_000, Date.now() + 60_000);
       const gone = await request(stack, 'GET', '/admin/sessions/main');
-      expect(gone.text).not.toContain('data-no-worker');
+      expect(shownBanners(gone.text)).toEqual([]);
       expect(gone.text).toContain('another worker takes the session over');
       await stack.redis.hset(stack.keys.session('main'), { worker: 'worker-here' });
       const running = await request(stack, 'GET', '/admin');
-      expect(running.text).not.toContain('No worker is running');
+      expect(shownBanners(running.text)).toEqual([]);
       expect(running.text).toContain('<dd data-bind="worker">worker-here</dd>');
+      expect((await request(stack, 'GET', '/api/admin/sessions/main')).json.data.workers).toBe(
+        'taking',
+      );
+
+      // Drained, the only worker stops its sessions and takes none: a live worker, no start.
+      await stack.api!.get(WorkerRepository).setDraining('worker-here', true, 60_000);
+      await stack.redis.hset(stack.keys.session('main'), { status: 'STOPPED' });
+      for (const path of ['/admin', '/admin/sessions/main'])
+        expect(shownBanners((await request(stack, 'GET', path)).text), path).toEqual(['draining']);
+      const drained = await request(stack, 'GET', '/admin/sessions/main');
+      expect(drained.text).toContain(
+        '<strong>Every worker is draining:</strong> sessions stay stopped, and messages sent meanwhile are accepted but wait in their queues.',
+      );
+      expect(shownTexts(drained.text)).toEqual([
+        'Not running: every worker is draining, and a draining worker starts no session. It stays stopped until a worker takes sessions again (<em>Take sessions again</em> on <a href="/admin/workers">Workers</a>) or another worker starts; messages sent meanwhile wait in its queue.',
+      ]);
+      expect((await request(stack, 'GET', '/api/admin/sessions/main')).json.data.workers).toBe(
+        'draining',
+      );
     } finally {
       await stack.close();
     }

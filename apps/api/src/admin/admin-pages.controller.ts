@@ -104,9 +104,9 @@ export class AdminPagesController {
     res: FastifyReply,
     refused?: Refusal,
   ): Promise<void> {
-    const [overview, anyWorker] = await Promise.all([
+    const [overview, workers] = await Promise.all([
       this.admin.overview(),
-      this.workers.anyLive(),
+      this.workers.fleetState(),
     ]);
     const sessions = overview.map((session) => ({ ...session, problem: problemText(session) }));
     this.page(
@@ -116,7 +116,7 @@ export class AdminPagesController {
       {
         title: 'Sessions',
         nav: 'sessions',
-        noWorker: !anyWorker,
+        workers,
         sessions,
         activeId: sessions.find((session) => session.active)?.id ?? (await this.sessions.active()),
         refused,
@@ -257,7 +257,7 @@ export class AdminPagesController {
     res: FastifyReply,
     refused?: Refusal,
   ): Promise<void> {
-    const [session, anyWorker] = await Promise.all([this.admin.detail(id), this.workers.anyLive()]);
+    const session = await this.admin.detail(id);
     this.page(
       req,
       res,
@@ -265,7 +265,7 @@ export class AdminPagesController {
       {
         title: `Session ${session.id}`,
         nav: 'sessions',
-        noWorker: !anyWorker,
+        workers: session.workers,
         session,
         phase: linkPhase(session),
         problem: problemText(session),

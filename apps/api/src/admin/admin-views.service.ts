@@ -141,6 +141,9 @@ export class AdminViews {
       (session: { pushname?: string | null }) => session.pushname || '–',
     );
     hbs.registerHelper('or', (value: unknown, fallback: unknown) => value || fallback);
+    hbs.registerHelper('workerText', (session: { worker?: string | null; workerAlive?: boolean }) =>
+      workerText(session),
+    );
     // `POST /api/v1/sessions/:id/link`, free to break only after a slash (see .route in
     // admin.css): squeezed, a route broke inside its words (`/:id/lin` `k`).
     hbs.registerHelper(
@@ -212,6 +215,15 @@ export class AdminViews {
     const data = { ...context, assets: this.assetVersions };
     return layout({ ...data, body: template(data) });
   }
+}
+
+/**
+ * The Worker field (also built in admin.js): a worker that no longer beats is not this
+ * session's, so it is named as where the session was last seen.
+ */
+export function workerText(session: { worker?: string | null; workerAlive?: boolean }): string {
+  if (!session.worker) return 'none';
+  return session.workerAlive ? session.worker : `last seen on ${session.worker}`;
 }
 
 /** "error · next try at …" for a failed or disconnected session (also built in admin.js). */
