@@ -345,6 +345,45 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
     expect(form.text).toContain('phone must be a phone number');
   });
 
+  it('counts a message scheduled for later apart from the queued ones, on the cards, the session page and in the JSON', async () => {
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'later' })).status).toBe(201);
+    const sendAt = new Date(Date.now() + 3_600_000).toISOString();
+    const scheduled = await stack.call('POST', '/api/v1/messages/text', {
+      sessionId: 'later',
+      to: '4915100000077',
+      text: 'in an hour',
+      sendAt,
+    });
+    expect(scheduled.status).toBe(202);
+    expect(scheduled.body.data.status).toBe('scheduled');
+    const json = await request(stack, 'GET', '/api/admin/sessions/later');
+    // queued keeps counting scheduled ones (as before); scheduled says how many of them.
+    expect(json.json.data.counts).toEqual({
+      queued: 1,
+      scheduled: 1,
+      sending: 0,
+      sent: 0,
+      failed: 0,
+    });
+    const card = (html: string) =>
+      /<ul class="counts"[\s\S]*?<\/ul>/.exec(
+        // The card of `later` on the list; the session page has one session's counts.
+        html.slice(Math.max(html.indexOf('data-session="later"'), 0)),
+      )?.[0] ?? '';
+    for (const html of [
+      (await request(stack, 'GET', '/admin')).text,
+      (await request(stack, 'GET', '/admin/sessions/later')).text,
+    ]) {
+      const counts = card(html);
+      expect(counts).toContain('<span class="count-n" data-count="queuedNow">0</span>');
+      expect(counts).toContain(
+        '<span class="count-note" data-bind="scheduledNote">+<span data-count="scheduled">1</span> scheduled</span>',
+      );
+    }
+    const other = card((await request(stack, 'GET', '/admin/sessions/main')).text);
+    expect(other).toContain('data-bind="scheduledNote" hidden>');
+  });
+
   it('answers an unknown session page with an HTML 404', async () => {
     const answer = await request(stack, 'GET', '/admin/sessions/nosuch');
     expect(answer.status).toBe(404);
@@ -408,7 +447,7 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
       expect(message.json.data.status).toBe('read');
     });
     const detail = (await request(stack, 'GET', '/api/admin/sessions/main')).json.data;
-    expect(detail.counts).toEqual({ sent: 1, failed: 0, queued: 0, sending: 0 });
+    expect(detail.counts).toEqual({ sent: 1, failed: 0, queued: 0, scheduled: 0, sending: 0 });
     expect(detail.recentMessages[0].id).toBe(sent.json.data.id);
 
     const invalid = await request(stack, 'POST', '/api/admin/sessions/main/messages', {

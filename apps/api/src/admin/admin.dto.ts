@@ -11,8 +11,17 @@ import { DeliveryDto, WebhookTargetDto } from '../webhooks/webhook.dto.js';
 
 /** A session's messages by status, since it was created (kept as they move, not counted). */
 export class MessageCountsDto implements MessageCounts {
-  @ApiProperty({ example: 2, description: 'Waiting to be sent (including retries)' })
+  @ApiProperty({
+    example: 3,
+    description:
+      'Waiting to be sent, now (including retries) or at their scheduled time: scheduled ones included',
+  })
   queued: number;
+  @ApiProperty({
+    example: 1,
+    description: 'Of queued, those waiting for their scheduled time (sendAt)',
+  })
+  scheduled: number;
   @ApiProperty({ example: 0, description: 'Handed to WhatsApp, not yet acknowledged' })
   sending: number;
   @ApiProperty({ example: 118, description: 'sent, delivered or read' })

@@ -238,10 +238,15 @@
     show(root, 'activePill', session.active);
     root.classList.toggle('is-active', Boolean(session.active) && root.matches('.session-card'));
     if (session.counts) {
-      for (const [name, value] of Object.entries(session.counts)) {
+      // queued counts the scheduled messages too: the page shows those due now, and the
+      // scheduled ones apart (admin-views.service.ts queuedNow).
+      const scheduled = session.counts.scheduled ?? 0;
+      const shown = { ...session.counts, queuedNow: session.counts.queued - scheduled };
+      for (const [name, value] of Object.entries(shown)) {
         const element = root.querySelector(`[data-count="${name}"]`);
         if (element) element.textContent = String(value);
       }
+      show(root, 'scheduledNote', scheduled > 0);
     }
   }
 
