@@ -1006,6 +1006,96 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     expect(own).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 
+  it('follows the workers on an open session page: the banner, the phase text and the Worker field change as its worker stops, starts, drains and takes sessions again', async () => {
+    // Its own stack: its worker is stopped and drained here.
+    const own = await Stack.start({ ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD });
+    const seen: Problems = { console: [], page: [], csp: [] };
+    try {
+      await own.waitReady('main');
+      const workerId = async () => {
+        const workers = (await own.call('GET', '/api/v1/workers')).body.data as { id: string }[];
+        expect(workers).toHaveLength(1);
+        return workers[0].id;
+      };
+      const first = await workerId();
+      const context = await desktop(seen);
+      const page = await context.newPage();
+      await page.goto(`${own.url}/admin/sessions/main`);
+      await page.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
+
+      /** What the page says now: shown banners, the shown phase's text, the Worker field. */
+      const says = () =>
+        page.evaluate(() => {
+          const shown = (element: Element) => (element as HTMLElement).checkVisibility();
+          return {
+            banners: [...document.querySelectorAll('[data-workers-banner]')]
+              .filter(shown)
+              .map((banner) => (banner as HTMLElement).dataset.workersBanner),
+            phase: [...document.querySelectorAll('.link-card [data-phases]')]
+              .filter(shown)
+              .map((phase) => (phase as HTMLElement).innerText.replace(/\s+/g, ' ').trim())
+              .join(' | '),
+            worker: document.querySelector('.facts [data-bind="worker"]')?.textContent,
+            badge: document.querySelector('.session-head [data-bind="status"]')?.textContent,
+            reloaded: (window as unknown as { marker?: number }).marker !== 42,
+          };
+        });
+      /** Waits (polls of the page, no reload) until the page says what `check` expects. */
+      const until = (check: (now: Awaited<ReturnType<typeof says>>) => void) =>
+        eventually(async () => check(await says()), 20_000);
+
+      await until((now) =>
+        expect(now).toMatchObject({ banners: [], worker: first, badge: 'READY', reloaded: false }),
+      );
+
+      // The worker stops: no worker runs, and the page says so without a reload.
+      await own.stopWorker();
+      await until((now) => {
+        expect(now.banners).toEqual(['none']);
+        expect(now.phase).toMatch(/no worker is running to (start|connect) it/);
+        expect(now.worker).toBe(`last seen on ${first}`);
+        expect(now.reloaded).toBe(false);
+      });
+      expect(await page.locator('[data-workers-banner="none"]').textContent()).toContain(
+        'No worker is running:',
+      );
+      await page.screenshot({ path: join(ARTIFACTS, '12-worker-stopped.png'), fullPage: true });
+
+      // One starts again: the banner goes, the session runs on it.
+      await own.startWorker();
+      const second = await workerId();
+      await until((now) =>
+        expect(now).toMatchObject({ banners: [], worker: second, badge: 'READY', reloaded: false }),
+      );
+      await page.screenshot({ path: join(ARTIFACTS, '12b-worker-back.png'), fullPage: true });
+
+      // Drained, the only worker stops its sessions: live, but it starts none.
+      const drained = await own.call('POST', `/api/v1/workers/${second}/drain`);
+      expect(drained.status).toBe(202);
+      await until((now) => {
+        expect(now.banners).toEqual(['draining']);
+        expect(now.badge).toBe('STOPPED');
+        expect(now.phase).toContain('Not running: every worker is draining');
+        expect(now.phase).not.toContain('A worker picks it up within seconds');
+        expect(now.reloaded).toBe(false);
+      });
+      expect(await page.locator('[data-workers-banner="draining"]').textContent()).toContain(
+        'Every worker is draining:',
+      );
+      await page.screenshot({ path: join(ARTIFACTS, '12c-worker-draining.png'), fullPage: true });
+
+      // Takes sessions again: the banner goes and the session runs.
+      expect((await own.call('DELETE', `/api/v1/workers/${second}/drain`)).status).toBe(200);
+      await until((now) =>
+        expect(now).toMatchObject({ banners: [], badge: 'READY', reloaded: false }),
+      );
+      await context.close();
+    } finally {
+      await own.close();
+    }
+    expect(seen).toEqual({ console: [], page: [], csp: [] });
+  }, 120_000);
+
   it('shows every state with its colour, error, next retry and loading percent', async () => {
     // An api without a worker, so the states written here stay as they are.
     const still = await Stack.start(

@@ -53,6 +53,16 @@ const CASES: Case[] = [
     invalid: ['name', 'sessions'],
   },
   {
+    form: 'new-key',
+    page: '/admin/keys',
+    action: '/admin/keys',
+    // As a form with its `required` removed sends it.
+    typed: { name: '   ', scope_read: 'on' },
+    status: 400,
+    refusal: 'name must not be blank',
+    invalid: ['name'],
+  },
+  {
     form: 'pairing-code',
     page: '/admin/sessions/main',
     action: '/admin/sessions/main/pairing-code',
@@ -239,6 +249,21 @@ describe('admin page forms refused for what was typed in them', () => {
     );
     expect(answer.status).toBe(400);
     expect(await answer.text()).toContain('<details class="danger-zone" open>');
+    expect((await stack.call('GET', '/api/v1/sessions/main/status')).status).toBe(200);
+  });
+
+  it('refuses to delete the active session with the way to change it on these pages, not the API route', async () => {
+    const answer = await post(
+      '/admin/sessions/main/delete',
+      { confirm: 'main' },
+      await open('/admin/sessions/main'),
+    );
+    expect(answer.status).toBe(409);
+    const form = formIn(await answer.text(), '/admin/sessions/main/delete');
+    expect(form).toContain(
+      'Session main is the active one (sends without a sessionId go to it): make another session active first, with Make active under Active session on the Sessions page (/admin)',
+    );
+    expect(form).not.toContain('PUT /api/v1/sessions/active');
     expect((await stack.call('GET', '/api/v1/sessions/main/status')).status).toBe(200);
   });
 

@@ -49,6 +49,21 @@ async function request(
   return { status: response.status, headers: response.headers, text, json };
 }
 
+/** The workers banners a page shows (`none`, `draining`), hidden ones left out. */
+function shownBanners(html: string): string[] {
+  return [...html.matchAll(/data-workers-banner="(\w+)"( hidden)?/g)]
+    .filter((match) => !match[2])
+    .map((match) => match[1]);
+}
+
+/** The texts of the session page's shown phase that depend on the workers, hidden ones left out. */
+function shownTexts(html: string): string[] {
+  const phase = /<div class="phase[^"]*" data-phases="[\w ]+" >([\s\S]*?)<\/div>/.exec(html);
+  return [...(phase?.[1] ?? '').matchAll(/<p data-workers="\w+" >([\s\S]*?)<\/p>/g)].map(
+    (match) => match[1],
+  );
+}
+
 /** `name=value` pairs of the Set-Cookie headers, ready for a Cookie header. */
 function cookiesOf(answer: Answer): string {
   return answer.headers
@@ -330,6 +345,45 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
     expect(form.text).toContain('phone must be a phone number');
   });
 
+  it('counts a message scheduled for later apart from the queued ones, on the cards, the session page and in the JSON', async () => {
+    expect((await stack.call('POST', '/api/v1/sessions', { id: 'later' })).status).toBe(201);
+    const sendAt = new Date(Date.now() + 3_600_000).toISOString();
+    const scheduled = await stack.call('POST', '/api/v1/messages/text', {
+      sessionId: 'later',
+      to: '4915100000077',
+      text: 'in an hour',
+      sendAt,
+    });
+    expect(scheduled.status).toBe(202);
+    expect(scheduled.body.data.status).toBe('scheduled');
+    const json = await request(stack, 'GET', '/api/admin/sessions/later');
+    // queued keeps counting scheduled ones (as before); scheduled says how many of them.
+    expect(json.json.data.counts).toEqual({
+      queued: 1,
+      scheduled: 1,
+      sending: 0,
+      sent: 0,
+      failed: 0,
+    });
+    const card = (html: string) =>
+      /<ul class="counts"[\s\S]*?<\/ul>/.exec(
+        // The card of `later` on the list; the session page has one session's counts.
+        html.slice(Math.max(html.indexOf('data-session="later"'), 0)),
+      )?.[0] ?? '';
+    for (const html of [
+      (await request(stack, 'GET', '/admin')).text,
+      (await request(stack, 'GET', '/admin/sessions/later')).text,
+    ]) {
+      const counts = card(html);
+      expect(counts).toContain('<span class="count-n" data-count="queuedNow">0</span>');
+      expect(counts).toContain(
+        '<span class="count-note" data-bind="scheduledNote">+<span data-count="scheduled">1</span> scheduled</span>',
+      );
+    }
+    const other = card((await request(stack, 'GET', '/admin/sessions/main')).text);
+    expect(other).toContain('data-bind="scheduledNote" hidden>');
+  });
+
   it('answers an unknown session page with an HTML 404', async () => {
     const answer = await request(stack, 'GET', '/admin/sessions/nosuch');
     expect(answer.status).toBe(404);
@@ -339,6 +393,8 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
   it.each([
     ['/admin/nope', 404, 'There is no admin page at /admin/nope'],
     ['/admin/sessions/main/qr', 404, 'There is no admin page at /admin/sessions/main/qr'],
+    // A route's parameter left empty, which Nest hands to the API's JSON not-found handler.
+    ['/admin/sessions/', 404, 'There is no admin page at /admin/sessions/'],
     ['/admin/sessions/%E0%A4%A', 400, 'Malformed percent-encoding in the URL'],
     [`/admin/sessions/${'x'.repeat(101)}`, 400, 'A path parameter is longer than 100 characters'],
   ])(
@@ -391,7 +447,7 @@ describe('admin pages with ADMIN_PASSWORD set (sandbox engine)', () => {
       expect(message.json.data.status).toBe('read');
     });
     const detail = (await request(stack, 'GET', '/api/admin/sessions/main')).json.data;
-    expect(detail.counts).toEqual({ sent: 1, failed: 0, queued: 0, sending: 0 });
+    expect(detail.counts).toEqual({ sent: 1, failed: 0, queued: 0, scheduled: 0, sending: 0 });
     expect(detail.recentMessages[0].id).toBe(sent.json.data.id);
 
     const invalid = await request(stack, 'POST', '/api/admin/sessions/main/messages', {
@@ -966,12 +1022,14 @@ describe('the sessions pages with no worker running', () => {
       });
       const list = await request(stack, 'GET', '/admin');
       expect(list.text).toContain(banner);
-      expect(list.text).toContain('<dd>last seen on worker-gone</dd>');
+      expect(shownBanners(list.text)).toEqual(['none']);
+      expect(list.text).toContain('<dd data-bind="worker">last seen on worker-gone</dd>');
       expect(list.text).not.toContain('data-bind="worker">worker-gone');
       const stopped = await request(stack, 'GET', '/admin/sessions/main');
       expect(stopped.text).toContain(banner);
-      expect(stopped.text).toContain('Not running: no worker is running to start it.');
-      expect(stopped.text).not.toContain('A worker picks it up within seconds');
+      expect(shownTexts(stopped.text)).toEqual([
+        'Not running: no worker is running to start it. It starts within seconds of a worker starting.',
+      ]);
 
       // As a worker that crashed leaves them.
       await stack.redis.hset(stack.keys.session('main'), { status: 'READY' });
@@ -979,7 +1037,9 @@ describe('the sessions pages with no worker running', () => {
       expect(crashed.text).toMatch(
         /worker-gone stopped answering \(no heartbeat for \d+ ms\); no worker is running to take the session over/,
       );
-      expect(crashed.text).toContain('no worker is running to connect it');
+      expect(shownTexts(crashed.text)).toEqual([
+        'The session is not connected, and no worker is running to connect it: it connects once a worker starts.',
+      ]);
 
       const { WorkerRepository } = await import('@app/status-store');
       const worker = { id: 'worker-here', host: 'h', pid: 1, version: '0', startedAt: '' };
@@ -987,12 +1047,31 @@ describe('the sessions pages with no worker running', () => {
         .api!.get(WorkerRepository)
         .beat({ ...worker, sessions: ['main'] }, 60_000, Date.now() + 60_000);
       const gone = await request(stack, 'GET', '/admin/sessions/main');
-      expect(gone.text).not.toContain('data-no-worker');
+      expect(shownBanners(gone.text)).toEqual([]);
       expect(gone.text).toContain('another worker takes the session over');
       await stack.redis.hset(stack.keys.session('main'), { worker: 'worker-here' });
       const running = await request(stack, 'GET', '/admin');
-      expect(running.text).not.toContain('No worker is running');
+      expect(shownBanners(running.text)).toEqual([]);
       expect(running.text).toContain('<dd data-bind="worker">worker-here</dd>');
+      expect((await request(stack, 'GET', '/api/admin/sessions/main')).json.data.workers).toBe(
+        'taking',
+      );
+
+      // Drained, the only worker stops its sessions and takes none: a live worker, no start.
+      await stack.api!.get(WorkerRepository).setDraining('worker-here', true, 60_000);
+      await stack.redis.hset(stack.keys.session('main'), { status: 'STOPPED' });
+      for (const path of ['/admin', '/admin/sessions/main'])
+        expect(shownBanners((await request(stack, 'GET', path)).text), path).toEqual(['draining']);
+      const drained = await request(stack, 'GET', '/admin/sessions/main');
+      expect(drained.text).toContain(
+        '<strong>Every worker is draining:</strong> sessions stay stopped, and messages sent meanwhile are accepted but wait in their queues.',
+      );
+      expect(shownTexts(drained.text)).toEqual([
+        'Not running: every worker is draining, and a draining worker starts no session. It stays stopped until a worker takes sessions again (<em>Take sessions again</em> on <a href="/admin/workers">Workers</a>) or another worker starts; messages sent meanwhile wait in its queue.',
+      ]);
+      expect((await request(stack, 'GET', '/api/admin/sessions/main')).json.data.workers).toBe(
+        'draining',
+      );
     } finally {
       await stack.close();
     }

@@ -284,6 +284,20 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
     ).not.toBe(403);
   });
 
+  it('refuses a key named with spaces only (400), and drops the spaces around a name', async () => {
+    for (const name of ['   ', '\t \u00a0']) {
+      const blank = await stack.call('POST', '/api/v1/keys', { name, scopes: ['read'] });
+      expect(blank.status, JSON.stringify(name)).toBe(400);
+      expect(blank.body.error).toEqual({ code: 'BAD_REQUEST', message: 'name must not be blank' });
+    }
+    const made = await stack.call('POST', '/api/v1/keys', {
+      name: '  billing  ',
+      scopes: ['read'],
+    });
+    expect(made.status).toBe(201);
+    expect(made.body.data.record.name).toBe('billing');
+  });
+
   it('refuses bad keys requests with 400 / 404', async () => {
     expect((await stack.call('POST', '/api/v1/keys', { name: 'x', scopes: [] })).status).toBe(400);
     // An admin key could make itself unlimited keys: it cannot be limited to some sessions.
@@ -397,8 +411,9 @@ describe('API keys on the admin pages', () => {
     );
     const again = await post(`/admin/keys/${record.id}/revoke`, {});
     expect(again.status).toBe(303);
+    // In the pages' own time format, not the raw ISO string.
     expect(decodeURIComponent(again.headers.getSetCookie().join('; '))).toContain(
-      `Key crm was already revoked, at ${revokedAt}`,
+      `Key crm was already revoked, at ${(revokedAt as string).slice(0, 19).replace('T', ' ')} UTC`,
     );
     expect(
       (await stack.call('GET', '/api/v1/keys')).body.data.find(

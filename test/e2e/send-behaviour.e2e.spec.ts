@@ -767,7 +767,13 @@ describe('giving up on a message', () => {
     const acceptedAt = new Date();
     const c5 = { ...base, id: 'c5', type: 'text' as const, text: 'c5' };
     await messages.createMany([c5], false, acceptedAt, {});
-    expect(await messages.counts('counted')).toEqual({ queued: 5, sending: 0, sent: 0, failed: 0 });
+    expect(await messages.counts('counted')).toEqual({
+      queued: 5,
+      scheduled: 0,
+      sending: 0,
+      sent: 0,
+      failed: 0,
+    });
     await messages.claimForSending('c1', 1);
     await messages.claimForSending('c2', 1);
     await messages.markRetrying(
@@ -784,6 +790,12 @@ describe('giving up on a message', () => {
     await messages.applyEngineAck('counted', 'engine-c3', 'delivered'); // late: no change, no count
     await messages.failIfUnsent('c4', { code: 'EXPIRED', message: 'late' });
     expect(await messages.takeBack([c5], acceptedAt, {})).toEqual(['taken-back']);
-    expect(await messages.counts('counted')).toEqual({ queued: 1, sending: 1, sent: 1, failed: 1 });
+    expect(await messages.counts('counted')).toEqual({
+      queued: 1,
+      scheduled: 0,
+      sending: 1,
+      sent: 1,
+      failed: 1,
+    });
   });
 });

@@ -503,7 +503,10 @@ return 'taken-back'
 );
 
 export interface MessageCounts {
+  /** Waiting to be sent, now or at their time: scheduled ones included. */
   queued: number;
+  /** Of queued, those waiting for their time. */
+  scheduled: number;
   sending: number;
   /** sent, delivered or read */
   sent: number;
@@ -774,6 +777,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
     return {
       // Waiting to be sent, now or at their time.
       queued: n('queued') + n('scheduled'),
+      scheduled: n('scheduled'),
       sending: n('sending'),
       sent: n('sent') + n('delivered') + n('read'),
       failed: n('failed'),

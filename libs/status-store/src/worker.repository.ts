@@ -220,6 +220,11 @@ export class WorkerRepository {
     return new Set(await this.redis.zrangebyscore(this.keys.workers(), now - staleAfterMs, '+inf'));
   }
 
+  /** Ids of the workers asked to drain (some may have stopped since: see placement). */
+  async drainingIds(): Promise<Set<string>> {
+    return new Set(await this.redis.smembers(this.keys.drainingWorkers()));
+  }
+
   async countLive(staleAfterMs: number, at?: number): Promise<number> {
     const now = at ?? (await this.clock.now());
     return this.redis.zcount(this.keys.workers(), now - staleAfterMs, '+inf');

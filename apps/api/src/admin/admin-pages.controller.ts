@@ -20,7 +20,13 @@ import { WorkersService } from '../workers/workers.service.js';
 import { AdminAccess, CSRF_FIELD } from './admin-access.service.js';
 import { AdminAuth } from './admin-auth.decorator.js';
 import { AdminPageFilter } from './admin-page.filter.js';
-import { AdminViews, linkPhase, problemText, type RefusedForm } from './admin-views.service.js';
+import {
+  AdminViews,
+  formatTime,
+  linkPhase,
+  problemText,
+  type RefusedForm,
+} from './admin-views.service.js';
 import { FORM_TOKEN_FIELD, FormTokens } from './form-tokens.service.js';
 import {
   AdminTestIncomingDto,
@@ -98,9 +104,9 @@ export class AdminPagesController {
     res: FastifyReply,
     refused?: Refusal,
   ): Promise<void> {
-    const [overview, anyWorker] = await Promise.all([
+    const [overview, workers] = await Promise.all([
       this.admin.overview(),
-      this.workers.anyLive(),
+      this.workers.fleetState(),
     ]);
     const sessions = overview.map((session) => ({ ...session, problem: problemText(session) }));
     this.page(
@@ -110,7 +116,7 @@ export class AdminPagesController {
       {
         title: 'Sessions',
         nav: 'sessions',
-        noWorker: !anyWorker,
+        workers,
         sessions,
         activeId: sessions.find((session) => session.active)?.id ?? (await this.sessions.active()),
         refused,
@@ -181,7 +187,7 @@ export class AdminPagesController {
       const { record, revokedNow } = await this.apiKeys.revoke(id);
       if (revokedNow) return `Key ${record.name} revoked`;
       auditTarget(req, { alreadyRevokedAt: record.revokedAt ?? '' });
-      return `Key ${record.name} was already revoked, at ${record.revokedAt}`;
+      return `Key ${record.name} was already revoked, at ${formatTime(record.revokedAt)}`;
     });
   }
 
@@ -251,7 +257,7 @@ export class AdminPagesController {
     res: FastifyReply,
     refused?: Refusal,
   ): Promise<void> {
-    const [session, anyWorker] = await Promise.all([this.admin.detail(id), this.workers.anyLive()]);
+    const session = await this.admin.detail(id);
     this.page(
       req,
       res,
@@ -259,7 +265,7 @@ export class AdminPagesController {
       {
         title: `Session ${session.id}`,
         nav: 'sessions',
-        noWorker: !anyWorker,
+        workers: session.workers,
         session,
         phase: linkPhase(session),
         problem: problemText(session),
@@ -405,6 +411,12 @@ export class AdminPagesController {
           throw blame(
             new AppError('BAD_REQUEST', `Type the session id ${id} to confirm the deletion`),
             'confirm',
+          );
+        // The API's own refusal names its route; on this page the way is the Sessions page's form.
+        if ((await this.sessions.active()) === id)
+          throw new AppError(
+            'CONFLICT',
+            `Session ${id} is the active one (sends without a sessionId go to it): make another session active first, with Make active under Active session on the Sessions page (/admin), then delete this one`,
           );
         await this.sessions.remove(id);
         deleted = true;

@@ -141,6 +141,12 @@ export class AdminViews {
       (session: { pushname?: string | null }) => session.pushname || '–',
     );
     hbs.registerHelper('or', (value: unknown, fallback: unknown) => value || fallback);
+    hbs.registerHelper('workerText', (session: { worker?: string | null; workerAlive?: boolean }) =>
+      workerText(session),
+    );
+    hbs.registerHelper('queuedNow', (counts: { queued: number; scheduled?: number }) =>
+      queuedNow(counts),
+    );
     // `POST /api/v1/sessions/:id/link`, free to break only after a slash (see .route in
     // admin.css): squeezed, a route broke inside its words (`/:id/lin` `k`).
     hbs.registerHelper(
@@ -212,6 +218,20 @@ export class AdminViews {
     const data = { ...context, assets: this.assetVersions };
     return layout({ ...data, body: template(data) });
   }
+}
+
+/**
+ * The Worker field (also built in admin.js): a worker that no longer beats is not this
+ * session's, so it is named as where the session was last seen.
+ */
+export function workerText(session: { worker?: string | null; workerAlive?: boolean }): string {
+  if (!session.worker) return 'none';
+  return session.workerAlive ? session.worker : `last seen on ${session.worker}`;
+}
+
+/** Messages due to be sent now: `queued` counts the scheduled ones too (also in admin.js). */
+export function queuedNow(counts: { queued: number; scheduled?: number }): number {
+  return counts.queued - (counts.scheduled ?? 0);
 }
 
 /** "error · next try at …" for a failed or disconnected session (also built in admin.js). */

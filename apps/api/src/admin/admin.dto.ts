@@ -6,12 +6,22 @@ import { IsPhone } from '../messages/is-phone.decorator.js';
 import { MessageDto } from '../messages/message.dto.js';
 import { SendTextDto } from '../messages/send-message.dto.js';
 import { SessionStatusDto } from '../sessions/session.dto.js';
+import { WORKER_FLEET_STATES, type WorkerFleetState } from '../workers/worker.dto.js';
 import { DeliveryDto, WebhookTargetDto } from '../webhooks/webhook.dto.js';
 
 /** A session's messages by status, since it was created (kept as they move, not counted). */
 export class MessageCountsDto implements MessageCounts {
-  @ApiProperty({ example: 2, description: 'Waiting to be sent (including retries)' })
+  @ApiProperty({
+    example: 3,
+    description:
+      'Waiting to be sent, now (including retries) or at their scheduled time: scheduled ones included',
+  })
   queued: number;
+  @ApiProperty({
+    example: 1,
+    description: 'Of queued, those waiting for their scheduled time (sendAt)',
+  })
+  scheduled: number;
   @ApiProperty({ example: 0, description: 'Handed to WhatsApp, not yet acknowledged' })
   sending: number;
   @ApiProperty({ example: 118, description: 'sent, delivered or read' })
@@ -82,6 +92,13 @@ export class AdminIncomingMessageDto extends PickType(IncomingMessageDto, [
 export class AdminWebhookTargetDto extends OmitType(WebhookTargetDto, ['secret'] as const) {}
 
 export class AdminSessionDetailDto extends AdminSessionDto {
+  @ApiProperty({
+    enum: WORKER_FLEET_STATES,
+    example: 'taking',
+    description:
+      'Whether a worker takes sessions: none is running (sessions do not start, sends get 503), every running one is draining (sessions stay stopped, sends are accepted and wait), or some worker takes them. The page shows it in a banner',
+  })
+  workers: WorkerFleetState;
   @ApiProperty({ type: [MessageDto], description: 'The 20 newest messages, newest first' })
   recentMessages: MessageDto[];
   @ApiProperty({

@@ -13,6 +13,7 @@ import { MessagesService } from '../messages/messages.service.js';
 import { SessionsService } from '../sessions/sessions.service.js';
 import type { SessionStatusDto } from '../sessions/session.dto.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
+import { WorkersService } from '../workers/workers.service.js';
 import {
   PREVIEW_LENGTH,
   RECENT_DELIVERIES,
@@ -38,6 +39,7 @@ export class AdminService {
     private readonly records: MessageRepository,
     private readonly inbox: InboxService,
     private readonly webhooks: WebhooksService,
+    private readonly workers: WorkersService,
   ) {}
 
   async overview(): Promise<AdminSessionDto[]> {
@@ -50,15 +52,19 @@ export class AdminService {
 
   async detail(sessionId: string): Promise<AdminSessionDetailDto> {
     const session = await this.sessions.status(sessionId, true);
-    const [newest, counts, incoming, targets, deliveries] = await Promise.all([
+    const [newest, counts, incoming, targets, deliveries, workers] = await Promise.all([
       this.newest(sessionId),
       this.records.counts(sessionId),
       this.inbox.list(sessionId, { direction: 'in', limit: RECENT_INCOMING }),
       this.webhooks.targets(sessionId),
       this.webhooks.deliveries({ sessionId, limit: RECENT_DELIVERIES }),
+      this.workers.fleetState(),
     ]);
     return {
       ...withCounts(session, counts),
+      // With the session, so each poll of its page updates the banner and texts that depend
+      // on it along with its badge: the page never says two things at once.
+      workers,
       recentMessages: newest.map(toPublicMessage),
       // direction 'in' lists received entries only; the guard keeps the type narrow.
       // Targets and deliveries come with secrets removed and URL passwords masked.

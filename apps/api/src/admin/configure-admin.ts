@@ -96,6 +96,13 @@ export async function configureAdmin(app: NestFastifyApplication): Promise<void>
     const path = request.routeOptions.url ?? pathOf(request);
     if (!isUnder(path, '/admin') && !isUnder(path, '/api/admin')) return;
     (isUnder(path, QUEUES_PATH) ? queuesHeaders : adminHeaders)(request, reply);
+    // Nest passes a request with an empty route parameter (`/admin/sessions/` for
+    // `sessions/:id`) to its own not-found handler, the API's JSON one: a page answers here.
+    // (bull-board answers for its own routes.)
+    if (isUnder(path, '/admin') && !isUnder(path, QUEUES_PATH) && hasEmptyParam(request)) {
+      notFoundPage(pages, request, reply);
+      return reply;
+    }
     // What Nest's router does not serve (assets, bull-board) cannot carry our CSRF token: it
     // gets Basic Auth and the same-origin check for state-changing requests.
     if (isUnder(path, ASSETS_PATH) || isUnder(path, QUEUES_PATH)) {
@@ -119,13 +126,7 @@ export async function configureAdmin(app: NestFastifyApplication): Promise<void>
   // session; /api/admin and everything else keep the JSON envelope.
   await app.register(
     async (admin: FastifyInstance) => {
-      admin.setNotFoundHandler((request, reply) =>
-        pages.send(
-          new AppError('NOT_FOUND', `There is no admin page at ${pathOf(request).slice(0, 200)}`),
-          request,
-          reply,
-        ),
-      );
+      admin.setNotFoundHandler((request, reply) => notFoundPage(pages, request, reply));
     },
     { prefix: '/admin' },
   );
@@ -165,6 +166,21 @@ async function admitted(
     void reply.code(status).send(body);
     return false;
   }
+}
+
+/** The admin's 404 page for an address no admin page serves. */
+function notFoundPage(pages: AdminPageFilter, request: FastifyRequest, reply: FastifyReply): void {
+  pages.send(
+    new AppError('NOT_FOUND', `There is no admin page at ${pathOf(request).slice(0, 200)}`),
+    request,
+    reply,
+  );
+}
+
+/** Whether the route matched with a parameter left empty (its wildcard may be). */
+function hasEmptyParam(request: FastifyRequest): boolean {
+  const params = (request.params ?? {}) as Record<string, unknown>;
+  return Object.entries(params).some(([name, value]) => name !== '*' && value === '');
 }
 
 function pathOf(request: FastifyRequest): string {

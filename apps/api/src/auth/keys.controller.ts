@@ -31,9 +31,18 @@ export class KeysController {
   @ApiErrors({
     status: 400,
     description: 'Invalid name or scopes',
-    example: {
-      code: 'BAD_REQUEST',
-      message: 'scopes: each scope must be one of send, read, sessions, admin',
+    examples: {
+      scopes: {
+        summary: 'An unknown scope',
+        error: {
+          code: 'BAD_REQUEST',
+          message: 'scopes: each scope must be one of send, read, sessions, admin',
+        },
+      },
+      name: {
+        summary: 'A name of spaces only',
+        error: { code: 'BAD_REQUEST', message: 'name must not be blank' },
+      },
     },
   })
   async create(@Body() dto: CreateApiKeyDto, @Req() req: FastifyRequest) {

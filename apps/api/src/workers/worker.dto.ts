@@ -1,6 +1,14 @@
 import { ApiProperty } from '@nestjs/swagger';
 import type { LiveWorker } from '@app/status-store';
 
+/**
+ * Whether sessions have a worker to run them: `none` (no worker is running: sessions do not
+ * start and sends are refused), `draining` (every running worker is draining: sessions stay
+ * stopped, and sends are accepted but wait) or `taking` (some worker takes sessions).
+ */
+export const WORKER_FLEET_STATES = ['none', 'draining', 'taking'] as const;
+export type WorkerFleetState = (typeof WORKER_FLEET_STATES)[number];
+
 /** A live worker as the API shows it (one whose heartbeat is fresh). */
 export class WorkerDto implements LiveWorker {
   @ApiProperty({ example: 'worker-1-4242-a1b2c3', description: 'host-pid-random' })

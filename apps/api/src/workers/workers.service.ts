@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { AppError } from '@app/common';
 import { AppConfig } from '@app/config';
 import { SessionRepository, WorkerRepository } from '@app/status-store';
-import type { WorkerDto } from './worker.dto.js';
+import type { WorkerDto, WorkerFleetState } from './worker.dto.js';
 
 @Injectable()
 export class WorkersService {
@@ -29,6 +29,19 @@ export class WorkersService {
   /** Whether any worker is live: the send path's check (without one, sends get 503). */
   anyLive(): Promise<boolean> {
     return this.workers.anyLive(this.config.workerStaleAfterMs);
+  }
+
+  /**
+   * Whether any live worker takes sessions (see WorkerFleetState). A draining worker is live
+   * (sends are accepted) but starts no session, so the pages tell that case apart.
+   */
+  async fleetState(): Promise<WorkerFleetState> {
+    const [live, draining] = await Promise.all([
+      this.workers.liveIds(this.config.workerStaleAfterMs),
+      this.workers.drainingIds(),
+    ]);
+    if (live.size === 0) return 'none';
+    return [...live].some((id) => !draining.has(id)) ? 'taking' : 'draining';
   }
 
   /**

@@ -30,6 +30,12 @@
       : session.lastError;
   }
 
+  /** The Worker field, as session-facts.hbs words it (admin-views.service.ts workerText). */
+  function workerText(session) {
+    if (!session.worker) return 'none';
+    return session.workerAlive ? session.worker : `last seen on ${session.worker}`;
+  }
+
   /** An element with a class and text. */
   function element(tag, className, text) {
     const node = document.createElement(tag);
@@ -214,7 +220,7 @@
     setText(root, 'phone', session.phone ? `+${session.phone}` : '–');
     setText(root, 'pushname', session.pushname || '–');
     setText(root, 'pushnameParen', session.pushname ? ` (${session.pushname})` : '');
-    setText(root, 'worker', session.worker || 'none');
+    setText(root, 'worker', workerText(session));
     setText(root, 'updatedAt', formatTime(session.updatedAt));
     const problem = problemText(session);
     setText(root, 'problem', problem);
@@ -232,11 +238,28 @@
     show(root, 'activePill', session.active);
     root.classList.toggle('is-active', Boolean(session.active) && root.matches('.session-card'));
     if (session.counts) {
-      for (const [name, value] of Object.entries(session.counts)) {
+      // queued counts the scheduled messages too: the page shows those due now, and the
+      // scheduled ones apart (admin-views.service.ts queuedNow).
+      const scheduled = session.counts.scheduled ?? 0;
+      const shown = { ...session.counts, queuedNow: session.counts.queued - scheduled };
+      for (const [name, value] of Object.entries(shown)) {
         const element = root.querySelector(`[data-count="${name}"]`);
         if (element) element.textContent = String(value);
       }
+      show(root, 'scheduledNote', scheduled > 0);
     }
+  }
+
+  /**
+   * The banner and texts that depend on whether a worker takes sessions (`none`, `draining`
+   * or `taking`): the one of each that applies is shown, the others hidden.
+   */
+  function renderWorkers(state) {
+    if (!state) return;
+    for (const banner of document.querySelectorAll('[data-workers-banner]'))
+      banner.hidden = banner.dataset.workersBanner !== state;
+    for (const text of document.querySelectorAll('[data-workers]'))
+      text.hidden = !text.dataset.workers.split(' ').includes(state);
   }
 
   /** Runs `task` now and then every `intervalMs`, skipping while the tab is hidden. */
@@ -433,6 +456,7 @@
         throw err;
       }
       renderSession(live, session);
+      renderWorkers(session.workers);
       renderPhase(session);
       renderMessages(session.recentMessages ?? []);
       renderIncoming(session.recentIncoming ?? []);
