@@ -1206,6 +1206,7 @@ const NULLABLE: (keyof MessageRecord)[] = [
   'engineMessageId',
   'text',
   'mediaUrl',
+  'mimetype',
   'caption',
   'filename',
 ];
@@ -1271,6 +1272,7 @@ function newRecord(message: NewMessage, now: Date): MessageRecord {
   return {
     text: null,
     mediaUrl: null,
+    mimetype: null,
     caption: null,
     filename: null,
     upload: null,
