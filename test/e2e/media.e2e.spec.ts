@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { hostname } from 'node:os';
+import { gzipSync } from 'node:zlib';
 import { mediaFingerprint } from '@app/whatsapp';
 import { eventually } from '../support/eventually.js';
 import { Stack, useStack } from '../support/stack.js';
@@ -12,6 +13,9 @@ const PNG = Buffer.from(
   'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==',
   'base64',
 );
+
+// The start of a PDF, small enough for MEDIA_MAX_BYTES below.
+const PDF = Buffer.from('%PDF-1.7\n1 0 obj\n<</Type/Catalog>>\nendobj\n'.repeat(10));
 
 let server: Server;
 let base = '';
@@ -48,6 +52,18 @@ beforeAll(async () => {
         return;
       case '/Rechnung%201042':
         res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(PNG);
+        return;
+      case '/gzip/invoice.pdf':
+        // As S3 serves an object stored with Content-Encoding: gzip, whatever is asked.
+        res
+          .writeHead(200, { 'content-type': 'application/pdf', 'content-encoding': 'gzip' })
+          .end(gzipSync(PDF));
+        return;
+      case '/invoice.pdf':
+        res.writeHead(200, { 'content-type': 'application/pdf' }).end(PDF);
+        return;
+      case '/report':
+        res.writeHead(200, { 'content-type': 'application/octet-stream' }).end('name,sum\nA,1\n');
         return;
       case '/empty':
         res.writeHead(200, { 'content-type': 'image/png' }).end();
@@ -120,6 +136,63 @@ describe('media with MEDIA_ALLOW_PRIVATE_URLS=true', () => {
     expect(stack.sandbox().sends.at(-1)!.media).toMatchObject({
       mimetype: 'image/png',
       filename: 'pixel.png',
+    });
+  });
+
+  it('sends the decoded file of a gzip-encoded download, not its gzip bytes', async () => {
+    const { body } = await sendMedia(stack, '/gzip/invoice.pdf');
+    await stack.waitForStatus(body.data.id, 'read');
+    const sent = stack.sandbox().sends.at(-1)!;
+    expect(sent.fingerprint).toBe(mediaFingerprint(PDF));
+    expect(sent.media).toMatchObject({
+      mimetype: 'application/pdf',
+      filename: 'invoice.pdf',
+      size: PDF.length,
+    });
+  });
+
+  it('fails a downloaded file its options do not suit MEDIA_TYPE_MISMATCH at its first try, without retrying', async () => {
+    const sendsBefore = stack.sandbox().sends.length;
+    for (const [extra, words] of [
+      [{ asSticker: true }, 'a sticker needs an image, not application/pdf'],
+      [{ asVoice: true }, 'a voice note needs an audio file, not application/pdf'],
+      [{ viewOnce: true }, 'only a photo or a video can be view-once, not application/pdf'],
+    ] as const) {
+      const before = hits.get('/invoice.pdf') ?? 0;
+      const { status, body } = await sendMedia(stack, '/invoice.pdf', extra);
+      expect(status).toBe(202);
+      const failed = await stack.waitForStatus(body.data.id, 'failed');
+      expect(failed.error).toEqual({ code: 'MEDIA_TYPE_MISMATCH', message: words });
+      expect(failed.attempts).toBe(1);
+      expect((hits.get('/invoice.pdf') ?? 0) - before).toBe(1);
+    }
+    expect(stack.sandbox().sends).toHaveLength(sendsBefore);
+  });
+
+  it('sends a file whose bytes say nothing as the mimetype given with its URL', async () => {
+    const { body } = await sendMedia(stack, '/report', {
+      mimetype: 'text/csv',
+      filename: 'report.csv',
+    });
+    await stack.waitForStatus(body.data.id, 'read');
+    expect(stack.sandbox().sends.at(-1)!.media).toMatchObject({
+      mimetype: 'text/csv',
+      filename: 'report.csv',
+    });
+  });
+
+  it('takes a voice note sent as audio/ogg; codecs=opus and sends it with that type', async () => {
+    const ogg = Buffer.from('OggS\0\x02fake opus');
+    const { status, body } = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123450000',
+      mediaBase64: ogg.toString('base64'),
+      mimetype: 'audio/ogg; codecs=opus',
+      asVoice: true,
+    });
+    expect(status).toBe(202);
+    await stack.waitForStatus(body.data.id, 'read');
+    expect(stack.sandbox().sends.at(-1)!.media).toMatchObject({
+      mimetype: 'audio/ogg; codecs=opus',
     });
   });
 

@@ -266,6 +266,11 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
       'view-once',
     ],
     ['a malformed type', { mediaBase64: 'JVBERg==', mimetype: 'pdf' }, 'mimetype'],
+    [
+      'a document by URL to be viewed once (no type needed to see it)',
+      { mediaUrl: 'https://example.com/a.pdf', asDocument: true, viewOnce: true },
+      'a document cannot be view-once',
+    ],
   ])('answers 400 to %s', async (_case, body, words) => {
     const answer = await stack.call('POST', '/api/v1/messages/media', {
       to: '4915123456789',

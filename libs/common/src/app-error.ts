@@ -21,6 +21,8 @@ export type SendErrorCode =
   | 'NOT_ON_WHATSAPP'
   | 'MEDIA_FETCH_FAILED'
   | 'MEDIA_TOO_LARGE'
+  /** The file is not of a kind its options need (a PDF as a sticker): fails at once, no retry. */
+  | 'MEDIA_TYPE_MISMATCH'
   | 'SESSION_LOGGED_OUT'
   | 'EXPIRED'
   | 'SEND_FAILED'

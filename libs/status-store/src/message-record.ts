@@ -20,16 +20,23 @@ export interface MediaOptions {
   viewOnce?: boolean;
 }
 
-/** Why a file cannot be shown as its options ask (WhatsApp would refuse or garble it). */
-export function mediaOptionProblem(options: MediaOptions | null, mimetype: string): string | null {
-  const kind = mimetype.split('/')[0];
+/**
+ * Why a file cannot be shown as its options ask (WhatsApp would refuse or garble it). Without
+ * a type (a URL's file not downloaded yet) only options that exclude each other are refused.
+ */
+export function mediaOptionProblem(
+  options: MediaOptions | null,
+  mimetype: string | null,
+): string | null {
+  if (options?.viewOnce && options.as) return `a ${options.as} cannot be view-once`;
+  if (mimetype === null) return null;
+  const kind = mimetype.split('/')[0].trim().toLowerCase();
   if (options?.as === 'voice' && kind !== 'audio')
     return `a voice note needs an audio file, not ${mimetype}`;
   if (options?.as === 'sticker' && kind !== 'image')
     return `a sticker needs an image, not ${mimetype}`;
   if (options?.viewOnce && kind !== 'image' && kind !== 'video')
     return `only a photo or a video can be view-once, not ${mimetype}`;
-  if (options?.viewOnce && options.as) return `a ${options.as} cannot be view-once`;
   return null;
 }
 
@@ -104,6 +111,11 @@ export interface MessageRecord {
   mediaUrl: string | null;
   caption: string | null;
   filename: string | null;
+  /**
+   * The type given with a mediaUrl: the file is sent as it when its bytes do not say (a text
+   * file). Null when none was given, and for a file sent with the request (see `upload`).
+   */
+  mimetype: string | null;
   /** Set when the file came with the request (no mediaUrl): its bytes are kept in Redis. */
   upload: MessageUpload | null;
   mediaOptions: MediaOptions | null;
@@ -142,6 +154,7 @@ export type MessageContent = Pick<MessageRecord, 'type'> &
       MessageRecord,
       | 'text'
       | 'mediaUrl'
+      | 'mimetype'
       | 'caption'
       | 'filename'
       | 'upload'

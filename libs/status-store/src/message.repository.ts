@@ -1210,6 +1210,7 @@ const NULLABLE: (keyof MessageRecord)[] = [
   'engineMessageId',
   'text',
   'mediaUrl',
+  'mimetype',
   'caption',
   'filename',
 ];
@@ -1275,6 +1276,7 @@ function newRecord(message: NewMessage, now: Date): MessageRecord {
   return {
     text: null,
     mediaUrl: null,
+    mimetype: null,
     caption: null,
     filename: null,
     upload: null,

@@ -2,6 +2,8 @@ import { Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import http from 'node:http';
 import https from 'node:https';
 import { basename } from 'node:path';
+import { pipeline, type Readable, type Transform } from 'node:stream';
+import zlib from 'node:zlib';
 import { fileTypeFromBuffer } from 'file-type';
 import {
   createSafeAgents,
@@ -17,11 +19,29 @@ import { EngineError, type OutgoingMedia } from './engine.js';
 const MAX_REDIRECTS = 5;
 
 /**
+ * The content codings a download may come in, each undone by a streaming decoder. Asked for
+ * by name: a request without Accept-Encoding takes any coding (RFC 9110), and some stores
+ * (S3 objects saved with Content-Encoding: gzip) send one whatever is asked.
+ */
+const DECODERS: Record<string, () => Transform> = {
+  gzip: () => zlib.createGunzip(),
+  // The old name, to be read as gzip (RFC 9110, 8.4.1.3).
+  'x-gzip': () => zlib.createGunzip(),
+  deflate: () => zlib.createInflate(),
+  br: () => zlib.createBrotliDecompress(),
+};
+const ACCEPT_ENCODING = 'gzip, deflate, br';
+
+/** Types that say nothing of a file: a client's or a server's, they give way to any other. */
+const GENERIC_TYPES = new Set(['application/octet-stream']);
+
+/**
  * Downloads a message's media for the worker (never MessageMedia.fromUrl): http(s) only, a
  * time limit, the size cap enforced while streaming, and every hop, redirects included,
  * connected through an agent that refuses private, loopback, link-local and metadata
  * addresses unless MEDIA_ALLOW_PRIVATE_URLS is set (the check runs on the resolved IP, so
- * DNS tricks do not get around it).
+ * DNS tricks do not get around it). A body sent gzip-, deflate- or brotli-encoded is decoded
+ * as it streams, and the size cap holds for the decoded file too.
  */
 @Injectable()
 export class MediaFetcher implements OnApplicationShutdown {
@@ -39,11 +59,14 @@ export class MediaFetcher implements OnApplicationShutdown {
   /**
    * `letGo` breaks the download off when its send is let go (the worker stops, or hands the
    * session over): the send gives the message back rather than count this as a failed try.
+   * The file's type is what its bytes say; when they say nothing (a text file), the type the
+   * client gave (`givenType`), else the server's Content-Type.
    */
   async fetch(
     url: string,
     filename?: string | null,
     letGo?: AbortSignal,
+    givenType?: string | null,
   ): Promise<Omit<OutgoingMedia, 'caption'>> {
     const deadline = AbortSignal.timeout(this.config.MEDIA_TIMEOUT_MS);
     const signal = letGo ? AbortSignal.any([deadline, letGo]) : deadline;
@@ -80,10 +103,13 @@ export class MediaFetcher implements OnApplicationShutdown {
       // Nothing to send: final, not worth the tries a server error gets.
       if (result.data.length === 0) throw fetchFailed('media URL answered an empty file', true);
       const type = await fileTypeFromBuffer(result.data);
-      const headerType = result.contentType?.split(';')[0].trim() || undefined;
+      const headerType = result.contentType?.split(';')[0].trim().toLowerCase() || undefined;
+      const stated = [givenType, headerType].find(
+        (stated) => stated && !GENERIC_TYPES.has(stated.split(';')[0].trim().toLowerCase()),
+      );
       return {
         data: result.data,
-        mimetype: type?.mime ?? headerType ?? 'application/octet-stream',
+        mimetype: type?.mime ?? stated ?? 'application/octet-stream',
         filename: filename || nameFromPath(current.pathname, type?.ext),
       };
     }
@@ -101,7 +127,11 @@ export class MediaFetcher implements OnApplicationShutdown {
     return new Promise((resolve, reject) => {
       const request = client.get(
         url,
-        { agent, signal, headers: { 'user-agent': 'whatsapp-gateway/media' } },
+        {
+          agent,
+          signal,
+          headers: { 'user-agent': 'whatsapp-gateway/media', 'accept-encoding': ACCEPT_ENCODING },
+        },
         (response) => {
           const status = response.statusCode ?? 0;
           if (status >= 300 && status < 400 && response.headers.location) {
@@ -123,22 +153,54 @@ export class MediaFetcher implements OnApplicationShutdown {
             response.destroy();
             return reject(tooLarge(max));
           }
+          const codings = contentCodings(response.headers['content-encoding']);
+          const unknown = codings.find((coding) => !Object.hasOwn(DECODERS, coding));
+          if (unknown) {
+            response.destroy();
+            // The same bytes come the next time: not worth a retry.
+            return reject(
+              fetchFailed(
+                `media URL answered a body encoded as ${unknown.slice(0, 40)}, which cannot be decoded (only ${ACCEPT_ENCODING})`,
+              ),
+            );
+          }
+          response.on('error', (err) =>
+            reject(aborted() ?? fetchFailed(`media download broke off: ${err.message}`, false)),
+          );
+          // Codings are listed in the order they were applied: undone last one first.
+          const decoders = codings.reverse().map((coding) => {
+            const decoder = DECODERS[coding]();
+            decoder.on('error', (err) =>
+              reject(
+                aborted() ??
+                  // Most likely a body cut short; a file stored corrupt fails its every try.
+                  fetchFailed(
+                    `media URL answered a ${coding} body that does not decode: ${err.message}`,
+                    false,
+                  ),
+              ),
+            );
+            return decoder;
+          });
+          // The cap counts decoded bytes: a small gzip of zeros (a zip bomb) stops at the cap.
+          // (Errors are handled on each stream above; pipeline only ties their ends together.)
+          if (decoders.length) pipeline([response, ...decoders], () => undefined);
+          const body: Readable = decoders.at(-1) ?? response;
           const chunks: Buffer[] = [];
           let size = 0;
-          response.on('data', (chunk: Buffer) => {
+          body.on('data', (chunk: Buffer) => {
+            if (size > max) return;
             size += chunk.length;
             if (size > max) {
               response.destroy();
+              body.destroy();
               reject(tooLarge(max));
               return;
             }
             chunks.push(chunk);
           });
-          response.on('end', () =>
+          body.on('end', () =>
             resolve({ data: Buffer.concat(chunks), contentType: response.headers['content-type'] }),
-          );
-          response.on('error', (err) =>
-            reject(aborted() ?? fetchFailed(`media download broke off: ${err.message}`, false)),
           );
         },
       );
@@ -167,6 +229,14 @@ function tooLarge(max: number): EngineError {
     `media is larger than MEDIA_MAX_BYTES (${max} bytes)`,
     true,
   );
+}
+
+/** The codings a Content-Encoding header names, lower-cased, `identity` left out. */
+function contentCodings(header: string | undefined): string[] {
+  return (header ?? '')
+    .split(',')
+    .map((coding) => coding.trim().toLowerCase())
+    .filter((coding) => coding && coding !== 'identity');
 }
 
 /**

@@ -5,7 +5,7 @@ class MessageErrorDto {
   @ApiProperty({
     example: 'NOT_ON_WHATSAPP',
     description:
-      'NOT_ON_WHATSAPP, MEDIA_FETCH_FAILED, MEDIA_TOO_LARGE, SESSION_LOGGED_OUT, EXPIRED or SEND_FAILED',
+      'NOT_ON_WHATSAPP, MEDIA_FETCH_FAILED, MEDIA_TOO_LARGE, MEDIA_TYPE_MISMATCH (the file is not of a kind its options need: not retried), SESSION_LOGGED_OUT, EXPIRED or SEND_FAILED',
   })
   code: string;
   @ApiProperty({ example: '4915123456789 is not on WhatsApp' })

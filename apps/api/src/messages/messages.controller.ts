@@ -162,7 +162,10 @@ export class MessagesController {
       'with the file in a part named `file` and the other fields as form fields. A file sent ' +
       'with the request is kept in Redis until the message is sent, at most MEDIA_MAX_BYTES ' +
       '(413 before anything is queued). `asDocument`, `asVoice` (audio), `asSticker` (images) ' +
-      'and `viewOnce` (photos, videos) say how it is shown; at most one of the first three.',
+      'and `viewOnce` (photos, videos) say how it is shown; at most one of the first three. ' +
+      'A downloaded file they do not suit (a PDF URL `asSticker`) fails the message ' +
+      'MEDIA_TYPE_MISMATCH at its first try; a body sent gzip-, deflate- or br-encoded is ' +
+      'decoded, MEDIA_MAX_BYTES holding for its decoded size.',
   })
   @ApiConsumes('application/json', 'multipart/form-data')
   @MediaExamples()

@@ -504,8 +504,18 @@ export class MessagesService {
         `Message ${messageId} was already resent (see the messages whose resendOf names it)`,
       );
     }
-    const { type, text, mediaUrl, caption, filename, mediaOptions, location, contact, reaction } =
-      record;
+    const {
+      type,
+      text,
+      mediaUrl,
+      mimetype,
+      caption,
+      filename,
+      mediaOptions,
+      location,
+      contact,
+      reaction,
+    } = record;
     // A deletion sent again is a new deletion of its message, claimed as any (one at a time).
     const again =
       type === 'revoke' && record.replyTo
@@ -513,7 +523,19 @@ export class MessagesService {
             this.enqueueRevoke(target, context, { resendOf: record.id }),
           )
         : this.enqueue(
-            { type, text, mediaUrl, caption, filename, mediaOptions, location, contact, reaction },
+            {
+              type,
+              text,
+              mediaUrl,
+              // (Absent, not null, as a send without one writes it: see mediaContent.)
+              ...(mimetype ? { mimetype } : {}),
+              caption,
+              filename,
+              mediaOptions,
+              location,
+              contact,
+              reaction,
+            },
             {
               sessionId: record.sessionId,
               to: record.to,
@@ -618,13 +640,17 @@ export class MessagesService {
           `The file is ${file.length} bytes, more than MEDIA_MAX_BYTES (${this.config.MEDIA_MAX_BYTES})`,
         );
     }
+    // With a mediaUrl, the type given is checked now and used by the worker where the file's
+    // bytes say nothing; what they say wins (the worker checks the options again on it).
     const mimetype = file ? await typeOfFile(file, dto.mimetype) : dto.mimetype?.toLowerCase();
-    const unsuitable = mimetype ? mediaOptionProblem(options, mimetype) : null;
+    const unsuitable = mediaOptionProblem(options, mimetype ?? null);
     if (unsuitable) throw new AppError('BAD_REQUEST', unsuitable);
     return {
       content: {
         type: 'media',
         mediaUrl: dto.mediaUrl ?? null,
+        // Only when given: the request's idempotency hash stays what it was without one.
+        ...(!file && mimetype ? { mimetype } : {}),
         caption: dto.caption ?? null,
         filename: dto.filename ?? null,
         upload: file && mimetype ? { mimetype, size: file.length } : null,
@@ -1120,6 +1146,7 @@ const GENERIC_TYPES = new Set(['application/octet-stream', 'text/plain']);
  */
 async function typeOfFile(file: Buffer, given: string | undefined): Promise<string | undefined> {
   const type = given?.toLowerCase();
-  if (type !== undefined && !GENERIC_TYPES.has(type)) return type;
+  // (Its parameters aside: `text/plain; charset=utf-8` says no more than text/plain.)
+  if (type !== undefined && !GENERIC_TYPES.has(type.split(';')[0].trim())) return type;
   return (await fileTypeFromBuffer(file))?.mime ?? type;
 }

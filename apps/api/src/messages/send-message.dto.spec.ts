@@ -1,5 +1,5 @@
 import { AppError, createValidationPipe } from '@app/common';
-import { ReactionDto, SendTextDto } from './send-message.dto.js';
+import { ReactionDto, SendMediaDto, SendTextDto } from './send-message.dto.js';
 
 describe('a reaction body, through the global ValidationPipe', () => {
   const pipe = createValidationPipe();
@@ -73,5 +73,39 @@ describe('a text body, through the global ValidationPipe', () => {
     ['an ideographic space', '\u3000'],
   ])('refuses %s: nothing to read', async (_, text) => {
     expect(await check(text)).toContain('text must not be empty');
+  });
+});
+
+describe("a media body's mimetype, through the global ValidationPipe", () => {
+  const pipe = createValidationPipe();
+  const check = (mimetype: string) =>
+    pipe
+      .transform(
+        { to: '4915123456789', mediaBase64: 'T2dnUw==', mimetype },
+        { type: 'body', metatype: SendMediaDto },
+      )
+      .then(
+        () => 'taken',
+        (err: unknown) => (err instanceof AppError ? err.message : String(err)),
+      );
+
+  it.each([
+    ['a bare type', 'application/pdf'],
+    ['the usual voice-note type, with its codecs parameter', 'audio/ogg; codecs=opus'],
+    ['a parameter without spaces', 'audio/ogg;codecs=opus'],
+    ['a quoted parameter value', 'text/plain; charset="utf-8"'],
+    ['two parameters', 'text/csv; charset=utf-8; header=present'],
+  ])('takes %s', async (_, mimetype) => {
+    expect(await check(mimetype)).toBe('taken');
+  });
+
+  it.each([
+    ['no subtype', 'pdf'],
+    ['a dangling semicolon', 'audio/ogg;'],
+    ['a parameter without a value', 'audio/ogg; codecs'],
+    ['a line break', 'audio/ogg; codecs=opus\r\nx-injected: 1'],
+    ['an unterminated quoted value', 'text/plain; charset="utf-8'],
+  ])('refuses %s', async (_, mimetype) => {
+    expect(await check(mimetype)).toContain('mimetype must be a media type');
   });
 });

@@ -65,6 +65,7 @@ function record(overrides: Partial<MessageRecord> = {}): MessageRecord {
     engineMessageId: null,
     text: 'hello',
     mediaUrl: null,
+    mimetype: null,
     caption: null,
     filename: null,
     upload: null,
@@ -271,11 +272,18 @@ function harness(env: Record<string, string> = {}, options: { ready?: boolean } 
     holdsLease: vi.fn(() => true),
   };
   const media = {
-    fetch: vi.fn(async (_url: string, _filename?: string | null, _letGo?: AbortSignal) => ({
-      data: Buffer.from('%PDF-1.7'),
-      mimetype: 'application/pdf',
-      filename: 'invoice.pdf',
-    })),
+    fetch: vi.fn(
+      async (
+        _url: string,
+        _filename?: string | null,
+        _letGo?: AbortSignal,
+        _givenType?: string | null,
+      ) => ({
+        data: Buffer.from('%PDF-1.7'),
+        mimetype: 'application/pdf',
+        filename: 'invoice.pdf',
+      }),
+    ),
   };
   const metrics = {
     startSend: () => () => undefined,
@@ -976,7 +984,7 @@ describe('SendService: files sent with the request', () => {
     expect(h.store.calls).toEqual(['failIfUnsent MEDIA_FETCH_FAILED 1']);
   });
 
-  it('fails for good a downloaded file its options do not suit (a PDF as a voice note)', async () => {
+  it('fails a downloaded file its options do not suit (a PDF as a voice note) MEDIA_TYPE_MISMATCH at its first try', async () => {
     const h = harness();
     h.store.put(
       record({
@@ -987,11 +995,31 @@ describe('SendService: files sent with the request', () => {
       }),
     );
     await expect(h.service.send('main', record().id, first)).rejects.toMatchObject({
-      code: 'SEND_FAILED',
+      code: 'MEDIA_TYPE_MISMATCH',
       permanent: true,
       message: 'a voice note needs an audio file, not application/pdf',
     });
     expect(h.engine.sendMedia).not.toHaveBeenCalled();
+    expect(h.store.calls).toEqual(['failIfUnsent MEDIA_TYPE_MISMATCH 1']);
+  });
+
+  it('hands the downloader the type given with the URL, for a file whose bytes do not say', async () => {
+    const h = harness();
+    h.store.put(
+      record({
+        type: 'media',
+        text: null,
+        mediaUrl: 'https://example.com/report',
+        mimetype: 'text/csv',
+      }),
+    );
+    await expect(h.service.send('main', record().id, first)).resolves.toBe('sent');
+    expect(h.media.fetch).toHaveBeenCalledWith(
+      'https://example.com/report',
+      null,
+      expect.any(AbortSignal),
+      'text/csv',
+    );
   });
 });
 

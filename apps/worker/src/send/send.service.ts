@@ -573,10 +573,11 @@ export class SendService {
         );
       file = { data, mimetype: record.upload.mimetype, filename: record.filename ?? 'file' };
     } else {
-      file = await this.media.fetch(record.mediaUrl ?? '', record.filename, letGo);
+      file = await this.media.fetch(record.mediaUrl ?? '', record.filename, letGo, record.mimetype);
     }
+    // The file will not change on a retry: a type its options do not suit fails at once.
     const unsuitable = mediaOptionProblem(record.mediaOptions, file.mimetype);
-    if (unsuitable) throw new EngineError('SEND_FAILED', unsuitable, true);
+    if (unsuitable) throw new EngineError('MEDIA_TYPE_MISMATCH', unsuitable, true);
     return { ...file, ...record.mediaOptions, caption: record.caption ?? undefined };
   }
 
