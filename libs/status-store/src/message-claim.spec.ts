@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { inject, vi } from 'vitest';
 import { loadAppConfig } from '@app/config';
-import { EventScriptArgs } from './event-script.js';
+import { EventScriptArgs, LuaScript } from './event-script.js';
 import type { NewMessage } from './message-record.js';
 import { MessageRepository } from './message.repository.js';
 import { PacingRepository } from './pacing.repository.js';
@@ -442,6 +442,46 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
           ).toEqual([[late.id, 'sent', null]]);
         },
       );
+
+      it('is published, once, by the call made again when the first failed after marking a message made before shards', async () => {
+        const target = await stored({ id: randomUUID(), sessionId });
+        await messages.markSent(target, `true_x_${target.id}`);
+        const deletion = await stored({
+          id: newMessageId(sessionId),
+          sessionId,
+          type: 'revoke',
+          text: null,
+          replyTo: target.id,
+        });
+        await messages.claimRevoke(target.id, deletion.id);
+        const at = new Date();
+        // The script publishing its event fails (Redis failing over): the mark is written.
+        const run = LuaScript.prototype.run;
+        const failing = vi.spyOn(LuaScript.prototype, 'run').mockImplementation(async function (
+          this: LuaScript,
+          client,
+          scriptKeys,
+          args,
+        ) {
+          if (scriptKeys[0] === keys.webhookTargets(sessionId)) throw new Error('connection lost');
+          return run.call(this, client, scriptKeys, args);
+        });
+        try {
+          await expect(
+            published(() => messages.markSent(deletion, `revoke_${target.id}`, at, false)),
+          ).rejects.toThrow('connection lost');
+        } finally {
+          failing.mockRestore();
+        }
+        expect(await messages.get(target.id)).toMatchObject({ revokedAt: at.toISOString() });
+        // What SendService.recordSent does next: the same call again.
+        expect(
+          await published(() => messages.markSent(deletion, `revoke_${target.id}`, at, false)),
+        ).toEqual([[target.id, 'sent', at.toISOString()]]);
+        expect(
+          await published(() => messages.markSent(deletion, `revoke_${target.id}`, at, false)),
+        ).toEqual([]);
+      });
     });
 
     it('marks apart a message made before shards (another hash tag), and never makes a record of one gone', async () => {
@@ -450,7 +490,8 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
       expect(shardOfId(old.id)).not.toBe(shardOfId(deletion.id));
       const at = new Date();
       const counted = await scriptCalls(() => messages.markSent(deletion, 'revoke_x_3', at, false));
-      expect(counted.calls).toBe(2);
+      // The deletion's, the old message's mark, and its event in the session's shard.
+      expect(counted.calls).toBe(3);
       expect(await messages.get(old.id)).toMatchObject({
         revokedBy: deletion.id,
         revokedAt: at.toISOString(),

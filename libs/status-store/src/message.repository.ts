@@ -3,7 +3,7 @@ import { AppConfig } from '@app/config';
 import type { Redis } from 'ioredis';
 import { incomingMessageId } from './incoming-record.js';
 import { intakeEntry } from './send-intake.js';
-import { RedisKeys, shardOfId } from './redis-keys.js';
+import { RedisKeys, shardOf, shardOfId } from './redis-keys.js';
 import { ARRIVAL_SCORE_LUA, newestFirst } from './newest-first.js';
 import { knownShards } from './shards.js';
 import { REDIS } from './status-store.tokens.js';
@@ -136,8 +136,8 @@ return 1
 `);
 
 // A deletion WhatsApp took: the message it deleted says so (the first one sent, should a
-// failed one turn sent late). Never makes a record of an expired one. As MARK_SENT's, and
-// alone for a message under another hash tag (made before shards). Whether it marked it.
+// failed one turn sent late). Never makes a record of an expired one. Run by MARK_SENT, for a
+// message of the deletion's shard. Whether it marked it.
 const MARK_REVOKED_FN = `
 local function mark_revoked(target, by, at)
   if redis.call('EXISTS', target) == 1 and not redis.call('HGET', target, 'revokedAt') then
@@ -156,14 +156,38 @@ local function publish_revoked(target)
 end
 `;
 
-// KEYS[1] the deleted message; ARGV[7] the deletion's id, [8] when it was sent (ISO).
-const MARK_REVOKED = new LuaScript(
-  withEventPublishing(
-    MARK_REVOKED_FN +
-      `if mark_revoked(KEYS[1], ARGV[7], ARGV[8]) then publish_revoked(KEYS[1]) end
+// As mark_revoked, for a message made before shards (the root's hash tag): this script touches
+// its key alone (on a Cluster, its slot and the session's shard may be on two masters, and a
+// script touching both is refused), and its event is published apart, in the session's shard
+// (PUBLISH_REVOKED). The event's id is kept in the record with the mark: a call made again (a
+// failure after the mark, its answer lost) gets it back, and the event is published once.
+// KEYS[1] the deleted message; ARGV[1] the deletion's id, [2] when it was sent (ISO), [3] the
+// event's id (without its shard). {event id, the record (flat)} when it is marked deleted by
+// this deletion (now, or by an earlier run of this call); else nil.
+const MARK_REVOKED_APART = new LuaScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local at, by, event_id = unpack(redis.call('HMGET', KEYS[1], 'revokedAt', 'revokedBy', 'revokedEventId'))
+if not at then
+  redis.call('HSET', KEYS[1], 'revokedAt', ARGV[2], 'revokedBy', ARGV[1], 'revokedEventId', ARGV[3])
+  event_id = ARGV[3]
+elseif by ~= ARGV[1] or not event_id then
+  return false
+end
+return { event_id, redis.call('HGETALL', KEYS[1]) }
+`);
+
+// The message.status event of a message made before shards, marked deleted by
+// MARK_REVOKED_APART, published with its record as read there, in the session's shard: only
+// the session's shard's keys. Not again when its event is there already (kept at least an hour
+// after its deliveries: a call made again comes within seconds). KEYS[1] the session's
+// targets, [2] the event (its id with the session's shard); ARGV[3] the event's id as
+// MARK_REVOKED_APART kept it, [7] session id, [8] the record (JSON object). 1 when published.
+const PUBLISH_REVOKED = new LuaScript(
+  withEventPublishing(`
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+publish_event(ARGV[7], 'message.status', function() return { snapshot = cjson.decode(ARGV[8]) } end)
 return 1
-`,
-  ),
+`),
 );
 
 // KEYS[1] message; ARGV[1] the resend claim to take back (only if it is still that one).
@@ -951,7 +975,7 @@ export class MessageRepository implements BeforeApplicationShutdown {
         : []),
     ];
     // A deletion marks the message it deleted in the same script; one made before shards is
-    // under another hash tag (another Cluster slot), and is marked right after, alone.
+    // under another hash tag (another Cluster slot), and is marked right after, apart.
     const deleted =
       record.type === 'revoke' && record.replyTo && isMessageId(record.replyTo)
         ? record.replyTo
@@ -981,13 +1005,38 @@ export class MessageRepository implements BeforeApplicationShutdown {
       deleted !== null && !deletedApart ? keys.length : '',
       deleted !== null && !deletedApart ? newEventId(now.getTime()) : '',
     ]);
-    if (deletedApart && moved !== 'taken')
-      await MARK_REVOKED.run(
-        this.redis,
-        [this.keys.message(deleted)],
-        [...this.events.build(now), record.id, now.toISOString()],
-      );
+    if (deletedApart && moved !== 'taken') await this.markRevokedApart(deleted, record.id, now);
     return moved === 'delivered' || moved === 'read' || moved === 'taken' ? moved : null;
+  }
+
+  /**
+   * Marks deleted by `deletionId` a message made before shards, then publishes its own
+   * message.status event in its session's shard: two scripts, as their keys are in two slots.
+   * Run again (the first run failed between them), it publishes the event it did not, once.
+   */
+  private async markRevokedApart(deletedId: string, deletionId: string, now: Date): Promise<void> {
+    const marked = (await MARK_REVOKED_APART.run(
+      this.redis,
+      [this.keys.message(deletedId)],
+      [deletionId, now.toISOString(), newEventId(now.getTime())],
+    )) as [string, string[]] | null;
+    if (!marked) return;
+    const [eventId, flat] = marked;
+    const snapshot: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) snapshot[flat[i]] = flat[i + 1];
+    const sessionId = snapshot.sessionId;
+    if (!sessionId) return;
+    const args = this.events.build(now);
+    // The event id the mark kept (EventScriptArgs' ARGV[3]).
+    args[2] = eventId;
+    await PUBLISH_REVOKED.run(
+      this.redis,
+      [
+        this.keys.webhookTargets(sessionId),
+        this.keys.webhookEvent(`${eventId}${shardOf(sessionId)}`),
+      ],
+      [...args, sessionId, JSON.stringify(snapshot)],
+    );
   }
 
   /**

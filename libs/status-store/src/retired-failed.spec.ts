@@ -126,4 +126,20 @@ describe('a failed delivery of a deleted registration of a session', () => {
     expect(await webhooks.delivery(old[0].id)).toBeNull();
     expect(await failedOfAll()).toEqual([mine.id, old[2].id, old[1].id]);
   });
+
+  it("leaves every listing when the session made again is deleted and purged, as the session's own failures do", async () => {
+    const at = Date.now();
+    await registration('twice', 'whsec_old');
+    const old = await event('twice');
+    expect(await sessions.unregister('twice')).toBe(true);
+    await fail(old, at);
+    await registration('twice', 'whsec_new');
+    const mine = await event('twice');
+    await fail(mine, at + 1);
+    expect(await failedOfAll()).toEqual([mine.id, old.id]);
+
+    expect(await sessions.unregister('twice')).toBe(true);
+    expect(await failedOfAll()).toEqual([]);
+    expect(await redis.exists(keys.webhookRetiredFailed('twice'))).toBe(0);
+  });
 });

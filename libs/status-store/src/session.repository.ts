@@ -189,17 +189,20 @@ return unlisted
 // them by their event's sequence), never to the targets of a session made again with the id.
 // The targets are read before (ARGV[5], '' for none), so that their lines can be named in
 // KEYS: the step is done only while they are still those (else -1: read them again).
+// The failures its earlier deleted registrations' deliveries had after their purge (kept
+// apart, listed only among every session's) leave the listing as its own do.
 // KEYS[1] the shard's failed index, [2] its recent one, [3] the session's event sequence, [4]
 // its retired targets, [5] its hash, [6] its failed index, [7] its recent one, [8] its
-// targets, [9...] its other keys, then the lines of its targets, ARGV[6] of them (all in the
-// session's shard); ARGV[2] now (ms), [3] kept until (ms), [4] WEBHOOK_RETENTION_MS. 1 when
-// done, 0 when the registration is not ARGV[1]'s.
+// targets, [9] its deleted registrations' failed index, [10...] its other keys, then the
+// lines of its targets, ARGV[6] of them (all in the session's shard); ARGV[2] now (ms), [3]
+// kept until (ms), [4] WEBHOOK_RETENTION_MS. 1 when done, 0 when the registration is not
+// ARGV[1]'s.
 const FORGET_SESSION = new LuaScript(`
 if (redis.call('HGET', KEYS[5], 'createdAt') or '') ~= ARGV[1] then return 0 end
 local targets = redis.call('GET', KEYS[8])
 if (targets or '') ~= ARGV[5] then return -1 end
 local lines = tonumber(ARGV[6])
-for _, pair in ipairs({ { KEYS[6], KEYS[1] }, { KEYS[7], KEYS[2] } }) do
+for _, pair in ipairs({ { KEYS[6], KEYS[1] }, { KEYS[9], KEYS[1] }, { KEYS[7], KEYS[2] } }) do
   local ids = redis.call('ZRANGE', pair[1], 0, -1)
   for i = 1, #ids, 500 do
     redis.call('ZREM', pair[2], unpack(ids, i, math.min(i + 499, #ids)))
@@ -477,6 +480,7 @@ export class SessionRepository {
       this.keys.webhookSessionFailed(sessionId),
       this.keys.webhookSessionRecent(sessionId),
       this.keys.webhookTargets(sessionId),
+      this.keys.webhookRetiredFailed(sessionId),
       this.keys.sandboxIncoming(sessionId),
       this.keys.sandboxIncomingBytes(sessionId),
       this.keys.messageCounts(sessionId),
