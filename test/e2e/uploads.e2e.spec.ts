@@ -296,6 +296,33 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     );
   });
 
+  it('answers 400, not 413, to a form with two files or more than 20 fields, and queues nothing', async () => {
+    const before = await stack.redis.zcard(stack.keys.sessionMessages('main'));
+    const post = (form: FormData) =>
+      fetch(`${stack.url}/api/v1/messages/media`, {
+        method: 'POST',
+        headers: { 'x-api-key': stack.env.API_KEY },
+        body: form,
+      }).then(async (response) => ({ status: response.status, body: await response.json() }));
+    const twoFiles = new FormData();
+    twoFiles.append('to', '4915123456789');
+    for (const name of ['a.png', 'b.png'])
+      twoFiles.append('file', new Blob([new Uint8Array(PNG)], { type: 'image/png' }), name);
+    expect(await post(twoFiles)).toEqual({
+      status: 400,
+      body: { ok: false, error: { code: 'BAD_REQUEST', message: 'Send one file per request' } },
+    });
+    const manyFields = new FormData();
+    manyFields.append('to', '4915123456789');
+    for (let i = 0; i < 20; i++) manyFields.append(`extra${i}`, 'x');
+    manyFields.append('file', new Blob([new Uint8Array(PNG)], { type: 'image/png' }), 'a.png');
+    expect(await post(manyFields)).toEqual({
+      status: 400,
+      body: { ok: false, error: { code: 'BAD_REQUEST', message: 'Too many form fields' } },
+    });
+    expect(await stack.redis.zcard(stack.keys.sessionMessages('main'))).toBe(before);
+  });
+
   it('answers 400 to a form that gives a field twice, naming it, and sends nothing', async () => {
     const form = new FormData();
     form.append('to', '4915123456789');

@@ -84,11 +84,12 @@ const FASTIFY_REQUEST_ERRORS: Record<string, [number, ErrorCode, string]> = {
   FST_ERR_BAD_URL: [400, 'BAD_REQUEST', 'Malformed percent-encoding in the URL'],
   // Fastify's maxParamLength, left at its default. Its status, 414, is not in our table.
   FST_ERR_MAX_PARAM_LENGTH: [400, 'BAD_REQUEST', 'A path parameter is longer than 100 characters'],
-  // @fastify/multipart (a file sent as multipart/form-data).
+  // @fastify/multipart (a file sent as multipart/form-data). Only a file too large is a 413:
+  // a second file or a 21st field is a malformed form, which a smaller file would not mend.
   FST_REQ_FILE_TOO_LARGE: [413, 'PAYLOAD_TOO_LARGE', 'The file is larger than MEDIA_MAX_BYTES'],
-  FST_FILES_LIMIT: [413, 'PAYLOAD_TOO_LARGE', 'Send one file per request'],
-  FST_PARTS_LIMIT: [413, 'PAYLOAD_TOO_LARGE', 'Too many form fields'],
-  FST_FIELDS_LIMIT: [413, 'PAYLOAD_TOO_LARGE', 'Too many form fields'],
+  FST_FILES_LIMIT: [400, 'BAD_REQUEST', 'Send one file per request'],
+  FST_PARTS_LIMIT: [400, 'BAD_REQUEST', 'Too many form fields'],
+  FST_FIELDS_LIMIT: [400, 'BAD_REQUEST', 'Too many form fields'],
   FST_INVALID_MULTIPART_CONTENT_TYPE: [400, 'BAD_REQUEST', 'The form is not multipart/form-data'],
   FST_PROTO_VIOLATION: [400, 'BAD_REQUEST', 'Form field names must not be __proto__'],
   FST_ERR_CTP_INVALID_MEDIA_TYPE: [

@@ -159,7 +159,8 @@ export class MessagesController {
     description:
       'The file by URL (`mediaUrl`: the worker downloads it; size and address limits apply), ' +
       'or sent with the request: `mediaBase64` with `mimetype` in JSON, or multipart/form-data ' +
-      'with the file in a part named `file` and the other fields as form fields. A file sent ' +
+      'with the file in a part named `file` and the other fields as form fields (one file and ' +
+      'at most 20 fields: a form with more is refused with 400). A file sent ' +
       'with the request is kept in Redis until the message is sent, at most MEDIA_MAX_BYTES ' +
       '(413 before anything is queued). `asDocument`, `asVoice` (audio), `asSticker` (images) ' +
       'and `viewOnce` (photos, videos) say how it is shown; at most one of the first three.',
