@@ -232,6 +232,35 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     expect(await stack.redis.keys(`${stack.keys.messageUpload('')}*`)).toEqual([]);
   });
 
+  it("answers a body or file too large as the OpenAPI document's 413 examples say, at the configured MEDIA_MAX_BYTES", async () => {
+    const documented = (await stack.call('GET', '/api/openapi')).body.paths[
+      '/api/v1/messages/media'
+    ].post.responses['413'].content['application/json'].examples;
+    const body = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      mediaBase64: randomBytes(100_000).toString('base64'),
+      mimetype: 'application/pdf',
+    });
+    const mediaBase64 = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      mediaBase64: randomBytes(MAX + 1).toString('base64'),
+      mimetype: 'application/pdf',
+    });
+    const form = await multipart(
+      { to: '4915123456789' },
+      { data: randomBytes(MAX + 1), type: 'application/pdf', name: 'big.pdf' },
+    );
+    expect({ body, mediaBase64, form }).toMatchObject({
+      body: { status: 413, body: documented.body.value },
+      mediaBase64: { status: 413, body: documented.mediaBase64.value },
+      form: { status: 413, body: documented.form.value },
+    });
+    // MEDIA_MAX_BYTES of 4096: 5464 bytes in base64, and 64 KiB.
+    expect(body.body.error.message).toBe(
+      'Request body is too large: this route takes at most 71000 bytes (0.1 MiB)',
+    );
+  });
+
   it.each<[string, Record<string, unknown>, string]>([
     [
       'a URL and a file',

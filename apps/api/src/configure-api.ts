@@ -199,6 +199,7 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
           controllers,
         ),
       ),
+      config.MEDIA_MAX_BYTES,
     ),
   );
   const served = freshSendAtExamples();

@@ -106,8 +106,11 @@ const FASTIFY_REQUEST_ERRORS: Record<string, [number, ErrorCode, string]> = {
   ],
 };
 
-/** A body limit as a client reads it: `8 MiB`, `64 KiB`, `22435160 bytes (21.4 MiB)`. */
-function formatBodyLimit(bytes: number): string {
+/**
+ * A body limit as a client reads it: `8 MiB`, `64 KiB`, `22435160 bytes (21.4 MiB)`. (The
+ * api's docs state the limits in the same words, so their examples are the answers.)
+ */
+export function formatBodyLimit(bytes: number): string {
   const MiB = 1024 * 1024;
   if (bytes % MiB === 0) return `${bytes / MiB} MiB`;
   if (bytes % 1024 === 0) return `${bytes / 1024} KiB`;
