@@ -103,6 +103,11 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: 'a caption of 1025 characters', method: 'POST', path: MEDIA, body: media({ caption: 'x'.repeat(1025) }), status: 400, code: 'BAD_REQUEST' },
   { name: 'a filename with a slash', method: 'POST', path: MEDIA, body: media({ filename: '../invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },
   { name: 'a filename with a backslash', method: 'POST', path: MEDIA, body: media({ filename: '..\\invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'an empty filename', method: 'POST', path: MEDIA, body: media({ filename: '' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a blank filename', method: 'POST', path: MEDIA, body: media({ filename: '  ' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a filename of ..', method: 'POST', path: MEDIA, body: media({ filename: '..' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a filename with a line break', method: 'POST', path: MEDIA, body: media({ filename: 'a\nb.pdf' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a filename with a BEL', method: 'POST', path: MEDIA, body: media({ filename: 'a\u0007.pdf' }), status: 400, code: 'BAD_REQUEST' },
 
   // replyTo
   { name: 'a replyTo that is no message id', method: 'POST', path: TEXT, body: text({ replyTo: 'hello there' }), status: 400, code: 'BAD_REQUEST' },
@@ -274,10 +279,21 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
       code: 'NOT_FOUND',
       message: `Message ${UNKNOWN_ID} does not exist`,
     });
-    expect(await unknown(MEDIA, media({ filename: 'a\u0000.pdf' }))).toEqual({
-      code: 'BAD_REQUEST',
-      message: 'filename must not contain slashes or NUL characters',
-    });
+    // One problem, in its own words: an empty name is not told it holds a slash.
+    const refusals = {
+      '': 'filename must not be empty',
+      '  ': 'filename must not be blank (only spaces or invisible characters)',
+      '..': 'filename must not be . or ..',
+      'a\u0000.pdf': 'filename must not contain control characters (a line break, a tab, NUL)',
+      'a\nb.pdf': 'filename must not contain control characters (a line break, a tab, NUL)',
+      'a\u0007.pdf': 'filename must not contain control characters (a line break, a tab, NUL)',
+      '../invoice.pdf': 'filename must not contain slashes (a name, not a path)',
+    };
+    for (const [filename, message] of Object.entries(refusals))
+      expect(await unknown(MEDIA, media({ filename })), JSON.stringify(filename)).toEqual({
+        code: 'BAD_REQUEST',
+        message,
+      });
   });
 
   it('takes an empty text/plain body as no body (a browser fetch with body: "")', async () => {

@@ -173,6 +173,23 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     expect((await sentMedia(notes.body.data.id)).mimetype).toBe('text/plain');
   });
 
+  it('refuses a form filename field that names nothing, as the JSON field is', async () => {
+    const blank = await multipart(
+      { to: '4915123456789', filename: ' ' },
+      { data: PNG, type: 'image/png', name: 'a.png' },
+    );
+    expect(blank).toEqual({
+      status: 400,
+      body: {
+        ok: false,
+        error: {
+          code: 'BAD_REQUEST',
+          message: 'filename must not be blank (only spaces or invisible characters)',
+        },
+      },
+    });
+  });
+
   it('refuses a wrong key before reading the body of a large upload, batch or sandbox message', async () => {
     for (const path of [
       '/api/v1/messages/media',

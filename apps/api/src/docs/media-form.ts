@@ -9,7 +9,10 @@ const FIELDS: Record<string, { description: string; example?: string }> = {
   to: { description: 'As `to` in the JSON body', example: '+49 151 2345 6789' },
   sessionId: { description: 'As `sessionId` in the JSON body', example: 'main' },
   caption: { description: 'As `caption` in the JSON body', example: 'Invoice 1042' },
-  filename: { description: "The file's name, when not the part's own" },
+  filename: {
+    description:
+      "The file's name, when not the part's own; refused as `filename` in the JSON body is (empty or blank, `.` or `..`, a slash or a control character)",
+  },
   mimetype: { description: "The file's type, when not the part's own (else its bytes tell)" },
   asDocument: { description: '`true` to send it as a document' },
   asVoice: { description: '`true` to send audio as a voice note' },

@@ -1,5 +1,5 @@
 import { AppError, createValidationPipe } from '@app/common';
-import { ReactionDto, SendTextDto } from './send-message.dto.js';
+import { ReactionDto, SendMediaDto, SendTextDto } from './send-message.dto.js';
 
 describe('a reaction body, through the global ValidationPipe', () => {
   const pipe = createValidationPipe();
@@ -73,5 +73,74 @@ describe('a text body, through the global ValidationPipe', () => {
     ['an ideographic space', '\u3000'],
   ])('refuses %s: nothing to read', async (_, text) => {
     expect(await check(text)).toContain('text must not be empty');
+  });
+});
+
+describe('a media body, through the global ValidationPipe', () => {
+  const pipe = createValidationPipe();
+  const check = (fields: Record<string, unknown>) =>
+    pipe
+      .transform(
+        { to: '+49 151 2345 6789', mediaUrl: 'https://example.com/a.pdf', ...fields },
+        { type: 'body', metatype: SendMediaDto },
+      )
+      .then(
+        () => 'taken',
+        (err: unknown) => (err instanceof AppError ? err.message : String(err)),
+      );
+
+  it.each([
+    ['a plain name', 'invoice-1042.pdf'],
+    ['a name with spaces and accents', 'Rechnung Nr. 1042 – März.pdf'],
+    ['a name that starts with a dot', '.env'],
+    ['a name of three dots', '...'],
+    ['a name of 255 characters', `${'a'.repeat(251)}.pdf`],
+  ])('takes %s as a filename', async (_, filename) => {
+    expect(await check({ filename })).toBe('taken');
+  });
+
+  it.each([
+    ['an empty filename', '', 'filename must not be empty'],
+    ['a blank filename', '  ', 'filename must not be blank (only spaces or invisible characters)'],
+    [
+      'a filename of a zero-width space',
+      '\u200b',
+      'filename must not be blank (only spaces or invisible characters)',
+    ],
+    ['a filename of one dot', '.', 'filename must not be . or ..'],
+    ['a filename of two dots', '..', 'filename must not be . or ..'],
+    [
+      'a filename with a line break',
+      'a\nb.pdf',
+      'filename must not contain control characters (a line break, a tab, NUL)',
+    ],
+    [
+      'a filename with a BEL',
+      'a\u0007.pdf',
+      'filename must not contain control characters (a line break, a tab, NUL)',
+    ],
+    [
+      'a filename with a NUL',
+      'a\u0000.pdf',
+      'filename must not contain control characters (a line break, a tab, NUL)',
+    ],
+    [
+      'a filename with a slash',
+      'a/b.pdf',
+      'filename must not contain slashes (a name, not a path)',
+    ],
+    [
+      'a filename with a backslash',
+      'C:\\a.pdf',
+      'filename must not contain slashes (a name, not a path)',
+    ],
+    ['a filename that is a number', 42, 'filename must be a string'],
+    [
+      'a filename of 256 characters',
+      `${'a'.repeat(252)}.pdf`,
+      'filename must be at most 255 characters',
+    ],
+  ])('refuses %s with one message saying what is wrong', async (_, filename, message) => {
+    expect(await check({ filename })).toBe(message);
   });
 });

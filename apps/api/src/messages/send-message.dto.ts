@@ -24,6 +24,7 @@ import {
 } from 'class-validator';
 import { NullsAsAbsent, SESSION_ID_PATTERN } from '@app/common';
 import { TYPING_MAX_MS } from '@app/queue';
+import { IsFileName, MAX_FILE_NAME_LENGTH } from './is-file-name.decorator.js';
 import { IsPhone } from './is-phone.decorator.js';
 import { IsRecipient } from './is-recipient.decorator.js';
 
@@ -197,14 +198,18 @@ export class SendMediaDto extends SendBaseDto {
   caption?: string;
 
   @ApiPropertyOptional({
-    description: 'File name shown to the recipient',
+    description:
+      'File name shown to the recipient, up to 255 characters: a name, not a path. An empty or ' +
+      'blank one, `.` or `..`, or one with a slash, a backslash or a control character (a line ' +
+      'break, a tab, NUL) is refused with 400, not cleaned. Without it, a file from `mediaUrl` ' +
+      "is named after the URL's last path segment, a form's file after its part, one in " +
+      '`mediaBase64` `file`.',
     example: 'invoice-1042.pdf',
-    maxLength: 255,
+    maxLength: MAX_FILE_NAME_LENGTH,
   })
   @IsOptional()
   @IsString()
-  @MaxLength(255)
-  @Matches(/^[^/\\\0]+$/, { message: 'filename must not contain slashes or NUL characters' })
+  @IsFileName()
   filename?: string;
 
   @ApiPropertyOptional({
