@@ -258,6 +258,22 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
     );
   });
 
+  it('tells a media send with no file, or with a mediaUrl over 2048 characters, that one problem alone', async () => {
+    const refusal = async (body: unknown) => {
+      const answer = await send({ ...BAD_REQUESTS[0], path: MEDIA, raw: JSON.stringify(body) });
+      expect(answer.status).toBe(400);
+      return answer.body.error.message as string;
+    };
+    expect(await refusal({ to: TO })).toBe(
+      'mediaUrl: give mediaUrl, mediaBase64, or a file (multipart/form-data)',
+    );
+    // A pre-signed URL that is a URL all right, only too long.
+    const signed = `${PDF}?X-Amz-Security-Token=${'a'.repeat(2900)}`;
+    expect(await refusal(media({ mediaUrl: signed }))).toBe(
+      `mediaUrl must be at most 2048 characters (it is ${signed.length}): send a file behind a longer URL with the request instead`,
+    );
+  });
+
   it('says which field names a message that does not exist, and what a filename must not hold', async () => {
     const unknown = async (path: string, body: unknown) =>
       (await send({ ...BAD_REQUESTS[0], path, raw: JSON.stringify(body) })).body.error;

@@ -33,6 +33,12 @@ describe('the OpenAPI document', () => {
     ).toEqual(json.filter((name) => name !== 'mediaUrl' && name !== 'mediaBase64').sort());
   });
 
+  it("documents mediaUrl's limit of 2048 characters", () => {
+    const mediaUrl = document.components.schemas.SendMediaDto.properties.mediaUrl;
+    expect(mediaUrl.maxLength).toBe(2048);
+    expect(mediaUrl.description).toContain('at most 2048 characters');
+  });
+
   it('documents every route with a summary, a tag and a success answer', () => {
     expect(operations().length).toBeGreaterThan(20);
     for (const { path, method, operation } of operations()) {

@@ -144,3 +144,61 @@ describe('a media body, through the global ValidationPipe', () => {
     expect(await check({ filename })).toBe(message);
   });
 });
+
+describe("a media body's mediaUrl, through the global ValidationPipe", () => {
+  const pipe = createValidationPipe();
+  const check = (fields: Record<string, unknown>) =>
+    pipe
+      .transform({ to: '+49 151 2345 6789', ...fields }, { type: 'body', metatype: SendMediaDto })
+      .then(
+        () => 'taken',
+        (err: unknown) => (err instanceof AppError ? err.message : String(err)),
+      );
+  /** A URL of `length` characters, as a long pre-signed one is. */
+  const urlOf = (length: number) => {
+    const base = 'https://bucket.example.com/invoice.pdf?X-Amz-Signature=';
+    return base + 'a'.repeat(length - base.length);
+  };
+
+  it('takes a URL of 2048 characters, and a file given instead of a URL', async () => {
+    expect(await check({ mediaUrl: urlOf(2048) })).toBe('taken');
+    expect(await check({ mediaBase64: 'JVBERg==', mimetype: 'application/pdf' })).toBe('taken');
+  });
+
+  it.each([
+    ['no file at all', {}, 'mediaUrl: give mediaUrl, mediaBase64, or a file (multipart/form-data)'],
+    [
+      'a null mediaUrl',
+      { mediaUrl: null },
+      'mediaUrl: give mediaUrl, mediaBase64, or a file (multipart/form-data)',
+    ],
+    [
+      'a URL of 2049 characters',
+      { mediaUrl: urlOf(2049) },
+      'mediaUrl must be at most 2048 characters (it is 2049): send a file behind a longer URL with the request instead',
+    ],
+    [
+      'a URL of 5000 characters',
+      { mediaUrl: urlOf(5000) },
+      'mediaUrl must be at most 2048 characters (it is 5000): send a file behind a longer URL with the request instead',
+    ],
+    ['an empty mediaUrl', { mediaUrl: '' }, 'mediaUrl must not be empty'],
+    [
+      'a relative mediaUrl',
+      { mediaUrl: '/files/a.pdf' },
+      'mediaUrl must be an absolute http(s) URL',
+    ],
+    [
+      'an ftp mediaUrl',
+      { mediaUrl: 'ftp://example.com/a.pdf' },
+      'mediaUrl must be an absolute http(s) URL',
+    ],
+    [
+      'a mediaUrl that is a number',
+      { mediaUrl: 42 },
+      'mediaUrl must be a string: an absolute http(s) URL',
+    ],
+  ])('refuses %s with one message saying what is wrong', async (_, fields, message) => {
+    expect(await check(fields)).toBe(message);
+  });
+});
