@@ -390,6 +390,32 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     expect(stack.sandbox().sends.some((send) => send.chatId === '4915100000000@c.us')).toBe(false);
   });
 
+  it('refuses to resend a failed message whose file came with the request, as the resend route documents', async () => {
+    const resend = (await stack.call('GET', '/api/openapi')).body.paths[
+      '/api/v1/messages/{id}/resend'
+    ].post;
+    expect(resend.description).toContain('whose file was sent with the request');
+    const documented =
+      resend.responses['409'].content['application/json'].examples.fileSentWithRequest.value;
+    // A number the sandbox says has no account: the send fails, and its bytes are dropped.
+    const failed = await stack.call('POST', '/api/v1/messages/media', {
+      to: '000123456785',
+      mediaBase64: PNG.toString('base64'),
+      mimetype: 'image/png',
+    });
+    await stack.waitForStatus(failed.body.data.id, 'failed');
+    const refused = await stack.call('POST', `/api/v1/messages/${failed.body.data.id}/resend`);
+    expect(refused.status).toBe(409);
+    const documentedId = /message (\S+) is/.exec(documented.error.message)![1];
+    expect(refused.body).toEqual({
+      ...documented,
+      error: {
+        ...documented.error,
+        message: documented.error.message.replace(documentedId, failed.body.data.id),
+      },
+    });
+  });
+
   it('drops the bytes of a scheduled upload whose session is deleted', async () => {
     expect((await stack.call('POST', '/api/v1/sessions', { id: 'doomed' })).status).toBe(201);
     const answer = await stack.call('POST', '/api/v1/messages/media', {

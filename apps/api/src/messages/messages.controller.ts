@@ -32,6 +32,8 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 const MESSAGE_EXAMPLE = '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01';
 /** A deletion (`revoke` message) of MESSAGE_EXAMPLE. */
 const REVOKE_EXAMPLE = '0b7d3e91-5c2a-8f4e-8a36-1f1f3a7a9e02';
+/** A resend of MESSAGE_EXAMPLE. */
+const RESEND_EXAMPLE = '4e2a9c17-3b6d-8e15-8a36-1f1f3a7a9e03';
 /** The 409s of every route that takes an Idempotency-Key (MessagesService.enqueue). */
 const KEY_CONFLICTS =
   'the Idempotency-Key was used for a different request, its first request is still in progress (retry), or the message it made is no longer kept (MESSAGE_RETENTION_MS)';
@@ -421,7 +423,11 @@ export class MessagesController {
     summary: 'Send a message again',
     description:
       'A failed message, or a sent one WhatsApp never acknowledged (ackOverdueAt, after ' +
-      'ACK_TIMEOUT_MS), is queued again as a new message whose resendOf names the first.',
+      'ACK_TIMEOUT_MS), is queued again as a new message whose resendOf names the first; once ' +
+      '(a second resend is refused, naming the first resend). A message whose file was sent ' +
+      'with the request (mediaBase64, or multipart/form-data) cannot be resent: its bytes are ' +
+      'dropped once it is sent or fails, and the resend is refused with 409; send it again ' +
+      'with the file. One by `mediaUrl` is downloaded again.',
   })
   @MESSAGE_ID
   @IDEMPOTENCY_HEADER
@@ -431,10 +437,29 @@ export class MessagesController {
     { status: 404, description: 'No such message', example: NO_MESSAGE },
     {
       status: 409,
-      description: `Neither failed nor overdue, already resent, its file (sent with the request) is gone, or ${KEY_CONFLICTS}`,
-      example: {
-        code: 'CONFLICT',
-        message: `Message ${MESSAGE_EXAMPLE} is delivered: only a failed message, or a sent one WhatsApp never acknowledged (ackOverdueAt), can be resent`,
+      description: `Neither failed nor overdue, already resent (the resend named), its file was sent with the request (its bytes are not kept once it is sent or fails), or ${KEY_CONFLICTS}`,
+      examples: {
+        notResendable: {
+          summary: 'Neither failed nor overdue',
+          error: {
+            code: 'CONFLICT',
+            message: `Message ${MESSAGE_EXAMPLE} is delivered: only a failed message, or a sent one WhatsApp never acknowledged (ackOverdueAt), can be resent`,
+          },
+        },
+        resent: {
+          summary: 'Already resent',
+          error: {
+            code: 'CONFLICT',
+            message: `Message ${MESSAGE_EXAMPLE} was already resent, as message ${RESEND_EXAMPLE}`,
+          },
+        },
+        fileSentWithRequest: {
+          summary: 'Its file was sent with the request',
+          error: {
+            code: 'CONFLICT',
+            message: `The file sent with message ${MESSAGE_EXAMPLE} is no longer kept: send it again with the file`,
+          },
+        },
       },
     },
     {
