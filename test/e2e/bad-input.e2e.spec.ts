@@ -349,6 +349,30 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
       }
   });
 
+  it('answers a media send of a type it does not take: send JSON or multipart/form-data', async () => {
+    const body = JSON.stringify(media({}));
+    for (const type of [
+      'text/plain',
+      'application/x-www-form-urlencoded',
+      'text/html',
+      'application/xml',
+    ]) {
+      const answer = await stack.call('POST', MEDIA, body, { 'content-type': type });
+      expect({ type, status: answer.status, body: answer.body }).toEqual({
+        type,
+        status: 400,
+        body: {
+          ok: false,
+          error: {
+            code: 'BAD_REQUEST',
+            message:
+              'Unsupported Content-Type: send JSON (application/json) or multipart/form-data',
+          },
+        },
+      });
+    }
+  });
+
   it('says a path parameter over 100 characters is too long', async () => {
     const answer = await send({
       ...BAD_REQUESTS[0],

@@ -142,6 +142,44 @@ describe('toErrorEnvelope', () => {
     });
   });
 
+  it("names in a refusal of a body's type the types its route takes (its route config's bodyTypes)", () => {
+    const sent: unknown[] = [];
+    const reply = {
+      sent: false,
+      raw: { headersSent: false },
+      code: (status: number) => ({ send: (body: unknown) => sent.push(status, body) }),
+    };
+    const answer = (config: Record<string, unknown>) => {
+      const request = {
+        id: 'req-1',
+        headers: { 'content-type': 'text/html' },
+        routeOptions: { config },
+      };
+      const host = {
+        switchToHttp: () => ({ getResponse: () => reply, getRequest: () => request }),
+      };
+      sent.length = 0;
+      new AppExceptionFilter().catch(
+        new errorCodes.FST_ERR_CTP_INVALID_MEDIA_TYPE(),
+        host as never,
+      );
+      return sent;
+    };
+    expect(answer({ bodyTypes: 'JSON (application/json) or multipart/form-data' })).toEqual([
+      400,
+      {
+        ok: false,
+        error: {
+          code: 'BAD_REQUEST',
+          message: 'Unsupported Content-Type: send JSON (application/json) or multipart/form-data',
+        },
+      },
+    ]);
+    expect(answer({})[1]).toMatchObject({
+      error: { message: 'Unsupported Content-Type: send JSON (application/json)' },
+    });
+  });
+
   it('says a path parameter is too long when it is, not that the URL is malformed', () => {
     expect(
       toErrorEnvelope(

@@ -8,13 +8,34 @@ const CODE_BY_STATUS: Record<number, ErrorCode> = Object.fromEntries(
   Object.entries(ERROR_STATUS).map(([code, status]) => [status, code as ErrorCode]),
 );
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * The body types a route takes when not only JSON, as a refusal of another Content-Type
+     * names them: `JSON (application/json) or multipart/form-data`.
+     */
+    bodyTypes?: string;
+  }
+}
+
+/**
+ * The refusal of a body of a type the route does not take, naming those it does (its route
+ * config's `bodyTypes`; JSON alone unless it says otherwise).
+ */
+export function unsupportedContentType(request?: FastifyRequest): string {
+  return `Unsupported Content-Type: send ${request?.routeOptions?.config?.bodyTypes ?? 'JSON (application/json)'}`;
+}
+
 /**
  * Turns a thrown error into a status and an error envelope; unknown ones log an errorId.
- * `bodyLimit`, the limit of the route the request reached, is stated when a body exceeds it.
+ * `bodyLimit`, the limit of the route the request reached, is stated when a body exceeds it;
+ * `unsupportedType`, the route's words for a body of a type it does not take
+ * (unsupportedContentType), when one is refused.
  */
 export function toErrorEnvelope(
   exception: unknown,
   bodyLimit?: number,
+  unsupportedType?: string,
 ): {
   status: number;
   body: ErrorEnvelope;
@@ -37,6 +58,7 @@ export function toErrorEnvelope(
   const requestError = describeRequestError(
     exception instanceof HttpException ? exception.cause : exception,
     bodyLimit,
+    unsupportedType,
   );
   if (requestError) return requestError;
   if (exception instanceof HttpException) {
@@ -92,11 +114,6 @@ const FASTIFY_REQUEST_ERRORS: Record<string, [number, ErrorCode, string]> = {
   FST_FIELDS_LIMIT: [400, 'BAD_REQUEST', 'Too many form fields'],
   FST_INVALID_MULTIPART_CONTENT_TYPE: [400, 'BAD_REQUEST', 'The form is not multipart/form-data'],
   FST_PROTO_VIOLATION: [400, 'BAD_REQUEST', 'Form field names must not be __proto__'],
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: [
-    400,
-    'BAD_REQUEST',
-    'Unsupported Content-Type: send JSON (application/json)',
-  ],
   FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'BAD_REQUEST', 'Request body is empty'],
   FST_ERR_CTP_INVALID_JSON_BODY: [400, 'BAD_REQUEST', 'Request body is not valid JSON'],
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: [
@@ -121,6 +138,7 @@ export function formatBodyLimit(bytes: number): string {
 function describeRequestError(
   error: unknown,
   bodyLimit?: number,
+  unsupportedType = unsupportedContentType(),
 ): { status: number; body: ErrorEnvelope } | undefined {
   const err = error as { statusCode?: number; code?: string } | undefined;
   const answer = (status: number, code: ErrorCode, message: string) => ({
@@ -136,6 +154,8 @@ function describeRequestError(
         ? `Request body is too large: this route takes at most ${formatBodyLimit(bodyLimit)}`
         : 'Request body is too large',
     );
+  if (err?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+    return answer(400, 'BAD_REQUEST', unsupportedType);
   // By code first: Fastify's errors about the URL are URIErrors too (a parameter too long).
   const known = err?.code ? FASTIFY_REQUEST_ERRORS[err.code] : undefined;
   if (known) return answer(...known);
@@ -205,7 +225,11 @@ export class AppExceptionFilter implements ExceptionFilter {
   catch(exception: unknown, host: ArgumentsHost): void {
     const reply = host.switchToHttp().getResponse<FastifyReply>();
     const request = host.switchToHttp().getRequest<FastifyRequest | undefined>();
-    const { status, body, errorId } = toErrorEnvelope(exception, jsonBodyLimit(request));
+    const { status, body, errorId } = toErrorEnvelope(
+      exception,
+      jsonBodyLimit(request),
+      unsupportedContentType(request),
+    );
     const requestId = request?.id;
     if (errorId) this.log.error({ errorId, requestId, err: exception }, 'unhandled error');
     if (reply.sent || reply.raw.headersSent) return;
