@@ -103,6 +103,11 @@ const BAD_REQUESTS: BadRequest[] = [
   { name: 'a caption of 1025 characters', method: 'POST', path: MEDIA, body: media({ caption: 'x'.repeat(1025) }), status: 400, code: 'BAD_REQUEST' },
   { name: 'a filename with a slash', method: 'POST', path: MEDIA, body: media({ filename: '../invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },
   { name: 'a filename with a backslash', method: 'POST', path: MEDIA, body: media({ filename: '..\\invoice.pdf' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'an empty filename', method: 'POST', path: MEDIA, body: media({ filename: '' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a blank filename', method: 'POST', path: MEDIA, body: media({ filename: '  ' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a filename of ..', method: 'POST', path: MEDIA, body: media({ filename: '..' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a filename with a line break', method: 'POST', path: MEDIA, body: media({ filename: 'a\nb.pdf' }), status: 400, code: 'BAD_REQUEST' },
+  { name: 'a filename with a BEL', method: 'POST', path: MEDIA, body: media({ filename: 'a\u0007.pdf' }), status: 400, code: 'BAD_REQUEST' },
 
   // replyTo
   { name: 'a replyTo that is no message id', method: 'POST', path: TEXT, body: text({ replyTo: 'hello there' }), status: 400, code: 'BAD_REQUEST' },
@@ -253,6 +258,22 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
     );
   });
 
+  it('tells a media send with no file, or with a mediaUrl over 2048 characters, that one problem alone', async () => {
+    const refusal = async (body: unknown) => {
+      const answer = await send({ ...BAD_REQUESTS[0], path: MEDIA, raw: JSON.stringify(body) });
+      expect(answer.status).toBe(400);
+      return answer.body.error.message as string;
+    };
+    expect(await refusal({ to: TO })).toBe(
+      'mediaUrl: give mediaUrl, mediaBase64, or a file (multipart/form-data)',
+    );
+    // A pre-signed URL that is a URL all right, only too long.
+    const signed = `${PDF}?X-Amz-Security-Token=${'a'.repeat(2900)}`;
+    expect(await refusal(media({ mediaUrl: signed }))).toBe(
+      `mediaUrl must be at most 2048 characters (it is ${signed.length}): send a file behind a longer URL with the request instead`,
+    );
+  });
+
   it('says which field names a message that does not exist, and what a filename must not hold', async () => {
     const unknown = async (path: string, body: unknown) =>
       (await send({ ...BAD_REQUESTS[0], path, raw: JSON.stringify(body) })).body.error;
@@ -274,10 +295,21 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
       code: 'NOT_FOUND',
       message: `Message ${UNKNOWN_ID} does not exist`,
     });
-    expect(await unknown(MEDIA, media({ filename: 'a\u0000.pdf' }))).toEqual({
-      code: 'BAD_REQUEST',
-      message: 'filename must not contain slashes or NUL characters',
-    });
+    // One problem, in its own words: an empty name is not told it holds a slash.
+    const refusals = {
+      '': 'filename must not be empty',
+      '  ': 'filename must not be blank (only spaces or invisible characters)',
+      '..': 'filename must not be . or ..',
+      'a\u0000.pdf': 'filename must not contain control characters (a line break, a tab, NUL)',
+      'a\nb.pdf': 'filename must not contain control characters (a line break, a tab, NUL)',
+      'a\u0007.pdf': 'filename must not contain control characters (a line break, a tab, NUL)',
+      '../invoice.pdf': 'filename must not contain slashes (a name, not a path)',
+    };
+    for (const [filename, message] of Object.entries(refusals))
+      expect(await unknown(MEDIA, media({ filename })), JSON.stringify(filename)).toEqual({
+        code: 'BAD_REQUEST',
+        message,
+      });
   });
 
   it('takes an empty text/plain body as no body (a browser fetch with body: "")', async () => {
@@ -315,6 +347,30 @@ describe('bad input (api + worker, sandbox engine, real Redis and HTTP)', () => 
           },
         });
       }
+  });
+
+  it('answers a media send of a type it does not take: send JSON or multipart/form-data', async () => {
+    const body = JSON.stringify(media({}));
+    for (const type of [
+      'text/plain',
+      'application/x-www-form-urlencoded',
+      'text/html',
+      'application/xml',
+    ]) {
+      const answer = await stack.call('POST', MEDIA, body, { 'content-type': type });
+      expect({ type, status: answer.status, body: answer.body }).toEqual({
+        type,
+        status: 400,
+        body: {
+          ok: false,
+          error: {
+            code: 'BAD_REQUEST',
+            message:
+              'Unsupported Content-Type: send JSON (application/json) or multipart/form-data',
+          },
+        },
+      });
+    }
   });
 
   it('says a path parameter over 100 characters is too long', async () => {

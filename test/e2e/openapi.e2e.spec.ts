@@ -33,6 +33,12 @@ describe('the OpenAPI document', () => {
     ).toEqual(json.filter((name) => name !== 'mediaUrl' && name !== 'mediaBase64').sort());
   });
 
+  it("documents mediaUrl's limit of 2048 characters", () => {
+    const mediaUrl = document.components.schemas.SendMediaDto.properties.mediaUrl;
+    expect(mediaUrl.maxLength).toBe(2048);
+    expect(mediaUrl.description).toContain('at most 2048 characters');
+  });
+
   it('documents every route with a summary, a tag and a success answer', () => {
     expect(operations().length).toBeGreaterThan(20);
     for (const { path, method, operation } of operations()) {
@@ -237,6 +243,37 @@ describe('the OpenAPI document', () => {
       /^Rate limit of \d+ requests a minute reached; retry in/,
     );
     expect(example('503').message).toBe('No worker is running; the message was not accepted');
+  });
+
+  it('documents the body limit of each send route: 1 MiB, or for media the size of MEDIA_MAX_BYTES in base64 and 64 KiB', () => {
+    const tooLarge = (route: string) => {
+      const answer = document.paths[`/api/v1/messages/${route}`].post.responses['413'];
+      const content = answer.content['application/json'];
+      const examples = content.examples
+        ? Object.fromEntries(
+            Object.entries(content.examples).map(([name, { value }]: [string, any]) => [
+              name,
+              value.error.message,
+            ]),
+          )
+        : { example: content.example.error.message };
+      return { description: answer.description, examples };
+    };
+    for (const route of ['text', 'location', 'contact'])
+      expect(tooLarge(route), route).toEqual({
+        description: 'Body larger than 1 MiB',
+        examples: { example: 'Request body is too large: this route takes at most 1 MiB' },
+      });
+    // 16 MiB in base64 is 22369624 bytes; and 64 KiB for the other fields.
+    const media = tooLarge('media');
+    expect(media.description).toContain(
+      'ceil(MEDIA_MAX_BYTES / 3) × 4 + 65536 bytes, 22435160 bytes (21.4 MiB) with the default MEDIA_MAX_BYTES of 16 MiB',
+    );
+    expect(media.examples).toEqual({
+      body: 'Request body is too large: this route takes at most 22435160 bytes (21.4 MiB)',
+      mediaBase64: 'The file is 16777217 bytes, more than MEDIA_MAX_BYTES (16777216)',
+      form: 'The file is larger than MEDIA_MAX_BYTES',
+    });
   });
 
   it('names on the 403 of every route that takes x-api-key the scope it needs, as the guard answers', () => {

@@ -173,6 +173,23 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     expect((await sentMedia(notes.body.data.id)).mimetype).toBe('text/plain');
   });
 
+  it('refuses a form filename field that names nothing, as the JSON field is', async () => {
+    const blank = await multipart(
+      { to: '4915123456789', filename: ' ' },
+      { data: PNG, type: 'image/png', name: 'a.png' },
+    );
+    expect(blank).toEqual({
+      status: 400,
+      body: {
+        ok: false,
+        error: {
+          code: 'BAD_REQUEST',
+          message: 'filename must not be blank (only spaces or invisible characters)',
+        },
+      },
+    });
+  });
+
   it('refuses a wrong key before reading the body of a large upload, batch or sandbox message', async () => {
     for (const path of [
       '/api/v1/messages/media',
@@ -230,6 +247,35 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     expect(huge.status).toBe(413);
     expect(await stack.redis.zcard(stack.keys.sessionMessages('main'))).toBe(before);
     expect(await stack.redis.keys(`${stack.keys.messageUpload('')}*`)).toEqual([]);
+  });
+
+  it("answers a body or file too large as the OpenAPI document's 413 examples say, at the configured MEDIA_MAX_BYTES", async () => {
+    const documented = (await stack.call('GET', '/api/openapi')).body.paths[
+      '/api/v1/messages/media'
+    ].post.responses['413'].content['application/json'].examples;
+    const body = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      mediaBase64: randomBytes(100_000).toString('base64'),
+      mimetype: 'application/pdf',
+    });
+    const mediaBase64 = await stack.call('POST', '/api/v1/messages/media', {
+      to: '4915123456789',
+      mediaBase64: randomBytes(MAX + 1).toString('base64'),
+      mimetype: 'application/pdf',
+    });
+    const form = await multipart(
+      { to: '4915123456789' },
+      { data: randomBytes(MAX + 1), type: 'application/pdf', name: 'big.pdf' },
+    );
+    expect({ body, mediaBase64, form }).toMatchObject({
+      body: { status: 413, body: documented.body.value },
+      mediaBase64: { status: 413, body: documented.mediaBase64.value },
+      form: { status: 413, body: documented.form.value },
+    });
+    // MEDIA_MAX_BYTES of 4096: 5464 bytes in base64, and 64 KiB.
+    expect(body.body.error.message).toBe(
+      'Request body is too large: this route takes at most 71000 bytes (0.1 MiB)',
+    );
   });
 
   it.each<[string, Record<string, unknown>, string]>([
@@ -301,6 +347,33 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
     );
   });
 
+  it('answers 400, not 413, to a form with two files or more than 20 fields, and queues nothing', async () => {
+    const before = await stack.redis.zcard(stack.keys.sessionMessages('main'));
+    const post = (form: FormData) =>
+      fetch(`${stack.url}/api/v1/messages/media`, {
+        method: 'POST',
+        headers: { 'x-api-key': stack.env.API_KEY },
+        body: form,
+      }).then(async (response) => ({ status: response.status, body: await response.json() }));
+    const twoFiles = new FormData();
+    twoFiles.append('to', '4915123456789');
+    for (const name of ['a.png', 'b.png'])
+      twoFiles.append('file', new Blob([new Uint8Array(PNG)], { type: 'image/png' }), name);
+    expect(await post(twoFiles)).toEqual({
+      status: 400,
+      body: { ok: false, error: { code: 'BAD_REQUEST', message: 'Send one file per request' } },
+    });
+    const manyFields = new FormData();
+    manyFields.append('to', '4915123456789');
+    for (let i = 0; i < 20; i++) manyFields.append(`extra${i}`, 'x');
+    manyFields.append('file', new Blob([new Uint8Array(PNG)], { type: 'image/png' }), 'a.png');
+    expect(await post(manyFields)).toEqual({
+      status: 400,
+      body: { ok: false, error: { code: 'BAD_REQUEST', message: 'Too many form fields' } },
+    });
+    expect(await stack.redis.zcard(stack.keys.sessionMessages('main'))).toBe(before);
+  });
+
   it('answers 400 to a form that gives a field twice, naming it, and sends nothing', async () => {
     const form = new FormData();
     form.append('to', '4915123456789');
@@ -320,6 +393,32 @@ describe('media sent with the request: base64 in JSON, or multipart/form-data', 
       },
     });
     expect(stack.sandbox().sends.some((send) => send.chatId === '4915100000000@c.us')).toBe(false);
+  });
+
+  it('refuses to resend a failed message whose file came with the request, as the resend route documents', async () => {
+    const resend = (await stack.call('GET', '/api/openapi')).body.paths[
+      '/api/v1/messages/{id}/resend'
+    ].post;
+    expect(resend.description).toContain('whose file was sent with the request');
+    const documented =
+      resend.responses['409'].content['application/json'].examples.fileSentWithRequest.value;
+    // A number the sandbox says has no account: the send fails, and its bytes are dropped.
+    const failed = await stack.call('POST', '/api/v1/messages/media', {
+      to: '000123456785',
+      mediaBase64: PNG.toString('base64'),
+      mimetype: 'image/png',
+    });
+    await stack.waitForStatus(failed.body.data.id, 'failed');
+    const refused = await stack.call('POST', `/api/v1/messages/${failed.body.data.id}/resend`);
+    expect(refused.status).toBe(409);
+    const documentedId = /message (\S+) is/.exec(documented.error.message)![1];
+    expect(refused.body).toEqual({
+      ...documented,
+      error: {
+        ...documented.error,
+        message: documented.error.message.replace(documentedId, failed.body.data.id),
+      },
+    });
   });
 
   it('drops the bytes of a scheduled upload whose session is deleted', async () => {

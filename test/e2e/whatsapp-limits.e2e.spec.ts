@@ -1,4 +1,5 @@
 import { vi } from 'vitest';
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
 import { sendQueueName } from '@app/queue';
@@ -181,9 +182,12 @@ describe('ACK_TIMEOUT_MS and resend', () => {
     await stack.waitForStatus(resent.body.data.id, 'sent');
     const twice = stack.sandbox().sends.filter((sent) => sent.chatId === '999000000001@c.us');
     expect(twice).toHaveLength(2);
-    // Once only: a second click does not send it a third time.
+    // Once only: a second click does not send it a third time, and is told which message did.
     const again = await stack.call('POST', `/api/v1/messages/${lost.body.data.id}/resend`);
     expect(again.status).toBe(409);
+    expect(again.body.error.message).toBe(
+      `Message ${lost.body.data.id} was already resent, as message ${resent.body.data.id}`,
+    );
 
     // A server ack that comes late clears the flag: the message is not to be resent.
     const late = resent.body.data.id as string;
@@ -308,6 +312,35 @@ describe('ACK_TIMEOUT_MS and resend', () => {
     expect((await stack.call('POST', path)).status).toBe(409);
   });
 
+  it('names the resend of a deletion resent, and says what it can of a resend claimed by an older version', async () => {
+    const target = await stack.call('POST', '/api/v1/messages/text', {
+      to: '4915100000204',
+      text: 'delete me twice',
+    });
+    await stack.waitForStatus(target.body.data.id, 'read');
+    stack.sandbox().failNextSends(new EngineError('SEND_FAILED', 'refused (sandbox)', true));
+    const deletion = await stack.call('POST', `/api/v1/messages/${target.body.data.id}/revoke`);
+    await stack.waitForStatus(deletion.body.data.id, 'failed');
+    const path = `/api/v1/messages/${deletion.body.data.id}/resend`;
+    const resent = await stack.call('POST', path);
+    expect(resent.status).toBe(202);
+    expect((await stack.call('POST', path)).body.error.message).toBe(
+      `Message ${deletion.body.data.id} was already resent, as message ${resent.body.data.id}`,
+    );
+    // A claim written before it named the resend holds a random part there, not a message id.
+    const old = await failedSend('000123456786', 'resent by an older version');
+    await stack.redis.hset(
+      stack.keys.message(old.body.data.id),
+      'resentAt',
+      `${new Date().toISOString()} ${randomUUID()}`,
+    );
+    const refused = await stack.call('POST', `/api/v1/messages/${old.body.data.id}/resend`);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.message).toBe(
+      `Message ${old.body.data.id} was already resent (see the messages whose resendOf names it)`,
+    );
+  });
+
   it('resends a failed message, and refuses one that is fine, unknown or malformed', async () => {
     const failed = await failedSend('000123456789', 'no account');
     const key = { 'idempotency-key': 'resend-1' };
@@ -328,9 +361,12 @@ describe('ACK_TIMEOUT_MS and resend', () => {
     );
     expect(retried.status).toBe(202);
     expect(retried.body.data.id).toBe(again.body.data.id);
-    // Without the key, a second resend is refused.
+    // Without the key, a second resend is refused, naming the first.
     const twice = await stack.call('POST', `/api/v1/messages/${failed.body.data.id}/resend`);
     expect(twice.status).toBe(409);
+    expect(twice.body.error.message).toBe(
+      `Message ${failed.body.data.id} was already resent, as message ${again.body.data.id}`,
+    );
 
     const fine = await stack.call('POST', '/api/v1/messages/text', {
       to: '4915100000202',

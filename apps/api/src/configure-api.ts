@@ -14,6 +14,7 @@ import {
   requestId,
   requestLine,
   toErrorEnvelope,
+  unsupportedContentType,
   type ErrorCode,
 } from '@app/common';
 import { AppConfig, parseTrustProxy } from '@app/config';
@@ -133,10 +134,10 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
   // every other type but JSON is, 'Unsupported Content-Type: send JSON'. An empty one is no
   // body (what a browser's fetch with `body: ''` sends to a DELETE or a command's POST).
   server.removeContentTypeParser('text/plain');
-  server.addContentTypeParser('text/plain', { parseAs: 'string' }, (_request, body, done) =>
+  server.addContentTypeParser('text/plain', { parseAs: 'string' }, (request, body, done) =>
     body === ''
       ? done(null, undefined)
-      : done(new AppError('BAD_REQUEST', 'Unsupported Content-Type: send JSON (application/json)')),
+      : done(new AppError('BAD_REQUEST', unsupportedContentType(request))),
   );
   // A line per answered request (loggerParams says why not nestjs-pino's middleware).
   const log = PinoLogger.root;
@@ -199,6 +200,7 @@ export async function configureApi(app: NestFastifyApplication): Promise<void> {
           controllers,
         ),
       ),
+      config.MEDIA_MAX_BYTES,
     ),
   );
   const served = freshSendAtExamples();
@@ -238,9 +240,7 @@ function refuseUnreadableBodies(
     !request.url.startsWith('/admin/') &&
     request.url !== '/admin'
   )
-    return done(
-      new AppError('BAD_REQUEST', 'Unsupported Content-Type: send JSON (application/json)'),
-    );
+    return done(new AppError('BAD_REQUEST', unsupportedContentType(request)));
   if (
     type?.toLowerCase().startsWith('multipart/form-data') &&
     request.routeOptions.url !== MEDIA_ROUTE

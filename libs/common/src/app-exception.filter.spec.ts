@@ -65,6 +65,25 @@ describe('toErrorEnvelope', () => {
     ).not.toContain('parser words');
   });
 
+  it('answers a form with a second file or too many fields 400, not 413: a smaller file would not help', () => {
+    const multipartError = (code: string) =>
+      Object.assign(new Error('reach files limit'), { code, statusCode: 413 });
+    expect(toErrorEnvelope(multipartError('FST_FILES_LIMIT'))).toEqual({
+      status: 400,
+      body: { ok: false, error: { code: 'BAD_REQUEST', message: 'Send one file per request' } },
+    });
+    for (const code of ['FST_PARTS_LIMIT', 'FST_FIELDS_LIMIT'])
+      expect(toErrorEnvelope(multipartError(code))).toEqual({
+        status: 400,
+        body: { ok: false, error: { code: 'BAD_REQUEST', message: 'Too many form fields' } },
+      });
+    // A file too large is the one form error a smaller file mends.
+    expect(toErrorEnvelope(multipartError('FST_REQ_FILE_TOO_LARGE'))).toMatchObject({
+      status: 413,
+      body: { error: { code: 'PAYLOAD_TOO_LARGE' } },
+    });
+  });
+
   it('states the body limit of the route a body was too large for', () => {
     const tooLarge = new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE();
     const message = (bodyLimit?: number) => toErrorEnvelope(tooLarge, bodyLimit).body.error.message;
@@ -120,6 +139,44 @@ describe('toErrorEnvelope', () => {
     // A form's parser has a limit of its own, which the route does not show.
     expect(answer('application/x-www-form-urlencoded')[1]).toMatchObject({
       error: { message: 'Request body is too large' },
+    });
+  });
+
+  it("names in a refusal of a body's type the types its route takes (its route config's bodyTypes)", () => {
+    const sent: unknown[] = [];
+    const reply = {
+      sent: false,
+      raw: { headersSent: false },
+      code: (status: number) => ({ send: (body: unknown) => sent.push(status, body) }),
+    };
+    const answer = (config: Record<string, unknown>) => {
+      const request = {
+        id: 'req-1',
+        headers: { 'content-type': 'text/html' },
+        routeOptions: { config },
+      };
+      const host = {
+        switchToHttp: () => ({ getResponse: () => reply, getRequest: () => request }),
+      };
+      sent.length = 0;
+      new AppExceptionFilter().catch(
+        new errorCodes.FST_ERR_CTP_INVALID_MEDIA_TYPE(),
+        host as never,
+      );
+      return sent;
+    };
+    expect(answer({ bodyTypes: 'JSON (application/json) or multipart/form-data' })).toEqual([
+      400,
+      {
+        ok: false,
+        error: {
+          code: 'BAD_REQUEST',
+          message: 'Unsupported Content-Type: send JSON (application/json) or multipart/form-data',
+        },
+      },
+    ]);
+    expect(answer({})[1]).toMatchObject({
+      error: { message: 'Unsupported Content-Type: send JSON (application/json)' },
     });
   });
 

@@ -8,13 +8,34 @@ const CODE_BY_STATUS: Record<number, ErrorCode> = Object.fromEntries(
   Object.entries(ERROR_STATUS).map(([code, status]) => [status, code as ErrorCode]),
 );
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * The body types a route takes when not only JSON, as a refusal of another Content-Type
+     * names them: `JSON (application/json) or multipart/form-data`.
+     */
+    bodyTypes?: string;
+  }
+}
+
+/**
+ * The refusal of a body of a type the route does not take, naming those it does (its route
+ * config's `bodyTypes`; JSON alone unless it says otherwise).
+ */
+export function unsupportedContentType(request?: FastifyRequest): string {
+  return `Unsupported Content-Type: send ${request?.routeOptions?.config?.bodyTypes ?? 'JSON (application/json)'}`;
+}
+
 /**
  * Turns a thrown error into a status and an error envelope; unknown ones log an errorId.
- * `bodyLimit`, the limit of the route the request reached, is stated when a body exceeds it.
+ * `bodyLimit`, the limit of the route the request reached, is stated when a body exceeds it;
+ * `unsupportedType`, the route's words for a body of a type it does not take
+ * (unsupportedContentType), when one is refused.
  */
 export function toErrorEnvelope(
   exception: unknown,
   bodyLimit?: number,
+  unsupportedType?: string,
 ): {
   status: number;
   body: ErrorEnvelope;
@@ -37,6 +58,7 @@ export function toErrorEnvelope(
   const requestError = describeRequestError(
     exception instanceof HttpException ? exception.cause : exception,
     bodyLimit,
+    unsupportedType,
   );
   if (requestError) return requestError;
   if (exception instanceof HttpException) {
@@ -84,18 +106,14 @@ const FASTIFY_REQUEST_ERRORS: Record<string, [number, ErrorCode, string]> = {
   FST_ERR_BAD_URL: [400, 'BAD_REQUEST', 'Malformed percent-encoding in the URL'],
   // Fastify's maxParamLength, left at its default. Its status, 414, is not in our table.
   FST_ERR_MAX_PARAM_LENGTH: [400, 'BAD_REQUEST', 'A path parameter is longer than 100 characters'],
-  // @fastify/multipart (a file sent as multipart/form-data).
+  // @fastify/multipart (a file sent as multipart/form-data). Only a file too large is a 413:
+  // a second file or a 21st field is a malformed form, which a smaller file would not mend.
   FST_REQ_FILE_TOO_LARGE: [413, 'PAYLOAD_TOO_LARGE', 'The file is larger than MEDIA_MAX_BYTES'],
-  FST_FILES_LIMIT: [413, 'PAYLOAD_TOO_LARGE', 'Send one file per request'],
-  FST_PARTS_LIMIT: [413, 'PAYLOAD_TOO_LARGE', 'Too many form fields'],
-  FST_FIELDS_LIMIT: [413, 'PAYLOAD_TOO_LARGE', 'Too many form fields'],
+  FST_FILES_LIMIT: [400, 'BAD_REQUEST', 'Send one file per request'],
+  FST_PARTS_LIMIT: [400, 'BAD_REQUEST', 'Too many form fields'],
+  FST_FIELDS_LIMIT: [400, 'BAD_REQUEST', 'Too many form fields'],
   FST_INVALID_MULTIPART_CONTENT_TYPE: [400, 'BAD_REQUEST', 'The form is not multipart/form-data'],
   FST_PROTO_VIOLATION: [400, 'BAD_REQUEST', 'Form field names must not be __proto__'],
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: [
-    400,
-    'BAD_REQUEST',
-    'Unsupported Content-Type: send JSON (application/json)',
-  ],
   FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'BAD_REQUEST', 'Request body is empty'],
   FST_ERR_CTP_INVALID_JSON_BODY: [400, 'BAD_REQUEST', 'Request body is not valid JSON'],
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: [
@@ -105,8 +123,11 @@ const FASTIFY_REQUEST_ERRORS: Record<string, [number, ErrorCode, string]> = {
   ],
 };
 
-/** A body limit as a client reads it: `8 MiB`, `64 KiB`, `22435160 bytes (21.4 MiB)`. */
-function formatBodyLimit(bytes: number): string {
+/**
+ * A body limit as a client reads it: `8 MiB`, `64 KiB`, `22435160 bytes (21.4 MiB)`. (The
+ * api's docs state the limits in the same words, so their examples are the answers.)
+ */
+export function formatBodyLimit(bytes: number): string {
   const MiB = 1024 * 1024;
   if (bytes % MiB === 0) return `${bytes / MiB} MiB`;
   if (bytes % 1024 === 0) return `${bytes / 1024} KiB`;
@@ -117,6 +138,7 @@ function formatBodyLimit(bytes: number): string {
 function describeRequestError(
   error: unknown,
   bodyLimit?: number,
+  unsupportedType = unsupportedContentType(),
 ): { status: number; body: ErrorEnvelope } | undefined {
   const err = error as { statusCode?: number; code?: string } | undefined;
   const answer = (status: number, code: ErrorCode, message: string) => ({
@@ -132,6 +154,8 @@ function describeRequestError(
         ? `Request body is too large: this route takes at most ${formatBodyLimit(bodyLimit)}`
         : 'Request body is too large',
     );
+  if (err?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+    return answer(400, 'BAD_REQUEST', unsupportedType);
   // By code first: Fastify's errors about the URL are URIErrors too (a parameter too long).
   const known = err?.code ? FASTIFY_REQUEST_ERRORS[err.code] : undefined;
   if (known) return answer(...known);
@@ -201,7 +225,11 @@ export class AppExceptionFilter implements ExceptionFilter {
   catch(exception: unknown, host: ArgumentsHost): void {
     const reply = host.switchToHttp().getResponse<FastifyReply>();
     const request = host.switchToHttp().getRequest<FastifyRequest | undefined>();
-    const { status, body, errorId } = toErrorEnvelope(exception, jsonBodyLimit(request));
+    const { status, body, errorId } = toErrorEnvelope(
+      exception,
+      jsonBodyLimit(request),
+      unsupportedContentType(request),
+    );
     const requestId = request?.id;
     if (errorId) this.log.error({ errorId, requestId, err: exception }, 'unhandled error');
     if (reply.sent || reply.raw.headersSent) return;

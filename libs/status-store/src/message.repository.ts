@@ -190,6 +190,14 @@ return 1
 `),
 );
 
+// KEYS[1] message; ARGV[1] the resend claim. Nil once it is made; the claim held, if one is.
+const CLAIM_RESEND = new LuaScript(`
+local held = redis.call('HGET', KEYS[1], 'resentAt')
+if held then return held end
+redis.call('HSET', KEYS[1], 'resentAt', ARGV[1])
+return false
+`);
+
 // KEYS[1] message; ARGV[1] the resend claim to take back (only if it is still that one).
 const RELEASE_RESEND = new LuaScript(`
 if redis.call('HGET', KEYS[1], 'resentAt') == ARGV[1] then redis.call('HDEL', KEYS[1], 'resentAt') end
@@ -629,11 +637,13 @@ export class MessageRepository implements BeforeApplicationShutdown {
   }
 
   /**
-   * Marks a message as resent by the request `claim` names (its time and a random part);
-   * false when it already was (HSETNX: one resend per message).
+   * Marks a message as resent by the request `claim` names (its time and `resend:<id>` of the
+   * resend; a random part, before the resend's id was in it): null when it is, else the claim
+   * that already was (one resend per message), read in the same step.
    */
-  async claimResend(messageId: string, claim: string): Promise<boolean> {
-    return (await this.redis.hsetnx(this.keys.message(messageId), 'resentAt', claim)) === 1;
+  async claimResend(messageId: string, claim: string): Promise<string | null> {
+    return (await CLAIM_RESEND.run(this.redis, [this.keys.message(messageId)], [claim])) as
+      string | null;
   }
 
   /**

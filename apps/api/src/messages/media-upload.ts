@@ -8,6 +8,8 @@ import { SendMediaDto } from './send-message.dto.js';
 
 /** The one route that takes a file with the request. */
 export const MEDIA_ROUTE = '/api/v1/messages/media';
+/** What the media route takes, as a refusal of another Content-Type says. */
+const MEDIA_BODY_TYPES = 'JSON (application/json) or multipart/form-data';
 /** A batch of up to 1,000 messages of up to 4,096 characters each. */
 export const BATCH_ROUTE = '/api/v1/messages/batch';
 export const BATCH_BODY_LIMIT = 8 * 1024 * 1024;
@@ -48,7 +50,11 @@ export async function configureUploads(
   });
   server.addHook('onRoute', (route) => {
     if (route.method !== 'POST') return;
-    if (route.url === MEDIA_ROUTE) route.bodyLimit = mediaBodyLimit(config.MEDIA_MAX_BYTES);
+    if (route.url === MEDIA_ROUTE) {
+      route.bodyLimit = mediaBodyLimit(config.MEDIA_MAX_BYTES);
+      // A body of another type is told both it may be (unsupportedContentType).
+      route.config = { ...route.config, bodyTypes: MEDIA_BODY_TYPES };
+    }
     if (route.url === BATCH_ROUTE) route.bodyLimit = BATCH_BODY_LIMIT;
     // Another engine refuses it (409) whatever its size: no reason to read more than 1 MiB.
     if (route.url === SANDBOX_INCOMING_ROUTE && config.WA_ENGINE === 'sandbox')

@@ -9,10 +9,12 @@ import {
 } from '@nestjs/swagger';
 import { hash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
-import { AppError, ok } from '@app/common';
+import { AppError, formatBodyLimit, ok } from '@app/common';
+import { AppConfig } from '@app/config';
 import { ApiKeyAuth } from '../auth/api-key-auth.decorator.js';
 import { ApiScopes } from '../auth/scope.guard.js';
-import { NO_SUCH_SESSION, ApiEnvelope, ApiErrors } from '../docs/envelope.dto.js';
+import { NO_SUCH_SESSION, ApiEnvelope, ApiErrors, type ErrorAnswer } from '../docs/envelope.dto.js';
+import { mediaBodyLimit } from './media-upload.js';
 import { MessageDto } from './message.dto.js';
 import { MessagesService, type SendContext } from './messages.service.js';
 import {
@@ -30,6 +32,8 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 const MESSAGE_EXAMPLE = '6f1c0a52-0d4e-8a55-9a36-1f1f3a7a9e01';
 /** A deletion (`revoke` message) of MESSAGE_EXAMPLE. */
 const REVOKE_EXAMPLE = '0b7d3e91-5c2a-8f4e-8a36-1f1f3a7a9e02';
+/** A resend of MESSAGE_EXAMPLE. */
+const RESEND_EXAMPLE = '4e2a9c17-3b6d-8e15-8a36-1f1f3a7a9e03';
 /** The 409s of every route that takes an Idempotency-Key (MessagesService.enqueue). */
 const KEY_CONFLICTS =
   'the Idempotency-Key was used for a different request, its first request is still in progress (retry), or the message it made is no longer kept (MESSAGE_RETENTION_MS)';
@@ -53,65 +57,114 @@ export const INVALID_TO = {
     'to must be a phone number of 7 to 15 digits in international format (country code first, not a national 0; a bracketed (0) only right after the country code), a group id ending in @g.us, or a chat id ending in @lid, in at most 64 characters',
 } as const;
 
-const SEND_ERRORS = ApiErrors(
-  {
-    status: 400,
-    description:
-      'Invalid body, unknown field or malformed Idempotency-Key; or replyTo names a message of another chat, or a reaction or a deletion (not a message: nothing to quote)',
-    example: INVALID_TO,
-  },
-  {
-    status: 404,
-    description:
-      'The session does not exist, or replyTo names a message that does not exist (or is no longer kept)',
-    examples: {
-      session: {
-        summary: 'No such session',
-        error: { code: 'NOT_FOUND', message: 'Session sales does not exist' },
-      },
-      replyTo: {
-        summary: 'No such message to reply to',
-        error: {
-          code: 'NOT_FOUND',
-          message: 'replyTo: message in_3f6b0c4d2a1e9f8b7c6d5e4f3a2b1c0d does not exist',
+/**
+ * The error answers of a send route, with its own 413: the media route reads a larger body
+ * (a file in base64) than the others.
+ */
+const sendErrors = (tooLarge: ErrorAnswer) =>
+  ApiErrors(
+    {
+      status: 400,
+      description:
+        'Invalid body, unknown field or malformed Idempotency-Key; or replyTo names a message of another chat, or a reaction or a deletion (not a message: nothing to quote)',
+      example: INVALID_TO,
+    },
+    {
+      status: 404,
+      description:
+        'The session does not exist, or replyTo names a message that does not exist (or is no longer kept)',
+      examples: {
+        session: {
+          summary: 'No such session',
+          error: { code: 'NOT_FOUND', message: 'Session sales does not exist' },
+        },
+        replyTo: {
+          summary: 'No such message to reply to',
+          error: {
+            code: 'NOT_FOUND',
+            message: 'replyTo: message in_3f6b0c4d2a1e9f8b7c6d5e4f3a2b1c0d does not exist',
+          },
         },
       },
     },
-  },
-  {
-    status: 409,
-    description: `Conflict: replyTo names one of our messages that failed or was cancelled (never sent: nothing to quote), or one deleted for everyone (its revokedBy deletion sent, or queued: it goes out first), or ${KEY_CONFLICTS}`,
-    examples: {
-      neverSent: {
-        summary: 'The message quoted was never sent',
-        error: {
-          code: 'CONFLICT',
-          message: `replyTo: message ${MESSAGE_EXAMPLE} was cancelled: it was never sent, so there is nothing to quote`,
+    {
+      status: 409,
+      description: `Conflict: replyTo names one of our messages that failed or was cancelled (never sent: nothing to quote), or one deleted for everyone (its revokedBy deletion sent, or queued: it goes out first), or ${KEY_CONFLICTS}`,
+      examples: {
+        neverSent: {
+          summary: 'The message quoted was never sent',
+          error: {
+            code: 'CONFLICT',
+            message: `replyTo: message ${MESSAGE_EXAMPLE} was cancelled: it was never sent, so there is nothing to quote`,
+          },
         },
-      },
-      deleted: {
-        summary: 'The message quoted was deleted for everyone',
-        error: {
-          code: 'CONFLICT',
-          message: `replyTo: message ${MESSAGE_EXAMPLE} was deleted for everyone (by message ${REVOKE_EXAMPLE}): there is nothing to quote`,
+        deleted: {
+          summary: 'The message quoted was deleted for everyone',
+          error: {
+            code: 'CONFLICT',
+            message: `replyTo: message ${MESSAGE_EXAMPLE} was deleted for everyone (by message ${REVOKE_EXAMPLE}): there is nothing to quote`,
+          },
         },
       },
     },
+    tooLarge,
+    {
+      status: 503,
+      description: 'No worker is running, or Redis cannot be reached; nothing was queued',
+      example: NO_WORKER,
+    },
+  );
+
+/** The body limit of the text, location and contact routes (BODY_LIMIT: Fastify's own). */
+const BODY_OVER_1_MIB: ErrorAnswer = {
+  status: 413,
+  description: 'Body larger than 1 MiB',
+  example: {
+    code: 'PAYLOAD_TOO_LARGE',
+    message: 'Request body is too large: this route takes at most 1 MiB',
   },
-  {
+};
+
+const DEFAULT_MEDIA_MAX_BYTES = new AppConfig().MEDIA_MAX_BYTES;
+
+/**
+ * The media route's 413s, with MEDIA_MAX_BYTES at `mediaMaxBytes`: a JSON body larger than a
+ * file of MEDIA_MAX_BYTES in base64 and the other fields (mediaBodyLimit), or a file larger
+ * than MEDIA_MAX_BYTES. The decorator shows the default's; the document served, the
+ * configured one's (documentMediaForm), so its examples are the answers.
+ */
+export function mediaTooLarge(mediaMaxBytes = DEFAULT_MEDIA_MAX_BYTES): ErrorAnswer {
+  const limit = formatBodyLimit(mediaBodyLimit(mediaMaxBytes));
+  return {
     status: 413,
-    description: 'Body larger than 1 MiB (a file: larger than MEDIA_MAX_BYTES)',
-    example: {
-      code: 'PAYLOAD_TOO_LARGE',
-      message: 'Request body is too large: this route takes at most 1 MiB',
+    description:
+      'A JSON body larger than a file of MEDIA_MAX_BYTES in base64 plus 64 KiB for the other ' +
+      'fields: ceil(MEDIA_MAX_BYTES / 3) × 4 + 65536 bytes, ' +
+      `${formatBodyLimit(mediaBodyLimit(DEFAULT_MEDIA_MAX_BYTES))} with the default ` +
+      'MEDIA_MAX_BYTES of 16 MiB; or a file larger than MEDIA_MAX_BYTES (decoded from ' +
+      'mediaBase64, or sent as multipart/form-data)',
+    examples: {
+      body: {
+        summary: 'The JSON body is too large',
+        error: {
+          code: 'PAYLOAD_TOO_LARGE',
+          message: `Request body is too large: this route takes at most ${limit}`,
+        },
+      },
+      mediaBase64: {
+        summary: 'The file in mediaBase64 is too large',
+        error: {
+          code: 'PAYLOAD_TOO_LARGE',
+          message: `The file is ${mediaMaxBytes + 1} bytes, more than MEDIA_MAX_BYTES (${mediaMaxBytes})`,
+        },
+      },
+      form: {
+        summary: 'The file sent as multipart/form-data is too large',
+        error: { code: 'PAYLOAD_TOO_LARGE', message: 'The file is larger than MEDIA_MAX_BYTES' },
+      },
     },
-  },
-  {
-    status: 503,
-    description: 'No worker is running, or Redis cannot be reached; nothing was queued',
-    example: NO_WORKER,
-  },
-);
+  };
+}
 
 // No example: Swagger UI would fill it in and send it on every route tried, and the second
 // route would get 409 (the key already used for another request) for 24 h.
@@ -147,7 +200,7 @@ export class MessagesController {
   @TextExamples()
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
-  @SEND_ERRORS
+  @sendErrors(BODY_OVER_1_MIB)
   sendText(@Body() dto: SendTextDto, @Req() req: FastifyRequest) {
     return ok(this.messages.enqueueText(dto, sendContext(req)));
   }
@@ -159,7 +212,8 @@ export class MessagesController {
     description:
       'The file by URL (`mediaUrl`: the worker downloads it; size and address limits apply), ' +
       'or sent with the request: `mediaBase64` with `mimetype` in JSON, or multipart/form-data ' +
-      'with the file in a part named `file` and the other fields as form fields. A file sent ' +
+      'with the file in a part named `file` and the other fields as form fields (one file and ' +
+      'at most 20 fields: a form with more is refused with 400). A file sent ' +
       'with the request is kept in Redis until the message is sent, at most MEDIA_MAX_BYTES ' +
       '(413 before anything is queued). `asDocument`, `asVoice` (audio), `asSticker` (images) ' +
       'and `viewOnce` (photos, videos) say how it is shown; at most one of the first three. ' +
@@ -171,7 +225,7 @@ export class MessagesController {
   @MediaExamples()
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
-  @SEND_ERRORS
+  @sendErrors(mediaTooLarge())
   sendMedia(@Body() dto: SendMediaDto, @Req() req: FastifyRequest) {
     return ok(this.messages.enqueueMedia(dto, sendContext(req)));
   }
@@ -230,7 +284,7 @@ export class MessagesController {
   @LocationExamples()
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
-  @SEND_ERRORS
+  @sendErrors(BODY_OVER_1_MIB)
   sendLocation(@Body() dto: SendLocationDto, @Req() req: FastifyRequest) {
     return ok(this.messages.enqueueLocation(dto, sendContext(req)));
   }
@@ -244,7 +298,7 @@ export class MessagesController {
   @ContactExamples()
   @IDEMPOTENCY_HEADER
   @ApiEnvelope(MessageDto, { status: 202, description: 'Accepted and queued' })
-  @SEND_ERRORS
+  @sendErrors(BODY_OVER_1_MIB)
   sendContact(@Body() dto: SendContactDto, @Req() req: FastifyRequest) {
     return ok(this.messages.enqueueContact(dto, sendContext(req)));
   }
@@ -372,7 +426,11 @@ export class MessagesController {
     summary: 'Send a message again',
     description:
       'A failed message, or a sent one WhatsApp never acknowledged (ackOverdueAt, after ' +
-      'ACK_TIMEOUT_MS), is queued again as a new message whose resendOf names the first.',
+      'ACK_TIMEOUT_MS), is queued again as a new message whose resendOf names the first; once ' +
+      '(a second resend is refused, naming the first resend). A message whose file was sent ' +
+      'with the request (mediaBase64, or multipart/form-data) cannot be resent: its bytes are ' +
+      'dropped once it is sent or fails, and the resend is refused with 409; send it again ' +
+      'with the file. One by `mediaUrl` is downloaded again.',
   })
   @MESSAGE_ID
   @IDEMPOTENCY_HEADER
@@ -382,10 +440,29 @@ export class MessagesController {
     { status: 404, description: 'No such message', example: NO_MESSAGE },
     {
       status: 409,
-      description: `Neither failed nor overdue, already resent, its file (sent with the request) is gone, or ${KEY_CONFLICTS}`,
-      example: {
-        code: 'CONFLICT',
-        message: `Message ${MESSAGE_EXAMPLE} is delivered: only a failed message, or a sent one WhatsApp never acknowledged (ackOverdueAt), can be resent`,
+      description: `Neither failed nor overdue, already resent (the resend named), its file was sent with the request (its bytes are not kept once it is sent or fails), or ${KEY_CONFLICTS}`,
+      examples: {
+        notResendable: {
+          summary: 'Neither failed nor overdue',
+          error: {
+            code: 'CONFLICT',
+            message: `Message ${MESSAGE_EXAMPLE} is delivered: only a failed message, or a sent one WhatsApp never acknowledged (ackOverdueAt), can be resent`,
+          },
+        },
+        resent: {
+          summary: 'Already resent',
+          error: {
+            code: 'CONFLICT',
+            message: `Message ${MESSAGE_EXAMPLE} was already resent, as message ${RESEND_EXAMPLE}`,
+          },
+        },
+        fileSentWithRequest: {
+          summary: 'Its file was sent with the request',
+          error: {
+            code: 'CONFLICT',
+            message: `The file sent with message ${MESSAGE_EXAMPLE} is no longer kept: send it again with the file`,
+          },
+        },
       },
     },
     {

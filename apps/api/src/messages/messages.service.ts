@@ -106,7 +106,7 @@ interface SendTarget {
   resendOf?: string;
   /** Show "typing…" this long first. */
   typingMs?: number;
-  /** The id it is written with, when chosen before (a deletion's, claimed first). */
+  /** The id it is written with, when chosen before (a deletion's or a resend's, claimed first). */
   messageId?: string;
 }
 
@@ -389,12 +389,12 @@ export class MessagesService {
   private async enqueueRevoke(
     target: QuotedMessage,
     context: SendContext,
-    { resendOf }: { resendOf?: string } = {},
+    { resendOf, messageId }: { resendOf?: string; messageId?: string } = {},
   ): Promise<PublicMessage> {
     // Whatever has become of it since (sent: the claim below would refuse it).
     const made = await this.madeWithKey(context, { revokes: target.id });
     if (made) return toPublicMessage(made);
-    const revokeId = newMessageId(target.sessionId);
+    const revokeId = messageId ?? newMessageId(target.sessionId);
     let replacing: string | undefined;
     for (let tries = 1; ; tries++) {
       // A claim whose answer is lost (Redis failing) may still be written later: taken back.
@@ -488,20 +488,26 @@ export class MessagesService {
         'CONFLICT',
         `The file sent with message ${messageId} is no longer kept: send it again with the file`,
       );
-    // One resend per message: two clicks must not send it twice more. A claim whose answer
-    // is lost (Redis failing) may still be written later: it is taken back, that one only.
-    const claim = `${new Date().toISOString()} ${randomUUID()}`;
-    const claimed = await this.messages.claimResend(record.id, claim).catch(async (err) => {
+    // One resend per message: two clicks must not send it twice more. The claim names the
+    // resend's id, chosen now, so a second click is told which message it was. A claim whose
+    // answer is lost (Redis failing) may still be written later: it is taken back, that one only.
+    const resendId = newMessageId(record.sessionId);
+    const claim = `${new Date().toISOString()} resend:${resendId}`;
+    const held = await this.messages.claimResend(record.id, claim).catch(async (err) => {
       await this.messages.releaseResend(record.id, claim).catch(() => undefined);
       throw err;
     });
-    if (!claimed) {
+    if (held !== null) {
       // A retry that came while the resend it retries was still being made.
       const earlier = await this.madeWithKey(context, { resendOf: record.id });
       if (earlier) return toPublicMessage(earlier);
+      // (A claim made before it named the resend has only a random part after its time.)
+      const resentAs = / resend:(\S+)$/.exec(held)?.[1];
       throw new AppError(
         'CONFLICT',
-        `Message ${messageId} was already resent (see the messages whose resendOf names it)`,
+        resentAs
+          ? `Message ${messageId} was already resent, as message ${resentAs}`
+          : `Message ${messageId} was already resent (see the messages whose resendOf names it)`,
       );
     }
     const {
@@ -520,7 +526,7 @@ export class MessagesService {
     const again =
       type === 'revoke' && record.replyTo
         ? this.quotedMessage(record.replyTo, undefined, deletionFor).then((target) =>
-            this.enqueueRevoke(target, context, { resendOf: record.id }),
+            this.enqueueRevoke(target, context, { resendOf: record.id, messageId: resendId }),
           )
         : this.enqueue(
             {
@@ -543,6 +549,7 @@ export class MessagesService {
               replyTo: record.replyTo ?? undefined,
               resendOf: record.id,
               typingMs: record.typingMs ?? undefined,
+              messageId: resendId,
             },
             context,
           );

@@ -109,3 +109,130 @@ describe("a media body's mimetype, through the global ValidationPipe", () => {
     expect(await check(mimetype)).toContain('mimetype must be a media type');
   });
 });
+
+describe('a media body, through the global ValidationPipe', () => {
+  const pipe = createValidationPipe();
+  const check = (fields: Record<string, unknown>) =>
+    pipe
+      .transform(
+        { to: '+49 151 2345 6789', mediaUrl: 'https://example.com/a.pdf', ...fields },
+        { type: 'body', metatype: SendMediaDto },
+      )
+      .then(
+        () => 'taken',
+        (err: unknown) => (err instanceof AppError ? err.message : String(err)),
+      );
+
+  it.each([
+    ['a plain name', 'invoice-1042.pdf'],
+    ['a name with spaces and accents', 'Rechnung Nr. 1042 – März.pdf'],
+    ['a name that starts with a dot', '.env'],
+    ['a name of three dots', '...'],
+    ['a name of 255 characters', `${'a'.repeat(251)}.pdf`],
+  ])('takes %s as a filename', async (_, filename) => {
+    expect(await check({ filename })).toBe('taken');
+  });
+
+  it.each([
+    ['an empty filename', '', 'filename must not be empty'],
+    ['a blank filename', '  ', 'filename must not be blank (only spaces or invisible characters)'],
+    [
+      'a filename of a zero-width space',
+      '\u200b',
+      'filename must not be blank (only spaces or invisible characters)',
+    ],
+    ['a filename of one dot', '.', 'filename must not be . or ..'],
+    ['a filename of two dots', '..', 'filename must not be . or ..'],
+    [
+      'a filename with a line break',
+      'a\nb.pdf',
+      'filename must not contain control characters (a line break, a tab, NUL)',
+    ],
+    [
+      'a filename with a BEL',
+      'a\u0007.pdf',
+      'filename must not contain control characters (a line break, a tab, NUL)',
+    ],
+    [
+      'a filename with a NUL',
+      'a\u0000.pdf',
+      'filename must not contain control characters (a line break, a tab, NUL)',
+    ],
+    [
+      'a filename with a slash',
+      'a/b.pdf',
+      'filename must not contain slashes (a name, not a path)',
+    ],
+    [
+      'a filename with a backslash',
+      'C:\\a.pdf',
+      'filename must not contain slashes (a name, not a path)',
+    ],
+    ['a filename that is a number', 42, 'filename must be a string'],
+    [
+      'a filename of 256 characters',
+      `${'a'.repeat(252)}.pdf`,
+      'filename must be at most 255 characters',
+    ],
+  ])('refuses %s with one message saying what is wrong', async (_, filename, message) => {
+    expect(await check({ filename })).toBe(message);
+  });
+});
+
+describe("a media body's mediaUrl, through the global ValidationPipe", () => {
+  const pipe = createValidationPipe();
+  const check = (fields: Record<string, unknown>) =>
+    pipe
+      .transform({ to: '+49 151 2345 6789', ...fields }, { type: 'body', metatype: SendMediaDto })
+      .then(
+        () => 'taken',
+        (err: unknown) => (err instanceof AppError ? err.message : String(err)),
+      );
+  /** A URL of `length` characters, as a long pre-signed one is. */
+  const urlOf = (length: number) => {
+    const base = 'https://bucket.example.com/invoice.pdf?X-Amz-Signature=';
+    return base + 'a'.repeat(length - base.length);
+  };
+
+  it('takes a URL of 2048 characters, and a file given instead of a URL', async () => {
+    expect(await check({ mediaUrl: urlOf(2048) })).toBe('taken');
+    expect(await check({ mediaBase64: 'JVBERg==', mimetype: 'application/pdf' })).toBe('taken');
+  });
+
+  it.each([
+    ['no file at all', {}, 'mediaUrl: give mediaUrl, mediaBase64, or a file (multipart/form-data)'],
+    [
+      'a null mediaUrl',
+      { mediaUrl: null },
+      'mediaUrl: give mediaUrl, mediaBase64, or a file (multipart/form-data)',
+    ],
+    [
+      'a URL of 2049 characters',
+      { mediaUrl: urlOf(2049) },
+      'mediaUrl must be at most 2048 characters (it is 2049): send a file behind a longer URL with the request instead',
+    ],
+    [
+      'a URL of 5000 characters',
+      { mediaUrl: urlOf(5000) },
+      'mediaUrl must be at most 2048 characters (it is 5000): send a file behind a longer URL with the request instead',
+    ],
+    ['an empty mediaUrl', { mediaUrl: '' }, 'mediaUrl must not be empty'],
+    [
+      'a relative mediaUrl',
+      { mediaUrl: '/files/a.pdf' },
+      'mediaUrl must be an absolute http(s) URL',
+    ],
+    [
+      'an ftp mediaUrl',
+      { mediaUrl: 'ftp://example.com/a.pdf' },
+      'mediaUrl must be an absolute http(s) URL',
+    ],
+    [
+      'a mediaUrl that is a number',
+      { mediaUrl: 42 },
+      'mediaUrl must be a string: an absolute http(s) URL',
+    ],
+  ])('refuses %s with one message saying what is wrong', async (_, fields, message) => {
+    expect(await check(fields)).toBe(message);
+  });
+});

@@ -13,17 +13,17 @@ import {
   Max,
   Min,
   ValidateNested,
-  IsNotEmpty,
   IsObject,
   IsOptional,
   IsString,
-  IsUrl,
   Matches,
   MaxLength,
   ValidateIf,
 } from 'class-validator';
 import { NullsAsAbsent, SESSION_ID_PATTERN } from '@app/common';
 import { TYPING_MAX_MS } from '@app/queue';
+import { IsFileName, MAX_FILE_NAME_LENGTH } from './is-file-name.decorator.js';
+import { IsMediaUrl, MAX_MEDIA_URL_LENGTH } from './is-media-url.decorator.js';
 import { IsPhone } from './is-phone.decorator.js';
 import { IsRecipient } from './is-recipient.decorator.js';
 
@@ -154,19 +154,13 @@ export class SendTextDto extends SendBaseDto {
 
 export class SendMediaDto extends SendBaseDto {
   @ApiPropertyOptional({
-    description:
-      'Absolute http(s) URL the worker downloads the file from. Give either this or `mediaBase64`, or send the file as multipart/form-data (a `file` part).',
+    description: `Absolute http(s) URL the worker downloads the file from, at most ${MAX_MEDIA_URL_LENGTH} characters (a longer one, such as a long pre-signed URL: send the file with the request). Give either this or \`mediaBase64\`, or send the file as multipart/form-data (a \`file\` part).`,
     example: 'https://example.com/invoice-1042.pdf',
+    maxLength: MAX_MEDIA_URL_LENGTH,
   })
   // (null, as IsOptional reads it, is no file either.)
   @ValidateIf((dto: SendMediaDto) => dto.mediaBase64 === undefined || dto.mediaBase64 === null)
-  @IsString({ message: 'give mediaUrl, mediaBase64, or a file (multipart/form-data)' })
-  @IsNotEmpty()
-  @MaxLength(2048)
-  @IsUrl(
-    { protocols: ['http', 'https'], require_protocol: true, require_tld: false },
-    { message: 'mediaUrl must be an absolute http(s) URL' },
-  )
+  @IsMediaUrl()
   mediaUrl?: string;
 
   @ApiPropertyOptional({
@@ -208,14 +202,18 @@ export class SendMediaDto extends SendBaseDto {
   caption?: string;
 
   @ApiPropertyOptional({
-    description: 'File name shown to the recipient',
+    description:
+      'File name shown to the recipient, up to 255 characters: a name, not a path. An empty or ' +
+      'blank one, `.` or `..`, or one with a slash, a backslash or a control character (a line ' +
+      'break, a tab, NUL) is refused with 400, not cleaned. Without it, a file from `mediaUrl` ' +
+      "is named after the URL's last path segment, a form's file after its part, one in " +
+      '`mediaBase64` `file`.',
     example: 'invoice-1042.pdf',
-    maxLength: 255,
+    maxLength: MAX_FILE_NAME_LENGTH,
   })
   @IsOptional()
   @IsString()
-  @MaxLength(255)
-  @Matches(/^[^/\\\0]+$/, { message: 'filename must not contain slashes or NUL characters' })
+  @IsFileName()
   filename?: string;
 
   @ApiPropertyOptional({
