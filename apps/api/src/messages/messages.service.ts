@@ -128,7 +128,16 @@ interface PreparedMessage {
 function requestHash(prepared: PreparedMessage): string {
   // The chat, not how `to` was spelled; the quoted id is looked up, not asked for; the session
   // as asked for (a retry naming none, after the active session changed, is the same request).
-  const { id: _id, to: _to, quotedEngineId: _quoted, ...request } = prepared.message;
+  // A mediaUrl's mimetype is left out, as it was before the worker used it: a key given to an
+  // api of either version matches its retry on the other. (Only a hint for a file whose bytes
+  // say nothing, so two requests apart only in it are taken as one.)
+  const {
+    id: _id,
+    to: _to,
+    quotedEngineId: _quoted,
+    mimetype: _mimetype,
+    ...request
+  } = prepared.message;
   return createHash('sha256')
     .update(
       JSON.stringify({
