@@ -355,6 +355,15 @@ describe("MediaFetcher: the file's type", () => {
   it("takes the server's type when none, or a generic one, is given", async () => {
     expect(await typeOf('/csv?type=text%2Fcsv%3B%20charset%3Dutf-8')).toBe('text/csv');
     expect(await typeOf('/csv?type=text%2Fcsv', 'application/octet-stream')).toBe('text/csv');
+    // text/plain says no more of a file here than where a file comes with the request.
+    expect(await typeOf('/csv?type=text%2Fcsv', 'text/plain')).toBe('text/csv');
+    expect(await typeOf('/csv?type=text%2Fcsv', 'text/plain; charset=utf-8')).toBe('text/csv');
     expect(await typeOf('/csv')).toBe('application/octet-stream');
+  });
+
+  it('keeps a generic type when no other is stated, the one given first', async () => {
+    expect(await typeOf('/csv?type=text%2Fplain')).toBe('text/plain');
+    expect(await typeOf('/csv', 'text/plain; charset=utf-8')).toBe('text/plain; charset=utf-8');
+    expect(await typeOf('/csv?type=application%2Foctet-stream', 'text/plain')).toBe('text/plain');
   });
 });

@@ -6,7 +6,9 @@ import { pipeline, type Readable, type Transform } from 'node:stream';
 import zlib from 'node:zlib';
 import { fileTypeFromBuffer } from 'file-type';
 import {
+  baseMediaType,
   createSafeAgents,
+  isGenericMediaType,
   hostAllowed,
   retryableHttpStatus,
   type SafeAgents,
@@ -33,9 +35,6 @@ const DECODERS: Record<string, () => Transform & zlib.Zlib> = {
 const ACCEPT_ENCODING = 'gzip, deflate, br';
 /** The most codings a body may name (curl takes 5); each is a decoder to run. */
 const MAX_CODINGS = 3;
-
-/** Types that say nothing of a file: a client's or a server's, they give way to any other. */
-const GENERIC_TYPES = new Set(['application/octet-stream']);
 
 /**
  * Downloads a message's media for the worker (never MessageMedia.fromUrl): http(s) only, a
@@ -105,13 +104,16 @@ export class MediaFetcher implements OnApplicationShutdown {
       // Nothing to send: final, not worth the tries a server error gets.
       if (result.data.length === 0) throw fetchFailed('media URL answered an empty file', true);
       const type = await fileTypeFromBuffer(result.data);
-      const headerType = result.contentType?.split(';')[0].trim().toLowerCase() || undefined;
-      const stated = [givenType, headerType].find(
-        (stated) => stated && !GENERIC_TYPES.has(stated.split(';')[0].trim().toLowerCase()),
-      );
+      const headerType = result.contentType ? baseMediaType(result.contentType) : undefined;
+      // A type that says nothing (the client's or the server's) gives way to the other's.
+      const stated = [givenType, headerType].filter((stated) => !!stated) as string[];
       return {
         data: result.data,
-        mimetype: type?.mime ?? stated ?? 'application/octet-stream',
+        mimetype:
+          type?.mime ??
+          stated.find((stated) => !isGenericMediaType(stated)) ??
+          stated[0] ??
+          'application/octet-stream',
         filename: filename || nameFromPath(current.pathname, type?.ext),
       };
     }

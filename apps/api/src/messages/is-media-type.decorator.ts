@@ -6,10 +6,13 @@ export const MAX_MEDIA_TYPE_LENGTH = 255;
 /**
  * A media type as HTTP writes one (RFC 9110, 8.3.1): type/subtype, then any `; name=value`
  * parameters, a value a token or a quoted string (`audio/ogg; codecs=opus`, the usual voice
- * note, is what the gateway itself sniffs an Opus file as). No control characters.
+ * note, is what the gateway itself sniffs an Opus file as). A quoted string holds visible
+ * ASCII, spaces and tabs, any of them after a backslash (qdtext and quoted-pair; not obs-text,
+ * which no client means as Latin-1 today): no control characters, and no Unicode such as a
+ * line separator or a right-to-left override that would be stored and shown as given.
  */
 const MEDIA_TYPE =
-  /^[A-Za-z0-9][\w!#$&^.+-]{0,63}\/[A-Za-z0-9][\w!#$&^.+-]{0,127}([ \t]*;[ \t]*[\w!#$%&'*+.^`|~-]+=([\w!#$%&'*+.^`|~-]+|"([^"\\\p{Cc}]|\\\P{Cc})*"))*$/u;
+  /^[A-Za-z0-9][\w!#$&^.+-]{0,63}\/[A-Za-z0-9][\w!#$&^.+-]{0,127}([ \t]*;[ \t]*[\w!#$%&'*+.^`|~-]+=([\w!#$%&'*+.^`|~-]+|"([\t \x21\x23-\x5B\x5D-\x7E]|\\[\t \x21-\x7E])*"))*$/;
 
 /**
  * What is wrong with a media send's `mimetype`, or null when nothing is: one problem, in its

@@ -95,6 +95,7 @@ describe("a media body's mimetype, through the global ValidationPipe", () => {
     ['a parameter without spaces', 'audio/ogg;codecs=opus'],
     ['a quoted parameter value', 'text/plain; charset="utf-8"'],
     ['two parameters', 'text/csv; charset=utf-8; header=present'],
+    ['a quoted value with a space, a tab and escaped quotes', 'text/plain; a="x y\tz \\"q\\""'],
   ])('takes %s', async (_, mimetype) => {
     expect(await check(mimetype)).toBe('taken');
   });
@@ -105,6 +106,10 @@ describe("a media body's mimetype, through the global ValidationPipe", () => {
     ['a parameter without a value', 'audio/ogg; codecs'],
     ['a line break', 'audio/ogg; codecs=opus\r\nx-injected: 1'],
     ['an unterminated quoted value', 'text/plain; charset="utf-8'],
+    ['a line separator in a quoted value', 'text/plain; charset="\u2028x"'],
+    ['a right-to-left override in a quoted value', 'image/png; a="\u202Eevil"'],
+    ['a letter beyond ASCII in a quoted value', 'text/plain; name="März"'],
+    ['a zero-width space after a backslash', 'text/plain; name="a\\\u200b"'],
   ])('refuses %s', async (_, mimetype) => {
     expect(await check(mimetype)).toContain('mimetype must be a media type');
   });
