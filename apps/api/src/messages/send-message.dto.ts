@@ -20,7 +20,7 @@ import {
   MaxLength,
   ValidateIf,
 } from 'class-validator';
-import { NullsAsAbsent, SESSION_ID_PATTERN } from '@app/common';
+import { NOT_BLANK, NullsAsAbsent, SESSION_ID_PATTERN } from '@app/common';
 import { TYPING_MAX_MS } from '@app/queue';
 import { IsFileName, MAX_FILE_NAME_LENGTH } from './is-file-name.decorator.js';
 import { IsMediaType, MAX_MEDIA_TYPE_LENGTH } from './is-media-type.decorator.js';
@@ -28,11 +28,6 @@ import { IsMediaUrl, MAX_MEDIA_URL_LENGTH } from './is-media-url.decorator.js';
 import { IsPhone } from './is-phone.decorator.js';
 import { IsRecipient } from './is-recipient.decorator.js';
 
-/**
- * Something to read: a character that is not a space, a control or an invisible format character
- * (a text of only "\u0000" or a zero-width space would arrive as an empty bubble).
- */
-const NOT_BLANK = /[^\s\p{Cc}\p{Cf}\p{Z}]/u;
 /** A line of text for a name or an address: no control characters (line breaks included). */
 const ONE_LINE = /^[^\p{Cc}]+$/u;
 /** Our message id (a UUID), a received one (in_...), or WhatsApp's (`true_<chat>_<id>`). */
