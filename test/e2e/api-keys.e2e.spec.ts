@@ -284,8 +284,8 @@ describe('API keys as data: made, scoped, revoked and rotated through /api/v1/ke
     ).not.toBe(403);
   });
 
-  it('refuses a key named with spaces only (400), and drops the spaces around a name', async () => {
-    for (const name of ['   ', '\t \u00a0']) {
+  it('refuses a key named with spaces or invisible characters only (400), and drops the spaces around a name', async () => {
+    for (const name of ['   ', '\t \u00a0', '\u200b', ' \u200b ', '\u2060\u200d', '\ufeff']) {
       const blank = await stack.call('POST', '/api/v1/keys', { name, scopes: ['read'] });
       expect(blank.status, JSON.stringify(name)).toBe(400);
       expect(blank.body.error).toEqual({ code: 'BAD_REQUEST', message: 'name must not be blank' });

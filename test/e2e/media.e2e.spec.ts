@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { lookup } from 'node:dns/promises';
@@ -179,6 +180,53 @@ describe('media with MEDIA_ALLOW_PRIVATE_URLS=true', () => {
       mimetype: 'text/csv',
       filename: 'report.csv',
     });
+  });
+
+  it('binds an Idempotency-Key to a mediaUrl send with a mimetype as the api before it did, so a retry across an upgrade, either way, gets its message', async () => {
+    const body = { to: '4915123450007', mediaUrl: `${base}/report`, mimetype: 'text/csv' };
+    // The hash the api before mimetype was used (ff6adc6) bound such a request to: mimetype
+    // was not part of it.
+    const before = createHash('sha256')
+      .update(
+        JSON.stringify({
+          chatId: '4915123450007@c.us',
+          type: 'media',
+          mediaUrl: body.mediaUrl,
+          caption: null,
+          filename: null,
+          upload: null,
+          mediaOptions: null,
+          sendAt: null,
+          replyTo: null,
+          resendOf: null,
+          typingMs: null,
+        }),
+      )
+      .digest('hex');
+    const scope = createHash('sha256').update(stack.env.API_KEY).digest('hex').slice(0, 16);
+    const send = (key: string) =>
+      stack.call('POST', '/api/v1/messages/media', body, { 'idempotency-key': key });
+
+    const first = await send('across-upgrade');
+    expect(first.status).toBe(202);
+    // An api of the version before, given the retry, hashes it so: the key's claim matches.
+    const claim = await stack.redis.get(stack.keys.idempotency(scope, 'across-upgrade'));
+    expect(JSON.parse(claim!)).toEqual({ messageId: first.body.data.id, requestHash: before });
+
+    // A key an api of the version before took: the retry here gets that request's message.
+    await stack.redis.set(
+      stack.keys.idempotency(scope, 'taken-before'),
+      JSON.stringify({ messageId: first.body.data.id, requestHash: before }),
+      'PX',
+      60_000,
+    );
+    const retry = await send('taken-before');
+    expect(retry.status).toBe(202);
+    expect(retry.body.data.id).toBe(first.body.data.id);
+    await stack.waitForStatus(first.body.data.id, 'read');
+    expect(
+      stack.sandbox().sends.filter((sent) => sent.chatId === '4915123450007@c.us'),
+    ).toHaveLength(1);
   });
 
   it('takes a voice note sent as audio/ogg; codecs=opus and sends it with that type', async () => {

@@ -16,3 +16,4 @@ export * from './login-count.js';
 export * from './client-address.js';
 export * from './secret.js';
 export * from './http-status.js';
+export * from './media-type.js';

@@ -226,6 +226,13 @@ export function assertPlainBody(body: unknown): void {
   }
 }
 
+/**
+ * Something to read: a character that is not a space, a control or an invisible format
+ * character. A text, a name or a file name of only "\u0000" or a zero-width space would show as
+ * nothing.
+ */
+export const NOT_BLANK = /[^\s\p{Cc}\p{Cf}\p{Z}]/u;
+
 const NULLS_AS_ABSENT = Symbol('nulls-as-absent');
 
 /**

@@ -1,4 +1,5 @@
 import { hash } from 'node:crypto';
+import { baseMediaType } from '@app/common';
 
 /** What identifies a message's content when looking for it in the chat after a crash. */
 export function textFingerprint(text: string): string {
@@ -25,7 +26,8 @@ export function mediaLikeFingerprint(type: string, caption: string): string {
 function reencodedType(media: { mimetype: string; as?: string }): string | null {
   if (media.as === 'sticker') return 'sticker';
   if (media.as) return null;
-  const [kind, subtype] = media.mimetype.toLowerCase().split('/');
+  // (Its parameters aside: `image/gif; x=1` is a GIF too.)
+  const [kind, subtype] = baseMediaType(media.mimetype).split('/');
   // A GIF is sent as a looping video or a still: which one is not certain enough to match.
   return kind === 'image' && subtype !== 'gif' ? 'image' : null;
 }

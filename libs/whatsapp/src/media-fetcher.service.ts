@@ -6,7 +6,9 @@ import { pipeline, type Readable, type Transform } from 'node:stream';
 import zlib from 'node:zlib';
 import { fileTypeFromBuffer } from 'file-type';
 import {
+  baseMediaType,
   createSafeAgents,
+  isGenericMediaType,
   hostAllowed,
   retryableHttpStatus,
   type SafeAgents,
@@ -23,7 +25,7 @@ const MAX_REDIRECTS = 5;
  * by name: a request without Accept-Encoding takes any coding (RFC 9110), and some stores
  * (S3 objects saved with Content-Encoding: gzip) send one whatever is asked.
  */
-const DECODERS: Record<string, () => Transform> = {
+const DECODERS: Record<string, () => Transform & zlib.Zlib> = {
   gzip: () => zlib.createGunzip(),
   // The old name, to be read as gzip (RFC 9110, 8.4.1.3).
   'x-gzip': () => zlib.createGunzip(),
@@ -31,9 +33,8 @@ const DECODERS: Record<string, () => Transform> = {
   br: () => zlib.createBrotliDecompress(),
 };
 const ACCEPT_ENCODING = 'gzip, deflate, br';
-
-/** Types that say nothing of a file: a client's or a server's, they give way to any other. */
-const GENERIC_TYPES = new Set(['application/octet-stream']);
+/** The most codings a body may name (curl takes 5); each is a decoder to run. */
+const MAX_CODINGS = 3;
 
 /**
  * Downloads a message's media for the worker (never MessageMedia.fromUrl): http(s) only, a
@@ -103,13 +104,16 @@ export class MediaFetcher implements OnApplicationShutdown {
       // Nothing to send: final, not worth the tries a server error gets.
       if (result.data.length === 0) throw fetchFailed('media URL answered an empty file', true);
       const type = await fileTypeFromBuffer(result.data);
-      const headerType = result.contentType?.split(';')[0].trim().toLowerCase() || undefined;
-      const stated = [givenType, headerType].find(
-        (stated) => stated && !GENERIC_TYPES.has(stated.split(';')[0].trim().toLowerCase()),
-      );
+      const headerType = result.contentType ? baseMediaType(result.contentType) : undefined;
+      // A type that says nothing (the client's or the server's) gives way to the other's.
+      const stated = [givenType, headerType].filter((stated) => !!stated) as string[];
       return {
         data: result.data,
-        mimetype: type?.mime ?? stated ?? 'application/octet-stream',
+        mimetype:
+          type?.mime ??
+          stated.find((stated) => !isGenericMediaType(stated)) ??
+          stated[0] ??
+          'application/octet-stream',
         filename: filename || nameFromPath(current.pathname, type?.ext),
       };
     }
@@ -125,6 +129,24 @@ export class MediaFetcher implements OnApplicationShutdown {
     const client = url.protocol === 'https:' ? https : http;
     const agent = url.protocol === 'https:' ? this.agents.https : this.agents.http;
     return new Promise((resolve, reject) => {
+      const stopped = aborted();
+      if (stopped) return reject(stopped);
+      // The response and its decoders, once there. The request's signal destroys only the
+      // request: once the body has arrived, decoding goes on unless these are destroyed too.
+      const streams: Readable[] = [];
+      let settled = false;
+      const settle = () => {
+        settled = true;
+        signal.removeEventListener('abort', onAbort);
+      };
+      const fail = (error: EngineError) => {
+        if (settled) return;
+        settle();
+        for (const stream of streams) stream.destroy();
+        reject(error);
+      };
+      const onAbort = () => fail(aborted() ?? fetchFailed('media download broken off', false));
+      signal.addEventListener('abort', onAbort, { once: true });
       const request = client.get(
         url,
         {
@@ -133,12 +155,15 @@ export class MediaFetcher implements OnApplicationShutdown {
           headers: { 'user-agent': 'whatsapp-gateway/media', 'accept-encoding': ACCEPT_ENCODING },
         },
         (response) => {
+          streams.push(response);
           const status = response.statusCode ?? 0;
           if (status >= 300 && status < 400 && response.headers.location) {
+            settle();
             response.resume();
             return resolve({ redirect: response.headers.location });
           }
           if (status < 200 || status >= 300) {
+            settle();
             response.resume();
             return reject(
               // A 404 stays one; a host busy (429) or timing out (408) may take it later.
@@ -149,71 +174,83 @@ export class MediaFetcher implements OnApplicationShutdown {
             );
           }
           const declared = Number(response.headers['content-length'] ?? 0);
-          if (declared > max) {
-            response.destroy();
-            return reject(tooLarge(max));
-          }
+          if (declared > max) return fail(tooLarge(max));
           const codings = contentCodings(response.headers['content-encoding']);
+          // Each coding is a decoder to run: a server naming thousands would keep a core busy
+          // far past the timeout. No server applies more than two on purpose.
+          if (codings.length > MAX_CODINGS)
+            return fail(
+              fetchFailed(
+                `media URL answered a body encoded ${codings.length} times over; at most ${MAX_CODINGS} codings are decoded`,
+              ),
+            );
           const unknown = codings.find((coding) => !Object.hasOwn(DECODERS, coding));
-          if (unknown) {
-            response.destroy();
+          if (unknown)
             // The same bytes come the next time: not worth a retry.
-            return reject(
+            return fail(
               fetchFailed(
                 `media URL answered a body encoded as ${unknown.slice(0, 40)}, which cannot be decoded (only ${ACCEPT_ENCODING})`,
               ),
             );
-          }
-          response.on('error', (err) =>
-            reject(aborted() ?? fetchFailed(`media download broke off: ${err.message}`, false)),
-          );
           // Codings are listed in the order they were applied: undone last one first.
-          const decoders = codings.reverse().map((coding) => {
-            const decoder = DECODERS[coding]();
-            decoder.on('error', (err) =>
-              reject(
-                aborted() ??
-                  // Most likely a body cut short; a file stored corrupt fails its every try.
-                  fetchFailed(
-                    `media URL answered a ${coding} body that does not decode: ${err.message}`,
-                    false,
-                  ),
-              ),
-            );
-            return decoder;
-          });
-          // The cap counts decoded bytes: a small gzip of zeros (a zip bomb) stops at the cap.
-          // (Errors are handled on each stream above; pipeline only ties their ends together.)
-          if (decoders.length) pipeline([response, ...decoders], () => undefined);
-          const body: Readable = decoders.at(-1) ?? response;
-          const chunks: Buffer[] = [];
-          let size = 0;
-          body.on('data', (chunk: Buffer) => {
-            if (size > max) return;
-            size += chunk.length;
-            if (size > max) {
-              response.destroy();
-              body.destroy();
-              reject(tooLarge(max));
-              return;
-            }
-            chunks.push(chunk);
-          });
-          body.on('end', () =>
-            resolve({ data: Buffer.concat(chunks), contentType: response.headers['content-type'] }),
+          const decoders = codings.reverse().map((coding) => ({
+            coding,
+            decoder: DECODERS[coding](),
+          }));
+          streams.push(...decoders.map(({ decoder }) => decoder));
+          // What each stream has given, held to the cap at every step: the bytes on the wire
+          // (endless empty gzip members decode to nothing), each decoder's (a small gzip of
+          // zeros, a zip bomb, stops at the cap, not at its end) and so the file itself.
+          const given = streams.map(() => 0);
+          streams.forEach((stream, index) =>
+            stream.on('data', (chunk: Buffer) => {
+              given[index] += chunk.length;
+              if (given[index] > max) fail(tooLarge(max));
+            }),
           );
+          response.on('error', (err) =>
+            fail(aborted() ?? fetchFailed(`media download broke off: ${err.message}`, false)),
+          );
+          decoders.forEach(({ coding, decoder }) =>
+            decoder.on('error', (err: NodeJS.ErrnoException) =>
+              fail(aborted() ?? undecodable(coding, err, given[0])),
+            ),
+          );
+          // (Errors are handled on each stream above; pipeline only ties their ends together.)
+          if (decoders.length) pipeline(streams, () => undefined);
+          const body = streams[streams.length - 1];
+          const chunks: Buffer[] = [];
+          body.on('data', (chunk: Buffer) => {
+            if (!settled) chunks.push(chunk);
+          });
+          body.on('end', () => {
+            if (settled) return;
+            // Bytes after a coded body's end (gzip refuses them itself): what the file is, is
+            // not certain, and the same bytes come the next time.
+            const extra = decoders.findIndex(
+              ({ decoder }, index) => decoder.bytesWritten < given[index],
+            );
+            if (extra >= 0)
+              return fail(
+                fetchFailed(
+                  `media URL answered a ${decoders[extra].coding} body with ${given[extra] - decoders[extra].decoder.bytesWritten} bytes after its end`,
+                ),
+              );
+            settle();
+            resolve({ data: Buffer.concat(chunks), contentType: response.headers['content-type'] });
+          });
         },
       );
       request.on('error', (err) => {
         const stopped = aborted();
-        if (stopped) return reject(stopped);
+        if (stopped) return fail(stopped);
         const reason = unreachableReason(
           url.hostname,
           err,
           this.config.MEDIA_ALLOW_PRIVATE_URLS,
           'MEDIA_ALLOW_PRIVATE_URLS',
         );
-        reject(fetchFailed(`media URL unreachable: ${reason}`, false));
+        fail(fetchFailed(`media URL unreachable: ${reason}`, false));
       });
     });
   }
@@ -221,6 +258,18 @@ export class MediaFetcher implements OnApplicationShutdown {
 
 function fetchFailed(message: string, permanent = true): EngineError {
   return new EngineError('MEDIA_FETCH_FAILED', message, permanent);
+}
+
+/**
+ * Why a coded body failed to decode. Judged as a plain body is: an empty one is final, a body
+ * cut short (its end before its coding's, as a connection closed early looks) may come whole
+ * the next time, and bytes that are not what their coding says come the same every time.
+ */
+function undecodable(coding: string, err: NodeJS.ErrnoException, wireBytes: number): EngineError {
+  if (wireBytes === 0) return fetchFailed('media URL answered an empty file', true);
+  if (err.code === 'Z_BUF_ERROR')
+    return fetchFailed(`media URL answered a ${coding} body cut short: ${err.message}`, false);
+  return fetchFailed(`media URL answered a ${coding} body that does not decode: ${err.message}`);
 }
 
 function tooLarge(max: number): EngineError {

@@ -9,22 +9,23 @@ import {
   Matches,
 } from 'class-validator';
 import { Transform } from 'class-transformer';
-import { SESSION_ID_PATTERN } from '@app/common';
+import { NOT_BLANK, SESSION_ID_PATTERN } from '@app/common';
 import { API_KEY_SCOPES, type ApiKeyScope } from '@app/status-store';
 
 export class CreateApiKeyDto {
   @ApiProperty({
     example: 'shop backend',
     description:
-      'What the key is for (1-100 characters, not only spaces); spaces around it are dropped',
+      'What the key is for (1-100 characters, not only spaces or invisible characters); spaces around it are dropped',
   })
   // Trimmed before it is checked: "   " names nothing, and " shop" lists apart from "shop".
+  // (A zero-width space is no space to trim, but it shows as nothing: NOT_BLANK refuses it.)
   @Transform(({ value }: { value: unknown }) => (typeof value === 'string' ? value.trim() : value))
   @IsString()
   @Matches(/^[^\p{Cc}]{0,100}$/u, {
     message: 'name must be 1-100 characters, no control characters',
   })
-  @Matches(/\S/u, { message: 'name must not be blank' })
+  @Matches(NOT_BLANK, { message: 'name must not be blank' })
   name: string;
 
   @ApiProperty({

@@ -1,7 +1,6 @@
 import { ValidateBy, type ValidationOptions } from 'class-validator';
+import { NOT_BLANK } from '@app/common';
 
-/** Something to read in a name: not a space, a control or an invisible format character. */
-const VISIBLE = /[^\s\p{Cc}\p{Cf}\p{Z}]/u;
 const CONTROL = /\p{Cc}/u;
 /** As WhatsApp and most file systems take a name. */
 export const MAX_FILE_NAME_LENGTH = 255;
@@ -17,7 +16,7 @@ export function fileNameProblem(value: string): string | null {
   if (value.length > MAX_FILE_NAME_LENGTH)
     return `must be at most ${MAX_FILE_NAME_LENGTH} characters`;
   if (CONTROL.test(value)) return 'must not contain control characters (a line break, a tab, NUL)';
-  if (!VISIBLE.test(value)) return 'must not be blank (only spaces or invisible characters)';
+  if (!NOT_BLANK.test(value)) return 'must not be blank (only spaces or invisible characters)';
   if (value === '.' || value === '..') return 'must not be . or ..';
   if (/[/\\]/.test(value)) return 'must not contain slashes (a name, not a path)';
   return null;

@@ -9,6 +9,7 @@ import {
   cutOversizedArrays,
   describeValidationErrors,
   hostAllowed,
+  isGenericMediaType,
   listProblems,
   phoneDigits,
   toChatId,
@@ -128,7 +129,16 @@ interface PreparedMessage {
 function requestHash(prepared: PreparedMessage): string {
   // The chat, not how `to` was spelled; the quoted id is looked up, not asked for; the session
   // as asked for (a retry naming none, after the active session changed, is the same request).
-  const { id: _id, to: _to, quotedEngineId: _quoted, ...request } = prepared.message;
+  // A mediaUrl's mimetype is left out, as it was before the worker used it: a key given to an
+  // api of either version matches its retry on the other. (Only a hint for a file whose bytes
+  // say nothing, so two requests apart only in it are taken as one.)
+  const {
+    id: _id,
+    to: _to,
+    quotedEngineId: _quoted,
+    mimetype: _mimetype,
+    ...request
+  } = prepared.message;
   return createHash('sha256')
     .update(
       JSON.stringify({
@@ -1140,13 +1150,6 @@ function scheduledTime(
 }
 
 /**
- * Types that say nothing of a file: application/octet-stream (what curl and most clients label
- * a .ogg, .mp3 or .mp4 part), and text/plain (what a multipart part without a Content-Type is
- * read as, as Python's requests sends a file).
- */
-const GENERIC_TYPES = new Set(['application/octet-stream', 'text/plain']);
-
-/**
  * The type of a file sent with the request: the one given, unless it says nothing and the
  * bytes tell (as a file downloaded from a mediaUrl is sniffed). Text has no signature: a text
  * file keeps text/plain.
@@ -1154,6 +1157,6 @@ const GENERIC_TYPES = new Set(['application/octet-stream', 'text/plain']);
 async function typeOfFile(file: Buffer, given: string | undefined): Promise<string | undefined> {
   const type = given?.toLowerCase();
   // (Its parameters aside: `text/plain; charset=utf-8` says no more than text/plain.)
-  if (type !== undefined && !GENERIC_TYPES.has(type.split(';')[0].trim())) return type;
+  if (type !== undefined && !isGenericMediaType(type)) return type;
   return (await fileTypeFromBuffer(file))?.mime ?? type;
 }

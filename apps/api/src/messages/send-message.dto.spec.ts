@@ -95,6 +95,7 @@ describe("a media body's mimetype, through the global ValidationPipe", () => {
     ['a parameter without spaces', 'audio/ogg;codecs=opus'],
     ['a quoted parameter value', 'text/plain; charset="utf-8"'],
     ['two parameters', 'text/csv; charset=utf-8; header=present'],
+    ['a quoted value with a space, a tab and escaped quotes', 'text/plain; a="x y\tz \\"q\\""'],
   ])('takes %s', async (_, mimetype) => {
     expect(await check(mimetype)).toBe('taken');
   });
@@ -105,8 +106,61 @@ describe("a media body's mimetype, through the global ValidationPipe", () => {
     ['a parameter without a value', 'audio/ogg; codecs'],
     ['a line break', 'audio/ogg; codecs=opus\r\nx-injected: 1'],
     ['an unterminated quoted value', 'text/plain; charset="utf-8'],
+    ['a line separator in a quoted value', 'text/plain; charset="\u2028x"'],
+    ['a right-to-left override in a quoted value', 'image/png; a="\u202Eevil"'],
+    ['a letter beyond ASCII in a quoted value', 'text/plain; name="März"'],
+    ['a zero-width space after a backslash', 'text/plain; name="a\\\u200b"'],
   ])('refuses %s', async (_, mimetype) => {
     expect(await check(mimetype)).toContain('mimetype must be a media type');
+  });
+});
+
+describe("a media body's mimetype with or without a file, through the global ValidationPipe", () => {
+  const pipe = createValidationPipe();
+  const check = (fields: Record<string, unknown>) =>
+    pipe
+      .transform({ to: '4915123456789', ...fields }, { type: 'body', metatype: SendMediaDto })
+      .then(
+        () => 'taken',
+        (err: unknown) => (err instanceof AppError ? err.message : String(err)),
+      );
+  const mediaUrl = 'https://example.com/report';
+
+  it('takes a mediaUrl with no mimetype, a null one, or a media type', async () => {
+    expect(await check({ mediaUrl })).toBe('taken');
+    expect(await check({ mediaUrl, mimetype: null })).toBe('taken');
+    expect(await check({ mediaUrl, mimetype: 'text/csv' })).toBe('taken');
+  });
+
+  it.each([
+    [
+      'a number with a mediaUrl',
+      { mediaUrl, mimetype: 5 },
+      'mimetype must be a string: a media type such as application/pdf',
+    ],
+    [
+      'a number with mediaBase64',
+      { mediaBase64: 'JVBERg==', mimetype: 5 },
+      'mimetype must be a string: a media type such as application/pdf',
+    ],
+    ['none with mediaBase64', { mediaBase64: 'JVBERg==' }, 'mimetype is required with mediaBase64'],
+    [
+      'a null one with mediaBase64',
+      { mediaBase64: 'JVBERg==', mimetype: null },
+      'mimetype is required with mediaBase64',
+    ],
+    [
+      'one of 256 characters',
+      { mediaUrl, mimetype: `text/${'x'.repeat(251)}` },
+      'mimetype must be at most 255 characters',
+    ],
+    [
+      'one that is no media type',
+      { mediaUrl, mimetype: 'pdf' },
+      'mimetype must be a media type such as application/pdf or audio/ogg; codecs=opus',
+    ],
+  ])('refuses %s with one message saying what is wrong', async (_, fields, message) => {
+    expect(await check(fields)).toBe(message);
   });
 });
 

@@ -20,27 +20,16 @@ import {
   MaxLength,
   ValidateIf,
 } from 'class-validator';
-import { NullsAsAbsent, SESSION_ID_PATTERN } from '@app/common';
+import { NOT_BLANK, NullsAsAbsent, SESSION_ID_PATTERN } from '@app/common';
 import { TYPING_MAX_MS } from '@app/queue';
 import { IsFileName, MAX_FILE_NAME_LENGTH } from './is-file-name.decorator.js';
+import { IsMediaType, MAX_MEDIA_TYPE_LENGTH } from './is-media-type.decorator.js';
 import { IsMediaUrl, MAX_MEDIA_URL_LENGTH } from './is-media-url.decorator.js';
 import { IsPhone } from './is-phone.decorator.js';
 import { IsRecipient } from './is-recipient.decorator.js';
 
-/**
- * Something to read: a character that is not a space, a control or an invisible format character
- * (a text of only "\u0000" or a zero-width space would arrive as an empty bubble).
- */
-const NOT_BLANK = /[^\s\p{Cc}\p{Cf}\p{Z}]/u;
 /** A line of text for a name or an address: no control characters (line breaks included). */
 const ONE_LINE = /^[^\p{Cc}]+$/u;
-/**
- * A media type as HTTP writes one (RFC 9110, 8.3.1): type/subtype, then any `; name=value`
- * parameters, a value a token or a quoted string (`audio/ogg; codecs=opus`, the usual voice
- * note, is what the gateway itself sniffs an Opus file as). No control characters.
- */
-const MEDIA_TYPE =
-  /^[A-Za-z0-9][\w!#$&^.+-]{0,63}\/[A-Za-z0-9][\w!#$&^.+-]{0,127}([ \t]*;[ \t]*[\w!#$%&'*+.^`|~-]+=([\w!#$%&'*+.^`|~-]+|"([^"\\\p{Cc}]|\\\P{Cc})*"))*$/u;
 /** Our message id (a UUID), a received one (in_...), or WhatsApp's (`true_<chat>_<id>`). */
 const REPLY_TO =
   /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|in_[A-Za-z0-9_-]+|(true|false)_[^\s_]+_[A-Za-z0-9]+(_[^\s]+)?)$/;
@@ -178,17 +167,9 @@ export class SendMediaDto extends SendBaseDto {
       'The type of the file in `mediaBase64` (required with it), parameters allowed (`audio/ogg; codecs=opus`). ' +
       "With `mediaUrl` it is optional: the file is sent as the type its bytes say, else as this one, else as the server's Content-Type; the options (`asVoice`, `asSticker`, `viewOnce`) are checked against it at once.",
     example: 'application/pdf',
-    maxLength: 255,
+    maxLength: MAX_MEDIA_TYPE_LENGTH,
   })
-  @ValidateIf(
-    (dto: SendMediaDto) =>
-      (dto.mediaBase64 !== undefined && dto.mediaBase64 !== null) || dto.mimetype !== undefined,
-  )
-  @IsString({ message: 'mimetype is required with mediaBase64' })
-  @MaxLength(255)
-  @Matches(MEDIA_TYPE, {
-    message: 'mimetype must be a media type such as application/pdf or audio/ogg; codecs=opus',
-  })
+  @IsMediaType()
   mimetype?: string;
 
   @ApiPropertyOptional({
