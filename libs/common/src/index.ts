@@ -6,6 +6,7 @@ export * from './app-exception.filter.js';
 export * from './validation.js';
 export * from './chat-id.js';
 export * from './logging.js';
+export * from './port-in-use.error.js';
 export * from './shutdown-deadline.js';
 export * from './health-probe.js';
 export * from './ssrf.js';

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { destination, stdSerializers, type DestinationStream, type Logger } from 'pino';
 import type { Options } from 'pino-http';
-import type { Params } from 'nestjs-pino';
+import { Logger as NestPinoLogger, PinoLogger, type Params } from 'nestjs-pino';
 import { clientAddress } from './client-address.js';
 
 export interface LoggingOptions {
@@ -61,6 +61,18 @@ export function loggerParams(options: LoggingOptions): Params {
     forRoutes: [],
     pinoHttp: pretty ? http : [http, stdoutLines()],
   };
+}
+
+/**
+ * The logger a process gives NestFactory before its app exists, for the lines of its boot: the
+ * worker's boot waits on Redis (inside createApplicationContext) for as long as Redis turns it
+ * away, and buffered lines (bufferLogs) would show only once it ends, Redis's warnings with
+ * them. It writes through the same pino root as LoggerModule's Logger (nestjs-pino makes one
+ * per process, whoever asks first), so the lines are those of the app from the first.
+ */
+export function bootLogger(options: LoggingOptions): NestPinoLogger {
+  const params = loggerParams(options);
+  return new NestPinoLogger(new PinoLogger(params), params);
 }
 
 /**

@@ -2,7 +2,13 @@ import { Injectable, Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Secret, bearerToken, countLoginUnlessRedisAway, type ErrorCode } from '@app/common';
+import {
+  PortInUseError,
+  Secret,
+  bearerToken,
+  countLoginUnlessRedisAway,
+  type ErrorCode,
+} from '@app/common';
 import { AppConfig } from '@app/config';
 import { AuthFailureRepository, TooManyFailedLoginsError } from '@app/status-store';
 import { WorkerMetrics } from '../metrics/worker-metrics.service.js';
@@ -49,10 +55,12 @@ export class WorkerHttpServer {
       );
     }
     const server = createServer((req, res) => void this.handle(req, res));
+    const port = this.config.WORKER_HEALTH_PORT;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.config.WORKER_HEALTH_PORT, () => {
-        server.off('error', reject);
+      const refused = (err: Error) => reject(PortInUseError.from(err, 'WORKER_HEALTH_PORT', port));
+      server.once('error', refused);
+      server.listen(port, () => {
+        server.off('error', refused);
         resolve();
       });
     });
