@@ -75,6 +75,24 @@ describe('the built api and worker, started against what refuses them', () => {
     20_000,
   );
 
+  it('has the worker tell each kind of Redis error of its BullMQ workers once, not on every retry', async () => {
+    const worker = start('worker', {
+      REDIS_URL: inject('redisUrl').replace('redis://', 'redis://nobody:wrong@'),
+      WORKER_HEALTH_PORT: '0',
+      LOG_LEVEL: 'warn',
+    });
+    await eventually(() => expect(worker.output()).toMatch(/webhook worker error/), 8_000);
+    // BullMQ retries its connection several times a second meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    // One kind here (WRONGPASS), perhaps a second as a connection closes: told once each, where
+    // every retry was a line (12 in these 3 s).
+    const lines = worker.output().match(/webhook worker error/g) ?? [];
+    expect(lines.length).toBeGreaterThanOrEqual(1);
+    expect(lines.length).toBeLessThanOrEqual(2);
+    worker.child.kill('SIGKILL');
+    await exited(worker.child);
+  }, 20_000);
+
   it.each([
     ['api', 'PORT'],
     ['worker', 'WORKER_HEALTH_PORT'],

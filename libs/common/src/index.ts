@@ -15,6 +15,7 @@ export * from './retry-until-done.js';
 export * from './with-timeout.js';
 export * from './login-count.js';
 export * from './client-address.js';
+export * from './quiet-repeats.js';
 export * from './secret.js';
 export * from './http-status.js';
 export * from './media-type.js';

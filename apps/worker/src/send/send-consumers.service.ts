@@ -8,7 +8,7 @@ import {
   type Job,
   type QueueOptions,
 } from 'bullmq';
-import { isRedisUnavailable, retried } from '@app/common';
+import { isRedisUnavailable, quietRepeats, retried } from '@app/common';
 import { AppConfig } from '@app/config';
 import {
   JobName,
@@ -83,6 +83,11 @@ type Handlers = {
 @Injectable()
 export class SendConsumers {
   private readonly log = new Logger(SendConsumers.name);
+  /**
+   * Every session's queue worker emits the same error on each retry of its connection (a Redis
+   * that refuses them, a wrong password): a line per kind a minute for them all.
+   */
+  private readonly worthALine = quietRepeats();
   private readonly consumers = new Map<string, Consumer>();
   /** Shared by every session's BullMQ worker; it must retry forever, so not the request one. */
   private connection?: Redis;
@@ -199,9 +204,14 @@ export class SendConsumers {
       void this.onFailed(job, err);
     });
     worker.on('stalled', () => doorbell.ring());
-    worker.on('error', (err) =>
-      this.log.warn({ sessionId, err: err.message }, 'queue worker error'),
-    );
+    worker.on('error', (err) => {
+      const quiet = this.worthALine(err.message);
+      if (quiet !== null)
+        this.log.warn(
+          { sessionId, err: err.message, ...(quiet ? { quiet } : {}) },
+          'queue worker error',
+        );
+    });
     this.consumers.set(sessionId, { worker, doorbell });
     this.followLegacyQueue(sessionId);
     // Fetch only once rings arrive, so a job added in between is not missed until the idle look.

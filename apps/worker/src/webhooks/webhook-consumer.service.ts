@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { isRedisUnavailable, withTimeout } from '@app/common';
+import { isRedisUnavailable, quietRepeats, withTimeout } from '@app/common';
 import { getSharedConfigToken } from '@nestjs/bullmq';
 import { DelayedError, UnrecoverableError, Worker, type Job, type QueueOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -122,7 +122,14 @@ export class WebhookConsumer {
       'completed',
       (job, result) => void this.onCompleted(job as Job<DeliveryChain>, result),
     );
-    this.worker.on('error', (err) => this.log.warn({ err: err.message }, 'webhook worker error'));
+    // BullMQ emits the same error on each retry of its connection (a Redis that refuses it): a
+    // line per kind a minute.
+    const worthALine = quietRepeats();
+    this.worker.on('error', (err) => {
+      const quiet = worthALine(err.message);
+      if (quiet !== null)
+        this.log.warn({ err: err.message, ...(quiet ? { quiet } : {}) }, 'webhook worker error');
+    });
     void this.worker
       .run()
       .catch((err: Error) => this.log.error({ err: err.message }, 'webhook worker stopped'));
