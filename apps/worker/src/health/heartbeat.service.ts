@@ -84,6 +84,8 @@ export class HeartbeatService {
           maxSessions: this.sessions.capacity(),
           startsFailing: this.sessions.startsFailing(),
         },
+        // Its own limit, sent with each beat: the api and the other workers judge this worker by
+        // it, whatever their own WORKER_HEARTBEAT_MS.
         this.config.workerStaleAfterMs,
       );
       // Beats overlap (a capacity change beats at once): an older one answered late is not newer.
