@@ -70,7 +70,21 @@ describe("WorkerRepository: each worker judged live by its own heartbeat's limit
     expect(await workers.countLive(3_000, now)).toBe(0);
     expect(await workers.anyLive(15_000)).toBe(true);
     expect([...(await workers.liveIds(15_000, now))]).toEqual(['w-old']);
-    expect((await workers.listLive(15_000, now))[0]).toMatchObject({ id: 'w-old' });
+    expect((await workers.listLive(15_000, now))[0]).toMatchObject({ id: 'w-old', engine: null });
+  });
+
+  it('records the engine a worker said it drives, null for one that did not say', async () => {
+    const now = await clock.now();
+    await workers.beat(info('w-sandbox', { engine: 'sandbox' }), 15_000, now);
+    await workers.beat(info('w-quiet'), 15_000, now);
+    const engines = await workers.engines(['w-sandbox', 'w-quiet', 'w-none']);
+    expect(Object.fromEntries(engines)).toEqual({
+      'w-sandbox': 'sandbox',
+      'w-quiet': null,
+      'w-none': null,
+    });
+    const listed = await workers.listLive(15_000, now);
+    expect(listed.find((w) => w.id === 'w-sandbox')?.engine).toBe('sandbox');
   });
 
   it('forgets a worker that left at once, whatever limit it sent', async () => {

@@ -10,6 +10,9 @@ import { REDIS } from './status-store.tokens.js';
 /** A drained worker silent this many times its staleness limit is forgotten (placement). */
 export const DRAIN_FORGOTTEN_AFTER_STALE = 20;
 
+/** The engine a worker drives its sessions with (its WA_ENGINE). */
+export type WorkerEngine = 'wwebjs' | 'sandbox';
+
 // Each worker is judged by the staleness limit it sent with its beat (its own
 // WORKER_HEARTBEAT_MS × 3), not the reader's: an api or a worker configured with a shorter one
 // would count a worker that beats on time gone. A worker of a version that sent none (not in
@@ -69,12 +72,16 @@ export interface WorkerInfo {
    * hands its own over and takes none, and it never counts as one that takes them.
    */
   startsFailing?: boolean;
+  /** Its WA_ENGINE: the api follows it for what only the sandbox does (absent: not said). */
+  engine?: WorkerEngine;
 }
 
-export interface LiveWorker extends Omit<WorkerInfo, 'maxSessions' | 'startsFailing'> {
+export interface LiveWorker extends Omit<WorkerInfo, 'maxSessions' | 'startsFailing' | 'engine'> {
   /** Null for a worker of a version that did not say. */
   maxSessions: number | null;
   startsFailing: boolean;
+  /** Null for a worker of a version that did not say. */
+  engine: WorkerEngine | null;
   lastBeatAt: string;
   /** Asked to hand its sessions to the others: it holds none and takes none. */
   draining: boolean;
@@ -148,7 +155,7 @@ export class WorkerRepository {
    */
   async beat(info: WorkerInfo, ttlMs: number, at?: number): Promise<void> {
     const now = at ?? (await this.clock.now());
-    const { maxSessions, startsFailing, ...shown } = info;
+    const { maxSessions, startsFailing, engine, ...shown } = info;
     const beat = this.redis
       .multi()
       .zadd(this.keys.workers(), now, info.id)
@@ -159,6 +166,7 @@ export class WorkerRepository {
         sessions: JSON.stringify(info.sessions),
         ...(maxSessions === undefined ? {} : { maxSessions: String(maxSessions) }),
         startsFailing: startsFailing ? '1' : '0',
+        ...(engine === undefined ? {} : { engine }),
       })
       .pexpire(this.keys.worker(info.id), ttlMs);
     // Where placement reads every worker's in one command (forgotten with the worker).
@@ -301,6 +309,18 @@ export class WorkerRepository {
     return (await this.live(staleAfterMs, at)).size;
   }
 
+  /**
+   * The engine each of `workerIds` said it drives, in one round trip; null for one that did
+   * not say (an older version) or whose heartbeat expired.
+   */
+  async engines(workerIds: string[]): Promise<Map<string, WorkerEngine | null>> {
+    if (workerIds.length === 0) return new Map();
+    const read = this.redis.multi();
+    for (const id of workerIds) read.hget(this.keys.worker(id), 'engine');
+    const answers = (await read.exec()) as [Error | null, string | null][];
+    return new Map(workerIds.map((id, i) => [id, asEngine(answers[i][1])]));
+  }
+
   async listLive(staleAfterMs: number, at?: number): Promise<LiveWorker[]> {
     const live = await this.live(staleAfterMs, at);
     const draining = new Set(await this.redis.smembers(this.keys.drainingWorkers()));
@@ -316,12 +336,17 @@ export class WorkerRepository {
         sessions: parseSessions(hash.sessions),
         maxSessions: hash.maxSessions === undefined ? null : Number(hash.maxSessions),
         startsFailing: hash.startsFailing === '1',
+        engine: asEngine(hash.engine),
         lastBeatAt: new Date(beat).toISOString(),
         draining: draining.has(id),
       });
     }
     return workers;
   }
+}
+
+function asEngine(raw: string | null | undefined): WorkerEngine | null {
+  return raw === 'wwebjs' || raw === 'sandbox' ? raw : null;
 }
 
 function parseSessions(raw: string | undefined): string[] {
