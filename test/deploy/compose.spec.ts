@@ -24,4 +24,12 @@ describe('docker-compose.yml and the Dockerfile', () => {
     expect(read('Dockerfile')).toMatch(/^\s+CHROMIUM_SANDBOX=false \\$/m);
     expect(read('Dockerfile')).toMatch(/^USER node$/m);
   });
+
+  it("publishes the api on .env's PORT, the port it listens on, and checks its health there", () => {
+    const web = compose.services.web;
+    expect(web.ports).toEqual(['${PORT:-3000}:${PORT:-3000}']);
+    expect(web.healthcheck.test.join(' ')).toContain('process.env.PORT||3000');
+    // No other service or check names the api's port outright.
+    expect(read('docker-compose.yml').replace(/#.*$/gm, '')).not.toMatch(/(?<![-\w])3000:/);
+  });
 });

@@ -237,6 +237,13 @@ export class RedisKeys {
   workers(): string {
     return `${this.root}:workers`;
   }
+  /**
+   * Until when (ms) each worker counts as live by its own WORKER_HEARTBEAT_MS: its beat plus
+   * the staleness limit it sent with it. A worker of a version that did not send one is not here.
+   */
+  workersLiveUntil(): string {
+    return `${this.root}:workers:live-until`;
+  }
   /** Workers asked to hand their sessions to the others (drain). */
   drainingWorkers(): string {
     return `${this.root}:workers:draining`;

@@ -31,7 +31,8 @@ describe('WorkerRepository.placement and drains', () => {
   const beat = (id: string, at: number) =>
     workers.beat(
       { id, host: 'h', pid: 1, version: '1', startedAt: '', sessions: [] } as never,
-      60_000,
+      // Each worker is judged by the limit it sends: here, the same as the readers'.
+      STALE,
       at,
     );
 
@@ -41,12 +42,12 @@ describe('WorkerRepository.placement and drains', () => {
     await beat('w-other', now);
     expect(await workers.setDraining('w-drained', true, STALE, now)).toBe(true);
     // Its beat looks stale to another worker (a failover, a stall, a clock a little off).
-    await redis.zadd(keys.workers(), now - STALE - 5_000, 'w-drained');
+    await beat('w-drained', now - STALE - 5_000);
     expect((await workers.placement('w-other', STALE, now)).takingWorkers).toBe(1);
     await beat('w-drained', now);
     expect((await workers.placement('w-drained', STALE, now)).draining).toBe(true);
     // Silent for DRAIN_FORGOTTEN_AFTER_STALE times the limit: a crash, its drain forgotten.
-    await redis.zadd(keys.workers(), now - DRAIN_FORGOTTEN_AFTER_STALE * STALE - 1, 'w-drained');
+    await beat('w-drained', now - DRAIN_FORGOTTEN_AFTER_STALE * STALE - 1);
     await workers.placement('w-other', STALE, now);
     expect(await redis.sismember(keys.drainingWorkers(), 'w-drained')).toBe(0);
   });
@@ -69,9 +70,9 @@ describe('WorkerRepository.placement and drains', () => {
       ({ id, host: 'h', pid: 1, version: '1', startedAt: '', sessions: [] }) as never;
     try {
       vi.spyOn(Date, 'now').mockImplementation(() => real() - 3_600_000);
-      await workers.beat(info('w-behind'), 60_000);
+      await workers.beat(info('w-behind'), STALE);
       vi.spyOn(Date, 'now').mockImplementation(() => real() + 3_600_000);
-      await workers.beat(info('w-ahead'), 60_000);
+      await workers.beat(info('w-ahead'), STALE);
     } finally {
       vi.restoreAllMocks();
     }

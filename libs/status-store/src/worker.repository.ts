@@ -1,5 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+import { LuaScript } from './event-script.js';
 import { InvalidatedCache } from './invalidated-cache.js';
 import { RedisClock } from './redis-clock.js';
 import { RedisKeys } from './redis-keys.js';
@@ -8,6 +9,50 @@ import { REDIS } from './status-store.tokens.js';
 
 /** A drained worker silent this many times its staleness limit is forgotten (placement). */
 export const DRAIN_FORGOTTEN_AFTER_STALE = 20;
+
+/** The engine a worker drives its sessions with (its WA_ENGINE). */
+export type WorkerEngine = 'wwebjs' | 'sandbox';
+
+// Each worker is judged by the staleness limit it sent with its beat (its own
+// WORKER_HEARTBEAT_MS × 3), not the reader's: an api or a worker configured with a shorter one
+// would count a worker that beats on time gone. A worker of a version that sent none (not in
+// KEYS[2]) is judged by the reader's, `stale`, as before. KEYS[1] the beats, [2] live-until.
+// Each live worker as { id, beat (ms), live until (ms) }.
+const LIVE_WORKERS_FN = `
+local function live_workers(now, stale)
+  local live = {}
+  local own = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf', 'WITHSCORES')
+  for i = 1, #own, 2 do
+    local beat = redis.call('ZSCORE', KEYS[1], own[i])
+    table.insert(live, { own[i], tonumber(beat or 0), tonumber(own[i + 1]) })
+  end
+  local beats = redis.call('ZRANGEBYSCORE', KEYS[1], now - stale, '+inf', 'WITHSCORES')
+  for i = 1, #beats, 2 do
+    if not redis.call('ZSCORE', KEYS[2], beats[i]) then
+      table.insert(live, { beats[i], tonumber(beats[i + 1]), tonumber(beats[i + 1]) + stale })
+    end
+  end
+  return live
+end
+`;
+
+// ARGV[1] now (ms), [2] the reader's staleness limit (ms). The live workers (LIVE_WORKERS_FN).
+const LIVE_WORKERS = new LuaScript(
+  LIVE_WORKERS_FN + `return live_workers(tonumber(ARGV[1]), tonumber(ARGV[2]))`,
+);
+
+// As LIVE_WORKERS, but only the latest time (ms) until which any of them counts as live, 0 for
+// none: the send path's check, a number to keep rather than a list.
+const LIVE_UNTIL = new LuaScript(
+  LIVE_WORKERS_FN +
+    `
+local latest = 0
+for _, worker in ipairs(live_workers(tonumber(ARGV[1]), tonumber(ARGV[2]))) do
+  if worker[3] > latest then latest = worker[3] end
+end
+return latest
+`,
+);
 
 export interface WorkerInfo {
   id: string;
@@ -27,12 +72,16 @@ export interface WorkerInfo {
    * hands its own over and takes none, and it never counts as one that takes them.
    */
   startsFailing?: boolean;
+  /** Its WA_ENGINE: the api follows it for what only the sandbox does (absent: not said). */
+  engine?: WorkerEngine;
 }
 
-export interface LiveWorker extends Omit<WorkerInfo, 'maxSessions' | 'startsFailing'> {
+export interface LiveWorker extends Omit<WorkerInfo, 'maxSessions' | 'startsFailing' | 'engine'> {
   /** Null for a worker of a version that did not say. */
   maxSessions: number | null;
   startsFailing: boolean;
+  /** Null for a worker of a version that did not say. */
+  engine: WorkerEngine | null;
   lastBeatAt: string;
   /** Asked to hand its sessions to the others: it holds none and takes none. */
   draining: boolean;
@@ -45,8 +94,11 @@ export interface LiveWorker extends Omit<WorkerInfo, 'maxSessions' | 'startsFail
  */
 @Injectable()
 export class WorkerRepository {
-  /** The newest heartbeat (ms), kept a second at most and dropped when a worker leaves. */
-  private readonly newestBeat: InvalidatedCache<number>;
+  /**
+   * Until when (ms) the latest-living worker counts as live, kept a second at most and dropped
+   * when a worker leaves.
+   */
+  private readonly liveUntil: InvalidatedCache<number>;
 
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
@@ -54,43 +106,67 @@ export class WorkerRepository {
     subscriber: RedisSubscriber,
     private readonly clock: RedisClock,
   ) {
-    this.newestBeat = new InvalidatedCache(subscriber, keys.changes('workers'), 1_000);
+    this.liveUntil = new InvalidatedCache(subscriber, keys.changes('workers'), 1_000);
   }
 
   /**
-   * Whether any worker beat within `staleAfterMs`: the send path's check, answered from the
-   * process while a heartbeat read within the second says yes (a worker that stops cleanly
-   * announces it); a no is always read again.
+   * Whether any worker is live: one that beat within the staleness limit it sent with its beat,
+   * or, for a worker of a version that sent none, within `staleAfterMs` (the reader's). The send
+   * path's check, answered from the process while a heartbeat read within the second says yes
+   * (a worker that stops cleanly announces it); a no is always read again.
    */
   async anyLive(staleAfterMs: number): Promise<boolean> {
-    const liveSince = (await this.clock.now()) - staleAfterMs;
-    const read = async () => {
-      const [, score] = await this.redis.zrevrange(this.keys.workers(), 0, 0, 'WITHSCORES');
-      return score === undefined ? 0 : Number(score);
-    };
+    const now = await this.clock.now();
+    const key = String(staleAfterMs);
+    const read = async () =>
+      Number(await LIVE_UNTIL.run(this.redis, this.liveKeys(), [now, staleAfterMs]));
     let fresh = false;
-    const newest = await this.newestBeat.get('newest', () => {
+    const until = await this.liveUntil.get(key, () => {
       fresh = true;
       return read();
     });
-    if (newest >= liveSince) return true;
-    this.newestBeat.forget('newest');
+    if (until >= now) return true;
+    this.liveUntil.forget(key);
     // A no just read is not read twice.
-    return !fresh && (await read()) >= liveSince;
+    return !fresh && (await read()) >= now;
   }
 
+  /**
+   * The live workers (see anyLive for how each is judged), each with its beat (ms), in one
+   * round trip.
+   */
+  private async live(staleAfterMs: number, at?: number): Promise<Map<string, number>> {
+    const now = at ?? (await this.clock.now());
+    const live = (await LIVE_WORKERS.run(this.redis, this.liveKeys(), [now, staleAfterMs])) as [
+      string,
+      number,
+      number,
+    ][];
+    return new Map(live.map(([id, beat]) => [id, Number(beat)]));
+  }
+
+  private liveKeys(): string[] {
+    return [this.keys.workers(), this.keys.workersLiveUntil()];
+  }
+
+  /**
+   * `ttlMs`: the worker's own staleness limit, after which the others count it gone (however
+   * their own WORKER_HEARTBEAT_MS is set).
+   */
   async beat(info: WorkerInfo, ttlMs: number, at?: number): Promise<void> {
     const now = at ?? (await this.clock.now());
-    const { maxSessions, startsFailing, ...shown } = info;
+    const { maxSessions, startsFailing, engine, ...shown } = info;
     const beat = this.redis
       .multi()
       .zadd(this.keys.workers(), now, info.id)
+      .zadd(this.keys.workersLiveUntil(), now + ttlMs, info.id)
       .hset(this.keys.worker(info.id), {
         ...shown,
         pid: String(info.pid),
         sessions: JSON.stringify(info.sessions),
         ...(maxSessions === undefined ? {} : { maxSessions: String(maxSessions) }),
         startsFailing: startsFailing ? '1' : '0',
+        ...(engine === undefined ? {} : { engine }),
       })
       .pexpire(this.keys.worker(info.id), ttlMs);
     // Where placement reads every worker's in one command (forgotten with the worker).
@@ -100,6 +176,7 @@ export class WorkerRepository {
     await beat
       // Forget workers dead for long, so the set does not grow with every restart.
       .zremrangebyscore(this.keys.workers(), '-inf', now - 24 * 3600_000)
+      .zremrangebyscore(this.keys.workersLiveUntil(), '-inf', now - 24 * 3600_000)
       .exec();
   }
 
@@ -107,20 +184,19 @@ export class WorkerRepository {
     await this.redis
       .multi()
       .zrem(this.keys.workers(), workerId)
+      .zrem(this.keys.workersLiveUntil(), workerId)
       .del(this.keys.worker(workerId))
       .srem(this.keys.drainingWorkers(), workerId)
       .hdel(this.keys.workerCaps(), workerId)
       .srem(this.keys.failingWorkers(), workerId)
       .exec();
-    this.newestBeat.forget('*');
+    this.liveUntil.forget('*');
     await this.redis.publish(this.keys.changes('workers'), '*');
   }
 
   /** Marks a worker draining (or not); returns false when no such worker is live. */
   async setDraining(workerId: string, draining: boolean, staleAfterMs: number, at?: number) {
-    const now = at ?? (await this.clock.now());
-    const beat = await this.redis.zscore(this.keys.workers(), workerId);
-    if (beat === null || Number(beat) < now - staleAfterMs) return false;
+    if (!(await this.live(staleAfterMs, at)).has(workerId)) return false;
     if (draining) await this.redis.sadd(this.keys.drainingWorkers(), workerId);
     else await this.redis.srem(this.keys.drainingWorkers(), workerId);
     return true;
@@ -157,23 +233,28 @@ export class WorkerRepository {
     // count as gone: a beat that merely looks stale (a Redis failover, a stall, a clock off by
     // seconds) must not undo it, or the drained worker would take sessions again.
     const forgetBefore = now - DRAIN_FORGOTTEN_AFTER_STALE * staleAfterMs;
-    const [live, draining, recent, caps, failing] = (await this.redis
-      .multi()
-      .zrangebyscore(this.keys.workers(), now - staleAfterMs, '+inf')
-      .smembers(this.keys.drainingWorkers())
-      .zrangebyscore(this.keys.workers(), forgetBefore, '+inf')
-      .hgetall(this.keys.workerCaps())
-      .smembers(this.keys.failingWorkers())
-      .exec()) as [
-      [Error | null, string[]],
-      [Error | null, string[]],
-      [Error | null, string[]],
-      [Error | null, Record<string, string>],
-      [Error | null, string[]],
-    ];
+    // Sent together: one round trip.
+    const [live, [draining, recent, caps, failing]] = await Promise.all([
+      this.live(staleAfterMs, now),
+      this.redis
+        .multi()
+        .smembers(this.keys.drainingWorkers())
+        .zrangebyscore(this.keys.workers(), forgetBefore, '+inf')
+        .hgetall(this.keys.workerCaps())
+        .smembers(this.keys.failingWorkers())
+        .exec() as Promise<
+        [
+          [Error | null, string[]],
+          [Error | null, string[]],
+          [Error | null, Record<string, string>],
+          [Error | null, string[]],
+        ]
+      >,
+    ]);
     const drainingIds = new Set(draining[1]);
-    const liveIds = new Set(live[1]);
-    const recentIds = new Set(recent[1]);
+    const liveIds = new Set(live.keys());
+    // A worker live by its own, longer, limit is recent however long ago it beat.
+    const recentIds = new Set([...recent[1], ...liveIds]);
     const gone = [...drainingIds].filter((id) => !recentIds.has(id));
     const capsGone = Object.keys(caps[1]).filter((id) => !recentIds.has(id));
     const failingGone = failing[1].filter((id) => !recentIds.has(id));
@@ -216,8 +297,7 @@ export class WorkerRepository {
 
   /** Ids of the workers whose heartbeat is fresh. */
   async liveIds(staleAfterMs: number, at?: number): Promise<Set<string>> {
-    const now = at ?? (await this.clock.now());
-    return new Set(await this.redis.zrangebyscore(this.keys.workers(), now - staleAfterMs, '+inf'));
+    return new Set((await this.live(staleAfterMs, at)).keys());
   }
 
   /** Ids of the workers asked to drain (some may have stopped since: see placement). */
@@ -226,24 +306,29 @@ export class WorkerRepository {
   }
 
   async countLive(staleAfterMs: number, at?: number): Promise<number> {
-    const now = at ?? (await this.clock.now());
-    return this.redis.zcount(this.keys.workers(), now - staleAfterMs, '+inf');
+    return (await this.live(staleAfterMs, at)).size;
+  }
+
+  /**
+   * The engine each of `workerIds` said it drives, in one round trip; null for one that did
+   * not say (an older version) or whose heartbeat expired.
+   */
+  async engines(workerIds: string[]): Promise<Map<string, WorkerEngine | null>> {
+    if (workerIds.length === 0) return new Map();
+    const read = this.redis.multi();
+    for (const id of workerIds) read.hget(this.keys.worker(id), 'engine');
+    const answers = (await read.exec()) as [Error | null, string | null][];
+    return new Map(workerIds.map((id, i) => [id, asEngine(answers[i][1])]));
   }
 
   async listLive(staleAfterMs: number, at?: number): Promise<LiveWorker[]> {
-    const now = at ?? (await this.clock.now());
-    const entries = await this.redis.zrangebyscore(
-      this.keys.workers(),
-      now - staleAfterMs,
-      '+inf',
-      'WITHSCORES',
-    );
+    const live = await this.live(staleAfterMs, at);
     const draining = new Set(await this.redis.smembers(this.keys.drainingWorkers()));
     const workers: LiveWorker[] = [];
-    for (let i = 0; i < entries.length; i += 2) {
-      const hash = await this.redis.hgetall(this.keys.worker(entries[i]));
+    for (const [id, beat] of [...live].sort((a, b) => a[1] - b[1])) {
+      const hash = await this.redis.hgetall(this.keys.worker(id));
       workers.push({
-        id: entries[i],
+        id,
         host: hash.host ?? '',
         pid: Number(hash.pid ?? 0),
         version: hash.version ?? '',
@@ -251,12 +336,17 @@ export class WorkerRepository {
         sessions: parseSessions(hash.sessions),
         maxSessions: hash.maxSessions === undefined ? null : Number(hash.maxSessions),
         startsFailing: hash.startsFailing === '1',
-        lastBeatAt: new Date(Number(entries[i + 1])).toISOString(),
-        draining: draining.has(entries[i]),
+        engine: asEngine(hash.engine),
+        lastBeatAt: new Date(beat).toISOString(),
+        draining: draining.has(id),
       });
     }
     return workers;
   }
+}
+
+function asEngine(raw: string | null | undefined): WorkerEngine | null {
+  return raw === 'wwebjs' || raw === 'sandbox' ? raw : null;
 }
 
 function parseSessions(raw: string | undefined): string[] {

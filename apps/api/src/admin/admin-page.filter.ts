@@ -1,7 +1,7 @@
 import { ArgumentsHost, Catch, ExceptionFilter, Injectable, Logger } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { toErrorEnvelope } from '@app/common';
-import { AppConfig } from '@app/config';
+import { WorkersService } from '../workers/workers.service.js';
 import { AdminAccess } from './admin-access.service.js';
 import { AdminViews } from './admin-views.service.js';
 
@@ -26,7 +26,7 @@ export class AdminPageFilter implements ExceptionFilter {
   constructor(
     private readonly views: AdminViews,
     private readonly access: AdminAccess,
-    private readonly config: AppConfig,
+    private readonly workers: WorkersService,
   ) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
@@ -61,9 +61,9 @@ export class AdminPageFilter implements ExceptionFilter {
           message: body.error.message,
           errorId: body.error.errorId,
           hint,
-          sandbox: this.config.WA_ENGINE === 'sandbox',
+          // As the last page read them: an error page reads nothing more (Redis may be down).
+          ...this.workers.lastEngineBanner(),
           open: !this.access.protected,
-          engine: this.config.WA_ENGINE,
         }),
       );
   }

@@ -109,7 +109,7 @@ export class AdminPagesController {
       this.workers.fleetState(),
     ]);
     const sessions = overview.map((session) => ({ ...session, problem: problemText(session) }));
-    this.page(
+    await this.page(
       req,
       res,
       'index',
@@ -197,7 +197,7 @@ export class AdminPagesController {
       this.audit.actions(AUDIT_PAGE),
       this.audit.refusals(AUDIT_REFUSALS_PAGE),
     ]);
-    this.page(req, res, 'audit', {
+    await this.page(req, res, 'audit', {
       title: 'Audit log',
       nav: 'audit',
       entries: actions.map((entry) => ({ ...entry, ok: entry.status < 400 })),
@@ -210,7 +210,7 @@ export class AdminPagesController {
   @Get('workers')
   async workersPage(@Req() req: FastifyRequest, @Res() res: FastifyReply): Promise<void> {
     const live = await this.workers.listLive();
-    this.page(req, res, 'workers', {
+    await this.page(req, res, 'workers', {
       title: 'Workers',
       nav: 'workers',
       workers: live.map((worker) => {
@@ -223,8 +223,6 @@ export class AdminPagesController {
             : `Drain ${worker.host}? No other worker takes sessions: its sessions stop until it takes sessions again or another worker starts.`,
         };
       }),
-      heartbeatSeconds: this.config.WORKER_HEARTBEAT_MS / 1000,
-      staleSeconds: this.config.workerStaleAfterMs / 1000,
     });
   }
 
@@ -258,7 +256,9 @@ export class AdminPagesController {
     refused?: Refusal,
   ): Promise<void> {
     const session = await this.admin.detail(id);
-    this.page(
+    // The forms only the sandbox answers, by the engine of the worker that drives the session.
+    const sessionSandbox = (await this.workers.engineOf(session.worker)) === 'sandbox';
+    await this.page(
       req,
       res,
       'session',
@@ -271,6 +271,7 @@ export class AdminPagesController {
         problem: problemText(session),
         recentIncomingLimit: RECENT_INCOMING,
         recentDeliveriesLimit: RECENT_DELIVERIES,
+        sessionSandbox,
         refused,
       },
       refused?.status,
@@ -432,7 +433,7 @@ export class AdminPagesController {
     newKey?: { name: string; key: string },
     refused?: Refusal,
   ): Promise<void> {
-    this.page(
+    await this.page(
       req,
       res,
       'keys',
@@ -500,21 +501,22 @@ export class AdminPagesController {
     }
   }
 
-  private page(
+  private async page(
     req: FastifyRequest,
     res: FastifyReply,
     view: string,
     data: Record<string, unknown>,
     status = 200,
   ) {
+    // The workers' engines, not this api's WA_ENGINE: they are the ones that send.
+    const banner = await this.workers.engineBanner();
     const html = this.views.render(view, {
       ...data,
       csrfToken: this.access.csrfToken(req, res),
       csrfField: CSRF_FIELD,
       flash: takeFlash(req, res),
-      sandbox: this.config.WA_ENGINE === 'sandbox',
+      ...banner,
       open: !this.access.protected,
-      engine: this.config.WA_ENGINE,
     });
     void res
       .code(status)

@@ -55,10 +55,12 @@ const NO_INCOMING = {
 /** The sandbox route's refusals of its own; the admin's sandbox route gives them alike. */
 export const NOT_SANDBOX: ErrorAnswer = {
   status: 409,
-  description: 'Not the sandbox engine',
+  description:
+    "The session's worker does not run the sandbox engine (its WA_ENGINE decides, not the api's; with no worker known, the live workers' engine, else the api's)",
   example: {
     code: 'CONFLICT',
-    message: 'Injecting incoming messages works with the sandbox engine only',
+    message:
+      'Injecting incoming messages works with the sandbox engine only: session main is driven by wwebjs',
   },
 };
 export const SANDBOX_FULL: ErrorAnswer = {

@@ -13,6 +13,7 @@ import {
   type IncomingRecord,
 } from '@app/status-store';
 import { SessionsService } from '../sessions/sessions.service.js';
+import { WorkersService } from '../workers/workers.service.js';
 import { mediaBodyLimit } from '../messages/media-upload.js';
 import type { ListMessagesQueryDto, SandboxIncomingDto } from './inbox.dto.js';
 
@@ -33,6 +34,7 @@ export class InboxService {
     private readonly sessions: SessionsService,
     private readonly registry: SessionRepository,
     private readonly incoming: IncomingRepository,
+    private readonly workers: WorkersService,
   ) {}
 
   async list(sessionId: string, query: ListMessagesQueryDto): Promise<ConversationPage> {
@@ -84,12 +86,15 @@ export class InboxService {
 
   /** Sandbox only: the session's engine receives this message as if it had been sent to it. */
   async injectSandbox(sessionId: string, dto: SandboxIncomingDto) {
-    if (this.config.WA_ENGINE !== 'sandbox')
+    const session = await this.sessions.existing(sessionId);
+    // The engine of the worker that drives the session receives it, not this api's: queued
+    // for a wwebjs engine, it would be accepted and never received.
+    const engine = await this.workers.engineOf(session.worker);
+    if (engine !== 'sandbox')
       throw new AppError(
         'CONFLICT',
-        'Injecting incoming messages works with the sandbox engine only',
+        `Injecting incoming messages works with the sandbox engine only: session ${sessionId} is driven by ${engine}`,
       );
-    await this.sessions.existing(sessionId);
     if (!dto.text && !dto.media && !dto.location && !dto.reaction)
       throw new AppError('BAD_REQUEST', 'give at least one of text, media, location or reaction');
     assertOneKind(dto);

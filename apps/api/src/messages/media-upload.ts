@@ -20,8 +20,8 @@ export const SANDBOX_INCOMING_ROUTE = '/api/v1/sessions/:id/sandbox/incoming';
 const FIELD_NAME = /^[A-Za-z][A-Za-z0-9]{0,39}$/;
 
 /**
- * The body limit of the routes that take a file as base64 (the media route; with the sandbox
- * engine, its incoming route): a file of MEDIA_MAX_BYTES, plus the other fields. Every other
+ * The body limit of the routes that take a file as base64 (the media route; the sandbox's
+ * incoming route): a file of MEDIA_MAX_BYTES, plus the other fields. Every other
  * route keeps the 1 MiB limit.
  */
 export function mediaBodyLimit(mediaMaxBytes: number): number {
@@ -29,8 +29,8 @@ export function mediaBodyLimit(mediaMaxBytes: number): number {
 }
 
 /**
- * Larger bodies on three routes only (a batch; a file sent with the request; with the sandbox
- * engine, a file it receives), and lets
+ * Larger bodies on three routes only (a batch; a file sent with the request; a file the
+ * sandbox receives), and lets
  * POST /api/v1/messages/media take its file in the request: as `mediaBase64` in JSON (a
  * larger body limit on that route alone), or as multipart/form-data with a `file` part
  * (@fastify/multipart, the file capped at MEDIA_MAX_BYTES while it streams in). A form is
@@ -56,8 +56,9 @@ export async function configureUploads(
       route.config = { ...route.config, bodyTypes: MEDIA_BODY_TYPES };
     }
     if (route.url === BATCH_ROUTE) route.bodyLimit = BATCH_BODY_LIMIT;
-    // Another engine refuses it (409) whatever its size: no reason to read more than 1 MiB.
-    if (route.url === SANDBOX_INCOMING_ROUTE && config.WA_ENGINE === 'sandbox')
+    // Whatever this api's WA_ENGINE: the engine of the session's worker decides (409 when it
+    // is not the sandbox), and that is known only once the request came.
+    if (route.url === SANDBOX_INCOMING_ROUTE)
       route.bodyLimit = mediaBodyLimit(config.MEDIA_MAX_BYTES);
   });
   await app.register(multipart, {

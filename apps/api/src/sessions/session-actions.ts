@@ -183,10 +183,12 @@ export abstract class SessionActions {
     { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
     {
       status: 409,
-      description: 'Not the sandbox engine',
+      description:
+        "The session's worker does not run the sandbox engine (its WA_ENGINE decides, not the api's; with no worker known, the live workers' engine, else the api's)",
       example: {
         code: 'CONFLICT',
-        message: 'Linking without a phone works with the sandbox engine only',
+        message:
+          'Linking without a phone works with the sandbox engine only: session main is driven by wwebjs',
       },
     },
   )

@@ -15,6 +15,7 @@ import {
   type SessionCallResult,
   type SessionView,
 } from '@app/status-store';
+import { WorkersService } from '../workers/workers.service.js';
 import type { SessionStatusDto } from './session.dto.js';
 import type {
   NumberCheckDto,
@@ -48,6 +49,7 @@ export class SessionsService {
     private readonly sessions: SessionRepository,
     private readonly workers: WorkerRepository,
     private readonly calls: SessionCallClient,
+    private readonly fleet: WorkersService,
   ) {}
 
   /**
@@ -141,9 +143,14 @@ export class SessionsService {
 
   /** Sandbox only: links the session now, as a scanned QR would. */
   async link(sessionId: string): Promise<SessionCommandAcceptedDto> {
-    if (this.config.WA_ENGINE !== 'sandbox')
-      throw new AppError('CONFLICT', 'Linking without a phone works with the sandbox engine only');
-    await this.existing(sessionId);
+    const session = await this.existing(sessionId);
+    // Its worker's engine links it, not this api's: a wwebjs engine would ignore the command.
+    const engine = await this.fleet.engineOf(session.worker);
+    if (engine !== 'sandbox')
+      throw new AppError(
+        'CONFLICT',
+        `Linking without a phone works with the sandbox engine only: session ${sessionId} is driven by ${engine}`,
+      );
     await this.sessions.request(sessionId, 'link');
     return accepted(sessionId, 'link');
   }

@@ -41,6 +41,15 @@ export class WorkerDto implements LiveWorker {
       'Chromium does not launch there (a missing library, a bad binary, no memory), twice, and no session has started there. While another worker whose starts do not fail takes sessions, it hands its sessions to them and takes none (maxSessions 0), trying Chromium alone after 1 minute, then twice as long after each failed try (30 at most), and takes its share again once it launches; alone, it keeps trying its sessions. Its log says why',
   })
   startsFailing: boolean;
+  @ApiProperty({
+    type: String,
+    enum: ['wwebjs', 'sandbox'],
+    nullable: true,
+    example: 'wwebjs',
+    description:
+      'Its WA_ENGINE. What only the sandbox does (linking without a phone, receiving a made-up message) follows the engine of the worker that drives the session. Null for a worker of a version that did not say',
+  })
+  engine: 'wwebjs' | 'sandbox' | null;
   @ApiProperty({ example: '2026-11-24T10:00:00.000Z' })
   lastBeatAt: string;
   @ApiProperty({

@@ -13,7 +13,7 @@ import { SessionManager, WORKER_ID } from '@app/whatsapp';
 export class HeartbeatService {
   private readonly log = new Logger(HeartbeatService.name);
   private timer?: NodeJS.Timeout;
-  private readonly info: Omit<WorkerInfo, 'sessions' | 'maxSessions' | 'startsFailing'>;
+  private readonly info: Omit<WorkerInfo, 'sessions' | 'maxSessions' | 'startsFailing' | 'engine'>;
   /**
    * When (performance.now()) the newest heartbeat written was sent; while none has been, when
    * beating began.
@@ -83,7 +83,10 @@ export class HeartbeatService {
           sessions: this.sessions.ownedSessionIds(),
           maxSessions: this.sessions.capacity(),
           startsFailing: this.sessions.startsFailing(),
+          engine: this.config.WA_ENGINE,
         },
+        // Its own limit, sent with each beat: the api and the other workers judge this worker by
+        // it, whatever their own WORKER_HEARTBEAT_MS.
         this.config.workerStaleAfterMs,
       );
       // Beats overlap (a capacity change beats at once): an older one answered late is not newer.
