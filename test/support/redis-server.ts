@@ -16,13 +16,16 @@ export class RedisServer {
     readonly port: number,
     readonly dir: string,
     private readonly persistence: boolean,
+    private readonly settings: string[],
   ) {}
 
-  static async start({ persistence = true } = {}): Promise<RedisServer> {
+  /** `settings`: more redis-server arguments, such as `['--databases', '2']`. */
+  static async start({ persistence = true, settings = [] as string[] } = {}): Promise<RedisServer> {
     const server = new RedisServer(
       await freePort(),
       await mkdtemp(join(tmpdir(), 'wa-redis-')),
       persistence,
+      settings,
     );
     await server.up();
     return server;
@@ -51,6 +54,7 @@ export class RedisServer {
         'always',
         '--save',
         '',
+        ...this.settings,
       ],
       { stdio: 'ignore' },
     );

@@ -2,19 +2,16 @@ import { Transform } from 'class-transformer';
 import {
   IsBoolean,
   IsIn,
-  IsInt,
   IsOptional,
   IsString,
   IsUrl,
   Matches,
-  Max,
-  Min,
   MinLength,
   ValidateBy,
   ValidateIf,
 } from 'class-validator';
 import { isIP } from 'node:net';
-import { parseRedisUrl } from './redis-url.js';
+import { redisUrlProblem } from './redis-url.js';
 
 /** The API key shipped in .env.example; production refuses to start with it. */
 export const EXAMPLE_API_KEY = 'change-me-to-a-long-random-string';
@@ -47,12 +44,25 @@ const toInt = () =>
  * Redis takes as an expiry (and what a JavaScript number holds exactly).
  */
 const TEN_YEARS_MS = 10 * 365 * 86_400_000;
-/** A whole number from `min` (to `max`), given as digits in the environment. */
+/**
+ * A whole number from `min` to `max`: one check and one message that says what is allowed,
+ * whatever is wrong (not a number, a sign, a fraction, out of range).
+ */
+const WholeNumber = (min: number, max: number, orElse = '') =>
+  ValidateBy({
+    name: 'isWholeNumber',
+    constraints: [min, max],
+    validator: {
+      validate: (value: unknown) =>
+        typeof value === 'number' && Number.isSafeInteger(value) && value >= min && value <= max,
+      defaultMessage: () => `must be a whole number from ${min} to ${max}${orElse}`,
+    },
+  });
+/** A whole number from `min` to `max`, given as digits in the environment. */
 const IntRange =
-  (min: number, max?: number): PropertyDecorator =>
+  (min: number, max: number): PropertyDecorator =>
   (target, property) => {
-    for (const decorate of [toInt(), IsInt(), Min(min), ...(max === undefined ? [] : [Max(max)])])
-      decorate(target, property as string);
+    for (const decorate of [toInt(), WholeNumber(min, max)]) decorate(target, property as string);
   };
 const toBool = () =>
   Transform(({ value }) => {
@@ -113,6 +123,23 @@ function corsOriginsProblem(value: unknown): string | null {
   return null;
 }
 
+/**
+ * Two URLs joined by another separator than a comma, the one way they read as one: a `;` or `|`
+ * (with or without spaces) right before `http://` or `https://`. A URL parses with that in its
+ * path or query, and one target would get a path nobody serves. (`?next=https://...` is not
+ * caught: an `=` comes before it.)
+ */
+const JOINED_URLS = /[;|]\s*https?:\/\//i;
+/** Why a comma-separated list of http(s) URLs is not one ('' for no reason worth adding), or null. */
+function urlListProblem(value: unknown): string | null {
+  if (typeof value !== 'string') return '';
+  const entries = value.split(',').map((url) => url.trim());
+  const joined = entries.find((url) => JOINED_URLS.test(url));
+  if (joined)
+    return `: one holds "${JOINED_URLS.exec(joined)![0]}", two URLs joined; separate them with a comma`;
+  return entries.every((url) => /^https?:\/\/[^\s,]+$/.test(url) && URL.canParse(url)) ? null : '';
+}
+
 const emptyAsUnset = () =>
   Transform(({ value }) => (typeof value === 'string' && value.trim() === '' ? undefined : value));
 
@@ -136,9 +163,9 @@ export class AppConfig {
   @ValidateBy({
     name: 'isRedisUrl',
     validator: {
-      validate: (value: unknown) => typeof value === 'string' && parseRedisUrl(value) !== null,
-      defaultMessage: () =>
-        'must be redis://host:port, rediss://..., redis+sentinel://host:port,.../masterName or redis+cluster://host:port,... (a password with % : @ / in it percent-encoded: %25 %3A %40 %2F)',
+      validate: (value: unknown) => typeof value === 'string' && redisUrlProblem(value) === null,
+      defaultMessage: (args) =>
+        redisUrlProblem(typeof args?.value === 'string' ? args.value : '') ?? '',
     },
   })
   REDIS_URL = 'redis://127.0.0.1:6379';
@@ -327,9 +354,7 @@ export class AppConfig {
         : value,
   )
   @ValidateIf((_, v) => v !== 'manual')
-  @IsInt({ message: 'SANDBOX_LINK_DELAY_MS must be a number of milliseconds or "manual"' })
-  @Min(0)
-  @Max(600_000)
+  @WholeNumber(0, 600_000, ' (milliseconds) or "manual"')
   SANDBOX_LINK_DELAY_MS: number | 'manual' = 3000;
 
   @IntRange(0, 600_000)
@@ -390,12 +415,9 @@ export class AppConfig {
   @ValidateBy({
     name: 'isUrlList',
     validator: {
-      validate: (value: unknown) =>
-        typeof value === 'string' &&
-        value
-          .split(',')
-          .every((url) => /^https?:\/\/[^\s,]+$/.test(url.trim()) && URL.canParse(url.trim())),
-      defaultMessage: () => 'must be comma-separated http:// or https:// URLs',
+      validate: (value: unknown) => urlListProblem(value) === null,
+      defaultMessage: (args) =>
+        `must be comma-separated http:// or https:// URLs${urlListProblem(args?.value) ?? ''}`,
     },
   })
   WEBHOOK_URLS?: string;

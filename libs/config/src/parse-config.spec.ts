@@ -1,4 +1,11 @@
-import { ConfigError, EXAMPLE_API_KEY, isPaddedWebhookSecret, parseConfig } from './index.js';
+import {
+  AppConfig,
+  ConfigError,
+  EXAMPLE_API_KEY,
+  isPaddedWebhookSecret,
+  parseConfig,
+  parseRedisUrl,
+} from './index.js';
 
 function problems(env: Record<string, string>): string[] {
   try {
@@ -68,11 +75,47 @@ describe('parseConfig', () => {
     }
     expect(lines.find((line) => line.startsWith('PORT'))).toContain('"eighty"');
     expect(lines.find((line) => line.startsWith('SEND_ATTEMPTS'))).toBe(
-      'SEND_ATTEMPTS must not be less than 1 (got "0")',
+      'SEND_ATTEMPTS must be a whole number from 1 to 50 (got "0")',
     );
     expect(problems({ SEND_ATTEMPTS: 'zero' })).toEqual([
-      'SEND_ATTEMPTS must be an integer number (got "zero")',
+      'SEND_ATTEMPTS must be a whole number from 1 to 50 (got "zero")',
     ]);
+  });
+
+  it('says for every whole-number variable what it takes, whatever is wrong, one line each', () => {
+    expect(
+      problems({
+        PORT: '-1',
+        SEND_MIN_INTERVAL_MS: '-5',
+        WEBHOOK_MAX_ATTEMPTS: '31',
+        SEND_ATTEMPTS: '2.5',
+        SANDBOX_LINK_DELAY_MS: '-1',
+      }),
+    ).toEqual([
+      'PORT must be a whole number from 1 to 65535 (got "-1")',
+      'SEND_MIN_INTERVAL_MS must be a whole number from 0 to 3600000 (got "-5")',
+      'SEND_ATTEMPTS must be a whole number from 1 to 50 (got "2.5")',
+      'SANDBOX_LINK_DELAY_MS must be a whole number from 0 to 600000 (milliseconds) or "manual" (got "-1")',
+      'WEBHOOK_MAX_ATTEMPTS must be a whole number from 1 to 30 (got "31")',
+    ]);
+    expect(problems({ PORT: '0' })).toEqual([
+      'PORT must be a whole number from 1 to 65535 (got "0")',
+    ]);
+    // Every one of them, with its own bounds.
+    const numbers = Object.entries(new AppConfig()).filter(
+      ([name, value]) => typeof value === 'number' && name !== 'SANDBOX_LINK_DELAY_MS',
+    );
+    expect(numbers.length).toBeGreaterThan(30);
+    for (const [name] of numbers)
+      expect(problems({ [name]: '-1' }), name).toEqual([
+        expect.stringMatching(
+          new RegExp(`^${name} must be a whole number from \\d+ to \\d+ \\(got "-1"\\)$`),
+        ),
+      ]);
+    expect(parseConfig({ PORT: ' 8080 ', SEND_MIN_INTERVAL_MS: '0' })).toMatchObject({
+      PORT: 8080,
+      SEND_MIN_INTERVAL_MS: 0,
+    });
   });
 
   it('refuses a retention shorter than the queue TTL', () => {
@@ -171,10 +214,59 @@ describe('parseConfig', () => {
     expect(lines.join('\n')).not.toMatch(/SlackSecretToken|AbCdEf0123/);
   });
 
+  it('shows the spaces around a refused value, and says they are the problem when they are', () => {
+    expect(problems({ REDIS_URL: 'redis://127.0.0.1:6423 ' })).toEqual([
+      expect.stringMatching(
+        /^REDIS_URL must be redis:\/\/host:port, .* \(got "redis:\/\/127\.0\.0\.1:6423 ", which has spaces around it: remove them\)$/,
+      ),
+    ]);
+    const masked = problems({ REDIS_URL: ' redis://:hunter2@127.0.0.1:6423\t' });
+    expect(masked).toHaveLength(1);
+    expect(masked[0]).toContain(
+      '(got " redis://***@127.0.0.1:6423\\t", which has spaces around it: remove them)',
+    );
+    expect(masked[0]).not.toContain('hunter2');
+    // A secret is never shown, but the spaces are still named.
+    expect(problems({ WEBHOOK_SECRET: ' whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' })).toEqual([
+      'WEBHOOK_SECRET must be whsec_ followed by base64 of 24 to 64 random bytes (it has spaces around it: remove them)',
+    ]);
+    expect(problems({ WORKER_TOKEN: ' wrong ' })).toEqual([
+      'WORKER_TOKEN must be longer than or equal to 8 characters',
+    ]);
+    // Spaces that are not the problem are shown, not blamed.
+    expect(problems({ REDIS_URL: ' http://localhost ' })[0]).toMatch(
+      /\(got " http:\/\/localhost\/ "\)$/,
+    );
+  });
+
+  it('refuses WEBHOOK_URLS joined by a semicolon or a bar, asking for commas; takes a URL in a query', () => {
+    const secret = { WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' };
+    for (const [value, joiner] of [
+      ['https://a.example.com/x;https://b.example.com/y', ';https://'],
+      ['https://a.example.com/x; http://b.example.com/y', '; http://'],
+      ['https://a.example.com/x, https://c.example.com|HTTPS://b.example.com', '|HTTPS://'],
+    ]) {
+      const lines = problems({ WEBHOOK_URLS: value, ...secret });
+      expect(lines, value).toHaveLength(1);
+      expect(lines[0], value).toMatch(
+        /^WEBHOOK_URLS must be comma-separated http:\/\/ or https:\/\/ URLs: one holds ".+", two URLs joined; separate them with a comma \(got "https:\/\/a\.example\.com\/\*\*\*/,
+      );
+      expect(lines[0], value).toContain(`one holds "${joiner}"`);
+      expect(lines[0], value).not.toMatch(/b\.example/);
+    }
+    for (const value of [
+      'https://a.example.com/in?next=https://b.example.com/y',
+      'https://a.example.com/in;jsessionid=1,https://b.example.com/y',
+    ])
+      expect(parseConfig({ WEBHOOK_URLS: value, ...secret }).WEBHOOK_URLS, value).toBe(value);
+  });
+
   it('refuses a WEBHOOK_URLS entry that does not parse, and takes a URL listed twice once', () => {
     const refused = problems({ WEBHOOK_URLS: 'https://hooks.example.com:99999/in?token=t0ken' });
     expect(refused.filter((line) => line.startsWith('WEBHOOK_URLS '))).toHaveLength(1);
     expect(refused.join('\n')).not.toContain('t0ken');
+    // Its path is not shown either: a Slack or Discord token would be in it.
+    expect(refused.join('\n')).toContain('(got "https://hooks.example.com:99999/***")');
     expect(
       parseConfig({
         WEBHOOK_URLS: 'https://a.example.com/in, https://b.example.com/in,https://a.example.com/in',
@@ -353,6 +445,45 @@ describe('parseRedisUrl', () => {
   });
 
   it.each([
+    ['redis://127.0.0.1:6379/abc', '"redis://127.0.0.1:6379/abc"'],
+    ['redis://127.0.0.1:6379/-1', '"redis://127.0.0.1:6379/-1"'],
+    ['redis://127.0.0.1:6379/1.5', '"redis://127.0.0.1:6379/1.5"'],
+    ['redis://127.0.0.1:6379/2x', '"redis://127.0.0.1:6379/2x"'],
+    ['rediss://:pw@redis.example:6380//2', '"rediss://***@redis.example:6380//2"'],
+    ['redis://127.0.0.1:6379?db=abc', '"redis://127.0.0.1:6379?***"'],
+    ['redis+sentinel://:pw@s1:26379/mymaster/abc', '"redis+sentinel://***@s1:26379/mymaster/abc"'],
+    ['redis+sentinel://s1:26379,s2/mymaster/-1', '"redis+sentinel://s1:26379,s2/mymaster/-1"'],
+  ])('refuses at boot the database of %s, saying what it takes', (url, shown) => {
+    expect(parseRedisUrl(url)).toBeNull();
+    expect(problems({ REDIS_URL: url })).toEqual([
+      `REDIS_URL: the database must be a whole number from 0, below the server's databases setting (0 to 15 by default), as in redis://host:6379/2 (got ${shown})`,
+    ]);
+  });
+
+  it('takes a database the server may have (its databases setting is only known connected)', () => {
+    expect(parseConfig({ REDIS_URL: 'redis://127.0.0.1:6379/16' }).REDIS_URL).toBe(
+      'redis://127.0.0.1:6379/16',
+    );
+    for (const url of [
+      'redis://127.0.0.1:6379/',
+      'redis://127.0.0.1:6379/0',
+      'redis://127.0.0.1:6379?db=3',
+      'redis+sentinel://s1:26379/mymaster/',
+    ])
+      expect(parseRedisUrl(url), url).not.toBeNull();
+    expect(parseRedisUrl('redis+sentinel://s1:26379/mymaster/15')?.db).toBe(15);
+  });
+
+  it('refuses a Cluster URL with a database: a Cluster has only database 0', () => {
+    for (const url of ['redis+cluster://n1:7000,n2:7001/3', 'rediss+cluster://n1:7000/0'])
+      expect(problems({ REDIS_URL: url }), url).toEqual([
+        expect.stringMatching(
+          /^REDIS_URL: a Redis Cluster has only database 0 and takes no \/<db>; leave it out of the redis\+cluster:\/\/ URL \(got "rediss?\+cluster:\/\/n1:7000/,
+        ),
+      ]);
+  });
+
+  it.each([
     'http://x',
     'redis+sentinel://s1:26379',
     'redis+cluster://n1:7000/extra',
@@ -362,8 +493,7 @@ describe('parseRedisUrl', () => {
     'redis://:p%w0rd@127.0.0.1:6379',
     'redis+sentinel://:p%w0rd@s1:26379/mymaster',
     'redis+cluster://u%zz:pw@n1:7000',
-  ])('refuses %s', async (url) => {
-    const { parseRedisUrl } = await import('./index.js');
+  ])('refuses %s', (url) => {
     expect(parseRedisUrl(url)).toBeNull();
     expect(() => parseConfig({ REDIS_URL: url })).toThrow(/REDIS_URL/);
   });

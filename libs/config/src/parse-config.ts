@@ -16,27 +16,46 @@ const KNOWN = new Set(Object.keys(new AppConfig()));
  * A value as a problem line shows it: the user info, path and query of any URL in it
  * (REDIS_URL, WEBHOOK_URLS, ...), where credentials live (Slack's and Discord's webhook URLs
  * carry their tokens in the path), are masked; its scheme, host and port, and the commas and
- * spaces between URLs, which is what goes wrong, are shown. The user info of a value that does
- * not parse is everything from the first `//` to the last `@`: a password may hold a `/`, a
- * `,` or a space (the very reason it does not parse), and masking too much is the safe side.
+ * spaces between and around URLs, which is what goes wrong, are shown (URL parsing would drop
+ * the spaces). A Redis URL's path is shown: it is a database or a Sentinel master's name. The
+ * user info of a value that does not parse is everything from the first `//` to the last `@`:
+ * a password may hold a `/`, a `,` or a space (the very reason it does not parse), and masking
+ * too much is the safe side; so is its path (from the first `/`, `?` or `#` after the host).
  */
+const REDIS_SCHEME = /^rediss?(\+sentinel|\+cluster)?:/i;
 function masked(value: string): string {
   const shown = value
     .split(',')
     .map((part) => {
-      const [, space, rest] = /^(\s*)(.*)$/s.exec(part)!;
+      const [, before, rest, after] = /^(\s*)(.*?)(\s*)$/s.exec(part)!;
       if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(rest)) return part;
       let url: URL;
       try {
         url = new URL(rest);
       } catch {
-        return part;
+        const hidden = part.replace(/\/\/.*@/s, '//***@');
+        return REDIS_SCHEME.test(rest)
+          ? hidden
+          : hidden.replace(/^(\s*[a-z][a-z0-9+.-]*:\/\/[^/?#\s]*)[/?#].*?(\s*)$/is, '$1/***$2');
       }
-      const path = url.pathname.length > 1 ? '/***' : url.pathname;
-      return `${space}${url.protocol}//${url.username || url.password ? '***@' : ''}${url.host}${path}${url.search ? '?***' : ''}`;
+      const redis = REDIS_SCHEME.test(url.protocol);
+      const path = url.pathname.length > 1 && !redis ? '/***' : url.pathname;
+      return `${before}${url.protocol}//${url.username || url.password ? '***@' : ''}${url.host}${path}${url.search ? '?***' : ''}${after}`;
     })
     .join(',');
   return shown.replace(/\/\/.*@/s, '//***@').replace(/\?[^\s,]*/g, '?***');
+}
+
+/** Whether `name`'s value, without the spaces around it, passes its checks. */
+function fineTrimmed(raw: Record<string, string>, name: string): boolean {
+  const trimmed = plainToInstance(
+    AppConfig,
+    { ...raw, [name]: raw[name].trim() },
+    { exposeDefaultValues: true },
+  );
+  return !validateSync(trimmed, { forbidUnknownValues: false }).some(
+    (error) => error.property === name,
+  );
 }
 
 /** Builds the typed config from an environment; throws ConfigError listing every problem. */
@@ -51,14 +70,25 @@ export function parseConfig(env: Record<string, string | undefined>): AppConfig 
     const name = error.property;
     const constraints = error.constraints ?? {};
     // A value of the wrong type fails its range checks too; only the type is worth saying.
-    const typeOnly = constraints.isInt ?? constraints.isBoolean;
+    const typeOnly = constraints.isBoolean;
     const reasons = (typeOnly ? [typeOnly] : Object.values(constraints)).map((text) =>
       text.startsWith(`${name} `) ? text.slice(name.length + 1) : text,
     );
+    // A reason may name the variable itself (`REDIS_URL: the database ...`).
+    const line = reasons[0]?.startsWith(`${name}:`)
+      ? reasons.join('; ')
+      : `${name} ${reasons.join('; ')}`;
+    const value = raw[name];
+    // Spaces around a value are invisible in a .env file or a manifest.
+    const spaced =
+      value !== undefined && value.trim() !== value && fineTrimmed(raw, name)
+        ? ', which has spaces around it: remove them'
+        : '';
     // Never echo a secret back, even a malformed one.
     const secret = /KEY|TOKEN|PASSWORD|SECRET/.test(name);
-    const shown = raw[name] === undefined || secret ? '' : ` (got "${masked(raw[name])}")`;
-    return `${name} ${reasons.join('; ')}${shown}`;
+    if (value === undefined) return line;
+    if (secret) return spaced ? `${line} (it has spaces around it: remove them)` : line;
+    return `${line} (got ${JSON.stringify(masked(value))}${spaced})`;
   });
   if (problems.length === 0 && config.MESSAGE_RETENTION_MS < config.MESSAGE_TTL_MS) {
     problems.push(

@@ -170,3 +170,56 @@ describe('createRedis: one address in front of Redis', () => {
     }
   }, 40_000);
 });
+
+// Its own Redis with two databases: REDIS_URL's /5 is beyond them.
+describe('createRedis: a database the server refuses', () => {
+  let server: RedisServer;
+  beforeAll(async () => {
+    server = await RedisServer.start({ persistence: false, settings: ['--databases', '2'] });
+  });
+  afterAll(async () => {
+    await server?.destroy();
+  });
+  afterEach(() => vi.restoreAllMocks());
+
+  it.each([false, true])(
+    'stops the process with a line naming REDIS_URL, and runs nothing on database 0 (blocking: %s)',
+    async (blocking) => {
+      const exit = vi.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
+      const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+      const ours = createRedis(`${server.url}/5`, { name: 'db-test', blocking });
+      const direct = new Redis(server.url);
+      try {
+        // Issued before the connection is made: it waits in the client's queue behind SELECT.
+        const write = ours.set('db-test', 'lost').then(
+          () => 'written',
+          (err: Error) => err.message,
+        );
+        await eventually(() => expect(exit).toHaveBeenCalledWith(1));
+        expect(await write).toBe('Connection is closed.');
+        expect(logged).toHaveBeenCalledWith(
+          'REDIS_URL: the Redis server refuses database 5 (ERR DB index is out of range); it has as many as its databases setting, 16 by default (0 to 15). Exiting (Redis client db-test).',
+        );
+        expect(await direct.dbsize()).toBe(0);
+        expect(ours.status).toBe('end');
+      } finally {
+        ours.disconnect();
+        direct.disconnect();
+      }
+    },
+  );
+
+  it('takes a database the server has', async () => {
+    const exit = vi.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
+    const ours = createRedis(`${server.url}/1`, { name: 'db-ok-test' });
+    const direct = new Redis(`${server.url}/1`);
+    try {
+      expect(await ours.set('db-ok', 'kept')).toBe('OK');
+      expect(await direct.get('db-ok')).toBe('kept');
+      expect(exit).not.toHaveBeenCalled();
+    } finally {
+      ours.disconnect();
+      direct.disconnect();
+    }
+  });
+});

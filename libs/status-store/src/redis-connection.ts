@@ -110,6 +110,8 @@ export function createRedis(
   const silentMs = options.silentMs ?? (options.blocking ? RESENDING_SILENT_MS : SILENT_MS);
   let lastError = '';
   redis.on('error', (err: Error) => {
+    const select = refusedSelect(err);
+    if (select) return exitOnRefusedDatabase(redis, err, select.args?.[0], options.name);
     if (err.message !== lastError) log.warn(`${options.name}: ${err.message}`);
     lastError = err.message;
   });
@@ -127,6 +129,27 @@ export function createRedis(
     dropWhenSilent(redis, silentMs);
   }
   return redis;
+}
+
+/** The SELECT of REDIS_URL's database, refused as the connection was made; else undefined. */
+function refusedSelect(err: Error): { args?: unknown[] } | undefined {
+  const command = (err as Error & { command?: { name?: string; args?: unknown[] } }).command;
+  return command?.name === 'select' ? command : undefined;
+}
+
+/**
+ * Stops the process when the server refuses REDIS_URL's database (beyond its `databases`
+ * setting, 16 by default; boot only checks it is a whole number). ioredis just emits the error
+ * and goes on with every command on database 0: another deployment's keys, or none of ours.
+ * The client is closed first, so nothing queued on it runs there meanwhile. The line goes
+ * straight to stderr: Nest holds boot logs back until the app is made, and the process exits now.
+ */
+function exitOnRefusedDatabase(client: Redis, err: Error, db: unknown, name: string): void {
+  client.disconnect();
+  console.error(
+    `REDIS_URL: the Redis server refuses database ${String(db)} (${err.message}); it has as many as its databases setting, 16 by default (0 to 15). Exiting (Redis client ${name}).`,
+  );
+  process.exit(1);
 }
 
 /** How long a connection may receive nothing while commands wait on it. */
