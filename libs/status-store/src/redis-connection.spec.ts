@@ -209,6 +209,58 @@ describe('createRedis: a database the server refuses', () => {
     },
   );
 
+  it('does not stop the process when a SELECT is refused for a passing reason: it connects again and selects', async () => {
+    const exit = vi.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
+    const admin = new Redis(server.url);
+    const busy = new Redis(server.url);
+    const ours = createRedis(`${server.url}/1`, { name: 'db-busy-test' });
+    const direct = new Redis(`${server.url}/1`);
+    try {
+      expect(await ours.set('db-busy', 'before')).toBe('OK');
+      await admin.config('SET', 'busy-reply-threshold', '100');
+      // A script of another client running for 1.5 s: Redis answers BUSY to all else meanwhile.
+      const running = busy
+        .eval(
+          "local t = redis.call('TIME'); local s = t[1] * 1e6 + t[2]; " +
+            "while true do local n = redis.call('TIME'); if n[1] * 1e6 + n[2] - s > 1500000 then break end end",
+          0,
+        )
+        .catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // The connection drops meanwhile (a network blip) and is made again while Redis is busy.
+      ours.stream.destroy();
+      await running;
+      await eventually(async () => expect(await ours.set('db-busy', 'after')).toBe('OK'));
+      // On its own database, not on 0.
+      expect(await direct.get('db-busy')).toBe('after');
+      expect(await admin.get('db-busy')).toBeNull();
+      expect(exit).not.toHaveBeenCalled();
+    } finally {
+      await admin.config('SET', 'busy-reply-threshold', '5000').catch(() => undefined);
+      ours.disconnect();
+      busy.disconnect();
+      direct.disconnect();
+      admin.disconnect();
+    }
+  });
+
+  it('does not stop the process when the password is wrong: it waits, as with database 0', async () => {
+    const exit = vi.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
+    const admin = new Redis(server.url);
+    await admin.config('SET', 'requirepass', 'right');
+    const ours = createRedis(`${server.url.replace('redis://', 'redis://:wrong@')}/1`, {
+      name: 'db-wrongpass-test',
+    });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      expect(exit).not.toHaveBeenCalled();
+    } finally {
+      ours.disconnect();
+      await admin.config('SET', 'requirepass', '').catch(() => undefined);
+      admin.disconnect();
+    }
+  });
+
   it('takes a database the server has', async () => {
     const exit = vi.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
     const ours = createRedis(`${server.url}/1`, { name: 'db-ok-test' });

@@ -111,9 +111,14 @@ export function createRedis(
   let lastError = '';
   redis.on('error', (err: Error) => {
     const select = refusedSelect(err);
-    if (select) return exitOnRefusedDatabase(redis, err, select.args?.[0], options.name);
+    if (select && DATABASE_REFUSED.test(err.message))
+      return exitOnRefusedDatabase(redis, err, select.args?.[0], options.name);
     if (err.message !== lastError) log.warn(`${options.name}: ${err.message}`);
     lastError = err.message;
+    // Refused for a passing reason (a script running long, Redis loading or full, a password
+    // rotated): this connection is not on its database, and ioredis would go on with it on
+    // database 0. It is made anew instead, and selects again, after the usual wait.
+    if (select) redis.disconnect(true);
   });
   redis.on('ready', () => {
     if (lastError) log.log(`${options.name}: connected again`);
@@ -131,6 +136,12 @@ export function createRedis(
   return redis;
 }
 
+/**
+ * What a server answers a SELECT of a database it does not have (Redis: beyond its `databases`
+ * setting; a proxy or a Cluster: any but 0). Any other refusal of the SELECT passes.
+ */
+const DATABASE_REFUSED = /DB index is out of range|invalid DB index|SELECT is not allowed/i;
+
 /** The SELECT of REDIS_URL's database, refused as the connection was made; else undefined. */
 function refusedSelect(err: Error): { args?: unknown[] } | undefined {
   const command = (err as Error & { command?: { name?: string; args?: unknown[] } }).command;
@@ -142,7 +153,7 @@ function refusedSelect(err: Error): { args?: unknown[] } | undefined {
  * setting, 16 by default; boot only checks it is a whole number). ioredis just emits the error
  * and goes on with every command on database 0: another deployment's keys, or none of ours.
  * The client is closed first, so nothing queued on it runs there meanwhile. The line goes
- * straight to stderr: Nest holds boot logs back until the app is made, and the process exits now.
+ * straight to stderr, as the process exits now (a logger's asynchronous line might not).
  */
 function exitOnRefusedDatabase(client: Redis, err: Error, db: unknown, name: string): void {
   client.disconnect();
