@@ -467,6 +467,7 @@ describe('parseRedisUrl', () => {
     for (const url of [
       'redis://127.0.0.1:6379/',
       'redis://127.0.0.1:6379/0',
+      'redis://127.0.0.1:6379/2/',
       'redis://127.0.0.1:6379?db=3',
       'redis+sentinel://s1:26379/mymaster/',
     ])

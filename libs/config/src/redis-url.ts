@@ -62,7 +62,8 @@ function readRedisUrl(url: string): RedisTarget | string {
       return REDIS_URL_FORMS;
     // ioredis selects the path's database (else the query's `db`) and takes anything: `/abc`
     // as SELECT NaN, which fails with a stack trace; `/-1` fails and leaves it on database 0.
-    const db = database(parsed.pathname.replace(/^\//, ''));
+    // (One slash after it, `/2/`, as ioredis's parseInt reads it: a URL that worked before.)
+    const db = database(parsed.pathname.replace(/^\//, '').replace(/^(\d+)\/$/, '$1'));
     if (db === null || database(parsed.searchParams.get('db')) === null) return REDIS_DB_PROBLEM;
     return { mode: 'standalone', url, nodes: [], tls: url.startsWith('rediss:') };
   }
