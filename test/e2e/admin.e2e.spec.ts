@@ -1035,7 +1035,7 @@ describe('the sessions pages with no worker running', () => {
       await stack.redis.hset(stack.keys.session('main'), { status: 'READY' });
       const crashed = await request(stack, 'GET', '/admin/sessions/main');
       expect(crashed.text).toMatch(
-        /worker-gone stopped answering \(no heartbeat for \d+ ms\); no worker is running to take the session over/,
+        /worker-gone stopped answering \(no heartbeat within 3 × its WORKER_HEARTBEAT_MS\); no worker is running to take the session over/,
       );
       expect(shownTexts(crashed.text)).toEqual([
         'The session is not connected, and no worker is running to connect it: it connects once a worker starts.',

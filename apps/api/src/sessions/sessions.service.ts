@@ -94,7 +94,7 @@ export class SessionsService {
         status: 'DISCONNECTED',
         hasQr: false,
         pairingCode: null,
-        lastError: `worker ${session.worker} stopped answering (no heartbeat for ${this.config.workerStaleAfterMs} ms); ${live.size ? 'another worker takes the session over' : 'no worker is running to take the session over'}`,
+        lastError: `worker ${session.worker} stopped answering (no heartbeat within 3 × its WORKER_HEARTBEAT_MS); ${live.size ? 'another worker takes the session over' : 'no worker is running to take the session over'}`,
         workerAlive,
       };
     }
