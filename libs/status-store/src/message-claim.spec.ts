@@ -51,6 +51,17 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
     return messages.create(newMessage(overrides), now);
   }
 
+  /** A deletion (type revoke) of message `targetId`, stored as the api writes it. */
+  async function storedDeletion(sessionId: string, targetId: string) {
+    return stored({
+      id: newMessageId(sessionId),
+      sessionId,
+      type: 'revoke',
+      text: null,
+      replyTo: targetId,
+    });
+  }
+
   /**
    * Runs `run`, counting what it sent Redis: script calls (plain or in a pipeline) and the
    * pipelines made for them. (This connection pipelines a plain call by itself: that pipeline
@@ -294,8 +305,7 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
   });
 
   describe('deletions (revoke messages)', () => {
-    const deletionOf = (targetId: string) =>
-      stored({ id: newMessageId('main'), type: 'revoke', text: null, replyTo: targetId });
+    const deletionOf = (targetId: string) => storedDeletion('main', targetId);
 
     it('claims a message for one deletion at a time: another is refused, naming it, until it is given back or replaced', async () => {
       const target = await stored({ id: newMessageId('main') });
@@ -411,13 +421,7 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
         async (_name, makeId) => {
           const target = await stored({ id: makeId(), sessionId });
           await messages.markSent(target, `true_x_${target.id}`);
-          const deletion = await stored({
-            id: newMessageId(sessionId),
-            sessionId,
-            type: 'revoke',
-            text: null,
-            replyTo: target.id,
-          });
+          const deletion = await storedDeletion(sessionId, target.id);
           await messages.claimRevoke(target.id, deletion.id);
           const at = new Date();
           expect(
@@ -430,13 +434,7 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
           expect(
             await published(() => messages.markSent(deletion, `revoke_${target.id}`, at, false)),
           ).toEqual([]);
-          const late = await stored({
-            id: newMessageId(sessionId),
-            sessionId,
-            type: 'revoke',
-            text: null,
-            replyTo: target.id,
-          });
+          const late = await storedDeletion(sessionId, target.id);
           expect(
             await published(() => messages.markSent(late, `revoke_late_${target.id}`, at, false)),
           ).toEqual([[late.id, 'sent', null]]);
@@ -446,13 +444,7 @@ describe('MessageRepository: read, claim and mark sent, paced on the server cloc
       it('is published, once, by the call made again when the first failed after marking a message made before shards', async () => {
         const target = await stored({ id: randomUUID(), sessionId });
         await messages.markSent(target, `true_x_${target.id}`);
-        const deletion = await stored({
-          id: newMessageId(sessionId),
-          sessionId,
-          type: 'revoke',
-          text: null,
-          replyTo: target.id,
-        });
+        const deletion = await storedDeletion(sessionId, target.id);
         await messages.claimRevoke(target.id, deletion.id);
         const at = new Date();
         // The script publishing its event fails (Redis failing over): the mark is written.

@@ -26,6 +26,7 @@ import {
   SessionCommandAcceptedDto,
 } from './session-commands.dto.js';
 import { SessionsService } from './sessions.service.js';
+import { NOT_SANDBOX } from '../inbox/inbox.controller.js';
 import { ApiScope } from '../auth/scope.guard.js';
 import { auditTarget } from '../audit/audit.interceptor.js';
 
@@ -182,9 +183,7 @@ export abstract class SessionActions {
     { status: 400, description: 'Malformed session id', example: MALFORMED_SESSION_ID },
     { status: 404, description: 'No such session', example: NO_SUCH_SESSION },
     {
-      status: 409,
-      description:
-        "The session's worker does not run the sandbox engine (its WA_ENGINE decides, not the api's; with no worker known, the live workers' engine, else the api's)",
+      ...NOT_SANDBOX,
       example: {
         code: 'CONFLICT',
         message:

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
-import { parseConfig } from '@app/config';
+import { parseConfig, type AppConfig } from '@app/config';
 import {
   EventScriptArgs,
   RedisKeys,
@@ -260,6 +260,35 @@ describe('a delivery on its last attempt', () => {
  * aside for it (WEBHOOK_RETENTION_MS from the delete; the retry WEBHOOK_RETENTION_MS past its
  * next attempt).
  */
+/**
+ * A delivery service over real repositories whose every post its target answers 200, and the
+ * posts it made (the secret each was signed with, and its event).
+ */
+function answeringService(config: AppConfig, webhooks: WebhookRepository) {
+  const posted: { secret: string; eventId: string }[] = [];
+  const sender = {
+    post: vi.fn(async (target: WebhookTarget, eventId: string) => {
+      posted.push({ secret: target.secret, eventId });
+      return {
+        ok: true,
+        statusCode: 200,
+        retryable: false,
+        retryAfterMs: null,
+        error: null,
+        durationMs: 1,
+      };
+    }),
+  };
+  const metrics = { webhookAttempt: vi.fn() };
+  const service = new WebhookDeliveryService(
+    config,
+    webhooks,
+    sender as unknown as WebhookSender,
+    metrics as unknown as WorkerMetrics,
+  );
+  return { service, sender, metrics, posted };
+}
+
 describe('a delivery of a deleted registration, its targets no longer kept', () => {
   let redis: Redis;
   let keys: RedisKeys;
@@ -292,27 +321,7 @@ describe('a delivery of a deleted registration, its targets no longer kept', () 
       subscriber,
     );
     const webhooks = new WebhookRepository(redis, keys, config);
-    const posted: { secret: string; eventId: string }[] = [];
-    const sender = {
-      post: vi.fn(async (target: WebhookTarget, eventId: string) => {
-        posted.push({ secret: target.secret, eventId });
-        return {
-          ok: true,
-          statusCode: 200,
-          retryable: false,
-          retryAfterMs: null,
-          error: null,
-          durationMs: 1,
-        };
-      }),
-    };
-    const metrics = { webhookAttempt: vi.fn() };
-    const service = new WebhookDeliveryService(
-      config,
-      webhooks,
-      sender as unknown as WebhookSender,
-      metrics as unknown as WorkerMetrics,
-    );
+    const { service, sender, metrics, posted } = answeringService(config, webhooks);
     const url = 'https://same.example/hook';
     const targetId = webhookTargetId('session', url);
     const registration = async (secret: string) => {
@@ -392,27 +401,7 @@ describe('a delivery of a deleted session whose target is not among those kept a
       subscriber,
     );
     const webhooks = new WebhookRepository(redis, keys, config);
-    const posted: { secret: string; eventId: string }[] = [];
-    const sender = {
-      post: vi.fn(async (target: WebhookTarget, eventId: string) => {
-        posted.push({ secret: target.secret, eventId });
-        return {
-          ok: true,
-          statusCode: 200,
-          retryable: false,
-          retryAfterMs: null,
-          error: null,
-          durationMs: 1,
-        };
-      }),
-    };
-    const metrics = { webhookAttempt: vi.fn() };
-    const service = new WebhookDeliveryService(
-      config,
-      webhooks,
-      sender as unknown as WebhookSender,
-      metrics as unknown as WorkerMetrics,
-    );
+    const { service, metrics, posted } = answeringService(config, webhooks);
     const url = 'https://same.example/hook';
     const other = sessionTarget('https://other.example/hook', 'whsec_other');
     const targetId = webhookTargetId('session', url);
