@@ -244,6 +244,63 @@ describe('createRedis: a database the server refuses', () => {
     }
   });
 
+  it("stops the process too when a copy of the client (duplicate, as BullMQ makes a Worker's blocking connection) is refused its database, and runs nothing of the copy's on database 0", async () => {
+    const exit = vi.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    const ours = createRedis(`${server.url}/5`, { name: 'db-dup-test', blocking: true });
+    const copy = ours.duplicate({ maxRetriesPerRequest: null });
+    const direct = new Redis(server.url);
+    try {
+      const write = copy.set('db-dup-test', 'lost').then(
+        () => 'written',
+        (err: Error) => err.message,
+      );
+      // Once for the client, once for its copy: each connection is refused on its own.
+      await eventually(() => expect(exit).toHaveBeenCalledTimes(2));
+      expect(exit).toHaveBeenLastCalledWith(1);
+      expect(await write).toBe('Connection is closed.');
+      expect(logged).toHaveBeenLastCalledWith(
+        'REDIS_URL: the Redis server refuses database 5 (ERR DB index is out of range); it has as many as its databases setting, 16 by default (0 to 15). Exiting (Redis client db-dup-test).',
+      );
+      expect(await direct.dbsize()).toBe(0);
+      expect(copy.status).toBe('end');
+    } finally {
+      ours.disconnect();
+      copy.disconnect();
+      direct.disconnect();
+    }
+  });
+
+  it('makes a copy of the client (duplicate) connect again and select when its SELECT is refused for a passing reason, not go on on database 0', async () => {
+    const exit = vi.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
+    const admin = new Redis(server.url);
+    // SELECT refused while INFO (ioredis's ready check) is answered, as an ACL being changed
+    // does: a BUSY or a LOADING fails the ready check too, and ioredis reconnects by itself.
+    await admin.acl('SETUSER', 'dup', 'on', '>pw', '~*', '&*', '+@all', '-select');
+    const ours = createRedis(`${server.url.replace('redis://', 'redis://dup:pw@')}/1`, {
+      name: 'db-dup-acl-test',
+      blocking: true,
+    });
+    // A copy of a copy too: BullMQ may duplicate a client it was itself given as a copy.
+    const copy = ours.duplicate().duplicate();
+    const direct = new Redis(`${server.url}/1`);
+    try {
+      const write = copy.set('db-dup-acl', 'written');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await admin.acl('SETUSER', 'dup', '+select');
+      expect(await write).toBe('OK');
+      expect(await direct.get('db-dup-acl')).toBe('written');
+      expect(await admin.get('db-dup-acl')).toBeNull();
+      expect(exit).not.toHaveBeenCalled();
+    } finally {
+      ours.disconnect();
+      copy.disconnect();
+      direct.disconnect();
+      await admin.acl('DELUSER', 'dup').catch(() => undefined);
+      admin.disconnect();
+    }
+  });
+
   it('does not stop the process when the password is wrong: it waits, as with database 0', async () => {
     const exit = vi.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
     const admin = new Redis(server.url);

@@ -109,16 +109,11 @@ export function createRedis(
   }
   const silentMs = options.silentMs ?? (options.blocking ? RESENDING_SILENT_MS : SILENT_MS);
   let lastError = '';
+  guardDatabase(redis, options.name);
   redis.on('error', (err: Error) => {
-    const select = refusedSelect(err);
-    if (select && DATABASE_REFUSED.test(err.message))
-      return exitOnRefusedDatabase(redis, err, select.args?.[0], options.name);
+    if (refusedSelect(err) && DATABASE_REFUSED.test(err.message)) return;
     if (err.message !== lastError) log.warn(`${options.name}: ${err.message}`);
     lastError = err.message;
-    // Refused for a passing reason (a script running long, Redis loading or full, a password
-    // rotated): this connection is not on its database, and ioredis would go on with it on
-    // database 0. It is made anew instead, and selects again, after the usual wait.
-    if (select) redis.disconnect(true);
   });
   redis.on('ready', () => {
     if (lastError) log.log(`${options.name}: connected again`);
@@ -141,6 +136,30 @@ export function createRedis(
  * setting; a proxy or a Cluster: any but 0). Any other refusal of the SELECT passes.
  */
 const DATABASE_REFUSED = /DB index is out of range|invalid DB index|SELECT is not allowed/i;
+
+/**
+ * Keeps a client, and every copy made of it, off database 0 when its SELECT is refused: the
+ * process stops when the server refuses the database itself (exitOnRefusedDatabase); refused
+ * for a passing reason (a script running long, Redis loading or full, a password rotated), the
+ * connection is made anew and selects again, after the usual wait, where ioredis would go on
+ * with it on database 0. `duplicate` is wrapped because ioredis copies a client's options
+ * (its db too) but not its listeners, and BullMQ makes a Worker's blocking connection so.
+ */
+function guardDatabase(client: Redis, name: string): void {
+  client.on('error', (err: Error) => {
+    const select = refusedSelect(err);
+    if (!select) return;
+    if (DATABASE_REFUSED.test(err.message))
+      return exitOnRefusedDatabase(client, err, select.args?.[0], name);
+    client.disconnect(true);
+  });
+  const duplicate = client.duplicate.bind(client) as (...args: unknown[]) => Redis;
+  client.duplicate = ((...args: unknown[]) => {
+    const copy = duplicate(...args);
+    guardDatabase(copy, name);
+    return copy;
+  }) as Redis['duplicate'];
+}
 
 /** The SELECT of REDIS_URL's database, refused as the connection was made; else undefined. */
 function refusedSelect(err: Error): { args?: unknown[] } | undefined {
