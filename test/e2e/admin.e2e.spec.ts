@@ -1076,6 +1076,31 @@ describe('the sessions pages with no worker running', () => {
       await stack.close();
     }
   });
+
+  it('answer the sessions list poll with whether a worker takes sessions in X-Workers, the body still the bare list', async () => {
+    const stack = await Stack.start(
+      { ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD },
+      { worker: false },
+    );
+    try {
+      const { WorkerRepository } = await import('@app/status-store');
+      const workers = stack.api!.get(WorkerRepository);
+      const poll = async () => {
+        const answer = await request(stack, 'GET', '/api/admin/sessions');
+        expect(answer.status).toBe(200);
+        expect(Array.isArray(answer.json.data)).toBe(true);
+        return answer.headers.get('x-workers');
+      };
+      expect(await poll()).toBe('none');
+      const worker = { id: 'worker-here', host: 'h', pid: 1, version: '0', startedAt: '' };
+      await workers.beat({ ...worker, sessions: [] }, 60_000, Date.now() + 60_000);
+      expect(await poll()).toBe('taking');
+      await workers.setDraining('worker-here', true, 60_000);
+      expect(await poll()).toBe('draining');
+    } finally {
+      await stack.close();
+    }
+  });
 });
 
 describe('draining the only worker that takes sessions', () => {
