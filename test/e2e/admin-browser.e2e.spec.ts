@@ -1096,6 +1096,62 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     expect(seen).toEqual({ console: [], page: [], csp: [] });
   }, 120_000);
 
+  it('follows the workers on an open sessions list: its banner changes as the worker stops, starts, drains and takes sessions again', async () => {
+    // Its own stack: its worker is stopped and drained here.
+    const own = await Stack.start({ ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD });
+    const seen: Problems = { console: [], page: [], csp: [] };
+    try {
+      await own.waitReady('main');
+      const workerId = async () => {
+        const workers = (await own.call('GET', '/api/v1/workers')).body.data as { id: string }[];
+        expect(workers).toHaveLength(1);
+        return workers[0].id;
+      };
+      const context = await desktop(seen);
+      const page = await context.newPage();
+      await page.goto(`${own.url}/admin`);
+      await page.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
+
+      /** What the list says now: shown banners, main's badge, and whether it was reloaded. */
+      const says = () =>
+        page.evaluate(() => ({
+          banners: [...document.querySelectorAll('[data-workers-banner]')]
+            .filter((banner) => (banner as HTMLElement).checkVisibility())
+            .map((banner) => (banner as HTMLElement).dataset.workersBanner),
+          badge: document.querySelector('[data-session="main"] [data-bind="status"]')?.textContent,
+          reloaded: (window as unknown as { marker?: number }).marker !== 42,
+        }));
+      /** Waits (polls of the page, no reload) until the list says what `expected` says. */
+      const until = (expected: Partial<Awaited<ReturnType<typeof says>>>) =>
+        eventually(
+          async () => expect(await says()).toMatchObject({ ...expected, reloaded: false }),
+          20_000,
+        );
+
+      await until({ banners: [], badge: 'READY' });
+      await own.stopWorker();
+      await until({ banners: ['none'] });
+      expect(await page.locator('[data-workers-banner="none"]').textContent()).toContain(
+        'No worker is running:',
+      );
+      await own.startWorker();
+      const second = await workerId();
+      await until({ banners: [], badge: 'READY' });
+      expect((await own.call('POST', `/api/v1/workers/${second}/drain`)).status).toBe(202);
+      await until({ banners: ['draining'], badge: 'STOPPED' });
+      expect(await page.locator('[data-workers-banner="draining"]').textContent()).toContain(
+        'Every worker is draining:',
+      );
+      await page.screenshot({ path: join(ARTIFACTS, '12d-list-draining.png'), fullPage: true });
+      expect((await own.call('DELETE', `/api/v1/workers/${second}/drain`)).status).toBe(200);
+      await until({ banners: [], badge: 'READY' });
+      await context.close();
+    } finally {
+      await own.close();
+    }
+    expect(seen).toEqual({ console: [], page: [], csp: [] });
+  }, 120_000);
+
   it('shows every state with its colour, error, next retry and loading percent', async () => {
     // An api without a worker, so the states written here stay as they are.
     const still = await Stack.start(

@@ -1076,6 +1076,68 @@ describe('the sessions pages with no worker running', () => {
       await stack.close();
     }
   });
+
+  it('answer the sessions list poll with whether a worker takes sessions in X-Workers, the body still the bare list', async () => {
+    const stack = await Stack.start(
+      { ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD },
+      { worker: false },
+    );
+    try {
+      const { WorkerRepository } = await import('@app/status-store');
+      const workers = stack.api!.get(WorkerRepository);
+      const poll = async () => {
+        const answer = await request(stack, 'GET', '/api/admin/sessions');
+        expect(answer.status).toBe(200);
+        expect(Array.isArray(answer.json.data)).toBe(true);
+        return answer.headers.get('x-workers');
+      };
+      expect(await poll()).toBe('none');
+      const worker = { id: 'worker-here', host: 'h', pid: 1, version: '0', startedAt: '' };
+      await workers.beat({ ...worker, sessions: [] }, 60_000, Date.now() + 60_000);
+      expect(await poll()).toBe('taking');
+      await workers.setDraining('worker-here', true, 60_000);
+      expect(await poll()).toBe('draining');
+    } finally {
+      await stack.close();
+    }
+  });
+
+  it('say of a session whose worker died, while the only workers left are draining, that it stays stopped until one takes sessions again', async () => {
+    const stack = await Stack.start(
+      { ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD },
+      { worker: false },
+    );
+    try {
+      const { WorkerRepository } = await import('@app/status-store');
+      const workers = stack.api!.get(WorkerRepository);
+      const worker = { id: 'worker-left', host: 'h', pid: 1, version: '0', startedAt: '' };
+      await workers.beat({ ...worker, sessions: [] }, 60_000, Date.now() + 60_000);
+      await workers.setDraining('worker-left', true, 60_000);
+      // As a worker that crashed leaves its session: READY, its worker no longer beating.
+      await stack.redis.hset(stack.keys.session('main'), {
+        worker: 'worker-gone',
+        status: 'READY',
+      });
+      const said =
+        'worker worker-gone stopped answering (no heartbeat within 3 × its WORKER_HEARTBEAT_MS); the remaining workers are draining, so the session stays stopped until one takes sessions again';
+      const json = (await request(stack, 'GET', '/api/admin/sessions/main')).json.data;
+      expect(json).toMatchObject({ status: 'DISCONNECTED', lastError: said, workers: 'draining' });
+      expect((await stack.call('GET', '/api/v1/sessions/main/status')).body.data.lastError).toBe(
+        said,
+      );
+      const page = await request(stack, 'GET', '/admin/sessions/main');
+      expect(page.text).toContain('the remaining workers are draining');
+      expect(page.text).not.toContain('another worker takes the session over');
+
+      // One takes sessions again: it takes the session over, and says so.
+      await workers.setDraining('worker-left', false, 60_000);
+      expect((await request(stack, 'GET', '/api/admin/sessions/main')).json.data.lastError).toMatch(
+        /stopped answering .*; another worker takes the session over$/,
+      );
+    } finally {
+      await stack.close();
+    }
+  });
 });
 
 describe('draining the only worker that takes sessions', () => {

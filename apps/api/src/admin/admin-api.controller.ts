@@ -39,6 +39,10 @@ import {
   CsrfTokenDto,
 } from './admin.dto.js';
 import { AdminService } from './admin.service.js';
+import { WORKER_FLEET_STATES } from '../workers/worker.dto.js';
+
+/** The header of GET /api/admin/sessions that says whether a worker takes sessions. */
+const WORKERS_HEADER = 'X-Workers';
 
 /**
  * The session actions of /api/v1/sessions (create, QR, pairing code, reconnect, logout, link,
@@ -86,9 +90,20 @@ export class AdminApiController {
     summary: 'Every session with its status and message counts',
     description: 'Counts are of each session’s messages since it was created.',
   })
-  @ApiEnvelope(AdminSessionDto, { isArray: true })
-  list() {
-    return ok(this.admin.overview());
+  @ApiEnvelope(AdminSessionDto, {
+    isArray: true,
+    headers: {
+      [WORKERS_HEADER]: {
+        description:
+          'Whether a worker takes sessions: none is running, every running one is draining, or some worker takes them. The sessions page follows its banners with it; a header, so the body stays the bare list',
+        schema: { type: 'string', enum: [...WORKER_FLEET_STATES], example: 'taking' },
+      },
+    },
+  })
+  async list(@Res({ passthrough: true }) res: FastifyReply) {
+    const { sessions, workers } = await this.admin.overviewAndWorkers();
+    void res.header(WORKERS_HEADER, workers);
+    return ok(sessions);
   }
 
   @Get('sessions/:id')

@@ -13,6 +13,7 @@ import { MessagesService } from '../messages/messages.service.js';
 import { SessionsService } from '../sessions/sessions.service.js';
 import type { SessionStatusDto } from '../sessions/session.dto.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
+import type { WorkerFleetState } from '../workers/worker.dto.js';
 import { WorkersService } from '../workers/workers.service.js';
 import {
   PREVIEW_LENGTH,
@@ -48,6 +49,18 @@ export class AdminService {
     return Promise.all(
       sessions.map(async (session) => withCounts(session, await this.records.counts(session.id))),
     );
+  }
+
+  /**
+   * The sessions list with whether a worker takes sessions, read together: the list page's
+   * poll follows its banners with its badges, as the session page's poll does.
+   */
+  async overviewAndWorkers(): Promise<{
+    sessions: AdminSessionDto[];
+    workers: WorkerFleetState;
+  }> {
+    const [sessions, workers] = await Promise.all([this.overview(), this.workers.fleetState()]);
+    return { sessions, workers };
   }
 
   async detail(sessionId: string): Promise<AdminSessionDetailDto> {

@@ -1,5 +1,11 @@
 import { applyDecorators, type Type } from '@nestjs/common';
-import { ApiExtraModels, ApiProperty, ApiResponse, getSchemaPath } from '@nestjs/swagger';
+import {
+  ApiExtraModels,
+  ApiProperty,
+  ApiResponse,
+  getSchemaPath,
+  type ApiResponseOptions,
+} from '@nestjs/swagger';
 import { ERROR_STATUS, type ErrorCode } from '@app/common';
 
 export class ErrorDetailDto {
@@ -41,7 +47,12 @@ export class ErrorEnvelopeDto {
 /** Documents a `{ ok: true, data: <model> }` answer (or `data: <model>[]` with isArray). */
 export function ApiEnvelope(
   model: Type<unknown>,
-  options: { status?: number; description?: string; isArray?: boolean } = {},
+  options: {
+    status?: number;
+    description?: string;
+    isArray?: boolean;
+    headers?: ApiResponseOptions['headers'];
+  } = {},
 ) {
   const data = options.isArray
     ? { type: 'array', items: { $ref: getSchemaPath(model) } }
@@ -51,6 +62,7 @@ export function ApiEnvelope(
     ApiResponse({
       status: options.status ?? 200,
       description: options.description,
+      headers: options.headers,
       schema: {
         type: 'object',
         required: ['ok', 'data'],

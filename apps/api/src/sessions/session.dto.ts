@@ -57,7 +57,7 @@ export class SessionStatusDto {
   @ApiProperty({
     example: true,
     description:
-      'The worker still sends heartbeats; when it does not, status shows DISCONNECTED until another worker takes the session over',
+      'The worker still sends heartbeats; when it does not, status shows DISCONNECTED until another worker takes the session over (none does while every other worker is draining)',
   })
   workerAlive: boolean;
   @ApiProperty({ nullable: true, type: String, example: '2026-11-24T10:00:00.000Z' })

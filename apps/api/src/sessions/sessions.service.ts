@@ -30,6 +30,12 @@ const NUMBER_CHECK_WAIT_MS = 10_000;
 /** How long a number lookup's answer is kept (accounts are rarely made or deleted). */
 export const NUMBER_CHECK_CACHE_MS = 10 * 60_000;
 
+/** The live workers' ids, and whether any of them takes sessions (is not draining). */
+interface LiveWorkers {
+  ids: Set<string>;
+  anyTaking: boolean;
+}
+
 /** What a failed session call answers over HTTP. */
 const CALL_FAILURE_CODES = {
   NOT_DRIVEN: 'UNAVAILABLE',
@@ -77,24 +83,37 @@ export class SessionsService {
     return shownTo(mayLink, this.toStatus(session, active, live));
   }
 
-  private liveWorkers(): Promise<Set<string>> {
-    return this.workers.liveIds(this.config.workerStaleAfterMs);
+  /**
+   * The live workers, and whether any of them takes sessions: a draining worker is live but
+   * takes over no session (as WorkersService.fleetState tells them apart).
+   */
+  private async liveWorkers(): Promise<LiveWorkers> {
+    const [ids, draining] = await Promise.all([
+      this.workers.liveIds(this.config.workerStaleAfterMs),
+      this.workers.drainingIds(),
+    ]);
+    return { ids, anyTaking: [...ids].some((id) => !draining.has(id)) };
   }
 
   /**
    * What a session's owner last wrote, unless that owner has gone quiet: then the session is
    * not trusted as READY (its lease is about to pass to another worker) and says why.
    */
-  private toStatus(session: SessionView, activeId: string, live: Set<string>): SessionStatusDto {
+  private toStatus(session: SessionView, activeId: string, live: LiveWorkers): SessionStatusDto {
     const status = toStatus(session, activeId);
-    const workerAlive = session.worker !== null && live.has(session.worker);
+    const workerAlive = session.worker !== null && live.ids.has(session.worker);
     if (session.worker && !workerAlive && session.status !== 'STOPPED') {
+      const next = live.anyTaking
+        ? 'another worker takes the session over'
+        : live.ids.size
+          ? 'the remaining workers are draining, so the session stays stopped until one takes sessions again'
+          : 'no worker is running to take the session over';
       return {
         ...status,
         status: 'DISCONNECTED',
         hasQr: false,
         pairingCode: null,
-        lastError: `worker ${session.worker} stopped answering (no heartbeat within 3 × its WORKER_HEARTBEAT_MS); ${live.size ? 'another worker takes the session over' : 'no worker is running to take the session over'}`,
+        lastError: `worker ${session.worker} stopped answering (no heartbeat within 3 × its WORKER_HEARTBEAT_MS); ${next}`,
         workerAlive,
       };
     }

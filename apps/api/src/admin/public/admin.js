@@ -109,6 +109,11 @@
 
   /** Calls an /api/admin route; resolves with `data`, rejects with the envelope's message. */
   async function api(method, url, body) {
+    return (await apiAnswer(method, url, body)).data;
+  }
+
+  /** As api, resolving with `data` and the answer's headers. */
+  async function apiAnswer(method, url, body) {
     const headers = { accept: 'application/json' };
     if (method !== 'GET') headers['x-csrf-token'] = csrfToken;
     if (body !== undefined) headers['content-type'] = 'application/json';
@@ -133,7 +138,7 @@
       error.status = response.status;
       throw error;
     }
-    return envelope.data;
+    return { data: envelope.data, headers: response.headers };
   }
 
   // The outcome of an action taken without leaving the page shows in a toast at the bottom of
@@ -279,12 +284,14 @@
     setTimeout(tick, intervalMs);
   }
 
-  // ---- Sessions list: badges and counts stay current.
+  // ---- Sessions list: badges, counts and the workers' banners stay current.
   const list = document.querySelector('[data-live-list]');
   if (list) {
     let toldOfChanges = false;
     every(3000, async () => {
-      const sessions = await api('GET', list.dataset.liveList);
+      const { data: sessions, headers } = await apiAnswer('GET', list.dataset.liveList);
+      // In a header, so the route's body stays the bare list it always was.
+      renderWorkers(headers.get('x-workers'));
       for (const session of sessions) {
         const card = list.querySelector(`[data-session="${CSS.escape(session.id)}"]`);
         if (card) renderSession(card, session);
