@@ -39,6 +39,10 @@ describe('an api started with the sandbox beside workers that run another engine
       const admin = await (await fetch(`${stack.url}/admin`)).text();
       expect(admin).not.toContain('Sandbox engine.');
       expect(admin).toContain('Engine <code>wwebjs</code>');
+      // The queue board's badge too (it said "nothing is sent" while a wwebjs worker sends).
+      const board = await (await fetch(`${stack.url}/admin/queues`)).text();
+      expect(board).toContain('Send queues');
+      expect(board).not.toContain('Sandbox: nothing is sent');
 
       // A sandbox worker joins: the engines are mixed, and the page says so.
       await workers.beat(worker('worker-sandbox', { engine: 'sandbox' }), 15_000);

@@ -6,6 +6,7 @@ import type { FastifyPluginCallback } from 'fastify';
 import { AppConfig } from '@app/config';
 import { QueueProducer } from '@app/queue';
 import { SessionRepository, WorkerRepository } from '@app/status-store';
+import { WorkersService, type EngineBanner } from '../workers/workers.service.js';
 
 export const QUEUES_PATH = '/admin/queues';
 /** The queue list is re-read at most this often, so sessions created since show up. */
@@ -13,6 +14,14 @@ const REFRESH_MS = 2000;
 /** How long one read of the live workers serves the board's queues. */
 const LIVE_WORKERS_MS = 1000;
 const REMOTE_FONTS = /<link[^>]+href="https:\/\/fonts\.googleapis\.com[^>]*>/g;
+const BADGE_COLORS = { color: '#dde9fe', textColor: '#173b84' };
+
+/** bull-board's environment badge at the top of the page: what the workers' engines send. */
+function engineBadge(banner: EngineBanner) {
+  if (banner.sandbox) return { label: 'Sandbox: nothing is sent', ...BADGE_COLORS };
+  if (banner.mixedEngines) return { label: `Mixed engines: ${banner.engine}`, ...BADGE_COLORS };
+  return undefined;
+}
 
 /** A queue's consumers as bull-board lists them (its `getWorkers`). */
 type BoardWorkers = Awaited<ReturnType<BullMQAdapter['getWorkers']>>;
@@ -55,6 +64,7 @@ export class QueueBoard {
     private readonly sessions: SessionRepository,
     private readonly producer: QueueProducer,
     private readonly workers: WorkerRepository,
+    private readonly fleet: WorkersService,
   ) {
     this.adapter.setBasePath(QUEUES_PATH);
     this.board = createBullBoard({
@@ -66,13 +76,8 @@ export class QueueBoard {
           // note is bull-board's environment badge at the top of the page instead (one line on a
           // phone: it is laid out for one).
           boardTitle: 'Send queues',
-          ...(this.config.WA_ENGINE === 'sandbox' && {
-            environment: {
-              label: 'Sandbox: nothing is sent',
-              color: '#dde9fe',
-              textColor: '#173b84',
-            },
-          }),
+          // (Until the first refresh reads the workers' engines: the api's own.)
+          environment: engineBadge(this.fleet.lastEngineBanner()),
           miscLinks: [{ text: 'Sessions', url: '/admin' }],
           hideDocsLink: true,
         },
@@ -99,6 +104,7 @@ export class QueueBoard {
   async refresh(now = Date.now()): Promise<void> {
     if (now - this.refreshedAt < REFRESH_MS) return;
     this.refreshedAt = now;
+    await this.showEngines();
     const ids = await this.sessions.ids();
     if (ids.join('\n') === this.shown) return;
     this.shown = ids.join('\n');
@@ -116,6 +122,19 @@ export class QueueBoard {
           ),
       ),
     );
+  }
+
+  /**
+   * The badge follows the workers' engines, as the admin's banner does: an api started with the
+   * sandbox beside wwebjs workers said "nothing is sent" while real messages went out. bull-board
+   * reads its uiConfig (kept by its adapter) each time it serves the page.
+   */
+  private async showEngines(): Promise<void> {
+    const banner = await this.fleet.engineBanner().catch(() => this.fleet.lastEngineBanner());
+    const ui = (this.adapter as unknown as { uiConfig: { environment?: unknown } }).uiConfig;
+    const badge = engineBadge(banner);
+    if (badge) ui.environment = badge;
+    else delete ui.environment;
   }
 
   /**
