@@ -1006,7 +1006,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
     expect(own).toEqual({ console: [], page: [], csp: [] });
   }, 60_000);
 
-  it('follows the workers on an open session page: the banner, the phase text and the Worker field change as its worker stops, starts, drains and takes sessions again', async () => {
+  it('follows the workers on an open session page and sessions list: the banners, the phase text and the Worker field change as the worker stops, starts, drains and takes sessions again', async () => {
     // Its own stack: its worker is stopped and drained here.
     const own = await Stack.start({ ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD });
     const seen: Problems = { console: [], page: [], csp: [] };
@@ -1022,6 +1022,10 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       const page = await context.newPage();
       await page.goto(`${own.url}/admin/sessions/main`);
       await page.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
+      // The sessions list, open beside it.
+      const list = await context.newPage();
+      await list.goto(`${own.url}/admin`);
+      await list.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
 
       /** What the page says now: shown banners, the shown phase's text, the Worker field. */
       const says = () =>
@@ -1044,9 +1048,26 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
       const until = (check: (now: Awaited<ReturnType<typeof says>>) => void) =>
         eventually(async () => check(await says()), 20_000);
 
+      /** What the list says now: shown banners, main's badge, and whether it was reloaded. */
+      const listSays = () =>
+        list.evaluate(() => ({
+          banners: [...document.querySelectorAll('[data-workers-banner]')]
+            .filter((banner) => (banner as HTMLElement).checkVisibility())
+            .map((banner) => (banner as HTMLElement).dataset.workersBanner),
+          badge: document.querySelector('[data-session="main"] [data-bind="status"]')?.textContent,
+          reloaded: (window as unknown as { marker?: number }).marker !== 42,
+        }));
+      /** Waits (polls of the list, no reload) until it says what `expected` says. */
+      const listUntil = (expected: Partial<Awaited<ReturnType<typeof listSays>>>) =>
+        eventually(
+          async () => expect(await listSays()).toMatchObject({ ...expected, reloaded: false }),
+          20_000,
+        );
+
       await until((now) =>
         expect(now).toMatchObject({ banners: [], worker: first, badge: 'READY', reloaded: false }),
       );
+      await listUntil({ banners: [], badge: 'READY' });
 
       // The worker stops: no worker runs, and the page says so without a reload.
       await own.stopWorker();
@@ -1060,6 +1081,10 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
         'No worker is running:',
       );
       await page.screenshot({ path: join(ARTIFACTS, '12-worker-stopped.png'), fullPage: true });
+      await listUntil({ banners: ['none'] });
+      expect(await list.locator('[data-workers-banner="none"]').textContent()).toContain(
+        'No worker is running:',
+      );
 
       // One starts again: the banner goes, the session runs on it.
       await own.startWorker();
@@ -1068,6 +1093,7 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
         expect(now).toMatchObject({ banners: [], worker: second, badge: 'READY', reloaded: false }),
       );
       await page.screenshot({ path: join(ARTIFACTS, '12b-worker-back.png'), fullPage: true });
+      await listUntil({ banners: [], badge: 'READY' });
 
       // Drained, the only worker stops its sessions: live, but it starts none.
       const drained = await own.call('POST', `/api/v1/workers/${second}/drain`);
@@ -1083,68 +1109,18 @@ describe.runIf(existsSync(CHROMIUM))('admin pages in a real browser (Chromium, s
         'Every worker is draining:',
       );
       await page.screenshot({ path: join(ARTIFACTS, '12c-worker-draining.png'), fullPage: true });
+      await listUntil({ banners: ['draining'], badge: 'STOPPED' });
+      expect(await list.locator('[data-workers-banner="draining"]').textContent()).toContain(
+        'Every worker is draining:',
+      );
+      await list.screenshot({ path: join(ARTIFACTS, '12d-list-draining.png'), fullPage: true });
 
       // Takes sessions again: the banner goes and the session runs.
       expect((await own.call('DELETE', `/api/v1/workers/${second}/drain`)).status).toBe(200);
       await until((now) =>
         expect(now).toMatchObject({ banners: [], badge: 'READY', reloaded: false }),
       );
-      await context.close();
-    } finally {
-      await own.close();
-    }
-    expect(seen).toEqual({ console: [], page: [], csp: [] });
-  }, 120_000);
-
-  it('follows the workers on an open sessions list: its banner changes as the worker stops, starts, drains and takes sessions again', async () => {
-    // Its own stack: its worker is stopped and drained here.
-    const own = await Stack.start({ ADMIN_USERNAME: USER, ADMIN_PASSWORD: PASSWORD });
-    const seen: Problems = { console: [], page: [], csp: [] };
-    try {
-      await own.waitReady('main');
-      const workerId = async () => {
-        const workers = (await own.call('GET', '/api/v1/workers')).body.data as { id: string }[];
-        expect(workers).toHaveLength(1);
-        return workers[0].id;
-      };
-      const context = await desktop(seen);
-      const page = await context.newPage();
-      await page.goto(`${own.url}/admin`);
-      await page.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
-
-      /** What the list says now: shown banners, main's badge, and whether it was reloaded. */
-      const says = () =>
-        page.evaluate(() => ({
-          banners: [...document.querySelectorAll('[data-workers-banner]')]
-            .filter((banner) => (banner as HTMLElement).checkVisibility())
-            .map((banner) => (banner as HTMLElement).dataset.workersBanner),
-          badge: document.querySelector('[data-session="main"] [data-bind="status"]')?.textContent,
-          reloaded: (window as unknown as { marker?: number }).marker !== 42,
-        }));
-      /** Waits (polls of the page, no reload) until the list says what `expected` says. */
-      const until = (expected: Partial<Awaited<ReturnType<typeof says>>>) =>
-        eventually(
-          async () => expect(await says()).toMatchObject({ ...expected, reloaded: false }),
-          20_000,
-        );
-
-      await until({ banners: [], badge: 'READY' });
-      await own.stopWorker();
-      await until({ banners: ['none'] });
-      expect(await page.locator('[data-workers-banner="none"]').textContent()).toContain(
-        'No worker is running:',
-      );
-      await own.startWorker();
-      const second = await workerId();
-      await until({ banners: [], badge: 'READY' });
-      expect((await own.call('POST', `/api/v1/workers/${second}/drain`)).status).toBe(202);
-      await until({ banners: ['draining'], badge: 'STOPPED' });
-      expect(await page.locator('[data-workers-banner="draining"]').textContent()).toContain(
-        'Every worker is draining:',
-      );
-      await page.screenshot({ path: join(ARTIFACTS, '12d-list-draining.png'), fullPage: true });
-      expect((await own.call('DELETE', `/api/v1/workers/${second}/drain`)).status).toBe(200);
-      await until({ banners: [], badge: 'READY' });
+      await listUntil({ banners: [], badge: 'READY' });
       await context.close();
     } finally {
       await own.close();

@@ -289,161 +289,153 @@ function answeringService(config: AppConfig, webhooks: WebhookRepository) {
   return { service, sender, metrics, posted };
 }
 
-describe('a delivery of a deleted registration, its targets no longer kept', () => {
+/** On real Redis: deliveries of a session deleted, each registration with targets of its own. */
+describe('deliveries of deleted registrations', () => {
   let redis: Redis;
   let keys: RedisKeys;
-  let subscriber: RedisSubscriber;
+  let subscriber: RedisSubscriber | undefined;
   beforeAll(() => {
     redis = createRedis(inject('redisUrl'), { name: 'delivery-registration-test' });
     keys = new RedisKeys(`d${randomBytes(5).toString('hex')}`);
   });
-  afterAll(async () => {
-    const left = await redis.keys(keys.pattern());
-    if (left.length) await redis.del(...left);
+  afterEach(async () => {
     await subscriber?.onApplicationShutdown();
-    await redis.quit();
-  });
-
-  it("is dropped alone, never posted to the new session's target with its secret; the new one's delivery behind it in the line goes on", async () => {
-    const config = parseConfig({ NODE_ENV: 'test' });
-    subscriber = new RedisSubscriber(config);
-    const sessions = new SessionRepository(
-      redis,
-      keys,
-      new EventScriptArgs(keys, [], 60_000),
-      subscriber,
-    );
-    // Its purge keeps the targets aside 300 ms (as WEBHOOK_RETENTION_MS would).
-    const purge = new SessionRepository(
-      redis,
-      keys,
-      new EventScriptArgs(keys, [], 300),
-      subscriber,
-    );
-    const webhooks = new WebhookRepository(redis, keys, config);
-    const { service, sender, metrics, posted } = answeringService(config, webhooks);
-    const url = 'https://same.example/hook';
-    const targetId = webhookTargetId('session', url);
-    const registration = async (secret: string) => {
-      await registerWithTarget(sessions, webhooks, 'outlived', sessionTarget(url, secret));
-    };
-    const event = async (): Promise<DeliveryRecord> => {
-      await sessions.setObserved(
-        'outlived',
-        { status: 'QR', qr: randomBytes(4).toString('hex') },
-        'w1',
-      );
-      const id = (await redis.lrange(keys.webhookChain('outlived', targetId), -1, -1))[0];
-      return (await webhooks.delivery(id))!;
-    };
-
-    await registration('whsec_old');
-    const old = await event();
-    await webhooks.markRetrying(old, {
-      statusCode: 503,
-      error: 'unavailable',
-      nextAttemptAt: new Date(Date.now() + 3_600_000),
-    });
-    expect(await purge.unregister('outlived')).toBe(true);
-    await registration('whsec_new');
-    const fresh = await event();
-    await eventually(async () =>
-      expect(await redis.exists(keys.webhookRetiredTargets('outlived'))).toBe(0),
-    );
-
-    const chain = { sessionId: 'outlived', targetId };
-    expect(await service.deliver({ ...chain, deliveryId: old.id })).toEqual({
-      result: 'done',
-      next: fresh.id,
-    });
-    expect(sender.post).not.toHaveBeenCalled();
-    expect(await webhooks.delivery(old.id)).toBeNull();
-    expect(metrics.webhookAttempt).toHaveBeenCalledWith(
-      { eventType: 'session.status' },
-      'dropped',
-      undefined,
-      1,
-    );
-
-    expect((await service.deliver({ ...chain, deliveryId: fresh.id })).result).toBe('delivered');
-    expect(posted).toEqual([{ secret: 'whsec_new', eventId: fresh.eventId }]);
-  });
-});
-
-/**
- * On real Redis: a session deleted twice (made again between), not made again since. The first
- * registration's delivery waits at a target it had dropped before its delete (a PUT), so the
- * targets kept aside for it lack it; the second's, behind it in the same line (the same URL),
- * waits for the target kept aside for that one.
- */
-describe('a delivery of a deleted session whose target is not among those kept aside for it', () => {
-  let redis: Redis;
-  let keys: RedisKeys;
-  let subscriber: RedisSubscriber;
-  beforeAll(() => {
-    redis = createRedis(inject('redisUrl'), { name: 'delivery-retired-test' });
-    keys = new RedisKeys(`d${randomBytes(5).toString('hex')}`);
+    subscriber = undefined;
   });
   afterAll(async () => {
     const left = await redis.keys(keys.pattern());
     if (left.length) await redis.del(...left);
-    await subscriber?.onApplicationShutdown();
     await redis.quit();
   });
 
-  it("is dropped alone; a later registration's delivery behind it in the line goes to the target kept aside for it", async () => {
-    const config = parseConfig({ NODE_ENV: 'test' });
-    subscriber = new RedisSubscriber(config);
-    const sessions = new SessionRepository(
-      redis,
-      keys,
-      new EventScriptArgs(keys, [], 60_000),
-      subscriber,
-    );
-    const webhooks = new WebhookRepository(redis, keys, config);
-    const { service, metrics, posted } = answeringService(config, webhooks);
-    const url = 'https://same.example/hook';
-    const other = sessionTarget('https://other.example/hook', 'whsec_other');
-    const targetId = webhookTargetId('session', url);
-    const event = async (): Promise<DeliveryRecord> => {
-      await sessions.setObserved(
-        'twice',
-        { status: 'QR', qr: randomBytes(4).toString('hex') },
-        'w1',
+  describe('a delivery of a deleted registration, its targets no longer kept', () => {
+    it("is dropped alone, never posted to the new session's target with its secret; the new one's delivery behind it in the line goes on", async () => {
+      const config = parseConfig({ NODE_ENV: 'test' });
+      subscriber = new RedisSubscriber(config);
+      const sessions = new SessionRepository(
+        redis,
+        keys,
+        new EventScriptArgs(keys, [], 60_000),
+        subscriber,
       );
-      const id = (await redis.lrange(keys.webhookChain('twice', targetId), -1, -1))[0];
-      return (await webhooks.delivery(id))!;
-    };
+      // Its purge keeps the targets aside 300 ms (as WEBHOOK_RETENTION_MS would).
+      const purge = new SessionRepository(
+        redis,
+        keys,
+        new EventScriptArgs(keys, [], 300),
+        subscriber,
+      );
+      const webhooks = new WebhookRepository(redis, keys, config);
+      const { service, sender, metrics, posted } = answeringService(config, webhooks);
+      const url = 'https://same.example/hook';
+      const targetId = webhookTargetId('session', url);
+      const registration = async (secret: string) => {
+        await registerWithTarget(sessions, webhooks, 'outlived', sessionTarget(url, secret));
+      };
+      const event = async (): Promise<DeliveryRecord> => {
+        await sessions.setObserved(
+          'outlived',
+          { status: 'QR', qr: randomBytes(4).toString('hex') },
+          'w1',
+        );
+        const id = (await redis.lrange(keys.webhookChain('outlived', targetId), -1, -1))[0];
+        return (await webhooks.delivery(id))!;
+      };
 
-    // The first: its event waits at `url` and at the other target; a PUT drops `url`, then the
-    // delete keeps aside what it has then (the other target, whose line waits).
-    await registerWithTarget(sessions, webhooks, 'twice', sessionTarget(url, 'whsec_first'));
-    await webhooks.setSessionTargets('twice', [sessionTarget(url, 'whsec_first'), other]);
-    const first = await event();
-    await webhooks.setSessionTargets('twice', [other]);
-    expect(await sessions.unregister('twice')).toBe(true);
-    // The second, at `url` again: its event waits behind the first's; deleted in turn.
-    await registerWithTarget(sessions, webhooks, 'twice', sessionTarget(url, 'whsec_second'));
-    const second = await event();
-    expect(await sessions.unregister('twice')).toBe(true);
-    expect(await redis.lrange(keys.webhookChain('twice', targetId), 0, -1)).toEqual([
-      first.id,
-      second.id,
-    ]);
+      await registration('whsec_old');
+      const old = await event();
+      await webhooks.markRetrying(old, {
+        statusCode: 503,
+        error: 'unavailable',
+        nextAttemptAt: new Date(Date.now() + 3_600_000),
+      });
+      expect(await purge.unregister('outlived')).toBe(true);
+      await registration('whsec_new');
+      const fresh = await event();
+      await eventually(async () =>
+        expect(await redis.exists(keys.webhookRetiredTargets('outlived'))).toBe(0),
+      );
 
-    const chain = { sessionId: 'twice', targetId };
-    expect(await service.deliver({ ...chain, deliveryId: first.id })).toEqual({
-      result: 'done',
-      next: second.id,
+      const chain = { sessionId: 'outlived', targetId };
+      expect(await service.deliver({ ...chain, deliveryId: old.id })).toEqual({
+        result: 'done',
+        next: fresh.id,
+      });
+      expect(sender.post).not.toHaveBeenCalled();
+      expect(await webhooks.delivery(old.id)).toBeNull();
+      expect(metrics.webhookAttempt).toHaveBeenCalledWith(
+        { eventType: 'session.status' },
+        'dropped',
+        undefined,
+        1,
+      );
+
+      expect((await service.deliver({ ...chain, deliveryId: fresh.id })).result).toBe('delivered');
+      expect(posted).toEqual([{ secret: 'whsec_new', eventId: fresh.eventId }]);
     });
-    expect(await webhooks.delivery(first.id)).toBeNull();
-    expect(metrics.webhookAttempt).toHaveBeenCalledWith(
-      { eventType: 'session.status' },
-      'dropped',
-      undefined,
-      1,
-    );
-    expect((await service.deliver({ ...chain, deliveryId: second.id })).result).toBe('delivered');
-    expect(posted).toEqual([{ secret: 'whsec_second', eventId: second.eventId }]);
+  });
+
+  /**
+   * On real Redis: a session deleted twice (made again between), not made again since. The first
+   * registration's delivery waits at a target it had dropped before its delete (a PUT), so the
+   * targets kept aside for it lack it; the second's, behind it in the same line (the same URL),
+   * waits for the target kept aside for that one.
+   */
+  describe('a delivery of a deleted session whose target is not among those kept aside for it', () => {
+    it("is dropped alone; a later registration's delivery behind it in the line goes to the target kept aside for it", async () => {
+      const config = parseConfig({ NODE_ENV: 'test' });
+      subscriber = new RedisSubscriber(config);
+      const sessions = new SessionRepository(
+        redis,
+        keys,
+        new EventScriptArgs(keys, [], 60_000),
+        subscriber,
+      );
+      const webhooks = new WebhookRepository(redis, keys, config);
+      const { service, metrics, posted } = answeringService(config, webhooks);
+      const url = 'https://same.example/hook';
+      const other = sessionTarget('https://other.example/hook', 'whsec_other');
+      const targetId = webhookTargetId('session', url);
+      const event = async (): Promise<DeliveryRecord> => {
+        await sessions.setObserved(
+          'twice',
+          { status: 'QR', qr: randomBytes(4).toString('hex') },
+          'w1',
+        );
+        const id = (await redis.lrange(keys.webhookChain('twice', targetId), -1, -1))[0];
+        return (await webhooks.delivery(id))!;
+      };
+
+      // The first: its event waits at `url` and at the other target; a PUT drops `url`, then the
+      // delete keeps aside what it has then (the other target, whose line waits).
+      await registerWithTarget(sessions, webhooks, 'twice', sessionTarget(url, 'whsec_first'));
+      await webhooks.setSessionTargets('twice', [sessionTarget(url, 'whsec_first'), other]);
+      const first = await event();
+      await webhooks.setSessionTargets('twice', [other]);
+      expect(await sessions.unregister('twice')).toBe(true);
+      // The second, at `url` again: its event waits behind the first's; deleted in turn.
+      await registerWithTarget(sessions, webhooks, 'twice', sessionTarget(url, 'whsec_second'));
+      const second = await event();
+      expect(await sessions.unregister('twice')).toBe(true);
+      expect(await redis.lrange(keys.webhookChain('twice', targetId), 0, -1)).toEqual([
+        first.id,
+        second.id,
+      ]);
+
+      const chain = { sessionId: 'twice', targetId };
+      expect(await service.deliver({ ...chain, deliveryId: first.id })).toEqual({
+        result: 'done',
+        next: second.id,
+      });
+      expect(await webhooks.delivery(first.id)).toBeNull();
+      expect(metrics.webhookAttempt).toHaveBeenCalledWith(
+        { eventType: 'session.status' },
+        'dropped',
+        undefined,
+        1,
+      );
+      expect((await service.deliver({ ...chain, deliveryId: second.id })).result).toBe('delivered');
+      expect(posted).toEqual([{ secret: 'whsec_second', eventId: second.eventId }]);
+    });
   });
 });
